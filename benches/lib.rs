@@ -1,0 +1,1 @@
+//! Shared helpers for Duraclaw's benchmarks.

@@ -1,0 +1,849 @@
+//! The host-agnostic session actor: the logic the local orchestrator and the
+//! Durable Object share, with no runtime of its own.
+//!
+//! - [`SessionLog`] appends through a [`SessionStore`] and only then
+//!   publishes to live subscribers (persist before forward), in seq order.
+//! - [`Subscription`] gives exactly the events with seq > `after`, in order,
+//!   then live ones, with no gap and no duplicate at the seam: it registers
+//!   for live events and reads the fence (the highest published seq) in one
+//!   step, replays from the store up to the fence, then drains its live
+//!   queue skipping what it already gave. Its queue is bounded; a subscriber
+//!   that falls behind is cut from the live stream and catches up by replay,
+//!   so a slow reader never stalls the session. A gap in the live stream is
+//!   filled from the store.
+//! - [`SessionActor`] turns gateway events into log entries (idempotent by
+//!   gseq, contiguous, acked with the highest persisted gseq), drives the
+//!   state machine, records human decisions first-answer-wins, and applies
+//!   each command id once, keeping what must reach the gateway in a durable
+//!   outbox until the gateway confirms it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::lock::Mutex as AsyncMutex;
+
+use crate::approval::DecideOutcome;
+use crate::error::{Error, Result};
+use crate::protocol::{
+    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, Event, Gseq, QuestionKind, Seq,
+    Snapshot, StateChange, ToGateway, UserMessage, WireError, encode_frame,
+};
+use crate::state::{PauseReason, SessionInput, SessionState, transition};
+use crate::store::{
+    AppendBatch, AppendOutcome, DynSessionStore, NewEvent, RecordedCommand, Resolution,
+    ResolveOutcome, SessionMeta, StoredEvent,
+};
+
+/// How many events a live subscriber may have queued before it is cut from
+/// the live stream and made to catch up by replay.
+pub const DEFAULT_LIVE_QUEUE: usize = 1024;
+/// Events read from the store per replay page.
+pub const DEFAULT_REPLAY_PAGE: usize = 512;
+
+struct Slot {
+    tx: mpsc::Sender<StoredEvent>,
+    lagged: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Hub {
+    published: Seq,
+    slots: Vec<Slot>,
+    closed: bool,
+}
+
+struct Shared {
+    store: DynSessionStore,
+    hub: Mutex<Hub>,
+    live_queue: usize,
+    replay_page: usize,
+}
+
+impl Shared {
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        // A poisoned hub only means a publisher panicked mid-push; the data
+        // (a seq and a list of senders) is still consistent.
+        self.hub.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes stored events, in seq order, to every live subscriber.
+    fn publish(&self, events: &[StoredEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let mut hub = self.hub();
+        for e in events {
+            hub.slots
+                .retain_mut(|slot| match slot.tx.try_send(e.clone()) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        if err.is_full() {
+                            slot.lagged.store(true, Ordering::Release);
+                        }
+                        false
+                    }
+                });
+            hub.published = hub.published.max(e.seq);
+        }
+    }
+
+    /// Registers a live queue and returns it with the fence.
+    fn register(&self) -> (mpsc::Receiver<StoredEvent>, Arc<AtomicBool>, Seq, bool) {
+        let mut hub = self.hub();
+        let (tx, rx) = mpsc::channel(self.live_queue);
+        let lagged = Arc::new(AtomicBool::new(false));
+        if !hub.closed {
+            hub.slots.push(Slot {
+                tx,
+                lagged: lagged.clone(),
+            });
+        }
+        (rx, lagged, hub.published, hub.closed)
+    }
+}
+
+/// A session's event log with live fan-out. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionLog {
+    shared: Arc<Shared>,
+    append_lock: Arc<AsyncMutex<()>>,
+}
+
+impl std::fmt::Debug for SessionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLog")
+            .field("session_id", &self.shared.store.session_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionLog {
+    /// A log over `store`, with default queue and page sizes.
+    pub async fn open(store: DynSessionStore) -> Result<Self> {
+        Self::open_with(store, DEFAULT_LIVE_QUEUE, DEFAULT_REPLAY_PAGE).await
+    }
+
+    /// A log over `store` with a live queue bound and a replay page size.
+    pub async fn open_with(
+        store: DynSessionStore,
+        live_queue: usize,
+        replay_page: usize,
+    ) -> Result<Self> {
+        let head = store.head().await?;
+        let hub = Hub {
+            published: head.last_seq,
+            ..Hub::default()
+        };
+        Ok(SessionLog {
+            shared: Arc::new(Shared {
+                store,
+                hub: Mutex::new(hub),
+                live_queue: live_queue.max(1),
+                replay_page: replay_page.max(1),
+            }),
+            append_lock: Arc::new(AsyncMutex::new(())),
+        })
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &DynSessionStore {
+        &self.shared.store
+    }
+
+    /// Appends, then publishes what was stored: persist before forward.
+    pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+        let _order = self.append_lock.lock().await;
+        let outcome = self.shared.store.append(batch).await?;
+        self.shared.publish(&outcome.stored);
+        Ok(outcome)
+    }
+
+    /// Records a decision first-answer-wins and publishes its event.
+    pub async fn resolve(
+        &self,
+        question_id: &str,
+        resolution: Resolution,
+        command: Option<RecordedCommand>,
+    ) -> Result<ResolveOutcome> {
+        let _order = self.append_lock.lock().await;
+        let outcome = self
+            .shared
+            .store
+            .resolve(question_id, resolution, command)
+            .await?;
+        if let ResolveOutcome::Decided(e) = &outcome {
+            self.shared.publish(std::slice::from_ref(e));
+        }
+        Ok(outcome)
+    }
+
+    /// Every event with seq > `after`, then live events.
+    pub fn subscribe(&self, after: Seq) -> Subscription {
+        let (live, lagged, fence, closed) = self.shared.register();
+        Subscription {
+            shared: self.shared.clone(),
+            delivered: after,
+            fence,
+            page: VecDeque::new(),
+            held: None,
+            live,
+            lagged,
+            closed,
+            catch_ups: 0,
+        }
+    }
+
+    /// Ends every subscription once it has delivered what it holds (the
+    /// actor is being evicted); new subscriptions get the replay only.
+    pub fn close(&self) {
+        let mut hub = self.shared.hub();
+        hub.closed = true;
+        hub.slots.clear();
+    }
+
+    /// Live subscribers right now.
+    pub fn subscriber_count(&self) -> usize {
+        self.shared.hub().slots.len()
+    }
+}
+
+/// A reader of a session's log: replay after a seq, then live events.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    delivered: Seq,
+    fence: Seq,
+    page: VecDeque<StoredEvent>,
+    held: Option<StoredEvent>,
+    live: mpsc::Receiver<StoredEvent>,
+    lagged: Arc<AtomicBool>,
+    closed: bool,
+    catch_ups: u64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("delivered", &self.delivered)
+            .field("fence", &self.fence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The highest seq handed out so far (or the `after` it started from).
+    pub fn delivered(&self) -> Seq {
+        self.delivered
+    }
+
+    /// How many times this subscriber fell behind and caught up by replay.
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups
+    }
+
+    /// The next event in seq order; `None` once the log is closed and
+    /// everything before the close was delivered.
+    pub async fn next(&mut self) -> Option<Result<StoredEvent>> {
+        loop {
+            if let Some(e) = self.page.pop_front() {
+                if e.seq == self.delivered + 1 {
+                    self.delivered = e.seq;
+                    return Some(Ok(e));
+                }
+                continue;
+            }
+            if self.delivered < self.fence {
+                if let Err(e) = self.fill_page().await {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            if let Some(e) = self.held.take() {
+                if e.seq == self.delivered + 1 {
+                    self.delivered = e.seq;
+                    return Some(Ok(e));
+                }
+                if e.seq > self.delivered + 1 {
+                    self.fence = e.seq - 1;
+                    self.held = Some(e);
+                }
+                continue;
+            }
+            if self.closed {
+                return None;
+            }
+            match self.live.next().await {
+                Some(e) if e.seq <= self.delivered => continue,
+                Some(e) => self.held = Some(e),
+                None if self.lagged.load(Ordering::Acquire) => {
+                    // Fell behind: re-register, then replay up to the new fence.
+                    let (live, lagged, fence, closed) = self.shared.register();
+                    self.live = live;
+                    self.lagged = lagged;
+                    self.fence = fence;
+                    self.closed = closed;
+                    self.catch_ups += 1;
+                }
+                None => {
+                    // The log was closed; deliver what the store holds.
+                    self.closed = true;
+                    match self.shared.store.head().await {
+                        Ok(head) => self.fence = head.last_seq,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fill_page(&mut self) -> Result<()> {
+        let want = usize::try_from(self.fence - self.delivered)
+            .unwrap_or(usize::MAX)
+            .min(self.shared.replay_page);
+        let page = self.shared.store.read_after(self.delivered, want).await?;
+        let before = self.page.len();
+        self.page
+            .extend(page.into_iter().filter(|e| e.seq <= self.fence));
+        if self.page.len() == before {
+            return Err(Error::Storage {
+                backend: "log",
+                reason: format!(
+                    "events {}..={} are missing from the store",
+                    self.delivered + 1,
+                    self.fence
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The subscription as a `Stream`.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<StoredEvent>> {
+        futures::stream::unfold(self, |mut sub| async move {
+            sub.next().await.map(|item| (item, sub))
+        })
+    }
+}
+
+/// What [`SessionActor::ingest`] did with a batch of gateway events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Events newly stored (state-change events included).
+    pub stored: usize,
+    /// Gateway events already stored before.
+    pub duplicates: usize,
+    /// The highest gseq persisted: send it to the gateway as the ack.
+    pub ack: Gseq,
+    /// The batch skipped a gseq: events from this one on were not stored;
+    /// re-attach after `ack`.
+    pub gap_at: Option<Gseq>,
+}
+
+/// What a browser command produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandOutcome {
+    /// The reply for the browser.
+    pub result: CommandResult,
+    /// Frames to forward to the gateway now (also kept in the outbox).
+    pub forward: Vec<ToGateway>,
+    /// For an `answer`, what the decision did.
+    pub decided: Option<DecideOutcome>,
+}
+
+/// A person acting through a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The user's name.
+    pub user: String,
+    /// The client, e.g. `browser 3f2a`.
+    pub client: Option<String>,
+}
+
+impl Actor {
+    fn decided_by(&self) -> DecidedBy {
+        DecidedBy {
+            who: self.user.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// The session actor: one per session, in any host.
+#[derive(Debug, Clone)]
+pub struct SessionActor {
+    log: SessionLog,
+    inner: Arc<AsyncMutex<ActorState>>,
+}
+
+#[derive(Debug)]
+struct ActorState {
+    meta: SessionMeta,
+    highest_gseq: Gseq,
+    pending: Pending,
+}
+
+impl SessionActor {
+    /// Wakes the actor of the session `store` holds.
+    pub async fn open(store: DynSessionStore) -> Result<Self> {
+        let log = SessionLog::open(store).await?;
+        Self::with_log(log).await
+    }
+
+    /// Wakes the actor over an already opened log.
+    pub async fn with_log(log: SessionLog) -> Result<Self> {
+        let meta = log.store().meta().await?;
+        let head = log.store().head().await?;
+        let pending = pending_counts(log.store()).await?;
+        Ok(SessionActor {
+            log,
+            inner: Arc::new(AsyncMutex::new(ActorState {
+                meta,
+                highest_gseq: head.highest_gseq,
+                pending,
+            })),
+        })
+    }
+
+    /// The log, to subscribe to.
+    pub fn log(&self) -> &SessionLog {
+        &self.log
+    }
+
+    /// The session id.
+    pub fn session_id(&self) -> &str {
+        self.log.store().session_id()
+    }
+
+    /// A copy of the session's metadata.
+    pub async fn meta(&self) -> SessionMeta {
+        self.inner.lock().await.meta.clone()
+    }
+
+    /// What a browser sees first: the state and pending questions.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let st = self.inner.lock().await;
+        let pending = self.log.store().questions(true).await?;
+        let head = self.log.store().head().await?;
+        Ok(Snapshot {
+            session_id: st.meta.session_id.clone(),
+            state: st.meta.state,
+            last_seq: head.last_seq,
+            pending: pending.into_iter().map(|q| q.question).collect(),
+        })
+    }
+
+    /// Stores a batch of gateway events in gseq order, idempotently.
+    ///
+    /// Events at or below the highest stored gseq are duplicates and skipped;
+    /// the batch must otherwise continue at highest + 1 (the gateway numbers
+    /// densely), and a skipped number stops the batch there so nothing is
+    /// acked past a hole.
+    pub async fn ingest(&self, batch: Vec<(Gseq, Event)>, now_ms: i64) -> Result<IngestOutcome> {
+        let mut st = self.inner.lock().await;
+        let mut out = IngestOutcome::default();
+        let mut next = st.highest_gseq + 1;
+        let mut new_events = Vec::with_capacity(batch.len());
+        let mut state = st.meta.state;
+        let mut meta = st.meta.clone();
+        let mut pending = st.pending;
+        for (gseq, event) in batch {
+            if gseq < next {
+                out.duplicates += 1;
+                continue;
+            }
+            if gseq > next {
+                out.gap_at = Some(next);
+                break;
+            }
+            next += 1;
+            let inputs = inputs_for(&event, &mut pending, &mut meta);
+            new_events.push(NewEvent::new(&event, Some(gseq), now_ms)?);
+            for input in inputs {
+                state = self.step(state, input, now_ms, &mut new_events)?;
+            }
+        }
+        if new_events.is_empty() {
+            out.ack = st.highest_gseq;
+            return Ok(out);
+        }
+        let outcome = self.log.append(AppendBatch::events(new_events)).await?;
+        out.stored = outcome.stored.len();
+        out.duplicates += outcome.duplicates;
+        out.ack = outcome.highest_gseq;
+        st.highest_gseq = outcome.highest_gseq;
+        meta.state = state;
+        meta.updated_at_ms = now_ms;
+        meta.pending_questions = pending.total();
+        self.log.store().put_meta(&meta).await?;
+        st.meta = meta;
+        st.pending = pending;
+        Ok(out)
+    }
+
+    /// Applies one state input, logging a `session.state` event when the
+    /// state changes. An input the state machine refuses is logged and
+    /// ignored: events are never dropped over a state disagreement.
+    fn step(
+        &self,
+        state: SessionState,
+        input: SessionInput,
+        now_ms: i64,
+        out: &mut Vec<NewEvent>,
+    ) -> Result<SessionState> {
+        match transition(state, input) {
+            Ok(next) if next != state => {
+                out.push(NewEvent::new(
+                    &Event::SessionState(StateChange { state: next }),
+                    None,
+                    now_ms,
+                )?);
+                Ok(next)
+            }
+            Ok(same) => Ok(same),
+            Err(err) => {
+                tracing::warn!(session = self.session_id(), error = %err, "state input ignored");
+                Ok(state)
+            }
+        }
+    }
+
+    /// Moves the session to `input`'s next state (gateway lost or restored,
+    /// terminate), logging the change.
+    pub async fn apply_input(&self, input: SessionInput, now_ms: i64) -> Result<SessionState> {
+        let mut st = self.inner.lock().await;
+        let from = st.meta.state;
+        let next = transition(from, input)?;
+        if next != from {
+            let event = NewEvent::new(
+                &Event::SessionState(StateChange { state: next }),
+                None,
+                now_ms,
+            )?;
+            self.log.append(AppendBatch::events(vec![event])).await?;
+            st.meta.state = next;
+            st.meta.updated_at_ms = now_ms;
+            self.log.store().put_meta(&st.meta).await?;
+        }
+        Ok(next)
+    }
+
+    /// What the session should return to once its gateway is back.
+    pub async fn resumption(&self) -> Result<crate::state::Resumption> {
+        use crate::state::Resumption;
+        let st = self.inner.lock().await;
+        let pending = st.pending;
+        Ok(if pending.approvals > 0 {
+            Resumption::AwaitingApproval
+        } else if pending.answers > 0 {
+            Resumption::AwaitingAnswer
+        } else if st.meta.state == SessionState::Active {
+            Resumption::Active
+        } else {
+            Resumption::Idle
+        })
+    }
+
+    /// The frames to send when the gateway link (re)opens: attach after the
+    /// highest persisted gseq, then every command not yet confirmed.
+    pub async fn on_gateway_connected(&self) -> Result<Vec<ToGateway>> {
+        let st = self.inner.lock().await;
+        let mut frames = vec![ToGateway::Attach {
+            session_id: st.meta.session_id.clone(),
+            after_gseq: st.highest_gseq,
+        }];
+        for cmd in self.log.store().unforwarded().await? {
+            if let Some(json) = cmd.forward {
+                match crate::protocol::decode_frame::<ToGateway>(&json, "outbox frame") {
+                    Ok(frame) => frames.push(frame),
+                    Err(err) => {
+                        tracing::error!(command = %cmd.id, error = %err, "outbox frame unreadable")
+                    }
+                }
+            }
+        }
+        Ok(frames)
+    }
+
+    /// The gateway confirmed (or refused) a command: it leaves the outbox.
+    pub async fn on_command_result(&self, result: &CommandResult) -> Result<()> {
+        self.log.store().mark_forwarded(&result.id).await
+    }
+
+    /// Applies a browser command once per id. `message` logs the user turn,
+    /// `answer` records the decision first-answer-wins, `abort` interrupts;
+    /// each is queued for the gateway in the same step.
+    pub async fn command(
+        &self,
+        id: &str,
+        command: Command,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> Result<CommandOutcome> {
+        let session_id = self.session_id().to_owned();
+        let gateway_frame = |cmd: Command| -> Result<(ToGateway, Arc<str>)> {
+            let frame = ToGateway::Command(CommandEnvelope {
+                id: id.to_owned(),
+                session_id: session_id.clone(),
+                command: cmd,
+            });
+            let json: Arc<str> = encode_frame(&frame)?.into();
+            Ok((frame, json))
+        };
+        let ok = CommandResult {
+            id: id.to_owned(),
+            ok: true,
+            error: None,
+        };
+        match command {
+            Command::Message(turn) => {
+                if turn.text.trim().is_empty() {
+                    return Err(Error::Invalid("a message needs some text".into()));
+                }
+                let mut st = self.inner.lock().await;
+                let (frame, json) = gateway_frame(Command::Message(turn.clone()))?;
+                let mut events = vec![NewEvent::new(
+                    &Event::UserMessage(UserMessage {
+                        text: turn.text,
+                        by: Some(actor.user.clone()),
+                    }),
+                    None,
+                    now_ms,
+                )?];
+                let state = self.step(
+                    st.meta.state,
+                    SessionInput::TurnStarted,
+                    now_ms,
+                    &mut events,
+                )?;
+                let outcome = self
+                    .log
+                    .append(AppendBatch {
+                        events,
+                        command: Some(RecordedCommand {
+                            id: id.to_owned(),
+                            forward: Some(json),
+                            at_ms: now_ms,
+                        }),
+                    })
+                    .await?;
+                if outcome.duplicate_command {
+                    return Ok(CommandOutcome {
+                        result: ok,
+                        forward: vec![],
+                        decided: None,
+                    });
+                }
+                st.meta.state = state;
+                st.meta.updated_at_ms = now_ms;
+                self.log.store().put_meta(&st.meta).await?;
+                Ok(CommandOutcome {
+                    result: ok,
+                    forward: vec![frame],
+                    decided: None,
+                })
+            }
+            Command::Abort(abort) => {
+                let (frame, json) = gateway_frame(Command::Abort(abort))?;
+                let outcome = self
+                    .log
+                    .append(AppendBatch {
+                        events: vec![],
+                        command: Some(RecordedCommand {
+                            id: id.to_owned(),
+                            forward: Some(json),
+                            at_ms: now_ms,
+                        }),
+                    })
+                    .await?;
+                let forward = if outcome.duplicate_command {
+                    vec![]
+                } else {
+                    vec![frame]
+                };
+                Ok(CommandOutcome {
+                    result: ok,
+                    forward,
+                    decided: None,
+                })
+            }
+            Command::Answer(answer) => {
+                self.decide(
+                    id,
+                    &answer.question_id,
+                    answer.decision,
+                    actor.decided_by(),
+                    now_ms,
+                )
+                .await
+            }
+            other => Err(Error::Invalid(format!(
+                "`{}` is not a browser command; use the session API",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Records a decision on a question, first answer wins, and queues the
+    /// `answer` for the gateway. A later decision is told who decided first.
+    pub async fn decide(
+        &self,
+        command_id: &str,
+        question_id: &str,
+        decision: Decision,
+        by: DecidedBy,
+        now_ms: i64,
+    ) -> Result<CommandOutcome> {
+        let mut st = self.inner.lock().await;
+        let frame = ToGateway::Command(CommandEnvelope {
+            id: command_id.to_owned(),
+            session_id: st.meta.session_id.clone(),
+            command: Command::Answer(crate::protocol::Answer {
+                question_id: question_id.to_owned(),
+                decision: decision.clone(),
+            }),
+        });
+        let json: Arc<str> = encode_frame(&frame)?.into();
+        let resolution = Resolution {
+            decision,
+            by,
+            at_ms: now_ms,
+        };
+        let outcome = self
+            .log
+            .resolve(
+                question_id,
+                resolution,
+                Some(RecordedCommand {
+                    id: command_id.to_owned(),
+                    forward: Some(json),
+                    at_ms: now_ms,
+                }),
+            )
+            .await?;
+        match outcome {
+            ResolveOutcome::AlreadyDecided(first) => {
+                let decided = DecideOutcome::AlreadyDecided { first };
+                Ok(CommandOutcome {
+                    result: CommandResult {
+                        id: command_id.to_owned(),
+                        ok: false,
+                        error: Some(WireError::new("already_decided", decided.describe())),
+                    },
+                    forward: vec![],
+                    decided: Some(decided),
+                })
+            }
+            ResolveOutcome::Decided(_) => {
+                let pending = pending_counts(self.log.store()).await?;
+                let mut events = Vec::new();
+                let state = self.step(
+                    st.meta.state,
+                    SessionInput::QuestionResolved {
+                        still_pending: pending.still_pending(),
+                    },
+                    now_ms,
+                    &mut events,
+                )?;
+                if !events.is_empty() {
+                    self.log.append(AppendBatch::events(events)).await?;
+                }
+                st.meta.state = state;
+                st.meta.updated_at_ms = now_ms;
+                st.meta.pending_questions = pending.total();
+                st.pending = pending;
+                self.log.store().put_meta(&st.meta).await?;
+                Ok(CommandOutcome {
+                    result: CommandResult {
+                        id: command_id.to_owned(),
+                        ok: true,
+                        error: None,
+                    },
+                    forward: vec![frame],
+                    decided: Some(DecideOutcome::Decided),
+                })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    approvals: u32,
+    answers: u32,
+}
+
+impl Pending {
+    fn total(&self) -> u32 {
+        self.approvals + self.answers
+    }
+
+    fn still_pending(&self) -> Option<PauseReason> {
+        if self.approvals > 0 {
+            Some(PauseReason::AwaitingApproval)
+        } else if self.answers > 0 {
+            Some(PauseReason::AwaitingAnswer)
+        } else {
+            None
+        }
+    }
+}
+
+async fn pending_counts(store: &DynSessionStore) -> Result<Pending> {
+    let mut p = Pending::default();
+    for q in store.questions(true).await? {
+        match q.question.kind {
+            QuestionKind::AskUser { .. } => p.answers += 1,
+            _ => p.approvals += 1,
+        }
+    }
+    Ok(p)
+}
+
+/// The state inputs an event implies, updating the pending counts and the
+/// metadata it carries (executor session id, model, cost).
+fn inputs_for(event: &Event, pending: &mut Pending, meta: &mut SessionMeta) -> Vec<SessionInput> {
+    match event {
+        Event::SessionInit(init) => {
+            if init.executor_session_id.is_some() {
+                meta.executor_session_id
+                    .clone_from(&init.executor_session_id);
+            }
+            if init.model.is_some() {
+                meta.model.clone_from(&init.model);
+            }
+            vec![SessionInput::Initialized]
+        }
+        Event::UserQuestion(q) => match q.kind {
+            QuestionKind::AskUser { .. } => {
+                pending.answers += 1;
+                vec![SessionInput::QuestionAsked]
+            }
+            _ => {
+                pending.approvals += 1;
+                vec![SessionInput::ApprovalRequested]
+            }
+        },
+        Event::QuestionResolved(_) => {
+            // The executor withdrew a question; the store resolves its row.
+            // Counts are re-read after the append, so approximate here.
+            if pending.approvals > 0 {
+                pending.approvals -= 1;
+            } else if pending.answers > 0 {
+                pending.answers -= 1;
+            }
+            vec![SessionInput::QuestionResolved {
+                still_pending: pending.still_pending(),
+            }]
+        }
+        Event::Result(r) => {
+            if let Some(cost) = r.cost_usd {
+                meta.cost_usd = cost;
+            }
+            vec![SessionInput::TurnEnded]
+        }
+        Event::Error(_) => vec![SessionInput::TurnEnded],
+        _ => vec![],
+    }
+}

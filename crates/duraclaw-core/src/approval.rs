@@ -1,0 +1,83 @@
+//! [`ApprovalGate`]: "may this tool call run?"
+//!
+//! A request returns a future decision; `decide` resolves it, first answer
+//! wins; `cancel` withdraws it. A decision is never invented: a timeout
+//! resolves as [`Decision::Expired`], which is reported in those words and
+//! never as a human's denial. Implementations (memory, durable, policy) live
+//! in `duraclaw-gateway`; this module holds the trait and the types.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::protocol::{DecidedBy, Decision, UserQuestion};
+use crate::store::Resolution;
+use crate::{SendOutsideWasm, SyncOutsideWasm};
+
+/// A request for a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// The session asking.
+    pub session_id: String,
+    /// The question: a permission request or an AskUserQuestion.
+    pub question: UserQuestion,
+    /// When it was asked, ms since the epoch.
+    pub asked_at_ms: i64,
+}
+
+/// What `decide` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DecideOutcome {
+    /// This decision was the first and is final.
+    Decided,
+    /// Someone decided first: by whom, when and what.
+    AlreadyDecided {
+        /// The first decision.
+        first: Resolution,
+    },
+}
+
+impl DecideOutcome {
+    /// A human-readable line, e.g. "already decided by alice at 1700000000000".
+    pub fn describe(&self) -> String {
+        match self {
+            DecideOutcome::Decided => "decided".to_owned(),
+            DecideOutcome::AlreadyDecided { first } => format!(
+                "already decided ({}) by {} at {}",
+                first.decision.name(),
+                first.by.who,
+                first.at_ms
+            ),
+        }
+    }
+}
+
+/// Decides whether tool calls may run.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait ApprovalGate: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
+    /// Asks, and waits for the decision. Asking again with the same question
+    /// id waits for the same decision.
+    async fn request(&self, request: ApprovalRequest) -> Result<Resolution>;
+
+    /// Decides a pending request; first answer wins.
+    async fn decide(
+        &self,
+        question_id: &str,
+        decision: Decision,
+        by: DecidedBy,
+    ) -> Result<DecideOutcome>;
+
+    /// Requests still waiting, oldest first.
+    async fn pending(&self) -> Result<Vec<ApprovalRequest>>;
+
+    /// Withdraws a request (the executor cancelled it or the session ended);
+    /// the waiter gets [`Decision::Cancelled`].
+    async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome>;
+}
+
+/// A shared, dynamically typed gate.
+pub type DynApprovalGate = Arc<dyn ApprovalGate>;

@@ -1,0 +1,36 @@
+//! # duraclaw-core
+//!
+//! The runtime-free heart of Duraclaw. It owns:
+//!
+//! - [`protocol`]: the JSON wire protocol of both links (orchestrator ↔
+//!   gateway, browser ↔ orchestrator), tolerant of unknown event types;
+//! - [`state`]: the session state machine, one transition function;
+//! - [`store`], [`relay`], [`approval`], [`executor`]: the four object-safe
+//!   async traits that hosts and backends implement;
+//! - [`actor`]: the host-agnostic session actor logic (persist before
+//!   forward, exactly-once replay with a fence, gseq dedupe and acks,
+//!   command ids applied once);
+//! - [`migrate`]: versioned, checksummed schema migrations with the version
+//!   kept in a meta table, for every SQL backend;
+//! - `conformance` (feature `conformance`): the shared test suite every
+//!   `SessionStore` backend runs.
+//!
+//! It depends on no async runtime and builds for `wasm32-unknown-unknown`, so
+//! the same logic runs in a tokio server and in a Cloudflare Durable Object.
+
+pub mod actor;
+pub mod approval;
+pub mod error;
+pub mod executor;
+pub mod migrate;
+pub mod protocol;
+pub mod relay;
+pub mod state;
+pub mod store;
+mod sync;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::{Error, Result};
+pub use sync::{SendOutsideWasm, SyncOutsideWasm};

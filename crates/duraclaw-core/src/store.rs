@@ -1,0 +1,323 @@
+//! [`SessionStore`]: one session's durable state, and [`SessionDirectory`],
+//! which opens stores by session id and lists a user's sessions.
+//!
+//! A store holds the session's event log (the store assigns the dense,
+//! strictly increasing `seq`), its metadata and state, the questions asked
+//! and their first decision, and the ids of commands already applied.
+//! Everything a method does is one atomic step: a crash leaves either all of
+//! it or none of it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::protocol::{
+    DecidedBy, Decision, Event, Gseq, MAX_FRAME_BYTES, QuestionResolved, Seq, UserQuestion,
+};
+use crate::state::SessionState;
+use crate::{SendOutsideWasm, SyncOutsideWasm};
+
+/// The most events one `read_after` call returns, whatever is asked.
+pub const MAX_PAGE: usize = 4096;
+
+/// An event to append, already encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The gateway's sequence number, for events that came from it.
+    pub gseq: Option<Gseq>,
+    /// When it was recorded, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The event's JSON text.
+    pub json: Arc<str>,
+    /// The question this event asks, recorded as pending with it.
+    pub asks: Option<UserQuestion>,
+    /// The question this event resolves (e.g. the executor withdrew it):
+    /// recorded with it if the question is still pending.
+    pub resolves: Option<(String, Resolution)>,
+}
+
+impl NewEvent {
+    /// Encodes `event`; a `user_question` also records the question.
+    pub fn new(event: &Event, gseq: Option<Gseq>, at_ms: i64) -> Result<Self> {
+        let json = event.to_json()?;
+        if json.len() > MAX_FRAME_BYTES {
+            return Err(Error::TooLarge {
+                what: "event",
+                size: json.len(),
+                limit: MAX_FRAME_BYTES,
+            });
+        }
+        let (asks, resolves) = match event {
+            Event::UserQuestion(q) => (Some(q.clone()), None),
+            Event::QuestionResolved(r) => (
+                None,
+                Some((
+                    r.question_id.clone(),
+                    Resolution {
+                        decision: r.decision.clone(),
+                        by: r.by.clone(),
+                        at_ms: r.at_ms,
+                    },
+                )),
+            ),
+            _ => (None, None),
+        };
+        Ok(NewEvent {
+            gseq,
+            at_ms,
+            json: json.into(),
+            asks,
+            resolves,
+        })
+    }
+}
+
+/// An event as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Dense per-session sequence number, from 1.
+    pub seq: Seq,
+    /// The gateway's sequence number, if it came from the gateway.
+    pub gseq: Option<Gseq>,
+    /// When it was recorded, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The event's JSON text, as appended.
+    pub json: Arc<str>,
+}
+
+impl StoredEvent {
+    /// Decodes the event.
+    pub fn event(&self) -> Result<Event> {
+        Event::from_json(&self.json)
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppendOutcome {
+    /// The events stored, with their new seqs, in order.
+    pub stored: Vec<StoredEvent>,
+    /// Events skipped because their gseq was already stored.
+    pub duplicates: usize,
+    /// The highest gseq now stored (0 if none).
+    pub highest_gseq: Gseq,
+    /// The batch's command id was seen before; nothing was appended.
+    pub duplicate_command: bool,
+}
+
+/// The ends of the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogHead {
+    /// The highest seq (0 when empty).
+    pub last_seq: Seq,
+    /// The highest gseq (0 when none).
+    pub highest_gseq: Gseq,
+}
+
+/// A decision on a question and who made it when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// The decision.
+    pub decision: Decision,
+    /// Who decided.
+    pub by: DecidedBy,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// A question and, once decided, its first decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuestionRecord {
+    /// The question as asked.
+    pub question: UserQuestion,
+    /// The seq of the `user_question` event.
+    pub asked_seq: Seq,
+    /// The first decision, once there is one.
+    pub resolution: Option<Resolution>,
+}
+
+/// What [`SessionStore::resolve`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResolveOutcome {
+    /// This decision was the first; its `question.resolved` event is logged.
+    Decided(StoredEvent),
+    /// Someone decided first; nothing changed.
+    AlreadyDecided(Resolution),
+}
+
+/// The `question.resolved` event for a resolution, as every backend logs it.
+pub fn resolution_event(question_id: &str, r: &Resolution) -> Result<NewEvent> {
+    let event = Event::QuestionResolved(QuestionResolved {
+        question_id: question_id.to_owned(),
+        decision: r.decision.clone(),
+        by: r.by.clone(),
+        at_ms: r.at_ms,
+    });
+    let mut e = NewEvent::new(&event, None, r.at_ms)?;
+    // The store records this resolution itself, first-answer-wins.
+    e.resolves = None;
+    Ok(e)
+}
+
+/// What the directory knows of a session without opening its log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMeta {
+    /// The session id.
+    pub session_id: String,
+    /// The user who owns it; every other user gets "not found".
+    pub owner: String,
+    /// A title, e.g. the first prompt's first line.
+    #[serde(default)]
+    pub title: String,
+    /// The worktree it runs in.
+    #[serde(default)]
+    pub worktree: String,
+    /// The model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The executor's session id, for resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_session_id: Option<String>,
+    /// Current state.
+    #[serde(flatten)]
+    pub state: SessionState,
+    /// Created, ms since the epoch.
+    pub created_at_ms: i64,
+    /// Last activity, ms since the epoch.
+    pub updated_at_ms: i64,
+    /// Cumulative cost in US dollars.
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Questions waiting for a human.
+    #[serde(default)]
+    pub pending_questions: u32,
+}
+
+impl SessionMeta {
+    /// A new session's metadata, in state `initializing`.
+    pub fn new(session_id: impl Into<String>, owner: impl Into<String>, now_ms: i64) -> Self {
+        SessionMeta {
+            session_id: session_id.into(),
+            owner: owner.into(),
+            title: String::new(),
+            worktree: String::new(),
+            model: None,
+            executor_session_id: None,
+            state: SessionState::Initializing,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            cost_usd: 0.0,
+            pending_questions: 0,
+        }
+    }
+}
+
+/// A command id recorded with the step that applies it, and the frame to
+/// forward to the gateway (kept until the gateway confirms it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCommand {
+    /// The command's id; a second step with the same id is skipped whole.
+    pub id: String,
+    /// The `ToGateway` frame to forward, if any.
+    pub forward: Option<Arc<str>>,
+    /// When it was recorded, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// Events to append in one atomic step, optionally tied to a command id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppendBatch {
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+    /// The command this step applies: if its id was recorded before, nothing
+    /// is appended and [`AppendOutcome::duplicate_command`] is set.
+    pub command: Option<RecordedCommand>,
+}
+
+impl AppendBatch {
+    /// A batch of events with no command.
+    pub fn events(events: Vec<NewEvent>) -> Self {
+        AppendBatch {
+            events,
+            command: None,
+        }
+    }
+}
+
+/// One session's durable state.
+///
+/// Backends: memory and SQLite in `duraclaw-store`, DO SQL in `duraclaw-cf`.
+/// All pass the `conformance` suite.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait SessionStore: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
+    /// The session this store holds.
+    fn session_id(&self) -> &str;
+
+    /// Appends events in order, assigning each the next seq, in one step.
+    ///
+    /// Idempotent for gateway events: one whose gseq is not above the
+    /// highest stored gseq is skipped and counted as a duplicate. A
+    /// `user_question` event's question is recorded as pending in the same
+    /// step. Backends group concurrent appends into one transaction.
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome>;
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) events with seq > `after`, in order.
+    async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>>;
+
+    /// The highest seq and gseq.
+    async fn head(&self) -> Result<LogHead>;
+
+    /// The session's metadata.
+    async fn meta(&self) -> Result<SessionMeta>;
+
+    /// Replaces the session's metadata (the id and owner cannot change).
+    async fn put_meta(&self, meta: &SessionMeta) -> Result<()>;
+
+    /// Decides a question, first answer wins: the first decision is recorded,
+    /// its `question.resolved` event appended and `command` recorded in one
+    /// step; later ones get [`ResolveOutcome::AlreadyDecided`] with the first
+    /// and record nothing. [`Error::NotFound`] for an unknown question.
+    async fn resolve(
+        &self,
+        question_id: &str,
+        resolution: Resolution,
+        command: Option<RecordedCommand>,
+    ) -> Result<ResolveOutcome>;
+
+    /// Questions, oldest first; only undecided ones when `pending_only`.
+    async fn questions(&self, pending_only: bool) -> Result<Vec<QuestionRecord>>;
+
+    /// Recorded commands whose frame has not been forwarded yet, oldest first.
+    async fn unforwarded(&self) -> Result<Vec<RecordedCommand>>;
+
+    /// Records that a command's frame reached the gateway.
+    async fn mark_forwarded(&self, command_id: &str) -> Result<()>;
+}
+
+/// A shared, dynamically typed store.
+pub type DynSessionStore = Arc<dyn SessionStore>;
+
+/// Opens session stores by id and lists sessions.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait SessionDirectory: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
+    /// Creates a session; [`Error::AlreadyExists`] if the id is taken.
+    async fn create(&self, meta: SessionMeta) -> Result<DynSessionStore>;
+
+    /// Opens an existing session; [`Error::NotFound`] if there is none.
+    async fn open(&self, session_id: &str) -> Result<DynSessionStore>;
+
+    /// The sessions `owner` owns, most recently active first.
+    async fn list(&self, owner: &str) -> Result<Vec<SessionMeta>>;
+}
+
+/// A shared, dynamically typed directory.
+pub type DynSessionDirectory = Arc<dyn SessionDirectory>;
+
+/// Checks `limit` for [`SessionStore::read_after`] and clamps it.
+pub fn page_limit(limit: usize) -> usize {
+    limit.clamp(1, MAX_PAGE)
+}

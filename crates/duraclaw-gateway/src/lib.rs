@@ -1,0 +1,4 @@
+//! The Duraclaw gateway: the tier that runs Claude Code sessions on the VPS.
+//!
+//! This crate is a skeleton for now; the executor, approval gates, worktree
+//! discovery and the WebSocket server land here.
