@@ -1,1 +1,40 @@
-//! SessionStore backends.
+//! # duraclaw-store
+//!
+//! Backends of [`SessionStore`](duraclaw_core::store::SessionStore) and
+//! [`SessionDirectory`](duraclaw_core::store::SessionDirectory):
+//!
+//! - [`memory`]: [`MemoryDirectory`], everything in process memory; for tests
+//!   and for embedding where nothing must survive a restart.
+//! - [`sqlite`]: [`SqliteDirectory`], one SQLite file (bundled SQLite, WAL)
+//!   holding every session. A dedicated writer thread group-commits
+//!   concurrent appends into one transaction; reads run on a small pool of
+//!   read-only connections through `spawn_blocking`. Nothing blocking ever
+//!   runs on the async executor.
+//!
+//! Both backends apply the same step logic (dense seqs, gseq dedupe,
+//! questions first-answer-wins, command ids applied once), so they behave
+//! identically.
+//!
+//! ```
+//! use duraclaw_core::store::{AppendBatch, NewEvent, SessionDirectory, SessionMeta};
+//! use duraclaw_core::protocol::{Event, UserMessage};
+//! use duraclaw_store::MemoryDirectory;
+//!
+//! # futures::executor::block_on(async {
+//! let dir = MemoryDirectory::new();
+//! let store = dir.create(SessionMeta::new("s1", "alice", 0)).await?;
+//! let hello = Event::UserMessage(UserMessage { text: "hello".into(), by: None });
+//! let out = store.append(AppendBatch::events(vec![NewEvent::new(&hello, None, 0)?])).await?;
+//! assert_eq!(out.stored[0].seq, 1);
+//! # Ok::<(), duraclaw_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+pub mod memory;
+pub mod sqlite;
+
+mod limits;
+mod step;
+
+pub use memory::{MemoryDirectory, MemoryStore};
+pub use sqlite::{SqliteConn, SqliteDirectory, SqliteOptions, SqliteStats, SqliteStore};

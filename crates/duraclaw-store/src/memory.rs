@@ -1,0 +1,308 @@
+//! The in-memory backend: [`MemoryDirectory`] and [`MemoryStore`].
+//!
+//! Every session lives behind its own mutex; each trait method is one
+//! critical section, so each step is atomic. Clones of a directory share
+//! its sessions, which lets a test drop every store and open the "same"
+//! backing again, as after a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use duraclaw_core::protocol::{Gseq, Seq, UserQuestion};
+use duraclaw_core::store::{
+    AppendBatch, AppendOutcome, DynSessionStore, LogHead, QuestionRecord, RecordedCommand,
+    Resolution, ResolveOutcome, SessionDirectory, SessionMeta, SessionStore, StoredEvent,
+    page_limit,
+};
+use duraclaw_core::{Error, Result};
+
+use crate::limits;
+use crate::step::{self, LogStep, QuestionStatus};
+
+/// Sessions held in process memory. Cheap to clone; clones share sessions.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryDirectory {
+    sessions: Arc<Mutex<BTreeMap<String, Arc<Mutex<SessionData>>>>>,
+}
+
+impl MemoryDirectory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many sessions it holds, of every owner.
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Whether it holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn store(&self, session_id: &str, data: Arc<Mutex<SessionData>>) -> DynSessionStore {
+        Arc::new(MemoryStore {
+            session_id: session_id.to_owned(),
+            data,
+        })
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl SessionDirectory for MemoryDirectory {
+    async fn create(&self, meta: SessionMeta) -> Result<DynSessionStore> {
+        limits::check_meta(&meta)?;
+        let mut sessions = lock(&self.sessions);
+        if sessions.contains_key(&meta.session_id) {
+            return Err(Error::AlreadyExists {
+                what: "session",
+                id: meta.session_id,
+            });
+        }
+        let id = meta.session_id.clone();
+        let data = Arc::new(Mutex::new(SessionData::new(meta)));
+        sessions.insert(id.clone(), data.clone());
+        Ok(self.store(&id, data))
+    }
+
+    async fn open(&self, session_id: &str) -> Result<DynSessionStore> {
+        let data = lock(&self.sessions)
+            .get(session_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: "session",
+                id: session_id.to_owned(),
+            })?;
+        Ok(self.store(session_id, data))
+    }
+
+    async fn list(&self, owner: &str) -> Result<Vec<SessionMeta>> {
+        let all: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        let mut metas: Vec<SessionMeta> = all
+            .iter()
+            .map(|data| lock(data).meta.clone())
+            .filter(|meta| meta.owner == owner)
+            .collect();
+        metas.sort_by(|a, b| {
+            b.updated_at_ms
+                .cmp(&a.updated_at_ms)
+                .then_with(|| a.session_id.cmp(&b.session_id))
+        });
+        Ok(metas)
+    }
+}
+
+/// One session held in memory, from a [`MemoryDirectory`].
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    session_id: String,
+    data: Arc<Mutex<SessionData>>,
+}
+
+impl MemoryStore {
+    fn data(&self) -> MutexGuard<'_, SessionData> {
+        lock(&self.data)
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl SessionStore for MemoryStore {
+    fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+        step::append(&mut *self.data(), batch)
+    }
+
+    async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>> {
+        let data = self.data();
+        let start = usize::try_from(after).unwrap_or(usize::MAX);
+        Ok(data
+            .events
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take(page_limit(limit))
+            .cloned()
+            .collect())
+    }
+
+    async fn head(&self) -> Result<LogHead> {
+        let data = self.data();
+        Ok(data.head())
+    }
+
+    async fn meta(&self) -> Result<SessionMeta> {
+        Ok(self.data().meta.clone())
+    }
+
+    async fn put_meta(&self, meta: &SessionMeta) -> Result<()> {
+        let mut data = self.data();
+        limits::check_meta_update(&data.meta, meta)?;
+        data.meta = meta.clone();
+        Ok(())
+    }
+
+    async fn resolve(
+        &self,
+        question_id: &str,
+        resolution: Resolution,
+        command: Option<RecordedCommand>,
+    ) -> Result<ResolveOutcome> {
+        step::resolve(&mut *self.data(), question_id, resolution, command)
+    }
+
+    async fn questions(&self, pending_only: bool) -> Result<Vec<QuestionRecord>> {
+        Ok(self
+            .data()
+            .questions
+            .iter()
+            .filter(|q| !pending_only || q.resolution.is_none())
+            .cloned()
+            .collect())
+    }
+
+    async fn unforwarded(&self) -> Result<Vec<RecordedCommand>> {
+        Ok(self
+            .data()
+            .commands
+            .iter()
+            .filter(|c| c.command.forward.is_some() && !c.forwarded)
+            .map(|c| c.command.clone())
+            .collect())
+    }
+
+    async fn mark_forwarded(&self, command_id: &str) -> Result<()> {
+        let mut data = self.data();
+        if let Some(&i) = data.command_index.get(command_id)
+            && let Some(c) = data.commands.get_mut(i)
+        {
+            c.forwarded = true;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct CommandEntry {
+    command: RecordedCommand,
+    forwarded: bool,
+}
+
+#[derive(Debug)]
+struct SessionData {
+    meta: SessionMeta,
+    /// `events[i].seq == i + 1`.
+    events: Vec<StoredEvent>,
+    highest_gseq: Gseq,
+    /// In the order asked.
+    questions: Vec<QuestionRecord>,
+    question_index: HashMap<String, usize>,
+    /// In the order recorded.
+    commands: Vec<CommandEntry>,
+    command_index: HashMap<String, usize>,
+}
+
+impl SessionData {
+    fn new(meta: SessionMeta) -> Self {
+        SessionData {
+            meta,
+            events: Vec::new(),
+            highest_gseq: 0,
+            questions: Vec::new(),
+            question_index: HashMap::new(),
+            commands: Vec::new(),
+            command_index: HashMap::new(),
+        }
+    }
+
+    fn head(&self) -> LogHead {
+        LogHead {
+            last_seq: self.events.last().map_or(0, |e| e.seq),
+            highest_gseq: self.highest_gseq,
+        }
+    }
+}
+
+// Every method is infallible: the step's checks run before its first write,
+// so a refused step leaves the session untouched.
+impl LogStep for SessionData {
+    fn head(&mut self) -> Result<LogHead> {
+        Ok(SessionData::head(self))
+    }
+
+    fn command_seen(&mut self, command_id: &str) -> Result<bool> {
+        Ok(self.command_index.contains_key(command_id))
+    }
+
+    fn insert_event(&mut self, event: &StoredEvent) -> Result<()> {
+        self.events.push(event.clone());
+        Ok(())
+    }
+
+    fn ask(&mut self, question: &UserQuestion, asked_seq: Seq) -> Result<()> {
+        if !self.question_index.contains_key(&question.question_id) {
+            self.question_index
+                .insert(question.question_id.clone(), self.questions.len());
+            self.questions.push(QuestionRecord {
+                question: question.clone(),
+                asked_seq,
+                resolution: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn question_status(&mut self, question_id: &str) -> Result<QuestionStatus> {
+        let record = self
+            .question_index
+            .get(question_id)
+            .and_then(|&i| self.questions.get(i));
+        Ok(match record {
+            None => QuestionStatus::Unknown,
+            Some(QuestionRecord {
+                resolution: Some(r),
+                ..
+            }) => QuestionStatus::Decided(r.clone()),
+            Some(_) => QuestionStatus::Pending,
+        })
+    }
+
+    fn resolve_pending(&mut self, question_id: &str, resolution: &Resolution) -> Result<()> {
+        if let Some(&i) = self.question_index.get(question_id)
+            && let Some(record) = self.questions.get_mut(i)
+            && record.resolution.is_none()
+        {
+            record.resolution = Some(resolution.clone());
+        }
+        Ok(())
+    }
+
+    fn set_head(&mut self, head: LogHead) -> Result<()> {
+        self.highest_gseq = head.highest_gseq;
+        Ok(())
+    }
+
+    fn record_command(&mut self, command: &RecordedCommand) -> Result<()> {
+        if !self.command_index.contains_key(&command.id) {
+            self.command_index
+                .insert(command.id.clone(), self.commands.len());
+            self.commands.push(CommandEntry {
+                command: command.clone(),
+                forwarded: false,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Locks a mutex; a poisoned one is still consistent, because every
+/// critical section checks before it writes and its writes cannot panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,399 @@
+//! The SQLite backend: [`SqliteDirectory`] and [`SqliteStore`].
+//!
+//! One database file holds every session (each table keyed by
+//! `session_id`), in WAL mode with `synchronous=NORMAL`. The schema comes
+//! from [`Migrations`](duraclaw_core::migrate::Migrations), run on open
+//! through [`SqliteConn`].
+//!
+//! Nothing blocking runs on the async executor:
+//!
+//! - a dedicated writer thread owns the read-write connection. It takes
+//!   every write request queued at that moment (up to
+//!   [`SqliteOptions::max_group_events`] events) and commits them in ONE
+//!   transaction, each request in its own savepoint so that a failing
+//!   request rolls back alone, and answers every caller after COMMIT. A
+//!   burst of token deltas from many sessions costs a handful of
+//!   transactions, not one per delta ([`SqliteDirectory::stats`] counts
+//!   them);
+//! - reads run on a small pool of read-only connections via
+//!   `spawn_blocking`. WAL lets them proceed while the writer writes.
+
+mod conn;
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use duraclaw_core::protocol::Seq;
+use duraclaw_core::store::{
+    AppendBatch, AppendOutcome, DynSessionStore, LogHead, QuestionRecord, RecordedCommand,
+    Resolution, ResolveOutcome, SessionDirectory, SessionMeta, SessionStore, StoredEvent,
+    page_limit,
+};
+use duraclaw_core::{Error, Result};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+pub use conn::SqliteConn;
+use conn::{BACKEND, open_writer, sql_error};
+use reader::ReadPool;
+use writer::{Counters, Request};
+
+/// How long a connection waits for a lock held by another connection (or
+/// process) before it reports the database busy.
+pub(crate) const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a [`SqliteDirectory`] is set up. The defaults suit a server.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    busy_timeout: Duration,
+    readers: usize,
+    max_group_events: usize,
+    queue: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            readers: 4,
+            max_group_events: 4096,
+            queue: 1024,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// How long to wait for a lock another process holds (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Read-only connections used at once (default 4, at least 1).
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// The most events one group transaction commits (default 4096, at
+    /// least 1). A single larger batch is still committed whole, alone.
+    pub fn max_group_events(mut self, events: usize) -> Self {
+        self.max_group_events = events.max(1);
+        self
+    }
+
+    /// Write requests that may wait for the writer before callers wait to
+    /// queue theirs (default 1024, at least 1).
+    pub fn queue(mut self, requests: usize) -> Self {
+        self.queue = requests.max(1);
+        self
+    }
+}
+
+/// What the writer thread has committed since the directory was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SqliteStats {
+    /// Group transactions committed.
+    pub transactions: u64,
+    /// Write requests (appends, resolves, metadata updates, …) in them.
+    pub requests: u64,
+    /// Events stored by them.
+    pub events_written: u64,
+    /// Group transactions that could not begin or commit.
+    pub failed_transactions: u64,
+}
+
+impl SqliteStats {
+    /// Transactions per 1,000 events written: 1,000 when every event gets
+    /// its own transaction, far less under group commit.
+    pub fn transactions_per_1000_events(&self) -> f64 {
+        if self.events_written == 0 {
+            return 0.0;
+        }
+        self.transactions as f64 * 1000.0 / self.events_written as f64
+    }
+}
+
+struct Database {
+    path: PathBuf,
+    writer: mpsc::Sender<Request>,
+    readers: Arc<ReadPool>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    async fn write<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(request(tx))
+            .await
+            .map_err(|_| Error::Closed("sqlite writer"))?;
+        rx.await.map_err(|_| Error::Closed("sqlite writer"))?
+    }
+}
+
+/// Every session in one SQLite file. Cheap to clone; clones share the
+/// writer thread and the read pool, which stop once the directory and
+/// every store opened from it are dropped.
+#[derive(Debug, Clone)]
+pub struct SqliteDirectory {
+    db: Arc<Database>,
+}
+
+impl SqliteDirectory {
+    /// Opens (creating if needed) the database at `path` with the default
+    /// [`SqliteOptions`], and brings its schema up to date.
+    ///
+    /// A file that is not a SQLite database gives [`Error::Storage`] naming
+    /// the path; a database written by a newer version gives
+    /// [`Error::SchemaTooNew`]. Must be called inside a tokio runtime.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// [`SqliteDirectory::open`] with options.
+    pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        let runtime = Handle::try_current().map_err(|_| {
+            Error::Invalid("SqliteDirectory::open must be called inside a tokio runtime".into())
+        })?;
+        let path = path.as_ref().to_path_buf();
+        let conn = {
+            let target = path.clone();
+            let busy = options.busy_timeout;
+            runtime
+                .spawn_blocking(move || open_and_migrate(&target, busy))
+                .await
+                .map_err(|e| {
+                    sql_error(format_args!("opening {} did not finish", path.display()), e)
+                })??
+        };
+        let (tx, rx) = mpsc::channel(options.queue);
+        let counters = Arc::new(Counters::default());
+        {
+            let counters = counters.clone();
+            let max_group_events = options.max_group_events;
+            std::thread::Builder::new()
+                .name("duraclaw-sqlite-writer".into())
+                .spawn(move || writer::run(conn, rx, counters, max_group_events))
+                .map_err(|e| {
+                    sql_error(
+                        format_args!("cannot start the writer thread of {}", path.display()),
+                        e,
+                    )
+                })?;
+        }
+        let readers = Arc::new(ReadPool::new(
+            path.clone(),
+            options.busy_timeout,
+            options.readers,
+            runtime,
+        ));
+        Ok(SqliteDirectory {
+            db: Arc::new(Database {
+                path,
+                writer: tx,
+                readers,
+                counters,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.db.path
+    }
+
+    /// What the writer thread has committed so far.
+    pub fn stats(&self) -> SqliteStats {
+        let c = &self.db.counters;
+        SqliteStats {
+            transactions: c.transactions.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+            events_written: c.events.load(Ordering::Relaxed),
+            failed_transactions: c.failed_transactions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The newest schema version this build knows.
+    pub fn schema_version() -> u32 {
+        schema::MIGRATIONS.len() as u32
+    }
+
+    fn store(&self, session_id: &str) -> DynSessionStore {
+        Arc::new(SqliteStore {
+            session_id: session_id.into(),
+            db: self.db.clone(),
+        })
+    }
+}
+
+/// Opens the writer connection and migrates; every error names the path.
+fn open_and_migrate(path: &Path, busy_timeout: Duration) -> Result<rusqlite::Connection> {
+    let conn = open_writer(path, busy_timeout)?;
+    let mut sql = SqliteConn::new(conn);
+    let report = schema::migrations()?.apply(&mut sql).map_err(|e| match e {
+        Error::Storage { reason, .. } => Error::Storage {
+            backend: BACKEND,
+            reason: format!("cannot migrate {}: {reason}", path.display()),
+        },
+        other => other,
+    })?;
+    if !report.applied.is_empty() {
+        tracing::info!(path = %path.display(), from = report.from, to = report.to, "migrated the session database");
+    }
+    Ok(sql.into_inner())
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl SessionDirectory for SqliteDirectory {
+    async fn create(&self, meta: SessionMeta) -> Result<DynSessionStore> {
+        let id = meta.session_id.clone();
+        self.db
+            .write(|reply| Request::Create { meta, reply })
+            .await?;
+        Ok(self.store(&id))
+    }
+
+    async fn open(&self, session_id: &str) -> Result<DynSessionStore> {
+        let id = session_id.to_owned();
+        if !self
+            .db
+            .readers
+            .read(move |c| reader::exists(c, &id))
+            .await?
+        {
+            return Err(Error::NotFound {
+                what: "session",
+                id: session_id.to_owned(),
+            });
+        }
+        Ok(self.store(session_id))
+    }
+
+    async fn list(&self, owner: &str) -> Result<Vec<SessionMeta>> {
+        let owner = owner.to_owned();
+        self.db.readers.read(move |c| reader::list(c, &owner)).await
+    }
+}
+
+/// One session in a [`SqliteDirectory`]'s database.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    session_id: Arc<str>,
+    db: Arc<Database>,
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl SessionStore for SqliteStore {
+    fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+        let session_id = self.session_id.clone();
+        self.db
+            .write(|reply| Request::Append {
+                session_id,
+                batch,
+                reply,
+            })
+            .await
+    }
+
+    async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>> {
+        let id = self.session_id.clone();
+        let limit = page_limit(limit);
+        self.db
+            .readers
+            .read(move |c| reader::read_after(c, &id, after, limit))
+            .await
+    }
+
+    async fn head(&self) -> Result<LogHead> {
+        let id = self.session_id.clone();
+        self.db.readers.read(move |c| reader::head(c, &id)).await
+    }
+
+    async fn meta(&self) -> Result<SessionMeta> {
+        let id = self.session_id.clone();
+        self.db.readers.read(move |c| reader::meta(c, &id)).await
+    }
+
+    async fn put_meta(&self, meta: &SessionMeta) -> Result<()> {
+        let session_id = self.session_id.clone();
+        let meta = meta.clone();
+        self.db
+            .write(|reply| Request::PutMeta {
+                session_id,
+                meta,
+                reply,
+            })
+            .await
+    }
+
+    async fn resolve(
+        &self,
+        question_id: &str,
+        resolution: Resolution,
+        command: Option<RecordedCommand>,
+    ) -> Result<ResolveOutcome> {
+        let session_id = self.session_id.clone();
+        let question_id = question_id.to_owned();
+        self.db
+            .write(|reply| Request::Resolve {
+                session_id,
+                question_id,
+                resolution,
+                command,
+                reply,
+            })
+            .await
+    }
+
+    async fn questions(&self, pending_only: bool) -> Result<Vec<QuestionRecord>> {
+        let id = self.session_id.clone();
+        self.db
+            .readers
+            .read(move |c| reader::questions(c, &id, pending_only))
+            .await
+    }
+
+    async fn unforwarded(&self) -> Result<Vec<RecordedCommand>> {
+        let id = self.session_id.clone();
+        self.db
+            .readers
+            .read(move |c| reader::unforwarded(c, &id))
+            .await
+    }
+
+    async fn mark_forwarded(&self, command_id: &str) -> Result<()> {
+        let session_id = self.session_id.clone();
+        let command_id = command_id.to_owned();
+        self.db
+            .write(|reply| Request::MarkForwarded {
+                session_id,
+                command_id,
+                reply,
+            })
+            .await
+    }
+}

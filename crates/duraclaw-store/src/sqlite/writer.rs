@@ -1,0 +1,523 @@
+//! The writer thread: it owns the one read-write connection and commits
+//! every write request queued at the moment in ONE transaction (group
+//! commit), each request inside its own savepoint so a failing request rolls
+//! back alone. Callers wait on a oneshot that is answered after COMMIT.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use duraclaw_core::protocol::{Seq, UserQuestion};
+use duraclaw_core::store::{
+    AppendBatch, AppendOutcome, LogHead, RecordedCommand, Resolution, ResolveOutcome, SessionMeta,
+    StoredEvent,
+};
+use duraclaw_core::{Error, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::conn::{BACKEND, sql_error, to_i64};
+use super::reader::decode_resolution;
+use crate::limits;
+use crate::step::{self, LogStep, QuestionStatus};
+
+/// The most write requests one group transaction takes.
+const MAX_GROUP_REQUESTS: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A write, queued for the writer thread.
+pub(crate) enum Request {
+    Create {
+        meta: SessionMeta,
+        reply: Reply<()>,
+    },
+    Append {
+        session_id: Arc<str>,
+        batch: AppendBatch,
+        reply: Reply<AppendOutcome>,
+    },
+    Resolve {
+        session_id: Arc<str>,
+        question_id: String,
+        resolution: Resolution,
+        command: Option<RecordedCommand>,
+        reply: Reply<ResolveOutcome>,
+    },
+    PutMeta {
+        session_id: Arc<str>,
+        meta: SessionMeta,
+        reply: Reply<()>,
+    },
+    MarkForwarded {
+        session_id: Arc<str>,
+        command_id: String,
+        reply: Reply<()>,
+    },
+}
+
+impl Request {
+    /// How much of a group's event budget the request uses.
+    fn weight(&self) -> usize {
+        match self {
+            Request::Append { batch, .. } => batch.events.len().max(1),
+            _ => 1,
+        }
+    }
+
+    /// Runs the request on `conn`, inside the group's transaction.
+    fn run(self, conn: &Connection) -> Done {
+        match self {
+            Request::Create { meta, reply } => Done::Unit(reply, create(conn, &meta)),
+            Request::Append {
+                session_id,
+                batch,
+                reply,
+            } => {
+                let mut log = SqlLog::new(conn, &session_id);
+                Done::Append(reply, step::append(&mut log, batch))
+            }
+            Request::Resolve {
+                session_id,
+                question_id,
+                resolution,
+                command,
+                reply,
+            } => {
+                let mut log = SqlLog::new(conn, &session_id);
+                Done::Resolve(
+                    reply,
+                    step::resolve(&mut log, &question_id, resolution, command),
+                )
+            }
+            Request::PutMeta {
+                session_id,
+                meta,
+                reply,
+            } => Done::Unit(reply, put_meta(conn, &session_id, &meta)),
+            Request::MarkForwarded {
+                session_id,
+                command_id,
+                reply,
+            } => Done::Unit(reply, mark_forwarded(conn, &session_id, &command_id)),
+        }
+    }
+
+    /// The request answered with `err` without running.
+    fn refuse(self, err: Error) -> Done {
+        match self {
+            Request::Create { reply, .. }
+            | Request::PutMeta { reply, .. }
+            | Request::MarkForwarded { reply, .. } => Done::Unit(reply, Err(err)),
+            Request::Append { reply, .. } => Done::Append(reply, Err(err)),
+            Request::Resolve { reply, .. } => Done::Resolve(reply, Err(err)),
+        }
+    }
+}
+
+/// A request run, its reply held until the group commits.
+enum Done {
+    Unit(Reply<()>, Result<()>),
+    Append(Reply<AppendOutcome>, Result<AppendOutcome>),
+    Resolve(Reply<ResolveOutcome>, Result<ResolveOutcome>),
+}
+
+impl Done {
+    fn is_ok(&self) -> bool {
+        match self {
+            Done::Unit(_, r) => r.is_ok(),
+            Done::Append(_, r) => r.is_ok(),
+            Done::Resolve(_, r) => r.is_ok(),
+        }
+    }
+
+    /// Events this request stored, once committed.
+    fn events_written(&self) -> u64 {
+        let n = match self {
+            Done::Append(_, Ok(out)) => out.stored.len(),
+            Done::Resolve(_, Ok(ResolveOutcome::Decided(_))) => 1,
+            _ => 0,
+        };
+        n as u64
+    }
+
+    fn into_err(self, err: Error) -> Done {
+        match self {
+            Done::Unit(tx, _) => Done::Unit(tx, Err(err)),
+            Done::Append(tx, _) => Done::Append(tx, Err(err)),
+            Done::Resolve(tx, _) => Done::Resolve(tx, Err(err)),
+        }
+    }
+
+    /// Answers the caller. With `failure`, a request that succeeded inside
+    /// the group is answered with that failure instead (the group did not
+    /// commit); a request that failed keeps its own error. A caller that
+    /// stopped waiting is no error.
+    fn send(self, failure: Option<&str>) {
+        let done = match failure {
+            Some(f) if self.is_ok() => self.into_err(Error::Storage {
+                backend: BACKEND,
+                reason: format!("the group transaction did not commit: {f}"),
+            }),
+            _ => self,
+        };
+        match done {
+            Done::Unit(tx, r) => drop(tx.send(r)),
+            Done::Append(tx, r) => drop(tx.send(r)),
+            Done::Resolve(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
+
+/// Counters of what the writer committed.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) transactions: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) events: AtomicU64,
+    pub(crate) failed_transactions: AtomicU64,
+}
+
+/// Runs the writer loop until every sender is gone.
+pub(crate) fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Request>,
+    counters: Arc<Counters>,
+    max_group_events: usize,
+) {
+    let mut carry: Option<Request> = None;
+    loop {
+        let first = match carry.take() {
+            Some(r) => r,
+            None => match rx.blocking_recv() {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let mut weight = first.weight();
+        let mut group = vec![first];
+        while weight < max_group_events && group.len() < MAX_GROUP_REQUESTS {
+            match rx.try_recv() {
+                Ok(r) if weight + r.weight() > max_group_events => {
+                    carry = Some(r);
+                    break;
+                }
+                Ok(r) => {
+                    weight += r.weight();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        run_group(&conn, group, &counters);
+    }
+    tracing::debug!("sqlite writer stopped: every store and directory is gone");
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
+        let reason = sql_error("cannot begin a write transaction", e).to_string();
+        for r in group {
+            r.refuse(Error::Storage {
+                backend: BACKEND,
+                reason: reason.clone(),
+            })
+            .send(None);
+        }
+        return;
+    }
+    let mut done = Vec::with_capacity(group.len());
+    for r in group {
+        done.push(run_one(conn, r));
+    }
+    match exec(conn, "COMMIT") {
+        Ok(()) => {
+            let events: u64 = done.iter().map(Done::events_written).sum();
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            counters
+                .requests
+                .fetch_add(done.len() as u64, Ordering::Relaxed);
+            counters.events.fetch_add(events, Ordering::Relaxed);
+            for d in done {
+                d.send(None);
+            }
+        }
+        Err(e) => {
+            counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
+            if !conn.is_autocommit()
+                && let Err(e) = exec(conn, "ROLLBACK")
+            {
+                tracing::error!(error = %e, "rollback after a failed group commit failed");
+            }
+            let failure = e.to_string();
+            tracing::error!(error = %failure, "group commit failed");
+            for d in done {
+                d.send(Some(&failure));
+            }
+        }
+    }
+}
+
+/// Runs one request in its own savepoint: released if it succeeded, rolled
+/// back alone if it failed.
+fn run_one(conn: &Connection, request: Request) -> Done {
+    // SQLite may have rolled the whole transaction back after an I/O error;
+    // running on would write outside the group, so refuse instead.
+    if conn.is_autocommit() {
+        return request.refuse(Error::Storage {
+            backend: BACKEND,
+            reason: "the group transaction was rolled back by SQLite before this request".into(),
+        });
+    }
+    if let Err(e) = exec(conn, "SAVEPOINT request") {
+        return request.refuse(sql_error("cannot open a savepoint", e));
+    }
+    let done = request.run(conn);
+    if done.is_ok() {
+        match exec(conn, "RELEASE request") {
+            Ok(()) => return done,
+            Err(e) => {
+                let err = sql_error("cannot release a savepoint", e);
+                rollback_to(conn);
+                return done.into_err(err);
+            }
+        }
+    }
+    rollback_to(conn);
+    done
+}
+
+fn rollback_to(conn: &Connection) {
+    if conn.is_autocommit() {
+        return;
+    }
+    if let Err(e) = exec(conn, "ROLLBACK TO request").and_then(|()| exec(conn, "RELEASE request")) {
+        tracing::error!(error = %e, "cannot roll a failed request back to its savepoint");
+    }
+}
+
+fn create(conn: &Connection, meta: &SessionMeta) -> Result<()> {
+    limits::check_meta(meta)?;
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM sessions WHERE session_id = ?1")
+        .and_then(|mut s| s.exists(params![meta.session_id]))
+        .map_err(|e| {
+            sql_error(
+                format_args!("cannot look up session {:?}", meta.session_id),
+                e,
+            )
+        })?;
+    if exists {
+        return Err(Error::AlreadyExists {
+            what: "session",
+            id: meta.session_id.clone(),
+        });
+    }
+    let json = encode_meta(meta)?;
+    conn.prepare_cached(
+        "INSERT INTO sessions (session_id, owner, created_at_ms, updated_at_ms, meta_json) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            meta.session_id,
+            meta.owner,
+            meta.created_at_ms,
+            meta.updated_at_ms,
+            json
+        ])
+    })
+    .map_err(|e| {
+        sql_error(
+            format_args!("cannot create session {:?}", meta.session_id),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+fn put_meta(conn: &Connection, session_id: &str, meta: &SessionMeta) -> Result<()> {
+    let stored = super::reader::meta(conn, session_id)?;
+    limits::check_meta_update(&stored, meta)?;
+    let json = encode_meta(meta)?;
+    conn.prepare_cached(
+        "UPDATE sessions SET created_at_ms = ?2, updated_at_ms = ?3, meta_json = ?4 \
+         WHERE session_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            session_id,
+            meta.created_at_ms,
+            meta.updated_at_ms,
+            json
+        ])
+    })
+    .map_err(|e| sql_error(format_args!("cannot update session {session_id:?}"), e))?;
+    Ok(())
+}
+
+fn mark_forwarded(conn: &Connection, session_id: &str, command_id: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE commands SET forwarded = 1 WHERE session_id = ?1 AND command_id = ?2",
+    )
+    .and_then(|mut s| s.execute(params![session_id, command_id]))
+    .map_err(|e| {
+        sql_error(
+            format_args!("cannot mark command {command_id:?} of session {session_id:?} forwarded"),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+fn encode_meta(meta: &SessionMeta) -> Result<String> {
+    serde_json::to_string(meta).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot encode the metadata of session {:?}: {e}",
+            meta.session_id
+        ))
+    })
+}
+
+/// One session's log inside the group transaction.
+struct SqlLog<'c> {
+    conn: &'c Connection,
+    session_id: &'c str,
+}
+
+impl<'c> SqlLog<'c> {
+    fn new(conn: &'c Connection, session_id: &'c str) -> Self {
+        SqlLog { conn, session_id }
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        sql_error(format_args!("{what} in session {:?}", self.session_id), e)
+    }
+}
+
+impl LogStep for SqlLog<'_> {
+    fn head(&mut self) -> Result<LogHead> {
+        super::reader::head(self.conn, self.session_id)
+    }
+
+    fn command_seen(&mut self, command_id: &str) -> Result<bool> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM commands WHERE session_id = ?1 AND command_id = ?2")
+            .and_then(|mut s| s.exists(params![self.session_id, command_id]))
+            .map_err(|e| self.err(&format!("cannot look up command {command_id:?}"), e))
+    }
+
+    fn insert_event(&mut self, event: &StoredEvent) -> Result<()> {
+        let seq = to_i64(event.seq, "seq")?;
+        let gseq = event.gseq.map(|g| to_i64(g, "gseq")).transpose()?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (session_id, seq, gseq, at_ms, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    self.session_id,
+                    seq,
+                    gseq,
+                    event.at_ms,
+                    &*event.json
+                ])
+            })
+            .map_err(|e| self.err(&format!("cannot store event {}", event.seq), e))?;
+        Ok(())
+    }
+
+    fn ask(&mut self, question: &UserQuestion, asked_seq: Seq) -> Result<()> {
+        let json = serde_json::to_string(question).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot encode question {:?}: {e}",
+                question.question_id
+            ))
+        })?;
+        let seq = to_i64(asked_seq, "seq")?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO questions (session_id, question_id, asked_seq, question_json) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (session_id, question_id) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![self.session_id, question.question_id, seq, json]))
+            .map_err(|e| {
+                self.err(
+                    &format!("cannot record question {:?}", question.question_id),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+
+    fn question_status(&mut self, question_id: &str) -> Result<QuestionStatus> {
+        let row: Option<Option<String>> = self
+            .conn
+            .prepare_cached(
+                "SELECT resolution_json FROM questions WHERE session_id = ?1 AND question_id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![self.session_id, question_id], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.err(&format!("cannot look up question {question_id:?}"), e))?;
+        Ok(match row {
+            None => QuestionStatus::Unknown,
+            Some(None) => QuestionStatus::Pending,
+            Some(Some(json)) => {
+                QuestionStatus::Decided(decode_resolution(&json, self.session_id, question_id)?)
+            }
+        })
+    }
+
+    fn resolve_pending(&mut self, question_id: &str, resolution: &Resolution) -> Result<()> {
+        let json = serde_json::to_string(resolution).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot encode the decision on question {question_id:?}: {e}"
+            ))
+        })?;
+        self.conn
+            .prepare_cached(
+                "UPDATE questions SET resolution_json = ?3 \
+                 WHERE session_id = ?1 AND question_id = ?2 AND resolution_json IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![self.session_id, question_id, json]))
+            .map_err(|e| self.err(&format!("cannot resolve question {question_id:?}"), e))?;
+        Ok(())
+    }
+
+    fn set_head(&mut self, head: LogHead) -> Result<()> {
+        let last = to_i64(head.last_seq, "seq")?;
+        let gseq = to_i64(head.highest_gseq, "gseq")?;
+        self.conn
+            .prepare_cached(
+                "UPDATE sessions SET last_seq = ?2, highest_gseq = ?3 WHERE session_id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![self.session_id, last, gseq]))
+            .map_err(|e| self.err("cannot move the log head", e))?;
+        Ok(())
+    }
+
+    fn record_command(&mut self, command: &RecordedCommand) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO commands (session_id, command_id, forward, at_ms) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (session_id, command_id) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    self.session_id,
+                    command.id,
+                    command.forward.as_deref(),
+                    command.at_ms
+                ])
+            })
+            .map_err(|e| self.err(&format!("cannot record command {:?}", command.id), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The append and resolve steps, written once over [`LogStep`], the few
+//! primitive reads and writes a backend provides, so that every backend
+//! assigns seqs, drops duplicate gseqs, records questions and applies
+//! command ids the same way.
+//!
+//! A backend runs a step inside its own atomic scope (a lock, a savepoint).
+//! Everything that can refuse a step is checked before the first write.
+
+use duraclaw_core::protocol::{Seq, UserQuestion};
+use duraclaw_core::store::{
+    AppendBatch, AppendOutcome, LogHead, RecordedCommand, Resolution, ResolveOutcome, StoredEvent,
+    resolution_event,
+};
+use duraclaw_core::{Error, Result};
+
+use crate::limits;
+
+/// Where a question stands.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum QuestionStatus {
+    /// Never asked in this session.
+    Unknown,
+    /// Asked, not decided.
+    Pending,
+    /// Decided, with the first decision.
+    Decided(Resolution),
+}
+
+/// The primitive operations on one session's log a step is built from.
+pub(crate) trait LogStep {
+    /// The highest seq and gseq.
+    fn head(&mut self) -> Result<LogHead>;
+    /// Whether a command id was recorded before.
+    fn command_seen(&mut self, command_id: &str) -> Result<bool>;
+    /// Stores one event (its seq is the next one).
+    fn insert_event(&mut self, event: &StoredEvent) -> Result<()>;
+    /// Records a question as pending, unless its id was recorded before.
+    fn ask(&mut self, question: &UserQuestion, asked_seq: Seq) -> Result<()>;
+    /// Where a question stands.
+    fn question_status(&mut self, question_id: &str) -> Result<QuestionStatus>;
+    /// Records a decision on a question if it is still pending.
+    fn resolve_pending(&mut self, question_id: &str, resolution: &Resolution) -> Result<()>;
+    /// Stores the new ends of the log.
+    fn set_head(&mut self, head: LogHead) -> Result<()>;
+    /// Records a command id (and its frame to forward).
+    fn record_command(&mut self, command: &RecordedCommand) -> Result<()>;
+}
+
+/// [`SessionStore::append`](duraclaw_core::store::SessionStore::append) as one step.
+pub(crate) fn append(log: &mut dyn LogStep, batch: AppendBatch) -> Result<AppendOutcome> {
+    let head = log.head()?;
+    limits::check_batch(&batch, head.last_seq)?;
+    if let Some(command) = &batch.command
+        && log.command_seen(&command.id)?
+    {
+        return Ok(AppendOutcome {
+            stored: Vec::new(),
+            duplicates: 0,
+            highest_gseq: head.highest_gseq,
+            duplicate_command: true,
+        });
+    }
+    let mut last_seq = head.last_seq;
+    let mut highest_gseq = head.highest_gseq;
+    let mut stored = Vec::with_capacity(batch.events.len());
+    let mut duplicates = 0;
+    for event in batch.events {
+        if let Some(gseq) = event.gseq {
+            if gseq <= highest_gseq {
+                duplicates += 1;
+                continue;
+            }
+            highest_gseq = gseq;
+        }
+        last_seq += 1;
+        let e = StoredEvent {
+            seq: last_seq,
+            gseq: event.gseq,
+            at_ms: event.at_ms,
+            json: event.json,
+        };
+        log.insert_event(&e)?;
+        if let Some(question) = &event.asks {
+            log.ask(question, last_seq)?;
+        }
+        if let Some((question_id, resolution)) = &event.resolves {
+            log.resolve_pending(question_id, resolution)?;
+        }
+        stored.push(e);
+    }
+    if !stored.is_empty() {
+        log.set_head(LogHead {
+            last_seq,
+            highest_gseq,
+        })?;
+    }
+    if let Some(command) = &batch.command {
+        log.record_command(command)?;
+    }
+    Ok(AppendOutcome {
+        stored,
+        duplicates,
+        highest_gseq,
+        duplicate_command: false,
+    })
+}
+
+/// [`SessionStore::resolve`](duraclaw_core::store::SessionStore::resolve) as one step.
+///
+/// A command id recorded before, on a question still pending, is refused
+/// with [`Error::AlreadyExists`]: the command was applied once already and
+/// the step records nothing.
+pub(crate) fn resolve(
+    log: &mut dyn LogStep,
+    question_id: &str,
+    resolution: Resolution,
+    command: Option<RecordedCommand>,
+) -> Result<ResolveOutcome> {
+    match log.question_status(question_id)? {
+        QuestionStatus::Unknown => {
+            return Err(Error::NotFound {
+                what: "question",
+                id: question_id.to_owned(),
+            });
+        }
+        QuestionStatus::Decided(first) => return Ok(ResolveOutcome::AlreadyDecided(first)),
+        QuestionStatus::Pending => {}
+    }
+    if let Some(command) = &command
+        && log.command_seen(&command.id)?
+    {
+        return Err(Error::AlreadyExists {
+            what: "command",
+            id: command.id.clone(),
+        });
+    }
+    let event = resolution_event(question_id, &resolution)?;
+    limits::check_event(&event)?;
+    let head = log.head()?;
+    limits::check_room(head.last_seq, 1)?;
+    let e = StoredEvent {
+        seq: head.last_seq + 1,
+        gseq: None,
+        at_ms: event.at_ms,
+        json: event.json,
+    };
+    log.insert_event(&e)?;
+    log.resolve_pending(question_id, &resolution)?;
+    log.set_head(LogHead {
+        last_seq: e.seq,
+        highest_gseq: head.highest_gseq,
+    })?;
+    if let Some(command) = &command {
+        log.record_command(command)?;
+    }
+    Ok(ResolveOutcome::Decided(e))
+}
