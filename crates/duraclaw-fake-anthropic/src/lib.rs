@@ -9,8 +9,9 @@
 //! as one JSON message otherwise.
 //!
 //! - Each new model request takes the next turn. A request whose message
-//!   count and last message equal the previous one's is a retry and gets the
-//!   same turn again.
+//!   count and last message equal the previous one's (ignoring cache markers
+//!   and `<system-reminder>` sections, which the CLI changes between retries)
+//!   is a retry and gets the same turn again.
 //! - Side requests (no tools, or a JSON-schema output format such as the
 //!   CLI's title generation) get minimal matching JSON and take no turn.
 //! - Turns can pace their deltas, stall on a [`Latch`] until the test

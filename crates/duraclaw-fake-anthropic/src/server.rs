@@ -327,7 +327,10 @@ enum Plan {
 }
 
 /// The identity of a request for retry detection: the number of messages and
-/// the last one, without cache markers (they may move between requests).
+/// the last one, normalised. The CLI varies a retry's decorations: cache
+/// markers move, and after an HTTP 400 it retries with other
+/// `<system-reminder>` blocks (e.g. when it stops deferring tools), so both
+/// are left out.
 fn retry_key(body: &Value) -> String {
     let messages = body.get("messages").and_then(Value::as_array);
     let len = messages.map_or(0, Vec::len);
@@ -335,19 +338,53 @@ fn retry_key(body: &Value) -> String {
         .and_then(|m| m.last())
         .cloned()
         .unwrap_or(Value::Null);
-    strip_cache_control(&mut last);
+    normalise(&mut last);
     format!("{len}:{last}")
 }
 
-fn strip_cache_control(v: &mut Value) {
+fn normalise(v: &mut Value) {
     match v {
         Value::Object(map) => {
             map.remove("cache_control");
-            map.values_mut().for_each(strip_cache_control);
+            map.values_mut().for_each(normalise);
         }
-        Value::Array(items) => items.iter_mut().for_each(strip_cache_control),
+        Value::Array(items) => {
+            items.iter_mut().for_each(normalise);
+            items.retain(|item| {
+                !(item.get("type").and_then(Value::as_str) == Some("text")
+                    && item.get("text").and_then(Value::as_str) == Some(""))
+            });
+        }
+        Value::String(s) => {
+            let stripped = strip_reminders(s);
+            if stripped.len() != s.len() {
+                *s = stripped;
+            }
+        }
         _ => {}
     }
+}
+
+/// `s` without its `<system-reminder>…</system-reminder>` sections, trimmed.
+fn strip_reminders(s: &str) -> String {
+    const OPEN: &str = "<system-reminder>";
+    const CLOSE: &str = "</system-reminder>";
+    if !s.contains(OPEN) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find(OPEN) {
+        out.push_str(&rest[..start]);
+        match rest[start..].find(CLOSE) {
+            Some(end) => rest = &rest[start + end + CLOSE.len()..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.trim().to_owned()
 }
 
 /// The JSON schema of a structured-output request, if any.
@@ -578,6 +615,26 @@ fn sse_response(steps: Vec<Step>, mut shutdown: watch::Receiver<bool>) -> Respon
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn retry_key_ignores_reminders() {
+        let a = json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>\nA\n</system-reminder>\n"},
+            {"type": "text", "text": "again", "cache_control": {"type": "ephemeral"}}]}]});
+        let b = json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>\nA\n</system-reminder>"},
+            {"type": "text", "text": "<system-reminder>\nB\n</system-reminder>\n"},
+            {"type": "text", "text": "again"}]}]});
+        assert_eq!(retry_key(&a), retry_key(&b));
+        let c = json!({"messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "is_error": true,
+             "content": "no\n\n<system-reminder>\nX\n</system-reminder>"}]}]});
+        let d = json!({"messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "is_error": true, "content": "no"}]}]});
+        assert_eq!(retry_key(&c), retry_key(&d));
+        assert_eq!(strip_reminders("a<system-reminder>x"), "a");
+        assert_eq!(strip_reminders("plain  "), "plain  ");
+    }
 
     #[test]
     fn retry_key_ignores_cache_control() {
