@@ -2,3 +2,5 @@
 //!
 //! This crate is a skeleton for now; the executor, approval gates, worktree
 //! discovery and the WebSocket server land here.
+
+pub mod approval;

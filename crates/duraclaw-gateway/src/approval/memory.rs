@@ -1,0 +1,344 @@
+//! The in-memory gate, and the waiting and timeout logic the durable gate
+//! shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use duraclaw_core::Error;
+use duraclaw_core::Result;
+use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
+use duraclaw_core::executor::DynEventSink;
+use duraclaw_core::protocol::{DecidedBy, Decision, Event, QuestionResolved};
+use duraclaw_core::store::Resolution;
+use futures::channel::oneshot;
+
+use super::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
+use super::{now_ms, tool_name};
+
+/// Waiters for decisions, by question id.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    map: Mutex<HashMap<String, Vec<oneshot::Sender<Resolution>>>>,
+}
+
+impl Waiters {
+    pub(crate) fn add(&self, question_id: &str) -> oneshot::Receiver<Resolution> {
+        let (tx, rx) = oneshot::channel();
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(question_id.to_owned())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    pub(crate) fn wake(&self, question_id: &str, resolution: &Resolution) {
+        let waiters = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(question_id)
+            .unwrap_or_default();
+        for w in waiters {
+            // A waiter that went away does not need the answer.
+            let _ = w.send(resolution.clone());
+        }
+    }
+}
+
+/// What a gate shares between its implementations: audit, optional sink for
+/// `user_question` / `question.resolved` events, optional timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct GateCommon {
+    pub(crate) audit: Arc<dyn AuditLog>,
+    pub(crate) sink: Option<DynEventSink>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Default for GateCommon {
+    fn default() -> Self {
+        GateCommon {
+            audit: Arc::new(TracingAudit),
+            sink: None,
+            timeout: None,
+        }
+    }
+}
+
+impl GateCommon {
+    pub(crate) fn audit_request(&self, req: &ApprovalRequest) {
+        let (tool, input) = match &req.question.kind {
+            duraclaw_core::protocol::QuestionKind::Permission {
+                tool_name, input, ..
+            } => (Some(tool_name.clone()), Some(input.clone())),
+            _ => (None, None),
+        };
+        self.audit.record(&AuditEntry {
+            at_ms: req.asked_at_ms,
+            action: AuditAction::Requested,
+            session_id: req.session_id.clone(),
+            question_id: req.question.question_id.clone(),
+            tool_name: tool,
+            input,
+            decision: None,
+            who: None,
+            client: None,
+        });
+    }
+
+    pub(crate) fn audit_decision(
+        &self,
+        session_id: &str,
+        question_id: &str,
+        tool: Option<&str>,
+        r: &Resolution,
+        action: AuditAction,
+    ) {
+        self.audit.record(&AuditEntry {
+            at_ms: r.at_ms,
+            action,
+            session_id: session_id.to_owned(),
+            question_id: question_id.to_owned(),
+            tool_name: tool.map(str::to_owned),
+            input: None,
+            decision: Some(r.decision.clone()),
+            who: Some(r.by.who.clone()),
+            client: r.by.client.clone(),
+        });
+    }
+
+    pub(crate) async fn emit_question(&self, req: &ApprovalRequest) -> Result<()> {
+        if let Some(sink) = &self.sink {
+            sink.emit(Event::UserQuestion(req.question.clone())).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn emit_resolution(&self, question_id: &str, r: &Resolution) {
+        if let Some(sink) = &self.sink {
+            let event = Event::QuestionResolved(QuestionResolved {
+                question_id: question_id.to_owned(),
+                decision: r.decision.clone(),
+                by: r.by.clone(),
+                at_ms: r.at_ms,
+            });
+            if let Err(e) = sink.emit(event).await {
+                tracing::error!(question = question_id, error = %e, "resolution event not recorded");
+            }
+        }
+    }
+
+    /// Waits for a decision; on timeout, decides `expired` through `expire`
+    /// (first answer still wins) and returns whatever won.
+    pub(crate) async fn wait<F, Fut>(
+        &self,
+        rx: oneshot::Receiver<Resolution>,
+        expire: F,
+    ) -> Result<Resolution>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Resolution>>,
+    {
+        let closed = |_| Error::Closed("approval gate");
+        match self.timeout {
+            None => rx.await.map_err(closed),
+            Some(t) => match tokio::time::timeout(t, rx).await {
+                Ok(r) => r.map_err(closed),
+                Err(_) => expire().await,
+            },
+        }
+    }
+}
+
+/// The by-line of a timeout.
+pub(crate) fn timeout_by() -> DecidedBy {
+    DecidedBy {
+        who: "timeout".into(),
+        client: None,
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    request: ApprovalRequest,
+    resolution: Option<Resolution>,
+    order: u64,
+}
+
+/// Approval requests held in memory.
+#[derive(Debug, Default)]
+pub struct MemoryGate {
+    entries: Mutex<HashMap<String, Entry>>,
+    next_order: std::sync::atomic::AtomicU64,
+    waiters: Waiters,
+    common: GateCommon,
+}
+
+impl MemoryGate {
+    /// A gate that audits through `tracing`, with no timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Audits to `audit` instead.
+    pub fn with_audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
+        self.common.audit = audit;
+        self
+    }
+
+    /// Reports each request as a `user_question` event and each decision as
+    /// `question.resolved` to `sink` (the gateway forwards them).
+    pub fn with_sink(mut self, sink: DynEventSink) -> Self {
+        self.common.sink = Some(sink);
+        self
+    }
+
+    /// Resolves requests nobody answered within `timeout` as `expired`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.common.timeout = Some(timeout);
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn finish(&self, question_id: &str, resolution: Resolution) -> Result<DecideOutcome> {
+        let (session_id, tool, outcome) = {
+            let mut map = self.lock();
+            let entry = map.get_mut(question_id).ok_or_else(|| Error::NotFound {
+                what: "approval request",
+                id: question_id.to_owned(),
+            })?;
+            let tool = tool_name(&entry.request.question.kind).map(str::to_owned);
+            let session = entry.request.session_id.clone();
+            match &entry.resolution {
+                Some(first) => (
+                    session,
+                    tool,
+                    DecideOutcome::AlreadyDecided {
+                        first: first.clone(),
+                    },
+                ),
+                None => {
+                    entry.resolution = Some(resolution.clone());
+                    (session, tool, DecideOutcome::Decided)
+                }
+            }
+        };
+        let action = match outcome {
+            DecideOutcome::Decided => AuditAction::Decided,
+            DecideOutcome::AlreadyDecided { .. } => AuditAction::Refused,
+        };
+        self.common.audit_decision(
+            &session_id,
+            question_id,
+            tool.as_deref(),
+            &resolution,
+            action,
+        );
+        if outcome == DecideOutcome::Decided {
+            self.waiters.wake(question_id, &resolution);
+        }
+        Ok(outcome)
+    }
+
+    async fn settle(&self, question_id: &str, resolution: Resolution) -> Result<DecideOutcome> {
+        let outcome = self.finish(question_id, resolution.clone())?;
+        if outcome == DecideOutcome::Decided {
+            self.common.emit_resolution(question_id, &resolution).await;
+        }
+        Ok(outcome)
+    }
+
+    fn resolution_of(&self, question_id: &str) -> Option<Resolution> {
+        self.lock()
+            .get(question_id)
+            .and_then(|e| e.resolution.clone())
+    }
+}
+
+#[async_trait]
+impl ApprovalGate for MemoryGate {
+    async fn request(&self, request: ApprovalRequest) -> Result<Resolution> {
+        let id = request.question.question_id.clone();
+        let (rx, is_new) = {
+            let mut map = self.lock();
+            if let Some(r) = map.get(&id).and_then(|e| e.resolution.clone()) {
+                return Ok(r);
+            }
+            let is_new = !map.contains_key(&id);
+            if is_new {
+                let order = self
+                    .next_order
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                map.insert(
+                    id.clone(),
+                    Entry {
+                        request: request.clone(),
+                        resolution: None,
+                        order,
+                    },
+                );
+            }
+            (self.waiters.add(&id), is_new)
+        };
+        if is_new {
+            self.common.audit_request(&request);
+            self.common.emit_question(&request).await?;
+        }
+        self.common
+            .wait(rx, || async {
+                let expired = Resolution {
+                    decision: Decision::Expired,
+                    by: timeout_by(),
+                    at_ms: now_ms(),
+                };
+                self.settle(&id, expired.clone()).await?;
+                self.resolution_of(&id)
+                    .ok_or(Error::Closed("approval gate"))
+            })
+            .await
+    }
+
+    async fn decide(
+        &self,
+        question_id: &str,
+        decision: Decision,
+        by: DecidedBy,
+    ) -> Result<DecideOutcome> {
+        self.settle(
+            question_id,
+            Resolution {
+                decision,
+                by,
+                at_ms: now_ms(),
+            },
+        )
+        .await
+    }
+
+    async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
+        let map = self.lock();
+        let mut pending: Vec<&Entry> = map.values().filter(|e| e.resolution.is_none()).collect();
+        pending.sort_by_key(|e| e.order);
+        Ok(pending.into_iter().map(|e| e.request.clone()).collect())
+    }
+
+    async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
+        self.settle(
+            question_id,
+            Resolution {
+                decision: Decision::Cancelled {
+                    reason: Some(reason.to_owned()),
+                },
+                by: DecidedBy::new("executor"),
+                at_ms: now_ms(),
+            },
+        )
+        .await
+    }
+}

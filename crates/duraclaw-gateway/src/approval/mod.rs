@@ -1,0 +1,67 @@
+//! Approval gates: memory, durable (store-backed) and a policy layer, with
+//! an audit trail of every request and decision.
+//!
+//! - [`MemoryGate`] holds requests in memory; first answer wins; an optional
+//!   timeout resolves a request as [`Decision::Expired`] (reported as
+//!   "expired", never as a denial).
+//! - [`DurableGate`] keeps requests and decisions in a
+//!   [`SessionStore`](duraclaw_core::store::SessionStore): pending requests
+//!   survive a restart and are listed again; a decision made while the
+//!   requester was gone is there when it asks again.
+//! - [`PolicyGate`] answers by rules (tool name and input pattern → allow,
+//!   deny or ask) and remembers "allow for the rest of this session", asking
+//!   the gate beneath for everything else.
+//!
+//! Every gate writes to an [`AuditLog`]: who, when, which client, what input.
+
+mod audit;
+mod durable;
+mod memory;
+mod policy;
+
+pub use audit::{AuditAction, AuditEntry, AuditLog, JsonlAudit, MemoryAudit, TracingAudit};
+pub use durable::DurableGate;
+pub use memory::MemoryGate;
+pub use policy::{PolicyAction, PolicyGate, PolicyRule};
+
+use duraclaw_core::protocol::{Decision, QuestionKind};
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The words the model and the user are told for a decision.
+///
+/// An expired request says it expired: a timeout is not a human's "no".
+pub fn decision_message(decision: &Decision) -> String {
+    match decision {
+        Decision::Allow { .. } => "approved".to_owned(),
+        Decision::Deny { reason, .. } if reason.trim().is_empty() => {
+            "denied by the user".to_owned()
+        }
+        Decision::Deny { reason, .. } => format!("denied by the user: {reason}"),
+        Decision::Answered { .. } => "answered".to_owned(),
+        Decision::Expired => {
+            "the approval request expired before anyone answered; it was not denied by a human. \
+             Ask again or wait for the user."
+                .to_owned()
+        }
+        Decision::Cancelled { reason } => match reason {
+            Some(r) => format!("cancelled: {r}"),
+            None => "cancelled".to_owned(),
+        },
+        _ => decision.name().to_owned(),
+    }
+}
+
+/// The tool a question is about, if it is a permission request.
+pub(crate) fn tool_name(kind: &QuestionKind) -> Option<&str> {
+    match kind {
+        QuestionKind::Permission { tool_name, .. } => Some(tool_name),
+        _ => None,
+    }
+}

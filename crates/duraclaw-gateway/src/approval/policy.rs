@@ -1,0 +1,233 @@
+//! Rules that answer approval requests without a human, and "allow for the
+//! rest of this session".
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use duraclaw_core::Result;
+use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome, DynApprovalGate};
+use duraclaw_core::protocol::{DecidedBy, Decision, QuestionKind};
+use duraclaw_core::store::Resolution;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::now_ms;
+
+/// What a matching rule does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum PolicyAction {
+    /// Run the tool without asking.
+    Allow,
+    /// Refuse it, telling the model why.
+    Deny {
+        /// The reason the model sees.
+        reason: String,
+    },
+    /// Ask a human (the gate beneath).
+    Ask,
+}
+
+/// One rule: the first rule whose patterns match decides.
+///
+/// Patterns are globs: `*` matches any run of characters, `?` one character.
+/// `input` is matched against the tool's main argument (`command` for Bash,
+/// `file_path` for Read/Write/Edit, `url` for WebFetch, `pattern` for
+/// Grep/Glob) or, for other tools, the input's JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRule {
+    /// Tool name pattern, e.g. `Read`, `mcp__*`.
+    pub tool: String,
+    /// Input pattern, e.g. `git status*`; any input when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// What to do.
+    #[serde(flatten)]
+    pub action: PolicyAction,
+}
+
+/// A gate that applies rules, then asks `inner`.
+#[derive(Debug)]
+pub struct PolicyGate {
+    rules: Vec<PolicyRule>,
+    inner: DynApprovalGate,
+    allowed_for_session: Mutex<HashSet<(String, String)>>,
+}
+
+impl PolicyGate {
+    /// Rules in order over `inner`.
+    pub fn new(rules: Vec<PolicyRule>, inner: DynApprovalGate) -> Self {
+        PolicyGate {
+            rules,
+            inner,
+            allowed_for_session: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The first rule's action for a tool call, or `Ask` when none matches.
+    pub fn evaluate(&self, tool: &str, input: &Value) -> PolicyAction {
+        let subject = primary_input(tool, input);
+        self.rules
+            .iter()
+            .find(|r| {
+                glob_match(&r.tool, tool)
+                    && r.input.as_deref().is_none_or(|p| glob_match(p, &subject))
+            })
+            .map_or(PolicyAction::Ask, |r| r.action.clone())
+    }
+
+    fn remembered(&self, session: &str, tool: &str) -> bool {
+        self.allowed_for_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(session.to_owned(), tool.to_owned()))
+    }
+
+    fn remember(&self, session: &str, tool: &str) {
+        self.allowed_for_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((session.to_owned(), tool.to_owned()));
+    }
+}
+
+fn policy_resolution(decision: Decision, why: &str) -> Resolution {
+    Resolution {
+        decision,
+        by: DecidedBy {
+            who: "policy".into(),
+            client: Some(why.to_owned()),
+        },
+        at_ms: now_ms(),
+    }
+}
+
+#[async_trait]
+impl ApprovalGate for PolicyGate {
+    async fn request(&self, request: ApprovalRequest) -> Result<Resolution> {
+        let QuestionKind::Permission {
+            tool_name, input, ..
+        } = &request.question.kind
+        else {
+            return self.inner.request(request).await;
+        };
+        let tool = tool_name.clone();
+        if self.remembered(&request.session_id, &tool) {
+            tracing::info!(target: "duraclaw::audit", session = %request.session_id, tool = %tool, "allowed for this session");
+            return Ok(policy_resolution(
+                Decision::Allow {
+                    updated_input: None,
+                    remember: false,
+                },
+                "allowed for the rest of this session",
+            ));
+        }
+        match self.evaluate(&tool, input) {
+            PolicyAction::Allow => {
+                tracing::info!(target: "duraclaw::audit", session = %request.session_id, tool = %tool, "allowed by rule");
+                Ok(policy_resolution(
+                    Decision::Allow {
+                        updated_input: None,
+                        remember: false,
+                    },
+                    "rule",
+                ))
+            }
+            PolicyAction::Deny { reason } => {
+                tracing::info!(target: "duraclaw::audit", session = %request.session_id, tool = %tool, "denied by rule");
+                Ok(policy_resolution(
+                    Decision::Deny {
+                        reason,
+                        interrupt: false,
+                    },
+                    "rule",
+                ))
+            }
+            PolicyAction::Ask => {
+                let session = request.session_id.clone();
+                let resolution = self.inner.request(request).await?;
+                if let Decision::Allow { remember: true, .. } = resolution.decision {
+                    self.remember(&session, &tool);
+                }
+                Ok(resolution)
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        question_id: &str,
+        decision: Decision,
+        by: DecidedBy,
+    ) -> Result<DecideOutcome> {
+        self.inner.decide(question_id, decision, by).await
+    }
+
+    async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
+        self.inner.pending().await
+    }
+
+    async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
+        self.inner.cancel(question_id, reason).await
+    }
+}
+
+/// The string a rule's `input` pattern is matched against.
+fn primary_input(tool: &str, input: &Value) -> String {
+    let field = match tool {
+        "Bash" => "command",
+        "Read" | "Write" | "Edit" | "MultiEdit" | "NotebookEdit" => "file_path",
+        "WebFetch" => "url",
+        "Grep" | "Glob" => "pattern",
+        _ => "",
+    };
+    match input.get(field).and_then(Value::as_str) {
+        Some(s) => s.to_owned(),
+        None => input.to_string(),
+    }
+}
+
+/// Glob match with `*` and `?`, iterative (no recursion, linear-ish).
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("Read", "Read"));
+        assert!(!glob_match("Read", "ReadX"));
+        assert!(glob_match("mcp__*", "mcp__github__x"));
+        assert!(glob_match("git status*", "git status --short"));
+        assert!(!glob_match("git status*", "git push"));
+        assert!(glob_match("*.rs", "src/main.rs"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("*a*b*c*", "xxaxxbxxcxx"));
+        assert!(!glob_match("*a*b*c*", "xxaxxcxxbxx"));
+    }
+}

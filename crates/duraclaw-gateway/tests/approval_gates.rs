@@ -1,0 +1,333 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! The approval gates: first answer wins, expiry is not denial, policies,
+//! "allow for this session", audit and event reporting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use duraclaw_core::Result;
+use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
+use duraclaw_core::executor::EventSink;
+use duraclaw_core::protocol::{DecidedBy, Decision, Event, QuestionKind, UserQuestion};
+use duraclaw_gateway::approval::{
+    AuditAction, MemoryAudit, MemoryGate, PolicyAction, PolicyGate, PolicyRule, decision_message,
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct ChannelSink(mpsc::UnboundedSender<Event>);
+
+#[async_trait]
+impl EventSink for ChannelSink {
+    async fn emit(&self, event: Event) -> Result<()> {
+        self.0
+            .send(event)
+            .map_err(|_| duraclaw_core::Error::Closed("test sink"))
+    }
+}
+
+fn sink() -> (Arc<ChannelSink>, mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Arc::new(ChannelSink(tx)), rx)
+}
+
+fn request(session: &str, id: &str, tool: &str, input: serde_json::Value) -> ApprovalRequest {
+    ApprovalRequest {
+        session_id: session.into(),
+        question: UserQuestion {
+            question_id: id.into(),
+            tool_use_id: Some(format!("toolu_{id}")),
+            kind: QuestionKind::Permission {
+                tool_name: tool.into(),
+                input,
+                description: None,
+            },
+        },
+        asked_at_ms: 1,
+    }
+}
+
+async fn next_event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("no event within the deadline")
+        .expect("sink closed")
+}
+
+#[tokio::test]
+async fn first_answer_wins_and_the_second_is_told_who_decided() {
+    let audit = MemoryAudit::default();
+    let (sink, mut events) = sink();
+    let gate = Arc::new(
+        MemoryGate::new()
+            .with_audit(Arc::new(audit.clone()))
+            .with_sink(sink),
+    );
+    let waiter = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            gate.request(request("s1", "q1", "Bash", json!({"command": "ls"})))
+                .await
+        }
+    });
+    assert!(
+        matches!(next_event(&mut events).await, Event::UserQuestion(q) if q.question_id == "q1")
+    );
+    assert_eq!(gate.pending().await.unwrap().len(), 1);
+
+    let alice = DecidedBy {
+        who: "alice".into(),
+        client: Some("laptop".into()),
+    };
+    let first = gate
+        .decide(
+            "q1",
+            Decision::Allow {
+                updated_input: None,
+                remember: false,
+            },
+            alice,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, DecideOutcome::Decided);
+    let second = gate
+        .decide(
+            "q1",
+            Decision::Deny {
+                reason: "no".into(),
+                interrupt: false,
+            },
+            DecidedBy::new("bob"),
+        )
+        .await
+        .unwrap();
+    let DecideOutcome::AlreadyDecided { first } = &second else {
+        panic!("{second:?}")
+    };
+    assert_eq!(first.by.who, "alice");
+    let text = second.describe();
+    assert!(
+        text.contains("already decided") && text.contains("alice"),
+        "{text}"
+    );
+
+    let got = tokio::time::timeout(DEADLINE, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(got.decision, Decision::Allow { .. }));
+    assert!(
+        matches!(next_event(&mut events).await, Event::QuestionResolved(r) if r.by.who == "alice")
+    );
+    assert!(gate.pending().await.unwrap().is_empty());
+
+    let actions: Vec<AuditAction> = audit.entries().iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        vec![
+            AuditAction::Requested,
+            AuditAction::Decided,
+            AuditAction::Refused
+        ]
+    );
+    let requested = &audit.entries()[0];
+    assert_eq!(requested.tool_name.as_deref(), Some("Bash"));
+    assert_eq!(requested.input, Some(json!({"command": "ls"})));
+    assert_eq!(audit.entries()[1].client.as_deref(), Some("laptop"));
+
+    // Asking again with the same id gets the same decision at once.
+    let again = gate
+        .request(request("s1", "q1", "Bash", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(again.by.who, "alice");
+}
+
+#[tokio::test]
+async fn a_timeout_expires_and_is_never_called_a_denial() {
+    let gate = MemoryGate::new().with_timeout(Duration::from_millis(50));
+    let r = gate
+        .request(request("s1", "q1", "Bash", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.decision, Decision::Expired);
+    assert_eq!(r.by.who, "timeout");
+    let words = decision_message(&r.decision);
+    assert!(
+        words.contains("expired") && words.contains("not denied"),
+        "{words}"
+    );
+    assert!(!decision_message(&r.decision).starts_with("denied"));
+    // A late human answer is told it expired.
+    let late = gate
+        .decide(
+            "q1",
+            Decision::Allow {
+                updated_input: None,
+                remember: false,
+            },
+            DecidedBy::new("alice"),
+        )
+        .await
+        .unwrap();
+    assert!(late.describe().contains("expired") && late.describe().contains("timeout"));
+}
+
+#[tokio::test]
+async fn cancel_withdraws_a_pending_request() {
+    let gate = Arc::new(MemoryGate::new());
+    let (sink, mut events) = sink();
+    let gate2 = Arc::new(MemoryGate::new().with_sink(sink));
+    let waiter = tokio::spawn({
+        let gate2 = gate2.clone();
+        async move { gate2.request(request("s1", "q9", "Edit", json!({}))).await }
+    });
+    next_event(&mut events).await;
+    gate2
+        .cancel("q9", "the agent withdrew the request")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(DEADLINE, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(r.decision, Decision::Cancelled { .. }));
+    assert_eq!(r.by.who, "executor");
+    assert!(matches!(
+        gate.decide("nope", Decision::Expired, DecidedBy::new("x"))
+            .await,
+        Err(duraclaw_core::Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn pending_lists_requests_oldest_first() {
+    let (sink, mut events) = sink();
+    let gate = Arc::new(MemoryGate::new().with_sink(sink));
+    let mut tasks = Vec::new();
+    for id in ["a", "b", "c"] {
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            gate.request(request("s1", id, "Read", json!({}))).await
+        }));
+        next_event(&mut events).await;
+    }
+    let ids: Vec<String> = gate
+        .pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.question.question_id)
+        .collect();
+    assert_eq!(ids, vec!["a", "b", "c"]);
+    for id in ["b", "a", "c"] {
+        gate.decide(id, Decision::Expired, DecidedBy::new("t"))
+            .await
+            .unwrap();
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().decision, Decision::Expired);
+    }
+}
+
+#[tokio::test]
+async fn policy_rules_allow_deny_and_ask() {
+    let (sink, mut events) = sink();
+    let inner = Arc::new(MemoryGate::new().with_sink(sink));
+    let rules: Vec<PolicyRule> = serde_json::from_value(json!([
+        {"tool": "Read", "action": "allow"},
+        {"tool": "Bash", "input": "rm -rf*", "action": "deny", "reason": "never delete trees"},
+        {"tool": "Bash", "input": "git status*", "action": "allow"},
+        {"tool": "mcp__*", "action": "ask"}
+    ]))
+    .unwrap();
+    let gate = Arc::new(PolicyGate::new(rules, inner.clone()));
+
+    let r = gate
+        .request(request("s1", "q1", "Read", json!({"file_path": "/x"})))
+        .await
+        .unwrap();
+    assert!(matches!(r.decision, Decision::Allow { .. }));
+    assert_eq!(r.by.who, "policy");
+    let r = gate
+        .request(request("s1", "q2", "Bash", json!({"command": "rm -rf /"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.decision,
+        Decision::Deny {
+            reason: "never delete trees".into(),
+            interrupt: false
+        }
+    );
+    let r = gate
+        .request(request(
+            "s1",
+            "q3",
+            "Bash",
+            json!({"command": "git status --short"}),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(r.decision, Decision::Allow { .. }));
+    assert_eq!(
+        gate.evaluate("Bash", &json!({"command": "make"})),
+        PolicyAction::Ask
+    );
+
+    // No rule matches: a human is asked; they allow Edit for the session.
+    let ask = tokio::spawn({
+        let gate = gate.clone();
+        async move {
+            gate.request(request("s1", "q4", "Edit", json!({"file_path": "a"})))
+                .await
+        }
+    });
+    assert!(
+        matches!(next_event(&mut events).await, Event::UserQuestion(q) if q.question_id == "q4")
+    );
+    gate.decide(
+        "q4",
+        Decision::Allow {
+            updated_input: None,
+            remember: true,
+        },
+        DecidedBy::new("alice"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ask.await.unwrap().unwrap().by.who, "alice");
+    assert!(
+        matches!(next_event(&mut events).await, Event::QuestionResolved(r) if r.question_id == "q4")
+    );
+    let r = gate
+        .request(request("s1", "q5", "Edit", json!({"file_path": "b"})))
+        .await
+        .unwrap();
+    assert_eq!(r.by.who, "policy");
+    assert_eq!(
+        r.by.client.as_deref(),
+        Some("allowed for the rest of this session")
+    );
+
+    // Another session is still asked.
+    let other = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.request(request("s2", "q6", "Edit", json!({}))).await }
+    });
+    assert!(
+        matches!(next_event(&mut events).await, Event::UserQuestion(q) if q.question_id == "q6")
+    );
+    gate.cancel("q6", "session ended").await.unwrap();
+    assert!(matches!(
+        other.await.unwrap().unwrap().decision,
+        Decision::Cancelled { .. }
+    ));
+}
