@@ -36,5 +36,8 @@ pub mod sqlite;
 mod limits;
 mod step;
 
+#[cfg(test)]
+mod shared_tests;
+
 pub use memory::{MemoryDirectory, MemoryStore};
 pub use sqlite::{SqliteConn, SqliteDirectory, SqliteOptions, SqliteStats, SqliteStore};

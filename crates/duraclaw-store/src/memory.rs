@@ -306,3 +306,88 @@ impl LogStep for SessionData {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared_tests::{T0, ev, shared_semantics_tests};
+
+    shared_semantics_tests!((MemoryDirectory::new(), ()));
+
+    #[tokio::test]
+    async fn clones_share_sessions() {
+        let dir = MemoryDirectory::new();
+        assert!(dir.is_empty());
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        store
+            .append(AppendBatch::events(vec![ev(0, Some(1)), ev(1, None)]))
+            .await
+            .unwrap();
+        let again = dir.clone();
+        drop(store);
+        drop(dir);
+        assert_eq!(again.len(), 1);
+        let store = again.open("s").await.unwrap();
+        let head = store.head().await.unwrap();
+        assert_eq!((head.last_seq, head.highest_gseq), (2, 1));
+        // A separate directory is separate.
+        assert!(matches!(
+            MemoryDirectory::new().open("s").await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn read_after_past_the_end_and_huge_after() {
+        let dir = MemoryDirectory::new();
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        store
+            .append(AppendBatch::events(vec![ev(0, None), ev(1, None)]))
+            .await
+            .unwrap();
+        assert!(store.read_after(2, 10).await.unwrap().is_empty());
+        assert!(store.read_after(u64::MAX, 10).await.unwrap().is_empty());
+        assert_eq!(store.read_after(1, 0).await.unwrap()[0].seq, 2);
+    }
+
+    #[tokio::test]
+    async fn seq_room_is_checked_before_anything_changes() {
+        let dir = MemoryDirectory::new();
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        store
+            .append(AppendBatch::events(vec![ev(0, None)]))
+            .await
+            .unwrap();
+        // Pretend the log is almost full, then try to pass the limit.
+        {
+            let shared = store_data(&dir, "s");
+            let mut data = lock(&shared);
+            let mut last = data.events[0].clone();
+            last.seq = crate::limits::MAX_SEQ - 1;
+            data.events = vec![last];
+        }
+        let err = store
+            .append(AppendBatch::events(vec![ev(1, None), ev(2, None)]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
+        let out = store
+            .append(AppendBatch::events(vec![ev(1, None)]))
+            .await
+            .unwrap();
+        assert_eq!(out.stored[0].seq, crate::limits::MAX_SEQ);
+    }
+
+    fn store_data(dir: &MemoryDirectory, id: &str) -> Arc<Mutex<SessionData>> {
+        lock(&dir.sessions).get(id).cloned().unwrap()
+    }
+}

@@ -397,3 +397,252 @@ impl SessionStore for SqliteStore {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    use duraclaw_core::migrate::SqlConn;
+    use duraclaw_core::protocol::{Assistant, AssistantPhase, Event};
+    use duraclaw_core::store::NewEvent;
+
+    use super::*;
+    use crate::shared_tests::{T0, ev, shared_semantics_tests};
+
+    async fn temp_directory() -> (SqliteDirectory, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SqliteDirectory::open(tmp.path().join("sessions.db"))
+            .await
+            .unwrap();
+        (dir, tmp)
+    }
+
+    shared_semantics_tests!(temp_directory().await);
+
+    type Pending<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+    /// Polls every future once, so each has queued its request, and checks
+    /// none has finished.
+    async fn queue_all<T>(futs: &mut [Pending<T>]) {
+        std::future::poll_fn(|cx| {
+            for f in futs.iter_mut() {
+                assert!(f.as_mut().poll(cx).is_pending(), "finished before COMMIT");
+            }
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// Holds the database's write lock from another connection, so the
+    /// writer waits and requests pile up behind it.
+    fn hold_write_lock(dir: &SqliteDirectory) -> rusqlite::Connection {
+        let blocker = rusqlite::Connection::open(dir.path()).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        blocker
+    }
+
+    fn text_event(text: &str) -> NewEvent {
+        let e = Event::Assistant(Assistant {
+            message_id: "m".into(),
+            phase: AssistantPhase::Delta,
+            text: text.into(),
+            aborted: false,
+        });
+        NewEvent::new(&e, None, T0).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_takes_every_queued_request() {
+        let (dir, _tmp) = temp_directory().await;
+        let mut stores = Vec::new();
+        for i in 0..4 {
+            stores.push(
+                dir.create(SessionMeta::new(format!("s{i}"), "alice", T0))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let before = dir.stats();
+        assert_eq!(before.transactions, 4);
+        let blocker = hold_write_lock(&dir);
+        let mut futs: Vec<Pending<AppendOutcome>> = (0..200u64)
+            .map(|i| {
+                let store = stores[(i % 4) as usize].clone();
+                Box::pin(async move { store.append(AppendBatch::events(vec![ev(i, None)])).await })
+                    as Pending<_>
+            })
+            .collect();
+        queue_all(&mut futs).await;
+        blocker.execute_batch("COMMIT").unwrap();
+        for out in futures::future::join_all(futs).await {
+            assert_eq!(out.unwrap().stored.len(), 1);
+        }
+        let after = dir.stats();
+        // The writer may have taken the first requests before it met the
+        // lock; everything queued behind it is one more transaction.
+        assert!(
+            after.transactions - before.transactions <= 2,
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(after.events_written - before.events_written, 200);
+        assert_eq!(after.requests - before.requests, 200);
+        assert!(after.transactions_per_1000_events() < 40.0, "{after:?}");
+        for store in &stores {
+            let seqs: Vec<_> = store
+                .read_after(0, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_request_rolls_back_alone() {
+        let (dir, _tmp) = temp_directory().await;
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        // A write that fails half-way: the second insert of a batch.
+        rusqlite::Connection::open(dir.path())
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON events WHEN NEW.json LIKE '%boom%' \
+                 BEGIN SELECT RAISE(ABORT, 'boom refused'); END;",
+            )
+            .unwrap();
+        let before = dir.stats();
+        let blocker = hold_write_lock(&dir);
+        let batches = [
+            vec![text_event("one")],
+            vec![text_event("half"), text_event("boom")],
+            vec![text_event("two")],
+        ];
+        let mut futs: Vec<Pending<AppendOutcome>> = batches
+            .into_iter()
+            .map(|events| {
+                let store = store.clone();
+                Box::pin(async move { store.append(AppendBatch::events(events)).await })
+                    as Pending<_>
+            })
+            .collect();
+        queue_all(&mut futs).await;
+        blocker.execute_batch("COMMIT").unwrap();
+        let outs = futures::future::join_all(futs).await;
+        assert_eq!(outs[0].as_ref().unwrap().stored[0].seq, 1);
+        let err = outs[1].as_ref().unwrap_err();
+        assert!(err.to_string().contains("boom refused"), "{err}");
+        assert_eq!(outs[2].as_ref().unwrap().stored[0].seq, 2);
+        let texts: Vec<_> = store
+            .read_after(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.json.contains("half"))
+            .collect();
+        assert_eq!(texts, vec![false, false]);
+        assert_eq!(store.head().await.unwrap().last_seq, 2);
+        let after = dir.stats();
+        assert!(after.transactions - before.transactions <= 2);
+        assert_eq!(after.events_written - before.events_written, 2);
+        assert_eq!(after.failed_transactions, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopened_database_continues_the_log() {
+        let (dir, _tmp) = temp_directory().await;
+        let path = dir.path().to_owned();
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        store
+            .append(AppendBatch::events(vec![ev(0, Some(4)), ev(1, None)]))
+            .await
+            .unwrap();
+        drop(store);
+        drop(dir);
+        let dir = SqliteDirectory::open(&path).await.unwrap();
+        assert_eq!(dir.stats(), SqliteStats::default());
+        let store = dir.open("s").await.unwrap();
+        let out = store
+            .append(AppendBatch::events(vec![ev(2, Some(4)), ev(3, Some(5))]))
+            .await
+            .unwrap();
+        assert_eq!(out.duplicates, 1);
+        assert_eq!(out.stored[0].seq, 3);
+        assert_eq!(dir.stats().events_written, 1);
+        assert_eq!(SqliteDirectory::schema_version(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_and_writes_from_many_tasks() {
+        let (dir, _tmp) = temp_directory().await;
+        let dir = SqliteDirectory::open_with(
+            dir.path(),
+            SqliteOptions::default().readers(2).max_group_events(8),
+        )
+        .await
+        .unwrap();
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25u64 {
+                    let events = (0..3).map(|k| ev(t * 1000 + i * 10 + k, None)).collect();
+                    store.append(AppendBatch::events(events)).await.unwrap();
+                    let head = store.head().await.unwrap();
+                    assert!(head.last_seq >= 3);
+                    store.read_after(head.last_seq - 3, 3).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let all = store.read_after(0, 1000).await.unwrap();
+        assert_eq!(all.len(), 600);
+        assert!(all.iter().zip(1..).all(|(e, s)| e.seq == s));
+        // Each group stays within its event budget (8), so at least 600 / 8.
+        assert!(dir.stats().transactions >= 75, "{:?}", dir.stats());
+    }
+
+    #[test]
+    fn open_outside_a_runtime_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = futures::executor::block_on(SqliteDirectory::open(tmp.path().join("x.db")))
+            .unwrap_err();
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
+    }
+
+    #[test]
+    fn sql_conn_nests_transactions_as_savepoints() {
+        let mut conn = SqliteConn::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        conn.transaction(&mut |tx| {
+            tx.execute("INSERT INTO t VALUES (1)", &[])?;
+            let inner = tx.transaction(&mut |tx| {
+                tx.execute("INSERT INTO t VALUES (2)", &[])?;
+                Err(Error::Invalid("inner fails".into()))
+            });
+            assert!(inner.is_err());
+            tx.transaction(&mut |tx| tx.execute("INSERT INTO t VALUES (3)", &[]))
+        })
+        .unwrap();
+        let rows = conn.query("SELECT x FROM t ORDER BY x", &[]).unwrap();
+        let xs: Vec<_> = rows.iter().map(|r| r[0].as_i64().unwrap()).collect();
+        assert_eq!(xs, vec![1, 3]);
+        assert!(conn.connection().is_autocommit());
+        let err = conn.query("SELECT 1.5", &[]).unwrap_err();
+        assert!(err.to_string().contains("REAL"), "{err}");
+    }
+}
