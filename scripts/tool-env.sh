@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The environment variables that point the tests at the tools
+# scripts/install-tools.sh installed. Only tools that are installed are set,
+# and a variable that is already set is kept, so a developer can point a test
+# at another binary.
+#
+#   source scripts/tool-env.sh          # export them into this shell
+#   eval "$(scripts/tool-env.sh)"       # the same, from any shell
+#   scripts/tool-env.sh                 # print them
+#
+# CLAUDE_BIN        the Claude Code CLI (native binary)
+# NODE22_BIN        Node 22
+# WRANGLER_BIN      wrangler, launched with Node 22
+# ESBUILD_BIN       the esbuild that came with wrangler
+# WASM_OPT_BIN      binaryen's wasm-opt
+# WASM_BINDGEN_BIN  wasm-bindgen, matching the lockfile's wasm-bindgen
+# WORKER_BUILD_BIN  worker-build
+# CHROMIUM_BIN, CHROMEDRIVER_BIN   Debian's Chromium and its driver
+
+# shellcheck source=scripts/install-tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/install-tools.sh"
+
+duraclaw_tool_env() {
+    local name path
+    while read -r name path; do
+        [[ -n "${!name:-}" ]] && path=${!name}
+        [[ -n "$path" && -e "$path" ]] || continue
+        printf 'export %s=%q\n' "$name" "$path"
+    done <<EOF
+CLAUDE_BIN $(claude_bin)
+NODE22_BIN $(node22_bin)
+WRANGLER_BIN $(wrangler_bin)
+ESBUILD_BIN $(esbuild_bin)
+WASM_OPT_BIN $(wasm_opt_bin)
+WASM_BINDGEN_BIN $(wasm_bindgen_bin)
+WORKER_BUILD_BIN $(worker_build_bin)
+CHROMIUM_BIN $(command -v chromium || true)
+CHROMEDRIVER_BIN $(command -v chromedriver || true)
+EOF
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    duraclaw_tool_env
+else
+    eval "$(duraclaw_tool_env)"
+fi
