@@ -1,7 +1,7 @@
 //! The shared conformance suite of `duraclaw-core`, run against the memory
 //! and SQLite backends, and its migration suite against [`SqliteConn`].
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;

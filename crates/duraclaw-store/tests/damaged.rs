@@ -2,7 +2,7 @@
 //! a newer version, corrupt rows, oversized events. Every case must give a
 //! typed error that says what failed, never a panic.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,8 +34,14 @@ async fn a_file_that_is_not_a_database() {
     let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
     for (name, bytes) in [
         ("garbage.db", garbage.as_slice()),
-        ("text.db", b"this is not a database, it is a grocery list\n".as_slice()),
-        ("almost.db", b"SQLite format 3\0 but then nothing sensible".as_slice()),
+        (
+            "text.db",
+            b"this is not a database, it is a grocery list\n".as_slice(),
+        ),
+        (
+            "almost.db",
+            b"SQLite format 3\0 but then nothing sensible".as_slice(),
+        ),
     ] {
         let path = tmp.path().join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -94,7 +100,10 @@ async fn corrupt_rows_give_errors_that_name_them() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("sessions.db");
     let dir = SqliteDirectory::open(&path).await.unwrap();
-    let store = dir.create(SessionMeta::new("s1", "alice", T0)).await.unwrap();
+    let store = dir
+        .create(SessionMeta::new("s1", "alice", T0))
+        .await
+        .unwrap();
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch(
         "UPDATE sessions SET meta_json = '{not json' WHERE session_id = 's1';
@@ -152,11 +161,17 @@ async fn oversized_events_are_refused_and_near_limit_ones_round_trip() {
     }
 
     for dir in dirs {
-        let store = dir.create(SessionMeta::new("big", "alice", T0)).await.unwrap();
+        let store = dir
+            .create(SessionMeta::new("big", "alice", T0))
+            .await
+            .unwrap();
         let near = tool_result_of_len(MAX_FRAME_BYTES - 1);
         let e = NewEvent::new(&near, Some(1), T0).unwrap();
         assert_eq!(e.json.len(), MAX_FRAME_BYTES - 1);
-        store.append(AppendBatch::events(vec![e.clone()])).await.unwrap();
+        store
+            .append(AppendBatch::events(vec![e.clone()]))
+            .await
+            .unwrap();
         let back = store.read_after(0, 1).await.unwrap();
         assert_eq!(back[0].json, e.json);
         assert_eq!(back[0].event().unwrap(), near);

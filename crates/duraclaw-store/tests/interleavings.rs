@@ -4,7 +4,7 @@
 //! still connected at the end, once drained, must have seen each event with
 //! seq > its `after` exactly once, in order, with the stored text.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
