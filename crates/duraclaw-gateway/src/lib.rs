@@ -4,3 +4,4 @@
 //! discovery and the WebSocket server land here.
 
 pub mod approval;
+pub mod cli;
