@@ -5,3 +5,4 @@
 
 pub mod approval;
 pub mod cli;
+pub mod worktree;

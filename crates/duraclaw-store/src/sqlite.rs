@@ -295,6 +295,10 @@ impl SessionDirectory for SqliteDirectory {
 }
 
 /// One session in a [`SqliteDirectory`]'s database.
+///
+/// A write is queued for the writer thread as soon as its future is first
+/// polled; dropping the future after that does not withdraw it, the write
+/// may still commit.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     session_id: Arc<str>,
@@ -439,6 +443,7 @@ mod tests {
     /// writer waits and requests pile up behind it.
     fn hold_write_lock(dir: &SqliteDirectory) -> rusqlite::Connection {
         let blocker = rusqlite::Connection::open(dir.path()).unwrap();
+        blocker.busy_timeout(Duration::from_secs(5)).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
         blocker
     }

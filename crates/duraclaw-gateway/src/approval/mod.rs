@@ -23,6 +23,7 @@ pub use audit::{AuditAction, AuditEntry, AuditLog, JsonlAudit, MemoryAudit, Trac
 pub use durable::DurableGate;
 pub use memory::MemoryGate;
 pub use policy::{PolicyAction, PolicyGate, PolicyRule};
+pub(crate) use policy::glob_match;
 
 use duraclaw_core::protocol::{Decision, QuestionKind};
 
