@@ -11,6 +11,8 @@
 //! - [`input`]: what we write on its stdin, built from [`CliInput`]:
 //!   `initialize` with a PreToolUse hook on every tool, user turns,
 //!   interrupts, and answers to its control requests;
+//! - [`launch`]: the arguments ([`LaunchSpec`]), the inherited variables to
+//!   drop, and where the pinned binary is installed;
 //! - [`mapper`]: [`CliEventMapper`], a sans-IO state machine that turns the
 //!   stdout lines into Duraclaw [`Event`]s plus the [`CliAction`]s the
 //!   executor must carry out (answer a hook, ask the approval gate, withdraw
@@ -24,10 +26,12 @@
 //! [`Event`]: duraclaw_core::protocol::Event
 
 pub mod input;
+pub mod launch;
 pub mod mapper;
 pub mod message;
 
 pub use input::{CliInput, EXPIRED_MESSAGE, PRE_TOOL_USE_CALLBACK_ID};
+pub use launch::LaunchSpec;
 pub use mapper::{CliAction, CliEventMapper, Mapped, PendingQuestion};
 pub use message::{CliLineError, CliMessage};
 

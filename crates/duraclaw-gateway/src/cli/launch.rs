@@ -1,0 +1,172 @@
+//! How to start the CLI: its arguments, which inherited environment
+//! variables to drop, and where the pinned binary is installed. Pure
+//! functions; spawning is the executor's job.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+/// The CLI version this module was verified against.
+pub const CLI_VERSION: &str = "2.1.332";
+
+/// The environment variable that names the CLI binary explicitly.
+pub const CLAUDE_BIN_ENV: &str = "CLAUDE_BIN";
+
+/// What the CLI is started with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// `--model`.
+    pub model: String,
+    /// `--permission-mode`; `default` when `None`.
+    pub permission_mode: Option<String>,
+    /// `--system-prompt`.
+    pub system_prompt: Option<String>,
+    /// `--resume <session_id>`.
+    pub resume: Option<String>,
+}
+
+impl LaunchSpec {
+    /// A spec for `model` with everything else default.
+    pub fn new(model: impl Into<String>) -> Self {
+        LaunchSpec {
+            model: model.into(),
+            ..LaunchSpec::default()
+        }
+    }
+
+    /// The command-line arguments: stream-json both ways, partial messages,
+    /// permission prompts over stdio, no settings files.
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--input-format",
+            "stream-json",
+            "--include-partial-messages",
+            "--permission-prompt-tool",
+            "stdio",
+            "--permission-mode",
+            self.permission_mode.as_deref().unwrap_or("default"),
+            "--model",
+            &self.model,
+            "--setting-sources",
+            "",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if let Some(p) = &self.system_prompt {
+            args.push("--system-prompt".to_owned());
+            args.push(p.clone());
+        }
+        if let Some(r) = &self.resume {
+            args.push("--resume".to_owned());
+            args.push(r.clone());
+        }
+        args
+    }
+}
+
+/// Whether an inherited variable must not reach the CLI.
+///
+/// `CLAUDECODE*` always goes (a CLI that sees it thinks it runs nested in
+/// another Claude Code). With `isolated` (tests), `CLAUDE_CODE_*` and
+/// `ANTHROPIC_*` go too, so that only what the caller sets is in effect.
+pub fn drop_inherited(name: &OsStr, isolated: bool) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    name.starts_with("CLAUDECODE")
+        || (isolated && (name.starts_with("CLAUDE_CODE_") || name.starts_with("ANTHROPIC_")))
+}
+
+/// The inherited environment minus what [`drop_inherited`] removes.
+pub fn filtered_env(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+    isolated: bool,
+) -> Vec<(OsString, OsString)> {
+    vars.into_iter()
+        .filter(|(k, _)| !drop_inherited(k, isolated))
+        .collect()
+}
+
+/// Where `scripts/install-tools.sh claude` puts the pinned binary:
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/duraclaw/claude-code-<version>/…/claude`.
+/// `None` when neither variable is set.
+pub fn cached_bin_path() -> Option<PathBuf> {
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
+    };
+    Some(
+        cache
+            .join("duraclaw")
+            .join(format!("claude-code-{CLI_VERSION}"))
+            .join("node_modules/@anthropic-ai/claude-code-linux-x64/claude"),
+    )
+}
+
+/// The CLI binary: `$CLAUDE_BIN` when set, else [`cached_bin_path`].
+/// Whether the file exists is for the caller to check.
+pub fn bin_path() -> Option<PathBuf> {
+    match std::env::var_os(CLAUDE_BIN_ENV) {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => cached_bin_path(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_follow_the_verified_launch_line() {
+        let mut spec = LaunchSpec::new("claude-sonnet-4-5");
+        assert_eq!(
+            spec.args().join(" "),
+            "--output-format stream-json --verbose --input-format stream-json \
+             --include-partial-messages --permission-prompt-tool stdio \
+             --permission-mode default --model claude-sonnet-4-5 --setting-sources "
+        );
+        spec.system_prompt = Some("be brief".into());
+        spec.resume = Some("abc".into());
+        spec.permission_mode = Some("plan".into());
+        let args = spec.args();
+        assert!(args.ends_with(&[
+            "--system-prompt".into(),
+            "be brief".into(),
+            "--resume".into(),
+            "abc".into()
+        ]));
+        assert!(args.windows(2).any(|w| w == ["--permission-mode", "plan"]));
+    }
+
+    #[test]
+    fn strips_nested_claude_and_test_variables() {
+        let vars = [
+            ("PATH", "/bin"),
+            ("CLAUDECODE", "1"),
+            ("CLAUDECODE_X", "1"),
+            ("CLAUDE_CODE_ENTRYPOINT", "cli"),
+            ("ANTHROPIC_API_KEY", "k"),
+            ("CLAUDE_CONFIG_DIR", "/x"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let names = |isolated| {
+            filtered_env(vars.clone(), isolated)
+                .into_iter()
+                .map(|(k, _)| k.into_string().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(false),
+            [
+                "PATH",
+                "CLAUDE_CODE_ENTRYPOINT",
+                "ANTHROPIC_API_KEY",
+                "CLAUDE_CONFIG_DIR"
+            ]
+        );
+        assert_eq!(names(true), ["PATH", "CLAUDE_CONFIG_DIR"]);
+    }
+}
