@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duraclaw_core::protocol::{AssistantPhase, Decision, Event, QuestionKind, UserQuestion};
-use duraclaw_fake_anthropic::{FakeAnthropic, RecordedRequest, Turn};
+use duraclaw_fake_anthropic::{FakeAnthropic, Latch, RecordedRequest, Turn};
 use duraclaw_gateway::cli::launch::{self, LaunchSpec};
 use duraclaw_gateway::cli::{CliAction, CliEventMapper, CliInput, CliMessage};
 use serde_json::{Value, json};
@@ -79,6 +79,8 @@ struct Cli {
     started: Instant,
     /// (ms since spawn, line kind), for the timeline printed at the end.
     timeline: Vec<(u128, String)>,
+    /// Responses and withdrawals seen, in order.
+    notices: Vec<CliAction>,
 }
 
 impl Cli {
@@ -135,6 +137,7 @@ impl Cli {
             mapper: CliEventMapper::new(),
             started,
             timeline: Vec::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -195,7 +198,7 @@ impl Cli {
                     question,
                     input,
                 } => gate.push((request_id, question, input)),
-                _ => {}
+                other => self.notices.push(other),
             }
         }
         gate
@@ -223,6 +226,41 @@ impl Cli {
                     .await;
                 assert!(self.mapper.answered(&request_id).is_some());
             }
+            if done {
+                return events;
+            }
+        }
+    }
+
+    /// Sends `initialize` and waits for its response.
+    async fn initialize(&mut self) {
+        self.send(&CliInput::Initialize {
+            request_id: "init-1".into(),
+        })
+        .await;
+        while !self.answered("init-1") {
+            let (msg, events, actions) = self.next().await;
+            assert!(events.is_empty(), "events before the first turn: {msg:?}");
+            assert!(self.act(actions).await.is_empty());
+        }
+    }
+
+    /// Whether the CLI answered our request `id` with success.
+    fn answered(&self, id: &str) -> bool {
+        self.notices.iter().any(
+            |a| matches!(a, CliAction::Response { request_id, result: Ok(_) } if request_id == id),
+        )
+    }
+
+    /// Reads until a `result`, answering hooks; a question is a failure.
+    async fn until_result(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            let (_, evs, actions) = self.next().await;
+            let done = evs.iter().any(|e| matches!(e, Event::Result(_)));
+            events.extend(evs);
+            let gate = self.act(actions).await;
+            assert!(gate.is_empty(), "unexpected question {gate:?}");
             if done {
                 return events;
             }
@@ -304,20 +342,7 @@ async fn real_cli_text_read_allowed_bash_denied() {
 
     let mut cli = Cli::spawn(&dirs, &fake.base_url());
 
-    // initialize → its control_response.
-    cli.send(&CliInput::Initialize {
-        request_id: "init-1".into(),
-    })
-    .await;
-    loop {
-        let (msg, events, actions) = cli.next().await;
-        assert!(events.is_empty(), "events before the first turn: {msg:?}");
-        if actions.iter().any(|a| {
-            matches!(a, CliAction::Response { request_id, result: Ok(_) } if request_id == "init-1")
-        }) {
-            break;
-        }
-    }
+    cli.initialize().await;
     let init_ms = cli.ms();
 
     // 1. A text turn.
@@ -484,6 +509,149 @@ async fn real_cli_text_read_allowed_bash_denied() {
     for (ms, kind) in timeline {
         eprintln!("{ms:>6} ms  {kind}");
     }
+}
+
+fn finals(events: &[Event]) -> Vec<&duraclaw_core::protocol::Assistant> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Assistant(a) if a.phase == AssistantPhase::Final => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Interrupts while the model streams (the fake holds the stream on a
+/// latch) and while a `can_use_tool` waits for a human; the process stays
+/// usable and the partial answer is part of the next turn's context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_cli_interrupts_and_stays_usable() {
+    let dirs = dirs();
+    let held = Latch::new();
+    let fake = FakeAnthropic::start([
+        Turn::text("This answer is long and will be cut off before it ends.")
+            .with_chunk_chars(4)
+            .with_hold(2, &held),
+        Turn::tool_use(
+            "Bash",
+            json!({"command": "ls", "description": "List files"}),
+        ),
+        Turn::text("Still here."),
+    ])
+    .await
+    .unwrap();
+    let mut cli = Cli::spawn(&dirs, &fake.base_url());
+    cli.initialize().await;
+
+    // 1. Interrupt mid-stream: wait until two deltas reached us and the fake
+    // holds the rest.
+    cli.send(&CliInput::UserTurn {
+        text: "Tell me something long".into(),
+    })
+    .await;
+    let mut events = Vec::new();
+    let mut streamed = String::new();
+    while streamed.chars().count() < 8 {
+        let (_, evs, actions) = cli.next().await;
+        assert!(cli.act(actions).await.is_empty());
+        for e in &evs {
+            if let Event::Assistant(a) = e {
+                assert_eq!(a.phase, AssistantPhase::Delta);
+                streamed.push_str(&a.text);
+            }
+        }
+        events.extend(evs);
+    }
+    tokio::time::timeout(WAIT, held.reached()).await.unwrap();
+    cli.send(&CliInput::Interrupt {
+        request_id: "int-1".into(),
+    })
+    .await;
+    let interrupted_at = Instant::now();
+    events.extend(cli.until_result().await);
+    let interrupt_ms = interrupted_at.elapsed().as_millis();
+    held.release();
+    assert!(cli.answered("int-1"), "no response to the interrupt");
+    let partial = finals(&events);
+    assert_eq!(partial.len(), 1, "{events:?}");
+    assert!(partial[0].aborted);
+    assert_eq!(partial[0].text, streamed);
+    assert!(events.iter().any(|e| matches!(e,
+        Event::Unknown(v) if v["type"] == "cli.user" && v["text"] == "[Request interrupted by user]")));
+    let r = result_of(&events);
+    assert!(r.is_error);
+    assert_eq!(r.subtype.as_deref(), Some("error_during_execution"));
+    assert_eq!(r.terminal_reason.as_deref(), Some("aborted_streaming"));
+
+    // 2. Interrupt while can_use_tool is pending: the CLI withdraws it.
+    cli.send(&CliInput::UserTurn {
+        text: "List the files".into(),
+    })
+    .await;
+    let mut events = Vec::new();
+    let (request_id, question) = loop {
+        let (_, evs, actions) = cli.next().await;
+        events.extend(evs);
+        let mut gate = cli.act(actions).await;
+        if let Some((id, q, _)) = gate.pop() {
+            break (id, q);
+        }
+    };
+    cli.send(&CliInput::Interrupt {
+        request_id: "int-2".into(),
+    })
+    .await;
+    let interrupted_at = Instant::now();
+    events.extend(cli.until_result().await);
+    let cancel_ms = interrupted_at.elapsed().as_millis();
+    assert!(cli.answered("int-2"));
+    assert!(
+        cli.notices.contains(&CliAction::Withdraw {
+            request_id: request_id.clone(),
+            question_id: Some(question.question_id.clone()),
+        }),
+        "no withdrawal of {request_id}: {:?}",
+        cli.notices
+    );
+    assert!(cli.mapper.pending().is_empty());
+    let rejected = events
+        .iter()
+        .find_map(|e| match e {
+            Event::ToolResult(t) => Some(t),
+            _ => None,
+        })
+        .unwrap();
+    assert!(rejected.is_error);
+    assert_eq!(Some(&rejected.tool_use_id), question.tool_use_id.as_ref());
+    assert_eq!(
+        result_of(&events).terminal_reason.as_deref(),
+        Some("aborted_tools")
+    );
+    assert_eq!(
+        fake.model_requests().len(),
+        2,
+        "no model call after the cancel"
+    );
+
+    // 3. The process is still usable; the model sees the partial answer.
+    let events = cli
+        .turn("Are you there?", |q| panic!("unexpected question {q:?}"))
+        .await;
+    assert_eq!(finals(&events)[0].text, "Still here.");
+    assert!(!result_of(&events).is_error);
+    let last = fake.model_requests().pop().unwrap();
+    assert!(
+        last.body["messages"].to_string().contains(&streamed),
+        "the partial text is not in the next request"
+    );
+
+    let (status, _) = cli.close().await;
+    assert!(status.success(), "exit status {status:?}");
+    eprintln!(
+        "claude {}: interrupt mid-stream -> result {interrupt_ms} ms; \
+         interrupt during can_use_tool -> result {cancel_ms} ms",
+        launch::CLI_VERSION
+    );
 }
 
 fn walk_has_jsonl(dir: &Path) -> bool {
