@@ -702,6 +702,7 @@ impl SessionActor {
             command: Command::Answer(crate::protocol::Answer {
                 question_id: question_id.to_owned(),
                 decision: decision.clone(),
+                by: Some(by.clone()),
             }),
         });
         let json: Arc<str> = encode_frame(&frame)?.into();

@@ -234,6 +234,9 @@ pub struct Answer {
     /// What was decided.
     #[serde(flatten)]
     pub decision: Decision,
+    /// Who decided, for the gateway's audit trail (set by the orchestrator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<DecidedBy>,
 }
 
 /// The outcome of an approval or a question.
@@ -935,6 +938,22 @@ pub enum ToBrowser {
     Error(WireError),
 }
 
+/// Builds the gateway's `event` frame from an event's stored JSON text
+/// without decoding it; byte-for-byte what serialising
+/// `FromGateway::Event` gives.
+pub fn gateway_event_frame(session_id: &str, gseq: Gseq, event_json: &str) -> Result<String> {
+    let id = serde_json::to_string(session_id).map_err(|e| Error::decode("session id", &e))?;
+    let mut s = String::with_capacity(event_json.len() + id.len() + 48);
+    s.push_str("{\"type\":\"event\",\"session_id\":");
+    s.push_str(&id);
+    s.push_str(",\"gseq\":");
+    s.push_str(&gseq.to_string());
+    s.push_str(",\"event\":");
+    s.push_str(event_json);
+    s.push('}');
+    Ok(s)
+}
+
 /// Builds the `event` frame for a browser from an event's stored JSON text
 /// without decoding it: replay sends stored bytes as they are.
 ///
@@ -947,4 +966,29 @@ pub fn browser_event_frame(seq: Seq, event_json: &str) -> String {
     s.push_str(event_json);
     s.push('}');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_event_frames_match_serde() {
+        let event = Event::UserMessage(UserMessage {
+            text: "hi \"there\"".into(),
+            by: None,
+        });
+        let json = event.to_json().unwrap();
+        let typed = FromGateway::Event {
+            session_id: "s-\"1\"".into(),
+            gseq: 42,
+            event: event.clone(),
+        };
+        assert_eq!(
+            gateway_event_frame("s-\"1\"", 42, &json).unwrap(),
+            encode_frame(&typed).unwrap()
+        );
+        let typed = ToBrowser::Event { seq: 7, event };
+        assert_eq!(browser_event_frame(7, &json), encode_frame(&typed).unwrap());
+    }
 }

@@ -5,4 +5,7 @@
 
 pub mod approval;
 pub mod cli;
+pub mod link;
+pub mod scripted;
+pub mod server;
 pub mod worktree;

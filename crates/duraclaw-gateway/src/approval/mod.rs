@@ -22,13 +22,13 @@ mod policy;
 pub use audit::{AuditAction, AuditEntry, AuditLog, JsonlAudit, MemoryAudit, TracingAudit};
 pub use durable::DurableGate;
 pub use memory::MemoryGate;
-pub use policy::{PolicyAction, PolicyGate, PolicyRule};
 pub(crate) use policy::glob_match;
+pub use policy::{PolicyAction, PolicyGate, PolicyRule};
 
 use duraclaw_core::protocol::{Decision, QuestionKind};
 
 /// Milliseconds since the Unix epoch, from the system clock.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -1,0 +1,337 @@
+//! The gateway's WebSocket listener: bearer check on upgrade, the versioned
+//! hello, bounded frames, and one forwarder per attached session.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duraclaw_core::Result;
+use duraclaw_core::error::Error;
+use duraclaw_core::protocol::{
+    FromGateway, Hello, MAX_FRAME_BYTES, Role, ToGateway, WireError, decode_frame, encode_frame,
+    gateway_event_frame,
+};
+use futures::{SinkExt, StreamExt};
+use subtle::ConstantTimeEq;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::server::Gateway;
+
+/// How long a new link may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames queued for one link before senders wait.
+const LINK_QUEUE: usize = 1024;
+
+/// A secret compared in constant time; never printed.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret; refuses one shorter than 16 bytes.
+    pub fn new(secret: &str) -> Result<Self> {
+        if secret.trim().is_empty() {
+            return Err(Error::Invalid(
+                "no gateway secret: set CC_GATEWAY_SECRET (the gateway refuses to start without one)".into(),
+            ));
+        }
+        if secret.len() < 16 {
+            return Err(Error::Invalid(format!(
+                "the gateway secret is {} bytes; use at least 16 random bytes",
+                secret.len()
+            )));
+        }
+        Ok(Secret(secret.into()))
+    }
+
+    /// Whether `candidate` is the secret, in time independent of where it
+    /// differs.
+    pub fn matches(&self, candidate: &str) -> bool {
+        bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
+    }
+
+    /// The secret itself, for a client to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Refuses a non-loopback address unless explicitly allowed.
+pub fn check_bind(addr: SocketAddr, allow_public: bool) -> Result<()> {
+    if addr.ip().is_loopback() || allow_public {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "refusing to listen on {addr}: not a loopback address. The gateway runs sessions \
+             that can execute code; reach it through a tunnel, or pass --allow-public-bind if \
+             you really mean it"
+        )))
+    }
+}
+
+/// The WebSocket configuration: frames bounded by the protocol's limit.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES + 1024))
+        .max_frame_size(Some(MAX_FRAME_BYTES + 1024))
+}
+
+/// Accepts links on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, gateway: Gateway, secret: Secret) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let gateway = gateway.clone();
+                let secret = secret.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, peer, gateway, secret).await {
+                        tracing::info!(%peer, error = %e, "link ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn unauthorized(why: &str) -> ErrorResponse {
+    let mut resp = ErrorResponse::new(Some(format!("{why}\n")));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    resp
+}
+
+// The handshake callback's error type is the library's HTTP response.
+#[allow(clippy::result_large_err)]
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gateway: Gateway,
+    secret: Secret,
+) -> Result<()> {
+    let check = |req: &Request, resp: Response| -> std::result::Result<Response, ErrorResponse> {
+        match bearer(req) {
+            Some(token) if secret.matches(token) => Ok(resp),
+            Some(_) => Err(unauthorized("wrong bearer token")),
+            None => Err(unauthorized(
+                "missing bearer token: send Authorization: Bearer <CC_GATEWAY_SECRET>",
+            )),
+        }
+    };
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config()))
+        .await
+        .map_err(|e| Error::Unauthorized(format!("upgrade from {peer} refused: {e}")))?;
+    tracing::info!(%peer, "orchestrator connected");
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(LINK_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let closing = matches!(msg, Message::Close(_));
+            if sink.send(msg).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut link = Link {
+        gateway,
+        tx,
+        forwarders: HashMap::new(),
+    };
+    let result = link.run(&mut stream).await;
+    for (_, f) in link.forwarders.drain() {
+        f.abort();
+    }
+    drop(link);
+    let _ = writer.await;
+    result
+}
+
+struct Link {
+    gateway: Gateway,
+    tx: mpsc::Sender<Message>,
+    forwarders: HashMap<String, JoinHandle<()>>,
+}
+
+impl Link {
+    async fn send(&self, frame: &FromGateway) -> Result<()> {
+        let text = encode_frame(frame)?;
+        self.tx
+            .send(Message::text(text))
+            .await
+            .map_err(|_| Error::Closed("gateway link"))
+    }
+
+    async fn close(&self, code: CloseCode, reason: &str) {
+        let _ = self
+            .tx
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.chars().take(120).collect::<String>().into(),
+            })))
+            .await;
+    }
+
+    async fn run<S>(&mut self, stream: &mut S) -> Result<()>
+    where
+        S: futures::Stream<
+                Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>,
+            > + Unpin,
+    {
+        // The hello comes first, within a deadline.
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, next_text(stream)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                self.close(CloseCode::Policy, "no hello").await;
+                return Err(Error::Timeout {
+                    what: "hello",
+                    ms: HELLO_TIMEOUT.as_millis() as u64,
+                });
+            }
+        };
+        let Some(first) = first else { return Ok(()) };
+        match decode_frame::<ToGateway>(&first, "gateway frame") {
+            Ok(ToGateway::Hello(h)) => {
+                if let Err(e) = h.check_version() {
+                    self.send(&FromGateway::Error(WireError::from(&e))).await?;
+                    self.close(CloseCode::Protocol, "unsupported protocol version")
+                        .await;
+                    return Err(e);
+                }
+            }
+            Ok(_) => {
+                let e = Error::Invalid("the first frame must be a hello".into());
+                self.send(&FromGateway::Error(WireError::from(&e))).await?;
+                self.close(CloseCode::Protocol, "expected hello").await;
+                return Err(e);
+            }
+            Err(e) => {
+                self.send(&FromGateway::Error(WireError::from(&e))).await?;
+                self.close(CloseCode::Protocol, "bad hello").await;
+                return Err(e);
+            }
+        }
+        let mut hello = Hello::new(Role::Gateway);
+        hello.agent = Some(format!("duraclaw-gateway/{}", env!("CARGO_PKG_VERSION")));
+        self.send(&FromGateway::Hello(hello)).await?;
+
+        while let Some(text) = next_text(stream).await? {
+            let frame = match decode_frame::<ToGateway>(&text, "gateway frame") {
+                Ok(f) => f,
+                Err(e) => {
+                    // A bad frame is answered, not fatal: the link goes on.
+                    self.send(&FromGateway::Error(WireError::from(&e))).await?;
+                    continue;
+                }
+            };
+            self.dispatch(frame).await?;
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, frame: ToGateway) -> Result<()> {
+        match frame {
+            ToGateway::Hello(_) => Ok(()),
+            ToGateway::Command(env) => {
+                let result = self.gateway.apply(env).await;
+                self.send(&FromGateway::CommandResult(result)).await
+            }
+            ToGateway::Attach {
+                session_id,
+                after_gseq,
+            } => self.attach(session_id, after_gseq).await,
+            ToGateway::Ack { session_id, gseq } => {
+                tracing::debug!(session = %session_id, gseq, "acked");
+                Ok(())
+            }
+            ToGateway::ListWorktrees { id } => match self.gateway.worktrees().await {
+                Ok(worktrees) => self.send(&FromGateway::Worktrees { id, worktrees }).await,
+                Err(e) => self.send(&FromGateway::Error(WireError::from(&e))).await,
+            },
+            ToGateway::Ping { nonce } => self.send(&FromGateway::Pong { nonce }).await,
+            _ => {
+                let e = Error::Invalid("frame type not handled by this gateway".into());
+                self.send(&FromGateway::Error(WireError::from(&e))).await
+            }
+        }
+    }
+
+    async fn attach(&mut self, session_id: String, after: u64) -> Result<()> {
+        let session = match self.gateway.session(&session_id).await {
+            Ok(s) => s,
+            Err(e) => return self.send(&FromGateway::Error(WireError::from(&e))).await,
+        };
+        if let Some(old) = self.forwarders.remove(&session_id) {
+            old.abort();
+        }
+        let mut sub = session.log().subscribe(after);
+        let tx = self.tx.clone();
+        let id = session_id.clone();
+        let task = tokio::spawn(async move {
+            while let Some(item) = sub.next().await {
+                let frame = match item.and_then(|e| gateway_event_frame(&id, e.seq, &e.json)) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(session = %id, error = %e, "outbox read failed");
+                        break;
+                    }
+                };
+                if tx.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.forwarders.insert(session_id, task);
+        Ok(())
+    }
+}
+
+/// The next text frame; pings are answered by the library, binary frames
+/// refused, a close or the end of the stream is `None`.
+async fn next_text<S>(stream: &mut S) -> Result<Option<String>>
+where
+    S: futures::Stream<Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    loop {
+        match stream.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                return Err(Error::Invalid(format!("link error: {e}")));
+            }
+            Some(Ok(Message::Text(t))) => return Ok(Some(t.as_str().to_owned())),
+            Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Ok(Message::Binary(_))) => {
+                return Err(Error::Invalid(
+                    "binary frames are not part of the protocol".into(),
+                ));
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}

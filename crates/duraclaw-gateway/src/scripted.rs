@@ -1,0 +1,519 @@
+//! A scripted [`Executor`]: deterministic sessions for tests, demos and
+//! benchmarks, with the same approval flow as the real CLI.
+//!
+//! A [`Script`] is a list of turns; turn *n* plays when the *n*-th prompt
+//! arrives (the first prompt is turn 0). Each turn streams text, asks the
+//! [`ApprovalGate`](duraclaw_core::approval::ApprovalGate) before every tool
+//! call, asks questions, and ends with a `result`. An interrupt cancels the
+//! open request and ends the turn as `aborted`. Prompts past the script get
+//! an echo turn, and so does every prompt of a resumed session.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use duraclaw_core::Result;
+use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
+use duraclaw_core::error::Error;
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
+use duraclaw_core::protocol::{
+    AskQuestion, Assistant, AssistantPhase, Decision, ErrorEvent, Event, QuestionKind, SessionInit,
+    ToolResult, ToolUse, TurnResult, Usage, UserQuestion,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::approval::{decision_message, now_ms};
+
+/// One step of a scripted turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Stream `text` as `chunks` deltas, then the final message.
+    Text {
+        /// The whole text.
+        text: String,
+        /// How many deltas (at least 1).
+        #[serde(default = "one")]
+        chunks: usize,
+        /// Pause between deltas, in ms (0: none).
+        #[serde(default)]
+        delay_ms: u64,
+    },
+    /// Call a tool: `tool_use`, the approval, then `tool_result`.
+    Tool {
+        /// Tool name, e.g. `Bash`.
+        name: String,
+        /// Its input.
+        input: Value,
+        /// What it returns when allowed.
+        result: String,
+    },
+    /// Ask the user (AskUserQuestion) and show the answers.
+    Ask {
+        /// The questions.
+        questions: Vec<AskQuestion>,
+    },
+    /// Wait until interrupted (to test aborts).
+    Stall,
+    /// Report an executor error.
+    Fail {
+        /// The message.
+        message: String,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Turns to play, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Script {
+    /// Turn *n* plays on the *n*-th prompt.
+    pub turns: Vec<Vec<Step>>,
+}
+
+impl Script {
+    /// The demo: streamed Markdown, an approved shell command, a question,
+    /// then an edit.
+    pub fn demo() -> Self {
+        let text = |t: &str| Step::Text {
+            text: t.into(),
+            chunks: 12,
+            delay_ms: 40,
+        };
+        Script {
+            turns: vec![
+                vec![
+                    text("I'll look at the project first.\n\nLet me list the files so I know **where things are**."),
+                    Step::Tool {
+                        name: "Bash".into(),
+                        input: serde_json::json!({"command": "ls -la", "description": "List files"}),
+                        result: "total 16\ndrwxr-xr-x  4 dev dev 4096 .\n-rw-r--r--  1 dev dev  120 Cargo.toml\ndrwxr-xr-x  2 dev dev 4096 src".into(),
+                    },
+                    Step::Ask {
+                        questions: vec![AskQuestion {
+                            question: "Which change should I make?".into(),
+                            header: Some("Change".into()),
+                            options: vec![
+                                duraclaw_core::protocol::AskOption { label: "Add a test".into(), description: Some("A unit test for main".into()) },
+                                duraclaw_core::protocol::AskOption { label: "Fix a typo".into(), description: None },
+                            ],
+                            multi_select: false,
+                        }],
+                    },
+                    Step::Tool {
+                        name: "Edit".into(),
+                        input: serde_json::json!({"file_path": "src/main.rs", "old_string": "println!(\"helo\");", "new_string": "println!(\"hello\");"}),
+                        result: "The file src/main.rs has been updated.".into(),
+                    },
+                    text("Done. Here is what changed:\n\n```rust\nfn main() {\n    println!(\"hello\");\n}\n```\n"),
+                ],
+            ],
+        }
+    }
+}
+
+/// Runs [`Script`]s.
+#[derive(Debug, Clone)]
+pub struct ScriptedExecutor {
+    script: Arc<Script>,
+}
+
+impl ScriptedExecutor {
+    /// An executor that plays `script` in every session.
+    pub fn new(script: Script) -> Self {
+        ScriptedExecutor {
+            script: Arc::new(script),
+        }
+    }
+}
+
+enum Input {
+    Prompt(String),
+    Interrupt,
+    Shutdown,
+}
+
+/// A running scripted session.
+#[derive(Debug)]
+pub struct ScriptedSession {
+    tx: mpsc::UnboundedSender<Input>,
+    running: Arc<AtomicBool>,
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl Executor for ScriptedExecutor {
+    async fn start(
+        &self,
+        spec: StartSpec,
+        gate: DynApprovalGate,
+        sink: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let running = Arc::new(AtomicBool::new(true));
+        let (done_tx, done) = tokio::sync::watch::channel(false);
+        let player = Player {
+            script: self.script.clone(),
+            spec: spec.clone(),
+            gate,
+            sink,
+            ids: AtomicU64::new(0),
+            cost: 0.0,
+        };
+        let flag = running.clone();
+        tokio::spawn(async move {
+            player.run(rx, flag).await;
+            let _ = done_tx.send(true);
+        });
+        if let Some(prompt) = spec.prompt {
+            tx.send(Input::Prompt(prompt))
+                .map_err(|_| Error::Closed("scripted session"))?;
+        }
+        Ok(Box::new(ScriptedSession { tx, running, done }))
+    }
+}
+
+#[async_trait]
+impl ExecutorSession for ScriptedSession {
+    async fn send_message(&self, text: &str) -> Result<()> {
+        self.tx
+            .send(Input::Prompt(text.to_owned()))
+            .map_err(|_| Error::Closed("scripted session"))
+    }
+
+    async fn interrupt(&self) -> Result<()> {
+        self.tx
+            .send(Input::Interrupt)
+            .map_err(|_| Error::Closed("scripted session"))
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        // Already gone is fine.
+        let _ = self.tx.send(Input::Shutdown);
+        let mut done = self.done.clone();
+        // Returns once the player has written its last event.
+        let _ = done.wait_for(|d| *d).await;
+        Ok(())
+    }
+
+    fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+struct Player {
+    script: Arc<Script>,
+    spec: StartSpec,
+    gate: DynApprovalGate,
+    sink: DynEventSink,
+    ids: AtomicU64,
+    cost: f64,
+}
+
+enum TurnEnd {
+    Done,
+    Interrupted,
+    Shutdown,
+}
+
+impl Player {
+    fn id(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}_{}_{}",
+            self.spec.session_id,
+            self.ids.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, running: Arc<AtomicBool>) {
+        let executor_session_id = self
+            .spec
+            .resume
+            .clone()
+            .unwrap_or_else(|| format!("scripted-{}", self.spec.session_id));
+        let init = Event::SessionInit(SessionInit {
+            executor_session_id: Some(executor_session_id),
+            model: Some(self.spec.model.clone().unwrap_or_else(|| "scripted".into())),
+            tools: vec![
+                "Bash".into(),
+                "Edit".into(),
+                "Read".into(),
+                "AskUserQuestion".into(),
+            ],
+            cwd: Some(self.spec.worktree.clone()),
+            permission_mode: Some("default".into()),
+            executor_version: Some(env!("CARGO_PKG_VERSION").into()),
+        });
+        if self.sink.emit(init).await.is_err() {
+            running.store(false, Ordering::Release);
+            return;
+        }
+        // A resumed session has played its script already: it echoes.
+        let mut turn = if self.spec.resume.is_some() {
+            self.script.turns.len()
+        } else {
+            0
+        };
+        let mut queued: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        loop {
+            let input = match queued.pop_front() {
+                Some(prompt) => Input::Prompt(prompt),
+                None => match rx.recv().await {
+                    Some(input) => input,
+                    None => break,
+                },
+            };
+            match input {
+                Input::Prompt(prompt) => {
+                    let steps = self.script.turns.get(turn).cloned().unwrap_or_else(|| {
+                        vec![Step::Text {
+                            text: format!("You said: {prompt}"),
+                            chunks: 3,
+                            delay_ms: 0,
+                        }]
+                    });
+                    turn += 1;
+                    match self.play(&steps, &mut rx).await {
+                        Ok((TurnEnd::Shutdown, _)) => break,
+                        Ok((_, more)) => queued.extend(more),
+                        Err(e) => {
+                            tracing::warn!(session = %self.spec.session_id, error = %e, "scripted turn failed");
+                            break;
+                        }
+                    }
+                }
+                Input::Interrupt => {}
+                Input::Shutdown => break,
+            }
+        }
+        running.store(false, Ordering::Release);
+    }
+
+    async fn play(
+        &mut self,
+        steps: &[Step],
+        rx: &mut mpsc::UnboundedReceiver<Input>,
+    ) -> Result<(TurnEnd, Vec<String>)> {
+        let started = Instant::now();
+        let mut end = TurnEnd::Done;
+        let mut pending_prompts = Vec::new();
+        for step in steps {
+            let outcome = {
+                let step_fut = self.step(step);
+                tokio::pin!(step_fut);
+                loop {
+                    tokio::select! {
+                        r = &mut step_fut => break Some(r),
+                        input = rx.recv() => match input {
+                            Some(Input::Interrupt) => break None,
+                            Some(Input::Shutdown) | None => { end = TurnEnd::Shutdown; break None }
+                            Some(Input::Prompt(p)) => pending_prompts.push(p),
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Some(r) => r?,
+                None => {
+                    if !matches!(end, TurnEnd::Shutdown) {
+                        end = TurnEnd::Interrupted;
+                    }
+                    self.cancel_open_requests().await;
+                    break;
+                }
+            }
+        }
+        self.cost += 0.0125;
+        let aborted = !matches!(end, TurnEnd::Done);
+        self.sink
+            .emit(Event::Result(TurnResult {
+                subtype: Some(
+                    if aborted {
+                        "error_during_execution"
+                    } else {
+                        "success"
+                    }
+                    .into(),
+                ),
+                is_error: aborted,
+                duration_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                cost_usd: Some(self.cost),
+                usage: Some(Usage {
+                    input_tokens: 1200,
+                    output_tokens: 340,
+                    ..Usage::default()
+                }),
+                num_turns: Some(1),
+                terminal_reason: Some(
+                    if aborted {
+                        "aborted_streaming"
+                    } else {
+                        "completed"
+                    }
+                    .into(),
+                ),
+            }))
+            .await?;
+        // Prompts that arrived mid-turn play next, as the CLI queues them.
+        Ok((end, pending_prompts))
+    }
+
+    async fn cancel_open_requests(&self) {
+        if let Ok(pending) = self.gate.pending().await {
+            for r in pending
+                .into_iter()
+                .filter(|r| r.session_id == self.spec.session_id)
+            {
+                let _ = self
+                    .gate
+                    .cancel(&r.question.question_id, "the turn was interrupted")
+                    .await;
+            }
+        }
+    }
+
+    async fn step(&self, step: &Step) -> Result<()> {
+        match step {
+            Step::Text {
+                text,
+                chunks,
+                delay_ms,
+            } => self.text(text, *chunks, *delay_ms).await,
+            Step::Tool {
+                name,
+                input,
+                result,
+            } => self.tool(name, input, result).await,
+            Step::Ask { questions } => self.ask(questions).await,
+            Step::Stall => std::future::pending().await,
+            Step::Fail { message } => {
+                self.sink
+                    .emit(Event::Error(ErrorEvent {
+                        message: message.clone(),
+                        code: Some("scripted_failure".into()),
+                        ..ErrorEvent::default()
+                    }))
+                    .await
+            }
+        }
+    }
+
+    async fn text(&self, text: &str, chunks: usize, delay_ms: u64) -> Result<()> {
+        let message_id = self.id("msg");
+        let chars: Vec<char> = text.chars().collect();
+        let per = chars.len().div_ceil(chunks.max(1)).max(1);
+        for piece in chars.chunks(per) {
+            if delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            self.sink
+                .emit(Event::Assistant(Assistant {
+                    message_id: message_id.clone(),
+                    phase: AssistantPhase::Delta,
+                    text: piece.iter().collect(),
+                    aborted: false,
+                }))
+                .await?;
+        }
+        self.sink
+            .emit(Event::Assistant(Assistant {
+                message_id,
+                phase: AssistantPhase::Final,
+                text: text.to_owned(),
+                aborted: false,
+            }))
+            .await
+    }
+
+    async fn approve(&self, tool_use_id: &str, kind: QuestionKind) -> Result<Decision> {
+        let request = ApprovalRequest {
+            session_id: self.spec.session_id.clone(),
+            question: UserQuestion {
+                question_id: self.id("q"),
+                tool_use_id: Some(tool_use_id.to_owned()),
+                kind,
+            },
+            asked_at_ms: now_ms(),
+        };
+        Ok(self.gate.request(request).await?.decision)
+    }
+
+    async fn tool(&self, name: &str, input: &Value, result: &str) -> Result<()> {
+        let tool_use_id = self.id("toolu");
+        self.sink
+            .emit(Event::ToolUse(ToolUse {
+                tool_use_id: tool_use_id.clone(),
+                name: name.to_owned(),
+                input: input.clone(),
+                message_id: None,
+            }))
+            .await?;
+        let decision = self
+            .approve(
+                &tool_use_id,
+                QuestionKind::Permission {
+                    tool_name: name.to_owned(),
+                    input: input.clone(),
+                    description: None,
+                },
+            )
+            .await?;
+        let (content, is_error) = match &decision {
+            Decision::Allow { .. } => (Value::String(result.to_owned()), false),
+            other => (Value::String(decision_message(other)), true),
+        };
+        self.sink
+            .emit(Event::ToolResult(ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            }))
+            .await
+    }
+
+    async fn ask(&self, questions: &[AskQuestion]) -> Result<()> {
+        let tool_use_id = self.id("toolu");
+        let input = serde_json::json!({ "questions": questions });
+        self.sink
+            .emit(Event::ToolUse(ToolUse {
+                tool_use_id: tool_use_id.clone(),
+                name: "AskUserQuestion".into(),
+                input,
+                message_id: None,
+            }))
+            .await?;
+        let decision = self
+            .approve(
+                &tool_use_id,
+                QuestionKind::AskUser {
+                    questions: questions.to_vec(),
+                },
+            )
+            .await?;
+        let (content, is_error) = match &decision {
+            Decision::Answered { answers } => (
+                Value::String(
+                    answers
+                        .iter()
+                        .map(|(q, a)| format!("\"{q}\"=\"{a}\""))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                false,
+            ),
+            other => (Value::String(decision_message(other)), true),
+        };
+        self.sink
+            .emit(Event::ToolResult(ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            }))
+            .await
+    }
+}

@@ -1,0 +1,576 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! The gateway over a real WebSocket on 127.0.0.1, with the scripted
+//! executor and a real SQLite outbox: auth, hello, commands applied once,
+//! approvals, worktree rules, and no lost or duplicated event across a cut
+//! link and a gateway restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use duraclaw_core::protocol::{
+    Answer, Command, CommandEnvelope, DecidedBy, Decision, Event, Execute, FromGateway, Hello,
+    Role, ToGateway, UserTurn, decode_frame, encode_frame,
+};
+use duraclaw_gateway::link::{Secret, serve};
+use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
+use duraclaw_gateway::server::{Gateway, GatewayOptions};
+use duraclaw_gateway::worktree::WorktreeIndex;
+use duraclaw_store::SqliteDirectory;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SECRET: &str = "test-secret-0123456789abcdef";
+const DEADLINE: Duration = Duration::from_secs(20);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    db: PathBuf,
+    script: Script,
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    gateway: Gateway,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn init_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    let repo = git2::Repository::init(path).unwrap();
+    std::fs::write(path.join("README.md"), "hello\n").unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(Path::new("README.md")).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.com").unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+        .unwrap();
+}
+
+impl Harness {
+    fn new(script: Script) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        init_repo(&root.join("projects/app1"));
+        init_repo(&root.join("projects/app2"));
+        let db = root.join("gateway.db");
+        Harness {
+            _dir: dir,
+            root,
+            db,
+            script,
+        }
+    }
+
+    fn worktree(&self, name: &str) -> String {
+        self.root.join("projects").join(name).display().to_string()
+    }
+
+    async fn start(&self) -> Running {
+        let directory = Arc::new(SqliteDirectory::open(&self.db).await.unwrap());
+        let worktrees =
+            WorktreeIndex::new(vec![format!("{}/projects/*", self.root.display())]).unwrap();
+        let gateway = Gateway::new(GatewayOptions {
+            directory,
+            executor: Arc::new(ScriptedExecutor::new(self.script.clone())),
+            worktrees,
+            approval_timeout: None,
+        })
+        .await
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve(
+            listener,
+            gateway.clone(),
+            Secret::new(SECRET).unwrap(),
+        ));
+        Running {
+            addr,
+            task,
+            gateway,
+        }
+    }
+}
+
+async fn connect_with(
+    addr: std::net::SocketAddr,
+    auth: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    if let Some(a) = auth {
+        req.headers_mut()
+            .insert("authorization", a.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn send(ws: &mut Ws, frame: &ToGateway) {
+    ws.send(Message::text(encode_frame(frame).unwrap()))
+        .await
+        .unwrap();
+}
+
+async fn recv(ws: &mut Ws) -> FromGateway {
+    loop {
+        let msg = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("no frame within the deadline")
+            .expect("link closed")
+            .expect("link error");
+        if let Message::Text(t) = msg {
+            return decode_frame(t.as_str(), "test frame").unwrap();
+        }
+    }
+}
+
+async fn open(addr: std::net::SocketAddr) -> Ws {
+    let mut ws = connect_with(addr, Some(&format!("Bearer {SECRET}")))
+        .await
+        .unwrap();
+    send(&mut ws, &ToGateway::Hello(Hello::new(Role::Orchestrator))).await;
+    match recv(&mut ws).await {
+        FromGateway::Hello(h) => assert_eq!(h.role, Role::Gateway),
+        other => panic!("expected hello, got {other:?}"),
+    }
+    ws
+}
+
+fn command(id: &str, session: &str, command: Command) -> ToGateway {
+    ToGateway::Command(CommandEnvelope {
+        id: id.into(),
+        session_id: session.into(),
+        command,
+    })
+}
+
+fn execute(worktree: String, prompt: &str) -> Command {
+    Command::Execute(Execute {
+        worktree,
+        prompt: prompt.into(),
+        model: None,
+        permission_mode: None,
+        system_prompt: None,
+    })
+}
+
+/// Reads frames until `stop` says so, collecting (gseq, event) pairs.
+async fn events_until(ws: &mut Ws, mut stop: impl FnMut(&Event) -> bool) -> Vec<(u64, Event)> {
+    let mut got = Vec::new();
+    loop {
+        if let FromGateway::Event { gseq, event, .. } = recv(ws).await {
+            let done = stop(&event);
+            got.push((gseq, event));
+            if done {
+                return got;
+            }
+        }
+    }
+}
+
+fn tool_script() -> Script {
+    Script {
+        turns: vec![vec![
+            Step::Text {
+                text: "Let me look around.".into(),
+                chunks: 4,
+                delay_ms: 0,
+            },
+            Step::Tool {
+                name: "Bash".into(),
+                input: json!({"command": "ls"}),
+                result: "README.md".into(),
+            },
+            Step::Text {
+                text: "Done.".into(),
+                chunks: 1,
+                delay_ms: 0,
+            },
+        ]],
+    }
+}
+
+#[tokio::test]
+async fn wrong_missing_and_almost_right_bearers_get_401() {
+    let h = Harness::new(Script::default());
+    let gw = h.start().await;
+    for auth in [
+        None,
+        Some("Bearer nope"),
+        Some(&format!("Bearer {SECRET}x")[..]),
+        Some(&format!("bearer {SECRET}")[..]),
+        Some(SECRET),
+    ] {
+        match connect_with(gw.addr, auth).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401, "{auth:?}");
+            }
+            other => panic!("{auth:?} was not refused: {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(Secret::new("").is_err());
+    assert!(Secret::new("short").is_err());
+    assert_eq!(
+        format!("{:?}", Secret::new(SECRET).unwrap()),
+        "Secret(<redacted>)"
+    );
+}
+
+#[tokio::test]
+async fn hello_version_and_bad_frames() {
+    let h = Harness::new(Script::default());
+    let gw = h.start().await;
+    let mut ws = connect_with(gw.addr, Some(&format!("Bearer {SECRET}")))
+        .await
+        .unwrap();
+    ws.send(Message::text(
+        r#"{"type":"hello","v":2,"role":"orchestrator"}"#,
+    ))
+    .await
+    .unwrap();
+    match recv(&mut ws).await {
+        FromGateway::Error(e) => assert_eq!(e.code, "unsupported_version"),
+        other => panic!("{other:?}"),
+    }
+
+    let mut ws = open(gw.addr).await;
+    ws.send(Message::text("{not json")).await.unwrap();
+    assert!(matches!(recv(&mut ws).await, FromGateway::Error(e) if e.code == "bad_frame"));
+    ws.send(Message::text(r#"{"type":"launch_missiles"}"#))
+        .await
+        .unwrap();
+    assert!(matches!(recv(&mut ws).await, FromGateway::Error(e) if e.code == "bad_frame"));
+    // The link still works.
+    send(&mut ws, &ToGateway::Ping { nonce: 7 }).await;
+    assert!(matches!(
+        recv(&mut ws).await,
+        FromGateway::Pong { nonce: 7 }
+    ));
+    // An oversized frame ends the link; the gateway stays up.
+    let big = format!(
+        r#"{{"type":"ping","nonce":1,"pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let _ = ws.send(Message::text(big)).await;
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the oversized frame should end the link");
+    let mut ws = open(gw.addr).await;
+    send(&mut ws, &ToGateway::Ping { nonce: 8 }).await;
+    assert!(matches!(
+        recv(&mut ws).await,
+        FromGateway::Pong { nonce: 8 }
+    ));
+}
+
+#[tokio::test]
+async fn worktree_rules_traversal_and_busy() {
+    let h = Harness::new(Script {
+        turns: vec![vec![Step::Stall]],
+    });
+    let gw = h.start().await;
+    let mut ws = open(gw.addr).await;
+    send(&mut ws, &ToGateway::ListWorktrees { id: "w1".into() }).await;
+    match recv(&mut ws).await {
+        FromGateway::Worktrees { id, worktrees } => {
+            assert_eq!(id, "w1");
+            assert_eq!(worktrees.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    let sneaky = format!("{}/../app2", h.worktree("app1"));
+    for (i, bad) in [sneaky, "/etc".to_string(), "app1".to_string()]
+        .into_iter()
+        .enumerate()
+    {
+        send(
+            &mut ws,
+            &command(
+                &format!("bad{i}"),
+                &format!("sbad{i}"),
+                execute(bad.clone(), "hi"),
+            ),
+        )
+        .await;
+        match recv(&mut ws).await {
+            FromGateway::CommandResult(r) => {
+                assert!(!r.ok, "{bad} was accepted");
+                assert_eq!(r.error.unwrap().code, "invalid", "{bad}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    send(
+        &mut ws,
+        &command("c1", "s1", execute(h.worktree("app1"), "stall")),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    send(
+        &mut ws,
+        &command("c2", "s2", execute(h.worktree("app1"), "me too")),
+    )
+    .await;
+    match recv(&mut ws).await {
+        FromGateway::CommandResult(r) => {
+            let e = r.error.unwrap();
+            assert_eq!(e.code, "worktree_busy");
+            assert!(e.message.contains("s1"), "names the holder: {}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    send(&mut ws, &ToGateway::ListWorktrees { id: "w2".into() }).await;
+    match recv(&mut ws).await {
+        FromGateway::Worktrees { worktrees, .. } => {
+            let busy: Vec<_> = worktrees
+                .iter()
+                .filter_map(|w| w.busy_session.clone())
+                .collect();
+            assert_eq!(busy, vec!["s1".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    gw.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_streams_asks_and_applies_each_command_once() {
+    let h = Harness::new(tool_script());
+    let gw = h.start().await;
+    let mut ws = open(gw.addr).await;
+    let exec = command("c1", "s1", execute(h.worktree("app1"), "look around"));
+    send(&mut ws, &exec).await;
+    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    // Sent again: applied once, acknowledged.
+    send(&mut ws, &exec).await;
+    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
+    let got = events_until(&mut ws, |e| matches!(e, Event::UserQuestion(_))).await;
+    let Event::UserQuestion(q) = &got.last().unwrap().1 else {
+        unreachable!()
+    };
+    assert!(matches!(got[0].1, Event::SessionInit(_)));
+    let answer = command(
+        "a1",
+        "s1",
+        Command::Answer(Answer {
+            question_id: q.question_id.clone(),
+            decision: Decision::Allow {
+                updated_input: None,
+                remember: false,
+            },
+            by: Some(DecidedBy::new("alice")),
+        }),
+    );
+    send(&mut ws, &answer).await;
+    let rest = {
+        let mut rest = Vec::new();
+        let mut results = 0;
+        while results < 1
+            || !rest
+                .iter()
+                .any(|(_, e): &(u64, Event)| matches!(e, Event::Result(_)))
+        {
+            match recv(&mut ws).await {
+                FromGateway::CommandResult(r) => {
+                    assert!(r.ok);
+                    results += 1;
+                }
+                FromGateway::Event { gseq, event, .. } => rest.push((gseq, event)),
+                other => panic!("{other:?}"),
+            }
+        }
+        rest
+    };
+    let all: Vec<u64> = got.iter().chain(&rest).map(|(g, _)| *g).collect();
+    assert_eq!(
+        all,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "dense gseqs, no duplicate"
+    );
+    assert!(
+        rest.iter()
+            .any(|(_, e)| matches!(e, Event::QuestionResolved(r) if r.by.who == "alice"))
+    );
+    assert!(rest.iter().any(
+        |(_, e)| matches!(e, Event::ToolResult(r) if !r.is_error && r.content == json!("README.md"))
+    ));
+    // A second answer is refused and names the first.
+    send(
+        &mut ws,
+        &command(
+            "a2",
+            "s1",
+            Command::Answer(Answer {
+                question_id: q.question_id.clone(),
+                decision: Decision::Deny {
+                    reason: "late".into(),
+                    interrupt: false,
+                },
+                by: Some(DecidedBy::new("bob")),
+            }),
+        ),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    // A follow-up turn.
+    send(
+        &mut ws,
+        &command(
+            "m1",
+            "s1",
+            Command::Message(UserTurn {
+                text: "thanks".into(),
+            }),
+        ),
+    )
+    .await;
+    let more = events_until(&mut ws, |e| matches!(e, Event::Result(_))).await;
+    assert!(
+        more.iter()
+            .any(|(_, e)| matches!(e, Event::Assistant(a) if a.text.contains("thanks")))
+    );
+    assert_eq!(more[0].0, *all.last().unwrap() + 1);
+}
+
+#[tokio::test]
+async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
+    let script = Script {
+        turns: vec![vec![
+            Step::Text {
+                text: "a".repeat(200),
+                chunks: 50,
+                delay_ms: 0,
+            },
+            Step::Tool {
+                name: "Read".into(),
+                input: json!({"file_path": "README.md"}),
+                result: "hello".into(),
+            },
+        ]],
+    };
+    let h = Harness::new(script);
+    let gw = h.start().await;
+    let mut ws = open(gw.addr).await;
+    send(
+        &mut ws,
+        &command("c1", "s1", execute(h.worktree("app1"), "go")),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
+    // Read part of the stream, then cut the link mid-stream.
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        if let FromGateway::Event { gseq, .. } = recv(&mut ws).await {
+            seen.push(gseq);
+        }
+    }
+    drop(ws);
+    // Reattach after the last persisted gseq: the rest, exactly once.
+    let mut ws = open(gw.addr).await;
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: *seen.last().unwrap(),
+        },
+    )
+    .await;
+    let rest = events_until(&mut ws, |e| matches!(e, Event::UserQuestion(_))).await;
+    seen.extend(rest.iter().map(|(g, _)| *g));
+    assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>());
+    let last = *seen.last().unwrap();
+    drop(ws);
+
+    // Restart the gateway over the same outbox: the executor withdraws
+    // its question as it stops, and after the ack exactly what came later
+    // is sent.
+    gw.gateway.shutdown().await;
+    drop(gw);
+    let gw = h.start().await;
+    let mut ws = open(gw.addr).await;
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: last,
+        },
+    )
+    .await;
+    let after = events_until(&mut ws, |e| matches!(e, Event::Result(_))).await;
+    assert_eq!(after[0].0, last + 1);
+    match &after[0].1 {
+        Event::QuestionResolved(r) => {
+            assert!(matches!(r.decision, Decision::Cancelled { .. }));
+            assert_eq!(r.by.who, "executor");
+        }
+        other => panic!("{other:?}"),
+    }
+    let last = after.last().unwrap().0;
+    // A message resumes the session with its executor session id.
+    send(
+        &mut ws,
+        &command(
+            "m1",
+            "s1",
+            Command::Message(UserTurn {
+                text: "continue".into(),
+            }),
+        ),
+    )
+    .await;
+    let resumed = events_until(&mut ws, |e| matches!(e, Event::Result(_))).await;
+    match &resumed
+        .iter()
+        .find(|(_, e)| matches!(e, Event::SessionInit(_)))
+        .unwrap()
+        .1
+    {
+        Event::SessionInit(init) => {
+            assert_eq!(init.executor_session_id.as_deref(), Some("scripted-s1"))
+        }
+        _ => unreachable!(),
+    }
+    let gseqs: Vec<u64> = resumed.iter().map(|(g, _)| *g).collect();
+    assert_eq!(
+        gseqs,
+        (last + 1..last + 1 + gseqs.len() as u64).collect::<Vec<_>>()
+    );
+}
