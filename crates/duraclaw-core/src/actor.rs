@@ -303,6 +303,17 @@ impl Subscription {
             .unwrap_or(usize::MAX)
             .min(self.shared.replay_page);
         let page = self.shared.store.read_after(self.delivered, want).await?;
+        if let Some(first) = page.first()
+            && first.seq != self.delivered + 1
+        {
+            return Err(Error::Storage {
+                backend: "log",
+                reason: format!(
+                    "the store returned seq {} after {}; events must come dense and in order",
+                    first.seq, self.delivered
+                ),
+            });
+        }
         let before = self.page.len();
         self.page
             .extend(page.into_iter().filter(|e| e.seq <= self.fence));

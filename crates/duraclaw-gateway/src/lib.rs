@@ -4,6 +4,7 @@
 //! discovery and the WebSocket server land here.
 
 pub mod approval;
+pub mod claude;
 pub mod cli;
 pub mod link;
 pub mod scripted;

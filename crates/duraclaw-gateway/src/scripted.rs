@@ -14,18 +14,19 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use duraclaw_core::Result;
-use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
+use duraclaw_core::approval::{ApprovalRequest, DecideOutcome, DynApprovalGate};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
-    AskQuestion, Assistant, AssistantPhase, Decision, ErrorEvent, Event, QuestionKind, SessionInit,
-    ToolResult, ToolUse, TurnResult, Usage, UserQuestion,
+    AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event, QuestionKind,
+    SessionInit, ToolResult, ToolUse, TurnResult, Usage, UserQuestion,
 };
+use duraclaw_core::store::Resolution;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::approval::{decision_message, now_ms};
+use crate::approval::{decision_message, now_ms, resolution_event};
 
 /// One step of a scripted turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,10 +370,20 @@ impl Player {
                 .into_iter()
                 .filter(|r| r.session_id == self.spec.session_id)
             {
-                let _ = self
-                    .gate
-                    .cancel(&r.question.question_id, "the turn was interrupted")
-                    .await;
+                let id = r.question.question_id;
+                if let Ok(DecideOutcome::Decided) =
+                    self.gate.cancel(&id, "the turn was interrupted").await
+                {
+                    // The waiter was dropped with the turn: log it here.
+                    let resolved = Resolution {
+                        decision: Decision::Cancelled {
+                            reason: Some("the turn was interrupted".into()),
+                        },
+                        by: DecidedBy::new("executor"),
+                        at_ms: now_ms(),
+                    };
+                    let _ = self.sink.emit(resolution_event(&id, &resolved)).await;
+                }
             }
         }
     }
@@ -440,7 +451,13 @@ impl Player {
             },
             asked_at_ms: now_ms(),
         };
-        Ok(self.gate.request(request).await?.decision)
+        let id = request.question.question_id.clone();
+        self.sink
+            .emit(Event::UserQuestion(request.question.clone()))
+            .await?;
+        let resolution = self.gate.request(request).await?;
+        self.sink.emit(resolution_event(&id, &resolution)).await?;
+        Ok(resolution.decision)
     }
 
     async fn tool(&self, name: &str, input: &Value, result: &str) -> Result<()> {

@@ -200,7 +200,9 @@ impl Gateway {
 
     async fn wrap(&self, store: DynSessionStore) -> Result<Arc<GatewaySession>> {
         let log = SessionLog::open(store).await?;
-        let mut gate = MemoryGate::new().with_sink(Arc::new(OutboxSink { log: log.clone() }));
+        // Executors log each question and its resolution themselves, in
+        // order with the rest of the stream; the gate only decides.
+        let mut gate = MemoryGate::new();
         if let Some(t) = self.inner.options.approval_timeout {
             gate = gate.with_timeout(t);
         }

@@ -1,0 +1,793 @@
+//! The Claude Code CLI as an [`Executor`].
+//!
+//! One CLI process per session, in the session's worktree, speaking
+//! stream-json with the control protocol on stdin/stdout (see [`crate::cli`]).
+//! Every tool call goes through the approval gate; the executor logs the
+//! question and its resolution in stream order. A process that exits, is
+//! killed, hangs or writes garbage becomes an `error` event with its exit
+//! status and the tail of its stderr — never a hang. The CLI runs in its own
+//! process group so that stopping a session stops the commands it started.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use duraclaw_core::Result;
+use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
+use duraclaw_core::error::Error;
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
+use duraclaw_core::protocol::MAX_FRAME_BYTES;
+use duraclaw_core::protocol::{ErrorEvent, Event};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::approval::{now_ms, resolution_event};
+use crate::cli::launch::filtered_env;
+use crate::cli::{CliAction, CliEventMapper, CliInput, LaunchSpec};
+
+/// Bytes of stderr kept for error reports.
+const STDERR_TAIL: usize = 4096;
+/// Consecutive non-JSON stdout lines after which the process is killed.
+const MAX_GARBAGE_LINES: u32 = 50;
+
+/// How to run the CLI.
+#[derive(Clone)]
+pub struct ClaudeConfig {
+    /// The `claude` binary.
+    pub bin: PathBuf,
+    /// Model when a session names none.
+    pub model: String,
+    /// Permission mode when a session names none (`default`).
+    pub permission_mode: Option<String>,
+    /// `CLAUDE_CONFIG_DIR` for the CLI (its transcripts live there, which
+    /// resume needs); the user's own when `None`.
+    pub config_dir: Option<PathBuf>,
+    /// Extra environment for the CLI (e.g. `ANTHROPIC_BASE_URL`). Values
+    /// are passed through the environment, never as arguments.
+    pub env: Vec<(OsString, OsString)>,
+    /// Drop inherited `CLAUDE_CODE_*` and `ANTHROPIC_*` too (tests).
+    pub isolated: bool,
+    /// A private directory for the CLI's temporary files and sockets.
+    pub private_tmp: Option<PathBuf>,
+    /// How long the CLI may take to answer `initialize`.
+    pub init_timeout: Duration,
+    /// How long an interrupt may take to be acknowledged.
+    pub interrupt_timeout: Duration,
+    /// How long a turn may go without a line from the CLI while nothing
+    /// waits for a human.
+    pub idle_timeout: Duration,
+    /// How long a stopping CLI gets after stdin closes, and after SIGTERM.
+    pub stop_grace: Duration,
+}
+
+impl std::fmt::Debug for ClaudeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `env` may carry an API key: names only.
+        let names: Vec<_> = self.env.iter().map(|(k, _)| k.clone()).collect();
+        f.debug_struct("ClaudeConfig")
+            .field("bin", &self.bin)
+            .field("model", &self.model)
+            .field("permission_mode", &self.permission_mode)
+            .field("config_dir", &self.config_dir)
+            .field("env_names", &names)
+            .field("isolated", &self.isolated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClaudeConfig {
+    /// Defaults for `bin`: model `sonnet`, generous timeouts.
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        ClaudeConfig {
+            bin: bin.into(),
+            model: "sonnet".into(),
+            permission_mode: None,
+            config_dir: None,
+            env: Vec::new(),
+            isolated: false,
+            private_tmp: None,
+            init_timeout: Duration::from_secs(60),
+            interrupt_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(15 * 60),
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Starts Claude Code sessions.
+#[derive(Debug, Clone)]
+pub struct ClaudeExecutor {
+    config: Arc<ClaudeConfig>,
+}
+
+impl ClaudeExecutor {
+    /// An executor with `config`.
+    pub fn new(config: ClaudeConfig) -> Self {
+        ClaudeExecutor {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Whether the configured binary exists, with a message that says what
+    /// to do when it does not.
+    pub fn check(&self) -> Result<()> {
+        if self.config.bin.is_file() {
+            Ok(())
+        } else {
+            Err(Error::Executor(format!(
+                "the Claude Code CLI was not found at {}: install it (npm install -g \
+                 @anthropic-ai/claude-code) or set CLAUDE_BIN",
+                self.config.bin.display()
+            )))
+        }
+    }
+}
+
+struct Shared {
+    session_id: String,
+    sink: DynEventSink,
+    gate: DynApprovalGate,
+    stdin: Mutex<Option<mpsc::UnboundedSender<CliInput>>>,
+    mapper: Mutex<CliEventMapper>,
+    control: Mutex<HashMap<String, oneshot::Sender<std::result::Result<Value, String>>>>,
+    stderr: Mutex<VecDeque<u8>>,
+    running: AtomicBool,
+    stopping: AtomicBool,
+    turn_running: AtomicBool,
+    awaiting: AtomicU64,
+    next_request: AtomicU64,
+    pgid: Option<i32>,
+    config: Arc<ClaudeConfig>,
+}
+
+impl Shared {
+    fn send(&self, input: CliInput) -> Result<()> {
+        let stdin = self.stdin.lock().unwrap_or_else(|p| p.into_inner());
+        stdin
+            .as_ref()
+            .and_then(|tx| tx.send(input).ok())
+            .ok_or_else(|| Error::Executor("the Claude Code process is not running".into()))
+    }
+
+    /// Closes the CLI's stdin once what is queued is written: it finishes.
+    fn close_stdin(&self) {
+        self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn request_id(&self, what: &str) -> String {
+        format!(
+            "duraclaw-{what}-{}",
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Sends a control request and waits for its response.
+    async fn control(&self, input: CliInput, id: String, timeout: Duration) -> Result<Value> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), tx);
+        self.send(input)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(Error::Executor(format!("the CLI refused {id}: {e}"))),
+            Ok(Err(_)) => Err(Error::Executor("the Claude Code process exited".into())),
+            Err(_) => Err(Error::Timeout {
+                what: "the Claude Code CLI to answer a control request",
+                ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let buf = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes: Vec<u8> = buf.iter().copied().collect();
+        String::from_utf8_lossy(&bytes).trim().to_owned()
+    }
+
+    async fn emit(&self, event: Event) {
+        if let Err(e) = self.sink.emit(event).await {
+            tracing::error!(session = %self.session_id, error = %e, "event not recorded");
+        }
+    }
+
+    async fn emit_error(&self, message: String, code: &str, exit_status: Option<i32>) {
+        let tail = self.stderr_tail();
+        self.emit(Event::Error(ErrorEvent {
+            message,
+            code: Some(code.to_owned()),
+            exit_status,
+            stderr_tail: (!tail.is_empty()).then_some(tail),
+        }))
+        .await;
+    }
+
+    /// SIGTERM, then SIGKILL, to the CLI's whole process group.
+    fn signal_group(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pgid) = self.pgid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
+        }
+    }
+}
+
+/// A running CLI session.
+pub struct ClaudeSession {
+    shared: Arc<Shared>,
+    done: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for ClaudeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaudeSession")
+            .field("session_id", &self.shared.session_id)
+            .field("running", &self.shared.running.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Executor for ClaudeExecutor {
+    async fn start(
+        &self,
+        spec: StartSpec,
+        gate: DynApprovalGate,
+        sink: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        self.check()?;
+        let cfg = self.config.clone();
+        let launch = LaunchSpec {
+            model: spec.model.clone().unwrap_or_else(|| cfg.model.clone()),
+            permission_mode: spec
+                .permission_mode
+                .clone()
+                .or_else(|| cfg.permission_mode.clone()),
+            system_prompt: spec.system_prompt.clone(),
+            resume: spec.resume.clone(),
+        };
+        let mut cmd = Command::new(&cfg.bin);
+        cmd.args(launch.args())
+            .current_dir(&spec.worktree)
+            .env_clear()
+            .envs(filtered_env(std::env::vars_os(), cfg.isolated))
+            .envs(cfg.env.iter().cloned())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        if let Some(dir) = &cfg.config_dir {
+            cmd.env("CLAUDE_CONFIG_DIR", dir);
+        }
+        if let Some(tmp) = &cfg.private_tmp {
+            cmd.env("TMPDIR", tmp)
+                .env("CLAUDE_CODE_TMPDIR", tmp)
+                .env("XDG_RUNTIME_DIR", tmp);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Executor(format!("cannot start {}: {e}", cfg.bin.display())))?;
+        let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+        tracing::info!(session = %spec.session_id, pid = ?pgid, resume = spec.resume.is_some(), "started Claude Code");
+        let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            session_id: spec.session_id.clone(),
+            sink,
+            gate,
+            stdin: Mutex::new(Some(stdin_tx)),
+            mapper: Mutex::new(CliEventMapper::new()),
+            control: Mutex::new(HashMap::new()),
+            stderr: Mutex::new(VecDeque::with_capacity(STDERR_TAIL)),
+            running: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            turn_running: AtomicBool::new(false),
+            awaiting: AtomicU64::new(0),
+            next_request: AtomicU64::new(1),
+            pgid,
+            config: cfg.clone(),
+        });
+        let (done_tx, done) = watch::channel(false);
+        spawn_io(&mut child, shared.clone(), stdin_rx, done_tx)?;
+
+        let init_id = shared.request_id("init");
+        if let Err(e) = shared
+            .control(
+                CliInput::Initialize {
+                    request_id: init_id.clone(),
+                },
+                init_id,
+                cfg.init_timeout,
+            )
+            .await
+        {
+            shared.stopping.store(true, Ordering::Release);
+            shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+            return Err(Error::Executor(format!(
+                "the Claude Code CLI did not initialize: {e}; stderr: {}",
+                shared.stderr_tail()
+            )));
+        }
+        let session = ClaudeSession { shared, done };
+        if let Some(prompt) = spec.prompt {
+            session.send_message(&prompt).await?;
+        }
+        Ok(Box::new(session))
+    }
+}
+
+fn spawn_io(
+    child: &mut Child,
+    shared: Arc<Shared>,
+    mut stdin_rx: mpsc::UnboundedReceiver<CliInput>,
+    done_tx: watch::Sender<bool>,
+) -> Result<()> {
+    let missing = || Error::Executor("the CLI's pipes are missing".into());
+    let mut stdin = child.stdin.take().ok_or_else(missing)?;
+    let stdout = child.stdout.take().ok_or_else(missing)?;
+    let mut stderr = child.stderr.take().ok_or_else(missing)?;
+
+    tokio::spawn(async move {
+        while let Some(input) = stdin_rx.recv().await {
+            let mut line = input.to_line();
+            line.push('\n');
+            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                break;
+            }
+        }
+        // Dropping stdin tells the CLI to finish.
+    });
+
+    let err_shared = shared.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let mut tail = err_shared.stderr.lock().unwrap_or_else(|p| p.into_inner());
+            tail.extend(&buf[..n]);
+            let excess = tail.len().saturating_sub(STDERR_TAIL);
+            tail.drain(..excess);
+        }
+    });
+
+    let reader = tokio::spawn(read_stdout(shared.clone(), stdout));
+
+    // The child is moved into the waiter: it owns the process's lifetime.
+    let mut child = std::mem::replace(child, placeholder_child()?);
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        // Let the reader drain what the process wrote before it died.
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        shared.running.store(false, Ordering::Release);
+        shared.turn_running.store(false, Ordering::Release);
+        // Nobody will answer control requests now.
+        shared
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        withdraw_all(&shared, "the Claude Code process ended").await;
+        let deliberate = shared.stopping.load(Ordering::Acquire);
+        match status {
+            Ok(s) if s.success() && deliberate => {}
+            Ok(s) => {
+                use std::os::unix::process::ExitStatusExt;
+                let (message, code) = match (s.code(), s.signal()) {
+                    (Some(c), _) => (
+                        format!("the Claude Code process exited with status {c}"),
+                        Some(c),
+                    ),
+                    (None, Some(sig)) => (
+                        format!("the Claude Code process was killed by signal {sig}"),
+                        Some(128 + sig),
+                    ),
+                    _ => ("the Claude Code process ended".to_owned(), None),
+                };
+                if !(deliberate && s.signal().is_some()) {
+                    shared.emit_error(message, "executor_exited", code).await;
+                }
+            }
+            Err(e) => {
+                shared
+                    .emit_error(
+                        format!("cannot wait for the Claude Code process: {e}"),
+                        "executor_exited",
+                        None,
+                    )
+                    .await;
+            }
+        }
+        tracing::info!(session = %shared.session_id, "Claude Code process ended");
+        let _ = done_tx.send(true);
+    });
+    Ok(())
+}
+
+/// A stand-in left in the caller's `Child` slot; never waited on.
+fn placeholder_child() -> Result<Child> {
+    Command::new("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::Executor(format!("cannot spawn a placeholder process: {e}")))
+}
+
+async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
+    let pending: Vec<String> = {
+        let mapper = shared.mapper.lock().unwrap_or_else(|p| p.into_inner());
+        mapper.pending().keys().cloned().collect()
+    };
+    for request_id in pending {
+        let _ = shared.gate.cancel(&request_id, why).await;
+    }
+}
+
+/// The longest stdout line read whole; longer ones are skipped and reported.
+const MAX_LINE_BYTES: usize = 8 * MAX_FRAME_BYTES;
+
+/// One line of at most `max` bytes: `Ok(Some(Ok(line)))`, or
+/// `Ok(Some(Err(len)))` for a longer line (consumed and dropped), or
+/// `Ok(None)` at the end. Memory stays bounded whatever the CLI writes.
+async fn next_line_bounded<R>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Option<std::result::Result<String, usize>>>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match len {
+                0 => None,
+                n if n > max => Some(Err(n)),
+                _ => Some(Ok(String::from_utf8_lossy(&buf).into_owned())),
+            });
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        len += take;
+        if len <= max {
+            buf.extend_from_slice(&chunk[..take]);
+        } else {
+            buf = Vec::new();
+        }
+        r.consume(if done { take + 1 } else { take });
+        if done {
+            return Ok(Some(if len > max {
+                Err(len)
+            } else {
+                Ok(String::from_utf8_lossy(&buf).into_owned())
+            }));
+        }
+    }
+}
+
+/// Makes an event fit in one frame: a huge tool result is cut with a note,
+/// anything else too large becomes an error event saying so.
+fn fit_to_frame(event: Event) -> Event {
+    let size = match event.to_json() {
+        Ok(j) => j.len(),
+        Err(_) => return event,
+    };
+    if size <= MAX_FRAME_BYTES {
+        return event;
+    }
+    match event {
+        Event::ToolResult(mut r) => {
+            let text = match &r.content {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let keep = MAX_FRAME_BYTES / 2;
+            let mut cut = keep.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            r.content = Value::String(format!(
+                "{}\n… [{} more bytes not shown: the result was larger than one frame]",
+                &text[..cut],
+                text.len() - cut
+            ));
+            Event::ToolResult(r)
+        }
+        other => Event::Error(ErrorEvent {
+            message: format!(
+                "a `{}` event of {size} bytes was larger than one frame ({MAX_FRAME_BYTES} bytes) and was not recorded",
+                other.type_name()
+            ),
+            code: Some("event_too_large".into()),
+            ..ErrorEvent::default()
+        }),
+    }
+}
+
+async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::ChildStdout) {
+    let mut reader = BufReader::new(stdout);
+    let mut garbage = 0u32;
+    loop {
+        let idle = shared.turn_running.load(Ordering::Acquire)
+            && shared.awaiting.load(Ordering::Acquire) == 0;
+        let next = if idle {
+            match tokio::time::timeout(
+                shared.config.idle_timeout,
+                next_line_bounded(&mut reader, MAX_LINE_BYTES),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    shared
+                        .emit_error(
+                            format!(
+                                "the Claude Code CLI wrote nothing for {} s during a turn; it was stopped",
+                                shared.config.idle_timeout.as_secs()
+                            ),
+                            "executor_hung",
+                            None,
+                        )
+                        .await;
+                    shared.stopping.store(true, Ordering::Release);
+                    shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+                    return;
+                }
+            }
+        } else {
+            next_line_bounded(&mut reader, MAX_LINE_BYTES).await
+        };
+        let line = match next {
+            Ok(Some(Ok(l))) => l,
+            Ok(Some(Err(len))) => {
+                shared
+                    .emit_error(
+                        format!("the Claude Code CLI wrote a line of {len} bytes, over the {MAX_LINE_BYTES}-byte limit; it was skipped"),
+                        "executor_line_too_long",
+                        None,
+                    )
+                    .await;
+                continue;
+            }
+            Ok(None) | Err(_) => return,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mapped = {
+            let mut mapper = shared.mapper.lock().unwrap_or_else(|p| p.into_inner());
+            mapper.feed_line(&line)
+        };
+        let mapped = match mapped {
+            Ok(m) => {
+                garbage = 0;
+                m
+            }
+            Err(e) => {
+                garbage += 1;
+                shared
+                    .emit_error(e.to_string(), "executor_garbage", None)
+                    .await;
+                if garbage >= MAX_GARBAGE_LINES {
+                    shared
+                        .emit_error(
+                            format!("the Claude Code CLI wrote {garbage} lines that are not JSON in a row; it was stopped"),
+                            "executor_garbage",
+                            None,
+                        )
+                        .await;
+                    shared.stopping.store(true, Ordering::Release);
+                    shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+                    return;
+                }
+                continue;
+            }
+        };
+        for event in mapped.events {
+            if matches!(event, Event::Result(_)) {
+                shared.turn_running.store(false, Ordering::Release);
+            }
+            shared.emit(fit_to_frame(event)).await;
+        }
+        for action in mapped.actions {
+            act(&shared, action).await;
+        }
+    }
+}
+
+async fn act(shared: &Arc<Shared>, action: CliAction) {
+    match action {
+        CliAction::Send(input) => {
+            let _ = shared.send(input);
+        }
+        CliAction::Response { request_id, result } => {
+            let waiter = shared
+                .control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&request_id);
+            if let Some(w) = waiter {
+                let _ = w.send(result);
+            }
+        }
+        CliAction::AskGate {
+            request_id,
+            question,
+            input,
+        } => {
+            shared.awaiting.fetch_add(1, Ordering::AcqRel);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let question_id = question.question_id.clone();
+                let request = ApprovalRequest {
+                    session_id: shared.session_id.clone(),
+                    question,
+                    asked_at_ms: now_ms(),
+                };
+                let resolution = shared.gate.request(request).await;
+                shared.awaiting.fetch_sub(1, Ordering::AcqRel);
+                match resolution {
+                    Ok(r) => {
+                        let still_pending = shared
+                            .mapper
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .answered(&request_id)
+                            .is_some();
+                        shared.emit(resolution_event(&question_id, &r)).await;
+                        // A withdrawn request needs no answer: the CLI
+                        // ignores late ones.
+                        if still_pending {
+                            let _ = shared.send(CliInput::for_decision(
+                                &request_id,
+                                &input,
+                                &r.decision,
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %shared.session_id, error = %e, "approval failed");
+                        let _ = shared.send(CliInput::Deny {
+                            request_id,
+                            message: format!("The approval could not be obtained: {e}"),
+                            interrupt: false,
+                        });
+                    }
+                }
+            });
+        }
+        CliAction::Withdraw { request_id, .. } => {
+            // The waiting task logs the resolution when the cancel wins.
+            let _ = shared
+                .gate
+                .cancel(&request_id, "the agent withdrew the request")
+                .await;
+        }
+    }
+}
+
+#[async_trait]
+impl ExecutorSession for ClaudeSession {
+    async fn send_message(&self, text: &str) -> Result<()> {
+        self.shared.turn_running.store(true, Ordering::Release);
+        self.shared.send(CliInput::UserTurn {
+            text: text.to_owned(),
+        })
+    }
+
+    async fn interrupt(&self) -> Result<()> {
+        let id = self.shared.request_id("interrupt");
+        let result = self
+            .shared
+            .control(
+                CliInput::Interrupt {
+                    request_id: id.clone(),
+                },
+                id,
+                self.shared.config.interrupt_timeout,
+            )
+            .await;
+        if let Err(e) = &result {
+            // A CLI that cannot be interrupted is stuck: stop it; the
+            // session resumes on the next message.
+            tracing::warn!(session = %self.shared.session_id, error = %e, "interrupt failed; stopping the CLI");
+            self.shared
+                .emit_error(
+                    format!("the Claude Code CLI did not take the interrupt ({e}); it was stopped"),
+                    "executor_hung",
+                    None,
+                )
+                .await;
+            self.shared.stopping.store(true, Ordering::Release);
+            self.shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+        }
+        result.map(|_| ())
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::Release);
+        if !shared.running.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        withdraw_all(shared, "the session was stopped").await;
+        let mut done = self.done.clone();
+        // Close stdin (the CLI finishes), then SIGTERM, then SIGKILL, each
+        // after a grace period.
+        shared.close_stdin();
+        let grace = shared.config.stop_grace;
+        for signal in [
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGKILL,
+        ] {
+            if tokio::time::timeout(grace, done.wait_for(|d| *d))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            shared.signal_group(signal);
+        }
+        let _ = tokio::time::timeout(grace, done.wait_for(|d| *d)).await;
+        Ok(())
+    }
+
+    fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded() {
+        let data = format!("short\n{}\nafter\nlast", "x".repeat(100));
+        let mut r = BufReader::with_capacity(7, data.as_bytes());
+        assert_eq!(
+            next_line_bounded(&mut r, 50).await.unwrap(),
+            Some(Ok("short".into()))
+        );
+        assert_eq!(next_line_bounded(&mut r, 50).await.unwrap(), Some(Err(100)));
+        assert_eq!(
+            next_line_bounded(&mut r, 50).await.unwrap(),
+            Some(Ok("after".into()))
+        );
+        assert_eq!(
+            next_line_bounded(&mut r, 50).await.unwrap(),
+            Some(Ok("last".into()))
+        );
+        assert_eq!(next_line_bounded(&mut r, 50).await.unwrap(), None);
+    }
+
+    #[test]
+    fn huge_tool_results_are_cut_to_fit() {
+        let big = Event::ToolResult(duraclaw_core::protocol::ToolResult {
+            tool_use_id: "t".into(),
+            content: Value::String("é".repeat(MAX_FRAME_BYTES)),
+            is_error: false,
+        });
+        let fitted = fit_to_frame(big);
+        let json = fitted.to_json().unwrap();
+        assert!(json.len() <= MAX_FRAME_BYTES);
+        assert!(json.contains("more bytes not shown"));
+        let small = Event::Error(ErrorEvent {
+            message: "x".into(),
+            ..ErrorEvent::default()
+        });
+        assert_eq!(fit_to_frame(small.clone()), small);
+    }
+}
