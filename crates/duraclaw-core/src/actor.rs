@@ -1,7 +1,8 @@
 //! The host-agnostic session actor: the logic the local orchestrator and the
 //! Durable Object share, with no runtime of its own.
 //!
-//! - [`SessionLog`] appends through a [`SessionStore`] and only then
+//! - [`SessionLog`] appends through a
+//!   [`SessionStore`](crate::store::SessionStore) and only then
 //!   publishes to live subscribers (persist before forward), in seq order.
 //! - [`Subscription`] gives exactly the events with seq > `after`, in order,
 //!   then live ones, with no gap and no duplicate at the seam: it registers
@@ -137,13 +138,16 @@ impl SessionLog {
             published: head.last_seq,
             ..Hub::default()
         };
+        // A Durable Object is single-threaded: the hub need not be Send there.
+        #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+        let shared = Arc::new(Shared {
+            store,
+            hub: Mutex::new(hub),
+            live_queue: live_queue.max(1),
+            replay_page: replay_page.max(1),
+        });
         Ok(SessionLog {
-            shared: Arc::new(Shared {
-                store,
-                hub: Mutex::new(hub),
-                live_queue: live_queue.max(1),
-                replay_page: replay_page.max(1),
-            }),
+            shared,
             append_lock: Arc::new(AsyncMutex::new(())),
         })
     }

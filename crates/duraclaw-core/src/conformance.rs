@@ -20,8 +20,8 @@ use crate::actor::{Actor, SessionActor, SessionLog};
 use crate::error::{Error, Result};
 use crate::migrate::{Migration, Migrations, SqlConn, SqlValue};
 use crate::protocol::{
-    Assistant, AssistantPhase, Command, DecidedBy, Decision, Event, MAX_FRAME_BYTES, QuestionKind,
-    SessionInit, ToolResult, TurnResult, UserQuestion, UserTurn,
+    Assistant, AssistantPhase, Command, DecidedBy, Decision, Event, MAX_EVENT_BYTES,
+    MAX_FRAME_BYTES, QuestionKind, SessionInit, ToolResult, TurnResult, UserQuestion, UserTurn,
 };
 use crate::state::{PauseReason, SessionState};
 use crate::store::{
@@ -693,15 +693,26 @@ async fn payloads_up_to_the_frame_limit(h: &dyn StoreHarness) -> CaseResult {
         })
     };
     let overhead = make(0).to_json()?.len();
-    let at_limit = make(MAX_FRAME_BYTES - overhead);
+    let at_limit = make(MAX_EVENT_BYTES - overhead);
     let e = new_event(&at_limit, None)?;
-    check_eq!(e.json.len(), MAX_FRAME_BYTES);
+    check_eq!(e.json.len(), MAX_EVENT_BYTES);
+    // Framed for either link, it still fits in one frame.
+    let framed = crate::protocol::gateway_event_frame(
+        "a-session-id-of-some-length",
+        u64::MAX >> 11,
+        &e.json,
+    )?;
+    check!(
+        framed.len() <= MAX_FRAME_BYTES,
+        "framed event of {} bytes",
+        framed.len()
+    );
     let stored = store.append(AppendBatch::events(vec![e.clone()])).await?;
     let back = store.read_after(0, 1).await?;
     check_eq!(back[0].json, e.json);
     check_eq!(back[0].event()?, at_limit);
-    check_eq!(stored.stored[0].json.len(), MAX_FRAME_BYTES);
-    match NewEvent::new(&make(MAX_FRAME_BYTES - overhead + 1), None, T0) {
+    check_eq!(stored.stored[0].json.len(), MAX_EVENT_BYTES);
+    match NewEvent::new(&make(MAX_EVENT_BYTES - overhead + 1), None, T0) {
         Err(Error::TooLarge { size, limit, .. }) => check!(size == limit + 1, "size {size}"),
         other => return Err(CaseError(format!("over the limit gave {other:?}"))),
     }
@@ -891,6 +902,7 @@ async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> CaseResult {
         Command::Answer(crate::protocol::Answer {
             question_id: "q1".into(),
             decision,
+            by: None,
         })
     };
     let allow = Decision::Allow {

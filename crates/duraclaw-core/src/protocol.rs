@@ -36,6 +36,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// that a hostile peer cannot make a server buffer without bound.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
+/// The largest event, in bytes of JSON text: a frame's limit less room for
+/// the envelope (`type`, `session_id`, `seq`/`gseq`), so every stored event
+/// can be sent in one frame on either link.
+pub const MAX_EVENT_BYTES: usize = MAX_FRAME_BYTES - 4096;
+
+/// The longest session id, so the envelope always fits.
+pub const MAX_SESSION_ID_BYTES: usize = 256;
+
 /// The orchestrator's dense, strictly increasing per-session sequence number.
 pub type Seq = u64;
 /// The gateway's per-session sequence number for the events it emits.
@@ -53,12 +61,48 @@ pub fn decode_frame<T: serde::de::DeserializeOwned>(text: &str, what: &'static s
     serde_json::from_str(text).map_err(|e| Error::decode(what, &e))
 }
 
-/// Encodes one frame as JSON text.
+/// Encodes one frame as JSON text; refuses one over [`MAX_FRAME_BYTES`].
 pub fn encode_frame<T: Serialize>(frame: &T) -> Result<String> {
-    serde_json::to_string(frame).map_err(|e| Error::Decode {
-        what: "frame to encode",
-        reason: e.to_string(),
-    })
+    let text = serde_json::to_string(frame)
+        .map_err(|e| Error::Invalid(format!("frame cannot be encoded: {e}")))?;
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(Error::TooLarge {
+            what: "frame",
+            size: text.len(),
+            limit: MAX_FRAME_BYTES,
+        });
+    }
+    Ok(text)
+}
+
+/// Checks a first frame's protocol version before decoding the rest, so a
+/// peer of another major version is told so even when the rest of its hello
+/// is shaped differently.
+pub fn check_hello_version(text: &str) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "type")]
+        ty: String,
+        v: Option<u64>,
+    }
+    let probe: Probe = decode_frame(text, "hello")?;
+    if probe.ty != "hello" {
+        return Err(Error::Invalid(format!(
+            "the first frame must be a hello, not `{}`",
+            probe.ty
+        )));
+    }
+    match probe.v {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => Ok(()),
+        Some(v) => Err(Error::UnsupportedVersion {
+            got: u32::try_from(v).unwrap_or(u32::MAX),
+            supported: PROTOCOL_VERSION,
+        }),
+        None => Err(Error::Decode {
+            what: "hello",
+            reason: "missing field `v`".into(),
+        }),
+    }
 }
 
 /// Who is speaking on a link.
@@ -409,6 +453,12 @@ impl Event {
     /// Decodes an event from a JSON value; an unknown `type` becomes
     /// [`Event::Unknown`], a known type with a bad body is an error.
     pub fn from_value(value: Value) -> Result<Self> {
+        if !value.is_object() {
+            return Err(Error::Decode {
+                what: "event",
+                reason: "an event must be a JSON object".into(),
+            });
+        }
         let known = match value.get("type") {
             Some(Value::String(t)) => KNOWN_EVENT_TYPES.contains(&t.as_str()),
             Some(_) => {
@@ -425,12 +475,6 @@ impl Event {
             }
         };
         if !known {
-            if !value.is_object() {
-                return Err(Error::Decode {
-                    what: "event",
-                    reason: "an event must be a JSON object".into(),
-                });
-            }
             return Ok(Event::Unknown(value));
         }
         serde_json::from_value::<KnownEvent>(value)
@@ -450,7 +494,7 @@ impl Event {
     pub fn from_value_lenient(value: Value) -> Result<Self> {
         match Event::from_value(value.clone()) {
             Ok(e) => Ok(e),
-            Err(err) if value.is_object() => {
+            Err(err) if value.get("type").is_some_and(Value::is_string) => {
                 tracing::warn!(error = %err, "event body does not decode; kept as raw JSON");
                 Ok(Event::Unknown(value))
             }
@@ -458,9 +502,11 @@ impl Event {
         }
     }
 
-    /// Encodes the event as JSON text.
+    /// Encodes the event as JSON text, whatever its size (the log checks
+    /// [`MAX_EVENT_BYTES`] when the event is appended).
     pub fn to_json(&self) -> Result<String> {
-        encode_frame(self)
+        serde_json::to_string(self)
+            .map_err(|e| Error::Invalid(format!("event cannot be encoded: {e}")))
     }
 
     fn from_known(k: KnownEvent) -> Self {
@@ -500,10 +546,14 @@ impl Serialize for Event {
     }
 }
 
+/// Inside a frame, events decode leniently: a known type whose body does
+/// not decode (a newer peer's shape) is kept raw as [`Event::Unknown`] and
+/// relayed, so one odd event never wedges the frames behind it.
+/// [`Event::from_value`] and [`Event::from_json`] stay strict.
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
-        Event::from_value(value).map_err(D::Error::custom)
+        Event::from_value_lenient(value).map_err(D::Error::custom)
     }
 }
 

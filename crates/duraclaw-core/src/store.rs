@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    DecidedBy, Decision, Event, Gseq, MAX_FRAME_BYTES, QuestionResolved, Seq, UserQuestion,
+    DecidedBy, Decision, Event, Gseq, MAX_EVENT_BYTES, QuestionResolved, Seq, UserQuestion,
 };
 use crate::state::SessionState;
 use crate::{SendOutsideWasm, SyncOutsideWasm};
@@ -42,11 +42,11 @@ impl NewEvent {
     /// Encodes `event`; a `user_question` also records the question.
     pub fn new(event: &Event, gseq: Option<Gseq>, at_ms: i64) -> Result<Self> {
         let json = event.to_json()?;
-        if json.len() > MAX_FRAME_BYTES {
+        if json.len() > MAX_EVENT_BYTES {
             return Err(Error::TooLarge {
                 what: "event",
                 size: json.len(),
-                limit: MAX_FRAME_BYTES,
+                limit: MAX_EVENT_BYTES,
             });
         }
         let (asks, resolves) = match event {

@@ -53,12 +53,6 @@ fn json_leaf() -> impl Strategy<Value = Value> {
             .prop_map(Value::from),
         any::<f64>()
             .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
-            .prop_filter("serde_json reads this float back exactly", |f| {
-                // Without serde_json's `float_roundtrip` feature some floats
-                // read back one ulp off, so a re-encoded frame is not always
-                // equal to the one read; those are left out here.
-                serde_json::from_str::<f64>(&Value::from(*f).to_string()).ok() == Some(*f)
-            })
             .prop_map(Value::from),
         name().prop_map(Value::String),
     ]

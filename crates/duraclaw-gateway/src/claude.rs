@@ -21,8 +21,8 @@ use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
-use duraclaw_core::protocol::MAX_FRAME_BYTES;
 use duraclaw_core::protocol::{ErrorEvent, Event};
+use duraclaw_core::protocol::{MAX_EVENT_BYTES, MAX_FRAME_BYTES};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -484,7 +484,7 @@ fn fit_to_frame(event: Event) -> Event {
         Ok(j) => j.len(),
         Err(_) => return event,
     };
-    if size <= MAX_FRAME_BYTES {
+    if size <= MAX_EVENT_BYTES {
         return event;
     }
     match event {
@@ -493,7 +493,7 @@ fn fit_to_frame(event: Event) -> Event {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let keep = MAX_FRAME_BYTES / 2;
+            let keep = MAX_EVENT_BYTES / 2;
             let mut cut = keep.min(text.len());
             while !text.is_char_boundary(cut) {
                 cut -= 1;
@@ -507,7 +507,7 @@ fn fit_to_frame(event: Event) -> Event {
         }
         other => Event::Error(ErrorEvent {
             message: format!(
-                "a `{}` event of {size} bytes was larger than one frame ({MAX_FRAME_BYTES} bytes) and was not recorded",
+                "a `{}` event of {size} bytes was larger than the {MAX_EVENT_BYTES}-byte limit and was not recorded",
                 other.type_name()
             ),
             code: Some("event_too_large".into()),
@@ -782,7 +782,7 @@ mod tests {
         });
         let fitted = fit_to_frame(big);
         let json = fitted.to_json().unwrap();
-        assert!(json.len() <= MAX_FRAME_BYTES);
+        assert!(json.len() <= MAX_EVENT_BYTES);
         assert!(json.contains("more bytes not shown"));
         let small = Event::Error(ErrorEvent {
             message: "x".into(),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::protocol::{
-    FromGateway, Hello, MAX_FRAME_BYTES, Role, ToGateway, WireError, decode_frame, encode_frame,
-    gateway_event_frame,
+    FromGateway, Hello, MAX_FRAME_BYTES, Role, ToGateway, WireError, check_hello_version,
+    decode_frame, encode_frame, gateway_event_frame,
 };
 use futures::{SinkExt, StreamExt};
 use subtle::ConstantTimeEq;
@@ -215,6 +215,11 @@ impl Link {
             }
         };
         let Some(first) = first else { return Ok(()) };
+        if let Err(e) = check_hello_version(&first) {
+            self.send(&FromGateway::Error(WireError::from(&e))).await?;
+            self.close(CloseCode::Protocol, "bad hello").await;
+            return Err(e);
+        }
         match decode_frame::<ToGateway>(&first, "gateway frame") {
             Ok(ToGateway::Hello(h)) => {
                 if let Err(e) = h.check_version() {

@@ -1,7 +1,7 @@
 //! Checks every backend applies before a step changes anything, so a step
 //! that is refused leaves no trace.
 
-use duraclaw_core::protocol::{Gseq, MAX_FRAME_BYTES, Seq};
+use duraclaw_core::protocol::{Gseq, MAX_EVENT_BYTES, Seq};
 use duraclaw_core::store::{AppendBatch, NewEvent, SessionMeta};
 use duraclaw_core::{Error, Result};
 
@@ -11,11 +11,11 @@ pub(crate) const MAX_SEQ: u64 = (1 << 53) - 1;
 
 /// Refuses an event over the frame limit or with a gseq no backend can store.
 pub(crate) fn check_event(event: &NewEvent) -> Result<()> {
-    if event.json.len() > MAX_FRAME_BYTES {
+    if event.json.len() > MAX_EVENT_BYTES {
         return Err(Error::TooLarge {
             what: "event",
             size: event.json.len(),
-            limit: MAX_FRAME_BYTES,
+            limit: MAX_EVENT_BYTES,
         });
     }
     if let Some(gseq) = event.gseq {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use duraclaw_core::Error;
 use duraclaw_core::protocol::{
-    Assistant, AssistantPhase, DecidedBy, Decision, Event, MAX_FRAME_BYTES, QuestionKind,
+    Assistant, AssistantPhase, DecidedBy, Decision, Event, MAX_EVENT_BYTES, QuestionKind,
     QuestionResolved, UserQuestion,
 };
 use duraclaw_core::store::{
@@ -112,7 +112,7 @@ pub(crate) async fn gseq_dedupe_inside_a_batch(dir: &dyn SessionDirectory) {
 pub(crate) async fn refused_batch_is_atomic(dir: &dyn SessionDirectory) {
     let store = session(dir, "atomic").await;
     let mut big = ev(1, None);
-    big.json = Arc::from(format!("\"{}\"", "x".repeat(MAX_FRAME_BYTES)));
+    big.json = Arc::from(format!("\"{}\"", "x".repeat(MAX_EVENT_BYTES)));
     let err = store
         .append(AppendBatch {
             events: vec![ev(0, Some(1)), big],

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use duraclaw_core::Error;
-use duraclaw_core::protocol::{Event, MAX_FRAME_BYTES, ToolResult};
+use duraclaw_core::protocol::{Event, MAX_EVENT_BYTES, ToolResult};
 use duraclaw_core::store::{AppendBatch, NewEvent, SessionDirectory, SessionMeta};
 use duraclaw_store::{MemoryDirectory, SqliteDirectory};
 use serde_json::json;
@@ -153,9 +153,9 @@ async fn oversized_events_are_refused_and_near_limit_ones_round_trip() {
     let dirs: [&dyn SessionDirectory; 2] = [&sqlite, &memory];
 
     // The core refuses to encode an event over the limit.
-    match NewEvent::new(&tool_result_of_len(MAX_FRAME_BYTES + 1), None, T0) {
+    match NewEvent::new(&tool_result_of_len(MAX_EVENT_BYTES + 1), None, T0) {
         Err(Error::TooLarge { size, limit, .. }) => {
-            assert_eq!((size, limit), (MAX_FRAME_BYTES + 1, MAX_FRAME_BYTES));
+            assert_eq!((size, limit), (MAX_EVENT_BYTES + 1, MAX_EVENT_BYTES));
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
@@ -165,9 +165,9 @@ async fn oversized_events_are_refused_and_near_limit_ones_round_trip() {
             .create(SessionMeta::new("big", "alice", T0))
             .await
             .unwrap();
-        let near = tool_result_of_len(MAX_FRAME_BYTES - 1);
+        let near = tool_result_of_len(MAX_EVENT_BYTES - 1);
         let e = NewEvent::new(&near, Some(1), T0).unwrap();
-        assert_eq!(e.json.len(), MAX_FRAME_BYTES - 1);
+        assert_eq!(e.json.len(), MAX_EVENT_BYTES - 1);
         store
             .append(AppendBatch::events(vec![e.clone()]))
             .await
@@ -179,10 +179,10 @@ async fn oversized_events_are_refused_and_near_limit_ones_round_trip() {
         // A hand-built event over the limit is refused by the store too,
         // with the rest of its batch.
         let mut over = NewEvent::new(&tool_result_of_len(200), Some(3), T0).unwrap();
-        over.json = Arc::from("x".repeat(MAX_FRAME_BYTES + 1));
+        over.json = Arc::from("x".repeat(MAX_EVENT_BYTES + 1));
         let small = NewEvent::new(&tool_result_of_len(200), Some(2), T0).unwrap();
         match store.append(AppendBatch::events(vec![small, over])).await {
-            Err(Error::TooLarge { size, .. }) => assert_eq!(size, MAX_FRAME_BYTES + 1),
+            Err(Error::TooLarge { size, .. }) => assert_eq!(size, MAX_EVENT_BYTES + 1),
             other => panic!("expected TooLarge, got {other:?}"),
         }
         let head = store.head().await.unwrap();
