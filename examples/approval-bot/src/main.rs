@@ -8,7 +8,10 @@
 //! and a decision made meanwhile is honoured. A human answers from the
 //! terminal (`approve <id>`, `deny <id> <reason>`) or over HTTP on
 //! 127.0.0.1 (`GET /pending`, `POST /decide/<id>` with
-//! `{"decision":"allow"}` or `{"decision":"deny","reason":"…"}`).
+//! `{"decision":"allow"}` or `{"decision":"deny","reason":"…"}`). The
+//! endpoint has no authentication of its own: anyone who can connect to
+//! 127.0.0.1 on this machine can decide, which suits a demo on one's own
+//! machine and nothing more.
 //!
 //! ```text
 //! approval-bot --data-dir DIR [--port N] [--timeout-secs N] [--rules FILE] [--session ID]
