@@ -1,11 +1,16 @@
 //! The Duraclaw gateway: the tier that runs Claude Code sessions on the VPS.
 //!
-//! This crate is a skeleton for now; the executor, approval gates, worktree
-//! discovery and the WebSocket server land here.
+//! - [`claude`]: the Claude Code CLI as an executor ([`cli`] holds its
+//!   stream-json protocol); [`scripted`]: a deterministic executor;
+//! - [`approval`]: approval gates (memory, durable, policy) and the audit;
+//! - [`worktree`]: git worktree discovery and path checks;
+//! - [`server`] and [`link`]: sessions with durable outboxes behind an
+//!   authenticated loopback WebSocket; [`cmd`]: the command line.
 
 pub mod approval;
 pub mod claude;
 pub mod cli;
+pub mod cmd;
 pub mod link;
 pub mod scripted;
 pub mod server;

@@ -248,7 +248,9 @@ async fn policy_rules_allow_deny_and_ask() {
         {"tool": "mcp__*", "action": "ask"}
     ]))
     .unwrap();
-    let gate = Arc::new(PolicyGate::new(rules, inner.clone()));
+    let policy_audit = MemoryAudit::default();
+    let gate =
+        Arc::new(PolicyGate::new(rules, inner.clone()).with_audit(Arc::new(policy_audit.clone())));
 
     let r = gate
         .request(request("s1", "q1", "Read", json!({"file_path": "/x"})))

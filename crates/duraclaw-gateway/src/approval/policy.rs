@@ -12,7 +12,9 @@ use duraclaw_core::store::Resolution;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
 use super::now_ms;
+use std::sync::Arc;
 
 /// What a matching rule does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,7 @@ pub struct PolicyGate {
     rules: Vec<PolicyRule>,
     inner: DynApprovalGate,
     allowed_for_session: Mutex<HashSet<(String, String)>>,
+    audit: Arc<dyn AuditLog>,
 }
 
 impl PolicyGate {
@@ -62,7 +65,15 @@ impl PolicyGate {
             rules,
             inner,
             allowed_for_session: Mutex::new(HashSet::new()),
+            audit: Arc::new(TracingAudit),
         }
+    }
+
+    /// Audits the decisions the rules make to `audit` (the gate beneath
+    /// audits its own).
+    pub fn with_audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// The first rule's action for a tool call, or `Ask` when none matches.
@@ -113,46 +124,53 @@ impl ApprovalGate for PolicyGate {
             return self.inner.request(request).await;
         };
         let tool = tool_name.clone();
-        if self.remembered(&request.session_id, &tool) {
-            tracing::info!(target: "duraclaw::audit", session = %request.session_id, tool = %tool, "allowed for this session");
-            return Ok(policy_resolution(
+        // Deny rules always win; "allow for this session" only saves asking.
+        let action = self.evaluate(&tool, input);
+        let decided = match action {
+            PolicyAction::Deny { reason } => Some((
+                Decision::Deny {
+                    reason,
+                    interrupt: false,
+                },
+                "rule",
+            )),
+            _ if self.remembered(&request.session_id, &tool) => Some((
                 Decision::Allow {
                     updated_input: None,
                     remember: false,
                 },
                 "allowed for the rest of this session",
-            ));
+            )),
+            PolicyAction::Allow => Some((
+                Decision::Allow {
+                    updated_input: None,
+                    remember: false,
+                },
+                "rule",
+            )),
+            PolicyAction::Ask => None,
+        };
+        if let Some((decision, why)) = decided {
+            let resolution = policy_resolution(decision, why);
+            self.audit.record(&AuditEntry {
+                at_ms: resolution.at_ms,
+                action: AuditAction::Decided,
+                session_id: request.session_id.clone(),
+                question_id: request.question.question_id.clone(),
+                tool_name: Some(tool),
+                input: Some(input.clone()),
+                decision: Some(resolution.decision.clone()),
+                who: Some(resolution.by.who.clone()),
+                client: resolution.by.client.clone(),
+            });
+            return Ok(resolution);
         }
-        match self.evaluate(&tool, input) {
-            PolicyAction::Allow => {
-                tracing::info!(target: "duraclaw::audit", session = %request.session_id, tool = %tool, "allowed by rule");
-                Ok(policy_resolution(
-                    Decision::Allow {
-                        updated_input: None,
-                        remember: false,
-                    },
-                    "rule",
-                ))
-            }
-            PolicyAction::Deny { reason } => {
-                tracing::info!(target: "duraclaw::audit", session = %request.session_id, tool = %tool, "denied by rule");
-                Ok(policy_resolution(
-                    Decision::Deny {
-                        reason,
-                        interrupt: false,
-                    },
-                    "rule",
-                ))
-            }
-            PolicyAction::Ask => {
-                let session = request.session_id.clone();
-                let resolution = self.inner.request(request).await?;
-                if let Decision::Allow { remember: true, .. } = resolution.decision {
-                    self.remember(&session, &tool);
-                }
-                Ok(resolution)
-            }
+        let session = request.session_id.clone();
+        let resolution = self.inner.request(request).await?;
+        if let Decision::Allow { remember: true, .. } = resolution.decision {
+            self.remember(&session, &tool);
         }
+        Ok(resolution)
     }
 
     async fn decide(

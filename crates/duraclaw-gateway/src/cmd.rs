@@ -1,0 +1,252 @@
+//! The gateway's command line, as a library so other binaries (the
+//! `duraclaw` all-in-one) can run the same gateway.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use duraclaw_core::Result;
+use duraclaw_core::error::Error;
+use duraclaw_core::executor::DynExecutor;
+use duraclaw_store::SqliteDirectory;
+use tokio::net::TcpListener;
+
+use crate::claude::{ClaudeConfig, ClaudeExecutor};
+use crate::link::{Secret, check_bind, serve};
+use crate::scripted::{Script, ScriptedExecutor};
+use crate::server::{Gateway, GatewayOptions};
+use crate::worktree::WorktreeIndex;
+
+/// Which executor runs sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorKind {
+    /// The Claude Code CLI.
+    Claude,
+    /// A deterministic script (demos and tests).
+    Scripted,
+}
+
+/// Options of `duraclaw-gateway serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. A non-loopback address is refused without
+    /// --allow-public-bind.
+    #[arg(long, env = "CC_GATEWAY_BIND", default_value = "127.0.0.1:9877")]
+    pub bind: SocketAddr,
+    /// Allow a non-loopback --bind (prefer a tunnel).
+    #[arg(long)]
+    pub allow_public_bind: bool,
+    /// Where the gateway keeps its outbox database.
+    #[arg(long, env = "DURACLAW_GATEWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated globs of worktrees sessions may run in, e.g.
+    /// `/data/projects/app*`.
+    #[arg(long = "worktrees", env = "WORKTREE_PATTERNS", default_value = "")]
+    pub worktree_patterns: String,
+    /// What runs sessions.
+    #[arg(long, env = "DURACLAW_EXECUTOR", value_enum, default_value = "claude")]
+    pub executor: ExecutorKind,
+    /// A JSON script for the scripted executor (the built-in demo if absent).
+    #[arg(long, env = "DURACLAW_SCRIPT")]
+    pub script: Option<PathBuf>,
+    /// The `claude` binary (default: `claude` on PATH).
+    #[arg(long, env = "CLAUDE_BIN")]
+    pub claude_bin: Option<PathBuf>,
+    /// Model for sessions that name none.
+    #[arg(long, env = "DURACLAW_MODEL", default_value = "sonnet")]
+    pub model: String,
+    /// Permission mode for sessions that name none.
+    #[arg(long, env = "DURACLAW_PERMISSION_MODE")]
+    pub permission_mode: Option<String>,
+    /// The CLI's config directory (its transcripts live there).
+    #[arg(long, env = "CLAUDE_CONFIG_DIR")]
+    pub claude_config_dir: Option<PathBuf>,
+    /// Resolve approvals nobody answered within this many seconds as
+    /// `expired` (never as denied). Unset: wait for a human forever.
+    #[arg(long, env = "DURACLAW_APPROVAL_TIMEOUT_SECS")]
+    pub approval_timeout_secs: Option<u64>,
+    /// Read the bearer secret from this file instead of CC_GATEWAY_SECRET.
+    #[arg(long, env = "CC_GATEWAY_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/duraclaw/gateway`, else
+/// `~/.local/share/duraclaw/gateway`.
+pub fn default_data_dir() -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x),
+        _ => PathBuf::from(
+            std::env::var_os("HOME")
+                .ok_or_else(|| Error::Invalid("set --data-dir or HOME".into()))?,
+        )
+        .join(".local/share"),
+    };
+    Ok(base.join("duraclaw").join("gateway"))
+}
+
+/// The bearer secret: the file's first line, or `CC_GATEWAY_SECRET`.
+pub fn load_secret(file: Option<&Path>) -> Result<Secret> {
+    let raw = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot read the secret file {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => std::env::var("CC_GATEWAY_SECRET").unwrap_or_default(),
+    };
+    Secret::new(raw.lines().next().unwrap_or("").trim())
+}
+
+/// `claude` on PATH, if there is one.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+impl ServeArgs {
+    /// The executor these options ask for.
+    pub fn executor(&self) -> Result<DynExecutor> {
+        match self.executor {
+            ExecutorKind::Scripted => {
+                let script = match &self.script {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path).map_err(|e| {
+                            Error::Invalid(format!(
+                                "cannot read the script {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                        serde_json::from_str(&text).map_err(|e| {
+                            Error::Invalid(format!(
+                                "the script {} is not valid: {e}",
+                                path.display()
+                            ))
+                        })?
+                    }
+                    None => Script::demo(),
+                };
+                Ok(Arc::new(ScriptedExecutor::new(script)))
+            }
+            ExecutorKind::Claude => {
+                let bin = self
+                    .claude_bin
+                    .clone()
+                    .or_else(|| find_on_path("claude"))
+                    .or_else(crate::cli::launch::bin_path)
+                    .unwrap_or_else(|| PathBuf::from("claude"));
+                let mut config = ClaudeConfig::new(bin);
+                config.model.clone_from(&self.model);
+                config.permission_mode.clone_from(&self.permission_mode);
+                config.config_dir.clone_from(&self.claude_config_dir);
+                let exec = ClaudeExecutor::new(config);
+                if let Err(e) = exec.check() {
+                    // Not fatal: the gateway starts and reports it per session.
+                    tracing::warn!(error = %e, "Claude Code CLI not available");
+                }
+                Ok(Arc::new(exec))
+            }
+        }
+    }
+
+    /// The worktree index these options describe.
+    pub fn worktrees(&self) -> Result<WorktreeIndex> {
+        WorktreeIndex::from_env_value(&self.worktree_patterns)
+    }
+}
+
+/// A bound, ready gateway; [`RunningGateway::serve`] runs it.
+#[derive(Debug)]
+pub struct RunningGateway {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The gateway.
+    pub gateway: Gateway,
+    listener: TcpListener,
+    secret: Secret,
+}
+
+impl RunningGateway {
+    /// Validates everything and binds, so errors surface before serving.
+    pub async fn bind(args: &ServeArgs, secret: Secret) -> Result<Self> {
+        check_bind(args.bind, args.allow_public_bind)?;
+        let data_dir = match &args.data_dir {
+            Some(d) => d.clone(),
+            None => default_data_dir()?,
+        };
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot create the data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let directory = Arc::new(SqliteDirectory::open(data_dir.join("gateway.db")).await?);
+        let gateway = Gateway::new(GatewayOptions {
+            directory,
+            executor: args.executor()?,
+            worktrees: args.worktrees()?,
+            approval_timeout: args.approval_timeout_secs.map(Duration::from_secs),
+        })
+        .await?;
+        let listener = TcpListener::bind(args.bind)
+            .await
+            .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", args.bind)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Invalid(format!("no local address: {e}")))?;
+        Ok(RunningGateway {
+            addr,
+            gateway,
+            listener,
+            secret,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then stops every session's executor.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tracing::info!(addr = %self.addr, "gateway listening");
+        let gateway = self.gateway.clone();
+        tokio::select! {
+            () = serve(self.listener, self.gateway, self.secret) => {}
+            () = shutdown => {}
+        }
+        tracing::info!("gateway stopping");
+        gateway.shutdown().await;
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,229 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! The `duraclaw-gateway` binary: refusals at start, and a SIGKILL of the
+//! gateway mid-approval that loses nothing.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use duraclaw_core::protocol::{
+    Command, CommandEnvelope, Decision, Event, Execute, FromGateway, Hello, Role, ToGateway,
+    UserTurn, decode_frame, encode_frame,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command as Process};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SECRET: &str = "binary-test-secret-0123456789";
+const DEADLINE: Duration = Duration::from_secs(30);
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn bin() -> Process {
+    let mut p = Process::new(env!("CARGO_BIN_EXE_duraclaw-gateway"));
+    p.env_remove("CC_GATEWAY_SECRET")
+        .env_remove("WORKTREE_PATTERNS")
+        .env_remove("CC_GATEWAY_BIND")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    p
+}
+
+#[tokio::test]
+async fn it_refuses_to_start_without_a_secret_or_on_a_public_address() {
+    let out = bin().output().await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CC_GATEWAY_SECRET"), "{err}");
+
+    let out = bin()
+        .env("CC_GATEWAY_SECRET", "short")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+
+    let out = bin()
+        .env("CC_GATEWAY_SECRET", SECRET)
+        .args(["--bind", "0.0.0.0:0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+    // The secret is never echoed.
+    assert!(!err.contains(SECRET));
+}
+
+fn init_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    let repo = git2::Repository::init(path).unwrap();
+    std::fs::write(path.join("README.md"), "hi\n").unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(Path::new("README.md")).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.com").unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+        .unwrap();
+}
+
+/// Starts the gateway and reads the address it prints.
+async fn start(root: &Path, script: &Path) -> (Child, std::net::SocketAddr) {
+    let mut child = bin()
+        .env("CC_GATEWAY_SECRET", SECRET)
+        .args(["--bind", "127.0.0.1:0", "--executor", "scripted"])
+        .arg("--script")
+        .arg(script)
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--worktrees")
+        .arg(format!("{}/projects/*", root.display()))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("the gateway did not start in time")
+        .unwrap()
+        .expect("the gateway exited before listening");
+    let addr = line.rsplit("ws://").next().unwrap().trim().parse().unwrap();
+    (child, addr)
+}
+
+async fn open(addr: std::net::SocketAddr) -> Ws {
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    send(&mut ws, &ToGateway::Hello(Hello::new(Role::Orchestrator))).await;
+    assert!(matches!(recv(&mut ws).await, FromGateway::Hello(_)));
+    ws
+}
+
+async fn send(ws: &mut Ws, frame: &ToGateway) {
+    ws.send(Message::text(encode_frame(frame).unwrap()))
+        .await
+        .unwrap();
+}
+
+async fn recv(ws: &mut Ws) -> FromGateway {
+    loop {
+        let msg = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("no frame in time")
+            .expect("closed")
+            .expect("error");
+        if let Message::Text(t) = msg {
+            return decode_frame(t.as_str(), "frame").unwrap();
+        }
+    }
+}
+
+async fn events_until(ws: &mut Ws, stop: impl Fn(&Event) -> bool) -> Vec<(u64, Event)> {
+    let mut got = Vec::new();
+    loop {
+        if let FromGateway::Event { gseq, event, .. } = recv(ws).await {
+            let done = stop(&event);
+            got.push((gseq, event));
+            if done {
+                return got;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    init_repo(&root.join("projects/app"));
+    let script = root.join("script.json");
+    std::fs::write(
+        &script,
+        r#"{"turns":[[{"step":"text","text":"checking","chunks":3},
+            {"step":"tool","name":"Bash","input":{"command":"make"},"result":"ok"}]]}"#,
+    )
+    .unwrap();
+
+    let (mut gw, addr) = start(&root, &script).await;
+    let mut ws = open(addr).await;
+    send(
+        &mut ws,
+        &ToGateway::Command(CommandEnvelope {
+            id: "c1".into(),
+            session_id: "s1".into(),
+            command: Command::Execute(Execute {
+                worktree: root.join("projects/app").display().to_string(),
+                prompt: "build it".into(),
+                model: None,
+                permission_mode: None,
+                system_prompt: None,
+            }),
+        }),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
+    let before = events_until(&mut ws, |e| matches!(e, Event::UserQuestion(_))).await;
+    let last = before.last().unwrap().0;
+
+    // kill -9: no chance to clean up.
+    gw.start_kill().unwrap();
+    gw.wait().await.unwrap();
+
+    let (_gw, addr) = start(&root, &script).await;
+    let mut ws = open(addr).await;
+    // Attach from 0: the whole log again, identical, then the withdrawal.
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
+    let again = events_until(&mut ws, |e| matches!(e, Event::QuestionResolved(_))).await;
+    assert_eq!(
+        &again[..before.len()],
+        &before[..],
+        "the log survived the kill"
+    );
+    let (gseq, withdrawn) = &again[before.len()];
+    assert_eq!(*gseq, last + 1);
+    match withdrawn {
+        Event::QuestionResolved(r) => {
+            assert!(matches!(r.decision, Decision::Cancelled { .. }));
+            assert_eq!(r.by.who, "gateway");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A message resumes the session; numbering continues.
+    send(
+        &mut ws,
+        &ToGateway::Command(CommandEnvelope {
+            id: "m1".into(),
+            session_id: "s1".into(),
+            command: Command::Message(UserTurn {
+                text: "go on".into(),
+            }),
+        }),
+    )
+    .await;
+    let resumed = events_until(&mut ws, |e| matches!(e, Event::Result(_))).await;
+    assert_eq!(resumed[0].0, last + 2);
+}
