@@ -312,6 +312,10 @@ pub trait SessionDirectory: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm 
 
     /// The sessions `owner` owns, most recently active first.
     async fn list(&self, owner: &str) -> Result<Vec<SessionMeta>>;
+
+    /// Every session, most recently active first (hosts use it to
+    /// re-attach sessions after a restart).
+    async fn list_all(&self) -> Result<Vec<SessionMeta>>;
 }
 
 /// A shared, dynamically typed directory.

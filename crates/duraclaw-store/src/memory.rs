@@ -80,12 +80,14 @@ impl SessionDirectory for MemoryDirectory {
     }
 
     async fn list(&self, owner: &str) -> Result<Vec<SessionMeta>> {
+        let mut metas = self.list_all().await?;
+        metas.retain(|meta| meta.owner == owner);
+        Ok(metas)
+    }
+
+    async fn list_all(&self) -> Result<Vec<SessionMeta>> {
         let all: Vec<_> = lock(&self.sessions).values().cloned().collect();
-        let mut metas: Vec<SessionMeta> = all
-            .iter()
-            .map(|data| lock(data).meta.clone())
-            .filter(|meta| meta.owner == owner)
-            .collect();
+        let mut metas: Vec<SessionMeta> = all.iter().map(|data| lock(data).meta.clone()).collect();
         metas.sort_by(|a, b| {
             b.updated_at_ms
                 .cmp(&a.updated_at_ms)

@@ -290,7 +290,14 @@ impl SessionDirectory for SqliteDirectory {
 
     async fn list(&self, owner: &str) -> Result<Vec<SessionMeta>> {
         let owner = owner.to_owned();
-        self.db.readers.read(move |c| reader::list(c, &owner)).await
+        self.db
+            .readers
+            .read(move |c| reader::list(c, Some(&owner)))
+            .await
+    }
+
+    async fn list_all(&self) -> Result<Vec<SessionMeta>> {
+        self.db.readers.read(move |c| reader::list(c, None)).await
     }
 }
 

@@ -298,10 +298,10 @@ pub(crate) fn unforwarded(conn: &Connection, session_id: &str) -> Result<Vec<Rec
 }
 
 /// An owner's sessions, most recently active first.
-pub(crate) fn list(conn: &Connection, owner: &str) -> Result<Vec<SessionMeta>> {
+pub(crate) fn list(conn: &Connection, owner: Option<&str>) -> Result<Vec<SessionMeta>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT session_id, meta_json FROM sessions WHERE owner = ?1 \
+            "SELECT session_id, meta_json FROM sessions WHERE ?1 IS NULL OR owner = ?1 \
              ORDER BY updated_at_ms DESC, session_id",
         )
         .map_err(|e| sql_error("cannot prepare the session list", e))?;
