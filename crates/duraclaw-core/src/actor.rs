@@ -208,9 +208,11 @@ impl SessionLog {
         hub.slots.clear();
     }
 
-    /// Live subscribers right now.
+    /// Live subscribers right now (ones that went away are forgotten).
     pub fn subscriber_count(&self) -> usize {
-        self.shared.hub().slots.len()
+        let mut hub = self.shared.hub();
+        hub.slots.retain(|s| !s.tx.is_closed());
+        hub.slots.len()
     }
 }
 
@@ -397,6 +399,8 @@ struct ActorState {
     meta: SessionMeta,
     highest_gseq: Gseq,
     pending: Pending,
+    /// The state before the gateway was lost, to return to.
+    before_loss: Option<SessionState>,
 }
 
 impl SessionActor {
@@ -417,6 +421,7 @@ impl SessionActor {
                 meta,
                 highest_gseq: head.highest_gseq,
                 pending,
+                before_loss: None,
             })),
         })
     }
@@ -530,6 +535,11 @@ impl SessionActor {
         let mut st = self.inner.lock().await;
         let from = st.meta.state;
         let next = transition(from, input)?;
+        if matches!(input, SessionInput::GatewayLost)
+            && from != SessionState::paused(PauseReason::GatewayUnreachable)
+        {
+            st.before_loss = Some(from);
+        }
         if next != from {
             let event = NewEvent::new(
                 &Event::SessionState(StateChange { state: next }),
@@ -544,16 +554,37 @@ impl SessionActor {
         Ok(next)
     }
 
+    /// Logs an event the host itself observed (e.g. the gateway refused to
+    /// start the session), then publishes it.
+    pub async fn record(&self, event: &Event, now_ms: i64) -> Result<StoredEvent> {
+        let _st = self.inner.lock().await;
+        let outcome = self
+            .log
+            .append(AppendBatch::events(vec![NewEvent::new(
+                event, None, now_ms,
+            )?]))
+            .await?;
+        outcome
+            .stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Storage {
+                backend: "log",
+                reason: "an append stored nothing".into(),
+            })
+    }
+
     /// What the session should return to once its gateway is back.
     pub async fn resumption(&self) -> Result<crate::state::Resumption> {
         use crate::state::Resumption;
         let st = self.inner.lock().await;
         let pending = st.pending;
+        let was = st.before_loss.unwrap_or(st.meta.state);
         Ok(if pending.approvals > 0 {
             Resumption::AwaitingApproval
         } else if pending.answers > 0 {
             Resumption::AwaitingAnswer
-        } else if st.meta.state == SessionState::Active {
+        } else if matches!(was, SessionState::Active | SessionState::Initializing) {
             Resumption::Active
         } else {
             Resumption::Idle
@@ -698,6 +729,60 @@ impl SessionActor {
                 other.name()
             ))),
         }
+    }
+
+    /// Starts the session: logs the first prompt as `user.message` and
+    /// queues `execute` for the gateway, in one step, once per command id.
+    pub async fn execute(
+        &self,
+        id: &str,
+        execute: crate::protocol::Execute,
+        actor: &Actor,
+        now_ms: i64,
+    ) -> Result<CommandOutcome> {
+        if execute.prompt.trim().is_empty() {
+            return Err(Error::Invalid("a session needs a first prompt".into()));
+        }
+        let st = self.inner.lock().await;
+        let frame = ToGateway::Command(CommandEnvelope {
+            id: id.to_owned(),
+            session_id: st.meta.session_id.clone(),
+            command: Command::Execute(execute.clone()),
+        });
+        let json: Arc<str> = encode_frame(&frame)?.into();
+        let event = NewEvent::new(
+            &Event::UserMessage(UserMessage {
+                text: execute.prompt,
+                by: Some(actor.user.clone()),
+            }),
+            None,
+            now_ms,
+        )?;
+        let outcome = self
+            .log
+            .append(AppendBatch {
+                events: vec![event],
+                command: Some(RecordedCommand {
+                    id: id.to_owned(),
+                    forward: Some(json),
+                    at_ms: now_ms,
+                }),
+            })
+            .await?;
+        let forward = if outcome.duplicate_command {
+            vec![]
+        } else {
+            vec![frame]
+        };
+        Ok(CommandOutcome {
+            result: CommandResult {
+                id: id.to_owned(),
+                ok: true,
+                error: None,
+            },
+            forward,
+            decided: None,
+        })
     }
 
     /// Records a decision on a question, first answer wins, and queues the
