@@ -1,0 +1,74 @@
+// The REST half of the contract in docs/api.md. Every call goes to the same
+// origin with the login cookie; errors become ApiError with the server's
+// human-readable message.
+
+/** An error answer from the API: `status` and the server's `message`. */
+export class ApiError extends Error {
+  constructor(status, message, body) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.body = body || {};
+  }
+}
+
+const listeners = new Set();
+
+/** Calls `fn()` whenever an API answer says the login is gone (401). */
+export function onUnauthorized(fn) {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
+
+async function request(method, path, body, { quiet401 = false } = {}) {
+  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, 'cannot reach the Duraclaw server (network error)');
+  }
+  if (res.status === 204) return null;
+  const text = await res.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!res.ok) {
+    let message = (data && typeof data.error === 'string' && data.error) || `${res.status} ${res.statusText}`.trim();
+    if (res.status === 429) {
+      const secs = retryAfter(res, data);
+      if (secs != null) message += ` (try again in ${secs} s)`;
+    }
+    const err = new ApiError(res.status, message, data);
+    if (res.status === 429) err.retryAfterSecs = retryAfter(res, data);
+    if (res.status === 401 && !quiet401) listeners.forEach((fn) => fn());
+    throw err;
+  }
+  return data;
+}
+
+function retryAfter(res, data) {
+  if (data && Number.isFinite(data.retry_after_secs)) return data.retry_after_secs;
+  const h = Number.parseInt(res.headers.get('Retry-After') || '', 10);
+  return Number.isFinite(h) ? h : null;
+}
+
+export const api = {
+  me: () => request('GET', '/api/me', undefined, { quiet401: true }),
+  login: (username, password) => request('POST', '/api/login', { username, password }, { quiet401: true }),
+  logout: () => request('POST', '/api/logout'),
+  status: () => request('GET', '/api/status'),
+  worktrees: () => request('GET', '/api/worktrees'),
+  sessions: () => request('GET', '/api/sessions'),
+  session: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}`),
+  createSession: (body) => request('POST', '/api/sessions', body),
+};

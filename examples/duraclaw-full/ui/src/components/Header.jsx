@@ -1,0 +1,44 @@
+/** The top bar: brand (a link to the list), optional extra content, user and logout. */
+export function Header({ user, onLogout, children }) {
+  return (
+    <header class="topbar">
+      <a class="brand small" href="#/" aria-label="All sessions">
+        <span class="logo" aria-hidden="true" />
+        <span class="brand-name">Duraclaw</span>
+      </a>
+      <div class="topbar-mid">{children}</div>
+      {user && (
+        <div class="topbar-user">
+          <span class="muted user-name" title="Signed in">{user.name}</span>
+          <button type="button" class="link" data-testid="logout" onClick={onLogout}>
+            Sign out
+          </button>
+        </div>
+      )}
+    </header>
+  );
+}
+
+/** The gateway / executor banner from GET /api/status, or nothing. */
+export function StatusBanner({ status, error }) {
+  if (error) return <div class="banner bad" role="status" data-testid="status-banner">Cannot reach the Duraclaw server: {error}</div>;
+  const g = status && status.gateway;
+  if (!g) return null;
+  if (!g.connected) {
+    return (
+      <div class="banner bad" role="status" data-testid="status-banner">
+        <strong>Gateway unreachable</strong>
+        {g.url ? ` at ${g.url}` : ''}
+        {g.error ? `: ${g.error}` : ''}. Sessions keep their history; running work resumes when it is back.
+      </div>
+    );
+  }
+  if (g.executor_error || !g.executor) {
+    return (
+      <div class="banner warn" role="status" data-testid="status-banner">
+        <strong>New sessions cannot start.</strong> {g.executor_error || 'The gateway has no executor available.'}
+      </div>
+    );
+  }
+  return null;
+}

@@ -1,0 +1,132 @@
+import { useEffect, useState } from 'preact/hooks';
+import { api } from '../api.js';
+import { Header, StatusBanner } from './Header.jsx';
+import { useGatewayStatus } from './SessionList.jsx';
+
+const DEFAULT_MODEL = 'sonnet';
+
+function worktreeLabel(w) {
+  const parts = [w.path];
+  if (w.branch) parts.push(`[${w.branch}]`);
+  else if (w.head) parts.push(`[detached ${w.head.slice(0, 8)}]`);
+  if (w.dirty) parts.push('• dirty');
+  if (w.busy_session) parts.push('• busy');
+  return parts.join(' ');
+}
+
+export function NewSession({ user, onLogout }) {
+  const [worktrees, setWorktrees] = useState(null);
+  const [wtError, setWtError] = useState(null);
+  const [worktree, setWorktree] = useState('');
+  const [model, setModel] = useState(DEFAULT_MODEL);
+  const [prompt, setPrompt] = useState('');
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const [status, statusError] = useGatewayStatus();
+
+  const load = () => {
+    setWtError(null);
+    api
+      .worktrees()
+      .then((list) => {
+        const l = Array.isArray(list) ? list : [];
+        setWorktrees(l);
+        setWorktree((cur) => cur || (l.find((w) => !w.busy_session) || l[0] || {}).path || '');
+      })
+      .catch((e) => {
+        if (e.status !== 401) setWtError(e.status === 502 ? `The gateway is unreachable, so its worktrees are unknown: ${e.message}` : e.message);
+      });
+  };
+  useEffect(load, []);
+
+  const selected = worktrees && worktrees.find((w) => w.path === worktree);
+
+  const submit = async (e) => {
+    e.preventDefault();
+    if (busy) return;
+    setError(null);
+    if (!prompt.trim()) {
+      setError('Write a first prompt.');
+      return;
+    }
+    setBusy(true);
+    try {
+      const body = { worktree, prompt };
+      if (model.trim()) body.model = model.trim();
+      const s = await api.createSession(body);
+      location.hash = `#/s/${encodeURIComponent(s.session_id)}`;
+    } catch (err) {
+      const what = { 400: 'Refused', 409: 'Worktree busy', 502: 'Gateway unreachable', 503: 'Executor unavailable' }[err.status];
+      setError(what ? `${what}: ${err.message}` : err.message);
+      setBusy(false);
+    }
+  };
+
+  return (
+    <div class="page">
+      <Header user={user} onLogout={onLogout} />
+      <StatusBanner status={status} error={statusError} />
+      <main class="form-main">
+        <a class="back" href="#/">
+          ← Sessions
+        </a>
+        <form class="card new-session" onSubmit={submit}>
+          <h2>New session</h2>
+          <label>
+            Worktree
+            {worktrees === null && !wtError && <span class="muted"> (loading…)</span>}
+            <select data-testid="worktree-select" required value={worktree} onChange={(e) => setWorktree(e.currentTarget.value)} disabled={!worktrees || worktrees.length === 0}>
+              {worktrees && worktrees.length === 0 && <option value="">No worktrees discovered on the gateway</option>}
+              {(worktrees || []).map((w) => (
+                <option key={w.path} value={w.path}>
+                  {worktreeLabel(w)}
+                </option>
+              ))}
+            </select>
+          </label>
+          {wtError && (
+            <p class="error-text" role="alert">
+              {wtError}{' '}
+              <button type="button" class="link" onClick={load}>
+                Retry
+              </button>
+            </p>
+          )}
+          {selected && (
+            <p class="wt-info muted">
+              {selected.branch ? <span class="badge">{selected.branch}</span> : <span class="badge">detached</span>}{' '}
+              {selected.dirty ? <span class="badge warn">uncommitted changes</span> : <span class="badge ok">clean</span>}{' '}
+              {selected.busy_session && (
+                <span class="badge attention">
+                  busy: <a href={`#/s/${encodeURIComponent(selected.busy_session)}`}>session {selected.busy_session}</a>
+                </span>
+              )}
+              {selected.repo && selected.repo !== selected.path && <span class="mono small"> repo {selected.repo}</span>}
+            </p>
+          )}
+          <label>
+            Model
+            <input data-testid="model" value={model} onInput={(e) => setModel(e.currentTarget.value)} placeholder={DEFAULT_MODEL} autocapitalize="none" spellcheck={false} />
+          </label>
+          <label>
+            First prompt
+            <textarea data-testid="prompt" rows={6} value={prompt} onInput={(e) => setPrompt(e.currentTarget.value)} placeholder="What should Claude do in this worktree?" />
+          </label>
+          {error && (
+            <p class="error-text" role="alert" data-testid="create-error">
+              {error}
+            </p>
+          )}
+          <div class="actions">
+            <a class="button" href="#/">
+              Cancel
+            </a>
+            <button data-testid="create-session" class="primary" type="submit" disabled={busy || !worktree}>
+              {busy ? 'Starting…' : 'Start session'}
+            </button>
+          </div>
+        </form>
+      </main>
+    </div>
+  );
+}

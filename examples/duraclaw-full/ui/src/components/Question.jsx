@@ -1,0 +1,200 @@
+import { useState } from 'preact/hooks';
+import { ToolInput } from './Tool.jsx';
+
+/** How a resolved question reads: "approved by alice", "expired (…)". */
+export function resolvedText(r) {
+  const who = r.by && r.by.who ? r.by.who : null;
+  const by = who ? ` by ${who}` : '';
+  switch (r.decision) {
+    case 'allow': {
+      let s = `approved${by}`;
+      if (r.remember) s += ' (allowed for this session)';
+      if (r.updated_input) s += ' with edited input';
+      return s;
+    }
+    case 'deny':
+      return `denied${by}${r.reason ? `: ${r.reason}` : ''}${r.interrupt ? ' (turn interrupted)' : ''}`;
+    case 'answered': {
+      const a = r.answers && typeof r.answers === 'object' ? Object.entries(r.answers) : [];
+      return `answered${by}${a.length ? ': ' + a.map(([q, v]) => `${q} → ${v}`).join('; ') : ''}`;
+    }
+    case 'expired':
+      return 'expired (nobody answered — not a denial)';
+    case 'cancelled':
+      return `cancelled${r.reason ? `: ${r.reason}` : ''}`;
+    default:
+      return `${r.decision || 'resolved'}${by}`;
+  }
+}
+
+function Resolution({ item }) {
+  const r = item.resolved;
+  const when = Number.isFinite(r.at_ms) ? new Date(r.at_ms).toLocaleString() : '';
+  return (
+    <div class={`resolution ${r.decision}`} data-seq={item.resolvedSeq} data-testid="resolution" title={when}>
+      {resolvedText(r)}
+    </div>
+  );
+}
+
+/** The feedback line under a question: sending, already decided, errors. */
+function Feedback({ st }) {
+  if (!st) return null;
+  if (st.error) {
+    return (
+      <p class={st.code === 'already_decided' ? 'notice' : 'error-text'} role="alert" data-testid="question-error">
+        {st.error}
+      </p>
+    );
+  }
+  if (st.sending) return <p class="muted small">sending…</p>;
+  if (st.sent) return <p class="muted small">sent; waiting for the session…</p>;
+  return null;
+}
+
+function Permission({ item, ctx, nested }) {
+  const q = item.q;
+  const [reason, setReason] = useState('');
+  const st = ctx.qstate(q.question_id);
+  const busy = st && (st.sending || st.sent) && !st.error;
+  return (
+    <div class={`question permission${item.resolved ? ' resolved' : ' open'}`} id={`q-${q.question_id}`} data-seq={item.seq ?? undefined} data-testid="question" data-question-id={q.question_id}>
+      {!item.resolved && (
+        <div class="q-head">
+          <span class="q-icon" aria-hidden="true">!</span> Allow <b>{q.tool_name || 'this tool'}</b>?{q.description && !nested ? <span class="muted"> {q.description}</span> : null}
+        </div>
+      )}
+      {!nested && <ToolInput name={q.tool_name} input={q.input} />}
+      {item.resolved ? (
+        <Resolution item={item} />
+      ) : (
+        <div class="q-actions">
+          <div class="q-buttons">
+            <button type="button" class="primary" data-testid="approve" disabled={busy} onClick={() => ctx.answer(q.question_id, { decision: 'allow' })}>
+              Approve
+            </button>
+            <button type="button" data-testid="allow-session" disabled={busy} onClick={() => ctx.answer(q.question_id, { decision: 'allow', remember: true })} title={`Approve, and allow ${q.tool_name || 'this tool'} for the rest of this session`}>
+              Allow for this session
+            </button>
+          </div>
+          <div class="deny-row">
+            <input data-testid="deny-reason" placeholder="Reason for denying (Claude sees it)" value={reason} onInput={(e) => setReason(e.currentTarget.value)} disabled={busy} />
+            <button
+              type="button"
+              class="danger"
+              data-testid="deny"
+              disabled={busy}
+              onClick={() => {
+                const d = { decision: 'deny' };
+                if (reason.trim()) d.reason = reason.trim();
+                ctx.answer(q.question_id, d);
+              }}
+            >
+              Deny
+            </button>
+          </div>
+        </div>
+      )}
+      <Feedback st={item.resolved ? (st && st.error ? st : null) : st} />
+    </div>
+  );
+}
+
+function AskUser({ item, ctx }) {
+  const q = item.q;
+  const questions = Array.isArray(q.questions) ? q.questions : [];
+  const [picked, setPicked] = useState(() => questions.map(() => []));
+  const [other, setOther] = useState(() => questions.map(() => ''));
+  const [err, setErr] = useState(null);
+  const st = ctx.qstate(q.question_id);
+  const busy = st && (st.sending || st.sent) && !st.error;
+
+  const toggle = (qi, label, multi) => {
+    setPicked((p) => p.map((cur, k) => (k !== qi ? cur : multi ? (cur.includes(label) ? cur.filter((x) => x !== label) : [...cur, label]) : [label])));
+  };
+
+  const submit = (e) => {
+    e.preventDefault();
+    const answers = {};
+    for (let k = 0; k < questions.length; k++) {
+      const qq = questions[k] || {};
+      const free = other[k].trim();
+      const chosen = qq.multi_select ? [...picked[k], ...(free ? [free] : [])] : free ? [free] : picked[k];
+      if (!chosen.length) {
+        setErr(`Answer “${qq.question || `question ${k + 1}`}” first.`);
+        return;
+      }
+      answers[String(qq.question ?? `question ${k + 1}`)] = chosen.join(', ');
+    }
+    setErr(null);
+    ctx.answer(q.question_id, { decision: 'answered', answers });
+  };
+
+  return (
+    <div class={`question ask${item.resolved ? ' resolved' : ' open'}`} id={`q-${q.question_id}`} data-seq={item.seq ?? undefined} data-testid="question" data-question-id={q.question_id}>
+      {item.resolved ? (
+        <>
+          <ul class="asked">
+            {questions.map((qq, k) => (
+              <li key={k}>{qq && qq.question}</li>
+            ))}
+          </ul>
+          <Resolution item={item} />
+        </>
+      ) : (
+        <form class="question-form" data-testid="question-form" onSubmit={submit}>
+          <div class="q-head">
+            <span class="q-icon" aria-hidden="true">?</span> Claude asks
+          </div>
+          {questions.map((qq, k) => {
+            const multi = !!(qq && qq.multi_select);
+            const opts = qq && Array.isArray(qq.options) ? qq.options : [];
+            return (
+              <fieldset key={k} disabled={busy}>
+                <legend>
+                  {qq && qq.header && <span class="badge">{qq.header}</span>} {qq && qq.question}
+                  {multi && <span class="muted small"> (choose any)</span>}
+                </legend>
+                {opts.map((o, j) => (
+                  <label class="option" key={j}>
+                    <input type={multi ? 'checkbox' : 'radio'} name={`${q.question_id}-${k}`} value={o.label} checked={picked[k].includes(o.label)} onChange={() => toggle(k, o.label, multi)} data-testid="question-option" />
+                    <span>
+                      <span class="opt-label">{o.label}</span>
+                      {o.description && <span class="muted opt-desc"> — {o.description}</span>}
+                    </span>
+                  </label>
+                ))}
+                <input
+                  class="other"
+                  placeholder={opts.length ? 'Or write your own answer' : 'Your answer'}
+                  value={other[k]}
+                  data-testid="question-other"
+                  onInput={(e) => {
+                    const v = e.currentTarget.value;
+                    setOther((o) => o.map((x, i) => (i === k ? v : x)));
+                  }}
+                />
+              </fieldset>
+            );
+          })}
+          {err && <p class="error-text">{err}</p>}
+          <div class="q-buttons">
+            <button type="submit" class="primary" data-testid="question-submit" disabled={busy}>
+              Send answer
+            </button>
+            <button type="button" class="link" disabled={busy} onClick={() => ctx.answer(q.question_id, { decision: 'deny', reason: 'The user declined to answer.' })}>
+              Decline
+            </button>
+          </div>
+        </form>
+      )}
+      <Feedback st={item.resolved ? (st && st.error ? st : null) : st} />
+    </div>
+  );
+}
+
+/** A pending or resolved user_question. */
+export function Question({ item, ctx, nested }) {
+  if (item.q.kind === 'ask_user') return <AskUser item={item} ctx={ctx} />;
+  return <Permission item={item} ctx={ctx} nested={nested} />;
+}

@@ -1,0 +1,312 @@
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
+import { api } from '../api.js';
+import { SessionSocket } from '../connection.js';
+import { baseName, fmtCost, stateClass, stateLabel } from '../format.js';
+import { isRunning, Transcript } from '../transcript.js';
+import { Item } from './Events.jsx';
+import { Header } from './Header.jsx';
+
+const CONN_TEXT = {
+  connecting: 'connecting…',
+  connected: 'connected',
+  reconnecting: 'reconnecting…',
+  offline: 'offline',
+  closed: 'closed',
+};
+
+export function SessionView({ id, user, onLogout }) {
+  const tRef = useRef(null);
+  if (!tRef.current) tRef.current = new Transcript();
+  const t = tRef.current;
+  const sockRef = useRef(null);
+  const cmds = useRef(new Map());
+  const qstates = useRef(new Map());
+  const [, setVersion] = useState(0);
+  const [conn, setConn] = useState({ state: 'connecting' });
+  const [meta, setMeta] = useState(null);
+  const [fatal, setFatal] = useState(null);
+  const [notice, setNotice] = useState(null);
+  const [composer, setComposer] = useState({ text: '', sending: false, error: null });
+  const [abortState, setAbortState] = useState(null);
+  const stick = useRef(true);
+  const [atBottom, setAtBottom] = useState(true);
+  const renderTimer = useRef(null);
+
+  const rerender = () => {
+    if (renderTimer.current) return;
+    renderTimer.current = setTimeout(() => {
+      renderTimer.current = null;
+      setVersion((v) => v + 1);
+    }, 16);
+  };
+
+  const loadMeta = () =>
+    api
+      .session(id)
+      .then((m) => {
+        setMeta(m);
+        return m;
+      })
+      .catch((e) => {
+        if (e.status === 404) {
+          setFatal('This session does not exist, or it is not yours.');
+          if (sockRef.current) sockRef.current.giveUp('closed');
+        }
+        return null;
+      });
+
+  useEffect(() => {
+    window.__duraclaw = {
+      sessionId: id,
+      seqs: t.seqs,
+      gaps: t.gaps,
+      connection: 'connecting',
+      get lastSeq() {
+        return t.lastSeq;
+      },
+    };
+    loadMeta();
+
+    const onFrame = (f) => {
+      switch (f.type) {
+        case 'hello':
+          if (f.v !== 1) {
+            setNotice(`The server speaks protocol version ${f.v}; this page speaks version 1. Reload the page.`);
+            sockRef.current.giveUp('closed');
+          }
+          break;
+        case 'snapshot':
+          t.applySnapshot(f);
+          rerender();
+          break;
+        case 'event':
+          if (t.apply(f.seq, f.event)) {
+            rerender();
+            if (f.event && f.event.type === 'result') loadMeta();
+          }
+          break;
+        case 'command_result':
+          onCommandResult(f);
+          break;
+        case 'error':
+          setNotice(`Server: ${f.message || f.code || 'error'}`);
+          break;
+        default:
+          break;
+      }
+    };
+
+    const onCommandResult = (f) => {
+      const c = cmds.current.get(f.id);
+      if (!c) return;
+      cmds.current.delete(f.id);
+      const err = f.ok ? null : (f.error && f.error.message) || (f.error && f.error.code) || 'refused';
+      const code = f.ok ? null : f.error && f.error.code;
+      if (c.kind === 'answer') {
+        qstates.current.set(c.qid, f.ok ? { sent: true } : { error: err, code });
+      } else if (c.kind === 'message') {
+        setComposer((s) => ({ text: f.ok ? s.text : s.text || c.text, sending: false, error: f.ok ? null : `Not sent: ${err}` }));
+      } else if (c.kind === 'abort') {
+        setAbortState(f.ok ? 'sent' : `Abort refused: ${err}`);
+      }
+      rerender();
+    };
+
+    const sock = new SessionSocket(id, () => t.lastSeq, {
+      onFrame,
+      onStatus: (s) => {
+        window.__duraclaw.connection = s.state;
+        setConn(s);
+      },
+      onDown: (_ev, opened) => {
+        if (!opened) loadMeta();
+      },
+    });
+    sockRef.current = sock;
+    sock.start();
+
+    const onScroll = () => {
+      const el = document.scrollingElement || document.documentElement;
+      const near = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+      stick.current = near;
+      setAtBottom(near);
+    };
+    window.addEventListener('scroll', onScroll, { passive: true });
+    return () => {
+      sock.stop();
+      clearTimeout(renderTimer.current);
+      window.removeEventListener('scroll', onScroll);
+    };
+  }, [id]);
+
+  useLayoutEffect(() => {
+    if (stick.current) {
+      const el = document.scrollingElement || document.documentElement;
+      el.scrollTop = el.scrollHeight;
+    }
+  });
+
+  const running = isRunning(t.state, t.reason);
+  useEffect(() => {
+    if (!running) setAbortState(null);
+  }, [running]);
+
+  const pending = t.pending();
+  const title = (meta && meta.title) || 'Session';
+  useEffect(() => {
+    document.title = `${pending.length ? '(!) ' : ''}${title} — Duraclaw`;
+    return () => {
+      document.title = 'Duraclaw';
+    };
+  }, [pending.length, title]);
+
+  const ctx = {
+    qstate: (qid) => qstates.current.get(qid),
+    answer: (qid, decision) => {
+      const cmdId = sockRef.current.send({ type: 'answer', question_id: qid, ...decision });
+      cmds.current.set(cmdId, { kind: 'answer', qid });
+      qstates.current.set(qid, { sending: true });
+      rerender();
+    },
+  };
+
+  const send = (e) => {
+    if (e) e.preventDefault();
+    const text = composer.text;
+    if (!text.trim() || composer.sending) return;
+    const cmdId = sockRef.current.send({ type: 'message', text });
+    cmds.current.set(cmdId, { kind: 'message', text });
+    stick.current = true;
+    setComposer({ text: '', sending: true, error: null });
+  };
+
+  const abort = () => {
+    const cmdId = sockRef.current.send({ type: 'abort' });
+    cmds.current.set(cmdId, { kind: 'abort' });
+    setAbortState('sending');
+  };
+
+  const jumpTo = (qid) => {
+    const el = document.getElementById(`q-${qid}`);
+    if (el) el.scrollIntoView({ behavior: 'smooth', block: 'center' });
+  };
+
+  if (fatal) {
+    return (
+      <div class="page">
+        <Header user={user} onLogout={onLogout} />
+        <main class="form-main">
+          <a class="back" href="#/">
+            ← Sessions
+          </a>
+          <div class="card">
+            <p class="error-text">{fatal}</p>
+          </div>
+        </main>
+      </div>
+    );
+  }
+
+  const cost = t.cost || (meta && meta.cost_usd) || 0;
+
+  return (
+    <div class="page session-page">
+      <Header user={user} onLogout={onLogout}>
+        <span class={`conn conn-${conn.state}`} data-testid="connection-state" data-state={conn.state} title={conn.retryInMs ? `next try in ${Math.ceil(conn.retryInMs / 1000)} s` : ''}>
+          <span class="dot" aria-hidden="true" />
+          {CONN_TEXT[conn.state] || conn.state}
+        </span>
+      </Header>
+      <div class="session-bar">
+        <a class="back-icon" href="#/" aria-label="All sessions" title="All sessions">
+          ←
+        </a>
+        <div class="session-title">
+          <div class="title" data-testid="session-title">
+            {title}
+          </div>
+          <div class="sub muted">
+            {meta && (
+              <span class="mono" title={meta.worktree}>
+                {baseName(meta.worktree)}
+              </span>
+            )}
+            {meta && meta.model && <span> · {meta.model}</span>}
+            <span> · {fmtCost(cost)}</span>
+          </div>
+        </div>
+        <span class={`badge state-${stateClass(t.state, t.reason)}`} data-testid="state-badge" data-state={t.state || ''} data-reason={t.reason || ''}>
+          {t.state ? stateLabel(t.state, t.reason) : '…'}
+        </span>
+        {running && (
+          <button type="button" class="danger small-btn" data-testid="abort" onClick={abort} disabled={abortState === 'sending' || abortState === 'sent'}>
+            {abortState === 'sending' || abortState === 'sent' ? 'Aborting…' : 'Abort'}
+          </button>
+        )}
+      </div>
+      {notice && (
+        <div class="banner warn" role="alert">
+          {notice}{' '}
+          <button type="button" class="link" onClick={() => setNotice(null)}>
+            dismiss
+          </button>
+        </div>
+      )}
+      {abortState && abortState !== 'sending' && abortState !== 'sent' && (
+        <div class="banner bad" role="alert">
+          {abortState}{' '}
+          <button type="button" class="link" onClick={() => setAbortState(null)}>
+            dismiss
+          </button>
+        </div>
+      )}
+      <main class="transcript" data-testid="transcript" aria-live="polite">
+        {t.items.length === 0 && <p class="muted center">{conn.state === 'connected' ? 'Nothing here yet.' : 'Loading the session…'}</p>}
+        {t.items.map((item) => (
+          <Item key={item.key} item={item} ctx={ctx} />
+        ))}
+        {running && t.state === 'active' && (
+          <div class="working muted small">
+            <span class="spinner small" /> Claude is working…
+          </div>
+        )}
+      </main>
+      <div class="composer-wrap">
+        {pending.length > 0 && !atBottom && (
+          <button type="button" class="pending-bar" onClick={() => jumpTo(pending[0].q.question_id)} data-testid="pending-bar">
+            {pending.length === 1 ? '1 question is waiting for you' : `${pending.length} questions are waiting for you`} — show
+          </button>
+        )}
+        {composer.error && (
+          <p class="error-text composer-error" role="alert">
+            {composer.error}
+          </p>
+        )}
+        <form class="composer" onSubmit={send}>
+          <textarea
+            data-testid="message-input"
+            rows={1}
+            placeholder={t.state === 'terminated' ? 'The session has ended' : 'Message Claude…  (Ctrl+Enter to send)'}
+            value={composer.text}
+            onInput={(e) => {
+              const v = e.currentTarget.value;
+              setComposer((s) => ({ ...s, text: v }));
+              autoGrow(e.currentTarget);
+            }}
+            onKeyDown={(e) => {
+              if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) send(e);
+            }}
+          />
+          <button type="submit" class="primary" data-testid="send-message" disabled={!composer.text.trim() || composer.sending}>
+            {composer.sending ? 'Sending…' : 'Send'}
+          </button>
+        </form>
+      </div>
+    </div>
+  );
+}
+
+function autoGrow(el) {
+  el.style.height = 'auto';
+  el.style.height = `${Math.min(el.scrollHeight, 200)}px`;
+}

@@ -1,0 +1,207 @@
+import { structuredPatch } from 'diff';
+import { highlight, langForPath } from '../markdown.js';
+import { Collapsible } from './Collapsible.jsx';
+import { Question } from './Question.jsx';
+
+/** The text of a tool result: a string, or content blocks. */
+export function resultText(content) {
+  if (content == null) return '';
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .map((b) => {
+        if (typeof b === 'string') return b;
+        if (b && b.type === 'text' && typeof b.text === 'string') return b.text;
+        if (b && b.type === 'image') return '[image]';
+        return JSON.stringify(b, null, 2);
+      })
+      .join('\n');
+  }
+  return JSON.stringify(content, null, 2);
+}
+
+function Code({ text, lang, testid }) {
+  return <Collapsible text={text} class={`code hljs${lang ? ` language-${lang}` : ''}`} testid={testid} render={(s) => <code dangerouslySetInnerHTML={{ __html: highlight(s, lang) }} />} />;
+}
+
+function Json({ value }) {
+  let text;
+  try {
+    text = JSON.stringify(value, null, 2);
+  } catch {
+    text = String(value);
+  }
+  return <Code text={text ?? 'null'} lang="json" />;
+}
+
+function Path({ path, extra }) {
+  return (
+    <div class="tool-path mono">
+      {typeof path === 'string' ? path : '(no path)'}
+      {extra && <span class="muted"> {extra}</span>}
+    </div>
+  );
+}
+
+/** A unified, coloured diff of two texts (an Edit tool call). */
+export function Diff({ oldText, newText }) {
+  const a = String(oldText ?? '');
+  const b = String(newText ?? '');
+  const nl = (s) => (s === '' || s.endsWith('\n') ? s : s + '\n');
+  const patch = structuredPatch('a', 'b', nl(a), nl(b), '', '', { context: 3 });
+  if (!patch.hunks.length) return <div class="muted small">(no change)</div>;
+  return (
+    <pre class="diff" data-testid="diff">
+      {patch.hunks.map((h, i) => (
+        <div class="hunk" key={i}>
+          {i > 0 && <span class="diff-line sep">⋯</span>}
+          {h.lines
+            .filter((l) => !l.startsWith('\\'))
+            .map((l, j) => {
+              const c = l[0];
+              const cls = c === '+' ? 'add' : c === '-' ? 'del' : 'ctx';
+              return (
+                <span class={`diff-line ${cls}`} key={j}>
+                  <span class="diff-sign">{c === ' ' ? ' ' : c}</span>
+                  {l.slice(1) || ' '}
+                </span>
+              );
+            })}
+        </div>
+      ))}
+    </pre>
+  );
+}
+
+/** One line saying what the call does, for the card's header. */
+export function toolSummary(name, input) {
+  const i = input && typeof input === 'object' ? input : {};
+  switch (name) {
+    case 'Bash':
+      return i.description || '';
+    case 'Edit':
+    case 'MultiEdit':
+    case 'Write':
+    case 'Read':
+    case 'NotebookEdit':
+      return i.file_path || i.notebook_path || '';
+    case 'Glob':
+    case 'Grep':
+      return i.pattern || '';
+    case 'WebFetch':
+      return i.url || '';
+    case 'WebSearch':
+      return i.query || '';
+    case 'Task':
+    case 'Agent':
+      return i.description || '';
+    default:
+      return '';
+  }
+}
+
+/** A tool call's input, shown the way a person reads it. */
+export function ToolInput({ name, input }) {
+  const i = input && typeof input === 'object' && !Array.isArray(input) ? input : null;
+  if (!i) return <Json value={input} />;
+  switch (name) {
+    case 'Bash':
+      if (typeof i.command !== 'string') break;
+      return (
+        <div>
+          <Collapsible text={i.command} class="term cmd" testid="bash-command" render={(s) => [<span class="prompt-sign">$ </span>, s]} />
+          {(i.run_in_background || i.timeout) && (
+            <div class="chips">
+              {i.run_in_background && <span class="badge">background</span>}
+              {i.timeout && <span class="badge">timeout {Math.round(i.timeout / 1000)} s</span>}
+            </div>
+          )}
+        </div>
+      );
+    case 'Edit':
+      if (typeof i.old_string !== 'string' || typeof i.new_string !== 'string') break;
+      return (
+        <div>
+          <Path path={i.file_path} extra={i.replace_all ? '(replace all)' : null} />
+          <Diff oldText={i.old_string} newText={i.new_string} />
+        </div>
+      );
+    case 'MultiEdit':
+      if (!Array.isArray(i.edits)) break;
+      return (
+        <div>
+          <Path path={i.file_path} extra={`(${i.edits.length} edits)`} />
+          {i.edits.map((e, k) => (
+            <Diff key={k} oldText={e && e.old_string} newText={e && e.new_string} />
+          ))}
+        </div>
+      );
+    case 'Write':
+      if (typeof i.content !== 'string') break;
+      return (
+        <div>
+          <Path path={i.file_path} extra={`(${i.content.split('\n').length} lines)`} />
+          <Code text={i.content} lang={langForPath(i.file_path)} />
+        </div>
+      );
+    case 'Read': {
+      const range = [i.offset != null ? `from line ${i.offset}` : null, i.limit != null ? `${i.limit} lines` : null].filter(Boolean).join(', ');
+      return <Path path={i.file_path} extra={range ? `(${range})` : null} />;
+    }
+    case 'TodoWrite':
+      if (!Array.isArray(i.todos)) break;
+      return (
+        <ul class="todos">
+          {i.todos.map((t, k) => (
+            <li key={k} class={`todo ${t && t.status}`}>
+              <span class="todo-mark">{t && t.status === 'completed' ? '☑' : t && t.status === 'in_progress' ? '◐' : '☐'}</span> {t && t.content}
+            </li>
+          ))}
+        </ul>
+      );
+    case 'AskUserQuestion':
+      if (!Array.isArray(i.questions)) break;
+      return (
+        <ul class="asked">
+          {i.questions.map((q, k) => (
+            <li key={k}>{q && q.question}</li>
+          ))}
+        </ul>
+      );
+    default:
+      break;
+  }
+  return <Json value={input} />;
+}
+
+/** A tool result: terminal output for Bash, plain text otherwise; long ones collapsed. */
+export function ToolResult({ name, result }) {
+  const text = resultText(result.content);
+  const cls = name === 'Bash' ? 'term out' : 'plain out';
+  return (
+    <div class={`tool-result${result.is_error ? ' is-error' : ''}`} data-seq={result.seq} data-testid="tool-result">
+      <div class="result-label">{result.is_error ? 'error' : 'result'}</div>
+      {text.trim() === '' ? <div class="muted small">(no output)</div> : <Collapsible text={text} class={cls} maxLines={name === 'Read' ? 8 : 14} />}
+    </div>
+  );
+}
+
+/** One tool call: input, its approval prompt if any, then its result. */
+export function ToolCard({ item, ctx }) {
+  const q = item.question;
+  const pending = q && !q.resolved;
+  const name = item.name || (q && q.q.tool_name) || 'tool';
+  const summary = item.orphan ? 'result of an earlier call' : toolSummary(item.name, item.input);
+  return (
+    <section class={`tool card${pending ? ' pending' : ''}${item.result && item.result.is_error ? ' failed' : ''}`} data-seq={item.seq} data-testid="tool-call" data-tool={name} data-tool-use-id={item.id}>
+      <div class="tool-head">
+        <span class="tool-name">{name}</span>
+        {summary && <span class="tool-summary" title={summary}>{summary}</span>}
+        {!item.result && !pending && !item.orphan && <span class="spinner small" title="running or waiting" />}
+      </div>
+      {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} />}
+      {q && <Question item={q} ctx={ctx} nested />}
+      {item.result && <ToolResult name={item.name} result={item.result} />}
+    </section>
+  );
+}

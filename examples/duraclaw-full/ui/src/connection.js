@@ -1,0 +1,217 @@
+// The session WebSocket (docs/api.md): connects with `after=<last seq>`,
+// reconnects by itself with capped exponential backoff and jitter, and
+// resends commands that have no `command_result` yet with the same id, so a
+// retry is applied once.
+
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 15000;
+const PING_EVERY_MS = 25000;
+const PONG_TIMEOUT_MS = 10000;
+
+/** A random command id; uses getRandomValues, which works on plain http too. */
+export function newCommandId() {
+  const b = new Uint8Array(9);
+  crypto.getRandomValues(b);
+  return 'b-' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/** The delay before reconnect attempt `n` (0-based): full jitter over 50–100 %. */
+export function backoffDelay(n, rand = Math.random) {
+  const ceil = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(n, 16));
+  return Math.round(ceil * (0.5 + rand() * 0.5));
+}
+
+export class SessionSocket {
+  /**
+   * @param {string} sessionId
+   * @param {() => number} lastSeq the highest seq applied so far
+   * @param {object} h handlers: onFrame(frame), onStatus({state, retryInMs, attempt}), onDown(closeEvent, opened)
+   */
+  constructor(sessionId, lastSeq, h) {
+    this.sessionId = sessionId;
+    this.lastSeq = lastSeq;
+    this.h = h;
+    this.ws = null;
+    this.attempt = 0;
+    this.timer = null;
+    this.pingTimer = null;
+    this.pongTimer = null;
+    this.nonce = 0;
+    this.stopped = false;
+    this.ready = false;
+    /** Commands without a command_result, in send order: id -> frame text. */
+    this.unconfirmed = new Map();
+    this.onOnline = () => this.kick();
+    this.onOffline = () => this.status();
+    this.onVisible = () => {
+      if (document.visibilityState === 'visible') this.kick();
+    };
+  }
+
+  start() {
+    window.addEventListener('online', this.onOnline);
+    window.addEventListener('offline', this.onOffline);
+    document.addEventListener('visibilitychange', this.onVisible);
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    window.removeEventListener('online', this.onOnline);
+    window.removeEventListener('offline', this.onOffline);
+    document.removeEventListener('visibilitychange', this.onVisible);
+    clearTimeout(this.timer);
+    this.clearPing();
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1000, 'leaving');
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+
+  /** Reconnects now if waiting for a retry (page shown again, network back). */
+  kick() {
+    if (this.stopped || this.ws) return;
+    clearTimeout(this.timer);
+    this.attempt = 0;
+    this.connect();
+  }
+
+  url() {
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const after = Math.max(0, this.lastSeq() | 0);
+    return `${proto}//${location.host}/api/sessions/${encodeURIComponent(this.sessionId)}/ws?after=${after}`;
+  }
+
+  connect() {
+    if (this.stopped) return;
+    this.ready = false;
+    this.status('connecting');
+    let ws;
+    try {
+      ws = new WebSocket(this.url());
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+    };
+    ws.onmessage = (m) => {
+      if (typeof m.data !== 'string') return;
+      let frame;
+      try {
+        frame = JSON.parse(m.data);
+      } catch {
+        return;
+      }
+      if (!frame || typeof frame !== 'object') return;
+      if (frame.type === 'snapshot') {
+        this.ready = true;
+        this.attempt = 0;
+        this.status('connected');
+        this.startPing();
+        this.h.onFrame(frame);
+        this.flush();
+        return;
+      }
+      if (frame.type === 'pong') {
+        clearTimeout(this.pongTimer);
+        return;
+      }
+      if (frame.type === 'command_result') this.unconfirmed.delete(frame.id);
+      this.h.onFrame(frame);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.ready = false;
+      this.clearPing();
+      if (this.h.onDown) this.h.onDown(ev, opened);
+      if (ev.code === 4000) this.attempt = 0; // lagged: catch up straight away
+      this.scheduleReconnect();
+    };
+    ws.onerror = () => {
+      /* onclose follows */
+    };
+  }
+
+  scheduleReconnect() {
+    if (this.stopped) return;
+    const delay = backoffDelay(this.attempt);
+    this.attempt++;
+    this.status(navigator.onLine === false ? 'offline' : 'reconnecting', delay);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Stops reconnecting for good (session gone, login gone). */
+  giveUp(state) {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.status(state || 'closed');
+  }
+
+  status(state, retryInMs) {
+    const s = state || (this.ready ? 'connected' : navigator.onLine === false ? 'offline' : 'reconnecting');
+    if (this.h.onStatus) this.h.onStatus({ state: s, retryInMs: retryInMs ?? null, attempt: this.attempt });
+  }
+
+  startPing() {
+    this.clearPing();
+    this.pingTimer = setInterval(() => {
+      if (!this.ws || !this.ready) return;
+      this.raw({ type: 'ping', nonce: ++this.nonce });
+      clearTimeout(this.pongTimer);
+      this.pongTimer = setTimeout(() => {
+        // No pong: the link is dead without a close. Drop it and reconnect.
+        const ws = this.ws;
+        if (ws) {
+          try {
+            ws.close(4001, 'no pong');
+          } catch {
+            /* ignore */
+          }
+          ws.onclose && ws.onclose({ code: 4001, reason: 'no pong' });
+        }
+      }, PONG_TIMEOUT_MS);
+    }, PING_EVERY_MS);
+  }
+
+  clearPing() {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongTimer);
+  }
+
+  raw(obj) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(obj));
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Sends a command (`{type: "message"|"answer"|"abort", …}`) and returns its
+   * id. It is kept until its command_result arrives and resent, with the same
+   * id, after every reconnect.
+   */
+  send(command, id = newCommandId()) {
+    const text = JSON.stringify({ type: 'command', id, command });
+    this.unconfirmed.set(id, text);
+    if (this.ready && this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+    return id;
+  }
+
+  flush() {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    for (const text of this.unconfirmed.values()) this.ws.send(text);
+  }
+}

@@ -1,0 +1,58 @@
+import { render } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { api, onUnauthorized } from './api.js';
+import { Login } from './components/Login.jsx';
+import { SessionList } from './components/SessionList.jsx';
+import { NewSession } from './components/NewSession.jsx';
+import { SessionView } from './components/SessionView.jsx';
+import './style.css';
+
+function parseRoute() {
+  const h = location.hash.replace(/^#/, '') || '/';
+  const m = /^\/s\/([^/?#]+)/.exec(h);
+  if (m) return { name: 'session', id: decodeURIComponent(m[1]) };
+  if (h === '/new') return { name: 'new' };
+  return { name: 'list' };
+}
+
+/** Navigates to a hash route ("/", "/new", "/s/<id>"). */
+export function go(path) {
+  location.hash = '#' + path;
+}
+
+function App() {
+  const [user, setUser] = useState(undefined);
+  const [route, setRoute] = useState(parseRoute);
+
+  useEffect(() => {
+    const onHash = () => setRoute(parseRoute());
+    window.addEventListener('hashchange', onHash);
+    const off = onUnauthorized(() => setUser(null));
+    api
+      .me()
+      .then((r) => setUser(r && r.user ? r.user : null))
+      .catch((e) => setUser(e.status === 401 ? null : { name: '?' , offline: true }));
+    return () => {
+      window.removeEventListener('hashchange', onHash);
+      off();
+    };
+  }, []);
+
+  if (user === undefined) return <div class="boot">Loading…</div>;
+  if (user === null) return <Login onLogin={setUser} />;
+
+  const logout = async () => {
+    try {
+      await api.logout();
+    } catch {
+      /* the cookie is cleared either way */
+    }
+    setUser(null);
+  };
+
+  if (route.name === 'session') return <SessionView key={route.id} id={route.id} user={user} onLogout={logout} />;
+  if (route.name === 'new') return <NewSession user={user} onLogout={logout} />;
+  return <SessionList user={user} onLogout={logout} />;
+}
+
+render(<App />, document.getElementById('app'));

@@ -1,0 +1,110 @@
+// Markdown and code rendering. Assistant text and tool output are untrusted:
+// everything that becomes HTML goes through DOMPurify last.
+import { Marked } from 'marked';
+import DOMPurify from 'dompurify';
+import hljs from 'highlight.js/lib/core';
+import bash from 'highlight.js/lib/languages/bash';
+import diff from 'highlight.js/lib/languages/diff';
+import go from 'highlight.js/lib/languages/go';
+import javascript from 'highlight.js/lib/languages/javascript';
+import json from 'highlight.js/lib/languages/json';
+import python from 'highlight.js/lib/languages/python';
+import rust from 'highlight.js/lib/languages/rust';
+import typescript from 'highlight.js/lib/languages/typescript';
+import ini from 'highlight.js/lib/languages/ini';
+import yaml from 'highlight.js/lib/languages/yaml';
+
+hljs.registerLanguage('bash', bash);
+hljs.registerLanguage('diff', diff);
+hljs.registerLanguage('go', go);
+hljs.registerLanguage('javascript', javascript);
+hljs.registerLanguage('json', json);
+hljs.registerLanguage('python', python);
+hljs.registerLanguage('rust', rust);
+hljs.registerLanguage('typescript', typescript);
+// highlight.js ships TOML as part of its `ini` grammar.
+hljs.registerLanguage('ini', ini);
+hljs.registerAliases(['toml'], { languageName: 'ini' });
+hljs.registerLanguage('yaml', yaml);
+hljs.registerAliases(['sh', 'shell', 'console', 'zsh'], { languageName: 'bash' });
+
+const EXT_LANG = {
+  rs: 'rust', ts: 'typescript', tsx: 'typescript', mts: 'typescript', cts: 'typescript',
+  js: 'javascript', jsx: 'javascript', mjs: 'javascript', cjs: 'javascript',
+  py: 'python', sh: 'bash', bash: 'bash', zsh: 'bash', json: 'json', diff: 'diff', patch: 'diff',
+  toml: 'toml', yml: 'yaml', yaml: 'yaml', go: 'go', lock: 'toml', ini: 'ini',
+};
+
+/** The highlight.js language for a file path, or null. */
+export function langForPath(path) {
+  if (typeof path !== 'string') return null;
+  const m = /\.([A-Za-z0-9]+)$/.exec(path);
+  return (m && EXT_LANG[m[1].toLowerCase()]) || null;
+}
+
+const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+/** HTML-escapes text. */
+export function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ESC[c]);
+}
+
+/** Highlighted HTML for code in `lang` (escaped plain text when unknown). */
+export function highlight(code, lang) {
+  const language = lang && hljs.getLanguage(lang) ? lang : null;
+  if (!language) return escapeHtml(code);
+  try {
+    return hljs.highlight(code, { language, ignoreIllegals: true }).value;
+  } catch {
+    return escapeHtml(code);
+  }
+}
+
+const marked = new Marked({
+  gfm: true,
+  breaks: false,
+  async: false,
+  renderer: {
+    code({ text, lang }) {
+      const language = (lang || '').trim().split(/\s+/)[0].toLowerCase();
+      const cls = language && hljs.getLanguage(language) ? ` class="hljs language-${escapeHtml(language)}"` : ' class="hljs"';
+      return `<pre class="code"><code${cls}>${highlight(text, language)}</code></pre>\n`;
+    },
+  },
+});
+
+DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+  if (node.tagName === 'A') {
+    node.setAttribute('target', '_blank');
+    node.setAttribute('rel', 'noopener noreferrer nofollow');
+  }
+});
+
+const PURIFY = {
+  FORBID_TAGS: ['style', 'form', 'input', 'button', 'textarea', 'select', 'iframe', 'object', 'embed', 'svg', 'math'],
+  FORBID_ATTR: ['style', 'id', 'name'],
+  ALLOW_DATA_ATTR: false,
+};
+
+/** Sanitises untrusted HTML. */
+export function sanitize(html) {
+  return DOMPurify.sanitize(html, PURIFY);
+}
+
+const cache = new Map();
+const CACHE_MAX = 300;
+
+/** Safe HTML for a Markdown text (memoised, since streamed text re-renders). */
+export function renderMarkdown(text) {
+  const src = String(text ?? '');
+  const hit = cache.get(src);
+  if (hit !== undefined) return hit;
+  let html;
+  try {
+    html = sanitize(marked.parse(src));
+  } catch {
+    html = `<pre>${escapeHtml(src)}</pre>`;
+  }
+  if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value);
+  cache.set(src, html);
+  return html;
+}

@@ -1,0 +1,171 @@
+// The session transcript as a plain model, independent of the DOM: events go
+// in by seq (each applied once, in order), items come out for rendering.
+
+/** Session states that mean a turn is running and can be aborted. */
+export function isRunning(state, reason) {
+  return (
+    state === 'active' ||
+    state === 'initializing' ||
+    (state === 'paused' && (reason === 'awaiting_approval' || reason === 'awaiting_answer'))
+  );
+}
+
+export class Transcript {
+  constructor() {
+    /** Rendered items, in order. Items are mutated in place; `version` counts changes. */
+    this.items = [];
+    /** Seqs applied, in order (exposed to end-to-end tests). */
+    this.seqs = [];
+    this.lastSeq = 0;
+    this.gaps = [];
+    this.version = 0;
+    this.state = null;
+    this.reason = null;
+    this.cost = 0;
+    this.byMessage = new Map();
+    this.byTool = new Map();
+    this.byQuestion = new Map();
+  }
+
+  /** Applies the snapshot frame: state, and pending questions not yet shown. */
+  applySnapshot(snap) {
+    this.state = snap.state ?? this.state;
+    this.reason = snap.reason ?? null;
+    for (const q of snap.pending || []) {
+      if (!q || typeof q.question_id !== 'string') continue;
+      if (!this.byQuestion.has(q.question_id)) {
+        const item = { kind: 'question', seq: null, key: `q:${q.question_id}`, q: { type: 'user_question', ...q }, resolved: null, resolvedSeq: null };
+        this.byQuestion.set(q.question_id, item);
+        this.place(item);
+      }
+    }
+    this.version++;
+  }
+
+  /**
+   * Applies one event with its seq. A seq at or below the last applied one is
+   * ignored (replays after a reconnect may overlap); returns whether applied.
+   */
+  apply(seq, ev) {
+    if (!Number.isSafeInteger(seq) || seq <= this.lastSeq) return false;
+    if (this.lastSeq !== 0 && seq !== this.lastSeq + 1) this.gaps.push([this.lastSeq, seq]);
+    this.lastSeq = seq;
+    this.seqs.push(seq);
+    this.version++;
+    const e = ev && typeof ev === 'object' ? ev : { type: '(not an object)', value: ev };
+    switch (e.type) {
+      case 'user.message':
+        this.items.push({ kind: 'user', seq, key: `s${seq}`, text: str(e.text), by: e.by });
+        break;
+      case 'assistant':
+        this.assistant(seq, e);
+        break;
+      case 'tool_use': {
+        const item = { kind: 'tool', seq, key: `s${seq}`, id: e.tool_use_id, name: str(e.name), input: e.input ?? {}, result: null };
+        if (typeof e.tool_use_id === 'string') this.byTool.set(e.tool_use_id, item);
+        this.items.push(item);
+        break;
+      }
+      case 'tool_result': {
+        const tool = this.byTool.get(e.tool_use_id);
+        const result = { seq, content: e.content, is_error: !!e.is_error };
+        if (tool && !tool.result) tool.result = result;
+        else this.items.push({ kind: 'tool', seq, key: `s${seq}`, id: e.tool_use_id, name: null, input: null, result, orphan: true });
+        break;
+      }
+      case 'user_question': {
+        const existing = this.byQuestion.get(e.question_id);
+        if (existing && existing.seq === null) {
+          // Shown from the snapshot before its event arrived: adopt the event.
+          existing.seq = seq;
+          existing.q = e;
+          break;
+        }
+        const item = { kind: 'question', seq, key: `s${seq}`, q: e, resolved: null, resolvedSeq: null };
+        if (typeof e.question_id === 'string') this.byQuestion.set(e.question_id, item);
+        this.place(item);
+        break;
+      }
+      case 'question.resolved': {
+        const q = this.byQuestion.get(e.question_id);
+        if (q && !q.resolved) {
+          q.resolved = e;
+          q.resolvedSeq = seq;
+        } else {
+          this.items.push({ kind: 'resolved', seq, key: `s${seq}`, ev: e });
+        }
+        break;
+      }
+      case 'result': {
+        const total = num(e.cost_usd);
+        let turnCost = null;
+        if (total !== null) {
+          turnCost = total >= this.cost ? total - this.cost : total;
+          this.cost = total;
+        }
+        this.items.push({ kind: 'result', seq, key: `s${seq}`, ev: e, turnCost, totalCost: total });
+        break;
+      }
+      case 'error':
+        this.items.push({ kind: 'error', seq, key: `s${seq}`, ev: e });
+        break;
+      case 'session.init':
+        this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
+        break;
+      case 'session.state':
+        this.state = e.state ?? this.state;
+        this.reason = e.reason ?? null;
+        this.items.push({ kind: 'state', seq, key: `s${seq}`, ev: e });
+        break;
+      default:
+        this.items.push({ kind: 'unknown', seq, key: `s${seq}`, ev: e });
+    }
+    return true;
+  }
+
+  /**
+   * Shows a question inside the card of the tool call it is about (one card:
+   * input, approval, result), or on its own when there is no such card.
+   */
+  place(item) {
+    const tool = typeof item.q.tool_use_id === 'string' ? this.byTool.get(item.q.tool_use_id) : null;
+    if (tool && !tool.question) {
+      tool.question = item;
+      item.inTool = tool;
+    } else {
+      this.items.push(item);
+    }
+  }
+
+  assistant(seq, e) {
+    const id = typeof e.message_id === 'string' ? e.message_id : `seq-${seq}`;
+    let item = this.byMessage.get(id);
+    if (!item) {
+      item = { kind: 'assistant', seq, key: `s${seq}`, id, text: '', final: false, aborted: false, lastSeq: seq };
+      this.byMessage.set(id, item);
+      this.items.push(item);
+    }
+    item.lastSeq = seq;
+    if (e.phase === 'final') {
+      item.text = str(e.text);
+      item.final = true;
+      item.finalSeq = seq;
+      item.aborted = !!e.aborted;
+    } else if (!item.final) {
+      item.text += str(e.text);
+    }
+  }
+
+  /** Questions still waiting for a decision. */
+  pending() {
+    return [...this.byQuestion.values()].filter((i) => !i.resolved);
+  }
+}
+
+function str(v) {
+  return typeof v === 'string' ? v : v == null ? '' : String(v);
+}
+
+function num(v) {
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}

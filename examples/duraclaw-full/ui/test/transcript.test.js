@@ -1,0 +1,79 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Transcript, isRunning } from '../src/transcript.js';
+
+test('applies each seq once, in order', () => {
+  const t = new Transcript();
+  assert.equal(t.apply(1, { type: 'user.message', text: 'hi', by: 'alice' }), true);
+  assert.equal(t.apply(1, { type: 'user.message', text: 'hi', by: 'alice' }), false);
+  assert.equal(t.apply(2, { type: 'session.state', state: 'active' }), true);
+  assert.equal(t.apply(2, { type: 'session.state', state: 'active' }), false);
+  assert.deepEqual(t.seqs, [1, 2]);
+  assert.equal(t.items.length, 2);
+  assert.equal(t.state, 'active');
+});
+
+test('deltas merge by message_id and the final text replaces them', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'assistant', message_id: 'm', phase: 'delta', text: 'Let me ' });
+  t.apply(2, { type: 'assistant', message_id: 'm', phase: 'delta', text: 'run' });
+  assert.equal(t.items[0].text, 'Let me run');
+  t.apply(3, { type: 'assistant', message_id: 'm', phase: 'final', text: 'Let me run the tests.', aborted: true });
+  assert.equal(t.items.length, 1);
+  assert.equal(t.items[0].text, 'Let me run the tests.');
+  assert.equal(t.items[0].aborted, true);
+  t.apply(4, { type: 'assistant', message_id: 'm', phase: 'delta', text: 'late' });
+  assert.equal(t.items[0].text, 'Let me run the tests.');
+});
+
+test('tool results and resolutions attach to their call and question', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'tool_use', tool_use_id: 'tu', name: 'Bash', input: { command: 'ls' } });
+  t.apply(2, { type: 'user_question', question_id: 'q', tool_use_id: 'tu', kind: 'permission', tool_name: 'Bash', input: { command: 'ls' } });
+  assert.equal(t.pending().length, 1);
+  t.apply(3, { type: 'question.resolved', question_id: 'q', decision: 'allow', by: { who: 'alice' }, at_ms: 1 });
+  t.apply(4, { type: 'tool_result', tool_use_id: 'tu', content: 'a\nb', is_error: false });
+  assert.equal(t.items.length, 1);
+  assert.equal(t.items[0].result.seq, 4);
+  assert.equal(t.items[0].question.resolved.decision, 'allow');
+  assert.equal(t.pending().length, 0);
+});
+
+test('snapshot pending questions show until their event arrives', () => {
+  const t = new Transcript();
+  t.applySnapshot({ state: 'paused', reason: 'awaiting_approval', last_seq: 9, pending: [{ question_id: 'q', kind: 'permission', tool_name: 'Bash', input: {} }] });
+  assert.equal(t.pending().length, 1);
+  t.apply(5, { type: 'user_question', question_id: 'q', kind: 'permission', tool_name: 'Bash', input: {} });
+  assert.equal(t.items.length, 1);
+  assert.equal(t.items[0].seq, 5);
+});
+
+test('turn cost is the difference of cumulative costs', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'result', cost_usd: 0.02 });
+  t.apply(2, { type: 'result', cost_usd: 0.05 });
+  assert.ok(Math.abs(t.items[1].turnCost - 0.03) < 1e-12);
+});
+
+test('unknown and malformed events are kept', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'tool_progress', x: 1 });
+  t.apply(2, null);
+  assert.deepEqual(t.items.map((i) => i.kind), ['unknown', 'unknown']);
+});
+
+test('abort is offered while a turn runs', () => {
+  assert.equal(isRunning('active'), true);
+  assert.equal(isRunning('paused', 'awaiting_approval'), true);
+  assert.equal(isRunning('paused', 'idle'), false);
+  assert.equal(isRunning('terminated'), false);
+});
+
+test('a question without its tool call stands alone', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'user_question', question_id: 'q', kind: 'ask_user', questions: [] });
+  assert.equal(t.items[0].kind, 'question');
+  t.apply(2, { type: 'question.resolved', question_id: 'q', decision: 'expired', at_ms: 1 });
+  assert.equal(t.items[0].resolved.decision, 'expired');
+  assert.equal(t.items[0].resolvedSeq, 2);
+});
