@@ -21,8 +21,10 @@ use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
-use duraclaw_core::protocol::{ErrorEvent, Event};
+use duraclaw_core::protocol::{ErrorEvent, Event, UserQuestion};
 use duraclaw_core::protocol::{MAX_EVENT_BYTES, MAX_FRAME_BYTES};
+use duraclaw_core::store::Resolution;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -34,6 +36,8 @@ use crate::cli::{CliAction, CliEventMapper, CliInput, LaunchSpec};
 
 /// Bytes of stderr kept for error reports.
 const STDERR_TAIL: usize = 4096;
+/// Events held back before `initialize` is answered (more are dropped).
+const MAX_EARLY_EVENTS: usize = 64;
 /// Consecutive non-JSON stdout lines after which the process is killed.
 const MAX_GARBAGE_LINES: u32 = 50;
 
@@ -139,6 +143,14 @@ struct Shared {
     control: Mutex<HashMap<String, oneshot::Sender<std::result::Result<Value, String>>>>,
     stderr: Mutex<VecDeque<u8>>,
     running: AtomicBool,
+    /// `initialize` was answered: from now on an exit is an event (before,
+    /// the failed start reports it).
+    initialized: AtomicBool,
+    /// Events the CLI produced before it answered `initialize`, held back
+    /// until it did: a failed start (e.g. `--resume` of an unknown session
+    /// prints an error `result` and exits) must not leave a turn's events
+    /// in the log. `None` once initialized.
+    early: Mutex<Option<Vec<Event>>>,
     stopping: AtomicBool,
     turn_running: AtomicBool,
     awaiting: AtomicU64,
@@ -194,6 +206,15 @@ impl Shared {
     }
 
     async fn emit(&self, event: Event) {
+        {
+            let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(held) = early.as_mut() {
+                if held.len() < MAX_EARLY_EVENTS {
+                    held.push(event);
+                }
+                return;
+            }
+        }
         if let Err(e) = self.sink.emit(event).await {
             tracing::error!(session = %self.session_id, error = %e, "event not recorded");
         }
@@ -233,15 +254,36 @@ impl std::fmt::Debug for ClaudeSession {
     }
 }
 
-#[async_trait]
-impl Executor for ClaudeExecutor {
-    async fn start(
+/// What the CLI writes on stderr when `--resume` names a session it has no
+/// transcript of (e.g. it was killed before it saved its first turn).
+const NO_CONVERSATION: &str = "No conversation found";
+
+/// Why a launch failed.
+enum LaunchError {
+    /// `--resume` named a session the CLI has no transcript of.
+    NoConversation(Error),
+    /// Anything else.
+    Other(Error),
+}
+
+impl From<LaunchError> for Error {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::NoConversation(e) | LaunchError::Other(e) => e,
+        }
+    }
+}
+
+impl ClaudeExecutor {
+    /// Spawns the CLI (resuming `resume`, if any) and waits for its answer to
+    /// `initialize`.
+    async fn launch(
         &self,
-        spec: StartSpec,
+        spec: &StartSpec,
+        resume: Option<String>,
         gate: DynApprovalGate,
         sink: DynEventSink,
-    ) -> Result<Box<dyn ExecutorSession>> {
-        self.check()?;
+    ) -> std::result::Result<ClaudeSession, LaunchError> {
         let cfg = self.config.clone();
         let launch = LaunchSpec {
             model: spec.model.clone().unwrap_or_else(|| cfg.model.clone()),
@@ -250,7 +292,7 @@ impl Executor for ClaudeExecutor {
                 .clone()
                 .or_else(|| cfg.permission_mode.clone()),
             system_prompt: spec.system_prompt.clone(),
-            resume: spec.resume.clone(),
+            resume,
         };
         let mut cmd = Command::new(&cfg.bin);
         cmd.args(launch.args())
@@ -271,11 +313,14 @@ impl Executor for ClaudeExecutor {
                 .env("CLAUDE_CODE_TMPDIR", tmp)
                 .env("XDG_RUNTIME_DIR", tmp);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Executor(format!("cannot start {}: {e}", cfg.bin.display())))?;
+        let child = cmd.spawn().map_err(|e| {
+            LaunchError::Other(Error::Executor(format!(
+                "cannot start {}: {e}",
+                cfg.bin.display()
+            )))
+        })?;
         let pgid = child.id().and_then(|id| i32::try_from(id).ok());
-        tracing::info!(session = %spec.session_id, pid = ?pgid, resume = spec.resume.is_some(), "started Claude Code");
+        tracing::info!(session = %spec.session_id, pid = ?pgid, resume = launch.resume.is_some(), "started Claude Code");
         let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             session_id: spec.session_id.clone(),
@@ -286,6 +331,8 @@ impl Executor for ClaudeExecutor {
             control: Mutex::new(HashMap::new()),
             stderr: Mutex::new(VecDeque::with_capacity(STDERR_TAIL)),
             running: AtomicBool::new(true),
+            initialized: AtomicBool::new(false),
+            early: Mutex::new(Some(Vec::new())),
             stopping: AtomicBool::new(false),
             turn_running: AtomicBool::new(false),
             awaiting: AtomicU64::new(0),
@@ -294,7 +341,7 @@ impl Executor for ClaudeExecutor {
             config: cfg.clone(),
         });
         let (done_tx, done) = watch::channel(false);
-        spawn_io(&mut child, shared.clone(), stdin_rx, done_tx)?;
+        spawn_io(child, shared.clone(), stdin_rx, done_tx).map_err(LaunchError::Other)?;
 
         let init_id = shared.request_id("init");
         if let Err(e) = shared
@@ -309,21 +356,86 @@ impl Executor for ClaudeExecutor {
         {
             shared.stopping.store(true, Ordering::Release);
             shared.signal_group(nix::sys::signal::Signal::SIGKILL);
-            return Err(Error::Executor(format!(
-                "the Claude Code CLI did not initialize: {e}; stderr: {}",
-                shared.stderr_tail()
-            )));
+            // Wait for the end, so that the stderr tail is complete.
+            let mut done = done.clone();
+            let _ = tokio::time::timeout(cfg.stop_grace, done.wait_for(|d| *d)).await;
+            let stderr = shared.stderr_tail();
+            let early = shared
+                .early
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default();
+            if !early.is_empty() {
+                tracing::debug!(session = %spec.session_id, events = ?early, "dropped the output of a failed start");
+            }
+            let error = Error::Executor(format!(
+                "the Claude Code CLI did not initialize: {e}; stderr: {stderr}"
+            ));
+            return Err(
+                if launch.resume.is_some() && stderr.contains(NO_CONVERSATION) {
+                    LaunchError::NoConversation(error)
+                } else {
+                    LaunchError::Other(error)
+                },
+            );
         }
-        let session = ClaudeSession { shared, done };
-        if let Some(prompt) = spec.prompt {
-            session.send_message(&prompt).await?;
+        shared.initialized.store(true, Ordering::Release);
+        let early = shared
+            .early
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        for event in early {
+            shared.emit(event).await;
+        }
+        Ok(ClaudeSession { shared, done })
+    }
+}
+
+#[async_trait]
+impl Executor for ClaudeExecutor {
+    async fn start(
+        &self,
+        spec: StartSpec,
+        gate: DynApprovalGate,
+        sink: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        self.check()?;
+        let session = match self
+            .launch(&spec, spec.resume.clone(), gate.clone(), sink.clone())
+            .await
+        {
+            Ok(s) => s,
+            // The CLI never saved the session (it was killed early in its
+            // first turn): refusing would refuse every later message too.
+            // Start afresh, and say that the earlier context is gone.
+            Err(LaunchError::NoConversation(e)) => {
+                tracing::warn!(session = %spec.session_id, error = %e, "resume impossible; starting a new CLI session");
+                let notice = serde_json::json!({
+                    "type": "cli.resume_failed",
+                    "executor_session_id": spec.resume,
+                    "message": "The Claude Code CLI has no saved transcript of this session \
+                                (it stopped before saving it), so a new CLI session was \
+                                started: the model does not see the earlier conversation.",
+                });
+                if let Err(e) = sink.emit(Event::Unknown(notice)).await {
+                    tracing::error!(session = %spec.session_id, error = %e, "event not recorded");
+                }
+                self.launch(&spec, None, gate, sink).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(prompt) = &spec.prompt {
+            session.send_message(prompt).await?;
         }
         Ok(Box::new(session))
     }
 }
 
 fn spawn_io(
-    child: &mut Child,
+    mut child: Child,
     shared: Arc<Shared>,
     mut stdin_rx: mpsc::UnboundedReceiver<CliInput>,
     done_tx: watch::Sender<bool>,
@@ -360,8 +472,7 @@ fn spawn_io(
 
     let reader = tokio::spawn(read_stdout(shared.clone(), stdout));
 
-    // The child is moved into the waiter: it owns the process's lifetime.
-    let mut child = std::mem::replace(child, placeholder_child()?);
+    // The waiter owns the child, and with it the process's lifetime.
     tokio::spawn(async move {
         let status = child.wait().await;
         // Let the reader drain what the process wrote before it died.
@@ -375,12 +486,15 @@ fn spawn_io(
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         withdraw_all(&shared, "the Claude Code process ended").await;
-        let deliberate = shared.stopping.load(Ordering::Acquire);
-        match status {
-            Ok(s) if s.success() && deliberate => {}
+        // A process we stopped (whatever its status: closing stdin after a
+        // failed turn exits 1, SIGTERM exits 143) is no news, nor is one
+        // whose failed start `launch` reports itself.
+        let news =
+            shared.initialized.load(Ordering::Acquire) && !shared.stopping.load(Ordering::Acquire);
+        let (outcome, code) = match status {
             Ok(s) => {
                 use std::os::unix::process::ExitStatusExt;
-                let (message, code) = match (s.code(), s.signal()) {
+                match (s.code(), s.signal()) {
                     (Some(c), _) => (
                         format!("the Claude Code process exited with status {c}"),
                         Some(c),
@@ -390,36 +504,22 @@ fn spawn_io(
                         Some(128 + sig),
                     ),
                     _ => ("the Claude Code process ended".to_owned(), None),
-                };
-                if !(deliberate && s.signal().is_some()) {
-                    shared.emit_error(message, "executor_exited", code).await;
                 }
             }
-            Err(e) => {
-                shared
-                    .emit_error(
-                        format!("cannot wait for the Claude Code process: {e}"),
-                        "executor_exited",
-                        None,
-                    )
-                    .await;
-            }
+            Err(e) => (
+                format!("cannot wait for the Claude Code process: {e}"),
+                None,
+            ),
+        };
+        if news {
+            shared
+                .emit_error(outcome.clone(), "executor_exited", code)
+                .await;
         }
-        tracing::info!(session = %shared.session_id, "Claude Code process ended");
+        tracing::info!(session = %shared.session_id, outcome, "Claude Code process ended");
         let _ = done_tx.send(true);
     });
     Ok(())
-}
-
-/// A stand-in left in the caller's `Child` slot; never waited on.
-fn placeholder_child() -> Result<Child> {
-    Command::new("true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::Executor(format!("cannot spawn a placeholder process: {e}")))
 }
 
 async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
@@ -595,14 +695,30 @@ async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::ChildStdout) {
                 continue;
             }
         };
+        // Questions go to the gate before they are emitted; the rest of the
+        // actions follow the events.
+        let mut actions = Vec::with_capacity(mapped.actions.len());
+        for action in mapped.actions {
+            actions.push(match action {
+                CliAction::AskGate {
+                    request_id,
+                    question,
+                    input,
+                } => Next::Ask(register_ask(&shared, request_id, question, input).await),
+                other => Next::Act(other),
+            });
+        }
         for event in mapped.events {
             if matches!(event, Event::Result(_)) {
                 shared.turn_running.store(false, Ordering::Release);
             }
             shared.emit(fit_to_frame(event)).await;
         }
-        for action in mapped.actions {
-            act(&shared, action).await;
+        for action in actions {
+            match action {
+                Next::Act(action) => act(&shared, action).await,
+                Next::Ask(ask) => spawn_ask(&shared, ask),
+            }
         }
     }
 }
@@ -627,46 +743,8 @@ async fn act(shared: &Arc<Shared>, action: CliAction) {
             question,
             input,
         } => {
-            shared.awaiting.fetch_add(1, Ordering::AcqRel);
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let question_id = question.question_id.clone();
-                let request = ApprovalRequest {
-                    session_id: shared.session_id.clone(),
-                    question,
-                    asked_at_ms: now_ms(),
-                };
-                let resolution = shared.gate.request(request).await;
-                shared.awaiting.fetch_sub(1, Ordering::AcqRel);
-                match resolution {
-                    Ok(r) => {
-                        let still_pending = shared
-                            .mapper
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .answered(&request_id)
-                            .is_some();
-                        shared.emit(resolution_event(&question_id, &r)).await;
-                        // A withdrawn request needs no answer: the CLI
-                        // ignores late ones.
-                        if still_pending {
-                            let _ = shared.send(CliInput::for_decision(
-                                &request_id,
-                                &input,
-                                &r.decision,
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(session = %shared.session_id, error = %e, "approval failed");
-                        let _ = shared.send(CliInput::Deny {
-                            request_id,
-                            message: format!("The approval could not be obtained: {e}"),
-                            interrupt: false,
-                        });
-                    }
-                }
-            });
+            let ask = register_ask(shared, request_id, question, input).await;
+            spawn_ask(shared, ask);
         }
         CliAction::Withdraw { request_id, .. } => {
             // The waiting task logs the resolution when the cancel wins.
@@ -676,6 +754,102 @@ async fn act(shared: &Arc<Shared>, action: CliAction) {
                 .await;
         }
     }
+}
+
+/// What to do after a line's events are emitted.
+enum Next {
+    Act(CliAction),
+    Ask(Ask),
+}
+
+/// A `can_use_tool` question the gate already knows about, waiting for its
+/// decision.
+struct Ask {
+    request_id: String,
+    question_id: String,
+    input: Value,
+    /// The gate's answer if it decided at once (e.g. a policy rule).
+    first: Option<Result<Resolution>>,
+    decision: BoxFuture<'static, Result<Resolution>>,
+}
+
+/// Hands `question` to the gate and polls the request once, so that the gate
+/// holds it (the gates register a request before they first wait) before
+/// the `user_question` event makes it visible: an answer sent as soon as
+/// the question is seen must find it.
+async fn register_ask(
+    shared: &Arc<Shared>,
+    request_id: String,
+    question: UserQuestion,
+    input: Value,
+) -> Ask {
+    shared.awaiting.fetch_add(1, Ordering::AcqRel);
+    let gate = shared.gate.clone();
+    let question_id = question.question_id.clone();
+    let request = ApprovalRequest {
+        session_id: shared.session_id.clone(),
+        question,
+        asked_at_ms: now_ms(),
+    };
+    let mut decision: BoxFuture<'static, Result<Resolution>> =
+        Box::pin(async move { gate.request(request).await });
+    let first = match futures::poll!(decision.as_mut()) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    };
+    Ask {
+        request_id,
+        question_id,
+        input,
+        first,
+        decision,
+    }
+}
+
+/// Waits for the gate's decision, logs it, and answers the CLI (unless it
+/// withdrew the request meanwhile). Call after the question was emitted.
+fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let Ask {
+            request_id,
+            question_id,
+            input,
+            first,
+            decision,
+        } = ask;
+        let resolution = match first {
+            Some(r) => r,
+            None => decision.await,
+        };
+        shared.awaiting.fetch_sub(1, Ordering::AcqRel);
+        let still_pending = shared
+            .mapper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .answered(&request_id)
+            .is_some();
+        match resolution {
+            Ok(r) => {
+                shared.emit(resolution_event(&question_id, &r)).await;
+                // A withdrawn request needs no answer: the CLI ignores late
+                // ones.
+                if still_pending {
+                    let _ = shared.send(CliInput::for_decision(&request_id, &input, &r.decision));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(session = %shared.session_id, error = %e, "approval failed");
+                if still_pending {
+                    let _ = shared.send(CliInput::Deny {
+                        request_id,
+                        message: format!("The approval could not be obtained: {e}"),
+                        interrupt: false,
+                    });
+                }
+            }
+        }
+    });
 }
 
 #[async_trait]
