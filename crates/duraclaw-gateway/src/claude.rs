@@ -36,6 +36,8 @@ use crate::cli::{CliAction, CliEventMapper, CliInput, LaunchSpec};
 
 /// Bytes of stderr kept for error reports.
 const STDERR_TAIL: usize = 4096;
+/// Why questions are withdrawn when the session is stopped.
+const STOPPED: &str = "the session was stopped";
 /// Events held back before `initialize` is answered (more are dropped).
 const MAX_EARLY_EVENTS: usize = 64;
 /// Consecutive non-JSON stdout lines after which the process is killed.
@@ -748,10 +750,12 @@ async fn act(shared: &Arc<Shared>, action: CliAction) {
         }
         CliAction::Withdraw { request_id, .. } => {
             // The waiting task logs the resolution when the cancel wins.
-            let _ = shared
-                .gate
-                .cancel(&request_id, "the agent withdrew the request")
-                .await;
+            let why = if shared.stopping.load(Ordering::Acquire) {
+                STOPPED
+            } else {
+                "the agent withdrew the request"
+            };
+            let _ = shared.gate.cancel(&request_id, why).await;
         }
     }
 }
@@ -896,12 +900,31 @@ impl ExecutorSession for ClaudeSession {
         if !shared.running.load(Ordering::Acquire) {
             return Ok(());
         }
-        withdraw_all(shared, "the session was stopped").await;
+        let grace = shared.config.stop_grace;
+        // A turn in progress is interrupted first: with stdin closed the CLI
+        // would finish it on its own, calling the model again (and asking
+        // about more tools) after a pending question was withdrawn. The
+        // interrupt withdraws pending questions and ends the turn at once.
+        if shared.turn_running.load(Ordering::Acquire) {
+            let id = shared.request_id("interrupt");
+            if let Err(e) = shared
+                .control(
+                    CliInput::Interrupt {
+                        request_id: id.clone(),
+                    },
+                    id,
+                    grace.min(shared.config.interrupt_timeout),
+                )
+                .await
+            {
+                tracing::info!(session = %shared.session_id, error = %e, "no interrupt before the stop");
+            }
+        }
+        withdraw_all(shared, STOPPED).await;
         let mut done = self.done.clone();
         // Close stdin (the CLI finishes), then SIGTERM, then SIGKILL, each
         // after a grace period.
         shared.close_stdin();
-        let grace = shared.config.stop_grace;
         for signal in [
             nix::sys::signal::Signal::SIGTERM,
             nix::sys::signal::Signal::SIGKILL,
