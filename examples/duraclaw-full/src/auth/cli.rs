@@ -1,0 +1,110 @@
+//! `duraclaw user add`: the only way to create a user.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use duraclaw_core::{Error, Result};
+
+use super::password::{MAX_PASSWORD_BYTES, validate_name, validate_password};
+use super::{Auth, AuthOptions};
+
+/// The auth database's file name in the data directory.
+pub const DB_FILE: &str = "auth.db";
+
+/// The auth database's path in `data_dir`.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(DB_FILE)
+}
+
+/// Adds the user `name` to the auth database in `data_dir` (created if
+/// needed). The password is the first line of stdin when
+/// `password_from_stdin`, or else typed twice on the terminal without echo.
+pub async fn add_user_command(
+    data_dir: &Path,
+    name: &str,
+    password_from_stdin: bool,
+) -> Result<()> {
+    // Refuse a bad name before asking for a password.
+    validate_name(name)?;
+    let prompt_name = name.to_owned();
+    let password = tokio::task::spawn_blocking(move || {
+        if password_from_stdin {
+            read_first_line(std::io::stdin().lock())
+        } else {
+            prompt_twice(&prompt_name)
+        }
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("cannot read the password: {e}")))??;
+    validate_password(&password)?;
+    tokio::fs::create_dir_all(data_dir).await.map_err(|e| {
+        Error::Invalid(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let auth = Auth::open(&db_path(data_dir), AuthOptions::default()).await?;
+    auth.add_user(name, &password).await?;
+    println!("added user {name}");
+    Ok(())
+}
+
+/// The first line of `input` without its line ending; other whitespace is
+/// part of the password.
+fn read_first_line(input: impl BufRead) -> Result<String> {
+    let mut line = String::new();
+    // One byte over the limit is enough to tell that it is over.
+    let limit = u64::try_from(MAX_PASSWORD_BYTES + 3).unwrap_or(u64::MAX);
+    input
+        .take(limit)
+        .read_line(&mut line)
+        .map_err(|e| Error::Invalid(format!("cannot read the password from stdin: {e}")))?;
+    if line.is_empty() {
+        return Err(Error::Invalid(
+            "no password on stdin: --password-stdin reads it from the first line".into(),
+        ));
+    }
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    Ok(line.to_owned())
+}
+
+fn prompt_twice(name: &str) -> Result<String> {
+    let no_terminal = |e: std::io::Error| {
+        Error::Invalid(format!(
+            "cannot read a password from the terminal ({e}); \
+             pass --password-stdin to read it from stdin"
+        ))
+    };
+    let first =
+        rpassword::prompt_password(format!("Password for {name}: ")).map_err(no_terminal)?;
+    validate_password(&first)?;
+    let second = rpassword::prompt_password("Repeat the password: ").map_err(no_terminal)?;
+    if first != second {
+        return Err(Error::Invalid("the two passwords differ".into()));
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_line_is_the_password() {
+        let read = |s: &str| read_first_line(s.as_bytes());
+        assert_eq!(read("pass word 1\nsecond").unwrap(), "pass word 1");
+        assert_eq!(read(" spaced  \r\n").unwrap(), " spaced  ");
+        assert_eq!(read("no newline").unwrap(), "no newline");
+        assert_eq!(read("\n").unwrap(), "");
+        assert!(read("").is_err());
+        let long = "x".repeat(MAX_PASSWORD_BYTES * 3);
+        let got = read(&long).unwrap();
+        assert!(got.len() > MAX_PASSWORD_BYTES && validate_password(&got).is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_on_stdin_is_an_error_not_a_panic() {
+        assert!(read_first_line(&b"\xff\xfe\n"[..]).is_err());
+    }
+}

@@ -1,0 +1,308 @@
+//! The HTTP side of auth: the [`AuthUser`] extractor, the login, logout and
+//! me handlers, and the Origin check with its middleware.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::token::{clear_cookie, set_cookie};
+use super::{Auth, LoginRefusal};
+
+/// The largest login request body read.
+const MAX_LOGIN_BODY: usize = 16 * 1024;
+
+/// The message of every refused cross-origin request.
+const CROSS_ORIGIN: &str = "cross-origin request refused";
+
+/// The logged-in user of a request.
+///
+/// As an extractor it answers `401 {"error": …}` unless the request's
+/// `duraclaw_session` cookie names a live login session; it needs
+/// `Arc<Auth>: FromRef<S>`. Extracting it twice in one request reads the
+/// database once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    /// The user's name, as stored.
+    pub name: String,
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Arc<Auth>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(user.clone());
+        }
+        let auth = Arc::<Auth>::from_ref(state);
+        let user = auth
+            .authenticate(&parts.headers)
+            .await?
+            .ok_or_else(not_logged_in)?;
+        parts.extensions.insert(user.clone());
+        Ok(user)
+    }
+}
+
+fn not_logged_in() -> ApiError {
+    ApiError::unauthorized("not logged in, or the login session expired")
+}
+
+/// `POST /api/login`, `POST /api/logout` and `GET /api/me`, for any router
+/// state that holds the `Arc<Auth>`.
+pub fn routes<S>() -> Router<S>
+where
+    Arc<Auth>: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+fn user_body(name: &str) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "user": { "name": name } }))
+}
+
+/// `POST /api/login` with `{"username", "password"}`: `200 {"user":{"name"}}`
+/// and the session cookie; `401` with one message for an unknown user and a
+/// wrong password; `429` with `retry_after_secs` and `Retry-After` while the
+/// name or the client address is locked; `403` from another origin.
+pub async fn login(State(auth): State<Arc<Auth>>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    auth.check_origin(&parts.headers)?;
+    let client = client_addr(&parts, auth.options.trust_forwarded_for);
+    let body = axum::body::to_bytes(body, MAX_LOGIN_BODY)
+        .await
+        .map_err(|_| ApiError::bad_request("the login request is unreadable or too large"))?;
+    // serde's message could quote the password: answer a fixed one.
+    let credentials: LoginRequest = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request(r#"expected a JSON body {"username": "…", "password": "…"}"#)
+    })?;
+    let (user, token) = auth
+        .login(&credentials.username, &credentials.password, client)
+        .await
+        .map_err(|refusal| match refusal {
+            LoginRefusal::WrongCredentials => ApiError::unauthorized("wrong user name or password"),
+            LoginRefusal::RateLimited(wait) => {
+                ApiError::too_many_requests("too many failed logins; try again later", wait)
+            }
+            LoginRefusal::Failed(e) => ApiError::from(e),
+        })?;
+    let cookie = set_cookie(
+        &token,
+        auth.options.session_ttl,
+        auth.secure_cookie(&parts.headers),
+    );
+    Ok(([(header::SET_COOKIE, cookie)], user_body(&user)).into_response())
+}
+
+/// `POST /api/logout`: ends the login session; `204` and the cookie
+/// cleared, or `401` (cookie cleared too) when there was no live session.
+pub async fn logout(
+    State(auth): State<Arc<Auth>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    auth.check_origin(&headers)?;
+    let clear = [(
+        header::SET_COOKIE,
+        clear_cookie(auth.secure_cookie(&headers)),
+    )];
+    match auth.logout(&headers).await? {
+        Some(_) => Ok((StatusCode::NO_CONTENT, clear).into_response()),
+        None => Ok((clear, not_logged_in()).into_response()),
+    }
+}
+
+/// `GET /api/me`: `200 {"user":{"name"}}` with the cookie's lifetime
+/// renewed, as the session's is; `401` without a live session.
+pub async fn me(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (user, token) = auth.session_of(&headers).await?.ok_or_else(not_logged_in)?;
+    let cookie = set_cookie(
+        &token,
+        auth.options.session_ttl,
+        auth.secure_cookie(&headers),
+    );
+    Ok(([(header::SET_COOKIE, cookie)], user_body(&user)).into_response())
+}
+
+/// Middleware refusing, with `403 {"error":"cross-origin request refused"}`,
+/// any request that is not `GET`, `HEAD` or `OPTIONS`, and any WebSocket
+/// upgrade, whose `Origin` is missing or not the server's own
+/// ([`Auth::check_origin`]). Apply it with
+/// `axum::middleware::from_fn_with_state(auth.clone(), origin_guard)`.
+pub async fn origin_guard(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if (!safe || is_websocket_upgrade(request.headers()))
+        && let Err(refused) = auth.check_origin(request.headers())
+    {
+        return refused.into_response();
+    }
+    next.run(request).await
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    })
+}
+
+/// [`check_origin_with`] without trusting `X-Forwarded-Proto`: behind a
+/// TLS proxy, pass the public origin.
+pub fn check_origin(headers: &HeaderMap, public_origin: Option<&str>) -> Result<(), ApiError> {
+    check_origin_with(headers, public_origin, false)
+}
+
+/// Accepts a request whose single `Origin` header equals `public_origin`
+/// when one is given, or else the origin made of the `Host` header and the
+/// scheme the request came in on: `http`, unless `trust_forwarded_proto`
+/// and the request carries `X-Forwarded-Proto: https`. Scheme and host
+/// compare without case and a default port is the same as none. Anything
+/// else, a missing `Origin` included, is `403`.
+pub fn check_origin_with(
+    headers: &HeaderMap,
+    public_origin: Option<&str>,
+    trust_forwarded_proto: bool,
+) -> Result<(), ApiError> {
+    let refused = || ApiError::forbidden(CROSS_ORIGIN);
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let (Some(origin), None) = (origins.next(), origins.next()) else {
+        return Err(refused());
+    };
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(normalize_origin)
+        .ok_or_else(refused)?;
+    let expected = match public_origin {
+        Some(public) => normalize_origin(public.trim_end_matches('/')),
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|host| {
+                let scheme = request_scheme(headers, trust_forwarded_proto);
+                normalize_origin(&format!("{scheme}://{host}"))
+            }),
+    };
+    if expected.as_deref() == Some(origin.as_str()) {
+        Ok(())
+    } else {
+        tracing::debug!(%origin, expected = ?expected, "refused a cross-origin request");
+        Err(refused())
+    }
+}
+
+/// The scheme a request came in on, as far as this server can tell.
+pub(super) fn request_scheme(headers: &HeaderMap, trust_forwarded_proto: bool) -> &'static str {
+    let forwarded_https = trust_forwarded_proto
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|first| first.trim().eq_ignore_ascii_case("https"));
+    if forwarded_https { "https" } else { "http" }
+}
+
+/// `scheme://host[:port]` lower-cased, without a default port, if `text` is
+/// an http or https origin; `None` for anything else (paths, user info,
+/// `null`, spaces).
+pub(super) fn normalize_origin(text: &str) -> Option<String> {
+    let (scheme, authority) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port: u16 = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = authority.to_ascii_lowercase();
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal: `[…]` then an optional `:port`.
+        Some(rest) => {
+            let (inside, after) = rest.split_once(']')?;
+            let ok = !inside.is_empty()
+                && inside
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            (ok.then(|| format!("[{inside}]"))?, port)
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority.as_str(), None),
+            };
+            let ok = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+            (ok.then(|| host.to_owned())?, port)
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(digits) => {
+            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            Some(digits.parse::<u16>().ok()?).filter(|p| *p != default_port)
+        }
+    };
+    Some(match port {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
+/// The client address login attempts are counted against: the connection's
+/// peer, or with `trust_forwarded_for` the last `X-Forwarded-For` entry.
+/// `None` when neither is known (then only the user name is limited).
+fn client_addr(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        // The last entry is the one the proxy added; earlier ones are the
+        // client's to choose.
+        let last = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|entry| entry.trim().parse::<IpAddr>().ok());
+        if last.is_some() {
+            return last;
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}

@@ -1,0 +1,397 @@
+//! Users, login sessions and the checks in front of the HTTP API.
+//!
+//! [`Auth`] owns its own SQLite file: users with argon2id password hashes,
+//! and login sessions stored by the SHA-256 of their random token, which
+//! only the browser's `duraclaw_session` cookie holds (`HttpOnly`,
+//! `SameSite=Strict`). Sessions last 30 days from their last use. Failed
+//! logins are counted in memory per user name and per client address (see
+//! [`LoginLimits`]). State-changing requests and WebSocket upgrades must
+//! come from the server's own origin ([`check_origin`], [`origin_guard`]).
+//! There is no default user and no default password: users are added with
+//! [`add_user_command`]. Passwords, tokens and hashes are never logged.
+
+mod cli;
+mod error;
+mod http;
+mod limiter;
+mod password;
+mod store;
+mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use duraclaw_core::{Error, Result};
+use rusqlite::Connection;
+use tokio::sync::Semaphore;
+
+pub use cli::add_user_command;
+pub use error::ApiError;
+pub use http::{AuthUser, check_origin, origin_guard, routes};
+pub use token::random_token;
+#[allow(
+    unused_imports,
+    reason = "part of the API that main does not name (yet)"
+)]
+pub use {
+    cli::db_path, http::check_origin_with, limiter::LoginLimits, password::HashCost,
+    token::COOKIE_NAME,
+};
+
+use limiter::{LimitKey, LoginLimiter};
+use password::{PasswordHashing, validate_name, validate_password};
+use token::SessionToken;
+
+/// How long a login session lives after its last use.
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A session's last use is written at most this often.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// How [`Auth`] behaves; [`AuthOptions::default`] is right for a server on
+/// 127.0.0.1 reached over plain HTTP.
+#[derive(Debug, Clone)]
+pub struct AuthOptions {
+    /// Mark the cookie `Secure`. It is also marked so when
+    /// [`AuthOptions::public_origin`] is `https`, or the request came in
+    /// over HTTPS as a trusted `X-Forwarded-Proto` says.
+    pub secure_cookies: bool,
+    /// The origin browsers use, e.g. `https://claw.example.com`, when the
+    /// server sits behind a proxy. When set, requests must carry exactly
+    /// this `Origin`; when not, the origin is made of the `Host` header and
+    /// the scheme the request came in on.
+    pub public_origin: Option<String>,
+    /// Believe `X-Forwarded-Proto: https` from a proxy in front. Leave off
+    /// unless a proxy you run sets (and overwrites) that header.
+    pub trust_forwarded_proto: bool,
+    /// Take the client address for login rate limiting from the last entry
+    /// of `X-Forwarded-For` (the address your proxy saw). Leave off unless a
+    /// proxy you run appends to that header.
+    pub trust_forwarded_for: bool,
+    /// How long a login session lives after its last use.
+    pub session_ttl: Duration,
+    /// Login rate limits.
+    pub login_limits: LoginLimits,
+    /// The cost of new password hashes.
+    pub hash_cost: HashCost,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        AuthOptions {
+            secure_cookies: false,
+            public_origin: None,
+            trust_forwarded_proto: false,
+            trust_forwarded_for: false,
+            session_ttl: SESSION_TTL,
+            login_limits: LoginLimits::default(),
+            hash_cost: HashCost::default(),
+        }
+    }
+}
+
+/// Users and login sessions on one SQLite file, shared as `Arc<Auth>`.
+///
+/// Every database call and every password hash runs on tokio's blocking
+/// pool; at most one hash per CPU runs at a time, so a burst of logins
+/// cannot take the server's memory (each argon2 hash takes 19 MiB).
+pub struct Auth {
+    db: Arc<Mutex<Connection>>,
+    hashing: Arc<PasswordHashing>,
+    hash_slots: Arc<Semaphore>,
+    limiter: Mutex<LoginLimiter>,
+    options: AuthOptions,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a login failed.
+#[derive(Debug)]
+enum LoginRefusal {
+    /// No such user or a wrong password; which one is not said.
+    WrongCredentials,
+    /// The user name or the client address is locked for this long.
+    RateLimited(Duration),
+    /// The database or the hashing failed.
+    Failed(Error),
+}
+
+impl Auth {
+    /// Opens (creating it if needed) the auth database at `path` and
+    /// migrates it; refuses a database written by a newer version, and a
+    /// [`AuthOptions::public_origin`] that is not an origin.
+    pub async fn open(path: &Path, options: AuthOptions) -> Result<Arc<Auth>> {
+        if let Some(origin) = &options.public_origin
+            && http::normalize_origin(origin.trim_end_matches('/')).is_none()
+        {
+            return Err(Error::Invalid(format!(
+                "public origin {origin:?} is not an origin such as https://claw.example.com \
+                 (a scheme, http or https, and a host with an optional port)"
+            )));
+        }
+        let path = path.to_owned();
+        let cost = options.hash_cost;
+        let (conn, hashing) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let conn = store::open(&path)?;
+            store::purge_expired(&conn, now_ms())?;
+            Ok((conn, PasswordHashing::new(cost)?))
+        })
+        .await
+        .map_err(blocking_failed)??;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Arc::new(Auth {
+            db: Arc::new(Mutex::new(conn)),
+            hashing: Arc::new(hashing),
+            hash_slots: Arc::new(Semaphore::new(cpus)),
+            limiter: Mutex::new(LoginLimiter::new(options.login_limits.clone())),
+            options,
+        }))
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &AuthOptions {
+        &self.options
+    }
+
+    /// Adds a user. The name is 1 to 64 characters of `A-Z a-z 0-9 . _ -`
+    /// and must differ from every other user's in more than case; the
+    /// password has at least 10 characters.
+    pub async fn add_user(&self, name: &str, password: &str) -> Result<()> {
+        validate_name(name)?;
+        validate_password(password)?;
+        let hash = self.hash(password).await?;
+        let owned = name.to_owned();
+        self.with_db(move |db| store::insert_user(db, &owned, &hash, now_ms()))
+            .await?;
+        tracing::info!(user = name, "added a user");
+        Ok(())
+    }
+
+    /// Changes a user's password and ends all their login sessions.
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<()> {
+        validate_name(name)?;
+        validate_password(password)?;
+        let hash = self.hash(password).await?;
+        let owned = name.to_owned();
+        self.with_db(move |db| store::update_password(db, &owned, &hash, now_ms()))
+            .await?;
+        tracing::info!(
+            user = name,
+            "changed a password and ended the user's sessions"
+        );
+        Ok(())
+    }
+
+    /// The user's name as stored (names match without case) if `password`
+    /// is theirs. Takes as long for a user that does not exist: a hash is
+    /// still verified. Not rate-limited; the login handler is.
+    pub async fn verify(&self, name: &str, password: &str) -> Result<Option<String>> {
+        let stored = if validate_name(name).is_ok() {
+            let owned = name.to_owned();
+            self.with_db(move |db| store::password_hash(db, &owned))
+                .await?
+        } else {
+            None
+        };
+        let (user, hash) = stored.unzip();
+        let password = password.to_owned();
+        let matches = self
+            .with_hashing(move |h| h.verify(&password, hash.as_deref()))
+            .await?;
+        Ok(user.filter(|_| matches))
+    }
+
+    /// Whether any user exists.
+    pub async fn has_users(&self) -> Result<bool> {
+        self.with_db(|db| store::count_users(db).map(|n| n > 0))
+            .await
+    }
+
+    /// The user whose live login session a request's cookie names, if any;
+    /// extends that session (see [`AuthOptions::session_ttl`]).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<AuthUser>> {
+        Ok(self
+            .session_of(headers)
+            .await?
+            .map(|(name, _)| AuthUser { name }))
+    }
+
+    /// Checks a request's `Origin` against [`AuthOptions::public_origin`],
+    /// or else against its `Host` and scheme; see [`check_origin_with`].
+    pub fn check_origin(&self, headers: &HeaderMap) -> std::result::Result<(), ApiError> {
+        check_origin_with(
+            headers,
+            self.options.public_origin.as_deref(),
+            self.options.trust_forwarded_proto,
+        )
+    }
+
+    /// The live session a request's cookie names: its user and token.
+    async fn session_of(&self, headers: &HeaderMap) -> Result<Option<(String, SessionToken)>> {
+        let tokens = token::session_tokens(headers);
+        if tokens.is_empty() {
+            return Ok(None);
+        }
+        let ttl_ms = duration_ms(self.options.session_ttl);
+        let touch_ms = duration_ms(TOUCH_EVERY.min(self.options.session_ttl / 2));
+        self.with_db(move |db| {
+            let now = now_ms();
+            for token in tokens {
+                if let Some(user) = store::session_user(db, &token.digest(), now, ttl_ms, touch_ms)?
+                {
+                    return Ok(Some((user, token)));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Checks the rate limits and the password, and starts a login session.
+    async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> std::result::Result<(String, SessionToken), LoginRefusal> {
+        let shown = if validate_name(name).is_ok() {
+            name
+        } else {
+            "(not a valid name)"
+        };
+        let mut keys = vec![LimitKey::name(name)];
+        keys.extend(client.map(LimitKey::client));
+        if let Some(wait) = self.limiter().locked_for(&keys, Instant::now()) {
+            tracing::warn!(user = shown, client = ?client, wait_secs = wait.as_secs(),
+                "login refused: too many failed attempts");
+            return Err(LoginRefusal::RateLimited(wait));
+        }
+        let Some(user) = self
+            .verify(name, password)
+            .await
+            .map_err(LoginRefusal::Failed)?
+        else {
+            let locked = self.limiter().record_failure(&keys, Instant::now());
+            tracing::warn!(user = shown, client = ?client, "login failed: wrong user name or password");
+            if let Some(lockout) = locked {
+                tracing::warn!(user = shown, client = ?client, lockout_secs = lockout.as_secs(),
+                    "too many failed logins: locked");
+            }
+            return Err(LoginRefusal::WrongCredentials);
+        };
+        self.limiter().record_success(&LimitKey::name(name));
+        let token = SessionToken::generate().map_err(LoginRefusal::Failed)?;
+        let digest = token.digest();
+        let ttl_ms = duration_ms(self.options.session_ttl);
+        let owner = user.clone();
+        self.with_db(move |db| {
+            let now = now_ms();
+            store::purge_expired(db, now)?;
+            store::insert_session(db, &digest, &owner, now, now.saturating_add(ttl_ms))
+        })
+        .await
+        .map_err(LoginRefusal::Failed)?;
+        tracing::info!(user = %user, client = ?client, "logged in");
+        Ok((user, token))
+    }
+
+    /// Ends the login session a request's cookie names; the user it was, if
+    /// it was live.
+    async fn logout(&self, headers: &HeaderMap) -> Result<Option<String>> {
+        let Some((user, token)) = self.session_of(headers).await? else {
+            return Ok(None);
+        };
+        let digest = token.digest();
+        self.with_db(move |db| store::delete_session(db, &digest))
+            .await?;
+        tracing::info!(user = %user, "logged out");
+        Ok(Some(user))
+    }
+
+    /// Whether the cookie should be `Secure` for this request.
+    fn secure_cookie(&self, headers: &HeaderMap) -> bool {
+        self.options.secure_cookies
+            || self
+                .options
+                .public_origin
+                .as_deref()
+                .is_some_and(|o| o.to_ascii_lowercase().starts_with("https:"))
+            || http::request_scheme(headers, self.options.trust_forwarded_proto) == "https"
+    }
+
+    async fn hash(&self, password: &str) -> Result<String> {
+        let password = password.to_owned();
+        self.with_hashing(move |h| h.hash(&password)).await?
+    }
+
+    /// Runs `f` on the database on the blocking pool.
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic elsewhere cannot leave a rusqlite call half done in a
+            // way the next one would see, so a poisoned lock is still usable.
+            let mut conn = db.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(blocking_failed)?
+    }
+
+    /// Runs `f` on the blocking pool once a hashing slot is free; the slot
+    /// is held until `f` ends, even if the caller stops waiting.
+    async fn with_hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&PasswordHashing) -> T + Send + 'static,
+    ) -> Result<T> {
+        let permit = self
+            .hash_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Closed("password hashing"))?;
+        let hashing = self.hashing.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = f(&hashing);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(blocking_failed)
+    }
+
+    fn limiter(&self) -> MutexGuard<'_, LoginLimiter> {
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> Error {
+    Error::Storage {
+        backend: "sqlite",
+        reason: format!("auth task failed: {e}"),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, duration_ms)
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

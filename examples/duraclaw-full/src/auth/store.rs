@@ -1,0 +1,209 @@
+//! The auth database: users with their password hashes and login sessions
+//! by the SHA-256 of their token. Blocking rusqlite calls, made off the
+//! async executor by [`Auth`](super::Auth).
+
+use std::path::Path;
+
+use duraclaw_core::migrate::{Migration, Migrations};
+use duraclaw_core::{Error, Result};
+use duraclaw_store::SqliteConn;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Versioned schema; never edit a released step, add one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "users and login sessions",
+    sql: "CREATE TABLE users (
+              name TEXT PRIMARY KEY COLLATE NOCASE,
+              password_hash TEXT NOT NULL,
+              created_at_ms INTEGER NOT NULL,
+              updated_at_ms INTEGER NOT NULL
+          );
+          CREATE TABLE login_sessions (
+              token_sha256 TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL REFERENCES users (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,
+              created_at_ms INTEGER NOT NULL,
+              last_used_at_ms INTEGER NOT NULL,
+              expires_at_ms INTEGER NOT NULL
+          );
+          CREATE INDEX login_sessions_by_user ON login_sessions (user_name);
+          CREATE INDEX login_sessions_by_expiry ON login_sessions (expires_at_ms);",
+}];
+
+fn sql_error(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |e| Error::Storage {
+        backend: "sqlite",
+        reason: format!("auth database: cannot {what}: {e}"),
+    }
+}
+
+/// Opens (creating if needed, readable by the owner only) and migrates the
+/// auth database; refuses one whose schema is newer than this build's.
+pub(super) fn open(path: &Path) -> Result<Connection> {
+    let existed = path.exists();
+    let mut conn = SqliteConn::open(path)?;
+    if !existed {
+        restrict_to_owner(path)?;
+    }
+    Migrations::new(MIGRATIONS)?.apply(&mut conn)?;
+    Ok(conn.into_inner())
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        Error::Storage {
+            backend: "sqlite",
+            reason: format!("cannot make {} private: {e}", path.display()),
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Adds a user; [`Error::AlreadyExists`] if the name is taken in any case.
+pub(super) fn insert_user(conn: &Connection, name: &str, hash: &str, now_ms: i64) -> Result<()> {
+    let added = conn
+        .execute(
+            "INSERT INTO users (name, password_hash, created_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?3) ON CONFLICT (name) DO NOTHING",
+            params![name, hash, now_ms],
+        )
+        .map_err(sql_error("add a user"))?;
+    if added == 0 {
+        return Err(Error::AlreadyExists {
+            what: "user",
+            id: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Replaces a user's password hash and ends all their login sessions.
+pub(super) fn update_password(
+    conn: &mut Connection,
+    name: &str,
+    hash: &str,
+    now_ms: i64,
+) -> Result<()> {
+    let tx = conn
+        .transaction()
+        .map_err(sql_error("begin a transaction"))?;
+    let changed = tx
+        .execute(
+            "UPDATE users SET password_hash = ?2, updated_at_ms = ?3 WHERE name = ?1",
+            params![name, hash, now_ms],
+        )
+        .map_err(sql_error("change a password"))?;
+    if changed == 0 {
+        return Err(Error::NotFound {
+            what: "user",
+            id: name.to_owned(),
+        });
+    }
+    tx.execute(
+        "DELETE FROM login_sessions WHERE user_name IN (SELECT name FROM users WHERE name = ?1)",
+        params![name],
+    )
+    .map_err(sql_error("end a user's sessions"))?;
+    tx.commit().map_err(sql_error("commit a password change"))
+}
+
+/// The user's name as stored and their password hash.
+pub(super) fn password_hash(conn: &Connection, name: &str) -> Result<Option<(String, String)>> {
+    conn.prepare_cached("SELECT name, password_hash FROM users WHERE name = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![name], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(sql_error("look up a user"))
+}
+
+/// How many users there are.
+pub(super) fn count_users(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM users", [], |row| row.get(0))
+        .map_err(sql_error("count users"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Records a new login session.
+pub(super) fn insert_session(
+    conn: &Connection,
+    token_sha256: &str,
+    user: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO login_sessions
+             (token_sha256, user_name, created_at_ms, last_used_at_ms, expires_at_ms)
+         VALUES (?1, ?2, ?3, ?3, ?4)",
+        params![token_sha256, user, now_ms, expires_at_ms],
+    )
+    .map_err(sql_error("record a login session"))?;
+    Ok(())
+}
+
+/// The user of a live login session. Slides its expiry to `now + ttl`,
+/// writing at most once per `touch_every_ms`; deletes it if it expired.
+pub(super) fn session_user(
+    conn: &Connection,
+    token_sha256: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+    touch_every_ms: i64,
+) -> Result<Option<String>> {
+    let row: Option<(String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT user_name, last_used_at_ms, expires_at_ms
+             FROM login_sessions WHERE token_sha256 = ?1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![token_sha256], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(sql_error("look up a login session"))?;
+    let Some((user, last_used_ms, expires_at_ms)) = row else {
+        return Ok(None);
+    };
+    if expires_at_ms <= now_ms {
+        delete_session(conn, token_sha256)?;
+        return Ok(None);
+    }
+    if now_ms.saturating_sub(last_used_ms) >= touch_every_ms {
+        conn.execute(
+            "UPDATE login_sessions SET last_used_at_ms = ?2, expires_at_ms = ?3
+             WHERE token_sha256 = ?1",
+            params![token_sha256, now_ms, now_ms.saturating_add(ttl_ms)],
+        )
+        .map_err(sql_error("extend a login session"))?;
+    }
+    Ok(Some(user))
+}
+
+/// Deletes a login session; whether there was one.
+pub(super) fn delete_session(conn: &Connection, token_sha256: &str) -> Result<bool> {
+    conn.execute(
+        "DELETE FROM login_sessions WHERE token_sha256 = ?1",
+        params![token_sha256],
+    )
+    .map(|n| n > 0)
+    .map_err(sql_error("end a login session"))
+}
+
+/// Deletes every expired login session; how many.
+pub(super) fn purge_expired(conn: &Connection, now_ms: i64) -> Result<usize> {
+    conn.execute(
+        "DELETE FROM login_sessions WHERE expires_at_ms <= ?1",
+        params![now_ms],
+    )
+    .map_err(sql_error("delete expired login sessions"))
+}
