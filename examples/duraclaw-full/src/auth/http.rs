@@ -172,19 +172,13 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     })
 }
 
-/// [`check_origin_with`] without trusting `X-Forwarded-Proto`: behind a
-/// TLS proxy, pass the public origin.
-pub fn check_origin(headers: &HeaderMap, public_origin: Option<&str>) -> Result<(), ApiError> {
-    check_origin_with(headers, public_origin, false)
-}
-
 /// Accepts a request whose single `Origin` header equals `public_origin`
 /// when one is given, or else the origin made of the `Host` header and the
 /// scheme the request came in on: `http`, unless `trust_forwarded_proto`
 /// and the request carries `X-Forwarded-Proto: https`. Scheme and host
 /// compare without case and a default port is the same as none. Anything
 /// else, a missing `Origin` included, is `403`.
-pub fn check_origin_with(
+pub fn check_origin(
     headers: &HeaderMap,
     public_origin: Option<&str>,
     trust_forwarded_proto: bool,

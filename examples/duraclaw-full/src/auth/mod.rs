@@ -33,15 +33,14 @@ use tokio::sync::Semaphore;
 
 pub use cli::add_user_command;
 pub use error::ApiError;
-pub use http::{AuthUser, check_origin, origin_guard, routes};
+pub use http::{AuthUser, origin_guard, routes};
 pub use token::random_token;
 #[allow(
     unused_imports,
     reason = "part of the API that main does not name (yet)"
 )]
 pub use {
-    cli::db_path, http::check_origin_with, limiter::LoginLimits, password::HashCost,
-    token::COOKIE_NAME,
+    cli::db_path, http::check_origin, limiter::LoginLimits, password::HashCost, token::COOKIE_NAME,
 };
 
 use limiter::{LimitKey, LoginLimiter};
@@ -229,9 +228,9 @@ impl Auth {
     }
 
     /// Checks a request's `Origin` against [`AuthOptions::public_origin`],
-    /// or else against its `Host` and scheme; see [`check_origin_with`].
+    /// or else against its `Host` and scheme; see [`check_origin`].
     pub fn check_origin(&self, headers: &HeaderMap) -> std::result::Result<(), ApiError> {
-        check_origin_with(
+        check_origin(
             headers,
             self.options.public_origin.as_deref(),
             self.options.trust_forwarded_proto,

@@ -606,15 +606,15 @@ fn check_origin_needs_exactly_one_matching_origin() {
         map
     };
     let same = headers(&[("host", HOST), ("origin", ORIGIN)]);
-    assert!(check_origin(&same, None).is_ok());
+    assert!(check_origin(&same, None, false).is_ok());
     let twice = headers(&[("host", HOST), ("origin", ORIGIN), ("origin", ORIGIN)]);
-    assert!(check_origin(&twice, None).is_err());
+    assert!(check_origin(&twice, None, false).is_err());
     let no_host = headers(&[("origin", ORIGIN)]);
-    assert!(check_origin(&no_host, None).is_err());
-    assert!(check_origin(&no_host, Some(ORIGIN)).is_ok());
+    assert!(check_origin(&no_host, None, false).is_err());
+    assert!(check_origin(&no_host, Some(ORIGIN), false).is_ok());
     let bad_host = headers(&[("host", "a/b"), ("origin", "http://a/b")]);
-    assert!(check_origin(&bad_host, None).is_err());
-    let err = check_origin(&HeaderMap::new(), None).unwrap_err();
+    assert!(check_origin(&bad_host, None, false).is_err());
+    let err = check_origin(&HeaderMap::new(), None, false).unwrap_err();
     assert_eq!(err.status(), StatusCode::FORBIDDEN);
 }
 
