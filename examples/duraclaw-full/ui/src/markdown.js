@@ -64,6 +64,15 @@ const marked = new Marked({
   breaks: false,
   async: false,
   renderer: {
+    // Nothing is fetched from elsewhere: an image becomes its description
+    // (a link when it has an address).
+    image({ href, text }) {
+      const label = `[image${text ? `: ${escapeHtml(text)}` : ''}]`;
+      return /^https?:/i.test(href || '') ? `<a href="${escapeHtml(href)}">${label}</a>` : `<span class="img-ref">${label}</span>`;
+    },
+    checkbox({ checked }) {
+      return checked ? '<span class="task done">☑</span> ' : '<span class="task">☐</span> ';
+    },
     code({ text, lang }) {
       const language = (lang || '').trim().split(/\s+/)[0].toLowerCase();
       const cls = language && hljs.getLanguage(language) ? ` class="hljs language-${escapeHtml(language)}"` : ' class="hljs"';
@@ -80,7 +89,7 @@ DOMPurify.addHook('afterSanitizeAttributes', (node) => {
 });
 
 const PURIFY = {
-  FORBID_TAGS: ['style', 'form', 'input', 'button', 'textarea', 'select', 'iframe', 'object', 'embed', 'svg', 'math'],
+  FORBID_TAGS: ['img', 'picture', 'video', 'audio', 'source', 'style', 'form', 'input', 'button', 'textarea', 'select', 'iframe', 'object', 'embed', 'svg', 'math'],
   FORBID_ATTR: ['style', 'id', 'name'],
   ALLOW_DATA_ATTR: false,
 };

@@ -31,15 +31,24 @@ export class Transcript {
   applySnapshot(snap) {
     this.state = snap.state ?? this.state;
     this.reason = snap.reason ?? null;
-    for (const q of snap.pending || []) {
-      if (!q || typeof q.question_id !== 'string') continue;
-      if (!this.byQuestion.has(q.question_id)) {
-        const item = { kind: 'question', seq: null, key: `q:${q.question_id}`, q: { type: 'user_question', ...q }, resolved: null, resolvedSeq: null };
-        this.byQuestion.set(q.question_id, item);
-        this.place(item);
-      }
-    }
+    // The replay that follows normally carries each pending question's own
+    // event; only questions still missing once it reaches the snapshot's
+    // last seq are shown from the snapshot.
+    this.snapPending = Array.isArray(snap.pending) ? snap.pending : [];
+    this.snapSeq = Number.isSafeInteger(snap.last_seq) ? snap.last_seq : 0;
+    if (this.lastSeq >= this.snapSeq) this.flushSnapshot();
     this.version++;
+  }
+
+  flushSnapshot() {
+    const pending = this.snapPending || [];
+    this.snapPending = null;
+    for (const q of pending) {
+      if (!q || typeof q.question_id !== 'string' || this.byQuestion.has(q.question_id)) continue;
+      const item = { kind: 'question', seq: null, key: `q:${q.question_id}`, q: { type: 'user_question', ...q }, resolved: null, resolvedSeq: null };
+      this.byQuestion.set(q.question_id, item);
+      this.place(item);
+    }
   }
 
   /**
@@ -53,6 +62,12 @@ export class Transcript {
     this.seqs.push(seq);
     this.version++;
     const e = ev && typeof ev === 'object' ? ev : { type: '(not an object)', value: ev };
+    this.applyEvent(seq, e);
+    if (this.snapPending && seq >= this.snapSeq) this.flushSnapshot();
+    return true;
+  }
+
+  applyEvent(seq, e) {
     switch (e.type) {
       case 'user.message':
         this.items.push({ kind: 'user', seq, key: `s${seq}`, text: str(e.text), by: e.by });
@@ -120,7 +135,6 @@ export class Transcript {
       default:
         this.items.push({ kind: 'unknown', seq, key: `s${seq}`, ev: e });
     }
-    return true;
   }
 
   /**

@@ -39,13 +39,24 @@ test('tool results and resolutions attach to their call and question', () => {
   assert.equal(t.pending().length, 0);
 });
 
-test('snapshot pending questions show until their event arrives', () => {
+test('pending questions from the snapshot take their place from the replay', () => {
   const t = new Transcript();
-  t.applySnapshot({ state: 'paused', reason: 'awaiting_approval', last_seq: 9, pending: [{ question_id: 'q', kind: 'permission', tool_name: 'Bash', input: {} }] });
-  assert.equal(t.pending().length, 1);
-  t.apply(5, { type: 'user_question', question_id: 'q', kind: 'permission', tool_name: 'Bash', input: {} });
+  t.applySnapshot({ state: 'paused', reason: 'awaiting_approval', last_seq: 2, pending: [{ question_id: 'q', tool_use_id: 'tu', kind: 'permission', tool_name: 'Bash', input: {} }] });
+  assert.equal(t.items.length, 0);
+  t.apply(1, { type: 'tool_use', tool_use_id: 'tu', name: 'Bash', input: { command: 'ls' } });
+  t.apply(2, { type: 'user_question', question_id: 'q', tool_use_id: 'tu', kind: 'permission', tool_name: 'Bash', input: {} });
   assert.equal(t.items.length, 1);
-  assert.equal(t.items[0].seq, 5);
+  assert.equal(t.items[0].question.seq, 2);
+  assert.equal(t.pending().length, 1);
+});
+
+test('a pending question missing from the replay is shown from the snapshot', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'session.state', state: 'active' });
+  t.applySnapshot({ state: 'paused', reason: 'awaiting_approval', last_seq: 1, pending: [{ question_id: 'q', kind: 'permission', tool_name: 'Bash', input: {} }] });
+  assert.equal(t.pending().length, 1);
+  assert.equal(t.items[1].kind, 'question');
+  assert.equal(t.items[1].seq, null);
 });
 
 test('turn cost is the difference of cumulative costs', () => {

@@ -39,7 +39,7 @@ function TurnResult({ item }) {
         {fmtInt(u.input_tokens)} in · {fmtInt(u.output_tokens)} out{cache ? <span class="muted"> · {fmtInt(cache)} cached</span> : null}
       </span>
       <span>{fmtDuration(e.duration_ms)}</span>
-      {Number.isFinite(e.num_turns) && <span class="muted">{e.num_turns} steps</span>}
+      {Number.isFinite(e.num_turns) && <span class="muted">{e.num_turns === 1 ? '1 step' : `${e.num_turns} steps`}</span>}
     </div>
   );
 }

@@ -61,7 +61,10 @@ function Permission({ item, ctx, nested }) {
     <div class={`question permission${item.resolved ? ' resolved' : ' open'}`} id={`q-${q.question_id}`} data-seq={item.seq ?? undefined} data-testid="question" data-question-id={q.question_id}>
       {!item.resolved && (
         <div class="q-head">
-          <span class="q-icon" aria-hidden="true">!</span> Allow <b>{q.tool_name || 'this tool'}</b>?{q.description && !nested ? <span class="muted"> {q.description}</span> : null}
+          <span class="q-icon" aria-hidden="true">!</span>
+          <span>
+            Allow <b>{q.tool_name || 'this tool'}</b>?{q.description && !nested ? <span class="muted"> {q.description}</span> : null}
+          </span>
         </div>
       )}
       {!nested && <ToolInput name={q.tool_name} input={q.input} />}
@@ -78,7 +81,7 @@ function Permission({ item, ctx, nested }) {
             </button>
           </div>
           <div class="deny-row">
-            <input data-testid="deny-reason" placeholder="Reason for denying (Claude sees it)" value={reason} onInput={(e) => setReason(e.currentTarget.value)} disabled={busy} />
+            <input data-testid="deny-reason" placeholder="Reason (Claude sees it)" value={reason} onInput={(e) => setReason(e.currentTarget.value)} disabled={busy} />
             <button
               type="button"
               class="danger"
@@ -144,7 +147,8 @@ function AskUser({ item, ctx }) {
       ) : (
         <form class="question-form" data-testid="question-form" onSubmit={submit}>
           <div class="q-head">
-            <span class="q-icon" aria-hidden="true">?</span> Claude asks
+            <span class="q-icon" aria-hidden="true">?</span>
+            <span>Claude asks</span>
           </div>
           {questions.map((qq, k) => {
             const multi = !!(qq && qq.multi_select);

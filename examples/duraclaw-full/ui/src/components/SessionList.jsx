@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
-import { baseName, fmtCost, relTime, stateClass, stateLabel } from '../format.js';
+import { fmtCost, relTime, stateClass, stateLabel } from '../format.js';
 import { Header, StatusBanner } from './Header.jsx';
 
 const REFRESH_MS = 5000;
@@ -123,7 +123,7 @@ function SessionRow({ s }) {
             {stateLabel(s.state, s.reason)}
           </span>
           <span class="mono worktree" title={s.worktree}>
-            {baseName(s.worktree)}
+            {s.worktree}
           </span>
           <span class="muted" title={s.updated_at_ms ? new Date(s.updated_at_ms).toLocaleString() : ''}>
             {relTime(s.updated_at_ms)}

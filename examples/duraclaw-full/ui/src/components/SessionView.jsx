@@ -211,6 +211,7 @@ export function SessionView({ id, user, onLogout }) {
 
   return (
     <div class="page session-page">
+      <div class="sticky-top">
       <Header user={user} onLogout={onLogout}>
         <span class={`conn conn-${conn.state}`} data-testid="connection-state" data-state={conn.state} title={conn.retryInMs ? `next try in ${Math.ceil(conn.retryInMs / 1000)} s` : ''}>
           <span class="dot" aria-hidden="true" />
@@ -225,24 +226,28 @@ export function SessionView({ id, user, onLogout }) {
           <div class="title" data-testid="session-title">
             {title}
           </div>
-          <div class="sub muted">
-            {meta && (
-              <span class="mono" title={meta.worktree}>
-                {baseName(meta.worktree)}
-              </span>
-            )}
-            {meta && meta.model && <span> · {meta.model}</span>}
-            <span> · {fmtCost(cost)}</span>
+          <div class="sub">
+            <span class={`badge state-${stateClass(t.state, t.reason)}`} data-testid="state-badge" data-state={t.state || ''} data-reason={t.reason || ''}>
+              {t.state ? stateLabel(t.state, t.reason) : '…'}
+            </span>
+            <span class="muted">
+              {meta && (
+                <span class="mono" title={meta.worktree}>
+                  {' '}
+                  {baseName(meta.worktree)}
+                </span>
+              )}
+              {meta && meta.model && <span> · {meta.model}</span>}
+              <span> · {fmtCost(cost)}</span>
+            </span>
           </div>
         </div>
-        <span class={`badge state-${stateClass(t.state, t.reason)}`} data-testid="state-badge" data-state={t.state || ''} data-reason={t.reason || ''}>
-          {t.state ? stateLabel(t.state, t.reason) : '…'}
-        </span>
         {running && (
           <button type="button" class="danger small-btn" data-testid="abort" onClick={abort} disabled={abortState === 'sending' || abortState === 'sent'}>
             {abortState === 'sending' || abortState === 'sent' ? 'Aborting…' : 'Abort'}
           </button>
         )}
+      </div>
       </div>
       {notice && (
         <div class="banner warn" role="alert">
@@ -286,7 +291,8 @@ export function SessionView({ id, user, onLogout }) {
           <textarea
             data-testid="message-input"
             rows={1}
-            placeholder={t.state === 'terminated' ? 'The session has ended' : 'Message Claude…  (Ctrl+Enter to send)'}
+            placeholder={t.state === 'terminated' ? 'The session has ended' : 'Message Claude…'}
+            title="Ctrl+Enter sends"
             value={composer.text}
             onInput={(e) => {
               const v = e.currentTarget.value;

@@ -37,8 +37,8 @@ function Json({ value }) {
 function Path({ path, extra }) {
   return (
     <div class="tool-path mono">
-      {typeof path === 'string' ? path : '(no path)'}
-      {extra && <span class="muted"> {extra}</span>}
+      {typeof path === 'string' ? path : null}
+      {extra && <span class="muted">{typeof path === 'string' ? ' ' : ''}{extra}</span>}
     </div>
   );
 }
@@ -101,7 +101,7 @@ export function toolSummary(name, input) {
 }
 
 /** A tool call's input, shown the way a person reads it. */
-export function ToolInput({ name, input }) {
+export function ToolInput({ name, input, inCard }) {
   const i = input && typeof input === 'object' && !Array.isArray(input) ? input : null;
   if (!i) return <Json value={input} />;
   switch (name) {
@@ -122,7 +122,7 @@ export function ToolInput({ name, input }) {
       if (typeof i.old_string !== 'string' || typeof i.new_string !== 'string') break;
       return (
         <div>
-          <Path path={i.file_path} extra={i.replace_all ? '(replace all)' : null} />
+          {!inCard || i.replace_all ? <Path path={inCard ? null : i.file_path} extra={i.replace_all ? '(replace all)' : null} /> : null}
           <Diff oldText={i.old_string} newText={i.new_string} />
         </div>
       );
@@ -130,7 +130,7 @@ export function ToolInput({ name, input }) {
       if (!Array.isArray(i.edits)) break;
       return (
         <div>
-          <Path path={i.file_path} extra={`(${i.edits.length} edits)`} />
+          <Path path={inCard ? null : i.file_path} extra={`(${i.edits.length} edits)`} />
           {i.edits.map((e, k) => (
             <Diff key={k} oldText={e && e.old_string} newText={e && e.new_string} />
           ))}
@@ -140,13 +140,14 @@ export function ToolInput({ name, input }) {
       if (typeof i.content !== 'string') break;
       return (
         <div>
-          <Path path={i.file_path} extra={`(${i.content.split('\n').length} lines)`} />
+          <Path path={inCard ? null : i.file_path} extra={`(${i.content.split('\n').length} lines)`} />
           <Code text={i.content} lang={langForPath(i.file_path)} />
         </div>
       );
     case 'Read': {
       const range = [i.offset != null ? `from line ${i.offset}` : null, i.limit != null ? `${i.limit} lines` : null].filter(Boolean).join(', ');
-      return <Path path={i.file_path} extra={range ? `(${range})` : null} />;
+      if (inCard && !range) return null;
+      return <Path path={inCard ? null : i.file_path} extra={range ? `(${range})` : null} />;
     }
     case 'TodoWrite':
       if (!Array.isArray(i.todos)) break;
@@ -199,7 +200,7 @@ export function ToolCard({ item, ctx }) {
         {summary && <span class="tool-summary" title={summary}>{summary}</span>}
         {!item.result && !pending && !item.orphan && <span class="spinner small" title="running or waiting" />}
       </div>
-      {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} />}
+      {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} inCard />}
       {q && <Question item={q} ctx={ctx} nested />}
       {item.result && <ToolResult name={item.name} result={item.result} />}
     </section>
