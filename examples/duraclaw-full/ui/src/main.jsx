@@ -31,7 +31,7 @@ function App() {
     api
       .me()
       .then((r) => setUser(r && r.user ? r.user : null))
-      .catch((e) => setUser(e.status === 401 ? null : { name: '?' , offline: true }));
+      .catch((e) => setUser(e.status === 401 ? null : { name: '?', offline: true }));
     return () => {
       window.removeEventListener('hashchange', onHash);
       off();

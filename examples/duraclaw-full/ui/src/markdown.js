@@ -29,10 +29,28 @@ hljs.registerLanguage('yaml', yaml);
 hljs.registerAliases(['sh', 'shell', 'console', 'zsh'], { languageName: 'bash' });
 
 const EXT_LANG = {
-  rs: 'rust', ts: 'typescript', tsx: 'typescript', mts: 'typescript', cts: 'typescript',
-  js: 'javascript', jsx: 'javascript', mjs: 'javascript', cjs: 'javascript',
-  py: 'python', sh: 'bash', bash: 'bash', zsh: 'bash', json: 'json', diff: 'diff', patch: 'diff',
-  toml: 'toml', yml: 'yaml', yaml: 'yaml', go: 'go', lock: 'toml', ini: 'ini',
+  rs: 'rust',
+  ts: 'typescript',
+  tsx: 'typescript',
+  mts: 'typescript',
+  cts: 'typescript',
+  js: 'javascript',
+  jsx: 'javascript',
+  mjs: 'javascript',
+  cjs: 'javascript',
+  py: 'python',
+  sh: 'bash',
+  bash: 'bash',
+  zsh: 'bash',
+  json: 'json',
+  diff: 'diff',
+  patch: 'diff',
+  toml: 'toml',
+  yml: 'yaml',
+  yaml: 'yaml',
+  go: 'go',
+  lock: 'toml',
+  ini: 'ini',
 };
 
 /** The highlight.js language for a file path, or null. */
@@ -89,7 +107,24 @@ DOMPurify.addHook('afterSanitizeAttributes', (node) => {
 });
 
 const PURIFY = {
-  FORBID_TAGS: ['img', 'picture', 'video', 'audio', 'source', 'style', 'form', 'input', 'button', 'textarea', 'select', 'iframe', 'object', 'embed', 'svg', 'math'],
+  FORBID_TAGS: [
+    'img',
+    'picture',
+    'video',
+    'audio',
+    'source',
+    'style',
+    'form',
+    'input',
+    'button',
+    'textarea',
+    'select',
+    'iframe',
+    'object',
+    'embed',
+    'svg',
+    'math',
+  ],
   FORBID_ATTR: ['style', 'id', 'name'],
   ALLOW_DATA_ATTR: false,
 };

@@ -3,11 +3,7 @@
 
 /** Session states that mean a turn is running and can be aborted. */
 export function isRunning(state, reason) {
-  return (
-    state === 'active' ||
-    state === 'initializing' ||
-    (state === 'paused' && (reason === 'awaiting_approval' || reason === 'awaiting_answer'))
-  );
+  return state === 'active' || state === 'initializing' || (state === 'paused' && (reason === 'awaiting_approval' || reason === 'awaiting_answer'));
 }
 
 export class Transcript {

@@ -41,7 +41,12 @@ test('tool results and resolutions attach to their call and question', () => {
 
 test('pending questions from the snapshot take their place from the replay', () => {
   const t = new Transcript();
-  t.applySnapshot({ state: 'paused', reason: 'awaiting_approval', last_seq: 2, pending: [{ question_id: 'q', tool_use_id: 'tu', kind: 'permission', tool_name: 'Bash', input: {} }] });
+  t.applySnapshot({
+    state: 'paused',
+    reason: 'awaiting_approval',
+    last_seq: 2,
+    pending: [{ question_id: 'q', tool_use_id: 'tu', kind: 'permission', tool_name: 'Bash', input: {} }],
+  });
   assert.equal(t.items.length, 0);
   t.apply(1, { type: 'tool_use', tool_use_id: 'tu', name: 'Bash', input: { command: 'ls' } });
   t.apply(2, { type: 'user_question', question_id: 'q', tool_use_id: 'tu', kind: 'permission', tool_name: 'Bash', input: {} });
@@ -53,7 +58,12 @@ test('pending questions from the snapshot take their place from the replay', () 
 test('a pending question missing from the replay is shown from the snapshot', () => {
   const t = new Transcript();
   t.apply(1, { type: 'session.state', state: 'active' });
-  t.applySnapshot({ state: 'paused', reason: 'awaiting_approval', last_seq: 1, pending: [{ question_id: 'q', kind: 'permission', tool_name: 'Bash', input: {} }] });
+  t.applySnapshot({
+    state: 'paused',
+    reason: 'awaiting_approval',
+    last_seq: 1,
+    pending: [{ question_id: 'q', kind: 'permission', tool_name: 'Bash', input: {} }],
+  });
   assert.equal(t.pending().length, 1);
   assert.equal(t.items[1].kind, 'question');
   assert.equal(t.items[1].seq, null);
@@ -70,7 +80,10 @@ test('unknown and malformed events are kept', () => {
   const t = new Transcript();
   t.apply(1, { type: 'tool_progress', x: 1 });
   t.apply(2, null);
-  assert.deepEqual(t.items.map((i) => i.kind), ['unknown', 'unknown']);
+  assert.deepEqual(
+    t.items.map((i) => i.kind),
+    ['unknown', 'unknown'],
+  );
 });
 
 test('abort is offered while a turn runs', () => {

@@ -14,7 +14,14 @@ function UserMessage({ item }) {
 
 function AssistantMessage({ item }) {
   return (
-    <div class={`msg assistant${item.final ? '' : ' streaming'}`} data-seq={item.seq} data-last-seq={item.lastSeq} data-final-seq={item.finalSeq} data-message-id={item.id} data-testid="assistant-message">
+    <div
+      class={`msg assistant${item.final ? '' : ' streaming'}`}
+      data-seq={item.seq}
+      data-last-seq={item.lastSeq}
+      data-final-seq={item.finalSeq}
+      data-message-id={item.id}
+      data-testid="assistant-message"
+    >
       <div class="markdown" dangerouslySetInnerHTML={{ __html: renderMarkdown(item.text) }} />
       {!item.final && <span class="cursor" aria-label="streaming" />}
       {item.aborted && <div class="muted small">(interrupted)</div>}

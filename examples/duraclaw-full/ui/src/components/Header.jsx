@@ -9,7 +9,9 @@ export function Header({ user, onLogout, children }) {
       <div class="topbar-mid">{children}</div>
       {user && (
         <div class="topbar-user">
-          <span class="muted user-name" title="Signed in">{user.name}</span>
+          <span class="muted user-name" title="Signed in">
+            {user.name}
+          </span>
           <button type="button" class="link" data-testid="logout" onClick={onLogout}>
             Sign out
           </button>
@@ -21,7 +23,12 @@ export function Header({ user, onLogout, children }) {
 
 /** The gateway / executor banner from GET /api/status, or nothing. */
 export function StatusBanner({ status, error }) {
-  if (error) return <div class="banner bad" role="status" data-testid="status-banner">Cannot reach the Duraclaw server: {error}</div>;
+  if (error)
+    return (
+      <div class="banner bad" role="status" data-testid="status-banner">
+        Cannot reach the Duraclaw server: {error}
+      </div>
+    );
   const g = status && status.gateway;
   if (!g) return null;
   if (!g.connected) {

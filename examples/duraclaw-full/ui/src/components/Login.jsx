@@ -47,11 +47,28 @@ export function Login({ onLogin }) {
         <p class="muted">Sign in to watch and steer your Claude Code sessions.</p>
         <label>
           Name
-          <input data-testid="login-name" name="username" autocomplete="username" autocapitalize="none" spellcheck={false} required value={name} onInput={(e) => setName(e.currentTarget.value)} />
+          <input
+            data-testid="login-name"
+            name="username"
+            autocomplete="username"
+            autocapitalize="none"
+            spellcheck={false}
+            required
+            value={name}
+            onInput={(e) => setName(e.currentTarget.value)}
+          />
         </label>
         <label>
           Password
-          <input data-testid="login-password" name="password" type="password" autocomplete="current-password" required value={password} onInput={(e) => setPassword(e.currentTarget.value)} />
+          <input
+            data-testid="login-password"
+            name="password"
+            type="password"
+            autocomplete="current-password"
+            required
+            value={password}
+            onInput={(e) => setPassword(e.currentTarget.value)}
+          />
         </label>
         {error && (
           <p class="error-text" role="alert" data-testid="login-error">

@@ -75,7 +75,13 @@ export function NewSession({ user, onLogout }) {
           <label>
             Worktree
             {worktrees === null && !wtError && <span class="muted"> (loading…)</span>}
-            <select data-testid="worktree-select" required value={worktree} onChange={(e) => setWorktree(e.currentTarget.value)} disabled={!worktrees || worktrees.length === 0}>
+            <select
+              data-testid="worktree-select"
+              required
+              value={worktree}
+              onChange={(e) => setWorktree(e.currentTarget.value)}
+              disabled={!worktrees || worktrees.length === 0}
+            >
               {worktrees && worktrees.length === 0 && <option value="">No worktrees discovered on the gateway</option>}
               {(worktrees || []).map((w) => (
                 <option key={w.path} value={w.path}>
@@ -106,11 +112,24 @@ export function NewSession({ user, onLogout }) {
           )}
           <label>
             Model
-            <input data-testid="model" value={model} onInput={(e) => setModel(e.currentTarget.value)} placeholder={DEFAULT_MODEL} autocapitalize="none" spellcheck={false} />
+            <input
+              data-testid="model"
+              value={model}
+              onInput={(e) => setModel(e.currentTarget.value)}
+              placeholder={DEFAULT_MODEL}
+              autocapitalize="none"
+              spellcheck={false}
+            />
           </label>
           <label>
             First prompt
-            <textarea data-testid="prompt" rows={6} value={prompt} onInput={(e) => setPrompt(e.currentTarget.value)} placeholder="What should Claude do in this worktree?" />
+            <textarea
+              data-testid="prompt"
+              rows={6}
+              value={prompt}
+              onInput={(e) => setPrompt(e.currentTarget.value)}
+              placeholder="What should Claude do in this worktree?"
+            />
           </label>
           {error && (
             <p class="error-text" role="alert" data-testid="create-error">

@@ -58,10 +58,18 @@ function Permission({ item, ctx, nested }) {
   const st = ctx.qstate(q.question_id);
   const busy = st && (st.sending || st.sent) && !st.error;
   return (
-    <div class={`question permission${item.resolved ? ' resolved' : ' open'}`} id={`q-${q.question_id}`} data-seq={item.seq ?? undefined} data-testid="question" data-question-id={q.question_id}>
+    <div
+      class={`question permission${item.resolved ? ' resolved' : ' open'}`}
+      id={`q-${q.question_id}`}
+      data-seq={item.seq ?? undefined}
+      data-testid="question"
+      data-question-id={q.question_id}
+    >
       {!item.resolved && (
         <div class="q-head">
-          <span class="q-icon" aria-hidden="true">!</span>
+          <span class="q-icon" aria-hidden="true">
+            !
+          </span>
           <span>
             Allow <b>{q.tool_name || 'this tool'}</b>?{q.description && !nested ? <span class="muted"> {q.description}</span> : null}
           </span>
@@ -76,12 +84,24 @@ function Permission({ item, ctx, nested }) {
             <button type="button" class="primary" data-testid="approve" disabled={busy} onClick={() => ctx.answer(q.question_id, { decision: 'allow' })}>
               Approve
             </button>
-            <button type="button" data-testid="allow-session" disabled={busy} onClick={() => ctx.answer(q.question_id, { decision: 'allow', remember: true })} title={`Approve, and allow ${q.tool_name || 'this tool'} for the rest of this session`}>
+            <button
+              type="button"
+              data-testid="allow-session"
+              disabled={busy}
+              onClick={() => ctx.answer(q.question_id, { decision: 'allow', remember: true })}
+              title={`Approve, and allow ${q.tool_name || 'this tool'} for the rest of this session`}
+            >
               Allow for this session
             </button>
           </div>
           <div class="deny-row">
-            <input data-testid="deny-reason" placeholder="Reason (Claude sees it)" value={reason} onInput={(e) => setReason(e.currentTarget.value)} disabled={busy} />
+            <input
+              data-testid="deny-reason"
+              placeholder="Reason (Claude sees it)"
+              value={reason}
+              onInput={(e) => setReason(e.currentTarget.value)}
+              disabled={busy}
+            />
             <button
               type="button"
               class="danger"
@@ -134,7 +154,13 @@ function AskUser({ item, ctx }) {
   };
 
   return (
-    <div class={`question ask${item.resolved ? ' resolved' : ' open'}`} id={`q-${q.question_id}`} data-seq={item.seq ?? undefined} data-testid="question" data-question-id={q.question_id}>
+    <div
+      class={`question ask${item.resolved ? ' resolved' : ' open'}`}
+      id={`q-${q.question_id}`}
+      data-seq={item.seq ?? undefined}
+      data-testid="question"
+      data-question-id={q.question_id}
+    >
       {item.resolved ? (
         <>
           <ul class="asked">
@@ -147,7 +173,9 @@ function AskUser({ item, ctx }) {
       ) : (
         <form class="question-form" data-testid="question-form" onSubmit={submit}>
           <div class="q-head">
-            <span class="q-icon" aria-hidden="true">?</span>
+            <span class="q-icon" aria-hidden="true">
+              ?
+            </span>
             <span>Claude asks</span>
           </div>
           {questions.map((qq, k) => {
@@ -161,7 +189,14 @@ function AskUser({ item, ctx }) {
                 </legend>
                 {opts.map((o, j) => (
                   <label class="option" key={j}>
-                    <input type={multi ? 'checkbox' : 'radio'} name={`${q.question_id}-${k}`} value={o.label} checked={picked[k].includes(o.label)} onChange={() => toggle(k, o.label, multi)} data-testid="question-option" />
+                    <input
+                      type={multi ? 'checkbox' : 'radio'}
+                      name={`${q.question_id}-${k}`}
+                      value={o.label}
+                      checked={picked[k].includes(o.label)}
+                      onChange={() => toggle(k, o.label, multi)}
+                      data-testid="question-option"
+                    />
                     <span>
                       <span class="opt-label">{o.label}</span>
                       {o.description && <span class="muted opt-desc"> — {o.description}</span>}
@@ -186,7 +221,12 @@ function AskUser({ item, ctx }) {
             <button type="submit" class="primary" data-testid="question-submit" disabled={busy}>
               Send answer
             </button>
-            <button type="button" class="link" disabled={busy} onClick={() => ctx.answer(q.question_id, { decision: 'deny', reason: 'The user declined to answer.' })}>
+            <button
+              type="button"
+              class="link"
+              disabled={busy}
+              onClick={() => ctx.answer(q.question_id, { decision: 'deny', reason: 'The user declined to answer.' })}
+            >
               Decline
             </button>
           </div>

@@ -85,7 +85,11 @@ export function SessionList({ user, onLogout }) {
             + New session
           </a>
         </div>
-        {error && <p class="error-text" role="alert">{error}</p>}
+        {error && (
+          <p class="error-text" role="alert">
+            {error}
+          </p>
+        )}
         {sessions === null && !error && <p class="muted">Loading…</p>}
         {sessions && sessions.length === 0 && (
           <div class="empty card">
@@ -109,7 +113,12 @@ function SessionRow({ s }) {
   const attention = (s.pending_questions || 0) > 0;
   return (
     <li>
-      <a class={`session-row card${attention ? ' needs-attention' : ''}`} href={`#/s/${encodeURIComponent(s.session_id)}`} data-testid="session-row" data-session-id={s.session_id}>
+      <a
+        class={`session-row card${attention ? ' needs-attention' : ''}`}
+        href={`#/s/${encodeURIComponent(s.session_id)}`}
+        data-testid="session-row"
+        data-session-id={s.session_id}
+      >
         <div class="row-top">
           <span class="title">{s.title || '(untitled)'}</span>
           {attention && (

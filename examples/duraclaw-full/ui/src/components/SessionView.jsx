@@ -212,42 +212,47 @@ export function SessionView({ id, user, onLogout }) {
   return (
     <div class="page session-page">
       <div class="sticky-top">
-      <Header user={user} onLogout={onLogout}>
-        <span class={`conn conn-${conn.state}`} data-testid="connection-state" data-state={conn.state} title={conn.retryInMs ? `next try in ${Math.ceil(conn.retryInMs / 1000)} s` : ''}>
-          <span class="dot" aria-hidden="true" />
-          {CONN_TEXT[conn.state] || conn.state}
-        </span>
-      </Header>
-      <div class="session-bar">
-        <a class="back-icon" href="#/" aria-label="All sessions" title="All sessions">
-          ←
-        </a>
-        <div class="session-title">
-          <div class="title" data-testid="session-title">
-            {title}
+        <Header user={user} onLogout={onLogout}>
+          <span
+            class={`conn conn-${conn.state}`}
+            data-testid="connection-state"
+            data-state={conn.state}
+            title={conn.retryInMs ? `next try in ${Math.ceil(conn.retryInMs / 1000)} s` : ''}
+          >
+            <span class="dot" aria-hidden="true" />
+            {CONN_TEXT[conn.state] || conn.state}
+          </span>
+        </Header>
+        <div class="session-bar">
+          <a class="back-icon" href="#/" aria-label="All sessions" title="All sessions">
+            ←
+          </a>
+          <div class="session-title">
+            <div class="title" data-testid="session-title">
+              {title}
+            </div>
+            <div class="sub">
+              <span class={`badge state-${stateClass(t.state, t.reason)}`} data-testid="state-badge" data-state={t.state || ''} data-reason={t.reason || ''}>
+                {t.state ? stateLabel(t.state, t.reason) : '…'}
+              </span>
+              <span class="muted">
+                {meta && (
+                  <span class="mono" title={meta.worktree}>
+                    {' '}
+                    {baseName(meta.worktree)}
+                  </span>
+                )}
+                {meta && meta.model && <span> · {meta.model}</span>}
+                <span> · {fmtCost(cost)}</span>
+              </span>
+            </div>
           </div>
-          <div class="sub">
-            <span class={`badge state-${stateClass(t.state, t.reason)}`} data-testid="state-badge" data-state={t.state || ''} data-reason={t.reason || ''}>
-              {t.state ? stateLabel(t.state, t.reason) : '…'}
-            </span>
-            <span class="muted">
-              {meta && (
-                <span class="mono" title={meta.worktree}>
-                  {' '}
-                  {baseName(meta.worktree)}
-                </span>
-              )}
-              {meta && meta.model && <span> · {meta.model}</span>}
-              <span> · {fmtCost(cost)}</span>
-            </span>
-          </div>
+          {running && (
+            <button type="button" class="danger small-btn" data-testid="abort" onClick={abort} disabled={abortState === 'sending' || abortState === 'sent'}>
+              {abortState === 'sending' || abortState === 'sent' ? 'Aborting…' : 'Abort'}
+            </button>
+          )}
         </div>
-        {running && (
-          <button type="button" class="danger small-btn" data-testid="abort" onClick={abort} disabled={abortState === 'sending' || abortState === 'sent'}>
-            {abortState === 'sending' || abortState === 'sent' ? 'Aborting…' : 'Abort'}
-          </button>
-        )}
-      </div>
       </div>
       {notice && (
         <div class="banner warn" role="alert">

@@ -21,7 +21,14 @@ export function resultText(content) {
 }
 
 function Code({ text, lang, testid }) {
-  return <Collapsible text={text} class={`code hljs${lang ? ` language-${lang}` : ''}`} testid={testid} render={(s) => <code dangerouslySetInnerHTML={{ __html: highlight(s, lang) }} />} />;
+  return (
+    <Collapsible
+      text={text}
+      class={`code hljs${lang ? ` language-${lang}` : ''}`}
+      testid={testid}
+      render={(s) => <code dangerouslySetInnerHTML={{ __html: highlight(s, lang) }} />}
+    />
+  );
 }
 
 function Json({ value }) {
@@ -38,7 +45,12 @@ function Path({ path, extra }) {
   return (
     <div class="tool-path mono">
       {typeof path === 'string' ? path : null}
-      {extra && <span class="muted">{typeof path === 'string' ? ' ' : ''}{extra}</span>}
+      {extra && (
+        <span class="muted">
+          {typeof path === 'string' ? ' ' : ''}
+          {extra}
+        </span>
+      )}
     </div>
   );
 }
@@ -194,10 +206,20 @@ export function ToolCard({ item, ctx }) {
   const name = item.name || (q && q.q.tool_name) || 'tool';
   const summary = item.orphan ? 'result of an earlier call' : toolSummary(item.name, item.input);
   return (
-    <section class={`tool card${pending ? ' pending' : ''}${item.result && item.result.is_error ? ' failed' : ''}`} data-seq={item.seq} data-testid="tool-call" data-tool={name} data-tool-use-id={item.id}>
+    <section
+      class={`tool card${pending ? ' pending' : ''}${item.result && item.result.is_error ? ' failed' : ''}`}
+      data-seq={item.seq}
+      data-testid="tool-call"
+      data-tool={name}
+      data-tool-use-id={item.id}
+    >
       <div class="tool-head">
         <span class="tool-name">{name}</span>
-        {summary && <span class="tool-summary" title={summary}>{summary}</span>}
+        {summary && (
+          <span class="tool-summary" title={summary}>
+            {summary}
+          </span>
+        )}
         {!item.result && !pending && !item.orphan && <span class="spinner small" title="running or waiting" />}
       </div>
       {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} inCard />}
