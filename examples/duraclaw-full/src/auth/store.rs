@@ -46,7 +46,11 @@ pub(super) fn open(path: &Path) -> Result<Connection> {
     if !existed {
         restrict_to_owner(path)?;
     }
-    Migrations::new(MIGRATIONS)?.apply(&mut conn)?;
+    if let Err(e) = Migrations::new(MIGRATIONS)?.apply(&mut conn) {
+        // The error does not say which of the data directory's databases.
+        tracing::error!(path = %path.display(), error = %e, "cannot use the auth database");
+        return Err(e);
+    }
     Ok(conn.into_inner())
 }
 
