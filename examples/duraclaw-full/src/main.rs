@@ -1,0 +1,362 @@
+//! `duraclaw`: the whole Duraclaw on one machine — the orchestrator with the
+//! browser UI on 127.0.0.1:8787 and the gateway on 127.0.0.1:9877, on
+//! SQLite in a local data directory.
+//!
+//! ```text
+//! duraclaw up [--demo]            everything in one process
+//! duraclaw orchestrator           the orchestrator and UI alone
+//! duraclaw gateway                the gateway alone (as duraclaw-gateway)
+//! duraclaw user add NAME          create a user
+//! ```
+
+mod assets;
+mod auth;
+mod demo;
+mod orchestrator;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use duraclaw_core::Result;
+use duraclaw_core::error::Error;
+use duraclaw_gateway::cmd::{
+    ExecutorKind, RunningGateway, ServeArgs, find_on_path, shutdown_signal,
+};
+use duraclaw_gateway::link::Secret;
+use duraclaw_store::SqliteDirectory;
+
+use crate::orchestrator::Orchestrator;
+use crate::orchestrator::api::AppState;
+use crate::orchestrator::gateway::GatewayLink;
+
+#[derive(Parser)]
+#[command(
+    name = "duraclaw",
+    version,
+    about = "Run Claude Code on a server; watch and approve it from any browser."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the orchestrator, the UI and the gateway in one process.
+    Up(Box<UpArgs>),
+    /// Run the orchestrator and the UI, dialling a gateway elsewhere.
+    Orchestrator(OrchestratorArgs),
+    /// Run the gateway alone.
+    Gateway(Box<ServeArgs>),
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user.
+    Add {
+        /// The user name.
+        name: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Data directory.
+        #[arg(long, env = "DURACLAW_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct WebArgs {
+    /// Where the orchestrator listens.
+    #[arg(long, env = "DURACLAW_BIND", default_value = "127.0.0.1:8787")]
+    bind: SocketAddr,
+    /// Data directory (sessions, users, gateway outbox).
+    #[arg(long, env = "DURACLAW_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The origin browsers use, when behind a proxy (e.g. `https://claw.example.com`).
+    #[arg(long, env = "DURACLAW_PUBLIC_ORIGIN")]
+    public_origin: Option<String>,
+    /// Mark cookies Secure (set this when serving over TLS).
+    #[arg(long, env = "DURACLAW_SECURE_COOKIES")]
+    secure_cookies: bool,
+    /// Seconds an unwatched session actor stays awake.
+    #[arg(long, default_value = "60")]
+    evict_after_secs: u64,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    web: WebArgs,
+    /// Run sessions with the scripted demo executor (no Claude account needed).
+    #[arg(long)]
+    demo: bool,
+    /// With --demo: play this JSON script instead of the built-in one.
+    #[arg(long, requires = "demo")]
+    script: Option<PathBuf>,
+    /// Where the gateway listens.
+    #[arg(long, env = "CC_GATEWAY_BIND", default_value = "127.0.0.1:9877")]
+    gateway_bind: SocketAddr,
+    /// Comma-separated globs of worktrees (default: the current directory
+    /// when it is a git repository; a demo repository with --demo).
+    #[arg(long = "worktrees", env = "WORKTREE_PATTERNS")]
+    worktrees: Option<String>,
+    /// The `claude` binary (default: `claude` on PATH).
+    #[arg(long, env = "CLAUDE_BIN")]
+    claude_bin: Option<PathBuf>,
+    /// Default model.
+    #[arg(long, env = "DURACLAW_MODEL", default_value = "sonnet")]
+    model: String,
+    /// Resolve approvals nobody answered within this many seconds as expired.
+    #[arg(long, env = "DURACLAW_APPROVAL_TIMEOUT_SECS")]
+    approval_timeout_secs: Option<u64>,
+}
+
+#[derive(Args)]
+struct OrchestratorArgs {
+    #[command(flatten)]
+    web: WebArgs,
+    /// The gateway's WebSocket URL.
+    #[arg(long, env = "CC_GATEWAY_URL", default_value = "ws://127.0.0.1:9877")]
+    gateway_url: String,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    duraclaw_gateway::cmd::init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Up(args) => up(*args).await,
+        Cmd::Orchestrator(args) => orchestrator_only(args).await,
+        Cmd::Gateway(args) => gateway_only(*args).await,
+        Cmd::User {
+            command:
+                UserCmd::Add {
+                    name,
+                    password_stdin,
+                    data_dir,
+                },
+        } => match data_dir_or_default(data_dir) {
+            Ok(dir) => auth::add_user_command(&dir, &name, password_stdin).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("duraclaw: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn data_dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let base = match std::env::var_os("XDG_DATA_HOME") {
+                Some(x) if !x.is_empty() => PathBuf::from(x),
+                _ => PathBuf::from(
+                    std::env::var_os("HOME")
+                        .ok_or_else(|| Error::Invalid("set --data-dir or HOME".into()))?,
+                )
+                .join(".local/share"),
+            };
+            base.join("duraclaw")
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(dir)
+}
+
+/// The gateway secret: `CC_GATEWAY_SECRET`, or one generated on first run
+/// and kept (mode 0600) in the data directory.
+fn gateway_secret(data_dir: &Path) -> Result<Secret> {
+    if let Ok(s) = std::env::var("CC_GATEWAY_SECRET")
+        && !s.trim().is_empty()
+    {
+        return Secret::new(s.trim());
+    }
+    let path = data_dir.join("gateway-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Secret::new(s.trim());
+    }
+    let secret = auth::random_token()?;
+    write_private(&path, &secret)?;
+    tracing::info!(path = %path.display(), "generated the gateway secret");
+    Secret::new(&secret)
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))
+}
+
+async fn serve_web(
+    web: &WebArgs,
+    data_dir: &Path,
+    gateway_url: String,
+    secret: &Secret,
+    executor: Option<String>,
+    executor_error: Option<String>,
+) -> Result<()> {
+    let directory = Arc::new(SqliteDirectory::open(data_dir.join("sessions.db")).await?);
+    let auth = auth::Auth::open(
+        &data_dir.join("auth.db"),
+        auth::AuthOptions {
+            secure_cookies: web.secure_cookies,
+            public_origin: web.public_origin.clone(),
+            ..auth::AuthOptions::default()
+        },
+    )
+    .await?;
+    let link = GatewayLink::new(&gateway_url, secret.expose());
+    let orch = Orchestrator::new(
+        directory,
+        link.clone(),
+        Duration::from_secs(web.evict_after_secs.max(1)),
+    );
+    let _dialler = link.spawn(Arc::downgrade(&orch));
+    let _evictor = orch.spawn_evictor();
+    let state = AppState {
+        auth: auth.clone(),
+        orchestrator: orch,
+        public_origin: web.public_origin.clone(),
+        executor,
+        executor_error,
+    };
+    let app = orchestrator::api::routes()
+        .merge(auth::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::origin_guard,
+        ))
+        .with_state(state)
+        .merge(assets::router());
+    let listener = tokio::net::TcpListener::bind(web.bind)
+        .await
+        .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", web.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    println!("duraclaw listening on http://{addr}");
+    if !auth.has_users().await? {
+        println!("no users yet: create one with `duraclaw user add NAME`");
+    }
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| Error::Invalid(format!("server error: {e}")))
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    let data_dir = data_dir_or_default(args.web.data_dir.clone())?;
+    let secret = gateway_secret(&data_dir)?;
+    let worktrees = match (&args.worktrees, args.demo) {
+        (Some(w), _) => w.clone(),
+        (None, true) => demo::demo_worktrees(&data_dir)?,
+        (None, false) => std::env::current_dir()
+            .ok()
+            .filter(|d| d.join(".git").exists())
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+    };
+    if worktrees.is_empty() {
+        println!(
+            "no worktrees configured: pass --worktrees '/path/to/projects/*' (or run in a git repository)"
+        );
+    }
+    let serve = ServeArgs {
+        bind: args.gateway_bind,
+        allow_public_bind: false,
+        data_dir: Some(data_dir.join("gateway")),
+        worktree_patterns: worktrees,
+        executor: if args.demo {
+            ExecutorKind::Scripted
+        } else {
+            ExecutorKind::Claude
+        },
+        script: args.script.clone(),
+        claude_bin: args.claude_bin.clone(),
+        model: args.model.clone(),
+        permission_mode: None,
+        claude_config_dir: None,
+        approval_timeout_secs: args.approval_timeout_secs,
+        secret_file: None,
+    };
+    let (executor, executor_error) = if args.demo {
+        (Some("scripted".to_owned()), None)
+    } else {
+        let bin = args
+            .claude_bin
+            .clone()
+            .or_else(|| find_on_path("claude"))
+            .or_else(duraclaw_gateway::cli::launch::bin_path);
+        let error = match &bin {
+            Some(b) if b.is_file() => None,
+            _ => Some(
+                "the Claude Code CLI was not found on the gateway: install it \
+                 (npm install -g @anthropic-ai/claude-code), log in with `claude`, or set CLAUDE_BIN; \
+                 `duraclaw up --demo` runs without it"
+                    .to_owned(),
+            ),
+        };
+        (Some("claude".to_owned()), error)
+    };
+    let gw = RunningGateway::bind(&serve, secret.clone()).await?;
+    let gateway_url = format!("ws://{}", gw.addr);
+    println!("gateway listening on {gateway_url}");
+    let gw_task = tokio::spawn(gw.serve(shutdown_signal()));
+    if args.demo {
+        demo::ensure_demo_user(&data_dir).await?;
+    }
+    let result = serve_web(
+        &args.web,
+        &data_dir,
+        gateway_url,
+        &secret,
+        executor,
+        executor_error,
+    )
+    .await;
+    let _ = gw_task.await;
+    result
+}
+
+async fn orchestrator_only(args: OrchestratorArgs) -> Result<()> {
+    let data_dir = data_dir_or_default(args.web.data_dir.clone())?;
+    let secret = duraclaw_gateway::cmd::load_secret(None)?;
+    serve_web(&args.web, &data_dir, args.gateway_url, &secret, None, None).await
+}
+
+async fn gateway_only(args: ServeArgs) -> Result<()> {
+    let secret = duraclaw_gateway::cmd::load_secret(args.secret_file.as_deref())?;
+    let gw = RunningGateway::bind(&args, secret).await?;
+    println!("gateway listening on ws://{}", gw.addr);
+    gw.serve(shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,385 @@
+//! The REST and WebSocket API under `/api/` (see `docs/api.md`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use duraclaw_core::actor::{Actor, SessionActor};
+use duraclaw_core::protocol::{
+    CommandResult, ErrorEvent, Event, Execute, FromBrowser, Hello, MAX_FRAME_BYTES, Role,
+    ToBrowser, WireError, browser_event_frame, decode_frame, encode_frame,
+};
+use duraclaw_core::state::SessionInput;
+use duraclaw_core::store::SessionMeta;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{Orchestrator, new_session_id, now_ms};
+use crate::auth::{ApiError, Auth, AuthUser};
+
+/// Frames queued for one browser before its forwarder waits (the log's own
+/// bounded queue then makes it catch up by replay).
+const BROWSER_QUEUE: usize = 256;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Users and login sessions.
+    pub auth: Arc<Auth>,
+    /// Session actors and the gateway link.
+    pub orchestrator: Arc<Orchestrator>,
+    /// The origin browsers must come from, when behind a proxy.
+    pub public_origin: Option<String>,
+    /// Which executor the gateway runs, when this process knows.
+    pub executor: Option<String>,
+    /// Why that executor cannot run, when this process knows.
+    pub executor_error: Option<String>,
+}
+
+impl FromRef<AppState> for Arc<Auth> {
+    fn from_ref(s: &AppState) -> Self {
+        s.auth.clone()
+    }
+}
+
+/// The session API's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/status", get(status))
+        .route("/api/worktrees", get(worktrees))
+        .route("/api/sessions", get(list_sessions).post(create_session))
+        .route("/api/sessions/{id}", get(get_session))
+        .route("/api/sessions/{id}/ws", get(session_ws))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn status(State(app): State<AppState>, _user: AuthUser) -> Json<serde_json::Value> {
+    let gw = app.orchestrator.gateway().status();
+    Json(json!({
+        "gateway": {
+            "connected": gw.connected,
+            "url": gw.url,
+            "error": gw.error,
+            "agent": gw.agent,
+            "executor": app.executor,
+            "executor_error": app.executor_error,
+        }
+    }))
+}
+
+fn unreachable(app: &AppState) -> ApiError {
+    let why = app
+        .orchestrator
+        .gateway()
+        .status()
+        .error
+        .unwrap_or_else(|| "not connected".into());
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        format!("the gateway is unreachable: {why}"),
+    )
+}
+
+async fn worktrees(State(app): State<AppState>, _user: AuthUser) -> Result<Response, ApiError> {
+    if !app.orchestrator.gateway().is_connected() {
+        return Err(unreachable(&app));
+    }
+    let list = app
+        .orchestrator
+        .gateway()
+        .worktrees()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    Ok(Json(list).into_response())
+}
+
+async fn list_sessions(
+    State(app): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Vec<SessionMeta>>, ApiError> {
+    Ok(Json(app.orchestrator.directory().list(&user.name).await?))
+}
+
+/// The session's actor if `user` owns it; 404 otherwise, exactly as for a
+/// session that does not exist.
+async fn owned_actor(app: &AppState, user: &AuthUser, id: &str) -> Result<SessionActor, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such session");
+    if id.is_empty() || id.len() > duraclaw_core::protocol::MAX_SESSION_ID_BYTES {
+        return Err(not_found());
+    }
+    let actor = match app.orchestrator.actor(id).await {
+        Ok(a) => a,
+        Err(duraclaw_core::Error::NotFound { .. }) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    if actor.meta().await.owner != user.name {
+        return Err(not_found());
+    }
+    Ok(actor)
+}
+
+async fn get_session(
+    State(app): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<SessionMeta>, ApiError> {
+    let actor = owned_actor(&app, &user, &id).await?;
+    Ok(Json(actor.meta().await))
+}
+
+/// `POST /api/sessions`.
+#[derive(Debug, Deserialize)]
+struct CreateSession {
+    worktree: String,
+    prompt: String,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+async fn create_session(
+    State(app): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<CreateSession>,
+) -> Result<Response, ApiError> {
+    if body.prompt.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a session needs a first prompt",
+        ));
+    }
+    let gateway = app.orchestrator.gateway();
+    if !gateway.is_connected() {
+        return Err(unreachable(&app));
+    }
+    let worktrees = gateway
+        .worktrees()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let Some(wt) = worktrees.iter().find(|w| w.path == body.worktree) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{} is not a worktree the gateway offers", body.worktree),
+        ));
+    };
+    if let Some(holder) = &wt.busy_session {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("worktree busy: {} is in use by session {holder}", wt.path),
+        ));
+    }
+    let now = now_ms();
+    let id = new_session_id();
+    let mut meta = SessionMeta::new(&id, &user.name, now);
+    meta.title = body
+        .prompt
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(80)
+        .collect();
+    meta.worktree = wt.path.clone();
+    meta.model = body.model.clone().filter(|m| !m.trim().is_empty());
+    let actor = app.orchestrator.create(meta).await?;
+    let who = Actor {
+        user: user.name.clone(),
+        client: Some("web".into()),
+    };
+    let out = actor
+        .execute(
+            &format!("execute-{id}"),
+            Execute {
+                worktree: wt.path.clone(),
+                prompt: body.prompt,
+                model: body.model,
+                permission_mode: None,
+                system_prompt: None,
+            },
+            &who,
+            now,
+        )
+        .await?;
+    for frame in &out.forward {
+        let result = match gateway.command(frame).await {
+            Ok(r) => r,
+            // The command stays in the outbox and is resent on reconnect.
+            Err(_) => continue,
+        };
+        actor.on_command_result(&result).await?;
+        if let Some(err) = result.error.filter(|_| !result.ok) {
+            actor
+                .record(
+                    &Event::Error(ErrorEvent {
+                        message: format!(
+                            "the gateway could not start the session: {}",
+                            err.message
+                        ),
+                        code: Some(err.code.clone()),
+                        ..ErrorEvent::default()
+                    }),
+                    now_ms(),
+                )
+                .await?;
+            actor.apply_input(SessionInput::Terminate, now_ms()).await?;
+            let status = match err.code.as_str() {
+                "worktree_busy" => StatusCode::CONFLICT,
+                "invalid" | "not_found" => StatusCode::BAD_REQUEST,
+                "executor" => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            return Err(ApiError::new(status, err.message));
+        }
+        // Started: stream its events (a reconnect attaches it too).
+        let _ = gateway.send(&duraclaw_core::protocol::ToGateway::Attach {
+            session_id: id.clone(),
+            after_gseq: 0,
+        });
+    }
+    Ok((StatusCode::CREATED, Json(actor.meta().await)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    #[serde(default)]
+    after: Option<u64>,
+}
+
+async fn session_ws(
+    State(app): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    app.auth.check_origin(&headers)?;
+    let actor = owned_actor(&app, &user, &id).await?;
+    let after = q.after.unwrap_or(0);
+    Ok(ws
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| serve_session(socket, app, user, actor, after)))
+}
+
+fn client_id() -> String {
+    let id = new_session_id();
+    format!("web {}", &id[id.len() - 6..])
+}
+
+async fn serve_session(
+    socket: WebSocket,
+    app: AppState,
+    user: AuthUser,
+    actor: SessionActor,
+    after: u64,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<String>(BROWSER_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    // Subscribe before the snapshot so nothing falls between them.
+    let mut sub = actor.log().subscribe(after);
+    let first = async {
+        let hello = encode_frame(&ToBrowser::Hello(Hello::new(Role::Orchestrator)))?;
+        let snapshot = encode_frame(&ToBrowser::Snapshot(actor.snapshot().await?))?;
+        Ok::<_, duraclaw_core::Error>((hello, snapshot))
+    };
+    match first.await {
+        Ok((hello, snapshot)) => {
+            let _ = tx.send(hello).await;
+            let _ = tx.send(snapshot).await;
+        }
+        Err(e) => {
+            tracing::error!(session = actor.session_id(), error = %e, "cannot open the session stream");
+            return;
+        }
+    }
+    let forward_tx = tx.clone();
+    let session_id = actor.session_id().to_owned();
+    let forwarder = tokio::spawn(async move {
+        while let Some(item) = sub.next().await {
+            match item {
+                Ok(e) => {
+                    if forward_tx
+                        .send(browser_event_frame(e.seq, &e.json))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(session = %session_id, error = %e, "session stream failed");
+                    break;
+                }
+            }
+        }
+    });
+
+    let who = Actor {
+        user: user.name.clone(),
+        client: Some(client_id()),
+    };
+    while let Some(Ok(msg)) = stream.next().await {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let reply = match decode_frame::<FromBrowser>(text.as_str(), "browser frame") {
+            Ok(FromBrowser::Command { id, command }) => {
+                match actor.command(&id, command, &who, now_ms()).await {
+                    Ok(out) => {
+                        for frame in &out.forward {
+                            // Not connected: the outbox resends it later.
+                            let _ = app.orchestrator.gateway().send(frame);
+                        }
+                        ToBrowser::CommandResult(out.result)
+                    }
+                    Err(e) => ToBrowser::CommandResult(CommandResult {
+                        id,
+                        ok: false,
+                        error: Some(WireError::from(&e)),
+                    }),
+                }
+            }
+            Ok(FromBrowser::Ping { nonce }) => ToBrowser::Pong { nonce },
+            Ok(FromBrowser::Hello(h)) => match h.check_version() {
+                Ok(()) => continue,
+                Err(e) => ToBrowser::Error(WireError::from(&e)),
+            },
+            Ok(_) => continue,
+            Err(e) => ToBrowser::Error(WireError::from(&e)),
+        };
+        match encode_frame(&reply) {
+            Ok(text) => {
+                if tx.send(text).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reply does not encode"),
+        }
+    }
+    forwarder.abort();
+    drop(tx);
+    let _ = writer.await;
+}

@@ -1,0 +1,420 @@
+//! The orchestrator's link to the gateway: dials with the bearer secret,
+//! re-attaches every live session after the highest gseq it persisted,
+//! resends commands the gateway has not confirmed, ingests events in
+//! batches and acks them, and redials with capped exponential backoff and
+//! jitter when the link drops.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use duraclaw_core::Result;
+use duraclaw_core::error::Error;
+use duraclaw_core::protocol::{
+    CommandResult, Event, FromGateway, Gseq, Hello, Role, ToGateway, WireError, Worktree,
+    decode_frame, encode_frame,
+};
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::{Orchestrator, now_ms};
+
+/// The most events ingested for one session in one step.
+const MAX_BATCH: usize = 1024;
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// How long a request to the gateway (worktrees, a command) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the UI shows about the gateway.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GatewayStatus {
+    /// The link is up.
+    pub connected: bool,
+    /// Where it dials.
+    pub url: String,
+    /// Why it is down, if it is.
+    pub error: Option<String>,
+    /// The gateway's software, from its hello.
+    pub agent: Option<String>,
+}
+
+type Waiters<T> = Mutex<HashMap<String, oneshot::Sender<T>>>;
+
+struct Shared {
+    url: String,
+    secret: String,
+    status: Mutex<GatewayStatus>,
+    tx: Mutex<Option<mpsc::Sender<String>>>,
+    commands: Waiters<CommandResult>,
+    command_sessions: Mutex<HashMap<String, String>>,
+    worktrees: Waiters<std::result::Result<Vec<Worktree>, WireError>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A handle on the gateway link. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayLink {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GatewayLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("GatewayLink")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GatewayLink {
+    /// A link to `url` (e.g. `ws://127.0.0.1:9877`) with `secret`; not yet
+    /// dialling: see [`GatewayLink::spawn`].
+    pub fn new(url: &str, secret: &str) -> Self {
+        GatewayLink {
+            shared: Arc::new(Shared {
+                url: url.to_owned(),
+                secret: secret.to_owned(),
+                status: Mutex::new(GatewayStatus {
+                    connected: false,
+                    url: url.to_owned(),
+                    error: Some("not connected yet".into()),
+                    agent: None,
+                }),
+                tx: Mutex::new(None),
+                commands: Mutex::new(HashMap::new()),
+                command_sessions: Mutex::new(HashMap::new()),
+                worktrees: Mutex::new(HashMap::new()),
+                next_id: std::sync::atomic::AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The link's state.
+    pub fn status(&self) -> GatewayStatus {
+        lock(&self.shared.status).clone()
+    }
+
+    /// Whether the link is up.
+    pub fn is_connected(&self) -> bool {
+        lock(&self.shared.status).connected
+    }
+
+    /// Sends a frame now, if the link is up. Commands that must not be lost
+    /// are also in their session's outbox and resent on reconnect.
+    pub fn send(&self, frame: &ToGateway) -> Result<()> {
+        if let ToGateway::Command(env) = frame {
+            lock(&self.shared.command_sessions).insert(env.id.clone(), env.session_id.clone());
+        }
+        let text = encode_frame(frame)?;
+        let tx = lock(&self.shared.tx).clone();
+        match tx {
+            Some(tx) => tx.try_send(text).map_err(|_| Error::Closed("gateway link")),
+            None => Err(Error::Closed("gateway link")),
+        }
+    }
+
+    /// Sends a command and waits for the gateway's result.
+    pub async fn command(&self, frame: &ToGateway) -> Result<CommandResult> {
+        let ToGateway::Command(env) = frame else {
+            return Err(Error::Invalid("not a command".into()));
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.commands).insert(env.id.clone(), tx);
+        self.send(frame)?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(Error::Closed("gateway link")),
+            Err(_) => Err(Error::Timeout {
+                what: "the gateway's answer",
+                ms: REQUEST_TIMEOUT.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// The gateway's worktrees.
+    pub async fn worktrees(&self) -> Result<Vec<Worktree>> {
+        let id = format!(
+            "wt-{}",
+            self.shared
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.worktrees).insert(id.clone(), tx);
+        self.send(&ToGateway::ListWorktrees { id })?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(Ok(w))) => Ok(w),
+            Ok(Ok(Err(e))) => Err(Error::Invalid(e.message)),
+            Ok(Err(_)) => Err(Error::Closed("gateway link")),
+            Err(_) => Err(Error::Timeout {
+                what: "the gateway's worktrees",
+                ms: REQUEST_TIMEOUT.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Dials and keeps dialling until the orchestrator is dropped.
+    pub fn spawn(&self, orchestrator: Weak<Orchestrator>) -> tokio::task::JoinHandle<()> {
+        let link = self.clone();
+        tokio::spawn(async move {
+            let mut delay = BACKOFF_FIRST;
+            let mut attempt: u64 = 0;
+            loop {
+                let Some(orch) = orchestrator.upgrade() else {
+                    return;
+                };
+                match link.run_once(&orch).await {
+                    Ok(()) => {
+                        delay = BACKOFF_FIRST;
+                        attempt = 0;
+                    }
+                    Err(e) => {
+                        attempt += 1;
+                        if attempt == 1 || attempt.is_multiple_of(20) {
+                            tracing::warn!(url = %link.shared.url, error = %e, attempt, "gateway unreachable");
+                        }
+                        lock(&link.shared.status).error = Some(e.to_string());
+                    }
+                }
+                lock(&link.shared.tx).take();
+                let was_connected =
+                    std::mem::replace(&mut lock(&link.shared.status).connected, false);
+                if was_connected {
+                    orch.gateway_lost().await;
+                }
+                drop(orch);
+                tokio::time::sleep(jitter(delay)).await;
+                delay = (delay * 2).min(BACKOFF_CAP);
+            }
+        })
+    }
+
+    async fn run_once(&self, orch: &Arc<Orchestrator>) -> Result<()> {
+        let mut req = self
+            .shared
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::Invalid(format!("bad gateway URL {}: {e}", self.shared.url)))?;
+        let bearer = format!("Bearer {}", self.shared.secret)
+            .parse()
+            .map_err(|_| Error::Invalid("the gateway secret is not a valid header value".into()))?;
+        req.headers_mut().insert("authorization", bearer);
+        let config = duraclaw_gateway::link::ws_config();
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(resp) if resp.status() == 401 => {
+                    Error::Unauthorized("the gateway refused the secret (401)".into())
+                }
+                other => Error::Closed(leak_reason(&other)),
+            })?;
+        let (mut sink, mut stream) = ws.split();
+        sink.send(Message::text(encode_frame(&ToGateway::Hello(Hello::new(
+            Role::Orchestrator,
+        )))?))
+        .await
+        .map_err(|_| Error::Closed("gateway link"))?;
+        let hello = match tokio::time::timeout(REQUEST_TIMEOUT, stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                decode_frame::<FromGateway>(t.as_str(), "gateway hello")?
+            }
+            _ => return Err(Error::Closed("gateway link before its hello")),
+        };
+        let agent = match hello {
+            FromGateway::Hello(h) => {
+                h.check_version()?;
+                h.agent
+            }
+            FromGateway::Error(e) => return Err(Error::Invalid(e.message)),
+            _ => return Err(Error::Invalid("the gateway did not say hello".into())),
+        };
+
+        let (tx, mut rx) = mpsc::channel::<String>(4096);
+        *lock(&self.shared.tx) = Some(tx);
+        {
+            let mut st = lock(&self.shared.status);
+            st.connected = true;
+            st.error = None;
+            st.agent = agent;
+        }
+        tracing::info!(url = %self.shared.url, "gateway connected");
+        let writer = tokio::spawn(async move {
+            while let Some(text) = rx.recv().await {
+                if sink.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+
+        // Re-attach every live session and resend what is unconfirmed.
+        for meta in orch.live_sessions().await? {
+            let actor = orch.actor(&meta.session_id).await?;
+            orch.gateway_restored(&actor).await;
+            for frame in actor.on_gateway_connected().await? {
+                self.send(&frame)?;
+            }
+        }
+
+        let result = self.read_loop(orch, &mut stream).await;
+        lock(&self.shared.tx).take();
+        writer.abort();
+        // Requests waiting on this link get their answer from the next one.
+        lock(&self.shared.commands).clear();
+        lock(&self.shared.worktrees).clear();
+        result
+    }
+
+    async fn read_loop<S>(&self, orch: &Arc<Orchestrator>, stream: &mut S) -> Result<()>
+    where
+        S: futures::Stream<
+                Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>,
+            > + Unpin,
+    {
+        loop {
+            let Some(first) = stream.next().await else {
+                return Ok(());
+            };
+            // Take whatever else has already arrived: one append per session
+            // for a burst of events (group commit at the source).
+            let mut frames = vec![first];
+            while frames.len() < MAX_BATCH {
+                match stream.next().now_or_never() {
+                    Some(Some(m)) => frames.push(m),
+                    _ => break,
+                }
+            }
+            let mut batches: Vec<(String, Vec<(Gseq, Event)>)> = Vec::new();
+            for msg in frames {
+                let text = match msg {
+                    Ok(Message::Text(t)) => t,
+                    Ok(Message::Close(_)) => return Ok(()),
+                    Ok(_) => continue,
+                    Err(e) => return Err(Error::Closed(leak_reason(&e))),
+                };
+                let frame = match decode_frame::<FromGateway>(text.as_str(), "gateway frame") {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad frame from the gateway");
+                        continue;
+                    }
+                };
+                match frame {
+                    FromGateway::Event {
+                        session_id,
+                        gseq,
+                        event,
+                    } => match batches.last_mut() {
+                        Some((s, b)) if *s == session_id => b.push((gseq, event)),
+                        _ => batches.push((session_id, vec![(gseq, event)])),
+                    },
+                    other => {
+                        self.flush(orch, &mut batches).await;
+                        self.handle(orch, other).await;
+                    }
+                }
+            }
+            self.flush(orch, &mut batches).await;
+        }
+    }
+
+    async fn flush(
+        &self,
+        orch: &Arc<Orchestrator>,
+        batches: &mut Vec<(String, Vec<(Gseq, Event)>)>,
+    ) {
+        for (session_id, batch) in batches.drain(..) {
+            let actor = match orch.actor(&session_id).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(session = %session_id, error = %e, "events for an unknown session");
+                    continue;
+                }
+            };
+            match actor.ingest(batch, now_ms()).await {
+                Ok(out) => {
+                    let _ = self.send(&ToGateway::Ack {
+                        session_id: session_id.clone(),
+                        gseq: out.ack,
+                    });
+                    if out.gap_at.is_some() {
+                        let _ = self.send(&ToGateway::Attach {
+                            session_id,
+                            after_gseq: out.ack,
+                        });
+                    }
+                }
+                Err(e) => {
+                    // Not acked: the gateway keeps them and a re-attach
+                    // resends them.
+                    tracing::error!(session = %session_id, error = %e, "cannot persist gateway events");
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, orch: &Arc<Orchestrator>, frame: FromGateway) {
+        match frame {
+            FromGateway::CommandResult(r) => {
+                let session = lock(&self.shared.command_sessions).remove(&r.id);
+                if let Some(session) = session
+                    && let Ok(actor) = orch.actor(&session).await
+                    && let Err(e) = actor.on_command_result(&r).await
+                {
+                    tracing::warn!(session = %session, error = %e, "cannot record a command result");
+                }
+                if !r.ok {
+                    tracing::info!(command = %r.id, error = ?r.error, "the gateway refused a command");
+                }
+                if let Some(w) = lock(&self.shared.commands).remove(&r.id) {
+                    let _ = w.send(r);
+                }
+            }
+            FromGateway::Worktrees { id, worktrees } => {
+                if let Some(w) = lock(&self.shared.worktrees).remove(&id) {
+                    let _ = w.send(Ok(worktrees));
+                }
+            }
+            FromGateway::Error(e) => {
+                tracing::warn!(code = %e.code, message = %e.message, "the gateway reported an error");
+                // A failed worktree listing answers its waiters.
+                let waiters: Vec<_> = lock(&self.shared.worktrees).drain().collect();
+                for (_, w) in waiters {
+                    let _ = w.send(Err(e.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Connection errors as static reasons (the tungstenite error may carry the
+/// URL, never the secret; a static string keeps logs tidy).
+fn leak_reason(e: &tokio_tungstenite::tungstenite::Error) -> &'static str {
+    use tokio_tungstenite::tungstenite::Error as E;
+    match e {
+        E::Io(_) => "gateway link (connection refused or reset)",
+        E::Http(_) => "gateway link (HTTP error on upgrade)",
+        E::Capacity(_) => "gateway link (frame too large)",
+        _ => "gateway link",
+    }
+}
+
+/// `d` ± 50%, from the clock's low bits (no need for a CSPRNG here).
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.5 + f64::from(nanos % 1000) / 1000.0;
+    d.mul_f64(factor)
+}

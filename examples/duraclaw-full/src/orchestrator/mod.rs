@@ -1,0 +1,217 @@
+//! The local orchestrator: one session actor per session over SQLite, woken
+//! on demand and evicted when idle (as Durable Objects are), and the link to
+//! the gateway.
+
+pub mod api;
+pub mod gateway;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duraclaw_core::Result;
+use duraclaw_core::actor::SessionActor;
+use duraclaw_core::state::{SessionInput, SessionState};
+use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
+use tokio::sync::Mutex;
+
+use self::gateway::GatewayLink;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A fresh session id: time-ordered, 26 characters of Crockford base32.
+pub fn new_session_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let time = u128::try_from(now_ms().max(0)).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut noise =
+        u128::from(std::process::id()) << 64 | u128::from(counter) << 32 | u128::from(nanos);
+    // Mix so consecutive ids do not share their tail.
+    noise = noise.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+    let value = (time << 80) | (noise & ((1u128 << 80) - 1));
+    (0..26)
+        .rev()
+        .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
+        .collect()
+}
+
+struct Entry {
+    actor: SessionActor,
+    last_used: Instant,
+}
+
+/// Session actors by id, and the gateway link.
+pub struct Orchestrator {
+    directory: DynSessionDirectory,
+    actors: Mutex<HashMap<String, Entry>>,
+    gateway: GatewayLink,
+    idle_evict: Duration,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator over `directory`, linked to the gateway by `gateway`.
+    pub fn new(
+        directory: DynSessionDirectory,
+        gateway: GatewayLink,
+        idle_evict: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Orchestrator {
+            directory,
+            actors: Mutex::new(HashMap::new()),
+            gateway,
+            idle_evict,
+        })
+    }
+
+    /// The session directory.
+    pub fn directory(&self) -> &DynSessionDirectory {
+        &self.directory
+    }
+
+    /// The gateway link.
+    pub fn gateway(&self) -> &GatewayLink {
+        &self.gateway
+    }
+
+    /// The actor of `session_id`, woken from the store if it sleeps.
+    pub async fn actor(&self, session_id: &str) -> Result<SessionActor> {
+        let mut actors = self.actors.lock().await;
+        if let Some(e) = actors.get_mut(session_id) {
+            e.last_used = Instant::now();
+            return Ok(e.actor.clone());
+        }
+        let store = self.directory.open(session_id).await?;
+        let actor = SessionActor::open(store).await?;
+        actors.insert(
+            session_id.to_owned(),
+            Entry {
+                actor: actor.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(actor)
+    }
+
+    /// Creates a session and wakes its actor.
+    pub async fn create(&self, meta: SessionMeta) -> Result<SessionActor> {
+        let session_id = meta.session_id.clone();
+        self.directory.create(meta).await?;
+        self.actor(&session_id).await
+    }
+
+    /// How many actors are awake.
+    pub async fn awake(&self) -> usize {
+        self.actors.lock().await.len()
+    }
+
+    /// Puts to sleep the actors nobody watched for the idle period. Their
+    /// state is all in the store; the next use wakes them again.
+    pub async fn evict_idle(&self) -> usize {
+        let mut actors = self.actors.lock().await;
+        let before = actors.len();
+        let idle = self.idle_evict;
+        actors.retain(|_, e| {
+            let keep = e.last_used.elapsed() < idle || e.actor.log().subscriber_count() > 0;
+            if !keep {
+                e.actor.log().close();
+            }
+            keep
+        });
+        before - actors.len()
+    }
+
+    /// Runs [`Orchestrator::evict_idle`] periodically until dropped.
+    pub fn spawn_evictor(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let period = (self.idle_evict / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                let n = this.evict_idle().await;
+                if n > 0 {
+                    tracing::debug!(evicted = n, "idle session actors put to sleep");
+                }
+            }
+        })
+    }
+
+    /// Every session that is not terminated.
+    pub async fn live_sessions(&self) -> Result<Vec<SessionMeta>> {
+        let mut all = self.directory.list_all().await?;
+        all.retain(|m| m.state != SessionState::Terminated);
+        Ok(all)
+    }
+
+    /// Marks every awake, live session as waiting for the gateway.
+    pub async fn gateway_lost(&self) {
+        let actors: Vec<SessionActor> = self
+            .actors
+            .lock()
+            .await
+            .values()
+            .map(|e| e.actor.clone())
+            .collect();
+        for actor in actors {
+            let state = actor.meta().await.state;
+            if state != SessionState::Terminated
+                && let Err(e) = actor.apply_input(SessionInput::GatewayLost, now_ms()).await
+            {
+                tracing::warn!(session = actor.session_id(), error = %e, "cannot mark the gateway lost");
+            }
+        }
+    }
+
+    /// Brings sessions paused for the gateway back to what they were doing.
+    pub async fn gateway_restored(&self, actor: &SessionActor) {
+        let state = actor.meta().await.state;
+        if state == SessionState::paused(duraclaw_core::state::PauseReason::GatewayUnreachable) {
+            let resume = match actor.resumption().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(session = actor.session_id(), error = %e, "cannot tell how to resume");
+                    return;
+                }
+            };
+            if let Err(e) = actor
+                .apply_input(SessionInput::GatewayRestored { resume }, now_ms())
+                .await
+            {
+                tracing::warn!(session = actor.session_id(), error = %e, "cannot mark the gateway restored");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_unique_sortable_and_url_safe() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_eq!(a.len(), 26);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}
