@@ -33,10 +33,11 @@ function TurnResult({ item }) {
   const e = item.ev;
   const u = e.usage || {};
   const cache = (u.cache_read_input_tokens || 0) + (u.cache_creation_input_tokens || 0);
+  const aborted = typeof e.terminal_reason === 'string' && e.terminal_reason.startsWith('aborted');
   const reason = e.terminal_reason && e.terminal_reason !== 'completed' ? e.terminal_reason.replace(/_/g, ' ') : null;
   return (
     <div class={`turn-result${e.is_error ? ' is-error' : ''}`} data-seq={item.seq} data-testid="turn-result">
-      <span class="tr-label">{e.is_error ? 'Turn failed' : 'Turn done'}</span>
+      <span class="tr-label">{aborted ? 'Turn aborted' : e.is_error ? 'Turn failed' : 'Turn done'}</span>
       {reason && <span class="badge warn">{reason}</span>}
       <span data-testid="turn-cost" title={`session total ${fmtCost(item.totalCost)}`}>
         {fmtCost(item.turnCost)}

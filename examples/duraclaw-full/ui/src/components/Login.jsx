@@ -28,8 +28,12 @@ export function Login({ onLogin }) {
       setPassword('');
       onLogin(r && r.user ? r.user : { name: name.trim() });
     } catch (err) {
-      setError(err.message);
-      if (err.status === 429 && Number.isFinite(err.retryAfterSecs)) setWaitUntil(Date.now() + err.retryAfterSecs * 1000);
+      if (err.status === 429 && Number.isFinite(err.retryAfterSecs)) {
+        setError((err.body && err.body.error) || 'Too many attempts.');
+        setWaitUntil(Date.now() + err.retryAfterSecs * 1000);
+      } else {
+        setError(err.message);
+      }
     } finally {
       setBusy(false);
     }
@@ -73,7 +77,7 @@ export function Login({ onLogin }) {
         {error && (
           <p class="error-text" role="alert" data-testid="login-error">
             {error}
-            {wait > 0 && <span class="wait"> — {wait} s left</span>}
+            {wait > 0 && <span class="wait"> — try again in {wait} s</span>}
           </p>
         )}
         <button data-testid="login-submit" class="primary" type="submit" disabled={busy || wait > 0}>

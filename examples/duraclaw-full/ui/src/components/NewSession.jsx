@@ -57,7 +57,7 @@ export function NewSession({ user, onLogout }) {
       location.hash = `#/s/${encodeURIComponent(s.session_id)}`;
     } catch (err) {
       const what = { 400: 'Refused', 409: 'Worktree busy', 502: 'Gateway unreachable', 503: 'Executor unavailable' }[err.status];
-      setError(what ? `${what}: ${err.message}` : err.message);
+      setError(what && !err.message.toLowerCase().startsWith(what.toLowerCase()) ? `${what}: ${err.message}` : err.message);
       setBusy(false);
     }
   };

@@ -161,6 +161,7 @@ export function SessionView({ id, user, onLogout }) {
   }, [pending.length, title]);
 
   const ctx = {
+    running: running && t.state === 'active',
     qstate: (qid) => qstates.current.get(qid),
     answer: (qid, decision) => {
       const cmdId = sockRef.current.send({ type: 'answer', question_id: qid, ...decision });

@@ -220,7 +220,9 @@ export function ToolCard({ item, ctx }) {
             {summary}
           </span>
         )}
-        {!item.result && !pending && !item.orphan && <span class="spinner small" title="running or waiting" />}
+        {!item.result && !pending && !item.orphan && ctx.running && !(q && q.resolved && !['allow', 'answered'].includes(q.resolved.decision)) && (
+          <span class="spinner small" title="running" />
+        )}
       </div>
       {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} inCard />}
       {q && <Question item={q} ctx={ctx} nested />}
