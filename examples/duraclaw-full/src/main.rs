@@ -87,6 +87,13 @@ struct WebArgs {
     /// Mark cookies Secure (set this when serving over TLS).
     #[arg(long, env = "DURACLAW_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// Believe `X-Forwarded-Proto: https` from a proxy you run in front.
+    #[arg(long, env = "DURACLAW_TRUST_FORWARDED_PROTO")]
+    trust_forwarded_proto: bool,
+    /// Rate-limit logins by the last `X-Forwarded-For` address (set it
+    /// behind a proxy you run, or every client shares the proxy's limit).
+    #[arg(long, env = "DURACLAW_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
     /// Seconds an unwatched session actor stays awake.
     #[arg(long, default_value = "60")]
     evict_after_secs: u64,
@@ -227,6 +234,8 @@ async fn serve_web(
         auth::AuthOptions {
             secure_cookies: web.secure_cookies,
             public_origin: web.public_origin.clone(),
+            trust_forwarded_proto: web.trust_forwarded_proto,
+            trust_forwarded_for: web.trust_forwarded_for,
             ..auth::AuthOptions::default()
         },
     )
