@@ -102,6 +102,10 @@ export class Transcript {
         if (q && !q.resolved) {
           q.resolved = e;
           q.resolvedSeq = seq;
+        } else if (q && q.resolved.decision === e.decision) {
+          // The same decision logged again (e.g. once when decided, once when
+          // the executor applied it): nothing new to show.
+          this.items.push({ kind: 'resolved', seq, key: `s${seq}`, ev: e, repeat: true });
         } else {
           this.items.push({ kind: 'resolved', seq, key: `s${seq}`, ev: e });
         }

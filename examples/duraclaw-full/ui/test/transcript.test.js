@@ -93,6 +93,17 @@ test('abort is offered while a turn runs', () => {
   assert.equal(isRunning('terminated'), false);
 });
 
+test('a repeated resolution is kept but not shown as new', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'user_question', question_id: 'q', kind: 'permission', tool_name: 'Bash', input: {} });
+  t.apply(2, { type: 'question.resolved', question_id: 'q', decision: 'allow', at_ms: 1 });
+  t.apply(3, { type: 'question.resolved', question_id: 'q', decision: 'allow', at_ms: 2 });
+  assert.equal(t.items[0].resolvedSeq, 2);
+  assert.equal(t.items[1].repeat, true);
+  t.apply(4, { type: 'question.resolved', question_id: 'q', decision: 'deny', at_ms: 3 });
+  assert.equal(t.items[2].repeat, undefined);
+});
+
 test('a question without its tool call stands alone', () => {
   const t = new Transcript();
   t.apply(1, { type: 'user_question', question_id: 'q', kind: 'ask_user', questions: [] });

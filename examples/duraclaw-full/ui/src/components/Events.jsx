@@ -80,7 +80,7 @@ function Init({ item }) {
       <summary>
         <span class="muted">
           Session ready{e.model ? ` · ${e.model}` : ''}
-          {e.executor_version ? ` · Claude Code ${e.executor_version}` : ''}
+          {e.executor_version ? ` · executor ${e.executor_version}` : ''}
           {e.permission_mode && e.permission_mode !== 'default' ? ` · ${e.permission_mode}` : ''}
         </span>
       </summary>
@@ -123,6 +123,7 @@ function Unknown({ item }) {
 }
 
 function OrphanResolution({ item }) {
+  if (item.repeat) return <span hidden data-seq={item.seq} data-question-id={item.ev.question_id} />;
   return (
     <div class="resolution standalone" data-seq={item.seq} data-testid="resolution">
       question {item.ev.question_id}: {resolvedText(item.ev)}
