@@ -9,8 +9,9 @@
 #   scripts/install-tools.sh all              # everything below
 #
 # Tools: rust claude node22 wrangler binaryen wasm-bindgen worker-build
-# chromium. Each prints the path of what it installed on stdout; progress goes
-# to stderr. scripts/tool-env.sh turns the paths into environment variables.
+# chromium playwright. Each prints the path of what it installed on stdout;
+# progress goes to stderr. scripts/tool-env.sh turns the paths into
+# environment variables.
 #
 # Sourcing this file only defines the pinned versions and path functions.
 
@@ -21,11 +22,14 @@ WRANGLER_VERSION=4.164.0        # npm wrangler (needs Node >= 22.12)
 BINARYEN_VERSION=132.0.0        # npm binaryen (wasm-opt)
 WASM_BINDGEN_VERSION=0.2.130    # crates.io wasm-bindgen-cli; matches the lockfile's wasm-bindgen
 WORKER_BUILD_VERSION=0.8.7      # crates.io worker-build; matches the worker crate
+PLAYWRIGHT_CORE_VERSION=1.65.1  # npm playwright-core; equals the pin in examples/duraclaw-full/e2e/package.json
 RUST_TARGETS=(wasm32-unknown-unknown)
 RUST_COMPONENTS=(clippy rustfmt)
 DEFAULT_TOOLS=(rust)
-TEST_TOOLS=(rust claude) # the workspace's tests drive the real Claude Code CLI
-ALL_TOOLS=(rust claude node22 wrangler binaryen wasm-bindgen worker-build chromium)
+# The workspace's tests drive the real Claude Code CLI, and the browser suite
+# drives Debian's Chromium with playwright-core.
+TEST_TOOLS=(rust claude chromium playwright)
+ALL_TOOLS=(rust claude node22 wrangler binaryen wasm-bindgen worker-build chromium playwright)
 # ------------------------------------------------------------------------------
 
 DURACLAW_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/duraclaw"
@@ -44,6 +48,8 @@ wasm_bindgen_dir() { echo "$DURACLAW_CACHE/wasm-bindgen-cli-$WASM_BINDGEN_VERSIO
 wasm_bindgen_bin() { echo "$(wasm_bindgen_dir)/bin/wasm-bindgen"; }
 worker_build_dir() { echo "$DURACLAW_CACHE/worker-build-$WORKER_BUILD_VERSION"; }
 worker_build_bin() { echo "$(worker_build_dir)/bin/worker-build"; }
+playwright_dir() { echo "$DURACLAW_CACHE/playwright-core-$PLAYWRIGHT_CORE_VERSION"; }
+playwright_core_path() { echo "$(playwright_dir)/node_modules/playwright-core"; }
 
 log() { echo "install-tools: $*" >&2; }
 die() {
@@ -214,17 +220,44 @@ install_worker_build() {
 }
 
 # Debian's Chromium is a system package: apt-get installs it once, as root.
+# When both binaries are there this only looks them up. apt-get tries the
+# package lists it has first and refreshes them only when that fails (a new
+# machine has none), and waits for another apt-get instead of failing.
 install_chromium() {
     if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
         local sudo=()
-        [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+        if [[ $(id -u) -ne 0 ]]; then
+            command -v sudo >/dev/null ||
+                die "chromium is missing; install it as root: apt-get install chromium chromium-driver"
+            sudo=(sudo)
+        fi
+        local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
         log "chromium and chromium-driver (apt-get)"
-        "${sudo[@]}" apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
-            chromium chromium-driver >&2
+        if ! "${apt[@]}" install -y -qq chromium chromium-driver >&2; then
+            "${apt[@]}" update -qq >&2
+            "${apt[@]}" install -y -qq chromium chromium-driver >&2
+        fi
+        command -v chromium >/dev/null || die "apt-get installed chromium, but it is not on PATH"
     fi
     command -v chromium
     command -v chromedriver
+}
+
+# playwright-core only drives a browser; it never downloads one. The browser
+# suite points it at Debian's Chromium.
+fill_playwright() {
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm_install "$1" "playwright-core@$PLAYWRIGHT_CORE_VERSION"
+}
+verify_playwright() {
+    local got
+    command -v node >/dev/null || die "node is needed to run playwright-core"
+    got=$(node -e 'process.stdout.write(require(process.argv[1]).version)' \
+        "$1/node_modules/playwright-core/package.json") || die "cannot read playwright-core's version"
+    [[ "$got" == "$PLAYWRIGHT_CORE_VERSION" ]] || die "playwright-core is $got, expected $PLAYWRIGHT_CORE_VERSION"
+}
+install_playwright() {
+    install_into "$(playwright_dir)" fill_playwright verify_playwright "playwright-core $PLAYWRIGHT_CORE_VERSION (npm)"
+    playwright_core_path
 }
 
 install_tool() {
@@ -237,6 +270,7 @@ install_tool() {
     wasm-bindgen) install_wasm_bindgen ;;
     worker-build) install_worker_build ;;
     chromium) install_chromium ;;
+    playwright) install_playwright ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
     esac
 }

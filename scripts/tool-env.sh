@@ -16,6 +16,7 @@
 # WASM_BINDGEN_BIN  wasm-bindgen, matching the lockfile's wasm-bindgen
 # WORKER_BUILD_BIN  worker-build
 # CHROMIUM_BIN, CHROMEDRIVER_BIN   Debian's Chromium and its driver
+# PLAYWRIGHT_CORE   the playwright-core package directory (the browser suite)
 
 # shellcheck source=scripts/install-tools.sh
 source "$(dirname "${BASH_SOURCE[0]}")/install-tools.sh"
@@ -36,6 +37,7 @@ WASM_BINDGEN_BIN $(wasm_bindgen_bin)
 WORKER_BUILD_BIN $(worker_build_bin)
 CHROMIUM_BIN $(command -v chromium || true)
 CHROMEDRIVER_BIN $(command -v chromedriver || true)
+PLAYWRIGHT_CORE $(playwright_core_path)
 EOF
 }
 
