@@ -13,6 +13,7 @@ use duraclaw_core::executor::DynExecutor;
 use duraclaw_store::SqliteDirectory;
 use tokio::net::TcpListener;
 
+use crate::approval::{AuditTee, JsonlAudit, TracingAudit};
 use crate::claude::{ClaudeConfig, ClaudeExecutor};
 use crate::link::{Secret, check_bind, serve};
 use crate::scripted::{Script, ScriptedExecutor};
@@ -185,12 +186,23 @@ impl RunningGateway {
             ))
         })?;
         let directory = Arc::new(SqliteDirectory::open(data_dir.join("gateway.db")).await?);
-        let gateway = Gateway::new(GatewayOptions {
-            directory,
-            executor: args.executor()?,
-            worktrees: args.worktrees()?,
-            approval_timeout: args.approval_timeout_secs.map(Duration::from_secs),
-        })
+        let audit_path = data_dir.join("audit.jsonl");
+        let file = JsonlAudit::open(&audit_path).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot open the audit log {}: {e}",
+                audit_path.display()
+            ))
+        })?;
+        let audit = Arc::new(AuditTee(vec![Arc::new(file), Arc::new(TracingAudit)]));
+        let gateway = Gateway::with_audit(
+            GatewayOptions {
+                directory,
+                executor: args.executor()?,
+                worktrees: args.worktrees()?,
+                approval_timeout: args.approval_timeout_secs.map(Duration::from_secs),
+            },
+            audit,
+        )
         .await?;
         let listener = TcpListener::bind(args.bind)
             .await

@@ -452,10 +452,20 @@ impl Player {
             asked_at_ms: now_ms(),
         };
         let id = request.question.question_id.clone();
-        self.sink
-            .emit(Event::UserQuestion(request.question.clone()))
-            .await?;
-        let resolution = self.gate.request(request).await?;
+        let question = request.question.clone();
+        // Poll the request once so the gate holds it before the question is
+        // visible: an answer sent the moment it is seen must find it.
+        let gate = self.gate.clone();
+        let mut decision = Box::pin(async move { gate.request(request).await });
+        let first = match futures::poll!(decision.as_mut()) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        };
+        self.sink.emit(Event::UserQuestion(question)).await?;
+        let resolution = match first {
+            Some(r) => r?,
+            None => decision.await?,
+        };
         self.sink.emit(resolution_event(&id, &resolution)).await?;
         Ok(resolution.decision)
     }

@@ -28,7 +28,7 @@ use duraclaw_core::store::{
 };
 use tokio::sync::Mutex;
 
-use crate::approval::{MemoryGate, now_ms};
+use crate::approval::{AuditLog, MemoryGate, TracingAudit, now_ms};
 use crate::worktree::WorktreeIndex;
 
 /// The owner recorded for sessions in the gateway's own store.
@@ -127,6 +127,7 @@ pub struct Gateway {
 struct Inner {
     options: GatewayOptions,
     sessions: Mutex<HashMap<String, Arc<GatewaySession>>>,
+    audit: Arc<dyn AuditLog>,
 }
 
 impl Gateway {
@@ -134,10 +135,17 @@ impl Gateway {
     /// (its executors are gone) are withdrawn, so nobody answers a question
     /// no process waits for.
     pub async fn new(options: GatewayOptions) -> Result<Self> {
+        Self::with_audit(options, Arc::new(TracingAudit)).await
+    }
+
+    /// Like [`Gateway::new`], writing every approval request and decision
+    /// to `audit`.
+    pub async fn with_audit(options: GatewayOptions, audit: Arc<dyn AuditLog>) -> Result<Self> {
         let gw = Gateway {
             inner: Arc::new(Inner {
                 options,
                 sessions: Mutex::new(HashMap::new()),
+                audit,
             }),
         };
         for meta in gw.inner.options.directory.list(GATEWAY_OWNER).await? {
@@ -202,7 +210,7 @@ impl Gateway {
         let log = SessionLog::open(store).await?;
         // Executors log each question and its resolution themselves, in
         // order with the rest of the stream; the gate only decides.
-        let mut gate = MemoryGate::new();
+        let mut gate = MemoryGate::new().with_audit(self.inner.audit.clone());
         if let Some(t) = self.inner.options.approval_timeout {
             gate = gate.with_timeout(t);
         }

@@ -182,6 +182,13 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
     let before = events_until(&mut ws, |e| matches!(e, Event::UserQuestion(_))).await;
     let last = before.last().unwrap().0;
 
+    // The request is in the audit file before anyone decided.
+    let audit = std::fs::read_to_string(root.join("data/audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"requested\"") && audit.contains("make"),
+        "{audit}"
+    );
+
     // kill -9: no chance to clean up.
     gw.start_kill().unwrap();
     gw.wait().await.unwrap();

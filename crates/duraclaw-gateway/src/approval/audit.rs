@@ -135,3 +135,15 @@ impl AuditLog for MemoryAudit {
             .push(entry.clone());
     }
 }
+
+/// Every entry to each of several audit logs (e.g. a file and `tracing`).
+#[derive(Debug, Clone)]
+pub struct AuditTee(pub Vec<Arc<dyn AuditLog>>);
+
+impl AuditLog for AuditTee {
+    fn record(&self, entry: &AuditEntry) {
+        for log in &self.0 {
+            log.record(entry);
+        }
+    }
+}

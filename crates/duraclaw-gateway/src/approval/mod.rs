@@ -19,7 +19,9 @@ mod durable;
 mod memory;
 mod policy;
 
-pub use audit::{AuditAction, AuditEntry, AuditLog, JsonlAudit, MemoryAudit, TracingAudit};
+pub use audit::{
+    AuditAction, AuditEntry, AuditLog, AuditTee, JsonlAudit, MemoryAudit, TracingAudit,
+};
 pub use durable::DurableGate;
 pub use memory::MemoryGate;
 pub(crate) use policy::glob_match;
