@@ -226,7 +226,13 @@ export function ToolCard({ item, ctx }) {
       </div>
       {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} inCard />}
       {q && <Question item={q} ctx={ctx} nested />}
-      {item.result && <ToolResult name={item.name} result={item.result} />}
+      {item.result &&
+        (name === 'AskUserQuestion' && !item.result.is_error && q && q.resolved && q.resolved.decision === 'answered' ? (
+          // The answers are shown above; the tool's echo of them adds nothing.
+          <span hidden data-seq={item.result.seq} data-testid="tool-result" />
+        ) : (
+          <ToolResult name={item.name} result={item.result} />
+        ))}
     </section>
   );
 }
