@@ -7,12 +7,14 @@
 //! duraclaw orchestrator           the orchestrator and UI alone
 //! duraclaw gateway                the gateway alone (as duraclaw-gateway)
 //! duraclaw user add NAME          create a user
+//! duraclaw verify --user NAME     smoke-check a running deployment
 //! ```
 
 mod assets;
 mod auth;
 mod demo;
 mod orchestrator;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +53,8 @@ enum Cmd {
     Orchestrator(OrchestratorArgs),
     /// Run the gateway alone.
     Gateway(Box<ServeArgs>),
+    /// Smoke-check a running deployment through its HTTP and WebSocket API.
+    Verify(verify::VerifyArgs),
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -144,6 +148,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Up(args) => up(*args).await,
         Cmd::Orchestrator(args) => orchestrator_only(args).await,
         Cmd::Gateway(args) => gateway_only(*args).await,
+        Cmd::Verify(args) => verify::run(args).await,
         Cmd::User {
             command:
                 UserCmd::Add {
