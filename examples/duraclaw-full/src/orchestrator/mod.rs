@@ -206,6 +206,36 @@ impl Orchestrator {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn idle_actors_sleep_and_wake_with_their_state() {
+        use duraclaw_core::actor::Actor;
+        use duraclaw_core::protocol::{Command, UserTurn};
+        let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
+        let link = GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
+        let orch = Orchestrator::new(dir, link, Duration::ZERO);
+        let actor = orch.create(SessionMeta::new("s1", "alice", 1)).await.unwrap();
+        let who = Actor { user: "alice".into(), client: None };
+        let turn = Command::Message(UserTurn { text: "hello".into() });
+        actor.command("c1", turn.clone(), &who, 2).await.unwrap();
+
+        // Watched: stays awake whatever the idle period.
+        let sub = actor.log().subscribe(0);
+        assert_eq!(orch.evict_idle().await, 0);
+        drop(sub);
+        drop(actor);
+        assert_eq!(orch.evict_idle().await, 1);
+        assert_eq!(orch.awake().await, 0);
+
+        // Woken on demand, with its log, state and applied command ids.
+        let actor = orch.actor("s1").await.unwrap();
+        assert_eq!(orch.awake().await, 1);
+        assert_eq!(actor.log().store().head().await.unwrap().last_seq, 1);
+        let again = actor.command("c1", turn, &who, 3).await.unwrap();
+        assert!(again.forward.is_empty(), "a command id applies once across sleeps");
+        assert_eq!(actor.meta().await.state, SessionState::Initializing);
+        assert_eq!(actor.log().store().unforwarded().await.unwrap().len(), 1);
+    }
+
     #[test]
     fn session_ids_are_unique_sortable_and_url_safe() {
         let a = new_session_id();
