@@ -1,17 +1,24 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
+import { baseName } from '../format.js';
 import { Header, StatusBanner } from './Header.jsx';
 import { useGatewayStatus } from './SessionList.jsx';
 
 const DEFAULT_MODEL = 'sonnet';
 
 function worktreeLabel(w) {
-  const parts = [w.path];
+  // The folder name first: on a phone only the start of an option shows.
+  const parts = [baseName(w.path) || w.path];
   if (w.branch) parts.push(`[${w.branch}]`);
   else if (w.head) parts.push(`[detached ${w.head.slice(0, 8)}]`);
   if (w.dirty) parts.push('• dirty');
   if (w.busy_session) parts.push('• busy');
+  parts.push(`— ${w.path}`);
   return parts.join(' ');
+}
+
+function shortId(id) {
+  return id.length > 10 ? `…${id.slice(-8)}` : id;
 }
 
 export function NewSession({ user, onLogout }) {
@@ -104,7 +111,10 @@ export function NewSession({ user, onLogout }) {
               {selected.dirty ? <span class="badge warn">uncommitted changes</span> : <span class="badge ok">clean</span>}{' '}
               {selected.busy_session && (
                 <span class="badge attention">
-                  busy: <a href={`#/s/${encodeURIComponent(selected.busy_session)}`}>session {selected.busy_session}</a>
+                  busy:{' '}
+                  <a href={`#/s/${encodeURIComponent(selected.busy_session)}`} title={selected.busy_session}>
+                    session {shortId(selected.busy_session)}
+                  </a>
                 </span>
               )}
               {selected.repo && selected.repo !== selected.path && <span class="mono small"> repo {selected.repo}</span>}
