@@ -213,9 +213,17 @@ mod tests {
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let link = GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
         let orch = Orchestrator::new(dir, link, Duration::ZERO);
-        let actor = orch.create(SessionMeta::new("s1", "alice", 1)).await.unwrap();
-        let who = Actor { user: "alice".into(), client: None };
-        let turn = Command::Message(UserTurn { text: "hello".into() });
+        let actor = orch
+            .create(SessionMeta::new("s1", "alice", 1))
+            .await
+            .unwrap();
+        let who = Actor {
+            user: "alice".into(),
+            client: None,
+        };
+        let turn = Command::Message(UserTurn {
+            text: "hello".into(),
+        });
         actor.command("c1", turn.clone(), &who, 2).await.unwrap();
 
         // Watched: stays awake whatever the idle period.
@@ -231,7 +239,10 @@ mod tests {
         assert_eq!(orch.awake().await, 1);
         assert_eq!(actor.log().store().head().await.unwrap().last_seq, 1);
         let again = actor.command("c1", turn, &who, 3).await.unwrap();
-        assert!(again.forward.is_empty(), "a command id applies once across sleeps");
+        assert!(
+            again.forward.is_empty(),
+            "a command id applies once across sleeps"
+        );
         assert_eq!(actor.meta().await.state, SessionState::Initializing);
         assert_eq!(actor.log().store().unforwarded().await.unwrap().len(), 1);
     }
