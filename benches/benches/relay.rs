@@ -1,0 +1,451 @@
+//! Relay: one event from the gateway's executor to a browser, through the
+//! real path with persist-before-forward, on loopback, in one process.
+//!
+//! Ours: an executor's `EventSink` (the gateway's outbox sink: the event is
+//! appended to the gateway's SQLite outbox) → the gateway's attach
+//! forwarder and link writer → WebSocket → the orchestrator's link read
+//! loop (batching what has arrived, as `duraclaw-full`'s link does) →
+//! `SessionActor::ingest` (the orchestrator's SQLite log) → the log's live
+//! subscription → the browser forwarder and its queue → WebSocket → the
+//! browser. The gateway is the real `duraclaw_gateway` server (bearer,
+//! hello, execute, attach); the orchestrator's link is re-assembled from
+//! library parts because it lives in the `duraclaw-full` binary.
+//!
+//! Baseline: the same two WebSocket hops with no persistence: the event is
+//! framed for the gateway link, sent, decoded by a relay task, framed for
+//! the browser, sent, received.
+//!
+//! Latency is measured closed-loop (emit one event, wait until the browser
+//! has it), interleaving blocks of ours and baseline. A burst of token
+//! deltas (emitted back to back) measures throughput and the
+//! orchestrator's transactions per 1,000 deltas. Prints a JSON summary.
+//! `QUICK=1` (or `cargo test --benches`) runs a few hundred events.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use duraclaw_benches::ws::{Counter, nanos_since, pair, spawn_writer};
+use duraclaw_benches::{mix, now_ms, quick, runtime};
+use duraclaw_core::Result;
+use duraclaw_core::actor::SessionActor;
+use duraclaw_core::approval::DynApprovalGate;
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
+use duraclaw_core::protocol::{
+    Command, CommandEnvelope, Event, Execute, FromGateway, Hello, Role, ToGateway,
+    browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
+};
+use duraclaw_core::store::{SessionDirectory, SessionMeta};
+use duraclaw_gateway::link::{Secret, serve, ws_config};
+use duraclaw_gateway::server::{Gateway, GatewayOptions};
+use duraclaw_gateway::worktree::WorktreeIndex;
+use duraclaw_store::SqliteDirectory;
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SECRET: &str = "bench-secret-0123456789abcdef";
+const SESSION: &str = "relay-session";
+/// As `duraclaw-full`: frames per ingest at most, the browser queue, the
+/// link queue.
+const MAX_BATCH: usize = 1024;
+const BROWSER_QUEUE: usize = 256;
+const LINK_QUEUE: usize = 4096;
+
+/// An executor that hands its event sink to the bench.
+#[derive(Debug)]
+struct Grab(Mutex<Option<oneshot::Sender<DynEventSink>>>);
+
+#[derive(Debug)]
+struct Idle;
+
+#[async_trait]
+impl ExecutorSession for Idle {
+    async fn send_message(&self, _text: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn interrupt(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
+    fn is_running(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl Executor for Grab {
+    async fn start(
+        &self,
+        _spec: StartSpec,
+        _gate: DynApprovalGate,
+        sink: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        if let Some(tx) = self.0.lock().unwrap().take() {
+            let _ = tx.send(sink);
+        }
+        Ok(Box::new(Idle))
+    }
+}
+
+fn init_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    let repo = git2::Repository::init(path).unwrap();
+    std::fs::write(path.join("README.md"), "bench\n").unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(Path::new("README.md")).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("bench", "bench@example.com").unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+        .unwrap();
+}
+
+/// How events enter a path, and where the browser counts them.
+struct Path2 {
+    emit: Emit,
+    browser: Counter,
+}
+
+enum Emit {
+    /// The gateway executor's sink.
+    Sink(DynEventSink),
+    /// The baseline's first hop: frame and queue for the link writer.
+    Raw(mpsc::Sender<String>),
+}
+
+impl Path2 {
+    async fn emit(&self, gseq: u64, event: Event) {
+        match &self.emit {
+            Emit::Sink(sink) => sink.emit(event).await.unwrap(),
+            Emit::Raw(tx) => {
+                let json = event.to_json().unwrap();
+                let frame = gateway_event_frame(SESSION, gseq, &json).unwrap();
+                tx.send(frame).await.unwrap();
+            }
+        }
+    }
+}
+
+struct Ours {
+    path: Path2,
+    gateway_dir: SqliteDirectory,
+    orch_dir: SqliteDirectory,
+    _gateway_task: tokio::task::JoinHandle<()>,
+}
+
+/// The real gateway, the orchestrator's link and actor, and a browser.
+async fn ours(root: &Path) -> Ours {
+    init_repo(&root.join("projects/app"));
+    let worktree = root.join("projects/app").display().to_string();
+    let gateway_dir = SqliteDirectory::open(root.join("gateway.db"))
+        .await
+        .unwrap();
+    let (sink_tx, sink_rx) = oneshot::channel();
+    let gateway = Gateway::new(GatewayOptions {
+        directory: Arc::new(gateway_dir.clone()),
+        executor: Arc::new(Grab(Mutex::new(Some(sink_tx)))),
+        worktrees: WorktreeIndex::new(vec![format!("{}/projects/*", root.display())]).unwrap(),
+        approval_timeout: None,
+    })
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gateway_task = tokio::spawn(serve(listener, gateway, Secret::new(SECRET).unwrap()));
+
+    // The orchestrator: its store and the session's actor.
+    let orch_dir = SqliteDirectory::open(root.join("orchestrator.db"))
+        .await
+        .unwrap();
+    let store = orch_dir
+        .create(SessionMeta::new(SESSION, "bench", now_ms()))
+        .await
+        .unwrap();
+    let actor = SessionActor::open(store).await.unwrap();
+
+    // Its link: dial with the bearer, hello, execute, attach.
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true)
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = ws.split();
+    let send = |f: &ToGateway| Message::text(encode_frame(f).unwrap());
+    sink.send(send(&ToGateway::Hello(Hello::new(Role::Orchestrator))))
+        .await
+        .unwrap();
+    sink.send(send(&ToGateway::Command(CommandEnvelope {
+        id: "execute-1".into(),
+        session_id: SESSION.into(),
+        command: Command::Execute(Execute {
+            worktree,
+            prompt: "bench".into(),
+            model: None,
+            permission_mode: None,
+            system_prompt: None,
+        }),
+    })))
+    .await
+    .unwrap();
+    loop {
+        let Some(Ok(Message::Text(t))) = stream.next().await else {
+            panic!("the gateway closed the link")
+        };
+        match decode_frame::<FromGateway>(t.as_str(), "frame").unwrap() {
+            FromGateway::CommandResult(r) => {
+                assert!(r.ok, "execute refused: {r:?}");
+                break;
+            }
+            FromGateway::Hello(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    sink.send(send(&ToGateway::Attach {
+        session_id: SESSION.into(),
+        after_gseq: 0,
+    }))
+    .await
+    .unwrap();
+    let (link_tx, mut link_rx) = mpsc::channel::<String>(LINK_QUEUE);
+    tokio::spawn(async move {
+        while let Some(text) = link_rx.recv().await {
+            if sink.send(Message::text(text)).await.is_err() {
+                break;
+            }
+        }
+    });
+    // The read loop: take what has arrived, ingest it as one batch, ack.
+    let ingest_actor = actor.clone();
+    tokio::spawn(async move {
+        loop {
+            let Some(first) = stream.next().await else {
+                return;
+            };
+            let mut frames = vec![first];
+            while frames.len() < MAX_BATCH {
+                match stream.next().now_or_never() {
+                    Some(Some(m)) => frames.push(m),
+                    _ => break,
+                }
+            }
+            let mut batch = Vec::new();
+            for msg in frames {
+                let Ok(Message::Text(t)) = msg else { continue };
+                if let Ok(FromGateway::Event { gseq, event, .. }) =
+                    decode_frame::<FromGateway>(t.as_str(), "gateway frame")
+                {
+                    batch.push((gseq, event));
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let out = ingest_actor.ingest(batch, now_ms()).await.unwrap();
+            assert!(out.gap_at.is_none());
+            let ack = encode_frame(&ToGateway::Ack {
+                session_id: SESSION.into(),
+                gseq: out.ack,
+            })
+            .unwrap();
+            let _ = link_tx.try_send(ack);
+        }
+    });
+
+    // The browser: subscribe, forward into the queue, the writer sends.
+    let (server, client) = pair(false).await;
+    let queue = spawn_writer(server, BROWSER_QUEUE);
+    let mut sub = actor.log().subscribe(0);
+    tokio::spawn(async move {
+        while let Some(item) = sub.next().await {
+            let e = item.unwrap();
+            if queue
+                .send(browser_event_frame(e.seq, &e.json))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let emit = sink_rx.await.unwrap();
+    Ours {
+        path: Path2 {
+            emit: Emit::Sink(emit),
+            browser: Counter::spawn(client),
+        },
+        gateway_dir,
+        orch_dir,
+        _gateway_task: gateway_task,
+    }
+}
+
+/// The same two hops, no persistence: frame, send, decode, re-frame, send.
+async fn baseline() -> Path2 {
+    let (gw_server, orch_client) = pair(true).await;
+    let link = spawn_writer(gw_server, LINK_QUEUE);
+    let (server, browser) = pair(false).await;
+    let queue = spawn_writer(server, BROWSER_QUEUE);
+    let (_orch_sink, mut orch_stream) = orch_client.split();
+    tokio::spawn(async move {
+        let _keep = _orch_sink;
+        while let Some(Ok(msg)) = orch_stream.next().await {
+            let Message::Text(t) = msg else { continue };
+            if let Ok(FromGateway::Event { gseq, event, .. }) =
+                decode_frame::<FromGateway>(t.as_str(), "gateway frame")
+            {
+                let json = event.to_json().unwrap();
+                if queue.send(browser_event_frame(gseq, &json)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Path2 {
+        emit: Emit::Raw(link),
+        browser: Counter::spawn(browser),
+    }
+}
+
+/// Event `k` of the relay mix: the ~200-byte mix, with one large tool
+/// result (50–200 KB) in every 1,000.
+fn relay_event(k: u64) -> (Event, bool) {
+    if k % 1000 == 999 {
+        return (mix::event(mix::LARGE_EVERY * (k / 1000 % 4) + 999), true);
+    }
+    let i = if mix::is_large(k) { k + 1 } else { k };
+    (mix::event(i), false)
+}
+
+#[derive(Default)]
+struct Samples {
+    small: Vec<u64>,
+    large: Vec<u64>,
+    bytes: usize,
+}
+
+/// Emits events `from..to` one at a time, each timed until the browser has it.
+async fn closed_loop(path: &Path2, from: u64, to: u64, out: &mut Samples) {
+    for k in from..to {
+        let (event, large) = relay_event(k);
+        let done = path.browser.expect(1);
+        let start = Instant::now();
+        path.emit(k + 1, event).await;
+        let got = done.await.unwrap();
+        let t = nanos_since(start);
+        out.bytes += got.bytes;
+        if large {
+            out.large.push(t);
+        } else {
+            out.small.push(t);
+        }
+    }
+}
+
+/// Emits `n` deltas back to back; the time until the browser has them all.
+async fn burst(path: &Path2, from: u64, n: u64) -> Duration {
+    let done = path.browser.expect(n as usize);
+    let start = Instant::now();
+    for k in from..from + n {
+        path.emit(k + 1, mix::delta(k)).await;
+    }
+    let got = done.await.unwrap();
+    assert_eq!(got.frames, n as usize);
+    start.elapsed()
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+fn summary(s: &mut Samples) -> serde_json::Value {
+    s.small.sort_unstable();
+    s.large.sort_unstable();
+    let mean = s.small.iter().sum::<u64>() as f64 / s.small.len().max(1) as f64 / 1000.0;
+    json!({
+        "events": s.small.len(),
+        "p50_us": pct(&s.small, 0.50),
+        "p99_us": pct(&s.small, 0.99),
+        "p99_9_us": pct(&s.small, 0.999),
+        "max_us": pct(&s.small, 1.0),
+        "mean_us": mean,
+        "large_events": s.large.len(),
+        "large_p50_us": pct(&s.large, 0.50),
+        "large_max_us": pct(&s.large, 1.0),
+    })
+}
+
+fn main() {
+    let quick = quick();
+    let (blocks, per_block, warm, burst_n) = if quick {
+        (2u64, 100u64, 20u64, 500u64)
+    } else {
+        (5, 2_000, 500, 10_000)
+    };
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let report = rt.block_on(async {
+        let ours = ours(&root).await;
+        let base = baseline().await;
+        let mut next_ours = 0;
+        let mut next_base = 0;
+        // Warm both paths up (connections, caches, prepared statements).
+        let mut scratch = Samples::default();
+        closed_loop(&ours.path, 0, warm, &mut scratch).await;
+        closed_loop(&base, 0, warm, &mut scratch).await;
+        next_ours += warm;
+        next_base += warm;
+
+        let mut o = Samples::default();
+        let mut b = Samples::default();
+        for _ in 0..blocks {
+            closed_loop(&base, next_base, next_base + per_block, &mut b).await;
+            next_base += per_block;
+            closed_loop(&ours.path, next_ours, next_ours + per_block, &mut o).await;
+            next_ours += per_block;
+        }
+        assert_eq!(o.bytes, b.bytes, "both paths deliver the same bytes");
+
+        let orch_before = ours.orch_dir.stats();
+        let gw_before = ours.gateway_dir.stats();
+        let base_burst = burst(&base, next_base, burst_n).await;
+        let ours_burst = burst(&ours.path, next_ours, burst_n).await;
+        let orch = ours.orch_dir.stats();
+        let gw = ours.gateway_dir.stats();
+        let per_1000 = |tx: u64, ev: u64| tx as f64 * 1000.0 / ev.max(1) as f64;
+        let (so, sb) = (summary(&mut o), summary(&mut b));
+        let ratio = |k: &str| so[k].as_f64().unwrap() / sb[k].as_f64().unwrap().max(1e-9);
+        json!({
+            "bench": "relay",
+            "quick": quick,
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "ours": so,
+            "baseline": sb,
+            "ratio": { "p50": ratio("p50_us"), "p99": ratio("p99_us"), "p99_9": ratio("p99_9_us") },
+            "burst": {
+                "deltas": burst_n,
+                "ours_events_per_s": burst_n as f64 / ours_burst.as_secs_f64(),
+                "baseline_events_per_s": burst_n as f64 / base_burst.as_secs_f64(),
+                "orchestrator_transactions_per_1000": per_1000(
+                    orch.transactions - orch_before.transactions,
+                    orch.events_written - orch_before.events_written),
+                "gateway_transactions_per_1000": per_1000(
+                    gw.transactions - gw_before.transactions,
+                    gw.events_written - gw_before.events_written),
+            },
+        })
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
