@@ -1,0 +1,86 @@
+// Scenario 2: a session with the REAL Claude Code CLI, whose model is the
+// fake Anthropic API. The first answer stalls on the fake's latch, so the
+// page shows streamed text before the rest exists; then a Read is approved,
+// its result shown, and the turn's cost.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  CLAUDE_URL,
+  assertExactlyOnce,
+  control,
+  env,
+  gatewayConnected,
+  launch,
+  loggedIn,
+  screenshot,
+  since,
+  toolCard,
+} from './lib/harness.js';
+
+const script = JSON.parse(env('DURACLAW_E2E_CLAUDE_SCRIPT'));
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+test('the real CLI: streamed text, an approved Read and its result, the turn cost', async () => {
+  const t0 = Date.now();
+  const ctx = await loggedIn(browser, CLAUDE_URL);
+  await gatewayConnected(ctx);
+  const page = await ctx.newPage();
+  await page.goto('/#/new');
+  const select = page.getByTestId('worktree-select');
+  await page.locator(`[data-testid=worktree-select] option[value$="/${script.worktree}"]`).waitFor({ state: 'attached' });
+  const value = await page.locator(`[data-testid=worktree-select] option[value$="/${script.worktree}"]`).getAttribute('value');
+  await select.selectOption(value);
+  await page.getByTestId('prompt').fill('What do the notes say?');
+  await page.getByTestId('create-session').click();
+  await page.waitForURL(/#\/s\//);
+  const id = decodeURIComponent(new URL(page.url()).hash.replace('#/s/', ''));
+  console.log(`session ${id} created: ${since(t0)}`);
+
+  // The fake holds its stream after a few deltas: the page shows part of
+  // the text, still streaming.
+  const streaming = page.locator('[data-testid=assistant-message].streaming');
+  await streaming.waitFor({ timeout: 45_000 });
+  const partial = (await streaming.innerText()).trim();
+  assert.ok(partial.length > 0 && partial.length < script.intro.length, `partial text: ${JSON.stringify(partial)}`);
+  assert.ok(script.intro.startsWith(partial), `${JSON.stringify(partial)} begins the answer`);
+  await screenshot(page, 'claude-streaming');
+  console.log(`streamed text shown: ${since(t0)}`);
+  await control('/fake/release');
+
+  // The rest of the answer, then the Read waits for a human.
+  await page.locator('[data-testid=assistant-message]:not(.streaming)', { hasText: script.intro }).waitFor();
+  const read = toolCard(page, 'Read');
+  await read.getByTestId('approve').waitFor();
+  assert.match(await read.innerText(), /notes\.txt/);
+  await page.locator('[data-testid=state-badge][data-reason=awaiting_approval]').waitFor();
+  await read.getByTestId('approve').click();
+  await read.getByTestId('resolution').filter({ hasText: 'approved by alice' }).waitFor();
+  const result = read.getByTestId('tool-result');
+  await result.waitFor({ timeout: 30_000 });
+  assert.match(await result.innerText(), /The launch code is 0451\./);
+  console.log(`tool approved, result shown: ${since(t0)}`);
+
+  await page.locator('[data-testid=assistant-message]', { hasText: script.outro }).waitFor({ timeout: 30_000 });
+  const cost = page.getByTestId('turn-cost');
+  await cost.waitFor({ timeout: 30_000 });
+  const dollars = Number(/\$([0-9.]+)/.exec(await cost.innerText())?.[1]);
+  assert.ok(dollars > 0, `the turn cost is shown: ${await cost.innerText()}`);
+  await page.locator('[data-testid=state-badge][data-reason=idle]').waitFor();
+
+  // The model got the file's content as the tool's result.
+  const fake = await control('/fake/state', 'GET');
+  assert.equal(fake.model_requests, 2);
+  assert.ok(JSON.stringify(fake.tool_results).includes('0451'), JSON.stringify(fake.tool_results));
+
+  const { n } = await assertExactlyOnce(page, id);
+  await screenshot(page, 'claude-session', { fullPage: true });
+  console.log(`real CLI scenario: ${n} events, turn cost $${dollars}, ${since(t0)}`);
+  await ctx.close();
+});
