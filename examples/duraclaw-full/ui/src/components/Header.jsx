@@ -40,10 +40,12 @@ export function StatusBanner({ status, error }) {
       </div>
     );
   }
-  if (g.executor_error || !g.executor) {
+  // `executor: null` alone only means this server does not know which one
+  // the gateway runs; it is a problem only when there is an error.
+  if (g.executor_error) {
     return (
       <div class="banner warn" role="status" data-testid="status-banner">
-        <strong>New sessions cannot start.</strong> {g.executor_error || 'The gateway has no executor available.'}
+        <strong>New sessions cannot start.</strong> {g.executor_error}
       </div>
     );
   }
