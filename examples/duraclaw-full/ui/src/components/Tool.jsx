@@ -229,7 +229,7 @@ export function ToolCard({ item, ctx }) {
       {item.result &&
         (name === 'AskUserQuestion' && !item.result.is_error && q && q.resolved && q.resolved.decision === 'answered' ? (
           // The answers are shown above; the tool's echo of them adds nothing.
-          <span hidden data-seq={item.result.seq} data-testid="tool-result" />
+          <span hidden data-seq={item.result.seq} />
         ) : (
           <ToolResult name={item.name} result={item.result} />
         ))}
