@@ -7,19 +7,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, Decision, Event, Execute, FromGateway, Hello, Role, ToGateway,
-    UserTurn, decode_frame, encode_frame,
+    Command, CommandEnvelope, Decision, Event, Execute, FromGateway, ToGateway, UserTurn,
 };
-use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command as Process};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+mod support;
+use support::{events_until, init_repo, open, recv, send};
 
 const SECRET: &str = "binary-test-secret-0123456789";
 const DEADLINE: Duration = Duration::from_secs(30);
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn bin() -> Process {
     let mut p = Process::new(env!("CARGO_BIN_EXE_duraclaw-gateway"));
@@ -62,18 +59,6 @@ async fn it_refuses_to_start_without_a_secret_or_on_a_public_address() {
     assert!(!err.contains(SECRET));
 }
 
-fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    std::fs::write(path.join("README.md"), "hi\n").unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("t", "t@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
-}
-
 /// Starts the gateway and reads the address it prints.
 async fn start(root: &Path, script: &Path) -> (Child, std::net::SocketAddr) {
     let mut child = bin()
@@ -98,48 +83,6 @@ async fn start(root: &Path, script: &Path) -> (Child, std::net::SocketAddr) {
     (child, addr)
 }
 
-async fn open(addr: std::net::SocketAddr) -> Ws {
-    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    send(&mut ws, &ToGateway::Hello(Hello::new(Role::Orchestrator))).await;
-    assert!(matches!(recv(&mut ws).await, FromGateway::Hello(_)));
-    ws
-}
-
-async fn send(ws: &mut Ws, frame: &ToGateway) {
-    ws.send(Message::text(encode_frame(frame).unwrap()))
-        .await
-        .unwrap();
-}
-
-async fn recv(ws: &mut Ws) -> FromGateway {
-    loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("no frame in time")
-            .expect("closed")
-            .expect("error");
-        if let Message::Text(t) = msg {
-            return decode_frame(t.as_str(), "frame").unwrap();
-        }
-    }
-}
-
-async fn events_until(ws: &mut Ws, stop: impl Fn(&Event) -> bool) -> Vec<(u64, Event)> {
-    let mut got = Vec::new();
-    loop {
-        if let FromGateway::Event { gseq, event, .. } = recv(ws).await {
-            let done = stop(&event);
-            got.push((gseq, event));
-            if done {
-                return got;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn() {
     let tmp = tempfile::tempdir().unwrap();
@@ -154,7 +97,7 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
     .unwrap();
 
     let (mut gw, addr) = start(&root, &script).await;
-    let mut ws = open(addr).await;
+    let mut ws = open(addr, SECRET, DEADLINE).await;
     send(
         &mut ws,
         &ToGateway::Command(CommandEnvelope {
@@ -170,7 +113,7 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
         }),
     )
     .await;
-    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
     send(
         &mut ws,
         &ToGateway::Attach {
@@ -179,7 +122,7 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
         },
     )
     .await;
-    let before = events_until(&mut ws, |e| matches!(e, Event::UserQuestion(_))).await;
+    let before = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::UserQuestion(_))).await;
     let last = before.last().unwrap().0;
 
     // The request is in the audit file before anyone decided.
@@ -194,7 +137,7 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
     gw.wait().await.unwrap();
 
     let (_gw, addr) = start(&root, &script).await;
-    let mut ws = open(addr).await;
+    let mut ws = open(addr, SECRET, DEADLINE).await;
     // Attach from 0: the whole log again, identical, then the withdrawal.
     send(
         &mut ws,
@@ -204,7 +147,10 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
         },
     )
     .await;
-    let again = events_until(&mut ws, |e| matches!(e, Event::QuestionResolved(_))).await;
+    let again = events_until(&mut ws, DEADLINE, |e| {
+        matches!(e, Event::QuestionResolved(_))
+    })
+    .await;
     assert_eq!(
         &again[..before.len()],
         &before[..],
@@ -231,6 +177,6 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
         }),
     )
     .await;
-    let resumed = events_until(&mut ws, |e| matches!(e, Event::Result(_))).await;
+    let resumed = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     assert_eq!(resumed[0].0, last + 2);
 }

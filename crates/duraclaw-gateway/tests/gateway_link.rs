@@ -4,13 +4,12 @@
 //! approvals, worktree rules, and no lost or duplicated event across a cut
 //! link and a gateway restart.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use duraclaw_core::protocol::{
-    Answer, Command, CommandEnvelope, DecidedBy, Decision, Event, Execute, FromGateway, Hello,
-    Role, ToGateway, UserTurn, decode_frame, encode_frame,
+    Answer, Command, DecidedBy, Decision, Event, FromGateway, ToGateway, UserTurn,
 };
 use duraclaw_gateway::link::{Secret, serve};
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
@@ -21,13 +20,12 @@ use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+mod support;
+use support::{command, connect_with, events_until, execute, init_repo, open, recv, send};
 
 const SECRET: &str = "test-secret-0123456789abcdef";
 const DEADLINE: Duration = Duration::from_secs(20);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -46,18 +44,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    std::fs::write(path.join("README.md"), "hello\n").unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("t", "t@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
 }
 
 impl Harness {
@@ -102,83 +88,6 @@ impl Harness {
             addr,
             task,
             gateway,
-        }
-    }
-}
-
-async fn connect_with(
-    addr: std::net::SocketAddr,
-    auth: Option<&str>,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
-    if let Some(a) = auth {
-        req.headers_mut()
-            .insert("authorization", a.parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(req)
-        .await
-        .map(|(ws, _)| ws)
-}
-
-async fn send(ws: &mut Ws, frame: &ToGateway) {
-    ws.send(Message::text(encode_frame(frame).unwrap()))
-        .await
-        .unwrap();
-}
-
-async fn recv(ws: &mut Ws) -> FromGateway {
-    loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("no frame within the deadline")
-            .expect("link closed")
-            .expect("link error");
-        if let Message::Text(t) = msg {
-            return decode_frame(t.as_str(), "test frame").unwrap();
-        }
-    }
-}
-
-async fn open(addr: std::net::SocketAddr) -> Ws {
-    let mut ws = connect_with(addr, Some(&format!("Bearer {SECRET}")))
-        .await
-        .unwrap();
-    send(&mut ws, &ToGateway::Hello(Hello::new(Role::Orchestrator))).await;
-    match recv(&mut ws).await {
-        FromGateway::Hello(h) => assert_eq!(h.role, Role::Gateway),
-        other => panic!("expected hello, got {other:?}"),
-    }
-    ws
-}
-
-fn command(id: &str, session: &str, command: Command) -> ToGateway {
-    ToGateway::Command(CommandEnvelope {
-        id: id.into(),
-        session_id: session.into(),
-        command,
-    })
-}
-
-fn execute(worktree: String, prompt: &str) -> Command {
-    Command::Execute(Execute {
-        worktree,
-        prompt: prompt.into(),
-        model: None,
-        permission_mode: None,
-        system_prompt: None,
-    })
-}
-
-/// Reads frames until `stop` says so, collecting (gseq, event) pairs.
-async fn events_until(ws: &mut Ws, mut stop: impl FnMut(&Event) -> bool) -> Vec<(u64, Event)> {
-    let mut got = Vec::new();
-    loop {
-        if let FromGateway::Event { gseq, event, .. } = recv(ws).await {
-            let done = stop(&event);
-            got.push((gseq, event));
-            if done {
-                return got;
-            }
         }
     }
 }
@@ -243,22 +152,26 @@ async fn hello_version_and_bad_frames() {
     ))
     .await
     .unwrap();
-    match recv(&mut ws).await {
+    match recv(&mut ws, DEADLINE).await {
         FromGateway::Error(e) => assert_eq!(e.code, "unsupported_version"),
         other => panic!("{other:?}"),
     }
 
-    let mut ws = open(gw.addr).await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
     ws.send(Message::text("{not json")).await.unwrap();
-    assert!(matches!(recv(&mut ws).await, FromGateway::Error(e) if e.code == "bad_frame"));
+    assert!(
+        matches!(recv(&mut ws, DEADLINE).await, FromGateway::Error(e) if e.code == "bad_frame")
+    );
     ws.send(Message::text(r#"{"type":"launch_missiles"}"#))
         .await
         .unwrap();
-    assert!(matches!(recv(&mut ws).await, FromGateway::Error(e) if e.code == "bad_frame"));
+    assert!(
+        matches!(recv(&mut ws, DEADLINE).await, FromGateway::Error(e) if e.code == "bad_frame")
+    );
     // The link still works.
     send(&mut ws, &ToGateway::Ping { nonce: 7 }).await;
     assert!(matches!(
-        recv(&mut ws).await,
+        recv(&mut ws, DEADLINE).await,
         FromGateway::Pong { nonce: 7 }
     ));
     // An oversized frame ends the link; the gateway stays up.
@@ -277,10 +190,10 @@ async fn hello_version_and_bad_frames() {
     })
     .await;
     assert!(ended.is_ok(), "the oversized frame should end the link");
-    let mut ws = open(gw.addr).await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
     send(&mut ws, &ToGateway::Ping { nonce: 8 }).await;
     assert!(matches!(
-        recv(&mut ws).await,
+        recv(&mut ws, DEADLINE).await,
         FromGateway::Pong { nonce: 8 }
     ));
 }
@@ -291,9 +204,9 @@ async fn worktree_rules_traversal_and_busy() {
         turns: vec![vec![Step::Stall]],
     });
     let gw = h.start().await;
-    let mut ws = open(gw.addr).await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
     send(&mut ws, &ToGateway::ListWorktrees { id: "w1".into() }).await;
-    match recv(&mut ws).await {
+    match recv(&mut ws, DEADLINE).await {
         FromGateway::Worktrees { id, worktrees } => {
             assert_eq!(id, "w1");
             assert_eq!(worktrees.len(), 2);
@@ -314,7 +227,7 @@ async fn worktree_rules_traversal_and_busy() {
             ),
         )
         .await;
-        match recv(&mut ws).await {
+        match recv(&mut ws, DEADLINE).await {
             FromGateway::CommandResult(r) => {
                 assert!(!r.ok, "{bad} was accepted");
                 assert_eq!(r.error.unwrap().code, "invalid", "{bad}");
@@ -327,13 +240,13 @@ async fn worktree_rules_traversal_and_busy() {
         &command("c1", "s1", execute(h.worktree("app1"), "stall")),
     )
     .await;
-    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
     send(
         &mut ws,
         &command("c2", "s2", execute(h.worktree("app1"), "me too")),
     )
     .await;
-    match recv(&mut ws).await {
+    match recv(&mut ws, DEADLINE).await {
         FromGateway::CommandResult(r) => {
             let e = r.error.unwrap();
             assert_eq!(e.code, "worktree_busy");
@@ -342,7 +255,7 @@ async fn worktree_rules_traversal_and_busy() {
         other => panic!("{other:?}"),
     }
     send(&mut ws, &ToGateway::ListWorktrees { id: "w2".into() }).await;
-    match recv(&mut ws).await {
+    match recv(&mut ws, DEADLINE).await {
         FromGateway::Worktrees { worktrees, .. } => {
             let busy: Vec<_> = worktrees
                 .iter()
@@ -359,13 +272,13 @@ async fn worktree_rules_traversal_and_busy() {
 async fn a_session_streams_asks_and_applies_each_command_once() {
     let h = Harness::new(tool_script());
     let gw = h.start().await;
-    let mut ws = open(gw.addr).await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
     let exec = command("c1", "s1", execute(h.worktree("app1"), "look around"));
     send(&mut ws, &exec).await;
-    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
     // Sent again: applied once, acknowledged.
     send(&mut ws, &exec).await;
-    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
     send(
         &mut ws,
         &ToGateway::Attach {
@@ -374,7 +287,7 @@ async fn a_session_streams_asks_and_applies_each_command_once() {
         },
     )
     .await;
-    let got = events_until(&mut ws, |e| matches!(e, Event::UserQuestion(_))).await;
+    let got = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::UserQuestion(_))).await;
     let Event::UserQuestion(q) = &got.last().unwrap().1 else {
         unreachable!()
     };
@@ -400,7 +313,7 @@ async fn a_session_streams_asks_and_applies_each_command_once() {
                 .iter()
                 .any(|(_, e): &(u64, Event)| matches!(e, Event::Result(_)))
         {
-            match recv(&mut ws).await {
+            match recv(&mut ws, DEADLINE).await {
                 FromGateway::CommandResult(r) => {
                     assert!(r.ok);
                     results += 1;
@@ -441,7 +354,7 @@ async fn a_session_streams_asks_and_applies_each_command_once() {
         ),
     )
     .await;
-    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
     // A follow-up turn.
     send(
         &mut ws,
@@ -454,7 +367,7 @@ async fn a_session_streams_asks_and_applies_each_command_once() {
         ),
     )
     .await;
-    let more = events_until(&mut ws, |e| matches!(e, Event::Result(_))).await;
+    let more = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     assert!(
         more.iter()
             .any(|(_, e)| matches!(e, Event::Assistant(a) if a.text.contains("thanks")))
@@ -480,13 +393,13 @@ async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
     };
     let h = Harness::new(script);
     let gw = h.start().await;
-    let mut ws = open(gw.addr).await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
     send(
         &mut ws,
         &command("c1", "s1", execute(h.worktree("app1"), "go")),
     )
     .await;
-    assert!(matches!(recv(&mut ws).await, FromGateway::CommandResult(r) if r.ok));
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
     send(
         &mut ws,
         &ToGateway::Attach {
@@ -498,13 +411,13 @@ async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
     // Read part of the stream, then cut the link mid-stream.
     let mut seen = Vec::new();
     while seen.len() < 10 {
-        if let FromGateway::Event { gseq, .. } = recv(&mut ws).await {
+        if let FromGateway::Event { gseq, .. } = recv(&mut ws, DEADLINE).await {
             seen.push(gseq);
         }
     }
     drop(ws);
     // Reattach after the last persisted gseq: the rest, exactly once.
-    let mut ws = open(gw.addr).await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
     send(
         &mut ws,
         &ToGateway::Attach {
@@ -513,7 +426,7 @@ async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
         },
     )
     .await;
-    let rest = events_until(&mut ws, |e| matches!(e, Event::UserQuestion(_))).await;
+    let rest = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::UserQuestion(_))).await;
     seen.extend(rest.iter().map(|(g, _)| *g));
     assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>());
     let last = *seen.last().unwrap();
@@ -525,7 +438,7 @@ async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
     gw.gateway.shutdown().await;
     drop(gw);
     let gw = h.start().await;
-    let mut ws = open(gw.addr).await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
     send(
         &mut ws,
         &ToGateway::Attach {
@@ -534,7 +447,7 @@ async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
         },
     )
     .await;
-    let after = events_until(&mut ws, |e| matches!(e, Event::Result(_))).await;
+    let after = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     assert_eq!(after[0].0, last + 1);
     match &after[0].1 {
         Event::QuestionResolved(r) => {
@@ -556,7 +469,7 @@ async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
         ),
     )
     .await;
-    let resumed = events_until(&mut ws, |e| matches!(e, Event::Result(_))).await;
+    let resumed = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     match &resumed
         .iter()
         .find(|(_, e)| matches!(e, Event::SessionInit(_)))

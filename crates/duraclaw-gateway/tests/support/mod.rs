@@ -1,0 +1,120 @@
+//! What the gateway's integration tests share: git repositories to work in
+//! and an orchestrator-side WebSocket client. Each test file that needs it
+//! says `mod support;`; not every file uses every helper.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use duraclaw_core::protocol::{
+    Command, CommandEnvelope, Event, Execute, FromGateway, Hello, Role, ToGateway, decode_frame,
+    encode_frame,
+};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A client end of the gateway link.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A git repository at `path` with one commit (README.md).
+pub fn init_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    let repo = git2::Repository::init(path).unwrap();
+    std::fs::write(path.join("README.md"), "hello\n").unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(Path::new("README.md")).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.com").unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+        .unwrap();
+}
+
+/// Upgrades to the gateway with `auth` as the Authorization header.
+pub async fn connect_with(
+    addr: SocketAddr,
+    auth: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    if let Some(a) = auth {
+        req.headers_mut()
+            .insert("authorization", a.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Connects with the bearer `secret` and exchanges hellos.
+pub async fn open(addr: SocketAddr, secret: &str, deadline: Duration) -> Ws {
+    let mut ws = connect_with(addr, Some(&format!("Bearer {secret}")))
+        .await
+        .unwrap();
+    send(&mut ws, &ToGateway::Hello(Hello::new(Role::Orchestrator))).await;
+    match recv(&mut ws, deadline).await {
+        FromGateway::Hello(h) => assert_eq!(h.role, Role::Gateway),
+        other => panic!("expected hello, got {other:?}"),
+    }
+    ws
+}
+
+/// Sends one frame.
+pub async fn send(ws: &mut Ws, frame: &ToGateway) {
+    ws.send(Message::text(encode_frame(frame).unwrap()))
+        .await
+        .unwrap();
+}
+
+/// The next frame, within `deadline`.
+pub async fn recv(ws: &mut Ws, deadline: Duration) -> FromGateway {
+    loop {
+        let msg = tokio::time::timeout(deadline, ws.next())
+            .await
+            .expect("no frame within the deadline")
+            .expect("link closed")
+            .expect("link error");
+        if let Message::Text(t) = msg {
+            return decode_frame(t.as_str(), "test frame").unwrap();
+        }
+    }
+}
+
+/// Events (gseq, event) until one satisfies `stop`, other frames skipped.
+pub async fn events_until(
+    ws: &mut Ws,
+    deadline: Duration,
+    mut stop: impl FnMut(&Event) -> bool,
+) -> Vec<(u64, Event)> {
+    let mut got = Vec::new();
+    loop {
+        if let FromGateway::Event { gseq, event, .. } = recv(ws, deadline).await {
+            let done = stop(&event);
+            got.push((gseq, event));
+            if done {
+                return got;
+            }
+        }
+    }
+}
+
+/// A command frame.
+pub fn command(id: &str, session: &str, command: Command) -> ToGateway {
+    ToGateway::Command(CommandEnvelope {
+        id: id.into(),
+        session_id: session.into(),
+        command,
+    })
+}
+
+/// An `execute` in `worktree`.
+pub fn execute(worktree: String, prompt: &str) -> Command {
+    Command::Execute(Execute {
+        worktree,
+        prompt: prompt.into(),
+        model: None,
+        permission_mode: None,
+        system_prompt: None,
+    })
+}
