@@ -12,14 +12,14 @@
 //!   one at a time, at once: group commit across sessions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use duraclaw_benches::{mix, quick, raw, runtime};
+use duraclaw_benches::{interleaved, mix, quick, raw, repeat, runtime};
 use duraclaw_core::actor::{SessionActor, SessionLog};
 use duraclaw_core::store::{AppendBatch, NewEvent, SessionDirectory, SessionMeta};
 use duraclaw_store::{SqliteDirectory, SqliteStats};
@@ -155,115 +155,155 @@ impl Drop for TxCount {
     }
 }
 
-fn single(g: &mut BenchmarkGroup<'_, WallTime>, fx: &Fixture) {
-    g.throughput(Throughput::Elements(1));
-    {
-        let session = fx.raw_session();
-        let seq = Cell::new(0u64);
-        g.bench_function("single/raw", |b| {
-            b.iter_custom(|iters| {
-                let events = delta_events(seq.get(), seq.get() + iters);
-                let start = Instant::now();
-                for e in &events {
-                    seq.set(seq.get() + 1);
-                    raw_insert(&fx.raw, &session, seq.get(), e);
-                }
-                start.elapsed()
-            })
-        });
-    }
-    {
-        let actor = fx.actor();
-        let log: SessionLog = actor.log().clone();
-        let next = Cell::new(0u64);
-        let mut count = TxCount::new("single/log");
-        g.bench_function("single/log", |b| {
-            b.iter_custom(|iters| {
-                let events = delta_events(next.get(), next.get() + iters);
-                next.set(next.get() + iters);
-                count.start(&fx.dir);
-                let elapsed = fx.rt.block_on(async {
-                    let start = Instant::now();
-                    for e in events {
-                        log.append(AppendBatch::events(vec![e])).await.unwrap();
-                    }
-                    start.elapsed()
-                });
-                count.stop(&fx.dir, elapsed);
-                elapsed
-            })
-        });
-    }
-    {
-        let actor = fx.actor();
-        let next = Cell::new(0u64);
-        let mut count = TxCount::new("single/ingest");
-        g.bench_function("single/ingest", |b| {
-            b.iter_custom(|iters| {
-                let deltas = mix::deltas(next.get(), next.get() + iters);
-                next.set(next.get() + iters);
-                count.start(&fx.dir);
-                let elapsed = fx.rt.block_on(async {
-                    let start = Instant::now();
-                    for d in deltas {
-                        let out = actor.ingest(vec![d], AT_MS).await.unwrap();
-                        assert_eq!(out.stored, 1);
-                    }
-                    start.elapsed()
-                });
-                count.stop(&fx.dir, elapsed);
-                elapsed
-            })
-        });
+/// `n` single raw inserts, each its own (autocommit) transaction.
+fn single_raw(fx: &Fixture) -> impl FnMut(u64) -> Duration + '_ {
+    let session = fx.raw_session();
+    let mut seq = 0u64;
+    move |n| {
+        let events = delta_events(seq, seq + n);
+        let start = Instant::now();
+        for e in &events {
+            seq += 1;
+            raw_insert(&fx.raw, &session, seq, e);
+        }
+        start.elapsed()
     }
 }
 
-fn burst(g: &mut BenchmarkGroup<'_, WallTime>, fx: &Fixture, n: u64) {
-    g.throughput(Throughput::Elements(n));
-    g.bench_function("burst_10k/raw_bulk", |b| {
-        b.iter_custom(|iters| {
-            let events = delta_events(0, n);
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let session = fx.raw_session();
-                let start = Instant::now();
-                fx.raw.execute_batch("BEGIN IMMEDIATE").unwrap();
-                for (i, e) in events.iter().enumerate() {
-                    raw_insert(&fx.raw, &session, i as u64 + 1, e);
-                }
-                fx.raw.execute_batch("COMMIT").unwrap();
-                total += start.elapsed();
+/// `n` single-event `SessionLog::append`s, each awaited.
+fn single_log<'a>(
+    fx: &'a Fixture,
+    count: &'a RefCell<TxCount>,
+) -> impl FnMut(u64) -> Duration + 'a {
+    let log: SessionLog = fx.actor().log().clone();
+    let mut next = 0u64;
+    move |n| {
+        let events = delta_events(next, next + n);
+        next += n;
+        count.borrow_mut().start(&fx.dir);
+        let elapsed = fx.rt.block_on(async {
+            let start = Instant::now();
+            for e in events {
+                log.append(AppendBatch::events(vec![e])).await.unwrap();
             }
-            total
-        })
+            start.elapsed()
+        });
+        count.borrow_mut().stop(&fx.dir, elapsed);
+        elapsed
+    }
+}
+
+/// `n` single-event `SessionActor::ingest`s, each awaited.
+fn single_ingest<'a>(
+    fx: &'a Fixture,
+    count: &'a RefCell<TxCount>,
+) -> impl FnMut(u64) -> Duration + 'a {
+    let actor = fx.actor();
+    let mut next = 0u64;
+    move |n| {
+        let deltas = mix::deltas(next, next + n);
+        next += n;
+        count.borrow_mut().start(&fx.dir);
+        let elapsed = fx.rt.block_on(async {
+            let start = Instant::now();
+            for d in deltas {
+                let out = actor.ingest(vec![d], AT_MS).await.unwrap();
+                assert_eq!(out.stored, 1);
+            }
+            start.elapsed()
+        });
+        count.borrow_mut().stop(&fx.dir, elapsed);
+        elapsed
+    }
+}
+
+fn single(g: &mut BenchmarkGroup<'_, WallTime>, fx: &Fixture, rounds: usize) {
+    g.throughput(Throughput::Elements(1));
+    let log_count = RefCell::new(TxCount::new("single/log"));
+    let ingest_count = RefCell::new(TxCount::new("single/ingest"));
+    let mut raw = single_raw(fx);
+    let mut log = single_log(fx, &log_count);
+    let mut ingest = single_ingest(fx, &ingest_count);
+    g.bench_function("single/raw", |b| b.iter_custom(&mut raw));
+    g.bench_function("single/log", |b| b.iter_custom(&mut log));
+    g.bench_function("single/ingest", |b| b.iter_custom(&mut ingest));
+    interleaved("append/single/log", rounds, &mut || log(200), &mut || {
+        raw(200)
+    });
+    interleaved(
+        "append/single/ingest",
+        rounds,
+        &mut || ingest(200),
+        &mut || raw(200),
+    );
+}
+
+/// One raw transaction inserting `n` deltas into a new session.
+fn burst_raw(fx: &Fixture, n: u64) -> impl FnMut() -> Duration + '_ {
+    let events = delta_events(0, n);
+    move || {
+        let session = fx.raw_session();
+        let start = Instant::now();
+        fx.raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for (i, e) in events.iter().enumerate() {
+            raw_insert(&fx.raw, &session, i as u64 + 1, e);
+        }
+        fx.raw.execute_batch("COMMIT").unwrap();
+        start.elapsed()
+    }
+}
+
+/// `n` deltas ingested into a new session in batches of `batch`.
+fn burst_ingest<'a>(
+    fx: &'a Fixture,
+    n: u64,
+    batch: usize,
+    count: &'a RefCell<TxCount>,
+) -> impl FnMut() -> Duration + 'a {
+    move || {
+        let actor = fx.actor();
+        let deltas = mix::deltas(0, n);
+        let batches: Vec<Vec<_>> = deltas.chunks(batch).map(<[_]>::to_vec).collect();
+        count.borrow_mut().start(&fx.dir);
+        let elapsed = fx.rt.block_on(async {
+            let start = Instant::now();
+            for b in batches {
+                actor.ingest(b, AT_MS).await.unwrap();
+            }
+            start.elapsed()
+        });
+        count.borrow_mut().stop(&fx.dir, elapsed);
+        elapsed
+    }
+}
+
+fn burst(g: &mut BenchmarkGroup<'_, WallTime>, fx: &Fixture, n: u64, rounds: usize) {
+    g.throughput(Throughput::Elements(n));
+    let mut raw = burst_raw(fx, n);
+    g.bench_function("burst_10k/raw_bulk", |b| {
+        b.iter_custom(|i| repeat(i, &mut raw))
     });
     for (name, batch) in [
         ("burst_10k/ingest_1024", 1024usize),
         ("burst_10k/ingest_64", 64),
         ("burst_10k/ingest_1", 1),
     ] {
-        let mut count = TxCount::new(name);
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let actor = fx.actor();
-                    let deltas = mix::deltas(0, n);
-                    let batches: Vec<Vec<_>> = deltas.chunks(batch).map(<[_]>::to_vec).collect();
-                    count.start(&fx.dir);
-                    let elapsed = fx.rt.block_on(async {
-                        let start = Instant::now();
-                        for b in batches {
-                            actor.ingest(b, AT_MS).await.unwrap();
-                        }
-                        start.elapsed()
-                    });
-                    count.stop(&fx.dir, elapsed);
-                    total += elapsed;
-                }
-                total
-            })
-        });
+        let count = RefCell::new(TxCount::new(name));
+        let mut ours = burst_ingest(fx, n, batch, &count);
+        g.bench_function(name, |b| b.iter_custom(|i| repeat(i, &mut ours)));
+        if batch > 1 {
+            // Throughput ratio: raw time / our time.
+            let r = interleaved(
+                &format!("append/{name} (time)"),
+                rounds,
+                &mut ours,
+                &mut raw,
+            );
+            println!(
+                "append/{name}: {:.0}% of raw bulk-insert throughput (interleaved median)",
+                100.0 / r.median
+            );
+        }
     }
 }
 
@@ -311,9 +351,10 @@ fn append(c: &mut Criterion) {
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    single(&mut g, &fx);
+    let rounds = if quick { 1 } else { 15 };
+    single(&mut g, &fx, rounds);
     g.sampling_mode(SamplingMode::Flat).sample_size(10);
-    burst(&mut g, &fx, if quick { 500 } else { 10_000 });
+    burst(&mut g, &fx, if quick { 500 } else { 10_000 }, rounds);
     concurrent(&mut g, &fx, if quick { 50 } else { 1_000 });
     g.finish();
 }

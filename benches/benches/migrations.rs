@@ -10,10 +10,10 @@
 //!   a `user_version` bump.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use duraclaw_benches::raw;
+use duraclaw_benches::{interleaved, raw};
 use duraclaw_core::migrate::{Migration, Migrations};
 use duraclaw_store::SqliteConn;
 
@@ -95,6 +95,7 @@ fn migrations(c: &mut Criterion) {
     let list = Migrations::new(&TEN).unwrap();
     let mut conn = SqliteConn::open(&path).unwrap();
     assert_eq!(list.apply(&mut conn).unwrap().applied.len(), 10);
+    let mut conn_b = SqliteConn::open(&path).unwrap();
     let rawc = raw::writer(&path);
     rawc.pragma_update(None, "user_version", 10).unwrap();
 
@@ -164,19 +165,94 @@ fn migrations(c: &mut Criterion) {
                 (dir, conn)
             },
             |(dir, conn)| {
-                for m in &TEN {
-                    conn.execute_batch(&format!(
-                        "BEGIN IMMEDIATE; {}; PRAGMA user_version = {}; COMMIT",
-                        m.sql, m.version
-                    ))
-                    .unwrap();
-                }
+                raw_ten(&conn);
                 (dir, conn)
             },
             BatchSize::PerIteration,
         )
     });
     g.finish();
+
+    // Interleaved ratios: 1,000 wake checks per run; one fresh database per run.
+    let rounds = if duraclaw_benches::quick() { 1 } else { 31 };
+    let check = |n: usize, f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed()
+    };
+    let mut ours = || {
+        assert!(list.apply(&mut conn).unwrap().applied.is_empty());
+    };
+    let mut ours_with_new = || {
+        let m = Migrations::new(&TEN).unwrap();
+        assert!(m.apply(&mut conn_b).unwrap().applied.is_empty());
+    };
+    let mut one_row = || {
+        let (v, _d): (i64, String) = rawc
+            .prepare_cached("SELECT int_value, text_value FROM duraclaw_meta WHERE key = 'schema'")
+            .unwrap()
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!(v, 10);
+    };
+    let mut user_version = || {
+        let v: i64 = rawc
+            .prepare_cached("PRAGMA user_version")
+            .unwrap()
+            .query_row([], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 10);
+    };
+    let n = 1000;
+    interleaved(
+        "migrations/wake_check vs one-row read",
+        rounds,
+        &mut || check(n, &mut ours),
+        &mut || check(n, &mut one_row),
+    );
+    interleaved(
+        "migrations/wake_check (list built each wake) vs one-row read",
+        rounds,
+        &mut || check(n, &mut ours_with_new),
+        &mut || check(n, &mut one_row),
+    );
+    interleaved(
+        "migrations/wake_check vs PRAGMA user_version",
+        rounds,
+        &mut || check(n, &mut ours),
+        &mut || check(n, &mut user_version),
+    );
+    interleaved(
+        "migrations/fresh_10",
+        rounds.min(15),
+        &mut || {
+            let dir = tempfile::tempdir().unwrap();
+            let mut conn = SqliteConn::open(dir.path().join("fresh.db")).unwrap();
+            let start = Instant::now();
+            assert_eq!(list.apply(&mut conn).unwrap().applied.len(), 10);
+            start.elapsed()
+        },
+        &mut || {
+            let dir = tempfile::tempdir().unwrap();
+            let conn = raw::writer(&dir.path().join("fresh.db"));
+            let start = Instant::now();
+            raw_ten(&conn);
+            start.elapsed()
+        },
+    );
+}
+
+/// The ten migrations, raw: one transaction each with a `user_version` bump.
+fn raw_ten(conn: &rusqlite::Connection) {
+    for m in &TEN {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {}; PRAGMA user_version = {}; COMMIT",
+            m.sql, m.version
+        ))
+        .unwrap();
+    }
 }
 
 criterion_group!(benches, migrations);

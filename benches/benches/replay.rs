@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use duraclaw_benches::ws::{Counter, ServerWs, pair, spawn_writer};
-use duraclaw_benches::{mix, quick, raw, runtime};
+use duraclaw_benches::{interleaved, mix, quick, raw, repeat, runtime};
 use duraclaw_core::actor::SessionLog;
 use duraclaw_core::protocol::{Seq, browser_event_frame};
 use duraclaw_core::store::{AppendBatch, SessionDirectory, SessionMeta};
@@ -135,14 +135,11 @@ async fn scan_and_send(conn: &rusqlite::Connection, after: Seq, ws: &mut ServerW
     }
 }
 
-/// Ours through a WebSocket: the log's replay, the queue, the writer.
-fn bench_ours(
-    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    fx: &Fixture,
-    name: &str,
-    log: &SessionLog,
-    after: Seq,
-) {
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// One run of ours through a WebSocket: the log's replay, the queue, the
+/// writer, the client; checks the client got every frame and byte.
+fn ours<'a>(fx: &'a Fixture, log: &'a SessionLog, after: Seq) -> impl FnMut() -> Duration + 'a {
     let last = fx.last();
     let frames = (last - after) as usize;
     let bytes = fx.expected_bytes(after);
@@ -150,31 +147,21 @@ fn bench_ours(
         let (server, client) = pair(false).await;
         (spawn_writer(server, BROWSER_QUEUE), Counter::spawn(client))
     });
-    c.throughput(Throughput::Elements(frames as u64));
-    c.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            fx.rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let done = counter.expect(frames);
-                    forward(log, after, last, &queue).await;
-                    let got = done.await.unwrap();
-                    total += start.elapsed();
-                    assert_eq!((got.frames, got.bytes), (frames, bytes));
-                }
-                total
-            })
+    move || {
+        fx.rt.block_on(async {
+            let start = Instant::now();
+            let done = counter.expect(frames);
+            forward(log, after, last, &queue).await;
+            let got = done.await.unwrap();
+            let t = start.elapsed();
+            assert_eq!((got.frames, got.bytes), (frames, bytes));
+            t
         })
-    });
+    }
 }
 
-fn bench_raw_sqlite(
-    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    fx: &Fixture,
-    name: &str,
-    after: Seq,
-) {
+/// One run of the raw baseline: a range scan sent on a WebSocket.
+fn raw_sqlite(fx: &Fixture, after: Seq) -> impl FnMut() -> Duration + '_ {
     let frames = (fx.last() - after) as usize;
     let bytes = fx.expected_bytes(after);
     let conn = raw::reader(&fx.db);
@@ -182,27 +169,109 @@ fn bench_raw_sqlite(
         let (server, client) = pair(false).await;
         (server, Counter::spawn(client))
     });
-    c.throughput(Throughput::Elements(frames as u64));
-    c.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            fx.rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let done = counter.expect(frames);
-                    scan_and_send(&conn, after, &mut server).await;
-                    let got = done.await.unwrap();
-                    total += start.elapsed();
-                    assert_eq!((got.frames, got.bytes), (frames, bytes));
-                }
-                total
-            })
+    move || {
+        fx.rt.block_on(async {
+            let start = Instant::now();
+            let done = counter.expect(frames);
+            scan_and_send(&conn, after, &mut server).await;
+            let got = done.await.unwrap();
+            let t = start.elapsed();
+            assert_eq!((got.frames, got.bytes), (frames, bytes));
+            t
         })
+    }
+}
+
+/// One run of the WebSocket-only baseline: the same frames from memory.
+fn raw_ws_only(fx: &Fixture) -> impl FnMut() -> Duration + '_ {
+    let frames = fx.events.len();
+    let bytes = fx.expected_bytes(0);
+    let (mut server, counter) = fx.rt.block_on(async {
+        let (server, client) = pair(false).await;
+        (server, Counter::spawn(client))
     });
+    move || {
+        fx.rt.block_on(async {
+            let start = Instant::now();
+            let done = counter.expect(frames);
+            for (seq, json) in &fx.events {
+                server
+                    .send(Message::text(browser_event_frame(*seq, json)))
+                    .await
+                    .unwrap();
+            }
+            let got = done.await.unwrap();
+            let t = start.elapsed();
+            assert_eq!((got.frames, got.bytes), (frames, bytes));
+            t
+        })
+    }
+}
+
+/// The store's replay alone, no socket.
+fn ours_read_only(fx: &Fixture) -> impl FnMut() -> Duration + '_ {
+    let last = fx.last();
+    move || {
+        fx.rt.block_on(async {
+            let start = Instant::now();
+            let mut sub = fx.sqlite.subscribe(0);
+            let mut bytes = 0;
+            while let Some(e) = sub.next().await {
+                let e = e.unwrap();
+                bytes += e.json.len();
+                if e.seq == last {
+                    break;
+                }
+            }
+            let t = start.elapsed();
+            assert!(bytes > 0);
+            t
+        })
+    }
+}
+
+/// A raw range scan alone, no socket.
+fn raw_read_only(fx: &Fixture) -> impl FnMut() -> Duration + '_ {
+    let conn = raw::reader(&fx.db);
+    move || {
+        let start = Instant::now();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, json FROM events WHERE session_id = ?1 AND seq > 0 ORDER BY seq",
+            )
+            .unwrap();
+        let mut rows = stmt.query([SESSION]).unwrap();
+        let mut bytes = 0;
+        while let Some(row) = rows.next().unwrap() {
+            bytes += row.get_ref(1).unwrap().as_str().unwrap().len();
+        }
+        let t = start.elapsed();
+        assert!(bytes > 0);
+        t
+    }
+}
+
+/// Both paths under criterion, then interleaved for the ratio.
+fn compare(
+    g: &mut Group<'_>,
+    name: &str,
+    elements: u64,
+    rounds: usize,
+    ours: &mut dyn FnMut() -> Duration,
+    raw: &mut dyn FnMut() -> Duration,
+) {
+    g.throughput(Throughput::Elements(elements));
+    g.bench_function(format!("{name}/ours"), |b| {
+        b.iter_custom(|i| repeat(i, ours))
+    });
+    g.bench_function(format!("{name}/raw"), |b| b.iter_custom(|i| repeat(i, raw)));
+    interleaved(&format!("replay/{name}"), rounds, ours, raw);
 }
 
 fn replay(c: &mut Criterion) {
-    let n: u64 = if quick() { 2_000 } else { 100_000 };
+    let quick = quick();
+    let n: u64 = if quick { 2_000 } else { 100_000 };
+    let rounds = if quick { 1 } else { 15 };
     let fx = Fixture::new(n);
     let half = n / 2;
     let mut g = c.benchmark_group("replay");
@@ -212,96 +281,51 @@ fn replay(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
 
     // The whole log, from SQLite.
-    bench_ours(&mut g, &fx, "sqlite/ours", &fx.sqlite, 0);
-    bench_raw_sqlite(&mut g, &fx, "sqlite/raw", 0);
-
+    compare(
+        &mut g,
+        "sqlite",
+        n,
+        rounds,
+        &mut ours(&fx, &fx.sqlite, 0),
+        &mut raw_sqlite(&fx, 0),
+    );
     // After N in the middle: the second half.
-    bench_ours(&mut g, &fx, "sqlite_after_half/ours", &fx.sqlite, half);
-    bench_raw_sqlite(&mut g, &fx, "sqlite_after_half/raw", half);
-
-    // The memory store, against a WebSocket-only baseline (the same bytes
-    // from a Vec, no store at all).
-    bench_ours(&mut g, &fx, "memory/ours", &fx.memory, 0);
-    {
-        let frames = fx.events.len();
-        let bytes = fx.expected_bytes(0);
-        let (mut server, counter) = fx.rt.block_on(async {
-            let (server, client) = pair(false).await;
-            (server, Counter::spawn(client))
-        });
-        g.throughput(Throughput::Elements(frames as u64));
-        g.bench_function("memory/raw_ws_only", |b| {
-            b.iter_custom(|iters| {
-                fx.rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let start = Instant::now();
-                        let done = counter.expect(frames);
-                        for (seq, json) in &fx.events {
-                            server
-                                .send(Message::text(browser_event_frame(*seq, json)))
-                                .await
-                                .unwrap();
-                        }
-                        let got = done.await.unwrap();
-                        total += start.elapsed();
-                        assert_eq!((got.frames, got.bytes), (frames, bytes));
-                    }
-                    total
-                })
-            })
-        });
-    }
-
-    // The read side alone, no socket: where the time goes.
-    {
-        let last = fx.last();
-        g.throughput(Throughput::Elements(last));
-        g.bench_function("parts/sqlite_read/ours", |b| {
-            b.iter_custom(|iters| {
-                fx.rt.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let start = Instant::now();
-                        let mut sub = fx.sqlite.subscribe(0);
-                        let mut bytes = 0;
-                        while let Some(e) = sub.next().await {
-                            let e = e.unwrap();
-                            bytes += e.json.len();
-                            if e.seq == last {
-                                break;
-                            }
-                        }
-                        total += start.elapsed();
-                        assert!(bytes > 0);
-                    }
-                    total
-                })
-            })
-        });
-        let conn = raw::reader(&fx.db);
-        g.bench_function("parts/sqlite_read/raw", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT seq, json FROM events WHERE session_id = ?1 AND seq > 0 ORDER BY seq",
-                        )
-                        .unwrap();
-                    let mut rows = stmt.query([SESSION]).unwrap();
-                    let mut bytes = 0;
-                    while let Some(row) = rows.next().unwrap() {
-                        bytes += row.get_ref(1).unwrap().as_str().unwrap().len();
-                    }
-                    total += start.elapsed();
-                    assert!(bytes > 0);
-                }
-                total
-            })
-        });
-    }
+    compare(
+        &mut g,
+        "sqlite_after_half",
+        n - half,
+        rounds,
+        &mut ours(&fx, &fx.sqlite, half),
+        &mut raw_sqlite(&fx, half),
+    );
+    // The memory store, against the WebSocket alone (the same bytes from a
+    // Vec, no store at all).
+    compare(
+        &mut g,
+        "memory",
+        n,
+        rounds,
+        &mut ours(&fx, &fx.memory, 0),
+        &mut raw_ws_only(&fx),
+    );
+    // Where the time goes: the SQLite store's replay without a socket, and
+    // the socket without a store, each against its raw part.
+    compare(
+        &mut g,
+        "parts_sqlite_read",
+        n,
+        rounds,
+        &mut ours_read_only(&fx),
+        &mut raw_read_only(&fx),
+    );
+    compare(
+        &mut g,
+        "parts_ws_vs_sqlite_raw",
+        n,
+        rounds,
+        &mut raw_ws_only(&fx),
+        &mut raw_sqlite(&fx, 0),
+    );
     g.finish();
 }
 

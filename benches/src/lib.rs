@@ -45,3 +45,87 @@ pub fn now_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// A ratio of two paths measured in interleaved rounds.
+///
+/// Criterion measures each path on its own, one after the other; on a
+/// shared machine the load can change between the two. [`interleaved`]
+/// runs them in turn (ours, raw, raw, ours, …) and takes the median of
+/// the per-round ratios, which load that changes slowly cancels out of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratio {
+    /// What was compared.
+    pub name: String,
+    /// Rounds run (one run of each path per round).
+    pub rounds: usize,
+    /// Median of ours / raw over the rounds.
+    pub median: f64,
+    /// Lowest and highest round ratio.
+    pub min: f64,
+    /// Highest round ratio.
+    pub max: f64,
+    /// Median time of one run of ours, in microseconds.
+    pub ours_us: f64,
+    /// Median time of one run of the baseline, in microseconds.
+    pub raw_us: f64,
+}
+
+impl Ratio {
+    /// One line of JSON, prefixed `RATIO `, for collecting from the output.
+    pub fn line(&self) -> String {
+        format!(
+            "RATIO {{\"name\":\"{}\",\"rounds\":{},\"ratio\":{:.3},\"min\":{:.3},\"max\":{:.3},\"ours_us\":{:.1},\"raw_us\":{:.1}}}",
+            self.name, self.rounds, self.median, self.min, self.max, self.ours_us, self.raw_us
+        )
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs `ours` and `raw` in turn for `rounds` rounds (alternating which
+/// goes first), each call timing one run, prints the [`Ratio`] line and
+/// returns it.
+pub fn interleaved(
+    name: &str,
+    rounds: usize,
+    ours: &mut dyn FnMut() -> std::time::Duration,
+    raw: &mut dyn FnMut() -> std::time::Duration,
+) -> Ratio {
+    let mut o = Vec::with_capacity(rounds);
+    let mut r = Vec::with_capacity(rounds);
+    for i in 0..rounds.max(1) {
+        let (a, b) = if i % 2 == 0 {
+            let a = ours();
+            (a, raw())
+        } else {
+            let b = raw();
+            (ours(), b)
+        };
+        o.push(a.as_secs_f64() * 1e6);
+        r.push(b.as_secs_f64() * 1e6);
+    }
+    let mut ratios: Vec<f64> = o.iter().zip(&r).map(|(a, b)| a / b.max(1e-9)).collect();
+    let ratio = Ratio {
+        name: name.to_owned(),
+        rounds: o.len(),
+        median: median(&mut ratios),
+        min: ratios.first().copied().unwrap_or(0.0),
+        max: ratios.last().copied().unwrap_or(0.0),
+        ours_us: median(&mut o),
+        raw_us: median(&mut r),
+    };
+    println!("{}", ratio.line());
+    ratio
+}
+
+/// Times `iters` runs of `one` (for criterion's `iter_custom`).
+pub fn repeat(iters: u64, one: &mut dyn FnMut() -> std::time::Duration) -> std::time::Duration {
+    (0..iters).map(|_| one()).sum()
+}
