@@ -6,6 +6,13 @@
 //! and their first decision, and the ids of commands already applied.
 //! Everything a method does is one atomic step: a crash leaves either all of
 //! it or none of it.
+//!
+//! Backends share [`step`] (the append and resolve steps over a few primitive
+//! reads and writes) and [`limits`] (the checks made before any write), so
+//! every backend assigns seqs, drops duplicates and refuses input the same way.
+
+pub mod limits;
+pub mod step;
 
 use std::sync::Arc;
 

@@ -33,9 +33,6 @@
 pub mod memory;
 pub mod sqlite;
 
-mod limits;
-mod step;
-
 #[cfg(test)]
 mod shared_tests;
 

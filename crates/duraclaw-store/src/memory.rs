@@ -17,8 +17,8 @@ use duraclaw_core::store::{
 };
 use duraclaw_core::{Error, Result};
 
-use crate::limits;
-use crate::step::{self, LogStep, QuestionStatus};
+use duraclaw_core::store::limits;
+use duraclaw_core::store::step::{self, LogStep, QuestionStatus};
 
 /// Sessions held in process memory. Cheap to clone; clones share sessions.
 #[derive(Debug, Clone, Default)]
@@ -374,7 +374,7 @@ mod tests {
             let shared = store_data(&dir, "s");
             let mut data = lock(&shared);
             let mut last = data.events[0].clone();
-            last.seq = crate::limits::MAX_SEQ - 1;
+            last.seq = limits::MAX_SEQ - 1;
             data.events = vec![last];
         }
         let err = store
@@ -386,7 +386,7 @@ mod tests {
             .append(AppendBatch::events(vec![ev(1, None)]))
             .await
             .unwrap();
-        assert_eq!(out.stored[0].seq, crate::limits::MAX_SEQ);
+        assert_eq!(out.stored[0].seq, limits::MAX_SEQ);
     }
 
     fn store_data(dir: &MemoryDirectory, id: &str) -> Arc<Mutex<SessionData>> {

@@ -3,21 +3,21 @@
 //! assigns seqs, drops duplicate gseqs, records questions and applies
 //! command ids the same way.
 //!
-//! A backend runs a step inside its own atomic scope (a lock, a savepoint).
+//! A backend runs a step inside its own atomic scope (a lock, a savepoint, a
+//! Durable Object `transactionSync`).
 //! Everything that can refuse a step is checked before the first write.
 
-use duraclaw_core::protocol::{Seq, UserQuestion};
-use duraclaw_core::store::{
+use crate::protocol::{Seq, UserQuestion};
+use crate::store::limits;
+use crate::store::{
     AppendBatch, AppendOutcome, LogHead, RecordedCommand, Resolution, ResolveOutcome, StoredEvent,
     resolution_event,
 };
-use duraclaw_core::{Error, Result};
-
-use crate::limits;
+use crate::{Error, Result};
 
 /// Where a question stands.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum QuestionStatus {
+pub enum QuestionStatus {
     /// Never asked in this session.
     Unknown,
     /// Asked, not decided.
@@ -27,7 +27,7 @@ pub(crate) enum QuestionStatus {
 }
 
 /// The primitive operations on one session's log a step is built from.
-pub(crate) trait LogStep {
+pub trait LogStep {
     /// The highest seq and gseq.
     fn head(&mut self) -> Result<LogHead>;
     /// Whether a command id was recorded before.
@@ -46,8 +46,8 @@ pub(crate) trait LogStep {
     fn record_command(&mut self, command: &RecordedCommand) -> Result<()>;
 }
 
-/// [`SessionStore::append`](duraclaw_core::store::SessionStore::append) as one step.
-pub(crate) fn append(log: &mut dyn LogStep, batch: AppendBatch) -> Result<AppendOutcome> {
+/// [`SessionStore::append`](crate::store::SessionStore::append) as one step.
+pub fn append(log: &mut dyn LogStep, batch: AppendBatch) -> Result<AppendOutcome> {
     let head = log.head()?;
     limits::check_batch(&batch, head.last_seq)?;
     if let Some(command) = &batch.command
@@ -105,12 +105,12 @@ pub(crate) fn append(log: &mut dyn LogStep, batch: AppendBatch) -> Result<Append
     })
 }
 
-/// [`SessionStore::resolve`](duraclaw_core::store::SessionStore::resolve) as one step.
+/// [`SessionStore::resolve`](crate::store::SessionStore::resolve) as one step.
 ///
 /// A command id recorded before, on a question still pending, is refused
 /// with [`Error::AlreadyExists`]: the command was applied once already and
 /// the step records nothing.
-pub(crate) fn resolve(
+pub fn resolve(
     log: &mut dyn LogStep,
     question_id: &str,
     resolution: Resolution,

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::conn::{BACKEND, sql_error, to_i64};
 use super::reader::decode_resolution;
-use crate::limits;
-use crate::step::{self, LogStep, QuestionStatus};
+use duraclaw_core::store::limits;
+use duraclaw_core::store::step::{self, LogStep, QuestionStatus};
 
 /// The most write requests one group transaction takes.
 const MAX_GROUP_REQUESTS: usize = 1024;
