@@ -467,7 +467,7 @@ impl SessionActor {
         let mut new_events = Vec::with_capacity(batch.len());
         let mut state = st.meta.state;
         let mut meta = st.meta.clone();
-        let mut pending = st.pending;
+        let mut pending = st.pending.clone();
         for (gseq, event) in batch {
             if gseq < next {
                 out.duplicates += 1;
@@ -578,11 +578,11 @@ impl SessionActor {
     pub async fn resumption(&self) -> Result<crate::state::Resumption> {
         use crate::state::Resumption;
         let st = self.inner.lock().await;
-        let pending = st.pending;
+        let pending = &st.pending;
         let was = st.before_loss.unwrap_or(st.meta.state);
-        Ok(if pending.approvals > 0 {
+        Ok(if pending.approvals() > 0 {
             Resumption::AwaitingApproval
-        } else if pending.answers > 0 {
+        } else if pending.answers() > 0 {
             Resumption::AwaitingAnswer
         } else if matches!(was, SessionState::Active | SessionState::Initializing) {
             Resumption::Active
@@ -869,21 +869,31 @@ impl SessionActor {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+/// The questions still open, by id (`true` for an AskUserQuestion), so a
+/// resolution of a question already decided (the executor confirming a
+/// human's answer) changes no state.
+#[derive(Debug, Default, Clone)]
 struct Pending {
-    approvals: u32,
-    answers: u32,
+    ids: std::collections::BTreeMap<String, bool>,
 }
 
 impl Pending {
+    fn answers(&self) -> usize {
+        self.ids.values().filter(|a| **a).count()
+    }
+
+    fn approvals(&self) -> usize {
+        self.ids.len() - self.answers()
+    }
+
     fn total(&self) -> u32 {
-        self.approvals + self.answers
+        u32::try_from(self.ids.len()).unwrap_or(u32::MAX)
     }
 
     fn still_pending(&self) -> Option<PauseReason> {
-        if self.approvals > 0 {
+        if self.approvals() > 0 {
             Some(PauseReason::AwaitingApproval)
-        } else if self.answers > 0 {
+        } else if self.answers() > 0 {
             Some(PauseReason::AwaitingAnswer)
         } else {
             None
@@ -894,10 +904,8 @@ impl Pending {
 async fn pending_counts(store: &DynSessionStore) -> Result<Pending> {
     let mut p = Pending::default();
     for q in store.questions(true).await? {
-        match q.question.kind {
-            QuestionKind::AskUser { .. } => p.answers += 1,
-            _ => p.approvals += 1,
-        }
+        let is_answer = matches!(q.question.kind, QuestionKind::AskUser { .. });
+        p.ids.insert(q.question.question_id, is_answer);
     }
     Ok(p)
 }
@@ -916,24 +924,19 @@ fn inputs_for(event: &Event, pending: &mut Pending, meta: &mut SessionMeta) -> V
             }
             vec![SessionInput::Initialized]
         }
-        Event::UserQuestion(q) => match q.kind {
-            QuestionKind::AskUser { .. } => {
-                pending.answers += 1;
+        Event::UserQuestion(q) => {
+            let is_answer = matches!(q.kind, QuestionKind::AskUser { .. });
+            pending.ids.insert(q.question_id.clone(), is_answer);
+            if is_answer {
                 vec![SessionInput::QuestionAsked]
-            }
-            _ => {
-                pending.approvals += 1;
+            } else {
                 vec![SessionInput::ApprovalRequested]
             }
-        },
-        Event::QuestionResolved(_) => {
-            // The executor withdrew a question; the store resolves its row.
-            // Counts are re-read after the append, so approximate here.
-            if pending.approvals > 0 {
-                pending.approvals -= 1;
-            } else if pending.answers > 0 {
-                pending.answers -= 1;
-            }
+        }
+        // Only a question still open moves the state: the executor
+        // withdrew or timed it out. A confirmation of a decision already
+        // recorded changes nothing.
+        Event::QuestionResolved(r) if pending.ids.remove(&r.question_id).is_some() => {
             vec![SessionInput::QuestionResolved {
                 still_pending: pending.still_pending(),
             }]

@@ -998,8 +998,33 @@ async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> CaseResult {
             "session.state"
         ]
     );
+    // Another tool call waits (q2) when the executor confirms the decision
+    // on q1 it received: logged, but q2 still holds the session.
+    let gseq = store.head().await?.highest_gseq + 1;
+    actor.ingest(vec![(gseq, permission("q2"))], T0 + 6).await?;
+    check_eq!(
+        actor.meta().await.state,
+        SessionState::paused(PauseReason::AwaitingApproval)
+    );
+    let before_confirm = store.head().await?.last_seq;
+    let confirm = Event::QuestionResolved(crate::protocol::QuestionResolved {
+        question_id: "q1".into(),
+        decision: allow.clone(),
+        by: DecidedBy::new("alice"),
+        at_ms: T0 + 7,
+    });
+    actor.ingest(vec![(gseq + 1, confirm)], T0 + 7).await?;
+    check_eq!(store.head().await?.last_seq, before_confirm + 1);
+    check_eq!(
+        actor.meta().await.state,
+        SessionState::paused(PauseReason::AwaitingApproval)
+    );
+    check_eq!(actor.meta().await.pending_questions, 1);
     let reopened = SessionActor::open(store).await?;
-    check_eq!(reopened.meta().await.state, SessionState::Active);
+    check_eq!(
+        reopened.meta().await.state,
+        SessionState::paused(PauseReason::AwaitingApproval)
+    );
     Ok(())
 }
 

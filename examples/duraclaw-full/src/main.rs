@@ -185,12 +185,20 @@ fn data_dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf> {
             base.join("duraclaw")
         }
     };
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        Error::Invalid(format!(
-            "cannot create the data directory {}: {e}",
-            dir.display()
-        ))
-    })?;
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        // Session logs hold code and tool output: only this user may read them.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot create the data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+    }
     Ok(dir)
 }
 

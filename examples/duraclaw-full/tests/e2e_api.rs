@@ -641,3 +641,68 @@ async fn a_killed_gateway_and_a_restarted_orchestrator_lose_nothing() {
     assert!(after.iter().any(|(_, e)| e["type"] == "assistant"
         && e["text"].as_str().is_some_and(|t| t.contains("continue"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_claude_cli_is_reported_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "alice").await;
+    let projects = tmp.path().canonicalize().unwrap().join("projects");
+    let repo = projects.join("app");
+    std::fs::create_dir_all(&repo).unwrap();
+    git2::Repository::init(&repo).unwrap();
+    let mut c = duraclaw();
+    c.env_remove("CLAUDE_BIN")
+        .args([
+            "up",
+            "--bind",
+            "127.0.0.1:0",
+            "--gateway-bind",
+            "127.0.0.1:0",
+            "--claude-bin",
+            "/nonexistent/claude",
+        ])
+        .arg("--worktrees")
+        .arg(format!("{}/*", projects.display()))
+        .arg("--data-dir")
+        .arg(&data);
+    let (child, base) = spawn_reading(c, "duraclaw listening on ").await;
+    let up = Up {
+        child,
+        base,
+        gateway: String::new(),
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory is private");
+    let (alice, _) = login(&up, "alice").await;
+    wait_gateway(&up, &alice, true).await;
+    let status: Value = alice
+        .get(format!("{}/api/status", up.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let why = status["gateway"]["executor_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("Claude Code CLI was not found"), "{status}");
+    let r = alice
+        .post(format!("{}/api/sessions", up.base))
+        .header("origin", &up.base)
+        .json(&json!({"worktree": repo.display().to_string(), "prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/claude"),
+        "{body}"
+    );
+}
