@@ -28,7 +28,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::approval::{now_ms, resolution_event};
 use crate::cli::launch::filtered_env;
@@ -156,6 +156,9 @@ struct Shared {
     stopping: AtomicBool,
     turn_running: AtomicBool,
     awaiting: AtomicU64,
+    /// Woken when a turn starts or a question is decided: the idle timer
+    /// of a read already waiting starts (again) from then.
+    wake: Notify,
     next_request: AtomicU64,
     pgid: Option<i32>,
     config: Arc<ClaudeConfig>,
@@ -231,6 +234,12 @@ impl Shared {
             stderr_tail: (!tail.is_empty()).then_some(tail),
         }))
         .await;
+    }
+
+    /// A turn runs and no question waits for a human: the CLI should be
+    /// writing.
+    fn idle_matters(&self) -> bool {
+        self.turn_running.load(Ordering::Acquire) && self.awaiting.load(Ordering::Acquire) == 0
     }
 
     /// SIGTERM, then SIGKILL, to the CLI's whole process group.
@@ -338,6 +347,7 @@ impl ClaudeExecutor {
             stopping: AtomicBool::new(false),
             turn_running: AtomicBool::new(false),
             awaiting: AtomicU64::new(0),
+            wake: Notify::new(),
             next_request: AtomicU64::new(1),
             pgid,
             config: cfg.clone(),
@@ -371,8 +381,12 @@ impl ClaudeExecutor {
             if !early.is_empty() {
                 tracing::debug!(session = %spec.session_id, events = ?early, "dropped the output of a failed start");
             }
+            let why = match e {
+                Error::Executor(m) => m,
+                other => other.to_string(),
+            };
             let error = Error::Executor(format!(
-                "the Claude Code CLI did not initialize: {e}; stderr: {stderr}"
+                "the Claude Code CLI did not initialize: {why}; stderr: {stderr}"
             ));
             return Err(
                 if launch.resume.is_some() && stderr.contains(NO_CONVERSATION) {
@@ -449,8 +463,8 @@ fn spawn_io(
 
     tokio::spawn(async move {
         while let Some(input) = stdin_rx.recv().await {
-            let mut line = input.to_line();
-            line.push('\n');
+            // `to_line` ends with the newline.
+            let line = input.to_line();
             if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
                 break;
             }
@@ -459,7 +473,7 @@ fn spawn_io(
     });
 
     let err_shared = shared.clone();
-    tokio::spawn(async move {
+    let err_reader = tokio::spawn(async move {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stderr.read(&mut buf).await {
             if n == 0 {
@@ -477,8 +491,16 @@ fn spawn_io(
     // The waiter owns the child, and with it the process's lifetime.
     tokio::spawn(async move {
         let status = child.wait().await;
-        // Let the reader drain what the process wrote before it died.
-        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        // Nothing more can be written to it: a message sent from now on
+        // fails instead of vanishing into the pipe.
+        shared.close_stdin();
+        // Let the readers drain what the process wrote before it died: the
+        // error below carries the end of its stderr.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = reader.await;
+            let _ = err_reader.await;
+        })
+        .await;
         shared.running.store(false, Ordering::Release);
         shared.turn_running.store(false, Ordering::Release);
         // Nobody will answer control requests now.
@@ -618,38 +640,61 @@ fn fit_to_frame(event: Event) -> Event {
     }
 }
 
+/// The next stdout line, or `None` when the CLI stayed silent for
+/// `idle_timeout` while [`Shared::idle_matters`].
+///
+/// Whether the silence matters is looked at again whenever it may change
+/// (a turn starts, a question is decided) while the read waits: a read
+/// that began between turns, or while a human was deciding, must still time
+/// out if the CLI then says nothing. The read itself is never cancelled
+/// (a cancelled read would lose a partial line), except to give up.
+async fn next_line_watched<R>(
+    shared: &Shared,
+    reader: &mut R,
+) -> Option<std::io::Result<Option<std::result::Result<String, usize>>>>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let read = next_line_bounded(reader, MAX_LINE_BYTES);
+    tokio::pin!(read);
+    let mut since = tokio::time::Instant::now();
+    loop {
+        let idle = shared.idle_matters();
+        tokio::select! {
+            r = &mut read => return Some(r),
+            () = shared.wake.notified() => since = tokio::time::Instant::now(),
+            () = tokio::time::sleep_until(since + shared.config.idle_timeout), if idle => return None,
+        }
+    }
+}
+
+/// `d` for a message: whole seconds, or milliseconds below that.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
 async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::ChildStdout) {
     let mut reader = BufReader::new(stdout);
     let mut garbage = 0u32;
     loop {
-        let idle = shared.turn_running.load(Ordering::Acquire)
-            && shared.awaiting.load(Ordering::Acquire) == 0;
-        let next = if idle {
-            match tokio::time::timeout(
-                shared.config.idle_timeout,
-                next_line_bounded(&mut reader, MAX_LINE_BYTES),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    shared
-                        .emit_error(
-                            format!(
-                                "the Claude Code CLI wrote nothing for {} s during a turn; it was stopped",
-                                shared.config.idle_timeout.as_secs()
-                            ),
-                            "executor_hung",
-                            None,
-                        )
-                        .await;
-                    shared.stopping.store(true, Ordering::Release);
-                    shared.signal_group(nix::sys::signal::Signal::SIGKILL);
-                    return;
-                }
-            }
-        } else {
-            next_line_bounded(&mut reader, MAX_LINE_BYTES).await
+        let Some(next) = next_line_watched(&shared, &mut reader).await else {
+            shared
+                .emit_error(
+                    format!(
+                        "the Claude Code CLI wrote nothing for {} during a turn; it was stopped",
+                        seconds(shared.config.idle_timeout)
+                    ),
+                    "executor_hung",
+                    None,
+                )
+                .await;
+            shared.stopping.store(true, Ordering::Release);
+            shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+            return;
         };
         let line = match next {
             Ok(Some(Ok(l))) => l,
@@ -827,6 +872,7 @@ fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {
             None => decision.await,
         };
         shared.awaiting.fetch_sub(1, Ordering::AcqRel);
+        shared.wake.notify_one();
         let still_pending = shared
             .mapper
             .lock()
@@ -860,6 +906,7 @@ fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {
 impl ExecutorSession for ClaudeSession {
     async fn send_message(&self, text: &str) -> Result<()> {
         self.shared.turn_running.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
         self.shared.send(CliInput::UserTurn {
             text: text.to_owned(),
         })
