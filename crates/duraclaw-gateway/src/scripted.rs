@@ -163,6 +163,7 @@ impl Executor for ScriptedExecutor {
             spec: spec.clone(),
             gate,
             sink,
+            run: now_ms(),
             ids: AtomicU64::new(0),
             cost: 0.0,
         };
@@ -212,6 +213,9 @@ struct Player {
     spec: StartSpec,
     gate: DynApprovalGate,
     sink: DynEventSink,
+    /// When this player started: part of every id it makes, so that a
+    /// session resumed after a restart never reuses an id of its past.
+    run: i64,
     ids: AtomicU64,
     cost: f64,
 }
@@ -225,8 +229,9 @@ enum TurnEnd {
 impl Player {
     fn id(&self, prefix: &str) -> String {
         format!(
-            "{prefix}_{}_{}",
+            "{prefix}_{}_{}_{}",
             self.spec.session_id,
+            self.run,
             self.ids.fetch_add(1, Ordering::Relaxed)
         )
     }
