@@ -14,6 +14,7 @@ import {
   launch,
   loggedIn,
   screenshot,
+  screenshotWhole,
   since,
   toolCard,
 } from './lib/harness.js';
@@ -80,7 +81,7 @@ test('the real CLI: streamed text, an approved Read and its result, the turn cos
   assert.ok(JSON.stringify(fake.tool_results).includes('0451'), JSON.stringify(fake.tool_results));
 
   const { n } = await assertExactlyOnce(page, id);
-  await screenshot(page, 'claude-session', { fullPage: true });
+  await screenshotWhole(page, 'claude-session');
   console.log(`real CLI scenario: ${n} events, turn cost $${dollars}, ${since(t0)}`);
   await ctx.close();
 });

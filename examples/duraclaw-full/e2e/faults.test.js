@@ -20,7 +20,6 @@ import {
   pageSeqs,
   recordConnectionStates,
   screenshot,
-  serverLog,
   since,
   toolCard,
   transcriptText,

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { DEMO_URL, USER, assertExactlyOnce, createSession, launch, loggedIn, openSession, screenshot, since, toolCard } from './lib/harness.js';
+import { DEMO_URL, USER, assertExactlyOnce, createSession, launch, loggedIn, openSession, screenshotWhole, since, toolCard } from './lib/harness.js';
 
 let browser;
 before(async () => {
@@ -67,8 +67,7 @@ test('answer a question, abort a turn, send a follow-up', async () => {
   assert.match(await done.innerText(), /Turn done/);
   assert.equal(await page.getByTestId('message-input').inputValue(), '', 'the composer is cleared');
   const { n } = await assertExactlyOnce(page, id);
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await screenshot(page, 'questions', { fullPage: true });
+  await screenshotWhole(page, 'session-view');
   console.log(`questions scenario: ${n} events, ${since(t0)}`);
   await ctx.close();
 });

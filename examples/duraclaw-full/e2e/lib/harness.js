@@ -273,6 +273,20 @@ export async function screenshot(page, name, opts = {}) {
   return file;
 }
 
+/**
+ * A screenshot of the whole session view: the viewport grows to the page's
+ * height (up to 3000 px), so the sticky composer sits at the bottom instead
+ * of over the transcript.
+ */
+export async function screenshotWhole(page, name) {
+  await page.evaluate(() => document.activeElement && document.activeElement.blur());
+  const height = await page.evaluate(() => document.documentElement.scrollHeight);
+  const { width } = page.viewportSize();
+  await page.setViewportSize({ width, height: Math.min(Math.max(height, 860), 3000) });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  return screenshot(page, name);
+}
+
 /** The tool card of the `n`-th (0-based) call to `tool`. */
 export function toolCard(page, tool, n = 0) {
   return page.locator(`[data-testid=tool-call][data-tool=${tool}]`).nth(n);
