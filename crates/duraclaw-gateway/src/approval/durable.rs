@@ -16,8 +16,8 @@ use duraclaw_core::store::{
 use futures::lock::Mutex as AsyncMutex;
 
 use super::audit::{AuditAction, AuditLog};
-use super::memory::{GateCommon, Waiters, timeout_by};
-use super::{now_ms, tool_name};
+use super::memory::{GateCommon, Waiters, expired_now, resolution_now, withdrawn_now};
+use super::tool_name;
 
 /// Approval requests kept in a [`SessionStore`](duraclaw_core::store::SessionStore).
 ///
@@ -142,11 +142,7 @@ impl ApprovalGate for DurableGate {
         }
         self.common
             .wait(rx, || async {
-                let expired = Resolution {
-                    decision: Decision::Expired,
-                    by: timeout_by(),
-                    at_ms: now_ms(),
-                };
+                let expired = expired_now();
                 self.settle(&id, expired).await?;
                 self.record(&id)
                     .await?
@@ -162,15 +158,7 @@ impl ApprovalGate for DurableGate {
         decision: Decision,
         by: DecidedBy,
     ) -> Result<DecideOutcome> {
-        self.settle(
-            question_id,
-            Resolution {
-                decision,
-                by,
-                at_ms: now_ms(),
-            },
-        )
-        .await
+        self.settle(question_id, resolution_now(decision, by)).await
     }
 
     async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
@@ -193,16 +181,6 @@ impl ApprovalGate for DurableGate {
     }
 
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
-        self.settle(
-            question_id,
-            Resolution {
-                decision: Decision::Cancelled {
-                    reason: Some(reason.to_owned()),
-                },
-                by: DecidedBy::new("executor"),
-                at_ms: now_ms(),
-            },
-        )
-        .await
+        self.settle(question_id, withdrawn_now(reason)).await
     }
 }

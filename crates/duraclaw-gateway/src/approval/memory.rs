@@ -153,12 +153,28 @@ impl GateCommon {
     }
 }
 
-/// The by-line of a timeout.
-pub(crate) fn timeout_by() -> DecidedBy {
-    DecidedBy {
-        who: "timeout".into(),
-        client: None,
+/// A resolution made now.
+pub(crate) fn resolution_now(decision: Decision, by: DecidedBy) -> Resolution {
+    Resolution {
+        decision,
+        by,
+        at_ms: now_ms(),
     }
+}
+
+/// A timeout's resolution: expired, never a denial.
+pub(crate) fn expired_now() -> Resolution {
+    resolution_now(Decision::Expired, DecidedBy::new("timeout"))
+}
+
+/// The executor withdrew the request.
+pub(crate) fn withdrawn_now(reason: &str) -> Resolution {
+    resolution_now(
+        Decision::Cancelled {
+            reason: Some(reason.to_owned()),
+        },
+        DecidedBy::new("executor"),
+    )
 }
 
 #[derive(Debug)]
@@ -292,11 +308,7 @@ impl ApprovalGate for MemoryGate {
         }
         self.common
             .wait(rx, || async {
-                let expired = Resolution {
-                    decision: Decision::Expired,
-                    by: timeout_by(),
-                    at_ms: now_ms(),
-                };
+                let expired = expired_now();
                 self.settle(&id, expired.clone()).await?;
                 self.resolution_of(&id)
                     .ok_or(Error::Closed("approval gate"))
@@ -310,15 +322,7 @@ impl ApprovalGate for MemoryGate {
         decision: Decision,
         by: DecidedBy,
     ) -> Result<DecideOutcome> {
-        self.settle(
-            question_id,
-            Resolution {
-                decision,
-                by,
-                at_ms: now_ms(),
-            },
-        )
-        .await
+        self.settle(question_id, resolution_now(decision, by)).await
     }
 
     async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
@@ -329,16 +333,6 @@ impl ApprovalGate for MemoryGate {
     }
 
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
-        self.settle(
-            question_id,
-            Resolution {
-                decision: Decision::Cancelled {
-                    reason: Some(reason.to_owned()),
-                },
-                by: DecidedBy::new("executor"),
-                at_ms: now_ms(),
-            },
-        )
-        .await
+        self.settle(question_id, withdrawn_now(reason)).await
     }
 }
