@@ -519,6 +519,12 @@ impl Verifier {
                         clip(&event.to_string(), 300)
                     ));
                 }
+                // It would wait for the gateway to come back: say so now.
+                Some("session.state") if event["reason"] == "gateway_unreachable" => {
+                    return Err(format!(
+                        "the orchestrator lost its gateway during the turn (seq {seq})"
+                    ));
+                }
                 Some("result") => break event,
                 _ => {}
             }
