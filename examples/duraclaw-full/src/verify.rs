@@ -71,7 +71,6 @@ pub struct VerifyArgs {
 
 /// Runs the check; `Err` when a step failed (its `FAIL` line is printed).
 pub async fn run(args: VerifyArgs) -> Result<()> {
-    let password = read_password(args.password_stdin, &args.user).await?;
     let timeout = Duration::from_secs(args.timeout_secs.max(1));
     let failed = |step: &str| Error::Invalid(format!("the check failed at `{step}`"));
 
@@ -82,6 +81,9 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     })
     .await
     .ok_or_else(|| failed("preflight"))?;
+    // After the preflight: a server that is down is reported without
+    // asking for a password first.
+    let password = read_password(args.password_stdin, &args.user).await?;
     step("login", timeout, v.login(&args.user, &password))
         .await
         .ok_or_else(|| failed("login"))?;
