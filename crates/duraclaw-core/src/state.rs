@@ -174,6 +174,8 @@ pub fn transition(from: SessionState, input: SessionInput) -> Result<SessionStat
         (S::Active, I::TurnEnded) => Some(S::paused(Idle)),
 
         (S::Paused { reason: Idle }, I::TurnStarted | I::Initialized) => Some(S::Active),
+        // An error and the turn's result both end the turn: still idle.
+        (S::Paused { reason: Idle }, I::TurnEnded) => Some(S::paused(Idle)),
 
         (
             S::Paused {
@@ -276,7 +278,7 @@ mod tests {
             }),
             I::QuestionResolved { .. } => None,
             I::TurnEnded => match from {
-                S::Initializing | S::Active => Some(S::paused(Idle)),
+                S::Initializing | S::Active | S::Paused { reason: Idle } => Some(S::paused(Idle)),
                 s if awaiting(s) => Some(S::paused(Idle)),
                 _ => None,
             },
