@@ -548,10 +548,13 @@ async fn kill_gateway(State(c): Ctl) -> Response {
     axum::Json(json!({"ok": true})).into_response()
 }
 
+/// Starts the gateway unless it runs already.
 async fn start_gateway(State(c): Ctl) -> Response {
     let mut slot = c.gateway.lock().await;
-    if slot.is_some() {
-        return failed("the gateway is running");
+    if let Some(child) = slot.as_mut()
+        && child.try_wait().ok().flatten().is_none()
+    {
+        return axum::Json(json!({"ok": true, "already": true})).into_response();
     }
     match c.split.gateway().await {
         Ok(child) => {
