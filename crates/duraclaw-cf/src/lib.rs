@@ -1,3 +1,50 @@
-//! The Cloudflare host for Duraclaw: the session actor as a Durable Object.
+//! # duraclaw-cf
 //!
-//! This crate is a skeleton for now; `SessionDO` and the DO-SQL store land here.
+//! The Cloudflare host for Duraclaw: the session actor as a Durable Object.
+//! This first part is the DO-SQL [`SessionStore`]:
+//!
+//! - [`schema`]: the DO-SQL schema as core
+//!   [`Migrations`](duraclaw_core::migrate::Migrations), the version kept in
+//!   a meta table (DO SQLite refuses `PRAGMA user_version`);
+//! - [`sql_store`]: [`SqlConnDirectory`] and [`SqlConnStore`], the session
+//!   store over a synchronous in-process [`SqlConn`], built on core's shared
+//!   append and resolve steps so it behaves exactly like the memory and
+//!   SQLite backends;
+//! - on wasm32, `do_sql`: `DoSqlConn`, a Durable Object's SQL storage as a
+//!   [`SqlConn`] whose transactions are `storage.transactionSync`, and the
+//!   aliases `DoSqlDirectory` / `DoSqlStore`;
+//! - on wasm32 with feature `conformance`: the Durable Object harnesses of
+//!   core's conformance suite.
+//!
+//! On other targets the crate holds only the target-independent parts, so
+//! the workspace builds and lints natively without the Workers runtime, and
+//! the store logic is tested natively over SQLite.
+//!
+//! One Durable Object holds one session: its `SessionDO` opens
+//! `DoSqlDirectory::open(DoSqlConn::new(&state.storage()))` and creates or
+//! opens its own session in it.
+//!
+//! [`SessionStore`]: duraclaw_core::store::SessionStore
+//! [`SqlConn`]: duraclaw_core::migrate::SqlConn
+
+pub mod schema;
+pub mod sql_store;
+
+#[cfg(target_arch = "wasm32")]
+pub mod do_sql;
+
+#[cfg(all(target_arch = "wasm32", feature = "conformance"))]
+pub mod conformance;
+
+pub use sql_store::{SqlConnDirectory, SqlConnStore};
+
+#[cfg(target_arch = "wasm32")]
+pub use do_sql::DoSqlConn;
+
+/// Every session in a Durable Object's SQL storage (in practice, its one).
+#[cfg(target_arch = "wasm32")]
+pub type DoSqlDirectory = SqlConnDirectory<DoSqlConn>;
+
+/// One session in a Durable Object's SQL storage.
+#[cfg(target_arch = "wasm32")]
+pub type DoSqlStore = SqlConnStore<DoSqlConn>;

@@ -1,0 +1,142 @@
+//! The conformance test worker: `GET /conformance` runs every case of core's
+//! store suite (`STORE_CASES`) and migration suite (`SQL_CASES`) against the
+//! DO-SQL store, each case in a fresh Durable Object, and answers JSON
+//! `{case: "ok" | "failed: …"}`. `GET /health` answers `ok`.
+//!
+//! `?run=<id>` names the objects of one run (default: the time), so a run
+//! never meets the data of an earlier one. A case that makes its object
+//! fail is reported as failed and the run goes on with the next case.
+
+#![cfg(target_arch = "wasm32")]
+// `#[durable_object]` exports methods to JavaScript that carry no docs.
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+
+use duraclaw_cf::conformance::{DoSqlHarness, DoStoreHarness};
+use duraclaw_core::conformance::{
+    CaseResult, SQL_CASES, STORE_CASES, run_sql_case, run_store_case,
+};
+use worker::{
+    Context, Date, DurableObject, Env, Request, Response, Result, Socket, State, WebSocket,
+    WebSocketIncomingMessage, durable_object, event,
+};
+
+/// Runs one case per request: `/store/<case>` or `/sql/<case>`.
+#[durable_object]
+pub struct ConformanceObject {
+    state: State,
+}
+
+impl DurableObject for ConformanceObject {
+    fn new(state: State, _env: Env) -> Self {
+        ConformanceObject { state }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let path = req.path();
+        let outcome: CaseResult = if let Some(case) = path.strip_prefix("/store/") {
+            run_store_case(case, &DoStoreHarness::new(&self.state.storage())).await
+        } else if let Some(case) = path.strip_prefix("/sql/") {
+            run_sql_case(case, &DoSqlHarness::new(&self.state.storage()))
+        } else {
+            return Response::error(
+                format!("no path {path:?} here: /store/<case> or /sql/<case>"),
+                404,
+            );
+        };
+        Response::ok(match outcome {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("failed: {e}"),
+        })
+    }
+
+    // Every handler the runtime could call is implemented: the defaults panic.
+    async fn alarm(&self) -> Result<Response> {
+        Response::error("this object sets no alarms", 500)
+    }
+
+    async fn connect(&self, _socket: Socket) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_message(
+        &self,
+        _ws: WebSocket,
+        _message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        _ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    match route(req, env).await {
+        Ok(response) => Ok(response),
+        Err(e) => Response::error(format!("conformance worker: {e}"), 500),
+    }
+}
+
+async fn route(req: Request, env: Env) -> Result<Response> {
+    let url = req.url()?;
+    match url.path() {
+        "/health" => Response::ok("ok"),
+        "/conformance" => {
+            let run = url
+                .query_pairs()
+                .find(|(k, _)| k == "run")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| Date::now().as_millis().to_string());
+            Response::from_json(&run_all(&env, &run).await?)
+        }
+        other => Response::error(format!("no path {other:?} here: try /conformance"), 404),
+    }
+}
+
+/// Every case, each in the object named `<run>/<suite>/<case>`.
+async fn run_all(env: &Env, run: &str) -> Result<BTreeMap<String, String>> {
+    let objects = env.durable_object("CONFORMANCE")?;
+    let mut results = BTreeMap::new();
+    for (suite, cases) in [("store", STORE_CASES), ("sql", SQL_CASES)] {
+        for case in cases {
+            let stub = objects
+                .id_from_name(&format!("{run}/{suite}/{case}"))?
+                .get_stub()?;
+            let outcome = match stub
+                .fetch_with_str(&format!("https://conformance/{suite}/{case}"))
+                .await
+            {
+                Ok(mut answer) => {
+                    let status = answer.status_code();
+                    match answer.text().await {
+                        Ok(text) if status == 200 => text,
+                        Ok(text) => format!("failed: HTTP {status}: {text}"),
+                        Err(e) => format!("failed: HTTP {status}, unreadable answer: {e}"),
+                    }
+                }
+                Err(e) => format!("failed: the object did not answer: {e}"),
+            };
+            if results.insert((*case).to_owned(), outcome).is_some() {
+                results.insert(
+                    (*case).to_owned(),
+                    "failed: two suites have a case of this name".to_owned(),
+                );
+            }
+        }
+    }
+    Ok(results)
+}
