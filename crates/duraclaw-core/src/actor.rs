@@ -642,6 +642,13 @@ impl SessionActor {
             ok: true,
             error: None,
         };
+        if matches!(command, Command::Message(_) | Command::Abort(_))
+            && self.inner.lock().await.meta.state == SessionState::Terminated
+        {
+            return Err(Error::Invalid(
+                "this session has ended; start a new one".into(),
+            ));
+        }
         match command {
             Command::Message(turn) => {
                 if turn.text.trim().is_empty() {
@@ -711,6 +718,39 @@ impl SessionActor {
                 Ok(CommandOutcome {
                     result: ok,
                     forward,
+                    decided: None,
+                })
+            }
+            Command::Close(close) => {
+                let mut st = self.inner.lock().await;
+                let (frame, json) = gateway_frame(Command::Close(close))?;
+                let mut events = Vec::new();
+                let state =
+                    self.step(st.meta.state, SessionInput::Terminate, now_ms, &mut events)?;
+                let outcome = self
+                    .log
+                    .append(AppendBatch {
+                        events,
+                        command: Some(RecordedCommand {
+                            id: id.to_owned(),
+                            forward: Some(json),
+                            at_ms: now_ms,
+                        }),
+                    })
+                    .await?;
+                if outcome.duplicate_command {
+                    return Ok(CommandOutcome {
+                        result: ok,
+                        forward: vec![],
+                        decided: None,
+                    });
+                }
+                st.meta.state = state;
+                st.meta.updated_at_ms = now_ms;
+                self.log.store().put_meta(&st.meta).await?;
+                Ok(CommandOutcome {
+                    result: ok,
+                    forward: vec![frame],
                     decided: None,
                 })
             }

@@ -211,6 +211,9 @@ pub enum Command {
     Abort(Abort),
     /// A decision on a pending approval or answers to a question.
     Answer(Answer),
+    /// End the session: its executor stops and its worktree is free again.
+    /// The log stays; the session is `terminated`.
+    Close(Close),
 }
 
 impl Command {
@@ -222,6 +225,7 @@ impl Command {
             Command::Message(_) => "message",
             Command::Abort(_) => "abort",
             Command::Answer(_) => "answer",
+            Command::Close(_) => "close",
         }
     }
 }
@@ -269,6 +273,10 @@ pub struct UserTurn {
 /// `abort`: interrupt the running turn.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Abort {}
+
+/// `close`: end the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Close {}
 
 /// `answer`: resolve a pending [`UserQuestion`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

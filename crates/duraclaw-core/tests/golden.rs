@@ -234,6 +234,13 @@ fn cases() -> Vec<Case> {
             ))),
         ),
         case(
+            "to_gateway/command_close",
+            T::ToGateway(ToGateway::Command(envelope(
+                "cmd-6",
+                Command::Close(duraclaw_core::protocol::Close {}),
+            ))),
+        ),
+        case(
             "to_gateway/command_answer",
             T::ToGateway(ToGateway::Command(envelope(
                 "cmd-5",
@@ -742,7 +749,7 @@ fn every_frame_event_decision_and_question_kind_has_a_fixture() {
     }
     assert_eq!(
         commands,
-        ["execute", "resume", "message", "abort", "answer"]
+        ["execute", "resume", "message", "abort", "answer", "close"]
             .into_iter()
             .collect()
     );

@@ -374,6 +374,18 @@ impl Gateway {
                     None => Ok(()),
                 }
             }
+            Command::Close(_) => {
+                let session = self.session(&session_id).await?;
+                if self.already_applied(session.log.store(), &id).await? {
+                    return Ok(());
+                }
+                // Stopping withdraws its questions; the worktree is free.
+                let exec = session.exec.lock().await.take();
+                if let Some(e) = exec {
+                    e.shutdown().await?;
+                }
+                Ok(())
+            }
             Command::Answer(a) => {
                 let session = self.session(&session_id).await?;
                 let by = a.by.unwrap_or_else(|| DecidedBy::new("orchestrator"));

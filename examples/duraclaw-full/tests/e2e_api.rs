@@ -446,6 +446,61 @@ async fn the_whole_flow_over_the_api() {
         all.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         (1..=final_seq).collect::<Vec<_>>()
     );
+
+    // The worktree is busy while the session lives; closing it frees it.
+    let busy = alice
+        .post(format!("{}/api/sessions", up.base))
+        .header("origin", &up.base)
+        .json(&json!({"worktree": wt, "prompt": "another"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 409, "the worktree is still held");
+    let r = alice
+        .post(format!("{}/api/sessions/{id}/close", up.base))
+        .header("origin", &up.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["state"], "terminated");
+    let ended = events_until(&mut a4, |e| {
+        e["type"] == "session.state" && e["state"] == "terminated"
+    })
+    .await;
+    assert!(!ended.is_empty());
+    send_cmd(
+        &mut a4,
+        "late-1",
+        json!({"type": "message", "text": "still there?"}),
+    )
+    .await;
+    let reply = loop {
+        let f = next(&mut a4).await;
+        if f["type"] == "command_result" {
+            break f;
+        }
+    };
+    assert_eq!(reply["ok"], false, "a closed session takes no more turns");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let r = alice
+            .post(format!("{}/api/sessions", up.base))
+            .header("origin", &up.base)
+            .json(&json!({"worktree": wt, "prompt": "a new session in the freed worktree"}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 201 {
+            break;
+        }
+        assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worktree was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut up = up;
     up.child.start_kill().unwrap();
 }

@@ -57,6 +57,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/worktrees", get(worktrees))
         .route("/api/sessions", get(list_sessions).post(create_session))
         .route("/api/sessions/{id}", get(get_session))
+        .route(
+            "/api/sessions/{id}/close",
+            axum::routing::post(close_session),
+        )
         .route("/api/sessions/{id}/ws", get(session_ws))
 }
 
@@ -135,6 +139,32 @@ async fn get_session(
     Path(id): Path<String>,
 ) -> Result<Json<SessionMeta>, ApiError> {
     let actor = owned_actor(&app, &user, &id).await?;
+    Ok(Json(actor.meta().await))
+}
+
+/// `POST /api/sessions/{id}/close`: ends the session, freeing its worktree.
+async fn close_session(
+    State(app): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<SessionMeta>, ApiError> {
+    let actor = owned_actor(&app, &user, &id).await?;
+    let who = Actor {
+        user: user.name.clone(),
+        client: Some("web".into()),
+    };
+    let out = actor
+        .command(
+            &format!("close-{id}"),
+            duraclaw_core::protocol::Command::Close(duraclaw_core::protocol::Close {}),
+            &who,
+            now_ms(),
+        )
+        .await?;
+    for frame in &out.forward {
+        // Not connected: the outbox sends it when the gateway is back.
+        let _ = app.orchestrator.gateway().send(frame);
+    }
     Ok(Json(actor.meta().await))
 }
 

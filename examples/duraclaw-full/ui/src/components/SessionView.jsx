@@ -253,6 +253,21 @@ export function SessionView({ id, user, onLogout }) {
               {abortState === 'sending' || abortState === 'sent' ? 'Aborting…' : 'Abort'}
             </button>
           )}
+          {!running && t.state && t.state !== 'terminated' && (
+            <button
+              type="button"
+              class="small-btn"
+              data-testid="end-session"
+              title="Stop the agent and free the worktree; the history stays"
+              onClick={() => {
+                if (window.confirm('End this session? The agent stops and the worktree is freed; the history stays.')) {
+                  sockRef.current.send({ type: 'close' });
+                }
+              }}
+            >
+              End session
+            </button>
+          )}
         </div>
       </div>
       {notice && (
