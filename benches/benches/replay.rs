@@ -182,6 +182,47 @@ fn raw_sqlite(fx: &Fixture, after: Seq) -> impl FnMut() -> Duration + '_ {
     }
 }
 
+/// One run of the raw baseline with batched writes: the same scan, frames
+/// fed into the socket's write buffer (tungstenite writes it out when it
+/// fills) and flushed once at the end. Fewer syscalls than a send per
+/// frame: the closest to the physical limit.
+fn raw_sqlite_batched(fx: &Fixture, after: Seq) -> impl FnMut() -> Duration + '_ {
+    let frames = (fx.last() - after) as usize;
+    let bytes = fx.expected_bytes(after);
+    let conn = raw::reader(&fx.db);
+    let (mut server, counter) = fx.rt.block_on(async {
+        let (server, client) = pair(false).await;
+        (server, Counter::spawn(client))
+    });
+    move || {
+        fx.rt.block_on(async {
+            let start = Instant::now();
+            let done = counter.expect(frames);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, json FROM events WHERE session_id = ?1 AND seq > ?2 ORDER BY seq",
+                )
+                .unwrap();
+            let mut rows = stmt
+                .query(rusqlite::params![SESSION, after as i64])
+                .unwrap();
+            while let Some(row) = rows.next().unwrap() {
+                let seq: i64 = row.get(0).unwrap();
+                let json = row.get_ref(1).unwrap().as_str().unwrap();
+                server
+                    .feed(Message::text(browser_event_frame(seq as Seq, json)))
+                    .await
+                    .unwrap();
+            }
+            server.flush().await.unwrap();
+            let got = done.await.unwrap();
+            let t = start.elapsed();
+            assert_eq!((got.frames, got.bytes), (frames, bytes));
+            t
+        })
+    }
+}
+
 /// One run of the WebSocket-only baseline: the same frames from memory.
 fn raw_ws_only(fx: &Fixture) -> impl FnMut() -> Duration + '_ {
     let frames = fx.events.len();
@@ -288,6 +329,15 @@ fn replay(c: &mut Criterion) {
         rounds,
         &mut ours(&fx, &fx.sqlite, 0),
         &mut raw_sqlite(&fx, 0),
+    );
+    // The same, against raw with batched socket writes.
+    compare(
+        &mut g,
+        "sqlite_vs_batched",
+        n,
+        rounds,
+        &mut ours(&fx, &fx.sqlite, 0),
+        &mut raw_sqlite_batched(&fx, 0),
     );
     // After N in the middle: the second half.
     compare(

@@ -60,8 +60,12 @@ pub struct Ratio {
     pub rounds: usize,
     /// Median of ours / raw over the rounds.
     pub median: f64,
-    /// Lowest and highest round ratio.
+    /// Lowest round ratio.
     pub min: f64,
+    /// First quartile of the round ratios.
+    pub q1: f64,
+    /// Third quartile of the round ratios.
+    pub q3: f64,
     /// Highest round ratio.
     pub max: f64,
     /// Median time of one run of ours, in microseconds.
@@ -74,8 +78,16 @@ impl Ratio {
     /// One line of JSON, prefixed `RATIO `, for collecting from the output.
     pub fn line(&self) -> String {
         format!(
-            "RATIO {{\"name\":\"{}\",\"rounds\":{},\"ratio\":{:.3},\"min\":{:.3},\"max\":{:.3},\"ours_us\":{:.1},\"raw_us\":{:.1}}}",
-            self.name, self.rounds, self.median, self.min, self.max, self.ours_us, self.raw_us
+            "RATIO {{\"name\":\"{}\",\"rounds\":{},\"ratio\":{:.3},\"q1\":{:.3},\"q3\":{:.3},\"min\":{:.3},\"max\":{:.3},\"ours_us\":{:.1},\"raw_us\":{:.1}}}",
+            self.name,
+            self.rounds,
+            self.median,
+            self.q1,
+            self.q3,
+            self.min,
+            self.max,
+            self.ours_us,
+            self.raw_us
         )
     }
 }
@@ -87,6 +99,15 @@ fn median(v: &mut [f64]) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
 }
 
 /// Runs `ours` and `raw` in turn for `rounds` rounds (alternating which
@@ -116,6 +137,8 @@ pub fn interleaved(
         name: name.to_owned(),
         rounds: o.len(),
         median: median(&mut ratios),
+        q1: quantile(&ratios, 0.25),
+        q3: quantile(&ratios, 0.75),
         min: ratios.first().copied().unwrap_or(0.0),
         max: ratios.last().copied().unwrap_or(0.0),
         ours_us: median(&mut o),
