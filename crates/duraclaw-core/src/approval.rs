@@ -49,10 +49,33 @@ impl DecideOutcome {
                 "already decided ({}) by {} at {}",
                 first.decision.name(),
                 first.by.who,
-                first.at_ms
+                utc_string(first.at_ms)
             ),
         }
     }
+}
+
+/// `2026-11-28 14:52:26 UTC` for milliseconds since the Unix epoch (the
+/// core has no clock or calendar crate; this is the civil-from-days
+/// algorithm).
+pub fn utc_string(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Decides whether tool calls may run.
@@ -81,3 +104,16 @@ pub trait ApprovalGate: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
 
 /// A shared, dynamically typed gate.
 pub type DynApprovalGate = Arc<dyn ApprovalGate>;
+
+#[cfg(test)]
+mod tests {
+    use super::utc_string;
+
+    #[test]
+    fn utc_strings() {
+        assert_eq!(utc_string(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_string(1_795_877_365_015), "2026-11-28 14:49:25 UTC");
+        assert_eq!(utc_string(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_string(-1_000), "1969-12-31 23:59:59 UTC");
+    }
+}

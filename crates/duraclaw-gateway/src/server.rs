@@ -20,8 +20,8 @@ use duraclaw_core::approval::ApprovalGate;
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, Event, QuestionResolved,
-    WireError, Worktree,
+    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event,
+    QuestionResolved, WireError, Worktree,
 };
 use duraclaw_core::store::{
     AppendBatch, DynSessionDirectory, DynSessionStore, NewEvent, RecordedCommand, SessionMeta,
@@ -89,6 +89,25 @@ impl GatewaySession {
             .as_ref()
             .is_some_and(|e| e.is_running())
     }
+}
+
+/// Whether the log's last turn started and never ended: events after the
+/// last `result`/`error` other than bookkeeping mean an agent was working.
+async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
+    let head = store.head().await?;
+    // Look back over the tail of the log only; a turn's end is near it.
+    let from = head.last_seq.saturating_sub(64);
+    let tail = store.read_after(from, 64).await?;
+    for e in tail.iter().rev() {
+        match e.event() {
+            Ok(Event::Result(_) | Event::Error(_)) => return Ok(false),
+            Ok(Event::QuestionResolved(_)) => continue,
+            Ok(Event::Unknown(_)) => continue,
+            Ok(_) => return Ok(true),
+            Err(_) => continue,
+        }
+    }
+    Ok(false)
 }
 
 /// Appends an executor's events to a session's outbox.
@@ -161,6 +180,19 @@ impl Gateway {
                     },
                     by: DecidedBy::new("gateway"),
                     at_ms: now_ms(),
+                });
+                let e = NewEvent::new(&event, None, now_ms())?;
+                session.log.append(AppendBatch::events(vec![e])).await?;
+            }
+            // A turn the crash cut short never got its result: end it, so
+            // nobody waits for an agent that is gone.
+            if turn_was_cut(session.log.store()).await? {
+                let event = Event::Error(ErrorEvent {
+                    message: "the gateway restarted while a turn was running; the turn was cut. \
+                              Send a message to continue the session."
+                        .into(),
+                    code: Some("gateway_restarted".into()),
+                    ..ErrorEvent::default()
                 });
                 let e = NewEvent::new(&event, None, now_ms())?;
                 session.log.append(AppendBatch::events(vec![e])).await?;

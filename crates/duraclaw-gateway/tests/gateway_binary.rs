@@ -165,6 +165,15 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
         }
         other => panic!("{other:?}"),
     }
+    // The turn the kill cut is ended, so nobody waits on a dead agent.
+    let cut = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Error(_))).await;
+    match &cut[..] {
+        [(g, Event::Error(e))] => {
+            assert_eq!(*g, last + 2);
+            assert_eq!(e.code.as_deref(), Some("gateway_restarted"));
+        }
+        other => panic!("{other:?}"),
+    }
     // A message resumes the session; numbering continues.
     send(
         &mut ws,
@@ -178,5 +187,5 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
     )
     .await;
     let resumed = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
-    assert_eq!(resumed[0].0, last + 2);
+    assert_eq!(resumed[0].0, last + 3);
 }
