@@ -106,6 +106,17 @@ function StateChange({ item }) {
 
 function Unknown({ item }) {
   const e = item.ev;
+  // The CLI's per-request status is noise for a person; keep its seq only.
+  if (e && e.type === 'cli.status') return <span hidden data-seq={item.seq} />;
+  if (e && e.type === 'cli.api_retry') {
+    return (
+      <div class="muted small" data-seq={item.seq}>
+        API retry {e.attempt ?? '?'}
+        {e.max_retries ? `/${e.max_retries}` : ''}
+        {e.error_status ? ` after HTTP ${e.error_status}` : ''}
+      </div>
+    );
+  }
   let text;
   try {
     text = JSON.stringify(e, null, 2);
