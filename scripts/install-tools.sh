@@ -26,9 +26,11 @@ PLAYWRIGHT_CORE_VERSION=1.65.1  # npm playwright-core; equals the pin in example
 RUST_TARGETS=(wasm32-unknown-unknown)
 RUST_COMPONENTS=(clippy rustfmt)
 DEFAULT_TOOLS=(rust)
-# The workspace's tests drive the real Claude Code CLI, and the browser suite
-# drives Debian's Chromium with playwright-core.
-TEST_TOOLS=(rust claude chromium playwright)
+# The workspace's tests drive the real Claude Code CLI, the browser suite
+# drives Debian's Chromium with playwright-core, and duraclaw-cf's Durable
+# Object test builds a worker (worker-build, wasm-bindgen; it skips wasm-opt)
+# and runs it under wrangler (Node 22).
+TEST_TOOLS=(rust claude chromium playwright node22 wrangler wasm-bindgen worker-build)
 ALL_TOOLS=(rust claude node22 wrangler binaryen wasm-bindgen worker-build chromium playwright)
 # ------------------------------------------------------------------------------
 
@@ -213,7 +215,7 @@ fill_worker_build() {
     env -u CARGO_TARGET_DIR cargo install --quiet --root "$1" \
         worker-build --version "$WORKER_BUILD_VERSION" >&2
 }
-verify_worker_build() { [[ -x "$1/bin/worker-build" ]] || die "$1/bin/worker-build is missing"; }
+verify_worker_build() { check_version "$1/bin/worker-build" "$WORKER_BUILD_VERSION"; }
 install_worker_build() {
     install_into "$(worker_build_dir)" fill_worker_build verify_worker_build "worker-build $WORKER_BUILD_VERSION (cargo install, ~5 min)"
     worker_build_bin

@@ -1,7 +1,8 @@
 //! The conformance test worker: `GET /conformance` runs every case of core's
 //! store suite (`STORE_CASES`) and migration suite (`SQL_CASES`) against the
-//! DO-SQL store, each case in a fresh Durable Object, and answers JSON
-//! `{case: "ok" | "failed: …"}`. `GET /health` answers `ok`.
+//! DO-SQL store, and duraclaw-cf's own `DO_CASES`, each case in a fresh
+//! Durable Object, and answers JSON `{case: "ok" | "failed: …"}`.
+//! `GET /health` answers `ok`.
 //!
 //! `?run=<id>` names the objects of one run (default: the time), so a run
 //! never meets the data of an earlier one. A case that makes its object
@@ -13,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use duraclaw_cf::conformance::{DoSqlHarness, DoStoreHarness};
+use duraclaw_cf::conformance::{DO_CASES, DoSqlHarness, DoStoreHarness, run_do_case};
 use duraclaw_core::conformance::{
     CaseResult, SQL_CASES, STORE_CASES, run_sql_case, run_store_case,
 };
@@ -22,7 +23,7 @@ use worker::{
     WebSocketIncomingMessage, durable_object, event,
 };
 
-/// Runs one case per request: `/store/<case>` or `/sql/<case>`.
+/// Runs one case per request: `/store/<case>`, `/sql/<case>` or `/do/<case>`.
 #[durable_object]
 pub struct ConformanceObject {
     state: State,
@@ -39,9 +40,11 @@ impl DurableObject for ConformanceObject {
             run_store_case(case, &DoStoreHarness::new(&self.state.storage())).await
         } else if let Some(case) = path.strip_prefix("/sql/") {
             run_sql_case(case, &DoSqlHarness::new(&self.state.storage()))
+        } else if let Some(case) = path.strip_prefix("/do/") {
+            run_do_case(case, &self.state.storage())
         } else {
             return Response::error(
-                format!("no path {path:?} here: /store/<case> or /sql/<case>"),
+                format!("no path {path:?} here: /store/<case>, /sql/<case> or /do/<case>"),
                 404,
             );
         };
@@ -111,7 +114,7 @@ async fn route(req: Request, env: Env) -> Result<Response> {
 async fn run_all(env: &Env, run: &str) -> Result<BTreeMap<String, String>> {
     let objects = env.durable_object("CONFORMANCE")?;
     let mut results = BTreeMap::new();
-    for (suite, cases) in [("store", STORE_CASES), ("sql", SQL_CASES)] {
+    for (suite, cases) in [("store", STORE_CASES), ("sql", SQL_CASES), ("do", DO_CASES)] {
         for case in cases {
             let stub = objects
                 .id_from_name(&format!("{run}/{suite}/{case}"))?
