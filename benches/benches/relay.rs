@@ -37,11 +37,11 @@ use duraclaw_core::protocol::{
     Command, CommandEnvelope, Event, Execute, FromGateway, Hello, Role, ToGateway,
     browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
 };
-use duraclaw_core::store::{SessionDirectory, SessionMeta};
+use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use duraclaw_gateway::link::{Secret, serve, ws_config};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
-use duraclaw_store::SqliteDirectory;
+use duraclaw_store::{MemoryDirectory, SqliteDirectory};
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -135,21 +135,39 @@ impl Path2 {
 
 struct Ours {
     path: Path2,
-    gateway_dir: SqliteDirectory,
-    orch_dir: SqliteDirectory,
+    /// The SQLite directories (gateway, orchestrator), when on SQLite.
+    sqlite: Option<(SqliteDirectory, SqliteDirectory)>,
     _gateway_task: tokio::task::JoinHandle<()>,
 }
 
-/// The real gateway, the orchestrator's link and actor, and a browser.
-async fn ours(root: &Path) -> Ours {
+/// The real gateway, the orchestrator's link and actor, and a browser;
+/// both stores SQLite files under `root`, or both in memory.
+async fn ours(root: &Path, on_sqlite: bool) -> Ours {
+    std::fs::create_dir_all(root).unwrap();
     init_repo(&root.join("projects/app"));
     let worktree = root.join("projects/app").display().to_string();
-    let gateway_dir = SqliteDirectory::open(root.join("gateway.db"))
-        .await
-        .unwrap();
+    let sqlite = if on_sqlite {
+        Some((
+            SqliteDirectory::open(root.join("gateway.db"))
+                .await
+                .unwrap(),
+            SqliteDirectory::open(root.join("orchestrator.db"))
+                .await
+                .unwrap(),
+        ))
+    } else {
+        None
+    };
+    let (gateway_dir, orch_dir): (DynSessionDirectory, DynSessionDirectory) = match &sqlite {
+        Some((g, o)) => (Arc::new(g.clone()), Arc::new(o.clone())),
+        None => (
+            Arc::new(MemoryDirectory::new()),
+            Arc::new(MemoryDirectory::new()),
+        ),
+    };
     let (sink_tx, sink_rx) = oneshot::channel();
     let gateway = Gateway::new(GatewayOptions {
-        directory: Arc::new(gateway_dir.clone()),
+        directory: gateway_dir,
         executor: Arc::new(Grab(Mutex::new(Some(sink_tx)))),
         worktrees: WorktreeIndex::new(vec![format!("{}/projects/*", root.display())]).unwrap(),
         approval_timeout: None,
@@ -161,9 +179,6 @@ async fn ours(root: &Path) -> Ours {
     let gateway_task = tokio::spawn(serve(listener, gateway, Secret::new(SECRET).unwrap()));
 
     // The orchestrator: its store and the session's actor.
-    let orch_dir = SqliteDirectory::open(root.join("orchestrator.db"))
-        .await
-        .unwrap();
     let store = orch_dir
         .create(SessionMeta::new(SESSION, "bench", now_ms()))
         .await
@@ -281,8 +296,7 @@ async fn ours(root: &Path) -> Ours {
             emit: Emit::Sink(emit),
             browser: Counter::spawn(client),
         },
-        gateway_dir,
-        orch_dir,
+        sqlite,
         _gateway_task: gateway_task,
     }
 }
@@ -397,47 +411,59 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
     let report = rt.block_on(async {
-        let ours = ours(&root).await;
+        let ours_mem = ours(&root.join("memory"), false).await;
+        let ours = ours(&root.join("sqlite"), true).await;
         let base = baseline().await;
         let mut next_ours = 0;
+        let mut next_mem = 0;
         let mut next_base = 0;
-        // Warm both paths up (connections, caches, prepared statements).
+        // Warm the paths up (connections, caches, prepared statements).
         let mut scratch = Samples::default();
         closed_loop(&ours.path, 0, warm, &mut scratch).await;
+        closed_loop(&ours_mem.path, 0, warm, &mut scratch).await;
         closed_loop(&base, 0, warm, &mut scratch).await;
         next_ours += warm;
+        next_mem += warm;
         next_base += warm;
 
         let mut o = Samples::default();
+        let mut m = Samples::default();
         let mut b = Samples::default();
         for _ in 0..blocks {
             closed_loop(&base, next_base, next_base + per_block, &mut b).await;
             next_base += per_block;
             closed_loop(&ours.path, next_ours, next_ours + per_block, &mut o).await;
             next_ours += per_block;
+            closed_loop(&ours_mem.path, next_mem, next_mem + per_block, &mut m).await;
+            next_mem += per_block;
         }
         assert_eq!(o.bytes, b.bytes, "both paths deliver the same bytes");
+        assert_eq!(m.bytes, b.bytes, "both paths deliver the same bytes");
 
-        let orch_before = ours.orch_dir.stats();
-        let gw_before = ours.gateway_dir.stats();
+        let (gw_dir, orch_dir) = ours.sqlite.clone().unwrap();
+        let orch_before = orch_dir.stats();
+        let gw_before = gw_dir.stats();
         let base_burst = burst(&base, next_base, burst_n).await;
         let ours_burst = burst(&ours.path, next_ours, burst_n).await;
-        let orch = ours.orch_dir.stats();
-        let gw = ours.gateway_dir.stats();
+        let orch = orch_dir.stats();
+        let gw = gw_dir.stats();
+        let mem_burst = burst(&ours_mem.path, next_mem, burst_n).await;
         let per_1000 = |tx: u64, ev: u64| tx as f64 * 1000.0 / ev.max(1) as f64;
-        let (so, sb) = (summary(&mut o), summary(&mut b));
+        let (so, sm, sb) = (summary(&mut o), summary(&mut m), summary(&mut b));
         let ratio = |k: &str| so[k].as_f64().unwrap() / sb[k].as_f64().unwrap().max(1e-9);
         json!({
             "bench": "relay",
             "quick": quick,
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "ours": so,
+            "ours_memory_stores": sm,
             "baseline": sb,
             "ratio": { "p50": ratio("p50_us"), "p99": ratio("p99_us"), "p99_9": ratio("p99_9_us") },
             "burst": {
                 "deltas": burst_n,
                 "ours_events_per_s": burst_n as f64 / ours_burst.as_secs_f64(),
                 "baseline_events_per_s": burst_n as f64 / base_burst.as_secs_f64(),
+                "ours_memory_stores_events_per_s": burst_n as f64 / mem_burst.as_secs_f64(),
                 "orchestrator_transactions_per_1000": per_1000(
                     orch.transactions - orch_before.transactions,
                     orch.events_written - orch_before.events_written),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use duraclaw_benches::ws::{Counter, ServerWs, pair, spawn_writer};
+use duraclaw_benches::ws::{Counter, ServerWs, pair, spawn_batching_writer, spawn_writer};
 use duraclaw_benches::{interleaved, mix, quick, raw, repeat, runtime};
 use duraclaw_core::actor::SessionLog;
 use duraclaw_core::protocol::{Seq, browser_event_frame};
@@ -140,12 +140,22 @@ type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>
 /// One run of ours through a WebSocket: the log's replay, the queue, the
 /// writer, the client; checks the client got every frame and byte.
 fn ours<'a>(fx: &'a Fixture, log: &'a SessionLog, after: Seq) -> impl FnMut() -> Duration + 'a {
+    ours_with(fx, log, after, spawn_writer)
+}
+
+/// [`ours`] with a given writer for the browser's socket.
+fn ours_with<'a>(
+    fx: &'a Fixture,
+    log: &'a SessionLog,
+    after: Seq,
+    writer: fn(ServerWs, usize) -> mpsc::Sender<String>,
+) -> impl FnMut() -> Duration + 'a {
     let last = fx.last();
     let frames = (last - after) as usize;
     let bytes = fx.expected_bytes(after);
     let (queue, counter) = fx.rt.block_on(async {
         let (server, client) = pair(false).await;
-        (spawn_writer(server, BROWSER_QUEUE), Counter::spawn(client))
+        (writer(server, BROWSER_QUEUE), Counter::spawn(client))
     });
     move || {
         fx.rt.block_on(async {
@@ -337,6 +347,15 @@ fn replay(c: &mut Criterion) {
         n,
         rounds,
         &mut ours(&fx, &fx.sqlite, 0),
+        &mut raw_sqlite_batched(&fx, 0),
+    );
+    // What a batching browser writer would bring (not the product today).
+    compare(
+        &mut g,
+        "sqlite_batching_writer_vs_batched",
+        n,
+        rounds,
+        &mut ours_with(&fx, &fx.sqlite, 0, spawn_batching_writer),
         &mut raw_sqlite_batched(&fx, 0),
     );
     // After N in the middle: the second half.

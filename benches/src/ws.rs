@@ -121,6 +121,32 @@ pub fn spawn_writer(server: ServerWs, queue: usize) -> mpsc::Sender<String> {
     tx
 }
 
+/// Like [`spawn_writer`], but writing as a batching writer would: every
+/// frame already queued is fed into the socket's write buffer, then one
+/// flush. Not what the orchestrator does today; it measures what that
+/// change would bring (see `docs/PERFORMANCE.md`).
+pub fn spawn_batching_writer(server: ServerWs, queue: usize) -> mpsc::Sender<String> {
+    let (tx, mut rx) = mpsc::channel::<String>(queue);
+    let (mut sink, mut stream) = server.split();
+    tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.feed(Message::text(text)).await.is_err() {
+                break;
+            }
+            while let Ok(text) = rx.try_recv() {
+                if sink.feed(Message::text(text)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    tx
+}
+
 /// Time since `start` in nanoseconds, saturating.
 pub fn nanos_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
