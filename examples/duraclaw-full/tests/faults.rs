@@ -1,0 +1,1147 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! The fault-injection run: scripted sessions in a split deployment
+//! (`duraclaw gateway` + `duraclaw orchestrator`), with a seeded cutting
+//! proxy on both links, SIGKILLed gateways, an orchestrator restart, stale
+//! and slow clients and 50 clients on one session. At the end every
+//! client's (seq, event) list is compared with the full log: nothing lost,
+//! nothing twice, nothing out of order.
+//!
+//! `DURACLAW_FAULT_SEED=N` picks the seed (printed on every run);
+//! `DURACLAW_SOAK_SECS=N` makes the chaos phase last N seconds and reports
+//! the orchestrator's memory growth (see `docs/RELIABILITY.md`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const START: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "correct horse battery staple";
+const SECRET: &str = "fault-run-gateway-secret-0123456789";
+const SESSIONS: usize = 6;
+const CROWD: usize = 50;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+// ---------------------------------------------------------------- rng
+
+/// xorshift64*: small, seeded, good enough to pick faults.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo)
+    }
+}
+
+// ---------------------------------------------------------------- proxy
+
+#[derive(Default)]
+struct ProxyStats {
+    conns: AtomicU64,
+    cuts: AtomicU64,
+    stalls: AtomicU64,
+    half_closes: AtomicU64,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fault {
+    Cut,
+    Stall(u64),
+    HalfClose,
+}
+
+struct Plan {
+    fault: Option<Fault>,
+    at: u64,
+    moved: AtomicU64,
+    fired: AtomicBool,
+}
+
+/// A TCP proxy that, while `active`, gives most connections one fault at a
+/// random byte offset: a cut, a stall, or a half-close of the client's
+/// direction.
+struct Proxy {
+    addr: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
+    active: Arc<AtomicBool>,
+    stats: Arc<ProxyStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr, seed: u64, max_offset: u64) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Arc::new(Mutex::new(target));
+        let active = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ProxyStats::default());
+        let (t, a, s) = (target.clone(), active.clone(), stats.clone());
+        let task = tokio::spawn(async move {
+            let mut rng = Rng::new(seed);
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                s.conns.fetch_add(1, Ordering::Relaxed);
+                let mut crng = Rng::new(rng.next());
+                let fault = if a.load(Ordering::Relaxed) {
+                    match crng.below(100) {
+                        0..30 => None,
+                        30..60 => Some(Fault::Cut),
+                        60..85 => Some(Fault::Stall(crng.range(50, 400))),
+                        _ => Some(Fault::HalfClose),
+                    }
+                } else {
+                    None
+                };
+                let plan = Arc::new(Plan {
+                    fault,
+                    at: crng.below(max_offset),
+                    moved: AtomicU64::new(0),
+                    fired: AtomicBool::new(false),
+                });
+                let target = *t.lock().unwrap();
+                let (a, s) = (a.clone(), s.clone());
+                tokio::spawn(async move {
+                    let Ok(Ok(outbound)) =
+                        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target))
+                            .await
+                    else {
+                        return;
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (ir, iw) = inbound.into_split();
+                    let (or, ow) = outbound.into_split();
+                    let mut up =
+                        tokio::spawn(pump(ir, ow, plan.clone(), a.clone(), s.clone(), true));
+                    let mut down = tokio::spawn(pump(or, iw, plan, a, s, false));
+                    // A cut on either side ends both; otherwise each
+                    // direction ends on its own EOF. After a half-close the
+                    // other direction gets at most 2 s to wind down.
+                    let first = tokio::select! {
+                        r = &mut up => (r, true),
+                        r = &mut down => (r, false),
+                    };
+                    let rest = if first.1 { &mut down } else { &mut up };
+                    match first.0 {
+                        Ok(End::Cut) | Err(_) => rest.abort(),
+                        Ok(End::Eof) => {
+                            if tokio::time::timeout(Duration::from_secs(30), &mut *rest)
+                                .await
+                                .is_err()
+                            {
+                                rest.abort();
+                            }
+                        }
+                        Ok(End::HalfClosed) => {
+                            if tokio::time::timeout(Duration::from_secs(2), &mut *rest)
+                                .await
+                                .is_err()
+                            {
+                                rest.abort();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            target,
+            active,
+            stats,
+            task,
+        }
+    }
+
+    fn set_target(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = target;
+    }
+}
+
+enum End {
+    Eof,
+    Cut,
+    HalfClosed,
+}
+
+async fn pump(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    plan: Arc<Plan>,
+    active: Arc<AtomicBool>,
+    stats: Arc<ProxyStats>,
+    client_to_server: bool,
+) -> End {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = w.shutdown().await;
+                return End::Eof;
+            }
+            Ok(n) => n,
+        };
+        let moved = plan.moved.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if let Some(fault) = plan.fault
+            && moved >= plan.at
+            && active.load(Ordering::Relaxed)
+            && (client_to_server || fault != Fault::HalfClose)
+            && !plan.fired.swap(true, Ordering::Relaxed)
+        {
+            // Forward part of the chunk, then fail: the peer sees a frame
+            // cut in the middle.
+            let part = n / 2;
+            match fault {
+                Fault::Cut => {
+                    let _ = w.write_all(&buf[..part]).await;
+                    stats.cuts.fetch_add(1, Ordering::Relaxed);
+                    return End::Cut;
+                }
+                Fault::HalfClose => {
+                    let _ = w.write_all(&buf[..part]).await;
+                    let _ = w.shutdown().await;
+                    stats.half_closes.fetch_add(1, Ordering::Relaxed);
+                    return End::HalfClosed;
+                }
+                Fault::Stall(ms) => {
+                    stats.stalls.fetch_add(1, Ordering::Relaxed);
+                    let _ = w.write_all(&buf[..part]).await;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if w.write_all(&buf[part..n]).await.is_err() {
+                        return End::Eof;
+                    }
+                    continue;
+                }
+            }
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return End::Eof;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+fn duraclaw() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
+    for var in [
+        "CC_GATEWAY_SECRET",
+        "WORKTREE_PATTERNS",
+        "DURACLAW_DATA_DIR",
+        "DURACLAW_BIND",
+        "CC_GATEWAY_BIND",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("RUST_LOG", "error")
+        .env("CC_GATEWAY_SECRET", SECRET)
+        .kill_on_drop(true);
+    c
+}
+
+async fn add_user(data: &Path, name: &str) {
+    let mut child = duraclaw()
+        .args(["user", "add", name, "--password-stdin", "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(START, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "user add");
+}
+
+async fn spawn_reading(mut cmd: Command, prefix: &str) -> (Child, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let value = loop {
+        let line = tokio::time::timeout(START, lines.next_line())
+            .await
+            .expect("did not start in time")
+            .unwrap()
+            .expect("exited before listening");
+        if let Some(rest) = line.strip_prefix(prefix) {
+            break rest.trim().to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, value)
+}
+
+async fn gateway(dir: &Path, port: u16, script: &Path, worktrees: &str) -> Child {
+    let mut c = duraclaw();
+    c.args([
+        "gateway",
+        "--executor",
+        "scripted",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--worktrees",
+        worktrees,
+    ])
+    .arg("--script")
+    .arg(script)
+    .arg("--data-dir")
+    .arg(dir.join("gw"));
+    // The port may still be held for a moment after a SIGKILL.
+    for _ in 0..50 {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    spawn_reading(c, "gateway listening on ").await.0
+}
+
+async fn orchestrator(data: &Path, gateway: SocketAddr) -> (Child, String) {
+    let mut c = duraclaw();
+    c.args([
+        "orchestrator",
+        "--bind",
+        "127.0.0.1:0",
+        "--gateway-url",
+        &format!("ws://{gateway}"),
+    ])
+    .arg("--data-dir")
+    .arg(data);
+    spawn_reading(c, "duraclaw listening on ").await
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn script(dir: &Path) -> PathBuf {
+    let path = dir.join("script.json");
+    let turn = |n: usize| {
+        json!([
+            {"step": "text", "text": format!("Turn {n}: looking at the project, piece by piece, so that the stream has many small deltas."), "chunks": 24, "delay_ms": 8},
+            {"step": "tool", "name": "Bash", "input": {"command": format!("ls {n}")}, "result": "README.md\nsrc"},
+            {"step": "ask", "questions": [{"question": "Which change?", "header": "Change", "options": [{"label": "Add a test"}, {"label": "Fix a typo"}], "multiSelect": false}]},
+            {"step": "text", "text": format!("Turn {n} done."), "chunks": 6, "delay_ms": 8}
+        ])
+    };
+    std::fs::write(
+        &path,
+        json!({"turns": (0..4).map(turn).collect::<Vec<_>>()}).to_string(),
+    )
+    .unwrap();
+    path
+}
+
+// ---------------------------------------------------------------- clients
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Role {
+    Driver,
+    Observer,
+    Stale,
+    Slow,
+}
+
+#[derive(Default, Debug)]
+struct Conn {
+    /// What the client had when it connected.
+    have: u64,
+    events: Vec<(u64, Value)>,
+}
+
+#[derive(Default, Debug)]
+struct ClientLog {
+    conns: Vec<Conn>,
+    last: u64,
+    lagged: u64,
+    stale_reconnects: u64,
+    failed_commands: Vec<Value>,
+    answered: u64,
+    answered_after_reconnect: u64,
+}
+
+/// Shared by all clients.
+struct Ctx {
+    browser: SocketAddr,
+    direct: Arc<Mutex<String>>,
+    cookie: String,
+    /// Faults are on: drivers keep starting turns.
+    chaos: AtomicBool,
+    deadline: Instant,
+    max_turns: u64,
+}
+
+/// What the driver tells the main task.
+#[derive(Default)]
+struct DriverState {
+    sent: AtomicU64,
+    ended: AtomicU64,
+    outstanding: AtomicU64,
+}
+
+async fn connect(addr: &str, origin: &str, cookie: &str, session: &str, after: u64) -> Option<Ws> {
+    let url = format!("ws://{addr}/api/sessions/{session}/ws?after={after}");
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    {
+        Ok(Ok((w, _))) => Some(w),
+        _ => None,
+    }
+}
+
+fn answer_for(q: &Value) -> Value {
+    let id = q["question_id"].clone();
+    if q["kind"] == "ask_user" {
+        let mut answers = serde_json::Map::new();
+        for one in q["questions"].as_array().into_iter().flatten() {
+            answers.insert(
+                one["question"].as_str().unwrap().to_owned(),
+                one["options"][0]["label"].clone(),
+            );
+        }
+        json!({"type": "answer", "question_id": id, "decision": "answered", "answers": answers})
+    } else {
+        json!({"type": "answer", "question_id": id, "decision": "allow"})
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client(
+    ctx: Arc<Ctx>,
+    session: String,
+    role: Role,
+    seed: u64,
+    mut done: watch::Receiver<Option<u64>>,
+    driver: Arc<DriverState>,
+) -> ClientLog {
+    let mut rng = Rng::new(seed);
+    let mut log = ClientLog::default();
+    let mut outstanding: BTreeMap<String, Value> = BTreeMap::new();
+    let mut seen_questions: HashSet<String> = HashSet::new();
+    let mut backoff = 10u64;
+    let origin = format!("http://{}", ctx.browser);
+    loop {
+        if done.borrow().is_some_and(|t| log.last >= t) || Instant::now() > ctx.deadline {
+            return log;
+        }
+        let mut after = log.last;
+        if role == Role::Stale && log.last > 0 && !log.conns.is_empty() && rng.below(2) == 0 {
+            after = log.last - 1 - rng.below(log.last.min(30));
+            log.stale_reconnects += 1;
+        }
+        // The slow reader talks to the orchestrator directly so that its
+        // backlog is the server's, not the proxy's.
+        let addr = if role == Role::Slow {
+            ctx.direct.lock().unwrap().clone()
+        } else {
+            ctx.browser.to_string()
+        };
+        let origin = if role == Role::Slow {
+            format!("http://{addr}")
+        } else {
+            origin.clone()
+        };
+        let Some(mut ws) = connect(&addr, &origin, &ctx.cookie, &session, after).await else {
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            backoff = (backoff * 2).min(300);
+            continue;
+        };
+        backoff = 10;
+        let reconnected = !log.conns.is_empty();
+        log.conns.push(Conn {
+            have: log.last,
+            events: Vec::new(),
+        });
+        // Resend what was never confirmed (same ids: applied once).
+        let mut broken = false;
+        for (id, cmd) in &outstanding {
+            let f = json!({"type": "command", "id": id, "command": cmd}).to_string();
+            if ws.send(Message::text(f)).await.is_err() {
+                broken = true;
+            }
+        }
+        let mut quiet_since = Instant::now();
+        while !broken {
+            if done.borrow().is_some_and(|t| log.last >= t) {
+                return log;
+            }
+            if role == Role::Slow && ctx.chaos.load(Ordering::Relaxed) {
+                // Reads far slower than the session writes: now and then
+                // it stops reading for a while.
+                let pause = if rng.below(200) == 0 { 1500 } else { 15 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            let frame = tokio::select! {
+                f = ws.next() => f,
+                _ = done.changed() => continue,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    // Once the run is draining, a connection that says
+                    // nothing for 3 s (a stalled half-closed link) is
+                    // replaced.
+                    if done.borrow().is_some() && quiet_since.elapsed() > Duration::from_secs(3) {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            quiet_since = Instant::now();
+            let text = match frame {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(Message::Close(Some(c)))) => {
+                    if u16::from(c.code) == 4000 {
+                        log.lagged += 1;
+                    }
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                _ => break,
+            };
+            let f: Value = serde_json::from_str(text.as_str()).unwrap();
+            let mut to_send = Vec::new();
+            match f["type"].as_str() {
+                Some("snapshot") if role == Role::Driver => {
+                    for q in f["pending"].as_array().into_iter().flatten() {
+                        let qid = q["question_id"].as_str().unwrap().to_owned();
+                        if seen_questions.insert(qid.clone()) || reconnected {
+                            to_send.push((format!("ans-{qid}"), answer_for(q)));
+                            if reconnected {
+                                log.answered_after_reconnect += 1;
+                            }
+                        }
+                    }
+                }
+                Some("event") => {
+                    let seq = f["seq"].as_u64().unwrap();
+                    log.conns
+                        .last_mut()
+                        .unwrap()
+                        .events
+                        .push((seq, f["event"].clone()));
+                    if seq > log.last {
+                        log.last = seq;
+                        let e = &f["event"];
+                        if role == Role::Driver {
+                            match e["type"].as_str() {
+                                Some("user_question") => {
+                                    let qid = e["question_id"].as_str().unwrap().to_owned();
+                                    if seen_questions.insert(qid.clone()) {
+                                        to_send.push((format!("ans-{qid}"), answer_for(e)));
+                                    }
+                                }
+                                Some("result") | Some("error") => {
+                                    let ended = driver.ended.fetch_add(1, Ordering::Relaxed) + 1;
+                                    if ctx.chaos.load(Ordering::Relaxed)
+                                        && ended < ctx.max_turns
+                                        && driver.sent.load(Ordering::Relaxed) <= ended
+                                    {
+                                        driver.sent.fetch_add(1, Ordering::Relaxed);
+                                        to_send.push((
+                                            format!("msg-{ended}"),
+                                            json!({"type": "message", "text": format!("go on ({ended})")}),
+                                        ));
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                Some("command_result") => {
+                    let id = f["id"].as_str().unwrap_or_default();
+                    if outstanding.remove(id).is_some() {
+                        if id.starts_with("ans-") {
+                            log.answered += 1;
+                        }
+                        if f["ok"] == false && f["error"]["code"] != "already_decided" {
+                            log.failed_commands.push(f.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for (id, cmd) in to_send {
+                outstanding.insert(id.clone(), cmd.clone());
+                let f = json!({"type": "command", "id": id, "command": cmd}).to_string();
+                if ws.send(Message::text(f)).await.is_err() {
+                    broken = true;
+                }
+            }
+            driver
+                .outstanding
+                .store(outstanding.len() as u64, Ordering::Relaxed);
+        }
+        driver
+            .outstanding
+            .store(outstanding.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Reads a session's whole log from a fresh client (directly, no faults):
+/// the snapshot, then every event up to its `last_seq`.
+async fn full_log(base: &str, cookie: &str, session: &str) -> (Value, Vec<Value>) {
+    let addr = base.trim_start_matches("http://");
+    let mut ws = connect(addr, base, cookie, session, 0)
+        .await
+        .expect("a direct connection");
+    let mut snapshot = Value::Null;
+    let mut events = Vec::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the full log in time")
+            .expect("open")
+            .expect("no error");
+        let Message::Text(t) = m else { continue };
+        let f: Value = serde_json::from_str(t.as_str()).unwrap();
+        match f["type"].as_str() {
+            Some("snapshot") => snapshot = f,
+            Some("event") => {
+                assert_eq!(
+                    f["seq"].as_u64().unwrap(),
+                    events.len() as u64 + 1,
+                    "the full log is dense"
+                );
+                events.push(f["event"].clone());
+            }
+            _ => {}
+        }
+        if !snapshot.is_null() && events.len() as u64 >= snapshot["last_seq"].as_u64().unwrap() {
+            return (snapshot, events);
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    lost: u64,
+    duplicated: u64,
+    reordered: u64,
+    mismatched: u64,
+    stale_replayed: u64,
+    delivered: u64,
+}
+
+/// Compares one client's connections with the log.
+fn check(log: &[Value], c: &ClientLog, counts: &mut Counts) {
+    let mut seen: HashSet<u64> = HashSet::new();
+    for conn in &c.conns {
+        // The first event of a connection follows `after`, which is `have`
+        // except for stale reconnects (lower, and then replays are asked).
+        let mut prev: Option<u64> = None;
+        for (seq, event) in &conn.events {
+            counts.delivered += 1;
+            if let Some(p) = prev {
+                if *seq <= p {
+                    counts.reordered += 1;
+                } else if *seq > p + 1 {
+                    counts.lost += seq - p - 1;
+                }
+            } else if *seq > conn.have + 1 {
+                counts.lost += seq - conn.have - 1;
+            }
+            prev = Some(prev.map_or(*seq, |p| p.max(*seq)));
+            match log.get(*seq as usize - 1) {
+                Some(e) if e == event => {}
+                _ => counts.mismatched += 1,
+            }
+            if *seq <= conn.have {
+                counts.stale_replayed += 1;
+            } else if !seen.insert(*seq) {
+                counts.duplicated += 1;
+            }
+        }
+    }
+    let missing = (1..=log.len() as u64).filter(|s| !seen.contains(s)).count();
+    counts.lost += missing as u64;
+}
+
+/// What the executors produced, checked in the log: every streamed message
+/// whose final text arrived has deltas that add up to it, every question is
+/// resolved, every user message is followed by the end of its turn.
+fn check_log(log: &[Value]) -> (u64, u64) {
+    let mut deltas: HashMap<String, String> = HashMap::new();
+    let mut questions: BTreeMap<String, bool> = BTreeMap::new();
+    let mut open_turn = false;
+    let mut turns = 0;
+    for e in log {
+        match e["type"].as_str() {
+            Some("assistant") => {
+                let id = e["message_id"].as_str().unwrap().to_owned();
+                let text = e["text"].as_str().unwrap();
+                if e["phase"] == "delta" {
+                    deltas.entry(id).or_default().push_str(text);
+                } else if let Some(d) = deltas.get(&id) {
+                    assert_eq!(d, text, "deltas add up to the final message {id}");
+                }
+            }
+            Some("user_question") => {
+                questions.insert(e["question_id"].as_str().unwrap().to_owned(), false);
+            }
+            Some("question.resolved") => {
+                questions.insert(e["question_id"].as_str().unwrap().to_owned(), true);
+            }
+            Some("user.message") => open_turn = true,
+            Some("result") | Some("error") => {
+                if open_turn {
+                    turns += 1;
+                }
+                open_turn = false;
+            }
+            _ => {}
+        }
+    }
+    let unresolved: Vec<_> = questions.iter().filter(|(_, r)| !**r).collect();
+    assert!(
+        unresolved.is_empty(),
+        "unresolved questions: {unresolved:?}"
+    );
+    assert!(!open_turn, "a turn never ended");
+    (turns, questions.len() as u64)
+}
+
+// ---------------------------------------------------------------- the run
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_under_faults() {
+    let soak: Option<u64> = std::env::var("DURACLAW_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let seed: u64 = std::env::var("DURACLAW_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_d0c5);
+    let chaos_secs = soak.unwrap_or(15);
+    println!("fault run: seed {seed}, chaos {chaos_secs} s");
+    let mut rng = Rng::new(seed);
+    let started = Instant::now();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "alice").await;
+    let script = script(tmp.path());
+    let projects = tmp.path().canonicalize().unwrap().join("projects");
+    let mut repos = Vec::new();
+    for i in 0..SESSIONS {
+        let repo = projects.join(format!("app{i}"));
+        std::fs::create_dir_all(&repo).unwrap();
+        git2::Repository::init(&repo).unwrap();
+        repos.push(repo);
+    }
+    let patterns = format!("{}/*", projects.display());
+
+    let gw_port = free_port();
+    let mut gw = gateway(tmp.path(), gw_port, &script, &patterns).await;
+    let gw_proxy = Proxy::start(
+        SocketAddr::from(([127, 0, 0, 1], gw_port)),
+        rng.next(),
+        64 * 1024,
+    )
+    .await;
+    let (mut orch, base) = orchestrator(&data, gw_proxy.addr).await;
+    let direct = Arc::new(Mutex::new(base.trim_start_matches("http://").to_owned()));
+    let browser_proxy = Proxy::start(
+        base.trim_start_matches("http://").parse().unwrap(),
+        rng.next(),
+        16 * 1024,
+    )
+    .await;
+
+    // Log in and create the sessions directly (REST is not under test here).
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/login"))
+        .header("origin", &base)
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("duraclaw_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let status = |base: String| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        async move {
+            let r = http
+                .get(format!("{base}/api/status"))
+                .header("cookie", &cookie)
+                .send()
+                .await;
+            match r {
+                Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            }
+        }
+    };
+    let until = Instant::now() + START;
+    while status(base.clone()).await["gateway"]["connected"] != true {
+        assert!(Instant::now() < until, "the gateway never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ids = Vec::new();
+    for repo in &repos {
+        let r = http
+            .post(format!("{base}/api/sessions"))
+            .header("origin", &base)
+            .header("cookie", &cookie)
+            .json(&json!({"worktree": repo.display().to_string(), "prompt": "look around"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        ids.push(
+            r.json::<Value>().await.unwrap()["session_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    let ctx = Arc::new(Ctx {
+        browser: browser_proxy.addr,
+        direct: direct.clone(),
+        cookie: cookie.clone(),
+        chaos: AtomicBool::new(true),
+        deadline: Instant::now() + Duration::from_secs(chaos_secs + 60),
+        max_turns: if soak.is_some() { u64::MAX } else { 8 },
+    });
+    let (done_tx, done_rx) = watch::channel(None::<u64>);
+    let mut done_txs = Vec::new();
+    let mut drivers = Vec::new();
+    let mut tasks: Vec<(usize, Role, tokio::task::JoinHandle<ClientLog>)> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (tx, rx) = watch::channel(None::<u64>);
+        done_txs.push(tx);
+        let state = Arc::new(DriverState {
+            sent: AtomicU64::new(1),
+            ..DriverState::default()
+        });
+        drivers.push(state.clone());
+        let mut roles = vec![Role::Driver, Role::Observer, Role::Stale];
+        if i == 0 {
+            roles.push(Role::Slow);
+            roles.extend(std::iter::repeat_n(Role::Observer, CROWD - roles.len() + 1));
+        }
+        for role in roles {
+            let s = if role == Role::Driver {
+                state.clone()
+            } else {
+                Arc::new(DriverState::default())
+            };
+            tasks.push((
+                i,
+                role,
+                tokio::spawn(client(
+                    ctx.clone(),
+                    id.clone(),
+                    role,
+                    rng.next(),
+                    rx.clone(),
+                    s,
+                )),
+            ));
+        }
+    }
+    drop(done_rx);
+    drop(done_tx);
+    let crowd = tasks.iter().filter(|(i, _, _)| *i == 0).count();
+
+    // Chaos: proxies cut, stall and half-close; the gateway is SIGKILLed
+    // and restarted twice per 15 s cycle; the orchestrator is restarted
+    // once per cycle (in a soak, once at the start).
+    browser_proxy.active.store(true, Ordering::Relaxed);
+    gw_proxy.active.store(true, Ordering::Relaxed);
+    let chaos_end = Instant::now() + Duration::from_secs(chaos_secs);
+    let (mut gw_kills, mut orch_restarts) = (0u64, 0u64);
+    let mut rss: Vec<(f64, u64)> = Vec::new();
+    let mut cycle = 0u64;
+    while Instant::now() < chaos_end {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_millis(s);
+        let events = [
+            (rng.range(2000, 4500), 0u8),
+            (rng.range(5500, 7500), 1u8),
+            (rng.range(9000, 12_000), 0u8),
+        ];
+        for (ms, what) in events {
+            let when = at(ms).min(chaos_end);
+            tokio::time::sleep_until(when).await;
+            if Instant::now() >= chaos_end {
+                break;
+            }
+            if what == 0 {
+                gw.start_kill().unwrap();
+                gw.wait().await.unwrap();
+                gw_kills += 1;
+                gw = gateway(tmp.path(), gw_port, &script, &patterns).await;
+            } else if soak.is_none() || cycle == 0 {
+                orch.start_kill().unwrap();
+                orch.wait().await.unwrap();
+                orch_restarts += 1;
+                let (o, b) = orchestrator(&data, gw_proxy.addr).await;
+                orch = o;
+                let addr = b.trim_start_matches("http://").to_owned();
+                browser_proxy.set_target(addr.parse().unwrap());
+                *direct.lock().unwrap() = addr;
+                // Memory growth is measured from the last restart.
+                rss.clear();
+            }
+            if let Some(kib) = orch.id().and_then(rss_kib) {
+                rss.push((started.elapsed().as_secs_f64(), kib));
+            }
+        }
+        tokio::time::sleep_until(at(15_000).min(chaos_end)).await;
+        cycle += 1;
+    }
+    ctx.chaos.store(false, Ordering::Relaxed);
+    browser_proxy.active.store(false, Ordering::Relaxed);
+    gw_proxy.active.store(false, Ordering::Relaxed);
+
+    // Settle: the gateway is back, every driver has seen the end of every
+    // turn it started, has nothing unconfirmed, and every session is idle
+    // with no open question.
+    let base = format!("http://{}", direct.lock().unwrap());
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        let mut settled = status(base.clone()).await["gateway"]["connected"] == true;
+        for d in &drivers {
+            settled &= d.ended.load(Ordering::Relaxed) >= d.sent.load(Ordering::Relaxed)
+                && d.outstanding.load(Ordering::Relaxed) == 0;
+        }
+        if settled {
+            for id in &ids {
+                let m: Value = http
+                    .get(format!("{base}/api/sessions/{id}"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                settled &=
+                    m["state"] == "paused" && m["reason"] == "idle" && m["pending_questions"] == 0;
+            }
+        }
+        if settled {
+            break;
+        }
+        if Instant::now() > until {
+            let mut why = Vec::new();
+            for (d, id) in drivers.iter().zip(&ids) {
+                let m: Value = http
+                    .get(format!("{base}/api/sessions/{id}"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                why.push(format!(
+                    "{id}: sent {} ended {} outstanding {} state {} {} pending {}",
+                    d.sent.load(Ordering::Relaxed),
+                    d.ended.load(Ordering::Relaxed),
+                    d.outstanding.load(Ordering::Relaxed),
+                    m["state"],
+                    m["reason"],
+                    m["pending_questions"]
+                ));
+            }
+            panic!(
+                "seed {seed}: the sessions never settled:\n{}",
+                why.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every session is closed (a legal end: terminated), then its whole log
+    // is read from a fresh client and every client drains up to it.
+    let mut logs = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let r = http
+            .post(format!("{base}/api/sessions/{id}/close"))
+            .header("origin", &base)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (snapshot, log) = full_log(&base, &cookie, id).await;
+        assert_eq!(snapshot["state"], "terminated", "{snapshot}");
+        assert_eq!(snapshot["pending"], json!([]), "{snapshot}");
+        done_txs[i].send(Some(log.len() as u64)).unwrap();
+        logs.push(log);
+    }
+    let mut counts = Counts::default();
+    let (mut lagged, mut stale, mut answered, mut answered_late) = (0, 0, 0, 0);
+    let mut failed = Vec::new();
+    let mut short = Vec::new();
+    let mut clients = 0;
+    for (i, role, task) in tasks {
+        let c = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("every client drains in time")
+            .unwrap();
+        clients += 1;
+        if c.last < logs[i].len() as u64 {
+            short.push(format!(
+                "session {i} {role:?}: has {} of {}",
+                c.last,
+                logs[i].len()
+            ));
+        }
+        check(&logs[i], &c, &mut counts);
+        lagged += c.lagged;
+        stale += c.stale_reconnects;
+        answered += c.answered;
+        answered_late += c.answered_after_reconnect;
+        failed.extend(c.failed_commands);
+    }
+    let (mut turns, mut questions) = (0, 0);
+    for (i, id) in ids.iter().enumerate() {
+        let (t, q) = check_log(&logs[i]);
+        turns += t;
+        questions += q;
+        // The log does not move after the end.
+        let (_, again) = full_log(&base, &cookie, id).await;
+        assert_eq!(
+            again, logs[i],
+            "the log of session {i} changed after it ended"
+        );
+    }
+    let events: usize = logs.iter().map(Vec::len).sum();
+    let sum = |s: &ProxyStats| {
+        (
+            s.conns.load(Ordering::Relaxed),
+            s.cuts.load(Ordering::Relaxed),
+            s.stalls.load(Ordering::Relaxed),
+            s.half_closes.load(Ordering::Relaxed),
+        )
+    };
+    let (bc, bcut, bstall, bhalf) = sum(&browser_proxy.stats);
+    let (gc, gcut, gstall, ghalf) = sum(&gw_proxy.stats);
+    println!(
+        "seed {seed}: chaos {chaos_secs} s, total {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "sessions {SESSIONS}, clients {clients} ({crowd} on session 0), turns {turns}, questions {questions} (answered {answered}, {answered_late} after a reconnect), events {events}, delivered {}",
+        counts.delivered
+    );
+    println!(
+        "faults: browser link {bc} connections: {bcut} cuts, {bstall} stalls, {bhalf} half-closes; gateway link {gc} connections: {gcut} cuts, {gstall} stalls, {ghalf} half-closes; gateway SIGKILL {gw_kills}; orchestrator restarts {orch_restarts}; stale reconnects {stale} ({} events replayed and matched); lagged closes {lagged}",
+        counts.stale_replayed
+    );
+    println!(
+        "lost {}, duplicated {}, reordered {}, mismatched {}",
+        counts.lost, counts.duplicated, counts.reordered, counts.mismatched
+    );
+    if let Some(kib) = orch.id().and_then(rss_kib) {
+        rss.push((started.elapsed().as_secs_f64(), kib));
+    }
+    if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
+        println!(
+            "orchestrator RSS: {} KiB at {:.0} s, {} KiB at {:.0} s ({:+} KiB)",
+            first.1,
+            first.0,
+            last.1,
+            last.0,
+            last.1 as i64 - first.1 as i64
+        );
+    }
+    assert!(
+        short.is_empty(),
+        "seed {seed}: clients short of the log: {short:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "seed {seed}: failed commands: {failed:?}"
+    );
+    assert_eq!(
+        (
+            counts.lost,
+            counts.duplicated,
+            counts.reordered,
+            counts.mismatched
+        ),
+        (0, 0, 0, 0),
+        "seed {seed}"
+    );
+    assert!(gw_kills >= 1 && orch_restarts >= 1 && bcut + gcut > 0 && stale > 0);
+}
