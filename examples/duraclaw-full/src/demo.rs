@@ -56,11 +56,10 @@ pub fn demo_worktrees(data_dir: &Path) -> Result<String> {
 /// With no users yet, creates `demo` with a random password and prints it
 /// once. There is never a default password.
 pub async fn ensure_demo_user(data_dir: &Path) -> Result<()> {
-    let auth = crate::auth::Auth::open(
-        &data_dir.join("auth.db"),
-        crate::auth::AuthOptions::default(),
-    )
-    .await?;
+    let path = data_dir.join("auth.db");
+    let auth = crate::auth::Auth::open(&path, crate::auth::AuthOptions::default())
+        .await
+        .map_err(|e| crate::naming_file(&path, e))?;
     if auth.has_users().await? {
         return Ok(());
     }

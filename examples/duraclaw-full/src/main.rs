@@ -202,6 +202,19 @@ fn data_dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// `e` with the database file named, so that the one line `duraclaw`
+/// prints on failure says which file to look at (a schema from a newer
+/// version, for one, does not name it by itself).
+pub(crate) fn naming_file(path: &Path, e: Error) -> Error {
+    let shown = path.display().to_string();
+    let text = e.to_string();
+    if text.contains(&shown) {
+        e
+    } else {
+        Error::Invalid(format!("{shown}: {text}"))
+    }
+}
+
 /// The gateway secret: `CC_GATEWAY_SECRET`, or one generated on first run
 /// and kept (mode 0600) in the data directory.
 fn gateway_secret(data_dir: &Path) -> Result<Secret> {
@@ -241,9 +254,15 @@ async fn serve_web(
     executor: Option<String>,
     executor_error: Option<String>,
 ) -> Result<()> {
-    let directory = Arc::new(SqliteDirectory::open(data_dir.join("sessions.db")).await?);
+    let sessions_db = data_dir.join("sessions.db");
+    let directory = Arc::new(
+        SqliteDirectory::open(&sessions_db)
+            .await
+            .map_err(|e| naming_file(&sessions_db, e))?,
+    );
+    let auth_db = data_dir.join("auth.db");
     let auth = auth::Auth::open(
-        &data_dir.join("auth.db"),
+        &auth_db,
         auth::AuthOptions {
             secure_cookies: web.secure_cookies,
             public_origin: web.public_origin.clone(),
@@ -252,7 +271,8 @@ async fn serve_web(
             ..auth::AuthOptions::default()
         },
     )
-    .await?;
+    .await
+    .map_err(|e| naming_file(&auth_db, e))?;
     let link = GatewayLink::new(&gateway_url, secret.expose());
     let orch = Orchestrator::new(
         directory,
@@ -365,6 +385,11 @@ async fn up(args: UpArgs) -> Result<()> {
         executor_error,
     )
     .await;
+    if result.is_err() {
+        // The web side could not start: stop the gateway too rather than
+        // wait for a signal with half a system up.
+        gw_task.abort();
+    }
     let _ = gw_task.await;
     result
 }

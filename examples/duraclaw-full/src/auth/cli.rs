@@ -43,7 +43,10 @@ pub async fn add_user_command(
             data_dir.display()
         ))
     })?;
-    let auth = Auth::open(&db_path(data_dir), AuthOptions::default()).await?;
+    let path = db_path(data_dir);
+    let auth = Auth::open(&path, AuthOptions::default())
+        .await
+        .map_err(|e| crate::naming_file(&path, e))?;
     auth.add_user(name, &password).await?;
     println!("added user {name}");
     Ok(())
