@@ -70,13 +70,17 @@ impl LaunchSpec {
 /// Whether an inherited variable must not reach the CLI.
 ///
 /// `CLAUDECODE*` always goes (a CLI that sees it thinks it runs nested in
-/// another Claude Code). With `isolated` (tests), `CLAUDE_CODE_*` and
-/// `ANTHROPIC_*` go too, so that only what the caller sets is in effect.
+/// another Claude Code), and so does `CC_GATEWAY_SECRET*`: the CLI's tools
+/// run whatever commands a session asks for, and an `env` there would put
+/// the gateway's bearer secret into the transcript. With `isolated`
+/// (tests), `CLAUDE_CODE_*` and `ANTHROPIC_*` go too, so that only what the
+/// caller sets is in effect.
 pub fn drop_inherited(name: &OsStr, isolated: bool) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
     name.starts_with("CLAUDECODE")
+        || name.starts_with("CC_GATEWAY_SECRET")
         || (isolated && (name.starts_with("CLAUDE_CODE_") || name.starts_with("ANTHROPIC_")))
 }
 
@@ -142,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn strips_nested_claude_and_test_variables() {
+    fn strips_nested_claude_test_variables_and_the_gateway_secret() {
         let vars = [
             ("PATH", "/bin"),
             ("CLAUDECODE", "1"),
@@ -150,6 +154,8 @@ mod tests {
             ("CLAUDE_CODE_ENTRYPOINT", "cli"),
             ("ANTHROPIC_API_KEY", "k"),
             ("CLAUDE_CONFIG_DIR", "/x"),
+            ("CC_GATEWAY_SECRET", "the-bearer-secret-0123456789"),
+            ("CC_GATEWAY_SECRET_FILE", "/etc/duraclaw/secret"),
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let names = |isolated| {
