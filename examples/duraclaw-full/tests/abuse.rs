@@ -335,6 +335,14 @@ async fn secrets_never_reach_logs_arguments_or_error_messages() {
         .trim()
         .to_owned();
     assert!(secret.len() >= 16);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("gateway-secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the generated secret is private");
+    }
 
     // A wrong password: the answer does not echo it.
     let wrong = "wrong-password-that-must-not-show";
