@@ -185,7 +185,12 @@ impl RunningGateway {
                 data_dir.display()
             ))
         })?;
-        let directory = Arc::new(SqliteDirectory::open(data_dir.join("gateway.db")).await?);
+        let db_path = data_dir.join("gateway.db");
+        let directory = Arc::new(SqliteDirectory::open(&db_path).await.map_err(|e| match e {
+            // The only open error that does not name the file by itself.
+            Error::SchemaTooNew { .. } => Error::Invalid(format!("{}: {e}", db_path.display())),
+            other => other,
+        })?);
         let audit_path = data_dir.join("audit.jsonl");
         let file = JsonlAudit::open(&audit_path).map_err(|e| {
             Error::Invalid(format!(
