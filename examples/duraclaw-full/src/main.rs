@@ -79,9 +79,14 @@ enum UserCmd {
 
 #[derive(Args, Clone)]
 struct WebArgs {
-    /// Where the orchestrator listens.
+    /// Where the orchestrator listens. A non-loopback address is refused
+    /// without --allow-public-bind: put a TLS proxy in front instead.
     #[arg(long, env = "DURACLAW_BIND", default_value = "127.0.0.1:8787")]
     bind: SocketAddr,
+    /// Allow a non-loopback --bind (logins would travel unencrypted unless
+    /// a TLS proxy terminates in front).
+    #[arg(long)]
+    allow_public_bind: bool,
     /// Data directory (sessions, users, gateway outbox).
     #[arg(long, env = "DURACLAW_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -296,6 +301,7 @@ async fn serve_web(
         ))
         .with_state(state)
         .merge(assets::router());
+    duraclaw_gateway::link::check_bind(web.bind, web.allow_public_bind)?;
     let listener = tokio::net::TcpListener::bind(web.bind)
         .await
         .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", web.bind)))?;

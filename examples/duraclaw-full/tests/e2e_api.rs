@@ -761,3 +761,19 @@ async fn a_missing_claude_cli_is_reported_clearly() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_orchestrator_refuses_a_public_address_unless_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = duraclaw()
+        .env("CC_GATEWAY_SECRET", SECRET)
+        .args(["orchestrator", "--bind", "0.0.0.0:0", "--data-dir"])
+        .arg(tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+}
