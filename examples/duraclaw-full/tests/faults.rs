@@ -1038,7 +1038,13 @@ async fn nothing_is_lost_under_faults() {
                 && m["reason"] == "idle"
                 && m["pending_questions"] == 0;
             if !settled {
-                all_stuck &= out == 0 && m["state"] == "active" && m["pending_questions"] == 0;
+                // Stuck: the driver's message was confirmed, nothing is
+                // pending, and no turn end came (the state may read active
+                // or, after a gateway reconnect, idle).
+                all_stuck &= out == 0
+                    && ended < sent
+                    && (m["state"] == "active" || m["reason"] == "idle")
+                    && m["pending_questions"] == 0;
                 unsettled.push((
                     id.clone(),
                     format!(
@@ -1053,7 +1059,23 @@ async fn nothing_is_lost_under_faults() {
         }
         if Instant::now() > until {
             if all_stuck {
-                stuck = unsettled.into_iter().map(|(_, w)| w).collect();
+                for (id, w) in unsettled {
+                    let (_, log) = full_log(&base, &cookie, &id).await;
+                    let end = log
+                        .iter()
+                        .rposition(|e| e["type"] == "result" || e["type"] == "error")
+                        .unwrap_or(0);
+                    let tail: Vec<String> = log
+                        .iter()
+                        .enumerate()
+                        .skip(end)
+                        .filter(|(_, e)| e["phase"] != "delta")
+                        .map(|(i, e)| {
+                            format!("    {} {} {} {}", i + 1, e["type"], e["state"], e["reason"])
+                        })
+                        .collect();
+                    stuck.push(format!("{w}\n{}", tail.join("\n")));
+                }
                 break;
             }
             let mut why: Vec<String> = unsettled.into_iter().map(|(_, w)| w).collect();
