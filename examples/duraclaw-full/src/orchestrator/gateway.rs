@@ -188,6 +188,10 @@ impl GatewayLink {
                 let was_connected =
                     std::mem::replace(&mut lock(&link.shared.status).connected, false);
                 if was_connected {
+                    // The link was up: however it ended, redial promptly
+                    // (backing off is for a gateway that cannot be reached).
+                    delay = BACKOFF_FIRST;
+                    attempt = 0;
                     orch.gateway_lost().await;
                 }
                 drop(orch);
