@@ -100,8 +100,7 @@ impl Plan {
 }
 
 /// A TCP proxy that, while `active`, gives most connections one fault at a
-/// random byte offset: a cut, a stall, or a half-close of the client's
-/// direction.
+/// random byte offset: a cut, a stall, or a half-close of one direction.
 struct Proxy {
     addr: SocketAddr,
     target: Arc<Mutex<SocketAddr>>,
@@ -151,9 +150,8 @@ impl Proxy {
                     let _ = outbound.set_nodelay(true);
                     let (ir, iw) = inbound.into_split();
                     let (or, ow) = outbound.into_split();
-                    let mut up =
-                        tokio::spawn(pump(ir, ow, plan.clone(), a.clone(), s.clone(), true));
-                    let mut down = tokio::spawn(pump(or, iw, plan, a, s, false));
+                    let mut up = tokio::spawn(pump(ir, ow, plan.clone(), a.clone(), s.clone()));
+                    let mut down = tokio::spawn(pump(or, iw, plan, a, s));
                     // A cut on either side ends both; otherwise each
                     // direction ends on its own EOF. After a half-close the
                     // other direction gets at most 2 s to wind down.
@@ -210,7 +208,6 @@ async fn pump(
     plan: Arc<Mutex<Plan>>,
     active: Arc<AtomicBool>,
     stats: Arc<ProxyStats>,
-    client_to_server: bool,
 ) -> End {
     let mut buf = vec![0u8; 8192];
     loop {
@@ -228,7 +225,6 @@ async fn pump(
                 let max = p.max_offset;
                 p.at = p.moved + 1 + p.rng.below(max);
                 p.roll()
-                    .filter(|f| client_to_server || *f != Fault::HalfClose)
             } else {
                 None
             }
