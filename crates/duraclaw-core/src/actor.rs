@@ -618,8 +618,9 @@ impl SessionActor {
     }
 
     /// Applies a browser command once per id. `message` logs the user turn,
-    /// `answer` records the decision first-answer-wins, `abort` interrupts;
-    /// each is queued for the gateway in the same step.
+    /// `answer` records the decision first-answer-wins, `abort` interrupts,
+    /// `close` ends the session; each is queued for the gateway in the same
+    /// step.
     pub async fn command(
         &self,
         id: &str,
@@ -627,21 +628,6 @@ impl SessionActor {
         actor: &Actor,
         now_ms: i64,
     ) -> Result<CommandOutcome> {
-        let session_id = self.session_id().to_owned();
-        let gateway_frame = |cmd: Command| -> Result<(ToGateway, Arc<str>)> {
-            let frame = ToGateway::Command(CommandEnvelope {
-                id: id.to_owned(),
-                session_id: session_id.clone(),
-                command: cmd,
-            });
-            let json: Arc<str> = encode_frame(&frame)?.into();
-            Ok((frame, json))
-        };
-        let ok = CommandResult {
-            id: id.to_owned(),
-            ok: true,
-            error: None,
-        };
         if matches!(command, Command::Message(_) | Command::Abort(_))
             && self.inner.lock().await.meta.state == SessionState::Terminated
         {
@@ -654,105 +640,36 @@ impl SessionActor {
                 if turn.text.trim().is_empty() {
                     return Err(Error::Invalid("a message needs some text".into()));
                 }
-                let mut st = self.inner.lock().await;
-                let (frame, json) = gateway_frame(Command::Message(turn.clone()))?;
-                let mut events = vec![NewEvent::new(
+                let event = NewEvent::new(
                     &Event::UserMessage(UserMessage {
-                        text: turn.text,
+                        text: turn.text.clone(),
                         by: Some(actor.user.clone()),
                     }),
                     None,
                     now_ms,
-                )?];
-                let state = self.step(
-                    st.meta.state,
-                    SessionInput::TurnStarted,
-                    now_ms,
-                    &mut events,
                 )?;
-                let outcome = self
-                    .log
-                    .append(AppendBatch {
-                        events,
-                        command: Some(RecordedCommand {
-                            id: id.to_owned(),
-                            forward: Some(json),
-                            at_ms: now_ms,
-                        }),
-                    })
-                    .await?;
-                if outcome.duplicate_command {
-                    return Ok(CommandOutcome {
-                        result: ok,
-                        forward: vec![],
-                        decided: None,
-                    });
-                }
-                st.meta.state = state;
-                st.meta.updated_at_ms = now_ms;
-                self.log.store().put_meta(&st.meta).await?;
-                Ok(CommandOutcome {
-                    result: ok,
-                    forward: vec![frame],
-                    decided: None,
-                })
+                self.record_command(
+                    id,
+                    Command::Message(turn),
+                    vec![event],
+                    Some(SessionInput::TurnStarted),
+                    now_ms,
+                )
+                .await
             }
             Command::Abort(abort) => {
-                let (frame, json) = gateway_frame(Command::Abort(abort))?;
-                let outcome = self
-                    .log
-                    .append(AppendBatch {
-                        events: vec![],
-                        command: Some(RecordedCommand {
-                            id: id.to_owned(),
-                            forward: Some(json),
-                            at_ms: now_ms,
-                        }),
-                    })
-                    .await?;
-                let forward = if outcome.duplicate_command {
-                    vec![]
-                } else {
-                    vec![frame]
-                };
-                Ok(CommandOutcome {
-                    result: ok,
-                    forward,
-                    decided: None,
-                })
+                self.record_command(id, Command::Abort(abort), vec![], None, now_ms)
+                    .await
             }
             Command::Close(close) => {
-                let mut st = self.inner.lock().await;
-                let (frame, json) = gateway_frame(Command::Close(close))?;
-                let mut events = Vec::new();
-                let state =
-                    self.step(st.meta.state, SessionInput::Terminate, now_ms, &mut events)?;
-                let outcome = self
-                    .log
-                    .append(AppendBatch {
-                        events,
-                        command: Some(RecordedCommand {
-                            id: id.to_owned(),
-                            forward: Some(json),
-                            at_ms: now_ms,
-                        }),
-                    })
-                    .await?;
-                if outcome.duplicate_command {
-                    return Ok(CommandOutcome {
-                        result: ok,
-                        forward: vec![],
-                        decided: None,
-                    });
-                }
-                st.meta.state = state;
-                st.meta.updated_at_ms = now_ms;
-                self.log.store().put_meta(&st.meta).await?;
-                Ok(CommandOutcome {
-                    result: ok,
-                    forward: vec![frame],
-                    decided: None,
-                })
+                self.record_command(
+                    id,
+                    Command::Close(close),
+                    vec![],
+                    Some(SessionInput::Terminate),
+                    now_ms,
+                )
+                .await
             }
             Command::Answer(answer) => {
                 self.decide(
@@ -783,25 +700,44 @@ impl SessionActor {
         if execute.prompt.trim().is_empty() {
             return Err(Error::Invalid("a session needs a first prompt".into()));
         }
-        let st = self.inner.lock().await;
-        let frame = ToGateway::Command(CommandEnvelope {
-            id: id.to_owned(),
-            session_id: st.meta.session_id.clone(),
-            command: Command::Execute(execute.clone()),
-        });
-        let json: Arc<str> = encode_frame(&frame)?.into();
         let event = NewEvent::new(
             &Event::UserMessage(UserMessage {
-                text: execute.prompt,
+                text: execute.prompt.clone(),
                 by: Some(actor.user.clone()),
             }),
             None,
             now_ms,
         )?;
+        self.record_command(id, Command::Execute(execute), vec![event], None, now_ms)
+            .await
+    }
+
+    /// Logs `events` (and the state change `input` brings) together with
+    /// the command `id` and the frame that carries it to the gateway, in one
+    /// step, once per id; a repeated id changes nothing and forwards nothing.
+    async fn record_command(
+        &self,
+        id: &str,
+        command: Command,
+        mut events: Vec<NewEvent>,
+        input: Option<SessionInput>,
+        now_ms: i64,
+    ) -> Result<CommandOutcome> {
+        let mut st = self.inner.lock().await;
+        let frame = ToGateway::Command(CommandEnvelope {
+            id: id.to_owned(),
+            session_id: st.meta.session_id.clone(),
+            command,
+        });
+        let json: Arc<str> = encode_frame(&frame)?.into();
+        let state = match input {
+            Some(input) => self.step(st.meta.state, input, now_ms, &mut events)?,
+            None => st.meta.state,
+        };
         let outcome = self
             .log
             .append(AppendBatch {
-                events: vec![event],
+                events,
                 command: Some(RecordedCommand {
                     id: id.to_owned(),
                     forward: Some(json),
@@ -809,18 +745,26 @@ impl SessionActor {
                 }),
             })
             .await?;
-        let forward = if outcome.duplicate_command {
-            vec![]
-        } else {
-            vec![frame]
+        let result = CommandResult {
+            id: id.to_owned(),
+            ok: true,
+            error: None,
         };
+        if outcome.duplicate_command {
+            return Ok(CommandOutcome {
+                result,
+                forward: vec![],
+                decided: None,
+            });
+        }
+        if input.is_some() {
+            st.meta.state = state;
+            st.meta.updated_at_ms = now_ms;
+            self.log.store().put_meta(&st.meta).await?;
+        }
         Ok(CommandOutcome {
-            result: CommandResult {
-                id: id.to_owned(),
-                ok: true,
-                error: None,
-            },
-            forward,
+            result,
+            forward: vec![frame],
             decided: None,
         })
     }
