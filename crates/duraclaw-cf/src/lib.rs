@@ -31,6 +31,8 @@ pub mod schema;
 pub mod sql_store;
 
 #[cfg(target_arch = "wasm32")]
+pub mod auth;
+#[cfg(target_arch = "wasm32")]
 pub mod do_sql;
 
 #[cfg(all(target_arch = "wasm32", feature = "conformance"))]
