@@ -41,8 +41,10 @@ pub(super) fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
     Ok(out)
 }
 
-/// PBKDF2-HMAC-SHA256 of `password` with `salt` and `iterations`: 32 bytes.
-pub(super) async fn pbkdf2_sha256(
+/// PBKDF2-HMAC-SHA256 of `password` with `salt` and `iterations`: 32
+/// bytes, through WebCrypto. The Workers runtime refuses more than
+/// [`PBKDF2_ITERATIONS`] iterations.
+pub async fn pbkdf2_sha256(
     password: &[u8],
     salt: &[u8],
     iterations: u32,

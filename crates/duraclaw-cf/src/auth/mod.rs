@@ -30,6 +30,8 @@ mod service;
 mod store;
 
 #[cfg(target_arch = "wasm32")]
+pub use crypto::pbkdf2_sha256;
+#[cfg(target_arch = "wasm32")]
 pub use service::{AuthUser, CfAuth, Denied, json_error};
 
 /// How long a login session lives after its last use: 30 days.

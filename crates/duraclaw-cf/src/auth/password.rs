@@ -20,7 +20,8 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub const MAX_NAME_CHARS: usize = 64;
 
 /// PBKDF2 iterations of new hashes: the most the Workers runtime accepts
-/// (it refuses more than 100 000 with a `NotSupportedError`).
+/// (in production it refuses more than 100 000 with a `NotSupportedError`;
+/// the open-source workerd under `wrangler dev` does not enforce that cap).
 pub const PBKDF2_ITERATIONS: u32 = 100_000;
 /// The fewest iterations a stored hash may have to be accepted at all.
 pub const MIN_ITERATIONS: u32 = 10_000;

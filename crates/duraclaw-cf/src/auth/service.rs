@@ -306,11 +306,11 @@ impl CfAuth {
     }
 
     /// Records or updates a session in the index (owner and metadata). The
-    /// owner recorded first stays; an update older than the stored one is
-    /// ignored.
+    /// owner recorded first stays: metadata naming another owner is refused
+    /// with an error. An update older than the stored one is ignored.
     pub async fn index_session(&self, meta: &SessionMeta) -> worker::Result<()> {
         let json = serde_json::to_string(meta)?;
-        store::index_session(
+        let stored = store::index_session(
             &self.db,
             &meta.session_id,
             &meta.owner,
@@ -318,7 +318,15 @@ impl CfAuth {
             &json,
         )
         .await
-        .map_err(worker::Error::RustError)
+        .map_err(worker::Error::RustError)?;
+        if stored {
+            Ok(())
+        } else {
+            Err(worker::Error::RustError(format!(
+                "session {} belongs to another user; its index entry is unchanged",
+                meta.session_id
+            )))
+        }
     }
 
     /// The sessions `owner` owns, most recently active first (at most

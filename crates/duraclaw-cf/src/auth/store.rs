@@ -524,25 +524,33 @@ pub(super) async fn clear_failures(db: &D1Database, key: &str) -> Result<(), Str
 // ---- session index --------------------------------------------------------
 
 /// Records or updates a session: its owner never changes, and an update
-/// older than the stored one is ignored.
+/// older than the stored one is ignored. `Ok(false)`: the session is
+/// recorded with another owner, and nothing changed.
 pub(super) async fn index_session(
     db: &D1Database,
     id: &str,
     owner: &str,
     updated_at_ms: i64,
     meta_json: &str,
-) -> Result<(), String> {
-    run(
+) -> Result<bool, String> {
+    let result = run(
         db,
         "index a session",
         "INSERT INTO session_index (session_id, owner, updated_at_ms, meta) \
          VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (session_id) DO UPDATE SET updated_at_ms = excluded.updated_at_ms, \
-         meta = excluded.meta WHERE excluded.updated_at_ms >= session_index.updated_at_ms",
+         meta = excluded.meta WHERE session_index.owner = excluded.owner \
+         AND excluded.updated_at_ms >= session_index.updated_at_ms",
         &[text(id), text(owner), int(updated_at_ms), text(meta_json)],
     )
     .await?;
-    Ok(())
+    if changes(&result) > 0 {
+        return Ok(true);
+    }
+    // Nothing changed: a stale update, or another owner's session.
+    Ok(session_owner(db, id)
+        .await?
+        .is_none_or(|stored| stored.eq_ignore_ascii_case(owner)))
 }
 
 #[derive(Deserialize)]
