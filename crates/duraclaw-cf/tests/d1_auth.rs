@@ -651,6 +651,49 @@ async fn the_d1_auth_under_wrangler_dev() {
     let empty = w.send("GET", "/test/d1/list?owner=dave", &[], None).await;
     assert_eq!(empty.json, json!([]));
 
+    // ---- the CPU a login costs ---------------------------------------------
+    // Measured on the wrangler process group (the worker and its local D1):
+    // a login is one PBKDF2 on top of what /api/me costs, and a login as an
+    // unknown user costs a PBKDF2 too.
+    const ROUNDS: u32 = 20;
+    let cpu = |w: &Worker| w.wrangler.group_cpu();
+    let c0 = cpu(&w);
+    for _ in 0..ROUNDS {
+        w.me(&alice_cookie)
+            .await
+            .expect(StatusCode::OK, "me, for the CPU figure");
+    }
+    let c1 = cpu(&w);
+    for i in 0..ROUNDS {
+        let a = w.login("alice", NEW_PASSWORD, &format!("10.4.0.{i}")).await;
+        a.expect(StatusCode::OK, "a login, for the CPU figure");
+    }
+    let c2 = cpu(&w);
+    for i in 0..ROUNDS {
+        let a = w
+            .login(&format!("ghost{i}"), NEW_PASSWORD, &format!("10.3.0.{i}"))
+            .await;
+        a.expect(
+            StatusCode::UNAUTHORIZED,
+            "an unknown user, for the CPU figure",
+        );
+    }
+    let c3 = cpu(&w);
+    if let (Some(c0), Some(c1), Some(c2), Some(c3)) = (c0, c1, c2, c3) {
+        let (me_cpu, login_cpu, unknown_cpu) =
+            ((c1 - c0) / ROUNDS, (c2 - c1) / ROUNDS, (c3 - c2) / ROUNDS);
+        eprintln!(
+            "CPU per request (worker + local D1): /api/me {me_cpu:.1?}, login {login_cpu:.1?}, \
+             unknown-user login {unknown_cpu:.1?}"
+        );
+        assert!(
+            unknown_cpu.as_secs_f64() >= 0.6 * login_cpu.as_secs_f64(),
+            "an unknown user must cost a hash too: {unknown_cpu:?} vs {login_cpu:?}"
+        );
+    } else {
+        eprintln!("CPU per request: not measurable here (no /proc or getconf)");
+    }
+
     // ---- the rate limit --------------------------------------------------------
     // Five failures for bob, each from another address, lock the name.
     for i in 0..5 {

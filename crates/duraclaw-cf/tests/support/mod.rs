@@ -106,6 +106,37 @@ pub struct Wrangler {
 }
 
 impl Wrangler {
+    /// CPU time (user + system) used so far by every process of this
+    /// wrangler's group — wrangler and workerd, which runs the worker and
+    /// its local D1 — read from `/proc`; `None` where that is unavailable.
+    pub fn group_cpu(&self) -> Option<Duration> {
+        let ticks_per_sec: u64 = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .filter(|t| *t > 0)?;
+        let group = self.child.id();
+        let mut ticks = 0u64;
+        for entry in fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised command name: state ppid pgrp …
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(group) {
+                continue;
+            }
+            let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+            ticks += field(11).unwrap_or(0) + field(12).unwrap_or(0);
+        }
+        Some(Duration::from_millis(ticks * 1000 / ticks_per_sec))
+    }
+
     pub fn log_tail(&self) -> String {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
         let start = log.len().saturating_sub(6000);
