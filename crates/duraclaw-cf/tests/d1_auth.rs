@@ -567,6 +567,35 @@ async fn the_d1_auth_under_wrangler_dev() {
         .await
         .expect(StatusCode::OK, "the new password");
 
+    // ---- a weaker stored hash is raised at the next login ---------------------
+    w.send(
+        "GET",
+        "/test/d1/weak-hash?name=bob&password=bob%27s%20long%20password&i=20000",
+        &[],
+        None,
+    )
+    .await
+    .expect(StatusCode::OK, "give bob an old 20 000-iteration hash");
+    let bob_hash = |dump: &Value| -> String {
+        dump["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "bob")
+            .and_then(|u| u["password_hash"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    assert!(bob_hash(&w.dump().await).starts_with("$pbkdf2-sha256$i=20000$"));
+    w.login("bob", BOB_PASSWORD, "10.0.1.1")
+        .await
+        .expect(StatusCode::OK, "bob logs in with the old hash");
+    let raised = bob_hash(&w.dump().await);
+    assert!(raised.starts_with("$pbkdf2-sha256$i=100000$"), "{raised}");
+    w.login("bob", BOB_PASSWORD, "10.0.1.2")
+        .await
+        .expect(StatusCode::OK, "bob logs in with the new hash");
+
     // ---- removing a user ----------------------------------------------------
     let carol_cookie = w.login("carol", BOB_PASSWORD, "10.0.0.9").await.cookie();
     w.admin(

@@ -11,7 +11,8 @@
 //! `CfAuth::require_user`. `/test/d1/*` are this worker's own probes:
 //! `dump` (every row of every table), `migrate` (twice, uncached),
 //! `set-version?v=N`, `pbkdf2?i=N` (whether WebCrypto accepts N
-//! iterations), and the session index (`index` POST a SessionMeta,
+//! iterations), `weak-hash?name=&password=&i=N` (an old, weaker hash), and
+//! the session index (`index` POST a SessionMeta,
 //! `list?owner=`, `owner?id=`).
 //!
 //! `?run=<id>` names the objects of one run (default: the time), so a run
@@ -239,6 +240,29 @@ async fn d1_probe(
             Response::ok("ok")
         }
         "list" => Response::from_json(&auth.list_sessions(&query("owner")).await?),
+        // Sets user `name`'s password to `password` hashed with only `i`
+        // iterations, as an older release might have stored it.
+        "weak-hash" => {
+            use duraclaw_cf::auth::password::PasswordHash;
+            let iterations: u32 = query("i").parse().unwrap_or(0);
+            let salt = b"an old salt 0123".to_vec();
+            let hash =
+                duraclaw_cf::auth::pbkdf2_sha256(query("password").as_bytes(), &salt, iterations)
+                    .await
+                    .map_err(worker::Error::RustError)?;
+            let stored = PasswordHash {
+                iterations,
+                salt,
+                hash,
+            }
+            .encode();
+            env.d1("DB")?
+                .prepare("UPDATE users SET password_hash = ?1 WHERE name = ?2")
+                .bind(&[stored.as_str().into(), query("name").as_str().into()])?
+                .run()
+                .await?;
+            Response::ok("ok")
+        }
         // Whether the runtime's PBKDF2 accepts `i` iterations.
         "pbkdf2" => {
             let iterations: u32 = query("i").parse().unwrap_or(0);
