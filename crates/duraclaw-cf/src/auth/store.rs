@@ -74,10 +74,8 @@ async fn all<T: for<'a> Deserialize<'a>>(
     sql: &str,
     params: &[JsValue],
 ) -> Result<Vec<T>, String> {
+    // A failed query rejects its promise, so `all` answers Err.
     let result = stmt(db, sql, params)?.all().await.map_err(failed(what))?;
-    if let Some(error) = result.error() {
-        return Err(format!("D1: cannot {what}: {error}"));
-    }
     result.results::<T>().map_err(failed(what))
 }
 
