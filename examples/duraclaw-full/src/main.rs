@@ -106,6 +106,10 @@ struct WebArgs {
     /// Seconds an unwatched session actor stays awake.
     #[arg(long, default_value = "60")]
     evict_after_secs: u64,
+    /// Events queued per live client; a client that falls this far behind
+    /// is cut from the live stream and caught up from the log.
+    #[arg(long, env = "DURACLAW_LIVE_QUEUE", default_value_t = duraclaw_core::actor::DEFAULT_LIVE_QUEUE)]
+    live_queue: usize,
 }
 
 #[derive(Args)]
@@ -279,10 +283,11 @@ async fn serve_web(
     .await
     .map_err(|e| naming_file(&auth_db, e))?;
     let link = GatewayLink::new(&gateway_url, secret.expose());
-    let orch = Orchestrator::new(
+    let orch = Orchestrator::with_live_queue(
         directory,
         link.clone(),
         Duration::from_secs(web.evict_after_secs.max(1)),
+        web.live_queue,
     );
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();

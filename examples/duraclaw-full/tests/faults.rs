@@ -341,6 +341,9 @@ async fn gateway(dir: &Path, port: u16, script: &Path, worktrees: &str) -> Child
     .arg(script)
     .arg("--data-dir")
     .arg(dir.join("gw"));
+    if let Ok(filter) = std::env::var("DURACLAW_FAULTS_GATEWAY_LOG") {
+        c.env("RUST_LOG", filter);
+    }
     // The port may still be held for a moment after a SIGKILL.
     for _ in 0..50 {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -809,7 +812,12 @@ async fn nothing_is_lost_under_faults() {
     let mut rng = Rng::new(seed);
     let started = Instant::now();
 
-    let tmp = tempfile::tempdir().unwrap();
+    let mut tmp = tempfile::tempdir().unwrap();
+    if std::env::var_os("DURACLAW_FAULTS_KEEP").is_some() {
+        // Keep the data directories to inspect a failed run.
+        println!("data kept in {}", tmp.path().display());
+        tmp.disable_cleanup(true);
+    }
     let data = tmp.path().join("data");
     add_user(&data, "alice").await;
     let script = script(tmp.path());

@@ -78,6 +78,9 @@ async fn status(State(app): State<AppState>, _user: AuthUser) -> Json<serde_json
             "agent": gw.agent,
             "executor": app.executor,
             "executor_error": app.executor_error,
+        },
+        "stats": {
+            "slow_client_catch_ups": app.orchestrator.catch_ups(),
         }
     }))
 }
@@ -345,8 +348,24 @@ async fn serve_session(
     }
     let forward_tx = tx.clone();
     let session_id = actor.session_id().to_owned();
+    let orch = app.orchestrator.clone();
+    let user_name = user.name.clone();
     let forwarder = tokio::spawn(async move {
+        let mut caught_up = 0;
         while let Some(item) = sub.next().await {
+            if sub.catch_ups() > caught_up {
+                // This client read too slowly: its live queue overflowed and
+                // it was caught up from the log instead of stalling others.
+                orch.count_catch_ups(sub.catch_ups() - caught_up);
+                caught_up = sub.catch_ups();
+                tracing::info!(
+                    session = %session_id,
+                    user = %user_name,
+                    catch_ups = caught_up,
+                    total = orch.catch_ups(),
+                    "slow client caught up by replay"
+                );
+            }
             match item {
                 Ok(e) => {
                     if forward_tx

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duraclaw_core::Result;
-use duraclaw_core::actor::SessionActor;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use duraclaw_core::actor::{DEFAULT_LIVE_QUEUE, DEFAULT_REPLAY_PAGE, SessionActor, SessionLog};
 use duraclaw_core::state::{SessionInput, SessionState};
 use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use tokio::sync::Mutex;
@@ -58,6 +60,8 @@ pub struct Orchestrator {
     actors: Mutex<HashMap<String, Entry>>,
     gateway: GatewayLink,
     idle_evict: Duration,
+    live_queue: usize,
+    catch_ups: AtomicU64,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -73,12 +77,37 @@ impl Orchestrator {
         gateway: GatewayLink,
         idle_evict: Duration,
     ) -> Arc<Self> {
+        Self::with_live_queue(directory, gateway, idle_evict, DEFAULT_LIVE_QUEUE)
+    }
+
+    /// Like [`Orchestrator::new`], with `live_queue` events queued per
+    /// client before a client that reads too slowly is cut from the live
+    /// stream and caught up by replay.
+    pub fn with_live_queue(
+        directory: DynSessionDirectory,
+        gateway: GatewayLink,
+        idle_evict: Duration,
+        live_queue: usize,
+    ) -> Arc<Self> {
         Arc::new(Orchestrator {
             directory,
             actors: Mutex::new(HashMap::new()),
             gateway,
             idle_evict,
+            live_queue: live_queue.max(1),
+            catch_ups: AtomicU64::new(0),
         })
+    }
+
+    /// How many times, since this process started, a client overflowed its
+    /// live queue and was caught up by replay.
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more catch-ups by replay.
+    pub fn count_catch_ups(&self, n: u64) {
+        self.catch_ups.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The session directory.
@@ -99,7 +128,8 @@ impl Orchestrator {
             return Ok(e.actor.clone());
         }
         let store = self.directory.open(session_id).await?;
-        let actor = SessionActor::open(store).await?;
+        let log = SessionLog::open_with(store, self.live_queue, DEFAULT_REPLAY_PAGE).await?;
+        let actor = SessionActor::with_log(log).await?;
         actors.insert(
             session_id.to_owned(),
             Entry {
