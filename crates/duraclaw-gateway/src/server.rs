@@ -34,6 +34,12 @@ use crate::worktree::WorktreeIndex;
 /// The owner recorded for sessions in the gateway's own store.
 const GATEWAY_OWNER: &str = "gateway";
 
+/// The most events a session's outbox may hold that the orchestrator has
+/// not acknowledged before the gateway refuses to start new turns in it
+/// (`outbox_full`). Running turns go on and every event is kept: the bound
+/// stops new work piling up behind an orchestrator that cannot keep up.
+pub const DEFAULT_MAX_UNACKED: u64 = 100_000;
+
 /// How the gateway runs sessions.
 #[derive(Clone)]
 pub struct GatewayOptions {
@@ -66,6 +72,9 @@ pub struct GatewaySession {
     /// Turn-starting commands recorded whose turn has not logged an event
     /// yet (also durable: see [`TURN_PENDING`]).
     unstarted: Unstarted,
+    /// The highest gseq the orchestrator has acknowledged (or attached
+    /// after) since this process started; `None` before it said anything.
+    acked: std::sync::Mutex<Option<u64>>,
 }
 
 /// Ids of recorded turn-starting commands whose turn has logged nothing yet.
@@ -180,6 +189,7 @@ struct Inner {
     options: GatewayOptions,
     sessions: Mutex<HashMap<String, Arc<GatewaySession>>>,
     audit: Arc<dyn AuditLog>,
+    max_unacked: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -198,6 +208,7 @@ impl Gateway {
                 options,
                 sessions: Mutex::new(HashMap::new()),
                 audit,
+                max_unacked: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_UNACKED),
             }),
         };
         for meta in gw.inner.options.directory.list(GATEWAY_OWNER).await? {
@@ -256,6 +267,52 @@ impl Gateway {
         Ok(gw)
     }
 
+    /// Sets the outbox bound (see [`DEFAULT_MAX_UNACKED`]).
+    pub fn set_max_unacked(&self, events: u64) {
+        self.inner
+            .max_unacked
+            .store(events.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The orchestrator has persisted `session_id`'s events up to `gseq`
+    /// (an ack, or an attach after it).
+    pub async fn acked(&self, session_id: &str, gseq: u64) {
+        let session = self.inner.sessions.lock().await.get(session_id).cloned();
+        if let Some(s) = session {
+            let mut acked = s.acked.lock().unwrap_or_else(|p| p.into_inner());
+            *acked = Some(acked.map_or(gseq, |a| a.max(gseq)));
+        }
+    }
+
+    /// Refuses a new turn while the session's outbox holds more events than
+    /// the bound that the orchestrator has not acknowledged.
+    async fn check_outbox(&self, session: &GatewaySession) -> Result<()> {
+        let acked = *session.acked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(acked) = acked else {
+            // Nobody has said what they hold since this process started.
+            return Ok(());
+        };
+        let head = session.log.store().head().await?.last_seq;
+        let unacked = head.saturating_sub(acked);
+        let max = self
+            .inner
+            .max_unacked
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if unacked > max {
+            tracing::warn!(
+                session = %session.id,
+                unacked,
+                max,
+                "outbox full: refusing a new turn until the orchestrator catches up"
+            );
+            return Err(Error::Invalid(format!(
+                "outbox full: {unacked} events of this session are not acknowledged by the \
+                 orchestrator (the bound is {max}); no new turn starts until it catches up"
+            )));
+        }
+        Ok(())
+    }
+
     /// The discovered worktrees, each marked with the session running in it.
     pub async fn worktrees(&self) -> Result<Vec<Worktree>> {
         let mut list = self.inner.options.worktrees.discover()?;
@@ -307,6 +364,7 @@ impl Gateway {
             gate: Arc::new(gate),
             exec: Mutex::new(None),
             unstarted: Arc::default(),
+            acked: std::sync::Mutex::new(None),
         }))
     }
 
@@ -322,10 +380,12 @@ impl Gateway {
             Err(e) => {
                 tracing::info!(command = %id, error = %e, "command refused");
                 let mut wire = WireError::from(&e);
-                if let Error::Invalid(msg) = &e
-                    && msg.starts_with("worktree busy")
-                {
-                    wire.code = "worktree_busy".into();
+                if let Error::Invalid(msg) = &e {
+                    if msg.starts_with("worktree busy") {
+                        wire.code = "worktree_busy".into();
+                    } else if msg.starts_with("outbox full") {
+                        wire.code = "outbox_full".into();
+                    }
                 }
                 CommandResult {
                     id,
@@ -453,6 +513,7 @@ impl Gateway {
             }
             Command::Resume(r) => {
                 let session = self.session(&session_id).await?;
+                self.check_outbox(&session).await?;
                 let turn = r.prompt.is_some();
                 let dup = if turn {
                     self.take_turn(&session, &id).await?
@@ -468,6 +529,7 @@ impl Gateway {
             }
             Command::Message(turn) => {
                 let session = self.session(&session_id).await?;
+                self.check_outbox(&session).await?;
                 if self.take_turn(&session, &id).await? {
                     return Ok(());
                 }
