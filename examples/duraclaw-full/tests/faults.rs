@@ -574,7 +574,7 @@ async fn client(
             if role == Role::Slow && ctx.chaos.load(Ordering::Relaxed) {
                 // Reads far slower than the session writes: now and then
                 // it stops reading for a while.
-                let pause = if rng.below(100) == 0 { 1500 } else { 50 };
+                let pause = if rng.below(100) == 0 { 1500 } else { 80 };
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
             let frame = tokio::select! {
