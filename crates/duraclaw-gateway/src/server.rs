@@ -89,8 +89,10 @@ type Unstarted = Arc<std::sync::Mutex<Vec<String>>>;
 /// of leaving it open (a resend of the command is then a duplicate).
 pub const TURN_PENDING: &str = r#"{"turn":"pending"}"#;
 
-fn take_unstarted(list: &Unstarted) -> Vec<String> {
-    std::mem::take(&mut *list.lock().unwrap_or_else(|p| p.into_inner()))
+/// The oldest command waiting for its turn, if any.
+fn next_unstarted(list: &Unstarted) -> Option<String> {
+    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+    (!list.is_empty()).then(|| list.remove(0))
 }
 
 /// Whether an event shows a turn at work (what [`turn_was_cut`] looks for).
@@ -149,6 +151,9 @@ async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
 struct OutboxSink {
     log: SessionLog,
     unstarted: Unstarted,
+    /// A turn of this executor is under way (its first event is logged and
+    /// its `result`/`error` is not yet).
+    turn_open: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -167,12 +172,19 @@ impl EventSink for OutboxSink {
         }
         let e = NewEvent::new(&event, None, now_ms())?;
         self.log.append(AppendBatch::events(vec![e])).await?;
-        // The turn's first event is durable: a restart now sees the turn
-        // in the log, so the commands that started it need no mark.
+        // A turn's first event is durable: a restart now sees that turn in
+        // the log, so the (oldest) command that started it needs no mark.
+        // Events of a turn already under way clear nothing: a message the
+        // executor queued behind it keeps its mark until its own turn.
+        use std::sync::atomic::Ordering;
         if shows_work(&event) {
-            for id in take_unstarted(&self.unstarted) {
+            if !self.turn_open.swap(true, Ordering::AcqRel)
+                && let Some(id) = next_unstarted(&self.unstarted)
+            {
                 self.log.store().mark_forwarded(&id).await?;
             }
+        } else if matches!(event, Event::Result(_) | Event::Error(_)) {
+            self.turn_open.store(false, Ordering::Release);
         }
         Ok(())
     }
@@ -651,6 +663,7 @@ impl Gateway {
         let sink = Arc::new(OutboxSink {
             log: session.log.clone(),
             unstarted: session.unstarted.clone(),
+            turn_open: Arc::default(),
         });
         let exec = self
             .inner

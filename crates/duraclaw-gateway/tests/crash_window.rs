@@ -7,7 +7,8 @@
 //! is all that survives, as after a SIGKILL. A new gateway over it must end
 //! the turn that never began, accept the resent command as applied, and run
 //! the next message: no session is left waiting for a turn that will never
-//! come.
+//! come. Cases: a message to an idle executor, an execute, and a message
+//! the executor queued behind a running turn (killed after that turn's end).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,16 +36,19 @@ const TURN_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The scripted executor, whose sinks swallow every event while `hold` is
 /// set: the executor has the turn, and nothing of it reaches the log.
+/// With `hold_after_result`, the hold starts right after the next `result`.
 #[derive(Debug)]
 struct Holding {
     inner: ScriptedExecutor,
     hold: Arc<AtomicBool>,
+    hold_after_result: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
 struct HoldingSink {
     inner: DynEventSink,
     hold: Arc<AtomicBool>,
+    hold_after_result: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -54,7 +58,12 @@ impl EventSink for HoldingSink {
             // The process "dies" before this write: it never happens.
             std::future::pending::<()>().await;
         }
-        self.inner.emit(event).await
+        let ends = matches!(event, Event::Result(_));
+        self.inner.emit(event).await?;
+        if ends && self.hold_after_result.load(Ordering::Acquire) {
+            self.hold.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -69,6 +78,7 @@ impl Executor for Holding {
         let sink = Arc::new(HoldingSink {
             inner: sink,
             hold: self.hold.clone(),
+            hold_after_result: self.hold_after_result.clone(),
         });
         self.inner.start(spec, gate, sink).await
     }
@@ -221,6 +231,7 @@ fn a_message_taken_just_before_a_kill_has_its_turn_ended_after_the_restart() {
             Arc::new(Holding {
                 inner: ScriptedExecutor::new(script()),
                 hold: hold.clone(),
+                hold_after_result: Arc::default(),
             }),
         )
         .await;
@@ -247,6 +258,7 @@ fn an_execute_taken_just_before_a_kill_has_its_turn_ended_after_the_restart() {
             Arc::new(Holding {
                 inner: ScriptedExecutor::new(script()),
                 hold: Arc::new(AtomicBool::new(true)),
+                hold_after_result: Arc::default(),
             }),
         )
         .await;
@@ -255,4 +267,52 @@ fn an_execute_taken_just_before_a_kill_has_its_turn_ended_after_the_restart() {
     });
     killed.shutdown_background();
     after_the_kill(&s, "c1", execute(s.worktree.clone(), "hi"), 0);
+}
+
+#[test]
+fn a_message_queued_behind_a_running_turn_keeps_its_mark_until_its_own_turn() {
+    let s = setup();
+    let slow = Script {
+        turns: vec![vec![Step::Text {
+            text: "a turn that takes a while to stream".into(),
+            chunks: 10,
+            delay_ms: 30,
+        }]],
+    };
+    let hold_after_result = Arc::new(AtomicBool::new(false));
+    let killed = runtime();
+    let before = killed.block_on(async {
+        let gw = gateway(
+            &s,
+            Arc::new(Holding {
+                inner: ScriptedExecutor::new(slow),
+                hold: Arc::default(),
+                hold_after_result: hold_after_result.clone(),
+            }),
+        )
+        .await;
+        apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
+        // Mid-turn: the executor queues the next message behind this turn.
+        let until = Instant::now() + DEADLINE;
+        while !log(&gw)
+            .await
+            .iter()
+            .any(|e| matches!(e.event().unwrap(), Event::Assistant(_)))
+        {
+            assert!(Instant::now() < until, "the first turn never streamed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        hold_after_result.store(true, Ordering::Release);
+        apply(&gw, "c2", message("and then")).await;
+        // The first turn ends; the queued one never logs a word.
+        let events = turn_ended(&gw, 0, DEADLINE).await.expect("the first turn");
+        assert!(
+            matches!(events.last().unwrap().event().unwrap(), Event::Result(_)),
+            "{:?}",
+            kinds(&events)
+        );
+        events.len()
+    });
+    killed.shutdown_background();
+    after_the_kill(&s, "c2", message("and then"), before);
 }
