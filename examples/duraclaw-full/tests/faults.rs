@@ -4,7 +4,10 @@
 //! proxy on both links, SIGKILLed gateways, an orchestrator restart, stale
 //! and slow clients and 50 clients on one session. At the end every
 //! client's (seq, event) list is compared with the full log: nothing lost,
-//! nothing twice, nothing out of order.
+//! nothing twice, nothing out of order, no turn left open, and the slow
+//! reader caught up by replay at least once. A second test SIGKILLs the
+//! executor's CLI process mid-turn (a stand-in CLI run by the real Claude
+//! executor).
 //!
 //! `DURACLAW_FAULT_SEED=N` picks the seed (printed on every run);
 //! `DURACLAW_SOAK_SECS=N` makes the chaos phase last N seconds and reports
