@@ -13,12 +13,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use duraclaw_core::Result;
 use duraclaw_core::actor::SessionLog;
 use duraclaw_core::approval::ApprovalGate;
 use duraclaw_core::error::Error;
-use duraclaw_core::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
+use duraclaw_core::executor::{DynExecutor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event,
     QuestionResolved, WireError, Worktree,
@@ -29,6 +28,7 @@ use duraclaw_core::store::{
 use tokio::sync::Mutex;
 
 use crate::approval::{AuditLog, MemoryGate, TracingAudit, now_ms};
+use crate::outbox::OutboxSink;
 use crate::worktree::WorktreeIndex;
 
 /// The owner recorded for sessions in the gateway's own store.
@@ -108,32 +108,6 @@ async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
         }
     }
     Ok(false)
-}
-
-/// Appends an executor's events to a session's outbox.
-#[derive(Debug, Clone)]
-struct OutboxSink {
-    log: SessionLog,
-}
-
-#[async_trait]
-impl EventSink for OutboxSink {
-    async fn emit(&self, event: Event) -> Result<()> {
-        if let Event::SessionInit(init) = &event
-            && let Some(id) = &init.executor_session_id
-        {
-            let store = self.log.store();
-            let mut meta = store.meta().await?;
-            if meta.executor_session_id.as_deref() != Some(id) {
-                meta.executor_session_id = Some(id.clone());
-                meta.model.clone_from(&init.model);
-                store.put_meta(&meta).await?;
-            }
-        }
-        let e = NewEvent::new(&event, None, now_ms())?;
-        self.log.append(AppendBatch::events(vec![e])).await?;
-        Ok(())
-    }
 }
 
 /// The gateway: sessions by id, and what they run.
@@ -450,9 +424,7 @@ impl Gateway {
     }
 
     async fn start(&self, session: &Arc<GatewaySession>, spec: StartSpec) -> Result<()> {
-        let sink = Arc::new(OutboxSink {
-            log: session.log.clone(),
-        });
+        let sink = Arc::new(OutboxSink::new(session.log.clone()));
         let exec = self
             .inner
             .options
