@@ -176,3 +176,95 @@ impl EventSink for OutboxSink {
         rx.await.map_err(|_| closed())?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use duraclaw_core::protocol::{ToolResult, TurnResult};
+    use duraclaw_core::store::{SessionDirectory, SessionMeta};
+    use duraclaw_store::SqliteDirectory;
+
+    use super::*;
+
+    fn delta(i: u64) -> Event {
+        Event::Assistant(Assistant {
+            message_id: "m".into(),
+            phase: AssistantPhase::Delta,
+            text: format!("token {i} "),
+            aborted: false,
+        })
+    }
+
+    async fn sink() -> (OutboxSink, SqliteDirectory, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SqliteDirectory::open(tmp.path().join("outbox.db"))
+            .await
+            .unwrap();
+        let store = dir
+            .create(SessionMeta::new("s", "gateway", 1_700_000_000_000))
+            .await
+            .unwrap();
+        let log = SessionLog::open(store).await.unwrap();
+        (OutboxSink::new(log), dir, tmp)
+    }
+
+    /// A burst of deltas emitted one at a time, as an executor does, costs
+    /// a few transactions, not one per delta; the event after them returns
+    /// once it and every delta before it are durable, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_is_group_committed_and_a_result_waits_for_all() {
+        let (sink, dir, _tmp) = sink().await;
+        let before = dir.stats();
+        for i in 0..2000 {
+            sink.emit(delta(i)).await.unwrap();
+        }
+        sink.emit(Event::Result(TurnResult {
+            subtype: Some("success".into()),
+            is_error: false,
+            duration_ms: None,
+            cost_usd: None,
+            usage: None,
+            num_turns: None,
+            terminal_reason: None,
+        }))
+        .await
+        .unwrap();
+        // Returned: everything is stored, with no waiting.
+        let store = sink.log.store().clone();
+        assert_eq!(store.head().await.unwrap().last_seq, 2001);
+        let after = dir.stats();
+        assert_eq!(after.events_written - before.events_written, 2001);
+        // One transaction per event would be 2,001.
+        assert!(
+            after.transactions - before.transactions < 500,
+            "{before:?} -> {after:?}"
+        );
+        let mut seen = Vec::new();
+        let mut after_seq = 0;
+        loop {
+            let page = store.read_after(after_seq, 1000).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after_seq = last.seq;
+            seen.extend(page.into_iter().map(|e| e.event().unwrap()));
+        }
+        for (i, e) in seen.iter().take(2000).enumerate() {
+            assert_eq!(*e, delta(i as u64), "event {i} out of order");
+        }
+        assert!(matches!(seen[2000], Event::Result(_)));
+    }
+
+    /// An event other than a delta returns only once it is durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tool_result_is_durable_when_emit_returns() {
+        let (sink, _dir, _tmp) = sink().await;
+        for k in 0..50u64 {
+            sink.emit(Event::ToolResult(ToolResult {
+                tool_use_id: format!("toolu_{k}"),
+                content: serde_json::Value::String("ok".into()),
+                is_error: false,
+            }))
+            .await
+            .unwrap();
+            assert_eq!(sink.log.store().head().await.unwrap().last_seq, k + 1);
+        }
+    }
+}
