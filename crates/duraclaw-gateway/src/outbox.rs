@@ -22,7 +22,7 @@
 //! A failed append is reported to the events waiting on it, and to the next
 //! `emit` for the deltas that did not wait.
 //!
-//! With [`OutboxSink::with_turn_marks`] the committer also clears the
+//! With turn marks (the gateway's sinks) the committer also clears the
 //! "turn pending" mark of the command that started a turn once that turn's
 //! first event is durable (see `TURN_PENDING` in the server).
 //!
