@@ -18,6 +18,7 @@
 //!   `SessionActor`;
 //! - on wasm32, `router`: the Worker's routes (`router::handle`), and
 //!   `gateway_client`: the outbound link to the gateway;
+//! - on wasm32, `logging`: `tracing` to the Workers console;
 //! - on wasm32, `auth`: users, login sessions and the session index in D1;
 //! - on wasm32 with feature `conformance`: the Durable Object harnesses of
 //!   core's conformance suite.
@@ -42,6 +43,8 @@ pub mod auth;
 pub mod do_sql;
 #[cfg(target_arch = "wasm32")]
 pub mod gateway_client;
+#[cfg(target_arch = "wasm32")]
+pub mod logging;
 #[cfg(target_arch = "wasm32")]
 pub mod router;
 #[cfg(target_arch = "wasm32")]

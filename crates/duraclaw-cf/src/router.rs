@@ -55,6 +55,7 @@ pub fn new_session_id() -> String {
 /// Answers one request to the Worker. Never fails: an internal error is a
 /// 500 with its reason.
 pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
+    crate::logging::init();
     match route(req, &env).await {
         Ok(r) => Ok(r),
         Err(e) => {

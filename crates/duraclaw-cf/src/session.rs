@@ -227,6 +227,7 @@ impl SessionHost {
     /// `new` cannot fail, so opening (and a failed migration) waits for the
     /// first request, which then answers 500 with the reason.
     pub fn new(state: State, env: Env) -> Rc<SessionHost> {
+        crate::logging::init();
         Rc::new(SessionHost {
             state,
             env,
@@ -288,7 +289,9 @@ impl SessionHost {
                 .iter()
                 .map(|e| browser_event_frame(e.seq, &e.json))
                 .collect();
-            for ws in self.state.get_websockets() {
+            let sockets = self.state.get_websockets();
+            tracing::debug!(sockets = sockets.len(), events = frames.len(), "publish");
+            for ws in sockets {
                 for frame in &frames {
                     let _ = ws.send_with_str(frame);
                 }
@@ -579,6 +582,7 @@ impl SessionHost {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
+        tracing::debug!("browser frame");
         let text = match message {
             WebSocketIncomingMessage::String(t) => t,
             WebSocketIncomingMessage::Binary(_) => {
@@ -622,6 +626,7 @@ impl SessionHost {
     }
 
     async fn browser_command(self: &Rc<Self>, ws: &WebSocket, id: String, command: Command) {
+        tracing::debug!(command = %id, "browser command");
         let who = match ws.deserialize_attachment::<Attachment>() {
             Ok(Some(a)) => Actor {
                 user: a.user,
@@ -865,6 +870,12 @@ impl SessionHost {
         }
         match actor.ingest(batch, now_ms()).await {
             Ok(out) => {
+                tracing::debug!(
+                    session = actor.session_id(),
+                    stored = out.stored,
+                    ack = out.ack,
+                    "ingested"
+                );
                 // Persisted and published in this turn; then acked.
                 self.publish(actor).await;
                 let mut frames = vec![ToGateway::Ack {
@@ -951,6 +962,7 @@ impl SessionHost {
     /// The alarm: reconnects a needed link that is gone, pings one that is
     /// up, and lets the link go when the session no longer needs it.
     pub async fn alarm(self: &Rc<Self>) -> worker::Result<Response> {
+        tracing::debug!("alarm");
         let actor = match self.actor().await {
             Ok(Some(a)) => a,
             Ok(None) => return Response::ok("no session"),

@@ -15,204 +15,19 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use duraclaw_core::conformance::{SQL_CASES, STORE_CASES};
 
-const INSTALL_HINT: &str = "run scripts/install-tools.sh node22 wrangler wasm-bindgen worker-build \
-     (scripts/test.sh installs them too)";
+mod support;
+use support::{Tools, build_worker, free_port, start_wrangler, wait_ready};
 
-/// How long wrangler may take to answer `/health` on a busy machine.
-const READY_WITHIN: Duration = Duration::from_secs(180);
 /// How long the whole suite may take inside the Durable Objects.
 const SUITE_WITHIN: Duration = Duration::from_secs(600);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn worker_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-worker")
-}
-
-/// The Cloudflare toolchain's paths.
-struct Tools {
-    worker_build: PathBuf,
-    wasm_bindgen: PathBuf,
-    esbuild: PathBuf,
-    wrangler: PathBuf,
-}
-
-impl Tools {
-    /// From the environment, else from what scripts/tool-env.sh prints for
-    /// the per-user cache. Panics with the install command when missing.
-    fn find() -> Tools {
-        let cached = cached_tool_env();
-        let get = |name: &str| -> Option<PathBuf> {
-            std::env::var_os(name)
-                .map(PathBuf::from)
-                .or_else(|| cached.get(name).map(PathBuf::from))
-                .filter(|p| p.exists())
-        };
-        let required = [
-            "WORKER_BUILD_BIN",
-            "WASM_BINDGEN_BIN",
-            "ESBUILD_BIN",
-            "WRANGLER_BIN",
-        ];
-        let missing: Vec<&str> = required
-            .iter()
-            .copied()
-            .filter(|n| get(n).is_none())
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "the Cloudflare toolchain is missing ({}): {INSTALL_HINT}",
-            missing.join(", ")
-        );
-        Tools {
-            worker_build: get("WORKER_BUILD_BIN").unwrap(),
-            wasm_bindgen: get("WASM_BINDGEN_BIN").unwrap(),
-            esbuild: get("ESBUILD_BIN").unwrap(),
-            wrangler: get("WRANGLER_BIN").unwrap(),
-        }
-    }
-}
-
-/// `NAME -> path` from `scripts/tool-env.sh`, which lists the installed tools
-/// of the per-user cache (empty when bash or the script is unavailable).
-fn cached_tool_env() -> BTreeMap<String, String> {
-    let Ok(out) = Command::new("bash")
-        .arg(repo_root().join("scripts/tool-env.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-    else {
-        return BTreeMap::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.replace('\\', "")))
-        .collect()
-}
-
-/// A `wrangler dev` in its own process group, stopped (SIGINT, then SIGKILL)
-/// when dropped, so a failing assertion never leaves it running.
-struct Wrangler {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Wrangler {
-    fn log_tail(&self) -> String {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let start = log.len().saturating_sub(6000);
-        let start = (start..log.len())
-            .find(|&i| log.is_char_boundary(i))
-            .unwrap_or(log.len());
-        log[start..].to_owned()
-    }
-}
-
-impl Drop for Wrangler {
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, killpg};
-        use nix::unistd::Pid;
-        let group = Pid::from_raw(self.child.id() as i32);
-        let _ = killpg(group, Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                // workerd may outlive wrangler in the group.
-                let _ = killpg(group, Signal::SIGKILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
-/// Builds the test worker into `out` with worker-build: the release profile a
-/// deployment uses, without wasm-opt.
-fn build_worker(tools: &Tools, out: &Path) {
-    // A target directory of its own, inside this build's, so the nested cargo
-    // never waits for the lock of the `cargo test` that runs this test.
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("duraclaw-cf-worker");
-    let mut cmd = Command::new(&tools.worker_build);
-    cmd.args(["--release", "--no-opt", "--out-dir"])
-        .arg(out)
-        .current_dir(worker_dir())
-        .env("CARGO_TARGET_DIR", &target)
-        .env("WASM_BINDGEN_BIN", &tools.wasm_bindgen)
-        .env("ESBUILD_BIN", &tools.esbuild);
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tools.worker_build.display()));
-    assert!(
-        status.success(),
-        "worker-build failed ({status}); see its output above"
-    );
-}
-
-fn start_wrangler(tools: &Tools, dir: &Path, port: u16) -> Wrangler {
-    use std::os::unix::process::CommandExt;
-    let log = dir.join("wrangler.log");
-    let out = fs::File::create(&log).unwrap();
-    let err = out.try_clone().unwrap();
-    let child = Command::new(&tools.wrangler)
-        .args(["dev", "--ip", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .arg("--persist-to")
-        .arg(dir.join("state"))
-        .arg("--show-interactive-dev-session=false")
-        .current_dir(dir)
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("WRANGLER_SEND_ERROR_REPORTS", "false")
-        .env("WRANGLER_HIDE_BANNER", "true")
-        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tools.wrangler.display()));
-    Wrangler { child, log }
-}
-
-async fn wait_ready(wrangler: &mut Wrangler, http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + READY_WITHIN;
-    loop {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await
-            && r.status().is_success()
-            && r.text().await.is_ok_and(|t| t == "ok")
-        {
-            return;
-        }
-        if let Ok(Some(status)) = wrangler.child.try_wait() {
-            panic!(
-                "wrangler dev exited ({status}) before it was ready:\n{}",
-                wrangler.log_tail()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "wrangler dev did not answer /health within {READY_WITHIN:?}:\n{}",
-            wrangler.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,18 +41,21 @@ async fn every_conformance_case_passes_in_a_durable_object() {
     .unwrap();
 
     let t = Instant::now();
-    build_worker(&tools, &dir.path().join("build"));
+    build_worker(&tools, &worker_dir(), &dir.path().join("build"));
     let built = t.elapsed();
 
     let t = Instant::now();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut wrangler = start_wrangler(&tools, dir.path(), port);
+    let mut wrangler = start_wrangler(&tools, dir.path(), port, &[]);
     let http = reqwest::Client::builder()
         .timeout(SUITE_WITHIN)
         .build()
         .unwrap();
-    wait_ready(&mut wrangler, &http, &base).await;
+    wait_ready(&mut wrangler, &http, &format!("{base}/health"), |t| {
+        t == "ok"
+    })
+    .await;
     let ready = t.elapsed();
 
     let t = Instant::now();

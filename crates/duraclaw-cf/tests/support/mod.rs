@@ -1,0 +1,248 @@
+//! Driving the Cloudflare toolchain from tests: find the tools, build a
+//! worker crate with worker-build, run `wrangler dev` in its own process
+//! group and wait until it answers. Shared by the Durable Object tests of
+//! this crate and of the full example (which includes this file by path).
+//!
+//! The tools come from `$WORKER_BUILD_BIN`, `$WASM_BINDGEN_BIN`,
+//! `$ESBUILD_BIN` and `$WRANGLER_BIN`, else from the per-user cache that
+//! `scripts/install-tools.sh` fills. Without them a test fails and says what
+//! to install; it never skips. Builds skip wasm-opt: it changes no behaviour
+//! a test checks and costs most of an incremental build.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to run when the tools are missing.
+pub const INSTALL_HINT: &str = "run scripts/install-tools.sh node22 wrangler wasm-bindgen \
+     worker-build (scripts/test.sh installs them too)";
+
+/// How long wrangler may take to answer on a busy machine.
+pub const READY_WITHIN: Duration = Duration::from_secs(180);
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
+    while !dir.join("scripts/tool-env.sh").exists() {
+        assert!(
+            dir.pop(),
+            "no workspace root above {}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+    }
+    dir
+}
+
+/// The Cloudflare toolchain's paths.
+pub struct Tools {
+    pub worker_build: PathBuf,
+    pub wasm_bindgen: PathBuf,
+    pub esbuild: PathBuf,
+    pub wrangler: PathBuf,
+}
+
+impl Tools {
+    /// From the environment, else from what scripts/tool-env.sh prints for
+    /// the per-user cache. Panics with the install command when missing.
+    pub fn find() -> Tools {
+        let cached = cached_tool_env();
+        let get = |name: &str| -> Option<PathBuf> {
+            std::env::var_os(name)
+                .map(PathBuf::from)
+                .or_else(|| cached.get(name).map(PathBuf::from))
+                .filter(|p| p.exists())
+        };
+        let required = [
+            "WORKER_BUILD_BIN",
+            "WASM_BINDGEN_BIN",
+            "ESBUILD_BIN",
+            "WRANGLER_BIN",
+        ];
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|n| get(n).is_none())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the Cloudflare toolchain is missing ({}): {INSTALL_HINT}",
+            missing.join(", ")
+        );
+        Tools {
+            worker_build: get("WORKER_BUILD_BIN").unwrap(),
+            wasm_bindgen: get("WASM_BINDGEN_BIN").unwrap(),
+            esbuild: get("ESBUILD_BIN").unwrap(),
+            wrangler: get("WRANGLER_BIN").unwrap(),
+        }
+    }
+}
+
+/// `NAME -> path` from `scripts/tool-env.sh`, which lists the installed tools
+/// of the per-user cache (empty when bash or the script is unavailable).
+fn cached_tool_env() -> BTreeMap<String, String> {
+    let Ok(out) = Command::new("bash")
+        .arg(repo_root().join("scripts/tool-env.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+    else {
+        return BTreeMap::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace('\\', "")))
+        .collect()
+}
+
+/// A `wrangler dev` in its own process group, stopped (SIGINT, then SIGKILL)
+/// when dropped, so a failing assertion never leaves it running.
+pub struct Wrangler {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Wrangler {
+    /// The end of wrangler's output, for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+}
+
+/// The last few KB of a log file.
+pub fn log_tail(path: &Path) -> String {
+    let log = fs::read_to_string(path).unwrap_or_default();
+    let start = log.len().saturating_sub(6000);
+    let start = (start..log.len())
+        .find(|&i| log.is_char_boundary(i))
+        .unwrap_or(log.len());
+    log[start..].to_owned()
+}
+
+impl Drop for Wrangler {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, killpg};
+        use nix::unistd::Pid;
+        let group = Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(group, Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // workerd may outlive wrangler in the group.
+                let _ = killpg(group, Signal::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// Builds the worker crate in `crate_dir` into `out` with worker-build: the
+/// release profile a deployment uses, without wasm-opt.
+pub fn build_worker(tools: &Tools, crate_dir: &Path, out: &Path) {
+    // A target directory of its own, inside this build's, so the nested cargo
+    // never waits for the lock of the `cargo test` that runs this test.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("duraclaw-cf-worker");
+    let status = Command::new(&tools.worker_build)
+        .args(["--release", "--no-opt", "--out-dir"])
+        .arg(out)
+        .current_dir(crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .env("WASM_BINDGEN_BIN", &tools.wasm_bindgen)
+        .env("ESBUILD_BIN", &tools.esbuild)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tools.worker_build.display()));
+    assert!(
+        status.success(),
+        "worker-build failed ({status}); see its output above"
+    );
+}
+
+/// Starts `wrangler dev` in `dir` (which holds wrangler.toml) on `port`,
+/// its state in `dir/state`, with `vars` as `--var KEY:VALUE` (values
+/// travel in argv: only test secrets go there).
+pub fn start_wrangler(tools: &Tools, dir: &Path, port: u16, vars: &[(&str, &str)]) -> Wrangler {
+    start_wrangler_logged(tools, dir, port, vars, &dir.join("wrangler.log"))
+}
+
+/// [`start_wrangler`] with its output in `log`.
+pub fn start_wrangler_logged(
+    tools: &Tools,
+    dir: &Path,
+    port: u16,
+    vars: &[(&str, &str)],
+    log: &Path,
+) -> Wrangler {
+    use std::os::unix::process::CommandExt;
+    let out = fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut cmd = Command::new(&tools.wrangler);
+    cmd.args(["dev", "--ip", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--persist-to")
+        .arg(dir.join("state"))
+        .arg("--show-interactive-dev-session=false");
+    for (k, v) in vars {
+        cmd.arg("--var").arg(format!("{k}:{v}"));
+    }
+    let child = cmd
+        .current_dir(dir)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+        .env("WRANGLER_HIDE_BANNER", "true")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tools.wrangler.display()));
+    Wrangler {
+        child,
+        log: log.to_owned(),
+    }
+}
+
+/// Waits until `GET {base}{path}` answers 2xx with a body `ready` accepts.
+pub async fn wait_ready(
+    wrangler: &mut Wrangler,
+    http: &reqwest::Client,
+    url: &str,
+    ready: impl Fn(&str) -> bool,
+) {
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        if let Ok(r) = http.get(url).send().await
+            && r.status().is_success()
+            && r.text().await.is_ok_and(|t| ready(&t))
+        {
+            return;
+        }
+        if let Ok(Some(status)) = wrangler.child.try_wait() {
+            panic!(
+                "wrangler dev exited ({status}) before it was ready:\n{}",
+                wrangler.log_tail()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wrangler dev did not answer {url} within {READY_WITHIN:?}:\n{}",
+            wrangler.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
