@@ -311,11 +311,14 @@ impl SessionHost {
     }
 
     /// Updates the D1 index when the state, cost, pending count or title
-    /// changed since the last update (not on every event).
-    async fn index(&self, actor: &SessionActor) {
+    /// changed since the last update (not on every event). One update runs
+    /// at a time and loops until the index shows the latest metadata, so a
+    /// slow D1 write never leaves an older one last. `false` if D1 failed.
+    async fn index(&self, actor: &SessionActor) -> bool {
         if std::mem::replace(&mut self.inner.borrow_mut().indexing, true) {
-            return;
+            return true;
         }
+        let mut ok = true;
         loop {
             let meta = actor.meta().await;
             let key = index_key(&meta);
@@ -330,11 +333,13 @@ impl SessionHost {
                 Ok(()) => self.inner.borrow_mut().indexed = Some(key),
                 Err(e) => {
                     tracing::warn!(session = %meta.session_id, error = %e, "cannot update the session index");
+                    ok = false;
                     break;
                 }
             }
         }
         self.inner.borrow_mut().indexing = false;
+        ok
     }
 
     /// Answers a request from the Worker: `POST /create`, `GET /meta`,
@@ -417,7 +422,9 @@ impl SessionHost {
             Err(e) => return core_error(&e),
         };
         // Indexed before anything else, so the owner can always reach it.
-        self.index(&actor).await;
+        if !self.index(&actor).await {
+            return error_response(500, "the session index (D1) cannot be written");
+        }
         let who = Actor {
             user: body.owner.clone(),
             client: Some("web".into()),
