@@ -83,7 +83,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(30);
 /// The first reconnect delay after a failure.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 /// The longest reconnect delay.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Events read from the store per replay or publish page.
 const PAGE: usize = 512;
 /// The most gateway events ingested in one step.
