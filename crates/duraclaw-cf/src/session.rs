@@ -228,6 +228,7 @@ impl SessionHost {
     /// first request, which then answers 500 with the reason.
     pub fn new(state: State, env: Env) -> Rc<SessionHost> {
         crate::logging::init();
+        tracing::info!("session object started");
         Rc::new(SessionHost {
             state,
             env,

@@ -16,6 +16,8 @@
 //!    (its alarm), the history, the pending question and the state are
 //!    intact, browsers resume with exact replay, and the approval completes
 //!    the turn;
+//!    then, idle, the object hibernates with the browsers' sockets open and
+//!    wakes for a message on one of them, knowing its user;
 //! 3. SIGKILL the gateway with a second session waiting for approval: the
 //!    session shows `gateway_unreachable`; when the gateway is back the
 //!    object's alarm reconnects and the events the gateway logged meanwhile
@@ -49,6 +51,9 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// How long the object's alarm may take to reconnect by itself (a heartbeat
 /// is at most 30 s away, plus wrangler's start on a busy machine).
 const ALARM_DEADLINE: Duration = Duration::from_secs(120);
+/// How long an idle object may take to let its link go (one heartbeat, at
+/// most 30 s) and hibernate (10-25 s idle under wrangler dev).
+const HIBERNATE_DEADLINE: Duration = Duration::from_secs(180);
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -638,6 +643,41 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
         .filter(|(_, e)| e["type"] == "tool_result")
         .count();
     assert_eq!(tool_results, 1, "the approved tool ran once");
+
+    // Idle: the object lets its gateway link go at its next heartbeat and
+    // then hibernates with the browsers' sockets open. Ping now and then
+    // (each ping is answered, by a new instance once it hibernated) until a
+    // new instance answers; then a message on the same socket still knows
+    // its user, reconnects the gateway on demand, and both browsers see
+    // the turn.
+    let started = || {
+        support::read_log(&wrangler.log)
+            .matches("session object started")
+            .count()
+    };
+    let instances = started();
+    let deadline = Instant::now() + HIBERNATE_DEADLINE;
+    let mut nonce = 100;
+    while started() == instances {
+        assert!(
+            Instant::now() < deadline,
+            "the idle object did not hibernate within {HIBERNATE_DEADLINE:?}"
+        );
+        let waited = tokio::time::timeout(Duration::from_secs(12), one.ws.next()).await;
+        assert!(waited.is_err(), "an idle session sends nothing: {waited:?}");
+        nonce += 1;
+        one.send(json!({"type": "ping", "nonce": nonce})).await;
+        assert_eq!(one.reply().await, json!({"type": "pong", "nonce": nonce}));
+    }
+    eprintln!("the idle object hibernated and woke");
+    let r = one
+        .command("b-3", json!({"type": "message", "text": "once more"}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    one.until(is("result")).await;
+    one.until(state_is("paused", Some("idle"))).await;
+    two.until_seq(one.last_seq()).await;
+    assert_eq!(two.events, one.events, "both browsers saw the new turn");
 
     let (status, closed) = post(
         &http,

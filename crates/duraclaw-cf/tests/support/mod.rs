@@ -113,6 +113,11 @@ impl Wrangler {
     }
 }
 
+/// A whole log file (empty if unreadable).
+pub fn read_log(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
 /// The last few KB of a log file.
 pub fn log_tail(path: &Path) -> String {
     let log = fs::read_to_string(path).unwrap_or_default();
