@@ -344,8 +344,19 @@ impl SessionHost {
     }
 
     /// Answers a request from the Worker: `POST /create`, `GET /meta`,
-    /// `POST /close`, `GET /ws?after=<seq>` (a WebSocket upgrade).
+    /// `POST /close`, `GET /ws?after=<seq>` (a WebSocket upgrade). Never
+    /// fails: an internal error is a JSON 500 with its reason.
     pub async fn fetch(self: &Rc<Self>, req: Request) -> worker::Result<Response> {
+        match self.route(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::error!(error = %e, "session request failed");
+                error_response(500, &format!("the session failed: {e}"))
+            }
+        }
+    }
+
+    async fn route(self: &Rc<Self>, req: Request) -> worker::Result<Response> {
         let path = req.path();
         let user = req.headers().get(USER_HEADER)?.unwrap_or_default();
         if path == "/create" {
