@@ -311,8 +311,9 @@ impl SessionHost {
         self.index(actor).await;
     }
 
-    /// Updates the D1 index when the state, cost, pending count or title
-    /// changed since the last update (not on every event). One update runs
+    /// Updates the D1 index when the state, cost, pending count, title or
+    /// minute of last activity changed since the last update (not on every
+    /// event). One update runs
     /// at a time and loops until the index shows the latest metadata, so a
     /// slow D1 write never leaves an older one last. `false` if D1 failed.
     async fn index(&self, actor: &SessionActor) -> bool {
@@ -1032,9 +1033,14 @@ impl SessionHost {
     }
 }
 
+/// What the index shows of a session: a change of any of these is written
+/// to D1. Activity counts by the minute, so the list's "most recently
+/// active first" stays close while a busy session writes D1 at most about
+/// once a minute for it.
 fn index_key(meta: &SessionMeta) -> String {
     format!(
-        "{}|{}|{}|{}|{}|{:?}|{:?}",
+        "{}|{}|{}|{}|{}|{}|{:?}|{:?}",
+        meta.updated_at_ms / 60_000,
         serde_json::to_string(&meta.state).unwrap_or_default(),
         meta.cost_usd,
         meta.pending_questions,
