@@ -10,6 +10,8 @@
 //!   store over a synchronous in-process [`SqlConn`], built on core's shared
 //!   append and resolve steps so it behaves exactly like the memory and
 //!   SQLite backends;
+//! - [`auth`]: users, login sessions and the session index in D1 (its
+//!   rules target-independent, the D1 and WebCrypto side on wasm32);
 //! - on wasm32, `do_sql`: `DoSqlConn`, a Durable Object's SQL storage as a
 //!   [`SqlConn`] whose transactions are `storage.transactionSync`, and the
 //!   aliases `DoSqlDirectory` / `DoSqlStore`;
@@ -37,7 +39,6 @@
 pub mod schema;
 pub mod sql_store;
 
-#[cfg(target_arch = "wasm32")]
 pub mod auth;
 #[cfg(target_arch = "wasm32")]
 pub mod do_sql;

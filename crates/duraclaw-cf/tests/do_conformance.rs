@@ -5,30 +5,21 @@
 //! `STORE_CASES` and `SQL_CASES`, and the worker's Durable Object cases, to
 //! answer "ok".
 //!
-//! The tools come from `$WORKER_BUILD_BIN`, `$WASM_BINDGEN_BIN`,
-//! `$ESBUILD_BIN` and `$WRANGLER_BIN`, else from the per-user cache that
-//! `scripts/install-tools.sh` fills. Without them this test fails and says
-//! what to install; it never skips. The build skips wasm-opt: it changes no
-//! behaviour the suite checks and costs most of an incremental build.
+//! The tools and the wrangler process: see `support/mod.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use duraclaw_core::conformance::{SQL_CASES, STORE_CASES};
-
-mod support;
-use support::{Tools, build_worker, free_port, start_wrangler, wait_ready};
+use support::{Tools, build_worker, free_port, start_wrangler, wait_ready, worker_dir};
 
 /// How long the whole suite may take inside the Durable Objects.
 const SUITE_WITHIN: Duration = Duration::from_secs(600);
-
-fn worker_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-worker")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_conformance_case_passes_in_a_durable_object() {
@@ -41,21 +32,18 @@ async fn every_conformance_case_passes_in_a_durable_object() {
     .unwrap();
 
     let t = Instant::now();
-    build_worker(&tools, &worker_dir(), &dir.path().join("build"));
+    build_worker(&tools, &dir.path().join("build"));
     let built = t.elapsed();
 
     let t = Instant::now();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut wrangler = start_wrangler(&tools, dir.path(), port, &[]);
+    let mut wrangler = start_wrangler(&tools, dir.path(), port);
     let http = reqwest::Client::builder()
         .timeout(SUITE_WITHIN)
         .build()
         .unwrap();
-    wait_ready(&mut wrangler, &http, &format!("{base}/health"), |t| {
-        t == "ok"
-    })
-    .await;
+    wait_ready(&mut wrangler, &http, &base).await;
     let ready = t.elapsed();
 
     let t = Instant::now();

@@ -269,9 +269,14 @@ impl Link {
             ToGateway::Attach {
                 session_id,
                 after_gseq,
-            } => self.attach(session_id, after_gseq).await,
+            } => {
+                self.attach(session_id.clone(), after_gseq).await?;
+                self.gateway.acked(&session_id, after_gseq).await;
+                Ok(())
+            }
             ToGateway::Ack { session_id, gseq } => {
                 tracing::debug!(session = %session_id, gseq, "acked");
+                self.gateway.acked(&session_id, gseq).await;
                 Ok(())
             }
             ToGateway::ListWorktrees { id } => match self.gateway.worktrees().await {

@@ -34,6 +34,12 @@ use crate::worktree::WorktreeIndex;
 /// The owner recorded for sessions in the gateway's own store.
 const GATEWAY_OWNER: &str = "gateway";
 
+/// The most events a session's outbox may hold that the orchestrator has
+/// not acknowledged before the gateway refuses to start new turns in it
+/// (`outbox_full`). Running turns go on and every event is kept: the bound
+/// stops new work piling up behind an orchestrator that cannot keep up.
+pub const DEFAULT_MAX_UNACKED: u64 = 100_000;
+
 /// How the gateway runs sessions.
 #[derive(Clone)]
 pub struct GatewayOptions {
@@ -63,6 +69,38 @@ pub struct GatewaySession {
     log: SessionLog,
     gate: Arc<MemoryGate>,
     exec: Mutex<Option<Box<dyn ExecutorSession>>>,
+    /// Turn-starting commands recorded whose turn has not logged an event
+    /// yet (also durable: see [`TURN_PENDING`]).
+    unstarted: Unstarted,
+    /// The highest gseq the orchestrator has acknowledged (or attached
+    /// after) since this process started; `None` before it said anything.
+    acked: std::sync::Mutex<Option<u64>>,
+}
+
+/// Ids of recorded turn-starting commands whose turn has logged nothing yet.
+type Unstarted = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// What a turn-starting command (`execute`, `message`, `resume` with a
+/// prompt) records as its `forward` in the gateway's own store: the mark
+/// that its turn has not begun. The first event of the turn clears it
+/// ([`SessionStore::mark_forwarded`](duraclaw_core::store::SessionStore::mark_forwarded));
+/// a restart that finds it still set knows the command was taken and its
+/// turn never started, and ends that turn with `gateway_restarted` instead
+/// of leaving it open (a resend of the command is then a duplicate).
+pub const TURN_PENDING: &str = r#"{"turn":"pending"}"#;
+
+/// The oldest command waiting for its turn, if any.
+fn next_unstarted(list: &Unstarted) -> Option<String> {
+    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+    (!list.is_empty()).then(|| list.remove(0))
+}
+
+/// Whether an event shows a turn at work (what [`turn_was_cut`] looks for).
+fn shows_work(event: &Event) -> bool {
+    !matches!(
+        event,
+        Event::Result(_) | Event::Error(_) | Event::QuestionResolved(_) | Event::Unknown(_)
+    )
 }
 
 impl GatewaySession {
@@ -101,10 +139,8 @@ async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
     for e in tail.iter().rev() {
         match e.event() {
             Ok(Event::Result(_) | Event::Error(_)) => return Ok(false),
-            Ok(Event::QuestionResolved(_)) => continue,
-            Ok(Event::Unknown(_)) => continue,
-            Ok(_) => return Ok(true),
-            Err(_) => continue,
+            Ok(event) if shows_work(&event) => return Ok(true),
+            Ok(_) | Err(_) => continue,
         }
     }
     Ok(false)
@@ -114,6 +150,10 @@ async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
 #[derive(Debug, Clone)]
 struct OutboxSink {
     log: SessionLog,
+    unstarted: Unstarted,
+    /// A turn of this executor is under way (its first event is logged and
+    /// its `result`/`error` is not yet).
+    turn_open: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -132,6 +172,20 @@ impl EventSink for OutboxSink {
         }
         let e = NewEvent::new(&event, None, now_ms())?;
         self.log.append(AppendBatch::events(vec![e])).await?;
+        // A turn's first event is durable: a restart now sees that turn in
+        // the log, so the (oldest) command that started it needs no mark.
+        // Events of a turn already under way clear nothing: a message the
+        // executor queued behind it keeps its mark until its own turn.
+        use std::sync::atomic::Ordering;
+        if shows_work(&event) {
+            if !self.turn_open.swap(true, Ordering::AcqRel)
+                && let Some(id) = next_unstarted(&self.unstarted)
+            {
+                self.log.store().mark_forwarded(&id).await?;
+            }
+        } else if matches!(event, Event::Result(_) | Event::Error(_)) {
+            self.turn_open.store(false, Ordering::Release);
+        }
         Ok(())
     }
 }
@@ -147,6 +201,7 @@ struct Inner {
     options: GatewayOptions,
     sessions: Mutex<HashMap<String, Arc<GatewaySession>>>,
     audit: Arc<dyn AuditLog>,
+    max_unacked: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -165,6 +220,7 @@ impl Gateway {
                 options,
                 sessions: Mutex::new(HashMap::new()),
                 audit,
+                max_unacked: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_UNACKED),
             }),
         };
         for meta in gw.inner.options.directory.list(GATEWAY_OWNER).await? {
@@ -184,21 +240,89 @@ impl Gateway {
                 let e = NewEvent::new(&event, None, now_ms())?;
                 session.log.append(AppendBatch::events(vec![e])).await?;
             }
-            // A turn the crash cut short never got its result: end it, so
-            // nobody waits for an agent that is gone.
-            if turn_was_cut(session.log.store()).await? {
+            // A turn the crash cut short never got its result, and a
+            // command taken just before the crash never got its turn: end
+            // it, so nobody waits for an agent that is gone.
+            let store = session.log.store();
+            let unstarted = store.unforwarded().await?;
+            let message = if turn_was_cut(store).await? {
+                Some(
+                    "the gateway restarted while a turn was running; the turn was cut. \
+                     Send a message to continue the session.",
+                )
+            } else if !unstarted.is_empty() {
+                Some(
+                    "the gateway restarted before the agent began this turn; the message \
+                     was not run. Send it again to continue the session.",
+                )
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                tracing::warn!(
+                    session = %session.id,
+                    unstarted = unstarted.len(),
+                    "ending a turn the gateway's restart cut"
+                );
                 let event = Event::Error(ErrorEvent {
-                    message: "the gateway restarted while a turn was running; the turn was cut. \
-                              Send a message to continue the session."
-                        .into(),
+                    message: message.into(),
                     code: Some("gateway_restarted".into()),
                     ..ErrorEvent::default()
                 });
                 let e = NewEvent::new(&event, None, now_ms())?;
                 session.log.append(AppendBatch::events(vec![e])).await?;
             }
+            for c in unstarted {
+                store.mark_forwarded(&c.id).await?;
+            }
         }
         Ok(gw)
+    }
+
+    /// Sets the outbox bound (see [`DEFAULT_MAX_UNACKED`]).
+    pub fn set_max_unacked(&self, events: u64) {
+        self.inner
+            .max_unacked
+            .store(events.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The orchestrator has persisted `session_id`'s events up to `gseq`
+    /// (an ack, or an attach after it).
+    pub async fn acked(&self, session_id: &str, gseq: u64) {
+        let session = self.inner.sessions.lock().await.get(session_id).cloned();
+        if let Some(s) = session {
+            let mut acked = s.acked.lock().unwrap_or_else(|p| p.into_inner());
+            *acked = Some(acked.map_or(gseq, |a| a.max(gseq)));
+        }
+    }
+
+    /// Refuses a new turn while the session's outbox holds more events than
+    /// the bound that the orchestrator has not acknowledged.
+    async fn check_outbox(&self, session: &GatewaySession) -> Result<()> {
+        let acked = *session.acked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(acked) = acked else {
+            // Nobody has said what they hold since this process started.
+            return Ok(());
+        };
+        let head = session.log.store().head().await?.last_seq;
+        let unacked = head.saturating_sub(acked);
+        let max = self
+            .inner
+            .max_unacked
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if unacked > max {
+            tracing::warn!(
+                session = %session.id,
+                unacked,
+                max,
+                "outbox full: refusing a new turn until the orchestrator catches up"
+            );
+            return Err(Error::Invalid(format!(
+                "outbox full: {unacked} events of this session are not acknowledged by the \
+                 orchestrator (the bound is {max}); no new turn starts until it catches up"
+            )));
+        }
+        Ok(())
     }
 
     /// The discovered worktrees, each marked with the session running in it.
@@ -251,6 +375,8 @@ impl Gateway {
             log,
             gate: Arc::new(gate),
             exec: Mutex::new(None),
+            unstarted: Arc::default(),
+            acked: std::sync::Mutex::new(None),
         }))
     }
 
@@ -266,10 +392,12 @@ impl Gateway {
             Err(e) => {
                 tracing::info!(command = %id, error = %e, "command refused");
                 let mut wire = WireError::from(&e);
-                if let Error::Invalid(msg) = &e
-                    && msg.starts_with("worktree busy")
-                {
-                    wire.code = "worktree_busy".into();
+                if let Error::Invalid(msg) = &e {
+                    if msg.starts_with("worktree busy") {
+                        wire.code = "worktree_busy".into();
+                    } else if msg.starts_with("outbox full") {
+                        wire.code = "outbox_full".into();
+                    }
                 }
                 CommandResult {
                     id,
@@ -280,18 +408,51 @@ impl Gateway {
         }
     }
 
-    async fn already_applied(&self, store: &DynSessionStore, id: &str) -> Result<bool> {
+    /// Records command `id`; whether it was recorded before. A command
+    /// that starts a turn (`turn`) is recorded with the [`TURN_PENDING`]
+    /// mark, which its turn's first event clears.
+    async fn already_applied(&self, store: &DynSessionStore, id: &str, turn: bool) -> Result<bool> {
         let out = store
             .append(AppendBatch {
                 events: vec![],
                 command: Some(RecordedCommand {
                     id: id.to_owned(),
-                    forward: None,
+                    forward: turn.then(|| TURN_PENDING.into()),
                     at_ms: now_ms(),
                 }),
             })
             .await?;
         Ok(out.duplicate_command)
+    }
+
+    /// Records a turn-starting command and, unless it is a duplicate,
+    /// notes it as waiting for its turn's first event.
+    async fn take_turn(&self, session: &GatewaySession, id: &str) -> Result<bool> {
+        let dup = self.already_applied(session.log.store(), id, true).await?;
+        if !dup {
+            session
+                .unstarted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(id.to_owned());
+        }
+        Ok(dup)
+    }
+
+    /// A turn-starting command failed after it was recorded: it starts no
+    /// turn, so its mark goes (the orchestrator has the refusal).
+    async fn settle(&self, session: &GatewaySession, id: &str, result: Result<()>) -> Result<()> {
+        if result.is_err() {
+            session
+                .unstarted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|x| x != id);
+            if let Err(e) = session.log.store().mark_forwarded(id).await {
+                tracing::warn!(session = %session.id, command = %id, error = %e, "cannot clear a turn mark");
+            }
+        }
+        result
     }
 
     async fn apply_inner(&self, env: CommandEnvelope) -> Result<()> {
@@ -303,16 +464,22 @@ impl Gateway {
         match command {
             Command::Execute(x) => {
                 let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
-                let store = match self.inner.options.directory.open(&session_id).await {
+                let session = match self.inner.options.directory.open(&session_id).await {
                     Ok(store) => {
                         // The session exists: a resent execute is applied once.
-                        if self.already_applied(&store, &id).await? {
+                        if self.already_applied(&store, &id, true).await? {
                             return Ok(());
                         }
-                        return Err(Error::AlreadyExists {
-                            what: "session",
-                            id: session_id,
-                        });
+                        if store.head().await?.last_seq > 0 {
+                            store.mark_forwarded(&id).await?;
+                            return Err(Error::AlreadyExists {
+                                what: "session",
+                                id: session_id,
+                            });
+                        }
+                        // Created, then the gateway stopped before it took
+                        // the command: this is that execute; start it now.
+                        self.session(&session_id).await?
                     }
                     Err(Error::NotFound { .. }) => {
                         self.check_not_busy(&worktree, &session_id).await?;
@@ -327,17 +494,23 @@ impl Gateway {
                             .chars()
                             .take(80)
                             .collect();
-                        self.inner.options.directory.create(meta).await?
+                        let store = self.inner.options.directory.create(meta).await?;
+                        self.already_applied(&store, &id, true).await?;
+                        let session = self.wrap(store).await?;
+                        self.inner
+                            .sessions
+                            .lock()
+                            .await
+                            .insert(session_id.clone(), session.clone());
+                        session
                     }
                     Err(e) => return Err(e),
                 };
-                self.already_applied(&store, &id).await?;
-                let session = self.wrap(store).await?;
-                self.inner
-                    .sessions
+                session
+                    .unstarted
                     .lock()
-                    .await
-                    .insert(session_id.clone(), session.clone());
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(id.clone());
                 let spec = StartSpec {
                     session_id,
                     worktree: worktree.display().to_string(),
@@ -347,56 +520,40 @@ impl Gateway {
                     system_prompt: x.system_prompt,
                     resume: None,
                 };
-                self.start(&session, spec).await
+                let started = self.start(&session, spec).await;
+                self.settle(&session, &id, started).await
             }
             Command::Resume(r) => {
                 let session = self.session(&session_id).await?;
-                if self.already_applied(session.log.store(), &id).await? {
+                self.check_outbox(&session).await?;
+                let turn = r.prompt.is_some();
+                let dup = if turn {
+                    self.take_turn(&session, &id).await?
+                } else {
+                    self.already_applied(session.log.store(), &id, false)
+                        .await?
+                };
+                if dup {
                     return Ok(());
                 }
-                let worktree = self.inner.options.worktrees.resolve(&r.worktree)?;
-                self.check_not_busy(&worktree, &session_id).await?;
-                let spec = StartSpec {
-                    session_id,
-                    worktree: worktree.display().to_string(),
-                    prompt: r.prompt,
-                    model: r.model,
-                    permission_mode: None,
-                    system_prompt: None,
-                    resume: Some(r.executor_session_id),
-                };
-                self.start(&session, spec).await
+                let started = self.resume(&session, session_id, r).await;
+                self.settle(&session, &id, started).await
             }
             Command::Message(turn) => {
                 let session = self.session(&session_id).await?;
-                if self.already_applied(session.log.store(), &id).await? {
+                self.check_outbox(&session).await?;
+                if self.take_turn(&session, &id).await? {
                     return Ok(());
                 }
-                let mut exec = session.exec.lock().await;
-                if let Some(e) = exec.as_ref().filter(|e| e.is_running()) {
-                    return e.send_message(&turn.text).await;
-                }
-                drop(exec.take());
-                drop(exec);
-                // The executor is gone (exited, killed, or the gateway
-                // restarted): resume it with this message.
-                let meta = session.log.store().meta().await?;
-                let worktree = PathBuf::from(&meta.worktree);
-                self.check_not_busy(&worktree, &session_id).await?;
-                let spec = StartSpec {
-                    session_id,
-                    worktree: meta.worktree.clone(),
-                    prompt: Some(turn.text),
-                    model: meta.model.clone(),
-                    permission_mode: None,
-                    system_prompt: None,
-                    resume: meta.executor_session_id.clone(),
-                };
-                self.start(&session, spec).await
+                let sent = self.message(&session, session_id, turn.text).await;
+                self.settle(&session, &id, sent).await
             }
             Command::Abort(_) => {
                 let session = self.session(&session_id).await?;
-                if self.already_applied(session.log.store(), &id).await? {
+                if self
+                    .already_applied(session.log.store(), &id, false)
+                    .await?
+                {
                     return Ok(());
                 }
                 let exec = session.exec.lock().await;
@@ -408,7 +565,10 @@ impl Gateway {
             }
             Command::Close(_) => {
                 let session = self.session(&session_id).await?;
-                if self.already_applied(session.log.store(), &id).await? {
+                if self
+                    .already_applied(session.log.store(), &id, false)
+                    .await?
+                {
                     return Ok(());
                 }
                 // Stopping withdraws its questions; the worktree is free.
@@ -439,6 +599,56 @@ impl Gateway {
         }
     }
 
+    /// Resumes an executor session, with a prompt or without.
+    async fn resume(
+        &self,
+        session: &Arc<GatewaySession>,
+        session_id: String,
+        r: duraclaw_core::protocol::Resume,
+    ) -> Result<()> {
+        let worktree = self.inner.options.worktrees.resolve(&r.worktree)?;
+        self.check_not_busy(&worktree, &session_id).await?;
+        let spec = StartSpec {
+            session_id,
+            worktree: worktree.display().to_string(),
+            prompt: r.prompt,
+            model: r.model,
+            permission_mode: None,
+            system_prompt: None,
+            resume: Some(r.executor_session_id),
+        };
+        self.start(session, spec).await
+    }
+
+    /// Hands a user turn to the running executor, or resumes the executor
+    /// with it if it is gone (exited, killed, or the gateway restarted).
+    async fn message(
+        &self,
+        session: &Arc<GatewaySession>,
+        session_id: String,
+        text: String,
+    ) -> Result<()> {
+        let mut exec = session.exec.lock().await;
+        if let Some(e) = exec.as_ref().filter(|e| e.is_running()) {
+            return e.send_message(&text).await;
+        }
+        drop(exec.take());
+        drop(exec);
+        let meta = session.log.store().meta().await?;
+        let worktree = PathBuf::from(&meta.worktree);
+        self.check_not_busy(&worktree, &session_id).await?;
+        let spec = StartSpec {
+            session_id,
+            worktree: meta.worktree.clone(),
+            prompt: Some(text),
+            model: meta.model.clone(),
+            permission_mode: None,
+            system_prompt: None,
+            resume: meta.executor_session_id.clone(),
+        };
+        self.start(session, spec).await
+    }
+
     async fn check_not_busy(&self, worktree: &std::path::Path, session_id: &str) -> Result<()> {
         match self.busy_worktrees().await.get(worktree) {
             Some(holder) if holder != session_id => Err(Error::Invalid(format!(
@@ -452,6 +662,8 @@ impl Gateway {
     async fn start(&self, session: &Arc<GatewaySession>, spec: StartSpec) -> Result<()> {
         let sink = Arc::new(OutboxSink {
             log: session.log.clone(),
+            unstarted: session.unstarted.clone(),
+            turn_open: Arc::default(),
         });
         let exec = self
             .inner

@@ -7,6 +7,8 @@
 //! duraclaw orchestrator           the orchestrator and UI alone
 //! duraclaw gateway                the gateway alone (as duraclaw-gateway)
 //! duraclaw user add NAME          create a user
+//! duraclaw user passwd NAME       change a password (logs the user out)
+//! duraclaw user remove NAME       remove a user (logs them out)
 //! duraclaw verify --user NAME     smoke-check a running deployment
 //! ```
 
@@ -68,13 +70,48 @@ enum UserCmd {
     Add {
         /// The user name.
         name: String,
-        /// Read the password from the first line of stdin.
-        #[arg(long)]
-        password_stdin: bool,
+        #[command(flatten)]
+        password: PasswordArgs,
         /// Data directory.
         #[arg(long, env = "DURACLAW_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Change a user's password and log them out everywhere.
+    Passwd {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// Data directory.
+        #[arg(long, env = "DURACLAW_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Remove a user and log them out everywhere (their sessions' logs stay).
+    Remove {
+        /// The user name.
+        name: String,
+        /// Data directory.
+        #[arg(long, env = "DURACLAW_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Where a password comes from (never the command line itself); the
+/// terminal, typed twice without echo, when neither flag is given.
+#[derive(Args)]
+struct PasswordArgs {
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Read the password from this environment variable (give its name).
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+}
+
+impl PasswordArgs {
+    fn source(self) -> Result<auth::PasswordSource> {
+        auth::PasswordSource::from_flags(self.password_stdin, self.password_env)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -106,6 +143,16 @@ struct WebArgs {
     /// Seconds an unwatched session actor stays awake.
     #[arg(long, default_value = "60")]
     evict_after_secs: u64,
+    /// Events queued per live client (in the session's fan-out, and up to
+    /// as many frames again in its socket writer, at most 256); a client that
+    /// falls further behind is cut from the live stream and caught up from
+    /// the log.
+    #[arg(long, env = "DURACLAW_LIVE_QUEUE", default_value_t = duraclaw_core::actor::DEFAULT_LIVE_QUEUE)]
+    live_queue: usize,
+    /// The kernel send buffer of each client connection, in bytes (default:
+    /// the kernel's, which grows to megabytes for a slow reader).
+    #[arg(long, env = "DURACLAW_CLIENT_SEND_BUFFER")]
+    client_send_buffer: Option<u32>,
 }
 
 #[derive(Args)]
@@ -154,23 +201,38 @@ async fn main() -> std::process::ExitCode {
         Cmd::Orchestrator(args) => orchestrator_only(args).await,
         Cmd::Gateway(args) => gateway_only(*args).await,
         Cmd::Verify(args) => verify::run(args).await,
-        Cmd::User {
-            command:
-                UserCmd::Add {
-                    name,
-                    password_stdin,
-                    data_dir,
-                },
-        } => match data_dir_or_default(data_dir) {
-            Ok(dir) => auth::add_user_command(&dir, &name, password_stdin).await,
-            Err(e) => Err(e),
-        },
+        Cmd::User { command } => user(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("duraclaw: {e}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn user(command: UserCmd) -> Result<()> {
+    match command {
+        UserCmd::Add {
+            name,
+            password,
+            data_dir,
+        } => {
+            let dir = data_dir_or_default(data_dir)?;
+            auth::add_user_command(&dir, &name, password.source()?).await
+        }
+        UserCmd::Passwd {
+            name,
+            password,
+            data_dir,
+        } => {
+            let dir = data_dir_or_default(data_dir)?;
+            auth::passwd_command(&dir, &name, password.source()?).await
+        }
+        UserCmd::Remove { name, data_dir } => {
+            let dir = data_dir_or_default(data_dir)?;
+            auth::remove_command(&dir, &name).await
         }
     }
 }
@@ -279,10 +341,11 @@ async fn serve_web(
     .await
     .map_err(|e| naming_file(&auth_db, e))?;
     let link = GatewayLink::new(&gateway_url, secret.expose());
-    let orch = Orchestrator::new(
+    let orch = Orchestrator::with_live_queue(
         directory,
         link.clone(),
         Duration::from_secs(web.evict_after_secs.max(1)),
+        web.live_queue,
     );
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();
@@ -302,8 +365,7 @@ async fn serve_web(
         .with_state(state)
         .merge(assets::router());
     duraclaw_gateway::link::check_bind(web.bind, web.allow_public_bind)?;
-    let listener = tokio::net::TcpListener::bind(web.bind)
-        .await
+    let listener = listen(web.bind, web.client_send_buffer)
         .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", web.bind)))?;
     let addr = listener
         .local_addr()
@@ -319,6 +381,24 @@ async fn serve_web(
     .with_graceful_shutdown(shutdown_signal())
     .await
     .map_err(|e| Error::Invalid(format!("server error: {e}")))
+}
+
+/// Listens on `addr`; with `send_buffer`, every accepted connection's
+/// kernel send buffer is that many bytes (accepted sockets inherit it), so a
+/// client that reads slowly backs up into the bounded live queue soon
+/// instead of into up to megabytes of kernel memory.
+fn listen(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn up(args: UpArgs) -> Result<()> {

@@ -40,7 +40,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
-use support::{Tools, Wrangler, build_worker, free_port, start_wrangler_logged, wait_ready};
+use support::{
+    Tools, Wrangler, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready,
+};
 
 const GATEWAY_SECRET: &str = "cf-e2e-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-e2e-cookie-secret-0123456789abcdef";
@@ -161,7 +163,7 @@ impl Deployment {
         let log = self.dir.join(format!("wrangler-{}.log", self.starts));
         let mut w = start_wrangler_logged(&self.tools, &self.dir, self.port, &vars, &log);
         let health = format!("{}/api/health", self.base());
-        wait_ready(&mut w, http, &health, |t| t.contains("\"ok\":true")).await;
+        wait_until_ready(&mut w, http, &health, |t| t.contains("\"ok\":true")).await;
         w
     }
 }
@@ -418,7 +420,7 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     let dir = root.join("cf");
     std::fs::create_dir_all(&dir).unwrap();
     let t = Instant::now();
-    build_worker(&tools, &crate_dir, &dir.join("build"));
+    build_worker_crate(&tools, &crate_dir, &dir.join("build"));
     let built = t.elapsed();
     let toml = std::fs::read_to_string(crate_dir.join("wrangler.toml")).unwrap();
     let dist = support::repo_root().join("examples/duraclaw-full/ui/dist");

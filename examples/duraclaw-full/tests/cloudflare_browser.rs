@@ -37,7 +37,7 @@ use tokio::process::{Child, Command};
 
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
-use support::{Wrangler, build_worker, free_port, start_wrangler_logged, wait_ready};
+use support::{Wrangler, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready};
 
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const SUITE_DEADLINE: Duration = Duration::from_secs(420);
@@ -292,7 +292,7 @@ impl Deployment {
         let mut w = start_wrangler_logged(tools, &self.dir, self.port, &vars, &log);
         let http = reqwest::Client::new();
         let health = format!("{}/api/health", self.base());
-        wait_ready(&mut w, &http, &health, |t| t.contains("\"ok\":true")).await;
+        wait_until_ready(&mut w, &http, &health, |t| t.contains("\"ok\":true")).await;
         w
     }
 
@@ -482,7 +482,7 @@ async fn the_browser_suite_on_cloudflare() {
     let root = tmp.path().canonicalize().unwrap();
 
     let build = root.join("build");
-    build_worker(
+    build_worker_crate(
         &tools.cf,
         &support::repo_root().join("examples/duraclaw-full/cloudflare"),
         &build,

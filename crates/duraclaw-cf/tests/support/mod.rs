@@ -1,15 +1,21 @@
-//! Driving the Cloudflare toolchain from tests: find the tools, build a
-//! worker crate with worker-build, run `wrangler dev` in its own process
-//! group and wait until it answers. Shared by the Durable Object tests of
-//! this crate and of the full example (which includes this file by path).
+//! Helpers shared by the tests that run a worker under `wrangler dev`: the
+//! Cloudflare toolchain's paths, a worker-build of a worker crate (the test
+//! worker by default), and a `wrangler dev` process stopped when dropped.
+//! The full example's Cloudflare tests include this file by path.
 //!
 //! The tools come from `$WORKER_BUILD_BIN`, `$WASM_BINDGEN_BIN`,
 //! `$ESBUILD_BIN` and `$WRANGLER_BIN`, else from the per-user cache that
-//! `scripts/install-tools.sh` fills. Without them a test fails and says what
-//! to install; it never skips. Builds skip wasm-opt: it changes no behaviour
-//! a test checks and costs most of an incremental build.
+//! `scripts/install-tools.sh` fills. Without them a test fails and says
+//! what to install; it never skips. The build skips wasm-opt: it changes no
+//! behaviour the tests check and costs most of an incremental build.
 
-#![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    dead_code
+)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,24 +24,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What to run when the tools are missing.
-pub const INSTALL_HINT: &str = "run scripts/install-tools.sh node22 wrangler wasm-bindgen \
-     worker-build (scripts/test.sh installs them too)";
+pub const INSTALL_HINT: &str = "run scripts/install-tools.sh node22 wrangler wasm-bindgen worker-build \
+     (scripts/test.sh installs them too)";
 
-/// How long wrangler may take to answer on a busy machine.
+/// How long wrangler may take to answer `/health` on a busy machine.
 pub const READY_WITHIN: Duration = Duration::from_secs(180);
 
-/// The workspace root.
 pub fn repo_root() -> PathBuf {
-    let mut dir = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
-    while !dir.join("scripts/tool-env.sh").exists() {
-        assert!(
-            dir.pop(),
-            "no workspace root above {}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-    }
-    dir
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn worker_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-worker")
 }
 
 /// The Cloudflare toolchain's paths.
@@ -84,7 +84,7 @@ impl Tools {
 
 /// `NAME -> path` from `scripts/tool-env.sh`, which lists the installed tools
 /// of the per-user cache (empty when bash or the script is unavailable).
-fn cached_tool_env() -> BTreeMap<String, String> {
+pub fn cached_tool_env() -> BTreeMap<String, String> {
     let Ok(out) = Command::new("bash")
         .arg(repo_root().join("scripts/tool-env.sh"))
         .stderr(Stdio::inherit())
@@ -107,25 +107,40 @@ pub struct Wrangler {
 }
 
 impl Wrangler {
-    /// The end of wrangler's output, for failure messages.
+    /// CPU time (user + system) used so far by every process of this
+    /// wrangler's group — wrangler and workerd, which runs the worker and
+    /// its local D1 — read from `/proc`; `None` where that is unavailable.
+    pub fn group_cpu(&self) -> Option<Duration> {
+        let ticks_per_sec: u64 = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .filter(|t| *t > 0)?;
+        let group = self.child.id();
+        let mut ticks = 0u64;
+        for entry in fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised command name: state ppid pgrp …
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.get(2).and_then(|g| g.parse::<u32>().ok()) != Some(group) {
+                continue;
+            }
+            let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+            ticks += field(11).unwrap_or(0) + field(12).unwrap_or(0);
+        }
+        Some(Duration::from_millis(ticks * 1000 / ticks_per_sec))
+    }
+
     pub fn log_tail(&self) -> String {
         log_tail(&self.log)
     }
-}
-
-/// A whole log file (empty if unreadable).
-pub fn read_log(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The last few KB of a log file.
-pub fn log_tail(path: &Path) -> String {
-    let log = fs::read_to_string(path).unwrap_or_default();
-    let start = log.len().saturating_sub(6000);
-    let start = (start..log.len())
-        .find(|&i| log.is_char_boundary(i))
-        .unwrap_or(log.len());
-    log[start..].to_owned()
 }
 
 impl Drop for Wrangler {
@@ -148,7 +163,6 @@ impl Drop for Wrangler {
     }
 }
 
-/// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -156,19 +170,25 @@ pub fn free_port() -> u16 {
         .expect("a free local port")
 }
 
-/// Builds the worker crate in `crate_dir` into `out` with worker-build: the
-/// release profile a deployment uses, without wasm-opt.
-pub fn build_worker(tools: &Tools, crate_dir: &Path, out: &Path) {
+/// Builds the test worker into `out` with worker-build: the release profile a
+/// deployment uses, without wasm-opt.
+pub fn build_worker(tools: &Tools, out: &Path) {
+    build_worker_crate(tools, &worker_dir(), out);
+}
+
+/// Builds the worker crate in `crate_dir` into `out`, as [`build_worker`].
+pub fn build_worker_crate(tools: &Tools, crate_dir: &Path, out: &Path) {
     // A target directory of its own, inside this build's, so the nested cargo
     // never waits for the lock of the `cargo test` that runs this test.
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("duraclaw-cf-worker");
-    let status = Command::new(&tools.worker_build)
-        .args(["--release", "--no-opt", "--out-dir"])
+    let mut cmd = Command::new(&tools.worker_build);
+    cmd.args(["--release", "--no-opt", "--out-dir"])
         .arg(out)
         .current_dir(crate_dir)
         .env("CARGO_TARGET_DIR", &target)
         .env("WASM_BINDGEN_BIN", &tools.wasm_bindgen)
-        .env("ESBUILD_BIN", &tools.esbuild)
+        .env("ESBUILD_BIN", &tools.esbuild);
+    let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", tools.worker_build.display()));
     assert!(
@@ -177,14 +197,13 @@ pub fn build_worker(tools: &Tools, crate_dir: &Path, out: &Path) {
     );
 }
 
-/// Starts `wrangler dev` in `dir` (which holds wrangler.toml) on `port`,
-/// its state in `dir/state`, with `vars` as `--var KEY:VALUE` (values
-/// travel in argv: only test secrets go there).
-pub fn start_wrangler(tools: &Tools, dir: &Path, port: u16, vars: &[(&str, &str)]) -> Wrangler {
-    start_wrangler_logged(tools, dir, port, vars, &dir.join("wrangler.log"))
+pub fn start_wrangler(tools: &Tools, dir: &Path, port: u16) -> Wrangler {
+    start_wrangler_logged(tools, dir, port, &[], &dir.join("wrangler.log"))
 }
 
-/// [`start_wrangler`] with its output in `log`.
+/// Starts `wrangler dev` in `dir` (which holds wrangler.toml) on `port`, its
+/// state in `dir/state`, its output in `log`, with `vars` as
+/// `--var KEY:VALUE` (on the command line: test values only).
 pub fn start_wrangler_logged(
     tools: &Tools,
     dir: &Path,
@@ -222,8 +241,27 @@ pub fn start_wrangler_logged(
     }
 }
 
-/// Waits until `GET {base}{path}` answers 2xx with a body `ready` accepts.
-pub async fn wait_ready(
+/// A whole log file (empty if unreadable).
+pub fn read_log(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The last few KB of a log file.
+pub fn log_tail(path: &Path) -> String {
+    let log = read_log(path);
+    let start = log.len().saturating_sub(6000);
+    let start = (start..log.len())
+        .find(|&i| log.is_char_boundary(i))
+        .unwrap_or(log.len());
+    log[start..].to_owned()
+}
+
+pub async fn wait_ready(wrangler: &mut Wrangler, http: &reqwest::Client, base: &str) {
+    wait_until_ready(wrangler, http, &format!("{base}/health"), |t| t == "ok").await;
+}
+
+/// Waits until `GET url` answers 2xx with a body `ready` accepts.
+pub async fn wait_until_ready(
     wrangler: &mut Wrangler,
     http: &reqwest::Client,
     url: &str,

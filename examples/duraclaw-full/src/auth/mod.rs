@@ -31,7 +31,7 @@ use duraclaw_core::{Error, Result};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-pub use cli::add_user_command;
+pub use cli::{PasswordSource, add_user_command, passwd_command, remove_command};
 pub use error::ApiError;
 pub use http::{AuthUser, origin_guard, routes};
 pub use token::random_token;
@@ -191,6 +191,33 @@ impl Auth {
             "changed a password and ended the user's sessions"
         );
         Ok(())
+    }
+
+    /// Removes a user and ends all their login sessions ([`Error::NotFound`]
+    /// if there is no such user). Their Duraclaw sessions stay on disk.
+    pub async fn remove_user(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        let owned = name.to_owned();
+        self.with_db(move |db| store::delete_user(db, &owned))
+            .await?;
+        tracing::info!(user = name, "removed a user and ended their sessions");
+        Ok(())
+    }
+
+    /// Whether a user `name` exists (names match without case).
+    pub async fn user_exists(&self, name: &str) -> Result<bool> {
+        let owned = name.to_owned();
+        let found = self
+            .with_db(move |db| store::password_hash(db, &owned))
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// How many live login sessions `name` has.
+    pub async fn login_sessions(&self, name: &str) -> Result<u64> {
+        let owned = name.to_owned();
+        self.with_db(move |db| store::count_sessions(db, &owned))
+            .await
     }
 
     /// The user's name as stored (names match without case) if `password`

@@ -118,6 +118,40 @@ pub(super) fn update_password(
     tx.commit().map_err(sql_error("commit a password change"))
 }
 
+/// Deletes a user and all their login sessions.
+pub(super) fn delete_user(conn: &mut Connection, name: &str) -> Result<()> {
+    let tx = conn
+        .transaction()
+        .map_err(sql_error("begin a transaction"))?;
+    tx.execute(
+        "DELETE FROM login_sessions WHERE user_name IN (SELECT name FROM users WHERE name = ?1)",
+        params![name],
+    )
+    .map_err(sql_error("end a user's sessions"))?;
+    let removed = tx
+        .execute("DELETE FROM users WHERE name = ?1", params![name])
+        .map_err(sql_error("remove a user"))?;
+    if removed == 0 {
+        return Err(Error::NotFound {
+            what: "user",
+            id: name.to_owned(),
+        });
+    }
+    tx.commit().map_err(sql_error("commit a user's removal"))
+}
+
+/// How many live login sessions a user has.
+pub(super) fn count_sessions(conn: &Connection, name: &str) -> Result<u64> {
+    let n: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM login_sessions WHERE user_name = ?1 COLLATE NOCASE",
+            params![name],
+            |row| row.get(0),
+        )
+        .map_err(sql_error("count a user's sessions"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// The user's name as stored and their password hash.
 pub(super) fn password_hash(conn: &Connection, name: &str) -> Result<Option<(String, String)>> {
     conn.prepare_cached("SELECT name, password_hash FROM users WHERE name = ?1")

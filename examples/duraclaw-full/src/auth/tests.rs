@@ -358,6 +358,47 @@ async fn set_password_ends_every_session_and_the_old_password() {
 }
 
 #[tokio::test]
+async fn remove_user_ends_their_sessions_and_their_login_only() {
+    let (_dir, auth) = with_alice(fast()).await;
+    auth.add_user("bob", PASSWORD).await.unwrap();
+    let alice = login(&auth, "alice", PASSWORD, IP_A).await.cookie();
+    login(&auth, "alice", PASSWORD, IP_B).await.cookie();
+    let bob = login(&auth, "bob", PASSWORD, IP_A).await.cookie();
+    assert_eq!(auth.login_sessions("alice").await.unwrap(), 2);
+    // Names match without case, as at login.
+    auth.remove_user("ALICE").await.unwrap();
+    assert_eq!(auth.login_sessions("alice").await.unwrap(), 0);
+    assert!(!auth.user_exists("alice").await.unwrap());
+    assert_eq!(me(&auth, &alice).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login(&auth, "alice", PASSWORD, IP_B).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(me(&auth, &bob).await.status, StatusCode::OK);
+    let err = auth.remove_user("alice").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    let err = auth.remove_user("no such/name").await.unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+}
+
+#[test]
+fn one_password_source_at_a_time() {
+    assert_eq!(
+        PasswordSource::from_flags(false, None).unwrap(),
+        PasswordSource::Terminal
+    );
+    assert_eq!(
+        PasswordSource::from_flags(true, None).unwrap(),
+        PasswordSource::Stdin
+    );
+    assert_eq!(
+        PasswordSource::from_flags(false, Some("PW".into())).unwrap(),
+        PasswordSource::Env("PW".into())
+    );
+    assert!(PasswordSource::from_flags(true, Some("PW".into())).is_err());
+}
+
+#[tokio::test]
 async fn failed_logins_lock_the_name_and_the_address_with_429() {
     let (_dir, auth) = with_alice(fast()).await;
     auth.add_user("bob", PASSWORD).await.unwrap();
@@ -814,7 +855,7 @@ async fn the_database_file_is_private() {
 async fn add_user_command_reads_the_password_and_refuses_bad_input() {
     // Exercised without a terminal or stdin: the name is checked first.
     let dir = tempfile::tempdir().unwrap();
-    let err = add_user_command(dir.path(), "no spaces allowed", true)
+    let err = add_user_command(dir.path(), "no spaces allowed", PasswordSource::Stdin)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Invalid(_)), "{err}");

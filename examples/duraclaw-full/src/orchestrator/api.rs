@@ -25,7 +25,7 @@ use super::{Orchestrator, new_session_id, now_ms};
 use crate::auth::{ApiError, Auth, AuthUser};
 
 /// Frames queued for one browser before its forwarder waits (the log's own
-/// bounded queue then makes it catch up by replay).
+/// bounded queue then makes it catch up by replay); at most the live queue.
 const BROWSER_QUEUE: usize = 256;
 
 /// What every handler can reach.
@@ -78,6 +78,9 @@ async fn status(State(app): State<AppState>, _user: AuthUser) -> Json<serde_json
             "agent": gw.agent,
             "executor": app.executor,
             "executor_error": app.executor_error,
+        },
+        "stats": {
+            "slow_client_catch_ups": app.orchestrator.catch_ups(),
         }
     }))
 }
@@ -316,7 +319,8 @@ async fn serve_session(
     after: u64,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<String>(BROWSER_QUEUE);
+    let queue = BROWSER_QUEUE.min(app.orchestrator.live_queue()).max(8);
+    let (tx, mut rx) = mpsc::channel::<String>(queue);
     let writer = tokio::spawn(async move {
         while let Some(text) = rx.recv().await {
             if sink.send(Message::Text(text.into())).await.is_err() {
@@ -345,8 +349,24 @@ async fn serve_session(
     }
     let forward_tx = tx.clone();
     let session_id = actor.session_id().to_owned();
+    let orch = app.orchestrator.clone();
+    let user_name = user.name.clone();
     let forwarder = tokio::spawn(async move {
+        let mut caught_up = 0;
         while let Some(item) = sub.next().await {
+            if sub.catch_ups() > caught_up {
+                // This client read too slowly: its live queue overflowed and
+                // it was caught up from the log instead of stalling others.
+                orch.count_catch_ups(sub.catch_ups() - caught_up);
+                caught_up = sub.catch_ups();
+                tracing::info!(
+                    session = %session_id,
+                    user = %user_name,
+                    catch_ups = caught_up,
+                    total = orch.catch_ups(),
+                    "slow client caught up by replay"
+                );
+            }
             match item {
                 Ok(e) => {
                     if forward_tx
@@ -377,6 +397,28 @@ async fn serve_session(
         };
         let reply = match decode_frame::<FromBrowser>(text.as_str(), "browser frame") {
             Ok(FromBrowser::Command { id, command }) => {
+                let room = match &command {
+                    duraclaw_core::protocol::Command::Message(_) => {
+                        app.orchestrator.check_outbox(&actor, &id).await
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(error) = room {
+                    let reply = ToBrowser::CommandResult(CommandResult {
+                        id,
+                        ok: false,
+                        error: Some(error),
+                    });
+                    match encode_frame(&reply) {
+                        Ok(text) => {
+                            if tx.send(text).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "reply does not encode"),
+                    }
+                    continue;
+                }
                 match actor.command(&id, command, &who, now_ms()).await {
                     Ok(out) => {
                         for frame in &out.forward {

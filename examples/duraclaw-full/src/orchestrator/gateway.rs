@@ -11,14 +11,16 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::protocol::{
-    CommandResult, Event, FromGateway, Gseq, Hello, Role, ToGateway, WireError, Worktree,
-    decode_frame, encode_frame,
+    Command, CommandResult, ErrorEvent, Event, FromGateway, Gseq, Hello, Role, ToGateway,
+    WireError, Worktree, decode_frame, encode_frame,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use duraclaw_core::state::SessionInput;
 
 use super::{Orchestrator, now_ms};
 
@@ -44,13 +46,22 @@ pub struct GatewayStatus {
 
 type Waiters<T> = Mutex<HashMap<String, oneshot::Sender<T>>>;
 
+/// A command sent on the link, awaiting its result.
+struct Sent {
+    session_id: String,
+    id: String,
+    /// It starts a turn (a refusal must end that turn in the log).
+    starts_turn: bool,
+}
+
 struct Shared {
     url: String,
     secret: String,
     status: Mutex<GatewayStatus>,
     tx: Mutex<Option<mpsc::Sender<String>>>,
     commands: Waiters<CommandResult>,
-    command_sessions: Mutex<HashMap<String, String>>,
+    /// Commands sent, by their id on the link.
+    command_sessions: Mutex<HashMap<String, Sent>>,
     worktrees: Waiters<std::result::Result<Vec<Worktree>, WireError>>,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -109,11 +120,32 @@ impl GatewayLink {
 
     /// Sends a frame now, if the link is up. Commands that must not be lost
     /// are also in their session's outbox and resent on reconnect.
+    ///
+    /// A command's id is unique within its session only (clients choose
+    /// it), and the gateway's result names the id alone: on the link the id
+    /// is qualified with the session (`<session>/<id>`), the same on every
+    /// resend, so one session's result never confirms another's command.
     pub fn send(&self, frame: &ToGateway) -> Result<()> {
-        if let ToGateway::Command(env) = frame {
-            lock(&self.shared.command_sessions).insert(env.id.clone(), env.session_id.clone());
-        }
-        let text = encode_frame(frame)?;
+        let text = match frame {
+            ToGateway::Command(env) => {
+                let mut env = env.clone();
+                let link_id = link_command_id(&env.session_id, &env.id);
+                let starts_turn = matches!(
+                    env.command,
+                    Command::Message(_) | Command::Execute(_) | Command::Resume(_)
+                );
+                lock(&self.shared.command_sessions).insert(
+                    link_id.clone(),
+                    Sent {
+                        session_id: env.session_id.clone(),
+                        id: std::mem::replace(&mut env.id, link_id),
+                        starts_turn,
+                    },
+                );
+                encode_frame(&ToGateway::Command(env))?
+            }
+            other => encode_frame(other)?,
+        };
         let tx = lock(&self.shared.tx).clone();
         match tx {
             Some(tx) => tx.try_send(text).map_err(|_| Error::Closed("gateway link")),
@@ -127,7 +159,7 @@ impl GatewayLink {
             return Err(Error::Invalid("not a command".into()));
         };
         let (tx, rx) = oneshot::channel();
-        lock(&self.shared.commands).insert(env.id.clone(), tx);
+        lock(&self.shared.commands).insert(link_command_id(&env.session_id, &env.id), tx);
         self.send(frame)?;
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(r)) => Ok(r),
@@ -368,18 +400,50 @@ impl GatewayLink {
 
     async fn handle(&self, orch: &Arc<Orchestrator>, frame: FromGateway) {
         match frame {
-            FromGateway::CommandResult(r) => {
-                let session = lock(&self.shared.command_sessions).remove(&r.id);
-                if let Some(session) = session
-                    && let Ok(actor) = orch.actor(&session).await
+            FromGateway::CommandResult(mut r) => {
+                let link_id = std::mem::take(&mut r.id);
+                let sent = lock(&self.shared.command_sessions).remove(&link_id);
+                let Some(sent) = sent else {
+                    tracing::debug!(command = %link_id, "a result for a command this link did not send");
+                    return;
+                };
+                let session = sent.session_id;
+                r.id = sent.id;
+                let actor = orch.actor(&session).await;
+                if let Ok(actor) = &actor
                     && let Err(e) = actor.on_command_result(&r).await
                 {
                     tracing::warn!(session = %session, error = %e, "cannot record a command result");
                 }
                 if !r.ok {
-                    tracing::info!(command = %r.id, error = ?r.error, "the gateway refused a command");
+                    tracing::info!(session = %session, command = %r.id, error = ?r.error, "the gateway refused a command");
+                    // The user's turn is in the log; its end is this refusal.
+                    if sent.starts_turn
+                        && let Ok(actor) = &actor
+                    {
+                        let (code, why) = r
+                            .error
+                            .as_ref()
+                            .map(|e| (e.code.clone(), e.message.clone()))
+                            .unwrap_or_else(|| ("refused".into(), "no reason given".into()));
+                        let event = Event::Error(ErrorEvent {
+                            message: format!("the gateway refused this turn: {why}"),
+                            code: Some(code),
+                            ..ErrorEvent::default()
+                        });
+                        let ended = match actor.record(&event, now_ms()).await {
+                            Ok(_) => actor
+                                .apply_input(SessionInput::TurnEnded, now_ms())
+                                .await
+                                .map(|_| ()),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = ended {
+                            tracing::warn!(session = %session, error = %e, "cannot end a refused turn");
+                        }
+                    }
                 }
-                if let Some(w) = lock(&self.shared.commands).remove(&r.id) {
+                if let Some(w) = lock(&self.shared.commands).remove(&link_id) {
                     let _ = w.send(r);
                 }
             }
@@ -399,6 +463,11 @@ impl GatewayLink {
             _ => {}
         }
     }
+}
+
+/// A command's id on the gateway link: qualified with its session.
+fn link_command_id(session_id: &str, id: &str) -> String {
+    format!("{session_id}/{id}")
 }
 
 /// Connection errors as static reasons (the tungstenite error may carry the

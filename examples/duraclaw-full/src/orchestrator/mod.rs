@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duraclaw_core::Result;
-use duraclaw_core::actor::SessionActor;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use duraclaw_core::actor::{DEFAULT_LIVE_QUEUE, DEFAULT_REPLAY_PAGE, SessionActor, SessionLog};
 use duraclaw_core::state::{SessionInput, SessionState};
 use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use tokio::sync::Mutex;
@@ -47,6 +49,11 @@ pub fn new_session_id() -> String {
         .collect()
 }
 
+/// The most commands a session's outbox may hold unconfirmed by the
+/// gateway; past it a new `message` is refused (`outbox_full`) rather than
+/// queued without end while the gateway is away.
+pub const MAX_QUEUED_COMMANDS: usize = 64;
+
 struct Entry {
     actor: SessionActor,
     last_used: Instant,
@@ -58,6 +65,8 @@ pub struct Orchestrator {
     actors: Mutex<HashMap<String, Entry>>,
     gateway: GatewayLink,
     idle_evict: Duration,
+    live_queue: usize,
+    catch_ups: AtomicU64,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -73,12 +82,42 @@ impl Orchestrator {
         gateway: GatewayLink,
         idle_evict: Duration,
     ) -> Arc<Self> {
+        Self::with_live_queue(directory, gateway, idle_evict, DEFAULT_LIVE_QUEUE)
+    }
+
+    /// Like [`Orchestrator::new`], with `live_queue` events queued per
+    /// client before a client that reads too slowly is cut from the live
+    /// stream and caught up by replay.
+    pub fn with_live_queue(
+        directory: DynSessionDirectory,
+        gateway: GatewayLink,
+        idle_evict: Duration,
+        live_queue: usize,
+    ) -> Arc<Self> {
         Arc::new(Orchestrator {
             directory,
             actors: Mutex::new(HashMap::new()),
             gateway,
             idle_evict,
+            live_queue: live_queue.max(1),
+            catch_ups: AtomicU64::new(0),
         })
+    }
+
+    /// Events queued per live client before it is caught up by replay.
+    pub fn live_queue(&self) -> usize {
+        self.live_queue
+    }
+
+    /// How many times, since this process started, a client overflowed its
+    /// live queue and was caught up by replay.
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more catch-ups by replay.
+    pub fn count_catch_ups(&self, n: u64) {
+        self.catch_ups.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The session directory.
@@ -99,7 +138,8 @@ impl Orchestrator {
             return Ok(e.actor.clone());
         }
         let store = self.directory.open(session_id).await?;
-        let actor = SessionActor::open(store).await?;
+        let log = SessionLog::open_with(store, self.live_queue, DEFAULT_REPLAY_PAGE).await?;
+        let actor = SessionActor::with_log(log).await?;
         actors.insert(
             session_id.to_owned(),
             Entry {
@@ -115,6 +155,36 @@ impl Orchestrator {
         let session_id = meta.session_id.clone();
         self.directory.create(meta).await?;
         self.actor(&session_id).await
+    }
+
+    /// Refuses command `id` if it is new and the session's outbox already
+    /// holds [`MAX_QUEUED_COMMANDS`] commands the gateway has not confirmed.
+    /// A resend of a queued command passes (it is applied once anyway).
+    pub async fn check_outbox(
+        &self,
+        actor: &SessionActor,
+        id: &str,
+    ) -> std::result::Result<(), duraclaw_core::protocol::WireError> {
+        let queued = match actor.log().store().unforwarded().await {
+            Ok(q) => q,
+            Err(e) => return Err(duraclaw_core::protocol::WireError::from(&e)),
+        };
+        if queued.len() < MAX_QUEUED_COMMANDS || queued.iter().any(|c| c.id == id) {
+            return Ok(());
+        }
+        tracing::warn!(
+            session = actor.session_id(),
+            queued = queued.len(),
+            "outbox full: refusing a new message while the gateway has not confirmed the queued ones"
+        );
+        Err(duraclaw_core::protocol::WireError::new(
+            "outbox_full",
+            format!(
+                "{} commands of this session wait for the gateway (the bound is \
+                 {MAX_QUEUED_COMMANDS}); send this message again once it is back",
+                queued.len()
+            ),
+        ))
     }
 
     /// How many actors are awake.
@@ -245,6 +315,53 @@ mod tests {
         );
         assert_eq!(actor.meta().await.state, SessionState::Initializing);
         assert_eq!(actor.log().store().unforwarded().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_refuses_new_messages_with_a_typed_error() {
+        use duraclaw_core::actor::Actor;
+        use duraclaw_core::protocol::{Command, CommandResult, UserTurn};
+        let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
+        // Nothing listens: every command stays in the outbox.
+        let link = GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
+        let orch = Orchestrator::new(dir, link, Duration::from_secs(60));
+        let actor = orch
+            .create(SessionMeta::new("s1", "alice", 1))
+            .await
+            .unwrap();
+        let who = Actor {
+            user: "alice".into(),
+            client: None,
+        };
+        let turn = |i: usize| {
+            Command::Message(UserTurn {
+                text: format!("message {i}"),
+            })
+        };
+        for i in 0..MAX_QUEUED_COMMANDS {
+            let id = format!("m{i}");
+            orch.check_outbox(&actor, &id).await.unwrap();
+            actor.command(&id, turn(i), &who, 2).await.unwrap();
+        }
+        let err = orch.check_outbox(&actor, "one-more").await.unwrap_err();
+        assert_eq!(err.code, "outbox_full", "{err:?}");
+        assert!(err.message.contains("64"), "{err:?}");
+        // A resend of a queued one still passes: it is applied once.
+        orch.check_outbox(&actor, "m3").await.unwrap();
+        // Nothing was lost: every queued command is still there, in order.
+        let queued = actor.log().store().unforwarded().await.unwrap();
+        assert_eq!(queued.len(), MAX_QUEUED_COMMANDS);
+        assert_eq!(queued[0].id, "m0");
+        // The gateway confirms one: there is room again.
+        actor
+            .on_command_result(&CommandResult {
+                id: "m0".into(),
+                ok: true,
+                error: None,
+            })
+            .await
+            .unwrap();
+        orch.check_outbox(&actor, "one-more").await.unwrap();
     }
 
     #[test]
