@@ -139,6 +139,9 @@ struct Inner {
     failures: u32,
     link_error: Option<String>,
     waiters: HashMap<String, oneshot::Sender<CommandResult>>,
+    /// Commands sent on the link, by their id there: whether each starts a
+    /// turn.
+    sent: HashMap<String, bool>,
     indexed: Option<String>,
     indexing: bool,
     nonce: u64,
@@ -697,16 +700,11 @@ impl SessionHost {
         if frames.is_empty() {
             return;
         }
-        let ws = self.inner.borrow().link.as_ref().map(|l| l.ws.clone());
-        match ws {
-            Some(ws) => {
-                for f in frames {
-                    let _ = gateway_client::send(&ws, f);
-                }
-            }
-            None => {
-                let _ = self.ensure_link(actor).await;
-            }
+        let up = self.inner.borrow().link.is_some();
+        if up {
+            self.send_gateway(frames);
+        } else {
+            let _ = self.ensure_link(actor).await;
         }
     }
 
@@ -819,11 +817,32 @@ impl SessionHost {
         self.send_gateway(&frames);
     }
 
+    /// Sends frames on the link, if it is up. A command's id is qualified
+    /// with the session on the link (`<session>/<id>`, the same on every
+    /// resend), as the local orchestrator does: ids are unique per session
+    /// only, and the gateway serves many sessions.
     fn send_gateway(&self, frames: &[ToGateway]) {
         let ws = self.inner.borrow().link.as_ref().map(|l| l.ws.clone());
         if let Some(ws) = ws {
             for f in frames {
-                if let Err(e) = gateway_client::send(&ws, f) {
+                let f = match f {
+                    ToGateway::Command(env) => {
+                        let mut env = env.clone();
+                        let link_id = format!("{}/{}", env.session_id, env.id);
+                        let starts_turn = matches!(
+                            env.command,
+                            Command::Message(_) | Command::Execute(_) | Command::Resume(_)
+                        );
+                        self.inner
+                            .borrow_mut()
+                            .sent
+                            .insert(link_id.clone(), starts_turn);
+                        env.id = link_id;
+                        ToGateway::Command(env)
+                    }
+                    other => other.clone(),
+                };
+                if let Err(e) = gateway_client::send(&ws, &f) {
                     tracing::warn!(error = %e, "cannot send to the gateway");
                     break;
                 }
@@ -920,12 +939,26 @@ impl SessionHost {
 
     async fn handle_frame(&self, actor: &SessionActor, frame: FromGateway) {
         match frame {
-            FromGateway::CommandResult(r) => {
+            FromGateway::CommandResult(mut r) => {
+                let link_id = std::mem::take(&mut r.id);
+                let starts_turn = self.inner.borrow_mut().sent.remove(&link_id);
+                let prefix = format!("{}/", actor.session_id());
+                let Some(id) = link_id.strip_prefix(&prefix) else {
+                    tracing::debug!(command = %link_id, "a result for another session's command");
+                    return;
+                };
+                r.id = id.to_owned();
                 if let Err(e) = actor.on_command_result(&r).await {
                     tracing::warn!(error = %e, "cannot record a command result");
                 }
+                let waited = self.inner.borrow().waiters.contains_key(&r.id);
                 if !r.ok {
                     tracing::info!(command = %r.id, error = ?r.error, "the gateway refused a command");
+                    // The user's turn is in the log; its end is this refusal
+                    // (a waiting create ends its session itself).
+                    if starts_turn == Some(true) && !waited {
+                        self.end_refused_turn(actor, &r).await;
+                    }
                 }
                 if r.ok && r.id.starts_with("execute-") {
                     // Started: stream its events (the attach sent on
@@ -955,6 +988,31 @@ impl SessionHost {
         }
     }
 
+    /// Logs a refused turn's end, as the local orchestrator does.
+    async fn end_refused_turn(&self, actor: &SessionActor, r: &CommandResult) {
+        let (code, why) = r
+            .error
+            .as_ref()
+            .map(|e| (e.code.clone(), e.message.clone()))
+            .unwrap_or_else(|| ("refused".into(), "no reason given".into()));
+        let event = Event::Error(ErrorEvent {
+            message: format!("the gateway refused this turn: {why}"),
+            code: Some(code),
+            ..ErrorEvent::default()
+        });
+        let ended = match actor.record(&event, now_ms()).await {
+            Ok(_) => actor
+                .apply_input(SessionInput::TurnEnded, now_ms())
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ended {
+            tracing::warn!(error = %e, "cannot end a refused turn");
+        }
+        self.settle(actor).await;
+    }
+
     async fn link_lost(self: &Rc<Self>, epoch: u64, why: &str) {
         let current = {
             let mut inner = self.inner.borrow_mut();
@@ -962,6 +1020,7 @@ impl SessionHost {
                 inner.link = None;
                 inner.link_error = Some(why.to_owned());
                 inner.waiters.clear();
+                inner.sent.clear();
                 true
             } else {
                 false
