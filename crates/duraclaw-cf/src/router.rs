@@ -145,7 +145,9 @@ async fn status(env: &Env) -> worker::Result<Response> {
             ..Default::default()
         },
     };
-    Response::from_json(&json!({ "gateway": gateway }))
+    // No per-client queue here to overflow: the session object sends each
+    // event to every socket as it is stored.
+    Response::from_json(&json!({ "gateway": gateway, "stats": {"slow_client_catch_ups": 0} }))
 }
 
 async fn worktrees(env: &Env) -> worker::Result<Response> {
