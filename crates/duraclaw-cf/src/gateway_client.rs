@@ -80,73 +80,59 @@ pub fn upgrade_url(url: &str) -> String {
 
 impl GatewayConn {
     /// Dials `url` with `secret`, exchanges hellos, and starts the reader.
+    /// The upgrade and the hello each have [`CONNECT_TIMEOUT`]; a socket
+    /// that was opened is closed again on any failure.
     pub async fn connect(url: &str, secret: &str) -> Result<GatewayConn, LinkError> {
-        match within(CONNECT_TIMEOUT, Self::dial(url, secret)).await {
-            Some(result) => result,
-            None => Err(LinkError(format!(
+        let timeout = || {
+            LinkError(format!(
                 "the gateway at {url} did not answer within {CONNECT_TIMEOUT:?}"
-            ))),
+            ))
+        };
+        let ws = within(CONNECT_TIMEOUT, open_socket(url, secret))
+            .await
+            .ok_or_else(timeout)??;
+        let (tx, events) = mpsc::unbounded();
+        worker::wasm_bindgen_futures::spawn_local(read(ws.clone(), tx));
+        let mut conn = GatewayConn {
+            ws,
+            events,
+            agent: None,
+        };
+        match conn.greet(url).await {
+            Ok(agent) => {
+                conn.agent = agent;
+                Ok(conn)
+            }
+            Err(e) => {
+                conn.close();
+                Err(e)
+            }
         }
     }
 
-    async fn dial(url: &str, secret: &str) -> Result<GatewayConn, LinkError> {
-        let fail = |what: &str, e: worker::Error| LinkError(format!("{what}: {e}"));
-        let headers = Headers::new();
-        headers
-            .set("Upgrade", "websocket")
-            .map_err(|e| fail("cannot build the upgrade", e))?;
-        headers
-            .set("Authorization", &format!("Bearer {secret}"))
-            .map_err(|_| LinkError("the gateway secret is not a valid header value".into()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Get).with_headers(headers);
-        let req = Request::new_with_init(&upgrade_url(url), &init)
-            .map_err(|e| fail(&format!("bad gateway URL {url}"), e))?;
-        let resp = Fetch::Request(req)
-            .send()
-            .await
-            .map_err(|e| fail(&format!("cannot reach the gateway at {url}"), e))?;
-        let status = resp.status_code();
-        let Some(ws) = resp.websocket() else {
-            return Err(LinkError(if status == 401 {
-                "the gateway refused the secret (401)".into()
-            } else {
-                format!("the gateway at {url} did not upgrade (HTTP {status})")
-            }));
-        };
-        ws.accept()
-            .map_err(|e| fail("cannot accept the socket", e))?;
-        let (tx, mut events) = mpsc::unbounded();
-        let reader = ws.clone();
-        worker::wasm_bindgen_futures::spawn_local(read(reader, tx));
-        let conn = GatewayConn {
-            ws,
-            events: mpsc::unbounded().1,
-            agent: None,
-        };
-        conn.send(&ToGateway::Hello(Hello::new(Role::Orchestrator)))
+    /// Sends our hello and reads the gateway's: its software name.
+    async fn greet(&mut self, url: &str) -> Result<Option<String>, LinkError> {
+        self.send(&ToGateway::Hello(Hello::new(Role::Orchestrator)))
             .map_err(|e| LinkError(format!("cannot greet the gateway: {e}")))?;
-        let agent = match events.next().await {
+        let first = within(CONNECT_TIMEOUT, self.events.next())
+            .await
+            .ok_or_else(|| {
+                LinkError(format!(
+                    "the gateway at {url} did not say hello within {CONNECT_TIMEOUT:?}"
+                ))
+            })?;
+        match first {
             Some(LinkEvent::Frame(FromGateway::Hello(h))) => {
                 h.check_version().map_err(|e| LinkError(e.to_string()))?;
-                h.agent
+                Ok(h.agent)
             }
-            Some(LinkEvent::Frame(FromGateway::Error(e))) => return Err(LinkError(e.message)),
-            Some(LinkEvent::Frame(_)) => {
-                return Err(LinkError("the gateway did not say hello".into()));
-            }
-            Some(LinkEvent::Closed(why)) => {
-                return Err(LinkError(format!(
-                    "the gateway closed the link before its hello: {why}"
-                )));
-            }
-            None => return Err(LinkError("the gateway link ended before its hello".into())),
-        };
-        Ok(GatewayConn {
-            events,
-            agent,
-            ..conn
-        })
+            Some(LinkEvent::Frame(FromGateway::Error(e))) => Err(LinkError(e.message)),
+            Some(LinkEvent::Frame(_)) => Err(LinkError("the gateway did not say hello".into())),
+            Some(LinkEvent::Closed(why)) => Err(LinkError(format!(
+                "the gateway closed the link before its hello: {why}"
+            ))),
+            None => Err(LinkError("the gateway link ended before its hello".into())),
+        }
     }
 
     /// The socket, to send on from elsewhere.
@@ -190,6 +176,37 @@ impl GatewayConn {
             )))
         })
     }
+}
+
+/// The upgrade: a `fetch` with `Upgrade: websocket` and the bearer.
+async fn open_socket(url: &str, secret: &str) -> Result<WebSocket, LinkError> {
+    let fail = |what: &str, e: worker::Error| LinkError(format!("{what}: {e}"));
+    let headers = Headers::new();
+    headers
+        .set("Upgrade", "websocket")
+        .map_err(|e| fail("cannot build the upgrade", e))?;
+    headers
+        .set("Authorization", &format!("Bearer {secret}"))
+        .map_err(|_| LinkError("the gateway secret is not a valid header value".into()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let req = Request::new_with_init(&upgrade_url(url), &init)
+        .map_err(|e| fail(&format!("bad gateway URL {url}"), e))?;
+    let resp = Fetch::Request(req)
+        .send()
+        .await
+        .map_err(|e| fail(&format!("cannot reach the gateway at {url}"), e))?;
+    let status = resp.status_code();
+    let Some(ws) = resp.websocket() else {
+        return Err(LinkError(if status == 401 {
+            "the gateway refused the secret (401)".into()
+        } else {
+            format!("the gateway at {url} did not upgrade (HTTP {status})")
+        }));
+    };
+    ws.accept()
+        .map_err(|e| fail("cannot accept the socket", e))?;
+    Ok(ws)
 }
 
 fn wire(e: &WireError) -> LinkError {
