@@ -3,8 +3,8 @@
 //! Ours is the orchestrator's path: `SessionLog::subscribe(after)` pages
 //! from the store, a forwarder frames each event with
 //! `browser_event_frame` into the connection's bounded queue (256), and a
-//! writer sends each frame on a loopback WebSocket to a client that reads
-//! them all. The baseline is one raw rusqlite range scan of the same rows
+//! writer feeds every queued frame into the socket and flushes once, on a
+//! loopback WebSocket to a client that reads them all. The baseline is one raw rusqlite range scan of the same rows
 //! framed and sent on a loopback WebSocket by the same task. Both end when
 //! the client has every frame; the client checks the byte count.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use duraclaw_benches::ws::{Counter, ServerWs, pair, spawn_batching_writer, spawn_writer};
+use duraclaw_benches::ws::{Counter, ServerWs, pair, spawn_send_writer, spawn_writer};
 use duraclaw_benches::{interleaved, mix, quick, raw, repeat, runtime};
 use duraclaw_core::actor::SessionLog;
 use duraclaw_core::protocol::{Seq, browser_event_frame};
@@ -349,13 +349,14 @@ fn replay(c: &mut Criterion) {
         &mut ours(&fx, &fx.sqlite, 0),
         &mut raw_sqlite_batched(&fx, 0),
     );
-    // What a batching browser writer would bring (not the product today).
+    // The browser writer before it batched (a `send` per frame), against
+    // the same baseline: the writer's share, in the same run.
     compare(
         &mut g,
-        "sqlite_batching_writer_vs_batched",
+        "sqlite_send_per_frame_writer_vs_batched",
         n,
         rounds,
-        &mut ours_with(&fx, &fx.sqlite, 0, spawn_batching_writer),
+        &mut ours_with(&fx, &fx.sqlite, 0, spawn_send_writer),
         &mut raw_sqlite_batched(&fx, 0),
     );
     // After N in the middle: the second half.

@@ -105,27 +105,10 @@ impl Counter {
 }
 
 /// A writer task owning a server socket's sink, fed through a bounded
-/// queue, as the orchestrator serves a browser (`send` per frame).
+/// queue, as the orchestrator serves a browser and as both ends of the
+/// gateway link write: every frame already queued is fed into the socket's
+/// write buffer, then one flush.
 pub fn spawn_writer(server: ServerWs, queue: usize) -> mpsc::Sender<String> {
-    let (tx, mut rx) = mpsc::channel::<String>(queue);
-    let (mut sink, mut stream) = server.split();
-    tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
-            if sink.send(Message::text(text)).await.is_err() {
-                break;
-            }
-        }
-    });
-    // Read (and drop) whatever the client sends, so control frames flow.
-    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-    tx
-}
-
-/// Like [`spawn_writer`], but writing as a batching writer would: every
-/// frame already queued is fed into the socket's write buffer, then one
-/// flush. Not what the orchestrator does today; it measures what that
-/// change would bring (see `docs/PERFORMANCE.md`).
-pub fn spawn_batching_writer(server: ServerWs, queue: usize) -> mpsc::Sender<String> {
     let (tx, mut rx) = mpsc::channel::<String>(queue);
     let (mut sink, mut stream) = server.split();
     tokio::spawn(async move {
@@ -139,6 +122,24 @@ pub fn spawn_batching_writer(server: ServerWs, queue: usize) -> mpsc::Sender<Str
                 }
             }
             if sink.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    // Read (and drop) whatever the client sends, so control frames flow.
+    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    tx
+}
+
+/// Like [`spawn_writer`], but one `send` (a write and a flush) per frame:
+/// the orchestrator's browser writer before it batched, kept to show the
+/// difference in the same run.
+pub fn spawn_send_writer(server: ServerWs, queue: usize) -> mpsc::Sender<String> {
+    let (tx, mut rx) = mpsc::channel::<String>(queue);
+    let (mut sink, mut stream) = server.split();
+    tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Message::text(text)).await.is_err() {
                 break;
             }
         }

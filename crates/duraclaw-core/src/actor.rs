@@ -41,8 +41,12 @@ use crate::store::{
 /// How many events a live subscriber may have queued before it is cut from
 /// the live stream and made to catch up by replay.
 pub const DEFAULT_LIVE_QUEUE: usize = 1024;
-/// Events read from the store per replay page.
+/// Events read from the store per replay page, for the first page; a
+/// reader far behind gets pages that double up to
+/// [`REPLAY_PAGE_GROWTH`] times this (fewer round trips to the store).
 pub const DEFAULT_REPLAY_PAGE: usize = 512;
+/// How many times the first replay page a long replay's pages grow to.
+pub const REPLAY_PAGE_GROWTH: usize = 4;
 
 struct Slot {
     tx: mpsc::Sender<StoredEvent>,
@@ -165,6 +169,20 @@ impl SessionLog {
         Ok(outcome)
     }
 
+    /// Appends and replaces the session's metadata in one step
+    /// ([`SessionStore::append_with_meta`](crate::store::SessionStore::append_with_meta)),
+    /// then publishes what was stored.
+    pub async fn append_with_meta(
+        &self,
+        batch: AppendBatch,
+        meta: &SessionMeta,
+    ) -> Result<AppendOutcome> {
+        let _order = self.append_lock.lock().await;
+        let outcome = self.shared.store.append_with_meta(batch, meta).await?;
+        self.shared.publish(&outcome.stored);
+        Ok(outcome)
+    }
+
     /// Records a decision first-answer-wins and publishes its event.
     pub async fn resolve(
         &self,
@@ -197,6 +215,7 @@ impl SessionLog {
             lagged,
             closed,
             catch_ups: 0,
+            page_size: self.shared.replay_page,
         }
     }
 
@@ -227,6 +246,9 @@ pub struct Subscription {
     lagged: Arc<AtomicBool>,
     closed: bool,
     catch_ups: u64,
+    /// The next replay page's size: the first is small (the first events
+    /// reach the client soon), the next ones double.
+    page_size: usize,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -307,7 +329,11 @@ impl Subscription {
     async fn fill_page(&mut self) -> Result<()> {
         let want = usize::try_from(self.fence - self.delivered)
             .unwrap_or(usize::MAX)
-            .min(self.shared.replay_page);
+            .min(self.page_size);
+        self.page_size = self
+            .page_size
+            .saturating_mul(2)
+            .min(self.shared.replay_page.saturating_mul(REPLAY_PAGE_GROWTH));
         let page = self.shared.store.read_after(self.delivered, want).await?;
         if let Some(first) = page.first()
             && first.seq != self.delivered + 1
@@ -488,15 +514,19 @@ impl SessionActor {
             out.ack = st.highest_gseq;
             return Ok(out);
         }
-        let outcome = self.log.append(AppendBatch::events(new_events)).await?;
+        meta.state = state;
+        meta.updated_at_ms = now_ms;
+        meta.pending_questions = pending.total();
+        // The events and the state they imply commit together: one
+        // transaction per ingest, however small the batch.
+        let outcome = self
+            .log
+            .append_with_meta(AppendBatch::events(new_events), &meta)
+            .await?;
         out.stored = outcome.stored.len();
         out.duplicates += outcome.duplicates;
         out.ack = outcome.highest_gseq;
         st.highest_gseq = outcome.highest_gseq;
-        meta.state = state;
-        meta.updated_at_ms = now_ms;
-        meta.pending_questions = pending.total();
-        self.log.store().put_meta(&meta).await?;
         st.meta = meta;
         st.pending = pending;
         Ok(out)
@@ -546,10 +576,13 @@ impl SessionActor {
                 None,
                 now_ms,
             )?;
-            self.log.append(AppendBatch::events(vec![event])).await?;
-            st.meta.state = next;
-            st.meta.updated_at_ms = now_ms;
-            self.log.store().put_meta(&st.meta).await?;
+            let mut meta = st.meta.clone();
+            meta.state = next;
+            meta.updated_at_ms = now_ms;
+            self.log
+                .append_with_meta(AppendBatch::events(vec![event]), &meta)
+                .await?;
+            st.meta = meta;
         }
         Ok(next)
     }

@@ -284,6 +284,23 @@ pub trait SessionStore: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
     /// Replaces the session's metadata (the id and owner cannot change).
     async fn put_meta(&self, meta: &SessionMeta) -> Result<()>;
 
+    /// [`SessionStore::append`] and then [`SessionStore::put_meta`], as one
+    /// write where the backend can: the events and the state they imply
+    /// commit together, in one transaction instead of two (the SQLite and
+    /// memory backends do so). If the append fails nothing is written; a
+    /// refused metadata update refuses the events too.
+    ///
+    /// The default runs the two one after the other.
+    async fn append_with_meta(
+        &self,
+        batch: AppendBatch,
+        meta: &SessionMeta,
+    ) -> Result<AppendOutcome> {
+        let outcome = self.append(batch).await?;
+        self.put_meta(meta).await?;
+        Ok(outcome)
+    }
+
     /// Decides a question, first answer wins: the first decision is recorded,
     /// its `question.resolved` event appended and `command` recorded in one
     /// step; later ones get [`ResolveOutcome::AlreadyDecided`] with the first

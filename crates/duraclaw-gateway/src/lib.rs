@@ -5,13 +5,15 @@
 //! - [`approval`]: approval gates (memory, durable, policy) and the audit;
 //! - [`worktree`]: git worktree discovery and path checks;
 //! - [`server`] and [`link`]: sessions with durable outboxes behind an
-//!   authenticated loopback WebSocket; [`cmd`]: the command line.
+//!   authenticated loopback WebSocket; [`outbox`]: the executor's event
+//!   sink, group-committing into the outbox; [`cmd`]: the command line.
 
 pub mod approval;
 pub mod claude;
 pub mod cli;
 pub mod cmd;
 pub mod link;
+pub mod outbox;
 pub mod scripted;
 pub mod server;
 pub mod worktree;

@@ -148,10 +148,22 @@ async fn handle(
     tracing::info!(%peer, "orchestrator connected");
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Message>(LINK_QUEUE);
+    // Every frame already queued goes into the socket's write buffer, then
+    // one flush: one write system call per burst, not per frame, and no
+    // added latency (the flush happens as soon as the queue is empty).
     let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let closing = matches!(msg, Message::Close(_));
-            if sink.send(msg).await.is_err() || closing {
+        'write: while let Some(msg) = rx.recv().await {
+            let mut closing = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() {
+                break;
+            }
+            while !closing && let Ok(msg) = rx.try_recv() {
+                closing = matches!(msg, Message::Close(_));
+                if sink.feed(msg).await.is_err() {
+                    break 'write;
+                }
+            }
+            if sink.flush().await.is_err() || closing {
                 break;
             }
         }

@@ -13,12 +13,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use duraclaw_core::Result;
 use duraclaw_core::actor::SessionLog;
 use duraclaw_core::approval::ApprovalGate;
 use duraclaw_core::error::Error;
-use duraclaw_core::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
+use duraclaw_core::executor::{DynExecutor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event,
     QuestionResolved, WireError, Worktree,
@@ -29,6 +28,7 @@ use duraclaw_core::store::{
 use tokio::sync::Mutex;
 
 use crate::approval::{AuditLog, MemoryGate, TracingAudit, now_ms};
+use crate::outbox::{OutboxSink, Unstarted, shows_work};
 use crate::worktree::WorktreeIndex;
 
 /// The owner recorded for sessions in the gateway's own store.
@@ -77,9 +77,6 @@ pub struct GatewaySession {
     acked: std::sync::Mutex<Option<u64>>,
 }
 
-/// Ids of recorded turn-starting commands whose turn has logged nothing yet.
-type Unstarted = Arc<std::sync::Mutex<Vec<String>>>;
-
 /// What a turn-starting command (`execute`, `message`, `resume` with a
 /// prompt) records as its `forward` in the gateway's own store: the mark
 /// that its turn has not begun. The first event of the turn clears it
@@ -88,20 +85,6 @@ type Unstarted = Arc<std::sync::Mutex<Vec<String>>>;
 /// turn never started, and ends that turn with `gateway_restarted` instead
 /// of leaving it open (a resend of the command is then a duplicate).
 pub const TURN_PENDING: &str = r#"{"turn":"pending"}"#;
-
-/// The oldest command waiting for its turn, if any.
-fn next_unstarted(list: &Unstarted) -> Option<String> {
-    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
-    (!list.is_empty()).then(|| list.remove(0))
-}
-
-/// Whether an event shows a turn at work (what [`turn_was_cut`] looks for).
-fn shows_work(event: &Event) -> bool {
-    !matches!(
-        event,
-        Event::Result(_) | Event::Error(_) | Event::QuestionResolved(_) | Event::Unknown(_)
-    )
-}
 
 impl GatewaySession {
     /// The session id.
@@ -144,50 +127,6 @@ async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
         }
     }
     Ok(false)
-}
-
-/// Appends an executor's events to a session's outbox.
-#[derive(Debug, Clone)]
-struct OutboxSink {
-    log: SessionLog,
-    unstarted: Unstarted,
-    /// A turn of this executor is under way (its first event is logged and
-    /// its `result`/`error` is not yet).
-    turn_open: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[async_trait]
-impl EventSink for OutboxSink {
-    async fn emit(&self, event: Event) -> Result<()> {
-        if let Event::SessionInit(init) = &event
-            && let Some(id) = &init.executor_session_id
-        {
-            let store = self.log.store();
-            let mut meta = store.meta().await?;
-            if meta.executor_session_id.as_deref() != Some(id) {
-                meta.executor_session_id = Some(id.clone());
-                meta.model.clone_from(&init.model);
-                store.put_meta(&meta).await?;
-            }
-        }
-        let e = NewEvent::new(&event, None, now_ms())?;
-        self.log.append(AppendBatch::events(vec![e])).await?;
-        // A turn's first event is durable: a restart now sees that turn in
-        // the log, so the (oldest) command that started it needs no mark.
-        // Events of a turn already under way clear nothing: a message the
-        // executor queued behind it keeps its mark until its own turn.
-        use std::sync::atomic::Ordering;
-        if shows_work(&event) {
-            if !self.turn_open.swap(true, Ordering::AcqRel)
-                && let Some(id) = next_unstarted(&self.unstarted)
-            {
-                self.log.store().mark_forwarded(&id).await?;
-            }
-        } else if matches!(event, Event::Result(_) | Event::Error(_)) {
-            self.turn_open.store(false, Ordering::Release);
-        }
-        Ok(())
-    }
 }
 
 /// The gateway: sessions by id, and what they run.
@@ -660,11 +599,10 @@ impl Gateway {
     }
 
     async fn start(&self, session: &Arc<GatewaySession>, spec: StartSpec) -> Result<()> {
-        let sink = Arc::new(OutboxSink {
-            log: session.log.clone(),
-            unstarted: session.unstarted.clone(),
-            turn_open: Arc::default(),
-        });
+        let sink = Arc::new(OutboxSink::with_turn_marks(
+            session.log.clone(),
+            session.unstarted.clone(),
+        ));
         let exec = self
             .inner
             .options

@@ -121,6 +121,20 @@ impl SessionStore for MemoryStore {
         step::append(&mut *self.data(), batch)
     }
 
+    async fn append_with_meta(
+        &self,
+        batch: AppendBatch,
+        meta: &SessionMeta,
+    ) -> Result<AppendOutcome> {
+        let mut data = self.data();
+        // Checked before the append writes anything, so a refused update
+        // refuses the events too.
+        limits::check_meta_update(&data.meta, meta)?;
+        let outcome = step::append(&mut *data, batch)?;
+        data.meta = meta.clone();
+        Ok(outcome)
+    }
+
     async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>> {
         let data = self.data();
         let start = usize::try_from(after).unwrap_or(usize::MAX);

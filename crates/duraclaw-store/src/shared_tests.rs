@@ -303,6 +303,32 @@ pub(crate) async fn meta_rules(dir: &dyn SessionDirectory) {
     assert!(matches!(dir.open("nan").await, Err(Error::NotFound { .. })));
 }
 
+/// `append_with_meta` writes the events and the metadata together, and a
+/// refused metadata update refuses the events with it.
+pub(crate) async fn append_with_meta_is_one_step(dir: &dyn SessionDirectory) {
+    let store = session(dir, "awm").await;
+    let mut m = store.meta().await.unwrap();
+    m.pending_questions = 1;
+    m.updated_at_ms = T0 + 5;
+    let out = store
+        .append_with_meta(AppendBatch::events(vec![ev(0, Some(1)), ask("q")]), &m)
+        .await
+        .unwrap();
+    assert_eq!(out.stored.len(), 2);
+    assert_eq!(store.meta().await.unwrap(), m);
+    assert_eq!(store.questions(true).await.unwrap().len(), 1);
+    let mut bad = m.clone();
+    bad.owner = "mallory".into();
+    let err = store
+        .append_with_meta(AppendBatch::events(vec![ev(1, Some(2))]), &bad)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    assert_eq!(seqs(&store).await, vec![1, 2]);
+    assert_eq!(store.head().await.unwrap().highest_gseq, 1);
+    assert_eq!(store.meta().await.unwrap(), m);
+}
+
 /// Sessions are independent: seqs, gseqs and question ids per session.
 pub(crate) async fn sessions_are_independent(dir: &dyn SessionDirectory) {
     let a = session(dir, "ind-a").await;
@@ -354,7 +380,7 @@ macro_rules! shared_semantics_tests {
         $crate::shared_tests::shared_semantics_tests!(@cases $make;
             gseq_dedupe_inside_a_batch, refused_batch_is_atomic, questions_in_batches,
             resolve_records_its_command, outbox_order_and_marking, meta_rules,
-            sessions_are_independent, list_order_ties);
+            sessions_are_independent, list_order_ties, append_with_meta_is_one_step);
     };
     (@cases $make:expr; $($case:ident),+) => {
         $(

@@ -16,8 +16,11 @@
 //!   transactions, not one per delta ([`SqliteDirectory::stats`] counts
 //!   them);
 //! - reads run on a small pool of read-only connections via
-//!   `spawn_blocking`. WAL lets them proceed while the writer writes.
+//!   `spawn_blocking`. WAL lets them proceed while the writer writes;
+//! - WAL checkpoints run on a thread of their own, so that no commit waits
+//!   for the `fsync`s a checkpoint does (see `checkpoint`).
 
+mod checkpoint;
 mod conn;
 mod reader;
 mod schema;
@@ -184,6 +187,7 @@ impl SqliteDirectory {
                     sql_error(format_args!("opening {} did not finish", path.display()), e)
                 })??
         };
+        let nudge = checkpoint::start(&path, options.busy_timeout)?;
         let (tx, rx) = mpsc::channel(options.queue);
         let counters = Arc::new(Counters::default());
         {
@@ -191,7 +195,7 @@ impl SqliteDirectory {
             let max_group_events = options.max_group_events;
             std::thread::Builder::new()
                 .name("duraclaw-sqlite-writer".into())
-                .spawn(move || writer::run(conn, rx, counters, max_group_events))
+                .spawn(move || writer::run(conn, rx, counters, max_group_events, nudge))
                 .map_err(|e| {
                     sql_error(
                         format_args!("cannot start the writer thread of {}", path.display()),
@@ -245,8 +249,11 @@ impl SqliteDirectory {
 }
 
 /// Opens the writer connection and migrates; every error names the path.
+/// Its commits never checkpoint: the checkpointer thread does.
 fn open_and_migrate(path: &Path, busy_timeout: Duration) -> Result<rusqlite::Connection> {
     let conn = open_writer(path, busy_timeout)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(|e| sql_error(format_args!("cannot set up {}", path.display()), e))?;
     let mut sql = SqliteConn::new(conn);
     let report = schema::migrations()?.apply(&mut sql).map_err(|e| match e {
         Error::Storage { reason, .. } => Error::Storage {
@@ -325,6 +332,24 @@ impl SessionStore for SqliteStore {
             .write(|reply| Request::Append {
                 session_id,
                 batch,
+                meta: None,
+                reply,
+            })
+            .await
+    }
+
+    async fn append_with_meta(
+        &self,
+        batch: AppendBatch,
+        meta: &SessionMeta,
+    ) -> Result<AppendOutcome> {
+        let session_id = self.session_id.clone();
+        let meta = Some(Box::new(meta.clone()));
+        self.db
+            .write(|reply| Request::Append {
+                session_id,
+                batch,
+                meta,
                 reply,
             })
             .await
@@ -563,6 +588,51 @@ mod tests {
         assert!(after.transactions - before.transactions <= 2);
         assert_eq!(after.events_written - before.events_written, 2);
         assert_eq!(after.failed_transactions, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn append_with_meta_is_one_transaction() {
+        let (dir, _tmp) = temp_directory().await;
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        let mut meta = store.meta().await.unwrap();
+        meta.updated_at_ms = T0 + 1;
+        let before = dir.stats();
+        store
+            .append_with_meta(AppendBatch::events(vec![text_event("one")]), &meta)
+            .await
+            .unwrap();
+        let after = dir.stats();
+        assert_eq!(after.transactions - before.transactions, 1);
+        assert_eq!(after.requests - before.requests, 1);
+        assert_eq!(store.meta().await.unwrap().updated_at_ms, T0 + 1);
+    }
+
+    /// Commits never checkpoint; the checkpointer thread does, and the
+    /// writer steps in when a sustained burst outruns it, so the WAL is
+    /// reused instead of growing with everything written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_keep_the_wal_bounded() {
+        let (dir, _tmp) = temp_directory().await;
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        let mut wal = dir.path().as_os_str().to_owned();
+        wal.push("-wal");
+        let text = "x".repeat(2000);
+        // About 80 MB through the log, in transactions of ~200 KB, back to
+        // back.
+        for _ in 0..400 {
+            let events = (0..100).map(|_| text_event(&text)).collect();
+            store.append(AppendBatch::events(events)).await.unwrap();
+        }
+        // The WAL file keeps the largest size it ever reached.
+        let len = std::fs::metadata(&wal).unwrap().len();
+        assert!(len < 40 * 1024 * 1024, "the WAL grew to {len} bytes");
+        assert_eq!(store.head().await.unwrap().last_seq, 40_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,18 @@ pub(crate) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
     Ok(conn)
 }
 
+/// Opens the connection the checkpointer thread runs WAL checkpoints on.
+pub(crate) fn open_checkpointer(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| sql_error(format_args!("cannot open {}", path.display()), e))?;
+    conn.busy_timeout(busy_timeout)
+        .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
+        .and_then(|()| conn.pragma_update(None, "wal_autocheckpoint", 0))
+        .map_err(|e| sql_error(format_args!("cannot set up {}", path.display()), e))?;
+    Ok(conn)
+}
+
 /// Opens a read-only connection to a database the writer already set up.
 pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;

@@ -165,41 +165,49 @@ pub(crate) fn read_after(
              WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
         .map_err(|e| sql_error("cannot prepare the event read", e))?;
-    let rows = stmt
-        .query_map(params![session_id, after_i, limit_i], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
-        .map_err(|e| {
-            sql_error(
-                format_args!("cannot read events after {after} of session {session_id:?}"),
-                e,
-            )
-        })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (seq, gseq, at_ms, json) = row.map_err(|e| {
-            sql_error(
-                format_args!("cannot read an event after {after} of session {session_id:?}"),
-                e,
-            )
-        })?;
+    let read_err = |e: rusqlite::Error| {
+        sql_error(
+            format_args!("cannot read events after {after} of session {session_id:?}"),
+            e,
+        )
+    };
+    let mut rows = stmt
+        .query(params![session_id, after_i, limit_i])
+        .map_err(read_err)?;
+    let mut out = Vec::with_capacity(limit.min(1024));
+    // Each row's JSON is copied once, straight from SQLite's buffer into the
+    // event's `Arc<str>`; the messages of errors are built only on error.
+    while let Some(r) = rows.next().map_err(read_err)? {
+        let seq: i64 = r.get(0).map_err(read_err)?;
+        let gseq: Option<i64> = r.get(1).map_err(read_err)?;
+        let at_ms: i64 = r.get(2).map_err(read_err)?;
+        let json: Arc<str> = r
+            .get_ref(3)
+            .map_err(read_err)?
+            .as_str()
+            .map_err(|e| {
+                sql_error(
+                    format_args!("event {seq} of session {session_id:?} is not text"),
+                    e,
+                )
+            })?
+            .into();
+        let seq_u = u64::try_from(seq)
+            .or_else(|_| to_u64(seq, &format!("an event seq of session {session_id:?}")))?;
+        let gseq = match gseq {
+            Some(g) => Some(u64::try_from(g).or_else(|_| {
+                to_u64(
+                    g,
+                    &format!("the gseq of event {seq} of session {session_id:?}"),
+                )
+            })?),
+            None => None,
+        };
         out.push(StoredEvent {
-            seq: to_u64(seq, &format!("an event seq of session {session_id:?}"))?,
-            gseq: gseq
-                .map(|g| {
-                    to_u64(
-                        g,
-                        &format!("the gseq of event {seq} of session {session_id:?}"),
-                    )
-                })
-                .transpose()?,
+            seq: seq_u,
+            gseq,
             at_ms,
-            json: json.into(),
+            json,
         });
     }
     Ok(out)

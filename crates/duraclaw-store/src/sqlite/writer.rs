@@ -15,6 +15,7 @@ use duraclaw_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Nudge;
 use super::conn::{BACKEND, sql_error, to_i64};
 use super::reader::decode_resolution;
 use duraclaw_core::store::limits;
@@ -34,6 +35,8 @@ pub(crate) enum Request {
     Append {
         session_id: Arc<str>,
         batch: AppendBatch,
+        /// The session's new metadata, written in the same savepoint.
+        meta: Option<Box<SessionMeta>>,
         reply: Reply<AppendOutcome>,
     },
     Resolve {
@@ -71,10 +74,15 @@ impl Request {
             Request::Append {
                 session_id,
                 batch,
+                meta,
                 reply,
             } => {
                 let mut log = SqlLog::new(conn, &session_id);
-                Done::Append(reply, step::append(&mut log, batch))
+                let out = step::append(&mut log, batch).and_then(|out| match meta {
+                    Some(meta) => put_meta(conn, &session_id, &meta).map(|()| out),
+                    None => Ok(out),
+                });
+                Done::Append(reply, out)
             }
             Request::Resolve {
                 session_id,
@@ -140,6 +148,16 @@ impl Done {
         n as u64
     }
 
+    /// Bytes of event JSON this request stored, once committed.
+    fn bytes_written(&self) -> u64 {
+        let n: usize = match self {
+            Done::Append(_, Ok(out)) => out.stored.iter().map(|e| e.json.len()).sum(),
+            Done::Resolve(_, Ok(ResolveOutcome::Decided(e))) => e.json.len(),
+            _ => 0,
+        };
+        n as u64
+    }
+
     fn into_err(self, err: Error) -> Done {
         match self {
             Done::Unit(tx, _) => Done::Unit(tx, Err(err)),
@@ -183,6 +201,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Request>,
     counters: Arc<Counters>,
     max_group_events: usize,
+    mut nudge: Nudge,
 ) {
     let mut carry: Option<Request> = None;
     loop {
@@ -208,7 +227,8 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        run_group(&conn, group, &counters);
+        let bytes = run_group(&conn, group, &counters);
+        nudge.committed(&conn, bytes);
     }
     tracing::debug!("sqlite writer stopped: every store and directory is gone");
 }
@@ -218,7 +238,8 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) {
+/// Runs a group in one transaction; the bytes of events it committed.
+fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) -> u64 {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
         let reason = sql_error("cannot begin a write transaction", e).to_string();
@@ -229,7 +250,7 @@ fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) {
             })
             .send(None);
         }
-        return;
+        return 0;
     }
     let mut done = Vec::with_capacity(group.len());
     for r in group {
@@ -243,9 +264,11 @@ fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) {
                 .requests
                 .fetch_add(done.len() as u64, Ordering::Relaxed);
             counters.events.fetch_add(events, Ordering::Relaxed);
+            let bytes = done.iter().map(Done::bytes_written).sum();
             for d in done {
                 d.send(None);
             }
+            bytes
         }
         Err(e) => {
             counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
@@ -259,6 +282,7 @@ fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) {
             for d in done {
                 d.send(Some(&failure));
             }
+            0
         }
     }
 }

@@ -321,9 +321,20 @@ async fn serve_session(
     let (mut sink, mut stream) = socket.split();
     let queue = BROWSER_QUEUE.min(app.orchestrator.live_queue()).max(8);
     let (tx, mut rx) = mpsc::channel::<String>(queue);
+    // Every frame already queued goes into the socket's write buffer, then
+    // one flush: a replay or a burst costs one write per batch, not one per
+    // frame, and a lone live event is flushed at once.
     let writer = tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
+        'write: while let Some(text) = rx.recv().await {
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+            while let Ok(text) = rx.try_recv() {
+                if sink.feed(Message::Text(text.into())).await.is_err() {
+                    break 'write;
+                }
+            }
+            if sink.flush().await.is_err() {
                 break;
             }
         }

@@ -283,9 +283,18 @@ impl GatewayLink {
             st.agent = agent;
         }
         tracing::info!(url = %self.shared.url, "gateway connected");
+        // Every frame already queued, then one flush (one write per burst).
         let writer = tokio::spawn(async move {
-            while let Some(text) = rx.recv().await {
-                if sink.send(Message::text(text)).await.is_err() {
+            'write: while let Some(text) = rx.recv().await {
+                if sink.feed(Message::text(text)).await.is_err() {
+                    break;
+                }
+                while let Ok(text) = rx.try_recv() {
+                    if sink.feed(Message::text(text)).await.is_err() {
+                        break 'write;
+                    }
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }
@@ -368,32 +377,52 @@ impl GatewayLink {
         orch: &Arc<Orchestrator>,
         batches: &mut Vec<(String, Vec<(Gseq, Event)>)>,
     ) {
+        // One batch per session (a session's events keep their order), and
+        // the sessions ingested at once: their appends meet in the store's
+        // writer queue and commit as one transaction, not one per session.
+        let mut by_session: Vec<(String, Vec<(Gseq, Event)>)> = Vec::new();
         for (session_id, batch) in batches.drain(..) {
-            let actor = match orch.actor(&session_id).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(session = %session_id, error = %e, "events for an unknown session");
-                    continue;
-                }
-            };
-            match actor.ingest(batch, now_ms()).await {
-                Ok(out) => {
-                    let _ = self.send(&ToGateway::Ack {
-                        session_id: session_id.clone(),
-                        gseq: out.ack,
+            match by_session.iter_mut().find(|(s, _)| *s == session_id) {
+                Some((_, b)) => b.extend(batch),
+                None => by_session.push((session_id, batch)),
+            }
+        }
+        let ingests = by_session
+            .into_iter()
+            .map(|(session_id, batch)| self.ingest(orch, session_id, batch));
+        futures::future::join_all(ingests).await;
+    }
+
+    async fn ingest(
+        &self,
+        orch: &Arc<Orchestrator>,
+        session_id: String,
+        batch: Vec<(Gseq, Event)>,
+    ) {
+        let actor = match orch.actor(&session_id).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(session = %session_id, error = %e, "events for an unknown session");
+                return;
+            }
+        };
+        match actor.ingest(batch, now_ms()).await {
+            Ok(out) => {
+                let _ = self.send(&ToGateway::Ack {
+                    session_id: session_id.clone(),
+                    gseq: out.ack,
+                });
+                if out.gap_at.is_some() {
+                    let _ = self.send(&ToGateway::Attach {
+                        session_id,
+                        after_gseq: out.ack,
                     });
-                    if out.gap_at.is_some() {
-                        let _ = self.send(&ToGateway::Attach {
-                            session_id,
-                            after_gseq: out.ack,
-                        });
-                    }
                 }
-                Err(e) => {
-                    // Not acked: the gateway keeps them and a re-attach
-                    // resends them.
-                    tracing::error!(session = %session_id, error = %e, "cannot persist gateway events");
-                }
+            }
+            Err(e) => {
+                // Not acked: the gateway keeps them and a re-attach
+                // resends them.
+                tracing::error!(session = %session_id, error = %e, "cannot persist gateway events");
             }
         }
     }

@@ -1,0 +1,496 @@
+//! Scale: many sessions streaming at once through one gateway and one
+//! orchestrator, on loopback, in one process.
+//!
+//! The path is the relay bench's, times `SESSIONS`: the real
+//! `duraclaw_gateway` server (one SQLite outbox for every session), one
+//! link, the orchestrator's link read loop (re-assembled from library
+//! parts as `duraclaw-full`'s is: take what has arrived, one batch per
+//! session, the sessions ingested at once, an ack each), a `SessionActor`
+//! per session over one SQLite directory, and one browser WebSocket per
+//! session fed by the log's subscription. Persist before forward on both
+//! tiers.
+//!
+//! - **burst**: every session's executor emits `EVENTS` events of the mix
+//!   back to back, all sessions at once; the time until every browser has
+//!   every event gives the aggregate events/s. Baseline: the same
+//!   topology with both stores in memory (everything but persistence),
+//!   measured in the same run.
+//! - **steady**: every session emits one event every 10 ms (100 events/s
+//!   per session, 10,000/s in all: a fast token stream), and each event's
+//!   latency from `emit` to its browser is recorded: p50, p99, p99.9.
+//!
+//! Prints a JSON summary. `QUICK=1` (or `cargo test --benches`) runs 10
+//! sessions and a few events.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use duraclaw_benches::ws::{pair, spawn_writer};
+use duraclaw_benches::{mix, now_ms, quick, runtime};
+use duraclaw_core::Result;
+use duraclaw_core::actor::SessionActor;
+use duraclaw_core::approval::DynApprovalGate;
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
+use duraclaw_core::protocol::{
+    Command, CommandEnvelope, Event, Execute, FromGateway, Gseq, Hello, Role, ToGateway,
+    browser_event_frame, decode_frame, encode_frame,
+};
+use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
+use duraclaw_gateway::link::{Secret, serve, ws_config};
+use duraclaw_gateway::server::{Gateway, GatewayOptions};
+use duraclaw_gateway::worktree::WorktreeIndex;
+use duraclaw_store::{MemoryDirectory, SqliteDirectory};
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SECRET: &str = "bench-secret-0123456789abcdef";
+/// As `duraclaw-full`: frames per read batch at most, the browser queue,
+/// the link queue.
+const MAX_BATCH: usize = 1024;
+const BROWSER_QUEUE: usize = 256;
+const LINK_QUEUE: usize = 4096;
+
+/// An executor that hands each session's event sink to the bench.
+#[derive(Debug)]
+struct Grab(mpsc::UnboundedSender<DynEventSink>);
+
+#[derive(Debug)]
+struct Idle;
+
+#[async_trait]
+impl ExecutorSession for Idle {
+    async fn send_message(&self, _text: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn interrupt(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
+    fn is_running(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl Executor for Grab {
+    async fn start(
+        &self,
+        _spec: StartSpec,
+        _gate: DynApprovalGate,
+        sink: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        let _ = self.0.send(sink);
+        Ok(Box::new(Idle))
+    }
+}
+
+fn init_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    let repo = git2::Repository::init(path).unwrap();
+    std::fs::write(path.join("README.md"), "bench\n").unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(Path::new("README.md")).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("bench", "bench@example.com").unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+        .unwrap();
+}
+
+type Job = (usize, oneshot::Sender<Vec<Instant>>);
+
+/// A browser: reads text frames and, per job, answers with the arrival
+/// time of each of the next `n`.
+#[derive(Clone)]
+struct Browser {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Browser {
+    fn spawn<S>(mut client: S) -> Self
+    where
+        S: futures::Stream<
+                Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>,
+            > + Unpin
+            + Send
+            + 'static,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            while let Some((want, reply)) = rx.recv().await {
+                let mut times = Vec::with_capacity(want);
+                while times.len() < want {
+                    match client.next().await {
+                        Some(Ok(Message::Text(_))) => times.push(Instant::now()),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => panic!("the browser's socket failed: {e}"),
+                        None => panic!("the orchestrator closed the socket"),
+                    }
+                }
+                let _ = reply.send(times);
+            }
+        });
+        Browser { jobs: tx }
+    }
+
+    fn expect(&self, n: usize) -> oneshot::Receiver<Vec<Instant>> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send((n, tx)).unwrap();
+        rx
+    }
+}
+
+struct Session {
+    sink: DynEventSink,
+    browser: Browser,
+    /// Events emitted so far (the next one's index in the mix).
+    next: u64,
+}
+
+struct Stack {
+    sessions: Vec<Session>,
+    orchestrator: Option<SqliteDirectory>,
+    _gateway: tokio::task::JoinHandle<()>,
+}
+
+/// The orchestrator's link read loop, as `duraclaw-full`'s: take what has
+/// arrived, one batch per session, the sessions ingested at once, an ack
+/// per session.
+async fn read_loop<S>(mut stream: S, actors: Arc<Vec<SessionActor>>, acks: mpsc::Sender<String>)
+where
+    S: futures::Stream<Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    loop {
+        let Some(first) = stream.next().await else {
+            return;
+        };
+        let mut frames = vec![first];
+        while frames.len() < MAX_BATCH {
+            match stream.next().now_or_never() {
+                Some(Some(m)) => frames.push(m),
+                _ => break,
+            }
+        }
+        let mut by_session: Vec<(String, Vec<(Gseq, Event)>)> = Vec::new();
+        for msg in frames {
+            let Ok(Message::Text(t)) = msg else { continue };
+            if let Ok(FromGateway::Event {
+                session_id,
+                gseq,
+                event,
+            }) = decode_frame::<FromGateway>(t.as_str(), "gateway frame")
+            {
+                match by_session.iter_mut().find(|(s, _)| *s == session_id) {
+                    Some((_, b)) => b.push((gseq, event)),
+                    None => by_session.push((session_id, vec![(gseq, event)])),
+                }
+            }
+        }
+        let ingests = by_session.into_iter().map(|(session_id, batch)| {
+            let actors = actors.clone();
+            let acks = acks.clone();
+            async move {
+                let i: usize = session_id.trim_start_matches("scale-").parse().unwrap();
+                let out = actors[i].ingest(batch, now_ms()).await.unwrap();
+                assert!(out.gap_at.is_none());
+                let ack = encode_frame(&ToGateway::Ack {
+                    session_id,
+                    gseq: out.ack,
+                })
+                .unwrap();
+                let _ = acks.try_send(ack);
+            }
+        });
+        futures::future::join_all(ingests).await;
+    }
+}
+
+/// The gateway, the orchestrator's link, `n` sessions and their browsers;
+/// both stores SQLite files under `root`, or both in memory.
+async fn stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
+    std::fs::create_dir_all(root).unwrap();
+    let (gateway_dir, orch_dir, orchestrator): (DynSessionDirectory, DynSessionDirectory, _) =
+        if on_sqlite {
+            let g = SqliteDirectory::open(root.join("gateway.db"))
+                .await
+                .unwrap();
+            let o = SqliteDirectory::open(root.join("orchestrator.db"))
+                .await
+                .unwrap();
+            (Arc::new(g), Arc::new(o.clone()), Some(o))
+        } else {
+            (
+                Arc::new(MemoryDirectory::new()),
+                Arc::new(MemoryDirectory::new()),
+                None,
+            )
+        };
+    // A worktree per session: a worktree runs one session at a time.
+    for i in 0..n {
+        init_repo(&root.join(format!("projects/app{i}")));
+    }
+    let (sink_tx, mut sink_rx) = mpsc::unbounded_channel();
+    let gateway = Gateway::new(GatewayOptions {
+        directory: gateway_dir,
+        executor: Arc::new(Grab(sink_tx)),
+        worktrees: WorktreeIndex::new(vec![format!("{}/projects/*", root.display())]).unwrap(),
+        approval_timeout: None,
+    })
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gateway_task = tokio::spawn(serve(listener, gateway, Secret::new(SECRET).unwrap()));
+
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true)
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = ws.split();
+    let frame = |f: &ToGateway| Message::text(encode_frame(f).unwrap());
+    sink.send(frame(&ToGateway::Hello(Hello::new(Role::Orchestrator))))
+        .await
+        .unwrap();
+
+    let mut sinks = Vec::with_capacity(n);
+    let mut actors = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("scale-{i}");
+        sink.send(frame(&ToGateway::Command(CommandEnvelope {
+            id: format!("execute-{i}"),
+            session_id: id.clone(),
+            command: Command::Execute(Execute {
+                worktree: root.join(format!("projects/app{i}")).display().to_string(),
+                prompt: "bench".into(),
+                model: None,
+                permission_mode: None,
+                system_prompt: None,
+            }),
+        })))
+        .await
+        .unwrap();
+        loop {
+            let Some(Ok(Message::Text(t))) = stream.next().await else {
+                panic!("the gateway closed the link")
+            };
+            match decode_frame::<FromGateway>(t.as_str(), "frame").unwrap() {
+                FromGateway::CommandResult(r) => {
+                    assert!(r.ok, "execute refused: {r:?}");
+                    break;
+                }
+                FromGateway::Hello(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        sinks.push(sink_rx.recv().await.unwrap());
+        let store = orch_dir
+            .create(SessionMeta::new(&id, "bench", now_ms()))
+            .await
+            .unwrap();
+        actors.push(SessionActor::open(store).await.unwrap());
+        sink.send(frame(&ToGateway::Attach {
+            session_id: id,
+            after_gseq: 0,
+        }))
+        .await
+        .unwrap();
+    }
+    // The link writer: acks, fed and flushed in batches as the product's.
+    let (link_tx, mut link_rx) = mpsc::channel::<String>(LINK_QUEUE);
+    tokio::spawn(async move {
+        while let Some(text) = link_rx.recv().await {
+            if sink.feed(Message::text(text)).await.is_err() {
+                return;
+            }
+            while let Ok(text) = link_rx.try_recv() {
+                if sink.feed(Message::text(text)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let actors = Arc::new(actors);
+    tokio::spawn(read_loop(stream, actors.clone(), link_tx));
+
+    // A browser per session: subscribe, forward into the queue, the writer
+    // sends.
+    let mut sessions = Vec::with_capacity(n);
+    for (actor, sink) in actors.iter().zip(sinks) {
+        let (server, client) = pair(false).await;
+        let queue = spawn_writer(server, BROWSER_QUEUE);
+        let mut sub = actor.log().subscribe(0);
+        tokio::spawn(async move {
+            while let Some(item) = sub.next().await {
+                let e = item.unwrap();
+                if queue
+                    .send(browser_event_frame(e.seq, &e.json))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        sessions.push(Session {
+            sink,
+            browser: Browser::spawn(client),
+            next: 0,
+        });
+    }
+    Stack {
+        sessions,
+        orchestrator,
+        _gateway: gateway_task,
+    }
+}
+
+/// Every session emits `per_session` events of the mix back to back, all
+/// at once; the time until every browser has them all.
+async fn burst(stack: &mut Stack, per_session: u64) -> Duration {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in &mut stack.sessions {
+        let done = s.browser.expect(per_session as usize);
+        let sink = s.sink.clone();
+        let from = s.next;
+        s.next += per_session;
+        tasks.push(tokio::spawn(async move {
+            for i in from..from + per_session {
+                sink.emit(mix::event(i)).await.unwrap();
+            }
+            done.await.unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().len(), per_session as usize);
+    }
+    start.elapsed()
+}
+
+/// Every session emits one event of the mix every `every`, `count` times;
+/// the latency of each (emit to browser), in nanoseconds. Large events
+/// are left out of the figures (counted apart in the relay bench).
+async fn steady(stack: &mut Stack, count: u64, every: Duration) -> Vec<u64> {
+    let n = stack.sessions.len() as u32;
+    let mut tasks = Vec::new();
+    for (k, s) in stack.sessions.iter_mut().enumerate() {
+        let done = s.browser.expect(count as usize);
+        let sink = s.sink.clone();
+        let from = s.next;
+        s.next += count;
+        // Sessions start spread over one period, as independent streams.
+        let offset = every / n * k as u32;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sent = Vec::with_capacity(count as usize);
+            for i in from..from + count {
+                tick.tick().await;
+                sent.push((Instant::now(), mix::is_large(i)));
+                sink.emit(mix::event(i)).await.unwrap();
+            }
+            let got = done.await.unwrap();
+            sent.iter()
+                .zip(&got)
+                .filter(|((_, large), _)| !large)
+                .map(|((t0, _), t1)| u64::try_from(t1.duration_since(*t0).as_nanos()).unwrap())
+                .collect::<Vec<u64>>()
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    all
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+fn latency(sorted: &[u64]) -> serde_json::Value {
+    json!({
+        "events": sorted.len(),
+        "p50_us": pct(sorted, 0.50),
+        "p99_us": pct(sorted, 0.99),
+        "p99_9_us": pct(sorted, 0.999),
+        "max_us": pct(sorted, 1.0),
+    })
+}
+
+fn main() {
+    let quick = quick();
+    let (sessions, per_session, steady_count) = if quick {
+        (10usize, 50u64, 20u64)
+    } else {
+        (100, 1_000, 300)
+    };
+    let every = Duration::from_millis(10);
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let report = rt.block_on(async {
+        let mut ours = stack(&root.join("sqlite"), sessions, true).await;
+        let mut mem = stack(&root.join("memory"), sessions, false).await;
+        // Warm up: connections, caches, prepared statements.
+        burst(&mut ours, 20).await;
+        burst(&mut mem, 20).await;
+
+        let orch = ours.orchestrator.clone().unwrap();
+        let before = orch.stats();
+        let ours_burst = burst(&mut ours, per_session).await;
+        let after = orch.stats();
+        let mem_burst = burst(&mut mem, per_session).await;
+        // Once more each, the other way round, against load drifting.
+        let mem_burst2 = burst(&mut mem, per_session).await;
+        let ours_burst2 = burst(&mut ours, per_session).await;
+        let total = (sessions as u64 * per_session) as f64;
+        let ours_rate = total / ours_burst.min(ours_burst2).as_secs_f64();
+        let mem_rate = total / mem_burst.min(mem_burst2).as_secs_f64();
+
+        let ours_lat = steady(&mut ours, steady_count, every).await;
+        let mem_lat = steady(&mut mem, steady_count, every).await;
+        let per_1000 = |tx: u64, ev: u64| tx as f64 * 1000.0 / ev.max(1) as f64;
+        json!({
+            "bench": "scale",
+            "quick": quick,
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "sessions": sessions,
+            "burst": {
+                "events_per_session": per_session,
+                "ours_events_per_s": ours_rate,
+                "memory_stores_events_per_s": mem_rate,
+                "ratio_ours_to_memory": ours_rate / mem_rate,
+                "orchestrator_transactions_per_1000": per_1000(
+                    after.transactions - before.transactions,
+                    after.events_written - before.events_written),
+            },
+            "steady": {
+                "events_per_s_offered": sessions as f64 / every.as_secs_f64(),
+                "ours": latency(&ours_lat),
+                "memory_stores": latency(&mem_lat),
+            },
+        })
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}

@@ -1,0 +1,371 @@
+//! The executor's event sink: each event goes into the session's outbox
+//! (its durable log), and events that arrive while a commit is in flight
+//! are committed together, as one append (group commit at the source).
+//!
+//! An executor emits one event at a time and waits for each, so a sink that
+//! committed every event before returning would never see two at once: a
+//! burst of token deltas cost one transaction each and left for the
+//! orchestrator one commit apart. Here a committer task owns the appends:
+//! it takes every event queued at that moment (up to [`MAX_GROUP`]) and
+//! appends them in one batch.
+//!
+//! What `emit` waits for:
+//!
+//! - a token delta (`assistant` with phase `delta`) returns once it is
+//!   queued, in order, behind the others; the queue is bounded
+//!   ([`QUEUE`]), so a producer faster than the disk waits. A delta is the
+//!   least a crash can lose: the final `assistant` event repeats its text;
+//! - every other event returns once it is durable, and with it every event
+//!   queued before it, as [`EventSink::emit`] promises. A question, a tool
+//!   use, a result or an error is in the outbox before `emit` returns.
+//!
+//! A failed append is reported to the events waiting on it, and to the next
+//! `emit` for the deltas that did not wait.
+//!
+//! With [`OutboxSink::with_turn_marks`] the committer also clears the
+//! "turn pending" mark of the command that started a turn once that turn's
+//! first event is durable (see `TURN_PENDING` in the server).
+//!
+//! The orchestrator still never sees an event before it is durable here:
+//! the link forwards from the log's subscription, which publishes after
+//! the commit.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use duraclaw_core::Result;
+use duraclaw_core::actor::SessionLog;
+use duraclaw_core::error::Error;
+use duraclaw_core::executor::EventSink;
+use duraclaw_core::protocol::{Assistant, AssistantPhase, Event};
+use duraclaw_core::store::{AppendBatch, NewEvent};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::approval::now_ms;
+
+/// The most events one append of the committer takes.
+pub const MAX_GROUP: usize = 1024;
+
+/// Events that may wait for the committer before `emit` waits too.
+pub const QUEUE: usize = 4096;
+
+type Waiter = oneshot::Sender<Result<()>>;
+
+/// Ids of recorded turn-starting commands whose turn has logged nothing
+/// yet, oldest first.
+pub(crate) type Unstarted = Arc<Mutex<Vec<String>>>;
+
+/// Whether an event shows a turn at work (what a restart looks for to know
+/// a turn was cut, and what clears a turn's pending mark).
+pub(crate) fn shows_work(event: &Event) -> bool {
+    !matches!(
+        event,
+        Event::Result(_) | Event::Error(_) | Event::QuestionResolved(_) | Event::Unknown(_)
+    )
+}
+
+/// What an event means for the turn it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnStep {
+    /// The turn is at work.
+    Work,
+    /// The turn ended (`result` or `error`).
+    End,
+    /// Neither.
+    Other,
+}
+
+impl TurnStep {
+    fn of(event: &Event) -> Self {
+        if shows_work(event) {
+            TurnStep::Work
+        } else if matches!(event, Event::Result(_) | Event::Error(_)) {
+            TurnStep::End
+        } else {
+            TurnStep::Other
+        }
+    }
+}
+
+/// Clears the pending mark of each turn's command once its first event is
+/// durable. Events of a turn already under way clear nothing: a message the
+/// executor queued behind it keeps its mark until its own turn.
+struct TurnMarks {
+    unstarted: Unstarted,
+    turn_open: bool,
+}
+
+impl TurnMarks {
+    /// The command whose mark the committed `steps` clear, in order.
+    fn committed(&mut self, steps: &[TurnStep]) -> Vec<String> {
+        let mut cleared = Vec::new();
+        for step in steps {
+            match step {
+                TurnStep::Work if !self.turn_open => {
+                    self.turn_open = true;
+                    let mut list = self.unstarted.lock().unwrap_or_else(|p| p.into_inner());
+                    if !list.is_empty() {
+                        cleared.push(list.remove(0));
+                    }
+                }
+                TurnStep::End => self.turn_open = false,
+                TurnStep::Work | TurnStep::Other => {}
+            }
+        }
+        cleared
+    }
+}
+
+struct Queued {
+    event: NewEvent,
+    step: TurnStep,
+    done: Option<Waiter>,
+}
+
+/// Appends an executor's events to a session's outbox, group-committing
+/// what arrives while a commit is in flight.
+#[derive(Debug, Clone)]
+pub struct OutboxSink {
+    log: SessionLog,
+    queue: mpsc::Sender<Queued>,
+    /// The failure of an append no caller waited on, for the next `emit`.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl OutboxSink {
+    /// A sink over `log`; its committer task runs on the current tokio
+    /// runtime until every clone of the sink is dropped.
+    pub fn new(log: SessionLog) -> Self {
+        Self::spawn(log, None)
+    }
+
+    /// A sink that also clears, once a turn's first event is durable, the
+    /// pending mark of the oldest command in `unstarted`.
+    pub(crate) fn with_turn_marks(log: SessionLog, unstarted: Unstarted) -> Self {
+        Self::spawn(
+            log,
+            Some(TurnMarks {
+                unstarted,
+                turn_open: false,
+            }),
+        )
+    }
+
+    fn spawn(log: SessionLog, marks: Option<TurnMarks>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let failed = Arc::new(Mutex::new(None));
+        tokio::spawn(commit_loop(log.clone(), rx, failed.clone(), marks));
+        OutboxSink {
+            log,
+            queue: tx,
+            failed,
+        }
+    }
+
+    fn take_failure(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+fn closed() -> Error {
+    Error::Closed("the session's outbox")
+}
+
+fn failure(reason: &str) -> Error {
+    Error::Storage {
+        backend: "outbox",
+        reason: format!("events were not recorded: {reason}"),
+    }
+}
+
+async fn commit_loop(
+    log: SessionLog,
+    mut rx: mpsc::Receiver<Queued>,
+    failed: Arc<Mutex<Option<String>>>,
+    mut marks: Option<TurnMarks>,
+) {
+    let mut group = Vec::with_capacity(64);
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let mut events = Vec::with_capacity(group.len());
+        let mut steps = Vec::with_capacity(group.len());
+        let mut waiters = Vec::new();
+        for q in group.drain(..) {
+            events.push(q.event);
+            steps.push(q.step);
+            waiters.extend(q.done);
+        }
+        let silent = events.len() > waiters.len();
+        match log.append(AppendBatch::events(events)).await {
+            Ok(_) => {
+                // Before the waiters return: a caller that saw its event
+                // durable also sees its turn's mark cleared.
+                if let Some(marks) = marks.as_mut() {
+                    for id in marks.committed(&steps) {
+                        if let Err(e) = log.store().mark_forwarded(&id).await {
+                            tracing::error!(session = log.store().session_id(), error = %e, "could not clear a turn's pending mark");
+                        }
+                    }
+                }
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(session = log.store().session_id(), error = %reason, "outbox append failed");
+                for w in waiters {
+                    let _ = w.send(Err(failure(&reason)));
+                }
+                if silent {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `emit` may return before the event is durable.
+fn is_delta(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Assistant(Assistant {
+            phase: AssistantPhase::Delta,
+            ..
+        })
+    )
+}
+
+#[async_trait]
+impl EventSink for OutboxSink {
+    async fn emit(&self, event: Event) -> Result<()> {
+        if let Some(reason) = self.take_failure() {
+            return Err(failure(&reason));
+        }
+        if let Event::SessionInit(init) = &event
+            && let Some(id) = &init.executor_session_id
+        {
+            let store = self.log.store();
+            let mut meta = store.meta().await?;
+            if meta.executor_session_id.as_deref() != Some(id) {
+                meta.executor_session_id = Some(id.clone());
+                meta.model.clone_from(&init.model);
+                store.put_meta(&meta).await?;
+            }
+        }
+        let e = NewEvent::new(&event, None, now_ms())?;
+        let step = TurnStep::of(&event);
+        if is_delta(&event) {
+            return self
+                .queue
+                .send(Queued {
+                    event: e,
+                    step,
+                    done: None,
+                })
+                .await
+                .map_err(|_| closed());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Queued {
+                event: e,
+                step,
+                done: Some(tx),
+            })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use duraclaw_core::protocol::{ToolResult, TurnResult};
+    use duraclaw_core::store::{SessionDirectory, SessionMeta};
+    use duraclaw_store::SqliteDirectory;
+
+    use super::*;
+
+    fn delta(i: u64) -> Event {
+        Event::Assistant(Assistant {
+            message_id: "m".into(),
+            phase: AssistantPhase::Delta,
+            text: format!("token {i} "),
+            aborted: false,
+        })
+    }
+
+    async fn sink() -> (OutboxSink, SqliteDirectory, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SqliteDirectory::open(tmp.path().join("outbox.db"))
+            .await
+            .unwrap();
+        let store = dir
+            .create(SessionMeta::new("s", "gateway", 1_700_000_000_000))
+            .await
+            .unwrap();
+        let log = SessionLog::open(store).await.unwrap();
+        (OutboxSink::new(log), dir, tmp)
+    }
+
+    /// A burst of deltas emitted one at a time, as an executor does, costs
+    /// a few transactions, not one per delta; the event after them returns
+    /// once it and every delta before it are durable, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_is_group_committed_and_a_result_waits_for_all() {
+        let (sink, dir, _tmp) = sink().await;
+        let before = dir.stats();
+        for i in 0..2000 {
+            sink.emit(delta(i)).await.unwrap();
+        }
+        sink.emit(Event::Result(TurnResult {
+            subtype: Some("success".into()),
+            is_error: false,
+            duration_ms: None,
+            cost_usd: None,
+            usage: None,
+            num_turns: None,
+            terminal_reason: None,
+        }))
+        .await
+        .unwrap();
+        // Returned: everything is stored, with no waiting.
+        let store = sink.log.store().clone();
+        assert_eq!(store.head().await.unwrap().last_seq, 2001);
+        let after = dir.stats();
+        assert_eq!(after.events_written - before.events_written, 2001);
+        // One transaction per event would be 2,001.
+        assert!(
+            after.transactions - before.transactions < 500,
+            "{before:?} -> {after:?}"
+        );
+        let mut seen = Vec::new();
+        let mut after_seq = 0;
+        loop {
+            let page = store.read_after(after_seq, 1000).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after_seq = last.seq;
+            seen.extend(page.into_iter().map(|e| e.event().unwrap()));
+        }
+        for (i, e) in seen.iter().take(2000).enumerate() {
+            assert_eq!(*e, delta(i as u64), "event {i} out of order");
+        }
+        assert!(matches!(seen[2000], Event::Result(_)));
+    }
+
+    /// An event other than a delta returns only once it is durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tool_result_is_durable_when_emit_returns() {
+        let (sink, _dir, _tmp) = sink().await;
+        for k in 0..50u64 {
+            sink.emit(Event::ToolResult(ToolResult {
+                tool_use_id: format!("toolu_{k}"),
+                content: serde_json::Value::String("ok".into()),
+                is_error: false,
+            }))
+            .await
+            .unwrap();
+            assert_eq!(sink.log.store().head().await.unwrap().last_seq, k + 1);
+        }
+    }
+}
