@@ -15,6 +15,13 @@
 //! - on wasm32, `do_sql`: `DoSqlConn`, a Durable Object's SQL storage as a
 //!   [`SqlConn`] whose transactions are `storage.transactionSync`, and the
 //!   aliases `DoSqlDirectory` / `DoSqlStore`;
+//! - on wasm32, `session`: `SessionHost`, the body of a session's Durable
+//!   Object (browser sockets, gateway link, alarms) around core's
+//!   `SessionActor`;
+//! - on wasm32, `router`: the Worker's routes (`router::handle`), and
+//!   `gateway_client`: the outbound link to the gateway;
+//! - on wasm32, `logging`: `tracing` to the Workers console;
+//! - on wasm32, `auth`: users, login sessions and the session index in D1;
 //! - on wasm32 with feature `conformance`: the Durable Object harnesses of
 //!   core's conformance suite.
 //!
@@ -35,6 +42,14 @@ pub mod sql_store;
 pub mod auth;
 #[cfg(target_arch = "wasm32")]
 pub mod do_sql;
+#[cfg(target_arch = "wasm32")]
+pub mod gateway_client;
+#[cfg(target_arch = "wasm32")]
+pub mod logging;
+#[cfg(target_arch = "wasm32")]
+pub mod router;
+#[cfg(target_arch = "wasm32")]
+pub mod session;
 
 #[cfg(all(target_arch = "wasm32", feature = "conformance"))]
 pub mod conformance;

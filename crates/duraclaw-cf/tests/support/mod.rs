@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that run a worker under `wrangler dev`: the
-//! Cloudflare toolchain's paths, a worker-build of the test worker, and a
-//! `wrangler dev` process stopped when dropped.
+//! Cloudflare toolchain's paths, a worker-build of a worker crate (the test
+//! worker by default), and a `wrangler dev` process stopped when dropped.
+//! The full example's Cloudflare tests include this file by path.
 //!
 //! The tools come from `$WORKER_BUILD_BIN`, `$WASM_BINDGEN_BIN`,
 //! `$ESBUILD_BIN` and `$WRANGLER_BIN`, else from the per-user cache that
@@ -138,12 +139,7 @@ impl Wrangler {
     }
 
     pub fn log_tail(&self) -> String {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let start = log.len().saturating_sub(6000);
-        let start = (start..log.len())
-            .find(|&i| log.is_char_boundary(i))
-            .unwrap_or(log.len());
-        log[start..].to_owned()
+        log_tail(&self.log)
     }
 }
 
@@ -177,13 +173,18 @@ pub fn free_port() -> u16 {
 /// Builds the test worker into `out` with worker-build: the release profile a
 /// deployment uses, without wasm-opt.
 pub fn build_worker(tools: &Tools, out: &Path) {
+    build_worker_crate(tools, &worker_dir(), out);
+}
+
+/// Builds the worker crate in `crate_dir` into `out`, as [`build_worker`].
+pub fn build_worker_crate(tools: &Tools, crate_dir: &Path, out: &Path) {
     // A target directory of its own, inside this build's, so the nested cargo
     // never waits for the lock of the `cargo test` that runs this test.
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("duraclaw-cf-worker");
     let mut cmd = Command::new(&tools.worker_build);
     cmd.args(["--release", "--no-opt", "--out-dir"])
         .arg(out)
-        .current_dir(worker_dir())
+        .current_dir(crate_dir)
         .env("CARGO_TARGET_DIR", &target)
         .env("WASM_BINDGEN_BIN", &tools.wasm_bindgen)
         .env("ESBUILD_BIN", &tools.esbuild);
@@ -197,16 +198,32 @@ pub fn build_worker(tools: &Tools, out: &Path) {
 }
 
 pub fn start_wrangler(tools: &Tools, dir: &Path, port: u16) -> Wrangler {
+    start_wrangler_logged(tools, dir, port, &[], &dir.join("wrangler.log"))
+}
+
+/// Starts `wrangler dev` in `dir` (which holds wrangler.toml) on `port`, its
+/// state in `dir/state`, its output in `log`, with `vars` as
+/// `--var KEY:VALUE` (on the command line: test values only).
+pub fn start_wrangler_logged(
+    tools: &Tools,
+    dir: &Path,
+    port: u16,
+    vars: &[(&str, &str)],
+    log: &Path,
+) -> Wrangler {
     use std::os::unix::process::CommandExt;
-    let log = dir.join("wrangler.log");
-    let out = fs::File::create(&log).unwrap();
+    let out = fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
-    let child = Command::new(&tools.wrangler)
-        .args(["dev", "--ip", "127.0.0.1", "--port"])
+    let mut cmd = Command::new(&tools.wrangler);
+    cmd.args(["dev", "--ip", "127.0.0.1", "--port"])
         .arg(port.to_string())
         .arg("--persist-to")
         .arg(dir.join("state"))
-        .arg("--show-interactive-dev-session=false")
+        .arg("--show-interactive-dev-session=false");
+    for (k, v) in vars {
+        cmd.arg("--var").arg(format!("{k}:{v}"));
+    }
+    let child = cmd
         .current_dir(dir)
         .env("WRANGLER_SEND_METRICS", "false")
         .env("WRANGLER_SEND_ERROR_REPORTS", "false")
@@ -218,15 +235,43 @@ pub fn start_wrangler(tools: &Tools, dir: &Path, port: u16) -> Wrangler {
         .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", tools.wrangler.display()));
-    Wrangler { child, log }
+    Wrangler {
+        child,
+        log: log.to_owned(),
+    }
+}
+
+/// A whole log file (empty if unreadable).
+pub fn read_log(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The last few KB of a log file.
+pub fn log_tail(path: &Path) -> String {
+    let log = read_log(path);
+    let start = log.len().saturating_sub(6000);
+    let start = (start..log.len())
+        .find(|&i| log.is_char_boundary(i))
+        .unwrap_or(log.len());
+    log[start..].to_owned()
 }
 
 pub async fn wait_ready(wrangler: &mut Wrangler, http: &reqwest::Client, base: &str) {
+    wait_until_ready(wrangler, http, &format!("{base}/health"), |t| t == "ok").await;
+}
+
+/// Waits until `GET url` answers 2xx with a body `ready` accepts.
+pub async fn wait_until_ready(
+    wrangler: &mut Wrangler,
+    http: &reqwest::Client,
+    url: &str,
+    ready: impl Fn(&str) -> bool,
+) {
     let deadline = Instant::now() + READY_WITHIN;
     loop {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await
+        if let Ok(r) = http.get(url).send().await
             && r.status().is_success()
-            && r.text().await.is_ok_and(|t| t == "ok")
+            && r.text().await.is_ok_and(|t| ready(&t))
         {
             return;
         }
@@ -238,7 +283,7 @@ pub async fn wait_ready(wrangler: &mut Wrangler, http: &reqwest::Client, base: &
         }
         assert!(
             Instant::now() < deadline,
-            "wrangler dev did not answer /health within {READY_WITHIN:?}:\n{}",
+            "wrangler dev did not answer {url} within {READY_WITHIN:?}:\n{}",
             wrangler.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;

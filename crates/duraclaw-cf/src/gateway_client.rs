@@ -1,0 +1,295 @@
+//! An outbound WebSocket to the gateway, from a Worker or a Durable Object.
+//!
+//! The `worker` crate's `WebSocket::connect` cannot set headers, so the link
+//! is a `fetch` of the gateway's URL (`http://` or `https://`; a `ws://` or
+//! `wss://` URL is rewritten to them) with `Upgrade: websocket` and
+//! `Authorization: Bearer <secret>`; the response carries the socket.
+//!
+//! A reader task turns the socket's events into [`LinkEvent`]s on a channel
+//! the owner drains, so the socket and its reader need no borrow of each
+//! other and the owner decides how to batch. The channel always ends with
+//! one [`LinkEvent::Closed`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use duraclaw_core::protocol::{
+    FromGateway, Hello, Role, ToGateway, WireError, Worktree, decode_frame, encode_frame,
+};
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::future::Either;
+use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, WebSocket, WebsocketEvent};
+
+/// How long a connect (upgrade and hello) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request on the link (worktrees, a command) may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the reader task reports.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A frame from the gateway.
+    Frame(FromGateway),
+    /// The socket closed or failed; nothing follows.
+    Closed(String),
+}
+
+/// Why a connect failed, said without the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkError(pub String);
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+/// An open, greeted link to the gateway.
+#[derive(Debug)]
+pub struct GatewayConn {
+    ws: WebSocket,
+    /// The gateway's frames, then one `Closed`.
+    pub events: mpsc::UnboundedReceiver<LinkEvent>,
+    /// The gateway's software, from its hello.
+    pub agent: Option<String>,
+}
+
+/// `Some(output)` if `fut` finishes within `limit`, else `None`.
+pub async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let fut = std::pin::pin!(fut);
+    let delay = std::pin::pin!(Delay::from(limit));
+    match futures::future::select(fut, delay).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    }
+}
+
+/// The URL `fetch` accepts for a WebSocket upgrade.
+pub fn upgrade_url(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else {
+        url.to_owned()
+    }
+}
+
+impl GatewayConn {
+    /// Dials `url` with `secret`, exchanges hellos, and starts the reader.
+    /// The upgrade and the hello each have [`CONNECT_TIMEOUT`]; a socket
+    /// that was opened is closed again on any failure.
+    pub async fn connect(url: &str, secret: &str) -> Result<GatewayConn, LinkError> {
+        let timeout = || {
+            LinkError(format!(
+                "the gateway at {url} did not answer within {CONNECT_TIMEOUT:?}"
+            ))
+        };
+        let ws = within(CONNECT_TIMEOUT, open_socket(url, secret))
+            .await
+            .ok_or_else(timeout)??;
+        let (tx, events) = mpsc::unbounded();
+        worker::wasm_bindgen_futures::spawn_local(read(ws.clone(), tx));
+        let mut conn = GatewayConn {
+            ws,
+            events,
+            agent: None,
+        };
+        match conn.greet(url).await {
+            Ok(agent) => {
+                conn.agent = agent;
+                Ok(conn)
+            }
+            Err(e) => {
+                conn.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends our hello and reads the gateway's: its software name.
+    async fn greet(&mut self, url: &str) -> Result<Option<String>, LinkError> {
+        self.send(&ToGateway::Hello(Hello::new(Role::Orchestrator)))
+            .map_err(|e| LinkError(format!("cannot greet the gateway: {e}")))?;
+        let first = within(CONNECT_TIMEOUT, self.events.next())
+            .await
+            .ok_or_else(|| {
+                LinkError(format!(
+                    "the gateway at {url} did not say hello within {CONNECT_TIMEOUT:?}"
+                ))
+            })?;
+        match first {
+            Some(LinkEvent::Frame(FromGateway::Hello(h))) => {
+                h.check_version().map_err(|e| LinkError(e.to_string()))?;
+                Ok(h.agent)
+            }
+            Some(LinkEvent::Frame(FromGateway::Error(e))) => Err(LinkError(e.message)),
+            Some(LinkEvent::Frame(_)) => Err(LinkError("the gateway did not say hello".into())),
+            Some(LinkEvent::Closed(why)) => Err(LinkError(format!(
+                "the gateway closed the link before its hello: {why}"
+            ))),
+            None => Err(LinkError("the gateway link ended before its hello".into())),
+        }
+    }
+
+    /// The socket, to send on from elsewhere.
+    pub fn socket(&self) -> &WebSocket {
+        &self.ws
+    }
+
+    /// Sends one frame.
+    pub fn send(&self, frame: &ToGateway) -> Result<(), LinkError> {
+        send(&self.ws, frame)
+    }
+
+    /// Closes the socket (normal closure).
+    pub fn close(&self) {
+        let _ = self.ws.close(Some(1000), Some("done"));
+    }
+
+    /// Asks for the worktrees and waits for them.
+    pub async fn worktrees(&mut self, id: &str) -> Result<Vec<Worktree>, LinkError> {
+        self.send(&ToGateway::ListWorktrees { id: id.to_owned() })?;
+        let wait = async {
+            while let Some(ev) = self.events.next().await {
+                match ev {
+                    LinkEvent::Frame(FromGateway::Worktrees { id: got, worktrees })
+                        if got == id =>
+                    {
+                        return Ok(worktrees);
+                    }
+                    LinkEvent::Frame(FromGateway::Error(e)) => return Err(wire(&e)),
+                    LinkEvent::Frame(_) => {}
+                    LinkEvent::Closed(why) => {
+                        return Err(LinkError(format!("the gateway link closed: {why}")));
+                    }
+                }
+            }
+            Err(LinkError("the gateway link ended".into()))
+        };
+        within(REQUEST_TIMEOUT, wait).await.unwrap_or_else(|| {
+            Err(LinkError(format!(
+                "the gateway did not list its worktrees within {REQUEST_TIMEOUT:?}"
+            )))
+        })
+    }
+}
+
+/// The upgrade: a `fetch` with `Upgrade: websocket` and the bearer.
+async fn open_socket(url: &str, secret: &str) -> Result<WebSocket, LinkError> {
+    let fail = |what: &str, e: worker::Error| LinkError(format!("{what}: {e}"));
+    let headers = Headers::new();
+    headers
+        .set("Upgrade", "websocket")
+        .map_err(|e| fail("cannot build the upgrade", e))?;
+    headers
+        .set("Authorization", &format!("Bearer {secret}"))
+        .map_err(|_| LinkError("the gateway secret is not a valid header value".into()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let req = Request::new_with_init(&upgrade_url(url), &init)
+        .map_err(|e| fail(&format!("bad gateway URL {url}"), e))?;
+    let resp = Fetch::Request(req)
+        .send()
+        .await
+        .map_err(|e| fail(&format!("cannot reach the gateway at {url}"), e))?;
+    let status = resp.status_code();
+    let Some(ws) = resp.websocket() else {
+        return Err(LinkError(if status == 401 {
+            "the gateway refused the secret (401)".into()
+        } else {
+            format!("the gateway at {url} did not upgrade (HTTP {status})")
+        }));
+    };
+    ws.accept()
+        .map_err(|e| fail("cannot accept the socket", e))?;
+    Ok(ws)
+}
+
+fn wire(e: &WireError) -> LinkError {
+    LinkError(format!("{} ({})", e.message, e.code))
+}
+
+/// Sends one frame on `ws`.
+pub fn send(ws: &WebSocket, frame: &ToGateway) -> Result<(), LinkError> {
+    let text = encode_frame(frame).map_err(|e| LinkError(e.to_string()))?;
+    ws.send_with_str(text)
+        .map_err(|e| LinkError(format!("cannot send to the gateway: {e}")))
+}
+
+/// The reader task: every frame, then one `Closed`.
+async fn read(ws: WebSocket, tx: mpsc::UnboundedSender<LinkEvent>) {
+    let why = match ws.events() {
+        Err(e) => format!("cannot read the socket: {e}"),
+        Ok(mut events) => loop {
+            match events.next().await {
+                Some(Ok(WebsocketEvent::Message(m))) => {
+                    let Some(text) = m.text() else { continue };
+                    match decode_frame::<FromGateway>(&text, "gateway frame") {
+                        Ok(frame) => {
+                            if tx.unbounded_send(LinkEvent::Frame(frame)).is_err() {
+                                break "the link's owner went away".to_owned();
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "bad frame from the gateway"),
+                    }
+                }
+                Some(Ok(WebsocketEvent::Close(c))) => {
+                    break format!("closed ({}): {}", c.code(), c.reason());
+                }
+                Some(Err(e)) => break format!("socket error: {e}"),
+                None => break "the socket ended".to_owned(),
+            }
+        },
+    };
+    let _ = tx.unbounded_send(LinkEvent::Closed(why));
+}
+
+/// What the UI shows about the gateway (`GET /api/status`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GatewayStatus {
+    /// A link could be opened just now.
+    pub connected: bool,
+    /// Where the gateway is.
+    pub url: String,
+    /// Why it could not, if it could not.
+    pub error: Option<String>,
+    /// The gateway's software, from its hello.
+    pub agent: Option<String>,
+    /// Which executor it runs (not known from here).
+    pub executor: Option<String>,
+    /// Why that executor cannot run (not known from here).
+    pub executor_error: Option<String>,
+}
+
+/// Opens a short-lived link to see whether the gateway answers.
+pub async fn probe(url: &str, secret: &str) -> GatewayStatus {
+    match GatewayConn::connect(url, secret).await {
+        Ok(conn) => {
+            conn.close();
+            GatewayStatus {
+                connected: true,
+                url: url.to_owned(),
+                agent: conn.agent.clone(),
+                ..GatewayStatus::default()
+            }
+        }
+        Err(e) => GatewayStatus {
+            connected: false,
+            url: url.to_owned(),
+            error: Some(e.0),
+            ..GatewayStatus::default()
+        },
+    }
+}
+
+/// The gateway's worktrees over a short-lived link.
+pub async fn list_worktrees(url: &str, secret: &str) -> Result<Vec<Worktree>, LinkError> {
+    let mut conn = GatewayConn::connect(url, secret).await?;
+    let result = conn.worktrees("worktrees").await;
+    conn.close();
+    result
+}

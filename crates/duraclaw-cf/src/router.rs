@@ -1,0 +1,234 @@
+//! The Worker in front of the session Durable Objects: every route of
+//! `docs/api.md`, with the same JSON errors as the local orchestrator.
+//!
+//! - `GET /api/health` needs nothing else; every other route first brings
+//!   the D1 schema up to date ([`CfAuth::migrate`]; a failure answers 500
+//!   with the reason), then the auth routes go to [`CfAuth::handle`] and the
+//!   rest require a user ([`CfAuth::require_user`]: cookie, and Origin for
+//!   state-changing requests and WebSocket upgrades).
+//! - `/api/status` and `/api/worktrees` open a short-lived link to the
+//!   gateway from the Worker itself: they concern the gateway, not a
+//!   session, and a link per request needs no state and no object to keep
+//!   awake (the cost is one WebSocket handshake, ~1 ms to a local gateway).
+//! - Sessions: the list comes from the D1 index; a session's routes check
+//!   the owner in the index (another user's session answers 404 exactly as
+//!   a missing one) and go to the session's Durable Object
+//!   (`SESSIONS.idFromName(id)`), the WebSocket upgrade included: the
+//!   object accepts it as a hibernatable socket.
+//! - Any other path goes to the static assets (`ASSETS`), when bound.
+//!
+//! Bindings: `SESSIONS` (the session Durable Object namespace), `DB` (D1),
+//! `CC_GATEWAY_URL`, the secrets `CC_GATEWAY_SECRET`,
+//! `DURACLAW_COOKIE_SECRET` and `DURACLAW_ADMIN_TOKEN`, optionally `ASSETS`.
+
+use duraclaw_core::protocol::MAX_SESSION_ID_BYTES;
+use serde::Deserialize;
+use serde_json::json;
+use worker::js_sys::Math;
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
+
+use crate::auth::{AuthUser, CfAuth, json_error};
+use crate::gateway_client;
+use crate::session::{CreateRequest, SESSION_HEADER, USER_HEADER, now_ms};
+
+/// The Durable Object namespace binding of the sessions.
+pub const SESSIONS_BINDING: &str = "SESSIONS";
+
+/// A fresh session id: time-ordered, 26 characters of Crockford base32.
+/// Not a secret (ownership is checked on every route), so the noise comes
+/// from `Math.random`.
+pub fn new_session_id() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let time = u128::try_from(now_ms().max(0)).unwrap_or(0);
+    let mut noise: u128 = 0;
+    for _ in 0..4 {
+        // 20 bits a draw: well within an f64's exact range.
+        noise = (noise << 20) | ((Math::random() * f64::from(1u32 << 20)) as u128);
+    }
+    let value = (time << 80) | (noise & ((1u128 << 80) - 1));
+    (0..26)
+        .rev()
+        .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
+        .collect()
+}
+
+/// Answers one request to the Worker. Never fails: an internal error is a
+/// 500 with its reason.
+pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
+    crate::logging::init();
+    match route(req, &env).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            tracing::error!(error = %e, "request failed");
+            json_error(500, &format!("internal error: {e}"))
+        }
+    }
+}
+
+async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
+    let path = req.path();
+    if !path.starts_with("/api/") && path != "/api" {
+        return match env.assets("ASSETS") {
+            Ok(assets) => assets.fetch_request(req).await,
+            Err(_) => json_error(404, "not found"),
+        };
+    }
+    if path == "/api/health" {
+        return Response::from_json(&json!({"ok": true, "version": env!("CARGO_PKG_VERSION")}));
+    }
+    let auth = match CfAuth::from_env(env) {
+        Ok(a) => a,
+        Err(e) => return json_error(500, &format!("the server is misconfigured: {e}")),
+    };
+    if let Err(e) = auth.migrate().await {
+        return json_error(500, &format!("the user database cannot be migrated: {e}"));
+    }
+    if let Some(answer) = auth.handle(&mut req).await {
+        return answer;
+    }
+    let user = match auth.require_user(&req).await {
+        Ok(u) => u,
+        Err(denied) => return denied.into_response(),
+    };
+    let method = req.method();
+    let segments: Vec<&str> = path
+        .trim_start_matches("/api/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (method, segments.as_slice()) {
+        (Method::Get, ["status"]) => status(env).await,
+        (Method::Get, ["worktrees"]) => worktrees(env).await,
+        (Method::Get, ["sessions"]) => Response::from_json(&auth.list_sessions(&user.name).await?),
+        (Method::Post, ["sessions"]) => create_session(req, env, &user).await,
+        (Method::Get, ["sessions", id]) => {
+            to_session(env, &auth, &user, id, "/meta", Method::Get, None).await
+        }
+        (Method::Post, ["sessions", id, "close"]) => {
+            to_session(env, &auth, &user, id, "/close", Method::Post, None).await
+        }
+        (Method::Get, ["sessions", id, "ws"]) => {
+            let upgrade = req.headers().get("Upgrade")?.unwrap_or_default();
+            if !upgrade.eq_ignore_ascii_case("websocket") {
+                return json_error(426, "this route needs a WebSocket upgrade");
+            }
+            let query = req
+                .url()?
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let path = format!("/ws{query}");
+            to_session(env, &auth, &user, id, &path, Method::Get, Some("websocket")).await
+        }
+        (_, ["status" | "worktrees"] | ["sessions", ..]) => json_error(405, "method not allowed"),
+        _ => json_error(404, "no such route"),
+    }
+}
+
+fn gateway_config(env: &Env) -> Result<(String, String), String> {
+    let url = env
+        .var("CC_GATEWAY_URL")
+        .map(|v| v.to_string())
+        .map_err(|_| "CC_GATEWAY_URL is not set".to_owned())?;
+    let secret = env
+        .secret("CC_GATEWAY_SECRET")
+        .map(|v| v.to_string())
+        .map_err(|_| "the secret CC_GATEWAY_SECRET is not set".to_owned())?;
+    Ok((url, secret))
+}
+
+async fn status(env: &Env) -> worker::Result<Response> {
+    let gateway = match gateway_config(env) {
+        Ok((url, secret)) => gateway_client::probe(&url, &secret).await,
+        Err(e) => gateway_client::GatewayStatus {
+            error: Some(e),
+            ..Default::default()
+        },
+    };
+    // No per-client queue here to overflow: the session object sends each
+    // event to every socket as it is stored.
+    Response::from_json(&json!({ "gateway": gateway, "stats": {"slow_client_catch_ups": 0} }))
+}
+
+async fn worktrees(env: &Env) -> worker::Result<Response> {
+    let (url, secret) = match gateway_config(env) {
+        Ok(c) => c,
+        Err(e) => return json_error(502, &format!("the gateway is unreachable: {e}")),
+    };
+    match gateway_client::list_worktrees(&url, &secret).await {
+        Ok(list) => Response::from_json(&list),
+        Err(e) => json_error(502, &format!("the gateway is unreachable: {e}")),
+    }
+}
+
+/// `POST /api/sessions`.
+#[derive(Debug, Deserialize)]
+struct CreateSession {
+    worktree: String,
+    prompt: String,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+fn stub(env: &Env, id: &str) -> worker::Result<Stub> {
+    env.durable_object(SESSIONS_BINDING)?
+        .id_from_name(id)?
+        .get_stub()
+}
+
+async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker::Result<Response> {
+    let body: CreateSession = match req.json().await {
+        Ok(b) => b,
+        Err(e) => return json_error(400, &format!("bad request body: {e}")),
+    };
+    if body.prompt.trim().is_empty() {
+        return json_error(400, "a session needs a first prompt");
+    }
+    let id = new_session_id();
+    let create = CreateRequest {
+        session_id: id.clone(),
+        owner: user.name.clone(),
+        worktree: body.worktree,
+        prompt: body.prompt,
+        model: body.model,
+    };
+    let headers = Headers::new();
+    headers.set("Content-Type", "application/json")?;
+    headers.set(USER_HEADER, &user.name)?;
+    headers.set(SESSION_HEADER, &id)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(serde_json::to_string(&create)?.into()));
+    let inner = Request::new_with_init("https://session/create", &init)?;
+    stub(env, &id)?.fetch_with_request(inner).await
+}
+
+/// Forwards a session route to its object, once `user` is known to own it.
+async fn to_session(
+    env: &Env,
+    auth: &CfAuth,
+    user: &AuthUser,
+    id: &str,
+    path: &str,
+    method: Method,
+    upgrade: Option<&str>,
+) -> worker::Result<Response> {
+    if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES {
+        return json_error(404, "no such session");
+    }
+    match auth.session_owner(id).await? {
+        Some(owner) if owner == user.name => {}
+        _ => return json_error(404, "no such session"),
+    }
+    let headers = Headers::new();
+    headers.set(USER_HEADER, &user.name)?;
+    headers.set(SESSION_HEADER, id)?;
+    if let Some(u) = upgrade {
+        headers.set("Upgrade", u)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    let inner = Request::new_with_init(&format!("https://session{path}"), &init)?;
+    stub(env, id)?.fetch_with_request(inner).await
+}

@@ -1,0 +1,69 @@
+//! Duraclaw on Cloudflare: the glue that exports the Worker's fetch handler
+//! and the session Durable Object (`SessionObject`) to the runtime. All the
+//! logic is in `duraclaw-cf` (`router::handle`, `session::SessionHost`).
+
+#![cfg(target_arch = "wasm32")]
+// `#[durable_object]` exports methods to JavaScript that carry no docs.
+#![allow(missing_docs)]
+
+use std::rc::Rc;
+
+use duraclaw_cf::session::SessionHost;
+use worker::{
+    Context, DurableObject, Env, Request, Response, Result, Socket, State, WebSocket,
+    WebSocketIncomingMessage, durable_object, event,
+};
+
+/// One session: its log, its browser sockets and its gateway link.
+#[durable_object]
+pub struct SessionObject {
+    host: Rc<SessionHost>,
+}
+
+impl DurableObject for SessionObject {
+    fn new(state: State, env: Env) -> Self {
+        SessionObject {
+            host: SessionHost::new(state, env),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        self.host.fetch(req).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.host.alarm().await
+    }
+
+    // Every handler the runtime could call is implemented: the defaults panic.
+    async fn connect(&self, _socket: Socket) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        self.host.websocket_message(ws, message).await
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.host.websocket_close(ws, code).await
+    }
+
+    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    duraclaw_cf::router::handle(req, env).await
+}

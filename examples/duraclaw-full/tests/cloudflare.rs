@@ -1,0 +1,751 @@
+//! Duraclaw on Cloudflare, end to end: the worker crate
+//! (`examples/duraclaw-full/cloudflare`) built with worker-build and run
+//! under `wrangler dev`, against the real gateway (`duraclaw gateway`, the
+//! gateway server of `duraclaw-gateway`) with the scripted executor, whose
+//! script asks for an approval. Users are created through the admin route
+//! and log in through the real auth routes.
+//!
+//! One test, in steps, so the worker is built once:
+//!
+//! 1. create a session, stream its events to two browsers until the
+//!    approval question; a third resumes with `after=N` and gets exactly the
+//!    events after N; a malformed frame gets a typed error, a ping a pong;
+//!    another user gets 404 exactly as for a missing session;
+//! 2. stop `wrangler dev` with the approval pending and start it again on
+//!    the same state: the Durable Object reconnects to the gateway by itself
+//!    (its alarm), the history, the pending question and the state are
+//!    intact, browsers resume with exact replay, and the approval completes
+//!    the turn;
+//!    then, idle, the object hibernates with the browsers' sockets open and
+//!    wakes for a message on one of them, knowing its user;
+//! 3. SIGKILL the gateway with a second session waiting for approval: the
+//!    session shows `gateway_unreachable`; when the gateway is back the
+//!    object's alarm reconnects and the events the gateway logged meanwhile
+//!    arrive, none lost and none twice.
+//!
+//! Every wait is bounded; nothing sleeps to synchronise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
+mod support;
+use support::{
+    Tools, Wrangler, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready,
+};
+
+const GATEWAY_SECRET: &str = "cf-e2e-gateway-secret-0123456789";
+const COOKIE_SECRET: &str = "cf-e2e-cookie-secret-0123456789abcdef";
+const ADMIN_TOKEN: &str = "cf-e2e-admin-token-0123456789abcdef";
+const PASSWORD: &str = "correct horse battery staple 42";
+/// How long any one expected thing may take.
+const DEADLINE: Duration = Duration::from_secs(60);
+/// How long the object's alarm may take to reconnect by itself (a heartbeat
+/// is at most 30 s away, plus wrangler's start on a busy machine).
+const ALARM_DEADLINE: Duration = Duration::from_secs(120);
+/// How long an idle object may take to let its link go (one heartbeat, at
+/// most 30 s) and hibernate (10-25 s idle under wrangler dev).
+const HIBERNATE_DEADLINE: Duration = Duration::from_secs(180);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn init_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    let repo = git2::Repository::init(path).unwrap();
+    let mut index = repo.index().unwrap();
+    std::fs::write(path.join("README.md"), "# app\n").unwrap();
+    index.add_path(Path::new("README.md")).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("e2e", "e2e@duraclaw.invalid").unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+        .unwrap();
+}
+
+/// The gateway (`duraclaw gateway`, scripted) on a fixed port, its log in a
+/// file; killed with SIGKILL when dropped.
+struct Gateway {
+    child: Child,
+    log: PathBuf,
+}
+
+async fn start_gateway(root: &Path, port: u16, n: usize) -> Gateway {
+    let log = root.join(format!("gateway-{n}.log"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
+    for (name, _) in std::env::vars_os() {
+        let s = name.to_string_lossy();
+        if s.starts_with("CC_GATEWAY")
+            || s.starts_with("DURACLAW_")
+            || s.starts_with("CLAUDE")
+            || s == "WORKTREE_PATTERNS"
+        {
+            c.env_remove(&name);
+        }
+    }
+    c.env("CC_GATEWAY_SECRET", GATEWAY_SECRET)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .args(["gateway", "--executor", "scripted", "--bind"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--worktrees")
+        .arg(format!("{}/projects/*", root.display()))
+        .arg("--script")
+        .arg(root.join("script.json"))
+        .arg("--data-dir")
+        .arg(root.join("gateway"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true);
+    let mut child = c.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = tokio::time::timeout(DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("gateway listening on ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(started, Ok(true)),
+        "the gateway did not start:\n{}",
+        support::log_tail(&log)
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Gateway { child, log }
+}
+
+impl Gateway {
+    /// How many orchestrator links it has accepted.
+    fn links(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("orchestrator connected")
+            .count()
+    }
+}
+
+/// The deployment under test: wrangler's directory and its settings.
+struct Deployment {
+    tools: Tools,
+    dir: PathBuf,
+    port: u16,
+    gateway_port: u16,
+    starts: usize,
+}
+
+impl Deployment {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn start(&mut self, http: &reqwest::Client) -> Wrangler {
+        self.starts += 1;
+        let url = format!("http://127.0.0.1:{}", self.gateway_port);
+        let vars = [
+            ("CC_GATEWAY_URL", url.as_str()),
+            ("CC_GATEWAY_SECRET", GATEWAY_SECRET),
+            ("DURACLAW_COOKIE_SECRET", COOKIE_SECRET),
+            ("DURACLAW_ADMIN_TOKEN", ADMIN_TOKEN),
+        ];
+        let log = self.dir.join(format!("wrangler-{}.log", self.starts));
+        let mut w = start_wrangler_logged(&self.tools, &self.dir, self.port, &vars, &log);
+        let health = format!("{}/api/health", self.base());
+        wait_until_ready(&mut w, http, &health, |t| t.contains("\"ok\":true")).await;
+        w
+    }
+}
+
+/// Creates `name` through the admin route and logs in; the cookie.
+async fn user(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let r = http
+        .post(format!("{base}/api/admin/users"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"username": name, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "creating {name}: {status} {}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = http
+        .post(format!("{base}/api/login"))
+        .header("Origin", base)
+        .json(&json!({"username": name, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login {name}");
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';')
+                .next()
+                .filter(|kv| kv.starts_with("duraclaw_session="))
+        })
+        .expect("a session cookie")
+        .to_owned()
+}
+
+async fn get(http: &reqwest::Client, base: &str, cookie: &str, path: &str) -> (u16, Value) {
+    let r = http
+        .get(format!("{base}{path}"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let r = http
+        .post(format!("{base}{path}"))
+        .header("Cookie", cookie)
+        .header("Origin", base)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A browser on a session's WebSocket: the events it got, in order.
+struct Browser {
+    ws: Ws,
+    snapshot: Value,
+    after: u64,
+    events: Vec<(u64, Value)>,
+}
+
+async fn open_ws(base: &str, cookie: &str, id: &str, after: u64) -> Result<Ws, String> {
+    let url = format!(
+        "{}/api/sessions/{id}/ws?after={after}",
+        base.replace("http://", "ws://")
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Cookie", cookie.parse().unwrap());
+    req.headers_mut().insert("Origin", base.parse().unwrap());
+    match tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req)).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => {
+            Err(format!("HTTP {}", r.status().as_u16()))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+impl Browser {
+    async fn connect(base: &str, cookie: &str, id: &str, after: u64) -> Browser {
+        let ws = open_ws(base, cookie, id, after)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket to {id}: {e}"));
+        let mut b = Browser {
+            ws,
+            snapshot: Value::Null,
+            after,
+            events: Vec::new(),
+        };
+        let hello = b.frame().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["role"], "orchestrator");
+        let snapshot = b.frame().await;
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        b.snapshot = snapshot;
+        b
+    }
+
+    /// The next frame of any type.
+    async fn frame(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a readable frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(c) => panic!("the server closed the socket: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.events.last().map_or(self.after, |(s, _)| *s)
+    }
+
+    /// Records an event frame, checking it is the next seq.
+    fn take_event(&mut self, f: &Value) -> bool {
+        if f["type"] != "event" {
+            return false;
+        }
+        let seq = f["seq"].as_u64().unwrap();
+        assert_eq!(
+            seq,
+            self.last_seq() + 1,
+            "events must come in order with no gap or duplicate: {f}"
+        );
+        self.events.push((seq, f["event"].clone()));
+        true
+    }
+
+    /// Reads frames until an event matching `until`; returns it.
+    async fn until(&mut self, until: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no such event within {DEADLINE:?}; got {:?}",
+                self.events
+            );
+            let f = self.frame().await;
+            if self.take_event(&f) && until(&f["event"]) {
+                return f["event"].clone();
+            }
+        }
+    }
+
+    /// Reads until the replay reached `seq`.
+    async fn until_seq(&mut self, seq: u64) {
+        while self.last_seq() < seq {
+            let f = self.frame().await;
+            self.take_event(&f);
+        }
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a command and returns its result (events meanwhile recorded).
+    async fn command(&mut self, id: &str, command: Value) -> Value {
+        self.send(json!({"type": "command", "id": id, "command": command}))
+            .await;
+        loop {
+            let f = self.frame().await;
+            assert_ne!(f["type"], "error", "the command was refused: {f}");
+            if !self.take_event(&f) && f["type"] == "command_result" && f["id"] == id {
+                return f;
+            }
+        }
+    }
+
+    /// The next frame that is not an event (events recorded).
+    async fn reply(&mut self) -> Value {
+        loop {
+            let f = self.frame().await;
+            if !self.take_event(&f) {
+                return f;
+            }
+        }
+    }
+}
+
+fn is(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["type"] == kind
+}
+
+fn state_is(state: &'static str, reason: Option<&'static str>) -> impl Fn(&Value) -> bool {
+    move |e| {
+        e["type"] == "session.state"
+            && e["state"] == state
+            && reason.is_none_or(|r| e["reason"] == r)
+    }
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
+    let tools = Tools::find();
+    // Kept after the run (logs of wrangler and the gateway for a failure),
+    // replaced by the next one.
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cloudflare-e2e");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    eprintln!("logs and state in {}", root.display());
+    init_repo(&root.join("projects/app"));
+    init_repo(&root.join("projects/other"));
+    std::fs::write(
+        root.join("script.json"),
+        r#"{"turns":[[{"step":"text","text":"checking the build","chunks":3},
+            {"step":"tool","name":"Bash","input":{"command":"make"},"result":"built"},
+            {"step":"text","text":"done","chunks":1}]]}"#,
+    )
+    .unwrap();
+
+    // The worker, with the real UI as its assets.
+    let crate_dir = support::repo_root().join("examples/duraclaw-full/cloudflare");
+    let dir = root.join("cf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = Instant::now();
+    build_worker_crate(&tools, &crate_dir, &dir.join("build"));
+    let built = t.elapsed();
+    let toml = std::fs::read_to_string(crate_dir.join("wrangler.toml")).unwrap();
+    let dist = support::repo_root().join("examples/duraclaw-full/ui/dist");
+    let toml = toml.replace(
+        "directory = \"../ui/dist\"",
+        &format!("directory = {:?}", dist.display().to_string()),
+    );
+    assert!(
+        toml.contains(&dist.display().to_string()),
+        "assets directory"
+    );
+    std::fs::write(dir.join("wrangler.toml"), toml).unwrap();
+
+    let gateway_port = free_port();
+    let mut gateway = start_gateway(&root, gateway_port, 1).await;
+    let mut deployment = Deployment {
+        tools,
+        dir,
+        port: free_port(),
+        gateway_port,
+        starts: 0,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let wrangler = deployment.start(&http).await;
+    eprintln!(
+        "worker-build {built:.1?}, wrangler ready {:.1?}",
+        t.elapsed()
+    );
+    let base = deployment.base();
+
+    // The UI is served, and an unknown path is the single-page app.
+    let index = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    let index = index.text().await.unwrap();
+    assert!(index.contains("<title>Duraclaw</title>"), "{index}");
+    let spa = http
+        .get(format!("{base}/sessions/xyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spa.text().await.unwrap(), index);
+
+    let alice = user(&http, &base, "alice").await;
+    let bob = user(&http, &base, "bob").await;
+    let (status, _) = get(&http, &base, "", "/api/sessions").await;
+    assert_eq!(status, 401, "no cookie, no sessions");
+
+    // 1. Create, stream, approve later.
+    let (status, wts) = get(&http, &base, &alice, "/api/worktrees").await;
+    assert_eq!(status, 200, "{wts}");
+    let app = root.join("projects/app").display().to_string();
+    assert!(
+        wts.as_array().unwrap().iter().any(|w| w["path"] == app),
+        "{wts}"
+    );
+    let (status, st) = get(&http, &base, &alice, "/api/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(st["gateway"]["connected"], true, "{st}");
+
+    let (status, s) = post(
+        &http,
+        &base,
+        &alice,
+        "/api/sessions",
+        json!({"worktree": app, "prompt": "build it"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{s}");
+    let id = s["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(s["owner"], "alice");
+    assert_eq!(s["title"], "build it");
+
+    let mut one = Browser::connect(&base, &alice, &id, 0).await;
+    let question = one.until(is("user_question")).await;
+    let qid = question["question_id"].as_str().unwrap().to_owned();
+    one.until(state_is("paused", Some("awaiting_approval")))
+        .await;
+    let n = one.last_seq();
+    assert_eq!(one.events[0].1["type"], "user.message");
+    assert_eq!(one.events[0].1["text"], "build it");
+
+    // A second browser sees the same log.
+    let mut two = Browser::connect(&base, &alice, &id, 0).await;
+    assert_eq!(two.snapshot["last_seq"], n);
+    assert_eq!(two.snapshot["reason"], "awaiting_approval");
+    assert_eq!(two.snapshot["pending"][0]["question_id"], qid.as_str());
+    two.until_seq(n).await;
+    assert_eq!(two.events, one.events);
+
+    // A third resumes after k: exactly the events after k.
+    let k = n / 2;
+    let mut three = Browser::connect(&base, &alice, &id, k).await;
+    three.until_seq(n).await;
+    assert_eq!(three.events[..], one.events[k as usize..]);
+
+    // Malformed and oversized frames get a typed error; the socket lives on.
+    three.send(json!({"type": "no such frame"})).await;
+    let e = three.reply().await;
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(e["code"], "bad_frame", "{e}");
+    three
+        .ws
+        .send(Message::text("x".repeat(1024 * 1024 + 10)))
+        .await
+        .ok();
+    three.send(json!({"type": "ping", "nonce": 7})).await;
+    let mut pong = three.reply().await;
+    if pong["type"] == "error" {
+        assert_eq!(pong["code"], "too_large", "{pong}");
+        pong = three.reply().await;
+    }
+    assert_eq!(pong, json!({"type": "pong", "nonce": 7}));
+    drop(three);
+
+    // Another user: 404, exactly as for a session that does not exist.
+    let (status, body) = get(&http, &base, &bob, &format!("/api/sessions/{id}")).await;
+    let (missing_status, missing) = get(
+        &http,
+        &base,
+        &bob,
+        "/api/sessions/01NOSUCHSESSION0000000000",
+    )
+    .await;
+    assert_eq!((status, &body), (404, &missing), "{body}");
+    assert_eq!(missing_status, 404);
+    let (status, _) = post(
+        &http,
+        &base,
+        &bob,
+        &format!("/api/sessions/{id}/close"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        open_ws(&base, &bob, &id, 0).await.err().as_deref(),
+        Some("HTTP 404")
+    );
+    let (_, bobs) = get(&http, &base, &bob, "/api/sessions").await;
+    assert_eq!(bobs, json!([]));
+    let (_, alices) = get(&http, &base, &alice, "/api/sessions").await;
+    assert_eq!(alices[0]["session_id"], id.as_str(), "{alices}");
+    assert_eq!(alices[0]["pending_questions"], 1, "{alices}");
+
+    // 2. Stop wrangler with the approval pending; start it again.
+    let before = two.events.clone();
+    drop(one);
+    drop(two);
+    drop(wrangler);
+    let links = gateway.links();
+    let wrangler = deployment.start(&http).await;
+    // Nothing has touched the session yet: its alarm reconnects it.
+    let t = Instant::now();
+    eventually(
+        ALARM_DEADLINE,
+        "the session object reconnected to the gateway by itself",
+        || async { gateway.links() > links },
+    )
+    .await;
+    eprintln!(
+        "after the restart the object reconnected in {:.1?}",
+        t.elapsed()
+    );
+    let (status, s) = get(&http, &base, &alice, &format!("/api/sessions/{id}")).await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["state"], "paused");
+    assert_eq!(s["reason"], "awaiting_approval");
+    assert_eq!(s["pending_questions"], 1);
+
+    let mut one = Browser::connect(&base, &alice, &id, n).await;
+    assert_eq!(one.snapshot["last_seq"], n, "{}", one.snapshot);
+    assert_eq!(one.snapshot["pending"][0]["question_id"], qid.as_str());
+    let mut all = Browser::connect(&base, &alice, &id, 0).await;
+    all.until_seq(n).await;
+    assert_eq!(all.events, before, "the history survived the restart");
+    let mut two = Browser::connect(&base, &alice, &id, n).await;
+
+    let r = one
+        .command(
+            "b-1",
+            json!({"type": "answer", "question_id": qid, "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    // The same command id again: not applied again (the tool runs once,
+    // checked below); the actor answers that the question is decided.
+    let again = one
+        .command(
+            "b-1",
+            json!({"type": "answer", "question_id": qid, "decision": "allow"}),
+        )
+        .await;
+    assert!(
+        again["ok"] == true || again["error"]["code"] == "already_decided",
+        "{again}"
+    );
+    let second = one
+        .command(
+            "b-2",
+            json!({"type": "answer", "question_id": qid, "decision": "deny", "reason": "no"}),
+        )
+        .await;
+    assert_eq!(second["ok"], false, "{second}");
+    assert_eq!(second["error"]["code"], "already_decided", "{second}");
+    one.until(is("result")).await;
+    one.until(state_is("paused", Some("idle"))).await;
+    two.until_seq(one.last_seq()).await;
+    assert_eq!(two.events, one.events, "both browsers saw the same events");
+    let resolved = one
+        .events
+        .iter()
+        .filter(|(_, e)| e["type"] == "question.resolved")
+        .count();
+    assert!(resolved >= 1, "the decision is logged");
+    let tool_results = one
+        .events
+        .iter()
+        .filter(|(_, e)| e["type"] == "tool_result")
+        .count();
+    assert_eq!(tool_results, 1, "the approved tool ran once");
+
+    // Idle: the object lets its gateway link go at its next heartbeat and
+    // then hibernates with the browsers' sockets open. Ping now and then
+    // (each ping is answered, by a new instance once it hibernated) until a
+    // new instance answers; then a message on the same socket still knows
+    // its user, reconnects the gateway on demand, and both browsers see
+    // the turn.
+    let started = || {
+        support::read_log(&wrangler.log)
+            .matches("session object started")
+            .count()
+    };
+    let instances = started();
+    let deadline = Instant::now() + HIBERNATE_DEADLINE;
+    let mut nonce = 100;
+    while started() == instances {
+        assert!(
+            Instant::now() < deadline,
+            "the idle object did not hibernate within {HIBERNATE_DEADLINE:?}"
+        );
+        // The poll's pace: a ping only after 12 s of quiet, so the object
+        // can go idle in between.
+        if let Ok(msg) = tokio::time::timeout(Duration::from_secs(12), one.ws.next()).await {
+            let Some(Ok(Message::Text(t))) = msg else {
+                panic!("the socket of an idle session ended: {msg:?}");
+            };
+            let f: Value = serde_json::from_str(t.as_str()).unwrap();
+            assert!(one.take_event(&f), "an idle session sends only events: {f}");
+            continue;
+        }
+        nonce += 1;
+        one.send(json!({"type": "ping", "nonce": nonce})).await;
+        assert_eq!(one.reply().await, json!({"type": "pong", "nonce": nonce}));
+    }
+    eprintln!("the idle object hibernated and woke");
+    let r = one
+        .command("b-3", json!({"type": "message", "text": "once more"}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    one.until(is("result")).await;
+    one.until(state_is("paused", Some("idle"))).await;
+    two.until_seq(one.last_seq()).await;
+    assert_eq!(two.events, one.events, "both browsers saw the new turn");
+
+    let (status, closed) = post(
+        &http,
+        &base,
+        &alice,
+        &format!("/api/sessions/{id}/close"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["state"], "terminated");
+    one.until(state_is("terminated", None)).await;
+    drop((one, two, all));
+
+    // 3. SIGKILL the gateway while a session waits for approval.
+    let other = root.join("projects/other").display().to_string();
+    let (status, s) = post(
+        &http,
+        &base,
+        &alice,
+        "/api/sessions",
+        json!({"worktree": other, "prompt": "build the other"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{s}");
+    let id2 = s["session_id"].as_str().unwrap().to_owned();
+    let mut b = Browser::connect(&base, &alice, &id2, 0).await;
+    b.until(state_is("paused", Some("awaiting_approval"))).await;
+    gateway.child.start_kill().unwrap();
+    gateway.child.wait().await.unwrap();
+    b.until(state_is("paused", Some("gateway_unreachable")))
+        .await;
+    let _gateway = start_gateway(&root, gateway_port, 2).await;
+    // The gateway withdraws the question its restart orphaned and ends the
+    // turn; the object reconnects by alarm and logs both.
+    b.until(|e| e["type"] == "error" && e["code"] == "gateway_restarted")
+        .await;
+    let seen: Vec<String> = b
+        .events
+        .iter()
+        .filter(|(_, e)| e["type"] != "session.state")
+        .map(|(_, e)| e.to_string())
+        .collect();
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no event twice: {seen:#?}");
+    for kind in ["user_question", "question.resolved", "tool_use"] {
+        assert_eq!(
+            b.events.iter().filter(|(_, e)| e["type"] == kind).count(),
+            1,
+            "{kind} once: {:#?}",
+            b.events
+        );
+    }
+    // The whole log replays identically.
+    let mut again = Browser::connect(&base, &alice, &id2, 0).await;
+    again.until_seq(b.last_seq()).await;
+    assert_eq!(again.events, b.events);
+    drop(wrangler);
+}
