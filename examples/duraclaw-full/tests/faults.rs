@@ -767,11 +767,30 @@ fn check(log: &[Value], c: &ClientLog, counts: &mut Counts) {
 /// What the executors produced, checked in the log: every streamed message
 /// whose final text arrived has deltas that add up to it, every question is
 /// resolved, every user message is followed by the end of its turn.
-fn check_log(log: &[Value]) -> (u64, u64, bool) {
+/// What one session's log shows, beyond its own checks.
+#[derive(Debug, Default)]
+struct LogFigures {
+    /// Turns started by a `user.message` that ended.
+    turns: u64,
+    /// Questions asked.
+    questions: u64,
+    /// The last turn never ended.
+    open_turn: bool,
+    /// Commands a restarted gateway ran again (its `notice` events).
+    reruns: u64,
+    /// Turns a gateway restart ended with `gateway_restarted`.
+    restart_errors: u64,
+    /// The agent's work logged while the session's state read `paused idle`.
+    work_while_idle: u64,
+}
+
+/// Checks one log: deltas add up to their final message, every question is
+/// resolved; and counts its turns and what gateway restarts did to it.
+fn check_log(log: &[Value]) -> LogFigures {
     let mut deltas: HashMap<String, String> = HashMap::new();
     let mut questions: BTreeMap<String, bool> = BTreeMap::new();
-    let mut open_turn = false;
-    let mut turns = 0;
+    let mut f = LogFigures::default();
+    let mut idle = false;
     for e in log {
         match e["type"].as_str() {
             Some("assistant") => {
@@ -789,14 +808,27 @@ fn check_log(log: &[Value]) -> (u64, u64, bool) {
             Some("question.resolved") => {
                 questions.insert(e["question_id"].as_str().unwrap().to_owned(), true);
             }
-            Some("user.message") => open_turn = true,
+            Some("user.message") => f.open_turn = true,
             Some("result") | Some("error") => {
-                if open_turn {
-                    turns += 1;
+                if f.open_turn {
+                    f.turns += 1;
                 }
-                open_turn = false;
+                f.open_turn = false;
+                if e["code"] == "gateway_restarted" {
+                    f.restart_errors += 1;
+                }
             }
+            Some("session.state") => idle = e["state"] == "paused" && e["reason"] == "idle",
+            Some("notice") if e["code"] == "rerun_after_restart" => f.reruns += 1,
             _ => {}
+        }
+        if idle
+            && matches!(
+                e["type"].as_str(),
+                Some("assistant" | "tool_use" | "tool_result" | "user_question")
+            )
+        {
+            f.work_while_idle += 1;
         }
     }
     let unresolved: Vec<_> = questions.iter().filter(|(_, r)| !**r).collect();
@@ -804,7 +836,8 @@ fn check_log(log: &[Value]) -> (u64, u64, bool) {
         unresolved.is_empty(),
         "unresolved questions: {unresolved:?}"
     );
-    (turns, questions.len() as u64, open_turn)
+    f.questions = questions.len() as u64;
+    f
 }
 
 // ---------------------------------------------------------------- the run
@@ -1058,8 +1091,8 @@ async fn nothing_is_lost_under_faults() {
                 && m["pending_questions"] == 0;
             if !settled {
                 // Stuck: the driver's message was confirmed, nothing is
-                // pending, and no turn end came (the state may read active
-                // or, after a gateway reconnect, idle).
+                // pending, and no turn end came (the state should read
+                // active; idle is checked too, the bug it once was).
                 all_stuck &= out == 0
                     && ended < sent
                     && (m["state"] == "active" || m["reason"] == "idle")
@@ -1161,11 +1194,15 @@ async fn nothing_is_lost_under_faults() {
         failed.extend(c.failed_commands);
     }
     let (mut turns, mut questions, mut open_turns) = (0, 0, 0);
+    let (mut reruns, mut restart_errors, mut work_while_idle) = (0, 0, 0);
     for (i, id) in ids.iter().enumerate() {
-        let (t, q, open) = check_log(&logs[i]);
-        turns += t;
-        questions += q;
-        open_turns += u64::from(open);
+        let f = check_log(&logs[i]);
+        turns += f.turns;
+        questions += f.questions;
+        open_turns += u64::from(f.open_turn);
+        reruns += f.reruns;
+        restart_errors += f.restart_errors;
+        work_while_idle += f.work_while_idle;
         // The log does not move after the end.
         let (_, again) = full_log(&base, &cookie, id).await;
         assert_eq!(
@@ -1232,6 +1269,9 @@ async fn nothing_is_lost_under_faults() {
         );
     }
     println!(
+        "gateway restarts: {reruns} taken commands run again, {restart_errors} turns ended (gateway_restarted); agent events logged while the state read idle: {work_while_idle}"
+    );
+    println!(
         "turns that never ended: {open_turns}{}",
         stuck.iter().map(|w| format!("\n  {w}")).collect::<String>()
     );
@@ -1241,6 +1281,10 @@ async fn nothing_is_lost_under_faults() {
         "seed {seed}: a turn left open in a session that settled"
     );
     assert!(stuck.is_empty(), "seed {seed}: stuck turns: {stuck:?}");
+    assert_eq!(
+        work_while_idle, 0,
+        "seed {seed}: the agent worked while the session read idle"
+    );
     assert!(
         short.is_empty(),
         "seed {seed}: clients short of the log: {short:?}"
@@ -1479,7 +1523,11 @@ async fn a_sigkilled_cli_ends_its_turn_and_the_session_goes_on() {
         assert_eq!(&log[*seq as usize - 1], e, "event {seq} matches the log");
     }
     // Every turn started by a message ended, once.
-    let (turns, _, open) = check_log(&log);
+    let LogFigures {
+        turns,
+        open_turn: open,
+        ..
+    } = check_log(&log);
     assert!(!open, "a turn was left open");
     assert_eq!(turns, KILLS + 1);
     let ends = log
