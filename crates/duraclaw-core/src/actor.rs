@@ -410,9 +410,23 @@ impl SessionActor {
         Self::with_log(log).await
     }
 
-    /// Wakes the actor over an already opened log.
+    /// Wakes the actor over an already opened log. The log is written
+    /// before the metadata, so a host that died in between left metadata
+    /// one state behind: the state the log last recorded wins.
     pub async fn with_log(log: SessionLog) -> Result<Self> {
-        let meta = log.store().meta().await?;
+        let mut meta = log.store().meta().await?;
+        if let Some(logged) = last_logged_state(log.store()).await?
+            && logged != meta.state
+        {
+            tracing::info!(
+                session = %meta.session_id,
+                stored = ?meta.state,
+                logged = ?logged,
+                "the session's metadata lagged its log; taking the log's state"
+            );
+            meta.state = logged;
+            log.store().put_meta(&meta).await?;
+        }
         let head = log.store().head().await?;
         let pending = pending_counts(log.store()).await?;
         Ok(SessionActor {
@@ -918,6 +932,34 @@ async fn last_turn_open(store: &DynSessionStore) -> Result<Option<bool>> {
     }
     Ok(None)
 }
+
+/// The state the log last recorded (its last `session.state` event),
+/// looking back a bounded number of events.
+async fn last_logged_state(store: &DynSessionStore) -> Result<Option<SessionState>> {
+    const PAGE: Seq = 512;
+    const PAGES: Seq = 8;
+    let head = store.head().await?.last_seq;
+    let mut to = head;
+    for _ in 0..PAGES {
+        if to == 0 {
+            break;
+        }
+        let from = to.saturating_sub(PAGE);
+        let page = store
+            .read_after(from, usize::try_from(to - from).unwrap_or(MAX_READ))
+            .await?;
+        for e in page.iter().rev() {
+            if let Ok(Event::SessionState(s)) = e.event() {
+                return Ok(Some(s.state));
+            }
+        }
+        to = from;
+    }
+    Ok(None)
+}
+
+/// The most events [`last_logged_state`] asks for at once.
+const MAX_READ: usize = 512;
 
 /// The questions still open, by id (`true` for an AskUserQuestion), so a
 /// resolution of a question already decided (the executor confirming a

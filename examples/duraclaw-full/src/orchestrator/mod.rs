@@ -498,6 +498,51 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn an_actor_woken_after_a_crash_takes_the_state_its_log_recorded() {
+        use duraclaw_core::actor::Actor;
+        use duraclaw_core::protocol::{Command, UserTurn};
+        let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
+        let link = || GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
+        let orch = Orchestrator::new(dir.clone(), link(), Duration::from_secs(60));
+        let actor = orch
+            .create(SessionMeta::new("s1", "alice", 1))
+            .await
+            .unwrap();
+        actor.ingest(gateway_turn(1, true, true), 2).await.unwrap();
+        assert_eq!(actor.meta().await.state, idle());
+        // The process died after the log's append and before the metadata
+        // was written: the metadata still says the turn runs.
+        let store = actor.log().store().clone();
+        let mut stale = store.meta().await.unwrap();
+        stale.state = SessionState::Active;
+        store.put_meta(&stale).await.unwrap();
+        drop(actor);
+        drop(orch);
+        let orch = Orchestrator::new(dir, link(), Duration::from_secs(60));
+        let actor = orch.actor("s1").await.unwrap();
+        assert_eq!(actor.meta().await.state, idle(), "the log's state wins");
+        // So the next turn is logged as active again.
+        let who = Actor {
+            user: "alice".into(),
+            client: None,
+        };
+        let turn = Command::Message(UserTurn {
+            text: "go on".into(),
+        });
+        actor.command("c2", turn, &who, 3).await.unwrap();
+        assert_eq!(actor.meta().await.state, SessionState::Active);
+        let log = actor.log().store().read_after(0, 100).await.unwrap();
+        assert!(
+            matches!(
+                log.last().unwrap().event().unwrap(),
+                Event::SessionState(s) if s.state == SessionState::Active
+            ),
+            "{:?}",
+            log.iter().map(|e| e.json.to_string()).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn session_ids_are_unique_sortable_and_url_safe() {
         let a = new_session_id();
