@@ -606,7 +606,6 @@ impl Gateway {
         } = env;
         match command {
             Command::Execute(x) => {
-                let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
                 let session = match self.inner.options.directory.open(&session_id).await {
                     Ok(store) => {
                         // The session exists: a resent execute is applied once.
@@ -625,6 +624,7 @@ impl Gateway {
                         self.session(&session_id).await?
                     }
                     Err(Error::NotFound { .. }) => {
+                        let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
                         self.check_not_busy(&worktree, &session_id).await?;
                         let mut meta = SessionMeta::new(&session_id, GATEWAY_OWNER, now_ms());
                         meta.worktree = worktree.display().to_string();

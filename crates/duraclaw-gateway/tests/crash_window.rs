@@ -11,9 +11,10 @@
 //! executor queued behind a running turn (killed after that turn's end), two
 //! queued messages (run in the order taken), a re-run killed again before it
 //! began (run by the next restart, still once), a session closed after the
-//! message was taken (not run: its turn ends with an error), and a mark left
+//! message was taken (not run: its turn ends with an error), a mark left
 //! by an earlier version that does not say what the command was (its turn
-//! ends with an error).
+//! ends with an error), and a re-run whose worktree is gone (its turn ends
+//! with an error).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -592,5 +593,40 @@ fn an_earlier_versions_bare_mark_ends_its_turn_with_an_error() {
             .await
             .expect("the next message's turn");
         assert!(matches!(events.last().unwrap().event().unwrap(), Event::Result(_)));
+    });
+}
+
+#[test]
+fn a_re_run_that_cannot_start_ends_its_turn_with_an_error() {
+    let s = setup();
+    let killed = runtime();
+    killed.block_on(async {
+        let gw = gateway(&s, holding(true)).await;
+        apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
+        assert!(log(&gw).await.is_empty(), "the window is open");
+    });
+    killed.shutdown_background();
+    // The worktree is gone by the time the gateway is back.
+    std::fs::remove_dir_all(&s.worktree).unwrap();
+    runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        let events = log(&gw).await;
+        assert_eq!(kinds(&events), ["notice", "error"], "{:?}", kinds(&events));
+        match events[1].event().unwrap() {
+            Event::Error(e) => {
+                assert_eq!(e.code.as_deref(), Some("gateway_restarted"));
+                assert!(
+                    e.message.contains("could not run it again"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let s1 = gw.session("s1").await.unwrap();
+        assert!(s1.log().store().unforwarded().await.unwrap().is_empty());
+        // The resend is a duplicate of a turn that ended.
+        apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
+        assert_eq!(log(&gw).await.len(), 2);
     });
 }
