@@ -245,7 +245,9 @@ struct Inner {
 impl Gateway {
     /// A gateway over `options`. Questions left pending by an earlier run
     /// (its executors are gone) are withdrawn, so nobody answers a question
-    /// no process waits for.
+    /// no process waits for; a turn that run cut short is ended; and the
+    /// turn-starting commands it took and never started are run now, in
+    /// the order taken, before any new command (see `recover`).
     pub async fn new(options: GatewayOptions) -> Result<Self> {
         Self::with_audit(options, Arc::new(TracingAudit)).await
     }
