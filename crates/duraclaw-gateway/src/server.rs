@@ -740,12 +740,9 @@ impl Gateway {
     /// Runs a turn-starting command taken before a restart, as its first
     /// application would have (its id is recorded already).
     async fn run_turn(&self, session: &Arc<GatewaySession>, env: CommandEnvelope) -> Result<()> {
-        let CommandEnvelope {
-            session_id,
-            command,
-            ..
-        } = env;
-        match command {
+        // The session it was recorded in, whatever the envelope says.
+        let session_id = session.id.clone();
+        match env.command {
             Command::Execute(x) => self.execute(session, session_id, x).await,
             Command::Message(turn) => self.message(session, session_id, turn.text).await,
             Command::Resume(r) => self.resume(session, session_id, r).await,
