@@ -436,9 +436,23 @@ impl SessionActor {
         Self::with_log(log).await
     }
 
-    /// Wakes the actor over an already opened log.
+    /// Wakes the actor over an already opened log. The log is written
+    /// before the metadata, so a host that died in between left metadata
+    /// one state behind: the state the log last recorded wins.
     pub async fn with_log(log: SessionLog) -> Result<Self> {
-        let meta = log.store().meta().await?;
+        let mut meta = log.store().meta().await?;
+        if let Some(logged) = last_logged_state(log.store()).await?
+            && logged != meta.state
+        {
+            tracing::info!(
+                session = %meta.session_id,
+                stored = ?meta.state,
+                logged = ?logged,
+                "the session's metadata lagged its log; taking the log's state"
+            );
+            meta.state = logged;
+            log.store().put_meta(&meta).await?;
+        }
         let head = log.store().head().await?;
         let pending = pending_counts(log.store()).await?;
         Ok(SessionActor {
@@ -504,6 +518,13 @@ impl SessionActor {
                 break;
             }
             next += 1;
+            // Work logged while the session reads idle means a turn began
+            // that no `session.init` or `user.message` announced (a message
+            // the executor queued behind the last turn, or one taken while
+            // the gateway was away): the state says so before the event.
+            if state == SessionState::paused(PauseReason::Idle) && shows_work(&event) {
+                state = self.step(state, SessionInput::TurnStarted, now_ms, &mut new_events)?;
+            }
             let inputs = inputs_for(&event, &mut pending, &mut meta);
             new_events.push(NewEvent::new(&event, Some(gseq), now_ms)?);
             for input in inputs {
@@ -607,21 +628,36 @@ impl SessionActor {
             })
     }
 
-    /// What the session should return to once its gateway is back.
+    /// What the session should return to once its gateway is back: a
+    /// pending question first; else whether the log's last turn is open (a
+    /// `user.message` or the agent's work after the last `result`/`error`),
+    /// which holds for a message taken while the gateway was away and
+    /// across an orchestrator restart; else the state before the loss.
     pub async fn resumption(&self) -> Result<crate::state::Resumption> {
         use crate::state::Resumption;
         let st = self.inner.lock().await;
         let pending = &st.pending;
+        if pending.approvals() > 0 {
+            return Ok(Resumption::AwaitingApproval);
+        }
+        if pending.answers() > 0 {
+            return Ok(Resumption::AwaitingAnswer);
+        }
+        if let Some(open) = last_turn_open(self.log.store()).await? {
+            return Ok(if open {
+                Resumption::Active
+            } else {
+                Resumption::Idle
+            });
+        }
         let was = st.before_loss.unwrap_or(st.meta.state);
-        Ok(if pending.approvals() > 0 {
-            Resumption::AwaitingApproval
-        } else if pending.answers() > 0 {
-            Resumption::AwaitingAnswer
-        } else if matches!(was, SessionState::Active | SessionState::Initializing) {
-            Resumption::Active
-        } else {
-            Resumption::Idle
-        })
+        Ok(
+            if matches!(was, SessionState::Active | SessionState::Initializing) {
+                Resumption::Active
+            } else {
+                Resumption::Idle
+            },
+        )
     }
 
     /// The frames to send when the gateway link (re)opens: attach after the
@@ -764,6 +800,13 @@ impl SessionActor {
         });
         let json: Arc<str> = encode_frame(&frame)?.into();
         let state = match input {
+            // A message taken while the gateway is away starts its turn
+            // once it is back: that is what the session resumes to.
+            Some(SessionInput::TurnStarted)
+                if st.meta.state == SessionState::paused(PauseReason::GatewayUnreachable) =>
+            {
+                st.meta.state
+            }
             Some(input) => self.step(st.meta.state, input, now_ms, &mut events)?,
             None => st.meta.state,
         };
@@ -789,6 +832,11 @@ impl SessionActor {
                 forward: vec![],
                 decided: None,
             });
+        }
+        if input == Some(SessionInput::TurnStarted)
+            && st.meta.state == SessionState::paused(PauseReason::GatewayUnreachable)
+        {
+            st.before_loss = Some(SessionState::Active);
         }
         if input.is_some() {
             st.meta.state = state;
@@ -885,6 +933,66 @@ impl SessionActor {
         }
     }
 }
+
+/// Whether an event is the agent at work: a turn is running when it is
+/// logged.
+fn shows_work(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Assistant(_) | Event::ToolUse(_) | Event::ToolResult(_) | Event::UserQuestion(_)
+    )
+}
+
+/// How far back [`last_turn_open`] looks.
+const TURN_LOOKBACK: Seq = 64;
+
+/// Whether the log's last turn is open: scanning back from its end, a
+/// `user.message`, `session.init` or the agent's work comes before any
+/// `result` or `error`. `None` when the tail holds neither (only state
+/// changes, resolutions and unknown events).
+async fn last_turn_open(store: &DynSessionStore) -> Result<Option<bool>> {
+    let head = store.head().await?;
+    let from = head.last_seq.saturating_sub(TURN_LOOKBACK);
+    let limit = usize::try_from(TURN_LOOKBACK).unwrap_or(64);
+    let tail = store.read_after(from, limit).await?;
+    for e in tail.iter().rev() {
+        match e.event() {
+            Ok(Event::Result(_) | Event::Error(_)) => return Ok(Some(false)),
+            Ok(Event::UserMessage(_) | Event::SessionInit(_)) => return Ok(Some(true)),
+            Ok(event) if shows_work(&event) => return Ok(Some(true)),
+            Ok(_) | Err(_) => continue,
+        }
+    }
+    Ok(None)
+}
+
+/// The state the log last recorded (its last `session.state` event),
+/// looking back a bounded number of events.
+async fn last_logged_state(store: &DynSessionStore) -> Result<Option<SessionState>> {
+    const PAGE: Seq = 512;
+    const PAGES: Seq = 8;
+    let head = store.head().await?.last_seq;
+    let mut to = head;
+    for _ in 0..PAGES {
+        if to == 0 {
+            break;
+        }
+        let from = to.saturating_sub(PAGE);
+        let page = store
+            .read_after(from, usize::try_from(to - from).unwrap_or(MAX_READ))
+            .await?;
+        for e in page.iter().rev() {
+            if let Ok(Event::SessionState(s)) = e.event() {
+                return Ok(Some(s.state));
+            }
+        }
+        to = from;
+    }
+    Ok(None)
+}
+
+/// The most events [`last_logged_state`] asks for at once.
+const MAX_READ: usize = 512;
 
 /// The questions still open, by id (`true` for an AskUserQuestion), so a
 /// resolution of a question already decided (the executor confirming a

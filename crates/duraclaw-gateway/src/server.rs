@@ -20,8 +20,9 @@ use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynExecutor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event,
-    QuestionResolved, WireError, Worktree,
+    QuestionResolved, WireError, Worktree, encode_frame,
 };
+use duraclaw_core::state::SessionState;
 use duraclaw_core::store::{
     AppendBatch, DynSessionDirectory, DynSessionStore, NewEvent, RecordedCommand, SessionMeta,
 };
@@ -77,14 +78,51 @@ pub struct GatewaySession {
     acked: std::sync::Mutex<Option<u64>>,
 }
 
-/// What a turn-starting command (`execute`, `message`, `resume` with a
-/// prompt) records as its `forward` in the gateway's own store: the mark
-/// that its turn has not begun. The first event of the turn clears it
-/// ([`SessionStore::mark_forwarded`](duraclaw_core::store::SessionStore::mark_forwarded));
-/// a restart that finds it still set knows the command was taken and its
-/// turn never started, and ends that turn with `gateway_restarted` instead
-/// of leaving it open (a resend of the command is then a duplicate).
+/// The mark earlier versions recorded as a turn-starting command's
+/// `forward`: the turn has not begun, and nothing says what it was. A
+/// restart that finds it ends that turn with `gateway_restarted`.
+///
+/// This version records the command's envelope itself (its JSON) as the
+/// mark, so that a restart can run the command instead; see
+/// [`Gateway::new`]. Either way the turn's first event clears the mark
+/// ([`SessionStore::mark_forwarded`](duraclaw_core::store::SessionStore::mark_forwarded)).
 pub const TURN_PENDING: &str = r#"{"turn":"pending"}"#;
+
+/// The code of the `notice` event a restarted gateway logs before it runs a
+/// command it had taken and never started.
+pub const RERUN_NOTICE: &str = "rerun_after_restart";
+
+/// A command taken before a restart, read back from its mark.
+enum Taken {
+    /// The envelope, to run again.
+    Command(CommandEnvelope),
+    /// A mark that says only that a turn was pending (an earlier version's,
+    /// or one this build cannot read).
+    Unknown,
+}
+
+fn taken(forward: Option<&str>) -> Taken {
+    forward
+        .and_then(|json| serde_json::from_str::<CommandEnvelope>(json).ok())
+        .filter(|env| {
+            matches!(
+                &env.command,
+                Command::Execute(_) | Command::Message(_) | Command::Resume(_)
+            )
+        })
+        .map_or(Taken::Unknown, Taken::Command)
+}
+
+/// The `notice` event (a type core carries as an unknown event: stored and
+/// relayed unchanged) that says a command taken before a restart is run now.
+fn notice(message: &str, command_id: &str) -> Event {
+    Event::Unknown(serde_json::json!({
+        "type": "notice",
+        "code": RERUN_NOTICE,
+        "message": message,
+        "command_id": command_id,
+    }))
+}
 
 impl GatewaySession {
     /// The session id.
@@ -146,7 +184,9 @@ struct Inner {
 impl Gateway {
     /// A gateway over `options`. Questions left pending by an earlier run
     /// (its executors are gone) are withdrawn, so nobody answers a question
-    /// no process waits for.
+    /// no process waits for; a turn that run cut short is ended; and the
+    /// turn-starting commands it took and never started are run now, in
+    /// the order taken, before any new command (see `recover`).
     pub async fn new(options: GatewayOptions) -> Result<Self> {
         Self::with_audit(options, Arc::new(TracingAudit)).await
     }
@@ -179,43 +219,101 @@ impl Gateway {
                 let e = NewEvent::new(&event, None, now_ms())?;
                 session.log.append(AppendBatch::events(vec![e])).await?;
             }
-            // A turn the crash cut short never got its result, and a
-            // command taken just before the crash never got its turn: end
-            // it, so nobody waits for an agent that is gone.
-            let store = session.log.store();
-            let unstarted = store.unforwarded().await?;
-            let message = if turn_was_cut(store).await? {
-                Some(
-                    "the gateway restarted while a turn was running; the turn was cut. \
-                     Send a message to continue the session.",
-                )
-            } else if !unstarted.is_empty() {
-                Some(
+            gw.recover(&session).await?;
+        }
+        Ok(gw)
+    }
+
+    /// After a restart: ends a turn the crash cut short, and runs again,
+    /// in the order they were taken, the turn-starting commands that were
+    /// taken and never began (their mark is still set). Each re-run is
+    /// announced by a `notice` event ([`RERUN_NOTICE`]); its mark stays
+    /// until the re-run turn's first event, so a re-run that is itself cut
+    /// before it starts is run again by the next restart, and a command
+    /// runs at most one turn. A command that cannot run (the session was
+    /// closed, an earlier version's mark that does not say what it was, or
+    /// the executor refuses to start) ends its turn with an `error`
+    /// (`gateway_restarted`), so nobody waits for a turn that will never
+    /// come.
+    async fn recover(&self, session: &Arc<GatewaySession>) -> Result<()> {
+        let store = session.log.store();
+        let unstarted = store.unforwarded().await?;
+        if turn_was_cut(store).await? {
+            tracing::warn!(session = %session.id, "ending a turn the gateway's restart cut");
+            self.log_error(
+                session,
+                "the gateway restarted while a turn was running; the turn was cut. \
+                 Send a message to continue the session.",
+            )
+            .await?;
+        }
+        let closed = store.meta().await?.state == SessionState::Terminated;
+        for c in unstarted {
+            let why = match taken(c.forward.as_deref()) {
+                Taken::Command(_) if closed => Some(
+                    "the session was closed before the agent began this turn; \
+                     the message was not run."
+                        .to_owned(),
+                ),
+                Taken::Unknown => Some(
                     "the gateway restarted before the agent began this turn; the message \
-                     was not run. Send it again to continue the session.",
-                )
-            } else {
-                None
+                     was not run. Send it again to continue the session."
+                        .to_owned(),
+                ),
+                Taken::Command(env) => {
+                    tracing::warn!(
+                        session = %session.id,
+                        command = %c.id,
+                        "running a command the gateway took before its restart and never started"
+                    );
+                    self.log_event(
+                        session,
+                        &notice(
+                            "the gateway restarted before the agent began this turn; \
+                             it is run now",
+                            &c.id,
+                        ),
+                    )
+                    .await?;
+                    session
+                        .unstarted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(c.id.clone());
+                    let ran = self.run_turn(session, env).await;
+                    match self.settle(session, &c.id, ran).await {
+                        Ok(()) => None,
+                        Err(e) => Some(format!(
+                            "the gateway restarted before the agent began this turn and could \
+                             not run it again ({e}). Send it again to continue the session."
+                        )),
+                    }
+                }
             };
-            if let Some(message) = message {
-                tracing::warn!(
-                    session = %session.id,
-                    unstarted = unstarted.len(),
-                    "ending a turn the gateway's restart cut"
-                );
-                let event = Event::Error(ErrorEvent {
-                    message: message.into(),
-                    code: Some("gateway_restarted".into()),
-                    ..ErrorEvent::default()
-                });
-                let e = NewEvent::new(&event, None, now_ms())?;
-                session.log.append(AppendBatch::events(vec![e])).await?;
-            }
-            for c in unstarted {
+            if let Some(message) = why {
+                tracing::warn!(session = %session.id, command = %c.id, "ending a turn that never began");
+                self.log_error(session, &message).await?;
                 store.mark_forwarded(&c.id).await?;
             }
         }
-        Ok(gw)
+        Ok(())
+    }
+
+    /// Appends one event the gateway itself observed to a session's outbox.
+    async fn log_event(&self, session: &GatewaySession, event: &Event) -> Result<()> {
+        let e = NewEvent::new(event, None, now_ms())?;
+        session.log.append(AppendBatch::events(vec![e])).await?;
+        Ok(())
+    }
+
+    /// Ends a session's turn with a `gateway_restarted` error.
+    async fn log_error(&self, session: &GatewaySession, message: &str) -> Result<()> {
+        let event = Event::Error(ErrorEvent {
+            message: message.into(),
+            code: Some("gateway_restarted".into()),
+            ..ErrorEvent::default()
+        });
+        self.log_event(session, &event).await
     }
 
     /// Sets the outbox bound (see [`DEFAULT_MAX_UNACKED`]).
@@ -334,6 +432,8 @@ impl Gateway {
                 if let Error::Invalid(msg) = &e {
                     if msg.starts_with("worktree busy") {
                         wire.code = "worktree_busy".into();
+                    } else if msg.starts_with("session closed") {
+                        wire.code = "session_closed".into();
                     } else if msg.starts_with("outbox full") {
                         wire.code = "outbox_full".into();
                     }
@@ -348,15 +448,21 @@ impl Gateway {
     }
 
     /// Records command `id`; whether it was recorded before. A command
-    /// that starts a turn (`turn`) is recorded with the [`TURN_PENDING`]
-    /// mark, which its turn's first event clears.
-    async fn already_applied(&self, store: &DynSessionStore, id: &str, turn: bool) -> Result<bool> {
+    /// that starts a turn is recorded with its envelope (`pending`) as the
+    /// mark that its turn has not begun, which its turn's first event
+    /// clears.
+    async fn already_applied(
+        &self,
+        store: &DynSessionStore,
+        id: &str,
+        pending: Option<&Arc<str>>,
+    ) -> Result<bool> {
         let out = store
             .append(AppendBatch {
                 events: vec![],
                 command: Some(RecordedCommand {
                     id: id.to_owned(),
-                    forward: turn.then(|| TURN_PENDING.into()),
+                    forward: pending.cloned(),
                     at_ms: now_ms(),
                 }),
             })
@@ -366,8 +472,15 @@ impl Gateway {
 
     /// Records a turn-starting command and, unless it is a duplicate,
     /// notes it as waiting for its turn's first event.
-    async fn take_turn(&self, session: &GatewaySession, id: &str) -> Result<bool> {
-        let dup = self.already_applied(session.log.store(), id, true).await?;
+    async fn take_turn(
+        &self,
+        session: &GatewaySession,
+        id: &str,
+        pending: Option<&Arc<str>>,
+    ) -> Result<bool> {
+        let dup = self
+            .already_applied(session.log.store(), id, pending)
+            .await?;
         if !dup {
             session
                 .unstarted
@@ -394,7 +507,39 @@ impl Gateway {
         result
     }
 
+    /// Refuses a new turn in a session that was closed.
+    async fn check_open(&self, session: &GatewaySession) -> Result<()> {
+        if session.log.store().meta().await?.state == SessionState::Terminated {
+            return Err(Error::Invalid(format!(
+                "session closed: {} was closed on this gateway; start a new session",
+                session.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Marks a session closed for good in the gateway's own store: a
+    /// restart then runs none of its pending turns.
+    async fn mark_closed(&self, session: &GatewaySession) -> Result<()> {
+        let store = session.log.store();
+        let mut meta = store.meta().await?;
+        if meta.state != SessionState::Terminated {
+            meta.state = SessionState::Terminated;
+            meta.updated_at_ms = now_ms();
+            store.put_meta(&meta).await?;
+        }
+        Ok(())
+    }
+
     async fn apply_inner(&self, env: CommandEnvelope) -> Result<()> {
+        // What a turn-starting command leaves as its mark: itself, so that
+        // a restart before its turn begins can run it (see `recover`).
+        let pending: Option<Arc<str>> = match &env.command {
+            Command::Execute(_) | Command::Message(_) => Some(encode_frame(&env)?.into()),
+            Command::Resume(r) if r.prompt.is_some() => Some(encode_frame(&env)?.into()),
+            _ => None,
+        };
+        let pending = pending.as_ref();
         let CommandEnvelope {
             id,
             session_id,
@@ -402,11 +547,10 @@ impl Gateway {
         } = env;
         match command {
             Command::Execute(x) => {
-                let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
                 let session = match self.inner.options.directory.open(&session_id).await {
                     Ok(store) => {
                         // The session exists: a resent execute is applied once.
-                        if self.already_applied(&store, &id, true).await? {
+                        if self.already_applied(&store, &id, pending).await? {
                             return Ok(());
                         }
                         if store.head().await?.last_seq > 0 {
@@ -421,6 +565,7 @@ impl Gateway {
                         self.session(&session_id).await?
                     }
                     Err(Error::NotFound { .. }) => {
+                        let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
                         self.check_not_busy(&worktree, &session_id).await?;
                         let mut meta = SessionMeta::new(&session_id, GATEWAY_OWNER, now_ms());
                         meta.worktree = worktree.display().to_string();
@@ -434,7 +579,7 @@ impl Gateway {
                             .take(80)
                             .collect();
                         let store = self.inner.options.directory.create(meta).await?;
-                        self.already_applied(&store, &id, true).await?;
+                        self.already_applied(&store, &id, pending).await?;
                         let session = self.wrap(store).await?;
                         self.inner
                             .sessions
@@ -450,49 +595,41 @@ impl Gateway {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(id.clone());
-                let spec = StartSpec {
-                    session_id,
-                    worktree: worktree.display().to_string(),
-                    prompt: Some(x.prompt),
-                    model: x.model,
-                    permission_mode: x.permission_mode,
-                    system_prompt: x.system_prompt,
-                    resume: None,
-                };
-                let started = self.start(&session, spec).await;
+                let started = self.execute(&session, session_id, x).await;
                 self.settle(&session, &id, started).await
             }
             Command::Resume(r) => {
                 let session = self.session(&session_id).await?;
                 self.check_outbox(&session).await?;
-                let turn = r.prompt.is_some();
-                let dup = if turn {
-                    self.take_turn(&session, &id).await?
+                let dup = if pending.is_some() {
+                    self.take_turn(&session, &id, pending).await?
                 } else {
-                    self.already_applied(session.log.store(), &id, false)
-                        .await?
+                    self.already_applied(session.log.store(), &id, None).await?
                 };
                 if dup {
                     return Ok(());
                 }
-                let started = self.resume(&session, session_id, r).await;
+                let started = match self.check_open(&session).await {
+                    Ok(()) => self.resume(&session, session_id, r).await,
+                    Err(e) => Err(e),
+                };
                 self.settle(&session, &id, started).await
             }
             Command::Message(turn) => {
                 let session = self.session(&session_id).await?;
                 self.check_outbox(&session).await?;
-                if self.take_turn(&session, &id).await? {
+                if self.take_turn(&session, &id, pending).await? {
                     return Ok(());
                 }
-                let sent = self.message(&session, session_id, turn.text).await;
+                let sent = match self.check_open(&session).await {
+                    Ok(()) => self.message(&session, session_id, turn.text).await,
+                    Err(e) => Err(e),
+                };
                 self.settle(&session, &id, sent).await
             }
             Command::Abort(_) => {
                 let session = self.session(&session_id).await?;
-                if self
-                    .already_applied(session.log.store(), &id, false)
-                    .await?
-                {
+                if self.already_applied(session.log.store(), &id, None).await? {
                     return Ok(());
                 }
                 let exec = session.exec.lock().await;
@@ -504,10 +641,11 @@ impl Gateway {
             }
             Command::Close(_) => {
                 let session = self.session(&session_id).await?;
-                if self
-                    .already_applied(session.log.store(), &id, false)
-                    .await?
-                {
+                // Closed on disk before the close is recorded: a restart in
+                // between must not run the session's pending turns (and the
+                // resent close, not yet recorded, is applied again).
+                self.mark_closed(&session).await?;
+                if self.already_applied(session.log.store(), &id, None).await? {
                     return Ok(());
                 }
                 // Stopping withdraws its questions; the worktree is free.
@@ -536,6 +674,42 @@ impl Gateway {
                 other.name()
             ))),
         }
+    }
+
+    /// Runs a turn-starting command taken before a restart, as its first
+    /// application would have (its id is recorded already).
+    async fn run_turn(&self, session: &Arc<GatewaySession>, env: CommandEnvelope) -> Result<()> {
+        // The session it was recorded in, whatever the envelope says.
+        let session_id = session.id.clone();
+        match env.command {
+            Command::Execute(x) => self.execute(session, session_id, x).await,
+            Command::Message(turn) => self.message(session, session_id, turn.text).await,
+            Command::Resume(r) => self.resume(session, session_id, r).await,
+            other => Err(Error::Invalid(format!(
+                "`{}` does not start a turn",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Starts a session's executor on its first prompt.
+    async fn execute(
+        &self,
+        session: &Arc<GatewaySession>,
+        session_id: String,
+        x: duraclaw_core::protocol::Execute,
+    ) -> Result<()> {
+        let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
+        let spec = StartSpec {
+            session_id,
+            worktree: worktree.display().to_string(),
+            prompt: Some(x.prompt),
+            model: x.model,
+            permission_mode: x.permission_mode,
+            system_prompt: x.system_prompt,
+            resume: None,
+        };
+        self.start(session, spec).await
     }
 
     /// Resumes an executor session, with a prompt or without.

@@ -4,11 +4,17 @@
 //! one, but its events are held back (as if the process died before it
 //! wrote them), and the kill is the loss of the whole runtime that held the
 //! gateway, its executors and its in-memory state. The SQLite outbox on disk
-//! is all that survives, as after a SIGKILL. A new gateway over it must end
-//! the turn that never began, accept the resent command as applied, and run
-//! the next message: no session is left waiting for a turn that will never
-//! come. Cases: a message to an idle executor, an execute, and a message
-//! the executor queued behind a running turn (killed after that turn's end).
+//! is all that survives, as after a SIGKILL. A new gateway over it must run
+//! the command it took and never started, by itself, once, announced by a
+//! `notice`; take the orchestrator's resend as a duplicate; and run the next
+//! message. Cases: a message to an idle executor, an execute, a message the
+//! executor queued behind a running turn (killed after that turn's end), two
+//! queued messages (run in the order taken), a re-run killed again before it
+//! began (run by the next restart, still once), a session closed after the
+//! message was taken (not run: its turn ends with an error), a mark left
+//! by an earlier version that does not say what the command was (its turn
+//! ends with an error), and a re-run whose worktree is gone (its turn ends
+//! with an error).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,10 +26,11 @@ use duraclaw_core::approval::DynApprovalGate;
 use duraclaw_core::executor::{
     DynEventSink, DynExecutor, EventSink, Executor, ExecutorSession, StartSpec,
 };
+use duraclaw_core::protocol::Close;
 use duraclaw_core::protocol::{Command, CommandEnvelope, Event, UserTurn};
-use duraclaw_core::store::StoredEvent;
+use duraclaw_core::store::{AppendBatch, RecordedCommand, SessionDirectory, StoredEvent};
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
-use duraclaw_gateway::server::{Gateway, GatewayOptions};
+use duraclaw_gateway::server::{Gateway, GatewayOptions, RERUN_NOTICE, TURN_PENDING};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
 
@@ -145,15 +152,31 @@ async fn log(gw: &Gateway) -> Vec<StoredEvent> {
     s.log().store().read_after(0, 10_000).await.unwrap()
 }
 
+/// Whether an event ends a turn.
+fn is_end(e: &StoredEvent) -> bool {
+    matches!(e.event().unwrap(), Event::Result(_) | Event::Error(_))
+}
+
 /// Waits until the log holds more than `after` events and its last is a
 /// turn's end (`result` or `error`); the log then, or `None` at the deadline.
 async fn turn_ended(gw: &Gateway, after: usize, within: Duration) -> Option<Vec<StoredEvent>> {
+    turns_ended(gw, after, 1, within).await
+}
+
+/// Waits until the log after its first `after` events holds `n` turn ends
+/// and ends with one; the log then, or `None` at the deadline.
+async fn turns_ended(
+    gw: &Gateway,
+    after: usize,
+    n: usize,
+    within: Duration,
+) -> Option<Vec<StoredEvent>> {
     let until = Instant::now() + within;
     loop {
         let events = log(gw).await;
         if events.len() > after
-            && let Some(last) = events.last()
-            && matches!(last.event().unwrap(), Event::Result(_) | Event::Error(_))
+            && events[after..].iter().filter(|e| is_end(e)).count() >= n
+            && events.last().is_some_and(is_end)
         {
             return Some(events);
         }
@@ -174,6 +197,24 @@ fn kinds(events: &[StoredEvent]) -> Vec<String> {
         .collect()
 }
 
+/// The re-run notices among `events`.
+fn notices(events: &[StoredEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+            v["type"] == "notice" && v["code"] == RERUN_NOTICE
+        })
+        .count()
+}
+
+/// Where in `events` the assistant said something containing `text`.
+fn said(events: &[StoredEvent], text: &str) -> Option<usize> {
+    events
+        .iter()
+        .position(|e| matches!(e.event().unwrap(), Event::Assistant(a) if a.text.contains(text)))
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -182,28 +223,61 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+fn holding(hold: bool) -> Arc<Holding> {
+    Arc::new(Holding {
+        inner: ScriptedExecutor::new(script()),
+        hold: Arc::new(AtomicBool::new(hold)),
+        hold_after_result: Arc::default(),
+    })
+}
+
 /// The recovery half: a new gateway over the outbox the killed one left.
-fn after_the_kill(s: &Setup, resend: &str, resent: Command, before: usize) {
+/// With nothing resent, the command taken before the kill must run, once,
+/// its turn streaming `text`; the orchestrator's resend of it afterwards is
+/// a duplicate; the next message runs. Returns the gateway's log.
+fn after_the_kill(s: &Setup, resend: &str, resent: Command, before: usize, text: &str) {
     runtime().block_on(async {
         let gw = gateway(s, Arc::new(ScriptedExecutor::new(script()))).await;
-        // The orchestrator resends what was not confirmed, under the same id.
-        apply(&gw, resend, resent).await;
         let Some(events) = turn_ended(&gw, before, TURN_DEADLINE).await else {
             panic!(
-                "the command taken before the kill never got its turn ended: log {:?}",
+                "the command taken before the kill was not run after the restart: log {:?}",
                 kinds(&log(&gw).await)
             );
         };
-        let ended = events[before..]
-            .iter()
-            .filter(|e| matches!(e.event().unwrap(), Event::Result(_) | Event::Error(_)))
-            .count();
-        assert_eq!(ended, 1, "one end for the one turn: {:?}", kinds(&events));
-        if let Event::Error(e) = events.last().unwrap().event().unwrap() {
-            assert_eq!(e.code.as_deref(), Some("gateway_restarted"), "{e:?}");
-        }
-        // Not stuck: the next message runs to its result.
+        let tail = &events[before..];
+        assert_eq!(
+            notices(tail),
+            1,
+            "one notice of the re-run: {:?}",
+            kinds(tail)
+        );
+        assert_eq!(
+            tail.iter().filter(|e| is_end(e)).count(),
+            1,
+            "one end for the one turn: {:?}",
+            kinds(tail)
+        );
+        assert!(
+            matches!(tail.last().unwrap().event().unwrap(), Event::Result(_)),
+            "the turn ran to its result: {:?}",
+            kinds(tail)
+        );
+        assert!(
+            said(tail, text).is_some(),
+            "the turn was the one taken: {:?}",
+            kinds(tail)
+        );
+        let s1 = gw.session("s1").await.unwrap();
+        assert!(
+            s1.log().store().unforwarded().await.unwrap().is_empty(),
+            "no mark is left"
+        );
+        // The orchestrator resends what was not confirmed, under the same
+        // id: a duplicate of a turn that ran, so nothing more is logged.
         let n = events.len();
+        apply(&gw, resend, resent).await;
+        assert_eq!(log(&gw).await.len(), n, "the resend ran nothing");
+        // Not stuck: the next message runs to its result.
         apply(&gw, "c-next", message("and now?")).await;
         let events = turn_ended(&gw, n, DEADLINE)
             .await
@@ -213,21 +287,18 @@ fn after_the_kill(s: &Setup, resend: &str, resent: Command, before: usize) {
             "{:?}",
             kinds(&events)
         );
-        // A second resend is still a duplicate: nothing more is logged.
-        let n = events.len();
-        apply(&gw, resend, message("ignored")).await;
-        assert_eq!(log(&gw).await.len(), n);
+        assert_eq!(notices(&events), 1, "{:?}", kinds(&events));
     });
 }
 
-#[test]
-fn a_message_taken_just_before_a_kill_has_its_turn_ended_after_the_restart() {
-    let s = setup();
+/// Runs `c1` (an execute) to its result, then holds every event and takes
+/// the messages `taken`; returns the log's length before them.
+fn take_and_kill(s: &Setup, taken: &[(&str, &str)]) -> usize {
     let hold = Arc::new(AtomicBool::new(false));
     let killed = runtime();
     let before = killed.block_on(async {
         let gw = gateway(
-            &s,
+            s,
             Arc::new(Holding {
                 inner: ScriptedExecutor::new(script()),
                 hold: hold.clone(),
@@ -237,36 +308,43 @@ fn a_message_taken_just_before_a_kill_has_its_turn_ended_after_the_restart() {
         .await;
         apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
         let events = turn_ended(&gw, 0, DEADLINE).await.expect("the first turn");
-        // The executor takes the next message, and dies before it says a word.
+        // The executor takes the next messages, and dies before it says a word.
         hold.store(true, Ordering::Release);
-        apply(&gw, "c2", message("go on")).await;
+        for (id, text) in taken {
+            apply(&gw, id, message(text)).await;
+        }
         assert_eq!(log(&gw).await.len(), events.len(), "the window is open");
         events.len()
     });
     // SIGKILL: every task, executor and in-memory state of that gateway is gone.
     killed.shutdown_background();
-    after_the_kill(&s, "c2", message("go on"), before);
+    before
 }
 
 #[test]
-fn an_execute_taken_just_before_a_kill_has_its_turn_ended_after_the_restart() {
+fn a_message_taken_just_before_a_kill_is_run_after_the_restart() {
+    let s = setup();
+    let before = take_and_kill(&s, &[("c2", "go on")]);
+    after_the_kill(&s, "c2", message("go on"), before, "go on");
+}
+
+#[test]
+fn an_execute_taken_just_before_a_kill_is_run_after_the_restart() {
     let s = setup();
     let killed = runtime();
     killed.block_on(async {
-        let gw = gateway(
-            &s,
-            Arc::new(Holding {
-                inner: ScriptedExecutor::new(script()),
-                hold: Arc::new(AtomicBool::new(true)),
-                hold_after_result: Arc::default(),
-            }),
-        )
-        .await;
+        let gw = gateway(&s, holding(true)).await;
         apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
         assert!(log(&gw).await.is_empty(), "the window is open");
     });
     killed.shutdown_background();
-    after_the_kill(&s, "c1", execute(s.worktree.clone(), "hi"), 0);
+    after_the_kill(
+        &s,
+        "c1",
+        execute(s.worktree.clone(), "hi"),
+        0,
+        "Hello there.",
+    );
 }
 
 #[test]
@@ -314,5 +392,241 @@ fn a_message_queued_behind_a_running_turn_keeps_its_mark_until_its_own_turn() {
         events.len()
     });
     killed.shutdown_background();
-    after_the_kill(&s, "c2", message("and then"), before);
+    after_the_kill(&s, "c2", message("and then"), before, "and then");
+}
+
+#[test]
+fn messages_taken_before_a_kill_run_in_the_order_taken_and_before_new_ones() {
+    let s = setup();
+    let before = take_and_kill(&s, &[("c2", "first of two"), ("c3", "second of two")]);
+    runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        // A message sent after the restart queues behind the re-runs.
+        apply(&gw, "c4", message("after the restart")).await;
+        let Some(events) = turns_ended(&gw, before, 3, TURN_DEADLINE).await else {
+            panic!("three turns: log {:?}", kinds(&log(&gw).await));
+        };
+        let tail = &events[before..];
+        assert_eq!(notices(tail), 2, "{:?}", kinds(tail));
+        assert_eq!(
+            tail.iter().filter(|e| is_end(e)).count(),
+            3,
+            "{:?}",
+            kinds(tail)
+        );
+        assert!(
+            tail.iter()
+                .filter(|e| is_end(e))
+                .all(|e| matches!(e.event().unwrap(), Event::Result(_))),
+            "{:?}",
+            kinds(tail)
+        );
+        let first = said(tail, "first of two").expect("the first re-run");
+        let second = said(tail, "second of two").expect("the second re-run");
+        let third = said(tail, "after the restart").expect("the new message");
+        assert!(first < second && second < third, "{first} {second} {third}");
+        // Both resends are duplicates.
+        let n = events.len();
+        apply(&gw, "c2", message("first of two")).await;
+        apply(&gw, "c3", message("second of two")).await;
+        assert_eq!(log(&gw).await.len(), n);
+    });
+}
+
+#[test]
+fn a_re_run_killed_before_it_began_is_run_by_the_next_restart_once() {
+    let s = setup();
+    let before = take_and_kill(&s, &[("c2", "go on")]);
+    // The first restart re-runs it, and is killed before the turn says a word.
+    let killed = runtime();
+    killed.block_on(async {
+        let gw = gateway(&s, holding(true)).await;
+        let events = log(&gw).await;
+        assert_eq!(notices(&events[before..]), 1, "{:?}", kinds(&events));
+        assert_eq!(
+            events.len(),
+            before + 1,
+            "only the notice: {:?}",
+            kinds(&events)
+        );
+    });
+    killed.shutdown_background();
+    // The second restart runs it (one more notice), once.
+    let n = runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        let Some(events) = turn_ended(&gw, before, TURN_DEADLINE).await else {
+            panic!("never run: log {:?}", kinds(&log(&gw).await));
+        };
+        let tail = &events[before..];
+        assert_eq!(notices(tail), 2, "{:?}", kinds(tail));
+        assert_eq!(
+            tail.iter().filter(|e| is_end(e)).count(),
+            1,
+            "{:?}",
+            kinds(tail)
+        );
+        assert!(said(tail, "go on").is_some(), "{:?}", kinds(tail));
+        let n = events.len();
+        apply(&gw, "c2", message("go on")).await;
+        assert_eq!(log(&gw).await.len(), n);
+        gw.shutdown().await;
+        n
+    });
+    // A third start finds nothing to do.
+    runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        assert_eq!(log(&gw).await.len(), n, "nothing is run again");
+    });
+}
+
+#[test]
+fn a_message_taken_before_its_session_was_closed_is_not_run_after_a_restart() {
+    let s = setup();
+    let hold = Arc::new(AtomicBool::new(false));
+    let killed = runtime();
+    let before = killed.block_on(async {
+        let gw = gateway(
+            &s,
+            Arc::new(Holding {
+                inner: ScriptedExecutor::new(script()),
+                hold: hold.clone(),
+                hold_after_result: Arc::default(),
+            }),
+        )
+        .await;
+        apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
+        let events = turn_ended(&gw, 0, DEADLINE).await.expect("the first turn");
+        hold.store(true, Ordering::Release);
+        apply(&gw, "c2", message("go on")).await;
+        // The close stops an executor that cannot finish its turn (its
+        // events are held): it is killed while the close waits for it.
+        let closing = gw.clone();
+        tokio::spawn(async move {
+            apply(&closing, "c3", Command::Close(Close::default())).await;
+        });
+        let s1 = gw.session("s1").await.unwrap();
+        let until = Instant::now() + DEADLINE;
+        while s1.log().store().meta().await.unwrap().state
+            != duraclaw_core::state::SessionState::Terminated
+        {
+            assert!(Instant::now() < until, "the close never took");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        events.len()
+    });
+    killed.shutdown_background();
+    runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        let events = log(&gw).await;
+        let tail = &events[before..];
+        assert_eq!(notices(tail), 0, "{:?}", kinds(tail));
+        assert_eq!(tail.len(), 1, "one error ends the turn: {:?}", kinds(tail));
+        match tail[0].event().unwrap() {
+            Event::Error(e) => {
+                assert_eq!(e.code.as_deref(), Some("gateway_restarted"));
+                assert!(e.message.contains("closed"), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        let s1 = gw.session("s1").await.unwrap();
+        assert!(s1.log().store().unforwarded().await.unwrap().is_empty());
+        // A closed session takes no new turn.
+        let r = gw
+            .apply(CommandEnvelope {
+                id: "c4".into(),
+                session_id: "s1".into(),
+                command: message("still there?"),
+            })
+            .await;
+        assert!(!r.ok);
+        assert_eq!(r.error.unwrap().code, "session_closed");
+        assert_eq!(log(&gw).await.len(), events.len());
+        assert!(s1.log().store().unforwarded().await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn an_earlier_versions_bare_mark_ends_its_turn_with_an_error() {
+    let s = setup();
+    let before = runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
+        let n = turn_ended(&gw, 0, DEADLINE)
+            .await
+            .expect("the first turn")
+            .len();
+        gw.shutdown().await;
+        n
+    });
+    // What an earlier version left: a taken command with a bare mark.
+    runtime().block_on(async {
+        let dir = SqliteDirectory::open(&s.db).await.unwrap();
+        let store = dir.open("s1").await.unwrap();
+        store
+            .append(AppendBatch {
+                events: vec![],
+                command: Some(RecordedCommand {
+                    id: "old".into(),
+                    forward: Some(TURN_PENDING.into()),
+                    at_ms: 1,
+                }),
+            })
+            .await
+            .unwrap();
+    });
+    runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        let events = log(&gw).await;
+        let tail = &events[before..];
+        assert_eq!(tail.len(), 1, "{:?}", kinds(tail));
+        assert!(
+            matches!(tail[0].event().unwrap(), Event::Error(ref e) if e.code.as_deref() == Some("gateway_restarted")),
+            "{:?}",
+            kinds(tail)
+        );
+        let s1 = gw.session("s1").await.unwrap();
+        assert!(s1.log().store().unforwarded().await.unwrap().is_empty());
+        apply(&gw, "old", message("ignored")).await;
+        assert_eq!(log(&gw).await.len(), events.len());
+        apply(&gw, "c-next", message("and now?")).await;
+        let events = turn_ended(&gw, events.len(), DEADLINE)
+            .await
+            .expect("the next message's turn");
+        assert!(matches!(events.last().unwrap().event().unwrap(), Event::Result(_)));
+    });
+}
+
+#[test]
+fn a_re_run_that_cannot_start_ends_its_turn_with_an_error() {
+    let s = setup();
+    let killed = runtime();
+    killed.block_on(async {
+        let gw = gateway(&s, holding(true)).await;
+        apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
+        assert!(log(&gw).await.is_empty(), "the window is open");
+    });
+    killed.shutdown_background();
+    // The worktree is gone by the time the gateway is back.
+    std::fs::remove_dir_all(&s.worktree).unwrap();
+    runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        let events = log(&gw).await;
+        assert_eq!(kinds(&events), ["notice", "error"], "{:?}", kinds(&events));
+        match events[1].event().unwrap() {
+            Event::Error(e) => {
+                assert_eq!(e.code.as_deref(), Some("gateway_restarted"));
+                assert!(
+                    e.message.contains("could not run it again"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let s1 = gw.session("s1").await.unwrap();
+        assert!(s1.log().store().unforwarded().await.unwrap().is_empty());
+        // The resend is a duplicate of a turn that ended.
+        apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
+        assert_eq!(log(&gw).await.len(), 2);
+    });
 }

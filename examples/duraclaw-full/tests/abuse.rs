@@ -7,42 +7,27 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-const PASSWORD: &str = "correct horse battery staple";
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn duraclaw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
-    for var in [
-        "CC_GATEWAY_SECRET",
-        "WORKTREE_PATTERNS",
-        "DURACLAW_DATA_DIR",
-        "DURACLAW_BIND",
-        "CC_GATEWAY_BIND",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "debug").kill_on_drop(true);
-    c
-}
+mod support;
+use support::{
+    DEADLINE, PASSWORD, client, duraclaw, get_json, login, next, wait_gateway, worktree,
+    write_script, ws,
+};
 
 /// Adds a user, the password on stdin; returns everything it printed.
 async fn add_user(data: &Path, name: &str) -> String {
-    let mut child = duraclaw()
+    let mut child = duraclaw("debug")
         .args(["user", "add", name, "--password-stdin", "--data-dir"])
         .arg(data)
         .stdin(Stdio::piped())
@@ -156,7 +141,7 @@ fn collect(
 }
 
 async fn up(data: &Path, script: &Path) -> Up {
-    let mut child = duraclaw()
+    let mut child = duraclaw("debug")
         .args([
             "up",
             "--demo",
@@ -202,68 +187,6 @@ async fn up(data: &Path, script: &Path) -> Up {
     }
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
-async fn login(up: &Up, name: &str) -> (reqwest::Client, String) {
-    let c = client();
-    let r = c
-        .post(format!("{}/api/login", up.base))
-        .header("origin", &up.base)
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login as {name}");
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("duraclaw_session="))
-        .expect("a session cookie");
-    let cookie = cookie.split(';').next().unwrap().to_owned();
-    (c, cookie)
-}
-
-async fn wait_gateway(up: &Up, c: &reqwest::Client) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let s: Value = c
-            .get(format!("{}/api/status", up.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["gateway"]["connected"] == json!(true) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the gateway never connected: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn worktree(up: &Up, c: &reqwest::Client) -> String {
-    let wts: Value = c
-        .get(format!("{}/api/worktrees", up.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    wts[0]["path"].as_str().expect("a demo worktree").to_owned()
-}
-
 async fn create_session(up: &Up, c: &reqwest::Client, worktree: &str) -> reqwest::Response {
     c.post(format!("{}/api/sessions", up.base))
         .header("origin", &up.base)
@@ -273,43 +196,15 @@ async fn create_session(up: &Up, c: &reqwest::Client, worktree: &str) -> reqwest
         .unwrap()
 }
 
-async fn ws(up: &Up, cookie: &str, session: &str) -> Ws {
-    let url = format!(
-        "{}/api/sessions/{session}/ws?after=0",
-        up.base.replace("http://", "ws://")
-    );
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert("cookie", cookie.parse().unwrap());
-    req.headers_mut().insert("origin", up.base.parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("no frame in time")
-            .expect("closed")
-            .expect("ws error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
-}
-
 fn script(dir: &Path) -> PathBuf {
-    let path = dir.join("script.json");
-    std::fs::write(
-        &path,
-        json!({"turns": [[
+    write_script(
+        dir,
+        json!([[
             {"step": "text", "text": "Looking at the project.", "chunks": 2},
             {"step": "tool", "name": "Bash", "input": {"command": "ls"}, "result": "README.md"},
             {"step": "text", "text": "All done.", "chunks": 1}
-        ]]})
-        .to_string(),
+        ]]),
     )
-    .unwrap();
-    path
 }
 
 /// The hex SHA-256 of a cookie's token: what auth.db stores.
@@ -356,16 +251,16 @@ async fn secrets_never_reach_logs_arguments_or_error_messages() {
     assert_eq!(r.status(), 401);
     seen.push_str(&r.text().await.unwrap());
 
-    let (alice, cookie) = login(&up, "alice").await;
-    wait_gateway(&up, &alice).await;
-    let wt = worktree(&up, &alice).await;
+    let (alice, cookie) = login(&up.base, "alice").await;
+    wait_gateway(&up.base, &alice, true).await;
+    let wt = worktree(&up.base, &alice).await;
     let r = create_session(&up, &alice, &wt).await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["session_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let mut w = ws(&up, &cookie, &id).await;
+    let mut w = ws(&up.base, &cookie, &id, 0, &up.base).await.unwrap();
     loop {
         let f = next(&mut w).await;
         seen.push_str(&f.to_string());
@@ -446,10 +341,10 @@ async fn floods_of_frames_and_logins_are_answered_and_the_server_stays_up() {
     add_user(&data, "alice").await;
     add_user(&data, "bob").await;
     let up = up(&data, &script(tmp.path())).await;
-    let (alice, cookie) = login(&up, "alice").await;
-    let (bob, _) = login(&up, "bob").await;
-    wait_gateway(&up, &alice).await;
-    let wt = worktree(&up, &alice).await;
+    let (alice, cookie) = login(&up.base, "alice").await;
+    let (bob, _) = login(&up.base, "bob").await;
+    wait_gateway(&up.base, &alice, true).await;
+    let wt = worktree(&up.base, &alice).await;
     let r = create_session(&up, &alice, &wt).await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["session_id"]
@@ -459,7 +354,7 @@ async fn floods_of_frames_and_logins_are_answered_and_the_server_stays_up() {
 
     // 200 pings and 50 garbage frames as fast as they go: each is answered,
     // in order.
-    let mut w = ws(&up, &cookie, &id).await;
+    let mut w = ws(&up.base, &cookie, &id, 0, &up.base).await.unwrap();
     const PINGS: u64 = 200;
     for n in 0..PINGS {
         w.feed(Message::text(
@@ -537,7 +432,7 @@ async fn floods_of_frames_and_logins_are_answered_and_the_server_stays_up() {
             .status(),
         200
     );
-    let mut again = ws(&up, &cookie, &id).await;
+    let mut again = ws(&up.base, &cookie, &id, 0, &up.base).await.unwrap();
     assert_eq!(next(&mut again).await["type"], "hello");
     assert_eq!(next(&mut again).await["type"], "snapshot");
     again
@@ -562,9 +457,9 @@ async fn worktree_paths_that_leave_the_offered_ones_are_refused() {
     let data = tmp.path().join("data");
     add_user(&data, "alice").await;
     let up = up(&data, &script(tmp.path())).await;
-    let (alice, _) = login(&up, "alice").await;
-    wait_gateway(&up, &alice).await;
-    let wt = worktree(&up, &alice).await;
+    let (alice, _) = login(&up.base, "alice").await;
+    wait_gateway(&up.base, &alice, true).await;
+    let wt = worktree(&up.base, &alice).await;
 
     // Symlinks out of the worktree and to it from outside.
     let outside = tmp.path().join("outside");
@@ -596,14 +491,7 @@ async fn worktree_paths_that_leave_the_offered_ones_are_refused() {
         let r = create_session(&up, &alice, &bad).await;
         assert_eq!(r.status(), 400, "{bad:?}: {}", r.text().await.unwrap());
     }
-    let list: Value = alice
-        .get(format!("{}/api/sessions", up.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&alice, format!("{}/api/sessions", up.base)).await;
     assert_eq!(list, json!([]), "nothing was started");
     // The real worktree still works.
     assert_eq!(create_session(&up, &alice, &wt).await.status(), 201);
@@ -631,7 +519,7 @@ async fn a_database_from_a_newer_version_stops_duraclaw_up() {
             drop(duraclaw_store::SqliteDirectory::open(&path).await.unwrap());
         }
         bump_schema(&path).await;
-        let out = duraclaw()
+        let out = duraclaw("debug")
             .args([
                 "up",
                 "--demo",

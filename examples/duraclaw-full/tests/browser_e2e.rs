@@ -35,11 +35,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The bound on one process's start.
-const START_DEADLINE: Duration = Duration::from_secs(30);
+mod support;
+use support::{PASSWORD, free_port, init_repo, spawn_until, user_add};
+
 /// The bound on the whole browser suite.
 const SUITE_DEADLINE: Duration = Duration::from_secs(300);
-const PASSWORD: &str = "correct horse battery staple";
 const SECRET: &str = "browser-e2e-gateway-secret-0123456789";
 const INSTALL_HINT: &str = "run `scripts/install-tools.sh chromium playwright` (CI installs them)";
 
@@ -168,97 +168,29 @@ fn find_tools() -> Tools {
 /// `duraclaw` with none of the caller's Duraclaw, Claude or Anthropic
 /// settings, logging to `log`.
 fn duraclaw(log: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
-    for (name, _) in std::env::vars_os() {
-        let n = name.to_string_lossy();
-        if n.starts_with("CC_GATEWAY")
-            || n.starts_with("DURACLAW_")
-            || n.starts_with("CLAUDE")
-            || n.starts_with("ANTHROPIC_")
-            || n == "WORKTREE_PATTERNS"
-        {
-            c.env_remove(&name);
-        }
-    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    c.env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
+    let mut c = support::duraclaw("info");
+    c.env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log)
-        .kill_on_drop(true);
+        .stderr(log);
     c
-}
-
-/// Spawns `cmd` and reads its stdout until a line starts with each of
-/// `prefixes`; returns the rest of those lines. Stdout keeps draining.
-async fn spawn_until(mut cmd: Command, prefixes: &[&str]) -> Result<(Child, Vec<String>), String> {
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
-    while found.iter().any(Option::is_none) {
-        let line = match tokio::time::timeout(START_DEADLINE, lines.next_line()).await {
-            Err(_) => return Err(format!("no {prefixes:?} within {START_DEADLINE:?}")),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Ok(Ok(None)) => return Err(format!("exited before printing {prefixes:?}")),
-            Ok(Ok(Some(line))) => line,
-        };
-        for (i, p) in prefixes.iter().enumerate() {
-            if let Some(rest) = line.strip_prefix(p) {
-                found[i] = Some(rest.trim().to_owned());
-            }
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, found.into_iter().map(Option::unwrap).collect()))
 }
 
 async fn add_users(data: &Path, log: &Path) {
     // One first, so that the two do not race to create the database.
-    add_user(data, log, "alice").await;
-    add_user(data, log, "bob").await;
-}
-
-async fn add_user(data: &Path, log: &Path, name: &str) {
-    let mut child = duraclaw(log)
-        .args(["user", "add", name, "--password-stdin", "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(START_DEADLINE, child.wait_with_output())
-        .await
-        .expect("user add did not finish")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "user add {name}: see {}",
-        log.display()
-    );
-}
-
-fn init_repo(path: &Path, files: &[(&str, &str)]) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    let mut index = repo.index().unwrap();
-    for (name, text) in files {
-        std::fs::write(path.join(name), text).unwrap();
-        index.add_path(Path::new(name)).unwrap();
+    for name in ["alice", "bob"] {
+        let out = user_add(duraclaw(log), data, name).await;
+        assert!(
+            out.status.success(),
+            "user add {name}: see {}",
+            log.display()
+        );
     }
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("e2e", "e2e@duraclaw.invalid").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
 }
 
 /// Git repositories `root/<name>` for each name; returns the glob for them.
@@ -273,14 +205,6 @@ fn worktrees(root: &Path, names: &[&str]) -> String {
         );
     }
     format!("{}/*", root.display())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------

@@ -4,20 +4,16 @@
 //! two clients, and a gateway that goes away and comes back.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio::process::Child;
 
-const DEADLINE: Duration = Duration::from_secs(30);
-const PASSWORD: &str = "correct horse battery staple";
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+mod support;
+use support::{
+    DEADLINE, add_user, client, duraclaw, events_n, events_until, free_port, get_json, login, next,
+    scripted_gateway, send_cmd, spawn_reading, up_demo, wait_gateway, worktree, write_script, ws,
+};
 
 struct Up {
     child: Child,
@@ -26,223 +22,29 @@ struct Up {
     gateway: String,
 }
 
-fn duraclaw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
-    for var in [
-        "CC_GATEWAY_SECRET",
-        "WORKTREE_PATTERNS",
-        "DURACLAW_DATA_DIR",
-        "DURACLAW_BIND",
-        "CC_GATEWAY_BIND",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "warn").kill_on_drop(true);
-    c
-}
-
-async fn add_user(data: &Path, name: &str) {
-    let mut child = duraclaw()
-        .args(["user", "add", name, "--password-stdin", "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .await
-        .unwrap();
-    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 async fn up(data: &Path, script: &Path, gateway_bind: &str) -> Up {
-    let mut child = duraclaw()
-        .args([
-            "up",
-            "--demo",
-            "--bind",
-            "127.0.0.1:0",
-            "--gateway-bind",
-            gateway_bind,
-            "--evict-after-secs",
-            "1",
-        ])
-        .arg("--script")
-        .arg(script)
-        .arg("--data-dir")
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base, mut gateway) = (None, None);
-    while base.is_none() || gateway.is_none() {
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("duraclaw up did not start in time")
-            .unwrap()
-            .expect("duraclaw up exited");
-        if let Some(rest) = line.strip_prefix("duraclaw listening on ") {
-            base = Some(rest.trim().to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("gateway listening on ") {
-            gateway = Some(rest.trim().trim_start_matches("ws://").to_owned());
-        }
-    }
-    // Keep draining stdout so the child never blocks on it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (child, base, gateway) = up_demo(
+        data,
+        script,
+        &["--gateway-bind", gateway_bind, "--evict-after-secs", "1"],
+    )
+    .await;
     Up {
         child,
-        base: base.unwrap(),
-        gateway: gateway.unwrap(),
+        base,
+        gateway,
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
-async fn login(up: &Up, name: &str) -> (reqwest::Client, String) {
-    let c = client();
-    let r = c
-        .post(format!("{}/api/login", up.base))
-        .header("origin", &up.base)
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login as {name}");
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("duraclaw_session="))
-        .expect("a session cookie");
-    let cookie = cookie.split(';').next().unwrap().to_owned();
-    (c, cookie)
-}
-
-/// Waits until the orchestrator's gateway link is up (bounded).
-async fn wait_gateway(up: &Up, c: &reqwest::Client, connected: bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let s: Value = c
-            .get(format!("{}/api/status", up.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["gateway"]["connected"] == json!(connected) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway connected never became {connected}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn ws(
-    up: &Up,
-    cookie: &str,
-    session: &str,
-    after: u64,
-    origin: &str,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let url = format!(
-        "{}/api/sessions/{session}/ws?after={after}",
-        up.base.replace("http://", "ws://")
-    );
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert("cookie", cookie.parse().unwrap());
-    req.headers_mut().insert("origin", origin.parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.map(|(w, _)| w)
-}
-
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("no frame in time")
-            .expect("closed")
-            .expect("ws error");
-        if let Message::Text(t) = m {
-            return serde_json::from_str(t.as_str()).unwrap();
-        }
-    }
-}
-
-/// Reads frames until an event satisfies `stop`; returns the events (seq, event).
-async fn events_until(ws: &mut Ws, stop: impl Fn(&Value) -> bool) -> Vec<(u64, Value)> {
-    let mut got = Vec::new();
-    loop {
-        let f = next(ws).await;
-        if f["type"] == "event" {
-            let seq = f["seq"].as_u64().unwrap();
-            let done = stop(&f["event"]);
-            got.push((seq, f["event"].clone()));
-            if done {
-                return got;
-            }
-        }
-    }
-}
-
-async fn send_cmd(ws: &mut Ws, id: &str, command: Value) {
-    ws.send(Message::text(
-        json!({"type": "command", "id": id, "command": command}).to_string(),
-    ))
-    .await
-    .unwrap();
 }
 
 fn script(dir: &Path) -> PathBuf {
-    let path = dir.join("script.json");
-    std::fs::write(
-        &path,
-        json!({"turns": [[
+    write_script(
+        dir,
+        json!([[
             {"step": "text", "text": "Looking at the project.", "chunks": 5},
             {"step": "tool", "name": "Bash", "input": {"command": "ls"}, "result": "README.md\nsrc"},
             {"step": "text", "text": "All done.", "chunks": 2}
-        ]]})
-        .to_string(),
+        ]]),
     )
-    .unwrap();
-    path
-}
-
-async fn worktree(up: &Up, c: &reqwest::Client) -> String {
-    let wts: Value = c
-        .get(format!("{}/api/worktrees", up.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    wts[0]["path"].as_str().expect("a demo worktree").to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,10 +83,10 @@ async fn the_whole_flow_over_the_api() {
         200
     );
 
-    let (alice, alice_cookie) = login(&up, "alice").await;
-    let (bob, bob_cookie) = login(&up, "bob").await;
-    wait_gateway(&up, &alice, true).await;
-    let wt = worktree(&up, &alice).await;
+    let (alice, alice_cookie) = login(&up.base, "alice").await;
+    let (bob, bob_cookie) = login(&up.base, "bob").await;
+    wait_gateway(&up.base, &alice, true).await;
+    let wt = worktree(&up.base, &alice).await;
 
     // A cross-origin POST is refused.
     let r = alice
@@ -304,14 +106,7 @@ async fn the_whole_flow_over_the_api() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let session: Value = alice
-        .get(format!("{}/api/sessions", up.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session: Value = get_json(&alice, format!("{}/api/sessions", up.base)).await;
     let id = session[0]["session_id"].as_str().unwrap().to_owned();
 
     // Bob gets 404 for Alice's session, over REST and WebSocket alike.
@@ -331,18 +126,18 @@ async fn the_whole_flow_over_the_api() {
             .status(),
         404
     );
-    match ws(&up, &bob_cookie, &id, 0, &up.base).await {
+    match ws(&up.base, &bob_cookie, &id, 0, &up.base).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
         other => panic!("bob's upgrade: {:?}", other.map(|_| ())),
     }
     // A cross-origin WebSocket upgrade is refused.
-    match ws(&up, &alice_cookie, &id, 0, "http://evil.example").await {
+    match ws(&up.base, &alice_cookie, &id, 0, "http://evil.example").await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
         other => panic!("cross-origin upgrade: {:?}", other.map(|_| ())),
     }
 
     // Alice watches: hello, snapshot, then the events up to the approval.
-    let mut a1 = ws(&up, &alice_cookie, &id, 0, &up.base).await.unwrap();
+    let mut a1 = ws(&up.base, &alice_cookie, &id, 0, &up.base).await.unwrap();
     assert_eq!(next(&mut a1).await["type"], "hello");
     assert_eq!(next(&mut a1).await["type"], "snapshot");
     let first = events_until(&mut a1, |e| e["type"] == "user_question").await;
@@ -354,7 +149,7 @@ async fn the_whole_flow_over_the_api() {
 
     // A second client (her phone) joins mid-way with after=3 and sees the
     // same question pending in its snapshot.
-    let mut a2 = ws(&up, &alice_cookie, &id, 3, &up.base).await.unwrap();
+    let mut a2 = ws(&up.base, &alice_cookie, &id, 3, &up.base).await.unwrap();
     assert_eq!(next(&mut a2).await["type"], "hello");
     let snap = next(&mut a2).await;
     assert_eq!(snap["pending"][0]["question_id"], question.as_str());
@@ -404,14 +199,7 @@ async fn the_whole_flow_over_the_api() {
             .any(|(_, e)| e["type"] == "tool_result" && e["content"] == "README.md\nsrc")
     );
     assert!(rest.last().unwrap().1["cost_usd"].as_f64().unwrap() > 0.0);
-    let meta: Value = alice
-        .get(format!("{}/api/sessions/{id}", up.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = get_json(&alice, format!("{}/api/sessions/{id}", up.base)).await;
     assert_eq!(
         (meta["state"].as_str(), meta["reason"].as_str()),
         (Some("paused"), Some("idle")),
@@ -423,7 +211,7 @@ async fn the_whole_flow_over_the_api() {
     let last_seen = rest.last().unwrap().0;
     drop(a1);
     drop(a2);
-    let mut a3 = ws(&up, &alice_cookie, &id, last_seen, &up.base)
+    let mut a3 = ws(&up.base, &alice_cookie, &id, last_seen, &up.base)
         .await
         .unwrap();
     next(&mut a3).await;
@@ -438,7 +226,7 @@ async fn the_whole_flow_over_the_api() {
     drop(a3);
     // From scratch, the whole log: dense seqs from 1, nothing twice.
     let final_seq = *seqs.last().unwrap();
-    let mut a4 = ws(&up, &alice_cookie, &id, 0, &up.base).await.unwrap();
+    let mut a4 = ws(&up.base, &alice_cookie, &id, 0, &up.base).await.unwrap();
     next(&mut a4).await;
     next(&mut a4).await;
     let all = events_n(&mut a4, final_seq).await;
@@ -505,71 +293,16 @@ async fn the_whole_flow_over_the_api() {
     up.child.start_kill().unwrap();
 }
 
-/// Reads exactly `n` events.
-async fn events_n(ws: &mut Ws, n: u64) -> Vec<(u64, Value)> {
-    let mut got = Vec::new();
-    while (got.len() as u64) < n {
-        let f = next(ws).await;
-        if f["type"] == "event" {
-            got.push((f["seq"].as_u64().unwrap(), f["event"].clone()));
-        }
-    }
-    got
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn spawn_reading(mut cmd: Command, prefix: &str) -> (Child, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let value = loop {
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("did not start in time")
-            .unwrap()
-            .expect("exited before listening");
-        if let Some(rest) = line.strip_prefix(prefix) {
-            break rest.trim().to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, value)
-}
-
 const SECRET: &str = "split-deployment-secret-0123456789";
 
 async fn gateway(tmp: &Path, port: u16, script: &Path, worktrees: &str) -> Child {
-    let mut c = duraclaw();
-    c.env("CC_GATEWAY_SECRET", SECRET)
-        .args([
-            "gateway",
-            "--executor",
-            "scripted",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--worktrees",
-            worktrees,
-        ])
-        .arg("--script")
-        .arg(script)
-        .arg("--data-dir")
-        .arg(tmp.join("gw"));
-    spawn_reading(c, "gateway listening on ").await.0
+    let mut c = duraclaw("warn");
+    c.env("CC_GATEWAY_SECRET", SECRET);
+    scripted_gateway(c, tmp, port, script, worktrees).await
 }
 
 async fn orchestrator(data: &Path, port: u16) -> Up {
-    let mut c = duraclaw();
+    let mut c = duraclaw("warn");
     c.env("CC_GATEWAY_SECRET", SECRET)
         .args([
             "orchestrator",
@@ -588,14 +321,8 @@ async fn orchestrator(data: &Path, port: u16) -> Up {
     }
 }
 
-async fn session_meta(up: &Up, c: &reqwest::Client, id: &str) -> Value {
-    c.get(format!("{}/api/sessions/{id}", up.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+async fn session_meta(base: &str, c: &reqwest::Client, id: &str) -> Value {
+    get_json(c, format!("{base}/api/sessions/{id}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,8 +339,8 @@ async fn a_killed_gateway_and_a_restarted_orchestrator_lose_nothing() {
     let port = free_port();
     let mut gw = gateway(tmp.path(), port, &script, &patterns).await;
     let mut orch = orchestrator(&data, port).await;
-    let (alice, cookie) = login(&orch, "alice").await;
-    wait_gateway(&orch, &alice, true).await;
+    let (alice, cookie) = login(&orch.base, "alice").await;
+    wait_gateway(&orch.base, &alice, true).await;
     let r = alice
         .post(format!("{}/api/sessions", orch.base))
         .header("origin", &orch.base)
@@ -626,7 +353,7 @@ async fn a_killed_gateway_and_a_restarted_orchestrator_lose_nothing() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut a = ws(&orch, &cookie, &id, 0, &orch.base).await.unwrap();
+    let mut a = ws(&orch.base, &cookie, &id, 0, &orch.base).await.unwrap();
     let before = events_until(&mut a, |e| e["type"] == "user_question").await;
     let question = before.last().unwrap().1["question_id"]
         .as_str()
@@ -639,8 +366,8 @@ async fn a_killed_gateway_and_a_restarted_orchestrator_lose_nothing() {
     orch.child.wait().await.unwrap();
     drop(a);
     let orch = orchestrator(&data, port).await;
-    wait_gateway(&orch, &alice, true).await;
-    let mut a = ws(&orch, &cookie, &id, 0, &orch.base).await.unwrap();
+    wait_gateway(&orch.base, &alice, true).await;
+    let mut a = ws(&orch.base, &cookie, &id, 0, &orch.base).await.unwrap();
     assert_eq!(next(&mut a).await["type"], "hello");
     let snap = next(&mut a).await;
     assert_eq!(
@@ -663,16 +390,16 @@ async fn a_killed_gateway_and_a_restarted_orchestrator_lose_nothing() {
     // the session goes on with nothing lost.
     gw.start_kill().unwrap();
     gw.wait().await.unwrap();
-    wait_gateway(&orch, &alice, false).await;
+    wait_gateway(&orch.base, &alice, false).await;
     let lost = events_until(&mut a, |e| {
         e["type"] == "session.state" && e["reason"] == "gateway_unreachable"
     })
     .await;
     assert!(!lost.is_empty());
-    let meta = session_meta(&orch, &alice, &id).await;
+    let meta = session_meta(&orch.base, &alice, &id).await;
     assert_eq!(meta["reason"], "gateway_unreachable", "{meta}");
     let _gw = gateway(tmp.path(), port, &script, &patterns).await;
-    wait_gateway(&orch, &alice, true).await;
+    wait_gateway(&orch.base, &alice, true).await;
     send_cmd(
         &mut a,
         "m-1",
@@ -706,21 +433,20 @@ async fn a_missing_claude_cli_is_reported_clearly() {
     let repo = projects.join("app");
     std::fs::create_dir_all(&repo).unwrap();
     git2::Repository::init(&repo).unwrap();
-    let mut c = duraclaw();
-    c.env_remove("CLAUDE_BIN")
-        .args([
-            "up",
-            "--bind",
-            "127.0.0.1:0",
-            "--gateway-bind",
-            "127.0.0.1:0",
-            "--claude-bin",
-            "/nonexistent/claude",
-        ])
-        .arg("--worktrees")
-        .arg(format!("{}/*", projects.display()))
-        .arg("--data-dir")
-        .arg(&data);
+    let mut c = duraclaw("warn");
+    c.args([
+        "up",
+        "--bind",
+        "127.0.0.1:0",
+        "--gateway-bind",
+        "127.0.0.1:0",
+        "--claude-bin",
+        "/nonexistent/claude",
+    ])
+    .arg("--worktrees")
+    .arg(format!("{}/*", projects.display()))
+    .arg("--data-dir")
+    .arg(&data);
     let (child, base) = spawn_reading(c, "duraclaw listening on ").await;
     let up = Up {
         child,
@@ -730,16 +456,9 @@ async fn a_missing_claude_cli_is_reported_clearly() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the data directory is private");
-    let (alice, _) = login(&up, "alice").await;
-    wait_gateway(&up, &alice, true).await;
-    let status: Value = alice
-        .get(format!("{}/api/status", up.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (alice, _) = login(&up.base, "alice").await;
+    wait_gateway(&up.base, &alice, true).await;
+    let status = support::status(&up.base, &alice).await;
     let why = status["gateway"]["executor_error"]
         .as_str()
         .unwrap_or_default();
@@ -765,11 +484,11 @@ async fn a_missing_claude_cli_is_reported_clearly() {
 #[tokio::test]
 async fn the_orchestrator_refuses_a_public_address_unless_told() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = duraclaw()
+    let out = duraclaw("warn")
         .env("CC_GATEWAY_SECRET", SECRET)
         .args(["orchestrator", "--bind", "0.0.0.0:0", "--data-dir"])
         .arg(tmp.path())
-        .stdin(Stdio::null())
+        .stdin(std::process::Stdio::null())
         .output()
         .await
         .unwrap();

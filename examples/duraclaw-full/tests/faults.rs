@@ -16,14 +16,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -31,15 +30,17 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const START: Duration = Duration::from_secs(30);
-const PASSWORD: &str = "correct horse battery staple";
 const SECRET: &str = "fault-run-gateway-secret-0123456789";
 const SESSIONS: usize = 6;
 const CROWD: usize = 50;
 /// The orchestrator's live queue per client, in events.
 const LIVE_QUEUE: usize = 16;
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+mod support;
+use support::{
+    DEADLINE, PASSWORD, Ws, add_user, free_port, login_with, next_event, scripted_gateway,
+    spawn_reading,
+};
 
 // ---------------------------------------------------------------- rng
 
@@ -269,94 +270,19 @@ async fn pump(
 
 // ---------------------------------------------------------------- processes
 
+/// `duraclaw` with the run's gateway secret, logging errors only.
 fn duraclaw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
-    for var in [
-        "CC_GATEWAY_SECRET",
-        "WORKTREE_PATTERNS",
-        "DURACLAW_DATA_DIR",
-        "DURACLAW_BIND",
-        "CC_GATEWAY_BIND",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "error")
-        .env("CC_GATEWAY_SECRET", SECRET)
-        .kill_on_drop(true);
+    let mut c = support::duraclaw("error");
+    c.env("CC_GATEWAY_SECRET", SECRET);
     c
-}
-
-async fn add_user(data: &Path, name: &str) {
-    let mut child = duraclaw()
-        .args(["user", "add", name, "--password-stdin", "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .await
-        .unwrap();
-    let out = tokio::time::timeout(START, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(out.status.success(), "user add");
-}
-
-async fn spawn_reading(mut cmd: Command, prefix: &str) -> (Child, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let value = loop {
-        let line = tokio::time::timeout(START, lines.next_line())
-            .await
-            .expect("did not start in time")
-            .unwrap()
-            .expect("exited before listening");
-        if let Some(rest) = line.strip_prefix(prefix) {
-            break rest.trim().to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, value)
 }
 
 async fn gateway(dir: &Path, port: u16, script: &Path, worktrees: &str) -> Child {
     let mut c = duraclaw();
-    c.args([
-        "gateway",
-        "--executor",
-        "scripted",
-        "--bind",
-        &format!("127.0.0.1:{port}"),
-        "--worktrees",
-        worktrees,
-    ])
-    .arg("--script")
-    .arg(script)
-    .arg("--data-dir")
-    .arg(dir.join("gw"));
     if let Ok(filter) = std::env::var("DURACLAW_FAULTS_GATEWAY_LOG") {
         c.env("RUST_LOG", filter);
     }
-    // The port may still be held for a moment after a SIGKILL.
-    for _ in 0..50 {
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    spawn_reading(c, "gateway listening on ").await.0
+    scripted_gateway(c, dir, port, script, worktrees).await
 }
 
 async fn orchestrator(data: &Path, gateway: SocketAddr) -> (Child, String) {
@@ -377,14 +303,6 @@ async fn orchestrator(data: &Path, gateway: SocketAddr) -> (Child, String) {
     .arg("--data-dir")
     .arg(data);
     spawn_reading(c, "duraclaw listening on ").await
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -767,12 +685,33 @@ fn check(log: &[Value], c: &ClientLog, counts: &mut Counts) {
 /// What the executors produced, checked in the log: every streamed message
 /// whose final text arrived has deltas that add up to it, every question is
 /// resolved, every user message is followed by the end of its turn.
-fn check_log(log: &[Value]) -> (u64, u64, bool) {
+/// What one session's log shows, beyond its own checks.
+#[derive(Debug, Default)]
+struct LogFigures {
+    /// Turns started by a `user.message` that ended.
+    turns: u64,
+    /// Questions asked.
+    questions: u64,
+    /// The last turn never ended.
+    open_turn: bool,
+    /// Commands a restarted gateway ran again (its `notice` events).
+    reruns: u64,
+    /// Turns a gateway restart ended with `gateway_restarted`.
+    restart_errors: u64,
+    /// The agent's work logged while the session's state read `paused idle`.
+    work_while_idle: u64,
+    /// The log around the first such event, to show when the run fails.
+    idle_context: Option<String>,
+}
+
+/// Checks one log: deltas add up to their final message, every question is
+/// resolved; and counts its turns and what gateway restarts did to it.
+fn check_log(log: &[Value]) -> LogFigures {
     let mut deltas: HashMap<String, String> = HashMap::new();
     let mut questions: BTreeMap<String, bool> = BTreeMap::new();
-    let mut open_turn = false;
-    let mut turns = 0;
-    for e in log {
+    let mut f = LogFigures::default();
+    let mut idle = false;
+    for (i, e) in log.iter().enumerate() {
         match e["type"].as_str() {
             Some("assistant") => {
                 let id = e["message_id"].as_str().unwrap().to_owned();
@@ -789,14 +728,38 @@ fn check_log(log: &[Value]) -> (u64, u64, bool) {
             Some("question.resolved") => {
                 questions.insert(e["question_id"].as_str().unwrap().to_owned(), true);
             }
-            Some("user.message") => open_turn = true,
+            Some("user.message") => f.open_turn = true,
             Some("result") | Some("error") => {
-                if open_turn {
-                    turns += 1;
+                if f.open_turn {
+                    f.turns += 1;
                 }
-                open_turn = false;
+                f.open_turn = false;
+                if e["code"] == "gateway_restarted" {
+                    f.restart_errors += 1;
+                }
             }
+            Some("session.state") => idle = e["state"] == "paused" && e["reason"] == "idle",
+            Some("notice") if e["code"] == "rerun_after_restart" => f.reruns += 1,
             _ => {}
+        }
+        if idle
+            && matches!(
+                e["type"].as_str(),
+                Some("assistant" | "tool_use" | "tool_result" | "user_question")
+            )
+        {
+            f.work_while_idle += 1;
+            if f.idle_context.is_none() {
+                let lines: Vec<String> = log[i.saturating_sub(40)..=i]
+                    .iter()
+                    .zip(i.saturating_sub(40) + 1..)
+                    .filter(|(e, _)| e["phase"] != "delta")
+                    .map(|(e, seq)| {
+                        format!("    {seq} {} {} {}", e["type"], e["state"], e["reason"])
+                    })
+                    .collect();
+                f.idle_context = Some(lines.join("\n"));
+            }
         }
     }
     let unresolved: Vec<_> = questions.iter().filter(|(_, r)| !**r).collect();
@@ -804,7 +767,8 @@ fn check_log(log: &[Value]) -> (u64, u64, bool) {
         unresolved.is_empty(),
         "unresolved questions: {unresolved:?}"
     );
-    (turns, questions.len() as u64, open_turn)
+    f.questions = questions.len() as u64;
+    f
 }
 
 // ---------------------------------------------------------------- the run
@@ -861,25 +825,7 @@ async fn nothing_is_lost_under_faults() {
 
     // Log in and create the sessions directly (REST is not under test here).
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/api/login"))
-        .header("origin", &base)
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("duraclaw_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = login_with(&http, &base, "alice", PASSWORD).await.unwrap();
     let status = |base: String| {
         let (http, cookie) = (http.clone(), cookie.clone());
         async move {
@@ -894,7 +840,7 @@ async fn nothing_is_lost_under_faults() {
             }
         }
     };
-    let until = Instant::now() + START;
+    let until = Instant::now() + DEADLINE;
     while status(base.clone()).await["gateway"]["connected"] != true {
         assert!(Instant::now() < until, "the gateway never connected");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1058,8 +1004,8 @@ async fn nothing_is_lost_under_faults() {
                 && m["pending_questions"] == 0;
             if !settled {
                 // Stuck: the driver's message was confirmed, nothing is
-                // pending, and no turn end came (the state may read active
-                // or, after a gateway reconnect, idle).
+                // pending, and no turn end came (the state should read
+                // active; idle is checked too, the bug it once was).
                 all_stuck &= out == 0
                     && ended < sent
                     && (m["state"] == "active" || m["reason"] == "idle")
@@ -1161,11 +1107,19 @@ async fn nothing_is_lost_under_faults() {
         failed.extend(c.failed_commands);
     }
     let (mut turns, mut questions, mut open_turns) = (0, 0, 0);
+    let (mut reruns, mut restart_errors, mut work_while_idle) = (0, 0, 0);
+    let mut idle_contexts = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let (t, q, open) = check_log(&logs[i]);
-        turns += t;
-        questions += q;
-        open_turns += u64::from(open);
+        let f = check_log(&logs[i]);
+        turns += f.turns;
+        questions += f.questions;
+        open_turns += u64::from(f.open_turn);
+        reruns += f.reruns;
+        restart_errors += f.restart_errors;
+        work_while_idle += f.work_while_idle;
+        if let Some(c) = f.idle_context {
+            idle_contexts.push(format!("session {i}:\n{c}"));
+        }
         // The log does not move after the end.
         let (_, again) = full_log(&base, &cookie, id).await;
         assert_eq!(
@@ -1232,6 +1186,9 @@ async fn nothing_is_lost_under_faults() {
         );
     }
     println!(
+        "gateway restarts: {reruns} taken commands run again, {restart_errors} turns ended (gateway_restarted); agent events logged while the state read idle: {work_while_idle}"
+    );
+    println!(
         "turns that never ended: {open_turns}{}",
         stuck.iter().map(|w| format!("\n  {w}")).collect::<String>()
     );
@@ -1241,6 +1198,12 @@ async fn nothing_is_lost_under_faults() {
         "seed {seed}: a turn left open in a session that settled"
     );
     assert!(stuck.is_empty(), "seed {seed}: stuck turns: {stuck:?}");
+    assert_eq!(
+        work_while_idle,
+        0,
+        "seed {seed}: the agent worked while the session read idle:\n{}",
+        idle_contexts.join("\n")
+    );
     assert!(
         short.is_empty(),
         "seed {seed}: clients short of the log: {short:?}"
@@ -1311,7 +1274,7 @@ done
 
 /// The newest pid the fake CLI recorded, once it differs from `old`.
 async fn cli_pid(dir: &Path, old: Option<u32>) -> u32 {
-    let until = Instant::now() + START;
+    let until = Instant::now() + DEADLINE;
     loop {
         let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
         if let Some(pid) = pids.lines().last().and_then(|l| l.trim().parse().ok())
@@ -1321,23 +1284,6 @@ async fn cli_pid(dir: &Path, old: Option<u32>) -> u32 {
         }
         assert!(Instant::now() < until, "the CLI never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The next session event on `ws` (seq, event), skipping other frames.
-async fn next_event(ws: &mut Ws) -> (u64, Value) {
-    loop {
-        let m = tokio::time::timeout(START, ws.next())
-            .await
-            .expect("an event in time")
-            .expect("open")
-            .expect("no error");
-        if let Message::Text(t) = m {
-            let f: Value = serde_json::from_str(t.as_str()).unwrap();
-            if f["type"] == "event" {
-                return (f["seq"].as_u64().unwrap(), f["event"].clone());
-            }
-        }
     }
 }
 
@@ -1371,25 +1317,8 @@ async fn a_sigkilled_cli_ends_its_turn_and_the_session_goes_on() {
     let (_orch, base) = orchestrator(&data, SocketAddr::from(([127, 0, 0, 1], port))).await;
 
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/api/login"))
-        .header("origin", &base)
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("duraclaw_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let until = Instant::now() + START;
+    let cookie = login_with(&http, &base, "alice", PASSWORD).await.unwrap();
+    let until = Instant::now() + DEADLINE;
     let session = loop {
         let r = http
             .post(format!("{base}/api/sessions"))
@@ -1479,7 +1408,11 @@ async fn a_sigkilled_cli_ends_its_turn_and_the_session_goes_on() {
         assert_eq!(&log[*seq as usize - 1], e, "event {seq} matches the log");
     }
     // Every turn started by a message ended, once.
-    let (turns, _, open) = check_log(&log);
+    let LogFigures {
+        turns,
+        open_turn: open,
+        ..
+    } = check_log(&log);
     assert!(!open, "a turn was left open");
     assert_eq!(turns, KILLS + 1);
     let ends = log

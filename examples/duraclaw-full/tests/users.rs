@@ -6,24 +6,15 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
-use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
 
-const DEADLINE: Duration = Duration::from_secs(30);
+mod support;
+use support::{DEADLINE, duraclaw, login_with, spawn_reading};
+
 const OLD: &str = "correct horse battery staple";
 const NEW: &str = "a brand new passphrase";
-
-fn duraclaw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
-    for var in ["CC_GATEWAY_SECRET", "DURACLAW_DATA_DIR", "DURACLAW_BIND"] {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "warn").kill_on_drop(true);
-    c
-}
 
 /// Runs `duraclaw user ARGS --data-dir DATA` with `stdin` and `env`;
 /// whether it succeeded, and its stdout and stderr.
@@ -33,7 +24,7 @@ async fn user(
     stdin: &str,
     env: &[(&str, &str)],
 ) -> (bool, String, String) {
-    let mut cmd = duraclaw();
+    let mut cmd = duraclaw("warn");
     cmd.arg("user")
         .args(args)
         .arg("--data-dir")
@@ -60,60 +51,24 @@ async fn user(
 }
 
 async fn orchestrator(data: &Path) -> (Child, String) {
-    let mut child = duraclaw()
-        .args([
-            "orchestrator",
-            "--bind",
-            "127.0.0.1:0",
-            // Nothing listens there: logins do not need a gateway.
-            "--gateway-url",
-            "ws://127.0.0.1:9",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env("CC_GATEWAY_SECRET", "users-test-gateway-secret-0123")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("listening in time")
-            .unwrap()
-            .expect("exited before listening");
-        if let Some(rest) = line.strip_prefix("duraclaw listening on ") {
-            break rest.trim().to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    let mut c = duraclaw("warn");
+    c.args([
+        "orchestrator",
+        "--bind",
+        "127.0.0.1:0",
+        // Nothing listens there: logins do not need a gateway.
+        "--gateway-url",
+        "ws://127.0.0.1:9",
+    ])
+    .arg("--data-dir")
+    .arg(data)
+    .env("CC_GATEWAY_SECRET", "users-test-gateway-secret-0123");
+    spawn_reading(c, "duraclaw listening on ").await
 }
 
 /// Logs in; the session cookie, or the status when refused.
 async fn login(base: &str, name: &str, password: &str) -> Result<String, u16> {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/api/login"))
-        .header("origin", base)
-        .json(&json!({"username": name, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    if r.status() != 200 {
-        return Err(r.status().as_u16());
-    }
-    Ok(r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("duraclaw_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned())
+    login_with(&reqwest::Client::new(), base, name, password).await
 }
 
 /// The status of an authenticated request with `cookie`.

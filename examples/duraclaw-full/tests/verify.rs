@@ -10,11 +10,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
 
+mod support;
+use support::{PASSWORD, add_user, duraclaw, init_repo, up_demo};
+
+/// The bound on one `duraclaw verify` run.
 const DEADLINE: Duration = Duration::from_secs(60);
-const PASSWORD: &str = "correct horse battery staple";
 const STEPS: [&str; 7] = [
     "preflight",
     "login",
@@ -24,98 +27,6 @@ const STEPS: [&str; 7] = [
     "turn",
     "replay",
 ];
-
-fn duraclaw() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
-    for var in [
-        "CC_GATEWAY_SECRET",
-        "WORKTREE_PATTERNS",
-        "DURACLAW_DATA_DIR",
-        "DURACLAW_BIND",
-        "CC_GATEWAY_BIND",
-        "DURACLAW_VERIFY_PASSWORD",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("RUST_LOG", "warn").kill_on_drop(true);
-    c
-}
-
-async fn add_user(data: &Path, name: &str) {
-    let mut child = duraclaw()
-        .args(["user", "add", name, "--password-stdin", "--data-dir"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    std::fs::write(path.join("README.md"), "hello\n").unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("t", "t@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
-}
-
-/// `duraclaw up --demo` playing `script` over the repositories in
-/// `projects`; returns the child and its base URL.
-async fn up(data: &Path, script: &Path, projects: &Path) -> (Child, String) {
-    let mut child = duraclaw()
-        .args([
-            "up",
-            "--demo",
-            "--bind",
-            "127.0.0.1:0",
-            "--gateway-bind",
-            "127.0.0.1:0",
-        ])
-        .arg("--worktrees")
-        .arg(format!("{}/*", projects.display()))
-        .arg("--script")
-        .arg(script)
-        .arg("--data-dir")
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("duraclaw up did not start in time")
-            .unwrap()
-            .expect("duraclaw up exited");
-        if let Some(rest) = line.strip_prefix("duraclaw listening on ") {
-            break rest.trim().to_owned();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
-}
 
 /// Text, a gated shell command, a question, more text: every kind of
 /// question the check must answer.
@@ -189,7 +100,7 @@ async fn verify(
     password: Option<&str>,
     env: &[(&str, &str)],
 ) -> Outcome {
-    let mut cmd = duraclaw();
+    let mut cmd = duraclaw("warn");
     cmd.args(["verify", "--url", base, "--timeout-secs", "30"])
         .args(args)
         .envs(env.iter().copied())
@@ -234,10 +145,16 @@ async fn deployment(turn: serde_json::Value, repos: &[&str]) -> Deployment {
     add_user(&data, "alice").await;
     let projects = root.join("projects");
     for r in repos {
-        init_repo(&projects.join(r));
+        init_repo(&projects.join(r), &[("README.md", "hello\n")]);
     }
     let script = script(&root, turn);
-    let (child, base) = up(&data, &script, &projects).await;
+    let patterns = format!("{}/*", projects.display());
+    let (child, base, _) = up_demo(
+        &data,
+        &script,
+        &["--gateway-bind", "127.0.0.1:0", "--worktrees", &patterns],
+    )
+    .await;
     Deployment {
         _tmp: tmp,
         child,

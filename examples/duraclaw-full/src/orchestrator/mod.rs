@@ -275,6 +275,7 @@ impl Orchestrator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use duraclaw_core::protocol::Event;
 
     #[tokio::test]
     async fn idle_actors_sleep_and_wake_with_their_state() {
@@ -362,6 +363,184 @@ mod tests {
             .await
             .unwrap();
         orch.check_outbox(&actor, "one-more").await.unwrap();
+    }
+
+    /// A scripted turn as the gateway would send it, from gseq `from`:
+    /// `init` (a `session.init` first, as a fresh executor says), text, and
+    /// its `result` when `ends`.
+    fn gateway_turn(from: u64, init: bool, ends: bool) -> Vec<(u64, Event)> {
+        use serde_json::json;
+        let mut events = Vec::new();
+        if init {
+            events.push(json!({"type": "session.init", "executor_session_id": "x1"}));
+        }
+        events.push(json!({"type": "assistant", "message_id": format!("m{from}"), "phase": "final", "text": "working"}));
+        if ends {
+            events.push(json!({"type": "result", "subtype": "success", "is_error": false}));
+        }
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (from + i as u64, Event::from_value(v).unwrap()))
+            .collect()
+    }
+
+    fn idle() -> SessionState {
+        SessionState::paused(duraclaw_core::state::PauseReason::Idle)
+    }
+
+    /// A session with one finished turn, then a message taken while the
+    /// gateway is away; `restart` drops the orchestrator in between (its
+    /// actors and their memory gone, the store kept). Returns the state the
+    /// session resumes to when the gateway is back.
+    async fn message_while_the_gateway_is_away(restart: bool) -> SessionState {
+        use duraclaw_core::actor::Actor;
+        use duraclaw_core::protocol::{Command, UserTurn};
+        let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
+        let link = || GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
+        let mut orch = Orchestrator::new(dir.clone(), link(), Duration::from_secs(60));
+        let actor = orch
+            .create(SessionMeta::new("s1", "alice", 1))
+            .await
+            .unwrap();
+        actor.ingest(gateway_turn(1, true, true), 2).await.unwrap();
+        assert_eq!(actor.meta().await.state, idle());
+        orch.gateway_lost().await;
+        let who = Actor {
+            user: "alice".into(),
+            client: None,
+        };
+        let turn = Command::Message(UserTurn {
+            text: "go on".into(),
+        });
+        actor.command("c2", turn, &who, 3).await.unwrap();
+        let mut actor = actor;
+        if restart {
+            drop(actor);
+            drop(orch);
+            orch = Orchestrator::new(dir, link(), Duration::from_secs(60));
+            actor = orch.actor("s1").await.unwrap();
+        }
+        orch.gateway_restored(&actor).await;
+        let resumed = actor.meta().await.state;
+        // The turn runs and ends: idle again.
+        actor.ingest(gateway_turn(4, false, true), 4).await.unwrap();
+        assert_eq!(actor.meta().await.state, idle());
+        resumed
+    }
+
+    #[tokio::test]
+    async fn a_message_taken_while_the_gateway_was_away_resumes_active() {
+        assert_eq!(
+            message_while_the_gateway_is_away(false).await,
+            SessionState::Active
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_taken_while_the_gateway_was_away_resumes_active_after_a_restart() {
+        assert_eq!(
+            message_while_the_gateway_is_away(true).await,
+            SessionState::Active
+        );
+    }
+
+    #[tokio::test]
+    async fn a_turn_queued_behind_another_reads_active_from_its_first_event() {
+        use duraclaw_core::actor::Actor;
+        use duraclaw_core::protocol::{Command, UserTurn};
+        let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
+        let link = GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
+        let orch = Orchestrator::new(dir, link, Duration::from_secs(60));
+        let actor = orch
+            .create(SessionMeta::new("s1", "alice", 1))
+            .await
+            .unwrap();
+        // Mid-turn, a second message: the executor queues it.
+        actor.ingest(gateway_turn(1, true, false), 2).await.unwrap();
+        assert_eq!(actor.meta().await.state, SessionState::Active);
+        let who = Actor {
+            user: "alice".into(),
+            client: None,
+        };
+        let turn = Command::Message(UserTurn {
+            text: "and then".into(),
+        });
+        actor.command("c2", turn, &who, 3).await.unwrap();
+        // The first turn ends; the queued one streams with no session.init.
+        let end = vec![(
+            3,
+            Event::from_value(
+                serde_json::json!({"type": "result", "subtype": "success", "is_error": false}),
+            )
+            .unwrap(),
+        )];
+        actor.ingest(end, 4).await.unwrap();
+        assert_eq!(actor.meta().await.state, idle());
+        actor
+            .ingest(gateway_turn(4, false, false), 5)
+            .await
+            .unwrap();
+        assert_eq!(actor.meta().await.state, SessionState::Active);
+        // The log says so before the turn's first event, not after.
+        let log = actor.log().store().read_after(0, 100).await.unwrap();
+        let first = log
+            .iter()
+            .position(|e| e.gseq == Some(4))
+            .expect("the queued turn's first event");
+        assert!(
+            matches!(
+                log[first - 1].event().unwrap(),
+                Event::SessionState(s) if s.state == SessionState::Active
+            ),
+            "{:?}",
+            log.iter().map(|e| e.json.to_string()).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_actor_woken_after_a_crash_takes_the_state_its_log_recorded() {
+        use duraclaw_core::actor::Actor;
+        use duraclaw_core::protocol::{Command, UserTurn};
+        let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
+        let link = || GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
+        let orch = Orchestrator::new(dir.clone(), link(), Duration::from_secs(60));
+        let actor = orch
+            .create(SessionMeta::new("s1", "alice", 1))
+            .await
+            .unwrap();
+        actor.ingest(gateway_turn(1, true, true), 2).await.unwrap();
+        assert_eq!(actor.meta().await.state, idle());
+        // The process died after the log's append and before the metadata
+        // was written: the metadata still says the turn runs.
+        let store = actor.log().store().clone();
+        let mut stale = store.meta().await.unwrap();
+        stale.state = SessionState::Active;
+        store.put_meta(&stale).await.unwrap();
+        drop(actor);
+        drop(orch);
+        let orch = Orchestrator::new(dir, link(), Duration::from_secs(60));
+        let actor = orch.actor("s1").await.unwrap();
+        assert_eq!(actor.meta().await.state, idle(), "the log's state wins");
+        // So the next turn is logged as active again.
+        let who = Actor {
+            user: "alice".into(),
+            client: None,
+        };
+        let turn = Command::Message(UserTurn {
+            text: "go on".into(),
+        });
+        actor.command("c2", turn, &who, 3).await.unwrap();
+        assert_eq!(actor.meta().await.state, SessionState::Active);
+        let log = actor.log().store().read_after(0, 100).await.unwrap();
+        assert!(
+            matches!(
+                log.last().unwrap().event().unwrap(),
+                Event::SessionState(s) if s.state == SessionState::Active
+            ),
+            "{:?}",
+            log.iter().map(|e| e.json.to_string()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
