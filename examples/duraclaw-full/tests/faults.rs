@@ -183,7 +183,6 @@ fn script(dir: &Path) -> PathBuf {
     path
 }
 
-
 // ---------------------------------------------------------------- the run
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -252,7 +252,6 @@ pub async fn pump(
     }
 }
 
-
 // ---------------------------------------------------------------- clients
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -532,8 +531,17 @@ pub async fn client(
 /// Reads a session's whole log from a fresh client (directly, no faults):
 /// the snapshot, then every event up to its `last_seq`.
 pub async fn full_log(base: &str, cookie: &str, session: &str) -> (Value, Vec<Value>) {
-    let addr = base.trim_start_matches("http://");
-    let mut ws = connect(addr, base, cookie, session, 0, false)
+    full_log_via(base.trim_start_matches("http://"), base, cookie, session).await
+}
+
+/// [`full_log`] from `addr`, sending `origin` as the `Origin`.
+pub async fn full_log_via(
+    addr: &str,
+    origin: &str,
+    cookie: &str,
+    session: &str,
+) -> (Value, Vec<Value>) {
+    let mut ws = connect(addr, origin, cookie, session, 0, false)
         .await
         .expect("a direct connection");
     let mut snapshot = Value::Null;
