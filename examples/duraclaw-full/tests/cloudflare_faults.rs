@@ -93,7 +93,7 @@ fn script(root: &Path) -> PathBuf {
     };
     std::fs::write(
         &path,
-        json!({"turns": (0..3).map(turn).collect::<Vec<_>>()}).to_string(),
+        json!({"turns": (0..30).map(turn).collect::<Vec<_>>()}).to_string(),
     )
     .unwrap();
     path
@@ -475,12 +475,15 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
     gw_proxy.active.store(true, Ordering::Relaxed);
     let chaos_start = Instant::now();
     let (mut gw_kills, mut wrangler_restarts, mut pending_at_restart) = (0u64, 0u64, 0u64);
+    // The restart comes first: until the first gateway SIGKILL every turn
+    // follows the script (approvals and questions); a restarted gateway
+    // runs echo turns.
     let plan = [
-        (rng.range(2_000, 4_000), 0u8),
+        (rng.range(2_000, 4_000), 1u8),
+        (rng.range(3_000, 5_000), 0u8),
         (rng.range(2_500, 4_000), 0u8),
-        (rng.range(2_500, 4_000), 1u8),
     ];
-    let (mut parked, mut parked_retries) = (String::new(), 0u64);
+    let (mut parked, mut parked_retries, mut parked_answers) = (String::new(), 0u64, 0u64);
     for (ms, what) in plan {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         if what == 0 {
@@ -553,6 +556,10 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
                 (&json!("paused"), &json!("awaiting_approval"), &json!(1)),
                 "the parked approval after the restart: {m}"
             );
+            // Answered now, before a gateway SIGKILL withdraws it: its
+            // turn goes on to its end.
+            parked_answers = finish_turn(&direct, &origin, &alice, &parked).await;
+            assert!(parked_answers >= 2, "the parked approval and the question");
         }
     }
     tokio::time::sleep_until((chaos_start + CHAOS).max(Instant::now() + Duration::from_secs(4)))
@@ -612,9 +619,7 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
     }
     let settled_after = chaos_start.elapsed().as_secs_f64() - chaos_secs;
 
-    // The parked approval, answered now: its turn goes on to its end.
-    let parked_answers = finish_turn(&direct, &origin, &alice, &parked).await;
-    assert!(parked_answers >= 2, "the parked approval and the question");
+    // The parked session, whose turn ended, is closed and checked.
     let (status, body) = request(
         &http,
         reqwest::Method::POST,
@@ -705,7 +710,7 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         built.as_secs_f64()
     );
     println!(
-        "sessions {SESSIONS} (+1 parked on an approval across the wrangler restart, {parked_answers} questions answered after it; its create cut {parked_retries} times), clients {clients} ({crowd} on session 0), turns {turns}, questions {questions} (answered {answered}, {answered_late} after a reconnect; {pending_at_restart} pending across the wrangler restart), events {events}, delivered {}",
+        "sessions {SESSIONS} (+1 parked on an approval across the wrangler restart, {parked_answers} questions answered after it, under faults; its create cut {parked_retries} times), clients {clients} ({crowd} on session 0), turns {turns}, questions {questions} (answered {answered}, {answered_late} after a reconnect; {pending_at_restart} pending across the wrangler restart), events {events}, delivered {}",
         counts.delivered
     );
     println!(
@@ -1061,7 +1066,7 @@ async fn abuse(
     );
     assert!(in_order, "the flood's pongs in order");
     assert!(
-        worst < Duration::from_secs(15),
+        worst < Duration::from_secs(30),
         "the other browser waited {worst:?}"
     );
 
