@@ -963,20 +963,19 @@ async fn abuse(
     ))
     .await
     .ok();
-    let mut same_socket = false;
-    while sent {
+    let (mut same_socket, mut too_large) = (false, false);
+    while sent && !same_socket {
         match next_frame(&mut ws, Duration::from_secs(20)).await {
             Some(f) if f["type"] == "error" => {
                 assert_eq!(f["code"], "too_large", "{f}");
+                too_large = true;
             }
-            Some(f) if f["type"] == "pong" => {
-                same_socket = true;
-                break;
-            }
+            Some(f) if f["type"] == "pong" => same_socket = true,
             Some(_) => continue,
             None => break,
         }
     }
+    assert!(!same_socket || too_large, "a 4 MiB frame answered");
     println!(
         "a 4 MiB frame: {}",
         if same_socket {
