@@ -925,13 +925,13 @@ async fn abuse(
         Message::text("[]"),
         Message::text("{\"type\":\"command\"}"),
         Message::text("{\"type\":\"command\",\"id\":\"x\",\"command\":{\"type\":\"nope\"}}"),
-        Message::text("{\"type\":\"hello\",\"protocol_version\":999999,\"role\":\"browser\"}"),
+        Message::text("{\"type\":\"hello\",\"v\":999999,\"role\":\"browser\"}"),
         Message::text(deep),
         Message::text("\"\\ud800\""),
         Message::text(long_id),
         Message::binary(vec![0u8, 159, 146, 150]),
     ];
-    let mut typed = 0;
+    let mut codes = Vec::new();
     for (n, frame) in bad.into_iter().enumerate() {
         ws.send(frame).await.unwrap();
         ws.send(Message::text(
@@ -939,20 +939,26 @@ async fn abuse(
         ))
         .await
         .unwrap();
-        let mut answered = false;
+        let mut code = None;
         loop {
             let f = reply(&mut ws).await;
             if f["type"] == "pong" {
                 assert_eq!(f["nonce"], n, "{f}");
                 break;
             }
-            answered |= f["type"] == "error" && f["code"].is_string()
-                || f["type"] == "command_result" && f["ok"] == false;
+            if f["type"] == "error" {
+                code = code.or(f["code"].as_str().map(str::to_owned));
+            } else if f["type"] == "command_result" && f["ok"] == false {
+                code = code.or(f["error"]["code"].as_str().map(|c| format!("refused {c}")));
+            }
             bodies.push(f.to_string());
         }
-        typed += u64::from(answered);
+        codes.push(code.unwrap_or_else(|| panic!("malformed frame {n} got no typed error")));
     }
-    assert_eq!(typed, 11, "malformed frames answered with a typed error");
+    println!("malformed frames answered: {codes:?}");
+    assert_eq!(codes[6], "unsupported_version");
+    assert_eq!(codes[10], "invalid", "a binary frame");
+    assert!(codes[..6].iter().all(|c| c == "bad_frame"), "{codes:?}");
 
     // Oversized: 4 MiB. A typed error on the same socket, or the runtime
     // closes it; either way the object goes on answering.
