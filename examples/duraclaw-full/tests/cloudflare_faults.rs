@@ -484,8 +484,25 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         (rng.range(2_500, 4_000), 0u8),
     ];
     let (mut parked, mut parked_retries, mut parked_answers) = (String::new(), 0u64, 0u64);
+    // Progress, for a run that goes slowly: turns ended so far at each
+    // fault.
+    let progress = |what: &str| {
+        let ended: u64 = drivers
+            .iter()
+            .map(|d| d.ended.load(Ordering::Relaxed))
+            .sum();
+        eprintln!(
+            "{:>5.1} s: {what} (turns ended so far {ended})",
+            chaos_start.elapsed().as_secs_f64()
+        );
+    };
     for (ms, what) in plan {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        progress(if what == 0 {
+            "gateway SIGKILL"
+        } else {
+            "wrangler stop"
+        });
         if what == 0 {
             gw.child.start_kill().unwrap();
             gw.child.wait().await.unwrap();
@@ -549,7 +566,7 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
             wrangler_restarts += 1;
             let t = Instant::now();
             wrangler = Some(deployment.start(&http).await);
-            eprintln!("wrangler restarted in {:.1?}", t.elapsed());
+            progress(&format!("wrangler ready again after {:.1?}", t.elapsed()));
             let m = meta(&http, &base, &alice, &parked).await;
             assert_eq!(
                 (&m["state"], &m["reason"], &m["pending_questions"]),
@@ -559,11 +576,14 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
             // Answered now, before a gateway SIGKILL withdraws it: its
             // turn goes on to its end.
             parked_answers = finish_turn(&direct, &origin, &alice, &parked).await;
+            progress("the parked approval answered, its turn ended");
             assert!(parked_answers >= 2, "the parked approval and the question");
         }
     }
+    progress("last process fault done");
     tokio::time::sleep_until((chaos_start + CHAOS).max(Instant::now() + Duration::from_secs(4)))
         .await;
+    progress("faults end");
     let chaos_secs = chaos_start.elapsed().as_secs_f64();
     ctx.chaos.store(false, Ordering::Relaxed);
     browser_proxy.active.store(false, Ordering::Relaxed);
