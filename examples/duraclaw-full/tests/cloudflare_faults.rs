@@ -478,11 +478,16 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
     // The restart comes first: until the first gateway SIGKILL every turn
     // follows the script (approvals and questions); a restarted gateway
     // runs echo turns.
+    // Then a SIGKILL of wrangler's whole process group (workerd, which
+    // runs the objects and their SQLite, included) in the middle of the
+    // traffic: a crash, not a stop.
     let plan = [
         (rng.range(2_000, 4_000), 1u8),
         (rng.range(3_000, 5_000), 0u8),
+        (rng.range(2_000, 3_500), 2u8),
         (rng.range(2_500, 4_000), 0u8),
     ];
+    let mut wrangler_kills = 0u64;
     let (mut parked, mut parked_retries, mut parked_answers) = (String::new(), 0u64, 0u64);
     // Progress, for a run that goes slowly: turns ended so far at each
     // fault.
@@ -498,12 +503,23 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
     };
     for (ms, what) in plan {
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        progress(if what == 0 {
-            "gateway SIGKILL"
-        } else {
-            "wrangler stop"
+        progress(match what {
+            0 => "gateway SIGKILL",
+            1 => "wrangler stop",
+            _ => "wrangler SIGKILL",
         });
-        if what == 0 {
+        if what == 2 {
+            use nix::sys::signal::{Signal, killpg};
+            use nix::unistd::Pid;
+            let mut w = wrangler.take().unwrap();
+            killpg(Pid::from_raw(w.child.id() as i32), Signal::SIGKILL).unwrap();
+            w.child.wait().unwrap();
+            drop(w);
+            wrangler_kills += 1;
+            let t = Instant::now();
+            wrangler = Some(deployment.start(&http).await);
+            progress(&format!("wrangler ready again after {:.1?}", t.elapsed()));
+        } else if what == 0 {
             gw.child.start_kill().unwrap();
             gw.child.wait().await.unwrap();
             gw_kills += 1;
@@ -734,15 +750,23 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         counts.delivered
     );
     println!(
-        "faults: browser link {bc} connections: {bcut} cuts, {bstall} stalls, {bhalf} half-closes; gateway link {gc} connections: {gcut} cuts, {gstall} stalls, {ghalf} half-closes; gateway SIGKILL {gw_kills}; wrangler restarts {wrangler_restarts}; stale reconnects {stale} ({} events replayed and matched)",
+        "faults: browser link {bc} connections: {bcut} cuts, {bstall} stalls, {bhalf} half-closes; gateway link {gc} connections: {gcut} cuts, {gstall} stalls, {ghalf} half-closes; gateway SIGKILL {gw_kills}; wrangler restarts {wrangler_restarts}; wrangler SIGKILL {wrangler_kills}; stale reconnects {stale} ({} events replayed and matched)",
         counts.stale_replayed
     );
     println!(
-        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, wrangler restart {wrangler_restarts}, stale reconnect {stale}; total {}",
+        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, wrangler restart {wrangler_restarts}, wrangler SIGKILL {wrangler_kills}, stale reconnect {stale}; total {}",
         bcut + gcut,
         bstall + gstall,
         bhalf + ghalf,
-        bcut + gcut + bstall + gstall + bhalf + ghalf + gw_kills + wrangler_restarts + stale
+        bcut + gcut
+            + bstall
+            + gstall
+            + bhalf
+            + ghalf
+            + gw_kills
+            + wrangler_restarts
+            + wrangler_kills
+            + stale
     );
     println!(
         "lost {}, duplicated {}, reordered {}, mismatched {}; turns that never ended {open_turns}",
@@ -767,7 +791,13 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         (0, 0, 0, 0),
         "seed {seed}"
     );
-    assert!(gw_kills == 2 && wrangler_restarts == 1 && bcut + gcut > 0 && stale > 0);
+    assert!(
+        gw_kills == 2
+            && wrangler_restarts == 1
+            && wrangler_kills == 1
+            && bcut + gcut > 0
+            && stale > 0
+    );
     assert!(
         turns > SESSIONS as u64,
         "seed {seed}: the sessions barely ran"
