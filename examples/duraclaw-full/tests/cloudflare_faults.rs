@@ -11,9 +11,11 @@
 //! (`support/faults.rs`): seeded cuts, stalls and half-closes on both links,
 //! a driver per session answering every approval and question and sending
 //! the next message, observers, a client reconnecting with a stale `after`,
-//! 50 browsers on one session. Process faults: the gateway SIGKILLed and
-//! restarted (twice), `wrangler dev` stopped and started again on the same
-//! `--persist-to` (once). Then every session settles, is closed, and every
+//! 50 browsers on one session. Process faults: `wrangler dev` stopped and
+//! started again on the same `--persist-to` with a session parked on an
+//! approval (still pending after it, then answered), the gateway SIGKILLed
+//! and restarted (twice), and wrangler's process group (workerd included)
+//! SIGKILLed and started again. Then every session settles, is closed, and every
 //! client's stream is checked against the log: lost, duplicated, reordered
 //! and mismatched all 0, every question resolved, every turn ended, every
 //! session `terminated` with nothing pending.
