@@ -88,6 +88,17 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 const PAGE: usize = 512;
 /// The most gateway events ingested in one step.
 const MAX_BATCH: usize = 1024;
+/// The most bytes a browser socket may hold queued after a publish (sent
+/// by the object, not yet taken by the network): a browser that reads more
+/// slowly than the session writes is closed with [`LAGGED_CLOSE`] past it,
+/// and resumes with `after=<seq>` by replay, instead of the object's memory
+/// growing without bound (128 MB for all its sockets). Well above a healthy
+/// browser's backlog, and above the replay of an 80,000-event session, which
+/// is queued at once when the socket opens.
+pub const MAX_BROWSER_BUFFER: f64 = 16.0 * 1024.0 * 1024.0;
+/// The close code of a browser socket that fell too far behind; the UI
+/// reconnects at once with `after=` its last seq.
+pub const LAGGED_CLOSE: u16 = 4000;
 
 /// The header the Worker names the authenticated user in. Only the Worker
 /// can reach a Durable Object, and it always sets this header itself.
@@ -202,6 +213,16 @@ fn send_browser(ws: &WebSocket, frame: &ToBrowser) {
     }
 }
 
+/// The bytes `ws` holds queued for the network (`WebSocket.bufferedAmount`,
+/// which workerd implements on server sockets, hibernatable ones included);
+/// `None` where the runtime does not say.
+fn buffered_amount(ws: &WebSocket) -> Option<f64> {
+    let raw: &web_sys::WebSocket = ws.as_ref();
+    worker::js_sys::Reflect::get(raw, &wasm_bindgen::JsValue::from_str("bufferedAmount"))
+        .ok()?
+        .as_f64()
+}
+
 fn backoff(failures: u32) -> Duration {
     let factor = 1u32 << failures.min(10);
     (BACKOFF_FIRST * factor).min(BACKOFF_CAP)
@@ -297,7 +318,22 @@ impl SessionHost {
             tracing::debug!(sockets = sockets.len(), events = frames.len(), "publish");
             for ws in sockets {
                 for frame in &frames {
-                    let _ = ws.send_with_str(frame);
+                    if ws.send_with_str(frame).is_err() {
+                        break;
+                    }
+                }
+                if let Some(queued) = buffered_amount(&ws)
+                    && queued > MAX_BROWSER_BUFFER
+                {
+                    tracing::info!(
+                        session = actor.session_id(),
+                        queued_bytes = queued,
+                        "slow browser closed: it resumes by replay"
+                    );
+                    let _ = ws.close(
+                        Some(LAGGED_CLOSE),
+                        Some("lagged: reconnect with after=<the last seq you have>"),
+                    );
                 }
             }
             self.inner.borrow_mut().published = last;

@@ -35,12 +35,13 @@
 // The handshake callback's error type is tungstenite's, not ours.
 #![allow(clippy::result_large_err)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duraclaw_benches::mix;
 use duraclaw_core::protocol::{
-    Event, FromGateway, Hello, Role, ToGateway, decode_frame, encode_frame,
+    Event, FromGateway, Hello, Role, ToGateway, ToolResult, decode_frame, encode_frame,
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -86,6 +87,8 @@ struct Link {
 /// command on it, and the echo links.
 struct Gateway {
     port: u16,
+    /// Gateway-protocol connections greeted so far.
+    hellos: Arc<AtomicUsize>,
     links: mpsc::UnboundedReceiver<Link>,
     echoes: mpsc::UnboundedReceiver<ServerWs>,
 }
@@ -95,6 +98,8 @@ async fn start_gateway() -> Gateway {
     let port = listener.local_addr().unwrap().port();
     let (link_tx, links) = mpsc::unbounded_channel();
     let (echo_tx, echoes) = mpsc::unbounded_channel();
+    let hellos = Arc::new(AtomicUsize::new(0));
+    let counter = hellos.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -102,6 +107,7 @@ async fn start_gateway() -> Gateway {
             };
             let _ = tcp.set_nodelay(true);
             let (link_tx, echo_tx) = (link_tx.clone(), echo_tx.clone());
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let path = Arc::new(Mutex::new(String::new()));
                 let seen = path.clone();
@@ -116,20 +122,21 @@ async fn start_gateway() -> Gateway {
                 if path == "/echo" {
                     let _ = echo_tx.send(ws);
                 } else {
-                    serve_link(ws, link_tx).await;
+                    serve_link(ws, link_tx, counter).await;
                 }
             });
         }
     });
     Gateway {
         port,
+        hellos,
         links,
         echoes,
     }
 }
 
 /// One gateway-protocol connection from the object.
-async fn serve_link(ws: ServerWs, link_tx: mpsc::UnboundedSender<Link>) {
+async fn serve_link(ws: ServerWs, link_tx: mpsc::UnboundedSender<Link>, hellos: Arc<AtomicUsize>) {
     let (mut sink, mut stream) = ws.split();
     let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
     // Feeds every queued frame, then flushes: a burst is one write.
@@ -159,7 +166,10 @@ async fn serve_link(ws: ServerWs, link_tx: mpsc::UnboundedSender<Link>) {
             continue;
         };
         match frame {
-            ToGateway::Hello(_) => send(&FromGateway::Hello(Hello::new(Role::Gateway))),
+            ToGateway::Hello(_) => {
+                hellos.fetch_add(1, Ordering::SeqCst);
+                send(&FromGateway::Hello(Hello::new(Role::Gateway)));
+            }
             ToGateway::ListWorktrees { id } => {
                 let list = json!({"type": "worktrees", "id": id,
                     "worktrees": [{"path": WORKTREE, "repo": WORKTREE}]});
@@ -257,6 +267,32 @@ async fn read_replay(ws: &mut Ws, last: u64) -> u64 {
             }
         }
     }
+}
+
+/// A browser WebSocket with a 4 KiB receive buffer that is not read until
+/// the caller polls it, after its replay up to `last`.
+async fn stalled_browser(
+    port: u16,
+    cookie: &str,
+    origin: &str,
+    id: &str,
+    last: u64,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let url = format!("ws://127.0.0.1:{port}/api/sessions/{id}/ws?after={last}");
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Cookie", cookie.parse().unwrap());
+    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::client_async(req, tcp))
+        .await
+        .expect("connected in time")
+        .unwrap();
+    // hello and snapshot, then nothing until the caller reads.
+    next_text(&mut ws).await;
+    next_text(&mut ws).await;
+    ws
 }
 
 /// Creates the user through the admin route and logs in; the cookie.
@@ -573,6 +609,85 @@ async fn run() {
         "ours_rounds_ms": ours_t, "raw_rounds_ms": raw_t,
     });
 
+    // 4. A browser that stops reading while the session writes 40 MB: the
+    // object closes it (4000, lagged) once its queue passes 16 MiB instead
+    // of buffering without bound; it then resumes with after=<its last seq>.
+    let mut slow = stalled_browser(port, &cookie, &base, &id, rows).await;
+    let n = 200u64;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let event = Event::ToolResult(ToolResult {
+            tool_use_id: format!("toolu_lagged_{i}"),
+            content: Value::String(mix::text(i, 200_000)),
+            is_error: false,
+        });
+        link.out
+            .send(event_frame(&id, gseq + 1 + i, event))
+            .unwrap();
+    }
+    acked(&mut link, gseq + n).await;
+    let lagged_ms = ms(t0.elapsed());
+    let (mut got, mut last) = (0u64, rows);
+    let code = loop {
+        let msg = tokio::time::timeout(DEADLINE, slow.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket is open")
+            .expect("a readable frame");
+        match msg {
+            Message::Text(t) => {
+                if let Some(seq) = event_seq(t.as_str()) {
+                    got += 1;
+                    last = seq;
+                }
+            }
+            Message::Close(c) => break c.map(|c| u16::from(c.code)),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(4000), "a stalled browser is closed as lagged");
+    assert!(got < n, "the stalled browser was cut ({got} of {n} events)");
+    let mut resumed = connect(
+        &format!("{ws_base}/api/sessions/{id}/ws?after={last}"),
+        Some((&cookie, &base)),
+    )
+    .await;
+    let caught_up = read_replay(&mut resumed, rows + n).await;
+    assert_eq!(
+        last + caught_up,
+        rows + n,
+        "the resumed browser gets the rest"
+    );
+    let lagged = json!({"events": n, "bytes_sent": n * 200_000, "before_close": got,
+        "resumed_with": caught_up, "ms": lagged_ms});
+
+    // 5. GET /api/status, polled by every open UI: one gateway probe per
+    // isolate per 3 s, whatever the number of calls.
+    let before = gateway.hellos.load(Ordering::SeqCst);
+    let mut status_ms = Vec::new();
+    let t_all = Instant::now();
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        let r = http
+            .get(format!("{base}/api/status"))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        let st: Value = r.json().await.unwrap();
+        assert_eq!(st["gateway"]["connected"], true, "{st}");
+        status_ms.push(ms(t0.elapsed()));
+    }
+    let probes = gateway.hellos.load(Ordering::SeqCst) - before;
+    if t_all.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            probes, 1,
+            "ten status calls within 3 s probe the gateway once"
+        );
+    }
+    let status = json!({"calls": 10, "gateway_probes": probes,
+        "first_ms": status_ms[0], "cached_median_ms": median(&status_ms[1..])});
+
     let cpu = wrangler.group_cpu().map(ms);
     println!(
         "{}",
@@ -585,6 +700,8 @@ async fn run() {
             "latency": latency,
             "ingest_burst": ingest,
             "replay": replay,
+            "stalled_browser": lagged,
+            "status": status,
             "wrangler_cpu_ms": cpu,
         }))
         .unwrap()
