@@ -88,6 +88,11 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 const PAGE: usize = 512;
 /// The most gateway events ingested in one step.
 const MAX_BATCH: usize = 1024;
+/// A frame on the gateway link within this many milliseconds of the last
+/// ingest waits one trip through the event loop, so that a burst is
+/// ingested in batches (one transaction and one ack each) instead of one
+/// event at a time.
+const BURST_WINDOW_MS: i64 = 2;
 /// The most bytes a browser socket may hold queued after a publish (sent
 /// by the object, not yet taken by the network): a browser that reads more
 /// slowly than the session writes is closed with [`LAGGED_CLOSE`] past it,
@@ -893,10 +898,20 @@ impl SessionHost {
     }
 
     async fn read_link(self: Rc<Self>, mut events: mpsc::UnboundedReceiver<LinkEvent>, epoch: u64) {
+        let mut flowing_until = i64::MIN;
         let why = loop {
             let Some(first) = events.next().await else {
                 break "the link ended".to_owned();
             };
+            // Group commit: every message on the link is its own input
+            // event, so the batch would almost always be one frame, and each
+            // event its own transaction, commit and ack. While frames are
+            // flowing (one arrived within BURST_WINDOW_MS of the last
+            // ingest), one trip through the event loop lets those that
+            // arrive meanwhile join this batch; a lone event is not delayed.
+            if now_ms() <= flowing_until {
+                worker::Delay::from(Duration::ZERO).await;
+            }
             let mut frames = vec![first];
             while frames.len() < MAX_BATCH {
                 match events.next().now_or_never() {
@@ -932,6 +947,7 @@ impl SessionHost {
                 }
             }
             self.ingest(&actor, batch).await;
+            flowing_until = now_ms().saturating_add(BURST_WINDOW_MS);
             if let Some(why) = closed {
                 break why;
             }

@@ -11,7 +11,7 @@
 //! dials a gateway.
 //!
 //! 1. **Append + ack**: one event (a token delta of the mix) sent on the
-//!    object's gateway link, timed to its `ack` (stored, published, acked)
+//!    object's gateway link every 10 ms, timed to its `ack` (stored, published, acked)
 //!    and to its arrival at a browser WebSocket (through the Worker, with its
 //!    cookie). Baseline: the same frame echoed by the same object over an
 //!    outbound WebSocket it opened to the stand-in the way it opens the
@@ -480,7 +480,12 @@ async fn run() {
     // 1. Append + ack, alternating with the echo.
     let (mut ack, mut delivered, mut raw) = (Vec::new(), Vec::new(), Vec::new());
     let mut gseq = 0u64;
+    // Rounds start 10 ms apart, as a streamed turn's events come (tens a
+    // second): each round times a lone event; the burst below times a
+    // stream sent back to back.
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
     for round in 0..warmup + rounds {
+        pace.tick().await;
         gseq += 1;
         let frame = event_frame(&id, gseq, mix::delta(gseq));
         let mut ours = async |frame: &str| {
