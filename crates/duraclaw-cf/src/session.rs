@@ -19,7 +19,9 @@
 //!   `CC_GATEWAY_URL` with `CC_GATEWAY_SECRET` as a bearer token. On open it
 //!   sends the actor's `on_gateway_connected` frames (attach after the
 //!   highest persisted gseq, then every unconfirmed command); events are
-//!   ingested in batches, acked, and published. An open outbound socket does
+//!   ingested in batches (while they flow, the reader lets the frames that
+//!   arrive meanwhile join one batch: one transaction, one ack), published
+//!   and acked. An open outbound socket does
 //!   not keep a Durable Object alive, so while the session needs its link a
 //!   heartbeat alarm pings it every [`HEARTBEAT`] and reconnects when it is
 //!   gone; a failed connect retries by alarm with capped exponential
