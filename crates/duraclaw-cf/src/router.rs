@@ -9,7 +9,9 @@
 //! - `/api/status` and `/api/worktrees` open a short-lived link to the
 //!   gateway from the Worker itself: they concern the gateway, not a
 //!   session, and a link per request needs no state and no object to keep
-//!   awake (the cost is one WebSocket handshake, ~1 ms to a local gateway).
+//!   awake (the cost is one WebSocket handshake, ~1 ms to a local gateway,
+//!   more through a tunnel). `/api/status`, which every open UI polls, reuses
+//!   an isolate's probe for [`STATUS_TTL_MS`].
 //! - Sessions: the list comes from the D1 index; a session's routes check
 //!   the owner in the index (another user's session answers 404 exactly as
 //!   a missing one) and go to the session's Durable Object
@@ -20,6 +22,8 @@
 //! Bindings: `SESSIONS` (the session Durable Object namespace), `DB` (D1),
 //! `CC_GATEWAY_URL`, the secrets `CC_GATEWAY_SECRET`,
 //! `DURACLAW_COOKIE_SECRET` and `DURACLAW_ADMIN_TOKEN`, optionally `ASSETS`.
+
+use std::cell::RefCell;
 
 use duraclaw_core::protocol::MAX_SESSION_ID_BYTES;
 use serde::Deserialize;
@@ -137,14 +141,46 @@ fn gateway_config(env: &Env) -> Result<(String, String), String> {
     Ok((url, secret))
 }
 
-async fn status(env: &Env) -> worker::Result<Response> {
-    let gateway = match gateway_config(env) {
-        Ok((url, secret)) => gateway_client::probe(&url, &secret).await,
-        Err(e) => gateway_client::GatewayStatus {
-            error: Some(e),
-            ..Default::default()
-        },
+/// How long an isolate reuses a gateway probe for `GET /api/status`.
+pub const STATUS_TTL_MS: i64 = 3_000;
+
+thread_local! {
+    /// The isolate's last gateway probe and when it finished (ms since the
+    /// epoch). An isolate runs one request's JavaScript at a time, so a
+    /// thread-local is the per-isolate cache.
+    static LAST_PROBE: RefCell<Option<(i64, gateway_client::GatewayStatus)>> =
+        const { RefCell::new(None) };
+}
+
+/// The gateway's status: a probe (one WebSocket handshake and hello) at
+/// most every [`STATUS_TTL_MS`] per isolate, since every open UI polls this
+/// route every 5 s; a newer answer is never more than that old.
+async fn gateway_status(env: &Env) -> gateway_client::GatewayStatus {
+    let (url, secret) = match gateway_config(env) {
+        Ok(c) => c,
+        Err(e) => {
+            return gateway_client::GatewayStatus {
+                error: Some(e),
+                ..Default::default()
+            };
+        }
     };
+    let now = now_ms();
+    let cached = LAST_PROBE.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(at, s)| s.url == url && (0..STATUS_TTL_MS).contains(&(now - at)))
+            .map(|(_, s)| s.clone())
+    });
+    if let Some(status) = cached {
+        return status;
+    }
+    let status = gateway_client::probe(&url, &secret).await;
+    LAST_PROBE.set(Some((now_ms(), status.clone())));
+    status
+}
+
+async fn status(env: &Env) -> worker::Result<Response> {
+    let gateway = gateway_status(env).await;
     // No per-client queue here to overflow: the session object sends each
     // event to every socket as it is stored.
     Response::from_json(&json!({ "gateway": gateway, "stats": {"slow_client_catch_ups": 0} }))

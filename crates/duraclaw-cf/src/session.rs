@@ -19,7 +19,9 @@
 //!   `CC_GATEWAY_URL` with `CC_GATEWAY_SECRET` as a bearer token. On open it
 //!   sends the actor's `on_gateway_connected` frames (attach after the
 //!   highest persisted gseq, then every unconfirmed command); events are
-//!   ingested in batches, acked, and published. An open outbound socket does
+//!   ingested in batches (while they flow, the reader lets the frames that
+//!   arrive meanwhile join one batch: one transaction, one ack), published
+//!   and acked. An open outbound socket does
 //!   not keep a Durable Object alive, so while the session needs its link a
 //!   heartbeat alarm pings it every [`HEARTBEAT`] and reconnects when it is
 //!   gone; a failed connect retries by alarm with capped exponential
@@ -88,6 +90,22 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 const PAGE: usize = 512;
 /// The most gateway events ingested in one step.
 const MAX_BATCH: usize = 1024;
+/// A frame on the gateway link within this many milliseconds of the last
+/// ingest waits one trip through the event loop, so that a burst is
+/// ingested in batches (one transaction and one ack each) instead of one
+/// event at a time.
+const BURST_WINDOW_MS: i64 = 2;
+/// The most bytes a browser socket may hold queued after a publish (sent
+/// by the object, not yet taken by the network): a browser that reads more
+/// slowly than the session writes is closed with [`LAGGED_CLOSE`] past it,
+/// and resumes with `after=<seq>` by replay, instead of the object's memory
+/// growing without bound (128 MB for all its sockets). Well above a healthy
+/// browser's backlog, and above the replay of an 80,000-event session, which
+/// is queued at once when the socket opens.
+pub const MAX_BROWSER_BUFFER: f64 = 16.0 * 1024.0 * 1024.0;
+/// The close code of a browser socket that fell too far behind; the UI
+/// reconnects at once with `after=` its last seq.
+pub const LAGGED_CLOSE: u16 = 4000;
 
 /// The header the Worker names the authenticated user in. Only the Worker
 /// can reach a Durable Object, and it always sets this header itself.
@@ -202,6 +220,16 @@ fn send_browser(ws: &WebSocket, frame: &ToBrowser) {
     }
 }
 
+/// The bytes `ws` holds queued for the network (`WebSocket.bufferedAmount`,
+/// which workerd implements on server sockets, hibernatable ones included);
+/// `None` where the runtime does not say.
+fn buffered_amount(ws: &WebSocket) -> Option<f64> {
+    let raw: &web_sys::WebSocket = ws.as_ref();
+    worker::js_sys::Reflect::get(raw, &wasm_bindgen::JsValue::from_str("bufferedAmount"))
+        .ok()?
+        .as_f64()
+}
+
 fn backoff(failures: u32) -> Duration {
     let factor = 1u32 << failures.min(10);
     (BACKOFF_FIRST * factor).min(BACKOFF_CAP)
@@ -297,7 +325,22 @@ impl SessionHost {
             tracing::debug!(sockets = sockets.len(), events = frames.len(), "publish");
             for ws in sockets {
                 for frame in &frames {
-                    let _ = ws.send_with_str(frame);
+                    if ws.send_with_str(frame).is_err() {
+                        break;
+                    }
+                }
+                if let Some(queued) = buffered_amount(&ws)
+                    && queued > MAX_BROWSER_BUFFER
+                {
+                    tracing::info!(
+                        session = actor.session_id(),
+                        queued_bytes = queued,
+                        "slow browser closed: it resumes by replay"
+                    );
+                    let _ = ws.close(
+                        Some(LAGGED_CLOSE),
+                        Some("lagged: reconnect with after=<the last seq you have>"),
+                    );
                 }
             }
             self.inner.borrow_mut().published = last;
@@ -857,10 +900,20 @@ impl SessionHost {
     }
 
     async fn read_link(self: Rc<Self>, mut events: mpsc::UnboundedReceiver<LinkEvent>, epoch: u64) {
+        let mut flowing_until = i64::MIN;
         let why = loop {
             let Some(first) = events.next().await else {
                 break "the link ended".to_owned();
             };
+            // Group commit: every message on the link is its own input
+            // event, so the batch would almost always be one frame, and each
+            // event its own transaction, commit and ack. While frames are
+            // flowing (one arrived within BURST_WINDOW_MS of the last
+            // ingest), one trip through the event loop lets those that
+            // arrive meanwhile join this batch; a lone event is not delayed.
+            if now_ms() <= flowing_until {
+                worker::Delay::from(Duration::ZERO).await;
+            }
             let mut frames = vec![first];
             while frames.len() < MAX_BATCH {
                 match events.next().now_or_never() {
@@ -896,6 +949,7 @@ impl SessionHost {
                 }
             }
             self.ingest(&actor, batch).await;
+            flowing_until = now_ms().saturating_add(BURST_WINDOW_MS);
             if let Some(why) = closed {
                 break why;
             }

@@ -272,21 +272,24 @@ impl<C: SqlConn + SendOutsideWasm + 'static> SessionStore for SqlConnStore<C> {
 
     async fn put_meta(&self, meta: &SessionMeta) -> Result<()> {
         let json = encode(meta, "metadata", &self.session_id)?;
-        self.with(|c| {
-            transaction(c, |tx| {
-                let stored = read_meta(tx, &self.session_id)?;
-                limits::check_meta_update(&stored, meta)?;
-                tx.execute(
-                    "UPDATE sessions SET created_at_ms = ?2, updated_at_ms = ?3, meta_json = ?4 \
-                     WHERE session_id = ?1",
-                    &[
-                        self.id(),
-                        int(meta.created_at_ms, "created_at_ms")?,
-                        int(meta.updated_at_ms, "updated_at_ms")?,
-                        SqlValue::Text(json.clone()),
-                    ],
-                )
-            })
+        self.with(|c| transaction(c, |tx| write_meta(tx, &self.session_id, meta, &json)))
+    }
+
+    /// The append and the metadata in one transaction (one
+    /// `transactionSync` in a Durable Object), as the SQLite backend does in
+    /// one savepoint: a refused metadata update refuses the events too.
+    async fn append_with_meta(
+        &self,
+        batch: AppendBatch,
+        meta: &SessionMeta,
+    ) -> Result<AppendOutcome> {
+        let json = encode(meta, "metadata", &self.session_id)?;
+        let mut batch = Some(batch);
+        self.step(|log| {
+            let batch = batch.take().ok_or_else(ran_twice)?;
+            let outcome = step::append(log, batch)?;
+            write_meta(log.conn, log.session_id, meta, &json)?;
+            Ok(outcome)
         })
     }
 
@@ -469,6 +472,28 @@ fn read_head(conn: &mut dyn SqlConn, session_id: &str) -> Result<LogHead> {
         last_seq: get_seq(row, 0, "last_seq")?,
         highest_gseq: get_seq(row, 1, "highest_gseq")?,
     })
+}
+
+/// Replaces a session's metadata, checked against the stored one (the id
+/// and owner cannot change); `json` is `meta` encoded.
+fn write_meta(
+    conn: &mut dyn SqlConn,
+    session_id: &str,
+    meta: &SessionMeta,
+    json: &str,
+) -> Result<()> {
+    let stored = read_meta(conn, session_id)?;
+    limits::check_meta_update(&stored, meta)?;
+    conn.execute(
+        "UPDATE sessions SET created_at_ms = ?2, updated_at_ms = ?3, meta_json = ?4 \
+         WHERE session_id = ?1",
+        &[
+            text(session_id),
+            int(meta.created_at_ms, "created_at_ms")?,
+            int(meta.updated_at_ms, "updated_at_ms")?,
+            text(json),
+        ],
+    )
 }
 
 fn read_meta(conn: &mut dyn SqlConn, session_id: &str) -> Result<SessionMeta> {

@@ -103,6 +103,7 @@ pub const STORE_CASES: &[&str] = &[
     "seam_under_concurrent_appends",
     "slow_subscriber_catches_up_by_replay",
     "gseq_dedupe",
+    "append_with_meta_is_one_step",
     "approvals_first_answer_wins",
     "withdrawn_question_leaves_pending",
     "commands_applied_once_and_outboxed",
@@ -131,6 +132,7 @@ pub async fn run_store_case(name: &str, h: &dyn StoreHarness) -> CaseResult {
         "seam_under_concurrent_appends" => seam_under_concurrent_appends(h).await,
         "slow_subscriber_catches_up_by_replay" => slow_subscriber_catches_up_by_replay(h).await,
         "gseq_dedupe" => gseq_dedupe(h).await,
+        "append_with_meta_is_one_step" => append_with_meta_is_one_step(h).await,
         "approvals_first_answer_wins" => approvals_first_answer_wins(h).await,
         "withdrawn_question_leaves_pending" => withdrawn_question_leaves_pending(h).await,
         "commands_applied_once_and_outboxed" => commands_applied_once_and_outboxed(h).await,
@@ -165,7 +167,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@cases $harness;
             append_assigns_dense_seqs, read_after_pages, replay_after_n_then_live,
             seam_under_concurrent_appends, slow_subscriber_catches_up_by_replay, gseq_dedupe,
-            approvals_first_answer_wins, withdrawn_question_leaves_pending,
+            append_with_meta_is_one_step, approvals_first_answer_wins, withdrawn_question_leaves_pending,
             commands_applied_once_and_outboxed, payloads_up_to_the_frame_limit,
             reopened_store_sees_everything, directory_create_open_list,
             actor_ingest_acks_and_refuses_gaps, actor_drives_the_state_machine);
@@ -476,6 +478,75 @@ async fn gseq_dedupe(h: &dyn StoreHarness) -> CaseResult {
     check_eq!((d.stored.len(), d.highest_gseq), (2, 4));
     let head = store.head().await?;
     check_eq!((head.last_seq, head.highest_gseq), (6, 4));
+    Ok(())
+}
+
+/// `append_with_meta` is one step: the events, their question and the
+/// metadata are all written, or, when the metadata is refused, none is.
+async fn append_with_meta_is_one_step(h: &dyn StoreHarness) -> CaseResult {
+    let (_dir, store, name) = fresh_store(h, "with-meta").await?;
+    let mut meta = store.meta().await?;
+    meta.state = SessionState::paused(PauseReason::AwaitingApproval);
+    meta.pending_questions = 1;
+    meta.cost_usd = 0.5;
+    meta.updated_at_ms = T0 + 5;
+    let out = store
+        .append_with_meta(
+            AppendBatch::events(vec![
+                new_event(&delta(1), Some(1))?,
+                new_event(&permission("q1"), Some(2))?,
+            ]),
+            &meta,
+        )
+        .await?;
+    check_eq!((out.stored.len(), out.highest_gseq), (2, 2));
+    check_eq!(store.meta().await?, meta);
+    check_eq!(store.questions(true).await?.len(), 1);
+
+    // Changing the owner is refused, and the events with it.
+    let mut refused = meta.clone();
+    refused.owner = "mallory".into();
+    refused.pending_questions = 2;
+    let err = store
+        .append_with_meta(
+            AppendBatch::events(vec![
+                new_event(&delta(3), Some(3))?,
+                new_event(&permission("q2"), Some(4))?,
+            ]),
+            &refused,
+        )
+        .await;
+    check!(
+        matches!(err, Err(Error::Invalid(_))),
+        "an owner change gave {err:?}"
+    );
+    let head = store.head().await?;
+    check_eq!((head.last_seq, head.highest_gseq), (2, 2));
+    check_eq!(store.read_after(0, 100).await?.len(), 2);
+    check_eq!(store.questions(false).await?.len(), 1);
+    check_eq!(store.meta().await?, meta);
+
+    // A refused append writes no metadata either.
+    let mut later = meta.clone();
+    later.updated_at_ms = T0 + 9;
+    let too_big = NewEvent {
+        json: "x".repeat(MAX_EVENT_BYTES + 1).into(),
+        ..new_event(&delta(5), Some(5))?
+    };
+    check!(
+        store
+            .append_with_meta(AppendBatch::events(vec![too_big]), &later)
+            .await
+            .is_err(),
+        "an event over the size limit was stored"
+    );
+    check_eq!(store.meta().await?, meta);
+
+    // What committed is there after a reopen.
+    let dir = h.directory(&name).await?;
+    let store = dir.open("s1").await?;
+    check_eq!(store.meta().await?, meta);
+    check_eq!(store.head().await?.highest_gseq, 2);
     Ok(())
 }
 
