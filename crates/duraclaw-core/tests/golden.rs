@@ -827,7 +827,8 @@ fn protocol_doc_shows_every_fixture() {
 /// Earlier builds had no typed notice: the gateway built it as raw JSON
 /// (`Event::Unknown`) and logs hold it in that form. The JSON is the same,
 /// so such a stored event, or a frame carrying it, decodes as the typed
-/// notice, and encodes back to the bytes stored.
+/// notice, and encodes back to the same JSON (a replay sends the stored
+/// bytes as they are).
 #[test]
 fn a_notice_stored_raw_by_an_earlier_build_decodes_as_the_typed_notice() {
     // Exactly what the gateway built before the typed variant existed.
