@@ -1073,6 +1073,42 @@ fn inputs_for(event: &Event, pending: &mut Pending, meta: &mut SessionMeta) -> V
             vec![SessionInput::TurnEnded]
         }
         Event::Error(_) => vec![SessionInput::TurnEnded],
+        // A notice tells a person something (e.g. that a restarted gateway
+        // runs a message it took): the turn it announces moves the state by
+        // its own events.
+        Event::Notice(_) => vec![],
         _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{NOTICE_RERUN_AFTER_RESTART, Notice};
+
+    #[test]
+    fn a_notice_changes_no_state_and_no_metadata() {
+        let mut pending = Pending::default();
+        pending.ids.insert("q-1".into(), false);
+        let mut meta = SessionMeta::new("s", "alice", 1);
+        meta.state = SessionState::paused(PauseReason::AwaitingApproval);
+        let before = (pending.ids.clone(), meta.clone());
+        let notice = Event::Notice(
+            Notice::new(NOTICE_RERUN_AFTER_RESTART, "run again").about_command("s/c-1"),
+        );
+        assert_eq!(inputs_for(&notice, &mut pending, &mut meta), vec![]);
+        assert_eq!((pending.ids, meta), before);
+        // The same code path gives a turn's end an input, so the empty list
+        // above is the notice's doing, not a stub's.
+        let mut pending = Pending::default();
+        let mut meta = SessionMeta::new("s", "alice", 1);
+        assert_eq!(
+            inputs_for(
+                &Event::Error(crate::protocol::ErrorEvent::default()),
+                &mut pending,
+                &mut meta
+            ),
+            vec![SessionInput::TurnEnded]
+        );
     }
 }

@@ -395,6 +395,9 @@ pub enum Event {
     UserMessage(UserMessage),
     /// `session.state`: the session state changed.
     SessionState(StateChange),
+    /// `notice`: something a person reading the session should know that
+    /// is neither an error nor the agent's work; it changes no state.
+    Notice(Notice),
     /// An event type this build does not know: the raw JSON object, kept
     /// whole (its `type` included) so it is stored and relayed unchanged.
     Unknown(Value),
@@ -424,6 +427,8 @@ enum KnownEvent {
     UserMessage(UserMessage),
     #[serde(rename = "session.state")]
     SessionState(StateChange),
+    #[serde(rename = "notice")]
+    Notice(Notice),
 }
 
 /// The wire names of the event types this build knows.
@@ -438,6 +443,7 @@ pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "error",
     "user.message",
     "session.state",
+    "notice",
 ];
 
 impl Event {
@@ -454,6 +460,7 @@ impl Event {
             Event::Error(_) => "error",
             Event::UserMessage(_) => "user.message",
             Event::SessionState(_) => "session.state",
+            Event::Notice(_) => "notice",
             Event::Unknown(v) => v.get("type").and_then(Value::as_str).unwrap_or(""),
         }
     }
@@ -529,6 +536,7 @@ impl Event {
             KnownEvent::Error(e) => Event::Error(e),
             KnownEvent::UserMessage(e) => Event::UserMessage(e),
             KnownEvent::SessionState(e) => Event::SessionState(e),
+            KnownEvent::Notice(e) => Event::Notice(e),
         }
     }
 }
@@ -549,6 +557,7 @@ impl Serialize for Event {
             Event::Error(e) => KnownEvent::Error(e.clone()),
             Event::UserMessage(e) => KnownEvent::UserMessage(e.clone()),
             Event::SessionState(e) => KnownEvent::SessionState(e.clone()),
+            Event::Notice(e) => KnownEvent::Notice(e.clone()),
         };
         known.serialize(s)
     }
@@ -805,6 +814,45 @@ pub struct StateChange {
     /// The state entered.
     #[serde(flatten)]
     pub state: SessionState,
+}
+
+/// The [`Notice::code`] of the notice a restarted gateway logs before it
+/// runs a turn-starting command it had taken and never started.
+pub const NOTICE_RERUN_AFTER_RESTART: &str = "rerun_after_restart";
+
+/// `notice`: something a person reading the session should know that is
+/// neither an error nor the agent's work, e.g. that a restarted gateway runs
+/// a message it took before its restart ([`NOTICE_RERUN_AFTER_RESTART`]).
+/// It changes no session state; a UI shows it as a line of the transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// A stable machine-readable code, e.g. `rerun_after_restart`; a UI
+    /// words the codes it knows and shows [`Notice::message`] otherwise.
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The command it is about, when there is one (its id on the link that
+    /// carried it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+}
+
+impl Notice {
+    /// A notice with `code` and `message`, about no command.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Notice {
+            code: code.into(),
+            message: message.into(),
+            command_id: None,
+        }
+    }
+
+    /// The same notice, about command `id`.
+    #[must_use]
+    pub fn about_command(mut self, id: impl Into<String>) -> Self {
+        self.command_id = Some(id.into());
+        self
+    }
 }
 
 // ---------------------------------------------------------------------------

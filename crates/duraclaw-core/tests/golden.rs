@@ -18,10 +18,10 @@ use duraclaw_core::Error;
 use duraclaw_core::protocol::{
     Abort, AskOption, AskQuestion, Assistant, AssistantPhase, Command, CommandEnvelope,
     CommandResult, DecidedBy, Decision, ErrorEvent, Event, Execute, FromBrowser, FromGateway,
-    Hello, KNOWN_EVENT_TYPES, QuestionKind, QuestionResolved, Resume, Role, SessionInit, Snapshot,
-    StateChange, ToBrowser, ToGateway, ToolResult, ToolUse, TurnResult, Usage, UserMessage,
-    UserQuestion, UserTurn, WireError, Worktree, browser_event_frame, decode_frame, encode_frame,
-    gateway_event_frame,
+    Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, Notice, QuestionKind, QuestionResolved,
+    Resume, Role, SessionInit, Snapshot, StateChange, ToBrowser, ToGateway, ToolResult, ToolUse,
+    TurnResult, Usage, UserMessage, UserQuestion, UserTurn, WireError, Worktree,
+    browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
 };
 use duraclaw_core::state::{PauseReason, SessionState};
 use serde_json::{Value, json};
@@ -166,6 +166,15 @@ fn assistant_delta() -> Event {
         text: s("Let me run "),
         aborted: false,
     })
+}
+
+/// The notice a restarted gateway logs before it runs a message it took.
+fn rerun_notice() -> Notice {
+    Notice::new(
+        NOTICE_RERUN_AFTER_RESTART,
+        "the gateway restarted before the agent began this turn; it is run now",
+    )
+    .about_command("01JD8Y3Q4T6ZQ0C2V4X3M9K1AB/msg-6")
 }
 
 /// An event type this build does not know, as a newer gateway might send.
@@ -541,6 +550,14 @@ fn cases() -> Vec<Case> {
                 state: SessionState::paused(PauseReason::AwaitingApproval),
             })),
         ),
+        case("event/notice", T::Event(Event::Notice(rerun_notice()))),
+        case(
+            "event/notice_without_command",
+            T::Event(Event::Notice(Notice::new(
+                "executor_upgraded",
+                "the executor was upgraded to 2.1.340 between two turns",
+            ))),
+        ),
         case(
             "event/unknown_type",
             T::Event(Event::Unknown(unknown_event())),
@@ -806,6 +823,48 @@ fn protocol_doc_shows_every_fixture() {
 }
 
 // --- unknown events ---------------------------------------------------------------
+
+/// Earlier builds had no typed notice: the gateway built it as raw JSON
+/// (`Event::Unknown`) and logs hold it in that form. The JSON is the same,
+/// so such a stored event, or a frame carrying it, decodes as the typed
+/// notice, and encodes back to the same JSON (a replay sends the stored
+/// bytes as they are).
+#[test]
+fn a_notice_stored_raw_by_an_earlier_build_decodes_as_the_typed_notice() {
+    // Exactly what the gateway built before the typed variant existed.
+    let raw = json!({
+        "type": "notice",
+        "code": "rerun_after_restart",
+        "message": "the gateway restarted before the agent began this turn; it is run now",
+        "command_id": "01JD8Y3Q4T6ZQ0C2V4X3M9K1AB/msg-6",
+    });
+    let stored = Event::Unknown(raw.clone()).to_json().unwrap();
+    let event = Event::from_json(&stored).unwrap();
+    assert_eq!(event, Event::Notice(rerun_notice()));
+    assert_eq!(event.type_name(), "notice");
+    let back: Value = serde_json::from_str(&event.to_json().unwrap()).unwrap();
+    assert_eq!(back, raw);
+
+    let frame = gateway_event_frame(SESSION, 3, &stored).unwrap();
+    let decoded: FromGateway = decode_frame(&frame, "gateway frame").unwrap();
+    assert_eq!(
+        decoded,
+        FromGateway::Event {
+            session_id: s(SESSION),
+            gseq: 3,
+            event: Event::Notice(rerun_notice()),
+        }
+    );
+    let decoded: ToBrowser =
+        decode_frame(&browser_event_frame(9, &stored), "browser frame").unwrap();
+    assert_eq!(
+        decoded,
+        ToBrowser::Event {
+            seq: 9,
+            event: Event::Notice(rerun_notice()),
+        }
+    );
+}
 
 #[test]
 fn an_unknown_event_type_survives_decode_and_encode() {
@@ -1089,6 +1148,9 @@ fn a_known_event_type_with_a_missing_field_is_a_decode_error() {
         json!({"type": "error"}),
         json!({"type": "user.message"}),
         json!({"type": "session.state"}),
+        json!({"type": "notice", "message": "m"}),
+        json!({"type": "notice", "code": "c"}),
+        json!({"type": "notice", "code": "c", "message": "m", "command_id": 7}),
     ] {
         let text = event.to_string();
         assert!(

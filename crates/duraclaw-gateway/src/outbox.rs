@@ -56,11 +56,16 @@ type Waiter = oneshot::Sender<Result<()>>;
 pub(crate) type Unstarted = Arc<Mutex<Vec<String>>>;
 
 /// Whether an event shows a turn at work (what a restart looks for to know
-/// a turn was cut, and what clears a turn's pending mark).
+/// a turn was cut, and what clears a turn's pending mark). A `notice` is
+/// not: the re-run it announces keeps its mark until its own first event.
 pub(crate) fn shows_work(event: &Event) -> bool {
     !matches!(
         event,
-        Event::Result(_) | Event::Error(_) | Event::QuestionResolved(_) | Event::Unknown(_)
+        Event::Result(_)
+            | Event::Error(_)
+            | Event::QuestionResolved(_)
+            | Event::Notice(_)
+            | Event::Unknown(_)
     )
 }
 

@@ -19,7 +19,7 @@ use duraclaw_core::approval::ApprovalGate;
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynExecutor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event,
+    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event, Notice,
     QuestionResolved, WireError, Worktree, encode_frame,
 };
 use duraclaw_core::state::SessionState;
@@ -90,7 +90,7 @@ pub const TURN_PENDING: &str = r#"{"turn":"pending"}"#;
 
 /// The code of the `notice` event a restarted gateway logs before it runs a
 /// command it had taken and never started.
-pub const RERUN_NOTICE: &str = "rerun_after_restart";
+pub const RERUN_NOTICE: &str = duraclaw_core::protocol::NOTICE_RERUN_AFTER_RESTART;
 
 /// A command taken before a restart, read back from its mark.
 enum Taken {
@@ -113,15 +113,9 @@ fn taken(forward: Option<&str>) -> Taken {
         .map_or(Taken::Unknown, Taken::Command)
 }
 
-/// The `notice` event (a type core carries as an unknown event: stored and
-/// relayed unchanged) that says a command taken before a restart is run now.
+/// The `notice` event that says a command taken before a restart is run now.
 fn notice(message: &str, command_id: &str) -> Event {
-    Event::Unknown(serde_json::json!({
-        "type": "notice",
-        "code": RERUN_NOTICE,
-        "message": message,
-        "command_id": command_id,
-    }))
+    Event::Notice(Notice::new(RERUN_NOTICE, message).about_command(command_id))
 }
 
 impl GatewaySession {

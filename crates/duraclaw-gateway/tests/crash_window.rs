@@ -14,7 +14,8 @@
 //! message was taken (not run: its turn ends with an error), a mark left
 //! by an earlier version that does not say what the command was (its turn
 //! ends with an error), and a re-run whose worktree is gone (its turn ends
-//! with an error).
+//! with an error). Also: a notice an earlier build logged as raw JSON reads
+//! back as the typed notice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -197,13 +198,15 @@ fn kinds(events: &[StoredEvent]) -> Vec<String> {
         .collect()
 }
 
-/// The re-run notices among `events`.
+/// The re-run notices among `events`: typed, each about a command.
 fn notices(events: &[StoredEvent]) -> usize {
     events
         .iter()
         .filter(|e| {
-            let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
-            v["type"] == "notice" && v["code"] == RERUN_NOTICE
+            matches!(
+                e.event().unwrap(),
+                Event::Notice(n) if n.code == RERUN_NOTICE && n.command_id.is_some()
+            )
         })
         .count()
 }
@@ -628,5 +631,62 @@ fn a_re_run_that_cannot_start_ends_its_turn_with_an_error() {
         // The resend is a duplicate of a turn that ended.
         apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
         assert_eq!(log(&gw).await.len(), 2);
+    });
+}
+
+/// An earlier build logged the notice as raw JSON (core had no typed
+/// variant). Such a log, read by this build, gives the typed notice, and
+/// its stored bytes are what a replay sends: nothing to migrate.
+#[test]
+fn a_notice_an_earlier_build_logged_reads_back_as_the_typed_notice() {
+    use duraclaw_core::protocol::Notice;
+    use duraclaw_core::store::{NewEvent, SessionMeta};
+
+    let s = setup();
+    let written = runtime().block_on(async {
+        let dir = SqliteDirectory::open(&s.db).await.unwrap();
+        let store = dir
+            .create(SessionMeta::new("s1", "gateway", 1))
+            .await
+            .unwrap();
+        // Exactly what the earlier gateway built.
+        let raw = serde_json::json!({
+            "type": "notice",
+            "code": "rerun_after_restart",
+            "message": "the gateway restarted before the agent began this turn; it is run now",
+            "command_id": "c1",
+        });
+        let legacy = NewEvent::new(&Event::Unknown(raw.clone()), None, 1).unwrap();
+        let written = legacy.json.clone();
+        store
+            .append(AppendBatch::events(vec![legacy]))
+            .await
+            .unwrap();
+        written
+    });
+    runtime().block_on(async {
+        let dir = SqliteDirectory::open(&s.db).await.unwrap();
+        let store = dir.open("s1").await.unwrap();
+        let events = store.read_after(0, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        // Stored as the earlier build wrote it (its keys in serde_json's
+        // map order), which is what a replay sends.
+        assert_eq!(events[0].json, written);
+        assert_eq!(
+            events[0].event().unwrap(),
+            Event::Notice(
+                Notice::new(
+                    RERUN_NOTICE,
+                    "the gateway restarted before the agent began this turn; it is run now"
+                )
+                .about_command("c1")
+            )
+        );
+        assert_eq!(notices(&events), 1);
+        // The typed notice encodes to the same JSON.
+        let stored: serde_json::Value = serde_json::from_str(&events[0].json).unwrap();
+        let typed: serde_json::Value =
+            serde_json::from_str(&events[0].event().unwrap().to_json().unwrap()).unwrap();
+        assert_eq!(typed, stored);
     });
 }

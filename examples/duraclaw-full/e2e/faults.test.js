@@ -81,6 +81,11 @@ test('the gateway killed mid-turn: the UI shows it unreachable, then the session
   await list.locator(`[data-testid=session-row][data-session-id="${id}"]`).waitFor();
   assert.equal(await list.getByTestId('status-banner').count(), 0, 'no banner once the gateway is back');
   console.log(`gateway back: ${since(t0)}`);
+  // The restarted gateway ended the turn it had cut; the page says so in
+  // words, not only with the error's code.
+  await page
+    .locator('[data-testid=error-event][data-code=gateway_restarted] [data-testid=error-title]', { hasText: 'The gateway restarted' })
+    .waitFor();
 
   // Nothing the page had is gone or doubled, and the session takes the next
   // message: a new turn, shown as a message of its own.

@@ -127,6 +127,11 @@ export class Transcript {
       case 'session.init':
         this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
         break;
+      case 'notice':
+      // The gateway's older way of saying the same kind of thing.
+      case 'cli.resume_failed':
+        this.items.push({ kind: 'notice', seq, key: `s${seq}`, ev: e });
+        break;
       case 'session.state':
         this.state = e.state ?? this.state;
         this.reason = e.reason ?? null;

@@ -1,5 +1,6 @@
 import { renderMarkdown } from '../markdown.js';
 import { fmtCost, fmtDuration, fmtInt, stateLabel } from '../format.js';
+import { errorHint, errorTitle, noticeText } from '../system.js';
 import { Question, resolvedText } from './Question.jsx';
 import { ToolCard } from './Tool.jsx';
 
@@ -54,14 +55,16 @@ function TurnResult({ item }) {
 
 function ErrorEvent({ item }) {
   const e = item.ev;
+  const hint = errorHint(e);
   return (
-    <div class="event-error" role="alert" data-seq={item.seq} data-testid="error-event">
+    <div class="event-error" role="alert" data-seq={item.seq} data-testid="error-event" data-code={typeof e.code === 'string' ? e.code : undefined}>
       <div>
-        <b>Error</b>
+        <b data-testid="error-title">{errorTitle(e)}</b>
         {e.code && <span class="badge bad mono">{e.code}</span>}
         {Number.isFinite(e.exit_status) && <span class="badge mono">exit {e.exit_status}</span>}
       </div>
       <div class="err-msg">{String(e.message ?? '')}</div>
+      {hint && <div class="err-hint">{hint}</div>}
       {e.stderr_tail && (
         <details>
           <summary>stderr</summary>
@@ -100,6 +103,18 @@ function StateChange({ item }) {
   return (
     <div class={`state-line ${e.state}`} data-seq={item.seq} data-state={e.state}>
       — {stateLabel(e.state, e.reason)} —
+    </div>
+  );
+}
+
+function Notice({ item }) {
+  const e = item.ev;
+  const code = typeof e.code === 'string' ? e.code : e.type;
+  // The wording is the UI's; the gateway's own message stays one hover away.
+  const detail = typeof e.message === 'string' ? e.message : undefined;
+  return (
+    <div class="notice-line" role="status" data-seq={item.seq} data-testid="notice-event" data-code={code} title={detail}>
+      {noticeText(e)}
     </div>
   );
 }
@@ -163,6 +178,8 @@ export function Item({ item, ctx }) {
       return <Init item={item} />;
     case 'state':
       return <StateChange item={item} />;
+    case 'notice':
+      return <Notice item={item} />;
     default:
       return <Unknown item={item} />;
   }
