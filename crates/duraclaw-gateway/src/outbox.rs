@@ -59,13 +59,18 @@ pub(crate) type Unstarted = Arc<Mutex<Vec<String>>>;
 /// a turn was cut, and what clears a turn's pending mark). A `notice` is
 /// not: the re-run it announces keeps its mark until its own first event.
 pub(crate) fn shows_work(event: &Event) -> bool {
-    !matches!(
+    // A list of what IS work, so an event type added later counts as
+    // nothing until someone decides otherwise (counting a notice as work
+    // once let a re-run's own notice clear its pending mark).
+    matches!(
         event,
-        Event::Result(_)
-            | Event::Error(_)
-            | Event::QuestionResolved(_)
-            | Event::Notice(_)
-            | Event::Unknown(_)
+        Event::SessionInit(_)
+            | Event::Assistant(_)
+            | Event::ToolUse(_)
+            | Event::ToolResult(_)
+            | Event::UserQuestion(_)
+            | Event::UserMessage(_)
+            | Event::SessionState(_)
     )
 }
 
