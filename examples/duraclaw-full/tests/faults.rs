@@ -7,7 +7,10 @@
 //! nothing twice, nothing out of order, no turn left open, and the slow
 //! reader caught up by replay at least once. A second test SIGKILLs the
 //! executor's CLI process mid-turn (a stand-in CLI run by the real Claude
-//! executor).
+//! executor). A third runs the pinned Claude Code CLI itself against the
+//! fake Messages API in three sessions, through the same proxies, with a
+//! CLI SIGKILL mid-turn, a gateway SIGKILL and an orchestrator SIGKILL
+//! each while an approval waits.
 //!
 //! `DURACLAW_FAULT_SEED=N` picks the seed (printed on every run);
 //! `DURACLAW_SOAK_SECS=N` makes the chaos phase last N seconds and reports
