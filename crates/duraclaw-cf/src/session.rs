@@ -17,8 +17,8 @@
 //!   its sockets and loses nothing.
 //! - **The gateway** is one outbound WebSocket per object to
 //!   `CC_GATEWAY_URL` with `CC_GATEWAY_SECRET` as a bearer token. On open it
-//!   sends the actor's `on_gateway_connected` frames (attach after the
-//!   highest persisted gseq, then every unconfirmed command); events are
+//!   sends the actor's `on_gateway_connected` frames (every unconfirmed
+//!   command, then attach after the highest persisted gseq); events are
 //!   ingested in batches (while they flow, the reader lets the frames that
 //!   arrive meanwhile join one batch: one transaction, one ack), published
 //!   and acked. An open outbound socket does

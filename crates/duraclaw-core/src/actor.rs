@@ -660,14 +660,19 @@ impl SessionActor {
         )
     }
 
-    /// The frames to send when the gateway link (re)opens: attach after the
-    /// highest persisted gseq, then every command not yet confirmed.
+    /// The frames to send when the gateway link (re)opens: every command
+    /// not yet confirmed, then attach after the highest persisted gseq. The
+    /// attach comes last because the gateway refuses to attach a session it
+    /// does not have yet: when the `execute` that creates it there is among
+    /// the commands resent (the link broke while it was in flight), an
+    /// attach sent first was refused, and the session's events never came.
     pub async fn on_gateway_connected(&self) -> Result<Vec<ToGateway>> {
         let st = self.inner.lock().await;
-        let mut frames = vec![ToGateway::Attach {
+        let attach = ToGateway::Attach {
             session_id: st.meta.session_id.clone(),
             after_gseq: st.highest_gseq,
-        }];
+        };
+        let mut frames = Vec::new();
         for cmd in self.log.store().unforwarded().await? {
             if let Some(json) = cmd.forward {
                 match crate::protocol::decode_frame::<ToGateway>(&json, "outbox frame") {
@@ -678,6 +683,7 @@ impl SessionActor {
                 }
             }
         }
+        frames.push(attach);
         Ok(frames)
     }
 

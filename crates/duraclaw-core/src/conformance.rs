@@ -931,7 +931,7 @@ async fn actor_ingest_acks_and_refuses_gaps(h: &dyn StoreHarness) -> CaseResult 
     let frames = again.on_gateway_connected().await?;
     check!(
         matches!(
-            frames.first(),
+            frames.last(),
             Some(crate::protocol::ToGateway::Attach { after_gseq: 5, .. })
         ),
         "attach after the ack: {frames:?}"
@@ -1034,6 +1034,19 @@ async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> CaseResult {
     check_eq!(store.unforwarded().await?.len(), 2);
     let frames = actor.on_gateway_connected().await?;
     check_eq!(frames.len(), 3);
+    // The unconfirmed commands first, then the attach: the gateway cannot
+    // attach a session whose `execute` is still among them.
+    check!(
+        matches!(
+            frames.as_slice(),
+            [
+                crate::protocol::ToGateway::Command(_),
+                crate::protocol::ToGateway::Command(_),
+                crate::protocol::ToGateway::Attach { .. }
+            ]
+        ),
+        "commands, then attach: {frames:?}"
+    );
     actor
         .on_command_result(&crate::protocol::CommandResult {
             id: "b-1".into(),

@@ -460,6 +460,7 @@ fn spawn_io(
     let mut stdin = child.stdin.take().ok_or_else(missing)?;
     let stdout = child.stdout.take().ok_or_else(missing)?;
     let mut stderr = child.stderr.take().ok_or_else(missing)?;
+    let watchdog = spawn_watchdog(&stdin, &shared);
 
     tokio::spawn(async move {
         while let Some(input) = stdin_rx.recv().await {
@@ -469,7 +470,12 @@ fn spawn_io(
                 break;
             }
         }
-        // Dropping stdin tells the CLI to finish.
+        // The watchdog holds the CLI's stdin too: it goes first (killed,
+        // it kills nothing), so that dropping stdin tells the CLI to finish.
+        if let Some(mut w) = watchdog {
+            let _ = w.kill().await;
+        }
+        drop(stdin);
     });
 
     let err_shared = shared.clone();
@@ -544,6 +550,39 @@ fn spawn_io(
         let _ = done_tx.send(true);
     });
     Ok(())
+}
+
+/// A process that SIGKILLs the CLI's process group if the gateway dies
+/// without stopping it (SIGKILL, crash): a shell reading a pipe only the
+/// gateway writes to, which kills the group when the pipe closes. It also
+/// holds the CLI's stdin, so the CLI does not see it close first: a CLI
+/// whose stdin closes finishes its turn on its own, denied every tool
+/// call, calling the model again and writing to the transcript that the
+/// next gateway resumes. Killed itself before the gateway closes stdin.
+/// Without `/bin/sh` (or a process group) there is none, and a warning.
+fn spawn_watchdog(stdin: &tokio::process::ChildStdin, shared: &Shared) -> Option<Child> {
+    use std::os::fd::AsFd;
+    let pgid = shared.pgid?;
+    let spawned = stdin.as_fd().try_clone_to_owned().and_then(|held| {
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(r#"read -r _ || kill -s KILL -- "-$1""#)
+            .arg("duraclaw-cli-watchdog")
+            .arg(pgid.to_string())
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(held))
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    });
+    match spawned {
+        Ok(child) => Some(child),
+        Err(e) => {
+            tracing::warn!(session = %shared.session_id, error = %e, "no watchdog for the Claude Code process: it would outlive a crashed gateway");
+            None
+        }
+    }
 }
 
 async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
