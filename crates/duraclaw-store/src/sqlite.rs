@@ -204,6 +204,7 @@ impl SqliteDirectory {
             conn,
             nudge,
             busy_timeout: options.busy_timeout,
+            last_commit: None,
         }));
         {
             let counters = counters.clone();

@@ -203,6 +203,26 @@ pub(crate) struct Core {
     pub(crate) nudge: Nudge,
     /// The connection's busy timeout, restored after a [`run_alone`].
     pub(crate) busy_timeout: std::time::Duration,
+    /// The session of the last request committed (the last of its group),
+    /// and when.
+    pub(crate) last_commit: Option<(Arc<str>, std::time::Instant)>,
+}
+
+/// How long after a commit for one session another session's request may
+/// not run on its caller's thread ([`run_alone`]).
+const ALONE_OTHER_SESSION_GAP: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl Request {
+    /// The session the request writes to.
+    fn session(&self) -> &str {
+        match self {
+            Request::Create { meta, .. } => &meta.session_id,
+            Request::Append { session_id, .. }
+            | Request::Resolve { session_id, .. }
+            | Request::PutMeta { session_id, .. }
+            | Request::MarkForwarded { session_id, .. } => session_id,
+        }
+    }
 }
 
 /// The core, shared by the writer thread and the callers.
@@ -243,10 +263,21 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
+        let last: Arc<str> = group
+            .last()
+            .map(Request::session)
+            .unwrap_or_default()
+            .into();
         let mut core = lock(&core);
-        let Core { conn, nudge, .. } = &mut *core;
+        let Core {
+            conn,
+            nudge,
+            last_commit,
+            ..
+        } = &mut *core;
         let bytes = run_group(conn, group, &counters);
         nudge.committed(conn, bytes);
+        *last_commit = Some((last, std::time::Instant::now()));
     }
     tracing::debug!("sqlite writer stopped: every store and directory is gone");
 }
@@ -261,6 +292,9 @@ const ALONE_MAX_BYTES: usize = 16 * 1024;
 /// nobody holds the connection (the writer thread is between groups) and
 /// no checkpoint of the writer's own is due; hands it back otherwise. A
 /// request run is answered before this returns.
+///
+/// Only while one session writes: a request within 1 ms of a commit for
+/// another session goes to the writer thread.
 ///
 /// A lone request then costs no thread hand-off: the caller neither wakes
 /// the writer thread nor waits to be woken by it (two thread wake-ups, tens
@@ -292,8 +326,19 @@ pub(crate) fn run_alone(
         conn,
         nudge,
         busy_timeout,
+        last_commit,
     } = &mut *core;
     if nudge.own_checkpoint_due(bytes as u64) {
+        return Some(request);
+    }
+    // One session streaming commits here; several sessions writing at
+    // once leave their requests to meet in the writer's queue (commits on
+    // the callers' threads would take the async workers' time from
+    // everything else, one transaction each).
+    if let Some((session, at)) = last_commit.as_ref()
+        && **session != *request.session()
+        && at.elapsed() < ALONE_OTHER_SESSION_GAP
+    {
         return Some(request);
     }
     // Never wait here for another connection's write lock: that is the
@@ -308,8 +353,13 @@ pub(crate) fn run_alone(
     if began.is_err() {
         return Some(request);
     }
+    let session: Arc<str> = match last_commit.take() {
+        Some((s, _)) if *s == *request.session() => s,
+        _ => request.session().into(),
+    };
     let bytes = commit_group(conn, vec![request], counters);
     nudge.committed(conn, bytes);
+    *last_commit = Some((session, std::time::Instant::now()));
     None
 }
 
