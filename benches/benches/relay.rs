@@ -5,15 +5,16 @@
 //! appended to the gateway's SQLite outbox) → the gateway's attach
 //! forwarder and link writer → WebSocket → the orchestrator's link read
 //! loop (batching what has arrived, as `duraclaw-full`'s link does) →
-//! `SessionActor::ingest` (the orchestrator's SQLite log) → the log's live
+//! `SessionActor::ingest_raw` (the orchestrator's SQLite log) → the log's live
 //! subscription → the browser forwarder and its queue → WebSocket → the
 //! browser. The gateway is the real `duraclaw_gateway` server (bearer,
 //! hello, execute, attach); the orchestrator's link is re-assembled from
 //! library parts because it lives in the `duraclaw-full` binary.
 //!
 //! Baseline: the same two WebSocket hops with no persistence: the event is
-//! framed for the gateway link, sent, decoded by a relay task, framed for
-//! the browser, sent, received.
+//! framed for the gateway link, sent, read by a relay task as the
+//! orchestrator reads it (the event kept as text), framed for the browser,
+//! sent, received.
 //!
 //! Latency is measured closed-loop (emit one event, wait until the browser
 //! has it), interleaving blocks of ours and baseline. A burst of token
@@ -34,8 +35,8 @@ use duraclaw_core::actor::SessionActor;
 use duraclaw_core::approval::DynApprovalGate;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, Event, Execute, FromGateway, Hello, Role, ToGateway,
-    browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
+    Command, CommandEnvelope, Event, Execute, FromGateway, GatewayFrame, Hello, Role, ToGateway,
+    browser_event_frame, decode_frame, decode_gateway_frame, encode_frame, gateway_event_frame,
 };
 use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use duraclaw_gateway::link::{Secret, serve, ws_config};
@@ -254,8 +255,8 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             let mut batch = Vec::new();
             for msg in frames {
                 let Ok(Message::Text(t)) = msg else { continue };
-                if let Ok(FromGateway::Event { gseq, event, .. }) =
-                    decode_frame::<FromGateway>(t.as_str(), "gateway frame")
+                if let Ok(GatewayFrame::Event { gseq, event, .. }) =
+                    decode_gateway_frame(t.as_str())
                 {
                     batch.push((gseq, event));
                 }
@@ -263,7 +264,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             if batch.is_empty() {
                 continue;
             }
-            let out = ingest_actor.ingest(batch, now_ms()).await.unwrap();
+            let out = ingest_actor.ingest_raw(batch, now_ms()).await.unwrap();
             assert!(out.gap_at.is_none());
             let ack = encode_frame(&ToGateway::Ack {
                 session_id: SESSION.into(),
@@ -312,13 +313,14 @@ async fn baseline() -> Path2 {
         let _keep = _orch_sink;
         while let Some(Ok(msg)) = orch_stream.next().await {
             let Message::Text(t) = msg else { continue };
-            if let Ok(FromGateway::Event { gseq, event, .. }) =
-                decode_frame::<FromGateway>(t.as_str(), "gateway frame")
+            // Read as the orchestrator reads it (the event kept as text).
+            if let Ok(GatewayFrame::Event { gseq, event, .. }) = decode_gateway_frame(t.as_str())
+                && queue
+                    .send(browser_event_frame(gseq, event.json()))
+                    .await
+                    .is_err()
             {
-                let json = event.to_json().unwrap();
-                if queue.send(browser_event_frame(gseq, &json)).await.is_err() {
-                    break;
-                }
+                break;
             }
         }
     });

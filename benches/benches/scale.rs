@@ -35,8 +35,8 @@ use duraclaw_core::actor::SessionActor;
 use duraclaw_core::approval::DynApprovalGate;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, Event, Execute, FromGateway, Gseq, Hello, Role, ToGateway,
-    browser_event_frame, decode_frame, encode_frame,
+    Command, CommandEnvelope, Execute, FromGateway, GatewayFrame, Gseq, Hello, RawEvent, Role,
+    ToGateway, browser_event_frame, decode_frame, decode_gateway_frame, encode_frame,
 };
 use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use duraclaw_gateway::link::{Secret, serve, ws_config};
@@ -180,14 +180,14 @@ where
                 _ => break,
             }
         }
-        let mut by_session: Vec<(String, Vec<(Gseq, Event)>)> = Vec::new();
+        let mut by_session: Vec<(String, Vec<(Gseq, RawEvent)>)> = Vec::new();
         for msg in frames {
             let Ok(Message::Text(t)) = msg else { continue };
-            if let Ok(FromGateway::Event {
+            if let Ok(GatewayFrame::Event {
                 session_id,
                 gseq,
                 event,
-            }) = decode_frame::<FromGateway>(t.as_str(), "gateway frame")
+            }) = decode_gateway_frame(t.as_str())
             {
                 match by_session.iter_mut().find(|(s, _)| *s == session_id) {
                     Some((_, b)) => b.push((gseq, event)),
@@ -200,7 +200,7 @@ where
             let acks = acks.clone();
             async move {
                 let i: usize = session_id.trim_start_matches("scale-").parse().unwrap();
-                let out = actors[i].ingest(batch, now_ms()).await.unwrap();
+                let out = actors[i].ingest_raw(batch, now_ms()).await.unwrap();
                 assert!(out.gap_at.is_none());
                 let ack = encode_frame(&ToGateway::Ack {
                     session_id,

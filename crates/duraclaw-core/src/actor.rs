@@ -29,8 +29,8 @@ use futures::lock::Mutex as AsyncMutex;
 use crate::approval::DecideOutcome;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, Event, Gseq, QuestionKind, Seq,
-    Snapshot, StateChange, ToGateway, UserMessage, WireError, encode_frame,
+    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, Event, Gseq, QuestionKind,
+    RawEvent, Seq, Snapshot, StateChange, ToGateway, UserMessage, WireError, encode_frame,
 };
 use crate::state::{PauseReason, SessionInput, SessionState, transition};
 use crate::store::{
@@ -501,6 +501,22 @@ impl SessionActor {
     /// densely), and a skipped number stops the batch there so nothing is
     /// acked past a hole.
     pub async fn ingest(&self, batch: Vec<(Gseq, Event)>, now_ms: i64) -> Result<IngestOutcome> {
+        let batch = batch
+            .iter()
+            .map(|(gseq, event)| Ok((*gseq, RawEvent::from_event(event)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.ingest_raw(batch, now_ms).await
+    }
+
+    /// [`SessionActor::ingest`] for events in text form, as the gateway
+    /// link carries them ([`decode_gateway_frame`](crate::protocol::decode_gateway_frame)):
+    /// each event's text is stored as it came, only the bodies the state
+    /// depends on were decoded.
+    pub async fn ingest_raw(
+        &self,
+        batch: Vec<(Gseq, RawEvent)>,
+        now_ms: i64,
+    ) -> Result<IngestOutcome> {
         let mut st = self.inner.lock().await;
         let mut out = IngestOutcome::default();
         let mut next = st.highest_gseq + 1;
@@ -522,11 +538,16 @@ impl SessionActor {
             // that no `session.init` or `user.message` announced (a message
             // the executor queued behind the last turn, or one taken while
             // the gateway was away): the state says so before the event.
-            if state == SessionState::paused(PauseReason::Idle) && shows_work(&event) {
+            if state == SessionState::paused(PauseReason::Idle)
+                && shows_work_type(event.type_name())
+            {
                 state = self.step(state, SessionInput::TurnStarted, now_ms, &mut new_events)?;
             }
-            let inputs = inputs_for(&event, &mut pending, &mut meta);
-            new_events.push(NewEvent::new(&event, Some(gseq), now_ms)?);
+            let inputs = match event.event() {
+                Some(typed) => inputs_for(typed, &mut pending, &mut meta),
+                None => Vec::new(),
+            };
+            new_events.push(NewEvent::from_raw(&event, Some(gseq), now_ms)?);
             for input in inputs {
                 state = self.step(state, input, now_ms, &mut new_events)?;
             }
@@ -943,9 +964,14 @@ impl SessionActor {
 /// Whether an event is the agent at work: a turn is running when it is
 /// logged.
 fn shows_work(event: &Event) -> bool {
+    shows_work_type(event.type_name())
+}
+
+/// [`shows_work`] by the event's `type`.
+fn shows_work_type(kind: &str) -> bool {
     matches!(
-        event,
-        Event::Assistant(_) | Event::ToolUse(_) | Event::ToolResult(_) | Event::UserQuestion(_)
+        kind,
+        "assistant" | "tool_use" | "tool_result" | "user_question"
     )
 }
 
@@ -1042,7 +1068,9 @@ async fn pending_counts(store: &DynSessionStore) -> Result<Pending> {
 }
 
 /// The state inputs an event implies, updating the pending counts and the
-/// metadata it carries (executor session id, model, cost).
+/// metadata it carries (executor session id, model, cost). Only the
+/// [stateful types](crate::protocol::STATEFUL_EVENT_TYPES) imply any:
+/// [`SessionActor::ingest_raw`] decodes no other.
 fn inputs_for(event: &Event, pending: &mut Pending, meta: &mut SessionMeta) -> Vec<SessionInput> {
     match event {
         Event::SessionInit(init) => {

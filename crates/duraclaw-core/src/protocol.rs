@@ -404,7 +404,7 @@ pub enum Event {
 }
 
 /// The event types this build knows, as an internally tagged enum.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(tag = "type")]
 enum KnownEvent {
     #[serde(rename = "session.init")]
@@ -541,23 +541,50 @@ impl Event {
     }
 }
 
+/// [`KnownEvent`] borrowing its body: an event is encoded without cloning
+/// it (a large tool result is copied once, into the JSON text).
+#[derive(Serialize)]
+#[serde(tag = "type")]
+enum KnownEventRef<'a> {
+    #[serde(rename = "session.init")]
+    SessionInit(&'a SessionInit),
+    #[serde(rename = "assistant")]
+    Assistant(&'a Assistant),
+    #[serde(rename = "tool_use")]
+    ToolUse(&'a ToolUse),
+    #[serde(rename = "tool_result")]
+    ToolResult(&'a ToolResult),
+    #[serde(rename = "user_question")]
+    UserQuestion(&'a UserQuestion),
+    #[serde(rename = "question.resolved")]
+    QuestionResolved(&'a QuestionResolved),
+    #[serde(rename = "result")]
+    Result(&'a TurnResult),
+    #[serde(rename = "error")]
+    Error(&'a ErrorEvent),
+    #[serde(rename = "user.message")]
+    UserMessage(&'a UserMessage),
+    #[serde(rename = "session.state")]
+    SessionState(&'a StateChange),
+    #[serde(rename = "notice")]
+    Notice(&'a Notice),
+}
+
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        // Borrowing wrappers would avoid these clones, but events are
-        // serialised once, when they enter the log; replay sends stored text.
         let known = match self {
             Event::Unknown(v) => return v.serialize(s),
-            Event::SessionInit(e) => KnownEvent::SessionInit(e.clone()),
-            Event::Assistant(e) => KnownEvent::Assistant(e.clone()),
-            Event::ToolUse(e) => KnownEvent::ToolUse(e.clone()),
-            Event::ToolResult(e) => KnownEvent::ToolResult(e.clone()),
-            Event::UserQuestion(e) => KnownEvent::UserQuestion(e.clone()),
-            Event::QuestionResolved(e) => KnownEvent::QuestionResolved(e.clone()),
-            Event::Result(e) => KnownEvent::Result(e.clone()),
-            Event::Error(e) => KnownEvent::Error(e.clone()),
-            Event::UserMessage(e) => KnownEvent::UserMessage(e.clone()),
-            Event::SessionState(e) => KnownEvent::SessionState(e.clone()),
-            Event::Notice(e) => KnownEvent::Notice(e.clone()),
+            Event::SessionInit(e) => KnownEventRef::SessionInit(e),
+            Event::Assistant(e) => KnownEventRef::Assistant(e),
+            Event::ToolUse(e) => KnownEventRef::ToolUse(e),
+            Event::ToolResult(e) => KnownEventRef::ToolResult(e),
+            Event::UserQuestion(e) => KnownEventRef::UserQuestion(e),
+            Event::QuestionResolved(e) => KnownEventRef::QuestionResolved(e),
+            Event::Result(e) => KnownEventRef::Result(e),
+            Event::Error(e) => KnownEventRef::Error(e),
+            Event::UserMessage(e) => KnownEventRef::UserMessage(e),
+            Event::SessionState(e) => KnownEventRef::SessionState(e),
+            Event::Notice(e) => KnownEventRef::Notice(e),
         };
         known.serialize(s)
     }
@@ -1044,6 +1071,165 @@ pub enum ToBrowser {
     Error(WireError),
 }
 
+/// The event types whose body a session's state depends on: the actor
+/// reads these (`session.init`, questions, the end of a turn); every other
+/// type is stored and relayed as its text.
+pub const STATEFUL_EVENT_TYPES: &[&str] = &[
+    "session.init",
+    "user_question",
+    "question.resolved",
+    "result",
+    "error",
+];
+
+/// An event as JSON text, decoded only as far as a session's state needs:
+/// the body of a [stateful](STATEFUL_EVENT_TYPES) event, nothing else.
+///
+/// The orchestrator ingests the gateway's events in this form: an event's
+/// text goes into the log and to the browsers as the gateway sent it, and
+/// a token delta or a tool result is never decoded into an [`Event`] and
+/// encoded again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEvent {
+    json: std::sync::Arc<str>,
+    kind: Box<str>,
+    typed: Option<Event>,
+}
+
+/// The `type` of an event, borrowed when it has no escapes.
+#[derive(Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+impl RawEvent {
+    /// Checks `text` is an event (a JSON object with a string `type`, no
+    /// larger than a frame) and decodes its body if its type is stateful,
+    /// leniently as frames do: a stateful type whose body does not decode
+    /// is kept as [`Event::Unknown`].
+    pub fn from_json(text: &str) -> Result<Self> {
+        if text.len() > MAX_FRAME_BYTES {
+            return Err(Error::TooLarge {
+                what: "event",
+                size: text.len(),
+                limit: MAX_FRAME_BYTES,
+            });
+        }
+        if !text.trim_start().starts_with('{') {
+            return Err(Error::Decode {
+                what: "event",
+                reason: "an event must be a JSON object".into(),
+            });
+        }
+        let head: EventType<'_> =
+            serde_json::from_str(text).map_err(|e| Error::decode("event", &e))?;
+        let typed = if STATEFUL_EVENT_TYPES.contains(&head.kind.as_ref()) {
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| Error::decode("event", &e))?;
+            Some(Event::from_value_lenient(value)?)
+        } else {
+            None
+        };
+        Ok(RawEvent {
+            json: text.into(),
+            kind: head.kind.into(),
+            typed,
+        })
+    }
+
+    /// Encodes `event`.
+    pub fn from_event(event: &Event) -> Result<Self> {
+        let json = event.to_json()?;
+        let typed = STATEFUL_EVENT_TYPES
+            .contains(&event.type_name())
+            .then(|| event.clone());
+        Ok(RawEvent {
+            json: json.into(),
+            kind: event.type_name().into(),
+            typed,
+        })
+    }
+
+    /// The event's JSON text.
+    pub fn json(&self) -> &std::sync::Arc<str> {
+        &self.json
+    }
+
+    /// The event's `type`.
+    pub fn type_name(&self) -> &str {
+        &self.kind
+    }
+
+    /// The decoded event, for a [stateful](STATEFUL_EVENT_TYPES) type;
+    /// `None` for the others.
+    pub fn event(&self) -> Option<&Event> {
+        self.typed.as_ref()
+    }
+}
+
+/// A frame from the gateway as the orchestrator reads it: an `event`
+/// frame's event is kept as text ([`RawEvent`]), the others decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayFrame {
+    /// An event of a session, numbered by the gateway.
+    Event {
+        /// The session.
+        session_id: String,
+        /// The gateway's sequence number for it.
+        gseq: Gseq,
+        /// The event, as text.
+        event: RawEvent,
+    },
+    /// Any other frame.
+    Other(FromGateway),
+}
+
+/// The envelope of a gateway `event` frame, its event left as text.
+#[derive(Deserialize)]
+struct EventEnvelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    session_id: String,
+    gseq: Gseq,
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+}
+
+/// Decodes a frame from the gateway (size-checked), an `event` frame
+/// without decoding its event beyond what [`RawEvent::from_json`] needs.
+/// Accepts exactly what decoding [`FromGateway`] accepts.
+pub fn decode_gateway_frame(text: &str) -> Result<GatewayFrame> {
+    if text.len() > MAX_FRAME_BYTES {
+        return Err(Error::TooLarge {
+            what: "gateway frame",
+            size: text.len(),
+            limit: MAX_FRAME_BYTES,
+        });
+    }
+    if let Ok(env) = serde_json::from_str::<EventEnvelope<'_>>(text)
+        && env.kind == "event"
+    {
+        return Ok(GatewayFrame::Event {
+            session_id: env.session_id,
+            gseq: env.gseq,
+            event: RawEvent::from_json(env.event.get())?,
+        });
+    }
+    match decode_frame::<FromGateway>(text, "gateway frame")? {
+        FromGateway::Event {
+            session_id,
+            gseq,
+            event,
+        } => Ok(GatewayFrame::Event {
+            session_id,
+            gseq,
+            event: RawEvent::from_event(&event)?,
+        }),
+        other => Ok(GatewayFrame::Other(other)),
+    }
+}
+
 /// Builds the gateway's `event` frame from an event's stored JSON text
 /// without decoding it; byte-for-byte what serialising
 /// `FromGateway::Event` gives.
@@ -1096,5 +1282,106 @@ mod tests {
         );
         let typed = ToBrowser::Event { seq: 7, event };
         assert_eq!(browser_event_frame(7, &json), encode_frame(&typed).unwrap());
+    }
+
+    fn known_events() -> Vec<Event> {
+        vec![
+            Event::SessionInit(SessionInit {
+                model: Some("m".into()),
+                ..SessionInit::default()
+            }),
+            Event::Assistant(Assistant {
+                message_id: "m1".into(),
+                phase: AssistantPhase::Delta,
+                text: "héllo \"x\"\n".into(),
+                aborted: false,
+            }),
+            Event::Result(TurnResult::default()),
+            Event::Error(ErrorEvent {
+                message: "boom".into(),
+                ..ErrorEvent::default()
+            }),
+            Event::UserMessage(UserMessage {
+                text: "hi".into(),
+                by: None,
+            }),
+            Event::SessionState(StateChange {
+                state: SessionState::Active,
+            }),
+            Event::Unknown(serde_json::json!({"type": "future.thing", "x": [1, 2]})),
+        ]
+    }
+
+    #[test]
+    fn a_raw_event_keeps_its_text_and_decodes_only_stateful_bodies() {
+        for event in known_events() {
+            let json = event.to_json().unwrap();
+            let raw = RawEvent::from_json(&json).unwrap();
+            assert_eq!(&**raw.json(), json.as_str());
+            let stateful = STATEFUL_EVENT_TYPES.contains(&event.type_name());
+            assert_eq!(raw.event(), stateful.then_some(&event), "{json}");
+            assert_eq!(RawEvent::from_event(&event).unwrap(), raw);
+        }
+        // A stateful type whose body does not decode is kept, raw.
+        let odd = r#"{"type":"result","cost_usd":"lots"}"#;
+        let raw = RawEvent::from_json(odd).unwrap();
+        assert_eq!(&**raw.json(), odd);
+        assert!(matches!(raw.event(), Some(Event::Unknown(_))));
+        // Not an event: refused, as the typed decoding refuses it.
+        for bad in [
+            "[\"assistant\"]",
+            "{\"text\":\"no type\"}",
+            "{\"type\":7}",
+            "\"x\"",
+            "{",
+        ] {
+            assert!(RawEvent::from_json(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gateway_frames_decode_as_the_typed_frames_do() {
+        for event in known_events() {
+            let json = event.to_json().unwrap();
+            let text = gateway_event_frame("s\"1", 9, &json).unwrap();
+            let GatewayFrame::Event {
+                session_id,
+                gseq,
+                event: raw,
+            } = decode_gateway_frame(&text).unwrap()
+            else {
+                panic!("not an event frame: {text}");
+            };
+            assert_eq!((session_id.as_str(), gseq), ("s\"1", 9));
+            assert_eq!(&**raw.json(), json.as_str());
+            let FromGateway::Event { event: typed, .. } =
+                decode_frame::<FromGateway>(&text, "frame").unwrap()
+            else {
+                panic!("not an event frame");
+            };
+            assert_eq!(RawEvent::from_event(&typed).unwrap().event(), raw.event());
+        }
+        // Other frames decode as before; bad ones are refused.
+        let pong = encode_frame(&FromGateway::Pong { nonce: 3 }).unwrap();
+        assert_eq!(
+            decode_gateway_frame(&pong).unwrap(),
+            GatewayFrame::Other(FromGateway::Pong { nonce: 3 })
+        );
+        for bad in [
+            r#"{"type":"event","session_id":"s","gseq":1,"event":[1]}"#,
+            r#"{"type":"event","session_id":"s","event":{"type":"assistant"}}"#,
+            r#"{"type":"nope"}"#,
+            "not json",
+        ] {
+            assert!(decode_gateway_frame(bad).is_err(), "{bad}");
+        }
+        let huge = format!(
+            r#"{{"type":"event","session_id":"s","gseq":1,"event":{{"type":"x","pad":"{}"}}}}"#,
+            "a".repeat(MAX_FRAME_BYTES)
+        );
+        assert!(matches!(
+            decode_gateway_frame(&huge),
+            Err(Error::TooLarge { .. })
+        ));
     }
 }

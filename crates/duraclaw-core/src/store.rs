@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::protocol::{
-    DecidedBy, Decision, Event, Gseq, MAX_EVENT_BYTES, QuestionResolved, Seq, UserQuestion,
+    DecidedBy, Decision, Event, Gseq, MAX_EVENT_BYTES, QuestionResolved, RawEvent, Seq,
+    UserQuestion,
 };
 use crate::state::SessionState;
 use crate::{SendOutsideWasm, SyncOutsideWasm};
@@ -49,7 +50,22 @@ pub struct NewEvent {
 impl NewEvent {
     /// Encodes `event`; a `user_question` also records the question.
     pub fn new(event: &Event, gseq: Option<Gseq>, at_ms: i64) -> Result<Self> {
-        let json = event.to_json()?;
+        Self::with_json(event.to_json()?.into(), Some(event), gseq, at_ms)
+    }
+
+    /// An event already in text form ([`RawEvent`]), appended as its text
+    /// without encoding it again; a `user_question` also records the
+    /// question.
+    pub fn from_raw(event: &RawEvent, gseq: Option<Gseq>, at_ms: i64) -> Result<Self> {
+        Self::with_json(event.json().clone(), event.event(), gseq, at_ms)
+    }
+
+    fn with_json(
+        json: Arc<str>,
+        event: Option<&Event>,
+        gseq: Option<Gseq>,
+        at_ms: i64,
+    ) -> Result<Self> {
         if json.len() > MAX_EVENT_BYTES {
             return Err(Error::TooLarge {
                 what: "event",
@@ -58,8 +74,8 @@ impl NewEvent {
             });
         }
         let (asks, resolves) = match event {
-            Event::UserQuestion(q) => (Some(q.clone()), None),
-            Event::QuestionResolved(r) => (
+            Some(Event::UserQuestion(q)) => (Some(q.clone()), None),
+            Some(Event::QuestionResolved(r)) => (
                 None,
                 Some((
                     r.question_id.clone(),
@@ -75,7 +91,7 @@ impl NewEvent {
         Ok(NewEvent {
             gseq,
             at_ms,
-            json: json.into(),
+            json,
             asks,
             resolves,
         })

@@ -126,6 +126,7 @@ impl SqliteStats {
 struct Database {
     path: PathBuf,
     writer: mpsc::Sender<Request>,
+    core: writer::SharedCore,
     readers: Arc<ReadPool>,
     counters: Arc<Counters>,
 }
@@ -144,8 +145,17 @@ impl Database {
         request: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
+        let mut request = request(tx);
+        // Nothing queued: a small request commits here, on the caller's
+        // thread, unless the writer thread is running a group right now.
+        if self.writer.capacity() == self.writer.max_capacity() {
+            match writer::run_alone(&self.core, &self.counters, request) {
+                None => return rx.await.map_err(|_| Error::Closed("sqlite writer"))?,
+                Some(r) => request = r,
+            }
+        }
         self.writer
-            .send(request(tx))
+            .send(request)
             .await
             .map_err(|_| Error::Closed("sqlite writer"))?;
         rx.await.map_err(|_| Error::Closed("sqlite writer"))?
@@ -190,12 +200,19 @@ impl SqliteDirectory {
         let nudge = checkpoint::start(&path, options.busy_timeout)?;
         let (tx, rx) = mpsc::channel(options.queue);
         let counters = Arc::new(Counters::default());
+        let core = Arc::new(std::sync::Mutex::new(writer::Core {
+            conn,
+            nudge,
+            busy_timeout: options.busy_timeout,
+            last_commit: None,
+        }));
         {
             let counters = counters.clone();
+            let core = core.clone();
             let max_group_events = options.max_group_events;
             std::thread::Builder::new()
                 .name("duraclaw-sqlite-writer".into())
-                .spawn(move || writer::run(conn, rx, counters, max_group_events, nudge))
+                .spawn(move || writer::run(core, rx, counters, max_group_events))
                 .map_err(|e| {
                     sql_error(
                         format_args!("cannot start the writer thread of {}", path.display()),
@@ -213,6 +230,7 @@ impl SqliteDirectory {
             db: Arc::new(Database {
                 path,
                 writer: tx,
+                core,
                 readers,
                 counters,
             }),

@@ -53,6 +53,12 @@ pub(crate) struct Nudge {
 }
 
 impl Nudge {
+    /// Whether a commit of about `bytes` of events would make the writer
+    /// checkpoint the WAL itself (a long step, kept off a caller's thread).
+    pub(crate) fn own_checkpoint_due(&self, bytes: u64) -> bool {
+        self.since_own + 3 + 2 * bytes / PAGE_BYTES >= HARD_LIMIT_PAGES
+    }
+
     /// Counts a committed transaction that stored `bytes` of events, on the
     /// writer's connection `conn`, between two transactions.
     pub(crate) fn committed(&mut self, conn: &Connection, bytes: u64) {

@@ -3,8 +3,8 @@
 //! commit), each request inside its own savepoint so a failing request rolls
 //! back alone. Callers wait on a oneshot that is answered after COMMIT.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use duraclaw_core::protocol::{Seq, UserQuestion};
 use duraclaw_core::store::{
@@ -195,13 +195,49 @@ pub(crate) struct Counters {
     pub(crate) failed_transactions: AtomicU64,
 }
 
+/// The writer's connection and its checkpoint accounting: used by the
+/// writer thread for each group, and by a caller that finds the writer
+/// idle ([`run_alone`]).
+pub(crate) struct Core {
+    pub(crate) conn: Connection,
+    pub(crate) nudge: Nudge,
+    /// The connection's busy timeout, restored after a [`run_alone`].
+    pub(crate) busy_timeout: std::time::Duration,
+    /// The session of the last request committed (the last of its group),
+    /// and when.
+    pub(crate) last_commit: Option<(Arc<str>, std::time::Instant)>,
+}
+
+/// How long after a commit for one session another session's request may
+/// not run on its caller's thread ([`run_alone`]).
+const ALONE_OTHER_SESSION_GAP: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl Request {
+    /// The session the request writes to.
+    fn session(&self) -> &str {
+        match self {
+            Request::Create { meta, .. } => &meta.session_id,
+            Request::Append { session_id, .. }
+            | Request::Resolve { session_id, .. }
+            | Request::PutMeta { session_id, .. }
+            | Request::MarkForwarded { session_id, .. } => session_id,
+        }
+    }
+}
+
+/// The core, shared by the writer thread and the callers.
+pub(crate) type SharedCore = Arc<Mutex<Core>>;
+
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs the writer loop until every sender is gone.
 pub(crate) fn run(
-    conn: Connection,
+    core: SharedCore,
     mut rx: mpsc::Receiver<Request>,
     counters: Arc<Counters>,
     max_group_events: usize,
-    mut nudge: Nudge,
 ) {
     let mut carry: Option<Request> = None;
     loop {
@@ -227,10 +263,104 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        let bytes = run_group(&conn, group, &counters);
-        nudge.committed(&conn, bytes);
+        let last: Arc<str> = group
+            .last()
+            .map(Request::session)
+            .unwrap_or_default()
+            .into();
+        let mut core = lock(&core);
+        let Core {
+            conn,
+            nudge,
+            last_commit,
+            ..
+        } = &mut *core;
+        let bytes = run_group(conn, group, &counters);
+        nudge.committed(conn, bytes);
+        *last_commit = Some((last, std::time::Instant::now()));
     }
     tracing::debug!("sqlite writer stopped: every store and directory is gone");
+}
+
+/// The most events, and bytes of events, of a request run on its caller's
+/// thread ([`run_alone`]): a lone token delta or tool result, a metadata
+/// update; anything bigger goes to the writer thread.
+const ALONE_MAX_EVENTS: usize = 4;
+const ALONE_MAX_BYTES: usize = 16 * 1024;
+
+/// Runs a small `request` as a group of its own on the calling thread if
+/// nobody holds the connection (the writer thread is between groups) and
+/// no checkpoint of the writer's own is due; hands it back otherwise. A
+/// request run is answered before this returns.
+///
+/// Only while one session writes: a request within 1 ms of a commit for
+/// another session goes to the writer thread.
+///
+/// A lone request then costs no thread hand-off: the caller neither wakes
+/// the writer thread nor waits to be woken by it (two thread wake-ups, tens
+/// of microseconds each on a busy machine). The commit itself is a `write`
+/// to the WAL (no `fsync` with `synchronous=NORMAL`), tens of
+/// microseconds; requests that meet in the queue still commit as one
+/// group on the writer thread.
+pub(crate) fn run_alone(
+    core: &SharedCore,
+    counters: &Counters,
+    request: Request,
+) -> Option<Request> {
+    let bytes = match &request {
+        Request::Append { batch, .. } if batch.events.len() <= ALONE_MAX_EVENTS => {
+            batch.events.iter().map(|e| e.json.len()).sum()
+        }
+        Request::Append { .. } => return Some(request),
+        _ => 0,
+    };
+    if bytes > ALONE_MAX_BYTES {
+        return Some(request);
+    }
+    let mut core = match core.try_lock() {
+        Ok(c) => c,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => return Some(request),
+    };
+    let Core {
+        conn,
+        nudge,
+        busy_timeout,
+        last_commit,
+    } = &mut *core;
+    if nudge.own_checkpoint_due(bytes as u64) {
+        return Some(request);
+    }
+    // One session streaming commits here; several sessions writing at
+    // once leave their requests to meet in the writer's queue (commits on
+    // the callers' threads would take the async workers' time from
+    // everything else, one transaction each).
+    if let Some((session, at)) = last_commit.as_ref()
+        && **session != *request.session()
+        && at.elapsed() < ALONE_OTHER_SESSION_GAP
+    {
+        return Some(request);
+    }
+    // Never wait here for another connection's write lock: that is the
+    // writer thread's job, not a caller's.
+    if conn.busy_timeout(std::time::Duration::ZERO).is_err() {
+        return Some(request);
+    }
+    let began = exec(conn, "BEGIN IMMEDIATE");
+    if let Err(e) = conn.busy_timeout(*busy_timeout) {
+        tracing::warn!(error = %e, "cannot restore the writer's busy timeout");
+    }
+    if began.is_err() {
+        return Some(request);
+    }
+    let session: Arc<str> = match last_commit.take() {
+        Some((s, _)) if *s == *request.session() => s,
+        _ => request.session().into(),
+    };
+    let bytes = commit_group(conn, vec![request], counters);
+    nudge.committed(conn, bytes);
+    *last_commit = Some((session, std::time::Instant::now()));
+    None
 }
 
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
@@ -252,6 +382,12 @@ fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) -> u64
         }
         return 0;
     }
+    commit_group(conn, group, counters)
+}
+
+/// Runs a group inside the transaction just begun, and commits it; the
+/// bytes of events it committed.
+fn commit_group(conn: &Connection, group: Vec<Request>, counters: &Counters) -> u64 {
     let mut done = Vec::with_capacity(group.len());
     for r in group {
         done.push(run_one(conn, r));

@@ -11,8 +11,8 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::protocol::{
-    Command, CommandResult, ErrorEvent, Event, FromGateway, Gseq, Hello, Role, ToGateway,
-    WireError, Worktree, decode_frame, encode_frame,
+    Command, CommandResult, ErrorEvent, Event, FromGateway, GatewayFrame, Gseq, Hello, RawEvent,
+    Role, ToGateway, WireError, Worktree, decode_frame, decode_gateway_frame, encode_frame,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
@@ -338,7 +338,9 @@ impl GatewayLink {
                     _ => break,
                 }
             }
-            let mut batches: Vec<(String, Vec<(Gseq, Event)>)> = Vec::new();
+            // Events stay text: only what the session's state needs is
+            // decoded, and the text is stored and relayed as it came.
+            let mut batches: Vec<(String, Vec<(Gseq, RawEvent)>)> = Vec::new();
             for msg in frames {
                 let text = match msg {
                     Ok(Message::Text(t)) => t,
@@ -346,7 +348,7 @@ impl GatewayLink {
                     Ok(_) => continue,
                     Err(e) => return Err(Error::Closed(leak_reason(&e))),
                 };
-                let frame = match decode_frame::<FromGateway>(text.as_str(), "gateway frame") {
+                let frame = match decode_gateway_frame(text.as_str()) {
                     Ok(f) => f,
                     Err(e) => {
                         tracing::warn!(error = %e, "bad frame from the gateway");
@@ -354,7 +356,7 @@ impl GatewayLink {
                     }
                 };
                 match frame {
-                    FromGateway::Event {
+                    GatewayFrame::Event {
                         session_id,
                         gseq,
                         event,
@@ -362,7 +364,7 @@ impl GatewayLink {
                         Some((s, b)) if *s == session_id => b.push((gseq, event)),
                         _ => batches.push((session_id, vec![(gseq, event)])),
                     },
-                    other => {
+                    GatewayFrame::Other(other) => {
                         self.flush(orch, &mut batches).await;
                         self.handle(orch, other).await;
                     }
@@ -375,12 +377,12 @@ impl GatewayLink {
     async fn flush(
         &self,
         orch: &Arc<Orchestrator>,
-        batches: &mut Vec<(String, Vec<(Gseq, Event)>)>,
+        batches: &mut Vec<(String, Vec<(Gseq, RawEvent)>)>,
     ) {
         // One batch per session (a session's events keep their order), and
         // the sessions ingested at once: their appends meet in the store's
         // writer queue and commit as one transaction, not one per session.
-        let mut by_session: Vec<(String, Vec<(Gseq, Event)>)> = Vec::new();
+        let mut by_session: Vec<(String, Vec<(Gseq, RawEvent)>)> = Vec::new();
         for (session_id, batch) in batches.drain(..) {
             match by_session.iter_mut().find(|(s, _)| *s == session_id) {
                 Some((_, b)) => b.extend(batch),
@@ -397,7 +399,7 @@ impl GatewayLink {
         &self,
         orch: &Arc<Orchestrator>,
         session_id: String,
-        batch: Vec<(Gseq, Event)>,
+        batch: Vec<(Gseq, RawEvent)>,
     ) {
         let actor = match orch.actor(&session_id).await {
             Ok(a) => a,
@@ -406,7 +408,7 @@ impl GatewayLink {
                 return;
             }
         };
-        match actor.ingest(batch, now_ms()).await {
+        match actor.ingest_raw(batch, now_ms()).await {
             Ok(out) => {
                 let _ = self.send(&ToGateway::Ack {
                     session_id: session_id.clone(),
