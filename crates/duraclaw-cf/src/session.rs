@@ -460,18 +460,11 @@ impl SessionHost {
             Err(e) => return error_response(500, &format!("the session store failed: {e}")),
         };
         let now = now_ms();
-        let mut meta = SessionMeta::new(&body.session_id, &body.owner, now);
-        meta.title = body
-            .prompt
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .chars()
-            .take(80)
-            .collect();
-        meta.worktree = wt.path.clone();
-        meta.model = body.model.clone().filter(|m| !m.trim().is_empty());
+        let meta = SessionMeta::new(&body.session_id, &body.owner, now).starting(
+            &wt.path,
+            &body.prompt,
+            body.model.as_deref(),
+        );
         let store = match directory.create_store(meta) {
             Ok(s) => s,
             Err(e) => return core_error(&e),
@@ -1044,24 +1037,7 @@ impl SessionHost {
 
     /// Logs a refused turn's end, as the local orchestrator does.
     async fn end_refused_turn(&self, actor: &SessionActor, r: &CommandResult) {
-        let (code, why) = r
-            .error
-            .as_ref()
-            .map(|e| (e.code.clone(), e.message.clone()))
-            .unwrap_or_else(|| ("refused".into(), "no reason given".into()));
-        let event = Event::Error(ErrorEvent {
-            message: format!("the gateway refused this turn: {why}"),
-            code: Some(code),
-            ..ErrorEvent::default()
-        });
-        let ended = match actor.record(&event, now_ms()).await {
-            Ok(_) => actor
-                .apply_input(SessionInput::TurnEnded, now_ms())
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = ended {
+        if let Err(e) = actor.end_refused_turn(r, now_ms()).await {
             tracing::warn!(error = %e, "cannot end a refused turn");
         }
         self.settle(actor).await;

@@ -213,18 +213,11 @@ async fn create_session(
     }
     let now = now_ms();
     let id = new_session_id();
-    let mut meta = SessionMeta::new(&id, &user.name, now);
-    meta.title = body
-        .prompt
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .chars()
-        .take(80)
-        .collect();
-    meta.worktree = wt.path.clone();
-    meta.model = body.model.clone().filter(|m| !m.trim().is_empty());
+    let meta = SessionMeta::new(&id, &user.name, now).starting(
+        &wt.path,
+        &body.prompt,
+        body.model.as_deref(),
+    );
     let actor = app.orchestrator.create(meta).await?;
     let who = Actor {
         user: user.name.clone(),
