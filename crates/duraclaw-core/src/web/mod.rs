@@ -1,6 +1,6 @@
 //! The web rules both hosts enforce the same way, as pure functions over
-//! strings: the [`origin`] rule, the user [`credentials`] rules, and what a
-//! [`NewSession`] request starts. Each host keeps only a thin adapter from
+//! strings: the [`origin`] rule, the user [`credentials`] rules, what a
+//! [`NewSession`] request starts, and [`hex`]. Each host keeps only a thin adapter from
 //! its own request and header types.
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,17 @@ use crate::store::SessionMeta;
 
 pub mod credentials;
 pub mod origin;
+
+/// Lower-case hex of `bytes`: token digests, ETags.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
 
 /// The body of `POST /api/sessions`: start a session in `worktree` with a
 /// first `prompt`, and a `model` when the user chose one.
@@ -58,6 +69,12 @@ impl NewSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_encodes() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn a_new_session_needs_a_prompt_and_starts_with_it() {
