@@ -26,7 +26,7 @@
 use std::cell::RefCell;
 
 use duraclaw_core::protocol::MAX_SESSION_ID_BYTES;
-use serde::Deserialize;
+use duraclaw_core::web::NewSession;
 use serde_json::json;
 use worker::js_sys::Math;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
@@ -197,15 +197,6 @@ async fn worktrees(env: &Env) -> worker::Result<Response> {
     }
 }
 
-/// `POST /api/sessions`.
-#[derive(Debug, Deserialize)]
-struct CreateSession {
-    worktree: String,
-    prompt: String,
-    #[serde(default)]
-    model: Option<String>,
-}
-
 fn stub(env: &Env, id: &str) -> worker::Result<Stub> {
     env.durable_object(SESSIONS_BINDING)?
         .id_from_name(id)?
@@ -213,20 +204,18 @@ fn stub(env: &Env, id: &str) -> worker::Result<Stub> {
 }
 
 async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker::Result<Response> {
-    let body: CreateSession = match req.json().await {
+    let body: NewSession = match req.json().await {
         Ok(b) => b,
         Err(e) => return json_error(400, &format!("bad request body: {e}")),
     };
-    if body.prompt.trim().is_empty() {
-        return json_error(400, "a session needs a first prompt");
+    if let Err(m) = body.check() {
+        return json_error(400, m);
     }
     let id = new_session_id();
     let create = CreateRequest {
         session_id: id.clone(),
         owner: user.name.clone(),
-        worktree: body.worktree,
-        prompt: body.prompt,
-        model: body.model,
+        session: body,
     };
     let headers = Headers::new();
     headers.set("Content-Type", "application/json")?;

@@ -62,12 +62,13 @@ use std::time::Duration;
 
 use duraclaw_core::actor::{Actor, SessionActor};
 use duraclaw_core::protocol::{
-    Close, Command, CommandResult, ErrorEvent, Event, Execute, FromBrowser, FromGateway, Gseq,
-    Hello, MAX_FRAME_BYTES, MAX_SESSION_ID_BYTES, Role, Seq, ToBrowser, ToGateway, WireError,
+    Close, Command, CommandResult, ErrorEvent, Event, FromBrowser, FromGateway, Gseq, Hello,
+    MAX_FRAME_BYTES, MAX_SESSION_ID_BYTES, Role, Seq, ToBrowser, ToGateway, WireError,
     browser_event_frame, encode_frame,
 };
 use duraclaw_core::state::{PauseReason, SessionInput, SessionState};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
+use duraclaw_core::web::NewSession;
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
@@ -132,13 +133,9 @@ pub struct CreateRequest {
     pub session_id: String,
     /// Its owner.
     pub owner: String,
-    /// The worktree path, as the gateway lists it.
-    pub worktree: String,
-    /// The first prompt.
-    pub prompt: String,
-    /// The model, if the user chose one.
-    #[serde(default)]
-    pub model: Option<String>,
+    /// The user's request: worktree, first prompt, model.
+    #[serde(flatten)]
+    pub session: NewSession,
 }
 
 struct Link {
@@ -443,10 +440,13 @@ impl SessionHost {
                 return error_response(502, &format!("the gateway is unreachable: {e}"));
             }
         };
-        let Some(wt) = worktrees.iter().find(|w| w.path == body.worktree) else {
+        let Some(wt) = worktrees.iter().find(|w| w.path == body.session.worktree) else {
             return error_response(
                 400,
-                &format!("{} is not a worktree the gateway offers", body.worktree),
+                &format!(
+                    "{} is not a worktree the gateway offers",
+                    body.session.worktree
+                ),
             );
         };
         if let Some(holder) = &wt.busy_session {
@@ -460,18 +460,7 @@ impl SessionHost {
             Err(e) => return error_response(500, &format!("the session store failed: {e}")),
         };
         let now = now_ms();
-        let mut meta = SessionMeta::new(&body.session_id, &body.owner, now);
-        meta.title = body
-            .prompt
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .chars()
-            .take(80)
-            .collect();
-        meta.worktree = wt.path.clone();
-        meta.model = body.model.clone().filter(|m| !m.trim().is_empty());
+        let meta = body.session.meta(&body.session_id, &body.owner, now);
         let store = match directory.create_store(meta) {
             Ok(s) => s,
             Err(e) => return core_error(&e),
@@ -490,18 +479,7 @@ impl SessionHost {
         };
         let command_id = format!("execute-{}", body.session_id);
         let out = match actor
-            .execute(
-                &command_id,
-                Execute {
-                    worktree: wt.path.clone(),
-                    prompt: body.prompt,
-                    model: body.model,
-                    permission_mode: None,
-                    system_prompt: None,
-                },
-                &who,
-                now,
-            )
+            .execute(&command_id, body.session.into_execute(), &who, now)
             .await
         {
             Ok(o) => o,
@@ -1044,24 +1022,7 @@ impl SessionHost {
 
     /// Logs a refused turn's end, as the local orchestrator does.
     async fn end_refused_turn(&self, actor: &SessionActor, r: &CommandResult) {
-        let (code, why) = r
-            .error
-            .as_ref()
-            .map(|e| (e.code.clone(), e.message.clone()))
-            .unwrap_or_else(|| ("refused".into(), "no reason given".into()));
-        let event = Event::Error(ErrorEvent {
-            message: format!("the gateway refused this turn: {why}"),
-            code: Some(code),
-            ..ErrorEvent::default()
-        });
-        let ended = match actor.record(&event, now_ms()).await {
-            Ok(_) => actor
-                .apply_input(SessionInput::TurnEnded, now_ms())
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = ended {
+        if let Err(e) = actor.end_refused_turn(r, now_ms()).await {
             tracing::warn!(error = %e, "cannot end a refused turn");
         }
         self.settle(actor).await;

@@ -29,8 +29,9 @@ use futures::lock::Mutex as AsyncMutex;
 use crate::approval::DecideOutcome;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, Event, Gseq, QuestionKind,
-    RawEvent, Seq, Snapshot, StateChange, ToGateway, UserMessage, WireError, encode_frame,
+    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event, Gseq,
+    QuestionKind, RawEvent, Seq, Snapshot, StateChange, ToGateway, UserMessage, WireError,
+    encode_frame,
 };
 use crate::state::{PauseReason, SessionInput, SessionState, transition};
 use crate::store::{
@@ -711,6 +712,25 @@ impl SessionActor {
     /// The gateway confirmed (or refused) a command: it leaves the outbox.
     pub async fn on_command_result(&self, result: &CommandResult) -> Result<()> {
         self.log.store().mark_forwarded(&result.id).await
+    }
+
+    /// The gateway refused a command that started a turn: the user's turn
+    /// is in the log, and its end is this refusal. Logs an `error` event
+    /// with the refusal's code and reason, then ends the turn.
+    pub async fn end_refused_turn(&self, result: &CommandResult, now_ms: i64) -> Result<()> {
+        let (code, why) = result
+            .error
+            .as_ref()
+            .map(|e| (e.code.clone(), e.message.clone()))
+            .unwrap_or_else(|| ("refused".into(), "no reason given".into()));
+        let event = Event::Error(ErrorEvent {
+            message: format!("the gateway refused this turn: {why}"),
+            code: Some(code),
+            ..ErrorEvent::default()
+        });
+        self.record(&event, now_ms).await?;
+        self.apply_input(SessionInput::TurnEnded, now_ms).await?;
+        Ok(())
     }
 
     /// Applies a browser command once per id. `message` logs the user turn,

@@ -10,6 +10,8 @@
 //! - [`actor`]: the host-agnostic session actor logic (persist before
 //!   forward, exactly-once replay with a fence, gseq dedupe and acks,
 //!   command ids applied once);
+//! - [`web`]: the web rules both hosts share (the Origin rule, user name
+//!   and password rules), as pure functions over strings;
 //! - [`migrate`]: versioned, checksummed schema migrations with the version
 //!   kept in a meta table, for every SQL backend;
 //! - `conformance` (feature `conformance`): the shared test suite every
@@ -28,6 +30,7 @@ pub mod relay;
 pub mod state;
 pub mod store;
 mod sync;
+pub mod web;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

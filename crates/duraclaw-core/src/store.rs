@@ -236,6 +236,29 @@ impl SessionMeta {
             pending_questions: 0,
         }
     }
+
+    /// Sets what a session started in `worktree` with `prompt` shows: its
+    /// title ([`SessionMeta::title_from_prompt`]), its worktree, and its
+    /// model when one is named (a blank one is none).
+    pub fn starting(mut self, worktree: &str, prompt: &str, model: Option<&str>) -> Self {
+        self.title = Self::title_from_prompt(prompt);
+        self.worktree = worktree.to_owned();
+        self.model = model.filter(|m| !m.trim().is_empty()).map(str::to_owned);
+        self
+    }
+
+    /// A session's title: the first non-blank line of its prompt, trimmed,
+    /// at most 80 characters.
+    pub fn title_from_prompt(prompt: &str) -> String {
+        prompt
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .chars()
+            .take(80)
+            .collect()
+    }
 }
 
 /// A command id recorded with the step that applies it, and the frame to
@@ -365,4 +388,29 @@ pub type DynSessionDirectory = Arc<dyn SessionDirectory>;
 /// Checks `limit` for [`SessionStore::read_after`] and clamps it.
 pub fn page_limit(limit: usize) -> usize {
     limit.clamp(1, MAX_PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_session_is_titled_by_its_prompt() {
+        assert_eq!(
+            SessionMeta::title_from_prompt("\n  \n  fix the bug  \nthen more"),
+            "fix the bug"
+        );
+        assert_eq!(SessionMeta::title_from_prompt(" \n\t"), "");
+        let long = "é".repeat(100);
+        assert_eq!(SessionMeta::title_from_prompt(&long).chars().count(), 80);
+
+        let meta = SessionMeta::new("s1", "alice", 5).starting("/wt", "hello", Some("  "));
+        assert_eq!(
+            (meta.title.as_str(), meta.worktree.as_str(), meta.model),
+            ("hello", "/wt", None)
+        );
+        let meta = SessionMeta::new("s1", "alice", 5).starting("/wt", "hello", Some("opus"));
+        assert_eq!(meta.model.as_deref(), Some("opus"));
+        assert_eq!(meta.state, SessionState::Initializing);
+    }
 }

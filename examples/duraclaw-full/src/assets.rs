@@ -22,6 +22,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use duraclaw_core::web::hex;
 use rust_embed::RustEmbed;
 
 /// The built UI.
@@ -162,16 +163,6 @@ fn content_type(mime: &str) -> String {
     } else {
         mime.to_owned()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -358,10 +349,5 @@ mod tests {
         let (status, headers, _) = get_with("/", &[], Method::HEAD).await;
         assert_eq!(status, StatusCode::OK);
         assert!(headers.get(header::CONTENT_SECURITY_POLICY).is_some());
-    }
-
-    #[test]
-    fn hex_encodes() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
     }
 }

@@ -37,20 +37,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+#[path = "support/cf_gateway.rs"]
+mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
 use support::{Tools, Wrangler, build_worker_crate, free_port, start_wrangler_logged};
@@ -114,49 +114,7 @@ async fn start_gateway(root: &Path, port: u16, n: u64) -> Gateway {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let log = root.join(format!("gateway-{n}.log"));
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
-    for (name, _) in std::env::vars_os() {
-        let s = name.to_string_lossy();
-        if s.starts_with("CC_GATEWAY")
-            || s.starts_with("DURACLAW_")
-            || s.starts_with("CLAUDE")
-            || s == "WORKTREE_PATTERNS"
-        {
-            c.env_remove(&name);
-        }
-    }
-    c.env("CC_GATEWAY_SECRET", GATEWAY_SECRET)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .args(["gateway", "--executor", "scripted", "--bind"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--worktrees")
-        .arg(format!("{}/projects/*", root.display()))
-        .arg("--script")
-        .arg(root.join("script.json"))
-        .arg("--data-dir")
-        .arg(root.join("gateway"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true);
-    let mut child = c.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let started = tokio::time::timeout(DEADLINE, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("gateway listening on ") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(
-        matches!(started, Ok(true)),
-        "the gateway did not start:\n{}",
-        support::log_tail(&log)
-    );
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let child = cf_gateway::start(root, port, GATEWAY_SECRET, &log, DEADLINE).await;
     Gateway { child }
 }
 

@@ -11,16 +11,18 @@
 //! (optional: the key of the token digests) and, to manage users,
 //! `DURACLAW_ADMIN_TOKEN`; the optional variable `DURACLAW_PUBLIC_ORIGIN`.
 //!
-//! The submodules [`cookie`], [`origin`], [`password`], [`limits`],
-//! [`routes`] and [`schema`] are the target-independent rules, tested
-//! natively; the D1 and WebCrypto side exists on wasm32 only.
+//! The submodules [`cookie`], [`password`], [`limits`], [`routes`] and
+//! [`schema`] are the target-independent rules, tested natively, and
+//! [`origin`] is core's Origin rule, the one the local orchestrator uses
+//! too; the D1 and WebCrypto side exists on wasm32 only.
 
 pub mod cookie;
 pub mod limits;
-pub mod origin;
 pub mod password;
 pub mod routes;
 pub mod schema;
+
+pub use duraclaw_core::web::origin;
 
 #[cfg(target_arch = "wasm32")]
 mod crypto;

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use duraclaw_core::web::origin::{self, CROSS_ORIGIN, normalize_origin};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -20,9 +21,6 @@ use super::{Auth, LoginRefusal};
 
 /// The largest login request body read.
 const MAX_LOGIN_BODY: usize = 16 * 1024;
-
-/// The message of every refused cross-origin request.
-const CROSS_ORIGIN: &str = "cross-origin request refused";
 
 /// The logged-in user of a request.
 ///
@@ -165,11 +163,10 @@ pub async fn origin_guard(State(auth): State<Arc<Auth>>, request: Request, next:
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    headers.get_all(header::UPGRADE).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-    })
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .any(|v| origin::is_websocket_upgrade(&String::from_utf8_lossy(v.as_bytes())))
 }
 
 /// Accepts a request whose single `Origin` header equals `public_origin`
@@ -220,60 +217,6 @@ pub(super) fn request_scheme(headers: &HeaderMap, trust_forwarded_proto: bool) -
             .and_then(|v| v.split(',').next())
             .is_some_and(|first| first.trim().eq_ignore_ascii_case("https"));
     if forwarded_https { "https" } else { "http" }
-}
-
-/// `scheme://host[:port]` lower-cased, without a default port, if `text` is
-/// an http or https origin; `None` for anything else (paths, user info,
-/// `null`, spaces).
-pub(super) fn normalize_origin(text: &str) -> Option<String> {
-    let (scheme, authority) = text.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port: u16 = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    let authority = authority.to_ascii_lowercase();
-    let (host, port) = match authority.strip_prefix('[') {
-        // An IPv6 literal: `[…]` then an optional `:port`.
-        Some(rest) => {
-            let (inside, after) = rest.split_once(']')?;
-            let ok = !inside.is_empty()
-                && inside
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':')?),
-            };
-            (ok.then(|| format!("[{inside}]"))?, port)
-        }
-        None => {
-            let (host, port) = match authority.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority.as_str(), None),
-            };
-            let ok = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-            (ok.then(|| host.to_owned())?, port)
-        }
-    };
-    let port = match port {
-        None => None,
-        Some(digits) => {
-            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit())
-            {
-                return None;
-            }
-            Some(digits.parse::<u16>().ok()?).filter(|p| *p != default_port)
-        }
-    };
-    Some(match port {
-        Some(port) => format!("{scheme}://{host}:{port}"),
-        None => format!("{scheme}://{host}"),
-    })
 }
 
 /// The client address login attempts are counted against: the connection's

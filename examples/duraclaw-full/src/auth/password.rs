@@ -1,14 +1,10 @@
 //! User names, password rules and argon2id hashing.
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use duraclaw_core::web::credentials;
 use duraclaw_core::{Error, Result};
 
-/// The fewest characters a password may have.
-pub const MIN_PASSWORD_CHARS: usize = 10;
-/// The most bytes a password may have; argon2 accepts more, nobody types more.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
-/// The most characters a user name may have.
-pub const MAX_NAME_CHARS: usize = 64;
+pub use duraclaw_core::web::credentials::MAX_PASSWORD_BYTES;
 
 /// How costly a new password hash is.
 ///
@@ -34,39 +30,16 @@ impl HashCost {
     }
 }
 
-/// Checks that `name` is 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+/// Checks that `name` is 1 to 64 characters of `A-Z a-z 0-9 . _ -`
+/// (core's rule).
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_CHARS
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        let shown: String = name.chars().take(MAX_NAME_CHARS + 1).collect();
-        Err(Error::Invalid(format!(
-            "user name {shown:?} is not valid: use 1 to {MAX_NAME_CHARS} characters of \
-             A-Z, a-z, 0-9, '.', '_' and '-'"
-        )))
-    }
+    credentials::validate_name(name).map_err(Error::Invalid)
 }
 
-/// Checks a new password's length. The password never appears in the error.
+/// Checks a new password's length (core's rule). The password never
+/// appears in the error.
 pub fn validate_password(password: &str) -> Result<()> {
-    let chars = password.chars().count();
-    if chars < MIN_PASSWORD_CHARS {
-        return Err(Error::Invalid(format!(
-            "the password has {chars} characters; it needs at least {MIN_PASSWORD_CHARS}"
-        )));
-    }
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(Error::Invalid(format!(
-            "the password has {} bytes; at most {MAX_PASSWORD_BYTES} are accepted",
-            password.len()
-        )));
-    }
-    Ok(())
+    credentials::validate_password(password).map_err(Error::Invalid)
 }
 
 /// Hashes new passwords and verifies passwords against stored hashes.
@@ -133,32 +106,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        for ok in ["a", "alice", "A.b_c-9", &"x".repeat(64)] {
-            assert!(validate_name(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "al ice",
-            "alice!",
-            "ålice",
-            "a/b",
-            &"x".repeat(65),
-            "a\0",
-        ] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn passwords_too_short_or_too_long_are_refused_without_echo() {
-        let err = validate_password("short-pw1").unwrap_err().to_string();
-        assert!(err.contains("at least 10"), "{err}");
-        assert!(!err.contains("short-pw1"), "{err}");
-        // Characters, not bytes: ten non-ASCII characters are enough.
-        assert!(validate_password("éééééééééé").is_ok());
-        assert!(validate_password(&"x".repeat(MAX_PASSWORD_BYTES)).is_ok());
-        assert!(validate_password(&"x".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
+    fn the_rules_are_cores_as_invalid_errors() {
+        assert!(validate_name("alice").is_ok());
+        assert!(matches!(validate_name("al ice"), Err(Error::Invalid(_))));
+        let err = validate_password("short-pw1").unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid(m) if m.contains("at least 10")),
+            "{err}"
+        );
+        assert!(validate_password("correct horse battery").is_ok());
     }
 
     #[test]

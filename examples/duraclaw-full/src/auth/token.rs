@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use duraclaw_core::web::hex;
 use duraclaw_core::{Error, Result};
 use sha2::{Digest, Sha256};
 
@@ -63,16 +64,6 @@ impl fmt::Debug for SessionToken {
 /// characters), for anything that needs an unguessable string.
 pub fn random_token() -> Result<String> {
     SessionToken::generate().map(|t| t.encode())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// The well-formed session tokens in a request's `Cookie` headers, in the

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use duraclaw_core::actor::{Actor, SessionActor};
 use duraclaw_core::protocol::{
-    CommandResult, ErrorEvent, Event, Execute, FromBrowser, Hello, MAX_FRAME_BYTES, Role,
-    ToBrowser, WireError, browser_event_frame, decode_frame, encode_frame,
+    CommandResult, ErrorEvent, Event, FromBrowser, Hello, MAX_FRAME_BYTES, Role, ToBrowser,
+    WireError, browser_event_frame, decode_frame, encode_frame,
 };
 use duraclaw_core::state::SessionInput;
 use duraclaw_core::store::SessionMeta;
+use duraclaw_core::web::NewSession;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -171,26 +172,13 @@ async fn close_session(
     Ok(Json(actor.meta().await))
 }
 
-/// `POST /api/sessions`.
-#[derive(Debug, Deserialize)]
-struct CreateSession {
-    worktree: String,
-    prompt: String,
-    #[serde(default)]
-    model: Option<String>,
-}
-
 async fn create_session(
     State(app): State<AppState>,
     user: AuthUser,
-    Json(body): Json<CreateSession>,
+    Json(body): Json<NewSession>,
 ) -> Result<Response, ApiError> {
-    if body.prompt.trim().is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "a session needs a first prompt",
-        ));
-    }
+    body.check()
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     let gateway = app.orchestrator.gateway();
     if !gateway.is_connected() {
         return Err(unreachable(&app));
@@ -213,36 +201,14 @@ async fn create_session(
     }
     let now = now_ms();
     let id = new_session_id();
-    let mut meta = SessionMeta::new(&id, &user.name, now);
-    meta.title = body
-        .prompt
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .chars()
-        .take(80)
-        .collect();
-    meta.worktree = wt.path.clone();
-    meta.model = body.model.clone().filter(|m| !m.trim().is_empty());
+    let meta = body.meta(&id, &user.name, now);
     let actor = app.orchestrator.create(meta).await?;
     let who = Actor {
         user: user.name.clone(),
         client: Some("web".into()),
     };
     let out = actor
-        .execute(
-            &format!("execute-{id}"),
-            Execute {
-                worktree: wt.path.clone(),
-                prompt: body.prompt,
-                model: body.model,
-                permission_mode: None,
-                system_prompt: None,
-            },
-            &who,
-            now,
-        )
+        .execute(&format!("execute-{id}"), body.into_execute(), &who, now)
         .await?;
     for frame in &out.forward {
         let result = match gateway.command(frame).await {

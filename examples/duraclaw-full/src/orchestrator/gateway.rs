@@ -11,16 +11,14 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::protocol::{
-    Command, CommandResult, ErrorEvent, Event, FromGateway, GatewayFrame, Gseq, Hello, RawEvent,
-    Role, ToGateway, WireError, Worktree, decode_frame, decode_gateway_frame, encode_frame,
+    Command, CommandResult, FromGateway, GatewayFrame, Gseq, Hello, RawEvent, Role, ToGateway,
+    WireError, Worktree, decode_frame, decode_gateway_frame, encode_frame,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-use duraclaw_core::state::SessionInput;
 
 use super::{Orchestrator, now_ms};
 
@@ -451,27 +449,9 @@ impl GatewayLink {
                     // The user's turn is in the log; its end is this refusal.
                     if sent.starts_turn
                         && let Ok(actor) = &actor
+                        && let Err(e) = actor.end_refused_turn(&r, now_ms()).await
                     {
-                        let (code, why) = r
-                            .error
-                            .as_ref()
-                            .map(|e| (e.code.clone(), e.message.clone()))
-                            .unwrap_or_else(|| ("refused".into(), "no reason given".into()));
-                        let event = Event::Error(ErrorEvent {
-                            message: format!("the gateway refused this turn: {why}"),
-                            code: Some(code),
-                            ..ErrorEvent::default()
-                        });
-                        let ended = match actor.record(&event, now_ms()).await {
-                            Ok(_) => actor
-                                .apply_input(SessionInput::TurnEnded, now_ms())
-                                .await
-                                .map(|_| ()),
-                            Err(e) => Err(e),
-                        };
-                        if let Err(e) = ended {
-                            tracing::warn!(session = %session, error = %e, "cannot end a refused turn");
-                        }
+                        tracing::warn!(session = %session, error = %e, "cannot end a refused turn");
                     }
                 }
                 if let Some(w) = lock(&self.shared.commands).remove(&link_id) {

@@ -1,9 +1,10 @@
-//! The Origin rule, the same as the local orchestrator's: state-changing
-//! requests (anything but `GET`, `HEAD` and `OPTIONS`) and WebSocket
-//! upgrades must carry exactly one `Origin`, equal to the configured public
-//! origin or else to the origin of the URL the request came in on.
+//! The Origin rule of both hosts: state-changing requests (anything but
+//! `GET`, `HEAD` and `OPTIONS`) and WebSocket upgrades must carry exactly
+//! one `Origin`, equal to the configured public origin or else to the
+//! origin the request came in on.
 //!
-//! Target-independent: it works on header values as strings.
+//! It works on header values as strings; each host reads its own header
+//! types.
 
 /// The message of every refused cross-origin request.
 pub const CROSS_ORIGIN: &str = "cross-origin request refused";
@@ -177,6 +178,29 @@ mod tests {
 
     #[test]
     fn normalization() {
+        let n = normalize_origin;
+        assert_eq!(
+            n("http://localhost:8787").as_deref(),
+            Some("http://localhost:8787")
+        );
+        assert_eq!(
+            n("HTTPS://A.example:443").as_deref(),
+            Some("https://a.example")
+        );
+        assert_eq!(
+            n("http://a.example:80").as_deref(),
+            Some("http://a.example")
+        );
+        assert_eq!(
+            n("http://a.example:443").as_deref(),
+            Some("http://a.example:443")
+        );
+        assert_eq!(n("http://[::1]:8787").as_deref(), Some("http://[::1]:8787"));
+        assert_eq!(n("http://[::1]").as_deref(), Some("http://[::1]"));
+        assert_eq!(
+            n("http://127.0.0.1:08787").as_deref(),
+            Some("http://127.0.0.1:8787")
+        );
         assert_eq!(
             normalize_origin("http://[::1]:80").as_deref(),
             Some("http://[::1]")
@@ -195,6 +219,14 @@ mod tests {
             "http://h:",
             "http://[zz]",
             "http://[::1]x",
+            "null",
+            "",
+            "localhost:8787",
+            "http://a.example/",
+            "http://a.example:8x",
+            "http://[::1",
+            "http://[]",
+            "http://a.example?x",
         ] {
             assert_eq!(normalize_origin(bad), None, "{bad}");
         }

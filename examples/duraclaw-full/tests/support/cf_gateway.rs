@@ -1,0 +1,63 @@
+//! The gateway a `wrangler dev` deployment of the full example links to,
+//! shared by its Cloudflare tests; each includes this file by path next to
+//! the Cloudflare `support` module (whose `log_tail` it uses).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// `duraclaw gateway --executor scripted` on 127.0.0.1:`port` with
+/// `secret` (in its environment, never its arguments), the worktrees
+/// `root/projects/*`, the script `root/script.json` and its data in
+/// `root/gateway`, its log (stderr) in `log`, killed when dropped. Returns
+/// once it listens, within `deadline`, or panics with the log's tail. None
+/// of the caller's gateway, Duraclaw or Claude settings reach it.
+pub async fn start(root: &Path, port: u16, secret: &str, log: &Path, deadline: Duration) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
+    for (name, _) in std::env::vars_os() {
+        let s = name.to_string_lossy();
+        if s.starts_with("CC_GATEWAY")
+            || s.starts_with("DURACLAW_")
+            || s.starts_with("CLAUDE")
+            || s == "WORKTREE_PATTERNS"
+        {
+            c.env_remove(&name);
+        }
+    }
+    c.env("CC_GATEWAY_SECRET", secret)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .args(["gateway", "--executor", "scripted", "--bind"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--worktrees")
+        .arg(format!("{}/projects/*", root.display()))
+        .arg("--script")
+        .arg(root.join("script.json"))
+        .arg("--data-dir")
+        .arg(root.join("gateway"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true);
+    let mut child = c.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = tokio::time::timeout(deadline, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("gateway listening on ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        matches!(started, Ok(true)),
+        "the gateway did not start:\n{}",
+        super::support::log_tail(log)
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
