@@ -32,11 +32,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use duraclaw_fake_anthropic::{FakeAnthropic, Latch, Turn};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod support;
-use support::{PASSWORD, free_port, init_repo, spawn_until, user_add};
+use support::{
+    PASSWORD, env_path, free_port, init_repo, on_path, run_node_suite, spawn_until, user_add,
+};
 
 /// The bound on the whole browser suite.
 const SUITE_DEADLINE: Duration = Duration::from_secs(300);
@@ -57,19 +58,6 @@ fn artifacts_dir() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     dir.canonicalize().unwrap()
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
 }
 
 /// What the suite runs with; each one missing is a failure with a hint.
@@ -541,48 +529,7 @@ async fn run_suite(tools: &Tools, env: &[(&str, String)], out: &Path) -> (bool, 
     for (k, v) in env {
         c.env(k, v);
     }
-    c.env("NO_COLOR", "1")
-        .env("FORCE_COLOR", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = c.spawn().expect("cannot start node");
-    let file = Arc::new(tokio::sync::Mutex::new(
-        tokio::fs::File::create(out).await.unwrap(),
-    ));
-    let text = Arc::new(tokio::sync::Mutex::new(String::new()));
-    let pump = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
-        let (file, text) = (file.clone(), text.clone());
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = file
-                    .lock()
-                    .await
-                    .write_all(format!("{line}\n").as_bytes())
-                    .await;
-                text.lock().await.push_str(&format!("{line}\n"));
-            }
-        })
-    };
-    let a = pump(Box::new(child.stdout.take().unwrap()));
-    let b = pump(Box::new(child.stderr.take().unwrap()));
-    let status = match tokio::time::timeout(SUITE_DEADLINE, child.wait()).await {
-        Ok(s) => s.unwrap().success(),
-        Err(_) => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            text.lock().await.push_str(&format!(
-                "\nthe suite did not finish within {SUITE_DEADLINE:?}\n"
-            ));
-            false
-        }
-    };
-    let _ = a.await;
-    let _ = b.await;
-    let output = text.lock().await.clone();
-    (status, output)
+    run_node_suite(c, out, SUITE_DEADLINE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -360,3 +360,70 @@ pub async fn send_cmd(ws: &mut Ws, id: &str, command: Value) {
     .await
     .unwrap();
 }
+
+// ---------------------------------------------------------------- the browser suite
+
+/// `PATH`'s first file named `name`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The path in variable `var`, when it is set and not empty.
+pub fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Runs `c` (the browser suite's `node --test`, its directory, files and
+/// settings already given) without colours; returns whether it passed and
+/// its output, also written to `out` line by line as it comes. A suite
+/// still running after `deadline` is killed and fails.
+pub async fn run_node_suite(mut c: Command, out: &Path, deadline: Duration) -> (bool, String) {
+    use std::sync::Arc;
+    c.env("NO_COLOR", "1")
+        .env("FORCE_COLOR", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = c.spawn().expect("cannot start node");
+    let file = Arc::new(tokio::sync::Mutex::new(
+        tokio::fs::File::create(out).await.unwrap(),
+    ));
+    let text = Arc::new(tokio::sync::Mutex::new(String::new()));
+    let pump = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        let (file, text) = (file.clone(), text.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = file
+                    .lock()
+                    .await
+                    .write_all(format!("{line}\n").as_bytes())
+                    .await;
+                text.lock().await.push_str(&format!("{line}\n"));
+            }
+        })
+    };
+    let a = pump(Box::new(child.stdout.take().unwrap()));
+    let b = pump(Box::new(child.stderr.take().unwrap()));
+    let status = match tokio::time::timeout(deadline, child.wait()).await {
+        Ok(s) => s.unwrap().success(),
+        Err(_) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            text.lock()
+                .await
+                .push_str(&format!("\nthe suite did not finish within {deadline:?}\n"));
+            false
+        }
+    };
+    let _ = a.await;
+    let _ = b.await;
+    let output = text.lock().await.clone();
+    (status, output)
+}
