@@ -414,6 +414,13 @@ impl Actor {
     }
 }
 
+/// How stale the stored activity time (`SessionMeta::updated_at_ms`) may
+/// grow while events stream: an ingest that changes nothing else in the
+/// metadata writes the events alone, and the metadata at most this often.
+/// The actor's own copy ([`SessionActor::meta`]) is always exact; after a
+/// crash the stored one is at most this much behind the log.
+pub const ACTIVITY_WRITE_MS: i64 = 1000;
+
 /// The session actor: one per session, in any host.
 #[derive(Debug, Clone)]
 pub struct SessionActor {
@@ -424,6 +431,10 @@ pub struct SessionActor {
 #[derive(Debug)]
 struct ActorState {
     meta: SessionMeta,
+    /// `updated_at_ms` of the metadata last written to the store: an ingest
+    /// that changes nothing but the activity time writes no metadata until
+    /// [`ACTIVITY_WRITE_MS`] after it.
+    stored_activity_ms: i64,
     highest_gseq: Gseq,
     pending: Pending,
     /// The state before the gateway was lost, to return to.
@@ -459,6 +470,7 @@ impl SessionActor {
         Ok(SessionActor {
             log,
             inner: Arc::new(AsyncMutex::new(ActorState {
+                stored_activity_ms: meta.updated_at_ms,
                 meta,
                 highest_gseq: head.highest_gseq,
                 pending,
@@ -558,14 +570,21 @@ impl SessionActor {
             return Ok(out);
         }
         meta.state = state;
-        meta.updated_at_ms = now_ms;
         meta.pending_questions = pending.total();
         // The events and the state they imply commit together: one
-        // transaction per ingest, however small the batch.
-        let outcome = self
-            .log
-            .append_with_meta(AppendBatch::events(new_events), &meta)
-            .await?;
+        // transaction per ingest, however small the batch. An ingest that
+        // changes nothing but the activity time (a stream of token deltas)
+        // writes the events alone, and the activity time once a second.
+        let activity_only = meta == st.meta;
+        meta.updated_at_ms = now_ms;
+        let batch = AppendBatch::events(new_events);
+        let outcome = if activity_only && now_ms - st.stored_activity_ms < ACTIVITY_WRITE_MS {
+            self.log.append(batch).await?
+        } else {
+            let outcome = self.log.append_with_meta(batch, &meta).await?;
+            st.stored_activity_ms = now_ms;
+            outcome
+        };
         out.stored = outcome.stored.len();
         out.duplicates += outcome.duplicates;
         out.ack = outcome.highest_gseq;
@@ -626,6 +645,7 @@ impl SessionActor {
                 .append_with_meta(AppendBatch::events(vec![event]), &meta)
                 .await?;
             st.meta = meta;
+            st.stored_activity_ms = now_ms;
         }
         Ok(next)
     }
@@ -889,6 +909,7 @@ impl SessionActor {
             st.meta.state = state;
             st.meta.updated_at_ms = now_ms;
             self.log.store().put_meta(&st.meta).await?;
+            st.stored_activity_ms = now_ms;
         }
         Ok(CommandOutcome {
             result,
@@ -967,6 +988,7 @@ impl SessionActor {
                 st.meta.pending_questions = pending.total();
                 st.pending = pending;
                 self.log.store().put_meta(&st.meta).await?;
+                st.stored_activity_ms = now_ms;
                 Ok(CommandOutcome {
                     result: CommandResult {
                         id: command_id.to_owned(),

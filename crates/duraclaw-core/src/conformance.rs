@@ -112,6 +112,7 @@ pub const STORE_CASES: &[&str] = &[
     "directory_create_open_list",
     "actor_ingest_acks_and_refuses_gaps",
     "actor_drives_the_state_machine",
+    "actor_writes_activity_once_a_second",
 ];
 
 /// The migration suite's cases, by name.
@@ -141,6 +142,7 @@ pub async fn run_store_case(name: &str, h: &dyn StoreHarness) -> CaseResult {
         "directory_create_open_list" => directory_create_open_list(h).await,
         "actor_ingest_acks_and_refuses_gaps" => actor_ingest_acks_and_refuses_gaps(h).await,
         "actor_drives_the_state_machine" => actor_drives_the_state_machine(h).await,
+        "actor_writes_activity_once_a_second" => actor_writes_activity_once_a_second(h).await,
         other => Err(CaseError(format!("no store case named {other:?}"))),
     }
 }
@@ -170,7 +172,8 @@ macro_rules! store_conformance_tests {
             append_with_meta_is_one_step, approvals_first_answer_wins, withdrawn_question_leaves_pending,
             commands_applied_once_and_outboxed, payloads_up_to_the_frame_limit,
             reopened_store_sees_everything, directory_create_open_list,
-            actor_ingest_acks_and_refuses_gaps, actor_drives_the_state_machine);
+            actor_ingest_acks_and_refuses_gaps, actor_drives_the_state_machine,
+            actor_writes_activity_once_a_second);
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
         $(
@@ -936,6 +939,57 @@ async fn actor_ingest_acks_and_refuses_gaps(h: &dyn StoreHarness) -> CaseResult 
         ),
         "attach after the ack: {frames:?}"
     );
+    Ok(())
+}
+
+/// A stream of events that changes nothing but the activity time writes
+/// the events alone, and the activity time once per `ACTIVITY_WRITE_MS`;
+/// anything else in the metadata is written with the events that caused it.
+async fn actor_writes_activity_once_a_second(h: &dyn StoreHarness) -> CaseResult {
+    use crate::actor::ACTIVITY_WRITE_MS;
+    let (_dir, store, _) = fresh_store(h, "activity").await?;
+    let actor = SessionActor::open(store.clone()).await?;
+    let stored = |m: SessionMeta| (m.updated_at_ms, m.state);
+    actor.ingest(vec![(1, delta(1))], T0 + 10).await?;
+    check_eq!(actor.meta().await.updated_at_ms, T0 + 10);
+    check_eq!(
+        stored(store.meta().await?),
+        (T0, SessionState::Initializing)
+    );
+    check_eq!(store.head().await?.highest_gseq, 1);
+    // A second after the last write, the activity time is written.
+    actor
+        .ingest(vec![(2, delta(2))], T0 + ACTIVITY_WRITE_MS)
+        .await?;
+    check_eq!(store.meta().await?.updated_at_ms, T0 + ACTIVITY_WRITE_MS);
+    // A state change is written at once, with its events.
+    let init = Event::SessionInit(SessionInit {
+        executor_session_id: Some("cli-1".into()),
+        ..SessionInit::default()
+    });
+    actor
+        .ingest(vec![(3, init)], T0 + ACTIVITY_WRITE_MS + 1)
+        .await?;
+    let meta = store.meta().await?;
+    check_eq!(meta.updated_at_ms, T0 + ACTIVITY_WRITE_MS + 1);
+    check_eq!(meta.state, actor.meta().await.state);
+    check_eq!(meta.executor_session_id.as_deref(), Some("cli-1"));
+    actor
+        .ingest(vec![(4, delta(4))], T0 + ACTIVITY_WRITE_MS + 2)
+        .await?;
+    check_eq!(
+        store.meta().await?.updated_at_ms,
+        T0 + ACTIVITY_WRITE_MS + 1
+    );
+    // Reopened, the actor is at most that much behind the log, and dedupes.
+    let again = SessionActor::open(store.clone()).await?;
+    let behind = T0 + ACTIVITY_WRITE_MS + 2 - again.meta().await.updated_at_ms;
+    check!(
+        (0..ACTIVITY_WRITE_MS).contains(&behind),
+        "activity {behind} ms behind"
+    );
+    let out = again.ingest(vec![(4, delta(4))], T0 + 3000).await?;
+    check_eq!((out.stored, out.duplicates), (0, 1));
     Ok(())
 }
 

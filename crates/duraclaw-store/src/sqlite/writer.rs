@@ -387,8 +387,21 @@ fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) -> u64
 
 /// Runs a group inside the transaction just begun, and commits it; the
 /// bytes of events it committed.
-fn commit_group(conn: &Connection, group: Vec<Request>, counters: &Counters) -> u64 {
+fn commit_group(conn: &Connection, mut group: Vec<Request>, counters: &Counters) -> u64 {
     let mut done = Vec::with_capacity(group.len());
+    if group.len() == 1
+        && let Some(r) = group.pop()
+    {
+        // A group of one needs no savepoint: the transaction is the
+        // request's, and a failure rolls it back whole.
+        let d = run_unguarded(conn, r);
+        if !d.is_ok() {
+            rollback(conn);
+            d.send(None);
+            return 0;
+        }
+        done.push(d);
+    }
     for r in group {
         done.push(run_one(conn, r));
     }
@@ -408,11 +421,7 @@ fn commit_group(conn: &Connection, group: Vec<Request>, counters: &Counters) -> 
         }
         Err(e) => {
             counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
-            if !conn.is_autocommit()
-                && let Err(e) = exec(conn, "ROLLBACK")
-            {
-                tracing::error!(error = %e, "rollback after a failed group commit failed");
-            }
+            rollback(conn);
             let failure = e.to_string();
             tracing::error!(error = %failure, "group commit failed");
             for d in done {
@@ -420,6 +429,27 @@ fn commit_group(conn: &Connection, group: Vec<Request>, counters: &Counters) -> 
             }
             0
         }
+    }
+}
+
+/// Runs a request alone in the transaction just begun, without a
+/// savepoint: the caller rolls the transaction back if it failed.
+fn run_unguarded(conn: &Connection, request: Request) -> Done {
+    if conn.is_autocommit() {
+        return request.refuse(Error::Storage {
+            backend: BACKEND,
+            reason: "the transaction was rolled back by SQLite before this request".into(),
+        });
+    }
+    request.run(conn)
+}
+
+/// Rolls back the open transaction, if SQLite has not already.
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit()
+        && let Err(e) = exec(conn, "ROLLBACK")
+    {
+        tracing::error!(error = %e, "cannot roll a failed transaction back");
     }
 }
 
@@ -502,23 +532,36 @@ fn create(conn: &Connection, meta: &SessionMeta) -> Result<()> {
 }
 
 fn put_meta(conn: &Connection, session_id: &str, meta: &SessionMeta) -> Result<()> {
+    // The update itself checks that the session exists and keeps its owner
+    // (no read and decode of the stored metadata on every ingest); when it
+    // changes nothing, the stored row says what was wrong.
+    if meta.session_id == session_id && limits::check_meta(meta).is_ok() {
+        let json = encode_meta(meta)?;
+        let changed = conn
+            .prepare_cached(
+                "UPDATE sessions SET created_at_ms = ?2, updated_at_ms = ?3, meta_json = ?4 \
+                 WHERE session_id = ?1 AND owner = ?5",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    session_id,
+                    meta.created_at_ms,
+                    meta.updated_at_ms,
+                    json,
+                    meta.owner
+                ])
+            })
+            .map_err(|e| sql_error(format_args!("cannot update session {session_id:?}"), e))?;
+        if changed == 1 {
+            return Ok(());
+        }
+    }
     let stored = super::reader::meta(conn, session_id)?;
     limits::check_meta_update(&stored, meta)?;
-    let json = encode_meta(meta)?;
-    conn.prepare_cached(
-        "UPDATE sessions SET created_at_ms = ?2, updated_at_ms = ?3, meta_json = ?4 \
-         WHERE session_id = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            session_id,
-            meta.created_at_ms,
-            meta.updated_at_ms,
-            json
-        ])
+    Err(Error::Storage {
+        backend: BACKEND,
+        reason: format!("the metadata of session {session_id:?} was not updated"),
     })
-    .map_err(|e| sql_error(format_args!("cannot update session {session_id:?}"), e))?;
-    Ok(())
 }
 
 fn mark_forwarded(conn: &Connection, session_id: &str, command_id: &str) -> Result<()> {
