@@ -215,26 +215,22 @@ mod tests {
     use super::*;
 
     type Seen = Arc<Mutex<Vec<(String, Vec<u64>)>>>;
+    type Ingest =
+        Box<dyn Fn(String, Vec<u64>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
     /// Lanes whose ingest records each batch, after a permit of `gate`
     /// (so a test can hold ingests back).
-    fn recording(
-        idle: Duration,
-        gate: Arc<Semaphore>,
-    ) -> (
-        Lanes<u64, impl Fn(String, Vec<u64>) -> futures::future::BoxFuture<'static, ()>>,
-        Seen,
-    ) {
+    fn recording(idle: Duration, gate: Arc<Semaphore>) -> (Lanes<u64, Ingest>, Seen) {
         let seen: Seen = Arc::default();
         let s = seen.clone();
-        let lanes = Lanes::new(idle, move |session: String, batch: Vec<u64>| {
+        let ingest: Ingest = Box::new(move |session: String, batch: Vec<u64>| {
             let (s, gate) = (s.clone(), gate.clone());
-            let f: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            Box::pin(async move {
                 gate.acquire().await.unwrap().forget();
                 s.lock().unwrap().push((session, batch));
-            });
-            f
+            })
         });
+        let lanes = Lanes::new(idle, ingest);
         (lanes, seen)
     }
 
