@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{Counter, nanos_since, pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
 use duraclaw_core::Result;
@@ -238,9 +239,24 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             }
         }
     });
-    // The read loop: take what has arrived, ingest it as one batch, ack.
+    // The read loop, mirroring `duraclaw-full`'s: take what has arrived and
+    // hand it to the session's ingest lane (the same `Lanes`), which ingests
+    // it as one batch and acks while the loop reads on.
     let ingest_actor = actor.clone();
     tokio::spawn(async move {
+        let mut lanes = Lanes::new(LANE_IDLE, move |session_id: String, batch| {
+            let (actor, link_tx) = (ingest_actor.clone(), link_tx.clone());
+            async move {
+                let out = actor.ingest_raw(batch, now_ms()).await.unwrap();
+                assert!(out.gap_at.is_none());
+                let ack = encode_frame(&ToGateway::Ack {
+                    session_id,
+                    gseq: out.ack,
+                })
+                .unwrap();
+                let _ = link_tx.try_send(ack);
+            }
+        });
         loop {
             let Some(first) = stream.next().await else {
                 return;
@@ -264,14 +280,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             if batch.is_empty() {
                 continue;
             }
-            let out = ingest_actor.ingest_raw(batch, now_ms()).await.unwrap();
-            assert!(out.gap_at.is_none());
-            let ack = encode_frame(&ToGateway::Ack {
-                session_id: SESSION.into(),
-                gseq: out.ack,
-            })
-            .unwrap();
-            let _ = link_tx.try_send(ack);
+            lanes.dispatch(SESSION.into(), batch).await;
         }
     });
 

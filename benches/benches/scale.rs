@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
 use duraclaw_core::Result;
@@ -161,14 +162,30 @@ struct Stack {
     _gateway: tokio::task::JoinHandle<()>,
 }
 
-/// The orchestrator's link read loop, as `duraclaw-full`'s: take what has
-/// arrived, one batch per session, the sessions ingested at once, an ack
-/// per session.
+/// The orchestrator's link read loop, mirroring `duraclaw-full`'s: take
+/// what has arrived, one batch per session, each handed to its session's
+/// ingest lane (the same `Lanes`), which ingests and acks while the loop
+/// reads on.
 async fn read_loop<S>(mut stream: S, actors: Arc<Vec<SessionActor>>, acks: mpsc::Sender<String>)
 where
     S: futures::Stream<Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>
         + Unpin,
 {
+    let mut lanes = Lanes::new(LANE_IDLE, move |session_id: String, batch| {
+        let actors = actors.clone();
+        let acks = acks.clone();
+        async move {
+            let i: usize = session_id.trim_start_matches("scale-").parse().unwrap();
+            let out = actors[i].ingest_raw(batch, now_ms()).await.unwrap();
+            assert!(out.gap_at.is_none());
+            let ack = encode_frame(&ToGateway::Ack {
+                session_id,
+                gseq: out.ack,
+            })
+            .unwrap();
+            let _ = acks.try_send(ack);
+        }
+    });
     loop {
         let Some(first) = stream.next().await else {
             return;
@@ -195,22 +212,9 @@ where
                 }
             }
         }
-        let ingests = by_session.into_iter().map(|(session_id, batch)| {
-            let actors = actors.clone();
-            let acks = acks.clone();
-            async move {
-                let i: usize = session_id.trim_start_matches("scale-").parse().unwrap();
-                let out = actors[i].ingest_raw(batch, now_ms()).await.unwrap();
-                assert!(out.gap_at.is_none());
-                let ack = encode_frame(&ToGateway::Ack {
-                    session_id,
-                    gseq: out.ack,
-                })
-                .unwrap();
-                let _ = acks.try_send(ack);
-            }
-        });
-        futures::future::join_all(ingests).await;
+        for (session_id, batch) in by_session {
+            lanes.dispatch(session_id, batch).await;
+        }
     }
 }
 

@@ -8,12 +8,17 @@
 //! - [`ws`]: loopback WebSocket pairs and a client that counts what arrives;
 //! - [`raw`]: raw rusqlite connections set up as the SQLite store sets up
 //!   its own;
+//! - [`lanes`]: the per-session ingest lanes of the orchestrator's gateway
+//!   link read loop, `duraclaw-full`'s very file (that example has no
+//!   library to depend on);
 //! - [`quick`]: whether this is a quick (CI) run.
 
 // A benchmark that cannot set itself up has nothing to measure: it stops
 // with the reason.
 #![allow(clippy::expect_used, clippy::panic)]
 
+#[path = "../../examples/duraclaw-full/src/orchestrator/lanes.rs"]
+pub mod lanes;
 pub mod mix;
 pub mod raw;
 pub mod ws;

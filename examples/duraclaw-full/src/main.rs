@@ -153,6 +153,10 @@ struct WebArgs {
     /// the kernel's, which grows to megabytes for a slow reader).
     #[arg(long, env = "DURACLAW_CLIENT_SEND_BUFFER")]
     client_send_buffer: Option<u32>,
+    /// Milliseconds an idle per-session ingest lane of the gateway link
+    /// lives (tests shorten it).
+    #[arg(long, env = "DURACLAW_INGEST_LANE_IDLE_MS", hide = true)]
+    ingest_lane_idle_ms: Option<u64>,
 }
 
 #[derive(Args)]
@@ -340,7 +344,14 @@ async fn serve_web(
     )
     .await
     .map_err(|e| naming_file(&auth_db, e))?;
-    let link = GatewayLink::new(&gateway_url, secret.expose());
+    let link = match web.ingest_lane_idle_ms {
+        Some(ms) => GatewayLink::with_lane_idle(
+            &gateway_url,
+            secret.expose(),
+            Duration::from_millis(ms.max(1)),
+        ),
+        None => GatewayLink::new(&gateway_url, secret.expose()),
+    };
     let orch = Orchestrator::with_live_queue(
         directory,
         link.clone(),

@@ -3,6 +3,14 @@
 //! resends commands the gateway has not confirmed, ingests events in
 //! batches and acks them, and redials with capped exponential backoff and
 //! jitter when the link drops.
+//!
+//! The read loop does not wait for the store: it hands each session's
+//! events to that session's ingest lane (see [`super::lanes`]) and goes on
+//! reading, so reading and decoding the next frames overlap the commit of
+//! the previous ones. The lanes' appends still meet in the store's writer
+//! queue and commit as one group. A session's events keep their order (one
+//! lane per session), and events read before any other frame (a command's
+//! result, worktrees, an error) are ingested before that frame is handled.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -20,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use super::lanes::{LANE_IDLE, Lanes};
 use super::{Orchestrator, now_ms};
 
 /// The most events ingested for one session in one step.
@@ -62,6 +71,8 @@ struct Shared {
     command_sessions: Mutex<HashMap<String, Sent>>,
     worktrees: Waiters<std::result::Result<Vec<Worktree>, WireError>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// How long an idle ingest lane lives.
+    lane_idle: Duration,
 }
 
 /// A handle on the gateway link. Cheap to clone.
@@ -87,6 +98,12 @@ impl GatewayLink {
     /// A link to `url` (e.g. `ws://127.0.0.1:9877`) with `secret`; not yet
     /// dialling: see [`GatewayLink::spawn`].
     pub fn new(url: &str, secret: &str) -> Self {
+        Self::with_lane_idle(url, secret, LANE_IDLE)
+    }
+
+    /// [`GatewayLink::new`] whose per-session ingest lanes end after
+    /// `lane_idle` with nothing to ingest.
+    pub fn with_lane_idle(url: &str, secret: &str, lane_idle: Duration) -> Self {
         GatewayLink {
             shared: Arc::new(Shared {
                 url: url.to_owned(),
@@ -102,6 +119,7 @@ impl GatewayLink {
                 command_sessions: Mutex::new(HashMap::new()),
                 worktrees: Mutex::new(HashMap::new()),
                 next_id: std::sync::atomic::AtomicU64::new(1),
+                lane_idle,
             }),
         }
     }
@@ -317,17 +335,50 @@ impl GatewayLink {
         result
     }
 
+    /// Reads until the link ends, with a lane per session; once it ends,
+    /// waits until the lanes have ingested what they were given.
     async fn read_loop<S>(&self, orch: &Arc<Orchestrator>, stream: &mut S) -> Result<()>
     where
         S: futures::Stream<
                 Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>,
             > + Unpin,
     {
+        let link = self.clone();
+        let weak = Arc::downgrade(orch);
+        let mut lanes = Lanes::new(self.shared.lane_idle, move |session_id, batch| {
+            let (link, weak) = (link.clone(), weak.clone());
+            async move {
+                if let Some(orch) = weak.upgrade() {
+                    link.ingest(&orch, session_id, batch).await;
+                }
+            }
+        });
+        let result = self.read_frames(orch, stream, &mut lanes).await;
+        // Everything read is ingested before the next link re-attaches;
+        // dropping the lanes' senders then ends each lane.
+        lanes.settled().await;
+        drop(lanes);
+        result
+    }
+
+    async fn read_frames<S, F, Fut>(
+        &self,
+        orch: &Arc<Orchestrator>,
+        stream: &mut S,
+        lanes: &mut Lanes<(Gseq, RawEvent), F>,
+    ) -> Result<()>
+    where
+        S: futures::Stream<
+                Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>,
+            > + Unpin,
+        F: Fn(String, Vec<(Gseq, RawEvent)>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         loop {
             let Some(first) = stream.next().await else {
                 return Ok(());
             };
-            // Take whatever else has already arrived: one append per session
+            // Take whatever else has already arrived: one batch per session
             // for a burst of events (group commit at the source).
             let mut frames = vec![first];
             while frames.len() < MAX_BATCH {
@@ -342,9 +393,15 @@ impl GatewayLink {
             for msg in frames {
                 let text = match msg {
                     Ok(Message::Text(t)) => t,
-                    Ok(Message::Close(_)) => return Ok(()),
+                    Ok(Message::Close(_)) => {
+                        dispatch(lanes, &mut batches).await;
+                        return Ok(());
+                    }
                     Ok(_) => continue,
-                    Err(e) => return Err(Error::Closed(leak_reason(&e))),
+                    Err(e) => {
+                        dispatch(lanes, &mut batches).await;
+                        return Err(Error::Closed(leak_reason(&e)));
+                    }
                 };
                 let frame = match decode_gateway_frame(text.as_str()) {
                     Ok(f) => f,
@@ -358,39 +415,23 @@ impl GatewayLink {
                         session_id,
                         gseq,
                         event,
-                    } => match batches.last_mut() {
-                        Some((s, b)) if *s == session_id => b.push((gseq, event)),
-                        _ => batches.push((session_id, vec![(gseq, event)])),
+                    } => match batches.iter_mut().find(|(s, _)| *s == session_id) {
+                        // One batch per session (a session's events keep
+                        // their order).
+                        Some((_, b)) => b.push((gseq, event)),
+                        None => batches.push((session_id, vec![(gseq, event)])),
                     },
                     GatewayFrame::Other(other) => {
-                        self.flush(orch, &mut batches).await;
+                        // The events read before this frame are ingested
+                        // before it is handled (rare frames: a cheap wait).
+                        dispatch(lanes, &mut batches).await;
+                        lanes.settled().await;
                         self.handle(orch, other).await;
                     }
                 }
             }
-            self.flush(orch, &mut batches).await;
+            dispatch(lanes, &mut batches).await;
         }
-    }
-
-    async fn flush(
-        &self,
-        orch: &Arc<Orchestrator>,
-        batches: &mut Vec<(String, Vec<(Gseq, RawEvent)>)>,
-    ) {
-        // One batch per session (a session's events keep their order), and
-        // the sessions ingested at once: their appends meet in the store's
-        // writer queue and commit as one transaction, not one per session.
-        let mut by_session: Vec<(String, Vec<(Gseq, RawEvent)>)> = Vec::new();
-        for (session_id, batch) in batches.drain(..) {
-            match by_session.iter_mut().find(|(s, _)| *s == session_id) {
-                Some((_, b)) => b.extend(batch),
-                None => by_session.push((session_id, batch)),
-            }
-        }
-        let ingests = by_session
-            .into_iter()
-            .map(|(session_id, batch)| self.ingest(orch, session_id, batch));
-        futures::future::join_all(ingests).await;
     }
 
     async fn ingest(
@@ -473,6 +514,20 @@ impl GatewayLink {
             }
             _ => {}
         }
+    }
+}
+
+/// Hands each session's batch to its lane (which waits while that lane's
+/// queue is full: back-pressure on the socket).
+async fn dispatch<F, Fut>(
+    lanes: &mut Lanes<(Gseq, RawEvent), F>,
+    batches: &mut Vec<(String, Vec<(Gseq, RawEvent)>)>,
+) where
+    F: Fn(String, Vec<(Gseq, RawEvent)>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    for (session_id, batch) in batches.drain(..) {
+        lanes.dispatch(session_id, batch).await;
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod gateway;
+pub mod lanes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
