@@ -5,7 +5,7 @@
 //! `duraclaw_gateway` server (one SQLite outbox for every session), one
 //! link, the orchestrator's link read loop (re-assembled from library
 //! parts as `duraclaw-full`'s is: take what has arrived, one batch per
-//! session, the sessions ingested at once, an ack each), a `SessionActor`
+//! session, each handed to its session's ingest lane, an ack each), a `SessionActor`
 //! per session over one SQLite directory, and one browser WebSocket per
 //! session fed by the log's subscription. Persist before forward on both
 //! tiers.
@@ -18,6 +18,11 @@
 //! - **steady**: every session emits one event every 10 ms (100 events/s
 //!   per session, 10,000/s in all: a fast token stream), and each event's
 //!   latency from `emit` to its browser is recorded: p50, p99, p99.9.
+//! - **orchestrator alone** (`orchestrator_alone`): both phases again with
+//!   the orchestrator alone on the two cores, as deployed (the gateway runs
+//!   on its own machine): a stand-in gateway writes the link frames the
+//!   gateway would send, made before the clock starts, to the same link;
+//!   everything from the link's socket to the browsers is the same.
 //!
 //! Prints a JSON summary. `QUICK=1` (or `cargo test --benches`) runs 10
 //! sessions and a few events.
@@ -38,6 +43,7 @@ use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Execute, FromGateway, GatewayFrame, Gseq, Hello, RawEvent, Role,
     ToGateway, browser_event_frame, decode_frame, decode_gateway_frame, encode_frame,
+    gateway_event_frame,
 };
 use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use duraclaw_gateway::link::{Secret, serve, ws_config};
@@ -149,8 +155,62 @@ impl Browser {
     }
 }
 
+/// Where a session's events enter.
+#[derive(Clone)]
+enum Source {
+    /// The real gateway: the executor's event sink.
+    Gateway(DynEventSink),
+    /// A stand-in for a gateway on another machine: the session's events,
+    /// framed as the gateway frames them, written to the link as they are.
+    Link {
+        link: mpsc::Sender<String>,
+        session_id: String,
+    },
+}
+
+impl Source {
+    /// The link frame of event `i` of the mix, as gseq `i + 1`.
+    fn frame(session_id: &str, i: u64) -> String {
+        let json = mix::event(i).to_json().unwrap();
+        gateway_event_frame(session_id, i + 1, &json).unwrap()
+    }
+
+    /// What is sent ahead of time for events `from..to` (the stand-in's
+    /// frames are made before the clock starts: the work of a gateway on
+    /// another machine is not this one's).
+    fn prepare(&self, from: u64, to: u64) -> Vec<String> {
+        match self {
+            Source::Gateway(_) => Vec::new(),
+            Source::Link { session_id, .. } => {
+                (from..to).map(|i| Source::frame(session_id, i)).collect()
+            }
+        }
+    }
+
+    /// Sends event `i` of the mix, or its prepared frame.
+    async fn emit(&self, i: u64, prepared: Option<String>) {
+        match self {
+            Source::Gateway(sink) => sink.emit(mix::event(i)).await.unwrap(),
+            Source::Link { link, session_id } => {
+                let frame = prepared.unwrap_or_else(|| Source::frame(session_id, i));
+                link.send(frame).await.unwrap();
+            }
+        }
+    }
+}
+
+/// What runs on the bench's two cores.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    /// The gateway (with its SQLite outbox) and the orchestrator.
+    Both,
+    /// The orchestrator alone, its gateway a stand-in that writes
+    /// prepared frames to the link (as a gateway on another machine).
+    Orchestrator,
+}
+
 struct Session {
-    sink: DynEventSink,
+    source: Source,
     browser: Browser,
     /// Events emitted so far (the next one's index in the mix).
     next: u64,
@@ -159,7 +219,7 @@ struct Session {
 struct Stack {
     sessions: Vec<Session>,
     orchestrator: Option<SqliteDirectory>,
-    _gateway: tokio::task::JoinHandle<()>,
+    _gateway: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The orchestrator's link read loop, mirroring `duraclaw-full`'s: take
@@ -218,9 +278,51 @@ where
     }
 }
 
+/// The orchestrator alone: its link to a gateway stand-in, `n` sessions
+/// and their browsers; its store a SQLite file under `root`, or in memory.
+async fn orchestrator_stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
+    std::fs::create_dir_all(root).unwrap();
+    let (orch_dir, orchestrator): (DynSessionDirectory, _) = if on_sqlite {
+        let o = SqliteDirectory::open(root.join("orchestrator.db"))
+            .await
+            .unwrap();
+        (Arc::new(o.clone()), Some(o))
+    } else {
+        (Arc::new(MemoryDirectory::new()), None)
+    };
+    // The stand-in's end writes frames as the gateway's link writer does
+    // (and reads the acks); the orchestrator's end dials with no Nagle.
+    let (gateway_end, orchestrator_end) = pair(true).await;
+    let link = spawn_writer(gateway_end, LINK_QUEUE);
+    let (sink, stream) = orchestrator_end.split();
+    let mut actors = Vec::with_capacity(n);
+    let mut sources = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("scale-{i}");
+        let store = orch_dir
+            .create(SessionMeta::new(&id, "bench", now_ms()))
+            .await
+            .unwrap();
+        actors.push(SessionActor::open(store).await.unwrap());
+        sources.push(Source::Link {
+            link: link.clone(),
+            session_id: id,
+        });
+    }
+    let sessions = attach_browsers(actors, sources, sink, stream).await;
+    Stack {
+        sessions,
+        orchestrator,
+        _gateway: None,
+    }
+}
+
 /// The gateway, the orchestrator's link, `n` sessions and their browsers;
 /// both stores SQLite files under `root`, or both in memory.
-async fn stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
+async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
+    if tier == Tier::Orchestrator {
+        return orchestrator_stack(root, n, on_sqlite).await;
+    }
     std::fs::create_dir_all(root).unwrap();
     let (gateway_dir, orch_dir, orchestrator): (DynSessionDirectory, DynSessionDirectory, _) =
         if on_sqlite {
@@ -297,7 +399,7 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        sinks.push(sink_rx.recv().await.unwrap());
+        sinks.push(Source::Gateway(sink_rx.recv().await.unwrap()));
         let store = orch_dir
             .create(SessionMeta::new(&id, "bench", now_ms()))
             .await
@@ -310,6 +412,29 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
         .await
         .unwrap();
     }
+    let sessions = attach_browsers(actors, sinks, sink, stream).await;
+    Stack {
+        sessions,
+        orchestrator,
+        _gateway: Some(gateway_task),
+    }
+}
+
+/// The orchestrator's side of the link (the ack writer and the read loop
+/// over the session actors) and a browser per session.
+async fn attach_browsers<K, S>(
+    actors: Vec<SessionActor>,
+    sources: Vec<Source>,
+    mut sink: K,
+    stream: S,
+) -> Vec<Session>
+where
+    K: futures::Sink<Message> + Unpin + Send + 'static,
+    S: futures::Stream<Item = std::result::Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin
+        + Send
+        + 'static,
+{
     // The link writer: acks, fed and flushed in batches as the product's.
     let (link_tx, mut link_rx) = mpsc::channel::<String>(LINK_QUEUE);
     tokio::spawn(async move {
@@ -332,8 +457,8 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
 
     // A browser per session: subscribe, forward into the queue, the writer
     // sends.
-    let mut sessions = Vec::with_capacity(n);
-    for (actor, sink) in actors.iter().zip(sinks) {
+    let mut sessions = Vec::with_capacity(actors.len());
+    for (actor, source) in actors.iter().zip(sources) {
         let (server, client) = pair(false).await;
         let queue = spawn_writer(server, BROWSER_QUEUE);
         let mut sub = actor.log().subscribe(0);
@@ -350,31 +475,33 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
             }
         });
         sessions.push(Session {
-            sink,
+            source,
             browser: Browser::spawn(client),
             next: 0,
         });
     }
-    Stack {
-        sessions,
-        orchestrator,
-        _gateway: gateway_task,
-    }
+    sessions
 }
 
 /// Every session emits `per_session` events of the mix back to back, all
 /// at once; the time until every browser has them all.
 async fn burst(stack: &mut Stack, per_session: u64) -> Duration {
+    let prepared: Vec<Vec<String>> = stack
+        .sessions
+        .iter()
+        .map(|s| s.source.prepare(s.next, s.next + per_session))
+        .collect();
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for s in &mut stack.sessions {
+    for (s, frames) in stack.sessions.iter_mut().zip(prepared) {
         let done = s.browser.expect(per_session as usize);
-        let sink = s.sink.clone();
+        let source = s.source.clone();
         let from = s.next;
         s.next += per_session;
         tasks.push(tokio::spawn(async move {
+            let mut frames = frames.into_iter();
             for i in from..from + per_session {
-                sink.emit(mix::event(i)).await.unwrap();
+                source.emit(i, frames.next()).await;
             }
             done.await.unwrap()
         }));
@@ -393,7 +520,7 @@ async fn steady(stack: &mut Stack, count: u64, every: Duration) -> Vec<u64> {
     let mut tasks = Vec::new();
     for (k, s) in stack.sessions.iter_mut().enumerate() {
         let done = s.browser.expect(count as usize);
-        let sink = s.sink.clone();
+        let source = s.source.clone();
         let from = s.next;
         s.next += count;
         // Sessions start spread over one period, as independent streams.
@@ -406,7 +533,7 @@ async fn steady(stack: &mut Stack, count: u64, every: Duration) -> Vec<u64> {
             for i in from..from + count {
                 tick.tick().await;
                 sent.push((Instant::now(), mix::is_large(i)));
-                sink.emit(mix::event(i)).await.unwrap();
+                source.emit(i, None).await;
             }
             let got = done.await.unwrap();
             sent.iter()
@@ -442,6 +569,55 @@ fn latency(sorted: &[u64]) -> serde_json::Value {
     })
 }
 
+/// The burst and steady phases of one tier, ours (SQLite) against the
+/// same topology with memory stores, in the same run.
+async fn measure(
+    root: &Path,
+    tier: Tier,
+    sessions: usize,
+    per_session: u64,
+    steady_count: u64,
+) -> serde_json::Value {
+    let every = Duration::from_millis(10);
+    let mut ours = stack(&root.join("sqlite"), sessions, true, tier).await;
+    let mut mem = stack(&root.join("memory"), sessions, false, tier).await;
+    // Warm up: connections, caches, prepared statements.
+    burst(&mut ours, 20).await;
+    burst(&mut mem, 20).await;
+
+    let orch = ours.orchestrator.clone().unwrap();
+    let before = orch.stats();
+    let ours_burst = burst(&mut ours, per_session).await;
+    let after = orch.stats();
+    let mem_burst = burst(&mut mem, per_session).await;
+    // Once more each, the other way round, against load drifting.
+    let mem_burst2 = burst(&mut mem, per_session).await;
+    let ours_burst2 = burst(&mut ours, per_session).await;
+    let total = (sessions as u64 * per_session) as f64;
+    let ours_rate = total / ours_burst.min(ours_burst2).as_secs_f64();
+    let mem_rate = total / mem_burst.min(mem_burst2).as_secs_f64();
+
+    let ours_lat = steady(&mut ours, steady_count, every).await;
+    let mem_lat = steady(&mut mem, steady_count, every).await;
+    let per_1000 = |tx: u64, ev: u64| tx as f64 * 1000.0 / ev.max(1) as f64;
+    json!({
+        "burst": {
+            "events_per_session": per_session,
+            "ours_events_per_s": ours_rate,
+            "memory_stores_events_per_s": mem_rate,
+            "ratio_ours_to_memory": ours_rate / mem_rate,
+            "orchestrator_transactions_per_1000": per_1000(
+                after.transactions - before.transactions,
+                after.events_written - before.events_written),
+        },
+        "steady": {
+            "events_per_s_offered": sessions as f64 / every.as_secs_f64(),
+            "ours": latency(&ours_lat),
+            "memory_stores": latency(&mem_lat),
+        },
+    })
+}
+
 fn main() {
     let quick = quick();
     let (sessions, per_session, steady_count) = if quick {
@@ -449,51 +625,34 @@ fn main() {
     } else {
         (100, 1_000, 300)
     };
-    let every = Duration::from_millis(10);
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
     let report = rt.block_on(async {
-        let mut ours = stack(&root.join("sqlite"), sessions, true).await;
-        let mut mem = stack(&root.join("memory"), sessions, false).await;
-        // Warm up: connections, caches, prepared statements.
-        burst(&mut ours, 20).await;
-        burst(&mut mem, 20).await;
-
-        let orch = ours.orchestrator.clone().unwrap();
-        let before = orch.stats();
-        let ours_burst = burst(&mut ours, per_session).await;
-        let after = orch.stats();
-        let mem_burst = burst(&mut mem, per_session).await;
-        // Once more each, the other way round, against load drifting.
-        let mem_burst2 = burst(&mut mem, per_session).await;
-        let ours_burst2 = burst(&mut ours, per_session).await;
-        let total = (sessions as u64 * per_session) as f64;
-        let ours_rate = total / ours_burst.min(ours_burst2).as_secs_f64();
-        let mem_rate = total / mem_burst.min(mem_burst2).as_secs_f64();
-
-        let ours_lat = steady(&mut ours, steady_count, every).await;
-        let mem_lat = steady(&mut mem, steady_count, every).await;
-        let per_1000 = |tx: u64, ev: u64| tx as f64 * 1000.0 / ev.max(1) as f64;
+        let both = measure(
+            &root.join("both"),
+            Tier::Both,
+            sessions,
+            per_session,
+            steady_count,
+        )
+        .await;
+        let alone = measure(
+            &root.join("alone"),
+            Tier::Orchestrator,
+            sessions,
+            per_session,
+            steady_count,
+        )
+        .await;
         json!({
             "bench": "scale",
             "quick": quick,
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "sessions": sessions,
-            "burst": {
-                "events_per_session": per_session,
-                "ours_events_per_s": ours_rate,
-                "memory_stores_events_per_s": mem_rate,
-                "ratio_ours_to_memory": ours_rate / mem_rate,
-                "orchestrator_transactions_per_1000": per_1000(
-                    after.transactions - before.transactions,
-                    after.events_written - before.events_written),
-            },
-            "steady": {
-                "events_per_s_offered": sessions as f64 / every.as_secs_f64(),
-                "ours": latency(&ours_lat),
-                "memory_stores": latency(&mem_lat),
-            },
+            "burst": both["burst"],
+            "steady": both["steady"],
+            "orchestrator_alone": alone,
         })
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
