@@ -67,6 +67,10 @@ impl std::fmt::Debug for GatewayOptions {
 #[derive(Debug)]
 pub struct GatewaySession {
     id: String,
+    /// The worktree it runs in, as its metadata records it: fixed when the
+    /// session is created, read once when it is loaded, so that telling
+    /// which worktrees are busy reads no store.
+    worktree: PathBuf,
     log: SessionLog,
     gate: Arc<MemoryGate>,
     exec: Mutex<Option<Box<dyn ExecutorSession>>>,
@@ -366,15 +370,15 @@ impl Gateway {
         Ok(list)
     }
 
+    /// Each worktree a running session holds, with that session. Reads no
+    /// store: each session knows its worktree.
     async fn busy_worktrees(&self) -> HashMap<PathBuf, String> {
         let sessions: Vec<Arc<GatewaySession>> =
             self.inner.sessions.lock().await.values().cloned().collect();
         let mut busy = HashMap::new();
         for s in sessions {
-            if s.is_running().await
-                && let Ok(meta) = s.log.store().meta().await
-            {
-                busy.insert(PathBuf::from(meta.worktree), s.id.clone());
+            if s.is_running().await {
+                busy.insert(s.worktree.clone(), s.id.clone());
             }
         }
         busy
@@ -388,12 +392,14 @@ impl Gateway {
             return Ok(s.clone());
         }
         let store = self.inner.options.directory.open(session_id).await?;
-        let s = self.wrap(store).await?;
+        let worktree = PathBuf::from(store.meta().await?.worktree);
+        let s = self.wrap(store, worktree).await?;
         sessions.insert(session_id.to_owned(), s.clone());
         Ok(s)
     }
 
-    async fn wrap(&self, store: DynSessionStore) -> Result<Arc<GatewaySession>> {
+    /// A session over `store`, which runs in `worktree` (its metadata's).
+    async fn wrap(&self, store: DynSessionStore, worktree: PathBuf) -> Result<Arc<GatewaySession>> {
         let log = SessionLog::open(store).await?;
         // Executors log each question and its resolution themselves, in
         // order with the rest of the stream; the gate only decides.
@@ -403,6 +409,7 @@ impl Gateway {
         }
         Ok(Arc::new(GatewaySession {
             id: log.store().session_id().to_owned(),
+            worktree,
             log,
             gate: Arc::new(gate),
             exec: Mutex::new(None),
@@ -574,7 +581,7 @@ impl Gateway {
                             .collect();
                         let store = self.inner.options.directory.create(meta).await?;
                         self.already_applied(&store, &id, pending).await?;
-                        let session = self.wrap(store).await?;
+                        let session = self.wrap(store, worktree).await?;
                         self.inner
                             .sessions
                             .lock()
@@ -756,14 +763,30 @@ impl Gateway {
         self.start(session, spec).await
     }
 
+    /// Refuses `worktree` while a session other than `session_id` runs in
+    /// it. Reads no store and builds no map: it compares each session's
+    /// worktree in memory and asks only those in `worktree` whether they
+    /// run, stopping at the first that does.
     async fn check_not_busy(&self, worktree: &std::path::Path, session_id: &str) -> Result<()> {
-        match self.busy_worktrees().await.get(worktree) {
-            Some(holder) if holder != session_id => Err(Error::Invalid(format!(
-                "worktree busy: {} is in use by session {holder}",
-                worktree.display()
-            ))),
-            _ => Ok(()),
+        let others: Vec<Arc<GatewaySession>> = self
+            .inner
+            .sessions
+            .lock()
+            .await
+            .values()
+            .filter(|s| s.worktree == worktree && s.id != session_id)
+            .cloned()
+            .collect();
+        for holder in others {
+            if holder.is_running().await {
+                return Err(Error::Invalid(format!(
+                    "worktree busy: {} is in use by session {}",
+                    worktree.display(),
+                    holder.id
+                )));
+            }
         }
+        Ok(())
     }
 
     async fn start(&self, session: &Arc<GatewaySession>, spec: StartSpec) -> Result<()> {

@@ -51,6 +51,8 @@ const MAX_PATH_BYTES: usize = 4096;
 /// Holds only the patterns: every [`discover`](Self::discover) and
 /// [`resolve`](Self::resolve) looks at the file system afresh, so a worktree
 /// added or removed with `git worktree` shows up without a restart.
+/// [`discover`](Self::discover) opens every repository the patterns cover;
+/// [`resolve`](Self::resolve) opens only the one it is asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorktreeIndex {
     patterns: Vec<String>,
@@ -120,6 +122,16 @@ impl WorktreeIndex {
     /// symlink to such a root resolves to the root). Everything else, a
     /// directory inside a worktree, a symlink leading outside, a path no
     /// pattern covers, is [`Error::Invalid`] with the reason.
+    ///
+    /// It decides the same as looking the path up in [`discover`](Self::discover)'s
+    /// list, without building the list: it opens the requested path's
+    /// repository and checks only the few directories that could have
+    /// contributed it against the patterns (the same matching rule and the
+    /// same per-repository rule discovery uses). An accepted path costs one
+    /// repository open plus reading that repository's linked worktrees,
+    /// whatever the number of repositories the patterns cover; a refused one
+    /// also looks at each ancestor directory, to say whether it lies inside
+    /// a worktree.
     pub fn resolve(&self, requested: &str) -> Result<PathBuf> {
         let shown = shown(requested);
         if requested.contains('\0') {
@@ -149,15 +161,25 @@ impl WorktreeIndex {
                 "worktree path {shown} is not a discovered worktree: {e}"
             ))
         })?;
-        let found = self.find();
-        if let Some(wt) = found.values().find(|f| f.path == canonical) {
-            return Ok(wt.path.clone());
+        let patterns: Vec<Pattern<'_>> = self
+            .patterns
+            .iter()
+            .filter_map(|p| Pattern::new(p))
+            .collect();
+        if is_discovered(&patterns, &canonical) {
+            return Ok(canonical);
         }
-        if let Some(root) = found.values().find(|f| canonical.starts_with(&f.path)) {
+        // The outermost one, as a search of the sorted listing finds first.
+        if let Some(root) = canonical
+            .ancestors()
+            .skip(1)
+            .filter(|a| is_discovered(&patterns, a))
+            .last()
+        {
             return Err(Error::Invalid(format!(
                 "worktree path {shown} is inside worktree {}, not its root; \
                  sessions start at a worktree's root",
-                root.path.display()
+                root.display()
             )));
         }
         if canonical != path {
@@ -237,21 +259,73 @@ fn has_wildcard(component: &str) -> bool {
     component.contains(['*', '?'])
 }
 
+/// A pattern made ready to match: its literal head (the components before
+/// the first wildcard, which may pass through symlinks: the operator wrote
+/// them) canonicalised, and the components from the first wildcard on.
+struct Pattern<'a> {
+    head: PathBuf,
+    rest: Vec<&'a str>,
+}
+
+impl<'a> Pattern<'a> {
+    /// `None` when the head does not exist: the pattern matches nothing.
+    fn new(pattern: &'a str) -> Option<Self> {
+        let components: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+        let literal = components
+            .iter()
+            .position(|c| has_wildcard(c))
+            .unwrap_or(components.len());
+        let mut head = PathBuf::from("/");
+        head.extend(&components[..literal]);
+        let head = std::fs::canonicalize(&head).ok()?;
+        Some(Pattern {
+            head,
+            rest: components[literal..].to_vec(),
+        })
+    }
+
+    /// Whether [`expand`] lists `path`, a canonical path, for this pattern,
+    /// decided from the path alone: it lies below the head by exactly one
+    /// name per remaining component, each name matching its component
+    /// ([`component_matches`]), and is a real directory. A canonical path
+    /// has no symlink in it, so the directories on the way are real too.
+    fn covers(&self, path: &Path) -> bool {
+        let Ok(tail) = path.strip_prefix(&self.head) else {
+            return false;
+        };
+        let mut names = tail.components();
+        for component in &self.rest {
+            let name = match names.next() {
+                Some(Component::Normal(name)) => name.to_str(),
+                _ => None,
+            };
+            if !name.is_some_and(|name| component_matches(component, name)) {
+                return false;
+            }
+        }
+        names.next().is_none() && (self.rest.is_empty() || is_real_dir(path))
+    }
+}
+
+/// Whether the directory entry `name` matches the pattern component
+/// `component`: the one rule [`expand`] and [`Pattern::covers`] share. A
+/// literal component matches itself only; a wildcard one matches as a glob,
+/// but not a hidden name unless the component starts with `.` too.
+fn component_matches(component: &str, name: &str) -> bool {
+    if has_wildcard(component) {
+        (!name.starts_with('.') || component.starts_with('.')) && glob_match(component, name)
+    } else {
+        name == component
+    }
+}
+
 /// The directories a pattern matches, canonical.
 fn expand(pattern: &str) -> Vec<PathBuf> {
-    let components: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
-    let literal = components
-        .iter()
-        .position(|c| has_wildcard(c))
-        .unwrap_or(components.len());
-    let mut prefix = PathBuf::from("/");
-    prefix.extend(&components[..literal]);
-    // The operator's own part of the pattern may go through symlinks.
-    let Ok(prefix) = std::fs::canonicalize(&prefix) else {
+    let Some(pattern) = Pattern::new(pattern) else {
         return Vec::new();
     };
-    let mut current = vec![prefix];
-    for component in &components[literal..] {
+    let mut current = vec![pattern.head];
+    for component in &pattern.rest {
         let mut next = Vec::new();
         for dir in &current {
             if has_wildcard(component) {
@@ -265,14 +339,12 @@ fn expand(pattern: &str) -> Vec<PathBuf> {
                 for entry in entries.flatten() {
                     let name = entry.file_name();
                     let Some(name) = name.to_str() else { continue };
-                    if name.starts_with('.') && !component.starts_with('.') {
-                        continue;
-                    }
-                    if glob_match(component, name) && is_real_dir(&entry.path()) {
+                    if component_matches(component, name) && is_real_dir(&entry.path()) {
                         next.push(entry.path());
                     }
                 }
             } else {
+                // The one name `component_matches` accepts: no listing needed.
                 let candidate = dir.join(component);
                 if is_real_dir(&candidate) {
                     next.push(candidate);
@@ -283,6 +355,49 @@ fn expand(pattern: &str) -> Vec<PathBuf> {
     }
     current.sort();
     current
+}
+
+/// Whether discovery lists `path`, a canonical path: some directory a
+/// pattern matches contributes it ([`worktrees_of`], the rule discovery
+/// uses). Only the directories that can contribute `path` are looked at:
+/// `path` itself, its git directory, its repository's common directory and
+/// that repository's main worktree. The cost is opening `path`'s repository
+/// and, for each of those few directories a pattern matches, what
+/// [`worktrees_of`] reads of it (that one repository and its linked
+/// worktrees), whatever the number of repositories the patterns cover.
+fn is_discovered(patterns: &[Pattern<'_>], path: &Path) -> bool {
+    // Discovery skips worktrees whose path is not UTF-8.
+    if path.to_str().is_none() {
+        return false;
+    }
+    let Ok(repo) = Repository::open_ext(path, RepositoryOpenFlags::NO_SEARCH, &[] as &[&OsStr])
+    else {
+        return false;
+    };
+    let mut candidates = vec![
+        path.to_path_buf(),
+        repo.path().to_path_buf(),
+        repo.commondir().to_path_buf(),
+        main_repo_path(&repo),
+    ];
+    if let Ok(main) = Repository::open_ext(
+        repo.commondir(),
+        RepositoryOpenFlags::NO_SEARCH,
+        &[] as &[&OsStr],
+    ) && let Some(workdir) = main.workdir()
+    {
+        candidates.push(workdir.to_path_buf());
+    }
+    let mut candidates: Vec<PathBuf> = candidates
+        .into_iter()
+        .filter_map(|c| std::fs::canonicalize(c).ok())
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    candidates
+        .iter()
+        .filter(|dir| patterns.iter().any(|p| p.covers(dir)))
+        .any(|dir| worktrees_of(dir).iter().any(|f| f.path == path))
 }
 
 /// A directory, not a symlink to one.

@@ -254,6 +254,13 @@ async fn worktree_rules_traversal_and_busy() {
         }
         other => panic!("{other:?}"),
     }
+    // The other worktree is free.
+    send(
+        &mut ws,
+        &command("c3", "s3", execute(h.worktree("app2"), "stall")),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
     send(&mut ws, &ToGateway::ListWorktrees { id: "w2".into() }).await;
     match recv(&mut ws, DEADLINE).await {
         FromGateway::Worktrees { worktrees, .. } => {
@@ -261,7 +268,7 @@ async fn worktree_rules_traversal_and_busy() {
                 .iter()
                 .filter_map(|w| w.busy_session.clone())
                 .collect();
-            assert_eq!(busy, vec!["s1".to_string()]);
+            assert_eq!(busy, vec!["s1".to_string(), "s3".to_string()]);
         }
         other => panic!("{other:?}"),
     }

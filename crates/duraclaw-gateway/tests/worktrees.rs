@@ -471,3 +471,149 @@ fn resolve_never_panics_and_returns_only_discovered_worktrees() {
     // The generator reaches the accepting branch too, not only refusals.
     assert!(accepted.get() > 0);
 }
+
+/// Every directory, file and symlink under `dir`, symlinks not followed.
+fn every_path(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        out.push(path.clone());
+        if fs::symlink_metadata(&path).unwrap().is_dir() {
+            every_path(&path, out);
+        }
+    }
+}
+
+/// `resolve` checks one path without listing every worktree; whatever the
+/// patterns, it must accept exactly the paths whose canonical form the
+/// listing holds.
+#[test]
+fn resolve_accepts_exactly_what_discovery_lists() {
+    let f = fixture();
+    // More shapes than the fixture: a bare repository with a linked
+    // worktree, a repository nested in a worktree, a linked worktree inside
+    // its main worktree, a hidden repository, a symlink to a prefix.
+    let bare = Repository::init_bare(f.p("bare.git")).unwrap();
+    let seed = init(&f.p("seed"));
+    fs::write(f.p("seed/x"), "x\n").unwrap();
+    let seed_head = commit_all(&seed, "first");
+    let mut remote = seed.remote_anonymous(f.s("bare.git").as_str()).unwrap();
+    remote
+        .push(&["refs/heads/main:refs/heads/main"], None)
+        .unwrap();
+    drop(remote);
+    bare.set_head("refs/heads/main").unwrap();
+    bare.worktree("from-bare", &f.p("elsewhere/from-bare"), None)
+        .unwrap();
+    let nested = init(&f.p("base/app2/vendor"));
+    fs::write(f.p("base/app2/vendor/lib.rs"), "\n").unwrap();
+    commit_all(&nested, "vendored");
+    let app2 = Repository::open(f.p("base/app2")).unwrap();
+    app2.worktree("inner", &f.p("base/app2/wt-inner"), None)
+        .unwrap();
+    init(&f.p("base/.hidden"));
+    symlink(f.base(), f.p("base-link")).unwrap();
+    assert_eq!(seed_head.len(), 40);
+
+    let mut paths = vec![f.root.clone()];
+    every_path(&f.root, &mut paths);
+    let root = f.root.display();
+    let pattern_sets: Vec<Vec<String>> = vec![
+        vec![format!("{root}/base/app*")],
+        vec![format!("{root}/base/*")],
+        vec![format!("{root}/base/.h*")],
+        vec![format!("{root}/base/app1")],
+        vec![format!("{root}/base/app1/.git")],
+        vec![format!("{root}/*/*")],
+        vec![format!("{root}/*")],
+        vec![format!("{root}/elsewhere/*")],
+        vec![format!("{root}/base-link/app?")],
+        vec![format!("{root}/bare*")],
+        vec![format!("{root}/base/app2/*")],
+        vec![format!("{root}/base/*/vendor"), format!("{root}/seed")],
+        vec![],
+    ];
+    let mut accepted = 0;
+    for patterns in pattern_sets {
+        let index = WorktreeIndex::new(patterns.clone()).unwrap();
+        let listed: BTreeSet<PathBuf> = index
+            .discover()
+            .unwrap()
+            .into_iter()
+            .map(|w| PathBuf::from(w.path))
+            .collect();
+        for path in &paths {
+            let requested = path.to_str().unwrap();
+            let expected = fs::canonicalize(path).ok().filter(|c| listed.contains(c));
+            match (index.resolve(requested), expected) {
+                (Ok(got), Some(want)) => {
+                    assert_eq!(got, want, "{patterns:?}: {requested}");
+                    accepted += 1;
+                }
+                (Err(Error::Invalid(_)), None) => {}
+                (got, want) => {
+                    panic!(
+                        "{patterns:?}: {requested} resolved to {got:?}, the listing says {want:?}"
+                    )
+                }
+            }
+        }
+    }
+    // Both answers are reached, for many patterns.
+    assert!(accepted > 20, "{accepted}");
+}
+
+#[test]
+fn resolve_through_a_symlinked_pattern_prefix() {
+    let f = fixture();
+    symlink(f.base(), f.p("base-link")).unwrap();
+    let index = WorktreeIndex::new(vec![format!("{}/app?", f.p("base-link").display())]).unwrap();
+    assert_eq!(
+        index.resolve(&f.s("base-link/app2")).unwrap(),
+        f.p("base/app2")
+    );
+    assert_eq!(index.resolve(&f.s("base/app2")).unwrap(), f.p("base/app2"));
+    // `app?` covers app1 and app2 only.
+    let message = invalid_message(index.resolve(&f.s("base/app5-empty")));
+    assert!(message.contains("not a discovered worktree"), "{message}");
+}
+
+#[test]
+fn resolve_a_linked_worktree_by_its_own_pattern_or_its_main_repositorys() {
+    let f = fixture();
+    // Matched itself: accepted, and its main repository is not.
+    let own = WorktreeIndex::new(vec![f.s("elsewhere/*")]).unwrap();
+    assert_eq!(
+        own.resolve(&f.s("elsewhere/app1-detached")).unwrap(),
+        f.p("elsewhere/app1-detached")
+    );
+    let message = invalid_message(own.resolve(&f.s("base/app1")));
+    assert!(message.contains("not a discovered worktree"), "{message}");
+    // Not matched, but its main repository is: accepted (as listed).
+    let main = WorktreeIndex::new(vec![f.s("base/app1")]).unwrap();
+    assert_eq!(
+        main.resolve(&f.s("elsewhere/app1-detached")).unwrap(),
+        f.p("elsewhere/app1-detached")
+    );
+    // Deleted, and pruned from nothing: refused.
+    fs::remove_dir_all(f.p("elsewhere/app1-detached")).unwrap();
+    let message = invalid_message(main.resolve(&f.s("elsewhere/app1-detached")));
+    assert!(message.contains("not a discovered worktree"), "{message}");
+}
+
+#[test]
+fn resolve_refuses_a_repository_the_patterns_do_not_match() {
+    let f = fixture();
+    init(&f.p("base/other"));
+    let message = invalid_message(f.index().resolve(&f.s("base/other")));
+    assert!(message.contains("not a discovered worktree"), "{message}");
+    // A repository nested in a worktree is inside that worktree.
+    init(&f.p("base/app2/vendor"));
+    let message = invalid_message(f.index().resolve(&f.s("base/app2/vendor")));
+    assert!(
+        message.contains(&format!("inside worktree {}", f.s("base/app2"))),
+        "{message}"
+    );
+    // Its `.git` directory is not a worktree root either.
+    let message = invalid_message(f.index().resolve(&f.s("base/app2/.git")));
+    assert!(message.contains("inside worktree"), "{message}");
+}
