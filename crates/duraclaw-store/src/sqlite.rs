@@ -198,6 +198,13 @@ impl SqliteDirectory {
                 })??
         };
         let nudge = checkpoint::start(&path, options.busy_timeout)?;
+        let mut conn = conn;
+        nudge.watch(&mut conn).map_err(|e| {
+            sql_error(
+                format_args!("cannot watch the WAL of {}", path.display()),
+                e,
+            )
+        })?;
         let (tx, rx) = mpsc::channel(options.queue);
         let counters = Arc::new(Counters::default());
         let core = Arc::new(std::sync::Mutex::new(writer::Core {

@@ -12,17 +12,23 @@
 //! runs while the writer keeps committing cannot copy the frames added
 //! meanwhile, and SQLite only starts the WAL over once every frame is
 //! copied: under a sustained burst the WAL would grow without end. So the
-//! writer also checkpoints itself, between two transactions, every
-//! [`HARD_LIMIT_PAGES`] or so: nothing is written meanwhile, so that one
-//! copies everything and the WAL starts over. When the checkpointer kept up
-//! it finds nothing left to copy and costs no `fsync`; under a sustained
-//! burst it is the automatic checkpoint again, four times less often.
+//! writer checkpoints itself, between two transactions, once the WAL holds
+//! [`HARD_LIMIT_PAGES`]: nothing is written meanwhile, so that one copies
+//! everything and the WAL starts over. It is a long step (a copy and two
+//! `fsync`s) on the writer's thread, so it is taken only when the WAL
+//! really is that large, as SQLite's WAL hook reports after every commit:
+//! under a steady stream of commits the checkpointer keeps up, the WAL
+//! starts over by itself, and the writer never stops for a checkpoint;
+//! under a sustained burst it is the automatic checkpoint again, four times
+//! less often.
 
 //! Durability is unchanged: in WAL mode with `synchronous=NORMAL` a COMMIT
 //! never `fsync`ed; the checkpoint is where the data reaches the database
 //! file either way.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
@@ -31,71 +37,94 @@ use rusqlite::Connection;
 
 use super::conn::{open_checkpointer, sql_error};
 
-/// WAL pages written before the writer asks for a checkpoint: SQLite's
-/// own `wal_autocheckpoint` default.
+/// WAL pages after which the writer asks the checkpointer for a
+/// checkpoint (and again after as many more): SQLite's own
+/// `wal_autocheckpoint` default.
 pub(crate) const CHECKPOINT_PAGES: u64 = 1000;
 
-/// WAL pages written after which the writer checkpoints itself (16 MB of
-/// 4 KiB pages).
+/// WAL pages after which the writer checkpoints itself (16 MB of 4 KiB
+/// pages).
 pub(crate) const HARD_LIMIT_PAGES: u64 = 4 * CHECKPOINT_PAGES;
 
-/// The page size the estimate assumes (SQLite's default).
+/// The page size the estimate of a commit's pages assumes (SQLite's
+/// default).
 const PAGE_BYTES: u64 = 4096;
 
-/// The writer's side: it estimates the pages it wrote, nudges the
-/// checkpointer thread once they pass [`CHECKPOINT_PAGES`], and checkpoints
+/// The writer's side: it reads the WAL's size after each commit, nudges
+/// the checkpointer thread every [`CHECKPOINT_PAGES`], and checkpoints
 /// itself past [`HARD_LIMIT_PAGES`].
 #[derive(Debug)]
 pub(crate) struct Nudge {
     tx: SyncSender<()>,
-    since_nudge: u64,
-    since_own: u64,
+    /// Pages in the WAL after the last commit, set by the WAL hook.
+    wal_pages: Arc<AtomicU64>,
+    /// The WAL size at which to nudge the checkpointer next.
+    next_nudge: u64,
+    /// The WAL size at which the writer checkpoints itself.
+    own_at: u64,
 }
 
 impl Nudge {
+    /// Makes `conn` (the writer's connection) report its WAL's size after
+    /// every commit. This replaces SQLite's automatic checkpoint, which is
+    /// a WAL hook too.
+    pub(crate) fn watch(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        let pages = self.wal_pages.clone();
+        conn.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
+                pages.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                Ok(())
+            },
+        ))
+    }
+
     /// Whether a commit of about `bytes` of events would make the writer
     /// checkpoint the WAL itself (a long step, kept off a caller's thread).
     pub(crate) fn own_checkpoint_due(&self, bytes: u64) -> bool {
-        self.since_own + 3 + 2 * bytes / PAGE_BYTES >= HARD_LIMIT_PAGES
+        self.wal_pages.load(Ordering::Relaxed) + 3 + 2 * bytes / PAGE_BYTES >= self.own_at
     }
 
-    /// Counts a committed transaction that stored `bytes` of events, on the
-    /// writer's connection `conn`, between two transactions.
-    pub(crate) fn committed(&mut self, conn: &Connection, bytes: u64) {
-        // A transaction writes at least the pages it touched (the events'
-        // leaf, its index, the session row), and rows of events fill pages
-        // about half: twice the JSON's bytes.
-        let pages = 3 + 2 * bytes / PAGE_BYTES;
-        self.since_nudge += pages;
-        self.since_own += pages;
-        if self.since_own >= HARD_LIMIT_PAGES {
-            self.since_own = 0;
+    /// Called after each transaction on the writer's connection `conn`,
+    /// between two transactions.
+    pub(crate) fn committed(&mut self, conn: &Connection, _bytes: u64) {
+        let pages = self.wal_pages.load(Ordering::Relaxed);
+        if pages < self.next_nudge.saturating_sub(CHECKPOINT_PAGES) {
+            // The WAL started over.
+            self.next_nudge = CHECKPOINT_PAGES;
+            self.own_at = HARD_LIMIT_PAGES;
+        }
+        if pages >= self.own_at {
             match checkpoint(conn) {
-                Ok((0, log, done)) if log == done => self.since_nudge = 0,
+                Ok((0, log, done)) if log == done => {
+                    // The next transaction starts the WAL over.
+                    self.next_nudge = CHECKPOINT_PAGES;
+                    self.own_at = HARD_LIMIT_PAGES;
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
                 Ok((busy, log, done)) => {
-                    // The checkpointer or a reader holds old frames: soon again.
+                    // A reader holds old frames: again a little later.
                     tracing::debug!(
                         busy,
                         wal_frames = log,
                         checkpointed = done,
                         "wal not fully checkpointed"
                     );
-                    self.since_own = HARD_LIMIT_PAGES / 2;
+                    self.own_at = pages + HARD_LIMIT_PAGES / 2;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "wal checkpoint failed");
-                    self.since_own = HARD_LIMIT_PAGES / 2;
+                    self.own_at = pages + HARD_LIMIT_PAGES / 2;
                 }
             }
             return;
         }
-        if self.since_nudge < CHECKPOINT_PAGES {
+        if pages < self.next_nudge {
             return;
         }
+        self.next_nudge = pages + CHECKPOINT_PAGES;
         match self.tx.try_send(()) {
             // Full: a checkpoint is already asked for; it covers these pages.
-            Ok(()) | Err(TrySendError::Full(())) => self.since_nudge = 0,
-            Err(TrySendError::Disconnected(())) => {}
+            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
         }
     }
 }
@@ -117,8 +146,9 @@ pub(crate) fn start(path: &Path, busy_timeout: Duration) -> Result<Nudge> {
         })?;
     Ok(Nudge {
         tx,
-        since_nudge: 0,
-        since_own: 0,
+        wal_pages: Arc::new(AtomicU64::new(0)),
+        next_nudge: CHECKPOINT_PAGES,
+        own_at: HARD_LIMIT_PAGES,
     })
 }
 
