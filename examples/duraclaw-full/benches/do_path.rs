@@ -650,14 +650,22 @@ async fn run() {
             _ => {}
         }
     };
+    // How many frames reach the browser before the close varies: under
+    // `wrangler dev` a local proxy between the browser and workerd buffers
+    // what workerd sent (121, 146 and all 200 in three runs). What the
+    // object promises is the close, and the resume.
     assert_eq!(code, Some(4000), "a stalled browser is closed as lagged");
-    assert!(got < n, "the stalled browser was cut ({got} of {n} events)");
+    assert!(got <= n, "the stalled browser got {got} of {n} events");
     let mut resumed = connect(
         &format!("{ws_base}/api/sessions/{id}/ws?after={last}"),
         Some((&cookie, &base)),
     )
     .await;
-    let caught_up = read_replay(&mut resumed, rows + n).await;
+    let caught_up = if last < rows + n {
+        read_replay(&mut resumed, rows + n).await
+    } else {
+        0
+    };
     assert_eq!(
         last + caught_up,
         rows + n,

@@ -42,8 +42,8 @@ const LIVE_QUEUE: usize = 16;
 
 mod support;
 use support::{
-    DEADLINE, PASSWORD, add_user, free_port, login_with, next_event, scripted_gateway,
-    spawn_reading,
+    DEADLINE, PASSWORD, add_user, create_session, free_port, login_with, next_event,
+    scripted_gateway, spawn_reading,
 };
 
 // ---------------------------------------------------------------- processes
@@ -183,21 +183,8 @@ async fn nothing_is_lost_under_faults() {
     }
     let mut ids = Vec::new();
     for repo in &repos {
-        let r = http
-            .post(format!("{base}/api/sessions"))
-            .header("origin", &base)
-            .header("cookie", &cookie)
-            .json(&json!({"worktree": repo.display().to_string(), "prompt": "look around"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        ids.push(
-            r.json::<Value>().await.unwrap()["session_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let worktree = repo.display().to_string();
+        ids.push(create_session(&http, &base, Some(&cookie), &worktree, "look around").await);
     }
 
     let ctx = Arc::new(Ctx {

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 mod support;
 use support::{
-    DEADLINE, add_user, duraclaw, events_until, init_repo, login, send_cmd, spawn_until,
-    wait_gateway, write_script, ws,
+    DEADLINE, add_user, create_session, duraclaw, events_until, init_repo, login, send_cmd,
+    spawn_until, wait_gateway, write_script, ws,
 };
 
 const SESSIONS: usize = 4;
@@ -156,23 +156,8 @@ async fn sessions_stream_through_lanes_that_end_when_idle_and_come_back() {
     wait_gateway(&base, &http, true).await;
     let mut ids = Vec::new();
     for i in 0..SESSIONS {
-        let r = http
-            .post(format!("{base}/api/sessions"))
-            .header("origin", &base)
-            .json(&json!({
-                "worktree": projects.join(format!("app{i}")).display().to_string(),
-                "prompt": "look around",
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        ids.push(
-            r.json::<Value>().await.unwrap()["session_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let worktree = projects.join(format!("app{i}")).display().to_string();
+        ids.push(create_session(&http, &base, None, &worktree, "look around").await);
     }
 
     // Turn 1 in every session at once: all of it, in order, acked.

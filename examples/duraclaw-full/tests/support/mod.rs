@@ -252,6 +252,30 @@ pub async fn login(base: &str, name: &str) -> (reqwest::Client, String) {
     (c, cookie)
 }
 
+/// `POST /api/sessions` for `worktree` with `prompt` (with `cookie` when
+/// `c` keeps none); the new session's id, after checking the 201.
+pub async fn create_session(
+    c: &reqwest::Client,
+    base: &str,
+    cookie: Option<&str>,
+    worktree: &str,
+    prompt: &str,
+) -> String {
+    let mut req = c
+        .post(format!("{base}/api/sessions"))
+        .header("origin", base)
+        .json(&serde_json::json!({"worktree": worktree, "prompt": prompt}));
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    r.json::<Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// `GET url` with `c`, as JSON.
 pub async fn get_json(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
