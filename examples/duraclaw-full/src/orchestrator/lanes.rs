@@ -12,7 +12,8 @@
 //!   which stops the read loop and so pushes back on the socket.
 //! - A lane idle for the idle time ends: it closes its queue, ingests what
 //!   is still in it, and exits. A dispatch that finds the queue closed
-//!   starts a new lane and sends the batch there, so no batch is lost.
+//!   starts a new lane and sends the batch there, so no batch is lost; the
+//!   new lane waits for the old one to finish first, so none overtakes.
 //! - [`Lanes::settled`] waits until every batch dispatched so far has been
 //!   ingested (the read loop calls it before a frame that must come after
 //!   the events read before it).
@@ -63,9 +64,15 @@ impl Drop for Done<'_> {
     }
 }
 
+/// A running lane: its queue's sender and its task.
+struct Lane<T> {
+    tx: mpsc::Sender<Vec<T>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// The lanes of one link: session id → the sender of its lane's queue.
 pub struct Lanes<T, F> {
-    lanes: HashMap<String, mpsc::Sender<Vec<T>>>,
+    lanes: HashMap<String, Lane<T>>,
     ingest: Arc<F>,
     idle: Duration,
     in_flight: Arc<InFlight>,
@@ -99,23 +106,25 @@ where
         }
         self.in_flight.count.fetch_add(1, Ordering::AcqRel);
         let mut batch = batch;
-        if let Some(tx) = self.lanes.get(&session_id) {
-            match tx.send(batch).await {
+        let mut ended = None;
+        if let Some(lane) = self.lanes.get(&session_id) {
+            match lane.tx.send(batch).await {
                 Ok(()) => return,
                 // The lane ended (idle): the batch comes back, for a new one.
                 Err(mpsc::error::SendError(b)) => batch = b,
             }
+            ended = self.lanes.remove(&session_id).map(|l| l.task);
         }
         self.prune();
-        let tx = self.start(session_id.clone());
-        if let Err(mpsc::error::SendError(b)) = tx.send(batch).await {
+        let lane = self.start(session_id.clone(), ended);
+        if let Err(mpsc::error::SendError(b)) = lane.tx.send(batch).await {
             // A new lane closes only after its idle time with an empty
             // queue, so this cannot happen; were it to, the batch is not
             // ingested and must not be waited for.
             drop(b);
             self.in_flight.done(1);
         }
-        self.lanes.insert(session_id, tx);
+        self.lanes.insert(session_id, lane);
     }
 
     /// Waits until every batch dispatched so far has been ingested.
@@ -137,21 +146,25 @@ where
     /// to twice its size after the last pruning.
     fn prune(&mut self) {
         if self.lanes.len() >= self.prune_at {
-            self.lanes.retain(|_, tx| !tx.is_closed());
+            self.lanes.retain(|_, lane| !lane.tx.is_closed());
             self.prune_at = (self.lanes.len() * 2).max(64);
         }
     }
 
-    fn start(&self, session_id: String) -> mpsc::Sender<Vec<T>> {
+    /// Starts a lane for `session_id`; with `after`, the session's ended
+    /// lane, whose last ingest (what got in before it closed) the new one
+    /// waits for, so the session's batches stay in order.
+    fn start(&self, session_id: String, after: Option<tokio::task::JoinHandle<()>>) -> Lane<T> {
         let (tx, rx) = mpsc::channel(LANE_QUEUE);
-        tokio::spawn(lane(
+        let task = tokio::spawn(lane(
             session_id,
             rx,
             self.ingest.clone(),
             self.idle,
             self.in_flight.clone(),
+            after,
         ));
-        tx
+        Lane { tx, task }
     }
 }
 
@@ -163,11 +176,16 @@ async fn lane<T, F, Fut>(
     ingest: Arc<F>,
     idle: Duration,
     in_flight: Arc<InFlight>,
+    after: Option<tokio::task::JoinHandle<()>>,
 ) where
     F: Fn(String, Vec<T>) -> Fut,
     Fut: Future<Output = ()>,
 {
     tracing::debug!(session = %session_id, "ingest lane started");
+    if let Some(previous) = after {
+        // An ingest that panicked ended its lane too; order is all we wait for.
+        let _ = previous.await;
+    }
     loop {
         let (mut batch, mut n) = match tokio::time::timeout(idle, rx.recv()).await {
             Ok(Some(b)) => (b, 1),
@@ -312,11 +330,11 @@ mod tests {
         let (mut lanes, seen) = recording(Duration::from_millis(20), gate);
         lanes.dispatch("a".into(), vec![1]).await;
         lanes.settled().await;
-        let first = lanes.lanes["a"].clone();
+        let first = lanes.lanes["a"].tx.clone();
         until("the idle lane ended", || first.is_closed()).await;
         lanes.dispatch("a".into(), vec![2]).await;
         lanes.settled().await;
-        assert!(!lanes.lanes["a"].same_channel(&first), "a new lane");
+        assert!(!lanes.lanes["a"].tx.same_channel(&first), "a new lane");
         assert_eq!(of(&seen, "a"), vec![1, 2]);
     }
 
@@ -357,7 +375,7 @@ mod tests {
             lanes.dispatch(format!("s{s}"), vec![1]).await;
         }
         lanes.settled().await;
-        let senders: Vec<_> = lanes.lanes.values().cloned().collect();
+        let senders: Vec<_> = lanes.lanes.values().map(|l| l.tx.clone()).collect();
         until("all lanes ended", || senders.iter().all(|t| t.is_closed())).await;
         drop(senders);
         lanes.dispatch("new".into(), vec![1]).await;
