@@ -278,17 +278,31 @@ mod tests {
     use super::*;
     use duraclaw_core::protocol::Event;
 
+    /// A link to a gateway nobody runs: every command stays in the outbox.
+    fn unreachable_link() -> GatewayLink {
+        GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789")
+    }
+
+    /// An orchestrator over `dir` with no gateway, and alice's new session
+    /// `s1`.
+    async fn offline(
+        dir: Arc<duraclaw_store::MemoryDirectory>,
+        idle: Duration,
+    ) -> (Arc<Orchestrator>, SessionActor) {
+        let orch = Orchestrator::new(dir, unreachable_link(), idle);
+        let actor = orch
+            .create(SessionMeta::new("s1", "alice", 1))
+            .await
+            .unwrap();
+        (orch, actor)
+    }
+
     #[tokio::test]
     async fn idle_actors_sleep_and_wake_with_their_state() {
         use duraclaw_core::actor::Actor;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
-        let link = GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
-        let orch = Orchestrator::new(dir, link, Duration::ZERO);
-        let actor = orch
-            .create(SessionMeta::new("s1", "alice", 1))
-            .await
-            .unwrap();
+        let (orch, actor) = offline(dir, Duration::ZERO).await;
         let who = Actor {
             user: "alice".into(),
             client: None,
@@ -324,13 +338,7 @@ mod tests {
         use duraclaw_core::actor::Actor;
         use duraclaw_core::protocol::{Command, CommandResult, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
-        // Nothing listens: every command stays in the outbox.
-        let link = GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
-        let orch = Orchestrator::new(dir, link, Duration::from_secs(60));
-        let actor = orch
-            .create(SessionMeta::new("s1", "alice", 1))
-            .await
-            .unwrap();
+        let (orch, actor) = offline(dir, Duration::from_secs(60)).await;
         let who = Actor {
             user: "alice".into(),
             client: None,
@@ -398,12 +406,7 @@ mod tests {
         use duraclaw_core::actor::Actor;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
-        let link = || GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
-        let mut orch = Orchestrator::new(dir.clone(), link(), Duration::from_secs(60));
-        let actor = orch
-            .create(SessionMeta::new("s1", "alice", 1))
-            .await
-            .unwrap();
+        let (mut orch, actor) = offline(dir.clone(), Duration::from_secs(60)).await;
         actor.ingest(gateway_turn(1, true, true), 2).await.unwrap();
         assert_eq!(actor.meta().await.state, idle());
         orch.gateway_lost().await;
@@ -419,7 +422,7 @@ mod tests {
         if restart {
             drop(actor);
             drop(orch);
-            orch = Orchestrator::new(dir, link(), Duration::from_secs(60));
+            orch = Orchestrator::new(dir, unreachable_link(), Duration::from_secs(60));
             actor = orch.actor("s1").await.unwrap();
         }
         orch.gateway_restored(&actor).await;
@@ -451,12 +454,7 @@ mod tests {
         use duraclaw_core::actor::Actor;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
-        let link = GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
-        let orch = Orchestrator::new(dir, link, Duration::from_secs(60));
-        let actor = orch
-            .create(SessionMeta::new("s1", "alice", 1))
-            .await
-            .unwrap();
+        let (_orch, actor) = offline(dir, Duration::from_secs(60)).await;
         // Mid-turn, a second message: the executor queues it.
         actor.ingest(gateway_turn(1, true, false), 2).await.unwrap();
         assert_eq!(actor.meta().await.state, SessionState::Active);
@@ -504,12 +502,7 @@ mod tests {
         use duraclaw_core::actor::Actor;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
-        let link = || GatewayLink::new("ws://127.0.0.1:9", "unused-secret-0123456789");
-        let orch = Orchestrator::new(dir.clone(), link(), Duration::from_secs(60));
-        let actor = orch
-            .create(SessionMeta::new("s1", "alice", 1))
-            .await
-            .unwrap();
+        let (orch, actor) = offline(dir.clone(), Duration::from_secs(60)).await;
         actor.ingest(gateway_turn(1, true, true), 2).await.unwrap();
         assert_eq!(actor.meta().await.state, idle());
         // The process died after the log's append and before the metadata
@@ -520,7 +513,7 @@ mod tests {
         store.put_meta(&stale).await.unwrap();
         drop(actor);
         drop(orch);
-        let orch = Orchestrator::new(dir, link(), Duration::from_secs(60));
+        let orch = Orchestrator::new(dir, unreachable_link(), Duration::from_secs(60));
         let actor = orch.actor("s1").await.unwrap();
         assert_eq!(actor.meta().await.state, idle(), "the log's state wins");
         // So the next turn is logged as active again.
