@@ -24,17 +24,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use duraclaw_benches::executor::{Grab, init_repo};
 use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{Counter, nanos_since, pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
-use duraclaw_core::Result;
 use duraclaw_core::actor::SessionActor;
-use duraclaw_core::approval::DynApprovalGate;
-use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
+use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Event, Execute, FromGateway, GatewayFrame, Hello, Role, ToGateway,
     browser_event_frame, decode_frame, decode_gateway_frame, encode_frame, gateway_event_frame,
@@ -47,7 +45,7 @@ use duraclaw_store::{MemoryDirectory, SqliteDirectory};
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -58,56 +56,6 @@ const SESSION: &str = "relay-session";
 const MAX_BATCH: usize = 1024;
 const BROWSER_QUEUE: usize = 256;
 const LINK_QUEUE: usize = 4096;
-
-/// An executor that hands its event sink to the bench.
-#[derive(Debug)]
-struct Grab(Mutex<Option<oneshot::Sender<DynEventSink>>>);
-
-#[derive(Debug)]
-struct Idle;
-
-#[async_trait]
-impl ExecutorSession for Idle {
-    async fn send_message(&self, _text: &str) -> Result<()> {
-        Ok(())
-    }
-    async fn interrupt(&self) -> Result<()> {
-        Ok(())
-    }
-    async fn shutdown(&self) -> Result<()> {
-        Ok(())
-    }
-    fn is_running(&self) -> bool {
-        true
-    }
-}
-
-#[async_trait]
-impl Executor for Grab {
-    async fn start(
-        &self,
-        _spec: StartSpec,
-        _gate: DynApprovalGate,
-        sink: DynEventSink,
-    ) -> Result<Box<dyn ExecutorSession>> {
-        if let Some(tx) = self.0.lock().unwrap().take() {
-            let _ = tx.send(sink);
-        }
-        Ok(Box::new(Idle))
-    }
-}
-
-fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    std::fs::write(path.join("README.md"), "bench\n").unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("bench", "bench@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
-}
 
 /// How events enter a path, and where the browser counts them.
 struct Path2 {
@@ -167,10 +115,10 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             Arc::new(MemoryDirectory::new()),
         ),
     };
-    let (sink_tx, sink_rx) = oneshot::channel();
+    let (sink_tx, mut sink_rx) = mpsc::unbounded_channel();
     let gateway = Gateway::new(GatewayOptions {
         directory: gateway_dir,
-        executor: Arc::new(Grab(Mutex::new(Some(sink_tx)))),
+        executor: Arc::new(Grab(sink_tx)),
         worktrees: WorktreeIndex::new(vec![format!("{}/projects/*", root.display())]).unwrap(),
         approval_timeout: None,
     })
@@ -300,7 +248,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             }
         }
     });
-    let emit = sink_rx.await.unwrap();
+    let emit = sink_rx.recv().await.unwrap();
     Ours {
         path: Path2 {
             emit: Emit::Sink(emit),

@@ -32,14 +32,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use duraclaw_benches::executor::{Grab, init_repo};
 use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
-use duraclaw_core::Result;
 use duraclaw_core::actor::SessionActor;
-use duraclaw_core::approval::DynApprovalGate;
-use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
+use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Execute, FromGateway, GatewayFrame, Gseq, Hello, RawEvent, Role,
     ToGateway, browser_event_frame, decode_frame, decode_gateway_frame, encode_frame,
@@ -63,54 +61,6 @@ const SECRET: &str = "bench-secret-0123456789abcdef";
 const MAX_BATCH: usize = 1024;
 const BROWSER_QUEUE: usize = 256;
 const LINK_QUEUE: usize = 4096;
-
-/// An executor that hands each session's event sink to the bench.
-#[derive(Debug)]
-struct Grab(mpsc::UnboundedSender<DynEventSink>);
-
-#[derive(Debug)]
-struct Idle;
-
-#[async_trait]
-impl ExecutorSession for Idle {
-    async fn send_message(&self, _text: &str) -> Result<()> {
-        Ok(())
-    }
-    async fn interrupt(&self) -> Result<()> {
-        Ok(())
-    }
-    async fn shutdown(&self) -> Result<()> {
-        Ok(())
-    }
-    fn is_running(&self) -> bool {
-        true
-    }
-}
-
-#[async_trait]
-impl Executor for Grab {
-    async fn start(
-        &self,
-        _spec: StartSpec,
-        _gate: DynApprovalGate,
-        sink: DynEventSink,
-    ) -> Result<Box<dyn ExecutorSession>> {
-        let _ = self.0.send(sink);
-        Ok(Box::new(Idle))
-    }
-}
-
-fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    std::fs::write(path.join("README.md"), "bench\n").unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("bench", "bench@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
-}
 
 type Job = (usize, oneshot::Sender<Vec<Instant>>);
 

@@ -8,6 +8,8 @@
 //! - [`ws`]: loopback WebSocket pairs and a client that counts what arrives;
 //! - [`raw`]: raw rusqlite connections set up as the SQLite store sets up
 //!   its own;
+//! - [`executor`]: a stand-in executor that hands the bench each gateway
+//!   session's event sink, and the git worktree a session needs;
 //! - [`lanes`]: the per-session ingest lanes of the orchestrator's gateway
 //!   link read loop, `duraclaw-full`'s very file (that example has no
 //!   library to depend on);
@@ -17,6 +19,7 @@
 // with the reason.
 #![allow(clippy::expect_used, clippy::panic)]
 
+pub mod executor;
 #[path = "../../examples/duraclaw-full/src/orchestrator/lanes.rs"]
 pub mod lanes;
 pub mod mix;
