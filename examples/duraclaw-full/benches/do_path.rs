@@ -53,7 +53,9 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
-use support::{Tools, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready};
+use support::{
+    Tools, admin_user_login, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready,
+};
 
 const GATEWAY_SECRET: &str = "bench-gateway-secret-0123456789ab";
 const COOKIE_SECRET: &str = "bench-cookie-secret-0123456789abcdef";
@@ -297,33 +299,7 @@ async fn stalled_browser(
 
 /// Creates the user through the admin route and logs in; the cookie.
 async fn login(http: &reqwest::Client, base: &str) -> String {
-    let r = http
-        .post(format!("{base}/api/admin/users"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"username": USER, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "creating the user: {}", r.status());
-    let r = http
-        .post(format!("{base}/api/login"))
-        .header("Origin", base)
-        .json(&json!({"username": USER, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login");
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.split(';')
-                .next()
-                .filter(|kv| kv.starts_with("duraclaw_session="))
-        })
-        .expect("a session cookie")
-        .to_owned()
+    admin_user_login(http, base, base, ADMIN_TOKEN, USER, PASSWORD).await
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -41,7 +41,8 @@ mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
 use support::{
-    Tools, Wrangler, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready,
+    Tools, Wrangler, admin_user_login, build_worker_crate, free_port, start_wrangler_logged,
+    wait_until_ready,
 };
 
 const GATEWAY_SECRET: &str = "cf-e2e-gateway-secret-0123456789";
@@ -128,38 +129,7 @@ impl Deployment {
 
 /// Creates `name` through the admin route and logs in; the cookie.
 async fn user(http: &reqwest::Client, base: &str, name: &str) -> String {
-    let r = http
-        .post(format!("{base}/api/admin/users"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    assert!(
-        status.is_success(),
-        "creating {name}: {status} {}",
-        r.text().await.unwrap_or_default()
-    );
-    let r = http
-        .post(format!("{base}/api/login"))
-        .header("Origin", base)
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login {name}");
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.split(';')
-                .next()
-                .filter(|kv| kv.starts_with("duraclaw_session="))
-        })
-        .expect("a session cookie")
-        .to_owned()
+    admin_user_login(http, base, base, ADMIN_TOKEN, name, PASSWORD).await
 }
 
 async fn get(http: &reqwest::Client, base: &str, cookie: &str, path: &str) -> (u16, Value) {

@@ -53,7 +53,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
-use support::{Tools, Wrangler, build_worker_crate, free_port, start_wrangler_logged};
+use support::{
+    Tools, Wrangler, admin_user_login, build_worker_crate, free_port, start_wrangler_logged,
+};
 
 #[path = "support/faults.rs"]
 mod fault_support;
@@ -179,33 +181,7 @@ async fn request(
 
 /// Creates `name` through the admin route and logs in; the cookie.
 async fn user(http: &reqwest::Client, base: &str, origin: &str, name: &str) -> String {
-    let r = http
-        .post(format!("{base}/api/admin/users"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "creating {name}: {}", r.status());
-    let r = http
-        .post(format!("{base}/api/login"))
-        .header("Origin", origin)
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login {name}");
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.split(';')
-                .next()
-                .filter(|kv| kv.starts_with("duraclaw_session="))
-        })
-        .expect("a session cookie")
-        .to_owned()
+    admin_user_login(http, base, origin, ADMIN_TOKEN, name, PASSWORD).await
 }
 
 async fn meta(http: &reqwest::Client, base: &str, cookie: &str, id: &str) -> Value {

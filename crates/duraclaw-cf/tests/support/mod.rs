@@ -289,3 +289,49 @@ pub async fn wait_until_ready(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Creates the user `name` through the Worker's admin route (bearer
+/// `admin_token`) and logs in from `origin`; the session cookie
+/// (`duraclaw_session=…`).
+pub async fn admin_user_login(
+    http: &reqwest::Client,
+    base: &str,
+    origin: &str,
+    admin_token: &str,
+    name: &str,
+    password: &str,
+) -> String {
+    let account = serde_json::json!({"username": name, "password": password});
+    let r = http
+        .post(format!("{base}/api/admin/users"))
+        .bearer_auth(admin_token)
+        .json(&account)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "creating {name}: {status} {}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = http
+        .post(format!("{base}/api/login"))
+        .header("Origin", origin)
+        .json(&account)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "login {name}");
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.split(';')
+                .next()
+                .filter(|kv| kv.starts_with("duraclaw_session="))
+        })
+        .expect("a session cookie")
+        .to_owned()
+}
