@@ -109,6 +109,23 @@ fn script(dir: &Path) -> PathBuf {
 
 // ---------------------------------------------------------------- the run
 
+/// Closes session `id` and reads its whole log from a fresh client: the
+/// session ended (terminated) with nothing pending.
+async fn close_and_read(http: &reqwest::Client, base: &str, cookie: &str, id: &str) -> Vec<Value> {
+    let r = http
+        .post(format!("{base}/api/sessions/{id}/close"))
+        .header("origin", base)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (snapshot, log) = full_log(base, cookie, id).await;
+    assert_eq!(snapshot["state"], "terminated", "{snapshot}");
+    assert_eq!(snapshot["pending"], json!([]), "{snapshot}");
+    log
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_under_faults() {
     let soak: Option<u64> = std::env::var("DURACLAW_SOAK_SECS")
@@ -391,17 +408,7 @@ async fn nothing_is_lost_under_faults() {
     // is read from a fresh client and every client drains up to it.
     let mut logs = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let r = http
-            .post(format!("{base}/api/sessions/{id}/close"))
-            .header("origin", &base)
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let (snapshot, log) = full_log(&base, &cookie, id).await;
-        assert_eq!(snapshot["state"], "terminated", "{snapshot}");
-        assert_eq!(snapshot["pending"], json!([]), "{snapshot}");
+        let log = close_and_read(&http, &base, &cookie, id).await;
         done_txs[i].send(Some(log.len() as u64)).unwrap();
         logs.push(log);
     }
@@ -1265,17 +1272,7 @@ async fn real_cli_sessions_survive_faults() {
             assert!(Instant::now() < until, "session {i} never settled: {m}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let r = http
-            .post(format!("{base}/api/sessions/{id}/close"))
-            .header("origin", &base)
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let (snapshot, log) = full_log(&base, &cookie, id).await;
-        assert_eq!(snapshot["state"], "terminated", "{snapshot}");
-        assert_eq!(snapshot["pending"], json!([]), "{snapshot}");
+        let log = close_and_read(&http, &base, &cookie, id).await;
         done_txs[i].send(Some(log.len() as u64)).unwrap();
         logs.push(log);
     }
