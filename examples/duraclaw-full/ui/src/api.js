@@ -14,10 +14,15 @@ export class ApiError extends Error {
 
 const listeners = new Set();
 
-/** Calls `fn()` whenever an API answer says the login is gone (401). */
+/** Calls `fn()` whenever the login is gone: an API answer 401, or loginEnded(). */
 export function onUnauthorized(fn) {
   listeners.add(fn);
   return () => listeners.delete(fn);
+}
+
+/** Says the login is gone (the session socket closed with 4401): back to the login page. */
+export function loginEnded(why) {
+  listeners.forEach((fn) => fn(why));
 }
 
 async function request(method, path, body, { quiet401 = false } = {}) {

@@ -1,12 +1,20 @@
 // The session WebSocket (docs/api.md): connects with `after=<last seq>`,
 // reconnects by itself with capped exponential backoff and jitter, and
 // resends commands that have no `command_result` yet with the same id, so a
-// retry is applied once.
+// retry is applied once. Close codes it acts on:
+// 4000 (lagged): reconnect at once to catch up by replay;
+// 4401 (login ended): stop and ask for a login again;
+// 4409 (ahead of the log): the copy is from another history, so drop it and
+// reconnect from 0.
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 const PING_EVERY_MS = 25000;
 const PONG_TIMEOUT_MS = 10000;
+
+export const CLOSE_LAGGED = 4000;
+export const CLOSE_LOGIN_ENDED = 4401;
+export const CLOSE_AHEAD_OF_LOG = 4409;
 
 /** A random command id; uses getRandomValues, which works on plain http too. */
 export function newCommandId() {
@@ -25,7 +33,8 @@ export class SessionSocket {
   /**
    * @param {string} sessionId
    * @param {() => number} lastSeq the highest seq applied so far
-   * @param {object} h handlers: onFrame(frame), onStatus({state, retryInMs, attempt}), onDown(closeEvent, opened)
+   * @param {object} h handlers: onFrame(frame, {resent}), onStatus({state, retryInMs, attempt}),
+   *   onDown(closeEvent, opened), onLoginEnded(), onReset() (drop the copy: the next connection replays from 0)
    */
   constructor(sessionId, lastSeq, h) {
     this.sessionId = sessionId;
@@ -41,6 +50,11 @@ export class SessionSocket {
     this.ready = false;
     /** Commands without a command_result, in send order: id -> frame text. */
     this.unconfirmed = new Map();
+    /** Connections so far; and the one each unconfirmed command last went out on. */
+    this.connections = 0;
+    this.sentOn = new Map();
+    /** Ids of commands sent again on a later connection than their first. */
+    this.resent = new Set();
     this.onOnline = () => this.kick();
     this.onOffline = () => this.status();
     this.onVisible = () => {
@@ -91,6 +105,7 @@ export class SessionSocket {
   connect() {
     if (this.stopped) return;
     this.ready = false;
+    this.connections++;
     this.status('connecting');
     let ws;
     try {
@@ -126,16 +141,29 @@ export class SessionSocket {
         clearTimeout(this.pongTimer);
         return;
       }
-      if (frame.type === 'command_result') this.unconfirmed.delete(frame.id);
-      this.h.onFrame(frame);
+      if (frame.type === 'command_result') {
+        const resent = this.resent.has(frame.id);
+        this.unconfirmed.delete(frame.id);
+        this.sentOn.delete(frame.id);
+        this.resent.delete(frame.id);
+        this.h.onFrame(frame, { resent });
+        return;
+      }
+      this.h.onFrame(frame, {});
     };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.ready = false;
       this.clearPing();
+      if (ev.code === CLOSE_LOGIN_ENDED) {
+        this.giveUp('closed');
+        if (this.h.onLoginEnded) this.h.onLoginEnded();
+        return;
+      }
       if (this.h.onDown) this.h.onDown(ev, opened);
-      if (ev.code === 4000) this.attempt = 0; // lagged: catch up straight away
+      if (ev.code === CLOSE_AHEAD_OF_LOG && this.h.onReset) this.h.onReset();
+      if (ev.code === CLOSE_LAGGED || ev.code === CLOSE_AHEAD_OF_LOG) this.attempt = 0; // straight away
       this.scheduleReconnect();
     };
     ws.onerror = () => {
@@ -206,12 +234,20 @@ export class SessionSocket {
   send(command, id = newCommandId()) {
     const text = JSON.stringify({ type: 'command', id, command });
     this.unconfirmed.set(id, text);
-    if (this.ready && this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+    if (this.ready && this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(text);
+      this.sentOn.set(id, this.connections);
+    }
     return id;
   }
 
   flush() {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    for (const text of this.unconfirmed.values()) this.ws.send(text);
+    for (const [id, text] of this.unconfirmed) {
+      const before = this.sentOn.get(id);
+      if (before !== undefined && before !== this.connections) this.resent.add(id);
+      this.sentOn.set(id, this.connections);
+      this.ws.send(text);
+    }
   }
 }

@@ -23,11 +23,15 @@ export function go(path) {
 function App() {
   const [user, setUser] = useState(undefined);
   const [route, setRoute] = useState(parseRoute);
+  const [why, setWhy] = useState(null);
 
   useEffect(() => {
     const onHash = () => setRoute(parseRoute());
     window.addEventListener('hashchange', onHash);
-    const off = onUnauthorized(() => setUser(null));
+    const off = onUnauthorized((reason) => {
+      setWhy(reason || null);
+      setUser(null);
+    });
     api
       .me()
       .then((r) => setUser(r && r.user ? r.user : null))
@@ -39,7 +43,16 @@ function App() {
   }, []);
 
   if (user === undefined) return <div class="boot">Loading…</div>;
-  if (user === null) return <Login onLogin={setUser} />;
+  if (user === null)
+    return (
+      <Login
+        why={why}
+        onLogin={(u) => {
+          setWhy(null);
+          setUser(u);
+        }}
+      />
+    );
 
   const logout = async () => {
     try {

@@ -86,17 +86,43 @@ const marked = new Marked({
     // (a link when it has an address).
     image({ href, text }) {
       const label = `[image${text ? `: ${escapeHtml(text)}` : ''}]`;
-      return /^https?:/i.test(href || '') ? `<a href="${escapeHtml(href)}">${label}</a>` : `<span class="img-ref">${label}</span>`;
+      return /^https?:/i.test(href || '') ? `<a href="${escapeHtml(href)}">${label}</a>` : `<span class="md-img-ref">${label}</span>`;
     },
     checkbox({ checked }) {
-      return checked ? '<span class="task done">☑</span> ' : '<span class="task">☐</span> ';
+      return checked ? '<span class="md-task md-done">☑</span> ' : '<span class="md-task">☐</span> ';
     },
     code({ text, lang }) {
       const language = (lang || '').trim().split(/\s+/)[0].toLowerCase();
       const cls = language && hljs.getLanguage(language) ? ` class="hljs language-${escapeHtml(language)}"` : ' class="hljs"';
-      return `<pre class="code"><code${cls}>${highlight(text, language)}</code></pre>\n`;
+      return `<pre class="md-code"><code${cls}>${highlight(text, language)}</code></pre>\n`;
     },
   },
+});
+
+/**
+ * Whether a class is one the renderer adds itself: highlight.js's `hljs…`,
+ * `language-…`, and the renderer's `md-…`. Any other class in the Markdown
+ * (e.g. the app's own `question permission open` or `button primary`) would
+ * let the text borrow the app's styles and draw a fake approval card.
+ */
+export function isRendererClass(c) {
+  return /^hljs(-[a-z0-9_-]+)?$/.test(c) || /^language-[a-z0-9_+#.-]+$/.test(c) || /^md-(code|img-ref|task|done)$/.test(c);
+}
+
+/** `value` with only the renderer's classes. */
+export function keepRendererClasses(value) {
+  return String(value ?? '')
+    .split(/\s+/)
+    .filter((c) => c && isRendererClass(c))
+    .join(' ');
+}
+
+DOMPurify.addHook('uponSanitizeAttribute', (_node, data) => {
+  if (data.attrName === 'class') {
+    const kept = keepRendererClasses(data.attrValue);
+    if (kept) data.attrValue = kept;
+    else data.keepAttr = false;
+  }
 });
 
 DOMPurify.addHook('afterSanitizeAttributes', (node) => {
@@ -124,9 +150,37 @@ const PURIFY = {
     'embed',
     'svg',
     'math',
+    // Boxes that draw themselves or sit over the page.
+    'dialog',
+    'marquee',
+    'font',
+    'center',
+    'fieldset',
+    'legend',
+    'label',
+    'meter',
+    'progress',
   ],
-  FORBID_ATTR: ['style', 'id', 'name'],
+  FORBID_ATTR: [
+    'style',
+    'id',
+    'name',
+    'role',
+    // Load a URL when the page's policy allows it.
+    'background',
+    'poster',
+    'srcset',
+    'ping',
+    'xlink:href',
+    // Paint a box the size and colour of a button.
+    'bgcolor',
+    'color',
+    'width',
+    'height',
+    'border',
+  ],
   ALLOW_DATA_ATTR: false,
+  ALLOW_ARIA_ATTR: false,
 };
 
 /** Sanitises untrusted HTML. */

@@ -29,6 +29,7 @@ const ERROR_TITLES = {
   executor_exited: 'Claude Code stopped',
   outbox_full: 'Message not run: the gateway is still catching up',
   session_closed: 'Message not run: this session was closed',
+  unapproved_tool: 'A tool ran without approval',
 };
 
 export function errorTitle(ev) {
@@ -39,6 +40,8 @@ export function errorTitle(ev) {
 /** What to do next after an error with this code, when there is a clear step. */
 const ERROR_HINTS = {
   outbox_full: 'Send it again once the session has caught up.',
+  unapproved_tool:
+    'Nobody allowed this call, so the session was stopped. Check what the tool did in the worktree; the Claude Code CLI may be too old to ask before running tools.',
 };
 
 export function errorHint(ev) {
@@ -51,4 +54,24 @@ function sentence(text) {
   const t = text.trim();
   const s = t.charAt(0).toUpperCase() + t.slice(1);
   return /[.!?]$/.test(s) ? s : `${s}.`;
+}
+
+/** The `error` events that must be seen at once (a banner on the session): a tool that ran unapproved. */
+export function alarmingErrors(items) {
+  return (Array.isArray(items) ? items : []).filter((i) => i && i.kind === 'error' && i.ev && i.ev.code === 'unapproved_tool');
+}
+
+/**
+ * Whether a refused answer is this page's own earlier answer coming back: a
+ * command resent after a reconnect (its first `command_result` was lost)
+ * that the server says was `already_decided` — by this user, with this
+ * decision. That is not an error to show. `resolved` is the question's
+ * resolution when the page has it.
+ */
+export function isOwnRetry(result, { resent, user, decision, resolved }) {
+  if (!resent || !result || result.ok || !result.error || result.error.code !== 'already_decided' || !user) return false;
+  if (resolved) return !!(resolved.by && resolved.by.who === user) && (!decision || resolved.decision === decision);
+  const m = typeof result.error.message === 'string' ? result.error.message : '';
+  const word = (w) => new RegExp(`(^|[\\s:(])${w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[\\s,.;)])`);
+  return word(`by ${user}`).test(m) && (!decision || word(decision).test(m));
 }

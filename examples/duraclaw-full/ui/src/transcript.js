@@ -21,6 +21,16 @@ export class Transcript {
     this.byMessage = new Map();
     this.byTool = new Map();
     this.byQuestion = new Map();
+    this.snapPending = null;
+    this.snapSeq = 0;
+    /** The executor's working directory, from `session.init`. */
+    this.cwd = null;
+  }
+
+  /** Forgets everything (the copy was from another history); the next replay starts at seq 1. */
+  reset() {
+    Object.assign(this, new Transcript());
+    this.version++;
   }
 
   /** Applies the snapshot frame: state, and pending questions not yet shown. */
@@ -125,6 +135,7 @@ export class Transcript {
         this.items.push({ kind: 'error', seq, key: `s${seq}`, ev: e });
         break;
       case 'session.init':
+        if (typeof e.cwd === 'string') this.cwd = e.cwd;
         this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
         break;
       case 'notice':

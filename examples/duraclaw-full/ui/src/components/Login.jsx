@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 
-export function Login({ onLogin }) {
+export function Login({ onLogin, why }) {
   const [name, setName] = useState('');
   const [password, setPassword] = useState('');
   const [error, setError] = useState(null);
@@ -49,6 +49,11 @@ export function Login({ onLogin }) {
           Duraclaw
         </h1>
         <p class="muted">Sign in to watch and steer your Claude Code sessions.</p>
+        {why && (
+          <p class="notice" role="status" data-testid="login-why">
+            {why}
+          </p>
+        )}
         <label>
           Name
           <input

@@ -1,6 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { baseName } from '../format.js';
+import { revealText } from '../reveal.js';
 import { Header, StatusBanner } from './Header.jsx';
 import { useGatewayStatus } from './SessionList.jsx';
 
@@ -8,12 +9,13 @@ const DEFAULT_MODEL = 'sonnet';
 
 function worktreeLabel(w) {
   // The folder name first: on a phone only the start of an option shows.
-  const parts = [baseName(w.path) || w.path];
-  if (w.branch) parts.push(`[${w.branch}]`);
+  // Names and branches are shown with their hidden characters escaped.
+  const parts = [revealText(baseName(w.path) || w.path)];
+  if (w.branch) parts.push(`[${revealText(w.branch)}]`);
   else if (w.head) parts.push(`[detached ${w.head.slice(0, 8)}]`);
   if (w.dirty) parts.push('• dirty');
   if (w.busy_session) parts.push('• busy');
-  parts.push(`— ${w.path}`);
+  parts.push(`— ${revealText(w.path)}`);
   return parts.join(' ');
 }
 
@@ -47,10 +49,12 @@ export function NewSession({ user, onLogout }) {
   useEffect(load, []);
 
   const selected = worktrees && worktrees.find((w) => w.path === worktree);
+  // The executor cannot run sessions (e.g. the Claude Code CLI is too old).
+  const executorError = status && status.gateway && status.gateway.connected && status.gateway.executor_error;
 
   const submit = async (e) => {
     e.preventDefault();
-    if (busy) return;
+    if (busy || executorError) return;
     setError(null);
     if (!prompt.trim()) {
       setError('Write a first prompt.');
@@ -107,7 +111,7 @@ export function NewSession({ user, onLogout }) {
           )}
           {selected && (
             <p class="wt-info muted">
-              {selected.branch ? <span class="badge">{selected.branch}</span> : <span class="badge">detached</span>}{' '}
+              {selected.branch ? <span class="badge">{revealText(selected.branch)}</span> : <span class="badge">detached</span>}{' '}
               {selected.dirty ? <span class="badge warn">uncommitted changes</span> : <span class="badge ok">clean</span>}{' '}
               {selected.busy_session && (
                 <span class="badge attention">
@@ -117,7 +121,7 @@ export function NewSession({ user, onLogout }) {
                   </a>
                 </span>
               )}
-              {selected.repo && selected.repo !== selected.path && <span class="mono small"> repo {selected.repo}</span>}
+              {selected.repo && selected.repo !== selected.path && <span class="mono small"> repo {revealText(selected.repo)}</span>}
             </p>
           )}
           <label>
@@ -146,11 +150,16 @@ export function NewSession({ user, onLogout }) {
               {error}
             </p>
           )}
+          {executorError && (
+            <p class="error-text" role="alert" data-testid="executor-error">
+              Sessions cannot start: {executorError}
+            </p>
+          )}
           <div class="actions">
             <a class="button" href="#/">
               Cancel
             </a>
-            <button data-testid="create-session" class="primary" type="submit" disabled={busy || !worktree}>
+            <button data-testid="create-session" class="primary" type="submit" disabled={busy || !worktree || !!executorError}>
               {busy ? 'Starting…' : 'Start session'}
             </button>
           </div>

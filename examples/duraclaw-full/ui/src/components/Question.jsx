@@ -1,4 +1,5 @@
 import { useState } from 'preact/hooks';
+import { HiddenWarning, Shown } from './Shown.jsx';
 import { ToolInput } from './Tool.jsx';
 
 /** How a resolved question reads: "approved by alice", "expired (…)". */
@@ -32,7 +33,7 @@ function Resolution({ item }) {
   const when = Number.isFinite(r.at_ms) ? new Date(r.at_ms).toLocaleString() : '';
   return (
     <div class={`resolution ${r.decision}`} data-seq={item.resolvedSeq} data-testid="resolution" title={when}>
-      {resolvedText(r)}
+      <Shown text={resolvedText(r)} multiline />
     </div>
   );
 }
@@ -65,17 +66,28 @@ function Permission({ item, ctx, nested }) {
       data-testid="question"
       data-question-id={q.question_id}
     >
+      {!nested && <HiddenWarning values={[q]} />}
       {!item.resolved && (
         <div class="q-head">
           <span class="q-icon" aria-hidden="true">
             !
           </span>
           <span>
-            Allow <b>{q.tool_name || 'this tool'}</b>?{q.description && !nested ? <span class="muted"> {q.description}</span> : null}
+            Allow{' '}
+            <b>
+              <Shown text={q.tool_name || 'this tool'} />
+            </b>
+            ?
+            {q.description && (
+              <span class="muted q-desc">
+                {' '}
+                <Shown text={q.description} multiline />
+              </span>
+            )}
           </span>
         </div>
       )}
-      {!nested && <ToolInput name={q.tool_name} input={q.input} />}
+      {!nested && <ToolInput name={q.tool_name} input={q.input} worktree={ctx.worktree} whole={!item.resolved} />}
       {item.resolved ? (
         <Resolution item={item} />
       ) : (
@@ -123,7 +135,7 @@ function Permission({ item, ctx, nested }) {
   );
 }
 
-function AskUser({ item, ctx }) {
+function AskUser({ item, ctx, nested }) {
   const q = item.q;
   const questions = Array.isArray(q.questions) ? q.questions : [];
   const [picked, setPicked] = useState(() => questions.map(() => []));
@@ -161,11 +173,14 @@ function AskUser({ item, ctx }) {
       data-testid="question"
       data-question-id={q.question_id}
     >
+      {!nested && <HiddenWarning values={[q]} />}
       {item.resolved ? (
         <>
           <ul class="asked">
             {questions.map((qq, k) => (
-              <li key={k}>{qq && qq.question}</li>
+              <li key={k}>
+                <Shown text={qq && qq.question} />
+              </li>
             ))}
           </ul>
           <Resolution item={item} />
@@ -184,7 +199,12 @@ function AskUser({ item, ctx }) {
             return (
               <fieldset key={k} disabled={busy}>
                 <legend>
-                  {qq && qq.header && <span class="badge">{qq.header}</span>} {qq && qq.question}
+                  {qq && qq.header && (
+                    <span class="badge">
+                      <Shown text={qq.header} />
+                    </span>
+                  )}{' '}
+                  <Shown text={qq && qq.question} multiline />
                   {multi && <span class="muted small"> (choose any)</span>}
                 </legend>
                 {opts.map((o, j) => (
@@ -198,8 +218,15 @@ function AskUser({ item, ctx }) {
                       data-testid="question-option"
                     />
                     <span>
-                      <span class="opt-label">{o.label}</span>
-                      {o.description && <span class="muted opt-desc"> — {o.description}</span>}
+                      <span class="opt-label">
+                        <Shown text={o.label} />
+                      </span>
+                      {o.description && (
+                        <span class="muted opt-desc">
+                          {' '}
+                          — <Shown text={o.description} multiline />
+                        </span>
+                      )}
                     </span>
                   </label>
                 ))}
@@ -239,6 +266,6 @@ function AskUser({ item, ctx }) {
 
 /** A pending or resolved user_question. */
 export function Question({ item, ctx, nested }) {
-  if (item.q.kind === 'ask_user') return <AskUser item={item} ctx={ctx} />;
+  if (item.q.kind === 'ask_user') return <AskUser item={item} ctx={ctx} nested={nested} />;
   return <Permission item={item} ctx={ctx} nested={nested} />;
 }

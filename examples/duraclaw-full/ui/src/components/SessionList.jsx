@@ -1,7 +1,9 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { fmtCost, relTime, stateClass, stateLabel } from '../format.js';
+import { revealText } from '../reveal.js';
 import { Header, StatusBanner } from './Header.jsx';
+import { Shown } from './Shown.jsx';
 
 const REFRESH_MS = 5000;
 
@@ -120,7 +122,7 @@ function SessionRow({ s }) {
         data-session-id={s.session_id}
       >
         <div class="row-top">
-          <span class="title">{s.title || '(untitled)'}</span>
+          <span class="title">{s.title ? <Shown text={s.title} /> : '(untitled)'}</span>
           {attention && (
             <span class="badge attention" data-testid="attention-badge" title="A question is waiting for you">
               needs attention{s.pending_questions > 1 ? ` · ${s.pending_questions}` : ''}
@@ -131,8 +133,8 @@ function SessionRow({ s }) {
           <span class={`badge state-${stateClass(s.state, s.reason)}`} data-testid="session-state">
             {stateLabel(s.state, s.reason)}
           </span>
-          <span class="mono worktree" title={s.worktree}>
-            {s.worktree}
+          <span class="mono worktree" title={revealText(s.worktree)}>
+            <Shown text={s.worktree} />
           </span>
           <span class="muted" title={s.updated_at_ms ? new Date(s.updated_at_ms).toLocaleString() : ''}>
             {relTime(s.updated_at_ms)}

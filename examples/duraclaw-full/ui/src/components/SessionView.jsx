@@ -1,10 +1,13 @@
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
-import { api } from '../api.js';
+import { api, loginEnded } from '../api.js';
 import { SessionSocket } from '../connection.js';
 import { baseName, fmtCost, stateClass, stateLabel } from '../format.js';
+import { revealText } from '../reveal.js';
+import { alarmingErrors, errorTitle, isOwnRetry } from '../system.js';
 import { isRunning, Transcript } from '../transcript.js';
 import { Item } from './Events.jsx';
 import { Header } from './Header.jsx';
+import { Shown } from './Shown.jsx';
 
 const CONN_TEXT = {
   connecting: 'connecting…',
@@ -58,16 +61,21 @@ export function SessionView({ id, user, onLogout }) {
   useEffect(() => {
     window.__duraclaw = {
       sessionId: id,
-      seqs: t.seqs,
-      gaps: t.gaps,
       connection: 'connecting',
+      resets: 0,
+      get seqs() {
+        return t.seqs;
+      },
+      get gaps() {
+        return t.gaps;
+      },
       get lastSeq() {
         return t.lastSeq;
       },
     };
     loadMeta();
 
-    const onFrame = (f) => {
+    const onFrame = (f, how) => {
       switch (f.type) {
         case 'hello':
           if (f.v !== 1) {
@@ -86,24 +94,27 @@ export function SessionView({ id, user, onLogout }) {
           }
           break;
         case 'command_result':
-          onCommandResult(f);
+          onCommandResult(f, how || {});
           break;
         case 'error':
-          setNotice(`Server: ${f.message || f.code || 'error'}`);
+          // ahead_of_log: the close (4409) that follows reloads the transcript.
+          if (f.code !== 'ahead_of_log') setNotice(`Server: ${f.message || f.code || 'error'}`);
           break;
         default:
           break;
       }
     };
 
-    const onCommandResult = (f) => {
+    const onCommandResult = (f, { resent }) => {
       const c = cmds.current.get(f.id);
       if (!c) return;
       cmds.current.delete(f.id);
       const err = f.ok ? null : (f.error && f.error.message) || (f.error && f.error.code) || 'refused';
       const code = f.ok ? null : f.error && f.error.code;
       if (c.kind === 'answer') {
-        qstates.current.set(c.qid, f.ok ? { sent: true } : { error: err, code });
+        const q = t.byQuestion.get(c.qid);
+        const own = isOwnRetry(f, { resent, user: user && user.name, decision: c.decision, resolved: q && q.resolved });
+        qstates.current.set(c.qid, f.ok || own ? { sent: true } : { error: err, code });
       } else if (c.kind === 'message') {
         setComposer((s) => ({ text: f.ok ? s.text : s.text || c.text, sending: false, error: f.ok ? null : `Not sent: ${err}` }));
       } else if (c.kind === 'abort') {
@@ -120,6 +131,16 @@ export function SessionView({ id, user, onLogout }) {
       },
       onDown: (_ev, opened) => {
         if (!opened) loadMeta();
+      },
+      // The server ended this login (logout, password change, user
+      // removed): log in again, no reconnecting.
+      onLoginEnded: () => loginEnded('Your login ended (signed out elsewhere, or the password changed): sign in again.'),
+      // The page's copy is from another history: drop it, replay from 0.
+      onReset: () => {
+        t.reset();
+        qstates.current.clear();
+        window.__duraclaw.resets++;
+        rerender();
       },
     });
     sockRef.current = sock;
@@ -154,7 +175,7 @@ export function SessionView({ id, user, onLogout }) {
   const pending = t.pending();
   const title = (meta && meta.title) || 'Session';
   useEffect(() => {
-    document.title = `${pending.length ? '(!) ' : ''}${title} — Duraclaw`;
+    document.title = `${pending.length ? '(!) ' : ''}${revealText(title)} — Duraclaw`;
     return () => {
       document.title = 'Duraclaw';
     };
@@ -162,10 +183,11 @@ export function SessionView({ id, user, onLogout }) {
 
   const ctx = {
     running: running && t.state === 'active',
+    worktree: (meta && meta.worktree) || t.cwd || null,
     qstate: (qid) => qstates.current.get(qid),
     answer: (qid, decision) => {
       const cmdId = sockRef.current.send({ type: 'answer', question_id: qid, ...decision });
-      cmds.current.set(cmdId, { kind: 'answer', qid });
+      cmds.current.set(cmdId, { kind: 'answer', qid, decision: decision.decision });
       qstates.current.set(qid, { sending: true });
       rerender();
     },
@@ -209,6 +231,7 @@ export function SessionView({ id, user, onLogout }) {
   }
 
   const cost = t.cost || (meta && meta.cost_usd) || 0;
+  const alarms = alarmingErrors(t.items);
 
   return (
     <div class="page session-page">
@@ -230,7 +253,7 @@ export function SessionView({ id, user, onLogout }) {
           </a>
           <div class="session-title">
             <div class="title" data-testid="session-title">
-              {title}
+              <Shown text={title} />
             </div>
             <div class="sub">
               <span class={`badge state-${stateClass(t.state, t.reason)}`} data-testid="state-badge" data-state={t.state || ''} data-reason={t.reason || ''}>
@@ -238,9 +261,9 @@ export function SessionView({ id, user, onLogout }) {
               </span>
               <span class="muted">
                 {meta && (
-                  <span class="mono" title={meta.worktree}>
+                  <span class="mono" title={revealText(meta.worktree)}>
                     {' '}
-                    {baseName(meta.worktree)}
+                    <Shown text={baseName(meta.worktree)} />
                   </span>
                 )}
                 {meta && meta.model && <span> · {meta.model}</span>}
@@ -269,6 +292,14 @@ export function SessionView({ id, user, onLogout }) {
             </button>
           )}
         </div>
+        {alarms.map((a) => (
+          <div class="banner bad alarm" role="alert" data-testid="unapproved-banner" key={a.key}>
+            <strong>{errorTitle(a.ev)}.</strong> <Shown text={String(a.ev.message ?? '')} /> The session was stopped.{' '}
+            <button type="button" class="link" onClick={() => document.querySelector(`[data-seq="${a.seq}"]`)?.scrollIntoView({ block: 'center' })}>
+              show
+            </button>
+          </div>
+        ))}
       </div>
       {notice && (
         <div class="banner warn" role="alert">

@@ -1,7 +1,10 @@
 import { structuredPatch } from 'diff';
 import { highlight, langForPath } from '../markdown.js';
+import { resolvePath } from '../paths.js';
+import { revealText } from '../reveal.js';
 import { Collapsible } from './Collapsible.jsx';
 import { Question } from './Question.jsx';
+import { HiddenWarning, Shown } from './Shown.jsx';
 
 /** The text of a tool result: a string, or content blocks. */
 export function resultText(content) {
@@ -20,36 +23,54 @@ export function resultText(content) {
   return JSON.stringify(content, null, 2);
 }
 
-function Code({ text, lang, testid }) {
+// Code from a tool call: escapes first (reveal.js), then highlighting.
+function Code({ text, lang, testid, whole }) {
   return (
     <Collapsible
-      text={text}
+      text={revealText(text, true)}
       class={`code hljs${lang ? ` language-${lang}` : ''}`}
       testid={testid}
+      whole={whole}
       render={(s) => <code dangerouslySetInnerHTML={{ __html: highlight(s, lang) }} />}
     />
   );
 }
 
-function Json({ value }) {
+function Json({ value, whole }) {
   let text;
   try {
     text = JSON.stringify(value, null, 2);
   } catch {
     text = String(value);
   }
-  return <Code text={text ?? 'null'} lang="json" />;
+  return <Code text={text ?? 'null'} lang="json" whole={whole} />;
 }
 
-function Path({ path, extra }) {
+/**
+ * A file path, whole and wrapped: resolved, relative to the session's
+ * worktree, flagged when outside it, with what was written when that
+ * differs.
+ */
+export function FilePath({ path, worktree, extra }) {
+  if (typeof path !== 'string') return extra ? <div class="tool-path muted">{extra}</div> : null;
+  const r = resolvePath(path, worktree);
   return (
-    <div class="tool-path mono">
-      {typeof path === 'string' ? path : null}
-      {extra && (
-        <span class="muted">
-          {typeof path === 'string' ? ' ' : ''}
-          {extra}
+    <div class={`tool-path mono${r.outside ? ' outside' : ''}`} data-testid="tool-path" data-outside={r.outside ? 'true' : 'false'}>
+      <div>
+        {r.outside && (
+          <span class="badge bad" data-testid="outside-worktree">
+            outside the worktree
+          </span>
+        )}{' '}
+        <span class="path-shown" data-testid="path-shown">
+          <Shown text={r.shown} />
         </span>
+        {extra && <span class="muted"> {extra}</span>}
+      </div>
+      {r.rewritten && (
+        <div class="path-raw muted small" data-testid="path-raw">
+          as written: <Shown text={path} />
+        </div>
       )}
     </div>
   );
@@ -75,7 +96,7 @@ export function Diff({ oldText, newText }) {
               return (
                 <span class={`diff-line ${cls}`} key={j}>
                   <span class="diff-sign">{c === ' ' ? ' ' : c}</span>
-                  {l.slice(1) || ' '}
+                  {l.length > 1 ? <Shown text={l.slice(1)} multiline /> : ' '}
                 </span>
               );
             })}
@@ -85,43 +106,50 @@ export function Diff({ oldText, newText }) {
   );
 }
 
-/** One line saying what the call does, for the card's header. */
+/**
+ * What the call does in a few words, for the card's header. A file tool's
+ * path is not here: the card shows it whole (FilePath).
+ */
 export function toolSummary(name, input) {
   const i = input && typeof input === 'object' ? input : {};
+  const s = (v) => (typeof v === 'string' ? v : '');
   switch (name) {
     case 'Bash':
-      return i.description || '';
-    case 'Edit':
-    case 'MultiEdit':
-    case 'Write':
-    case 'Read':
-    case 'NotebookEdit':
-      return i.file_path || i.notebook_path || '';
+      return s(i.description);
     case 'Glob':
     case 'Grep':
-      return i.pattern || '';
+      return s(i.pattern);
     case 'WebFetch':
-      return i.url || '';
+      return s(i.url);
     case 'WebSearch':
-      return i.query || '';
+      return s(i.query);
     case 'Task':
     case 'Agent':
-      return i.description || '';
+      return s(i.description);
     default:
       return '';
   }
 }
 
-/** A tool call's input, shown the way a person reads it. */
-export function ToolInput({ name, input, inCard }) {
+/**
+ * A tool call's input, shown the way a person reads it. `whole` (while it
+ * waits for a decision): nothing is collapsed.
+ */
+export function ToolInput({ name, input, worktree, whole }) {
   const i = input && typeof input === 'object' && !Array.isArray(input) ? input : null;
-  if (!i) return <Json value={input} />;
+  if (!i) return <Json value={input} whole={whole} />;
   switch (name) {
     case 'Bash':
       if (typeof i.command !== 'string') break;
       return (
         <div>
-          <Collapsible text={i.command} class="term cmd" testid="bash-command" render={(s) => [<span class="prompt-sign">$ </span>, s]} />
+          <Collapsible
+            text={i.command}
+            class="term cmd"
+            testid="bash-command"
+            whole={whole}
+            render={(s) => [<span class="prompt-sign">$ </span>, <Shown text={s} multiline />]}
+          />
           {(i.run_in_background || i.timeout) && (
             <div class="chips">
               {i.run_in_background && <span class="badge">background</span>}
@@ -134,7 +162,7 @@ export function ToolInput({ name, input, inCard }) {
       if (typeof i.old_string !== 'string' || typeof i.new_string !== 'string') break;
       return (
         <div>
-          {!inCard || i.replace_all ? <Path path={inCard ? null : i.file_path} extra={i.replace_all ? '(replace all)' : null} /> : null}
+          <FilePath path={i.file_path} worktree={worktree} extra={i.replace_all ? '(replace all)' : null} />
           <Diff oldText={i.old_string} newText={i.new_string} />
         </div>
       );
@@ -142,7 +170,7 @@ export function ToolInput({ name, input, inCard }) {
       if (!Array.isArray(i.edits)) break;
       return (
         <div>
-          <Path path={inCard ? null : i.file_path} extra={`(${i.edits.length} edits)`} />
+          <FilePath path={i.file_path} worktree={worktree} extra={`(${i.edits.length} edits)`} />
           {i.edits.map((e, k) => (
             <Diff key={k} oldText={e && e.old_string} newText={e && e.new_string} />
           ))}
@@ -152,14 +180,22 @@ export function ToolInput({ name, input, inCard }) {
       if (typeof i.content !== 'string') break;
       return (
         <div>
-          <Path path={inCard ? null : i.file_path} extra={`(${i.content.split('\n').length} lines)`} />
-          <Code text={i.content} lang={langForPath(i.file_path)} />
+          <FilePath path={i.file_path} worktree={worktree} extra={`(${i.content.split('\n').length} lines)`} />
+          <Code text={i.content} lang={langForPath(i.file_path)} whole={whole} />
+        </div>
+      );
+    case 'NotebookEdit':
+      if (typeof i.notebook_path !== 'string') break;
+      return (
+        <div>
+          <FilePath path={i.notebook_path} worktree={worktree} />
+          <Json value={input} whole={whole} />
         </div>
       );
     case 'Read': {
       const range = [i.offset != null ? `from line ${i.offset}` : null, i.limit != null ? `${i.limit} lines` : null].filter(Boolean).join(', ');
-      if (inCard && !range) return null;
-      return <Path path={inCard ? null : i.file_path} extra={range ? `(${range})` : null} />;
+      if (typeof i.file_path !== 'string') break;
+      return <FilePath path={i.file_path} worktree={worktree} extra={range ? `(${range})` : null} />;
     }
     case 'TodoWrite':
       if (!Array.isArray(i.todos)) break;
@@ -167,7 +203,7 @@ export function ToolInput({ name, input, inCard }) {
         <ul class="todos">
           {i.todos.map((t, k) => (
             <li key={k} class={`todo ${t && t.status}`}>
-              <span class="todo-mark">{t && t.status === 'completed' ? '☑' : t && t.status === 'in_progress' ? '◐' : '☐'}</span> {t && t.content}
+              <span class="todo-mark">{t && t.status === 'completed' ? '☑' : t && t.status === 'in_progress' ? '◐' : '☐'}</span> <Shown text={t && t.content} />
             </li>
           ))}
         </ul>
@@ -177,14 +213,16 @@ export function ToolInput({ name, input, inCard }) {
       return (
         <ul class="asked">
           {i.questions.map((q, k) => (
-            <li key={k}>{q && q.question}</li>
+            <li key={k}>
+              <Shown text={q && q.question} />
+            </li>
           ))}
         </ul>
       );
     default:
       break;
   }
-  return <Json value={input} />;
+  return <Json value={input} whole={whole} />;
 }
 
 /** A tool result: terminal output for Bash, plain text otherwise; long ones collapsed. */
@@ -214,17 +252,20 @@ export function ToolCard({ item, ctx }) {
       data-tool-use-id={item.id}
     >
       <div class="tool-head">
-        <span class="tool-name">{name}</span>
+        <span class="tool-name">
+          <Shown text={name} />
+        </span>
         {summary && (
-          <span class="tool-summary" title={summary}>
-            {summary}
+          <span class="tool-summary">
+            <Shown text={summary} />
           </span>
         )}
         {!item.result && !pending && !item.orphan && ctx.running && !(q && q.resolved && !['allow', 'answered'].includes(q.resolved.decision)) && (
           <span class="spinner small" title="running" />
         )}
       </div>
-      {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} inCard />}
+      {!item.orphan && <HiddenWarning values={[item.name, item.input, q && q.q]} />}
+      {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} worktree={ctx.worktree} whole={pending} />}
       {q && <Question item={q} ctx={ctx} nested />}
       {item.result &&
         (name === 'AskUserQuestion' && !item.result.is_error && q && q.resolved && q.resolved.decision === 'answered' ? (

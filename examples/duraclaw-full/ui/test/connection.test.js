@@ -1,0 +1,137 @@
+import { test, mock } from 'node:test';
+import assert from 'node:assert/strict';
+
+// The few browser globals SessionSocket uses, and a WebSocket the test drives.
+const sockets = [];
+class FakeWebSocket {
+  static OPEN = 1;
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    sockets.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  // What the server does:
+  open() {
+    this.readyState = 1;
+    this.onopen && this.onopen();
+  }
+  frame(obj) {
+    this.onmessage({ data: JSON.stringify(obj) });
+  }
+  drop(code, reason = '') {
+    this.readyState = 3;
+    this.onclose({ code, reason });
+  }
+}
+globalThis.WebSocket = FakeWebSocket;
+globalThis.window = { addEventListener() {}, removeEventListener() {} };
+globalThis.document = { addEventListener() {}, removeEventListener() {}, visibilityState: 'visible' };
+globalThis.location = { protocol: 'http:', host: '127.0.0.1:1' };
+Object.defineProperty(globalThis, 'navigator', { value: { onLine: true }, configurable: true });
+
+const { SessionSocket } = await import('../src/connection.js');
+
+/** A socket on session s1 whose last seq is `seq.n`; returns it and what it reported. */
+function setup() {
+  sockets.length = 0;
+  const seen = { frames: [], statuses: [], loginEnded: 0, resets: 0 };
+  const seq = { n: 0 };
+  const s = new SessionSocket('s1', () => seq.n, {
+    onFrame: (f, how) => seen.frames.push([f, how]),
+    onStatus: (st) => seen.statuses.push(st.state),
+    onLoginEnded: () => seen.loginEnded++,
+    onReset: () => {
+      seen.resets++;
+      seq.n = 0;
+    },
+  });
+  return { s, seen, seq };
+}
+
+function connect(ws, lastSeq = 0) {
+  ws.open();
+  ws.frame({ type: 'hello', v: 1 });
+  ws.frame({ type: 'snapshot', last_seq: lastSeq, state: 'active', pending: [] });
+}
+
+test('close code 4401 (login ended): the login is reported gone and nothing reconnects', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  const { s, seen } = setup();
+  s.start();
+  connect(sockets[0]);
+  sockets[0].drop(4401, 'login ended');
+  assert.equal(seen.loginEnded, 1);
+  t.mock.timers.tick(120_000);
+  assert.equal(sockets.length, 1, 'no new connection after 4401');
+  assert.equal(seen.statuses.at(-1), 'closed');
+  s.stop();
+});
+
+test('any other close reconnects with the last seq', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  const { s, seen, seq } = setup();
+  s.start();
+  connect(sockets[0]);
+  seq.n = 7;
+  sockets[0].drop(1006);
+  t.mock.timers.tick(1000);
+  assert.equal(sockets.length, 2);
+  assert.match(sockets[1].url, /\/api\/sessions\/s1\/ws\?after=7$/);
+  assert.equal(seen.loginEnded, 0);
+  s.stop();
+});
+
+test('close code 4409 (ahead of the log): the copy is dropped and the next connection replays from 0', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  const { s, seen, seq } = setup();
+  seq.n = 42;
+  s.start();
+  assert.match(sockets[0].url, /after=42$/);
+  sockets[0].open();
+  sockets[0].frame({ type: 'error', code: 'ahead_of_log', message: 'after=42 is past the last seq 3' });
+  sockets[0].drop(4409, 'ahead of log');
+  assert.equal(seen.resets, 1);
+  t.mock.timers.tick(500);
+  assert.equal(sockets.length, 2, 'reconnected at once');
+  assert.match(sockets[1].url, /after=0$/);
+  s.stop();
+});
+
+test('a command resent after a reconnect is marked as resent in its command_result', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  const { s, seen } = setup();
+  s.start();
+  connect(sockets[0]);
+  const id = s.send({ type: 'answer', question_id: 'q1', decision: 'allow' });
+  assert.deepEqual(sockets[0].sent.map((f) => f.id), [id]);
+  // Its result is lost with the connection.
+  sockets[0].drop(1006);
+  // A command written while offline goes out first on the next connection: not a resend.
+  const later = s.send({ type: 'message', text: 'hi' });
+  t.mock.timers.tick(1000);
+  connect(sockets[1]);
+  assert.deepEqual(sockets[1].sent.map((f) => f.id), [id, later], 'both go out, the answer with its first id');
+  sockets[1].frame({ type: 'command_result', id, ok: false, error: { code: 'already_decided', message: 'already decided (allow) by alice at …' } });
+  sockets[1].frame({ type: 'command_result', id: later, ok: true });
+  const results = seen.frames.filter(([f]) => f.type === 'command_result');
+  assert.deepEqual(
+    results.map(([f, how]) => [f.id, how.resent]),
+    [
+      [id, true],
+      [later, false],
+    ],
+  );
+  // Confirmed: not sent again.
+  sockets[1].drop(1006);
+  t.mock.timers.tick(1000);
+  connect(sockets[2]);
+  assert.deepEqual(sockets[2].sent, []);
+  s.stop();
+});
