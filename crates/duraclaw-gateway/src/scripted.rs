@@ -6,7 +6,9 @@
 //! [`ApprovalGate`](duraclaw_core::approval::ApprovalGate) before every tool
 //! call, asks questions, and ends with a `result`. An interrupt cancels the
 //! open request and ends the turn as `aborted`. Prompts past the script get
-//! an echo turn, and so does every prompt of a resumed session.
+//! an echo turn, and so does every prompt of a resumed session. A turn that
+//! starts with [`Step::PromptTurn`] plays the steps its prompt carries, so a
+//! test can choose the tool calls a session makes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,7 +65,31 @@ pub enum Step {
     Fail {
         /// The message.
         message: String,
+        /// Its code (default `scripted_failure`), e.g. to show how the UI
+        /// presents an error of that code.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
     },
+    /// As a turn's first step: when the turn's prompt is a JSON object
+    /// `{"turn": [steps…]}`, those steps play instead of the rest of the
+    /// turn; any other prompt plays the rest as usual.
+    PromptTurn,
+}
+
+/// The steps a turn plays for `prompt`: the prompt's own when the turn
+/// starts with [`Step::PromptTurn`] and the prompt carries them.
+pub fn turn_steps(steps: &[Step], prompt: &str) -> Vec<Step> {
+    #[derive(Deserialize)]
+    struct Carried {
+        turn: Vec<Step>,
+    }
+    match steps.split_first() {
+        Some((Step::PromptTurn, rest)) => match serde_json::from_str::<Carried>(prompt) {
+            Ok(c) => c.turn,
+            Err(_) => rest.to_vec(),
+        },
+        _ => steps.to_vec(),
+    }
 }
 
 fn one() -> usize {
@@ -276,13 +302,14 @@ impl Player {
             };
             match input {
                 Input::Prompt(prompt) => {
-                    let steps = self.script.turns.get(turn).cloned().unwrap_or_else(|| {
-                        vec![Step::Text {
+                    let steps = match self.script.turns.get(turn) {
+                        Some(steps) => turn_steps(steps, &prompt),
+                        None => vec![Step::Text {
                             text: format!("You said: {prompt}"),
                             chunks: 3,
                             delay_ms: 0,
-                        }]
-                    });
+                        }],
+                    };
                     turn += 1;
                     match self.play(&steps, &mut rx).await {
                         Ok((TurnEnd::Shutdown, _)) => break,
@@ -407,11 +434,13 @@ impl Player {
             } => self.tool(name, input, result).await,
             Step::Ask { questions } => self.ask(questions).await,
             Step::Stall => std::future::pending().await,
-            Step::Fail { message } => {
+            // Handled when the turn starts; anywhere else it does nothing.
+            Step::PromptTurn => Ok(()),
+            Step::Fail { message, code } => {
                 self.sink
                     .emit(Event::Error(ErrorEvent {
                         message: message.clone(),
-                        code: Some("scripted_failure".into()),
+                        code: Some(code.clone().unwrap_or_else(|| "scripted_failure".into())),
                         ..ErrorEvent::default()
                     }))
                     .await
@@ -547,5 +576,36 @@ impl Player {
                 is_error,
             }))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_turn_plays_the_steps_its_prompt_carries() {
+        let turn = vec![
+            Step::PromptTurn,
+            Step::Text {
+                text: "usual".into(),
+                chunks: 1,
+                delay_ms: 0,
+            },
+        ];
+        let carried = r#"{"turn": [{"step": "tool", "name": "Bash", "input": {"command": "ls"}, "result": "ok"}]}"#;
+        assert_eq!(
+            turn_steps(&turn, carried),
+            vec![Step::Tool {
+                name: "Bash".into(),
+                input: serde_json::json!({"command": "ls"}),
+                result: "ok".into(),
+            }]
+        );
+        // Any other prompt plays the rest of the turn.
+        assert_eq!(turn_steps(&turn, "Fix the greeting"), turn[1..].to_vec());
+        assert_eq!(turn_steps(&turn, r#"{"turn": 3}"#), turn[1..].to_vec());
+        // A turn without the step ignores what its prompt says.
+        assert_eq!(turn_steps(&turn[1..], carried), turn[1..].to_vec());
     }
 }

@@ -5,7 +5,19 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { DEMO_URL, USER, assertExactlyOnce, createSession, launch, loggedIn, openSession, screenshot, since, toolCard } from './lib/harness.js';
+import {
+  DEMO_URL,
+  USER,
+  assertExactlyOnce,
+  createSession,
+  launch,
+  loggedIn,
+  openSession,
+  relaySocket,
+  screenshot,
+  since,
+  toolCard,
+} from './lib/harness.js';
 
 let browser;
 before(async () => {
@@ -15,27 +27,6 @@ after(async () => {
   await browser?.close();
 });
 
-/**
- * Routes the page's session WebSocket through a relay whose frames from the
- * server can be held back, as if the phone's network stalled.
- */
-async function holdableSocket(page) {
-  const relay = { holding: false, held: [], sockets: [] };
-  relay.release = () => {
-    relay.holding = false;
-    for (const [ws, m] of relay.held.splice(0)) ws.send(m);
-  };
-  await page.routeWebSocket(/\/api\/sessions\/[^/]+\/ws/, (ws) => {
-    const server = ws.connectToServer();
-    relay.sockets.push(ws);
-    server.onMessage((m) => (relay.holding ? relay.held.push([ws, m]) : ws.send(m)));
-    ws.onMessage((m) => server.send(m));
-    server.onClose((code, reason) => ws.close({ code, reason }));
-    ws.onClose((code, reason) => server.close({ code, reason }));
-  });
-  return relay;
-}
-
 test('two devices: one approves, the other sees it at once; a late second answer is told who decided', async () => {
   const t0 = Date.now();
   const laptopCtx = await loggedIn(browser, DEMO_URL);
@@ -43,7 +34,7 @@ test('two devices: one approves, the other sees it at once; a late second answer
   const id = await createSession(laptopCtx, DEMO_URL, 'two-devices', 'Fix the greeting');
   const laptop = await openSession(laptopCtx, id);
   const phonePage = await phoneCtx.newPage();
-  const relay = await holdableSocket(phonePage);
+  const relay = await relaySocket(phonePage);
   await phonePage.goto(`/#/s/${encodeURIComponent(id)}`);
   const phone = phonePage;
 

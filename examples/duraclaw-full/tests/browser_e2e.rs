@@ -268,35 +268,13 @@ async fn up_claude(
     (child, found[0].clone())
 }
 
-/// The scripted executor's turns: a long stream, two tool calls, a
-/// question, then (second prompt) a turn that runs until aborted. Later
-/// prompts are echoed.
-fn script(path: &Path) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(
-        path,
-        json!({"turns": [
-            [
-                {"step": "text", "chunks": 40, "delay_ms": 50,
-                 "text": "I'll look at the project first, then list its files so I know **where things are**, and finally make the change you asked for."},
-                {"step": "tool", "name": "Bash", "input": {"command": "ls", "description": "List files"}, "result": "README.md\nsrc"},
-                {"step": "tool", "name": "Edit",
-                 "input": {"file_path": "src/main.rs", "old_string": "println!(\"helo\");", "new_string": "println!(\"hello\");"},
-                 "result": "The file src/main.rs has been updated."},
-                {"step": "ask", "questions": [{
-                    "question": "Which change should I make next?", "header": "Next",
-                    "options": [{"label": "Add a test", "description": "A unit test for main"}, {"label": "Fix a typo"}],
-                    "multi_select": false}]},
-                {"step": "text", "text": "All done: the greeting is fixed.", "chunks": 3}
-            ],
-            [
-                {"step": "text", "text": "Running the whole test suite now; this takes a while.", "chunks": 4},
-                {"step": "stall"}
-            ]
-        ]})
-        .to_string(),
-    )
-    .unwrap();
+/// The scripted executor's turns (`e2e/script.json`, shared with the
+/// Cloudflare suite): a long stream, two tool calls, a question, then
+/// (second prompt) a turn that runs until aborted; later prompts are echoed.
+/// A first prompt `{"turn": [steps…]}` plays those steps instead, so a
+/// scenario chooses its own tool calls.
+fn script() -> PathBuf {
+    e2e_dir().join("script.json")
 }
 
 /// `duraclaw up --demo --script`.
@@ -304,11 +282,19 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
     let data = root.join("data");
     let log = logs.join("demo-up.log");
     add_users(&data, &log).await;
-    let script_path = root.join("script.json");
-    script(&script_path);
+    let script_path = script();
     let patterns = worktrees(
         &root.join("projects"),
-        &["replay", "two-devices", "questions", "isolation"],
+        &[
+            "replay",
+            "two-devices",
+            "questions",
+            "isolation",
+            "cards",
+            "answer-retry",
+            "login-ended",
+            "unapproved",
+        ],
     );
     let mut c = duraclaw(&log);
     c.args([
@@ -346,12 +332,10 @@ struct Split {
 
 impl Split {
     fn new(root: &Path, logs: &Path) -> Split {
-        let script_path = root.join("script.json");
-        script(&script_path);
         Split {
             gateway_port: free_port(),
             orchestrator_port: free_port(),
-            script: script_path,
+            script: script(),
             patterns: worktrees(
                 &root.join("projects"),
                 &["gateway-kill", "orchestrator-restart"],

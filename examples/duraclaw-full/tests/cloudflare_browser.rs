@@ -142,32 +142,9 @@ const CLAUDE_SCRIPT: ClaudeScript = ClaudeScript {
     notes: "The launch code is 0451.\n",
 };
 
-/// The scripted executor's turns (as in tests/browser_e2e.rs).
-fn script(path: &Path) {
-    std::fs::write(
-        path,
-        json!({"turns": [
-            [
-                {"step": "text", "chunks": 40, "delay_ms": 50,
-                 "text": "I'll look at the project first, then list its files so I know **where things are**, and finally make the change you asked for."},
-                {"step": "tool", "name": "Bash", "input": {"command": "ls", "description": "List files"}, "result": "README.md\nsrc"},
-                {"step": "tool", "name": "Edit",
-                 "input": {"file_path": "src/main.rs", "old_string": "println!(\"helo\");", "new_string": "println!(\"hello\");"},
-                 "result": "The file src/main.rs has been updated."},
-                {"step": "ask", "questions": [{
-                    "question": "Which change should I make next?", "header": "Next",
-                    "options": [{"label": "Add a test", "description": "A unit test for main"}, {"label": "Fix a typo"}],
-                    "multi_select": false}]},
-                {"step": "text", "text": "All done: the greeting is fixed.", "chunks": 3}
-            ],
-            [
-                {"step": "text", "text": "Running the whole test suite now; this takes a while.", "chunks": 4},
-                {"step": "stall"}
-            ]
-        ]})
-        .to_string(),
-    )
-    .unwrap();
+/// The scripted executor's turns, shared with tests/browser_e2e.rs.
+fn script() -> PathBuf {
+    e2e_dir().join("script.json")
 }
 
 /// How to start one gateway, again and again on the same port and data.
@@ -413,6 +390,9 @@ async fn run_suite(tools: &Tools, env: &[(&str, String)], out: &Path) -> (bool, 
                 "questions.test.js",
                 "isolation.test.js",
                 "faults.test.js",
+                "cards.test.js",
+                "answer-retry.test.js",
+                "login-ended.test.js",
             ]);
         }
     }
@@ -516,21 +496,23 @@ async fn the_browser_suite_on_cloudflare() {
         "isolation",
         "gateway-kill",
         "orchestrator-restart",
+        "cards",
+        "answer-retry",
+        "login-ended",
+        "unapproved",
     ] {
         init_repo(
             &demo_root.join("projects").join(name),
             &[("README.md", &format!("# {name}\n"))],
         );
     }
-    std::fs::create_dir_all(&demo_root).unwrap();
-    script(&demo_root.join("script.json"));
     let demo_gateway = GatewaySpec {
         port: free_port(),
         args: vec![
             "--executor".into(),
             "scripted".into(),
             "--script".into(),
-            demo_root.join("script.json").display().to_string(),
+            script().display().to_string(),
             "--worktrees".into(),
             format!("{}/projects/*", demo_root.display()),
             "--data-dir".into(),

@@ -287,6 +287,62 @@ export async function screenshotWhole(page, name) {
   return screenshot(page, name);
 }
 
+/** A screenshot of one element (a card) under ci-output/…/. */
+export async function screenshotOf(locator, name) {
+  const file = path.join(ARTIFACTS, `${name}.png`);
+  await locator.screenshot({ path: file });
+  return file;
+}
+
+/**
+ * Routes the page's session WebSockets through a relay to the real server.
+ * Frames from the server can be held back (`holding`, then `release()`), as
+ * if the network stalled, or one can be lost with the connection
+ * (`cutBefore(fn)`: the first server frame for which `fn(frame)` is true is
+ * not delivered and the page's connection breaks instead). `fromPage` and
+ * `toPage` list the frames each way, parsed.
+ */
+export async function relaySocket(page) {
+  const relay = { holding: false, held: [], sockets: [], fromPage: [], toPage: [], cut: null, lost: [] };
+  relay.release = () => {
+    relay.holding = false;
+    for (const [ws, m] of relay.held.splice(0)) ws.send(m);
+  };
+  relay.cutBefore = (fn) => {
+    relay.cut = fn;
+  };
+  await page.routeWebSocket(/\/api\/sessions\/[^/]+\/ws/, (ws) => {
+    const server = ws.connectToServer();
+    relay.sockets.push(ws);
+    server.onMessage((m) => {
+      if (relay.cut && typeof m === 'string' && relay.cut(JSON.parse(m))) {
+        relay.cut = null;
+        relay.lost.push(JSON.parse(m));
+        ws.close({ code: 1012, reason: 'connection lost' });
+        return;
+      }
+      if (typeof m === 'string') relay.toPage.push(JSON.parse(m));
+      if (relay.holding) relay.held.push([ws, m]);
+      else ws.send(m);
+    });
+    ws.onMessage((m) => {
+      if (typeof m === 'string') relay.fromPage.push(JSON.parse(m));
+      server.send(m);
+    });
+    server.onClose((code, reason) => ws.close({ code, reason }));
+    ws.onClose((code, reason) => server.close({ code, reason }));
+  });
+  return relay;
+}
+
+/**
+ * Starts a session through the API whose scripted turn is `steps` (the
+ * demo script plays a first prompt `{"turn": [steps…]}`); returns its id.
+ */
+export async function createScriptedSession(ctx, baseURL, worktreeName, steps) {
+  return createSession(ctx, baseURL, worktreeName, JSON.stringify({ turn: steps }));
+}
+
 /** The tool card of the `n`-th (0-based) call to `tool`. */
 export function toolCard(page, tool, n = 0) {
   return page.locator(`[data-testid=tool-call][data-tool=${tool}]`).nth(n);

@@ -2,6 +2,9 @@ import { useState } from 'preact/hooks';
 import { HiddenWarning, Shown } from './Shown.jsx';
 import { ToolInput } from './Tool.jsx';
 
+/** What the model is told when a person denies without writing a reason. */
+export const DEFAULT_DENY_REASON = 'The user denied this tool call.';
+
 /** How a resolved question reads: "approved by alice", "expired (…)". */
 export function resolvedText(r) {
   const who = r.by && r.by.who ? r.by.who : null;
@@ -120,9 +123,8 @@ function Permission({ item, ctx, nested }) {
               data-testid="deny"
               disabled={busy}
               onClick={() => {
-                const d = { decision: 'deny' };
-                if (reason.trim()) d.reason = reason.trim();
-                ctx.answer(q.question_id, d);
+                // The protocol needs a reason; the model is told this one when none is written.
+                ctx.answer(q.question_id, { decision: 'deny', reason: reason.trim() || DEFAULT_DENY_REASON });
               }}
             >
               Deny

@@ -63,6 +63,8 @@ export function SessionView({ id, user, onLogout }) {
       sessionId: id,
       connection: 'connecting',
       resets: 0,
+      /** Each command_result handled: {id, ok, code, resent, shownAsError}. */
+      results: [],
       get seqs() {
         return t.seqs;
       },
@@ -115,6 +117,7 @@ export function SessionView({ id, user, onLogout }) {
         const q = t.byQuestion.get(c.qid);
         const own = isOwnRetry(f, { resent, user: user && user.name, decision: c.decision, resolved: q && q.resolved });
         qstates.current.set(c.qid, f.ok || own ? { sent: true } : { error: err, code });
+        window.__duraclaw.results.push({ id: f.id, ok: f.ok, code, resent: !!resent, shownAsError: !(f.ok || own) });
       } else if (c.kind === 'message') {
         setComposer((s) => ({ text: f.ok ? s.text : s.text || c.text, sending: false, error: f.ok ? null : `Not sent: ${err}` }));
       } else if (c.kind === 'abort') {
