@@ -10,14 +10,16 @@
 // unassigned (Cn), private use (Co), lone surrogates (Cs), line and paragraph
 // separators (Zl, Zp), variation selectors and other invisible marks, and
 // letters or symbols that render as blank space.
-const HIDDEN = new RegExp(
-  [
-    '[\\p{Cc}\\p{Cf}\\p{Cn}\\p{Co}\\p{Cs}\\p{Zl}\\p{Zp}]',
-    '[\\u034F\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u2800\\u3164\\uFE00-\\uFE0F\\uFFA0]',
-    '[\\u{E0100}-\\u{E01EF}]',
-  ].join('|'),
-  'u',
-);
+const HIDDEN_SRC = [
+  '[\\p{Cc}\\p{Cf}\\p{Cn}\\p{Co}\\p{Cs}\\p{Zl}\\p{Zp}]',
+  '[\\u034F\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u2800\\u3164\\uFE00-\\uFE0F\\uFFA0]',
+  '[\\u{E0100}-\\u{E01EF}]',
+].join('|');
+const HIDDEN = new RegExp(`^(?:${HIDDEN_SRC})$`, 'u');
+// The same, anywhere in a text: one-line (a tab stays) and multi-line (line feeds and tabs stay).
+const ANY_ONE_LINE = new RegExp(`(?!\\t)(?:${HIDDEN_SRC})`, 'u');
+const ANY_MULTILINE = new RegExp(`(?![\\n\\t])(?:${HIDDEN_SRC})`, 'u');
+const SPACE_RUN = /(?! )(\p{Zs})\1/u;
 
 // Spaces other than U+0020 (no-break, en, em, ideographic, …) are escaped
 // when two or more stand together: one is typography, a run is padding.
@@ -76,8 +78,12 @@ export function revealText(text, multiline = false) {
 
 /** Whether `text` has anything `revealText` would escape. */
 export function hasHidden(text, multiline = false) {
-  return revealParts(text, multiline).some((p) => p.escape !== undefined);
+  const s = String(text ?? '');
+  return (multiline ? ANY_MULTILINE : ANY_ONE_LINE).test(s) || SPACE_RUN.test(s);
 }
+
+// Tool inputs do not change once logged: each is looked at once.
+const seen = new WeakMap();
 
 /**
  * Whether any string in `value` (a tool input: strings, arrays, objects,
@@ -87,11 +93,11 @@ export function hasHidden(text, multiline = false) {
 export function anyHidden(value, depth = 0) {
   if (depth > 64) return false;
   if (typeof value === 'string') return hasHidden(value, true);
-  if (Array.isArray(value)) return value.some((v) => anyHidden(v, depth + 1));
-  if (value && typeof value === 'object') {
-    return Object.entries(value).some(([k, v]) => hasHidden(k) || anyHidden(v, depth + 1));
-  }
-  return false;
+  if (!value || typeof value !== 'object') return false;
+  if (seen.has(value)) return seen.get(value);
+  const found = Array.isArray(value) ? value.some((v) => anyHidden(v, depth + 1)) : Object.entries(value).some(([k, v]) => hasHidden(k) || anyHidden(v, depth + 1));
+  seen.set(value, found);
+  return found;
 }
 
 /** The warning shown on a card whose fields have escapes. */

@@ -70,3 +70,12 @@ test('anyHidden looks at every string of a tool input, keys included', () => {
   assert.equal(anyHidden(null), false);
   assert.match(HIDDEN_WARNING, /hidden or direction-changing characters, shown as ⟨U\+…⟩/);
 });
+
+test('hasHidden agrees with revealText', () => {
+  const samples = ['plain', 'a\tb', 'a\nb', 'a\u00a0b', 'a\u00a0\u00a0b', 'a  b', 'x\u2067', '\u2800', 'é', 'e\u0301', '\r', '😀', '\u{E0041}'];
+  for (const s of samples) {
+    for (const ml of [false, true]) {
+      assert.equal(hasHidden(s, ml), revealText(s, ml) !== s, `${JSON.stringify(s)} multiline=${ml}`);
+    }
+  }
+});

@@ -81,7 +81,7 @@ function Permission({ item, ctx, nested }) {
               <Shown text={q.tool_name || 'this tool'} />
             </b>
             ?
-            {q.description && (
+            {q.description && (!nested || q.description !== (q.input && q.input.description)) && (
               <span class="muted q-desc">
                 {' '}
                 <Shown text={q.description} multiline />
