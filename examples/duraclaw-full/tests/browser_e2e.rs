@@ -294,6 +294,7 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
             "answer-retry",
             "login-ended",
             "unapproved",
+            "ahead-of-log",
         ],
     );
     let mut c = duraclaw(&log);

@@ -393,6 +393,7 @@ async fn run_suite(tools: &Tools, env: &[(&str, String)], out: &Path) -> (bool, 
                 "cards.test.js",
                 "answer-retry.test.js",
                 "login-ended.test.js",
+                "ahead-of-log.test.js",
             ]);
         }
     }
@@ -500,6 +501,7 @@ async fn the_browser_suite_on_cloudflare() {
         "answer-retry",
         "login-ended",
         "unapproved",
+        "ahead-of-log",
     ] {
         init_repo(
             &demo_root.join("projects").join(name),

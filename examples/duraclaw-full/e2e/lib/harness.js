@@ -300,10 +300,10 @@ export async function screenshotOf(locator, name) {
  * if the network stalled, or one can be lost with the connection
  * (`cutBefore(fn)`: the first server frame for which `fn(frame)` is true is
  * not delivered and the page's connection breaks instead). `fromPage` and
- * `toPage` list the frames each way, parsed.
+ * `toPage` list the frames each way, parsed; `urls` each connection's URL.
  */
 export async function relaySocket(page) {
-  const relay = { holding: false, held: [], sockets: [], fromPage: [], toPage: [], cut: null, lost: [] };
+  const relay = { holding: false, held: [], sockets: [], urls: [], fromPage: [], toPage: [], cut: null, lost: [] };
   relay.release = () => {
     relay.holding = false;
     for (const [ws, m] of relay.held.splice(0)) ws.send(m);
@@ -314,6 +314,7 @@ export async function relaySocket(page) {
   await page.routeWebSocket(/\/api\/sessions\/[^/]+\/ws/, (ws) => {
     const server = ws.connectToServer();
     relay.sockets.push(ws);
+    relay.urls.push(ws.url());
     server.onMessage((m) => {
       if (relay.cut && typeof m === 'string' && relay.cut(JSON.parse(m))) {
         relay.cut = null;
