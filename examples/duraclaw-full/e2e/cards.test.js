@@ -175,6 +175,19 @@ test('cards for model-controlled tricks show what will run', async () => {
   assert.match(await edit.getByTestId('diff').innerText(), /\+\s*a = 2 ⟨U\+202E⟩/);
   assert.ok(await edit.getByTestId('hidden-warning').isVisible());
   await screenshotOf(edit, 'card-path');
+  // The same on a phone's width: wrapped, whole, its end on screen.
+  const wide = page.viewportSize();
+  await page.setViewportSize({ width: 390, height: 844 });
+  await edit.getByTestId('approve').scrollIntoViewIfNeeded();
+  for (const el of [p, raw]) {
+    const fit = await el.evaluate((e) => ({ sw: e.scrollWidth, cw: e.clientWidth }));
+    assert.ok(fit.sw <= fit.cw + 1, `on a phone the path overflows its box: ${JSON.stringify(fit)}`);
+  }
+  assert.equal(await raw.innerText(), `as written: ${sneaky}`);
+  const phoneEnd = await endOnScreen(raw, '/tmp/x');
+  assert.ok(phoneEnd.ok, `on a phone the path's end is on screen: ${phoneEnd.why}`);
+  await screenshotOf(edit, 'card-path-phone');
+  await page.setViewportSize(wide);
   await deny(edit);
   console.log(`path card: ${since(t0)}`);
 
