@@ -211,11 +211,24 @@ fn body_too_large() -> worker::Result<Response> {
     )
 }
 
-/// Reads a JSON body of at most [`MAX_BODY_BYTES`]; the error answer
-/// otherwise (`413` too large, `400` not this JSON).
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`], sent as
+/// `application/json`; the error answer otherwise (`413` too large, `400`
+/// not this JSON).
 async fn json_body<T: serde::de::DeserializeOwned>(
     req: &mut Request,
 ) -> worker::Result<Result<T, Response>> {
+    let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
+    let is_json = content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return json_error(
+            400,
+            "expected a JSON body with the header Content-Type: application/json",
+        )
+        .map(Err);
+    }
     let declared = req
         .headers()
         .get("Content-Length")?
