@@ -250,16 +250,20 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker::Result<Response> {
-    let body: NewSession = match json_body(&mut req).await? {
+    let body: serde_json::Value = match json_body(&mut req).await? {
         Ok(b) => b,
         Err(refused) => return Ok(refused),
     };
     // Everything that can refuse the request is checked before the session
     // exists: a refused request leaves nothing behind.
-    if let Err(e) = body.check(&user.name) {
-        let (status, message) = crate::session::error_status(&e);
-        return json_error(status, &message);
-    }
+    let checked = NewSession::from_value(body).and_then(|b| b.check(&user.name).map(|()| b));
+    let body = match checked {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, message) = crate::session::error_status(&e);
+            return json_error(status, &message);
+        }
+    };
     let id = new_session_id();
     let create = CreateRequest {
         session_id: id.clone(),

@@ -476,6 +476,23 @@ async fn contract_host(tmp: &Path) -> (Up, contract::Host, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_starts_in_one_worktree_leave_only_the_started_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "alice").await;
+    let up = up(&data, &script(tmp.path())).await;
+    let (alice, cookie) = login(&up.base, "alice").await;
+    wait_gateway(&up.base, &alice, true).await;
+    let host = contract::Host {
+        base: up.base.clone(),
+        cookie,
+        worktree: worktree(&up.base, &alice).await,
+    };
+    contract::racing_starts_leave_only_started_sessions(&host, &host.worktree).await;
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_answer_gets_its_first_result() {
     let tmp = tempfile::tempdir().unwrap();
     let (up, host, id) = contract_host(tmp.path()).await;

@@ -4,8 +4,8 @@
 //! (`duraclaw gateway`, scripted, asking for an approval). Malformed
 //! requests get JSON errors and create nothing (the D1 index included), the
 //! session socket refuses oversized and binary frames and a client ahead of
-//! the log with an error frame and a close code, and a retried answer gets
-//! its first result.
+//! the log with an error frame and a close code, a retried answer gets its
+//! first result, and racing starts leave only the sessions that started.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -51,6 +51,7 @@ async fn the_api_contract_holds_on_cloudflare() {
     let root = root.canonicalize().unwrap();
     eprintln!("logs and state in {}", root.display());
     init_repo(&root.join("projects/app"));
+    init_repo(&root.join("projects/race"));
     std::fs::write(
         root.join("script.json"),
         r#"{"turns":[[{"step":"text","text":"checking","chunks":2},
@@ -105,5 +106,7 @@ async fn the_api_contract_holds_on_cloudflare() {
     contract::websocket_refusals(&host, &id).await;
     contract::malformed_requests_get_json_errors(&host, &id).await;
     contract::busy_worktree_says_what_to_do(&host, &id).await;
+    let race = root.join("projects/race").display().to_string();
+    contract::racing_starts_leave_only_started_sessions(&host, &race).await;
     drop(wrangler);
 }

@@ -54,6 +54,29 @@ pub struct NewSession {
 }
 
 impl NewSession {
+    /// Reads the request from its JSON body, naming the field that is
+    /// missing or not text ([`Error::Invalid`], `400`).
+    pub fn from_value(body: serde_json::Value) -> Result<Self, Error> {
+        let serde_json::Value::Object(fields) = body else {
+            return Err(Error::Invalid(
+                r#"expected a JSON object {"worktree": "…", "prompt": "…", "model"?: "…"}"#.into(),
+            ));
+        };
+        let text = |name: &str, required: bool| match fields.get(name) {
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            None | Some(serde_json::Value::Null) if !required => Ok(None),
+            None | Some(serde_json::Value::Null) => {
+                Err(Error::Invalid(format!("`{name}` is missing")))
+            }
+            Some(_) => Err(Error::Invalid(format!("`{name}` must be a string"))),
+        };
+        Ok(NewSession {
+            worktree: text("worktree", true)?.unwrap_or_default(),
+            prompt: text("prompt", true)?.unwrap_or_default(),
+            model: text("model", false)?,
+        })
+    }
+
     /// Refuses what could not start for `owner`, before anything is
     /// created: a blank prompt or worktree ([`Error::Invalid`], `400`), a
     /// prompt whose first message or `execute` frame would be over the
@@ -151,6 +174,31 @@ mod tests {
             model: None,
         };
         assert!(matches!(blank.check("alice"), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn a_request_is_read_naming_what_is_wrong() {
+        use serde_json::json;
+        let ok = NewSession::from_value(json!({"worktree": "/wt", "prompt": "go", "model": null}));
+        assert_eq!(ok.unwrap().model, None);
+        for (body, says) in [
+            (json!([]), "expected a JSON object"),
+            (json!({}), "`worktree` is missing"),
+            (json!({"worktree": "/wt"}), "`prompt` is missing"),
+            (
+                json!({"worktree": "/wt", "prompt": 42}),
+                "`prompt` must be a string",
+            ),
+            (
+                json!({"worktree": "/wt", "prompt": "go", "model": 5}),
+                "`model` must be a string",
+            ),
+        ] {
+            match NewSession::from_value(body.clone()) {
+                Err(Error::Invalid(m)) => assert!(m.contains(says), "{body}: {m}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]

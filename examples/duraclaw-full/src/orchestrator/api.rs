@@ -219,10 +219,11 @@ async fn close_session(
 async fn create_session(
     State(app): State<AppState>,
     user: AuthUser,
-    Json(body): Json<NewSession>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     // Everything that can refuse the request is checked before the session
     // exists: a refused request leaves nothing behind.
+    let body = NewSession::from_value(body)?;
     body.check(&user.name)?;
     let gateway = app.orchestrator.gateway();
     if !gateway.is_connected() {

@@ -66,6 +66,20 @@ impl Host {
         r.json().await.unwrap()
     }
 
+    /// The ids of the user's sessions, sorted.
+    async fn session_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .sessions()
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["session_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// `POST /api/sessions` with `body` as JSON; the status and the body.
     pub async fn create(&self, body: Value) -> (u16, Value) {
         let r = self
@@ -151,7 +165,7 @@ async fn expect_error(what: &str, req: reqwest::RequestBuilder, want: u16) -> St
 /// `existing` is a session of the user (for its WebSocket route).
 pub async fn malformed_requests_get_json_errors(h: &Host, existing: &str) {
     use reqwest::Method;
-    let before = h.sessions().await;
+    let before = h.session_ids().await;
     let post = || h.request(Method::POST, "/api/sessions");
     let wt = h.worktree.as_str();
     let json_body = |body: String| post().header("content-type", "application/json").body(body);
@@ -274,7 +288,7 @@ pub async fn malformed_requests_get_json_errors(h: &Host, existing: &str) {
         }
     }
 
-    assert_eq!(h.sessions().await, before, "no session was created");
+    assert_eq!(h.session_ids().await, before, "no session was created");
 }
 
 /// Reads frames until the server closes; returns the frames and the close.
@@ -475,7 +489,7 @@ pub async fn retried_answer_gets_its_first_result(h: &Host, id: &str) {
 /// Starting a second session in a worktree session `holder` holds: `409`,
 /// naming the holder and what to do; nothing created.
 pub async fn busy_worktree_says_what_to_do(h: &Host, holder: &str) {
-    let before = h.sessions().await;
+    let before = h.session_ids().await;
     let (status, body) = h
         .create(json!({"worktree": h.worktree, "prompt": "another"}))
         .await;
@@ -486,5 +500,46 @@ pub async fn busy_worktree_says_what_to_do(h: &Host, holder: &str) {
             && m.contains(&format!("end session {holder} or pick another worktree")),
         "{m}"
     );
-    assert_eq!(h.sessions().await, before, "no session was created");
+    assert_eq!(h.session_ids().await, before, "no session was created");
+}
+
+/// Starts racing for the free `worktree`: every answer but `201` leaves no
+/// session behind, whether the host refused it before starting or the
+/// gateway refused it after (a start the gateway refuses is removed again).
+/// Returns the ids started.
+pub async fn racing_starts_leave_only_started_sessions(h: &Host, worktree: &str) -> Vec<String> {
+    const RACERS: usize = 8;
+    let before = h.session_ids().await.len();
+    let answers = futures::future::join_all(
+        (0..RACERS).map(|i| h.create(json!({"worktree": worktree, "prompt": format!("race {i}")}))),
+    )
+    .await;
+    let mut started = Vec::new();
+    let mut refused_by_gateway = 0;
+    for (status, body) in &answers {
+        if *status == 201 {
+            started.push(body["session_id"].as_str().unwrap().to_owned());
+            continue;
+        }
+        assert_eq!(*status, 409, "{body}");
+        let m = body["error"].as_str().unwrap_or_default();
+        assert!(m.starts_with("worktree busy: "), "{m}");
+        // The host's own refusal says what to do; the gateway's does not.
+        if !m.contains("; end session ") {
+            refused_by_gateway += 1;
+        }
+    }
+    eprintln!(
+        "{RACERS} racing starts: {} started, {refused_by_gateway} refused by the gateway",
+        started.len()
+    );
+    assert!(!started.is_empty(), "{answers:?}");
+    let ids = h.session_ids().await;
+    assert_eq!(
+        ids.len(),
+        before + started.len(),
+        "only the started sessions exist: {ids:?}"
+    );
+    assert!(started.iter().all(|id| ids.contains(id)), "{ids:?}");
+    started
 }
