@@ -26,7 +26,7 @@
 use std::cell::RefCell;
 
 use duraclaw_core::protocol::MAX_SESSION_ID_BYTES;
-use duraclaw_core::web::NewSession;
+use duraclaw_core::web::{MAX_BODY_BYTES, NewSession};
 use serde_json::json;
 use worker::js_sys::Math;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
@@ -114,7 +114,7 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
         (Method::Get, ["sessions", id, "ws"]) => {
             let upgrade = req.headers().get("Upgrade")?.unwrap_or_default();
             if !upgrade.eq_ignore_ascii_case("websocket") {
-                return json_error(426, "this route needs a WebSocket upgrade");
+                return json_error(400, "this route needs a WebSocket upgrade");
             }
             let query = req
                 .url()?
@@ -203,14 +203,67 @@ fn stub(env: &Env, id: &str) -> worker::Result<Stub> {
         .get_stub()
 }
 
-async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker::Result<Response> {
-    let body: NewSession = match req.json().await {
-        Ok(b) => b,
-        Err(e) => return json_error(400, &format!("bad request body: {e}")),
-    };
-    if let Err(m) = body.check() {
-        return json_error(400, m);
+/// The `413` of a request body over [`MAX_BODY_BYTES`].
+fn body_too_large() -> worker::Result<Response> {
+    json_error(
+        413,
+        &format!("the request body is over the limit of {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`], sent as
+/// `application/json`; the error answer otherwise (`413` too large, `400`
+/// not this JSON).
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+) -> worker::Result<Result<T, Response>> {
+    let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
+    let is_json = content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return json_error(
+            400,
+            "expected a JSON body with the header Content-Type: application/json",
+        )
+        .map(Err);
     }
+    let declared = req
+        .headers()
+        .get("Content-Length")?
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return body_too_large().map(Err);
+    }
+    let bytes = match req.bytes().await {
+        Ok(b) => b,
+        Err(e) => return json_error(400, &format!("the request body is unreadable: {e}")).map(Err),
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return body_too_large().map(Err);
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(body) => Ok(Ok(body)),
+        Err(e) => json_error(400, &format!("bad request body: {e}")).map(Err),
+    }
+}
+
+async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker::Result<Response> {
+    let body: serde_json::Value = match json_body(&mut req).await? {
+        Ok(b) => b,
+        Err(refused) => return Ok(refused),
+    };
+    // Everything that can refuse the request is checked before the session
+    // exists: a refused request leaves nothing behind.
+    let checked = NewSession::from_value(body).and_then(|b| b.check(&user.name).map(|()| b));
+    let body = match checked {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, message) = crate::session::error_status(&e);
+            return json_error(status, &message);
+        }
+    };
     let id = new_session_id();
     let create = CreateRequest {
         session_id: id.clone(),

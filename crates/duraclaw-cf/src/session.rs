@@ -62,13 +62,13 @@ use std::time::Duration;
 
 use duraclaw_core::actor::{Actor, SessionActor};
 use duraclaw_core::protocol::{
-    Close, Command, CommandResult, ErrorEvent, Event, FromBrowser, FromGateway, Gseq, Hello,
-    MAX_FRAME_BYTES, MAX_SESSION_ID_BYTES, Role, Seq, ToBrowser, ToGateway, WireError,
-    browser_event_frame, encode_frame,
+    Close, Command, CommandResult, Event, FromBrowser, FromGateway, Gseq, Hello,
+    MAX_SESSION_ID_BYTES, Role, Seq, ToBrowser, ToGateway, WireError, browser_event_frame,
+    encode_frame,
 };
 use duraclaw_core::state::{PauseReason, SessionInput, SessionState};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
-use duraclaw_core::web::NewSession;
+use duraclaw_core::web::{NewSession, socket};
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
@@ -215,6 +215,13 @@ fn send_browser(ws: &WebSocket, frame: &ToBrowser) {
         }
         Err(e) => tracing::error!(error = %e, "a browser frame does not encode"),
     }
+}
+
+/// Sends `refusal`'s error frame, then closes the socket with its code.
+fn refuse(ws: &WebSocket, refusal: socket::Refusal) {
+    tracing::info!(code = %refusal.error.code, close = refusal.close_code, "browser socket refused");
+    send_browser(ws, &ToBrowser::Error(refusal.error));
+    let _ = ws.close(Some(refusal.close_code), Some(refusal.close_reason));
 }
 
 /// The bytes `ws` holds queued for the network (`WebSocket.bufferedAmount`,
@@ -430,6 +437,9 @@ impl SessionHost {
         if body.session_id.is_empty() || body.session_id.len() > MAX_SESSION_ID_BYTES {
             return error_response(400, "bad session id");
         }
+        if let Err(e) = body.session.check(&body.owner) {
+            return core_error(&e);
+        }
         let (url, secret) = match self.gateway_config() {
             Ok(c) => c,
             Err(e) => return error_response(500, &e),
@@ -450,10 +460,7 @@ impl SessionHost {
             );
         };
         if let Some(holder) = &wt.busy_session {
-            return error_response(
-                409,
-                &format!("worktree busy: {} is in use by session {holder}", wt.path),
-            );
+            return error_response(409, &duraclaw_core::web::worktree_busy(&wt.path, holder));
         }
         let directory = match self.directory() {
             Ok(d) => d,
@@ -467,10 +474,30 @@ impl SessionHost {
         };
         let actor = match self.install(Arc::new(store)).await {
             Ok(a) => a,
-            Err(e) => return core_error(&e),
+            Err(e) => {
+                self.undo_create(&body.session_id, &body.owner).await;
+                return core_error(&e);
+            }
         };
+        let (id, owner) = (body.session_id.clone(), body.owner.clone());
+        let answer = self.start_created(&actor, body, now).await;
+        if !matches!(&answer, Ok(r) if r.status_code() == 201) {
+            // All or nothing: a start that failed leaves no session.
+            self.undo_create(&id, &owner).await;
+        }
+        answer
+    }
+
+    /// Indexes a just created session and starts it on the gateway; `201`
+    /// with its metadata, or the error to answer.
+    async fn start_created(
+        self: &Rc<Self>,
+        actor: &SessionActor,
+        body: CreateRequest,
+        now: i64,
+    ) -> worker::Result<Response> {
         // Indexed before anything else, so the owner can always reach it.
-        if !self.index(&actor).await {
+        if !self.index(actor).await {
             return error_response(500, "the session index (D1) cannot be written");
         }
         let who = Actor {
@@ -485,7 +512,7 @@ impl SessionHost {
             Ok(o) => o,
             Err(e) => return core_error(&e),
         };
-        self.settle(&actor).await;
+        self.settle(actor).await;
         let (tx, rx) = oneshot::channel();
         self.inner
             .borrow_mut()
@@ -493,7 +520,7 @@ impl SessionHost {
             .insert(command_id.clone(), tx);
         // Connecting sends the outbox, the execute included.
         if !out.forward.is_empty() {
-            let _ = self.ensure_link(&actor).await;
+            let _ = self.ensure_link(actor).await;
         }
         let result = within(REQUEST_TIMEOUT, rx).await;
         self.inner.borrow_mut().waiters.remove(&command_id);
@@ -503,18 +530,7 @@ impl SessionHost {
             let err = result
                 .error
                 .unwrap_or_else(|| WireError::new("gateway", "refused"));
-            let event = Event::Error(ErrorEvent {
-                message: format!("the gateway could not start the session: {}", err.message),
-                code: Some(err.code.clone()),
-                ..ErrorEvent::default()
-            });
-            if let Err(e) = actor.record(&event, now_ms()).await {
-                tracing::warn!(error = %e, "cannot record the refusal");
-            }
-            if let Err(e) = actor.apply_input(SessionInput::Terminate, now_ms()).await {
-                tracing::warn!(error = %e, "cannot end the refused session");
-            }
-            self.settle(&actor).await;
+            tracing::info!(session = actor.session_id(), code = %err.code, "the gateway refused to start the session");
             let status = match err.code.as_str() {
                 "worktree_busy" => 409,
                 "invalid" | "not_found" => 400,
@@ -525,6 +541,38 @@ impl SessionHost {
         }
         // Started, or not confirmed yet: the outbox resends it on reconnect.
         Ok(Response::from_json(&actor.meta().await)?.with_status(201))
+    }
+
+    /// Undoes a create: the session leaves the index and the object's
+    /// storage, and the object forgets it.
+    async fn undo_create(&self, session_id: &str, owner: &str) {
+        let link = {
+            let mut inner = self.inner.borrow_mut();
+            inner.actor = None;
+            inner.published = 0;
+            inner.indexed = None;
+            inner.waiters.clear();
+            inner.sent.clear();
+            inner.link.take()
+        };
+        if let Some(l) = link {
+            let _ = l.ws.close(Some(1000), Some("session not started"));
+        }
+        match self.directory() {
+            Ok(d) => {
+                if let Err(e) = d.remove(session_id).await {
+                    tracing::warn!(session = session_id, error = %e, "cannot remove a session that did not start");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open the session store"),
+        }
+        let unindexed = match CfAuth::from_env(&self.env) {
+            Ok(auth) => auth.unindex_session(session_id, owner).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = unindexed {
+            tracing::error!(session = session_id, error = %e, "cannot remove a session that did not start from the index");
+        }
     }
 
     async fn close(self: &Rc<Self>, actor: &SessionActor, user: &str) -> worker::Result<Response> {
@@ -582,7 +630,18 @@ impl SessionHost {
         self.state.accept_websocket_with_tags(&ws, &[]);
         send_browser(&ws, &ToBrowser::Hello(Hello::new(Role::Orchestrator)));
         match actor.snapshot().await {
-            Ok(s) => send_browser(&ws, &ToBrowser::Snapshot(s)),
+            Ok(s) => match socket::check_resume(after, s.last_seq) {
+                Ok(()) => send_browser(&ws, &ToBrowser::Snapshot(s)),
+                Err(refusal) => {
+                    tracing::info!(
+                        session = actor.session_id(),
+                        after,
+                        "session stream refused: ahead of the log"
+                    );
+                    refuse(&ws, refusal);
+                    return Response::from_websocket(pair.client);
+                }
+            },
             Err(e) => {
                 send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
                 let _ = ws.close(Some(1011), Some("snapshot failed"));
@@ -630,20 +689,12 @@ impl SessionHost {
         let text = match message {
             WebSocketIncomingMessage::String(t) => t,
             WebSocketIncomingMessage::Binary(_) => {
-                send_browser(
-                    &ws,
-                    &ToBrowser::Error(WireError::new("invalid", "binary frames are not supported")),
-                );
+                refuse(&ws, socket::refuse_binary());
                 return Ok(());
             }
         };
-        if text.len() > MAX_FRAME_BYTES {
-            let e = duraclaw_core::Error::TooLarge {
-                what: "browser frame",
-                size: text.len(),
-                limit: MAX_FRAME_BYTES,
-            };
-            send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
+        if let Err(refusal) = socket::check_text(text.len()) {
+            refuse(&ws, refusal);
             return Ok(());
         }
         let frame =
@@ -987,7 +1038,7 @@ impl SessionHost {
                 if !r.ok {
                     tracing::info!(command = %r.id, error = ?r.error, "the gateway refused a command");
                     // The user's turn is in the log; its end is this refusal
-                    // (a waiting create ends its session itself).
+                    // (a waiting create undoes its session itself).
                     if starts_turn == Some(true) && !waited {
                         self.end_refused_turn(actor, &r).await;
                     }

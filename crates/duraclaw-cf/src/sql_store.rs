@@ -167,6 +167,27 @@ impl<C: SqlConn + SendOutsideWasm + 'static> SessionDirectory for SqlConnDirecto
     async fn list_all(&self) -> Result<Vec<SessionMeta>> {
         self.list_where(None)
     }
+
+    async fn remove(&self, session_id: &str) -> Result<()> {
+        with_conn(&self.conn, |c| {
+            transaction(c, |tx| {
+                let exists = tx.query(
+                    "SELECT 1 FROM sessions WHERE session_id = ?1",
+                    &[text(session_id)],
+                )?;
+                if exists.is_empty() {
+                    return Err(not_found(session_id));
+                }
+                for table in ["events", "questions", "commands", "sessions"] {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE session_id = ?1"),
+                        &[text(session_id)],
+                    )?;
+                }
+                Ok(())
+            })
+        })
+    }
 }
 
 /// One session in a [`SqlConnDirectory`]'s database.

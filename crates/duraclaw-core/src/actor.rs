@@ -919,7 +919,9 @@ impl SessionActor {
     }
 
     /// Records a decision on a question, first answer wins, and queues the
-    /// `answer` for the gateway. A later decision is told who decided first.
+    /// `answer` for the gateway. A later decision is told who decided first;
+    /// a retry of `command_id` (applied before) gets the same `ok` the first
+    /// try got and changes and forwards nothing.
     pub async fn decide(
         &self,
         command_id: &str,
@@ -944,7 +946,7 @@ impl SessionActor {
             by,
             at_ms: now_ms,
         };
-        let outcome = self
+        let outcome = match self
             .log
             .resolve(
                 question_id,
@@ -955,7 +957,24 @@ impl SessionActor {
                     at_ms: now_ms,
                 }),
             )
-            .await?;
+            .await
+        {
+            Err(Error::AlreadyExists {
+                what: "command", ..
+            }) => {
+                // Only a decision that won records its command id.
+                return Ok(CommandOutcome {
+                    result: CommandResult {
+                        id: command_id.to_owned(),
+                        ok: true,
+                        error: None,
+                    },
+                    forward: vec![],
+                    decided: None,
+                });
+            }
+            other => other?,
+        };
         match outcome {
             ResolveOutcome::AlreadyDecided(first) => {
                 let decided = DecideOutcome::AlreadyDecided { first };

@@ -113,6 +113,8 @@ pub const STORE_CASES: &[&str] = &[
     "actor_ingest_acks_and_refuses_gaps",
     "actor_drives_the_state_machine",
     "actor_writes_activity_once_a_second",
+    "actor_retried_answer_gets_its_first_result",
+    "directory_remove_leaves_nothing",
 ];
 
 /// The migration suite's cases, by name.
@@ -143,6 +145,10 @@ pub async fn run_store_case(name: &str, h: &dyn StoreHarness) -> CaseResult {
         "actor_ingest_acks_and_refuses_gaps" => actor_ingest_acks_and_refuses_gaps(h).await,
         "actor_drives_the_state_machine" => actor_drives_the_state_machine(h).await,
         "actor_writes_activity_once_a_second" => actor_writes_activity_once_a_second(h).await,
+        "actor_retried_answer_gets_its_first_result" => {
+            actor_retried_answer_gets_its_first_result(h).await
+        }
+        "directory_remove_leaves_nothing" => directory_remove_leaves_nothing(h).await,
         other => Err(CaseError(format!("no store case named {other:?}"))),
     }
 }
@@ -173,7 +179,8 @@ macro_rules! store_conformance_tests {
             commands_applied_once_and_outboxed, payloads_up_to_the_frame_limit,
             reopened_store_sees_everything, directory_create_open_list,
             actor_ingest_acks_and_refuses_gaps, actor_drives_the_state_machine,
-            actor_writes_activity_once_a_second);
+            actor_writes_activity_once_a_second, actor_retried_answer_gets_its_first_result,
+            directory_remove_leaves_nothing);
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
         $(
@@ -915,6 +922,60 @@ async fn directory_create_open_list(h: &dyn StoreHarness) -> CaseResult {
     Ok(())
 }
 
+/// Removing a session (a start undone) leaves no trace of it: not listed,
+/// not openable, and a session created again under its id starts empty.
+async fn directory_remove_leaves_nothing(h: &dyn StoreHarness) -> CaseResult {
+    let (dir, store, _) = fresh_store(h, "remove").await?;
+    let other = dir.create(SessionMeta::new("s2", "alice", T0)).await?;
+    store
+        .append(AppendBatch {
+            events: vec![new_event(&permission("q1"), Some(1))?],
+            command: Some(RecordedCommand {
+                id: "c1".into(),
+                forward: Some("{}".into()),
+                at_ms: T0,
+            }),
+        })
+        .await?;
+    other
+        .append(AppendBatch::events(vec![new_event(&delta(1), Some(1))?]))
+        .await?;
+    dir.remove("s1").await?;
+    match dir.open("s1").await {
+        Err(Error::NotFound { .. }) => {}
+        other => return Err(CaseError(format!("open after remove gave {other:?}"))),
+    }
+    match dir.remove("s1").await {
+        Err(Error::NotFound { .. }) => {}
+        other => return Err(CaseError(format!("a second remove gave {other:?}"))),
+    }
+    let ids: Vec<String> = dir
+        .list_all()
+        .await?
+        .into_iter()
+        .map(|m| m.session_id)
+        .collect();
+    check_eq!(ids, vec!["s2".to_string()]);
+    check_eq!(other.head().await?.last_seq, 1);
+    // The same id again: a new, empty session.
+    let again = dir.create(SessionMeta::new("s1", "alice", T0 + 1)).await?;
+    check_eq!(again.head().await?, crate::store::LogHead::default());
+    check!(again.questions(false).await?.is_empty(), "no questions");
+    check!(again.unforwarded().await?.is_empty(), "no outbox");
+    let reused = again
+        .append(AppendBatch {
+            events: vec![],
+            command: Some(RecordedCommand {
+                id: "c1".into(),
+                forward: None,
+                at_ms: T0 + 1,
+            }),
+        })
+        .await?;
+    check!(!reused.duplicate_command, "command ids are gone too");
+    Ok(())
+}
+
 async fn actor_ingest_acks_and_refuses_gaps(h: &dyn StoreHarness) -> CaseResult {
     let (_dir, store, _) = fresh_store(h, "ingest").await?;
     let actor = SessionActor::open(store.clone()).await?;
@@ -990,6 +1051,88 @@ async fn actor_writes_activity_once_a_second(h: &dyn StoreHarness) -> CaseResult
     );
     let out = again.ingest(vec![(4, delta(4))], T0 + 3000).await?;
     check_eq!((out.stored, out.duplicates), (0, 1));
+    Ok(())
+}
+
+/// A retried `answer` (the same command id, as a client resends after a
+/// reconnect) gets the result its first try got, across a reopen, and
+/// forwards nothing; only a different command is told `already_decided`.
+async fn actor_retried_answer_gets_its_first_result(h: &dyn StoreHarness) -> CaseResult {
+    let (dir, store, name) = fresh_store(h, "retried-answer").await?;
+    let actor = SessionActor::open(store.clone()).await?;
+    actor
+        .ingest(vec![(1, permission("q1")), (2, permission("q2"))], T0)
+        .await?;
+    let alice = |client: &str| Actor {
+        user: "alice".into(),
+        client: Some(client.into()),
+    };
+    let answer = |question: &str| {
+        Command::Answer(crate::protocol::Answer {
+            question_id: question.into(),
+            decision: Decision::Allow {
+                updated_input: None,
+                remember: false,
+            },
+            by: None,
+        })
+    };
+    let first = actor
+        .command("a-1", answer("q1"), &alice("web 1"), T0 + 1)
+        .await?;
+    check!(
+        first.result.ok && first.forward.len() == 1,
+        "first try: {first:?}"
+    );
+    let head = store.head().await?.last_seq;
+    // The same frame again, from the socket that replaced the first.
+    let retry = actor
+        .command("a-1", answer("q1"), &alice("web 2"), T0 + 2)
+        .await?;
+    check!(
+        retry.result.ok && retry.result.error.is_none() && retry.forward.is_empty(),
+        "a retry gets the first try's result: {retry:?}"
+    );
+    check_eq!(store.head().await?.last_seq, head);
+    // A different command on the decided question is told who decided.
+    let other = actor
+        .command("a-2", answer("q1"), &alice("web 2"), T0 + 3)
+        .await?;
+    check_eq!(
+        other.result.error.as_ref().map(|e| e.code.as_str()),
+        Some("already_decided")
+    );
+    // A retry of a command that lost gets the same loss again.
+    let again = actor
+        .command("a-2", answer("q1"), &alice("web 2"), T0 + 4)
+        .await?;
+    check_eq!(again.result, other.result);
+    // Across a reopen (a restarted host): still the first try's result.
+    drop(actor);
+    drop(store);
+    let dir2 = h.directory(&name).await?;
+    let store = dir2.open("s1").await?;
+    let actor = SessionActor::open(store.clone()).await?;
+    let late = actor
+        .command("a-1", answer("q1"), &alice("web 3"), T0 + 5)
+        .await?;
+    check!(
+        late.result.ok && late.forward.is_empty(),
+        "a retry after a reopen: {late:?}"
+    );
+    // The other question is still open and takes a new answer.
+    let q2 = actor
+        .command("a-3", answer("q2"), &alice("web 3"), T0 + 6)
+        .await?;
+    check!(q2.result.ok && q2.forward.len() == 1, "q2: {q2:?}");
+    let resolved = store
+        .read_after(0, 100)
+        .await?
+        .iter()
+        .filter(|e| e.json.contains("question.resolved"))
+        .count();
+    check_eq!(resolved, 2);
+    drop(dir);
     Ok(())
 }
 

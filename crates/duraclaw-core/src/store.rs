@@ -380,6 +380,11 @@ pub trait SessionDirectory: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm 
     /// Every session, most recently active first (hosts use it to
     /// re-attach sessions after a restart).
     async fn list_all(&self) -> Result<Vec<SessionMeta>>;
+
+    /// Removes a session and all it holds, in one step, as if it had never
+    /// been created: hosts undo a start that failed part way with it.
+    /// [`Error::NotFound`] if there is none.
+    async fn remove(&self, session_id: &str) -> Result<()>;
 }
 
 /// A shared, dynamically typed directory.

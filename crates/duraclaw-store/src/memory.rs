@@ -95,6 +95,16 @@ impl SessionDirectory for MemoryDirectory {
         });
         Ok(metas)
     }
+
+    async fn remove(&self, session_id: &str) -> Result<()> {
+        lock(&self.sessions)
+            .remove(session_id)
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound {
+                what: "session",
+                id: session_id.to_owned(),
+            })
+    }
 }
 
 /// One session held in memory, from a [`MemoryDirectory`].

@@ -331,6 +331,13 @@ impl SessionDirectory for SqliteDirectory {
     async fn list_all(&self) -> Result<Vec<SessionMeta>> {
         self.db.readers.read(move |c| reader::list(c, None)).await
     }
+
+    async fn remove(&self, session_id: &str) -> Result<()> {
+        let session_id: Arc<str> = session_id.into();
+        self.db
+            .write(|reply| Request::Remove { session_id, reply })
+            .await
+    }
 }
 
 /// One session in a [`SqliteDirectory`]'s database.

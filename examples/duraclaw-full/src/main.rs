@@ -373,6 +373,12 @@ async fn serve_web(
             auth.clone(),
             auth::origin_guard,
         ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            duraclaw_core::web::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::map_response(
+            orchestrator::api::json_errors,
+        ))
         .with_state(state)
         .merge(assets::router());
     duraclaw_gateway::link::check_bind(web.bind, web.allow_public_bind)?;

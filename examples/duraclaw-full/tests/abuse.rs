@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+#[path = "support/contract.rs"]
+mod contract;
 mod support;
 use support::{
     DEADLINE, PASSWORD, client, duraclaw, get_json, login, next, wait_gateway, worktree,
@@ -448,6 +450,70 @@ async fn floods_of_frames_and_logins_are_answered_and_the_server_stays_up() {
             break;
         }
     }
+    up.stop().await;
+}
+
+/// `duraclaw up` with alice logged in, as a host of the contract of
+/// `tests/support/contract.rs` (also run on Cloudflare by
+/// `cloudflare_api.rs`), and her session waiting for an approval.
+async fn contract_host(tmp: &Path) -> (Up, contract::Host, String) {
+    let data = tmp.join("data");
+    add_user(&data, "alice").await;
+    let up = up(&data, &script(tmp)).await;
+    let (alice, cookie) = login(&up.base, "alice").await;
+    wait_gateway(&up.base, &alice, true).await;
+    let host = contract::Host {
+        base: up.base.clone(),
+        cookie,
+        worktree: worktree(&up.base, &alice).await,
+    };
+    let (status, s) = host
+        .create(json!({"worktree": host.worktree, "prompt": "look around"}))
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let id = s["session_id"].as_str().unwrap().to_owned();
+    (up, host, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_starts_in_one_worktree_leave_only_the_started_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    add_user(&data, "alice").await;
+    let up = up(&data, &script(tmp.path())).await;
+    let (alice, cookie) = login(&up.base, "alice").await;
+    wait_gateway(&up.base, &alice, true).await;
+    let host = contract::Host {
+        base: up.base.clone(),
+        cookie,
+        worktree: worktree(&up.base, &alice).await,
+    };
+    contract::racing_starts_leave_only_started_sessions(&host, &host.worktree).await;
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_answer_gets_its_first_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (up, host, id) = contract_host(tmp.path()).await;
+    contract::retried_answer_gets_its_first_result(&host, &id).await;
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_frames_and_resume_points_get_an_error_and_a_close_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (up, host, id) = contract_host(tmp.path()).await;
+    contract::websocket_refusals(&host, &id).await;
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_errors_and_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (up, host, id) = contract_host(tmp.path()).await;
+    contract::malformed_requests_get_json_errors(&host, &id).await;
+    contract::busy_worktree_says_what_to_do(&host, &id).await;
     up.stop().await;
 }
 

@@ -41,8 +41,7 @@ mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
 use support::{
-    Tools, Wrangler, admin_user_login, build_worker_crate, free_port, start_wrangler_logged,
-    wait_until_ready,
+    Tools, Wrangler, admin_user_login, free_port, start_wrangler_logged, wait_until_ready,
 };
 
 const GATEWAY_SECRET: &str = "cf-e2e-gateway-secret-0123456789";
@@ -344,23 +343,10 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     .unwrap();
 
     // The worker, with the real UI as its assets.
-    let crate_dir = support::repo_root().join("examples/duraclaw-full/cloudflare");
     let dir = root.join("cf");
-    std::fs::create_dir_all(&dir).unwrap();
     let t = Instant::now();
-    build_worker_crate(&tools, &crate_dir, &dir.join("build"));
+    cf_gateway::full_example_worker(&tools, &dir);
     let built = t.elapsed();
-    let toml = std::fs::read_to_string(crate_dir.join("wrangler.toml")).unwrap();
-    let dist = support::repo_root().join("examples/duraclaw-full/ui/dist");
-    let toml = toml.replace(
-        "directory = \"../ui/dist\"",
-        &format!("directory = {:?}", dist.display().to_string()),
-    );
-    assert!(
-        toml.contains(&dist.display().to_string()),
-        "assets directory"
-    );
-    std::fs::write(dir.join("wrangler.toml"), toml).unwrap();
 
     let gateway_port = free_port();
     let mut gateway = start_gateway(&root, gateway_port, 1).await;
@@ -448,22 +434,14 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     three.until_seq(n).await;
     assert_eq!(three.events[..], one.events[k as usize..]);
 
-    // Malformed and oversized frames get a typed error; the socket lives on.
+    // A malformed frame gets a typed error; the socket lives on (oversized
+    // and binary frames close it: cloudflare_api.rs).
     three.send(json!({"type": "no such frame"})).await;
     let e = three.reply().await;
     assert_eq!(e["type"], "error", "{e}");
     assert_eq!(e["code"], "bad_frame", "{e}");
-    three
-        .ws
-        .send(Message::text("x".repeat(1024 * 1024 + 10)))
-        .await
-        .ok();
     three.send(json!({"type": "ping", "nonce": 7})).await;
-    let mut pong = three.reply().await;
-    if pong["type"] == "error" {
-        assert_eq!(pong["code"], "too_large", "{pong}");
-        pong = three.reply().await;
-    }
+    let pong = three.reply().await;
     assert_eq!(pong, json!({"type": "pong", "nonce": 7}));
     drop(three);
 
@@ -538,17 +516,14 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
         .await;
     assert_eq!(r["ok"], true, "{r}");
     // The same command id again: not applied again (the tool runs once,
-    // checked below); the actor answers that the question is decided.
+    // checked below), and answered as the first try was.
     let again = one
         .command(
             "b-1",
             json!({"type": "answer", "question_id": qid, "decision": "allow"}),
         )
         .await;
-    assert!(
-        again["ok"] == true || again["error"]["code"] == "already_decided",
-        "{again}"
-    );
+    assert_eq!(again, r, "a retry gets the first result");
     let second = one
         .command(
             "b-2",

@@ -329,6 +329,13 @@ impl CfAuth {
         }
     }
 
+    /// Removes session `id` of `owner` from the index (a start undone).
+    pub async fn unindex_session(&self, id: &str, owner: &str) -> worker::Result<()> {
+        store::unindex_session(&self.db, id, owner)
+            .await
+            .map_err(worker::Error::RustError)
+    }
+
     /// The sessions `owner` owns, most recently active first (at most
     /// 1000).
     pub async fn list_sessions(&self, owner: &str) -> worker::Result<Vec<SessionMeta>> {

@@ -551,6 +551,18 @@ pub(super) async fn index_session(
         .is_none_or(|stored| stored.eq_ignore_ascii_case(owner)))
 }
 
+/// Forgets session `id` of `owner` (a start that was undone).
+pub(super) async fn unindex_session(db: &D1Database, id: &str, owner: &str) -> Result<(), String> {
+    run(
+        db,
+        "unindex a session",
+        "DELETE FROM session_index WHERE session_id = ?1 AND owner = ?2",
+        &[text(id), text(owner)],
+    )
+    .await?;
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct MetaRow {
     meta: String,

@@ -107,24 +107,22 @@ pub fn append(log: &mut dyn LogStep, batch: AppendBatch) -> Result<AppendOutcome
 
 /// [`SessionStore::resolve`](crate::store::SessionStore::resolve) as one step.
 ///
-/// A command id recorded before, on a question still pending, is refused
-/// with [`Error::AlreadyExists`]: the command was applied once already and
-/// the step records nothing.
+/// A command id recorded before is refused with [`Error::AlreadyExists`]
+/// (`what: "command"`) whatever the question's state, and the step records
+/// nothing: the command was applied once already (a retry of a decision
+/// that won is not told it lost to itself).
 pub fn resolve(
     log: &mut dyn LogStep,
     question_id: &str,
     resolution: Resolution,
     command: Option<RecordedCommand>,
 ) -> Result<ResolveOutcome> {
-    match log.question_status(question_id)? {
-        QuestionStatus::Unknown => {
-            return Err(Error::NotFound {
-                what: "question",
-                id: question_id.to_owned(),
-            });
-        }
-        QuestionStatus::Decided(first) => return Ok(ResolveOutcome::AlreadyDecided(first)),
-        QuestionStatus::Pending => {}
+    let status = log.question_status(question_id)?;
+    if status == QuestionStatus::Unknown {
+        return Err(Error::NotFound {
+            what: "question",
+            id: question_id.to_owned(),
+        });
     }
     if let Some(command) = &command
         && log.command_seen(&command.id)?
@@ -133,6 +131,9 @@ pub fn resolve(
             what: "command",
             id: command.id.clone(),
         });
+    }
+    if let QuestionStatus::Decided(first) = status {
+        return Ok(ResolveOutcome::AlreadyDecided(first));
     }
     let event = resolution_event(question_id, &resolution)?;
     limits::check_event(&event)?;

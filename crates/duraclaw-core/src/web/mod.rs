@@ -5,11 +5,29 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::Execute;
-use crate::store::SessionMeta;
+use crate::Error;
+use crate::protocol::{
+    Command, CommandEnvelope, Event, Execute, MAX_SESSION_ID_BYTES, ToGateway, UserMessage,
+    encode_frame,
+};
+use crate::store::{NewEvent, SessionMeta};
 
 pub mod credentials;
 pub mod origin;
+pub mod socket;
+
+/// The largest request body the HTTP API reads, in bytes; a larger one is
+/// refused with `413` and nothing is done.
+pub const MAX_BODY_BYTES: usize = crate::protocol::MAX_FRAME_BYTES;
+
+/// The answer to starting a session in a worktree another session holds:
+/// names the holder and what to do about it.
+pub fn worktree_busy(worktree: &str, holder: &str) -> String {
+    format!(
+        "worktree busy: {worktree} is in use by session {holder}; \
+         end session {holder} or pick another worktree"
+    )
+}
 
 /// Lower-case hex of `bytes`: token digests, ETags.
 pub fn hex(bytes: &[u8]) -> String {
@@ -36,13 +54,67 @@ pub struct NewSession {
 }
 
 impl NewSession {
-    /// Refuses a blank first prompt, with the message to answer `400` with.
-    pub fn check(&self) -> Result<(), &'static str> {
+    /// Reads the request from its JSON body, naming the field that is
+    /// missing or not text ([`Error::Invalid`], `400`).
+    pub fn from_value(body: serde_json::Value) -> Result<Self, Error> {
+        let serde_json::Value::Object(fields) = body else {
+            return Err(Error::Invalid(
+                r#"expected a JSON object {"worktree": "…", "prompt": "…", "model"?: "…"}"#.into(),
+            ));
+        };
+        let text = |name: &str, required: bool| match fields.get(name) {
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            None | Some(serde_json::Value::Null) if !required => Ok(None),
+            None | Some(serde_json::Value::Null) => {
+                Err(Error::Invalid(format!("`{name}` is missing")))
+            }
+            Some(_) => Err(Error::Invalid(format!("`{name}` must be a string"))),
+        };
+        Ok(NewSession {
+            worktree: text("worktree", true)?.unwrap_or_default(),
+            prompt: text("prompt", true)?.unwrap_or_default(),
+            model: text("model", false)?,
+        })
+    }
+
+    /// Refuses what could not start for `owner`, before anything is
+    /// created: a blank prompt or worktree ([`Error::Invalid`], `400`), a
+    /// prompt whose first message or `execute` frame would be over the
+    /// event or frame limit ([`Error::TooLarge`], `413`).
+    pub fn check(&self, owner: &str) -> Result<(), Error> {
         if self.prompt.trim().is_empty() {
-            Err("a session needs a first prompt")
-        } else {
-            Ok(())
+            return Err(Error::Invalid("a session needs a first prompt".into()));
         }
+        if self.worktree.trim().is_empty() {
+            return Err(Error::Invalid("a session needs a worktree".into()));
+        }
+        let too_large = |e: Error| match e {
+            Error::TooLarge { size, limit, .. } => Error::TooLarge {
+                what: "the first prompt",
+                size,
+                limit,
+            },
+            other => other,
+        };
+        // The first message as the session will log it.
+        NewEvent::new(
+            &Event::UserMessage(UserMessage {
+                text: self.prompt.clone(),
+                by: Some(owner.to_owned()),
+            }),
+            None,
+            0,
+        )
+        .map_err(too_large)?;
+        // The `execute` as the gateway will get it, with the longest id.
+        let id = "x".repeat(MAX_SESSION_ID_BYTES);
+        encode_frame(&ToGateway::Command(CommandEnvelope {
+            id: format!("{id}/execute-{id}"),
+            session_id: id,
+            command: Command::Execute(self.clone().into_execute()),
+        }))
+        .map_err(too_large)?;
+        Ok(())
     }
 
     /// The new session's metadata: titled by its prompt, in its worktree.
@@ -71,6 +143,75 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_prompt_that_cannot_be_logged_or_sent_is_refused_before_anything_starts() {
+        use crate::protocol::{MAX_EVENT_BYTES, MAX_FRAME_BYTES};
+        let with = |prompt: String| NewSession {
+            worktree: "/wt".into(),
+            prompt,
+            model: None,
+        };
+        assert!(
+            with("x".repeat(MAX_EVENT_BYTES - 1024))
+                .check("alice")
+                .is_ok()
+        );
+        // Over the limit as JSON, though not as text: every quote escapes.
+        for prompt in [
+            "x".repeat(2 * MAX_FRAME_BYTES),
+            "\"".repeat(MAX_EVENT_BYTES / 2 + 1),
+        ] {
+            match with(prompt).check("alice") {
+                Err(Error::TooLarge { what, limit, .. }) => {
+                    assert_eq!(what, "the first prompt");
+                    assert!(limit <= MAX_FRAME_BYTES);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let blank = NewSession {
+            worktree: " ".into(),
+            prompt: "go".into(),
+            model: None,
+        };
+        assert!(matches!(blank.check("alice"), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn a_request_is_read_naming_what_is_wrong() {
+        use serde_json::json;
+        let ok = NewSession::from_value(json!({"worktree": "/wt", "prompt": "go", "model": null}));
+        assert_eq!(ok.unwrap().model, None);
+        for (body, says) in [
+            (json!([]), "expected a JSON object"),
+            (json!({}), "`worktree` is missing"),
+            (json!({"worktree": "/wt"}), "`prompt` is missing"),
+            (
+                json!({"worktree": "/wt", "prompt": 42}),
+                "`prompt` must be a string",
+            ),
+            (
+                json!({"worktree": "/wt", "prompt": "go", "model": 5}),
+                "`model` must be a string",
+            ),
+        ] {
+            match NewSession::from_value(body.clone()) {
+                Err(Error::Invalid(m)) => assert!(m.contains(says), "{body}: {m}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_busy_worktree_says_what_to_do() {
+        let m = worktree_busy("/src/app", "01ABC");
+        assert!(m.starts_with("worktree busy: /src/app is in use by session 01ABC"));
+        assert!(
+            m.ends_with("; end session 01ABC or pick another worktree"),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn hex_encodes() {
         assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
         assert_eq!(hex(&[]), "");
@@ -80,11 +221,13 @@ mod tests {
     fn a_new_session_needs_a_prompt_and_starts_with_it() {
         let body: NewSession =
             serde_json::from_str(r#"{"worktree":"/wt","prompt":" \n"}"#).unwrap();
-        assert_eq!(body.check(), Err("a session needs a first prompt"));
+        assert!(
+            matches!(body.check("alice"), Err(Error::Invalid(m)) if m == "a session needs a first prompt")
+        );
         let body: NewSession =
             serde_json::from_str(r#"{"worktree":"/wt","prompt":"fix it\nnow","model":"opus"}"#)
                 .unwrap();
-        assert_eq!(body.check(), Ok(()));
+        assert!(body.check("alice").is_ok());
         let meta = body.meta("s1", "alice", 7);
         assert_eq!(
             (meta.title.as_str(), meta.owner.as_str()),

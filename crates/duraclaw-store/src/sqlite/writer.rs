@@ -56,6 +56,10 @@ pub(crate) enum Request {
         command_id: String,
         reply: Reply<()>,
     },
+    Remove {
+        session_id: Arc<str>,
+        reply: Reply<()>,
+    },
 }
 
 impl Request {
@@ -107,6 +111,7 @@ impl Request {
                 command_id,
                 reply,
             } => Done::Unit(reply, mark_forwarded(conn, &session_id, &command_id)),
+            Request::Remove { session_id, reply } => Done::Unit(reply, remove(conn, &session_id)),
         }
     }
 
@@ -115,7 +120,8 @@ impl Request {
         match self {
             Request::Create { reply, .. }
             | Request::PutMeta { reply, .. }
-            | Request::MarkForwarded { reply, .. } => Done::Unit(reply, Err(err)),
+            | Request::MarkForwarded { reply, .. }
+            | Request::Remove { reply, .. } => Done::Unit(reply, Err(err)),
             Request::Append { reply, .. } => Done::Append(reply, Err(err)),
             Request::Resolve { reply, .. } => Done::Resolve(reply, Err(err)),
         }
@@ -220,7 +226,8 @@ impl Request {
             Request::Append { session_id, .. }
             | Request::Resolve { session_id, .. }
             | Request::PutMeta { session_id, .. }
-            | Request::MarkForwarded { session_id, .. } => session_id,
+            | Request::MarkForwarded { session_id, .. }
+            | Request::Remove { session_id, .. } => session_id,
         }
     }
 }
@@ -489,6 +496,31 @@ fn rollback_to(conn: &Connection) {
     if let Err(e) = exec(conn, "ROLLBACK TO request").and_then(|()| exec(conn, "RELEASE request")) {
         tracing::error!(error = %e, "cannot roll a failed request back to its savepoint");
     }
+}
+
+/// Deletes a session's rows from every table.
+fn remove(conn: &Connection, session_id: &str) -> Result<()> {
+    for table in ["events", "questions", "commands"] {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE session_id = ?1"))
+            .and_then(|mut s| s.execute(params![session_id]))
+            .map_err(|e| {
+                sql_error(
+                    format_args!("cannot remove the {table} of session {session_id:?}"),
+                    e,
+                )
+            })?;
+    }
+    let removed = conn
+        .prepare_cached("DELETE FROM sessions WHERE session_id = ?1")
+        .and_then(|mut s| s.execute(params![session_id]))
+        .map_err(|e| sql_error(format_args!("cannot remove session {session_id:?}"), e))?;
+    if removed == 0 {
+        return Err(Error::NotFound {
+            what: "session",
+            id: session_id.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn create(conn: &Connection, meta: &SessionMeta) -> Result<()> {

@@ -4,19 +4,18 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRef, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use duraclaw_core::actor::{Actor, SessionActor};
 use duraclaw_core::protocol::{
-    CommandResult, ErrorEvent, Event, FromBrowser, Hello, MAX_FRAME_BYTES, Role, ToBrowser,
-    WireError, browser_event_frame, decode_frame, encode_frame,
+    CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, browser_event_frame,
+    decode_frame, encode_frame,
 };
-use duraclaw_core::state::SessionInput;
 use duraclaw_core::store::SessionMeta;
-use duraclaw_core::web::NewSession;
+use duraclaw_core::web::{MAX_BODY_BYTES, NewSession, socket};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -63,6 +62,51 @@ pub fn routes() -> Router<AppState> {
             axum::routing::post(close_session),
         )
         .route("/api/sessions/{id}/ws", get(session_ws))
+}
+
+/// Gives every error answer of the API the documented shape,
+/// `{"error": "…"}`: an error response that is not JSON already (a rejection
+/// by axum of a body, query, path or WebSocket upgrade, a body over
+/// [`MAX_BODY_BYTES`], a method a route does not take) becomes one with its
+/// text as the message. A body or query that does not decode (`422`, `415`)
+/// answers `400`, as all bad input does; other statuses and headers (e.g.
+/// `Allow`) are kept.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is over the limit of {MAX_BODY_BYTES} bytes")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed".to_owned(),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        _ => text,
+    };
+    let status = match status {
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            StatusCode::BAD_REQUEST
+        }
+        other => other,
+    };
+    let mut out = ApiError::new(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -175,10 +219,12 @@ async fn close_session(
 async fn create_session(
     State(app): State<AppState>,
     user: AuthUser,
-    Json(body): Json<NewSession>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    body.check()
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    // Everything that can refuse the request is checked before the session
+    // exists: a refused request leaves nothing behind.
+    let body = NewSession::from_value(body)?;
+    body.check(&user.name)?;
     let gateway = app.orchestrator.gateway();
     if !gateway.is_connected() {
         return Err(unreachable(&app));
@@ -196,13 +242,36 @@ async fn create_session(
     if let Some(holder) = &wt.busy_session {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("worktree busy: {} is in use by session {holder}", wt.path),
+            duraclaw_core::web::worktree_busy(&wt.path, holder),
         ));
     }
     let now = now_ms();
     let id = new_session_id();
     let meta = body.meta(&id, &user.name, now);
     let actor = app.orchestrator.create(meta).await?;
+    match start_created(&app, &actor, body, &user, now).await {
+        Ok(meta) => Ok((StatusCode::CREATED, Json(meta)).into_response()),
+        Err(e) => {
+            // All or nothing: a start that failed leaves no session.
+            if let Err(undo) = app.orchestrator.remove(&id).await {
+                tracing::error!(session = %id, error = %undo, "cannot remove a session that did not start");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Starts a just created session on the gateway: its metadata, or the
+/// error to answer.
+async fn start_created(
+    app: &AppState,
+    actor: &SessionActor,
+    body: NewSession,
+    user: &AuthUser,
+    now: i64,
+) -> Result<SessionMeta, ApiError> {
+    let gateway = app.orchestrator.gateway();
+    let id = actor.session_id().to_owned();
     let who = Actor {
         user: user.name.clone(),
         client: Some("web".into()),
@@ -218,20 +287,7 @@ async fn create_session(
         };
         actor.on_command_result(&result).await?;
         if let Some(err) = result.error.filter(|_| !result.ok) {
-            actor
-                .record(
-                    &Event::Error(ErrorEvent {
-                        message: format!(
-                            "the gateway could not start the session: {}",
-                            err.message
-                        ),
-                        code: Some(err.code.clone()),
-                        ..ErrorEvent::default()
-                    }),
-                    now_ms(),
-                )
-                .await?;
-            actor.apply_input(SessionInput::Terminate, now_ms()).await?;
+            tracing::info!(session = %id, code = %err.code, "the gateway refused to start the session");
             let status = match err.code.as_str() {
                 "worktree_busy" => StatusCode::CONFLICT,
                 "invalid" | "not_found" => StatusCode::BAD_REQUEST,
@@ -246,7 +302,7 @@ async fn create_session(
             after_gseq: 0,
         });
     }
-    Ok((StatusCode::CREATED, Json(actor.meta().await)).into_response())
+    Ok(actor.meta().await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,9 +322,12 @@ async fn session_ws(
     app.auth.check_origin(&headers)?;
     let actor = owned_actor(&app, &user, &id).await?;
     let after = q.after.unwrap_or(0);
+    // The transport reads up to its hard cap, so a frame over the
+    // protocol's limit is answered `too_large` (serve_session) before the
+    // close instead of failing the read unanswered.
     Ok(ws
-        .max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+        .max_message_size(socket::TRANSPORT_MAX_MESSAGE_BYTES)
+        .max_frame_size(socket::TRANSPORT_MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| serve_session(socket, app, user, actor, after)))
 }
 
@@ -304,22 +363,32 @@ async fn serve_session(
                 break;
             }
         }
-        let _ = sink.close().await;
+        sink
     });
 
     // Subscribe before the snapshot so nothing falls between them.
     let mut sub = actor.log().subscribe(after);
     let first = async {
         let hello = encode_frame(&ToBrowser::Hello(Hello::new(Role::Orchestrator)))?;
-        let snapshot = encode_frame(&ToBrowser::Snapshot(actor.snapshot().await?))?;
-        Ok::<_, duraclaw_core::Error>((hello, snapshot))
+        let snapshot = actor.snapshot().await?;
+        if let Err(refusal) = socket::check_resume(after, snapshot.last_seq) {
+            let _ = tx.send(hello).await;
+            return Err(RefusedFirst::Refused(refusal));
+        }
+        let snapshot = encode_frame(&ToBrowser::Snapshot(snapshot))?;
+        Ok::<_, RefusedFirst>((hello, snapshot))
     };
     match first.await {
         Ok((hello, snapshot)) => {
             let _ = tx.send(hello).await;
             let _ = tx.send(snapshot).await;
         }
-        Err(e) => {
+        Err(RefusedFirst::Refused(refusal)) => {
+            tracing::info!(session = actor.session_id(), after, code = %refusal.error.code, "session stream refused");
+            drop(sub);
+            return refuse(tx, writer, refusal).await;
+        }
+        Err(RefusedFirst::Failed(e)) => {
             tracing::error!(session = actor.session_id(), error = %e, "cannot open the session stream");
             return;
         }
@@ -366,12 +435,21 @@ async fn serve_session(
         user: user.name.clone(),
         client: Some(client_id()),
     };
+    let mut refused = None;
     while let Some(Ok(msg)) = stream.next().await {
         let text = match msg {
             Message::Text(t) => t,
+            Message::Binary(_) => {
+                refused = Some(socket::refuse_binary());
+                break;
+            }
             Message::Close(_) => break,
             _ => continue,
         };
+        if let Err(refusal) = socket::check_text(text.len()) {
+            refused = Some(refusal);
+            break;
+        }
         let reply = match decode_frame::<FromBrowser>(text.as_str(), "browser frame") {
             Ok(FromBrowser::Command { id, command }) => {
                 let room = match &command {
@@ -429,6 +507,53 @@ async fn serve_session(
         }
     }
     forwarder.abort();
+    match refused {
+        Some(refusal) => {
+            tracing::info!(session = actor.session_id(), user = %user.name, code = %refusal.error.code, "browser frame refused; closing");
+            refuse(tx, writer, refusal).await;
+        }
+        None => {
+            drop(tx);
+            if let Ok(mut sink) = writer.await {
+                let _ = sink.close().await;
+            }
+        }
+    }
+}
+
+/// Why a session stream did not open.
+enum RefusedFirst {
+    /// Refused with an error frame and a close.
+    Refused(socket::Refusal),
+    /// The store failed.
+    Failed(duraclaw_core::Error),
+}
+
+impl From<duraclaw_core::Error> for RefusedFirst {
+    fn from(e: duraclaw_core::Error) -> Self {
+        RefusedFirst::Failed(e)
+    }
+}
+
+/// Sends `refusal`'s error frame after what `tx` queued, then closes the
+/// socket with its code.
+async fn refuse(
+    tx: mpsc::Sender<String>,
+    writer: tokio::task::JoinHandle<futures::stream::SplitSink<WebSocket, Message>>,
+    refusal: socket::Refusal,
+) {
+    match encode_frame(&ToBrowser::Error(refusal.error)) {
+        Ok(text) => {
+            let _ = tx.send(text).await;
+        }
+        Err(e) => tracing::error!(error = %e, "refusal does not encode"),
+    }
     drop(tx);
-    let _ = writer.await;
+    if let Ok(mut sink) = writer.await {
+        let close = CloseFrame {
+            code: refusal.close_code,
+            reason: refusal.close_reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(close))).await;
+    }
 }

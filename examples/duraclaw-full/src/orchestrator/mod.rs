@@ -158,6 +158,15 @@ impl Orchestrator {
         self.actor(&session_id).await
     }
 
+    /// Removes a session whose start failed, and its actor: as if it had
+    /// never been created.
+    pub async fn remove(&self, session_id: &str) -> Result<()> {
+        if let Some(e) = self.actors.lock().await.remove(session_id) {
+            e.actor.log().close();
+        }
+        self.directory.remove(session_id).await
+    }
+
     /// Refuses command `id` if it is new and the session's outbox already
     /// holds [`MAX_QUEUED_COMMANDS`] commands the gateway has not confirmed.
     /// A resend of a queued command passes (it is applied once anyway).
