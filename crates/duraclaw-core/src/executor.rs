@@ -67,6 +67,14 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 pub trait Executor: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
+    /// Whether sessions can start here; the error says why not (e.g.
+    /// [`Error::ExecutorUnsupported`](crate::Error::ExecutorUnsupported)
+    /// for a CLI older than the minimum). Checked when a gateway starts
+    /// and before every session start.
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Starts (or resumes) a session; its events go to `sink`, its tool calls
     /// through `gate`.
     async fn start(
