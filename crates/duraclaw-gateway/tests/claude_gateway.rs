@@ -192,6 +192,11 @@ impl Harness {
         }
     }
 
+    /// Whether this harness runs the pinned CLI.
+    fn pinned(&self) -> bool {
+        self.bin == claude_bin()
+    }
+
     fn worktree(&self, name: &str) -> PathBuf {
         self.root.join("projects").join(name)
     }
@@ -255,8 +260,9 @@ impl Harness {
     }
 
     /// The pids of CLI processes this test process started in worktree
-    /// `name` (by their arguments: the oldest supported CLI runs as `node
-    /// cli.js`, not as the binary it was started by).
+    /// `name`, by their name: the oldest supported CLI runs as `node
+    /// cli.js` and names itself `claude` (its arguments are overwritten
+    /// then), the native one is `claude`.
     fn cli_pids(&self, name: &str) -> Vec<i32> {
         let cwd = self.worktree(name);
         let me = std::process::id().to_string();
@@ -270,10 +276,8 @@ impl Harness {
                 continue;
             };
             let proc = entry.path();
-            let is_cli = std::fs::read(proc.join("cmdline")).is_ok_and(|c| {
-                c.split(|b| *b == 0)
-                    .any(|arg| arg == b"--permission-prompt-tool")
-            });
+            let is_cli = std::fs::read_to_string(proc.join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == "claude");
             let dir = std::fs::read_link(proc.join("cwd")).ok();
             // `stat` is "pid (comm) state ppid ..."; comm may hold spaces.
             let ppid = std::fs::read_to_string(proc.join("stat"))
@@ -1034,9 +1038,11 @@ async fn allow_for_this_session_runs_the_same_call_again_without_asking(bin: Pat
         "tool_result",
     );
     assert!(notice < ran, "{:?}", names(&events));
+    // It ran (a CLI may answer a second read of an unchanged file with a
+    // short note instead of the contents).
     let second = tool_result(&events, "toolu_r2");
     assert!(!second.is_error, "{:?}", second.content);
-    assert!(content_text(&second.content).contains("0451"));
+    assert!(content_text(&tool_result(&events, "toolu_r1").content).contains("0451"));
     assert!(tool_result(&events, "toolu_r3").is_error);
     assert!(
         !events.iter().any(|(_, e)| matches!(e, Event::Error(_))),
@@ -1083,12 +1089,18 @@ async fn abort_mid_stream_ends_the_turn_and_the_session_goes_on(bin: PathBuf) {
     held.release();
     assert_dense_from(&events, 1);
     let r = result_of(&events);
-    assert!(r.is_error);
-    assert_eq!(r.terminal_reason.as_deref(), Some("aborted_streaming"));
-    let partial = finals(&events);
-    assert_eq!(partial.len(), 1, "{:?}", names(&events));
-    assert!(partial[0].aborted);
-    assert_eq!(partial[0].text, deltas(&events));
+    assert!(r.is_error, "an abort is no normal end: {r:?}");
+    assert!(!deltas(&events).is_empty());
+    // The pinned CLI also says why the turn ended and repeats the partial
+    // text as an aborted final message; older ones (2.1.88–2.1.112,
+    // measured) leave out one or both: the deltas hold the text.
+    if h.pinned() {
+        assert_eq!(r.terminal_reason.as_deref(), Some("aborted_streaming"));
+        let partial = finals(&events);
+        assert_eq!(partial.len(), 1, "{:?}", names(&events));
+        assert!(partial[0].aborted);
+        assert_eq!(partial[0].text, deltas(&events));
+    }
     let last = events.last().unwrap().0;
 
     // The same process answers the next message.
@@ -1178,18 +1190,21 @@ async fn after_a_gateway_restart_a_message_resumes_the_cli_session(bin: PathBuf)
     );
     assert_eq!(finals(&resumed).last().unwrap().text, "You told me PAPAYA.");
     assert!(!result_of(&resumed).is_error);
-    // Started with --resume, and the model saw the earlier conversation.
+    // Started with --resume (the oldest CLI overwrites its arguments with
+    // its name), and the model saw the earlier conversation.
     let new_pid = h.cli_pid("app1");
-    let cmdline = std::fs::read(format!("/proc/{new_pid}/cmdline")).unwrap();
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    assert!(
-        args.windows(2)
-            .any(|w| w[0] == "--resume" && w[1] == executor_session),
-        "{args:?}"
-    );
+    if h.pinned() {
+        let cmdline = std::fs::read(format!("/proc/{new_pid}/cmdline")).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--resume" && w[1] == executor_session),
+            "{args:?}"
+        );
+    }
     let request = fake.model_requests().pop().unwrap();
     let history = request.body["messages"].to_string();
     assert!(
@@ -1236,10 +1251,13 @@ async fn a_restart_while_a_question_waits_withdraws_it_without_another_model_cal
         Event::QuestionResolved(r) if r.question_id == q.question_id
             && matches!(&r.decision, Decision::Cancelled { reason: Some(why) } if why.contains("stopped")))));
     assert!(tool_result(&events, &bash_id).is_error);
-    assert_eq!(
-        result_of(&events).terminal_reason.as_deref(),
-        Some("aborted_tools")
-    );
+    // 2.1.88 gives no terminal reason (2.1.98 does).
+    if h.pinned() {
+        assert_eq!(
+            result_of(&events).terminal_reason.as_deref(),
+            Some("aborted_tools")
+        );
+    }
     assert_eq!(
         fake.model_requests().len(),
         1,
