@@ -1221,6 +1221,26 @@ mod tests {
     use crate::protocol::{NOTICE_RERUN_AFTER_RESTART, Notice};
 
     #[test]
+    fn an_unapproved_tool_error_terminates_the_session() {
+        let mut pending = Pending::default();
+        let mut meta = SessionMeta::new("s", "alice", 1);
+        let error = |code: &str| {
+            Event::Error(crate::protocol::ErrorEvent {
+                code: Some(code.into()),
+                ..crate::protocol::ErrorEvent::default()
+            })
+        };
+        assert_eq!(
+            inputs_for(&error(ERROR_UNAPPROVED_TOOL), &mut pending, &mut meta),
+            vec![SessionInput::Terminate]
+        );
+        assert_eq!(
+            inputs_for(&error("executor_exited"), &mut pending, &mut meta),
+            vec![SessionInput::TurnEnded]
+        );
+    }
+
+    #[test]
     fn a_notice_changes_no_state_and_no_metadata() {
         let mut pending = Pending::default();
         pending.ids.insert("q-1".into(), false);

@@ -115,6 +115,7 @@ impl GatewayLink {
                     url: url.to_owned(),
                     error: Some("not connected yet".into()),
                     agent: None,
+                    executor_error: None,
                 }),
                 tx: Mutex::new(None),
                 commands: Mutex::new(HashMap::new()),
