@@ -116,10 +116,7 @@ impl GatewayConn {
 
     /// Sends our hello and reads the gateway's: its software name, and why
     /// its executor cannot run sessions (if it cannot).
-    async fn greet(
-        &mut self,
-        url: &str,
-    ) -> Result<(Option<String>, Option<String>), LinkError> {
+    async fn greet(&mut self, url: &str) -> Result<(Option<String>, Option<String>), LinkError> {
         self.send(&ToGateway::Hello(Hello::new(Role::Orchestrator)))
             .map_err(|e| LinkError(format!("cannot greet the gateway: {e}")))?;
         let first = within(CONNECT_TIMEOUT, self.events.next())

@@ -30,8 +30,8 @@ use crate::approval::DecideOutcome;
 use crate::error::{Error, Result};
 use crate::protocol::{
     Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ERROR_UNAPPROVED_TOOL,
-    ErrorEvent, Event, Gseq, QuestionKind, RawEvent, Seq, Snapshot, StateChange, ToGateway, UserMessage, WireError,
-    encode_frame,
+    ErrorEvent, Event, Gseq, QuestionKind, RawEvent, Seq, Snapshot, StateChange, ToGateway,
+    UserMessage, WireError, encode_frame,
 };
 use crate::state::{PauseReason, SessionInput, SessionState, transition};
 use crate::store::{

@@ -1218,11 +1218,20 @@ async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> CaseResult {
         .ingest(vec![(1, init.clone()), (2, delta(1))], T0)
         .await?;
     let mid = store.head().await?.last_seq;
-    actor.command("m-1", message("and then?"), &alice, T0 + 1).await?;
-    actor.ingest(vec![(3, delta(2)), (4, end(0.1))], T0 + 2).await?;
+    actor
+        .command("m-1", message("and then?"), &alice, T0 + 1)
+        .await?;
+    actor
+        .ingest(vec![(3, delta(2)), (4, end(0.1))], T0 + 2)
+        .await?;
     check_eq!(
         types_after(mid).await?,
-        vec!["user.message queued", "assistant", "result", "state Paused { reason: Idle }"]
+        vec![
+            "user.message queued",
+            "assistant",
+            "result",
+            "state Paused { reason: Idle }"
+        ]
     );
     // The queued message's turn starts: active first, then its init.
     let idle = store.head().await?.last_seq;
@@ -1237,11 +1246,14 @@ async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> CaseResult {
 
     // A message sent while idle is no queued one.
     let idle = store.head().await?.last_seq;
-    actor.command("m-2", message("go on"), &alice, T0 + 5).await?;
-    check_eq!(types_after(idle).await?, vec!["user.message", "state Active"]);
     actor
-        .ingest(vec![(8, init), (9, delta(4))], T0 + 6)
+        .command("m-2", message("go on"), &alice, T0 + 5)
         .await?;
+    check_eq!(
+        types_after(idle).await?,
+        vec!["user.message", "state Active"]
+    );
+    actor.ingest(vec![(8, init), (9, delta(4))], T0 + 6).await?;
     // Closed mid-stream: the aborted turn's end, its result and the CLI's
     // interruption marker come after the close.
     let close = Command::Close(crate::protocol::Close {});
@@ -1253,7 +1265,8 @@ async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> CaseResult {
         text: "token 4 ".into(),
         aborted: true,
     });
-    let marker = Event::Unknown(json!({"type": "cli.user", "text": "[Request interrupted by user]"}));
+    let marker =
+        Event::Unknown(json!({"type": "cli.user", "text": "[Request interrupted by user]"}));
     let withdrawn = Event::QuestionResolved(crate::protocol::QuestionResolved {
         question_id: "q-late".into(),
         decision: Decision::Cancelled {

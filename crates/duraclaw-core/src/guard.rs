@@ -190,9 +190,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::protocol::{
-        DecidedBy, QuestionResolved, ToolUse, TurnResult, UserQuestion,
-    };
+    use crate::protocol::{DecidedBy, QuestionResolved, ToolUse, TurnResult, UserQuestion};
 
     fn tool_use(id: &str, tool: &str, input: Value) -> Event {
         Event::ToolUse(ToolUse {
@@ -360,7 +358,10 @@ mod tests {
             end(),
         ];
         let same = [tool_use("t2", "Read", read_a.clone()), ran("t2")];
-        assert_eq!(flagged(&[&first[..], &same[..]].concat()), Vec::<String>::new());
+        assert_eq!(
+            flagged(&[&first[..], &same[..]].concat()),
+            Vec::<String>::new()
+        );
         let other_input = [tool_use("t3", "Read", read_b), ran("t3")];
         assert_eq!(flagged(&[&first[..], &other_input[..]].concat()).len(), 1);
         let other_tool = [tool_use("t4", "Bash", read_a.clone()), ran("t4")];

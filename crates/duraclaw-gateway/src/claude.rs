@@ -145,9 +145,8 @@ impl ClaudeExecutor {
     pub async fn check_version(&self) -> Result<String> {
         self.check()?;
         let cfg = &self.config;
-        let meta = std::fs::metadata(&cfg.bin).map_err(|e| {
-            Error::Executor(format!("cannot read {}: {e}", cfg.bin.display()))
-        })?;
+        let meta = std::fs::metadata(&cfg.bin)
+            .map_err(|e| Error::Executor(format!("cannot read {}: {e}", cfg.bin.display())))?;
         let stamp = (meta.modified().ok(), meta.len());
         let mut cached = self.version.lock().await;
         if let Some(probe) = cached.as_ref().filter(|p| p.stamp == stamp) {
@@ -166,12 +165,16 @@ impl ClaudeExecutor {
                 what: "`claude --version`",
                 ms: u64::try_from(VERSION_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
             })?
-            .map_err(|e| Error::Executor(format!("cannot run {} --version: {e}", cfg.bin.display())))?;
+            .map_err(|e| {
+                Error::Executor(format!("cannot run {} --version: {e}", cfg.bin.display()))
+            })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let verdict = crate::cli::launch::check_version(&text);
         match &verdict {
             Ok(v) => tracing::info!(bin = %cfg.bin.display(), version = %v, "Claude Code CLI"),
-            Err(e) => tracing::warn!(bin = %cfg.bin.display(), error = %e, "Claude Code CLI not supported"),
+            Err(e) => {
+                tracing::warn!(bin = %cfg.bin.display(), error = %e, "Claude Code CLI not supported")
+            }
         }
         *cached = Some(VersionProbe {
             stamp,
@@ -940,9 +943,8 @@ async fn standing_allow(shared: &Arc<Shared>, question: &UserQuestion) -> Option
         asked_at_ms: now_ms(),
     };
     match shared.gate.standing_allow(&request).await {
-        Ok(found) => found.map(|allow| {
-            Event::Notice(allow.notice(tool_name, question.tool_use_id.as_deref()))
-        }),
+        Ok(found) => found
+            .map(|allow| Event::Notice(allow.notice(tool_name, question.tool_use_id.as_deref()))),
         Err(e) => {
             // Asking a human is the safe way out.
             tracing::warn!(session = %shared.session_id, error = %e, "standing allows unreadable; asking");

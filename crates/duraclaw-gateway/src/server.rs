@@ -817,7 +817,10 @@ impl Gateway {
         if let Some(old) = old {
             old.shutdown().await?;
         }
-        if session.unapproved.load(std::sync::atomic::Ordering::Acquire) {
+        if session
+            .unapproved
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             // It ran a tool unapproved before it was stored: stop it too.
             stop_unapproved(session).await;
         }

@@ -610,7 +610,11 @@ impl FakeGateway {
         let root = dir.path().canonicalize().unwrap();
         let worktree = root.join("projects/app");
         support::init_repo(&worktree);
-        let directory = Arc::new(SqliteDirectory::open(root.join("gateway.db")).await.unwrap());
+        let directory = Arc::new(
+            SqliteDirectory::open(root.join("gateway.db"))
+                .await
+                .unwrap(),
+        );
         let audit = Arc::new(MemoryAudit::default());
         let gateway = Gateway::with_audit(
             GatewayOptions {
@@ -673,9 +677,16 @@ async fn a_cli_below_the_minimum_version_is_refused_at_start_and_in_the_status()
         launch::MIN_CLI_VERSION
     );
     // What the orchestrator's /api/status shows comes from the hello.
-    let status = gw.gateway.executor_error().await.expect("an executor error");
+    let status = gw
+        .gateway
+        .executor_error()
+        .await
+        .expect("an executor error");
     assert!(status.starts_with(&why), "{status}");
-    assert_eq!(gw.hello().await.executor_error.as_deref(), Some(status.as_str()));
+    assert_eq!(
+        gw.hello().await.executor_error.as_deref(),
+        Some(status.as_str())
+    );
     // A session start is refused with the same message and its own code.
     let r = gw
         .apply(
@@ -780,14 +791,26 @@ async fn a_tool_that_runs_without_a_question_stops_the_session() {
         after.iter().map(|e| &e.json).collect::<Vec<_>>()
     );
     let again = gw
-        .apply("c-2", "s1", Command::Message(UserTurn { text: "go on".into() }))
+        .apply(
+            "c-2",
+            "s1",
+            Command::Message(UserTurn {
+                text: "go on".into(),
+            }),
+        )
         .await;
-    assert_eq!(again.error.map(|e| e.code).as_deref(), Some("session_closed"));
+    assert_eq!(
+        again.error.map(|e| e.code).as_deref(),
+        Some("session_closed")
+    );
     // The audit trail has it.
     assert!(
-        gw.audit.entries().iter().any(|e| e.action == AuditAction::Unapproved
-            && e.question_id == "toolu_unasked"
-            && e.tool_name.as_deref() == Some("Bash")),
+        gw.audit
+            .entries()
+            .iter()
+            .any(|e| e.action == AuditAction::Unapproved
+                && e.question_id == "toolu_unasked"
+                && e.tool_name.as_deref() == Some("Bash")),
         "{:?}",
         gw.audit.entries()
     );

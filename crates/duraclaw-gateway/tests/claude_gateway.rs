@@ -286,10 +286,7 @@ impl Harness {
                     let rest = s.rsplit_once(')')?.1.to_owned();
                     rest.split_whitespace().nth(1).map(str::to_owned)
                 });
-            if is_cli
-                && dir.as_deref() == Some(&cwd)
-                && ppid.as_deref() == Some(&me)
-            {
+            if is_cli && dir.as_deref() == Some(&cwd) && ppid.as_deref() == Some(&me) {
                 pids.push(pid);
             }
         }

@@ -178,7 +178,10 @@ mod tests {
         // 2.1.100 is newer than 2.1.88: numbers, not strings, compare.
         assert_eq!(check_version("2.1.100 (Claude Code)"), Ok("2.1.100".into()));
         let old = check_version("2.1.84 (Claude Code)").unwrap_err();
-        assert!(old.contains("2.1.84") && old.contains(MIN_CLI_VERSION), "{old}");
+        assert!(
+            old.contains("2.1.84") && old.contains(MIN_CLI_VERSION),
+            "{old}"
+        );
         assert!(check_version("1.0.200").is_err());
         assert!(check_version("3.0.0").is_ok());
         let garbage = check_version("command not found").unwrap_err();
