@@ -59,6 +59,13 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
     /// Ends the session and its process.
     async fn shutdown(&self) -> Result<()>;
 
+    /// Ends the session's process at once, giving it no time to finish
+    /// anything (it ran a tool nobody allowed). An executor that cannot
+    /// do better shuts down.
+    async fn kill(&self) -> Result<()> {
+        self.shutdown().await
+    }
+
     /// Whether the session's process is still running.
     fn is_running(&self) -> bool;
 }

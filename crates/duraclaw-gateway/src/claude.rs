@@ -1146,6 +1146,17 @@ impl ExecutorSession for ClaudeSession {
         Ok(())
     }
 
+    async fn kill(&self) -> Result<()> {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::Release);
+        shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+        withdraw_all(shared, STOPPED).await;
+        shared.close_stdin();
+        let mut done = self.done.clone();
+        let _ = tokio::time::timeout(shared.config.stop_grace, done.wait_for(|d| *d)).await;
+        Ok(())
+    }
+
     fn is_running(&self) -> bool {
         self.shared.running.load(Ordering::Acquire)
     }

@@ -923,14 +923,15 @@ async fn mark_closed(session: &GatewaySession) -> Result<()> {
     Ok(())
 }
 
-/// Closes a session in which a tool ran unapproved and stops its executor.
+/// Closes a session in which a tool ran unapproved and kills its executor
+/// (given time, an old CLI would run the next unasked tool).
 async fn stop_unapproved(session: &GatewaySession) {
     if let Err(e) = mark_closed(session).await {
         tracing::error!(session = %session.id, error = %e, "cannot mark the session closed");
     }
     let exec = session.exec.lock().await.take();
     if let Some(e) = exec
-        && let Err(err) = e.shutdown().await
+        && let Err(err) = e.kill().await
     {
         tracing::warn!(session = %session.id, error = %err, "executor did not stop cleanly");
     }

@@ -728,7 +728,8 @@ async fn a_tool_that_runs_without_a_question_stops_the_session() {
                echo pwned > "$FAKE_DIR/PWNED"
                printf '%s\n' '{{"type":"user","message":{{"role":"user","content":[{{"tool_use_id":"toolu_unasked","type":"tool_result","content":"","is_error":false}}]}},"parent_tool_use_id":null,"session_id":"fake-1","uuid":"u-2"}}'
                printf '%s\n' '{{"type":"assistant","message":{{"content":[{{"text":"Done, and more work after it.","type":"text"}}],"id":"msg_2","role":"assistant","type":"message"}},"parent_tool_use_id":null,"session_id":"fake-1","uuid":"u-3"}}'
-               printf '%s\n' '{RESULT}'"#
+               printf '%s\n' '{RESULT}'
+               sleep 1; touch "$FAKE_DIR/later""#
         ),
     );
     let gw = FakeGateway::start(&fake).await;
@@ -777,6 +778,12 @@ async fn a_tool_that_runs_without_a_question_stops_the_session() {
         assert!(started.elapsed() < DEADLINE, "the CLI was not stopped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Killed at once: it did nothing more (given the usual grace, it
+    // would have gone on for a second and done more).
+    assert!(
+        !fake.path("later").exists(),
+        "the CLI went on after the unapproved tool"
+    );
     let meta = session.log().store().meta().await.unwrap();
     assert_eq!(meta.state, SessionState::Terminated);
     let after = session
