@@ -81,7 +81,7 @@ pub struct GatewaySession {
     /// The highest gseq the orchestrator has acknowledged (or attached
     /// after) since this process started; `None` before it said anything.
     acked: std::sync::Mutex<Option<u64>>,
-    /// Checks that every tool that ran was allowed (see [`GuardedSink`]).
+    /// Checks that every tool that ran was allowed (see `GuardedSink`).
     guard: std::sync::Mutex<ToolGuard>,
     /// A tool ran unapproved: the session is stopped for good.
     unapproved: std::sync::atomic::AtomicBool,
