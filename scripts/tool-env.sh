@@ -9,6 +9,7 @@
 #   scripts/tool-env.sh                 # print them
 #
 # CLAUDE_BIN        the Claude Code CLI (native binary)
+# CLAUDE_MIN_BIN    the oldest Claude Code CLI Duraclaw supports (a launcher)
 # NODE22_BIN        Node 22
 # WRANGLER_BIN      wrangler, launched with Node 22
 # ESBUILD_BIN       the esbuild that came with wrangler
@@ -29,6 +30,7 @@ duraclaw_tool_env() {
         printf 'export %s=%q\n' "$name" "$path"
     done <<EOF
 CLAUDE_BIN $(claude_bin)
+CLAUDE_MIN_BIN $(claude_min_bin)
 NODE22_BIN $(node22_bin)
 WRANGLER_BIN $(wrangler_bin)
 ESBUILD_BIN $(esbuild_bin)

@@ -55,6 +55,8 @@ pub struct GatewayConn {
     pub events: mpsc::UnboundedReceiver<LinkEvent>,
     /// The gateway's software, from its hello.
     pub agent: Option<String>,
+    /// Why the gateway's executor cannot run sessions, from its hello.
+    pub executor_error: Option<String>,
 }
 
 /// `Some(output)` if `fut` finishes within `limit`, else `None`.
@@ -97,10 +99,12 @@ impl GatewayConn {
             ws,
             events,
             agent: None,
+            executor_error: None,
         };
         match conn.greet(url).await {
-            Ok(agent) => {
+            Ok((agent, executor_error)) => {
                 conn.agent = agent;
+                conn.executor_error = executor_error;
                 Ok(conn)
             }
             Err(e) => {
@@ -110,8 +114,9 @@ impl GatewayConn {
         }
     }
 
-    /// Sends our hello and reads the gateway's: its software name.
-    async fn greet(&mut self, url: &str) -> Result<Option<String>, LinkError> {
+    /// Sends our hello and reads the gateway's: its software name, and why
+    /// its executor cannot run sessions (if it cannot).
+    async fn greet(&mut self, url: &str) -> Result<(Option<String>, Option<String>), LinkError> {
         self.send(&ToGateway::Hello(Hello::new(Role::Orchestrator)))
             .map_err(|e| LinkError(format!("cannot greet the gateway: {e}")))?;
         let first = within(CONNECT_TIMEOUT, self.events.next())
@@ -124,7 +129,7 @@ impl GatewayConn {
         match first {
             Some(LinkEvent::Frame(FromGateway::Hello(h))) => {
                 h.check_version().map_err(|e| LinkError(e.to_string()))?;
-                Ok(h.agent)
+                Ok((h.agent, h.executor_error))
             }
             Some(LinkEvent::Frame(FromGateway::Error(e))) => Err(LinkError(e.message)),
             Some(LinkEvent::Frame(_)) => Err(LinkError("the gateway did not say hello".into())),
@@ -261,7 +266,7 @@ pub struct GatewayStatus {
     pub agent: Option<String>,
     /// Which executor it runs (not known from here).
     pub executor: Option<String>,
-    /// Why that executor cannot run (not known from here).
+    /// Why that executor cannot run, from the gateway's hello.
     pub executor_error: Option<String>,
 }
 
@@ -274,6 +279,7 @@ pub async fn probe(url: &str, secret: &str) -> GatewayStatus {
                 connected: true,
                 url: url.to_owned(),
                 agent: conn.agent.clone(),
+                executor_error: conn.executor_error.clone(),
                 ..GatewayStatus::default()
             }
         }

@@ -534,7 +534,7 @@ impl SessionHost {
             let status = match err.code.as_str() {
                 "worktree_busy" => 409,
                 "invalid" | "not_found" => 400,
-                "executor" => 503,
+                "executor" | "executor_unsupported" => 503,
                 _ => 502,
             };
             return error_response(status, &err.message);

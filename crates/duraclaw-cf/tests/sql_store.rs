@@ -51,6 +51,7 @@ fn hello(at_ms: i64) -> NewEvent {
     let e = Event::UserMessage(UserMessage {
         text: "hello".into(),
         by: None,
+        queued: false,
     });
     NewEvent::new(&e, None, at_ms).unwrap()
 }

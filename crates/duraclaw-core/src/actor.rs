@@ -29,9 +29,9 @@ use futures::lock::Mutex as AsyncMutex;
 use crate::approval::DecideOutcome;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event, Gseq,
-    QuestionKind, RawEvent, Seq, Snapshot, StateChange, ToGateway, UserMessage, WireError,
-    encode_frame,
+    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ERROR_UNAPPROVED_TOOL,
+    ErrorEvent, Event, Gseq, QuestionKind, RawEvent, Seq, Snapshot, StateChange, ToGateway,
+    UserMessage, WireError, encode_frame,
 };
 use crate::state::{PauseReason, SessionInput, SessionState, transition};
 use crate::store::{
@@ -537,6 +537,8 @@ impl SessionActor {
         let mut state = st.meta.state;
         let mut meta = st.meta.clone();
         let mut pending = st.pending.clone();
+        // The highest gseq taken, stored or not.
+        let mut consumed = st.highest_gseq;
         for (gseq, event) in batch {
             if gseq < next {
                 out.duplicates += 1;
@@ -547,12 +549,14 @@ impl SessionActor {
                 break;
             }
             next += 1;
-            // Work logged while the session reads idle means a turn began
-            // that no `session.init` or `user.message` announced (a message
-            // the executor queued behind the last turn, or one taken while
-            // the gateway was away): the state says so before the event.
+            consumed = gseq;
+            // A turn's start (`session.init`) or work logged while the
+            // session reads idle: a turn began that no `user.message`
+            // announced (a message the executor queued behind the last
+            // turn, or one taken while the gateway was away). The state
+            // says so before the event.
             if state == SessionState::paused(PauseReason::Idle)
-                && shows_work_type(event.type_name())
+                && starts_or_shows_work(event.type_name())
             {
                 state = self.step(state, SessionInput::TurnStarted, now_ms, &mut new_events)?;
             }
@@ -560,13 +564,33 @@ impl SessionActor {
                 Some(typed) => inputs_for(typed, &mut pending, &mut meta),
                 None => Vec::new(),
             };
+            // The session ended: what the executor still reports of its
+            // work (an aborted turn's end, its result) came after the end
+            // and is not logged as if it were part of the session. What
+            // closes a question, an error and a notice are still logged;
+            // the metadata (cost) is kept either way.
+            if state == SessionState::Terminated && !after_the_end(event.type_name()) {
+                tracing::debug!(
+                    session = %meta.session_id,
+                    gseq,
+                    kind = event.type_name(),
+                    "not logged: the session has ended"
+                );
+                continue;
+            }
             new_events.push(NewEvent::from_raw(&event, Some(gseq), now_ms)?);
             for input in inputs {
                 state = self.step(state, input, now_ms, &mut new_events)?;
             }
         }
         if new_events.is_empty() {
-            out.ack = st.highest_gseq;
+            st.highest_gseq = consumed;
+            out.ack = consumed;
+            // A result not logged (it came after the end) still counts.
+            if meta.cost_usd != st.meta.cost_usd {
+                st.meta.cost_usd = meta.cost_usd;
+                self.log.store().put_meta(&st.meta).await?;
+            }
             return Ok(out);
         }
         meta.state = state;
@@ -587,8 +611,8 @@ impl SessionActor {
         };
         out.stored = outcome.stored.len();
         out.duplicates += outcome.duplicates;
-        out.ack = outcome.highest_gseq;
-        st.highest_gseq = outcome.highest_gseq;
+        out.ack = outcome.highest_gseq.max(consumed);
+        st.highest_gseq = out.ack;
         st.meta = meta;
         st.pending = pending;
         Ok(out)
@@ -776,10 +800,14 @@ impl SessionActor {
                 if turn.text.trim().is_empty() {
                     return Err(Error::Invalid("a message needs some text".into()));
                 }
+                // Sent while a turn runs, it waits for that turn's end: the
+                // log says so rather than putting it inside the turn.
+                let queued = turn_running(self.inner.lock().await.meta.state);
                 let event = NewEvent::new(
                     &Event::UserMessage(UserMessage {
                         text: turn.text.clone(),
                         by: Some(actor.user.clone()),
+                        queued,
                     }),
                     None,
                     now_ms,
@@ -840,6 +868,7 @@ impl SessionActor {
             &Event::UserMessage(UserMessage {
                 text: execute.prompt.clone(),
                 by: Some(actor.user.clone()),
+                queued: false,
             }),
             None,
             now_ms,
@@ -1036,6 +1065,30 @@ fn shows_work_type(kind: &str) -> bool {
     )
 }
 
+/// [`shows_work_type`], or a turn's start (`session.init`).
+fn starts_or_shows_work(kind: &str) -> bool {
+    kind == "session.init" || shows_work_type(kind)
+}
+
+/// Whether an event of type `kind` is logged when it comes after the
+/// session ended: a question's resolution (the stop withdrew it), an
+/// error, a notice. The executor's work is not.
+fn after_the_end(kind: &str) -> bool {
+    matches!(kind, "question.resolved" | "error" | "notice")
+}
+
+/// Whether a turn is running in `state`: a message sent now waits for it.
+fn turn_running(state: SessionState) -> bool {
+    matches!(
+        state,
+        SessionState::Initializing
+            | SessionState::Active
+            | SessionState::Paused {
+                reason: PauseReason::AwaitingApproval | PauseReason::AwaitingAnswer
+            }
+    )
+}
+
 /// How far back [`last_turn_open`] looks.
 const TURN_LOOKBACK: Seq = 64;
 
@@ -1167,6 +1220,11 @@ fn inputs_for(event: &Event, pending: &mut Pending, meta: &mut SessionMeta) -> V
             }
             vec![SessionInput::TurnEnded]
         }
+        // A tool ran that no decision allowed: the gateway stopped the
+        // session for good.
+        Event::Error(e) if e.code.as_deref() == Some(ERROR_UNAPPROVED_TOOL) => {
+            vec![SessionInput::Terminate]
+        }
         Event::Error(_) => vec![SessionInput::TurnEnded],
         // A notice tells a person something (e.g. that a restarted gateway
         // runs a message it took): the turn it announces moves the state by
@@ -1180,6 +1238,26 @@ fn inputs_for(event: &Event, pending: &mut Pending, meta: &mut SessionMeta) -> V
 mod tests {
     use super::*;
     use crate::protocol::{NOTICE_RERUN_AFTER_RESTART, Notice};
+
+    #[test]
+    fn an_unapproved_tool_error_terminates_the_session() {
+        let mut pending = Pending::default();
+        let mut meta = SessionMeta::new("s", "alice", 1);
+        let error = |code: &str| {
+            Event::Error(crate::protocol::ErrorEvent {
+                code: Some(code.into()),
+                ..crate::protocol::ErrorEvent::default()
+            })
+        };
+        assert_eq!(
+            inputs_for(&error(ERROR_UNAPPROVED_TOOL), &mut pending, &mut meta),
+            vec![SessionInput::Terminate]
+        );
+        assert_eq!(
+            inputs_for(&error("executor_exited"), &mut pending, &mut meta),
+            vec![SessionInput::TurnEnded]
+        );
+    }
 
     #[test]
     fn a_notice_changes_no_state_and_no_metadata() {

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::protocol::{DecidedBy, Decision, UserQuestion};
+use crate::protocol::{DecidedBy, Decision, NOTICE_AUTO_ALLOWED, Notice, UserQuestion};
 use crate::store::Resolution;
 use crate::{SendOutsideWasm, SyncOutsideWasm};
 
@@ -78,6 +78,35 @@ pub fn utc_string(ms: i64) -> String {
     )
 }
 
+/// An earlier decision that answers a request without asking anyone: the
+/// same tool with the same input was allowed "for this session".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandingAllow {
+    /// The question whose answer this repeats.
+    pub question_id: String,
+    /// Who allowed it then.
+    pub by: DecidedBy,
+}
+
+impl StandingAllow {
+    /// The `notice` (code [`NOTICE_AUTO_ALLOWED`]) an executor logs instead
+    /// of a question when it runs `tool` call `tool_use_id` on this allow.
+    pub fn notice(&self, tool: &str, tool_use_id: Option<&str>) -> Notice {
+        let notice = Notice::new(
+            NOTICE_AUTO_ALLOWED,
+            format!(
+                "{tool} was allowed without asking: {} allowed the same call (same tool, same \
+                 input) for this session when answering question {}",
+                self.by.who, self.question_id
+            ),
+        );
+        match tool_use_id {
+            Some(id) => notice.about_tool_use(id),
+            None => notice,
+        }
+    }
+}
+
 /// Decides whether tool calls may run.
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
@@ -100,6 +129,15 @@ pub trait ApprovalGate: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
     /// Withdraws a request (the executor cancelled it or the session ended);
     /// the waiter gets [`Decision::Cancelled`].
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome>;
+
+    /// An earlier "allow for this session" that answers `request` (same
+    /// session, same tool, same input) without asking; `None` asks. An
+    /// executor that gets one logs [`StandingAllow::notice`] instead of the
+    /// question and runs the tool.
+    async fn standing_allow(&self, request: &ApprovalRequest) -> Result<Option<StandingAllow>> {
+        let _ = request;
+        Ok(None)
+    }
 }
 
 /// A shared, dynamically typed gate.

@@ -115,6 +115,7 @@ pub const STORE_CASES: &[&str] = &[
     "actor_writes_activity_once_a_second",
     "actor_retried_answer_gets_its_first_result",
     "directory_remove_leaves_nothing",
+    "actor_logs_the_session_in_order",
 ];
 
 /// The migration suite's cases, by name.
@@ -149,6 +150,7 @@ pub async fn run_store_case(name: &str, h: &dyn StoreHarness) -> CaseResult {
             actor_retried_answer_gets_its_first_result(h).await
         }
         "directory_remove_leaves_nothing" => directory_remove_leaves_nothing(h).await,
+        "actor_logs_the_session_in_order" => actor_logs_the_session_in_order(h).await,
         other => Err(CaseError(format!("no store case named {other:?}"))),
     }
 }
@@ -180,7 +182,7 @@ macro_rules! store_conformance_tests {
             reopened_store_sees_everything, directory_create_open_list,
             actor_ingest_acks_and_refuses_gaps, actor_drives_the_state_machine,
             actor_writes_activity_once_a_second, actor_retried_answer_gets_its_first_result,
-            directory_remove_leaves_nothing);
+            directory_remove_leaves_nothing, actor_logs_the_session_in_order);
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
         $(
@@ -1306,6 +1308,134 @@ async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> CaseResult {
         reopened.meta().await.state,
         SessionState::paused(PauseReason::AwaitingApproval)
     );
+    Ok(())
+}
+
+/// The log tells what happened in order: a message sent mid-turn is
+/// logged as queued; a turn that starts while the session reads idle is
+/// `active` before its `session.init`; nothing of the executor's work is
+/// logged after `terminated` (what closes a question or reports an error
+/// still is), and those events are acked all the same.
+async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> CaseResult {
+    let (_dir, store, _) = fresh_store(h, "order").await?;
+    let actor = SessionActor::open(store.clone()).await?;
+    let alice = Actor {
+        user: "alice".into(),
+        client: None,
+    };
+    let init = Event::SessionInit(SessionInit {
+        executor_session_id: Some("cli-1".into()),
+        ..SessionInit::default()
+    });
+    let end = |cost: f64| {
+        Event::Result(TurnResult {
+            cost_usd: Some(cost),
+            ..TurnResult::default()
+        })
+    };
+    let message = |text: &str| {
+        Command::Message(UserTurn {
+            text: text.to_owned(),
+        })
+    };
+    let types_after = |after: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .read_after(after, 100)
+                .await?
+                .iter()
+                .map(|e| {
+                    e.event().map(|ev| match ev {
+                        Event::SessionState(s) => format!("state {:?}", s.state),
+                        Event::UserMessage(m) if m.queued => "user.message queued".to_owned(),
+                        other => other.type_name().to_owned(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        }
+    };
+
+    // A turn; a message sent while it streams waits for its end.
+    actor
+        .ingest(vec![(1, init.clone()), (2, delta(1))], T0)
+        .await?;
+    let mid = store.head().await?.last_seq;
+    actor
+        .command("m-1", message("and then?"), &alice, T0 + 1)
+        .await?;
+    actor
+        .ingest(vec![(3, delta(2)), (4, end(0.1))], T0 + 2)
+        .await?;
+    check_eq!(
+        types_after(mid).await?,
+        vec![
+            "user.message queued",
+            "assistant",
+            "result",
+            "state Paused { reason: Idle }"
+        ]
+    );
+    // The queued message's turn starts: active first, then its init.
+    let idle = store.head().await?.last_seq;
+    actor
+        .ingest(vec![(5, init.clone()), (6, delta(3))], T0 + 3)
+        .await?;
+    check_eq!(
+        types_after(idle).await?,
+        vec!["state Active", "session.init", "assistant"]
+    );
+    actor.ingest(vec![(7, end(0.2))], T0 + 4).await?;
+
+    // A message sent while idle is no queued one.
+    let idle = store.head().await?.last_seq;
+    actor
+        .command("m-2", message("go on"), &alice, T0 + 5)
+        .await?;
+    check_eq!(
+        types_after(idle).await?,
+        vec!["user.message", "state Active"]
+    );
+    actor.ingest(vec![(8, init), (9, delta(4))], T0 + 6).await?;
+    // Closed mid-stream: the aborted turn's end, its result and the CLI's
+    // interruption marker come after the close.
+    let close = Command::Close(crate::protocol::Close {});
+    actor.command("c-1", close, &alice, T0 + 7).await?;
+    let closed = store.head().await?.last_seq;
+    let aborted = Event::Assistant(Assistant {
+        message_id: "msg_1".into(),
+        phase: AssistantPhase::Final,
+        text: "token 4 ".into(),
+        aborted: true,
+    });
+    let marker =
+        Event::Unknown(json!({"type": "cli.user", "text": "[Request interrupted by user]"}));
+    let withdrawn = Event::QuestionResolved(crate::protocol::QuestionResolved {
+        question_id: "q-late".into(),
+        decision: Decision::Cancelled {
+            reason: Some("the session was stopped".into()),
+        },
+        by: DecidedBy::new("executor"),
+        at_ms: T0 + 8,
+    });
+    let out = actor
+        .ingest(
+            vec![(10, aborted), (11, marker), (12, withdrawn), (13, end(0.5))],
+            T0 + 8,
+        )
+        .await?;
+    check_eq!(out.ack, 13);
+    check_eq!(types_after(closed).await?, vec!["question.resolved"]);
+    check_eq!(actor.meta().await.state, SessionState::Terminated);
+    check_eq!(actor.meta().await.cost_usd, 0.5);
+    // Acked: sent again, nothing changes.
+    let again = actor.ingest(vec![(13, end(0.5))], T0 + 9).await?;
+    check_eq!(again.ack, 13);
+    check_eq!(store.head().await?.last_seq, closed + 1);
+    // The log's last state is the end.
+    let types = types_after(0).await?;
+    let last_state = types.iter().rev().find(|t| t.starts_with("state "));
+    check_eq!(last_state.map(String::as_str), Some("state Terminated"));
     Ok(())
 }
 

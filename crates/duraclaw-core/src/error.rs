@@ -117,6 +117,11 @@ pub enum Error {
     /// The executor (e.g. the Claude Code CLI) failed.
     #[error("executor error: {0}")]
     Executor(String),
+    /// The executor cannot run sessions safely here (e.g. the Claude Code
+    /// CLI is older than the minimum supported version); the message names
+    /// what was found and what is needed.
+    #[error("{0}")]
+    ExecutorUnsupported(String),
     /// The other end of a relay or channel is gone.
     #[error("{0} closed")]
     Closed(&'static str),

@@ -59,6 +59,13 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
     /// Ends the session and its process.
     async fn shutdown(&self) -> Result<()>;
 
+    /// Ends the session's process at once, giving it no time to finish
+    /// anything (it ran a tool nobody allowed). An executor that cannot
+    /// do better shuts down.
+    async fn kill(&self) -> Result<()> {
+        self.shutdown().await
+    }
+
     /// Whether the session's process is still running.
     fn is_running(&self) -> bool;
 }
@@ -67,6 +74,14 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 pub trait Executor: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
+    /// Whether sessions can start here; the error says why not (e.g.
+    /// [`Error::ExecutorUnsupported`](crate::Error::ExecutorUnsupported)
+    /// for a CLI older than the minimum). Checked when a gateway starts
+    /// and before every session start.
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Starts (or resumes) a session; its events go to `sink`, its tool calls
     /// through `gate`.
     async fn start(

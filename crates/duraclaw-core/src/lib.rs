@@ -10,6 +10,7 @@
 //! - [`actor`]: the host-agnostic session actor logic (persist before
 //!   forward, exactly-once replay with a fence, gseq dedupe and acks,
 //!   command ids applied once);
+//! - [`guard`]: the check that every tool that ran was allowed;
 //! - [`web`]: the web rules both hosts share (the Origin rule, user name
 //!   and password rules), as pure functions over strings;
 //! - [`migrate`]: versioned, checksummed schema migrations with the version
@@ -24,6 +25,7 @@ pub mod actor;
 pub mod approval;
 pub mod error;
 pub mod executor;
+pub mod guard;
 pub mod migrate;
 pub mod protocol;
 pub mod relay;

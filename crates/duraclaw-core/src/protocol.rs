@@ -127,6 +127,10 @@ pub struct Hello {
     /// Free-form software name and version, e.g. `duraclaw-gateway/0.1.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// A gateway's: why its executor cannot run sessions (e.g. the Claude
+    /// Code CLI is missing or older than the minimum), when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_error: Option<String>,
 }
 
 impl Hello {
@@ -136,6 +140,7 @@ impl Hello {
             v: PROTOCOL_VERSION,
             role,
             agent: Some(format!("duraclaw/{}", env!("CARGO_PKG_VERSION"))),
+            executor_error: None,
         }
     }
 
@@ -183,6 +188,7 @@ impl From<&Error> for WireError {
             Error::Unauthorized(_) => "unauthorized",
             Error::IllegalTransition { .. } => "illegal_transition",
             Error::Executor(_) => "executor",
+            Error::ExecutorUnsupported(_) => ERROR_EXECUTOR_UNSUPPORTED,
             Error::Closed(_) => "closed",
             Error::Timeout { .. } => "timeout",
             _ => "internal",
@@ -833,6 +839,10 @@ pub struct UserMessage {
     /// Who said it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// Sent while a turn was running: the agent takes it once that turn
+    /// ends (its own turn starts with the next `session.init`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub queued: bool,
 }
 
 /// `session.state`: the new state of the session.
@@ -846,6 +856,19 @@ pub struct StateChange {
 /// The [`Notice::code`] of the notice a restarted gateway logs before it
 /// runs a turn-starting command it had taken and never started.
 pub const NOTICE_RERUN_AFTER_RESTART: &str = "rerun_after_restart";
+
+/// The [`Notice::code`] of the notice logged when a tool call runs without
+/// a question because the same call was allowed "for this session" before;
+/// its [`Notice::tool_use_id`] names the call.
+pub const NOTICE_AUTO_ALLOWED: &str = "auto_allowed";
+
+/// The [`ErrorEvent::code`] of the error that ends a session in which a
+/// tool ran that no decision allowed.
+pub const ERROR_UNAPPROVED_TOOL: &str = "unapproved_tool";
+
+/// The [`WireError::code`] of a refused session start: the executor (e.g.
+/// the Claude Code CLI's version) is not supported.
+pub const ERROR_EXECUTOR_UNSUPPORTED: &str = "executor_unsupported";
 
 /// `notice`: something a person reading the session should know that is
 /// neither an error nor the agent's work, e.g. that a restarted gateway runs
@@ -862,6 +885,9 @@ pub struct Notice {
     /// carried it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
+    /// The tool call it is about, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_use_id: Option<String>,
 }
 
 impl Notice {
@@ -871,7 +897,15 @@ impl Notice {
             code: code.into(),
             message: message.into(),
             command_id: None,
+            tool_use_id: None,
         }
+    }
+
+    /// The same notice, about tool call `id`.
+    #[must_use]
+    pub fn about_tool_use(mut self, id: impl Into<String>) -> Self {
+        self.tool_use_id = Some(id.into());
+        self
     }
 
     /// The same notice, about command `id`.
@@ -1269,6 +1303,7 @@ mod tests {
         let event = Event::UserMessage(UserMessage {
             text: "hi \"there\"".into(),
             by: None,
+            queued: false,
         });
         let json = event.to_json().unwrap();
         let typed = FromGateway::Event {
@@ -1304,6 +1339,7 @@ mod tests {
             Event::UserMessage(UserMessage {
                 text: "hi".into(),
                 by: None,
+                queued: false,
             }),
             Event::SessionState(StateChange {
                 state: SessionState::Active,

@@ -199,6 +199,7 @@ fn cases() -> Vec<Case> {
                 v: 1,
                 role: Role::Orchestrator,
                 agent: Some(s("duraclaw/0.1.0")),
+                executor_error: None,
             })),
         ),
         case(
@@ -292,6 +293,7 @@ fn cases() -> Vec<Case> {
                 v: 1,
                 role: Role::Gateway,
                 agent: Some(s("duraclaw-gateway/0.1.0")),
+                executor_error: None,
             })),
         ),
         case(
@@ -371,6 +373,7 @@ fn cases() -> Vec<Case> {
                 v: 1,
                 role: Role::Browser,
                 agent: None,
+                executor_error: None,
             })),
         ),
         case(
@@ -414,6 +417,7 @@ fn cases() -> Vec<Case> {
                 v: 1,
                 role: Role::Orchestrator,
                 agent: Some(s("duraclaw/0.1.0")),
+                executor_error: None,
             })),
         ),
         case(
@@ -542,6 +546,7 @@ fn cases() -> Vec<Case> {
             T::Event(Event::UserMessage(UserMessage {
                 text: s("Now add a test for it"),
                 by: Some(s("alice")),
+                queued: false,
             })),
         ),
         case(

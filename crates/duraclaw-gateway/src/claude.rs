@@ -21,7 +21,7 @@ use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
-use duraclaw_core::protocol::{ErrorEvent, Event, UserQuestion};
+use duraclaw_core::protocol::{ErrorEvent, Event, QuestionKind, UserQuestion};
 use duraclaw_core::protocol::{MAX_EVENT_BYTES, MAX_FRAME_BYTES};
 use duraclaw_core::store::Resolution;
 use futures::future::BoxFuture;
@@ -107,10 +107,24 @@ impl ClaudeConfig {
     }
 }
 
+/// How long `claude --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `--version` said about one state of the binary file.
+#[derive(Debug, Clone)]
+struct VersionProbe {
+    /// The file's modification time and length when it was probed.
+    stamp: (Option<std::time::SystemTime>, u64),
+    /// The version, or why it is not supported.
+    verdict: std::result::Result<String, String>,
+}
+
 /// Starts Claude Code sessions.
 #[derive(Debug, Clone)]
 pub struct ClaudeExecutor {
     config: Arc<ClaudeConfig>,
+    /// The last version probe; probed again when the file changes.
+    version: Arc<tokio::sync::Mutex<Option<VersionProbe>>>,
 }
 
 impl ClaudeExecutor {
@@ -118,7 +132,55 @@ impl ClaudeExecutor {
     pub fn new(config: ClaudeConfig) -> Self {
         ClaudeExecutor {
             config: Arc::new(config),
+            version: Arc::default(),
         }
+    }
+
+    /// The CLI's version when it is [`launch::MIN_CLI_VERSION`] or later;
+    /// otherwise [`Error::ExecutorUnsupported`] naming the version found
+    /// and the one needed. Runs `claude --version` once per state of the
+    /// binary file (an upgrade in place is seen).
+    ///
+    /// [`launch::MIN_CLI_VERSION`]: crate::cli::launch::MIN_CLI_VERSION
+    pub async fn check_version(&self) -> Result<String> {
+        self.check()?;
+        let cfg = &self.config;
+        let meta = std::fs::metadata(&cfg.bin)
+            .map_err(|e| Error::Executor(format!("cannot read {}: {e}", cfg.bin.display())))?;
+        let stamp = (meta.modified().ok(), meta.len());
+        let mut cached = self.version.lock().await;
+        if let Some(probe) = cached.as_ref().filter(|p| p.stamp == stamp) {
+            return probe.verdict.clone().map_err(Error::ExecutorUnsupported);
+        }
+        let mut cmd = Command::new(&cfg.bin);
+        cmd.arg("--version")
+            .env_clear()
+            .envs(filtered_env(std::env::vars_os(), cfg.isolated))
+            .envs(cfg.env.iter().cloned())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(VERSION_TIMEOUT, cmd.output())
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "`claude --version`",
+                ms: u64::try_from(VERSION_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+            })?
+            .map_err(|e| {
+                Error::Executor(format!("cannot run {} --version: {e}", cfg.bin.display()))
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let verdict = crate::cli::launch::check_version(&text);
+        match &verdict {
+            Ok(v) => tracing::info!(bin = %cfg.bin.display(), version = %v, "Claude Code CLI"),
+            Err(e) => {
+                tracing::warn!(bin = %cfg.bin.display(), error = %e, "Claude Code CLI not supported")
+            }
+        }
+        *cached = Some(VersionProbe {
+            stamp,
+            verdict: verdict.clone(),
+        });
+        verdict.map_err(Error::ExecutorUnsupported)
     }
 
     /// Whether the configured binary exists, with a message that says what
@@ -412,13 +474,17 @@ impl ClaudeExecutor {
 
 #[async_trait]
 impl Executor for ClaudeExecutor {
+    async fn check(&self) -> Result<()> {
+        self.check_version().await.map(|_| ())
+    }
+
     async fn start(
         &self,
         spec: StartSpec,
         gate: DynApprovalGate,
         sink: DynEventSink,
     ) -> Result<Box<dyn ExecutorSession>> {
-        self.check()?;
+        self.check_version().await?;
         let session = match self
             .launch(&spec, spec.resume.clone(), gate.clone(), sink.clone())
             .await
@@ -782,7 +848,9 @@ async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::ChildStdout) {
             }
         };
         // Questions go to the gate before they are emitted; the rest of the
-        // actions follow the events.
+        // actions follow the events. A call allowed "for this session"
+        // before is not asked again: a notice takes the question's place.
+        let mut events = mapped.events;
         let mut actions = Vec::with_capacity(mapped.actions.len());
         for action in mapped.actions {
             actions.push(match action {
@@ -790,11 +858,30 @@ async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::ChildStdout) {
                     request_id,
                     question,
                     input,
-                } => Next::Ask(register_ask(&shared, request_id, question, input).await),
+                } => match standing_allow(&shared, &question).await {
+                    Some(notice) => {
+                        swap_question(&mut events, &question.question_id, notice);
+                        shared
+                            .mapper
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .answered(&request_id);
+                        let allow = duraclaw_core::protocol::Decision::Allow {
+                            updated_input: None,
+                            remember: false,
+                        };
+                        Next::Act(CliAction::Send(CliInput::for_decision(
+                            &request_id,
+                            &input,
+                            &allow,
+                        )))
+                    }
+                    None => Next::Ask(register_ask(&shared, request_id, question, input).await),
+                },
                 other => Next::Act(other),
             });
         }
-        for event in mapped.events {
+        for event in events {
             if matches!(event, Event::Result(_)) {
                 shared.turn_running.store(false, Ordering::Release);
             }
@@ -841,6 +928,38 @@ async fn act(shared: &Arc<Shared>, action: CliAction) {
             };
             let _ = shared.gate.cancel(&request_id, why).await;
         }
+    }
+}
+
+/// The `auto_allowed` notice to log instead of `question`, when the gate
+/// holds an "allow for this session" that answers it.
+async fn standing_allow(shared: &Arc<Shared>, question: &UserQuestion) -> Option<Event> {
+    let QuestionKind::Permission { tool_name, .. } = &question.kind else {
+        return None;
+    };
+    let request = ApprovalRequest {
+        session_id: shared.session_id.clone(),
+        question: question.clone(),
+        asked_at_ms: now_ms(),
+    };
+    match shared.gate.standing_allow(&request).await {
+        Ok(found) => found
+            .map(|allow| Event::Notice(allow.notice(tool_name, question.tool_use_id.as_deref()))),
+        Err(e) => {
+            // Asking a human is the safe way out.
+            tracing::warn!(session = %shared.session_id, error = %e, "standing allows unreadable; asking");
+            None
+        }
+    }
+}
+
+/// Replaces the `user_question` `question_id` in `events` with `with`.
+fn swap_question(events: &mut [Event], question_id: &str, with: Event) {
+    if let Some(slot) = events
+        .iter_mut()
+        .find(|e| matches!(e, Event::UserQuestion(q) if q.question_id == question_id))
+    {
+        *slot = with;
     }
 }
 
@@ -1024,6 +1143,17 @@ impl ExecutorSession for ClaudeSession {
             shared.signal_group(signal);
         }
         let _ = tokio::time::timeout(grace, done.wait_for(|d| *d)).await;
+        Ok(())
+    }
+
+    async fn kill(&self) -> Result<()> {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::Release);
+        shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+        withdraw_all(shared, STOPPED).await;
+        shared.close_stdin();
+        let mut done = self.done.clone();
+        let _ = tokio::time::timeout(shared.config.stop_grace, done.wait_for(|d| *d)).await;
         Ok(())
     }
 

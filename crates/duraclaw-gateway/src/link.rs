@@ -263,6 +263,7 @@ impl Link {
         }
         let mut hello = Hello::new(Role::Gateway);
         hello.agent = Some(format!("duraclaw-gateway/{}", env!("CARGO_PKG_VERSION")));
+        hello.executor_error = self.gateway.executor_error().await;
         self.send(&FromGateway::Hello(hello)).await?;
 
         while let Some(text) = next_text(stream).await? {

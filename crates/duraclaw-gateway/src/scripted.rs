@@ -485,6 +485,18 @@ impl Player {
             },
             asked_at_ms: now_ms(),
         };
+        if let (Some(allow), QuestionKind::Permission { tool_name, .. }) = (
+            self.gate.standing_allow(&request).await?,
+            &request.question.kind,
+        ) {
+            self.sink
+                .emit(Event::Notice(allow.notice(tool_name, Some(tool_use_id))))
+                .await?;
+            return Ok(Decision::Allow {
+                updated_input: None,
+                remember: false,
+            });
+        }
         let id = request.question.question_id.clone();
         let question = request.question.clone();
         // Poll the request once so the gate holds it before the question is

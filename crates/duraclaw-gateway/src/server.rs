@@ -17,7 +17,8 @@ use duraclaw_core::Result;
 use duraclaw_core::actor::SessionLog;
 use duraclaw_core::approval::ApprovalGate;
 use duraclaw_core::error::Error;
-use duraclaw_core::executor::{DynExecutor, ExecutorSession, StartSpec};
+use duraclaw_core::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
+use duraclaw_core::guard::ToolGuard;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event, Notice,
     QuestionResolved, WireError, Worktree, encode_frame,
@@ -28,7 +29,7 @@ use duraclaw_core::store::{
 };
 use tokio::sync::Mutex;
 
-use crate::approval::{AuditLog, MemoryGate, TracingAudit, now_ms};
+use crate::approval::{AuditAction, AuditEntry, AuditLog, MemoryGate, TracingAudit, now_ms};
 use crate::outbox::{OutboxSink, Unstarted, shows_work};
 use crate::worktree::WorktreeIndex;
 
@@ -80,6 +81,10 @@ pub struct GatewaySession {
     /// The highest gseq the orchestrator has acknowledged (or attached
     /// after) since this process started; `None` before it said anything.
     acked: std::sync::Mutex<Option<u64>>,
+    /// Checks that every tool that ran was allowed (see `GuardedSink`).
+    guard: std::sync::Mutex<ToolGuard>,
+    /// A tool ran unapproved: the session is stopped for good.
+    unapproved: std::sync::atomic::AtomicBool,
 }
 
 /// The mark earlier versions recorded as a turn-starting command's
@@ -200,6 +205,11 @@ impl Gateway {
                 max_unacked: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_UNACKED),
             }),
         };
+        if let Some(why) = gw.executor_error().await {
+            // Not fatal: sessions are refused with this, and the status
+            // shows it.
+            tracing::warn!(error = %why, "the executor cannot run sessions");
+        }
         for meta in gw.inner.options.directory.list(GATEWAY_OWNER).await? {
             let session = gw.session(&meta.session_id).await?;
             for q in session.log.store().questions(true).await? {
@@ -314,6 +324,19 @@ impl Gateway {
         self.log_event(session, &event).await
     }
 
+    /// Why the executor cannot run sessions here (e.g. the Claude Code CLI
+    /// is missing or older than the minimum), or `None` when it can. The
+    /// link's hello carries it to the orchestrator (`/api/status`).
+    pub async fn executor_error(&self) -> Option<String> {
+        self.inner
+            .options
+            .executor
+            .check()
+            .await
+            .err()
+            .map(|e| e.to_string())
+    }
+
     /// Sets the outbox bound (see [`DEFAULT_MAX_UNACKED`]).
     pub fn set_max_unacked(&self, events: u64) {
         self.inner
@@ -415,6 +438,8 @@ impl Gateway {
             exec: Mutex::new(None),
             unstarted: Arc::default(),
             acked: std::sync::Mutex::new(None),
+            guard: std::sync::Mutex::new(ToolGuard::new()),
+            unapproved: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -515,19 +540,6 @@ impl Gateway {
                 "session closed: {} was closed on this gateway; start a new session",
                 session.id
             )));
-        }
-        Ok(())
-    }
-
-    /// Marks a session closed for good in the gateway's own store: a
-    /// restart then runs none of its pending turns.
-    async fn mark_closed(&self, session: &GatewaySession) -> Result<()> {
-        let store = session.log.store();
-        let mut meta = store.meta().await?;
-        if meta.state != SessionState::Terminated {
-            meta.state = SessionState::Terminated;
-            meta.updated_at_ms = now_ms();
-            store.put_meta(&meta).await?;
         }
         Ok(())
     }
@@ -645,7 +657,7 @@ impl Gateway {
                 // Closed on disk before the close is recorded: a restart in
                 // between must not run the session's pending turns (and the
                 // resent close, not yet recorded, is applied again).
-                self.mark_closed(&session).await?;
+                mark_closed(&session).await?;
                 if self.already_applied(session.log.store(), &id, None).await? {
                     return Ok(());
                 }
@@ -790,10 +802,11 @@ impl Gateway {
     }
 
     async fn start(&self, session: &Arc<GatewaySession>, spec: StartSpec) -> Result<()> {
-        let sink = Arc::new(OutboxSink::with_turn_marks(
-            session.log.clone(),
-            session.unstarted.clone(),
-        ));
+        let sink = Arc::new(GuardedSink {
+            outbox: OutboxSink::with_turn_marks(session.log.clone(), session.unstarted.clone()),
+            session: Arc::downgrade(session),
+            audit: self.inner.audit.clone(),
+        });
         let exec = self
             .inner
             .options
@@ -803,6 +816,13 @@ impl Gateway {
         let old = session.exec.lock().await.replace(exec);
         if let Some(old) = old {
             old.shutdown().await?;
+        }
+        if session
+            .unapproved
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // It ran a tool unapproved before it was stored: stop it too.
+            stop_unapproved(session).await;
         }
         Ok(())
     }
@@ -819,5 +839,100 @@ impl Gateway {
                 tracing::warn!(session = %s.id, error = %err, "executor did not shut down cleanly");
             }
         }
+    }
+}
+
+/// An executor's sink that checks every event with the session's
+/// [`ToolGuard`] before it goes to the outbox: whatever the executor (or
+/// its version), a tool that ran with no decision allowing it ends the
+/// session. Its result is logged (a person must see what ran), then an
+/// `error` (`unapproved_tool`), and the executor is stopped; the session is
+/// closed on the gateway, and the orchestrator terminates it on that error.
+/// After that only question resolutions (the stop withdrawing questions)
+/// reach the log.
+#[derive(Debug)]
+struct GuardedSink {
+    outbox: OutboxSink,
+    session: std::sync::Weak<GatewaySession>,
+    audit: Arc<dyn AuditLog>,
+}
+
+#[async_trait::async_trait]
+impl EventSink for GuardedSink {
+    async fn emit(&self, event: Event) -> Result<()> {
+        let Some(session) = self.session.upgrade() else {
+            return self.outbox.emit(event).await;
+        };
+        if session
+            .unapproved
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            if matches!(event, Event::QuestionResolved(_)) {
+                return self.outbox.emit(event).await;
+            }
+            tracing::debug!(session = %session.id, event = event.type_name(), "dropped: the session was stopped");
+            return Ok(());
+        }
+        let unapproved = session
+            .guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(&event);
+        self.outbox.emit(event).await?;
+        let Some(bad) = unapproved else {
+            return Ok(());
+        };
+        session
+            .unapproved
+            .store(true, std::sync::atomic::Ordering::Release);
+        tracing::error!(
+            session = %session.id,
+            tool = %bad.tool_name,
+            tool_use_id = %bad.tool_use_id,
+            "a tool ran without approval; stopping the session"
+        );
+        self.audit.record(&AuditEntry {
+            at_ms: now_ms(),
+            action: AuditAction::Unapproved,
+            session_id: session.id.clone(),
+            question_id: bad.tool_use_id.clone(),
+            tool_name: Some(bad.tool_name.clone()),
+            input: None,
+            decision: None,
+            who: Some("executor".into()),
+            client: None,
+        });
+        self.outbox.emit(bad.error_event()).await?;
+        // Not from here: stopping waits for the executor's reader, which
+        // may be the caller.
+        tokio::spawn(async move { stop_unapproved(&session).await });
+        Ok(())
+    }
+}
+
+/// Marks a session closed for good in the gateway's own store: a restart
+/// then runs none of its pending turns, and new turns are refused.
+async fn mark_closed(session: &GatewaySession) -> Result<()> {
+    let store = session.log.store();
+    let mut meta = store.meta().await?;
+    if meta.state != SessionState::Terminated {
+        meta.state = SessionState::Terminated;
+        meta.updated_at_ms = now_ms();
+        store.put_meta(&meta).await?;
+    }
+    Ok(())
+}
+
+/// Closes a session in which a tool ran unapproved and kills its executor
+/// (given time, an old CLI would run the next unasked tool).
+async fn stop_unapproved(session: &GatewaySession) {
+    if let Err(e) = mark_closed(session).await {
+        tracing::error!(session = %session.id, error = %e, "cannot mark the session closed");
+    }
+    let exec = session.exec.lock().await.take();
+    if let Some(e) = exec
+        && let Err(err) = e.kill().await
+    {
+        tracing::warn!(session = %session.id, error = %err, "executor did not stop cleanly");
     }
 }

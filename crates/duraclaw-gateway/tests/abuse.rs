@@ -43,14 +43,17 @@ fn cmdline(pid: u32) -> String {
 }
 
 /// A stand-in for the Claude Code CLI that writes its environment and
-/// arguments to `out`, then exits.
+/// arguments to `out`, then exits (after `--version`, it says a supported
+/// version).
 fn fake_cli(dir: &Path, out: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("fake-claude");
     std::fs::write(
         &path,
         format!(
-            "#!/bin/sh\n{{ env; echo \"ARGS: $*\"; }} > '{}.tmp' && mv '{0}.tmp' '{0}'\n",
+            "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo '{} (Claude Code)'; exit 0; }}\n\
+             {{ env; echo \"ARGS: $*\"; }} > '{}.tmp' && mv '{1}.tmp' '{1}'\n",
+            duraclaw_gateway::cli::launch::CLI_VERSION,
             out.display()
         ),
     )

@@ -333,3 +333,96 @@ async fn policy_rules_allow_deny_and_ask() {
         Decision::Cancelled { .. }
     ));
 }
+
+/// Decides request `id` of `gate` with `decision` once it is pending.
+async fn decide_when_pending(gate: &Arc<MemoryGate>, req: ApprovalRequest, decision: Decision) {
+    let g = gate.clone();
+    let waiting = tokio::spawn(async move { g.request(req).await });
+    let id = loop {
+        if let Some(p) = gate.pending().await.unwrap().first() {
+            break p.question.question_id.clone();
+        }
+        tokio::task::yield_now().await;
+    };
+    gate.decide(&id, decision, DecidedBy::new("alice"))
+        .await
+        .unwrap();
+    tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_memory_gate_remembers_an_allow_for_the_same_session_tool_and_input_only() {
+    let audit = Arc::new(MemoryAudit::default());
+    let gate = Arc::new(MemoryGate::new().with_audit(audit.clone()));
+    let ls = json!({"command": "ls"});
+    let allow = |remember| Decision::Allow {
+        updated_input: None,
+        remember,
+    };
+    // Nothing remembered yet.
+    assert_eq!(
+        gate.standing_allow(&request("s1", "q0", "Bash", ls.clone()))
+            .await
+            .unwrap(),
+        None
+    );
+    decide_when_pending(&gate, request("s1", "q1", "Bash", ls.clone()), allow(true)).await;
+    let standing = gate
+        .standing_allow(&request("s1", "q2", "Bash", ls.clone()))
+        .await
+        .unwrap()
+        .expect("the same call is allowed");
+    assert_eq!(standing.question_id, "q1");
+    assert_eq!(standing.by.who, "alice");
+    // Audited as a decision on the new request.
+    assert!(audit.entries().iter().any(|e| e.question_id == "q2"
+        && e.action == AuditAction::Decided
+        && e.client.as_deref().is_some_and(|c| c.contains("q1"))));
+    // Another input, tool or session is asked.
+    for other in [
+        request("s1", "q3", "Bash", json!({"command": "ls -a"})),
+        request("s1", "q4", "Read", ls.clone()),
+        request("s2", "q5", "Bash", ls.clone()),
+    ] {
+        assert_eq!(
+            gate.standing_allow(&other).await.unwrap(),
+            None,
+            "{other:?}"
+        );
+    }
+    // A denial, an allow without `remember` and an edited allow leave
+    // nothing standing.
+    let rm = json!({"command": "rm -rf build"});
+    for (n, decision) in [
+        Decision::Deny {
+            reason: "no".into(),
+            interrupt: false,
+        },
+        allow(false),
+        Decision::Allow {
+            updated_input: Some(json!({"command": "rm -rf build/tmp"})),
+            remember: true,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        decide_when_pending(
+            &gate,
+            request("s1", &format!("r{n}"), "Bash", rm.clone()),
+            decision,
+        )
+        .await;
+        assert_eq!(
+            gate.standing_allow(&request("s1", "r9", "Bash", rm.clone()))
+                .await
+                .unwrap(),
+            None,
+            "after decision {n}"
+        );
+    }
+}

@@ -4,7 +4,9 @@
 //! first user turn. Covered: garbage on stdout, a CLI that hangs mid-turn,
 //! one that never initializes (or dies before it does), one that exits 3
 //! after writing to stderr, a 20 MB line, and what reaches the CLI of the
-//! gateway's environment and of the configured secrets.
+//! gateway's environment and of the configured secrets; through a
+//! gateway, a CLI older than the minimum version (refused) and one that
+//! runs a tool without asking (the session is stopped).
 //!
 //! Every wait is bounded; the only polling is for a process to be gone,
 //! which no event announces.
@@ -16,10 +18,21 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use duraclaw_core::Result;
 use duraclaw_core::executor::{EventSink, Executor, ExecutorSession, StartSpec};
-use duraclaw_core::protocol::{ErrorEvent, Event};
-use duraclaw_gateway::approval::MemoryGate;
+use duraclaw_core::protocol::{
+    Command, CommandEnvelope, CommandResult, ERROR_EXECUTOR_UNSUPPORTED, ERROR_UNAPPROVED_TOOL,
+    ErrorEvent, Event, FromGateway, Hello, Role, ToGateway, UserTurn,
+};
+use duraclaw_core::state::SessionState;
+use duraclaw_gateway::approval::{AuditAction, MemoryAudit, MemoryGate};
 use duraclaw_gateway::claude::{ClaudeConfig, ClaudeExecutor};
+use duraclaw_gateway::cli::launch;
+use duraclaw_gateway::link::{Secret, serve};
+use duraclaw_gateway::server::{Gateway, GatewayOptions};
+use duraclaw_gateway::worktree::WorktreeIndex;
+use duraclaw_store::SqliteDirectory;
 use tokio::sync::mpsc;
+
+mod support;
 
 /// The bound on every wait for an event.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -45,6 +58,7 @@ struct Fake {
 /// user message (with `$N` its number from 1) and `$INIT` before the
 /// answer to `initialize` (`return 1` there skips the answer).
 const PRELUDE: &str = r#"#!/bin/sh
+if [ "$1" = --version ]; then echo "$FAKE_VERSION (Claude Code)"; exit 0; fi
 echo $$ > "$FAKE_DIR/pid"
 N=0
 while IFS= read -r line; do
@@ -69,11 +83,16 @@ const RESULT: &str = r#"{"type":"result","subtype":"success","is_error":false,"s
 impl Fake {
     /// A fake whose `init` and `turn` shell functions are `init` and `turn`.
     fn new(init: &str, turn: &str) -> Self {
+        Self::with_version(launch::CLI_VERSION, init, turn)
+    }
+
+    /// A fake that says it is `version` when asked (`--version`).
+    fn with_version(version: &str, init: &str, turn: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("claude");
         let script = format!(
-            "#!/bin/sh\nFAKE_DIR='{}'\ninit() {{\n{init}\n:\n}}\nturn() {{\n{turn}\n:\n}}\n{}",
+            "#!/bin/sh\nFAKE_DIR='{}'\nFAKE_VERSION='{version}'\ninit() {{\n{init}\n:\n}}\nturn() {{\n{turn}\n:\n}}\n{}",
             dir.path().display(),
             PRELUDE.trim_start_matches("#!/bin/sh\n")
         );
@@ -559,4 +578,247 @@ async fn env_and_argv_in_a_nested_gateway() {
     until(&mut rx, |e| matches!(e, Event::Result(_))).await;
     session.shutdown().await.unwrap();
     assert!(Path::new(&out).join("env").is_file());
+}
+
+// ---------------------------------------------------------------------------
+// Through a gateway: the CLI's version, and tools that run unapproved
+// ---------------------------------------------------------------------------
+
+/// The gateway link's bearer secret in these tests.
+const LINK_SECRET: &str = "test-secret-0123456789abcdef";
+
+/// A gateway whose executor runs `fake`, serving on 127.0.0.1, with a git
+/// worktree `projects/app` and an audit trail kept in memory.
+struct FakeGateway {
+    _dir: tempfile::TempDir,
+    worktree: PathBuf,
+    gateway: Gateway,
+    addr: std::net::SocketAddr,
+    audit: Arc<MemoryAudit>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeGateway {
+    async fn start(fake: &Fake) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let worktree = root.join("projects/app");
+        support::init_repo(&worktree);
+        let directory = Arc::new(
+            SqliteDirectory::open(root.join("gateway.db"))
+                .await
+                .unwrap(),
+        );
+        let audit = Arc::new(MemoryAudit::default());
+        let gateway = Gateway::with_audit(
+            GatewayOptions {
+                directory,
+                executor: Arc::new(ClaudeExecutor::new(fake.config())),
+                worktrees: WorktreeIndex::new(vec![format!("{}/projects/*", root.display())])
+                    .unwrap(),
+                approval_timeout: None,
+            },
+            audit.clone(),
+        )
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve(
+            listener,
+            gateway.clone(),
+            Secret::new(LINK_SECRET).unwrap(),
+        ));
+        FakeGateway {
+            _dir: dir,
+            worktree,
+            gateway,
+            addr,
+            audit,
+            task,
+        }
+    }
+
+    async fn apply(&self, id: &str, session: &str, command: Command) -> CommandResult {
+        self.gateway
+            .apply(CommandEnvelope {
+                id: id.into(),
+                session_id: session.into(),
+                command,
+            })
+            .await
+    }
+
+    /// The gateway's hello to an orchestrator that connects now.
+    async fn hello(&self) -> Hello {
+        let mut ws = support::connect_with(self.addr, Some(&format!("Bearer {LINK_SECRET}")))
+            .await
+            .unwrap();
+        support::send(&mut ws, &ToGateway::Hello(Hello::new(Role::Orchestrator))).await;
+        match support::recv(&mut ws, DEADLINE).await {
+            FromGateway::Hello(h) => h,
+            other => panic!("expected hello, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_below_the_minimum_version_is_refused_at_start_and_in_the_status() {
+    let fake = Fake::with_version("2.1.84", "", r#"touch "$FAKE_DIR/ran""#);
+    let gw = FakeGateway::start(&fake).await;
+    let why = format!(
+        "unsupported Claude Code CLI: version 2.1.84 found, {} or later needed",
+        launch::MIN_CLI_VERSION
+    );
+    // What the orchestrator's /api/status shows comes from the hello.
+    let status = gw
+        .gateway
+        .executor_error()
+        .await
+        .expect("an executor error");
+    assert!(status.starts_with(&why), "{status}");
+    assert_eq!(
+        gw.hello().await.executor_error.as_deref(),
+        Some(status.as_str())
+    );
+    // A session start is refused with the same message and its own code.
+    let r = gw
+        .apply(
+            "c-1",
+            "s1",
+            support::execute(gw.worktree.display().to_string(), "hello"),
+        )
+        .await;
+    assert!(!r.ok);
+    let err = r.error.unwrap();
+    assert_eq!(err.code, ERROR_EXECUTOR_UNSUPPORTED);
+    assert_eq!(err.message, status);
+    // The executor alone refuses too: the CLI never ran.
+    let (started, _rx) = fake.start(fake.config()).await;
+    match started {
+        Err(duraclaw_core::Error::ExecutorUnsupported(m)) => assert_eq!(m, status),
+        other => panic!("{other:?}"),
+    }
+    assert!(!fake.path("pid").exists(), "the old CLI was started");
+    assert!(!fake.path("ran").exists());
+
+    // The minimum itself is accepted.
+    let ok = Fake::with_version(launch::MIN_CLI_VERSION, "", "");
+    let gw = FakeGateway::start(&ok).await;
+    assert_eq!(gw.gateway.executor_error().await, None);
+    assert_eq!(gw.hello().await.executor_error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_that_runs_without_a_question_stops_the_session() {
+    // What CLIs before 2.1.85 do with a tool they allow by themselves: no
+    // `can_use_tool`, the tool runs, its result comes; then the turn goes
+    // on.
+    let fake = Fake::new(
+        "",
+        &format!(
+            r#"printf '%s\n' '{SYSTEM_INIT}'
+               printf '%s\n' '{{"type":"assistant","message":{{"content":[{{"id":"toolu_unasked","input":{{"command":"echo pwned > PWNED"}},"name":"Bash","type":"tool_use"}}],"id":"msg_1","role":"assistant","type":"message"}},"parent_tool_use_id":null,"session_id":"fake-1","uuid":"u-1"}}'
+               echo pwned > "$FAKE_DIR/PWNED"
+               printf '%s\n' '{{"type":"user","message":{{"role":"user","content":[{{"tool_use_id":"toolu_unasked","type":"tool_result","content":"","is_error":false}}]}},"parent_tool_use_id":null,"session_id":"fake-1","uuid":"u-2"}}'
+               printf '%s\n' '{{"type":"assistant","message":{{"content":[{{"text":"Done, and more work after it.","type":"text"}}],"id":"msg_2","role":"assistant","type":"message"}},"parent_tool_use_id":null,"session_id":"fake-1","uuid":"u-3"}}'
+               printf '%s\n' '{RESULT}'
+               sleep 1; touch "$FAKE_DIR/later""#
+        ),
+    );
+    let gw = FakeGateway::start(&fake).await;
+    let r = gw
+        .apply(
+            "c-1",
+            "s1",
+            support::execute(gw.worktree.display().to_string(), "list the files"),
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    let session = gw.gateway.session("s1").await.unwrap();
+    let mut sub = session.log().subscribe(0);
+    let mut events = Vec::new();
+    let error = loop {
+        let e = tokio::time::timeout(DEADLINE, sub.next())
+            .await
+            .expect("no unapproved_tool error in time")
+            .unwrap()
+            .unwrap()
+            .event()
+            .unwrap();
+        if let Event::Error(err) = &e
+            && err.code.as_deref() == Some(ERROR_UNAPPROVED_TOOL)
+        {
+            break err.clone();
+        }
+        events.push(e);
+    };
+    assert!(
+        error
+            .message
+            .starts_with("a tool ran without approval: Bash (toolu_unasked)"),
+        "{error:?}"
+    );
+    // What ran is in the log, before the error.
+    assert!(
+        matches!(events.last(), Some(Event::ToolResult(t)) if t.tool_use_id == "toolu_unasked"),
+        "{events:?}"
+    );
+    // The CLI is stopped, the session closed on the gateway, and nothing
+    // of the turn after the error is logged.
+    let pid = fake.pid();
+    let started = Instant::now();
+    while session.is_running().await || !gone(pid) {
+        assert!(started.elapsed() < DEADLINE, "the CLI was not stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Killed at once: it did nothing more (given the usual grace, it
+    // would have gone on for a second and done more).
+    assert!(
+        !fake.path("later").exists(),
+        "the CLI went on after the unapproved tool"
+    );
+    let meta = session.log().store().meta().await.unwrap();
+    assert_eq!(meta.state, SessionState::Terminated);
+    let after = session
+        .log()
+        .store()
+        .read_after(sub.delivered(), 100)
+        .await
+        .unwrap();
+    assert!(
+        after.iter().all(|e| e.json.contains("question.resolved")),
+        "logged after the error: {:?}",
+        after.iter().map(|e| &e.json).collect::<Vec<_>>()
+    );
+    let again = gw
+        .apply(
+            "c-2",
+            "s1",
+            Command::Message(UserTurn {
+                text: "go on".into(),
+            }),
+        )
+        .await;
+    assert_eq!(
+        again.error.map(|e| e.code).as_deref(),
+        Some("session_closed")
+    );
+    // The audit trail has it.
+    assert!(
+        gw.audit
+            .entries()
+            .iter()
+            .any(|e| e.action == AuditAction::Unapproved
+                && e.question_id == "toolu_unasked"
+                && e.tool_name.as_deref() == Some("Bash")),
+        "{:?}",
+        gw.audit.entries()
+    );
 }

@@ -12,9 +12,10 @@
 //! Every test bounds its waits; none sleeps to synchronise, except polling
 //! for files and processes that no event announces.
 //!
-//! The binary comes from `$CLAUDE_BIN` or the cache that
-//! `scripts/install-tools.sh claude` fills; without it every test fails (it
-//! never skips). Run with `--nocapture` to see the timings, and with
+//! The approval, abort and resume scenarios run on the oldest supported CLI
+//! too (`per_cli!`). The binaries come from `$CLAUDE_BIN` / `$CLAUDE_MIN_BIN`
+//! or the cache that `scripts/install-tools.sh claude claude-min` fills;
+//! without them the tests fail (they never skip). Run with `--nocapture` to see the timings, and with
 //! `DURACLAW_TEST_TRACE=1` to see every event the client receives and the
 //! gateway's log.
 
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use duraclaw_core::protocol::{
     Abort, Answer, AssistantPhase, Command, CommandEnvelope, CommandResult, DecidedBy, Decision,
-    Event, Execute, FromGateway, Hello, QuestionKind, Role, ToGateway, TurnResult, UserQuestion,
-    UserTurn, decode_frame, encode_frame,
+    Event, Execute, FromGateway, Hello, NOTICE_AUTO_ALLOWED, QuestionKind, Role, ToGateway,
+    TurnResult, UserQuestion, UserTurn, decode_frame, encode_frame,
 };
 use duraclaw_fake_anthropic::{FakeAnthropic, Latch, RecordedRequest, Turn};
 use duraclaw_gateway::claude::{ClaudeConfig, ClaudeExecutor};
@@ -56,6 +57,66 @@ type Ws =
 fn tracing_on() -> bool {
     std::env::var_os("DURACLAW_TEST_TRACE").is_some()
 }
+
+/// The oldest supported CLI: `$CLAUDE_MIN_BIN`, or the launcher
+/// `scripts/install-tools.sh claude-min` installs.
+fn claude_min_bin() -> PathBuf {
+    let hint = "run `scripts/install-tools.sh claude-min` to install the oldest supported \
+                Claude Code CLI (CI installs it), or point CLAUDE_MIN_BIN at one";
+    let path = match std::env::var_os("CLAUDE_MIN_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => launch::cached_bin_path()
+            .and_then(|p| {
+                // <cache>/duraclaw/claude-code-<pinned>/… → the sibling
+                // claude-code-<min>/bin/claude.
+                let cache = p.ancestors().find(|a| a.ends_with("duraclaw"))?.to_owned();
+                Some(
+                    cache
+                        .join(format!("claude-code-{}", launch::MIN_CLI_VERSION))
+                        .join("bin/claude"),
+                )
+            })
+            .unwrap_or_else(|| panic!("neither CLAUDE_MIN_BIN nor HOME is set: {hint}")),
+    };
+    assert!(
+        path.is_file(),
+        "the Claude Code CLI {} is not at {}: {hint}",
+        launch::MIN_CLI_VERSION,
+        path.display()
+    );
+    path
+}
+
+/// Runs each scenario (an `async fn(bin)`) on the pinned CLI and on the
+/// oldest supported one, as `<scenario>::pinned` and
+/// `<scenario>::oldest_supported`: the minimum version stays true.
+macro_rules! per_cli {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pinned() {
+                super::$scenario(super::claude_bin()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn oldest_supported() {
+                super::$scenario(super::claude_min_bin()).await;
+            }
+        }
+    )*};
+}
+
+per_cli!(
+    a_read_asks_like_any_tool_and_its_result_holds_the_file,
+    a_denied_bash_does_not_run_and_the_model_gets_the_reason,
+    an_edit_approved_with_edited_input_writes_the_humans_version,
+    ask_user_question_answers_reach_the_model,
+    abort_mid_stream_ends_the_turn_and_the_session_goes_on,
+    after_a_gateway_restart_a_message_resumes_the_cli_session,
+    a_restart_while_a_question_waits_withdraws_it_without_another_model_call,
+    a_cli_killed_mid_turn_is_an_error_and_the_next_message_resumes,
+    allow_for_this_session_runs_the_same_call_again_without_asking,
+);
 
 fn claude_bin() -> PathBuf {
     let hint = "run `scripts/install-tools.sh claude` to install the pinned Claude Code CLI \
@@ -98,7 +159,13 @@ impl Drop for Running {
 }
 
 impl Harness {
+    /// On the pinned CLI.
     fn new() -> Self {
+        Self::on(claude_bin())
+    }
+
+    /// On the CLI `bin`.
+    fn on(bin: PathBuf) -> Self {
         use std::os::unix::fs::PermissionsExt;
         if tracing_on() {
             let _ = tracing_subscriber::fmt()
@@ -106,7 +173,6 @@ impl Harness {
                 .with_writer(std::io::stderr)
                 .try_init();
         }
-        let bin = claude_bin();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         init_repo(&root.join("projects/app1"));
@@ -124,6 +190,11 @@ impl Harness {
             private,
             bin,
         }
+    }
+
+    /// Whether this harness runs the pinned CLI.
+    fn pinned(&self) -> bool {
+        self.bin == claude_bin()
     }
 
     fn worktree(&self, name: &str) -> PathBuf {
@@ -189,9 +260,10 @@ impl Harness {
     }
 
     /// The pids of CLI processes this test process started in worktree
-    /// `name`.
+    /// `name`, by their name: the oldest supported CLI runs as `node
+    /// cli.js` and names itself `claude` (its arguments are overwritten
+    /// then), the native one is `claude`.
     fn cli_pids(&self, name: &str) -> Vec<i32> {
-        let bin = self.bin.canonicalize().unwrap();
         let cwd = self.worktree(name);
         let me = std::process::id().to_string();
         let mut pids = Vec::new();
@@ -204,7 +276,8 @@ impl Harness {
                 continue;
             };
             let proc = entry.path();
-            let exe = std::fs::read_link(proc.join("exe")).ok();
+            let is_cli = std::fs::read_to_string(proc.join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == "claude");
             let dir = std::fs::read_link(proc.join("cwd")).ok();
             // `stat` is "pid (comm) state ppid ..."; comm may hold spaces.
             let ppid = std::fs::read_to_string(proc.join("stat"))
@@ -213,10 +286,7 @@ impl Harness {
                     let rest = s.rsplit_once(')')?.1.to_owned();
                     rest.split_whitespace().nth(1).map(str::to_owned)
                 });
-            if exe.as_deref() == Some(&bin)
-                && dir.as_deref() == Some(&cwd)
-                && ppid.as_deref() == Some(&me)
-            {
+            if is_cli && dir.as_deref() == Some(&cwd) && ppid.as_deref() == Some(&me) {
                 pids.push(pid);
             }
         }
@@ -641,10 +711,9 @@ async fn a_text_turn_streams_deltas_a_final_message_and_a_result() {
     eprintln!("text turn through the gateway: {} ms", ms(t0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_asks_like_any_tool_and_its_result_holds_the_file() {
+async fn a_read_asks_like_any_tool_and_its_result_holds_the_file(bin: PathBuf) {
     let t0 = Instant::now();
-    let h = Harness::new();
+    let h = Harness::on(bin);
     let notes = h.worktree("app1").join("notes.txt");
     std::fs::write(&notes, "The launch code is 0451.\nSecond line.\n").unwrap();
     let fake = FakeAnthropic::start([
@@ -709,10 +778,9 @@ async fn a_read_asks_like_any_tool_and_its_result_holds_the_file() {
     eprintln!("Read allowed through the gateway: {} ms", ms(t0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_denied_bash_does_not_run_and_the_model_gets_the_reason() {
+async fn a_denied_bash_does_not_run_and_the_model_gets_the_reason(bin: PathBuf) {
     let t0 = Instant::now();
-    let h = Harness::new();
+    let h = Harness::on(bin);
     let forbidden = h.worktree("app1").join("forbidden.txt");
     let reason = "Not in this worktree, please: no shell commands today.";
     let fake = FakeAnthropic::start([
@@ -763,10 +831,9 @@ async fn a_denied_bash_does_not_run_and_the_model_gets_the_reason() {
     eprintln!("Bash denied through the gateway: {} ms", ms(t0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edit_approved_with_edited_input_writes_the_humans_version() {
+async fn an_edit_approved_with_edited_input_writes_the_humans_version(bin: PathBuf) {
     let t0 = Instant::now();
-    let h = Harness::new();
+    let h = Harness::on(bin);
     let target = h.worktree("app1").join("settings.txt");
     std::fs::write(&target, "color = red\nsize = 3\n").unwrap();
     let path = target.to_str().unwrap();
@@ -820,10 +887,9 @@ async fn an_edit_approved_with_edited_input_writes_the_humans_version() {
     eprintln!("Edit with edited input through the gateway: {} ms", ms(t0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ask_user_question_answers_reach_the_model() {
+async fn ask_user_question_answers_reach_the_model(bin: PathBuf) {
     let t0 = Instant::now();
-    let h = Harness::new();
+    let h = Harness::on(bin);
     let question = "Which color should the button be?";
     let fake = FakeAnthropic::start([
         Turn::tool_use(
@@ -883,10 +949,111 @@ async fn ask_user_question_answers_reach_the_model() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn abort_mid_stream_ends_the_turn_and_the_session_goes_on() {
+/// "Allow for this session": the same tool with the same input runs again
+/// without a question, with an `auto_allowed` notice in its place; another
+/// input is asked about, and a denial is not remembered.
+async fn allow_for_this_session_runs_the_same_call_again_without_asking(bin: PathBuf) {
     let t0 = Instant::now();
-    let h = Harness::new();
+    let h = Harness::on(bin);
+    let notes = h.worktree("app1").join("notes.txt");
+    let other = h.worktree("app1").join("other.txt");
+    std::fs::write(&notes, "The launch code is 0451.\n").unwrap();
+    std::fs::write(&other, "Nothing to see.\n").unwrap();
+    let read = |p: &std::path::Path| json!({"file_path": p.to_str().unwrap()});
+    let fake = FakeAnthropic::start([
+        Turn::text("Reading.").with_tool_use_id("toolu_r1", "Read", read(&notes)),
+        Turn::text("Again.").with_tool_use_id("toolu_r2", "Read", read(&notes)),
+        Turn::text("The other one.").with_tool_use_id("toolu_r3", "Read", read(&other)),
+        Turn::text("Once more.").with_tool_use_id("toolu_r4", "Read", read(&other)),
+        Turn::text("Done reading."),
+    ])
+    .await
+    .unwrap();
+    let gw = h.start(&fake).await;
+    let mut c = Client::open(gw.addr).await;
+    c.ok("s1", execute(h.wt("app1"), "Read the notes twice"))
+        .await;
+    c.attach("s1", 0).await;
+    let (mut events, q1) = c.until_question().await;
+    assert_eq!(q1.tool_use_id.as_deref(), Some("toolu_r1"));
+    c.answer(
+        "s1",
+        &q1,
+        Decision::Allow {
+            updated_input: None,
+            remember: true,
+        },
+    )
+    .await;
+    // The next question is about the other file: the same call again was
+    // not asked about.
+    let (more, q3) = c.until_question().await;
+    events.extend(more);
+    assert_eq!(
+        q3.tool_use_id.as_deref(),
+        Some("toolu_r3"),
+        "{:?}",
+        names(&events)
+    );
+    c.answer(
+        "s1",
+        &q3,
+        Decision::Deny {
+            reason: "not that one".into(),
+            interrupt: false,
+        },
+    )
+    .await;
+    // A denial is not remembered: the same call is asked about again.
+    let (more, q4) = c.until_question().await;
+    events.extend(more);
+    assert_eq!(q4.tool_use_id.as_deref(), Some("toolu_r4"));
+    c.answer("s1", &q4, allow()).await;
+    events.extend(c.until_result().await);
+    assert_dense_from(&events, 1);
+    let asked: Vec<_> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::UserQuestion(q) => q.tool_use_id.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, ["toolu_r1", "toolu_r3", "toolu_r4"]);
+    let notice = position(
+        &events,
+        |e| {
+            matches!(e, Event::Notice(n) if n.code == NOTICE_AUTO_ALLOWED
+                && n.tool_use_id.as_deref() == Some("toolu_r2")
+                && n.message.contains("Read") && n.message.contains("alice")
+                && n.message.contains(&q1.question_id))
+        },
+        "auto_allowed notice",
+    );
+    let ran = position(
+        &events,
+        |e| matches!(e, Event::ToolResult(r) if r.tool_use_id == "toolu_r2"),
+        "tool_result",
+    );
+    assert!(notice < ran, "{:?}", names(&events));
+    // It ran (a CLI may answer a second read of an unchanged file with a
+    // short note instead of the contents).
+    let second = tool_result(&events, "toolu_r2");
+    assert!(!second.is_error, "{:?}", second.content);
+    assert!(content_text(&tool_result(&events, "toolu_r1").content).contains("0451"));
+    assert!(tool_result(&events, "toolu_r3").is_error);
+    assert!(
+        !events.iter().any(|(_, e)| matches!(e, Event::Error(_))),
+        "{:?}",
+        names(&events)
+    );
+    assert_eq!(finals(&events).last().unwrap().text, "Done reading.");
+    gw.gateway.shutdown().await;
+    eprintln!("allow for this session: {} ms", ms(t0));
+}
+
+async fn abort_mid_stream_ends_the_turn_and_the_session_goes_on(bin: PathBuf) {
+    let t0 = Instant::now();
+    let h = Harness::on(bin);
     let held = Latch::new();
     let held_again = Latch::new();
     let fake = FakeAnthropic::start([
@@ -919,12 +1086,18 @@ async fn abort_mid_stream_ends_the_turn_and_the_session_goes_on() {
     held.release();
     assert_dense_from(&events, 1);
     let r = result_of(&events);
-    assert!(r.is_error);
-    assert_eq!(r.terminal_reason.as_deref(), Some("aborted_streaming"));
-    let partial = finals(&events);
-    assert_eq!(partial.len(), 1, "{:?}", names(&events));
-    assert!(partial[0].aborted);
-    assert_eq!(partial[0].text, deltas(&events));
+    assert!(r.is_error, "an abort is no normal end: {r:?}");
+    assert!(!deltas(&events).is_empty());
+    // The pinned CLI also says why the turn ended and repeats the partial
+    // text as an aborted final message; older ones (2.1.88–2.1.112,
+    // measured) leave out one or both: the deltas hold the text.
+    if h.pinned() {
+        assert_eq!(r.terminal_reason.as_deref(), Some("aborted_streaming"));
+        let partial = finals(&events);
+        assert_eq!(partial.len(), 1, "{:?}", names(&events));
+        assert!(partial[0].aborted);
+        assert_eq!(partial[0].text, deltas(&events));
+    }
     let last = events.last().unwrap().0;
 
     // The same process answers the next message.
@@ -966,10 +1139,9 @@ async fn abort_mid_stream_ends_the_turn_and_the_session_goes_on() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_gateway_restart_a_message_resumes_the_cli_session() {
+async fn after_a_gateway_restart_a_message_resumes_the_cli_session(bin: PathBuf) {
     let t0 = Instant::now();
-    let h = Harness::new();
+    let h = Harness::on(bin);
     let fake = FakeAnthropic::start([
         Turn::text("Noted: the secret word is PAPAYA."),
         Turn::text("You told me PAPAYA."),
@@ -1015,18 +1187,21 @@ async fn after_a_gateway_restart_a_message_resumes_the_cli_session() {
     );
     assert_eq!(finals(&resumed).last().unwrap().text, "You told me PAPAYA.");
     assert!(!result_of(&resumed).is_error);
-    // Started with --resume, and the model saw the earlier conversation.
+    // Started with --resume (the oldest CLI overwrites its arguments with
+    // its name), and the model saw the earlier conversation.
     let new_pid = h.cli_pid("app1");
-    let cmdline = std::fs::read(format!("/proc/{new_pid}/cmdline")).unwrap();
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    assert!(
-        args.windows(2)
-            .any(|w| w[0] == "--resume" && w[1] == executor_session),
-        "{args:?}"
-    );
+    if h.pinned() {
+        let cmdline = std::fs::read(format!("/proc/{new_pid}/cmdline")).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--resume" && w[1] == executor_session),
+            "{args:?}"
+        );
+    }
     let request = fake.model_requests().pop().unwrap();
     let history = request.body["messages"].to_string();
     assert!(
@@ -1042,10 +1217,9 @@ async fn after_a_gateway_restart_a_message_resumes_the_cli_session() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_while_a_question_waits_withdraws_it_without_another_model_call() {
+async fn a_restart_while_a_question_waits_withdraws_it_without_another_model_call(bin: PathBuf) {
     let t0 = Instant::now();
-    let h = Harness::new();
+    let h = Harness::on(bin);
     let fake = FakeAnthropic::start([
         Turn::tool_use(
             "Bash",
@@ -1074,10 +1248,13 @@ async fn a_restart_while_a_question_waits_withdraws_it_without_another_model_cal
         Event::QuestionResolved(r) if r.question_id == q.question_id
             && matches!(&r.decision, Decision::Cancelled { reason: Some(why) } if why.contains("stopped")))));
     assert!(tool_result(&events, &bash_id).is_error);
-    assert_eq!(
-        result_of(&events).terminal_reason.as_deref(),
-        Some("aborted_tools")
-    );
+    // 2.1.88 gives no terminal reason (2.1.98 does).
+    if h.pinned() {
+        assert_eq!(
+            result_of(&events).terminal_reason.as_deref(),
+            Some("aborted_tools")
+        );
+    }
     assert_eq!(
         fake.model_requests().len(),
         1,
@@ -1113,10 +1290,9 @@ async fn a_restart_while_a_question_waits_withdraws_it_without_another_model_cal
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cli_killed_mid_turn_is_an_error_and_the_next_message_resumes() {
+async fn a_cli_killed_mid_turn_is_an_error_and_the_next_message_resumes(bin: PathBuf) {
     let t0 = Instant::now();
-    let h = Harness::new();
+    let h = Harness::on(bin);
     let held = Latch::new();
     let fake = FakeAnthropic::start([
         Turn::text("A long answer that never finishes, because the process dies.")

@@ -23,7 +23,7 @@
 //! # futures::executor::block_on(async {
 //! let dir = MemoryDirectory::new();
 //! let store = dir.create(SessionMeta::new("s1", "alice", 0)).await?;
-//! let hello = Event::UserMessage(UserMessage { text: "hello".into(), by: None });
+//! let hello = Event::UserMessage(UserMessage { text: "hello".into(), by: None, queued: false });
 //! let out = store.append(AppendBatch::events(vec![NewEvent::new(&hello, None, 0)?])).await?;
 //! assert_eq!(out.stored[0].seq, 1);
 //! # Ok::<(), duraclaw_core::Error>(())

@@ -54,6 +54,7 @@ impl AuditLog for StdoutAudit {
             AuditAction::Requested => "requested",
             AuditAction::Decided => "decided",
             AuditAction::Refused => "refused",
+            AuditAction::Unapproved => "unapproved",
         };
         let mut line = format!("AUDIT {action} {}", e.question_id);
         if let Some(tool) = &e.tool_name {

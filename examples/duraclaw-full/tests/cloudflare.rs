@@ -650,5 +650,59 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     let mut again = Browser::connect(&base, &alice, &id2, 0).await;
     again.until_seq(b.last_seq()).await;
     assert_eq!(again.events, b.events);
+    drop((b, again));
+
+    // 4. A gateway whose Claude Code CLI is older than the minimum: the
+    // status says so, and a new session is refused with the same words.
+    let mut gateway = _gateway;
+    gateway.child.start_kill().unwrap();
+    gateway.child.wait().await.unwrap();
+    let old_cli = root.join("old-claude");
+    std::fs::write(
+        &old_cli,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo '2.1.84 (Claude Code)'; exit 0; }\nexit 1\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&old_cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let executor = [
+        "--executor".as_ref(),
+        "claude".as_ref(),
+        "--claude-bin".as_ref(),
+        old_cli.as_os_str(),
+    ];
+    let _old = cf_gateway::start_with(
+        &root,
+        gateway_port,
+        GATEWAY_SECRET,
+        &root.join("gateway-old-cli.log"),
+        DEADLINE,
+        &executor,
+    )
+    .await;
+    let why = std::sync::Mutex::new(String::new());
+    eventually(DEADLINE, "the status to name the old CLI", || async {
+        let (_, st) = get(&http, &base, &alice, "/api/status").await;
+        let e = st["gateway"]["executor_error"].as_str().unwrap_or_default();
+        *why.lock().unwrap() = e.to_owned();
+        e.starts_with("unsupported Claude Code CLI: version 2.1.84 found, 2.1.88 or later needed")
+    })
+    .await;
+    let why = why.into_inner().unwrap();
+    let (status, body) = post(
+        &http,
+        &base,
+        &alice,
+        "/api/sessions",
+        json!({"worktree": app, "prompt": "run on the old CLI"}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains(&why)),
+        "{body}"
+    );
     drop(wrangler);
 }

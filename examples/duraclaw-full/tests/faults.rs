@@ -574,6 +574,7 @@ fn fake_cli(dir: &Path) -> PathBuf {
     let bin = dir.join("claude");
     let script = format!(
         r#"#!/bin/sh
+[ "$1" = --version ] && {{ echo '2.1.332 (Claude Code)'; exit 0; }}
 echo $$ >> '{pids}'
 N=0
 while IFS= read -r line; do

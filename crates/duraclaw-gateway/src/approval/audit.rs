@@ -17,6 +17,9 @@ pub enum AuditAction {
     Decided,
     /// A decision came after the first and changed nothing.
     Refused,
+    /// A tool ran that no decision allowed (`question_id` holds its
+    /// tool_use_id); the session was stopped.
+    Unapproved,
 }
 
 /// One line of the audit trail.

@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use duraclaw_core::Error;
 use duraclaw_core::Result;
-use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
+use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome, StandingAllow};
 use duraclaw_core::executor::DynEventSink;
-use duraclaw_core::protocol::{DecidedBy, Decision, Event, QuestionResolved};
+use duraclaw_core::protocol::{DecidedBy, Decision, Event, QuestionKind, QuestionResolved};
 use duraclaw_core::store::Resolution;
 use futures::channel::oneshot;
+use serde_json::Value;
 
 use super::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
 use super::{now_ms, tool_name};
@@ -184,10 +185,49 @@ struct Entry {
     order: u64,
 }
 
-/// Approval requests held in memory.
+/// One "allow for this session": session, tool, input, and the decision.
+#[derive(Debug, Clone)]
+struct Remembered {
+    session_id: String,
+    tool: String,
+    input: Value,
+    allow: StandingAllow,
+}
+
+/// What an allow with `remember` leaves standing for `request`, if any: a
+/// permission, allowed without edits (an edited input is not what the
+/// model will send again). A denial is never remembered.
+fn remembered(request: &ApprovalRequest, r: &Resolution) -> Option<Remembered> {
+    let QuestionKind::Permission {
+        tool_name, input, ..
+    } = &request.question.kind
+    else {
+        return None;
+    };
+    match &r.decision {
+        Decision::Allow {
+            remember: true,
+            updated_input,
+        } if updated_input.as_ref().is_none_or(|u| u == input) => Some(Remembered {
+            session_id: request.session_id.clone(),
+            tool: tool_name.clone(),
+            input: input.clone(),
+            allow: StandingAllow {
+                question_id: request.question.question_id.clone(),
+                by: r.by.clone(),
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// Approval requests held in memory. An allow with `remember` answers
+/// later requests of the same session for the same tool with the same
+/// input ([`ApprovalGate::standing_allow`]).
 #[derive(Debug, Default)]
 pub struct MemoryGate {
     entries: Mutex<HashMap<String, Entry>>,
+    standing: Mutex<Vec<Remembered>>,
     next_order: std::sync::atomic::AtomicU64,
     waiters: Waiters,
     common: GateCommon,
@@ -241,6 +281,12 @@ impl MemoryGate {
                 ),
                 None => {
                     entry.resolution = Some(resolution.clone());
+                    if let Some(r) = remembered(&entry.request, &resolution) {
+                        self.standing
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(r);
+                    }
                     (session, tool, DecideOutcome::Decided)
                 }
             }
@@ -334,5 +380,43 @@ impl ApprovalGate for MemoryGate {
 
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
         self.settle(question_id, withdrawn_now(reason)).await
+    }
+
+    async fn standing_allow(&self, request: &ApprovalRequest) -> Result<Option<StandingAllow>> {
+        let QuestionKind::Permission {
+            tool_name, input, ..
+        } = &request.question.kind
+        else {
+            return Ok(None);
+        };
+        let found = self
+            .standing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|r| {
+                r.session_id == request.session_id && r.tool == *tool_name && r.input == *input
+            })
+            .map(|r| r.allow.clone());
+        if let Some(allow) = &found {
+            self.common.audit.record(&AuditEntry {
+                at_ms: now_ms(),
+                action: AuditAction::Decided,
+                session_id: request.session_id.clone(),
+                question_id: request.question.question_id.clone(),
+                tool_name: Some(tool_name.clone()),
+                input: Some(input.clone()),
+                decision: Some(Decision::Allow {
+                    updated_input: None,
+                    remember: false,
+                }),
+                who: Some(allow.by.who.clone()),
+                client: Some(format!(
+                    "allowed for this session (question {})",
+                    allow.question_id
+                )),
+            });
+        }
+        Ok(found)
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use duraclaw_core::Result;
-use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome, DynApprovalGate};
+use duraclaw_core::approval::{
+    ApprovalGate, ApprovalRequest, DecideOutcome, DynApprovalGate, StandingAllow,
+};
 use duraclaw_core::protocol::{DecidedBy, Decision, QuestionKind};
 use duraclaw_core::store::Resolution;
 use serde::{Deserialize, Serialize};
@@ -188,6 +190,18 @@ impl ApprovalGate for PolicyGate {
 
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
         self.inner.cancel(question_id, reason).await
+    }
+
+    async fn standing_allow(&self, request: &ApprovalRequest) -> Result<Option<StandingAllow>> {
+        // A deny rule wins over an earlier "allow for this session".
+        if let QuestionKind::Permission {
+            tool_name, input, ..
+        } = &request.question.kind
+            && matches!(self.evaluate(tool_name, input), PolicyAction::Deny { .. })
+        {
+            return Ok(None);
+        }
+        self.inner.standing_allow(request).await
     }
 }
 

@@ -8,6 +8,14 @@ use std::path::PathBuf;
 /// The CLI version this module was verified against.
 pub const CLI_VERSION: &str = "2.1.332";
 
+/// The oldest CLI version sessions may run on. Older CLIs ignore the
+/// PreToolUse hook's "ask" (before 2.1.85) and run tools they allow by
+/// themselves without a question; before 2.1.88 an abort reads as a normal
+/// end. Every scenario the tests run (allow, deny, questions, abort,
+/// kill -9 then resume) holds from this version on; the tests run on it
+/// too (`CLAUDE_MIN_BIN`).
+pub const MIN_CLI_VERSION: &str = "2.1.88";
+
 /// The environment variable that names the CLI binary explicitly.
 pub const CLAUDE_BIN_ENV: &str = "CLAUDE_BIN";
 
@@ -119,9 +127,66 @@ pub fn bin_path() -> Option<PathBuf> {
     }
 }
 
+/// A CLI version as numbers: the first `x.y.z` in `text` (e.g. the
+/// output of `claude --version`, `2.1.332 (Claude Code)`).
+pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find_map(|word| {
+            let mut parts = word.split('.');
+            let major = parts.next()?.parse().ok()?;
+            let minor = parts.next()?.parse().ok()?;
+            let patch = parts.next()?.parse().ok()?;
+            Some((major, minor, patch))
+        })
+}
+
+/// `Ok(version)` when `version_output` (what `claude --version` printed)
+/// names [`MIN_CLI_VERSION`] or later; otherwise the message that says what
+/// was found, what is needed, and what to do.
+pub fn check_version(version_output: &str) -> Result<String, String> {
+    let found = version_output.lines().next().unwrap_or("").trim();
+    let min = parse_version(MIN_CLI_VERSION);
+    match parse_version(found) {
+        Some(v) if Some(v) >= min => Ok(format!("{}.{}.{}", v.0, v.1, v.2)),
+        Some(v) => Err(format!(
+            "unsupported Claude Code CLI: version {}.{}.{} found, {MIN_CLI_VERSION} or later \
+             needed (older versions run tools without asking for approval); update it: \
+             npm install -g @anthropic-ai/claude-code@latest",
+            v.0, v.1, v.2
+        )),
+        None => Err(format!(
+            "unsupported Claude Code CLI: its version could not be read (`--version` printed \
+             {found:?}), {MIN_CLI_VERSION} or later needed"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_below_the_minimum_are_refused_with_both_numbers() {
+        assert_eq!(parse_version("2.1.332 (Claude Code)"), Some((2, 1, 332)));
+        assert_eq!(parse_version("v2.0.77"), Some((2, 0, 77)));
+        assert_eq!(parse_version("Claude Code"), None);
+        assert_eq!(
+            check_version("2.1.332 (Claude Code)\n"),
+            Ok("2.1.332".into())
+        );
+        assert_eq!(check_version(MIN_CLI_VERSION), Ok(MIN_CLI_VERSION.into()));
+        // 2.1.100 is newer than 2.1.88: numbers, not strings, compare.
+        assert_eq!(check_version("2.1.100 (Claude Code)"), Ok("2.1.100".into()));
+        let old = check_version("2.1.84 (Claude Code)").unwrap_err();
+        assert!(
+            old.contains("2.1.84") && old.contains(MIN_CLI_VERSION),
+            "{old}"
+        );
+        assert!(check_version("1.0.200").is_err());
+        assert!(check_version("3.0.0").is_ok());
+        let garbage = check_version("command not found").unwrap_err();
+        assert!(garbage.contains("could not be read"), "{garbage}");
+    }
 
     #[test]
     fn args_follow_the_verified_launch_line() {

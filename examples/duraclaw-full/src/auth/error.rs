@@ -129,7 +129,9 @@ impl From<Error> for ApiError {
             Error::UnsupportedVersion { .. } | Error::Closed(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, err.to_string())
             }
-            Error::Executor(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            Error::Executor(_) | Error::ExecutorUnsupported(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
             Error::Timeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string()),
             // Storage and schema errors name files and SQL: log them, answer
             // a message that leaks neither.

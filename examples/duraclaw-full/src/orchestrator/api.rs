@@ -122,7 +122,7 @@ async fn status(State(app): State<AppState>, _user: AuthUser) -> Json<serde_json
             "error": gw.error,
             "agent": gw.agent,
             "executor": app.executor,
-            "executor_error": app.executor_error,
+            "executor_error": app.executor_error.clone().or(gw.executor_error),
         },
         "stats": {
             "slow_client_catch_ups": app.orchestrator.catch_ups(),
@@ -291,7 +291,7 @@ async fn start_created(
             let status = match err.code.as_str() {
                 "worktree_busy" => StatusCode::CONFLICT,
                 "invalid" | "not_found" => StatusCode::BAD_REQUEST,
-                "executor" => StatusCode::SERVICE_UNAVAILABLE,
+                "executor" | "executor_unsupported" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             };
             return Err(ApiError::new(status, err.message));

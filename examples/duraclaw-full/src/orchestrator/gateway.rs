@@ -49,6 +49,8 @@ pub struct GatewayStatus {
     pub error: Option<String>,
     /// The gateway's software, from its hello.
     pub agent: Option<String>,
+    /// Why the gateway's executor cannot run sessions, from its hello.
+    pub executor_error: Option<String>,
 }
 
 type Waiters<T> = Mutex<HashMap<String, oneshot::Sender<T>>>;
@@ -113,6 +115,7 @@ impl GatewayLink {
                     url: url.to_owned(),
                     error: Some("not connected yet".into()),
                     agent: None,
+                    executor_error: None,
                 }),
                 tx: Mutex::new(None),
                 commands: Mutex::new(HashMap::new()),
@@ -281,10 +284,10 @@ impl GatewayLink {
             }
             _ => return Err(Error::Closed("gateway link before its hello")),
         };
-        let agent = match hello {
+        let (agent, executor_error) = match hello {
             FromGateway::Hello(h) => {
                 h.check_version()?;
-                h.agent
+                (h.agent, h.executor_error)
             }
             FromGateway::Error(e) => return Err(Error::Invalid(e.message)),
             _ => return Err(Error::Invalid("the gateway did not say hello".into())),
@@ -297,6 +300,7 @@ impl GatewayLink {
             st.connected = true;
             st.error = None;
             st.agent = agent;
+            st.executor_error = executor_error;
         }
         tracing::info!(url = %self.shared.url, "gateway connected");
         // Every frame already queued, then one flush (one write per burst).

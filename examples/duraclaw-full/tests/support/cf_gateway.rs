@@ -16,6 +16,27 @@ use tokio::process::{Child, Command};
 /// once it listens, within `deadline`, or panics with the log's tail. None
 /// of the caller's gateway, Duraclaw or Claude settings reach it.
 pub async fn start(root: &Path, port: u16, secret: &str, log: &Path, deadline: Duration) -> Child {
+    let script = root.join("script.json");
+    let executor = [
+        "--executor".as_ref(),
+        "scripted".as_ref(),
+        "--script".as_ref(),
+        script.as_os_str(),
+    ];
+    start_with(root, port, secret, log, deadline, &executor).await
+}
+
+/// [`start`] with other executor arguments (e.g. `--executor claude
+/// --claude-bin <path>`) instead of the scripted executor's.
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub async fn start_with(
+    root: &Path,
+    port: u16,
+    secret: &str,
+    log: &Path,
+    deadline: Duration,
+    executor: &[&std::ffi::OsStr],
+) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
     for (name, _) in std::env::vars_os() {
         let s = name.to_string_lossy();
@@ -30,12 +51,12 @@ pub async fn start(root: &Path, port: u16, secret: &str, log: &Path, deadline: D
     c.env("CC_GATEWAY_SECRET", secret)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .args(["gateway", "--executor", "scripted", "--bind"])
+        .arg("gateway")
+        .args(executor)
+        .arg("--bind")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--worktrees")
         .arg(format!("{}/projects/*", root.display()))
-        .arg("--script")
-        .arg(root.join("script.json"))
         .arg("--data-dir")
         .arg(root.join("gateway"))
         .stdin(Stdio::null())
