@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use duraclaw_core::protocol::{
 };
 use duraclaw_core::state::SessionInput;
 use duraclaw_core::store::SessionMeta;
-use duraclaw_core::web::NewSession;
+use duraclaw_core::web::{LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, NewSession};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -287,6 +287,8 @@ async fn serve_session(
     let (mut sink, mut stream) = socket.split();
     let queue = BROWSER_QUEUE.min(app.orchestrator.live_queue()).max(8);
     let (tx, mut rx) = mpsc::channel::<String>(queue);
+    // The close frame the writer ends with, when the server ends the socket.
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<CloseFrame>();
     // Every frame already queued goes into the socket's write buffer, then
     // one flush: a replay or a burst costs one write per batch, not one per
     // frame, and a lone live event is flushed at once.
@@ -303,6 +305,9 @@ async fn serve_session(
             if sink.flush().await.is_err() {
                 break;
             }
+        }
+        if let Ok(frame) = close_rx.await {
+            let _ = sink.send(Message::Close(Some(frame))).await;
         }
         let _ = sink.close().await;
     });
@@ -366,7 +371,22 @@ async fn serve_session(
         user: user.name.clone(),
         client: Some(client_id()),
     };
-    while let Some(Ok(msg)) = stream.next().await {
+    // Ends the socket the moment its login ends (kept across the loop: see
+    // `LoginWatch::ended`).
+    let mut login = app.auth.watch_login(&user.login);
+    let login_ended = login.ended();
+    tokio::pin!(login_ended);
+    let mut close = None;
+    loop {
+        let msg = tokio::select! {
+            () = &mut login_ended => {
+                tracing::info!(session = actor.session_id(), user = %user.name, "login ended: socket closed");
+                close = Some(login_ended_close());
+                break;
+            }
+            msg = stream.next() => msg,
+        };
+        let Some(Ok(msg)) = msg else { break };
         let text = match msg {
             Message::Text(t) => t,
             Message::Close(_) => break,
@@ -374,6 +394,31 @@ async fn serve_session(
         };
         let reply = match decode_frame::<FromBrowser>(text.as_str(), "browser frame") {
             Ok(FromBrowser::Command { id, command }) => {
+                // A command racing a revocation: refused, and the socket
+                // ends.
+                let refusal = match app.auth.login_alive(&user.login).await {
+                    Ok(true) => None,
+                    Ok(false) => Some(duraclaw_core::Error::Unauthorized(
+                        LOGIN_ENDED_MESSAGE.into(),
+                    )),
+                    Err(e) => Some(e),
+                };
+                if let Some(e) = refusal {
+                    let ended = matches!(e, duraclaw_core::Error::Unauthorized(_));
+                    let reply = ToBrowser::CommandResult(CommandResult {
+                        id,
+                        ok: false,
+                        error: Some(WireError::from(&e)),
+                    });
+                    if let Ok(text) = encode_frame(&reply) {
+                        let _ = tx.send(text).await;
+                    }
+                    if ended {
+                        close = Some(login_ended_close());
+                        break;
+                    }
+                    continue;
+                }
                 let room = match &command {
                     duraclaw_core::protocol::Command::Message(_) => {
                         app.orchestrator.check_outbox(&actor, &id).await
@@ -429,6 +474,20 @@ async fn serve_session(
         }
     }
     forwarder.abort();
+    // Sent or dropped before the wait: the writer waits for it.
+    match close {
+        Some(frame) => {
+            let _ = close_tx.send(frame);
+        }
+        None => drop(close_tx),
+    }
     drop(tx);
     let _ = writer.await;
+}
+
+fn login_ended_close() -> CloseFrame {
+    CloseFrame {
+        code: LOGIN_ENDED_CLOSE,
+        reason: LOGIN_ENDED_REASON.into(),
+    }
 }
