@@ -41,7 +41,7 @@ mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
 use support::{
-    Tools, Wrangler, admin_user_login, build_worker_crate, free_port, start_wrangler_logged,
+    Tools, Wrangler, admin_user_login, build_full_example, free_port, start_wrangler_logged,
     wait_until_ready,
 };
 
@@ -344,23 +344,10 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     .unwrap();
 
     // The worker, with the real UI as its assets.
-    let crate_dir = support::repo_root().join("examples/duraclaw-full/cloudflare");
     let dir = root.join("cf");
-    std::fs::create_dir_all(&dir).unwrap();
     let t = Instant::now();
-    build_worker_crate(&tools, &crate_dir, &dir.join("build"));
+    build_full_example(&tools, &dir);
     let built = t.elapsed();
-    let toml = std::fs::read_to_string(crate_dir.join("wrangler.toml")).unwrap();
-    let dist = support::repo_root().join("examples/duraclaw-full/ui/dist");
-    let toml = toml.replace(
-        "directory = \"../ui/dist\"",
-        &format!("directory = {:?}", dist.display().to_string()),
-    );
-    assert!(
-        toml.contains(&dist.display().to_string()),
-        "assets directory"
-    );
-    std::fs::write(dir.join("wrangler.toml"), toml).unwrap();
 
     let gateway_port = free_port();
     let mut gateway = start_gateway(&root, gateway_port, 1).await;

@@ -54,7 +54,7 @@ mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
 use support::{
-    Tools, Wrangler, admin_user_login, build_worker_crate, free_port, start_wrangler_logged,
+    Tools, Wrangler, admin_user_login, build_full_example, free_port, start_wrangler_logged,
 };
 
 #[path = "support/faults.rs"]
@@ -283,18 +283,9 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
     }
 
     // The worker, with the real UI as its assets, as cloudflare.rs builds it.
-    let crate_dir = support::repo_root().join("examples/duraclaw-full/cloudflare");
     let dir = root.join("cf");
-    std::fs::create_dir_all(&dir).unwrap();
-    build_worker_crate(&tools, &crate_dir, &dir.join("build"));
+    build_full_example(&tools, &dir);
     let built = started.elapsed();
-    let toml = std::fs::read_to_string(crate_dir.join("wrangler.toml")).unwrap();
-    let dist = support::repo_root().join("examples/duraclaw-full/ui/dist");
-    let toml = toml.replace(
-        "directory = \"../ui/dist\"",
-        &format!("directory = {:?}", dist.display().to_string()),
-    );
-    std::fs::write(dir.join("wrangler.toml"), toml).unwrap();
     std::fs::write(
         dir.join(".dev.vars"),
         format!(
@@ -362,7 +353,7 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         browser: browser_proxy.addr,
         direct: Arc::new(Mutex::new(direct.clone())),
         cookie: alice.clone(),
-        origin: origin.clone(),
+        origin: Some(origin.clone()),
         chaos: AtomicBool::new(true),
         deadline: Instant::now() + Duration::from_secs(240),
         max_turns: u64::MAX,
