@@ -127,7 +127,9 @@ struct WebArgs {
     /// Data directory (sessions, users, gateway outbox).
     #[arg(long, env = "DURACLAW_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The origin browsers use, when behind a proxy (e.g. `https://claw.example.com`).
+    /// The origin browsers use when they reach the server by a name (a proxy
+    /// in front, e.g. `https://claw.example.com`). Without it only the bound
+    /// address and `localhost` with its port are this server's origin.
     #[arg(long, env = "DURACLAW_PUBLIC_ORIGIN")]
     public_origin: Option<String>,
     /// Mark cookies Secure (set this when serving over TLS).
