@@ -155,10 +155,15 @@ fn with_ui_headers(asset: Response) -> worker::Result<Response> {
 /// The session object route that makes it check its sockets' logins.
 pub const LOGIN_ENDED_PATH: &str = "/logins-ended";
 
-/// Tells every session object of `user` that some of their logins ended;
-/// each closes the sockets whose login did. A failure is logged: a socket
-/// missed here still has its next command refused (the object checks the
-/// login before every command).
+/// The most session objects one ended login tells (its user's most
+/// recently active), well inside a request's subrequest limit.
+pub const MAX_LOGIN_ENDED_NOTICES: usize = 500;
+
+/// Tells the session objects of `user` (the [`MAX_LOGIN_ENDED_NOTICES`]
+/// most recently active) that some of their logins ended; each closes the
+/// sockets whose login did. A socket missed here (a failure, which is
+/// logged, or an older session) still has its next command refused: the
+/// object checks the login before every command.
 async fn end_logins(env: &Env, auth: &CfAuth, user: &str) {
     let sessions = match auth.list_sessions(user).await {
         Ok(s) => s,
@@ -167,7 +172,7 @@ async fn end_logins(env: &Env, auth: &CfAuth, user: &str) {
             return;
         }
     };
-    let calls = sessions.iter().map(|meta| async move {
+    let calls = sessions.iter().take(MAX_LOGIN_ENDED_NOTICES).map(|meta| async move {
         let result = async {
             let headers = Headers::new();
             headers.set(USER_HEADER, &meta.owner)?;
