@@ -2,7 +2,8 @@
 //! against the real gateway with the scripted executor) driven as a client:
 //! a login that ends — by logout, by an admin password change or removal —
 //! closes that login's open session sockets at once (4401 `login ended`)
-//! and a command sent after it is refused and starts no turn; the UI's
+//! and a command sent after it is refused and starts no turn (also when
+//! no notice reached the session object); the UI's
 //! pages and assets carry the same security headers as the local server's.
 //! The checks are the ones the local host runs (`support/both_hosts.rs`).
 
@@ -201,4 +202,31 @@ async fn an_ended_login_closes_its_sockets_and_the_ui_has_its_headers_on_cloudfl
     ] {
         both_hosts::assert_never_ran(&base, &again, &id, text).await;
     }
+
+    // A login that ends with no notice reaching the object (its D1 row
+    // deleted behind the Worker's back, as a missed or late notice would
+    // leave it): the object's check before the command refuses it.
+    let (mut unnoticed, _) = both_hosts::open(&base, &again, &id).await;
+    let deleted = std::process::Command::new(&tools.wrangler)
+        .args(["d1", "execute", "duraclaw", "--local", "--persist-to"])
+        .arg(dir.join("state"))
+        .args([
+            "--command",
+            "DELETE FROM login_sessions WHERE user_name = 'alice'",
+        ])
+        .current_dir(&dir)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("WRANGLER_HIDE_BANNER", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        deleted.status.success(),
+        "wrangler d1 execute: {}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    both_hosts::assert_login_ended(&mut unnoticed, "after-row-gone", "sent after the row went")
+        .await;
+    let last = login(&http, &base, PASSWORD).await;
+    both_hosts::assert_never_ran(&base, &last, &id, "sent after the row went").await;
 }
