@@ -54,8 +54,8 @@
 //!
 //! [`publish`]: SessionHost::publish
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,6 +175,12 @@ pub struct SessionHost {
     env: Env,
     inner: RefCell<Inner>,
     connecting: futures::lock::Mutex<()>,
+    /// Browser frames not yet handled, in arrival order: a command waits
+    /// for its login check (a D1 read) and frames behind it wait for it, so
+    /// every socket's frames are answered in the order sent.
+    inbox: RefCell<VecDeque<(WebSocket, WebSocketIncomingMessage)>>,
+    /// Whether a handler is draining `inbox`.
+    draining: Cell<bool>,
 }
 
 impl std::fmt::Debug for SessionHost {
@@ -268,6 +274,8 @@ impl SessionHost {
             env,
             inner: RefCell::new(Inner::default()),
             connecting: futures::lock::Mutex::new(()),
+            inbox: RefCell::new(VecDeque::new()),
+            draining: Cell::new(false),
         })
     }
 
@@ -662,8 +670,31 @@ impl SessionHost {
         Response::from_websocket(pair.client)
     }
 
-    /// A frame from a browser socket.
+    /// A frame from a browser socket: queued, and handled after every
+    /// frame that arrived before it (the handler that finds the queue idle
+    /// drains it).
     pub async fn websocket_message(
+        self: &Rc<Self>,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        self.inbox.borrow_mut().push_back((ws, message));
+        if self.draining.replace(true) {
+            return Ok(());
+        }
+        loop {
+            let next = self.inbox.borrow_mut().pop_front();
+            let Some((ws, message)) = next else { break };
+            if let Err(e) = self.browser_frame(ws, message).await {
+                tracing::error!(error = %e, "a browser frame failed");
+            }
+        }
+        self.draining.set(false);
+        Ok(())
+    }
+
+    /// Handles one browser frame.
+    async fn browser_frame(
         self: &Rc<Self>,
         ws: WebSocket,
         message: WebSocketIncomingMessage,
@@ -770,23 +801,29 @@ impl SessionHost {
                 return;
             }
         };
-        let reply = match actor.command(&id, command, &who, now_ms()).await {
+        let forward = match actor.command(&id, command, &who, now_ms()).await {
             Ok(out) => {
                 self.publish(&actor).await;
                 send_browser(ws, &ToBrowser::CommandResult(out.result));
-                self.forward(&actor, &out.forward).await;
-                None
+                out.forward
             }
-            Err(e) => Some(CommandResult {
-                id,
-                ok: false,
-                error: Some(WireError::from(&e)),
-            }),
+            Err(e) => {
+                let r = CommandResult {
+                    id,
+                    ok: false,
+                    error: Some(WireError::from(&e)),
+                };
+                send_browser(ws, &ToBrowser::CommandResult(r));
+                Vec::new()
+            }
         };
-        if let Some(r) = reply {
-            send_browser(ws, &ToBrowser::CommandResult(r));
-        }
-        self.index(&actor).await;
+        // Answered: what follows (a gateway connect, a D1 write) does not
+        // hold up the frames queued behind this one.
+        let host = self.clone();
+        worker::wasm_bindgen_futures::spawn_local(async move {
+            host.forward(&actor, &forward).await;
+            host.index(&actor).await;
+        });
     }
 
     /// Sends frames to the gateway now if the link is up, else connects
