@@ -17,7 +17,13 @@
 //!   a missing one) and go to the session's Durable Object
 //!   (`SESSIONS.idFromName(id)`), the WebSocket upgrade included: the
 //!   object accepts it as a hibernatable socket.
-//! - Any other path goes to the static assets (`ASSETS`), when bound.
+//! - Any other path goes to the static assets (`ASSETS`), when bound, and
+//!   comes back with core's [`UI_HEADERS`] (the local server sends the
+//!   same): the deploy config runs the Worker first for every path.
+//! - A request that ends logins (logout, an admin password change or
+//!   removal) tells every session object of that user to check its
+//!   sockets' logins ([`LOGIN_ENDED_PATH`]): sockets whose login ended close
+//!   with 4401 at once.
 //!
 //! Bindings: `SESSIONS` (the session Durable Object namespace), `DB` (D1),
 //! `CC_GATEWAY_URL`, the secrets `CC_GATEWAY_SECRET`,
@@ -26,14 +32,14 @@
 use std::cell::RefCell;
 
 use duraclaw_core::protocol::MAX_SESSION_ID_BYTES;
-use duraclaw_core::web::{MAX_BODY_BYTES, NewSession};
+use duraclaw_core::web::{MAX_BODY_BYTES, NewSession, UI_HEADERS};
 use serde_json::json;
 use worker::js_sys::Math;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
 
 use crate::auth::{AuthUser, CfAuth, json_error};
 use crate::gateway_client;
-use crate::session::{CreateRequest, SESSION_HEADER, USER_HEADER, now_ms};
+use crate::session::{CreateRequest, LOGIN_HEADER, SESSION_HEADER, USER_HEADER, now_ms};
 
 /// The Durable Object namespace binding of the sessions.
 pub const SESSIONS_BINDING: &str = "SESSIONS";
@@ -73,7 +79,7 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
     let path = req.path();
     if !path.starts_with("/api/") && path != "/api" {
         return match env.assets("ASSETS") {
-            Ok(assets) => assets.fetch_request(req).await,
+            Ok(assets) => with_ui_headers(assets.fetch_request(req).await?),
             Err(_) => json_error(404, "not found"),
         };
     }
@@ -88,6 +94,9 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
         return json_error(500, &format!("the user database cannot be migrated: {e}"));
     }
     if let Some(answer) = auth.handle(&mut req).await {
+        if let Some(user) = auth.take_ended() {
+            end_logins(env, &auth, &user).await;
+        }
         return answer;
     }
     let user = match auth.require_user(&req).await {
@@ -127,6 +136,61 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
         (_, ["status" | "worktrees"] | ["sessions", ..]) => json_error(405, "method not allowed"),
         _ => json_error(404, "no such route"),
     }
+}
+
+/// A static asset's response with the UI's security headers (an asset's
+/// own headers are immutable: they are copied).
+fn with_ui_headers(asset: Response) -> worker::Result<Response> {
+    let headers = Headers::new();
+    for (name, value) in asset.headers().entries() {
+        headers.append(&name, &value)?;
+    }
+    for (name, value) in UI_HEADERS {
+        headers.set(name, value)?;
+    }
+    let status = asset.status_code();
+    Ok(asset.with_headers(headers).with_status(status))
+}
+
+/// The session object route that makes it check its sockets' logins.
+pub const LOGIN_ENDED_PATH: &str = "/logins-ended";
+
+/// The most session objects one ended login tells (its user's most
+/// recently active), well inside a request's subrequest limit.
+pub const MAX_LOGIN_ENDED_NOTICES: usize = 500;
+
+/// Tells the session objects of `user` (the [`MAX_LOGIN_ENDED_NOTICES`]
+/// most recently active) that some of their logins ended; each closes the
+/// sockets whose login did. A socket missed here (a failure, which is
+/// logged, or an older session) still has its next command refused: the
+/// object checks the login before every command.
+async fn end_logins(env: &Env, auth: &CfAuth, user: &str) {
+    let sessions = match auth.list_sessions(user).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(user, error = %e, "cannot list the sessions whose logins ended");
+            return;
+        }
+    };
+    let calls = sessions.iter().take(MAX_LOGIN_ENDED_NOTICES).map(|meta| async move {
+        let result = async {
+            let headers = Headers::new();
+            headers.set(USER_HEADER, &meta.owner)?;
+            headers.set(SESSION_HEADER, &meta.session_id)?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post).with_headers(headers);
+            let inner =
+                Request::new_with_init(&format!("https://session{LOGIN_ENDED_PATH}"), &init)?;
+            stub(env, &meta.session_id)?
+                .fetch_with_request(inner)
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(session = %meta.session_id, error = %e, "cannot tell a session its logins ended");
+        }
+    });
+    futures::future::join_all(calls).await;
 }
 
 fn gateway_config(env: &Env) -> Result<(String, String), String> {
@@ -304,6 +368,8 @@ async fn to_session(
     headers.set(SESSION_HEADER, id)?;
     if let Some(u) = upgrade {
         headers.set("Upgrade", u)?;
+        // The socket keeps its login, checked before every command.
+        headers.set(LOGIN_HEADER, &user.login)?;
     }
     let mut init = RequestInit::new();
     init.with_method(method).with_headers(headers);

@@ -54,8 +54,8 @@
 //!
 //! [`publish`]: SessionHost::publish
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +68,9 @@ use duraclaw_core::protocol::{
 };
 use duraclaw_core::state::{PauseReason, SessionInput, SessionState};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
-use duraclaw_core::web::{NewSession, socket};
+use duraclaw_core::web::{
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, NewSession, socket,
+};
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
@@ -113,6 +115,9 @@ pub const LAGGED_CLOSE: u16 = 4000;
 pub const USER_HEADER: &str = "x-duraclaw-user";
 /// The header the Worker names the session in.
 pub const SESSION_HEADER: &str = "x-duraclaw-session";
+/// The header the Worker names a WebSocket's login session in (its D1
+/// digest, [`crate::auth::AuthUser::login`]).
+pub const LOGIN_HEADER: &str = "x-duraclaw-login";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -120,10 +125,13 @@ pub fn now_ms() -> i64 {
 }
 
 /// Who is on a browser socket; kept in its attachment across hibernation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Attachment {
     user: String,
     client: String,
+    /// The login session the socket was opened with (its D1 digest):
+    /// checked before every command, and when the Worker says logins ended.
+    login: String,
 }
 
 /// `POST /create` from the Worker.
@@ -169,6 +177,12 @@ pub struct SessionHost {
     env: Env,
     inner: RefCell<Inner>,
     connecting: futures::lock::Mutex<()>,
+    /// Browser frames not yet handled, in arrival order: a command waits
+    /// for its login check (a D1 read) and frames behind it wait for it, so
+    /// every socket's frames are answered in the order sent.
+    inbox: RefCell<VecDeque<(WebSocket, WebSocketIncomingMessage)>>,
+    /// Whether a handler is draining `inbox`.
+    draining: Cell<bool>,
 }
 
 impl std::fmt::Debug for SessionHost {
@@ -269,6 +283,8 @@ impl SessionHost {
             env,
             inner: RefCell::new(Inner::default()),
             connecting: futures::lock::Mutex::new(()),
+            inbox: RefCell::new(VecDeque::new()),
+            draining: Cell::new(false),
         })
     }
 
@@ -425,6 +441,7 @@ impl SessionHost {
             "/meta" => Response::from_json(&actor.meta().await),
             "/close" => self.close(&actor, &user).await,
             "/ws" => self.accept_browser(&req, &actor, &user).await,
+            crate::router::LOGIN_ENDED_PATH => self.logins_ended().await,
             other => error_response(404, &format!("no route {other}")),
         }
     }
@@ -593,6 +610,37 @@ impl SessionHost {
         Response::from_json(&actor.meta().await)
     }
 
+    /// The Worker says some of the owner's logins ended: closes every socket
+    /// whose login is no longer live with [`LOGIN_ENDED_CLOSE`] (one D1 read
+    /// per distinct login).
+    async fn logins_ended(&self) -> worker::Result<Response> {
+        let auth = CfAuth::from_env(&self.env)?;
+        let mut checked: HashMap<String, bool> = HashMap::new();
+        let mut closed = 0u32;
+        for ws in self.state.get_websockets() {
+            let login = match ws.deserialize_attachment::<Attachment>() {
+                Ok(Some(a)) => a.login,
+                _ => continue,
+            };
+            let alive = match checked.get(&login) {
+                Some(alive) => *alive,
+                None => {
+                    let alive = auth.login_alive(&login).await?;
+                    checked.insert(login, alive);
+                    alive
+                }
+            };
+            if !alive {
+                let _ = ws.close(Some(LOGIN_ENDED_CLOSE), Some(LOGIN_ENDED_REASON));
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::info!(sockets = closed, "login ended: sockets closed");
+        }
+        Response::empty().map(|r| r.with_status(204))
+    }
+
     /// Accepts a browser's hibernatable socket and sends it hello, snapshot
     /// and its replay, all in this one turn (see the module docs).
     async fn accept_browser(
@@ -613,6 +661,9 @@ impl SessionHost {
                 return error_response(400, "after must be a non-negative integer");
             }
         };
+        let Some(login) = req.headers().get(LOGIN_HEADER)?.filter(|l| !l.is_empty()) else {
+            return error_response(400, "the Worker named no login for this socket");
+        };
         let pair = WebSocketPair::new()?;
         let ws = pair.server;
         let nonce = {
@@ -624,6 +675,7 @@ impl SessionHost {
         ws.serialize_attachment(Attachment {
             user: user.to_owned(),
             client,
+            login,
         })?;
         // From here to the end of the replay no promise is awaited: the
         // store is synchronous, so no publish can run in between.
@@ -679,8 +731,31 @@ impl SessionHost {
         Response::from_websocket(pair.client)
     }
 
-    /// A frame from a browser socket.
+    /// A frame from a browser socket: queued, and handled after every
+    /// frame that arrived before it (the handler that finds the queue idle
+    /// drains it).
     pub async fn websocket_message(
+        self: &Rc<Self>,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        self.inbox.borrow_mut().push_back((ws, message));
+        if self.draining.replace(true) {
+            return Ok(());
+        }
+        loop {
+            let next = self.inbox.borrow_mut().pop_front();
+            let Some((ws, message)) = next else { break };
+            if let Err(e) = self.browser_frame(ws, message).await {
+                tracing::error!(error = %e, "a browser frame failed");
+            }
+        }
+        self.draining.set(false);
+        Ok(())
+    }
+
+    /// Handles one browser frame.
+    async fn browser_frame(
         self: &Rc<Self>,
         ws: WebSocket,
         message: WebSocketIncomingMessage,
@@ -722,11 +797,14 @@ impl SessionHost {
 
     async fn browser_command(self: &Rc<Self>, ws: &WebSocket, id: String, command: Command) {
         tracing::debug!(command = %id, "browser command");
-        let who = match ws.deserialize_attachment::<Attachment>() {
-            Ok(Some(a)) => Actor {
-                user: a.user,
-                client: Some(a.client),
-            },
+        let (who, login) = match ws.deserialize_attachment::<Attachment>() {
+            Ok(Some(a)) => (
+                Actor {
+                    user: a.user,
+                    client: Some(a.client),
+                },
+                a.login,
+            ),
             _ => {
                 send_browser(
                     ws,
@@ -736,6 +814,35 @@ impl SessionHost {
                 return;
             }
         };
+        // A command racing a revocation: refused, and the socket ends.
+        let alive = match CfAuth::from_env(&self.env) {
+            Ok(auth) => auth.login_alive(&login).await,
+            Err(e) => Err(e),
+        };
+        let refusal = match alive {
+            Ok(true) => None,
+            Ok(false) => Some(duraclaw_core::Error::Unauthorized(
+                LOGIN_ENDED_MESSAGE.into(),
+            )),
+            Err(e) => Some(duraclaw_core::Error::Storage {
+                backend: "d1",
+                reason: format!("cannot check the login: {e}"),
+            }),
+        };
+        if let Some(e) = refusal {
+            send_browser(
+                ws,
+                &ToBrowser::CommandResult(CommandResult {
+                    id,
+                    ok: false,
+                    error: Some(WireError::from(&e)),
+                }),
+            );
+            if matches!(e, duraclaw_core::Error::Unauthorized(_)) {
+                let _ = ws.close(Some(LOGIN_ENDED_CLOSE), Some(LOGIN_ENDED_REASON));
+            }
+            return;
+        }
         let actor = match self.actor().await {
             Ok(Some(a)) => a,
             Ok(None) => {
@@ -747,23 +854,29 @@ impl SessionHost {
                 return;
             }
         };
-        let reply = match actor.command(&id, command, &who, now_ms()).await {
+        let forward = match actor.command(&id, command, &who, now_ms()).await {
             Ok(out) => {
                 self.publish(&actor).await;
                 send_browser(ws, &ToBrowser::CommandResult(out.result));
-                self.forward(&actor, &out.forward).await;
-                None
+                out.forward
             }
-            Err(e) => Some(CommandResult {
-                id,
-                ok: false,
-                error: Some(WireError::from(&e)),
-            }),
+            Err(e) => {
+                let r = CommandResult {
+                    id,
+                    ok: false,
+                    error: Some(WireError::from(&e)),
+                };
+                send_browser(ws, &ToBrowser::CommandResult(r));
+                Vec::new()
+            }
         };
-        if let Some(r) = reply {
-            send_browser(ws, &ToBrowser::CommandResult(r));
-        }
-        self.index(&actor).await;
+        // Answered: what follows (a gateway connect, a D1 write) does not
+        // hold up the frames queued behind this one.
+        let host = self.clone();
+        worker::wasm_bindgen_futures::spawn_local(async move {
+            host.forward(&actor, &forward).await;
+            host.index(&actor).await;
+        });
     }
 
     /// Sends frames to the gateway now if the link is up, else connects

@@ -4,10 +4,12 @@
 //! binary needs no Node) is compiled in with `rust-embed`. [`router`] serves
 //! it:
 //!
+//! - every file with core's [`UI_HEADERS`] (the same the Cloudflare Worker
+//!   sends): a `Content-Security-Policy` that allows only this origin (no
+//!   inline scripts or styles, nothing remote, no framing), `X-Frame-Options`,
+//!   `nosniff` and `Referrer-Policy`;
 //! - `/` and `/index.html`: the page, `Cache-Control: no-cache` (revalidated
-//!   with its `ETag`), with a `Content-Security-Policy` that allows only this
-//!   origin: no inline scripts or styles, no remote scripts, styles, fonts,
-//!   images or connections (the session WebSocket is same-origin);
+//!   with its `ETag`);
 //! - `/assets/…`: content-hashed scripts and styles, cached for a year as
 //!   immutable;
 //! - other files of `ui/dist` (the icon): `no-cache` with an `ETag`;
@@ -22,19 +24,13 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use duraclaw_core::web::hex;
+use duraclaw_core::web::{UI_HEADERS, hex};
 use rust_embed::RustEmbed;
 
 /// The built UI.
 #[derive(RustEmbed)]
 #[folder = "ui/dist/"]
 struct Ui;
-
-/// The policy sent with the page. `'self'` covers the same-origin WebSocket
-/// in `connect-src`.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self'; font-src 'self'; connect-src 'self'; \
-     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 const INDEX: &str = "index.html";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -115,13 +111,9 @@ fn file_response(path: &str, headers: &HeaderMap) -> Response {
 
     let mut builder = Response::builder()
         .header(header::CACHE_CONTROL, cache)
-        .header(header::ETAG, &etag)
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    if is_index {
-        builder = builder
-            .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
-            .header(header::REFERRER_POLICY, "no-referrer")
-            .header(header::X_FRAME_OPTIONS, "DENY");
+        .header(header::ETAG, &etag);
+    for (name, value) in UI_HEADERS {
+        builder = builder.header(*name, *value);
     }
     let not_modified = headers
         .get_all(header::IF_NONE_MATCH)
@@ -267,7 +259,6 @@ mod tests {
         let (_, page_headers, page) = get("/").await;
         assert!(page.contains(&js), "index.html does not load {js}");
         assert!(page_headers.get(header::CONTENT_SECURITY_POLICY).is_some());
-        assert!(headers.get(header::CONTENT_SECURITY_POLICY).is_none());
 
         let css = embedded("assets/", ".css");
         let (status, headers, _) = get(&css).await;
@@ -342,6 +333,25 @@ mod tests {
         assert_eq!(h(&headers, header::ALLOW), "GET, HEAD");
         let (status, _, _) = get_with("/", &[], Method::DELETE).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn the_page_and_every_asset_carry_the_ui_headers() {
+        let js = embedded("assets/", ".js");
+        for path in ["/", "/s/abc", js.as_str(), "/favicon.svg"] {
+            let (status, headers, _) = get(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            for (name, value) in UI_HEADERS {
+                assert_eq!(
+                    headers.get(*name).and_then(|v| v.to_str().ok()),
+                    Some(*value),
+                    "{path}: {name}"
+                );
+            }
+        }
+        let (_, headers, _) = get("/").await;
+        assert_eq!(h(&headers, header::X_FRAME_OPTIONS), "DENY");
+        assert_eq!(h(&headers, header::REFERRER_POLICY), "no-referrer");
     }
 
     #[tokio::test]

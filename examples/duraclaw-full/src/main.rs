@@ -127,7 +127,9 @@ struct WebArgs {
     /// Data directory (sessions, users, gateway outbox).
     #[arg(long, env = "DURACLAW_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The origin browsers use, when behind a proxy (e.g. `https://claw.example.com`).
+    /// The origin browsers use when they reach the server by a name (a proxy
+    /// in front, e.g. `https://claw.example.com`). Without it only the bound
+    /// address and `localhost` with its port are this server's origin.
     #[arg(long, env = "DURACLAW_PUBLIC_ORIGIN")]
     public_origin: Option<String>,
     /// Mark cookies Secure (set this when serving over TLS).
@@ -286,18 +288,44 @@ pub(crate) fn naming_file(path: &Path, e: Error) -> Error {
     }
 }
 
+/// The file in the data directory that holds the gateway secret `duraclaw
+/// up` generated.
+const SECRET_FILE: &str = "gateway-secret";
+
+/// `CC_GATEWAY_SECRET`, when set.
+fn env_secret() -> Result<Option<Secret>> {
+    match std::env::var("CC_GATEWAY_SECRET") {
+        Ok(s) if !s.trim().is_empty() => Secret::new(s.trim()).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// `CC_GATEWAY_SECRET` when set, else the secret `duraclaw up` keeps in
+/// `data_dir`, if it is there.
+fn existing_secret(data_dir: &Path) -> Result<Option<Secret>> {
+    if let Some(secret) = env_secret()? {
+        return Ok(Some(secret));
+    }
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Secret::new(s.trim())
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Invalid(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// The gateway secret: `CC_GATEWAY_SECRET`, or one generated on first run
 /// and kept (mode 0600) in the data directory.
 fn gateway_secret(data_dir: &Path) -> Result<Secret> {
-    if let Ok(s) = std::env::var("CC_GATEWAY_SECRET")
-        && !s.trim().is_empty()
-    {
-        return Secret::new(s.trim());
+    if let Some(secret) = existing_secret(data_dir)? {
+        return Ok(secret);
     }
-    let path = data_dir.join("gateway-secret");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        return Secret::new(s.trim());
-    }
+    let path = data_dir.join(SECRET_FILE);
     let secret = auth::random_token()?;
     write_private(&path, &secret)?;
     tracing::info!(path = %path.display(), "generated the gateway secret");
@@ -317,6 +345,9 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))
 }
 
+/// How often the server looks for logins ended by another process.
+const REVOCATION_POLL: Duration = Duration::from_millis(250);
+
 async fn serve_web(
     web: &WebArgs,
     data_dir: &Path,
@@ -331,12 +362,21 @@ async fn serve_web(
             .await
             .map_err(|e| naming_file(&sessions_db, e))?,
     );
+    duraclaw_gateway::link::check_bind(web.bind, web.allow_public_bind)?;
+    let listener = listen(web.bind, web.client_send_buffer)
+        .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", web.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let auth_db = data_dir.join("auth.db");
     let auth = auth::Auth::open(
         &auth_db,
         auth::AuthOptions {
             secure_cookies: web.secure_cookies,
             public_origin: web.public_origin.clone(),
+            // The Origin rule needs the address actually bound (port 0
+            // picks one).
+            bound_addr: Some(addr),
             trust_forwarded_proto: web.trust_forwarded_proto,
             trust_forwarded_for: web.trust_forwarded_for,
             ..auth::AuthOptions::default()
@@ -360,6 +400,9 @@ async fn serve_web(
     );
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();
+    // `duraclaw user passwd|remove` run in another process: their
+    // revocations close open sockets within this.
+    let _revocations = auth.watch_other_processes(REVOCATION_POLL).await?;
     let state = AppState {
         auth: auth.clone(),
         orchestrator: orch,
@@ -381,12 +424,6 @@ async fn serve_web(
         ))
         .with_state(state)
         .merge(assets::router());
-    duraclaw_gateway::link::check_bind(web.bind, web.allow_public_bind)?;
-    let listener = listen(web.bind, web.client_send_buffer)
-        .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", web.bind)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Invalid(e.to_string()))?;
     println!("duraclaw listening on http://{addr}");
     if !auth.has_users().await? {
         println!("no users yet: create one with `duraclaw user add NAME`");
@@ -499,12 +536,49 @@ async fn up(args: UpArgs) -> Result<()> {
 
 async fn orchestrator_only(args: OrchestratorArgs) -> Result<()> {
     let data_dir = data_dir_or_default(args.web.data_dir.clone())?;
-    let secret = duraclaw_gateway::cmd::load_secret(None)?;
+    let secret = existing_secret(&data_dir)?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "no gateway secret: the orchestrator needs the gateway's; set CC_GATEWAY_SECRET, \
+             or run `duraclaw up` once in this data directory ({}) to generate {SECRET_FILE}",
+            data_dir.display()
+        ))
+    })?;
     serve_web(&args.web, &data_dir, args.gateway_url, &secret, None, None).await
 }
 
+/// The gateway's secret: `--secret-file`, `CC_GATEWAY_SECRET`, or the one
+/// `duraclaw up` generated in the data directory that holds the gateway's
+/// own (`<data>/gateway` next to `<data>/gateway-secret`, the layout `up`
+/// uses and the default).
+fn gateway_only_secret(args: &ServeArgs) -> Result<Secret> {
+    if args.secret_file.is_some() {
+        return duraclaw_gateway::cmd::load_secret(args.secret_file.as_deref());
+    }
+    let gateway_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => duraclaw_gateway::cmd::default_data_dir()?,
+    };
+    let data_dir = gateway_dir
+        .parent()
+        .filter(|_| gateway_dir.file_name().is_some_and(|n| n == "gateway"));
+    let found = match data_dir {
+        Some(dir) => existing_secret(dir)?,
+        None => env_secret()?,
+    };
+    found.ok_or_else(|| {
+        let up_file = data_dir.map_or_else(
+            || "no data directory laid out by `duraclaw up` holds this gateway's data".to_owned(),
+            |d| format!("{} does not exist", d.join(SECRET_FILE).display()),
+        );
+        Error::Invalid(format!(
+            "no gateway secret: set CC_GATEWAY_SECRET or --secret-file, or run `duraclaw up` \
+             once in the data directory ({up_file})"
+        ))
+    })
+}
+
 async fn gateway_only(args: ServeArgs) -> Result<()> {
-    let secret = duraclaw_gateway::cmd::load_secret(args.secret_file.as_deref())?;
+    let secret = gateway_only_secret(&args)?;
     let gw = RunningGateway::bind(&args, secret).await?;
     println!("gateway listening on ws://{}", gw.addr);
     gw.serve(shutdown_signal()).await;

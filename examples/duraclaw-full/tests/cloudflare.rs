@@ -41,7 +41,8 @@ mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
 use support::{
-    Tools, Wrangler, admin_user_login, free_port, start_wrangler_logged, wait_until_ready,
+    Tools, Wrangler, admin_user_login, build_full_example, free_port, start_wrangler_logged,
+    wait_until_ready,
 };
 
 const GATEWAY_SECRET: &str = "cf-e2e-gateway-secret-0123456789";
@@ -345,7 +346,7 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     // The worker, with the real UI as its assets.
     let dir = root.join("cf");
     let t = Instant::now();
-    cf_gateway::full_example_worker(&tools, &dir);
+    build_full_example(&tools, &dir);
     let built = t.elapsed();
 
     let gateway_port = free_port();

@@ -20,7 +20,9 @@ mod cf_gateway;
 mod contract;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
-use support::{Tools, admin_user_login, free_port, start_wrangler_logged, wait_until_ready};
+use support::{
+    Tools, admin_user_login, build_full_example, free_port, start_wrangler_logged, wait_until_ready,
+};
 
 const GATEWAY_SECRET: &str = "cf-api-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-api-cookie-secret-0123456789abcdef";
@@ -60,7 +62,7 @@ async fn the_api_contract_holds_on_cloudflare() {
     )
     .unwrap();
     let dir = root.join("cf");
-    cf_gateway::full_example_worker(&tools, &dir);
+    build_full_example(&tools, &dir);
 
     let gateway_port = free_port();
     let _gateway = cf_gateway::start(

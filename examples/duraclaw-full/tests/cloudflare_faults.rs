@@ -53,7 +53,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
-use support::{Tools, Wrangler, admin_user_login, free_port, start_wrangler_logged};
+use support::{
+    Tools, Wrangler, admin_user_login, build_full_example, free_port, start_wrangler_logged,
+};
 
 #[path = "support/faults.rs"]
 mod fault_support;
@@ -282,7 +284,7 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
 
     // The worker, with the real UI as its assets, as cloudflare.rs builds it.
     let dir = root.join("cf");
-    cf_gateway::full_example_worker(&tools, &dir);
+    build_full_example(&tools, &dir);
     let built = started.elapsed();
     std::fs::write(
         dir.join(".dev.vars"),
@@ -351,7 +353,7 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         browser: browser_proxy.addr,
         direct: Arc::new(Mutex::new(direct.clone())),
         cookie: alice.clone(),
-        origin: origin.clone(),
+        origin: Some(origin.clone()),
         chaos: AtomicBool::new(true),
         deadline: Instant::now() + Duration::from_secs(240),
         max_turns: u64::MAX,

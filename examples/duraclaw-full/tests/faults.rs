@@ -208,7 +208,7 @@ async fn nothing_is_lost_under_faults() {
         browser: browser_proxy.addr,
         direct: direct.clone(),
         cookie: cookie.clone(),
-        origin: format!("http://{}", browser_proxy.addr),
+        origin: None,
         chaos: AtomicBool::new(true),
         deadline: Instant::now() + Duration::from_secs(chaos_secs + 60),
         max_turns: u64::MAX,
@@ -892,7 +892,6 @@ fn open_questions(log: &[Value]) -> Vec<Value> {
 /// sending it again under the same id (applied once) until its
 /// `command_result` comes (bounded); that result.
 async fn command(ctx: &Ctx, session: &str, id: &str, cmd: Value) -> Value {
-    let origin = format!("http://{}", ctx.browser);
     let addr = ctx.browser.to_string();
     let frame = json!({"type": "command", "id": id, "command": cmd}).to_string();
     let until = Instant::now() + DEADLINE;
@@ -901,6 +900,8 @@ async fn command(ctx: &Ctx, session: &str, id: &str, cmd: Value) -> Value {
             Instant::now() < until,
             "{session}: command {id} never confirmed"
         );
+        // The proxy is transparent: the server's own origin.
+        let origin = format!("http://{}", ctx.direct.lock().unwrap());
         let Some(mut ws) = connect(&addr, &origin, &ctx.cookie, session, 0, false).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -1018,7 +1019,7 @@ async fn real_cli_sessions_survive_faults() {
         browser: browser_proxy.addr,
         direct: direct.clone(),
         cookie: cookie.clone(),
-        origin: format!("http://{}", browser_proxy.addr),
+        origin: None,
         chaos: AtomicBool::new(false),
         deadline: Instant::now() + Duration::from_secs(120),
         max_turns: 0,

@@ -1,7 +1,7 @@
 //! [`CfAuth`]: the auth routes and checks of one Worker request, over D1
 //! and WebCrypto.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use duraclaw_core::store::SessionMeta;
 use futures::StreamExt;
@@ -11,7 +11,7 @@ use worker::{D1Database, Date, Env, Request, Response};
 
 use super::cookie::{self, SessionToken, TOKEN_BYTES};
 use super::limits::{self, LoginLimits};
-use super::origin::{self, CROSS_ORIGIN};
+use super::origin::{self, CROSS_ORIGIN, OwnOrigin};
 use super::password::{self, PasswordHash};
 use super::routes::{self, MAX_BODY_BYTES, Route};
 use super::{MIN_ADMIN_TOKEN_BYTES, MIN_COOKIE_SECRET_BYTES, SESSION_TTL_MS, TOUCH_EVERY_MS};
@@ -24,10 +24,22 @@ thread_local! {
 }
 
 /// A logged-in user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthUser {
     /// The user's name as stored (case preserved).
     pub name: String,
+    /// The login session: the digest its D1 row is stored under (never the
+    /// token); a session object keeps it with each socket and checks it
+    /// before every command ([`CfAuth::login_alive`]).
+    pub login: String,
+}
+
+impl std::fmt::Debug for AuthUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The D1-backed auth service of one request (cheap to build).
@@ -39,6 +51,9 @@ pub struct CfAuth {
     admin_token_sha256: Option<[u8; 32]>,
     public_origin: Option<String>,
     limits: LoginLimits,
+    /// The owner whose logins this request ended (logout, password change,
+    /// removal): the Worker then tells their sessions' objects.
+    ended: RefCell<Option<String>>,
 }
 
 impl std::fmt::Debug for CfAuth {
@@ -224,6 +239,7 @@ impl CfAuth {
             admin_token_sha256,
             public_origin,
             limits: LoginLimits::default(),
+            ended: RefCell::new(None),
         })
     }
 
@@ -294,7 +310,10 @@ impl CfAuth {
         self.check_origin(req)
             .map_err(|()| Denied::Forbidden(CROSS_ORIGIN.to_owned()))?;
         match self.session_of(req).await {
-            Ok(Some((name, _))) => Ok(AuthUser { name }),
+            Ok(Some((name, token))) => Ok(AuthUser {
+                name,
+                login: self.digest(&token),
+            }),
             Ok(None) => Err(Denied::Unauthorized(NOT_LOGGED_IN.to_owned())),
             Err(reason) => {
                 tracing::error!(%reason, "cannot check a login session");
@@ -354,6 +373,23 @@ impl CfAuth {
             .collect())
     }
 
+    /// Whether the login session stored under `login` (an
+    /// [`AuthUser::login`]) is live: not ended, not expired. A read.
+    pub async fn login_alive(&self, login: &str) -> worker::Result<bool> {
+        store::session_alive(&self.db, login, now_ms())
+            .await
+            .map_err(worker::Error::RustError)
+    }
+
+    /// The user whose logins the request just handled ended, if any (once).
+    pub fn take_ended(&self) -> Option<String> {
+        self.ended.borrow_mut().take()
+    }
+
+    fn logins_ended(&self, user: &str) {
+        *self.ended.borrow_mut() = Some(user.to_owned());
+    }
+
     /// Who owns session `id`, if it exists.
     pub async fn session_owner(&self, id: &str) -> worker::Result<Option<String>> {
         store::session_owner(&self.db, id)
@@ -371,11 +407,14 @@ impl CfAuth {
         }
         let url = req.url().map(|u| u.to_string()).unwrap_or_default();
         let origin_header = header(req, "Origin");
-        if origin::origin_allowed(
-            origin_header.as_deref(),
-            self.public_origin.as_deref(),
-            &url,
-        ) {
+        // No bound address here: Cloudflare routes to the Worker only the
+        // hostnames configured for it, so the request URL's host is one of
+        // its own (a rebound name never arrives).
+        let own = match self.public_origin.as_deref() {
+            Some(public) => OwnOrigin::Public(public),
+            None => OwnOrigin::RequestUrl(&url),
+        };
+        if origin::origin_allowed(origin_header.as_deref(), own) {
             Ok(())
         } else {
             tracing::debug!(origin = ?origin_header, "refused a cross-origin request");
@@ -484,6 +523,7 @@ impl CfAuth {
         match self.session_of(req).await? {
             Some((user, token)) => {
                 store::delete_session(&self.db, &self.digest(&token)).await?;
+                self.logins_ended(&user);
                 tracing::info!(user = %user, "logged out");
                 let mut response = Response::empty()
                     .map_err(|e| e.to_string())?
@@ -563,6 +603,7 @@ impl CfAuth {
                 if !store::set_password_hash(&self.db, &name, &hash, now_ms(), true).await? {
                     return answer_error(404, &format!("no user {name:?}"));
                 }
+                self.logins_ended(&name);
                 tracing::info!(user = %name, "changed a password and ended the user's sessions");
                 json_answer(200, &user_body(&name))
             }
@@ -573,6 +614,7 @@ impl CfAuth {
                 if !store::delete_user(&self.db, &name).await? {
                     return answer_error(404, &format!("no user {name:?}"));
                 }
+                self.logins_ended(&name);
                 tracing::info!(user = %name, "removed a user and ended their sessions");
                 let mut response = Response::empty()
                     .map_err(|e| e.to_string())?

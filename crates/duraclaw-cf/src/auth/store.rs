@@ -373,6 +373,28 @@ pub(super) async fn session_user(
     Ok(Some(row.user_name))
 }
 
+#[derive(Deserialize)]
+struct AliveRow {
+    #[allow(dead_code, reason = "only whether a row exists matters")]
+    alive: f64,
+}
+
+/// Whether a login session is live (a read: its expiry is not slid).
+pub(super) async fn session_alive(
+    db: &D1Database,
+    digest: &str,
+    now_ms: i64,
+) -> Result<bool, String> {
+    let row: Option<AliveRow> = first(
+        db,
+        "look up a login session",
+        "SELECT 1 AS alive FROM login_sessions WHERE token_digest = ?1 AND expires_at_ms > ?2",
+        &[text(digest), int(now_ms)],
+    )
+    .await?;
+    Ok(row.is_some())
+}
+
 /// Deletes a login session; whether there was one.
 pub(super) async fn delete_session(db: &D1Database, digest: &str) -> Result<bool, String> {
     let result = run(

@@ -197,6 +197,24 @@ pub fn build_worker_crate(tools: &Tools, crate_dir: &Path, out: &Path) {
     );
 }
 
+/// The full example's deployable worker (`examples/duraclaw-full/cloudflare`)
+/// built into `dir/build`, with its own wrangler.toml in `dir`, the real UI
+/// (`ui/dist`) as its assets.
+pub fn build_full_example(tools: &Tools, dir: &Path) {
+    let crate_dir = repo_root().join("examples/duraclaw-full/cloudflare");
+    fs::create_dir_all(dir).unwrap();
+    build_worker_crate(tools, &crate_dir, &dir.join("build"));
+    let dist = repo_root().join("examples/duraclaw-full/ui/dist");
+    let toml = fs::read_to_string(crate_dir.join("wrangler.toml")).unwrap();
+    let assets = format!("directory = {:?}", dist.display().to_string());
+    let toml = toml.replace("directory = \"../ui/dist\"", &assets);
+    assert!(
+        toml.contains(&assets),
+        "the assets directory of wrangler.toml"
+    );
+    fs::write(dir.join("wrangler.toml"), toml).unwrap();
+}
+
 pub fn start_wrangler(tools: &Tools, dir: &Path, port: u16) -> Wrangler {
     start_wrangler_logged(tools, dir, port, &[], &dir.join("wrangler.log"))
 }

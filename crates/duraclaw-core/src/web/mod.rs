@@ -1,6 +1,7 @@
 //! The web rules both hosts enforce the same way, as pure functions over
 //! strings: the [`origin`] rule, the user [`credentials`] rules, what a
-//! [`NewSession`] request starts, and [`hex`]. Each host keeps only a thin adapter from
+//! [`NewSession`] request starts, the [`UI_HEADERS`] every file of the UI
+//! is served with, and [`hex`]. Each host keeps only a thin adapter from
 //! its own request and header types.
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,34 @@ pub fn worktree_busy(worktree: &str, holder: &str) -> String {
          end session {holder} or pick another worktree"
     )
 }
+
+/// The policy the UI is served under: only this origin, no inline scripts
+/// or styles, nothing remote (`'self'` covers the same-origin WebSocket in
+/// `connect-src`), and no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; font-src 'self'; connect-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The security headers of every file of the browser UI, on both hosts:
+/// the local server adds them to each embedded file, the Cloudflare Worker
+/// to each static asset it serves.
+pub const UI_HEADERS: &[(&str, &str)] = &[
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+];
+
+/// The WebSocket close code of a session socket whose login ended (logout,
+/// password change, user removed), on both hosts: the UI goes to the login
+/// page and does not reconnect.
+pub const LOGIN_ENDED_CLOSE: u16 = 4401;
+/// The close reason that goes with [`LOGIN_ENDED_CLOSE`].
+pub const LOGIN_ENDED_REASON: &str = "login ended";
+
+/// The message of the `unauthorized` refusal of a command sent on a socket
+/// whose login ended.
+pub const LOGIN_ENDED_MESSAGE: &str = "your login ended: log in again";
 
 /// Lower-case hex of `bytes`: token digests, ETags.
 pub fn hex(bytes: &[u8]) -> String {
@@ -101,6 +130,7 @@ impl NewSession {
             &Event::UserMessage(UserMessage {
                 text: self.prompt.clone(),
                 by: Some(owner.to_owned()),
+                queued: false,
             }),
             None,
             0,
@@ -209,6 +239,23 @@ mod tests {
             m.ends_with("; end session 01ABC or pick another worktree"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn the_ui_headers_forbid_framing_sniffing_referrers_and_anything_remote() {
+        let get = |name: &str| {
+            UI_HEADERS
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        };
+        let csp = get("content-security-policy").unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(!csp.contains("unsafe-") && !csp.contains('*') && !csp.contains("http"));
+        assert_eq!(get("x-frame-options"), Some("DENY"));
+        assert_eq!(get("x-content-type-options"), Some("nosniff"));
+        assert_eq!(get("referrer-policy"), Some("no-referrer"));
     }
 
     #[test]

@@ -1,13 +1,43 @@
 //! The Origin rule of both hosts: state-changing requests (anything but
 //! `GET`, `HEAD` and `OPTIONS`) and WebSocket upgrades must carry exactly
-//! one `Origin`, equal to the configured public origin or else to the
-//! origin the request came in on.
+//! one `Origin`, and it must be one of the server's own origins
+//! ([`OwnOrigin`]): the configured public origin when there is one; else,
+//! on a server listening on a socket, its bound address or `localhost` with
+//! its port — never whatever the `Host` header says, which a DNS-rebinding
+//! page controls; on Cloudflare Workers, the request URL's origin (the edge
+//! routes only the Worker's own hostnames to it).
 //!
 //! It works on header values as strings; each host reads its own header
 //! types.
 
+use std::net::{IpAddr, SocketAddr};
+
 /// The message of every refused cross-origin request.
 pub const CROSS_ORIGIN: &str = "cross-origin request refused";
+
+/// What a server counts as its own origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnOrigin<'a> {
+    /// The configured public origin (e.g. `https://claw.example.com`): it
+    /// alone.
+    Public(&'a str),
+    /// A server listening on `bound`, reached over `scheme`: `bound`'s
+    /// address with its port, and `localhost` with its port when `bound` is
+    /// a loopback or unspecified address. Bound to an unspecified address
+    /// (`0.0.0.0`, `::`), any IP literal with its port: a page can only
+    /// carry an IP-literal origin if it was served from that address, so no
+    /// DNS rebinding can forge one.
+    Listener {
+        /// `http`, or `https` behind a trusted TLS proxy.
+        scheme: &'a str,
+        /// The listener's actual address.
+        bound: SocketAddr,
+    },
+    /// The origin of the request's URL, for a host that only ever receives
+    /// requests for its own hostnames (Cloudflare routes a Worker's
+    /// requests by hostname: a rebound name never reaches it).
+    RequestUrl(&'a str),
+}
 
 /// Whether a request with this method and `Upgrade` header must pass the
 /// Origin check.
@@ -25,24 +55,61 @@ pub fn is_websocket_upgrade(upgrade: &str) -> bool {
         .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
-/// Accepts an `Origin` header equal to `public_origin` when one is
-/// configured, else to the origin of `request_url`. Scheme and host compare
-/// without case and a default port is the same as none. A missing `Origin`,
-/// several (joined by `, `), `null` or anything that is not an http(s)
-/// origin is refused.
-pub fn origin_allowed(
-    origin_header: Option<&str>,
-    public_origin: Option<&str>,
-    request_url: &str,
-) -> bool {
+/// Accepts an `Origin` header that is one of `own` origins. Scheme and
+/// host compare without case and a default port is the same as none. A
+/// missing `Origin`, several (joined by `, `), `null` or anything that is
+/// not an http(s) origin is refused.
+pub fn origin_allowed(origin_header: Option<&str>, own: OwnOrigin<'_>) -> bool {
     let Some(origin) = origin_header.and_then(normalize_origin) else {
         return false;
     };
-    let expected = match public_origin {
-        Some(public) => normalize_origin(public.trim_end_matches('/')),
-        None => url_origin(request_url).and_then(|o| normalize_origin(&o)),
+    match own {
+        OwnOrigin::Public(public) => {
+            normalize_origin(public.trim_end_matches('/')).as_deref() == Some(origin.as_str())
+        }
+        OwnOrigin::RequestUrl(url) => {
+            url_origin(url)
+                .and_then(|o| normalize_origin(&o))
+                .as_deref()
+                == Some(origin.as_str())
+        }
+        OwnOrigin::Listener { scheme, bound } => listener_allows(&origin, scheme, bound),
+    }
+}
+
+/// Whether the normalized `origin` is one of a listener's own.
+fn listener_allows(origin: &str, scheme: &str, bound: SocketAddr) -> bool {
+    let Some((origin_scheme, authority)) = origin.split_once("://") else {
+        return false;
     };
-    expected.as_deref() == Some(origin.as_str())
+    if !origin_scheme.eq_ignore_ascii_case(scheme) {
+        return false;
+    }
+    let default_port = if origin_scheme == "https" { 443 } else { 80 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => match port.parse::<u16>() {
+            Ok(p) => (host, p),
+            Err(_) => return false,
+        },
+        _ => (authority, default_port),
+    };
+    if port != bound.port() {
+        return false;
+    }
+    let ip = bound.ip();
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .parse::<IpAddr>()
+        .ok();
+    if host == "localhost" {
+        return ip.is_loopback() || ip.is_unspecified();
+    }
+    match literal {
+        Some(literal) => ip.is_unspecified() || literal == ip,
+        None => false,
+    }
 }
 
 /// `scheme://authority` of an absolute URL, if it is one.
@@ -129,38 +196,88 @@ mod tests {
         }
     }
 
+    fn listener(bound: &str) -> OwnOrigin<'static> {
+        OwnOrigin::Listener {
+            scheme: "http",
+            bound: bound.parse().unwrap(),
+        }
+    }
+
     #[test]
-    fn origins_match_the_request_url_or_the_public_origin() {
-        let url = "http://127.0.0.1:8787/api/login";
-        assert!(origin_allowed(Some("http://127.0.0.1:8787"), None, url));
-        assert!(origin_allowed(Some("HTTP://127.0.0.1:8787"), None, url));
-        assert!(!origin_allowed(Some("http://127.0.0.1:8788"), None, url));
-        assert!(!origin_allowed(Some("http://evil.example"), None, url));
-        assert!(!origin_allowed(None, None, url));
-        assert!(!origin_allowed(Some("null"), None, url));
+    fn a_listener_accepts_its_address_and_localhost_only() {
+        let own = listener("127.0.0.1:8787");
+        for ok in [
+            "http://127.0.0.1:8787",
+            "HTTP://127.0.0.1:8787",
+            "http://localhost:8787",
+            "http://LocalHost:8787",
+        ] {
+            assert!(origin_allowed(Some(ok), own), "{ok}");
+        }
+        for refused in [
+            // DNS rebinding: a name the attacker points at 127.0.0.1.
+            "http://rebind.example:8787",
+            "http://localhost.rebind.example:8787",
+            "http://127.0.0.1:8788",
+            "http://localhost:8788",
+            "https://127.0.0.1:8787",
+            "http://127.0.0.2:8787",
+            "http://[::1]:8787",
+            "http://127.0.0.1",
+            "null",
+        ] {
+            assert!(!origin_allowed(Some(refused), own), "{refused}");
+        }
+        assert!(!origin_allowed(None, own));
         assert!(!origin_allowed(
             Some("http://127.0.0.1:8787, http://127.0.0.1:8787"),
-            None,
-            url
+            own
         ));
-        let url = "https://claw.example.com/api/x?y";
-        assert!(origin_allowed(
-            Some("https://claw.example.com:443"),
-            None,
-            url
-        ));
-        assert!(!origin_allowed(Some("http://claw.example.com"), None, url));
-        let public = Some("https://claw.example.com/");
-        assert!(origin_allowed(
-            Some("https://claw.example.com"),
-            public,
-            "http://internal/x"
-        ));
-        assert!(!origin_allowed(
-            Some("http://internal"),
-            public,
-            "http://internal/x"
-        ));
+        // On the default port the origin carries none.
+        let own = listener("127.0.0.1:80");
+        assert!(origin_allowed(Some("http://localhost"), own));
+        assert!(origin_allowed(Some("http://127.0.0.1:80"), own));
+        assert!(!origin_allowed(Some("http://rebind.example"), own));
+        // IPv6 loopback.
+        let own = listener("[::1]:8787");
+        assert!(origin_allowed(Some("http://[::1]:8787"), own));
+        assert!(origin_allowed(Some("http://localhost:8787"), own));
+        assert!(!origin_allowed(Some("http://127.0.0.1:8787"), own));
+        // Behind a trusted TLS proxy on this machine.
+        let https = OwnOrigin::Listener {
+            scheme: "https",
+            bound: "127.0.0.1:8443".parse().unwrap(),
+        };
+        assert!(origin_allowed(Some("https://localhost:8443"), https));
+        assert!(!origin_allowed(Some("http://localhost:8443"), https));
+    }
+
+    #[test]
+    fn a_public_bind_accepts_its_address_and_no_name() {
+        let own = listener("192.168.1.5:8787");
+        assert!(origin_allowed(Some("http://192.168.1.5:8787"), own));
+        assert!(!origin_allowed(Some("http://localhost:8787"), own));
+        assert!(!origin_allowed(Some("http://rebind.example:8787"), own));
+        // Every address: any IP literal with the port, never a name but
+        // localhost.
+        let own = listener("0.0.0.0:8787");
+        assert!(origin_allowed(Some("http://10.0.0.7:8787"), own));
+        assert!(origin_allowed(Some("http://[fe80::1]:8787"), own));
+        assert!(origin_allowed(Some("http://localhost:8787"), own));
+        assert!(!origin_allowed(Some("http://10.0.0.7:9999"), own));
+        assert!(!origin_allowed(Some("http://rebind.example:8787"), own));
+    }
+
+    #[test]
+    fn a_request_url_or_a_public_origin_is_its_own_rule() {
+        let url = OwnOrigin::RequestUrl("https://claw.example.com/api/x?y");
+        assert!(origin_allowed(Some("https://claw.example.com:443"), url));
+        assert!(!origin_allowed(Some("http://claw.example.com"), url));
+        assert!(!origin_allowed(Some("https://evil.example"), url));
+        let public = OwnOrigin::Public("https://claw.example.com/");
+        assert!(origin_allowed(Some("https://claw.example.com"), public));
+        assert!(!origin_allowed(Some("http://internal"), public));
+        assert!(!origin_allowed(Some("http://localhost:8787"), public));
     }
 
     #[test]
@@ -234,12 +351,42 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_header_text_is_handled(origin in ".{0,80}", url in ".{0,80}", public in proptest::option::of(".{0,40}")) {
+        fn any_header_text_is_handled(origin in ".{0,80}", url in ".{0,80}", public in ".{0,40}") {
             // Never panics, and only ever accepts a normalizable origin.
-            if origin_allowed(Some(&origin), public.as_deref(), &url) {
-                prop_assert!(normalize_origin(&origin).is_some());
+            for own in [
+                OwnOrigin::Public(&public),
+                OwnOrigin::RequestUrl(&url),
+                listener("127.0.0.1:8787"),
+                listener("0.0.0.0:8787"),
+            ] {
+                if origin_allowed(Some(&origin), own) {
+                    prop_assert!(normalize_origin(&origin).is_some());
+                }
             }
             let _ = needs_origin_check(&origin, Some(&url));
+        }
+
+        #[test]
+        fn a_listener_never_accepts_a_dns_name(
+            name in "[a-z][a-z0-9-]{0,20}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
+            port in 1u16..,
+            bound_port in 1u16..,
+            any in proptest::bool::ANY,
+        ) {
+            // Whatever Host a rebinding page sends with it.
+            prop_assume!(name != "localhost");
+            let bound = if any { "0.0.0.0" } else { "127.0.0.1" };
+            let own = OwnOrigin::Listener {
+                scheme: "http",
+                bound: SocketAddr::new(bound.parse().unwrap(), bound_port),
+            };
+            let rebound = format!("http://{name}:{port}");
+            prop_assert!(!origin_allowed(Some(&rebound), own));
+            // localhost and the bound address: only with the bound port.
+            let local = origin_allowed(Some(&format!("http://localhost:{port}")), own);
+            prop_assert_eq!(local, port == bound_port);
+            let addr = origin_allowed(Some(&format!("http://127.0.0.1:{port}")), own);
+            prop_assert_eq!(addr, port == bound_port);
         }
     }
 }

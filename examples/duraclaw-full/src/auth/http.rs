@@ -1,6 +1,7 @@
 //! The HTTP side of auth: the [`AuthUser`] extractor, the login, logout and
 //! me handlers, and the Origin check with its middleware.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use duraclaw_core::web::origin::{self, CROSS_ORIGIN, normalize_origin};
+use duraclaw_core::web::origin::{self, CROSS_ORIGIN, OwnOrigin};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -32,6 +33,19 @@ const MAX_LOGIN_BODY: usize = 16 * 1024;
 pub struct AuthUser {
     /// The user's name, as stored.
     pub name: String,
+    /// The login session the request came with.
+    pub login: LoginId,
+}
+
+/// Which login session: the digest its row is stored under (never the
+/// token). `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoginId(pub(super) String);
+
+impl fmt::Debug for LoginId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginId(…)")
+    }
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -169,15 +183,17 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .any(|v| origin::is_websocket_upgrade(&String::from_utf8_lossy(v.as_bytes())))
 }
 
-/// Accepts a request whose single `Origin` header equals `public_origin`
-/// when one is given, or else the origin made of the `Host` header and the
-/// scheme the request came in on: `http`, unless `trust_forwarded_proto`
-/// and the request carries `X-Forwarded-Proto: https`. Scheme and host
-/// compare without case and a default port is the same as none. Anything
-/// else, a missing `Origin` included, is `403`.
+/// Accepts a request whose single `Origin` header is one of the server's
+/// own (core's [`origin::origin_allowed`]): `public_origin` when one is
+/// given; else the bound address `bound`, or `localhost`, with its port,
+/// over the scheme the request came in on (`http`, unless
+/// `trust_forwarded_proto` and the request carries `X-Forwarded-Proto:
+/// https`). The `Host` header plays no part: a DNS-rebinding page chooses
+/// it. Anything else, a missing `Origin` included, is `403`.
 pub fn check_origin(
     headers: &HeaderMap,
     public_origin: Option<&str>,
+    bound: Option<SocketAddr>,
     trust_forwarded_proto: bool,
 ) -> Result<(), ApiError> {
     let refused = || ApiError::forbidden(CROSS_ORIGIN);
@@ -185,25 +201,19 @@ pub fn check_origin(
     let (Some(origin), None) = (origins.next(), origins.next()) else {
         return Err(refused());
     };
-    let origin = origin
-        .to_str()
-        .ok()
-        .and_then(normalize_origin)
-        .ok_or_else(refused)?;
-    let expected = match public_origin {
-        Some(public) => normalize_origin(public.trim_end_matches('/')),
-        None => headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|host| {
-                let scheme = request_scheme(headers, trust_forwarded_proto);
-                normalize_origin(&format!("{scheme}://{host}"))
-            }),
+    let origin = origin.to_str().ok();
+    let own = match (public_origin, bound) {
+        (Some(public), _) => OwnOrigin::Public(public),
+        (None, Some(bound)) => OwnOrigin::Listener {
+            scheme: request_scheme(headers, trust_forwarded_proto),
+            bound,
+        },
+        (None, None) => return Err(refused()),
     };
-    if expected.as_deref() == Some(origin.as_str()) {
+    if origin::origin_allowed(origin, own) {
         Ok(())
     } else {
-        tracing::debug!(%origin, expected = ?expected, "refused a cross-origin request");
+        tracing::debug!(origin = ?origin, "refused a cross-origin request");
         Err(refused())
     }
 }

@@ -7,6 +7,9 @@
 //! logins are counted in memory per user name and per client address (see
 //! [`LoginLimits`]). State-changing requests and WebSocket upgrades must
 //! come from the server's own origin ([`check_origin`], [`origin_guard`]).
+//! A login that ends (logout, password change, removal — the last two also
+//! from `duraclaw user` in another process) ends the WebSockets opened with
+//! it ([`Auth::watch_login`], [`Auth::watch_other_processes`]).
 //! There is no default user and no default password: users are added with
 //! [`add_user_command`]. Passwords, tokens and hashes are never logged.
 
@@ -21,7 +24,7 @@ mod token;
 #[cfg(test)]
 mod tests;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,11 +32,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::HeaderMap;
 use duraclaw_core::{Error, Result};
 use rusqlite::Connection;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 pub use cli::{PasswordSource, add_user_command, passwd_command, remove_command};
 pub use error::ApiError;
-pub use http::{AuthUser, origin_guard, routes};
+pub use http::{AuthUser, LoginId, origin_guard, routes};
 pub use token::random_token;
 #[allow(
     unused_imports,
@@ -63,9 +66,12 @@ pub struct AuthOptions {
     pub secure_cookies: bool,
     /// The origin browsers use, e.g. `https://claw.example.com`, when the
     /// server sits behind a proxy. When set, requests must carry exactly
-    /// this `Origin`; when not, the origin is made of the `Host` header and
-    /// the scheme the request came in on.
+    /// this `Origin`; when not, it must be [`AuthOptions::bound_addr`]'s
+    /// or `localhost`'s with its port (never what the `Host` header says).
     pub public_origin: Option<String>,
+    /// The address the server listens on; with neither it nor a public
+    /// origin, every state-changing request is refused.
+    pub bound_addr: Option<SocketAddr>,
     /// Believe `X-Forwarded-Proto: https` from a proxy in front. Leave off
     /// unless a proxy you run sets (and overwrites) that header.
     pub trust_forwarded_proto: bool,
@@ -86,6 +92,7 @@ impl Default for AuthOptions {
         AuthOptions {
             secure_cookies: false,
             public_origin: None,
+            bound_addr: None,
             trust_forwarded_proto: false,
             trust_forwarded_for: false,
             session_ttl: SESSION_TTL,
@@ -106,6 +113,9 @@ pub struct Auth {
     hash_slots: Arc<Semaphore>,
     limiter: Mutex<LoginLimiter>,
     options: AuthOptions,
+    /// Bumped whenever a login may have ended: each open WebSocket then
+    /// checks its own ([`Auth::watch_login`]).
+    revocations: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -156,6 +166,7 @@ impl Auth {
             hash_slots: Arc::new(Semaphore::new(cpus)),
             limiter: Mutex::new(LoginLimiter::new(options.login_limits.clone())),
             options,
+            revocations: watch::Sender::new(0),
         }))
     }
 
@@ -186,6 +197,7 @@ impl Auth {
         let owned = name.to_owned();
         self.with_db(move |db| store::update_password(db, &owned, &hash, now_ms()))
             .await?;
+        self.logins_may_have_ended();
         tracing::info!(
             user = name,
             "changed a password and ended the user's sessions"
@@ -200,6 +212,7 @@ impl Auth {
         let owned = name.to_owned();
         self.with_db(move |db| store::delete_user(db, &owned))
             .await?;
+        self.logins_may_have_ended();
         tracing::info!(user = name, "removed a user and ended their sessions");
         Ok(())
     }
@@ -251,15 +264,76 @@ impl Auth {
         Ok(self
             .session_of(headers)
             .await?
-            .map(|(name, _)| AuthUser { name }))
+            .map(|(name, token)| AuthUser {
+                name,
+                login: LoginId(token.digest()),
+            }))
+    }
+
+    /// Whether the login session `login` is still live (not ended, not
+    /// expired). Reads the database: what a WebSocket checks before each
+    /// command, so that a command racing a revocation is refused.
+    pub async fn login_alive(&self, login: &LoginId) -> Result<bool> {
+        let digest = login.0.clone();
+        self.with_db(move |db| store::session_alive(db, &digest, now_ms()))
+            .await
+    }
+
+    /// A watch on the login `login`: [`LoginWatch::ended`] resolves once it
+    /// has ended, in this process (logout, password change, removal) or in
+    /// another one writing the same database (`duraclaw user`, noticed by
+    /// [`Auth::watch_other_processes`]).
+    pub fn watch_login(self: &Arc<Self>, login: &LoginId) -> LoginWatch {
+        LoginWatch {
+            auth: self.clone(),
+            login: login.clone(),
+            changes: self.revocations.subscribe(),
+        }
+    }
+
+    /// Tells every [`LoginWatch`] to check its login.
+    fn logins_may_have_ended(&self) {
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Watches the database for commits by other processes (`duraclaw
+    /// user passwd|remove`): every `every`, one `PRAGMA data_version` (a
+    /// read of the WAL index, no table access); when it changed, every
+    /// watched login is checked once. Ends when the `Auth` is dropped.
+    pub async fn watch_other_processes(
+        self: &Arc<Self>,
+        every: Duration,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let mut seen = self.with_db(|db| store::data_version(db)).await?;
+        let weak = Arc::downgrade(self);
+        Ok(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(auth) = weak.upgrade() else { return };
+                match auth.with_db(|db| store::data_version(db)).await {
+                    Ok(version) if version != seen => {
+                        seen = version;
+                        if auth.revocations.receiver_count() > 0 {
+                            tracing::debug!("the auth database changed in another process");
+                            auth.logins_may_have_ended();
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot watch the auth database"),
+                }
+            }
+        }))
     }
 
     /// Checks a request's `Origin` against [`AuthOptions::public_origin`],
-    /// or else against its `Host` and scheme; see [`check_origin`].
+    /// or else against the server's own address; see [`check_origin`].
     pub fn check_origin(&self, headers: &HeaderMap) -> std::result::Result<(), ApiError> {
         check_origin(
             headers,
             self.options.public_origin.as_deref(),
+            self.options.bound_addr,
             self.options.trust_forwarded_proto,
         )
     }
@@ -342,6 +416,7 @@ impl Auth {
         let digest = token.digest();
         self.with_db(move |db| store::delete_session(db, &digest))
             .await?;
+        self.logins_may_have_ended();
         tracing::info!(user = %user, "logged out");
         Ok(Some(user))
     }
@@ -402,6 +477,40 @@ impl Auth {
 
     fn limiter(&self) -> MutexGuard<'_, LoginLimiter> {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A watch on one login session, for a WebSocket opened with it.
+pub struct LoginWatch {
+    auth: Arc<Auth>,
+    login: LoginId,
+    changes: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for LoginWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginWatch").finish_non_exhaustive()
+    }
+}
+
+impl LoginWatch {
+    /// Resolves once the login has ended; never, while it lives. Keep one
+    /// future across a `select!` loop (pinned): dropping it half-way could
+    /// lose the change it was checking.
+    pub async fn ended(&mut self) {
+        // The state now: a revocation just before the watch began counts.
+        self.changes.mark_changed();
+        loop {
+            if self.changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            match self.auth.login_alive(&self.login).await {
+                Ok(false) => return,
+                Ok(true) => {}
+                // The next command checks again and is refused on failure.
+                Err(e) => tracing::warn!(error = %e, "cannot check a login"),
+            }
+        }
     }
 }
 

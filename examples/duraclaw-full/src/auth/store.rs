@@ -227,6 +227,22 @@ pub(super) fn session_user(
     Ok(Some(user))
 }
 
+/// Whether a login session is live (a read: its expiry is not slid).
+pub(super) fn session_alive(conn: &Connection, token_sha256: &str, now_ms: i64) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT 1 FROM login_sessions WHERE token_sha256 = ?1 AND expires_at_ms > ?2",
+    )
+    .and_then(|mut stmt| stmt.exists(params![token_sha256, now_ms]))
+    .map_err(sql_error("look up a login session"))
+}
+
+/// SQLite's `data_version`: it changes when another connection (another
+/// process) commits to the database.
+pub(super) fn data_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+        .map_err(sql_error("read the data version"))
+}
+
 /// Deletes a login session; whether there was one.
 pub(super) fn delete_session(conn: &Connection, token_sha256: &str) -> Result<bool> {
     conn.execute(

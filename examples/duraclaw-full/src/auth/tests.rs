@@ -23,9 +23,13 @@ const ORIGIN: &str = "http://localhost:8787";
 const HOST: &str = "localhost:8787";
 const PASSWORD: &str = "correct horse battery";
 
+/// The address the server under test listens on.
+const BOUND: &str = "127.0.0.1:8787";
+
 fn fast() -> AuthOptions {
     AuthOptions {
         hash_cost: HashCost::Minimal,
+        bound_addr: Some(BOUND.parse().unwrap()),
         ..AuthOptions::default()
     }
 }
@@ -578,11 +582,69 @@ async fn state_changing_requests_need_the_servers_own_origin() {
 }
 
 #[tokio::test]
+async fn a_rebound_host_name_is_not_the_servers_origin() {
+    let (_dir, auth) = with_alice(fast()).await;
+    // DNS rebinding: the attacker's name resolves to 127.0.0.1, and the
+    // browser sends that name as both Host and Origin.
+    for (host, origin) in [
+        ("rebind.example:8787", "http://rebind.example:8787"),
+        (
+            "localhost.rebind.example:8787",
+            "http://localhost.rebind.example:8787",
+        ),
+    ] {
+        let login = login_request("alice", PASSWORD, IP_A);
+        let (mut parts, body) = login.into_parts();
+        parts.headers.insert(header::HOST, host.parse().unwrap());
+        parts
+            .headers
+            .insert(header::ORIGIN, origin.parse().unwrap());
+        let answer = send(&auth, Request::from_parts(parts, body)).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{host}");
+        let upgrade = Request::get("/api/open")
+            .header(header::HOST, host)
+            .header(header::ORIGIN, origin)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            send(&auth, upgrade).await.status,
+            StatusCode::FORBIDDEN,
+            "{host}"
+        );
+    }
+    // The bound address and localhost, whatever the Host says.
+    for origin in ["http://127.0.0.1:8787", "http://localhost:8787"] {
+        let request = Request::post("/api/open")
+            .header(header::HOST, "rebind.example:8787")
+            .header(header::ORIGIN, origin)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            send(&auth, request).await.status,
+            StatusCode::OK,
+            "{origin}"
+        );
+    }
+    // Not knowing its own address, the server accepts no origin.
+    let (_dir, unbound) = open(AuthOptions {
+        bound_addr: None,
+        ..fast()
+    })
+    .await;
+    let request = same_origin(Method::POST, "/api/open")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&unbound, request).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
 async fn x_forwarded_proto_is_believed_only_when_trusted() {
     let request = || {
         Request::post("/api/open")
-            .header(header::HOST, "claw.example.com")
-            .header(header::ORIGIN, "https://claw.example.com")
+            .header(header::HOST, HOST)
+            .header(header::ORIGIN, "https://localhost:8787")
             .header("x-forwarded-proto", "https")
             .body(Body::empty())
             .unwrap()
@@ -646,16 +708,21 @@ fn check_origin_needs_exactly_one_matching_origin() {
         }
         map
     };
+    let bound = Some(BOUND.parse().unwrap());
     let same = headers(&[("host", HOST), ("origin", ORIGIN)]);
-    assert!(check_origin(&same, None, false).is_ok());
+    assert!(check_origin(&same, None, bound, false).is_ok());
+    assert!(check_origin(&same, None, None, false).is_err());
     let twice = headers(&[("host", HOST), ("origin", ORIGIN), ("origin", ORIGIN)]);
-    assert!(check_origin(&twice, None, false).is_err());
+    assert!(check_origin(&twice, None, bound, false).is_err());
     let no_host = headers(&[("origin", ORIGIN)]);
-    assert!(check_origin(&no_host, None, false).is_err());
-    assert!(check_origin(&no_host, Some(ORIGIN), false).is_ok());
-    let bad_host = headers(&[("host", "a/b"), ("origin", "http://a/b")]);
-    assert!(check_origin(&bad_host, None, false).is_err());
-    let err = check_origin(&HeaderMap::new(), None, false).unwrap_err();
+    assert!(check_origin(&no_host, None, bound, false).is_ok());
+    assert!(check_origin(&no_host, Some(ORIGIN), None, false).is_ok());
+    let rebound = headers(&[
+        ("host", "a.example:8787"),
+        ("origin", "http://a.example:8787"),
+    ]);
+    assert!(check_origin(&rebound, None, bound, false).is_err());
+    let err = check_origin(&HeaderMap::new(), None, bound, false).unwrap_err();
     assert_eq!(err.status(), StatusCode::FORBIDDEN);
 }
 
@@ -941,4 +1008,77 @@ async fn auth_user_can_be_extracted_twice_in_one_request() {
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"alice alice");
+}
+
+/// The login a cookie names, as a WebSocket holds it.
+async fn login_of(auth: &Arc<Auth>, cookie: &str) -> AuthUser {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::COOKIE, cookie.parse().unwrap());
+    auth.authenticate(&headers)
+        .await
+        .unwrap()
+        .expect("a live login")
+}
+
+/// Whether `watch` ends within a few seconds.
+async fn ends(watch: &mut LoginWatch) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), watch.ended())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_watched_login_ends_with_logout_password_change_and_removal() {
+    let (dir, auth) = with_alice(fast()).await;
+    auth.add_user("bob", PASSWORD).await.unwrap();
+    let cookie = login(&auth, "alice", PASSWORD, IP_A).await.cookie();
+    let other = login(&auth, "alice", PASSWORD, IP_A).await.cookie();
+    let bob = login(&auth, "bob", PASSWORD, IP_A).await.cookie();
+    let (alice1, alice2, bob) = (
+        login_of(&auth, &cookie).await,
+        login_of(&auth, &other).await,
+        login_of(&auth, &bob).await,
+    );
+    let mut w1 = auth.watch_login(&alice1.login);
+    let mut w2 = auth.watch_login(&alice2.login);
+    let mut wb = auth.watch_login(&bob.login);
+    assert!(auth.login_alive(&alice1.login).await.unwrap());
+
+    // Logout ends that login only.
+    let logout = same_origin(Method::POST, "/api/logout")
+        .header(header::COOKIE, &cookie)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&auth, logout).await.status, StatusCode::NO_CONTENT);
+    assert!(ends(&mut w1).await, "logout ends the login's watch");
+    assert!(!auth.login_alive(&alice1.login).await.unwrap());
+    assert!(auth.login_alive(&alice2.login).await.unwrap());
+
+    // Another process (its own connection to the same file) changes the
+    // password: noticed by the data-version watch.
+    let _poll = auth
+        .watch_other_processes(Duration::from_millis(20))
+        .await
+        .unwrap();
+    let cli = Auth::open(&dir.path().join(cli::DB_FILE), fast())
+        .await
+        .unwrap();
+    cli.set_password("alice", "another long password")
+        .await
+        .unwrap();
+    assert!(ends(&mut w2).await, "a password change elsewhere ends it");
+    assert!(!auth.login_alive(&alice2.login).await.unwrap());
+    // Bob's login lives on, and his watch does not end.
+    assert!(auth.login_alive(&bob.login).await.unwrap());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), wb.ended())
+            .await
+            .is_err()
+    );
+    cli.remove_user("bob").await.unwrap();
+    assert!(ends(&mut wb).await, "a removal elsewhere ends it");
+
+    // A watch begun after the login ended ends at once.
+    let mut late = auth.watch_login(&alice1.login);
+    assert!(ends(&mut late).await);
 }

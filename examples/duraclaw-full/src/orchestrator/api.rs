@@ -15,7 +15,9 @@ use duraclaw_core::protocol::{
     decode_frame, encode_frame,
 };
 use duraclaw_core::store::SessionMeta;
-use duraclaw_core::web::{MAX_BODY_BYTES, NewSession, socket};
+use duraclaw_core::web::{
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, NewSession, socket,
+};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -436,7 +438,22 @@ async fn serve_session(
         client: Some(client_id()),
     };
     let mut refused = None;
-    while let Some(Ok(msg)) = stream.next().await {
+    // Ends the socket the moment its login ends (kept across the loop: see
+    // `LoginWatch::ended`).
+    let mut login = app.auth.watch_login(&user.login);
+    let login_ended = login.ended();
+    tokio::pin!(login_ended);
+    let mut close = None;
+    loop {
+        let msg = tokio::select! {
+            () = &mut login_ended => {
+                tracing::info!(session = actor.session_id(), user = %user.name, "login ended: socket closed");
+                close = Some(login_ended_close());
+                break;
+            }
+            msg = stream.next() => msg,
+        };
+        let Some(Ok(msg)) = msg else { break };
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -452,6 +469,31 @@ async fn serve_session(
         }
         let reply = match decode_frame::<FromBrowser>(text.as_str(), "browser frame") {
             Ok(FromBrowser::Command { id, command }) => {
+                // A command racing a revocation: refused, and the socket
+                // ends.
+                let refusal = match app.auth.login_alive(&user.login).await {
+                    Ok(true) => None,
+                    Ok(false) => Some(duraclaw_core::Error::Unauthorized(
+                        LOGIN_ENDED_MESSAGE.into(),
+                    )),
+                    Err(e) => Some(e),
+                };
+                if let Some(e) = refusal {
+                    let ended = matches!(e, duraclaw_core::Error::Unauthorized(_));
+                    let reply = ToBrowser::CommandResult(CommandResult {
+                        id,
+                        ok: false,
+                        error: Some(WireError::from(&e)),
+                    });
+                    if let Ok(text) = encode_frame(&reply) {
+                        let _ = tx.send(text).await;
+                    }
+                    if ended {
+                        close = Some(login_ended_close());
+                        break;
+                    }
+                    continue;
+                }
                 let room = match &command {
                     duraclaw_core::protocol::Command::Message(_) => {
                         app.orchestrator.check_outbox(&actor, &id).await
@@ -515,7 +557,14 @@ async fn serve_session(
         None => {
             drop(tx);
             if let Ok(mut sink) = writer.await {
-                let _ = sink.close().await;
+                match close {
+                    Some(frame) => {
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                    }
+                    None => {
+                        let _ = sink.close().await;
+                    }
+                }
             }
         }
     }
@@ -555,5 +604,12 @@ async fn refuse(
             reason: refusal.close_reason.into(),
         };
         let _ = sink.send(Message::Close(Some(close))).await;
+    }
+}
+
+fn login_ended_close() -> CloseFrame {
+    CloseFrame {
+        code: LOGIN_ENDED_CLOSE,
+        reason: LOGIN_ENDED_REASON.into(),
     }
 }

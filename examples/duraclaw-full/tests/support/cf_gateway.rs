@@ -82,23 +82,3 @@ pub async fn start_with(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     child
 }
-
-/// Builds the full example's worker (`examples/duraclaw-full/cloudflare`)
-/// into `dir/build` and writes `dir/wrangler.toml` with the real UI as its
-/// assets, ready for `wrangler dev` in `dir`.
-pub fn full_example_worker(tools: &super::support::Tools, dir: &Path) {
-    let crate_dir = super::support::repo_root().join("examples/duraclaw-full/cloudflare");
-    std::fs::create_dir_all(dir).unwrap();
-    super::support::build_worker_crate(tools, &crate_dir, &dir.join("build"));
-    let toml = std::fs::read_to_string(crate_dir.join("wrangler.toml")).unwrap();
-    let dist = super::support::repo_root().join("examples/duraclaw-full/ui/dist");
-    let toml = toml.replace(
-        "directory = \"../ui/dist\"",
-        &format!("directory = {:?}", dist.display().to_string()),
-    );
-    assert!(
-        toml.contains(&dist.display().to_string()),
-        "assets directory"
-    );
-    std::fs::write(dir.join("wrangler.toml"), toml).unwrap();
-}

@@ -285,8 +285,10 @@ pub struct Ctx {
     pub browser: SocketAddr,
     pub direct: Arc<Mutex<String>>,
     pub cookie: String,
-    /// The `Origin` clients on `browser` send.
-    pub origin: String,
+    /// The `Origin` clients on `browser` send: the configured public
+    /// origin, or `None` for the server's own (`direct`; the local server
+    /// accepts only its bound address, and the proxy is transparent).
+    pub origin: Option<String>,
     /// Faults are on: drivers keep starting turns.
     pub chaos: AtomicBool,
     pub deadline: Instant,
@@ -362,7 +364,6 @@ pub async fn client(
     let mut outstanding: BTreeMap<String, Value> = BTreeMap::new();
     let mut seen_questions: HashSet<String> = HashSet::new();
     let mut backoff = 10u64;
-    let origin = ctx.origin.clone();
     loop {
         if done.borrow().is_some_and(|t| log.last >= t) || Instant::now() > ctx.deadline {
             return log;
@@ -379,10 +380,9 @@ pub async fn client(
         } else {
             ctx.browser.to_string()
         };
-        let origin = if role == Role::Slow {
-            format!("http://{addr}")
-        } else {
-            origin.clone()
+        let origin = match &ctx.origin {
+            Some(public) if role != Role::Slow => public.clone(),
+            _ => format!("http://{}", ctx.direct.lock().unwrap()),
         };
         let Some(mut ws) = connect(
             &addr,
