@@ -287,7 +287,10 @@ async fn start_created(
             // The command stays in the outbox and is resent on reconnect.
             Err(_) => continue,
         };
-        actor.on_command_result(&result).await?;
+        if let Err(e) = actor.on_command_result(&result).await {
+            // Still in the outbox: resent on reconnect, applied once there.
+            tracing::warn!(session = %id, error = %e, "cannot record the gateway's answer to execute");
+        }
         if let Some(err) = result.error.filter(|_| !result.ok) {
             tracing::info!(session = %id, code = %err.code, "the gateway refused to start the session");
             let status = match err.code.as_str() {
