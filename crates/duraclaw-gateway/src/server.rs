@@ -791,10 +791,9 @@ impl Gateway {
             .collect();
         for holder in others {
             if holder.is_running().await {
-                return Err(Error::Invalid(format!(
-                    "worktree busy: {} is in use by session {}",
-                    worktree.display(),
-                    holder.id
+                return Err(Error::Invalid(duraclaw_core::web::worktree_busy(
+                    &worktree.display().to_string(),
+                    &holder.id,
                 )));
             }
         }

@@ -549,10 +549,11 @@ mod tests {
             assert_eq!(out.unwrap().stored.len(), 1);
         }
         let after = dir.stats();
-        // The writer may have taken the first requests before it met the
-        // lock; everything queued behind it is one more transaction.
+        // A lone first request may have taken the connection on its caller's
+        // thread and the writer a first group before either met the lock;
+        // everything queued behind them is one more transaction.
         assert!(
-            after.transactions - before.transactions <= 2,
+            after.transactions - before.transactions <= 3,
             "{before:?} -> {after:?}"
         );
         assert_eq!(after.events_written - before.events_written, 200);
