@@ -25,6 +25,8 @@ export class Transcript {
     this.snapSeq = 0;
     /** The executor's working directory, from `session.init`. */
     this.cwd = null;
+    /** Queued messages whose turn has not started yet, oldest first. */
+    this.waiting = [];
   }
 
   /** Forgets everything (the copy was from another history); the next replay starts at seq 1. */
@@ -75,9 +77,13 @@ export class Transcript {
 
   applyEvent(seq, e) {
     switch (e.type) {
-      case 'user.message':
-        this.items.push({ kind: 'user', seq, key: `s${seq}`, text: str(e.text), by: e.by });
+      case 'user.message': {
+        // Sent while a turn ran: the agent takes it when that turn ends.
+        const item = { kind: 'user', seq, key: `s${seq}`, text: str(e.text), by: e.by, queued: e.queued === true, taken: false };
+        if (item.queued) this.waiting.push(item);
+        this.items.push(item);
         break;
+      }
       case 'assistant':
         this.assistant(seq, e);
         break;
@@ -134,18 +140,36 @@ export class Transcript {
       case 'error':
         this.items.push({ kind: 'error', seq, key: `s${seq}`, ev: e });
         break;
-      case 'session.init':
+      case 'session.init': {
         if (typeof e.cwd === 'string') this.cwd = e.cwd;
+        // A new turn: the oldest queued message is the one it takes.
+        const next = this.waiting.shift();
+        if (next) next.taken = true;
         this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
         break;
-      case 'notice':
-      // The gateway's older way of saying the same kind of thing.
+      }
+      case 'notice': {
+        // An automatic allow is shown on the card of the call it allowed.
+        const tool = e.code === 'auto_allowed' && typeof e.tool_use_id === 'string' ? this.byTool.get(e.tool_use_id) : null;
+        if (tool && !tool.autoAllowed) {
+          tool.autoAllowed = { seq, ev: e };
+          break;
+        }
+        this.items.push({ kind: 'notice', seq, key: `s${seq}`, ev: e });
+        break;
+      }
+      // The gateway's older way of saying what a notice says.
       case 'cli.resume_failed':
         this.items.push({ kind: 'notice', seq, key: `s${seq}`, ev: e });
         break;
       case 'session.state':
         this.state = e.state ?? this.state;
         this.reason = e.reason ?? null;
+        // Nothing takes a queued message after the session ended.
+        if (e.state === 'terminated') {
+          for (const m of this.waiting) m.ended = true;
+          this.waiting = [];
+        }
         this.items.push({ kind: 'state', seq, key: `s${seq}`, ev: e });
         break;
       default:
