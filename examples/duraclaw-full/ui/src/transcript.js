@@ -27,6 +27,8 @@ export class Transcript {
     this.cwd = null;
     /** Queued messages whose turn has not started yet, oldest first. */
     this.waiting = [];
+    /** Whether a turn is under way (from its start to its `result`). */
+    this.turnOpen = false;
   }
 
   /** Forgets everything (the copy was from another history); the next replay starts at seq 1. */
@@ -70,9 +72,27 @@ export class Transcript {
     this.seqs.push(seq);
     this.version++;
     const e = ev && typeof ev === 'object' ? ev : { type: '(not an object)', value: ev };
+    this.turns(e);
     this.applyEvent(seq, e);
     if (this.snapPending && seq >= this.snapSeq) this.flushSnapshot();
     return true;
+  }
+
+  /**
+   * Follows where turns start and end. A turn that starts with no message
+   * of its own (after a `result`: `active`, `session.init` or the agent's
+   * work) is the oldest queued message's.
+   */
+  turns(e) {
+    if (e.type === 'result' || (e.type === 'session.state' && ((e.state === 'paused' && e.reason === 'idle') || e.state === 'terminated'))) {
+      this.turnOpen = false;
+    } else if (e.type === 'user.message') {
+      if (e.queued !== true) this.turnOpen = true;
+    } else if (!this.turnOpen && ((e.type === 'session.state' && e.state === 'active') || TURN_WORK.has(e.type))) {
+      this.turnOpen = true;
+      const next = this.waiting.shift();
+      if (next) next.taken = true;
+    }
   }
 
   applyEvent(seq, e) {
@@ -140,14 +160,10 @@ export class Transcript {
       case 'error':
         this.items.push({ kind: 'error', seq, key: `s${seq}`, ev: e });
         break;
-      case 'session.init': {
+      case 'session.init':
         if (typeof e.cwd === 'string') this.cwd = e.cwd;
-        // A new turn: the oldest queued message is the one it takes.
-        const next = this.waiting.shift();
-        if (next) next.taken = true;
         this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
         break;
-      }
       case 'notice': {
         // An automatic allow is shown on the card of the call it allowed.
         const tool = e.code === 'auto_allowed' && typeof e.tool_use_id === 'string' ? this.byTool.get(e.tool_use_id) : null;
@@ -215,6 +231,9 @@ export class Transcript {
     return [...this.byQuestion.values()].filter((i) => !i.resolved);
   }
 }
+
+/** Events that mean a turn is under way. */
+const TURN_WORK = new Set(['session.init', 'assistant', 'tool_use', 'user_question']);
 
 function str(v) {
   return typeof v === 'string' ? v : v == null ? '' : String(v);

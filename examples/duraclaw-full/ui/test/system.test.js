@@ -108,20 +108,45 @@ test('a message sent while a turn ran is labelled queued until its own turn star
   assert.equal(queuedNote(first), null);
   assert.deepEqual(queuedNote(second), { label: 'queued', detail: 'Claude takes it when the current turn ends' });
   assert.equal(queuedNote(third).label, 'queued');
-  t.apply(7, { type: 'assistant', message_id: 'm', phase: 'final', text: 'Work done.' });
-  t.apply(8, { type: 'result', cost_usd: 0.01 });
-  // Its turn: the oldest queued message is taken, the next still waits.
-  t.apply(9, { type: 'session.state', state: 'active' });
-  t.apply(10, { type: 'session.init', cwd: '/w' });
+  // A question in the turn is still that turn.
+  t.apply(7, { type: 'session.state', state: 'paused', reason: 'awaiting_approval' });
+  t.apply(8, { type: 'session.state', state: 'active' });
+  assert.equal(second.taken, false);
+  t.apply(9, { type: 'assistant', message_id: 'm', phase: 'final', text: 'Work done.' });
+  t.apply(10, { type: 'result', cost_usd: 0.01 });
+  t.apply(11, { type: 'session.state', state: 'paused', reason: 'idle' });
+  assert.equal(second.taken, false);
+  // Its turn (`active`, then its `session.init`): the oldest queued message
+  // is taken, once; the next still waits.
+  t.apply(12, { type: 'session.state', state: 'active' });
+  t.apply(13, { type: 'session.init', cwd: '/w' });
   assert.deepEqual(queuedNote(second), { label: 'queued', detail: 'taken when the turn before it ended' });
   assert.equal(queuedNote(third).detail, 'Claude takes it when the current turn ends');
   // The session ends before the last one's turn.
-  t.apply(11, { type: 'session.state', state: 'terminated' });
+  t.apply(14, { type: 'result', cost_usd: 0.02 });
+  t.apply(15, { type: 'session.state', state: 'terminated' });
   assert.deepEqual(queuedNote(third), { label: 'queued', detail: 'not taken: the session ended first' });
   // Only `true` queues: anything else is a plain message.
-  t.apply(12, { type: 'user.message', text: 'x', queued: 'yes' });
+  t.apply(16, { type: 'user.message', text: 'x', queued: 'yes' });
   assert.equal(queuedNote(t.items.at(-1)), null);
   assert.equal(queuedNote(null), null);
+});
+
+test("a queued message's turn is seen from the agent's work when no state says it began", () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'user.message', text: 'first' });
+  t.apply(2, { type: 'assistant', message_id: 'a', phase: 'delta', text: 'x' });
+  t.apply(3, { type: 'user.message', text: 'second', queued: true });
+  t.apply(4, { type: 'result' });
+  assert.equal(t.items[2].taken, false);
+  t.apply(5, { type: 'tool_use', tool_use_id: 'tu', name: 'Bash', input: {} });
+  assert.equal(t.items[2].taken, true);
+  // A message sent while idle starts its own turn: it takes no queued one.
+  t.apply(6, { type: 'user.message', text: 'third', queued: true });
+  t.apply(7, { type: 'result' });
+  t.apply(8, { type: 'user.message', text: 'fourth' });
+  t.apply(9, { type: 'session.state', state: 'active' });
+  assert.equal(t.items.find((i) => i.text === 'third').taken, false);
 });
 
 test('an automatic allow is shown on the card of the call it allowed, saying why', async () => {
