@@ -254,6 +254,10 @@ test('a tool that ran without approval is a banner at the top of the session', a
   // The event itself is in the transcript too, with what to do.
   const ev = page.locator('[data-testid=error-event][data-code=unapproved_tool]');
   assert.match(await ev.innerText(), /A tool ran without approval[\s\S]*stopped/);
+  // The session is over: its state says so, in the header and the transcript.
+  await page.locator('[data-testid=state-badge][data-state=terminated]').waitFor();
+  await page.locator('[data-testid=transcript] .state-line[data-state=terminated]').waitFor();
+  assert.equal(await page.getByTestId('abort').count(), 0, 'nothing left to abort');
   await screenshotOf(page.locator('.sticky-top'), 'unapproved-banner');
   console.log(`unapproved-tool banner: ${since(t0)}`);
   await ctx.close();

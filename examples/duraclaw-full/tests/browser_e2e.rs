@@ -3,7 +3,7 @@
 //! playwright-core from `e2e/` under `node --test`, against the real
 //! `duraclaw` binaries on 127.0.0.1.
 //!
-//! This test starts three deployments and a control endpoint, then runs the
+//! This test starts four deployments and a control endpoint, then runs the
 //! suite with their addresses in `DURACLAW_E2E_*` variables:
 //!
 //! - *claude*: `duraclaw up` with the pinned Claude Code CLI, which talks to
@@ -13,6 +13,8 @@
 //! - *split*: `duraclaw gateway` and `duraclaw orchestrator` as separate
 //!   processes, which the suite kills and restarts through the control
 //!   endpoint.
+//! - *old CLI*: `duraclaw up` whose `claude` reports a version below the
+//!   minimum (the new-session form must refuse to start sessions).
 //!
 //! Missing node, Chromium, playwright-core or the CLI fail the test (it
 //! never skips): `scripts/install-tools.sh chromium playwright claude`.
@@ -295,6 +297,7 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
             "login-ended",
             "unapproved",
             "ahead-of-log",
+            "queued-and-auto",
         ],
     );
     let mut c = duraclaw(&log);
@@ -316,6 +319,49 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
         .await
         .unwrap_or_else(|e| panic!("duraclaw up --demo: {e}; see {}", log.display()));
     (child, found[0].clone())
+}
+
+/// The version the stand-in for an old CLI reports (below the minimum).
+const OLD_CLI_VERSION: &str = "2.1.84";
+
+/// `duraclaw up` whose `claude` is a stand-in for an old CLI: it only says
+/// its version (and leaves a file behind if anything ever starts it for a
+/// session). Returns the process, its address and that file.
+async fn up_old_cli(root: &Path, logs: &Path) -> (Child, String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let data = root.join("data");
+    let log = logs.join("old-cli-up.log");
+    add_users(&data, &log).await;
+    let patterns = worktrees(&root.join("projects"), &["old-cli"]);
+    let ran = root.join("old-cli-ran");
+    let bin = root.join("claude");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo '{OLD_CLI_VERSION} (Claude Code)'; exit 0; }}\ntouch '{}'\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = duraclaw(&log);
+    c.args([
+        "up",
+        "--bind",
+        "127.0.0.1:0",
+        "--gateway-bind",
+        "127.0.0.1:0",
+    ])
+    .arg("--claude-bin")
+    .arg(&bin)
+    .arg("--data-dir")
+    .arg(&data)
+    .arg("--worktrees")
+    .arg(patterns);
+    let (child, found) = spawn_until(c, &["duraclaw listening on "])
+        .await
+        .unwrap_or_else(|e| panic!("duraclaw up (old CLI): {e}; see {}", log.display()));
+    (child, found[0].clone(), ran)
 }
 
 /// The split deployment: what it takes to (re)start either half on the same
@@ -544,14 +590,21 @@ async fn the_browser_suite() {
     );
 
     let split = Split::new(&root.join("split"), &logs);
-    let (claude_root, demo_root) = (root.join("claude"), root.join("demo"));
+    let (claude_root, demo_root, old_root) =
+        (root.join("claude"), root.join("demo"), root.join("old-cli"));
     let split_up = async {
         add_users(&split.data, &logs.join("split-users.log")).await;
         tokio::join!(split.gateway(), split.orchestrator())
     };
-    let ((claude_up, claude_url), (demo_up, demo_url), (gateway, orchestrator)) = tokio::join!(
+    let (
+        (claude_up, claude_url),
+        (demo_up, demo_url),
+        (old_up, old_url, old_ran),
+        (gateway, orchestrator),
+    ) = tokio::join!(
         up_claude(&claude_root, &tools, &fake, &logs),
         up_demo(&demo_root, &logs),
+        up_old_cli(&old_root, &logs),
         split_up,
     );
     let split_url = split.base();
@@ -578,6 +631,15 @@ async fn the_browser_suite() {
         ),
         ("DURACLAW_E2E_CLAUDE_URL", claude_url),
         ("DURACLAW_E2E_DEMO_URL", demo_url),
+        (
+            "DURACLAW_E2E_OLD_CLI",
+            json!({
+                "url": old_url,
+                "found": OLD_CLI_VERSION,
+                "minimum": duraclaw_gateway::cli::launch::MIN_CLI_VERSION,
+            })
+            .to_string(),
+        ),
         ("DURACLAW_E2E_SPLIT_URL", split_url),
         ("DURACLAW_E2E_CONTROL_URL", control_url),
         ("DURACLAW_E2E_USER", "alice".to_owned()),
@@ -609,10 +671,11 @@ async fn the_browser_suite() {
 
     kill(&control.gateway).await;
     kill(&control.orchestrator).await;
-    for mut child in [claude_up, demo_up] {
+    for mut child in [claude_up, demo_up, old_up] {
         let _ = child.start_kill();
         let _ = child.wait().await;
     }
+    assert!(!old_ran.exists(), "the old CLI was started for a session");
     assert!(
         ok,
         "the browser suite failed (its output is above and in {}; the processes' logs are in {})",

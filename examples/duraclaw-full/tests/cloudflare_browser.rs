@@ -394,6 +394,7 @@ async fn run_suite(tools: &Tools, env: &[(&str, String)], out: &Path) -> (bool, 
                 "answer-retry.test.js",
                 "login-ended.test.js",
                 "ahead-of-log.test.js",
+                "queued-and-auto.test.js",
             ]);
         }
     }
@@ -502,6 +503,7 @@ async fn the_browser_suite_on_cloudflare() {
         "login-ended",
         "unapproved",
         "ahead-of-log",
+        "queued-and-auto",
     ] {
         init_repo(
             &demo_root.join("projects").join(name),

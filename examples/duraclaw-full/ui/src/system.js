@@ -20,6 +20,32 @@ export function noticeText(ev) {
 }
 
 /**
+ * The label on a user message sent while a turn ran (`queued`), or null:
+ * the agent did not read it mid-turn, it takes it when that turn ends.
+ */
+export function queuedNote(item) {
+  if (!item || item.queued !== true) return null;
+  if (item.taken) return { label: 'queued', detail: 'taken when the turn before it ended' };
+  if (item.ended) return { label: 'queued', detail: 'not taken: the session ended first' };
+  return { label: 'queued', detail: 'Claude takes it when the current turn ends' };
+}
+
+/**
+ * What a tool call's card says when it ran without a question because an
+ * earlier "Allow for this session" covers it (notice `auto_allowed`):
+ * a headline, and the gateway's own account (who allowed it, answering
+ * which question).
+ */
+export function autoAllowedNote(ev) {
+  const e = ev && typeof ev === 'object' ? ev : {};
+  return {
+    title: 'Allowed automatically, without a question',
+    why: 'An earlier “Allow for this session” covers this exact call (same tool, same input).',
+    detail: typeof e.message === 'string' && e.message.trim() ? sentence(e.message) : null,
+  };
+}
+
+/**
  * The headline of an `error` event: what happened, in words, for the codes
  * the gateway and orchestrator log; "Error" for any other. The event's own
  * message is shown below it.

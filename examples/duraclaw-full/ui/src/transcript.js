@@ -25,6 +25,10 @@ export class Transcript {
     this.snapSeq = 0;
     /** The executor's working directory, from `session.init`. */
     this.cwd = null;
+    /** Queued messages whose turn has not started yet, oldest first. */
+    this.waiting = [];
+    /** Whether a turn is under way (from its start to its `result`). */
+    this.turnOpen = false;
   }
 
   /** Forgets everything (the copy was from another history); the next replay starts at seq 1. */
@@ -68,16 +72,38 @@ export class Transcript {
     this.seqs.push(seq);
     this.version++;
     const e = ev && typeof ev === 'object' ? ev : { type: '(not an object)', value: ev };
+    this.turns(e);
     this.applyEvent(seq, e);
     if (this.snapPending && seq >= this.snapSeq) this.flushSnapshot();
     return true;
   }
 
+  /**
+   * Follows where turns start and end. A turn that starts with no message
+   * of its own (after a `result`: `active`, `session.init` or the agent's
+   * work) is the oldest queued message's.
+   */
+  turns(e) {
+    if (e.type === 'result' || (e.type === 'session.state' && ((e.state === 'paused' && e.reason === 'idle') || e.state === 'terminated'))) {
+      this.turnOpen = false;
+    } else if (e.type === 'user.message') {
+      if (e.queued !== true) this.turnOpen = true;
+    } else if (!this.turnOpen && ((e.type === 'session.state' && e.state === 'active') || TURN_WORK.has(e.type))) {
+      this.turnOpen = true;
+      const next = this.waiting.shift();
+      if (next) next.taken = true;
+    }
+  }
+
   applyEvent(seq, e) {
     switch (e.type) {
-      case 'user.message':
-        this.items.push({ kind: 'user', seq, key: `s${seq}`, text: str(e.text), by: e.by });
+      case 'user.message': {
+        // Sent while a turn ran: the agent takes it when that turn ends.
+        const item = { kind: 'user', seq, key: `s${seq}`, text: str(e.text), by: e.by, queued: e.queued === true, taken: false };
+        if (item.queued) this.waiting.push(item);
+        this.items.push(item);
         break;
+      }
       case 'assistant':
         this.assistant(seq, e);
         break;
@@ -138,14 +164,28 @@ export class Transcript {
         if (typeof e.cwd === 'string') this.cwd = e.cwd;
         this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
         break;
-      case 'notice':
-      // The gateway's older way of saying the same kind of thing.
+      case 'notice': {
+        // An automatic allow is shown on the card of the call it allowed.
+        const tool = e.code === 'auto_allowed' && typeof e.tool_use_id === 'string' ? this.byTool.get(e.tool_use_id) : null;
+        if (tool && !tool.autoAllowed) {
+          tool.autoAllowed = { seq, ev: e };
+          break;
+        }
+        this.items.push({ kind: 'notice', seq, key: `s${seq}`, ev: e });
+        break;
+      }
+      // The gateway's older way of saying what a notice says.
       case 'cli.resume_failed':
         this.items.push({ kind: 'notice', seq, key: `s${seq}`, ev: e });
         break;
       case 'session.state':
         this.state = e.state ?? this.state;
         this.reason = e.reason ?? null;
+        // Nothing takes a queued message after the session ended.
+        if (e.state === 'terminated') {
+          for (const m of this.waiting) m.ended = true;
+          this.waiting = [];
+        }
         this.items.push({ kind: 'state', seq, key: `s${seq}`, ev: e });
         break;
       default:
@@ -191,6 +231,9 @@ export class Transcript {
     return [...this.byQuestion.values()].filter((i) => !i.resolved);
   }
 }
+
+/** Events that mean a turn is under way. */
+const TURN_WORK = new Set(['session.init', 'assistant', 'tool_use', 'user_question']);
 
 function str(v) {
   return typeof v === 'string' ? v : v == null ? '' : String(v);

@@ -93,3 +93,98 @@ test('a reset transcript is empty and takes a replay from seq 1', () => {
   assert.deepEqual(t.seqs, [1]);
   assert.deepEqual(t.gaps, []);
 });
+
+test('a message sent while a turn ran is labelled queued until its own turn starts, and after', async () => {
+  const { queuedNote } = await import('../src/system.js');
+  const t = new Transcript();
+  t.apply(1, { type: 'user.message', text: 'first', by: 'alice' });
+  t.apply(2, { type: 'session.state', state: 'active' });
+  t.apply(3, { type: 'session.init', cwd: '/w' });
+  t.apply(4, { type: 'assistant', message_id: 'm', phase: 'delta', text: 'Work' });
+  t.apply(5, { type: 'user.message', text: 'and the changelog', by: 'alice', queued: true });
+  t.apply(6, { type: 'user.message', text: 'and the readme', by: 'bob', queued: true });
+  const [first, , , , second, third] = t.items;
+  // A message sent while idle carries no label.
+  assert.equal(queuedNote(first), null);
+  assert.deepEqual(queuedNote(second), { label: 'queued', detail: 'Claude takes it when the current turn ends' });
+  assert.equal(queuedNote(third).label, 'queued');
+  // A question in the turn is still that turn.
+  t.apply(7, { type: 'session.state', state: 'paused', reason: 'awaiting_approval' });
+  t.apply(8, { type: 'session.state', state: 'active' });
+  assert.equal(second.taken, false);
+  t.apply(9, { type: 'assistant', message_id: 'm', phase: 'final', text: 'Work done.' });
+  t.apply(10, { type: 'result', cost_usd: 0.01 });
+  t.apply(11, { type: 'session.state', state: 'paused', reason: 'idle' });
+  assert.equal(second.taken, false);
+  // Its turn (`active`, then its `session.init`): the oldest queued message
+  // is taken, once; the next still waits.
+  t.apply(12, { type: 'session.state', state: 'active' });
+  t.apply(13, { type: 'session.init', cwd: '/w' });
+  assert.deepEqual(queuedNote(second), { label: 'queued', detail: 'taken when the turn before it ended' });
+  assert.equal(queuedNote(third).detail, 'Claude takes it when the current turn ends');
+  // The session ends before the last one's turn.
+  t.apply(14, { type: 'result', cost_usd: 0.02 });
+  t.apply(15, { type: 'session.state', state: 'terminated' });
+  assert.deepEqual(queuedNote(third), { label: 'queued', detail: 'not taken: the session ended first' });
+  // Only `true` queues: anything else is a plain message.
+  t.apply(16, { type: 'user.message', text: 'x', queued: 'yes' });
+  assert.equal(queuedNote(t.items.at(-1)), null);
+  assert.equal(queuedNote(null), null);
+});
+
+test("a queued message's turn is seen from the agent's work when no state says it began", () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'user.message', text: 'first' });
+  t.apply(2, { type: 'assistant', message_id: 'a', phase: 'delta', text: 'x' });
+  t.apply(3, { type: 'user.message', text: 'second', queued: true });
+  t.apply(4, { type: 'result' });
+  assert.equal(t.items[2].taken, false);
+  t.apply(5, { type: 'tool_use', tool_use_id: 'tu', name: 'Bash', input: {} });
+  assert.equal(t.items[2].taken, true);
+  // A message sent while idle starts its own turn: it takes no queued one.
+  t.apply(6, { type: 'user.message', text: 'third', queued: true });
+  t.apply(7, { type: 'result' });
+  t.apply(8, { type: 'user.message', text: 'fourth' });
+  t.apply(9, { type: 'session.state', state: 'active' });
+  assert.equal(t.items.find((i) => i.text === 'third').taken, false);
+});
+
+test('an automatic allow is shown on the card of the call it allowed, saying why', async () => {
+  const { autoAllowedNote } = await import('../src/system.js');
+  const t = new Transcript();
+  const input = { file_path: '/w/notes.txt' };
+  t.apply(1, { type: 'tool_use', tool_use_id: 'tu1', name: 'Read', input });
+  t.apply(2, { type: 'user_question', question_id: 'q1', tool_use_id: 'tu1', kind: 'permission', tool_name: 'Read', input });
+  t.apply(3, { type: 'question.resolved', question_id: 'q1', decision: 'allow', remember: true, by: { who: 'alice' }, at_ms: 1 });
+  t.apply(4, { type: 'tool_result', tool_use_id: 'tu1', content: 'x' });
+  t.apply(5, { type: 'tool_use', tool_use_id: 'tu2', name: 'Read', input });
+  const message = 'Read was allowed without asking: alice allowed the same call (same tool, same input) for this session when answering question q1';
+  t.apply(6, { type: 'notice', code: 'auto_allowed', message, tool_use_id: 'tu2' });
+  t.apply(7, { type: 'tool_result', tool_use_id: 'tu2', content: 'x' });
+  assert.deepEqual(
+    t.items.map((i) => [i.kind, i.seq]),
+    [
+      ['tool', 1],
+      ['tool', 5],
+    ],
+  );
+  const card = t.items[1];
+  assert.deepEqual(card.autoAllowed, { seq: 6, ev: { type: 'notice', code: 'auto_allowed', message, tool_use_id: 'tu2' } });
+  assert.equal(t.items[0].autoAllowed, undefined);
+  const n = autoAllowedNote(card.autoAllowed.ev);
+  assert.match(n.title, /Allowed automatically/);
+  assert.match(n.why, /Allow for this session/);
+  assert.match(n.why, /same tool, same input/);
+  assert.equal(n.detail, `${message}.`);
+  // No card for the call (or none named): the notice stays a line of its own.
+  t.apply(8, { type: 'notice', code: 'auto_allowed', message: 'Bash was allowed without asking', tool_use_id: 'tu-unknown' });
+  t.apply(9, { type: 'notice', code: 'auto_allowed', message: 'no id' });
+  assert.deepEqual(
+    t.items.slice(2).map((i) => [i.kind, i.seq]),
+    [
+      ['notice', 8],
+      ['notice', 9],
+    ],
+  );
+  assert.equal(autoAllowedNote({ code: 'auto_allowed' }).detail, null);
+});

@@ -1,13 +1,22 @@
 import { renderMarkdown } from '../markdown.js';
 import { fmtCost, fmtDuration, fmtInt, stateLabel } from '../format.js';
-import { errorHint, errorTitle, noticeText } from '../system.js';
+import { errorHint, errorTitle, noticeText, queuedNote } from '../system.js';
 import { Question, resolvedText } from './Question.jsx';
 import { ToolCard } from './Tool.jsx';
 
 function UserMessage({ item }) {
+  const q = queuedNote(item);
   return (
-    <div class="msg user" data-seq={item.seq} data-testid="user-message">
-      <div class="msg-by">{item.by || 'you'}</div>
+    <div class={`msg user${q ? ' queued' : ''}`} data-seq={item.seq} data-testid="user-message" data-queued={q ? (item.taken ? 'taken' : item.ended ? 'ended' : 'waiting') : undefined}>
+      <div class="msg-by">
+        {item.by || 'you'}
+        {q && (
+          <span class="queued-note" data-testid="queued-label">
+            {' · '}
+            <span class="badge warn">{q.label}</span> <span class="muted">{q.detail}</span>
+          </span>
+        )}
+      </div>
       <div class="bubble">{item.text}</div>
     </div>
   );

@@ -2,6 +2,7 @@ import { structuredPatch } from 'diff';
 import { highlight, langForPath } from '../markdown.js';
 import { resolvePath } from '../paths.js';
 import { revealText } from '../reveal.js';
+import { autoAllowedNote } from '../system.js';
 import { Collapsible } from './Collapsible.jsx';
 import { Question } from './Question.jsx';
 import { HiddenWarning, Shown } from './Shown.jsx';
@@ -237,6 +238,24 @@ export function ToolResult({ name, result }) {
   );
 }
 
+/** Says on a call's card that it ran with no question, and why (notice `auto_allowed`). */
+export function AutoAllowed({ auto }) {
+  const n = autoAllowedNote(auto.ev);
+  return (
+    <div class="auto-allowed" role="status" data-seq={auto.seq} data-testid="auto-allowed">
+      <div>
+        <b>{n.title}</b> <span class="badge mono">auto_allowed</span>
+      </div>
+      <div>{n.why}</div>
+      {n.detail && (
+        <div class="muted small">
+          <Shown text={n.detail} />
+        </div>
+      )}
+    </div>
+  );
+}
+
 /** One tool call: input, its approval prompt if any, then its result. */
 export function ToolCard({ item, ctx }) {
   const q = item.question;
@@ -245,7 +264,7 @@ export function ToolCard({ item, ctx }) {
   const summary = item.orphan ? 'result of an earlier call' : toolSummary(item.name, item.input);
   return (
     <section
-      class={`tool card${pending ? ' pending' : ''}${item.result && item.result.is_error ? ' failed' : ''}`}
+      class={`tool card${pending ? ' pending' : ''}${item.autoAllowed ? ' auto' : ''}${item.result && item.result.is_error ? ' failed' : ''}`}
       data-seq={item.seq}
       data-testid="tool-call"
       data-tool={name}
@@ -267,6 +286,7 @@ export function ToolCard({ item, ctx }) {
       {!item.orphan && <HiddenWarning values={[item.name, item.input, q && q.q]} />}
       {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} worktree={ctx.worktree} whole={pending} />}
       {q && <Question item={q} ctx={ctx} nested />}
+      {item.autoAllowed && <AutoAllowed auto={item.autoAllowed} />}
       {item.result &&
         (name === 'AskUserQuestion' && !item.result.is_error && q && q.resolved && q.resolved.decision === 'answered' ? (
           // The answers are shown above; the tool's echo of them adds nothing.
