@@ -30,9 +30,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::approval::{now_ms, resolution_event};
 use crate::cli::launch::filtered_env;
 use crate::cli::{CliAction, CliEventMapper, CliInput, LaunchSpec};
+use duraclaw_approval::{now_ms, resolution_event};
 
 /// Bytes of stderr kept for error reports.
 const STDERR_TAIL: usize = 4096;

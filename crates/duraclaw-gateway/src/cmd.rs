@@ -13,12 +13,12 @@ use duraclaw_core::executor::DynExecutor;
 use duraclaw_store::SqliteDirectory;
 use tokio::net::TcpListener;
 
-use crate::approval::{AuditTee, JsonlAudit, TracingAudit};
 use crate::claude::{ClaudeConfig, ClaudeExecutor};
 use crate::link::{Secret, check_bind, serve};
 use crate::scripted::{Script, ScriptedExecutor};
 use crate::server::{Gateway, GatewayOptions};
 use crate::worktree::WorktreeIndex;
+use duraclaw_approval::{AuditTee, JsonlAudit, TracingAudit};
 
 /// Which executor runs sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -2,13 +2,14 @@
 //!
 //! - [`claude`]: the Claude Code CLI as an executor ([`cli`] holds its
 //!   stream-json protocol); [`scripted`]: a deterministic executor;
-//! - [`approval`]: approval gates (memory, durable, policy) and the audit;
+//! - [`approval`]: the approval gates and the audit, re-exported from
+//!   [`duraclaw_approval`], where they live;
 //! - [`worktree`]: git worktree discovery and path checks;
 //! - [`server`] and [`link`]: sessions with durable outboxes behind an
 //!   authenticated loopback WebSocket; [`outbox`]: the executor's event
 //!   sink, group-committing into the outbox; [`cmd`]: the command line.
 
-pub mod approval;
+pub use duraclaw_approval as approval;
 pub mod claude;
 pub mod cli;
 pub mod cmd;

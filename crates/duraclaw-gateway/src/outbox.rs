@@ -41,7 +41,7 @@ use duraclaw_core::protocol::{Assistant, AssistantPhase, Event};
 use duraclaw_core::store::{AppendBatch, NewEvent};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::approval::now_ms;
+use duraclaw_approval::now_ms;
 
 /// The most events one append of the committer takes.
 pub const MAX_GROUP: usize = 1024;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::approval::{decision_message, now_ms, resolution_event};
+use duraclaw_approval::{decision_message, now_ms, resolution_event};
 
 /// One step of a scripted turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

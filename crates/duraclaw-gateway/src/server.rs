@@ -29,9 +29,9 @@ use duraclaw_core::store::{
 };
 use tokio::sync::Mutex;
 
-use crate::approval::{AuditAction, AuditEntry, AuditLog, MemoryGate, TracingAudit, now_ms};
 use crate::outbox::{OutboxSink, Unstarted, shows_work};
 use crate::worktree::WorktreeIndex;
+use duraclaw_approval::{AuditAction, AuditEntry, AuditLog, MemoryGate, TracingAudit, now_ms};
 
 /// The owner recorded for sessions in the gateway's own store.
 const GATEWAY_OWNER: &str = "gateway";

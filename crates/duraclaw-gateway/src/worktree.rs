@@ -37,7 +37,7 @@ use duraclaw_core::protocol::Worktree;
 use duraclaw_core::{Error, Result};
 use git2::{Repository, RepositoryOpenFlags, StatusOptions};
 
-use crate::approval::glob_match;
+use duraclaw_approval::glob_match;
 
 /// The environment variable holding the patterns.
 pub const WORKTREE_PATTERNS_ENV: &str = "WORKTREE_PATTERNS";

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use duraclaw_approval::{AuditAction, MemoryAudit, MemoryGate};
 use duraclaw_core::Result;
 use duraclaw_core::executor::{EventSink, Executor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
@@ -23,7 +24,6 @@ use duraclaw_core::protocol::{
     ErrorEvent, Event, FromGateway, Hello, Role, ToGateway, UserTurn,
 };
 use duraclaw_core::state::SessionState;
-use duraclaw_gateway::approval::{AuditAction, MemoryAudit, MemoryGate};
 use duraclaw_gateway::claude::{ClaudeConfig, ClaudeExecutor};
 use duraclaw_gateway::cli::launch;
 use duraclaw_gateway::link::{Secret, serve};

@@ -1,6 +1,6 @@
 //! The bot's fixed work list and its built-in policy.
 
-use duraclaw_gateway::approval::{PolicyAction, PolicyRule};
+use duraclaw_approval::{PolicyAction, PolicyRule};
 use serde_json::{Map, Value};
 
 /// One thing the bot wants to do, phrased as the tool call an agent would

@@ -36,11 +36,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use duraclaw_approval::{DurableGate, JsonlAudit, PolicyGate, PolicyRule, now_ms};
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
 use duraclaw_core::protocol::{Decision, QuestionKind, UserQuestion};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
 use duraclaw_core::{Error, Result};
-use duraclaw_gateway::approval::{DurableGate, JsonlAudit, PolicyGate, PolicyRule};
 use duraclaw_store::SqliteDirectory;
 
 use crate::actions::Action;
@@ -302,12 +302,4 @@ fn describe_question(q: &UserQuestion) -> String {
         },
         other => other.name().to_owned(),
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

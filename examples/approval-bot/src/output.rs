@@ -4,11 +4,11 @@
 use std::io::Write;
 
 use async_trait::async_trait;
+use duraclaw_approval::{AuditAction, AuditEntry, AuditLog, JsonlAudit};
 use duraclaw_core::Result;
 use duraclaw_core::executor::EventSink;
 use duraclaw_core::protocol::Event;
 use duraclaw_core::store::Resolution;
-use duraclaw_gateway::approval::{AuditAction, AuditEntry, AuditLog, JsonlAudit};
 
 use crate::actions::Action;
 

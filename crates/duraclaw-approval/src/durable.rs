@@ -15,9 +15,9 @@ use duraclaw_core::store::{
 };
 use futures::lock::Mutex as AsyncMutex;
 
-use super::audit::{AuditAction, AuditLog};
-use super::memory::{GateCommon, Waiters, expired_now, resolution_now, withdrawn_now};
-use super::tool_name;
+use crate::audit::{AuditAction, AuditLog};
+use crate::memory::{GateCommon, Waiters, expired_now, resolution_now, withdrawn_now};
+use crate::tool_name;
 
 /// Approval requests kept in a [`SessionStore`](duraclaw_core::store::SessionStore).
 ///

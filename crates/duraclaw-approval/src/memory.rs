@@ -15,8 +15,8 @@ use duraclaw_core::store::Resolution;
 use futures::channel::oneshot;
 use serde_json::Value;
 
-use super::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
-use super::{now_ms, tool_name};
+use crate::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
+use crate::{now_ms, tool_name};
 
 /// Waiters for decisions, by question id.
 #[derive(Debug, Default)]

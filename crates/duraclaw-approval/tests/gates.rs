@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use duraclaw_approval::{
+    AuditAction, MemoryAudit, MemoryGate, PolicyAction, PolicyGate, PolicyRule, decision_message,
+};
 use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
 use duraclaw_core::executor::EventSink;
 use duraclaw_core::protocol::{DecidedBy, Decision, Event, QuestionKind, UserQuestion};
-use duraclaw_gateway::approval::{
-    AuditAction, MemoryAudit, MemoryGate, PolicyAction, PolicyGate, PolicyRule, decision_message,
-};
 use serde_json::json;
 use tokio::sync::mpsc;
 

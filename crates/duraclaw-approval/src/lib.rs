@@ -1,5 +1,5 @@
-//! Approval gates: memory, durable (store-backed) and a policy layer, with
-//! an audit trail of every request and decision.
+//! Approval gates for Duraclaw: memory, durable (store-backed) and a policy
+//! layer, with an audit trail of every request and decision.
 //!
 //! - [`MemoryGate`] holds requests in memory; first answer wins; an optional
 //!   timeout resolves a request as [`Decision::Expired`] (reported as
@@ -13,6 +13,68 @@
 //!   the gate beneath for everything else.
 //!
 //! Every gate writes to an [`AuditLog`]: who, when, which client, what input.
+//!
+//! Each gate implements core's
+//! [`ApprovalGate`](duraclaw_core::approval::ApprovalGate), so the gateway's
+//! executors and an application of its own use them alike. This crate runs
+//! no process, opens no socket and touches no git repository.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use duraclaw_approval::{MemoryGate, PolicyAction, PolicyGate, PolicyRule};
+//! use duraclaw_core::approval::{ApprovalGate, ApprovalRequest};
+//! use duraclaw_core::protocol::{DecidedBy, Decision, QuestionKind, UserQuestion};
+//!
+//! fn ask(id: &str, tool: &str, input: serde_json::Value) -> ApprovalRequest {
+//!     ApprovalRequest {
+//!         session_id: "s1".into(),
+//!         question: UserQuestion {
+//!             question_id: id.into(),
+//!             tool_use_id: None,
+//!             kind: QuestionKind::Permission {
+//!                 tool_name: tool.into(),
+//!                 input,
+//!                 description: None,
+//!             },
+//!         },
+//!         asked_at_ms: duraclaw_approval::now_ms(),
+//!     }
+//! }
+//!
+//! # fn main() -> duraclaw_core::Result<()> {
+//! // Reads run, `rm` never does, everything else asks a person.
+//! let rules = vec![
+//!     PolicyRule { tool: "Read".into(), input: None, action: PolicyAction::Allow },
+//!     PolicyRule {
+//!         tool: "Bash".into(),
+//!         input: Some("rm *".into()),
+//!         action: PolicyAction::Deny { reason: "no deleting".into() },
+//!     },
+//! ];
+//! let people = Arc::new(MemoryGate::new());
+//! let gate = PolicyGate::new(rules, people.clone());
+//!
+//! futures::executor::block_on(async {
+//!     let read = gate.request(ask("q1", "Read", serde_json::json!({"file_path": "a.rs"}))).await?;
+//!     assert!(matches!(read.decision, Decision::Allow { .. }));
+//!     let rm = gate.request(ask("q2", "Bash", serde_json::json!({"command": "rm -rf /"}))).await?;
+//!     assert!(matches!(rm.decision, Decision::Deny { .. }));
+//!
+//!     // No rule for `git push`: it waits until a person decides.
+//!     let (asked, _) = futures::join!(
+//!         gate.request(ask("q3", "Bash", serde_json::json!({"command": "git push"}))),
+//!         async {
+//!             assert_eq!(people.pending().await?.len(), 1);
+//!             let no = Decision::Deny { reason: "not today".into(), interrupt: false };
+//!             people.decide("q3", no, DecidedBy::new("alice")).await
+//!         },
+//!     );
+//!     assert_eq!(asked?.by.who, "alice");
+//!     Ok(())
+//! })
+//! # }
+//! ```
 
 mod audit;
 mod durable;
@@ -24,8 +86,7 @@ pub use audit::{
 };
 pub use durable::DurableGate;
 pub use memory::MemoryGate;
-pub(crate) use policy::glob_match;
-pub use policy::{PolicyAction, PolicyGate, PolicyRule};
+pub use policy::{PolicyAction, PolicyGate, PolicyRule, glob_match};
 
 use duraclaw_core::protocol::{Decision, QuestionKind};
 

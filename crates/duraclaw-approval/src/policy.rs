@@ -14,8 +14,8 @@ use duraclaw_core::store::Resolution;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
-use super::now_ms;
+use crate::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
+use crate::now_ms;
 use std::sync::Arc;
 
 /// What a matching rule does.
@@ -220,8 +220,9 @@ fn primary_input(tool: &str, input: &Value) -> String {
     }
 }
 
-/// Glob match with `*` and `?`, iterative (no recursion, linear-ish).
-pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+/// Glob match with `*` (any run of characters) and `?` (one character), as
+/// [`PolicyRule`] patterns use it; iterative, no recursion.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);
