@@ -291,10 +291,10 @@ async fn baseline() -> Path2 {
 /// result (50–200 KB) in every 1,000.
 fn relay_event(k: u64) -> (Event, bool) {
     if k % 1000 == 999 {
-        return (mix::event(mix::LARGE_EVERY * (k / 1000 % 4) + 999), true);
+        return (mix::unasked(mix::LARGE_EVERY * (k / 1000 % 4) + 999), true);
     }
     let i = if mix::is_large(k) { k + 1 } else { k };
-    (mix::event(i), false)
+    (mix::unasked(i), false)
 }
 
 #[derive(Default)]

@@ -121,7 +121,7 @@ enum Source {
 impl Source {
     /// The link frame of event `i` of the mix, as gseq `i + 1`.
     fn frame(session_id: &str, i: u64) -> String {
-        let json = mix::event(i).to_json().unwrap();
+        let json = mix::unasked(i).to_json().unwrap();
         gateway_event_frame(session_id, i + 1, &json).unwrap()
     }
 
@@ -140,7 +140,7 @@ impl Source {
     /// Sends event `i` of the mix, or its prepared frame.
     async fn emit(&self, i: u64, prepared: Option<String>) {
         match self {
-            Source::Gateway(sink) => sink.emit(mix::event(i)).await.unwrap(),
+            Source::Gateway(sink) => sink.emit(mix::unasked(i)).await.unwrap(),
             Source::Link { link, session_id } => {
                 let frame = prepared.unwrap_or_else(|| Source::frame(session_id, i));
                 link.send(frame).await.unwrap();

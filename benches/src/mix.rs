@@ -70,6 +70,25 @@ pub fn event(i: u64) -> Event {
     delta(i)
 }
 
+/// Event `i` of the mix as an executor emits it through the gateway with
+/// no approval modelled: the gateway stops a session whose tool result has
+/// no allowing decision before it, so each tool result's text comes as an
+/// assistant's final message of the same size instead.
+pub fn unasked(i: u64) -> Event {
+    match event(i) {
+        Event::ToolResult(r) => Event::Assistant(Assistant {
+            message_id: r.tool_use_id,
+            phase: AssistantPhase::Final,
+            text: match r.content {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            },
+            aborted: false,
+        }),
+        other => other,
+    }
+}
+
 /// Events `from..to` of the mix, encoded for an append; with `gseq`, event
 /// `i` carries gseq `i + 1` (as the gateway numbers from 1).
 pub fn new_events(from: u64, to: u64, gseq: bool, at_ms: i64) -> Vec<NewEvent> {

@@ -56,6 +56,13 @@ pub struct Received {
 
 type Job = (usize, oneshot::Sender<Received>);
 
+/// How long a [`Counter`] job may wait for its frames.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A [`Counter`] job whose frames did not come.
+#[derive(Debug)]
+pub struct Stalled(pub String);
+
 /// A client task that, for each job, reads the given number of text frames
 /// and reports them.
 #[derive(Debug, Clone)]
@@ -93,14 +100,28 @@ impl Counter {
         Counter { jobs: tx }
     }
 
-    /// Starts a job: the returned receiver answers once `frames` frames
-    /// arrived.
-    pub fn expect(&self, frames: usize) -> oneshot::Receiver<Received> {
+    /// Starts a job: the returned future answers once `frames` frames
+    /// arrived, or fails after [`STALL`] without them (a path that stopped
+    /// delivering ends the bench instead of hanging it).
+    pub fn expect(
+        &self,
+        frames: usize,
+    ) -> impl std::future::Future<Output = Result<Received, Stalled>> + use<> {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send((frames, tx))
             .expect("the counting client is gone");
-        rx
+        async move {
+            match tokio::time::timeout(STALL, rx).await {
+                Ok(Ok(got)) => Ok(got),
+                Ok(Err(_)) => Err(Stalled(format!(
+                    "the counting client ended before {frames} frames"
+                ))),
+                Err(_) => Err(Stalled(format!(
+                    "{frames} frames did not arrive within {STALL:?}"
+                ))),
+            }
+        }
     }
 }
 
