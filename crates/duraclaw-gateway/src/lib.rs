@@ -7,7 +7,9 @@
 //! - [`worktree`]: git worktree discovery and path checks;
 //! - [`server`] and [`link`]: sessions with durable outboxes behind an
 //!   authenticated loopback WebSocket; [`outbox`]: the executor's event
-//!   sink, group-committing into the outbox; [`cmd`]: the command line.
+//!   sink, group-committing into the outbox; [`cmd`]: a gateway run from
+//!   its serve options, parsed by the command line with the `cli` feature
+//!   (default), which the `duraclaw-gateway` binary needs.
 
 pub use duraclaw_approval as approval;
 pub mod claude;
