@@ -1,7 +1,8 @@
 //! The Duraclaw gateway: the tier that runs Claude Code sessions on the VPS.
 //!
-//! - [`claude`]: the Claude Code CLI as an executor ([`cli`] holds its
-//!   stream-json protocol); [`scripted`]: a deterministic executor;
+//! - [`claude`]: the Claude Code CLI as an executor, with its stream-json
+//!   protocol under it ([`claude::cli`], re-exported as [`cli`]);
+//!   [`scripted`]: a deterministic executor;
 //! - [`approval`]: the approval gates and the audit, re-exported from
 //!   [`duraclaw_approval`], where they live;
 //! - [`worktree`]: git worktree discovery and path checks;
@@ -13,7 +14,8 @@
 
 pub use duraclaw_approval as approval;
 pub mod claude;
-pub mod cli;
+/// The Claude Code CLI's stream-json protocol ([`claude::cli`]).
+pub use claude::cli;
 pub mod cmd;
 pub mod link;
 pub mod outbox;

@@ -1,7 +1,7 @@
 //! The Claude Code CLI as an [`Executor`].
 //!
 //! One CLI process per session, in the session's worktree, speaking
-//! stream-json with the control protocol on stdin/stdout (see [`crate::cli`]).
+//! stream-json with the control protocol on stdin/stdout (see [`cli`]).
 //! Every tool call goes through the approval gate; the executor logs the
 //! question and its resolution in stream order. A process that exits, is
 //! killed, hangs or writes garbage becomes an `error` event with its exit
@@ -9,6 +9,7 @@
 //! process group so that stopping a session stops the commands it started.
 
 mod approvals;
+pub mod cli;
 mod config;
 mod process;
 
