@@ -96,85 +96,34 @@ pub trait SqlHarness {
 }
 
 /// The store suite's cases, by name.
-pub const STORE_CASES: &[&str] = &[
-    "append_assigns_dense_seqs",
-    "read_after_pages",
-    "replay_after_n_then_live",
-    "seam_under_concurrent_appends",
-    "slow_subscriber_catches_up_by_replay",
-    "gseq_dedupe",
-    "append_with_meta_is_one_step",
-    "approvals_first_answer_wins",
-    "withdrawn_question_leaves_pending",
-    "commands_applied_once_and_outboxed",
-    "payloads_up_to_the_frame_limit",
-    "reopened_store_sees_everything",
-    "directory_create_open_list",
-    "actor_ingest_acks_and_refuses_gaps",
-    "actor_drives_the_state_machine",
-    "actor_writes_activity_once_a_second",
-    "actor_retried_answer_gets_its_first_result",
-    "directory_remove_leaves_nothing",
-    "actor_logs_the_session_in_order",
-];
+pub const STORE_CASES: &[&str] = crate::store_conformance_tests!(@each [@names]);
 
 /// The migration suite's cases, by name.
-pub const SQL_CASES: &[&str] = &[
-    "migrations_run_twice_equals_once",
-    "newer_database_is_refused",
-    "edited_migration_is_detected",
-    "failed_migration_rolls_back_with_its_version",
-    "reopened_database_keeps_its_version",
-];
+pub const SQL_CASES: &[&str] = crate::sql_conformance_tests!(@each [@names]);
 
 /// Runs one store case by name.
 pub async fn run_store_case(name: &str, h: &dyn StoreHarness) -> CaseResult {
-    match name {
-        "append_assigns_dense_seqs" => append_assigns_dense_seqs(h).await,
-        "read_after_pages" => read_after_pages(h).await,
-        "replay_after_n_then_live" => replay_after_n_then_live(h).await,
-        "seam_under_concurrent_appends" => seam_under_concurrent_appends(h).await,
-        "slow_subscriber_catches_up_by_replay" => slow_subscriber_catches_up_by_replay(h).await,
-        "gseq_dedupe" => gseq_dedupe(h).await,
-        "append_with_meta_is_one_step" => append_with_meta_is_one_step(h).await,
-        "approvals_first_answer_wins" => approvals_first_answer_wins(h).await,
-        "withdrawn_question_leaves_pending" => withdrawn_question_leaves_pending(h).await,
-        "commands_applied_once_and_outboxed" => commands_applied_once_and_outboxed(h).await,
-        "payloads_up_to_the_frame_limit" => payloads_up_to_the_frame_limit(h).await,
-        "reopened_store_sees_everything" => reopened_store_sees_everything(h).await,
-        "directory_create_open_list" => directory_create_open_list(h).await,
-        "actor_ingest_acks_and_refuses_gaps" => actor_ingest_acks_and_refuses_gaps(h).await,
-        "actor_drives_the_state_machine" => actor_drives_the_state_machine(h).await,
-        "actor_writes_activity_once_a_second" => actor_writes_activity_once_a_second(h).await,
-        "actor_retried_answer_gets_its_first_result" => {
-            actor_retried_answer_gets_its_first_result(h).await
-        }
-        "directory_remove_leaves_nothing" => directory_remove_leaves_nothing(h).await,
-        "actor_logs_the_session_in_order" => actor_logs_the_session_in_order(h).await,
-        other => Err(CaseError(format!("no store case named {other:?}"))),
-    }
+    crate::store_conformance_tests!(@each [@run name, h;])
 }
 
 /// Runs one migration case by name.
 pub fn run_sql_case(name: &str, h: &dyn SqlHarness) -> CaseResult {
-    match name {
-        "migrations_run_twice_equals_once" => migrations_run_twice_equals_once(h),
-        "newer_database_is_refused" => newer_database_is_refused(h),
-        "edited_migration_is_detected" => edited_migration_is_detected(h),
-        "failed_migration_rolls_back_with_its_version" => {
-            failed_migration_rolls_back_with_its_version(h)
-        }
-        "reopened_database_keeps_its_version" => reopened_database_keeps_its_version(h),
-        other => Err(CaseError(format!("no sql case named {other:?}"))),
-    }
+    crate::sql_conformance_tests!(@each [@run name, h;])
 }
 
 /// Generates one `#[tokio::test]` per store case for `$harness`, each bounded
 /// by a 120 s deadline.
+///
+/// The case list is written once, in the `@each` arm;
+/// [`STORE_CASES`](crate::conformance::STORE_CASES) and
+/// [`run_store_case`](crate::conformance::run_store_case) are built from it too.
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($harness:expr) => {
-        $crate::store_conformance_tests!(@cases $harness;
+        $crate::store_conformance_tests!(@each [@cases $harness;]);
+    };
+    (@each [$($then:tt)*]) => {
+        $crate::store_conformance_tests! { $($then)*
             append_assigns_dense_seqs, read_after_pages, replay_after_n_then_live,
             seam_under_concurrent_appends, slow_subscriber_catches_up_by_replay, gseq_dedupe,
             append_with_meta_is_one_step, approvals_first_answer_wins, withdrawn_question_leaves_pending,
@@ -182,7 +131,16 @@ macro_rules! store_conformance_tests {
             reopened_store_sees_everything, directory_create_open_list,
             actor_ingest_acks_and_refuses_gaps, actor_drives_the_state_machine,
             actor_writes_activity_once_a_second, actor_retried_answer_gets_its_first_result,
-            directory_remove_leaves_nothing, actor_logs_the_session_in_order);
+            directory_remove_leaves_nothing, actor_logs_the_session_in_order }
+    };
+    (@names $($case:ident),+ $(,)?) => {
+        &[$(stringify!($case)),+]
+    };
+    (@run $name:ident, $h:ident; $($case:ident),+ $(,)?) => {
+        match $name {
+            $(n if n == stringify!($case) => $case($h).await,)+
+            other => Err($crate::conformance::CaseError(format!("no store case named {other:?}"))),
+        }
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
         $(
@@ -201,13 +159,29 @@ macro_rules! store_conformance_tests {
 }
 
 /// Generates one `#[test]` per migration case for `$harness`.
+///
+/// The case list is written once, in the `@each` arm;
+/// [`SQL_CASES`](crate::conformance::SQL_CASES) and
+/// [`run_sql_case`](crate::conformance::run_sql_case) are built from it too.
 #[macro_export]
 macro_rules! sql_conformance_tests {
     ($harness:expr) => {
-        $crate::sql_conformance_tests!(@cases $harness;
+        $crate::sql_conformance_tests!(@each [@cases $harness;]);
+    };
+    (@each [$($then:tt)*]) => {
+        $crate::sql_conformance_tests! { $($then)*
             migrations_run_twice_equals_once, newer_database_is_refused,
             edited_migration_is_detected, failed_migration_rolls_back_with_its_version,
-            reopened_database_keeps_its_version);
+            reopened_database_keeps_its_version }
+    };
+    (@names $($case:ident),+ $(,)?) => {
+        &[$(stringify!($case)),+]
+    };
+    (@run $name:ident, $h:ident; $($case:ident),+ $(,)?) => {
+        match $name {
+            $(n if n == stringify!($case) => $case($h),)+
+            other => Err($crate::conformance::CaseError(format!("no sql case named {other:?}"))),
+        }
     };
     (@cases $harness:expr; $($case:ident),+ $(,)?) => {
         $(
