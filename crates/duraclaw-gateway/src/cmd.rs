@@ -1,12 +1,17 @@
-//! The gateway's command line, as a library so other binaries (the
-//! `duraclaw` all-in-one) can run the same gateway.
+//! Running a gateway from its serve options: what the `duraclaw-gateway`
+//! binary parses, as a library so other binaries (the `duraclaw`
+//! all-in-one) can run the same gateway.
+//!
+//! With the `cli` feature (on by default) the options are also
+//! `clap::Args` and `init_logging` installs a tracing subscriber;
+//! without it the crate depends on neither `clap` nor
+//! `tracing-subscriber`, and a program fills [`ServeArgs`] itself.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::DynExecutor;
@@ -21,7 +26,8 @@ use crate::worktree::WorktreeIndex;
 use duraclaw_approval::{AuditTee, JsonlAudit, TracingAudit};
 
 /// Which executor runs sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum ExecutorKind {
     /// The Claude Code CLI.
     Claude,
@@ -30,46 +36,59 @@ pub enum ExecutorKind {
 }
 
 /// Options of `duraclaw-gateway serve`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ServeArgs {
     /// Address to listen on. A non-loopback address is refused without
     /// --allow-public-bind.
-    #[arg(long, env = "CC_GATEWAY_BIND", default_value = "127.0.0.1:9877")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "CC_GATEWAY_BIND", default_value = "127.0.0.1:9877")
+    )]
     pub bind: SocketAddr,
     /// Allow a non-loopback --bind (prefer a tunnel).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub allow_public_bind: bool,
     /// Where the gateway keeps its outbox database.
-    #[arg(long, env = "DURACLAW_GATEWAY_DATA_DIR")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_GATEWAY_DATA_DIR"))]
     pub data_dir: Option<PathBuf>,
     /// Comma-separated globs of worktrees sessions may run in, e.g.
     /// `/data/projects/app*`.
-    #[arg(long = "worktrees", env = "WORKTREE_PATTERNS", default_value = "")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "worktrees", env = "WORKTREE_PATTERNS", default_value = "")
+    )]
     pub worktree_patterns: String,
     /// What runs sessions.
-    #[arg(long, env = "DURACLAW_EXECUTOR", value_enum, default_value = "claude")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DURACLAW_EXECUTOR", value_enum, default_value = "claude")
+    )]
     pub executor: ExecutorKind,
     /// A JSON script for the scripted executor (the built-in demo if absent).
-    #[arg(long, env = "DURACLAW_SCRIPT")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_SCRIPT"))]
     pub script: Option<PathBuf>,
     /// The `claude` binary (default: `claude` on PATH).
-    #[arg(long, env = "CLAUDE_BIN")]
+    #[cfg_attr(feature = "cli", arg(long, env = "CLAUDE_BIN"))]
     pub claude_bin: Option<PathBuf>,
     /// Model for sessions that name none.
-    #[arg(long, env = "DURACLAW_MODEL", default_value = "sonnet")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "DURACLAW_MODEL", default_value = "sonnet")
+    )]
     pub model: String,
     /// Permission mode for sessions that name none.
-    #[arg(long, env = "DURACLAW_PERMISSION_MODE")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_PERMISSION_MODE"))]
     pub permission_mode: Option<String>,
     /// The CLI's config directory (its transcripts live there).
-    #[arg(long, env = "CLAUDE_CONFIG_DIR")]
+    #[cfg_attr(feature = "cli", arg(long, env = "CLAUDE_CONFIG_DIR"))]
     pub claude_config_dir: Option<PathBuf>,
     /// Resolve approvals nobody answered within this many seconds as
     /// `expired` (never as denied). Unset: wait for a human forever.
-    #[arg(long, env = "DURACLAW_APPROVAL_TIMEOUT_SECS")]
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_APPROVAL_TIMEOUT_SECS"))]
     pub approval_timeout_secs: Option<u64>,
     /// Read the bearer secret from this file instead of CC_GATEWAY_SECRET.
-    #[arg(long, env = "CC_GATEWAY_SECRET_FILE")]
+    #[cfg_attr(feature = "cli", arg(long, env = "CC_GATEWAY_SECRET_FILE"))]
     pub secret_file: Option<PathBuf>,
 }
 
@@ -259,6 +278,7 @@ pub async fn shutdown_signal() {
 }
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default info).
+#[cfg(feature = "cli")]
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

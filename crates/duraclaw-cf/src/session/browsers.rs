@@ -1,0 +1,374 @@
+//! The browser side: hibernatable WebSockets, their replay and live
+//! events, and the commands they send.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use duraclaw_core::actor::{Actor, SessionActor};
+use duraclaw_core::protocol::{
+    Command, CommandResult, FromBrowser, Hello, Role, Seq, ToBrowser, WireError,
+    browser_event_frame, encode_frame,
+};
+use duraclaw_core::web::{LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, socket};
+use worker::{Request, Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
+
+use super::gateway::needs_link;
+use super::{
+    Attachment, LAGGED_CLOSE, LOGIN_HEADER, MAX_BROWSER_BUFFER, PAGE, SessionHost, error_response,
+    now_ms,
+};
+use crate::auth::CfAuth;
+
+fn send_browser(ws: &WebSocket, frame: &ToBrowser) {
+    match encode_frame(frame) {
+        Ok(text) => {
+            let _ = ws.send_with_str(text);
+        }
+        Err(e) => tracing::error!(error = %e, "a browser frame does not encode"),
+    }
+}
+
+/// Sends `refusal`'s error frame, then closes the socket with its code.
+fn refuse(ws: &WebSocket, refusal: socket::Refusal) {
+    tracing::info!(code = %refusal.error.code, close = refusal.close_code, "browser socket refused");
+    send_browser(ws, &ToBrowser::Error(refusal.error));
+    let _ = ws.close(Some(refusal.close_code), Some(refusal.close_reason));
+}
+
+/// The bytes `ws` holds queued for the network (`WebSocket.bufferedAmount`,
+/// which workerd implements on server sockets, hibernatable ones included);
+/// `None` where the runtime does not say.
+fn buffered_amount(ws: &WebSocket) -> Option<f64> {
+    let raw: &web_sys::WebSocket = ws.as_ref();
+    worker::js_sys::Reflect::get(raw, &wasm_bindgen::JsValue::from_str("bufferedAmount"))
+        .ok()?
+        .as_f64()
+}
+
+impl SessionHost {
+    /// Sends every event after `published` to every browser socket.
+    pub async fn publish(&self, actor: &SessionActor) {
+        loop {
+            let from = self.inner.borrow().published;
+            let page = match actor.log().store().read_after(from, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(session = actor.session_id(), error = %e, "cannot read the log to publish");
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|e| e.seq) else {
+                return;
+            };
+            let frames: Vec<String> = page
+                .iter()
+                .map(|e| browser_event_frame(e.seq, &e.json))
+                .collect();
+            let sockets = self.state.get_websockets();
+            tracing::debug!(sockets = sockets.len(), events = frames.len(), "publish");
+            for ws in sockets {
+                for frame in &frames {
+                    if ws.send_with_str(frame).is_err() {
+                        break;
+                    }
+                }
+                if let Some(queued) = buffered_amount(&ws)
+                    && queued > MAX_BROWSER_BUFFER
+                {
+                    tracing::info!(
+                        session = actor.session_id(),
+                        queued_bytes = queued,
+                        "slow browser closed: it resumes by replay"
+                    );
+                    let _ = ws.close(
+                        Some(LAGGED_CLOSE),
+                        Some("lagged: reconnect with after=<the last seq you have>"),
+                    );
+                }
+            }
+            self.inner.borrow_mut().published = last;
+            if page.len() < PAGE {
+                return;
+            }
+        }
+    }
+
+    /// The Worker says some of the owner's logins ended: closes every socket
+    /// whose login is no longer live with [`LOGIN_ENDED_CLOSE`] (one D1 read
+    /// per distinct login).
+    pub(super) async fn logins_ended(&self) -> worker::Result<Response> {
+        let auth = CfAuth::from_env(&self.env)?;
+        let mut checked: HashMap<String, bool> = HashMap::new();
+        let mut closed = 0u32;
+        for ws in self.state.get_websockets() {
+            let login = match ws.deserialize_attachment::<Attachment>() {
+                Ok(Some(a)) => a.login,
+                _ => continue,
+            };
+            let alive = match checked.get(&login) {
+                Some(alive) => *alive,
+                None => {
+                    let alive = auth.login_alive(&login).await?;
+                    checked.insert(login, alive);
+                    alive
+                }
+            };
+            if !alive {
+                let _ = ws.close(Some(LOGIN_ENDED_CLOSE), Some(LOGIN_ENDED_REASON));
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            tracing::info!(sockets = closed, "login ended: sockets closed");
+        }
+        Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Accepts a browser's hibernatable socket and sends it hello, snapshot
+    /// and its replay, all in this one turn (see the module docs).
+    pub(super) async fn accept_browser(
+        self: &Rc<Self>,
+        req: &Request,
+        actor: &SessionActor,
+        user: &str,
+    ) -> worker::Result<Response> {
+        let after: Seq = match req
+            .url()?
+            .query_pairs()
+            .find(|(k, _)| k == "after")
+            .map(|(_, v)| v.parse::<Seq>())
+        {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                return error_response(400, "after must be a non-negative integer");
+            }
+        };
+        let Some(login) = req.headers().get(LOGIN_HEADER)?.filter(|l| !l.is_empty()) else {
+            return error_response(400, "the Worker named no login for this socket");
+        };
+        let pair = WebSocketPair::new()?;
+        let ws = pair.server;
+        let nonce = {
+            let mut inner = self.inner.borrow_mut();
+            inner.nonce += 1;
+            inner.nonce
+        };
+        let client = format!("web {:06x}", (now_ms() as u64 ^ (nonce << 20)) & 0xff_ffff);
+        ws.serialize_attachment(Attachment {
+            user: user.to_owned(),
+            client,
+            login,
+        })?;
+        // From here to the end of the replay no promise is awaited: the
+        // store is synchronous, so no publish can run in between.
+        self.state.accept_websocket_with_tags(&ws, &[]);
+        send_browser(&ws, &ToBrowser::Hello(Hello::new(Role::Orchestrator)));
+        match actor.snapshot().await {
+            Ok(s) => match socket::check_resume(after, s.last_seq) {
+                Ok(()) => send_browser(&ws, &ToBrowser::Snapshot(s)),
+                Err(refusal) => {
+                    tracing::info!(
+                        session = actor.session_id(),
+                        after,
+                        "session stream refused: ahead of the log"
+                    );
+                    refuse(&ws, refusal);
+                    return Response::from_websocket(pair.client);
+                }
+            },
+            Err(e) => {
+                send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
+                let _ = ws.close(Some(1011), Some("snapshot failed"));
+                return Response::from_websocket(pair.client);
+            }
+        }
+        let fence = self.inner.borrow().published;
+        let mut delivered = after;
+        while delivered < fence {
+            let want = usize::try_from(fence - delivered).unwrap_or(PAGE).min(PAGE);
+            match actor.log().store().read_after(delivered, want).await {
+                Ok(page) if !page.is_empty() => {
+                    for e in page.iter().filter(|e| e.seq <= fence) {
+                        let _ = ws.send_with_str(browser_event_frame(e.seq, &e.json));
+                        delivered = e.seq;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
+                    let _ = ws.close(Some(1011), Some("replay failed"));
+                    break;
+                }
+            }
+        }
+        // A browser watching a session that needs its gateway link: make
+        // sure it is up (after a restart the alarm would do it too).
+        if self.inner.borrow().link.is_none() && needs_link(actor).await {
+            let host = self.clone();
+            let actor = actor.clone();
+            worker::wasm_bindgen_futures::spawn_local(async move {
+                let _ = host.ensure_link(&actor).await;
+            });
+        }
+        Response::from_websocket(pair.client)
+    }
+
+    /// A frame from a browser socket: queued, and handled after every
+    /// frame that arrived before it (the handler that finds the queue idle
+    /// drains it).
+    pub async fn websocket_message(
+        self: &Rc<Self>,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        self.inbox.borrow_mut().push_back((ws, message));
+        if self.draining.replace(true) {
+            return Ok(());
+        }
+        loop {
+            let next = self.inbox.borrow_mut().pop_front();
+            let Some((ws, message)) = next else { break };
+            if let Err(e) = self.browser_frame(ws, message).await {
+                tracing::error!(error = %e, "a browser frame failed");
+            }
+        }
+        self.draining.set(false);
+        Ok(())
+    }
+
+    /// Handles one browser frame.
+    async fn browser_frame(
+        self: &Rc<Self>,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        tracing::debug!("browser frame");
+        let text = match message {
+            WebSocketIncomingMessage::String(t) => t,
+            WebSocketIncomingMessage::Binary(_) => {
+                refuse(&ws, socket::refuse_binary());
+                return Ok(());
+            }
+        };
+        if let Err(refusal) = socket::check_text(text.len()) {
+            refuse(&ws, refusal);
+            return Ok(());
+        }
+        let frame =
+            match duraclaw_core::protocol::decode_frame::<FromBrowser>(&text, "browser frame") {
+                Ok(f) => f,
+                Err(e) => {
+                    send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
+                    return Ok(());
+                }
+            };
+        match frame {
+            FromBrowser::Ping { nonce } => send_browser(&ws, &ToBrowser::Pong { nonce }),
+            FromBrowser::Hello(h) => {
+                if let Err(e) = h.check_version() {
+                    send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
+                }
+            }
+            FromBrowser::Command { id, command } => {
+                self.browser_command(&ws, id, command).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn browser_command(self: &Rc<Self>, ws: &WebSocket, id: String, command: Command) {
+        tracing::debug!(command = %id, "browser command");
+        let (who, login) = match ws.deserialize_attachment::<Attachment>() {
+            Ok(Some(a)) => (
+                Actor {
+                    user: a.user,
+                    client: Some(a.client),
+                },
+                a.login,
+            ),
+            _ => {
+                send_browser(
+                    ws,
+                    &ToBrowser::Error(WireError::new("invalid", "this socket has no user")),
+                );
+                let _ = ws.close(Some(1008), Some("no user"));
+                return;
+            }
+        };
+        // A command racing a revocation: refused, and the socket ends.
+        let alive = match CfAuth::from_env(&self.env) {
+            Ok(auth) => auth.login_alive(&login).await,
+            Err(e) => Err(e),
+        };
+        let refusal = match alive {
+            Ok(true) => None,
+            Ok(false) => Some(duraclaw_core::Error::Unauthorized(
+                LOGIN_ENDED_MESSAGE.into(),
+            )),
+            Err(e) => Some(duraclaw_core::Error::Storage {
+                backend: "d1",
+                reason: format!("cannot check the login: {e}"),
+            }),
+        };
+        if let Some(e) = refusal {
+            send_browser(
+                ws,
+                &ToBrowser::CommandResult(CommandResult {
+                    id,
+                    ok: false,
+                    error: Some(WireError::from(&e)),
+                }),
+            );
+            if matches!(e, duraclaw_core::Error::Unauthorized(_)) {
+                let _ = ws.close(Some(LOGIN_ENDED_CLOSE), Some(LOGIN_ENDED_REASON));
+            }
+            return;
+        }
+        let actor = match self.actor().await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                let _ = ws.close(Some(1011), Some("no such session"));
+                return;
+            }
+            Err(e) => {
+                send_browser(ws, &ToBrowser::Error(WireError::from(&e)));
+                return;
+            }
+        };
+        let forward = match actor.command(&id, command, &who, now_ms()).await {
+            Ok(out) => {
+                self.publish(&actor).await;
+                send_browser(ws, &ToBrowser::CommandResult(out.result));
+                out.forward
+            }
+            Err(e) => {
+                let r = CommandResult {
+                    id,
+                    ok: false,
+                    error: Some(WireError::from(&e)),
+                };
+                send_browser(ws, &ToBrowser::CommandResult(r));
+                Vec::new()
+            }
+        };
+        // Answered: what follows (a gateway connect, a D1 write) does not
+        // hold up the frames queued behind this one.
+        let host = self.clone();
+        worker::wasm_bindgen_futures::spawn_local(async move {
+            host.forward(&actor, &forward).await;
+            host.index(&actor).await;
+        });
+    }
+
+    /// A browser socket closed: complete the close handshake.
+    pub async fn websocket_close(&self, ws: WebSocket, code: usize) -> worker::Result<()> {
+        let code = u16::try_from(code)
+            .ok()
+            .filter(|c| (1000..5000).contains(c) && ![1005, 1006, 1015].contains(c))
+            .unwrap_or(1000);
+        let _ = ws.close(Some(code), Some("bye"));
+        Ok(())
+    }
+}

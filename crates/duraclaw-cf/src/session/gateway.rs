@@ -1,0 +1,424 @@
+//! The gateway link: one outbound WebSocket, kept while the session needs
+//! it, with heartbeat alarms, backoff and batched ingest.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use duraclaw_core::actor::SessionActor;
+use duraclaw_core::protocol::{Command, CommandResult, Event, FromGateway, Gseq, ToGateway};
+use duraclaw_core::state::{PauseReason, SessionInput, SessionState};
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::channel::mpsc;
+use worker::Response;
+
+use super::{
+    BACKOFF_CAP, BACKOFF_FIRST, BURST_WINDOW_MS, HEARTBEAT, Link, MAX_BATCH, SessionHost, now_ms,
+};
+use crate::gateway_client::{self, GatewayConn, LinkEvent};
+
+fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.min(10);
+    (BACKOFF_FIRST * factor).min(BACKOFF_CAP)
+}
+
+/// Whether the session needs its gateway link: something unconfirmed is in
+/// its outbox, or it is neither over nor idle.
+pub(super) async fn needs_link(actor: &SessionActor) -> bool {
+    let unconfirmed = match actor.log().store().unforwarded().await {
+        Ok(list) => !list.is_empty(),
+        Err(_) => true,
+    };
+    let state = actor.meta().await.state;
+    unconfirmed
+        || !matches!(
+            state,
+            SessionState::Terminated
+                | SessionState::Paused {
+                    reason: PauseReason::Idle
+                }
+        )
+}
+
+impl SessionHost {
+    /// Sends frames to the gateway now if the link is up, else connects
+    /// (which sends the whole outbox, these included).
+    pub(super) async fn forward(self: &Rc<Self>, actor: &SessionActor, frames: &[ToGateway]) {
+        if frames.is_empty() {
+            return;
+        }
+        let up = self.inner.borrow().link.is_some();
+        if up {
+            self.send_gateway(frames);
+        } else {
+            let _ = self.ensure_link(actor).await;
+        }
+    }
+
+    pub(super) fn gateway_config(&self) -> Result<(String, String), String> {
+        let url = self
+            .env
+            .var("CC_GATEWAY_URL")
+            .map(|v| v.to_string())
+            .map_err(|_| "CC_GATEWAY_URL is not set".to_owned())?;
+        let secret = self
+            .env
+            .secret("CC_GATEWAY_SECRET")
+            .map(|v| v.to_string())
+            .map_err(|_| "the secret CC_GATEWAY_SECRET is not set".to_owned())?;
+        Ok((url, secret))
+    }
+
+    /// Opens the gateway link unless it is up. On failure the session is
+    /// marked `gateway_unreachable` (when it needs the link) and a retry is
+    /// scheduled by alarm with backoff.
+    pub async fn ensure_link(self: &Rc<Self>, actor: &SessionActor) -> Result<(), String> {
+        if self.inner.borrow().link.is_some() {
+            return Ok(());
+        }
+        let _one = self.connecting.lock().await;
+        if self.inner.borrow().link.is_some() {
+            return Ok(());
+        }
+        let (url, secret) = self.gateway_config()?;
+        match GatewayConn::connect(&url, &secret).await {
+            Ok(conn) => {
+                let epoch = {
+                    let mut inner = self.inner.borrow_mut();
+                    inner.epoch += 1;
+                    inner.failures = 0;
+                    inner.link_error = None;
+                    inner.link = Some(Link {
+                        ws: conn.socket().clone(),
+                        epoch: inner.epoch,
+                        last_pong_ms: now_ms(),
+                    });
+                    inner.epoch
+                };
+                tracing::info!(session = actor.session_id(), "gateway link up");
+                let GatewayConn { events, .. } = conn;
+                let host = self.clone();
+                worker::wasm_bindgen_futures::spawn_local(async move {
+                    host.read_link(events, epoch).await;
+                });
+                self.on_connected(actor).await;
+                self.set_alarm(HEARTBEAT).await;
+                Ok(())
+            }
+            Err(e) => {
+                let failures = {
+                    let mut inner = self.inner.borrow_mut();
+                    inner.failures = inner.failures.saturating_add(1);
+                    inner.link_error = Some(e.0.clone());
+                    inner.failures
+                };
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(session = actor.session_id(), error = %e, failures, "gateway unreachable");
+                }
+                self.link_down(actor).await;
+                self.set_alarm(backoff(failures - 1)).await;
+                Err(e.0)
+            }
+        }
+    }
+
+    /// Marks the session `gateway_unreachable` if it needs its link.
+    async fn link_down(&self, actor: &SessionActor) {
+        if !needs_link(actor).await {
+            return;
+        }
+        let state = actor.meta().await.state;
+        if state != SessionState::Terminated
+            && state != SessionState::paused(PauseReason::GatewayUnreachable)
+        {
+            if let Err(e) = actor.apply_input(SessionInput::GatewayLost, now_ms()).await {
+                tracing::warn!(error = %e, "cannot mark the gateway lost");
+            }
+            self.settle(actor).await;
+        }
+    }
+
+    async fn on_connected(&self, actor: &SessionActor) {
+        let state = actor.meta().await.state;
+        if state == SessionState::paused(PauseReason::GatewayUnreachable) {
+            match actor.resumption().await {
+                Ok(resume) => {
+                    if let Err(e) = actor
+                        .apply_input(SessionInput::GatewayRestored { resume }, now_ms())
+                        .await
+                    {
+                        tracing::warn!(error = %e, "cannot mark the gateway restored");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot tell how to resume"),
+            }
+            self.settle(actor).await;
+        }
+        let frames = match actor.on_gateway_connected().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                return;
+            }
+        };
+        self.send_gateway(&frames);
+    }
+
+    /// Sends frames on the link, if it is up. A command's id is qualified
+    /// with the session on the link (`<session>/<id>`, the same on every
+    /// resend), as the local orchestrator does: ids are unique per session
+    /// only, and the gateway serves many sessions.
+    fn send_gateway(&self, frames: &[ToGateway]) {
+        let ws = self.inner.borrow().link.as_ref().map(|l| l.ws.clone());
+        if let Some(ws) = ws {
+            for f in frames {
+                let f = match f {
+                    ToGateway::Command(env) => {
+                        let mut env = env.clone();
+                        let link_id = format!("{}/{}", env.session_id, env.id);
+                        let starts_turn = matches!(
+                            env.command,
+                            Command::Message(_) | Command::Execute(_) | Command::Resume(_)
+                        );
+                        self.inner
+                            .borrow_mut()
+                            .sent
+                            .insert(link_id.clone(), starts_turn);
+                        env.id = link_id;
+                        ToGateway::Command(env)
+                    }
+                    other => other.clone(),
+                };
+                if let Err(e) = gateway_client::send(&ws, &f) {
+                    tracing::warn!(error = %e, "cannot send to the gateway");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn set_alarm(&self, after: Duration) {
+        if let Err(e) = self.state.storage().set_alarm(after).await {
+            tracing::error!(error = %e, "cannot set the alarm");
+        }
+    }
+
+    async fn read_link(self: Rc<Self>, mut events: mpsc::UnboundedReceiver<LinkEvent>, epoch: u64) {
+        let mut flowing_until = i64::MIN;
+        let why = loop {
+            let Some(first) = events.next().await else {
+                break "the link ended".to_owned();
+            };
+            // Group commit: every message on the link is its own input
+            // event, so the batch would almost always be one frame, and each
+            // event its own transaction, commit and ack. While frames are
+            // flowing (one arrived within BURST_WINDOW_MS of the last
+            // ingest), one trip through the event loop lets those that
+            // arrive meanwhile join this batch; a lone event is not delayed.
+            if now_ms() <= flowing_until {
+                worker::Delay::from(Duration::ZERO).await;
+            }
+            let mut frames = vec![first];
+            while frames.len() < MAX_BATCH {
+                match events.next().now_or_never() {
+                    Some(Some(ev)) => frames.push(ev),
+                    _ => break,
+                }
+            }
+            let actor = match self.actor().await {
+                Ok(Some(a)) => a,
+                _ => break "the session is gone".to_owned(),
+            };
+            let mut batch: Vec<(Gseq, Event)> = Vec::new();
+            let mut closed = None;
+            for ev in frames {
+                match ev {
+                    LinkEvent::Frame(FromGateway::Event {
+                        session_id,
+                        gseq,
+                        event,
+                    }) => {
+                        if session_id == actor.session_id() {
+                            batch.push((gseq, event));
+                        }
+                    }
+                    LinkEvent::Frame(other) => {
+                        self.ingest(&actor, std::mem::take(&mut batch)).await;
+                        self.handle_frame(&actor, other).await;
+                    }
+                    LinkEvent::Closed(why) => {
+                        closed = Some(why);
+                        break;
+                    }
+                }
+            }
+            self.ingest(&actor, batch).await;
+            flowing_until = now_ms().saturating_add(BURST_WINDOW_MS);
+            if let Some(why) = closed {
+                break why;
+            }
+        };
+        self.link_lost(epoch, &why).await;
+    }
+
+    async fn ingest(&self, actor: &SessionActor, batch: Vec<(Gseq, Event)>) {
+        if batch.is_empty() {
+            return;
+        }
+        match actor.ingest(batch, now_ms()).await {
+            Ok(out) => {
+                tracing::debug!(
+                    session = actor.session_id(),
+                    stored = out.stored,
+                    ack = out.ack,
+                    "ingested"
+                );
+                // Persisted and published in this turn; then acked.
+                self.publish(actor).await;
+                let mut frames = vec![ToGateway::Ack {
+                    session_id: actor.session_id().to_owned(),
+                    gseq: out.ack,
+                }];
+                if out.gap_at.is_some() {
+                    frames.push(ToGateway::Attach {
+                        session_id: actor.session_id().to_owned(),
+                        after_gseq: out.ack,
+                    });
+                }
+                self.send_gateway(&frames);
+                self.index(actor).await;
+            }
+            Err(e) => {
+                // Not acked: the gateway keeps them and a re-attach resends.
+                tracing::error!(session = actor.session_id(), error = %e, "cannot persist gateway events");
+            }
+        }
+    }
+
+    async fn handle_frame(&self, actor: &SessionActor, frame: FromGateway) {
+        match frame {
+            FromGateway::CommandResult(mut r) => {
+                let link_id = std::mem::take(&mut r.id);
+                let starts_turn = self.inner.borrow_mut().sent.remove(&link_id);
+                let prefix = format!("{}/", actor.session_id());
+                let Some(id) = link_id.strip_prefix(&prefix) else {
+                    tracing::debug!(command = %link_id, "a result for another session's command");
+                    return;
+                };
+                r.id = id.to_owned();
+                if let Err(e) = actor.on_command_result(&r).await {
+                    tracing::warn!(error = %e, "cannot record a command result");
+                }
+                let waited = self.inner.borrow().waiters.contains_key(&r.id);
+                if !r.ok {
+                    tracing::info!(command = %r.id, error = ?r.error, "the gateway refused a command");
+                    // The user's turn is in the log; its end is this refusal
+                    // (a waiting create undoes its session itself).
+                    if starts_turn == Some(true) && !waited {
+                        self.end_refused_turn(actor, &r).await;
+                    }
+                }
+                if r.ok && r.id.starts_with("execute-") {
+                    // Started: stream its events (the attach sent on
+                    // connect may have come before the session existed).
+                    match actor.log().store().head().await {
+                        Ok(head) => self.send_gateway(&[ToGateway::Attach {
+                            session_id: actor.session_id().to_owned(),
+                            after_gseq: head.highest_gseq,
+                        }]),
+                        Err(e) => tracing::error!(error = %e, "cannot read the log head"),
+                    }
+                }
+                let waiter = self.inner.borrow_mut().waiters.remove(&r.id);
+                if let Some(w) = waiter {
+                    let _ = w.send(r);
+                }
+            }
+            FromGateway::Pong { .. } => {
+                if let Some(l) = self.inner.borrow_mut().link.as_mut() {
+                    l.last_pong_ms = now_ms();
+                }
+            }
+            FromGateway::Error(e) => {
+                tracing::info!(code = %e.code, message = %e.message, "the gateway reported an error");
+            }
+            _ => {}
+        }
+    }
+
+    /// Logs a refused turn's end, as the local orchestrator does.
+    async fn end_refused_turn(&self, actor: &SessionActor, r: &CommandResult) {
+        if let Err(e) = actor.end_refused_turn(r, now_ms()).await {
+            tracing::warn!(error = %e, "cannot end a refused turn");
+        }
+        self.settle(actor).await;
+    }
+
+    async fn link_lost(self: &Rc<Self>, epoch: u64, why: &str) {
+        let current = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.link.as_ref().is_some_and(|l| l.epoch == epoch) {
+                inner.link = None;
+                inner.link_error = Some(why.to_owned());
+                inner.waiters.clear();
+                inner.sent.clear();
+                true
+            } else {
+                false
+            }
+        };
+        if !current {
+            return;
+        }
+        tracing::warn!(reason = %why, "gateway link lost");
+        if let Ok(Some(actor)) = self.actor().await {
+            self.link_down(&actor).await;
+            if needs_link(&actor).await {
+                self.set_alarm(BACKOFF_FIRST).await;
+            }
+        }
+    }
+
+    /// The alarm: reconnects a needed link that is gone, pings one that is
+    /// up, and lets the link go when the session no longer needs it.
+    pub async fn alarm(self: &Rc<Self>) -> worker::Result<Response> {
+        tracing::debug!("alarm");
+        let actor = match self.actor().await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Response::ok("no session"),
+            Err(e) => return Response::error(format!("the session store failed: {e}"), 500),
+        };
+        if !needs_link(&actor).await {
+            let link = self.inner.borrow_mut().link.take();
+            if let Some(l) = link {
+                let _ = l.ws.close(Some(1000), Some("idle"));
+            }
+            return Response::ok("idle");
+        }
+        let link = self
+            .inner
+            .borrow()
+            .link
+            .as_ref()
+            .map(|l| (l.ws.clone(), l.epoch, l.last_pong_ms));
+        if let Some((ws, epoch, last_pong)) = link {
+            let stale = now_ms() - last_pong > 2 * HEARTBEAT.as_millis() as i64 + 5_000;
+            let nonce = {
+                let mut inner = self.inner.borrow_mut();
+                inner.nonce += 1;
+                inner.nonce
+            };
+            if !stale && gateway_client::send(&ws, &ToGateway::Ping { nonce }).is_ok() {
+                self.set_alarm(HEARTBEAT).await;
+                return Response::ok("pinged");
+            }
+            let _ = ws.close(Some(1001), Some("no pong"));
+            self.link_lost(epoch, "the gateway stopped answering pings")
+                .await;
+        }
+        match self.ensure_link(&actor).await {
+            Ok(()) => Response::ok("connected"),
+            Err(_) => Response::ok("retrying"),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Commands: what a human or the orchestrator tells a session.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::is_false;
+
+/// An instruction from a human (via the browser) or the orchestrator to a
+/// session. The `type` tags are the wire names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Command {
+    /// Start a new agent session in a worktree.
+    Execute(Execute),
+    /// Resume an executor session by the executor's own session id.
+    Resume(Resume),
+    /// A follow-up user turn.
+    Message(UserTurn),
+    /// Interrupt the running turn; the session stays resumable.
+    Abort(Abort),
+    /// A decision on a pending approval or answers to a question.
+    Answer(Answer),
+    /// End the session: its executor stops and its worktree is free again.
+    /// The log stays; the session is `terminated`.
+    Close(Close),
+}
+
+impl Command {
+    /// The wire name of this command.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Execute(_) => "execute",
+            Command::Resume(_) => "resume",
+            Command::Message(_) => "message",
+            Command::Abort(_) => "abort",
+            Command::Answer(_) => "answer",
+            Command::Close(_) => "close",
+        }
+    }
+}
+
+/// `execute`: start a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execute {
+    /// The worktree path, one the gateway discovered.
+    pub worktree: String,
+    /// The first user prompt.
+    pub prompt: String,
+    /// Model name; the executor's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The executor's permission mode; `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// Extra system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+}
+
+/// `resume`: continue an earlier executor session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The executor's session id, from `session.init`.
+    pub executor_session_id: String,
+    /// The worktree the session ran in.
+    pub worktree: String,
+    /// A prompt to send once resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// `message`: a follow-up user turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserTurn {
+    /// What the user typed.
+    pub text: String,
+}
+
+/// `abort`: interrupt the running turn.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abort {}
+
+/// `close`: end the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Close {}
+
+/// `answer`: resolve a pending [`UserQuestion`](super::UserQuestion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The question's id, from `user_question`.
+    pub question_id: String,
+    /// What was decided.
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// Who decided, for the gateway's audit trail (set by the orchestrator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<DecidedBy>,
+}
+
+/// The outcome of an approval or a question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Decision {
+    /// Run the tool, optionally with edited input; `remember` allows this tool
+    /// for the rest of the session.
+    Allow {
+        /// Input to run the tool with instead of the model's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        updated_input: Option<Value>,
+        /// Allow this tool for the rest of the session.
+        #[serde(default, skip_serializing_if = "is_false")]
+        remember: bool,
+    },
+    /// Do not run the tool; the model is told the reason.
+    Deny {
+        /// Why, in the human's words; the model sees it.
+        reason: String,
+        /// Also interrupt the turn.
+        #[serde(default, skip_serializing_if = "is_false")]
+        interrupt: bool,
+    },
+    /// Answers to an AskUserQuestion: question text → chosen label(s), or
+    /// free text.
+    Answered {
+        /// Question text → answer.
+        answers: BTreeMap<String, String>,
+    },
+    /// A timeout policy fired. Never reported as a denial by a human.
+    Expired,
+    /// The executor withdrew the request, or the session ended.
+    Cancelled {
+        /// Why, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+impl Decision {
+    /// The wire name of the decision, e.g. `allow`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Allow { .. } => "allow",
+            Decision::Deny { .. } => "deny",
+            Decision::Answered { .. } => "answered",
+            Decision::Expired => "expired",
+            Decision::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+/// Who decided something, and from which client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedBy {
+    /// A user name, or `policy`, `timeout`, `executor`.
+    pub who: String,
+    /// The client it came from, e.g. `browser 3f2a…` or `cli`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+impl DecidedBy {
+    /// A decider with no client information.
+    pub fn new(who: impl Into<String>) -> Self {
+        DecidedBy {
+            who: who.into(),
+            client: None,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The wire protocol of both links, as JSON text frames.
+//!
+//! ```text
+//! browser ══WS1══▶ orchestrator ══WS2══▶ gateway
+//!   FromBrowser ▶        ◀ ToBrowser
+//!                  ToGateway ▶      ◀ FromGateway
+//! ```
+//!
+//! Every frame is a JSON object with a `"type"`. Each link opens with a
+//! [`Hello`] carrying the major protocol version [`PROTOCOL_VERSION`]; a peer
+//! refuses another major version with [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion).
+//! Commands carry an `id` that the receiver applies once. Gateway events carry
+//! the gateway's per-session `gseq`; browser events carry the orchestrator's
+//! dense per-session `seq`.
+//!
+//! An [`Event`] of a type this build does not know decodes into
+//! [`Event::Unknown`], which keeps the raw JSON so it is stored and relayed
+//! unchanged, never dropped. `docs/protocol.md` describes every frame; the
+//! golden fixtures under `tests/fixtures/` pin their exact JSON.
+
+mod command;
+mod event;
+mod frame;
+mod link;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+pub use command::*;
+pub use event::*;
+pub use frame::*;
+pub use link::*;
+pub use raw::*;
+
+/// The major protocol version this code speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either link accepts, in bytes of JSON text.
+///
+/// Large enough for a 200 KB tool result with room to spare, small enough
+/// that a hostile peer cannot make a server buffer without bound.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// The largest event, in bytes of JSON text: a frame's limit less room for
+/// the envelope (`type`, `session_id`, `seq`/`gseq`), so every stored event
+/// can be sent in one frame on either link.
+pub const MAX_EVENT_BYTES: usize = MAX_FRAME_BYTES - 4096;
+
+/// The longest session id, so the envelope always fits.
+pub const MAX_SESSION_ID_BYTES: usize = 256;
+
+/// The orchestrator's dense, strictly increasing per-session sequence number.
+pub type Seq = u64;
+/// The gateway's per-session sequence number for the events it emits.
+pub type Gseq = u64;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}

@@ -1,0 +1,108 @@
+//! The guard on every session's events: a tool that ran with no decision
+//! allowing it stops the session.
+
+use std::sync::Arc;
+
+use duraclaw_core::Result;
+use duraclaw_core::executor::EventSink;
+use duraclaw_core::protocol::Event;
+use duraclaw_core::state::SessionState;
+
+use super::GatewaySession;
+use crate::outbox::OutboxSink;
+use duraclaw_approval::{AuditAction, AuditEntry, AuditLog, now_ms};
+
+/// An executor's sink that checks every event with the session's
+/// [`ToolGuard`] before it goes to the outbox: whatever the executor (or
+/// its version), a tool that ran with no decision allowing it ends the
+/// session. Its result is logged (a person must see what ran), then an
+/// `error` (`unapproved_tool`), and the executor is stopped; the session is
+/// closed on the gateway, and the orchestrator terminates it on that error.
+/// After that only question resolutions (the stop withdrawing questions)
+/// reach the log.
+#[derive(Debug)]
+pub(super) struct GuardedSink {
+    pub(super) outbox: OutboxSink,
+    pub(super) session: std::sync::Weak<GatewaySession>,
+    pub(super) audit: Arc<dyn AuditLog>,
+}
+
+#[async_trait::async_trait]
+impl EventSink for GuardedSink {
+    async fn emit(&self, event: Event) -> Result<()> {
+        let Some(session) = self.session.upgrade() else {
+            return self.outbox.emit(event).await;
+        };
+        if session
+            .unapproved
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            if matches!(event, Event::QuestionResolved(_)) {
+                return self.outbox.emit(event).await;
+            }
+            tracing::debug!(session = %session.id, event = event.type_name(), "dropped: the session was stopped");
+            return Ok(());
+        }
+        let unapproved = session
+            .guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(&event);
+        self.outbox.emit(event).await?;
+        let Some(bad) = unapproved else {
+            return Ok(());
+        };
+        session
+            .unapproved
+            .store(true, std::sync::atomic::Ordering::Release);
+        tracing::error!(
+            session = %session.id,
+            tool = %bad.tool_name,
+            tool_use_id = %bad.tool_use_id,
+            "a tool ran without approval; stopping the session"
+        );
+        self.audit.record(&AuditEntry {
+            at_ms: now_ms(),
+            action: AuditAction::Unapproved,
+            session_id: session.id.clone(),
+            question_id: bad.tool_use_id.clone(),
+            tool_name: Some(bad.tool_name.clone()),
+            input: None,
+            decision: None,
+            who: Some("executor".into()),
+            client: None,
+        });
+        self.outbox.emit(bad.error_event()).await?;
+        // Not from here: stopping waits for the executor's reader, which
+        // may be the caller.
+        tokio::spawn(async move { stop_unapproved(&session).await });
+        Ok(())
+    }
+}
+
+/// Marks a session closed for good in the gateway's own store: a restart
+/// then runs none of its pending turns, and new turns are refused.
+pub(super) async fn mark_closed(session: &GatewaySession) -> Result<()> {
+    let store = session.log.store();
+    let mut meta = store.meta().await?;
+    if meta.state != SessionState::Terminated {
+        meta.state = SessionState::Terminated;
+        meta.updated_at_ms = now_ms();
+        store.put_meta(&meta).await?;
+    }
+    Ok(())
+}
+
+/// Closes a session in which a tool ran unapproved and kills its executor
+/// (given time, an old CLI would run the next unasked tool).
+pub(super) async fn stop_unapproved(session: &GatewaySession) {
+    if let Err(e) = mark_closed(session).await {
+        tracing::error!(session = %session.id, error = %e, "cannot mark the session closed");
+    }
+    let exec = session.exec.lock().await.take();
+    if let Some(e) = exec
+        && let Err(err) = e.kill().await
+    {
+        tracing::warn!(session = %session.id, error = %err, "executor did not stop cleanly");
+    }
+}

@@ -1,0 +1,459 @@
+//! The gateway server: sessions, their durable outboxes, and the commands
+//! that drive them.
+//!
+//! Every session has an outbox: its events appended to the gateway's own
+//! SQLite store before they are sent, numbered by the store's seq, which
+//! is the session's `gseq`. An orchestrator attaches with the highest gseq
+//! it has persisted and gets everything after it, then live events, so a
+//! dropped link or a gateway restart loses nothing and duplicates nothing.
+//! Sessions keep running with no orchestrator connected.
+
+mod commands;
+mod guard;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duraclaw_core::Result;
+use duraclaw_core::actor::SessionLog;
+use duraclaw_core::error::Error;
+use duraclaw_core::executor::{DynExecutor, ExecutorSession};
+use duraclaw_core::guard::ToolGuard;
+use duraclaw_core::protocol::{
+    Command, CommandEnvelope, DecidedBy, Decision, ErrorEvent, Event, Notice, QuestionResolved,
+    Worktree,
+};
+use duraclaw_core::state::SessionState;
+use duraclaw_core::store::{AppendBatch, DynSessionDirectory, DynSessionStore, NewEvent};
+use tokio::sync::Mutex;
+
+use crate::outbox::{Unstarted, shows_work};
+use crate::worktree::WorktreeIndex;
+use duraclaw_approval::{AuditLog, MemoryGate, TracingAudit, now_ms};
+
+/// The owner recorded for sessions in the gateway's own store.
+const GATEWAY_OWNER: &str = "gateway";
+
+/// The most events a session's outbox may hold that the orchestrator has
+/// not acknowledged before the gateway refuses to start new turns in it
+/// (`outbox_full`). Running turns go on and every event is kept: the bound
+/// stops new work piling up behind an orchestrator that cannot keep up.
+pub const DEFAULT_MAX_UNACKED: u64 = 100_000;
+
+/// How the gateway runs sessions.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    /// Where sessions' outboxes live.
+    pub directory: DynSessionDirectory,
+    /// What runs the agent.
+    pub executor: DynExecutor,
+    /// Which worktrees sessions may run in.
+    pub worktrees: WorktreeIndex,
+    /// Resolve approvals nobody answered within this as `expired`.
+    pub approval_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for GatewayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayOptions")
+            .field("executor", &self.executor)
+            .field("approval_timeout", &self.approval_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One session on the gateway.
+#[derive(Debug)]
+pub struct GatewaySession {
+    id: String,
+    /// The worktree it runs in, as its metadata records it: fixed when the
+    /// session is created, read once when it is loaded, so that telling
+    /// which worktrees are busy reads no store.
+    worktree: PathBuf,
+    log: SessionLog,
+    gate: Arc<MemoryGate>,
+    exec: Mutex<Option<Box<dyn ExecutorSession>>>,
+    /// Turn-starting commands recorded whose turn has not logged an event
+    /// yet (also durable: see [`TURN_PENDING`]).
+    unstarted: Unstarted,
+    /// The highest gseq the orchestrator has acknowledged (or attached
+    /// after) since this process started; `None` before it said anything.
+    acked: std::sync::Mutex<Option<u64>>,
+    /// Checks that every tool that ran was allowed (see `GuardedSink`).
+    guard: std::sync::Mutex<ToolGuard>,
+    /// A tool ran unapproved: the session is stopped for good.
+    unapproved: std::sync::atomic::AtomicBool,
+}
+
+/// The mark earlier versions recorded as a turn-starting command's
+/// `forward`: the turn has not begun, and nothing says what it was. A
+/// restart that finds it ends that turn with `gateway_restarted`.
+///
+/// This version records the command's envelope itself (its JSON) as the
+/// mark, so that a restart can run the command instead; see
+/// [`Gateway::new`]. Either way the turn's first event clears the mark
+/// ([`SessionStore::mark_forwarded`](duraclaw_core::store::SessionStore::mark_forwarded)).
+pub const TURN_PENDING: &str = r#"{"turn":"pending"}"#;
+
+/// The code of the `notice` event a restarted gateway logs before it runs a
+/// command it had taken and never started.
+pub const RERUN_NOTICE: &str = duraclaw_core::protocol::NOTICE_RERUN_AFTER_RESTART;
+
+/// A command taken before a restart, read back from its mark.
+enum Taken {
+    /// The envelope, to run again.
+    Command(CommandEnvelope),
+    /// A mark that says only that a turn was pending (an earlier version's,
+    /// or one this build cannot read).
+    Unknown,
+}
+
+fn taken(forward: Option<&str>) -> Taken {
+    forward
+        .and_then(|json| serde_json::from_str::<CommandEnvelope>(json).ok())
+        .filter(|env| {
+            matches!(
+                &env.command,
+                Command::Execute(_) | Command::Message(_) | Command::Resume(_)
+            )
+        })
+        .map_or(Taken::Unknown, Taken::Command)
+}
+
+/// The `notice` event that says a command taken before a restart is run now.
+fn notice(message: &str, command_id: &str) -> Event {
+    Event::Notice(Notice::new(RERUN_NOTICE, message).about_command(command_id))
+}
+
+impl GatewaySession {
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The session's outbox log (seq = gseq).
+    pub fn log(&self) -> &SessionLog {
+        &self.log
+    }
+
+    /// The session's approval gate.
+    pub fn gate(&self) -> &Arc<MemoryGate> {
+        &self.gate
+    }
+
+    /// Whether its executor is running.
+    pub async fn is_running(&self) -> bool {
+        self.exec
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|e| e.is_running())
+    }
+}
+
+/// Whether the log's last turn started and never ended: events after the
+/// last `result`/`error` other than bookkeeping mean an agent was working.
+async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
+    let head = store.head().await?;
+    // Look back over the tail of the log only; a turn's end is near it.
+    let from = head.last_seq.saturating_sub(64);
+    let tail = store.read_after(from, 64).await?;
+    for e in tail.iter().rev() {
+        match e.event() {
+            Ok(Event::Result(_) | Event::Error(_)) => return Ok(false),
+            Ok(event) if shows_work(&event) => return Ok(true),
+            Ok(_) | Err(_) => continue,
+        }
+    }
+    Ok(false)
+}
+
+/// The gateway: sessions by id, and what they run.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: GatewayOptions,
+    sessions: Mutex<HashMap<String, Arc<GatewaySession>>>,
+    audit: Arc<dyn AuditLog>,
+    max_unacked: std::sync::atomic::AtomicU64,
+}
+
+impl Gateway {
+    /// A gateway over `options`. Questions left pending by an earlier run
+    /// (its executors are gone) are withdrawn, so nobody answers a question
+    /// no process waits for; a turn that run cut short is ended; and the
+    /// turn-starting commands it took and never started are run now, in
+    /// the order taken, before any new command (see `recover`).
+    pub async fn new(options: GatewayOptions) -> Result<Self> {
+        Self::with_audit(options, Arc::new(TracingAudit)).await
+    }
+
+    /// Like [`Gateway::new`], writing every approval request and decision
+    /// to `audit`.
+    pub async fn with_audit(options: GatewayOptions, audit: Arc<dyn AuditLog>) -> Result<Self> {
+        let gw = Gateway {
+            inner: Arc::new(Inner {
+                options,
+                sessions: Mutex::new(HashMap::new()),
+                audit,
+                max_unacked: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_UNACKED),
+            }),
+        };
+        if let Some(why) = gw.executor_error().await {
+            // Not fatal: sessions are refused with this, and the status
+            // shows it.
+            tracing::warn!(error = %why, "the executor cannot run sessions");
+        }
+        for meta in gw.inner.options.directory.list(GATEWAY_OWNER).await? {
+            let session = gw.session(&meta.session_id).await?;
+            for q in session.log.store().questions(true).await? {
+                let event = Event::QuestionResolved(QuestionResolved {
+                    question_id: q.question.question_id.clone(),
+                    decision: Decision::Cancelled {
+                        reason: Some(
+                            "the gateway restarted and the tool call was not run; send a message to continue"
+                                .into(),
+                        ),
+                    },
+                    by: DecidedBy::new("gateway"),
+                    at_ms: now_ms(),
+                });
+                let e = NewEvent::new(&event, None, now_ms())?;
+                session.log.append(AppendBatch::events(vec![e])).await?;
+            }
+            gw.recover(&session).await?;
+        }
+        Ok(gw)
+    }
+
+    /// After a restart: ends a turn the crash cut short, and runs again,
+    /// in the order they were taken, the turn-starting commands that were
+    /// taken and never began (their mark is still set). Each re-run is
+    /// announced by a `notice` event ([`RERUN_NOTICE`]); its mark stays
+    /// until the re-run turn's first event, so a re-run that is itself cut
+    /// before it starts is run again by the next restart, and a command
+    /// runs at most one turn. A command that cannot run (the session was
+    /// closed, an earlier version's mark that does not say what it was, or
+    /// the executor refuses to start) ends its turn with an `error`
+    /// (`gateway_restarted`), so nobody waits for a turn that will never
+    /// come.
+    async fn recover(&self, session: &Arc<GatewaySession>) -> Result<()> {
+        let store = session.log.store();
+        let unstarted = store.unforwarded().await?;
+        if turn_was_cut(store).await? {
+            tracing::warn!(session = %session.id, "ending a turn the gateway's restart cut");
+            self.log_error(
+                session,
+                "the gateway restarted while a turn was running; the turn was cut. \
+                 Send a message to continue the session.",
+            )
+            .await?;
+        }
+        let closed = store.meta().await?.state == SessionState::Terminated;
+        for c in unstarted {
+            let why = match taken(c.forward.as_deref()) {
+                Taken::Command(_) if closed => Some(
+                    "the session was closed before the agent began this turn; \
+                     the message was not run."
+                        .to_owned(),
+                ),
+                Taken::Unknown => Some(
+                    "the gateway restarted before the agent began this turn; the message \
+                     was not run. Send it again to continue the session."
+                        .to_owned(),
+                ),
+                Taken::Command(env) => {
+                    tracing::warn!(
+                        session = %session.id,
+                        command = %c.id,
+                        "running a command the gateway took before its restart and never started"
+                    );
+                    self.log_event(
+                        session,
+                        &notice(
+                            "the gateway restarted before the agent began this turn; \
+                             it is run now",
+                            &c.id,
+                        ),
+                    )
+                    .await?;
+                    session
+                        .unstarted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(c.id.clone());
+                    let ran = self.run_turn(session, env).await;
+                    match self.settle(session, &c.id, ran).await {
+                        Ok(()) => None,
+                        Err(e) => Some(format!(
+                            "the gateway restarted before the agent began this turn and could \
+                             not run it again ({e}). Send it again to continue the session."
+                        )),
+                    }
+                }
+            };
+            if let Some(message) = why {
+                tracing::warn!(session = %session.id, command = %c.id, "ending a turn that never began");
+                self.log_error(session, &message).await?;
+                store.mark_forwarded(&c.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one event the gateway itself observed to a session's outbox.
+    async fn log_event(&self, session: &GatewaySession, event: &Event) -> Result<()> {
+        let e = NewEvent::new(event, None, now_ms())?;
+        session.log.append(AppendBatch::events(vec![e])).await?;
+        Ok(())
+    }
+
+    /// Ends a session's turn with a `gateway_restarted` error.
+    async fn log_error(&self, session: &GatewaySession, message: &str) -> Result<()> {
+        let event = Event::Error(ErrorEvent {
+            message: message.into(),
+            code: Some("gateway_restarted".into()),
+            ..ErrorEvent::default()
+        });
+        self.log_event(session, &event).await
+    }
+
+    /// Why the executor cannot run sessions here (e.g. the Claude Code CLI
+    /// is missing or older than the minimum), or `None` when it can. The
+    /// link's hello carries it to the orchestrator (`/api/status`).
+    pub async fn executor_error(&self) -> Option<String> {
+        self.inner
+            .options
+            .executor
+            .check()
+            .await
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// Sets the outbox bound (see [`DEFAULT_MAX_UNACKED`]).
+    pub fn set_max_unacked(&self, events: u64) {
+        self.inner
+            .max_unacked
+            .store(events.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The orchestrator has persisted `session_id`'s events up to `gseq`
+    /// (an ack, or an attach after it).
+    pub async fn acked(&self, session_id: &str, gseq: u64) {
+        let session = self.inner.sessions.lock().await.get(session_id).cloned();
+        if let Some(s) = session {
+            let mut acked = s.acked.lock().unwrap_or_else(|p| p.into_inner());
+            *acked = Some(acked.map_or(gseq, |a| a.max(gseq)));
+        }
+    }
+
+    /// Refuses a new turn while the session's outbox holds more events than
+    /// the bound that the orchestrator has not acknowledged.
+    async fn check_outbox(&self, session: &GatewaySession) -> Result<()> {
+        let acked = *session.acked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(acked) = acked else {
+            // Nobody has said what they hold since this process started.
+            return Ok(());
+        };
+        let head = session.log.store().head().await?.last_seq;
+        let unacked = head.saturating_sub(acked);
+        let max = self
+            .inner
+            .max_unacked
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if unacked > max {
+            tracing::warn!(
+                session = %session.id,
+                unacked,
+                max,
+                "outbox full: refusing a new turn until the orchestrator catches up"
+            );
+            return Err(Error::Invalid(format!(
+                "outbox full: {unacked} events of this session are not acknowledged by the \
+                 orchestrator (the bound is {max}); no new turn starts until it catches up"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The discovered worktrees, each marked with the session running in it.
+    pub async fn worktrees(&self) -> Result<Vec<Worktree>> {
+        let mut list = self.inner.options.worktrees.discover()?;
+        let busy = self.busy_worktrees().await;
+        for wt in &mut list {
+            wt.busy_session = busy.get(&PathBuf::from(&wt.path)).cloned();
+        }
+        Ok(list)
+    }
+
+    /// Each worktree a running session holds, with that session. Reads no
+    /// store: each session knows its worktree.
+    async fn busy_worktrees(&self) -> HashMap<PathBuf, String> {
+        let sessions: Vec<Arc<GatewaySession>> =
+            self.inner.sessions.lock().await.values().cloned().collect();
+        let mut busy = HashMap::new();
+        for s in sessions {
+            if s.is_running().await {
+                busy.insert(s.worktree.clone(), s.id.clone());
+            }
+        }
+        busy
+    }
+
+    /// A session by id, loaded from the store if this process has not seen
+    /// it yet (e.g. after a restart).
+    pub async fn session(&self, session_id: &str) -> Result<Arc<GatewaySession>> {
+        let mut sessions = self.inner.sessions.lock().await;
+        if let Some(s) = sessions.get(session_id) {
+            return Ok(s.clone());
+        }
+        let store = self.inner.options.directory.open(session_id).await?;
+        let worktree = PathBuf::from(store.meta().await?.worktree);
+        let s = self.wrap(store, worktree).await?;
+        sessions.insert(session_id.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    /// A session over `store`, which runs in `worktree` (its metadata's).
+    async fn wrap(&self, store: DynSessionStore, worktree: PathBuf) -> Result<Arc<GatewaySession>> {
+        let log = SessionLog::open(store).await?;
+        // Executors log each question and its resolution themselves, in
+        // order with the rest of the stream; the gate only decides.
+        let mut gate = MemoryGate::new().with_audit(self.inner.audit.clone());
+        if let Some(t) = self.inner.options.approval_timeout {
+            gate = gate.with_timeout(t);
+        }
+        Ok(Arc::new(GatewaySession {
+            id: log.store().session_id().to_owned(),
+            worktree,
+            log,
+            gate: Arc::new(gate),
+            exec: Mutex::new(None),
+            unstarted: Arc::default(),
+            acked: std::sync::Mutex::new(None),
+            guard: std::sync::Mutex::new(ToolGuard::new()),
+            unapproved: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Stops every executor (the gateway is shutting down).
+    pub async fn shutdown(&self) {
+        let sessions: Vec<Arc<GatewaySession>> =
+            self.inner.sessions.lock().await.values().cloned().collect();
+        for s in sessions {
+            let exec = s.exec.lock().await.take();
+            if let Some(e) = exec
+                && let Err(err) = e.shutdown().await
+            {
+                tracing::warn!(session = %s.id, error = %err, "executor did not shut down cleanly");
+            }
+        }
+    }
+}
