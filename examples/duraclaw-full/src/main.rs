@@ -12,10 +12,7 @@
 //! duraclaw verify --user NAME     smoke-check a running deployment
 //! ```
 
-mod assets;
-mod auth;
 mod demo;
-mod orchestrator;
 mod verify;
 
 use std::net::SocketAddr;
@@ -32,9 +29,9 @@ use duraclaw_gateway::cmd::{
 use duraclaw_gateway::link::Secret;
 use duraclaw_store::SqliteDirectory;
 
-use crate::orchestrator::Orchestrator;
-use crate::orchestrator::api::AppState;
-use crate::orchestrator::gateway::GatewayLink;
+use duraclaw_orchestrator::api::AppState;
+use duraclaw_orchestrator::gateway::GatewayLink;
+use duraclaw_orchestrator::{Orchestrator, assets, auth, naming_file};
 
 #[derive(Parser)]
 #[command(
@@ -275,19 +272,6 @@ fn data_dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `e` with the database file named, so that the one line `duraclaw`
-/// prints on failure says which file to look at (a schema from a newer
-/// version, for one, does not name it by itself).
-pub(crate) fn naming_file(path: &Path, e: Error) -> Error {
-    let shown = path.display().to_string();
-    let text = e.to_string();
-    if text.contains(&shown) {
-        e
-    } else {
-        Error::Invalid(format!("{shown}: {text}"))
-    }
-}
-
 /// The file in the data directory that holds the gateway secret `duraclaw
 /// up` generated.
 const SECRET_FILE: &str = "gateway-secret";
@@ -410,7 +394,7 @@ async fn serve_web(
         executor,
         executor_error,
     };
-    let app = orchestrator::api::routes()
+    let app = duraclaw_orchestrator::api::routes()
         .merge(auth::routes())
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
@@ -420,7 +404,7 @@ async fn serve_web(
             duraclaw_core::web::MAX_BODY_BYTES,
         ))
         .layer(axum::middleware::map_response(
-            orchestrator::api::json_errors,
+            duraclaw_orchestrator::api::json_errors,
         ))
         .with_state(state)
         .merge(assets::router());

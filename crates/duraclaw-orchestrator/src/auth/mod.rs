@@ -38,10 +38,6 @@ pub use cli::{PasswordSource, add_user_command, passwd_command, remove_command};
 pub use error::ApiError;
 pub use http::{AuthUser, LoginId, origin_guard, routes};
 pub use token::random_token;
-#[allow(
-    unused_imports,
-    reason = "part of the API that main does not name (yet)"
-)]
 pub use {
     cli::db_path, http::check_origin, limiter::LoginLimits, password::HashCost, token::COOKIE_NAME,
 };
