@@ -7,8 +7,11 @@
 //! - [`gateway::GatewayLink`]: the link to the gateway (bearer secret,
 //!   re-attach after the last persisted gseq, resend of unconfirmed
 //!   commands, backoff), with its per-session ingest [`lanes`];
-//! - [`api`]: the REST + WebSocket API as axum routes over [`api::AppState`];
-//! - [`auth`]: the bundled login (users with argon2id hashes, cookie login
+//! - [`router`]: the REST + WebSocket API as an axum [`Router`](axum::Router) to mount
+//!   under any path of an app ([`api`] has its parts);
+//! - [`authn`]: who a request comes from, the [`Authenticate`] trait, so an
+//!   app can bring its own login;
+//! - `auth` (feature `auth`, on by default): the bundled login (users with argon2id hashes, cookie login
 //!   sessions, rate limits, the Origin guard, `duraclaw user` commands);
 //! - `assets` (feature `ui`, on by default): the browser UI, compiled in.
 //!
@@ -22,7 +25,10 @@
 pub mod api;
 #[cfg(feature = "ui")]
 pub mod assets;
+#[cfg(feature = "auth")]
 pub mod auth;
+pub mod authn;
+pub mod error;
 pub mod gateway;
 pub mod lanes;
 
@@ -68,6 +74,31 @@ pub fn new_session_id() -> String {
         .rev()
         .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
         .collect()
+}
+
+pub use api::AppState;
+pub use authn::{AuthUser, Authenticate, Authenticator, LoginId};
+pub use error::ApiError;
+
+/// The session API (`/api/health`, `/api/status`, `/api/worktrees`,
+/// `/api/sessions…` with their WebSocket) as a router to mount anywhere in
+/// an app, e.g. `Router::new().nest("/claw", router(state))`: the routes of
+/// [`api::routes`] behind the authentication's origin check
+/// ([`authn::origin_guard`]), the request body limit, and JSON error
+/// answers ([`api::json_errors`]). Who a request comes from is
+/// `state.auth`'s to say. The bundled login's own routes
+/// (`auth::routes`) and the UI are not in it.
+pub fn router(state: AppState) -> axum::Router {
+    api::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            authn::origin_guard,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            duraclaw_core::web::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::map_response(api::json_errors))
+        .with_state(state)
 }
 
 /// `e` with the database file named, so that a one-line error says which

@@ -29,9 +29,8 @@ use duraclaw_gateway::cmd::{
 use duraclaw_gateway::link::Secret;
 use duraclaw_store::SqliteDirectory;
 
-use duraclaw_orchestrator::api::AppState;
 use duraclaw_orchestrator::gateway::GatewayLink;
-use duraclaw_orchestrator::{Orchestrator, assets, auth, naming_file};
+use duraclaw_orchestrator::{AppState, Authenticator, Orchestrator, assets, auth, naming_file};
 
 #[derive(Parser)]
 #[command(
@@ -388,14 +387,15 @@ async fn serve_web(
     // revocations close open sockets within this.
     let _revocations = auth.watch_other_processes(REVOCATION_POLL).await?;
     let state = AppState {
-        auth: auth.clone(),
+        auth: Authenticator::new(auth.clone()),
         orchestrator: orch,
         public_origin: web.public_origin.clone(),
         executor,
         executor_error,
     };
     let app = duraclaw_orchestrator::api::routes()
-        .merge(auth::routes())
+        .with_state(state)
+        .merge(auth::routes().with_state(auth.clone()))
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
             auth::origin_guard,
@@ -406,7 +406,6 @@ async fn serve_web(
         .layer(axum::middleware::map_response(
             duraclaw_orchestrator::api::json_errors,
         ))
-        .with_state(state)
         .merge(assets::router());
     println!("duraclaw listening on http://{addr}");
     if !auth.has_users().await? {
