@@ -11,8 +11,7 @@
 //! - [`executor`]: a stand-in executor that hands the bench each gateway
 //!   session's event sink, and the git worktree a session needs;
 //! - [`lanes`]: the per-session ingest lanes of the orchestrator's gateway
-//!   link read loop, `duraclaw-full`'s very file (that example has no
-//!   library to depend on);
+//!   link read loop (`duraclaw_orchestrator::lanes`, re-exported);
 //! - [`quick`]: whether this is a quick (CI) run.
 
 // A benchmark that cannot set itself up has nothing to measure: it stops
@@ -20,8 +19,7 @@
 #![allow(clippy::expect_used, clippy::panic)]
 
 pub mod executor;
-#[path = "../../examples/duraclaw-full/src/orchestrator/lanes.rs"]
-pub mod lanes;
+pub use duraclaw_orchestrator::lanes;
 pub mod mix;
 pub mod raw;
 pub mod ws;

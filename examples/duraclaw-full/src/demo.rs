@@ -5,6 +5,8 @@ use std::path::Path;
 
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
+use duraclaw_orchestrator::auth::{Auth, AuthOptions, random_token};
+use duraclaw_orchestrator::naming_file;
 
 /// Creates (once) a small git repository under the data directory and
 /// returns the worktree pattern that finds it.
@@ -57,13 +59,13 @@ pub fn demo_worktrees(data_dir: &Path) -> Result<String> {
 /// once. There is never a default password.
 pub async fn ensure_demo_user(data_dir: &Path) -> Result<()> {
     let path = data_dir.join("auth.db");
-    let auth = crate::auth::Auth::open(&path, crate::auth::AuthOptions::default())
+    let auth = Auth::open(&path, AuthOptions::default())
         .await
-        .map_err(|e| crate::naming_file(&path, e))?;
+        .map_err(|e| naming_file(&path, e))?;
     if auth.has_users().await? {
         return Ok(());
     }
-    let password = crate::auth::random_token()?;
+    let password = random_token()?;
     let password: String = password.chars().take(20).collect();
     auth.add_user("demo", &password).await?;
     println!("created the demo user: name `demo`, password `{password}` (shown once)");

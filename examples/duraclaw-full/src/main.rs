@@ -12,10 +12,7 @@
 //! duraclaw verify --user NAME     smoke-check a running deployment
 //! ```
 
-mod assets;
-mod auth;
 mod demo;
-mod orchestrator;
 mod verify;
 
 use std::net::SocketAddr;
@@ -32,9 +29,8 @@ use duraclaw_gateway::cmd::{
 use duraclaw_gateway::link::Secret;
 use duraclaw_store::SqliteDirectory;
 
-use crate::orchestrator::Orchestrator;
-use crate::orchestrator::api::AppState;
-use crate::orchestrator::gateway::GatewayLink;
+use duraclaw_orchestrator::gateway::GatewayLink;
+use duraclaw_orchestrator::{AppState, Authenticator, Orchestrator, assets, auth, naming_file};
 
 #[derive(Parser)]
 #[command(
@@ -275,19 +271,6 @@ fn data_dir_or_default(dir: Option<PathBuf>) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `e` with the database file named, so that the one line `duraclaw`
-/// prints on failure says which file to look at (a schema from a newer
-/// version, for one, does not name it by itself).
-pub(crate) fn naming_file(path: &Path, e: Error) -> Error {
-    let shown = path.display().to_string();
-    let text = e.to_string();
-    if text.contains(&shown) {
-        e
-    } else {
-        Error::Invalid(format!("{shown}: {text}"))
-    }
-}
-
 /// The file in the data directory that holds the gateway secret `duraclaw
 /// up` generated.
 const SECRET_FILE: &str = "gateway-secret";
@@ -404,14 +387,15 @@ async fn serve_web(
     // revocations close open sockets within this.
     let _revocations = auth.watch_other_processes(REVOCATION_POLL).await?;
     let state = AppState {
-        auth: auth.clone(),
+        auth: Authenticator::new(auth.clone()),
         orchestrator: orch,
         public_origin: web.public_origin.clone(),
         executor,
         executor_error,
     };
-    let app = orchestrator::api::routes()
-        .merge(auth::routes())
+    let app = duraclaw_orchestrator::api::routes()
+        .with_state(state)
+        .merge(auth::routes().with_state(auth.clone()))
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
             auth::origin_guard,
@@ -420,9 +404,8 @@ async fn serve_web(
             duraclaw_core::web::MAX_BODY_BYTES,
         ))
         .layer(axum::middleware::map_response(
-            orchestrator::api::json_errors,
+            duraclaw_orchestrator::api::json_errors,
         ))
-        .with_state(state)
         .merge(assets::router());
     println!("duraclaw listening on http://{addr}");
     if !auth.has_users().await? {

@@ -127,7 +127,7 @@ async fn sessions_stream_through_lanes_that_end_when_idle_and_come_back() {
         init_repo(&projects.join(format!("app{i}")), &[("README.md", "hi")]);
     }
 
-    let mut c = duraclaw("warn,duraclaw::orchestrator::lanes=debug,duraclaw_gateway::link=debug");
+    let mut c = duraclaw("warn,duraclaw_orchestrator::lanes=debug,duraclaw_gateway::link=debug");
     c.args(["up", "--demo", "--bind", "127.0.0.1:0"])
         .args(["--gateway-bind", "127.0.0.1:0"])
         .arg("--worktrees")

@@ -1,6 +1,6 @@
 import { defineConfig } from 'vite';
 
-// The UI is embedded in the `duraclaw` binary (src/assets.rs) and served
+// The UI is embedded by duraclaw-orchestrator (src/assets.rs) and served
 // under a strict Content-Security-Policy: no inline scripts, no remote
 // origins. So the build emits only external, content-hashed files under
 // assets/ and no module-preload polyfill (it would need inline code).

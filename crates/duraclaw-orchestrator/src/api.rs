@@ -24,7 +24,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Orchestrator, new_session_id, now_ms};
-use crate::auth::{ApiError, Auth, AuthUser};
+use crate::authn::{AuthUser, Authenticator};
+use crate::error::ApiError;
 
 /// Frames queued for one browser before its forwarder waits (the log's own
 /// bounded queue then makes it catch up by replay); at most the live queue.
@@ -33,8 +34,9 @@ const BROWSER_QUEUE: usize = 256;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// Users and login sessions.
-    pub auth: Arc<Auth>,
+    /// Who requests come from ([`Authenticator::new`] over the bundled
+    /// `Arc<Auth>`, or an app's own [`Authenticate`](crate::authn::Authenticate)).
+    pub auth: Authenticator,
     /// Session actors and the gateway link.
     pub orchestrator: Arc<Orchestrator>,
     /// The origin browsers must come from, when behind a proxy.
@@ -45,7 +47,7 @@ pub struct AppState {
     pub executor_error: Option<String>,
 }
 
-impl FromRef<AppState> for Arc<Auth> {
+impl FromRef<AppState> for Authenticator {
     fn from_ref(s: &AppState) -> Self {
         s.auth.clone()
     }
@@ -443,9 +445,7 @@ async fn serve_session(
     let mut refused = None;
     // Ends the socket the moment its login ends (kept across the loop: see
     // `LoginWatch::ended`).
-    let mut login = app.auth.watch_login(&user.login);
-    let login_ended = login.ended();
-    tokio::pin!(login_ended);
+    let mut login_ended = app.auth.login_ended(&user.login);
     let mut close = None;
     loop {
         let msg = tokio::select! {

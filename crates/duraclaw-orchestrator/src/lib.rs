@@ -1,8 +1,34 @@
-//! The local orchestrator: one session actor per session over SQLite, woken
-//! on demand and evicted when idle (as Durable Objects are), and the link to
-//! the gateway.
+//! The local Duraclaw host as a library, on tokio and axum.
+//!
+//! - [`Orchestrator`]: one session actor per session over any
+//!   [`SessionDirectory`](duraclaw_core::store::SessionDirectory) (SQLite,
+//!   memory), woken on demand and evicted when unwatched (as Durable Objects
+//!   are);
+//! - [`gateway::GatewayLink`]: the link to the gateway (bearer secret,
+//!   re-attach after the last persisted gseq, resend of unconfirmed
+//!   commands, backoff), with its per-session ingest [`lanes`];
+//! - [`router`]: the REST + WebSocket API as an axum [`Router`](axum::Router) to mount
+//!   under any path of an app ([`api`] has its parts);
+//! - [`authn`]: who a request comes from, the [`Authenticate`] trait, so an
+//!   app can bring its own login;
+//! - `auth` (feature `auth`, on by default): the bundled login (users with argon2id hashes, cookie login
+//!   sessions, rate limits, the Origin guard, `duraclaw user` commands);
+//! - `assets` (feature `ui`, on by default): the browser UI, compiled in.
+//!
+//! The UI is embedded from `examples/duraclaw-full/ui/dist` by a path
+//! relative to this crate (the UI's sources, build script and end-to-end
+//! suite live there), so the `ui` feature builds only inside this
+//! repository; an app that serves its own UI turns it off.
+//!
+//! `examples/duraclaw-full` (the `duraclaw` binary) wires these together.
 
 pub mod api;
+#[cfg(feature = "ui")]
+pub mod assets;
+#[cfg(feature = "auth")]
+pub mod auth;
+pub mod authn;
+pub mod error;
 pub mod gateway;
 pub mod lanes;
 
@@ -48,6 +74,44 @@ pub fn new_session_id() -> String {
         .rev()
         .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
         .collect()
+}
+
+pub use api::AppState;
+pub use authn::{AuthUser, Authenticate, Authenticator, LoginId};
+pub use error::ApiError;
+
+/// The session API (`/api/health`, `/api/status`, `/api/worktrees`,
+/// `/api/sessions…` with their WebSocket) as a router to mount anywhere in
+/// an app, e.g. `Router::new().nest("/claw", router(state))`: the routes of
+/// [`api::routes`] behind the authentication's origin check
+/// ([`authn::origin_guard`]), the request body limit, and JSON error
+/// answers ([`api::json_errors`]). Who a request comes from is
+/// `state.auth`'s to say. The bundled login's own routes
+/// (`auth::routes`) and the UI are not in it.
+pub fn router(state: AppState) -> axum::Router {
+    api::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            authn::origin_guard,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            duraclaw_core::web::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::map_response(api::json_errors))
+        .with_state(state)
+}
+
+/// `e` with the database file named, so that a one-line error says which
+/// file to look at (a schema from a newer version, for one, does not name
+/// it by itself).
+pub fn naming_file(path: &std::path::Path, e: duraclaw_core::Error) -> duraclaw_core::Error {
+    let shown = path.display().to_string();
+    let text = e.to_string();
+    if text.contains(&shown) {
+        e
+    } else {
+        duraclaw_core::Error::Invalid(format!("{shown}: {text}"))
+    }
 }
 
 /// The most commands a session's outbox may hold unconfirmed by the

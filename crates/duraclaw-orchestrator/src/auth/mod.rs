@@ -14,7 +14,6 @@
 //! [`add_user_command`]. Passwords, tokens and hashes are never logged.
 
 mod cli;
-mod error;
 mod http;
 mod limiter;
 mod password;
@@ -34,14 +33,11 @@ use duraclaw_core::{Error, Result};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, watch};
 
+pub use crate::authn::{AuthUser, LoginId};
+pub use crate::error::ApiError;
 pub use cli::{PasswordSource, add_user_command, passwd_command, remove_command};
-pub use error::ApiError;
-pub use http::{AuthUser, LoginId, origin_guard, routes};
+pub use http::{origin_guard, routes};
 pub use token::random_token;
-#[allow(
-    unused_imports,
-    reason = "part of the API that main does not name (yet)"
-)]
 pub use {
     cli::db_path, http::check_origin, limiter::LoginLimits, password::HashCost, token::COOKIE_NAME,
 };

@@ -20,8 +20,8 @@
 //! - Dropping [`Lanes`] drops the queues' senders: each lane ingests what it
 //!   holds and ends.
 //!
-//! `duraclaw-full`'s orchestrator uses it; the benches include this very
-//! file, so that they measure the same read loop.
+//! The gateway link's read loop uses it; the benches use it too, so that
+//! they measure the same read loop.
 
 use std::collections::HashMap;
 use std::future::Future;

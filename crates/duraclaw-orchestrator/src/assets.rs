@@ -1,8 +1,8 @@
-//! The browser UI, embedded in the binary.
+//! The browser UI, embedded in the library (feature `ui`).
 //!
-//! `ui/dist` (built by `scripts/build-ui.sh` and committed, so building the
-//! binary needs no Node) is compiled in with `rust-embed`. [`router`] serves
-//! it:
+//! `examples/duraclaw-full/ui/dist` (built by `scripts/build-ui.sh` and
+//! committed, so building needs no Node) is compiled in with `rust-embed`,
+//! by a path relative to this crate. [`router`] serves it:
 //!
 //! - every file with core's [`UI_HEADERS`] (the same the Cloudflare Worker
 //!   sends): a `Content-Security-Policy` that allows only this origin (no
@@ -29,7 +29,7 @@ use rust_embed::RustEmbed;
 
 /// The built UI.
 #[derive(RustEmbed)]
-#[folder = "ui/dist/"]
+#[folder = "../../examples/duraclaw-full/ui/dist/"]
 struct Ui;
 
 const INDEX: &str = "index.html";

@@ -1,77 +1,30 @@
-//! The HTTP side of auth: the [`AuthUser`] extractor, the login, logout and
-//! me handlers, and the Origin check with its middleware.
+//! The HTTP side of the bundled auth: the login, logout and me handlers,
+//! the Origin check with its middleware, and [`Authenticate`] for
+//! `Arc<Auth>`.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRef, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use duraclaw_core::web::origin::{self, CROSS_ORIGIN, OwnOrigin};
 use serde::Deserialize;
 
-use super::error::ApiError;
 use super::token::{clear_cookie, set_cookie};
 use super::{Auth, LoginRefusal};
+use crate::authn::{
+    AuthUser, Authenticate, Authenticator, BoxFuture, LoginId, needs_origin_check, not_logged_in,
+};
+use crate::error::ApiError;
 
 /// The largest login request body read.
 const MAX_LOGIN_BODY: usize = 16 * 1024;
-
-/// The logged-in user of a request.
-///
-/// As an extractor it answers `401 {"error": …}` unless the request's
-/// `duraclaw_session` cookie names a live login session; it needs
-/// `Arc<Auth>: FromRef<S>`. Extracting it twice in one request reads the
-/// database once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthUser {
-    /// The user's name, as stored.
-    pub name: String,
-    /// The login session the request came with.
-    pub login: LoginId,
-}
-
-/// Which login session: the digest its row is stored under (never the
-/// token). `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct LoginId(pub(super) String);
-
-impl fmt::Debug for LoginId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LoginId(…)")
-    }
-}
-
-impl<S> FromRequestParts<S> for AuthUser
-where
-    Arc<Auth>: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(user) = parts.extensions.get::<AuthUser>() {
-            return Ok(user.clone());
-        }
-        let auth = Arc::<Auth>::from_ref(state);
-        let user = auth
-            .authenticate(&parts.headers)
-            .await?
-            .ok_or_else(not_logged_in)?;
-        parts.extensions.insert(user.clone());
-        Ok(user)
-    }
-}
-
-fn not_logged_in() -> ApiError {
-    ApiError::unauthorized("not logged in, or the login session expired")
-}
 
 /// `POST /api/login`, `POST /api/logout` and `GET /api/me`, for any router
 /// state that holds the `Arc<Auth>`.
@@ -164,11 +117,7 @@ pub async fn me(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Result<Res
 /// ([`Auth::check_origin`]). Apply it with
 /// `axum::middleware::from_fn_with_state(auth.clone(), origin_guard)`.
 pub async fn origin_guard(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
-    let safe = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    if (!safe || is_websocket_upgrade(request.headers()))
+    if needs_origin_check(request.method(), request.headers())
         && let Err(refused) = auth.check_origin(request.headers())
     {
         return refused.into_response();
@@ -176,11 +125,32 @@ pub async fn origin_guard(State(auth): State<Arc<Auth>>, request: Request, next:
     next.run(request).await
 }
 
-fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .any(|v| origin::is_websocket_upgrade(&String::from_utf8_lossy(v.as_bytes())))
+impl Authenticate for Arc<Auth> {
+    fn authenticate<'a>(
+        &'a self,
+        parts: &'a Parts,
+    ) -> BoxFuture<'a, Result<Option<AuthUser>, ApiError>> {
+        Box::pin(async move { Ok(Auth::authenticate(self, &parts.headers).await?) })
+    }
+
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        Auth::check_origin(self, headers)
+    }
+
+    fn login_ended(&self, login: &LoginId) -> BoxFuture<'static, ()> {
+        let mut watch = Auth::watch_login(self, login);
+        Box::pin(async move { watch.ended().await })
+    }
+
+    fn login_alive<'a>(&'a self, login: &'a LoginId) -> BoxFuture<'a, duraclaw_core::Result<bool>> {
+        Box::pin(Auth::login_alive(self, login))
+    }
+}
+
+impl FromRef<Arc<Auth>> for Authenticator {
+    fn from_ref(auth: &Arc<Auth>) -> Self {
+        Authenticator::new(auth.clone())
+    }
 }
 
 /// Accepts a request whose single `Origin` header is one of the server's
