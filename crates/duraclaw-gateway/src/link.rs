@@ -9,8 +9,8 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::protocol::{
-    FromGateway, Hello, MAX_FRAME_BYTES, Role, ToGateway, WireError, check_hello_version,
-    decode_frame, encode_frame, gateway_event_frame,
+    FromGateway, Hello, LINK_MAX_MESSAGE_BYTES, LINK_READ_BUFFER_BYTES, Role, ToGateway, WireError,
+    check_hello_version, decode_frame, encode_frame, gateway_event_frame,
 };
 use futures::{SinkExt, StreamExt};
 use subtle::ConstantTimeEq;
@@ -30,12 +30,6 @@ use crate::server::Gateway;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued for one link before senders wait.
 const LINK_QUEUE: usize = 1024;
-/// Bytes a socket read asks for at most. The WebSocket library zeroes
-/// that much of its buffer before every read, so its default (128 KiB)
-/// costs a 128 KiB `memset` per frame when frames come one by one; a burst
-/// is read in a few more reads of this size instead (a large frame still
-/// arrives whole: the buffer grows to the frame's length).
-const READ_BUFFER: usize = 16 * 1024;
 
 /// A secret compared in constant time; never printed.
 #[derive(Clone)]
@@ -89,13 +83,14 @@ pub fn check_bind(addr: SocketAddr, allow_public: bool) -> Result<()> {
     }
 }
 
-/// The WebSocket configuration: frames bounded by the protocol's limit,
-/// reads of at most 16 KiB.
+/// The link's WebSocket configuration: messages bounded by
+/// [`LINK_MAX_MESSAGE_BYTES`], reads of at most [`LINK_READ_BUFFER_BYTES`]
+/// (the orchestrator's end uses the same limits).
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES + 1024))
-        .max_frame_size(Some(MAX_FRAME_BYTES + 1024))
-        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(LINK_MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(LINK_MAX_MESSAGE_BYTES))
+        .read_buffer_size(LINK_READ_BUFFER_BYTES)
 }
 
 /// Accepts links on `listener` until the task is dropped.

@@ -19,14 +19,16 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::protocol::{
-    Command, CommandResult, FromGateway, GatewayFrame, Gseq, Hello, RawEvent, Role, ToGateway,
-    WireError, Worktree, decode_frame, decode_gateway_frame, encode_frame,
+    Command, CommandResult, FromGateway, GatewayFrame, Gseq, Hello, LINK_MAX_MESSAGE_BYTES,
+    LINK_READ_BUFFER_BYTES, RawEvent, Role, ToGateway, WireError, Worktree, decode_frame,
+    decode_gateway_frame, encode_frame,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::lanes::{LANE_IDLE, Lanes};
 use super::{Orchestrator, now_ms};
@@ -263,7 +265,11 @@ impl GatewayLink {
             .parse()
             .map_err(|_| Error::Invalid("the gateway secret is not a valid header value".into()))?;
         req.headers_mut().insert("authorization", bearer);
-        let config = duraclaw_gateway::link::ws_config();
+        // The same limits as the gateway's end of the link.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(LINK_MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(LINK_MAX_MESSAGE_BYTES))
+            .read_buffer_size(LINK_READ_BUFFER_BYTES);
         let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
             .await
             .map_err(|e| match e {

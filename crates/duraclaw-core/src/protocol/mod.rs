@@ -41,6 +41,17 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// that a hostile peer cannot make a server buffer without bound.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
+/// The largest WebSocket message either end of the gateway link accepts:
+/// the frame limit plus room for the frame's envelope.
+pub const LINK_MAX_MESSAGE_BYTES: usize = MAX_FRAME_BYTES + 1024;
+
+/// Bytes a gateway-link socket read asks for at most. WebSocket libraries
+/// zero that much of their buffer before every read, so a large default
+/// (128 KiB) costs a `memset` of that size per frame when frames come one
+/// by one; a burst takes a few more reads of this size instead, and a
+/// large frame still arrives whole (the buffer grows to the frame).
+pub const LINK_READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The largest event, in bytes of JSON text: a frame's limit less room for
 /// the envelope (`type`, `session_id`, `seq`/`gseq`), so every stored event
 /// can be sent in one frame on either link.
