@@ -21,7 +21,8 @@ mod cf_gateway;
 #[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
 mod support;
 use support::{
-    Tools, admin_user_login, build_full_example, free_port, start_wrangler_logged, wait_until_ready,
+    Tools, admin_user_login, build_full_example, free_port, login, start_wrangler_logged,
+    wait_until_ready,
 };
 
 const GATEWAY_SECRET: &str = "cf-login-ended-gateway-secret-0123";
@@ -57,28 +58,6 @@ async fn admin(
         req = req.json(&body);
     }
     req.send().await.unwrap().status().as_u16()
-}
-
-async fn login(http: &reqwest::Client, base: &str, password: &str) -> String {
-    let r = http
-        .post(format!("{base}/api/login"))
-        .header("Origin", base)
-        .json(&json!({"username": "alice", "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "login");
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.split(';')
-                .next()
-                .filter(|kv| kv.starts_with("duraclaw_session="))
-        })
-        .expect("a session cookie")
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +110,7 @@ async fn an_ended_login_closes_its_sockets_and_the_ui_has_its_headers_on_cloudfl
 
     // A session of alice's.
     let laptop = admin_user_login(&http, &base, &base, ADMIN_TOKEN, "alice", PASSWORD).await;
-    let phone = login(&http, &base, PASSWORD).await;
+    let phone = login(&http, &base, &base, "alice", PASSWORD).await;
     let app = root.join("projects/app").display().to_string();
     let created = http
         .post(format!("{base}/api/sessions"))
@@ -177,7 +156,7 @@ async fn an_ended_login_closes_its_sockets_and_the_ui_has_its_headers_on_cloudfl
     both_hosts::assert_login_ended(&mut phone_ws, "after-passwd", "sent after passwd").await;
 
     // So does removing her.
-    let fresh = login(&http, &base, NEW_PASSWORD).await;
+    let fresh = login(&http, &base, &base, "alice", NEW_PASSWORD).await;
     let (mut fresh_ws, _) = both_hosts::open(&base, &fresh, &id).await;
     let (mut fresh_ws2, _) = both_hosts::open(&base, &fresh, &id).await;
     let removed = admin(
@@ -227,6 +206,6 @@ async fn an_ended_login_closes_its_sockets_and_the_ui_has_its_headers_on_cloudfl
     );
     both_hosts::assert_login_ended(&mut unnoticed, "after-row-gone", "sent after the row went")
         .await;
-    let last = login(&http, &base, PASSWORD).await;
+    let last = login(&http, &base, &base, "alice", PASSWORD).await;
     both_hosts::assert_never_ran(&base, &last, &id, "sent after the row went").await;
 }

@@ -333,10 +333,21 @@ pub async fn admin_user_login(
         "creating {name}: {status} {}",
         r.text().await.unwrap_or_default()
     );
+    login(http, base, origin, name, password).await
+}
+
+/// Logs `name` in from `origin`; the session cookie (`duraclaw_session=…`).
+pub async fn login(
+    http: &reqwest::Client,
+    base: &str,
+    origin: &str,
+    name: &str,
+    password: &str,
+) -> String {
     let r = http
         .post(format!("{base}/api/login"))
         .header("Origin", origin)
-        .json(&account)
+        .json(&serde_json::json!({"username": name, "password": password}))
         .send()
         .await
         .unwrap();
