@@ -81,11 +81,12 @@ impl DoSqlConn {
         Reflect::get(&self.storage, &JsValue::from_str("transactionSync"))
             .ok()
             .and_then(|f| f.dyn_into::<Function>().ok())
-            .ok_or_else(|| Error::Storage {
-                backend: BACKEND,
-                reason: "this Durable Object's storage has no transactionSync: \
-                         is the class declared in new_sqlite_classes?"
-                    .into(),
+            .ok_or_else(|| {
+                Error::storage(
+                    BACKEND,
+                    "this Durable Object's storage has no transactionSync: \
+                         is the class declared in new_sqlite_classes?",
+                )
             })
     }
 }
@@ -131,10 +132,10 @@ impl SqlConn for DoSqlConn {
         match (outcome, failed) {
             (_, Some(e)) => Err(e),
             (Ok(_), None) if ran => Ok(()),
-            (Ok(_), None) => Err(Error::Storage {
-                backend: BACKEND,
-                reason: "transactionSync returned without running the transaction".into(),
-            }),
+            (Ok(_), None) => Err(Error::storage(
+                BACKEND,
+                "transactionSync returned without running the transaction",
+            )),
             (Err(thrown), None) => Err(sql_error(
                 "the transaction did not commit",
                 js_message(&thrown),
@@ -145,10 +146,7 @@ impl SqlConn for DoSqlConn {
 
 /// A [`Error::Storage`] saying what failed and why.
 fn sql_error(what: impl std::fmt::Display, err: impl std::fmt::Display) -> Error {
-    Error::Storage {
-        backend: BACKEND,
-        reason: format!("{what}: {err}"),
-    }
+    Error::storage(BACKEND, format_args!("{what}: {err}"))
 }
 
 /// The message of a thrown JavaScript value.

@@ -540,9 +540,11 @@ fn transaction<T>(
         out = Some(body(tx)?);
         Ok(())
     })?;
-    out.ok_or_else(|| Error::Storage {
-        backend: BACKEND,
-        reason: "the transaction committed without running its body".into(),
+    out.ok_or_else(|| {
+        Error::storage(
+            BACKEND,
+            "the transaction committed without running its body",
+        )
     })
 }
 
@@ -554,10 +556,7 @@ fn with_conn<C, T>(conn: &Mutex<C>, f: impl FnOnce(&mut C) -> Result<T>) -> Resu
 }
 
 fn ran_twice() -> Error {
-    Error::Storage {
-        backend: BACKEND,
-        reason: "a transaction ran its body twice".into(),
-    }
+    Error::storage(BACKEND, "a transaction ran its body twice")
 }
 
 fn not_found(session_id: &str) -> Error {
@@ -594,37 +593,33 @@ fn seq_value(value: u64, what: &str) -> Result<SqlValue> {
 }
 
 fn column<'r>(row: &'r [SqlValue], i: usize, what: &str) -> Result<&'r SqlValue> {
-    row.get(i).ok_or_else(|| Error::Storage {
-        backend: BACKEND,
-        reason: format!("{what}: the row has no column {i}"),
-    })
+    row.get(i)
+        .ok_or_else(|| Error::storage(BACKEND, format!("{what}: the row has no column {i}")))
 }
 
 fn get_int(row: &[SqlValue], i: usize, what: &str) -> Result<i64> {
     match column(row, i, what)? {
         SqlValue::Integer(v) => Ok(*v),
-        other => Err(Error::Storage {
-            backend: BACKEND,
-            reason: format!("{what} is {other:?}, not an integer"),
-        }),
+        other => Err(Error::storage(
+            BACKEND,
+            format!("{what} is {other:?}, not an integer"),
+        )),
     }
 }
 
 fn get_seq(row: &[SqlValue], i: usize, what: &str) -> Result<u64> {
     let v = get_int(row, i, what)?;
-    u64::try_from(v).map_err(|_| Error::Storage {
-        backend: BACKEND,
-        reason: format!("{what} is {v}, which is negative"),
-    })
+    u64::try_from(v)
+        .map_err(|_| Error::storage(BACKEND, format!("{what} is {v}, which is negative")))
 }
 
 fn get_text<'r>(row: &'r [SqlValue], i: usize, what: &str) -> Result<&'r str> {
     match column(row, i, what)? {
         SqlValue::Text(s) => Ok(s),
-        other => Err(Error::Storage {
-            backend: BACKEND,
-            reason: format!("{what} is {other:?}, not text"),
-        }),
+        other => Err(Error::storage(
+            BACKEND,
+            format!("{what} is {other:?}, not text"),
+        )),
     }
 }
 
@@ -634,8 +629,11 @@ fn encode<T: serde::Serialize + ?Sized>(value: &T, what: &str, id: &str) -> Resu
 }
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str, what: &str, id: &str) -> Result<T> {
-    serde_json::from_str(json).map_err(|e| Error::Storage {
-        backend: BACKEND,
-        reason: format!("the stored {what} {id:?} does not decode: {e}"),
+    serde_json::from_str(json).map_err(|e| {
+        Error::storage_from(
+            BACKEND,
+            format_args!("the stored {what} {id:?} does not decode"),
+            e,
+        )
     })
 }

@@ -5,10 +5,18 @@ use crate::state::{SessionInput, SessionState};
 /// Shorthand for results carrying [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Any error, boxed: the source an [`Error`] keeps.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong in the core and the backends built on it.
 ///
 /// Each variant carries what failed and with which value, so an error read
-/// in a log or shown to a user says enough to act on.
+/// in a log or shown to a user says enough to act on. Where an underlying
+/// error caused it, that error is kept as the [`source`] (for downcasting)
+/// and its text is also part of this error's message, so one line says
+/// everything.
+///
+/// [`source`]: std::error::Error::source
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -19,6 +27,9 @@ pub enum Error {
         what: &'static str,
         /// The decoder's explanation, with line and column where known.
         reason: String,
+        /// The decoder's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A frame or payload is larger than the limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
@@ -73,6 +84,9 @@ pub enum Error {
         name: String,
         /// Why it failed.
         reason: String,
+        /// The error the step returned.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The session state machine refused a transition.
     #[error("illegal session transition: {input:?} in state {from:?}")]
@@ -113,16 +127,25 @@ pub enum Error {
         backend: &'static str,
         /// What went wrong, with the underlying error's text.
         reason: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The executor (e.g. the Claude Code CLI) failed.
-    #[error("executor error: {0}")]
-    Executor(String),
+    #[error("executor error: {message}")]
+    Executor {
+        /// What failed, with the underlying error's text.
+        message: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The executor cannot run sessions safely here (e.g. the Claude Code
     /// CLI is older than the minimum supported version); the message names
     /// what was found and what is needed.
     #[error("{0}")]
     ExecutorUnsupported(String),
-    /// The other end of a relay or channel is gone.
+    /// The other end of a link or channel is gone.
     #[error("{0} closed")]
     Closed(&'static str),
     /// An operation did not complete within its deadline.
@@ -133,22 +156,130 @@ pub enum Error {
         /// The deadline in milliseconds.
         ms: u64,
     },
+    /// An I/O operation failed.
+    #[error("i/o error: {source}")]
+    Io {
+        /// The I/O error.
+        #[from]
+        source: std::io::Error,
+    },
+    /// Any other failure, with what was being done and the error it gave;
+    /// made by [`Error::other`].
+    #[error("{context}: {source}")]
+    Other {
+        /// What was being done.
+        context: String,
+        /// The error it gave.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl Error {
-    /// A [`Error::Decode`] from a serde_json error.
-    pub fn decode(what: &'static str, err: &serde_json::Error) -> Self {
+    /// A [`Error::Decode`] keeping the decoder's error as its source.
+    pub fn decode(what: &'static str, err: impl Into<BoxError>) -> Self {
+        let source = err.into();
         Error::Decode {
             what,
-            reason: err.to_string(),
+            reason: source.to_string(),
+            source: Some(source),
         }
     }
 
-    /// A [`Error::Storage`] from any displayable error.
-    pub fn storage(backend: &'static str, err: impl std::fmt::Display) -> Self {
+    /// A [`Error::Decode`] with an explanation and no underlying error.
+    pub fn decode_msg(what: &'static str, reason: impl Into<String>) -> Self {
+        Error::Decode {
+            what,
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Error::Storage`] saying what went wrong, with no underlying error.
+    pub fn storage(backend: &'static str, reason: impl std::fmt::Display) -> Self {
         Error::Storage {
             backend,
-            reason: err.to_string(),
+            reason: reason.to_string(),
+            source: None,
         }
+    }
+
+    /// A [`Error::Storage`] for `what` failing with `err`, which it keeps as
+    /// its source; the message reads `{what}: {err}`.
+    pub fn storage_from(
+        backend: &'static str,
+        what: impl std::fmt::Display,
+        err: impl Into<BoxError>,
+    ) -> Self {
+        let source = err.into();
+        Error::Storage {
+            backend,
+            reason: format!("{what}: {source}"),
+            source: Some(source),
+        }
+    }
+
+    /// A [`Error::Executor`] with a message and no underlying error.
+    pub fn executor(message: impl Into<String>) -> Self {
+        Error::Executor {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Error::Executor`] for `what` failing with `err`, which it keeps as
+    /// its source; the message reads `{what}: {err}`.
+    pub fn executor_from(what: impl std::fmt::Display, err: impl Into<BoxError>) -> Self {
+        let source = err.into();
+        Error::Executor {
+            message: format!("{what}: {source}"),
+            source: Some(source),
+        }
+    }
+
+    /// An [`Error::Other`]: `context` says what was being done, `err` is
+    /// the error it gave, of any type.
+    pub fn other(context: impl Into<String>, err: impl Into<BoxError>) -> Self {
+        Error::Other {
+            context: context.into(),
+            source: err.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_source_is_kept_and_named_in_the_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = Error::storage_from("sqlite", "cannot open db.sqlite", io);
+        assert_eq!(
+            err.to_string(),
+            "sqlite storage error: cannot open db.sqlite: no such file"
+        );
+        let source = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(source.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
+
+        let json = serde_json::from_str::<u32>("x").unwrap_err();
+        let text = json.to_string();
+        let err = Error::decode("frame", json);
+        assert_eq!(err.to_string(), format!("cannot decode frame: {text}"));
+        assert!(err.source().is_some_and(|s| s.is::<serde_json::Error>()));
+
+        let err: Error = std::io::Error::other("disk full").into();
+        assert_eq!(err.to_string(), "i/o error: disk full");
+        assert!(err.source().is_some());
+
+        let err = Error::other("cannot call the bot", std::fmt::Error);
+        assert!(err.to_string().starts_with("cannot call the bot: "));
+        assert!(err.source().is_some_and(|s| s.is::<std::fmt::Error>()));
+
+        assert!(Error::executor("gone").source().is_none());
+        assert_eq!(Error::executor("gone").to_string(), "executor error: gone");
     }
 }

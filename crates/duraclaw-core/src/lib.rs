@@ -1,41 +1,61 @@
 //! # duraclaw-core
 //!
-//! The runtime-free heart of Duraclaw. It owns:
+//! The runtime-free heart of Duraclaw: the types an app and every backend
+//! share. It owns:
 //!
 //! - [`protocol`]: the JSON wire protocol of both links (orchestrator ↔
 //!   gateway, browser ↔ orchestrator), tolerant of unknown event types;
 //! - [`state`]: the session state machine, one transition function;
-//! - [`store`], [`relay`], [`approval`], [`executor`]: the four object-safe
-//!   async traits that hosts and backends implement;
-//! - [`actor`]: the host-agnostic session actor logic (persist before
-//!   forward, exactly-once replay with a fence, gseq dedupe and acks,
-//!   command ids applied once);
-//! - [`guard`]: the check that every tool that ran was allowed;
-//! - [`web`]: the web rules both hosts share (the Origin rule, user name
-//!   and password rules), as pure functions over strings;
-//! - [`migrate`]: versioned, checksummed schema migrations with the version
-//!   kept in a meta table, for every SQL backend;
-//! - `conformance` (feature `conformance`): the shared test suite every
-//!   `SessionStore` backend runs.
+//! - [`store`], [`approval`], [`executor`]: the three object-safe async
+//!   traits backends implement ([`SessionStore`](store::SessionStore),
+//!   [`ApprovalGate`](approval::ApprovalGate),
+//!   [`Executor`](executor::Executor)) and the records they pass;
+//! - [`Error`]: the one error type, which keeps its source;
+//! - [`backend`]: what only a store or host implementer needs (the session
+//!   actor, the shared store steps, SQL migrations, the tool guard, the web
+//!   rules both hosts share);
+//! - `conformance` (feature `conformance`): the shared test suites every
+//!   backend runs.
 //!
 //! It depends on no async runtime and builds for `wasm32-unknown-unknown`, so
 //! the same logic runs in a tokio server and in a Cloudflare Durable Object.
+//! Stores live in `duraclaw-store`, gates in `duraclaw-approval`, the Claude
+//! Code executor in `duraclaw-gateway`, the local host in
+//! `duraclaw-orchestrator`.
+//!
+//! ```
+//! use duraclaw_core::protocol::Event;
+//! use duraclaw_core::state::{SessionInput, SessionState, transition};
+//!
+//! // An event as the gateway sends it; an unknown type is kept, not dropped.
+//! let event = Event::from_json(r#"{"type":"result","subtype":"success"}"#)?;
+//! assert_eq!(event.type_name(), "result");
+//! let future = Event::from_json(r#"{"type":"from.the.future","x":1}"#)?;
+//! assert!(matches!(future, Event::Unknown(_)));
+//!
+//! // The session state machine: a turn runs, then ends.
+//! let state = transition(SessionState::Initializing, SessionInput::Initialized)?;
+//! let state = transition(state, SessionInput::TurnStarted)?;
+//! assert_eq!(state, SessionState::Active);
+//! // An input that does not apply is an error, never a silent change.
+//! assert!(transition(SessionState::Terminated, SessionInput::TurnStarted).is_err());
+//! # Ok::<(), duraclaw_core::Error>(())
+//! ```
 
-pub mod actor;
 pub mod approval;
+pub mod backend;
 pub mod error;
 pub mod executor;
-pub mod guard;
-pub mod migrate;
 pub mod protocol;
-pub mod relay;
 pub mod state;
 pub mod store;
 mod sync;
-pub mod web;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use error::{Error, Result};
+// Their former paths, kept so code written against them still builds.
+#[doc(hidden)]
+pub use backend::{actor, guard, migrate, web};
+pub use error::{BoxError, Error, Result};
 pub use sync::{SendOutsideWasm, SyncOutsideWasm};

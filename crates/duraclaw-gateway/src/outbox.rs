@@ -182,10 +182,7 @@ fn closed() -> Error {
 }
 
 fn failure(reason: &str) -> Error {
-    Error::Storage {
-        backend: "outbox",
-        reason: format!("events were not recorded: {reason}"),
-    }
+    Error::storage("outbox", format_args!("events were not recorded: {reason}"))
 }
 
 async fn commit_loop(

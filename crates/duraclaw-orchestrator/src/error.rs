@@ -129,7 +129,7 @@ impl From<Error> for ApiError {
             Error::UnsupportedVersion { .. } | Error::Closed(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, err.to_string())
             }
-            Error::Executor(_) | Error::ExecutorUnsupported(_) => {
+            Error::Executor { .. } | Error::ExecutorUnsupported(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
             Error::Timeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string()),

@@ -281,9 +281,10 @@ fn open_and_migrate(path: &Path, busy_timeout: Duration) -> Result<rusqlite::Con
         .map_err(|e| sql_error(format_args!("cannot set up {}", path.display()), e))?;
     let mut sql = SqliteConn::new(conn);
     let report = schema::migrations()?.apply(&mut sql).map_err(|e| match e {
-        Error::Storage { reason, .. } => Error::Storage {
+        Error::Storage { reason, source, .. } => Error::Storage {
             backend: BACKEND,
             reason: format!("cannot migrate {}: {reason}", path.display()),
+            source,
         },
         other => other,
     })?;

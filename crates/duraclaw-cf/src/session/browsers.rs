@@ -307,10 +307,10 @@ impl SessionHost {
             Ok(false) => Some(duraclaw_core::Error::Unauthorized(
                 LOGIN_ENDED_MESSAGE.into(),
             )),
-            Err(e) => Some(duraclaw_core::Error::Storage {
-                backend: "d1",
-                reason: format!("cannot check the login: {e}"),
-            }),
+            Err(e) => Some(duraclaw_core::Error::storage(
+                "d1",
+                format!("cannot check the login: {e}"),
+            )),
         };
         if let Some(e) = refusal {
             send_browser(

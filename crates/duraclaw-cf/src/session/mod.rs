@@ -199,7 +199,7 @@ pub fn error_status(err: &duraclaw_core::Error) -> (u16, String) {
         E::AlreadyExists { .. } | E::IllegalTransition { .. } => (409, err.to_string()),
         E::Unauthorized(m) => (401, m.clone()),
         E::UnsupportedVersion { .. } | E::Closed(_) => (502, err.to_string()),
-        E::Executor(_) => (503, err.to_string()),
+        E::Executor { .. } => (503, err.to_string()),
         E::Timeout { .. } => (504, err.to_string()),
         _ => {
             tracing::error!(error = %err, "request failed on a server error");

@@ -106,24 +106,15 @@ impl Event {
     /// [`Event::Unknown`], a known type with a bad body is an error.
     pub fn from_value(value: Value) -> Result<Self> {
         if !value.is_object() {
-            return Err(Error::Decode {
-                what: "event",
-                reason: "an event must be a JSON object".into(),
-            });
+            return Err(Error::decode_msg("event", "an event must be a JSON object"));
         }
         let known = match value.get("type") {
             Some(Value::String(t)) => KNOWN_EVENT_TYPES.contains(&t.as_str()),
             Some(_) => {
-                return Err(Error::Decode {
-                    what: "event",
-                    reason: "field `type` is not a string".into(),
-                });
+                return Err(Error::decode_msg("event", "field `type` is not a string"));
             }
             None => {
-                return Err(Error::Decode {
-                    what: "event",
-                    reason: "missing field `type`".into(),
-                });
+                return Err(Error::decode_msg("event", "missing field `type`"));
             }
         };
         if !known {
@@ -131,7 +122,7 @@ impl Event {
         }
         serde_json::from_value::<KnownEvent>(value)
             .map(Event::from_known)
-            .map_err(|e| Error::decode("event", &e))
+            .map_err(|e| Error::decode("event", e))
     }
 
     /// Decodes an event from JSON text (size-checked).

@@ -14,7 +14,7 @@ pub fn decode_frame<T: serde::de::DeserializeOwned>(text: &str, what: &'static s
             limit: MAX_FRAME_BYTES,
         });
     }
-    serde_json::from_str(text).map_err(|e| Error::decode(what, &e))
+    serde_json::from_str(text).map_err(|e| Error::decode(what, e))
 }
 
 /// Encodes one frame as JSON text; refuses one over [`MAX_FRAME_BYTES`].
@@ -54,10 +54,7 @@ pub fn check_hello_version(text: &str) -> Result<()> {
             got: u32::try_from(v).unwrap_or(u32::MAX),
             supported: PROTOCOL_VERSION,
         }),
-        None => Err(Error::Decode {
-            what: "hello",
-            reason: "missing field `v`".into(),
-        }),
+        None => Err(Error::decode_msg("hello", "missing field `v`")),
     }
 }
 
@@ -147,7 +144,7 @@ impl From<&Error> for WireError {
             Error::Invalid(_) => "invalid",
             Error::Unauthorized(_) => "unauthorized",
             Error::IllegalTransition { .. } => "illegal_transition",
-            Error::Executor(_) => "executor",
+            Error::Executor { .. } => "executor",
             Error::ExecutorUnsupported(_) => ERROR_EXECUTOR_UNSUPPORTED,
             Error::Closed(_) => "closed",
             Error::Timeout { .. } => "timeout",

@@ -52,16 +52,12 @@ impl RawEvent {
             });
         }
         if !text.trim_start().starts_with('{') {
-            return Err(Error::Decode {
-                what: "event",
-                reason: "an event must be a JSON object".into(),
-            });
+            return Err(Error::decode_msg("event", "an event must be a JSON object"));
         }
         let head: EventType<'_> =
-            serde_json::from_str(text).map_err(|e| Error::decode("event", &e))?;
+            serde_json::from_str(text).map_err(|e| Error::decode("event", e))?;
         let typed = if STATEFUL_EVENT_TYPES.contains(&head.kind.as_ref()) {
-            let value: Value =
-                serde_json::from_str(text).map_err(|e| Error::decode("event", &e))?;
+            let value: Value = serde_json::from_str(text).map_err(|e| Error::decode("event", e))?;
             Some(Event::from_value_lenient(value)?)
         } else {
             None
@@ -169,7 +165,7 @@ pub fn decode_gateway_frame(text: &str) -> Result<GatewayFrame> {
 /// without decoding it; byte-for-byte what serialising
 /// `FromGateway::Event` gives.
 pub fn gateway_event_frame(session_id: &str, gseq: Gseq, event_json: &str) -> Result<String> {
-    let id = serde_json::to_string(session_id).map_err(|e| Error::decode("session id", &e))?;
+    let id = serde_json::to_string(session_id).map_err(|e| Error::decode("session id", e))?;
     let mut s = String::with_capacity(event_json.len() + id.len() + 48);
     s.push_str("{\"type\":\"event\",\"session_id\":");
     s.push_str(&id);

@@ -98,8 +98,9 @@ impl ClaudeExecutor {
     pub async fn check_version(&self) -> Result<String> {
         self.check()?;
         let cfg = &self.config;
-        let meta = std::fs::metadata(&cfg.bin)
-            .map_err(|e| Error::Executor(format!("cannot read {}: {e}", cfg.bin.display())))?;
+        let meta = std::fs::metadata(&cfg.bin).map_err(|e| {
+            Error::executor_from(format_args!("cannot read {}", cfg.bin.display()), e)
+        })?;
         let stamp = (meta.modified().ok(), meta.len());
         let mut cached = self.version.lock().await;
         if let Some(probe) = cached.as_ref().filter(|p| p.stamp == stamp) {
@@ -119,7 +120,10 @@ impl ClaudeExecutor {
                 ms: u64::try_from(VERSION_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
             })?
             .map_err(|e| {
-                Error::Executor(format!("cannot run {} --version: {e}", cfg.bin.display()))
+                Error::executor_from(
+                    format_args!("cannot run {} --version", cfg.bin.display()),
+                    e,
+                )
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let verdict = crate::cli::launch::check_version(&text);
@@ -142,7 +146,7 @@ impl ClaudeExecutor {
         if self.config.bin.is_file() {
             Ok(())
         } else {
-            Err(Error::Executor(format!(
+            Err(Error::executor(format!(
                 "the Claude Code CLI was not found at {}: install it (npm install -g \
                  @anthropic-ai/claude-code) or set CLAUDE_BIN",
                 self.config.bin.display()

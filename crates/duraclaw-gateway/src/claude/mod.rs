@@ -98,7 +98,7 @@ impl Shared {
         stdin
             .as_ref()
             .and_then(|tx| tx.send(input).ok())
-            .ok_or_else(|| Error::Executor("the Claude Code process is not running".into()))
+            .ok_or_else(|| Error::executor("the Claude Code process is not running"))
     }
 
     /// Closes the CLI's stdin once what is queued is written: it finishes.
@@ -123,8 +123,8 @@ impl Shared {
         self.send(input)?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(Error::Executor(format!("the CLI refused {id}: {e}"))),
-            Ok(Err(_)) => Err(Error::Executor("the Claude Code process exited".into())),
+            Ok(Ok(Err(e))) => Err(Error::executor(format!("the CLI refused {id}: {e}"))),
+            Ok(Err(_)) => Err(Error::executor("the Claude Code process exited")),
             Err(_) => Err(Error::Timeout {
                 what: "the Claude Code CLI to answer a control request",
                 ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
@@ -253,10 +253,10 @@ impl ClaudeExecutor {
                 .env("XDG_RUNTIME_DIR", tmp);
         }
         let child = cmd.spawn().map_err(|e| {
-            LaunchError::Other(Error::Executor(format!(
-                "cannot start {}: {e}",
-                cfg.bin.display()
-            )))
+            LaunchError::Other(Error::executor_from(
+                format_args!("cannot start {}", cfg.bin.display()),
+                e,
+            ))
         })?;
         let pgid = child.id().and_then(|id| i32::try_from(id).ok());
         tracing::info!(session = %spec.session_id, pid = ?pgid, resume = launch.resume.is_some(), "started Claude Code");
@@ -310,10 +310,10 @@ impl ClaudeExecutor {
                 tracing::debug!(session = %spec.session_id, events = ?early, "dropped the output of a failed start");
             }
             let why = match e {
-                Error::Executor(m) => m,
+                Error::Executor { message, .. } => message,
                 other => other.to_string(),
             };
-            let error = Error::Executor(format!(
+            let error = Error::executor(format!(
                 "the Claude Code CLI did not initialize: {why}; stderr: {stderr}"
             ));
             return Err(

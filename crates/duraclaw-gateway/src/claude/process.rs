@@ -26,7 +26,7 @@ pub(super) fn spawn_io(
     mut stdin_rx: mpsc::UnboundedReceiver<CliInput>,
     done_tx: watch::Sender<bool>,
 ) -> Result<()> {
-    let missing = || Error::Executor("the CLI's pipes are missing".into());
+    let missing = || Error::executor("the CLI's pipes are missing");
     let mut stdin = child.stdin.take().ok_or_else(missing)?;
     let stdout = child.stdout.take().ok_or_else(missing)?;
     let mut stderr = child.stderr.take().ok_or_else(missing)?;

@@ -511,10 +511,7 @@ impl LoginWatch {
 }
 
 fn blocking_failed(e: tokio::task::JoinError) -> Error {
-    Error::Storage {
-        backend: "sqlite",
-        reason: format!("auth task failed: {e}"),
-    }
+    Error::storage_from("sqlite", "auth task failed", e)
 }
 
 fn now_ms() -> i64 {

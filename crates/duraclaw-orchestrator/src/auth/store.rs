@@ -32,10 +32,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 fn sql_error(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
-    move |e| Error::Storage {
-        backend: "sqlite",
-        reason: format!("auth database: cannot {what}: {e}"),
-    }
+    move |e| Error::storage_from("sqlite", format_args!("auth database: cannot {what}"), e)
 }
 
 /// Opens (creating if needed, readable by the owner only) and migrates the
@@ -58,10 +55,11 @@ pub(super) fn open(path: &Path) -> Result<Connection> {
 fn restrict_to_owner(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-        Error::Storage {
-            backend: "sqlite",
-            reason: format!("cannot make {} private: {e}", path.display()),
-        }
+        Error::storage_from(
+            "sqlite",
+            format_args!("cannot make {} private", path.display()),
+            e,
+        )
     })
 }
 

@@ -933,10 +933,10 @@ async fn logs_name_the_user_but_never_a_secret() {
 fn api_errors_answer_json_and_do_not_leak_storage_details() {
     use axum::response::IntoResponse;
 
-    let storage: ApiError = Error::Storage {
-        backend: "sqlite",
-        reason: "cannot open /srv/secret/path/auth.db: disk I/O error".into(),
-    }
+    let storage: ApiError = Error::storage(
+        "sqlite",
+        "cannot open /srv/secret/path/auth.db: disk I/O error",
+    )
     .into();
     assert_eq!(storage.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!storage.message().contains("/srv"), "{}", storage.message());
@@ -963,10 +963,7 @@ fn api_errors_answer_json_and_do_not_leak_storage_details() {
             },
             StatusCode::CONFLICT,
         ),
-        (
-            Error::Executor("gone".into()),
-            StatusCode::SERVICE_UNAVAILABLE,
-        ),
+        (Error::executor("gone"), StatusCode::SERVICE_UNAVAILABLE),
     ];
     for (err, status) in cases {
         let text = err.to_string();

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use duraclaw_core::error::BoxError;
 use duraclaw_core::migrate::{SqlConn, SqlValue};
 use duraclaw_core::{Error, Result};
 use rusqlite::types::{Value, ValueRef};
@@ -13,11 +14,8 @@ use rusqlite::{Connection, OpenFlags};
 pub(crate) const BACKEND: &str = "sqlite";
 
 /// A [`Error::Storage`] saying what failed, with rusqlite's explanation.
-pub(crate) fn sql_error(what: impl std::fmt::Display, err: impl std::fmt::Display) -> Error {
-    Error::Storage {
-        backend: BACKEND,
-        reason: format!("{what}: {err}"),
-    }
+pub(crate) fn sql_error(what: impl std::fmt::Display, err: impl Into<BoxError>) -> Error {
+    Error::storage_from(BACKEND, what, err)
 }
 
 /// Opens the read-write connection of a database file and sets it up: WAL,
@@ -41,7 +39,7 @@ pub(crate) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(sql_error(
             format_args!("cannot switch {} to WAL", path.display()),
-            format_args!("SQLite kept journal mode {mode:?}"),
+            format!("SQLite kept journal mode {mode:?}"),
         ));
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
@@ -178,7 +176,7 @@ impl SqlConn for SqliteConn {
                 values.push(from_value(value).map_err(|kind| {
                     sql_error(
                         format_args!("cannot read column {i} of {sql:?}"),
-                        format_args!("it holds {kind}, but only NULL, INTEGER and TEXT are read"),
+                        format!("it holds {kind}, but only NULL, INTEGER and TEXT are read"),
                     )
                 })?);
             }
@@ -258,10 +256,8 @@ fn from_value(v: ValueRef<'_>) -> std::result::Result<SqlValue, &'static str> {
 
 /// A seq or other counter read from an INTEGER column: never negative.
 pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64> {
-    u64::try_from(value).map_err(|_| Error::Storage {
-        backend: BACKEND,
-        reason: format!("{what} is {value}, which is negative"),
-    })
+    u64::try_from(value)
+        .map_err(|_| Error::storage(BACKEND, format!("{what} is {value}, which is negative")))
 }
 
 /// A seq or gseq to store; every caller checked it is at most 2^53 - 1.

@@ -80,13 +80,12 @@ impl ReadPool {
             out
         };
         let handle = Handle::try_current().unwrap_or_else(|_| self.runtime.clone());
-        handle
-            .spawn_blocking(job)
-            .await
-            .map_err(|e| Error::Storage {
-                backend: BACKEND,
-                reason: format!("a read of {} did not finish: {e}", self.path.display()),
-            })?
+        handle.spawn_blocking(job).await.map_err(|e| {
+            Error::storage(
+                BACKEND,
+                format!("a read of {} did not finish: {e}", self.path.display()),
+            )
+        })?
     }
 }
 
@@ -141,9 +140,12 @@ pub(crate) fn meta(conn: &Connection, session_id: &str) -> Result<SessionMeta> {
 }
 
 fn decode_meta(json: &str, session_id: &str) -> Result<SessionMeta> {
-    serde_json::from_str(json).map_err(|e| Error::Storage {
-        backend: BACKEND,
-        reason: format!("the stored metadata of session {session_id:?} does not decode: {e}"),
+    serde_json::from_str(json).map_err(|e| {
+        Error::storage_from(
+            BACKEND,
+            format_args!("the stored metadata of session {session_id:?} does not decode"),
+            e,
+        )
     })
 }
 
@@ -219,12 +221,7 @@ pub(crate) fn decode_resolution(
     session_id: &str,
     question_id: &str,
 ) -> Result<Resolution> {
-    serde_json::from_str(json).map_err(|e| Error::Storage {
-        backend: BACKEND,
-        reason: format!(
-            "the stored decision on question {question_id:?} of session {session_id:?} does not decode: {e}"
-        ),
-    })
+    serde_json::from_str(json).map_err(|e| Error::storage_from(BACKEND, format_args!("the stored decision on question {question_id:?} of session {session_id:?} does not decode"), e))
 }
 
 /// Questions, in the order asked.
@@ -258,11 +255,14 @@ pub(crate) fn questions(
                 e,
             )
         })?;
-        let question = serde_json::from_str(&question).map_err(|e| Error::Storage {
-            backend: BACKEND,
-            reason: format!(
-                "the stored question {id:?} of session {session_id:?} does not decode: {e}"
-            ),
+        let question = serde_json::from_str(&question).map_err(|e| {
+            Error::storage_from(
+                BACKEND,
+                format_args!(
+                    "the stored question {id:?} of session {session_id:?} does not decode"
+                ),
+                e,
+            )
         })?;
         out.push(QuestionRecord {
             question,

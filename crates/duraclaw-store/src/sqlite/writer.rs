@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
+use duraclaw_core::error::BoxError;
 use duraclaw_core::protocol::{Seq, UserQuestion};
 use duraclaw_core::store::{
     AppendBatch, AppendOutcome, LogHead, RecordedCommand, Resolution, ResolveOutcome, SessionMeta,
@@ -178,10 +179,10 @@ impl Done {
     /// stopped waiting is no error.
     fn send(self, failure: Option<&str>) {
         let done = match failure {
-            Some(f) if self.is_ok() => self.into_err(Error::Storage {
-                backend: BACKEND,
-                reason: format!("the group transaction did not commit: {f}"),
-            }),
+            Some(f) if self.is_ok() => self.into_err(Error::storage(
+                BACKEND,
+                format!("the group transaction did not commit: {f}"),
+            )),
             _ => self,
         };
         match done {
@@ -381,11 +382,7 @@ fn run_group(conn: &Connection, group: Vec<Request>, counters: &Counters) -> u64
         counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
         let reason = sql_error("cannot begin a write transaction", e).to_string();
         for r in group {
-            r.refuse(Error::Storage {
-                backend: BACKEND,
-                reason: reason.clone(),
-            })
-            .send(None);
+            r.refuse(Error::storage(BACKEND, reason.clone())).send(None);
         }
         return 0;
     }
@@ -443,10 +440,10 @@ fn commit_group(conn: &Connection, mut group: Vec<Request>, counters: &Counters)
 /// savepoint: the caller rolls the transaction back if it failed.
 fn run_unguarded(conn: &Connection, request: Request) -> Done {
     if conn.is_autocommit() {
-        return request.refuse(Error::Storage {
-            backend: BACKEND,
-            reason: "the transaction was rolled back by SQLite before this request".into(),
-        });
+        return request.refuse(Error::storage(
+            BACKEND,
+            "the transaction was rolled back by SQLite before this request",
+        ));
     }
     request.run(conn)
 }
@@ -466,10 +463,10 @@ fn run_one(conn: &Connection, request: Request) -> Done {
     // SQLite may have rolled the whole transaction back after an I/O error;
     // running on would write outside the group, so refuse instead.
     if conn.is_autocommit() {
-        return request.refuse(Error::Storage {
-            backend: BACKEND,
-            reason: "the group transaction was rolled back by SQLite before this request".into(),
-        });
+        return request.refuse(Error::storage(
+            BACKEND,
+            "the group transaction was rolled back by SQLite before this request",
+        ));
     }
     if let Err(e) = exec(conn, "SAVEPOINT request") {
         return request.refuse(sql_error("cannot open a savepoint", e));
@@ -590,10 +587,10 @@ fn put_meta(conn: &Connection, session_id: &str, meta: &SessionMeta) -> Result<(
     }
     let stored = super::reader::meta(conn, session_id)?;
     limits::check_meta_update(&stored, meta)?;
-    Err(Error::Storage {
-        backend: BACKEND,
-        reason: format!("the metadata of session {session_id:?} was not updated"),
-    })
+    Err(Error::storage(
+        BACKEND,
+        format!("the metadata of session {session_id:?} was not updated"),
+    ))
 }
 
 fn mark_forwarded(conn: &Connection, session_id: &str, command_id: &str) -> Result<()> {
@@ -630,7 +627,7 @@ impl<'c> SqlLog<'c> {
         SqlLog { conn, session_id }
     }
 
-    fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
+    fn err(&self, what: &str, e: impl Into<BoxError>) -> Error {
         sql_error(format_args!("{what} in session {:?}", self.session_id), e)
     }
 }

@@ -138,12 +138,12 @@ impl Migrations {
         if &digest != expected {
             self.find_edited(conn, found)?;
             // No single row differs: the head itself is damaged.
-            return Err(Error::Storage {
-                backend: "sql",
-                reason: format!(
+            return Err(Error::storage(
+                "sql",
+                format!(
                     "schema digest {digest:?} at version {found} does not match the recorded migrations"
                 ),
-            });
+            ));
         }
         let mut applied = Vec::new();
         for (m, sum) in &self.steps[found as usize..] {
@@ -169,6 +169,7 @@ impl Migrations {
                     version: m.version,
                     name: m.name.to_owned(),
                     reason: e.to_string(),
+                    source: Some(e.into()),
                 })?;
             tracing::info!(version = m.version, name = m.name, "applied migration");
             applied.push(m.version);
@@ -218,9 +219,11 @@ fn read_head(conn: &mut dyn SqlConn) -> Result<(u32, String)> {
         return Ok((0, chain_digest("", "")));
     };
     let version = row.first().and_then(SqlValue::as_i64).unwrap_or(-1);
-    let version = u32::try_from(version).map_err(|_| Error::Storage {
-        backend: "sql",
-        reason: format!("schema version {version} in duraclaw_meta is not a valid version"),
+    let version = u32::try_from(version).map_err(|_| {
+        Error::storage(
+            "sql",
+            format!("schema version {version} in duraclaw_meta is not a valid version"),
+        )
     })?;
     let digest = row
         .get(1)

@@ -7,8 +7,8 @@
 //! Durable Object `transactionSync`).
 //! Everything that can refuse a step is checked before the first write.
 
+use crate::backend::limits;
 use crate::protocol::{Seq, UserQuestion};
-use crate::store::limits;
 use crate::store::{
     AppendBatch, AppendOutcome, LogHead, RecordedCommand, Resolution, ResolveOutcome, StoredEvent,
     resolution_event,

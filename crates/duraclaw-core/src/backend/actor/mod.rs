@@ -363,10 +363,7 @@ impl SessionActor {
             .stored
             .into_iter()
             .next()
-            .ok_or_else(|| Error::Storage {
-                backend: "log",
-                reason: "an append stored nothing".into(),
-            })
+            .ok_or_else(|| Error::storage("log", "an append stored nothing"))
     }
 
     /// What the session should return to once its gateway is back: a

@@ -8,7 +8,7 @@
 //! edit a released migration; add the next version instead.
 
 use crate::Result;
-use crate::migrate::{Migration, Migrations};
+use crate::backend::migrate::{Migration, Migrations};
 
 /// The migrations of every SQL session store, oldest first.
 pub const MIGRATIONS: &[Migration] = &[Migration {

@@ -316,26 +316,26 @@ impl Subscription {
         if let Some(first) = page.first()
             && first.seq != self.delivered + 1
         {
-            return Err(Error::Storage {
-                backend: "log",
-                reason: format!(
+            return Err(Error::storage(
+                "log",
+                format!(
                     "the store returned seq {} after {}; events must come dense and in order",
                     first.seq, self.delivered
                 ),
-            });
+            ));
         }
         let before = self.page.len();
         self.page
             .extend(page.into_iter().filter(|e| e.seq <= self.fence));
         if self.page.len() == before {
-            return Err(Error::Storage {
-                backend: "log",
-                reason: format!(
+            return Err(Error::storage(
+                "log",
+                format!(
                     "events {}..={} are missing from the store",
                     self.delivered + 1,
                     self.fence
                 ),
-            });
+            ));
         }
         Ok(())
     }
