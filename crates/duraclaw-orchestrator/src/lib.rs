@@ -21,6 +21,114 @@
 //! repository; an app that serves its own UI turns it off.
 //!
 //! `examples/duraclaw-full` (the `duraclaw` binary) wires these together.
+//!
+//! Mounted in an app of one's own, with its own login (here a header set by
+//! a trusted proxy):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode, request::Parts};
+//! use duraclaw_orchestrator::authn::BoxFuture;
+//! use duraclaw_orchestrator::gateway::GatewayLink;
+//! use duraclaw_orchestrator::{
+//!     ApiError, AppState, AuthUser, Authenticate, Authenticator, LoginId, Orchestrator, router,
+//! };
+//! use tower::ServiceExt;
+//!
+//! struct ProxyHeader;
+//!
+//! impl Authenticate for ProxyHeader {
+//!     fn authenticate<'a>(
+//!         &'a self,
+//!         parts: &'a Parts,
+//!     ) -> BoxFuture<'a, Result<Option<AuthUser>, ApiError>> {
+//!         let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok());
+//!         let user = user.map(|name| AuthUser { name: name.into(), login: LoginId::new(name) });
+//!         Box::pin(async move { Ok(user) })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let orchestrator = Orchestrator::new(
+//!     Arc::new(duraclaw_store::MemoryDirectory::new()),
+//!     // Dialled by `link.spawn(..)`; this example makes no session.
+//!     GatewayLink::new("ws://127.0.0.1:9877", "the gateway's secret"),
+//!     Duration::from_secs(60),
+//! );
+//! let state = AppState {
+//!     auth: Authenticator::new(ProxyHeader),
+//!     orchestrator,
+//!     public_origin: None,
+//!     executor: None,
+//!     executor_error: None,
+//! };
+//! let app = axum::Router::new().nest("/claw", router(state));
+//!
+//! let anonymous = Request::get("/claw/api/sessions").body(Body::empty())?;
+//! assert_eq!(app.clone().oneshot(anonymous).await?.status(), StatusCode::UNAUTHORIZED);
+//! let alice = Request::get("/claw/api/sessions").header("x-user", "alice").body(Body::empty())?;
+//! assert_eq!(app.oneshot(alice).await?.status(), StatusCode::OK);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Mounted in an app of one's own, with its own login (here a header set by
+//! a trusted proxy):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode, request::Parts};
+//! use duraclaw_orchestrator::authn::BoxFuture;
+//! use duraclaw_orchestrator::gateway::GatewayLink;
+//! use duraclaw_orchestrator::{
+//!     ApiError, AppState, AuthUser, Authenticate, Authenticator, LoginId, Orchestrator, router,
+//! };
+//! use tower::ServiceExt;
+//!
+//! struct ProxyHeader;
+//!
+//! impl Authenticate for ProxyHeader {
+//!     fn authenticate<'a>(
+//!         &'a self,
+//!         parts: &'a Parts,
+//!     ) -> BoxFuture<'a, Result<Option<AuthUser>, ApiError>> {
+//!         let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok());
+//!         let user = user.map(|name| AuthUser { name: name.into(), login: LoginId::new(name) });
+//!         Box::pin(async move { Ok(user) })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let orchestrator = Orchestrator::new(
+//!     Arc::new(duraclaw_store::MemoryDirectory::new()),
+//!     // Dialled by `link.spawn(..)`; this example makes no session.
+//!     GatewayLink::new("ws://127.0.0.1:9877", "the gateway's secret"),
+//!     Duration::from_secs(60),
+//! );
+//! let state = AppState {
+//!     auth: Authenticator::new(ProxyHeader),
+//!     orchestrator,
+//!     public_origin: None,
+//!     executor: None,
+//!     executor_error: None,
+//! };
+//! let app = axum::Router::new().nest("/claw", router(state));
+//!
+//! let anonymous = Request::get("/claw/api/sessions").body(Body::empty())?;
+//! assert_eq!(app.clone().oneshot(anonymous).await?.status(), StatusCode::UNAUTHORIZED);
+//! let alice = Request::get("/claw/api/sessions").header("x-user", "alice").body(Body::empty())?;
+//! assert_eq!(app.oneshot(alice).await?.status(), StatusCode::OK);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod api;
 #[cfg(feature = "ui")]
