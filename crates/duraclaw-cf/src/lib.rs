@@ -10,7 +10,7 @@
 //!   store over a synchronous in-process [`SqlConn`], built on core's shared
 //!   append and resolve steps so it behaves exactly like the memory and
 //!   SQLite backends;
-//! - [`auth`]: users, login sessions and the session index in D1 (its
+//! - [`auth`]: users, logins and the session index in D1 (its
 //!   rules target-independent, the D1 and WebCrypto side on wasm32);
 //! - on wasm32, `do_sql`: `DoSqlConn`, a Durable Object's SQL storage as a
 //!   [`SqlConn`] whose transactions are `storage.transactionSync`, and the
@@ -21,7 +21,7 @@
 //! - on wasm32, `router`: the Worker's routes (`router::handle`), and
 //!   `gateway_client`: the outbound link to the gateway;
 //! - on wasm32, `logging`: `tracing` to the Workers console;
-//! - on wasm32, `auth`: users, login sessions and the session index in D1;
+//! - on wasm32, `auth`: users, logins and the session index in D1;
 //! - on wasm32 with feature `conformance`: the Durable Object harnesses of
 //!   core's conformance suite.
 //!

@@ -7,11 +7,11 @@
 //! Everything a method does is one atomic step: a crash leaves either all of
 //! it or none of it.
 //!
-//! Backends share [`step`](crate::backend::step) (the append and resolve
-//! steps over a few primitive reads and writes) and
-//! [`limits`](crate::backend::limits) (the checks made before any write), so
-//! every backend assigns seqs, drops duplicates and refuses input the same
-//! way.
+//! Backends share [`backend::step`](crate::backend::step) (the append and
+//! resolve steps over a few primitive reads and writes) and
+//! [`backend::limits`](crate::backend::limits) (the checks made before any
+//! write), so every backend assigns seqs, drops duplicates and refuses input
+//! the same way.
 
 // Their former paths, kept so code written against them still builds.
 #[doc(hidden)]

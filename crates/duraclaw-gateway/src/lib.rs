@@ -1,4 +1,4 @@
-//! The Duraclaw gateway: the tier that runs Claude Code sessions on the VPS.
+//! The Duraclaw gateway: the tier that runs sessions with Claude Code on the VPS.
 //!
 //! - [`claude`]: the Claude Code CLI as an executor, with its stream-json
 //!   protocol under it ([`claude::cli`], re-exported as [`cli`]);

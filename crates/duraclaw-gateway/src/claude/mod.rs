@@ -46,7 +46,7 @@ const MAX_EARLY_EVENTS: usize = 64;
 /// Consecutive non-JSON stdout lines after which the process is killed.
 const MAX_GARBAGE_LINES: u32 = 50;
 
-/// Starts Claude Code sessions.
+/// Starts executor sessions of the Claude Code CLI.
 #[derive(Debug, Clone)]
 pub struct ClaudeExecutor {
     config: Arc<ClaudeConfig>,
@@ -178,7 +178,7 @@ impl Shared {
     }
 }
 
-/// A running CLI session.
+/// A running executor session: one Claude Code CLI process.
 pub struct ClaudeSession {
     shared: Arc<Shared>,
     done: watch::Receiver<bool>,
