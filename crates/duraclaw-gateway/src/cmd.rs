@@ -230,10 +230,10 @@ impl RunningGateway {
         .await?;
         let listener = TcpListener::bind(args.bind)
             .await
-            .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", args.bind)))?;
+            .map_err(|e| Error::other(format!("cannot listen on {}", args.bind), e))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Invalid(format!("no local address: {e}")))?;
+            .map_err(|e| Error::other("no local address", e))?;
         Ok(RunningGateway {
             addr,
             gateway,

@@ -51,7 +51,7 @@ pub fn demo_worktrees(data_dir: &Path) -> Result<String> {
     }
     let canonical = projects
         .canonicalize()
-        .map_err(|e| Error::Invalid(format!("cannot resolve {}: {e}", projects.display())))?;
+        .map_err(|e| Error::other(format!("cannot resolve {}", projects.display()), e))?;
     Ok(format!("{}/*", canonical.display()))
 }
 

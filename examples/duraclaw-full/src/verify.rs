@@ -811,7 +811,7 @@ async fn read_password(from_stdin: bool, user: &str) -> Result<String> {
                 .lock()
                 .take(MAX_PASSWORD_BYTES)
                 .read_line(&mut line)
-                .map_err(|e| Error::Invalid(format!("cannot read the password from stdin: {e}")))?;
+                .map_err(|e| Error::other("cannot read the password from stdin", e))?;
             let line = line.strip_suffix('\n').unwrap_or(&line);
             let line = line.strip_suffix('\r').unwrap_or(line);
             if line.is_empty() {
@@ -834,7 +834,7 @@ async fn read_password(from_stdin: bool, user: &str) -> Result<String> {
         })
     })
     .await
-    .map_err(|e| Error::Invalid(format!("cannot read the password: {e}")))?
+    .map_err(|e| Error::other("cannot read the password", e))?
 }
 
 #[cfg(test)]
