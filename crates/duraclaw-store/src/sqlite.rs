@@ -490,6 +490,19 @@ mod tests {
 
     shared_semantics_tests!(temp_directory().await);
 
+    #[tokio::test]
+    async fn a_storage_error_keeps_sqlites_error_as_its_source() {
+        use std::error::Error as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("not-a-database.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = SqliteDirectory::open(&path).await.unwrap_err();
+        assert!(matches!(err, Error::Storage { .. }), "{err}");
+        let source = err.source().expect("the SQLite error is kept");
+        assert!(source.is::<rusqlite::Error>(), "{source:?}");
+        assert!(err.to_string().contains(&source.to_string()), "{err}");
+    }
+
     type Pending<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 
     /// Polls every future once, so each has queued its request, and checks
