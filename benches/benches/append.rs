@@ -20,7 +20,7 @@ use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use duraclaw_benches::{interleaved, mix, quick, raw, repeat, runtime};
-use duraclaw_core::actor::{SessionActor, SessionLog};
+use duraclaw_core::backend::actor::{SessionActor, SessionLog};
 use duraclaw_core::store::{AppendBatch, NewEvent, SessionDirectory, SessionMeta};
 use duraclaw_store::{SqliteDirectory, SqliteStats};
 use tokio::runtime::Runtime;

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use duraclaw_benches::{mix, now_ms, quick, runtime};
-use duraclaw_core::actor::SessionActor;
+use duraclaw_core::backend::actor::SessionActor;
 use duraclaw_core::protocol::{Event, TurnResult};
 use duraclaw_core::store::{SessionDirectory, SessionMeta};
 use duraclaw_store::SqliteDirectory;

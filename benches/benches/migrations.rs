@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use duraclaw_benches::{interleaved, raw};
-use duraclaw_core::migrate::{Migration, Migrations};
+use duraclaw_core::backend::migrate::{Migration, Migrations};
 use duraclaw_store::SqliteConn;
 
 /// Ten migrations of the kind a session database grows through.

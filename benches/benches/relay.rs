@@ -31,7 +31,7 @@ use duraclaw_benches::executor::{Grab, init_repo};
 use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{Counter, nanos_since, pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
-use duraclaw_core::actor::SessionActor;
+use duraclaw_core::backend::actor::SessionActor;
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Event, Execute, FromGateway, GatewayFrame, Hello, Role, ToGateway,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use duraclaw_benches::ws::{Counter, ServerWs, pair, spawn_send_writer, spawn_writer};
 use duraclaw_benches::{interleaved, mix, quick, raw, repeat, runtime};
-use duraclaw_core::actor::SessionLog;
+use duraclaw_core::backend::actor::SessionLog;
 use duraclaw_core::protocol::{Seq, browser_event_frame};
 use duraclaw_core::store::{AppendBatch, SessionDirectory, SessionMeta};
 use duraclaw_store::{MemoryDirectory, SqliteDirectory};

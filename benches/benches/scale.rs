@@ -36,7 +36,7 @@ use duraclaw_benches::executor::{Grab, init_repo};
 use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
-use duraclaw_core::actor::SessionActor;
+use duraclaw_core::backend::actor::SessionActor;
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Execute, FromGateway, GatewayFrame, Gseq, Hello, RawEvent, Role,

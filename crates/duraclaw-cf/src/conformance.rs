@@ -15,8 +15,8 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use duraclaw_core::backend::migrate::{SqlConn, SqlValue};
 use duraclaw_core::conformance::{CaseError, CaseResult, SqlHarness, StoreHarness};
-use duraclaw_core::migrate::{SqlConn, SqlValue};
 use duraclaw_core::store::DynSessionDirectory;
 use duraclaw_core::{Error, Result};
 use worker::Storage;

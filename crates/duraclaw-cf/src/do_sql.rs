@@ -1,5 +1,5 @@
 //! [`DoSqlConn`]: a Durable Object's SQLite seen through [`SqlConn`], so
-//! that core's [`Migrations`](duraclaw_core::migrate::Migrations) and the
+//! that core's [`Migrations`](duraclaw_core::backend::migrate::Migrations) and the
 //! store steps run on it.
 //!
 //! DO SQLite refuses `BEGIN`, `SAVEPOINT` and `PRAGMA user_version`; a
@@ -9,7 +9,7 @@
 //! body as a [`ScopedClosure`]: valid only while `transactionSync` runs,
 //! which is exactly when it is called, and invalidated when dropped.
 
-use duraclaw_core::migrate::{SqlConn, SqlValue};
+use duraclaw_core::backend::migrate::{SqlConn, SqlValue};
 use duraclaw_core::{Error, Result};
 use wasm_bindgen::closure::ScopedClosure;
 use wasm_bindgen::{JsCast, JsValue};

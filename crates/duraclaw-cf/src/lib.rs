@@ -4,7 +4,7 @@
 //! This first part is the DO-SQL [`SessionStore`]:
 //!
 //! - [`schema`]: the DO-SQL schema as core
-//!   [`Migrations`](duraclaw_core::migrate::Migrations), the version kept in
+//!   [`Migrations`](duraclaw_core::backend::migrate::Migrations), the version kept in
 //!   a meta table (DO SQLite refuses `PRAGMA user_version`);
 //! - [`sql_store`]: [`SqlConnDirectory`] and [`SqlConnStore`], the session
 //!   store over a synchronous in-process [`SqlConn`], built on core's shared
@@ -34,7 +34,7 @@
 //! opens its own session in it.
 //!
 //! [`SessionStore`]: duraclaw_core::store::SessionStore
-//! [`SqlConn`]: duraclaw_core::migrate::SqlConn
+//! [`SqlConn`]: duraclaw_core::backend::migrate::SqlConn
 
 pub mod schema;
 pub mod sql_store;

@@ -31,8 +31,8 @@
 
 use std::cell::RefCell;
 
+use duraclaw_core::backend::web::{MAX_BODY_BYTES, NewSession, UI_HEADERS};
 use duraclaw_core::protocol::MAX_SESSION_ID_BYTES;
-use duraclaw_core::web::{MAX_BODY_BYTES, NewSession, UI_HEADERS};
 use serde_json::json;
 use worker::js_sys::Math;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use duraclaw_core::SendOutsideWasm;
-use duraclaw_core::migrate::{MigrationReport, SqlConn, SqlValue};
+use duraclaw_core::backend::limits::{self, MAX_SEQ};
+use duraclaw_core::backend::migrate::{MigrationReport, SqlConn, SqlValue};
+use duraclaw_core::backend::step::{self, LogStep, QuestionStatus};
 use duraclaw_core::protocol::{Seq, UserQuestion};
-use duraclaw_core::store::limits::{self, MAX_SEQ};
-use duraclaw_core::store::step::{self, LogStep, QuestionStatus};
 use duraclaw_core::store::{
     AppendBatch, AppendOutcome, DynSessionStore, LogHead, QuestionRecord, RecordedCommand,
     Resolution, ResolveOutcome, SessionDirectory, SessionMeta, SessionStore, StoredEvent,

@@ -1,5 +1,5 @@
 //! The DO-SQL store's logic natively, over SQLite through the same
-//! [`SqlConn`](duraclaw_core::migrate::SqlConn) interface: core's
+//! [`SqlConn`](duraclaw_core::backend::migrate::SqlConn) interface: core's
 //! conformance suite plus what is particular to DO SQL. The Durable Object
 //! itself runs the suite in `do_conformance.rs`.
 

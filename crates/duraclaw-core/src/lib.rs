@@ -54,7 +54,7 @@ mod sync;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-// Their former paths, kept so code written against them still builds.
+// Their former paths, kept while code written against them is moved over.
 #[doc(hidden)]
 pub use backend::{actor, guard, migrate, web};
 pub use error::{BoxError, Error, Result};

@@ -13,7 +13,7 @@
 //! write), so every backend assigns seqs, drops duplicates and refuses input
 //! the same way.
 
-// Their former paths, kept so code written against them still builds.
+// Their former paths, kept while code written against them is moved over.
 #[doc(hidden)]
 pub use crate::backend::{limits, schema, step};
 

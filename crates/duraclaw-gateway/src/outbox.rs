@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use duraclaw_core::Result;
-use duraclaw_core::actor::SessionLog;
+use duraclaw_core::backend::actor::SessionLog;
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::EventSink;
 use duraclaw_core::protocol::{Assistant, AssistantPhase, Event};

@@ -9,15 +9,15 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use duraclaw_core::actor::{Actor, SessionActor};
+use duraclaw_core::backend::actor::{Actor, SessionActor};
+use duraclaw_core::backend::web::{
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, NewSession, socket,
+};
 use duraclaw_core::protocol::{
     CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, browser_event_frame,
     decode_frame, encode_frame,
 };
 use duraclaw_core::store::SessionMeta;
-use duraclaw_core::web::{
-    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, NewSession, socket,
-};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -246,7 +246,7 @@ async fn create_session(
     if let Some(holder) = &wt.busy_session {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            duraclaw_core::web::worktree_busy(&wt.path, holder),
+            duraclaw_core::backend::web::worktree_busy(&wt.path, holder),
         ));
     }
     let now = now_ms();

@@ -24,7 +24,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use duraclaw_core::web::{UI_HEADERS, hex};
+use duraclaw_core::backend::web::{UI_HEADERS, hex};
 use rust_embed::RustEmbed;
 
 /// The built UI.

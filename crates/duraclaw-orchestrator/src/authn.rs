@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use duraclaw_core::web::origin;
+use duraclaw_core::backend::web::origin;
 
 use crate::error::ApiError;
 

@@ -147,7 +147,9 @@ use std::time::{Duration, Instant};
 use duraclaw_core::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use duraclaw_core::actor::{DEFAULT_LIVE_QUEUE, DEFAULT_REPLAY_PAGE, SessionActor, SessionLog};
+use duraclaw_core::backend::actor::{
+    DEFAULT_LIVE_QUEUE, DEFAULT_REPLAY_PAGE, SessionActor, SessionLog,
+};
 use duraclaw_core::state::{SessionInput, SessionState};
 use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use tokio::sync::Mutex;
@@ -203,7 +205,7 @@ pub fn router(state: AppState) -> axum::Router {
             authn::origin_guard,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(
-            duraclaw_core::web::MAX_BODY_BYTES,
+            duraclaw_core::backend::web::MAX_BODY_BYTES,
         ))
         .layer(axum::middleware::map_response(api::json_errors))
         .with_state(state)
@@ -480,7 +482,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_actors_sleep_and_wake_with_their_state() {
-        use duraclaw_core::actor::Actor;
+        use duraclaw_core::backend::actor::Actor;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir, Duration::ZERO).await;
@@ -516,7 +518,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_outbox_refuses_new_messages_with_a_typed_error() {
-        use duraclaw_core::actor::Actor;
+        use duraclaw_core::backend::actor::Actor;
         use duraclaw_core::protocol::{Command, CommandResult, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir, Duration::from_secs(60)).await;
@@ -584,7 +586,7 @@ mod tests {
     /// actors and their memory gone, the store kept). Returns the state the
     /// session resumes to when the gateway is back.
     async fn message_while_the_gateway_is_away(restart: bool) -> SessionState {
-        use duraclaw_core::actor::Actor;
+        use duraclaw_core::backend::actor::Actor;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (mut orch, actor) = offline(dir.clone(), Duration::from_secs(60)).await;
@@ -632,7 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_turn_queued_behind_another_reads_active_from_its_first_event() {
-        use duraclaw_core::actor::Actor;
+        use duraclaw_core::backend::actor::Actor;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (_orch, actor) = offline(dir, Duration::from_secs(60)).await;
@@ -680,7 +682,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_actor_woken_after_a_crash_takes_the_state_its_log_recorded() {
-        use duraclaw_core::actor::Actor;
+        use duraclaw_core::backend::actor::Actor;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir.clone(), Duration::from_secs(60)).await;

@@ -17,8 +17,8 @@ use duraclaw_core::store::{
 };
 use duraclaw_core::{Error, Result};
 
-use duraclaw_core::store::limits;
-use duraclaw_core::store::step::{self, LogStep, QuestionStatus};
+use duraclaw_core::backend::limits;
+use duraclaw_core::backend::step::{self, LogStep, QuestionStatus};
 
 /// Sessions held in process memory. Cheap to clone; clones share sessions.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@ use duraclaw_core::store::{
     SessionDirectory, SessionMeta,
 };
 
-use duraclaw_core::store::limits::MAX_SEQ;
+use duraclaw_core::backend::limits::MAX_SEQ;
 
 pub(crate) const T0: i64 = 1_700_000_000_000;
 

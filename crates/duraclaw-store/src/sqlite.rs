@@ -2,7 +2,7 @@
 //!
 //! One database file holds every session (each table keyed by
 //! `session_id`), in WAL mode with `synchronous=NORMAL`. The schema comes
-//! from [`Migrations`](duraclaw_core::migrate::Migrations), run on open
+//! from [`Migrations`](duraclaw_core::backend::migrate::Migrations), run on open
 //! through [`SqliteConn`].
 //!
 //! Nothing blocking runs on the async executor:
@@ -473,7 +473,7 @@ mod tests {
     use std::pin::Pin;
     use std::task::Poll;
 
-    use duraclaw_core::migrate::SqlConn;
+    use duraclaw_core::backend::migrate::SqlConn;
     use duraclaw_core::protocol::{Assistant, AssistantPhase, Event};
     use duraclaw_core::store::NewEvent;
 

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use duraclaw_core::Result;
+use duraclaw_core::backend::migrate::SqlConn;
 use duraclaw_core::conformance::{SqlHarness, StoreHarness};
-use duraclaw_core::migrate::SqlConn;
 use duraclaw_core::store::DynSessionDirectory;
 use duraclaw_store::{MemoryDirectory, SqliteConn, SqliteDirectory};
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use duraclaw_core::actor::{SessionLog, Subscription};
+use duraclaw_core::backend::actor::{SessionLog, Subscription};
 use duraclaw_core::protocol::{Assistant, AssistantPhase, Event};
 use duraclaw_core::store::{
     AppendBatch, DynSessionDirectory, NewEvent, SessionDirectory, SessionMeta,

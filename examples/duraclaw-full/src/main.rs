@@ -145,7 +145,7 @@ struct WebArgs {
     /// as many frames again in its socket writer, at most 256); a client that
     /// falls further behind is cut from the live stream and caught up from
     /// the log.
-    #[arg(long, env = "DURACLAW_LIVE_QUEUE", default_value_t = duraclaw_core::actor::DEFAULT_LIVE_QUEUE)]
+    #[arg(long, env = "DURACLAW_LIVE_QUEUE", default_value_t = duraclaw_core::backend::actor::DEFAULT_LIVE_QUEUE)]
     live_queue: usize,
     /// The kernel send buffer of each client connection, in bytes (default:
     /// the kernel's, which grows to megabytes for a slow reader).
@@ -401,7 +401,7 @@ async fn serve_web(
             auth::origin_guard,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(
-            duraclaw_core::web::MAX_BODY_BYTES,
+            duraclaw_core::backend::web::MAX_BODY_BYTES,
         ))
         .layer(axum::middleware::map_response(
             duraclaw_orchestrator::api::json_errors,

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-pub use duraclaw_core::web::hex;
+pub use duraclaw_core::backend::web::hex;
 
 /// The cookie's name.
 pub const COOKIE_NAME: &str = "duraclaw_session";

@@ -22,7 +22,7 @@ pub mod password;
 pub mod routes;
 pub mod schema;
 
-pub use duraclaw_core::web::origin;
+pub use duraclaw_core::backend::web::origin;
 
 #[cfg(target_arch = "wasm32")]
 mod crypto;

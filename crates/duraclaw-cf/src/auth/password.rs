@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use subtle::ConstantTimeEq;
 
-pub use duraclaw_core::web::credentials::{
+pub use duraclaw_core::backend::web::credentials::{
     MAX_NAME_CHARS, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, validate_name, validate_password,
 };
 

@@ -10,7 +10,7 @@
 //!
 //! Target-independent: the D1 side (`store`) runs what this decides.
 
-use duraclaw_core::migrate::{Migration, checksum};
+use duraclaw_core::backend::migrate::{Migration, checksum};
 
 /// The key of the schema row in `duraclaw_meta`.
 pub const SCHEMA_KEY: &str = "auth_schema";
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn the_migrations_are_numbered_and_split() {
-        assert!(duraclaw_core::migrate::Migrations::new(MIGRATIONS).is_ok());
+        assert!(duraclaw_core::backend::migrate::Migrations::new(MIGRATIONS).is_ok());
         let first = statements(MIGRATIONS[0].sql);
         assert_eq!(first.len(), 8);
         assert!(first.iter().all(|s| s.starts_with("CREATE ")));
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn the_statements_run_on_sqlite_one_by_one() {
-        use duraclaw_core::migrate::SqlConn;
+        use duraclaw_core::backend::migrate::SqlConn;
         // D1 is SQLite: every statement, run alone as a D1 batch runs them,
         // must be valid there, and the bookkeeping must be idempotent.
         let mut conn = duraclaw_store::SqliteConn::open_in_memory().unwrap();

@@ -157,7 +157,7 @@ pub(super) async fn migrate(db: &D1Database) -> Result<Migrated, String> {
             &[
                 int(i64::from(m.version)),
                 text(m.name),
-                text(&duraclaw_core::migrate::checksum(m.sql)),
+                text(&duraclaw_core::backend::migrate::checksum(m.sql)),
             ],
         )?);
         batch.push(stmt(

@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use duraclaw_core::actor::{Actor, SessionActor};
+use duraclaw_core::backend::actor::{Actor, SessionActor};
+use duraclaw_core::backend::web::{
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, socket,
+};
 use duraclaw_core::protocol::{
     Command, CommandResult, FromBrowser, Hello, Role, Seq, ToBrowser, WireError,
     browser_event_frame, encode_frame,
 };
-use duraclaw_core::web::{LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, socket};
 use worker::{Request, Response, WebSocket, WebSocketIncomingMessage, WebSocketPair};
 
 use super::gateway::needs_link;

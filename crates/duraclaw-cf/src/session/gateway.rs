@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use duraclaw_core::actor::SessionActor;
+use duraclaw_core::backend::actor::SessionActor;
 use duraclaw_core::protocol::{Command, CommandResult, Event, FromGateway, Gseq, ToGateway};
 use duraclaw_core::state::{PauseReason, SessionInput, SessionState};
 use futures::FutureExt;

@@ -63,12 +63,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duraclaw_core::actor::{Actor, SessionActor};
+use duraclaw_core::backend::actor::{Actor, SessionActor};
+use duraclaw_core::backend::web::NewSession;
 use duraclaw_core::protocol::{
     Close, Command, CommandResult, MAX_SESSION_ID_BYTES, Seq, WireError,
 };
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
-use duraclaw_core::web::NewSession;
 use futures::channel::oneshot;
 use serde::{Deserialize, Serialize};
 use worker::{Date, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage};
@@ -375,7 +375,10 @@ impl SessionHost {
             );
         };
         if let Some(holder) = &wt.busy_session {
-            return error_response(409, &duraclaw_core::web::worktree_busy(&wt.path, holder));
+            return error_response(
+                409,
+                &duraclaw_core::backend::web::worktree_busy(&wt.path, holder),
+            );
         }
         let directory = match self.directory() {
             Ok(d) => d,

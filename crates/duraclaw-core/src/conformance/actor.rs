@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{
     CaseError, CaseResult, StoreHarness, T0, contiguous, delta, drain_to, fresh_store, permission,
 };
-use crate::actor::{Actor, SessionActor};
+use crate::backend::actor::{Actor, SessionActor};
 use crate::error::Result;
 use crate::protocol::{
     Assistant, AssistantPhase, Command, DecidedBy, Decision, Event, SessionInit, TurnResult,
@@ -46,7 +46,7 @@ pub(super) async fn actor_ingest_acks_and_refuses_gaps(h: &dyn StoreHarness) -> 
 /// the events alone, and the activity time once per `ACTIVITY_WRITE_MS`;
 /// anything else in the metadata is written with the events that caused it.
 pub(super) async fn actor_writes_activity_once_a_second(h: &dyn StoreHarness) -> CaseResult {
-    use crate::actor::ACTIVITY_WRITE_MS;
+    use crate::backend::actor::ACTIVITY_WRITE_MS;
     let (_dir, store, _) = fresh_store(h, "activity").await?;
     let actor = SessionActor::open(store.clone()).await?;
     let stored = |m: SessionMeta| (m.updated_at_ms, m.state);

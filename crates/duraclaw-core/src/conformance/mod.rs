@@ -16,8 +16,8 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::backend::migrate::SqlConn;
 use crate::error::{Error, Result};
-use crate::migrate::SqlConn;
 use crate::protocol::{Assistant, AssistantPhase, Event, QuestionKind, UserQuestion};
 use crate::store::{DynSessionDirectory, DynSessionStore, NewEvent, SessionMeta};
 use crate::{SendOutsideWasm, SyncOutsideWasm};
@@ -271,7 +271,7 @@ async fn fresh_store(
 }
 
 async fn drain_to(
-    sub: &mut crate::actor::Subscription,
+    sub: &mut crate::backend::actor::Subscription,
     last: u64,
 ) -> std::result::Result<Vec<u64>, CaseError> {
     let mut seqs = Vec::new();

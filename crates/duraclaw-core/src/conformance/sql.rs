@@ -1,8 +1,8 @@
 //! The migration cases, over each backend's SQL connection.
 
 use super::{CaseError, CaseResult, SqlHarness, unique};
+use crate::backend::migrate::{Migration, Migrations, SqlConn, SqlValue};
 use crate::error::Error;
-use crate::migrate::{Migration, Migrations, SqlConn, SqlValue};
 
 pub(super) const M1: Migration = Migration {
     version: 1,

@@ -7,7 +7,7 @@ use super::{
     CaseError, CaseResult, StoreHarness, T0, contiguous, delta, deltas, drain_to, fresh_store,
     new_event, permission, unique, yield_now,
 };
-use crate::actor::SessionLog;
+use crate::backend::actor::SessionLog;
 use crate::error::Error;
 use crate::protocol::{DecidedBy, Decision, Event, MAX_EVENT_BYTES, MAX_FRAME_BYTES, ToolResult};
 use crate::state::{PauseReason, SessionState};

@@ -377,7 +377,7 @@ impl Gateway {
             .collect();
         for holder in others {
             if holder.is_running().await {
-                return Err(Error::Invalid(duraclaw_core::web::worktree_busy(
+                return Err(Error::Invalid(duraclaw_core::backend::web::worktree_busy(
                     &worktree.display().to_string(),
                     &holder.id,
                 )));

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duraclaw_core::Result;
-use duraclaw_core::actor::SessionLog;
+use duraclaw_core::backend::actor::SessionLog;
+use duraclaw_core::backend::guard::ToolGuard;
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynExecutor, ExecutorSession};
-use duraclaw_core::guard::ToolGuard;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, DecidedBy, Decision, ErrorEvent, Event, Notice, QuestionResolved,
     Worktree,

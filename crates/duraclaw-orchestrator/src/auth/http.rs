@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use duraclaw_core::web::origin::{self, CROSS_ORIGIN, OwnOrigin};
+use duraclaw_core::backend::web::origin::{self, CROSS_ORIGIN, OwnOrigin};
 use serde::Deserialize;
 
 use super::token::{clear_cookie, set_cookie};

@@ -139,7 +139,8 @@ impl Auth {
     /// [`AuthOptions::public_origin`] that is not an origin.
     pub async fn open(path: &Path, options: AuthOptions) -> Result<Arc<Auth>> {
         if let Some(origin) = &options.public_origin
-            && duraclaw_core::web::origin::normalize_origin(origin.trim_end_matches('/')).is_none()
+            && duraclaw_core::backend::web::origin::normalize_origin(origin.trim_end_matches('/'))
+                .is_none()
         {
             return Err(Error::Invalid(format!(
                 "public origin {origin:?} is not an origin such as https://claw.example.com \

@@ -1,10 +1,10 @@
 //! User names, password rules and argon2id hashing.
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
-use duraclaw_core::web::credentials;
+use duraclaw_core::backend::web::credentials;
 use duraclaw_core::{Error, Result};
 
-pub use duraclaw_core::web::credentials::MAX_PASSWORD_BYTES;
+pub use duraclaw_core::backend::web::credentials::MAX_PASSWORD_BYTES;
 
 /// How costly a new password hash is.
 ///

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use duraclaw_core::migrate::{Migration, Migrations};
+use duraclaw_core::backend::migrate::{Migration, Migrations};
 use duraclaw_core::{Error, Result};
 use duraclaw_store::SqliteConn;
 use rusqlite::{Connection, OptionalExtension, params};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use duraclaw_core::web::hex;
+use duraclaw_core::backend::web::hex;
 use duraclaw_core::{Error, Result};
 use sha2::{Digest, Sha256};
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use duraclaw_core::backend::migrate::{SqlConn, SqlValue};
 use duraclaw_core::error::BoxError;
-use duraclaw_core::migrate::{SqlConn, SqlValue};
 use duraclaw_core::{Error, Result};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
@@ -81,7 +81,7 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
 }
 
 /// A rusqlite connection seen through [`SqlConn`], so that
-/// [`Migrations`](duraclaw_core::migrate::Migrations) and the shared SQL
+/// [`Migrations`](duraclaw_core::backend::migrate::Migrations) and the shared SQL
 /// conformance tests run on it.
 ///
 /// [`SqlConn::transaction`] is `BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK`),

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::checkpoint::Nudge;
 use super::conn::{BACKEND, sql_error, to_i64};
 use super::reader::decode_resolution;
-use duraclaw_core::store::limits;
-use duraclaw_core::store::step::{self, LogStep, QuestionStatus};
+use duraclaw_core::backend::limits;
+use duraclaw_core::backend::step::{self, LogStep, QuestionStatus};
 
 /// The most write requests one group transaction takes.
 const MAX_GROUP_REQUESTS: usize = 1024;

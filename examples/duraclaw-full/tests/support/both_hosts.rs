@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use duraclaw_core::web::{LOGIN_ENDED_CLOSE, LOGIN_ENDED_REASON, UI_HEADERS};
+use duraclaw_core::backend::web::{LOGIN_ENDED_CLOSE, LOGIN_ENDED_REASON, UI_HEADERS};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
