@@ -477,7 +477,7 @@ mod tests {
     use duraclaw_core::store::NewEvent;
 
     use super::*;
-    use crate::shared_tests::{T0, ev, shared_semantics_tests};
+    use crate::test_events::{T0, ev};
 
     async fn temp_directory() -> (SqliteDirectory, tempfile::TempDir) {
         let tmp = tempfile::tempdir().unwrap();
@@ -486,8 +486,6 @@ mod tests {
             .unwrap();
         (dir, tmp)
     }
-
-    shared_semantics_tests!(temp_directory().await);
 
     type Pending<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 

@@ -19,9 +19,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-#[path = "support/contract.rs"]
-mod contract;
-mod support;
+use duraclaw_testkit::contract;
+use duraclaw_testkit::local as support;
 use support::{
     DEADLINE, PASSWORD, client, duraclaw, get_json, login, next, wait_gateway, worktree,
     write_script, ws,

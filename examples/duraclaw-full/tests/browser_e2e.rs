@@ -36,7 +36,7 @@ use duraclaw_fake_anthropic::{FakeAnthropic, Latch, Turn};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-mod support;
+use duraclaw_testkit::local as support;
 use support::{
     PASSWORD, env_path, free_port, init_repo, on_path, run_node_suite, spawn_until, user_add,
 };

@@ -36,10 +36,8 @@ use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-#[path = "support/cf_gateway.rs"]
-mod cf_gateway;
-#[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
-mod support;
+use duraclaw_testkit::gateway as cf_gateway;
+use duraclaw_testkit::wrangler as support;
 use support::{
     Tools, Wrangler, admin_user_login, build_full_example, free_port, start_wrangler_logged,
     wait_until_ready,

@@ -14,12 +14,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-#[path = "support/cf_gateway.rs"]
-mod cf_gateway;
-#[path = "support/contract.rs"]
-mod contract;
-#[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
-mod support;
+use duraclaw_testkit::contract;
+use duraclaw_testkit::gateway as cf_gateway;
+use duraclaw_testkit::wrangler as support;
 use support::{
     Tools, admin_user_login, build_full_example, free_port, start_wrangler_logged, wait_until_ready,
 };

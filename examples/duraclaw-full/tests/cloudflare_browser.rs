@@ -35,12 +35,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-#[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
-mod support;
+use duraclaw_testkit::wrangler as support;
 use support::{Wrangler, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready};
 
-#[path = "support/mod.rs"]
-mod full_support;
+use duraclaw_testkit::local as full_support;
 use full_support::{env_path, on_path, run_node_suite};
 
 const START_DEADLINE: Duration = Duration::from_secs(30);

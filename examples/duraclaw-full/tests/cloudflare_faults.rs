@@ -49,16 +49,13 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-#[path = "support/cf_gateway.rs"]
-mod cf_gateway;
-#[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
-mod support;
+use duraclaw_testkit::gateway as cf_gateway;
+use duraclaw_testkit::wrangler as support;
 use support::{
     Tools, Wrangler, admin_user_login, build_full_example, free_port, start_wrangler_logged,
 };
 
-#[path = "support/faults.rs"]
-mod fault_support;
+use duraclaw_testkit::faults as fault_support;
 use fault_support::{
     ClientLog, Counts, Ctx, DriverState, Proxy, ProxyStats, Rng, Role, Ws, answer_for, check,
     check_log, client, full_log_via,
@@ -299,14 +296,14 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
     let mut gw = start_gateway(&root, gw_port, gw_starts).await;
     let gw_proxy = Proxy::start(
         SocketAddr::from(([127, 0, 0, 1], gw_port)),
-        rng.next(),
+        rng.next_u64(),
         32 * 1024,
     )
     .await;
     let port = free_port();
     let browser_proxy = Proxy::start(
         SocketAddr::from(([127, 0, 0, 1], port)),
-        rng.next(),
+        rng.next_u64(),
         16 * 1024,
     )
     .await;
@@ -386,7 +383,7 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
                     ctx.clone(),
                     id.clone(),
                     role,
-                    rng.next(),
+                    rng.next_u64(),
                     rx.clone(),
                     s,
                 )),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-mod support;
+use duraclaw_testkit::local as support;
 use support::{
     DEADLINE, add_user, client, duraclaw, events_n, events_until, free_port, get_json, login, next,
     scripted_gateway, send_cmd, spawn_reading, up_demo, wait_gateway, worktree, write_script, ws,

@@ -30,8 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-#[path = "support/faults.rs"]
-mod fault_support;
+use duraclaw_testkit::faults as fault_support;
 use fault_support::*;
 
 const SECRET: &str = "fault-run-gateway-secret-0123456789";
@@ -40,7 +39,7 @@ const CROWD: usize = 50;
 /// The orchestrator's live queue per client, in events.
 const LIVE_QUEUE: usize = 16;
 
-mod support;
+use duraclaw_testkit::local as support;
 use support::{
     DEADLINE, PASSWORD, add_user, create_session, free_port, login_with, next_event,
     scripted_gateway, spawn_reading,
@@ -163,7 +162,7 @@ async fn nothing_is_lost_under_faults() {
     let mut gw = gateway(tmp.path(), gw_port, &script, &patterns).await;
     let gw_proxy = Proxy::start(
         SocketAddr::from(([127, 0, 0, 1], gw_port)),
-        rng.next(),
+        rng.next_u64(),
         32 * 1024,
     )
     .await;
@@ -171,7 +170,7 @@ async fn nothing_is_lost_under_faults() {
     let direct = Arc::new(Mutex::new(base.trim_start_matches("http://").to_owned()));
     let browser_proxy = Proxy::start(
         base.trim_start_matches("http://").parse().unwrap(),
-        rng.next(),
+        rng.next_u64(),
         16 * 1024,
     )
     .await;
@@ -243,7 +242,7 @@ async fn nothing_is_lost_under_faults() {
                     ctx.clone(),
                     id.clone(),
                     role,
-                    rng.next(),
+                    rng.next_u64(),
                     rx.clone(),
                     s,
                 )),
@@ -1001,7 +1000,7 @@ async fn real_cli_sessions_survive_faults() {
     let mut gw = claude_gateway(&root, gw_port, &bin, &fake, &patterns).await;
     let gw_proxy = Proxy::start(
         SocketAddr::from(([127, 0, 0, 1], gw_port)),
-        rng.next(),
+        rng.next_u64(),
         8 * 1024,
     )
     .await;
@@ -1009,7 +1008,7 @@ async fn real_cli_sessions_survive_faults() {
     let direct = Arc::new(Mutex::new(base.trim_start_matches("http://").to_owned()));
     let browser_proxy = Proxy::start(
         base.trim_start_matches("http://").parse().unwrap(),
-        rng.next(),
+        rng.next_u64(),
         4 * 1024,
     )
     .await;
@@ -1067,7 +1066,7 @@ async fn real_cli_sessions_survive_faults() {
                     ctx.clone(),
                     id.clone(),
                     role,
-                    rng.next(),
+                    rng.next_u64(),
                     rx.clone(),
                     Arc::new(DriverState::default()),
                 )),

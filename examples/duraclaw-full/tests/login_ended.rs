@@ -15,9 +15,8 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-#[path = "support/both_hosts.rs"]
-mod both_hosts;
-mod support;
+use duraclaw_testkit::both_hosts;
+use duraclaw_testkit::local as support;
 
 use support::{DEADLINE, PASSWORD, add_user, client, create_session, duraclaw, login, login_with};
 

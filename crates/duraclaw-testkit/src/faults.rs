@@ -6,8 +6,6 @@
 //! deployment) and `cloudflare_faults.rs` (the Durable Object under
 //! `wrangler dev`).
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +34,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -45,7 +43,7 @@ impl Rng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo)
@@ -120,7 +118,7 @@ impl Proxy {
                     continue;
                 };
                 s.conns.fetch_add(1, Ordering::Relaxed);
-                let mut prng = Rng::new(rng.next());
+                let mut prng = Rng::new(rng.next_u64());
                 let plan = Arc::new(Mutex::new(Plan {
                     at: prng.below(max_offset),
                     rng: prng,

@@ -6,8 +6,6 @@
 //! frame or a resume point it cannot serve with an `error` frame and then a
 //! close whose code says why; a retried command gets its first result.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
