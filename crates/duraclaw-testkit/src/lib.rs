@@ -8,8 +8,11 @@
 //! - [`wrangler`]: the Cloudflare toolchain, worker builds and
 //!   `wrangler dev`;
 //! - [`gateway`]: the scripted gateway a `wrangler dev` deployment links to;
-//! - [`contract`], [`both_hosts`]: checks written once and run against
-//!   each host;
+//! - [`host`]: a deployment under test behind one trait, local or on
+//!   Cloudflare; [`api`]: the API suite written once against it, from the
+//!   checks of [`contract`] and [`both_hosts`];
+//! - [`browser`]: a client on a session's WebSocket checking the order of
+//!   what it gets;
 //! - [`faults`]: the fault run's proxy, clients and checks.
 //!
 //! Helpers panic with a message that says what went wrong: they are for
@@ -20,10 +23,13 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+pub mod api;
 pub mod both_hosts;
+pub mod browser;
 pub mod contract;
 pub mod faults;
 pub mod gateway;
+pub mod host;
 pub mod local;
 pub mod wrangler;
 

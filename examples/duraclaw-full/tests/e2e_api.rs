@@ -1,18 +1,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-//! `duraclaw up --demo` end to end over HTTP and WebSocket on 127.0.0.1:
-//! auth, ownership, the session stream with exact replay, approvals from
-//! two clients, and a gateway that goes away and comes back.
+//! The local deployment's own end-to-end cases: the gateway and the
+//! orchestrator as separate processes (a killed gateway, a restarted
+//! orchestrator), the real Claude CLI missing or too old, and the public
+//! address rule. A session's flow over the API, shared with Cloudflare, is
+//! the API suite (`api.rs`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::process::Child;
 
 use duraclaw_testkit::local as support;
 use support::{
-    DEADLINE, add_user, client, duraclaw, events_n, events_until, free_port, get_json, login, next,
-    scripted_gateway, send_cmd, spawn_reading, up_demo, wait_gateway, worktree, write_script, ws,
+    add_user, duraclaw, events_n, events_until, free_port, get_json, login, next, scripted_gateway,
+    send_cmd, spawn_reading, wait_gateway, write_script, ws,
 };
 
 struct Up {
@@ -20,20 +21,6 @@ struct Up {
     base: String,
     #[allow(dead_code)]
     gateway: String,
-}
-
-async fn up(data: &Path, script: &Path, gateway_bind: &str) -> Up {
-    let (child, base, gateway) = up_demo(
-        data,
-        script,
-        &["--gateway-bind", gateway_bind, "--evict-after-secs", "1"],
-    )
-    .await;
-    Up {
-        child,
-        base,
-        gateway,
-    }
 }
 
 fn script(dir: &Path) -> PathBuf {
@@ -45,252 +32,6 @@ fn script(dir: &Path) -> PathBuf {
             {"step": "text", "text": "All done.", "chunks": 2}
         ]]),
     )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_whole_flow_over_the_api() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    add_user(&data, "alice").await;
-    add_user(&data, "bob").await;
-    let script = script(tmp.path());
-    let up = up(&data, &script, "127.0.0.1:0").await;
-
-    // Unauthenticated and wrong-password requests.
-    let anon = client();
-    assert_eq!(
-        anon.get(format!("{}/api/sessions", up.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    let r = anon
-        .post(format!("{}/api/login", up.base))
-        .header("origin", &up.base)
-        .json(&json!({"username": "alice", "password": "wrong password!"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert_eq!(
-        anon.get(format!("{}/api/health", up.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-
-    let (alice, alice_cookie) = login(&up.base, "alice").await;
-    let (bob, bob_cookie) = login(&up.base, "bob").await;
-    wait_gateway(&up.base, &alice, true).await;
-    let wt = worktree(&up.base, &alice).await;
-
-    // A cross-origin POST is refused.
-    let r = alice
-        .post(format!("{}/api/sessions", up.base))
-        .header("origin", "http://evil.example")
-        .json(&json!({"worktree": wt, "prompt": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-
-    let r = alice
-        .post(format!("{}/api/sessions", up.base))
-        .header("origin", &up.base)
-        .json(&json!({"worktree": wt, "prompt": "look around"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let session: Value = get_json(&alice, format!("{}/api/sessions", up.base)).await;
-    let id = session[0]["session_id"].as_str().unwrap().to_owned();
-
-    // Bob gets 404 for Alice's session, over REST and WebSocket alike.
-    assert_eq!(
-        bob.get(format!("{}/api/sessions/{id}", up.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        bob.get(format!("{}/api/sessions/NOPE", up.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    match ws(&up.base, &bob_cookie, &id, 0, &up.base).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
-        other => panic!("bob's upgrade: {:?}", other.map(|_| ())),
-    }
-    // A cross-origin WebSocket upgrade is refused.
-    match ws(&up.base, &alice_cookie, &id, 0, "http://evil.example").await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
-        other => panic!("cross-origin upgrade: {:?}", other.map(|_| ())),
-    }
-
-    // Alice watches: hello, snapshot, then the events up to the approval.
-    let mut a1 = ws(&up.base, &alice_cookie, &id, 0, &up.base).await.unwrap();
-    assert_eq!(next(&mut a1).await["type"], "hello");
-    assert_eq!(next(&mut a1).await["type"], "snapshot");
-    let first = events_until(&mut a1, |e| e["type"] == "user_question").await;
-    let question = first.last().unwrap().1["question_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(first[0].1["type"], "user.message");
-
-    // A second client (her phone) joins mid-way with after=3 and sees the
-    // same question pending in its snapshot.
-    let mut a2 = ws(&up.base, &alice_cookie, &id, 3, &up.base).await.unwrap();
-    assert_eq!(next(&mut a2).await["type"], "hello");
-    let snap = next(&mut a2).await;
-    assert_eq!(snap["pending"][0]["question_id"], question.as_str());
-    let replay = events_until(&mut a2, |e| e["type"] == "user_question").await;
-    let seqs: Vec<u64> = replay.iter().map(|(s, _)| *s).collect();
-    assert_eq!(
-        seqs,
-        (4..=first.last().unwrap().0).collect::<Vec<_>>(),
-        "exact replay after 3"
-    );
-
-    // The phone approves; the laptop sees it resolved at once; a second
-    // answer from the laptop is told who decided.
-    send_cmd(
-        &mut a2,
-        "phone-1",
-        json!({"type": "answer", "question_id": question, "decision": "allow"}),
-    )
-    .await;
-    let resolved = events_until(&mut a1, |e| e["type"] == "question.resolved").await;
-    assert_eq!(resolved.last().unwrap().1["by"]["who"], "alice");
-    send_cmd(
-        &mut a1,
-        "laptop-1",
-        json!({"type": "answer", "question_id": question, "decision": "deny", "reason": "late"}),
-    )
-    .await;
-    let reply = loop {
-        let f = next(&mut a1).await;
-        if f["type"] == "command_result" {
-            break f;
-        }
-    };
-    assert_eq!(reply["ok"], false);
-    assert_eq!(reply["error"]["code"], "already_decided");
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("alice")
-    );
-
-    // The turn finishes with its cost; the session is idle.
-    let rest = events_until(&mut a2, |e| e["type"] == "result").await;
-    assert!(
-        rest.iter()
-            .any(|(_, e)| e["type"] == "tool_result" && e["content"] == "README.md\nsrc")
-    );
-    assert!(rest.last().unwrap().1["cost_usd"].as_f64().unwrap() > 0.0);
-    let meta: Value = get_json(&alice, format!("{}/api/sessions/{id}", up.base)).await;
-    assert_eq!(
-        (meta["state"].as_str(), meta["reason"].as_str()),
-        (Some("paused"), Some("idle")),
-        "{meta}"
-    );
-
-    // Close everything, send a follow-up from a fresh client, and reopen
-    // with after=<last seq seen>: every missed event exactly once, in order.
-    let last_seen = rest.last().unwrap().0;
-    drop(a1);
-    drop(a2);
-    let mut a3 = ws(&up.base, &alice_cookie, &id, last_seen, &up.base)
-        .await
-        .unwrap();
-    next(&mut a3).await;
-    next(&mut a3).await;
-    send_cmd(&mut a3, "m-1", json!({"type": "message", "text": "thanks"})).await;
-    let more = events_until(&mut a3, |e| e["type"] == "result").await;
-    let seqs: Vec<u64> = more.iter().map(|(s, _)| *s).collect();
-    assert_eq!(
-        seqs,
-        (last_seen + 1..=*seqs.last().unwrap()).collect::<Vec<_>>()
-    );
-    drop(a3);
-    // From scratch, the whole log: dense seqs from 1, nothing twice.
-    let final_seq = *seqs.last().unwrap();
-    let mut a4 = ws(&up.base, &alice_cookie, &id, 0, &up.base).await.unwrap();
-    next(&mut a4).await;
-    next(&mut a4).await;
-    let all = events_n(&mut a4, final_seq).await;
-    assert_eq!(
-        all.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-        (1..=final_seq).collect::<Vec<_>>()
-    );
-
-    // The worktree is busy while the session lives; closing it frees it.
-    let busy = alice
-        .post(format!("{}/api/sessions", up.base))
-        .header("origin", &up.base)
-        .json(&json!({"worktree": wt, "prompt": "another"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(busy.status(), 409, "the worktree is still held");
-    let r = alice
-        .post(format!("{}/api/sessions/{id}/close", up.base))
-        .header("origin", &up.base)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["state"], "terminated");
-    let ended = events_until(&mut a4, |e| {
-        e["type"] == "session.state" && e["state"] == "terminated"
-    })
-    .await;
-    assert!(!ended.is_empty());
-    send_cmd(
-        &mut a4,
-        "late-1",
-        json!({"type": "message", "text": "still there?"}),
-    )
-    .await;
-    let reply = loop {
-        let f = next(&mut a4).await;
-        if f["type"] == "command_result" {
-            break f;
-        }
-    };
-    assert_eq!(reply["ok"], false, "a closed session takes no more turns");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let r = alice
-            .post(format!("{}/api/sessions", up.base))
-            .header("origin", &up.base)
-            .json(&json!({"worktree": wt, "prompt": "a new session in the freed worktree"}))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 201 {
-            break;
-        }
-        assert_eq!(r.status(), 409, "{}", r.text().await.unwrap());
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worktree was never freed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut up = up;
-    up.child.start_kill().unwrap();
 }
 
 const SECRET: &str = "split-deployment-secret-0123456789";
