@@ -13,6 +13,8 @@
 //!   checks of [`contract`] and [`both_hosts`];
 //! - [`browser`]: a client on a session's WebSocket checking the order of
 //!   what it gets;
+//! - [`browser_suite`]: the browser suite's harness (tools, the fake model,
+//!   the control endpoint, `node --test`) both hosts' runs use;
 //! - [`faults`]: the fault run's proxy, clients and checks.
 //!
 //! Helpers panic with a message that says what went wrong: they are for
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 pub mod api;
 pub mod both_hosts;
 pub mod browser;
+pub mod browser_suite;
 pub mod contract;
 pub mod faults;
 pub mod gateway;
