@@ -56,16 +56,9 @@ const ALARM_DEADLINE: Duration = Duration::from_secs(120);
 /// most 30 s) and hibernate (10-25 s idle under wrangler dev).
 const HIBERNATE_DEADLINE: Duration = Duration::from_secs(180);
 
+/// A git repository at `path` with a README, in one commit.
 fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    let mut index = repo.index().unwrap();
-    std::fs::write(path.join("README.md"), "# app\n").unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("e2e", "e2e@duraclaw.invalid").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
+    duraclaw_testkit::local::init_repo(path, &[("README.md", "# app\n")]);
 }
 
 /// The gateway (`duraclaw gateway`, scripted) on a fixed port, its log in a
