@@ -43,6 +43,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         racing_starts_leave_only_the_started_sessions,
         an_ended_login_closes_its_sockets_and_refuses_their_commands,
         the_page_and_its_assets_carry_the_security_headers,
+        a_restarted_host_and_a_killed_gateway_lose_nothing,
     ]
 }
 
@@ -425,4 +426,91 @@ async fn the_whole_flow_over_the_api(h: &dyn Host) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How long a host may take to link to a gateway again by itself after a
+/// restart of either (the Durable Object's alarm: a heartbeat is at most
+/// 30 s away; plus a start on a busy machine).
+const RELINK_WITHIN: Duration = Duration::from_secs(120);
+
+/// The host restarted with an approval pending keeps the history and the
+/// question, which is then answered and the turn ends; the gateway
+/// SIGKILLed while another session waits for approval: the session shows
+/// the gateway unreachable, and once it is back the question its restart
+/// orphaned is withdrawn and the turn ended, every event once, and the
+/// session takes the next message.
+async fn a_restarted_host_and_a_killed_gateway_lose_nothing(h: &dyn Host) {
+    let base = h.base();
+    let u = user(h, "restart").await;
+    let id = create_session(h, &u.cookie, "restart", "build it").await;
+    let mut one = Browser::connect(base, &u.cookie, &id, 0).await;
+    let question = one.until(is("user_question")).await;
+    let qid = question["question_id"].as_str().unwrap().to_owned();
+    one.until(state_is("paused", Some("awaiting_approval")))
+        .await;
+    let before = one.events.clone();
+    drop(one);
+
+    h.restart_host().await;
+    let mut two = Browser::connect(base, &u.cookie, &id, 0).await;
+    assert_eq!(
+        two.snapshot["pending"][0]["question_id"],
+        qid.as_str(),
+        "{}",
+        two.snapshot
+    );
+    two.until_seq(before.last().unwrap().0).await;
+    assert_eq!(two.events, before, "the history survived the restart");
+    let ok = two
+        .command(
+            "approve-1",
+            json!({"type": "answer", "question_id": qid, "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    two.until_within(RELINK_WITHIN, is("result")).await;
+    drop(two);
+
+    // Another session waits for approval; the gateway dies.
+    let id2 = create_session(h, &u.cookie, "gateway", "build it").await;
+    let mut b = Browser::connect(base, &u.cookie, &id2, 0).await;
+    b.until(state_is("paused", Some("awaiting_approval"))).await;
+    h.kill_gateway().await;
+    b.until(state_is("paused", Some("gateway_unreachable")))
+        .await;
+    h.start_gateway().await;
+    // The gateway withdraws the question its restart orphaned and ends the
+    // turn; the host links again by itself and logs both.
+    b.until_within(RELINK_WITHIN, |e| {
+        e["type"] == "error" && e["code"] == "gateway_restarted"
+    })
+    .await;
+    let seen: Vec<String> = b
+        .events
+        .iter()
+        .filter(|(_, e)| e["type"] != "session.state")
+        .map(|(_, e)| e.to_string())
+        .collect();
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no event twice: {seen:#?}");
+    for kind in ["user_question", "question.resolved", "tool_use"] {
+        assert_eq!(
+            b.events.iter().filter(|(_, e)| e["type"] == kind).count(),
+            1,
+            "{kind} once: {:#?}",
+            b.events
+        );
+    }
+    // The session goes on.
+    let ok = b
+        .command("m-1", json!({"type": "message", "text": "continue"}))
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until_within(RELINK_WITHIN, is("result")).await;
+    // The whole log replays identically.
+    let mut again = Browser::connect(base, &u.cookie, &id2, 0).await;
+    again.until_seq(b.last_seq()).await;
+    assert_eq!(again.events, b.events);
 }

@@ -106,14 +106,31 @@ impl Browser {
 
     /// Reads frames until an event matching `until`; returns it.
     pub async fn until(&mut self, until: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + DEADLINE;
+        self.until_within(DEADLINE, until).await
+    }
+
+    /// [`until`](Browser::until) with a bound of `within`, however long the
+    /// socket stays quiet meanwhile (a link coming back by itself).
+    pub async fn until_within(
+        &mut self,
+        within: Duration,
+        until: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
         loop {
-            assert!(
-                Instant::now() < deadline,
-                "no such event within {DEADLINE:?}; got {:?}",
-                self.events
-            );
-            let f = self.frame().await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no such event within {within:?}; got {:?}", self.events)
+                })
+                .expect("the socket is open")
+                .expect("a readable frame");
+            let f: Value = match msg {
+                Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(c) => panic!("the server closed the socket: {c:?}"),
+                _ => continue,
+            };
             if self.take_event(&f) && until(&f["event"]) {
                 return f["event"].clone();
             }

@@ -1,5 +1,5 @@
-//! A deployment under test, whichever host runs it: the local `duraclaw up`
-//! ([`LocalHost`]) or the full example's Worker under `wrangler dev` with
+//! A deployment under test, whichever host runs it: the local gateway and
+//! orchestrator ([`LocalHost`]) or the full example's Worker under `wrangler dev` with
 //! its own gateway ([`CloudflareHost`]). Suites written once against
 //! [`Host`] run on both (see [`crate::api`]).
 //!
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
 use crate::wrangler::{Tools, Wrangler, build_full_example, start_wrangler_logged};
@@ -37,6 +37,8 @@ pub const WORKTREES: &[&str] = &[
     "login",
     "flow",
     "unnoticed",
+    "restart",
+    "gateway",
 ];
 
 /// A deployment under test. Users and logins go through the host's own
@@ -57,6 +59,13 @@ pub trait Host: Send + Sync {
     fn set_password<'a>(&'a self, name: &'a str, password: &'a str) -> BoxFuture<'a, ()>;
     /// Removes user `name`.
     fn remove_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
+    /// SIGKILLs the gateway.
+    fn kill_gateway(&self) -> BoxFuture<'_, ()>;
+    /// Starts the gateway again on its port and data.
+    fn start_gateway(&self) -> BoxFuture<'_, ()>;
+    /// Stops the host (the orchestrator SIGKILLed; `wrangler dev` stopped)
+    /// and starts it again on the same data and address.
+    fn restart_host(&self) -> BoxFuture<'_, ()>;
     /// The ends of the host's logs, for a failure's message.
     fn log_tails(&self) -> String;
 }
@@ -113,63 +122,122 @@ pub async fn create_session(h: &dyn Host, cookie: &str, name: &str, prompt: &str
 
 // ---------------------------------------------------------------- local
 
-/// `duraclaw up --demo` on 127.0.0.1 playing [`SCRIPT`], its data in a
-/// temporary directory, killed when dropped.
+const LOCAL_SECRET: &str = "local-host-gateway-secret-0123456789";
+
+/// The local host as a split deployment on 127.0.0.1: `duraclaw gateway`
+/// playing [`SCRIPT`] and `duraclaw orchestrator`, each on a port of its
+/// own that a restart keeps, their data in a temporary directory; killed
+/// when dropped.
 pub struct LocalHost {
     _tmp: tempfile::TempDir,
     root: PathBuf,
     base: String,
-    log: PathBuf,
-    _child: Child,
+    gateway_port: u16,
+    orchestrator_port: u16,
+    gateway: tokio::sync::Mutex<Option<Child>>,
+    orchestrator: tokio::sync::Mutex<Option<Child>>,
+    /// The `status` user's login, for `/api/status`.
+    status: std::sync::Mutex<String>,
+}
+
+/// SIGKILLs the child in `slot`, if any (nothing gets to clean up).
+async fn kill(slot: &tokio::sync::Mutex<Option<Child>>) {
+    if let Some(mut child) = slot.lock().await.take() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
 }
 
 impl LocalHost {
-    /// Starts it and waits until its gateway link is up.
+    /// Starts both halves and waits until the gateway link is up.
     pub async fn start() -> LocalHost {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().canonicalize().unwrap();
         prepare(&root);
-        let log = root.join("duraclaw.log");
-        let mut c = crate::local::duraclaw("info");
-        c.args(["up", "--demo", "--bind", "127.0.0.1:0"])
-            .args(["--gateway-bind", "127.0.0.1:0"])
-            .arg("--script")
-            .arg(root.join("script.json"))
-            .arg("--worktrees")
-            .arg(format!("{}/projects/*", root.display()))
-            .arg("--data-dir")
-            .arg(root.join("data"))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = c.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = tokio::time::timeout(DEADLINE, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(base) = line.strip_prefix("duraclaw listening on ") {
-                    return Some(base.trim().to_owned());
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("duraclaw up did not start:\n{}", log_tail(&log)));
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let orchestrator_port = free_port();
         let host = LocalHost {
             _tmp: tmp,
+            base: format!("http://127.0.0.1:{orchestrator_port}"),
             root,
-            base,
-            log,
-            _child: child,
+            gateway_port: free_port(),
+            orchestrator_port,
+            gateway: tokio::sync::Mutex::new(None),
+            orchestrator: tokio::sync::Mutex::new(None),
+            status: std::sync::Mutex::new(String::new()),
         };
         // `/api/status` needs a login: a user of the host's own.
         host.add_user("status", "status password 0123").await;
+        host.start_gateway().await;
+        *host.orchestrator.lock().await = Some(host.spawn_orchestrator().await);
         let cookie = login(&host, "status", "status password 0123").await;
-        wait_gateway_connected(&host, &cookie).await;
+        *host.status.lock().unwrap() = cookie;
+        wait_gateway(&host, &host.status_cookie(), true).await;
         host
+    }
+
+    fn status_cookie(&self) -> String {
+        self.status.lock().unwrap().clone()
+    }
+
+    /// `duraclaw` with the deployment's gateway secret, its stderr appended
+    /// to `root/<name>.log`, its stdout piped.
+    fn duraclaw(&self, name: &str) -> tokio::process::Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{name}.log")))
+            .unwrap();
+        let mut c = crate::local::duraclaw("info");
+        c.env("CC_GATEWAY_SECRET", LOCAL_SECRET)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        c
+    }
+
+    async fn spawn_gateway(&self) -> Child {
+        // The port may still be held for a moment after a SIGKILL of the
+        // previous gateway on it (bounded).
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::net::TcpListener::bind(("127.0.0.1", self.gateway_port)).is_err()
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut c = self.duraclaw("gateway");
+        c.args(["gateway", "--executor", "scripted", "--bind"])
+            .arg(format!("127.0.0.1:{}", self.gateway_port))
+            .arg("--worktrees")
+            .arg(format!("{}/projects/*", self.root.display()))
+            .arg("--script")
+            .arg(self.root.join("script.json"))
+            .arg("--data-dir")
+            .arg(self.root.join("gw"));
+        crate::local::spawn_until(c, &["gateway listening on "])
+            .await
+            .unwrap_or_else(|e| panic!("duraclaw gateway: {e}\n{}", self.log_tails()))
+            .0
+    }
+
+    async fn spawn_orchestrator(&self) -> Child {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::net::TcpListener::bind(("127.0.0.1", self.orchestrator_port)).is_err()
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut c = self.duraclaw("orchestrator");
+        c.args(["orchestrator", "--bind"])
+            .arg(format!("127.0.0.1:{}", self.orchestrator_port))
+            .arg("--gateway-url")
+            .arg(format!("ws://127.0.0.1:{}", self.gateway_port))
+            .arg("--data-dir")
+            .arg(self.root.join("data"));
+        crate::local::spawn_until(c, &["duraclaw listening on "])
+            .await
+            .unwrap_or_else(|e| panic!("duraclaw orchestrator: {e}\n{}", self.log_tails()))
+            .0
     }
 
     /// `duraclaw user ARGS --data-dir DATA` with `stdin`; panics unless it
@@ -227,14 +295,35 @@ impl Host for LocalHost {
     fn remove_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move { self.user(&["remove", name], "").await })
     }
+    fn kill_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(kill(&self.gateway))
+    }
+    fn start_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let child = self.spawn_gateway().await;
+            *self.gateway.lock().await = Some(child);
+        })
+    }
+    /// SIGKILLs the orchestrator and starts it again on its port and data.
+    fn restart_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            kill(&self.orchestrator).await;
+            let child = self.spawn_orchestrator().await;
+            *self.orchestrator.lock().await = Some(child);
+        })
+    }
     fn log_tails(&self) -> String {
-        format!("duraclaw up's log:\n{}", log_tail(&self.log))
+        format!(
+            "the orchestrator's log:\n{}\n\nthe gateway's log:\n{}",
+            log_tail(&self.root.join("orchestrator.log")),
+            log_tail(&self.root.join("gateway.log"))
+        )
     }
 }
 
 /// Waits until `/api/status` (as the login `cookie`) says the gateway link
-/// is up (bounded).
-async fn wait_gateway_connected(h: &dyn Host, cookie: &str) {
+/// is up, or down (bounded).
+async fn wait_gateway(h: &dyn Host, cookie: &str, up: bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let status = http()
@@ -243,20 +332,21 @@ async fn wait_gateway_connected(h: &dyn Host, cookie: &str) {
             .send()
             .await
             .ok();
-        let connected = match status {
+        let reached = match status {
             Some(r) => r
                 .json::<Value>()
                 .await
-                .is_ok_and(|s| s["gateway"]["connected"] == json!(true)),
+                .is_ok_and(|s| s["gateway"]["connected"] == json!(up)),
             None => false,
         };
-        if connected {
+        if reached {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the {} host's gateway link did not come up:\n{}",
+            "the {} host's gateway link never became {}:\n{}",
             h.name(),
+            if up { "up" } else { "down" },
             h.log_tails()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -279,8 +369,12 @@ pub struct CloudflareHost {
     /// The directory holding wrangler.toml and the state (`state/`).
     pub dir: PathBuf,
     base: String,
-    _gateway: Child,
-    wrangler: Wrangler,
+    port: u16,
+    gateway_port: u16,
+    gateway: tokio::sync::Mutex<Option<Child>>,
+    wrangler: tokio::sync::Mutex<Option<Wrangler>>,
+    /// Starts of the gateway and of `wrangler dev` so far, naming their logs.
+    starts: std::sync::Mutex<(usize, usize)>,
 }
 
 impl CloudflareHost {
@@ -296,42 +390,59 @@ impl CloudflareHost {
         prepare(&root);
         let dir = root.join("cf");
         build_full_example(&tools, &dir);
-
-        let gateway_port = free_port();
-        let gateway = crate::gateway::start(
-            &root,
-            gateway_port,
-            GATEWAY_SECRET,
-            &root.join("gateway.log"),
-            DEADLINE,
-        )
-        .await;
         let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+        let host = CloudflareHost {
+            tools,
+            root,
+            dir,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            gateway_port: free_port(),
+            gateway: tokio::sync::Mutex::new(None),
+            wrangler: tokio::sync::Mutex::new(None),
+            starts: std::sync::Mutex::new((0, 0)),
+        };
+        host.start_gateway().await;
+        host.start_wrangler().await;
+        host
+    }
+
+    fn gateway_log(&self) -> PathBuf {
+        let n = self.starts.lock().unwrap().0;
+        self.root.join(format!("gateway-{n}.log"))
+    }
+
+    fn wrangler_log(&self) -> PathBuf {
+        let n = self.starts.lock().unwrap().1;
+        self.root.join(format!("wrangler-{n}.log"))
+    }
+
+    /// Starts `wrangler dev` on the host's port and state and waits until
+    /// the Worker answers `/api/health`.
+    async fn start_wrangler(&self) {
+        self.starts.lock().unwrap().1 += 1;
+        let gateway_url = format!("http://127.0.0.1:{}", self.gateway_port);
         let vars = [
             ("CC_GATEWAY_URL", gateway_url.as_str()),
             ("CC_GATEWAY_SECRET", GATEWAY_SECRET),
             ("DURACLAW_COOKIE_SECRET", COOKIE_SECRET),
             ("DURACLAW_ADMIN_TOKEN", ADMIN_TOKEN),
         ];
-        let mut wrangler =
-            start_wrangler_logged(&tools, &dir, port, &vars, &root.join("wrangler.log"));
+        let mut wrangler = start_wrangler_logged(
+            &self.tools,
+            &self.dir,
+            self.port,
+            &vars,
+            &self.wrangler_log(),
+        );
         crate::wrangler::wait_until_ready(
             &mut wrangler,
             &http(),
-            &format!("{base}/api/health"),
+            &format!("{}/api/health", self.base),
             |t| t.contains("\"ok\":true"),
         )
         .await;
-        CloudflareHost {
-            tools,
-            root,
-            dir,
-            base,
-            _gateway: gateway,
-            wrangler,
-        }
+        *self.wrangler.lock().await = Some(wrangler);
     }
 
     /// A request to the Worker's admin route `path` with the admin token;
@@ -401,11 +512,35 @@ impl Host for CloudflareHost {
             assert_eq!(status, 204, "removing {name}");
         })
     }
+    fn kill_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(kill(&self.gateway))
+    }
+    fn start_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.starts.lock().unwrap().0 += 1;
+            let child = crate::gateway::start(
+                &self.root,
+                self.gateway_port,
+                GATEWAY_SECRET,
+                &self.gateway_log(),
+                DEADLINE,
+            )
+            .await;
+            *self.gateway.lock().await = Some(child);
+        })
+    }
+    /// Stops `wrangler dev` (SIGINT) and starts it again on the same state.
+    fn restart_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            drop(self.wrangler.lock().await.take());
+            self.start_wrangler().await;
+        })
+    }
     fn log_tails(&self) -> String {
         format!(
             "wrangler's log:\n{}\n\nthe gateway's log:\n{}",
-            self.wrangler.log_tail(),
-            log_tail(&self.root.join("gateway.log"))
+            log_tail(&self.wrangler_log()),
+            log_tail(&self.gateway_log())
         )
     }
 }
