@@ -9,11 +9,9 @@
 //! origin (`Secure` cookie), and a database claiming a newer schema (500
 //! with the reason).
 //!
-//! The tools and the wrangler process: see `support/mod.rs`.
+//! The tools and the wrangler process: see `duraclaw_testkit::wrangler`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-
-mod support;
 
 use std::fs;
 use std::path::Path;
@@ -21,10 +19,12 @@ use std::time::{Duration, Instant};
 
 use duraclaw_cf::auth::cookie::SessionToken;
 use duraclaw_core::store::SessionMeta;
+use duraclaw_testkit::wrangler::{
+    Tools, Wrangler, build_worker, free_port, start_wrangler, wait_ready, worker_dir,
+};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use support::{Tools, Wrangler, build_worker, free_port, start_wrangler, wait_ready, worker_dir};
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 const COOKIE_SECRET: &str = "cookie-secret-for-tests-0123456789";

@@ -5,18 +5,18 @@
 //! `STORE_CASES` and `SQL_CASES`, and the worker's Durable Object cases, to
 //! answer "ok".
 //!
-//! The tools and the wrangler process: see `support/mod.rs`.
+//! The tools and the wrangler process: see `duraclaw_testkit::wrangler`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::time::{Duration, Instant};
 
 use duraclaw_core::conformance::{SQL_CASES, STORE_CASES};
-use support::{Tools, build_worker, free_port, start_wrangler, wait_ready, worker_dir};
+use duraclaw_testkit::wrangler::{
+    Tools, build_worker, free_port, start_wrangler, wait_ready, worker_dir,
+};
 
 /// How long the whole suite may take inside the Durable Objects.
 const SUITE_WITHIN: Duration = Duration::from_secs(600);

@@ -34,7 +34,7 @@ pub mod memory;
 pub mod sqlite;
 
 #[cfg(test)]
-mod shared_tests;
+mod test_events;
 
 pub use memory::{MemoryDirectory, MemoryStore};
 pub use sqlite::{SqliteConn, SqliteDirectory, SqliteOptions, SqliteStats, SqliteStore};

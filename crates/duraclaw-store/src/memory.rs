@@ -336,9 +336,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared_tests::{T0, ev, shared_semantics_tests};
-
-    shared_semantics_tests!((MemoryDirectory::new(), ()));
+    use crate::test_events::{T0, ev};
 
     #[tokio::test]
     async fn clones_share_sessions() {

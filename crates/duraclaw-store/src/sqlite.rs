@@ -478,7 +478,7 @@ mod tests {
     use duraclaw_core::store::NewEvent;
 
     use super::*;
-    use crate::shared_tests::{T0, ev, shared_semantics_tests};
+    use crate::test_events::{T0, ev};
 
     async fn temp_directory() -> (SqliteDirectory, tempfile::TempDir) {
         let tmp = tempfile::tempdir().unwrap();
@@ -487,8 +487,6 @@ mod tests {
             .unwrap();
         (dir, tmp)
     }
-
-    shared_semantics_tests!(temp_directory().await);
 
     #[tokio::test]
     async fn a_storage_error_keeps_sqlites_error_as_its_source() {

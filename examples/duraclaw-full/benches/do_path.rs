@@ -51,8 +51,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
-#[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
-mod support;
+use duraclaw_testkit::wrangler as support;
 use support::{
     Tools, admin_user_login, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready,
 };

@@ -2,7 +2,10 @@
 //! Abuse of the whole `duraclaw up` on 127.0.0.1: secrets kept out of logs,
 //! process arguments and error messages; floods of WebSocket frames and
 //! logins; worktree paths that try to leave the offered worktrees; a
-//! database from a newer version; a full disk during append.
+//! database from a newer version; a full disk during append. These need the
+//! local process itself (its logs, arguments, data directory and disk);
+//! the API's answers to malformed input, shared with Cloudflare, are the
+//! API suite (`api.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,9 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-#[path = "support/contract.rs"]
-mod contract;
-mod support;
+use duraclaw_testkit::local as support;
 use support::{
     DEADLINE, PASSWORD, client, duraclaw, get_json, login, next, wait_gateway, worktree,
     write_script, ws,
@@ -450,70 +451,6 @@ async fn floods_of_frames_and_logins_are_answered_and_the_server_stays_up() {
             break;
         }
     }
-    up.stop().await;
-}
-
-/// `duraclaw up` with alice logged in, as a host of the contract of
-/// `tests/support/contract.rs` (also run on Cloudflare by
-/// `cloudflare_api.rs`), and her session waiting for an approval.
-async fn contract_host(tmp: &Path) -> (Up, contract::Host, String) {
-    let data = tmp.join("data");
-    add_user(&data, "alice").await;
-    let up = up(&data, &script(tmp)).await;
-    let (alice, cookie) = login(&up.base, "alice").await;
-    wait_gateway(&up.base, &alice, true).await;
-    let host = contract::Host {
-        base: up.base.clone(),
-        cookie,
-        worktree: worktree(&up.base, &alice).await,
-    };
-    let (status, s) = host
-        .create(json!({"worktree": host.worktree, "prompt": "look around"}))
-        .await;
-    assert_eq!(status, 201, "{s}");
-    let id = s["session_id"].as_str().unwrap().to_owned();
-    (up, host, id)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_starts_in_one_worktree_leave_only_the_started_session() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    add_user(&data, "alice").await;
-    let up = up(&data, &script(tmp.path())).await;
-    let (alice, cookie) = login(&up.base, "alice").await;
-    wait_gateway(&up.base, &alice, true).await;
-    let host = contract::Host {
-        base: up.base.clone(),
-        cookie,
-        worktree: worktree(&up.base, &alice).await,
-    };
-    contract::racing_starts_leave_only_started_sessions(&host, &host.worktree).await;
-    up.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_answer_gets_its_first_result() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (up, host, id) = contract_host(tmp.path()).await;
-    contract::retried_answer_gets_its_first_result(&host, &id).await;
-    up.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_frames_and_resume_points_get_an_error_and_a_close_code() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (up, host, id) = contract_host(tmp.path()).await;
-    contract::websocket_refusals(&host, &id).await;
-    up.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_requests_get_json_errors_and_create_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (up, host, id) = contract_host(tmp.path()).await;
-    contract::malformed_requests_get_json_errors(&host, &id).await;
-    contract::busy_worktree_says_what_to_do(&host, &id).await;
     up.stop().await;
 }
 

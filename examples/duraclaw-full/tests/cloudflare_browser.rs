@@ -15,7 +15,8 @@
 //!   gateway (SIGKILL) and restarts this `wrangler dev` on the same state
 //!   (the "orchestrator restart").
 //!
-//! Users are created through the Worker's admin route. Missing tools fail
+//! Users are created through the Worker's admin route. The harness is the
+//! local run's (`duraclaw_testkit::browser_suite`). Missing tools fail
 //! the test (it never skips). The suite's output, screenshots and every
 //! process's log go to `ci-output/cloudflare-browser-e2e/`.
 //! `DURACLAW_E2E_FILES="replay.test.js …"` runs only those files.
@@ -25,127 +26,42 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use duraclaw_fake_anthropic::{FakeAnthropic, Latch, Turn};
-use serde_json::{Value, json};
+use duraclaw_fake_anthropic::Latch;
+use futures::future::BoxFuture;
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-#[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
-mod support;
+use duraclaw_testkit::browser_suite::{
+    self, Control, Deployments, PASSWORD, Tools, artifacts_dir, claude_setup, fake_model, script,
+};
+use duraclaw_testkit::local::init_repo;
+use duraclaw_testkit::wrangler as support;
 use support::{Wrangler, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready};
-
-#[path = "support/mod.rs"]
-mod full_support;
-use full_support::{env_path, on_path, run_node_suite};
 
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const SUITE_DEADLINE: Duration = Duration::from_secs(420);
-const PASSWORD: &str = "correct horse battery staple";
 const GATEWAY_SECRET: &str = "cf-browser-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-browser-cookie-secret-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cf-browser-admin-token-0123456789abcdef";
-const INSTALL_HINT: &str = "run `scripts/install-tools.sh chromium playwright claude`";
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn e2e_dir() -> PathBuf {
-    manifest_dir().join("e2e")
-}
-
-fn artifacts_dir() -> PathBuf {
-    let dir = manifest_dir().join("../../ci-output/cloudflare-browser-e2e");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    dir.canonicalize().unwrap()
-}
-
-struct Tools {
-    cf: support::Tools,
-    node: PathBuf,
-    chromium: PathBuf,
-    playwright_core: PathBuf,
-    claude: PathBuf,
-}
-
-fn find_tools() -> Tools {
-    let cf = support::Tools::find();
-    let node = env_path("NODE22_BIN")
-        .or_else(|| env_path("NODE_BIN"))
-        .or_else(|| on_path("node"))
-        .unwrap_or_else(|| panic!("node is not on PATH: {INSTALL_HINT}"));
-    let chromium = env_path("CHROMIUM_BIN")
-        .or_else(|| on_path("chromium"))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| panic!("Debian's chromium is not installed: {INSTALL_HINT}"));
-    let package: Value =
-        serde_json::from_str(&std::fs::read_to_string(e2e_dir().join("package.json")).unwrap())
-            .unwrap();
-    let pinned = package["devDependencies"]["playwright-core"]
-        .as_str()
-        .expect("e2e/package.json pins playwright-core")
-        .to_owned();
-    let playwright_core = env_path("PLAYWRIGHT_CORE").unwrap_or_else(|| {
-        let cache = env_path("XDG_CACHE_HOME")
-            .or_else(|| env_path("HOME").map(|h| h.join(".cache")))
-            .unwrap_or_else(|| panic!("neither PLAYWRIGHT_CORE nor HOME is set: {INSTALL_HINT}"));
-        cache.join(format!(
-            "duraclaw/playwright-core-{pinned}/node_modules/playwright-core"
-        ))
-    });
-    assert!(
-        playwright_core.join("package.json").is_file(),
-        "playwright-core {pinned} is not at {}: {INSTALL_HINT}",
-        playwright_core.display()
-    );
-    let claude = duraclaw_gateway::cli::launch::bin_path()
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| panic!("the Claude Code CLI is not installed: {INSTALL_HINT}"));
-    Tools {
-        cf,
-        node,
-        chromium,
-        playwright_core,
-        claude,
-    }
-}
-
-fn init_repo(path: &Path, files: &[(&str, &str)]) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    let mut index = repo.index().unwrap();
-    for (name, text) in files {
-        std::fs::write(path.join(name), text).unwrap();
-        index.add_path(Path::new(name)).unwrap();
-    }
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("e2e", "e2e@duraclaw.invalid").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
-}
-
-struct ClaudeScript {
-    intro: &'static str,
-    outro: &'static str,
-    notes: &'static str,
-}
-
-const CLAUDE_SCRIPT: ClaudeScript = ClaudeScript {
-    intro: "Let me read the notes first, so that I can tell you exactly what they say.",
-    outro: "The notes say that the launch code is 0451, and nothing else.",
-    notes: "The launch code is 0451.\n",
-};
-
-/// The scripted executor's turns, shared with tests/browser_e2e.rs.
-fn script() -> PathBuf {
-    e2e_dir().join("script.json")
-}
+/// The suite's files that run on Cloudflare: all but `old-cli.test.js`,
+/// which needs a host that runs a CLI of its own (`duraclaw up`); behind
+/// the Worker the version check is the gateway's, the same code.
+const FILES: &[&str] = &[
+    "login.test.js",
+    "claude.test.js",
+    "replay.test.js",
+    "two-devices.test.js",
+    "questions.test.js",
+    "isolation.test.js",
+    "faults.test.js",
+    "cards.test.js",
+    "answer-retry.test.js",
+    "login-ended.test.js",
+    "ahead-of-log.test.js",
+    "queued-and-auto.test.js",
+];
 
 /// How to start one gateway, again and again on the same port and data.
 #[derive(Clone)]
@@ -284,9 +200,9 @@ impl Deployment {
     }
 }
 
-struct Control {
-    latch: Latch,
-    fake: Arc<FakeAnthropic>,
+/// The demo deployment's gateway and `wrangler dev`, for the control
+/// endpoint: the suite's fault scenarios break this one.
+struct DemoSplit {
     tools: support::Tools,
     demo: Deployment,
     demo_gateway: GatewaySpec,
@@ -295,160 +211,68 @@ struct Control {
     starts: std::sync::atomic::AtomicUsize,
 }
 
-type Ctl = State<Arc<Control>>;
-
-fn ok() -> Response {
-    axum::Json(json!({"ok": true})).into_response()
-}
-
-async fn release_fake(State(c): Ctl) -> Response {
-    c.latch.release();
-    ok()
-}
-
-async fn fake_state(State(c): Ctl) -> Response {
-    let requests = c.fake.model_requests();
-    let tool_results: Vec<Value> = requests
-        .iter()
-        .flat_map(|r| r.tool_results().into_iter().cloned())
-        .collect();
-    axum::Json(json!({"model_requests": requests.len(), "tool_results": tool_results}))
-        .into_response()
-}
-
-async fn kill_gateway(State(c): Ctl) -> Response {
-    if let Some(mut child) = c.gateway.lock().await.take() {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+impl browser_suite::Split for DemoSplit {
+    fn kill_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(mut child) = self.gateway.lock().await.take() {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        })
     }
-    ok()
-}
 
-async fn start_gateway(State(c): Ctl) -> Response {
-    let mut slot = c.gateway.lock().await;
-    if let Some(child) = slot.as_mut()
-        && child.try_wait().ok().flatten().is_none()
-    {
-        return axum::Json(json!({"ok": true, "already": true})).into_response();
+    fn start_gateway(&self) -> BoxFuture<'_, Result<bool, String>> {
+        Box::pin(async move {
+            let mut slot = self.gateway.lock().await;
+            if let Some(child) = slot.as_mut()
+                && child.try_wait().ok().flatten().is_none()
+            {
+                return Ok(true);
+            }
+            let n = self
+                .starts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *slot = Some(self.demo_gateway.start(n).await?);
+            Ok(false)
+        })
     }
-    let n = c.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match c.demo_gateway.start(n).await {
-        Ok(child) => {
-            *slot = Some(child);
-            ok()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+
+    /// Stops `wrangler dev` and starts it again on the same state.
+    fn restart_host(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut slot = self.wrangler.lock().await;
+            drop(slot.take());
+            let n = self
+                .starts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *slot = Some(self.demo.start(&self.tools, n).await);
+            Ok(())
+        })
     }
-}
-
-/// Stops `wrangler dev` and starts it again on the same state.
-async fn restart_orchestrator(State(c): Ctl) -> Response {
-    let mut slot = c.wrangler.lock().await;
-    drop(slot.take());
-    let n = c.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    *slot = Some(c.demo.start(&c.tools, n).await);
-    ok()
-}
-
-async fn elsewhere() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html><head><title>elsewhere</title></head><body><p>another origin</p></body></html>",
-    )
-}
-
-async fn serve_control(control: Arc<Control>) -> String {
-    let app = Router::new()
-        .route("/fake/release", post(release_fake))
-        .route("/fake/state", get(fake_state))
-        .route("/split/gateway/kill", post(kill_gateway))
-        .route("/split/gateway/start", post(start_gateway))
-        .route("/split/orchestrator/restart", post(restart_orchestrator))
-        .route("/elsewhere", get(elsewhere))
-        .with_state(control);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
-}
-
-async fn run_suite(tools: &Tools, env: &[(&str, String)], out: &Path) -> (bool, String) {
-    let mut c = Command::new(&tools.node);
-    c.current_dir(e2e_dir())
-        .args(["--test", "--test-reporter=spec", "--test-concurrency=1"]);
-    match std::env::var("DURACLAW_E2E_FILES") {
-        Ok(files) => {
-            c.args(files.split_whitespace());
-        }
-        Err(_) => {
-            c.args([
-                "login.test.js",
-                "claude.test.js",
-                "replay.test.js",
-                "two-devices.test.js",
-                "questions.test.js",
-                "isolation.test.js",
-                "faults.test.js",
-                "cards.test.js",
-                "answer-retry.test.js",
-                "login-ended.test.js",
-                "ahead-of-log.test.js",
-                "queued-and-auto.test.js",
-            ]);
-        }
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    run_node_suite(c, out, SUITE_DEADLINE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_suite_on_cloudflare() {
     let t0 = Instant::now();
-    let tools = find_tools();
-    let artifacts = artifacts_dir();
+    let tools = Tools::find(duraclaw_gateway::cli::launch::bin_path());
+    let cf = support::Tools::find();
+    let artifacts = artifacts_dir("cloudflare-browser-e2e");
     let logs = artifacts.join("logs");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
 
     let build = root.join("build");
     build_worker_crate(
-        &tools.cf,
+        &cf,
         &support::repo_root().join("examples/duraclaw-full/cloudflare"),
         &build,
     );
 
     // The Claude deployment.
     let latch = Latch::new();
-    let fake = Arc::new(
-        FakeAnthropic::start([
-            Turn::text(CLAUDE_SCRIPT.intro)
-                .with_hold(3, &latch)
-                .with_tool_use_id(
-                    "toolu_e2e_read",
-                    "Read",
-                    json!({"file_path": root.join("claude/projects/notes-app/notes.txt")}),
-                )
-                .with_usage(1200, 340),
-            Turn::text(CLAUDE_SCRIPT.outro).with_usage(1500, 120),
-        ])
-        .await
-        .unwrap(),
-    );
     let claude_root = root.join("claude");
-    let private = claude_root.join("private");
-    for d in ["home", "config", "tmp"] {
-        std::fs::create_dir_all(private.join(d)).unwrap();
-    }
-    init_repo(
-        &claude_root.join("projects/notes-app"),
-        &[
-            ("README.md", "# notes-app\n"),
-            ("notes.txt", CLAUDE_SCRIPT.notes),
-        ],
-    );
+    let fake = fake_model(&claude_root, &latch).await;
+    let cli_env = claude_setup(&claude_root, &fake);
     let claude_gateway = GatewaySpec {
         port: free_port(),
         args: vec![
@@ -463,30 +287,13 @@ async fn the_browser_suite_on_cloudflare() {
             "--data-dir".into(),
             claude_root.join("gateway").display().to_string(),
         ],
-        envs: vec![
-            ("ANTHROPIC_BASE_URL".into(), fake.base_url()),
-            ("ANTHROPIC_API_KEY".into(), "test".into()),
-            (
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
-                "1".into(),
-            ),
-            ("DISABLE_TELEMETRY".into(), "1".into()),
-            ("DISABLE_AUTOUPDATER".into(), "1".into()),
-            ("DISABLE_ERROR_REPORTING".into(), "1".into()),
-            ("CLAUDE_CODE_ENTRYPOINT".into(), "sdk-py".into()),
-            ("HOME".into(), private.join("home").display().to_string()),
-            (
-                "CLAUDE_CONFIG_DIR".into(),
-                private.join("config").display().to_string(),
-            ),
-            ("TMPDIR".into(), private.join("tmp").display().to_string()),
-        ],
+        envs: cli_env,
         logs: logs.clone(),
         name: "claude",
     };
     let claude_gw = claude_gateway.start(0).await.unwrap();
     let claude = Deployment::new(&root, &build, "claude", claude_gateway.port, &logs);
-    let claude_wrangler = claude.start(&tools.cf, 0).await;
+    let claude_wrangler = claude.start(&cf, 0).await;
     claude.add_users().await;
 
     // The demo deployment (also the split scenarios').
@@ -528,65 +335,48 @@ async fn the_browser_suite_on_cloudflare() {
     };
     let demo_gw = demo_gateway.start(0).await.unwrap();
     let demo = Deployment::new(&root, &build, "demo", demo_gateway.port, &logs);
-    let demo_wrangler = demo.start(&tools.cf, 0).await;
+    let demo_wrangler = demo.start(&cf, 0).await;
     demo.add_users().await;
     let (claude_url, demo_url) = (claude.base(), demo.base());
 
-    let control = Arc::new(Control {
-        latch,
-        fake: fake.clone(),
-        tools: support::Tools::find(),
+    let split = Arc::new(DemoSplit {
+        tools: cf,
         demo,
         demo_gateway,
         gateway: tokio::sync::Mutex::new(Some(demo_gw)),
         wrangler: tokio::sync::Mutex::new(Some(demo_wrangler)),
         starts: std::sync::atomic::AtomicUsize::new(1),
     });
-    let control_url = serve_control(control.clone()).await;
+    let control = Arc::new(Control {
+        latch,
+        fake,
+        split: split.clone(),
+    });
     eprintln!("deployments up in {} ms", t0.elapsed().as_millis());
 
-    let node_tmp = root.join("node-tmp");
-    std::fs::create_dir_all(&node_tmp).unwrap();
-    let env = [
-        (
-            "DURACLAW_E2E_CHROMIUM",
-            tools.chromium.display().to_string(),
-        ),
-        (
-            "DURACLAW_E2E_PLAYWRIGHT_CORE",
-            tools.playwright_core.display().to_string(),
-        ),
-        ("DURACLAW_E2E_CLAUDE_URL", claude_url),
-        ("DURACLAW_E2E_DEMO_URL", demo_url.clone()),
-        ("DURACLAW_E2E_SPLIT_URL", demo_url),
-        ("DURACLAW_E2E_CONTROL_URL", control_url),
-        ("DURACLAW_E2E_USER", "alice".to_owned()),
-        ("DURACLAW_E2E_OTHER_USER", "bob".to_owned()),
-        ("DURACLAW_E2E_PASSWORD", PASSWORD.to_owned()),
-        (
-            "DURACLAW_E2E_CLAUDE_SCRIPT",
-            json!({
-                "intro": CLAUDE_SCRIPT.intro,
-                "outro": CLAUDE_SCRIPT.outro,
-                "notes": CLAUDE_SCRIPT.notes,
-                "worktree": "notes-app",
-            })
-            .to_string(),
-        ),
-        ("DURACLAW_E2E_ARTIFACTS", artifacts.display().to_string()),
-        ("TMPDIR", node_tmp.display().to_string()),
-    ];
-    let suite_start = Instant::now();
-    let (ok, output) = run_suite(&tools, &env, &artifacts.join("suite-output.txt")).await;
+    let deployments = Deployments {
+        claude: claude_url,
+        demo: demo_url.clone(),
+        split: demo_url,
+        extra: vec![],
+    };
+    let (ok, output) = browser_suite::run(
+        &tools,
+        deployments,
+        control,
+        &artifacts,
+        FILES,
+        SUITE_DEADLINE,
+    )
+    .await;
     println!("{output}");
     eprintln!(
-        "browser suite on Cloudflare: {} ms; with the deployments: {} ms",
-        suite_start.elapsed().as_millis(),
+        "browser suite on Cloudflare with the deployments: {} ms",
         t0.elapsed().as_millis()
     );
-    drop(control.wrangler.lock().await.take());
+    drop(split.wrangler.lock().await.take());
     drop(claude_wrangler);
-    let _ = kill_gateway(State(control.clone())).await;
+    browser_suite::Split::kill_gateway(&*split).await;
     let mut claude_gw = claude_gw;
     let _ = claude_gw.start_kill();
     let _ = claude_gw.wait().await;

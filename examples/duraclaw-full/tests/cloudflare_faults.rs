@@ -37,31 +37,26 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::process::Child;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-#[path = "support/cf_gateway.rs"]
-mod cf_gateway;
-#[path = "../../../crates/duraclaw-cf/tests/support/mod.rs"]
-mod support;
+use duraclaw_testkit::gateway as cf_gateway;
+use duraclaw_testkit::wrangler as support;
 use support::{
     Tools, Wrangler, admin_user_login, build_full_example, free_port, start_wrangler_logged,
 };
 
-#[path = "support/faults.rs"]
-mod fault_support;
-use fault_support::{
-    ClientLog, Counts, Ctx, DriverState, Proxy, ProxyStats, Rng, Role, Ws, answer_for, check,
-    check_log, client, full_log_via,
+use duraclaw_testkit::faults::{
+    Ctx, Proxy, Rng, Ws, answer_for, check_log, drain_and_check, full_log_via, proxy_figures,
+    spawn_clients,
 };
 
 const GATEWAY_SECRET: &str = "cf-faults-gateway-secret-0123456789";
@@ -299,14 +294,14 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
     let mut gw = start_gateway(&root, gw_port, gw_starts).await;
     let gw_proxy = Proxy::start(
         SocketAddr::from(([127, 0, 0, 1], gw_port)),
-        rng.next(),
+        rng.next_u64(),
         32 * 1024,
     )
     .await;
     let port = free_port();
     let browser_proxy = Proxy::start(
         SocketAddr::from(([127, 0, 0, 1], port)),
-        rng.next(),
+        rng.next_u64(),
         16 * 1024,
     )
     .await;
@@ -358,42 +353,8 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         deadline: Instant::now() + Duration::from_secs(240),
         max_turns: u64::MAX,
     });
-    let mut done_txs = Vec::new();
-    let mut drivers = Vec::new();
-    let mut tasks: Vec<(usize, Role, tokio::task::JoinHandle<ClientLog>)> = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let (tx, rx) = watch::channel(None::<u64>);
-        done_txs.push(tx);
-        let state = Arc::new(DriverState {
-            sent: AtomicU64::new(1),
-            ..DriverState::default()
-        });
-        drivers.push(state.clone());
-        let mut roles = vec![Role::Driver, Role::Observer, Role::Stale];
-        if i == 0 {
-            roles.extend(std::iter::repeat_n(Role::Observer, CROWD - roles.len()));
-        }
-        for role in roles {
-            let s = if role == Role::Driver {
-                state.clone()
-            } else {
-                Arc::new(DriverState::default())
-            };
-            tasks.push((
-                i,
-                role,
-                tokio::spawn(client(
-                    ctx.clone(),
-                    id.clone(),
-                    role,
-                    rng.next(),
-                    rx.clone(),
-                    s,
-                )),
-            ));
-        }
-    }
-    let crowd = tasks.iter().filter(|(i, _, _)| *i == 0).count();
+    let clients = spawn_clients(&ctx, &ids, &mut rng, CROWD, false);
+    let (done_txs, drivers, crowd) = (clients.done, clients.drivers, clients.crowd);
 
     // Chaos: both proxies cut, stall and half-close; the gateway is
     // SIGKILLed and restarted, wrangler is stopped and started again on
@@ -621,76 +582,35 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         done_txs[i].send(Some(log.len() as u64)).unwrap();
         logs.push(log);
     }
-    let mut counts = Counts::default();
-    let (mut stale, mut answered, mut answered_late) = (0, 0, 0);
-    let (mut failed, mut short) = (Vec::new(), Vec::new());
-    let mut clients = 0;
-    for (i, role, task) in tasks {
-        let c = tokio::time::timeout(DEADLINE, task)
-            .await
-            .expect("every client drains in time")
-            .unwrap();
-        clients += 1;
-        if c.last < logs[i].len() as u64 {
-            short.push(format!(
-                "session {i} {role:?}: has {} of {}",
-                c.last,
-                logs[i].len()
-            ));
-        }
-        check(&logs[i], &c, &mut counts);
-        stale += c.stale_reconnects;
-        answered += c.answered;
-        answered_late += c.answered_after_reconnect;
-        failed.extend(c.failed_commands);
-    }
-    let (mut turns, mut questions, mut open_turns) = (0, 0, 0);
+    let o = drain_and_check(clients.tasks, &logs, DEADLINE).await;
     for (i, id) in ids.iter().enumerate() {
-        let f = check_log(&logs[i]);
-        turns += f.turns;
-        questions += f.questions;
-        open_turns += u64::from(f.open_turn);
-        assert_eq!(
-            f.work_while_idle,
-            0,
-            "session {i} logged the agent's work while its state read idle:\n{}",
-            f.idle_context.unwrap_or_default()
-        );
         let (_, again) = full_log_via(&direct, &origin, &alice, id).await;
         assert_eq!(
             again, logs[i],
             "the log of session {i} changed after it ended"
         );
     }
-    let events: usize = logs.iter().map(Vec::len).sum();
-    let sum = |s: &ProxyStats| {
-        (
-            s.conns.load(Ordering::Relaxed),
-            s.cuts.load(Ordering::Relaxed),
-            s.stalls.load(Ordering::Relaxed),
-            s.half_closes.load(Ordering::Relaxed),
-        )
-    };
-    let (bc, bcut, bstall, bhalf) = sum(&browser_proxy.stats);
-    let (gc, gcut, gstall, ghalf) = sum(&gw_proxy.stats);
+    let (bc, bcut, bstall, bhalf) = proxy_figures(&browser_proxy.stats);
+    let (gc, gcut, gstall, ghalf) = proxy_figures(&gw_proxy.stats);
     println!(
         "seed {seed}: chaos {chaos_secs:.1} s, settled {settled_after:.1} s later, total {:.1} s (worker-build {:.1} s)",
         started.elapsed().as_secs_f64(),
         built.as_secs_f64()
     );
     println!(
-        "sessions {SESSIONS} (+1 parked on an approval across the wrangler restart, {parked_answers} questions answered after it, under faults; its create cut {parked_retries} times), clients {clients} ({crowd} on session 0), turns {turns}, questions {questions} (answered {answered}, {answered_late} after a reconnect; {pending_at_restart} pending across the wrangler restart), events {events}, delivered {}",
-        counts.delivered
+        "sessions {SESSIONS} (+1 parked on an approval across the wrangler restart, {parked_answers} questions answered after it, under faults; its create cut {parked_retries} times), clients {} ({crowd} on session 0), turns {}, questions {} (answered {}, {} after a reconnect; {pending_at_restart} pending across the wrangler restart), events {}, delivered {}",
+        o.clients, o.turns, o.questions, o.answered, o.answered_late, o.events, o.counts.delivered
     );
     println!(
-        "faults: browser link {bc} connections: {bcut} cuts, {bstall} stalls, {bhalf} half-closes; gateway link {gc} connections: {gcut} cuts, {gstall} stalls, {ghalf} half-closes; gateway SIGKILL {gw_kills}; wrangler restarts {wrangler_restarts}; wrangler SIGKILL {wrangler_kills}; stale reconnects {stale} ({} events replayed and matched)",
-        counts.stale_replayed
+        "faults: browser link {bc} connections: {bcut} cuts, {bstall} stalls, {bhalf} half-closes; gateway link {gc} connections: {gcut} cuts, {gstall} stalls, {ghalf} half-closes; gateway SIGKILL {gw_kills}; wrangler restarts {wrangler_restarts}; wrangler SIGKILL {wrangler_kills}; stale reconnects {} ({} events replayed and matched)",
+        o.stale, o.counts.stale_replayed
     );
     println!(
-        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, wrangler restart {wrangler_restarts}, wrangler SIGKILL {wrangler_kills}, stale reconnect {stale}; total {}",
+        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, wrangler restart {wrangler_restarts}, wrangler SIGKILL {wrangler_kills}, stale reconnect {}; total {}",
         bcut + gcut,
         bstall + gstall,
         bhalf + ghalf,
+        o.stale,
         bcut + gcut
             + bstall
             + gstall
@@ -699,40 +619,20 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
             + gw_kills
             + wrangler_restarts
             + wrangler_kills
-            + stale
+            + o.stale
     );
-    println!(
-        "lost {}, duplicated {}, reordered {}, mismatched {}; turns that never ended {open_turns}",
-        counts.lost, counts.duplicated, counts.reordered, counts.mismatched
-    );
-    assert_eq!(open_turns, 0, "seed {seed}: a turn left open");
-    assert!(
-        short.is_empty(),
-        "seed {seed}: clients short of the log: {short:?}"
-    );
-    assert!(
-        failed.is_empty(),
-        "seed {seed}: failed commands: {failed:?}"
-    );
-    assert_eq!(
-        (
-            counts.lost,
-            counts.duplicated,
-            counts.reordered,
-            counts.mismatched
-        ),
-        (0, 0, 0, 0),
-        "seed {seed}"
-    );
+    o.assert_nothing_lost(seed);
+    println!("turns that never ended {}", o.open_turns);
+    assert_eq!(o.open_turns, 0, "seed {seed}: a turn left open");
     assert!(
         gw_kills == 2
             && wrangler_restarts == 1
             && wrangler_kills == 1
             && bcut + gcut > 0
-            && stale > 0
+            && o.stale > 0
     );
     assert!(
-        turns > SESSIONS as u64,
+        o.turns > SESSIONS as u64,
         "seed {seed}: the sessions barely ran"
     );
 

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,8 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-#[path = "support/faults.rs"]
-mod fault_support;
+use duraclaw_testkit::faults as fault_support;
 use fault_support::*;
 
 const SECRET: &str = "fault-run-gateway-secret-0123456789";
@@ -40,7 +39,7 @@ const CROWD: usize = 50;
 /// The orchestrator's live queue per client, in events.
 const LIVE_QUEUE: usize = 16;
 
-mod support;
+use duraclaw_testkit::local as support;
 use support::{
     DEADLINE, PASSWORD, add_user, create_session, free_port, login_with, next_event,
     scripted_gateway, spawn_reading,
@@ -163,7 +162,7 @@ async fn nothing_is_lost_under_faults() {
     let mut gw = gateway(tmp.path(), gw_port, &script, &patterns).await;
     let gw_proxy = Proxy::start(
         SocketAddr::from(([127, 0, 0, 1], gw_port)),
-        rng.next(),
+        rng.next_u64(),
         32 * 1024,
     )
     .await;
@@ -171,7 +170,7 @@ async fn nothing_is_lost_under_faults() {
     let direct = Arc::new(Mutex::new(base.trim_start_matches("http://").to_owned()));
     let browser_proxy = Proxy::start(
         base.trim_start_matches("http://").parse().unwrap(),
-        rng.next(),
+        rng.next_u64(),
         16 * 1024,
     )
     .await;
@@ -213,46 +212,8 @@ async fn nothing_is_lost_under_faults() {
         deadline: Instant::now() + Duration::from_secs(chaos_secs + 60),
         max_turns: u64::MAX,
     });
-    let (done_tx, done_rx) = watch::channel(None::<u64>);
-    let mut done_txs = Vec::new();
-    let mut drivers = Vec::new();
-    let mut tasks: Vec<(usize, Role, tokio::task::JoinHandle<ClientLog>)> = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let (tx, rx) = watch::channel(None::<u64>);
-        done_txs.push(tx);
-        let state = Arc::new(DriverState {
-            sent: AtomicU64::new(1),
-            ..DriverState::default()
-        });
-        drivers.push(state.clone());
-        let mut roles = vec![Role::Driver, Role::Observer, Role::Stale];
-        if i == 0 {
-            roles.push(Role::Slow);
-            roles.extend(std::iter::repeat_n(Role::Observer, CROWD - roles.len() + 1));
-        }
-        for role in roles {
-            let s = if role == Role::Driver {
-                state.clone()
-            } else {
-                Arc::new(DriverState::default())
-            };
-            tasks.push((
-                i,
-                role,
-                tokio::spawn(client(
-                    ctx.clone(),
-                    id.clone(),
-                    role,
-                    rng.next(),
-                    rx.clone(),
-                    s,
-                )),
-            ));
-        }
-    }
-    drop(done_rx);
-    drop(done_tx);
-    let crowd = tasks.iter().filter(|(i, _, _)| *i == 0).count();
+    let clients = spawn_clients(&ctx, &ids, &mut rng, CROWD, true);
+    let (done_txs, drivers, crowd) = (clients.done, clients.drivers, clients.crowd);
 
     // Chaos: proxies cut, stall and half-close; the gateway is SIGKILLed
     // and restarted twice per 15 s cycle; the orchestrator is restarted
@@ -412,45 +373,8 @@ async fn nothing_is_lost_under_faults() {
         done_txs[i].send(Some(log.len() as u64)).unwrap();
         logs.push(log);
     }
-    let mut counts = Counts::default();
-    let (mut lagged, mut stale, mut answered, mut answered_late) = (0, 0, 0, 0);
-    let mut failed = Vec::new();
-    let mut short = Vec::new();
-    let mut clients = 0;
-    for (i, role, task) in tasks {
-        let c = tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("every client drains in time")
-            .unwrap();
-        clients += 1;
-        if c.last < logs[i].len() as u64 {
-            short.push(format!(
-                "session {i} {role:?}: has {} of {}",
-                c.last,
-                logs[i].len()
-            ));
-        }
-        check(&logs[i], &c, &mut counts);
-        lagged += c.lagged;
-        stale += c.stale_reconnects;
-        answered += c.answered;
-        answered_late += c.answered_after_reconnect;
-        failed.extend(c.failed_commands);
-    }
-    let (mut turns, mut questions, mut open_turns) = (0, 0, 0);
-    let (mut reruns, mut restart_errors, mut work_while_idle) = (0, 0, 0);
-    let mut idle_contexts = Vec::new();
+    let o = drain_and_check(clients.tasks, &logs, Duration::from_secs(30)).await;
     for (i, id) in ids.iter().enumerate() {
-        let f = check_log(&logs[i]);
-        turns += f.turns;
-        questions += f.questions;
-        open_turns += u64::from(f.open_turn);
-        reruns += f.reruns;
-        restart_errors += f.restart_errors;
-        work_while_idle += f.work_while_idle;
-        if let Some(c) = f.idle_context {
-            idle_contexts.push(format!("session {i}:\n{c}"));
-        }
         // The log does not move after the end.
         let (_, again) = full_log(&base, &cookie, id).await;
         assert_eq!(
@@ -458,37 +382,29 @@ async fn nothing_is_lost_under_faults() {
             "the log of session {i} changed after it ended"
         );
     }
-    let events: usize = logs.iter().map(Vec::len).sum();
     catch_ups += status(base.clone()).await["stats"]["slow_client_catch_ups"]
         .as_u64()
         .unwrap_or(0);
-    let sum = |s: &ProxyStats| {
-        (
-            s.conns.load(Ordering::Relaxed),
-            s.cuts.load(Ordering::Relaxed),
-            s.stalls.load(Ordering::Relaxed),
-            s.half_closes.load(Ordering::Relaxed),
-        )
-    };
-    let (bc, bcut, bstall, bhalf) = sum(&browser_proxy.stats);
-    let (gc, gcut, gstall, ghalf) = sum(&gw_proxy.stats);
+    let (bc, bcut, bstall, bhalf) = proxy_figures(&browser_proxy.stats);
+    let (gc, gcut, gstall, ghalf) = proxy_figures(&gw_proxy.stats);
     println!(
         "seed {seed}: chaos {chaos_secs} s, total {:.1} s",
         started.elapsed().as_secs_f64()
     );
     println!(
-        "sessions {SESSIONS}, clients {clients} ({crowd} on session 0), turns {turns}, questions {questions} (answered {answered}, {answered_late} after a reconnect), events {events}, delivered {}",
-        counts.delivered
+        "sessions {SESSIONS}, clients {} ({crowd} on session 0), turns {}, questions {} (answered {}, {} after a reconnect), events {}, delivered {}",
+        o.clients, o.turns, o.questions, o.answered, o.answered_late, o.events, o.counts.delivered
     );
     println!(
-        "faults: browser link {bc} connections: {bcut} cuts, {bstall} stalls, {bhalf} half-closes; gateway link {gc} connections: {gcut} cuts, {gstall} stalls, {ghalf} half-closes; gateway SIGKILL {gw_kills}; orchestrator restarts {orch_restarts}; stale reconnects {stale} ({} events replayed and matched); lagged closes {lagged}",
-        counts.stale_replayed
+        "faults: browser link {bc} connections: {bcut} cuts, {bstall} stalls, {bhalf} half-closes; gateway link {gc} connections: {gcut} cuts, {gstall} stalls, {ghalf} half-closes; gateway SIGKILL {gw_kills}; orchestrator restarts {orch_restarts}; stale reconnects {} ({} events replayed and matched); lagged closes {}",
+        o.stale, o.counts.stale_replayed, o.lagged
     );
     println!(
-        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, orchestrator SIGKILL {orch_restarts}, stale reconnect {stale}, slow-reader catch-up by replay {catch_ups}; total {}",
+        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, orchestrator SIGKILL {orch_restarts}, stale reconnect {}, slow-reader catch-up by replay {catch_ups}; total {}",
         bcut + gcut,
         bstall + gstall,
         bhalf + ghalf,
+        o.stale,
         bcut + gcut
             + bstall
             + gstall
@@ -496,12 +412,8 @@ async fn nothing_is_lost_under_faults() {
             + ghalf
             + gw_kills
             + orch_restarts
-            + stale
+            + o.stale
             + catch_ups
-    );
-    println!(
-        "lost {}, duplicated {}, reordered {}, mismatched {}",
-        counts.lost, counts.duplicated, counts.reordered, counts.mismatched
     );
     if let Some(kib) = orch.id().and_then(rss_kib) {
         rss.push((started.elapsed().as_secs_f64(), kib));
@@ -517,43 +429,22 @@ async fn nothing_is_lost_under_faults() {
         );
     }
     println!(
-        "gateway restarts: {reruns} taken commands run again, {restart_errors} turns ended (gateway_restarted); agent events logged while the state read idle: {work_while_idle}"
+        "gateway restarts: {} taken commands run again, {} turns ended (gateway_restarted); agent events logged while the state read idle: {}",
+        o.reruns, o.restart_errors, o.work_while_idle
     );
+    o.assert_nothing_lost(seed);
     println!(
-        "turns that never ended: {open_turns}{}",
+        "turns that never ended: {}{}",
+        o.open_turns,
         stuck.iter().map(|w| format!("\n  {w}")).collect::<String>()
     );
     assert_eq!(
-        open_turns,
+        o.open_turns,
         stuck.len() as u64,
         "seed {seed}: a turn left open in a session that settled"
     );
     assert!(stuck.is_empty(), "seed {seed}: stuck turns: {stuck:?}");
-    assert_eq!(
-        work_while_idle,
-        0,
-        "seed {seed}: the agent worked while the session read idle:\n{}",
-        idle_contexts.join("\n")
-    );
-    assert!(
-        short.is_empty(),
-        "seed {seed}: clients short of the log: {short:?}"
-    );
-    assert!(
-        failed.is_empty(),
-        "seed {seed}: failed commands: {failed:?}"
-    );
-    assert_eq!(
-        (
-            counts.lost,
-            counts.duplicated,
-            counts.reordered,
-            counts.mismatched
-        ),
-        (0, 0, 0, 0),
-        "seed {seed}"
-    );
-    assert!(gw_kills >= 1 && orch_restarts >= 1 && bcut + gcut > 0 && stale > 0);
+    assert!(gw_kills >= 1 && orch_restarts >= 1 && bcut + gcut > 0 && o.stale > 0);
     // The slow reader fell behind its live queue and was caught up by
     // replay (and, as checked above, still got every event once, in order).
     assert!(
@@ -1001,7 +892,7 @@ async fn real_cli_sessions_survive_faults() {
     let mut gw = claude_gateway(&root, gw_port, &bin, &fake, &patterns).await;
     let gw_proxy = Proxy::start(
         SocketAddr::from(([127, 0, 0, 1], gw_port)),
-        rng.next(),
+        rng.next_u64(),
         8 * 1024,
     )
     .await;
@@ -1009,7 +900,7 @@ async fn real_cli_sessions_survive_faults() {
     let direct = Arc::new(Mutex::new(base.trim_start_matches("http://").to_owned()));
     let browser_proxy = Proxy::start(
         base.trim_start_matches("http://").parse().unwrap(),
-        rng.next(),
+        rng.next_u64(),
         4 * 1024,
     )
     .await;
@@ -1067,7 +958,7 @@ async fn real_cli_sessions_survive_faults() {
                     ctx.clone(),
                     id.clone(),
                     role,
-                    rng.next(),
+                    rng.next_u64(),
                     rx.clone(),
                     Arc::new(DriverState::default()),
                 )),
@@ -1280,33 +1171,10 @@ async fn real_cli_sessions_survive_faults() {
     }
 
     // Every client's stream is the log's.
-    let mut counts = Counts::default();
-    let mut stale = 0;
-    let mut short = Vec::new();
-    let clients = tasks.len();
-    for (i, role, task) in tasks {
-        let c = tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("every client drains in time")
-            .unwrap();
-        if c.last < logs[i].len() as u64 {
-            short.push(format!(
-                "session {i} {role:?}: has {} of {}",
-                c.last,
-                logs[i].len()
-            ));
-        }
-        check(&logs[i], &c, &mut counts);
-        stale += c.stale_reconnects;
-    }
-    let (mut turns, mut questions, mut open_turns) = (0, 0, 0);
-    for log in &logs {
-        let f = check_log(log);
-        turns += f.turns;
-        questions += f.questions;
-        open_turns += u64::from(f.open_turn);
-        assert_eq!(f.work_while_idle, 0, "agent work while the state read idle");
-    }
+    let o = drain_and_check(tasks, &logs, Duration::from_secs(30)).await;
+    assert_eq!(o.work_while_idle, 0, "agent work while the state read idle");
+    let (counts, stale, short, clients) = (o.counts, o.stale, o.short, o.clients);
+    let (turns, questions, open_turns, events) = (o.turns, o.questions, o.open_turns, o.events);
 
     // Nothing the gateway produced is missing from the orchestrator's log,
     // nor changed, nor out of order (read from both databases; the last
@@ -1372,17 +1240,8 @@ async fn real_cli_sessions_survive_faults() {
             .status();
     }
 
-    let events: usize = logs.iter().map(Vec::len).sum();
-    let sum = |s: &ProxyStats| {
-        (
-            s.conns.load(Ordering::Relaxed),
-            s.cuts.load(Ordering::Relaxed),
-            s.stalls.load(Ordering::Relaxed),
-            s.half_closes.load(Ordering::Relaxed),
-        )
-    };
-    let (bc, bcut, bstall, bhalf) = sum(&browser_proxy.stats);
-    let (gc, gcut, gstall, ghalf) = sum(&gw_proxy.stats);
+    let (bc, bcut, bstall, bhalf) = proxy_figures(&browser_proxy.stats);
+    let (gc, gcut, gstall, ghalf) = proxy_figures(&gw_proxy.stats);
     println!(
         "seed {seed}: sessions {}, clients {clients}, turns {turns}, questions {questions}, events {events}, delivered {}, model requests {}; {:.1} s",
         ids.len(),

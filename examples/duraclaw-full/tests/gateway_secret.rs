@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use serde_json::json;
 
-mod support;
+use duraclaw_testkit::local as support;
 use support::{
     DEADLINE, add_user, duraclaw, login, spawn_reading, up_demo, wait_gateway, write_script,
 };

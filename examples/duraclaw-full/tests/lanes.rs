@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
-mod support;
+use duraclaw_testkit::local as support;
 use support::{
     DEADLINE, add_user, create_session, duraclaw, events_until, init_repo, login, send_cmd,
     spawn_until, wait_gateway, write_script, ws,

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
-mod support;
+use duraclaw_testkit::local as support;
 use support::{DEADLINE, duraclaw, login_with, spawn_reading};
 
 const OLD: &str = "correct horse battery staple";

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
-mod support;
+use duraclaw_testkit::local as support;
 use support::{PASSWORD, add_user, duraclaw, init_repo, up_demo};
 
 /// The bound on one `duraclaw verify` run.

@@ -72,10 +72,12 @@ macro_rules! check_eq {
 mod actor;
 mod sql;
 mod store;
+mod store_batches;
 
 use actor::*;
 use sql::*;
 use store::*;
+use store_batches::*;
 
 /// Gives a backend's [`SessionDirectory`](crate::store::SessionDirectory)
 /// to the store suite.
@@ -131,7 +133,10 @@ macro_rules! store_conformance_tests {
             reopened_store_sees_everything, directory_create_open_list,
             actor_ingest_acks_and_refuses_gaps, actor_drives_the_state_machine,
             actor_writes_activity_once_a_second, actor_retried_answer_gets_its_first_result,
-            directory_remove_leaves_nothing, actor_logs_the_session_in_order }
+            directory_remove_leaves_nothing, actor_logs_the_session_in_order,
+            gseq_dedupe_inside_a_batch, refused_batch_is_atomic, questions_in_batches,
+            resolve_records_its_command, outbox_order_and_marking, meta_rules,
+            sessions_are_independent, list_order_ties }
     };
     (@names $($case:ident),+ $(,)?) => {
         &[$(stringify!($case)),+]

@@ -1,7 +1,7 @@
-//! Helpers shared by the tests that run a worker under `wrangler dev`: the
-//! Cloudflare toolchain's paths, a worker-build of a worker crate (the test
-//! worker by default), and a `wrangler dev` process stopped when dropped.
-//! The full example's Cloudflare tests include this file by path.
+//! Running a worker under `wrangler dev`: the Cloudflare toolchain's paths,
+//! a worker-build of a worker crate (the test worker by default), a
+//! `wrangler dev` process stopped when dropped, and logging in through the
+//! Worker's routes.
 //!
 //! The tools come from `$WORKER_BUILD_BIN`, `$WASM_BINDGEN_BIN`,
 //! `$ESBUILD_BIN` and `$WRANGLER_BIN`, else from the per-user cache that
@@ -9,20 +9,14 @@
 //! what to install; it never skips. The build skips wasm-opt: it changes no
 //! behaviour the tests check and costs most of an incremental build.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    dead_code
-)]
-
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::target_tmpdir;
+pub use crate::{free_port, log_tail, read_log, repo_root};
 
 pub const INSTALL_HINT: &str = "run scripts/install-tools.sh node22 wrangler wasm-bindgen worker-build \
      (scripts/test.sh installs them too)";
@@ -30,12 +24,9 @@ pub const INSTALL_HINT: &str = "run scripts/install-tools.sh node22 wrangler was
 /// How long wrangler may take to answer `/health` on a busy machine.
 pub const READY_WITHIN: Duration = Duration::from_secs(180);
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
+/// The conformance test worker (`crates/duraclaw-cf/tests-worker`).
 pub fn worker_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-worker")
+    repo_root().join("crates/duraclaw-cf/tests-worker")
 }
 
 /// The Cloudflare toolchain's paths.
@@ -163,13 +154,6 @@ impl Drop for Wrangler {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
 /// Builds the test worker into `out` with worker-build: the release profile a
 /// deployment uses, without wasm-opt.
 pub fn build_worker(tools: &Tools, out: &Path) {
@@ -180,7 +164,7 @@ pub fn build_worker(tools: &Tools, out: &Path) {
 pub fn build_worker_crate(tools: &Tools, crate_dir: &Path, out: &Path) {
     // A target directory of its own, inside this build's, so the nested cargo
     // never waits for the lock of the `cargo test` that runs this test.
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("duraclaw-cf-worker");
+    let target = target_tmpdir().join("duraclaw-cf-worker");
     let mut cmd = Command::new(&tools.worker_build);
     cmd.args(["--release", "--no-opt", "--out-dir"])
         .arg(out)
@@ -257,21 +241,6 @@ pub fn start_wrangler_logged(
         child,
         log: log.to_owned(),
     }
-}
-
-/// A whole log file (empty if unreadable).
-pub fn read_log(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The last few KB of a log file.
-pub fn log_tail(path: &Path) -> String {
-    let log = read_log(path);
-    let start = log.len().saturating_sub(6000);
-    let start = (start..log.len())
-        .find(|&i| log.is_char_boundary(i))
-        .unwrap_or(log.len());
-    log[start..].to_owned()
 }
 
 pub async fn wait_ready(wrangler: &mut Wrangler, http: &reqwest::Client, base: &str) {

@@ -1,8 +1,7 @@
 //! Checks that must hold on both hosts — the local `duraclaw` and the
 //! Cloudflare Worker under `wrangler dev` — written once, driven as a
-//! client over HTTP and WebSocket. Each host's test file includes this file
-//! by path and runs it against its own deployment.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! client over HTTP and WebSocket. Each host's test file runs them
+//! against its own deployment.
 
 use std::time::Duration;
 

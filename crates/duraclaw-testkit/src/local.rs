@@ -1,9 +1,7 @@
-//! What the `duraclaw` binary's integration tests share: starting the
-//! binary and waiting until it listens, adding a user and logging in,
-//! opening a session's WebSocket and reading its frames with a deadline.
-//! Each test file that needs it says `mod support;`; not every file uses
-//! every helper.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The local host under test: starting the `duraclaw` binary and waiting
+//! until it listens, adding a user and logging in, opening a session's
+//! WebSocket and reading its frames with a deadline, and running the
+//! browser suite's `node --test`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -31,7 +29,7 @@ pub type Ws =
 /// Claude or Anthropic settings, logging at `log` (`RUST_LOG`), killed when
 /// dropped.
 pub fn duraclaw(log: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
+    let mut c = Command::new(crate::duraclaw_bin());
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy();
         if n.starts_with("CC_GATEWAY")
@@ -180,14 +178,7 @@ pub fn write_script(dir: &Path, turns: Value) -> PathBuf {
     path
 }
 
-/// A port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::free_port;
 
 /// A git repository at `path` with `files` in one commit.
 pub fn init_repo(path: &Path, files: &[(&str, &str)]) {

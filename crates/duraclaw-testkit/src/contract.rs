@@ -1,12 +1,9 @@
 //! The API's answers to malformed and out-of-contract input, written once
-//! and run against each host: `abuse.rs` (the local `duraclaw up`) and
-//! `cloudflare_api.rs` (the Worker and its Durable Object under
-//! `wrangler dev`). Every HTTP error is `{"error": "…"}` as JSON; a refused
+//! and run against each host by the API suite ([`crate::api`]). Every HTTP
+//! error is `{"error": "…"}` as JSON; a refused
 //! session start leaves nothing behind; the session WebSocket answers a
 //! frame or a resume point it cannot serve with an `error` frame and then a
 //! close whose code says why; a retried command gets its first result.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
@@ -25,9 +22,9 @@ const MAX_FRAME_BYTES: usize = duraclaw_core::protocol::MAX_FRAME_BYTES;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A host under test, a user logged in on it, and a worktree its gateway
+/// A user logged in on the host under test, and a worktree its gateway
 /// offers.
-pub struct Host {
+pub struct User {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The user's `duraclaw_session=…` cookie.
@@ -36,7 +33,7 @@ pub struct Host {
     pub worktree: String,
 }
 
-impl Host {
+impl User {
     fn http(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .timeout(DEADLINE)
@@ -163,7 +160,7 @@ async fn expect_error(what: &str, req: reqwest::RequestBuilder, want: u16) -> St
 /// Every route, driven with malformed input: each answer is the documented
 /// JSON error with the documented status, and no session was created.
 /// `existing` is a session of the user (for its WebSocket route).
-pub async fn malformed_requests_get_json_errors(h: &Host, existing: &str) {
+pub async fn malformed_requests_get_json_errors(h: &User, existing: &str) {
     use reqwest::Method;
     let before = h.session_ids().await;
     let post = || h.request(Method::POST, "/api/sessions");
@@ -326,7 +323,7 @@ fn check_refused(what: &str, frames: &[Value], close: Option<CloseFrame>, code: 
 }
 
 /// Opens session `id` after `after` and reads its hello and snapshot.
-async fn open(h: &Host, id: &str, after: u64) -> (Ws, Value) {
+async fn open(h: &User, id: &str, after: u64) -> (Ws, Value) {
     let mut ws = h
         .ws(id, &format!("after={after}"))
         .await
@@ -356,7 +353,7 @@ async fn next(ws: &mut Ws) -> Value {
 /// The session WebSocket's refusals: a text frame over the limit, a binary
 /// frame, and a resume point ahead of the log each get an `error` frame and
 /// a close with the documented code; a resume at the log's end does not.
-pub async fn websocket_refusals(h: &Host, id: &str) {
+pub async fn websocket_refusals(h: &User, id: &str) {
     for (what, size) in [
         ("1 MiB + 100 B", MAX_FRAME_BYTES + 100),
         ("2 MiB", 2 * MAX_FRAME_BYTES),
@@ -435,7 +432,7 @@ async fn command(ws: &mut Ws, id: &str, command: &Value) -> Value {
 /// unconfirmed command after a reconnect), on the same socket and on a new
 /// one, gets the same `ok: true`; only a different command id is told
 /// `already_decided`, and the log holds one decision, the first socket's.
-pub async fn retried_answer_gets_its_first_result(h: &Host, id: &str) {
+pub async fn retried_answer_gets_its_first_result(h: &User, id: &str) {
     let (mut ws, _) = open(h, id, 0).await;
     let question = loop {
         let f = next(&mut ws).await;
@@ -488,7 +485,7 @@ pub async fn retried_answer_gets_its_first_result(h: &Host, id: &str) {
 
 /// Starting a second session in a worktree session `holder` holds: `409`,
 /// naming the holder and what to do; nothing created.
-pub async fn busy_worktree_says_what_to_do(h: &Host, holder: &str) {
+pub async fn busy_worktree_says_what_to_do(h: &User, holder: &str) {
     let before = h.session_ids().await;
     let (status, body) = h
         .create(json!({"worktree": h.worktree, "prompt": "another"}))
@@ -507,7 +504,7 @@ pub async fn busy_worktree_says_what_to_do(h: &Host, holder: &str) {
 /// session behind, whether the host refused it before starting or the
 /// gateway refused it after (a start the gateway refuses is removed again).
 /// Returns the ids started.
-pub async fn racing_starts_leave_only_started_sessions(h: &Host, worktree: &str) -> Vec<String> {
+pub async fn racing_starts_leave_only_started_sessions(h: &User, worktree: &str) -> Vec<String> {
     const RACERS: usize = 8;
     let before = h.session_ids().await.len();
     let answers = futures::future::join_all(

@@ -1,6 +1,4 @@
-//! The gateway a `wrangler dev` deployment of the full example links to,
-//! shared by its Cloudflare tests; each includes this file by path next to
-//! the Cloudflare `support` module (whose `log_tail` it uses).
+//! The gateway a `wrangler dev` deployment of the full example links to.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -28,7 +26,6 @@ pub async fn start(root: &Path, port: u16, secret: &str, log: &Path, deadline: D
 
 /// [`start`] with other executor arguments (e.g. `--executor claude
 /// --claude-bin <path>`) instead of the scripted executor's.
-#[allow(dead_code)] // not every test file that includes this module uses it
 pub async fn start_with(
     root: &Path,
     port: u16,
@@ -37,7 +34,7 @@ pub async fn start_with(
     deadline: Duration,
     executor: &[&std::ffi::OsStr],
 ) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duraclaw"));
+    let mut c = Command::new(crate::duraclaw_bin());
     for (name, _) in std::env::vars_os() {
         let s = name.to_string_lossy();
         if s.starts_with("CC_GATEWAY")
@@ -77,7 +74,7 @@ pub async fn start_with(
     assert!(
         matches!(started, Ok(true)),
         "the gateway did not start:\n{}",
-        super::support::log_tail(log)
+        crate::log_tail(log)
     );
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     child

@@ -6,8 +6,6 @@
 //! deployment) and `cloudflare_faults.rs` (the Durable Object under
 //! `wrangler dev`).
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +34,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -45,7 +43,7 @@ impl Rng {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo)
@@ -120,7 +118,7 @@ impl Proxy {
                     continue;
                 };
                 s.conns.fetch_add(1, Ordering::Relaxed);
-                let mut prng = Rng::new(rng.next());
+                let mut prng = Rng::new(rng.next_u64());
                 let plan = Arc::new(Mutex::new(Plan {
                     at: prng.below(max_offset),
                     rng: prng,
@@ -703,4 +701,187 @@ pub fn check_log(log: &[Value]) -> LogFigures {
     );
     f.questions = questions.len() as u64;
     f
+}
+
+// ---------------------------------------------------------------- the run, on any host
+
+/// The clients of a fault run, spawned by [`spawn_clients`].
+pub struct Clients {
+    /// Per session: the length of its final log, once it is known.
+    pub done: Vec<watch::Sender<Option<u64>>>,
+    /// Per session: its driver's counters.
+    pub drivers: Vec<Arc<DriverState>>,
+    /// `(session index, role, task)` of every client.
+    pub tasks: Vec<(usize, Role, tokio::task::JoinHandle<ClientLog>)>,
+    /// How many clients watch session 0.
+    pub crowd: usize,
+}
+
+/// Spawns the clients of sessions `ids`: a driver, an observer and a stale
+/// client each, and on session 0 `crowd - 3` more observers (and the slow
+/// reader when `slow`). Each takes its seed from `rng`, in that order.
+pub fn spawn_clients(
+    ctx: &Arc<Ctx>,
+    ids: &[String],
+    rng: &mut Rng,
+    crowd: usize,
+    slow: bool,
+) -> Clients {
+    let mut c = Clients {
+        done: Vec::new(),
+        drivers: Vec::new(),
+        tasks: Vec::new(),
+        crowd: 0,
+    };
+    for (i, id) in ids.iter().enumerate() {
+        let (tx, rx) = watch::channel(None::<u64>);
+        c.done.push(tx);
+        let state = Arc::new(DriverState {
+            sent: AtomicU64::new(1),
+            ..DriverState::default()
+        });
+        c.drivers.push(state.clone());
+        let mut roles = vec![Role::Driver, Role::Observer, Role::Stale];
+        if i == 0 {
+            if slow {
+                roles.push(Role::Slow);
+            }
+            roles.extend(std::iter::repeat_n(Role::Observer, crowd.saturating_sub(3)));
+        }
+        for role in roles {
+            let s = if role == Role::Driver {
+                state.clone()
+            } else {
+                Arc::new(DriverState::default())
+            };
+            c.tasks.push((
+                i,
+                role,
+                tokio::spawn(client(
+                    ctx.clone(),
+                    id.clone(),
+                    role,
+                    rng.next_u64(),
+                    rx.clone(),
+                    s,
+                )),
+            ));
+        }
+    }
+    c.crowd = c.tasks.iter().filter(|(i, _, _)| *i == 0).count();
+    c
+}
+
+/// What every client and every log of a fault run showed.
+#[derive(Default, Debug)]
+pub struct Outcome {
+    pub counts: Counts,
+    pub clients: usize,
+    pub lagged: u64,
+    pub stale: u64,
+    pub answered: u64,
+    pub answered_late: u64,
+    /// Commands answered `ok: false`.
+    pub failed: Vec<Value>,
+    /// Clients that never got to the end of their session's log.
+    pub short: Vec<String>,
+    pub turns: u64,
+    pub questions: u64,
+    pub open_turns: u64,
+    pub reruns: u64,
+    pub restart_errors: u64,
+    pub work_while_idle: u64,
+    /// The log around the agent's work while idle, per session that had it.
+    pub idle_contexts: Vec<String>,
+    /// Events in every log.
+    pub events: usize,
+}
+
+/// Waits (within `within` each) for every client to drain up to its
+/// session's final log in `logs` (the caller has sent each length on
+/// [`Clients::done`]), and checks each client's stream and each log.
+pub async fn drain_and_check(
+    tasks: Vec<(usize, Role, tokio::task::JoinHandle<ClientLog>)>,
+    logs: &[Vec<Value>],
+    within: Duration,
+) -> Outcome {
+    let mut o = Outcome::default();
+    for (i, role, task) in tasks {
+        let c = tokio::time::timeout(within, task)
+            .await
+            .expect("every client drains in time")
+            .unwrap();
+        o.clients += 1;
+        if c.last < logs[i].len() as u64 {
+            o.short.push(format!(
+                "session {i} {role:?}: has {} of {}",
+                c.last,
+                logs[i].len()
+            ));
+        }
+        check(&logs[i], &c, &mut o.counts);
+        o.lagged += c.lagged;
+        o.stale += c.stale_reconnects;
+        o.answered += c.answered;
+        o.answered_late += c.answered_after_reconnect;
+        o.failed.extend(c.failed_commands);
+    }
+    for (i, log) in logs.iter().enumerate() {
+        let f = check_log(log);
+        o.turns += f.turns;
+        o.questions += f.questions;
+        o.open_turns += u64::from(f.open_turn);
+        o.reruns += f.reruns;
+        o.restart_errors += f.restart_errors;
+        o.work_while_idle += f.work_while_idle;
+        if let Some(c) = f.idle_context {
+            o.idle_contexts.push(format!("session {i}:\n{c}"));
+        }
+    }
+    o.events = logs.iter().map(Vec::len).sum();
+    o
+}
+
+impl Outcome {
+    /// Prints the losses and fails the run unless every client got every
+    /// event once, in order, every command succeeded, and the agent never
+    /// worked while a session read idle.
+    pub fn assert_nothing_lost(&self, seed: u64) {
+        let c = &self.counts;
+        println!(
+            "lost {}, duplicated {}, reordered {}, mismatched {}",
+            c.lost, c.duplicated, c.reordered, c.mismatched
+        );
+        assert_eq!(
+            self.work_while_idle,
+            0,
+            "seed {seed}: the agent worked while the session read idle:\n{}",
+            self.idle_contexts.join("\n")
+        );
+        assert!(
+            self.short.is_empty(),
+            "seed {seed}: clients short of the log: {:?}",
+            self.short
+        );
+        assert!(
+            self.failed.is_empty(),
+            "seed {seed}: failed commands: {:?}",
+            self.failed
+        );
+        assert_eq!(
+            (c.lost, c.duplicated, c.reordered, c.mismatched),
+            (0, 0, 0, 0),
+            "seed {seed}"
+        );
+    }
+}
+
+/// A proxy's connections, cuts, stalls and half-closes so far.
+pub fn proxy_figures(s: &ProxyStats) -> (u64, u64, u64, u64) {
+    (
+        s.conns.load(Ordering::Relaxed),
+        s.cuts.load(Ordering::Relaxed),
+        s.stalls.load(Ordering::Relaxed),
+        s.half_closes.load(Ordering::Relaxed),
+    )
 }

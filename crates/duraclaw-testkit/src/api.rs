@@ -1,0 +1,516 @@
+//! The API suite: what a client sees over HTTP and WebSocket, written once
+//! against [`Host`] and run on each host by a test file of a few lines
+//! (`tests/api.rs` for the local host, `tests/cloudflare_api.rs` for the
+//! Worker). One host per test binary serves every case; each case has a
+//! user and a worktree of its own.
+//!
+//! `DURACLAW_CASES=name,name` runs only those cases.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use serde_json::{Value, json};
+
+use crate::both_hosts;
+use crate::browser::{Browser, is, open_ws, state_is};
+use crate::contract;
+use crate::host::{DEADLINE, Host, create_session, http, login, worktree};
+
+/// The password of every user the suite adds.
+pub const PASSWORD: &str = "correct horse battery staple 42";
+const NEW_PASSWORD: &str = "a brand new passphrase 42";
+
+/// A named case of a suite on hosts of type `H`.
+pub type Case<H> = (&'static str, for<'a> fn(&'a H) -> BoxFuture<'a, ()>);
+
+/// One [`Case`] per `async fn(&dyn Host)` named.
+macro_rules! cases {
+    ($($case:ident),+ $(,)?) => {
+        vec![$((stringify!($case), |h: &H| -> BoxFuture<'_, ()> { Box::pin($case(h)) })),+]
+    };
+}
+
+/// The API suite's cases, for hosts of type `H`.
+pub fn cases<H: Host>() -> Vec<Case<H>> {
+    cases![
+        the_whole_flow_over_the_api,
+        a_retried_answer_gets_its_first_result,
+        refused_frames_and_resume_points_get_an_error_and_a_close_code,
+        malformed_requests_get_json_errors_and_create_nothing,
+        racing_starts_leave_only_the_started_sessions,
+        an_ended_login_closes_its_sockets_and_refuses_their_commands,
+        the_page_and_its_assets_carry_the_security_headers,
+        a_restarted_host_and_a_killed_gateway_lose_nothing,
+    ]
+}
+
+/// Runs `cases` on `h` one after another (those named in `DURACLAW_CASES`
+/// when it is set), each to its end even when an earlier one failed; panics
+/// naming every failed case, with the host's logs.
+pub async fn run<H: Host>(h: &H, cases: &[Case<H>]) {
+    let only: Option<Vec<String>> = std::env::var("DURACLAW_CASES")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, case) in cases {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
+        ran += 1;
+        let t = Instant::now();
+        let outcome = AssertUnwindSafe(case(h)).catch_unwind().await;
+        let took = t.elapsed();
+        match outcome {
+            Ok(()) => eprintln!("{} host: {name} ok ({took:.1?})", h.name()),
+            Err(_) => {
+                eprintln!("{} host: {name} FAILED ({took:.1?})", h.name());
+                failed.push(*name);
+            }
+        }
+    }
+    assert!(ran > 0, "DURACLAW_CASES names no case of this suite");
+    assert!(
+        failed.is_empty(),
+        "{} of {ran} cases failed on the {} host (their panics are above): {failed:?}\n\n{}",
+        failed.len(),
+        h.name(),
+        h.log_tails()
+    );
+}
+
+/// User `name` (added now) logged in, with worktree `name`.
+async fn user(h: &dyn Host, name: &str) -> contract::User {
+    h.add_user(name, PASSWORD).await;
+    contract::User {
+        base: h.base().to_owned(),
+        cookie: login(h, name, PASSWORD).await,
+        worktree: worktree(h, name),
+    }
+}
+
+/// User `name` and a session of theirs in worktree `name`, waiting for its
+/// approval.
+async fn user_with_session(h: &dyn Host, name: &str) -> (contract::User, String) {
+    let u = user(h, name).await;
+    let id = create_session(h, &u.cookie, name, "build it").await;
+    (u, id)
+}
+
+async fn a_retried_answer_gets_its_first_result(h: &dyn Host) {
+    let (u, id) = user_with_session(h, "retry").await;
+    contract::retried_answer_gets_its_first_result(&u, &id).await;
+}
+
+async fn refused_frames_and_resume_points_get_an_error_and_a_close_code(h: &dyn Host) {
+    let (u, id) = user_with_session(h, "frames").await;
+    contract::websocket_refusals(&u, &id).await;
+}
+
+async fn malformed_requests_get_json_errors_and_create_nothing(h: &dyn Host) {
+    let (u, id) = user_with_session(h, "malformed").await;
+    contract::malformed_requests_get_json_errors(&u, &id).await;
+    contract::busy_worktree_says_what_to_do(&u, &id).await;
+}
+
+async fn racing_starts_leave_only_the_started_sessions(h: &dyn Host) {
+    let u = user(h, "race").await;
+    contract::racing_starts_leave_only_started_sessions(&u, &u.worktree).await;
+}
+
+/// A login that ends (logout, a password change, the user removed) closes
+/// that login's open sockets with 4401 and a command sent on them is
+/// refused and starts no turn; another login of the same user lives on
+/// until its own end.
+async fn an_ended_login_closes_its_sockets_and_refuses_their_commands(h: &dyn Host) {
+    let base = h.base();
+    let (laptop_user, id) = user_with_session(h, "login").await;
+    let laptop = laptop_user.cookie;
+    let phone = login(h, "login", PASSWORD).await;
+
+    // Logout ends that login's sockets, not the other login's.
+    let (mut laptop_ws, _) = both_hosts::open(base, &laptop, &id).await;
+    let (mut laptop_ws2, _) = both_hosts::open(base, &laptop, &id).await;
+    let (mut phone_ws, _) = both_hosts::open(base, &phone, &id).await;
+    let out = http()
+        .post(format!("{base}/api/logout"))
+        .header("cookie", &laptop)
+        .header("origin", base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    both_hosts::assert_closes(&mut laptop_ws2).await;
+    both_hosts::assert_login_ended(&mut laptop_ws, "after-logout", "sent after logout").await;
+
+    // An administrator's password change ends every login of the user.
+    let (mut phone_ws2, _) = both_hosts::open(base, &phone, &id).await;
+    h.set_password("login", NEW_PASSWORD).await;
+    both_hosts::assert_closes(&mut phone_ws2).await;
+    both_hosts::assert_login_ended(&mut phone_ws, "after-passwd", "sent after passwd").await;
+
+    // So does removing the user.
+    let fresh = login(h, "login", NEW_PASSWORD).await;
+    let (mut fresh_ws, _) = both_hosts::open(base, &fresh, &id).await;
+    let (mut fresh_ws2, _) = both_hosts::open(base, &fresh, &id).await;
+    h.remove_user("login").await;
+    both_hosts::assert_closes(&mut fresh_ws2).await;
+    both_hosts::assert_login_ended(&mut fresh_ws, "after-remove", "sent after remove").await;
+    let me = http()
+        .get(format!("{base}/api/me"))
+        .header("cookie", &fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401, "GET /api/me after the user was removed");
+
+    // The user again (their sessions stayed): none of the refused commands
+    // ran.
+    h.add_user("login", PASSWORD).await;
+    let again = login(h, "login", PASSWORD).await;
+    for text in [
+        "sent after logout",
+        "sent after passwd",
+        "sent after remove",
+    ] {
+        both_hosts::assert_never_ran(base, &again, &id, text).await;
+    }
+}
+
+async fn the_page_and_its_assets_carry_the_security_headers(h: &dyn Host) {
+    both_hosts::assert_ui_headers(&http(), h.base()).await;
+}
+
+/// `GET path` with `cookie` (none when empty): the status and the body as
+/// JSON (null when it is not).
+async fn get(h: &dyn Host, cookie: &str, path: &str) -> (u16, Value) {
+    let mut req = http().get(format!("{}{path}", h.base()));
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `POST path` with `cookie`, from `origin`, with `body`: the status and
+/// the body as JSON (null when it is not).
+async fn post(h: &dyn Host, cookie: &str, origin: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = http()
+        .post(format!("{}{path}", h.base()))
+        .header("cookie", cookie)
+        .header("origin", origin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A session from start to close as browsers see it: auth and ownership,
+/// every browser seeing the same log, exact replay after any seq, an
+/// approval from one browser seen by the others and a late answer told who
+/// decided, the turn's end, the session closed and its worktree freed.
+async fn the_whole_flow_over_the_api(h: &dyn Host) {
+    let base = h.base();
+    let (status, _) = get(h, "", "/api/sessions").await;
+    assert_eq!(status, 401, "no cookie, no sessions");
+    h.add_user("flow", PASSWORD).await;
+    let r = http()
+        .post(format!("{base}/api/login"))
+        .header("origin", base)
+        .json(&json!({"username": "flow", "password": "wrong password!"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a wrong password");
+    let alice = login(h, "flow", PASSWORD).await;
+    h.add_user("stranger", PASSWORD).await;
+    let bob = login(h, "stranger", PASSWORD).await;
+
+    let wt = worktree(h, "flow");
+    let (status, wts) = get(h, &alice, "/api/worktrees").await;
+    assert_eq!(status, 200, "{wts}");
+    assert!(
+        wts.as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["path"] == wt.as_str()),
+        "{wts}"
+    );
+    let (status, st) = get(h, &alice, "/api/status").await;
+    assert_eq!(
+        (status, &st["gateway"]["connected"]),
+        (200, &json!(true)),
+        "{st}"
+    );
+
+    // A cross-origin POST is refused and starts nothing.
+    let create = json!({"worktree": wt, "prompt": "build it"});
+    let (status, _) = post(
+        h,
+        &alice,
+        "http://evil.example",
+        "/api/sessions",
+        create.clone(),
+    )
+    .await;
+    assert_eq!(status, 403, "a cross-origin POST");
+    let (status, s) = post(h, &alice, base, "/api/sessions", create).await;
+    assert_eq!(status, 201, "{s}");
+    let id = s["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (&s["owner"], &s["title"]),
+        (&json!("flow"), &json!("build it"))
+    );
+
+    // Another user: 404 on every route, exactly as for a missing session.
+    let (status, body) = get(h, &bob, &format!("/api/sessions/{id}")).await;
+    let (missing_status, missing) = get(h, &bob, "/api/sessions/01NOSUCHSESSION0000000000").await;
+    assert_eq!((status, &body), (404, &missing), "{body}");
+    assert_eq!(missing_status, 404);
+    let (status, _) = post(
+        h,
+        &bob,
+        base,
+        &format!("/api/sessions/{id}/close"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        open_ws(base, &bob, &id, 0).await.err().as_deref(),
+        Some("HTTP 404")
+    );
+
+    // Every browser sees the same log, up to the approval.
+    let mut one = Browser::connect(base, &alice, &id, 0).await;
+    let question = one.until(is("user_question")).await;
+    let qid = question["question_id"].as_str().unwrap().to_owned();
+    one.until(state_is("paused", Some("awaiting_approval")))
+        .await;
+    let n = one.last_seq();
+    assert_eq!(one.events[0].1["type"], "user.message");
+    assert_eq!(one.events[0].1["text"], "build it");
+    let mut two = Browser::connect(base, &alice, &id, 0).await;
+    assert_eq!(two.snapshot["last_seq"], n);
+    assert_eq!(two.snapshot["reason"], "awaiting_approval");
+    assert_eq!(two.snapshot["pending"][0]["question_id"], qid.as_str());
+    two.until_seq(n).await;
+    assert_eq!(two.events, one.events);
+
+    // One resuming after k gets exactly the events after k, the question
+    // pending in its snapshot; a malformed frame gets a typed error and the
+    // socket lives on; a ping gets its pong.
+    let k = n / 2;
+    let mut three = Browser::connect(base, &alice, &id, k).await;
+    assert_eq!(three.snapshot["pending"][0]["question_id"], qid.as_str());
+    three.until_seq(n).await;
+    assert_eq!(three.events[..], one.events[k as usize..]);
+    three.send(json!({"type": "no such frame"})).await;
+    let e = three.reply().await;
+    assert_eq!(
+        (&e["type"], &e["code"]),
+        (&json!("error"), &json!("bad_frame")),
+        "{e}"
+    );
+    three.send(json!({"type": "ping", "nonce": 7})).await;
+    assert_eq!(three.reply().await, json!({"type": "pong", "nonce": 7}));
+
+    // The third approves; the first sees it resolved by the user; the
+    // first's late answer is told who decided.
+    let ok = three
+        .command(
+            "phone-1",
+            json!({"type": "answer", "question_id": qid, "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    let resolved = one.until(is("question.resolved")).await;
+    assert_eq!(resolved["by"]["who"], "flow");
+    one.send(json!({"type": "command", "id": "laptop-1", "command":
+        {"type": "answer", "question_id": qid, "decision": "deny", "reason": "late"}}))
+        .await;
+    let late = loop {
+        let f = one.reply().await;
+        if f["type"] == "command_result" && f["id"] == "laptop-1" {
+            break f;
+        }
+    };
+    assert_eq!(late["ok"], false, "{late}");
+    assert_eq!(late["error"]["code"], "already_decided", "{late}");
+    assert!(
+        late["error"]["message"].as_str().unwrap().contains("flow"),
+        "{late}"
+    );
+
+    // The turn ends with its tool's output and a cost; the session idles.
+    let result = three.until(is("result")).await;
+    assert!(
+        three
+            .events
+            .iter()
+            .any(|(_, e)| e["type"] == "tool_result" && e["content"] == "built"),
+        "{:?}",
+        three.events
+    );
+    assert!(result["cost_usd"].as_f64().is_some(), "{result}");
+    three.until(state_is("paused", Some("idle"))).await;
+    let (_, meta) = get(h, &alice, &format!("/api/sessions/{id}")).await;
+    assert_eq!(
+        (&meta["state"], &meta["reason"]),
+        (&json!("paused"), &json!("idle")),
+        "{meta}"
+    );
+
+    // Every socket closed; a follow-up from one resuming after the last
+    // seq seen: every missed event exactly once, in order.
+    let last_seen = three.last_seq();
+    drop((one, two, three));
+    let mut four = Browser::connect(base, &alice, &id, last_seen).await;
+    let ok = four
+        .command("m-1", json!({"type": "message", "text": "thanks"}))
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    four.until(is("result")).await;
+    let final_seq = four.last_seq();
+    drop(four);
+    // From scratch, the whole log: dense seqs from 1 (checked as it comes).
+    let mut all = Browser::connect(base, &alice, &id, 0).await;
+    all.until_seq(final_seq).await;
+
+    // The worktree is busy while the session lives; closing it ends the
+    // session, refuses more turns and frees the worktree.
+    let again = json!({"worktree": wt, "prompt": "another"});
+    let (status, body) = post(h, &alice, base, "/api/sessions", again.clone()).await;
+    assert_eq!(status, 409, "the worktree is still held: {body}");
+    let (status, closed) = post(
+        h,
+        &alice,
+        base,
+        &format!("/api/sessions/{id}/close"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["state"], "terminated", "{closed}");
+    all.until(state_is("terminated", None)).await;
+    all.send(json!({"type": "command", "id": "late-1", "command":
+        {"type": "message", "text": "still there?"}}))
+        .await;
+    let late = loop {
+        let f = all.reply().await;
+        if f["type"] == "command_result" && f["id"] == "late-1" {
+            break f;
+        }
+    };
+    assert_eq!(
+        late["ok"], false,
+        "a closed session takes no more turns: {late}"
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = post(h, &alice, base, "/api/sessions", again.clone()).await;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worktree was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a host may take to link to a gateway again by itself after a
+/// restart of either (the Durable Object's alarm: a heartbeat is at most
+/// 30 s away; plus a start on a busy machine).
+const RELINK_WITHIN: Duration = Duration::from_secs(120);
+
+/// The host restarted with an approval pending keeps the history and the
+/// question, which is then answered and the turn ends; the gateway
+/// SIGKILLed while another session waits for approval: the session shows
+/// the gateway unreachable, and once it is back the question its restart
+/// orphaned is withdrawn and the turn ended, every event once, and the
+/// session takes the next message.
+async fn a_restarted_host_and_a_killed_gateway_lose_nothing(h: &dyn Host) {
+    let base = h.base();
+    let u = user(h, "restart").await;
+    let id = create_session(h, &u.cookie, "restart", "build it").await;
+    let mut one = Browser::connect(base, &u.cookie, &id, 0).await;
+    let question = one.until(is("user_question")).await;
+    let qid = question["question_id"].as_str().unwrap().to_owned();
+    one.until(state_is("paused", Some("awaiting_approval")))
+        .await;
+    let before = one.events.clone();
+    drop(one);
+
+    h.restart_host().await;
+    let mut two = Browser::connect(base, &u.cookie, &id, 0).await;
+    assert_eq!(
+        two.snapshot["pending"][0]["question_id"],
+        qid.as_str(),
+        "{}",
+        two.snapshot
+    );
+    two.until_seq(before.last().unwrap().0).await;
+    assert_eq!(two.events, before, "the history survived the restart");
+    let ok = two
+        .command(
+            "approve-1",
+            json!({"type": "answer", "question_id": qid, "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    two.until_within(RELINK_WITHIN, is("result")).await;
+    drop(two);
+
+    // Another session waits for approval; the gateway dies.
+    let id2 = create_session(h, &u.cookie, "gateway", "build it").await;
+    let mut b = Browser::connect(base, &u.cookie, &id2, 0).await;
+    b.until(state_is("paused", Some("awaiting_approval"))).await;
+    h.kill_gateway().await;
+    b.until(state_is("paused", Some("gateway_unreachable")))
+        .await;
+    h.start_gateway().await;
+    // The gateway withdraws the question its restart orphaned and ends the
+    // turn; the host links again by itself and logs both.
+    b.until_within(RELINK_WITHIN, |e| {
+        e["type"] == "error" && e["code"] == "gateway_restarted"
+    })
+    .await;
+    let seen: Vec<String> = b
+        .events
+        .iter()
+        .filter(|(_, e)| e["type"] != "session.state")
+        .map(|(_, e)| e.to_string())
+        .collect();
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no event twice: {seen:#?}");
+    for kind in ["user_question", "question.resolved", "tool_use"] {
+        assert_eq!(
+            b.events.iter().filter(|(_, e)| e["type"] == kind).count(),
+            1,
+            "{kind} once: {:#?}",
+            b.events
+        );
+    }
+    // The session goes on.
+    let ok = b
+        .command("m-1", json!({"type": "message", "text": "continue"}))
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until_within(RELINK_WITHIN, is("result")).await;
+    // The whole log replays identically.
+    let mut again = Browser::connect(base, &u.cookie, &id2, 0).await;
+    again.until_seq(b.last_seq()).await;
+    assert_eq!(again.events, b.events);
+}

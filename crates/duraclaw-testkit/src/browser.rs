@@ -1,0 +1,192 @@
+//! A browser on a session's WebSocket, as a client: the frames it reads
+//! with a deadline and the events it got, checked to come in order with no
+//! gap or duplicate.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The bound on any one frame's arrival and on a wait for an event.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A client end of a session's WebSocket.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A browser on a session's WebSocket: the events it got, in order.
+pub struct Browser {
+    pub ws: Ws,
+    /// The `snapshot` frame it got after `hello`.
+    pub snapshot: Value,
+    /// The seq it resumed after.
+    pub after: u64,
+    /// `(seq, event)` in the order they came.
+    pub events: Vec<(u64, Value)>,
+}
+
+/// Opens session `id`'s socket after `after` with `cookie` from `base`'s
+/// own origin; `HTTP <status>` when the upgrade is refused.
+pub async fn open_ws(base: &str, cookie: &str, id: &str, after: u64) -> Result<Ws, String> {
+    let url = format!(
+        "{}/api/sessions/{id}/ws?after={after}",
+        base.replace("http://", "ws://")
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Cookie", cookie.parse().unwrap());
+    req.headers_mut().insert("Origin", base.parse().unwrap());
+    match tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req)).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => {
+            Err(format!("HTTP {}", r.status().as_u16()))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+impl Browser {
+    /// Opens the socket and reads its `hello` and `snapshot`.
+    pub async fn connect(base: &str, cookie: &str, id: &str, after: u64) -> Browser {
+        let ws = open_ws(base, cookie, id, after)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket to {id}: {e}"));
+        let mut b = Browser {
+            ws,
+            snapshot: Value::Null,
+            after,
+            events: Vec::new(),
+        };
+        let hello = b.frame().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["role"], "orchestrator");
+        let snapshot = b.frame().await;
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        b.snapshot = snapshot;
+        b
+    }
+
+    /// The next frame of any type.
+    pub async fn frame(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("the socket is open")
+                .expect("a readable frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(c) => panic!("the server closed the socket: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The seq of the last event it got.
+    pub fn last_seq(&self) -> u64 {
+        self.events.last().map_or(self.after, |(s, _)| *s)
+    }
+
+    /// Records an event frame, checking it is the next seq.
+    pub fn take_event(&mut self, f: &Value) -> bool {
+        if f["type"] != "event" {
+            return false;
+        }
+        let seq = f["seq"].as_u64().unwrap();
+        assert_eq!(
+            seq,
+            self.last_seq() + 1,
+            "events must come in order with no gap or duplicate: {f}"
+        );
+        self.events.push((seq, f["event"].clone()));
+        true
+    }
+
+    /// Reads frames until an event matching `until`; returns it.
+    pub async fn until(&mut self, until: impl Fn(&Value) -> bool) -> Value {
+        self.until_within(DEADLINE, until).await
+    }
+
+    /// [`until`](Browser::until) with a bound of `within`, however long the
+    /// socket stays quiet meanwhile (a link coming back by itself).
+    pub async fn until_within(
+        &mut self,
+        within: Duration,
+        until: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no such event within {within:?}; got {:?}", self.events)
+                })
+                .expect("the socket is open")
+                .expect("a readable frame");
+            let f: Value = match msg {
+                Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(c) => panic!("the server closed the socket: {c:?}"),
+                _ => continue,
+            };
+            if self.take_event(&f) && until(&f["event"]) {
+                return f["event"].clone();
+            }
+        }
+    }
+
+    /// Reads until the replay reached `seq`.
+    pub async fn until_seq(&mut self, seq: u64) {
+        while self.last_seq() < seq {
+            let f = self.frame().await;
+            self.take_event(&f);
+        }
+    }
+
+    /// Sends `v` as a text frame.
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a command and returns its result (events meanwhile recorded).
+    pub async fn command(&mut self, id: &str, command: Value) -> Value {
+        self.send(json!({"type": "command", "id": id, "command": command}))
+            .await;
+        loop {
+            let f = self.frame().await;
+            assert_ne!(f["type"], "error", "the command was refused: {f}");
+            if !self.take_event(&f) && f["type"] == "command_result" && f["id"] == id {
+                return f;
+            }
+        }
+    }
+
+    /// The next frame that is not an event (events recorded).
+    pub async fn reply(&mut self) -> Value {
+        loop {
+            let f = self.frame().await;
+            if !self.take_event(&f) {
+                return f;
+            }
+        }
+    }
+}
+
+/// Matches an event of type `kind`.
+pub fn is(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["type"] == kind
+}
+
+/// Matches a `session.state` event with `state` (and `reason`, when given).
+pub fn state_is(state: &'static str, reason: Option<&'static str>) -> impl Fn(&Value) -> bool {
+    move |e| {
+        e["type"] == "session.state"
+            && e["state"] == state
+            && reason.is_none_or(|r| e["reason"] == r)
+    }
+}

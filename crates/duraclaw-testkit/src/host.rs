@@ -1,0 +1,546 @@
+//! A deployment under test, whichever host runs it: the local gateway and
+//! orchestrator ([`LocalHost`]) or the full example's Worker under `wrangler dev` with
+//! its own gateway ([`CloudflareHost`]). Suites written once against
+//! [`Host`] run on both (see [`crate::api`]).
+//!
+//! Every host plays [`SCRIPT`] with the scripted executor and offers the git
+//! repositories `projects/<name>` for each name in [`WORKTREES`], so each
+//! case can start sessions in a worktree of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Child;
+
+use crate::wrangler::{Tools, Wrangler, build_full_example, start_wrangler_logged};
+use crate::{free_port, log_tail};
+
+/// The bound on a host's start and on any one answer.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The scripted executor's one turn on every host: text, a `Bash` call that
+/// needs an approval, text.
+pub const SCRIPT: &str = r#"{"turns":[[{"step":"text","text":"checking","chunks":2},
+    {"step":"tool","name":"Bash","input":{"command":"make"},"result":"built"},
+    {"step":"text","text":"done","chunks":1}]]}"#;
+
+/// The worktrees (`projects/<name>`) every host offers.
+pub const WORKTREES: &[&str] = &[
+    "retry",
+    "frames",
+    "malformed",
+    "race",
+    "login",
+    "flow",
+    "unnoticed",
+    "restart",
+    "gateway",
+];
+
+/// A deployment under test. Users and logins go through the host's own
+/// administration (the `duraclaw user` commands, the Worker's admin route);
+/// everything else a case does goes over HTTP and WebSocket to [`base`].
+///
+/// [`base`]: Host::base
+pub trait Host: Send + Sync {
+    /// `local` or `cloudflare`, for messages.
+    fn name(&self) -> &'static str;
+    /// `http://127.0.0.1:PORT`.
+    fn base(&self) -> &str;
+    /// The directory holding `projects/`.
+    fn root(&self) -> &Path;
+    /// Adds user `name` with `password`.
+    fn add_user<'a>(&'a self, name: &'a str, password: &'a str) -> BoxFuture<'a, ()>;
+    /// Sets `name`'s password, as an administrator.
+    fn set_password<'a>(&'a self, name: &'a str, password: &'a str) -> BoxFuture<'a, ()>;
+    /// Removes user `name`.
+    fn remove_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
+    /// SIGKILLs the gateway.
+    fn kill_gateway(&self) -> BoxFuture<'_, ()>;
+    /// Starts the gateway again on its port and data.
+    fn start_gateway(&self) -> BoxFuture<'_, ()>;
+    /// Stops the host (the orchestrator SIGKILLed; `wrangler dev` stopped)
+    /// and starts it again on the same data and address.
+    fn restart_host(&self) -> BoxFuture<'_, ()>;
+    /// The ends of the host's logs, for a failure's message.
+    fn log_tails(&self) -> String;
+}
+
+/// The path of worktree `name` (one of [`WORKTREES`]) on host `h`.
+pub fn worktree(h: &dyn Host, name: &str) -> String {
+    assert!(WORKTREES.contains(&name), "no worktree {name:?}");
+    h.root().join("projects").join(name).display().to_string()
+}
+
+/// Writes [`SCRIPT`] to `root/script.json` and a git repository for each of
+/// [`WORKTREES`] under `root/projects`.
+fn prepare(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(root.join("script.json"), SCRIPT).unwrap();
+    for name in WORKTREES {
+        crate::local::init_repo(
+            &root.join("projects").join(name),
+            &[("README.md", "# app\n")],
+        );
+    }
+}
+
+/// Logs `name` in with `password` from the host's own origin: the
+/// `duraclaw_session=…` cookie.
+pub async fn login(h: &dyn Host, name: &str, password: &str) -> String {
+    crate::wrangler::login(&http(), h.base(), h.base(), name, password).await
+}
+
+/// An HTTP client bounded by [`DEADLINE`], keeping no cookies.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap()
+}
+
+/// `POST /api/sessions` with `cookie` for worktree `name` (one of
+/// [`WORKTREES`]); the new session's id, after checking the 201.
+pub async fn create_session(h: &dyn Host, cookie: &str, name: &str, prompt: &str) -> String {
+    let r = http()
+        .post(format!("{}/api/sessions", h.base()))
+        .header("cookie", cookie)
+        .header("origin", h.base())
+        .json(&json!({"worktree": worktree(h, name), "prompt": prompt}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 201, "{body}\n{}", h.log_tails());
+    body["session_id"].as_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------- local
+
+const LOCAL_SECRET: &str = "local-host-gateway-secret-0123456789";
+
+/// The local host as a split deployment on 127.0.0.1: `duraclaw gateway`
+/// playing [`SCRIPT`] and `duraclaw orchestrator`, each on a port of its
+/// own that a restart keeps, their data in a temporary directory; killed
+/// when dropped.
+pub struct LocalHost {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    base: String,
+    gateway_port: u16,
+    orchestrator_port: u16,
+    gateway: tokio::sync::Mutex<Option<Child>>,
+    orchestrator: tokio::sync::Mutex<Option<Child>>,
+    /// The `status` user's login, for `/api/status`.
+    status: std::sync::Mutex<String>,
+}
+
+/// SIGKILLs the child in `slot`, if any (nothing gets to clean up).
+async fn kill(slot: &tokio::sync::Mutex<Option<Child>>) {
+    if let Some(mut child) = slot.lock().await.take() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+impl LocalHost {
+    /// Starts both halves and waits until the gateway link is up.
+    pub async fn start() -> LocalHost {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        prepare(&root);
+        let orchestrator_port = free_port();
+        let host = LocalHost {
+            _tmp: tmp,
+            base: format!("http://127.0.0.1:{orchestrator_port}"),
+            root,
+            gateway_port: free_port(),
+            orchestrator_port,
+            gateway: tokio::sync::Mutex::new(None),
+            orchestrator: tokio::sync::Mutex::new(None),
+            status: std::sync::Mutex::new(String::new()),
+        };
+        // `/api/status` needs a login: a user of the host's own.
+        host.add_user("status", "status password 0123").await;
+        host.start_gateway().await;
+        *host.orchestrator.lock().await = Some(host.spawn_orchestrator().await);
+        let cookie = login(&host, "status", "status password 0123").await;
+        *host.status.lock().unwrap() = cookie;
+        wait_gateway(&host, &host.status_cookie(), true).await;
+        host
+    }
+
+    fn status_cookie(&self) -> String {
+        self.status.lock().unwrap().clone()
+    }
+
+    /// `duraclaw` with the deployment's gateway secret, its stderr appended
+    /// to `root/<name>.log`, its stdout piped.
+    fn duraclaw(&self, name: &str) -> tokio::process::Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{name}.log")))
+            .unwrap();
+        let mut c = crate::local::duraclaw("info");
+        c.env("CC_GATEWAY_SECRET", LOCAL_SECRET)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        c
+    }
+
+    async fn spawn_gateway(&self) -> Child {
+        // The port may still be held for a moment after a SIGKILL of the
+        // previous gateway on it (bounded).
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::net::TcpListener::bind(("127.0.0.1", self.gateway_port)).is_err()
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut c = self.duraclaw("gateway");
+        c.args(["gateway", "--executor", "scripted", "--bind"])
+            .arg(format!("127.0.0.1:{}", self.gateway_port))
+            .arg("--worktrees")
+            .arg(format!("{}/projects/*", self.root.display()))
+            .arg("--script")
+            .arg(self.root.join("script.json"))
+            .arg("--data-dir")
+            .arg(self.root.join("gw"));
+        crate::local::spawn_until(c, &["gateway listening on "])
+            .await
+            .unwrap_or_else(|e| panic!("duraclaw gateway: {e}\n{}", self.log_tails()))
+            .0
+    }
+
+    async fn spawn_orchestrator(&self) -> Child {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::net::TcpListener::bind(("127.0.0.1", self.orchestrator_port)).is_err()
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut c = self.duraclaw("orchestrator");
+        c.args(["orchestrator", "--bind"])
+            .arg(format!("127.0.0.1:{}", self.orchestrator_port))
+            .arg("--gateway-url")
+            .arg(format!("ws://127.0.0.1:{}", self.gateway_port))
+            .arg("--data-dir")
+            .arg(self.root.join("data"));
+        crate::local::spawn_until(c, &["duraclaw listening on "])
+            .await
+            .unwrap_or_else(|e| panic!("duraclaw orchestrator: {e}\n{}", self.log_tails()))
+            .0
+    }
+
+    /// `duraclaw user ARGS --data-dir DATA` with `stdin`; panics unless it
+    /// succeeds.
+    async fn user(&self, args: &[&str], stdin: &str) {
+        let mut child = crate::local::duraclaw("warn")
+            .arg("user")
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.root.join("data"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+            .await
+            .expect("duraclaw user did not finish in time")
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "user {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Host for LocalHost {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn root(&self) -> &Path {
+        &self.root
+    }
+    fn add_user<'a>(&'a self, name: &'a str, password: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let stdin = format!("{password}\n");
+            self.user(&["add", name, "--password-stdin"], &stdin).await;
+        })
+    }
+    fn set_password<'a>(&'a self, name: &'a str, password: &'a str) -> BoxFuture<'a, ()> {
+        // Another process on the same database, as an administrator would.
+        Box::pin(async move {
+            let stdin = format!("{password}\n");
+            self.user(&["passwd", name, "--password-stdin"], &stdin)
+                .await;
+        })
+    }
+    fn remove_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.user(&["remove", name], "").await })
+    }
+    fn kill_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(kill(&self.gateway))
+    }
+    fn start_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let child = self.spawn_gateway().await;
+            *self.gateway.lock().await = Some(child);
+        })
+    }
+    /// SIGKILLs the orchestrator and starts it again on its port and data.
+    fn restart_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            kill(&self.orchestrator).await;
+            let child = self.spawn_orchestrator().await;
+            *self.orchestrator.lock().await = Some(child);
+        })
+    }
+    fn log_tails(&self) -> String {
+        format!(
+            "the orchestrator's log:\n{}\n\nthe gateway's log:\n{}",
+            log_tail(&self.root.join("orchestrator.log")),
+            log_tail(&self.root.join("gateway.log"))
+        )
+    }
+}
+
+/// Waits until `/api/status` (as the login `cookie`) says the gateway link
+/// is up, or down (bounded).
+async fn wait_gateway(h: &dyn Host, cookie: &str, up: bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let status = http()
+            .get(format!("{}/api/status", h.base()))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .ok();
+        let reached = match status {
+            Some(r) => r
+                .json::<Value>()
+                .await
+                .is_ok_and(|s| s["gateway"]["connected"] == json!(up)),
+            None => false,
+        };
+        if reached {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the {} host's gateway link never became {}:\n{}",
+            h.name(),
+            if up { "up" } else { "down" },
+            h.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------- Cloudflare
+
+const GATEWAY_SECRET: &str = "cf-host-gateway-secret-0123456789";
+const COOKIE_SECRET: &str = "cf-host-cookie-secret-0123456789abcdef";
+const ADMIN_TOKEN: &str = "cf-host-admin-token-0123456789abcdef";
+
+/// The full example's Worker (`examples/duraclaw-full/cloudflare`, the real
+/// UI as its assets) under `wrangler dev`, linked to `duraclaw gateway`
+/// playing [`SCRIPT`]. Its state and logs stay in
+/// `target/tmp/<name>` after the run, replaced by the next one.
+pub struct CloudflareHost {
+    pub tools: Tools,
+    root: PathBuf,
+    /// The directory holding wrangler.toml and the state (`state/`).
+    pub dir: PathBuf,
+    base: String,
+    port: u16,
+    gateway_port: u16,
+    gateway: tokio::sync::Mutex<Option<Child>>,
+    wrangler: tokio::sync::Mutex<Option<Wrangler>>,
+    /// Starts of the gateway and of `wrangler dev` so far, naming their logs.
+    starts: std::sync::Mutex<(usize, usize)>,
+}
+
+impl CloudflareHost {
+    /// Builds the Worker, starts the gateway and `wrangler dev`, and waits
+    /// until the Worker answers `/api/health`.
+    pub async fn start(name: &str) -> CloudflareHost {
+        let tools = Tools::find();
+        let root = crate::target_tmpdir().join(name);
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let root = root.canonicalize().unwrap();
+        eprintln!("logs and state in {}", root.display());
+        prepare(&root);
+        let dir = root.join("cf");
+        build_full_example(&tools, &dir);
+        let port = free_port();
+        let host = CloudflareHost {
+            tools,
+            root,
+            dir,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            gateway_port: free_port(),
+            gateway: tokio::sync::Mutex::new(None),
+            wrangler: tokio::sync::Mutex::new(None),
+            starts: std::sync::Mutex::new((0, 0)),
+        };
+        host.start_gateway().await;
+        host.start_wrangler().await;
+        host
+    }
+
+    fn gateway_log(&self) -> PathBuf {
+        let n = self.starts.lock().unwrap().0;
+        self.root.join(format!("gateway-{n}.log"))
+    }
+
+    fn wrangler_log(&self) -> PathBuf {
+        let n = self.starts.lock().unwrap().1;
+        self.root.join(format!("wrangler-{n}.log"))
+    }
+
+    /// Starts `wrangler dev` on the host's port and state and waits until
+    /// the Worker answers `/api/health`.
+    async fn start_wrangler(&self) {
+        self.starts.lock().unwrap().1 += 1;
+        let gateway_url = format!("http://127.0.0.1:{}", self.gateway_port);
+        let vars = [
+            ("CC_GATEWAY_URL", gateway_url.as_str()),
+            ("CC_GATEWAY_SECRET", GATEWAY_SECRET),
+            ("DURACLAW_COOKIE_SECRET", COOKIE_SECRET),
+            ("DURACLAW_ADMIN_TOKEN", ADMIN_TOKEN),
+        ];
+        let mut wrangler = start_wrangler_logged(
+            &self.tools,
+            &self.dir,
+            self.port,
+            &vars,
+            &self.wrangler_log(),
+        );
+        crate::wrangler::wait_until_ready(
+            &mut wrangler,
+            &http(),
+            &format!("{}/api/health", self.base),
+            |t| t.contains("\"ok\":true"),
+        )
+        .await;
+        *self.wrangler.lock().await = Some(wrangler);
+    }
+
+    /// A request to the Worker's admin route `path` with the admin token;
+    /// its status.
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
+        let mut req = http()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// `wrangler d1 execute` of `sql` on the Worker's local D1, behind the
+    /// Worker's back.
+    pub fn d1_execute(&self, sql: &str) {
+        let out = std::process::Command::new(&self.tools.wrangler)
+            .args(["d1", "execute", "duraclaw", "--local", "--persist-to"])
+            .arg(self.dir.join("state"))
+            .args(["--command", sql])
+            .current_dir(&self.dir)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_HIDE_BANNER", "true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wrangler d1 execute: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Host for CloudflareHost {
+    fn name(&self) -> &'static str {
+        "cloudflare"
+    }
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn root(&self) -> &Path {
+        &self.root
+    }
+    fn add_user<'a>(&'a self, name: &'a str, password: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let body = json!({"username": name, "password": password});
+            let status = self
+                .admin(reqwest::Method::POST, "/api/admin/users", Some(body))
+                .await;
+            assert!((200..300).contains(&status), "adding {name}: {status}");
+        })
+    }
+    fn set_password<'a>(&'a self, name: &'a str, password: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let path = format!("/api/admin/users/{name}/password");
+            let body = json!({"password": password});
+            let status = self.admin(reqwest::Method::PUT, &path, Some(body)).await;
+            assert_eq!(status, 200, "setting {name}'s password");
+        })
+    }
+    fn remove_user<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let path = format!("/api/admin/users/{name}");
+            let status = self.admin(reqwest::Method::DELETE, &path, None).await;
+            assert_eq!(status, 204, "removing {name}");
+        })
+    }
+    fn kill_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(kill(&self.gateway))
+    }
+    fn start_gateway(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.starts.lock().unwrap().0 += 1;
+            let child = crate::gateway::start(
+                &self.root,
+                self.gateway_port,
+                GATEWAY_SECRET,
+                &self.gateway_log(),
+                DEADLINE,
+            )
+            .await;
+            *self.gateway.lock().await = Some(child);
+        })
+    }
+    /// Stops `wrangler dev` (SIGINT) and starts it again on the same state.
+    fn restart_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            drop(self.wrangler.lock().await.take());
+            self.start_wrangler().await;
+        })
+    }
+    fn log_tails(&self) -> String {
+        format!(
+            "wrangler's log:\n{}\n\nthe gateway's log:\n{}",
+            log_tail(&self.wrangler_log()),
+            log_tail(&self.gateway_log())
+        )
+    }
+}
