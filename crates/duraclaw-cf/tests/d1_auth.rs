@@ -19,8 +19,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use duraclaw_cf::auth::cookie::SessionToken;
 use duraclaw_core::store::SessionMeta;
+use duraclaw_host::auth::SessionToken;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -479,7 +479,10 @@ async fn the_d1_auth_under_wrangler_dev() {
     assert_eq!(after["users"], dump["users"]);
     assert_eq!(after["duraclaw_meta"].as_array().unwrap().len(), 1);
     assert_eq!(after["duraclaw_meta"][0]["int_value"], json!(1));
-    assert_eq!(after["duraclaw_migrations"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        after["duraclaw_migrations"].as_array().unwrap().len(),
+        duraclaw_host::auth::schema::D1_MIGRATIONS.len()
+    );
 
     // ---- logout ------------------------------------------------------------
     let second = w.login("alice", ALICE_PASSWORD, "10.0.0.5").await;

@@ -9,12 +9,17 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use worker::{D1Database, Date, Env, Request, Response};
 
-use super::cookie::{self, SessionToken, TOKEN_BYTES};
-use super::limits::{self, LoginLimits};
+use duraclaw_host::auth::token::{self as cookie, SessionToken, TOKEN_BYTES, bearer_token};
+use duraclaw_host::auth::{
+    LoginLimits, NOT_LOGGED_IN, SESSION_TTL_MS, TOO_MANY_LOGINS, TOUCH_EVERY_MS, WRONG_CREDENTIALS,
+    limits, user_body,
+};
+use duraclaw_host::http::HttpError;
+
 use super::origin::{self, CROSS_ORIGIN, OwnOrigin};
 use super::password::{self, PasswordHash};
 use super::routes::{self, MAX_BODY_BYTES, Route};
-use super::{MIN_ADMIN_TOKEN_BYTES, MIN_COOKIE_SECRET_BYTES, SESSION_TTL_MS, TOUCH_EVERY_MS};
+use super::{MIN_ADMIN_TOKEN_BYTES, MIN_COOKIE_SECRET_BYTES};
 use super::{crypto, store};
 
 thread_local! {
@@ -68,10 +73,7 @@ impl std::fmt::Debug for CfAuth {
 
 /// A JSON error answer `{"error": message}` with `status`.
 pub fn json_error(status: u16, message: &str) -> worker::Result<Response> {
-    let mut response =
-        Response::from_json(&serde_json::json!({ "error": message }))?.with_status(status);
-    response.headers_mut().set("Cache-Control", "no-store")?;
-    Ok(response)
+    http_error(&HttpError::new(status, message))
 }
 
 /// Why a request was refused before it reached a route.
@@ -95,9 +97,6 @@ impl Denied {
         }
     }
 }
-
-const NOT_LOGGED_IN: &str = "not logged in, or the login session expired";
-const WRONG_CREDENTIALS: &str = "wrong user name or password";
 
 /// A variable or secret as text, if set and not empty.
 fn setting(env: &Env, name: &str) -> Option<String> {
@@ -137,10 +136,6 @@ fn with_cookie(mut response: Response, cookie: &str) -> Answer {
         .set("Set-Cookie", cookie)
         .map_err(|e| e.to_string())?;
     Ok(response)
-}
-
-fn user_body(name: &str) -> serde_json::Value {
-    serde_json::json!({ "user": { "name": name } })
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {
@@ -555,10 +550,7 @@ impl CfAuth {
             return answer_error(404, "not found");
         };
         let given = header(req, "Authorization");
-        let given = given
-            .as_deref()
-            .and_then(routes::bearer_token)
-            .unwrap_or("");
+        let given = given.as_deref().and_then(bearer_token).unwrap_or("");
         // Compared as SHA-256 digests, in constant time: neither the
         // contents nor the length of the token leak through timing.
         let given_sha256: [u8; 32] = Sha256::digest(given.as_bytes()).into();
@@ -636,17 +628,17 @@ fn max_age_secs() -> u64 {
 
 /// `429 {"error","retry_after_secs"}` with `Retry-After`.
 fn too_many(wait_ms: i64) -> Answer {
-    let secs = limits::retry_after_secs(wait_ms);
-    let mut response = json_answer(
-        429,
-        &serde_json::json!({
-            "error": "too many failed logins; try again later",
-            "retry_after_secs": secs,
-        }),
-    )?;
-    response
-        .headers_mut()
-        .set("Retry-After", &secs.to_string())
-        .map_err(|e| e.to_string())?;
+    http_error(&HttpError::too_many_requests(TOO_MANY_LOGINS, wait_ms)).map_err(|e| e.to_string())
+}
+
+/// The JSON answer of `err`: its status, body and `Retry-After`.
+pub fn http_error(err: &HttpError) -> worker::Result<Response> {
+    let mut response = Response::from_json(&err.body())?.with_status(err.status);
+    response.headers_mut().set("Cache-Control", "no-store")?;
+    if let Some(secs) = err.retry_after_secs {
+        response
+            .headers_mut()
+            .set("Retry-After", &secs.to_string())?;
+    }
     Ok(response)
 }

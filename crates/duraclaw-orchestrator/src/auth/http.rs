@@ -14,6 +14,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use duraclaw_core::web::origin::{self, CROSS_ORIGIN, OwnOrigin};
+use duraclaw_host::auth::{TOO_MANY_LOGINS, WRONG_CREDENTIALS};
+use duraclaw_host::http::HttpError;
 use serde::Deserialize;
 
 use super::token::{clear_cookie, set_cookie};
@@ -46,7 +48,7 @@ struct LoginRequest {
 }
 
 fn user_body(name: &str) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "user": { "name": name } }))
+    Json(duraclaw_host::auth::user_body(name))
 }
 
 /// `POST /api/login` with `{"username", "password"}`: `200 {"user":{"name"}}`
@@ -68,9 +70,9 @@ pub async fn login(State(auth): State<Arc<Auth>>, request: Request) -> Result<Re
         .login(&credentials.username, &credentials.password, client)
         .await
         .map_err(|refusal| match refusal {
-            LoginRefusal::WrongCredentials => ApiError::unauthorized("wrong user name or password"),
-            LoginRefusal::RateLimited(wait) => {
-                ApiError::too_many_requests("too many failed logins; try again later", wait)
+            LoginRefusal::WrongCredentials => ApiError::unauthorized(WRONG_CREDENTIALS),
+            LoginRefusal::RateLimited(wait_ms) => {
+                HttpError::too_many_requests(TOO_MANY_LOGINS, wait_ms).into()
             }
             LoginRefusal::Failed(e) => ApiError::from(e),
         })?;

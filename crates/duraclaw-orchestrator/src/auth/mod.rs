@@ -15,7 +15,6 @@
 
 mod cli;
 mod http;
-mod limiter;
 mod password;
 mod store;
 mod token;
@@ -28,6 +27,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use duraclaw_host::auth::limits::{self, LoginLimiter};
+
 use axum::http::HeaderMap;
 use duraclaw_core::{Error, Result};
 use rusqlite::Connection;
@@ -36,21 +37,21 @@ use tokio::sync::{Semaphore, watch};
 pub use crate::authn::{AuthUser, LoginId};
 pub use crate::error::ApiError;
 pub use cli::{PasswordSource, add_user_command, passwd_command, remove_command};
+pub use duraclaw_host::auth::LoginLimits;
 pub use http::{origin_guard, routes};
 pub use token::random_token;
-pub use {
-    cli::db_path, http::check_origin, limiter::LoginLimits, password::HashCost, token::COOKIE_NAME,
-};
+pub use {cli::db_path, http::check_origin, password::HashCost, token::COOKIE_NAME};
 
-use limiter::{LimitKey, LoginLimiter};
 use password::{PasswordHashing, validate_name, validate_password};
 use token::SessionToken;
 
 /// How long a login session lives after its last use.
-pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+pub const SESSION_TTL: Duration =
+    Duration::from_millis(duraclaw_host::auth::SESSION_TTL_MS.unsigned_abs());
 
 /// A session's last use is written at most this often.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
+const TOUCH_EVERY: Duration =
+    Duration::from_millis(duraclaw_host::auth::TOUCH_EVERY_MS.unsigned_abs());
 
 /// How [`Auth`] behaves; [`AuthOptions::default`] is right for a server on
 /// 127.0.0.1 reached over plain HTTP.
@@ -108,6 +109,8 @@ pub struct Auth {
     hashing: Arc<PasswordHashing>,
     hash_slots: Arc<Semaphore>,
     limiter: Mutex<LoginLimiter>,
+    /// The limiter's clock: ms since this instant, which never go back.
+    started: Instant,
     options: AuthOptions,
     /// Bumped whenever a login may have ended: each open WebSocket then
     /// checks its own ([`Auth::watch_login`]).
@@ -127,8 +130,8 @@ impl std::fmt::Debug for Auth {
 enum LoginRefusal {
     /// No such user or a wrong password; which one is not said.
     WrongCredentials,
-    /// The user name or the client address is locked for this long.
-    RateLimited(Duration),
+    /// The user name or the client address is locked for this long (ms).
+    RateLimited(i64),
     /// The database or the hashing failed.
     Failed(Error),
 }
@@ -161,6 +164,7 @@ impl Auth {
             hashing: Arc::new(hashing),
             hash_slots: Arc::new(Semaphore::new(cpus)),
             limiter: Mutex::new(LoginLimiter::new(options.login_limits.clone())),
+            started: Instant::now(),
             options,
             revocations: watch::Sender::new(0),
         }))
@@ -262,7 +266,7 @@ impl Auth {
             .await?
             .map(|(name, token)| AuthUser {
                 name,
-                login: LoginId(token.digest()),
+                login: LoginId(token::digest(&token)),
             }))
     }
 
@@ -345,7 +349,8 @@ impl Auth {
         self.with_db(move |db| {
             let now = now_ms();
             for token in tokens {
-                if let Some(user) = store::session_user(db, &token.digest(), now, ttl_ms, touch_ms)?
+                if let Some(user) =
+                    store::session_user(db, &token::digest(&token), now, ttl_ms, touch_ms)?
                 {
                     return Ok(Some((user, token)));
                 }
@@ -367,10 +372,11 @@ impl Auth {
         } else {
             "(not a valid name)"
         };
-        let mut keys = vec![LimitKey::name(name)];
-        keys.extend(client.map(LimitKey::client));
-        if let Some(wait) = self.limiter().locked_for(&keys, Instant::now()) {
-            tracing::warn!(user = shown, client = ?client, wait_secs = wait.as_secs(),
+        let name_key = limits::name_key(name);
+        let mut keys = vec![name_key.clone()];
+        keys.extend(client.map(limits::client_addr_key));
+        if let Some(wait) = self.limiter().locked_for_ms(&keys, self.clock_ms()) {
+            tracing::warn!(user = shown, client = ?client, wait_ms = wait,
                 "login refused: too many failed attempts");
             return Err(LoginRefusal::RateLimited(wait));
         }
@@ -379,17 +385,17 @@ impl Auth {
             .await
             .map_err(LoginRefusal::Failed)?
         else {
-            let locked = self.limiter().record_failure(&keys, Instant::now());
+            let locked = self.limiter().record_failure(&keys, self.clock_ms());
             tracing::warn!(user = shown, client = ?client, "login failed: wrong user name or password");
             if let Some(lockout) = locked {
-                tracing::warn!(user = shown, client = ?client, lockout_secs = lockout.as_secs(),
+                tracing::warn!(user = shown, client = ?client, lockout_ms = lockout,
                     "too many failed logins: locked");
             }
             return Err(LoginRefusal::WrongCredentials);
         };
-        self.limiter().record_success(&LimitKey::name(name));
-        let token = SessionToken::generate().map_err(LoginRefusal::Failed)?;
-        let digest = token.digest();
+        self.limiter().record_success(&name_key);
+        let token = token::generate().map_err(LoginRefusal::Failed)?;
+        let digest = token::digest(&token);
         let ttl_ms = duration_ms(self.options.session_ttl);
         let owner = user.clone();
         self.with_db(move |db| {
@@ -409,7 +415,7 @@ impl Auth {
         let Some((user, token)) = self.session_of(headers).await? else {
             return Ok(None);
         };
-        let digest = token.digest();
+        let digest = token::digest(&token);
         self.with_db(move |db| store::delete_session(db, &digest))
             .await?;
         self.logins_may_have_ended();
@@ -473,6 +479,11 @@ impl Auth {
 
     fn limiter(&self) -> MutexGuard<'_, LoginLimiter> {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The limiter's time: ms on a clock that does not go back.
+    fn clock_ms(&self) -> i64 {
+        duration_ms(self.started.elapsed())
     }
 }
 
