@@ -12,7 +12,6 @@
 //! every backend assigns seqs, drops duplicates and refuses input the same way.
 
 pub mod limits;
-pub mod schema;
 pub mod step;
 
 use std::sync::Arc;
