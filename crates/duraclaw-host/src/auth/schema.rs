@@ -26,27 +26,57 @@ pub const BOOTSTRAP: &[&str] = &[
      version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL)",
 ];
 
+// The pieces both lists' steps are made of, so each is written once; the
+// released steps keep their text to the byte (their checksums are tested).
+macro_rules! users_table {
+    () => {
+        "CREATE TABLE users (
+              name TEXT PRIMARY KEY COLLATE NOCASE,
+              password_hash TEXT NOT NULL,
+              created_at_ms INTEGER NOT NULL,
+              updated_at_ms INTEGER NOT NULL
+          );"
+    };
+}
+
+macro_rules! login_times {
+    () => {
+        "
+              created_at_ms INTEGER NOT NULL,
+              last_used_at_ms INTEGER NOT NULL,
+              expires_at_ms INTEGER NOT NULL
+          );"
+    };
+}
+
+macro_rules! login_indexes {
+    () => {
+        "
+          CREATE INDEX login_sessions_by_user ON login_sessions (user_name);
+          CREATE INDEX login_sessions_by_expiry ON login_sessions (expires_at_ms);"
+    };
+}
+
 /// The second step of both lists: `login_sessions` rebuilt into the one
 /// shape (the token's digest as `token_digest`, the user matched without
 /// case and bound to `users`), keeping every login whose user exists.
 pub const ONE_LOGIN_SHAPE: Migration = Migration {
     version: 2,
     name: "login sessions in the one shape of both hosts",
-    sql: "CREATE TABLE login_sessions_new (
+    sql: concat!(
+        "CREATE TABLE login_sessions_new (
               token_digest TEXT PRIMARY KEY,
               user_name TEXT NOT NULL COLLATE NOCASE REFERENCES users (name)
-                  ON DELETE CASCADE ON UPDATE CASCADE,
-              created_at_ms INTEGER NOT NULL,
-              last_used_at_ms INTEGER NOT NULL,
-              expires_at_ms INTEGER NOT NULL
-          );
+                  ON DELETE CASCADE ON UPDATE CASCADE,",
+        login_times!(),
+        "
           INSERT INTO login_sessions_new
               (token_digest, user_name, created_at_ms, last_used_at_ms, expires_at_ms)
               SELECT * FROM login_sessions WHERE user_name IN (SELECT name FROM users);
           DROP TABLE login_sessions;
-          ALTER TABLE login_sessions_new RENAME TO login_sessions;
-          CREATE INDEX login_sessions_by_user ON login_sessions (user_name);
-          CREATE INDEX login_sessions_by_expiry ON login_sessions (expires_at_ms)",
+          ALTER TABLE login_sessions_new RENAME TO login_sessions;",
+        login_indexes!()
+    ),
 };
 
 /// The local host's auth database (its own SQLite file).
@@ -55,22 +85,16 @@ pub const LOCAL_MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "users and login sessions",
-        sql: "CREATE TABLE users (
-              name TEXT PRIMARY KEY COLLATE NOCASE,
-              password_hash TEXT NOT NULL,
-              created_at_ms INTEGER NOT NULL,
-              updated_at_ms INTEGER NOT NULL
-          );
+        sql: concat!(
+            users_table!(),
+            "
           CREATE TABLE login_sessions (
               token_sha256 TEXT PRIMARY KEY,
               user_name TEXT NOT NULL REFERENCES users (name)
-                  ON DELETE CASCADE ON UPDATE CASCADE,
-              created_at_ms INTEGER NOT NULL,
-              last_used_at_ms INTEGER NOT NULL,
-              expires_at_ms INTEGER NOT NULL
-          );
-          CREATE INDEX login_sessions_by_user ON login_sessions (user_name);
-          CREATE INDEX login_sessions_by_expiry ON login_sessions (expires_at_ms);",
+                  ON DELETE CASCADE ON UPDATE CASCADE,",
+            login_times!(),
+            login_indexes!()
+        ),
     },
     ONE_LOGIN_SHAPE,
 ];
@@ -82,21 +106,15 @@ pub const D1_MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "users, login sessions, login failures and the session index",
-        sql: "CREATE TABLE users (
-              name TEXT PRIMARY KEY COLLATE NOCASE,
-              password_hash TEXT NOT NULL,
-              created_at_ms INTEGER NOT NULL,
-              updated_at_ms INTEGER NOT NULL
-          );
+        sql: concat!(
+            users_table!(),
+            "
           CREATE TABLE login_sessions (
               token_digest TEXT PRIMARY KEY,
-              user_name TEXT NOT NULL COLLATE NOCASE,
-              created_at_ms INTEGER NOT NULL,
-              last_used_at_ms INTEGER NOT NULL,
-              expires_at_ms INTEGER NOT NULL
-          );
-          CREATE INDEX login_sessions_by_user ON login_sessions (user_name);
-          CREATE INDEX login_sessions_by_expiry ON login_sessions (expires_at_ms);
+              user_name TEXT NOT NULL COLLATE NOCASE,",
+            login_times!(),
+            login_indexes!(),
+            "
           CREATE TABLE login_failures (
               key TEXT PRIMARY KEY,
               window_start_ms INTEGER NOT NULL,
@@ -113,7 +131,8 @@ pub const D1_MIGRATIONS: &[Migration] = &[
               updated_at_ms INTEGER NOT NULL,
               meta TEXT NOT NULL
           );
-          CREATE INDEX session_index_by_owner ON session_index (owner, updated_at_ms DESC)",
+          CREATE INDEX session_index_by_owner ON session_index (owner, updated_at_ms DESC)"
+        ),
     },
     ONE_LOGIN_SHAPE,
 ];
@@ -287,6 +306,11 @@ mod tests {
         assert_eq!(first.len(), 8);
         assert!(first.iter().all(|s| s.starts_with("CREATE ")));
         assert_eq!(statements(ONE_LOGIN_SHAPE.sql).len(), 6);
+        assert!(
+            statements(LOCAL_MIGRATIONS[0].sql)
+                .iter()
+                .all(|s| s.starts_with("CREATE "))
+        );
         assert_eq!(statements(" ; a ;; b"), vec!["a", "b"]);
     }
 
