@@ -480,7 +480,10 @@ async fn the_d1_auth_under_wrangler_dev() {
     assert_eq!(after["duraclaw_meta"].as_array().unwrap().len(), 1);
     let latest = duraclaw_host::auth::schema::D1_MIGRATIONS.len();
     assert_eq!(after["duraclaw_meta"][0]["int_value"], json!(latest));
-    assert_eq!(after["duraclaw_migrations"].as_array().unwrap().len(), latest);
+    assert_eq!(
+        after["duraclaw_migrations"].as_array().unwrap().len(),
+        latest
+    );
 
     // ---- logout ------------------------------------------------------------
     let second = w.login("alice", ALICE_PASSWORD, "10.0.0.5").await;

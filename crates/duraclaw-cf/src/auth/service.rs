@@ -11,8 +11,7 @@ use worker::{D1Database, Date, Env, Request, Response};
 
 use duraclaw_host::auth::token::{self as cookie, SessionToken, TOKEN_BYTES, bearer_token};
 use duraclaw_host::auth::{
-    LoginLimits, NOT_LOGGED_IN, SESSION_TTL_MS, TOO_MANY_LOGINS, TOUCH_EVERY_MS, WRONG_CREDENTIALS,
-    limits, user_body,
+    LoginAttempt, LoginLimits, NOT_LOGGED_IN, SESSION_TTL_MS, TOUCH_EVERY_MS, limits, user_body,
 };
 use duraclaw_host::http::HttpError;
 
@@ -456,19 +455,9 @@ impl CfAuth {
             Err(answer) => return answer,
         };
         let name = credentials.username.as_str();
-        let shown = if password::validate_name(name).is_ok() {
-            name
-        } else {
-            "(not a valid name)"
-        };
-        let name_key = limits::name_key(name);
-        let mut keys = vec![name_key.clone()];
-        keys.extend(client.clone());
-        let now = now_ms();
-        if let Some(wait) = store::locked_for_ms(&self.db, &keys, now).await? {
-            tracing::warn!(user = shown, client = ?client, wait_ms = wait,
-                "login refused: too many failed attempts");
-            return too_many(wait);
+        let attempt = LoginAttempt::new(name, client);
+        if let Some(wait) = store::locked_for_ms(&self.db, attempt.keys(), now_ms()).await? {
+            return http_answer(&attempt.locked(wait));
         }
         let stored = if password::validate_name(name).is_ok() {
             store::password_hash(&self.db, name).await?
@@ -478,15 +467,11 @@ impl CfAuth {
         let (user, hash) = stored.unzip();
         let matches = crypto::verify_password(&credentials.password, hash.as_deref()).await?;
         let Some(user) = user.filter(|_| matches) else {
-            let locked = store::record_failure(&self.db, &keys, now_ms(), &self.limits).await?;
-            tracing::warn!(user = shown, client = ?client, "login failed: wrong user name or password");
-            if let Some(lockout) = locked {
-                tracing::warn!(user = shown, client = ?client, lockout_ms = lockout,
-                    "too many failed logins: locked");
-            }
-            return answer_error(401, WRONG_CREDENTIALS);
+            let locked =
+                store::record_failure(&self.db, attempt.keys(), now_ms(), &self.limits).await?;
+            return http_answer(&attempt.failed(locked));
         };
-        store::clear_failures(&self.db, &name_key).await?;
+        store::clear_failures(&self.db, attempt.name_key()).await?;
         if hash
             .as_deref()
             .and_then(PasswordHash::decode)
@@ -505,7 +490,7 @@ impl CfAuth {
             SESSION_TTL_MS,
         )
         .await?;
-        tracing::info!(user = %user, client = ?client, "logged in");
+        attempt.succeeded(&user);
         let cookie = cookie::set_cookie(&token, max_age_secs(), self.secure_cookie(req));
         with_cookie(json_answer(200, &user_body(&user))?, &cookie)
     }
@@ -626,9 +611,9 @@ fn max_age_secs() -> u64 {
     u64::try_from(SESSION_TTL_MS / 1000).unwrap_or(0)
 }
 
-/// `429 {"error","retry_after_secs"}` with `Retry-After`.
-fn too_many(wait_ms: i64) -> Answer {
-    http_error(&HttpError::too_many_requests(TOO_MANY_LOGINS, wait_ms)).map_err(|e| e.to_string())
+/// The answer of `err`, or the error to answer 500 with.
+fn http_answer(err: &HttpError) -> Answer {
+    http_error(err).map_err(|e| e.to_string())
 }
 
 /// The JSON answer of `err`: its status, body and `Retry-After`.

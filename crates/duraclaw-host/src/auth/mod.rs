@@ -1,14 +1,16 @@
 //! The login rules both hosts follow: [`token`]s and their digests, the
 //! `duraclaw_session` cookie and the bearer token; the rate-limit
-//! arithmetic of failed logins ([`limits`]); and the one [`schema`] of the
-//! login tables. Password hashing stays with each host (argon2id locally,
+//! arithmetic of failed logins ([`limits`]); one [`login`] attempt's keys,
+//! answers and logs; and the one [`schema`] of the login tables. Password hashing stays with each host (argon2id locally,
 //! PBKDF2 through WebCrypto on Workers).
 
 pub mod limits;
+pub mod login;
 pub mod schema;
 pub mod token;
 
 pub use limits::{LoginLimiter, LoginLimits};
+pub use login::LoginAttempt;
 pub use token::{COOKIE_NAME, SessionToken};
 
 /// How long a login lives after its last use: 30 days.

@@ -14,8 +14,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use duraclaw_core::web::origin::{self, CROSS_ORIGIN, OwnOrigin};
-use duraclaw_host::auth::{TOO_MANY_LOGINS, WRONG_CREDENTIALS};
-use duraclaw_host::http::HttpError;
 use serde::Deserialize;
 
 use super::token::{clear_cookie, set_cookie};
@@ -70,10 +68,7 @@ pub async fn login(State(auth): State<Arc<Auth>>, request: Request) -> Result<Re
         .login(&credentials.username, &credentials.password, client)
         .await
         .map_err(|refusal| match refusal {
-            LoginRefusal::WrongCredentials => ApiError::unauthorized(WRONG_CREDENTIALS),
-            LoginRefusal::RateLimited(wait_ms) => {
-                HttpError::too_many_requests(TOO_MANY_LOGINS, wait_ms).into()
-            }
+            LoginRefusal::Refused(answer) => ApiError::from(answer),
             LoginRefusal::Failed(e) => ApiError::from(e),
         })?;
     let cookie = set_cookie(

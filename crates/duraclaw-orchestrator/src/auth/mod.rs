@@ -27,7 +27,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use duraclaw_host::auth::LoginAttempt;
 use duraclaw_host::auth::limits::{self, LoginLimiter};
+use duraclaw_host::http::HttpError;
 
 use axum::http::HeaderMap;
 use duraclaw_core::{Error, Result};
@@ -128,10 +130,8 @@ impl std::fmt::Debug for Auth {
 /// Why a login failed.
 #[derive(Debug)]
 enum LoginRefusal {
-    /// No such user or a wrong password; which one is not said.
-    WrongCredentials,
-    /// The user name or the client address is locked for this long (ms).
-    RateLimited(i64),
+    /// Locked (429), or no such user or a wrong password (401).
+    Refused(HttpError),
     /// The database or the hashing failed.
     Failed(Error),
 }
@@ -367,33 +367,24 @@ impl Auth {
         password: &str,
         client: Option<IpAddr>,
     ) -> std::result::Result<(String, SessionToken), LoginRefusal> {
-        let shown = if validate_name(name).is_ok() {
-            name
-        } else {
-            "(not a valid name)"
-        };
-        let name_key = limits::name_key(name);
-        let mut keys = vec![name_key.clone()];
-        keys.extend(client.map(limits::client_addr_key));
-        if let Some(wait) = self.limiter().locked_for_ms(&keys, self.clock_ms()) {
-            tracing::warn!(user = shown, client = ?client, wait_ms = wait,
-                "login refused: too many failed attempts");
-            return Err(LoginRefusal::RateLimited(wait));
+        let attempt = LoginAttempt::new(name, client.map(limits::client_addr_key));
+        if let Some(wait) = self
+            .limiter()
+            .locked_for_ms(attempt.keys(), self.clock_ms())
+        {
+            return Err(LoginRefusal::Refused(attempt.locked(wait)));
         }
         let Some(user) = self
             .verify(name, password)
             .await
             .map_err(LoginRefusal::Failed)?
         else {
-            let locked = self.limiter().record_failure(&keys, self.clock_ms());
-            tracing::warn!(user = shown, client = ?client, "login failed: wrong user name or password");
-            if let Some(lockout) = locked {
-                tracing::warn!(user = shown, client = ?client, lockout_ms = lockout,
-                    "too many failed logins: locked");
-            }
-            return Err(LoginRefusal::WrongCredentials);
+            let locked = self
+                .limiter()
+                .record_failure(attempt.keys(), self.clock_ms());
+            return Err(LoginRefusal::Refused(attempt.failed(locked)));
         };
-        self.limiter().record_success(&name_key);
+        self.limiter().record_success(attempt.name_key());
         let token = token::generate().map_err(LoginRefusal::Failed)?;
         let digest = token::digest(&token);
         let ttl_ms = duration_ms(self.options.session_ttl);
@@ -405,7 +396,7 @@ impl Auth {
         })
         .await
         .map_err(LoginRefusal::Failed)?;
-        tracing::info!(user = %user, client = ?client, "logged in");
+        attempt.succeeded(&user);
         Ok((user, token))
     }
 
