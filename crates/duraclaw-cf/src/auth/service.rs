@@ -418,8 +418,10 @@ impl CfAuth {
 
     /// Whether the cookie should be `Secure` for this request.
     fn secure_cookie(&self, req: &Request) -> bool {
-        self.public_origin.as_deref().is_some_and(origin::is_https)
-            || req.url().is_ok_and(|u| u.scheme() == "https")
+        cookie::secure_cookie(
+            self.public_origin.as_deref(),
+            req.url().is_ok_and(|u| u.scheme() == "https"),
+        )
     }
 
     fn digest(&self, token: &SessionToken) -> String {

@@ -124,6 +124,12 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether the cookie is marked `Secure`: when browsers reach the server at
+/// an `https` public origin, or the request came in over HTTPS.
+pub fn secure_cookie(public_origin: Option<&str>, request_is_https: bool) -> bool {
+    public_origin.is_some_and(duraclaw_core::web::origin::is_https) || request_is_https
+}
+
 /// The `Set-Cookie` value that stores `token` for `max_age_secs`.
 pub fn set_cookie(token: &SessionToken, max_age_secs: u64, secure: bool) -> String {
     cookie_header(&token.encode(), max_age_secs, secure)
@@ -233,6 +239,14 @@ mod tests {
         assert_eq!(bearer_token("Bearer "), None);
         assert_eq!(bearer_token("Bearer"), None);
         assert_eq!(bearer_token(""), None);
+    }
+
+    #[test]
+    fn the_cookie_is_secure_behind_https() {
+        assert!(secure_cookie(Some("HTTPS://claw.example.com"), false));
+        assert!(secure_cookie(None, true));
+        assert!(!secure_cookie(Some("http://127.0.0.1:8080"), false));
+        assert!(!secure_cookie(None, false));
     }
 
     #[test]

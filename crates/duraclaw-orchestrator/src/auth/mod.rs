@@ -417,12 +417,10 @@ impl Auth {
     /// Whether the cookie should be `Secure` for this request.
     fn secure_cookie(&self, headers: &HeaderMap) -> bool {
         self.options.secure_cookies
-            || self
-                .options
-                .public_origin
-                .as_deref()
-                .is_some_and(|o| o.to_ascii_lowercase().starts_with("https:"))
-            || http::request_scheme(headers, self.options.trust_forwarded_proto) == "https"
+            || duraclaw_host::auth::token::secure_cookie(
+                self.options.public_origin.as_deref(),
+                http::request_scheme(headers, self.options.trust_forwarded_proto) == "https",
+            )
     }
 
     async fn hash(&self, password: &str) -> Result<String> {
