@@ -1,16 +1,11 @@
 //! # duraclaw-cf
 //!
 //! The Cloudflare host for Duraclaw: the session actor as a Durable Object.
-//! This first part is the DO-SQL [`SessionStore`]:
+//! Its [`SessionStore`] is `duraclaw_store`'s [`SqlConnDirectory`] and
+//! [`SqlConnStore`] (the store over any synchronous in-process [`SqlConn`],
+//! with the SQL schema every SQL store shares) over the object's own SQL:
 //!
-//! - [`schema`]: the DO-SQL schema as core
-//!   [`Migrations`](duraclaw_core::backend::migrate::Migrations), the version kept in
-//!   a meta table (DO SQLite refuses `PRAGMA user_version`);
-//! - [`sql_store`]: [`SqlConnDirectory`] and [`SqlConnStore`], the session
-//!   store over a synchronous in-process [`SqlConn`], built on core's shared
-//!   append and resolve steps so it behaves exactly like the memory and
-//!   SQLite backends;
-//! - [`auth`]: users, logins and the session index in D1 (its
+//! - [`auth`]: users, login sessions and the session index in D1 (its
 //!   rules target-independent, the D1 and WebCrypto side on wasm32);
 //! - on wasm32, `do_sql`: `DoSqlConn`, a Durable Object's SQL storage as a
 //!   [`SqlConn`] whose transactions are `storage.transactionSync`, and the
@@ -26,8 +21,7 @@
 //!   core's conformance suite.
 //!
 //! On other targets the crate holds only the target-independent parts, so
-//! the workspace builds and lints natively without the Workers runtime, and
-//! the store logic is tested natively over SQLite.
+//! the workspace builds and lints natively without the Workers runtime.
 //!
 //! One Durable Object holds one session: its `SessionDO` opens
 //! `DoSqlDirectory::open(DoSqlConn::new(&state.storage()))` and creates or
@@ -35,9 +29,6 @@
 //!
 //! [`SessionStore`]: duraclaw_core::store::SessionStore
 //! [`SqlConn`]: duraclaw_core::backend::migrate::SqlConn
-
-pub mod schema;
-pub mod sql_store;
 
 pub mod auth;
 #[cfg(target_arch = "wasm32")]
@@ -54,7 +45,7 @@ pub mod session;
 #[cfg(all(target_arch = "wasm32", feature = "conformance"))]
 pub mod conformance;
 
-pub use sql_store::{SqlConnDirectory, SqlConnStore};
+pub use duraclaw_store::{SqlConnDirectory, SqlConnStore};
 
 #[cfg(target_arch = "wasm32")]
 pub use do_sql::DoSqlConn;

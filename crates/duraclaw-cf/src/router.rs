@@ -1,5 +1,5 @@
 //! The Worker in front of the session Durable Objects: every route of
-//! `docs/api.md`, with the same JSON errors as the local orchestrator.
+//! `docs/api.md`, with the JSON errors of `duraclaw_host::http`.
 //!
 //! - `GET /api/health` needs nothing else; every other route first brings
 //!   the D1 schema up to date ([`CfAuth::migrate`]; a failure answers 500
@@ -31,35 +31,28 @@
 
 use std::cell::RefCell;
 
-use duraclaw_core::backend::web::{MAX_BODY_BYTES, NewSession, UI_HEADERS};
-use duraclaw_core::protocol::MAX_SESSION_ID_BYTES;
+use duraclaw_core::web::{MAX_BODY_BYTES, UI_HEADERS};
+use duraclaw_host::{ids, start};
 use serde_json::json;
 use worker::js_sys::Math;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
 
-use crate::auth::{AuthUser, CfAuth, json_error};
+use crate::auth::{AuthUser, CfAuth, http_error, json_error};
 use crate::gateway_client;
 use crate::session::{CreateRequest, LOGIN_HEADER, SESSION_HEADER, USER_HEADER, now_ms};
 
 /// The Durable Object namespace binding of the sessions.
 pub const SESSIONS_BINDING: &str = "SESSIONS";
 
-/// A fresh session id: time-ordered, 26 characters of Crockford base32.
-/// Not a secret (ownership is checked on every route), so the noise comes
-/// from `Math.random`.
+/// A fresh session id ([`ids::session_id`]); not a secret, so the noise
+/// comes from `Math.random`.
 pub fn new_session_id() -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let time = u128::try_from(now_ms().max(0)).unwrap_or(0);
     let mut noise: u128 = 0;
     for _ in 0..4 {
         // 20 bits a draw: well within an f64's exact range.
         noise = (noise << 20) | ((Math::random() * f64::from(1u32 << 20)) as u128);
     }
-    let value = (time << 80) | (noise & ((1u128 << 80) - 1));
-    (0..26)
-        .rev()
-        .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
-        .collect()
+    ids::session_id(now_ms(), noise)
 }
 
 /// Answers one request to the Worker. Never fails: an internal error is a
@@ -318,15 +311,9 @@ async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker:
         Ok(b) => b,
         Err(refused) => return Ok(refused),
     };
-    // Everything that can refuse the request is checked before the session
-    // exists: a refused request leaves nothing behind.
-    let checked = NewSession::from_value(body).and_then(|b| b.check(&user.name).map(|()| b));
-    let body = match checked {
+    let body = match start::read_request(body, &user.name) {
         Ok(b) => b,
-        Err(e) => {
-            let (status, message) = crate::session::error_status(&e);
-            return json_error(status, &message);
-        }
+        Err(refused) => return http_error(&refused),
     };
     let id = new_session_id();
     let create = CreateRequest {
@@ -356,7 +343,7 @@ async fn to_session(
     method: Method,
     upgrade: Option<&str>,
 ) -> worker::Result<Response> {
-    if id.is_empty() || id.len() > MAX_SESSION_ID_BYTES {
+    if !ids::is_session_id(id) {
         return json_error(404, "no such session");
     }
     match auth.session_owner(id).await? {

@@ -17,8 +17,8 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use duraclaw_cf::auth::cookie::SessionToken;
 use duraclaw_core::store::SessionMeta;
+use duraclaw_host::auth::SessionToken;
 use duraclaw_testkit::wrangler::{
     Tools, Wrangler, build_worker, free_port, start_wrangler, wait_ready, worker_dir,
 };
@@ -478,8 +478,12 @@ async fn the_d1_auth_under_wrangler_dev() {
     let after = w.dump().await;
     assert_eq!(after["users"], dump["users"]);
     assert_eq!(after["duraclaw_meta"].as_array().unwrap().len(), 1);
-    assert_eq!(after["duraclaw_meta"][0]["int_value"], json!(1));
-    assert_eq!(after["duraclaw_migrations"].as_array().unwrap().len(), 1);
+    let latest = duraclaw_host::auth::schema::D1_MIGRATIONS.len();
+    assert_eq!(after["duraclaw_meta"][0]["int_value"], json!(latest));
+    assert_eq!(
+        after["duraclaw_migrations"].as_array().unwrap().len(),
+        latest
+    );
 
     // ---- logout ------------------------------------------------------------
     let second = w.login("alice", ALICE_PASSWORD, "10.0.0.5").await;

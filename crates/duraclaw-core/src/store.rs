@@ -15,7 +15,7 @@
 
 // Their former paths, kept while code written against them is moved over.
 #[doc(hidden)]
-pub use crate::backend::{limits, schema, step};
+pub use crate::backend::{limits, step};
 
 use std::sync::Arc;
 

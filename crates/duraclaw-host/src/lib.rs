@@ -4,3 +4,8 @@
 //! Object both drive these types: they take frames and times and return what
 //! to send, store and show. Nothing here opens a socket, reads a clock or
 //! touches a store, so it builds for wasm32 and every rule is tested once.
+
+pub mod auth;
+pub mod http;
+pub mod ids;
+pub mod start;

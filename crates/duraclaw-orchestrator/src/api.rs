@@ -11,13 +11,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use duraclaw_core::backend::actor::{Actor, SessionActor};
 use duraclaw_core::backend::web::{
-    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, NewSession, socket,
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, socket,
 };
 use duraclaw_core::protocol::{
     CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, browser_event_frame,
     decode_frame, encode_frame,
 };
 use duraclaw_core::store::SessionMeta;
+use duraclaw_host::ids;
+use duraclaw_host::start::{self, StartPlan};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -171,7 +173,7 @@ async fn list_sessions(
 /// session that does not exist.
 async fn owned_actor(app: &AppState, user: &AuthUser, id: &str) -> Result<SessionActor, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such session");
-    if id.is_empty() || id.len() > duraclaw_core::protocol::MAX_SESSION_ID_BYTES {
+    if !ids::is_session_id(id) {
         return Err(not_found());
     }
     let actor = match app.orchestrator.actor(id).await {
@@ -207,7 +209,7 @@ async fn close_session(
     };
     let out = actor
         .command(
-            &format!("close-{id}"),
+            &ids::close_command_id(&id),
             duraclaw_core::protocol::Command::Close(duraclaw_core::protocol::Close {}),
             &who,
             now_ms(),
@@ -220,15 +222,13 @@ async fn close_session(
     Ok(Json(actor.meta().await))
 }
 
+/// `POST /api/sessions`: the start plan of `duraclaw_host::start`.
 async fn create_session(
     State(app): State<AppState>,
     user: AuthUser,
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    // Everything that can refuse the request is checked before the session
-    // exists: a refused request leaves nothing behind.
-    let body = NewSession::from_value(body)?;
-    body.check(&user.name)?;
+    let request = start::read_request(body, &user.name)?;
     let gateway = app.orchestrator.gateway();
     if !gateway.is_connected() {
         return Err(unreachable(&app));
@@ -237,27 +237,15 @@ async fn create_session(
         .worktrees()
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
-    let Some(wt) = worktrees.iter().find(|w| w.path == body.worktree) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{} is not a worktree the gateway offers", body.worktree),
-        ));
-    };
-    if let Some(holder) = &wt.busy_session {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            duraclaw_core::backend::web::worktree_busy(&wt.path, holder),
-        ));
-    }
-    let now = now_ms();
-    let id = new_session_id();
-    let meta = body.meta(&id, &user.name, now);
-    let actor = app.orchestrator.create(meta).await?;
-    match start_created(&app, &actor, body, &user, now).await {
+    start::check_worktree(&request, &worktrees)?;
+    let plan = StartPlan::new(request, &user.name, new_session_id(), now_ms());
+    let actor = app.orchestrator.create(plan.meta()).await?;
+    match start_created(&app, &actor, &plan).await {
         Ok(meta) => Ok((StatusCode::CREATED, Json(meta)).into_response()),
         Err(e) => {
             // All or nothing: a start that failed leaves no session.
-            if let Err(undo) = app.orchestrator.remove(&id).await {
+            let id = plan.session_id();
+            if let Err(undo) = app.orchestrator.remove(id).await {
                 tracing::error!(session = %id, error = %undo, "cannot remove a session that did not start");
             }
             Err(e)
@@ -270,19 +258,12 @@ async fn create_session(
 async fn start_created(
     app: &AppState,
     actor: &SessionActor,
-    body: NewSession,
-    user: &AuthUser,
-    now: i64,
+    plan: &StartPlan,
 ) -> Result<SessionMeta, ApiError> {
     let gateway = app.orchestrator.gateway();
-    let id = actor.session_id().to_owned();
-    let who = Actor {
-        user: user.name.clone(),
-        client: Some("web".into()),
-    };
-    let out = actor
-        .execute(&format!("execute-{id}"), body.into_execute(), &who, now)
-        .await?;
+    let id = plan.session_id();
+    let (command_id, execute, who, now) = plan.execute();
+    let out = actor.execute(&command_id, execute, &who, now).await?;
     for frame in &out.forward {
         let result = match gateway.command(frame).await {
             Ok(r) => r,
@@ -293,19 +274,10 @@ async fn start_created(
             // Still in the outbox: resent on reconnect, applied once there.
             tracing::warn!(session = %id, error = %e, "cannot record the gateway's answer to execute");
         }
-        if let Some(err) = result.error.filter(|_| !result.ok) {
-            tracing::info!(session = %id, code = %err.code, "the gateway refused to start the session");
-            let status = match err.code.as_str() {
-                "worktree_busy" => StatusCode::CONFLICT,
-                "invalid" | "not_found" => StatusCode::BAD_REQUEST,
-                "executor" | "executor_unsupported" => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            return Err(ApiError::new(status, err.message));
-        }
+        plan.answer(Some(&result))?;
         // Started: stream its events (a reconnect attaches it too).
         let _ = gateway.send(&duraclaw_core::protocol::ToGateway::Attach {
-            session_id: id.clone(),
+            session_id: id.to_owned(),
             after_gseq: 0,
         });
     }

@@ -130,7 +130,7 @@ where
 
 /// The answer to a request without a live login.
 pub(crate) fn not_logged_in() -> ApiError {
-    ApiError::unauthorized("not logged in, or the login session expired")
+    ApiError::unauthorized(duraclaw_host::auth::NOT_LOGGED_IN)
 }
 
 /// Middleware refusing, with `403 {"error":"cross-origin request refused"}`

@@ -1,5 +1,5 @@
 //! [`ApiError`]: the one error answer of the HTTP API, `{"error": "…"}` with
-//! a fitting status.
+//! the status `duraclaw_host::http` gives it, as an axum response.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use duraclaw_core::Error;
+use duraclaw_host::http::HttpError;
 
 /// An error answered to an HTTP client: a status and a human-readable
 /// message, sent as `{"error": message}` (plus `retry_after_secs` and a
@@ -66,14 +67,8 @@ impl ApiError {
     /// `429 Too Many Requests`, telling the client to wait `retry_after`
     /// (rounded up to whole seconds, at least 1).
     pub fn too_many_requests(message: impl Into<String>, retry_after: Duration) -> Self {
-        let mut secs = retry_after.as_secs();
-        if retry_after.subsec_nanos() > 0 || secs == 0 {
-            secs = secs.saturating_add(1);
-        }
-        ApiError {
-            retry_after_secs: Some(secs),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
-        }
+        let ms = retry_after.as_nanos().div_ceil(1_000_000);
+        HttpError::too_many_requests(message, i64::try_from(ms).unwrap_or(i64::MAX)).into()
     }
 
     /// The HTTP status.
@@ -102,10 +97,12 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.retry_after_secs {
-            Some(secs) => serde_json::json!({ "error": self.message, "retry_after_secs": secs }),
-            None => serde_json::json!({ "error": self.message }),
-        };
+        let body = HttpError {
+            status: self.status.as_u16(),
+            message: self.message,
+            retry_after_secs: self.retry_after_secs,
+        }
+        .body();
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
@@ -116,29 +113,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        match err {
-            Error::Decode { .. } | Error::Invalid(_) => ApiError::bad_request(err.to_string()),
-            Error::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),
-            Error::NotFound { .. } => ApiError::not_found(err.to_string()),
-            Error::AlreadyExists { .. } | Error::IllegalTransition { .. } => {
-                ApiError::conflict(err.to_string())
-            }
-            Error::Unauthorized(message) => ApiError::unauthorized(message),
-            Error::UnsupportedVersion { .. } | Error::Closed(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, err.to_string())
-            }
-            Error::Executor { .. } | Error::ExecutorUnsupported(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-            }
-            Error::Timeout { .. } => ApiError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string()),
-            // Storage and schema errors name files and SQL: log them, answer
-            // a message that leaks neither.
-            _ => {
-                tracing::error!(error = %err, "request failed on a server error");
-                ApiError::internal("internal server error; the server log has the details")
-            }
+impl From<HttpError> for ApiError {
+    fn from(err: HttpError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: err.message,
+            retry_after_secs: err.retry_after_secs,
         }
+    }
+}
+
+impl From<Error> for ApiError {
+    /// The status `duraclaw_host::http` gives the error; a server-side one
+    /// is logged and answered with a message that leaks nothing.
+    fn from(err: Error) -> Self {
+        HttpError::from(&err).into()
     }
 }

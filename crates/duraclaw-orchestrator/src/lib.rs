@@ -164,12 +164,11 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A fresh session id: time-ordered, 26 characters of Crockford base32.
+/// A fresh session id ([`duraclaw_host::ids::session_id`]), its noise
+/// from the process id, a counter and the clock's nanoseconds.
 pub fn new_session_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let time = u128::try_from(now_ms().max(0)).unwrap_or(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -179,11 +178,7 @@ pub fn new_session_id() -> String {
         u128::from(std::process::id()) << 64 | u128::from(counter) << 32 | u128::from(nanos);
     // Mix so consecutive ids do not share their tail.
     noise = noise.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-    let value = (time << 80) | (noise & ((1u128 << 80) - 1));
-    (0..26)
-        .rev()
-        .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
-        .collect()
+    duraclaw_host::ids::session_id(now_ms(), noise)
 }
 
 pub use api::AppState;

@@ -9,9 +9,15 @@
 //!   holding every session. A dedicated writer thread group-commits
 //!   concurrent appends into one transaction; reads run on a small pool of
 //!   read-only connections through `spawn_blocking`. Nothing blocking ever
-//!   runs on the async executor.
+//!   runs on the async executor. Behind the default feature `sqlite`.
+//! - [`sql_store`]: [`SqlConnDirectory`], every session in one database
+//!   reached through any synchronous, in-process
+//!   [`SqlConn`](duraclaw_core::migrate::SqlConn): what a Cloudflare Durable
+//!   Object's SQL storage is. Builds for wasm32 (without `sqlite`).
+//! - [`schema`]: the SQL schema of the event log every SQL store uses, as
+//!   versioned migrations.
 //!
-//! Both backends apply the same step logic (dense seqs, gseq dedupe,
+//! Every backend applies the same step logic (dense seqs, gseq dedupe,
 //! questions first-answer-wins, command ids applied once), so they behave
 //! identically.
 //!
@@ -31,10 +37,15 @@
 //! ```
 
 pub mod memory;
+pub mod schema;
+pub mod sql_store;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 #[cfg(test)]
 mod test_events;
 
 pub use memory::{MemoryDirectory, MemoryStore};
+pub use sql_store::{SqlConnDirectory, SqlConnStore};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteConn, SqliteDirectory, SqliteOptions, SqliteStats, SqliteStore};

@@ -23,7 +23,6 @@
 mod checkpoint;
 mod conn;
 mod reader;
-mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +41,7 @@ use duraclaw_core::{Error, Result};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::schema;
 pub use conn::SqliteConn;
 use conn::{BACKEND, open_writer, sql_error};
 use reader::ReadPool;

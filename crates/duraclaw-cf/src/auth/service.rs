@@ -9,12 +9,16 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use worker::{D1Database, Date, Env, Request, Response};
 
-use super::cookie::{self, SessionToken, TOKEN_BYTES};
-use super::limits::{self, LoginLimits};
+use duraclaw_host::auth::token::{self as cookie, SessionToken, TOKEN_BYTES, bearer_token};
+use duraclaw_host::auth::{
+    LoginAttempt, LoginLimits, NOT_LOGGED_IN, SESSION_TTL_MS, TOUCH_EVERY_MS, limits, user_body,
+};
+use duraclaw_host::http::HttpError;
+
 use super::origin::{self, CROSS_ORIGIN, OwnOrigin};
 use super::password::{self, PasswordHash};
 use super::routes::{self, MAX_BODY_BYTES, Route};
-use super::{MIN_ADMIN_TOKEN_BYTES, MIN_COOKIE_SECRET_BYTES, SESSION_TTL_MS, TOUCH_EVERY_MS};
+use super::{MIN_ADMIN_TOKEN_BYTES, MIN_COOKIE_SECRET_BYTES};
 use super::{crypto, store};
 
 thread_local! {
@@ -68,10 +72,7 @@ impl std::fmt::Debug for CfAuth {
 
 /// A JSON error answer `{"error": message}` with `status`.
 pub fn json_error(status: u16, message: &str) -> worker::Result<Response> {
-    let mut response =
-        Response::from_json(&serde_json::json!({ "error": message }))?.with_status(status);
-    response.headers_mut().set("Cache-Control", "no-store")?;
-    Ok(response)
+    http_error(&HttpError::new(status, message))
 }
 
 /// Why a request was refused before it reached a route.
@@ -95,9 +96,6 @@ impl Denied {
         }
     }
 }
-
-const NOT_LOGGED_IN: &str = "not logged in, or the login session expired";
-const WRONG_CREDENTIALS: &str = "wrong user name or password";
 
 /// A variable or secret as text, if set and not empty.
 fn setting(env: &Env, name: &str) -> Option<String> {
@@ -137,10 +135,6 @@ fn with_cookie(mut response: Response, cookie: &str) -> Answer {
         .set("Set-Cookie", cookie)
         .map_err(|e| e.to_string())?;
     Ok(response)
-}
-
-fn user_body(name: &str) -> serde_json::Value {
-    serde_json::json!({ "user": { "name": name } })
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {
@@ -424,8 +418,10 @@ impl CfAuth {
 
     /// Whether the cookie should be `Secure` for this request.
     fn secure_cookie(&self, req: &Request) -> bool {
-        self.public_origin.as_deref().is_some_and(origin::is_https)
-            || req.url().is_ok_and(|u| u.scheme() == "https")
+        cookie::secure_cookie(
+            self.public_origin.as_deref(),
+            req.url().is_ok_and(|u| u.scheme() == "https"),
+        )
     }
 
     fn digest(&self, token: &SessionToken) -> String {
@@ -461,19 +457,9 @@ impl CfAuth {
             Err(answer) => return answer,
         };
         let name = credentials.username.as_str();
-        let shown = if password::validate_name(name).is_ok() {
-            name
-        } else {
-            "(not a valid name)"
-        };
-        let name_key = limits::name_key(name);
-        let mut keys = vec![name_key.clone()];
-        keys.extend(client.clone());
-        let now = now_ms();
-        if let Some(wait) = store::locked_for_ms(&self.db, &keys, now).await? {
-            tracing::warn!(user = shown, client = ?client, wait_ms = wait,
-                "login refused: too many failed attempts");
-            return too_many(wait);
+        let attempt = LoginAttempt::new(name, client);
+        if let Some(wait) = store::locked_for_ms(&self.db, attempt.keys(), now_ms()).await? {
+            return http_answer(&attempt.locked(wait));
         }
         let stored = if password::validate_name(name).is_ok() {
             store::password_hash(&self.db, name).await?
@@ -483,15 +469,11 @@ impl CfAuth {
         let (user, hash) = stored.unzip();
         let matches = crypto::verify_password(&credentials.password, hash.as_deref()).await?;
         let Some(user) = user.filter(|_| matches) else {
-            let locked = store::record_failure(&self.db, &keys, now_ms(), &self.limits).await?;
-            tracing::warn!(user = shown, client = ?client, "login failed: wrong user name or password");
-            if let Some(lockout) = locked {
-                tracing::warn!(user = shown, client = ?client, lockout_ms = lockout,
-                    "too many failed logins: locked");
-            }
-            return answer_error(401, WRONG_CREDENTIALS);
+            let locked =
+                store::record_failure(&self.db, attempt.keys(), now_ms(), &self.limits).await?;
+            return http_answer(&attempt.failed(locked));
         };
-        store::clear_failures(&self.db, &name_key).await?;
+        store::clear_failures(&self.db, attempt.name_key()).await?;
         if hash
             .as_deref()
             .and_then(PasswordHash::decode)
@@ -510,7 +492,7 @@ impl CfAuth {
             SESSION_TTL_MS,
         )
         .await?;
-        tracing::info!(user = %user, client = ?client, "logged in");
+        attempt.succeeded(&user);
         let cookie = cookie::set_cookie(&token, max_age_secs(), self.secure_cookie(req));
         with_cookie(json_answer(200, &user_body(&user))?, &cookie)
     }
@@ -555,10 +537,7 @@ impl CfAuth {
             return answer_error(404, "not found");
         };
         let given = header(req, "Authorization");
-        let given = given
-            .as_deref()
-            .and_then(routes::bearer_token)
-            .unwrap_or("");
+        let given = given.as_deref().and_then(bearer_token).unwrap_or("");
         // Compared as SHA-256 digests, in constant time: neither the
         // contents nor the length of the token leak through timing.
         let given_sha256: [u8; 32] = Sha256::digest(given.as_bytes()).into();
@@ -634,19 +613,19 @@ fn max_age_secs() -> u64 {
     u64::try_from(SESSION_TTL_MS / 1000).unwrap_or(0)
 }
 
-/// `429 {"error","retry_after_secs"}` with `Retry-After`.
-fn too_many(wait_ms: i64) -> Answer {
-    let secs = limits::retry_after_secs(wait_ms);
-    let mut response = json_answer(
-        429,
-        &serde_json::json!({
-            "error": "too many failed logins; try again later",
-            "retry_after_secs": secs,
-        }),
-    )?;
-    response
-        .headers_mut()
-        .set("Retry-After", &secs.to_string())
-        .map_err(|e| e.to_string())?;
+/// The answer of `err`, or the error to answer 500 with.
+fn http_answer(err: &HttpError) -> Answer {
+    http_error(err).map_err(|e| e.to_string())
+}
+
+/// The JSON answer of `err`: its status, body and `Retry-After`.
+pub fn http_error(err: &HttpError) -> worker::Result<Response> {
+    let mut response = Response::from_json(&err.body())?.with_status(err.status);
+    response.headers_mut().set("Cache-Control", "no-store")?;
+    if let Some(secs) = err.retry_after_secs {
+        response
+            .headers_mut()
+            .set("Retry-After", &secs.to_string())?;
+    }
     Ok(response)
 }

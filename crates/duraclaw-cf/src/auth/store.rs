@@ -7,8 +7,8 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, D1Result};
 
-use super::limits::{FailureRecord, LoginLimits};
-use super::schema::{self, BOOTSTRAP, MIGRATIONS, Plan, SCHEMA_KEY};
+use duraclaw_host::auth::limits::{self, FailureRecord, LoginLimits};
+use duraclaw_host::auth::schema::{self, BOOTSTRAP, D1_MIGRATIONS as MIGRATIONS, Plan, SCHEMA_KEY};
 
 /// The largest integer that survives a round trip through f64.
 const MAX_SAFE: i64 = (1 << 53) - 1;
@@ -474,7 +474,7 @@ pub(super) async fn record_failure(
         for _attempt in 0..8 {
             let row = failure_row(db, key).await?;
             let (next, lockout) =
-                super::limits::after_failure(row.as_ref().map(FailureRow::record), now_ms, limits);
+                limits::after_failure(row.as_ref().map(FailureRow::record), now_ms, limits);
             let values = [
                 text(key),
                 int(next.window_start_ms),

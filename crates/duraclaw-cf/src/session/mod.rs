@@ -3,8 +3,9 @@
 //! One Durable Object holds one session (named by the session id). The host
 //! opens core's [`SessionActor`] over the object's own SQLite
 //! ([`DoSqlDirectory`]), so ordering, idempotence, acks, decisions and the
-//! command outbox are core's, exactly as in the local orchestrator; this
-//! module only connects the actor to the two links:
+//! command outbox are core's; a start follows `duraclaw_host::start`'s plan
+//! and errors answer as `duraclaw_host::http` says. This module only
+//! connects the actor to the two links:
 //!
 //! - **Browsers** connect with hibernatable WebSockets
 //!   (`accept_websocket_with_tags`): `GET /ws?after=<seq>` answers `hello`,
@@ -63,17 +64,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duraclaw_core::backend::actor::{Actor, SessionActor};
-use duraclaw_core::backend::web::NewSession;
-use duraclaw_core::protocol::{
-    Close, Command, CommandResult, MAX_SESSION_ID_BYTES, Seq, WireError,
-};
+use duraclaw_core::actor::{Actor, SessionActor};
+use duraclaw_core::protocol::{Close, Command, CommandResult, Seq};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
+use duraclaw_core::web::NewSession;
+use duraclaw_host::http::HttpError;
+use duraclaw_host::ids;
+use duraclaw_host::start::{self, StartPlan};
 use futures::channel::oneshot;
 use serde::{Deserialize, Serialize};
 use worker::{Date, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage};
 
-use crate::auth::{CfAuth, json_error};
+use crate::auth::{CfAuth, http_error, json_error};
 use crate::gateway_client::{self, REQUEST_TIMEOUT, within};
 use crate::{DoSqlConn, DoSqlDirectory};
 
@@ -189,31 +191,8 @@ fn error_response(status: u16, message: &str) -> worker::Result<Response> {
     json_error(status, message)
 }
 
-/// The status and message the local orchestrator answers for a core error.
-pub fn error_status(err: &duraclaw_core::Error) -> (u16, String) {
-    use duraclaw_core::Error as E;
-    match err {
-        E::Decode { .. } | E::Invalid(_) => (400, err.to_string()),
-        E::TooLarge { .. } => (413, err.to_string()),
-        E::NotFound { .. } => (404, err.to_string()),
-        E::AlreadyExists { .. } | E::IllegalTransition { .. } => (409, err.to_string()),
-        E::Unauthorized(m) => (401, m.clone()),
-        E::UnsupportedVersion { .. } | E::Closed(_) => (502, err.to_string()),
-        E::Executor { .. } => (503, err.to_string()),
-        E::Timeout { .. } => (504, err.to_string()),
-        _ => {
-            tracing::error!(error = %err, "request failed on a server error");
-            (
-                500,
-                "internal server error; the server log has the details".into(),
-            )
-        }
-    }
-}
-
 fn core_error(err: &duraclaw_core::Error) -> worker::Result<Response> {
-    let (status, message) = error_status(err);
-    error_response(status, &message)
+    http_error(&HttpError::from(err))
 }
 
 impl SessionHost {
@@ -349,7 +328,7 @@ impl SessionHost {
             Ok(b) => b,
             Err(e) => return error_response(400, &format!("bad create request: {e}")),
         };
-        if body.session_id.is_empty() || body.session_id.len() > MAX_SESSION_ID_BYTES {
+        if !ids::is_session_id(&body.session_id) {
             return error_response(400, "bad session id");
         }
         if let Err(e) = body.session.check(&body.owner) {
@@ -365,43 +344,29 @@ impl SessionHost {
                 return error_response(502, &format!("the gateway is unreachable: {e}"));
             }
         };
-        let Some(wt) = worktrees.iter().find(|w| w.path == body.session.worktree) else {
-            return error_response(
-                400,
-                &format!(
-                    "{} is not a worktree the gateway offers",
-                    body.session.worktree
-                ),
-            );
-        };
-        if let Some(holder) = &wt.busy_session {
-            return error_response(
-                409,
-                &duraclaw_core::backend::web::worktree_busy(&wt.path, holder),
-            );
+        if let Err(refused) = start::check_worktree(&body.session, &worktrees) {
+            return http_error(&refused);
         }
         let directory = match self.directory() {
             Ok(d) => d,
             Err(e) => return error_response(500, &format!("the session store failed: {e}")),
         };
-        let now = now_ms();
-        let meta = body.session.meta(&body.session_id, &body.owner, now);
-        let store = match directory.create_store(meta) {
+        let plan = StartPlan::new(body.session, &body.owner, body.session_id, now_ms());
+        let store = match directory.create_store(plan.meta()) {
             Ok(s) => s,
             Err(e) => return core_error(&e),
         };
         let actor = match self.install(Arc::new(store)).await {
             Ok(a) => a,
             Err(e) => {
-                self.undo_create(&body.session_id, &body.owner).await;
+                self.undo_create(plan.session_id(), plan.owner()).await;
                 return core_error(&e);
             }
         };
-        let (id, owner) = (body.session_id.clone(), body.owner.clone());
-        let answer = self.start_created(&actor, body, now).await;
+        let answer = self.start_created(&actor, &plan).await;
         if !matches!(&answer, Ok(r) if r.status_code() == 201) {
             // All or nothing: a start that failed leaves no session.
-            self.undo_create(&id, &owner).await;
+            self.undo_create(plan.session_id(), plan.owner()).await;
         }
         answer
     }
@@ -411,22 +376,14 @@ impl SessionHost {
     async fn start_created(
         self: &Rc<Self>,
         actor: &SessionActor,
-        body: CreateRequest,
-        now: i64,
+        plan: &StartPlan,
     ) -> worker::Result<Response> {
         // Indexed before anything else, so the owner can always reach it.
         if !self.index(actor).await {
             return error_response(500, "the session index (D1) cannot be written");
         }
-        let who = Actor {
-            user: body.owner.clone(),
-            client: Some("web".into()),
-        };
-        let command_id = format!("execute-{}", body.session_id);
-        let out = match actor
-            .execute(&command_id, body.session.into_execute(), &who, now)
-            .await
-        {
+        let (command_id, execute, who, now) = plan.execute();
+        let out = match actor.execute(&command_id, execute, &who, now).await {
             Ok(o) => o,
             Err(e) => return core_error(&e),
         };
@@ -442,20 +399,9 @@ impl SessionHost {
         }
         let result = within(REQUEST_TIMEOUT, rx).await;
         self.inner.borrow_mut().waiters.remove(&command_id);
-        if let Some(Ok(result)) = result
-            && !result.ok
-        {
-            let err = result
-                .error
-                .unwrap_or_else(|| WireError::new("gateway", "refused"));
-            tracing::info!(session = actor.session_id(), code = %err.code, "the gateway refused to start the session");
-            let status = match err.code.as_str() {
-                "worktree_busy" => 409,
-                "invalid" | "not_found" => 400,
-                "executor" | "executor_unsupported" => 503,
-                _ => 502,
-            };
-            return error_response(status, &err.message);
+        let result = result.and_then(Result::ok);
+        if let Err(refused) = plan.answer(result.as_ref()) {
+            return http_error(&refused);
         }
         // Started, or not confirmed yet: the outbox resends it on reconnect.
         Ok(Response::from_json(&actor.meta().await)?.with_status(201))
@@ -498,7 +444,7 @@ impl SessionHost {
             user: user.to_owned(),
             client: Some("web".into()),
         };
-        let id = format!("close-{}", actor.session_id());
+        let id = ids::close_command_id(actor.session_id());
         let out = match actor
             .command(&id, Command::Close(Close {}), &who, now_ms())
             .await

@@ -7,8 +7,8 @@
 //!   applied once), which each host drives from its own I/O;
 //! - [`step`], [`limits`]: the append and resolve steps and the checks
 //!   before any write, shared by every [`SessionStore`] backend;
-//! - [`migrate`], [`schema`]: versioned, checksummed SQL migrations and the
-//!   one SQL schema every SQL backend applies;
+//! - [`migrate`]: versioned, checksummed SQL migrations (the schema
+//!   every SQL backend applies is `duraclaw_store::schema`);
 //! - [`guard`]: the executor-side check that every tool that ran was
 //!   allowed;
 //! - [`web`]: the web rules both hosts share (the Origin rule, user name and
@@ -20,6 +20,5 @@ pub mod actor;
 pub mod guard;
 pub mod limits;
 pub mod migrate;
-pub mod schema;
 pub mod step;
 pub mod web;

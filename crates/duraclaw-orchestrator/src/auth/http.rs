@@ -46,7 +46,7 @@ struct LoginRequest {
 }
 
 fn user_body(name: &str) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "user": { "name": name } }))
+    Json(duraclaw_host::auth::user_body(name))
 }
 
 /// `POST /api/login` with `{"username", "password"}`: `200 {"user":{"name"}}`
@@ -68,10 +68,7 @@ pub async fn login(State(auth): State<Arc<Auth>>, request: Request) -> Result<Re
         .login(&credentials.username, &credentials.password, client)
         .await
         .map_err(|refusal| match refusal {
-            LoginRefusal::WrongCredentials => ApiError::unauthorized("wrong user name or password"),
-            LoginRefusal::RateLimited(wait) => {
-                ApiError::too_many_requests("too many failed logins; try again later", wait)
-            }
+            LoginRefusal::Refused(answer) => ApiError::from(answer),
             LoginRefusal::Failed(e) => ApiError::from(e),
         })?;
     let cookie = set_cookie(

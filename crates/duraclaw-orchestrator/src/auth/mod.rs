@@ -15,7 +15,6 @@
 
 mod cli;
 mod http;
-mod limiter;
 mod password;
 mod store;
 mod token;
@@ -28,6 +27,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use duraclaw_host::auth::LoginAttempt;
+use duraclaw_host::auth::limits::{self, LoginLimiter};
+use duraclaw_host::http::HttpError;
+
 use axum::http::HeaderMap;
 use duraclaw_core::{Error, Result};
 use rusqlite::Connection;
@@ -36,21 +39,21 @@ use tokio::sync::{Semaphore, watch};
 pub use crate::authn::{AuthUser, LoginId};
 pub use crate::error::ApiError;
 pub use cli::{PasswordSource, add_user_command, passwd_command, remove_command};
+pub use duraclaw_host::auth::LoginLimits;
 pub use http::{origin_guard, routes};
 pub use token::random_token;
-pub use {
-    cli::db_path, http::check_origin, limiter::LoginLimits, password::HashCost, token::COOKIE_NAME,
-};
+pub use {cli::db_path, http::check_origin, password::HashCost, token::COOKIE_NAME};
 
-use limiter::{LimitKey, LoginLimiter};
 use password::{PasswordHashing, validate_name, validate_password};
 use token::SessionToken;
 
 /// How long a login session lives after its last use.
-pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+pub const SESSION_TTL: Duration =
+    Duration::from_millis(duraclaw_host::auth::SESSION_TTL_MS.unsigned_abs());
 
 /// A session's last use is written at most this often.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
+const TOUCH_EVERY: Duration =
+    Duration::from_millis(duraclaw_host::auth::TOUCH_EVERY_MS.unsigned_abs());
 
 /// How [`Auth`] behaves; [`AuthOptions::default`] is right for a server on
 /// 127.0.0.1 reached over plain HTTP.
@@ -108,6 +111,8 @@ pub struct Auth {
     hashing: Arc<PasswordHashing>,
     hash_slots: Arc<Semaphore>,
     limiter: Mutex<LoginLimiter>,
+    /// The limiter's clock: ms since this instant, which never go back.
+    started: Instant,
     options: AuthOptions,
     /// Bumped whenever a login may have ended: each open WebSocket then
     /// checks its own ([`Auth::watch_login`]).
@@ -125,10 +130,8 @@ impl std::fmt::Debug for Auth {
 /// Why a login failed.
 #[derive(Debug)]
 enum LoginRefusal {
-    /// No such user or a wrong password; which one is not said.
-    WrongCredentials,
-    /// The user name or the client address is locked for this long.
-    RateLimited(Duration),
+    /// Locked (429), or no such user or a wrong password (401).
+    Refused(HttpError),
     /// The database or the hashing failed.
     Failed(Error),
 }
@@ -162,6 +165,7 @@ impl Auth {
             hashing: Arc::new(hashing),
             hash_slots: Arc::new(Semaphore::new(cpus)),
             limiter: Mutex::new(LoginLimiter::new(options.login_limits.clone())),
+            started: Instant::now(),
             options,
             revocations: watch::Sender::new(0),
         }))
@@ -263,7 +267,7 @@ impl Auth {
             .await?
             .map(|(name, token)| AuthUser {
                 name,
-                login: LoginId(token.digest()),
+                login: LoginId(token::digest(&token)),
             }))
     }
 
@@ -346,7 +350,8 @@ impl Auth {
         self.with_db(move |db| {
             let now = now_ms();
             for token in tokens {
-                if let Some(user) = store::session_user(db, &token.digest(), now, ttl_ms, touch_ms)?
+                if let Some(user) =
+                    store::session_user(db, &token::digest(&token), now, ttl_ms, touch_ms)?
                 {
                     return Ok(Some((user, token)));
                 }
@@ -363,34 +368,26 @@ impl Auth {
         password: &str,
         client: Option<IpAddr>,
     ) -> std::result::Result<(String, SessionToken), LoginRefusal> {
-        let shown = if validate_name(name).is_ok() {
-            name
-        } else {
-            "(not a valid name)"
-        };
-        let mut keys = vec![LimitKey::name(name)];
-        keys.extend(client.map(LimitKey::client));
-        if let Some(wait) = self.limiter().locked_for(&keys, Instant::now()) {
-            tracing::warn!(user = shown, client = ?client, wait_secs = wait.as_secs(),
-                "login refused: too many failed attempts");
-            return Err(LoginRefusal::RateLimited(wait));
+        let attempt = LoginAttempt::new(name, client.map(limits::client_addr_key));
+        if let Some(wait) = self
+            .limiter()
+            .locked_for_ms(attempt.keys(), self.clock_ms())
+        {
+            return Err(LoginRefusal::Refused(attempt.locked(wait)));
         }
         let Some(user) = self
             .verify(name, password)
             .await
             .map_err(LoginRefusal::Failed)?
         else {
-            let locked = self.limiter().record_failure(&keys, Instant::now());
-            tracing::warn!(user = shown, client = ?client, "login failed: wrong user name or password");
-            if let Some(lockout) = locked {
-                tracing::warn!(user = shown, client = ?client, lockout_secs = lockout.as_secs(),
-                    "too many failed logins: locked");
-            }
-            return Err(LoginRefusal::WrongCredentials);
+            let locked = self
+                .limiter()
+                .record_failure(attempt.keys(), self.clock_ms());
+            return Err(LoginRefusal::Refused(attempt.failed(locked)));
         };
-        self.limiter().record_success(&LimitKey::name(name));
-        let token = SessionToken::generate().map_err(LoginRefusal::Failed)?;
-        let digest = token.digest();
+        self.limiter().record_success(attempt.name_key());
+        let token = token::generate().map_err(LoginRefusal::Failed)?;
+        let digest = token::digest(&token);
         let ttl_ms = duration_ms(self.options.session_ttl);
         let owner = user.clone();
         self.with_db(move |db| {
@@ -400,7 +397,7 @@ impl Auth {
         })
         .await
         .map_err(LoginRefusal::Failed)?;
-        tracing::info!(user = %user, client = ?client, "logged in");
+        attempt.succeeded(&user);
         Ok((user, token))
     }
 
@@ -410,7 +407,7 @@ impl Auth {
         let Some((user, token)) = self.session_of(headers).await? else {
             return Ok(None);
         };
-        let digest = token.digest();
+        let digest = token::digest(&token);
         self.with_db(move |db| store::delete_session(db, &digest))
             .await?;
         self.logins_may_have_ended();
@@ -421,12 +418,10 @@ impl Auth {
     /// Whether the cookie should be `Secure` for this request.
     fn secure_cookie(&self, headers: &HeaderMap) -> bool {
         self.options.secure_cookies
-            || self
-                .options
-                .public_origin
-                .as_deref()
-                .is_some_and(|o| o.to_ascii_lowercase().starts_with("https:"))
-            || http::request_scheme(headers, self.options.trust_forwarded_proto) == "https"
+            || duraclaw_host::auth::token::secure_cookie(
+                self.options.public_origin.as_deref(),
+                http::request_scheme(headers, self.options.trust_forwarded_proto) == "https",
+            )
     }
 
     async fn hash(&self, password: &str) -> Result<String> {
@@ -474,6 +469,11 @@ impl Auth {
 
     fn limiter(&self) -> MutexGuard<'_, LoginLimiter> {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The limiter's time: ms on a clock that does not go back.
+    fn clock_ms(&self) -> i64 {
+        duration_ms(self.started.elapsed())
     }
 }
 

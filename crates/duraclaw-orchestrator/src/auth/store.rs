@@ -1,35 +1,15 @@
 //! The auth database: users with their password hashes and login sessions
-//! by the SHA-256 of their token. Blocking rusqlite calls, made off the
+//! by the SHA-256 of their token, in the login tables' one shape
+//! (`duraclaw_host::auth::schema`). Blocking rusqlite calls, made off the
 //! async executor by [`Auth`](super::Auth).
 
 use std::path::Path;
 
-use duraclaw_core::backend::migrate::{Migration, Migrations};
+use duraclaw_core::migrate::Migrations;
 use duraclaw_core::{Error, Result};
+use duraclaw_host::auth::schema::LOCAL_MIGRATIONS;
 use duraclaw_store::SqliteConn;
 use rusqlite::{Connection, OptionalExtension, params};
-
-/// Versioned schema; never edit a released step, add one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users and login sessions",
-    sql: "CREATE TABLE users (
-              name TEXT PRIMARY KEY COLLATE NOCASE,
-              password_hash TEXT NOT NULL,
-              created_at_ms INTEGER NOT NULL,
-              updated_at_ms INTEGER NOT NULL
-          );
-          CREATE TABLE login_sessions (
-              token_sha256 TEXT PRIMARY KEY,
-              user_name TEXT NOT NULL REFERENCES users (name)
-                  ON DELETE CASCADE ON UPDATE CASCADE,
-              created_at_ms INTEGER NOT NULL,
-              last_used_at_ms INTEGER NOT NULL,
-              expires_at_ms INTEGER NOT NULL
-          );
-          CREATE INDEX login_sessions_by_user ON login_sessions (user_name);
-          CREATE INDEX login_sessions_by_expiry ON login_sessions (expires_at_ms);",
-}];
 
 fn sql_error(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |e| Error::storage_from("sqlite", format_args!("auth database: cannot {what}"), e)
@@ -43,7 +23,7 @@ pub(super) fn open(path: &Path) -> Result<Connection> {
     if !existed {
         restrict_to_owner(path)?;
     }
-    if let Err(e) = Migrations::new(MIGRATIONS)?.apply(&mut conn) {
+    if let Err(e) = Migrations::new(LOCAL_MIGRATIONS)?.apply(&mut conn) {
         // The error does not say which of the data directory's databases.
         tracing::error!(path = %path.display(), error = %e, "cannot use the auth database");
         return Err(e);
@@ -171,16 +151,16 @@ pub(super) fn count_users(conn: &Connection) -> Result<u64> {
 /// Records a new login session.
 pub(super) fn insert_session(
     conn: &Connection,
-    token_sha256: &str,
+    token_digest: &str,
     user: &str,
     now_ms: i64,
     expires_at_ms: i64,
 ) -> Result<()> {
     conn.execute(
         "INSERT INTO login_sessions
-             (token_sha256, user_name, created_at_ms, last_used_at_ms, expires_at_ms)
+             (token_digest, user_name, created_at_ms, last_used_at_ms, expires_at_ms)
          VALUES (?1, ?2, ?3, ?3, ?4)",
-        params![token_sha256, user, now_ms, expires_at_ms],
+        params![token_digest, user, now_ms, expires_at_ms],
     )
     .map_err(sql_error("record a login session"))?;
     Ok(())
@@ -190,7 +170,7 @@ pub(super) fn insert_session(
 /// writing at most once per `touch_every_ms`; deletes it if it expired.
 pub(super) fn session_user(
     conn: &Connection,
-    token_sha256: &str,
+    token_digest: &str,
     now_ms: i64,
     ttl_ms: i64,
     touch_every_ms: i64,
@@ -198,10 +178,10 @@ pub(super) fn session_user(
     let row: Option<(String, i64, i64)> = conn
         .prepare_cached(
             "SELECT user_name, last_used_at_ms, expires_at_ms
-             FROM login_sessions WHERE token_sha256 = ?1",
+             FROM login_sessions WHERE token_digest = ?1",
         )
         .and_then(|mut stmt| {
-            stmt.query_row(params![token_sha256], |row| {
+            stmt.query_row(params![token_digest], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
             .optional()
@@ -211,14 +191,14 @@ pub(super) fn session_user(
         return Ok(None);
     };
     if expires_at_ms <= now_ms {
-        delete_session(conn, token_sha256)?;
+        delete_session(conn, token_digest)?;
         return Ok(None);
     }
     if now_ms.saturating_sub(last_used_ms) >= touch_every_ms {
         conn.execute(
             "UPDATE login_sessions SET last_used_at_ms = ?2, expires_at_ms = ?3
-             WHERE token_sha256 = ?1",
-            params![token_sha256, now_ms, now_ms.saturating_add(ttl_ms)],
+             WHERE token_digest = ?1",
+            params![token_digest, now_ms, now_ms.saturating_add(ttl_ms)],
         )
         .map_err(sql_error("extend a login session"))?;
     }
@@ -226,11 +206,11 @@ pub(super) fn session_user(
 }
 
 /// Whether a login session is live (a read: its expiry is not slid).
-pub(super) fn session_alive(conn: &Connection, token_sha256: &str, now_ms: i64) -> Result<bool> {
+pub(super) fn session_alive(conn: &Connection, token_digest: &str, now_ms: i64) -> Result<bool> {
     conn.prepare_cached(
-        "SELECT 1 FROM login_sessions WHERE token_sha256 = ?1 AND expires_at_ms > ?2",
+        "SELECT 1 FROM login_sessions WHERE token_digest = ?1 AND expires_at_ms > ?2",
     )
-    .and_then(|mut stmt| stmt.exists(params![token_sha256, now_ms]))
+    .and_then(|mut stmt| stmt.exists(params![token_digest, now_ms]))
     .map_err(sql_error("look up a login session"))
 }
 
@@ -242,10 +222,10 @@ pub(super) fn data_version(conn: &Connection) -> Result<i64> {
 }
 
 /// Deletes a login session; whether there was one.
-pub(super) fn delete_session(conn: &Connection, token_sha256: &str) -> Result<bool> {
+pub(super) fn delete_session(conn: &Connection, token_digest: &str) -> Result<bool> {
     conn.execute(
-        "DELETE FROM login_sessions WHERE token_sha256 = ?1",
-        params![token_sha256],
+        "DELETE FROM login_sessions WHERE token_digest = ?1",
+        params![token_digest],
     )
     .map(|n| n > 0)
     .map_err(sql_error("end a login session"))

@@ -334,9 +334,12 @@ async fn only_the_token_hash_is_stored() {
     let cookie = login(&auth, "alice", PASSWORD, IP_A).await.cookie();
     let token = cookie.trim_start_matches("duraclaw_session=");
     let stored: String = db(&auth)
-        .query_row("SELECT token_sha256 FROM login_sessions", [], |r| r.get(0))
+        .query_row("SELECT token_digest FROM login_sessions", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(stored, token::SessionToken::decode(token).unwrap().digest());
+    assert_eq!(
+        stored,
+        token::digest(&token::SessionToken::decode(token).unwrap())
+    );
     assert!(!stored.contains(token));
 }
 
@@ -825,6 +828,41 @@ async fn users_need_a_valid_unique_name_and_a_long_password() {
     assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
 }
 
+/// An auth database written by the release before the login tables took
+/// their one shape keeps its users and logins.
+#[tokio::test]
+async fn a_released_database_keeps_its_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    let token = token::generate().unwrap();
+    {
+        let mut conn = duraclaw_store::SqliteConn::open(&path).unwrap();
+        let released = &duraclaw_host::auth::schema::LOCAL_MIGRATIONS[..1];
+        duraclaw_core::migrate::Migrations::new(released)
+            .unwrap()
+            .apply(&mut conn)
+            .unwrap();
+        conn.into_inner()
+            .execute_batch(&format!(
+                "INSERT INTO users VALUES ('Alice', 'hash', 1, 1);
+                 INSERT INTO login_sessions (token_sha256, user_name, created_at_ms,
+                     last_used_at_ms, expires_at_ms) VALUES ('{}', 'Alice', 1, 1, {});",
+                token::digest(&token),
+                i64::MAX / 2
+            ))
+            .unwrap();
+    }
+    let auth = Auth::open(&path, fast()).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::COOKIE,
+        format!("{COOKIE_NAME}={}", token.encode()).parse().unwrap(),
+    );
+    let user = auth.authenticate(&headers).await.unwrap().unwrap();
+    assert_eq!(user.name, "Alice");
+    assert_eq!(auth.login_sessions("alice").await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn a_database_from_a_newer_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -843,7 +881,7 @@ async fn a_database_from_a_newer_version_is_refused() {
             err,
             Error::SchemaTooNew {
                 found: 99,
-                known: 1
+                known: 2
             }
         ),
         "{err}"

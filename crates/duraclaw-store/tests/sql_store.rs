@@ -1,7 +1,8 @@
-//! The DO-SQL store's logic natively, over SQLite through the same
-//! [`SqlConn`](duraclaw_core::backend::migrate::SqlConn) interface: core's
-//! conformance suite plus what is particular to DO SQL. The Durable Object
-//! itself runs the suite in `do_conformance.rs`.
+//! The store over a synchronous SQL connection, natively over SQLite through
+//! the [`SqlConn`](duraclaw_core::migrate::SqlConn) interface a Durable
+//! Object's SQL storage implements too: core's conformance suite plus what is
+//! particular to DO SQL. The Durable Object itself runs the suite in
+//! `duraclaw-cf`'s `do_conformance.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -9,14 +10,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use duraclaw_cf::SqlConnDirectory;
 use duraclaw_core::Error;
 use duraclaw_core::conformance::StoreHarness;
 use duraclaw_core::protocol::{Event, UserMessage};
 use duraclaw_core::store::{
     AppendBatch, DynSessionDirectory, NewEvent, SessionDirectory, SessionMeta,
 };
-use duraclaw_store::SqliteConn;
+use duraclaw_store::{SqlConnDirectory, SqliteConn};
 
 /// One SQLite file per name, in a temporary directory removed at the end.
 struct SqliteFiles {

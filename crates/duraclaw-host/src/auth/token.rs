@@ -1,8 +1,8 @@
-//! Login session tokens, their digests, and the `duraclaw_session` cookie
-//! that carries them: the same cookie as the local orchestrator's.
+//! Login tokens, their digests, the `duraclaw_session` cookie that carries
+//! them, and the `Authorization: Bearer` token.
 //!
-//! Target-independent: the random bytes come from the caller (WebCrypto's
-//! `getRandomValues` on Workers).
+//! The random bytes come from the host (the OS generator locally,
+//! WebCrypto's `getRandomValues` on Workers).
 
 use std::fmt;
 
@@ -86,8 +86,13 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 /// [`MAX_CANDIDATES`]. Anything malformed is skipped: a cookie header is
 /// outside input and never fails the request by itself.
 pub fn session_tokens(cookie_header: &str) -> Vec<SessionToken> {
+    session_tokens_in([cookie_header])
+}
+
+/// [`session_tokens`] over several `Cookie` headers, in the order sent.
+pub fn session_tokens_in<'a>(headers: impl IntoIterator<Item = &'a str>) -> Vec<SessionToken> {
     let mut tokens = Vec::new();
-    for pair in cookie_header.split([';', ',']) {
+    for pair in headers.into_iter().flat_map(|h| h.split([';', ','])) {
         let Some((name, value)) = pair.split_once('=') else {
             continue;
         };
@@ -108,6 +113,21 @@ pub fn session_tokens(cookie_header: &str) -> Vec<SessionToken> {
         }
     }
     tokens
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the cookie is marked `Secure`: when browsers reach the server at
+/// an `https` public origin, or the request came in over HTTPS.
+pub fn secure_cookie(public_origin: Option<&str>, request_is_https: bool) -> bool {
+    public_origin.is_some_and(duraclaw_core::web::origin::is_https) || request_is_https
 }
 
 /// The `Set-Cookie` value that stores `token` for `max_age_secs`.
@@ -143,7 +163,7 @@ mod tests {
         assert_eq!(text.len(), TOKEN_CHARS);
         assert_eq!(SessionToken::decode(&text), Some(t.clone()));
         assert_eq!(format!("{t:?}"), "SessionToken(…)");
-        // SHA-256 of 32 zero bytes, as the local orchestrator stores it.
+        // SHA-256 of 32 zero bytes: the digest of an unkeyed host.
         assert_eq!(
             token(0).digest(None),
             "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
@@ -199,6 +219,34 @@ mod tests {
         assert!(session_tokens(&format!("duraclaw_session={}", &s[1..])).is_empty());
         assert!(session_tokens(&format!("Duraclaw_Session={s}")).is_empty());
         assert!(session_tokens("duraclaw_session=\u{fffd}\u{fffd}; a=\u{80}").is_empty());
+    }
+
+    #[test]
+    fn several_cookie_headers_are_read_in_order() {
+        let (a, b) = (token(1), token(2));
+        let found = session_tokens_in([
+            format!("x=y; duraclaw_session={}", a.encode()).as_str(),
+            format!("duraclaw_session={}", b.encode()).as_str(),
+        ]);
+        assert_eq!(found, vec![a, b]);
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token(""), None);
+    }
+
+    #[test]
+    fn the_cookie_is_secure_behind_https() {
+        assert!(secure_cookie(Some("HTTPS://claw.example.com"), false));
+        assert!(secure_cookie(None, true));
+        assert!(!secure_cookie(Some("http://127.0.0.1:8080"), false));
+        assert!(!secure_cookie(None, false));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! `SAVEPOINT`, no temporary tables, no names starting with `_cf_`. Never
 //! edit a released migration; add the next version instead.
 
-use crate::Result;
-use crate::backend::migrate::{Migration, Migrations};
+use duraclaw_core::Result;
+use duraclaw_core::backend::migrate::{Migration, Migrations};
 
 /// The migrations of every SQL session store, oldest first.
 pub const MIGRATIONS: &[Migration] = &[Migration {

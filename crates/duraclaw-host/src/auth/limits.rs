@@ -1,15 +1,19 @@
-//! Login rate limiting, the same rule as the local orchestrator's: failures
-//! counted per user name and per client address (IPv6 by its /64); 5
-//! failures within 15 minutes lock the key for a minute, each further
-//! lockout doubles up to an hour; a key without failures for a day starts
-//! over.
+//! Login rate limiting: failures counted per user name and per client
+//! address (IPv6 by its /64); 5 failures within 15 minutes lock the key for
+//! a minute, each further lockout doubles up to an hour; a key without
+//! failures for a day starts over.
 //!
-//! On Workers the counts live in D1 (isolates share no memory); this module
-//! is the arithmetic on one key's row, sans-IO, with times in ms since the
-//! epoch. The D1 side writes a row back only if nobody changed it meanwhile
-//! (its `rev`), so concurrent failures all count.
+//! [`after_failure`] is the arithmetic on one key's [`FailureRecord`], with
+//! times in ms. The local host keeps the records in memory
+//! ([`LoginLimiter`], bounded by [`LoginLimits::max_entries`]); on Workers
+//! they live in D1 (isolates share no memory), written back only if nobody
+//! changed the row meanwhile, so concurrent failures all count.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+
+/// The longest lockout any configuration gets: a year.
+pub const LONGEST_LOCKOUT_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 
 /// How many failed logins are allowed, and how long a lockout lasts (ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +28,14 @@ pub struct LoginLimits {
     pub max_lockout_ms: i64,
     /// A key with no failure for this long starts again from scratch.
     pub forget_after_ms: i64,
+    /// The most keys a [`LoginLimiter`] keeps in memory; the oldest
+    /// unlocked ones are dropped first.
+    pub max_entries: usize,
 }
 
 impl Default for LoginLimits {
     /// 5 failures in 15 minutes lock for 1 minute, then 2, 4, … up to an
-    /// hour; forgotten after a day without failures.
+    /// hour; forgotten after a day without failures; 10 000 keys in memory.
     fn default() -> Self {
         LoginLimits {
             max_failures: 5,
@@ -36,6 +43,7 @@ impl Default for LoginLimits {
             base_lockout_ms: 60_000,
             max_lockout_ms: 60 * 60_000,
             forget_after_ms: 24 * 60 * 60_000,
+            max_entries: 10_000,
         }
     }
 }
@@ -103,7 +111,8 @@ pub fn after_failure(
     (r, started)
 }
 
-/// The length of the lockout after `previous` earlier ones.
+/// The length of the lockout after `previous` earlier ones: doubling from
+/// the base, at most [`LoginLimits::max_lockout_ms`] and a year.
 pub fn lockout_ms(previous: u32, limits: &LoginLimits) -> i64 {
     let doublings = previous.min(40);
     limits
@@ -111,6 +120,7 @@ pub fn lockout_ms(previous: u32, limits: &LoginLimits) -> i64 {
         .max(0)
         .saturating_mul(1i64 << doublings)
         .min(limits.max_lockout_ms)
+        .clamp(0, LONGEST_LOCKOUT_MS)
 }
 
 /// Whole seconds for `Retry-After`: rounded up, at least 1.
@@ -130,7 +140,11 @@ pub fn name_key(name: &str) -> String {
 /// address, an IPv6 one cut to its /64 (one client usually holds it whole),
 /// an IPv4-mapped one as IPv4. `None` for a header that is not an address.
 pub fn client_key(connecting_ip: &str) -> Option<String> {
-    let addr: IpAddr = connecting_ip.trim().parse().ok()?;
+    connecting_ip.trim().parse().ok().map(client_addr_key)
+}
+
+/// [`client_key`] of an address already parsed.
+pub fn client_addr_key(addr: IpAddr) -> String {
     let addr = match addr {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -138,7 +152,91 @@ pub fn client_key(connecting_ip: &str) -> Option<String> {
         },
         v4 => v4,
     };
-    Some(format!("ip:{addr}"))
+    format!("ip:{addr}")
+}
+
+/// The failure records of every key in memory, at most
+/// [`LoginLimits::max_entries`] of them: what a host with one process
+/// keeps. Times are ms on any clock that does not go back.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    limits: LoginLimits,
+    records: HashMap<String, FailureRecord>,
+}
+
+impl LoginLimiter {
+    /// An empty table.
+    pub fn new(limits: LoginLimits) -> Self {
+        LoginLimiter {
+            limits,
+            records: HashMap::new(),
+        }
+    }
+
+    /// How long (ms) the longest lockout among `keys` still lasts, if any
+    /// is locked.
+    pub fn locked_for_ms(&self, keys: &[String], now_ms: i64) -> Option<i64> {
+        keys.iter()
+            .filter_map(|k| self.records.get(k)?.locked_for_ms(now_ms))
+            .max()
+    }
+
+    /// Counts a failed login against every key; the lockout (ms) it
+    /// started, if one did.
+    pub fn record_failure(&mut self, keys: &[String], now_ms: i64) -> Option<i64> {
+        let mut started = None;
+        for key in keys {
+            if !self.records.contains_key(key) {
+                self.make_room(now_ms);
+            }
+            let (record, lockout) =
+                after_failure(self.records.get(key).copied(), now_ms, &self.limits);
+            self.records.insert(key.clone(), record);
+            started = started.max(lockout);
+        }
+        started
+    }
+
+    /// Forgets the failures of `key` after a successful login.
+    pub fn record_success(&mut self, key: &str) {
+        self.records.remove(key);
+    }
+
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Keeps the table under its bound: drops records idle for a window,
+    /// then the least recently failed unlocked one, then the least
+    /// recently failed.
+    fn make_room(&mut self, now_ms: i64) {
+        if self.records.len() < self.limits.max_entries {
+            return;
+        }
+        let window = self.limits.window_ms;
+        self.records.retain(|_, r| {
+            r.locked_for_ms(now_ms).is_some() || now_ms.saturating_sub(r.last_failure_ms) < window
+        });
+        while self.records.len() >= self.limits.max_entries.max(1) {
+            let victim = self
+                .records
+                .iter()
+                .min_by_key(|(_, r)| (r.locked_for_ms(now_ms).is_some(), r.last_failure_ms))
+                .map(|(k, _)| k.clone());
+            match victim {
+                Some(key) => {
+                    self.records.remove(&key);
+                }
+                None => break,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +308,60 @@ mod tests {
         for i in 0..20 {
             assert_eq!(fail(&mut r, 4 * MIN * i, &limits), None);
         }
+    }
+
+    #[test]
+    fn the_limiter_locks_every_key_and_success_clears_the_name() {
+        let mut limiter = LoginLimiter::new(LoginLimits::default());
+        let keys = |name: &str, ip: &str| vec![name_key(name), client_key(ip).unwrap()];
+        let alice = keys("alice", "10.0.0.1");
+        for i in 0..4 {
+            assert_eq!(limiter.record_failure(&alice, i), None);
+        }
+        assert_eq!(limiter.record_failure(&alice, 4), Some(MIN));
+        assert_eq!(limiter.locked_for_ms(&alice, 4 + MIN / 2), Some(MIN / 2));
+        assert!(
+            limiter
+                .locked_for_ms(&keys("ALICE", "10.0.0.9"), 5)
+                .is_some()
+        );
+        assert!(limiter.locked_for_ms(&keys("bob", "10.0.0.1"), 5).is_some());
+        assert!(limiter.locked_for_ms(&keys("bob", "10.0.0.9"), 5).is_none());
+        limiter.record_success(&name_key("alice"));
+        assert!(
+            limiter
+                .locked_for_ms(&keys("alice", "10.0.0.9"), 5)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_limiter_is_bounded_and_keeps_locked_keys() {
+        let limits = LoginLimits {
+            max_entries: 10,
+            ..LoginLimits::default()
+        };
+        let mut limiter = LoginLimiter::new(limits);
+        let locked = [name_key("victim")];
+        for _ in 0..5 {
+            limiter.record_failure(&locked, 0);
+        }
+        for i in 0..1000u32 {
+            limiter.record_failure(&[name_key(&format!("spray{i}"))], 0);
+            assert!(limiter.len() <= 10);
+        }
+        assert!(limiter.locked_for_ms(&locked, 0).is_some());
+    }
+
+    #[test]
+    fn a_huge_configured_lockout_is_capped_at_a_year() {
+        let limits = LoginLimits {
+            base_lockout_ms: i64::MAX / 4,
+            max_lockout_ms: i64::MAX,
+            ..LoginLimits::default()
+        };
+        assert_eq!(lockout_ms(30, &limits), LONGEST_LOCKOUT_MS);
+        assert_eq!(lockout_ms(0, &LoginLimits::default()), MIN);
     }
 
     #[test]

@@ -1,10 +1,9 @@
-//! [`SqlConnDirectory`] and [`SqlConnStore`]: the session store over a
+//! [`SqlConnDirectory`] and [`SqlConnStore`]: the session store over any
 //! synchronous, in-process [`SqlConn`], which is what Durable Object SQL is.
 //!
-//! On wasm32 the connection is `DoSqlConn` (the store is `DoSqlStore`);
-//! natively the same code runs over
-//! SQLite, so the conformance suite checks the logic without a Workers
-//! runtime. Each method is one step, and every write step runs in one
+//! In a Durable Object the connection is `duraclaw_cf::DoSqlConn`; natively
+//! the same code runs over SQLite ([`SqliteConn`](crate::SqliteConn)), so the
+//! conformance suite checks the logic without a Workers runtime. Each method is one step, and every write step runs in one
 //! [`SqlConn::transaction`] (a `transactionSync` in a Durable Object), so a
 //! failing step leaves nothing behind. The append and resolve steps are
 //! core's [`step`], shared with every other backend.
@@ -30,7 +29,7 @@ use duraclaw_core::{Error, Result};
 use crate::schema;
 
 /// The backend name in [`Error::Storage`].
-const BACKEND: &str = "do-sql";
+const BACKEND: &str = "sql";
 
 /// Every session in one SQL database: in a Durable Object, its own.
 ///

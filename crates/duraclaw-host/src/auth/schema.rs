@@ -1,0 +1,347 @@
+//! The login tables, one shape on both hosts: `users` (name, password
+//! hash) and `login_sessions` (the digest of a login's token, its user,
+//! created, last used, expiry), as versioned migrations.
+//!
+//! Each host released its own first migration, and a released migration
+//! is never edited, so each list keeps its first step as released and the
+//! second, the same text on both ([`ONE_LOGIN_SHAPE`]), rebuilds
+//! `login_sessions` into the one shape. [`LOCAL_MIGRATIONS`] is the local
+//! host's auth database (run by core's
+//! [`Migrations`](duraclaw_core::migrate::Migrations)); [`D1_MIGRATIONS`]
+//! is the Worker's D1 database, which also holds the login failures and
+//! the session index, run statement by statement ([`statements`]) after
+//! [`plan`] decides what a database needs. Never edit a released
+//! migration: add one, to both lists where it concerns the login tables.
+
+use duraclaw_core::migrate::{Migration, checksum};
+
+/// The key of the D1 schema row in `duraclaw_meta`.
+pub const SCHEMA_KEY: &str = "auth_schema";
+
+/// Creates the D1 bookkeeping tables when missing.
+pub const BOOTSTRAP: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS duraclaw_meta (\
+     key TEXT PRIMARY KEY, int_value INTEGER, text_value TEXT)",
+    "CREATE TABLE IF NOT EXISTS duraclaw_migrations (\
+     version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL)",
+];
+
+// The pieces both lists' steps are made of, so each is written once; the
+// released steps keep their text to the byte (their checksums are tested).
+macro_rules! users_table {
+    () => {
+        "CREATE TABLE users (
+              name TEXT PRIMARY KEY COLLATE NOCASE,
+              password_hash TEXT NOT NULL,
+              created_at_ms INTEGER NOT NULL,
+              updated_at_ms INTEGER NOT NULL
+          );"
+    };
+}
+
+macro_rules! login_times {
+    () => {
+        "
+              created_at_ms INTEGER NOT NULL,
+              last_used_at_ms INTEGER NOT NULL,
+              expires_at_ms INTEGER NOT NULL
+          );"
+    };
+}
+
+macro_rules! login_indexes {
+    () => {
+        "
+          CREATE INDEX login_sessions_by_user ON login_sessions (user_name);
+          CREATE INDEX login_sessions_by_expiry ON login_sessions (expires_at_ms);"
+    };
+}
+
+/// The second step of both lists: `login_sessions` rebuilt into the one
+/// shape (the token's digest as `token_digest`, the user matched without
+/// case and bound to `users`), keeping every login whose user exists.
+pub const ONE_LOGIN_SHAPE: Migration = Migration {
+    version: 2,
+    name: "login sessions in the one shape of both hosts",
+    sql: concat!(
+        "CREATE TABLE login_sessions_new (
+              token_digest TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL COLLATE NOCASE REFERENCES users (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,",
+        login_times!(),
+        "
+          INSERT INTO login_sessions_new
+              (token_digest, user_name, created_at_ms, last_used_at_ms, expires_at_ms)
+              SELECT * FROM login_sessions WHERE user_name IN (SELECT name FROM users);
+          DROP TABLE login_sessions;
+          ALTER TABLE login_sessions_new RENAME TO login_sessions;",
+        login_indexes!()
+    ),
+};
+
+/// The local host's auth database (its own SQLite file).
+pub const LOCAL_MIGRATIONS: &[Migration] = &[
+    // As released; the next step brings it to the one shape.
+    Migration {
+        version: 1,
+        name: "users and login sessions",
+        sql: concat!(
+            users_table!(),
+            "
+          CREATE TABLE login_sessions (
+              token_sha256 TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL REFERENCES users (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,",
+            login_times!(),
+            login_indexes!()
+        ),
+    },
+    ONE_LOGIN_SHAPE,
+];
+
+/// The Worker's D1 database: the login tables, the login failures and the
+/// session index.
+pub const D1_MIGRATIONS: &[Migration] = &[
+    // As released; the next step brings `login_sessions` to the one shape.
+    Migration {
+        version: 1,
+        name: "users, login sessions, login failures and the session index",
+        sql: concat!(
+            users_table!(),
+            "
+          CREATE TABLE login_sessions (
+              token_digest TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL COLLATE NOCASE,",
+            login_times!(),
+            login_indexes!(),
+            "
+          CREATE TABLE login_failures (
+              key TEXT PRIMARY KEY,
+              window_start_ms INTEGER NOT NULL,
+              failures INTEGER NOT NULL,
+              lockouts INTEGER NOT NULL,
+              locked_until_ms INTEGER NOT NULL,
+              last_failure_ms INTEGER NOT NULL,
+              rev INTEGER NOT NULL
+          );
+          CREATE INDEX login_failures_by_last ON login_failures (last_failure_ms);
+          CREATE TABLE session_index (
+              session_id TEXT PRIMARY KEY,
+              owner TEXT NOT NULL COLLATE NOCASE,
+              updated_at_ms INTEGER NOT NULL,
+              meta TEXT NOT NULL
+          );
+          CREATE INDEX session_index_by_owner ON session_index (owner, updated_at_ms DESC)"
+        ),
+    },
+    ONE_LOGIN_SHAPE,
+];
+
+/// The statements of a migration's SQL (split at `;`; the migrations hold
+/// no `;` inside a statement).
+pub fn statements(sql: &str) -> Vec<String> {
+    sql.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The digest recorded after the first `n` migrations of `list`.
+pub fn digest_upto(list: &[Migration], n: usize) -> String {
+    let sums: Vec<String> = list.iter().take(n).map(|m| checksum(m.sql)).collect();
+    checksum(&sums.join(","))
+}
+
+/// What a database at `found` (version, digest) needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing: it is up to date.
+    UpToDate,
+    /// These migrations (by index into the list), in order.
+    Apply(Vec<usize>),
+}
+
+/// Decides what a database whose schema row says `found` needs; `Err` is
+/// the reason it cannot be used.
+pub fn plan(list: &[Migration], found: Option<(i64, String)>) -> Result<Plan, String> {
+    let latest = list.len();
+    let (version, digest) = found.unwrap_or((0, digest_upto(list, 0)));
+    let version = usize::try_from(version)
+        .map_err(|_| format!("the auth schema version {version} in D1 is not a version"))?;
+    if version > latest {
+        return Err(format!(
+            "the D1 database has auth schema version {version}, newer than this Worker knows \
+             ({latest}): deploy the newer Worker, or restore a backup of the database"
+        ));
+    }
+    if digest != digest_upto(list, version) {
+        return Err(format!(
+            "the D1 database's auth schema at version {version} does not match this Worker's \
+             migrations (a released migration was edited)"
+        ));
+    }
+    if version == latest {
+        Ok(Plan::UpToDate)
+    } else {
+        Ok(Plan::Apply((version..latest).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duraclaw_core::migrate::{Migrations, SqlConn, SqlValue};
+    use duraclaw_store::SqliteConn;
+
+    /// The login tables' and indexes' SQL as SQLite stored it.
+    fn login_shape(conn: &mut SqliteConn) -> Vec<String> {
+        conn.query(
+            "SELECT name, sql FROM sqlite_master WHERE (tbl_name IN ('users', 'login_sessions')) \
+             AND sql IS NOT NULL ORDER BY name",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}: {}", r[0].as_str().unwrap(), r[1].as_str().unwrap()))
+        .collect()
+    }
+
+    /// Runs a D1 list as the Worker does: bookkeeping, then each statement.
+    fn d1_apply(conn: &mut SqliteConn, upto: usize) {
+        for _ in 0..2 {
+            for sql in BOOTSTRAP {
+                conn.execute(sql, &[]).unwrap();
+            }
+        }
+        for m in &D1_MIGRATIONS[..upto] {
+            for sql in statements(m.sql) {
+                conn.execute(&sql, &[]).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn both_hosts_end_with_the_same_login_tables() {
+        let mut local = SqliteConn::open_in_memory().unwrap();
+        Migrations::new(LOCAL_MIGRATIONS)
+            .unwrap()
+            .apply(&mut local)
+            .unwrap();
+        let mut d1 = SqliteConn::open_in_memory().unwrap();
+        d1_apply(&mut d1, D1_MIGRATIONS.len());
+        let shape = login_shape(&mut local);
+        assert_eq!(shape, login_shape(&mut d1));
+        assert!(
+            shape
+                .iter()
+                .any(|s| s.contains("token_digest TEXT PRIMARY KEY")),
+            "{shape:?}"
+        );
+        assert_eq!(LOCAL_MIGRATIONS[1], D1_MIGRATIONS[1]);
+    }
+
+    #[test]
+    fn a_released_database_keeps_its_logins_through_the_new_shape() {
+        let rows = |conn: &mut SqliteConn| {
+            conn.query(
+                "SELECT token_digest, user_name, expires_at_ms FROM login_sessions ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+        };
+        let seed = |conn: &mut SqliteConn, token_column: &str| {
+            conn.execute_batch(&format!(
+                "INSERT INTO users VALUES ('Alice', 'h', 1, 1);
+                 INSERT INTO login_sessions ({token_column}, user_name, created_at_ms,
+                     last_used_at_ms, expires_at_ms) VALUES ('d1', 'Alice', 1, 2, 3);"
+            ))
+            .unwrap();
+        };
+        // The local database as released, then opened by this build.
+        let mut local = SqliteConn::open_in_memory().unwrap();
+        Migrations::new(&LOCAL_MIGRATIONS[..1])
+            .unwrap()
+            .apply(&mut local)
+            .unwrap();
+        seed(&mut local, "token_sha256");
+        let report = Migrations::new(LOCAL_MIGRATIONS)
+            .unwrap()
+            .apply(&mut local)
+            .unwrap();
+        assert_eq!(report.applied, vec![2]);
+        // The D1 database as released, with a login whose user is gone.
+        let mut d1 = SqliteConn::open_in_memory().unwrap();
+        d1_apply(&mut d1, 1);
+        seed(&mut d1, "token_digest");
+        d1.execute(
+            "INSERT INTO login_sessions VALUES ('d2', 'ghost', 1, 2, 3)",
+            &[],
+        )
+        .unwrap();
+        for sql in statements(D1_MIGRATIONS[1].sql) {
+            d1.execute(&sql, &[]).unwrap();
+        }
+        let want = vec![vec![
+            SqlValue::Text("d1".into()),
+            SqlValue::Text("Alice".into()),
+            SqlValue::Integer(3),
+        ]];
+        assert_eq!(rows(&mut local), want);
+        assert_eq!(rows(&mut d1), want);
+        // Removing a user ends their logins on both.
+        for conn in [&mut local, &mut d1] {
+            conn.execute("PRAGMA foreign_keys = ON", &[]).unwrap();
+            conn.execute("DELETE FROM users WHERE name = 'alice'", &[])
+                .unwrap();
+            assert!(rows(conn).is_empty());
+        }
+    }
+
+    #[test]
+    fn the_migrations_are_numbered_and_split() {
+        assert!(Migrations::new(D1_MIGRATIONS).is_ok());
+        assert!(Migrations::new(LOCAL_MIGRATIONS).is_ok());
+        let first = statements(D1_MIGRATIONS[0].sql);
+        assert_eq!(first.len(), 8);
+        assert!(first.iter().all(|s| s.starts_with("CREATE ")));
+        assert_eq!(statements(ONE_LOGIN_SHAPE.sql).len(), 6);
+        assert!(
+            statements(LOCAL_MIGRATIONS[0].sql)
+                .iter()
+                .all(|s| s.starts_with("CREATE "))
+        );
+        assert_eq!(statements(" ; a ;; b"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn released_migrations_keep_their_checksums() {
+        // What databases in the field recorded: never change these.
+        assert_eq!(checksum(LOCAL_MIGRATIONS[0].sql), RELEASED_LOCAL_V1);
+        assert_eq!(checksum(D1_MIGRATIONS[0].sql), RELEASED_D1_V1);
+    }
+
+    const RELEASED_LOCAL_V1: &str = "d65e7407fb6ace62";
+    const RELEASED_D1_V1: &str = "d27b53038f273592";
+
+    #[test]
+    fn plans() {
+        let m = D1_MIGRATIONS;
+        assert_eq!(plan(m, None), Ok(Plan::Apply(vec![0, 1])));
+        assert_eq!(
+            plan(m, Some((0, digest_upto(m, 0)))),
+            Ok(Plan::Apply(vec![0, 1]))
+        );
+        assert_eq!(
+            plan(m, Some((1, digest_upto(m, 1)))),
+            Ok(Plan::Apply(vec![1]))
+        );
+        assert_eq!(plan(m, Some((2, digest_upto(m, 2)))), Ok(Plan::UpToDate));
+        let too_new = plan(m, Some((99, "x".into()))).unwrap_err();
+        assert!(too_new.contains("version 99, newer"), "{too_new}");
+        let edited = plan(m, Some((1, "other".into()))).unwrap_err();
+        assert!(edited.contains("edited"), "{edited}");
+        assert!(plan(m, Some((-1, String::new()))).is_err());
+        assert_ne!(digest_upto(m, 0), digest_upto(m, 1));
+    }
+}
