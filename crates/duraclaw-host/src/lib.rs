@@ -4,3 +4,6 @@
 //! Object both drive these types: they take frames and times and return what
 //! to send, store and show. Nothing here opens a socket, reads a clock or
 //! touches a store, so it builds for wasm32 and every rule is tested once.
+
+pub mod backoff;
+pub mod link;
