@@ -136,6 +136,90 @@ pub enum Input<W> {
     Bad(Error),
 }
 
+/// Frames from the gateway, decoded and grouped ([`decode`]), not yet
+/// matched to the commands sent ([`Link::route`]).
+#[derive(Debug, Default)]
+pub struct Decoded(Vec<Item>);
+
+#[derive(Debug)]
+enum Item {
+    Events {
+        session_id: String,
+        events: Vec<(Gseq, RawEvent)>,
+    },
+    Result(CommandResult),
+    Worktrees {
+        id: String,
+        worktrees: Vec<Worktree>,
+    },
+    Error(WireError),
+    Pong {
+        nonce: u64,
+    },
+    Bad(Error),
+}
+
+/// Decodes frames read from the gateway; needs no link state, so a host
+/// that shares its [`Link`] between threads decodes outside its lock.
+///
+/// Consecutive events are grouped per session (one ingest, one ack each;
+/// a session's events keep their order); any other frame comes after the
+/// events read before it. A frame that does not decode becomes
+/// [`Input::Bad`]; a second hello is skipped.
+pub fn decode<I, T>(texts: I) -> Decoded
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<str>,
+{
+    let mut out: Vec<Item> = Vec::new();
+    // Where the events since the last other frame begin.
+    let mut events_from = 0;
+    for text in texts {
+        let frame = match decode_gateway_frame(text.as_ref()) {
+            Ok(f) => f,
+            Err(e) => {
+                // Skipped: it does not split a run of events.
+                out.push(Item::Bad(e));
+                continue;
+            }
+        };
+        let other = match frame {
+            GatewayFrame::Event {
+                session_id,
+                gseq,
+                event,
+            } => {
+                let group = out[events_from..].iter_mut().find_map(|i| match i {
+                    Item::Events {
+                        session_id: s,
+                        events,
+                    } if *s == session_id => Some(events),
+                    _ => None,
+                });
+                match group {
+                    Some(events) => events.push((gseq, event)),
+                    None => out.push(Item::Events {
+                        session_id,
+                        events: vec![(gseq, event)],
+                    }),
+                }
+                continue;
+            }
+            GatewayFrame::Other(other) => other,
+        };
+        let item = match other {
+            FromGateway::CommandResult(r) => Item::Result(r),
+            FromGateway::Worktrees { id, worktrees } => Item::Worktrees { id, worktrees },
+            FromGateway::Error(e) => Item::Error(e),
+            FromGateway::Pong { nonce } => Item::Pong { nonce },
+            _ => continue,
+        };
+        out.push(item);
+        events_from = out.len();
+    }
+    Decoded(out)
+}
+
 /// A command sent on the link, awaiting its result.
 #[derive(Debug)]
 struct Sent {
@@ -212,72 +296,36 @@ impl<W> Link<W> {
     }
 
     /// Frames read from the gateway, in order, as inputs to act on in
-    /// order. Consecutive events are grouped per session (one ingest, one
-    /// ack each; a session's events keep their order); any other frame
-    /// comes after the events read before it. A result for a command this
-    /// link did not send (another session's, or one from before the link
-    /// closed) is skipped, as is a second hello.
+    /// order: [`decode`], then [`Link::route`].
     pub fn read<I, T>(&mut self, texts: I) -> Vec<Input<W>>
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
-        let mut out: Vec<Input<W>> = Vec::new();
-        // Where the events since the last other input begin.
-        let mut events_from = 0;
-        for text in texts {
-            let frame = match decode_gateway_frame(text.as_ref()) {
-                Ok(f) => f,
-                Err(e) => {
-                    // Skipped: it does not split a run of events.
-                    out.push(Input::Bad(e));
-                    continue;
-                }
-            };
-            let other = match frame {
-                GatewayFrame::Event {
-                    session_id,
-                    gseq,
-                    event,
-                } => {
-                    let group = out[events_from..].iter_mut().find_map(|i| match i {
-                        Input::Events {
-                            session_id: s,
-                            events,
-                        } if *s == session_id => Some(events),
-                        _ => None,
-                    });
-                    match group {
-                        Some(events) => events.push((gseq, event)),
-                        None => out.push(Input::Events {
-                            session_id,
-                            events: vec![(gseq, event)],
-                        }),
-                    }
-                    continue;
-                }
-                GatewayFrame::Other(other) => other,
-            };
-            let input = match other {
-                FromGateway::CommandResult(r) => self.result(r),
-                FromGateway::Worktrees { id, worktrees } => {
-                    Some(Input::Worktrees { id, worktrees })
-                }
-                FromGateway::Error(e) => Some(Input::Error(e)),
-                FromGateway::Pong { nonce } => Some(Input::Pong { nonce }),
-                _ => None,
-            };
-            if let Some(input) = input {
-                out.push(input);
-                events_from = out.len();
-            }
-        }
-        out
+        self.route(decode(texts))
     }
 
     /// [`Link::read`] for one frame.
     pub fn read_one(&mut self, text: &str) -> Vec<Input<W>> {
         self.read([text])
+    }
+
+    /// Decoded frames as inputs: each command result matched to the
+    /// command this link sent. A result for a command it did not send
+    /// (another session's, or one sent before the link closed) is skipped.
+    pub fn route(&mut self, frames: Decoded) -> Vec<Input<W>> {
+        frames
+            .0
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Events { session_id, events } => Some(Input::Events { session_id, events }),
+                Item::Result(r) => self.result(r),
+                Item::Worktrees { id, worktrees } => Some(Input::Worktrees { id, worktrees }),
+                Item::Error(e) => Some(Input::Error(e)),
+                Item::Pong { nonce } => Some(Input::Pong { nonce }),
+                Item::Bad(e) => Some(Input::Bad(e)),
+            })
+            .collect()
     }
 
     fn result(&mut self, mut r: CommandResult) -> Option<Input<W>> {
