@@ -17,7 +17,7 @@
 //!   its sockets and loses nothing.
 //! - **The gateway** is one outbound WebSocket per object to
 //!   `CC_GATEWAY_URL` with `CC_GATEWAY_SECRET` as a bearer token, driven
-//!   by [`duraclaw_host::link`] exactly as the local orchestrator's link.
+//!   by [`duraclaw_host::link`], the code the local orchestrator drives too.
 //!   On open it sends the actor's `on_gateway_connected` frames (every
 //!   unconfirmed command, then attach after the highest persisted gseq);
 //!   events are ingested as text (stored and relayed as the gateway sent
