@@ -8,8 +8,9 @@
 //! 2. send the session actor's `on_gateway_connected` frames (unconfirmed
 //!    commands, then attach after the highest persisted gseq) through
 //!    [`Link::outgoing`], as every frame it sends;
-//! 3. hand the frames it reads to [`Link::read`] and act on the
-//!    [`Input`]s in order: events are ingested (`ingest_raw`, their text
+//! 3. hand the frames it reads to [`Link::read`] (or [`decode`] them
+//!    outside any lock, then [`Link::route`]) and act on the [`Input`]s in
+//!    order: events are ingested (`ingest_raw`, their text
 //!    stored and relayed as it came), and [`after_ingest`] says what to send
 //!    back (the ack, and a re-attach after a gap);
 //! 4. when the socket ends, call [`Link::on_closed`]; redial after the

@@ -259,6 +259,16 @@ impl Browser {
         }
     }
 
+    /// [`Browser::until`], first among the events recorded after `seq`
+    /// (a command's reply may come after the events it caused).
+    async fn until_after(&mut self, seq: u64, until: impl Fn(&Value) -> bool) -> Value {
+        let seen = self.events.iter().find(|(s, e)| *s > seq && until(e));
+        match seen {
+            Some((_, e)) => e.clone(),
+            None => self.until(until).await,
+        }
+    }
+
     /// Reads until the replay reached `seq`.
     async fn until_seq(&mut self, seq: u64) {
         while self.last_seq() < seq {
@@ -509,6 +519,7 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     assert_eq!(all.events, before, "the history survived the restart");
     let mut two = Browser::connect(&base, &alice, &id, n).await;
 
+    let answered = one.last_seq();
     let r = one
         .command(
             "b-1",
@@ -533,8 +544,9 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
         .await;
     assert_eq!(second["ok"], false, "{second}");
     assert_eq!(second["error"]["code"], "already_decided", "{second}");
-    one.until(is("result")).await;
-    one.until(state_is("paused", Some("idle"))).await;
+    one.until_after(answered, is("result")).await;
+    one.until_after(answered, state_is("paused", Some("idle")))
+        .await;
     two.until_seq(one.last_seq()).await;
     assert_eq!(two.events, one.events, "both browsers saw the same events");
     let resolved = one
