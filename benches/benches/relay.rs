@@ -41,6 +41,7 @@ use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use duraclaw_gateway::link::{Secret, serve, ws_config};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
+use duraclaw_host::link::{self, Input};
 use duraclaw_store::{MemoryDirectory, SqliteDirectory};
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
@@ -197,12 +198,9 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             async move {
                 let out = actor.ingest_raw(batch, now_ms()).await.unwrap();
                 assert!(out.gap_at.is_none());
-                let ack = encode_frame(&ToGateway::Ack {
-                    session_id,
-                    gseq: out.ack,
-                })
-                .unwrap();
-                let _ = link_tx.try_send(ack);
+                for frame in link::after_ingest(&session_id, &out) {
+                    let _ = link_tx.try_send(encode_frame(&frame).unwrap());
+                }
             }
         });
         loop {
@@ -216,19 +214,20 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
                     _ => break,
                 }
             }
-            let mut batch = Vec::new();
-            for msg in frames {
-                let Ok(Message::Text(t)) = msg else { continue };
-                if let Ok(GatewayFrame::Event { gseq, event, .. }) =
-                    decode_gateway_frame(t.as_str())
-                {
-                    batch.push((gseq, event));
+            let texts: Vec<_> = frames
+                .into_iter()
+                .filter_map(|m| match m {
+                    Ok(Message::Text(t)) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            let inputs =
+                link::Link::<()>::new().route(link::decode(texts.iter().map(|t| t.as_str())));
+            for input in inputs {
+                if let Input::Events { session_id, events } = input {
+                    lanes.dispatch(session_id, events).await;
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
-            lanes.dispatch(SESSION.into(), batch).await;
         }
     });
 

@@ -39,14 +39,14 @@ use duraclaw_benches::{mix, now_ms, quick, runtime};
 use duraclaw_core::backend::actor::SessionActor;
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, Execute, FromGateway, GatewayFrame, Gseq, Hello, RawEvent, Role,
-    ToGateway, browser_event_frame, decode_frame, decode_gateway_frame, encode_frame,
-    gateway_event_frame,
+    Command, CommandEnvelope, Execute, FromGateway, Hello, Role, ToGateway, browser_event_frame,
+    decode_frame, encode_frame, gateway_event_frame,
 };
 use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use duraclaw_gateway::link::{Secret, serve, ws_config};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
+use duraclaw_host::link::{self, Input};
 use duraclaw_store::{MemoryDirectory, SqliteDirectory};
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
@@ -188,12 +188,9 @@ where
             let i: usize = session_id.trim_start_matches("scale-").parse().unwrap();
             let out = actors[i].ingest_raw(batch, now_ms()).await.unwrap();
             assert!(out.gap_at.is_none());
-            let ack = encode_frame(&ToGateway::Ack {
-                session_id,
-                gseq: out.ack,
-            })
-            .unwrap();
-            let _ = acks.try_send(ack);
+            for frame in link::after_ingest(&session_id, &out) {
+                let _ = acks.try_send(encode_frame(&frame).unwrap());
+            }
         }
     });
     loop {
@@ -207,23 +204,18 @@ where
                 _ => break,
             }
         }
-        let mut by_session: Vec<(String, Vec<(Gseq, RawEvent)>)> = Vec::new();
-        for msg in frames {
-            let Ok(Message::Text(t)) = msg else { continue };
-            if let Ok(GatewayFrame::Event {
-                session_id,
-                gseq,
-                event,
-            }) = decode_gateway_frame(t.as_str())
-            {
-                match by_session.iter_mut().find(|(s, _)| *s == session_id) {
-                    Some((_, b)) => b.push((gseq, event)),
-                    None => by_session.push((session_id, vec![(gseq, event)])),
-                }
+        let texts: Vec<_> = frames
+            .into_iter()
+            .filter_map(|m| match m {
+                Ok(Message::Text(t)) => Some(t),
+                _ => None,
+            })
+            .collect();
+        let inputs = link::Link::<()>::new().route(link::decode(texts.iter().map(|t| t.as_str())));
+        for input in inputs {
+            if let Input::Events { session_id, events } = input {
+                lanes.dispatch(session_id, events).await;
             }
-        }
-        for (session_id, batch) in by_session {
-            lanes.dispatch(session_id, batch).await;
         }
     }
 }

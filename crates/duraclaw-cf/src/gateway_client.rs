@@ -8,14 +8,14 @@
 //! A reader task turns the socket's events into [`LinkEvent`]s on a channel
 //! the owner drains, so the socket and its reader need no borrow of each
 //! other and the owner decides how to batch. The channel always ends with
-//! one [`LinkEvent::Closed`].
+//! one [`LinkEvent::Closed`]. Frames stay text: what they mean is
+//! [`duraclaw_host::link`]'s to say, as on the local host.
 
 use std::future::Future;
 use std::time::Duration;
 
-use duraclaw_core::protocol::{
-    FromGateway, Hello, Role, ToGateway, WireError, Worktree, decode_frame, encode_frame,
-};
+use duraclaw_core::protocol::{ToGateway, WireError, Worktree, encode_frame};
+use duraclaw_host::link::{self, Input};
 use futures::StreamExt;
 use futures::channel::mpsc;
 use futures::future::Either;
@@ -29,8 +29,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// What the reader task reports.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// A frame from the gateway.
-    Frame(FromGateway),
+    /// A text frame from the gateway.
+    Text(String),
     /// The socket closed or failed; nothing follows.
     Closed(String),
 }
@@ -117,7 +117,8 @@ impl GatewayConn {
     /// Sends our hello and reads the gateway's: its software name, and why
     /// its executor cannot run sessions (if it cannot).
     async fn greet(&mut self, url: &str) -> Result<(Option<String>, Option<String>), LinkError> {
-        self.send(&ToGateway::Hello(Hello::new(Role::Orchestrator)))
+        let hello = link::hello().map_err(|e| LinkError(e.to_string()))?;
+        send_text(&self.ws, &hello)
             .map_err(|e| LinkError(format!("cannot greet the gateway: {e}")))?;
         let first = within(CONNECT_TIMEOUT, self.events.next())
             .await
@@ -127,12 +128,10 @@ impl GatewayConn {
                 ))
             })?;
         match first {
-            Some(LinkEvent::Frame(FromGateway::Hello(h))) => {
-                h.check_version().map_err(|e| LinkError(e.to_string()))?;
-                Ok((h.agent, h.executor_error))
+            Some(LinkEvent::Text(text)) => {
+                let info = link::read_hello(&text).map_err(|e| LinkError(e.to_string()))?;
+                Ok((info.agent, info.executor_error))
             }
-            Some(LinkEvent::Frame(FromGateway::Error(e))) => Err(LinkError(e.message)),
-            Some(LinkEvent::Frame(_)) => Err(LinkError("the gateway did not say hello".into())),
             Some(LinkEvent::Closed(why)) => Err(LinkError(format!(
                 "the gateway closed the link before its hello: {why}"
             ))),
@@ -145,11 +144,6 @@ impl GatewayConn {
         &self.ws
     }
 
-    /// Sends one frame.
-    pub fn send(&self, frame: &ToGateway) -> Result<(), LinkError> {
-        send(&self.ws, frame)
-    }
-
     /// Closes the socket (normal closure).
     pub fn close(&self) {
         let _ = self.ws.close(Some(1000), Some("done"));
@@ -157,17 +151,25 @@ impl GatewayConn {
 
     /// Asks for the worktrees and waits for them.
     pub async fn worktrees(&mut self, id: &str) -> Result<Vec<Worktree>, LinkError> {
-        self.send(&ToGateway::ListWorktrees { id: id.to_owned() })?;
+        let ask = encode_frame(&ToGateway::ListWorktrees { id: id.to_owned() })
+            .map_err(|e| LinkError(e.to_string()))?;
+        send_text(&self.ws, &ask)?;
+        // Nothing else is sent on this link: no command results to route.
+        let mut reader = link::Link::<()>::new();
         let wait = async {
             while let Some(ev) = self.events.next().await {
                 match ev {
-                    LinkEvent::Frame(FromGateway::Worktrees { id: got, worktrees })
-                        if got == id =>
-                    {
-                        return Ok(worktrees);
+                    LinkEvent::Text(text) => {
+                        for input in reader.read_one(&text) {
+                            match input {
+                                Input::Worktrees { id: got, worktrees } if got == id => {
+                                    return Ok(worktrees);
+                                }
+                                Input::Error(e) => return Err(wire(&e)),
+                                _ => {}
+                            }
+                        }
                     }
-                    LinkEvent::Frame(FromGateway::Error(e)) => return Err(wire(&e)),
-                    LinkEvent::Frame(_) => {}
                     LinkEvent::Closed(why) => {
                         return Err(LinkError(format!("the gateway link closed: {why}")));
                     }
@@ -218,9 +220,8 @@ fn wire(e: &WireError) -> LinkError {
     LinkError(format!("{} ({})", e.message, e.code))
 }
 
-/// Sends one frame on `ws`.
-pub fn send(ws: &WebSocket, frame: &ToGateway) -> Result<(), LinkError> {
-    let text = encode_frame(frame).map_err(|e| LinkError(e.to_string()))?;
+/// Sends one frame's text on `ws`.
+pub fn send_text(ws: &WebSocket, text: &str) -> Result<(), LinkError> {
     ws.send_with_str(text)
         .map_err(|e| LinkError(format!("cannot send to the gateway: {e}")))
 }
@@ -233,13 +234,8 @@ async fn read(ws: WebSocket, tx: mpsc::UnboundedSender<LinkEvent>) {
             match events.next().await {
                 Some(Ok(WebsocketEvent::Message(m))) => {
                     let Some(text) = m.text() else { continue };
-                    match decode_frame::<FromGateway>(&text, "gateway frame") {
-                        Ok(frame) => {
-                            if tx.unbounded_send(LinkEvent::Frame(frame)).is_err() {
-                                break "the link's owner went away".to_owned();
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "bad frame from the gateway"),
+                    if tx.unbounded_send(LinkEvent::Text(text)).is_err() {
+                        break "the link's owner went away".to_owned();
                     }
                 }
                 Some(Ok(WebsocketEvent::Close(c))) => {

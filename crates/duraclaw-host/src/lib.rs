@@ -6,6 +6,8 @@
 //! touches a store, so it builds for wasm32 and every rule is tested once.
 
 pub mod auth;
+pub mod backoff;
 pub mod http;
 pub mod ids;
+pub mod link;
 pub mod start;

@@ -1,8 +1,10 @@
-//! The orchestrator's link to the gateway: dials with the bearer secret,
-//! re-attaches every live session after the highest gseq it persisted,
-//! resends commands the gateway has not confirmed, ingests events in
-//! batches and acks them, and redials with capped exponential backoff and
-//! jitter when the link drops.
+//! The orchestrator's link to the gateway: the IO around
+//! [`duraclaw_host::link`], which decides what is sent and what a frame
+//! means (the Durable Object drives the same). It dials with the bearer
+//! secret, re-attaches every live session after the highest gseq it
+//! persisted, resends commands the gateway has not confirmed, ingests
+//! events in batches and acks them, and redials with capped exponential
+//! backoff and jitter ([`duraclaw_host::backoff`]) when the link drops.
 //!
 //! The read loop does not wait for the store: it hands each session's
 //! events to that session's ingest lane (see [`super::lanes`]) and goes on
@@ -19,10 +21,11 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::protocol::{
-    Command, CommandResult, FromGateway, GatewayFrame, Gseq, Hello, LINK_MAX_MESSAGE_BYTES,
-    LINK_READ_BUFFER_BYTES, RawEvent, Role, ToGateway, WireError, Worktree, decode_frame,
-    decode_gateway_frame, encode_frame,
+    CommandResult, Gseq, LINK_MAX_MESSAGE_BYTES, LINK_READ_BUFFER_BYTES, RawEvent, ToGateway,
+    WireError, Worktree,
 };
+use duraclaw_host::backoff::Backoff;
+use duraclaw_host::link::{self, Input, Link};
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -57,22 +60,13 @@ pub struct GatewayStatus {
 
 type Waiters<T> = Mutex<HashMap<String, oneshot::Sender<T>>>;
 
-/// A command sent on the link, awaiting its result.
-struct Sent {
-    session_id: String,
-    id: String,
-    /// It starts a turn (a refusal must end that turn in the log).
-    starts_turn: bool,
-}
-
 struct Shared {
     url: String,
     secret: String,
     status: Mutex<GatewayStatus>,
     tx: Mutex<Option<mpsc::Sender<String>>>,
-    commands: Waiters<CommandResult>,
-    /// Commands sent, by their id on the link.
-    command_sessions: Mutex<HashMap<String, Sent>>,
+    /// Commands sent and who waits for their results.
+    link: Mutex<Link<oneshot::Sender<CommandResult>>>,
     worktrees: Waiters<std::result::Result<Vec<Worktree>, WireError>>,
     next_id: std::sync::atomic::AtomicU64,
     /// How long an idle ingest lane lives.
@@ -120,8 +114,7 @@ impl GatewayLink {
                     executor_error: None,
                 }),
                 tx: Mutex::new(None),
-                commands: Mutex::new(HashMap::new()),
-                command_sessions: Mutex::new(HashMap::new()),
+                link: Mutex::new(Link::new()),
                 worktrees: Mutex::new(HashMap::new()),
                 next_id: std::sync::atomic::AtomicU64::new(1),
                 lane_idle,
@@ -140,33 +133,11 @@ impl GatewayLink {
     }
 
     /// Sends a frame now, if the link is up. Commands that must not be lost
-    /// are also in their session's outbox and resent on reconnect.
-    ///
-    /// A command's id is unique within its session only (clients choose
-    /// it), and the gateway's result names the id alone: on the link the id
-    /// is qualified with the session (`<session>/<id>`), the same on every
-    /// resend, so one session's result never confirms another's command.
+    /// are also in their session's outbox and resent on reconnect. A
+    /// command's id goes out qualified with its session
+    /// ([`Link::outgoing`]).
     pub fn send(&self, frame: &ToGateway) -> Result<()> {
-        let text = match frame {
-            ToGateway::Command(env) => {
-                let mut env = env.clone();
-                let link_id = link_command_id(&env.session_id, &env.id);
-                let starts_turn = matches!(
-                    env.command,
-                    Command::Message(_) | Command::Execute(_) | Command::Resume(_)
-                );
-                lock(&self.shared.command_sessions).insert(
-                    link_id.clone(),
-                    Sent {
-                        session_id: env.session_id.clone(),
-                        id: std::mem::replace(&mut env.id, link_id),
-                        starts_turn,
-                    },
-                );
-                encode_frame(&ToGateway::Command(env))?
-            }
-            other => encode_frame(other)?,
-        };
+        let text = lock(&self.shared.link).outgoing(frame)?;
         let tx = lock(&self.shared.tx).clone();
         match tx {
             Some(tx) => tx.try_send(text).map_err(|_| Error::Closed("gateway link")),
@@ -180,15 +151,24 @@ impl GatewayLink {
             return Err(Error::Invalid("not a command".into()));
         };
         let (tx, rx) = oneshot::channel();
-        lock(&self.shared.commands).insert(link_command_id(&env.session_id, &env.id), tx);
-        self.send(frame)?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+        lock(&self.shared.link).wait(&env.session_id, &env.id, tx);
+        let answer = match self.send(frame) {
+            Ok(()) => tokio::time::timeout(REQUEST_TIMEOUT, rx).await,
+            Err(e) => {
+                lock(&self.shared.link).unwait(&env.session_id, &env.id);
+                return Err(e);
+            }
+        };
+        match answer {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(Error::Closed("gateway link")),
-            Err(_) => Err(Error::Timeout {
-                what: "the gateway's answer",
-                ms: REQUEST_TIMEOUT.as_millis() as u64,
-            }),
+            Err(_) => {
+                lock(&self.shared.link).unwait(&env.session_id, &env.id);
+                Err(Error::Timeout {
+                    what: "the gateway's answer",
+                    ms: REQUEST_TIMEOUT.as_millis() as u64,
+                })
+            }
         }
     }
 
@@ -218,38 +198,33 @@ impl GatewayLink {
     pub fn spawn(&self, orchestrator: Weak<Orchestrator>) -> tokio::task::JoinHandle<()> {
         let link = self.clone();
         tokio::spawn(async move {
-            let mut delay = BACKOFF_FIRST;
-            let mut attempt: u64 = 0;
+            let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_CAP);
             loop {
                 let Some(orch) = orchestrator.upgrade() else {
                     return;
                 };
-                match link.run_once(&orch).await {
-                    Ok(()) => {
-                        delay = BACKOFF_FIRST;
-                        attempt = 0;
-                    }
-                    Err(e) => {
-                        attempt += 1;
-                        if attempt == 1 || attempt.is_multiple_of(20) {
-                            tracing::warn!(url = %link.shared.url, error = %e, attempt, "gateway unreachable");
-                        }
-                        lock(&link.shared.status).error = Some(e.to_string());
-                    }
-                }
+                let result = link.run_once(&orch).await;
                 lock(&link.shared.tx).take();
+                let error = result.err().map(|e| e.to_string());
+                if error.is_some() {
+                    lock(&link.shared.status).error.clone_from(&error);
+                }
                 let was_connected =
                     std::mem::replace(&mut lock(&link.shared.status).connected, false);
-                if was_connected {
-                    // The link was up: however it ended, redial promptly
-                    // (backing off is for a gateway that cannot be reached).
-                    delay = BACKOFF_FIRST;
-                    attempt = 0;
+                let delay = if was_connected {
+                    // However it ended, redial promptly.
+                    tracing::warn!(url = %link.shared.url, error = ?error, "gateway link lost");
                     orch.gateway_lost().await;
-                }
+                    backoff.lost(random())
+                } else {
+                    let retry = backoff.failed(random());
+                    if retry.log {
+                        tracing::warn!(url = %link.shared.url, error = ?error, attempt = retry.failures, "gateway unreachable");
+                    }
+                    retry.delay
+                };
                 drop(orch);
-                tokio::time::sleep(jitter(delay)).await;
-                delay = (delay * 2).min(BACKOFF_CAP);
+                tokio::time::sleep(delay).await;
             }
         })
     }
@@ -279,24 +254,12 @@ impl GatewayLink {
                 other => Error::Closed(leak_reason(&other)),
             })?;
         let (mut sink, mut stream) = ws.split();
-        sink.send(Message::text(encode_frame(&ToGateway::Hello(Hello::new(
-            Role::Orchestrator,
-        )))?))
-        .await
-        .map_err(|_| Error::Closed("gateway link"))?;
+        sink.send(Message::text(link::hello()?))
+            .await
+            .map_err(|_| Error::Closed("gateway link"))?;
         let hello = match tokio::time::timeout(REQUEST_TIMEOUT, stream.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => {
-                decode_frame::<FromGateway>(t.as_str(), "gateway hello")?
-            }
+            Ok(Some(Ok(Message::Text(t)))) => link::read_hello(t.as_str())?,
             _ => return Err(Error::Closed("gateway link before its hello")),
-        };
-        let (agent, executor_error) = match hello {
-            FromGateway::Hello(h) => {
-                h.check_version()?;
-                (h.agent, h.executor_error)
-            }
-            FromGateway::Error(e) => return Err(Error::Invalid(e.message)),
-            _ => return Err(Error::Invalid("the gateway did not say hello".into())),
         };
 
         let (tx, mut rx) = mpsc::channel::<String>(4096);
@@ -305,8 +268,8 @@ impl GatewayLink {
             let mut st = lock(&self.shared.status);
             st.connected = true;
             st.error = None;
-            st.agent = agent;
-            st.executor_error = executor_error;
+            st.agent = hello.agent;
+            st.executor_error = hello.executor_error;
         }
         tracing::info!(url = %self.shared.url, "gateway connected");
         // Every frame already queued, then one flush (one write per burst).
@@ -340,7 +303,7 @@ impl GatewayLink {
         lock(&self.shared.tx).take();
         writer.abort();
         // Requests waiting on this link get their answer from the next one.
-        lock(&self.shared.commands).clear();
+        lock(&self.shared.link).on_closed();
         lock(&self.shared.worktrees).clear();
         result
     }
@@ -397,50 +360,46 @@ impl GatewayLink {
                     _ => break,
                 }
             }
+            let mut texts = Vec::with_capacity(frames.len());
+            let mut end = None;
+            for msg in frames {
+                match msg {
+                    Ok(Message::Text(t)) => texts.push(t),
+                    Ok(Message::Close(_)) => {
+                        end = Some(Ok(()));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        end = Some(Err(Error::Closed(leak_reason(&e))));
+                        break;
+                    }
+                }
+            }
             // Events stay text: only what the session's state needs is
             // decoded, and the text is stored and relayed as it came.
-            let mut batches: Vec<(String, Vec<(Gseq, RawEvent)>)> = Vec::new();
-            for msg in frames {
-                let text = match msg {
-                    Ok(Message::Text(t)) => t,
-                    Ok(Message::Close(_)) => {
-                        dispatch(lanes, &mut batches).await;
-                        return Ok(());
+            // decoded here, outside the lock senders take.
+            let decoded = link::decode(texts.iter().map(|t| t.as_str()));
+            let inputs = lock(&self.shared.link).route(decoded);
+            for input in inputs {
+                match input {
+                    // A lane per session (a session's events keep their
+                    // order); it waits while the lane's queue is full
+                    // (back-pressure on the socket).
+                    Input::Events { session_id, events } => {
+                        lanes.dispatch(session_id, events).await;
                     }
-                    Ok(_) => continue,
-                    Err(e) => {
-                        dispatch(lanes, &mut batches).await;
-                        return Err(Error::Closed(leak_reason(&e)));
-                    }
-                };
-                let frame = match decode_gateway_frame(text.as_str()) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "bad frame from the gateway");
-                        continue;
-                    }
-                };
-                match frame {
-                    GatewayFrame::Event {
-                        session_id,
-                        gseq,
-                        event,
-                    } => match batches.iter_mut().find(|(s, _)| *s == session_id) {
-                        // One batch per session (a session's events keep
-                        // their order).
-                        Some((_, b)) => b.push((gseq, event)),
-                        None => batches.push((session_id, vec![(gseq, event)])),
-                    },
-                    GatewayFrame::Other(other) => {
+                    other => {
                         // The events read before this frame are ingested
                         // before it is handled (rare frames: a cheap wait).
-                        dispatch(lanes, &mut batches).await;
                         lanes.settled().await;
                         self.handle(orch, other).await;
                     }
                 }
             }
-            dispatch(lanes, &mut batches).await;
+            if let Some(end) = end {
+                return end;
+            }
         }
     }
 
@@ -459,15 +418,8 @@ impl GatewayLink {
         };
         match actor.ingest_raw(batch, now_ms()).await {
             Ok(out) => {
-                let _ = self.send(&ToGateway::Ack {
-                    session_id: session_id.clone(),
-                    gseq: out.ack,
-                });
-                if out.gap_at.is_some() {
-                    let _ = self.send(&ToGateway::Attach {
-                        session_id,
-                        after_gseq: out.ack,
-                    });
+                for frame in link::after_ingest(&session_id, &out) {
+                    let _ = self.send(&frame);
                 }
             }
             Err(e) => {
@@ -478,17 +430,15 @@ impl GatewayLink {
         }
     }
 
-    async fn handle(&self, orch: &Arc<Orchestrator>, frame: FromGateway) {
-        match frame {
-            FromGateway::CommandResult(mut r) => {
-                let link_id = std::mem::take(&mut r.id);
-                let sent = lock(&self.shared.command_sessions).remove(&link_id);
-                let Some(sent) = sent else {
-                    tracing::debug!(command = %link_id, "a result for a command this link did not send");
-                    return;
-                };
-                let session = sent.session_id;
-                r.id = sent.id;
+    async fn handle(&self, orch: &Arc<Orchestrator>, input: Input<oneshot::Sender<CommandResult>>) {
+        match input {
+            Input::Result {
+                session_id: session,
+                result: r,
+                ends_turn,
+                waiter,
+                ..
+            } => {
                 let actor = orch.actor(&session).await;
                 if let Ok(actor) = &actor
                     && let Err(e) = actor.on_command_result(&r).await
@@ -497,24 +447,24 @@ impl GatewayLink {
                 }
                 if !r.ok {
                     tracing::info!(session = %session, command = %r.id, error = ?r.error, "the gateway refused a command");
-                    // The user's turn is in the log; its end is this refusal.
-                    if sent.starts_turn
-                        && let Ok(actor) = &actor
-                        && let Err(e) = actor.end_refused_turn(&r, now_ms()).await
-                    {
-                        tracing::warn!(session = %session, error = %e, "cannot end a refused turn");
-                    }
                 }
-                if let Some(w) = lock(&self.shared.commands).remove(&link_id) {
+                // The user's turn is in the log; its end is this refusal.
+                if ends_turn
+                    && let Ok(actor) = &actor
+                    && let Err(e) = actor.end_refused_turn(&r, now_ms()).await
+                {
+                    tracing::warn!(session = %session, error = %e, "cannot end a refused turn");
+                }
+                if let Some(w) = waiter {
                     let _ = w.send(r);
                 }
             }
-            FromGateway::Worktrees { id, worktrees } => {
+            Input::Worktrees { id, worktrees } => {
                 if let Some(w) = lock(&self.shared.worktrees).remove(&id) {
                     let _ = w.send(Ok(worktrees));
                 }
             }
-            FromGateway::Error(e) => {
+            Input::Error(e) => {
                 tracing::warn!(code = %e.code, message = %e.message, "the gateway reported an error");
                 // A failed worktree listing answers its waiters.
                 let waiters: Vec<_> = lock(&self.shared.worktrees).drain().collect();
@@ -522,28 +472,10 @@ impl GatewayLink {
                     let _ = w.send(Err(e.clone()));
                 }
             }
-            _ => {}
+            Input::Bad(e) => tracing::warn!(error = %e, "bad frame from the gateway"),
+            Input::Events { .. } | Input::Pong { .. } => {}
         }
     }
-}
-
-/// Hands each session's batch to its lane (which waits while that lane's
-/// queue is full: back-pressure on the socket).
-async fn dispatch<F, Fut>(
-    lanes: &mut Lanes<(Gseq, RawEvent), F>,
-    batches: &mut Vec<(String, Vec<(Gseq, RawEvent)>)>,
-) where
-    F: Fn(String, Vec<(Gseq, RawEvent)>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    for (session_id, batch) in batches.drain(..) {
-        lanes.dispatch(session_id, batch).await;
-    }
-}
-
-/// A command's id on the gateway link: qualified with its session.
-fn link_command_id(session_id: &str, id: &str) -> String {
-    format!("{session_id}/{id}")
 }
 
 /// Connection errors as static reasons (the tungstenite error may carry the
@@ -558,12 +490,10 @@ fn leak_reason(e: &tokio_tungstenite::tungstenite::Error) -> &'static str {
     }
 }
 
-/// `d` ± 50%, from the clock's low bits (no need for a CSPRNG here).
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
+/// Low bits of the clock: randomness enough for reconnect jitter.
+fn random() -> u32 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.5 + f64::from(nanos % 1000) / 1000.0;
-    d.mul_f64(factor)
+        .unwrap_or(0)
 }

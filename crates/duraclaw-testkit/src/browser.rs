@@ -109,6 +109,16 @@ impl Browser {
         self.until_within(DEADLINE, until).await
     }
 
+    /// [`until`](Browser::until), first among the events already recorded
+    /// after `seq` (a command's reply may come after the events it caused).
+    pub async fn until_after(&mut self, seq: u64, until: impl Fn(&Value) -> bool) -> Value {
+        let seen = self.events.iter().find(|(s, e)| *s > seq && until(e));
+        match seen {
+            Some((_, e)) => e.clone(),
+            None => self.until(until).await,
+        }
+    }
+
     /// [`until`](Browser::until) with a bound of `within`, however long the
     /// socket stays quiet meanwhile (a link coming back by itself).
     pub async fn until_within(

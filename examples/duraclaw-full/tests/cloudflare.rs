@@ -309,6 +309,7 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     assert_eq!(all.events, before, "the history survived the restart");
     let mut two = Browser::connect(&base, &alice, &id, n).await;
 
+    let answered = one.last_seq();
     let r = one
         .command(
             "b-1",
@@ -333,8 +334,9 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
         .await;
     assert_eq!(second["ok"], false, "{second}");
     assert_eq!(second["error"]["code"], "already_decided", "{second}");
-    one.until(is("result")).await;
-    one.until(state_is("paused", Some("idle"))).await;
+    one.until_after(answered, is("result")).await;
+    one.until_after(answered, state_is("paused", Some("idle")))
+        .await;
     two.until_seq(one.last_seq()).await;
     assert_eq!(two.events, one.events, "both browsers saw the same events");
     let resolved = one

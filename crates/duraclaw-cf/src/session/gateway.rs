@@ -1,25 +1,26 @@
 //! The gateway link: one outbound WebSocket, kept while the session needs
-//! it, with heartbeat alarms, backoff and batched ingest.
+//! it, with heartbeat alarms, backoff and batched ingest. What is sent and
+//! what a frame means is [`duraclaw_host::link`]'s, as on the local host;
+//! this is the IO around it.
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use duraclaw_core::backend::actor::SessionActor;
-use duraclaw_core::protocol::{Command, CommandResult, Event, FromGateway, Gseq, ToGateway};
+use duraclaw_core::actor::SessionActor;
+use duraclaw_core::protocol::{CommandResult, Gseq, RawEvent, ToGateway};
 use duraclaw_core::state::{PauseReason, SessionInput, SessionState};
+use duraclaw_host::link::{self, Input};
 use futures::FutureExt;
 use futures::StreamExt;
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use worker::Response;
 
-use super::{
-    BACKOFF_CAP, BACKOFF_FIRST, BURST_WINDOW_MS, HEARTBEAT, Link, MAX_BATCH, SessionHost, now_ms,
-};
+use super::{BURST_WINDOW_MS, HEARTBEAT, LinkConn, MAX_BATCH, SessionHost, now_ms};
 use crate::gateway_client::{self, GatewayConn, LinkEvent};
 
-fn backoff(failures: u32) -> Duration {
-    let factor = 1u32 << failures.min(10);
-    (BACKOFF_FIRST * factor).min(BACKOFF_CAP)
+/// Randomness for reconnect jitter.
+fn random() -> u32 {
+    (worker::js_sys::Math::random() * f64::from(u32::MAX)) as u32
 }
 
 /// Whether the session needs its gateway link: something unconfirmed is in
@@ -83,12 +84,12 @@ impl SessionHost {
         let (url, secret) = self.gateway_config()?;
         match GatewayConn::connect(&url, &secret).await {
             Ok(conn) => {
+                self.backoff.borrow_mut().connected();
                 let epoch = {
                     let mut inner = self.inner.borrow_mut();
                     inner.epoch += 1;
-                    inner.failures = 0;
                     inner.link_error = None;
-                    inner.link = Some(Link {
+                    inner.link = Some(LinkConn {
                         ws: conn.socket().clone(),
                         epoch: inner.epoch,
                         last_pong_ms: now_ms(),
@@ -106,17 +107,13 @@ impl SessionHost {
                 Ok(())
             }
             Err(e) => {
-                let failures = {
-                    let mut inner = self.inner.borrow_mut();
-                    inner.failures = inner.failures.saturating_add(1);
-                    inner.link_error = Some(e.0.clone());
-                    inner.failures
-                };
-                if failures == 1 || failures.is_multiple_of(20) {
-                    tracing::warn!(session = actor.session_id(), error = %e, failures, "gateway unreachable");
+                self.inner.borrow_mut().link_error = Some(e.0.clone());
+                let retry = self.backoff.borrow_mut().failed(random());
+                if retry.log {
+                    tracing::warn!(session = actor.session_id(), error = %e, failures = retry.failures, "gateway unreachable");
                 }
                 self.link_down(actor).await;
-                self.set_alarm(backoff(failures - 1)).await;
+                self.set_alarm(retry.delay).await;
                 Err(e.0)
             }
         }
@@ -164,32 +161,21 @@ impl SessionHost {
         self.send_gateway(&frames);
     }
 
-    /// Sends frames on the link, if it is up. A command's id is qualified
-    /// with the session on the link (`<session>/<id>`, the same on every
-    /// resend), as the local orchestrator does: ids are unique per session
-    /// only, and the gateway serves many sessions.
+    /// Sends frames on the link, if it is up; a command's id goes out
+    /// qualified with its session ([`link::Link::outgoing`]).
     fn send_gateway(&self, frames: &[ToGateway]) {
         let ws = self.inner.borrow().link.as_ref().map(|l| l.ws.clone());
         if let Some(ws) = ws {
             for f in frames {
-                let f = match f {
-                    ToGateway::Command(env) => {
-                        let mut env = env.clone();
-                        let link_id = format!("{}/{}", env.session_id, env.id);
-                        let starts_turn = matches!(
-                            env.command,
-                            Command::Message(_) | Command::Execute(_) | Command::Resume(_)
-                        );
-                        self.inner
-                            .borrow_mut()
-                            .sent
-                            .insert(link_id.clone(), starts_turn);
-                        env.id = link_id;
-                        ToGateway::Command(env)
+                let text = self.inner.borrow_mut().commands.outgoing(f);
+                let sent = match text {
+                    Ok(text) => gateway_client::send_text(&ws, &text),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a frame for the gateway does not encode");
+                        continue;
                     }
-                    other => other.clone(),
                 };
-                if let Err(e) = gateway_client::send(&ws, &f) {
+                if let Err(e) = sent {
                     tracing::warn!(error = %e, "cannot send to the gateway");
                     break;
                 }
@@ -229,30 +215,29 @@ impl SessionHost {
                 Ok(Some(a)) => a,
                 _ => break "the session is gone".to_owned(),
             };
-            let mut batch: Vec<(Gseq, Event)> = Vec::new();
+            let mut texts = Vec::with_capacity(frames.len());
             let mut closed = None;
             for ev in frames {
                 match ev {
-                    LinkEvent::Frame(FromGateway::Event {
-                        session_id,
-                        gseq,
-                        event,
-                    }) => {
-                        if session_id == actor.session_id() {
-                            batch.push((gseq, event));
-                        }
-                    }
-                    LinkEvent::Frame(other) => {
-                        self.ingest(&actor, std::mem::take(&mut batch)).await;
-                        self.handle_frame(&actor, other).await;
-                    }
+                    LinkEvent::Text(text) => texts.push(text),
                     LinkEvent::Closed(why) => {
                         closed = Some(why);
                         break;
                     }
                 }
             }
-            self.ingest(&actor, batch).await;
+            let inputs = self.inner.borrow_mut().commands.read(texts);
+            for input in inputs {
+                match input {
+                    Input::Events { session_id, events } if session_id == actor.session_id() => {
+                        self.ingest(&actor, events).await;
+                    }
+                    Input::Events { session_id, .. } => {
+                        tracing::debug!(other = %session_id, "events for another session");
+                    }
+                    other => self.handle_input(&actor, other).await,
+                }
+            }
             flowing_until = now_ms().saturating_add(BURST_WINDOW_MS);
             if let Some(why) = closed {
                 break why;
@@ -261,11 +246,13 @@ impl SessionHost {
         self.link_lost(epoch, &why).await;
     }
 
-    async fn ingest(&self, actor: &SessionActor, batch: Vec<(Gseq, Event)>) {
+    /// Stores events as the gateway sent them (the text the browsers get),
+    /// publishes them, then acks (and re-attaches after a gap).
+    async fn ingest(&self, actor: &SessionActor, batch: Vec<(Gseq, RawEvent)>) {
         if batch.is_empty() {
             return;
         }
-        match actor.ingest(batch, now_ms()).await {
+        match actor.ingest_raw(batch, now_ms()).await {
             Ok(out) => {
                 tracing::debug!(
                     session = actor.session_id(),
@@ -275,17 +262,7 @@ impl SessionHost {
                 );
                 // Persisted and published in this turn; then acked.
                 self.publish(actor).await;
-                let mut frames = vec![ToGateway::Ack {
-                    session_id: actor.session_id().to_owned(),
-                    gseq: out.ack,
-                }];
-                if out.gap_at.is_some() {
-                    frames.push(ToGateway::Attach {
-                        session_id: actor.session_id().to_owned(),
-                        after_gseq: out.ack,
-                    });
-                }
-                self.send_gateway(&frames);
+                self.send_gateway(&link::after_ingest(actor.session_id(), &out));
                 self.index(actor).await;
             }
             Err(e) => {
@@ -295,28 +272,26 @@ impl SessionHost {
         }
     }
 
-    async fn handle_frame(&self, actor: &SessionActor, frame: FromGateway) {
-        match frame {
-            FromGateway::CommandResult(mut r) => {
-                let link_id = std::mem::take(&mut r.id);
-                let starts_turn = self.inner.borrow_mut().sent.remove(&link_id);
-                let prefix = format!("{}/", actor.session_id());
-                let Some(id) = link_id.strip_prefix(&prefix) else {
-                    tracing::debug!(command = %link_id, "a result for another session's command");
-                    return;
-                };
-                r.id = id.to_owned();
+    async fn handle_input(
+        &self,
+        actor: &SessionActor,
+        input: Input<oneshot::Sender<CommandResult>>,
+    ) {
+        match input {
+            Input::Result {
+                result: r,
+                ends_turn,
+                waiter,
+                ..
+            } => {
                 if let Err(e) = actor.on_command_result(&r).await {
                     tracing::warn!(error = %e, "cannot record a command result");
                 }
-                let waited = self.inner.borrow().waiters.contains_key(&r.id);
                 if !r.ok {
                     tracing::info!(command = %r.id, error = ?r.error, "the gateway refused a command");
-                    // The user's turn is in the log; its end is this refusal
-                    // (a waiting create undoes its session itself).
-                    if starts_turn == Some(true) && !waited {
-                        self.end_refused_turn(actor, &r).await;
-                    }
+                }
+                if ends_turn {
+                    self.end_refused_turn(actor, &r).await;
                 }
                 if r.ok && r.id.starts_with("execute-") {
                     // Started: stream its events (the attach sent on
@@ -329,24 +304,24 @@ impl SessionHost {
                         Err(e) => tracing::error!(error = %e, "cannot read the log head"),
                     }
                 }
-                let waiter = self.inner.borrow_mut().waiters.remove(&r.id);
                 if let Some(w) = waiter {
                     let _ = w.send(r);
                 }
             }
-            FromGateway::Pong { .. } => {
+            Input::Pong { .. } => {
                 if let Some(l) = self.inner.borrow_mut().link.as_mut() {
                     l.last_pong_ms = now_ms();
                 }
             }
-            FromGateway::Error(e) => {
+            Input::Error(e) => {
                 tracing::info!(code = %e.code, message = %e.message, "the gateway reported an error");
             }
-            _ => {}
+            Input::Bad(e) => tracing::warn!(error = %e, "bad frame from the gateway"),
+            Input::Events { .. } | Input::Worktrees { .. } => {}
         }
     }
 
-    /// Logs a refused turn's end, as the local orchestrator does.
+    /// Logs a refused turn's end.
     async fn end_refused_turn(&self, actor: &SessionActor, r: &CommandResult) {
         if let Err(e) = actor.end_refused_turn(r, now_ms()).await {
             tracing::warn!(error = %e, "cannot end a refused turn");
@@ -360,8 +335,7 @@ impl SessionHost {
             if inner.link.as_ref().is_some_and(|l| l.epoch == epoch) {
                 inner.link = None;
                 inner.link_error = Some(why.to_owned());
-                inner.waiters.clear();
-                inner.sent.clear();
+                inner.commands.on_closed();
                 true
             } else {
                 false
@@ -374,7 +348,9 @@ impl SessionHost {
         if let Ok(Some(actor)) = self.actor().await {
             self.link_down(&actor).await;
             if needs_link(&actor).await {
-                self.set_alarm(BACKOFF_FIRST).await;
+                // It was up: redial promptly.
+                let delay = self.backoff.borrow_mut().lost(random());
+                self.set_alarm(delay).await;
             }
         }
     }
@@ -408,7 +384,12 @@ impl SessionHost {
                 inner.nonce += 1;
                 inner.nonce
             };
-            if !stale && gateway_client::send(&ws, &ToGateway::Ping { nonce }).is_ok() {
+            let ping = self
+                .inner
+                .borrow_mut()
+                .commands
+                .outgoing(&ToGateway::Ping { nonce });
+            if !stale && ping.is_ok_and(|p| gateway_client::send_text(&ws, &p).is_ok()) {
                 self.set_alarm(HEARTBEAT).await;
                 return Response::ok("pinged");
             }

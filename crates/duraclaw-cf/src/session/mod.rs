@@ -17,16 +17,18 @@
 //!   bytes, far under the 16 KiB limit), so a hibernated object wakes with
 //!   its sockets and loses nothing.
 //! - **The gateway** is one outbound WebSocket per object to
-//!   `CC_GATEWAY_URL` with `CC_GATEWAY_SECRET` as a bearer token. On open it
-//!   sends the actor's `on_gateway_connected` frames (every unconfirmed
-//!   command, then attach after the highest persisted gseq); events are
-//!   ingested in batches (while they flow, the reader lets the frames that
+//!   `CC_GATEWAY_URL` with `CC_GATEWAY_SECRET` as a bearer token, driven
+//!   by [`duraclaw_host::link`], the code the local orchestrator drives too.
+//!   On open it sends the actor's `on_gateway_connected` frames (every
+//!   unconfirmed command, then attach after the highest persisted gseq);
+//!   events are ingested as text (stored and relayed as the gateway sent
+//!   them) in batches (while they flow, the reader lets the frames that
 //!   arrive meanwhile join one batch: one transaction, one ack), published
 //!   and acked. An open outbound socket does
 //!   not keep a Durable Object alive, so while the session needs its link a
 //!   heartbeat alarm pings it every [`HEARTBEAT`] and reconnects when it is
 //!   gone; a failed connect retries by alarm with capped exponential
-//!   backoff. While the link is down the session shows
+//!   backoff and jitter ([`duraclaw_host::backoff`]). While the link is down the session shows
 //!   `paused/gateway_unreachable`, and returns to what it was doing when the
 //!   link is back. An idle session (turn over, nothing unconfirmed) lets its
 //!   link go and its alarm lapse; the gateway's outbox keeps anything that
@@ -59,7 +61,7 @@ mod browsers;
 mod gateway;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +70,7 @@ use duraclaw_core::actor::{Actor, SessionActor};
 use duraclaw_core::protocol::{Close, Command, CommandResult, Seq};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
 use duraclaw_core::web::NewSession;
+use duraclaw_host::backoff::Backoff;
 use duraclaw_host::http::HttpError;
 use duraclaw_host::ids;
 use duraclaw_host::start::{self, StartPlan};
@@ -142,7 +145,8 @@ pub struct CreateRequest {
     pub session: NewSession,
 }
 
-struct Link {
+/// The gateway link's socket while it is up.
+struct LinkConn {
     ws: WebSocket,
     epoch: u64,
     last_pong_ms: i64,
@@ -153,14 +157,11 @@ struct Inner {
     directory: Option<DoSqlDirectory>,
     actor: Option<SessionActor>,
     published: Seq,
-    link: Option<Link>,
+    link: Option<LinkConn>,
     epoch: u64,
-    failures: u32,
     link_error: Option<String>,
-    waiters: HashMap<String, oneshot::Sender<CommandResult>>,
-    /// Commands sent on the link, by their id there: whether each starts a
-    /// turn.
-    sent: HashMap<String, bool>,
+    /// Commands sent on the link and who waits for their results.
+    commands: duraclaw_host::link::Link<oneshot::Sender<CommandResult>>,
     indexed: Option<String>,
     indexing: bool,
     nonce: u64,
@@ -172,6 +173,8 @@ pub struct SessionHost {
     state: State,
     env: Env,
     inner: RefCell<Inner>,
+    /// Reconnect delays after failed connects.
+    backoff: RefCell<Backoff>,
     connecting: futures::lock::Mutex<()>,
     /// Browser frames not yet handled, in arrival order: a command waits
     /// for its login check (a D1 read) and frames behind it wait for it, so
@@ -206,6 +209,7 @@ impl SessionHost {
             state,
             env,
             inner: RefCell::new(Inner::default()),
+            backoff: RefCell::new(Backoff::new(BACKOFF_FIRST, BACKOFF_CAP)),
             connecting: futures::lock::Mutex::new(()),
             inbox: RefCell::new(VecDeque::new()),
             draining: Cell::new(false),
@@ -389,16 +393,20 @@ impl SessionHost {
         };
         self.settle(actor).await;
         let (tx, rx) = oneshot::channel();
+        let session_id = actor.session_id();
         self.inner
             .borrow_mut()
-            .waiters
-            .insert(command_id.clone(), tx);
+            .commands
+            .wait(session_id, &command_id, tx);
         // Connecting sends the outbox, the execute included.
         if !out.forward.is_empty() {
             let _ = self.ensure_link(actor).await;
         }
         let result = within(REQUEST_TIMEOUT, rx).await;
-        self.inner.borrow_mut().waiters.remove(&command_id);
+        self.inner
+            .borrow_mut()
+            .commands
+            .unwait(session_id, &command_id);
         let result = result.and_then(Result::ok);
         if let Err(refused) = plan.answer(result.as_ref()) {
             return http_error(&refused);
@@ -415,8 +423,7 @@ impl SessionHost {
             inner.actor = None;
             inner.published = 0;
             inner.indexed = None;
-            inner.waiters.clear();
-            inner.sent.clear();
+            inner.commands.on_closed();
             inner.link.take()
         };
         if let Some(l) = link {
