@@ -119,17 +119,7 @@ per_cli!(
 );
 
 fn claude_bin() -> PathBuf {
-    let hint = "run `scripts/install-tools.sh claude` to install the pinned Claude Code CLI \
-                (CI installs it), or point CLAUDE_BIN at a claude binary";
-    let path =
-        launch::bin_path().unwrap_or_else(|| panic!("neither CLAUDE_BIN nor HOME is set: {hint}"));
-    assert!(
-        path.is_file(),
-        "the Claude Code CLI {} is not at {}: {hint}",
-        launch::CLI_VERSION,
-        path.display()
-    );
-    path
+    support::claude_bin()
 }
 
 // ---------------------------------------------------------------------------
@@ -166,7 +156,6 @@ impl Harness {
 
     /// On the CLI `bin`.
     fn on(bin: PathBuf) -> Self {
-        use std::os::unix::fs::PermissionsExt;
         if tracing_on() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter("info")
@@ -177,12 +166,7 @@ impl Harness {
         let root = dir.path().canonicalize().unwrap();
         init_repo(&root.join("projects/app1"));
         init_repo(&root.join("projects/app2"));
-        let private = root.join("private");
-        std::fs::create_dir(&private).unwrap();
-        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-        for d in ["home", "config", "tmp"] {
-            std::fs::create_dir(private.join(d)).unwrap();
-        }
+        let private = support::private_dirs(&root);
         Harness {
             db: root.join("gateway.db"),
             _dir: dir,
@@ -206,29 +190,8 @@ impl Harness {
     }
 
     fn config(&self, fake: &FakeAnthropic) -> ClaudeConfig {
-        let base_url = fake.base_url();
-        let mut cfg = ClaudeConfig::new(&self.bin);
+        let mut cfg = support::claude_config(&self.bin, fake, &self.private);
         cfg.model = MODEL.into();
-        cfg.env = [
-            ("ANTHROPIC_BASE_URL", base_url.as_str()),
-            ("ANTHROPIC_API_KEY", "test"),
-            ("CLAUDE_CODE_ENTRYPOINT", "sdk-py"),
-            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
-            ("DISABLE_TELEMETRY", "1"),
-            ("DISABLE_AUTOUPDATER", "1"),
-            ("DISABLE_ERROR_REPORTING", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .chain([("HOME".into(), self.private.join("home").into_os_string())])
-        .collect();
-        cfg.isolated = true;
-        cfg.config_dir = Some(self.private.join("config"));
-        cfg.private_tmp = Some(self.private.join("tmp"));
-        cfg.init_timeout = Duration::from_secs(30);
-        cfg.interrupt_timeout = Duration::from_secs(10);
-        cfg.idle_timeout = Duration::from_secs(60);
-        cfg.stop_grace = Duration::from_secs(5);
         cfg
     }
 

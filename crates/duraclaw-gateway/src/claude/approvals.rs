@@ -4,16 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use duraclaw_core::Result;
 use duraclaw_core::approval::ApprovalRequest;
 use duraclaw_core::protocol::{Event, QuestionKind, UserQuestion};
-use duraclaw_core::store::Resolution;
-use futures::future::BoxFuture;
+use duraclaw_core::executor::{HeldQuestion, question_resolved};
 use serde_json::Value;
 
 use super::{STOPPED, Shared};
 use crate::cli::{CliAction, CliInput};
-use duraclaw_approval::{now_ms, resolution_event};
+use duraclaw_approval::now_ms;
 
 pub(super) async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
     let pending: Vec<String> = {
@@ -98,21 +96,16 @@ pub(super) enum Next {
     Ask(Ask),
 }
 
-/// A `can_use_tool` question the gate already knows about, waiting for its
+/// A `can_use_tool` question the gate already holds, waiting for its
 /// decision.
 pub(super) struct Ask {
     request_id: String,
-    question_id: String,
     input: Value,
-    /// The gate's answer if it decided at once (e.g. a policy rule).
-    first: Option<Result<Resolution>>,
-    decision: BoxFuture<'static, Result<Resolution>>,
+    held: HeldQuestion,
 }
 
-/// Hands `question` to the gate and polls the request once, so that the gate
-/// holds it (the gates register a request before they first wait) before
-/// the `user_question` event makes it visible: an answer sent as soon as
-/// the question is seen must find it.
+/// Hands `question` to the gate so that it holds the request before the
+/// `user_question` event makes it visible (see [`HeldQuestion::hold`]).
 pub(super) async fn register_ask(
     shared: &Arc<Shared>,
     request_id: String,
@@ -120,25 +113,11 @@ pub(super) async fn register_ask(
     input: Value,
 ) -> Ask {
     shared.awaiting.fetch_add(1, Ordering::AcqRel);
-    let gate = shared.gate.clone();
-    let question_id = question.question_id.clone();
-    let request = ApprovalRequest {
-        session_id: shared.session_id.clone(),
-        question,
-        asked_at_ms: now_ms(),
-    };
-    let mut decision: BoxFuture<'static, Result<Resolution>> =
-        Box::pin(async move { gate.request(request).await });
-    let first = match futures::poll!(decision.as_mut()) {
-        std::task::Poll::Ready(r) => Some(r),
-        std::task::Poll::Pending => None,
-    };
+    let request = ApprovalRequest::new(shared.session_id.clone(), question, now_ms());
     Ask {
         request_id,
-        question_id,
         input,
-        first,
-        decision,
+        held: HeldQuestion::hold(shared.gate.clone(), request).await,
     }
 }
 
@@ -149,15 +128,11 @@ pub(super) fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {
     tokio::spawn(async move {
         let Ask {
             request_id,
-            question_id,
             input,
-            first,
-            decision,
+            held,
         } = ask;
-        let resolution = match first {
-            Some(r) => r,
-            None => decision.await,
-        };
+        let question_id = held.question_id().to_owned();
+        let resolution = held.decision().await;
         shared.awaiting.fetch_sub(1, Ordering::AcqRel);
         shared.wake.notify_one();
         let still_pending = shared
@@ -168,7 +143,7 @@ pub(super) fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {
             .is_some();
         match resolution {
             Ok(r) => {
-                shared.emit(resolution_event(&question_id, &r)).await;
+                shared.emit(question_resolved(&question_id, &r)).await;
                 // A withdrawn request needs no answer: the CLI ignores late
                 // ones.
                 if still_pending {
