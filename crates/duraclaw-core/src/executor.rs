@@ -138,10 +138,12 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
 /// [`executor_conformance_tests!`](crate::executor_conformance_tests):
 ///
 /// - **Event order.** A session's first event is `session_init`, carrying
-///   the executor session id that [`StartSpec::resume`] takes back. Every
+///   the executor session id that [`StartSpec::resume`] takes back (it may
+///   come again at a turn's start, with the same id). Every
 ///   prompt (the first one and each [`ExecutorSession::send_message`])
-///   plays one turn that ends with exactly one `result`; nothing of a turn
-///   comes after its `result`. A message's `assistant` deltas come before
+///   plays one turn that ends with exactly one `result`, or, when the
+///   turn fails for good (the agent's process died), with an `error`
+///   instead; nothing of a turn comes after its end. A message's `assistant` deltas come before
 ///   its `final`. A tool call is `tool_use`, then its `user_question` (or
 ///   the `auto_allowed` notice of a standing allow), then the
 ///   `question.resolved`, then the `tool_result` with the same
@@ -168,8 +170,11 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
 /// - **Resume.** [`StartSpec::resume`] continues the executor session a
 ///   `session_init` named; the resumed session reports the same executor
 ///   session id and plays the next prompt as a new turn.
-/// - **Errors.** A failure of the agent inside a turn is an `error` event
-///   or a `result` with `is_error`, and the session stays usable. Calls
+/// - **Errors.** A turn that fails ends with an `error` event or a
+///   `result` with `is_error`. The session stays usable: the next message
+///   plays a new turn; if the agent's process died
+///   ([`ExecutorSession::is_running`] is false), the host starts the
+///   session again resuming its executor session. Calls
 ///   on a session that has ended return an [`Error`](crate::Error), never
 ///   panic. [`Executor::check`] says why sessions cannot start at all.
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]

@@ -62,7 +62,9 @@ pub enum Step {
     },
     /// Wait until interrupted (to test aborts).
     Stall,
-    /// Report an executor error.
+    /// Report an executor error. It ends the turn, as a turn whose agent
+    /// died ends: the `error` is its last event (no `result`), and the
+    /// turn's remaining steps do not play.
     Fail {
         /// The message.
         message: String,
@@ -364,6 +366,10 @@ impl Player {
                     self.cancel_open_requests().await;
                     break;
                 }
+            }
+            if matches!(step, Step::Fail { .. }) {
+                // The `error` ended the turn.
+                return Ok((end, pending_prompts));
             }
         }
         self.cost += 0.0125;

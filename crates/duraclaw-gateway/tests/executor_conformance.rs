@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 //! The executor conformance suite (`duraclaw_core::conformance`) on the
 //! gateway's two executors: the scripted one, and the REAL Claude Code
-//! CLI (the pinned version) against the fake Messages API.
+//! CLI (the pinned version) against the fake Messages API. A failing turn
+//! of the CLI is its process killed mid-turn.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,7 @@ struct Claude;
 impl ExecutorHarness for Claude {
     async fn executor(&self, turns: &[Play]) -> Result<ExecutorUnderTest> {
         let held = Latch::new();
+        let dies = Latch::new();
         let script: Vec<Turn> = turns
             .iter()
             .flat_map(|play| match play {
@@ -111,7 +113,12 @@ impl ExecutorHarness for Claude {
                         .with_chunk_chars(4)
                         .with_hold(2, &held),
                 ],
-                Play::Fail => vec![Turn::http_error(400, "the suite's request is refused")],
+                // The way the CLI fails for good: its process dies mid-turn.
+                Play::Fail => vec![
+                    Turn::text("This turn dies before it ends.")
+                        .with_chunk_chars(4)
+                        .with_hold(2, &dies),
+                ],
             })
             .collect();
         let io = |e: std::io::Error| Error::Executor(format!("test setup: {e}"));
@@ -122,15 +129,56 @@ impl ExecutorHarness for Claude {
         support::init_repo(&worktree);
         let private = support::private_dirs(&root);
         let config = support::claude_config(&support::claude_bin(), &fake, &private);
+        let cwd = worktree.clone();
+        let projects = private.join("config/projects");
+        let killer = tokio::spawn(async move {
+            dies.reached().await;
+            // Killed once it saved its transcript, so it can be resumed
+            // (no event says when; the file is polled, bounded).
+            let give_up = std::time::Instant::now() + Duration::from_secs(30);
+            while !saved_a_transcript(&projects) && std::time::Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            for pid in support::cli_pids(&cwd) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        });
         Ok(ExecutorUnderTest {
             executor: Arc::new(ClaudeExecutor::new(config)),
             worktree: worktree.display().to_string(),
-            keep: Box::new((fake, dir, held)),
+            keep: Box::new((fake, dir, held, AbortOnDrop(killer))),
         })
     }
 
     async fn sleep(&self, ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Whether the CLI saved a session transcript under `projects`.
+fn saved_a_transcript(projects: &std::path::Path) -> bool {
+    let Ok(dirs) = std::fs::read_dir(projects) else {
+        return false;
+    };
+    dirs.flatten().any(|d| {
+        std::fs::read_dir(d.path()).is_ok_and(|files| {
+            files.flatten().any(|f| {
+                f.path().extension().is_some_and(|x| x == "jsonl")
+                    && std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("\"user\""))
+            })
+        })
+    })
+}
+
+/// Ends the task when the case ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -215,7 +215,7 @@ macro_rules! sql_conformance_tests {
 
 /// Generates one `#[tokio::test]` per executor case for `$harness` (an
 /// [`ExecutorHarness`](crate::conformance::ExecutorHarness)), each bounded
-/// by a 300 s deadline; every wait inside a case is bounded by
+/// by a 600 s deadline; every wait inside a case is bounded by
 /// [`EXECUTOR_CASE_WAIT_MS`](crate::conformance::EXECUTOR_CASE_WAIT_MS).
 ///
 /// The case list is written once, in the `@each` arm;
@@ -251,10 +251,10 @@ macro_rules! executor_conformance_tests {
             async fn $case() {
                 let harness = $harness;
                 let run = $crate::conformance::run_executor_case(stringify!($case), &harness);
-                match tokio::time::timeout(std::time::Duration::from_secs(300), run).await {
+                match tokio::time::timeout(std::time::Duration::from_secs(600), run).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => panic!("{}: {}", stringify!($case), e),
-                    Err(_) => panic!("{}: no result within 300 s", stringify!($case)),
+                    Err(_) => panic!("{}: no result within 600 s", stringify!($case)),
                 }
             }
         )+

@@ -179,3 +179,36 @@ pub fn claude_config(
     cfg.stop_grace = Duration::from_secs(5);
     cfg
 }
+
+/// The pids of CLI processes this test process started in `cwd`, by their
+/// name: the oldest supported CLI runs as `node cli.js` and names itself
+/// `claude` (its arguments are overwritten then), the native one is
+/// `claude`.
+pub fn cli_pids(cwd: &Path) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let proc = entry.path();
+        let is_cli = std::fs::read_to_string(proc.join("comm"))
+            .is_ok_and(|comm| comm.trim_end() == "claude");
+        let dir = std::fs::read_link(proc.join("cwd")).ok();
+        // `stat` is "pid (comm) state ppid ..."; comm may hold spaces.
+        let ppid = std::fs::read_to_string(proc.join("stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_owned();
+                rest.split_whitespace().nth(1).map(str::to_owned)
+            });
+        if is_cli && dir.as_deref() == Some(cwd) && ppid.as_deref() == Some(&me) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
