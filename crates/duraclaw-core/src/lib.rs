@@ -11,12 +11,14 @@
 //!   forward, exactly-once replay with a fence, gseq dedupe and acks,
 //!   command ids applied once);
 //! - [`guard`]: the check that every tool that ran was allowed;
+//! - [`local`]: a session whose executor runs in this process (no gateway,
+//!   no WebSocket), over the same actor;
 //! - [`web`]: the web rules both hosts share (the Origin rule, user name
 //!   and password rules), as pure functions over strings;
 //! - [`migrate`]: versioned, checksummed schema migrations with the version
 //!   kept in a meta table, for every SQL backend;
 //! - `conformance` (feature `conformance`): the shared test suite every
-//!   `SessionStore` backend runs.
+//!   `SessionStore` backend runs, and the one every `Executor` runs.
 //!
 //! It depends on no async runtime and builds for `wasm32-unknown-unknown`, so
 //! the same logic runs in a tokio server and in a Cloudflare Durable Object.
@@ -26,6 +28,7 @@ pub mod approval;
 pub mod error;
 pub mod executor;
 pub mod guard;
+pub mod local;
 pub mod migrate;
 pub mod protocol;
 pub mod relay;

@@ -6,18 +6,17 @@
 //! it through [`ExecutorSession`] and checks the events it logged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::mpsc;
 
 use super::{CaseError, CaseResult};
-use crate::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
-use crate::error::{Error, Result};
+use crate::approval::{ApprovalGate, DecideOutcome};
+use crate::error::Result;
 use crate::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
 use crate::protocol::{AssistantPhase, DecidedBy, Decision, Event, QuestionKind};
-use crate::store::Resolution;
 use crate::{SendOutsideWasm, SyncOutsideWasm};
 
 /// How long a case waits for one thing (an event, a call) before it fails.
@@ -73,103 +72,11 @@ pub trait ExecutorHarness: SendOutsideWasm + SyncOutsideWasm {
 // The suite's gate and sink
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Default)]
-struct GateState {
-    pending: BTreeMap<String, (ApprovalRequest, Vec<oneshot::Sender<Resolution>>)>,
-    decided: HashMap<String, Resolution>,
-}
+/// The suite's gate: the in-process one.
+type SuiteGate = crate::local::WaitGate;
 
-/// A gate in memory that remembers what it was asked.
-#[derive(Debug, Default)]
-struct SuiteGate {
-    state: Mutex<GateState>,
-}
-
-impl SuiteGate {
-    fn lock(&self) -> MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn holds(&self, question_id: &str) -> bool {
-        let st = self.lock();
-        st.pending.contains_key(question_id) || st.decided.contains_key(question_id)
-    }
-
-    fn settle(&self, question_id: &str, resolution: Resolution) -> Result<DecideOutcome> {
-        let mut st = self.lock();
-        if let Some(first) = st.decided.get(question_id) {
-            return Ok(DecideOutcome::AlreadyDecided {
-                first: first.clone(),
-            });
-        }
-        let Some((_, waiters)) = st.pending.remove(question_id) else {
-            return Err(Error::NotFound {
-                what: "question",
-                id: question_id.to_owned(),
-            });
-        };
-        st.decided
-            .insert(question_id.to_owned(), resolution.clone());
-        for w in waiters {
-            let _ = w.send(resolution.clone());
-        }
-        Ok(DecideOutcome::Decided)
-    }
-}
-
-#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
-#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
-impl ApprovalGate for SuiteGate {
-    async fn request(&self, request: ApprovalRequest) -> Result<Resolution> {
-        let rx = {
-            let mut st = self.lock();
-            let id = request.question.question_id.clone();
-            if let Some(r) = st.decided.get(&id) {
-                return Ok(r.clone());
-            }
-            let (tx, rx) = oneshot::channel();
-            st.pending
-                .entry(id)
-                .or_insert_with(|| (request, Vec::new()))
-                .1
-                .push(tx);
-            rx
-        };
-        rx.await.map_err(|_| Error::Closed("suite gate"))
-    }
-
-    async fn decide(
-        &self,
-        question_id: &str,
-        decision: Decision,
-        by: DecidedBy,
-    ) -> Result<DecideOutcome> {
-        self.settle(
-            question_id,
-            Resolution {
-                decision,
-                by,
-                at_ms: super::T0,
-            },
-        )
-    }
-
-    async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
-        Ok(self.lock().pending.values().map(|(r, _)| r.clone()).collect())
-    }
-
-    async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
-        self.settle(
-            question_id,
-            Resolution {
-                decision: Decision::Cancelled {
-                    reason: Some(reason.to_owned()),
-                },
-                by: DecidedBy::new("executor"),
-                at_ms: super::T0,
-            },
-        )
-    }
+fn suite_clock() -> i64 {
+    super::T0
 }
 
 /// Records events, checks that every question is held before it shows,
@@ -237,7 +144,7 @@ struct Rig<'a> {
 impl<'a> Rig<'a> {
     async fn new(h: &'a dyn ExecutorHarness, turns: &[Play]) -> std::result::Result<Self, CaseError> {
         let under = h.executor(turns).await?;
-        let gate = Arc::new(SuiteGate::default());
+        let gate = Arc::new(SuiteGate::new(suite_clock));
         let (tx, rx) = mpsc::unbounded();
         let sink = Arc::new(SuiteSink {
             gate: gate.clone(),
