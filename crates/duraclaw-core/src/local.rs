@@ -128,8 +128,8 @@ impl LocalSession {
 
     /// Opens a session of an earlier run from `store` (after a restart):
     /// questions that run left open are withdrawn (no process waits for
-    /// them any more) and the executor session its log names is resumed,
-    /// waiting for a message.
+    /// them any more); the next [`send`](LocalSession::send) resumes the
+    /// executor session the log names.
     #[cfg(not(target_arch = "wasm32"))]
     pub async fn reopen(executor: DynExecutor, store: DynSessionStore, user: &str) -> Result<Self> {
         Self::reopen_with_clock(executor, store, user, system_clock).await
@@ -159,13 +159,7 @@ impl LocalSession {
             });
             sink.log(withdrawn).await?;
         }
-        let meta = actor.meta().await;
-        let mut spec = StartSpec::new(meta.session_id.clone(), meta.worktree.clone());
-        spec.resume = meta.executor_session_id.clone();
-        spec.model = meta.model.clone();
-        let this = LocalSession::new(actor, executor, sink, user, clock);
-        this.begin(spec).await?;
-        Ok(this)
+        Ok(LocalSession::new(actor, executor, sink, user, clock))
     }
 
     fn new(
@@ -332,6 +326,19 @@ impl ActorSink {
         }))
     }
 
+    /// Whether `resolved` repeats the decision [`LocalSession::answer`]
+    /// logged already (the executor confirms what it was told): logged
+    /// once is enough.
+    async fn already_logged(&self, resolved: &QuestionResolved) -> Result<bool> {
+        let questions = self.actor.log().store().questions(false).await?;
+        Ok(questions.into_iter().any(|q| {
+            q.question.question_id == resolved.question_id
+                && q.resolution.is_some_and(|first| {
+                    first.decision == resolved.decision && first.by == resolved.by
+                })
+        }))
+    }
+
     async fn log(&self, event: Event) -> Result<()> {
         let mut gseq = self.gseq.lock().await;
         let next = *gseq + 1;
@@ -359,6 +366,11 @@ impl EventSink for ActorSink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .observe(&event);
+        if let Event::QuestionResolved(r) = &event
+            && self.already_logged(r).await?
+        {
+            return Ok(());
+        }
         self.log(event).await?;
         if let Some(bad) = unapproved {
             tracing::error!(
