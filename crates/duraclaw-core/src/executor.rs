@@ -5,8 +5,7 @@
 //! tool call. The shape fits Claude Code's CLI, a scripted executor, and ACP
 //! or Codex agents later: nothing here is Claude-specific. The contract an
 //! executor keeps is written on [`Executor`]; the `conformance` feature's
-//! [`executor_conformance_tests!`](crate::executor_conformance_tests)
-//! checks it.
+//! `executor_conformance_tests!` checks it.
 //!
 //! [`ApprovalGate`]: crate::approval::ApprovalGate
 
@@ -134,8 +133,9 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
 /// # The contract
 ///
 /// What an executor promises, checked for every executor by the
-/// `conformance` feature's
-/// [`executor_conformance_tests!`](crate::executor_conformance_tests):
+/// `conformance` feature's `executor_conformance_tests!` (an
+/// [`ExecutorHarness`](https://docs.rs/duraclaw-core/latest/duraclaw_core/conformance/trait.ExecutorHarness.html)
+/// gives it the executor):
 ///
 /// - **Event order.** A session's first event is `session_init`, carrying
 ///   the executor session id that [`StartSpec::resume`] takes back (it may

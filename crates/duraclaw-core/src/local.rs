@@ -113,7 +113,10 @@ impl LocalSession {
         let sink = ActorSink::new(&actor, clock).await?;
         let this = LocalSession::new(actor, executor, sink, user, clock);
         let id = this.command_id("execute");
-        let done = this.actor.execute(&id, execute.clone(), &this.user, clock()).await?;
+        let done = this
+            .actor
+            .execute(&id, execute.clone(), &this.user, clock())
+            .await?;
         this.actor.on_command_result(&done.result).await?;
         let spec = StartSpec {
             prompt: Some(execute.prompt),
@@ -251,7 +254,13 @@ impl LocalSession {
         };
         let done = self
             .actor
-            .decide(&id, question_id, decision.clone(), by.clone(), (self.clock)())
+            .decide(
+                &id,
+                question_id,
+                decision.clone(),
+                by.clone(),
+                (self.clock)(),
+            )
             .await?;
         self.actor.on_command_result(&done.result).await?;
         match done.decided {
@@ -315,6 +324,8 @@ struct ActorSink {
 }
 
 impl ActorSink {
+    // Single-threaded on wasm32, like everything the actor holds there.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     async fn new(actor: &SessionActor, clock: Clock) -> Result<Arc<Self>> {
         let head = actor.log().store().head().await?;
         Ok(Arc::new(ActorSink {
@@ -342,7 +353,10 @@ impl ActorSink {
     async fn log(&self, event: Event) -> Result<()> {
         let mut gseq = self.gseq.lock().await;
         let next = *gseq + 1;
-        let outcome = self.actor.ingest(vec![(next, event)], (self.clock)()).await?;
+        let outcome = self
+            .actor
+            .ingest(vec![(next, event)], (self.clock)())
+            .await?;
         if outcome.gap_at.is_some() {
             return Err(Error::Storage {
                 backend: "log",
@@ -501,7 +515,12 @@ impl ApprovalGate for WaitGate {
     }
 
     async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
-        Ok(self.lock().pending.values().map(|(r, _)| r.clone()).collect())
+        Ok(self
+            .lock()
+            .pending
+            .values()
+            .map(|(r, _)| r.clone())
+            .collect())
     }
 
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {

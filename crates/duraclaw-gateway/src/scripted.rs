@@ -18,9 +18,7 @@ use async_trait::async_trait;
 use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
 use duraclaw_core::error::Error;
-use duraclaw_core::executor::{
-    DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw,
-};
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw};
 use duraclaw_core::protocol::{
     AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event, QuestionKind,
     SessionInit, ToolResult, ToolUse, TurnResult, Usage, UserQuestion,

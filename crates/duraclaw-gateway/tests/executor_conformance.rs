@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use duraclaw_core::{Error, Result};
 use duraclaw_core::conformance::{
     ASK_OPTIONS, ASK_QUESTION, ExecutorHarness, ExecutorUnderTest, Play,
 };
+use duraclaw_core::{Error, Result};
 use duraclaw_fake_anthropic::{FakeAnthropic, Latch, Turn};
 use duraclaw_gateway::claude::ClaudeExecutor;
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};

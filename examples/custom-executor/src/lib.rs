@@ -24,9 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
-use duraclaw_core::executor::{
-    DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw,
-};
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw};
 use duraclaw_core::protocol::{
     AskOption, AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event,
     QuestionKind, SessionInit, ToolResult, ToolUse, TurnResult, UserQuestion,
@@ -82,7 +80,9 @@ impl Executor for ShellExecutor {
             .unwrap_or_else(|| format!("shell-{}-{}", spec.session_id, now_ms()));
         let history = self.state_dir.join(format!("{id}.history"));
         if spec.resume.is_some() && !history.is_file() {
-            return Err(Error::Executor(format!("no history of session {id} to resume")));
+            return Err(Error::Executor(format!(
+                "no history of session {id} to resume"
+            )));
         }
         tokio::fs::create_dir_all(&self.state_dir)
             .await
@@ -208,7 +208,12 @@ impl Turn {
                     usage: None,
                     num_turns: Some(1),
                     terminal_reason: Some(
-                        if matches!(end, End::Done) { "completed" } else { "interrupted" }.into(),
+                        if matches!(end, End::Done) {
+                            "completed"
+                        } else {
+                            "interrupted"
+                        }
+                        .into(),
                     ),
                 })),
             };
@@ -234,7 +239,10 @@ impl Turn {
         let Ok(pending) = self.gate.pending().await else {
             return;
         };
-        for r in pending.iter().filter(|r| r.session_id == self.spec.session_id) {
+        for r in pending
+            .iter()
+            .filter(|r| r.session_id == self.spec.session_id)
+        {
             let why = "the turn was interrupted";
             let by = DecidedBy::new("shell executor");
             let q = &r.question.question_id;
@@ -307,7 +315,13 @@ impl Turn {
     }
 
     /// A tool call: logged, asked, run if allowed. Returns the script's reply.
-    async fn tool(&self, id: &str, name: &str, input: Value, kind: QuestionKind) -> Result<Decision> {
+    async fn tool(
+        &self,
+        id: &str,
+        name: &str,
+        input: Value,
+        kind: QuestionKind,
+    ) -> Result<Decision> {
         let tool_use_id = format!("toolu-{id}");
         let call = ToolUse {
             tool_use_id: tool_use_id.clone(),
@@ -341,7 +355,10 @@ impl Turn {
             input: input.clone(),
             description: None,
         };
-        if !matches!(self.tool(id, "Bash", input, kind).await?, Decision::Allow { .. }) {
+        if !matches!(
+            self.tool(id, "Bash", input, kind).await?,
+            Decision::Allow { .. }
+        ) {
             self.result(id, "denied".into(), true).await?;
             return Ok("denied".into());
         }
@@ -362,9 +379,17 @@ impl Turn {
         let mut parts = spec.split('|');
         let question = parts.next().unwrap_or_default().to_owned();
         let options = parts
-            .map(|o| AskOption { label: o.to_owned(), description: None })
+            .map(|o| AskOption {
+                label: o.to_owned(),
+                description: None,
+            })
             .collect();
-        let questions = vec![AskQuestion { question: question.clone(), header: None, options, multi_select: false }];
+        let questions = vec![AskQuestion {
+            question: question.clone(),
+            header: None,
+            options,
+            multi_select: false,
+        }];
         let input = json!({ "questions": questions });
         let kind = QuestionKind::AskUser { questions };
         match self.tool(id, "AskUserQuestion", input, kind).await? {

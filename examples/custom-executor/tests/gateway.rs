@@ -92,7 +92,11 @@ async fn a_shell_agent_runs_through_the_gateway_under_approval() {
     let agent = root.join("agent.sh");
     std::fs::write(&agent, AGENT).unwrap();
     let gateway = Gateway::new(GatewayOptions {
-        directory: Arc::new(SqliteDirectory::open(&root.join("gateway.db")).await.unwrap()),
+        directory: Arc::new(
+            SqliteDirectory::open(&root.join("gateway.db"))
+                .await
+                .unwrap(),
+        ),
         executor: Arc::new(ShellExecutor::new(agent, root.join("state"))),
         worktrees: WorktreeIndex::new(vec![format!("{}/projects/*", root.display())]).unwrap(),
         approval_timeout: None,
@@ -101,7 +105,11 @@ async fn a_shell_agent_runs_through_the_gateway_under_approval() {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(serve(listener, gateway.clone(), Secret::new(SECRET).unwrap()));
+    let server = tokio::spawn(serve(
+        listener,
+        gateway.clone(),
+        Secret::new(SECRET).unwrap(),
+    ));
 
     let mut req = format!("ws://{addr}/").into_client_request().unwrap();
     let bearer = format!("Bearer {SECRET}").parse().unwrap();
@@ -111,10 +119,23 @@ async fn a_shell_agent_runs_through_the_gateway_under_approval() {
     assert!(matches!(recv(&mut ws).await, FromGateway::Hello(_)));
     let execute = Execute::new(app.display().to_string(), "Make two files");
     send(&mut ws, &command("c1", Command::Execute(execute))).await;
-    send(&mut ws, &ToGateway::Attach { session_id: "s1".into(), after_gseq: 0 }).await;
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
 
-    let allow = Decision::Allow { updated_input: None, remember: false };
-    let deny = Decision::Deny { reason: "one is enough".into(), interrupt: false };
+    let allow = Decision::Allow {
+        updated_input: None,
+        remember: false,
+    };
+    let deny = Decision::Deny {
+        reason: "one is enough".into(),
+        interrupt: false,
+    };
     let (mut decisions, mut events, mut n) = (vec![allow, deny].into_iter(), Vec::new(), 0);
     loop {
         match recv(&mut ws).await {
@@ -122,7 +143,11 @@ async fn a_shell_agent_runs_through_the_gateway_under_approval() {
                 if let Event::UserQuestion(q) = &event {
                     n += 1;
                     let decision = decisions.next().expect("two questions only");
-                    send(&mut ws, &command(&format!("a{n}"), answer(&q.question_id, decision))).await;
+                    send(
+                        &mut ws,
+                        &command(&format!("a{n}"), answer(&q.question_id, decision)),
+                    )
+                    .await;
                 }
                 let done = matches!(event, Event::Result(_) | Event::Error(_));
                 events.push(event);
@@ -139,7 +164,10 @@ async fn a_shell_agent_runs_through_the_gateway_under_approval() {
     };
     assert!(!result.is_error, "{result:?}");
     assert!(app.join("allowed.txt").is_file(), "the allowed command ran");
-    assert!(!app.join("denied.txt").exists(), "the denied command did not run");
+    assert!(
+        !app.join("denied.txt").exists(),
+        "the denied command did not run"
+    );
     let resolved: Vec<_> = events
         .iter()
         .filter_map(|e| match e {

@@ -15,7 +15,11 @@ async fn run(dir: &std::path::Path) -> Output {
         .await
         .expect("the host finished in time")
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -25,9 +29,16 @@ async fn a_session_in_process_is_approved_then_replayed_after_a_restart() {
     let first = String::from_utf8(run(dir.path()).await.stdout).unwrap();
     assert!(dir.path().join("app/hello.txt").is_file(), "{first}");
     // Logged once: the answer logs it, the executor's echo is not logged again.
-    assert_eq!(first.matches(r#""type":"question.resolved""#).count(), 1, "{first}");
+    assert_eq!(
+        first.matches(r#""type":"question.resolved""#).count(),
+        1,
+        "{first}"
+    );
     assert!(first.contains("The command was ok."), "{first}");
-    assert!(first.ends_with("state: Paused { reason: Idle }\n"), "{first}");
+    assert!(
+        first.ends_with("state: Paused { reason: Idle }\n"),
+        "{first}"
+    );
     let logged: Vec<&str> = first.lines().filter(|l| !l.starts_with("state")).collect();
 
     let second = String::from_utf8(run(dir.path()).await.stdout).unwrap();

@@ -142,7 +142,10 @@ struct Rig<'a> {
 }
 
 impl<'a> Rig<'a> {
-    async fn new(h: &'a dyn ExecutorHarness, turns: &[Play]) -> std::result::Result<Self, CaseError> {
+    async fn new(
+        h: &'a dyn ExecutorHarness,
+        turns: &[Play],
+    ) -> std::result::Result<Self, CaseError> {
         let under = h.executor(turns).await?;
         let gate = Arc::new(SuiteGate::new(suite_clock));
         let (tx, rx) = mpsc::unbounded();
@@ -166,7 +169,10 @@ impl<'a> Rig<'a> {
         StartSpec::new(session, self.under.worktree.clone())
     }
 
-    async fn start(&self, spec: StartSpec) -> std::result::Result<Box<dyn ExecutorSession>, CaseError> {
+    async fn start(
+        &self,
+        spec: StartSpec,
+    ) -> std::result::Result<Box<dyn ExecutorSession>, CaseError> {
         let start = self
             .under
             .executor
@@ -198,7 +204,9 @@ impl<'a> Rig<'a> {
                 }
             };
             let Some(event) = next else {
-                return Err(CaseError(format!("the sink closed while waiting for {what}")));
+                return Err(CaseError(format!(
+                    "the sink closed while waiting for {what}"
+                )));
             };
             let hit = done(&event);
             self.events.push(event);
@@ -209,7 +217,10 @@ impl<'a> Rig<'a> {
     }
 
     /// Takes events up to the next `result` and returns it.
-    async fn result(&mut self, what: &str) -> std::result::Result<crate::protocol::TurnResult, CaseError> {
+    async fn result(
+        &mut self,
+        what: &str,
+    ) -> std::result::Result<crate::protocol::TurnResult, CaseError> {
         let at = self.until(what, |e| matches!(e, Event::Result(_))).await?;
         match &self.events[at] {
             Event::Result(r) => Ok(r.clone()),
@@ -277,7 +288,9 @@ fn check_order(events: &[Event]) -> CaseResult {
             }
             Event::UserQuestion(q) => {
                 check!(
-                    asked.insert(q.question_id.clone(), (i, q.tool_use_id.clone())).is_none(),
+                    asked
+                        .insert(q.question_id.clone(), (i, q.tool_use_id.clone()))
+                        .is_none(),
                     "question id {} asked twice",
                     q.question_id
                 );
@@ -401,9 +414,19 @@ pub(crate) async fn turns_start_with_init_and_end_with_one_result(
     let r2 = rig.result("the second turn's result").await?;
     check!(!r2.is_error, "the second turn failed: {r2:?}");
     check_order(&rig.events)?;
-    check_eq!(finals(&rig.events[..after_first]).last(), Some(&first.to_owned()));
-    check_eq!(finals(&rig.events[after_first..]).last(), Some(&second.to_owned()));
-    let results = rig.events.iter().filter(|e| matches!(e, Event::Result(_))).count();
+    check_eq!(
+        finals(&rig.events[..after_first]).last(),
+        Some(&first.to_owned())
+    );
+    check_eq!(
+        finals(&rig.events[after_first..]).last(),
+        Some(&second.to_owned())
+    );
+    let results = rig
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Result(_)))
+        .count();
     check_eq!(results, 2);
     let ids: HashSet<Option<String>> = rig
         .events
@@ -442,7 +465,10 @@ pub(crate) async fn a_tool_call_is_held_asked_and_resolved_once(
     let resolved = resolutions(&rig.events);
     check_eq!(resolved.len(), 1);
     check_eq!(resolved[0].by.who, "suite");
-    check!(matches!(resolved[0].decision, Decision::Allow { .. }), "{resolved:?}");
+    check!(
+        matches!(resolved[0].decision, Decision::Allow { .. }),
+        "{resolved:?}"
+    );
     let ran = tool_results(&rig.events);
     check_eq!(ran.len(), 1);
     check_eq!(Some(ran[0].tool_use_id.clone()), asked[0].tool_use_id);
@@ -474,10 +500,17 @@ pub(crate) async fn a_denied_tool_does_not_run(h: &dyn ExecutorHarness) -> CaseR
     check_order(&rig.events)?;
     let resolved = resolutions(&rig.events);
     check_eq!(resolved.len(), 1);
-    check!(matches!(resolved[0].decision, Decision::Deny { .. }), "{resolved:?}");
+    check!(
+        matches!(resolved[0].decision, Decision::Deny { .. }),
+        "{resolved:?}"
+    );
     let ran = tool_results(&rig.events);
     check_eq!(ran.len(), 1);
-    check!(ran[0].is_error, "a denied tool's result is an error: {:?}", ran[0]);
+    check!(
+        ran[0].is_error,
+        "a denied tool's result is an error: {:?}",
+        ran[0]
+    );
     within(h, "shutdown", session.shutdown()).await??;
     rig.faults()
 }
@@ -497,7 +530,11 @@ pub(crate) async fn a_question_to_the_user_gets_its_answer(h: &dyn ExecutorHarne
     };
     check_eq!(questions.len(), 1);
     check_eq!(questions[0].question, ASK_QUESTION);
-    let labels: Vec<&str> = questions[0].options.iter().map(|o| o.label.as_str()).collect();
+    let labels: Vec<&str> = questions[0]
+        .options
+        .iter()
+        .map(|o| o.label.as_str())
+        .collect();
     check_eq!(labels, ASK_OPTIONS.to_vec());
     let answers = BTreeMap::from([(ASK_QUESTION.to_owned(), ASK_OPTIONS[0].to_owned())]);
     rig.gate
@@ -523,7 +560,9 @@ pub(crate) async fn a_question_to_the_user_gets_its_answer(h: &dyn ExecutorHarne
 /// resolution), ends the turn as an error, and the session goes on.
 pub(crate) async fn interrupt_withdraws_the_open_question(h: &dyn ExecutorHarness) -> CaseResult {
     let mut rig = Rig::new(h, &[Play::Tool, Play::Reply("Still here.".into())]).await?;
-    let session = rig.start(rig.spec("withdraw").with_prompt("Run it")).await?;
+    let session = rig
+        .start(rig.spec("withdraw").with_prompt("Run it"))
+        .await?;
     rig.until("the question", |e| matches!(e, Event::UserQuestion(_)))
         .await?;
     within(h, "interrupt", session.interrupt()).await??;
@@ -570,9 +609,10 @@ pub(crate) async fn interrupt_mid_stream_ends_the_turn(h: &dyn ExecutorHarness) 
     let session = rig
         .start(rig.spec("interrupt").with_prompt("Talk long"))
         .await?;
-    rig.until("the first delta", |e| {
-        matches!(e, Event::Assistant(a) if a.phase == AssistantPhase::Delta)
-    })
+    rig.until(
+        "the first delta",
+        |e| matches!(e, Event::Assistant(a) if a.phase == AssistantPhase::Delta),
+    )
     .await?;
     within(h, "interrupt", session.interrupt()).await??;
     let r = rig.result("the interrupted turn's result").await?;
@@ -608,7 +648,11 @@ pub(crate) async fn resume_continues_the_executor_session(h: &dyn ExecutorHarnes
         return Err(CaseError("session_init named no executor session".into()));
     };
     let resumed = rig
-        .start(rig.spec("resume").with_resume(id.clone()).with_prompt("Second"))
+        .start(
+            rig.spec("resume")
+                .with_resume(id.clone())
+                .with_prompt("Second"),
+        )
         .await?;
     let r = rig.result("the resumed run's result").await?;
     check!(!r.is_error, "the resumed run failed: {r:?}");
@@ -620,7 +664,10 @@ pub(crate) async fn resume_continues_the_executor_session(h: &dyn ExecutorHarnes
         .intersection(&message_ids(&after))
         .cloned()
         .collect();
-    check!(reused.is_empty(), "message ids reused after the resume: {reused:?}");
+    check!(
+        reused.is_empty(),
+        "message ids reused after the resume: {reused:?}"
+    );
     within(h, "shutdown", resumed.shutdown()).await??;
     rig.faults()
 }
@@ -663,7 +710,10 @@ pub(crate) async fn a_failing_turn_is_reported_and_the_session_goes_on(
     };
     let next = rig.result("the next turn's result").await?;
     check!(!next.is_error, "the session did not go on: {next:?}");
-    check_eq!(finals(&rig.events[mark..]).last(), Some(&"Recovered.".to_owned()));
+    check_eq!(
+        finals(&rig.events[mark..]).last(),
+        Some(&"Recovered.".to_owned())
+    );
     if resumed {
         check_order(&rig.events[..mark])?;
         check_order(&rig.events[mark..])?;
@@ -685,7 +735,12 @@ pub(crate) async fn an_ended_session_refuses_messages(h: &dyn ExecutorHarness) -
     while let Ok(e) = rig.rx.try_recv() {
         rig.events.push(e);
     }
-    let sent = within(h, "send_message after shutdown", session.send_message("Hello?")).await?;
+    let sent = within(
+        h,
+        "send_message after shutdown",
+        session.send_message("Hello?"),
+    )
+    .await?;
     check!(sent.is_err(), "a message to an ended session was taken");
     within(h, "a second shutdown", session.shutdown()).await??;
     // What the stop logged came before `shutdown` returned.

@@ -28,7 +28,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sessions = SqliteDirectory::open(dir.join("sessions.db")).await?;
 
     let (session, after) = if sessions.list_all().await?.is_empty() {
-        let store = sessions.create(SessionMeta::new("s1", "alice", system_clock())).await?;
+        let store = sessions
+            .create(SessionMeta::new("s1", "alice", system_clock()))
+            .await?;
         let first = Execute::new(app.display().to_string(), "Create hello.txt");
         (LocalSession::start(agent, store, "alice", first).await?, 0)
     } else {
@@ -53,7 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{} {}", e.seq, e.json);
         match e.event()? {
             Event::UserQuestion(q) => {
-                let allow = Decision::Allow { updated_input: None, remember: false };
+                let allow = Decision::Allow {
+                    updated_input: None,
+                    remember: false,
+                };
                 session.answer(&q.question_id, allow).await?;
             }
             Event::Result(_) => break,
