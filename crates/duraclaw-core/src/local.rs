@@ -6,7 +6,10 @@
 //! machine and reach subscribers; commands are applied once and logged as
 //! a host logs them; answers are recorded first-answer-wins and handed to
 //! the executor's waiting tool call; a tool that ran without an allowing
-//! decision ends the session ([`ToolGuard`]).
+//! decision ends the session ([`ToolGuard`]). An answer's
+//! `question.resolved` is logged once: the executor's confirmation of the
+//! same decision is not logged again (there is no gateway delivery to
+//! confirm, unlike a host's log).
 //!
 //! ```
 //! # use std::sync::Arc;
