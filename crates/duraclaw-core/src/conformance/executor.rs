@@ -235,7 +235,7 @@ impl<'a> Rig<'a> {
     }
 }
 
-/// `fut`, or a failure naming `what` after [`EXECUTOR_CASE_WAIT_MS`].
+/// `fut`, or a failure naming `what` after [`EXECUTOR_CASE_WAIT_MS`] ms.
 async fn within<T>(
     h: &dyn ExecutorHarness,
     what: &str,
@@ -246,7 +246,7 @@ async fn within<T>(
     match futures::future::select(fut, timer).await {
         futures::future::Either::Left((v, _)) => Ok(v),
         futures::future::Either::Right(_) => Err(CaseError(format!(
-            "no {what} within {} s",
+            "gave up waiting for {what} after {} s",
             EXECUTOR_CASE_WAIT_MS / 1000
         ))),
     }
