@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 //! The executor conformance suite (`duraclaw_core::conformance`) on the
 //! gateway's two executors: the scripted one, and the REAL Claude Code
-//! CLI (the pinned version) against the fake Messages API. A failing turn
+//! CLI (the pinned version and the oldest supported one) against the fake
+//! Messages API. A failing turn
 //! of the CLI is its process killed mid-turn.
 
 use std::sync::Arc;
@@ -84,9 +85,9 @@ fn ask_question() -> duraclaw_core::protocol::AskQuestion {
     }
 }
 
-/// The real CLI: each case gets its own fake Messages API, worktree and
-/// private CLI directories.
-struct Claude;
+/// The real CLI (the binary the function names): each case gets its own
+/// fake Messages API, worktree and private CLI directories.
+struct Claude(fn() -> std::path::PathBuf);
 
 #[async_trait]
 impl ExecutorHarness for Claude {
@@ -128,7 +129,7 @@ impl ExecutorHarness for Claude {
         let worktree = root.join("app");
         support::init_repo(&worktree);
         let private = support::private_dirs(&root);
-        let config = support::claude_config(&support::claude_bin(), &fake, &private);
+        let config = support::claude_config(&(self.0)(), &fake, &private);
         let cwd = worktree.clone();
         let projects = private.join("config/projects");
         let killer = tokio::spawn(async move {
@@ -187,5 +188,10 @@ mod scripted {
 }
 
 mod claude {
-    duraclaw_core::executor_conformance_tests!(super::Claude);
+    duraclaw_core::executor_conformance_tests!(super::Claude(super::support::claude_bin));
+}
+
+/// The oldest supported CLI keeps the contract too.
+mod claude_oldest_supported {
+    duraclaw_core::executor_conformance_tests!(super::Claude(super::support::claude_min_bin));
 }

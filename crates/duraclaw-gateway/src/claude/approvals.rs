@@ -23,6 +23,44 @@ pub(super) async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
     }
 }
 
+/// Withdraws the open questions of an interrupted turn and waits (up to
+/// `deadline`) until their resolutions are logged, so that what the CLI
+/// reports of the interrupted calls comes after them. The CLI is not
+/// answered: the interrupt that follows ends its requests.
+pub(super) async fn withdraw_for_interrupt(shared: &Arc<Shared>, deadline: std::time::Duration) {
+    let open: Vec<String> = {
+        let mut mapper = shared.mapper.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: Vec<String> = mapper.pending().keys().cloned().collect();
+        for id in &ids {
+            mapper.answered(id);
+        }
+        ids
+    };
+    if open.is_empty() {
+        return;
+    }
+    for request_id in &open {
+        let _ = shared.gate.cancel(request_id, INTERRUPTED).await;
+    }
+    let settled = async {
+        loop {
+            let notified = shared.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if shared.awaiting.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(deadline, settled).await.is_err() {
+        tracing::warn!(session = %shared.session_id, "withdrawn questions not logged before the interrupt");
+    }
+}
+
+/// Why an interrupt withdraws a question.
+const INTERRUPTED: &str = "the turn was interrupted";
+
 pub(super) async fn act(shared: &Arc<Shared>, action: CliAction) {
     match action {
         CliAction::Send(input) => {
@@ -135,6 +173,7 @@ pub(super) fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {
         let resolution = held.decision().await;
         shared.awaiting.fetch_sub(1, Ordering::AcqRel);
         shared.wake.notify_one();
+        shared.settled.notify_waiters();
         let still_pending = shared
             .mapper
             .lock()

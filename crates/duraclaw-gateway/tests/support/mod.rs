@@ -212,3 +212,33 @@ pub fn cli_pids(cwd: &Path) -> Vec<i32> {
     }
     pids
 }
+
+/// The oldest supported CLI: `$CLAUDE_MIN_BIN`, or the launcher
+/// `scripts/install-tools.sh claude-min` installs.
+pub fn claude_min_bin() -> PathBuf {
+    use duraclaw_gateway::cli::launch;
+    let hint = "run `scripts/install-tools.sh claude-min` to install the oldest supported \
+                Claude Code CLI (CI installs it), or point CLAUDE_MIN_BIN at one";
+    let path = match std::env::var_os("CLAUDE_MIN_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => launch::cached_bin_path()
+            .and_then(|p| {
+                // <cache>/duraclaw/claude-code-<pinned>/… → the sibling
+                // claude-code-<min>/bin/claude.
+                let cache = p.ancestors().find(|a| a.ends_with("duraclaw"))?.to_owned();
+                Some(
+                    cache
+                        .join(format!("claude-code-{}", launch::MIN_CLI_VERSION))
+                        .join("bin/claude"),
+                )
+            })
+            .unwrap_or_else(|| panic!("neither CLAUDE_MIN_BIN nor HOME is set: {hint}")),
+    };
+    assert!(
+        path.is_file(),
+        "the Claude Code CLI {} is not at {}: {hint}",
+        launch::MIN_CLI_VERSION,
+        path.display()
+    );
+    path
+}
