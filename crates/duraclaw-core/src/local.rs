@@ -44,9 +44,10 @@ use crate::error::{Error, Result};
 use crate::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
 use crate::guard::ToolGuard;
 use crate::protocol::{
-    Abort, Close, Command, DecidedBy, Decision, Event, Execute, QuestionResolved, Seq, Snapshot,
-    UserTurn,
+    Abort, Close, Command, DecidedBy, Decision, ErrorEvent, Event, Execute, QuestionResolved, Seq,
+    Snapshot, UserTurn, WireError,
 };
+use crate::state::SessionInput;
 use crate::store::{DynSessionStore, Resolution};
 
 /// Milliseconds since the Unix epoch.
@@ -187,13 +188,37 @@ impl LocalSession {
         }
     }
 
+    /// Starts the executor for the turn just logged. One that cannot start
+    /// ([`Executor::check`](crate::executor::Executor::check) or `start`
+    /// fails) ends that turn with an `error` carrying the reason's code
+    /// (e.g. `executor_unsupported`), and the error is returned.
     async fn begin(&self, spec: StartSpec) -> Result<()> {
-        let started = self
-            .executor
-            .start(spec, self.gate.clone(), self.sink.clone())
-            .await?;
-        *self.session.lock().await = started;
-        Ok(())
+        let started = match self.executor.check().await {
+            Ok(()) => {
+                self.executor
+                    .start(spec, self.gate.clone(), self.sink.clone())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(session) => {
+                *self.session.lock().await = session;
+                Ok(())
+            }
+            Err(e) => {
+                let refused = Event::Error(ErrorEvent {
+                    message: format!("the executor did not start: {e}"),
+                    code: Some(WireError::from(&e).code),
+                    ..ErrorEvent::default()
+                });
+                self.actor.record(&refused, (self.clock)()).await?;
+                self.actor
+                    .apply_input(SessionInput::TurnEnded, (self.clock)())
+                    .await?;
+                Err(e)
+            }
+        }
     }
 
     /// A command id no earlier run used.

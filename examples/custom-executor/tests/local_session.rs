@@ -149,3 +149,54 @@ async fn a_tool_run_without_approval_ends_the_session() {
     );
     assert!(session.send("Go on").await.is_err());
 }
+
+/// Cannot run sessions here.
+#[derive(Debug)]
+struct TooOld;
+
+#[async_trait]
+impl Executor for TooOld {
+    async fn check(&self) -> Result<()> {
+        Err(duraclaw_core::Error::ExecutorUnsupported(
+            "agent 0.1 is older than the minimum 0.2".into(),
+        ))
+    }
+
+    async fn start(
+        &self,
+        _: StartSpec,
+        _: DynApprovalGate,
+        _: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        panic!("started although its check failed")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_cannot_start_ends_the_turn_with_its_reason() {
+    let store = store().await;
+    let first = Execute::new("/nowhere", "Hello");
+    let refused = LocalSession::start(Arc::new(TooOld), store.clone(), "alice", first).await;
+    let Err(duraclaw_core::Error::ExecutorUnsupported(why)) = refused else {
+        panic!("started: {refused:?}");
+    };
+    assert!(why.contains("older than the minimum"));
+    let logged = store.read_after(0, 100).await.unwrap();
+    let last_error = logged
+        .iter()
+        .filter_map(|e| match e.event().unwrap() {
+            Event::Error(e) => Some(e),
+            _ => None,
+        })
+        .next_back()
+        .expect("an error was logged");
+    assert_eq!(last_error.code.as_deref(), Some("executor_unsupported"));
+    assert!(
+        last_error.message.contains("older than the minimum"),
+        "{last_error:?}"
+    );
+    assert_eq!(
+        store.meta().await.unwrap().state,
+        SessionState::paused(PauseReason::Idle)
+    );
+}
