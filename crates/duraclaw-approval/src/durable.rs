@@ -24,7 +24,9 @@ use crate::tool_name;
 /// The store's `user_question` events and question table are the record:
 /// after a restart, [`ApprovalGate::pending`] lists what is still open and a
 /// requester that asks again with the same question id gets the decision
-/// made meanwhile.
+/// made meanwhile. Give it a store of its own, not the session's log: the
+/// executor logs each question and its resolution there itself (see the
+/// contract on [`Executor`](duraclaw_core::executor::Executor)).
 #[derive(Debug)]
 pub struct DurableGate {
     store: DynSessionStore,
@@ -50,7 +52,9 @@ impl DurableGate {
         self
     }
 
-    /// Also reports requests and decisions to `sink`.
+    /// Also reports requests and decisions to `sink`, to watch them (e.g. a
+    /// notifier). Not the session's sink: the executor logs questions
+    /// there already, and they would be logged twice.
     pub fn with_sink(mut self, sink: DynEventSink) -> Self {
         self.common.sink = Some(sink);
         self

@@ -122,18 +122,9 @@ pub fn decision_message(decision: &Decision) -> String {
     }
 }
 
-/// The `question.resolved` event an executor logs once the gate decided.
-pub fn resolution_event(
-    question_id: &str,
-    resolution: &duraclaw_core::store::Resolution,
-) -> duraclaw_core::protocol::Event {
-    duraclaw_core::protocol::Event::QuestionResolved(duraclaw_core::protocol::QuestionResolved {
-        question_id: question_id.to_owned(),
-        decision: resolution.decision.clone(),
-        by: resolution.by.clone(),
-        at_ms: resolution.at_ms,
-    })
-}
+/// The `question.resolved` event an executor logs once the gate decided
+/// ([`duraclaw_core::executor::question_resolved`]).
+pub use duraclaw_core::executor::question_resolved as resolution_event;
 
 /// The tool a question is about, if it is a permission request.
 pub(crate) fn tool_name(kind: &QuestionKind) -> Option<&str> {

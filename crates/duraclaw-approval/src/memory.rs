@@ -246,7 +246,10 @@ impl MemoryGate {
     }
 
     /// Reports each request as a `user_question` event and each decision as
-    /// `question.resolved` to `sink` (the gateway forwards them).
+    /// `question.resolved` to `sink`, to watch them (e.g. a notifier). Not
+    /// the session's sink: the executor logs questions there already (see
+    /// the contract on [`Executor`](duraclaw_core::executor::Executor)),
+    /// and they would be logged twice.
     pub fn with_sink(mut self, sink: DynEventSink) -> Self {
         self.common.sink = Some(sink);
         self

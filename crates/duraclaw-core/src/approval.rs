@@ -4,7 +4,7 @@
 //! wins; `cancel` withdraws it. A decision is never invented: a timeout
 //! resolves as [`Decision::Expired`], which is reported in those words and
 //! never as a human's denial. Implementations (memory, durable, policy) live
-//! in `duraclaw-gateway`; this module holds the trait and the types.
+//! in `duraclaw-approval`; this module holds the trait and the types.
 
 use std::sync::Arc;
 
@@ -25,6 +25,17 @@ pub struct ApprovalRequest {
     pub question: UserQuestion,
     /// When it was asked, ms since the epoch.
     pub asked_at_ms: i64,
+}
+
+impl ApprovalRequest {
+    /// Session `session_id` asks `question` at `asked_at_ms`.
+    pub fn new(session_id: impl Into<String>, question: UserQuestion, asked_at_ms: i64) -> Self {
+        ApprovalRequest {
+            session_id: session_id.into(),
+            question,
+            asked_at_ms,
+        }
+    }
 }
 
 /// What `decide` did.

@@ -14,8 +14,10 @@
 //! - [`backend`]: what only a store or host implementer needs (the session
 //!   actor, the shared store steps, SQL migrations, the tool guard, the web
 //!   rules both hosts share);
+//! - [`local`]: a session whose executor runs in this process (no gateway,
+//!   no WebSocket), over the same actor;
 //! - `conformance` (feature `conformance`): the shared test suites every
-//!   backend runs.
+//!   `SessionStore` backend and every `Executor` runs.
 //!
 //! It depends on no async runtime and builds for `wasm32-unknown-unknown`, so
 //! the same logic runs in a tokio server and in a Cloudflare Durable Object.
@@ -46,6 +48,7 @@ pub mod approval;
 pub mod backend;
 pub mod error;
 pub mod executor;
+pub mod local;
 pub mod protocol;
 pub mod state;
 pub mod store;

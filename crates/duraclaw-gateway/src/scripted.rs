@@ -16,19 +16,18 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use duraclaw_core::Result;
-use duraclaw_core::approval::{ApprovalRequest, DecideOutcome, DynApprovalGate};
+use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
 use duraclaw_core::error::Error;
-use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw};
 use duraclaw_core::protocol::{
     AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event, QuestionKind,
     SessionInit, ToolResult, ToolUse, TurnResult, Usage, UserQuestion,
 };
-use duraclaw_core::store::Resolution;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use duraclaw_approval::{decision_message, now_ms, resolution_event};
+use duraclaw_approval::{decision_message, now_ms};
 
 /// One step of a scripted turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,7 +60,9 @@ pub enum Step {
     },
     /// Wait until interrupted (to test aborts).
     Stall,
-    /// Report an executor error.
+    /// Report an executor error. It ends the turn, as a turn whose agent
+    /// died ends: the `error` is its last event (no `result`), and the
+    /// turn's remaining steps do not play.
     Fail {
         /// The message.
         message: String,
@@ -144,6 +145,9 @@ impl Script {
     }
 }
 
+/// Players started in this process, for ids.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
 /// Runs [`Script`]s.
 #[derive(Debug, Clone)]
 pub struct ScriptedExecutor {
@@ -189,7 +193,7 @@ impl Executor for ScriptedExecutor {
             spec: spec.clone(),
             gate,
             sink,
-            run: now_ms(),
+            run: format!("{}-{}", now_ms(), RUNS.fetch_add(1, Ordering::Relaxed)),
             ids: AtomicU64::new(0),
             cost: 0.0,
         };
@@ -239,9 +243,10 @@ struct Player {
     spec: StartSpec,
     gate: DynApprovalGate,
     sink: DynEventSink,
-    /// When this player started: part of every id it makes, so that a
-    /// session resumed after a restart never reuses an id of its past.
-    run: i64,
+    /// When this player started and its number in this process: part of
+    /// every id it makes, so that a resumed session never reuses an id of
+    /// its past (also when resumed within the same millisecond).
+    run: String,
     ids: AtomicU64,
     cost: f64,
 }
@@ -360,6 +365,10 @@ impl Player {
                     break;
                 }
             }
+            if matches!(step, Step::Fail { .. }) {
+                // The `error` ended the turn.
+                return Ok((end, pending_prompts));
+            }
         }
         self.cost += 0.0125;
         let aborted = !matches!(end, TurnEnd::Done);
@@ -402,20 +411,16 @@ impl Player {
                 .into_iter()
                 .filter(|r| r.session_id == self.spec.session_id)
             {
-                let id = r.question.question_id;
-                if let Ok(DecideOutcome::Decided) =
-                    self.gate.cancel(&id, "the turn was interrupted").await
-                {
-                    // The waiter was dropped with the turn: log it here.
-                    let resolved = Resolution {
-                        decision: Decision::Cancelled {
-                            reason: Some("the turn was interrupted".into()),
-                        },
-                        by: DecidedBy::new("executor"),
-                        at_ms: now_ms(),
-                    };
-                    let _ = self.sink.emit(resolution_event(&id, &resolved)).await;
-                }
+                // The waiter was dropped with the turn: `withdraw` logs it.
+                let _ = withdraw(
+                    &self.gate,
+                    &*self.sink,
+                    &r.question.question_id,
+                    "the turn was interrupted",
+                    DecidedBy::new("executor"),
+                    now_ms(),
+                )
+                .await;
             }
         }
     }
@@ -476,44 +481,13 @@ impl Player {
     }
 
     async fn approve(&self, tool_use_id: &str, kind: QuestionKind) -> Result<Decision> {
-        let request = ApprovalRequest {
-            session_id: self.spec.session_id.clone(),
-            question: UserQuestion {
-                question_id: self.id("q"),
-                tool_use_id: Some(tool_use_id.to_owned()),
-                kind,
-            },
-            asked_at_ms: now_ms(),
+        let question = UserQuestion {
+            question_id: self.id("q"),
+            tool_use_id: Some(tool_use_id.to_owned()),
+            kind,
         };
-        if let (Some(allow), QuestionKind::Permission { tool_name, .. }) = (
-            self.gate.standing_allow(&request).await?,
-            &request.question.kind,
-        ) {
-            self.sink
-                .emit(Event::Notice(allow.notice(tool_name, Some(tool_use_id))))
-                .await?;
-            return Ok(Decision::Allow {
-                updated_input: None,
-                remember: false,
-            });
-        }
-        let id = request.question.question_id.clone();
-        let question = request.question.clone();
-        // Poll the request once so the gate holds it before the question is
-        // visible: an answer sent the moment it is seen must find it.
-        let gate = self.gate.clone();
-        let mut decision = Box::pin(async move { gate.request(request).await });
-        let first = match futures::poll!(decision.as_mut()) {
-            std::task::Poll::Ready(r) => Some(r),
-            std::task::Poll::Pending => None,
-        };
-        self.sink.emit(Event::UserQuestion(question)).await?;
-        let resolution = match first {
-            Some(r) => r?,
-            None => decision.await?,
-        };
-        self.sink.emit(resolution_event(&id, &resolution)).await?;
-        Ok(resolution.decision)
+        let request = ApprovalRequest::new(self.spec.session_id.clone(), question, now_ms());
+        Ok(ask(&self.gate, &*self.sink, request).await?.decision)
     }
 
     async fn tool(&self, name: &str, input: &Value, result: &str) -> Result<()> {

@@ -58,33 +58,9 @@ fn tracing_on() -> bool {
     std::env::var_os("DURACLAW_TEST_TRACE").is_some()
 }
 
-/// The oldest supported CLI: `$CLAUDE_MIN_BIN`, or the launcher
-/// `scripts/install-tools.sh claude-min` installs.
+/// The oldest supported CLI ([`support::claude_min_bin`]).
 fn claude_min_bin() -> PathBuf {
-    let hint = "run `scripts/install-tools.sh claude-min` to install the oldest supported \
-                Claude Code CLI (CI installs it), or point CLAUDE_MIN_BIN at one";
-    let path = match std::env::var_os("CLAUDE_MIN_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => launch::cached_bin_path()
-            .and_then(|p| {
-                // <cache>/duraclaw/claude-code-<pinned>/… → the sibling
-                // claude-code-<min>/bin/claude.
-                let cache = p.ancestors().find(|a| a.ends_with("duraclaw"))?.to_owned();
-                Some(
-                    cache
-                        .join(format!("claude-code-{}", launch::MIN_CLI_VERSION))
-                        .join("bin/claude"),
-                )
-            })
-            .unwrap_or_else(|| panic!("neither CLAUDE_MIN_BIN nor HOME is set: {hint}")),
-    };
-    assert!(
-        path.is_file(),
-        "the Claude Code CLI {} is not at {}: {hint}",
-        launch::MIN_CLI_VERSION,
-        path.display()
-    );
-    path
+    support::claude_min_bin()
 }
 
 /// Runs each scenario (an `async fn(bin)`) on the pinned CLI and on the
@@ -119,17 +95,7 @@ per_cli!(
 );
 
 fn claude_bin() -> PathBuf {
-    let hint = "run `scripts/install-tools.sh claude` to install the pinned Claude Code CLI \
-                (CI installs it), or point CLAUDE_BIN at a claude binary";
-    let path =
-        launch::bin_path().unwrap_or_else(|| panic!("neither CLAUDE_BIN nor HOME is set: {hint}"));
-    assert!(
-        path.is_file(),
-        "the Claude Code CLI {} is not at {}: {hint}",
-        launch::CLI_VERSION,
-        path.display()
-    );
-    path
+    support::claude_bin()
 }
 
 // ---------------------------------------------------------------------------
@@ -166,7 +132,6 @@ impl Harness {
 
     /// On the CLI `bin`.
     fn on(bin: PathBuf) -> Self {
-        use std::os::unix::fs::PermissionsExt;
         if tracing_on() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter("info")
@@ -177,12 +142,7 @@ impl Harness {
         let root = dir.path().canonicalize().unwrap();
         init_repo(&root.join("projects/app1"));
         init_repo(&root.join("projects/app2"));
-        let private = root.join("private");
-        std::fs::create_dir(&private).unwrap();
-        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-        for d in ["home", "config", "tmp"] {
-            std::fs::create_dir(private.join(d)).unwrap();
-        }
+        let private = support::private_dirs(&root);
         Harness {
             db: root.join("gateway.db"),
             _dir: dir,
@@ -206,29 +166,8 @@ impl Harness {
     }
 
     fn config(&self, fake: &FakeAnthropic) -> ClaudeConfig {
-        let base_url = fake.base_url();
-        let mut cfg = ClaudeConfig::new(&self.bin);
+        let mut cfg = support::claude_config(&self.bin, fake, &self.private);
         cfg.model = MODEL.into();
-        cfg.env = [
-            ("ANTHROPIC_BASE_URL", base_url.as_str()),
-            ("ANTHROPIC_API_KEY", "test"),
-            ("CLAUDE_CODE_ENTRYPOINT", "sdk-py"),
-            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
-            ("DISABLE_TELEMETRY", "1"),
-            ("DISABLE_AUTOUPDATER", "1"),
-            ("DISABLE_ERROR_REPORTING", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .chain([("HOME".into(), self.private.join("home").into_os_string())])
-        .collect();
-        cfg.isolated = true;
-        cfg.config_dir = Some(self.private.join("config"));
-        cfg.private_tmp = Some(self.private.join("tmp"));
-        cfg.init_timeout = Duration::from_secs(30);
-        cfg.interrupt_timeout = Duration::from_secs(10);
-        cfg.idle_timeout = Duration::from_secs(60);
-        cfg.stop_grace = Duration::from_secs(5);
         cfg
     }
 
@@ -260,37 +199,9 @@ impl Harness {
     }
 
     /// The pids of CLI processes this test process started in worktree
-    /// `name`, by their name: the oldest supported CLI runs as `node
-    /// cli.js` and names itself `claude` (its arguments are overwritten
-    /// then), the native one is `claude`.
+    /// `name` ([`support::cli_pids`]).
     fn cli_pids(&self, name: &str) -> Vec<i32> {
-        let cwd = self.worktree(name);
-        let me = std::process::id().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let proc = entry.path();
-            let is_cli = std::fs::read_to_string(proc.join("comm"))
-                .is_ok_and(|comm| comm.trim_end() == "claude");
-            let dir = std::fs::read_link(proc.join("cwd")).ok();
-            // `stat` is "pid (comm) state ppid ..."; comm may hold spaces.
-            let ppid = std::fs::read_to_string(proc.join("stat"))
-                .ok()
-                .and_then(|s| {
-                    let rest = s.rsplit_once(')')?.1.to_owned();
-                    rest.split_whitespace().nth(1).map(str::to_owned)
-                });
-            if is_cli && dir.as_deref() == Some(&cwd) && ppid.as_deref() == Some(&me) {
-                pids.push(pid);
-            }
-        }
-        pids
+        support::cli_pids(&self.worktree(name))
     }
 
     fn cli_pid(&self, name: &str) -> i32 {

@@ -1,10 +1,13 @@
-//! The shared test suite every backend runs (feature `conformance`).
+//! The shared test suites every backend and executor runs (feature
+//! `conformance`).
 //!
 //! Like `object_store`'s integration tests: each backend defines a harness
 //! and calls [`store_conformance_tests!`](crate::store_conformance_tests)
 //! (for [`SessionStore`](crate::store::SessionStore) backends) and
 //! [`sql_conformance_tests!`](crate::sql_conformance_tests) (for
-//! [`SqlConn`] backends). Cases return a [`CaseResult`] instead of
+//! [`SqlConn`] backends); each [`Executor`](crate::executor::Executor)
+//! defines an [`ExecutorHarness`] and calls
+//! [`executor_conformance_tests!`](crate::executor_conformance_tests). Cases return a [`CaseResult`] instead of
 //! panicking, so hosts where a panic aborts the instance (Durable Objects)
 //! can run them with [`run_store_case`] / [`run_sql_case`] and report each.
 
@@ -70,14 +73,20 @@ macro_rules! check_eq {
 }
 
 mod actor;
+mod executor;
 mod sql;
 mod store;
 mod store_batches;
 
 use actor::*;
+use executor::*;
 use sql::*;
 use store::*;
 use store_batches::*;
+
+pub use executor::{
+    ASK_OPTIONS, ASK_QUESTION, EXECUTOR_CASE_WAIT_MS, ExecutorHarness, ExecutorUnderTest, Play,
+};
 
 /// Gives a backend's [`SessionDirectory`](crate::store::SessionDirectory)
 /// to the store suite.
@@ -102,6 +111,14 @@ pub const STORE_CASES: &[&str] = crate::store_conformance_tests!(@each [@names])
 
 /// The migration suite's cases, by name.
 pub const SQL_CASES: &[&str] = crate::sql_conformance_tests!(@each [@names]);
+
+/// The executor suite's cases, by name.
+pub const EXECUTOR_CASES: &[&str] = crate::executor_conformance_tests!(@each [@names]);
+
+/// Runs one executor case by name.
+pub async fn run_executor_case(name: &str, h: &dyn ExecutorHarness) -> CaseResult {
+    crate::executor_conformance_tests!(@each [@run name, h;])
+}
 
 /// Runs one store case by name.
 pub async fn run_store_case(name: &str, h: &dyn StoreHarness) -> CaseResult {
@@ -195,6 +212,54 @@ macro_rules! sql_conformance_tests {
                 let harness = $harness;
                 if let Err(e) = $crate::conformance::run_sql_case(stringify!($case), &harness) {
                     panic!("{}: {}", stringify!($case), e);
+                }
+            }
+        )+
+    };
+}
+
+/// Generates one `#[tokio::test]` per executor case for `$harness` (an
+/// [`ExecutorHarness`](crate::conformance::ExecutorHarness)), each bounded
+/// by a 600 s deadline; every wait inside a case is bounded by
+/// [`EXECUTOR_CASE_WAIT_MS`](crate::conformance::EXECUTOR_CASE_WAIT_MS).
+///
+/// The case list is written once, in the `@each` arm;
+/// [`EXECUTOR_CASES`](crate::conformance::EXECUTOR_CASES) and
+/// [`run_executor_case`](crate::conformance::run_executor_case) are built
+/// from it too.
+#[macro_export]
+macro_rules! executor_conformance_tests {
+    ($harness:expr) => {
+        $crate::executor_conformance_tests!(@each [@cases $harness;]);
+    };
+    (@each [$($then:tt)*]) => {
+        $crate::executor_conformance_tests! { $($then)*
+            turns_start_with_init_and_end_with_one_result,
+            a_tool_call_is_held_asked_and_resolved_once, a_denied_tool_does_not_run,
+            a_question_to_the_user_gets_its_answer, interrupt_withdraws_the_open_question,
+            interrupt_mid_stream_ends_the_turn, resume_continues_the_executor_session,
+            a_failing_turn_is_reported_and_the_session_goes_on,
+            an_ended_session_refuses_messages }
+    };
+    (@names $($case:ident),+ $(,)?) => {
+        &[$(stringify!($case)),+]
+    };
+    (@run $name:ident, $h:ident; $($case:ident),+ $(,)?) => {
+        match $name {
+            $(n if n == stringify!($case) => $case($h).await,)+
+            other => Err($crate::conformance::CaseError(format!("no executor case named {other:?}"))),
+        }
+    };
+    (@cases $harness:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                let run = $crate::conformance::run_executor_case(stringify!($case), &harness);
+                match tokio::time::timeout(std::time::Duration::from_secs(600), run).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => panic!("{}: {}", stringify!($case), e),
+                    Err(_) => panic!("{}: no result within 600 s", stringify!($case)),
                 }
             }
         )+

@@ -43,7 +43,7 @@ impl Command {
 }
 
 /// `execute`: start a session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Execute {
     /// The worktree path, one the gateway discovered.
     pub worktree: String,
@@ -58,6 +58,35 @@ pub struct Execute {
     /// Extra system prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
+}
+
+impl Execute {
+    /// Starts in `worktree` with the first prompt `prompt`.
+    pub fn new(worktree: impl Into<String>, prompt: impl Into<String>) -> Self {
+        Execute {
+            worktree: worktree.into(),
+            prompt: prompt.into(),
+            ..Execute::default()
+        }
+    }
+
+    /// With a model name.
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// With a permission mode.
+    pub fn with_permission_mode(mut self, mode: impl Into<String>) -> Self {
+        self.permission_mode = Some(mode.into());
+        self
+    }
+
+    /// With an extra system prompt.
+    pub fn with_system_prompt(mut self, system_prompt: impl Into<String>) -> Self {
+        self.system_prompt = Some(system_prompt.into());
+        self
+    }
 }
 
 /// `resume`: continue an earlier executor session.

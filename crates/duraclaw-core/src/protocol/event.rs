@@ -316,6 +316,26 @@ pub struct UserQuestion {
     pub kind: QuestionKind,
 }
 
+impl UserQuestion {
+    /// "May `tool_name` run with `input`?", about tool call `tool_use_id`.
+    pub fn permission(
+        question_id: impl Into<String>,
+        tool_use_id: impl Into<String>,
+        tool_name: impl Into<String>,
+        input: Value,
+    ) -> Self {
+        UserQuestion {
+            question_id: question_id.into(),
+            tool_use_id: Some(tool_use_id.into()),
+            kind: QuestionKind::Permission {
+                tool_name: tool_name.into(),
+                input,
+                description: None,
+            },
+        }
+    }
+}
+
 /// What a [`UserQuestion`] asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -4,16 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use duraclaw_core::Result;
 use duraclaw_core::approval::ApprovalRequest;
+use duraclaw_core::executor::{HeldQuestion, question_resolved};
 use duraclaw_core::protocol::{Event, QuestionKind, UserQuestion};
-use duraclaw_core::store::Resolution;
-use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::{STOPPED, Shared};
 use crate::cli::{CliAction, CliInput};
-use duraclaw_approval::{now_ms, resolution_event};
+use duraclaw_approval::now_ms;
 
 pub(super) async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
     let pending: Vec<String> = {
@@ -24,6 +22,44 @@ pub(super) async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
         let _ = shared.gate.cancel(&request_id, why).await;
     }
 }
+
+/// Withdraws the open questions of an interrupted turn and waits (up to
+/// `deadline`) until their resolutions are logged, so that what the CLI
+/// reports of the interrupted calls comes after them. The CLI is not
+/// answered: the interrupt that follows ends its requests.
+pub(super) async fn withdraw_for_interrupt(shared: &Arc<Shared>, deadline: std::time::Duration) {
+    let open: Vec<String> = {
+        let mut mapper = shared.mapper.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: Vec<String> = mapper.pending().keys().cloned().collect();
+        for id in &ids {
+            mapper.answered(id);
+        }
+        ids
+    };
+    if open.is_empty() {
+        return;
+    }
+    for request_id in &open {
+        let _ = shared.gate.cancel(request_id, INTERRUPTED).await;
+    }
+    let settled = async {
+        loop {
+            let notified = shared.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if shared.awaiting.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(deadline, settled).await.is_err() {
+        tracing::warn!(session = %shared.session_id, "withdrawn questions not logged before the interrupt");
+    }
+}
+
+/// Why an interrupt withdraws a question.
+const INTERRUPTED: &str = "the turn was interrupted";
 
 pub(super) async fn act(shared: &Arc<Shared>, action: CliAction) {
     match action {
@@ -98,21 +134,16 @@ pub(super) enum Next {
     Ask(Ask),
 }
 
-/// A `can_use_tool` question the gate already knows about, waiting for its
+/// A `can_use_tool` question the gate already holds, waiting for its
 /// decision.
 pub(super) struct Ask {
     request_id: String,
-    question_id: String,
     input: Value,
-    /// The gate's answer if it decided at once (e.g. a policy rule).
-    first: Option<Result<Resolution>>,
-    decision: BoxFuture<'static, Result<Resolution>>,
+    held: HeldQuestion,
 }
 
-/// Hands `question` to the gate and polls the request once, so that the gate
-/// holds it (the gates register a request before they first wait) before
-/// the `user_question` event makes it visible: an answer sent as soon as
-/// the question is seen must find it.
+/// Hands `question` to the gate so that it holds the request before the
+/// `user_question` event makes it visible (see [`HeldQuestion::hold`]).
 pub(super) async fn register_ask(
     shared: &Arc<Shared>,
     request_id: String,
@@ -120,25 +151,11 @@ pub(super) async fn register_ask(
     input: Value,
 ) -> Ask {
     shared.awaiting.fetch_add(1, Ordering::AcqRel);
-    let gate = shared.gate.clone();
-    let question_id = question.question_id.clone();
-    let request = ApprovalRequest {
-        session_id: shared.session_id.clone(),
-        question,
-        asked_at_ms: now_ms(),
-    };
-    let mut decision: BoxFuture<'static, Result<Resolution>> =
-        Box::pin(async move { gate.request(request).await });
-    let first = match futures::poll!(decision.as_mut()) {
-        std::task::Poll::Ready(r) => Some(r),
-        std::task::Poll::Pending => None,
-    };
+    let request = ApprovalRequest::new(shared.session_id.clone(), question, now_ms());
     Ask {
         request_id,
-        question_id,
         input,
-        first,
-        decision,
+        held: HeldQuestion::hold(shared.gate.clone(), request).await,
     }
 }
 
@@ -149,17 +166,14 @@ pub(super) fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {
     tokio::spawn(async move {
         let Ask {
             request_id,
-            question_id,
             input,
-            first,
-            decision,
+            held,
         } = ask;
-        let resolution = match first {
-            Some(r) => r,
-            None => decision.await,
-        };
+        let question_id = held.question_id().to_owned();
+        let resolution = held.decision().await;
         shared.awaiting.fetch_sub(1, Ordering::AcqRel);
         shared.wake.notify_one();
+        shared.settled.notify_waiters();
         let still_pending = shared
             .mapper
             .lock()
@@ -168,7 +182,7 @@ pub(super) fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {
             .is_some();
         match resolution {
             Ok(r) => {
-                shared.emit(resolution_event(&question_id, &r)).await;
+                shared.emit(question_resolved(&question_id, &r)).await;
                 // A withdrawn request needs no answer: the CLI ignores late
                 // ones.
                 if still_pending {

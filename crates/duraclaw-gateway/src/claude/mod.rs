@@ -33,7 +33,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::cli::launch::filtered_env;
 use crate::cli::{CliEventMapper, CliInput, LaunchSpec};
-use approvals::withdraw_all;
+use approvals::{withdraw_all, withdraw_for_interrupt};
 use config::VersionProbe;
 use process::spawn_io;
 
@@ -87,6 +87,8 @@ struct Shared {
     /// Woken when a turn starts or a question is decided: the idle timer
     /// of a read already waiting starts (again) from then.
     wake: Notify,
+    /// Notified (all waiters) each time a question's resolution is logged.
+    settled: Notify,
     next_request: AtomicU64,
     pgid: Option<i32>,
     config: Arc<ClaudeConfig>,
@@ -276,6 +278,7 @@ impl ClaudeExecutor {
             turn_running: AtomicBool::new(false),
             awaiting: AtomicU64::new(0),
             wake: Notify::new(),
+            settled: Notify::new(),
             next_request: AtomicU64::new(1),
             pgid,
             config: cfg.clone(),
@@ -393,6 +396,10 @@ impl ExecutorSession for ClaudeSession {
     }
 
     async fn interrupt(&self) -> Result<()> {
+        // Open questions are withdrawn, and logged, before the CLI hears of
+        // the interrupt: the contract's order (a question's resolution
+        // before its call's `tool_result`) holds whatever the CLI version.
+        withdraw_for_interrupt(&self.shared, self.shared.config.interrupt_timeout).await;
         let id = self.shared.request_id("interrupt");
         let result = self
             .shared

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use duraclaw_core::protocol::{
@@ -117,4 +117,128 @@ pub fn execute(worktree: String, prompt: &str) -> Command {
         permission_mode: None,
         system_prompt: None,
     })
+}
+
+/// The pinned Claude Code CLI: `$CLAUDE_BIN`, or the one
+/// `scripts/install-tools.sh claude` installs. Missing, the test fails.
+pub fn claude_bin() -> PathBuf {
+    use duraclaw_gateway::cli::launch;
+    let hint = "run `scripts/install-tools.sh claude` to install the pinned Claude Code CLI \
+                (CI installs it), or point CLAUDE_BIN at a claude binary";
+    let path =
+        launch::bin_path().unwrap_or_else(|| panic!("neither CLAUDE_BIN nor HOME is set: {hint}"));
+    assert!(
+        path.is_file(),
+        "the Claude Code CLI {} is not at {}: {hint}",
+        launch::CLI_VERSION,
+        path.display()
+    );
+    path
+}
+
+/// `<root>/private` (mode 0700) with the CLI's `home`, `config` and `tmp`.
+pub fn private_dirs(root: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let private = root.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for d in ["home", "config", "tmp"] {
+        std::fs::create_dir(private.join(d)).unwrap();
+    }
+    private
+}
+
+/// The CLI `bin`, isolated in `private` (see [`private_dirs`]), talking to
+/// `fake`.
+pub fn claude_config(
+    bin: &Path,
+    fake: &duraclaw_fake_anthropic::FakeAnthropic,
+    private: &Path,
+) -> duraclaw_gateway::claude::ClaudeConfig {
+    let base_url = fake.base_url();
+    let mut cfg = duraclaw_gateway::claude::ClaudeConfig::new(bin);
+    cfg.env = [
+        ("ANTHROPIC_BASE_URL", base_url.as_str()),
+        ("ANTHROPIC_API_KEY", "test"),
+        ("CLAUDE_CODE_ENTRYPOINT", "sdk-py"),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+        ("DISABLE_TELEMETRY", "1"),
+        ("DISABLE_AUTOUPDATER", "1"),
+        ("DISABLE_ERROR_REPORTING", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.into(), v.into()))
+    .chain([("HOME".into(), private.join("home").into_os_string())])
+    .collect();
+    cfg.isolated = true;
+    cfg.config_dir = Some(private.join("config"));
+    cfg.private_tmp = Some(private.join("tmp"));
+    cfg.init_timeout = Duration::from_secs(30);
+    cfg.interrupt_timeout = Duration::from_secs(10);
+    cfg.idle_timeout = Duration::from_secs(60);
+    cfg.stop_grace = Duration::from_secs(5);
+    cfg
+}
+
+/// The pids of CLI processes this test process started in `cwd`, by their
+/// name: the oldest supported CLI runs as `node cli.js` and names itself
+/// `claude` (its arguments are overwritten then), the native one is
+/// `claude`.
+pub fn cli_pids(cwd: &Path) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let proc = entry.path();
+        let is_cli = std::fs::read_to_string(proc.join("comm"))
+            .is_ok_and(|comm| comm.trim_end() == "claude");
+        let dir = std::fs::read_link(proc.join("cwd")).ok();
+        // `stat` is "pid (comm) state ppid ..."; comm may hold spaces.
+        let ppid = std::fs::read_to_string(proc.join("stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_owned();
+                rest.split_whitespace().nth(1).map(str::to_owned)
+            });
+        if is_cli && dir.as_deref() == Some(cwd) && ppid.as_deref() == Some(&me) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The oldest supported CLI: `$CLAUDE_MIN_BIN`, or the launcher
+/// `scripts/install-tools.sh claude-min` installs.
+pub fn claude_min_bin() -> PathBuf {
+    use duraclaw_gateway::cli::launch;
+    let hint = "run `scripts/install-tools.sh claude-min` to install the oldest supported \
+                Claude Code CLI (CI installs it), or point CLAUDE_MIN_BIN at one";
+    let path = match std::env::var_os("CLAUDE_MIN_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => launch::cached_bin_path()
+            .and_then(|p| {
+                // <cache>/duraclaw/claude-code-<pinned>/… → the sibling
+                // claude-code-<min>/bin/claude.
+                let cache = p.ancestors().find(|a| a.ends_with("duraclaw"))?.to_owned();
+                Some(
+                    cache
+                        .join(format!("claude-code-{}", launch::MIN_CLI_VERSION))
+                        .join("bin/claude"),
+                )
+            })
+            .unwrap_or_else(|| panic!("neither CLAUDE_MIN_BIN nor HOME is set: {hint}")),
+    };
+    assert!(
+        path.is_file(),
+        "the Claude Code CLI {} is not at {}: {hint}",
+        launch::MIN_CLI_VERSION,
+        path.display()
+    );
+    path
 }
