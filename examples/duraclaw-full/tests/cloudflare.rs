@@ -15,15 +15,19 @@
 //!    the same state: the Durable Object reconnects to the gateway by itself
 //!    (its alarm), the history, the pending question and the state are
 //!    intact, browsers resume with exact replay, and the approval completes
-//!    the turn;
+//!    the turn (one bound from the restart to the turn's end, not one per
+//!    frame: the alarm may take long on a busy machine);
 //!    then, idle, the object hibernates with the browsers' sockets open and
 //!    wakes for a message on one of them, knowing its user;
 //! 3. a gateway whose Claude Code CLI is older than the minimum: the status
 //!    names it and a new session is refused with the same words.
 //!
 //! A gateway SIGKILLed while a session waits for approval is a case of the
-//! API suite (`cloudflare_api.rs`), as is a restart with an approval
-//! pending; step 2 goes on from its restart to hibernation.
+//! API suite (`cloudflare_api.rs`), as are a restart with an approval
+//! pending, retried and late answers; what stays here is Cloudflare's
+//! own: the object relinking by its alarm with no request to wake it,
+//! hibernation, and the Worker's UI assets. Step 3's old CLI is checked on
+//! the local host by the browser suite (`old-cli.test.js`).
 //!
 //! Every wait is bounded; nothing sleeps to synchronise.
 
@@ -283,6 +287,10 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     drop(wrangler);
     let links = gateway.links();
     let wrangler = deployment.start(&http).await;
+    // From here to the end of the turn is one wait, bounded as a whole
+    // (the object reconnects by its alarm, on a busy machine slowly), not
+    // a bound per frame.
+    let step_end = Instant::now() + ALARM_DEADLINE + DEADLINE;
     // Nothing has touched the session yet: its alarm reconnects it.
     let t = Instant::now();
     eventually(
@@ -301,13 +309,13 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     assert_eq!(s["reason"], "awaiting_approval");
     assert_eq!(s["pending_questions"], 1);
 
-    let mut one = Browser::connect(&base, &alice, &id, n).await;
+    let mut one = Browser::connect_by(Some(step_end), &base, &alice, &id, n).await;
     assert_eq!(one.snapshot["last_seq"], n, "{}", one.snapshot);
     assert_eq!(one.snapshot["pending"][0]["question_id"], qid.as_str());
-    let mut all = Browser::connect(&base, &alice, &id, 0).await;
+    let mut all = Browser::connect_by(Some(step_end), &base, &alice, &id, 0).await;
     all.until_seq(n).await;
     assert_eq!(all.events, before, "the history survived the restart");
-    let mut two = Browser::connect(&base, &alice, &id, n).await;
+    let mut two = Browser::connect_by(Some(step_end), &base, &alice, &id, n).await;
 
     let r = one
         .command(
@@ -316,27 +324,14 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
         )
         .await;
     assert_eq!(r["ok"], true, "{r}");
-    // The same command id again: not applied again (the tool runs once,
-    // checked below), and answered as the first try was.
-    let again = one
-        .command(
-            "b-1",
-            json!({"type": "answer", "question_id": qid, "decision": "allow"}),
-        )
-        .await;
-    assert_eq!(again, r, "a retry gets the first result");
-    let second = one
-        .command(
-            "b-2",
-            json!({"type": "answer", "question_id": qid, "decision": "deny", "reason": "no"}),
-        )
-        .await;
-    assert_eq!(second["ok"], false, "{second}");
-    assert_eq!(second["error"]["code"], "already_decided", "{second}");
+    // (A retried answer and a late one are the API suite's.)
     one.until(is("result")).await;
     one.until(state_is("paused", Some("idle"))).await;
     two.until_seq(one.last_seq()).await;
     assert_eq!(two.events, one.events, "both browsers saw the same events");
+    // The idle phase has bounds of its own.
+    one.deadline = None;
+    two.deadline = None;
     let resolved = one
         .events
         .iter()
