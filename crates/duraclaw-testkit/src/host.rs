@@ -40,6 +40,7 @@ pub const WORKTREES: &[&str] = &[
     "unnoticed",
     "restart",
     "gateway",
+    "oldcli",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own
@@ -89,6 +90,9 @@ pub trait Host: Send + Sync {
     fn kill_gateway(&self) -> BoxFuture<'_, ()>;
     /// Starts the gateway again on its port and data.
     fn start_gateway(&self) -> BoxFuture<'_, ()>;
+    /// Starts the gateway on its port and data with the Claude executor
+    /// running `cli` instead of the scripted executor.
+    fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()>;
     /// Stops the host (the orchestrator SIGKILLed; `wrangler dev` stopped)
     /// and starts it again on the same data and address.
     fn restart_host(&self) -> BoxFuture<'_, ()>;
@@ -257,7 +261,7 @@ impl LocalHost {
         c
     }
 
-    async fn spawn_gateway(&self) -> Child {
+    async fn spawn_gateway(&self, cli: Option<&Path>) -> Child {
         // The port may still be held for a moment after a SIGKILL of the
         // previous gateway on it (bounded).
         let until = std::time::Instant::now() + Duration::from_secs(2);
@@ -267,12 +271,17 @@ impl LocalHost {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut c = self.duraclaw("gateway");
-        c.args(["gateway", "--executor", "scripted", "--bind"])
+        c.arg("gateway");
+        match cli {
+            Some(cli) => c.args(["--executor", "claude", "--claude-bin"]).arg(cli),
+            None => c
+                .args(["--executor", "scripted", "--script"])
+                .arg(self.root.join("script.json")),
+        };
+        c.arg("--bind")
             .arg(format!("127.0.0.1:{}", self.gateway_port))
             .arg("--worktrees")
             .arg(format!("{}/projects/*", self.root.display()))
-            .arg("--script")
-            .arg(self.root.join("script.json"))
             .arg("--data-dir")
             .arg(self.root.join("gw"));
         crate::local::spawn_until(c, &["gateway listening on "])
@@ -366,7 +375,13 @@ impl Host for LocalHost {
     }
     fn start_gateway(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let child = self.spawn_gateway().await;
+            let child = self.spawn_gateway(None).await;
+            *self.gateway.lock().await = Some(child);
+        })
+    }
+    fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let child = self.spawn_gateway(Some(cli)).await;
             *self.gateway.lock().await = Some(child);
         })
     }
@@ -540,6 +555,51 @@ impl CloudflareHost {
         *self.wrangler.lock().await = Some(wrangler);
     }
 
+    /// Starts the gateway on its port: the scripted executor, or the Claude
+    /// executor running `cli`.
+    async fn spawn_gateway(&self, cli: Option<&Path>) {
+        self.starts.lock().unwrap().0 += 1;
+        // The port may still be held for a moment after a SIGKILL of the
+        // previous gateway on it (bounded).
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::net::TcpListener::bind(("127.0.0.1", self.gateway_port)).is_err()
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = self.gateway_log();
+        let child = match cli {
+            None => {
+                crate::gateway::start(
+                    &self.root,
+                    self.gateway_port,
+                    GATEWAY_SECRET,
+                    &log,
+                    DEADLINE,
+                )
+                .await
+            }
+            Some(cli) => {
+                let executor = [
+                    "--executor".as_ref(),
+                    "claude".as_ref(),
+                    "--claude-bin".as_ref(),
+                    cli.as_os_str(),
+                ];
+                crate::gateway::start_with(
+                    &self.root,
+                    self.gateway_port,
+                    GATEWAY_SECRET,
+                    &log,
+                    DEADLINE,
+                    &executor,
+                )
+                .await
+            }
+        };
+        *self.gateway.lock().await = Some(child);
+    }
+
     /// The pids of `wrangler dev`'s process group (workerd included) and of
     /// the gateway.
     pub async fn process_ids(&self) -> Vec<u32> {
@@ -651,26 +711,10 @@ impl Host for CloudflareHost {
         Box::pin(kill(&self.gateway))
     }
     fn start_gateway(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.starts.lock().unwrap().0 += 1;
-            // The port may still be held for a moment after a SIGKILL of
-            // the previous gateway on it (bounded).
-            let until = std::time::Instant::now() + Duration::from_secs(2);
-            while std::net::TcpListener::bind(("127.0.0.1", self.gateway_port)).is_err()
-                && std::time::Instant::now() < until
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let child = crate::gateway::start(
-                &self.root,
-                self.gateway_port,
-                GATEWAY_SECRET,
-                &self.gateway_log(),
-                DEADLINE,
-            )
-            .await;
-            *self.gateway.lock().await = Some(child);
-        })
+        Box::pin(self.spawn_gateway(None))
+    }
+    fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()> {
+        Box::pin(self.spawn_gateway(Some(cli)))
     }
     /// Stops `wrangler dev` (SIGINT) and starts it again on the same state.
     fn restart_host(&self) -> BoxFuture<'_, ()> {
