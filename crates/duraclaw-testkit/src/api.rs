@@ -44,6 +44,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         an_ended_login_closes_its_sockets_and_refuses_their_commands,
         the_page_and_its_assets_carry_the_security_headers,
         a_restarted_host_and_a_killed_gateway_lose_nothing,
+        an_old_cli_is_named_in_the_status_and_refuses_a_start,
     ]
 }
 
@@ -513,4 +514,71 @@ async fn a_restarted_host_and_a_killed_gateway_lose_nothing(h: &dyn Host) {
     let mut again = Browser::connect(base, &u.cookie, &id2, 0).await;
     again.until_seq(b.last_seq()).await;
     assert_eq!(again.events, b.events);
+}
+
+/// A gateway whose Claude Code CLI is older than the minimum: `/api/status`
+/// names the version found and the one needed, and a new session is
+/// refused (503) with the same words. The scripted gateway is back after.
+async fn an_old_cli_is_named_in_the_status_and_refuses_a_start(h: &dyn Host) {
+    let u = user(h, "oldcli").await;
+    let old_cli = h.root().join("old-claude");
+    std::fs::write(
+        &old_cli,
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo '2.1.84 (Claude Code)'; exit 0; }\nexit 1\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&old_cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    h.kill_gateway().await;
+    h.start_gateway_with_cli(&old_cli).await;
+    let why = status_until(h, &u.cookie, |st| {
+        st["gateway"]["executor_error"].as_str().is_some_and(|e| {
+            e.starts_with(
+                "unsupported Claude Code CLI: version 2.1.84 found, 2.1.88 or later needed",
+            )
+        })
+    })
+    .await["gateway"]["executor_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        "/api/sessions",
+        json!({"worktree": u.worktree, "prompt": "run on the old CLI"}),
+    )
+    .await;
+    h.kill_gateway().await;
+    h.start_gateway().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains(&why)),
+        "{body}"
+    );
+    status_until(h, &u.cookie, |st| {
+        st["gateway"]["connected"] == true && st["gateway"]["executor_error"].is_null()
+    })
+    .await;
+}
+
+/// Polls `/api/status` until `done` holds (bounded by [`DEADLINE`]); the
+/// status that did.
+async fn status_until(h: &dyn Host, cookie: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, st) = get(h, cookie, "/api/status").await;
+        if done(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the status never became as expected: {st}\n{}",
+            h.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -25,6 +25,9 @@ pub struct Browser {
     pub after: u64,
     /// `(seq, event)` in the order they came.
     pub events: Vec<(u64, Value)>,
+    /// One bound for every wait, set by [`Browser::bound_by`]; otherwise
+    /// each wait gets [`DEADLINE`].
+    pub deadline: Option<Instant>,
 }
 
 /// Opens session `id`'s socket after `after` with `cookie` from `base`'s
@@ -50,6 +53,18 @@ pub async fn open_ws(base: &str, cookie: &str, id: &str, after: u64) -> Result<W
 impl Browser {
     /// Opens the socket and reads its `hello` and `snapshot`.
     pub async fn connect(base: &str, cookie: &str, id: &str, after: u64) -> Browser {
+        Browser::connect_by(None, base, cookie, id, after).await
+    }
+
+    /// [`Browser::connect`] with every wait of the browser bounded by
+    /// `deadline` (see [`Browser::bound_by`]).
+    pub async fn connect_by(
+        deadline: Option<Instant>,
+        base: &str,
+        cookie: &str,
+        id: &str,
+        after: u64,
+    ) -> Browser {
         let ws = open_ws(base, cookie, id, after)
             .await
             .unwrap_or_else(|e| panic!("WebSocket to {id}: {e}"));
@@ -58,6 +73,7 @@ impl Browser {
             snapshot: Value::Null,
             after,
             events: Vec::new(),
+            deadline,
         };
         let hello = b.frame().await;
         assert_eq!(hello["type"], "hello", "{hello}");
@@ -68,10 +84,24 @@ impl Browser {
         b
     }
 
+    /// Bounds every later wait by `deadline`, one bound for a whole step
+    /// (e.g. a host coming back by itself) instead of [`DEADLINE`] for each
+    /// frame.
+    pub fn bound_by(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
+    /// The end of a wait that starts now.
+    fn wait_end(&self) -> Instant {
+        self.deadline.unwrap_or_else(|| Instant::now() + DEADLINE)
+    }
+
     /// The next frame of any type.
     pub async fn frame(&mut self) -> Value {
+        let deadline = self.wait_end();
         loop {
-            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.ws.next())
                 .await
                 .expect("a frame in time")
                 .expect("the socket is open")
@@ -106,7 +136,8 @@ impl Browser {
 
     /// Reads frames until an event matching `until`; returns it.
     pub async fn until(&mut self, until: impl Fn(&Value) -> bool) -> Value {
-        self.until_within(DEADLINE, until).await
+        let within = self.wait_end().saturating_duration_since(Instant::now());
+        self.until_within(within, until).await
     }
 
     /// [`until`](Browser::until), first among the events already recorded

@@ -7,6 +7,7 @@
 //! repositories `projects/<name>` for each name in [`WORKTREES`], so each
 //! case can start sessions in a worktree of its own.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -39,7 +40,33 @@ pub const WORKTREES: &[&str] = &[
     "unnoticed",
     "restart",
     "gateway",
+    "oldcli",
 ];
+
+/// How a host is started beyond its defaults (the fault run's: its own
+/// script and worktrees, fixed ports, both links through proxies).
+#[derive(Clone, Default)]
+pub struct Options {
+    /// The scripted executor's script (JSON); [`SCRIPT`] when `None`.
+    pub script: Option<String>,
+    /// More worktrees (`projects/<name>`) besides [`WORKTREES`].
+    pub worktrees: Vec<String>,
+    /// The host's port; a free one when `None`.
+    pub port: Option<u16>,
+    /// The gateway's port; a free one when `None`.
+    pub gateway_port: Option<u16>,
+    /// Where the host dials the gateway (e.g. a proxy in front of
+    /// `gateway_port`); the gateway itself when `None`.
+    pub gateway_via: Option<SocketAddr>,
+    /// The origin browsers use (e.g. a proxy in front of the host): the
+    /// Worker's `DURACLAW_PUBLIC_ORIGIN`. The local orchestrator accepts
+    /// only its own address, which a transparent proxy keeps.
+    pub public_origin: Option<String>,
+    /// More `duraclaw orchestrator` arguments (local only).
+    pub orchestrator_args: Vec<String>,
+    /// The processes' `RUST_LOG`; `info` when `None`.
+    pub log: Option<String>,
+}
 
 /// A deployment under test. Users and logins go through the host's own
 /// administration (the `duraclaw user` commands, the Worker's admin route);
@@ -63,9 +90,24 @@ pub trait Host: Send + Sync {
     fn kill_gateway(&self) -> BoxFuture<'_, ()>;
     /// Starts the gateway again on its port and data.
     fn start_gateway(&self) -> BoxFuture<'_, ()>;
+    /// Starts the gateway on its port and data with the Claude executor
+    /// running `cli` instead of the scripted executor.
+    fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()>;
     /// Stops the host (the orchestrator SIGKILLed; `wrangler dev` stopped)
     /// and starts it again on the same data and address.
     fn restart_host(&self) -> BoxFuture<'_, ()>;
+    /// Crashes the host (SIGKILL of every process of it, nothing gets to
+    /// clean up) and starts it again on the same data and address.
+    fn crash_host(&self) -> BoxFuture<'_, ()>;
+    /// The `Origin` browsers send: the host's own unless it was started
+    /// with a public origin.
+    fn origin(&self) -> &str {
+        self.base()
+    }
+    /// The resident memory of the host's process, where it has one.
+    fn rss_kib(&self) -> Option<u64> {
+        None
+    }
     /// The ends of the host's logs, for a failure's message.
     fn log_tails(&self) -> String;
 }
@@ -76,12 +118,15 @@ pub fn worktree(h: &dyn Host, name: &str) -> String {
     h.root().join("projects").join(name).display().to_string()
 }
 
-/// Writes [`SCRIPT`] to `root/script.json` and a git repository for each of
-/// [`WORKTREES`] under `root/projects`.
-fn prepare(root: &Path) {
+/// Writes the script (`opts.script` or [`SCRIPT`]) to `root/script.json`
+/// and a git repository for each of [`WORKTREES`] and `opts.worktrees`
+/// under `root/projects`.
+fn prepare(root: &Path, opts: &Options) {
     std::fs::create_dir_all(root).unwrap();
-    std::fs::write(root.join("script.json"), SCRIPT).unwrap();
-    for name in WORKTREES {
+    let script = opts.script.as_deref().unwrap_or(SCRIPT);
+    std::fs::write(root.join("script.json"), script).unwrap();
+    let extra = opts.worktrees.iter().map(String::as_str);
+    for name in WORKTREES.iter().copied().chain(extra) {
         crate::local::init_repo(
             &root.join("projects").join(name),
             &[("README.md", "# app\n")],
@@ -89,10 +134,10 @@ fn prepare(root: &Path) {
     }
 }
 
-/// Logs `name` in with `password` from the host's own origin: the
+/// Logs `name` in with `password` from the host's origin: the
 /// `duraclaw_session=…` cookie.
 pub async fn login(h: &dyn Host, name: &str, password: &str) -> String {
-    crate::wrangler::login(&http(), h.base(), h.base(), name, password).await
+    crate::wrangler::login(&http(), h.base(), h.origin(), name, password).await
 }
 
 /// An HTTP client bounded by [`DEADLINE`], keeping no cookies.
@@ -109,7 +154,7 @@ pub async fn create_session(h: &dyn Host, cookie: &str, name: &str, prompt: &str
     let r = http()
         .post(format!("{}/api/sessions", h.base()))
         .header("cookie", cookie)
-        .header("origin", h.base())
+        .header("origin", h.origin())
         .json(&json!({"worktree": worktree(h, name), "prompt": prompt}))
         .send()
         .await
@@ -134,8 +179,10 @@ pub struct LocalHost {
     base: String,
     gateway_port: u16,
     orchestrator_port: u16,
+    opts: Options,
     gateway: tokio::sync::Mutex<Option<Child>>,
     orchestrator: tokio::sync::Mutex<Option<Child>>,
+    orchestrator_pid: std::sync::Mutex<Option<u32>>,
     /// The `status` user's login, for `/api/status`.
     status: std::sync::Mutex<String>,
 }
@@ -151,24 +198,36 @@ async fn kill(slot: &tokio::sync::Mutex<Option<Child>>) {
 impl LocalHost {
     /// Starts both halves and waits until the gateway link is up.
     pub async fn start() -> LocalHost {
-        let tmp = tempfile::tempdir().unwrap();
+        LocalHost::start_with(Options::default()).await
+    }
+
+    /// [`LocalHost::start`] with `opts`.
+    pub async fn start_with(opts: Options) -> LocalHost {
+        let mut tmp = tempfile::tempdir().unwrap();
+        if std::env::var_os("DURACLAW_FAULTS_KEEP").is_some() {
+            // Keep the data and logs to inspect a failed run.
+            eprintln!("data and logs kept in {}", tmp.path().display());
+            tmp.disable_cleanup(true);
+        }
         let root = tmp.path().canonicalize().unwrap();
-        prepare(&root);
-        let orchestrator_port = free_port();
+        prepare(&root, &opts);
+        let orchestrator_port = opts.port.unwrap_or_else(free_port);
         let host = LocalHost {
             _tmp: tmp,
             base: format!("http://127.0.0.1:{orchestrator_port}"),
             root,
-            gateway_port: free_port(),
+            gateway_port: opts.gateway_port.unwrap_or_else(free_port),
             orchestrator_port,
+            opts,
             gateway: tokio::sync::Mutex::new(None),
             orchestrator: tokio::sync::Mutex::new(None),
+            orchestrator_pid: std::sync::Mutex::new(None),
             status: std::sync::Mutex::new(String::new()),
         };
         // `/api/status` needs a login: a user of the host's own.
         host.add_user("status", "status password 0123").await;
         host.start_gateway().await;
-        *host.orchestrator.lock().await = Some(host.spawn_orchestrator().await);
+        host.start_orchestrator().await;
         let cookie = login(&host, "status", "status password 0123").await;
         *host.status.lock().unwrap() = cookie;
         wait_gateway(&host, &host.status_cookie(), true).await;
@@ -179,6 +238,12 @@ impl LocalHost {
         self.status.lock().unwrap().clone()
     }
 
+    async fn start_orchestrator(&self) {
+        let child = self.spawn_orchestrator().await;
+        *self.orchestrator_pid.lock().unwrap() = child.id();
+        *self.orchestrator.lock().await = Some(child);
+    }
+
     /// `duraclaw` with the deployment's gateway secret, its stderr appended
     /// to `root/<name>.log`, its stdout piped.
     fn duraclaw(&self, name: &str) -> tokio::process::Command {
@@ -187,7 +252,7 @@ impl LocalHost {
             .append(true)
             .open(self.root.join(format!("{name}.log")))
             .unwrap();
-        let mut c = crate::local::duraclaw("info");
+        let mut c = crate::local::duraclaw(self.opts.log.as_deref().unwrap_or("info"));
         c.env("CC_GATEWAY_SECRET", LOCAL_SECRET)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -196,7 +261,7 @@ impl LocalHost {
         c
     }
 
-    async fn spawn_gateway(&self) -> Child {
+    async fn spawn_gateway(&self, cli: Option<&Path>) -> Child {
         // The port may still be held for a moment after a SIGKILL of the
         // previous gateway on it (bounded).
         let until = std::time::Instant::now() + Duration::from_secs(2);
@@ -206,12 +271,17 @@ impl LocalHost {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut c = self.duraclaw("gateway");
-        c.args(["gateway", "--executor", "scripted", "--bind"])
+        c.arg("gateway");
+        match cli {
+            Some(cli) => c.args(["--executor", "claude", "--claude-bin"]).arg(cli),
+            None => c
+                .args(["--executor", "scripted", "--script"])
+                .arg(self.root.join("script.json")),
+        };
+        c.arg("--bind")
             .arg(format!("127.0.0.1:{}", self.gateway_port))
             .arg("--worktrees")
             .arg(format!("{}/projects/*", self.root.display()))
-            .arg("--script")
-            .arg(self.root.join("script.json"))
             .arg("--data-dir")
             .arg(self.root.join("gw"));
         crate::local::spawn_until(c, &["gateway listening on "])
@@ -227,13 +297,18 @@ impl LocalHost {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let gateway = self
+            .opts
+            .gateway_via
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.gateway_port)));
         let mut c = self.duraclaw("orchestrator");
         c.args(["orchestrator", "--bind"])
             .arg(format!("127.0.0.1:{}", self.orchestrator_port))
             .arg("--gateway-url")
-            .arg(format!("ws://127.0.0.1:{}", self.gateway_port))
+            .arg(format!("ws://{gateway}"))
             .arg("--data-dir")
-            .arg(self.root.join("data"));
+            .arg(self.root.join("data"))
+            .args(&self.opts.orchestrator_args);
         crate::local::spawn_until(c, &["duraclaw listening on "])
             .await
             .unwrap_or_else(|e| panic!("duraclaw orchestrator: {e}\n{}", self.log_tails()))
@@ -300,7 +375,13 @@ impl Host for LocalHost {
     }
     fn start_gateway(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let child = self.spawn_gateway().await;
+            let child = self.spawn_gateway(None).await;
+            *self.gateway.lock().await = Some(child);
+        })
+    }
+    fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let child = self.spawn_gateway(Some(cli)).await;
             *self.gateway.lock().await = Some(child);
         })
     }
@@ -308,9 +389,20 @@ impl Host for LocalHost {
     fn restart_host(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             kill(&self.orchestrator).await;
-            let child = self.spawn_orchestrator().await;
-            *self.orchestrator.lock().await = Some(child);
+            self.start_orchestrator().await;
         })
+    }
+    /// The same as [`Host::restart_host`]: the orchestrator's restart is
+    /// already a SIGKILL (a graceful stop would wait for every open
+    /// browser socket to close).
+    fn crash_host(&self) -> BoxFuture<'_, ()> {
+        self.restart_host()
+    }
+    fn rss_kib(&self) -> Option<u64> {
+        let pid = (*self.orchestrator_pid.lock().unwrap())?;
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
     fn log_tails(&self) -> String {
         format!(
@@ -371,6 +463,7 @@ pub struct CloudflareHost {
     base: String,
     port: u16,
     gateway_port: u16,
+    opts: Options,
     gateway: tokio::sync::Mutex<Option<Child>>,
     wrangler: tokio::sync::Mutex<Option<Wrangler>>,
     /// Starts of the gateway and of `wrangler dev` so far, naming their logs.
@@ -381,23 +474,38 @@ impl CloudflareHost {
     /// Builds the Worker, starts the gateway and `wrangler dev`, and waits
     /// until the Worker answers `/api/health`.
     pub async fn start(name: &str) -> CloudflareHost {
+        CloudflareHost::start_with(name, Options::default()).await
+    }
+
+    /// [`CloudflareHost::start`] with `opts` (`orchestrator_args` unused).
+    pub async fn start_with(name: &str, opts: Options) -> CloudflareHost {
         let tools = Tools::find();
         let root = crate::target_tmpdir().join(name);
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let root = root.canonicalize().unwrap();
         eprintln!("logs and state in {}", root.display());
-        prepare(&root);
+        prepare(&root, &opts);
         let dir = root.join("cf");
         build_full_example(&tools, &dir);
-        let port = free_port();
+        // The secrets where `wrangler secret put` would hold them, never on
+        // a command line.
+        std::fs::write(
+            dir.join(".dev.vars"),
+            format!(
+                "CC_GATEWAY_SECRET={GATEWAY_SECRET}\nDURACLAW_COOKIE_SECRET={COOKIE_SECRET}\nDURACLAW_ADMIN_TOKEN={ADMIN_TOKEN}\n"
+            ),
+        )
+        .unwrap();
+        let port = opts.port.unwrap_or_else(free_port);
         let host = CloudflareHost {
             tools,
             root,
             dir,
             base: format!("http://127.0.0.1:{port}"),
             port,
-            gateway_port: free_port(),
+            gateway_port: opts.gateway_port.unwrap_or_else(free_port),
+            opts,
             gateway: tokio::sync::Mutex::new(None),
             wrangler: tokio::sync::Mutex::new(None),
             starts: std::sync::Mutex::new((0, 0)),
@@ -421,13 +529,15 @@ impl CloudflareHost {
     /// the Worker answers `/api/health`.
     async fn start_wrangler(&self) {
         self.starts.lock().unwrap().1 += 1;
-        let gateway_url = format!("http://127.0.0.1:{}", self.gateway_port);
-        let vars = [
-            ("CC_GATEWAY_URL", gateway_url.as_str()),
-            ("CC_GATEWAY_SECRET", GATEWAY_SECRET),
-            ("DURACLAW_COOKIE_SECRET", COOKIE_SECRET),
-            ("DURACLAW_ADMIN_TOKEN", ADMIN_TOKEN),
-        ];
+        let gateway = self
+            .opts
+            .gateway_via
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.gateway_port)));
+        let gateway_url = format!("http://{gateway}");
+        let mut vars = vec![("CC_GATEWAY_URL", gateway_url.as_str())];
+        if let Some(origin) = &self.opts.public_origin {
+            vars.push(("DURACLAW_PUBLIC_ORIGIN", origin.as_str()));
+        }
         let mut wrangler = start_wrangler_logged(
             &self.tools,
             &self.dir,
@@ -443,6 +553,91 @@ impl CloudflareHost {
         )
         .await;
         *self.wrangler.lock().await = Some(wrangler);
+    }
+
+    /// Starts the gateway on its port: the scripted executor, or the Claude
+    /// executor running `cli`.
+    async fn spawn_gateway(&self, cli: Option<&Path>) {
+        self.starts.lock().unwrap().0 += 1;
+        // The port may still be held for a moment after a SIGKILL of the
+        // previous gateway on it (bounded).
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::net::TcpListener::bind(("127.0.0.1", self.gateway_port)).is_err()
+            && std::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let log = self.gateway_log();
+        let child = match cli {
+            None => {
+                crate::gateway::start(
+                    &self.root,
+                    self.gateway_port,
+                    GATEWAY_SECRET,
+                    &log,
+                    DEADLINE,
+                )
+                .await
+            }
+            Some(cli) => {
+                let executor = [
+                    "--executor".as_ref(),
+                    "claude".as_ref(),
+                    "--claude-bin".as_ref(),
+                    cli.as_os_str(),
+                ];
+                crate::gateway::start_with(
+                    &self.root,
+                    self.gateway_port,
+                    GATEWAY_SECRET,
+                    &log,
+                    DEADLINE,
+                    &executor,
+                )
+                .await
+            }
+        };
+        *self.gateway.lock().await = Some(child);
+    }
+
+    /// The pids of `wrangler dev`'s process group (workerd included) and of
+    /// the gateway.
+    pub async fn process_ids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        if let Some(w) = self.wrangler.lock().await.as_ref() {
+            pids.extend(crate::wrangler::group_pids(w.child.id()));
+        }
+        if let Some(g) = self.gateway.lock().await.as_ref() {
+            pids.extend(g.id());
+        }
+        pids
+    }
+
+    /// The secrets the deployment holds, to look for where they must not be.
+    pub fn secrets(&self) -> [&'static str; 3] {
+        [GATEWAY_SECRET, COOKIE_SECRET, ADMIN_TOKEN]
+    }
+
+    /// The admin token (for the checks of a wrong one).
+    pub fn admin_token(&self) -> &'static str {
+        ADMIN_TOKEN
+    }
+
+    /// Every log of `wrangler dev` and of the gateway so far, concatenated.
+    pub fn all_logs(&self) -> String {
+        let (gateways, wranglers) = *self.starts.lock().unwrap();
+        let mut text = String::new();
+        for n in 1..=wranglers {
+            text.push_str(&crate::read_log(
+                &self.root.join(format!("wrangler-{n}.log")),
+            ));
+        }
+        for n in 1..=gateways {
+            text.push_str(&crate::read_log(
+                &self.root.join(format!("gateway-{n}.log")),
+            ));
+        }
+        text
     }
 
     /// A request to the Worker's admin route `path` with the admin token;
@@ -516,18 +711,10 @@ impl Host for CloudflareHost {
         Box::pin(kill(&self.gateway))
     }
     fn start_gateway(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.starts.lock().unwrap().0 += 1;
-            let child = crate::gateway::start(
-                &self.root,
-                self.gateway_port,
-                GATEWAY_SECRET,
-                &self.gateway_log(),
-                DEADLINE,
-            )
-            .await;
-            *self.gateway.lock().await = Some(child);
-        })
+        Box::pin(self.spawn_gateway(None))
+    }
+    fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()> {
+        Box::pin(self.spawn_gateway(Some(cli)))
     }
     /// Stops `wrangler dev` (SIGINT) and starts it again on the same state.
     fn restart_host(&self) -> BoxFuture<'_, ()> {
@@ -535,6 +722,22 @@ impl Host for CloudflareHost {
             drop(self.wrangler.lock().await.take());
             self.start_wrangler().await;
         })
+    }
+    /// SIGKILLs `wrangler dev`'s whole process group (workerd, which runs
+    /// the objects and their SQLite, included) and starts it again.
+    fn crash_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(mut w) = self.wrangler.lock().await.take() {
+                use nix::sys::signal::{Signal, killpg};
+                use nix::unistd::Pid;
+                let _ = killpg(Pid::from_raw(w.child.id() as i32), Signal::SIGKILL);
+                let _ = w.child.wait();
+            }
+            self.start_wrangler().await;
+        })
+    }
+    fn origin(&self) -> &str {
+        self.opts.public_origin.as_deref().unwrap_or(&self.base)
     }
     fn log_tails(&self) -> String {
         format!(

@@ -15,7 +15,8 @@
 //!   what it gets;
 //! - [`browser_suite`]: the browser suite's harness (tools, the fake model,
 //!   the control endpoint, `node --test`) both hosts' runs use;
-//! - [`faults`]: the fault run's proxy, clients and checks.
+//! - [`faults`]: the fault run's proxy, clients and checks;
+//!   [`fault_run`]: the fault run written once against [`host::Host`].
 //!
 //! Helpers panic with a message that says what went wrong: they are for
 //! tests only.
@@ -30,6 +31,7 @@ pub mod both_hosts;
 pub mod browser;
 pub mod browser_suite;
 pub mod contract;
+pub mod fault_run;
 pub mod faults;
 pub mod gateway;
 pub mod host;

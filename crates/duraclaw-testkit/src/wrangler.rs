@@ -333,3 +333,30 @@ pub async fn login(
         .expect("a session cookie")
         .to_owned()
 }
+
+/// The pids of process group `group`, from `/proc`.
+pub fn group_pids(group: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        if rest.split_whitespace().nth(2).and_then(|g| g.parse().ok()) == Some(group) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A process's command line, its arguments joined by spaces.
+pub fn cmdline(pid: u32) -> Option<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+}

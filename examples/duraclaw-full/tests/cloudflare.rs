@@ -15,15 +15,17 @@
 //!    the same state: the Durable Object reconnects to the gateway by itself
 //!    (its alarm), the history, the pending question and the state are
 //!    intact, browsers resume with exact replay, and the approval completes
-//!    the turn;
+//!    the turn (one bound from the restart to the turn's end, not one per
+//!    frame: the alarm may take long on a busy machine);
 //!    then, idle, the object hibernates with the browsers' sockets open and
-//!    wakes for a message on one of them, knowing its user;
-//! 3. a gateway whose Claude Code CLI is older than the minimum: the status
-//!    names it and a new session is refused with the same words.
+//!    wakes for a message on one of them, knowing its user.
 //!
 //! A gateway SIGKILLed while a session waits for approval is a case of the
-//! API suite (`cloudflare_api.rs`), as is a restart with an approval
-//! pending; step 2 goes on from its restart to hibernation.
+//! API suite (`cloudflare_api.rs`), as are a restart with an approval
+//! pending, retried and late answers; what stays here is Cloudflare's
+//! own: the object relinking by its alarm with no request to wake it,
+//! hibernation, and the Worker's UI assets. A gateway whose CLI is too old
+//! is the API suite's too (`an_old_cli_is_named_in_the_status_and_refuses_a_start`).
 //!
 //! Every wait is bounded; nothing sleeps to synchronise.
 
@@ -66,14 +68,14 @@ fn init_repo(path: &Path) {
 /// The gateway (`duraclaw gateway`, scripted) on a fixed port, its log in a
 /// file; killed with SIGKILL when dropped.
 struct Gateway {
-    child: Child,
+    _child: Child,
     log: PathBuf,
 }
 
 async fn start_gateway(root: &Path, port: u16, n: usize) -> Gateway {
     let log = root.join(format!("gateway-{n}.log"));
     let child = cf_gateway::start(root, port, GATEWAY_SECRET, &log, DEADLINE).await;
-    Gateway { child, log }
+    Gateway { _child: child, log }
 }
 
 impl Gateway {
@@ -191,7 +193,7 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     let built = t.elapsed();
 
     let gateway_port = free_port();
-    let mut gateway = start_gateway(&root, gateway_port, 1).await;
+    let gateway = start_gateway(&root, gateway_port, 1).await;
     let mut deployment = Deployment {
         tools,
         dir,
@@ -283,6 +285,10 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     drop(wrangler);
     let links = gateway.links();
     let wrangler = deployment.start(&http).await;
+    // From here to the end of the turn is one wait, bounded as a whole
+    // (the object reconnects by its alarm, on a busy machine slowly), not
+    // a bound per frame.
+    let step_end = Instant::now() + ALARM_DEADLINE + DEADLINE;
     // Nothing has touched the session yet: its alarm reconnects it.
     let t = Instant::now();
     eventually(
@@ -301,13 +307,13 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     assert_eq!(s["reason"], "awaiting_approval");
     assert_eq!(s["pending_questions"], 1);
 
-    let mut one = Browser::connect(&base, &alice, &id, n).await;
+    let mut one = Browser::connect_by(Some(step_end), &base, &alice, &id, n).await;
     assert_eq!(one.snapshot["last_seq"], n, "{}", one.snapshot);
     assert_eq!(one.snapshot["pending"][0]["question_id"], qid.as_str());
-    let mut all = Browser::connect(&base, &alice, &id, 0).await;
+    let mut all = Browser::connect_by(Some(step_end), &base, &alice, &id, 0).await;
     all.until_seq(n).await;
     assert_eq!(all.events, before, "the history survived the restart");
-    let mut two = Browser::connect(&base, &alice, &id, n).await;
+    let mut two = Browser::connect_by(Some(step_end), &base, &alice, &id, n).await;
 
     let answered = one.last_seq();
     let r = one
@@ -317,28 +323,16 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
         )
         .await;
     assert_eq!(r["ok"], true, "{r}");
-    // The same command id again: not applied again (the tool runs once,
-    // checked below), and answered as the first try was.
-    let again = one
-        .command(
-            "b-1",
-            json!({"type": "answer", "question_id": qid, "decision": "allow"}),
-        )
-        .await;
-    assert_eq!(again, r, "a retry gets the first result");
-    let second = one
-        .command(
-            "b-2",
-            json!({"type": "answer", "question_id": qid, "decision": "deny", "reason": "no"}),
-        )
-        .await;
-    assert_eq!(second["ok"], false, "{second}");
-    assert_eq!(second["error"]["code"], "already_decided", "{second}");
+    // (A retried answer and a late one are the API suite's.) The turn's
+    // events may come before the answer's reply: look among those first.
     one.until_after(answered, is("result")).await;
     one.until_after(answered, state_is("paused", Some("idle")))
         .await;
     two.until_seq(one.last_seq()).await;
     assert_eq!(two.events, one.events, "both browsers saw the same events");
+    // The idle phase has bounds of its own.
+    one.deadline = None;
+    two.deadline = None;
     let resolved = one
         .events
         .iter()
@@ -408,59 +402,8 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     one.until(state_is("terminated", None)).await;
     drop((one, two, all));
 
-    // (A gateway SIGKILLed while a session waits for approval is the API
-    // suite's, `cloudflare_api.rs`.)
-
-    // 3. A gateway whose Claude Code CLI is older than the minimum: the
-    // status says so, and a new session is refused with the same words.
-    gateway.child.start_kill().unwrap();
-    gateway.child.wait().await.unwrap();
-    let old_cli = root.join("old-claude");
-    std::fs::write(
-        &old_cli,
-        "#!/bin/sh\n[ \"$1\" = --version ] && { echo '2.1.84 (Claude Code)'; exit 0; }\nexit 1\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&old_cli, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let executor = [
-        "--executor".as_ref(),
-        "claude".as_ref(),
-        "--claude-bin".as_ref(),
-        old_cli.as_os_str(),
-    ];
-    let _old = cf_gateway::start_with(
-        &root,
-        gateway_port,
-        GATEWAY_SECRET,
-        &root.join("gateway-old-cli.log"),
-        DEADLINE,
-        &executor,
-    )
-    .await;
-    let why = std::sync::Mutex::new(String::new());
-    eventually(DEADLINE, "the status to name the old CLI", || async {
-        let (_, st) = get(&http, &base, &alice, "/api/status").await;
-        let e = st["gateway"]["executor_error"].as_str().unwrap_or_default();
-        *why.lock().unwrap() = e.to_owned();
-        e.starts_with("unsupported Claude Code CLI: version 2.1.84 found, 2.1.88 or later needed")
-    })
-    .await;
-    let why = why.into_inner().unwrap();
-    let (status, body) = post(
-        &http,
-        &base,
-        &alice,
-        "/api/sessions",
-        json!({"worktree": app, "prompt": "run on the old CLI"}),
-    )
-    .await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body["error"].as_str().is_some_and(|e| e.contains(&why)),
-        "{body}"
-    );
+    // (A gateway SIGKILLed while a session waits for approval, and one
+    // whose CLI is too old, are the API suite's, `cloudflare_api.rs`.)
+    drop(gateway);
     drop(wrangler);
 }

@@ -1,11 +1,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-//! The fault-injection run: scripted sessions in a split deployment
-//! (`duraclaw gateway` + `duraclaw orchestrator`), with a seeded cutting
-//! proxy on both links, SIGKILLed gateways, an orchestrator restart, stale
-//! and slow clients and 50 clients on one session. At the end every
-//! client's (seq, event) list is compared with the full log: nothing lost,
-//! nothing twice, nothing out of order, no turn left open, and the slow
-//! reader caught up by replay at least once. A second test SIGKILLs the
+//! The fault-injection runs on the local host. The first is the fault run
+//! both hosts share (`duraclaw_testkit::fault_run`): scripted sessions in a
+//! split deployment (`duraclaw gateway` + `duraclaw orchestrator`), with a
+//! seeded cutting proxy on both links, SIGKILLed gateways, orchestrator
+//! SIGKILLs (one with a session parked on an approval), stale and slow
+//! clients and 50 clients on one session; every client's (seq, event) list
+//! is compared with the full log: nothing lost, nothing twice, nothing out
+//! of order, no turn left open, and the slow reader caught up by replay at
+//! least once.
+//!
+//! The other two are faults of the executor under the gateway, the same
+//! gateway on both hosts, so they run here only. A second test SIGKILLs the
 //! executor's CLI process mid-turn (a stand-in CLI run by the real Claude
 //! executor). A third runs the pinned Claude Code CLI itself against the
 //! fake Messages API in three sessions, through the same proxies, with a
@@ -30,20 +35,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use duraclaw_testkit::fault_run;
 use duraclaw_testkit::faults as fault_support;
+use duraclaw_testkit::host::LocalHost;
 use fault_support::*;
 
 const SECRET: &str = "fault-run-gateway-secret-0123456789";
-const SESSIONS: usize = 6;
-const CROWD: usize = 50;
 /// The orchestrator's live queue per client, in events.
 const LIVE_QUEUE: usize = 16;
 
 use duraclaw_testkit::local as support;
-use support::{
-    DEADLINE, PASSWORD, add_user, create_session, free_port, login_with, next_event,
-    scripted_gateway, spawn_reading,
-};
+use support::{DEADLINE, PASSWORD, add_user, free_port, login_with, next_event, spawn_reading};
 
 // ---------------------------------------------------------------- processes
 
@@ -52,14 +54,6 @@ fn duraclaw() -> Command {
     let mut c = support::duraclaw("error");
     c.env("CC_GATEWAY_SECRET", SECRET);
     c
-}
-
-async fn gateway(dir: &Path, port: u16, script: &Path, worktrees: &str) -> Child {
-    let mut c = duraclaw();
-    if let Ok(filter) = std::env::var("DURACLAW_FAULTS_GATEWAY_LOG") {
-        c.env("RUST_LOG", filter);
-    }
-    scripted_gateway(c, dir, port, script, worktrees).await
 }
 
 async fn orchestrator(data: &Path, gateway: SocketAddr) -> (Child, String) {
@@ -82,32 +76,6 @@ async fn orchestrator(data: &Path, gateway: SocketAddr) -> (Child, String) {
     spawn_reading(c, "duraclaw listening on ").await
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn script(dir: &Path) -> PathBuf {
-    let path = dir.join("script.json");
-    let turn = |n: usize| {
-        json!([
-            {"step": "text", "text": format!("Turn {n}: looking at the project, piece by piece, so that the stream has many small deltas."), "chunks": 24, "delay_ms": 8},
-            {"step": "tool", "name": "Bash", "input": {"command": format!("ls {n}")}, "result": "README.md\nsrc"},
-            {"step": "ask", "questions": [{"question": "Which change?", "header": "Change", "options": [{"label": "Add a test"}, {"label": "Fix a typo"}], "multiSelect": false}]},
-            {"step": "text", "text": format!("Turn {n} done."), "chunks": 6, "delay_ms": 8}
-        ])
-    };
-    std::fs::write(
-        &path,
-        json!({"turns": (0..4).map(turn).collect::<Vec<_>>()}).to_string(),
-    )
-    .unwrap();
-    path
-}
-
-// ---------------------------------------------------------------- the run
-
 /// Closes session `id` and reads its whole log from a fresh client: the
 /// session ended (terminated) with nothing pending.
 async fn close_and_read(http: &reqwest::Client, base: &str, cookie: &str, id: &str) -> Vec<Value> {
@@ -125,332 +93,29 @@ async fn close_and_read(http: &reqwest::Client, base: &str, cookie: &str, id: &s
     log
 }
 
+// ---------------------------------------------------------------- the run
+
+/// The fault run written once for both hosts (`duraclaw_testkit::fault_run`,
+/// also run on Cloudflare by `cloudflare_faults.rs`), on the split local
+/// deployment with a short live queue, so that the slow reader overflows it
+/// and is caught up by replay many times in a run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_under_faults() {
-    let soak: Option<u64> = std::env::var("DURACLAW_SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok());
-    let seed: u64 = std::env::var("DURACLAW_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_d0c5);
-    let chaos_secs = soak.unwrap_or(15);
-    println!("fault run: seed {seed}, chaos {chaos_secs} s");
-    let mut rng = Rng::new(seed);
-    let started = Instant::now();
-
-    let mut tmp = tempfile::tempdir().unwrap();
-    if std::env::var_os("DURACLAW_FAULTS_KEEP").is_some() {
-        // Keep the data directories to inspect a failed run.
-        println!("data kept in {}", tmp.path().display());
-        tmp.disable_cleanup(true);
-    }
-    let data = tmp.path().join("data");
-    add_user(&data, "alice").await;
-    let script = script(tmp.path());
-    let projects = tmp.path().canonicalize().unwrap().join("projects");
-    let mut repos = Vec::new();
-    for i in 0..SESSIONS {
-        let repo = projects.join(format!("app{i}"));
-        std::fs::create_dir_all(&repo).unwrap();
-        git2::Repository::init(&repo).unwrap();
-        repos.push(repo);
-    }
-    let patterns = format!("{}/*", projects.display());
-
-    let gw_port = free_port();
-    let mut gw = gateway(tmp.path(), gw_port, &script, &patterns).await;
-    let gw_proxy = Proxy::start(
-        SocketAddr::from(([127, 0, 0, 1], gw_port)),
-        rng.next_u64(),
-        32 * 1024,
-    )
-    .await;
-    let (mut orch, base) = orchestrator(&data, gw_proxy.addr).await;
-    let direct = Arc::new(Mutex::new(base.trim_start_matches("http://").to_owned()));
-    let browser_proxy = Proxy::start(
-        base.trim_start_matches("http://").parse().unwrap(),
-        rng.next_u64(),
-        16 * 1024,
-    )
-    .await;
-
-    // Log in and create the sessions directly (REST is not under test here).
-    let http = reqwest::Client::new();
-    let cookie = login_with(&http, &base, "alice", PASSWORD).await.unwrap();
-    let status = |base: String| {
-        let (http, cookie) = (http.clone(), cookie.clone());
-        async move {
-            let r = http
-                .get(format!("{base}/api/status"))
-                .header("cookie", &cookie)
-                .send()
-                .await;
-            match r {
-                Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
-                Err(_) => Value::Null,
-            }
-        }
+    let plan = fault_run::Plan {
+        default_seed: 0x5eed_d0c5,
+        sessions: 6,
+        crowd: 50,
+        chaos: Duration::from_secs(14),
+        slow_reader: true,
+        settle: Duration::from_secs(15),
+        orchestrator_args: vec![
+            "--live-queue".into(),
+            LIVE_QUEUE.to_string(),
+            "--client-send-buffer".into(),
+            "4096".into(),
+        ],
     };
-    let until = Instant::now() + DEADLINE;
-    while status(base.clone()).await["gateway"]["connected"] != true {
-        assert!(Instant::now() < until, "the gateway never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut ids = Vec::new();
-    for repo in &repos {
-        let worktree = repo.display().to_string();
-        ids.push(create_session(&http, &base, Some(&cookie), &worktree, "look around").await);
-    }
-
-    let ctx = Arc::new(Ctx {
-        browser: browser_proxy.addr,
-        direct: direct.clone(),
-        cookie: cookie.clone(),
-        origin: None,
-        chaos: AtomicBool::new(true),
-        deadline: Instant::now() + Duration::from_secs(chaos_secs + 60),
-        max_turns: u64::MAX,
-    });
-    let clients = spawn_clients(&ctx, &ids, &mut rng, CROWD, true);
-    let (done_txs, drivers, crowd) = (clients.done, clients.drivers, clients.crowd);
-
-    // Chaos: proxies cut, stall and half-close; the gateway is SIGKILLed
-    // and restarted twice per 15 s cycle; the orchestrator is restarted
-    // once per cycle (in a soak, once at the start).
-    browser_proxy.active.store(true, Ordering::Relaxed);
-    gw_proxy.active.store(true, Ordering::Relaxed);
-    let chaos_end = Instant::now() + Duration::from_secs(chaos_secs);
-    let (mut gw_kills, mut orch_restarts) = (0u64, 0u64);
-    // Times a client overflowed its live queue and was caught up by replay.
-    let mut catch_ups = 0u64;
-    let mut rss: Vec<(f64, u64)> = Vec::new();
-    let mut cycle = 0u64;
-    while Instant::now() < chaos_end {
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_millis(s);
-        let events = [
-            (rng.range(2000, 4500), 0u8),
-            (rng.range(5500, 7500), 1u8),
-            (rng.range(9000, 12_000), 0u8),
-        ];
-        for (ms, what) in events {
-            let when = at(ms).min(chaos_end);
-            tokio::time::sleep_until(when).await;
-            if Instant::now() >= chaos_end {
-                break;
-            }
-            if what == 0 {
-                gw.start_kill().unwrap();
-                gw.wait().await.unwrap();
-                gw_kills += 1;
-                gw = gateway(tmp.path(), gw_port, &script, &patterns).await;
-            } else if soak.is_none() || cycle == 0 {
-                // Its counters go with it: keep them.
-                let st = status(format!("http://{}", direct.lock().unwrap())).await;
-                catch_ups += st["stats"]["slow_client_catch_ups"].as_u64().unwrap_or(0);
-                orch.start_kill().unwrap();
-                orch.wait().await.unwrap();
-                orch_restarts += 1;
-                let (o, b) = orchestrator(&data, gw_proxy.addr).await;
-                orch = o;
-                let addr = b.trim_start_matches("http://").to_owned();
-                browser_proxy.set_target(addr.parse().unwrap());
-                *direct.lock().unwrap() = addr;
-                // Memory growth is measured from the last restart.
-                rss.clear();
-            }
-            if let Some(kib) = orch.id().and_then(rss_kib) {
-                rss.push((started.elapsed().as_secs_f64(), kib));
-            }
-        }
-        tokio::time::sleep_until(at(15_000).min(chaos_end)).await;
-        cycle += 1;
-    }
-    ctx.chaos.store(false, Ordering::Relaxed);
-    browser_proxy.active.store(false, Ordering::Relaxed);
-    gw_proxy.active.store(false, Ordering::Relaxed);
-
-    // Settle: the gateway is back, every driver has seen the end of every
-    // turn it started, has nothing unconfirmed, and every session is idle
-    // with no open question.
-    let base = format!("http://{}", direct.lock().unwrap());
-    // A session whose turn started but never ended (state `active`,
-    // nothing unconfirmed, nothing pending) after 15 s without faults is a
-    // stuck turn: it is printed with its log's tail and fails the run.
-    let until = Instant::now() + Duration::from_secs(15);
-    let mut stuck: Vec<String> = Vec::new();
-    loop {
-        let connected = status(base.clone()).await["gateway"]["connected"] == true;
-        let mut unsettled = Vec::new();
-        let mut all_stuck = connected;
-        for (d, id) in drivers.iter().zip(&ids) {
-            let m: Value = http
-                .get(format!("{base}/api/sessions/{id}"))
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let (sent, ended, out) = (
-                d.sent.load(Ordering::Relaxed),
-                d.ended.load(Ordering::Relaxed),
-                d.outstanding.load(Ordering::Relaxed),
-            );
-            let settled = ended >= sent
-                && out == 0
-                && m["state"] == "paused"
-                && m["reason"] == "idle"
-                && m["pending_questions"] == 0;
-            if !settled {
-                // Stuck: the driver's message was confirmed, nothing is
-                // pending, and no turn end came (the state should read
-                // active; idle is checked too, the bug it once was).
-                all_stuck &= out == 0
-                    && ended < sent
-                    && (m["state"] == "active" || m["reason"] == "idle")
-                    && m["pending_questions"] == 0;
-                unsettled.push((
-                    id.clone(),
-                    format!(
-                        "{id}: sent {sent} ended {ended} outstanding {out} state {} {} pending {}",
-                        m["state"], m["reason"], m["pending_questions"]
-                    ),
-                ));
-            }
-        }
-        if connected && unsettled.is_empty() {
-            break;
-        }
-        if Instant::now() > until {
-            if all_stuck {
-                for (id, w) in unsettled {
-                    let (_, log) = full_log(&base, &cookie, &id).await;
-                    let end = log
-                        .iter()
-                        .rposition(|e| e["type"] == "result" || e["type"] == "error")
-                        .unwrap_or(0);
-                    let tail: Vec<String> = log
-                        .iter()
-                        .enumerate()
-                        .skip(end)
-                        .filter(|(_, e)| e["phase"] != "delta")
-                        .map(|(i, e)| {
-                            format!("    {} {} {} {}", i + 1, e["type"], e["state"], e["reason"])
-                        })
-                        .collect();
-                    stuck.push(format!("{w}\n{}", tail.join("\n")));
-                }
-                break;
-            }
-            let mut why: Vec<String> = unsettled.into_iter().map(|(_, w)| w).collect();
-            for id in &ids {
-                let (snap, log) = full_log(&base, &cookie, id).await;
-                let tail: Vec<String> = log
-                    .iter()
-                    .enumerate()
-                    .skip(log.len().saturating_sub(14))
-                    .filter(|(_, e)| e["phase"] != "delta")
-                    .map(|(i, e)| format!("  {} {}", i + 1, e))
-                    .collect();
-                why.push(format!("{id} {snap}\n{}", tail.join("\n")));
-            }
-            panic!(
-                "seed {seed}: the sessions never settled:\n{}",
-                why.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    // Every session is closed (a legal end: terminated), then its whole log
-    // is read from a fresh client and every client drains up to it.
-    let mut logs = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let log = close_and_read(&http, &base, &cookie, id).await;
-        done_txs[i].send(Some(log.len() as u64)).unwrap();
-        logs.push(log);
-    }
-    let o = drain_and_check(clients.tasks, &logs, Duration::from_secs(30)).await;
-    for (i, id) in ids.iter().enumerate() {
-        // The log does not move after the end.
-        let (_, again) = full_log(&base, &cookie, id).await;
-        assert_eq!(
-            again, logs[i],
-            "the log of session {i} changed after it ended"
-        );
-    }
-    catch_ups += status(base.clone()).await["stats"]["slow_client_catch_ups"]
-        .as_u64()
-        .unwrap_or(0);
-    let (bc, bcut, bstall, bhalf) = proxy_figures(&browser_proxy.stats);
-    let (gc, gcut, gstall, ghalf) = proxy_figures(&gw_proxy.stats);
-    println!(
-        "seed {seed}: chaos {chaos_secs} s, total {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    println!(
-        "sessions {SESSIONS}, clients {} ({crowd} on session 0), turns {}, questions {} (answered {}, {} after a reconnect), events {}, delivered {}",
-        o.clients, o.turns, o.questions, o.answered, o.answered_late, o.events, o.counts.delivered
-    );
-    println!(
-        "faults: browser link {bc} connections: {bcut} cuts, {bstall} stalls, {bhalf} half-closes; gateway link {gc} connections: {gcut} cuts, {gstall} stalls, {ghalf} half-closes; gateway SIGKILL {gw_kills}; orchestrator restarts {orch_restarts}; stale reconnects {} ({} events replayed and matched); lagged closes {}",
-        o.stale, o.counts.stale_replayed, o.lagged
-    );
-    println!(
-        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, orchestrator SIGKILL {orch_restarts}, stale reconnect {}, slow-reader catch-up by replay {catch_ups}; total {}",
-        bcut + gcut,
-        bstall + gstall,
-        bhalf + ghalf,
-        o.stale,
-        bcut + gcut
-            + bstall
-            + gstall
-            + bhalf
-            + ghalf
-            + gw_kills
-            + orch_restarts
-            + o.stale
-            + catch_ups
-    );
-    if let Some(kib) = orch.id().and_then(rss_kib) {
-        rss.push((started.elapsed().as_secs_f64(), kib));
-    }
-    if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
-        println!(
-            "orchestrator RSS: {} KiB at {:.0} s, {} KiB at {:.0} s ({:+} KiB)",
-            first.1,
-            first.0,
-            last.1,
-            last.0,
-            last.1 as i64 - first.1 as i64
-        );
-    }
-    println!(
-        "gateway restarts: {} taken commands run again, {} turns ended (gateway_restarted); agent events logged while the state read idle: {}",
-        o.reruns, o.restart_errors, o.work_while_idle
-    );
-    o.assert_nothing_lost(seed);
-    println!(
-        "turns that never ended: {}{}",
-        o.open_turns,
-        stuck.iter().map(|w| format!("\n  {w}")).collect::<String>()
-    );
-    assert_eq!(
-        o.open_turns,
-        stuck.len() as u64,
-        "seed {seed}: a turn left open in a session that settled"
-    );
-    assert!(stuck.is_empty(), "seed {seed}: stuck turns: {stuck:?}");
-    assert!(gw_kills >= 1 && orch_restarts >= 1 && bcut + gcut > 0 && o.stale > 0);
-    // The slow reader fell behind its live queue and was caught up by
-    // replay (and, as checked above, still got every event once, in order).
-    assert!(
-        catch_ups > 0,
-        "seed {seed}: the slow reader never overflowed its live queue"
-    );
+    fault_run::run(plan, LocalHost::start_with).await;
 }
 
 // ------------------------------------------------------- SIGKILL of the CLI
