@@ -14,7 +14,7 @@
 //!    On any failure after step 3 the host removes the session again: a
 //!    start is all or nothing.
 
-use duraclaw_core::actor::Actor;
+use duraclaw_core::actor::Person;
 use duraclaw_core::protocol::{CommandResult, Execute, WireError, Worktree};
 use duraclaw_core::store::SessionMeta;
 use duraclaw_core::web::{NewSession, worktree_busy};
@@ -84,8 +84,8 @@ impl StartPlan {
 
     /// What the actor logs and sends: the command's id, the `execute`, who
     /// asked, and when.
-    pub fn execute(&self) -> (String, Execute, Actor, i64) {
-        let who = Actor {
+    pub fn execute(&self) -> (String, Execute, Person, i64) {
+        let who = Person {
             user: self.owner.clone(),
             client: Some("web".into()),
         };

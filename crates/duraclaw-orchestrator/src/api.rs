@@ -9,7 +9,7 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use duraclaw_core::backend::actor::{Actor, SessionActor};
+use duraclaw_core::backend::actor::{Person, SessionActor};
 use duraclaw_core::backend::web::{
     LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, socket,
 };
@@ -203,7 +203,7 @@ async fn close_session(
     Path(id): Path<String>,
 ) -> Result<Json<SessionMeta>, ApiError> {
     let actor = owned_actor(&app, &user, &id).await?;
-    let who = Actor {
+    let who = Person {
         user: user.name.clone(),
         client: Some("web".into()),
     };
@@ -410,7 +410,7 @@ async fn serve_session(
         }
     });
 
-    let who = Actor {
+    let who = Person {
         user: user.name.clone(),
         client: Some(client_id()),
     };

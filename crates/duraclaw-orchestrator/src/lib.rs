@@ -477,11 +477,11 @@ mod tests {
 
     #[tokio::test]
     async fn idle_actors_sleep_and_wake_with_their_state() {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir, Duration::ZERO).await;
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
@@ -513,11 +513,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_outbox_refuses_new_messages_with_a_typed_error() {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, CommandResult, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir, Duration::from_secs(60)).await;
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
@@ -581,14 +581,14 @@ mod tests {
     /// actors and their memory gone, the store kept). Returns the state the
     /// session resumes to when the gateway is back.
     async fn message_while_the_gateway_is_away(restart: bool) -> SessionState {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (mut orch, actor) = offline(dir.clone(), Duration::from_secs(60)).await;
         actor.ingest(gateway_turn(1, true, true), 2).await.unwrap();
         assert_eq!(actor.meta().await.state, idle());
         orch.gateway_lost().await;
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
@@ -629,14 +629,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_turn_queued_behind_another_reads_active_from_its_first_event() {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (_orch, actor) = offline(dir, Duration::from_secs(60)).await;
         // Mid-turn, a second message: the executor queues it.
         actor.ingest(gateway_turn(1, true, false), 2).await.unwrap();
         assert_eq!(actor.meta().await.state, SessionState::Active);
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
@@ -677,7 +677,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_actor_woken_after_a_crash_takes_the_state_its_log_recorded() {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir.clone(), Duration::from_secs(60)).await;
@@ -695,7 +695,7 @@ mod tests {
         let actor = orch.actor("s1").await.unwrap();
         assert_eq!(actor.meta().await.state, idle(), "the log's state wins");
         // So the next turn is logged as active again.
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };

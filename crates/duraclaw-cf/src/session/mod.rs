@@ -66,7 +66,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duraclaw_core::actor::{Actor, SessionActor};
+use duraclaw_core::actor::{Person, SessionActor};
 use duraclaw_core::protocol::{Close, Command, CommandResult, Seq};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
 use duraclaw_core::web::NewSession;
@@ -447,7 +447,7 @@ impl SessionHost {
     }
 
     async fn close(self: &Rc<Self>, actor: &SessionActor, user: &str) -> worker::Result<Response> {
-        let who = Actor {
+        let who = Person {
             user: user.to_owned(),
             client: Some("web".into()),
         };

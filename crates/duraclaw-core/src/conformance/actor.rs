@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{
     CaseError, CaseResult, StoreHarness, T0, contiguous, delta, drain_to, fresh_store, permission,
 };
-use crate::backend::actor::{Actor, SessionActor};
+use crate::backend::actor::{Person, SessionActor};
 use crate::error::Result;
 use crate::protocol::{
     Assistant, AssistantPhase, Command, DecidedBy, Decision, Event, SessionInit, TurnResult,
@@ -102,7 +102,7 @@ pub(super) async fn actor_retried_answer_gets_its_first_result(h: &dyn StoreHarn
     actor
         .ingest(vec![(1, permission("q1")), (2, permission("q2"))], T0)
         .await?;
-    let alice = |client: &str| Actor {
+    let alice = |client: &str| Person {
         user: "alice".into(),
         client: Some(client.into()),
     };
@@ -197,11 +197,11 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
     );
     check_eq!(actor.snapshot().await?.pending.len(), 1);
 
-    let alice = Actor {
+    let alice = Person {
         user: "alice".into(),
         client: Some("browser 1".into()),
     };
-    let bob = Actor {
+    let bob = Person {
         user: "bob".into(),
         client: Some("phone".into()),
     };
@@ -356,7 +356,7 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
 pub(super) async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> CaseResult {
     let (_dir, store, _) = fresh_store(h, "order").await?;
     let actor = SessionActor::open(store.clone()).await?;
-    let alice = Actor {
+    let alice = Person {
         user: "alice".into(),
         client: None,
     };

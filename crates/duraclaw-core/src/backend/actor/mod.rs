@@ -73,14 +73,14 @@ pub struct CommandOutcome {
 
 /// A person acting through a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
+pub struct Person {
     /// The user's name.
     pub user: String,
     /// The client, e.g. `browser 3f2a`.
     pub client: Option<String>,
 }
 
-impl Actor {
+impl Person {
     fn decided_by(&self) -> DecidedBy {
         DecidedBy {
             who: self.user.clone(),
@@ -457,7 +457,7 @@ impl SessionActor {
         &self,
         id: &str,
         command: Command,
-        actor: &Actor,
+        person: &Person,
         now_ms: i64,
     ) -> Result<CommandOutcome> {
         if matches!(command, Command::Message(_) | Command::Abort(_))
@@ -478,7 +478,7 @@ impl SessionActor {
                 let event = NewEvent::new(
                     &Event::UserMessage(UserMessage {
                         text: turn.text.clone(),
-                        by: Some(actor.user.clone()),
+                        by: Some(person.user.clone()),
                         queued,
                     }),
                     None,
@@ -512,7 +512,7 @@ impl SessionActor {
                     id,
                     &answer.question_id,
                     answer.decision,
-                    actor.decided_by(),
+                    person.decided_by(),
                     now_ms,
                 )
                 .await
@@ -530,7 +530,7 @@ impl SessionActor {
         &self,
         id: &str,
         execute: crate::protocol::Execute,
-        actor: &Actor,
+        person: &Person,
         now_ms: i64,
     ) -> Result<CommandOutcome> {
         if execute.prompt.trim().is_empty() {
@@ -539,7 +539,7 @@ impl SessionActor {
         let event = NewEvent::new(
             &Event::UserMessage(UserMessage {
                 text: execute.prompt.clone(),
-                by: Some(actor.user.clone()),
+                by: Some(person.user.clone()),
                 queued: false,
             }),
             None,
