@@ -82,9 +82,9 @@ impl StartPlan {
             .meta(&self.session_id, &self.owner, self.now_ms)
     }
 
-    /// What the actor logs and sends: the command's id, the `execute`, who
-    /// asked, and when.
-    pub fn execute(&self) -> (String, Execute, Person, i64) {
+    /// What the actor logs and sends: the command's id, the `execute` and
+    /// who asked (the actor stamps it with its clock).
+    pub fn execute(&self) -> (String, Execute, Person) {
         let who = Person {
             user: self.owner.clone(),
             client: Some("web".into()),
@@ -93,7 +93,6 @@ impl StartPlan {
             execute_command_id(&self.session_id),
             self.request.clone().into_execute(),
             who,
-            self.now_ms,
         )
     }
 
@@ -178,8 +177,9 @@ mod tests {
             ),
             ("01S", "alice", "fix it")
         );
-        let (id, execute, who, now) = plan.execute();
-        assert_eq!((id.as_str(), now), ("execute-01S", 42));
+        assert_eq!(meta.created_at_ms, 42);
+        let (id, execute, who) = plan.execute();
+        assert_eq!(id, "execute-01S");
         assert_eq!(
             (execute.prompt.as_str(), execute.model.as_deref()),
             ("fix it", Some("opus"))

@@ -339,7 +339,7 @@ impl SessionHost {
                 return;
             }
         };
-        let forward = match actor.command(&id, command, &who, now_ms()).await {
+        let forward = match actor.command(&id, command, &who).await {
             Ok(out) => {
                 self.publish(&actor).await;
                 send_browser(ws, &ToBrowser::CommandResult(out.result));
