@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalRequest, DecideOutcome, DynApprovalGate};
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use duraclaw_approval::{decision_message, now_ms, resolution_event};
+use duraclaw_approval::{decision_message, resolution_event};
 
 /// One step of a scripted turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,7 +190,7 @@ impl Executor for ScriptedExecutor {
             spec: spec.clone(),
             gate,
             sink,
-            run: now_ms(),
+            run: SystemClock.now_ms(),
             ids: AtomicU64::new(0),
             cost: 0.0,
         };
@@ -412,7 +413,7 @@ impl Player {
                             reason: Some("the turn was interrupted".into()),
                         },
                         by: DecidedBy::new("executor"),
-                        at_ms: now_ms(),
+                        at_ms: SystemClock.now_ms(),
                     };
                     let _ = self.sink.emit(resolution_event(&id, &resolved)).await;
                 }
@@ -483,7 +484,7 @@ impl Player {
                 tool_use_id: Some(tool_use_id.to_owned()),
                 kind,
             },
-            asked_at_ms: now_ms(),
+            asked_at_ms: SystemClock.now_ms(),
         };
         if let (Some(allow), QuestionKind::Permission { tool_name, .. }) = (
             self.gate.standing_allow(&request).await?,

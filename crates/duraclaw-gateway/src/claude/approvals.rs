@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use duraclaw_core::Result;
 use duraclaw_core::approval::ApprovalRequest;
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::protocol::{Event, QuestionKind, UserQuestion};
 use duraclaw_core::store::Resolution;
 use futures::future::BoxFuture;
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use super::{STOPPED, Shared};
 use crate::cli::{CliAction, CliInput};
-use duraclaw_approval::{now_ms, resolution_event};
+use duraclaw_approval::resolution_event;
 
 pub(super) async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
     let pending: Vec<String> = {
@@ -69,7 +70,7 @@ pub(super) async fn standing_allow(shared: &Arc<Shared>, question: &UserQuestion
     let request = ApprovalRequest {
         session_id: shared.session_id.clone(),
         question: question.clone(),
-        asked_at_ms: now_ms(),
+        asked_at_ms: SystemClock.now_ms(),
     };
     match shared.gate.standing_allow(&request).await {
         Ok(found) => found
@@ -125,7 +126,7 @@ pub(super) async fn register_ask(
     let request = ApprovalRequest {
         session_id: shared.session_id.clone(),
         question,
-        asked_at_ms: now_ms(),
+        asked_at_ms: SystemClock.now_ms(),
     };
     let mut decision: BoxFuture<'static, Result<Resolution>> =
         Box::pin(async move { gate.request(request).await });
