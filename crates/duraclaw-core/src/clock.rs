@@ -2,7 +2,7 @@
 //!
 //! Code that stamps events and metadata (the session actor, the hosts)
 //! holds a [`Clock`] instead of taking a bare `now_ms` on every call.
-//! [`SystemClock`] reads the operating system's clock and exists only
+//! `SystemClock` reads the operating system's clock and exists only
 //! where there is one (not on `wasm32-unknown-unknown`, where
 //! `SystemTime::now` panics; a host there brings its own, e.g. from
 //! JavaScript's `Date.now()`). [`ManualClock`] is set by hand, for tests.

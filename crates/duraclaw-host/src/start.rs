@@ -55,8 +55,8 @@ pub struct StartPlan {
 }
 
 impl StartPlan {
-    /// The start of `request` as session `session_id` of `owner`, at
-    /// `now_ms`.
+    /// The start of `request` as session `session_id` of `owner`, created
+    /// at `now_ms` (the host reads its clock; the plan only takes the time).
     pub fn new(request: NewSession, owner: &str, session_id: String, now_ms: i64) -> Self {
         StartPlan {
             session_id,
