@@ -21,6 +21,7 @@ use criterion::{
 };
 use duraclaw_benches::{interleaved, mix, quick, raw, repeat, runtime};
 use duraclaw_core::backend::actor::{SessionActor, SessionLog};
+use duraclaw_core::clock::ManualClock;
 use duraclaw_core::store::{AppendBatch, NewEvent, SessionDirectory, SessionMeta};
 use duraclaw_store::{SqliteDirectory, SqliteStats};
 use tokio::runtime::Runtime;
@@ -70,7 +71,9 @@ impl Fixture {
                 .create(SessionMeta::new(&id, "bench", AT_MS))
                 .await
                 .unwrap();
-            SessionActor::open(store).await.unwrap()
+            SessionActor::open(store, ManualClock::new(AT_MS).shared())
+                .await
+                .unwrap()
         })
     }
 
@@ -207,7 +210,7 @@ fn single_ingest<'a>(
         let elapsed = fx.rt.block_on(async {
             let start = Instant::now();
             for d in deltas {
-                let out = actor.ingest(vec![d], AT_MS).await.unwrap();
+                let out = actor.ingest(vec![d]).await.unwrap();
                 assert_eq!(out.stored, 1);
             }
             start.elapsed()
@@ -268,7 +271,7 @@ fn burst_ingest<'a>(
         let elapsed = fx.rt.block_on(async {
             let start = Instant::now();
             for b in batches {
-                actor.ingest(b, AT_MS).await.unwrap();
+                actor.ingest(b).await.unwrap();
             }
             start.elapsed()
         });

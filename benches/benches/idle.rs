@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use duraclaw_benches::{mix, now_ms, quick, runtime};
 use duraclaw_core::backend::actor::SessionActor;
+use duraclaw_core::clock::SystemClock;
 use duraclaw_core::protocol::{Event, TurnResult};
 use duraclaw_core::store::{SessionDirectory, SessionMeta};
 use duraclaw_store::SqliteDirectory;
@@ -70,10 +71,10 @@ fn main() {
             dir.create(SessionMeta::new(&id, "bench", now_ms()))
                 .await
                 .unwrap();
-            let actor = SessionActor::open(dir.open(&id).await.unwrap())
+            let actor = SessionActor::open(dir.open(&id).await.unwrap(), SystemClock::shared())
                 .await
                 .unwrap();
-            actor.ingest(turn(20, 1), now_ms()).await.unwrap();
+            actor.ingest(turn(20, 1)).await.unwrap();
             awake.insert(id, actor);
         }
         awake.clear();
@@ -84,10 +85,10 @@ fn main() {
             dir.create(SessionMeta::new(&id, "bench", now_ms()))
                 .await
                 .unwrap();
-            let actor = SessionActor::open(dir.open(&id).await.unwrap())
+            let actor = SessionActor::open(dir.open(&id).await.unwrap(), SystemClock::shared())
                 .await
                 .unwrap();
-            actor.ingest(turn(20, 1), now_ms()).await.unwrap();
+            actor.ingest(turn(20, 1)).await.unwrap();
             // A browser watched the turn, then left.
             let mut sub = actor.log().subscribe(0);
             let head = actor.log().store().head().await.unwrap().last_seq;

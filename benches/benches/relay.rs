@@ -32,6 +32,7 @@ use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{Counter, nanos_since, pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
 use duraclaw_core::backend::actor::SessionActor;
+use duraclaw_core::clock::SystemClock;
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Event, Execute, FromGateway, GatewayFrame, Hello, Role, ToGateway,
@@ -134,7 +135,9 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
         .create(SessionMeta::new(SESSION, "bench", now_ms()))
         .await
         .unwrap();
-    let actor = SessionActor::open(store).await.unwrap();
+    let actor = SessionActor::open(store, SystemClock::shared())
+        .await
+        .unwrap();
 
     // Its link: dial with the bearer, hello, execute, attach.
     let mut req = format!("ws://{addr}/").into_client_request().unwrap();
@@ -196,7 +199,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
         let mut lanes = Lanes::new(LANE_IDLE, move |session_id: String, batch| {
             let (actor, link_tx) = (ingest_actor.clone(), link_tx.clone());
             async move {
-                let out = actor.ingest_raw(batch, now_ms()).await.unwrap();
+                let out = actor.ingest_raw(batch).await.unwrap();
                 assert!(out.gap_at.is_none());
                 for frame in link::after_ingest(&session_id, &out) {
                     let _ = link_tx.try_send(encode_frame(&frame).unwrap());

@@ -37,6 +37,7 @@ use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
 use duraclaw_core::backend::actor::SessionActor;
+use duraclaw_core::clock::SystemClock;
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Execute, FromGateway, Hello, Role, ToGateway, browser_event_frame,
@@ -186,7 +187,7 @@ where
         let acks = acks.clone();
         async move {
             let i: usize = session_id.trim_start_matches("scale-").parse().unwrap();
-            let out = actors[i].ingest_raw(batch, now_ms()).await.unwrap();
+            let out = actors[i].ingest_raw(batch).await.unwrap();
             assert!(out.gap_at.is_none());
             for frame in link::after_ingest(&session_id, &out) {
                 let _ = acks.try_send(encode_frame(&frame).unwrap());
@@ -245,7 +246,11 @@ async fn orchestrator_stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
             .create(SessionMeta::new(&id, "bench", now_ms()))
             .await
             .unwrap();
-        actors.push(SessionActor::open(store).await.unwrap());
+        actors.push(
+            SessionActor::open(store, SystemClock::shared())
+                .await
+                .unwrap(),
+        );
         sources.push(Source::Link {
             link: link.clone(),
             session_id: id,
@@ -346,7 +351,11 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
             .create(SessionMeta::new(&id, "bench", now_ms()))
             .await
             .unwrap();
-        actors.push(SessionActor::open(store).await.unwrap());
+        actors.push(
+            SessionActor::open(store, SystemClock::shared())
+                .await
+                .unwrap(),
+        );
         sink.send(frame(&ToGateway::Attach {
             session_id: id,
             after_gseq: 0,

@@ -44,12 +44,10 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    use duraclaw_core::clock::{Clock, SystemClock};
+    SystemClock.now_ms()
 }
 
 /// A ratio of two paths measured in interleaved rounds.

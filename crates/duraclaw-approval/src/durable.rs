@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use duraclaw_core::Error;
 use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
+use duraclaw_core::clock::SharedClock;
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{DecidedBy, Decision, Event};
 use duraclaw_core::store::{
@@ -16,7 +17,7 @@ use duraclaw_core::store::{
 use futures::lock::Mutex as AsyncMutex;
 
 use crate::audit::{AuditAction, AuditLog};
-use crate::memory::{GateCommon, Waiters, expired_now, resolution_now, withdrawn_now};
+use crate::memory::{GateCommon, Waiters};
 use crate::tool_name;
 
 /// Approval requests kept in a [`SessionStore`](duraclaw_core::store::SessionStore).
@@ -63,6 +64,12 @@ impl DurableGate {
     /// Resolves requests nobody answered within `timeout` as `expired`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.common.timeout = Some(timeout);
+        self
+    }
+
+    /// Stamps decisions with `clock`'s time instead of the system clock's.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.common.clock = clock;
         self
     }
 
@@ -146,7 +153,7 @@ impl ApprovalGate for DurableGate {
         }
         self.common
             .wait(rx, || async {
-                let expired = expired_now();
+                let expired = self.common.expired_now();
                 self.settle(&id, expired).await?;
                 self.record(&id)
                     .await?
@@ -162,7 +169,8 @@ impl ApprovalGate for DurableGate {
         decision: Decision,
         by: DecidedBy,
     ) -> Result<DecideOutcome> {
-        self.settle(question_id, resolution_now(decision, by)).await
+        self.settle(question_id, self.common.resolution_now(decision, by))
+            .await
     }
 
     async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
@@ -185,6 +193,7 @@ impl ApprovalGate for DurableGate {
     }
 
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
-        self.settle(question_id, withdrawn_now(reason)).await
+        self.settle(question_id, self.common.withdrawn_now(reason))
+            .await
     }
 }

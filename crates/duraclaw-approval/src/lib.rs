@@ -24,6 +24,7 @@
 //!
 //! use duraclaw_approval::{MemoryGate, PolicyAction, PolicyGate, PolicyRule};
 //! use duraclaw_core::approval::{ApprovalGate, ApprovalRequest};
+//! use duraclaw_core::clock::{Clock, SystemClock};
 //! use duraclaw_core::protocol::{DecidedBy, Decision, QuestionKind, UserQuestion};
 //!
 //! fn ask(id: &str, tool: &str, input: serde_json::Value) -> ApprovalRequest {
@@ -38,7 +39,7 @@
 //!                 description: None,
 //!             },
 //!         },
-//!         asked_at_ms: duraclaw_approval::now_ms(),
+//!         asked_at_ms: SystemClock.now_ms(),
 //!     }
 //! }
 //!
@@ -89,14 +90,6 @@ pub use memory::MemoryGate;
 pub use policy::{PolicyAction, PolicyGate, PolicyRule, glob_match};
 
 use duraclaw_core::protocol::{Decision, QuestionKind};
-
-/// Milliseconds since the Unix epoch, from the system clock.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// The words the model and the user are told for a decision.
 ///

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use duraclaw_core::Error;
 use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome, StandingAllow};
+use duraclaw_core::clock::{SharedClock, SystemClock};
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{DecidedBy, Decision, Event, QuestionKind, QuestionResolved};
 use duraclaw_core::store::Resolution;
@@ -16,7 +17,7 @@ use futures::channel::oneshot;
 use serde_json::Value;
 
 use crate::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
-use crate::{now_ms, tool_name};
+use crate::tool_name;
 
 /// Waiters for decisions, by question id.
 #[derive(Debug, Default)]
@@ -51,12 +52,14 @@ impl Waiters {
 }
 
 /// What a gate shares between its implementations: audit, optional sink for
-/// `user_question` / `question.resolved` events, optional timeout.
+/// `user_question` / `question.resolved` events, optional timeout, and the
+/// clock decisions are stamped with.
 #[derive(Debug, Clone)]
 pub(crate) struct GateCommon {
     pub(crate) audit: Arc<dyn AuditLog>,
     pub(crate) sink: Option<DynEventSink>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) clock: SharedClock,
 }
 
 impl Default for GateCommon {
@@ -65,6 +68,7 @@ impl Default for GateCommon {
             audit: Arc::new(TracingAudit),
             sink: None,
             timeout: None,
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -154,28 +158,30 @@ impl GateCommon {
     }
 }
 
-/// A resolution made now.
-pub(crate) fn resolution_now(decision: Decision, by: DecidedBy) -> Resolution {
-    Resolution {
-        decision,
-        by,
-        at_ms: now_ms(),
+impl GateCommon {
+    /// A resolution made now.
+    pub(crate) fn resolution_now(&self, decision: Decision, by: DecidedBy) -> Resolution {
+        Resolution {
+            decision,
+            by,
+            at_ms: self.clock.now_ms(),
+        }
     }
-}
 
-/// A timeout's resolution: expired, never a denial.
-pub(crate) fn expired_now() -> Resolution {
-    resolution_now(Decision::Expired, DecidedBy::new("timeout"))
-}
+    /// A timeout's resolution: expired, never a denial.
+    pub(crate) fn expired_now(&self) -> Resolution {
+        self.resolution_now(Decision::Expired, DecidedBy::new("timeout"))
+    }
 
-/// The executor withdrew the request.
-pub(crate) fn withdrawn_now(reason: &str) -> Resolution {
-    resolution_now(
-        Decision::Cancelled {
-            reason: Some(reason.to_owned()),
-        },
-        DecidedBy::new("executor"),
-    )
+    /// The executor withdrew the request.
+    pub(crate) fn withdrawn_now(&self, reason: &str) -> Resolution {
+        self.resolution_now(
+            Decision::Cancelled {
+                reason: Some(reason.to_owned()),
+            },
+            DecidedBy::new("executor"),
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -258,6 +264,12 @@ impl MemoryGate {
     /// Resolves requests nobody answered within `timeout` as `expired`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.common.timeout = Some(timeout);
+        self
+    }
+
+    /// Stamps decisions with `clock`'s time instead of the system clock's.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.common.clock = clock;
         self
     }
 
@@ -357,7 +369,7 @@ impl ApprovalGate for MemoryGate {
         }
         self.common
             .wait(rx, || async {
-                let expired = expired_now();
+                let expired = self.common.expired_now();
                 self.settle(&id, expired.clone()).await?;
                 self.resolution_of(&id)
                     .ok_or(Error::Closed("approval gate"))
@@ -371,7 +383,8 @@ impl ApprovalGate for MemoryGate {
         decision: Decision,
         by: DecidedBy,
     ) -> Result<DecideOutcome> {
-        self.settle(question_id, resolution_now(decision, by)).await
+        self.settle(question_id, self.common.resolution_now(decision, by))
+            .await
     }
 
     async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
@@ -382,7 +395,8 @@ impl ApprovalGate for MemoryGate {
     }
 
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
-        self.settle(question_id, withdrawn_now(reason)).await
+        self.settle(question_id, self.common.withdrawn_now(reason))
+            .await
     }
 
     async fn standing_allow(&self, request: &ApprovalRequest) -> Result<Option<StandingAllow>> {
@@ -403,7 +417,7 @@ impl ApprovalGate for MemoryGate {
             .map(|r| r.allow.clone());
         if let Some(allow) = &found {
             self.common.audit.record(&AuditEntry {
-                at_ms: now_ms(),
+                at_ms: self.common.clock.now_ms(),
                 action: AuditAction::Decided,
                 session_id: request.session_id.clone(),
                 question_id: request.question.question_id.clone(),

@@ -9,13 +9,13 @@ use duraclaw_core::Result;
 use duraclaw_core::approval::{
     ApprovalGate, ApprovalRequest, DecideOutcome, DynApprovalGate, StandingAllow,
 };
+use duraclaw_core::clock::{SharedClock, SystemClock};
 use duraclaw_core::protocol::{DecidedBy, Decision, QuestionKind};
 use duraclaw_core::store::Resolution;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
-use crate::now_ms;
 use std::sync::Arc;
 
 /// What a matching rule does.
@@ -58,6 +58,7 @@ pub struct PolicyGate {
     inner: DynApprovalGate,
     allowed_for_session: Mutex<HashSet<(String, String)>>,
     audit: Arc<dyn AuditLog>,
+    clock: SharedClock,
 }
 
 impl PolicyGate {
@@ -68,6 +69,7 @@ impl PolicyGate {
             inner,
             allowed_for_session: Mutex::new(HashSet::new()),
             audit: Arc::new(TracingAudit),
+            clock: SystemClock::shared(),
         }
     }
 
@@ -75,6 +77,13 @@ impl PolicyGate {
     /// audits its own).
     pub fn with_audit(mut self, audit: Arc<dyn AuditLog>) -> Self {
         self.audit = audit;
+        self
+    }
+
+    /// Stamps the rules' decisions with `clock`'s time instead of the
+    /// system clock's.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -105,14 +114,14 @@ impl PolicyGate {
     }
 }
 
-fn policy_resolution(decision: Decision, why: &str) -> Resolution {
+fn policy_resolution(decision: Decision, why: &str, at_ms: i64) -> Resolution {
     Resolution {
         decision,
         by: DecidedBy {
             who: "policy".into(),
             client: Some(why.to_owned()),
         },
-        at_ms: now_ms(),
+        at_ms,
     }
 }
 
@@ -153,7 +162,7 @@ impl ApprovalGate for PolicyGate {
             PolicyAction::Ask => None,
         };
         if let Some((decision, why)) = decided {
-            let resolution = policy_resolution(decision, why);
+            let resolution = policy_resolution(decision, why, self.clock.now_ms());
             self.audit.record(&AuditEntry {
                 at_ms: resolution.at_ms,
                 action: AuditAction::Decided,

@@ -11,6 +11,7 @@ use duraclaw_approval::{
 };
 use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
+use duraclaw_core::clock::ManualClock;
 use duraclaw_core::executor::EventSink;
 use duraclaw_core::protocol::{DecidedBy, Decision, Event, QuestionKind, UserQuestion};
 use serde_json::json;
@@ -177,6 +178,36 @@ async fn a_timeout_expires_and_is_never_called_a_denial() {
         .await
         .unwrap();
     assert!(late.describe().contains("expired") && late.describe().contains("timeout"));
+}
+
+#[tokio::test]
+async fn gates_stamp_decisions_with_their_clock() {
+    let clock = ManualClock::new(5_000);
+    let gate = Arc::new(
+        MemoryGate::new()
+            .with_timeout(Duration::from_millis(20))
+            .with_clock(clock.shared()),
+    );
+    let expired = gate
+        .request(request("s1", "q1", "Bash", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (expired.decision, expired.at_ms),
+        (Decision::Expired, 5_000)
+    );
+    clock.advance(2_000);
+    let rules = vec![PolicyRule {
+        tool: "Read".into(),
+        input: None,
+        action: PolicyAction::Allow,
+    }];
+    let policy = PolicyGate::new(rules, gate).with_clock(clock.shared());
+    let allowed = policy
+        .request(request("s1", "q2", "Read", json!({})))
+        .await
+        .unwrap();
+    assert_eq!((allowed.by.who.as_str(), allowed.at_ms), ("policy", 7_000));
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@
 
 pub mod auth;
 #[cfg(target_arch = "wasm32")]
+pub mod clock;
+#[cfg(target_arch = "wasm32")]
 pub mod do_sql;
 #[cfg(target_arch = "wasm32")]
 pub mod gateway_client;

@@ -38,8 +38,9 @@ use worker::js_sys::Math;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
 
 use crate::auth::{AuthUser, CfAuth, http_error, json_error};
+use crate::clock::now_ms;
 use crate::gateway_client;
-use crate::session::{CreateRequest, LOGIN_HEADER, SESSION_HEADER, USER_HEADER, now_ms};
+use crate::session::{CreateRequest, LOGIN_HEADER, SESSION_HEADER, USER_HEADER};
 
 /// The Durable Object namespace binding of the sessions.
 pub const SESSIONS_BINDING: &str = "SESSIONS";

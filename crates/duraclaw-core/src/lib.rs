@@ -11,6 +11,8 @@
 //!   [`ApprovalGate`](approval::ApprovalGate),
 //!   [`Executor`](executor::Executor)) and the records they pass;
 //! - [`Error`]: the one error type, which keeps its source;
+//! - [`clock`]: where the time comes from ([`Clock`](clock::Clock)), a
+//!   system clock and a manual one for tests;
 //! - [`backend`]: what only a store or host implementer needs (the session
 //!   actor, the shared store steps, SQL migrations, the tool guard, the web
 //!   rules both hosts share);
@@ -46,6 +48,7 @@
 
 pub mod approval;
 pub mod backend;
+pub mod clock;
 pub mod error;
 pub mod executor;
 pub mod local;

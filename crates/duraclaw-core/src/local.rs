@@ -38,8 +38,11 @@ use async_trait::async_trait;
 use futures::channel::oneshot;
 use futures::lock::Mutex as AsyncMutex;
 
-use crate::actor::{Actor, SessionActor, Subscription};
+use crate::actor::{Person, SessionActor, Subscription};
 use crate::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::clock::SystemClock;
+use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
 use crate::guard::ToolGuard;
@@ -50,18 +53,6 @@ use crate::protocol::{
 use crate::state::SessionInput;
 use crate::store::{DynSessionStore, Resolution};
 
-/// Milliseconds since the Unix epoch.
-pub type Clock = fn() -> i64;
-
-/// The system clock (not on wasm32, which has none in `std`).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn system_clock() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// A session whose executor runs in this process.
 pub struct LocalSession {
     actor: SessionActor,
@@ -69,8 +60,8 @@ pub struct LocalSession {
     gate: Arc<WaitGate>,
     sink: Arc<ActorSink>,
     session: AsyncMutex<Box<dyn ExecutorSession>>,
-    user: Actor,
-    clock: Clock,
+    user: Person,
+    clock: SharedClock,
     commands: AtomicU64,
 }
 
@@ -93,7 +84,7 @@ impl LocalSession {
         user: &str,
         execute: Execute,
     ) -> Result<Self> {
-        Self::start_with_clock(executor, store, user, execute, system_clock).await
+        Self::start_with_clock(executor, store, user, execute, SystemClock::shared()).await
     }
 
     /// [`LocalSession::start`] with the time from `clock`.
@@ -102,24 +93,24 @@ impl LocalSession {
         store: DynSessionStore,
         user: &str,
         execute: Execute,
-        clock: Clock,
+        clock: SharedClock,
     ) -> Result<Self> {
         let mut meta = store.meta().await?;
         if meta.worktree.is_empty() {
             meta.worktree.clone_from(&execute.worktree);
             store.put_meta(&meta).await?;
         }
-        let actor = SessionActor::open(store).await?;
-        let user = Actor {
+        let actor = SessionActor::open(store, clock.clone()).await?;
+        let user = Person {
             user: user.to_owned(),
             client: Some("in-process".into()),
         };
-        let sink = ActorSink::new(&actor, clock).await?;
+        let sink = ActorSink::new(&actor).await?;
         let this = LocalSession::new(actor, executor, sink, user, clock);
         let id = this.command_id("execute");
         let done = this
             .actor
-            .execute(&id, execute.clone(), &this.user, clock())
+            .execute(&id, execute.clone(), &this.user)
             .await?;
         this.actor.on_command_result(&done.result).await?;
         let spec = StartSpec {
@@ -139,7 +130,7 @@ impl LocalSession {
     /// executor session the log names.
     #[cfg(not(target_arch = "wasm32"))]
     pub async fn reopen(executor: DynExecutor, store: DynSessionStore, user: &str) -> Result<Self> {
-        Self::reopen_with_clock(executor, store, user, system_clock).await
+        Self::reopen_with_clock(executor, store, user, SystemClock::shared()).await
     }
 
     /// [`LocalSession::reopen`] with the time from `clock`.
@@ -147,14 +138,14 @@ impl LocalSession {
         executor: DynExecutor,
         store: DynSessionStore,
         user: &str,
-        clock: Clock,
+        clock: SharedClock,
     ) -> Result<Self> {
-        let actor = SessionActor::open(store).await?;
-        let user = Actor {
+        let actor = SessionActor::open(store, clock.clone()).await?;
+        let user = Person {
             user: user.to_owned(),
             client: Some("in-process".into()),
         };
-        let sink = ActorSink::new(&actor, clock).await?;
+        let sink = ActorSink::new(&actor).await?;
         for q in actor.log().store().questions(true).await? {
             let withdrawn = Event::QuestionResolved(QuestionResolved {
                 question_id: q.question.question_id,
@@ -162,7 +153,7 @@ impl LocalSession {
                     reason: Some("the process restarted and the tool call was not run".into()),
                 },
                 by: DecidedBy::new("in-process"),
-                at_ms: clock(),
+                at_ms: clock.now_ms(),
             });
             sink.log(withdrawn).await?;
         }
@@ -173,13 +164,13 @@ impl LocalSession {
         actor: SessionActor,
         executor: DynExecutor,
         sink: Arc<ActorSink>,
-        user: Actor,
-        clock: Clock,
+        user: Person,
+        clock: SharedClock,
     ) -> Self {
         LocalSession {
             actor,
             executor,
-            gate: Arc::new(WaitGate::new(clock)),
+            gate: Arc::new(WaitGate::new(clock.clone())),
             sink,
             session: AsyncMutex::new(Box::new(NotStarted)),
             user,
@@ -212,9 +203,9 @@ impl LocalSession {
                     code: Some(WireError::from(&e).code),
                     ..ErrorEvent::default()
                 });
-                self.actor.record(&refused, (self.clock)()).await?;
+                self.actor.record(&refused).await?;
                 self.actor
-                    .apply_input(SessionInput::TurnEnded, (self.clock)())
+                    .apply_input(SessionInput::TurnEnded)
                     .await?;
                 Err(e)
             }
@@ -225,7 +216,7 @@ impl LocalSession {
     fn command_id(&self, what: &str) -> String {
         format!(
             "{what}-{}-{}",
-            (self.clock)(),
+            self.clock.now_ms(),
             self.commands.fetch_add(1, Ordering::Relaxed)
         )
     }
@@ -256,7 +247,7 @@ impl LocalSession {
         });
         let done = self
             .actor
-            .command(&id, command, &self.user, (self.clock)())
+            .command(&id, command, &self.user)
             .await?;
         self.actor.on_command_result(&done.result).await?;
         let session = self.session.lock().await;
@@ -282,13 +273,7 @@ impl LocalSession {
         };
         let done = self
             .actor
-            .decide(
-                &id,
-                question_id,
-                decision.clone(),
-                by.clone(),
-                (self.clock)(),
-            )
+            .decide(&id, question_id, decision.clone(), by.clone())
             .await?;
         self.actor.on_command_result(&done.result).await?;
         match done.decided {
@@ -304,7 +289,7 @@ impl LocalSession {
         let id = self.command_id("abort");
         let done = self
             .actor
-            .command(&id, Command::Abort(Abort {}), &self.user, (self.clock)())
+            .command(&id, Command::Abort(Abort {}), &self.user)
             .await?;
         self.actor.on_command_result(&done.result).await?;
         self.session.lock().await.interrupt().await
@@ -315,7 +300,7 @@ impl LocalSession {
         let id = self.command_id("close");
         let done = self
             .actor
-            .command(&id, Command::Close(Close {}), &self.user, (self.clock)())
+            .command(&id, Command::Close(Close {}), &self.user)
             .await?;
         self.actor.on_command_result(&done.result).await?;
         self.session.lock().await.shutdown().await
@@ -345,7 +330,6 @@ impl LocalSession {
 #[derive(Debug)]
 struct ActorSink {
     actor: SessionActor,
-    clock: Clock,
     gseq: AsyncMutex<u64>,
     guard: Mutex<ToolGuard>,
     stopped: AtomicBool,
@@ -354,11 +338,10 @@ struct ActorSink {
 impl ActorSink {
     // Single-threaded on wasm32, like everything the actor holds there.
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
-    async fn new(actor: &SessionActor, clock: Clock) -> Result<Arc<Self>> {
+    async fn new(actor: &SessionActor) -> Result<Arc<Self>> {
         let head = actor.log().store().head().await?;
         Ok(Arc::new(ActorSink {
             actor: actor.clone(),
-            clock,
             gseq: AsyncMutex::new(head.highest_gseq),
             guard: Mutex::new(ToolGuard::new()),
             stopped: AtomicBool::new(false),
@@ -383,7 +366,7 @@ impl ActorSink {
         let next = *gseq + 1;
         let outcome = self
             .actor
-            .ingest(vec![(next, event)], (self.clock)())
+            .ingest(vec![(next, event)])
             .await?;
         if outcome.gap_at.is_some() {
             return Err(Error::storage(
@@ -460,11 +443,11 @@ struct GateState {
 #[derive(Debug)]
 pub(crate) struct WaitGate {
     state: Mutex<GateState>,
-    clock: Clock,
+    clock: SharedClock,
 }
 
 impl WaitGate {
-    pub(crate) fn new(clock: Clock) -> Self {
+    pub(crate) fn new(clock: SharedClock) -> Self {
         WaitGate {
             state: Mutex::new(GateState::default()),
             clock,
@@ -531,7 +514,7 @@ impl ApprovalGate for WaitGate {
         decision: Decision,
         by: DecidedBy,
     ) -> Result<DecideOutcome> {
-        let at_ms = (self.clock)();
+        let at_ms = self.clock.now_ms();
         self.settle(
             question_id,
             Resolution {
@@ -552,7 +535,7 @@ impl ApprovalGate for WaitGate {
     }
 
     async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
-        let at_ms = (self.clock)();
+        let at_ms = self.clock.now_ms();
         self.settle(
             question_id,
             Resolution {

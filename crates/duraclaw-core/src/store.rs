@@ -223,7 +223,11 @@ pub struct SessionMeta {
 
 impl SessionMeta {
     /// A new session's metadata, in state `initializing`.
-    pub fn new(session_id: impl Into<String>, owner: impl Into<String>, now_ms: i64) -> Self {
+    pub fn new(
+        session_id: impl Into<String>,
+        owner: impl Into<String>,
+        created_at_ms: i64,
+    ) -> Self {
         SessionMeta {
             session_id: session_id.into(),
             owner: owner.into(),
@@ -232,8 +236,8 @@ impl SessionMeta {
             model: None,
             executor_session_id: None,
             state: SessionState::Initializing,
-            created_at_ms: now_ms,
-            updated_at_ms: now_ms,
+            created_at_ms,
+            updated_at_ms: created_at_ms,
             cost_usd: 0.0,
             pending_questions: 0,
         }

@@ -35,13 +35,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use duraclaw_core::Result;
 use duraclaw_core::backend::actor::SessionLog;
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::EventSink;
 use duraclaw_core::protocol::{Assistant, AssistantPhase, Event};
 use duraclaw_core::store::{AppendBatch, NewEvent};
 use tokio::sync::{mpsc, oneshot};
-
-use duraclaw_approval::now_ms;
 
 /// The most events one append of the committer takes.
 pub const MAX_GROUP: usize = 1024;
@@ -259,7 +258,7 @@ impl EventSink for OutboxSink {
                 store.put_meta(&meta).await?;
             }
         }
-        let e = NewEvent::new(&event, None, now_ms())?;
+        let e = NewEvent::new(&event, None, SystemClock.now_ms())?;
         let step = TurnStep::of(&event);
         if is_delta(&event) {
             return self

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw};
 use duraclaw_core::protocol::{
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use duraclaw_approval::{decision_message, now_ms};
+use duraclaw_approval::decision_message;
 
 /// One step of a scripted turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,7 +194,7 @@ impl Executor for ScriptedExecutor {
             spec: spec.clone(),
             gate,
             sink,
-            run: format!("{}-{}", now_ms(), RUNS.fetch_add(1, Ordering::Relaxed)),
+            run: format!("{}-{}", SystemClock.now_ms(), RUNS.fetch_add(1, Ordering::Relaxed)),
             ids: AtomicU64::new(0),
             cost: 0.0,
         };
@@ -418,7 +419,7 @@ impl Player {
                     &r.question.question_id,
                     "the turn was interrupted",
                     DecidedBy::new("executor"),
-                    now_ms(),
+                    SystemClock.now_ms(),
                 )
                 .await;
             }
@@ -486,7 +487,7 @@ impl Player {
             tool_use_id: Some(tool_use_id.to_owned()),
             kind,
         };
-        let request = ApprovalRequest::new(self.spec.session_id.clone(), question, now_ms());
+        let request = ApprovalRequest::new(self.spec.session_id.clone(), question, SystemClock.now_ms());
         Ok(ask(&self.gate, &*self.sink, request).await?.decision)
     }
 

@@ -14,7 +14,7 @@
 //!    On any failure after step 3 the host removes the session again: a
 //!    start is all or nothing.
 
-use duraclaw_core::actor::Actor;
+use duraclaw_core::actor::Person;
 use duraclaw_core::protocol::{CommandResult, Execute, WireError, Worktree};
 use duraclaw_core::store::SessionMeta;
 use duraclaw_core::web::{NewSession, worktree_busy};
@@ -55,8 +55,8 @@ pub struct StartPlan {
 }
 
 impl StartPlan {
-    /// The start of `request` as session `session_id` of `owner`, at
-    /// `now_ms`.
+    /// The start of `request` as session `session_id` of `owner`, created
+    /// at `now_ms` (the host reads its clock; the plan only takes the time).
     pub fn new(request: NewSession, owner: &str, session_id: String, now_ms: i64) -> Self {
         StartPlan {
             session_id,
@@ -82,10 +82,10 @@ impl StartPlan {
             .meta(&self.session_id, &self.owner, self.now_ms)
     }
 
-    /// What the actor logs and sends: the command's id, the `execute`, who
-    /// asked, and when.
-    pub fn execute(&self) -> (String, Execute, Actor, i64) {
-        let who = Actor {
+    /// What the actor logs and sends: the command's id, the `execute` and
+    /// who asked (the actor stamps it with its clock).
+    pub fn execute(&self) -> (String, Execute, Person) {
+        let who = Person {
             user: self.owner.clone(),
             client: Some("web".into()),
         };
@@ -93,7 +93,6 @@ impl StartPlan {
             execute_command_id(&self.session_id),
             self.request.clone().into_execute(),
             who,
-            self.now_ms,
         )
     }
 
@@ -178,8 +177,9 @@ mod tests {
             ),
             ("01S", "alice", "fix it")
         );
-        let (id, execute, who, now) = plan.execute();
-        assert_eq!((id.as_str(), now), ("execute-01S", 42));
+        assert_eq!(meta.created_at_ms, 42);
+        let (id, execute, who) = plan.execute();
+        assert_eq!(id, "execute-01S");
         assert_eq!(
             (execute.prompt.as_str(), execute.model.as_deref()),
             ("fix it", Some("opus"))

@@ -9,7 +9,7 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use duraclaw_core::backend::actor::{Actor, SessionActor};
+use duraclaw_core::backend::actor::{Person, SessionActor};
 use duraclaw_core::backend::web::{
     LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, socket,
 };
@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Orchestrator, new_session_id, now_ms};
+use super::Orchestrator;
 use crate::authn::{AuthUser, Authenticator};
 use crate::error::ApiError;
 
@@ -203,7 +203,7 @@ async fn close_session(
     Path(id): Path<String>,
 ) -> Result<Json<SessionMeta>, ApiError> {
     let actor = owned_actor(&app, &user, &id).await?;
-    let who = Actor {
+    let who = Person {
         user: user.name.clone(),
         client: Some("web".into()),
     };
@@ -212,7 +212,6 @@ async fn close_session(
             &ids::close_command_id(&id),
             duraclaw_core::protocol::Command::Close(duraclaw_core::protocol::Close {}),
             &who,
-            now_ms(),
         )
         .await?;
     for frame in &out.forward {
@@ -238,7 +237,12 @@ async fn create_session(
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     start::check_worktree(&request, &worktrees)?;
-    let plan = StartPlan::new(request, &user.name, new_session_id(), now_ms());
+    let plan = StartPlan::new(
+        request,
+        &user.name,
+        app.orchestrator.new_session_id(),
+        app.orchestrator.clock().now_ms(),
+    );
     let actor = app.orchestrator.create(plan.meta()).await?;
     match start_created(&app, &actor, &plan).await {
         Ok(meta) => Ok((StatusCode::CREATED, Json(meta)).into_response()),
@@ -262,8 +266,8 @@ async fn start_created(
 ) -> Result<SessionMeta, ApiError> {
     let gateway = app.orchestrator.gateway();
     let id = plan.session_id();
-    let (command_id, execute, who, now) = plan.execute();
-    let out = actor.execute(&command_id, execute, &who, now).await?;
+    let (command_id, execute, who) = plan.execute();
+    let out = actor.execute(&command_id, execute, &who).await?;
     for frame in &out.forward {
         let result = match gateway.command(frame).await {
             Ok(r) => r,
@@ -310,8 +314,8 @@ async fn session_ws(
         .on_upgrade(move |socket| serve_session(socket, app, user, actor, after)))
 }
 
-fn client_id() -> String {
-    let id = new_session_id();
+fn client_id(orchestrator: &Orchestrator) -> String {
+    let id = orchestrator.new_session_id();
     format!("web {}", &id[id.len() - 6..])
 }
 
@@ -410,9 +414,9 @@ async fn serve_session(
         }
     });
 
-    let who = Actor {
+    let who = Person {
         user: user.name.clone(),
-        client: Some(client_id()),
+        client: Some(client_id(&app.orchestrator)),
     };
     let mut refused = None;
     // Ends the socket the moment its login ends (kept across the loop: see
@@ -491,7 +495,7 @@ async fn serve_session(
                     }
                     continue;
                 }
-                match actor.command(&id, command, &who, now_ms()).await {
+                match actor.command(&id, command, &who).await {
                     Ok(out) => {
                         for frame in &out.forward {
                             // Not connected: the outbox resends it later.

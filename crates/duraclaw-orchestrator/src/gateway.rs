@@ -33,8 +33,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::Orchestrator;
 use super::lanes::{LANE_IDLE, Lanes};
-use super::{Orchestrator, now_ms};
 
 /// The most events ingested for one session in one step.
 const MAX_BATCH: usize = 1024;
@@ -416,7 +416,7 @@ impl GatewayLink {
                 return;
             }
         };
-        match actor.ingest_raw(batch, now_ms()).await {
+        match actor.ingest_raw(batch).await {
             Ok(out) => {
                 for frame in link::after_ingest(&session_id, &out) {
                     let _ = self.send(&frame);
@@ -451,7 +451,7 @@ impl GatewayLink {
                 // The user's turn is in the log; its end is this refusal.
                 if ends_turn
                     && let Ok(actor) = &actor
-                    && let Err(e) = actor.end_refused_turn(&r, now_ms()).await
+                    && let Err(e) = actor.end_refused_turn(&r).await
                 {
                     tracing::warn!(session = %session, error = %e, "cannot end a refused turn");
                 }

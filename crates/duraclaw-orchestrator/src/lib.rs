@@ -150,36 +150,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use duraclaw_core::backend::actor::{
     DEFAULT_LIVE_QUEUE, DEFAULT_REPLAY_PAGE, SessionActor, SessionLog,
 };
+use duraclaw_core::clock::{SharedClock, SystemClock};
 use duraclaw_core::state::{SessionInput, SessionState};
 use duraclaw_core::store::{DynSessionDirectory, SessionMeta};
 use tokio::sync::Mutex;
 
 use self::gateway::GatewayLink;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// A fresh session id ([`duraclaw_host::ids::session_id`]), its noise
-/// from the process id, a counter and the clock's nanoseconds.
-pub fn new_session_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut noise =
-        u128::from(std::process::id()) << 64 | u128::from(counter) << 32 | u128::from(nanos);
-    // Mix so consecutive ids do not share their tail.
-    noise = noise.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-    duraclaw_host::ids::session_id(now_ms(), noise)
-}
 
 pub use api::AppState;
 pub use authn::{AuthUser, Authenticate, Authenticator, LoginId};
@@ -237,6 +213,7 @@ pub struct Orchestrator {
     idle_evict: Duration,
     live_queue: usize,
     catch_ups: AtomicU64,
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -264,6 +241,24 @@ impl Orchestrator {
         idle_evict: Duration,
         live_queue: usize,
     ) -> Arc<Self> {
+        Self::with_clock(
+            directory,
+            gateway,
+            idle_evict,
+            live_queue,
+            SystemClock::shared(),
+        )
+    }
+
+    /// Like [`Orchestrator::with_live_queue`], stamping times with `clock`
+    /// (a [`ManualClock`](duraclaw_core::clock::ManualClock) in tests).
+    pub fn with_clock(
+        directory: DynSessionDirectory,
+        gateway: GatewayLink,
+        idle_evict: Duration,
+        live_queue: usize,
+        clock: SharedClock,
+    ) -> Arc<Self> {
         Arc::new(Orchestrator {
             directory,
             actors: Mutex::new(HashMap::new()),
@@ -271,7 +266,31 @@ impl Orchestrator {
             idle_evict,
             live_queue: live_queue.max(1),
             catch_ups: AtomicU64::new(0),
+            clock,
         })
+    }
+
+    /// The clock the actors stamp times with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// A fresh session id ([`duraclaw_host::ids::session_id`]) at the
+    /// clock's time, its noise from the process id, a counter and the
+    /// system clock's nanoseconds.
+    pub fn new_session_id(&self) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut noise =
+            u128::from(std::process::id()) << 64 | u128::from(counter) << 32 | u128::from(nanos);
+        // Mix so consecutive ids do not share their tail.
+        noise = noise.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        duraclaw_host::ids::session_id(self.clock.now_ms(), noise)
     }
 
     /// Events queued per live client before it is caught up by replay.
@@ -309,7 +328,7 @@ impl Orchestrator {
         }
         let store = self.directory.open(session_id).await?;
         let log = SessionLog::open_with(store, self.live_queue, DEFAULT_REPLAY_PAGE).await?;
-        let actor = SessionActor::with_log(log).await?;
+        let actor = SessionActor::with_log(log, self.clock.clone()).await?;
         actors.insert(
             session_id.to_owned(),
             Entry {
@@ -423,7 +442,7 @@ impl Orchestrator {
         for actor in actors {
             let state = actor.meta().await.state;
             if state != SessionState::Terminated
-                && let Err(e) = actor.apply_input(SessionInput::GatewayLost, now_ms()).await
+                && let Err(e) = actor.apply_input(SessionInput::GatewayLost).await
             {
                 tracing::warn!(session = actor.session_id(), error = %e, "cannot mark the gateway lost");
             }
@@ -442,7 +461,7 @@ impl Orchestrator {
                 }
             };
             if let Err(e) = actor
-                .apply_input(SessionInput::GatewayRestored { resume }, now_ms())
+                .apply_input(SessionInput::GatewayRestored { resume })
                 .await
             {
                 tracing::warn!(session = actor.session_id(), error = %e, "cannot mark the gateway restored");
@@ -477,18 +496,18 @@ mod tests {
 
     #[tokio::test]
     async fn idle_actors_sleep_and_wake_with_their_state() {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir, Duration::ZERO).await;
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
         let turn = Command::Message(UserTurn {
             text: "hello".into(),
         });
-        actor.command("c1", turn.clone(), &who, 2).await.unwrap();
+        actor.command("c1", turn.clone(), &who).await.unwrap();
 
         // Watched: stays awake whatever the idle period.
         let sub = actor.log().subscribe(0);
@@ -502,7 +521,7 @@ mod tests {
         let actor = orch.actor("s1").await.unwrap();
         assert_eq!(orch.awake().await, 1);
         assert_eq!(actor.log().store().head().await.unwrap().last_seq, 1);
-        let again = actor.command("c1", turn, &who, 3).await.unwrap();
+        let again = actor.command("c1", turn, &who).await.unwrap();
         assert!(
             again.forward.is_empty(),
             "a command id applies once across sleeps"
@@ -513,11 +532,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_outbox_refuses_new_messages_with_a_typed_error() {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, CommandResult, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir, Duration::from_secs(60)).await;
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
@@ -529,7 +548,7 @@ mod tests {
         for i in 0..MAX_QUEUED_COMMANDS {
             let id = format!("m{i}");
             orch.check_outbox(&actor, &id).await.unwrap();
-            actor.command(&id, turn(i), &who, 2).await.unwrap();
+            actor.command(&id, turn(i), &who).await.unwrap();
         }
         let err = orch.check_outbox(&actor, "one-more").await.unwrap_err();
         assert_eq!(err.code, "outbox_full", "{err:?}");
@@ -581,21 +600,21 @@ mod tests {
     /// actors and their memory gone, the store kept). Returns the state the
     /// session resumes to when the gateway is back.
     async fn message_while_the_gateway_is_away(restart: bool) -> SessionState {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (mut orch, actor) = offline(dir.clone(), Duration::from_secs(60)).await;
-        actor.ingest(gateway_turn(1, true, true), 2).await.unwrap();
+        actor.ingest(gateway_turn(1, true, true)).await.unwrap();
         assert_eq!(actor.meta().await.state, idle());
         orch.gateway_lost().await;
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
         let turn = Command::Message(UserTurn {
             text: "go on".into(),
         });
-        actor.command("c2", turn, &who, 3).await.unwrap();
+        actor.command("c2", turn, &who).await.unwrap();
         let mut actor = actor;
         if restart {
             drop(actor);
@@ -606,7 +625,7 @@ mod tests {
         orch.gateway_restored(&actor).await;
         let resumed = actor.meta().await.state;
         // The turn runs and ends: idle again.
-        actor.ingest(gateway_turn(4, false, true), 4).await.unwrap();
+        actor.ingest(gateway_turn(4, false, true)).await.unwrap();
         assert_eq!(actor.meta().await.state, idle());
         resumed
     }
@@ -629,21 +648,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_turn_queued_behind_another_reads_active_from_its_first_event() {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (_orch, actor) = offline(dir, Duration::from_secs(60)).await;
         // Mid-turn, a second message: the executor queues it.
-        actor.ingest(gateway_turn(1, true, false), 2).await.unwrap();
+        actor.ingest(gateway_turn(1, true, false)).await.unwrap();
         assert_eq!(actor.meta().await.state, SessionState::Active);
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
         let turn = Command::Message(UserTurn {
             text: "and then".into(),
         });
-        actor.command("c2", turn, &who, 3).await.unwrap();
+        actor.command("c2", turn, &who).await.unwrap();
         // The first turn ends; the queued one streams with no session.init.
         let end = vec![(
             3,
@@ -652,12 +671,9 @@ mod tests {
             )
             .unwrap(),
         )];
-        actor.ingest(end, 4).await.unwrap();
+        actor.ingest(end).await.unwrap();
         assert_eq!(actor.meta().await.state, idle());
-        actor
-            .ingest(gateway_turn(4, false, false), 5)
-            .await
-            .unwrap();
+        actor.ingest(gateway_turn(4, false, false)).await.unwrap();
         assert_eq!(actor.meta().await.state, SessionState::Active);
         // The log says so before the turn's first event, not after.
         let log = actor.log().store().read_after(0, 100).await.unwrap();
@@ -677,11 +693,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_actor_woken_after_a_crash_takes_the_state_its_log_recorded() {
-        use duraclaw_core::backend::actor::Actor;
+        use duraclaw_core::backend::actor::Person;
         use duraclaw_core::protocol::{Command, UserTurn};
         let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
         let (orch, actor) = offline(dir.clone(), Duration::from_secs(60)).await;
-        actor.ingest(gateway_turn(1, true, true), 2).await.unwrap();
+        actor.ingest(gateway_turn(1, true, true)).await.unwrap();
         assert_eq!(actor.meta().await.state, idle());
         // The process died after the log's append and before the metadata
         // was written: the metadata still says the turn runs.
@@ -695,14 +711,14 @@ mod tests {
         let actor = orch.actor("s1").await.unwrap();
         assert_eq!(actor.meta().await.state, idle(), "the log's state wins");
         // So the next turn is logged as active again.
-        let who = Actor {
+        let who = Person {
             user: "alice".into(),
             client: None,
         };
         let turn = Command::Message(UserTurn {
             text: "go on".into(),
         });
-        actor.command("c2", turn, &who, 3).await.unwrap();
+        actor.command("c2", turn, &who).await.unwrap();
         assert_eq!(actor.meta().await.state, SessionState::Active);
         let log = actor.log().store().read_after(0, 100).await.unwrap();
         assert!(
@@ -717,8 +733,21 @@ mod tests {
 
     #[test]
     fn session_ids_are_unique_sortable_and_url_safe() {
-        let a = new_session_id();
-        let b = new_session_id();
+        let dir = Arc::new(duraclaw_store::MemoryDirectory::new());
+        let clock = duraclaw_core::clock::ManualClock::new(1_700_000_000_000);
+        let orch = Orchestrator::with_clock(
+            dir,
+            unreachable_link(),
+            Duration::ZERO,
+            DEFAULT_LIVE_QUEUE,
+            clock.shared(),
+        );
+        // The same millisecond: the noise keeps them apart.
+        let a = orch.new_session_id();
+        let b = orch.new_session_id();
+        clock.advance(1);
+        let later = orch.new_session_id();
+        assert!(later > a && later > b, "{a} {b} {later}");
         assert_eq!(a.len(), 26);
         assert_ne!(a, b);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));

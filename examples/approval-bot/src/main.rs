@@ -36,8 +36,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duraclaw_approval::{DurableGate, JsonlAudit, PolicyGate, PolicyRule, now_ms};
+use duraclaw_approval::{DurableGate, JsonlAudit, PolicyGate, PolicyRule};
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::protocol::{Decision, QuestionKind, UserQuestion};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
 use duraclaw_core::{Error, Result};
@@ -127,7 +128,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let started_ms = now_ms();
+    let started_ms = SystemClock.now_ms();
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         Error::Invalid(format!(
             "cannot create the data directory {}: {e}",
@@ -199,7 +200,7 @@ async fn perform(
                 description: Some(action.text.to_owned()),
             },
         },
-        asked_at_ms: now_ms(),
+        asked_at_ms: SystemClock.now_ms(),
     };
     let resolution = gate.request(request).await?;
     if resolution.by.who == "policy" {
@@ -263,7 +264,11 @@ async fn open_session(data_dir: &std::path::Path, session: &str) -> Result<DynSe
         Ok(store) => Ok(store),
         Err(Error::NotFound { .. }) => {
             directory
-                .create(SessionMeta::new(session, "approval-bot", now_ms()))
+                .create(SessionMeta::new(
+                    session,
+                    "approval-bot",
+                    SystemClock.now_ms(),
+                ))
                 .await
         }
         Err(e) => Err(e),

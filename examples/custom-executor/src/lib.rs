@@ -421,5 +421,5 @@ impl Drop for Group {
 }
 
 fn now_ms() -> i64 {
-    duraclaw_core::local::system_clock()
+    duraclaw_core::clock::Clock::now_ms(&duraclaw_core::clock::SystemClock)
 }

@@ -11,7 +11,8 @@ use duraclaw_core::Result;
 use duraclaw_core::actor::Subscription;
 use duraclaw_core::approval::DynApprovalGate;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
-use duraclaw_core::local::{LocalSession, system_clock};
+use duraclaw_core::clock::{Clock, SystemClock};
+use duraclaw_core::local::LocalSession;
 use duraclaw_core::protocol::{
     ERROR_UNAPPROVED_TOOL, Event, Execute, SessionInit, ToolResult, ToolUse,
 };
@@ -22,7 +23,7 @@ use serde_json::json;
 
 async fn store() -> DynSessionStore {
     let dir = MemoryDirectory::new();
-    dir.create(SessionMeta::new("s1", "alice", system_clock()))
+    dir.create(SessionMeta::new("s1", "alice", SystemClock.now_ms()))
         .await
         .unwrap()
 }

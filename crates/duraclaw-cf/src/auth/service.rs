@@ -7,7 +7,7 @@ use duraclaw_core::store::SessionMeta;
 use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use worker::{D1Database, Date, Env, Request, Response};
+use worker::{D1Database, Env, Request, Response};
 
 use duraclaw_host::auth::token::{self as cookie, SessionToken, TOKEN_BYTES, bearer_token};
 use duraclaw_host::auth::{
@@ -20,6 +20,7 @@ use super::password::{self, PasswordHash};
 use super::routes::{self, MAX_BODY_BYTES, Route};
 use super::{MIN_ADMIN_TOKEN_BYTES, MIN_COOKIE_SECRET_BYTES};
 use super::{crypto, store};
+use crate::clock::now_ms;
 
 thread_local! {
     /// Whether this isolate has seen the schema up to date: then
@@ -105,10 +106,6 @@ fn setting(env: &Env, name: &str) -> Option<String> {
         .or_else(|_| env.var(name).map(|v| v.to_string()))
         .ok()?;
     Some(value).filter(|v| !v.is_empty())
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(Date::now().as_millis()).unwrap_or(0)
 }
 
 /// An answer built by the handlers, or the error to answer 500 with.

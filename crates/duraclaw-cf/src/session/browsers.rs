@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use duraclaw_core::backend::actor::{Actor, SessionActor};
+use duraclaw_core::backend::actor::{Person, SessionActor};
 use duraclaw_core::backend::web::{
     LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, socket,
 };
@@ -284,7 +284,7 @@ impl SessionHost {
         tracing::debug!(command = %id, "browser command");
         let (who, login) = match ws.deserialize_attachment::<Attachment>() {
             Ok(Some(a)) => (
-                Actor {
+                Person {
                     user: a.user,
                     client: Some(a.client),
                 },
@@ -339,7 +339,7 @@ impl SessionHost {
                 return;
             }
         };
-        let forward = match actor.command(&id, command, &who, now_ms()).await {
+        let forward = match actor.command(&id, command, &who).await {
             Ok(out) => {
                 self.publish(&actor).await;
                 send_browser(ws, &ToBrowser::CommandResult(out.result));

@@ -128,7 +128,7 @@ impl SessionHost {
         if state != SessionState::Terminated
             && state != SessionState::paused(PauseReason::GatewayUnreachable)
         {
-            if let Err(e) = actor.apply_input(SessionInput::GatewayLost, now_ms()).await {
+            if let Err(e) = actor.apply_input(SessionInput::GatewayLost).await {
                 tracing::warn!(error = %e, "cannot mark the gateway lost");
             }
             self.settle(actor).await;
@@ -141,7 +141,7 @@ impl SessionHost {
             match actor.resumption().await {
                 Ok(resume) => {
                     if let Err(e) = actor
-                        .apply_input(SessionInput::GatewayRestored { resume }, now_ms())
+                        .apply_input(SessionInput::GatewayRestored { resume })
                         .await
                     {
                         tracing::warn!(error = %e, "cannot mark the gateway restored");
@@ -252,7 +252,7 @@ impl SessionHost {
         if batch.is_empty() {
             return;
         }
-        match actor.ingest_raw(batch, now_ms()).await {
+        match actor.ingest_raw(batch).await {
             Ok(out) => {
                 tracing::debug!(
                     session = actor.session_id(),
@@ -323,7 +323,7 @@ impl SessionHost {
 
     /// Logs a refused turn's end.
     async fn end_refused_turn(&self, actor: &SessionActor, r: &CommandResult) {
-        if let Err(e) = actor.end_refused_turn(r, now_ms()).await {
+        if let Err(e) = actor.end_refused_turn(r).await {
             tracing::warn!(error = %e, "cannot end a refused turn");
         }
         self.settle(actor).await;

@@ -66,7 +66,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duraclaw_core::actor::{Actor, SessionActor};
+use duraclaw_core::actor::{Person, SessionActor};
 use duraclaw_core::protocol::{Close, Command, CommandResult, Seq};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
 use duraclaw_core::web::NewSession;
@@ -76,9 +76,10 @@ use duraclaw_host::ids;
 use duraclaw_host::start::{self, StartPlan};
 use futures::channel::oneshot;
 use serde::{Deserialize, Serialize};
-use worker::{Date, Env, Request, Response, State, WebSocket, WebSocketIncomingMessage};
+use worker::{Env, Request, Response, State, WebSocket, WebSocketIncomingMessage};
 
 use crate::auth::{CfAuth, http_error, json_error};
+use crate::clock::{WorkerClock, now_ms};
 use crate::gateway_client::{self, REQUEST_TIMEOUT, within};
 use crate::{DoSqlConn, DoSqlDirectory};
 
@@ -117,11 +118,6 @@ pub const SESSION_HEADER: &str = "x-duraclaw-session";
 /// The header the Worker names a WebSocket's login session in (its D1
 /// digest, [`crate::auth::AuthUser::login`]).
 pub const LOGIN_HEADER: &str = "x-duraclaw-login";
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    i64::try_from(Date::now().as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Who is on a browser socket; kept in its attachment across hibernation.
 #[derive(Clone, Serialize, Deserialize)]
@@ -240,7 +236,7 @@ impl SessionHost {
     }
 
     async fn install(&self, store: DynSessionStore) -> duraclaw_core::Result<SessionActor> {
-        let actor = SessionActor::open(store).await?;
+        let actor = SessionActor::open(store, WorkerClock::shared()).await?;
         let head = actor.log().store().head().await?;
         let mut inner = self.inner.borrow_mut();
         if let Some(a) = &inner.actor {
@@ -386,8 +382,8 @@ impl SessionHost {
         if !self.index(actor).await {
             return error_response(500, "the session index (D1) cannot be written");
         }
-        let (command_id, execute, who, now) = plan.execute();
-        let out = match actor.execute(&command_id, execute, &who, now).await {
+        let (command_id, execute, who) = plan.execute();
+        let out = match actor.execute(&command_id, execute, &who).await {
             Ok(o) => o,
             Err(e) => return core_error(&e),
         };
@@ -447,15 +443,12 @@ impl SessionHost {
     }
 
     async fn close(self: &Rc<Self>, actor: &SessionActor, user: &str) -> worker::Result<Response> {
-        let who = Actor {
+        let who = Person {
             user: user.to_owned(),
             client: Some("web".into()),
         };
         let id = ids::close_command_id(actor.session_id());
-        let out = match actor
-            .command(&id, Command::Close(Close {}), &who, now_ms())
-            .await
-        {
+        let out = match actor.command(&id, Command::Close(Close {}), &who).await {
             Ok(o) => o,
             Err(e) => return core_error(&e),
         };

@@ -6,7 +6,8 @@ use serde_json::json;
 use super::{
     CaseError, CaseResult, StoreHarness, T0, contiguous, delta, drain_to, fresh_store, permission,
 };
-use crate::backend::actor::{Actor, SessionActor};
+use crate::backend::actor::{Person, SessionActor};
+use crate::clock::ManualClock;
 use crate::error::Result;
 use crate::protocol::{
     Assistant, AssistantPhase, Command, DecidedBy, Decision, Event, SessionInit, TurnResult,
@@ -17,19 +18,20 @@ use crate::store::SessionMeta;
 
 pub(super) async fn actor_ingest_acks_and_refuses_gaps(h: &dyn StoreHarness) -> CaseResult {
     let (_dir, store, _) = fresh_store(h, "ingest").await?;
-    let actor = SessionActor::open(store.clone()).await?;
-    let out = actor.ingest(vec![(1, delta(1)), (2, delta(2))], T0).await?;
+    let clock = ManualClock::new(T0);
+    let actor = SessionActor::open(store.clone(), clock.shared()).await?;
+    let out = actor.ingest(vec![(1, delta(1)), (2, delta(2))]).await?;
     check_eq!((out.ack, out.duplicates, out.gap_at), (2, 0, None));
-    let out = actor.ingest(vec![(2, delta(2)), (3, delta(3))], T0).await?;
+    let out = actor.ingest(vec![(2, delta(2)), (3, delta(3))]).await?;
     check_eq!((out.ack, out.duplicates, out.stored), (3, 1, 1));
-    let out = actor.ingest(vec![(4, delta(4)), (6, delta(6))], T0).await?;
+    let out = actor.ingest(vec![(4, delta(4)), (6, delta(6))]).await?;
     check_eq!((out.ack, out.gap_at), (4, Some(5)));
-    let out = actor.ingest(vec![(1, delta(1))], T0).await?;
+    let out = actor.ingest(vec![(1, delta(1))]).await?;
     check_eq!((out.ack, out.stored, out.duplicates), (4, 0, 1));
     check_eq!(store.head().await?.highest_gseq, 4);
     // A reopened actor keeps deduping.
-    let again = SessionActor::open(store.clone()).await?;
-    let out = again.ingest(vec![(4, delta(4)), (5, delta(5))], T0).await?;
+    let again = SessionActor::open(store.clone(), clock.shared()).await?;
+    let out = again.ingest(vec![(4, delta(4)), (5, delta(5))]).await?;
     check_eq!((out.ack, out.stored, out.duplicates), (5, 1, 1));
     let frames = again.on_gateway_connected().await?;
     check!(
@@ -48,9 +50,11 @@ pub(super) async fn actor_ingest_acks_and_refuses_gaps(h: &dyn StoreHarness) -> 
 pub(super) async fn actor_writes_activity_once_a_second(h: &dyn StoreHarness) -> CaseResult {
     use crate::backend::actor::ACTIVITY_WRITE_MS;
     let (_dir, store, _) = fresh_store(h, "activity").await?;
-    let actor = SessionActor::open(store.clone()).await?;
+    let clock = ManualClock::new(T0);
+    let actor = SessionActor::open(store.clone(), clock.shared()).await?;
     let stored = |m: SessionMeta| (m.updated_at_ms, m.state);
-    actor.ingest(vec![(1, delta(1))], T0 + 10).await?;
+    clock.set(T0 + 10);
+    actor.ingest(vec![(1, delta(1))]).await?;
     check_eq!(actor.meta().await.updated_at_ms, T0 + 10);
     check_eq!(
         stored(store.meta().await?),
@@ -58,37 +62,35 @@ pub(super) async fn actor_writes_activity_once_a_second(h: &dyn StoreHarness) ->
     );
     check_eq!(store.head().await?.highest_gseq, 1);
     // A second after the last write, the activity time is written.
-    actor
-        .ingest(vec![(2, delta(2))], T0 + ACTIVITY_WRITE_MS)
-        .await?;
+    clock.set(T0 + ACTIVITY_WRITE_MS);
+    actor.ingest(vec![(2, delta(2))]).await?;
     check_eq!(store.meta().await?.updated_at_ms, T0 + ACTIVITY_WRITE_MS);
     // A state change is written at once, with its events.
     let init = Event::SessionInit(SessionInit {
         executor_session_id: Some("cli-1".into()),
         ..SessionInit::default()
     });
-    actor
-        .ingest(vec![(3, init)], T0 + ACTIVITY_WRITE_MS + 1)
-        .await?;
+    clock.set(T0 + ACTIVITY_WRITE_MS + 1);
+    actor.ingest(vec![(3, init)]).await?;
     let meta = store.meta().await?;
     check_eq!(meta.updated_at_ms, T0 + ACTIVITY_WRITE_MS + 1);
     check_eq!(meta.state, actor.meta().await.state);
     check_eq!(meta.executor_session_id.as_deref(), Some("cli-1"));
-    actor
-        .ingest(vec![(4, delta(4))], T0 + ACTIVITY_WRITE_MS + 2)
-        .await?;
+    clock.set(T0 + ACTIVITY_WRITE_MS + 2);
+    actor.ingest(vec![(4, delta(4))]).await?;
     check_eq!(
         store.meta().await?.updated_at_ms,
         T0 + ACTIVITY_WRITE_MS + 1
     );
     // Reopened, the actor is at most that much behind the log, and dedupes.
-    let again = SessionActor::open(store.clone()).await?;
+    let again = SessionActor::open(store.clone(), clock.shared()).await?;
     let behind = T0 + ACTIVITY_WRITE_MS + 2 - again.meta().await.updated_at_ms;
     check!(
         (0..ACTIVITY_WRITE_MS).contains(&behind),
         "activity {behind} ms behind"
     );
-    let out = again.ingest(vec![(4, delta(4))], T0 + 3000).await?;
+    clock.set(T0 + 3000);
+    let out = again.ingest(vec![(4, delta(4))]).await?;
     check_eq!((out.stored, out.duplicates), (0, 1));
     Ok(())
 }
@@ -98,11 +100,12 @@ pub(super) async fn actor_writes_activity_once_a_second(h: &dyn StoreHarness) ->
 /// forwards nothing; only a different command is told `already_decided`.
 pub(super) async fn actor_retried_answer_gets_its_first_result(h: &dyn StoreHarness) -> CaseResult {
     let (dir, store, name) = fresh_store(h, "retried-answer").await?;
-    let actor = SessionActor::open(store.clone()).await?;
+    let clock = ManualClock::new(T0);
+    let actor = SessionActor::open(store.clone(), clock.shared()).await?;
     actor
-        .ingest(vec![(1, permission("q1")), (2, permission("q2"))], T0)
+        .ingest(vec![(1, permission("q1")), (2, permission("q2"))])
         .await?;
-    let alice = |client: &str| Actor {
+    let alice = |client: &str| Person {
         user: "alice".into(),
         client: Some(client.into()),
     };
@@ -116,53 +119,41 @@ pub(super) async fn actor_retried_answer_gets_its_first_result(h: &dyn StoreHarn
             by: None,
         })
     };
-    let first = actor
-        .command("a-1", answer("q1"), &alice("web 1"), T0 + 1)
-        .await?;
+    let first = actor.command("a-1", answer("q1"), &alice("web 1")).await?;
     check!(
         first.result.ok && first.forward.len() == 1,
         "first try: {first:?}"
     );
     let head = store.head().await?.last_seq;
     // The same frame again, from the socket that replaced the first.
-    let retry = actor
-        .command("a-1", answer("q1"), &alice("web 2"), T0 + 2)
-        .await?;
+    let retry = actor.command("a-1", answer("q1"), &alice("web 2")).await?;
     check!(
         retry.result.ok && retry.result.error.is_none() && retry.forward.is_empty(),
         "a retry gets the first try's result: {retry:?}"
     );
     check_eq!(store.head().await?.last_seq, head);
     // A different command on the decided question is told who decided.
-    let other = actor
-        .command("a-2", answer("q1"), &alice("web 2"), T0 + 3)
-        .await?;
+    let other = actor.command("a-2", answer("q1"), &alice("web 2")).await?;
     check_eq!(
         other.result.error.as_ref().map(|e| e.code.as_str()),
         Some("already_decided")
     );
     // A retry of a command that lost gets the same loss again.
-    let again = actor
-        .command("a-2", answer("q1"), &alice("web 2"), T0 + 4)
-        .await?;
+    let again = actor.command("a-2", answer("q1"), &alice("web 2")).await?;
     check_eq!(again.result, other.result);
     // Across a reopen (a restarted host): still the first try's result.
     drop(actor);
     drop(store);
     let dir2 = h.directory(&name).await?;
     let store = dir2.open("s1").await?;
-    let actor = SessionActor::open(store.clone()).await?;
-    let late = actor
-        .command("a-1", answer("q1"), &alice("web 3"), T0 + 5)
-        .await?;
+    let actor = SessionActor::open(store.clone(), clock.shared()).await?;
+    let late = actor.command("a-1", answer("q1"), &alice("web 3")).await?;
     check!(
         late.result.ok && late.forward.is_empty(),
         "a retry after a reopen: {late:?}"
     );
     // The other question is still open and takes a new answer.
-    let q2 = actor
-        .command("a-3", answer("q2"), &alice("web 3"), T0 + 6)
-        .await?;
+    let q2 = actor.command("a-3", answer("q2"), &alice("web 3")).await?;
     check!(q2.result.ok && q2.forward.len() == 1, "q2: {q2:?}");
     let resolved = store
         .read_after(0, 100)
@@ -177,7 +168,8 @@ pub(super) async fn actor_retried_answer_gets_its_first_result(h: &dyn StoreHarn
 
 pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> CaseResult {
     let (_dir, store, _) = fresh_store(h, "machine").await?;
-    let actor = SessionActor::open(store.clone()).await?;
+    let clock = ManualClock::new(T0);
+    let actor = SessionActor::open(store.clone(), clock.shared()).await?;
     let mut sub = actor.log().subscribe(0);
     let init = Event::SessionInit(SessionInit {
         executor_session_id: Some("cli-1".into()),
@@ -185,7 +177,7 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
         ..SessionInit::default()
     });
     actor
-        .ingest(vec![(1, init), (2, delta(1)), (3, permission("q1"))], T0)
+        .ingest(vec![(1, init), (2, delta(1)), (3, permission("q1"))])
         .await?;
     check_eq!(
         actor.meta().await.state,
@@ -197,11 +189,11 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
     );
     check_eq!(actor.snapshot().await?.pending.len(), 1);
 
-    let alice = Actor {
+    let alice = Person {
         user: "alice".into(),
         client: Some("browser 1".into()),
     };
-    let bob = Actor {
+    let bob = Person {
         user: "bob".into(),
         client: Some("phone".into()),
     };
@@ -216,9 +208,7 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
         updated_input: None,
         remember: false,
     };
-    let first = actor
-        .command("b-1", answer(allow.clone()), &alice, T0 + 1)
-        .await?;
+    let first = actor.command("b-1", answer(allow.clone()), &alice).await?;
     check!(
         first.result.ok && first.forward.len() == 1,
         "first answer: {first:?}"
@@ -231,7 +221,6 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
                 interrupt: false,
             }),
             &bob,
-            T0 + 2,
         )
         .await?;
     check!(
@@ -250,7 +239,7 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
         cost_usd: Some(0.5),
         ..TurnResult::default()
     });
-    actor.ingest(vec![(4, done)], T0 + 3).await?;
+    actor.ingest(vec![(4, done)]).await?;
     check_eq!(
         actor.meta().await.state,
         SessionState::paused(PauseReason::Idle)
@@ -260,8 +249,8 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
     let turn = Command::Message(UserTurn {
         text: "and now the tests".into(),
     });
-    let m1 = actor.command("b-3", turn.clone(), &alice, T0 + 4).await?;
-    let m2 = actor.command("b-3", turn, &alice, T0 + 5).await?;
+    let m1 = actor.command("b-3", turn.clone(), &alice).await?;
+    let m2 = actor.command("b-3", turn, &alice).await?;
     check!(
         m1.forward.len() == 1 && m2.forward.is_empty(),
         "message applied once: {m1:?} {m2:?}"
@@ -321,7 +310,7 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
     // Another tool call waits (q2) when the executor confirms the decision
     // on q1 it received: logged, but q2 still holds the session.
     let gseq = store.head().await?.highest_gseq + 1;
-    actor.ingest(vec![(gseq, permission("q2"))], T0 + 6).await?;
+    actor.ingest(vec![(gseq, permission("q2"))]).await?;
     check_eq!(
         actor.meta().await.state,
         SessionState::paused(PauseReason::AwaitingApproval)
@@ -333,14 +322,14 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
         by: DecidedBy::new("alice"),
         at_ms: T0 + 7,
     });
-    actor.ingest(vec![(gseq + 1, confirm)], T0 + 7).await?;
+    actor.ingest(vec![(gseq + 1, confirm)]).await?;
     check_eq!(store.head().await?.last_seq, before_confirm + 1);
     check_eq!(
         actor.meta().await.state,
         SessionState::paused(PauseReason::AwaitingApproval)
     );
     check_eq!(actor.meta().await.pending_questions, 1);
-    let reopened = SessionActor::open(store).await?;
+    let reopened = SessionActor::open(store, clock.shared()).await?;
     check_eq!(
         reopened.meta().await.state,
         SessionState::paused(PauseReason::AwaitingApproval)
@@ -355,8 +344,9 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
 /// still is), and those events are acked all the same.
 pub(super) async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> CaseResult {
     let (_dir, store, _) = fresh_store(h, "order").await?;
-    let actor = SessionActor::open(store.clone()).await?;
-    let alice = Actor {
+    let clock = ManualClock::new(T0);
+    let actor = SessionActor::open(store.clone(), clock.shared()).await?;
+    let alice = Person {
         user: "alice".into(),
         client: None,
     };
@@ -394,16 +384,10 @@ pub(super) async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> Cas
     };
 
     // A turn; a message sent while it streams waits for its end.
-    actor
-        .ingest(vec![(1, init.clone()), (2, delta(1))], T0)
-        .await?;
+    actor.ingest(vec![(1, init.clone()), (2, delta(1))]).await?;
     let mid = store.head().await?.last_seq;
-    actor
-        .command("m-1", message("and then?"), &alice, T0 + 1)
-        .await?;
-    actor
-        .ingest(vec![(3, delta(2)), (4, end(0.1))], T0 + 2)
-        .await?;
+    actor.command("m-1", message("and then?"), &alice).await?;
+    actor.ingest(vec![(3, delta(2)), (4, end(0.1))]).await?;
     check_eq!(
         types_after(mid).await?,
         vec![
@@ -415,29 +399,25 @@ pub(super) async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> Cas
     );
     // The queued message's turn starts: active first, then its init.
     let idle = store.head().await?.last_seq;
-    actor
-        .ingest(vec![(5, init.clone()), (6, delta(3))], T0 + 3)
-        .await?;
+    actor.ingest(vec![(5, init.clone()), (6, delta(3))]).await?;
     check_eq!(
         types_after(idle).await?,
         vec!["state Active", "session.init", "assistant"]
     );
-    actor.ingest(vec![(7, end(0.2))], T0 + 4).await?;
+    actor.ingest(vec![(7, end(0.2))]).await?;
 
     // A message sent while idle is no queued one.
     let idle = store.head().await?.last_seq;
-    actor
-        .command("m-2", message("go on"), &alice, T0 + 5)
-        .await?;
+    actor.command("m-2", message("go on"), &alice).await?;
     check_eq!(
         types_after(idle).await?,
         vec!["user.message", "state Active"]
     );
-    actor.ingest(vec![(8, init), (9, delta(4))], T0 + 6).await?;
+    actor.ingest(vec![(8, init), (9, delta(4))]).await?;
     // Closed mid-stream: the aborted turn's end, its result and the CLI's
     // interruption marker come after the close.
     let close = Command::Close(crate::protocol::Close {});
-    actor.command("c-1", close, &alice, T0 + 7).await?;
+    actor.command("c-1", close, &alice).await?;
     let closed = store.head().await?.last_seq;
     let aborted = Event::Assistant(Assistant {
         message_id: "msg_1".into(),
@@ -456,17 +436,19 @@ pub(super) async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> Cas
         at_ms: T0 + 8,
     });
     let out = actor
-        .ingest(
-            vec![(10, aborted), (11, marker), (12, withdrawn), (13, end(0.5))],
-            T0 + 8,
-        )
+        .ingest(vec![
+            (10, aborted),
+            (11, marker),
+            (12, withdrawn),
+            (13, end(0.5)),
+        ])
         .await?;
     check_eq!(out.ack, 13);
     check_eq!(types_after(closed).await?, vec!["question.resolved"]);
     check_eq!(actor.meta().await.state, SessionState::Terminated);
     check_eq!(actor.meta().await.cost_usd, 0.5);
     // Acked: sent again, nothing changes.
-    let again = actor.ingest(vec![(13, end(0.5))], T0 + 9).await?;
+    let again = actor.ingest(vec![(13, end(0.5))]).await?;
     check_eq!(again.ack, 13);
     check_eq!(store.head().await?.last_seq, closed + 1);
     // The log's last state is the end.

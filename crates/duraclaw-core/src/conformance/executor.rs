@@ -75,8 +75,8 @@ pub trait ExecutorHarness: SendOutsideWasm + SyncOutsideWasm {
 /// The suite's gate: the in-process one.
 type SuiteGate = crate::local::WaitGate;
 
-fn suite_clock() -> i64 {
-    super::T0
+fn suite_clock() -> crate::clock::SharedClock {
+    crate::clock::ManualClock::new(super::T0).shared()
 }
 
 /// Records events, checks that every question is held before it shows,
@@ -147,7 +147,7 @@ impl<'a> Rig<'a> {
         turns: &[Play],
     ) -> std::result::Result<Self, CaseError> {
         let under = h.executor(turns).await?;
-        let gate = Arc::new(SuiteGate::new(suite_clock));
+        let gate = Arc::new(SuiteGate::new(suite_clock()));
         let (tx, rx) = mpsc::unbounded();
         let sink = Arc::new(SuiteSink {
             gate: gate.clone(),

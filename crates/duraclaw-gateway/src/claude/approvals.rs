@@ -6,12 +6,12 @@ use std::sync::atomic::Ordering;
 
 use duraclaw_core::approval::ApprovalRequest;
 use duraclaw_core::executor::{HeldQuestion, question_resolved};
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::protocol::{Event, QuestionKind, UserQuestion};
 use serde_json::Value;
 
 use super::{STOPPED, Shared};
 use crate::cli::{CliAction, CliInput};
-use duraclaw_approval::now_ms;
 
 pub(super) async fn withdraw_all(shared: &Arc<Shared>, why: &str) {
     let pending: Vec<String> = {
@@ -105,7 +105,7 @@ pub(super) async fn standing_allow(shared: &Arc<Shared>, question: &UserQuestion
     let request = ApprovalRequest {
         session_id: shared.session_id.clone(),
         question: question.clone(),
-        asked_at_ms: now_ms(),
+        asked_at_ms: SystemClock.now_ms(),
     };
     match shared.gate.standing_allow(&request).await {
         Ok(found) => found
@@ -151,7 +151,7 @@ pub(super) async fn register_ask(
     input: Value,
 ) -> Ask {
     shared.awaiting.fetch_add(1, Ordering::AcqRel);
-    let request = ApprovalRequest::new(shared.session_id.clone(), question, now_ms());
+    let request = ApprovalRequest::new(shared.session_id.clone(), question, SystemClock.now_ms());
     Ask {
         request_id,
         input,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use duraclaw_core::Result;
 use duraclaw_core::approval::ApprovalGate;
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::StartSpec;
 use duraclaw_core::protocol::{
@@ -17,7 +18,6 @@ use duraclaw_core::store::{AppendBatch, DynSessionStore, RecordedCommand, Sessio
 use super::guard::{GuardedSink, mark_closed, stop_unapproved};
 use super::{GATEWAY_OWNER, Gateway, GatewaySession};
 use crate::outbox::OutboxSink;
-use duraclaw_approval::now_ms;
 
 impl Gateway {
     /// Applies a command once per id and says how it went.
@@ -66,7 +66,7 @@ impl Gateway {
                 command: Some(RecordedCommand {
                     id: id.to_owned(),
                     forward: pending.cloned(),
-                    at_ms: now_ms(),
+                    at_ms: SystemClock.now_ms(),
                 }),
             })
             .await?;
@@ -162,7 +162,8 @@ impl Gateway {
                     Err(Error::NotFound { .. }) => {
                         let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
                         self.check_not_busy(&worktree, &session_id).await?;
-                        let mut meta = SessionMeta::new(&session_id, GATEWAY_OWNER, now_ms());
+                        let mut meta =
+                            SessionMeta::new(&session_id, GATEWAY_OWNER, SystemClock.now_ms());
                         meta.worktree = worktree.display().to_string();
                         meta.model.clone_from(&x.model);
                         meta.title = x

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use duraclaw_core::Result;
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::executor::EventSink;
 use duraclaw_core::protocol::Event;
 use duraclaw_core::state::SessionState;
 
 use super::GatewaySession;
 use crate::outbox::OutboxSink;
-use duraclaw_approval::{AuditAction, AuditEntry, AuditLog, now_ms};
+use duraclaw_approval::{AuditAction, AuditEntry, AuditLog};
 
 /// An executor's sink that checks every event with the session's
 /// [`ToolGuard`] before it goes to the outbox: whatever the executor (or
@@ -62,7 +63,7 @@ impl EventSink for GuardedSink {
             "a tool ran without approval; stopping the session"
         );
         self.audit.record(&AuditEntry {
-            at_ms: now_ms(),
+            at_ms: SystemClock.now_ms(),
             action: AuditAction::Unapproved,
             session_id: session.id.clone(),
             question_id: bad.tool_use_id.clone(),
@@ -87,7 +88,7 @@ pub(super) async fn mark_closed(session: &GatewaySession) -> Result<()> {
     let mut meta = store.meta().await?;
     if meta.state != SessionState::Terminated {
         meta.state = SessionState::Terminated;
-        meta.updated_at_ms = now_ms();
+        meta.updated_at_ms = SystemClock.now_ms();
         store.put_meta(&meta).await?;
     }
     Ok(())

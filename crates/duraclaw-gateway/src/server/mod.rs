@@ -19,6 +19,7 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::backend::actor::SessionLog;
 use duraclaw_core::backend::guard::ToolGuard;
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynExecutor, ExecutorSession};
 use duraclaw_core::protocol::{
@@ -31,7 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::outbox::{Unstarted, shows_work};
 use crate::worktree::WorktreeIndex;
-use duraclaw_approval::{AuditLog, MemoryGate, TracingAudit, now_ms};
+use duraclaw_approval::{AuditLog, MemoryGate, TracingAudit};
 
 /// The owner recorded for sessions in the gateway's own store.
 const GATEWAY_OWNER: &str = "gateway";
@@ -222,9 +223,9 @@ impl Gateway {
                         ),
                     },
                     by: DecidedBy::new("gateway"),
-                    at_ms: now_ms(),
+                    at_ms: SystemClock.now_ms(),
                 });
-                let e = NewEvent::new(&event, None, now_ms())?;
+                let e = NewEvent::new(&event, None, SystemClock.now_ms())?;
                 session.log.append(AppendBatch::events(vec![e])).await?;
             }
             gw.recover(&session).await?;
@@ -309,7 +310,7 @@ impl Gateway {
 
     /// Appends one event the gateway itself observed to a session's outbox.
     async fn log_event(&self, session: &GatewaySession, event: &Event) -> Result<()> {
-        let e = NewEvent::new(event, None, now_ms())?;
+        let e = NewEvent::new(event, None, SystemClock.now_ms())?;
         session.log.append(AppendBatch::events(vec![e])).await?;
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use duraclaw_core::Error;
 use duraclaw_core::actor::{IngestOutcome, SessionActor};
+use duraclaw_core::clock::ManualClock;
 use duraclaw_core::protocol::{
     Abort, Command, CommandEnvelope, CommandResult, Execute, FromGateway, Gseq, Hello,
     PROTOCOL_VERSION, Role, ToGateway, UserTurn, WireError, Worktree, decode_frame, encode_frame,
@@ -362,7 +363,9 @@ fn a_gap_in_the_gateway_stream_is_re_attached_and_filled() {
     futures::executor::block_on(async {
         let dir = duraclaw_store::MemoryDirectory::new();
         let store = dir.create(SessionMeta::new("s", "alice", 0)).await.unwrap();
-        let actor = SessionActor::open(store).await.unwrap();
+        let actor = SessionActor::open(store, ManualClock::new(1).shared())
+            .await
+            .unwrap();
         let mut link: Link<()> = Link::new();
         let ev = |n: u32| format!(r#"{{"type":"assistant","text":"{n}"}}"#);
 
@@ -372,7 +375,7 @@ fn a_gap_in_the_gateway_stream_is_re_attached_and_filled() {
                 let Input::Events { session_id, events } = input else {
                     panic!("not events: {input:?}")
                 };
-                let out = actor.ingest_raw(events, 1).await.unwrap();
+                let out = actor.ingest_raw(events).await.unwrap();
                 for f in after_ingest(&session_id, &out) {
                     sent.push(decode_frame::<ToGateway>(&link.outgoing(&f).unwrap(), "f").unwrap());
                 }

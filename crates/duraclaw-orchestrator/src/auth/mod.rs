@@ -25,13 +25,14 @@ mod tests;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use duraclaw_host::auth::LoginAttempt;
 use duraclaw_host::auth::limits::{self, LoginLimiter};
 use duraclaw_host::http::HttpError;
 
 use axum::http::HeaderMap;
+use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::{Error, Result};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, watch};
@@ -516,9 +517,7 @@ fn blocking_failed(e: tokio::task::JoinError) -> Error {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, duration_ms)
+    SystemClock.now_ms()
 }
 
 fn duration_ms(d: Duration) -> i64 {

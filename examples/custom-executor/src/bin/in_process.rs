@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use custom_executor::ShellExecutor;
-use duraclaw_core::local::{LocalSession, system_clock};
+use duraclaw_core::clock::{Clock, SystemClock};
+use duraclaw_core::local::LocalSession;
 use duraclaw_core::protocol::{Decision, Event, Execute};
 use duraclaw_core::store::{SessionDirectory, SessionMeta};
 use duraclaw_store::SqliteDirectory;
@@ -29,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (session, after) = if sessions.list_all().await?.is_empty() {
         let store = sessions
-            .create(SessionMeta::new("s1", "alice", system_clock()))
+            .create(SessionMeta::new("s1", "alice", SystemClock.now_ms()))
             .await?;
         let first = Execute::new(app.display().to_string(), "Create hello.txt");
         (LocalSession::start(agent, store, "alice", first).await?, 0)

@@ -29,6 +29,8 @@ use std::sync::Arc;
 
 use futures::lock::Mutex as AsyncMutex;
 
+use crate::clock::SharedClock;
+
 use crate::approval::DecideOutcome;
 use crate::error::{Error, Result};
 use crate::protocol::{
@@ -73,14 +75,14 @@ pub struct CommandOutcome {
 
 /// A person acting through a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
+pub struct Person {
     /// The user's name.
     pub user: String,
     /// The client, e.g. `browser 3f2a`.
     pub client: Option<String>,
 }
 
-impl Actor {
+impl Person {
     fn decided_by(&self) -> DecidedBy {
         DecidedBy {
             who: self.user.clone(),
@@ -100,6 +102,7 @@ pub const ACTIVITY_WRITE_MS: i64 = 1000;
 #[derive(Debug, Clone)]
 pub struct SessionActor {
     log: SessionLog,
+    clock: SharedClock,
     inner: Arc<AsyncMutex<ActorState>>,
 }
 
@@ -117,16 +120,17 @@ struct ActorState {
 }
 
 impl SessionActor {
-    /// Wakes the actor of the session `store` holds.
-    pub async fn open(store: DynSessionStore) -> Result<Self> {
+    /// Wakes the actor of the session `store` holds; it stamps events and
+    /// metadata with `clock`'s time.
+    pub async fn open(store: DynSessionStore, clock: SharedClock) -> Result<Self> {
         let log = SessionLog::open(store).await?;
-        Self::with_log(log).await
+        Self::with_log(log, clock).await
     }
 
     /// Wakes the actor over an already opened log. The log is written
     /// before the metadata, so a host that died in between left metadata
     /// one state behind: the state the log last recorded wins.
-    pub async fn with_log(log: SessionLog) -> Result<Self> {
+    pub async fn with_log(log: SessionLog, clock: SharedClock) -> Result<Self> {
         let mut meta = log.store().meta().await?;
         if let Some(logged) = last_logged_state(log.store()).await?
             && logged != meta.state
@@ -144,6 +148,7 @@ impl SessionActor {
         let pending = pending_counts(log.store()).await?;
         Ok(SessionActor {
             log,
+            clock,
             inner: Arc::new(AsyncMutex::new(ActorState {
                 stored_activity_ms: meta.updated_at_ms,
                 meta,
@@ -188,23 +193,20 @@ impl SessionActor {
     /// the batch must otherwise continue at highest + 1 (the gateway numbers
     /// densely), and a skipped number stops the batch there so nothing is
     /// acked past a hole.
-    pub async fn ingest(&self, batch: Vec<(Gseq, Event)>, now_ms: i64) -> Result<IngestOutcome> {
+    pub async fn ingest(&self, batch: Vec<(Gseq, Event)>) -> Result<IngestOutcome> {
         let batch = batch
             .iter()
             .map(|(gseq, event)| Ok((*gseq, RawEvent::from_event(event)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.ingest_raw(batch, now_ms).await
+        self.ingest_raw(batch).await
     }
 
     /// [`SessionActor::ingest`] for events in text form, as the gateway
     /// link carries them ([`decode_gateway_frame`](crate::protocol::decode_gateway_frame)):
     /// each event's text is stored as it came, only the bodies the state
     /// depends on were decoded.
-    pub async fn ingest_raw(
-        &self,
-        batch: Vec<(Gseq, RawEvent)>,
-        now_ms: i64,
-    ) -> Result<IngestOutcome> {
+    pub async fn ingest_raw(&self, batch: Vec<(Gseq, RawEvent)>) -> Result<IngestOutcome> {
+        let now_ms = self.clock.now_ms();
         let mut st = self.inner.lock().await;
         let mut out = IngestOutcome::default();
         let mut next = st.highest_gseq + 1;
@@ -322,7 +324,8 @@ impl SessionActor {
 
     /// Moves the session to `input`'s next state (gateway lost or restored,
     /// terminate), logging the change.
-    pub async fn apply_input(&self, input: SessionInput, now_ms: i64) -> Result<SessionState> {
+    pub async fn apply_input(&self, input: SessionInput) -> Result<SessionState> {
+        let now_ms = self.clock.now_ms();
         let mut st = self.inner.lock().await;
         let from = st.meta.state;
         let next = transition(from, input)?;
@@ -351,7 +354,8 @@ impl SessionActor {
 
     /// Logs an event the host itself observed (e.g. the gateway refused to
     /// start the session), then publishes it.
-    pub async fn record(&self, event: &Event, now_ms: i64) -> Result<StoredEvent> {
+    pub async fn record(&self, event: &Event) -> Result<StoredEvent> {
+        let now_ms = self.clock.now_ms();
         let _st = self.inner.lock().await;
         let outcome = self
             .log
@@ -433,7 +437,7 @@ impl SessionActor {
     /// The gateway refused a command that started a turn: the user's turn
     /// is in the log, and its end is this refusal. Logs an `error` event
     /// with the refusal's code and reason, then ends the turn.
-    pub async fn end_refused_turn(&self, result: &CommandResult, now_ms: i64) -> Result<()> {
+    pub async fn end_refused_turn(&self, result: &CommandResult) -> Result<()> {
         let (code, why) = result
             .error
             .as_ref()
@@ -444,8 +448,8 @@ impl SessionActor {
             code: Some(code),
             ..ErrorEvent::default()
         });
-        self.record(&event, now_ms).await?;
-        self.apply_input(SessionInput::TurnEnded, now_ms).await?;
+        self.record(&event).await?;
+        self.apply_input(SessionInput::TurnEnded).await?;
         Ok(())
     }
 
@@ -457,9 +461,9 @@ impl SessionActor {
         &self,
         id: &str,
         command: Command,
-        actor: &Actor,
-        now_ms: i64,
+        person: &Person,
     ) -> Result<CommandOutcome> {
+        let now_ms = self.clock.now_ms();
         if matches!(command, Command::Message(_) | Command::Abort(_))
             && self.inner.lock().await.meta.state == SessionState::Terminated
         {
@@ -478,7 +482,7 @@ impl SessionActor {
                 let event = NewEvent::new(
                     &Event::UserMessage(UserMessage {
                         text: turn.text.clone(),
-                        by: Some(actor.user.clone()),
+                        by: Some(person.user.clone()),
                         queued,
                     }),
                     None,
@@ -512,8 +516,7 @@ impl SessionActor {
                     id,
                     &answer.question_id,
                     answer.decision,
-                    actor.decided_by(),
-                    now_ms,
+                    person.decided_by(),
                 )
                 .await
             }
@@ -530,16 +533,16 @@ impl SessionActor {
         &self,
         id: &str,
         execute: crate::protocol::Execute,
-        actor: &Actor,
-        now_ms: i64,
+        person: &Person,
     ) -> Result<CommandOutcome> {
+        let now_ms = self.clock.now_ms();
         if execute.prompt.trim().is_empty() {
             return Err(Error::Invalid("a session needs a first prompt".into()));
         }
         let event = NewEvent::new(
             &Event::UserMessage(UserMessage {
                 text: execute.prompt.clone(),
-                by: Some(actor.user.clone()),
+                by: Some(person.user.clone()),
                 queued: false,
             }),
             None,
@@ -629,8 +632,8 @@ impl SessionActor {
         question_id: &str,
         decision: Decision,
         by: DecidedBy,
-        now_ms: i64,
     ) -> Result<CommandOutcome> {
+        let now_ms = self.clock.now_ms();
         let mut st = self.inner.lock().await;
         let frame = ToGateway::Command(CommandEnvelope {
             id: command_id.to_owned(),

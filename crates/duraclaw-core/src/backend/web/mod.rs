@@ -148,8 +148,8 @@ impl NewSession {
     }
 
     /// The new session's metadata: titled by its prompt, in its worktree.
-    pub fn meta(&self, session_id: &str, owner: &str, now_ms: i64) -> SessionMeta {
-        SessionMeta::new(session_id, owner, now_ms).starting(
+    pub fn meta(&self, session_id: &str, owner: &str, created_at_ms: i64) -> SessionMeta {
+        SessionMeta::new(session_id, owner, created_at_ms).starting(
             &self.worktree,
             &self.prompt,
             self.model.as_deref(),
