@@ -31,7 +31,7 @@
 
 use std::cell::RefCell;
 
-use duraclaw_core::web::{MAX_BODY_BYTES, UI_HEADERS};
+use duraclaw_core::backend::web::{MAX_BODY_BYTES, UI_HEADERS};
 use duraclaw_host::{ids, start};
 use serde_json::json;
 use worker::js_sys::Math;

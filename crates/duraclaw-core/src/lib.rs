@@ -60,8 +60,5 @@ mod sync;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-// Their former paths, kept while code written against them is moved over.
-#[doc(hidden)]
-pub use backend::{actor, guard, migrate, web};
 pub use error::{BoxError, Error, Result};
 pub use sync::{SendOutsideWasm, SyncOutsideWasm};

@@ -38,14 +38,14 @@ use async_trait::async_trait;
 use futures::channel::oneshot;
 use futures::lock::Mutex as AsyncMutex;
 
-use crate::actor::{Person, SessionActor, Subscription};
 use crate::approval::{ApprovalGate, ApprovalRequest, DecideOutcome};
+use crate::backend::actor::{Person, SessionActor, Subscription};
+use crate::backend::guard::ToolGuard;
+use crate::clock::SharedClock;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::clock::SystemClock;
-use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
-use crate::guard::ToolGuard;
 use crate::protocol::{
     Abort, Close, Command, DecidedBy, Decision, ErrorEvent, Event, Execute, QuestionResolved, Seq,
     Snapshot, UserTurn, WireError,
@@ -108,10 +108,7 @@ impl LocalSession {
         let sink = ActorSink::new(&actor).await?;
         let this = LocalSession::new(actor, executor, sink, user, clock);
         let id = this.command_id("execute");
-        let done = this
-            .actor
-            .execute(&id, execute.clone(), &this.user)
-            .await?;
+        let done = this.actor.execute(&id, execute.clone(), &this.user).await?;
         this.actor.on_command_result(&done.result).await?;
         let spec = StartSpec {
             prompt: Some(execute.prompt),
@@ -204,9 +201,7 @@ impl LocalSession {
                     ..ErrorEvent::default()
                 });
                 self.actor.record(&refused).await?;
-                self.actor
-                    .apply_input(SessionInput::TurnEnded)
-                    .await?;
+                self.actor.apply_input(SessionInput::TurnEnded).await?;
                 Err(e)
             }
         }
@@ -245,10 +240,7 @@ impl LocalSession {
         let command = Command::Message(UserTurn {
             text: text.to_owned(),
         });
-        let done = self
-            .actor
-            .command(&id, command, &self.user)
-            .await?;
+        let done = self.actor.command(&id, command, &self.user).await?;
         self.actor.on_command_result(&done.result).await?;
         let session = self.session.lock().await;
         if session.is_running() {
@@ -364,10 +356,7 @@ impl ActorSink {
     async fn log(&self, event: Event) -> Result<()> {
         let mut gseq = self.gseq.lock().await;
         let next = *gseq + 1;
-        let outcome = self
-            .actor
-            .ingest(vec![(next, event)])
-            .await?;
+        let outcome = self.actor.ingest(vec![(next, event)]).await?;
         if outcome.gap_at.is_some() {
             return Err(Error::storage(
                 "log",

@@ -13,10 +13,6 @@
 //! write), so every backend assigns seqs, drops duplicates and refuses input
 //! the same way.
 
-// Their former paths, kept while code written against them is moved over.
-#[doc(hidden)]
-pub use crate::backend::{limits, step};
-
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -194,7 +194,11 @@ impl Executor for ScriptedExecutor {
             spec: spec.clone(),
             gate,
             sink,
-            run: format!("{}-{}", SystemClock.now_ms(), RUNS.fetch_add(1, Ordering::Relaxed)),
+            run: format!(
+                "{}-{}",
+                SystemClock.now_ms(),
+                RUNS.fetch_add(1, Ordering::Relaxed)
+            ),
             ids: AtomicU64::new(0),
             cost: 0.0,
         };
@@ -487,7 +491,8 @@ impl Player {
             tool_use_id: Some(tool_use_id.to_owned()),
             kind,
         };
-        let request = ApprovalRequest::new(self.spec.session_id.clone(), question, SystemClock.now_ms());
+        let request =
+            ApprovalRequest::new(self.spec.session_id.clone(), question, SystemClock.now_ms());
         Ok(ask(&self.gate, &*self.sink, request).await?.decision)
     }
 

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use duraclaw_core::actor::IngestOutcome;
+use duraclaw_core::backend::actor::IngestOutcome;
 use duraclaw_core::error::{Error, Result};
 use duraclaw_core::protocol::{
     Command, CommandResult, FromGateway, GatewayFrame, Gseq, Hello, RawEvent, Role, ToGateway,

@@ -14,10 +14,10 @@
 //!    On any failure after step 3 the host removes the session again: a
 //!    start is all or nothing.
 
-use duraclaw_core::actor::Person;
+use duraclaw_core::backend::actor::Person;
+use duraclaw_core::backend::web::{NewSession, worktree_busy};
 use duraclaw_core::protocol::{CommandResult, Execute, WireError, Worktree};
 use duraclaw_core::store::SessionMeta;
-use duraclaw_core::web::{NewSession, worktree_busy};
 
 use crate::http::HttpError;
 use crate::ids::execute_command_id;

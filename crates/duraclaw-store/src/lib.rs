@@ -12,7 +12,7 @@
 //!   runs on the async executor. Behind the default feature `sqlite`.
 //! - [`sql_store`]: [`SqlConnDirectory`], every session in one database
 //!   reached through any synchronous, in-process
-//!   [`SqlConn`](duraclaw_core::migrate::SqlConn): what a Cloudflare Durable
+//!   [`SqlConn`](duraclaw_core::backend::migrate::SqlConn): what a Cloudflare Durable
 //!   Object's SQL storage is. Builds for wasm32 (without `sqlite`).
 //! - [`schema`]: the SQL schema of the event log every SQL store uses, as
 //!   versioned migrations.

@@ -1,5 +1,5 @@
 //! The store over a synchronous SQL connection, natively over SQLite through
-//! the [`SqlConn`](duraclaw_core::migrate::SqlConn) interface a Durable
+//! the [`SqlConn`](duraclaw_core::backend::migrate::SqlConn) interface a Durable
 //! Object's SQL storage implements too: core's conformance suite plus what is
 //! particular to DO SQL. The Durable Object itself runs the suite in
 //! `duraclaw-cf`'s `do_conformance.rs`.

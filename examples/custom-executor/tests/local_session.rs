@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use custom_executor::ShellExecutor;
 use duraclaw_core::Result;
-use duraclaw_core::actor::Subscription;
 use duraclaw_core::approval::DynApprovalGate;
-use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
+use duraclaw_core::backend::actor::Subscription;
 use duraclaw_core::clock::{Clock, SystemClock};
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec};
 use duraclaw_core::local::LocalSession;
 use duraclaw_core::protocol::{
     ERROR_UNAPPROVED_TOOL, Event, Execute, SessionInit, ToolResult, ToolUse,

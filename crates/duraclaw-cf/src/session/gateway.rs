@@ -6,7 +6,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use duraclaw_core::actor::SessionActor;
+use duraclaw_core::backend::actor::SessionActor;
 use duraclaw_core::protocol::{CommandResult, Gseq, RawEvent, ToGateway};
 use duraclaw_core::state::{PauseReason, SessionInput, SessionState};
 use duraclaw_host::link::{self, Input};

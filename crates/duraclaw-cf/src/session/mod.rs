@@ -66,10 +66,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duraclaw_core::actor::{Person, SessionActor};
+use duraclaw_core::backend::actor::{Person, SessionActor};
+use duraclaw_core::backend::web::NewSession;
 use duraclaw_core::protocol::{Close, Command, CommandResult, Seq};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
-use duraclaw_core::web::NewSession;
 use duraclaw_host::backoff::Backoff;
 use duraclaw_host::http::HttpError;
 use duraclaw_host::ids;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{CaseError, CaseResult, StoreHarness, T0, delta, new_event, unique};
+use crate::backend::limits::MAX_SEQ;
 use crate::error::Error;
 use crate::protocol::{
     DecidedBy, Decision, Event, MAX_EVENT_BYTES, QuestionKind, QuestionResolved, UserQuestion,
 };
-use crate::store::limits::MAX_SEQ;
 use crate::store::{
     AppendBatch, DynSessionDirectory, DynSessionStore, NewEvent, RecordedCommand, Resolution,
     ResolveOutcome, SessionMeta,

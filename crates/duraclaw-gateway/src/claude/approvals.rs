@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use duraclaw_core::approval::ApprovalRequest;
-use duraclaw_core::executor::{HeldQuestion, question_resolved};
 use duraclaw_core::clock::{Clock, SystemClock};
+use duraclaw_core::executor::{HeldQuestion, question_resolved};
 use duraclaw_core::protocol::{Event, QuestionKind, UserQuestion};
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 //! logs. The host does the I/O in between: the lock check, the password
 //! verification, recording the failure or the success, storing the login.
 
-use duraclaw_core::web::credentials::validate_name;
+use duraclaw_core::backend::web::credentials::validate_name;
 
 use super::limits;
 use super::{TOO_MANY_LOGINS, WRONG_CREDENTIALS};

@@ -7,13 +7,13 @@
 //! second, the same text on both ([`ONE_LOGIN_SHAPE`]), rebuilds
 //! `login_sessions` into the one shape. [`LOCAL_MIGRATIONS`] is the local
 //! host's auth database (run by core's
-//! [`Migrations`](duraclaw_core::migrate::Migrations)); [`D1_MIGRATIONS`]
+//! [`Migrations`](duraclaw_core::backend::migrate::Migrations)); [`D1_MIGRATIONS`]
 //! is the Worker's D1 database, which also holds the login failures and
 //! the session index, run statement by statement ([`statements`]) after
 //! [`plan`] decides what a database needs. Never edit a released
 //! migration: add one, to both lists where it concerns the login tables.
 
-use duraclaw_core::migrate::{Migration, checksum};
+use duraclaw_core::backend::migrate::{Migration, checksum};
 
 /// The key of the D1 schema row in `duraclaw_meta`.
 pub const SCHEMA_KEY: &str = "auth_schema";
@@ -191,7 +191,7 @@ pub fn plan(list: &[Migration], found: Option<(i64, String)>) -> Result<Plan, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duraclaw_core::migrate::{Migrations, SqlConn, SqlValue};
+    use duraclaw_core::backend::migrate::{Migrations, SqlConn, SqlValue};
     use duraclaw_store::SqliteConn;
 
     /// The login tables' and indexes' SQL as SQLite stored it.

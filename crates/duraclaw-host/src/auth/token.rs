@@ -127,7 +127,7 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
 /// Whether the cookie is marked `Secure`: when browsers reach the server at
 /// an `https` public origin, or the request came in over HTTPS.
 pub fn secure_cookie(public_origin: Option<&str>, request_is_https: bool) -> bool {
-    public_origin.is_some_and(duraclaw_core::web::origin::is_https) || request_is_https
+    public_origin.is_some_and(duraclaw_core::backend::web::origin::is_https) || request_is_https
 }
 
 /// The `Set-Cookie` value that stores `token` for `max_age_secs`.

@@ -1,7 +1,7 @@
 //! Frames in, frames out.
 
 use duraclaw_core::Error;
-use duraclaw_core::actor::{IngestOutcome, SessionActor};
+use duraclaw_core::backend::actor::{IngestOutcome, SessionActor};
 use duraclaw_core::clock::ManualClock;
 use duraclaw_core::protocol::{
     Abort, Command, CommandEnvelope, CommandResult, Execute, FromGateway, Gseq, Hello,

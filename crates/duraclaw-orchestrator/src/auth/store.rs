@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use duraclaw_core::migrate::Migrations;
+use duraclaw_core::backend::migrate::Migrations;
 use duraclaw_core::{Error, Result};
 use duraclaw_host::auth::schema::LOCAL_MIGRATIONS;
 use duraclaw_store::SqliteConn;

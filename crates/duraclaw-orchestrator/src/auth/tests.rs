@@ -838,7 +838,7 @@ async fn a_released_database_keeps_its_logins() {
     {
         let mut conn = duraclaw_store::SqliteConn::open(&path).unwrap();
         let released = &duraclaw_host::auth::schema::LOCAL_MIGRATIONS[..1];
-        duraclaw_core::migrate::Migrations::new(released)
+        duraclaw_core::backend::migrate::Migrations::new(released)
             .unwrap()
             .apply(&mut conn)
             .unwrap();
