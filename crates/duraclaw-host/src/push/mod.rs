@@ -1,0 +1,3 @@
+//! Web Push.
+
+pub mod action;
