@@ -25,13 +25,19 @@
 //!   sockets' logins ([`LOGIN_ENDED_PATH`]): sockets whose login ended close
 //!   with 4401 at once.
 //!
+//! - `POST /api/push/act` (Approve / Deny from a notification) checks the
+//!   action token in the Worker and has the session's object apply the
+//!   decision ([`ACT_PATH`]) as it applies a browser's `answer`.
+//!
 //! Bindings: `SESSIONS` (the session Durable Object namespace), `DB` (D1),
 //! `CC_GATEWAY_URL`, the secrets `CC_GATEWAY_SECRET`,
-//! `DURACLAW_COOKIE_SECRET` and `DURACLAW_ADMIN_TOKEN`, optionally `ASSETS`.
+//! `DURACLAW_COOKIE_SECRET`, `DURACLAW_ADMIN_TOKEN` and
+//! `DURACLAW_PUSH_ACTION_SECRET`, optionally `ASSETS`.
 
 use std::cell::RefCell;
 
 use duraclaw_core::backend::web::{MAX_BODY_BYTES, UI_HEADERS};
+use duraclaw_host::push::action;
 use duraclaw_host::{ids, start};
 use serde_json::json;
 use worker::js_sys::Math;
@@ -127,7 +133,10 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
             let path = format!("/ws{query}");
             to_session(env, &auth, &user, id, &path, Method::Get, Some("websocket")).await
         }
-        (_, ["status" | "worktrees"] | ["sessions", ..]) => json_error(405, "method not allowed"),
+        (Method::Post, ["push", "act"]) => push_act(req, env, &auth, &user).await,
+        (_, ["status" | "worktrees"] | ["sessions", ..] | ["push", "act"]) => {
+            json_error(405, "method not allowed")
+        }
         _ => json_error(404, "no such route"),
     }
 }
@@ -331,6 +340,67 @@ async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker:
         .with_headers(headers)
         .with_body(Some(serde_json::to_string(&create)?.into()));
     let inner = Request::new_with_init("https://session/create", &init)?;
+    stub(env, &id)?.fetch_with_request(inner).await
+}
+
+/// The session object route that applies a notification's action.
+pub const ACT_PATH: &str = "/act";
+
+/// The secret notification action tokens are signed under.
+pub const PUSH_ACTION_SECRET: &str = "DURACLAW_PUSH_ACTION_SECRET";
+
+/// The key action tokens are made and checked under: the action key
+/// ([`action::action_key`]) of the secret [`PUSH_ACTION_SECRET`].
+pub fn push_action_key(env: &Env) -> Result<[u8; 32], String> {
+    let secret = env
+        .secret(PUSH_ACTION_SECRET)
+        .map(|v| v.to_string())
+        .map_err(|_| format!("the secret {PUSH_ACTION_SECRET} is not set"))?;
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return Err(format!("the secret {PUSH_ACTION_SECRET} is empty"));
+    }
+    Ok(action::action_key(secret.as_bytes()))
+}
+
+/// `POST /api/push/act`: checks the token here, then the session's object
+/// applies its decision as it applies a browser's `answer`.
+async fn push_act(
+    mut req: Request,
+    env: &Env,
+    auth: &CfAuth,
+    user: &AuthUser,
+) -> worker::Result<Response> {
+    let body: action::ActRequest = match json_body(&mut req).await? {
+        Ok(b) => b,
+        Err(refused) => return Ok(refused),
+    };
+    let key = match push_action_key(env) {
+        Ok(k) => k,
+        Err(e) => return json_error(500, &format!("the server is misconfigured: {e}")),
+    };
+    let now = u64::try_from(now_ms()).unwrap_or(0);
+    let claim = match action::check(&key, &body, &user.name, now) {
+        Ok(c) => c,
+        Err(refused) => return http_error(&refused),
+    };
+    let id = claim.session_id.clone();
+    if !ids::is_session_id(&id) {
+        return json_error(404, "no such session");
+    }
+    match auth.session_owner(&id).await? {
+        Some(owner) if owner == user.name => {}
+        _ => return json_error(404, "no such session"),
+    }
+    let headers = Headers::new();
+    headers.set("Content-Type", "application/json")?;
+    headers.set(USER_HEADER, &user.name)?;
+    headers.set(SESSION_HEADER, &id)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(serde_json::to_string(&claim)?.into()));
+    let inner = Request::new_with_init(&format!("https://session{ACT_PATH}"), &init)?;
     stub(env, &id)?.fetch_with_request(inner).await
 }
 

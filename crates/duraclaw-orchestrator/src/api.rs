@@ -171,7 +171,11 @@ async fn list_sessions(
 
 /// The session's actor if `user` owns it; 404 otherwise, exactly as for a
 /// session that does not exist.
-async fn owned_actor(app: &AppState, user: &AuthUser, id: &str) -> Result<SessionActor, ApiError> {
+pub(crate) async fn owned_actor(
+    app: &AppState,
+    user: &AuthUser,
+    id: &str,
+) -> Result<SessionActor, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such session");
     if !ids::is_session_id(id) {
         return Err(not_found());

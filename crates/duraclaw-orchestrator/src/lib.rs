@@ -130,6 +130,7 @@
 //! # }
 //! ```
 
+pub mod action;
 pub mod api;
 #[cfg(feature = "ui")]
 pub mod assets;

@@ -45,6 +45,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         the_page_and_its_assets_carry_the_security_headers,
         a_restarted_host_and_a_killed_gateway_lose_nothing,
         an_old_cli_is_named_in_the_status_and_refuses_a_start,
+        a_notification_action_decides_once_as_the_user_on_the_device,
     ]
 }
 
@@ -580,5 +581,126 @@ async fn status_until(h: &dyn Host, cookie: &str, done: impl Fn(&Value) -> bool)
             h.log_tails()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `POST /api/push/act` (Approve / Deny from a notification): a forged,
+/// malformed, expired or another user's token is refused with its status
+/// and changes nothing; the genuine one decides as the user on that device
+/// (the log's `question.resolved` names both) and the turn goes on; the
+/// same token again, or the Deny of the same notification, is told who
+/// decided and changes nothing.
+async fn a_notification_action_decides_once_as_the_user_on_the_device(h: &dyn Host) {
+    use crate::notify::{claim, now_ms, token};
+    use duraclaw_host::push::action::ActionDecision;
+    let base = h.base();
+    let (u, id) = user_with_session(h, "notify").await;
+    h.add_user("notify-other", PASSWORD).await;
+    let other = login(h, "notify-other", PASSWORD).await;
+    let mut b = Browser::connect(base, &u.cookie, &id, 0).await;
+    let question = b.until(is("user_question")).await;
+    let qid = question["question_id"].as_str().unwrap().to_owned();
+    b.until(state_is("paused", Some("awaiting_approval"))).await;
+    let before = b.last_seq();
+
+    let approve = claim("notify", &id, &qid, ActionDecision::Approve, "Pixel 8");
+    let genuine = token(h, &approve);
+    let act = |cookie: &str, origin: &str, t: &str| {
+        let (cookie, origin, t) = (cookie.to_owned(), origin.to_owned(), t.to_owned());
+        async move { post(h, &cookie, &origin, "/api/push/act", json!({"token": t})).await }
+    };
+    // Refusals, each with its status and a message.
+    let forged = duraclaw_host::push::action::mint(b"not the host's key", &approve);
+    let expired = token(
+        h,
+        &duraclaw_host::push::action::ActionClaim {
+            expires_at_ms: now_ms() - 1,
+            ..approve.clone()
+        },
+    );
+    let mut tampered = genuine.clone();
+    tampered.insert(3, 'x');
+    for (what, cookie, t, want) in [
+        ("a forged token", u.cookie.as_str(), forged.as_str(), 400),
+        ("a tampered token", &u.cookie, &tampered, 400),
+        ("not a token", &u.cookie, "hello", 400),
+        ("an expired token", &u.cookie, &expired, 410),
+        ("another user's token", &other, &genuine, 403),
+    ] {
+        let (status, body) = act(cookie, base, t).await;
+        assert_eq!(status, want, "{what}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {body}"
+        );
+    }
+    let (status, _) = act("", base, &genuine).await;
+    assert_eq!(status, 401, "no login");
+    let (status, _) = act(&u.cookie, "http://evil.example", &genuine).await;
+    assert_eq!(status, 403, "a cross-origin request");
+    let (status, body) = post(h, &u.cookie, base, "/api/push/act", json!({"nope": 1})).await;
+    assert_eq!(status, 400, "no token: {body}");
+    // Nothing changed: the question still waits, nothing was logged.
+    let mut check = Browser::connect(base, &u.cookie, &id, 0).await;
+    assert_eq!(check.snapshot["last_seq"], before, "{}", check.snapshot);
+    assert_eq!(check.snapshot["pending"][0]["question_id"], qid.as_str());
+    check.until_seq(before).await;
+    drop(check);
+
+    // The genuine token decides, as the user on that device.
+    let (status, body) = act(&u.cookie, base, &genuine).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"ok": true, "session_id": id, "question_id": qid, "decision": "approve"})
+    );
+    let resolved = b.until(is("question.resolved")).await;
+    assert_eq!(resolved["question_id"], qid.as_str());
+    assert_eq!(resolved["decision"], "allow", "{resolved}");
+    assert_eq!(resolved["by"]["who"], "notify", "{resolved}");
+    assert_eq!(
+        resolved["by"]["client"], "notification Pixel 8",
+        "{resolved}"
+    );
+    b.until(is("result")).await;
+    assert!(
+        b.events
+            .iter()
+            .any(|(_, e)| e["type"] == "tool_result" && e["content"] == "built"),
+        "the approved tool ran: {:?}",
+        b.events
+    );
+    b.until(state_is("paused", Some("idle"))).await;
+    let after = b.last_seq();
+
+    // Replayed, or the other action of the same notification: refused,
+    // naming who decided; nothing logged.
+    let deny = token(
+        h,
+        &claim("notify", &id, &qid, ActionDecision::Deny, "Pixel 8"),
+    );
+    for (what, t) in [("the same token again", &genuine), ("its Deny", &deny)] {
+        let (status, body) = act(&u.cookie, base, t).await;
+        assert_eq!(status, 409, "{what}: {body}");
+        let e = body["error"].as_str().unwrap_or_default();
+        assert!(
+            e.starts_with("already decided by notify from notification Pixel 8 (allow)"),
+            "{what}: {body}"
+        );
+    }
+    let mut check = Browser::connect(base, &u.cookie, &id, 0).await;
+    assert_eq!(check.snapshot["last_seq"], after, "{}", check.snapshot);
+    check.until_seq(after).await;
+    // The gateway echoes the decision it applied: the one decision, as made.
+    for (_, e) in check
+        .events
+        .iter()
+        .filter(|(_, e)| e["type"] == "question.resolved")
+    {
+        assert_eq!(
+            (&e["decision"], &e["by"]["client"]),
+            (&json!("allow"), &json!("notification Pixel 8")),
+            "{e}"
+        );
     }
 }

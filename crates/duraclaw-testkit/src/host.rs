@@ -41,6 +41,7 @@ pub const WORKTREES: &[&str] = &[
     "restart",
     "gateway",
     "oldcli",
+    "notify",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own
@@ -110,6 +111,9 @@ pub trait Host: Send + Sync {
     }
     /// The ends of the host's logs, for a failure's message.
     fn log_tails(&self) -> String;
+    /// The secret the host signs notification actions under (the action
+    /// key is derived from it), to mint tokens as the host would.
+    fn push_action_secret(&self) -> Vec<u8>;
 }
 
 /// The path of worktree `name` (one of [`WORKTREES`]) on host `h`.
@@ -404,6 +408,10 @@ impl Host for LocalHost {
         let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
+    /// The secret `duraclaw orchestrator` generated in its data directory.
+    fn push_action_secret(&self) -> Vec<u8> {
+        crate::local::push_action_secret(&self.root.join("data"))
+    }
     fn log_tails(&self) -> String {
         format!(
             "the orchestrator's log:\n{}\n\nthe gateway's log:\n{}",
@@ -450,6 +458,7 @@ async fn wait_gateway(h: &dyn Host, cookie: &str, up: bool) {
 const GATEWAY_SECRET: &str = "cf-host-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-host-cookie-secret-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cf-host-admin-token-0123456789abcdef";
+const PUSH_ACTION_SECRET: &str = "cf-host-push-action-secret-0123456789";
 
 /// The full example's Worker (`examples/duraclaw-full/cloudflare`, the real
 /// UI as its assets) under `wrangler dev`, linked to `duraclaw gateway`
@@ -493,7 +502,7 @@ impl CloudflareHost {
         std::fs::write(
             dir.join(".dev.vars"),
             format!(
-                "CC_GATEWAY_SECRET={GATEWAY_SECRET}\nDURACLAW_COOKIE_SECRET={COOKIE_SECRET}\nDURACLAW_ADMIN_TOKEN={ADMIN_TOKEN}\n"
+                "CC_GATEWAY_SECRET={GATEWAY_SECRET}\nDURACLAW_COOKIE_SECRET={COOKIE_SECRET}\nDURACLAW_ADMIN_TOKEN={ADMIN_TOKEN}\nDURACLAW_PUSH_ACTION_SECRET={PUSH_ACTION_SECRET}\n"
             ),
         )
         .unwrap();
@@ -614,8 +623,13 @@ impl CloudflareHost {
     }
 
     /// The secrets the deployment holds, to look for where they must not be.
-    pub fn secrets(&self) -> [&'static str; 3] {
-        [GATEWAY_SECRET, COOKIE_SECRET, ADMIN_TOKEN]
+    pub fn secrets(&self) -> [&'static str; 4] {
+        [
+            GATEWAY_SECRET,
+            COOKIE_SECRET,
+            ADMIN_TOKEN,
+            PUSH_ACTION_SECRET,
+        ]
     }
 
     /// The admin token (for the checks of a wrong one).
@@ -738,6 +752,9 @@ impl Host for CloudflareHost {
     }
     fn origin(&self) -> &str {
         self.opts.public_origin.as_deref().unwrap_or(&self.base)
+    }
+    fn push_action_secret(&self) -> Vec<u8> {
+        PUSH_ACTION_SECRET.as_bytes().to_vec()
     }
     fn log_tails(&self) -> String {
         format!(

@@ -15,6 +15,7 @@
 //!   what it gets;
 //! - [`browser_suite`]: the browser suite's harness (tools, the fake model,
 //!   the control endpoint, `node --test`) both hosts' runs use;
+//! - [`notify`]: notification action tokens minted as a host mints them;
 //! - [`faults`]: the fault run's proxy, clients and checks;
 //!   [`fault_run`]: the fault run written once against [`host::Host`].
 //!
@@ -36,6 +37,7 @@ pub mod faults;
 pub mod gateway;
 pub mod host;
 pub mod local;
+pub mod notify;
 pub mod wrangler;
 
 /// The workspace's root directory.

@@ -442,3 +442,14 @@ pub async fn run_node_suite(mut c: Command, out: &Path, deadline: Duration) -> (
     let output = text.lock().await.clone();
     (status, output)
 }
+
+/// The notification action secret `duraclaw orchestrator` generated in
+/// `data_dir` (it exists once the orchestrator listens).
+pub fn push_action_secret(data_dir: &Path) -> Vec<u8> {
+    let path = data_dir.join("push-action-secret");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .as_bytes()
+        .to_vec()
+}

@@ -30,7 +30,9 @@ use duraclaw_gateway::link::Secret;
 use duraclaw_store::SqliteDirectory;
 
 use duraclaw_orchestrator::gateway::GatewayLink;
-use duraclaw_orchestrator::{AppState, Authenticator, Orchestrator, assets, auth, naming_file};
+use duraclaw_orchestrator::{
+    AppState, Authenticator, Orchestrator, action, assets, auth, naming_file,
+};
 
 #[derive(Parser)]
 #[command(
@@ -315,6 +317,37 @@ fn gateway_secret(data_dir: &Path) -> Result<Secret> {
     Secret::new(&secret)
 }
 
+/// The file in the data directory holding the secret notification actions
+/// are signed under.
+const PUSH_ACTION_SECRET_FILE: &str = "push-action-secret";
+
+/// The key notification action tokens are made and checked under:
+/// the action key derived from the secret kept (mode 0600)
+/// in the data directory, generated on first run.
+fn push_action_key(data_dir: &Path) -> Result<action::ActionKey> {
+    let path = data_dir.join(PUSH_ACTION_SECRET_FILE);
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = auth::random_token()?;
+            write_private(&path, &secret)?;
+            tracing::info!(path = %path.display(), "generated the notification action secret");
+            secret
+        }
+        Err(e) => {
+            return Err(Error::Invalid(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let secret = secret.trim();
+    if secret.is_empty() {
+        return Err(Error::Invalid(format!("{} is empty", path.display())));
+    }
+    Ok(action::ActionKey::from_secret(secret.as_bytes()))
+}
+
 fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -394,6 +427,7 @@ async fn serve_web(
         executor_error,
     };
     let app = duraclaw_orchestrator::api::routes()
+        .merge(action::routes(push_action_key(data_dir)?))
         .with_state(state)
         .merge(auth::routes().with_state(auth.clone()))
         .layer(axum::middleware::from_fn_with_state(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use duraclaw_core::backend::actor::{Person, SessionActor};
+use duraclaw_core::backend::actor::{CommandOutcome, Person, SessionActor};
 use duraclaw_core::backend::web::{
     LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, socket,
 };
@@ -339,29 +339,39 @@ impl SessionHost {
                 return;
             }
         };
-        let forward = match actor.command(&id, command, &who).await {
-            Ok(out) => {
-                self.publish(&actor).await;
-                send_browser(ws, &ToBrowser::CommandResult(out.result));
-                out.forward
-            }
-            Err(e) => {
-                let r = CommandResult {
-                    id,
-                    ok: false,
-                    error: Some(WireError::from(&e)),
-                };
-                send_browser(ws, &ToBrowser::CommandResult(r));
-                Vec::new()
-            }
+        let result = match self.apply_command(&actor, &id, command, &who).await {
+            Ok(out) => out.result,
+            Err(e) => CommandResult {
+                id,
+                ok: false,
+                error: Some(WireError::from(&e)),
+            },
         };
-        // Answered: what follows (a gateway connect, a D1 write) does not
-        // hold up the frames queued behind this one.
+        send_browser(ws, &ToBrowser::CommandResult(result));
+    }
+
+    /// Applies a command from `who` (a browser's, or a notification's
+    /// action): the actor applies it once per id, its events go to every
+    /// socket, and what it queued for the gateway is sent, then the D1 index
+    /// updated, without holding up the caller (nor the frames queued behind
+    /// a browser's command).
+    pub(super) async fn apply_command(
+        self: &Rc<Self>,
+        actor: &SessionActor,
+        id: &str,
+        command: Command,
+        who: &Person,
+    ) -> duraclaw_core::Result<CommandOutcome> {
+        let out = actor.command(id, command, who).await?;
+        self.publish(actor).await;
         let host = self.clone();
+        let actor = actor.clone();
+        let forward = out.forward.clone();
         worker::wasm_bindgen_futures::spawn_local(async move {
             host.forward(&actor, &forward).await;
             host.index(&actor).await;
         });
+        Ok(out)
     }
 
     /// A browser socket closed: complete the close handshake.

@@ -73,6 +73,7 @@ use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
 use duraclaw_host::backoff::Backoff;
 use duraclaw_host::http::HttpError;
 use duraclaw_host::ids;
+use duraclaw_host::push::action::{self, ActionClaim};
 use duraclaw_host::start::{self, StartPlan};
 use futures::channel::oneshot;
 use serde::{Deserialize, Serialize};
@@ -288,7 +289,7 @@ impl SessionHost {
     }
 
     /// Answers a request from the Worker: `POST /create`, `GET /meta`,
-    /// `POST /close`, `GET /ws?after=<seq>` (a WebSocket upgrade). Never
+    /// `POST /close`, `POST /act`, `GET /ws?after=<seq>` (a WebSocket upgrade). Never
     /// fails: an internal error is a JSON 500 with its reason.
     pub async fn fetch(self: &Rc<Self>, req: Request) -> worker::Result<Response> {
         match self.route(req).await {
@@ -300,7 +301,7 @@ impl SessionHost {
         }
     }
 
-    async fn route(self: &Rc<Self>, req: Request) -> worker::Result<Response> {
+    async fn route(self: &Rc<Self>, mut req: Request) -> worker::Result<Response> {
         let path = req.path();
         let user = req.headers().get(USER_HEADER)?.unwrap_or_default();
         if path == "/create" {
@@ -318,6 +319,7 @@ impl SessionHost {
             "/meta" => Response::from_json(&actor.meta().await),
             "/close" => self.close(&actor, &user).await,
             "/ws" => self.accept_browser(&req, &actor, &user).await,
+            crate::router::ACT_PATH => self.act(&mut req, &actor, &user).await,
             crate::router::LOGIN_ENDED_PATH => self.logins_ended().await,
             other => error_response(404, &format!("no route {other}")),
         }
@@ -439,6 +441,45 @@ impl SessionHost {
         };
         if let Err(e) = unindexed {
             tracing::error!(session = session_id, error = %e, "cannot remove a session that did not start from the index");
+        }
+    }
+
+    /// `POST /act` from the Worker, which checked the token: the claim's
+    /// decision applied as a browser's `answer` is
+    /// (`duraclaw_host::push::action`).
+    async fn act(
+        self: &Rc<Self>,
+        req: &mut Request,
+        actor: &SessionActor,
+        user: &str,
+    ) -> worker::Result<Response> {
+        let claim: ActionClaim = match req.json().await {
+            Ok(c) => c,
+            Err(e) => return error_response(400, &format!("bad action request: {e}")),
+        };
+        if claim.user != user || claim.session_id != actor.session_id() {
+            return error_response(403, "this action is not for this user and session");
+        }
+        let id = action::command_id(&crate::router::new_session_id());
+        let out = match self
+            .apply_command(actor, &id, claim.command(), &claim.person())
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => return core_error(&e),
+        };
+        match action::answer(&claim, &out) {
+            Ok(body) => {
+                tracing::info!(
+                    session = %claim.session_id,
+                    question = %claim.question_id,
+                    user,
+                    decision = claim.decision.name(),
+                    "decided from a notification"
+                );
+                Response::from_json(&body)
+            }
+            Err(refused) => http_error(&refused),
         }
     }
 

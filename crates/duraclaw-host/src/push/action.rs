@@ -304,11 +304,10 @@ pub fn answer(
         return Err(HttpError::new(409, already_decided(first)));
     }
     if !outcome.result.ok {
-        let message = outcome
-            .result
-            .error
-            .as_ref()
-            .map_or_else(|| "the decision was refused".to_owned(), |e| e.message.clone());
+        let message = outcome.result.error.as_ref().map_or_else(
+            || "the decision was refused".to_owned(),
+            |e| e.message.clone(),
+        );
         return Err(HttpError::new(409, message));
     }
     Ok(serde_json::json!({
@@ -421,7 +420,11 @@ mod tests {
             &format!("{body}.{}", URL_SAFE_NO_PAD.encode([0u8; 31])),
             &"a".repeat(MAX_TOKEN_CHARS + 1),
         ] {
-            assert_eq!(verify(&key(), bad, NOW), Err(ActionError::Malformed), "{bad}");
+            assert_eq!(
+                verify(&key(), bad, NOW),
+                Err(ActionError::Malformed),
+                "{bad}"
+            );
         }
         // Signed but not a payload of ours.
         let junk = URL_SAFE_NO_PAD.encode(b"{\"v\":2}");
@@ -436,7 +439,10 @@ mod tests {
     fn check_answers_each_refusal_with_its_status() {
         let req = |t: String| ActRequest { token: t };
         let token = mint(&key(), &claim());
-        assert_eq!(check(&key(), &req(token.clone()), "alice", NOW), Ok(claim()));
+        assert_eq!(
+            check(&key(), &req(token.clone()), "alice", NOW),
+            Ok(claim())
+        );
         let status = |r: Result<ActionClaim, HttpError>| r.unwrap_err().status;
         assert_eq!(status(check(&key(), &req(token.clone()), "bob", NOW)), 403);
         assert_eq!(
