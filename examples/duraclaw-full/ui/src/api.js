@@ -76,4 +76,12 @@ export const api = {
   sessions: () => request('GET', '/api/sessions'),
   session: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}`),
   createSession: (body) => request('POST', '/api/sessions', body),
+  // Notifications (docs/notifications.md).
+  pushKey: () => request('GET', '/api/push/key'),
+  pushSubscriptions: () => request('GET', '/api/push/subscriptions'),
+  pushSubscribe: (body) => request('POST', '/api/push/subscriptions', body),
+  pushUnsubscribe: (id) => request('DELETE', `/api/push/subscriptions/${encodeURIComponent(id)}`),
+  pushSettings: () => request('GET', '/api/push/settings'),
+  putPushSettings: (settings) => request('PUT', '/api/push/settings', settings),
+  pushDeliveries: (limit = 50) => request('GET', `/api/push/deliveries?limit=${limit}`),
 };

@@ -5,13 +5,17 @@ import { Login } from './components/Login.jsx';
 import { SessionList } from './components/SessionList.jsx';
 import { NewSession } from './components/NewSession.jsx';
 import { SessionView } from './components/SessionView.jsx';
+import { Settings } from './components/Settings.jsx';
+import { OfflineBanner } from './components/Offline.jsx';
+import { questionParam } from './notify.js';
 import './style.css';
 
 function parseRoute() {
   const h = location.hash.replace(/^#/, '') || '/';
   const m = /^\/s\/([^/?#]+)/.exec(h);
-  if (m) return { name: 'session', id: decodeURIComponent(m[1]) };
+  if (m) return { name: 'session', id: decodeURIComponent(m[1]), q: questionParam(h) };
   if (h === '/new') return { name: 'new' };
+  if (h === '/settings') return { name: 'settings' };
   return { name: 'list' };
 }
 
@@ -43,6 +47,15 @@ function App() {
   }, []);
 
   if (user === undefined) return <div class="boot">Loading…</div>;
+  return (
+    <>
+      <OfflineBanner unreachable={!!user && user.offline} />
+      <View user={user} route={route} why={why} setWhy={setWhy} setUser={setUser} />
+    </>
+  );
+}
+
+function View({ user, route, why, setWhy, setUser }) {
   if (user === null)
     return (
       <Login
@@ -63,9 +76,20 @@ function App() {
     setUser(null);
   };
 
-  if (route.name === 'session') return <SessionView key={route.id} id={route.id} user={user} onLogout={logout} />;
+  if (route.name === 'session') return <SessionView key={route.id} id={route.id} focus={route.q} user={user} onLogout={logout} />;
   if (route.name === 'new') return <NewSession user={user} onLogout={logout} />;
+  if (route.name === 'settings') return <Settings user={user} onLogout={logout} />;
   return <SessionList user={user} onLogout={logout} />;
+}
+
+// The service worker: notifications, and the app shell offline. A tap on a
+// notification asks an open window to show the session at its question.
+if ('serviceWorker' in navigator && window.isSecureContext) {
+  navigator.serviceWorker.register('/sw.js').catch(() => {});
+  navigator.serviceWorker.addEventListener('message', (e) => {
+    const url = e.data && e.data.type === 'duraclaw.open' && typeof e.data.url === 'string' ? e.data.url : null;
+    if (url && url.startsWith('/#/')) location.hash = url.slice(2);
+  });
 }
 
 render(<App />, document.getElementById('app'));

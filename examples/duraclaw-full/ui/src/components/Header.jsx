@@ -12,6 +12,9 @@ export function Header({ user, onLogout, children }) {
           <span class="muted user-name" title="Signed in">
             {user.name}
           </span>
+          <a class="link" href="#/settings" data-testid="settings-link">
+            Settings
+          </a>
           <button type="button" class="link" data-testid="logout" onClick={onLogout}>
             Sign out
           </button>

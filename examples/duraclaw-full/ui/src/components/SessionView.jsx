@@ -17,7 +17,7 @@ const CONN_TEXT = {
   closed: 'closed',
 };
 
-export function SessionView({ id, user, onLogout }) {
+export function SessionView({ id, focus, user, onLogout }) {
   const tRef = useRef(null);
   if (!tRef.current) tRef.current = new Transcript();
   const t = tRef.current;
@@ -216,6 +216,21 @@ export function SessionView({ id, user, onLogout }) {
     const el = document.getElementById(`q-${qid}`);
     if (el) el.scrollIntoView({ behavior: 'smooth', block: 'center' });
   };
+
+  // Opened at a question (`?q=`, e.g. from a notification): shown and
+  // highlighted once its card is there.
+  const focused = useRef(null);
+  useEffect(() => {
+    if (!focus || focused.current === focus) return;
+    const el = document.getElementById(`q-${focus}`);
+    if (!el) return;
+    focused.current = focus;
+    stick.current = false;
+    for (const old of document.querySelectorAll('.focused-question')) old.classList.remove('focused-question');
+    el.classList.add('focused-question');
+    el.setAttribute('data-focused', 'true');
+    el.scrollIntoView({ block: 'center' });
+  });
 
   if (fatal) {
     return (
