@@ -1,7 +1,7 @@
 //! The browser suite's harness, the same on both hosts: the tools it runs
 //! with, the Claude scenario's fake model, the control endpoint the suite
 //! calls for what a browser cannot do (release the fake model, kill and
-//! start a gateway, restart the host), and `node --test` over the suite in
+//! start a gateway, restart the host, mint a notification's action token), and `node --test` over the suite in
 //! `examples/duraclaw-full/e2e/` (written once, in JavaScript). Each host's
 //! test file starts its deployments, implements [`Split`] for the one the
 //! fault scenarios break, and calls [`run`].
@@ -229,6 +229,9 @@ pub struct Control {
     pub latch: Latch,
     pub fake: Arc<FakeAnthropic>,
     pub split: Arc<dyn Split>,
+    /// The demo deployment's notification action secret, to mint tokens
+    /// as it would.
+    pub push_action_secret: Vec<u8>,
 }
 
 type Ctl = State<Arc<Control>>;
@@ -256,6 +259,16 @@ async fn fake_state(State(c): Ctl) -> Response {
     answer(Ok(
         json!({"model_requests": requests.len(), "tool_results": tool_results}),
     ))
+}
+
+/// A notification action token for the claim in the body, minted as the
+/// demo deployment mints them: `{"token"}`.
+async fn push_mint(
+    State(c): Ctl,
+    axum::Json(claim): axum::Json<duraclaw_host::push::action::ActionClaim>,
+) -> Response {
+    let token = crate::notify::mint_with(&c.push_action_secret, &claim);
+    answer(Ok(json!({ "token": token })))
 }
 
 async fn kill_gateway(State(c): Ctl) -> Response {
@@ -289,6 +302,7 @@ pub async fn serve_control(control: Arc<Control>) -> String {
     let app = Router::new()
         .route("/fake/release", post(release_fake))
         .route("/fake/state", get(fake_state))
+        .route("/push/mint", post(push_mint))
         .route("/split/gateway/kill", post(kill_gateway))
         .route("/split/gateway/start", post(start_gateway))
         .route("/split/orchestrator/restart", post(restart_host))

@@ -144,6 +144,7 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
             "unapproved",
             "ahead-of-log",
             "queued-and-auto",
+            "notifications",
         ],
     );
     let mut c = duraclaw(&log);
@@ -369,6 +370,7 @@ async fn the_browser_suite() {
         latch,
         fake,
         split: procs.clone(),
+        push_action_secret: support::push_action_secret(&demo_root.join("data")),
     });
     eprintln!("deployments up in {} ms", t0.elapsed().as_millis());
 

@@ -44,6 +44,7 @@ const SUITE_DEADLINE: Duration = Duration::from_secs(420);
 const GATEWAY_SECRET: &str = "cf-browser-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-browser-cookie-secret-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cf-browser-admin-token-0123456789abcdef";
+const PUSH_ACTION_SECRET: &str = "cf-browser-push-action-secret-0123456789";
 
 /// The suite's files that run on Cloudflare: all but `old-cli.test.js`,
 /// which needs a host that runs a CLI of its own (`duraclaw up`); behind
@@ -61,6 +62,7 @@ const FILES: &[&str] = &[
     "login-ended.test.js",
     "ahead-of-log.test.js",
     "queued-and-auto.test.js",
+    "notifications.test.js",
 ];
 
 /// How to start one gateway, again and again on the same port and data.
@@ -156,6 +158,7 @@ impl Deployment {
                 ("CC_GATEWAY_SECRET".into(), GATEWAY_SECRET.into()),
                 ("DURACLAW_COOKIE_SECRET".into(), COOKIE_SECRET.into()),
                 ("DURACLAW_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+                ("DURACLAW_PUSH_ACTION_SECRET".into(), PUSH_ACTION_SECRET.into()),
             ],
             logs: logs.to_owned(),
             name,
@@ -311,6 +314,7 @@ async fn the_browser_suite_on_cloudflare() {
         "unapproved",
         "ahead-of-log",
         "queued-and-auto",
+        "notifications",
     ] {
         init_repo(
             &demo_root.join("projects").join(name),
@@ -351,6 +355,7 @@ async fn the_browser_suite_on_cloudflare() {
         latch,
         fake,
         split: split.clone(),
+        push_action_secret: PUSH_ACTION_SECRET.as_bytes().to_vec(),
     });
     eprintln!("deployments up in {} ms", t0.elapsed().as_millis());
 

@@ -161,7 +161,7 @@ export async function pageSeqs(page) {
 
 /**
  * The session's whole log as the server has it, read over a WebSocket of
- * its own from inside `page` (same origin, same cookie): [{seq, type}].
+ * its own from inside `page` (same origin, same cookie): [{seq, type, event}].
  */
 export async function serverLog(page, id) {
   return page.evaluate(
@@ -185,7 +185,7 @@ export async function serverLog(page, id) {
             last = f.last_seq;
             if (last === 0) done();
           } else if (f.type === 'event') {
-            events.push({ seq: f.seq, type: f.event.type });
+            events.push({ seq: f.seq, type: f.event.type, event: f.event });
             if (last !== null && f.seq >= last) done();
           }
         };

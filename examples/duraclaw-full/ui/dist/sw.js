@@ -185,8 +185,10 @@ async function openAt(url) {
   const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
   const here = windows.find((w) => new URL(w.url).origin === self.location.origin);
   if (here) {
-    await here.focus();
     here.postMessage({ type: 'duraclaw.open', url });
+    // Focus needs the click's user activation; without it the window still
+    // shows the question.
+    await here.focus().catch(() => {});
     return;
   }
   await self.clients.openWindow(url);

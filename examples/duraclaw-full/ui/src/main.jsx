@@ -90,6 +90,7 @@ if ('serviceWorker' in navigator && window.isSecureContext) {
     const url = e.data && e.data.type === 'duraclaw.open' && typeof e.data.url === 'string' ? e.data.url : null;
     if (url && url.startsWith('/#/')) location.hash = url.slice(2);
   });
+  navigator.serviceWorker.startMessages();
 }
 
 render(<App />, document.getElementById('app'));

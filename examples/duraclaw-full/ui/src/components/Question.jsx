@@ -8,7 +8,10 @@ export const DEFAULT_DENY_REASON = 'The user denied this tool call.';
 /** How a resolved question reads: "approved by alice", "expired (…)". */
 export function resolvedText(r) {
   const who = r.by && r.by.who ? r.by.who : null;
-  const by = who ? ` by ${who}` : '';
+  // A decision from a notification names the device it came from.
+  const client = r.by && typeof r.by.client === 'string' ? r.by.client : '';
+  const via = client.startsWith('notification') ? ` via ${client}` : '';
+  const by = who ? ` by ${who}${via}` : '';
   switch (r.decision) {
     case 'allow': {
       let s = `approved${by}`;
