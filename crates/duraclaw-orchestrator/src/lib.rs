@@ -9,6 +9,8 @@
 //!   commands, backoff), with its per-session ingest [`lanes`];
 //! - [`router`]: the REST + WebSocket API as an axum [`Router`](axum::Router) to mount
 //!   under any path of an app ([`api`] has its parts);
+//! - [`action`]: `POST /api/push/act`, Approve / Deny from a notification
+//!   (merged by the app with its action key; not part of [`router`]);
 //! - [`authn`]: who a request comes from, the [`Authenticate`] trait, so an
 //!   app can bring its own login;
 //! - `auth` (feature `auth`, on by default): the bundled login (users with argon2id hashes, cookie login

@@ -135,7 +135,7 @@ test('Approve on a notification decides as the user on that device; replays, exp
   // The push shows one notification with Approve and Deny.
   const payload = await questionPayload(id, qid);
   await deliverPush(page, payload);
-  const [shown] = await until('the notification', async () => (await notifications(page, tag)).find((n) => n.actions.length));
+  const shown = await until('the notification', async () => (await notifications(page, tag)).find((n) => n.actions.length));
   assert.equal(shown.title, 'Bash wants to run');
   assert.equal(shown.body, 'make deploy');
   assert.deepEqual(shown.actions, [
@@ -155,7 +155,7 @@ test('Approve on a notification decides as the user on that device; replays, exp
   assert.equal(forged.status, 400, `a forged token: ${JSON.stringify(forged.body)}`);
   assert.equal((await serverLog(page, id)).length, before, 'refused tokens logged nothing');
   assert.ok(await card.getByTestId('approve').isVisible(), 'the question still waits');
-  await bob.dispose();
+  await bob.close();
 
   // Approve, in the worker: one request, and the outcome under the same tag.
   assert.equal(await click(worker, tag, 'approve'), 'clicked');

@@ -158,7 +158,10 @@ impl Deployment {
                 ("CC_GATEWAY_SECRET".into(), GATEWAY_SECRET.into()),
                 ("DURACLAW_COOKIE_SECRET".into(), COOKIE_SECRET.into()),
                 ("DURACLAW_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
-                ("DURACLAW_PUSH_ACTION_SECRET".into(), PUSH_ACTION_SECRET.into()),
+                (
+                    "DURACLAW_PUSH_ACTION_SECRET".into(),
+                    PUSH_ACTION_SECRET.into(),
+                ),
             ],
             logs: logs.to_owned(),
             name,
