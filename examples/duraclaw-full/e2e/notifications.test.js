@@ -227,6 +227,13 @@ test('the app installs: manifest, icons, service worker', async () => {
   const sw = await ctx.request.get('/sw.js');
   assert.equal(sw.status(), 200);
   assert.match(sw.headers()['content-type'], /javascript/);
+  // Settings, from the top bar: notifications on this device, named.
+  await page.getByTestId('settings-link').click();
+  await page.getByTestId('this-device').waitFor();
+  assert.equal(await page.evaluate(() => location.hash), '#/settings');
+  assert.equal(await page.getByTestId('device-name').inputValue(), 'Chrome on Linux');
+  assert.ok(await page.getByTestId('enable-push').isVisible());
+  await screenshot(page, 'settings');
   await ctx.close();
 });
 
