@@ -156,10 +156,11 @@ async fn abuse_phase(run: &fault_run::Run<CloudflareHost>) {
         }
     }
     println!(
-        "abuse: {} answers, {} log bytes, {} processes' arguments checked for the 3 secrets, {:.1} s",
+        "abuse: {} answers, {} log bytes, {} processes' arguments checked for the {} secrets, {:.1} s",
         bodies.len(),
         logs_text.len(),
         argv.len(),
+        h.secrets().len(),
         t.elapsed().as_secs_f64()
     );
 }
