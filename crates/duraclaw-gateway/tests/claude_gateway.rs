@@ -426,6 +426,7 @@ impl Client {
                 question_id: question.question_id.clone(),
                 decision,
                 by: Some(DecidedBy::new("alice")),
+                allow_worktree_rule: None,
             }),
         )
         .await;
