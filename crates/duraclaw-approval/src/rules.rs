@@ -464,11 +464,7 @@ impl RuleVerdict {
             RuleAction::Deny => "denied",
             RuleAction::Ask => "asked",
         };
-        format!(
-            "{verb} by rule {} ({} scope)",
-            self.rule,
-            self.scope.name()
-        )
+        format!("{verb} by rule {} ({} scope)", self.rule, self.scope.name())
     }
 }
 

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use duraclaw_core::protocol::{
     Abort, Answer, AssistantPhase, Command, CommandEnvelope, CommandResult, DecidedBy, Decision,
     Event, Execute, FromGateway, Hello, NOTICE_AUTO_ALLOWED, NOTICE_RULE_DECISION, QuestionKind,
-    Role, RuleAction, RuleEntry, RuleScope, ToGateway,
-    TurnResult, UserQuestion, UserTurn, decode_frame, encode_frame,
+    Role, RuleAction, RuleEntry, RuleScope, ToGateway, TurnResult, UserQuestion, UserTurn,
+    decode_frame, encode_frame,
 };
 use duraclaw_fake_anthropic::{FakeAnthropic, Latch, RecordedRequest, Turn};
 use duraclaw_gateway::claude::{ClaudeConfig, ClaudeExecutor};
@@ -1508,7 +1508,11 @@ async fn rules_decide_without_asking_and_a_deny_beats_a_session_allow() {
     let t0 = Instant::now();
     let h = Harness::new();
     let wt = h.worktree("app1");
-    for (name, text) in [("a.txt", "alpha\n"), ("b.txt", "beta\n"), ("c.txt", "gamma\n")] {
+    for (name, text) in [
+        ("a.txt", "alpha\n"),
+        ("b.txt", "beta\n"),
+        ("c.txt", "gamma\n"),
+    ] {
         std::fs::write(wt.join(name), text).unwrap();
     }
     let victim = wt.join("victim.txt");

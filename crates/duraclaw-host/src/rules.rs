@@ -58,7 +58,17 @@ impl StoredRule {
     /// The row's columns in [`INSERT`]'s order (after the user): id, scope,
     /// worktree (`''` when none), session id (`''` when none), rule, action,
     /// created.
-    pub fn columns(&self) -> (String, &'static str, String, String, String, &'static str, i64) {
+    pub fn columns(
+        &self,
+    ) -> (
+        String,
+        &'static str,
+        String,
+        String,
+        String,
+        &'static str,
+        i64,
+    ) {
         (
             self.id.clone(),
             self.scope.name(),
@@ -187,7 +197,10 @@ pub fn read_request(body: &Value, id: String, now_ms: i64) -> Result<StoredRule,
         }
         RuleScope::Worktree => {
             let Some(w) = worktree else {
-                return Err(HttpError::new(400, "a worktree-scope rule needs `worktree`"));
+                return Err(HttpError::new(
+                    400,
+                    "a worktree-scope rule needs `worktree`",
+                ));
             };
             check_worktree(&w)?;
             if session_id.is_some() {
@@ -200,7 +213,10 @@ pub fn read_request(body: &Value, id: String, now_ms: i64) -> Result<StoredRule,
         }
         RuleScope::Session => {
             let Some(s) = session_id else {
-                return Err(HttpError::new(400, "a session-scope rule needs `session_id`"));
+                return Err(HttpError::new(
+                    400,
+                    "a session-scope rule needs `session_id`",
+                ));
             };
             if !crate::ids::is_session_id(&s) || worktree.is_some() {
                 return Err(HttpError::new(
@@ -251,6 +267,30 @@ pub fn worktree_allow(
         action: RuleAction::Allow,
         created_at_ms: now_ms,
     })
+}
+
+/// The worktree rule an `answer` carries ("always allow for this
+/// worktree"), for a session in `worktree`: `None` when it carries none;
+/// refused (400) with any decision but allow, or a rule that does not parse.
+pub fn answer_rule(
+    answer: &duraclaw_core::protocol::Answer,
+    worktree: &str,
+    id: String,
+    now_ms: i64,
+) -> Result<Option<StoredRule>, HttpError> {
+    let Some(rule) = &answer.allow_worktree_rule else {
+        return Ok(None);
+    };
+    if !matches!(
+        answer.decision,
+        duraclaw_core::protocol::Decision::Allow { .. }
+    ) {
+        return Err(HttpError::new(
+            400,
+            "\"always allow for this worktree\" goes with an allow",
+        ));
+    }
+    worktree_allow(rule, worktree, id, now_ms).map(Some)
 }
 
 /// The user-scope rules preset `name` adds (`POST /api/rules/preset`
@@ -351,13 +391,41 @@ mod tests {
         let e = msg(json!({"scope": "user", "rule": "Bash(git status", "action": "allow"}));
         assert_eq!(e.status, 400);
         assert!(e.message.contains("must end with `)`"), "{}", e.message);
-        assert!(msg(json!({"scope": "everywhere", "rule": "Read", "action": "allow"})).message.contains("unknown scope"));
-        assert!(msg(json!({"scope": "user", "rule": "Read", "action": "maybe"})).message.contains("unknown action"));
-        assert!(msg(json!({"scope": "worktree", "rule": "Read", "action": "allow"})).message.contains("needs `worktree`"));
-        assert!(msg(json!({"scope": "worktree", "worktree": "rel", "rule": "Read", "action": "allow"})).message.contains("absolute path"));
-        assert!(msg(json!({"scope": "session", "rule": "Read", "action": "allow"})).message.contains("needs `session_id`"));
-        assert!(msg(json!({"scope": "user", "session_id": "s", "rule": "Read", "action": "allow"})).message.contains("takes no"));
-        assert!(msg(json!({"scope": "user", "rule": 5, "action": "allow"})).message.contains("must be a string"));
+        assert!(
+            msg(json!({"scope": "everywhere", "rule": "Read", "action": "allow"}))
+                .message
+                .contains("unknown scope")
+        );
+        assert!(
+            msg(json!({"scope": "user", "rule": "Read", "action": "maybe"}))
+                .message
+                .contains("unknown action")
+        );
+        assert!(
+            msg(json!({"scope": "worktree", "rule": "Read", "action": "allow"}))
+                .message
+                .contains("needs `worktree`")
+        );
+        assert!(
+            msg(json!({"scope": "worktree", "worktree": "rel", "rule": "Read", "action": "allow"}))
+                .message
+                .contains("absolute path")
+        );
+        assert!(
+            msg(json!({"scope": "session", "rule": "Read", "action": "allow"}))
+                .message
+                .contains("needs `session_id`")
+        );
+        assert!(
+            msg(json!({"scope": "user", "session_id": "s", "rule": "Read", "action": "allow"}))
+                .message
+                .contains("takes no")
+        );
+        assert!(
+            msg(json!({"scope": "user", "rule": 5, "action": "allow"}))
+                .message
+                .contains("must be a string")
+        );
         assert!(msg(json!([])).message.contains("JSON object"));
     }
 
@@ -385,8 +453,7 @@ mod tests {
             .collect();
         assert_eq!(ids, ["u", "w1", "s1"]);
         let row = all[1].columns();
-        let back =
-            StoredRule::from_row(row.0, row.1, row.2, row.3, row.4, row.5, row.6).unwrap();
+        let back = StoredRule::from_row(row.0, row.1, row.2, row.3, row.4, row.5, row.6).unwrap();
         assert_eq!(back, all[1]);
     }
 
@@ -400,12 +467,24 @@ mod tests {
         .unwrap();
         let texts: Vec<&str> = rules.iter().map(|r| r.rule.as_str()).collect();
         assert_eq!(texts, ["Read", "Glob", "Grep", "LS"]);
-        assert!(rules.iter().all(|r| r.scope == RuleScope::User && r.action == RuleAction::Allow));
+        assert!(
+            rules
+                .iter()
+                .all(|r| r.scope == RuleScope::User && r.action == RuleAction::Allow)
+        );
         let e = preset_rules(&json!({"preset": "yolo"}), 1, || "x".into()).unwrap_err();
         assert!(e.message.contains("unknown preset") && e.message.contains("reads_free"));
         let w = worktree_allow("Bash(git status)", "/w/a", "r9".into(), 2).unwrap();
-        assert_eq!((w.scope, w.action), (RuleScope::Worktree, RuleAction::Allow));
-        assert_eq!(worktree_allow("Bash(", "/w/a", "r".into(), 2).unwrap_err().status, 400);
+        assert_eq!(
+            (w.scope, w.action),
+            (RuleScope::Worktree, RuleAction::Allow)
+        );
+        assert_eq!(
+            worktree_allow("Bash(", "/w/a", "r".into(), 2)
+                .unwrap_err()
+                .status,
+            400
+        );
         assert!(rule_id(1, 2).starts_with('r') && rule_id(1, 2).len() == 21);
     }
 }

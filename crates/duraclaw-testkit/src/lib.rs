@@ -36,6 +36,7 @@ pub mod faults;
 pub mod gateway;
 pub mod host;
 pub mod local;
+pub mod rules;
 pub mod wrangler;
 
 /// The workspace's root directory.

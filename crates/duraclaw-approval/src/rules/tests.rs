@@ -107,7 +107,11 @@ fn a_bash_prefix_allows_one_simple_command_only() {
 fn an_exact_bash_rule_matches_that_command_only() {
     let rule = "Bash(make test && make lint)";
     assert!(allows(rule, "Bash", &bash("make test && make lint")));
-    assert!(!allows(rule, "Bash", &bash("make test && make lint; rm -rf /")));
+    assert!(!allows(
+        rule,
+        "Bash",
+        &bash("make test && make lint; rm -rf /")
+    ));
     assert!(!allows(rule, "Bash", &bash("make test")));
     // Escaped wildcards are literal.
     assert!(allows(r"Bash(ls \*)", "Bash", &bash("ls *")));
@@ -152,23 +156,51 @@ fn paths_resolve_against_the_worktree_and_never_escape() {
     assert!(allows("Read(**/*.md)", "Read", &file("docs/a.md")));
     assert!(allows("Read(**/*.md)", "Read", &file("a.md")));
     assert!(allows("Read(src/**/mod.rs)", "Read", &file("src/mod.rs")));
-    assert!(allows("Read(src/**/mod.rs)", "Read", &file("src/a/b/mod.rs")));
-    assert!(!allows("Read(src/**/mod.rs)", "Read", &file("src/a/b/lib.rs")));
+    assert!(allows(
+        "Read(src/**/mod.rs)",
+        "Read",
+        &file("src/a/b/mod.rs")
+    ));
+    assert!(!allows(
+        "Read(src/**/mod.rs)",
+        "Read",
+        &file("src/a/b/lib.rs")
+    ));
     // Absolute patterns match paths outside the worktree.
     assert!(allows("Read(/etc/*)", "Read", &file("/etc/hosts")));
-    assert!(allows("Read(/etc/*)", "Read", &file("/work/repo/../../etc/hosts")));
-    assert!(!allows("Read(/etc/*)", "Read", &file("/work/repo/etc/hosts")));
+    assert!(allows(
+        "Read(/etc/*)",
+        "Read",
+        &file("/work/repo/../../etc/hosts")
+    ));
+    assert!(!allows(
+        "Read(/etc/*)",
+        "Read",
+        &file("/work/repo/etc/hosts")
+    ));
     // Glob/Grep/LS without a path search the worktree itself.
     assert!(allows("Grep(**)", "Grep", &json!({"pattern": "x"})));
     assert!(!allows("Grep(src/**)", "Grep", &json!({"pattern": "x"})));
-    assert!(allows("Grep(src/**)", "Grep", &json!({"pattern": "x", "path": "src"})));
+    assert!(allows(
+        "Grep(src/**)",
+        "Grep",
+        &json!({"pattern": "x", "path": "src"})
+    ));
 }
 
 #[test]
 fn text_tools_match_their_field() {
     let rule = "WebFetch(https://docs.rs/*)";
-    assert!(allows(rule, "WebFetch", &json!({"url": "https://docs.rs/serde"})));
-    assert!(!allows(rule, "WebFetch", &json!({"url": "https://evil.example/docs.rs/"})));
+    assert!(allows(
+        rule,
+        "WebFetch",
+        &json!({"url": "https://docs.rs/serde"})
+    ));
+    assert!(!allows(
+        rule,
+        "WebFetch",
+        &json!({"url": "https://evil.example/docs.rs/"})
+    ));
 }
 
 #[test]
@@ -187,7 +219,10 @@ fn precedence_deny_wins_then_the_most_specific_scope() {
         ],
     );
     let v = set.evaluate("Bash", &bash("rm -rf /")).unwrap();
-    assert_eq!((v.action, v.rule.as_str(), v.scope), (Deny, "Bash(rm *)", User));
+    assert_eq!(
+        (v.action, v.rule.as_str(), v.scope),
+        (Deny, "Bash(rm *)", User)
+    );
     assert_eq!(v.describe(), "denied by rule Bash(rm *) (user scope)");
     let v = set.evaluate("Bash", &bash("ls")).unwrap();
     assert_eq!((v.action, v.scope), (Allow, Session));
@@ -209,7 +244,11 @@ fn exact_rules_allow_exactly_the_call_shown() {
         ("Edit", file("/work/repo/src/main.rs"), "Edit(src/main.rs)"),
         ("Read", file("/etc/hosts"), "Read(/etc/hosts)"),
         ("Task", json!({"prompt": "x"}), "Task"),
-        ("WebFetch", json!({"url": "https://a.b/?q"}), r"WebFetch(https://a.b/\?q)"),
+        (
+            "WebFetch",
+            json!({"url": "https://a.b/?q"}),
+            r"WebFetch(https://a.b/\?q)",
+        ),
     ];
     for (tool, input, want) in cases {
         let got = exact_rule(WT, tool, &input).unwrap();

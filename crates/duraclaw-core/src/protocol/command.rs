@@ -144,9 +144,7 @@ pub struct Answer {
 /// The scope a rule applies at: every session of its user, the sessions
 /// in one worktree, or one session. The more specific scope decides
 /// between allow and ask; a deny at any scope wins.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleScope {
     /// Every session of the user.

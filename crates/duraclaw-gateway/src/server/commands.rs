@@ -278,7 +278,9 @@ impl Gateway {
     pub async fn set_rules(&self, session_id: &str, rules: &[duraclaw_core::protocol::RuleEntry]) {
         match self.session(session_id).await {
             Ok(session) => session.set_rules(rules),
-            Err(e) => tracing::debug!(session = %session_id, error = %e, "rules for an unknown session"),
+            Err(e) => {
+                tracing::debug!(session = %session_id, error = %e, "rules for an unknown session")
+            }
         }
     }
 
