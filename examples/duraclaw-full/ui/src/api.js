@@ -76,4 +76,9 @@ export const api = {
   sessions: () => request('GET', '/api/sessions'),
   session: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}`),
   createSession: (body) => request('POST', '/api/sessions', body),
+  rules: () => request('GET', '/api/rules'),
+  addRule: (body) => request('POST', '/api/rules', body),
+  deleteRule: (id) => request('DELETE', `/api/rules/${encodeURIComponent(id)}`),
+  rulePresets: () => request('GET', '/api/rules/presets'),
+  applyPreset: (preset) => request('POST', '/api/rules/preset', { preset }),
 };

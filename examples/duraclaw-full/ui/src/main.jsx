@@ -5,6 +5,7 @@ import { Login } from './components/Login.jsx';
 import { SessionList } from './components/SessionList.jsx';
 import { NewSession } from './components/NewSession.jsx';
 import { SessionView } from './components/SessionView.jsx';
+import { Rules } from './components/Rules.jsx';
 import './style.css';
 
 function parseRoute() {
@@ -12,10 +13,11 @@ function parseRoute() {
   const m = /^\/s\/([^/?#]+)/.exec(h);
   if (m) return { name: 'session', id: decodeURIComponent(m[1]) };
   if (h === '/new') return { name: 'new' };
+  if (h === '/rules') return { name: 'rules' };
   return { name: 'list' };
 }
 
-/** Navigates to a hash route ("/", "/new", "/s/<id>"). */
+/** Navigates to a hash route ("/", "/new", "/rules", "/s/<id>"). */
 export function go(path) {
   location.hash = '#' + path;
 }
@@ -65,6 +67,7 @@ function App() {
 
   if (route.name === 'session') return <SessionView key={route.id} id={route.id} user={user} onLogout={logout} />;
   if (route.name === 'new') return <NewSession user={user} onLogout={logout} />;
+  if (route.name === 'rules') return <Rules user={user} onLogout={logout} />;
   return <SessionList user={user} onLogout={logout} />;
 }
 
