@@ -19,10 +19,10 @@ use duraclaw_core::protocol::{
     Abort, AskOption, AskQuestion, Assistant, AssistantPhase, Command, CommandEnvelope,
     CommandResult, DecidedBy, Decision, ErrorEvent, Event, Execute, FromBrowser, FromGateway,
     Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, NOTICE_RULE_DECISION, Notice,
-    QuestionKind, QuestionResolved, RuleAction, RuleApplied, RuleEntry, RuleScope,
-    Resume, Role, SessionInit, Snapshot, StateChange, ToBrowser, ToGateway, ToolResult, ToolUse,
-    TurnResult, Usage, UserMessage, UserQuestion, UserTurn, WireError, Worktree,
-    browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
+    QuestionKind, QuestionResolved, Resume, Role, RuleAction, RuleApplied, RuleEntry, RuleScope,
+    SessionInit, Snapshot, StateChange, ToBrowser, ToGateway, ToolResult, ToolUse, TurnResult,
+    Usage, UserMessage, UserQuestion, UserTurn, WireError, Worktree, browser_event_frame,
+    decode_frame, encode_frame, gateway_event_frame,
 };
 use duraclaw_core::state::{PauseReason, SessionState};
 use serde_json::{Value, json};
@@ -602,7 +602,10 @@ fn cases() -> Vec<Case> {
             })),
         ),
         case("event/notice", T::Event(Event::Notice(rerun_notice()))),
-        case("event/notice_rule_decision", T::Event(Event::Notice(rule_notice()))),
+        case(
+            "event/notice_rule_decision",
+            T::Event(Event::Notice(rule_notice())),
+        ),
         case(
             "event/notice_without_command",
             T::Event(Event::Notice(Notice::new(

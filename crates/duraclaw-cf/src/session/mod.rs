@@ -517,7 +517,8 @@ impl SessionHost {
             Ok(None) => return Ok(()),
             Err(e) => return Err(WireError::new("bad_rule", e.message)),
         };
-        let failed = |e: worker::Error| WireError::new("storage", format!("cannot add the rule: {e}"));
+        let failed =
+            |e: worker::Error| WireError::new("storage", format!("cannot add the rule: {e}"));
         let auth = CfAuth::from_env(&self.env).map_err(failed)?;
         match crate::rules::add(&self.env, &auth, user, vec![rule], Some(actor.session_id()))
             .await
