@@ -116,7 +116,7 @@ pub const INSERT: &str = "INSERT INTO approval_rules \
 /// A user's rules (`?1`), oldest first: id, scope, worktree, session id,
 /// rule, action, created.
 pub const SELECT_BY_USER: &str = "SELECT id, scope, worktree, session_id, rule, action, \
-     created_at_ms FROM approval_rules WHERE user_name = ?1 ORDER BY created_at_ms, id";
+     created_at_ms FROM approval_rules WHERE user_name = ?1 ORDER BY created_at_ms, rowid";
 
 /// The rule `?1` of user `?2` (with [`SELECT_BY_USER`]'s columns).
 pub const SELECT_ONE: &str = "SELECT id, scope, worktree, session_id, rule, action, \
