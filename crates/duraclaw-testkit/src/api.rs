@@ -48,7 +48,13 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         the_rules_api_checks_owns_and_presets,
         a_deny_rule_beats_a_session_allow,
         always_allow_for_this_worktree_from_the_prompt,
+        reads_are_free_with_the_real_cli,
     ]
+}
+
+async fn reads_are_free_with_the_real_cli(h: &dyn Host) {
+    user(h, "rulescli").await;
+    crate::rules::reads_free_with_the_real_cli(h, "rulescli").await;
 }
 
 async fn the_rules_api_checks_owns_and_presets(h: &dyn Host) {

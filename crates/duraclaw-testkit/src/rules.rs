@@ -5,8 +5,9 @@
 //! allow, and "always allow for this worktree" from the prompt.
 //!
 //! The hosts run the scripted executor ([`crate::host::SCRIPT`]: one
-//! `Bash` call, `make`); it asks the same gate the Claude Code executor
-//! does.
+//! `Bash` call, `make`), which asks the same gate the Claude Code executor
+//! does; one case runs the real Claude Code CLI against the fake Anthropic
+//! API ("reads are free").
 
 use serde_json::{Value, json};
 
@@ -316,4 +317,128 @@ async fn create_session_in(h: &dyn Host, cookie: &str, wt: &str, prompt: &str) -
     .await;
     assert_eq!(status, 201, "{body}");
     body["session_id"].as_str().unwrap().to_owned()
+}
+
+/// The Claude Code CLI the real-CLI case runs: `$CLAUDE_BIN`
+/// (`scripts/tool-env.sh` sets it), else `claude` on `PATH`; missing, the
+/// case fails (it never skips).
+fn claude_bin() -> std::path::PathBuf {
+    crate::local::env_path("CLAUDE_BIN")
+        .or_else(|| crate::local::on_path("claude"))
+        .unwrap_or_else(|| {
+            panic!("the Claude Code CLI is missing: run `scripts/install-tools.sh claude` and `source scripts/tool-env.sh`")
+        })
+}
+
+/// With "reads are free", the REAL Claude Code CLI (against the fake
+/// Anthropic API) reads three files and edits one: it is asked once, about
+/// the edit, and the log shows three `rule_decision` notices naming `Read`
+/// at the user scope. The scripted gateway is back after.
+pub async fn reads_free_with_the_real_cli(h: &dyn Host, name: &str) {
+    use duraclaw_fake_anthropic::{FakeAnthropic, Turn};
+    let cookie = login(h, name, crate::api::PASSWORD).await;
+    let (status, added) = send(
+        h,
+        reqwest::Method::POST,
+        &cookie,
+        "/api/rules/preset",
+        Some(json!({"preset": "reads_free"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{added}");
+    let wt = std::path::PathBuf::from(worktree(h, name));
+    for (file, text) in [
+        ("a.txt", "alpha\n"),
+        ("b.txt", "beta\n"),
+        ("c.txt", "gamma\n"),
+    ] {
+        std::fs::write(wt.join(file), text).unwrap();
+    }
+    let path = |f: &str| wt.join(f).display().to_string();
+    let fake = FakeAnthropic::start([
+        Turn::text("One.").with_tool_use_id(
+            "toolu_r1",
+            "Read",
+            json!({"file_path": path("a.txt")}),
+        ),
+        Turn::text("Two.").with_tool_use_id(
+            "toolu_r2",
+            "Read",
+            json!({"file_path": path("b.txt")}),
+        ),
+        Turn::text("Three.").with_tool_use_id(
+            "toolu_r3",
+            "Read",
+            json!({"file_path": path("c.txt")}),
+        ),
+        Turn::text("Edit.").with_tool_use_id(
+            "toolu_e1",
+            "Edit",
+            json!({"file_path": path("a.txt"), "old_string": "alpha", "new_string": "ALPHA"}),
+        ),
+        Turn::text("Read three, edited one."),
+    ])
+    .await
+    .unwrap();
+    let env = crate::browser_suite::claude_setup(h.root(), &fake);
+    h.kill_gateway().await;
+    wait_link(h, &cookie, false).await;
+    h.start_gateway_with_claude(&claude_bin(), &env).await;
+    wait_link(h, &cookie, true).await;
+    let id = create_session(h, &cookie, name, "Read three files, edit one").await;
+    let mut b = Browser::connect(h.base(), &cookie, &id, 0).await;
+    let q = b.until(is("user_question")).await;
+    assert_eq!(q["tool_name"], "Edit", "{:?}", b.events);
+    let ok = b
+        .command(
+            "a-1",
+            json!({"type": "answer", "question_id": q["question_id"], "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until(is("result")).await;
+    let asked = b
+        .events
+        .iter()
+        .filter(|(_, e)| e["type"] == "user_question")
+        .count();
+    let decided: Vec<&Value> = b
+        .events
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| decided_by("Read", "user", "allow")(e))
+        .collect();
+    let ids: Vec<&str> = decided
+        .iter()
+        .map(|e| e["tool_use_id"].as_str().unwrap_or(""))
+        .collect();
+    let edited = std::fs::read_to_string(wt.join("a.txt")).unwrap();
+    close(h, &cookie, &id).await;
+    h.kill_gateway().await;
+    wait_link(h, &cookie, false).await;
+    h.start_gateway().await;
+    wait_link(h, &cookie, true).await;
+    assert_eq!(asked, 1, "{:?}", b.events);
+    assert_eq!(ids, ["toolu_r1", "toolu_r2", "toolu_r3"], "{:?}", b.events);
+    assert_eq!(edited, "ALPHA\n");
+}
+
+/// Waits until the host's link to the gateway is down, or up to a gateway
+/// that can run sessions (bounded).
+async fn wait_link(h: &dyn Host, cookie: &str, up: bool) {
+    let deadline = std::time::Instant::now() + crate::host::DEADLINE;
+    loop {
+        let (_, st) = send(h, reqwest::Method::GET, cookie, "/api/status", None).await;
+        let connected = st["gateway"]["connected"] == true;
+        if connected == up && (!up || st["gateway"]["executor_error"].is_null()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway link never became {}: {st}\n{}",
+            if up { "up" } else { "down" },
+            h.log_tails()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
