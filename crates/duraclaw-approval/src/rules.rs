@@ -103,6 +103,9 @@ impl Rule {
         if text.chars().any(char::is_control) {
             return bad("it contains a control character (a newline, a tab, …)");
         }
+        if text.chars().any(is_invisible) {
+            return bad("it contains an invisible or text-direction character");
+        }
         let (tool, pattern) = match text.find('(') {
             None => (text, None),
             Some(open) => {
@@ -211,6 +214,23 @@ impl fmt::Display for Rule {
             None => f.write_str(&self.tool),
         }
     }
+}
+
+/// Characters that change how text looks without showing themselves
+/// (zero-width, direction overrides, soft hyphen, BOM): a rule must read
+/// as what it is.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 /// Characters that make a shell command more than one simple command (or

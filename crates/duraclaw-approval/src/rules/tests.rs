@@ -61,6 +61,8 @@ fn malformed_rules_say_why() {
     assert!(why("Edit(../x)").contains("cannot contain `..`"));
     assert!(why("Edit(src/../../x)").contains("cannot contain `..`"));
     assert!(why("Bash(a\nb)").contains("control character"));
+    assert!(why("Bash(git status\u{202E}*)").contains("invisible"));
+    assert!(why("Read(\u{200B}src/**)").contains("invisible"));
     assert!(why(&format!("Bash({})", "x".repeat(2000))).contains("longer than"));
 }
 
@@ -258,6 +260,7 @@ fn exact_rules_allow_exactly_the_call_shown() {
     let exact = exact_rule(WT, "Bash", &bash("ls *.rs")).unwrap();
     assert!(!allows(&exact, "Bash", &bash("ls a.rs")));
     assert_eq!(exact_rule(WT, "Bash", &bash("a\nb")), None);
+    assert_eq!(exact_rule(WT, "Bash", &bash("ls \u{202E} x")), None);
     assert_eq!(exact_rule(WT, "Bash", &json!({})), None);
 }
 

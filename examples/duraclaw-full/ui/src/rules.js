@@ -55,8 +55,8 @@ export function exactRule(worktree, tool, input) {
     if (typeof raw !== 'string') return null;
     subject = raw.trim();
   }
-  // The server refuses control characters (a newline) in a rule.
-  if (!subject || /[\u0000-\u001f\u007f]/.test(subject)) return null;
+  // The server refuses control, invisible and direction characters in a rule.
+  if (!subject || /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/.test(subject)) return null;
   const rule = `${tool}(${subject.replace(/[*?\\]/g, (c) => '\\' + c)})`;
   return rule.length > 1024 ? null : rule;
 }

@@ -18,6 +18,7 @@ test('the exact rule allows that call and nothing more', () => {
 
 test('no rule is offered for a call it cannot name', () => {
   assert.equal(exactRule(WT, 'Bash', { command: 'a\nb' }), null);
+  assert.equal(exactRule(WT, 'Bash', { command: 'ls \u202e x' }), null);
   assert.equal(exactRule(WT, 'Bash', {}), null);
   assert.equal(exactRule(WT, 'Bash', { command: 5 }), null);
   assert.equal(exactRule(WT, 'bad name', {}), null);
