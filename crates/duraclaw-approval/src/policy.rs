@@ -168,7 +168,8 @@ fn policy_resolution(decision: Decision, why: &str, at_ms: i64) -> Resolution {
     }
 }
 
-/// The decision, notice and audit of a scoped rule's verdict on a call.
+/// The decision and the `rule_decision` notice of a scoped rule's verdict
+/// on a call (`None` for an ask: a person decides).
 fn rule_decided(
     request: &ApprovalRequest,
     tool: &str,
