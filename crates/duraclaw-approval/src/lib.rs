@@ -12,6 +12,11 @@
 //!   deny or ask) and remembers "allow for the rest of this session", asking
 //!   the gate beneath for everything else.
 //!
+//! - [`rules`]: the rules a user sets (`Read`, `Bash(git status*)` → allow,
+//!   ask or deny at the user, worktree or session scope), their matching
+//!   and precedence; pure, so hosts validate with it (without the `gates`
+//!   feature it is all this crate builds).
+//!
 //! Every gate writes to an [`AuditLog`]: who, when, which client, what input.
 //!
 //! Each gate implements core's
@@ -77,19 +82,30 @@
 //! # }
 //! ```
 
+#[cfg(feature = "gates")]
 mod audit;
+#[cfg(feature = "gates")]
 mod durable;
+#[cfg(feature = "gates")]
 mod memory;
+#[cfg(feature = "gates")]
 mod policy;
+pub mod rules;
 
+#[cfg(feature = "gates")]
 pub use audit::{
     AuditAction, AuditEntry, AuditLog, AuditTee, JsonlAudit, MemoryAudit, TracingAudit,
 };
+#[cfg(feature = "gates")]
 pub use durable::DurableGate;
+#[cfg(feature = "gates")]
 pub use memory::MemoryGate;
+#[cfg(feature = "gates")]
 pub use policy::{PolicyAction, PolicyGate, PolicyRule, glob_match};
 
-use duraclaw_core::protocol::{Decision, QuestionKind};
+use duraclaw_core::protocol::Decision;
+#[cfg(feature = "gates")]
+use duraclaw_core::protocol::QuestionKind;
 
 /// The words the model and the user are told for a decision.
 ///
@@ -117,9 +133,11 @@ pub fn decision_message(decision: &Decision) -> String {
 
 /// The `question.resolved` event an executor logs once the gate decided
 /// ([`duraclaw_core::executor::question_resolved`]).
+#[cfg(feature = "gates")]
 pub use duraclaw_core::executor::question_resolved as resolution_event;
 
 /// The tool a question is about, if it is a permission request.
+#[cfg(feature = "gates")]
 pub(crate) fn tool_name(kind: &QuestionKind) -> Option<&str> {
     match kind {
         QuestionKind::Permission { tool_name, .. } => Some(tool_name),

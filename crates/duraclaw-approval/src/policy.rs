@@ -7,15 +7,18 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use duraclaw_core::Result;
 use duraclaw_core::approval::{
-    ApprovalGate, ApprovalRequest, DecideOutcome, DynApprovalGate, StandingAllow,
+    ApprovalGate, ApprovalRequest, DecideOutcome, DynApprovalGate, RuleDecided, StandingAllow,
 };
 use duraclaw_core::clock::{SharedClock, SystemClock};
-use duraclaw_core::protocol::{DecidedBy, Decision, QuestionKind};
+use duraclaw_core::protocol::{
+    DecidedBy, Decision, NOTICE_RULE_DECISION, Notice, QuestionKind, RuleAction, RuleApplied,
+};
 use duraclaw_core::store::Resolution;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::{AuditAction, AuditEntry, AuditLog, TracingAudit};
+use crate::rules::{RuleSet, RuleVerdict};
 use std::sync::Arc;
 
 /// What a matching rule does.
@@ -52,9 +55,19 @@ pub struct PolicyRule {
 }
 
 /// A gate that applies rules, then asks `inner`.
+///
+/// Two kinds of rules: the user's scoped rules ([`RuleSet`], replaced at
+/// any time with [`PolicyGate::set_rules`]; each decision they make is a
+/// [`RuleDecided`] with a `rule_decision` notice, see
+/// [`ApprovalGate::by_rule`]), asked first; then the application's fixed
+/// [`PolicyRule`]s, first match wins.
 #[derive(Debug)]
 pub struct PolicyGate {
     rules: Vec<PolicyRule>,
+    scoped: Mutex<RuleSet>,
+    /// "Allow for this session" allows the tool (any input) here; off: the
+    /// gate beneath keeps it (the same call only).
+    remember_tool: bool,
     inner: DynApprovalGate,
     allowed_for_session: Mutex<HashSet<(String, String)>>,
     audit: Arc<dyn AuditLog>,
@@ -66,6 +79,8 @@ impl PolicyGate {
     pub fn new(rules: Vec<PolicyRule>, inner: DynApprovalGate) -> Self {
         PolicyGate {
             rules,
+            scoped: Mutex::new(RuleSet::default()),
+            remember_tool: true,
             inner,
             allowed_for_session: Mutex::new(HashSet::new()),
             audit: Arc::new(TracingAudit),
@@ -85,6 +100,34 @@ impl PolicyGate {
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Leaves "allow for this session" to the gate beneath, which allows
+    /// the same call again (same tool, same input) rather than the tool.
+    pub fn with_exact_session_allows(mut self) -> Self {
+        self.remember_tool = false;
+        self
+    }
+
+    /// Replaces the user's scoped rules (and the worktree paths resolve
+    /// against); the next request is decided by them.
+    pub fn set_rules(&self, rules: RuleSet) {
+        *self.scoped.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    /// The user's scoped rules in force.
+    pub fn scoped_rules(&self) -> RuleSet {
+        self.scoped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn scoped_verdict(&self, tool: &str, input: &Value) -> Option<RuleVerdict> {
+        self.scoped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .evaluate(tool, input)
     }
 
     /// The first rule's action for a tool call, or `Ask` when none matches.
@@ -125,9 +168,93 @@ fn policy_resolution(decision: Decision, why: &str, at_ms: i64) -> Resolution {
     }
 }
 
+/// The decision and the `rule_decision` notice of a scoped rule's verdict
+/// on a call (`None` for an ask: a person decides).
+fn rule_decided(
+    request: &ApprovalRequest,
+    tool: &str,
+    verdict: &RuleVerdict,
+    at_ms: i64,
+) -> Option<RuleDecided> {
+    let described = verdict.describe();
+    let decision = match verdict.action {
+        RuleAction::Allow => Decision::Allow {
+            updated_input: None,
+            remember: false,
+        },
+        RuleAction::Deny => Decision::Deny {
+            reason: described.clone(),
+            interrupt: false,
+        },
+        RuleAction::Ask => return None,
+    };
+    let mut notice = Notice::new(
+        NOTICE_RULE_DECISION,
+        format!("{tool} was {described}, without asking"),
+    );
+    if let Some(id) = &request.question.tool_use_id {
+        notice = notice.about_tool_use(id);
+    }
+    notice.rule = Some(RuleApplied {
+        rule: verdict.rule.clone(),
+        scope: verdict.scope,
+        action: verdict.action,
+        id: verdict.id.clone(),
+    });
+    Some(RuleDecided {
+        resolution: Resolution {
+            decision,
+            by: DecidedBy {
+                who: "rule".into(),
+                client: Some(format!("{} ({} scope)", verdict.rule, verdict.scope.name())),
+            },
+            at_ms,
+        },
+        notice,
+    })
+}
+
 #[async_trait]
 impl ApprovalGate for PolicyGate {
+    async fn by_rule(&self, request: &ApprovalRequest) -> Result<Option<RuleDecided>> {
+        let QuestionKind::Permission {
+            tool_name, input, ..
+        } = &request.question.kind
+        else {
+            return Ok(None);
+        };
+        let Some(verdict) = self.scoped_verdict(tool_name, input) else {
+            return Ok(None);
+        };
+        let Some(decided) = rule_decided(request, tool_name, &verdict, self.clock.now_ms()) else {
+            return Ok(None);
+        };
+        tracing::info!(
+            session = %request.session_id,
+            tool = %tool_name,
+            rule = %verdict.rule,
+            scope = verdict.scope.name(),
+            action = verdict.action.name(),
+            "approval rule decided"
+        );
+        self.audit.record(&AuditEntry {
+            at_ms: decided.resolution.at_ms,
+            action: AuditAction::Decided,
+            session_id: request.session_id.clone(),
+            question_id: request.question.question_id.clone(),
+            tool_name: Some(tool_name.clone()),
+            input: Some(input.clone()),
+            decision: Some(decided.resolution.decision.clone()),
+            who: Some(decided.resolution.by.who.clone()),
+            client: decided.resolution.by.client.clone(),
+        });
+        Ok(Some(decided))
+    }
+
     async fn request(&self, request: ApprovalRequest) -> Result<Resolution> {
+        if let Some(decided) = self.by_rule(&request).await? {
+            return Ok(decided.resolution);
+        }
         let QuestionKind::Permission {
             tool_name, input, ..
         } = &request.question.kind
@@ -178,7 +305,9 @@ impl ApprovalGate for PolicyGate {
         }
         let session = request.session_id.clone();
         let resolution = self.inner.request(request).await?;
-        if let Decision::Allow { remember: true, .. } = resolution.decision {
+        if self.remember_tool
+            && let Decision::Allow { remember: true, .. } = resolution.decision
+        {
             self.remember(&session, &tool);
         }
         Ok(resolution)
@@ -206,7 +335,10 @@ impl ApprovalGate for PolicyGate {
         if let QuestionKind::Permission {
             tool_name, input, ..
         } = &request.question.kind
-            && matches!(self.evaluate(tool_name, input), PolicyAction::Deny { .. })
+            && (matches!(self.evaluate(tool_name, input), PolicyAction::Deny { .. })
+                || self
+                    .scoped_verdict(tool_name, input)
+                    .is_some_and(|v| v.action == RuleAction::Deny))
         {
             return Ok(None);
         }

@@ -457,3 +457,82 @@ async fn the_memory_gate_remembers_an_allow_for_the_same_session_tool_and_input_
         );
     }
 }
+
+/// The user's scoped rules decide before anyone is asked: each decision is
+/// a `rule_decision` notice naming the rule and an audit entry (who:
+/// `rule`); a deny rule beats an earlier "allow for this session"; new
+/// rules replace the old ones at once.
+#[tokio::test]
+async fn scoped_rules_decide_with_a_notice_and_an_audit_entry() {
+    use duraclaw_approval::rules::{RuleSet, ScopedRule};
+    use duraclaw_core::protocol::{NOTICE_RULE_DECISION, RuleAction, RuleEntry, RuleScope};
+    let audit = Arc::new(MemoryAudit::default());
+    let memory = Arc::new(MemoryGate::new());
+    let gate = PolicyGate::new(vec![], memory.clone())
+        .with_audit(audit.clone())
+        .with_exact_session_allows();
+    let entry = |scope, rule: &str, action| RuleEntry {
+        id: Some(format!("id-{rule}")),
+        scope,
+        rule: rule.into(),
+        action,
+    };
+    gate.set_rules(RuleSet::from_entries(
+        "/w",
+        &[
+            entry(RuleScope::User, "Read", RuleAction::Allow),
+            entry(RuleScope::User, "Bash(rm *)", RuleAction::Deny),
+        ],
+    ));
+    let read = request("s1", "q1", "Read", json!({"file_path": "/w/a"}));
+    let decided = gate.by_rule(&read).await.unwrap().unwrap();
+    assert!(matches!(
+        decided.resolution.decision,
+        Decision::Allow { .. }
+    ));
+    assert_eq!(decided.notice.code, NOTICE_RULE_DECISION);
+    let named = decided.notice.rule.clone().unwrap();
+    assert_eq!(
+        (named.rule.as_str(), named.scope, named.id.as_deref()),
+        ("Read", RuleScope::User, Some("id-Read"))
+    );
+    let rm = request("s1", "q2", "Bash", json!({"command": "ls && rm -rf /"}));
+    let denied = gate.request(rm.clone()).await.unwrap();
+    assert!(
+        matches!(&denied.decision, Decision::Deny { reason, .. } if reason == "denied by rule Bash(rm *) (user scope)"),
+        "{denied:?}"
+    );
+    let entries = audit.entries();
+    assert_eq!(entries.len(), 2);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.action == AuditAction::Decided && e.who.as_deref() == Some("rule"))
+    );
+    assert_eq!(
+        entries[1].client.as_deref(),
+        Some("Bash(rm *) (user scope)")
+    );
+    // New rules replace the old ones: nothing decides reads any more.
+    gate.set_rules(RuleSet::new("/w", Vec::<ScopedRule>::new()));
+    assert!(gate.by_rule(&read).await.unwrap().is_none());
+    // A deny rule beats an "allow for this session" of the same call.
+    let rm_x = |id: &str| request("s1", id, "Bash", json!({"command": "rm x"}));
+    decide_when_pending(
+        &memory,
+        rm_x("q3"),
+        Decision::Allow {
+            updated_input: None,
+            remember: true,
+        },
+    )
+    .await;
+    assert!(gate.standing_allow(&rm_x("q4")).await.unwrap().is_some());
+    gate.set_rules(RuleSet::from_entries(
+        "/w",
+        &[entry(RuleScope::User, "Bash(rm *)", RuleAction::Deny)],
+    ));
+    assert_eq!(gate.standing_allow(&rm_x("q4")).await.unwrap(), None);
+    let denied = gate.by_rule(&rm_x("q4")).await.unwrap().unwrap();
+    assert!(matches!(denied.resolution.decision, Decision::Deny { .. }));
+}

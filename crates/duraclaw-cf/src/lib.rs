@@ -42,6 +42,8 @@ pub mod logging;
 #[cfg(target_arch = "wasm32")]
 pub mod router;
 #[cfg(target_arch = "wasm32")]
+pub mod rules;
+#[cfg(target_arch = "wasm32")]
 pub mod session;
 
 #[cfg(all(target_arch = "wasm32", feature = "conformance"))]

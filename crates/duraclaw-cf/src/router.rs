@@ -20,6 +20,7 @@
 //! - Any other path goes to the static assets (`ASSETS`), when bound, and
 //!   comes back with core's [`UI_HEADERS`] (the local server sends the
 //!   same): the deploy config runs the Worker first for every path.
+//! - `/api/rules…`: the user's approval rules in D1 ([`crate::rules`]).
 //! - A request that ends logins (logout, an admin password change or
 //!   removal) tells every session object of that user to check its
 //!   sockets' logins ([`LOGIN_ENDED_PATH`]): sockets whose login ended close
@@ -113,7 +114,8 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
         (Method::Get, ["status"]) => status(env).await,
         (Method::Get, ["worktrees"]) => worktrees(env).await,
         (Method::Get, ["sessions"]) => Response::from_json(&auth.list_sessions(&user.name).await?),
-        (Method::Post, ["sessions"]) => create_session(req, env, &user).await,
+        (Method::Post, ["sessions"]) => create_session(req, env, &auth, &user).await,
+        (_, ["rules", rest @ ..]) => crate::rules::route(&mut req, env, &auth, &user, rest).await,
         (Method::Get, ["sessions", id]) => {
             to_session(env, &auth, &user, id, "/meta", Method::Get, None).await
         }
@@ -264,7 +266,7 @@ async fn worktrees(env: &Env) -> worker::Result<Response> {
     }
 }
 
-fn stub(env: &Env, id: &str) -> worker::Result<Stub> {
+pub(crate) fn stub(env: &Env, id: &str) -> worker::Result<Stub> {
     env.durable_object(SESSIONS_BINDING)?
         .id_from_name(id)?
         .get_stub()
@@ -281,7 +283,7 @@ fn body_too_large() -> worker::Result<Response> {
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`], sent as
 /// `application/json`; the error answer otherwise (`413` too large, `400`
 /// not this JSON).
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     req: &mut Request,
 ) -> worker::Result<Result<T, Response>> {
     let content_type = req.headers().get("Content-Type")?.unwrap_or_default();
@@ -316,7 +318,12 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     }
 }
 
-async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker::Result<Response> {
+async fn create_session(
+    mut req: Request,
+    env: &Env,
+    auth: &CfAuth,
+    user: &AuthUser,
+) -> worker::Result<Response> {
     let body: serde_json::Value = match json_body(&mut req).await? {
         Ok(b) => b,
         Err(refused) => return Ok(refused),
@@ -326,9 +333,12 @@ async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker:
         Err(refused) => return http_error(&refused),
     };
     let id = new_session_id();
+    // The rules in force from the session's first tool call on.
+    let rules = crate::rules::for_new_session(auth, &user.name, &body.worktree, &id).await?;
     let create = CreateRequest {
         session_id: id.clone(),
         owner: user.name.clone(),
+        rules,
         session: body,
     };
     let headers = Headers::new();

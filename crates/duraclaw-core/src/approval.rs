@@ -118,6 +118,19 @@ impl StandingAllow {
     }
 }
 
+/// A decision an approval rule made without asking anyone: the executor
+/// logs [`RuleDecided::notice`] (code
+/// [`NOTICE_RULE_DECISION`](crate::protocol::NOTICE_RULE_DECISION), naming
+/// the rule and its scope) in the question's place and acts on the
+/// resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleDecided {
+    /// The decision: allow, or deny with the reason the model is told.
+    pub resolution: Resolution,
+    /// The notice to log.
+    pub notice: Notice,
+}
+
 /// Decides whether tool calls may run.
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
@@ -146,6 +159,15 @@ pub trait ApprovalGate: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
     /// executor that gets one logs [`StandingAllow::notice`] instead of the
     /// question and runs the tool.
     async fn standing_allow(&self, request: &ApprovalRequest) -> Result<Option<StandingAllow>> {
+        let _ = request;
+        Ok(None)
+    }
+
+    /// The decision an approval rule makes on `request` without asking
+    /// (allow or deny); `None`: no rule decides, ask (an "allow for this
+    /// session" may still answer: [`ApprovalGate::standing_allow`]).
+    /// Asked before the standing allows: a deny rule beats them.
+    async fn by_rule(&self, request: &ApprovalRequest) -> Result<Option<RuleDecided>> {
         let _ = request;
         Ok(None)
     }

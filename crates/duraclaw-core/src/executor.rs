@@ -275,7 +275,8 @@ pub fn question_resolved(question_id: &str, resolution: &Resolution) -> Event {
 }
 
 /// Asks `gate` about `request` and logs it to `sink`, the one way an
-/// executor logs a question: an "allow for this session" that answers it
+/// executor logs a question: a rule that decides it logs its
+/// `rule_decision` notice and decides; an "allow for this session" that answers it
 /// logs its `auto_allowed` notice and allows; otherwise the gate holds the
 /// request, the `user_question` is logged, and once decided, the
 /// `question.resolved`. Returns the decision.
@@ -287,6 +288,10 @@ pub async fn ask(
     sink: &dyn EventSink,
     request: ApprovalRequest,
 ) -> Result<Resolution> {
+    if let Some(decided) = gate.by_rule(&request).await? {
+        sink.emit(Event::Notice(decided.notice)).await?;
+        return Ok(decided.resolution);
+    }
     if let QuestionKind::Permission { tool_name, .. } = &request.question.kind
         && let Some(allow) = gate.standing_allow(&request).await?
     {

@@ -18,10 +18,11 @@ use duraclaw_core::Error;
 use duraclaw_core::protocol::{
     Abort, AskOption, AskQuestion, Assistant, AssistantPhase, Command, CommandEnvelope,
     CommandResult, DecidedBy, Decision, ErrorEvent, Event, Execute, FromBrowser, FromGateway,
-    Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, Notice, QuestionKind, QuestionResolved,
-    Resume, Role, SessionInit, Snapshot, StateChange, ToBrowser, ToGateway, ToolResult, ToolUse,
-    TurnResult, Usage, UserMessage, UserQuestion, UserTurn, WireError, Worktree,
-    browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
+    Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, NOTICE_RULE_DECISION, Notice,
+    QuestionKind, QuestionResolved, Resume, Role, RuleAction, RuleApplied, RuleEntry, RuleScope,
+    SessionInit, Snapshot, StateChange, ToBrowser, ToGateway, ToolResult, ToolUse, TurnResult,
+    Usage, UserMessage, UserQuestion, UserTurn, WireError, Worktree, browser_event_frame,
+    decode_frame, encode_frame, gateway_event_frame,
 };
 use duraclaw_core::state::{PauseReason, SessionState};
 use serde_json::{Value, json};
@@ -177,6 +178,22 @@ fn rerun_notice() -> Notice {
     .about_command("01JD8Y3Q4T6ZQ0C2V4X3M9K1AB/msg-6")
 }
 
+/// The notice of a tool call an approval rule decided.
+fn rule_notice() -> Notice {
+    let mut n = Notice::new(
+        NOTICE_RULE_DECISION,
+        "Bash was denied by rule Bash(rm *) (user scope), without asking",
+    )
+    .about_tool_use("toolu_01B");
+    n.rule = Some(RuleApplied {
+        rule: s("Bash(rm *)"),
+        scope: RuleScope::User,
+        action: RuleAction::Deny,
+        id: Some(s("r0000000000000002")),
+    });
+    n
+}
+
 /// An event type this build does not know, as a newer gateway might send.
 fn unknown_event() -> Value {
     json!({
@@ -212,6 +229,7 @@ fn cases() -> Vec<Case> {
                     model: Some(s("claude-sonnet-4-5")),
                     permission_mode: Some(s("default")),
                     system_prompt: Some(s("Keep changes small.")),
+                    rules: None,
                 }),
             ))),
         ),
@@ -261,6 +279,7 @@ fn cases() -> Vec<Case> {
                         who: s("alice"),
                         client: Some(s("browser 3f2a")),
                     }),
+                    allow_worktree_rule: None,
                 }),
             ))),
         ),
@@ -285,6 +304,32 @@ fn cases() -> Vec<Case> {
         case(
             "to_gateway/ping",
             T::ToGateway(ToGateway::Ping { nonce: 9 }),
+        ),
+        case(
+            "to_gateway/rules",
+            T::ToGateway(ToGateway::Rules {
+                session_id: s(SESSION),
+                rules: vec![
+                    RuleEntry {
+                        id: Some(s("r0000000000000001")),
+                        scope: RuleScope::User,
+                        rule: s("Read"),
+                        action: RuleAction::Allow,
+                    },
+                    RuleEntry {
+                        id: Some(s("r0000000000000002")),
+                        scope: RuleScope::Worktree,
+                        rule: s("Bash(git status*)"),
+                        action: RuleAction::Allow,
+                    },
+                    RuleEntry {
+                        id: None,
+                        scope: RuleScope::Session,
+                        rule: s("Bash(rm *)"),
+                        action: RuleAction::Deny,
+                    },
+                ],
+            }),
         ),
         // FromGateway
         case(
@@ -396,6 +441,7 @@ fn cases() -> Vec<Case> {
                         interrupt: false,
                     },
                     by: None,
+                    allow_worktree_rule: None,
                 }),
             }),
         ),
@@ -557,6 +603,10 @@ fn cases() -> Vec<Case> {
         ),
         case("event/notice", T::Event(Event::Notice(rerun_notice()))),
         case(
+            "event/notice_rule_decision",
+            T::Event(Event::Notice(rule_notice())),
+        ),
+        case(
             "event/notice_without_command",
             T::Event(Event::Notice(Notice::new(
                 "executor_upgraded",
@@ -713,7 +763,8 @@ fn every_frame_event_decision_and_question_kind_has_a_fixture() {
             "ack",
             "attach",
             "list_worktrees",
-            "ping"
+            "ping",
+            "rules"
         ])
     );
     assert_eq!(

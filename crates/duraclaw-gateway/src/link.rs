@@ -300,6 +300,10 @@ impl Link {
                 Err(e) => self.send(&FromGateway::Error(WireError::from(&e))).await,
             },
             ToGateway::Ping { nonce } => self.send(&FromGateway::Pong { nonce }).await,
+            ToGateway::Rules { session_id, rules } => {
+                self.gateway.set_rules(&session_id, &rules).await;
+                Ok(())
+            }
             _ => {
                 let e = Error::Invalid("frame type not handled by this gateway".into());
                 self.send(&FromGateway::Error(WireError::from(&e))).await

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use duraclaw_core::protocol::{
     Abort, Answer, AssistantPhase, Command, CommandEnvelope, CommandResult, DecidedBy, Decision,
-    Event, Execute, FromGateway, Hello, NOTICE_AUTO_ALLOWED, QuestionKind, Role, ToGateway,
-    TurnResult, UserQuestion, UserTurn, decode_frame, encode_frame,
+    Event, Execute, FromGateway, Hello, NOTICE_AUTO_ALLOWED, NOTICE_RULE_DECISION, QuestionKind,
+    Role, RuleAction, RuleEntry, RuleScope, ToGateway, TurnResult, UserQuestion, UserTurn,
+    decode_frame, encode_frame,
 };
 use duraclaw_fake_anthropic::{FakeAnthropic, Latch, RecordedRequest, Turn};
 use duraclaw_gateway::claude::{ClaudeConfig, ClaudeExecutor};
@@ -426,6 +427,7 @@ impl Client {
                 question_id: question.question_id.clone(),
                 decision,
                 by: Some(DecidedBy::new("alice")),
+                allow_worktree_rule: None,
             }),
         )
         .await;
@@ -439,6 +441,7 @@ fn execute(worktree: String, prompt: &str) -> Command {
         model: None,
         permission_mode: None,
         system_prompt: None,
+        rules: None,
     })
 }
 
@@ -1461,4 +1464,164 @@ async fn auth_frames_and_worktrees_are_checked_with_the_real_executor() {
     gw.gateway.shutdown().await;
     assert!(h.cli_pids("app1").is_empty() && h.cli_pids("app2").is_empty());
     eprintln!("auth and input checks: {} ms", ms(t0));
+}
+
+// ---------------------------------------------------------------------------
+// Approval rules
+// ---------------------------------------------------------------------------
+
+fn rule(scope: RuleScope, text: &str, action: RuleAction) -> RuleEntry {
+    RuleEntry {
+        id: Some(format!("r-{text}")),
+        scope,
+        rule: text.into(),
+        action,
+    }
+}
+
+/// The `rule_decision` notices in `events`: (tool_use_id, rule, scope, action).
+fn rule_decisions(events: &[(u64, Event)]) -> Vec<(String, String, RuleScope, RuleAction)> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Notice(n) if n.code == NOTICE_RULE_DECISION => {
+                let r = n.rule.as_ref().expect("a rule_decision names its rule");
+                Some((
+                    n.tool_use_id.clone().unwrap_or_default(),
+                    r.rule.clone(),
+                    r.scope,
+                    r.action,
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// "Reads are free": a turn that reads three files and edits one asks
+/// once, about the edit; each read is a `rule_decision` naming the rule.
+/// Rules sent later (a `rules` frame) replace them: a deny on `Bash(rm *)`
+/// at the user scope beats an allow on `Bash` at the session scope, and
+/// the command does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_decide_without_asking_and_a_deny_beats_a_session_allow() {
+    let t0 = Instant::now();
+    let h = Harness::new();
+    let wt = h.worktree("app1");
+    for (name, text) in [
+        ("a.txt", "alpha\n"),
+        ("b.txt", "beta\n"),
+        ("c.txt", "gamma\n"),
+    ] {
+        std::fs::write(wt.join(name), text).unwrap();
+    }
+    let victim = wt.join("victim.txt");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    let read = |n: &str| json!({"file_path": wt.join(n).to_str().unwrap()});
+    let a = wt.join("a.txt");
+    let fake = FakeAnthropic::start([
+        Turn::text("One.").with_tool_use_id("toolu_r1", "Read", read("a.txt")),
+        Turn::text("Two.").with_tool_use_id("toolu_r2", "Read", read("b.txt")),
+        Turn::text("Three.").with_tool_use_id("toolu_r3", "Read", read("c.txt")),
+        Turn::text("Edit.").with_tool_use_id(
+            "toolu_e1",
+            "Edit",
+            json!({"file_path": a.to_str().unwrap(), "old_string": "alpha", "new_string": "ALPHA"}),
+        ),
+        Turn::text("Read and edited."),
+        // The second turn.
+        Turn::text("Listing.").with_tool_use_id("toolu_b1", "Bash", json!({"command": "ls"})),
+        Turn::text("Deleting.").with_tool_use_id(
+            "toolu_b2",
+            "Bash",
+            json!({"command": format!("rm {}", victim.display())}),
+        ),
+        Turn::text("Could not delete."),
+    ])
+    .await
+    .unwrap();
+    let gw = h.start(&fake).await;
+    let mut c = Client::open(gw.addr).await;
+    let reads_free: Vec<RuleEntry> = ["Read", "Glob", "Grep", "LS"]
+        .iter()
+        .map(|t| rule(RuleScope::User, t, RuleAction::Allow))
+        .collect();
+    let Command::Execute(mut x) = execute(h.wt("app1"), "Read three, edit one") else {
+        unreachable!()
+    };
+    x.rules = Some(reads_free);
+    c.ok("s1", Command::Execute(x)).await;
+    c.attach("s1", 0).await;
+    let (mut events, q) = c.until_question().await;
+    assert_eq!(permission_tool(&q), "Edit", "{:?}", names(&events));
+    c.answer("s1", &q, allow()).await;
+    events.extend(c.until_result().await);
+    let asked: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::UserQuestion(_)))
+        .collect();
+    assert_eq!(asked.len(), 1, "{:?}", names(&events));
+    let decided = rule_decisions(&events);
+    assert_eq!(
+        decided,
+        ["toolu_r1", "toolu_r2", "toolu_r3"].map(|id| (
+            id.to_owned(),
+            "Read".to_owned(),
+            RuleScope::User,
+            RuleAction::Allow
+        ))
+    );
+    assert!(content_text(&tool_result(&events, "toolu_r2").content).contains("beta"));
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), "ALPHA\n");
+    assert!(
+        !events.iter().any(|(_, e)| matches!(e, Event::Error(_))),
+        "{:?}",
+        names(&events)
+    );
+
+    // New rules: Bash allowed for this session, `rm` denied for the user.
+    c.send(&ToGateway::Rules {
+        session_id: "s1".into(),
+        rules: vec![
+            rule(RuleScope::Session, "Bash", RuleAction::Allow),
+            rule(RuleScope::User, "Bash(rm *)", RuleAction::Deny),
+        ],
+    })
+    .await;
+    c.ok("s1", message("Now clean up")).await;
+    let events = c.until_result().await;
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::UserQuestion(_))),
+        "{:?}",
+        names(&events)
+    );
+    assert_eq!(
+        rule_decisions(&events),
+        [
+            (
+                "toolu_b1".to_owned(),
+                "Bash".to_owned(),
+                RuleScope::Session,
+                RuleAction::Allow
+            ),
+            (
+                "toolu_b2".to_owned(),
+                "Bash(rm *)".to_owned(),
+                RuleScope::User,
+                RuleAction::Deny
+            ),
+        ]
+    );
+    assert!(tool_result(&events, "toolu_b2").is_error);
+    assert!(
+        content_text(&model_saw(&fake, "toolu_b2")).contains("denied by rule Bash(rm *)"),
+        "{}",
+        model_saw(&fake, "toolu_b2")
+    );
+    assert!(victim.exists(), "the denied rm ran");
+    gw.gateway.shutdown().await;
+    assert!(victim.exists(), "the denied rm ran");
+    eprintln!("rules through the gateway: {} ms", ms(t0));
 }

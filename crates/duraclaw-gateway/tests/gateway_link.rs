@@ -309,6 +309,7 @@ async fn a_session_streams_asks_and_applies_each_command_once() {
                 remember: false,
             },
             by: Some(DecidedBy::new("alice")),
+            allow_worktree_rule: None,
         }),
     );
     send(&mut ws, &answer).await;
@@ -357,6 +358,7 @@ async fn a_session_streams_asks_and_applies_each_command_once() {
                     interrupt: false,
                 },
                 by: Some(DecidedBy::new("bob")),
+                allow_worktree_rule: None,
             }),
         ),
     )

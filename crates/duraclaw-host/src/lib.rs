@@ -11,4 +11,5 @@ pub mod http;
 pub mod ids;
 pub mod link;
 pub mod push;
+pub mod rules;
 pub mod start;

@@ -68,6 +68,7 @@ pub fn routes() -> Router<AppState> {
             axum::routing::post(close_session),
         )
         .route("/api/sessions/{id}/ws", get(session_ws))
+        .merge(crate::rules::routes())
 }
 
 /// Gives every error answer of the API the documented shape,
@@ -270,7 +271,13 @@ async fn start_created(
 ) -> Result<SessionMeta, ApiError> {
     let gateway = app.orchestrator.gateway();
     let id = plan.session_id();
-    let (command_id, execute, who) = plan.execute();
+    let (command_id, mut execute, who) = plan.execute();
+    // The rules in force from the first tool call on.
+    execute.rules = Some(
+        app.orchestrator
+            .rules_for(plan.owner(), &execute.worktree, id)
+            .await?,
+    );
     let out = actor.execute(&command_id, execute, &who).await?;
     for frame in &out.forward {
         let result = match gateway.command(frame).await {
@@ -499,6 +506,21 @@ async fn serve_session(
                     }
                     continue;
                 }
+                // "Always allow for this worktree": the rule is added (and
+                // sent) before the allow goes out.
+                if let Err(e) = allow_worktree(&app, &user, &actor, &command).await {
+                    let reply = ToBrowser::CommandResult(CommandResult {
+                        id,
+                        ok: false,
+                        error: Some(WireError::new("bad_rule", e.message)),
+                    });
+                    if let Ok(text) = encode_frame(&reply)
+                        && tx.send(text).await.is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 match actor.command(&id, command, &who).await {
                     Ok(out) => {
                         for frame in &out.forward {
@@ -551,6 +573,34 @@ async fn serve_session(
             }
         }
     }
+}
+
+/// Adds the worktree rule an `answer` carries ("always allow for this
+/// worktree") for the session's worktree; nothing for any other command.
+async fn allow_worktree(
+    app: &AppState,
+    user: &AuthUser,
+    actor: &SessionActor,
+    command: &duraclaw_core::protocol::Command,
+) -> Result<(), duraclaw_host::http::HttpError> {
+    let duraclaw_core::protocol::Command::Answer(answer) = command else {
+        return Ok(());
+    };
+    let orch = &app.orchestrator;
+    let worktree = actor.meta().await.worktree;
+    let Some(rule) = duraclaw_host::rules::answer_rule(
+        answer,
+        &worktree,
+        orch.new_rule_id(),
+        orch.clock().now_ms(),
+    )?
+    else {
+        return Ok(());
+    };
+    orch.add_rules(&user.name, vec![rule])
+        .await
+        .map(|_| ())
+        .map_err(|e| duraclaw_host::http::HttpError::from(&e))
 }
 
 /// Why a session stream did not open.

@@ -294,7 +294,14 @@ impl GatewayLink {
         for meta in orch.live_sessions().await? {
             let actor = orch.actor(&meta.session_id).await?;
             orch.gateway_restored(&actor).await;
-            for frame in actor.on_gateway_connected().await? {
+            let mut frames = actor.on_gateway_connected().await?;
+            // The session's rules again (a restarted gateway has none),
+            // after a resent `execute` and before the attach.
+            let rules = orch
+                .rules_frame(&meta.owner, &meta.worktree, &meta.session_id)
+                .await?;
+            frames.insert(frames.len().saturating_sub(1), rules);
+            for frame in frames {
                 self.send(&frame)?;
             }
         }

@@ -142,6 +142,7 @@ pub mod authn;
 pub mod error;
 pub mod gateway;
 pub mod lanes;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -217,6 +218,8 @@ pub struct Orchestrator {
     live_queue: usize,
     catch_ups: AtomicU64,
     clock: SharedClock,
+    /// Where approval rules are kept ([`Orchestrator::set_rule_store`]).
+    rules: std::sync::RwLock<Arc<dyn rules::RuleStore>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -270,6 +273,7 @@ impl Orchestrator {
             live_queue: live_queue.max(1),
             catch_ups: AtomicU64::new(0),
             clock,
+            rules: std::sync::RwLock::new(Arc::new(rules::MemoryRules::default())),
         })
     }
 

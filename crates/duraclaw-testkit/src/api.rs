@@ -46,7 +46,33 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         a_restarted_host_and_a_killed_gateway_lose_nothing,
         an_old_cli_is_named_in_the_status_and_refuses_a_start,
         a_notification_action_decides_once_as_the_user_on_the_device,
+        the_rules_api_checks_owns_and_presets,
+        a_deny_rule_beats_a_session_allow,
+        always_allow_for_this_worktree_from_the_prompt,
+        reads_are_free_with_the_real_cli,
     ]
+}
+
+async fn reads_are_free_with_the_real_cli(h: &dyn Host) {
+    user(h, "rulescli").await;
+    crate::rules::reads_free_with_the_real_cli(h, "rulescli").await;
+}
+
+async fn the_rules_api_checks_owns_and_presets(h: &dyn Host) {
+    user(h, "rulesapi").await;
+    h.add_user("rulesapi2", PASSWORD).await;
+    crate::rules::the_rules_api_checks_owns_and_presets(h, "rulesapi", "rulesapi2").await;
+}
+
+async fn a_deny_rule_beats_a_session_allow(h: &dyn Host) {
+    user(h, "rulesdeny").await;
+    crate::rules::a_deny_beats_a_session_allow(h, "rulesdeny").await;
+}
+
+async fn always_allow_for_this_worktree_from_the_prompt(h: &dyn Host) {
+    user(h, "rulewt").await;
+    h.add_user("rulewt2", PASSWORD).await;
+    crate::rules::always_allow_for_this_worktree(h, "rulewt", "rulewt2").await;
 }
 
 /// Runs `cases` on `h` one after another (those named in `DURACLAW_CASES`

@@ -34,6 +34,20 @@ pub async fn start_with(
     deadline: Duration,
     executor: &[&std::ffi::OsStr],
 ) -> Child {
+    start_with_env(root, port, secret, log, deadline, executor, &[]).await
+}
+
+/// [`start_with`], with `env` set for the gateway (and the CLI it runs),
+/// e.g. the fake Anthropic API's address.
+pub async fn start_with_env(
+    root: &Path,
+    port: u16,
+    secret: &str,
+    log: &Path,
+    deadline: Duration,
+    executor: &[&std::ffi::OsStr],
+    env: &[(String, String)],
+) -> Child {
     let mut c = Command::new(crate::duraclaw_bin());
     for (name, _) in std::env::vars_os() {
         let s = name.to_string_lossy();
@@ -45,6 +59,7 @@ pub async fn start_with(
             c.env_remove(&name);
         }
     }
+    c.envs(env.iter().map(|(k, v)| (k, v)));
     c.env("CC_GATEWAY_SECRET", secret)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

@@ -42,6 +42,10 @@ pub const WORKTREES: &[&str] = &[
     "gateway",
     "oldcli",
     "notify",
+    "rulesapi",
+    "rulesdeny",
+    "rulewt",
+    "rulescli",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own
@@ -94,6 +98,14 @@ pub trait Host: Send + Sync {
     /// Starts the gateway on its port and data with the Claude executor
     /// running `cli` instead of the scripted executor.
     fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()>;
+    /// Starts the gateway running the Claude Code CLI `cli` with `env`
+    /// (the fake Anthropic API's address and the CLI's private
+    /// directories: `browser_suite::claude_setup`).
+    fn start_gateway_with_claude<'a>(
+        &'a self,
+        cli: &'a Path,
+        env: &'a [(String, String)],
+    ) -> BoxFuture<'a, ()>;
     /// Stops the host (the orchestrator SIGKILLed; `wrangler dev` stopped)
     /// and starts it again on the same data and address.
     fn restart_host(&self) -> BoxFuture<'_, ()>;
@@ -265,7 +277,7 @@ impl LocalHost {
         c
     }
 
-    async fn spawn_gateway(&self, cli: Option<&Path>) -> Child {
+    async fn spawn_gateway(&self, cli: Option<&Path>, env: &[(String, String)]) -> Child {
         // The port may still be held for a moment after a SIGKILL of the
         // previous gateway on it (bounded).
         let until = std::time::Instant::now() + Duration::from_secs(2);
@@ -275,6 +287,7 @@ impl LocalHost {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut c = self.duraclaw("gateway");
+        c.envs(env.iter().map(|(k, v)| (k, v)));
         c.arg("gateway");
         match cli {
             Some(cli) => c.args(["--executor", "claude", "--claude-bin"]).arg(cli),
@@ -379,13 +392,23 @@ impl Host for LocalHost {
     }
     fn start_gateway(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let child = self.spawn_gateway(None).await;
+            let child = self.spawn_gateway(None, &[]).await;
             *self.gateway.lock().await = Some(child);
         })
     }
     fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let child = self.spawn_gateway(Some(cli)).await;
+            let child = self.spawn_gateway(Some(cli), &[]).await;
+            *self.gateway.lock().await = Some(child);
+        })
+    }
+    fn start_gateway_with_claude<'a>(
+        &'a self,
+        cli: &'a Path,
+        env: &'a [(String, String)],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let child = self.spawn_gateway(Some(cli), env).await;
             *self.gateway.lock().await = Some(child);
         })
     }
@@ -566,7 +589,7 @@ impl CloudflareHost {
 
     /// Starts the gateway on its port: the scripted executor, or the Claude
     /// executor running `cli`.
-    async fn spawn_gateway(&self, cli: Option<&Path>) {
+    async fn spawn_gateway(&self, cli: Option<&Path>, env: &[(String, String)]) {
         self.starts.lock().unwrap().0 += 1;
         // The port may still be held for a moment after a SIGKILL of the
         // previous gateway on it (bounded).
@@ -595,13 +618,14 @@ impl CloudflareHost {
                     "--claude-bin".as_ref(),
                     cli.as_os_str(),
                 ];
-                crate::gateway::start_with(
+                crate::gateway::start_with_env(
                     &self.root,
                     self.gateway_port,
                     GATEWAY_SECRET,
                     &log,
                     DEADLINE,
                     &executor,
+                    env,
                 )
                 .await
             }
@@ -725,10 +749,17 @@ impl Host for CloudflareHost {
         Box::pin(kill(&self.gateway))
     }
     fn start_gateway(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.spawn_gateway(None))
+        Box::pin(self.spawn_gateway(None, &[]))
     }
     fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()> {
-        Box::pin(self.spawn_gateway(Some(cli)))
+        Box::pin(self.spawn_gateway(Some(cli), &[]))
+    }
+    fn start_gateway_with_claude<'a>(
+        &'a self,
+        cli: &'a Path,
+        env: &'a [(String, String)],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.spawn_gateway(Some(cli), env))
     }
     /// Stops `wrangler dev` (SIGINT) and starts it again on the same state.
     fn restart_host(&self) -> BoxFuture<'_, ()> {

@@ -38,6 +38,7 @@ pub mod gateway;
 pub mod host;
 pub mod local;
 pub mod notify;
+pub mod rules;
 pub mod wrangler;
 
 /// The workspace's root directory.

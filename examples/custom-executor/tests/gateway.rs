@@ -80,6 +80,7 @@ fn answer(question_id: &str, decision: Decision) -> Command {
         question_id: question_id.into(),
         decision,
         by: Some(DecidedBy::new("alice")),
+        allow_worktree_rule: None,
     })
 }
 

@@ -414,6 +414,8 @@ async fn serve_web(
         Duration::from_secs(web.evict_after_secs.max(1)),
         web.live_queue,
     );
+    // Approval rules live in the auth database.
+    orch.set_rule_store(auth.clone());
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();
     // `duraclaw user passwd|remove` run in another process: their

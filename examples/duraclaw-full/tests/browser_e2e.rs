@@ -145,6 +145,7 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
             "ahead-of-log",
             "queued-and-auto",
             "notifications",
+            "rules",
         ],
     );
     let mut c = duraclaw(&log);

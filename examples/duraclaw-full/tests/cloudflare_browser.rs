@@ -63,6 +63,7 @@ const FILES: &[&str] = &[
     "ahead-of-log.test.js",
     "queued-and-auto.test.js",
     "notifications.test.js",
+    "rules.test.js",
 ];
 
 /// How to start one gateway, again and again on the same port and data.
@@ -318,6 +319,7 @@ async fn the_browser_suite_on_cloudflare() {
         "ahead-of-log",
         "queued-and-auto",
         "notifications",
+        "rules",
     ] {
         init_repo(
             &demo_root.join("projects").join(name),

@@ -364,6 +364,31 @@ impl CfAuth {
             .collect())
     }
 
+    /// `user`'s approval rules, oldest first.
+    pub async fn rules(&self, user: &str) -> worker::Result<Vec<duraclaw_host::rules::StoredRule>> {
+        store::rules(&self.db, user)
+            .await
+            .map_err(worker::Error::RustError)
+    }
+
+    /// Adds (or updates) `user`'s approval rules.
+    pub async fn add_rules(
+        &self,
+        user: &str,
+        rules: &[duraclaw_host::rules::StoredRule],
+    ) -> worker::Result<()> {
+        store::add_rules(&self.db, user, rules)
+            .await
+            .map_err(worker::Error::RustError)
+    }
+
+    /// Deletes `user`'s rule `id`; whether there was one.
+    pub async fn delete_rule(&self, user: &str, id: &str) -> worker::Result<bool> {
+        store::delete_rule(&self.db, user, id)
+            .await
+            .map_err(worker::Error::RustError)
+    }
+
     /// Whether the login session stored under `login` (an
     /// [`AuthUser::login`]) is live: not ended, not expired. A read.
     pub async fn login_alive(&self, login: &str) -> worker::Result<bool> {

@@ -619,3 +619,85 @@ pub(super) async fn session_owner(db: &D1Database, id: &str) -> Result<Option<St
     .await?;
     Ok(row.map(|r| r.owner))
 }
+
+// ---- approval rules -------------------------------------------------------
+
+#[derive(Deserialize)]
+struct RuleRow {
+    id: String,
+    scope: String,
+    worktree: String,
+    session_id: String,
+    rule: String,
+    action: String,
+    created_at_ms: f64,
+}
+
+/// `user`'s approval rules, oldest first (rows this build cannot read are
+/// skipped).
+pub(super) async fn rules(
+    db: &D1Database,
+    user: &str,
+) -> Result<Vec<duraclaw_host::rules::StoredRule>, String> {
+    let rows: Vec<RuleRow> = all(
+        db,
+        "read rules",
+        duraclaw_host::rules::SELECT_BY_USER,
+        &[text(user)],
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            duraclaw_host::rules::StoredRule::from_row(
+                r.id,
+                &r.scope,
+                r.worktree,
+                r.session_id,
+                r.rule,
+                &r.action,
+                to_i64(r.created_at_ms),
+            )
+        })
+        .collect())
+}
+
+/// Adds (or updates) `user`'s approval rules in one batch.
+pub(super) async fn add_rules(
+    db: &D1Database,
+    user: &str,
+    rules: &[duraclaw_host::rules::StoredRule],
+) -> Result<(), String> {
+    let mut batch = Vec::with_capacity(rules.len());
+    for r in rules {
+        let (id, scope, worktree, session, rule, action, at) = r.columns();
+        batch.push(stmt(
+            db,
+            duraclaw_host::rules::INSERT,
+            &[
+                text(user),
+                text(&id),
+                text(scope),
+                text(&worktree),
+                text(&session),
+                text(&rule),
+                text(action),
+                int(at),
+            ],
+        )?);
+    }
+    db.batch(batch).await.map_err(failed("add rules"))?;
+    Ok(())
+}
+
+/// Deletes `user`'s rule `id`; whether there was one.
+pub(super) async fn delete_rule(db: &D1Database, user: &str, id: &str) -> Result<bool, String> {
+    let result = run(
+        db,
+        "delete a rule",
+        duraclaw_host::rules::DELETE,
+        &[text(id), text(user)],
+    )
+    .await?;
+    Ok(changes(&result) > 0)
+}

@@ -339,6 +339,21 @@ impl SessionHost {
                 return;
             }
         };
+        // "Always allow for this worktree": the rule is added (and sent)
+        // before the allow goes out.
+        if let Command::Answer(answer) = &command
+            && let Err(e) = self.allow_worktree(&actor, &who.user, answer).await
+        {
+            send_browser(
+                ws,
+                &ToBrowser::CommandResult(CommandResult {
+                    id,
+                    ok: false,
+                    error: Some(e),
+                }),
+            );
+            return;
+        }
         let result = match self.apply_command(&actor, &id, command, &who).await {
             Ok(out) => out.result,
             Err(e) => CommandResult {

@@ -151,19 +151,23 @@ impl SessionHost {
             }
             self.settle(actor).await;
         }
-        let frames = match actor.on_gateway_connected().await {
+        let mut frames = match actor.on_gateway_connected().await {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
                 return;
             }
         };
+        // The session's rules again (a restarted gateway has none), after
+        // a resent `execute` and before the attach.
+        let rules = self.rules_frame(actor).await;
+        frames.insert(frames.len().saturating_sub(1), rules);
         self.send_gateway(&frames);
     }
 
     /// Sends frames on the link, if it is up; a command's id goes out
     /// qualified with its session ([`link::Link::outgoing`]).
-    fn send_gateway(&self, frames: &[ToGateway]) {
+    pub(super) fn send_gateway(&self, frames: &[ToGateway]) {
         let ws = self.inner.borrow().link.as_ref().map(|l| l.ws.clone());
         if let Some(ws) = ws {
             for f in frames {

@@ -68,7 +68,7 @@ use std::time::Duration;
 
 use duraclaw_core::backend::actor::{Person, SessionActor};
 use duraclaw_core::backend::web::NewSession;
-use duraclaw_core::protocol::{Close, Command, CommandResult, Seq};
+use duraclaw_core::protocol::{Close, Command, CommandResult, RuleEntry, Seq, ToGateway};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
 use duraclaw_host::backoff::Backoff;
 use duraclaw_host::http::HttpError;
@@ -83,6 +83,9 @@ use crate::auth::{CfAuth, http_error, json_error};
 use crate::clock::{WorkerClock, now_ms};
 use crate::gateway_client::{self, REQUEST_TIMEOUT, within};
 use crate::{DoSqlConn, DoSqlDirectory};
+
+/// The storage key of the approval rules in force for the session.
+const RULES_KEY: &str = "approval_rules";
 
 /// How often a needed gateway link is pinged (and the object kept awake).
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
@@ -137,6 +140,9 @@ pub struct CreateRequest {
     pub session_id: String,
     /// Its owner.
     pub owner: String,
+    /// The approval rules in force for it from the start.
+    #[serde(default)]
+    pub rules: Vec<RuleEntry>,
     /// The user's request: worktree, first prompt, model.
     #[serde(flatten)]
     pub session: NewSession,
@@ -321,6 +327,7 @@ impl SessionHost {
             "/ws" => self.accept_browser(&req, &actor, &user).await,
             crate::router::ACT_PATH => self.act(&mut req, &actor, &user).await,
             crate::router::LOGIN_ENDED_PATH => self.logins_ended().await,
+            crate::rules::RULES_PATH => self.take_rules(req, &actor).await,
             other => error_response(404, &format!("no route {other}")),
         }
     }
@@ -353,6 +360,9 @@ impl SessionHost {
             Ok(d) => d,
             Err(e) => return error_response(500, &format!("the session store failed: {e}")),
         };
+        if let Err(e) = self.keep_rules(&body.rules).await {
+            return error_response(500, &format!("the session store failed: {e}"));
+        }
         let plan = StartPlan::new(body.session, &body.owner, body.session_id, now_ms());
         let store = match directory.create_store(plan.meta()) {
             Ok(s) => s,
@@ -384,7 +394,8 @@ impl SessionHost {
         if !self.index(actor).await {
             return error_response(500, "the session index (D1) cannot be written");
         }
-        let (command_id, execute, who) = plan.execute();
+        let (command_id, mut execute, who) = plan.execute();
+        execute.rules = Some(self.kept_rules().await);
         let out = match actor.execute(&command_id, execute, &who).await {
             Ok(o) => o,
             Err(e) => return core_error(&e),
@@ -481,6 +492,88 @@ impl SessionHost {
             }
             Err(refused) => http_error(&refused),
         }
+    }
+
+    /// Keeps the rules in force for this session (they are sent to the
+    /// gateway each time the link opens).
+    async fn keep_rules(&self, rules: &[RuleEntry]) -> worker::Result<()> {
+        self.state.storage().put(RULES_KEY, rules).await
+    }
+
+    /// The rules in force for this session (none kept: none).
+    pub(super) async fn kept_rules(&self) -> Vec<RuleEntry> {
+        match self.state.storage().get::<Vec<RuleEntry>>(RULES_KEY).await {
+            Ok(r) => r.unwrap_or_default(),
+            Err(e) => {
+                // Unreadable: no rule decides; every call asks.
+                tracing::warn!(error = %e, "the approval rules kept are unreadable");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The `rules` frame for this session.
+    pub(super) async fn rules_frame(&self, actor: &SessionActor) -> ToGateway {
+        ToGateway::Rules {
+            session_id: actor.session_id().to_owned(),
+            rules: self.kept_rules().await,
+        }
+    }
+
+    /// `POST /rules` from the Worker: the rules now in force; kept, and
+    /// sent at once when the link is up.
+    async fn take_rules(&self, mut req: Request, actor: &SessionActor) -> worker::Result<Response> {
+        #[derive(Deserialize)]
+        struct Body {
+            rules: Vec<RuleEntry>,
+        }
+        let body: Body = match req.json().await {
+            Ok(b) => b,
+            Err(e) => return error_response(400, &format!("bad rules: {e}")),
+        };
+        self.keep_rules(&body.rules).await?;
+        let frame = self.rules_frame(actor).await;
+        self.send_gateway(&[frame]);
+        Response::empty().map(|r| r.with_status(204))
+    }
+
+    /// Adds the worktree rule an answer carries ("always allow for this
+    /// worktree") for this session's worktree, tells the user's other
+    /// sessions, and puts this session's new rules in force.
+    async fn allow_worktree(
+        &self,
+        actor: &SessionActor,
+        user: &str,
+        answer: &duraclaw_core::protocol::Answer,
+    ) -> Result<(), duraclaw_core::protocol::WireError> {
+        use duraclaw_core::protocol::WireError;
+        let meta = actor.meta().await;
+        let rule = match duraclaw_host::rules::answer_rule(
+            answer,
+            &meta.worktree,
+            crate::rules::new_rule_id(),
+            now_ms(),
+        ) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(WireError::new("bad_rule", e.message)),
+        };
+        let failed =
+            |e: worker::Error| WireError::new("storage", format!("cannot add the rule: {e}"));
+        let auth = CfAuth::from_env(&self.env).map_err(failed)?;
+        match crate::rules::add(&self.env, &auth, user, vec![rule], Some(actor.session_id()))
+            .await
+            .map_err(failed)?
+        {
+            Ok(_) => {}
+            Err(e) => return Err(WireError::new("bad_rule", e.message)),
+        }
+        let all = auth.rules(user).await.map_err(failed)?;
+        let mine = duraclaw_host::rules::effective(&all, &meta.worktree, &meta.session_id);
+        self.keep_rules(&mine).await.map_err(failed)?;
+        let frame = self.rules_frame(actor).await;
+        self.send_gateway(&[frame]);
+        Ok(())
     }
 
     async fn close(self: &Rc<Self>, actor: &SessionActor, user: &str) -> worker::Result<Response> {

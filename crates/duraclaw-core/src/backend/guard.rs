@@ -3,7 +3,8 @@
 //! A pure check over a session's events, in log order, whatever the
 //! executor: a `tool_result` that is not an error counts as a tool that
 //! ran, and it must follow a `question.resolved` that allowed its call
-//! (`allow`, or `answered` for a question to the user), or an earlier
+//! (`allow`, or `answered` for a question to the user), a `rule_decision`
+//! notice of an approval rule that allowed it, or an earlier
 //! "allow for this session" (`allow` with `remember`) of the same tool with
 //! the same input. Anything else — no question at all, or a question denied,
 //! withdrawn or expired — is an [`UnapprovedTool`]: the gateway ends the
@@ -18,7 +19,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::protocol::{
-    Decision, ERROR_UNAPPROVED_TOOL, ErrorEvent, Event, QuestionKind, ToolResult,
+    Decision, ERROR_UNAPPROVED_TOOL, ErrorEvent, Event, NOTICE_RULE_DECISION, QuestionKind,
+    RuleAction, ToolResult,
 };
 
 /// A tool that ran without a decision allowing it.
@@ -137,6 +139,17 @@ impl ToolGuard {
                     {
                         self.standing.push((tool.clone(), input.clone()));
                     }
+                }
+            }
+            // An approval rule decided the call without a question.
+            Event::Notice(n) if n.code == NOTICE_RULE_DECISION => {
+                if let (Some(id), Some(rule)) = (&n.tool_use_id, &n.rule) {
+                    let verdict = if rule.action == RuleAction::Allow {
+                        Verdict::Allowed
+                    } else {
+                        Verdict::NotAllowed
+                    };
+                    self.verdicts.entry(id.clone()).or_insert(verdict);
                 }
             }
             Event::ToolResult(r) => return self.result(r),
@@ -275,6 +288,42 @@ mod tests {
             flagged(&[ran("t9")]),
             ["a tool ran without approval: an unknown tool (t9)"]
         );
+    }
+
+    fn by_rule(id: &str, action: RuleAction) -> Event {
+        let mut n = crate::protocol::Notice::new(NOTICE_RULE_DECISION, "by rule Read (user scope)")
+            .about_tool_use(id);
+        n.rule = Some(crate::protocol::RuleApplied {
+            rule: "Read".into(),
+            scope: crate::protocol::RuleScope::User,
+            action,
+            id: None,
+        });
+        Event::Notice(n)
+    }
+
+    #[test]
+    fn a_call_a_rule_allowed_passes_and_one_it_denied_does_not() {
+        let read = json!({"file_path": "a"});
+        let allowed = [
+            tool_use("t1", "Read", read.clone()),
+            by_rule("t1", RuleAction::Allow),
+            ran("t1"),
+        ];
+        assert!(flagged(&allowed).is_empty());
+        let denied = [
+            tool_use("t2", "Read", read.clone()),
+            by_rule("t2", RuleAction::Deny),
+            ran("t2"),
+        ];
+        assert_eq!(flagged(&denied), ["a tool ran without approval: Read (t2)"]);
+        // A notice about another call allows nothing here.
+        let other = [
+            tool_use("t3", "Read", read),
+            by_rule("t4", RuleAction::Allow),
+            ran("t3"),
+        ];
+        assert_eq!(flagged(&other).len(), 1);
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub(super) async fn actor_retried_answer_gets_its_first_result(h: &dyn StoreHarn
                 remember: false,
             },
             by: None,
+            allow_worktree_rule: None,
         })
     };
     let first = actor.command("a-1", answer("q1"), &alice("web 1")).await?;
@@ -202,6 +203,7 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
             question_id: "q1".into(),
             decision,
             by: None,
+            allow_worktree_rule: None,
         })
     };
     let allow = Decision::Allow {

@@ -58,6 +58,10 @@ pub struct Execute {
     /// Extra system prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
+    /// The session's approval rules (user, worktree and session scopes),
+    /// in force from the first tool call; `rules` frames replace them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<RuleEntry>>,
 }
 
 impl Execute {
@@ -130,6 +134,75 @@ pub struct Answer {
     /// Who decided, for the gateway's audit trail (set by the orchestrator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<DecidedBy>,
+    /// "Always allow for this worktree": the rule (e.g. `Bash(git status)`)
+    /// the host adds for the session's worktree before it allows. Only
+    /// with an `allow`; the host consumes it and does not forward it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_worktree_rule: Option<String>,
+}
+
+/// The scope a rule applies at: every session of its user, the sessions
+/// in one worktree, or one session. The more specific scope decides
+/// between allow and ask; a deny at any scope wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleScope {
+    /// Every session of the user.
+    User,
+    /// The sessions in one worktree.
+    Worktree,
+    /// One session.
+    Session,
+}
+
+impl RuleScope {
+    /// The wire name, e.g. `worktree`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleScope::User => "user",
+            RuleScope::Worktree => "worktree",
+            RuleScope::Session => "session",
+        }
+    }
+}
+
+/// What a matching rule does with a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// Run it without asking.
+    Allow,
+    /// Ask a person.
+    Ask,
+    /// Refuse it.
+    Deny,
+}
+
+impl RuleAction {
+    /// The wire name, e.g. `allow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleAction::Allow => "allow",
+            RuleAction::Ask => "ask",
+            RuleAction::Deny => "deny",
+        }
+    }
+}
+
+/// One approval rule in force for a session, as the host sends it to the
+/// gateway: `rule` is its text (`Read`, `Bash(git status*)`; see
+/// `docs/approvals.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleEntry {
+    /// The host's id for it, named in the decisions it makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Where it applies.
+    pub scope: RuleScope,
+    /// The rule's text.
+    pub rule: String,
+    /// What it does.
+    pub action: RuleAction,
 }
 
 /// The outcome of an approval or a question.

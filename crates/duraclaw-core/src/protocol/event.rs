@@ -504,6 +504,11 @@ pub const NOTICE_RERUN_AFTER_RESTART: &str = "rerun_after_restart";
 /// its [`Notice::tool_use_id`] names the call.
 pub const NOTICE_AUTO_ALLOWED: &str = "auto_allowed";
 
+/// The [`Notice::code`] of the notice logged when an approval rule decided
+/// a tool call (allowed or denied it) without asking; the message names
+/// the rule and its scope, [`Notice::tool_use_id`] the call.
+pub const NOTICE_RULE_DECISION: &str = "rule_decision";
+
 /// The [`ErrorEvent::code`] of the error that ends a session in which a
 /// tool ran that no decision allowed.
 pub const ERROR_UNAPPROVED_TOOL: &str = "unapproved_tool";
@@ -526,6 +531,23 @@ pub struct Notice {
     /// The tool call it is about, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_use_id: Option<String>,
+    /// For a [`NOTICE_RULE_DECISION`]: the rule that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleApplied>,
+}
+
+/// The rule that decided a tool call, in its `rule_decision` notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleApplied {
+    /// The rule's text, e.g. `Read` or `Bash(rm *)`.
+    pub rule: String,
+    /// Its scope.
+    pub scope: super::RuleScope,
+    /// What it decided: `allow` or `deny`.
+    pub action: super::RuleAction,
+    /// The host's id for the rule, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl Notice {
@@ -536,6 +558,7 @@ impl Notice {
             message: message.into(),
             command_id: None,
             tool_use_id: None,
+            rule: None,
         }
     }
 

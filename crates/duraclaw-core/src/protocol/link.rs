@@ -44,6 +44,15 @@ pub enum ToGateway {
         /// Highest gseq the orchestrator has persisted.
         after_gseq: Gseq,
     },
+    /// The approval rules now in force for `session_id` (user, worktree
+    /// and session scopes), replacing those it had; sent on every change
+    /// and again each time the link opens.
+    Rules {
+        /// The session.
+        session_id: String,
+        /// Every rule in force; empty: none, every call asks.
+        rules: Vec<super::RuleEntry>,
+    },
     /// Ask for the discovered worktrees.
     ListWorktrees {
         /// Request id, echoed in the reply.

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use duraclaw_core::approval::ApprovalRequest;
 use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::executor::{HeldQuestion, question_resolved};
-use duraclaw_core::protocol::{Event, QuestionKind, UserQuestion};
+use duraclaw_core::protocol::{Decision, Event, QuestionKind, UserQuestion};
 use serde_json::Value;
 
 use super::{STOPPED, Shared};
@@ -96,9 +96,14 @@ pub(super) async fn act(shared: &Arc<Shared>, action: CliAction) {
     }
 }
 
-/// The `auto_allowed` notice to log instead of `question`, when the gate
-/// holds an "allow for this session" that answers it.
-pub(super) async fn standing_allow(shared: &Arc<Shared>, question: &UserQuestion) -> Option<Event> {
+/// What decides `question` without asking: a rule's decision (its
+/// `rule_decision` notice and decision), or an "allow for this session"
+/// the gate holds (its `auto_allowed` notice, allow). The notice is logged
+/// instead of the question.
+pub(super) async fn standing_allow(
+    shared: &Arc<Shared>,
+    question: &UserQuestion,
+) -> Option<(Event, Decision)> {
     let QuestionKind::Permission { tool_name, .. } = &question.kind else {
         return None;
     };
@@ -107,9 +112,27 @@ pub(super) async fn standing_allow(shared: &Arc<Shared>, question: &UserQuestion
         question: question.clone(),
         asked_at_ms: SystemClock.now_ms(),
     };
+    match shared.gate.by_rule(&request).await {
+        Ok(Some(decided)) => {
+            return Some((Event::Notice(decided.notice), decided.resolution.decision));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(session = %shared.session_id, error = %e, "approval rules unreadable; asking");
+            return None;
+        }
+    }
+    let allow = Decision::Allow {
+        updated_input: None,
+        remember: false,
+    };
     match shared.gate.standing_allow(&request).await {
-        Ok(found) => found
-            .map(|allow| Event::Notice(allow.notice(tool_name, question.tool_use_id.as_deref()))),
+        Ok(found) => found.map(|a| {
+            (
+                Event::Notice(a.notice(tool_name, question.tool_use_id.as_deref())),
+                allow,
+            )
+        }),
         Err(e) => {
             // Asking a human is the safe way out.
             tracing::warn!(session = %shared.session_id, error = %e, "standing allows unreadable; asking");

@@ -342,8 +342,9 @@ pub(super) async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::Chi
             }
         };
         // Questions go to the gate before they are emitted; the rest of the
-        // actions follow the events. A call allowed "for this session"
-        // before is not asked again: a notice takes the question's place.
+        // actions follow the events. A call an approval rule decides, or one
+        // allowed "for this session" before, is not asked: a notice takes
+        // the question's place.
         let mut events = mapped.events;
         let mut actions = Vec::with_capacity(mapped.actions.len());
         for action in mapped.actions {
@@ -353,21 +354,17 @@ pub(super) async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::Chi
                     question,
                     input,
                 } => match standing_allow(&shared, &question).await {
-                    Some(notice) => {
+                    Some((notice, decision)) => {
                         swap_question(&mut events, &question.question_id, notice);
                         shared
                             .mapper
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .answered(&request_id);
-                        let allow = duraclaw_core::protocol::Decision::Allow {
-                            updated_input: None,
-                            remember: false,
-                        };
                         Next::Act(CliAction::Send(CliInput::for_decision(
                             &request_id,
                             &input,
-                            &allow,
+                            &decision,
                         )))
                     }
                     None => Next::Ask(register_ask(&shared, request_id, question, input).await),

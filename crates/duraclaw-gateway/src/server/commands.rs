@@ -272,6 +272,18 @@ impl Gateway {
         }
     }
 
+    /// Puts the approval rules the host sent for `session_id` in force. A
+    /// session this gateway does not have is skipped: the host sends them
+    /// again with its `execute` and on every link.
+    pub async fn set_rules(&self, session_id: &str, rules: &[duraclaw_core::protocol::RuleEntry]) {
+        match self.session(session_id).await {
+            Ok(session) => session.set_rules(rules),
+            Err(e) => {
+                tracing::debug!(session = %session_id, error = %e, "rules for an unknown session")
+            }
+        }
+    }
+
     /// Runs a turn-starting command taken before a restart, as its first
     /// application would have (its id is recorded already).
     pub(super) async fn run_turn(
@@ -299,6 +311,9 @@ impl Gateway {
         session_id: String,
         x: duraclaw_core::protocol::Execute,
     ) -> Result<()> {
+        if let Some(rules) = &x.rules {
+            session.set_rules(rules);
+        }
         let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
         let spec = StartSpec {
             session_id,
@@ -397,7 +412,7 @@ impl Gateway {
             .inner
             .options
             .executor
-            .start(spec, session.gate.clone(), sink)
+            .start(spec, session.policy.clone(), sink)
             .await?;
         let old = session.exec.lock().await.replace(exec);
         if let Some(old) = old {

@@ -32,7 +32,9 @@ use tokio::sync::Mutex;
 
 use crate::outbox::{Unstarted, shows_work};
 use crate::worktree::WorktreeIndex;
-use duraclaw_approval::{AuditLog, MemoryGate, TracingAudit};
+use duraclaw_approval::rules::RuleSet;
+use duraclaw_approval::{AuditLog, MemoryGate, PolicyGate, TracingAudit};
+use duraclaw_core::protocol::RuleEntry;
 
 /// The owner recorded for sessions in the gateway's own store.
 const GATEWAY_OWNER: &str = "gateway";
@@ -75,6 +77,8 @@ pub struct GatewaySession {
     worktree: PathBuf,
     log: SessionLog,
     gate: Arc<MemoryGate>,
+    /// The user's approval rules over `gate`: the executor asks this one.
+    policy: Arc<PolicyGate>,
     exec: Mutex<Option<Box<dyn ExecutorSession>>>,
     /// Turn-starting commands recorded whose turn has not logged an event
     /// yet (also durable: see [`TURN_PENDING`]).
@@ -142,6 +146,19 @@ impl GatewaySession {
     /// The session's approval gate.
     pub fn gate(&self) -> &Arc<MemoryGate> {
         &self.gate
+    }
+
+    /// The session's approval rules over its gate.
+    pub fn policy(&self) -> &Arc<PolicyGate> {
+        &self.policy
+    }
+
+    /// Puts `rules` (the user, worktree and session scopes, as the host
+    /// sent them) in force; paths resolve against the session's worktree.
+    pub fn set_rules(&self, rules: &[RuleEntry]) {
+        let set = RuleSet::from_entries(self.worktree.display().to_string(), rules);
+        tracing::info!(session = %self.id, rules = set.rules().len(), "approval rules set");
+        self.policy.set_rules(set);
     }
 
     /// Whether its executor is running.
@@ -431,11 +448,18 @@ impl Gateway {
         if let Some(t) = self.inner.options.approval_timeout {
             gate = gate.with_timeout(t);
         }
+        let gate = Arc::new(gate);
+        let policy = Arc::new(
+            PolicyGate::new(vec![], gate.clone())
+                .with_audit(self.inner.audit.clone())
+                .with_exact_session_allows(),
+        );
         Ok(Arc::new(GatewaySession {
             id: log.store().session_id().to_owned(),
             worktree,
             log,
-            gate: Arc::new(gate),
+            gate,
+            policy,
             exec: Mutex::new(None),
             unstarted: Arc::default(),
             acked: std::sync::Mutex::new(None),

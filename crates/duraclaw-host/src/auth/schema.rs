@@ -79,6 +79,27 @@ pub const ONE_LOGIN_SHAPE: Migration = Migration {
     ),
 };
 
+/// The approval rules users own (`duraclaw_host::rules`), the same step
+/// on both hosts. `worktree` and `session_id` are `''` when the scope
+/// names none, so the one-rule-per-place constraint holds.
+pub const APPROVAL_RULES: Migration = Migration {
+    version: 3,
+    name: "approval rules",
+    sql: "CREATE TABLE approval_rules (
+              id TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL COLLATE NOCASE REFERENCES users (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,
+              scope TEXT NOT NULL,
+              worktree TEXT NOT NULL DEFAULT '',
+              session_id TEXT NOT NULL DEFAULT '',
+              rule TEXT NOT NULL,
+              action TEXT NOT NULL,
+              created_at_ms INTEGER NOT NULL,
+              UNIQUE (user_name, scope, worktree, session_id, rule)
+          );
+          CREATE INDEX approval_rules_by_user ON approval_rules (user_name, created_at_ms)",
+};
+
 /// The local host's auth database (its own SQLite file).
 pub const LOCAL_MIGRATIONS: &[Migration] = &[
     // As released; the next step brings it to the one shape.
@@ -97,6 +118,7 @@ pub const LOCAL_MIGRATIONS: &[Migration] = &[
         ),
     },
     ONE_LOGIN_SHAPE,
+    APPROVAL_RULES,
 ];
 
 /// The Worker's D1 database: the login tables, the login failures and the
@@ -135,6 +157,7 @@ pub const D1_MIGRATIONS: &[Migration] = &[
         ),
     },
     ONE_LOGIN_SHAPE,
+    APPROVAL_RULES,
 ];
 
 /// The statements of a migration's SQL (split at `;`; the migrations hold
@@ -269,7 +292,7 @@ mod tests {
             .unwrap()
             .apply(&mut local)
             .unwrap();
-        assert_eq!(report.applied, vec![2]);
+        assert_eq!(report.applied, vec![2, 3]);
         // The D1 database as released, with a login whose user is gone.
         let mut d1 = SqliteConn::open_in_memory().unwrap();
         d1_apply(&mut d1, 1);
@@ -295,6 +318,65 @@ mod tests {
             conn.execute("DELETE FROM users WHERE name = 'alice'", &[])
                 .unwrap();
             assert!(rows(conn).is_empty());
+        }
+    }
+
+    /// The rules table on both hosts: one rule per user, scope, place and
+    /// text (a second add changes its action), gone with its user.
+    #[test]
+    fn approval_rules_are_stored_the_same_on_both_hosts() {
+        use crate::rules::{INSERT, SELECT_BY_USER, StoredRule};
+        let mut local = SqliteConn::open_in_memory().unwrap();
+        Migrations::new(LOCAL_MIGRATIONS)
+            .unwrap()
+            .apply(&mut local)
+            .unwrap();
+        let mut d1 = SqliteConn::open_in_memory().unwrap();
+        d1_apply(&mut d1, D1_MIGRATIONS.len());
+        for conn in [&mut local, &mut d1] {
+            conn.execute("PRAGMA foreign_keys = ON", &[]).unwrap();
+            conn.execute("INSERT INTO users VALUES ('alice', 'h', 1, 1)", &[])
+                .unwrap();
+            for (id, action) in [("r1", "allow"), ("r2", "deny")] {
+                let args = [
+                    SqlValue::Text("Alice".into()),
+                    SqlValue::Text(id.into()),
+                    SqlValue::Text("worktree".into()),
+                    SqlValue::Text("/w/a".into()),
+                    SqlValue::Text(String::new()),
+                    SqlValue::Text("Bash(git status*)".into()),
+                    SqlValue::Text(action.into()),
+                    SqlValue::Integer(5),
+                ];
+                conn.execute(INSERT, &args).unwrap();
+            }
+            let rows = conn
+                .query(SELECT_BY_USER, &[SqlValue::Text("alice".into())])
+                .unwrap();
+            assert_eq!(rows.len(), 1, "the second add updated the first");
+            let text = |v: &SqlValue| match v {
+                SqlValue::Text(t) => t.clone(),
+                other => panic!("{other:?}"),
+            };
+            let r = &rows[0];
+            let stored = StoredRule::from_row(
+                text(&r[0]),
+                &text(&r[1]),
+                text(&r[2]),
+                text(&r[3]),
+                text(&r[4]),
+                &text(&r[5]),
+                5,
+            )
+            .unwrap();
+            assert_eq!((stored.id.as_str(), stored.action.name()), ("r1", "deny"));
+            conn.execute("DELETE FROM users WHERE name = 'alice'", &[])
+                .unwrap();
+            assert!(
+                conn.query(SELECT_BY_USER, &[SqlValue::Text("alice".into())])
+                    .unwrap()
+                    .is_empty()
+            );
         }
     }
 
@@ -327,16 +409,20 @@ mod tests {
     #[test]
     fn plans() {
         let m = D1_MIGRATIONS;
-        assert_eq!(plan(m, None), Ok(Plan::Apply(vec![0, 1])));
+        assert_eq!(plan(m, None), Ok(Plan::Apply(vec![0, 1, 2])));
         assert_eq!(
             plan(m, Some((0, digest_upto(m, 0)))),
-            Ok(Plan::Apply(vec![0, 1]))
+            Ok(Plan::Apply(vec![0, 1, 2]))
         );
         assert_eq!(
             plan(m, Some((1, digest_upto(m, 1)))),
-            Ok(Plan::Apply(vec![1]))
+            Ok(Plan::Apply(vec![1, 2]))
         );
-        assert_eq!(plan(m, Some((2, digest_upto(m, 2)))), Ok(Plan::UpToDate));
+        assert_eq!(
+            plan(m, Some((2, digest_upto(m, 2)))),
+            Ok(Plan::Apply(vec![2]))
+        );
+        assert_eq!(plan(m, Some((3, digest_upto(m, 3)))), Ok(Plan::UpToDate));
         let too_new = plan(m, Some((99, "x".into()))).unwrap_err();
         assert!(too_new.contains("version 99, newer"), "{too_new}");
         let edited = plan(m, Some((1, "other".into()))).unwrap_err();

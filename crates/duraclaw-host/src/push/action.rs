@@ -122,6 +122,7 @@ impl ActionClaim {
             question_id: self.question_id.clone(),
             decision: self.to_decision(),
             by: None,
+            allow_worktree_rule: None,
         })
     }
 }

@@ -523,3 +523,33 @@ fn now_ms() -> i64 {
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// The bundled login keeps approval rules in its own database (table
+/// `approval_rules`, bound to `users`: removing a user removes theirs).
+impl crate::rules::RuleStore for Auth {
+    fn list<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> crate::authn::BoxFuture<'a, Result<Vec<duraclaw_host::rules::StoredRule>>> {
+        let owned = user.to_owned();
+        Box::pin(self.with_db(move |db| store::rules(db, &owned)))
+    }
+
+    fn add<'a>(
+        &'a self,
+        user: &'a str,
+        rules: Vec<duraclaw_host::rules::StoredRule>,
+    ) -> crate::authn::BoxFuture<'a, Result<()>> {
+        let owned = user.to_owned();
+        Box::pin(self.with_db(move |db| store::add_rules(db, &owned, &rules)))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        user: &'a str,
+        id: &'a str,
+    ) -> crate::authn::BoxFuture<'a, Result<bool>> {
+        let (owned, id) = (user.to_owned(), id.to_owned());
+        Box::pin(self.with_db(move |db| store::delete_rule(db, &owned, &id)))
+    }
+}

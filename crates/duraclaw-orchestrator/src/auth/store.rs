@@ -239,3 +239,66 @@ pub(super) fn purge_expired(conn: &Connection, now_ms: i64) -> Result<usize> {
     )
     .map_err(sql_error("delete expired login sessions"))
 }
+
+/// `user`'s approval rules, oldest first (rows this build cannot read are
+/// skipped).
+pub(super) fn rules(
+    conn: &Connection,
+    user: &str,
+) -> Result<Vec<duraclaw_host::rules::StoredRule>> {
+    use duraclaw_host::rules::{SELECT_BY_USER, StoredRule};
+    let mut stmt = conn
+        .prepare_cached(SELECT_BY_USER)
+        .map_err(sql_error("read rules"))?;
+    let rows = stmt
+        .query_map(params![user], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .map_err(sql_error("read rules"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, scope, worktree, session, rule, action, at) =
+            row.map_err(sql_error("read rules"))?;
+        match StoredRule::from_row(id, &scope, worktree, session, rule, &action, at) {
+            Some(r) => out.push(r),
+            None => tracing::warn!(user, scope, action, "unreadable approval rule skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Adds (or updates) `user`'s approval rules in one transaction.
+pub(super) fn add_rules(
+    conn: &mut Connection,
+    user: &str,
+    rules: &[duraclaw_host::rules::StoredRule],
+) -> Result<()> {
+    let tx = conn
+        .transaction()
+        .map_err(sql_error("begin a transaction"))?;
+    for r in rules {
+        let (id, scope, worktree, session, rule, action, at) = r.columns();
+        tx.execute(
+            duraclaw_host::rules::INSERT,
+            params![user, id, scope, worktree, session, rule, action, at],
+        )
+        .map_err(sql_error("add a rule"))?;
+    }
+    tx.commit().map_err(sql_error("add rules"))
+}
+
+/// Deletes `user`'s rule `id`; whether there was one.
+pub(super) fn delete_rule(conn: &Connection, user: &str, id: &str) -> Result<bool> {
+    let n = conn
+        .execute(duraclaw_host::rules::DELETE, params![id, user])
+        .map_err(sql_error("delete a rule"))?;
+    Ok(n > 0)
+}

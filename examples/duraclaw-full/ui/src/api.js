@@ -84,4 +84,9 @@ export const api = {
   pushSettings: () => request('GET', '/api/push/settings'),
   putPushSettings: (settings) => request('PUT', '/api/push/settings', settings),
   pushDeliveries: (limit = 50) => request('GET', `/api/push/deliveries?limit=${limit}`),
+  rules: () => request('GET', '/api/rules'),
+  addRule: (body) => request('POST', '/api/rules', body),
+  deleteRule: (id) => request('DELETE', `/api/rules/${encodeURIComponent(id)}`),
+  rulePresets: () => request('GET', '/api/rules/presets'),
+  applyPreset: (preset) => request('POST', '/api/rules/preset', { preset }),
 };

@@ -8,6 +8,7 @@ import { SessionView } from './components/SessionView.jsx';
 import { Settings } from './components/Settings.jsx';
 import { OfflineBanner } from './components/Offline.jsx';
 import { questionParam } from './notify.js';
+import { Rules } from './components/Rules.jsx';
 import './style.css';
 
 function parseRoute() {
@@ -16,10 +17,11 @@ function parseRoute() {
   if (m) return { name: 'session', id: decodeURIComponent(m[1]), q: questionParam(h) };
   if (h === '/new') return { name: 'new' };
   if (h === '/settings') return { name: 'settings' };
+  if (h === '/rules') return { name: 'rules' };
   return { name: 'list' };
 }
 
-/** Navigates to a hash route ("/", "/new", "/s/<id>"). */
+/** Navigates to a hash route ("/", "/new", "/rules", "/s/<id>"). */
 export function go(path) {
   location.hash = '#' + path;
 }
@@ -79,6 +81,7 @@ function View({ user, route, why, setWhy, setUser }) {
   if (route.name === 'session') return <SessionView key={route.id} id={route.id} focus={route.q} user={user} onLogout={logout} />;
   if (route.name === 'new') return <NewSession user={user} onLogout={logout} />;
   if (route.name === 'settings') return <Settings user={user} onLogout={logout} />;
+  if (route.name === 'rules') return <Rules user={user} onLogout={logout} />;
   return <SessionList user={user} onLogout={logout} />;
 }
 

@@ -171,6 +171,12 @@ export class Transcript {
           tool.autoAllowed = { seq, ev: e };
           break;
         }
+        // So is an approval rule's decision, naming the rule.
+        const ruled = e.code === 'rule_decision' && typeof e.tool_use_id === 'string' ? this.byTool.get(e.tool_use_id) : null;
+        if (ruled && !ruled.ruleDecision) {
+          ruled.ruleDecision = { seq, ev: e };
+          break;
+        }
         this.items.push({ kind: 'notice', seq, key: `s${seq}`, ev: e });
         break;
       }

@@ -112,3 +112,22 @@ test('a question without its tool call stands alone', () => {
   assert.equal(t.items[0].resolved.decision, 'expired');
   assert.equal(t.items[0].resolvedSeq, 2);
 });
+
+test("a rule's decision is shown on the card of the call it decided, naming the rule", () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'tool_use', tool_use_id: 't1', name: 'Read', input: { file_path: 'a' } });
+  const notice = {
+    type: 'notice',
+    code: 'rule_decision',
+    message: 'Read was allowed by rule Read (user scope), without asking',
+    tool_use_id: 't1',
+    rule: { rule: 'Read', scope: 'user', action: 'allow' },
+  };
+  t.apply(2, notice);
+  const card = t.items.find((i) => i.id === 't1');
+  assert.deepEqual(card.ruleDecision, { seq: 2, ev: notice });
+  assert.equal(t.items.filter((i) => i.kind === 'notice').length, 0);
+  // One about no call seen stays a line of its own.
+  t.apply(3, { ...notice, tool_use_id: 't9' });
+  assert.equal(t.items.filter((i) => i.kind === 'notice').length, 1);
+});

@@ -642,6 +642,7 @@ impl SessionActor {
                 question_id: question_id.to_owned(),
                 decision: decision.clone(),
                 by: Some(by.clone()),
+                allow_worktree_rule: None,
             }),
         });
         let json: Arc<str> = encode_frame(&frame)?.into();

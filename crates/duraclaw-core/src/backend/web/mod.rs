@@ -164,6 +164,7 @@ impl NewSession {
             model: self.model,
             permission_mode: None,
             system_prompt: None,
+            rules: None,
         }
     }
 }

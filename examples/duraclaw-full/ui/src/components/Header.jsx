@@ -9,6 +9,9 @@ export function Header({ user, onLogout, children }) {
       <div class="topbar-mid">{children}</div>
       {user && (
         <div class="topbar-user">
+          <a class="link" href="#/rules" data-testid="rules-link" title="Approval rules: what runs without asking">
+            Rules
+          </a>
           <span class="muted user-name" title="Signed in">
             {user.name}
           </span>

@@ -1,6 +1,7 @@
 import { useState } from 'preact/hooks';
 import { HiddenWarning, Shown } from './Shown.jsx';
 import { ToolInput } from './Tool.jsx';
+import { exactRule } from '../rules.js';
 
 /** What the model is told when a person denies without writing a reason. */
 export const DEFAULT_DENY_REASON = 'The user denied this tool call.';
@@ -64,6 +65,8 @@ function Permission({ item, ctx, nested }) {
   const [reason, setReason] = useState('');
   const st = ctx.qstate(q.question_id);
   const busy = st && (st.sending || st.sent) && !st.error;
+  // What "Always allow for this worktree" adds: shown before it is clicked.
+  const rule = ctx.worktree ? exactRule(ctx.worktree, q.tool_name, q.input) : null;
   return (
     <div
       class={`question permission${item.resolved ? ' resolved' : ' open'}`}
@@ -111,6 +114,18 @@ function Permission({ item, ctx, nested }) {
             >
               Allow for this session
             </button>
+            {rule && (
+              <button
+                type="button"
+                data-testid="allow-worktree"
+                data-rule={rule}
+                disabled={busy}
+                onClick={() => ctx.answer(q.question_id, { decision: 'allow', allow_worktree_rule: rule })}
+                title={`Approve, and add the rule “${rule}” (allow) for this worktree: later sessions here run it without asking`}
+              >
+                Always allow in this worktree: <code class="rule-text">{rule}</code>
+              </button>
+            )}
           </div>
           <div class="deny-row">
             <input

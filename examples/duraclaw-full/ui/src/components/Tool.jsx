@@ -3,6 +3,7 @@ import { highlight, langForPath } from '../markdown.js';
 import { resolvePath } from '../paths.js';
 import { revealText } from '../reveal.js';
 import { autoAllowedNote } from '../system.js';
+import { ruleDecisionNote } from '../rules.js';
 import { Collapsible } from './Collapsible.jsx';
 import { Question } from './Question.jsx';
 import { HiddenWarning, Shown } from './Shown.jsx';
@@ -256,6 +257,18 @@ export function AutoAllowed({ auto }) {
   );
 }
 
+/** Says on a call's card which approval rule decided it (notice `rule_decision`). */
+export function RuleDecided({ ruled }) {
+  const n = ruleDecisionNote(ruled.ev);
+  if (!n) return null;
+  return (
+    <div class={`rule-decided ${n.action}`} role="status" data-seq={ruled.seq} data-testid="rule-decision" data-rule={n.rule} data-scope={n.scope}>
+      <b>{n.verb}</b> <code class="rule-text">{n.rule}</code> <span class="badge">{n.scope} scope</span>{' '}
+      <span class="muted small">without asking</span>
+    </div>
+  );
+}
+
 /** One tool call: input, its approval prompt if any, then its result. */
 export function ToolCard({ item, ctx }) {
   const q = item.question;
@@ -264,7 +277,7 @@ export function ToolCard({ item, ctx }) {
   const summary = item.orphan ? 'result of an earlier call' : toolSummary(item.name, item.input);
   return (
     <section
-      class={`tool card${pending ? ' pending' : ''}${item.autoAllowed ? ' auto' : ''}${item.result && item.result.is_error ? ' failed' : ''}`}
+      class={`tool card${pending ? ' pending' : ''}${item.autoAllowed || (item.ruleDecision && item.ruleDecision.ev.rule && item.ruleDecision.ev.rule.action === 'allow') ? ' auto' : ''}${item.result && item.result.is_error ? ' failed' : ''}`}
       data-seq={item.seq}
       data-testid="tool-call"
       data-tool={name}
@@ -287,6 +300,7 @@ export function ToolCard({ item, ctx }) {
       {!item.orphan && name !== 'AskUserQuestion' && <ToolInput name={item.name} input={item.input} worktree={ctx.worktree} whole={pending} />}
       {q && <Question item={q} ctx={ctx} nested />}
       {item.autoAllowed && <AutoAllowed auto={item.autoAllowed} />}
+      {item.ruleDecision && <RuleDecided ruled={item.ruleDecision} />}
       {item.result &&
         (name === 'AskUserQuestion' && !item.result.is_error && q && q.resolved && q.resolved.decision === 'answered' ? (
           // The answers are shown above; the tool's echo of them adds nothing.
