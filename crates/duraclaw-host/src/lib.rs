@@ -8,7 +8,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod http;
-pub mod inbox;
 pub mod ids;
+pub mod inbox;
 pub mod link;
 pub mod start;

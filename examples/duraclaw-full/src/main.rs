@@ -381,6 +381,7 @@ async fn serve_web(
         Duration::from_secs(web.evict_after_secs.max(1)),
         web.live_queue,
     );
+    orch.rebuild_inbox().await?;
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();
     // `duraclaw user passwd|remove` run in another process: their

@@ -445,11 +445,7 @@ impl Inbox {
     }
 
     fn open_count(&self, session_id: &str) -> u32 {
-        let n = self
-            .open
-            .keys()
-            .filter(|(s, _)| s == session_id)
-            .count();
+        let n = self.open.keys().filter(|(s, _)| s == session_id).count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 

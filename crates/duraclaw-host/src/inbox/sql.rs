@@ -62,7 +62,10 @@ pub fn load(conn: &mut dyn SqlConn, base: u64) -> Result<Inbox> {
         .map(|r| from_json::<InboxItem>(r, 0))
         .collect::<Result<Vec<_>>>()?;
     let changes = conn
-        .query("SELECT cursor, json FROM inbox_changes ORDER BY cursor", &[])?
+        .query(
+            "SELECT cursor, json FROM inbox_changes ORDER BY cursor",
+            &[],
+        )?
         .iter()
         .map(|r| Ok((as_u64(r, 0), from_json::<InboxChange>(r, 1)?)))
         .collect::<Result<Vec<_>>>()?;

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use duraclaw_core::backend::migrate::Migrations;
-use duraclaw_core::protocol::{DecidedBy, Decision, Event, QuestionResolved, StateChange, TurnResult};
+use duraclaw_core::protocol::{
+    DecidedBy, Decision, Event, QuestionResolved, StateChange, TurnResult,
+};
 use duraclaw_core::state::{PauseReason, SessionState};
 use duraclaw_core::store::{SessionMeta, StoredEvent};
 use duraclaw_store::SqliteConn;
@@ -52,8 +54,10 @@ fn resolved(q: &str) -> Event {
 }
 
 fn text() -> Event {
-    Event::from_value(json!({"type": "assistant", "message_id": "m", "phase": "final", "text": "hi"}))
-        .unwrap()
+    Event::from_value(
+        json!({"type": "assistant", "message_id": "m", "phase": "final", "text": "hi"}),
+    )
+    .unwrap()
 }
 
 fn state(s: SessionState) -> Event {
@@ -72,14 +76,23 @@ fn a_question_opens_and_resolves_with_its_session_changes() {
             stored(1, 20, &state(SessionState::Active)),
             stored(2, 21, &text()),
             stored(3, 22, &ask("q1")),
-            stored(4, 22, &state(SessionState::paused(PauseReason::AwaitingApproval))),
+            stored(
+                4,
+                22,
+                &state(SessionState::paused(PauseReason::AwaitingApproval)),
+            ),
         ],
     );
     let kinds: Vec<_> = c.iter().map(|(_, ch)| ch.clone()).collect();
-    assert!(matches!(&kinds[0], InboxChange::QuestionOpened { item } if item.question_id == "q1" && item.tool.as_deref() == Some("Bash") && item.worktree == "/w/s1" && item.opened_at_ms == 22));
+    assert!(
+        matches!(&kinds[0], InboxChange::QuestionOpened { item } if item.question_id == "q1" && item.tool.as_deref() == Some("Bash") && item.worktree == "/w/s1" && item.opened_at_ms == 22)
+    );
     match &kinds[1] {
         InboxChange::Session { session } => {
-            assert_eq!(session.state, SessionState::paused(PauseReason::AwaitingApproval));
+            assert_eq!(
+                session.state,
+                SessionState::paused(PauseReason::AwaitingApproval)
+            );
             assert_eq!(session.pending_questions, 1);
         }
         other => panic!("{other:?}"),
@@ -102,14 +115,12 @@ fn a_question_opens_and_resolves_with_its_session_changes() {
         ],
     );
     assert!(matches!(&c[0].1, InboxChange::QuestionResolved { by: Some(by), .. } if by == "alice"));
-    assert!(matches!(&c[1].1, InboxChange::Session { session } if session.cost_usd == 0.5 && session.pending_questions == 0));
+    assert!(
+        matches!(&c[1].1, InboxChange::Session { session } if session.cost_usd == 0.5 && session.pending_questions == 0)
+    );
     assert!(inbox.items().is_empty());
     // Text alone changes nothing the inbox shows.
-    assert!(
-        inbox
-            .events("s1", &[stored(8, 40, &text())])
-            .is_empty()
-    );
+    assert!(inbox.events("s1", &[stored(8, 40, &text())]).is_empty());
 }
 
 #[test]
@@ -126,7 +137,11 @@ fn an_ended_session_closes_its_questions_and_unknown_sessions_are_ignored() {
         2
     );
     assert!(inbox.items().is_empty());
-    assert!(inbox.events("nobody", &[stored(1, 1, &ask("q"))]).is_empty());
+    assert!(
+        inbox
+            .events("nobody", &[stored(1, 1, &ask("q"))])
+            .is_empty()
+    );
     // The same question twice opens once.
     inbox.session(meta("s2"));
     inbox.events("s2", &[stored(1, 1, &ask("q"))]);
@@ -150,14 +165,21 @@ fn resume_rules() {
     inbox.session(meta("s1"));
     inbox.events("s1", &[stored(1, 1, &ask("q1"))]);
     let now = inbox.cursor();
-    assert!(matches!(inbox.resume(None), Resume::Snapshot(s) if s.reason == SnapshotReason::Fresh && s.cursor == now && s.items.len() == 1));
+    assert!(
+        matches!(inbox.resume(None), Resume::Snapshot(s) if s.reason == SnapshotReason::Fresh && s.cursor == now && s.items.len() == 1)
+    );
     assert!(matches!(inbox.resume(Some(now)), Resume::Changes(c) if c.is_empty()));
     assert!(matches!(inbox.resume(Some(BASE)), Resume::Changes(c) if c.len() as u64 == now - BASE));
     // From an earlier inbox (below the base): a snapshot, never a gap.
-    assert!(matches!(inbox.resume(Some(3)), Resume::Snapshot(s) if s.reason == SnapshotReason::CursorExpired));
+    assert!(
+        matches!(inbox.resume(Some(3)), Resume::Snapshot(s) if s.reason == SnapshotReason::CursorExpired)
+    );
     match inbox.resume(Some(now + 1)) {
         Resume::Refused(r) => {
-            assert_eq!((r.error.code.as_str(), r.close_code), ("ahead_of_log", 4409));
+            assert_eq!(
+                (r.error.code.as_str(), r.close_code),
+                ("ahead_of_log", 4409)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -170,8 +192,12 @@ fn resume_rules() {
         };
         inbox.events("s1", &[stored(2 + i as u64, 2, &state(s))]);
     }
-    assert!(matches!(inbox.resume(Some(now)), Resume::Snapshot(s) if s.reason == SnapshotReason::CursorExpired));
-    assert!(matches!(inbox.resume(Some(inbox.floor())), Resume::Changes(c) if c.len() == MAX_RETAINED));
+    assert!(
+        matches!(inbox.resume(Some(now)), Resume::Snapshot(s) if s.reason == SnapshotReason::CursorExpired)
+    );
+    assert!(
+        matches!(inbox.resume(Some(inbox.floor())), Resume::Changes(c) if c.len() == MAX_RETAINED)
+    );
 }
 
 #[test]
@@ -186,7 +212,10 @@ fn frames_and_after() {
         r#"{"type":"pong","nonce":7}"#
     );
     let bad: Value = serde_json::from_str(&answer("nope").unwrap()).unwrap();
-    assert_eq!((bad["type"].as_str(), bad["code"].as_str()), (Some("error"), Some("invalid")));
+    assert_eq!(
+        (bad["type"].as_str(), bad["code"].as_str()),
+        (Some("error"), Some("invalid"))
+    );
     let mut inbox = Inbox::new(BASE);
     inbox.session(meta("s1"));
     let first = first_frames(&inbox, Some(BASE)).unwrap();
@@ -195,7 +224,10 @@ fn frames_and_after() {
     assert_eq!(f["cursor"], BASE + 1);
     assert_eq!(f["change"]["type"], "session");
     let snap: Value = serde_json::from_str(&first_frames(&inbox, None).unwrap()[0]).unwrap();
-    assert_eq!((snap["type"].as_str(), snap["reason"].as_str()), (Some("snapshot"), Some("fresh")));
+    assert_eq!(
+        (snap["type"].as_str(), snap["reason"].as_str()),
+        (Some("snapshot"), Some("fresh"))
+    );
     assert!(first_frames(&inbox, Some(BASE + 2)).is_err());
     assert!(is_relevant(r#"{"type":"user_question"}"#));
     assert!(!is_relevant(r#"{"type":"assistant","text":"x"}"#));
@@ -248,7 +280,11 @@ impl Copy {
         match inbox.resume(after) {
             Resume::Snapshot(s) => {
                 self.cursor = s.cursor;
-                self.sessions = s.sessions.into_iter().map(|m| (m.session_id.clone(), m)).collect();
+                self.sessions = s
+                    .sessions
+                    .into_iter()
+                    .map(|m| (m.session_id.clone(), m))
+                    .collect();
                 self.items = s
                     .items
                     .into_iter()
