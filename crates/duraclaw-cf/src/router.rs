@@ -25,7 +25,11 @@
 //!   sockets' logins ([`LOGIN_ENDED_PATH`]): sockets whose login ended close
 //!   with 4401 at once.
 //!
-//! Bindings: `SESSIONS` (the session Durable Object namespace), `DB` (D1),
+//! - The inbox (`/api/inbox`, `/api/inbox/ws`) goes to the user's own
+//!   Durable Object (`USERS.idFromName(user)`, [`crate::user`]).
+//!
+//! Bindings: `SESSIONS` (the session Durable Object namespace), `USERS`
+//! (the users' objects), `DB` (D1),
 //! `CC_GATEWAY_URL`, the secrets `CC_GATEWAY_SECRET`,
 //! `DURACLAW_COOKIE_SECRET` and `DURACLAW_ADMIN_TOKEN`, optionally `ASSETS`.
 
@@ -127,7 +131,22 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
             let path = format!("/ws{query}");
             to_session(env, &auth, &user, id, &path, Method::Get, Some("websocket")).await
         }
-        (_, ["status" | "worktrees"] | ["sessions", ..]) => json_error(405, "method not allowed"),
+        (Method::Get, ["inbox"]) => to_user(env, &user, "/list", None).await,
+        (Method::Get, ["inbox", "ws"]) => {
+            let upgrade = req.headers().get("Upgrade")?.unwrap_or_default();
+            if !upgrade.eq_ignore_ascii_case("websocket") {
+                return json_error(400, "this route needs a WebSocket upgrade");
+            }
+            let query = req
+                .url()?
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            to_user(env, &user, &format!("/ws{query}"), Some("websocket")).await
+        }
+        (_, ["status" | "worktrees" | "inbox"] | ["sessions", ..] | ["inbox", ..]) => {
+            json_error(405, "method not allowed")
+        }
         _ => json_error(404, "no such route"),
     }
 }
@@ -159,6 +178,19 @@ pub const MAX_LOGIN_ENDED_NOTICES: usize = 500;
 /// logged, or an older session) still has its next command refused: the
 /// object checks the login before every command.
 async fn end_logins(env: &Env, auth: &CfAuth, user: &str) {
+    let to_user = async {
+        let headers = Headers::new();
+        headers.set(USER_HEADER, user)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers);
+        let inner = Request::new_with_init(&format!("https://user{LOGIN_ENDED_PATH}"), &init)?;
+        crate::user::user_stub(env, user)?
+            .fetch_with_request(inner)
+            .await
+    };
+    if let Err(e) = to_user.await {
+        tracing::warn!(user, error = %e, "cannot tell the user's inbox its logins ended");
+    }
     let sessions = match auth.list_sessions(user).await {
         Ok(s) => s,
         Err(e) => {
@@ -332,6 +364,27 @@ async fn create_session(mut req: Request, env: &Env, user: &AuthUser) -> worker:
         .with_body(Some(serde_json::to_string(&create)?.into()));
     let inner = Request::new_with_init("https://session/create", &init)?;
     stub(env, &id)?.fetch_with_request(inner).await
+}
+
+/// Forwards an inbox route to `user`'s object.
+async fn to_user(
+    env: &Env,
+    user: &AuthUser,
+    path: &str,
+    upgrade: Option<&str>,
+) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set(USER_HEADER, &user.name)?;
+    if let Some(u) = upgrade {
+        headers.set("Upgrade", u)?;
+        headers.set(LOGIN_HEADER, &user.login)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let inner = Request::new_with_init(&format!("https://user{path}"), &init)?;
+    crate::user::user_stub(env, &user.name)?
+        .fetch_with_request(inner)
+        .await
 }
 
 /// Forwards a session route to its object, once `user` is known to own it.

@@ -398,9 +398,9 @@ impl Inbox {
                 }
                 Event::UserQuestion(q) => {
                     let key = (session_id.to_owned(), q.question_id.clone());
-                    if !self.open.contains_key(&key) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = self.open.entry(key) {
                         let item = InboxItem::new(&meta, &q, e.at_ms);
-                        self.open.insert(key, item.clone());
+                        slot.insert(item.clone());
                         self.record(InboxChange::QuestionOpened { item }, &mut out);
                     }
                 }
