@@ -45,7 +45,38 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         the_page_and_its_assets_carry_the_security_headers,
         a_restarted_host_and_a_killed_gateway_lose_nothing,
         an_old_cli_is_named_in_the_status_and_refuses_a_start,
+        the_inbox_lists_the_users_own_questions_and_resumes_exactly_once,
+        an_ended_login_closes_the_inbox_stream,
     ]
+}
+
+async fn the_inbox_lists_the_users_own_questions_and_resumes_exactly_once(h: &dyn Host) {
+    let u = user(h, "inbox").await;
+    let other = user(h, "inboxother").await;
+    crate::inbox::lists_own_questions_and_resumes_exactly_once(
+        h,
+        (&u, "inbox"),
+        (&other, "inboxother"),
+    )
+    .await;
+    crate::inbox::refusals(&u).await;
+}
+
+/// Logout with the inbox stream open closes it with 4401.
+async fn an_ended_login_closes_the_inbox_stream(h: &dyn Host) {
+    let u = user(h, "inboxlogin").await;
+    let mut ws = crate::inbox::open(&u, "").await;
+    let first = crate::inbox::frame(&mut ws).await;
+    assert_eq!(first["type"], "snapshot", "{first}");
+    let out = http()
+        .post(format!("{}/api/logout", h.base()))
+        .header("cookie", &u.cookie)
+        .header("origin", h.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    both_hosts::assert_closes(&mut ws).await;
 }
 
 /// Runs `cases` on `h` one after another (those named in `DURACLAW_CASES`

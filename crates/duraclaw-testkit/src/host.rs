@@ -41,6 +41,9 @@ pub const WORKTREES: &[&str] = &[
     "restart",
     "gateway",
     "oldcli",
+    "inbox",
+    "inboxother",
+    "inboxlogin",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

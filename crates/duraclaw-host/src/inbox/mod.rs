@@ -161,6 +161,12 @@ pub enum InboxFrame {
         /// The change.
         change: InboxChange,
     },
+    /// Sent after the changes a resuming client was missing: it is up to
+    /// date at `cursor`, and what follows is live.
+    Resumed {
+        /// The inbox's cursor.
+        cursor: u64,
+    },
     /// A refusal or a bad frame: `{"type":"error","code","message"}`, as
     /// on the session stream.
     Error(WireError),
@@ -541,14 +547,24 @@ pub fn base_cursor(now_ms: i64) -> u64 {
 }
 
 /// The frames a client resuming after `after` is sent first (before the
-/// live changes), or the refusal to send before closing.
+/// live changes): a snapshot, or the changes it missed then `resumed`; or
+/// the refusal to send before closing.
 pub fn first_frames(inbox: &Inbox, after: Option<u64>) -> Result<Vec<String>, Refusal> {
     match inbox.resume(after) {
         Resume::Snapshot(s) => Ok(vec![InboxFrame::Snapshot(s).encode()]),
-        Resume::Changes(changes) => Ok(changes
-            .into_iter()
-            .map(|(cursor, change)| InboxFrame::Change { cursor, change }.encode())
-            .collect()),
+        Resume::Changes(changes) => {
+            let mut frames: Vec<String> = changes
+                .into_iter()
+                .map(|(cursor, change)| InboxFrame::Change { cursor, change }.encode())
+                .collect();
+            frames.push(
+                InboxFrame::Resumed {
+                    cursor: inbox.cursor(),
+                }
+                .encode(),
+            );
+            Ok(frames)
+        }
         Resume::Refused(r) => Err(r),
     }
 }

@@ -223,6 +223,9 @@ fn frames_and_after() {
     assert_eq!(f["type"], "change");
     assert_eq!(f["cursor"], BASE + 1);
     assert_eq!(f["change"]["type"], "session");
+    let end: Value = serde_json::from_str(&first[1]).unwrap();
+    assert_eq!(end, json!({"type": "resumed", "cursor": BASE + 1}));
+    assert_eq!(first.len(), 2);
     let snap: Value = serde_json::from_str(&first_frames(&inbox, None).unwrap()[0]).unwrap();
     assert_eq!(
         (snap["type"].as_str(), snap["reason"].as_str()),
