@@ -5,6 +5,8 @@ import { Login } from './components/Login.jsx';
 import { SessionList } from './components/SessionList.jsx';
 import { NewSession } from './components/NewSession.jsx';
 import { SessionView } from './components/SessionView.jsx';
+import { InboxView } from './components/Inbox.jsx';
+import { inbox } from './inbox-store.js';
 import './style.css';
 
 function parseRoute() {
@@ -12,10 +14,11 @@ function parseRoute() {
   const m = /^\/s\/([^/?#]+)/.exec(h);
   if (m) return { name: 'session', id: decodeURIComponent(m[1]) };
   if (h === '/new') return { name: 'new' };
+  if (h === '/inbox') return { name: 'inbox' };
   return { name: 'list' };
 }
 
-/** Navigates to a hash route ("/", "/new", "/s/<id>"). */
+/** Navigates to a hash route ("/", "/new", "/inbox", "/s/<id>"). */
 export function go(path) {
   location.hash = '#' + path;
 }
@@ -42,6 +45,14 @@ function App() {
     };
   }, []);
 
+  // The inbox stream runs while someone is logged in.
+  const signedIn = !!(user && !user.offline);
+  useEffect(() => {
+    if (!signedIn) return undefined;
+    inbox.start();
+    return () => inbox.stop();
+  }, [signedIn]);
+
   if (user === undefined) return <div class="boot">Loading…</div>;
   if (user === null)
     return (
@@ -65,6 +76,7 @@ function App() {
 
   if (route.name === 'session') return <SessionView key={route.id} id={route.id} user={user} onLogout={logout} />;
   if (route.name === 'new') return <NewSession user={user} onLogout={logout} />;
+  if (route.name === 'inbox') return <InboxView user={user} onLogout={logout} />;
   return <SessionList user={user} onLogout={logout} />;
 }
 
