@@ -169,8 +169,14 @@ impl UserHost {
             .collect();
         let meta = update.meta;
         self.apply(move |inbox| {
-            let mut changes = inbox.session(meta);
+            let mut changes = Vec::new();
+            if inbox.session_meta(&session_id).is_none() {
+                changes.extend(inbox.session(meta.clone()));
+            }
             changes.extend(inbox.events(&session_id, &events));
+            // The object's metadata has the last word (e.g. a session that
+            // ended closes what is still open).
+            changes.extend(inbox.session(meta));
             changes
         })?;
         Response::empty().map(|r| r.with_status(204))
