@@ -28,6 +28,10 @@ use crate::error::ApiError;
 /// caught up from the inbox's retained changes.
 const LIVE_CHANGES: usize = 1024;
 
+/// A socket's view of a user's inbox as it opens: the live changes after
+/// now, the first frames, and the cursor they end at.
+type Opened = (broadcast::Receiver<(u64, InboxChange)>, Vec<String>, u64);
+
 /// A user's inbox and its live stream.
 struct UserInbox {
     inbox: Inbox,
@@ -169,11 +173,7 @@ impl InboxHub {
     /// under the same lock as the first frames are made, so nothing falls
     /// between), the first frames and the cursor they end at; or the
     /// refusal.
-    fn open(
-        &self,
-        user: &str,
-        after: Option<u64>,
-    ) -> Result<(broadcast::Receiver<(u64, InboxChange)>, Vec<String>, u64), socket::Refusal> {
+    fn open(&self, user: &str, after: Option<u64>) -> Result<Opened, socket::Refusal> {
         let mut users = self.users();
         let u = users.user(user, &self.clock);
         let frames = inbox::first_frames(&u.inbox, after)?;
