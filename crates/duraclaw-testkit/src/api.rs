@@ -482,8 +482,13 @@ async fn a_restarted_host_and_a_killed_gateway_lose_nothing(h: &dyn Host) {
         .await;
     let before = one.events.clone();
     drop(one);
+    let inbox = crate::inbox::list_until(&u, "the question in the inbox", |items| {
+        items.iter().any(|i| i["question_id"] == qid.as_str())
+    })
+    .await;
 
     h.restart_host().await;
+    crate::inbox::survives_restart(h, &u, &inbox).await;
     let mut two = Browser::connect(base, &u.cookie, &id, 0).await;
     assert_eq!(
         two.snapshot["pending"][0]["question_id"],

@@ -250,3 +250,40 @@ pub async fn refusals(u: &User) {
     check_refused("an oversized frame", &frames, close, "too_large", 1009);
     assert!(frames.iter().all(|f| f["type"] != "pong"), "{frames:?}");
 }
+
+/// After a restart of host `h`, `u`'s inbox still lists what it listed
+/// before (`before`, a `GET /api/inbox` answer): rebuilt from the
+/// sessions' stores on the local host, kept in the user's object on
+/// Cloudflare. A cursor from before the restart resumes on Cloudflare
+/// (the object kept its changes) and gets a `cursor_expired` snapshot on
+/// the local host (its rebuilt inbox starts above every earlier cursor);
+/// neither leaves a gap.
+pub async fn survives_restart(h: &dyn Host, u: &User, before: &Value) {
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| format!("{}/{}", i["session_id"], i["question_id"]))
+            .collect()
+    };
+    let after = list(u).await;
+    assert_eq!(ids(&after), ids(before), "the inbox after the restart: {after}");
+    let cursor = before["cursor"].as_u64().unwrap();
+    let mut ws = open(u, &format!("after={cursor}")).await;
+    let f = frame(&mut ws).await;
+    if h.name() == "cloudflare" {
+        let mut f = f;
+        while f["type"] == "change" {
+            f = frame(&mut ws).await;
+        }
+        assert_eq!(f["type"], "resumed", "the object kept its changes: {f}");
+    } else {
+        assert_eq!(
+            (f["type"].as_str(), f["reason"].as_str()),
+            (Some("snapshot"), Some("cursor_expired")),
+            "{f}"
+        );
+        assert_eq!(ids(&f), ids(before), "{f}");
+    }
+}
