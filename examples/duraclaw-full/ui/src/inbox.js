@@ -3,7 +3,7 @@
 // tested in test/inbox.test.js), then the socket, then one shared store the
 // views subscribe to.
 
-import { SessionSocket, CLOSE_AHEAD_OF_LOG } from './connection.js';
+import { SessionSocket } from './connection.js';
 
 /** An inbox with nothing in it yet (no cursor: the first connection asks for a snapshot). */
 export function emptyInbox() {
@@ -186,4 +186,3 @@ export function createInboxStore({ onLoginEnded, setTitle = (t) => (document.tit
   };
 }
 
-export { CLOSE_AHEAD_OF_LOG };

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { applyFrame, emptyInbox, itemQuestion, mergeSessions, openItems, titleFor } from '../src/inbox.js';
+import { sockets } from './fake-websocket.js';
+import { applyFrame, createInboxStore, emptyInbox, itemQuestion, mergeSessions, openItems, titleFor } from '../src/inbox.js';
 
 const item = (sid, qid, at) => ({
   session_id: sid,
@@ -92,4 +93,51 @@ test('inbox items become the questions the Question component shows', () => {
   const ask = { ...item('a', 'q2', 1), kind: 'ask_user', tool: null, input: { questions: [{ question: 'Which?', options: [] }] } };
   assert.deepEqual(itemQuestion(ask), { question_id: 'q2', kind: 'ask_user', questions: [{ question: 'Which?', options: [] }] });
   assert.deepEqual(itemQuestion({ ...ask, input: 'junk' }).questions, []);
+});
+
+test('the store: resumes after its cursor, starts over on 4409, stops on 4401, and titles the page', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  sockets.length = 0;
+  const titles = [];
+  let ended = 0;
+  const store = createInboxStore({ onLoginEnded: () => ended++, setTitle: (x) => titles.push(x) });
+  store.start();
+  assert.equal(sockets[0].url, 'ws://127.0.0.1:1/api/inbox/ws', 'no cursor yet: a snapshot');
+  sockets[0].open();
+  sockets[0].frame({ type: 'snapshot', cursor: 7, sessions: [], items: [item('a', 'q1', 1)] });
+  assert.equal(titles.at(-1), '(1) Duraclaw');
+  sockets[0].frame(change(8, { type: 'question_opened', item: item('a', 'q2', 2) }));
+  assert.equal(titles.at(-1), '(2) Duraclaw');
+  store.setPageName('build — Duraclaw');
+  assert.equal(titles.at(-1), '(2) build — Duraclaw');
+
+  // A skipped cursor: the store resumes after the last change it applied.
+  sockets[0].frame(change(10, { type: 'question_resolved', session_id: 'a', question_id: 'q1' }));
+  assert.equal(sockets.length, 2);
+  assert.equal(sockets[1].url, 'ws://127.0.0.1:1/api/inbox/ws?after=8');
+  assert.equal(store.state.items.size, 2, 'nothing applied past the gap');
+  sockets[1].open();
+  sockets[1].frame(change(9, { type: 'session', session: meta('a', 3) }));
+  sockets[1].frame(change(10, { type: 'question_resolved', session_id: 'a', question_id: 'q1' }));
+  sockets[1].frame({ type: 'resumed', cursor: 10 });
+  assert.equal(store.state.cursor, 10);
+  assert.equal(store.state.items.size, 1);
+
+  // Any other close resumes from the cursor; 4409 drops the copy first.
+  sockets[1].drop(1006);
+  t.mock.timers.tick(60_000);
+  assert.equal(sockets[2].url, 'ws://127.0.0.1:1/api/inbox/ws?after=10');
+  sockets[2].open();
+  sockets[2].drop(4409);
+  assert.equal(store.state.cursor, null);
+  t.mock.timers.tick(60_000);
+  assert.equal(sockets[3].url, 'ws://127.0.0.1:1/api/inbox/ws');
+
+  // 4401: the login is gone, nothing reconnects.
+  sockets[3].open();
+  sockets[3].drop(4401);
+  assert.equal(ended, 1);
+  t.mock.timers.tick(120_000);
+  assert.equal(sockets.length, 4);
+  store.stop();
 });
