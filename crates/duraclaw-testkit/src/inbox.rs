@@ -268,7 +268,11 @@ pub async fn survives_restart(h: &dyn Host, u: &User, before: &Value) {
             .collect()
     };
     let after = list(u).await;
-    assert_eq!(ids(&after), ids(before), "the inbox after the restart: {after}");
+    assert_eq!(
+        ids(&after),
+        ids(before),
+        "the inbox after the restart: {after}"
+    );
     let cursor = before["cursor"].as_u64().unwrap();
     let mut ws = open(u, &format!("after={cursor}")).await;
     let f = frame(&mut ws).await;

@@ -236,16 +236,25 @@ fn shown(meta: &SessionMeta) -> impl PartialEq + '_ {
 /// turn's result (its cost), a question opened or resolved. The others (a
 /// stream of text, tool calls) are not looked at.
 pub fn is_relevant(json: &str) -> bool {
+    const RELEVANT: [&str; 4] = [
+        "session.state",
+        "result",
+        "user_question",
+        "question.resolved",
+    ];
+    // Events are written type first: a streamed delta is not scanned.
+    if let Some(rest) = json.strip_prefix("{\"type\":\"")
+        && let Some(end) = rest.find('"')
+    {
+        return RELEVANT.contains(&&rest[..end]);
+    }
     #[derive(Deserialize)]
     struct Kind<'a> {
         #[serde(rename = "type", borrow)]
         kind: std::borrow::Cow<'a, str>,
     }
     match serde_json::from_str::<Kind<'_>>(json) {
-        Ok(k) => matches!(
-            k.kind.as_ref(),
-            "session.state" | "result" | "user_question" | "question.resolved"
-        ),
+        Ok(k) => RELEVANT.contains(&k.kind.as_ref()),
         Err(_) => false,
     }
 }

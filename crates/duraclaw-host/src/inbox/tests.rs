@@ -233,6 +233,13 @@ fn frames_and_after() {
     );
     assert!(first_frames(&inbox, Some(BASE + 2)).is_err());
     assert!(is_relevant(r#"{"type":"user_question"}"#));
+    assert!(is_relevant(
+        r#"{"question_id":"q","type":"question.resolved"}"#
+    ));
+    assert!(!is_relevant(r#"{"type":"resultx"}"#));
+    assert!(!is_relevant(
+        r#"{"text":"{"type":"result"}","type":"assistant"}"#
+    ));
     assert!(!is_relevant(r#"{"type":"assistant","text":"x"}"#));
     assert!(!is_relevant("garbage"));
 }
