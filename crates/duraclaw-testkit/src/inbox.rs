@@ -10,6 +10,7 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::contract::{self, User, check_refused, until_closed};
 use crate::host::{Host, create_session};
@@ -213,8 +214,8 @@ pub async fn lists_own_questions_and_resumes_exactly_once(
     );
 }
 
-/// The stream's refusals: a malformed `after` is a JSON 400 before the
-/// upgrade; a cursor ahead of the inbox gets `ahead_of_log` and 4409; a
+/// The stream's refusals: another origin is a 403 and a malformed `after`
+/// a JSON 400, before the upgrade; a cursor ahead of the inbox gets `ahead_of_log` and 4409; a
 /// binary frame `bad_frame` and 1003; a frame over the limit `too_large`
 /// and 1009.
 pub async fn refusals(u: &User) {
@@ -225,6 +226,20 @@ pub async fn refusals(u: &User) {
             }
             Ok(_) => panic!("after={bad} was accepted"),
         }
+    }
+    // Another origin with the user's cookie: refused before the upgrade.
+    let url = format!("{}/api/inbox/ws", u.base.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("cookie", u.cookie.parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "http://elsewhere.example".parse().unwrap());
+    match tokio::time::timeout(WITHIN, tokio_tungstenite::connect_async(req)).await {
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => {
+            assert_eq!(r.status().as_u16(), 403, "a cross-origin upgrade");
+        }
+        Ok(Ok(_)) => panic!("a cross-origin inbox upgrade was accepted"),
+        other => panic!("a cross-origin upgrade: {other:?}"),
     }
     let cursor = list(u).await["cursor"].as_u64().unwrap();
     let mut ws = open(u, &format!("after={}", cursor + 1000)).await;
