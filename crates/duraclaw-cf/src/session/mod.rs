@@ -444,6 +444,7 @@ impl SessionHost {
         if let Err(e) = unindexed {
             tracing::error!(session = session_id, error = %e, "cannot remove a session that did not start from the index");
         }
+        self.notifier.forget();
         if let Err(e) = crate::user::session_removed(&self.env, owner, session_id).await {
             tracing::warn!(session = session_id, error = %e, "cannot remove a session that did not start from the inbox");
         }

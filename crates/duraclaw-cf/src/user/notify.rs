@@ -33,6 +33,8 @@ struct State {
     again: bool,
     /// The last call failed: try again on the next publish.
     failed: bool,
+    /// The session is gone (its start failed): tell nothing more.
+    forgotten: bool,
 }
 
 /// Tells the session's owner's object what changed. See the module docs.
@@ -103,6 +105,9 @@ impl Notifier {
         };
         let first = published.first().map_or(last, |e| e.seq);
         let relevant = published.iter().any(|e| is_relevant(&e.json));
+        if self.state.borrow().forgotten {
+            return;
+        }
         let notified = self.notified();
         {
             let mut st = self.state.borrow_mut();
@@ -131,7 +136,7 @@ impl Notifier {
             let ok = self.send_after(actor, from).await;
             let mut st = self.state.borrow_mut();
             st.failed = !ok;
-            if !ok || !st.again {
+            if !ok || !st.again || st.forgotten {
                 st.running = false;
                 return;
             }
@@ -181,7 +186,15 @@ impl Notifier {
         }
     }
 
+    /// The session is gone: nothing more is sent for it.
+    pub fn forget(&self) {
+        self.state.borrow_mut().forgotten = true;
+    }
+
     async fn post(&self, update: &UserUpdate) -> worker::Result<()> {
+        if self.state.borrow().forgotten {
+            return Ok(());
+        }
         let headers = Headers::new();
         headers.set("Content-Type", "application/json")?;
         headers.set(USER_HEADER, &update.meta.owner)?;
