@@ -151,7 +151,8 @@ async fn malformed_requests_get_json_errors_and_create_nothing(h: &dyn Host) {
 
 async fn racing_starts_leave_only_the_started_sessions(h: &dyn Host) {
     let u = user(h, "race").await;
-    contract::racing_starts_leave_only_started_sessions(&u, &u.worktree).await;
+    let started = contract::racing_starts_leave_only_started_sessions(&u, &u.worktree).await;
+    crate::inbox::sessions_become(&u, &started).await;
 }
 
 /// A login that ends (logout, a password change, the user removed) closes

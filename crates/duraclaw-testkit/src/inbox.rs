@@ -306,3 +306,30 @@ pub async fn survives_restart(h: &dyn Host, u: &User, before: &Value) {
         assert_eq!(ids(&f), ids(before), "{f}");
     }
 }
+
+/// `u`'s inbox comes to list exactly the sessions `ids` (bounded): no
+/// session whose start failed stays in it.
+pub async fn sessions_become(u: &User, ids: &[String]) {
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let mut ws = open(u, "").await;
+        let snapshot = frame(&mut ws).await;
+        let mut got: Vec<&str> = snapshot["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["session_id"].as_str())
+            .collect();
+        got.sort_unstable();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the inbox lists {got:?}, the started sessions are {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
