@@ -98,22 +98,35 @@ impl Notifier {
     }
 
     /// The hook: `published` (events `first..=last` of the log) went to
-    /// the session's sockets.
+    /// the session's sockets. With nothing published it still catches up,
+    /// once after the object woke (a crash between storing and telling)
+    /// and after a failed call.
     pub fn persisted(self: &Rc<Self>, actor: &SessionActor, published: &[StoredEvent]) {
-        let Some(last) = published.last().map(|e| e.seq) else {
-            return;
+        let (woke, failed) = {
+            let st = self.state.borrow();
+            if st.forgotten {
+                return;
+            }
+            (st.notified.is_none(), st.failed)
         };
-        let first = published.first().map_or(last, |e| e.seq);
-        let relevant = published.iter().any(|e| is_relevant(&e.json));
-        if self.state.borrow().forgotten {
-            return;
-        }
         let notified = self.notified();
+        let relevant = published.iter().any(|e| is_relevant(&e.json));
+        let first = published.first().map(|e| e.seq);
+        let last = published.last().map(|e| e.seq);
         {
             let mut st = self.state.borrow_mut();
-            if !relevant && !st.failed && !st.running && notified != 0 && notified + 1 == first {
-                // Nothing for the inbox, and nothing before it pending.
-                st.notified = Some(last);
+            let up_to_date = match (first, last) {
+                (Some(first), Some(last))
+                    if !relevant && !st.running && notified != 0 && notified + 1 == first =>
+                {
+                    // Nothing for the inbox, and nothing before it pending.
+                    st.notified = Some(last);
+                    true
+                }
+                (None, _) => true,
+                _ => false,
+            };
+            if up_to_date && !woke && !failed {
                 return;
             }
             if st.running {
