@@ -15,6 +15,9 @@
 //!   `SessionActor`;
 //! - on wasm32, `router`: the Worker's routes (`router::handle`), and
 //!   `gateway_client`: the outbound link to the gateway;
+//! - on wasm32, `user`: `UserHost`, the body of a user's Durable Object
+//!   (the user's inbox and its WebSocket stream), and the session
+//!   object's `Notifier` that keeps it up to date;
 //! - on wasm32, `logging`: `tracing` to the Workers console;
 //! - on wasm32, `auth`: users, logins and the session index in D1;
 //! - on wasm32 with feature `conformance`: the Durable Object harnesses of
@@ -45,6 +48,8 @@ pub mod router;
 pub mod rules;
 #[cfg(target_arch = "wasm32")]
 pub mod session;
+#[cfg(target_arch = "wasm32")]
+pub mod user;
 
 #[cfg(all(target_arch = "wasm32", feature = "conformance"))]
 pub mod conformance;

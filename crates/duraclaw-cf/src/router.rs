@@ -29,8 +29,11 @@
 //! - `POST /api/push/act` (Approve / Deny from a notification) checks the
 //!   action token in the Worker and has the session's object apply the
 //!   decision ([`ACT_PATH`]) as it applies a browser's `answer`.
+//! - The inbox (`/api/inbox`, `/api/inbox/ws`) goes to the user's own
+//!   Durable Object (`USERS.idFromName(user)`, [`crate::user`]).
 //!
-//! Bindings: `SESSIONS` (the session Durable Object namespace), `DB` (D1),
+//! Bindings: `SESSIONS` (the session Durable Object namespace), `USERS`
+//! (the users' objects), `DB` (D1),
 //! `CC_GATEWAY_URL`, the secrets `CC_GATEWAY_SECRET`,
 //! `DURACLAW_COOKIE_SECRET`, `DURACLAW_ADMIN_TOKEN` and
 //! `DURACLAW_PUSH_ACTION_SECRET`, optionally `ASSETS`.
@@ -136,7 +139,23 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
             to_session(env, &auth, &user, id, &path, Method::Get, Some("websocket")).await
         }
         (Method::Post, ["push", "act"]) => push_act(req, env, &auth, &user).await,
-        (_, ["status" | "worktrees"] | ["sessions", ..] | ["push", "act"]) => {
+        (Method::Get, ["inbox"]) => to_user(env, &user, "/list", None).await,
+        (Method::Get, ["inbox", "ws"]) => {
+            let upgrade = req.headers().get("Upgrade")?.unwrap_or_default();
+            if !upgrade.eq_ignore_ascii_case("websocket") {
+                return json_error(400, "this route needs a WebSocket upgrade");
+            }
+            let query = req
+                .url()?
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            to_user(env, &user, &format!("/ws{query}"), Some("websocket")).await
+        }
+        (
+            _,
+            ["status" | "worktrees" | "inbox"] | ["sessions", ..] | ["inbox", ..] | ["push", "act"],
+        ) => {
             json_error(405, "method not allowed")
         }
         _ => json_error(404, "no such route"),
@@ -170,6 +189,19 @@ pub const MAX_LOGIN_ENDED_NOTICES: usize = 500;
 /// logged, or an older session) still has its next command refused: the
 /// object checks the login before every command.
 async fn end_logins(env: &Env, auth: &CfAuth, user: &str) {
+    let to_user = async {
+        let headers = Headers::new();
+        headers.set(USER_HEADER, user)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers);
+        let inner = Request::new_with_init(&format!("https://user{LOGIN_ENDED_PATH}"), &init)?;
+        crate::user::user_stub(env, user)?
+            .fetch_with_request(inner)
+            .await
+    };
+    if let Err(e) = to_user.await {
+        tracing::warn!(user, error = %e, "cannot tell the user's inbox its logins ended");
+    }
     let sessions = match auth.list_sessions(user).await {
         Ok(s) => s,
         Err(e) => {
@@ -412,6 +444,27 @@ async fn push_act(
         .with_body(Some(serde_json::to_string(&claim)?.into()));
     let inner = Request::new_with_init(&format!("https://session{ACT_PATH}"), &init)?;
     stub(env, &id)?.fetch_with_request(inner).await
+}
+
+/// Forwards an inbox route to `user`'s object.
+async fn to_user(
+    env: &Env,
+    user: &AuthUser,
+    path: &str,
+    upgrade: Option<&str>,
+) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set(USER_HEADER, &user.name)?;
+    if let Some(u) = upgrade {
+        headers.set("Upgrade", u)?;
+        headers.set(LOGIN_HEADER, &user.login)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let inner = Request::new_with_init(&format!("https://user{path}"), &init)?;
+    crate::user::user_stub(env, &user.name)?
+        .fetch_with_request(inner)
+        .await
 }
 
 /// Forwards a session route to its object, once `user` is known to own it.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backoff;
 pub mod http;
 pub mod ids;
+pub mod inbox;
 pub mod link;
 pub mod push;
 pub mod rules;

@@ -69,6 +69,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/sessions/{id}/ws", get(session_ws))
         .merge(crate::rules::routes())
+        .route("/api/inbox", get(crate::inbox::list))
+        .route("/api/inbox/ws", get(crate::inbox::stream))
 }
 
 /// Gives every error answer of the API the documented shape,
@@ -337,28 +339,10 @@ async fn serve_session(
     actor: SessionActor,
     after: u64,
 ) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let queue = BROWSER_QUEUE.min(app.orchestrator.live_queue()).max(8);
-    let (tx, mut rx) = mpsc::channel::<String>(queue);
-    // Every frame already queued goes into the socket's write buffer, then
-    // one flush: a replay or a burst costs one write per batch, not one per
-    // frame, and a lone live event is flushed at once.
-    let writer = tokio::spawn(async move {
-        'write: while let Some(text) = rx.recv().await {
-            if sink.feed(Message::Text(text.into())).await.is_err() {
-                break;
-            }
-            while let Ok(text) = rx.try_recv() {
-                if sink.feed(Message::Text(text.into())).await.is_err() {
-                    break 'write;
-                }
-            }
-            if sink.flush().await.is_err() {
-                break;
-            }
-        }
-        sink
-    });
+    let (tx, rx) = mpsc::channel::<String>(queue);
+    let writer = spawn_writer(sink, rx);
 
     // Subscribe before the snapshot so nothing falls between them.
     let mut sub = actor.log().subscribe(after);
@@ -559,17 +543,54 @@ async fn serve_session(
             tracing::info!(session = actor.session_id(), user = %user.name, code = %refusal.error.code, "browser frame refused; closing");
             refuse(tx, writer, refusal).await;
         }
-        None => {
-            drop(tx);
-            if let Ok(mut sink) = writer.await {
-                match close {
-                    Some(frame) => {
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                    }
-                    None => {
-                        let _ = sink.close().await;
-                    }
+        None => close_socket(tx, writer, close).await,
+    }
+}
+
+/// The writing half of a browser socket.
+pub(crate) type Writer = tokio::task::JoinHandle<futures::stream::SplitSink<WebSocket, Message>>;
+
+/// Writes what `rx` carries to `sink`: every frame already queued goes into
+/// the socket's write buffer, then one flush, so a replay or a burst costs
+/// one write per batch, not one per frame, and a lone live frame is
+/// flushed at once. Gives the sink back when `rx` ends or a write fails.
+pub(crate) fn spawn_writer(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<String>,
+) -> Writer {
+    tokio::spawn(async move {
+        'write: while let Some(text) = rx.recv().await {
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+            while let Ok(text) = rx.try_recv() {
+                if sink.feed(Message::Text(text.into())).await.is_err() {
+                    break 'write;
                 }
+            }
+            if sink.flush().await.is_err() {
+                break;
+            }
+        }
+        sink
+    })
+}
+
+/// Ends a socket once what `tx` queued is written: with `close` (e.g.
+/// [`login_ended_close`]), or a plain close.
+pub(crate) async fn close_socket(
+    tx: mpsc::Sender<String>,
+    writer: Writer,
+    close: Option<CloseFrame>,
+) {
+    drop(tx);
+    if let Ok(mut sink) = writer.await {
+        match close {
+            Some(frame) => {
+                let _ = sink.send(Message::Close(Some(frame))).await;
+            }
+            None => {
+                let _ = sink.close().await;
             }
         }
     }
@@ -619,11 +640,7 @@ impl From<duraclaw_core::Error> for RefusedFirst {
 
 /// Sends `refusal`'s error frame after what `tx` queued, then closes the
 /// socket with its code.
-async fn refuse(
-    tx: mpsc::Sender<String>,
-    writer: tokio::task::JoinHandle<futures::stream::SplitSink<WebSocket, Message>>,
-    refusal: socket::Refusal,
-) {
+pub(crate) async fn refuse(tx: mpsc::Sender<String>, writer: Writer, refusal: socket::Refusal) {
     match encode_frame(&ToBrowser::Error(refusal.error)) {
         Ok(text) => {
             let _ = tx.send(text).await;
@@ -640,7 +657,7 @@ async fn refuse(
     }
 }
 
-fn login_ended_close() -> CloseFrame {
+pub(crate) fn login_ended_close() -> CloseFrame {
     CloseFrame {
         code: LOGIN_ENDED_CLOSE,
         reason: LOGIN_ENDED_REASON.into(),

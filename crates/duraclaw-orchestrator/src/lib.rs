@@ -141,6 +141,7 @@ pub mod auth;
 pub mod authn;
 pub mod error;
 pub mod gateway;
+pub mod inbox;
 pub mod lanes;
 pub mod rules;
 
@@ -220,6 +221,21 @@ pub struct Orchestrator {
     clock: SharedClock,
     /// Where approval rules are kept ([`Orchestrator::set_rule_store`]).
     rules: std::sync::RwLock<Arc<dyn rules::RuleStore>>,
+    persisted: Arc<Persisted>,
+}
+
+/// Where every session's persisted events go once stored: the per-user
+/// views that follow all of a user's sessions.
+#[derive(Debug)]
+pub struct Persisted {
+    inbox: Arc<inbox::InboxHub>,
+}
+
+impl Persisted {
+    /// The one hook: events of `session_id` were stored and published.
+    fn events(&self, session_id: &str, events: &[duraclaw_core::store::StoredEvent]) {
+        self.inbox.persisted(session_id, events);
+    }
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -272,9 +288,23 @@ impl Orchestrator {
             idle_evict,
             live_queue: live_queue.max(1),
             catch_ups: AtomicU64::new(0),
+            persisted: Arc::new(Persisted {
+                inbox: Arc::new(inbox::InboxHub::new(clock.clone())),
+            }),
             clock,
             rules: std::sync::RwLock::new(Arc::new(rules::MemoryRules::default())),
         })
+    }
+
+    /// Every user's inbox.
+    pub fn inbox(&self) -> &Arc<inbox::InboxHub> {
+        &self.persisted.inbox
+    }
+
+    /// Rebuilds every user's inbox from the sessions' stores; call it once
+    /// on start, before the gateway link runs.
+    pub async fn rebuild_inbox(&self) -> Result<()> {
+        self.persisted.inbox.rebuild(&self.directory).await
     }
 
     /// The clock the actors stamp times with.
@@ -334,7 +364,11 @@ impl Orchestrator {
             return Ok(e.actor.clone());
         }
         let store = self.directory.open(session_id).await?;
-        let log = SessionLog::open_with(store, self.live_queue, DEFAULT_REPLAY_PAGE).await?;
+        let persisted = self.persisted.clone();
+        let id = session_id.to_owned();
+        let log = SessionLog::open_with(store, self.live_queue, DEFAULT_REPLAY_PAGE)
+            .await?
+            .on_persisted(Arc::new(move |events| persisted.events(&id, events)));
         let actor = SessionActor::with_log(log, self.clock.clone()).await?;
         actors.insert(
             session_id.to_owned(),
@@ -349,7 +383,8 @@ impl Orchestrator {
     /// Creates a session and wakes its actor.
     pub async fn create(&self, meta: SessionMeta) -> Result<SessionActor> {
         let session_id = meta.session_id.clone();
-        self.directory.create(meta).await?;
+        self.directory.create(meta.clone()).await?;
+        self.persisted.inbox.session(meta);
         self.actor(&session_id).await
     }
 
@@ -359,6 +394,7 @@ impl Orchestrator {
         if let Some(e) = self.actors.lock().await.remove(session_id) {
             e.actor.log().close();
         }
+        self.persisted.inbox.removed(session_id);
         self.directory.remove(session_id).await
     }
 

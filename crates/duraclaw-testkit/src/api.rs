@@ -50,6 +50,8 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         a_deny_rule_beats_a_session_allow,
         always_allow_for_this_worktree_from_the_prompt,
         reads_are_free_with_the_real_cli,
+        the_inbox_lists_the_users_own_questions_and_resumes_exactly_once,
+        an_ended_login_closes_the_inbox_stream,
     ]
 }
 
@@ -73,6 +75,35 @@ async fn always_allow_for_this_worktree_from_the_prompt(h: &dyn Host) {
     user(h, "rulewt").await;
     h.add_user("rulewt2", PASSWORD).await;
     crate::rules::always_allow_for_this_worktree(h, "rulewt", "rulewt2").await;
+}
+
+async fn the_inbox_lists_the_users_own_questions_and_resumes_exactly_once(h: &dyn Host) {
+    let u = user(h, "inbox").await;
+    let other = user(h, "inboxother").await;
+    crate::inbox::lists_own_questions_and_resumes_exactly_once(
+        h,
+        (&u, "inbox"),
+        (&other, "inboxother"),
+    )
+    .await;
+    crate::inbox::refusals(&u).await;
+}
+
+/// Logout with the inbox stream open closes it with 4401.
+async fn an_ended_login_closes_the_inbox_stream(h: &dyn Host) {
+    let u = user(h, "inboxlogin").await;
+    let mut ws = crate::inbox::open(&u, "").await;
+    let first = crate::inbox::frame(&mut ws).await;
+    assert_eq!(first["type"], "snapshot", "{first}");
+    let out = http()
+        .post(format!("{}/api/logout", h.base()))
+        .header("cookie", &u.cookie)
+        .header("origin", h.origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    both_hosts::assert_closes(&mut ws).await;
 }
 
 /// Runs `cases` on `h` one after another (those named in `DURACLAW_CASES`
@@ -147,7 +178,8 @@ async fn malformed_requests_get_json_errors_and_create_nothing(h: &dyn Host) {
 
 async fn racing_starts_leave_only_the_started_sessions(h: &dyn Host) {
     let u = user(h, "race").await;
-    contract::racing_starts_leave_only_started_sessions(&u, &u.worktree).await;
+    let started = contract::racing_starts_leave_only_started_sessions(&u, &u.worktree).await;
+    crate::inbox::sessions_become(&u, &started).await;
 }
 
 /// A login that ends (logout, a password change, the user removed) closes
@@ -478,8 +510,13 @@ async fn a_restarted_host_and_a_killed_gateway_lose_nothing(h: &dyn Host) {
         .await;
     let before = one.events.clone();
     drop(one);
+    let inbox = crate::inbox::list_until(&u, "the question in the inbox", |items| {
+        items.iter().any(|i| i["question_id"] == qid.as_str())
+    })
+    .await;
 
     h.restart_host().await;
+    crate::inbox::survives_restart(h, &u, &inbox).await;
     let mut two = Browser::connect(base, &u.cookie, &id, 0).await;
     assert_eq!(
         two.snapshot["pending"][0]["question_id"],

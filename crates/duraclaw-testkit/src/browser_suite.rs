@@ -49,6 +49,14 @@ pub fn script() -> PathBuf {
     e2e_dir().join("script.json")
 }
 
+/// The worktrees `inbox.test.js` starts its sessions in: one for the live
+/// check and one for each of the twenty waiting at once.
+pub fn inbox_worktrees() -> Vec<String> {
+    std::iter::once("inbox-live".to_owned())
+        .chain((0..20).map(|i| format!("inbox-{i}")))
+        .collect()
+}
+
 /// What the suite runs with; each one missing is a failure with a hint.
 pub struct Tools {
     pub node: PathBuf,

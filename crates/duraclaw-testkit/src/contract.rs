@@ -46,7 +46,7 @@ impl User {
     }
 
     /// A request as the UI sends it: the cookie and the page's Origin.
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http()
             .request(method, self.url(path))
             .header("cookie", &self.cookie)
@@ -91,10 +91,13 @@ impl User {
 
     /// Opens session `id`'s WebSocket after `after` (any query text).
     pub async fn ws(&self, id: &str, query: &str) -> Result<Ws, (u16, String, Vec<u8>)> {
-        let url = format!(
-            "{}/api/sessions/{id}/ws?{query}",
-            self.base.replace("http://", "ws://")
-        );
+        self.ws_at(&format!("/api/sessions/{id}/ws?{query}")).await
+    }
+
+    /// Opens the WebSocket at `path` (with its query), as the UI does.
+    pub async fn ws_at(&self, path: &str) -> Result<Ws, (u16, String, Vec<u8>)> {
+        let id = path;
+        let url = format!("{}{path}", self.base.replace("http://", "ws://"));
         let mut req = url.into_client_request().unwrap();
         req.headers_mut()
             .insert("cookie", self.cookie.parse().unwrap());
@@ -123,7 +126,13 @@ impl User {
 
 /// Checks an error answer: `status`, JSON content, and a body that is
 /// exactly `{"error": "<some text>"}`; returns the text.
-fn check_error(what: &str, status: u16, want: u16, content_type: &str, body: &[u8]) -> String {
+pub(crate) fn check_error(
+    what: &str,
+    status: u16,
+    want: u16,
+    content_type: &str,
+    body: &[u8],
+) -> String {
     let text = String::from_utf8_lossy(body);
     assert_eq!(status, want, "{what}: {text}");
     assert!(
@@ -289,7 +298,7 @@ pub async fn malformed_requests_get_json_errors(h: &User, existing: &str) {
 }
 
 /// Reads frames until the server closes; returns the frames and the close.
-async fn until_closed(ws: &mut Ws) -> (Vec<Value>, Option<CloseFrame>) {
+pub(crate) async fn until_closed(ws: &mut Ws) -> (Vec<Value>, Option<CloseFrame>) {
     let mut frames = Vec::new();
     loop {
         let msg = tokio::time::timeout(DEADLINE, ws.next())
@@ -307,7 +316,13 @@ async fn until_closed(ws: &mut Ws) -> (Vec<Value>, Option<CloseFrame>) {
 
 /// Checks that the frames end with an `error` of `code`, closed with
 /// `close`.
-fn check_refused(what: &str, frames: &[Value], close: Option<CloseFrame>, code: &str, want: u16) {
+pub(crate) fn check_refused(
+    what: &str,
+    frames: &[Value],
+    close: Option<CloseFrame>,
+    code: &str,
+    want: u16,
+) {
     let error = frames
         .iter()
         .rev()
@@ -323,7 +338,7 @@ fn check_refused(what: &str, frames: &[Value], close: Option<CloseFrame>, code: 
 }
 
 /// Opens session `id` after `after` and reads its hello and snapshot.
-async fn open(h: &User, id: &str, after: u64) -> (Ws, Value) {
+pub(crate) async fn open(h: &User, id: &str, after: u64) -> (Ws, Value) {
     let mut ws = h
         .ws(id, &format!("after={after}"))
         .await
@@ -335,7 +350,7 @@ async fn open(h: &User, id: &str, after: u64) -> (Ws, Value) {
     (ws, snapshot)
 }
 
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(DEADLINE, ws.next())
             .await
@@ -413,7 +428,7 @@ pub async fn websocket_refusals(h: &User, id: &str) {
 }
 
 /// Sends `command` under `id` and returns its `command_result`.
-async fn command(ws: &mut Ws, id: &str, command: &Value) -> Value {
+pub(crate) async fn command(ws: &mut Ws, id: &str, command: &Value) -> Value {
     ws.send(Message::text(
         json!({"type": "command", "id": id, "command": command}).to_string(),
     ))

@@ -46,6 +46,9 @@ pub const WORKTREES: &[&str] = &[
     "rulesdeny",
     "rulewt",
     "rulescli",
+    "inbox",
+    "inboxother",
+    "inboxlogin",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

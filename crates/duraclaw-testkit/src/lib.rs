@@ -36,6 +36,7 @@ pub mod fault_run;
 pub mod faults;
 pub mod gateway;
 pub mod host;
+pub mod inbox;
 pub mod local;
 pub mod notify;
 pub mod rules;

@@ -416,6 +416,7 @@ async fn serve_web(
     );
     // Approval rules live in the auth database.
     orch.set_rule_store(auth.clone());
+    orch.rebuild_inbox().await?;
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();
     // `duraclaw user passwd|remove` run in another process: their

@@ -40,7 +40,7 @@ use duraclaw_testkit::local as support;
 use support::{free_port, init_repo, spawn_until, user_add};
 
 /// The bound on the whole browser suite.
-const SUITE_DEADLINE: Duration = Duration::from_secs(300);
+const SUITE_DEADLINE: Duration = Duration::from_secs(420);
 const SECRET: &str = "browser-e2e-gateway-secret-0123456789";
 
 /// `duraclaw` with none of the caller's Duraclaw, Claude or Anthropic
@@ -131,23 +131,25 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
     let log = logs.join("demo-up.log");
     add_users(&data, &log).await;
     let script_path = script();
-    let patterns = worktrees(
-        &root.join("projects"),
-        &[
-            "replay",
-            "two-devices",
-            "questions",
-            "isolation",
-            "cards",
-            "answer-retry",
-            "login-ended",
-            "unapproved",
-            "ahead-of-log",
-            "queued-and-auto",
-            "notifications",
-            "rules",
-        ],
-    );
+    let inbox = duraclaw_testkit::browser_suite::inbox_worktrees();
+    let names: Vec<&str> = [
+        "replay",
+        "two-devices",
+        "questions",
+        "isolation",
+        "cards",
+        "answer-retry",
+        "login-ended",
+        "unapproved",
+        "ahead-of-log",
+        "queued-and-auto",
+        "notifications",
+        "rules",
+    ]
+    .into_iter()
+    .chain(inbox.iter().map(String::as_str))
+    .collect();
+    let patterns = worktrees(&root.join("projects"), &names);
     let mut c = duraclaw(&log);
     c.args([
         "up",

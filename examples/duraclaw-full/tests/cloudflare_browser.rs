@@ -40,7 +40,7 @@ use duraclaw_testkit::wrangler as support;
 use support::{Wrangler, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready};
 
 const START_DEADLINE: Duration = Duration::from_secs(30);
-const SUITE_DEADLINE: Duration = Duration::from_secs(420);
+const SUITE_DEADLINE: Duration = Duration::from_secs(600);
 const GATEWAY_SECRET: &str = "cf-browser-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-browser-cookie-secret-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cf-browser-admin-token-0123456789abcdef";
@@ -64,6 +64,7 @@ const FILES: &[&str] = &[
     "queued-and-auto.test.js",
     "notifications.test.js",
     "rules.test.js",
+    "inbox.test.js",
 ];
 
 /// How to start one gateway, again and again on the same port and data.
@@ -320,7 +321,12 @@ async fn the_browser_suite_on_cloudflare() {
         "queued-and-auto",
         "notifications",
         "rules",
-    ] {
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(duraclaw_testkit::browser_suite::inbox_worktrees())
+    {
+        let name = name.as_str();
         init_repo(
             &demo_root.join("projects").join(name),
             &[("README.md", &format!("# {name}\n"))],

@@ -1,5 +1,5 @@
 //! The bench worker: the product's Worker (`duraclaw_cf::router::handle`)
-//! and session Durable Object (`SessionHost`), exactly as
+//! and Durable Objects (`SessionHost`, `UserHost`), exactly as
 //! `examples/duraclaw-full/cloudflare` exports them, plus bench-only routes
 //! that measure the raw baselines inside the same session object:
 //!
@@ -25,6 +25,7 @@ use std::rc::Rc;
 
 use duraclaw_cf::gateway_client::upgrade_url;
 use duraclaw_cf::session::SessionHost;
+use duraclaw_cf::user::UserHost;
 use duraclaw_core::protocol::browser_event_frame;
 use futures::StreamExt;
 use worker::{
@@ -32,6 +33,54 @@ use worker::{
     Socket, SqlStorage, SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
     WebsocketEvent, durable_object, event,
 };
+
+/// The product's user object (the inbox session objects update).
+#[durable_object]
+pub struct UserObject {
+    host: Rc<UserHost>,
+}
+
+impl DurableObject for UserObject {
+    fn new(state: State, env: Env) -> Self {
+        UserObject {
+            host: UserHost::new(state, env),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        self.host.fetch(req).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        Response::empty()
+    }
+
+    async fn connect(&self, _socket: Socket) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        self.host.websocket_message(ws, message).await
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.host.websocket_close(ws, code).await
+    }
+
+    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+        Ok(())
+    }
+}
 
 /// The product's session object, with the bench routes in front.
 #[durable_object]

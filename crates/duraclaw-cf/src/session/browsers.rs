@@ -21,7 +21,7 @@ use super::{
 };
 use crate::auth::CfAuth;
 
-fn send_browser(ws: &WebSocket, frame: &ToBrowser) {
+pub(crate) fn send_browser(ws: &WebSocket, frame: &ToBrowser) {
     match encode_frame(frame) {
         Ok(text) => {
             let _ = ws.send_with_str(text);
@@ -31,7 +31,7 @@ fn send_browser(ws: &WebSocket, frame: &ToBrowser) {
 }
 
 /// Sends `refusal`'s error frame, then closes the socket with its code.
-fn refuse(ws: &WebSocket, refusal: socket::Refusal) {
+pub(crate) fn refuse(ws: &WebSocket, refusal: socket::Refusal) {
     tracing::info!(code = %refusal.error.code, close = refusal.close_code, "browser socket refused");
     send_browser(ws, &ToBrowser::Error(refusal.error));
     let _ = ws.close(Some(refusal.close_code), Some(refusal.close_reason));
@@ -50,17 +50,24 @@ fn buffered_amount(ws: &WebSocket) -> Option<f64> {
 impl SessionHost {
     /// Sends every event after `published` to every browser socket.
     pub async fn publish(&self, actor: &SessionActor) {
+        let published = self.publish_pages(actor).await;
+        self.notifier.persisted(actor, &published);
+    }
+
+    /// [`SessionHost::publish`]'s sending; what it sent.
+    async fn publish_pages(&self, actor: &SessionActor) -> Vec<duraclaw_core::store::StoredEvent> {
+        let mut published = Vec::new();
         loop {
             let from = self.inner.borrow().published;
             let page = match actor.log().store().read_after(from, PAGE).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(session = actor.session_id(), error = %e, "cannot read the log to publish");
-                    return;
+                    return published;
                 }
             };
             let Some(last) = page.last().map(|e| e.seq) else {
-                return;
+                return published;
             };
             let frames: Vec<String> = page
                 .iter()
@@ -89,8 +96,10 @@ impl SessionHost {
                 }
             }
             self.inner.borrow_mut().published = last;
-            if page.len() < PAGE {
-                return;
+            let full = page.len() == PAGE;
+            published.extend(page);
+            if !full {
+                return published;
             }
         }
     }
@@ -99,10 +108,22 @@ impl SessionHost {
     /// whose login is no longer live with [`LOGIN_ENDED_CLOSE`] (one D1 read
     /// per distinct login).
     pub(super) async fn logins_ended(&self) -> worker::Result<Response> {
-        let auth = CfAuth::from_env(&self.env)?;
+        close_ended_logins(&self.state, &self.env).await
+    }
+}
+
+/// Closes every browser socket of the object with `state` whose login (in
+/// its attachment) is no longer live with [`LOGIN_ENDED_CLOSE`] (one D1
+/// read per distinct login); `204`.
+pub(crate) async fn close_ended_logins(
+    state: &worker::State,
+    env: &worker::Env,
+) -> worker::Result<Response> {
+    {
+        let auth = CfAuth::from_env(env)?;
         let mut checked: HashMap<String, bool> = HashMap::new();
         let mut closed = 0u32;
-        for ws in self.state.get_websockets() {
+        for ws in state.get_websockets() {
             let login = match ws.deserialize_attachment::<Attachment>() {
                 Ok(Some(a)) => a.login,
                 _ => continue,
@@ -125,7 +146,9 @@ impl SessionHost {
         }
         Response::empty().map(|r| r.with_status(204))
     }
+}
 
+impl SessionHost {
     /// Accepts a browser's hibernatable socket and sends it hello, snapshot
     /// and its replay, all in this one turn (see the module docs).
     pub(super) async fn accept_browser(
@@ -391,11 +414,17 @@ impl SessionHost {
 
     /// A browser socket closed: complete the close handshake.
     pub async fn websocket_close(&self, ws: WebSocket, code: usize) -> worker::Result<()> {
-        let code = u16::try_from(code)
-            .ok()
-            .filter(|c| (1000..5000).contains(c) && ![1005, 1006, 1015].contains(c))
-            .unwrap_or(1000);
-        let _ = ws.close(Some(code), Some("bye"));
+        close_handshake(&ws, code);
         Ok(())
     }
+}
+
+/// Answers a browser's close with its code (or 1000 when it is not one a
+/// close frame may carry).
+pub(crate) fn close_handshake(ws: &WebSocket, code: usize) {
+    let code = u16::try_from(code)
+        .ok()
+        .filter(|c| (1000..5000).contains(c) && ![1005, 1006, 1015].contains(c))
+        .unwrap_or(1000);
+    let _ = ws.close(Some(code), Some("bye"));
 }

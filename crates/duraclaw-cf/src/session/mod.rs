@@ -57,7 +57,7 @@
 //!
 //! [`publish`]: SessionHost::publish
 
-mod browsers;
+pub(crate) mod browsers;
 mod gateway;
 
 use std::cell::{Cell, RefCell};
@@ -125,12 +125,12 @@ pub const LOGIN_HEADER: &str = "x-duraclaw-login";
 
 /// Who is on a browser socket; kept in its attachment across hibernation.
 #[derive(Clone, Serialize, Deserialize)]
-struct Attachment {
-    user: String,
-    client: String,
+pub(crate) struct Attachment {
+    pub(crate) user: String,
+    pub(crate) client: String,
     /// The login session the socket was opened with (its D1 digest):
     /// checked before every command, and when the Worker says logins ended.
-    login: String,
+    pub(crate) login: String,
 }
 
 /// `POST /create` from the Worker.
@@ -185,6 +185,8 @@ pub struct SessionHost {
     inbox: RefCell<VecDeque<(WebSocket, WebSocketIncomingMessage)>>,
     /// Whether a handler is draining `inbox`.
     draining: Cell<bool>,
+    /// Tells the owner's object (the inbox) what was persisted.
+    notifier: Rc<crate::user::Notifier>,
 }
 
 impl std::fmt::Debug for SessionHost {
@@ -208,7 +210,9 @@ impl SessionHost {
     pub fn new(state: State, env: Env) -> Rc<SessionHost> {
         crate::logging::init();
         tracing::info!("session object started");
+        let notifier = crate::user::Notifier::new(env.clone(), DoSqlConn::new(&state.storage()));
         Rc::new(SessionHost {
+            notifier,
             state,
             env,
             inner: RefCell::new(Inner::default()),
@@ -452,6 +456,10 @@ impl SessionHost {
         };
         if let Err(e) = unindexed {
             tracing::error!(session = session_id, error = %e, "cannot remove a session that did not start from the index");
+        }
+        self.notifier.forget();
+        if let Err(e) = crate::user::session_removed(&self.env, owner, session_id).await {
+            tracing::warn!(session = session_id, error = %e, "cannot remove a session that did not start from the inbox");
         }
     }
 

@@ -9,6 +9,7 @@
 use std::rc::Rc;
 
 use duraclaw_cf::session::SessionHost;
+use duraclaw_cf::user::UserHost;
 use worker::{
     Context, DurableObject, Env, Request, Response, Result, Socket, State, WebSocket,
     WebSocketIncomingMessage, durable_object, event,
@@ -36,6 +37,54 @@ impl DurableObject for SessionObject {
     }
 
     // Every handler the runtime could call is implemented: the defaults panic.
+    async fn connect(&self, _socket: Socket) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        self.host.websocket_message(ws, message).await
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.host.websocket_close(ws, code).await
+    }
+
+    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One user: their inbox and its live stream.
+#[durable_object]
+pub struct UserObject {
+    host: Rc<UserHost>,
+}
+
+impl DurableObject for UserObject {
+    fn new(state: State, env: Env) -> Self {
+        UserObject {
+            host: UserHost::new(state, env),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        self.host.fetch(req).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        Response::empty()
+    }
+
     async fn connect(&self, _socket: Socket) -> Result<()> {
         Ok(())
     }

@@ -88,6 +88,31 @@ export class SessionSocket {
     }
   }
 
+  /** Whether `frame` says the stream is live (for a session: its snapshot). */
+  isReadyFrame(frame) {
+    return frame.type === 'snapshot';
+  }
+
+  /** Drops the connection and opens a new one at once (resuming from lastSeq). */
+  reconnectNow() {
+    if (this.stopped) return;
+    const ws = this.ws;
+    this.ws = null;
+    this.ready = false;
+    this.clearPing();
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1000, 'resuming');
+      } catch {
+        /* already closed */
+      }
+    }
+    clearTimeout(this.timer);
+    this.attempt = 0;
+    this.connect();
+  }
+
   /** Reconnects now if waiting for a retry (page shown again, network back). */
   kick() {
     if (this.stopped || this.ws) return;
@@ -128,7 +153,7 @@ export class SessionSocket {
         return;
       }
       if (!frame || typeof frame !== 'object') return;
-      if (frame.type === 'snapshot') {
+      if (this.isReadyFrame(frame)) {
         this.ready = true;
         this.attempt = 0;
         this.status('connected');

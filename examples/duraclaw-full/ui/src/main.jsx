@@ -9,6 +9,8 @@ import { Settings } from './components/Settings.jsx';
 import { OfflineBanner } from './components/Offline.jsx';
 import { questionParam } from './notify.js';
 import { Rules } from './components/Rules.jsx';
+import { InboxView } from './components/Inbox.jsx';
+import { inbox } from './inbox-store.js';
 import './style.css';
 
 function parseRoute() {
@@ -18,10 +20,11 @@ function parseRoute() {
   if (h === '/new') return { name: 'new' };
   if (h === '/settings') return { name: 'settings' };
   if (h === '/rules') return { name: 'rules' };
+  if (h === '/inbox') return { name: 'inbox' };
   return { name: 'list' };
 }
 
-/** Navigates to a hash route ("/", "/new", "/rules", "/s/<id>"). */
+/** Navigates to a hash route ("/", "/new", "/inbox", "/rules", "/settings", "/s/<id>"). */
 export function go(path) {
   location.hash = '#' + path;
 }
@@ -47,6 +50,14 @@ function App() {
       off();
     };
   }, []);
+
+  // The inbox stream runs while someone is logged in.
+  const signedIn = !!(user && !user.offline);
+  useEffect(() => {
+    if (!signedIn) return undefined;
+    inbox.start();
+    return () => inbox.stop();
+  }, [signedIn]);
 
   if (user === undefined) return <div class="boot">Loading…</div>;
   return (
@@ -82,6 +93,7 @@ function View({ user, route, why, setWhy, setUser }) {
   if (route.name === 'new') return <NewSession user={user} onLogout={logout} />;
   if (route.name === 'settings') return <Settings user={user} onLogout={logout} />;
   if (route.name === 'rules') return <Rules user={user} onLogout={logout} />;
+  if (route.name === 'inbox') return <InboxView user={user} onLogout={logout} />;
   return <SessionList user={user} onLogout={logout} />;
 }
 

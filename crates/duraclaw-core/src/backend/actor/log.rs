@@ -88,11 +88,16 @@ impl Shared {
     }
 }
 
+/// Called with every batch of events the log stored, right after they
+/// went to its live subscribers (a host's per-user views hang here).
+pub type PersistedHook = Arc<dyn Fn(&[StoredEvent]) + Send + Sync>;
+
 /// A session's event log with live fan-out. Cheap to clone.
 #[derive(Clone)]
 pub struct SessionLog {
     shared: Arc<Shared>,
     append_lock: Arc<AsyncMutex<()>>,
+    persisted: Option<PersistedHook>,
 }
 
 impl std::fmt::Debug for SessionLog {
@@ -131,7 +136,23 @@ impl SessionLog {
         Ok(SessionLog {
             shared,
             append_lock: Arc::new(AsyncMutex::new(())),
+            persisted: None,
         })
+    }
+
+    /// This log, calling `hook` after every batch it stores.
+    pub fn on_persisted(mut self, hook: PersistedHook) -> Self {
+        self.persisted = Some(hook);
+        self
+    }
+
+    fn publish(&self, events: &[StoredEvent]) {
+        self.shared.publish(events);
+        if let Some(hook) = &self.persisted
+            && !events.is_empty()
+        {
+            hook(events);
+        }
     }
 
     /// The store underneath.
@@ -143,7 +164,7 @@ impl SessionLog {
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         let _order = self.append_lock.lock().await;
         let outcome = self.shared.store.append(batch).await?;
-        self.shared.publish(&outcome.stored);
+        self.publish(&outcome.stored);
         Ok(outcome)
     }
 
@@ -157,7 +178,7 @@ impl SessionLog {
     ) -> Result<AppendOutcome> {
         let _order = self.append_lock.lock().await;
         let outcome = self.shared.store.append_with_meta(batch, meta).await?;
-        self.shared.publish(&outcome.stored);
+        self.publish(&outcome.stored);
         Ok(outcome)
     }
 
@@ -175,7 +196,7 @@ impl SessionLog {
             .resolve(question_id, resolution, command)
             .await?;
         if let ResolveOutcome::Decided(e) = &outcome {
-            self.shared.publish(std::slice::from_ref(e));
+            self.publish(std::slice::from_ref(e));
         }
         Ok(outcome)
     }

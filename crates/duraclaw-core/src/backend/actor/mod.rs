@@ -22,7 +22,8 @@ mod input;
 mod log;
 
 pub use log::{
-    DEFAULT_LIVE_QUEUE, DEFAULT_REPLAY_PAGE, REPLAY_PAGE_GROWTH, SessionLog, Subscription,
+    DEFAULT_LIVE_QUEUE, DEFAULT_REPLAY_PAGE, PersistedHook, REPLAY_PAGE_GROWTH, SessionLog,
+    Subscription,
 };
 
 use std::sync::Arc;

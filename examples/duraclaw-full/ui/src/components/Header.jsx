@@ -1,4 +1,24 @@
-/** The top bar: brand (a link to the list), optional extra content, user and logout. */
+import { useInbox } from '../inbox-store.js';
+
+/** The link to the inbox with the count of open questions, on every page. */
+export function InboxBadge() {
+  const state = useInbox();
+  const n = state.items.size;
+  return (
+    <a
+      class={`inbox-badge${n > 0 ? ' has-items' : ''}`}
+      href="#/inbox"
+      data-testid="inbox-badge"
+      data-count={n}
+      title={n > 0 ? `${n} waiting for you` : 'Nothing is waiting for you'}
+      aria-label={`Inbox: ${n} waiting`}
+    >
+      Inbox <span class="count">{n}</span>
+    </a>
+  );
+}
+
+/** The top bar: brand (a link to the list), optional extra content, the inbox badge, user and logout. */
 export function Header({ user, onLogout, children }) {
   return (
     <header class="topbar">
@@ -7,6 +27,7 @@ export function Header({ user, onLogout, children }) {
         <span class="brand-name">Duraclaw</span>
       </a>
       <div class="topbar-mid">{children}</div>
+      {user && <InboxBadge />}
       {user && (
         <div class="topbar-user">
           <a class="link" href="#/rules" data-testid="rules-link" title="Approval rules: what runs without asking">

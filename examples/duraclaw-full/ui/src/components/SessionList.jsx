@@ -1,6 +1,8 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { fmtCost, relTime, stateClass, stateLabel } from '../format.js';
+import { mergeSessions } from '../inbox.js';
+import { useInbox } from '../inbox-store.js';
 import { revealText } from '../reveal.js';
 import { Header, StatusBanner } from './Header.jsx';
 import { Shown } from './Shown.jsx';
@@ -58,23 +60,27 @@ export function useGatewayStatus(ms = REFRESH_MS) {
 }
 
 export function SessionList({ user, onLogout }) {
-  const [sessions, setSessions] = useState(null);
+  const [fetched, setFetched] = useState(null);
   const [error, setError] = useState(null);
   const [status, statusError] = useGatewayStatus();
   const [, setNow] = useState(0);
+  const live = useInbox();
 
-  usePoll(() => {
+  // The list once; every change after comes from the inbox stream.
+  useEffect(() => {
     api
       .sessions()
       .then((list) => {
-        setSessions(Array.isArray(list) ? list : []);
+        setFetched(Array.isArray(list) ? list : []);
         setError(null);
       })
       .catch((e) => {
         if (e.status !== 401) setError(e.message);
       });
-    setNow(Date.now());
-  }, REFRESH_MS);
+    const tick = setInterval(() => setNow(Date.now()), 30000);
+    return () => clearInterval(tick);
+  }, []);
+  const sessions = fetched === null && live.cursor === null ? null : mergeSessions(fetched, live);
 
   return (
     <div class="page">

@@ -5,6 +5,7 @@ import { baseName, fmtCost, stateClass, stateLabel } from '../format.js';
 import { revealText } from '../reveal.js';
 import { alarmingErrors, errorTitle, isOwnRetry } from '../system.js';
 import { isRunning, Transcript } from '../transcript.js';
+import { inbox } from '../inbox-store.js';
 import { Item } from './Events.jsx';
 import { Header } from './Header.jsx';
 import { Shown } from './Shown.jsx';
@@ -178,10 +179,9 @@ export function SessionView({ id, focus, user, onLogout }) {
   const pending = t.pending();
   const title = (meta && meta.title) || 'Session';
   useEffect(() => {
-    document.title = `${pending.length ? '(!) ' : ''}${revealText(title)} — Duraclaw`;
-    return () => {
-      document.title = 'Duraclaw';
-    };
+    // The inbox puts the count of everything waiting in front.
+    inbox.setPageName(`${pending.length ? '(!) ' : ''}${revealText(title)} — Duraclaw`);
+    return () => inbox.setPageName('Duraclaw');
   }, [pending.length, title]);
 
   const ctx = {
