@@ -10,4 +10,5 @@ pub mod backoff;
 pub mod http;
 pub mod ids;
 pub mod link;
+pub mod push;
 pub mod start;

@@ -79,6 +79,60 @@ pub const ONE_LOGIN_SHAPE: Migration = Migration {
     ),
 };
 
+/// The third step of both lists: Web Push (`crate::push`). Subscriptions
+/// belong to a user and to the login that made them (a login that ends
+/// takes its subscriptions with it); settings per user; one delivery
+/// record per subscription and event, kept after its subscription goes.
+pub const PUSH_TABLES: Migration = Migration {
+    version: 3,
+    name: "web push subscriptions, settings and deliveries",
+    sql: "CREATE TABLE push_subscriptions (
+              id TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL COLLATE NOCASE REFERENCES users (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,
+              login_digest TEXT NOT NULL REFERENCES login_sessions (token_digest)
+                  ON DELETE CASCADE,
+              endpoint TEXT NOT NULL UNIQUE,
+              p256dh TEXT NOT NULL,
+              auth TEXT NOT NULL,
+              device TEXT NOT NULL,
+              created_at_ms INTEGER NOT NULL,
+              last_success_ms INTEGER,
+              last_failure_ms INTEGER,
+              last_failure TEXT
+          );
+          CREATE INDEX push_subscriptions_by_user ON push_subscriptions (user_name);
+          CREATE INDEX push_subscriptions_by_login ON push_subscriptions (login_digest);
+          CREATE TABLE push_settings (
+              user_name TEXT PRIMARY KEY COLLATE NOCASE REFERENCES users (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,
+              settings TEXT NOT NULL,
+              updated_at_ms INTEGER NOT NULL
+          );
+          CREATE TABLE push_deliveries (
+              id TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL COLLATE NOCASE,
+              subscription_id TEXT NOT NULL,
+              device TEXT NOT NULL,
+              kind TEXT NOT NULL,
+              session_id TEXT NOT NULL,
+              question_id TEXT,
+              event_key TEXT NOT NULL,
+              status TEXT NOT NULL,
+              http_status INTEGER,
+              error TEXT,
+              attempts INTEGER NOT NULL,
+              payload TEXT NOT NULL,
+              ttl_secs INTEGER NOT NULL,
+              next_attempt_ms INTEGER,
+              created_at_ms INTEGER NOT NULL,
+              updated_at_ms INTEGER NOT NULL,
+              UNIQUE (subscription_id, event_key)
+          );
+          CREATE INDEX push_deliveries_by_user ON push_deliveries (user_name, created_at_ms);
+          CREATE INDEX push_deliveries_due ON push_deliveries (next_attempt_ms)",
+};
+
 /// The local host's auth database (its own SQLite file).
 pub const LOCAL_MIGRATIONS: &[Migration] = &[
     // As released; the next step brings it to the one shape.
@@ -97,6 +151,7 @@ pub const LOCAL_MIGRATIONS: &[Migration] = &[
         ),
     },
     ONE_LOGIN_SHAPE,
+    PUSH_TABLES,
 ];
 
 /// The Worker's D1 database: the login tables, the login failures and the
@@ -135,6 +190,7 @@ pub const D1_MIGRATIONS: &[Migration] = &[
         ),
     },
     ONE_LOGIN_SHAPE,
+    PUSH_TABLES,
 ];
 
 /// The statements of a migration's SQL (split at `;`; the migrations hold
@@ -269,7 +325,7 @@ mod tests {
             .unwrap()
             .apply(&mut local)
             .unwrap();
-        assert_eq!(report.applied, vec![2]);
+        assert_eq!(report.applied, vec![2, 3]);
         // The D1 database as released, with a login whose user is gone.
         let mut d1 = SqliteConn::open_in_memory().unwrap();
         d1_apply(&mut d1, 1);
@@ -321,22 +377,71 @@ mod tests {
         assert_eq!(checksum(D1_MIGRATIONS[0].sql), RELEASED_D1_V1);
     }
 
+    #[test]
+    fn a_login_that_ends_takes_its_push_subscriptions_on_both_hosts() {
+        let mut local = SqliteConn::open_in_memory().unwrap();
+        Migrations::new(LOCAL_MIGRATIONS)
+            .unwrap()
+            .apply(&mut local)
+            .unwrap();
+        let mut d1 = SqliteConn::open_in_memory().unwrap();
+        d1_apply(&mut d1, D1_MIGRATIONS.len());
+        assert_eq!(LOCAL_MIGRATIONS[2], D1_MIGRATIONS[2]);
+        let subs = |conn: &mut SqliteConn| {
+            conn.query("SELECT id FROM push_subscriptions ORDER BY id", &[])
+                .unwrap()
+                .len()
+        };
+        for conn in [&mut local, &mut d1] {
+            conn.execute("PRAGMA foreign_keys = ON", &[]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users VALUES ('alice', 'h', 1, 1);
+                 INSERT INTO users VALUES ('bob', 'h', 1, 1);
+                 INSERT INTO login_sessions VALUES ('la', 'alice', 1, 1, 9);
+                 INSERT INTO login_sessions VALUES ('lb', 'bob', 1, 1, 9);
+                 INSERT INTO push_subscriptions (id, user_name, login_digest, endpoint, p256dh,
+                     auth, device, created_at_ms) VALUES ('s1', 'alice', 'la', 'https://p/1',
+                     'k', 'a', 'phone', 1);
+                 INSERT INTO push_subscriptions (id, user_name, login_digest, endpoint, p256dh,
+                     auth, device, created_at_ms) VALUES ('s2', 'bob', 'lb', 'https://p/2',
+                     'k', 'a', 'phone', 1);
+                 INSERT INTO push_settings VALUES ('bob', '{}', 1);",
+            )
+            .unwrap();
+            assert_eq!(subs(conn), 2);
+            // Logout: alice's login row goes, and her subscription with it.
+            conn.execute("DELETE FROM login_sessions WHERE token_digest = 'la'", &[])
+                .unwrap();
+            assert_eq!(subs(conn), 1);
+            // Removing a user ends their logins and subscriptions.
+            conn.execute("DELETE FROM users WHERE name = 'BOB'", &[])
+                .unwrap();
+            assert_eq!(subs(conn), 0);
+            let settings = conn.query("SELECT * FROM push_settings", &[]).unwrap();
+            assert!(settings.is_empty());
+        }
+    }
+
     const RELEASED_LOCAL_V1: &str = "d65e7407fb6ace62";
     const RELEASED_D1_V1: &str = "d27b53038f273592";
 
     #[test]
     fn plans() {
         let m = D1_MIGRATIONS;
-        assert_eq!(plan(m, None), Ok(Plan::Apply(vec![0, 1])));
+        assert_eq!(plan(m, None), Ok(Plan::Apply(vec![0, 1, 2])));
         assert_eq!(
             plan(m, Some((0, digest_upto(m, 0)))),
-            Ok(Plan::Apply(vec![0, 1]))
+            Ok(Plan::Apply(vec![0, 1, 2]))
         );
         assert_eq!(
             plan(m, Some((1, digest_upto(m, 1)))),
-            Ok(Plan::Apply(vec![1]))
+            Ok(Plan::Apply(vec![1, 2]))
         );
-        assert_eq!(plan(m, Some((2, digest_upto(m, 2)))), Ok(Plan::UpToDate));
+        assert_eq!(
+            plan(m, Some((2, digest_upto(m, 2)))),
+            Ok(Plan::Apply(vec![2]))
+        );
+        assert_eq!(plan(m, Some((3, digest_upto(m, 3)))), Ok(Plan::UpToDate));
         let too_new = plan(m, Some((99, "x".into()))).unwrap_err();
         assert!(too_new.contains("version 99, newer"), "{too_new}");
         let edited = plan(m, Some((1, "other".into()))).unwrap_err();
