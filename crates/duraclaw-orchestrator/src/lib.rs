@@ -139,6 +139,8 @@ pub mod authn;
 pub mod error;
 pub mod gateway;
 pub mod lanes;
+#[cfg(feature = "push")]
+pub mod push;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -214,6 +216,8 @@ pub struct Orchestrator {
     live_queue: usize,
     catch_ups: AtomicU64,
     clock: SharedClock,
+    #[cfg(feature = "push")]
+    push: std::sync::OnceLock<Arc<push::PushService>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -267,7 +271,37 @@ impl Orchestrator {
             live_queue: live_queue.max(1),
             catch_ups: AtomicU64::new(0),
             clock,
+            #[cfg(feature = "push")]
+            push: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sends Web Push for the sessions' events from now on (once; a
+    /// second call is ignored).
+    #[cfg(feature = "push")]
+    pub fn set_push(&self, push: Arc<push::PushService>) {
+        let _ = self.push.set(push);
+    }
+
+    /// Hands the events of `actor`'s session that were just persisted
+    /// (kept from the gateway's batch by
+    /// [`duraclaw_host::push::worth_pushing`]) to the push sender, if any.
+    pub async fn events_persisted(
+        &self,
+        actor: &SessionActor,
+        events: Vec<(
+            duraclaw_core::protocol::Gseq,
+            duraclaw_core::protocol::Event,
+        )>,
+    ) {
+        #[cfg(feature = "push")]
+        if let Some(push) = self.push.get()
+            && !events.is_empty()
+        {
+            push.on_events(&actor.meta().await, events).await;
+        }
+        #[cfg(not(feature = "push"))]
+        let _ = (actor, events);
     }
 
     /// The clock the actors stamp times with.

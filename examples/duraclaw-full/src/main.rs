@@ -30,7 +30,9 @@ use duraclaw_gateway::link::Secret;
 use duraclaw_store::SqliteDirectory;
 
 use duraclaw_orchestrator::gateway::GatewayLink;
-use duraclaw_orchestrator::{AppState, Authenticator, Orchestrator, assets, auth, naming_file};
+use duraclaw_orchestrator::{
+    AppState, Authenticator, Orchestrator, assets, auth, naming_file, push,
+};
 
 #[derive(Parser)]
 #[command(
@@ -155,6 +157,14 @@ struct WebArgs {
     /// lives (tests shorten it).
     #[arg(long, env = "DURACLAW_INGEST_LANE_IDLE_MS", hide = true)]
     ingest_lane_idle_ms: Option<u64>,
+    /// A PEM file of CA certificates to trust for Web Push services besides
+    /// the system's roots (a push service behind a private CA).
+    #[arg(long, env = "DURACLAW_PUSH_CA", value_name = "PEM")]
+    push_ca: Option<PathBuf>,
+    /// The contact push services see in the VAPID token (`mailto:` or
+    /// `https:`), so they can reach the operator.
+    #[arg(long, env = "DURACLAW_PUSH_CONTACT")]
+    push_contact: Option<String>,
 }
 
 #[derive(Args)]
@@ -381,6 +391,27 @@ async fn serve_web(
         Duration::from_secs(web.evict_after_secs.max(1)),
         web.live_queue,
     );
+    let push_ca = match &web.push_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot read the push CA file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let push = push::PushService::open(
+        &auth_db,
+        push::PushOptions {
+            data_dir: data_dir.to_owned(),
+            extra_ca_pem: push_ca,
+            contact: web.push_contact.clone(),
+        },
+    )
+    .await
+    .map_err(|e| naming_file(&auth_db, e))?;
+    orch.set_push(push.clone());
+    let _pusher = push.spawn();
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();
     // `duraclaw user passwd|remove` run in another process: their
@@ -396,6 +427,10 @@ async fn serve_web(
     let app = duraclaw_orchestrator::api::routes()
         .with_state(state)
         .merge(auth::routes().with_state(auth.clone()))
+        .merge(push::routes().with_state(push::PushState {
+            auth: Authenticator::new(auth.clone()),
+            push: Some(push),
+        }))
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
             auth::origin_guard,

@@ -224,6 +224,26 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of a wire name.
+    pub fn parse(name: &str) -> Option<Kind> {
+        [
+            Kind::Question,
+            Kind::Resolved,
+            Kind::TurnFinished,
+            Kind::Error,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
+    /// RFC 8030 `Urgency`: a waiting agent or a failure wakes the device.
+    pub fn urgency(self) -> &'static str {
+        match self {
+            Kind::Question | Kind::Error => "high",
+            Kind::Resolved | Kind::TurnFinished => "normal",
+        }
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -296,21 +316,24 @@ impl Notice {
         }
     }
 
-    /// RFC 8030 `Urgency`: a waiting agent wakes the device.
+    /// RFC 8030 `Urgency` ([`Kind::urgency`]).
     pub fn urgency(&self) -> &'static str {
-        match self.kind {
-            Kind::Question | Kind::Error => "high",
-            Kind::Resolved | Kind::TurnFinished => "normal",
-        }
+        self.kind.urgency()
     }
 
-    /// RFC 8030 `Topic`: a question's `resolved` replaces its push still
-    /// queued at the push service; none for the others.
+    /// RFC 8030 `Topic` ([`topic`]).
     pub fn topic(&self) -> Option<String> {
-        let q = self.question_id.as_deref()?;
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(q.as_bytes());
-        Some(B64.encode(&digest[..24]))
+        topic(self.question_id.as_deref())
     }
+}
+
+/// RFC 8030 `Topic` of a push about `question_id`: its `resolved` push
+/// replaces the question's push still queued at the push service; none
+/// for pushes about no question.
+pub fn topic(question_id: Option<&str>) -> Option<String> {
+    let q = question_id?;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(q.as_bytes());
+    Some(B64.encode(&digest[..24]))
 }
 
 /// The push an event of `session` calls for under `settings`, if any.
@@ -559,6 +582,46 @@ impl From<&Notice> for Headers {
     }
 }
 
+impl Headers {
+    /// The headers of a stored delivery's next attempt at `now_ms`: the
+    /// TTL is what is left of it (at least 1 s).
+    pub fn for_delivery(
+        kind: Kind,
+        question_id: Option<&str>,
+        ttl_secs: u32,
+        created_at_ms: i64,
+        now_ms: i64,
+    ) -> Headers {
+        let spent =
+            u32::try_from(now_ms.saturating_sub(created_at_ms).max(0) / 1000).unwrap_or(u32::MAX);
+        Headers {
+            ttl_secs: ttl_secs.saturating_sub(spent).max(1),
+            urgency: kind.urgency(),
+            topic: topic(question_id),
+        }
+    }
+}
+
+/// The events of a gateway batch a push may be about (questions, their
+/// resolutions, turn ends, errors), with their gseq: what a host keeps
+/// of a batch before it is ingested, to hand to its push sender after.
+pub fn worth_pushing<'a>(
+    batch: impl IntoIterator<Item = (u64, Option<&'a Event>)>,
+) -> Vec<(u64, Event)> {
+    batch
+        .into_iter()
+        .filter_map(|(gseq, e)| match e {
+            Some(
+                e @ (Event::UserQuestion(_)
+                | Event::QuestionResolved(_)
+                | Event::Result(_)
+                | Event::Error(_)),
+            ) => Some((gseq, e.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The request that pushes `plaintext` to `target`, encrypted for it
 /// (RFC 8291, by web-push-native) and signed with `key` (RFC 8292).
 pub fn request(
@@ -615,6 +678,19 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status of a wire name.
+    pub fn parse(name: &str) -> Option<Status> {
+        [
+            Status::Sending,
+            Status::Accepted,
+            Status::Retrying,
+            Status::Failed,
+            Status::Removed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
