@@ -59,7 +59,7 @@ pub struct PushService {
     key: VapidKey,
     action_key: [u8; 32],
     contact: String,
-    client: reqwest::Client,
+    client: HttpsClient,
     wake: tokio::sync::Notify,
 }
 
@@ -152,32 +152,53 @@ fn restrict_to_owner(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
 /// The HTTPS client of the sender: rustls with ring, the platform's roots
-/// and `extra_ca_pem`'s certificates.
-fn client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
-    // ring rather than aws-lc-rs (no cmake build); it lacks post-quantum
-    // key exchange, hence the deprecation. Ignored when a provider is
-    // installed already.
-    #[allow(deprecated)]
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder()
-        .timeout(ATTEMPT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .https_only(true);
-    if let Some(pem) = extra_ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-            Error::Invalid(format!("the push CA file holds no PEM certificate: {e}"))
-        })?;
-        if certs.is_empty() {
-            return Err(Error::Invalid(
-                "the push CA file holds no PEM certificate".into(),
-            ));
+/// and `extra_ca_pem`'s certificates; https only, no redirects.
+fn client(extra_ca_pem: Option<&[u8]>) -> Result<HttpsClient> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let extra: Vec<CertificateDer<'static>> = match extra_ca_pem {
+        None => Vec::new(),
+        Some(pem) => {
+            let certs = CertificateDer::pem_slice_iter(pem)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Invalid(format!("the push CA file is not PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Invalid(
+                    "the push CA file holds no PEM certificate".into(),
+                ));
+            }
+            certs
         }
-        builder = builder.tls_certs_merge(certs);
-    }
-    builder
-        .build()
-        .map_err(|e| Error::Invalid(format!("cannot make the push HTTPS client: {e}")))
+    };
+    // ring rather than aws-lc-rs (no cmake build); it lacks post-quantum
+    // key exchange, hence the deprecation.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_error = |e: rustls::Error| Error::Invalid(format!("cannot set up TLS for push: {e}"));
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(tls_error)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
 }
 
 impl PushService {
@@ -453,43 +474,39 @@ impl PushService {
     }
 
     async fn post(&self, req: host::PushRequest) -> Attempt {
-        let mut builder = self.client.post(&req.endpoint);
+        let mut builder = hyper::Request::post(&req.endpoint);
         for (name, value) in &req.headers {
             builder = builder.header(*name, value);
         }
-        match builder.body(req.body).send().await {
-            Ok(answer) => Attempt::Answered {
+        let request = match builder.body(http_body_util::Full::new(req.body.into())) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Unreachable(format!("the request is not valid: {e}")),
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(request)).await {
+            Err(_) => Attempt::Unreachable(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+            Ok(Err(e)) => Attempt::Unreachable(unreachable_reason(&e)),
+            Ok(Ok(answer)) => Attempt::Answered {
                 status: answer.status().as_u16(),
                 retry_after: answer
                     .headers()
-                    .get(reqwest::header::RETRY_AFTER)
+                    .get(hyper::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
             },
-            Err(e) => Attempt::Unreachable(unreachable_reason(&e)),
         }
     }
 }
 
-/// Why a push got no answer, without the endpoint (a capability).
-fn unreachable_reason(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect (or TLS failed)"
-    } else {
-        "the request failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut deepest = None;
+/// Why a push got no answer (the deepest cause: a refused connection, a
+/// certificate not trusted, …), without the endpoint (a capability).
+fn unreachable_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut deepest = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
-        deepest = Some(s.to_string());
+        deepest = s.to_string();
         source = s.source();
     }
-    match deepest {
-        Some(cause) => format!("{what}: {cause}"),
-        None => what.to_owned(),
-    }
+    format!("cannot reach the push service: {deepest}")
 }
 
 struct Due {

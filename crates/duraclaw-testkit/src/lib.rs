@@ -36,6 +36,8 @@ pub mod faults;
 pub mod gateway;
 pub mod host;
 pub mod local;
+pub mod push_service;
+pub mod push_suite;
 pub mod wrangler;
 
 /// The workspace's root directory.
