@@ -16,6 +16,8 @@
 //! - on wasm32, `router`: the Worker's routes (`router::handle`), and
 //!   `gateway_client`: the outbound link to the gateway;
 //! - on wasm32, `logging`: `tracing` to the Workers console;
+//! - on wasm32, `push`: the Web Push routes and `PushHost`, the per-user
+//!   Durable Object that sends the pushes;
 //! - on wasm32, `auth`: users, logins and the session index in D1;
 //! - on wasm32 with feature `conformance`: the Durable Object harnesses of
 //!   core's conformance suite.
@@ -39,6 +41,8 @@ pub mod do_sql;
 pub mod gateway_client;
 #[cfg(target_arch = "wasm32")]
 pub mod logging;
+#[cfg(target_arch = "wasm32")]
+pub mod push;
 #[cfg(target_arch = "wasm32")]
 pub mod router;
 #[cfg(target_arch = "wasm32")]

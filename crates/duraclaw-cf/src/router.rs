@@ -127,6 +127,7 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
             let path = format!("/ws{query}");
             to_session(env, &auth, &user, id, &path, Method::Get, Some("websocket")).await
         }
+        (_, ["push", rest @ ..]) => crate::push::route(&mut req, env, &user, rest).await,
         (_, ["status" | "worktrees"] | ["sessions", ..]) => json_error(405, "method not allowed"),
         _ => json_error(404, "no such route"),
     }
@@ -272,7 +273,7 @@ fn body_too_large() -> worker::Result<Response> {
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`], sent as
 /// `application/json`; the error answer otherwise (`413` too large, `400`
 /// not this JSON).
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     req: &mut Request,
 ) -> worker::Result<Result<T, Response>> {
     let content_type = req.headers().get("Content-Type")?.unwrap_or_default();

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
-use crate::wrangler::{Tools, Wrangler, build_full_example, start_wrangler_logged};
+use crate::wrangler::{Tools, Wrangler, build_full_example, start_wrangler_env};
 use crate::{free_port, log_tail};
 
 /// The bound on a host's start and on any one answer.
@@ -66,6 +66,12 @@ pub struct Options {
     pub orchestrator_args: Vec<String>,
     /// The processes' `RUST_LOG`; `info` when `None`.
     pub log: Option<String>,
+    /// A PEM file of a CA the host trusts for Web Push services (the
+    /// [`PushService`](crate::push_service::PushService) stand-in's):
+    /// local, `--push-ca`; Cloudflare, `NODE_EXTRA_CA_CERTS` for
+    /// `wrangler dev`, whose Miniflare hands it to workerd as trusted
+    /// certificates of its outbound network.
+    pub push_ca: Option<PathBuf>,
 }
 
 /// A deployment under test. Users and logins go through the host's own
@@ -309,6 +315,9 @@ impl LocalHost {
             .arg("--data-dir")
             .arg(self.root.join("data"))
             .args(&self.opts.orchestrator_args);
+        if let Some(ca) = &self.opts.push_ca {
+            c.arg("--push-ca").arg(ca);
+        }
         crate::local::spawn_until(c, &["duraclaw listening on "])
             .await
             .unwrap_or_else(|e| panic!("duraclaw orchestrator: {e}\n{}", self.log_tails()))
@@ -493,7 +502,8 @@ impl CloudflareHost {
         std::fs::write(
             dir.join(".dev.vars"),
             format!(
-                "CC_GATEWAY_SECRET={GATEWAY_SECRET}\nDURACLAW_COOKIE_SECRET={COOKIE_SECRET}\nDURACLAW_ADMIN_TOKEN={ADMIN_TOKEN}\n"
+                "CC_GATEWAY_SECRET={GATEWAY_SECRET}\nDURACLAW_COOKIE_SECRET={COOKIE_SECRET}\nDURACLAW_ADMIN_TOKEN={ADMIN_TOKEN}\nDURACLAW_VAPID_PRIVATE_KEY={}\n",
+                duraclaw_host::push::VapidKey::generate().private_base64url()
             ),
         )
         .unwrap();
@@ -538,11 +548,18 @@ impl CloudflareHost {
         if let Some(origin) = &self.opts.public_origin {
             vars.push(("DURACLAW_PUBLIC_ORIGIN", origin.as_str()));
         }
-        let mut wrangler = start_wrangler_logged(
+        let env: Vec<(&str, &Path)> = self
+            .opts
+            .push_ca
+            .iter()
+            .map(|ca| ("NODE_EXTRA_CA_CERTS", ca.as_path()))
+            .collect();
+        let mut wrangler = start_wrangler_env(
             &self.tools,
             &self.dir,
             self.port,
             &vars,
+            &env,
             &self.wrangler_log(),
         );
         crate::wrangler::wait_until_ready(

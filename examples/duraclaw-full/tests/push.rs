@@ -16,7 +16,7 @@ async fn the_push_suite_on_the_local_host() {
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        orchestrator_args: vec!["--push-ca".into(), push.ca_file().display().to_string()],
+        push_ca: Some(push.ca_file().to_owned()),
         ..Options::default()
     })
     .await;
