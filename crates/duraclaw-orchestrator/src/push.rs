@@ -31,6 +31,9 @@ use crate::error::ApiError;
 /// 0600), made on first run.
 pub const KEY_FILE: &str = "vapid.key";
 
+/// The answer of every push route of a server without push.
+pub const OFF: &str = "push notifications are turned off on this server";
+
 /// One attempt's bound: connect, TLS, request and answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -619,7 +622,7 @@ fn service(state: &PushState) -> std::result::Result<Arc<PushService>, ApiError>
     state
         .push
         .clone()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, host::NO_KEY))
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, OFF))
 }
 
 async fn key(

@@ -165,6 +165,10 @@ struct WebArgs {
     /// `https:`), so they can reach the operator.
     #[arg(long, env = "DURACLAW_PUSH_CONTACT")]
     push_contact: Option<String>,
+    /// Turn Web Push off: nothing is sent and the /api/push/ routes answer
+    /// 503.
+    #[arg(long, env = "DURACLAW_NO_PUSH")]
+    no_push: bool,
 }
 
 #[derive(Args)]
@@ -400,18 +404,23 @@ async fn serve_web(
         })?),
         None => None,
     };
-    let push = push::PushService::open(
-        &auth_db,
-        push::PushOptions {
-            data_dir: data_dir.to_owned(),
-            extra_ca_pem: push_ca,
-            contact: web.push_contact.clone(),
-        },
-    )
-    .await
-    .map_err(|e| naming_file(&auth_db, e))?;
-    orch.set_push(push.clone());
-    let _pusher = push.spawn();
+    let push = if web.no_push {
+        None
+    } else {
+        let push = push::PushService::open(
+            &auth_db,
+            push::PushOptions {
+                data_dir: data_dir.to_owned(),
+                extra_ca_pem: push_ca,
+                contact: web.push_contact.clone(),
+            },
+        )
+        .await
+        .map_err(|e| naming_file(&auth_db, e))?;
+        orch.set_push(push.clone());
+        Some(push)
+    };
+    let _pusher = push.as_ref().map(|p| p.spawn());
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();
     // `duraclaw user passwd|remove` run in another process: their
@@ -429,7 +438,7 @@ async fn serve_web(
         .merge(auth::routes().with_state(auth.clone()))
         .merge(push::routes().with_state(push::PushState {
             auth: Authenticator::new(auth.clone()),
-            push: Some(push),
+            push,
         }))
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),

@@ -533,7 +533,12 @@ impl PushHost {
             tracing::error!(error = %e, "cannot queue pushes");
             return json_error(500, duraclaw_host::http::INTERNAL_MESSAGE);
         }
-        self.send_due(&body.owner).await;
+        // Sent by the alarm, so the session object does not wait on the
+        // push service.
+        self.state
+            .storage()
+            .set_alarm(Duration::from_millis(1))
+            .await?;
         Response::ok("queued")
     }
 
