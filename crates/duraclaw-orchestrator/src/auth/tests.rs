@@ -879,10 +879,8 @@ async fn a_database_from_a_newer_version_is_refused() {
     assert!(
         matches!(
             err,
-            Error::SchemaTooNew {
-                found: 99,
-                known: 2
-            }
+            Error::SchemaTooNew { found: 99, known }
+                if known as usize == duraclaw_host::auth::schema::LOCAL_MIGRATIONS.len()
         ),
         "{err}"
     );
