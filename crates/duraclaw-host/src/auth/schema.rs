@@ -375,7 +375,10 @@ mod tests {
         // What databases in the field recorded: never change these.
         assert_eq!(checksum(LOCAL_MIGRATIONS[0].sql), RELEASED_LOCAL_V1);
         assert_eq!(checksum(D1_MIGRATIONS[0].sql), RELEASED_D1_V1);
+        assert_eq!(checksum(ONE_LOGIN_SHAPE.sql), RELEASED_V2);
     }
+
+    const RELEASED_V2: &str = "97f3c5da7ba1aa52";
 
     #[test]
     fn a_login_that_ends_takes_its_push_subscriptions_on_both_hosts() {
