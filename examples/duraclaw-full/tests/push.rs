@@ -83,3 +83,39 @@ async fn a_push_service_whose_certificate_is_not_trusted_gets_nothing() {
     );
     assert!(push.all_arrivals().is_empty(), "{:?}", push.all_arrivals());
 }
+
+/// `--no-push` turns it off: every push route answers 503 saying so, and
+/// no key is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_push_answers_503_and_makes_no_key() {
+    use duraclaw_testkit::api::PASSWORD;
+    use duraclaw_testkit::host::{http, login};
+    use serde_json::Value;
+
+    let host = LocalHost::start_with(Options {
+        orchestrator_args: vec!["--no-push".into()],
+        ..Options::default()
+    })
+    .await;
+    host.add_user("nopush", PASSWORD).await;
+    let cookie = login(&host, "nopush", PASSWORD).await;
+    for path in [
+        "/api/push/key",
+        "/api/push/subscriptions",
+        "/api/push/settings",
+    ] {
+        let r = http()
+            .get(format!("{}{path}", host.base()))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("turned off"),
+            "{body}"
+        );
+    }
+    assert!(!host.root().join("data").join("vapid.key").exists());
+}
