@@ -36,7 +36,7 @@
 //! (the users' objects), `DB` (D1),
 //! `CC_GATEWAY_URL`, the secrets `CC_GATEWAY_SECRET`,
 //! `DURACLAW_COOKIE_SECRET`, `DURACLAW_ADMIN_TOKEN` and
-//! `DURACLAW_PUSH_ACTION_SECRET`, optionally `ASSETS`.
+//! `DURACLAW_VAPID_PRIVATE_KEY`, optionally `ASSETS`.
 
 use std::cell::RefCell;
 
@@ -139,6 +139,9 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
             to_session(env, &auth, &user, id, &path, Method::Get, Some("websocket")).await
         }
         (Method::Post, ["push", "act"]) => push_act(req, env, &auth, &user).await,
+        (_, ["push", rest @ ..]) if rest != ["act"] => {
+            crate::push::route(&mut req, env, &user, rest).await
+        }
         (Method::Get, ["inbox"]) => to_user(env, &user, "/list", None).await,
         (Method::Get, ["inbox", "ws"]) => {
             let upgrade = req.headers().get("Upgrade")?.unwrap_or_default();
@@ -155,9 +158,7 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
         (
             _,
             ["status" | "worktrees" | "inbox"] | ["sessions", ..] | ["inbox", ..] | ["push", "act"],
-        ) => {
-            json_error(405, "method not allowed")
-        }
+        ) => json_error(405, "method not allowed"),
         _ => json_error(404, "no such route"),
     }
 }
@@ -388,21 +389,14 @@ async fn create_session(
 /// The session object route that applies a notification's action.
 pub const ACT_PATH: &str = "/act";
 
-/// The secret notification action tokens are signed under.
-pub const PUSH_ACTION_SECRET: &str = "DURACLAW_PUSH_ACTION_SECRET";
-
-/// The key action tokens are made and checked under: the action key
-/// ([`action::action_key`]) of the secret [`PUSH_ACTION_SECRET`].
+/// The key action tokens are made and checked under: the action key of
+/// the VAPID private key (the secret [`crate::push::KEY_SECRET`]), as
+/// `duraclaw_host::push::VapidKey::action_key` makes it.
 pub fn push_action_key(env: &Env) -> Result<[u8; 32], String> {
-    let secret = env
-        .secret(PUSH_ACTION_SECRET)
-        .map(|v| v.to_string())
-        .map_err(|_| format!("the secret {PUSH_ACTION_SECRET} is not set"))?;
-    let secret = secret.trim();
-    if secret.is_empty() {
-        return Err(format!("the secret {PUSH_ACTION_SECRET} is empty"));
+    match crate::push::vapid_key(env)? {
+        Some(key) => Ok(key.action_key()),
+        None => Err(format!("the secret {} is not set", crate::push::KEY_SECRET)),
     }
-    Ok(action::action_key(secret.as_bytes()))
 }
 
 /// `POST /api/push/act`: checks the token here, then the session's object

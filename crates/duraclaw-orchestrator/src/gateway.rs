@@ -423,8 +423,10 @@ impl GatewayLink {
                 return;
             }
         };
+        let pushed = duraclaw_host::push::worth_pushing(batch.iter().map(|(g, e)| (*g, e.event())));
         match actor.ingest_raw(batch).await {
             Ok(out) => {
+                orch.events_persisted(&actor, pushed).await;
                 for frame in link::after_ingest(&session_id, &out) {
                     let _ = self.send(&frame);
                 }

@@ -143,6 +143,8 @@ pub mod error;
 pub mod gateway;
 pub mod inbox;
 pub mod lanes;
+#[cfg(feature = "push")]
+pub mod push;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -222,6 +224,8 @@ pub struct Orchestrator {
     /// Where approval rules are kept ([`Orchestrator::set_rule_store`]).
     rules: std::sync::RwLock<Arc<dyn rules::RuleStore>>,
     persisted: Arc<Persisted>,
+    #[cfg(feature = "push")]
+    push: std::sync::OnceLock<Arc<push::PushService>>,
 }
 
 /// Where every session's persisted events go once stored: the per-user
@@ -293,7 +297,37 @@ impl Orchestrator {
             }),
             clock,
             rules: std::sync::RwLock::new(Arc::new(rules::MemoryRules::default())),
+            #[cfg(feature = "push")]
+            push: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sends Web Push for the sessions' events from now on (once; a
+    /// second call is ignored).
+    #[cfg(feature = "push")]
+    pub fn set_push(&self, push: Arc<push::PushService>) {
+        let _ = self.push.set(push);
+    }
+
+    /// Hands the events of `actor`'s session that were just persisted
+    /// (kept from the gateway's batch by
+    /// [`duraclaw_host::push::worth_pushing`]) to the push sender, if any.
+    pub async fn events_persisted(
+        &self,
+        actor: &SessionActor,
+        events: Vec<(
+            duraclaw_core::protocol::Gseq,
+            duraclaw_core::protocol::Event,
+        )>,
+    ) {
+        #[cfg(feature = "push")]
+        if let Some(push) = self.push.get()
+            && !events.is_empty()
+        {
+            push.on_events(&actor.meta().await, events).await;
+        }
+        #[cfg(not(feature = "push"))]
+        let _ = (actor, events);
     }
 
     /// Every user's inbox.

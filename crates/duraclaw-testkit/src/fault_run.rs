@@ -267,6 +267,7 @@ where
         public_origin: Some(format!("http://{}", browser_proxy.addr)),
         orchestrator_args: plan.orchestrator_args.clone(),
         log: Some("error".into()),
+        push_ca: None,
     })
     .await;
     let name = h.name();

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 
-use crate::wrangler::{Tools, Wrangler, build_full_example, start_wrangler_logged};
+use crate::wrangler::{Tools, Wrangler, build_full_example, start_wrangler_env};
 use crate::{free_port, log_tail};
 
 /// The bound on a host's start and on any one answer.
@@ -74,6 +74,12 @@ pub struct Options {
     pub orchestrator_args: Vec<String>,
     /// The processes' `RUST_LOG`; `info` when `None`.
     pub log: Option<String>,
+    /// A PEM file of a CA the host trusts for Web Push services (the
+    /// [`PushService`](crate::push_service::PushService) stand-in's):
+    /// local, `--push-ca`; Cloudflare, `NODE_EXTRA_CA_CERTS` for
+    /// `wrangler dev`, whose Miniflare hands it to workerd as trusted
+    /// certificates of its outbound network.
+    pub push_ca: Option<PathBuf>,
 }
 
 /// A deployment under test. Users and logins go through the host's own
@@ -329,6 +335,9 @@ impl LocalHost {
             .arg("--data-dir")
             .arg(self.root.join("data"))
             .args(&self.opts.orchestrator_args);
+        if let Some(ca) = &self.opts.push_ca {
+            c.arg("--push-ca").arg(ca);
+        }
         crate::local::spawn_until(c, &["duraclaw listening on "])
             .await
             .unwrap_or_else(|e| panic!("duraclaw orchestrator: {e}\n{}", self.log_tails()))
@@ -484,7 +493,9 @@ async fn wait_gateway(h: &dyn Host, cookie: &str, up: bool) {
 const GATEWAY_SECRET: &str = "cf-host-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-host-cookie-secret-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cf-host-admin-token-0123456789abcdef";
-const PUSH_ACTION_SECRET: &str = "cf-host-push-action-secret-0123456789";
+/// The deployment's VAPID private key (base64url), which also signs the
+/// notification actions.
+const VAPID_PRIVATE_KEY: &str = "mPaJm0MfNMWLproiThYPTSA0F-oI1Ad5c6cJKvhO2JA";
 
 /// The full example's Worker (`examples/duraclaw-full/cloudflare`, the real
 /// UI as its assets) under `wrangler dev`, linked to `duraclaw gateway`
@@ -528,7 +539,7 @@ impl CloudflareHost {
         std::fs::write(
             dir.join(".dev.vars"),
             format!(
-                "CC_GATEWAY_SECRET={GATEWAY_SECRET}\nDURACLAW_COOKIE_SECRET={COOKIE_SECRET}\nDURACLAW_ADMIN_TOKEN={ADMIN_TOKEN}\nDURACLAW_PUSH_ACTION_SECRET={PUSH_ACTION_SECRET}\n"
+                "CC_GATEWAY_SECRET={GATEWAY_SECRET}\nDURACLAW_COOKIE_SECRET={COOKIE_SECRET}\nDURACLAW_ADMIN_TOKEN={ADMIN_TOKEN}\nDURACLAW_VAPID_PRIVATE_KEY={VAPID_PRIVATE_KEY}\n"
             ),
         )
         .unwrap();
@@ -573,11 +584,18 @@ impl CloudflareHost {
         if let Some(origin) = &self.opts.public_origin {
             vars.push(("DURACLAW_PUBLIC_ORIGIN", origin.as_str()));
         }
-        let mut wrangler = start_wrangler_logged(
+        let env: Vec<(&str, &Path)> = self
+            .opts
+            .push_ca
+            .iter()
+            .map(|ca| ("NODE_EXTRA_CA_CERTS", ca.as_path()))
+            .collect();
+        let mut wrangler = start_wrangler_env(
             &self.tools,
             &self.dir,
             self.port,
             &vars,
+            &env,
             &self.wrangler_log(),
         );
         crate::wrangler::wait_until_ready(
@@ -655,7 +673,7 @@ impl CloudflareHost {
             GATEWAY_SECRET,
             COOKIE_SECRET,
             ADMIN_TOKEN,
-            PUSH_ACTION_SECRET,
+            VAPID_PRIVATE_KEY,
         ]
     }
 
@@ -788,7 +806,7 @@ impl Host for CloudflareHost {
         self.opts.public_origin.as_deref().unwrap_or(&self.base)
     }
     fn push_action_secret(&self) -> Vec<u8> {
-        PUSH_ACTION_SECRET.as_bytes().to_vec()
+        crate::local::vapid_private_bytes(VAPID_PRIVATE_KEY)
     }
     fn log_tails(&self) -> String {
         format!(

@@ -39,6 +39,8 @@ pub mod host;
 pub mod inbox;
 pub mod local;
 pub mod notify;
+pub mod push_service;
+pub mod push_suite;
 pub mod rules;
 pub mod wrangler;
 

@@ -443,13 +443,20 @@ pub async fn run_node_suite(mut c: Command, out: &Path, deadline: Duration) -> (
     (status, output)
 }
 
-/// The notification action secret `duraclaw orchestrator` generated in
-/// `data_dir` (it exists once the orchestrator listens).
+/// The secret notification actions are signed under (their key is
+/// `duraclaw_host::push::action::action_key` of it): the bytes of the VAPID
+/// private key `duraclaw orchestrator` made in `data_dir` (it exists once
+/// the orchestrator listens).
 pub fn push_action_secret(data_dir: &Path) -> Vec<u8> {
-    let path = data_dir.join("push-action-secret");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .as_bytes()
-        .to_vec()
+    let path = data_dir.join("vapid.key");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    vapid_private_bytes(&text)
+}
+
+/// The bytes of a base64url VAPID private key.
+pub fn vapid_private_bytes(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .expect("a base64url VAPID key")
 }

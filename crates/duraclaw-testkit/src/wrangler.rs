@@ -213,6 +213,19 @@ pub fn start_wrangler_logged(
     vars: &[(&str, &str)],
     log: &Path,
 ) -> Wrangler {
+    start_wrangler_env(tools, dir, port, vars, &[], log)
+}
+
+/// [`start_wrangler_logged`] with `env` set for `wrangler dev` (e.g.
+/// `NODE_EXTRA_CA_CERTS`).
+pub fn start_wrangler_env(
+    tools: &Tools,
+    dir: &Path,
+    port: u16,
+    vars: &[(&str, &str)],
+    env: &[(&str, &Path)],
+    log: &Path,
+) -> Wrangler {
     use std::os::unix::process::CommandExt;
     let out = fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
@@ -224,6 +237,9 @@ pub fn start_wrangler_logged(
         .arg("--show-interactive-dev-session=false");
     for (k, v) in vars {
         cmd.arg("--var").arg(format!("{k}:{v}"));
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let child = cmd
         .current_dir(dir)

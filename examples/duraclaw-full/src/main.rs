@@ -31,7 +31,7 @@ use duraclaw_store::SqliteDirectory;
 
 use duraclaw_orchestrator::gateway::GatewayLink;
 use duraclaw_orchestrator::{
-    AppState, Authenticator, Orchestrator, action, assets, auth, naming_file,
+    AppState, Authenticator, Orchestrator, action, assets, auth, naming_file, push,
 };
 
 #[derive(Parser)]
@@ -157,6 +157,18 @@ struct WebArgs {
     /// lives (tests shorten it).
     #[arg(long, env = "DURACLAW_INGEST_LANE_IDLE_MS", hide = true)]
     ingest_lane_idle_ms: Option<u64>,
+    /// A PEM file of CA certificates to trust for Web Push services besides
+    /// the system's roots (a push service behind a private CA).
+    #[arg(long, env = "DURACLAW_PUSH_CA", value_name = "PEM")]
+    push_ca: Option<PathBuf>,
+    /// The contact push services see in the VAPID token (`mailto:` or
+    /// `https:`), so they can reach the operator.
+    #[arg(long, env = "DURACLAW_PUSH_CONTACT")]
+    push_contact: Option<String>,
+    /// Turn Web Push off: nothing is sent and the /api/push/ routes answer
+    /// 503.
+    #[arg(long, env = "DURACLAW_NO_PUSH")]
+    no_push: bool,
 }
 
 #[derive(Args)]
@@ -317,35 +329,12 @@ fn gateway_secret(data_dir: &Path) -> Result<Secret> {
     Secret::new(&secret)
 }
 
-/// The file in the data directory holding the secret notification actions
-/// are signed under.
-const PUSH_ACTION_SECRET_FILE: &str = "push-action-secret";
-
-/// The key notification action tokens are made and checked under:
-/// the action key derived from the secret kept (mode 0600)
-/// in the data directory, generated on first run.
+/// The key notification action tokens are made and checked under: the
+/// action key of the VAPID key kept (mode 0600) in the data directory,
+/// generated on first run (`duraclaw_host::push::VapidKey::action_key`).
 fn push_action_key(data_dir: &Path) -> Result<action::ActionKey> {
-    let path = data_dir.join(PUSH_ACTION_SECRET_FILE);
-    let secret = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = auth::random_token()?;
-            write_private(&path, &secret)?;
-            tracing::info!(path = %path.display(), "generated the notification action secret");
-            secret
-        }
-        Err(e) => {
-            return Err(Error::Invalid(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    let secret = secret.trim();
-    if secret.is_empty() {
-        return Err(Error::Invalid(format!("{} is empty", path.display())));
-    }
-    Ok(action::ActionKey::from_secret(secret.as_bytes()))
+    let key = push::load_or_create_key(data_dir)?;
+    Ok(action::ActionKey::new(key.action_key()))
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -417,6 +406,32 @@ async fn serve_web(
     // Approval rules live in the auth database.
     orch.set_rule_store(auth.clone());
     orch.rebuild_inbox().await?;
+    let push_ca = match &web.push_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot read the push CA file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let push = if web.no_push {
+        None
+    } else {
+        let push = push::PushService::open(
+            &auth_db,
+            push::PushOptions {
+                data_dir: data_dir.to_owned(),
+                extra_ca_pem: push_ca,
+                contact: web.push_contact.clone(),
+            },
+        )
+        .await
+        .map_err(|e| naming_file(&auth_db, e))?;
+        orch.set_push(push.clone());
+        Some(push)
+    };
+    let _pusher = push.as_ref().map(|p| p.spawn());
     let _dialler = link.spawn(Arc::downgrade(&orch));
     let _evictor = orch.spawn_evictor();
     // `duraclaw user passwd|remove` run in another process: their
@@ -433,6 +448,10 @@ async fn serve_web(
         .merge(action::routes(push_action_key(data_dir)?))
         .with_state(state)
         .merge(auth::routes().with_state(auth.clone()))
+        .merge(push::routes().with_state(push::PushState {
+            auth: Authenticator::new(auth.clone()),
+            push,
+        }))
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
             auth::origin_guard,

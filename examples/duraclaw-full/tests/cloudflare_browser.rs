@@ -44,7 +44,9 @@ const SUITE_DEADLINE: Duration = Duration::from_secs(600);
 const GATEWAY_SECRET: &str = "cf-browser-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-browser-cookie-secret-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cf-browser-admin-token-0123456789abcdef";
-const PUSH_ACTION_SECRET: &str = "cf-browser-push-action-secret-0123456789";
+/// The deployment's VAPID private key (base64url); it signs notification
+/// actions too.
+const VAPID_PRIVATE_KEY: &str = "Bx3NnUCtRrgYJ1qFqAXB0P2c9WvF1mS1k4CkTzvZ6xQ";
 
 /// The suite's files that run on Cloudflare: all but `old-cli.test.js`,
 /// which needs a host that runs a CLI of its own (`duraclaw up`); behind
@@ -161,8 +163,8 @@ impl Deployment {
                 ("DURACLAW_COOKIE_SECRET".into(), COOKIE_SECRET.into()),
                 ("DURACLAW_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
                 (
-                    "DURACLAW_PUSH_ACTION_SECRET".into(),
-                    PUSH_ACTION_SECRET.into(),
+                    "DURACLAW_VAPID_PRIVATE_KEY".into(),
+                    VAPID_PRIVATE_KEY.into(),
                 ),
             ],
             logs: logs.to_owned(),
@@ -366,7 +368,7 @@ async fn the_browser_suite_on_cloudflare() {
         latch,
         fake,
         split: split.clone(),
-        push_action_secret: PUSH_ACTION_SECRET.as_bytes().to_vec(),
+        push_action_secret: duraclaw_testkit::local::vapid_private_bytes(VAPID_PRIVATE_KEY),
     });
     eprintln!("deployments up in {} ms", t0.elapsed().as_millis());
 

@@ -256,8 +256,10 @@ impl SessionHost {
         if batch.is_empty() {
             return;
         }
+        let pushed = duraclaw_host::push::worth_pushing(batch.iter().map(|(g, e)| (*g, e.event())));
         match actor.ingest_raw(batch).await {
             Ok(out) => {
+                crate::push::events_persisted(&self.env, &actor.meta().await, pushed).await;
                 tracing::debug!(
                     session = actor.session_id(),
                     stored = out.stored,

@@ -79,11 +79,65 @@ pub const ONE_LOGIN_SHAPE: Migration = Migration {
     ),
 };
 
-/// The approval rules users own (`duraclaw_host::rules`), the same step
+/// The third step of both lists: Web Push (`crate::push`). Subscriptions
+/// belong to a user and to the login that made them (a login that ends
+/// takes its subscriptions with it); settings per user; one delivery
+/// record per subscription and event, kept after its subscription goes.
+pub const PUSH_TABLES: Migration = Migration {
+    version: 3,
+    name: "web push subscriptions, settings and deliveries",
+    sql: "CREATE TABLE push_subscriptions (
+              id TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL COLLATE NOCASE REFERENCES users (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,
+              login_digest TEXT NOT NULL REFERENCES login_sessions (token_digest)
+                  ON DELETE CASCADE,
+              endpoint TEXT NOT NULL UNIQUE,
+              p256dh TEXT NOT NULL,
+              auth TEXT NOT NULL,
+              device TEXT NOT NULL,
+              created_at_ms INTEGER NOT NULL,
+              last_success_ms INTEGER,
+              last_failure_ms INTEGER,
+              last_failure TEXT
+          );
+          CREATE INDEX push_subscriptions_by_user ON push_subscriptions (user_name);
+          CREATE INDEX push_subscriptions_by_login ON push_subscriptions (login_digest);
+          CREATE TABLE push_settings (
+              user_name TEXT PRIMARY KEY COLLATE NOCASE REFERENCES users (name)
+                  ON DELETE CASCADE ON UPDATE CASCADE,
+              settings TEXT NOT NULL,
+              updated_at_ms INTEGER NOT NULL
+          );
+          CREATE TABLE push_deliveries (
+              id TEXT PRIMARY KEY,
+              user_name TEXT NOT NULL COLLATE NOCASE,
+              subscription_id TEXT NOT NULL,
+              device TEXT NOT NULL,
+              kind TEXT NOT NULL,
+              session_id TEXT NOT NULL,
+              question_id TEXT,
+              event_key TEXT NOT NULL,
+              status TEXT NOT NULL,
+              http_status INTEGER,
+              error TEXT,
+              attempts INTEGER NOT NULL,
+              payload TEXT NOT NULL,
+              ttl_secs INTEGER NOT NULL,
+              next_attempt_ms INTEGER,
+              created_at_ms INTEGER NOT NULL,
+              updated_at_ms INTEGER NOT NULL,
+              UNIQUE (subscription_id, event_key)
+          );
+          CREATE INDEX push_deliveries_by_user ON push_deliveries (user_name, created_at_ms);
+          CREATE INDEX push_deliveries_due ON push_deliveries (next_attempt_ms)",
+};
+
+/// The fourth step of both lists: the approval rules users own (`duraclaw_host::rules`), the same step
 /// on both hosts. `worktree` and `session_id` are `''` when the scope
 /// names none, so the one-rule-per-place constraint holds.
 pub const APPROVAL_RULES: Migration = Migration {
-    version: 3,
+    version: 4,
     name: "approval rules",
     sql: "CREATE TABLE approval_rules (
               id TEXT PRIMARY KEY,
@@ -118,6 +172,7 @@ pub const LOCAL_MIGRATIONS: &[Migration] = &[
         ),
     },
     ONE_LOGIN_SHAPE,
+    PUSH_TABLES,
     APPROVAL_RULES,
 ];
 
@@ -157,6 +212,7 @@ pub const D1_MIGRATIONS: &[Migration] = &[
         ),
     },
     ONE_LOGIN_SHAPE,
+    PUSH_TABLES,
     APPROVAL_RULES,
 ];
 
@@ -401,6 +457,54 @@ mod tests {
         // What databases in the field recorded: never change these.
         assert_eq!(checksum(LOCAL_MIGRATIONS[0].sql), RELEASED_LOCAL_V1);
         assert_eq!(checksum(D1_MIGRATIONS[0].sql), RELEASED_D1_V1);
+        assert_eq!(checksum(ONE_LOGIN_SHAPE.sql), RELEASED_V2);
+    }
+
+    const RELEASED_V2: &str = "97f3c5da7ba1aa52";
+
+    #[test]
+    fn a_login_that_ends_takes_its_push_subscriptions_on_both_hosts() {
+        let mut local = SqliteConn::open_in_memory().unwrap();
+        Migrations::new(LOCAL_MIGRATIONS)
+            .unwrap()
+            .apply(&mut local)
+            .unwrap();
+        let mut d1 = SqliteConn::open_in_memory().unwrap();
+        d1_apply(&mut d1, D1_MIGRATIONS.len());
+        assert_eq!(LOCAL_MIGRATIONS[2], D1_MIGRATIONS[2]);
+        let subs = |conn: &mut SqliteConn| {
+            conn.query("SELECT id FROM push_subscriptions ORDER BY id", &[])
+                .unwrap()
+                .len()
+        };
+        for conn in [&mut local, &mut d1] {
+            conn.execute("PRAGMA foreign_keys = ON", &[]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users VALUES ('alice', 'h', 1, 1);
+                 INSERT INTO users VALUES ('bob', 'h', 1, 1);
+                 INSERT INTO login_sessions VALUES ('la', 'alice', 1, 1, 9);
+                 INSERT INTO login_sessions VALUES ('lb', 'bob', 1, 1, 9);
+                 INSERT INTO push_subscriptions (id, user_name, login_digest, endpoint, p256dh,
+                     auth, device, created_at_ms) VALUES ('s1', 'alice', 'la', 'https://p/1',
+                     'k', 'a', 'phone', 1);
+                 INSERT INTO push_subscriptions (id, user_name, login_digest, endpoint, p256dh,
+                     auth, device, created_at_ms) VALUES ('s2', 'bob', 'lb', 'https://p/2',
+                     'k', 'a', 'phone', 1);
+                 INSERT INTO push_settings VALUES ('bob', '{}', 1);",
+            )
+            .unwrap();
+            assert_eq!(subs(conn), 2);
+            // Logout: alice's login row goes, and her subscription with it.
+            conn.execute("DELETE FROM login_sessions WHERE token_digest = 'la'", &[])
+                .unwrap();
+            assert_eq!(subs(conn), 1);
+            // Removing a user ends their logins and subscriptions.
+            conn.execute("DELETE FROM users WHERE name = 'BOB'", &[])
+                .unwrap();
+            assert_eq!(subs(conn), 0);
+            let settings = conn.query("SELECT * FROM push_settings", &[]).unwrap();
+            assert!(settings.is_empty());
+        }
     }
 
     const RELEASED_LOCAL_V1: &str = "d65e7407fb6ace62";

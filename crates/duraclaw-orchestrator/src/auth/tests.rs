@@ -880,7 +880,7 @@ async fn a_database_from_a_newer_version_is_refused() {
         matches!(
             err,
             Error::SchemaTooNew { found: 99, known }
-                if known == duraclaw_host::auth::schema::LOCAL_MIGRATIONS.len() as u32
+                if known as usize == duraclaw_host::auth::schema::LOCAL_MIGRATIONS.len()
         ),
         "{err}"
     );

@@ -1,6 +1,8 @@
 //! Duraclaw on Cloudflare: the glue that exports the Worker's fetch handler
-//! and the session Durable Object (`SessionObject`) to the runtime. All the
-//! logic is in `duraclaw-cf` (`router::handle`, `session::SessionHost`).
+//! and the Durable Objects (`SessionObject` per session, `UserObject` and
+//! `PushObject` per user) to the runtime. All the logic is in `duraclaw-cf`
+//! (`router::handle`, `session::SessionHost`, `user::UserHost`,
+//! `push::PushHost`).
 
 #![cfg(target_arch = "wasm32")]
 // `#[durable_object]` exports methods to JavaScript that carry no docs.
@@ -8,6 +10,7 @@
 
 use std::rc::Rc;
 
+use duraclaw_cf::push::PushHost;
 use duraclaw_cf::session::SessionHost;
 use duraclaw_cf::user::UserHost;
 use worker::{
@@ -105,6 +108,55 @@ impl DurableObject for UserObject {
         _was_clean: bool,
     ) -> Result<()> {
         self.host.websocket_close(ws, code).await
+    }
+
+    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One user's Web Push sender: records deliveries in D1, sends them with
+/// `fetch`, retries by its alarm.
+#[durable_object]
+pub struct PushObject {
+    host: PushHost,
+}
+
+impl DurableObject for PushObject {
+    fn new(state: State, env: Env) -> Self {
+        PushObject {
+            host: PushHost::new(state, env),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        self.host.fetch(req).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.host.alarm().await
+    }
+
+    async fn connect(&self, _socket: Socket) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_message(
+        &self,
+        _ws: WebSocket,
+        _message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        _ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        Ok(())
     }
 
     async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
