@@ -160,6 +160,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             model: None,
             permission_mode: None,
             system_prompt: None,
+            new_worktree: None,
         }),
     })))
     .await

@@ -329,6 +329,7 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
                 model: None,
                 permission_mode: None,
                 system_prompt: None,
+                new_worktree: None,
             }),
         })))
         .await

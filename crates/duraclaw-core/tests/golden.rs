@@ -212,6 +212,7 @@ fn cases() -> Vec<Case> {
                     model: Some(s("claude-sonnet-4-5")),
                     permission_mode: Some(s("default")),
                     system_prompt: Some(s("Keep changes small.")),
+                    new_worktree: None,
                 }),
             ))),
         ),
@@ -343,6 +344,7 @@ fn cases() -> Vec<Case> {
                         head: Some(s("9fceb02d0ae598e95dc970b74767f19372d61af8")),
                         dirty: false,
                         busy_session: None,
+                        new_worktree: false,
                     },
                     Worktree {
                         path: s("/home/dev/src/app-feature-x"),
@@ -351,6 +353,7 @@ fn cases() -> Vec<Case> {
                         head: Some(s("e83c5163316f89bfbde7d9ab23ca2e25604af290")),
                         dirty: true,
                         busy_session: Some(s(SESSION)),
+                        new_worktree: false,
                     },
                 ],
             }),

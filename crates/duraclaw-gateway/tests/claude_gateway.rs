@@ -439,6 +439,7 @@ fn execute(worktree: String, prompt: &str) -> Command {
         model: None,
         permission_mode: None,
         system_prompt: None,
+        new_worktree: None,
     })
 }
 

@@ -109,6 +109,7 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
                 model: None,
                 permission_mode: None,
                 system_prompt: None,
+                new_worktree: None,
             }),
         }),
     )

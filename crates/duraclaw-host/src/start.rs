@@ -127,6 +127,7 @@ mod tests {
             head: None,
             dirty: false,
             busy_session: busy.map(str::to_owned),
+            new_worktree: false,
         }
     }
 

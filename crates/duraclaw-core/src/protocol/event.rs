@@ -526,6 +526,31 @@ pub struct Notice {
     /// The tool call it is about, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_use_id: Option<String>,
+    /// The worktree the session runs in ([`NOTICE_WORKTREE`] only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<SessionWorktree>,
+}
+
+/// The [`Notice::code`] of the first event the gateway logs in a session:
+/// the worktree it runs in and the commit it started from.
+pub const NOTICE_WORKTREE: &str = "worktree";
+
+/// Where a session runs, as its [`NOTICE_WORKTREE`] notice records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionWorktree {
+    /// The worktree's absolute path.
+    pub path: String,
+    /// Its branch at the start (`None` when HEAD was detached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// HEAD at the start: the base of the session's diff (`None` before the
+    /// repository's first commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The gateway made this worktree for the session (it may remove it
+    /// when the session is closed).
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub created: bool,
 }
 
 impl Notice {
@@ -536,6 +561,7 @@ impl Notice {
             message: message.into(),
             command_id: None,
             tool_use_id: None,
+            worktree: None,
         }
     }
 

@@ -116,6 +116,7 @@ pub fn execute(worktree: String, prompt: &str) -> Command {
         model: None,
         permission_mode: None,
         system_prompt: None,
+        new_worktree: None,
     })
 }
 
