@@ -585,7 +585,13 @@ async fn a_text_turn_streams_deltas_a_final_message_and_a_result() {
     assert!(r.ok, "{r:?}");
     assert_eq!(h.cli_pids("app1").len(), 1);
     assert_dense_from(&events, 1);
-    match &events[0].1 {
+    // The gateway's worktree notice, then the CLI's stream.
+    assert!(
+        matches!(&events[0].1, Event::Notice(n) if n.worktree.as_ref().is_some_and(|w| w.path == h.wt("app1"))),
+        "{:?}",
+        events[0]
+    );
+    match &events[1].1 {
         Event::SessionInit(init) => {
             assert_eq!(init.model.as_deref(), Some(MODEL));
             assert_eq!(init.cwd.as_deref(), Some(h.wt("app1").as_str()));
