@@ -11,3 +11,4 @@ pub mod http;
 pub mod ids;
 pub mod link;
 pub mod start;
+pub mod worktree;
