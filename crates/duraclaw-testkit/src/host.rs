@@ -41,6 +41,7 @@ pub const WORKTREES: &[&str] = &[
     "restart",
     "gateway",
     "oldcli",
+    "fresh",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own
