@@ -76,4 +76,6 @@ export const api = {
   sessions: () => request('GET', '/api/sessions'),
   session: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}`),
   createSession: (body) => request('POST', '/api/sessions', body),
+  closeSession: (id, body) => request('POST', `/api/sessions/${encodeURIComponent(id)}/close`, body),
+  diff: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}/diff`),
 };
