@@ -144,6 +144,7 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
             "unapproved",
             "ahead-of-log",
             "queued-and-auto",
+            "worktree-choice",
         ],
     );
     let mut c = duraclaw(&log);

@@ -61,6 +61,7 @@ const FILES: &[&str] = &[
     "login-ended.test.js",
     "ahead-of-log.test.js",
     "queued-and-auto.test.js",
+    "worktree-choice.test.js",
 ];
 
 /// How to start one gateway, again and again on the same port and data.
@@ -311,6 +312,7 @@ async fn the_browser_suite_on_cloudflare() {
         "unapproved",
         "ahead-of-log",
         "queued-and-auto",
+        "worktree-choice",
     ] {
         init_repo(
             &demo_root.join("projects").join(name),
