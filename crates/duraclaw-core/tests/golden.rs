@@ -18,7 +18,8 @@ use duraclaw_core::Error;
 use duraclaw_core::protocol::{
     Abort, AskOption, AskQuestion, Assistant, AssistantPhase, Command, CommandEnvelope,
     CommandResult, DecidedBy, Decision, ErrorEvent, Event, Execute, FromBrowser, FromGateway,
-    Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, Notice, QuestionKind, QuestionResolved,
+    GatewayRequest, Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, NOTICE_WORKTREE, Notice,
+    SessionWorktree, QuestionKind, QuestionResolved,
     Resume, Role, SessionInit, Snapshot, StateChange, ToBrowser, ToGateway, ToolResult, ToolUse,
     TurnResult, Usage, UserMessage, UserQuestion, UserTurn, WireError, Worktree,
     browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
@@ -287,6 +288,16 @@ fn cases() -> Vec<Case> {
             "to_gateway/ping",
             T::ToGateway(ToGateway::Ping { nonce: 9 }),
         ),
+        case(
+            "to_gateway/request",
+            T::ToGateway(ToGateway::Request {
+                id: s("rq-3"),
+                request: GatewayRequest::RemoveWorktree {
+                    session_id: s(SESSION),
+                    force: true,
+                },
+            }),
+        ),
         // FromGateway
         case(
             "from_gateway/hello",
@@ -368,6 +379,17 @@ fn cases() -> Vec<Case> {
                 "unsupported_version",
                 "peer speaks protocol version 2, this side speaks version 1",
             ))),
+        ),
+        case(
+            "from_gateway/reply",
+            T::FromGateway(FromGateway::Reply {
+                id: s("rq-3"),
+                value: None,
+                error: Some(WireError::new(
+                    "worktree_dirty",
+                    "worktree has uncommitted changes: notes.txt; commit them, keep the worktree, or remove it with force",
+                )),
+            }),
         ),
         // FromBrowser
         case(
@@ -560,6 +582,18 @@ fn cases() -> Vec<Case> {
         ),
         case("event/notice", T::Event(Event::Notice(rerun_notice()))),
         case(
+            "event/notice_worktree",
+            T::Event(Event::Notice(Notice {
+                worktree: Some(SessionWorktree {
+                    path: s("/data/worktrees/app-4k2m9x1c"),
+                    branch: Some(s("duraclaw/4k2m9x1c")),
+                    base: Some(s("9fceb02d0ae598e95dc970b74767f19372d61af8")),
+                    created: true,
+                }),
+                ..Notice::new(NOTICE_WORKTREE, "the session's worktree")
+            })),
+        ),
+        case(
             "event/notice_without_command",
             T::Event(Event::Notice(Notice::new(
                 "executor_upgraded",
@@ -716,7 +750,8 @@ fn every_frame_event_decision_and_question_kind_has_a_fixture() {
             "ack",
             "attach",
             "list_worktrees",
-            "ping"
+            "ping",
+            "request"
         ])
     );
     assert_eq!(
@@ -727,7 +762,8 @@ fn every_frame_event_decision_and_question_kind_has_a_fixture() {
             "command_result",
             "worktrees",
             "pong",
-            "error"
+            "error",
+            "reply"
         ])
     );
     assert_eq!(
