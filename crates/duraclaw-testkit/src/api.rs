@@ -687,8 +687,8 @@ async fn new_worktrees_run_side_by_side_show_their_diff_and_are_kept_or_removed(
     assert_eq!(r.text().await.unwrap(), expected);
 
     // Another user sees neither the diff nor the close.
-    h.add_user("stranger", PASSWORD).await;
-    let stranger = login(h, "stranger", PASSWORD).await;
+    h.add_user("fresh-outsider", PASSWORD).await;
+    let stranger = login(h, "fresh-outsider", PASSWORD).await;
     let (status, _) = get(h, &stranger, &format!("/api/sessions/{a}/diff")).await;
     assert_eq!(status, 404);
     let close = |id: &str| format!("/api/sessions/{id}/close");
