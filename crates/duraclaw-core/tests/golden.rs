@@ -19,10 +19,10 @@ use duraclaw_core::protocol::{
     Abort, AskOption, AskQuestion, Assistant, AssistantPhase, Command, CommandEnvelope,
     CommandResult, DecidedBy, Decision, ErrorEvent, Event, Execute, FromBrowser, FromGateway,
     GatewayRequest, Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, NOTICE_WORKTREE, Notice,
-    SessionWorktree, QuestionKind, QuestionResolved,
-    Resume, Role, SessionInit, Snapshot, StateChange, ToBrowser, ToGateway, ToolResult, ToolUse,
-    TurnResult, Usage, UserMessage, UserQuestion, UserTurn, WireError, Worktree,
-    browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
+    QuestionKind, QuestionResolved, Resume, Role, SessionInit, SessionWorktree, Snapshot,
+    StateChange, ToBrowser, ToGateway, ToolResult, ToolUse, TurnResult, Usage, UserMessage,
+    UserQuestion, UserTurn, WireError, Worktree, browser_event_frame, decode_frame, encode_frame,
+    gateway_event_frame,
 };
 use duraclaw_core::state::{PauseReason, SessionState};
 use serde_json::{Value, json};

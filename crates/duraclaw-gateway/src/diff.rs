@@ -22,6 +22,9 @@ pub struct DiffLimits {
     pub max_files: usize,
     /// Files larger than this are not read (listed as binary).
     pub max_read_bytes: u64,
+    /// The diff as JSON stays within this (control characters take six
+    /// bytes escaped): the largest patches are dropped until it does.
+    pub max_json_bytes: usize,
 }
 
 impl Default for DiffLimits {
@@ -33,6 +36,7 @@ impl Default for DiffLimits {
             max_total_bytes: 384 * 1024,
             max_files: 1000,
             max_read_bytes: 8 * 1024 * 1024,
+            max_json_bytes: 768 * 1024,
         }
     }
 }
@@ -136,5 +140,25 @@ pub fn session_diff(path: &Path, base: Option<&str>, limits: DiffLimits) -> Resu
         }
         out.files.push(file);
     }
+    fit(&mut out, limits.max_json_bytes);
     Ok(out)
+}
+
+/// Drops the largest patches (the file stays, `truncated`) until the diff
+/// as JSON is within `max_json_bytes`.
+fn fit(diff: &mut SessionDiff, max_json_bytes: usize) {
+    let json_len = |d: &SessionDiff| serde_json::to_string(d).map_or(usize::MAX, |t| t.len());
+    while json_len(diff) > max_json_bytes {
+        let Some(largest) = diff
+            .files
+            .iter_mut()
+            .filter(|f| !f.patch.is_empty())
+            .max_by_key(|f| f.patch.len())
+        else {
+            break;
+        };
+        largest.patch.clear();
+        largest.truncated = true;
+        diff.truncated = true;
+    }
 }

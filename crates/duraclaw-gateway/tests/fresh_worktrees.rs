@@ -407,4 +407,23 @@ async fn the_diff_equals_git_diff_of_the_base_and_truncates_past_the_limits() {
     let total: usize = diff.files.iter().map(|f| f.patch.len()).sum();
     assert!(total <= 300 && diff.truncated, "{total}");
     assert!(diff.files.iter().any(|f| f.truncated && f.additions > 0));
+    // Control characters grow sixfold as JSON: the reply still fits.
+    let controls: String = (0..3000).map(|_| "\u{1}\u{2}\u{3}\n").collect();
+    std::fs::write(wt.join("controls.txt"), &controls).unwrap();
+    let json = DiffLimits {
+        max_json_bytes: 20_000,
+        ..DiffLimits::default()
+    };
+    let diff = session_diff(&wt, Some(&base), json).unwrap();
+    assert!(serde_json::to_string(&diff).unwrap().len() <= 20_000);
+    assert!(
+        diff.files
+            .iter()
+            .any(|f| f.path == "controls.txt" && f.truncated)
+    );
+    assert!(
+        diff.files
+            .iter()
+            .any(|f| f.path == "README.md" && !f.patch.is_empty())
+    );
 }

@@ -509,6 +509,11 @@ impl GatewayLink {
                 for (_, w) in waiters {
                     let _ = w.send(Err(e.clone()));
                 }
+                // As does a request a gateway without `request` cannot read.
+                let replies: Vec<_> = lock(&self.shared.replies).drain().collect();
+                for (_, w) in replies {
+                    let _ = w.send(Err(e.clone()));
+                }
             }
             Input::Reply { id, result } => {
                 if let Some(w) = lock(&self.shared.replies).remove(&id) {
