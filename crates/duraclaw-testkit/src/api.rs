@@ -642,6 +642,25 @@ async fn new_worktrees_run_side_by_side_show_their_diff_and_are_kept_or_removed(
         .unwrap();
     assert_eq!(offered["new_worktree"], true, "{offered}");
 
+    // A base that does not exist: refused, and nothing is left behind.
+    let (_, before) = get(h, &u.cookie, "/api/sessions").await;
+    let (status, body) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        "/api/sessions",
+        json!({"worktree": &u.worktree, "prompt": "go", "new_worktree": {"base": "no-such-branch"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no-such-branch"),
+        "{body}"
+    );
+    let (_, after) = get(h, &u.cookie, "/api/sessions").await;
+    assert_eq!(before, after);
+    assert_eq!(git(&u.worktree, &["branch", "--list", "duraclaw/*"]), "");
+
     let a = start_in_new_worktree(h, &u.cookie, &u.worktree).await;
     let b = start_in_new_worktree(h, &u.cookie, &u.worktree).await;
     let wa = moved_worktree(h, &u.cookie, &a, &u.worktree).await;
