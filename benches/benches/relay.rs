@@ -161,6 +161,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             permission_mode: None,
             system_prompt: None,
             rules: None,
+            new_worktree: None,
         }),
     })))
     .await

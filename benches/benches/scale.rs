@@ -330,6 +330,7 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
                 permission_mode: None,
                 system_prompt: None,
                 rules: None,
+                new_worktree: None,
             }),
         })))
         .await

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use duraclaw_core::protocol::{ToGateway, WireError, Worktree, encode_frame};
+use duraclaw_core::protocol::{GatewayRequest, ToGateway, WireError, Worktree, encode_frame};
 use duraclaw_host::link::{self, Input};
 use futures::StreamExt;
 use futures::channel::mpsc;
@@ -183,6 +183,62 @@ impl GatewayConn {
             )))
         })
     }
+}
+
+impl GatewayConn {
+    /// Sends a `request` and waits for its reply: the gateway's answer
+    /// (its value, or why it refused).
+    pub async fn request(
+        &mut self,
+        id: &str,
+        request: GatewayRequest,
+    ) -> Result<Result<serde_json::Value, WireError>, LinkError> {
+        let ask = encode_frame(&ToGateway::Request {
+            id: id.to_owned(),
+            request,
+        })
+        .map_err(|e| LinkError(e.to_string()))?;
+        send_text(&self.ws, &ask)?;
+        let mut reader = link::Link::<()>::new();
+        let wait = async {
+            while let Some(ev) = self.events.next().await {
+                match ev {
+                    LinkEvent::Text(text) => {
+                        for input in reader.read_one(&text) {
+                            match input {
+                                Input::Reply { id: got, result } if got == id => {
+                                    return Ok(result);
+                                }
+                                Input::Error(e) => return Err(wire(&e)),
+                                _ => {}
+                            }
+                        }
+                    }
+                    LinkEvent::Closed(why) => {
+                        return Err(LinkError(format!("the gateway link closed: {why}")));
+                    }
+                }
+            }
+            Err(LinkError("the gateway link ended".into()))
+        };
+        within(REQUEST_TIMEOUT, wait).await.unwrap_or_else(|| {
+            Err(LinkError(format!(
+                "the gateway did not reply within {REQUEST_TIMEOUT:?}"
+            )))
+        })
+    }
+}
+
+/// One `request` over a short-lived link.
+pub async fn request(
+    url: &str,
+    secret: &str,
+    request: GatewayRequest,
+) -> Result<Result<serde_json::Value, WireError>, LinkError> {
+    let mut conn = GatewayConn::connect(url, secret).await?;
+    let result = conn.request("request", request).await;
+    conn.close();
+    result
 }
 
 /// The upgrade: a `fetch` with `Upgrade: websocket` and the bearer.

@@ -42,6 +42,7 @@ use std::cell::RefCell;
 
 use duraclaw_core::backend::web::{MAX_BODY_BYTES, UI_HEADERS};
 use duraclaw_host::push::action;
+use duraclaw_host::worktree as host_worktree;
 use duraclaw_host::{ids, start};
 use serde_json::json;
 use worker::js_sys::Math;
@@ -123,8 +124,9 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
             to_session(env, &auth, &user, id, "/meta", Method::Get, None).await
         }
         (Method::Post, ["sessions", id, "close"]) => {
-            to_session(env, &auth, &user, id, "/close", Method::Post, None).await
+            close_session(req, env, &auth, &user, id).await
         }
+        (Method::Get, ["sessions", id, "diff"]) => session_diff(&req, env, &auth, &user, id).await,
         (Method::Get, ["sessions", id, "ws"]) => {
             let upgrade = req.headers().get("Upgrade")?.unwrap_or_default();
             if !upgrade.eq_ignore_ascii_case("websocket") {
@@ -297,6 +299,104 @@ async fn worktrees(env: &Env) -> worker::Result<Response> {
         Ok(list) => Response::from_json(&list),
         Err(e) => json_error(502, &format!("the gateway is unreachable: {e}")),
     }
+}
+
+/// Whether session `id` is `user`'s (anything else answers 404).
+async fn owns(auth: &CfAuth, user: &AuthUser, id: &str) -> worker::Result<bool> {
+    Ok(ids::is_session_id(id)
+        && auth
+            .session_owner(id)
+            .await?
+            .is_some_and(|owner| owner == user.name))
+}
+
+/// Sends a `request` to the gateway: its reply's value, or the answer to
+/// send instead (its refusal, or why it is unreachable).
+async fn ask_gateway(
+    env: &Env,
+    request: duraclaw_core::protocol::GatewayRequest,
+) -> worker::Result<Result<serde_json::Value, Response>> {
+    let (url, secret) = match gateway_config(env) {
+        Ok(c) => c,
+        Err(e) => {
+            return json_error(502, &format!("the gateway is unreachable: {e}")).map(Err);
+        }
+    };
+    match gateway_client::request(&url, &secret, request).await {
+        Ok(Ok(value)) => Ok(Ok(value)),
+        Ok(Err(refused)) => http_error(&host_worktree::refused(&refused)).map(Err),
+        Err(e) => json_error(502, &format!("the gateway is unreachable: {e}")).map(Err),
+    }
+}
+
+/// `POST /api/sessions/{id}/close`: with `{"worktree":"remove"}` the
+/// gateway first removes the worktree it made for the session
+/// (`duraclaw_host::worktree`); then the session object closes it.
+async fn close_session(
+    mut req: Request,
+    env: &Env,
+    auth: &CfAuth,
+    user: &AuthUser,
+    id: &str,
+) -> worker::Result<Response> {
+    if !owns(auth, user, id).await? {
+        return json_error(404, "no such session");
+    }
+    let body = req.bytes().await.unwrap_or_default();
+    if body.len() > MAX_BODY_BYTES {
+        return body_too_large();
+    }
+    let choice = match host_worktree::read_close(&body) {
+        Ok(c) => c,
+        Err(e) => return http_error(&e),
+    };
+    if choice.remove
+        && let Err(answer) = ask_gateway(env, host_worktree::remove_request(id, choice)).await?
+    {
+        return Ok(answer);
+    }
+    to_session(env, auth, user, id, "/close", Method::Post, None).await
+}
+
+/// `GET /api/sessions/{id}/diff[?format=patch]`: the session's changes
+/// since its base commit, from the gateway.
+async fn session_diff(
+    req: &Request,
+    env: &Env,
+    auth: &CfAuth,
+    user: &AuthUser,
+    id: &str,
+) -> worker::Result<Response> {
+    if !owns(auth, user, id).await? {
+        return json_error(404, "no such session");
+    }
+    let url = req.url()?;
+    let format = host_worktree::DiffFormat::from_query(url.query());
+    let value = match ask_gateway(env, host_worktree::diff_request(id)).await? {
+        Ok(v) => v,
+        Err(answer) => return Ok(answer),
+    };
+    let body = match host_worktree::diff_body(value, format) {
+        Ok(b) => b,
+        Err(e) => return http_error(&e),
+    };
+    let mut response = Response::ok(body)?;
+    let headers = response.headers_mut();
+    headers.set("Cache-Control", "no-store")?;
+    match format {
+        host_worktree::DiffFormat::Json => headers.set("Content-Type", "application/json")?,
+        host_worktree::DiffFormat::Patch => {
+            headers.set("Content-Type", "text/x-diff; charset=utf-8")?;
+            headers.set(
+                "Content-Disposition",
+                &format!(
+                    "attachment; filename=\"{}\"",
+                    host_worktree::patch_file_name(id)
+                ),
+            )?;
+        }
+    }
+    Ok(response)
 }
 
 pub(crate) fn stub(env: &Env, id: &str) -> worker::Result<Stub> {

@@ -18,11 +18,11 @@ use duraclaw_core::Error;
 use duraclaw_core::protocol::{
     Abort, AskOption, AskQuestion, Assistant, AssistantPhase, Command, CommandEnvelope,
     CommandResult, DecidedBy, Decision, ErrorEvent, Event, Execute, FromBrowser, FromGateway,
-    Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, NOTICE_RULE_DECISION, Notice,
-    QuestionKind, QuestionResolved, Resume, Role, RuleAction, RuleApplied, RuleEntry, RuleScope,
-    SessionInit, Snapshot, StateChange, ToBrowser, ToGateway, ToolResult, ToolUse, TurnResult,
-    Usage, UserMessage, UserQuestion, UserTurn, WireError, Worktree, browser_event_frame,
-    decode_frame, encode_frame, gateway_event_frame,
+    GatewayRequest, Hello, KNOWN_EVENT_TYPES, NOTICE_RERUN_AFTER_RESTART, NOTICE_RULE_DECISION,
+    NOTICE_WORKTREE, Notice, QuestionKind, QuestionResolved, Resume, Role, RuleAction, RuleApplied,
+    RuleEntry, RuleScope, SessionInit, SessionWorktree, Snapshot, StateChange, ToBrowser,
+    ToGateway, ToolResult, ToolUse, TurnResult, Usage, UserMessage, UserQuestion, UserTurn,
+    WireError, Worktree, browser_event_frame, decode_frame, encode_frame, gateway_event_frame,
 };
 use duraclaw_core::state::{PauseReason, SessionState};
 use serde_json::{Value, json};
@@ -230,6 +230,7 @@ fn cases() -> Vec<Case> {
                     permission_mode: Some(s("default")),
                     system_prompt: Some(s("Keep changes small.")),
                     rules: None,
+                    new_worktree: None,
                 }),
             ))),
         ),
@@ -331,6 +332,16 @@ fn cases() -> Vec<Case> {
                 ],
             }),
         ),
+        case(
+            "to_gateway/request",
+            T::ToGateway(ToGateway::Request {
+                id: s("rq-3"),
+                request: GatewayRequest::RemoveWorktree {
+                    session_id: s(SESSION),
+                    force: true,
+                },
+            }),
+        ),
         // FromGateway
         case(
             "from_gateway/hello",
@@ -388,6 +399,7 @@ fn cases() -> Vec<Case> {
                         head: Some(s("9fceb02d0ae598e95dc970b74767f19372d61af8")),
                         dirty: false,
                         busy_session: None,
+                        new_worktree: false,
                     },
                     Worktree {
                         path: s("/home/dev/src/app-feature-x"),
@@ -396,6 +408,7 @@ fn cases() -> Vec<Case> {
                         head: Some(s("e83c5163316f89bfbde7d9ab23ca2e25604af290")),
                         dirty: true,
                         busy_session: Some(s(SESSION)),
+                        new_worktree: false,
                     },
                 ],
             }),
@@ -410,6 +423,17 @@ fn cases() -> Vec<Case> {
                 "unsupported_version",
                 "peer speaks protocol version 2, this side speaks version 1",
             ))),
+        ),
+        case(
+            "from_gateway/reply",
+            T::FromGateway(FromGateway::Reply {
+                id: s("rq-3"),
+                value: None,
+                error: Some(WireError::new(
+                    "worktree_dirty",
+                    "worktree has uncommitted changes: notes.txt; commit them, keep the worktree, or remove it with force",
+                )),
+            }),
         ),
         // FromBrowser
         case(
@@ -607,6 +631,18 @@ fn cases() -> Vec<Case> {
             T::Event(Event::Notice(rule_notice())),
         ),
         case(
+            "event/notice_worktree",
+            T::Event(Event::Notice(Notice {
+                worktree: Some(SessionWorktree {
+                    path: s("/data/worktrees/app-4k2m9x1c"),
+                    branch: Some(s("duraclaw/4k2m9x1c")),
+                    base: Some(s("9fceb02d0ae598e95dc970b74767f19372d61af8")),
+                    created: true,
+                }),
+                ..Notice::new(NOTICE_WORKTREE, "the session's worktree")
+            })),
+        ),
+        case(
             "event/notice_without_command",
             T::Event(Event::Notice(Notice::new(
                 "executor_upgraded",
@@ -764,7 +800,8 @@ fn every_frame_event_decision_and_question_kind_has_a_fixture() {
             "attach",
             "list_worktrees",
             "ping",
-            "rules"
+            "rules",
+            "request"
         ])
     );
     assert_eq!(
@@ -775,7 +812,8 @@ fn every_frame_event_decision_and_question_kind_has_a_fixture() {
             "command_result",
             "worktrees",
             "pong",
-            "error"
+            "error",
+            "reply"
         ])
     );
     assert_eq!(

@@ -59,6 +59,10 @@ pub struct ServeArgs {
         arg(long = "worktrees", env = "WORKTREE_PATTERNS", default_value = "")
     )]
     pub worktree_patterns: String,
+    /// Where new worktrees for sessions are made (`<data dir>/worktrees`
+    /// when absent).
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_WORKTREE_ROOT"))]
+    pub worktree_root: Option<PathBuf>,
     /// What runs sessions.
     #[cfg_attr(
         feature = "cli",
@@ -222,7 +226,11 @@ impl RunningGateway {
             GatewayOptions {
                 directory,
                 executor: args.executor()?,
-                worktrees: args.worktrees()?,
+                worktrees: args.worktrees()?.with_new_worktree_root(
+                    args.worktree_root
+                        .clone()
+                        .unwrap_or_else(|| data_dir.join("worktrees")),
+                ),
                 approval_timeout: args.approval_timeout_secs.map(Duration::from_secs),
             },
             audit,

@@ -76,6 +76,8 @@ pub mod claude;
 /// The Claude Code CLI's stream-json protocol ([`claude::cli`]).
 pub use claude::cli;
 pub mod cmd;
+pub mod diff;
+pub mod fresh;
 pub mod link;
 pub mod outbox;
 pub mod scripted;

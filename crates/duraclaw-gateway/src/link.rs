@@ -299,6 +299,21 @@ impl Link {
                 Ok(worktrees) => self.send(&FromGateway::Worktrees { id, worktrees }).await,
                 Err(e) => self.send(&FromGateway::Error(WireError::from(&e))).await,
             },
+            ToGateway::Request { id, request } => {
+                let reply = match self.gateway.request(request).await {
+                    Ok(value) => FromGateway::Reply {
+                        id,
+                        value: Some(value),
+                        error: None,
+                    },
+                    Err(error) => FromGateway::Reply {
+                        id,
+                        value: None,
+                        error: Some(error),
+                    },
+                };
+                self.send(&reply).await
+            }
             ToGateway::Ping { nonce } => self.send(&FromGateway::Pong { nonce }).await,
             ToGateway::Rules { session_id, rules } => {
                 self.gateway.set_rules(&session_id, &rules).await;

@@ -56,6 +56,8 @@ const MAX_PATH_BYTES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorktreeIndex {
     patterns: Vec<String>,
+    /// Where new worktrees go ([`crate::fresh`]); none: not offered.
+    root: Option<PathBuf>,
 }
 
 /// A worktree found on disk, before its status is read.
@@ -77,7 +79,24 @@ impl WorktreeIndex {
         for p in &patterns {
             check_pattern(p)?;
         }
-        Ok(WorktreeIndex { patterns })
+        Ok(WorktreeIndex {
+            patterns,
+            root: None,
+        })
+    }
+
+    /// The same index, making new worktrees for sessions under `root`
+    /// (created when first needed). A worktree made there is a linked
+    /// worktree of a discovered repository, so discovery lists it.
+    #[must_use]
+    pub fn with_new_worktree_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// Where new worktrees go, when they are offered.
+    pub fn new_worktree_root(&self) -> Option<&Path> {
+        self.root.as_deref()
     }
 
     /// Parses the value of `WORKTREE_PATTERNS`: comma-separated patterns,
@@ -500,7 +519,30 @@ fn describe(found: &Found) -> Option<Worktree> {
         head,
         dirty: is_dirty(&repo, &found.path),
         busy_session: None,
+        new_worktree: false,
     })
+}
+
+/// What a session started in the existing worktree `path` records: its
+/// branch and HEAD (the base of the session's diff).
+pub fn session_worktree(path: &Path) -> duraclaw_core::protocol::SessionWorktree {
+    let (branch, base) = match Repository::open_ext(
+        path,
+        RepositoryOpenFlags::NO_SEARCH,
+        &[] as &[&OsStr],
+    ) {
+        Ok(repo) => head_of(&repo),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the worktree's HEAD");
+            (None, None)
+        }
+    };
+    duraclaw_core::protocol::SessionWorktree {
+        path: path.display().to_string(),
+        branch,
+        base,
+        created: false,
+    }
 }
 
 /// The checked-out branch (`None` when detached) and HEAD commit id (`None`

@@ -175,8 +175,9 @@ impl Harness {
     /// A gateway over this harness's outbox, its CLI talking to `fake`.
     async fn start(&self, fake: &FakeAnthropic) -> Running {
         let directory = Arc::new(SqliteDirectory::open(&self.db).await.unwrap());
-        let worktrees =
-            WorktreeIndex::new(vec![format!("{}/projects/*", self.root.display())]).unwrap();
+        let worktrees = WorktreeIndex::new(vec![format!("{}/projects/*", self.root.display())])
+            .unwrap()
+            .with_new_worktree_root(self.root.join("wt"));
         let gateway = Gateway::new(GatewayOptions {
             directory,
             executor: Arc::new(ClaudeExecutor::new(self.config(fake))),
@@ -442,6 +443,7 @@ fn execute(worktree: String, prompt: &str) -> Command {
         permission_mode: None,
         system_prompt: None,
         rules: None,
+        new_worktree: None,
     })
 }
 
@@ -587,7 +589,13 @@ async fn a_text_turn_streams_deltas_a_final_message_and_a_result() {
     assert!(r.ok, "{r:?}");
     assert_eq!(h.cli_pids("app1").len(), 1);
     assert_dense_from(&events, 1);
-    match &events[0].1 {
+    // The gateway's worktree notice, then the CLI's stream.
+    assert!(
+        matches!(&events[0].1, Event::Notice(n) if n.worktree.as_ref().is_some_and(|w| w.path == h.wt("app1"))),
+        "{:?}",
+        events[0]
+    );
+    match &events[1].1 {
         Event::SessionInit(init) => {
             assert_eq!(init.model.as_deref(), Some(MODEL));
             assert_eq!(init.cwd.as_deref(), Some(h.wt("app1").as_str()));
@@ -799,6 +807,72 @@ async fn an_edit_approved_with_edited_input_writes_the_humans_version(bin: PathB
     assert!(!result_of(&events).is_error);
     gw.gateway.shutdown().await;
     eprintln!("Edit with edited input through the gateway: {} ms", ms(t0));
+}
+
+/// The real CLI edits a file in a new worktree; the session's diff is what
+/// `git diff <base>` prints there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_diff_after_the_clis_edit_in_a_new_worktree_equals_git_diff_of_the_base() {
+    let h = Harness::new();
+    // The gateway names the worktree after the session id ("s1").
+    let wt = h.root.join("wt/app1-s1");
+    let readme = wt.join("README.md");
+    let path = readme.to_str().unwrap();
+    let fake = FakeAnthropic::start([
+        Turn::tool_use("Read", json!({"file_path": path})),
+        Turn::tool_use(
+            "Edit",
+            json!({"file_path": path, "old_string": "hello", "new_string": "hello, world"}),
+        ),
+        Turn::text("Done."),
+    ])
+    .await
+    .unwrap();
+    let gw = h.start(&fake).await;
+    let mut c = Client::open(gw.addr).await;
+    let start = Command::Execute(duraclaw_core::protocol::Execute {
+        new_worktree: Some(duraclaw_core::protocol::NewWorktree::default()),
+        ..duraclaw_core::protocol::Execute::new(h.wt("app1"), "Greet the world")
+    });
+    c.ok("s1", start).await;
+    c.attach("s1", 0).await;
+    let (events, read_q) = c.until_question().await;
+    let Event::Notice(notice) = &events[0].1 else {
+        panic!("{:?}", events[0]);
+    };
+    let recorded = notice.worktree.clone().unwrap();
+    assert_eq!(
+        (recorded.path.as_str(), recorded.created),
+        (wt.to_str().unwrap(), true)
+    );
+    c.answer("s1", &read_q, allow()).await;
+    let (_, edit_q) = c.until_question().await;
+    assert_eq!(permission_tool(&edit_q), "Edit");
+    c.answer("s1", &edit_q, allow()).await;
+    c.until_result().await;
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), "hello, world\n");
+
+    let value = gw
+        .gateway
+        .request(duraclaw_core::protocol::GatewayRequest::Diff {
+            session_id: "s1".into(),
+        })
+        .await
+        .unwrap();
+    let diff: duraclaw_core::protocol::SessionDiff = serde_json::from_value(value).unwrap();
+    let base = recorded.base.unwrap();
+    let git = std::process::Command::new("git")
+        .args(["diff", &base])
+        .current_dir(&wt)
+        .output()
+        .unwrap();
+    assert!(git.status.success(), "{git:?}");
+    let expected = String::from_utf8(git.stdout).unwrap();
+    assert!(expected.contains("+hello, world"), "{expected}");
+    assert_eq!(diff.patch(), expected);
+    assert_eq!(diff.files.len(), 1);
+    assert_eq!((diff.files[0].additions, diff.files[0].deletions), (1, 1));
+    gw.gateway.shutdown().await;
 }
 
 async fn ask_user_question_answers_reach_the_model(bin: PathBuf) {

@@ -298,7 +298,16 @@ async fn a_session_streams_asks_and_applies_each_command_once() {
     let Event::UserQuestion(q) = &got.last().unwrap().1 else {
         unreachable!()
     };
-    assert!(matches!(got[0].1, Event::SessionInit(_)));
+    // The first event records the worktree and the base commit.
+    match &got[0].1 {
+        Event::Notice(n) => {
+            let w = n.worktree.as_ref().unwrap();
+            assert_eq!(n.code, duraclaw_core::protocol::NOTICE_WORKTREE);
+            assert!(!w.created && w.base.is_some(), "{w:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(got[1].1, Event::SessionInit(_)));
     let answer = command(
         "a1",
         "s1",

@@ -153,6 +153,7 @@ fn discovers_repos_and_linked_worktrees() {
             head: Some(f.head1.clone()),
             dirty: false,
             busy_session: None,
+            new_worktree: false,
         },
         Worktree {
             path: f.s("base/app1-feature"),
@@ -161,6 +162,7 @@ fn discovers_repos_and_linked_worktrees() {
             head: Some(f.head1.clone()),
             dirty: true,
             busy_session: None,
+            new_worktree: false,
         },
         Worktree {
             path: f.s("base/app2"),
@@ -172,6 +174,7 @@ fn discovers_repos_and_linked_worktrees() {
                 .and_then(|w| w.head.clone()),
             dirty: false,
             busy_session: None,
+            new_worktree: false,
         },
         Worktree {
             path: f.s("base/app5-empty"),
@@ -180,6 +183,7 @@ fn discovers_repos_and_linked_worktrees() {
             head: None,
             dirty: false,
             busy_session: None,
+            new_worktree: false,
         },
         Worktree {
             path: f.s("elsewhere/app1-detached"),
@@ -188,6 +192,7 @@ fn discovers_repos_and_linked_worktrees() {
             head: Some(f.head1.clone()),
             dirty: false,
             busy_session: None,
+            new_worktree: false,
         },
     ];
     assert_eq!(found, expected);

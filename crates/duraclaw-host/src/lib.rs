@@ -14,3 +14,4 @@ pub mod link;
 pub mod push;
 pub mod rules;
 pub mod start;
+pub mod worktree;

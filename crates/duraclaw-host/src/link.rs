@@ -133,6 +133,13 @@ pub enum Input<W> {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// The answer to a `request` (see [`crate::worktree`]).
+    Reply {
+        /// The request's id.
+        id: String,
+        /// Its value, or why it failed.
+        result: std::result::Result<serde_json::Value, WireError>,
+    },
     /// A frame that does not decode: log it; it is skipped.
     Bad(Error),
 }
@@ -156,6 +163,10 @@ enum Item {
     Error(WireError),
     Pong {
         nonce: u64,
+    },
+    Reply {
+        id: String,
+        result: std::result::Result<serde_json::Value, WireError>,
     },
     Bad(Error),
 }
@@ -213,6 +224,13 @@ where
             FromGateway::Worktrees { id, worktrees } => Item::Worktrees { id, worktrees },
             FromGateway::Error(e) => Item::Error(e),
             FromGateway::Pong { nonce } => Item::Pong { nonce },
+            FromGateway::Reply { id, value, error } => Item::Reply {
+                id,
+                result: match (value, error) {
+                    (_, Some(e)) => Err(e),
+                    (v, None) => Ok(v.unwrap_or(serde_json::Value::Null)),
+                },
+            },
             _ => continue,
         };
         out.push(item);
@@ -324,6 +342,7 @@ impl<W> Link<W> {
                 Item::Worktrees { id, worktrees } => Some(Input::Worktrees { id, worktrees }),
                 Item::Error(e) => Some(Input::Error(e)),
                 Item::Pong { nonce } => Some(Input::Pong { nonce }),
+                Item::Reply { id, result } => Some(Input::Reply { id, result }),
                 Item::Bad(e) => Some(Input::Bad(e)),
             })
             .collect()

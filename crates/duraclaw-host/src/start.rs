@@ -39,6 +39,17 @@ pub fn check_worktree(request: &NewSession, worktrees: &[Worktree]) -> Result<()
             format!("{} is not a worktree the gateway offers", request.worktree),
         ));
     };
+    if request.new_worktree.is_some() {
+        // A new worktree is made from it: another session there is no bar.
+        return if wt.new_worktree {
+            Ok(())
+        } else {
+            Err(HttpError::new(
+                400,
+                "the gateway makes no new worktrees; pick an existing worktree",
+            ))
+        };
+    }
     match &wt.busy_session {
         Some(holder) => Err(HttpError::new(409, worktree_busy(&wt.path, holder))),
         None => Ok(()),
@@ -127,6 +138,7 @@ mod tests {
             head: None,
             dirty: false,
             busy_session: busy.map(str::to_owned),
+            new_worktree: false,
         }
     }
 
@@ -153,6 +165,21 @@ mod tests {
         assert_eq!(missing.status, 400);
         assert!(missing.message.contains("/wt/a is not a worktree"));
         let busy = check_worktree(&request, &[worktree("/wt/a", Some("01S"))]).unwrap_err();
+        // A new worktree from a busy one is fine, when the gateway offers it.
+        let fresh = read_request(
+            json!({"worktree": "/wt/a", "prompt": "go", "new_worktree": {"base": "main"}}),
+            "alice",
+        )
+        .unwrap();
+        let mut offered = worktree("/wt/a", Some("01S"));
+        assert_eq!(
+            check_worktree(&fresh, std::slice::from_ref(&offered))
+                .unwrap_err()
+                .status,
+            400
+        );
+        offered.new_worktree = true;
+        assert_eq!(check_worktree(&fresh, &[offered]), Ok(()));
         assert_eq!(busy.status, 409);
         assert!(
             busy.message

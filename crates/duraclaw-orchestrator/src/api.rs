@@ -20,6 +20,7 @@ use duraclaw_core::protocol::{
 use duraclaw_core::store::SessionMeta;
 use duraclaw_host::ids;
 use duraclaw_host::start::{self, StartPlan};
+use duraclaw_host::worktree as host_worktree;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -71,6 +72,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::rules::routes())
         .route("/api/inbox", get(crate::inbox::list))
         .route("/api/inbox/ws", get(crate::inbox::stream))
+        .route("/api/sessions/{id}/diff", get(session_diff))
 }
 
 /// Gives every error answer of the API the documented shape,
@@ -203,13 +205,20 @@ async fn get_session(
     Ok(Json(actor.meta().await))
 }
 
-/// `POST /api/sessions/{id}/close`: ends the session, freeing its worktree.
+/// `POST /api/sessions/{id}/close`: ends the session, freeing its worktree;
+/// `{"worktree":"remove"}` first has the gateway remove the worktree it
+/// made for the session (`duraclaw_host::worktree`).
 async fn close_session(
     State(app): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<SessionMeta>, ApiError> {
     let actor = owned_actor(&app, &user, &id).await?;
+    let choice = host_worktree::read_close(&body)?;
+    if choice.remove {
+        ask_gateway(&app, host_worktree::remove_request(&id, choice)).await?;
+    }
     let who = Person {
         user: user.name.clone(),
         client: Some("web".into()),
@@ -226,6 +235,58 @@ async fn close_session(
         let _ = app.orchestrator.gateway().send(frame);
     }
     Ok(Json(actor.meta().await))
+}
+
+/// Sends a `request` to the gateway: its reply's value, or the refusal as
+/// an HTTP error.
+async fn ask_gateway(
+    app: &AppState,
+    request: duraclaw_core::protocol::GatewayRequest,
+) -> Result<serde_json::Value, ApiError> {
+    let gateway = app.orchestrator.gateway();
+    if !gateway.is_connected() {
+        return Err(unreachable(app));
+    }
+    match gateway.request(request).await? {
+        Ok(value) => Ok(value),
+        Err(e) => Err(host_worktree::refused(&e).into()),
+    }
+}
+
+/// `GET /api/sessions/{id}/diff[?format=patch]`: the session's changes
+/// since its base commit, from the gateway.
+async fn session_diff(
+    State(app): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    owned_actor(&app, &user, &id).await?;
+    let format = host_worktree::DiffFormat::from_query(uri.query());
+    let value = ask_gateway(&app, host_worktree::diff_request(&id)).await?;
+    let body = host_worktree::diff_body(value, format)?;
+    Ok(match format {
+        host_worktree::DiffFormat::Json => {
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        host_worktree::DiffFormat::Patch => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "text/x-diff; charset=utf-8".to_owned(),
+                ),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"{}\"",
+                        host_worktree::patch_file_name(&id)
+                    ),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+    })
 }
 
 /// `POST /api/sessions`: the start plan of `duraclaw_host::start`.

@@ -21,8 +21,8 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::protocol::{
-    CommandResult, Gseq, LINK_MAX_MESSAGE_BYTES, LINK_READ_BUFFER_BYTES, RawEvent, ToGateway,
-    WireError, Worktree,
+    CommandResult, GatewayRequest, Gseq, LINK_MAX_MESSAGE_BYTES, LINK_READ_BUFFER_BYTES, RawEvent,
+    ToGateway, WireError, Worktree,
 };
 use duraclaw_host::backoff::Backoff;
 use duraclaw_host::link::{self, Input, Link};
@@ -68,6 +68,8 @@ struct Shared {
     /// Commands sent and who waits for their results.
     link: Mutex<Link<oneshot::Sender<CommandResult>>>,
     worktrees: Waiters<std::result::Result<Vec<Worktree>, WireError>>,
+    /// `request` frames awaiting their reply.
+    replies: Waiters<std::result::Result<serde_json::Value, WireError>>,
     next_id: std::sync::atomic::AtomicU64,
     /// How long an idle ingest lane lives.
     lane_idle: Duration,
@@ -116,6 +118,7 @@ impl GatewayLink {
                 tx: Mutex::new(None),
                 link: Mutex::new(Link::new()),
                 worktrees: Mutex::new(HashMap::new()),
+                replies: Mutex::new(HashMap::new()),
                 next_id: std::sync::atomic::AtomicU64::new(1),
                 lane_idle,
             }),
@@ -191,6 +194,40 @@ impl GatewayLink {
                 what: "the gateway's worktrees",
                 ms: REQUEST_TIMEOUT.as_millis() as u64,
             }),
+        }
+    }
+
+    /// Sends a `request` and waits for its reply: the gateway's answer
+    /// (its value, or why it refused), or why none came.
+    pub async fn request(
+        &self,
+        request: GatewayRequest,
+    ) -> Result<std::result::Result<serde_json::Value, WireError>> {
+        let id = format!(
+            "rq-{}",
+            self.shared
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.replies).insert(id.clone(), tx);
+        if let Err(e) = self.send(&ToGateway::Request {
+            id: id.clone(),
+            request,
+        }) {
+            lock(&self.shared.replies).remove(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(Error::Closed("gateway link")),
+            Err(_) => {
+                lock(&self.shared.replies).remove(&id);
+                Err(Error::Timeout {
+                    what: "the gateway's reply",
+                    ms: REQUEST_TIMEOUT.as_millis() as u64,
+                })
+            }
         }
     }
 
@@ -312,6 +349,7 @@ impl GatewayLink {
         // Requests waiting on this link get their answer from the next one.
         lock(&self.shared.link).on_closed();
         lock(&self.shared.worktrees).clear();
+        lock(&self.shared.replies).clear();
         result
     }
 
@@ -479,6 +517,16 @@ impl GatewayLink {
                 let waiters: Vec<_> = lock(&self.shared.worktrees).drain().collect();
                 for (_, w) in waiters {
                     let _ = w.send(Err(e.clone()));
+                }
+                // As does a request a gateway without `request` cannot read.
+                let replies: Vec<_> = lock(&self.shared.replies).drain().collect();
+                for (_, w) in replies {
+                    let _ = w.send(Err(e.clone()));
+                }
+            }
+            Input::Reply { id, result } => {
+                if let Some(w) = lock(&self.shared.replies).remove(&id) {
+                    let _ = w.send(result);
                 }
             }
             Input::Bad(e) => tracing::warn!(error = %e, "bad frame from the gateway"),

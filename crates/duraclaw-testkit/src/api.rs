@@ -52,6 +52,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         reads_are_free_with_the_real_cli,
         the_inbox_lists_the_users_own_questions_and_resumes_exactly_once,
         an_ended_login_closes_the_inbox_stream,
+        new_worktrees_run_side_by_side_show_their_diff_and_are_kept_or_removed,
     ]
 }
 
@@ -766,4 +767,218 @@ async fn a_notification_action_decides_once_as_the_user_on_the_device(h: &dyn Ho
             "{e}"
         );
     }
+}
+/// `git args` in `dir`: its standard output.
+fn git(dir: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `POST /api/sessions` for a new worktree from `repo`: the session id.
+async fn start_in_new_worktree(h: &dyn Host, cookie: &str, repo: &str) -> String {
+    let (status, body) = post(
+        h,
+        cookie,
+        h.origin(),
+        "/api/sessions",
+        json!({"worktree": repo, "prompt": "build it", "new_worktree": {}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}\n{}", h.log_tails());
+    body["session_id"].as_str().unwrap().to_owned()
+}
+
+/// Session `id`'s worktree once the gateway's worktree notice moved it
+/// away from `repo`.
+async fn moved_worktree(h: &dyn Host, cookie: &str, id: &str, repo: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, meta) = get(h, cookie, &format!("/api/sessions/{id}")).await;
+        assert_eq!(status, 200, "{meta}");
+        if let Some(w) = meta["worktree"].as_str().filter(|w| *w != repo) {
+            return w.to_owned();
+        }
+        assert!(Instant::now() < deadline, "still in {repo}: {meta}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sessions started with a new worktree from one repository run side by
+/// side, each in its own; the diff equals `git diff <base>` there (JSON
+/// and as a patch); closing keeps the worktree, or removes it (refused
+/// with 409 while it has uncommitted changes unless forced); another user
+/// sees none of it.
+async fn new_worktrees_run_side_by_side_show_their_diff_and_are_kept_or_removed(h: &dyn Host) {
+    let u = user(h, "fresh").await;
+    let (status, list) = get(h, &u.cookie, "/api/worktrees").await;
+    assert_eq!(status, 200);
+    let offered = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["path"] == u.worktree.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(offered["new_worktree"], true, "{offered}");
+
+    // A base that does not exist: refused, and nothing is left behind.
+    let (_, before) = get(h, &u.cookie, "/api/sessions").await;
+    let (status, body) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        "/api/sessions",
+        json!({"worktree": &u.worktree, "prompt": "go", "new_worktree": {"base": "no-such-branch"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no-such-branch"),
+        "{body}"
+    );
+    let (_, after) = get(h, &u.cookie, "/api/sessions").await;
+    assert_eq!(before, after);
+    assert_eq!(git(&u.worktree, &["branch", "--list", "duraclaw/*"]), "");
+
+    let a = start_in_new_worktree(h, &u.cookie, &u.worktree).await;
+    let b = start_in_new_worktree(h, &u.cookie, &u.worktree).await;
+    let wa = moved_worktree(h, &u.cookie, &a, &u.worktree).await;
+    let wb = moved_worktree(h, &u.cookie, &b, &u.worktree).await;
+    assert_ne!(wa, wb);
+    assert!(std::path::Path::new(&wa).join("README.md").exists());
+
+    // The diff: what the agent would have changed, as git shows it.
+    std::fs::write(
+        std::path::Path::new(&wa).join("README.md"),
+        "# app\nchanged <b>x</b>\n",
+    )
+    .unwrap();
+    let (status, diff) = get(h, &u.cookie, &format!("/api/sessions/{a}/diff")).await;
+    assert_eq!(status, 200, "{diff}");
+    let base = diff["base"].as_str().unwrap().to_owned();
+    assert_eq!(git(&wa, &["rev-parse", "HEAD"]).trim(), base);
+    let files = diff["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{diff}");
+    assert_eq!(files[0]["path"], "README.md");
+    assert_eq!(files[0]["additions"], 1);
+    let expected = git(&wa, &["diff", &base]);
+    assert_eq!(files[0]["patch"].as_str().unwrap(), expected);
+    let r = http()
+        .get(format!("{}/api/sessions/{a}/diff?format=patch", h.base()))
+        .header("cookie", &u.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/x-diff")
+    );
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(".patch")
+    );
+    assert_eq!(r.text().await.unwrap(), expected);
+
+    // Another user sees neither the diff nor the close.
+    h.add_user("fresh-outsider", PASSWORD).await;
+    let stranger = login(h, "fresh-outsider", PASSWORD).await;
+    let (status, _) = get(h, &stranger, &format!("/api/sessions/{a}/diff")).await;
+    assert_eq!(status, 404);
+    let close = |id: &str| format!("/api/sessions/{id}/close");
+    let (status, _) = post(
+        h,
+        &stranger,
+        h.origin(),
+        &close(&a),
+        json!({"worktree": "remove", "force": true}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(std::path::Path::new(&wa).exists());
+
+    // Remove: refused while dirty, nothing changes; forced, it goes.
+    let (status, body) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        &close(&a),
+        json!({"worktree": "bin"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        &close(&a),
+        json!({"worktree": "remove"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("uncommitted changes: README.md"),
+        "{body}"
+    );
+    assert!(std::path::Path::new(&wa).join("README.md").exists());
+    let (_, meta) = get(h, &u.cookie, &format!("/api/sessions/{a}")).await;
+    assert_ne!(meta["state"], "terminated", "{meta}");
+    let (status, meta) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        &close(&a),
+        json!({"worktree": "remove", "force": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["state"], "terminated", "{meta}");
+    assert!(!std::path::Path::new(&wa).exists());
+
+    // Keep: the worktree stays; removing it later (clean) takes it.
+    let (status, meta) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        &close(&b),
+        json!({"worktree": "keep"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["state"], "terminated", "{meta}");
+    assert!(std::path::Path::new(&wb).join("README.md").exists());
+    let (status, meta) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        &close(&b),
+        json!({"worktree": "remove"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{meta}");
+    assert!(!std::path::Path::new(&wb).exists());
+    // The repository's own worktree is never removed.
+    let c = create_session(h, &u.cookie, "fresh", "build it").await;
+    let (status, body) = post(
+        h,
+        &u.cookie,
+        h.origin(),
+        &close(&c),
+        json!({"worktree": "remove", "force": true}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(std::path::Path::new(&u.worktree).join("README.md").exists());
 }

@@ -49,6 +49,7 @@ pub const WORKTREES: &[&str] = &[
     "inbox",
     "inboxother",
     "inboxlogin",
+    "fresh",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

@@ -38,6 +38,8 @@ test('the real CLI: streamed text, an approved Read and its result, the turn cos
   await page.locator(`[data-testid=worktree-select] option[value$="/${script.worktree}"]`).waitFor({ state: 'attached' });
   const value = await page.locator(`[data-testid=worktree-select] option[value$="/${script.worktree}"]`).getAttribute('value');
   await select.selectOption(value);
+  // In the repository itself: the fake model reads its notes.txt by path.
+  await page.getByTestId('new-worktree').uncheck();
   await page.getByTestId('prompt').fill('What do the notes say?');
   await page.getByTestId('create-session').click();
   await page.waitForURL(/#\/s\//);

@@ -516,6 +516,7 @@ async fn up(args: UpArgs) -> Result<()> {
         allow_public_bind: false,
         data_dir: Some(data_dir.join("gateway")),
         worktree_patterns: worktrees,
+        worktree_root: None,
         executor: if args.demo {
             ExecutorKind::Scripted
         } else {

@@ -145,6 +145,7 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
         "queued-and-auto",
         "notifications",
         "rules",
+        "worktree-choice",
     ]
     .into_iter()
     .chain(inbox.iter().map(String::as_str))

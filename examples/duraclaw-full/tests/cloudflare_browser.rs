@@ -67,6 +67,7 @@ const FILES: &[&str] = &[
     "notifications.test.js",
     "rules.test.js",
     "inbox.test.js",
+    "worktree-choice.test.js",
 ];
 
 /// How to start one gateway, again and again on the same port and data.
@@ -323,6 +324,7 @@ async fn the_browser_suite_on_cloudflare() {
         "queued-and-auto",
         "notifications",
         "rules",
+        "worktree-choice",
     ]
     .into_iter()
     .map(str::to_owned)

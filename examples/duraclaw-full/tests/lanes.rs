@@ -103,6 +103,7 @@ fn check_turn(events: &[(u64, Value)], after: u64, turn: usize) -> u64 {
     assert_eq!(deltas, turn_text(turn), "the deltas in order");
     // What the gateway sent (the rest is the orchestrator's own).
     let gateway = [
+        "notice",
         "session.init",
         "assistant",
         "tool_use",

@@ -323,7 +323,8 @@ impl SessionHost {
                 tracing::info!(code = %e.code, message = %e.message, "the gateway reported an error");
             }
             Input::Bad(e) => tracing::warn!(error = %e, "bad frame from the gateway"),
-            Input::Events { .. } | Input::Worktrees { .. } => {}
+            // The object sends no requests on its link.
+            Input::Events { .. } | Input::Worktrees { .. } | Input::Reply { .. } => {}
         }
     }
 

@@ -62,6 +62,20 @@ pub struct Execute {
     /// in force from the first tool call; `rules` frames replace them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<Vec<RuleEntry>>,
+    /// Run in a new linked worktree made from `worktree`'s repository
+    /// rather than in `worktree` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_worktree: Option<NewWorktree>,
+}
+
+/// A new linked worktree for a session: on a new branch
+/// (`duraclaw/<short session id>`, suffixed when taken) at `base`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewWorktree {
+    /// The branch (or commit) the new branch starts at; the HEAD of the
+    /// requested worktree when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 impl Execute {

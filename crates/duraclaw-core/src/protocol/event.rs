@@ -534,6 +534,9 @@ pub struct Notice {
     /// For a [`NOTICE_RULE_DECISION`]: the rule that decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<RuleApplied>,
+    /// The worktree the session runs in ([`NOTICE_WORKTREE`] only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<SessionWorktree>,
 }
 
 /// The rule that decided a tool call, in its `rule_decision` notice.
@@ -550,6 +553,28 @@ pub struct RuleApplied {
     pub id: Option<String>,
 }
 
+/// The [`Notice::code`] of the first event the gateway logs in a session:
+/// the worktree it runs in and the commit it started from.
+pub const NOTICE_WORKTREE: &str = "worktree";
+
+/// Where a session runs, as its [`NOTICE_WORKTREE`] notice records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionWorktree {
+    /// The worktree's absolute path.
+    pub path: String,
+    /// Its branch at the start (`None` when HEAD was detached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// HEAD at the start: the base of the session's diff (`None` before the
+    /// repository's first commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The gateway made this worktree for the session (it may remove it
+    /// when the session is closed).
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub created: bool,
+}
+
 impl Notice {
     /// A notice with `code` and `message`, about no command.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
@@ -559,6 +584,7 @@ impl Notice {
             command_id: None,
             tool_use_id: None,
             rule: None,
+            worktree: None,
         }
     }
 

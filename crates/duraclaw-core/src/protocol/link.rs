@@ -58,6 +58,13 @@ pub enum ToGateway {
         /// Request id, echoed in the reply.
         id: String,
     },
+    /// A request about a session, answered with one `reply` of the same id.
+    Request {
+        /// Request id, echoed in the reply.
+        id: String,
+        /// What is asked.
+        request: GatewayRequest,
+    },
     /// Keep-alive; answered with `pong`.
     Ping {
         /// Echoed in the pong.
@@ -99,6 +106,110 @@ pub enum FromGateway {
     },
     /// A link-level error (bad frame, unsupported version).
     Error(WireError),
+    /// The answer to a `request`: `value` when it succeeded, else `error`.
+    Reply {
+        /// The request's id.
+        id: String,
+        /// The answer ([`GatewayRequest`] says its shape).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<serde_json::Value>,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<WireError>,
+    },
+}
+
+/// What a `request` frame asks the gateway about a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GatewayRequest {
+    /// Remove the worktree the gateway made for the session (stopping the
+    /// session first). Refused (`worktree_dirty`) while it has
+    /// uncommitted changes unless `force`; refused (`worktree_not_created`)
+    /// for a worktree the gateway did not make. Replies [`WorktreeRemoved`].
+    RemoveWorktree {
+        /// The session.
+        session_id: String,
+        /// Remove it even with uncommitted changes.
+        #[serde(default, skip_serializing_if = "super::is_false")]
+        force: bool,
+    },
+    /// The session's changes since its base commit. Replies a [`SessionDiff`].
+    Diff {
+        /// The session.
+        session_id: String,
+    },
+}
+
+/// The [`WireError::code`] of a removal refused because the worktree has
+/// uncommitted changes.
+pub const ERROR_WORKTREE_DIRTY: &str = "worktree_dirty";
+/// The [`WireError::code`] of a removal refused because the gateway did
+/// not make the session's worktree.
+pub const ERROR_WORKTREE_NOT_CREATED: &str = "worktree_not_created";
+
+/// The reply to [`GatewayRequest::RemoveWorktree`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorktreeRemoved {
+    /// The worktree's path (gone now).
+    pub path: String,
+    /// The session's branch.
+    pub branch: String,
+    /// Whether the branch was deleted too: only when it still pointed at
+    /// the commit it was made at (nothing was committed on it).
+    pub branch_deleted: bool,
+}
+
+/// The reply to [`GatewayRequest::Diff`]: the worktree's changes since the
+/// session's base commit, committed or not, untracked files included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDiff {
+    /// The base commit (`None` before the repository's first commit: every
+    /// file is new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The worktree's path.
+    pub worktree: String,
+    /// The changed files, by path.
+    pub files: Vec<FileDiff>,
+    /// Some file's text was left out to stay within the size limits.
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub truncated: bool,
+}
+
+impl SessionDiff {
+    /// The whole diff as one patch: the files' patches in order (what
+    /// `git diff <base>` prints, untracked files as new ones).
+    pub fn patch(&self) -> String {
+        self.files.iter().map(|f| f.patch.as_str()).collect()
+    }
+}
+
+/// One changed file of a [`SessionDiff`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDiff {
+    /// The path (the new one when renamed), relative to the worktree.
+    pub path: String,
+    /// The old path when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_path: Option<String>,
+    /// `added`, `deleted`, `modified`, `renamed`, `typechange`.
+    pub status: String,
+    /// Lines added.
+    pub additions: u64,
+    /// Lines removed.
+    pub deletions: u64,
+    /// Binary content: no hunks.
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub binary: bool,
+    /// Over the per-file or total limit: stats only, no hunks.
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub truncated: bool,
+    /// The file's part of the patch, as `git diff` prints it: the
+    /// `diff --git` header and its hunks (empty when `truncated`).
+    #[serde(default)]
+    pub patch: String,
 }
 
 /// The outcome of a command, on either link.
@@ -132,6 +243,10 @@ pub struct Worktree {
     /// The session running in it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy_session: Option<String>,
+    /// The gateway makes a new worktree from this one's repository for a
+    /// session that asks (`new_worktree` in `execute`).
+    #[serde(default, skip_serializing_if = "super::is_false")]
+    pub new_worktree: bool,
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ pub const STATEFUL_EVENT_TYPES: &[&str] = &[
     "question.resolved",
     "result",
     "error",
+    "notice",
 ];
 
 /// An event as JSON text, decoded only as far as a session's state needs:

@@ -10,10 +10,11 @@ use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::StartSpec;
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, CommandResult, DecidedBy, WireError, encode_frame,
+    Command, CommandEnvelope, CommandResult, DecidedBy, Event, NOTICE_WORKTREE, Notice,
+    SessionWorktree, WireError, encode_frame,
 };
 use duraclaw_core::state::SessionState;
-use duraclaw_core::store::{AppendBatch, DynSessionStore, RecordedCommand, SessionMeta};
+use duraclaw_core::store::{AppendBatch, DynSessionStore, NewEvent, RecordedCommand, SessionMeta};
 
 use super::guard::{GuardedSink, mark_closed, stop_unapproved};
 use super::{GATEWAY_OWNER, Gateway, GatewaySession};
@@ -160,8 +161,24 @@ impl Gateway {
                         self.session(&session_id).await?
                     }
                     Err(Error::NotFound { .. }) => {
-                        let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
-                        self.check_not_busy(&worktree, &session_id).await?;
+                        let requested = self.inner.options.worktrees.resolve(&x.worktree)?;
+                        let (worktree, info) = match &x.new_worktree {
+                            Some(new) => {
+                                let made = self.new_worktree(&requested, new, &session_id)?;
+                                let info = SessionWorktree {
+                                    path: made.path.display().to_string(),
+                                    branch: Some(made.branch.clone()),
+                                    base: Some(made.base.clone()),
+                                    created: true,
+                                };
+                                (made.path, info)
+                            }
+                            None => {
+                                self.check_not_busy(&requested, &session_id).await?;
+                                let info = crate::worktree::session_worktree(&requested);
+                                (requested, info)
+                            }
+                        };
                         let mut meta =
                             SessionMeta::new(&session_id, GATEWAY_OWNER, SystemClock.now_ms());
                         meta.worktree = worktree.display().to_string();
@@ -174,8 +191,24 @@ impl Gateway {
                             .chars()
                             .take(80)
                             .collect();
-                        let store = self.inner.options.directory.create(meta).await?;
+                        let store = match self.inner.options.directory.create(meta).await {
+                            Ok(store) => store,
+                            Err(e) => {
+                                if info.created {
+                                    self.drop_new_worktree(&info);
+                                }
+                                return Err(e);
+                            }
+                        };
                         self.already_applied(&store, &id, pending).await?;
+                        // The session's first event: where it runs, from
+                        // which commit (the base of its diff).
+                        let notice = Notice {
+                            worktree: Some(info),
+                            ..Notice::new(NOTICE_WORKTREE, "the session's worktree")
+                        };
+                        let e = NewEvent::new(&Event::Notice(notice), None, SystemClock.now_ms())?;
+                        store.append(AppendBatch::events(vec![e])).await?;
                         let session = self.wrap(store, worktree).await?;
                         self.inner
                             .sessions
@@ -314,7 +347,13 @@ impl Gateway {
         if let Some(rules) = &x.rules {
             session.set_rules(rules);
         }
-        let worktree = self.inner.options.worktrees.resolve(&x.worktree)?;
+        // The session's own worktree (a new one it was made with, or the
+        // requested one), still offered.
+        let worktree = self
+            .inner
+            .options
+            .worktrees
+            .resolve(&session.worktree.display().to_string())?;
         let spec = StartSpec {
             session_id,
             worktree: worktree.display().to_string(),

@@ -10,6 +10,7 @@
 
 mod commands;
 mod guard;
+mod worktrees;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -405,8 +406,10 @@ impl Gateway {
     pub async fn worktrees(&self) -> Result<Vec<Worktree>> {
         let mut list = self.inner.options.worktrees.discover()?;
         let busy = self.busy_worktrees().await;
+        let offers_new = self.inner.options.worktrees.new_worktree_root().is_some();
         for wt in &mut list {
             wt.busy_session = busy.get(&PathBuf::from(&wt.path)).cloned();
+            wt.new_worktree = offers_new;
         }
         Ok(list)
     }

@@ -276,6 +276,7 @@ fn worktrees_errors_and_pongs_are_passed_on() {
         head: None,
         dirty: false,
         busy_session: None,
+        new_worktree: false,
     };
     let inputs = link.read([
         encode_frame(&FromGateway::Worktrees {

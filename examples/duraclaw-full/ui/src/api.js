@@ -89,4 +89,6 @@ export const api = {
   deleteRule: (id) => request('DELETE', `/api/rules/${encodeURIComponent(id)}`),
   rulePresets: () => request('GET', '/api/rules/presets'),
   applyPreset: (preset) => request('POST', '/api/rules/preset', { preset }),
+  closeSession: (id, body) => request('POST', `/api/sessions/${encodeURIComponent(id)}/close`, body),
+  diff: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}/diff`),
 };

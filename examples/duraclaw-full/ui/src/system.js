@@ -13,6 +13,12 @@ const NOTICE_TEXT = {
  */
 export function noticeText(ev) {
   const e = ev && typeof ev === 'object' ? ev : {};
+  if (e.code === 'worktree' && e.worktree && typeof e.worktree.path === 'string') {
+    const w = e.worktree;
+    const branch = typeof w.branch === 'string' ? ` on branch ${w.branch}` : '';
+    const base = typeof w.base === 'string' ? ` from ${w.base.slice(0, 8)}` : '';
+    return `${w.created ? 'Working in a new worktree' : 'Working in'} ${w.path}${branch}${base}.`;
+  }
   if (typeof e.code === 'string' && Object.hasOwn(NOTICE_TEXT, e.code)) return NOTICE_TEXT[e.code];
   if (typeof e.message === 'string' && e.message.trim()) return sentence(e.message);
   if (typeof e.code === 'string' && e.code) return sentence(e.code.replace(/_/g, ' '));

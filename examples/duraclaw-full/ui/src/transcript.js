@@ -25,6 +25,8 @@ export class Transcript {
     this.snapSeq = 0;
     /** The executor's working directory, from `session.init`. */
     this.cwd = null;
+    /** The session's worktree as its `worktree` notice records it. */
+    this.worktree = null;
     /** Queued messages whose turn has not started yet, oldest first. */
     this.waiting = [];
     /** Whether a turn is under way (from its start to its `result`). */
@@ -165,6 +167,8 @@ export class Transcript {
         this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
         break;
       case 'notice': {
+        // Where the session runs and its diff's base (the first event).
+        if (e.code === 'worktree' && e.worktree && typeof e.worktree === 'object') this.worktree = e.worktree;
         // An automatic allow is shown on the card of the call it allowed.
         const tool = e.code === 'auto_allowed' && typeof e.tool_use_id === 'string' ? this.byTool.get(e.tool_use_id) : null;
         if (tool && !tool.autoAllowed) {

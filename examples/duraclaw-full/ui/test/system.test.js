@@ -188,3 +188,20 @@ test('an automatic allow is shown on the card of the call it allowed, saying why
   );
   assert.equal(autoAllowedNote({ code: 'auto_allowed' }).detail, null);
 });
+
+test('the worktree notice says where the session runs, and the transcript keeps it', () => {
+  const ev = {
+    type: 'notice',
+    code: 'worktree',
+    message: "the session's worktree",
+    worktree: { path: '/w/app-4k2m9x1c', branch: 'duraclaw/4k2m9x1c', base: '9fceb02d0ae598e9', created: true },
+  };
+  assert.equal(noticeText(ev), 'Working in a new worktree /w/app-4k2m9x1c on branch duraclaw/4k2m9x1c from 9fceb02d.');
+  assert.equal(noticeText({ ...ev, worktree: { path: '/w/app' } }), 'Working in /w/app.');
+  const t = new Transcript();
+  t.apply(1, ev);
+  assert.deepEqual(t.worktree, ev.worktree);
+  assert.equal(t.items.length, 1);
+  t.reset();
+  assert.equal(t.worktree, null);
+});

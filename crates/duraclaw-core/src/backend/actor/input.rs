@@ -185,6 +185,14 @@ pub(super) fn inputs_for(
             vec![SessionInput::Terminate]
         }
         Event::Error(_) => vec![SessionInput::TurnEnded],
+        // The worktree the gateway runs the session in (a new one it made
+        // replaces the requested repository's path).
+        Event::Notice(n) if n.code == crate::protocol::NOTICE_WORKTREE => {
+            if let Some(w) = &n.worktree {
+                meta.worktree.clone_from(&w.path);
+            }
+            vec![]
+        }
         // A notice tells a person something (e.g. that a restarted gateway
         // runs a message it took): the turn it announces moves the state by
         // its own events.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::protocol::{
-    Command, CommandEnvelope, Event, Execute, MAX_SESSION_ID_BYTES, ToGateway, UserMessage,
-    encode_frame,
+    Command, CommandEnvelope, Event, Execute, MAX_SESSION_ID_BYTES, NewWorktree, ToGateway,
+    UserMessage, encode_frame,
 };
 use crate::store::{NewEvent, SessionMeta};
 
@@ -80,6 +80,9 @@ pub struct NewSession {
     /// The model; the executor's default when absent or blank.
     #[serde(default)]
     pub model: Option<String>,
+    /// Run in a new worktree made from `worktree`'s repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_worktree: Option<NewWorktree>,
 }
 
 impl NewSession {
@@ -99,10 +102,32 @@ impl NewSession {
             }
             Some(_) => Err(Error::Invalid(format!("`{name}` must be a string"))),
         };
+        let new_worktree = match fields.get("new_worktree") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Object(o)) => Some(NewWorktree {
+                base: match o.get("base") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(b)) if !b.trim().is_empty() => {
+                        Some(b.trim().to_owned())
+                    }
+                    Some(_) => {
+                        return Err(Error::Invalid(
+                            "`new_worktree.base` must be a branch name".into(),
+                        ));
+                    }
+                },
+            }),
+            Some(_) => {
+                return Err(Error::Invalid(
+                    r#"`new_worktree` must be an object {"base"?: "<branch>"}"#.into(),
+                ));
+            }
+        };
         Ok(NewSession {
             worktree: text("worktree", true)?.unwrap_or_default(),
             prompt: text("prompt", true)?.unwrap_or_default(),
             model: text("model", false)?,
+            new_worktree,
         })
     }
 
@@ -165,6 +190,7 @@ impl NewSession {
             permission_mode: None,
             system_prompt: None,
             rules: None,
+            new_worktree: self.new_worktree,
         }
     }
 }
@@ -180,6 +206,7 @@ mod tests {
             worktree: "/wt".into(),
             prompt,
             model: None,
+            new_worktree: None,
         };
         assert!(
             with("x".repeat(MAX_EVENT_BYTES - 1024))
@@ -203,6 +230,7 @@ mod tests {
             worktree: " ".into(),
             prompt: "go".into(),
             model: None,
+            new_worktree: None,
         };
         assert!(matches!(blank.check("alice"), Err(Error::Invalid(_))));
     }

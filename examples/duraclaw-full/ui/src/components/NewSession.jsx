@@ -31,6 +31,9 @@ export function NewSession({ user, onLogout }) {
   const [prompt, setPrompt] = useState('');
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
+  // A new worktree from the selected one's repository (the default when the gateway offers it).
+  const [fresh, setFresh] = useState(true);
+  const [base, setBase] = useState('');
   const [status, statusError] = useGatewayStatus();
 
   const load = () => {
@@ -40,7 +43,8 @@ export function NewSession({ user, onLogout }) {
       .then((list) => {
         const l = Array.isArray(list) ? list : [];
         setWorktrees(l);
-        setWorktree((cur) => cur || (l.find((w) => !w.busy_session) || l[0] || {}).path || '');
+        // A repository the gateway makes new worktrees from first, then a free one.
+        setWorktree((cur) => cur || (l.find((w) => w.new_worktree && w.path === w.repo) || l.find((w) => !w.busy_session) || l[0] || {}).path || '');
       })
       .catch((e) => {
         if (e.status !== 401) setWtError(e.status === 502 ? `The gateway is unreachable, so its worktrees are unknown: ${e.message}` : e.message);
@@ -49,6 +53,9 @@ export function NewSession({ user, onLogout }) {
   useEffect(load, []);
 
   const selected = worktrees && worktrees.find((w) => w.path === worktree);
+  const offersNew = !!(selected && selected.new_worktree);
+  const useNew = offersNew && fresh;
+  useEffect(() => setBase((selected && selected.branch) || ''), [worktree, worktrees]);
   // The executor cannot run sessions (e.g. the Claude Code CLI is too old).
   const executorError = status && status.gateway && status.gateway.connected && status.gateway.executor_error;
 
@@ -63,6 +70,7 @@ export function NewSession({ user, onLogout }) {
     setBusy(true);
     try {
       const body = { worktree, prompt };
+      if (useNew) body.new_worktree = base.trim() ? { base: base.trim() } : {};
       if (model.trim()) body.model = model.trim();
       const s = await api.createSession(body);
       location.hash = `#/s/${encodeURIComponent(s.session_id)}`;
@@ -124,6 +132,25 @@ export function NewSession({ user, onLogout }) {
               {selected.repo && selected.repo !== selected.path && <span class="mono small"> repo {revealText(selected.repo)}</span>}
             </p>
           )}
+          {offersNew && (
+            <div class="new-worktree" data-testid="new-worktree-choice">
+              <label class="check">
+                <input type="checkbox" data-testid="new-worktree" checked={fresh} onChange={(e) => setFresh(e.currentTarget.checked)} /> New worktree from{' '}
+                <span class="mono">{revealText(baseName(selected.repo || selected.path) || selected.repo || '')}</span> at
+              </label>
+              <input
+                data-testid="new-worktree-base"
+                value={base}
+                disabled={!fresh}
+                onInput={(e) => setBase(e.currentTarget.value)}
+                placeholder={selected.head ? selected.head.slice(0, 8) : 'HEAD'}
+                aria-label="Base branch"
+                autocapitalize="none"
+                spellcheck={false}
+              />
+              <p class="muted small">{fresh ? 'The session gets its own branch and worktree, so it never waits for another session.' : 'The session runs in this worktree itself.'}</p>
+            </div>
+          )}
           <label>
             Model
             <input
@@ -159,7 +186,7 @@ export function NewSession({ user, onLogout }) {
             <a class="button" href="#/">
               Cancel
             </a>
-            <button data-testid="create-session" class="primary" type="submit" disabled={busy || !worktree || !!executorError}>
+            <button data-testid="create-session" class="primary" type="submit" disabled={busy || !worktree || !!executorError || (useNew && !base.trim() && !selected.head)}>
               {busy ? 'Starting…' : 'Start session'}
             </button>
           </div>

@@ -9,6 +9,7 @@ import { inbox } from '../inbox-store.js';
 import { Item } from './Events.jsx';
 import { Header } from './Header.jsx';
 import { Shown } from './Shown.jsx';
+import { DiffPanel } from './Diff.jsx';
 
 const CONN_TEXT = {
   connecting: 'connecting…',
@@ -32,6 +33,10 @@ export function SessionView({ id, focus, user, onLogout }) {
   const [notice, setNotice] = useState(null);
   const [composer, setComposer] = useState({ text: '', sending: false, error: null });
   const [abortState, setAbortState] = useState(null);
+  const [showDiff, setShowDiff] = useState(false);
+  const [turnsEnded, setTurnsEnded] = useState(0);
+  // The close choice for a worktree the gateway made: null, or {busy, error, dirty, done}.
+  const [closing, setClosing] = useState(null);
   const stick = useRef(true);
   const [atBottom, setAtBottom] = useState(true);
   const renderTimer = useRef(null);
@@ -93,7 +98,10 @@ export function SessionView({ id, focus, user, onLogout }) {
         case 'event':
           if (t.apply(f.seq, f.event)) {
             rerender();
-            if (f.event && f.event.type === 'result') loadMeta();
+            if (f.event && f.event.type === 'result') {
+              loadMeta();
+              setTurnsEnded((n) => n + 1);
+            }
           }
           break;
         case 'command_result':
@@ -212,6 +220,22 @@ export function SessionView({ id, focus, user, onLogout }) {
     setAbortState('sending');
   };
 
+  const created = !!(t.worktree && t.worktree.created);
+  const closeWith = (worktree, force) => {
+    setClosing((c) => ({ ...c, busy: true, error: null }));
+    api
+      .closeSession(id, { worktree, force })
+      .then((m) => {
+        if (m) setMeta(m);
+        setClosing({ done: true });
+      })
+      .catch((e) => {
+        // 409: uncommitted changes (offer to force), or not Duraclaw's.
+        const dirty = e.status === 409 && /uncommitted/.test(e.message);
+        setClosing({ busy: false, dirty, error: e.status === 409 ? `Not removed: ${e.message}` : e.message });
+      });
+  };
+
   const jumpTo = (qid) => {
     const el = document.getElementById(`q-${qid}`);
     if (el) el.scrollIntoView({ behavior: 'smooth', block: 'center' });
@@ -294,6 +318,9 @@ export function SessionView({ id, focus, user, onLogout }) {
               {abortState === 'sending' || abortState === 'sent' ? 'Aborting…' : 'Abort'}
             </button>
           )}
+          <button type="button" class="small-btn" data-testid="diff-toggle" aria-pressed={showDiff} onClick={() => setShowDiff((v) => !v)}>
+            {showDiff ? 'Hide diff' : 'Diff'}
+          </button>
           {!running && t.state && t.state !== 'terminated' && (
             <button
               type="button"
@@ -301,12 +328,19 @@ export function SessionView({ id, focus, user, onLogout }) {
               data-testid="end-session"
               title="Stop the agent and free the worktree; the history stays"
               onClick={() => {
-                if (window.confirm('End this session? The agent stops and the worktree is freed; the history stays.')) {
+                if (created) {
+                  setClosing({});
+                } else if (window.confirm('End this session? The agent stops and the worktree is freed; the history stays.')) {
                   sockRef.current.send({ type: 'close' });
                 }
               }}
             >
               End session
+            </button>
+          )}
+          {t.state === 'terminated' && created && !(closing && closing.done) && (
+            <button type="button" class="small-btn" data-testid="remove-worktree-later" onClick={() => setClosing({})}>
+              Remove worktree…
             </button>
           )}
         </div>
@@ -319,6 +353,51 @@ export function SessionView({ id, focus, user, onLogout }) {
           </div>
         ))}
       </div>
+      {closing && !closing.done && (
+        <div class="card close-choice" data-testid="close-choice">
+          <p>
+            This session runs in a worktree Duraclaw made
+            {t.worktree && (
+              <span class="mono">
+                {' '}
+                <Shown text={String(t.worktree.path ?? '')} />
+              </span>
+            )}
+            {t.worktree && t.worktree.branch && (
+              <span>
+                {' '}
+                on branch <Shown text={String(t.worktree.branch)} />
+              </span>
+            )}
+            . Keep it, or remove it? Removing keeps the branch if it has commits.
+          </p>
+          {closing.error && (
+            <p class="error-text" role="alert" data-testid="close-error">
+              {closing.error}
+            </p>
+          )}
+          <div class="actions">
+            <button type="button" class="link" onClick={() => setClosing(null)}>
+              Cancel
+            </button>
+            {t.state !== 'terminated' && (
+              <button type="button" data-testid="close-keep" disabled={closing.busy} onClick={() => closeWith('keep', false)}>
+                Keep worktree
+              </button>
+            )}
+            {closing.dirty ? (
+              <button type="button" class="danger" data-testid="close-remove-force" disabled={closing.busy} onClick={() => closeWith('remove', true)}>
+                Remove anyway (lose the changes)
+              </button>
+            ) : (
+              <button type="button" class="danger" data-testid="close-remove" disabled={closing.busy} onClick={() => closeWith('remove', false)}>
+                Remove worktree
+              </button>
+            )}
+          </div>
+        </div>
+      )}
+      {showDiff && <DiffPanel id={id} tick={turnsEnded} />}
       {notice && (
         <div class="banner warn" role="alert">
           {notice}{' '}
