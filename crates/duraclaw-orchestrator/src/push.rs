@@ -32,7 +32,7 @@ use crate::error::ApiError;
 pub const KEY_FILE: &str = "vapid.key";
 
 /// The answer of every push route of a server without push.
-pub const OFF: &str = "push notifications are turned off on this server";
+pub const OFF: &str = duraclaw_host::push::OFF;
 
 /// One attempt's bound: connect, TLS, request and answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -445,7 +445,11 @@ async fn serve_web(
         executor_error,
     };
     let app = duraclaw_orchestrator::api::routes()
-        .merge(action::routes(push_action_key(data_dir)?))
+        .merge(action::routes(if web.no_push {
+            None
+        } else {
+            Some(push_action_key(data_dir)?)
+        }))
         .with_state(state)
         .merge(auth::routes().with_state(auth.clone()))
         .merge(push::routes().with_state(push::PushState {

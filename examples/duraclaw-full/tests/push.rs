@@ -117,5 +117,20 @@ async fn no_push_answers_503_and_makes_no_key() {
             "{body}"
         );
     }
+    // Nothing can be approved from a notification either.
+    let r = http()
+        .post(format!("{}/api/push/act", host.base()))
+        .header("cookie", &cookie)
+        .header("origin", host.origin())
+        .json(&serde_json::json!({"token": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("turned off"),
+        "{body}"
+    );
     assert!(!host.root().join("data").join("vapid.key").exists());
 }

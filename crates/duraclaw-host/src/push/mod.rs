@@ -61,6 +61,9 @@ pub const DEFAULT_DELIVERIES: u32 = 50;
 /// See [`DEFAULT_DELIVERIES`].
 pub const MAX_DELIVERIES: u32 = 200;
 
+/// The answer of every push route of a host that turned push off.
+pub const OFF: &str = "push notifications are turned off on this server";
+
 /// The message of a push route on a host with no VAPID key.
 pub const NO_KEY: &str = "push notifications are not set up on this server: it has no VAPID key \
                           (on Cloudflare, set the secret DURACLAW_VAPID_PRIVATE_KEY)";
