@@ -18,6 +18,7 @@ import {
   USER,
   WAIT,
   createScriptedSession,
+  createSession,
   getJson,
   launch,
   loggedIn,
@@ -30,6 +31,8 @@ import {
 } from './lib/harness.js';
 
 const DEVICE = 'Test phone';
+/** A phone's viewport, for the screenshots the README shows. */
+const PHONE = { width: 390, height: 760 };
 
 let browser;
 before(async () => {
@@ -248,9 +251,10 @@ test('the chain a phone meets: subscribe, the real encrypted push, Approve from 
   const subscription = made.body;
   assert.equal(subscription.device, device);
 
-  // (2) A session asks for permission.
-  const call = { step: 'tool', name: 'Bash', input: { command: 'make release', description: 'Release' }, result: 'released' };
-  const id = await createScriptedSession(ctx, DEMO_URL, 'push-chain', [call, { step: 'text', text: 'Released from the notification.' }]);
+  // (2) A session asks for permission: the demo turn (a plain prompt),
+  // whose first tool call is Bash `ls`.
+  const prompt = 'Fix the greeting and add a test';
+  const id = await createSession(ctx, DEMO_URL, 'push-chain', prompt);
 
   // (3) The host's push, as the push service got it: TLS with the test CA,
   // VAPID checked, decrypted with the subscriber's key.
@@ -262,6 +266,12 @@ test('the chain a phone meets: subscribe, the real encrypted push, Approve from 
   assert.equal(question.payload.url, `/#/s/${id}?q=${qid}`);
   assert.equal(question.arrival.urgency, 'high');
   console.log(`question push decrypted at the stand-in: ${since(t0)}`);
+
+  // The inbox lists it (phone-sized, for the README).
+  await page.setViewportSize(PHONE);
+  await page.goto('/#/inbox');
+  await page.locator(`[data-testid=inbox-item][data-session-id="${id}"]`).getByTestId('approve').waitFor();
+  await screenshot(page, 'push-chain-inbox');
 
   // (4, 5) Exactly those bytes, delivered to the worker: the notification with Approve and Deny.
   await page.goto(`/#/s/${id}`);
@@ -277,21 +287,23 @@ test('the chain a phone meets: subscribe, the real encrypted push, Approve from 
     { action: 'deny', title: 'Deny' },
   ]);
   assert.equal(shown.data.url, `/#/s/${id}?q=${qid}`);
+  console.log(`notification "${shown.title}" / "${shown.body}" with Approve and Deny: ${since(t0)}`);
 
-  // (6, 7) Approve in the worker: the turn goes on, decided by this user on this device.
+  // (6, 7) Approve in the worker: the turn goes on (Bash runs, the next
+  // tool call asks), decided by this user on this device.
   assert.equal(await click(worker, tag, 'approve'), 'clicked');
   await card.getByTestId('resolution').filter({ hasText: `approved by ${USER} via notification ${device}` }).waitFor();
-  await page.locator('[data-testid=assistant-message]', { hasText: 'Released from the notification.' }).waitFor();
-  await page.locator('[data-testid=state-badge][data-reason=idle]').waitFor();
+  await toolCard(page, 'Edit').getByTestId('approve').waitFor();
   const log = await serverLog(page, id);
-  const resolved = log.filter((e) => e.type === 'question.resolved').map((e) => e.event);
+  const resolved = log.filter((e) => e.type === 'question.resolved' && e.event.question_id === qid).map((e) => e.event);
   assert.ok(resolved.length >= 1, `resolved: ${JSON.stringify(log.map((e) => e.type))}`);
   for (const r of resolved) {
     assert.equal(r.decision, 'allow');
     assert.deepEqual(r.by, { who: USER, client: `notification ${device}` });
   }
-  assert.ok(log.some((e) => e.type === 'tool_result' && e.event.content === 'released'), 'the approved tool ran');
+  assert.ok(log.some((e) => e.type === 'tool_result' && e.event.content === 'README.md\nsrc'), 'the approved tool ran');
   await until('the action\'s outcome', async () => (await notifications(page, tag)).find((n) => n.body === 'Approved'));
+  await card.scrollIntoViewIfNeeded();
   await screenshot(page, 'push-chain-approved');
 
   // The resolved push for the same tag replaces the notification.
@@ -320,7 +332,9 @@ test('the chain a phone meets: subscribe, the real encrypted push, Approve from 
   assert.ok(Number.isFinite(listed.last_success_ms), JSON.stringify(listed));
   await screenshot(page, 'push-chain-settings');
 
-  // Nothing more for the rest of the suite.
+  // Nothing more for the rest of the suite: the session ends, the subscription goes.
+  const closed = await ctx.request.post(`/api/sessions/${encodeURIComponent(id)}/close`, { headers: { Origin: DEMO_URL } });
+  assert.equal(closed.status(), 200, await closed.text());
   const gone = await page.evaluate((id) => fetch(`/api/push/subscriptions/${encodeURIComponent(id)}`, { method: 'DELETE' }).then((r) => r.status), subscription.id);
   assert.equal(gone, 204);
   console.log(`push chain: ${since(t0)}`);
