@@ -38,9 +38,10 @@ impl std::fmt::Debug for ActionKey {
     }
 }
 
-/// The route, checking tokens under `key`; merge it with
-/// [`api::routes`](crate::api::routes) before the state is given.
-pub fn routes(key: ActionKey) -> Router<AppState> {
+/// The route, checking tokens under `key` (none: push is turned off and
+/// the route answers 503); merge it with [`api::routes`](crate::api::routes)
+/// before the state is given.
+pub fn routes(key: Option<ActionKey>) -> Router<AppState> {
     Router::new()
         .route("/api/push/act", post(act))
         .layer(Extension(key))
@@ -48,10 +49,16 @@ pub fn routes(key: ActionKey) -> Router<AppState> {
 
 async fn act(
     State(app): State<AppState>,
-    Extension(key): Extension<ActionKey>,
+    Extension(key): Extension<Option<ActionKey>>,
     user: AuthUser,
     Json(body): Json<ActRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let key = key.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            crate::push::OFF,
+        )
+    })?;
     let now = u64::try_from(app.orchestrator.clock().now_ms()).unwrap_or(0);
     let claim = action::check(key.0.as_slice(), &body, &user.name, now)?;
     let actor = owned_actor(&app, &user, &claim.session_id).await?;

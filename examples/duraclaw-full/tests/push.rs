@@ -117,5 +117,15 @@ async fn no_push_answers_503_and_makes_no_key() {
             "{body}"
         );
     }
+    // A notification's action too: nothing checks tokens without a key.
+    let r = http()
+        .post(format!("{}/api/push/act", host.base()))
+        .header("cookie", &cookie)
+        .header("origin", host.origin())
+        .json(&serde_json::json!({"token": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "/api/push/act");
     assert!(!host.root().join("data").join("vapid.key").exists());
 }
