@@ -330,6 +330,9 @@ test('the chain a phone meets: subscribe, the real encrypted push, Approve from 
   });
   const [listed] = (await getJson(ctx, '/api/push/subscriptions')).filter((s) => s.id === subscription.id);
   assert.ok(Number.isFinite(listed.last_success_ms), JSON.stringify(listed));
+  // The triggers are checkboxes beside their labels, not stretched across the card.
+  const box = await page.getByTestId('setting-on_question').boundingBox();
+  assert.ok(box && box.width < 40, `the checkbox is ${JSON.stringify(box)}`);
   await screenshot(page, 'push-chain-settings');
 
   // Nothing more for the rest of the suite: the session ends, the subscription goes.
