@@ -1,13 +1,16 @@
 //! The browser suite's harness, the same on both hosts: the tools it runs
 //! with, the Claude scenario's fake model, the control endpoint the suite
 //! calls for what a browser cannot do (release the fake model, kill and
-//! start a gateway, restart the host, mint a notification's action token), and `node --test` over the suite in
+//! start a gateway, restart the host, mint a notification's action token,
+//! subscribe at the push-service stand-in and read what it decrypted), and
+//! `node --test` over the suite in
 //! `examples/duraclaw-full/e2e/` (written once, in JavaScript). Each host's
 //! test file starts its deployments, implements [`Split`] for the one the
 //! fault scenarios break, and calls [`run`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -21,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::local::{env_path, on_path, run_node_suite};
+use crate::push_service::{PushService, Subscriber};
 
 /// The password of the suite's users (`alice`, `bob`).
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -240,6 +244,30 @@ pub struct Control {
     /// The demo deployment's notification action secret, to mint tokens
     /// as it would.
     pub push_action_secret: Vec<u8>,
+    /// The push-service stand-in the demo deployment trusts (its CA).
+    pub push: Arc<PushService>,
+    /// The subscribers made at it for the suite, by endpoint.
+    pub subscribers: Mutex<HashMap<String, Subscriber>>,
+}
+
+impl Control {
+    /// A control over these, with no subscriber yet.
+    pub fn new(
+        latch: Latch,
+        fake: Arc<FakeAnthropic>,
+        split: Arc<dyn Split>,
+        push_action_secret: Vec<u8>,
+        push: Arc<PushService>,
+    ) -> Control {
+        Control {
+            latch,
+            fake,
+            split,
+            push_action_secret,
+            push,
+            subscribers: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 type Ctl = State<Arc<Control>>;
@@ -279,6 +307,57 @@ async fn push_mint(
     answer(Ok(json!({ "token": token })))
 }
 
+/// A browser's subscription at the stand-in (keys made here, as headless
+/// Chromium cannot subscribe to a push service) for `{"device",
+/// "public_key"}` (the host's `GET /api/push/key`, which pushes must be
+/// signed with): the body of `POST /api/push/subscriptions`.
+async fn push_subscriber(State(c): Ctl, axum::Json(new): axum::Json<Value>) -> Response {
+    let (Some(device), Some(key)) = (new["device"].as_str(), new["public_key"].as_str()) else {
+        return (StatusCode::BAD_REQUEST, "want {\"device\", \"public_key\"}").into_response();
+    };
+    c.push.expect_key(key);
+    let sub = c.push.subscriber();
+    let body = sub.body(device);
+    c.subscribers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(sub.endpoint.clone(), sub);
+    answer(Ok(body))
+}
+
+/// Every request the stand-in got at `{"endpoint"}`, oldest first: what
+/// it answered, why it refused, and the payload's text as decrypted.
+async fn push_arrivals(State(c): Ctl, axum::Json(at): axum::Json<Value>) -> Response {
+    let endpoint = at["endpoint"].as_str().unwrap_or_default();
+    let sub = c
+        .subscribers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(endpoint)
+        .cloned();
+    answer(
+        sub.ok_or_else(|| format!("no subscriber at {endpoint:?}"))
+            .map(|sub| {
+                let list: Vec<Value> = c
+                    .push
+                    .arrivals(&sub)
+                    .into_iter()
+                    .map(|a| {
+                        json!({
+                            "status": a.status,
+                            "text": a.text,
+                            "refused": a.refused,
+                            "ttl": a.ttl,
+                            "urgency": a.urgency,
+                            "topic": a.topic,
+                        })
+                    })
+                    .collect();
+                json!(list)
+            }),
+    )
+}
+
 async fn kill_gateway(State(c): Ctl) -> Response {
     c.split.kill_gateway().await;
     answer(Ok(json!({"ok": true})))
@@ -311,6 +390,8 @@ pub async fn serve_control(control: Arc<Control>) -> String {
         .route("/fake/release", post(release_fake))
         .route("/fake/state", get(fake_state))
         .route("/push/mint", post(push_mint))
+        .route("/push/subscriber", post(push_subscriber))
+        .route("/push/arrivals", post(push_arrivals))
         .route("/split/gateway/kill", post(kill_gateway))
         .route("/split/gateway/start", post(start_gateway))
         .route("/split/orchestrator/restart", post(restart_host))

@@ -36,6 +36,9 @@ pub struct Arrival {
     pub status: u16,
     /// The decrypted payload, when the request passed every check.
     pub payload: Option<Value>,
+    /// That payload's text exactly as decrypted (what a browser hands its
+    /// service worker).
+    pub text: Option<String>,
     /// Why it was refused (a failed check), if it was.
     pub refused: Option<String>,
     /// `TTL`, `Urgency`, `Topic` as sent.
@@ -286,7 +289,7 @@ fn check(
     encoding: Option<&str>,
     ttl: Option<&str>,
     body: Vec<u8>,
-) -> Result<Value, String> {
+) -> Result<(Value, String), String> {
     let sub = sub.ok_or("no such subscription")?;
     let auth = authorization.ok_or("no Authorization header")?;
     let (t, k) = auth
@@ -347,7 +350,9 @@ fn check(
     let auth = web_push_native::Auth::clone_from_slice(&sub.auth);
     let plain = web_push_native::decrypt(body, &sub.secret, &auth)
         .map_err(|e| format!("the payload does not decrypt: {e}"))?;
-    serde_json::from_slice(&plain).map_err(|e| format!("the payload is not JSON: {e}"))
+    let text = String::from_utf8(plain).map_err(|e| format!("the payload is not UTF-8: {e}"))?;
+    let value = serde_json::from_str(&text).map_err(|e| format!("the payload is not JSON: {e}"))?;
+    Ok((value, text))
 }
 
 async fn handle(
@@ -379,21 +384,22 @@ async fn handle(
         ttl.as_deref(),
         body,
     );
-    let (status, payload, refused) = match checked {
-        Ok(payload) => {
+    let (status, payload, text, refused) = match checked {
+        Ok((payload, text)) => {
             let status = inner
                 .answers
                 .get_mut(&path)
                 .and_then(VecDeque::pop_front)
                 .unwrap_or(201);
-            (status, Some(payload), None)
+            (status, Some(payload), Some(text), None)
         }
-        Err(why) => (400, None, Some(why)),
+        Err(why) => (400, None, None, Some(why)),
     };
     inner.arrivals.push(Arrival {
         path,
         status,
         payload,
+        text,
         refused,
         ttl,
         urgency,

@@ -1,5 +1,8 @@
 // Notifications and the installable app, in the real service worker
-// (ui/public/sw.js): a push delivered through the DevTools protocol shows
+// (ui/public/sw.js): the whole chain a phone meets (subscribe, the host's
+// real encrypted push to the push-service stand-in, its decrypted bytes
+// delivered to the worker, Approve, the `resolved` push replacing the
+// notification); a push delivered through the DevTools protocol shows
 // a notification with Approve and Deny; Approve decides as the user on that
 // device and the turn goes on; a replayed, expired or another user's token
 // changes nothing; a tap elsewhere opens the session at the question; the
@@ -15,6 +18,8 @@ import {
   USER,
   WAIT,
   createScriptedSession,
+  createSession,
+  getJson,
   launch,
   loggedIn,
   openSession,
@@ -26,6 +31,8 @@ import {
 } from './lib/harness.js';
 
 const DEVICE = 'Test phone';
+/** A phone's viewport, for the screenshots the README shows. */
+const PHONE = { width: 390, height: 760 };
 
 let browser;
 before(async () => {
@@ -81,14 +88,14 @@ async function activeWorker(ctx, page) {
   return until('the service worker in the context', () => ctx.serviceWorkers().find((w) => w.url().endsWith('/sw.js')));
 }
 
-/** Delivers `payload` as a push message to the origin's service worker, through CDP. */
+/** Delivers `payload` (an object, or the text as a push service delivered it) as a push message to the origin's service worker, through CDP. */
 async function deliverPush(page, payload) {
   const cdp = await page.context().newCDPSession(page);
   const registrations = [];
   cdp.on('ServiceWorker.workerRegistrationUpdated', (e) => registrations.push(...e.registrations));
   await cdp.send('ServiceWorker.enable');
   const reg = await until('the service worker registration over CDP', () => registrations.find((r) => r.scopeURL === `${DEMO_URL}/` && !r.isDeleted));
-  await cdp.send('ServiceWorker.deliverPushMessage', { origin: DEMO_URL, registrationId: reg.registrationId, data: JSON.stringify(payload) });
+  await cdp.send('ServiceWorker.deliverPushMessage', { origin: DEMO_URL, registrationId: reg.registrationId, data: typeof payload === 'string' ? payload : JSON.stringify(payload) });
   await cdp.detach();
 }
 
@@ -111,6 +118,29 @@ async function click(worker, tag, action) {
     },
     { tag, action },
   );
+}
+
+/** A POST to the control endpoint with a JSON body; its JSON answer. */
+async function controlJson(route, body) {
+  const r = await fetch(`${CONTROL_URL}${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await r.text();
+  assert.equal(r.status, 200, `${route}: ${text}`);
+  return JSON.parse(text);
+}
+
+/** The first push the stand-in accepted at `endpoint` whose decrypted payload `pred` holds for: `{text, payload, arrival}`. */
+async function pushArrived(endpoint, what, pred) {
+  return until(what, async () => {
+    const arrivals = await controlJson('/push/arrivals', { endpoint });
+    const refused = arrivals.filter((a) => a.refused);
+    assert.deepEqual(refused, [], 'every push passed the VAPID and decryption checks');
+    for (const a of arrivals) {
+      if (a.status !== 201 || a.text === null) continue;
+      const payload = JSON.parse(a.text);
+      if (pred(payload)) return { text: a.text, payload, arrival: a };
+    }
+    return null;
+  });
 }
 
 async function act(ctx, token) {
@@ -196,6 +226,121 @@ test('Approve on a notification decides as the user on that device; replays, exp
   await page.locator(`[data-question-id="${qid}"][data-focused=true]`).first().waitFor();
   assert.equal(await page.evaluate(() => location.hash), `#/s/${id}?q=${qid}`);
   console.log(`notification scenario: ${since(t0)}`);
+  await ctx.close();
+});
+
+test('the chain a phone meets: subscribe, the real encrypted push, Approve from it, the resolved push replaces it', async () => {
+  const t0 = Date.now();
+  const device = 'Chain phone';
+  const ctx = await loggedIn(browser, DEMO_URL);
+  await ctx.grantPermissions(['notifications'], { origin: DEMO_URL });
+  const page = await ctx.newPage();
+  await page.goto('/');
+  await page.getByTestId('settings-link').waitFor();
+  const worker = await activeWorker(ctx, page);
+
+  // (1) Subscribe from the page, with keys the stand-in made (headless
+  // Chromium cannot subscribe to a push service).
+  const { public_key } = await page.evaluate(() => fetch('/api/push/key').then((r) => r.json()));
+  const body = await controlJson('/push/subscriber', { device, public_key });
+  const made = await page.evaluate(async (body) => {
+    const r = await fetch('/api/push/subscriptions', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: r.status, body: await r.json() };
+  }, body);
+  assert.equal(made.status, 201, JSON.stringify(made.body));
+  const subscription = made.body;
+  assert.equal(subscription.device, device);
+
+  // (2) A session asks for permission: the demo turn (a plain prompt),
+  // whose first tool call is Bash `ls`.
+  const prompt = 'Fix the greeting and add a test';
+  const id = await createSession(ctx, DEMO_URL, 'push-chain', prompt);
+
+  // (3) The host's push, as the push service got it: TLS with the test CA,
+  // VAPID checked, decrypted with the subscriber's key.
+  const question = await pushArrived(body.endpoint, 'the question push at the stand-in', (p) => p.kind === 'question' && p.session_id === id);
+  const qid = question.payload.question_id;
+  const tag = `q:${qid}`;
+  assert.equal(question.payload.tag, tag);
+  assert.equal(question.payload.title, 'Approve Bash?');
+  assert.equal(question.payload.url, `/#/s/${id}?q=${qid}`);
+  assert.equal(question.arrival.urgency, 'high');
+  console.log(`question push decrypted at the stand-in: ${since(t0)}`);
+
+  // The inbox lists it (phone-sized, for the README).
+  await page.setViewportSize(PHONE);
+  await page.goto('/#/inbox');
+  await page.locator(`[data-testid=inbox-item][data-session-id="${id}"]`).getByTestId('approve').waitFor();
+  await screenshot(page, 'push-chain-inbox');
+
+  // (4, 5) Exactly those bytes, delivered to the worker: the notification with Approve and Deny.
+  await page.goto(`/#/s/${id}`);
+  const card = toolCard(page, 'Bash');
+  await card.getByTestId('approve').waitFor();
+  assert.equal(await page.locator('[data-testid=question]').first().getAttribute('data-question-id'), qid);
+  await deliverPush(page, question.text);
+  const shown = await until('the notification', async () => (await notifications(page, tag)).find((n) => n.actions.length));
+  assert.equal(shown.title, 'Approve Bash?');
+  assert.equal(shown.body, question.payload.body);
+  assert.deepEqual(shown.actions, [
+    { action: 'approve', title: 'Approve' },
+    { action: 'deny', title: 'Deny' },
+  ]);
+  assert.equal(shown.data.url, `/#/s/${id}?q=${qid}`);
+  console.log(`notification "${shown.title}" / "${shown.body}" with Approve and Deny: ${since(t0)}`);
+
+  // (6, 7) Approve in the worker: the turn goes on (Bash runs, the next
+  // tool call asks), decided by this user on this device.
+  assert.equal(await click(worker, tag, 'approve'), 'clicked');
+  await card.getByTestId('resolution').filter({ hasText: `approved by ${USER} via notification ${device}` }).waitFor();
+  await toolCard(page, 'Edit').getByTestId('approve').waitFor();
+  const log = await serverLog(page, id);
+  const resolved = log.filter((e) => e.type === 'question.resolved' && e.event.question_id === qid).map((e) => e.event);
+  assert.ok(resolved.length >= 1, `resolved: ${JSON.stringify(log.map((e) => e.type))}`);
+  for (const r of resolved) {
+    assert.equal(r.decision, 'allow');
+    assert.deepEqual(r.by, { who: USER, client: `notification ${device}` });
+  }
+  assert.ok(log.some((e) => e.type === 'tool_result' && e.event.content === 'README.md\nsrc'), 'the approved tool ran');
+  await until('the action\'s outcome', async () => (await notifications(page, tag)).find((n) => n.body === 'Approved'));
+  await card.scrollIntoViewIfNeeded();
+  await screenshot(page, 'push-chain-approved');
+
+  // The resolved push for the same tag replaces the notification.
+  const done = await pushArrived(body.endpoint, 'the resolved push at the stand-in', (p) => p.kind === 'resolved' && p.question_id === qid);
+  assert.equal(done.payload.tag, tag);
+  assert.equal(done.payload.title, `Approved by ${USER}`);
+  await deliverPush(page, done.text);
+  const replaced = await until('the replaced notification', async () => {
+    const list = await notifications(page, tag);
+    return list.length === 1 && list[0].title === `Approved by ${USER}` ? list[0] : null;
+  });
+  assert.equal(replaced.body, done.payload.body);
+  assert.deepEqual(replaced.actions, [], 'the replaced notification has no actions');
+  console.log(`resolved push replaced the notification: ${since(t0)}`);
+
+  // Settings lists the subscription, this device, delivered to.
+  await page.goto('/#/settings');
+  const row = page.getByTestId('device').filter({ hasText: device });
+  await row.waitFor();
+  assert.equal(await row.getAttribute('data-current'), 'true');
+  await until('a last success in the device list', async () => {
+    const text = await row.innerText();
+    return /Last delivered: (?!never)/.test(text) && /Last failure: never/.test(text);
+  });
+  const [listed] = (await getJson(ctx, '/api/push/subscriptions')).filter((s) => s.id === subscription.id);
+  assert.ok(Number.isFinite(listed.last_success_ms), JSON.stringify(listed));
+  // The triggers are checkboxes beside their labels, not stretched across the card.
+  const box = await page.getByTestId('setting-on_question').boundingBox();
+  assert.ok(box && box.width < 40, `the checkbox is ${JSON.stringify(box)}`);
+  await screenshot(page, 'push-chain-settings');
+
+  // Nothing more for the rest of the suite: the session ends, the subscription goes.
+  const closed = await ctx.request.post(`/api/sessions/${encodeURIComponent(id)}/close`, { headers: { Origin: DEMO_URL } });
+  assert.equal(closed.status(), 200, await closed.text());
+  const gone = await page.evaluate((id) => fetch(`/api/push/subscriptions/${encodeURIComponent(id)}`, { method: 'DELETE' }).then((r) => r.status), subscription.id);
+  assert.equal(gone, 204);
+  console.log(`push chain: ${since(t0)}`);
   await ctx.close();
 });
 

@@ -444,12 +444,14 @@ async fn serve_web(
         executor,
         executor_error,
     };
+    // No push, no key: `--no-push` makes no VAPID key.
+    let action_key = if web.no_push {
+        None
+    } else {
+        Some(push_action_key(data_dir)?)
+    };
     let app = duraclaw_orchestrator::api::routes()
-        .merge(action::routes(if web.no_push {
-            None
-        } else {
-            Some(push_action_key(data_dir)?)
-        }))
+        .merge(action::routes(action_key))
         .with_state(state)
         .merge(auth::routes().with_state(auth.clone()))
         .merge(push::routes().with_state(push::PushState {

@@ -9,7 +9,9 @@
 //! - *claude*: `duraclaw up` with the pinned Claude Code CLI, which talks to
 //!   the fake Anthropic API served from this process (its first stream
 //!   stalls on a latch until the suite releases it);
-//! - *demo*: `duraclaw up --demo --script` (the scripted executor);
+//! - *demo*: `duraclaw up --demo --script` (the scripted executor), which
+//!   trusts the CA of the push-service stand-in (`--push-ca`) the suite
+//!   subscribes at through the control endpoint;
 //! - *split*: `duraclaw gateway` and `duraclaw orchestrator` as separate
 //!   processes, which the suite kills and restarts through the control
 //!   endpoint.
@@ -37,6 +39,7 @@ use duraclaw_testkit::browser_suite::{
     self, Control, Deployments, Tools, artifacts_dir, claude_setup, fake_model, script,
 };
 use duraclaw_testkit::local as support;
+use duraclaw_testkit::push_service::PushService;
 use support::{free_port, init_repo, spawn_until, user_add};
 
 /// The bound on the whole browser suite.
@@ -125,8 +128,8 @@ async fn up_claude(
     (child, found[0].clone())
 }
 
-/// `duraclaw up --demo --script`.
-async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
+/// `duraclaw up --demo --script`, trusting the push-service stand-in's CA.
+async fn up_demo(root: &Path, logs: &Path, push_ca: &Path) -> (Child, String) {
     let data = root.join("data");
     let log = logs.join("demo-up.log");
     add_users(&data, &log).await;
@@ -144,6 +147,7 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
         "ahead-of-log",
         "queued-and-auto",
         "notifications",
+        "push-chain",
         "rules",
         "worktree-choice",
     ]
@@ -162,6 +166,8 @@ async fn up_demo(root: &Path, logs: &Path) -> (Child, String) {
     ])
     .arg("--script")
     .arg(&script_path)
+    .arg("--push-ca")
+    .arg(push_ca)
     .arg("--data-dir")
     .arg(&data)
     .arg("--worktrees")
@@ -345,6 +351,7 @@ async fn the_browser_suite() {
 
     let latch = Latch::new();
     let fake = fake_model(&root.join("claude"), &latch).await;
+    let push = Arc::new(PushService::start().await);
 
     let split = Split::new(&root.join("split"), &logs);
     let (claude_root, demo_root, old_root) =
@@ -360,7 +367,7 @@ async fn the_browser_suite() {
         (gateway, orchestrator),
     ) = tokio::join!(
         up_claude(&claude_root, &tools, &fake, &logs),
-        up_demo(&demo_root, &logs),
+        up_demo(&demo_root, &logs, push.ca_file()),
         up_old_cli(&old_root, &logs),
         split_up,
     );
@@ -370,12 +377,13 @@ async fn the_browser_suite() {
         gateway: tokio::sync::Mutex::new(Some(gateway.unwrap())),
         orchestrator: tokio::sync::Mutex::new(Some(orchestrator.unwrap())),
     });
-    let control = Arc::new(Control {
+    let control = Arc::new(Control::new(
         latch,
         fake,
-        split: procs.clone(),
-        push_action_secret: support::push_action_secret(&demo_root.join("data")),
-    });
+        procs.clone(),
+        support::push_action_secret(&demo_root.join("data")),
+        push,
+    ));
     eprintln!("deployments up in {} ms", t0.elapsed().as_millis());
 
     let deployments = Deployments {

@@ -13,7 +13,8 @@
 //! - *demo*: the gateway runs the scripted executor. The suite's *split*
 //!   scenarios run here too: the control endpoint kills and restarts this
 //!   gateway (SIGKILL) and restarts this `wrangler dev` on the same state
-//!   (the "orchestrator restart").
+//!   (the "orchestrator restart"). Its Worker sends Web Push to the
+//!   push-service stand-in, whose CA it trusts (`NODE_EXTRA_CA_CERTS`).
 //!
 //! Users are created through the Worker's admin route. The harness is the
 //! local run's (`duraclaw_testkit::browser_suite`). Missing tools fail
@@ -36,8 +37,9 @@ use duraclaw_testkit::browser_suite::{
     self, Control, Deployments, PASSWORD, Tools, artifacts_dir, claude_setup, fake_model, script,
 };
 use duraclaw_testkit::local::init_repo;
+use duraclaw_testkit::push_service::PushService;
 use duraclaw_testkit::wrangler as support;
-use support::{Wrangler, build_worker_crate, free_port, start_wrangler_logged, wait_until_ready};
+use support::{Wrangler, build_worker_crate, free_port, start_wrangler_env, wait_until_ready};
 
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const SUITE_DEADLINE: Duration = Duration::from_secs(600);
@@ -131,6 +133,8 @@ struct Deployment {
     dir: PathBuf,
     port: u16,
     vars: Vec<(String, String)>,
+    /// Environment for `wrangler dev` (the push CA to trust).
+    env: Vec<(&'static str, PathBuf)>,
     logs: PathBuf,
     name: &'static str,
 }
@@ -168,6 +172,7 @@ impl Deployment {
                     VAPID_PRIVATE_KEY.into(),
                 ),
             ],
+            env: vec![],
             logs: logs.to_owned(),
             name,
         }
@@ -184,7 +189,8 @@ impl Deployment {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let log = self.logs.join(format!("{}-wrangler-{n}.log", self.name));
-        let mut w = start_wrangler_logged(tools, &self.dir, self.port, &vars, &log);
+        let env: Vec<(&str, &Path)> = self.env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        let mut w = start_wrangler_env(tools, &self.dir, self.port, &vars, &env, &log);
         let http = reqwest::Client::new();
         let health = format!("{}/api/health", self.base());
         wait_until_ready(&mut w, &http, &health, |t| t.contains("\"ok\":true")).await;
@@ -323,6 +329,7 @@ async fn the_browser_suite_on_cloudflare() {
         "ahead-of-log",
         "queued-and-auto",
         "notifications",
+        "push-chain",
         "rules",
         "worktree-choice",
     ]
@@ -353,7 +360,12 @@ async fn the_browser_suite_on_cloudflare() {
         name: "demo",
     };
     let demo_gw = demo_gateway.start(0).await.unwrap();
-    let demo = Deployment::new(&root, &build, "demo", demo_gateway.port, &logs);
+    // The demo Worker sends its pushes to the stand-in, trusting its CA
+    // (Miniflare hands NODE_EXTRA_CA_CERTS to workerd's outbound TLS).
+    let push = Arc::new(PushService::start().await);
+    let mut demo = Deployment::new(&root, &build, "demo", demo_gateway.port, &logs);
+    demo.env
+        .push(("NODE_EXTRA_CA_CERTS", push.ca_file().to_owned()));
     let demo_wrangler = demo.start(&cf, 0).await;
     demo.add_users().await;
     let (claude_url, demo_url) = (claude.base(), demo.base());
@@ -366,12 +378,13 @@ async fn the_browser_suite_on_cloudflare() {
         wrangler: tokio::sync::Mutex::new(Some(demo_wrangler)),
         starts: std::sync::atomic::AtomicUsize::new(1),
     });
-    let control = Arc::new(Control {
+    let control = Arc::new(Control::new(
         latch,
         fake,
-        split: split.clone(),
-        push_action_secret: duraclaw_testkit::local::vapid_private_bytes(VAPID_PRIVATE_KEY),
-    });
+        split.clone(),
+        duraclaw_testkit::local::vapid_private_bytes(VAPID_PRIVATE_KEY),
+        push,
+    ));
     eprintln!("deployments up in {} ms", t0.elapsed().as_millis());
 
     let deployments = Deployments {
