@@ -491,11 +491,15 @@ pub const ACT_PATH: &str = "/act";
 
 /// The key action tokens are made and checked under: the action key of
 /// the VAPID private key (the secret [`crate::push::KEY_SECRET`]), as
-/// `duraclaw_host::push::VapidKey::action_key` makes it.
-pub fn push_action_key(env: &Env) -> Result<[u8; 32], String> {
-    match crate::push::vapid_key(env)? {
-        Some(key) => Ok(key.action_key()),
-        None => Err(format!("the secret {} is not set", crate::push::KEY_SECRET)),
+/// `duraclaw_host::push::VapidKey::action_key` makes it; `None` without a
+/// usable key (push is not set up).
+pub fn push_action_key(env: &Env) -> Option<[u8; 32]> {
+    match crate::push::vapid_key(env) {
+        Ok(key) => key.map(|k| k.action_key()),
+        Err(e) => {
+            tracing::error!(error = %e, "the VAPID key is unusable");
+            None
+        }
     }
 }
 
@@ -511,9 +515,9 @@ async fn push_act(
         Ok(b) => b,
         Err(refused) => return Ok(refused),
     };
-    let key = match push_action_key(env) {
-        Ok(k) => k,
-        Err(e) => return json_error(500, &format!("the server is misconfigured: {e}")),
+    // Like the other push routes: no VAPID key, no push (503).
+    let Some(key) = push_action_key(env) else {
+        return json_error(503, duraclaw_host::push::NO_KEY);
     };
     let now = u64::try_from(now_ms()).unwrap_or(0);
     let claim = match action::check(&key, &body, &user.name, now) {

@@ -228,6 +228,25 @@ async fn sessions_survive_restarts_of_wrangler_and_the_gateway() {
     let alice = user(&http, &base, "alice").await;
     let bob = user(&http, &base, "bob").await;
 
+    // This deployment has no VAPID key: every push route, Approve / Deny
+    // from a notification included, says push is not set up.
+    let (status, body) = get(&http, &base, &alice, "/api/push/key").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not set up")),
+        "{body}"
+    );
+    let (status, body) = post(&http, &base, &alice, "/api/push/act", json!({"token": "x"})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not set up")),
+        "{body}"
+    );
+
     // 1. Create, stream, approve later.
     let (status, wts) = get(&http, &base, &alice, "/api/worktrees").await;
     assert_eq!(status, 200, "{wts}");
