@@ -124,6 +124,24 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
         self.shutdown().await
     }
 
+    /// Switches the permission mode (already checked with
+    /// [`check_permission_mode`](crate::protocol::check_permission_mode));
+    /// the executor logs the change as a `mode_changed` notice. An
+    /// executor that cannot switch says so.
+    async fn set_permission_mode(&self, mode: &str) -> Result<()> {
+        Err(crate::Error::Invalid(format!(
+            "this executor cannot switch the permission mode (to `{mode}`) mid-session"
+        )))
+    }
+
+    /// Switches the model; the executor logs a `model_changed` notice
+    /// naming the model it now uses. An executor that cannot switch says so.
+    async fn set_model(&self, model: &str) -> Result<()> {
+        Err(crate::Error::Invalid(format!(
+            "this executor cannot switch the model (to `{model}`) mid-session"
+        )))
+    }
+
     /// Whether the session's process is still running.
     fn is_running(&self) -> bool;
 }

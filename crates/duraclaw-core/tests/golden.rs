@@ -269,6 +269,24 @@ fn cases() -> Vec<Case> {
             ))),
         ),
         case(
+            "to_gateway/command_set_mode",
+            T::ToGateway(ToGateway::Command(envelope(
+                "cmd-7",
+                Command::SetMode(duraclaw_core::protocol::SetMode {
+                    mode: s("acceptEdits"),
+                }),
+            ))),
+        ),
+        case(
+            "to_gateway/command_set_model",
+            T::ToGateway(ToGateway::Command(envelope(
+                "cmd-8",
+                Command::SetModel(duraclaw_core::protocol::SetModel {
+                    model: s("claude-opus-4-1"),
+                }),
+            ))),
+        ),
+        case(
             "to_gateway/command_answer",
             T::ToGateway(ToGateway::Command(envelope(
                 "cmd-5",
@@ -453,6 +471,20 @@ fn cases() -> Vec<Case> {
             }),
         ),
         case(
+            "from_browser/command_set_mode",
+            T::FromBrowser(FromBrowser::Command {
+                id: s("b-3f2a-4"),
+                command: Command::SetMode(duraclaw_core::protocol::SetMode { mode: s("plan") }),
+            }),
+        ),
+        case(
+            "from_browser/command_set_model",
+            T::FromBrowser(FromBrowser::Command {
+                id: s("b-3f2a-5"),
+                command: Command::SetModel(duraclaw_core::protocol::SetModel { model: s("opus") }),
+            }),
+        ),
+        case(
             "from_browser/ping",
             T::FromBrowser(FromBrowser::Ping { nonce: 3 }),
         ),
@@ -605,6 +637,22 @@ fn cases() -> Vec<Case> {
         case(
             "event/notice_rule_decision",
             T::Event(Event::Notice(rule_notice())),
+        ),
+        case(
+            "event/notice_mode_changed",
+            T::Event(Event::Notice({
+                let mut n = Notice::new("mode_changed", "The permission mode is now plan.");
+                n.permission_mode = Some(s("plan"));
+                n
+            })),
+        ),
+        case(
+            "event/notice_model_changed",
+            T::Event(Event::Notice({
+                let mut n = Notice::new("model_changed", "The model is now claude-opus-4-1.");
+                n.model = Some(s("claude-opus-4-1"));
+                n
+            })),
         ),
         case(
             "event/notice_without_command",
@@ -822,9 +870,18 @@ fn every_frame_event_decision_and_question_kind_has_a_fixture() {
     }
     assert_eq!(
         commands,
-        ["execute", "resume", "message", "abort", "answer", "close"]
-            .into_iter()
-            .collect()
+        [
+            "execute",
+            "resume",
+            "message",
+            "abort",
+            "answer",
+            "close",
+            "set_mode",
+            "set_model"
+        ]
+        .into_iter()
+        .collect()
     );
     assert_eq!(events, set(KNOWN_EVENT_TYPES));
     assert!(unknown_events > 0, "no fixture for an unknown event type");

@@ -50,7 +50,13 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         a_deny_rule_beats_a_session_allow,
         always_allow_for_this_worktree_from_the_prompt,
         reads_are_free_with_the_real_cli,
+        modes_and_models_switch_mid_session_with_the_real_cli,
     ]
+}
+
+async fn modes_and_models_switch_mid_session_with_the_real_cli(h: &dyn Host) {
+    user(h, "modescli").await;
+    crate::modes::modes_and_models_with_the_real_cli(h, "modescli").await;
 }
 
 async fn reads_are_free_with_the_real_cli(h: &dyn Host) {

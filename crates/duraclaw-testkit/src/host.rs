@@ -46,6 +46,8 @@ pub const WORKTREES: &[&str] = &[
     "rulesdeny",
     "rulewt",
     "rulescli",
+    "modescli",
+    "forkcli",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

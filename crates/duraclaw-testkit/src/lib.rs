@@ -37,6 +37,7 @@ pub mod faults;
 pub mod gateway;
 pub mod host;
 pub mod local;
+pub mod modes;
 pub mod notify;
 pub mod rules;
 pub mod wrangler;

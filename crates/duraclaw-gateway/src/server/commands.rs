@@ -10,10 +10,13 @@ use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::StartSpec;
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, CommandResult, DecidedBy, WireError, encode_frame,
+    Command, CommandEnvelope, CommandResult, DecidedBy, Event, WireError, encode_frame,
 };
 use duraclaw_core::state::SessionState;
 use duraclaw_core::store::{AppendBatch, DynSessionStore, RecordedCommand, SessionMeta};
+
+/// Why a `set_mode`/`set_model` finds nothing to change.
+const NOT_RUNNING: &str = "the session's executor is not running (it starts again with the next message); send a message first";
 
 use super::guard::{GuardedSink, mark_closed, stop_unapproved};
 use super::{GATEWAY_OWNER, Gateway, GatewaySession};
@@ -251,6 +254,41 @@ impl Gateway {
                 }
                 Ok(())
             }
+            Command::SetMode(set) => {
+                let session = self.session(&session_id).await?;
+                if self.already_applied(session.log.store(), &id, None).await? {
+                    return Ok(());
+                }
+                let result = match duraclaw_core::protocol::check_permission_mode(&set.mode) {
+                    Err(why) => Err(Error::Invalid(why)),
+                    Ok(()) => {
+                        let exec = session.exec.lock().await;
+                        match exec.as_ref().filter(|e| e.is_running()) {
+                            Some(e) => e.set_permission_mode(&set.mode).await,
+                            None => Err(Error::Invalid(NOT_RUNNING.into())),
+                        }
+                    }
+                };
+                self.change_failed(&session, &id, "permission mode", result)
+                    .await
+            }
+            Command::SetModel(set) => {
+                let session = self.session(&session_id).await?;
+                if self.already_applied(session.log.store(), &id, None).await? {
+                    return Ok(());
+                }
+                let result = match duraclaw_core::protocol::check_model(&set.model) {
+                    Err(why) => Err(Error::Invalid(why)),
+                    Ok(()) => {
+                        let exec = session.exec.lock().await;
+                        match exec.as_ref().filter(|e| e.is_running()) {
+                            Some(e) => e.set_model(&set.model).await,
+                            None => Err(Error::Invalid(NOT_RUNNING.into())),
+                        }
+                    }
+                };
+                self.change_failed(&session, &id, "model", result).await
+            }
             Command::Answer(a) => {
                 let session = self.session(&session_id).await?;
                 let by = a.by.unwrap_or_else(|| DecidedBy::new("orchestrator"));
@@ -270,6 +308,27 @@ impl Gateway {
                 other.name()
             ))),
         }
+    }
+
+    /// A `set_mode`/`set_model` the executor refused (or could not take) is
+    /// logged as a `change_failed` notice, so the person who asked sees why.
+    async fn change_failed(
+        &self,
+        session: &Arc<GatewaySession>,
+        command_id: &str,
+        what: &str,
+        result: Result<()>,
+    ) -> Result<()> {
+        if let Err(e) = &result {
+            tracing::info!(session = %session.id, command = %command_id, error = %e, "{what} not changed");
+            let notice = duraclaw_core::protocol::Notice::new(
+                duraclaw_core::protocol::NOTICE_CHANGE_FAILED,
+                format!("The {what} was not changed: {e}"),
+            )
+            .about_command(command_id);
+            self.log_event(session, &Event::Notice(notice)).await?;
+        }
+        result
     }
 
     /// Puts the approval rules the host sent for `session_id` in force. A
@@ -311,6 +370,9 @@ impl Gateway {
         session_id: String,
         x: duraclaw_core::protocol::Execute,
     ) -> Result<()> {
+        if let Some(mode) = &x.permission_mode {
+            duraclaw_core::protocol::check_permission_mode(mode).map_err(Error::Invalid)?;
+        }
         if let Some(rules) = &x.rules {
             session.set_rules(rules);
         }

@@ -25,6 +25,9 @@ export class Transcript {
     this.snapSeq = 0;
     /** The executor's working directory, from `session.init`. */
     this.cwd = null;
+    /** The permission mode and model in force: `session.init`, then `mode_changed`/`model_changed` notices. */
+    this.mode = null;
+    this.model = null;
     /** Queued messages whose turn has not started yet, oldest first. */
     this.waiting = [];
     /** Whether a turn is under way (from its start to its `result`). */
@@ -162,9 +165,13 @@ export class Transcript {
         break;
       case 'session.init':
         if (typeof e.cwd === 'string') this.cwd = e.cwd;
+        if (typeof e.permission_mode === 'string') this.mode = e.permission_mode;
+        if (typeof e.model === 'string') this.model = e.model;
         this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
         break;
       case 'notice': {
+        if (e.code === 'mode_changed' && typeof e.permission_mode === 'string') this.mode = e.permission_mode;
+        if (e.code === 'model_changed' && typeof e.model === 'string') this.model = e.model;
         // An automatic allow is shown on the card of the call it allowed.
         const tool = e.code === 'auto_allowed' && typeof e.tool_use_id === 'string' ? this.byTool.get(e.tool_use_id) : null;
         if (tool && !tool.autoAllowed) {

@@ -188,3 +188,8 @@ test('an automatic allow is shown on the card of the call it allowed, saying why
   );
   assert.equal(autoAllowedNote({ code: 'auto_allowed' }).detail, null);
 });
+
+test('mode and model changes read as what they now are', () => {
+  assert.equal(noticeText({ type: 'notice', code: 'mode_changed', message: 'x', permission_mode: 'plan' }), 'Permission mode changed to plan.');
+  assert.equal(noticeText({ type: 'notice', code: 'model_changed', message: 'x', model: 'claude-opus-4-1' }), 'Model changed to claude-opus-4-1.');
+});

@@ -17,6 +17,47 @@ const CONN_TEXT = {
   closed: 'closed',
 };
 
+/** The permission modes offered; a mode that skips approvals never is. */
+export const MODES = [
+  ['default', 'Ask for every tool'],
+  ['acceptEdits', 'Accept edits'],
+  ['plan', 'Plan (no edits)'],
+];
+
+/** Models offered besides the one in use (aliases the CLI resolves). */
+const MODELS = ['sonnet', 'opus', 'haiku'];
+
+/** The session header's mode and model selectors. */
+function ModeModel({ mode, model, onMode, onModel }) {
+  const models = model && !MODELS.includes(model) ? [model, ...MODELS] : MODELS;
+  return (
+    <span class="mode-model">
+      <label>
+        <span class="muted small">Mode </span>
+        <select data-testid="mode-select" value={mode || ''} onChange={(e) => e.target.value && onMode(e.target.value)}>
+          {!MODES.some(([m]) => m === mode) && <option value="">{mode || '…'}</option>}
+          {MODES.map(([m, label]) => (
+            <option key={m} value={m}>
+              {label}
+            </option>
+          ))}
+        </select>
+      </label>{' '}
+      <label>
+        <span class="muted small">Model </span>
+        <select data-testid="model-select" value={model || ''} onChange={(e) => e.target.value && onModel(e.target.value)}>
+          {!model && <option value="">…</option>}
+          {models.map((m) => (
+            <option key={m} value={m}>
+              {m}
+            </option>
+          ))}
+        </select>
+      </label>
+    </span>
+  );
+}
+
 export function SessionView({ id, focus, user, onLogout }) {
   const tRef = useRef(null);
   if (!tRef.current) tRef.current = new Transcript();
@@ -31,6 +72,7 @@ export function SessionView({ id, focus, user, onLogout }) {
   const [notice, setNotice] = useState(null);
   const [composer, setComposer] = useState({ text: '', sending: false, error: null });
   const [abortState, setAbortState] = useState(null);
+  const [change, setChange] = useState(null);
   const stick = useRef(true);
   const [atBottom, setAtBottom] = useState(true);
   const renderTimer = useRef(null);
@@ -122,6 +164,8 @@ export function SessionView({ id, focus, user, onLogout }) {
         setComposer((s) => ({ text: f.ok ? s.text : s.text || c.text, sending: false, error: f.ok ? null : `Not sent: ${err}` }));
       } else if (c.kind === 'abort') {
         setAbortState(f.ok ? 'sent' : `Abort refused: ${err}`);
+      } else if (c.kind === 'change') {
+        setChange(f.ok ? null : `Not changed: ${err}`);
       }
       rerender();
     };
@@ -206,6 +250,18 @@ export function SessionView({ id, focus, user, onLogout }) {
     setComposer({ text: '', sending: true, error: null });
   };
 
+  // Mode and model changes: the executor's answer arrives as a notice.
+  const setMode = (mode) => {
+    const cmdId = sockRef.current.send({ type: 'set_mode', mode });
+    cmds.current.set(cmdId, { kind: 'change' });
+    setChange(null);
+  };
+  const setModel = (model) => {
+    const cmdId = sockRef.current.send({ type: 'set_model', model });
+    cmds.current.set(cmdId, { kind: 'change' });
+    setChange(null);
+  };
+
   const abort = () => {
     const cmdId = sockRef.current.send({ type: 'abort' });
     cmds.current.set(cmdId, { kind: 'abort' });
@@ -249,6 +305,8 @@ export function SessionView({ id, focus, user, onLogout }) {
   }
 
   const cost = t.cost || (meta && meta.cost_usd) || 0;
+  // Mode and model can change while the session lives.
+  const live = !!t.state && t.state !== 'terminated';
   const alarms = alarmingErrors(t.items);
 
   return (
@@ -284,10 +342,16 @@ export function SessionView({ id, focus, user, onLogout }) {
                     <Shown text={baseName(meta.worktree)} />
                   </span>
                 )}
-                {meta && meta.model && <span> · {meta.model}</span>}
+                {!live && (t.model || (meta && meta.model)) && <span> · {t.model || meta.model}</span>}
                 <span> · {fmtCost(cost)}</span>
               </span>
+              {live && <ModeModel mode={t.mode} model={t.model || (meta && meta.model)} onMode={setMode} onModel={setModel} />}
             </div>
+            {change && (
+              <p class="error-text small" role="alert" data-testid="change-error">
+                {change}
+              </p>
+            )}
           </div>
           {running && (
             <button type="button" class="danger small-btn" data-testid="abort" onClick={abort} disabled={abortState === 'sending' || abortState === 'sent'}>
