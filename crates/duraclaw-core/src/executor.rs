@@ -43,6 +43,9 @@ pub struct StartSpec {
     pub system_prompt: Option<String>,
     /// Resume this executor session instead of starting a new one.
     pub resume: Option<String>,
+    /// With `resume`: fork it (a new executor session) keeping its
+    /// conversation up to and including this message id.
+    pub fork_at: Option<String>,
 }
 
 impl StartSpec {

@@ -230,6 +230,7 @@ fn cases() -> Vec<Case> {
                     permission_mode: Some(s("default")),
                     system_prompt: Some(s("Keep changes small.")),
                     rules: None,
+                    fork: None,
                 }),
             ))),
         ),
@@ -596,6 +597,7 @@ fn cases() -> Vec<Case> {
         case(
             "event/result",
             T::Event(Event::Result(TurnResult {
+                last_message_uuid: None,
                 subtype: Some(s("success")),
                 is_error: false,
                 duration_ms: Some(8421),

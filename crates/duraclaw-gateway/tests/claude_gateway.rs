@@ -442,6 +442,7 @@ fn execute(worktree: String, prompt: &str) -> Command {
         permission_mode: None,
         system_prompt: None,
         rules: None,
+        fork: None,
     })
 }
 

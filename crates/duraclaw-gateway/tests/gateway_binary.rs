@@ -110,6 +110,7 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
                 permission_mode: None,
                 system_prompt: None,
                 rules: None,
+                fork: None,
             }),
         }),
     )

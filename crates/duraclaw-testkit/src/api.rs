@@ -51,7 +51,13 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         always_allow_for_this_worktree_from_the_prompt,
         reads_are_free_with_the_real_cli,
         modes_and_models_switch_mid_session_with_the_real_cli,
+        a_fork_carries_the_conversation_up_to_its_message,
     ]
+}
+
+async fn a_fork_carries_the_conversation_up_to_its_message(h: &dyn Host) {
+    user(h, "forkcli").await;
+    crate::fork::fork_from_the_second_of_three(h, "forkcli").await;
 }
 
 async fn modes_and_models_switch_mid_session_with_the_real_cli(h: &dyn Host) {

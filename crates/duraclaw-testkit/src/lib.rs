@@ -34,6 +34,7 @@ pub mod browser_suite;
 pub mod contract;
 pub mod fault_run;
 pub mod faults;
+pub mod fork;
 pub mod gateway;
 pub mod host;
 pub mod local;

@@ -260,6 +260,7 @@ mod tests {
 
     fn end() -> Event {
         Event::Result(TurnResult {
+            last_message_uuid: None,
             subtype: Some("success".into()),
             is_error: false,
             duration_ms: None,

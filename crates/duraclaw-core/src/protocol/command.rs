@@ -69,6 +69,21 @@ pub struct Execute {
     /// in force from the first tool call; `rules` frames replace them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<Vec<RuleEntry>>,
+    /// A fork: the new session starts from this executor session's
+    /// conversation up to one of its messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<ForkFrom>,
+}
+
+/// Where a fork's conversation comes from: an executor session and its
+/// message to resume at (the last message of the turn forked from).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkFrom {
+    /// The executor's session id of the parent (from its `session.init`).
+    pub executor_session_id: String,
+    /// The executor's id of the last message kept (a `result`'s
+    /// `last_message_uuid`).
+    pub at_message_uuid: String,
 }
 
 impl Execute {

@@ -455,6 +455,10 @@ pub struct TurnResult {
     /// `api_error`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal_reason: Option<String>,
+    /// The executor's id of the turn's last message (Claude Code's
+    /// transcript uuid): a fork of the session resumes at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_uuid: Option<String>,
 }
 
 /// `error`: something failed.

@@ -233,6 +233,7 @@ impl ClaudeExecutor {
                 .clone()
                 .or_else(|| cfg.permission_mode.clone()),
             system_prompt: spec.system_prompt.clone(),
+            fork_at: resume.as_ref().and(spec.fork_at.clone()),
             resume,
         };
         let mut cmd = Command::new(&cfg.bin);

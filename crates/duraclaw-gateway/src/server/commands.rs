@@ -384,7 +384,9 @@ impl Gateway {
             model: x.model,
             permission_mode: x.permission_mode,
             system_prompt: x.system_prompt,
-            resume: None,
+            // A fork resumes its parent's executor session at a message.
+            resume: x.fork.as_ref().map(|f| f.executor_session_id.clone()),
+            fork_at: x.fork.map(|f| f.at_message_uuid),
         };
         self.start(session, spec).await
     }
@@ -406,6 +408,7 @@ impl Gateway {
             permission_mode: None,
             system_prompt: None,
             resume: Some(r.executor_session_id),
+            fork_at: None,
         };
         self.start(session, spec).await
     }
@@ -435,6 +438,7 @@ impl Gateway {
             permission_mode: None,
             system_prompt: None,
             resume: meta.executor_session_id.clone(),
+            fork_at: None,
         };
         self.start(session, spec).await
     }

@@ -109,7 +109,7 @@ pub const RERUN_NOTICE: &str = duraclaw_core::protocol::NOTICE_RERUN_AFTER_RESTA
 /// A command taken before a restart, read back from its mark.
 enum Taken {
     /// The envelope, to run again.
-    Command(CommandEnvelope),
+    Command(Box<CommandEnvelope>),
     /// A mark that says only that a turn was pending (an earlier version's,
     /// or one this build cannot read).
     Unknown,
@@ -124,7 +124,7 @@ fn taken(forward: Option<&str>) -> Taken {
                 Command::Execute(_) | Command::Message(_) | Command::Resume(_)
             )
         })
-        .map_or(Taken::Unknown, Taken::Command)
+        .map_or(Taken::Unknown, |env| Taken::Command(Box::new(env)))
 }
 
 /// The `notice` event that says a command taken before a restart is run now.
@@ -306,7 +306,7 @@ impl Gateway {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(c.id.clone());
-                    let ran = self.run_turn(session, env).await;
+                    let ran = self.run_turn(session, *env).await;
                     match self.settle(session, &c.id, ran).await {
                         Ok(()) => None,
                         Err(e) => Some(format!(

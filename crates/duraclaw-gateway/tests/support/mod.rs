@@ -117,6 +117,7 @@ pub fn execute(worktree: String, prompt: &str) -> Command {
         permission_mode: None,
         system_prompt: None,
         rules: None,
+        fork: None,
     })
 }
 

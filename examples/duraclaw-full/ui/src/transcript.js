@@ -30,6 +30,8 @@ export class Transcript {
     this.model = null;
     /** Queued messages whose turn has not started yet, oldest first. */
     this.waiting = [];
+    /** User messages whose turn has not ended, oldest first (a `result` ends the oldest). */
+    this.openTurns = [];
     /** Whether a turn is under way (from its start to its `result`). */
     this.turnOpen = false;
   }
@@ -104,6 +106,7 @@ export class Transcript {
         // Sent while a turn ran: the agent takes it when that turn ends.
         const item = { kind: 'user', seq, key: `s${seq}`, text: str(e.text), by: e.by, queued: e.queued === true, taken: false };
         if (item.queued) this.waiting.push(item);
+        this.openTurns.push(item);
         this.items.push(item);
         break;
       }
@@ -158,6 +161,9 @@ export class Transcript {
           this.cost = total;
         }
         this.items.push({ kind: 'result', seq, key: `s${seq}`, ev: e, turnCost, totalCost: total });
+        // Its message can be forked from (the fork carries this turn).
+        const ended = this.openTurns.shift();
+        if (ended) ended.turnEnded = true;
         break;
       }
       case 'error':

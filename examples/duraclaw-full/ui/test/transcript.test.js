@@ -144,3 +144,16 @@ test('the mode and model in force follow session.init and the change notices', (
   t.apply(4, { type: 'notice', code: 'change_failed', message: 'nope' });
   assert.equal(t.mode, 'plan');
 });
+
+test('a user message can be forked from once its own turn ended, queued ones in order', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'user.message', text: 'one' });
+  t.apply(2, { type: 'user.message', text: 'two', queued: true });
+  const [one, two] = t.items.filter((i) => i.kind === 'user');
+  assert.ok(!one.turnEnded && !two.turnEnded);
+  t.apply(3, { type: 'result', is_error: false });
+  assert.equal(one.turnEnded, true);
+  assert.ok(!two.turnEnded);
+  t.apply(4, { type: 'result', is_error: false });
+  assert.equal(two.turnEnded, true);
+});

@@ -165,6 +165,7 @@ impl NewSession {
             permission_mode: None,
             system_prompt: None,
             rules: None,
+            fork: None,
         }
     }
 }

@@ -119,6 +119,8 @@ pub struct CliEventMapper {
     pending: HashMap<String, PendingQuestion>,
     /// The permission mode in force, as the CLI last reported it.
     permission_mode: Option<String>,
+    /// The uuid of the turn's last assistant line: where a fork resumes.
+    last_uuid: Option<String>,
     /// ExitPlanMode inputs by tool-use id, this turn: the CLI's
     /// `can_use_tool` for it carries an empty input.
     plans: HashMap<String, Value>,
@@ -142,6 +144,7 @@ impl CliEventMapper {
             tool_uses: HashSet::new(),
             pending: HashMap::new(),
             permission_mode: None,
+            last_uuid: None,
             plans: HashMap::new(),
         }
     }
@@ -259,7 +262,9 @@ impl CliEventMapper {
             CliMessage::Assistant(a) => self.assistant(a, &mut out),
             CliMessage::User(u) => self.user(u, &mut out),
             CliMessage::Result(r) => {
-                out.events.push(Event::Result(turn_result(r)));
+                let mut result = turn_result(r);
+                result.last_message_uuid = self.last_uuid.take();
+                out.events.push(Event::Result(result));
                 self.end_turn();
             }
             CliMessage::ControlRequest(req) => self.control_request(req, &mut out),
@@ -306,6 +311,9 @@ impl CliEventMapper {
     fn assistant(&mut self, a: &AssistantLine, out: &mut Mapped) {
         if !self.first_time(a.uuid.as_ref()) {
             return;
+        }
+        if a.uuid.is_some() {
+            self.last_uuid.clone_from(&a.uuid);
         }
         let id = &a.message.id;
         let mut text_changed = false;
@@ -501,6 +509,7 @@ fn unknown_kind(raw: &Value) -> String {
 
 fn turn_result(r: &ResultLine) -> TurnResult {
     TurnResult {
+        last_message_uuid: None,
         subtype: r.subtype.clone(),
         is_error: r.is_error,
         duration_ms: r.duration_ms,

@@ -229,6 +229,7 @@ export function SessionView({ id, focus, user, onLogout }) {
   }, [pending.length, title]);
 
   const ctx = {
+    fork: (seq) => fork(seq),
     running: running && t.state === 'active',
     worktree: (meta && meta.worktree) || t.cwd || null,
     qstate: (qid) => qstates.current.get(qid),
@@ -248,6 +249,21 @@ export function SessionView({ id, focus, user, onLogout }) {
     cmds.current.set(cmdId, { kind: 'message', text });
     stick.current = true;
     setComposer({ text: '', sending: true, error: null });
+  };
+
+  // A fork runs in this session's worktree: a live session ends first.
+  const fork = async (seq) => {
+    const live = t.state && t.state !== 'terminated';
+    if (live && !window.confirm('The fork runs in this worktree, so this session ends first (its history stays). Fork from here?')) return;
+    const prompt = window.prompt('First message of the fork:');
+    if (!prompt || !prompt.trim()) return;
+    try {
+      if (live) await api.closeSession(id);
+      const s = await api.forkSession(id, { from_seq: seq, prompt });
+      window.location.hash = `#/s/${encodeURIComponent(s.session_id)}`;
+    } catch (e) {
+      setNotice(`Fork failed: ${e.message || e}`);
+    }
   };
 
   // Mode and model changes: the executor's answer arrives as a notice.
@@ -344,6 +360,15 @@ export function SessionView({ id, focus, user, onLogout }) {
                 )}
                 {!live && (t.model || (meta && meta.model)) && <span> · {t.model || meta.model}</span>}
                 <span> · {fmtCost(cost)}</span>
+                {meta && meta.forked_from && (
+                  <span data-testid="forked-from">
+                    {' · fork of '}
+                    <a class="link" href={`#/s/${encodeURIComponent(meta.forked_from.session_id)}`} data-testid="parent-link">
+                      session …{String(meta.forked_from.session_id).slice(-6)}
+                    </a>
+                    {` at message ${meta.forked_from.seq}`}
+                  </span>
+                )}
               </span>
               {live && <ModeModel mode={t.mode} model={t.model || (meta && meta.model)} onMode={setMode} onModel={setModel} />}
             </div>
