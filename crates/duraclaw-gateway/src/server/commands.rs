@@ -400,12 +400,13 @@ impl Gateway {
     ) -> Result<()> {
         let worktree = self.inner.options.worktrees.resolve(&r.worktree)?;
         self.check_not_busy(&worktree, &session_id).await?;
+        let in_force = session.in_force();
         let spec = StartSpec {
             session_id,
             worktree: worktree.display().to_string(),
             prompt: r.prompt,
-            model: r.model,
-            permission_mode: None,
+            model: in_force.model.or(r.model),
+            permission_mode: in_force.mode,
             system_prompt: None,
             resume: Some(r.executor_session_id),
             fork_at: None,
@@ -430,12 +431,14 @@ impl Gateway {
         let meta = session.log.store().meta().await?;
         let worktree = PathBuf::from(&meta.worktree);
         self.check_not_busy(&worktree, &session_id).await?;
+        // A mode or model switched mid-session holds in the relaunched CLI.
+        let in_force = session.in_force();
         let spec = StartSpec {
             session_id,
             worktree: meta.worktree.clone(),
             prompt: Some(text),
-            model: meta.model.clone(),
-            permission_mode: None,
+            model: in_force.model.or_else(|| meta.model.clone()),
+            permission_mode: in_force.mode,
             system_prompt: None,
             resume: meta.executor_session_id.clone(),
             fork_at: None,
