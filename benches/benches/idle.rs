@@ -49,6 +49,7 @@ fn turn(n: u64, from_gseq: u64) -> Vec<(u64, Event)> {
             usage: None,
             num_turns: Some(1),
             terminal_reason: Some("completed".into()),
+            last_message_uuid: None,
         }),
     ));
     out

@@ -165,6 +165,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             system_prompt: None,
             rules: None,
             new_worktree: None,
+            fork: None,
         }),
     })))
     .await

@@ -331,6 +331,7 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
                 system_prompt: None,
                 rules: None,
                 new_worktree: None,
+                fork: None,
             }),
         })))
         .await

@@ -195,12 +195,12 @@ fn rule_decided(
     if let Some(id) = &request.question.tool_use_id {
         notice = notice.about_tool_use(id);
     }
-    notice.rule = Some(RuleApplied {
+    notice.rule = Some(Box::new(RuleApplied {
         rule: verdict.rule.clone(),
         scope: verdict.scope,
         action: verdict.action,
         id: verdict.id.clone(),
-    });
+    }));
     Some(RuleDecided {
         resolution: Resolution {
             decision,

@@ -123,6 +123,7 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
         (Method::Get, ["sessions", id]) => {
             to_session(env, &auth, &user, id, "/meta", Method::Get, None).await
         }
+        (Method::Post, ["sessions", id, "fork"]) => fork_session(req, env, &auth, &user, id).await,
         (Method::Post, ["sessions", id, "close"]) => {
             close_session(req, env, &auth, &user, id).await
         }
@@ -465,6 +466,59 @@ async fn create_session(
         Ok(b) => b,
         Err(refused) => return http_error(&refused),
     };
+    create_in_object(env, auth, user, body, None).await
+}
+
+/// `POST /api/sessions/{id}/fork`: the parent's object finds where the
+/// fork resumes, then the fork is created like any session, in the
+/// parent's worktree (`duraclaw_host::fork`).
+async fn fork_session(
+    mut req: Request,
+    env: &Env,
+    auth: &CfAuth,
+    user: &AuthUser,
+    parent: &str,
+) -> worker::Result<Response> {
+    let body: serde_json::Value = match json_body(&mut req).await? {
+        Ok(b) => b,
+        Err(refused) => return Ok(refused),
+    };
+    let fork = match duraclaw_host::fork::read_request(&body) {
+        Ok(f) => f,
+        Err(refused) => return http_error(&refused),
+    };
+    let path = format!(
+        "{}?from_seq={}",
+        crate::session::FORK_POINT_PATH,
+        fork.from_seq
+    );
+    let mut answer = to_session(env, auth, user, parent, &path, Method::Get, None).await?;
+    if answer.status_code() != 200 {
+        return Ok(answer);
+    }
+    let point: crate::session::ForkPoint = answer.json().await?;
+    let request = json!({"worktree": point.worktree, "prompt": fork.prompt, "model": point.model});
+    let session = match start::read_request(request, &user.name) {
+        Ok(b) => b,
+        Err(refused) => return http_error(&refused),
+    };
+    let origin = crate::session::CreateFork {
+        parent: parent.to_owned(),
+        seq: fork.from_seq,
+        from: point.from,
+    };
+    create_in_object(env, auth, user, session, Some(origin)).await
+}
+
+/// Creates session `body` of `user` in a new object (a fork when `fork`
+/// is set).
+async fn create_in_object(
+    env: &Env,
+    auth: &CfAuth,
+    user: &AuthUser,
+    body: duraclaw_core::backend::web::NewSession,
+    fork: Option<crate::session::CreateFork>,
+) -> worker::Result<Response> {
     let id = new_session_id();
     // The rules in force from the session's first tool call on.
     let rules = crate::rules::for_new_session(auth, &user.name, &body.worktree, &id).await?;
@@ -473,6 +527,7 @@ async fn create_session(
         owner: user.name.clone(),
         rules,
         session: body,
+        fork,
     };
     let headers = Headers::new();
     headers.set("Content-Type", "application/json")?;

@@ -43,6 +43,9 @@ pub struct StartSpec {
     pub system_prompt: Option<String>,
     /// Resume this executor session instead of starting a new one.
     pub resume: Option<String>,
+    /// With `resume`: fork it (a new executor session) keeping its
+    /// conversation up to and including this message id.
+    pub fork_at: Option<String>,
 }
 
 impl StartSpec {
@@ -122,6 +125,24 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
     /// do better shuts down.
     async fn kill(&self) -> Result<()> {
         self.shutdown().await
+    }
+
+    /// Switches the permission mode (already checked with
+    /// [`check_permission_mode`](crate::protocol::check_permission_mode));
+    /// the executor logs the change as a `mode_changed` notice. An
+    /// executor that cannot switch says so.
+    async fn set_permission_mode(&self, mode: &str) -> Result<()> {
+        Err(crate::Error::Invalid(format!(
+            "this executor cannot switch the permission mode (to `{mode}`) mid-session"
+        )))
+    }
+
+    /// Switches the model; the executor logs a `model_changed` notice
+    /// naming the model it now uses. An executor that cannot switch says so.
+    async fn set_model(&self, model: &str) -> Result<()> {
+        Err(crate::Error::Invalid(format!(
+            "this executor cannot switch the model (to `{model}`) mid-session"
+        )))
     }
 
     /// Whether the session's process is still running.

@@ -116,6 +116,35 @@ impl StoredEvent {
     }
 }
 
+/// Reads a session's log from the start, a page at a time, handing each
+/// event to `take` until it returns `true` or the log ends. An event that
+/// does not decode is skipped (and logged).
+pub async fn walk_log(
+    store: &dyn SessionStore,
+    mut take: impl FnMut(Seq, &Event) -> bool + SendOutsideWasm,
+) -> Result<()> {
+    let mut after = 0;
+    loop {
+        let page = store.read_after(after, MAX_PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        for stored in &page {
+            match stored.event() {
+                Ok(event) => {
+                    if take(stored.seq, &event) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(seq = stored.seq, error = %e, "an event of the log does not decode")
+                }
+            }
+        }
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppendOutcome {
@@ -215,6 +244,19 @@ pub struct SessionMeta {
     /// Questions waiting for a human.
     #[serde(default)]
     pub pending_questions: u32,
+    /// A fork: the session and the `user.message` it was forked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkedFrom>,
+}
+
+/// The lineage of a fork: its parent session and the seq of the parent's
+/// `user.message` whose exchange is the last one the fork carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkedFrom {
+    /// The parent session's id.
+    pub session_id: String,
+    /// The seq of the parent's `user.message` forked from.
+    pub seq: u64,
 }
 
 impl SessionMeta {
@@ -235,6 +277,7 @@ impl SessionMeta {
             created_at_ms,
             updated_at_ms: created_at_ms,
             cost_usd: 0.0,
+            forked_from: None,
             pending_questions: 0,
         }
     }

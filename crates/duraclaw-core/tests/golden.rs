@@ -185,12 +185,12 @@ fn rule_notice() -> Notice {
         "Bash was denied by rule Bash(rm *) (user scope), without asking",
     )
     .about_tool_use("toolu_01B");
-    n.rule = Some(RuleApplied {
+    n.rule = Some(Box::new(RuleApplied {
         rule: s("Bash(rm *)"),
         scope: RuleScope::User,
         action: RuleAction::Deny,
         id: Some(s("r0000000000000002")),
-    });
+    }));
     n
 }
 
@@ -231,6 +231,7 @@ fn cases() -> Vec<Case> {
                     system_prompt: Some(s("Keep changes small.")),
                     rules: None,
                     new_worktree: None,
+                    fork: None,
                 }),
             ))),
         ),
@@ -267,6 +268,24 @@ fn cases() -> Vec<Case> {
             T::ToGateway(ToGateway::Command(envelope(
                 "cmd-6",
                 Command::Close(duraclaw_core::protocol::Close {}),
+            ))),
+        ),
+        case(
+            "to_gateway/command_set_mode",
+            T::ToGateway(ToGateway::Command(envelope(
+                "cmd-7",
+                Command::SetMode(duraclaw_core::protocol::SetMode {
+                    mode: s("acceptEdits"),
+                }),
+            ))),
+        ),
+        case(
+            "to_gateway/command_set_model",
+            T::ToGateway(ToGateway::Command(envelope(
+                "cmd-8",
+                Command::SetModel(duraclaw_core::protocol::SetModel {
+                    model: s("claude-opus-4-1"),
+                }),
             ))),
         ),
         case(
@@ -477,6 +496,20 @@ fn cases() -> Vec<Case> {
             }),
         ),
         case(
+            "from_browser/command_set_mode",
+            T::FromBrowser(FromBrowser::Command {
+                id: s("b-3f2a-4"),
+                command: Command::SetMode(duraclaw_core::protocol::SetMode { mode: s("plan") }),
+            }),
+        ),
+        case(
+            "from_browser/command_set_model",
+            T::FromBrowser(FromBrowser::Command {
+                id: s("b-3f2a-5"),
+                command: Command::SetModel(duraclaw_core::protocol::SetModel { model: s("opus") }),
+            }),
+        ),
+        case(
             "from_browser/ping",
             T::FromBrowser(FromBrowser::Ping { nonce: 3 }),
         ),
@@ -588,6 +621,7 @@ fn cases() -> Vec<Case> {
         case(
             "event/result",
             T::Event(Event::Result(TurnResult {
+                last_message_uuid: None,
                 subtype: Some(s("success")),
                 is_error: false,
                 duration_ms: Some(8421),
@@ -633,13 +667,29 @@ fn cases() -> Vec<Case> {
         case(
             "event/notice_worktree",
             T::Event(Event::Notice(Notice {
-                worktree: Some(SessionWorktree {
+                worktree: Some(Box::new(SessionWorktree {
                     path: s("/data/worktrees/app-4k2m9x1c"),
                     branch: Some(s("duraclaw/4k2m9x1c")),
                     base: Some(s("9fceb02d0ae598e95dc970b74767f19372d61af8")),
                     created: true,
-                }),
+                })),
                 ..Notice::new(NOTICE_WORKTREE, "the session's worktree")
+            })),
+        ),
+        case(
+            "event/notice_mode_changed",
+            T::Event(Event::Notice({
+                let mut n = Notice::new("mode_changed", "The permission mode is now plan.");
+                n.permission_mode = Some(s("plan"));
+                n
+            })),
+        ),
+        case(
+            "event/notice_model_changed",
+            T::Event(Event::Notice({
+                let mut n = Notice::new("model_changed", "The model is now claude-opus-4-1.");
+                n.model = Some(s("claude-opus-4-1"));
+                n
             })),
         ),
         case(
@@ -860,9 +910,18 @@ fn every_frame_event_decision_and_question_kind_has_a_fixture() {
     }
     assert_eq!(
         commands,
-        ["execute", "resume", "message", "abort", "answer", "close"]
-            .into_iter()
-            .collect()
+        [
+            "execute",
+            "resume",
+            "message",
+            "abort",
+            "answer",
+            "close",
+            "set_mode",
+            "set_model"
+        ]
+        .into_iter()
+        .collect()
     );
     assert_eq!(events, set(KNOWN_EVENT_TYPES));
     assert!(unknown_events > 0, "no fixture for an unknown event type");

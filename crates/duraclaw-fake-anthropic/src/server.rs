@@ -22,12 +22,16 @@ use crate::script::{Block, Turn, Usage};
 pub struct Options {
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// Models it does not know: a request naming one gets 404
+    /// `not_found_error`, as the real API answers an unknown model.
+    pub unknown_models: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_body_bytes: 8 * 1024 * 1024,
+            unknown_models: Vec::new(),
         }
     }
 }
@@ -414,6 +418,12 @@ impl Shared {
             .and_then(Value::as_str)
             .unwrap_or("claude-fake")
             .to_owned();
+        if self.options.unknown_models.contains(&model) {
+            return (
+                Plan::Error(404, format!("model: {model}")),
+                RequestKind::Rejected { status: 404 },
+            );
+        }
         let mut st = self.lock();
         st.serial += 1;
         let serial = st.serial;

@@ -360,6 +360,7 @@ async fn rejects_bad_input_with_json_errors() {
         [],
         Options {
             max_body_bytes: 1024,
+            ..Options::default()
         },
     )
     .await

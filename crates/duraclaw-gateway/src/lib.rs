@@ -53,6 +53,7 @@
 //!     permission_mode: None,
 //!     system_prompt: None,
 //!     resume: None,
+//!     fork_at: None,
 //! };
 //! let session = executor.start(spec, Arc::new(gate), Arc::new(Collect(tx))).await?;
 //!

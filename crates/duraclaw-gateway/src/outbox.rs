@@ -325,6 +325,7 @@ mod tests {
             sink.emit(delta(i)).await.unwrap();
         }
         sink.emit(Event::Result(TurnResult {
+            last_message_uuid: None,
             subtype: Some("success".into()),
             is_error: false,
             duration_ms: None,

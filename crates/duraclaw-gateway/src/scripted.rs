@@ -379,6 +379,7 @@ impl Player {
         let aborted = !matches!(end, TurnEnd::Done);
         self.sink
             .emit(Event::Result(TurnResult {
+                last_message_uuid: None,
                 subtype: Some(
                     if aborted {
                         "error_during_execution"

@@ -141,6 +141,7 @@ impl Fake {
             permission_mode: None,
             system_prompt: None,
             resume: None,
+            fork_at: None,
         };
         let started = executor
             .start(spec, Arc::new(MemoryGate::new()), Arc::new(ChannelSink(tx)))
@@ -289,6 +290,7 @@ async fn a_cli_that_hangs_after_an_approved_tool_is_killed_too() {
                 permission_mode: None,
                 system_prompt: None,
                 resume: None,
+                fork_at: None,
             },
             gate.clone(),
             Arc::new(ChannelSink(tx)),

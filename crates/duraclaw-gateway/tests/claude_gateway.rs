@@ -444,6 +444,7 @@ fn execute(worktree: String, prompt: &str) -> Command {
         system_prompt: None,
         rules: None,
         new_worktree: None,
+        fork: None,
     })
 }
 
@@ -1698,4 +1699,60 @@ async fn rules_decide_without_asking_and_a_deny_beats_a_session_allow() {
     gw.gateway.shutdown().await;
     assert!(victim.exists(), "the denied rm ran");
     eprintln!("rules through the gateway: {} ms", ms(t0));
+}
+
+/// A mode and a model switched mid-session (`set_mode`, `set_model`) hold
+/// when the CLI is started again: after a `kill -9`, the next message's
+/// `session.init` reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mode_and_model_switched_mid_session_hold_after_a_relaunch() {
+    let h = Harness::new();
+    let fake = FakeAnthropic::start([Turn::text("One."), Turn::text("Two.")])
+        .await
+        .unwrap();
+    let gw = h.start(&fake).await;
+    let mut c = Client::open(gw.addr).await;
+    c.ok("s1", execute(h.wt("app1"), "Hello")).await;
+    c.attach("s1", 0).await;
+    let first = c.until_result().await;
+    let executor_session = executor_session_of(&first);
+    let set_mode = Command::SetMode(duraclaw_core::protocol::SetMode {
+        mode: "plan".into(),
+    });
+    c.ok("s1", set_mode).await;
+    c.until(|e| matches!(e, Event::Notice(n) if n.code == "mode_changed"))
+        .await;
+    let set_model = Command::SetModel(duraclaw_core::protocol::SetModel {
+        model: "opus".into(),
+    });
+    c.ok("s1", set_model).await;
+    let changed = c
+        .until(|e| matches!(e, Event::Notice(n) if n.code == "model_changed"))
+        .await;
+    let Some((_, Event::Notice(notice))) = changed.last() else {
+        unreachable!()
+    };
+    let model = notice.model.clone().unwrap();
+    wait_until("the CLI to save its transcript", || {
+        h.transcript(&executor_session).is_some()
+    })
+    .await;
+    kill9(h.cli_pid("app1"));
+    c.until(|e| matches!(e, Event::Error(_))).await;
+    c.ok("s1", message("Again")).await;
+    let resumed = c.until_result().await;
+    let init = resumed
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::SessionInit(i) => Some(i.clone()),
+            _ => None,
+        })
+        .unwrap();
+    gw.gateway.shutdown().await;
+    assert_eq!(init.permission_mode.as_deref(), Some("plan"), "{init:?}");
+    assert_eq!(init.model.as_deref(), Some(model.as_str()), "{init:?}");
+    assert_eq!(
+        fake.model_requests().last().unwrap().body["model"],
+        model.as_str()
+    );
 }

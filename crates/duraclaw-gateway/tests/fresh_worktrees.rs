@@ -97,7 +97,7 @@ async fn recorded(f: &Fixture, id: &str) -> SessionWorktree {
     let s = f.gateway.session(id).await.unwrap();
     let first = s.log().store().read_after(0, 1).await.unwrap();
     match first[0].event().unwrap() {
-        Event::Notice(n) if n.code == NOTICE_WORKTREE => n.worktree.unwrap(),
+        Event::Notice(n) if n.code == NOTICE_WORKTREE => *n.worktree.unwrap(),
         other => panic!("first event {other:?}"),
     }
 }

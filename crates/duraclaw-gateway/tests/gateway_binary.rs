@@ -111,6 +111,7 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
                 system_prompt: None,
                 rules: None,
                 new_worktree: None,
+                fork: None,
             }),
         }),
     )

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod fork;
 pub mod http;
 pub mod ids;
 pub mod inbox;

@@ -63,6 +63,10 @@ pub struct StartPlan {
     owner: String,
     request: NewSession,
     now_ms: i64,
+    fork: Option<(
+        duraclaw_core::store::ForkedFrom,
+        duraclaw_core::protocol::ForkFrom,
+    )>,
 }
 
 impl StartPlan {
@@ -74,7 +78,25 @@ impl StartPlan {
             owner: owner.to_owned(),
             request,
             now_ms,
+            fork: None,
         }
+    }
+
+    /// A fork of `parent` from its `user.message` at `seq`: the metadata
+    /// records the lineage, the `execute` carries where to resume.
+    #[must_use]
+    pub fn with_fork(
+        mut self,
+        parent: &str,
+        seq: u64,
+        from: duraclaw_core::protocol::ForkFrom,
+    ) -> Self {
+        let lineage = duraclaw_core::store::ForkedFrom {
+            session_id: parent.to_owned(),
+            seq,
+        };
+        self.fork = Some((lineage, from));
+        self
     }
 
     /// The new session's id.
@@ -89,8 +111,11 @@ impl StartPlan {
 
     /// The metadata to create the session with.
     pub fn meta(&self) -> SessionMeta {
-        self.request
-            .meta(&self.session_id, &self.owner, self.now_ms)
+        let mut meta = self
+            .request
+            .meta(&self.session_id, &self.owner, self.now_ms);
+        meta.forked_from = self.fork.as_ref().map(|(lineage, _)| lineage.clone());
+        meta
     }
 
     /// What the actor logs and sends: the command's id, the `execute` and
@@ -100,11 +125,9 @@ impl StartPlan {
             user: self.owner.clone(),
             client: Some("web".into()),
         };
-        (
-            execute_command_id(&self.session_id),
-            self.request.clone().into_execute(),
-            who,
-        )
+        let mut execute = self.request.clone().into_execute();
+        execute.fork = self.fork.as_ref().map(|(_, from)| Box::new(from.clone()));
+        (execute_command_id(&self.session_id), execute, who)
     }
 
     /// The answer to the create request, from the gateway's answer to the

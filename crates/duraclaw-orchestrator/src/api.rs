@@ -69,6 +69,7 @@ pub fn routes() -> Router<AppState> {
             axum::routing::post(close_session),
         )
         .route("/api/sessions/{id}/ws", get(session_ws))
+        .route("/api/sessions/{id}/fork", axum::routing::post(fork_session))
         .merge(crate::rules::routes())
         .route("/api/inbox", get(crate::inbox::list))
         .route("/api/inbox/ws", get(crate::inbox::stream))
@@ -296,23 +297,60 @@ async fn create_session(
     Json(body): Json<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let request = start::read_request(body, &user.name)?;
+    start_session(&app, &user, request, None).await
+}
+
+/// `POST /api/sessions/{id}/fork`: a new session, in the parent's
+/// worktree, carrying the parent's conversation up to the exchange of one
+/// of its user messages (`duraclaw_host::fork`).
+async fn fork_session(
+    State(app): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let fork = duraclaw_host::fork::read_request(&body)?;
+    let parent = owned_actor(&app, &user, &id).await?;
+    let mut scan = duraclaw_host::fork::ForkScan::new(fork.from_seq);
+    duraclaw_core::store::walk_log(parent.log().store().as_ref(), |seq, e| scan.feed(seq, e))
+        .await?;
+    let from = scan.finish()?;
+    let meta = parent.meta().await;
+    let request = start::read_request(
+        json!({"worktree": meta.worktree, "prompt": fork.prompt, "model": meta.model}),
+        &user.name,
+    )?;
+    start_session(&app, &user, request, Some((id, fork.from_seq, from))).await
+}
+
+/// Starts `request` for `user` (a fork of a session when `fork` is set):
+/// `201` with the new session's metadata.
+async fn start_session(
+    app: &AppState,
+    user: &AuthUser,
+    request: duraclaw_core::backend::web::NewSession,
+    fork: Option<(String, u64, duraclaw_core::protocol::ForkFrom)>,
+) -> Result<Response, ApiError> {
     let gateway = app.orchestrator.gateway();
     if !gateway.is_connected() {
-        return Err(unreachable(&app));
+        return Err(unreachable(app));
     }
     let worktrees = gateway
         .worktrees()
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     start::check_worktree(&request, &worktrees)?;
-    let plan = StartPlan::new(
+    let mut plan = StartPlan::new(
         request,
         &user.name,
         app.orchestrator.new_session_id(),
         app.orchestrator.clock().now_ms(),
     );
+    if let Some((parent, seq, from)) = fork {
+        plan = plan.with_fork(&parent, seq, from);
+    }
     let actor = app.orchestrator.create(plan.meta()).await?;
-    match start_created(&app, &actor, &plan).await {
+    match start_created(app, &actor, &plan).await {
         Ok(meta) => Ok((StatusCode::CREATED, Json(meta)).into_response()),
         Err(e) => {
             // All or nothing: a start that failed leaves no session.

@@ -53,7 +53,19 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         the_inbox_lists_the_users_own_questions_and_resumes_exactly_once,
         an_ended_login_closes_the_inbox_stream,
         new_worktrees_run_side_by_side_show_their_diff_and_are_kept_or_removed,
+        modes_and_models_switch_mid_session_with_the_real_cli,
+        a_fork_carries_the_conversation_up_to_its_message,
     ]
+}
+
+async fn a_fork_carries_the_conversation_up_to_its_message(h: &dyn Host) {
+    user(h, "forkcli").await;
+    crate::fork::fork_from_the_second_of_three(h, "forkcli").await;
+}
+
+async fn modes_and_models_switch_mid_session_with_the_real_cli(h: &dyn Host) {
+    user(h, "modescli").await;
+    crate::modes::modes_and_models_with_the_real_cli(h, "modescli").await;
 }
 
 async fn reads_are_free_with_the_real_cli(h: &dyn Host) {

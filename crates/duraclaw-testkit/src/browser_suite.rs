@@ -197,13 +197,17 @@ pub fn claude_setup(root: &Path, fake: &FakeAnthropic) -> Vec<(String, String)> 
     for d in ["home", "config", "tmp"] {
         std::fs::create_dir_all(private.join(d)).unwrap();
     }
-    crate::local::init_repo(
-        &root.join("projects").join(CLAUDE_WORKTREE),
-        &[
-            ("README.md", "# notes-app\n"),
-            ("notes.txt", CLAUDE_SCRIPT.notes),
-        ],
-    );
+    // Once per root: several real-CLI cases of a suite share it.
+    let repo = root.join("projects").join(CLAUDE_WORKTREE);
+    if !repo.join(".git").exists() {
+        crate::local::init_repo(
+            &repo,
+            &[
+                ("README.md", "# notes-app\n"),
+                ("notes.txt", CLAUDE_SCRIPT.notes),
+            ],
+        );
+    }
     let dir = |d: &str| private.join(d).display().to_string();
     [
         ("ANTHROPIC_BASE_URL", fake.base_url()),

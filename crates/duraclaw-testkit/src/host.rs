@@ -50,6 +50,8 @@ pub const WORKTREES: &[&str] = &[
     "inboxother",
     "inboxlogin",
     "fresh",
+    "modescli",
+    "forkcli",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

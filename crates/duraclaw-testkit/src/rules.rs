@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::browser::{Browser, is, state_is};
 use crate::host::{Host, create_session, http, login, worktree};
 
-async fn send(
+pub(crate) async fn send(
     h: &dyn Host,
     method: reqwest::Method,
     cookie: &str,
@@ -43,7 +43,7 @@ async fn rules(h: &dyn Host, cookie: &str) -> Vec<Value> {
     body.as_array().cloned().unwrap_or_default()
 }
 
-async fn close(h: &dyn Host, cookie: &str, id: &str) {
+pub(crate) async fn close(h: &dyn Host, cookie: &str, id: &str) {
     let (status, body) = send(
         h,
         reqwest::Method::POST,
@@ -322,7 +322,7 @@ async fn create_session_in(h: &dyn Host, cookie: &str, wt: &str, prompt: &str) -
 /// The Claude Code CLI the real-CLI case runs: `$CLAUDE_BIN`
 /// (`scripts/tool-env.sh` sets it), else `claude` on `PATH`; missing, the
 /// case fails (it never skips).
-fn claude_bin() -> std::path::PathBuf {
+pub(crate) fn claude_bin() -> std::path::PathBuf {
     crate::local::env_path("CLAUDE_BIN")
         .or_else(|| crate::local::on_path("claude"))
         .unwrap_or_else(|| {
@@ -425,7 +425,7 @@ pub async fn reads_free_with_the_real_cli(h: &dyn Host, name: &str) {
 
 /// Waits until the host's link to the gateway is down, or up to a gateway
 /// that can run sessions (bounded).
-async fn wait_link(h: &dyn Host, cookie: &str, up: bool) {
+pub(crate) async fn wait_link(h: &dyn Host, cookie: &str, up: bool) {
     let deadline = std::time::Instant::now() + crate::host::DEADLINE;
     loop {
         let (_, st) = send(h, reqwest::Method::GET, cookie, "/api/status", None).await;

@@ -201,6 +201,7 @@ impl Turn {
                     ..ErrorEvent::default()
                 })),
                 _ => self.sink.emit(Event::Result(TurnResult {
+                    last_message_uuid: None,
                     subtype: Some("success".into()),
                     is_error: !matches!(end, End::Done),
                     duration_ms: None,

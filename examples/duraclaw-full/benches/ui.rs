@@ -190,6 +190,7 @@ fn session_events(n: u64) -> Vec<Event> {
     }
     out.truncate(n as usize - 1);
     out.push(Event::Result(TurnResult {
+        last_message_uuid: None,
         subtype: Some("success".into()),
         is_error: false,
         duration_ms: Some(120_000),

@@ -1,7 +1,11 @@
 // Scenario 2: a session with the REAL Claude Code CLI, whose model is the
 // fake Anthropic API. The first answer stalls on the fake's latch, so the
 // page shows streamed text before the rest exists; then a Read is approved,
-// its result shown, and the turn's cost.
+// its result shown, and the turn's cost. Then the mode selector in the
+// session header switches the running CLI to plan mode (bypassing
+// permissions is never offered) and the transcript says so. Last, "Fork
+// from here" on the first message ends the session and opens its fork,
+// whose header links back to it.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -14,6 +18,7 @@ import {
   launch,
   loggedIn,
   screenshot,
+  screenshotOf,
   screenshotWhole,
   since,
   toolCard,
@@ -82,8 +87,34 @@ test('the real CLI: streamed text, an approved Read and its result, the turn cos
   assert.equal(fake.model_requests, 2);
   assert.ok(JSON.stringify(fake.tool_results).includes('0451'), JSON.stringify(fake.tool_results));
 
+  // The header shows the mode and model in force; plan mode is chosen there.
+  const mode = page.getByTestId('mode-select');
+  await page.locator('[data-testid=mode-select] option[value=default]').waitFor({ state: 'attached' });
+  assert.equal(await mode.inputValue(), 'default');
+  const offered = await mode.locator('option').evaluateAll((os) => os.map((o) => o.value));
+  assert.deepEqual(offered, ['default', 'acceptEdits', 'plan']);
+  assert.match(await page.getByTestId('model-select').inputValue(), /\S/);
+  await mode.selectOption('plan');
+  await page.locator('[data-testid=notice-event][data-code=mode_changed]', { hasText: 'Permission mode changed to plan.' }).waitFor({ timeout: 30_000 });
+  await page.waitForFunction(() => document.querySelector('[data-testid=mode-select]').value === 'plan');
+  await screenshotOf(page.locator('.session-bar'), 'claude-plan-mode');
+  console.log(`switched to plan mode: ${since(t0)}`);
+
   const { n } = await assertExactlyOnce(page, id);
   await screenshotWhole(page, 'claude-session');
   console.log(`real CLI scenario: ${n} events, turn cost $${dollars}, ${since(t0)}`);
+
+  // Fork from the first message: confirm ending this session, give the
+  // fork's first message; the fork opens, its header names the parent.
+  page.on('dialog', (d) => (d.type() === 'prompt' ? d.accept('Fork: what else?') : d.accept()));
+  await page.getByTestId('fork-here').first().click();
+  await page.waitForURL((u) => !u.hash.includes(encodeURIComponent(id)) && u.hash.startsWith('#/s/'));
+  const parent = page.getByTestId('parent-link');
+  await parent.waitFor({ timeout: 30_000 });
+  assert.equal(await parent.getAttribute('href'), `#/s/${encodeURIComponent(id)}`);
+  await page.locator('[data-testid=user-message]', { hasText: 'Fork: what else?' }).waitFor();
+  await page.locator('[data-testid=state-badge][data-reason=idle]').waitFor({ timeout: 30_000 });
+  await screenshotOf(page.locator('.session-bar'), 'claude-fork');
+  console.log(`forked: ${since(t0)}`);
   await ctx.close();
 });

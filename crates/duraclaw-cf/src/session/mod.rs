@@ -146,7 +146,37 @@ pub struct CreateRequest {
     /// The user's request: worktree, first prompt, model.
     #[serde(flatten)]
     pub session: NewSession,
+    /// A fork: the parent, the seq of its `user.message` forked from, and
+    /// where the executor resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<CreateFork>,
 }
+
+/// The fork part of a [`CreateRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateFork {
+    /// The parent session's id.
+    pub parent: String,
+    /// The seq of the parent's `user.message` forked from.
+    pub seq: u64,
+    /// Where the executor resumes.
+    pub from: duraclaw_core::protocol::ForkFrom,
+}
+
+/// What a session's object answers on `/fork-point`: where a fork of it
+/// resumes, and the worktree and model the fork starts with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForkPoint {
+    /// Where the executor resumes.
+    pub from: duraclaw_core::protocol::ForkFrom,
+    /// The parent's worktree.
+    pub worktree: String,
+    /// The parent's model.
+    pub model: Option<String>,
+}
+
+/// The object route that finds a fork point (`?from_seq=N`).
+pub const FORK_POINT_PATH: &str = "/fork-point";
 
 /// The gateway link's socket while it is up.
 struct LinkConn {
@@ -201,6 +231,35 @@ fn error_response(status: u16, message: &str) -> worker::Result<Response> {
 
 fn core_error(err: &duraclaw_core::Error) -> worker::Result<Response> {
     http_error(&HttpError::from(err))
+}
+
+/// `/fork-point?from_seq=N`: where a fork from this session's
+/// `user.message` N resumes (`duraclaw_host::fork`).
+async fn fork_point(req: &Request, actor: &SessionActor) -> worker::Result<Response> {
+    let from_seq = req
+        .url()?
+        .query_pairs()
+        .find(|(k, _)| k == "from_seq")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut scan = duraclaw_host::fork::ForkScan::new(from_seq);
+    if let Err(e) =
+        duraclaw_core::store::walk_log(actor.log().store().as_ref(), |seq, e| scan.feed(seq, e))
+            .await
+    {
+        return core_error(&e);
+    }
+    match scan.finish() {
+        Ok(from) => {
+            let meta = actor.meta().await;
+            Response::from_json(&ForkPoint {
+                from,
+                worktree: meta.worktree,
+                model: meta.model,
+            })
+        }
+        Err(refused) => http_error(&refused),
+    }
 }
 
 impl SessionHost {
@@ -332,6 +391,7 @@ impl SessionHost {
             crate::router::ACT_PATH => self.act(&mut req, &actor, &user).await,
             crate::router::LOGIN_ENDED_PATH => self.logins_ended().await,
             crate::rules::RULES_PATH => self.take_rules(req, &actor).await,
+            FORK_POINT_PATH => fork_point(&req, &actor).await,
             other => error_response(404, &format!("no route {other}")),
         }
     }
@@ -367,7 +427,10 @@ impl SessionHost {
         if let Err(e) = self.keep_rules(&body.rules).await {
             return error_response(500, &format!("the session store failed: {e}"));
         }
-        let plan = StartPlan::new(body.session, &body.owner, body.session_id, now_ms());
+        let mut plan = StartPlan::new(body.session, &body.owner, body.session_id, now_ms());
+        if let Some(f) = body.fork {
+            plan = plan.with_fork(&f.parent, f.seq, f.from);
+        }
         let store = match directory.create_store(plan.meta()) {
             Ok(s) => s,
             Err(e) => return core_error(&e),

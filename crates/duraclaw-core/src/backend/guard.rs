@@ -260,6 +260,7 @@ mod tests {
 
     fn end() -> Event {
         Event::Result(TurnResult {
+            last_message_uuid: None,
             subtype: Some("success".into()),
             is_error: false,
             duration_ms: None,
@@ -293,12 +294,12 @@ mod tests {
     fn by_rule(id: &str, action: RuleAction) -> Event {
         let mut n = crate::protocol::Notice::new(NOTICE_RULE_DECISION, "by rule Read (user scope)")
             .about_tool_use(id);
-        n.rule = Some(crate::protocol::RuleApplied {
+        n.rule = Some(Box::new(crate::protocol::RuleApplied {
             rule: "Read".into(),
             scope: crate::protocol::RuleScope::User,
             action,
             id: None,
-        });
+        }));
         Event::Notice(n)
     }
 

@@ -238,6 +238,7 @@ pub(super) async fn actor_drives_the_state_machine(h: &dyn StoreHarness) -> Case
     check_eq!(actor.meta().await.pending_questions, 0);
 
     let done = Event::Result(TurnResult {
+        last_message_uuid: None,
         cost_usd: Some(0.5),
         ..TurnResult::default()
     });
@@ -358,6 +359,7 @@ pub(super) async fn actor_logs_the_session_in_order(h: &dyn StoreHarness) -> Cas
     });
     let end = |cost: f64| {
         Event::Result(TurnResult {
+            last_message_uuid: None,
             cost_usd: Some(cost),
             ..TurnResult::default()
         })

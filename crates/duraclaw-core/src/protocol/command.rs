@@ -26,6 +26,11 @@ pub enum Command {
     /// End the session: its executor stops and its worktree is free again.
     /// The log stays; the session is `terminated`.
     Close(Close),
+    /// Switch the running session's permission mode (`default`,
+    /// `acceptEdits`, `plan`); see [`check_permission_mode`].
+    SetMode(SetMode),
+    /// Switch the running session's model; see [`check_model`].
+    SetModel(SetModel),
 }
 
 impl Command {
@@ -38,6 +43,8 @@ impl Command {
             Command::Abort(_) => "abort",
             Command::Answer(_) => "answer",
             Command::Close(_) => "close",
+            Command::SetMode(_) => "set_mode",
+            Command::SetModel(_) => "set_model",
         }
     }
 }
@@ -66,6 +73,10 @@ pub struct Execute {
     /// rather than in `worktree` itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_worktree: Option<NewWorktree>,
+    /// A fork: the new session starts from this executor session's
+    /// conversation up to one of its messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<Box<ForkFrom>>,
 }
 
 /// A new linked worktree for a session: on a new branch
@@ -76,6 +87,17 @@ pub struct NewWorktree {
     /// requested worktree when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+}
+
+/// Where a fork's conversation comes from: an executor session and its
+/// message to resume at (the last message of the turn forked from).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkFrom {
+    /// The executor's session id of the parent (from its `session.init`).
+    pub executor_session_id: String,
+    /// The executor's id of the last message kept (a `result`'s
+    /// `last_message_uuid`).
+    pub at_message_uuid: String,
 }
 
 impl Execute {
@@ -136,6 +158,70 @@ pub struct Abort {}
 /// `close`: end the session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Close {}
+
+/// `set_mode`: switch the permission mode mid-session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetMode {
+    /// `default`, `acceptEdits` or `plan`.
+    pub mode: String,
+}
+
+/// `set_model`: switch the model mid-session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetModel {
+    /// A model name or alias, e.g. `claude-sonnet-4-5` or `opus`.
+    pub model: String,
+}
+
+/// The permission modes a person may switch a session to.
+pub const PERMISSION_MODES: &[&str] = &["default", "acceptEdits", "plan"];
+
+/// Modes that let tools run without a person's decision: never accepted.
+pub const REFUSED_PERMISSION_MODES: &[&str] = &["bypassPermissions", "auto", "dontAsk"];
+
+/// Checks a permission mode for `set_mode` (and a session start): one of
+/// [`PERMISSION_MODES`]; a mode that skips approvals is refused, and so is
+/// an unknown one, each with a message saying which modes there are.
+pub fn check_permission_mode(mode: &str) -> Result<(), String> {
+    if PERMISSION_MODES.contains(&mode) {
+        return Ok(());
+    }
+    let allowed = PERMISSION_MODES.join(", ");
+    if REFUSED_PERMISSION_MODES.contains(&mode) {
+        return Err(format!(
+            "permission mode `{mode}` is refused: it lets tools run without approval; \
+             use one of {allowed}"
+        ));
+    }
+    let shown: String = mode.chars().take(40).collect();
+    Err(format!(
+        "unknown permission mode `{shown}`; use one of {allowed}"
+    ))
+}
+
+/// The longest model name `set_model` takes.
+pub const MAX_MODEL_LEN: usize = 100;
+
+/// Checks a model name for `set_model`: 1 to [`MAX_MODEL_LEN`] characters
+/// of ASCII letters, digits and `.-_:[]@/`. Whether the executor knows the
+/// model is its own answer.
+pub fn check_model(model: &str) -> Result<(), String> {
+    if model.is_empty() {
+        return Err("a model name is needed".into());
+    }
+    if model.len() > MAX_MODEL_LEN {
+        return Err(format!(
+            "a model name has at most {MAX_MODEL_LEN} characters"
+        ));
+    }
+    if !model
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-_:[]@/".contains(c))
+    {
+        return Err("a model name has only ASCII letters, digits and `.-_:[]@/`".into());
+    }
+    Ok(())
+}
 
 /// `answer`: resolve a pending [`UserQuestion`](super::UserQuestion).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

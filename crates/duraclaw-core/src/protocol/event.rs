@@ -455,6 +455,10 @@ pub struct TurnResult {
     /// `api_error`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal_reason: Option<String>,
+    /// The executor's id of the turn's last message (Claude Code's
+    /// transcript uuid): a fork of the session resumes at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_uuid: Option<String>,
 }
 
 /// `error`: something failed.
@@ -509,6 +513,19 @@ pub const NOTICE_AUTO_ALLOWED: &str = "auto_allowed";
 /// the rule and its scope, [`Notice::tool_use_id`] the call.
 pub const NOTICE_RULE_DECISION: &str = "rule_decision";
 
+/// The [`Notice::code`] of the notice logged when the executor's
+/// permission mode changed (a `set_mode`, or an approved ExitPlanMode);
+/// [`Notice::permission_mode`] is the new mode.
+pub const NOTICE_MODE_CHANGED: &str = "mode_changed";
+
+/// The [`Notice::code`] of the notice logged when the model changed
+/// (`set_model`); [`Notice::model`] is the model the executor now uses.
+pub const NOTICE_MODEL_CHANGED: &str = "model_changed";
+
+/// The [`Notice::code`] of the notice logged when the executor refused a
+/// `set_mode` or `set_model`; the message says why.
+pub const NOTICE_CHANGE_FAILED: &str = "change_failed";
+
 /// The [`ErrorEvent::code`] of the error that ends a session in which a
 /// tool ran that no decision allowed.
 pub const ERROR_UNAPPROVED_TOOL: &str = "unapproved_tool";
@@ -533,10 +550,16 @@ pub struct Notice {
     pub tool_use_id: Option<String>,
     /// For a [`NOTICE_RULE_DECISION`]: the rule that decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<RuleApplied>,
+    pub rule: Option<Box<RuleApplied>>,
     /// The worktree the session runs in ([`NOTICE_WORKTREE`] only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worktree: Option<SessionWorktree>,
+    pub worktree: Option<Box<SessionWorktree>>,
+    /// For a [`NOTICE_MODE_CHANGED`]: the permission mode now in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// For a [`NOTICE_MODEL_CHANGED`]: the model now in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// The rule that decided a tool call, in its `rule_decision` notice.
@@ -585,6 +608,8 @@ impl Notice {
             tool_use_id: None,
             rule: None,
             worktree: None,
+            permission_mode: None,
+            model: None,
         }
     }
 

@@ -124,3 +124,25 @@ fn gateway_frames_decode_as_the_typed_frames_do() {
         Err(Error::TooLarge { .. })
     ));
 }
+
+#[test]
+fn modes_that_skip_approvals_and_odd_models_are_refused() {
+    use super::{check_model, check_permission_mode};
+    for ok in ["default", "acceptEdits", "plan"] {
+        assert_eq!(check_permission_mode(ok), Ok(()));
+    }
+    for skip in ["bypassPermissions", "auto", "dontAsk"] {
+        let e = check_permission_mode(skip).unwrap_err();
+        assert!(
+            e.contains("refused") && e.contains("without approval"),
+            "{e}"
+        );
+    }
+    let e = check_permission_mode("yolo").unwrap_err();
+    assert!(e.starts_with("unknown permission mode `yolo`"), "{e}");
+    assert_eq!(check_model("claude-opus-4-1"), Ok(()));
+    assert_eq!(check_model("opus"), Ok(()));
+    for bad in ["", "a b", "x\u{202e}y", &"m".repeat(101)] {
+        assert!(check_model(bad).is_err(), "{bad:?}");
+    }
+}

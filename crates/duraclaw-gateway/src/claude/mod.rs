@@ -233,6 +233,7 @@ impl ClaudeExecutor {
                 .clone()
                 .or_else(|| cfg.permission_mode.clone()),
             system_prompt: spec.system_prompt.clone(),
+            fork_at: resume.as_ref().and(spec.fork_at.clone()),
             resume,
         };
         let mut cmd = Command::new(&cfg.bin);
@@ -268,7 +269,10 @@ impl ClaudeExecutor {
             sink,
             gate,
             stdin: Mutex::new(Some(stdin_tx)),
-            mapper: Mutex::new(CliEventMapper::new()),
+            mapper: Mutex::new(
+                CliEventMapper::new()
+                    .with_permission_mode(launch.permission_mode.as_deref().unwrap_or("default")),
+            ),
             control: Mutex::new(HashMap::new()),
             stderr: Mutex::new(VecDeque::with_capacity(STDERR_TAIL)),
             running: AtomicBool::new(true),
@@ -426,6 +430,46 @@ impl ExecutorSession for ClaudeSession {
             self.shared.signal_group(nix::sys::signal::Signal::SIGKILL);
         }
         result.map(|_| ())
+    }
+
+    async fn set_permission_mode(&self, mode: &str) -> Result<()> {
+        // The CLI reports the new mode (`system/status`); the mapper logs
+        // it as a `mode_changed` notice.
+        let id = self.shared.request_id("set-mode");
+        let input = CliInput::SetPermissionMode {
+            request_id: id.clone(),
+            mode: mode.to_owned(),
+        };
+        self.shared
+            .control(input, id, self.shared.config.interrupt_timeout)
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_model(&self, model: &str) -> Result<()> {
+        let id = self.shared.request_id("set-model");
+        let input = CliInput::SetModel {
+            request_id: id.clone(),
+            model: model.to_owned(),
+        };
+        // The CLI checks the name (asking the API) and answers with the
+        // model it now uses, which may be the alias resolved.
+        let answer = self
+            .shared
+            .control(input, id, self.shared.config.interrupt_timeout)
+            .await?;
+        let now = answer
+            .get("model")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(model)
+            .to_owned();
+        let mut notice = duraclaw_core::protocol::Notice::new(
+            duraclaw_core::protocol::NOTICE_MODEL_CHANGED,
+            format!("The model is now {now}."),
+        );
+        notice.model = Some(now);
+        self.shared.emit(Event::Notice(notice)).await;
+        Ok(())
     }
 
     async fn shutdown(&self) -> Result<()> {

@@ -16,6 +16,9 @@ use duraclaw_core::protocol::{
 use duraclaw_core::state::SessionState;
 use duraclaw_core::store::{AppendBatch, DynSessionStore, NewEvent, RecordedCommand, SessionMeta};
 
+/// Why a `set_mode`/`set_model` finds nothing to change.
+const NOT_RUNNING: &str = "the session's executor is not running (it starts again with the next message); send a message first";
+
 use super::guard::{GuardedSink, mark_closed, stop_unapproved};
 use super::{GATEWAY_OWNER, Gateway, GatewaySession};
 use crate::outbox::OutboxSink;
@@ -204,7 +207,7 @@ impl Gateway {
                         // The session's first event: where it runs, from
                         // which commit (the base of its diff).
                         let notice = Notice {
-                            worktree: Some(info),
+                            worktree: Some(Box::new(info)),
                             ..Notice::new(NOTICE_WORKTREE, "the session's worktree")
                         };
                         let e = NewEvent::new(&Event::Notice(notice), None, SystemClock.now_ms())?;
@@ -284,6 +287,41 @@ impl Gateway {
                 }
                 Ok(())
             }
+            Command::SetMode(set) => {
+                let session = self.session(&session_id).await?;
+                if self.already_applied(session.log.store(), &id, None).await? {
+                    return Ok(());
+                }
+                let result = match duraclaw_core::protocol::check_permission_mode(&set.mode) {
+                    Err(why) => Err(Error::Invalid(why)),
+                    Ok(()) => {
+                        let exec = session.exec.lock().await;
+                        match exec.as_ref().filter(|e| e.is_running()) {
+                            Some(e) => e.set_permission_mode(&set.mode).await,
+                            None => Err(Error::Invalid(NOT_RUNNING.into())),
+                        }
+                    }
+                };
+                self.change_failed(&session, &id, "permission mode", result)
+                    .await
+            }
+            Command::SetModel(set) => {
+                let session = self.session(&session_id).await?;
+                if self.already_applied(session.log.store(), &id, None).await? {
+                    return Ok(());
+                }
+                let result = match duraclaw_core::protocol::check_model(&set.model) {
+                    Err(why) => Err(Error::Invalid(why)),
+                    Ok(()) => {
+                        let exec = session.exec.lock().await;
+                        match exec.as_ref().filter(|e| e.is_running()) {
+                            Some(e) => e.set_model(&set.model).await,
+                            None => Err(Error::Invalid(NOT_RUNNING.into())),
+                        }
+                    }
+                };
+                self.change_failed(&session, &id, "model", result).await
+            }
             Command::Answer(a) => {
                 let session = self.session(&session_id).await?;
                 let by = a.by.unwrap_or_else(|| DecidedBy::new("orchestrator"));
@@ -303,6 +341,27 @@ impl Gateway {
                 other.name()
             ))),
         }
+    }
+
+    /// A `set_mode`/`set_model` the executor refused (or could not take) is
+    /// logged as a `change_failed` notice, so the person who asked sees why.
+    async fn change_failed(
+        &self,
+        session: &Arc<GatewaySession>,
+        command_id: &str,
+        what: &str,
+        result: Result<()>,
+    ) -> Result<()> {
+        if let Err(e) = &result {
+            tracing::info!(session = %session.id, command = %command_id, error = %e, "{what} not changed");
+            let notice = duraclaw_core::protocol::Notice::new(
+                duraclaw_core::protocol::NOTICE_CHANGE_FAILED,
+                format!("The {what} was not changed: {e}"),
+            )
+            .about_command(command_id);
+            self.log_event(session, &Event::Notice(notice)).await?;
+        }
+        result
     }
 
     /// Puts the approval rules the host sent for `session_id` in force. A
@@ -344,6 +403,9 @@ impl Gateway {
         session_id: String,
         x: duraclaw_core::protocol::Execute,
     ) -> Result<()> {
+        if let Some(mode) = &x.permission_mode {
+            duraclaw_core::protocol::check_permission_mode(mode).map_err(Error::Invalid)?;
+        }
         if let Some(rules) = &x.rules {
             session.set_rules(rules);
         }
@@ -361,7 +423,9 @@ impl Gateway {
             model: x.model,
             permission_mode: x.permission_mode,
             system_prompt: x.system_prompt,
-            resume: None,
+            // A fork resumes its parent's executor session at a message.
+            resume: x.fork.as_ref().map(|f| f.executor_session_id.clone()),
+            fork_at: x.fork.map(|f| f.at_message_uuid),
         };
         self.start(session, spec).await
     }
@@ -375,14 +439,16 @@ impl Gateway {
     ) -> Result<()> {
         let worktree = self.inner.options.worktrees.resolve(&r.worktree)?;
         self.check_not_busy(&worktree, &session_id).await?;
+        let in_force = session.in_force();
         let spec = StartSpec {
             session_id,
             worktree: worktree.display().to_string(),
             prompt: r.prompt,
-            model: r.model,
-            permission_mode: None,
+            model: in_force.model.or(r.model),
+            permission_mode: in_force.mode,
             system_prompt: None,
             resume: Some(r.executor_session_id),
+            fork_at: None,
         };
         self.start(session, spec).await
     }
@@ -404,14 +470,17 @@ impl Gateway {
         let meta = session.log.store().meta().await?;
         let worktree = PathBuf::from(&meta.worktree);
         self.check_not_busy(&worktree, &session_id).await?;
+        // A mode or model switched mid-session holds in the relaunched CLI.
+        let in_force = session.in_force();
         let spec = StartSpec {
             session_id,
             worktree: meta.worktree.clone(),
             prompt: Some(text),
-            model: meta.model.clone(),
-            permission_mode: None,
+            model: in_force.model.or_else(|| meta.model.clone()),
+            permission_mode: in_force.mode,
             system_prompt: None,
             resume: meta.executor_session_id.clone(),
+            fork_at: None,
         };
         self.start(session, spec).await
     }

@@ -44,6 +44,18 @@ impl EventSink for GuardedSink {
             tracing::debug!(session = %session.id, event = event.type_name(), "dropped: the session was stopped");
             return Ok(());
         }
+        if let Event::Notice(n) = &event {
+            let mut in_force = session.in_force.lock().unwrap_or_else(|p| p.into_inner());
+            match n.code.as_str() {
+                duraclaw_core::protocol::NOTICE_MODE_CHANGED => {
+                    in_force.mode.clone_from(&n.permission_mode);
+                }
+                duraclaw_core::protocol::NOTICE_MODEL_CHANGED => {
+                    in_force.model.clone_from(&n.model);
+                }
+                _ => {}
+            }
+        }
         let unapproved = session
             .guard
             .lock()

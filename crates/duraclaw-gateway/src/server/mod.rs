@@ -91,6 +91,16 @@ pub struct GatewaySession {
     guard: std::sync::Mutex<ToolGuard>,
     /// A tool ran unapproved: the session is stopped for good.
     unapproved: std::sync::atomic::AtomicBool,
+    /// The permission mode and model last reported changed (`mode_changed`,
+    /// `model_changed`): a relaunched CLI starts with them.
+    in_force: std::sync::Mutex<InForce>,
+}
+
+/// What a session switched to mid-session, while this gateway runs.
+#[derive(Debug, Default, Clone)]
+pub(super) struct InForce {
+    pub(super) mode: Option<String>,
+    pub(super) model: Option<String>,
 }
 
 /// The mark earlier versions recorded as a turn-starting command's
@@ -137,6 +147,14 @@ impl GatewaySession {
     /// The session id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The mode and model switched to mid-session, if any.
+    pub(super) fn in_force(&self) -> InForce {
+        self.in_force
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The session's outbox log (seq = gseq).
@@ -468,6 +486,7 @@ impl Gateway {
             acked: std::sync::Mutex::new(None),
             guard: std::sync::Mutex::new(ToolGuard::new()),
             unapproved: std::sync::atomic::AtomicBool::new(false),
+            in_force: std::sync::Mutex::default(),
         }))
     }
 

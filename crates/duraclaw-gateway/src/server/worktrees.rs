@@ -71,7 +71,7 @@ impl Gateway {
                 && n.code == NOTICE_WORKTREE
                 && let Some(w) = n.worktree
             {
-                return Ok(w);
+                return Ok(*w);
             }
         }
         Err(Error::Invalid(format!(

@@ -118,6 +118,7 @@ pub fn execute(worktree: String, prompt: &str) -> Command {
         system_prompt: None,
         rules: None,
         new_worktree: None,
+        fork: None,
     })
 }
 

@@ -76,6 +76,8 @@ export const api = {
   sessions: () => request('GET', '/api/sessions'),
   session: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}`),
   createSession: (body) => request('POST', '/api/sessions', body),
+  closeSession: (id) => request('POST', `/api/sessions/${encodeURIComponent(id)}/close`, {}),
+  forkSession: (id, body) => request('POST', `/api/sessions/${encodeURIComponent(id)}/fork`, body),
   // Notifications (docs/notifications.md).
   pushKey: () => request('GET', '/api/push/key'),
   pushSubscriptions: () => request('GET', '/api/push/subscriptions'),

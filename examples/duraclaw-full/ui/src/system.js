@@ -19,6 +19,8 @@ export function noticeText(ev) {
     const base = typeof w.base === 'string' ? ` from ${w.base.slice(0, 8)}` : '';
     return `${w.created ? 'Working in a new worktree' : 'Working in'} ${w.path}${branch}${base}.`;
   }
+  if (e.code === 'mode_changed' && typeof e.permission_mode === 'string') return `Permission mode changed to ${e.permission_mode}.`;
+  if (e.code === 'model_changed' && typeof e.model === 'string') return `Model changed to ${e.model}.`;
   if (typeof e.code === 'string' && Object.hasOwn(NOTICE_TEXT, e.code)) return NOTICE_TEXT[e.code];
   if (typeof e.message === 'string' && e.message.trim()) return sentence(e.message);
   if (typeof e.code === 'string' && e.code) return sentence(e.code.replace(/_/g, ' '));

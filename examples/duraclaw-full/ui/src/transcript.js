@@ -27,8 +27,13 @@ export class Transcript {
     this.cwd = null;
     /** The session's worktree as its `worktree` notice records it. */
     this.worktree = null;
+    /** The permission mode and model in force: `session.init`, then `mode_changed`/`model_changed` notices. */
+    this.mode = null;
+    this.model = null;
     /** Queued messages whose turn has not started yet, oldest first. */
     this.waiting = [];
+    /** User messages whose turn has not ended, oldest first (a `result` ends the oldest). */
+    this.openTurns = [];
     /** Whether a turn is under way (from its start to its `result`). */
     this.turnOpen = false;
   }
@@ -103,6 +108,7 @@ export class Transcript {
         // Sent while a turn ran: the agent takes it when that turn ends.
         const item = { kind: 'user', seq, key: `s${seq}`, text: str(e.text), by: e.by, queued: e.queued === true, taken: false };
         if (item.queued) this.waiting.push(item);
+        this.openTurns.push(item);
         this.items.push(item);
         break;
       }
@@ -157,6 +163,9 @@ export class Transcript {
           this.cost = total;
         }
         this.items.push({ kind: 'result', seq, key: `s${seq}`, ev: e, turnCost, totalCost: total });
+        // Its message can be forked from (the fork carries this turn).
+        const ended = this.openTurns.shift();
+        if (ended) ended.turnEnded = true;
         break;
       }
       case 'error':
@@ -164,11 +173,15 @@ export class Transcript {
         break;
       case 'session.init':
         if (typeof e.cwd === 'string') this.cwd = e.cwd;
+        if (typeof e.permission_mode === 'string') this.mode = e.permission_mode;
+        if (typeof e.model === 'string') this.model = e.model;
         this.items.push({ kind: 'init', seq, key: `s${seq}`, ev: e });
         break;
       case 'notice': {
         // Where the session runs and its diff's base (the first event).
         if (e.code === 'worktree' && e.worktree && typeof e.worktree === 'object') this.worktree = e.worktree;
+        if (e.code === 'mode_changed' && typeof e.permission_mode === 'string') this.mode = e.permission_mode;
+        if (e.code === 'model_changed' && typeof e.model === 'string') this.model = e.model;
         // An automatic allow is shown on the card of the call it allowed.
         const tool = e.code === 'auto_allowed' && typeof e.tool_use_id === 'string' ? this.byTool.get(e.tool_use_id) : null;
         if (tool && !tool.autoAllowed) {

@@ -205,3 +205,8 @@ test('the worktree notice says where the session runs, and the transcript keeps 
   t.reset();
   assert.equal(t.worktree, null);
 });
+
+test('mode and model changes read as what they now are', () => {
+  assert.equal(noticeText({ type: 'notice', code: 'mode_changed', message: 'x', permission_mode: 'plan' }), 'Permission mode changed to plan.');
+  assert.equal(noticeText({ type: 'notice', code: 'model_changed', message: 'x', model: 'claude-opus-4-1' }), 'Model changed to claude-opus-4-1.');
+});

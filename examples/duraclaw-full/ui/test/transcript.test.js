@@ -131,3 +131,29 @@ test("a rule's decision is shown on the card of the call it decided, naming the 
   t.apply(3, { ...notice, tool_use_id: 't9' });
   assert.equal(t.items.filter((i) => i.kind === 'notice').length, 1);
 });
+
+test('the mode and model in force follow session.init and the change notices', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'session.init', model: 'claude-sonnet-4-5', permission_mode: 'default' });
+  assert.equal(t.mode, 'default');
+  assert.equal(t.model, 'claude-sonnet-4-5');
+  t.apply(2, { type: 'notice', code: 'mode_changed', message: 'm', permission_mode: 'plan' });
+  t.apply(3, { type: 'notice', code: 'model_changed', message: 'm', model: 'claude-opus-4-1' });
+  assert.equal(t.mode, 'plan');
+  assert.equal(t.model, 'claude-opus-4-1');
+  t.apply(4, { type: 'notice', code: 'change_failed', message: 'nope' });
+  assert.equal(t.mode, 'plan');
+});
+
+test('a user message can be forked from once its own turn ended, queued ones in order', () => {
+  const t = new Transcript();
+  t.apply(1, { type: 'user.message', text: 'one' });
+  t.apply(2, { type: 'user.message', text: 'two', queued: true });
+  const [one, two] = t.items.filter((i) => i.kind === 'user');
+  assert.ok(!one.turnEnded && !two.turnEnded);
+  t.apply(3, { type: 'result', is_error: false });
+  assert.equal(one.turnEnded, true);
+  assert.ok(!two.turnEnded);
+  t.apply(4, { type: 'result', is_error: false });
+  assert.equal(two.turnEnded, true);
+});

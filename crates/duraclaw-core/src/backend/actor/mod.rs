@@ -465,8 +465,10 @@ impl SessionActor {
         person: &Person,
     ) -> Result<CommandOutcome> {
         let now_ms = self.clock.now_ms();
-        if matches!(command, Command::Message(_) | Command::Abort(_))
-            && self.inner.lock().await.meta.state == SessionState::Terminated
+        if matches!(
+            command,
+            Command::Message(_) | Command::Abort(_) | Command::SetMode(_) | Command::SetModel(_)
+        ) && self.inner.lock().await.meta.state == SessionState::Terminated
         {
             return Err(Error::Invalid(
                 "this session has ended; start a new one".into(),
@@ -511,6 +513,18 @@ impl SessionActor {
                     now_ms,
                 )
                 .await
+            }
+            // Checked here so a refused mode never reaches the gateway (which
+            // checks again); the executor's answer is logged as a notice.
+            Command::SetMode(set) => {
+                crate::protocol::check_permission_mode(&set.mode).map_err(Error::Invalid)?;
+                self.record_command(id, Command::SetMode(set), vec![], None, now_ms)
+                    .await
+            }
+            Command::SetModel(set) => {
+                crate::protocol::check_model(&set.model).map_err(Error::Invalid)?;
+                self.record_command(id, Command::SetModel(set), vec![], None, now_ms)
+                    .await
             }
             Command::Answer(answer) => {
                 self.decide(

@@ -191,6 +191,7 @@ impl NewSession {
             system_prompt: None,
             rules: None,
             new_worktree: self.new_worktree,
+            fork: None,
         }
     }
 }

@@ -42,6 +42,28 @@ pub enum CliInput {
         /// Shown as the decision reason.
         reason: String,
     },
+    /// Answer a PreToolUse `hook_callback` with "deny": the tool does not
+    /// run and the model is told `reason` (an edit in plan mode).
+    HookDeny {
+        /// The CLI's request id.
+        request_id: String,
+        /// What the model is told.
+        reason: String,
+    },
+    /// Switch the permission mode (`set_permission_mode`).
+    SetPermissionMode {
+        /// Our request id.
+        request_id: String,
+        /// The mode, e.g. `plan`.
+        mode: String,
+    },
+    /// Switch the model (`set_model`).
+    SetModel {
+        /// Our request id.
+        request_id: String,
+        /// The model name or alias.
+        model: String,
+    },
     /// Answer a `hook_callback` of another hook event: no opinion.
     HookContinue {
         /// The CLI's request id.
@@ -108,6 +130,26 @@ impl CliInput {
                     }
                 }),
             ),
+            CliInput::HookDeny { request_id, reason } => success(
+                request_id,
+                json!({
+                    "hookSpecificOutput": {
+                        "hookEventName": "PreToolUse",
+                        "permissionDecision": "deny",
+                        "permissionDecisionReason": reason,
+                    }
+                }),
+            ),
+            CliInput::SetPermissionMode { request_id, mode } => json!({
+                "type": "control_request",
+                "request_id": request_id,
+                "request": {"subtype": "set_permission_mode", "mode": mode},
+            }),
+            CliInput::SetModel { request_id, model } => json!({
+                "type": "control_request",
+                "request_id": request_id,
+                "request": {"subtype": "set_model", "model": model},
+            }),
             CliInput::HookContinue { request_id } => success(request_id, json!({})),
             CliInput::Allow {
                 request_id,

@@ -30,6 +30,9 @@ pub struct LaunchSpec {
     pub system_prompt: Option<String>,
     /// `--resume <session_id>`.
     pub resume: Option<String>,
+    /// With `resume`: `--fork-session --resume-session-at <message uuid>`,
+    /// a new CLI session with the conversation up to that message.
+    pub fork_at: Option<String>,
 }
 
 impl LaunchSpec {
@@ -70,6 +73,11 @@ impl LaunchSpec {
         if let Some(r) = &self.resume {
             args.push("--resume".to_owned());
             args.push(r.clone());
+            if let Some(at) = &self.fork_at {
+                args.push("--fork-session".to_owned());
+                args.push("--resume-session-at".to_owned());
+                args.push(at.clone());
+            }
         }
         args
     }

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use duraclaw_core::protocol::{
-    AskOption, AskQuestion, Assistant, AssistantPhase, Event, QuestionKind, SessionInit,
-    ToolResult, ToolUse, TurnResult, Usage, UserQuestion,
+    AskOption, AskQuestion, Assistant, AssistantPhase, Event, NOTICE_MODE_CHANGED, Notice,
+    QuestionKind, SessionInit, ToolResult, ToolUse, TurnResult, Usage, UserQuestion,
 };
 use serde_json::{Value, json};
 
@@ -23,6 +23,16 @@ pub const DEFAULT_HOOK_REASON: &str = "Duraclaw routes every tool call to a huma
 /// The tool whose `can_use_tool` is a question to the user, not a permission
 /// request.
 pub const ASK_USER_QUESTION_TOOL: &str = "AskUserQuestion";
+
+/// The tool whose approval ends plan mode; its `plan` input is the plan.
+pub const EXIT_PLAN_MODE_TOOL: &str = "ExitPlanMode";
+
+/// Tools that change files: refused in plan mode before anyone is asked.
+pub const EDIT_TOOLS: &[&str] = &["Edit", "MultiEdit", "Write", "NotebookEdit"];
+
+/// What the model is told when it tries an edit in plan mode.
+pub const PLAN_MODE_EDIT_REASON: &str =
+    "The session is in plan mode: files are not changed until the plan is approved.";
 
 /// Something the executor must do besides emitting events.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +117,13 @@ pub struct CliEventMapper {
     tool_uses: HashSet<String>,
     /// `can_use_tool` requests awaiting an answer, by request id.
     pending: HashMap<String, PendingQuestion>,
+    /// The permission mode in force, as the CLI last reported it.
+    permission_mode: Option<String>,
+    /// The uuid of the turn's last assistant line: where a fork resumes.
+    last_uuid: Option<String>,
+    /// ExitPlanMode inputs by tool-use id, this turn: the CLI's
+    /// `can_use_tool` for it carries an empty input.
+    plans: HashMap<String, Value>,
 }
 
 impl Default for CliEventMapper {
@@ -126,6 +143,38 @@ impl CliEventMapper {
             seen_lines: HashSet::new(),
             tool_uses: HashSet::new(),
             pending: HashMap::new(),
+            permission_mode: None,
+            last_uuid: None,
+            plans: HashMap::new(),
+        }
+    }
+
+    /// Starts in permission mode `mode` (the one the CLI was launched with).
+    pub fn with_permission_mode(mut self, mode: impl Into<String>) -> Self {
+        self.permission_mode = Some(mode.into());
+        self
+    }
+
+    /// The permission mode in force, once the CLI reported one.
+    pub fn permission_mode(&self) -> Option<&str> {
+        self.permission_mode.as_deref()
+    }
+
+    /// A `mode_changed` notice when `mode` differs from the one in force.
+    fn mode_reported(&mut self, mode: Option<&String>, out: &mut Mapped) {
+        let Some(mode) = mode else { return };
+        if self.permission_mode.as_ref() == Some(mode) {
+            return;
+        }
+        let first = self.permission_mode.is_none();
+        self.permission_mode = Some(mode.clone());
+        if !first {
+            let mut notice = Notice::new(
+                NOTICE_MODE_CHANGED,
+                format!("The permission mode is now {mode}."),
+            );
+            notice.permission_mode = Some(mode.clone());
+            out.events.push(Event::Notice(notice));
         }
     }
 
@@ -161,6 +210,7 @@ impl CliEventMapper {
         match msg {
             CliMessage::SystemInit(init) => {
                 self.session_id = Some(init.session_id.clone());
+                self.mode_reported(init.permission_mode.as_ref(), &mut out);
                 out.events.push(Event::SessionInit(SessionInit {
                     executor_session_id: Some(init.session_id.clone()),
                     model: init.model.clone(),
@@ -170,9 +220,11 @@ impl CliEventMapper {
                     executor_version: init.claude_code_version.clone(),
                 }));
             }
-            CliMessage::SystemStatus(s) => out
-                .events
-                .push(cli_event("status", json!({"status": s.status}))),
+            CliMessage::SystemStatus(s) => {
+                out.events
+                    .push(cli_event("status", json!({"status": s.status})));
+                self.mode_reported(s.permission_mode.as_ref(), &mut out);
+            }
             CliMessage::ApiRetry(r) => out.events.push(cli_event(
                 "api_retry",
                 json!({
@@ -210,7 +262,9 @@ impl CliEventMapper {
             CliMessage::Assistant(a) => self.assistant(a, &mut out),
             CliMessage::User(u) => self.user(u, &mut out),
             CliMessage::Result(r) => {
-                out.events.push(Event::Result(turn_result(r)));
+                let mut result = turn_result(r);
+                result.last_message_uuid = self.last_uuid.take();
+                out.events.push(Event::Result(result));
                 self.end_turn();
             }
             CliMessage::ControlRequest(req) => self.control_request(req, &mut out),
@@ -258,6 +312,9 @@ impl CliEventMapper {
         if !self.first_time(a.uuid.as_ref()) {
             return;
         }
+        if a.uuid.is_some() {
+            self.last_uuid.clone_from(&a.uuid);
+        }
         let id = &a.message.id;
         let mut text_changed = false;
         for block in &a.message.content {
@@ -271,6 +328,9 @@ impl CliEventMapper {
                     name,
                     input,
                 } if self.tool_uses.insert(tool_use_id.clone()) => {
+                    if name == EXIT_PLAN_MODE_TOOL {
+                        self.plans.insert(tool_use_id.clone(), input.clone());
+                    }
                     out.events.push(Event::ToolUse(ToolUse {
                         tool_use_id: tool_use_id.clone(),
                         name: name.clone(),
@@ -346,16 +406,39 @@ impl CliEventMapper {
                     .hook_event_name
                     .as_deref()
                     .is_none_or(|n| n == "PreToolUse");
-                out.actions.push(CliAction::Send(if pre_tool_use {
-                    CliInput::HookAsk {
-                        request_id,
-                        reason: self.hook_reason.clone(),
-                    }
-                } else {
-                    CliInput::HookContinue { request_id }
-                }));
+                let plan_edit = self.permission_mode.as_deref() == Some("plan")
+                    && h.input
+                        .tool_name
+                        .as_deref()
+                        .is_some_and(|t| EDIT_TOOLS.contains(&t));
+                out.actions
+                    .push(CliAction::Send(if pre_tool_use && plan_edit {
+                        CliInput::HookDeny {
+                            request_id,
+                            reason: PLAN_MODE_EDIT_REASON.to_owned(),
+                        }
+                    } else if pre_tool_use {
+                        CliInput::HookAsk {
+                            request_id,
+                            reason: self.hook_reason.clone(),
+                        }
+                    } else {
+                        CliInput::HookContinue { request_id }
+                    }));
             }
             ControlRequestBody::CanUseTool(c) => {
+                // ExitPlanMode's request carries no input: the plan is in
+                // its tool_use, which the person approving must read.
+                let filled;
+                let c = match c.tool_use_id.as_ref().and_then(|id| self.plans.get(id)) {
+                    Some(plan) if c.tool_name == EXIT_PLAN_MODE_TOOL && is_empty(&c.input) => {
+                        let mut with = c.clone();
+                        with.input = plan.clone();
+                        filled = with;
+                        &filled
+                    }
+                    _ => c,
+                };
                 let question = UserQuestion {
                     question_id: request_id.clone(),
                     tool_use_id: c.tool_use_id.clone(),
@@ -393,7 +476,13 @@ impl CliEventMapper {
         self.texts.clear();
         self.seen_lines.clear();
         self.tool_uses.clear();
+        self.plans.clear();
     }
+}
+
+/// An empty object, or nothing.
+fn is_empty(v: &Value) -> bool {
+    v.is_null() || v.as_object().is_some_and(serde_json::Map::is_empty)
 }
 
 /// An [`Event::Unknown`] of type `cli.<kind>` with `fields`.
@@ -420,6 +509,7 @@ fn unknown_kind(raw: &Value) -> String {
 
 fn turn_result(r: &ResultLine) -> TurnResult {
     TurnResult {
+        last_message_uuid: None,
         subtype: r.subtype.clone(),
         is_error: r.is_error,
         duration_ms: r.duration_ms,

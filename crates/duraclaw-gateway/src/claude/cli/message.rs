@@ -164,6 +164,9 @@ pub struct SystemStatus {
     /// E.g. `requesting`.
     #[serde(default)]
     pub status: Option<String>,
+    /// The permission mode in force (sent when it changes).
+    #[serde(default, rename = "permissionMode")]
+    pub permission_mode: Option<String>,
     /// The CLI's session id.
     #[serde(default)]
     pub session_id: Option<String>,

@@ -684,3 +684,71 @@ fn gate_decisions_become_can_use_tool_answers() {
             "answers": {"Which color?": "Blue"}}})
     );
 }
+
+#[test]
+fn plan_mode_refuses_edits_unasked_and_shows_the_plan() {
+    let mut m = CliEventMapper::new().with_permission_mode("default");
+    let hook = |id: &str, tool: &str| {
+        json!({"type": "control_request", "request_id": id, "request": {
+            "subtype": "hook_callback", "callback_id": PRE_TOOL_USE_CALLBACK_ID,
+            "input": {"hook_event_name": "PreToolUse", "tool_name": tool,
+                      "tool_input": {}, "tool_use_id": "t1"}, "tool_use_id": "t1"}})
+        .to_string()
+    };
+    // The CLI's report of the new mode is a notice, once.
+    let status = json!({"type": "system", "subtype": "status", "status": null,
+        "permissionMode": "plan", "session_id": "s"});
+    let out = m.feed_line(&status.to_string()).unwrap();
+    let Some(Event::Notice(n)) = out.events.last() else {
+        panic!("{:?}", out.events)
+    };
+    assert_eq!(n.code, "mode_changed");
+    assert_eq!(n.permission_mode.as_deref(), Some("plan"));
+    let again = m.feed_line(&status.to_string()).unwrap();
+    assert_eq!(names(&again.events), vec!["cli.status"]);
+
+    // An edit is denied at the hook; a Bash call is still asked about.
+    for tool in ["Write", "Edit", "MultiEdit", "NotebookEdit"] {
+        let out = m.feed_line(&hook("h", tool)).unwrap();
+        assert!(
+            matches!(
+                &out.actions[..],
+                [CliAction::Send(CliInput::HookDeny { .. })]
+            ),
+            "{tool}: {:?}",
+            out.actions
+        );
+    }
+    let out = m.feed_line(&hook("h", "Bash")).unwrap();
+    assert!(matches!(
+        &out.actions[..],
+        [CliAction::Send(CliInput::HookAsk { .. })]
+    ));
+
+    // ExitPlanMode's request has no input: the plan comes from its tool_use.
+    let plan = json!({"type": "assistant", "uuid": "u1", "message": {"id": "m1", "role": "assistant",
+        "content": [{"type": "tool_use", "id": "t9", "name": "ExitPlanMode",
+                     "input": {"plan": "# Plan"}}]}});
+    m.feed_line(&plan.to_string()).unwrap();
+    let can = json!({"type": "control_request", "request_id": "c-9", "request": {
+        "subtype": "can_use_tool", "tool_name": "ExitPlanMode", "input": {},
+        "tool_use_id": "t9", "requires_user_interaction": true}});
+    let out = m.feed_line(&can.to_string()).unwrap();
+    let Event::UserQuestion(q) = &out.events[0] else {
+        panic!("{:?}", out.events)
+    };
+    let QuestionKind::Permission { input, .. } = &q.kind else {
+        panic!("{q:?}")
+    };
+    assert_eq!(input["plan"], "# Plan");
+
+    // Back to default: edits are asked about again.
+    let status = json!({"type": "system", "subtype": "status", "permissionMode": "default"});
+    m.feed_line(&status.to_string()).unwrap();
+    assert_eq!(m.permission_mode(), Some("default"));
+    let out = m.feed_line(&hook("h", "Write")).unwrap();
+    assert!(matches!(
+        &out.actions[..],
+        [CliAction::Send(CliInput::HookAsk { .. })]
+    ));
+}

@@ -4,7 +4,7 @@ import { errorHint, errorTitle, noticeText, queuedNote } from '../system.js';
 import { Question, resolvedText } from './Question.jsx';
 import { ToolCard } from './Tool.jsx';
 
-function UserMessage({ item }) {
+function UserMessage({ item, ctx }) {
   const q = queuedNote(item);
   return (
     <div class={`msg user${q ? ' queued' : ''}`} data-seq={item.seq} data-testid="user-message" data-queued={q ? (item.taken ? 'taken' : item.ended ? 'ended' : 'waiting') : undefined}>
@@ -18,6 +18,17 @@ function UserMessage({ item }) {
         )}
       </div>
       <div class="bubble">{item.text}</div>
+      {item.turnEnded && ctx && ctx.fork && (
+        <button
+          type="button"
+          class="link small fork-here"
+          data-testid="fork-here"
+          title="Start a new session with the conversation up to the end of this exchange"
+          onClick={() => ctx.fork(item.seq)}
+        >
+          Fork from here
+        </button>
+      )}
     </div>
   );
 }
@@ -170,7 +181,7 @@ function OrphanResolution({ item }) {
 export function Item({ item, ctx }) {
   switch (item.kind) {
     case 'user':
-      return <UserMessage item={item} />;
+      return <UserMessage item={item} ctx={ctx} />;
     case 'assistant':
       return <AssistantMessage item={item} />;
     case 'tool':

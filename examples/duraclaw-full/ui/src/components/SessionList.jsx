@@ -146,6 +146,11 @@ function SessionRow({ s }) {
             {relTime(s.updated_at_ms)}
           </span>
           <span class="muted cost">{fmtCost(s.cost_usd)}</span>
+          {s.forked_from && (
+            <span class="badge" data-testid="fork-badge" title={`forked from session ${s.forked_from.session_id}`}>
+              fork
+            </span>
+          )}
         </div>
       </a>
     </li>

@@ -19,6 +19,47 @@ const CONN_TEXT = {
   closed: 'closed',
 };
 
+/** The permission modes offered; a mode that skips approvals never is. */
+export const MODES = [
+  ['default', 'Ask for every tool'],
+  ['acceptEdits', 'Accept edits'],
+  ['plan', 'Plan (no edits)'],
+];
+
+/** Models offered besides the one in use (aliases the CLI resolves). */
+const MODELS = ['sonnet', 'opus', 'haiku'];
+
+/** The session header's mode and model selectors. */
+function ModeModel({ mode, model, onMode, onModel }) {
+  const models = model && !MODELS.includes(model) ? [model, ...MODELS] : MODELS;
+  return (
+    <span class="mode-model">
+      <label>
+        <span class="muted small">Mode </span>
+        <select data-testid="mode-select" value={mode || ''} onChange={(e) => e.target.value && onMode(e.target.value)}>
+          {!MODES.some(([m]) => m === mode) && <option value="">{mode || '…'}</option>}
+          {MODES.map(([m, label]) => (
+            <option key={m} value={m}>
+              {label}
+            </option>
+          ))}
+        </select>
+      </label>{' '}
+      <label>
+        <span class="muted small">Model </span>
+        <select data-testid="model-select" value={model || ''} onChange={(e) => e.target.value && onModel(e.target.value)}>
+          {!model && <option value="">…</option>}
+          {models.map((m) => (
+            <option key={m} value={m}>
+              {m}
+            </option>
+          ))}
+        </select>
+      </label>
+    </span>
+  );
+}
+
 export function SessionView({ id, focus, user, onLogout }) {
   const tRef = useRef(null);
   if (!tRef.current) tRef.current = new Transcript();
@@ -37,6 +78,7 @@ export function SessionView({ id, focus, user, onLogout }) {
   const [turnsEnded, setTurnsEnded] = useState(0);
   // The close choice for a worktree the gateway made: null, or {busy, error, dirty, done}.
   const [closing, setClosing] = useState(null);
+  const [change, setChange] = useState(null);
   const stick = useRef(true);
   const [atBottom, setAtBottom] = useState(true);
   const renderTimer = useRef(null);
@@ -131,6 +173,8 @@ export function SessionView({ id, focus, user, onLogout }) {
         setComposer((s) => ({ text: f.ok ? s.text : s.text || c.text, sending: false, error: f.ok ? null : `Not sent: ${err}` }));
       } else if (c.kind === 'abort') {
         setAbortState(f.ok ? 'sent' : `Abort refused: ${err}`);
+      } else if (c.kind === 'change') {
+        setChange(f.ok ? null : `Not changed: ${err}`);
       }
       rerender();
     };
@@ -193,6 +237,7 @@ export function SessionView({ id, focus, user, onLogout }) {
   }, [pending.length, title]);
 
   const ctx = {
+    fork: (seq) => fork(seq),
     running: running && t.state === 'active',
     worktree: (meta && meta.worktree) || t.cwd || null,
     qstate: (qid) => qstates.current.get(qid),
@@ -212,6 +257,33 @@ export function SessionView({ id, focus, user, onLogout }) {
     cmds.current.set(cmdId, { kind: 'message', text });
     stick.current = true;
     setComposer({ text: '', sending: true, error: null });
+  };
+
+  // A fork runs in this session's worktree: a live session ends first.
+  const fork = async (seq) => {
+    const live = t.state && t.state !== 'terminated';
+    if (live && !window.confirm('The fork runs in this worktree, so this session ends first (its history stays). Fork from here?')) return;
+    const prompt = window.prompt('First message of the fork:');
+    if (!prompt || !prompt.trim()) return;
+    try {
+      if (live) await api.closeSession(id);
+      const s = await api.forkSession(id, { from_seq: seq, prompt });
+      window.location.hash = `#/s/${encodeURIComponent(s.session_id)}`;
+    } catch (e) {
+      setNotice(`Fork failed: ${e.message || e}`);
+    }
+  };
+
+  // Mode and model changes: the executor's answer arrives as a notice.
+  const setMode = (mode) => {
+    const cmdId = sockRef.current.send({ type: 'set_mode', mode });
+    cmds.current.set(cmdId, { kind: 'change' });
+    setChange(null);
+  };
+  const setModel = (model) => {
+    const cmdId = sockRef.current.send({ type: 'set_model', model });
+    cmds.current.set(cmdId, { kind: 'change' });
+    setChange(null);
   };
 
   const abort = () => {
@@ -273,6 +345,8 @@ export function SessionView({ id, focus, user, onLogout }) {
   }
 
   const cost = t.cost || (meta && meta.cost_usd) || 0;
+  // Mode and model can change while the session lives.
+  const live = !!t.state && t.state !== 'terminated';
   const alarms = alarmingErrors(t.items);
 
   return (
@@ -308,10 +382,25 @@ export function SessionView({ id, focus, user, onLogout }) {
                     <Shown text={baseName(meta.worktree)} />
                   </span>
                 )}
-                {meta && meta.model && <span> · {meta.model}</span>}
+                {!live && (t.model || (meta && meta.model)) && <span> · {t.model || meta.model}</span>}
                 <span> · {fmtCost(cost)}</span>
+                {meta && meta.forked_from && (
+                  <span data-testid="forked-from">
+                    {' · fork of '}
+                    <a class="link" href={`#/s/${encodeURIComponent(meta.forked_from.session_id)}`} data-testid="parent-link">
+                      session …{String(meta.forked_from.session_id).slice(-6)}
+                    </a>
+                    {` at message ${meta.forked_from.seq}`}
+                  </span>
+                )}
               </span>
+              {live && <ModeModel mode={t.mode} model={t.model || (meta && meta.model)} onMode={setMode} onModel={setModel} />}
             </div>
+            {change && (
+              <p class="error-text small" role="alert" data-testid="change-error">
+                {change}
+              </p>
+            )}
           </div>
           {running && (
             <button type="button" class="danger small-btn" data-testid="abort" onClick={abort} disabled={abortState === 'sending' || abortState === 'sent'}>

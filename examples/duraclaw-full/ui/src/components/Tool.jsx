@@ -1,5 +1,5 @@
 import { structuredPatch } from 'diff';
-import { highlight, langForPath } from '../markdown.js';
+import { highlight, langForPath, renderMarkdown } from '../markdown.js';
 import { resolvePath } from '../paths.js';
 import { revealText } from '../reveal.js';
 import { autoAllowedNote } from '../system.js';
@@ -141,6 +141,15 @@ export function ToolInput({ name, input, worktree, whole }) {
   const i = input && typeof input === 'object' && !Array.isArray(input) ? input : null;
   if (!i) return <Json value={input} whole={whole} />;
   switch (name) {
+    case 'ExitPlanMode':
+      // The plan is the model's text: Markdown through the sanitizer.
+      if (typeof i.plan !== 'string') break;
+      return (
+        <div class="plan" data-testid="plan">
+          <div class="muted small">The plan (approving it ends plan mode):</div>
+          <div class="markdown" dangerouslySetInnerHTML={{ __html: renderMarkdown(i.plan) }} />
+        </div>
+      );
     case 'Bash':
       if (typeof i.command !== 'string') break;
       return (
