@@ -318,6 +318,7 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
 
     let mut sinks = Vec::with_capacity(n);
     let mut actors = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("scale-{i}");
         sink.send(frame(&ToGateway::Command(CommandEnvelope {
@@ -359,6 +360,12 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
                 .await
                 .unwrap(),
         );
+        ids.push(id);
+    }
+    // Attached once every session runs: an attached session's first event
+    // (the gateway's `worktree` notice) would otherwise arrive while a later
+    // `execute` waits for its result, before the read loop runs.
+    for id in ids {
         sink.send(frame(&ToGateway::Attach {
             session_id: id,
             after_gseq: 0,
