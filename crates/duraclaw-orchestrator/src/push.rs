@@ -426,18 +426,10 @@ impl PushService {
                 remove_subscription: false,
             },
         };
-        let origin = target
-            .as_ref()
-            .and_then(|t| duraclaw_host::push::vapid::origin(&t.endpoint))
-            .unwrap_or_default();
-        tracing::info!(
-            delivery = %due.id,
-            push_service = %origin,
-            attempt = attempts,
-            status = next.status.as_str(),
-            http_status = next.http_status,
-            error = next.error.as_deref(),
-            "push attempt"
+        next.log(
+            &due.id,
+            target.as_ref().map(|t| t.endpoint.as_str()),
+            attempts,
         );
         let now = now_ms();
         self.with_db(move |conn| {

@@ -711,18 +711,10 @@ impl PushHost {
                 }
             }
         };
-        let origin = target
-            .as_ref()
-            .and_then(|t| host::vapid::origin(&t.endpoint))
-            .unwrap_or_default();
-        tracing::info!(
-            delivery = %d.id,
-            push_service = %origin,
-            attempt = attempts,
-            status = next.status.as_str(),
-            http_status = next.http_status,
-            error = next.error.as_deref(),
-            "push attempt"
+        next.log(
+            &d.id,
+            target.as_ref().map(|t| t.endpoint.as_str()),
+            attempts,
         );
         let now = now_ms();
         run(

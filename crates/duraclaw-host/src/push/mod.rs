@@ -775,6 +775,23 @@ pub struct Next {
     pub remove_subscription: bool,
 }
 
+impl Next {
+    /// Logs this outcome of attempt `attempts` of delivery `id` to
+    /// `endpoint` (only its origin: the rest of an endpoint is a capability).
+    pub fn log(&self, id: &str, endpoint: Option<&str>, attempts: u32) {
+        let origin = endpoint.and_then(vapid::origin).unwrap_or_default();
+        tracing::info!(
+            delivery = %id,
+            push_service = %origin,
+            attempt = attempts,
+            status = self.status.as_str(),
+            http_status = self.http_status,
+            error = self.error.as_deref(),
+            "push attempt"
+        );
+    }
+}
+
 /// What a delivery made at `created_at_ms` with this `ttl_secs` becomes
 /// after its `attempts`th attempt ended with `attempt` at `now_ms`:
 /// retries back off as [`Backoff`] does from [`FIRST_RETRY_MS`] (the
