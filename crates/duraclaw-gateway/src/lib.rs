@@ -72,6 +72,7 @@
 //! # }
 //! ```
 
+pub mod acp;
 pub use duraclaw_approval as approval;
 pub mod claude;
 /// The Claude Code CLI's stream-json protocol ([`claude::cli`]).

@@ -1,0 +1,1610 @@
+//! Agents that speak the Agent Client Protocol (ACP) as an [`Executor`].
+//!
+//! One agent process per session, in the session's worktree, in its own
+//! process group, with a confined environment; JSON-RPC over its stdio
+//! (protocol v1). Its `session/update`s become our events, its
+//! `session/request_permission`s questions through the approval gate, and
+//! it may read and write text files inside the worktree and run terminals
+//! there. A tool call the agent says runs with no decision allowing it
+//! ends the session (`unapproved_tool`). A process that exits, hangs or
+//! writes garbage becomes an `error` event.
+//!
+//! The `agent-client-protocol` crate's types stay inside this module.
+
+mod client;
+mod map;
+mod rpc;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent_client_protocol::v1::schema::{
+    CreateElicitationRequest, ElicitationMode, ElicitationPropertySchema, InitializeResponse,
+    MultiSelectItems, NewSessionResponse, PermissionOption, PermissionOptionKind, PromptResponse,
+    RequestPermissionRequest, SessionNotification,
+};
+use async_trait::async_trait;
+use duraclaw_core::Result;
+use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
+use duraclaw_core::backend::guard::UnapprovedTool;
+use duraclaw_core::clock::{Clock, SystemClock};
+use duraclaw_core::error::Error;
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask};
+use duraclaw_core::protocol::{
+    AskOption, AskQuestion, Decision, ErrorEvent, Event, Notice, QuestionKind, SessionInit,
+    TurnResult, UserQuestion,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::claude::cli::launch::filtered_env;
+use crate::claude::process::{MAX_LINE_BYTES, fit_to_frame, next_line_bounded};
+use map::{Mapper, Out};
+use rpc::{Incoming, METHOD_NOT_FOUND, Peer, RpcError};
+
+/// The notice code of a resume that could not resume: the agent cannot
+/// load its earlier session, so a fresh one started.
+pub const NOTICE_AGENT_RESUMED_FRESH: &str = "agent_resumed_fresh";
+
+/// An agent the gateway can run: its command, and what of the gateway's
+/// environment reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcpAgent {
+    /// Its name (`codex`, `gemini`, …).
+    pub name: String,
+    /// The program: a path, or a name looked up on `PATH`.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Names of the gateway's variables passed through (an API key, say),
+    /// beyond the few every process needs (`PATH`, `HOME`, locale, …).
+    #[serde(default)]
+    pub env_pass: Vec<String>,
+    /// Variables set for it.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The bounds an [`AcpExecutor`] keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcpLimits {
+    /// How long a request of ours (initialize, new or load session, set
+    /// mode) may wait for its answer.
+    pub request_timeout: Duration,
+    /// How long the agent may say nothing while a turn runs and no
+    /// question waits for a person; then it counts as hung and is killed.
+    pub idle_timeout: Duration,
+    /// How long a stopped agent gets to exit before it is signalled.
+    pub stop_grace: Duration,
+}
+
+impl Default for AcpLimits {
+    fn default() -> Self {
+        AcpLimits {
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(15 * 60),
+            stop_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Starts sessions of one ACP agent.
+#[derive(Debug, Clone)]
+pub struct AcpExecutor {
+    agent: Arc<AcpAgent>,
+    limits: AcpLimits,
+}
+
+impl AcpExecutor {
+    /// An executor running `agent`.
+    pub fn new(agent: AcpAgent) -> AcpExecutor {
+        AcpExecutor {
+            agent: Arc::new(agent),
+            limits: AcpLimits::default(),
+        }
+    }
+
+    /// The same executor with other bounds.
+    #[must_use]
+    pub fn with_limits(mut self, limits: AcpLimits) -> AcpExecutor {
+        self.limits = limits;
+        self
+    }
+
+    /// The agent it runs.
+    pub fn agent(&self) -> &AcpAgent {
+        &self.agent
+    }
+}
+
+/// Variables every process needs; the rest only when the agent names them.
+const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+];
+
+/// The agent's environment: [`BASE_ENV`] and its `env_pass` names from
+/// `vars`, then its `env`; never the gateway's secret or `CLAUDECODE*`
+/// (the Claude executor's filter), even when named.
+pub fn agent_env(
+    agent: &AcpAgent,
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let passed: Vec<(OsString, OsString)> = vars
+        .into_iter()
+        .filter(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| BASE_ENV.contains(&k) || agent.env_pass.iter().any(|p| p == k))
+        })
+        .collect();
+    let set = agent
+        .env
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+    filtered_env(passed.into_iter().chain(set), false)
+}
+
+/// Where `command` is: itself when it names a path, else the first
+/// executable of that name on `path`.
+fn find_command(command: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = PathBuf::from(command);
+        return runnable(&p).then_some(p);
+    }
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(command))
+        .find(|p| runnable(p))
+}
+
+/// Why a stop withdraws questions.
+const STOPPED: &str = "the session was stopped";
+/// Why an interrupt withdraws questions.
+const INTERRUPTED: &str = "the turn was interrupted";
+/// Bytes of stderr kept for error reports.
+const STDERR_TAIL: usize = 4096;
+/// Consecutive lines that are no JSON-RPC after which the agent is killed.
+const MAX_GARBAGE_LINES: u32 = 20;
+
+struct Shared {
+    session_id: String,
+    agent: Arc<AcpAgent>,
+    limits: AcpLimits,
+    worktree: PathBuf,
+    sink: DynEventSink,
+    gate: DynApprovalGate,
+    rpc: Peer,
+    acp_session: Mutex<String>,
+    map: Mutex<Mapper>,
+    nonce: String,
+    next_question: AtomicU64,
+    terminals: client::Terminals,
+    stderr: Mutex<VecDeque<u8>>,
+    pgid: Option<i32>,
+    running: AtomicBool,
+    /// The session is set up: from now on an exit is news.
+    initialized: AtomicBool,
+    stopping: AtomicBool,
+    /// A tool ran unapproved: the session is over for good.
+    ended: AtomicBool,
+    /// `session/load` replays history: not ours to log again.
+    replaying: AtomicBool,
+    turn_running: AtomicBool,
+    interrupted: AtomicBool,
+    /// Questions and requests waiting on someone other than the agent.
+    awaiting: AtomicU64,
+    last_activity: Mutex<Instant>,
+    /// Open questions by id.
+    open_questions: Mutex<HashSet<String>>,
+    /// Modes the agent offers.
+    modes: Mutex<Vec<String>>,
+    /// The agent's model choice: its config option id and values.
+    model_option: Mutex<Option<(String, Vec<String>)>>,
+    /// Woken when `awaiting` drops.
+    settled: Notify,
+}
+
+impl Shared {
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn acp_session(&self) -> String {
+        self.acp_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn emit(&self, event: Event) {
+        if let Err(e) = self.sink.emit(fit_to_frame(event)).await {
+            tracing::error!(session = %self.session_id, error = %e, "event not recorded");
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let buf = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes: Vec<u8> = buf.iter().copied().collect();
+        String::from_utf8_lossy(&bytes).trim().to_owned()
+    }
+
+    async fn emit_error(&self, message: String, code: &str, exit_status: Option<i32>) {
+        let tail = self.stderr_tail();
+        self.emit(Event::Error(ErrorEvent {
+            message,
+            code: Some(code.to_owned()),
+            exit_status,
+            stderr_tail: (!tail.is_empty()).then_some(tail),
+        }))
+        .await;
+    }
+
+    fn signal_group(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pgid) = self.pgid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
+        }
+    }
+
+    /// Stops the agent at once; its end is no news.
+    fn kill_now(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.signal_group(nix::sys::signal::Signal::SIGKILL);
+        self.terminals.kill_all();
+    }
+
+    fn question_id(&self) -> String {
+        format!(
+            "{}-q{}",
+            self.nonce,
+            self.next_question.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn waiting(&self) {
+        self.awaiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn waited(&self) {
+        self.awaiting.fetch_sub(1, Ordering::AcqRel);
+        self.touch();
+        self.settled.notify_waiters();
+    }
+
+    /// Withdraws every open question; whoever waits on each logs it.
+    async fn withdraw_all(&self, why: &str) {
+        let open: Vec<String> = self
+            .open_questions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for id in open {
+            let _ = self.gate.cancel(&id, why).await;
+        }
+    }
+
+    /// Waits (bounded) until no question waits.
+    async fn settle(&self, bound: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.settled.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.awaiting.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, wait).await;
+    }
+}
+
+/// A running session of an ACP agent.
+pub struct AcpSession {
+    shared: Arc<Shared>,
+    turns: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    done: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for AcpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcpSession")
+            .field("session_id", &self.shared.session_id)
+            .field("agent", &self.shared.agent.name)
+            .field("running", &self.shared.running.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "acp{:x}{:x}{}",
+        nanos,
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[async_trait]
+impl Executor for AcpExecutor {
+    async fn check(&self) -> Result<()> {
+        let path = std::env::var_os("PATH");
+        match find_command(&self.agent.command, path.as_deref()) {
+            Some(_) => Ok(()),
+            None => Err(Error::ExecutorUnsupported(format!(
+                "agent `{}`: its command `{}` is not found or not executable",
+                self.agent.name, self.agent.command
+            ))),
+        }
+    }
+
+    async fn start(
+        &self,
+        spec: StartSpec,
+        gate: DynApprovalGate,
+        sink: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        self.check().await?;
+        let worktree = std::fs::canonicalize(&spec.worktree)
+            .map_err(|e| Error::executor_from(format_args!("the worktree {}", spec.worktree), e))?;
+        let env = agent_env(&self.agent, std::env::vars_os());
+        let mut cmd = Command::new(&self.agent.command);
+        cmd.args(&self.agent.args)
+            .current_dir(&worktree)
+            .env_clear()
+            .envs(env.iter().cloned())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::executor_from(
+                format_args!(
+                    "cannot start agent `{}` ({})",
+                    self.agent.name, self.agent.command
+                ),
+                e,
+            )
+        })?;
+        let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+        tracing::info!(session = %spec.session_id, agent = %self.agent.name, pid = ?pgid, resume = spec.resume.is_some(), "started an ACP agent");
+        let missing = || Error::executor("the agent's stdio was not captured");
+        let mut stdin = child.stdin.take().ok_or_else(missing)?;
+        let stdout = child.stdout.take().ok_or_else(missing)?;
+        let mut stderr = child.stderr.take().ok_or_else(missing)?;
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let nonce = nonce();
+        let shared = Arc::new(Shared {
+            session_id: spec.session_id.clone(),
+            agent: self.agent.clone(),
+            limits: self.limits.clone(),
+            worktree: worktree.clone(),
+            sink,
+            gate,
+            rpc: Peer::new(out_tx),
+            acp_session: Mutex::new(String::new()),
+            map: Mutex::new(Mapper::new(nonce.clone())),
+            nonce,
+            next_question: AtomicU64::new(1),
+            terminals: client::Terminals::new(worktree.clone(), env, pgid),
+            stderr: Mutex::new(VecDeque::with_capacity(STDERR_TAIL)),
+            pgid,
+            running: AtomicBool::new(true),
+            initialized: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            replaying: AtomicBool::new(false),
+            turn_running: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
+            awaiting: AtomicU64::new(0),
+            last_activity: Mutex::new(Instant::now()),
+            open_questions: Mutex::default(),
+            modes: Mutex::default(),
+            model_option: Mutex::default(),
+            settled: Notify::new(),
+        });
+
+        tokio::spawn(async move {
+            while let Some(line) = out_rx.recv().await {
+                let line = line + "\n";
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let err_shared = shared.clone();
+        let err_reader = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let mut tail = err_shared.stderr.lock().unwrap_or_else(|p| p.into_inner());
+                tail.extend(&buf[..n]);
+                let excess = tail.len().saturating_sub(STDERR_TAIL);
+                tail.drain(..excess);
+            }
+        });
+        let reader = tokio::spawn(read_stdout(shared.clone(), stdout));
+        let (done_tx, done) = watch::channel(false);
+        let waiter_shared = shared.clone();
+        tokio::spawn(async move {
+            let shared = waiter_shared;
+            let status = child.wait().await;
+            shared.rpc.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = reader.await;
+                let _ = err_reader.await;
+            })
+            .await;
+            shared.running.store(false, Ordering::Release);
+            shared.terminals.kill_all();
+            shared.withdraw_all("the agent's process ended").await;
+            let news = shared.initialized.load(Ordering::Acquire)
+                && !shared.stopping.load(Ordering::Acquire);
+            let (outcome, code) = match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (s.code(), s.signal()) {
+                        (Some(c), _) => (
+                            format!("the agent's process exited with status {c}"),
+                            Some(c),
+                        ),
+                        (None, Some(sig)) => (
+                            format!("the agent's process was killed by signal {sig}"),
+                            Some(128 + sig),
+                        ),
+                        _ => ("the agent's process ended".to_owned(), None),
+                    }
+                }
+                Err(e) => (format!("cannot wait for the agent's process: {e}"), None),
+            };
+            if news {
+                shared
+                    .emit_error(outcome.clone(), "executor_exited", code)
+                    .await;
+            }
+            shared.turn_running.store(false, Ordering::Release);
+            tracing::info!(session = %shared.session_id, agent = %shared.agent.name, outcome, "ACP agent ended");
+            let _ = done_tx.send(true);
+        });
+        tokio::spawn(watchdog(shared.clone()));
+
+        let fresh_notice = match setup(&shared, &spec).await {
+            Ok(n) => n,
+            Err(e) => {
+                shared.kill_now();
+                let mut d = done.clone();
+                let _ = tokio::time::timeout(
+                    self.limits.stop_grace + Duration::from_secs(5),
+                    d.wait_for(|d| *d),
+                )
+                .await;
+                let stderr = shared.stderr_tail();
+                let why = match e {
+                    Error::Executor { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(Error::executor(format!(
+                    "agent `{}` did not start a session: {why}; stderr: {stderr}",
+                    self.agent.name
+                )));
+            }
+        };
+        shared.initialized.store(true, Ordering::Release);
+        let mode = shared.map.lock().unwrap_or_else(|p| p.into_inner()).mode();
+        shared
+            .emit(Event::SessionInit(SessionInit {
+                executor_session_id: Some(shared.acp_session()),
+                model: None,
+                tools: Vec::new(),
+                cwd: Some(worktree.display().to_string()),
+                permission_mode: mode,
+                executor_version: fresh_notice.1.clone(),
+            }))
+            .await;
+        if let Some(notice) = fresh_notice.0 {
+            shared.emit(Event::Notice(notice)).await;
+        }
+        let (turn_tx, turn_rx) = mpsc::unbounded_channel();
+        tokio::spawn(play_turns(shared.clone(), turn_rx));
+        let session = AcpSession {
+            shared,
+            turns: Mutex::new(Some(turn_tx)),
+            done,
+        };
+        if let Some(prompt) = &spec.prompt {
+            session.send_message(prompt).await?;
+        }
+        Ok(Box::new(session))
+    }
+}
+
+/// Initializes the agent and opens (or loads) its session. Returns the
+/// notice of a resume that started fresh, and the agent's version.
+async fn setup(shared: &Arc<Shared>, spec: &StartSpec) -> Result<(Option<Notice>, Option<String>)> {
+    let timeout = Some(shared.limits.request_timeout);
+    let init = request(
+        shared,
+        "initialize",
+        json!({
+            "protocolVersion": 1,
+            "clientCapabilities": {
+                "fs": { "readTextFile": true, "writeTextFile": true },
+                "terminal": true,
+                "elicitation": { "form": {} },
+            },
+            "clientInfo": { "name": "duraclaw", "version": env!("CARGO_PKG_VERSION") },
+        }),
+        timeout,
+    )
+    .await?;
+    let init: InitializeResponse = serde_json::from_value(init)
+        .map_err(|e| Error::executor_from("the agent's answer to `initialize`", e))?;
+    let version = init
+        .agent_info
+        .as_ref()
+        .map(|i| format!("{} {}", i.name, i.version));
+    let cwd = shared.worktree.display().to_string();
+    let mut fresh = None;
+    if let Some(resume) = &spec.resume {
+        if init.agent_capabilities.load_session {
+            shared.replaying.store(true, Ordering::Release);
+            let loaded = request(
+                shared,
+                "session/load",
+                json!({ "sessionId": resume, "cwd": cwd, "mcpServers": [] }),
+                timeout,
+            )
+            .await;
+            shared.replaying.store(false, Ordering::Release);
+            match loaded {
+                Ok(v) => {
+                    *shared.acp_session.lock().unwrap_or_else(|p| p.into_inner()) = resume.clone();
+                    take_session_options(shared, &v);
+                    return Ok((None, version));
+                }
+                Err(e) => {
+                    fresh = Some(format!(
+                        "Agent `{}` could not load its session {resume} ({e}), so a new one started: \
+                         the agent does not see the earlier conversation.",
+                        shared.agent.name
+                    ));
+                }
+            }
+        } else {
+            fresh = Some(format!(
+                "Agent `{}` cannot load an earlier session, so a new one started: \
+                 the agent does not see the earlier conversation.",
+                shared.agent.name
+            ));
+        }
+    }
+    let created = request(
+        shared,
+        "session/new",
+        json!({ "cwd": cwd, "mcpServers": [] }),
+        timeout,
+    )
+    .await?;
+    take_session_options(shared, &created);
+    let created: NewSessionResponse = serde_json::from_value(created)
+        .map_err(|e| Error::executor_from("the agent's answer to `session/new`", e))?;
+    *shared.acp_session.lock().unwrap_or_else(|p| p.into_inner()) =
+        created.session_id.0.to_string();
+    if let Some(mode) = &spec.permission_mode
+        && shared
+            .modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(mode)
+    {
+        set_mode(shared, mode).await?;
+    }
+    if let Some(why) = &fresh {
+        tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, "{why}");
+    }
+    let notice = fresh.map(|why| Notice::new(NOTICE_AGENT_RESUMED_FRESH, why));
+    Ok((notice, version))
+}
+
+/// Our request `method`; an error the agent answered is an error here.
+async fn request(
+    shared: &Shared,
+    method: &str,
+    params: Value,
+    timeout: Option<Duration>,
+) -> Result<Value> {
+    match shared.rpc.request(method, params, timeout).await? {
+        Ok(v) => Ok(v),
+        Err(e) => Err(Error::executor(format!(
+            "the agent refused `{method}`: {} (code {})",
+            e.message, e.code
+        ))),
+    }
+}
+
+/// Keeps the modes and the model choice a new or loaded session offers.
+fn take_session_options(shared: &Shared, answer: &Value) {
+    if let Some(modes) = answer.get("modes") {
+        let ids: Vec<String> = modes
+            .get("availableModes")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        *shared.modes.lock().unwrap_or_else(|p| p.into_inner()) = ids;
+        if let Some(current) = modes.get("currentModeId").and_then(Value::as_str) {
+            shared
+                .map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_mode(current);
+        }
+    }
+    let model = answer
+        .get("configOptions")
+        .and_then(Value::as_array)
+        .and_then(|opts| {
+            opts.iter()
+                .find(|o| o.get("category").and_then(Value::as_str) == Some("model"))
+        })
+        .and_then(|o| {
+            let id = o.get("id")?.as_str()?.to_owned();
+            let mut values = Vec::new();
+            for entry in o.get("options")?.as_array()? {
+                match entry.get("options").and_then(Value::as_array) {
+                    // A group of options.
+                    Some(group) => values.extend(
+                        group
+                            .iter()
+                            .filter_map(|v| v.get("value").and_then(Value::as_str))
+                            .map(str::to_owned),
+                    ),
+                    None => values.extend(
+                        entry
+                            .get("value")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                    ),
+                }
+            }
+            Some((id, values))
+        });
+    if model.is_some() {
+        *shared
+            .model_option
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = model;
+    }
+}
+
+async fn set_mode(shared: &Shared, mode: &str) -> Result<()> {
+    request(
+        shared,
+        "session/set_mode",
+        json!({ "sessionId": shared.acp_session(), "modeId": mode }),
+        Some(shared.limits.request_timeout),
+    )
+    .await?;
+    shared
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_mode(mode);
+    Ok(())
+}
+
+/// Plays the turns sent, one at a time.
+async fn play_turns(shared: Arc<Shared>, mut turns: mpsc::UnboundedReceiver<String>) {
+    while let Some(text) = turns.recv().await {
+        if !shared.running.load(Ordering::Acquire) || shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        shared.interrupted.store(false, Ordering::Release);
+        shared.touch();
+        shared.turn_running.store(true, Ordering::Release);
+        let started = Instant::now();
+        let answer = shared
+            .rpc
+            .request(
+                "session/prompt",
+                json!({
+                    "sessionId": shared.acp_session(),
+                    "prompt": [{ "type": "text", "text": text }],
+                }),
+                None,
+            )
+            .await;
+        let interrupted = shared.interrupted.swap(false, Ordering::AcqRel);
+        match answer {
+            Ok(Ok(v)) => {
+                let parsed: std::result::Result<PromptResponse, _> = serde_json::from_value(v);
+                let (events, cost) = shared
+                    .map
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .end_turn(interrupted);
+                for e in events {
+                    shared.emit(e).await;
+                }
+                let (subtype, is_error, usage) = match &parsed {
+                    Ok(r) => {
+                        let (s, e) = map::stop(&r.stop_reason, interrupted);
+                        (s, e, map::usage(r))
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %shared.session_id, error = %e, "an answer to `session/prompt` that is not one");
+                        ("unknown".to_owned(), true, None)
+                    }
+                };
+                shared.turn_running.store(false, Ordering::Release);
+                shared
+                    .emit(Event::Result(TurnResult {
+                        subtype: Some(subtype.clone()),
+                        is_error,
+                        duration_ms: u64::try_from(started.elapsed().as_millis()).ok(),
+                        cost_usd: cost,
+                        usage,
+                        num_turns: None,
+                        terminal_reason: Some(subtype),
+                        last_message_uuid: None,
+                    }))
+                    .await;
+            }
+            Ok(Err(RpcError { message, code })) => {
+                let (events, _) = shared
+                    .map
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .end_turn(true);
+                for e in events {
+                    shared.emit(e).await;
+                }
+                shared.turn_running.store(false, Ordering::Release);
+                shared
+                    .emit_error(
+                        format!(
+                            "agent `{}` failed the turn: {message} (code {code})",
+                            shared.agent.name
+                        ),
+                        "agent_error",
+                        None,
+                    )
+                    .await;
+            }
+            // The process is gone: its end is reported where it is seen.
+            Err(_) => {
+                shared
+                    .map
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .end_turn(true);
+                shared.turn_running.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Kills an agent that says nothing for the idle timeout while it should.
+async fn watchdog(shared: Arc<Shared>) {
+    let idle = shared.limits.idle_timeout;
+    let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        if !shared.running.load(Ordering::Acquire) || shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let quiet = shared
+            .last_activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if shared.turn_running.load(Ordering::Acquire)
+            && shared.awaiting.load(Ordering::Acquire) == 0
+            && quiet > idle
+        {
+            shared
+                .emit_error(
+                    format!(
+                        "agent `{}` wrote nothing for {} ms during a turn; it was stopped",
+                        shared.agent.name,
+                        idle.as_millis()
+                    ),
+                    "executor_hung",
+                    None,
+                )
+                .await;
+            shared.kill_now();
+            return;
+        }
+    }
+}
+
+async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::ChildStdout) {
+    let mut reader = BufReader::new(stdout);
+    let mut garbage = 0u32;
+    loop {
+        let line = match next_line_bounded(&mut reader, MAX_LINE_BYTES).await {
+            Ok(Some(Ok(l))) => l,
+            Ok(Some(Err(len))) => {
+                shared
+                    .emit_error(
+                        format!("agent `{}` wrote a line of {len} bytes, over the {MAX_LINE_BYTES}-byte limit; it was skipped", shared.agent.name),
+                        "executor_line_too_long",
+                        None,
+                    )
+                    .await;
+                continue;
+            }
+            Ok(None) | Err(_) => return,
+        };
+        shared.touch();
+        if line.trim().is_empty() {
+            continue;
+        }
+        match rpc::parse_line(&line) {
+            Ok(message) => {
+                garbage = 0;
+                if !handle(&shared, message).await {
+                    return;
+                }
+            }
+            Err(why) => {
+                garbage += 1;
+                tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, why, "agent wrote garbage");
+                if garbage == 1 {
+                    shared
+                        .emit_error(
+                            format!(
+                                "agent `{}` wrote a line that is no ACP message: {why}",
+                                shared.agent.name
+                            ),
+                            "executor_garbage",
+                            None,
+                        )
+                        .await;
+                }
+                if garbage >= MAX_GARBAGE_LINES {
+                    shared
+                        .emit_error(
+                            format!("agent `{}` wrote {garbage} lines in a row that are no ACP messages; it was stopped", shared.agent.name),
+                            "executor_garbage",
+                            None,
+                        )
+                        .await;
+                    shared.kill_now();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Handles one message; `false` when the session ended on it.
+async fn handle(shared: &Arc<Shared>, message: Incoming) -> bool {
+    match message {
+        Incoming::Response { id, result } => shared.rpc.deliver(id, result),
+        Incoming::Notification { method, params } => {
+            if method == "session/update" {
+                return session_update(shared, params).await;
+            }
+            tracing::debug!(session = %shared.session_id, method, "an ACP notification ignored");
+        }
+        Incoming::Request { id, method, params } => {
+            if shared.ended.load(Ordering::Acquire) {
+                return false;
+            }
+            match method.as_str() {
+                "session/request_permission" => permission(shared, id, params).await,
+                "elicitation/create" => elicit(shared, id, params).await,
+                "fs/read_text_file" => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let r = client::read_text_file(&shared.worktree, params).await;
+                        shared.rpc.respond(&id, r);
+                    });
+                }
+                "fs/write_text_file" => {
+                    let target = client::write_target(&shared.worktree, &params)
+                        .and_then(|t| covered(shared, "write a file").map(|()| t));
+                    match target {
+                        Ok((path, content)) => {
+                            let shared = shared.clone();
+                            tokio::spawn(async move {
+                                let r = client::write_text_file(&path, &content).await;
+                                shared.rpc.respond(&id, r);
+                            });
+                        }
+                        Err(e) => shared.rpc.respond(&id, Err(e)),
+                    }
+                }
+                "terminal/create" => {
+                    let r = covered(shared, "run a command")
+                        .and_then(|()| shared.terminals.create(params));
+                    shared.rpc.respond(&id, r);
+                }
+                "terminal/output" => shared.rpc.respond(&id, shared.terminals.output(params)),
+                "terminal/kill" => shared.rpc.respond(&id, shared.terminals.kill(params)),
+                "terminal/release" => shared.rpc.respond(&id, shared.terminals.release(params)),
+                "terminal/wait_for_exit" => {
+                    let shared = shared.clone();
+                    shared.waiting();
+                    tokio::spawn(async move {
+                        let r = shared.terminals.wait_for_exit(params).await;
+                        shared.waited();
+                        shared.rpc.respond(&id, r);
+                    });
+                }
+                other => {
+                    tracing::debug!(session = %shared.session_id, method = other, "an ACP request we do not serve");
+                    shared.rpc.respond(
+                        &id,
+                        Err(RpcError {
+                            code: METHOD_NOT_FOUND,
+                            message: format!("`{other}` is not served by this client"),
+                        }),
+                    );
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Whether a tool call that a decision allowed runs now (it may `what`).
+fn covered(shared: &Shared, what: &str) -> std::result::Result<(), RpcError> {
+    let map = shared.map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.calls.values().any(|c| c.allowed && !c.done) {
+        return Ok(());
+    }
+    tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, what, "refused: no allowed tool call runs");
+    Err(RpcError {
+        code: rpc::INVALID_PARAMS,
+        message: format!(
+            "permission denied: no allowed tool call covers a request to {what}; ask first"
+        ),
+    })
+}
+
+async fn session_update(shared: &Arc<Shared>, params: Value) -> bool {
+    if shared.replaying.load(Ordering::Acquire) {
+        return true;
+    }
+    let note: SessionNotification = match serde_json::from_value(params) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!(session = %shared.session_id, error = %e, "an ACP update we do not know");
+            return true;
+        }
+    };
+    let outs = shared
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .update(note.update);
+    for out in outs {
+        match out {
+            Out::Emit(e) => shared.emit(e).await,
+            Out::Runs(id) => {
+                if !check_runs(shared, &id).await {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// The agent says tool call `id` runs: it must have been allowed, else a
+/// rule or a standing allow must allow it now; otherwise the session ends.
+async fn check_runs(shared: &Arc<Shared>, id: &str) -> bool {
+    let call = {
+        let map = shared.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.calls.get(id).cloned()
+    };
+    let Some(call) = call else {
+        return true;
+    };
+    if call.allowed {
+        return true;
+    }
+    let request = ApprovalRequest::new(
+        shared.session_id.clone(),
+        UserQuestion {
+            question_id: shared.question_id(),
+            tool_use_id: Some(id.to_owned()),
+            kind: QuestionKind::Permission {
+                tool_name: call.name.clone(),
+                input: call.input.clone(),
+                description: (!call.title.is_empty()).then(|| call.title.clone()),
+            },
+        },
+        SystemClock.now_ms(),
+    );
+    let mut allowed = false;
+    match shared.gate.by_rule(&request).await {
+        Ok(Some(decided)) => {
+            allowed = matches!(decided.resolution.decision, Decision::Allow { .. });
+            shared.emit(Event::Notice(decided.notice)).await;
+        }
+        Ok(None) => match shared.gate.standing_allow(&request).await {
+            Ok(Some(a)) => {
+                allowed = true;
+                shared
+                    .emit(Event::Notice(a.notice(&call.name, Some(id))))
+                    .await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(session = %shared.session_id, error = %e, "standing allows unreadable")
+            }
+        },
+        Err(e) => {
+            tracing::warn!(session = %shared.session_id, error = %e, "approval rules unreadable")
+        }
+    }
+    if allowed {
+        mark_allowed(shared, id);
+        return true;
+    }
+    let bad = UnapprovedTool {
+        tool_name: call.name,
+        tool_use_id: id.to_owned(),
+    };
+    tracing::error!(session = %shared.session_id, agent = %shared.agent.name, tool = %bad.tool_name, tool_use_id = %bad.tool_use_id, "a tool ran without approval; stopping the agent");
+    shared.ended.store(true, Ordering::Release);
+    shared.kill_now();
+    shared.rpc.close();
+    shared.emit(bad.error_event()).await;
+    false
+}
+
+fn mark_allowed(shared: &Shared, id: &str) {
+    let mut map = shared.map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = map.calls.get_mut(id) {
+        c.allowed = true;
+    }
+}
+
+/// `session/request_permission`: asks the gate; answers the agent with the
+/// option the decision stands for.
+async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
+    let req: RequestPermissionRequest = match serde_json::from_value(params) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.rpc.respond(
+                &id,
+                Err(RpcError {
+                    code: rpc::INVALID_PARAMS,
+                    message: format!("invalid params: {e}"),
+                }),
+            );
+            return;
+        }
+    };
+    let call_id = req.tool_call.tool_call_id.0.to_string();
+    let f = &req.tool_call.fields;
+    let outs = shared
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .ensure_call(
+            &call_id,
+            f.title.as_deref(),
+            f.kind.as_ref(),
+            f.name.as_deref(),
+            f.raw_input.as_ref(),
+        );
+    for out in outs {
+        if let Out::Emit(e) = out {
+            shared.emit(e).await;
+        }
+    }
+    let Some(call) = shared
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .calls
+        .get(&call_id)
+        .cloned()
+    else {
+        return;
+    };
+    let input = match &f.raw_input {
+        Some(v) if !v.is_null() => v.clone(),
+        _ => call.input.clone(),
+    };
+    let title = f.title.clone().unwrap_or(call.title.clone());
+    let question_id = shared.question_id();
+    let request = ApprovalRequest::new(
+        shared.session_id.clone(),
+        UserQuestion {
+            question_id: question_id.clone(),
+            tool_use_id: Some(call_id.clone()),
+            kind: QuestionKind::Permission {
+                tool_name: call.name.clone(),
+                input: input.clone(),
+                description: (!title.is_empty()).then_some(title),
+            },
+        },
+        SystemClock.now_ms(),
+    );
+    shared
+        .open_questions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(question_id.clone());
+    shared.waiting();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let decided = ask(&shared.gate, &*shared.sink, request).await;
+        shared
+            .open_questions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&question_id);
+        let decision = match decided {
+            Ok(r) => r.decision,
+            Err(e) => {
+                tracing::warn!(session = %shared.session_id, error = %e, "approval failed");
+                Decision::Cancelled {
+                    reason: Some(format!("the approval could not be obtained: {e}")),
+                }
+            }
+        };
+        let (outcome, allowed) = choose(&req.options, &decision, &input);
+        if allowed {
+            mark_allowed(&shared, &call_id);
+        }
+        shared.waited();
+        shared.rpc.respond(&id, Ok(json!({ "outcome": outcome })));
+        if let Decision::Deny {
+            interrupt: true, ..
+        } = decision
+        {
+            interrupt_turn(&shared).await;
+        }
+    });
+}
+
+/// The agent's option for `decision`: (the outcome, whether it allows).
+fn choose(options: &[PermissionOption], decision: &Decision, input: &Value) -> (Value, bool) {
+    let find = |kinds: &[PermissionOptionKind]| {
+        kinds
+            .iter()
+            .find_map(|k| options.iter().find(|o| &o.kind == k))
+    };
+    let selected =
+        |o: &PermissionOption| json!({ "outcome": "selected", "optionId": o.option_id.0 });
+    let cancelled = json!({ "outcome": "cancelled" });
+    let deny = || match find(&[
+        PermissionOptionKind::RejectOnce,
+        PermissionOptionKind::RejectAlways,
+    ]) {
+        Some(o) => selected(o),
+        None => cancelled.clone(),
+    };
+    match decision {
+        Decision::Allow {
+            updated_input,
+            remember,
+        } => {
+            // An agent takes no changed input: refused rather than run as asked.
+            if updated_input.as_ref().is_some_and(|u| u != input) {
+                tracing::warn!(
+                    "an allow with changed input; an ACP agent cannot take it, so it is refused"
+                );
+                return (deny(), false);
+            }
+            let order = if *remember {
+                [
+                    PermissionOptionKind::AllowAlways,
+                    PermissionOptionKind::AllowOnce,
+                ]
+            } else {
+                [
+                    PermissionOptionKind::AllowOnce,
+                    PermissionOptionKind::AllowAlways,
+                ]
+            };
+            match find(&order) {
+                Some(o) => (selected(o), true),
+                None => (cancelled, false),
+            }
+        }
+        Decision::Deny { .. } => (deny(), false),
+        _ => (cancelled, false),
+    }
+}
+
+/// `elicitation/create` of a form of choices: a question to the user.
+async fn elicit(shared: &Arc<Shared>, id: Value, params: Value) {
+    let refuse = |why: String| {
+        tracing::warn!(session = %shared.session_id, why, "elicitation declined");
+        shared.rpc.respond(&id, Ok(json!({ "action": "cancel" })));
+    };
+    let req: CreateElicitationRequest = match serde_json::from_value(params.clone()) {
+        Ok(r) => r,
+        Err(e) => return refuse(format!("invalid params: {e}")),
+    };
+    let ElicitationMode::Form(form) = &req.mode else {
+        return refuse("only forms are asked".into());
+    };
+    // (field, question, labels, values, multi)
+    let mut fields = Vec::new();
+    for (name, schema) in &form.requested_schema.properties {
+        let (title, description, pairs, multi) = match schema {
+            ElicitationPropertySchema::String(s) => {
+                let pairs: Vec<(String, String)> = match (&s.one_of, &s.enum_values) {
+                    (Some(one_of), _) => one_of
+                        .iter()
+                        .map(|o| (o.title.clone(), o.value.clone()))
+                        .collect(),
+                    (None, Some(values)) => values.iter().map(|v| (v.clone(), v.clone())).collect(),
+                    (None, None) => return refuse(format!("field `{name}` is free text")),
+                };
+                (s.title.clone(), s.description.clone(), pairs, false)
+            }
+            ElicitationPropertySchema::Array(a) => {
+                let pairs = match &a.items {
+                    MultiSelectItems::String(s) => {
+                        s.values.iter().map(|v| (v.clone(), v.clone())).collect()
+                    }
+                    MultiSelectItems::Titled(t) => t
+                        .options
+                        .iter()
+                        .map(|o| (o.title.clone(), o.value.clone()))
+                        .collect(),
+                    _ => return refuse(format!("field `{name}` has choices we cannot show")),
+                };
+                (a.title.clone(), a.description.clone(), pairs, true)
+            }
+            _ => return refuse(format!("field `{name}` is no choice")),
+        };
+        let question = title.clone().unwrap_or_else(|| {
+            if form.requested_schema.properties.len() == 1 {
+                req.message.clone()
+            } else {
+                name.clone()
+            }
+        });
+        fields.push((name.clone(), question, description, pairs, multi));
+    }
+    if fields.is_empty() {
+        return refuse("an empty form".into());
+    }
+    let tool_use_id = params
+        .get("toolCallId")
+        .and_then(Value::as_str)
+        .filter(|t| {
+            shared
+                .map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .calls
+                .contains_key(*t)
+        })
+        .map(str::to_owned);
+    let questions = fields
+        .iter()
+        .map(|(_, question, description, pairs, multi)| AskQuestion {
+            question: question.clone(),
+            header: description.clone(),
+            options: pairs
+                .iter()
+                .map(|(label, _)| AskOption {
+                    label: label.clone(),
+                    description: None,
+                })
+                .collect(),
+            multi_select: *multi,
+        })
+        .collect();
+    let question_id = shared.question_id();
+    let request = ApprovalRequest::new(
+        shared.session_id.clone(),
+        UserQuestion {
+            question_id: question_id.clone(),
+            tool_use_id,
+            kind: QuestionKind::AskUser { questions },
+        },
+        SystemClock.now_ms(),
+    );
+    shared
+        .open_questions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(question_id.clone());
+    shared.waiting();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let decided = ask(&shared.gate, &*shared.sink, request).await;
+        shared
+            .open_questions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&question_id);
+        shared.waited();
+        let answer = match decided.map(|r| r.decision) {
+            Ok(Decision::Answered { answers }) => {
+                let mut content = serde_json::Map::new();
+                for (name, question, _, pairs, multi) in &fields {
+                    let Some(given) = answers.get(question) else {
+                        continue;
+                    };
+                    let value_of = |label: &str| {
+                        pairs
+                            .iter()
+                            .find(|(l, _)| l == label)
+                            .map_or_else(|| label.to_owned(), |(_, v)| v.clone())
+                    };
+                    content.insert(
+                        name.clone(),
+                        if *multi {
+                            Value::from(given.split(", ").map(value_of).collect::<Vec<String>>())
+                        } else {
+                            Value::from(value_of(given))
+                        },
+                    );
+                }
+                json!({ "action": "accept", "content": content })
+            }
+            Ok(Decision::Deny { .. }) => json!({ "action": "decline" }),
+            _ => json!({ "action": "cancel" }),
+        };
+        shared.rpc.respond(&id, Ok(answer));
+    });
+}
+
+/// Withdraws the turn's questions and tells the agent to stop the turn.
+async fn interrupt_turn(shared: &Shared) {
+    if !shared.turn_running.load(Ordering::Acquire) {
+        return;
+    }
+    shared.interrupted.store(true, Ordering::Release);
+    shared.withdraw_all(INTERRUPTED).await;
+    shared.touch();
+    let _ = shared.rpc.notify(
+        "session/cancel",
+        json!({ "sessionId": shared.acp_session() }),
+    );
+}
+
+impl AcpSession {
+    async fn wait_done(&self, bound: Duration) -> bool {
+        let mut done = self.done.clone();
+        tokio::time::timeout(bound, done.wait_for(|d| *d))
+            .await
+            .is_ok()
+    }
+
+    async fn stop(&self, at_once: bool) -> Result<()> {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::Release);
+        self.turns.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if *self.done.borrow() {
+            return Ok(());
+        }
+        if at_once {
+            shared.kill_now();
+        }
+        shared.withdraw_all(STOPPED).await;
+        shared.settle(Duration::from_secs(5)).await;
+        shared.terminals.kill_all();
+        // Closing stdin asks the agent to finish.
+        shared.rpc.close();
+        let grace = shared.limits.stop_grace;
+        if !self.wait_done(grace).await {
+            shared.signal_group(nix::sys::signal::Signal::SIGTERM);
+            if !self.wait_done(grace).await {
+                shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+                if !self.wait_done(Duration::from_secs(10)).await {
+                    return Err(Error::executor("the agent's process did not end"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExecutorSession for AcpSession {
+    async fn send_message(&self, text: &str) -> Result<()> {
+        let shared = &self.shared;
+        if !self.is_running() || shared.stopping.load(Ordering::Acquire) {
+            return Err(Error::executor(format!(
+                "agent `{}`'s session has ended",
+                shared.agent.name
+            )));
+        }
+        let turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns
+            .as_ref()
+            .and_then(|t| t.send(text.to_owned()).ok())
+            .ok_or_else(|| Error::executor("the session has ended"))
+    }
+
+    async fn interrupt(&self) -> Result<()> {
+        interrupt_turn(&self.shared).await;
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.stop(false).await
+    }
+
+    async fn kill(&self) -> Result<()> {
+        self.stop(true).await
+    }
+
+    async fn set_permission_mode(&self, mode: &str) -> Result<()> {
+        let offered = self
+            .shared
+            .modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&mode.to_owned());
+        if !offered {
+            return Err(Error::Invalid(format!(
+                "agent `{}` offers no mode `{mode}`",
+                self.shared.agent.name
+            )));
+        }
+        set_mode(&self.shared, mode).await?;
+        let mut notice = Notice::new(
+            duraclaw_core::protocol::NOTICE_MODE_CHANGED,
+            format!("The permission mode is now `{mode}`."),
+        );
+        notice.permission_mode = Some(mode.to_owned());
+        self.shared.emit(Event::Notice(notice)).await;
+        Ok(())
+    }
+
+    async fn set_model(&self, model: &str) -> Result<()> {
+        let option = self
+            .shared
+            .model_option
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some((config_id, values)) = option.filter(|(_, v)| v.iter().any(|m| m == model)) else {
+            return Err(Error::Invalid(format!(
+                "agent `{}` offers no model `{model}` to switch to",
+                self.shared.agent.name
+            )));
+        };
+        let _ = values;
+        request(
+            &self.shared,
+            "session/set_config_option",
+            json!({ "sessionId": self.shared.acp_session(), "configId": config_id, "value": model }),
+            Some(self.shared.limits.request_timeout),
+        )
+        .await?;
+        let mut notice = Notice::new(
+            duraclaw_core::protocol::NOTICE_MODEL_CHANGED,
+            format!("The model is now `{model}`."),
+        );
+        notice.model = Some(model.to_owned());
+        self.shared.emit(Event::Notice(notice)).await;
+        Ok(())
+    }
+
+    fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire) && !self.shared.ended.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_is_confined() {
+        let agent = AcpAgent {
+            name: "a".into(),
+            command: "a".into(),
+            args: vec![],
+            env_pass: vec!["OPENAI_API_KEY".into(), "CC_GATEWAY_SECRET".into()],
+            env: BTreeMap::from([("EXTRA".into(), "1".into())]),
+        };
+        let vars = [
+            ("PATH", "/bin"),
+            ("OPENAI_API_KEY", "k"),
+            ("CC_GATEWAY_SECRET", "s"),
+            ("CLAUDECODE", "1"),
+            ("UNRELATED", "x"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env: Vec<String> = agent_env(&agent, vars)
+            .into_iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        assert_eq!(env, ["PATH=/bin", "OPENAI_API_KEY=k", "EXTRA=1"]);
+    }
+
+    #[test]
+    fn decisions_pick_the_agents_options() {
+        let options: Vec<PermissionOption> = serde_json::from_value(json!([
+            { "optionId": "o1", "name": "Once", "kind": "allow_once" },
+            { "optionId": "o2", "name": "Always", "kind": "allow_always" },
+            { "optionId": "r1", "name": "No", "kind": "reject_once" },
+            { "optionId": "r2", "name": "Never", "kind": "reject_always" },
+        ]))
+        .unwrap();
+        let input = json!({ "command": "ls" });
+        let allow = |remember| Decision::Allow {
+            updated_input: None,
+            remember,
+        };
+        let picked = |d: &Decision| {
+            let (o, allowed) = choose(&options, d, &input);
+            (
+                o["optionId"]
+                    .as_str()
+                    .unwrap_or(o["outcome"].as_str().unwrap_or(""))
+                    .to_owned(),
+                allowed,
+            )
+        };
+        assert_eq!(picked(&allow(false)), ("o1".into(), true));
+        assert_eq!(picked(&allow(true)), ("o2".into(), true));
+        let deny = Decision::Deny {
+            reason: "no".into(),
+            interrupt: false,
+        };
+        assert_eq!(picked(&deny), ("r1".into(), false));
+        assert_eq!(
+            picked(&Decision::Cancelled { reason: None }),
+            ("cancelled".into(), false)
+        );
+        let changed = Decision::Allow {
+            updated_input: Some(json!({ "command": "rm -rf /" })),
+            remember: false,
+        };
+        assert_eq!(picked(&changed), ("r1".into(), false));
+        // Only "always" on offer: a deny still denies.
+        let only_always: Vec<PermissionOption> = options[1..2].to_vec();
+        assert_eq!(
+            choose(&only_always, &deny, &input).0,
+            json!({ "outcome": "cancelled" })
+        );
+    }
+}
