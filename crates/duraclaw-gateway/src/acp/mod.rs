@@ -227,6 +227,8 @@ struct Shared {
     model_option: Mutex<Option<(String, Vec<String>)>>,
     /// Woken when `awaiting` drops.
     settled: Notify,
+    /// Kills the agent's group if the gateway dies without stopping it.
+    guard: Mutex<Option<tokio::process::Child>>,
 }
 
 impl Shared {
@@ -435,6 +437,7 @@ impl Executor for AcpExecutor {
             modes: Mutex::default(),
             model_option: Mutex::default(),
             settled: Notify::new(),
+            guard: Mutex::new(pgid.and_then(|g| spawn_group_guard(g, &spec.session_id))),
         });
 
         tokio::spawn(async move {
@@ -471,6 +474,15 @@ impl Executor for AcpExecutor {
             })
             .await;
             shared.running.store(false, Ordering::Release);
+            // Killed before its pipe closes, so that it kills nothing.
+            let guard = shared
+                .guard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(mut g) = guard {
+                let _ = g.kill().await;
+            }
             shared.terminals.kill_all();
             shared.withdraw_all("the agent's process ended").await;
             let news = shared.initialized.load(Ordering::Acquire)
@@ -550,6 +562,31 @@ impl Executor for AcpExecutor {
             session.send_message(prompt).await?;
         }
         Ok(Box::new(session))
+    }
+}
+
+/// A shell that SIGKILLs process group `pgid` when the pipe only the
+/// gateway holds closes: the gateway died (SIGKILL, crash) without stopping
+/// the agent, whose terminals would run on. Without `/bin/sh`, none, and a
+/// warning.
+fn spawn_group_guard(pgid: i32, session: &str) -> Option<tokio::process::Child> {
+    let spawned = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#"read -r _ || kill -s KILL -- "-$1""#)
+        .arg("duraclaw-acp-guard")
+        .arg(pgid.to_string())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    match spawned {
+        Ok(child) => Some(child),
+        Err(e) => {
+            tracing::warn!(session, error = %e, "no guard for the agent's process group: it would outlive a crashed gateway");
+            None
+        }
     }
 }
 
@@ -633,6 +670,21 @@ async fn setup(shared: &Arc<Shared>, spec: &StartSpec) -> Result<(Option<Notice>
             .contains(mode)
     {
         set_mode(shared, mode).await?;
+    }
+    if let Some(model) = &spec.model {
+        let option = shared
+            .model_option
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match option {
+            Some((config_id, values)) if values.contains(model) => {
+                set_model(shared, &config_id, model).await?;
+            }
+            _ => {
+                tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, model, "the agent offers no such model; it uses its own")
+            }
+        }
     }
     if let Some(why) = &fresh {
         tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, "{why}");
@@ -728,6 +780,17 @@ async fn set_mode(shared: &Shared, mode: &str) -> Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .set_mode(mode);
+    Ok(())
+}
+
+async fn set_model(shared: &Shared, config_id: &str, model: &str) -> Result<()> {
+    request(
+        shared,
+        "session/set_config_option",
+        json!({ "sessionId": shared.acp_session(), "configId": config_id, "value": model }),
+        Some(shared.limits.request_timeout),
+    )
+    .await?;
     Ok(())
 }
 
@@ -1426,8 +1489,8 @@ impl AcpSession {
             shared.kill_now();
         }
         shared.withdraw_all(STOPPED).await;
-        shared.settle(Duration::from_secs(5)).await;
         shared.terminals.kill_all();
+        shared.settle(Duration::from_secs(5)).await;
         // Closing stdin asks the agent to finish.
         shared.rpc.close();
         let grace = shared.limits.stop_grace;
@@ -1511,13 +1574,7 @@ impl ExecutorSession for AcpSession {
             )));
         };
         let _ = values;
-        request(
-            &self.shared,
-            "session/set_config_option",
-            json!({ "sessionId": self.shared.acp_session(), "configId": config_id, "value": model }),
-            Some(self.shared.limits.request_timeout),
-        )
-        .await?;
+        set_model(&self.shared, &config_id, model).await?;
         let mut notice = Notice::new(
             duraclaw_core::protocol::NOTICE_MODEL_CHANGED,
             format!("The model is now `{model}`."),

@@ -591,3 +591,44 @@ async fn modes_switch_through_the_agent() {
     assert!(run.session.set_model("gpt-9").await.is_err());
     run.session.shutdown().await.unwrap();
 }
+
+/// A terminal still running when the session stops is killed with it.
+#[tokio::test]
+async fn a_running_terminal_is_killed_with_the_session() {
+    let turns = json!([[{ "do": "tool", "input": { "command": "sleep" }, "effects": [
+        { "do": "terminal", "command": "sh", "args": ["-c", "echo $$ > term.pid; exec sleep 300"] },
+    ] }]]);
+    let rig = rig(turns);
+    let pid_file = rig.worktree.join("term.pid");
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    let q = run.question().await;
+    run.decide(&q.question_id, allow(false)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the terminal never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists());
+    tokio::time::timeout(WAIT, run.session.shutdown())
+        .await
+        .expect("the stop was quick")
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while proc_dir.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the terminal outlived the session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
