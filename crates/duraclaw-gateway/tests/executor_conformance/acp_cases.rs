@@ -632,3 +632,69 @@ async fn a_running_terminal_is_killed_with_the_session() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Through the gateway: an agent's unasked tool closes the session there
+/// too (the executor found it, not the gateway's own check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_gateway_an_unasked_tool_closes_the_session() {
+    use duraclaw_core::protocol::CommandEnvelope;
+    use duraclaw_core::state::SessionState;
+    use duraclaw_gateway::server::{Gateway, GatewayOptions};
+    use duraclaw_gateway::worktree::WorktreeIndex;
+    use futures::StreamExt;
+
+    let turns = json!([[
+        { "do": "tool", "kind": "edit", "input": { "path": "x" }, "ask": false },
+        { "do": "text", "text": "After." },
+    ]]);
+    let rig = rig(turns);
+    let gateway = Gateway::new(GatewayOptions {
+        directory: Arc::new(
+            duraclaw_store::SqliteDirectory::open(rig.root.join("gateway.db"))
+                .await
+                .unwrap(),
+        ),
+        executor: Arc::new(rig.executor.clone()),
+        worktrees: WorktreeIndex::new(vec![format!("{}/*", rig.root.display())]).unwrap(),
+        approval_timeout: None,
+    })
+    .await
+    .unwrap();
+    let r = gateway
+        .apply(CommandEnvelope {
+            id: "c-1".into(),
+            session_id: "s1".into(),
+            command: super::support::execute(rig.worktree.display().to_string(), "Go"),
+        })
+        .await;
+    assert!(r.ok, "{r:?}");
+    let session = gateway.session("s1").await.unwrap();
+    let mut sub = session.log().subscribe(0);
+    loop {
+        let e = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("no unapproved_tool error in time")
+            .unwrap()
+            .unwrap()
+            .event()
+            .unwrap();
+        if let Event::Error(err) = &e
+            && err.code.as_deref() == Some("unapproved_tool")
+        {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let meta = session.log().store().meta().await.unwrap();
+        if meta.state == SessionState::Terminated && !session.is_running().await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session is not closed on the gateway: {:?}",
+            meta.state
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
