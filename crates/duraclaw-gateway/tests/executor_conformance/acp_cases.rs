@@ -641,7 +641,6 @@ async fn on_the_gateway_an_unasked_tool_closes_the_session() {
     use duraclaw_core::state::SessionState;
     use duraclaw_gateway::server::{Gateway, GatewayOptions};
     use duraclaw_gateway::worktree::WorktreeIndex;
-    use futures::StreamExt;
 
     let turns = json!([[
         { "do": "tool", "kind": "edit", "input": { "path": "x" }, "ask": false },
