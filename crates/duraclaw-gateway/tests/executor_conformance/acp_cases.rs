@@ -697,3 +697,64 @@ async fn on_the_gateway_an_unasked_tool_closes_the_session() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A question carries the agent's whole input and title, hostile
+/// characters and all: the UI shows them safely, nothing is cut here.
+#[tokio::test]
+async fn a_permission_question_carries_the_whole_input() {
+    let long = "x".repeat(50_000);
+    let title = "Run \u{202e}gnp.exe\u{202c}\nsecond line <script>";
+    let input = json!({ "command": format!("echo {long}"), "note": "\u{0}\u{7}" });
+    let turns = json!([[{ "do": "tool", "title": title, "input": input }]]);
+    let mut run = Run::start(rig(turns), memory_gate(), "Go").await;
+    let q = run.question().await;
+    let QuestionKind::Permission {
+        input: asked,
+        description,
+        ..
+    } = &q.kind
+    else {
+        panic!("not a permission question: {q:?}");
+    };
+    assert_eq!(asked, &input);
+    assert_eq!(description.as_deref(), Some(title));
+    run.decide(
+        &q.question_id,
+        Decision::Deny {
+            reason: "no".into(),
+            interrupt: false,
+        },
+    )
+    .await;
+    run.result().await;
+    run.session.shutdown().await.unwrap();
+}
+
+/// "Deny and stop" denies the call and cancels the turn.
+#[tokio::test]
+async fn a_deny_that_interrupts_cancels_the_turn() {
+    let turns = json!([
+        [{ "do": "tool", "input": { "command": "rm -rf build" } }, { "do": "stall" }],
+        [{ "do": "text", "text": "Next." }],
+    ]);
+    let mut run = Run::start(rig(turns), memory_gate(), "Go").await;
+    let q = run.question().await;
+    run.decide(
+        &q.question_id,
+        Decision::Deny {
+            reason: "stop".into(),
+            interrupt: true,
+        },
+    )
+    .await;
+    let r = run.result().await;
+    assert!(r.is_error, "{r:?}");
+    assert_eq!(r.subtype.as_deref(), Some("cancelled"));
+    let results = run.tool_results();
+    assert!(results.len() == 1 && results[0].is_error, "{results:?}");
+    run.session.send_message("Again").await.unwrap();
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+    run.session.shutdown().await.unwrap();
+}
