@@ -373,6 +373,39 @@ pub(super) async fn elicit(shared: &Arc<Shared>, id: Value, params: Value) {
 mod tests {
     use super::*;
 
+    /// Our answers parse as the pinned crate's own messages.
+    #[test]
+    fn our_answers_are_the_crates() {
+        use agent_client_protocol::v1::schema::{
+            CreateElicitationResponse, ElicitationAction, RequestPermissionOutcome,
+            RequestPermissionResponse,
+        };
+        let options: Vec<PermissionOption> = serde_json::from_value(json!([
+            { "optionId": "o1", "name": "Once", "kind": "allow_once" },
+        ]))
+        .unwrap();
+        let allow = Decision::Allow {
+            updated_input: None,
+            remember: false,
+        };
+        for decision in [allow, Decision::Expired] {
+            let (outcome, _) = choose(&options, &decision, &Value::Null);
+            let r: RequestPermissionResponse =
+                serde_json::from_value(json!({ "outcome": outcome })).unwrap();
+            match (&decision, r.outcome) {
+                (Decision::Allow { .. }, RequestPermissionOutcome::Selected(s)) => {
+                    assert_eq!(s.option_id.0.as_ref(), "o1");
+                }
+                (Decision::Expired, RequestPermissionOutcome::Cancelled) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let accept: CreateElicitationResponse =
+            serde_json::from_value(json!({ "action": "accept", "content": { "answer": "Yes" } }))
+                .unwrap();
+        assert!(matches!(accept.action, ElicitationAction::Accept(a) if a.content.is_some()));
+    }
+
     #[test]
     fn decisions_pick_the_agents_options() {
         let options: Vec<PermissionOption> = serde_json::from_value(json!([

@@ -592,25 +592,33 @@ fn spawn_group_guard(pgid: i32, session: &str) -> Option<tokio::process::Child> 
     }
 }
 
+/// `initialize`'s params: protocol v1; we serve file reads and writes,
+/// terminals and form elicitations.
+fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": 1,
+        "clientCapabilities": {
+            "fs": { "readTextFile": true, "writeTextFile": true },
+            "terminal": true,
+            "elicitation": { "form": {} },
+        },
+        "clientInfo": { "name": "duraclaw", "version": env!("CARGO_PKG_VERSION") },
+    })
+}
+
+/// `session/prompt`'s params: one text block.
+fn prompt_params(session: &str, text: &str) -> Value {
+    json!({
+        "sessionId": session,
+        "prompt": [{ "type": "text", "text": text }],
+    })
+}
+
 /// Initializes the agent and opens (or loads) its session. Returns the
 /// notice of a resume that started fresh, and the agent's version.
 async fn setup(shared: &Arc<Shared>, spec: &StartSpec) -> Result<(Option<Notice>, Option<String>)> {
     let timeout = Some(shared.limits.request_timeout);
-    let init = request(
-        shared,
-        "initialize",
-        json!({
-            "protocolVersion": 1,
-            "clientCapabilities": {
-                "fs": { "readTextFile": true, "writeTextFile": true },
-                "terminal": true,
-                "elicitation": { "form": {} },
-            },
-            "clientInfo": { "name": "duraclaw", "version": env!("CARGO_PKG_VERSION") },
-        }),
-        timeout,
-    )
-    .await?;
+    let init = request(shared, "initialize", initialize_params(), timeout).await?;
     let init: InitializeResponse = serde_json::from_value(init)
         .map_err(|e| Error::executor_from("the agent's answer to `initialize`", e))?;
     let version = init
@@ -810,10 +818,7 @@ async fn play_turns(shared: Arc<Shared>, mut turns: mpsc::UnboundedReceiver<Stri
             .rpc
             .request(
                 "session/prompt",
-                json!({
-                    "sessionId": shared.acp_session(),
-                    "prompt": [{ "type": "text", "text": text }],
-                }),
+                prompt_params(&shared.acp_session(), &text),
                 None,
             )
             .await;
@@ -1023,6 +1028,28 @@ impl ExecutorSession for AcpSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What we send parses as the pinned crate's own messages.
+    #[test]
+    fn our_messages_are_the_crates() {
+        use agent_client_protocol::v1::schema::{
+            InitializeRequest, LoadSessionRequest, NewSessionRequest, PromptRequest,
+        };
+        let init: InitializeRequest = serde_json::from_value(initialize_params()).unwrap();
+        let caps = &init.client_capabilities;
+        assert!(caps.fs.read_text_file && caps.fs.write_text_file && caps.terminal);
+        assert!(caps.elicitation.as_ref().is_some_and(|e| e.form.is_some()));
+        let prompt: PromptRequest = serde_json::from_value(prompt_params("s", "hi")).unwrap();
+        assert_eq!(prompt.session_id.0.as_ref(), "s");
+        assert_eq!(prompt.prompt.len(), 1);
+        let new: NewSessionRequest =
+            serde_json::from_value(json!({ "cwd": "/w", "mcpServers": [] })).unwrap();
+        assert_eq!(new.cwd, PathBuf::from("/w"));
+        let load: LoadSessionRequest =
+            serde_json::from_value(json!({ "sessionId": "s", "cwd": "/w", "mcpServers": [] }))
+                .unwrap();
+        assert_eq!(load.session_id.0.as_ref(), "s");
+    }
 
     #[test]
     fn the_environment_is_confined() {
