@@ -93,17 +93,22 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
     };
     let call_id = req.tool_call.tool_call_id.0.to_string();
     let f = &req.tool_call.fields;
-    let outs = shared
-        .map
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .ensure_call(
+    // The question needs its `tool_use` logged first.
+    let outs = {
+        let mut map = shared.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut outs = map.note(
             &call_id,
-            f.title.as_deref(),
-            f.kind.as_ref(),
-            f.name.as_deref(),
-            f.raw_input.as_ref(),
+            &Seen {
+                title: f.title.as_deref(),
+                kind: f.kind.as_ref(),
+                name: f.name.as_deref(),
+                raw_input: f.raw_input.as_ref(),
+                meta: req.tool_call.meta.as_ref(),
+            },
         );
+        outs.extend(map.show(&call_id));
+        outs
+    };
     for out in outs {
         if let Out::Emit(e) = out {
             shared.emit(e).await;
@@ -120,7 +125,7 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
         return;
     };
     let input = match &f.raw_input {
-        Some(v) if !v.is_null() => v.clone(),
+        Some(v) if !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()) => v.clone(),
         _ => call.input.clone(),
     };
     let title = f.title.clone().unwrap_or(call.title.clone());
@@ -295,7 +300,8 @@ pub(super) async fn elicit(shared: &Arc<Shared>, id: Value, params: Value) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .calls
-                .contains_key(*t)
+                .get(*t)
+                .is_some_and(|c| c.shown)
         })
         .map(str::to_owned);
     let questions = fields

@@ -15,13 +15,40 @@ use serde_json::{Value, json};
 /// A tool call the agent reported this turn.
 #[derive(Debug, Clone)]
 pub(super) struct Call {
+    /// Its name for the gate (fixed once its `tool_use` is logged).
     pub name: String,
+    /// Its input; `Null` until the agent says it.
     pub input: Value,
     pub title: String,
+    /// The agent's own name for the tool, when it says.
+    hint: Option<String>,
+    kind: Option<ToolKind>,
+    /// Its `tool_use` was logged.
+    pub shown: bool,
     /// A decision allowed it (a person, a rule or a standing allow).
     pub allowed: bool,
     /// Its result was reported.
     pub done: bool,
+}
+
+/// What the agent says of a tool call (a `tool_call`, an update, a
+/// permission request).
+#[derive(Debug, Default)]
+pub(super) struct Seen<'a> {
+    pub title: Option<&'a str>,
+    pub kind: Option<&'a ToolKind>,
+    pub name: Option<&'a str>,
+    pub raw_input: Option<&'a Value>,
+    pub meta: Option<&'a serde_json::Map<String, Value>>,
+}
+
+/// Whether `v` says something (agents stream an empty input first).
+fn known(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    }
 }
 
 /// What the reader does with one update, in order.
@@ -105,41 +132,69 @@ impl Mapper {
         (out, self.cost_usd)
     }
 
-    /// The tool call `id`, reported as `tool_use` first if it was not yet.
-    pub(super) fn ensure_call(
-        &mut self,
-        id: &str,
-        title: Option<&str>,
-        kind: Option<&ToolKind>,
-        name: Option<&str>,
-        raw_input: Option<&Value>,
-    ) -> Vec<Out> {
-        if self.calls.contains_key(id) {
+    /// Notes what the agent says of call `id`; its `tool_use` is logged
+    /// once its input is known.
+    pub(super) fn note(&mut self, id: &str, seen: &Seen<'_>) -> Vec<Out> {
+        let call = self.calls.entry(id.to_owned()).or_insert_with(|| Call {
+            name: String::new(),
+            input: Value::Null,
+            title: String::new(),
+            hint: None,
+            kind: None,
+            shown: false,
+            allowed: false,
+            done: false,
+        });
+        if let Some(t) = seen.title.filter(|t| !t.is_empty()) {
+            call.title = t.to_owned();
+        }
+        if let Some(k) = seen.kind {
+            call.kind = Some(*k);
+        }
+        // The agent's name for the tool; Zed's Claude adapter puts Claude
+        // Code's (`Bash`, `Read`, …) in `_meta`, so rules written for
+        // Claude apply to it.
+        let hint = seen.name.map(str::to_owned).or_else(|| {
+            seen.meta
+                .and_then(|m| m.get("claudeCode"))
+                .and_then(|c| c.get("toolName"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        if let Some(h) = hint.filter(|h| !h.is_empty()) {
+            call.hint = Some(h);
+        }
+        if !call.shown
+            && let Some(input) = seen.raw_input.filter(|v| known(v))
+        {
+            call.input = input.clone();
+        }
+        if !call.shown && known(&call.input) {
+            return self.show(id);
+        }
+        Vec::new()
+    }
+
+    /// Logs call `id`'s `tool_use` if it was not yet (what is known of its
+    /// input then is its input).
+    pub(super) fn show(&mut self, id: &str) -> Vec<Out> {
+        if self.calls.get(id).is_none_or(|c| c.shown) {
             return Vec::new();
         }
         let mut out: Vec<Out> = self.close(false).into_iter().map(Out::Emit).collect();
-        let title = title.unwrap_or_default().to_owned();
-        let name = tool_name(name, kind, &title);
-        let input = match raw_input {
-            Some(v) if !v.is_null() => v.clone(),
-            _ => json!({ "title": title }),
-        };
-        out.push(Out::Emit(Event::ToolUse(ToolUse {
-            tool_use_id: id.to_owned(),
-            name: name.clone(),
-            input: input.clone(),
-            message_id: None,
-        })));
-        self.calls.insert(
-            id.to_owned(),
-            Call {
-                name,
-                input,
-                title,
-                allowed: false,
-                done: false,
-            },
-        );
+        if let Some(call) = self.calls.get_mut(id) {
+            call.shown = true;
+            call.name = tool_name(call.hint.as_deref(), call.kind.as_ref(), &call.title);
+            if !known(&call.input) {
+                call.input = json!({ "title": call.title });
+            }
+            out.push(Out::Emit(Event::ToolUse(ToolUse {
+                tool_use_id: id.to_owned(),
+                name: call.name.clone(),
+                input: call.input.clone(),
+                message_id: None,
+            })));
+        }
         out
     }
 
@@ -148,6 +203,9 @@ impl Mapper {
         match update {
             SessionUpdate::AgentMessageChunk(chunk) => {
                 let text = block_text(&chunk.content);
+                if text.is_empty() {
+                    return Vec::new();
+                }
                 let mut out = Vec::new();
                 if !self.thought.is_empty() {
                     out.push(Out::Emit(Event::Unknown(json!({
@@ -176,12 +234,15 @@ impl Mapper {
             }
             SessionUpdate::ToolCall(tc) => {
                 let id = tc.tool_call_id.0.to_string();
-                let mut out = self.ensure_call(
+                let mut out = self.note(
                     &id,
-                    Some(&tc.title),
-                    Some(&tc.kind),
-                    tc.name.as_deref(),
-                    tc.raw_input.as_ref(),
+                    &Seen {
+                        title: Some(&tc.title),
+                        kind: Some(&tc.kind),
+                        name: tc.name.as_deref(),
+                        raw_input: tc.raw_input.as_ref(),
+                        meta: tc.meta.as_ref(),
+                    },
                 );
                 out.extend(self.status(&id, tc.status, &tc.content, tc.raw_output.as_ref()));
                 out
@@ -189,12 +250,15 @@ impl Mapper {
             SessionUpdate::ToolCallUpdate(u) => {
                 let id = u.tool_call_id.0.to_string();
                 let f = u.fields;
-                let mut out = self.ensure_call(
+                let mut out = self.note(
                     &id,
-                    f.title.as_deref(),
-                    f.kind.as_ref(),
-                    f.name.as_deref(),
-                    f.raw_input.as_ref(),
+                    &Seen {
+                        title: f.title.as_deref(),
+                        kind: f.kind.as_ref(),
+                        name: f.name.as_deref(),
+                        raw_input: f.raw_input.as_ref(),
+                        meta: u.meta.as_ref(),
+                    },
                 );
                 if let Some(status) = f.status {
                     let content = f.content.unwrap_or_default();
@@ -245,14 +309,17 @@ impl Mapper {
         content: &[ToolCallContent],
         raw_output: Option<&Value>,
     ) -> Vec<Out> {
-        let Some(call) = self.calls.get_mut(id) else {
+        if matches!(status, ToolCallStatus::Pending) {
             return Vec::new();
+        }
+        let mut out = self.show(id);
+        let Some(call) = self.calls.get_mut(id) else {
+            return out;
         };
         match status {
-            ToolCallStatus::InProgress => vec![Out::Runs(id.to_owned())],
+            ToolCallStatus::InProgress => out.push(Out::Runs(id.to_owned())),
             ToolCallStatus::Completed | ToolCallStatus::Failed if !call.done => {
                 call.done = true;
-                let mut out = Vec::new();
                 let failed = status == ToolCallStatus::Failed;
                 if !failed {
                     out.push(Out::Runs(id.to_owned()));
@@ -262,15 +329,15 @@ impl Mapper {
                     content: result_content(content, raw_output),
                     is_error: failed,
                 })));
-                out
             }
-            _ => Vec::new(),
+            _ => {}
         }
+        out
     }
 }
 
-/// The tool's name for the gate and its rules: the agent's name for it,
-/// else its kind (`execute`, `edit`, …), else its title.
+/// The tool's name for the gate and its rules: the agent's name for it
+/// (or its hint in `_meta`), else its kind (`execute`, `edit`, …), else its title.
 fn tool_name(name: Option<&str>, kind: Option<&ToolKind>, title: &str) -> String {
     if let Some(n) = name.filter(|n| !n.is_empty()) {
         return n.to_owned();

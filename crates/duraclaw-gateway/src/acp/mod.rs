@@ -49,7 +49,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::claude::cli::launch::filtered_env;
 use crate::claude::process::{MAX_LINE_BYTES, fit_to_frame, next_line_bounded};
-use map::{Mapper, Out};
+use map::{Mapper, Out, Seen};
 use rpc::{Incoming, METHOD_NOT_FOUND, Peer, RpcError};
 
 /// The notice code of a resume that could not resume: the agent cannot

@@ -75,6 +75,13 @@ enum Step {
         /// Steps played while it runs (file writes, terminals).
         #[serde(default)]
         effects: Vec<Step>,
+        /// The input comes in an update after an empty one, as agents that
+        /// stream it do.
+        #[serde(default)]
+        stream_input: bool,
+        /// The tool's name, given in `_meta` the way Zed's Claude adapter does.
+        #[serde(default)]
+        meta_name: Option<String>,
     },
     Ask {
         question: String,
@@ -119,6 +126,13 @@ fn all_options() -> Vec<String> {
     ["allow_once", "allow_always", "reject_once", "reject_always"]
         .map(String::from)
         .to_vec()
+}
+
+/// How a tool step reports its call.
+struct ToolHow {
+    ask: bool,
+    stream_input: bool,
+    meta_name: Option<String>,
 }
 
 struct Agent {
@@ -274,7 +288,16 @@ impl Agent {
                     ask,
                     options,
                     effects,
-                } => self.tool(&title, &kind, input, &result, ask, &options, effects),
+                    stream_input,
+                    meta_name,
+                } => {
+                    let how = ToolHow {
+                        ask,
+                        stream_input,
+                        meta_name,
+                    };
+                    self.tool(&title, &kind, input, &result, &how, &options, effects)
+                }
                 Step::Ask { question, options } => {
                     let answer = self.call(
                         "elicitation/create",
@@ -370,17 +393,28 @@ impl Agent {
         kind: &str,
         input: Value,
         result: &str,
-        ask: bool,
+        how: &ToolHow,
         options: &[String],
         effects: Vec<Step>,
     ) {
         let id = self.tool_id();
+        let meta = match &how.meta_name {
+            Some(n) => json!({ "claudeCode": { "toolName": n } }),
+            None => Value::Null,
+        };
         self.update(json!({
             "sessionUpdate": "tool_call", "toolCallId": id, "title": title, "kind": kind,
-            "status": "pending", "rawInput": input,
+            "status": "pending", "rawInput": if how.stream_input { json!({}) } else { input.clone() },
+            "_meta": meta,
         }));
+        if how.stream_input {
+            self.update(json!({
+                "sessionUpdate": "tool_call_update", "toolCallId": id, "rawInput": input,
+                "_meta": meta,
+            }));
+        }
         let mut chosen = "unasked".to_owned();
-        if ask {
+        if how.ask {
             let offered: Vec<Value> = options
                 .iter()
                 .map(|k| json!({ "optionId": format!("opt-{k}"), "name": k, "kind": k }))

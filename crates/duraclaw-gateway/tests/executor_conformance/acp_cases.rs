@@ -758,3 +758,49 @@ async fn a_deny_that_interrupts_cancels_the_turn() {
     assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
     run.session.shutdown().await.unwrap();
 }
+
+/// An agent that streams a call's input (an empty one first) gets one
+/// `tool_use` with the whole input, named as the agent names the tool
+/// (Zed's Claude adapter says `Bash` in `_meta`), so Claude's rules fit it.
+#[tokio::test]
+async fn a_streamed_call_is_shown_once_with_its_input_and_name() {
+    let input = json!({ "command": "git status" });
+    let turns =
+        json!([[{ "do": "tool", "input": input, "stream_input": true, "meta_name": "Bash" }]]);
+    let policy = PolicyGate::new(Vec::new(), memory_gate());
+    policy.set_rules(RuleSet::from_entries(
+        "",
+        &[RuleEntry {
+            id: Some("r-git".into()),
+            scope: RuleScope::User,
+            rule: "Bash(git status*)".into(),
+            action: RuleAction::Allow,
+        }],
+    ));
+    let mut run = Run::start(rig(turns), Arc::new(policy), "Go").await;
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    let uses: Vec<_> = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ToolUse(t) => Some((t.name.clone(), t.input.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uses, [("Bash".to_owned(), input)]);
+    // The rule written for Claude decided it: no question.
+    assert!(
+        run.events
+            .iter()
+            .any(|e| matches!(e, Event::Notice(n) if n.code == "rule_decision"))
+    );
+    assert!(
+        !run.events
+            .iter()
+            .any(|e| matches!(e, Event::UserQuestion(_)))
+    );
+    let results = run.tool_results();
+    assert!(results.len() == 1 && !results[0].is_error, "{results:?}");
+    run.session.shutdown().await.unwrap();
+}
