@@ -606,6 +606,11 @@ fn initialize_params() -> Value {
     })
 }
 
+/// `session/set_config_option`'s params choosing `model`.
+fn set_model_params(session: &str, config_id: &str, model: &str) -> Value {
+    json!({ "sessionId": session, "configId": config_id, "value": model })
+}
+
 /// `session/prompt`'s params: one text block.
 fn prompt_params(session: &str, text: &str) -> Value {
     json!({
@@ -797,7 +802,7 @@ async fn set_model(shared: &Shared, config_id: &str, model: &str) -> Result<()> 
     request(
         shared,
         "session/set_config_option",
-        json!({ "sessionId": shared.acp_session(), "configId": config_id, "value": model }),
+        set_model_params(&shared.acp_session(), config_id, model),
         Some(shared.limits.request_timeout),
     )
     .await?;
@@ -1034,6 +1039,7 @@ mod tests {
     fn our_messages_are_the_crates() {
         use agent_client_protocol::v1::schema::{
             InitializeRequest, LoadSessionRequest, NewSessionRequest, PromptRequest,
+            SetSessionConfigOptionRequest,
         };
         let init: InitializeRequest = serde_json::from_value(initialize_params()).unwrap();
         let caps = &init.client_capabilities;
@@ -1045,6 +1051,9 @@ mod tests {
         let new: NewSessionRequest =
             serde_json::from_value(json!({ "cwd": "/w", "mcpServers": [] })).unwrap();
         assert_eq!(new.cwd, PathBuf::from("/w"));
+        let set: SetSessionConfigOptionRequest =
+            serde_json::from_value(set_model_params("s", "model", "m2")).unwrap();
+        assert_eq!(set.config_id.0.as_ref(), "model");
         let load: LoadSessionRequest =
             serde_json::from_value(json!({ "sessionId": "s", "cwd": "/w", "mcpServers": [] }))
                 .unwrap();

@@ -32,6 +32,9 @@ struct Script {
     state_dir: PathBuf,
     #[serde(default)]
     modes: Vec<String>,
+    /// Models offered as the session's `model` config option.
+    #[serde(default)]
+    models: Vec<String>,
     #[serde(default)]
     hang_on: Option<String>,
     turns: Vec<Vec<Step>>,
@@ -99,6 +102,8 @@ enum Step {
         #[serde(default)]
         args: Vec<String>,
     },
+    /// Says the model chosen.
+    Model,
     Stall,
     Fail {
         message: String,
@@ -142,6 +147,8 @@ struct Agent {
     cancelled: bool,
     session: String,
     said: String,
+    /// The model chosen, said by the `model` step.
+    model: String,
 }
 
 fn send(message: &Value) {
@@ -356,6 +363,10 @@ impl Agent {
                     let said = self.terminal(&command, &args);
                     self.text(&said, 1);
                 }
+                Step::Model => {
+                    let said = format!("model: {}", self.model);
+                    self.text(&said, 1);
+                }
                 Step::Stall => {
                     while !self.cancelled {
                         let Ok(m) = self.rx.recv() else {
@@ -517,6 +528,17 @@ impl Agent {
         }
     }
 
+    fn config_options(&self, current: Option<&str>) -> Value {
+        match self.script.models.first() {
+            None => Value::Null,
+            Some(first) => json!([{
+                "id": "model", "name": "Model", "category": "model", "type": "select",
+                "currentValue": current.unwrap_or(first),
+                "options": self.script.models.iter().map(|m| json!({ "value": m, "name": m })).collect::<Vec<_>>(),
+            }]),
+        }
+    }
+
     fn serve(&mut self) {
         while let Ok(m) = self.rx.recv() {
             let method = m
@@ -551,7 +573,10 @@ impl Agent {
                     self.save(&sessions);
                     respond(
                         &id,
-                        json!({ "sessionId": self.session, "modes": self.modes() }),
+                        json!({
+                            "sessionId": self.session, "modes": self.modes(),
+                            "configOptions": self.config_options(None),
+                        }),
                     );
                 }
                 "session/load" => {
@@ -571,6 +596,18 @@ impl Agent {
                         self.update(json!({ "sessionUpdate": "agent_message_chunk", "content": { "type": "text", "text": agent } }));
                     }
                     respond(&id, json!({ "modes": self.modes() }));
+                }
+                "session/set_config_option" => {
+                    let value = params.get("value").and_then(Value::as_str).unwrap_or("");
+                    if self.script.models.iter().any(|m| m == value) {
+                        self.model = value.to_owned();
+                        respond(
+                            &id,
+                            json!({ "configOptions": self.config_options(Some(value)) }),
+                        );
+                    } else {
+                        respond_error(&id, "no such model");
+                    }
                 }
                 "session/set_mode" => {
                     respond(&id, json!({}));
@@ -651,6 +688,7 @@ fn main() {
         cancelled: false,
         session: String::new(),
         said: String::new(),
+        model: String::new(),
     };
     agent.serve();
 }

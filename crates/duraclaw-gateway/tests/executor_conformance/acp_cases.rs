@@ -804,3 +804,45 @@ async fn a_streamed_call_is_shown_once_with_its_input_and_name() {
     assert!(results.len() == 1 && !results[0].is_error, "{results:?}");
     run.session.shutdown().await.unwrap();
 }
+
+/// The model: set at the start from the session's choice, switched
+/// mid-session through the agent's `model` option; others refused.
+#[tokio::test]
+async fn models_switch_through_the_agents_option() {
+    let turns = json!([[{ "do": "model" }], [{ "do": "model" }]]);
+    let rig = acp_rig(
+        turns,
+        json!({ "models": ["m1", "m2", "m3"] }),
+        |_| {},
+        acp_limits(),
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    let spec = StartSpec::new("s1", rig.worktree.display().to_string())
+        .with_prompt("Which?")
+        .with_model("m2");
+    let session = rig
+        .executor
+        .start_with(spec, memory_gate(), Arc::new(Collect(tx)))
+        .await
+        .unwrap();
+    let mut run = Run {
+        rig,
+        gate: memory_gate(),
+        session,
+        rx,
+        events: Vec::new(),
+    };
+    run.result().await;
+    assert_eq!(run.finals().last().map(String::as_str), Some("model: m2"));
+    run.session.set_model("m3").await.unwrap();
+    run.until("the model notice", |e| {
+        matches!(e, Event::Notice(n) if n.code == "model_changed" && n.model.as_deref() == Some("m3"))
+    })
+    .await;
+    run.session.send_message("And now?").await.unwrap();
+    run.result().await;
+    assert_eq!(run.finals().last().map(String::as_str), Some("model: m3"));
+    let refused = run.session.set_model("gpt-9").await.unwrap_err();
+    assert!(refused.to_string().contains("gpt-9"), "{refused}");
+    run.session.shutdown().await.unwrap();
+}
