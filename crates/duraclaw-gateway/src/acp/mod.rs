@@ -229,6 +229,10 @@ struct Shared {
     model_option: Mutex<Option<(String, Vec<String>)>>,
     /// Woken when `awaiting` drops.
     settled: Notify,
+    /// Turns started so far.
+    turns_played: AtomicU64,
+    /// Woken when a turn ends.
+    turn_over: Notify,
     /// Kills the agent's group if the gateway dies without stopping it.
     guard: Mutex<Option<tokio::process::Child>>,
 }
@@ -439,6 +443,8 @@ impl Executor for AcpExecutor {
             modes: Mutex::default(),
             model_option: Mutex::default(),
             settled: Notify::new(),
+            turns_played: AtomicU64::new(0),
+            turn_over: Notify::new(),
             guard: Mutex::new(pgid.and_then(|g| spawn_group_guard(g, &spec.session_id))),
         });
 
@@ -512,6 +518,7 @@ impl Executor for AcpExecutor {
                     .await;
             }
             shared.turn_running.store(false, Ordering::Release);
+            shared.turn_over.notify_waiters();
             tracing::info!(session = %shared.session_id, agent = %shared.agent.name, outcome, "ACP agent ended");
             let _ = done_tx.send(true);
         });
@@ -817,6 +824,7 @@ async fn play_turns(shared: Arc<Shared>, mut turns: mpsc::UnboundedReceiver<Stri
         }
         shared.interrupted.store(false, Ordering::Release);
         shared.touch();
+        shared.turns_played.fetch_add(1, Ordering::AcqRel);
         shared.turn_running.store(true, Ordering::Release);
         let started = Instant::now();
         let answer = shared
@@ -894,14 +902,17 @@ async fn play_turns(shared: Arc<Shared>, mut turns: mpsc::UnboundedReceiver<Stri
                 shared.turn_running.store(false, Ordering::Release);
             }
         }
+        shared.turn_over.notify_waiters();
     }
 }
 
 /// Withdraws the turn's questions and tells the agent to stop the turn.
-async fn interrupt_turn(shared: &Shared) {
+/// An agent that does not end the turn within the request bound is hung.
+async fn interrupt_turn(shared: &Arc<Shared>) {
     if !shared.turn_running.load(Ordering::Acquire) {
         return;
     }
+    let turn = shared.turns_played.load(Ordering::Acquire);
     shared.interrupted.store(true, Ordering::Release);
     shared.withdraw_all(INTERRUPTED).await;
     shared.touch();
@@ -909,6 +920,43 @@ async fn interrupt_turn(shared: &Shared) {
         "session/cancel",
         json!({ "sessionId": shared.acp_session() }),
     );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let same_turn = || {
+            shared.turns_played.load(Ordering::Acquire) == turn
+                && shared.turn_running.load(Ordering::Acquire)
+        };
+        let over = async {
+            loop {
+                let notified = shared.turn_over.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if !same_turn() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let bound = shared.limits.request_timeout;
+        if tokio::time::timeout(bound, over).await.is_ok()
+            || !same_turn()
+            || shared.stopping.load(Ordering::Acquire)
+        {
+            return;
+        }
+        shared
+            .emit_error(
+                format!(
+                    "agent `{}` did not end the turn within {} ms of being cancelled; it was stopped",
+                    shared.agent.name,
+                    bound.as_millis()
+                ),
+                "executor_hung",
+                None,
+            )
+            .await;
+        shared.kill_now();
+    });
 }
 
 impl AcpSession {

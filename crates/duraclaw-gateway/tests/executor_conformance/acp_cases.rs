@@ -846,3 +846,26 @@ async fn models_switch_through_the_agents_option() {
     assert!(refused.to_string().contains("gpt-9"), "{refused}");
     run.session.shutdown().await.unwrap();
 }
+
+/// An agent that ignores the cancel is stopped once the request bound
+/// passes (its silence would take the much longer idle bound).
+#[tokio::test]
+async fn an_agent_that_ignores_the_cancel_is_stopped() {
+    let turns = json!([[{ "do": "text", "text": "Busy." }, { "do": "hang" }]]);
+    let limits = AcpLimits {
+        request_timeout: Duration::from_millis(500),
+        ..acp_limits()
+    };
+    let mut run = Run::start(
+        acp_rig(turns, json!({}), |_| {}, limits),
+        memory_gate(),
+        "Go",
+    )
+    .await;
+    run.until("a delta", |e| matches!(e, Event::Assistant(_)))
+        .await;
+    run.session.interrupt().await.unwrap();
+    let e = run.error("executor_hung").await;
+    assert!(e.message.contains("being cancelled"), "{e:?}");
+    run.ended().await;
+}
