@@ -1108,6 +1108,30 @@ mod tests {
         assert_eq!(load.session_id.0.as_ref(), "s");
     }
 
+    /// The guard kills the agent's group once the pipe only the gateway
+    /// holds closes, as when the gateway dies.
+    #[tokio::test]
+    async fn the_guard_kills_the_group_when_the_gateway_is_gone() {
+        let mut agent = Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pgid = i32::try_from(agent.id().unwrap()).unwrap();
+        let mut guard = spawn_group_guard(pgid, "s").unwrap();
+        // Still alive while the pipe is open.
+        let early = tokio::time::timeout(Duration::from_millis(200), agent.wait()).await;
+        assert!(early.is_err(), "killed too soon");
+        drop(guard.stdin.take());
+        let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
+            .await
+            .expect("the group was killed")
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+    }
+
     #[test]
     fn the_environment_is_confined() {
         let agent = AcpAgent {
