@@ -2,6 +2,8 @@
 //!
 //! - [`claude`]: the Claude Code CLI as an executor, with its stream-json
 //!   protocol under it ([`claude::cli`], re-exported as [`cli`]);
+//!   [`acp`]: any Agent Client Protocol agent (Gemini CLI, Codex and
+//!   Claude through Zed's adapters) as an executor;
 //!   [`scripted`]: a deterministic executor;
 //! - [`approval`]: the approval gates and the audit, re-exported from
 //!   [`duraclaw_approval`], where they live;
@@ -72,6 +74,7 @@
 //! # }
 //! ```
 
+pub mod acp;
 pub use duraclaw_approval as approval;
 pub mod claude;
 /// The Claude Code CLI's stream-json protocol ([`claude::cli`]).

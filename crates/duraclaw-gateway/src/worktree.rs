@@ -44,7 +44,7 @@ pub const WORKTREE_PATTERNS_ENV: &str = "WORKTREE_PATTERNS";
 
 /// Longest path [`WorktreeIndex::resolve`] looks at, in bytes (Linux's
 /// `PATH_MAX`); longer input is refused before touching the file system.
-const MAX_PATH_BYTES: usize = 4096;
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
 
 /// The set of worktrees the gateway may use, found from glob patterns.
 ///

@@ -195,3 +195,103 @@ mod claude {
 mod claude_oldest_supported {
     duraclaw_core::executor_conformance_tests!(super::Claude(super::support::claude_min_bin));
 }
+
+/// An ACP agent: the in-repo scripted one, playing the case's turns.
+struct Acp;
+
+/// What a scripted ACP agent needs for one case.
+struct AcpRig {
+    executor: duraclaw_gateway::acp::AcpExecutor,
+    worktree: std::path::PathBuf,
+    root: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A scripted ACP agent playing `turns` (the script's steps, as JSON),
+/// with `load_session` and `extra` merged into its script, and the agent
+/// config changed by `config`.
+fn acp_rig(
+    turns: serde_json::Value,
+    extra: serde_json::Value,
+    config: impl FnOnce(&mut duraclaw_gateway::acp::AcpAgent),
+    limits: duraclaw_gateway::acp::AcpLimits,
+) -> AcpRig {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let worktree = root.join("app");
+    support::init_repo(&worktree);
+    let state = root.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut script = json!({ "load_session": true, "state_dir": state, "turns": turns });
+    if let (Some(s), Some(e)) = (script.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    let path = root.join("script.json");
+    std::fs::write(&path, script.to_string()).unwrap();
+    let mut agent = duraclaw_gateway::acp::AcpAgent {
+        name: "script".into(),
+        command: env!("CARGO_BIN_EXE_duraclaw-acp-script").into(),
+        args: vec![path.display().to_string()],
+        env_pass: Vec::new(),
+        env: Default::default(),
+    };
+    config(&mut agent);
+    AcpRig {
+        executor: duraclaw_gateway::acp::AcpExecutor::new(agent).with_limits(limits),
+        worktree,
+        root,
+        _dir: dir,
+    }
+}
+
+fn acp_limits() -> duraclaw_gateway::acp::AcpLimits {
+    duraclaw_gateway::acp::AcpLimits {
+        request_timeout: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(30),
+        stop_grace: Duration::from_secs(2),
+    }
+}
+
+/// The script's steps for a conformance [`Play`].
+fn acp_turn(play: &Play) -> serde_json::Value {
+    match play {
+        Play::Reply(t) => json!([{ "do": "text", "text": t }]),
+        Play::Tool => json!([
+            { "do": "tool", "title": "Print a word", "input": { "command": TOOL_COMMAND }, "result": "conformance" },
+            { "do": "text", "text": "Done." },
+        ]),
+        Play::Ask => json!([
+            { "do": "ask", "question": ASK_QUESTION, "options": ASK_OPTIONS },
+            { "do": "text", "text": "Thanks." },
+        ]),
+        Play::Stall => json!([
+            { "do": "text", "text": "Streaming before the stall." },
+            { "do": "stall" },
+        ]),
+        Play::Fail => json!([{ "do": "fail", "message": "the script failed" }]),
+    }
+}
+
+#[async_trait]
+impl ExecutorHarness for Acp {
+    async fn executor(&self, turns: &[Play]) -> Result<ExecutorUnderTest> {
+        let turns: Vec<serde_json::Value> = turns.iter().map(acp_turn).collect();
+        let rig = acp_rig(json!(turns), json!({}), |_| {}, acp_limits());
+        Ok(ExecutorUnderTest {
+            executor: Arc::new(rig.executor.clone()),
+            worktree: rig.worktree.display().to_string(),
+            keep: Box::new(rig),
+        })
+    }
+
+    async fn sleep(&self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+mod acp {
+    duraclaw_core::executor_conformance_tests!(super::Acp);
+}
+
+#[path = "executor_conformance/acp_cases.rs"]
+mod acp_cases;

@@ -11,7 +11,7 @@
 mod approvals;
 pub mod cli;
 mod config;
-mod process;
+pub(crate) mod process;
 
 pub use config::ClaudeConfig;
 

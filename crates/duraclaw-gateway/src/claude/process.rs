@@ -156,12 +156,12 @@ pub(super) fn spawn_watchdog(stdin: &tokio::process::ChildStdin, shared: &Shared
 }
 
 /// The longest stdout line read whole; longer ones are skipped and reported.
-pub(super) const MAX_LINE_BYTES: usize = 8 * MAX_FRAME_BYTES;
+pub(crate) const MAX_LINE_BYTES: usize = 8 * MAX_FRAME_BYTES;
 
 /// One line of at most `max` bytes: `Ok(Some(Ok(line)))`, or
 /// `Ok(Some(Err(len)))` for a longer line (consumed and dropped), or
 /// `Ok(None)` at the end. Memory stays bounded whatever the CLI writes.
-pub(super) async fn next_line_bounded<R>(
+pub(crate) async fn next_line_bounded<R>(
     r: &mut R,
     max: usize,
 ) -> std::io::Result<Option<std::result::Result<String, usize>>>
@@ -202,7 +202,7 @@ where
 
 /// Makes an event fit in one frame: a huge tool result is cut with a note,
 /// anything else too large becomes an error event saying so.
-pub(super) fn fit_to_frame(event: Event) -> Event {
+pub(crate) fn fit_to_frame(event: Event) -> Event {
     let size = match event.to_json() {
         Ok(j) => j.len(),
         Err(_) => return event,

@@ -61,7 +61,19 @@ impl EventSink for GuardedSink {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .observe(&event);
+        // An executor that found an unapproved tool itself (an ACP agent
+        // reporting a call it runs unasked) logged the error: close the same way.
+        let reported = matches!(&event, Event::Error(e)
+            if e.code.as_deref() == Some(duraclaw_core::protocol::ERROR_UNAPPROVED_TOOL));
         self.outbox.emit(event).await?;
+        if reported {
+            session
+                .unapproved
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::error!(session = %session.id, "the executor ran a tool without approval; closing the session");
+            tokio::spawn(async move { stop_unapproved(&session).await });
+            return Ok(());
+        }
         let Some(bad) = unapproved else {
             return Ok(());
         };

@@ -1,0 +1,1158 @@
+//! Agents that speak the Agent Client Protocol (ACP) as an [`Executor`].
+//!
+//! One agent process per session, in the session's worktree, in its own
+//! process group, with a confined environment; JSON-RPC over its stdio
+//! (protocol v1). Its `session/update`s become our events, its
+//! `session/request_permission`s questions through the approval gate, and
+//! it may read and write text files inside the worktree and run terminals
+//! there. A tool call the agent says runs with no decision allowing it
+//! ends the session (`unapproved_tool`). A process that exits, hangs or
+//! writes garbage becomes an `error` event.
+//!
+//! The `agent-client-protocol` crate's types stay inside this module.
+
+mod approvals;
+mod client;
+mod io;
+mod map;
+mod rpc;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent_client_protocol::v1::schema::{
+    CreateElicitationRequest, ElicitationMode, ElicitationPropertySchema, InitializeResponse,
+    MultiSelectItems, NewSessionResponse, PermissionOption, PermissionOptionKind, PromptResponse,
+    RequestPermissionRequest, SessionNotification,
+};
+use async_trait::async_trait;
+use duraclaw_core::Result;
+use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
+use duraclaw_core::backend::guard::UnapprovedTool;
+use duraclaw_core::clock::{Clock, SystemClock};
+use duraclaw_core::error::Error;
+use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask};
+use duraclaw_core::protocol::{
+    AskOption, AskQuestion, Decision, ErrorEvent, Event, Notice, QuestionKind, SessionInit,
+    TurnResult, UserQuestion,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::claude::cli::launch::filtered_env;
+use crate::claude::process::{MAX_LINE_BYTES, fit_to_frame, next_line_bounded};
+use map::{Mapper, Out, Seen};
+use rpc::{Incoming, METHOD_NOT_FOUND, Peer, RpcError};
+
+/// The notice code of a resume that could not resume: the agent cannot
+/// load its earlier session, so a fresh one started.
+pub const NOTICE_AGENT_RESUMED_FRESH: &str = "agent_resumed_fresh";
+
+/// An agent the gateway can run: its command, and what of the gateway's
+/// environment reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcpAgent {
+    /// Its name (`codex`, `gemini`, …).
+    pub name: String,
+    /// The program: a path, or a name looked up on `PATH`.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Names of the gateway's variables passed through (an API key, say),
+    /// beyond the few every process needs (`PATH`, `HOME`, locale, …).
+    #[serde(default)]
+    pub env_pass: Vec<String>,
+    /// Variables set for it.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The bounds an [`AcpExecutor`] keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcpLimits {
+    /// How long a request of ours (initialize, new or load session, set
+    /// mode) may wait for its answer.
+    pub request_timeout: Duration,
+    /// How long the agent may say nothing while a turn runs and no
+    /// question waits for a person; then it counts as hung and is killed.
+    pub idle_timeout: Duration,
+    /// How long a stopped agent gets to exit before it is signalled.
+    pub stop_grace: Duration,
+}
+
+impl Default for AcpLimits {
+    fn default() -> Self {
+        AcpLimits {
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(15 * 60),
+            stop_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Starts sessions of one ACP agent.
+#[derive(Debug, Clone)]
+pub struct AcpExecutor {
+    agent: Arc<AcpAgent>,
+    limits: AcpLimits,
+}
+
+impl AcpExecutor {
+    /// An executor running `agent`.
+    pub fn new(agent: AcpAgent) -> AcpExecutor {
+        AcpExecutor {
+            agent: Arc::new(agent),
+            limits: AcpLimits::default(),
+        }
+    }
+
+    /// The same executor with other bounds.
+    #[must_use]
+    pub fn with_limits(mut self, limits: AcpLimits) -> AcpExecutor {
+        self.limits = limits;
+        self
+    }
+
+    /// The agent it runs.
+    pub fn agent(&self) -> &AcpAgent {
+        &self.agent
+    }
+}
+
+/// Variables every process needs; the rest only when the agent names them.
+const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+];
+
+/// The agent's environment: [`BASE_ENV`] and its `env_pass` names from
+/// `vars`, then its `env`; never the gateway's secret or `CLAUDECODE*`
+/// (the Claude executor's filter), even when named.
+pub fn agent_env(
+    agent: &AcpAgent,
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let passed: Vec<(OsString, OsString)> = vars
+        .into_iter()
+        .filter(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| BASE_ENV.contains(&k) || agent.env_pass.iter().any(|p| p == k))
+        })
+        .collect();
+    let set = agent
+        .env
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+    filtered_env(passed.into_iter().chain(set), false)
+}
+
+/// Where `command` is: itself when it names a path, else the first
+/// executable of that name on `path`.
+fn find_command(command: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = PathBuf::from(command);
+        return runnable(&p).then_some(p);
+    }
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(command))
+        .find(|p| runnable(p))
+}
+
+/// Why a stop withdraws questions.
+const STOPPED: &str = "the session was stopped";
+/// Why an interrupt withdraws questions.
+const INTERRUPTED: &str = "the turn was interrupted";
+/// Bytes of stderr kept for error reports.
+const STDERR_TAIL: usize = 4096;
+/// Consecutive lines that are no JSON-RPC after which the agent is killed.
+const MAX_GARBAGE_LINES: u32 = 20;
+
+struct Shared {
+    session_id: String,
+    agent: Arc<AcpAgent>,
+    limits: AcpLimits,
+    worktree: PathBuf,
+    sink: DynEventSink,
+    gate: DynApprovalGate,
+    rpc: Peer,
+    acp_session: Mutex<String>,
+    map: Mutex<Mapper>,
+    nonce: String,
+    next_question: AtomicU64,
+    terminals: client::Terminals,
+    stderr: Mutex<VecDeque<u8>>,
+    pgid: Option<i32>,
+    running: AtomicBool,
+    /// The session is set up: from now on an exit is news.
+    initialized: AtomicBool,
+    stopping: AtomicBool,
+    /// A tool ran unapproved: the session is over for good.
+    ended: AtomicBool,
+    /// `session/load` replays history: not ours to log again.
+    replaying: AtomicBool,
+    turn_running: AtomicBool,
+    interrupted: AtomicBool,
+    /// Questions and requests waiting on someone other than the agent.
+    awaiting: AtomicU64,
+    last_activity: Mutex<Instant>,
+    /// Open questions by id.
+    open_questions: Mutex<HashSet<String>>,
+    /// Modes the agent offers.
+    modes: Mutex<Vec<String>>,
+    /// The agent's model choice: its config option id and values.
+    model_option: Mutex<Option<(String, Vec<String>)>>,
+    /// Woken when `awaiting` drops.
+    settled: Notify,
+    /// Turns started so far.
+    turns_played: AtomicU64,
+    /// Woken when a turn ends.
+    turn_over: Notify,
+    /// Kills the agent's group if the gateway dies without stopping it.
+    guard: Mutex<Option<tokio::process::Child>>,
+}
+
+impl Shared {
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn acp_session(&self) -> String {
+        self.acp_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn emit(&self, event: Event) {
+        if let Err(e) = self.sink.emit(fit_to_frame(event)).await {
+            tracing::error!(session = %self.session_id, error = %e, "event not recorded");
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let buf = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes: Vec<u8> = buf.iter().copied().collect();
+        String::from_utf8_lossy(&bytes).trim().to_owned()
+    }
+
+    async fn emit_error(&self, message: String, code: &str, exit_status: Option<i32>) {
+        let tail = self.stderr_tail();
+        self.emit(Event::Error(ErrorEvent {
+            message,
+            code: Some(code.to_owned()),
+            exit_status,
+            stderr_tail: (!tail.is_empty()).then_some(tail),
+        }))
+        .await;
+    }
+
+    fn signal_group(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pgid) = self.pgid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
+        }
+    }
+
+    /// Stops the agent at once; its end is no news.
+    fn kill_now(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.signal_group(nix::sys::signal::Signal::SIGKILL);
+        self.terminals.kill_all();
+    }
+
+    fn question_id(&self) -> String {
+        format!(
+            "{}-q{}",
+            self.nonce,
+            self.next_question.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn waiting(&self) {
+        self.awaiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn waited(&self) {
+        self.awaiting.fetch_sub(1, Ordering::AcqRel);
+        self.touch();
+        self.settled.notify_waiters();
+    }
+
+    /// Withdraws every open question; whoever waits on each logs it.
+    async fn withdraw_all(&self, why: &str) {
+        let open: Vec<String> = self
+            .open_questions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for id in open {
+            let _ = self.gate.cancel(&id, why).await;
+        }
+    }
+
+    /// Waits (bounded) until no question waits.
+    async fn settle(&self, bound: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.settled.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.awaiting.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, wait).await;
+    }
+}
+
+/// A running session of an ACP agent.
+pub struct AcpSession {
+    shared: Arc<Shared>,
+    turns: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    done: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for AcpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcpSession")
+            .field("session_id", &self.shared.session_id)
+            .field("agent", &self.shared.agent.name)
+            .field("running", &self.shared.running.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "acp{:x}{:x}{}",
+        nanos,
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[async_trait]
+impl Executor for AcpExecutor {
+    async fn check(&self) -> Result<()> {
+        let path = std::env::var_os("PATH");
+        match find_command(&self.agent.command, path.as_deref()) {
+            Some(_) => Ok(()),
+            None => Err(Error::ExecutorUnsupported(format!(
+                "agent `{}`: its command `{}` is not found or not executable",
+                self.agent.name, self.agent.command
+            ))),
+        }
+    }
+
+    async fn start(
+        &self,
+        spec: StartSpec,
+        gate: DynApprovalGate,
+        sink: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        self.check().await?;
+        let worktree = std::fs::canonicalize(&spec.worktree)
+            .map_err(|e| Error::executor_from(format_args!("the worktree {}", spec.worktree), e))?;
+        let env = agent_env(&self.agent, std::env::vars_os());
+        let mut cmd = Command::new(&self.agent.command);
+        cmd.args(&self.agent.args)
+            .current_dir(&worktree)
+            .env_clear()
+            .envs(env.iter().cloned())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::executor_from(
+                format_args!(
+                    "cannot start agent `{}` ({})",
+                    self.agent.name, self.agent.command
+                ),
+                e,
+            )
+        })?;
+        let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+        tracing::info!(session = %spec.session_id, agent = %self.agent.name, pid = ?pgid, resume = spec.resume.is_some(), "started an ACP agent");
+        let missing = || Error::executor("the agent's stdio was not captured");
+        let mut stdin = child.stdin.take().ok_or_else(missing)?;
+        let stdout = child.stdout.take().ok_or_else(missing)?;
+        let mut stderr = child.stderr.take().ok_or_else(missing)?;
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let nonce = nonce();
+        let shared = Arc::new(Shared {
+            session_id: spec.session_id.clone(),
+            agent: self.agent.clone(),
+            limits: self.limits.clone(),
+            worktree: worktree.clone(),
+            sink,
+            gate,
+            rpc: Peer::new(out_tx),
+            acp_session: Mutex::new(String::new()),
+            map: Mutex::new(Mapper::new(nonce.clone())),
+            nonce,
+            next_question: AtomicU64::new(1),
+            terminals: client::Terminals::new(worktree.clone(), env, pgid),
+            stderr: Mutex::new(VecDeque::with_capacity(STDERR_TAIL)),
+            pgid,
+            running: AtomicBool::new(true),
+            initialized: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            replaying: AtomicBool::new(false),
+            turn_running: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
+            awaiting: AtomicU64::new(0),
+            last_activity: Mutex::new(Instant::now()),
+            open_questions: Mutex::default(),
+            modes: Mutex::default(),
+            model_option: Mutex::default(),
+            settled: Notify::new(),
+            turns_played: AtomicU64::new(0),
+            turn_over: Notify::new(),
+            guard: Mutex::new(pgid.and_then(|g| spawn_group_guard(g, &spec.session_id))),
+        });
+
+        tokio::spawn(async move {
+            while let Some(line) = out_rx.recv().await {
+                let line = line + "\n";
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let err_shared = shared.clone();
+        let err_reader = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let mut tail = err_shared.stderr.lock().unwrap_or_else(|p| p.into_inner());
+                tail.extend(&buf[..n]);
+                let excess = tail.len().saturating_sub(STDERR_TAIL);
+                tail.drain(..excess);
+            }
+        });
+        let reader = tokio::spawn(io::read_stdout(shared.clone(), stdout));
+        let (done_tx, done) = watch::channel(false);
+        let waiter_shared = shared.clone();
+        tokio::spawn(async move {
+            let shared = waiter_shared;
+            let status = child.wait().await;
+            shared.rpc.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = reader.await;
+                let _ = err_reader.await;
+            })
+            .await;
+            shared.running.store(false, Ordering::Release);
+            // Killed before its pipe closes, so that it kills nothing.
+            let guard = shared
+                .guard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(mut g) = guard {
+                let _ = g.kill().await;
+            }
+            shared.terminals.kill_all();
+            shared.withdraw_all("the agent's process ended").await;
+            let news = shared.initialized.load(Ordering::Acquire)
+                && !shared.stopping.load(Ordering::Acquire);
+            let (outcome, code) = match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (s.code(), s.signal()) {
+                        (Some(c), _) => (
+                            format!("the agent's process exited with status {c}"),
+                            Some(c),
+                        ),
+                        (None, Some(sig)) => (
+                            format!("the agent's process was killed by signal {sig}"),
+                            Some(128 + sig),
+                        ),
+                        _ => ("the agent's process ended".to_owned(), None),
+                    }
+                }
+                Err(e) => (format!("cannot wait for the agent's process: {e}"), None),
+            };
+            if news {
+                shared
+                    .emit_error(outcome.clone(), "executor_exited", code)
+                    .await;
+            }
+            shared.turn_running.store(false, Ordering::Release);
+            shared.turn_over.notify_waiters();
+            tracing::info!(session = %shared.session_id, agent = %shared.agent.name, outcome, "ACP agent ended");
+            let _ = done_tx.send(true);
+        });
+        tokio::spawn(io::watchdog(shared.clone()));
+
+        let fresh_notice = match setup(&shared, &spec).await {
+            Ok(n) => n,
+            Err(e) => {
+                shared.kill_now();
+                let mut d = done.clone();
+                let _ = tokio::time::timeout(
+                    self.limits.stop_grace + Duration::from_secs(5),
+                    d.wait_for(|d| *d),
+                )
+                .await;
+                let stderr = shared.stderr_tail();
+                let why = match e {
+                    Error::Executor { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(Error::executor(format!(
+                    "agent `{}` did not start a session: {why}; stderr: {stderr}",
+                    self.agent.name
+                )));
+            }
+        };
+        shared.initialized.store(true, Ordering::Release);
+        let mode = shared.map.lock().unwrap_or_else(|p| p.into_inner()).mode();
+        shared
+            .emit(Event::SessionInit(SessionInit {
+                executor_session_id: Some(shared.acp_session()),
+                model: None,
+                tools: Vec::new(),
+                cwd: Some(worktree.display().to_string()),
+                permission_mode: mode,
+                executor_version: fresh_notice.1.clone(),
+            }))
+            .await;
+        if let Some(notice) = fresh_notice.0 {
+            shared.emit(Event::Notice(notice)).await;
+        }
+        let (turn_tx, turn_rx) = mpsc::unbounded_channel();
+        tokio::spawn(play_turns(shared.clone(), turn_rx));
+        let session = AcpSession {
+            shared,
+            turns: Mutex::new(Some(turn_tx)),
+            done,
+        };
+        if let Some(prompt) = &spec.prompt {
+            session.send_message(prompt).await?;
+        }
+        Ok(Box::new(session))
+    }
+}
+
+/// A shell that SIGKILLs process group `pgid` when the pipe only the
+/// gateway holds closes: the gateway died (SIGKILL, crash) without stopping
+/// the agent, whose terminals would run on. Without `/bin/sh`, none, and a
+/// warning.
+fn spawn_group_guard(pgid: i32, session: &str) -> Option<tokio::process::Child> {
+    let spawned = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#"read -r _ || kill -s KILL -- "-$1""#)
+        .arg("duraclaw-acp-guard")
+        .arg(pgid.to_string())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    match spawned {
+        Ok(child) => Some(child),
+        Err(e) => {
+            tracing::warn!(session, error = %e, "no guard for the agent's process group: it would outlive a crashed gateway");
+            None
+        }
+    }
+}
+
+/// `initialize`'s params: protocol v1; we serve file reads and writes,
+/// terminals and form elicitations.
+fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": 1,
+        "clientCapabilities": {
+            "fs": { "readTextFile": true, "writeTextFile": true },
+            "terminal": true,
+            "elicitation": { "form": {} },
+        },
+        "clientInfo": { "name": "duraclaw", "version": env!("CARGO_PKG_VERSION") },
+    })
+}
+
+/// `session/set_config_option`'s params choosing `model`.
+fn set_model_params(session: &str, config_id: &str, model: &str) -> Value {
+    json!({ "sessionId": session, "configId": config_id, "value": model })
+}
+
+/// `session/prompt`'s params: one text block.
+fn prompt_params(session: &str, text: &str) -> Value {
+    json!({
+        "sessionId": session,
+        "prompt": [{ "type": "text", "text": text }],
+    })
+}
+
+/// Initializes the agent and opens (or loads) its session. Returns the
+/// notice of a resume that started fresh, and the agent's version.
+async fn setup(shared: &Arc<Shared>, spec: &StartSpec) -> Result<(Option<Notice>, Option<String>)> {
+    let timeout = Some(shared.limits.request_timeout);
+    let init = request(shared, "initialize", initialize_params(), timeout).await?;
+    let init: InitializeResponse = serde_json::from_value(init)
+        .map_err(|e| Error::executor_from("the agent's answer to `initialize`", e))?;
+    let version = init
+        .agent_info
+        .as_ref()
+        .map(|i| format!("{} {}", i.name, i.version));
+    let cwd = shared.worktree.display().to_string();
+    let mut fresh = None;
+    if let Some(resume) = &spec.resume {
+        if init.agent_capabilities.load_session {
+            shared.replaying.store(true, Ordering::Release);
+            let loaded = request(
+                shared,
+                "session/load",
+                json!({ "sessionId": resume, "cwd": cwd, "mcpServers": [] }),
+                timeout,
+            )
+            .await;
+            shared.replaying.store(false, Ordering::Release);
+            match loaded {
+                Ok(v) => {
+                    *shared.acp_session.lock().unwrap_or_else(|p| p.into_inner()) = resume.clone();
+                    take_session_options(shared, &v);
+                    return Ok((None, version));
+                }
+                Err(e) => {
+                    fresh = Some(format!(
+                        "Agent `{}` could not load its session {resume} ({e}), so a new one started: \
+                         the agent does not see the earlier conversation.",
+                        shared.agent.name
+                    ));
+                }
+            }
+        } else {
+            fresh = Some(format!(
+                "Agent `{}` cannot load an earlier session, so a new one started: \
+                 the agent does not see the earlier conversation.",
+                shared.agent.name
+            ));
+        }
+    }
+    let created = request(
+        shared,
+        "session/new",
+        json!({ "cwd": cwd, "mcpServers": [] }),
+        timeout,
+    )
+    .await?;
+    take_session_options(shared, &created);
+    let created: NewSessionResponse = serde_json::from_value(created)
+        .map_err(|e| Error::executor_from("the agent's answer to `session/new`", e))?;
+    *shared.acp_session.lock().unwrap_or_else(|p| p.into_inner()) =
+        created.session_id.0.to_string();
+    if let Some(mode) = &spec.permission_mode
+        && shared
+            .modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(mode)
+    {
+        set_mode(shared, mode).await?;
+    }
+    if let Some(model) = &spec.model {
+        let option = shared
+            .model_option
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match option {
+            Some((config_id, values)) if values.contains(model) => {
+                set_model(shared, &config_id, model).await?;
+            }
+            _ => {
+                tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, model, "the agent offers no such model; it uses its own")
+            }
+        }
+    }
+    if let Some(why) = &fresh {
+        tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, "{why}");
+    }
+    let notice = fresh.map(|why| Notice::new(NOTICE_AGENT_RESUMED_FRESH, why));
+    Ok((notice, version))
+}
+
+/// Our request `method`; an error the agent answered is an error here.
+async fn request(
+    shared: &Shared,
+    method: &str,
+    params: Value,
+    timeout: Option<Duration>,
+) -> Result<Value> {
+    match shared.rpc.request(method, params, timeout).await? {
+        Ok(v) => Ok(v),
+        Err(e) => Err(Error::executor(format!(
+            "the agent refused `{method}`: {} (code {})",
+            e.message, e.code
+        ))),
+    }
+}
+
+/// Keeps the modes and the model choice a new or loaded session offers.
+fn take_session_options(shared: &Shared, answer: &Value) {
+    if let Some(modes) = answer.get("modes") {
+        let ids: Vec<String> = modes
+            .get("availableModes")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        *shared.modes.lock().unwrap_or_else(|p| p.into_inner()) = ids;
+        if let Some(current) = modes.get("currentModeId").and_then(Value::as_str) {
+            shared
+                .map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_mode(current);
+        }
+    }
+    let model = answer
+        .get("configOptions")
+        .and_then(Value::as_array)
+        .and_then(|opts| {
+            opts.iter()
+                .find(|o| o.get("category").and_then(Value::as_str) == Some("model"))
+        })
+        .and_then(|o| {
+            let id = o.get("id")?.as_str()?.to_owned();
+            let mut values = Vec::new();
+            for entry in o.get("options")?.as_array()? {
+                match entry.get("options").and_then(Value::as_array) {
+                    // A group of options.
+                    Some(group) => values.extend(
+                        group
+                            .iter()
+                            .filter_map(|v| v.get("value").and_then(Value::as_str))
+                            .map(str::to_owned),
+                    ),
+                    None => values.extend(
+                        entry
+                            .get("value")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                    ),
+                }
+            }
+            Some((id, values))
+        });
+    if model.is_some() {
+        *shared
+            .model_option
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = model;
+    }
+}
+
+async fn set_mode(shared: &Shared, mode: &str) -> Result<()> {
+    request(
+        shared,
+        "session/set_mode",
+        json!({ "sessionId": shared.acp_session(), "modeId": mode }),
+        Some(shared.limits.request_timeout),
+    )
+    .await?;
+    shared
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_mode(mode);
+    Ok(())
+}
+
+async fn set_model(shared: &Shared, config_id: &str, model: &str) -> Result<()> {
+    request(
+        shared,
+        "session/set_config_option",
+        set_model_params(&shared.acp_session(), config_id, model),
+        Some(shared.limits.request_timeout),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Plays the turns sent, one at a time.
+async fn play_turns(shared: Arc<Shared>, mut turns: mpsc::UnboundedReceiver<String>) {
+    while let Some(text) = turns.recv().await {
+        if !shared.running.load(Ordering::Acquire) || shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        shared.interrupted.store(false, Ordering::Release);
+        shared.touch();
+        shared.turns_played.fetch_add(1, Ordering::AcqRel);
+        shared.turn_running.store(true, Ordering::Release);
+        let started = Instant::now();
+        let answer = shared
+            .rpc
+            .request(
+                "session/prompt",
+                prompt_params(&shared.acp_session(), &text),
+                None,
+            )
+            .await;
+        let interrupted = shared.interrupted.swap(false, Ordering::AcqRel);
+        match answer {
+            Ok(Ok(v)) => {
+                let parsed: std::result::Result<PromptResponse, _> = serde_json::from_value(v);
+                let (events, cost) = shared
+                    .map
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .end_turn(interrupted);
+                for e in events {
+                    shared.emit(e).await;
+                }
+                let (subtype, is_error, usage) = match &parsed {
+                    Ok(r) => {
+                        let (s, e) = map::stop(&r.stop_reason, interrupted);
+                        (s, e, map::usage(r))
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %shared.session_id, error = %e, "an answer to `session/prompt` that is not one");
+                        ("unknown".to_owned(), true, None)
+                    }
+                };
+                shared.turn_running.store(false, Ordering::Release);
+                shared
+                    .emit(Event::Result(TurnResult {
+                        subtype: Some(subtype.clone()),
+                        is_error,
+                        duration_ms: u64::try_from(started.elapsed().as_millis()).ok(),
+                        cost_usd: cost,
+                        usage,
+                        num_turns: None,
+                        terminal_reason: Some(subtype),
+                        last_message_uuid: None,
+                    }))
+                    .await;
+            }
+            Ok(Err(RpcError { message, code })) => {
+                let (events, _) = shared
+                    .map
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .end_turn(true);
+                for e in events {
+                    shared.emit(e).await;
+                }
+                shared.turn_running.store(false, Ordering::Release);
+                shared
+                    .emit_error(
+                        format!(
+                            "agent `{}` failed the turn: {message} (code {code})",
+                            shared.agent.name
+                        ),
+                        "agent_error",
+                        None,
+                    )
+                    .await;
+            }
+            // The process is gone: its end is reported where it is seen.
+            Err(_) => {
+                shared
+                    .map
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .end_turn(true);
+                shared.turn_running.store(false, Ordering::Release);
+            }
+        }
+        shared.turn_over.notify_waiters();
+    }
+}
+
+/// Withdraws the turn's questions and tells the agent to stop the turn.
+/// An agent that does not end the turn within the request bound is hung.
+async fn interrupt_turn(shared: &Arc<Shared>) {
+    if !shared.turn_running.load(Ordering::Acquire) {
+        return;
+    }
+    let turn = shared.turns_played.load(Ordering::Acquire);
+    shared.interrupted.store(true, Ordering::Release);
+    shared.withdraw_all(INTERRUPTED).await;
+    shared.touch();
+    let _ = shared.rpc.notify(
+        "session/cancel",
+        json!({ "sessionId": shared.acp_session() }),
+    );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let same_turn = || {
+            shared.turns_played.load(Ordering::Acquire) == turn
+                && shared.turn_running.load(Ordering::Acquire)
+        };
+        let over = async {
+            loop {
+                let notified = shared.turn_over.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if !same_turn() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let bound = shared.limits.request_timeout;
+        if tokio::time::timeout(bound, over).await.is_ok()
+            || !same_turn()
+            || shared.stopping.load(Ordering::Acquire)
+        {
+            return;
+        }
+        shared
+            .emit_error(
+                format!(
+                    "agent `{}` did not end the turn within {} ms of being cancelled; it was stopped",
+                    shared.agent.name,
+                    bound.as_millis()
+                ),
+                "executor_hung",
+                None,
+            )
+            .await;
+        shared.kill_now();
+    });
+}
+
+impl AcpSession {
+    async fn wait_done(&self, bound: Duration) -> bool {
+        let mut done = self.done.clone();
+        tokio::time::timeout(bound, done.wait_for(|d| *d))
+            .await
+            .is_ok()
+    }
+
+    async fn stop(&self, at_once: bool) -> Result<()> {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::Release);
+        self.turns.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if *self.done.borrow() {
+            return Ok(());
+        }
+        if at_once {
+            shared.kill_now();
+        }
+        shared.withdraw_all(STOPPED).await;
+        shared.terminals.kill_all();
+        shared.settle(Duration::from_secs(5)).await;
+        // Closing stdin asks the agent to finish.
+        shared.rpc.close();
+        let grace = shared.limits.stop_grace;
+        if !self.wait_done(grace).await {
+            shared.signal_group(nix::sys::signal::Signal::SIGTERM);
+            if !self.wait_done(grace).await {
+                shared.signal_group(nix::sys::signal::Signal::SIGKILL);
+                if !self.wait_done(Duration::from_secs(10)).await {
+                    return Err(Error::executor("the agent's process did not end"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExecutorSession for AcpSession {
+    async fn send_message(&self, text: &str) -> Result<()> {
+        let shared = &self.shared;
+        if !self.is_running() || shared.stopping.load(Ordering::Acquire) {
+            return Err(Error::executor(format!(
+                "agent `{}`'s session has ended",
+                shared.agent.name
+            )));
+        }
+        let turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns
+            .as_ref()
+            .and_then(|t| t.send(text.to_owned()).ok())
+            .ok_or_else(|| Error::executor("the session has ended"))
+    }
+
+    async fn interrupt(&self) -> Result<()> {
+        interrupt_turn(&self.shared).await;
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.stop(false).await
+    }
+
+    async fn kill(&self) -> Result<()> {
+        self.stop(true).await
+    }
+
+    async fn set_permission_mode(&self, mode: &str) -> Result<()> {
+        let offered = self
+            .shared
+            .modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&mode.to_owned());
+        if !offered {
+            return Err(Error::Invalid(format!(
+                "agent `{}` offers no mode `{mode}`",
+                self.shared.agent.name
+            )));
+        }
+        set_mode(&self.shared, mode).await?;
+        let mut notice = Notice::new(
+            duraclaw_core::protocol::NOTICE_MODE_CHANGED,
+            format!("The permission mode is now `{mode}`."),
+        );
+        notice.permission_mode = Some(mode.to_owned());
+        self.shared.emit(Event::Notice(notice)).await;
+        Ok(())
+    }
+
+    async fn set_model(&self, model: &str) -> Result<()> {
+        let option = self
+            .shared
+            .model_option
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some((config_id, values)) = option.filter(|(_, v)| v.iter().any(|m| m == model)) else {
+            return Err(Error::Invalid(format!(
+                "agent `{}` offers no model `{model}` to switch to",
+                self.shared.agent.name
+            )));
+        };
+        let _ = values;
+        set_model(&self.shared, &config_id, model).await?;
+        let mut notice = Notice::new(
+            duraclaw_core::protocol::NOTICE_MODEL_CHANGED,
+            format!("The model is now `{model}`."),
+        );
+        notice.model = Some(model.to_owned());
+        self.shared.emit(Event::Notice(notice)).await;
+        Ok(())
+    }
+
+    fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire) && !self.shared.ended.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What we send parses as the pinned crate's own messages.
+    #[test]
+    fn our_messages_are_the_crates() {
+        use agent_client_protocol::v1::schema::{
+            InitializeRequest, LoadSessionRequest, NewSessionRequest, PromptRequest,
+            SetSessionConfigOptionRequest,
+        };
+        let init: InitializeRequest = serde_json::from_value(initialize_params()).unwrap();
+        let caps = &init.client_capabilities;
+        assert!(caps.fs.read_text_file && caps.fs.write_text_file && caps.terminal);
+        assert!(caps.elicitation.as_ref().is_some_and(|e| e.form.is_some()));
+        let prompt: PromptRequest = serde_json::from_value(prompt_params("s", "hi")).unwrap();
+        assert_eq!(prompt.session_id.0.as_ref(), "s");
+        assert_eq!(prompt.prompt.len(), 1);
+        let new: NewSessionRequest =
+            serde_json::from_value(json!({ "cwd": "/w", "mcpServers": [] })).unwrap();
+        assert_eq!(new.cwd, PathBuf::from("/w"));
+        let set: SetSessionConfigOptionRequest =
+            serde_json::from_value(set_model_params("s", "model", "m2")).unwrap();
+        assert_eq!(set.config_id.0.as_ref(), "model");
+        let load: LoadSessionRequest =
+            serde_json::from_value(json!({ "sessionId": "s", "cwd": "/w", "mcpServers": [] }))
+                .unwrap();
+        assert_eq!(load.session_id.0.as_ref(), "s");
+    }
+
+    /// The guard kills the agent's group once the pipe only the gateway
+    /// holds closes, as when the gateway dies.
+    #[tokio::test]
+    async fn the_guard_kills_the_group_when_the_gateway_is_gone() {
+        let mut agent = Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pgid = i32::try_from(agent.id().unwrap()).unwrap();
+        let mut guard = spawn_group_guard(pgid, "s").unwrap();
+        // Still alive while the pipe is open.
+        let early = tokio::time::timeout(Duration::from_millis(200), agent.wait()).await;
+        assert!(early.is_err(), "killed too soon");
+        drop(guard.stdin.take());
+        let status = tokio::time::timeout(Duration::from_secs(10), agent.wait())
+            .await
+            .expect("the group was killed")
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9));
+    }
+
+    #[test]
+    fn the_environment_is_confined() {
+        let agent = AcpAgent {
+            name: "a".into(),
+            command: "a".into(),
+            args: vec![],
+            env_pass: vec!["OPENAI_API_KEY".into(), "CC_GATEWAY_SECRET".into()],
+            env: BTreeMap::from([("EXTRA".into(), "1".into())]),
+        };
+        let vars = [
+            ("PATH", "/bin"),
+            ("OPENAI_API_KEY", "k"),
+            ("CC_GATEWAY_SECRET", "s"),
+            ("CLAUDECODE", "1"),
+            ("UNRELATED", "x"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env: Vec<String> = agent_env(&agent, vars)
+            .into_iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        assert_eq!(env, ["PATH=/bin", "OPENAI_API_KEY=k", "EXTRA=1"]);
+    }
+}
