@@ -140,6 +140,10 @@ pub enum GatewayRequest {
         /// The session.
         session_id: String,
     },
+    /// The agents the gateway offers, each checked now (installed and
+    /// runnable). Replies a list of [`AgentInfo`](super::AgentInfo), the
+    /// built-in Claude first. About no session.
+    Agents {},
 }
 
 /// The [`WireError::code`] of a removal refused because the worktree has
