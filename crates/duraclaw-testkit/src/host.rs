@@ -52,6 +52,7 @@ pub const WORKTREES: &[&str] = &[
     "fresh",
     "modescli",
     "forkcli",
+    "agents",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own
@@ -153,6 +154,7 @@ fn prepare(root: &Path, opts: &Options) {
     std::fs::create_dir_all(root).unwrap();
     let script = opts.script.as_deref().unwrap_or(SCRIPT);
     std::fs::write(root.join("script.json"), script).unwrap();
+    std::fs::write(root.join("agents.json"), crate::agents::AGENTS).unwrap();
     let extra = opts.worktrees.iter().map(String::as_str);
     for name in WORKTREES.iter().copied().chain(extra) {
         crate::local::init_repo(
@@ -307,6 +309,7 @@ impl LocalHost {
                 .args(["--executor", "scripted", "--script"])
                 .arg(self.root.join("script.json")),
         };
+        c.arg("--agents").arg(self.root.join("agents.json"));
         c.arg("--bind")
             .arg(format!("127.0.0.1:{}", self.gateway_port))
             .arg("--worktrees")

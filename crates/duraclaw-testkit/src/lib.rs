@@ -27,6 +27,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+pub mod agents;
 pub mod api;
 pub mod both_hosts;
 pub mod browser;
