@@ -68,13 +68,17 @@ pub async fn agents_are_listed_chosen_and_recorded(u: &User) {
     let start = |agent: Value| json!({"worktree": u.worktree, "prompt": "go", "agent": agent});
     for (agent, says) in [
         (json!("ghost"), "agent unavailable: \"ghost\" cannot run"),
-        (json!("codex"), "agent unavailable: this gateway has no agent named \"codex\""),
+        (
+            json!("codex"),
+            "agent unavailable: this gateway has no agent named \"codex\"",
+        ),
         (json!(7), "`agent` must be a string"),
         (json!("x".repeat(65)), "at most 64 characters"),
         (json!("gh\u{1}ost"), "only ASCII letters"),
         (json!("../claude"), "only ASCII letters"),
     ] {
-        let (status, body) = call(u, Method::POST, "/api/sessions", Some(start(agent.clone()))).await;
+        let (status, body) =
+            call(u, Method::POST, "/api/sessions", Some(start(agent.clone()))).await;
         assert_eq!(status, 400, "{agent}: {body}");
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains(says), "{agent}: {body}");
@@ -82,7 +86,13 @@ pub async fn agents_are_listed_chosen_and_recorded(u: &User) {
     let (_, sessions) = call(u, Method::GET, "/api/sessions", None).await;
     assert_eq!(sessions, json!([]), "a refused start leaves nothing");
 
-    let (status, created) = call(u, Method::POST, "/api/sessions", Some(start(json!("claude")))).await;
+    let (status, created) = call(
+        u,
+        Method::POST,
+        "/api/sessions",
+        Some(start(json!("claude"))),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     let id = created["session_id"].as_str().unwrap();
     let (status, meta) = call(u, Method::GET, &format!("/api/sessions/{id}"), None).await;

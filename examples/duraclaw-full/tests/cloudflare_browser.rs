@@ -356,7 +356,9 @@ async fn the_browser_suite_on_cloudflare() {
             "--data-dir".into(),
             demo_root.join("gateway").display().to_string(),
             "--agents".into(),
-            duraclaw_testkit::browser_suite::agents().display().to_string(),
+            duraclaw_testkit::browser_suite::agents()
+                .display()
+                .to_string(),
         ],
         envs: vec![],
         logs: logs.clone(),
