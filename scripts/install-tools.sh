@@ -33,10 +33,10 @@ DEFAULT_TOOLS=(rust)
 # The workspace's tests drive the real Claude Code CLI, the browser suite
 # drives Debian's Chromium with playwright-core, and duraclaw-cf's Durable
 # Object test builds a worker (worker-build, wasm-bindgen; it skips wasm-opt)
-# and runs it under wrangler (Node 22). The real-agent tests drive codex-acp
-# and claude-agent-acp over the Agent Client Protocol.
+# and runs it under wrangler (Node 22). The real-agent tests drive codex-acp,
+# claude-agent-acp and the Gemini CLI over the Agent Client Protocol.
 TEST_TOOLS=(rust claude claude-min chromium playwright node22 wrangler wasm-bindgen worker-build
-    codex-acp claude-agent-acp)
+    codex-acp claude-agent-acp gemini-cli)
 ALL_TOOLS=(rust claude claude-min node22 wrangler binaryen wasm-bindgen worker-build chromium playwright
     codex-acp claude-agent-acp gemini-cli)
 # ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 //! Real agents over the Agent Client Protocol against fakes of their model
 //! APIs on 127.0.0.1, driven by the minimal ACP client of
-//! `duraclaw_testkit::acp_client` (not yet through the gateway).
+//! `duraclaw_testkit::acp_client` (not yet through the gateway): Codex,
+//! Claude through `claude-agent-acp`, and the Gemini CLI.
 //!
 //! The real Codex, through the pinned `codex-acp`, against the fake OpenAI
 //! API on 127.0.0.1: configured by a `config.toml` model provider in its
@@ -237,5 +238,119 @@ async fn claude_through_acp_streams_the_fakes_text_and_asks_before_bash() {
         kinds.iter().any(|k| k == "tool_call") && kinds.iter().any(|k| k == "tool_call_update"),
         "{kinds:?}"
     );
+    agent.kill().await;
+}
+
+fn gemini() -> std::path::PathBuf {
+    tool(
+        "GEMINI_CLI_BIN",
+        "gemini-cli-0.61.0/bin/gemini",
+        "gemini-cli",
+    )
+}
+
+/// The real Gemini CLI (`gemini --acp`) against the fake Gemini API
+/// (`GOOGLE_GEMINI_BASE_URL`): the fake's text streams back, and a shell
+/// command asks the client's permission before it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_streams_the_fakes_text_and_asks_before_a_command() {
+    use duraclaw_fake_gemini::{FakeGemini, Turn as G};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let (home, work) = (root.join("home"), root.join("work"));
+    std::fs::create_dir_all(home.join(".gemini")).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    // No usage statistics or update checks: nothing leaves 127.0.0.1.
+    std::fs::write(
+        home.join(".gemini/settings.json"),
+        r#"{"privacy":{"usageStatisticsEnabled":false},"general":{"disableAutoUpdate":true,"disableUpdateNag":true}}"#,
+    )
+    .unwrap();
+    let fake = FakeGemini::start([
+        G::text("Hello from the fake Gemini API."),
+        G::function_call(
+            "run_shell_command",
+            json!({"command": "echo made > made.txt && echo ran", "description": "make a file"}),
+        ),
+        G::text("The command ran."),
+    ])
+    .await
+    .unwrap();
+    let env = [
+        ("HOME", home.display().to_string()),
+        ("GOOGLE_GEMINI_BASE_URL", fake.base_url()),
+        ("GEMINI_API_KEY", "fake-gemini-key".to_owned()),
+        ("GEMINI_CLI_NO_RELAUNCH", "true".to_owned()),
+    ];
+    let log = root.join("gemini.log");
+    let mut agent = Agent::spawn(&gemini(), &["--acp"], &work, &env, &log);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let init = agent.initialize().await;
+    assert_eq!(init["protocolVersion"], 1, "{init}");
+    let session = agent.new_session(&work).await;
+
+    let stop = agent.prompt(&session, "say hello").await;
+    assert_eq!(stop, "end_turn", "{:?}\n{}", agent.updates, log_text());
+    assert_eq!(
+        agent.agent_text(),
+        "Hello from the fake Gemini API.",
+        "{:?}",
+        agent.updates
+    );
+    let first = &fake.stream_requests()[0];
+    assert_eq!(first.header("x-goog-api-key"), Some("fake-gemini-key"));
+    assert!(
+        first.tool_names().iter().any(|t| t == "run_shell_command"),
+        "{:?}",
+        first.tool_names()
+    );
+
+    agent.answer = Permission::AllowOnce;
+    let stop = agent.prompt(&session, "make a file").await;
+    assert_eq!(stop, "end_turn", "{:?}\n{}", agent.updates, log_text());
+    assert_eq!(agent.permissions.len(), 1, "{:?}", agent.updates);
+    let asked = &agent.permissions[0];
+    assert_eq!(asked["toolCall"]["kind"], "execute", "{asked}");
+    let kinds: Vec<&str> = asked["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["allow_always", "allow_once", "reject_once"],
+        "{asked}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("made.txt")).unwrap(),
+        "made\n"
+    );
+    let back = fake.stream_requests().last().unwrap().function_responses();
+    assert!(
+        back.iter()
+            .any(|(name, r)| name == "run_shell_command" && r.to_string().contains("ran")),
+        "{back:?}"
+    );
+    assert!(
+        agent.agent_text().ends_with("The command ran."),
+        "{}",
+        agent.agent_text()
+    );
+    assert!(
+        agent.kinds().iter().any(|k| k == "tool_call_update"),
+        "{:?}",
+        agent.kinds()
+    );
+    // Only the Gemini API's routes were asked (the model router's
+    // `:generateContent`, refused, falls back to the default model).
+    for r in fake.requests() {
+        assert!(
+            r.path.starts_with("/v1beta/models/"),
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
     agent.kill().await;
 }
