@@ -4,7 +4,7 @@
 //! refuses any other request of the agent. The real-agent tests drive the
 //! pinned ACP agents with it (`tests/real_agents.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,26 +14,6 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// The bound on any one answer of the agent.
 pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A tool installed by `scripts/install-tools.sh`: `$var`, else `cached`
-/// under the per-user cache; panics naming how to install it.
-pub fn tool(var: &str, cached: &str, install: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .expect("HOME")
-        .join("duraclaw")
-        .join(cached);
-    assert!(
-        cache.exists(),
-        "{var} is not set and {} is missing: run `scripts/install-tools.sh {install}`",
-        cache.display()
-    );
-    cache
-}
 
 /// What the client answers a permission request with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +72,25 @@ impl Agent {
             permissions: Vec::new(),
             answer: Permission::AllowOnce,
         }
+    }
+
+    /// Runs an agents-file entry (`command`, `args`, `env`; see
+    /// [`crate::real_agents`]) in `cwd`, its stderr to `log`.
+    pub fn spawn_entry(entry: &Value, cwd: &Path, log: &Path) -> Agent {
+        let command = Path::new(entry["command"].as_str().expect("command"));
+        let args: Vec<&str> = entry["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let env: Vec<(&str, String)> = entry["env"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        Agent::spawn(command, &args, cwd, &env, log)
     }
 
     async fn write(&mut self, message: &Value) {

@@ -18,6 +18,8 @@
 //! - [`notify`]: notification action tokens minted as a host mints them;
 //! - [`acp_client`]: a minimal Agent Client Protocol client that drives a
 //!   real agent over its stdio; [`agents`]: the agents suite's checks;
+//!   [`real_agents`]: the pinned real ACP agents set up against the fakes
+//!   of their model APIs;
 //! - [`faults`]: the fault run's proxy, clients and checks;
 //!   [`fault_run`]: the fault run written once against [`host::Host`].
 //!
@@ -47,6 +49,7 @@ pub mod modes;
 pub mod notify;
 pub mod push_service;
 pub mod push_suite;
+pub mod real_agents;
 pub mod rules;
 pub mod wrangler;
 

@@ -1,42 +1,51 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-//! Real agents over the Agent Client Protocol against fakes of their model
-//! APIs on 127.0.0.1, driven by the minimal ACP client of
-//! `duraclaw_testkit::acp_client` (not yet through the gateway): Codex,
-//! Claude through `claude-agent-acp`, and the Gemini CLI.
-//!
-//! The real Codex, through the pinned `codex-acp`, against the fake OpenAI
-//! API on 127.0.0.1: configured by a `config.toml` model provider in its
-//! own `CODEX_HOME`, it streams the fake's scripted text back over the
-//! Agent Client Protocol, and a function call the fake scripts asks the
-//! client's permission before it runs; allowed, the command runs in the
-//! session's directory and its output goes back to the model.
+//! The pinned real agents over the Agent Client Protocol against fakes of
+//! their model APIs on 127.0.0.1, each run from the agents-file entry of
+//! `duraclaw_testkit::real_agents` by the minimal ACP client of
+//! `duraclaw_testkit::acp_client` (not yet through the gateway): the
+//! fake's text streams back, and a command the fake scripts asks the
+//! client's permission first; allowed, it runs in the session's directory
+//! and its output goes back to the model. The gateway reads the same
+//! entries as its agents file and finds every agent runnable.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use duraclaw_fake_openai::{FakeOpenAi, Turn};
-use duraclaw_testkit::acp_client::{Agent, Permission, tool};
-use serde_json::json;
+use duraclaw_testkit::acp_client::{Agent, Permission};
+use duraclaw_testkit::real_agents::{self, CODEX_MODEL, GEMINI_KEY, OPENAI_KEY};
+use serde_json::{Value, json};
 
-const KEY_VAR: &str = "DURACLAW_FAKE_OPENAI_KEY";
-const KEY: &str = "sk-fake-openai-0123456789";
-/// A model of Codex's own catalog (an unknown one gets a warning in the transcript).
-const MODEL: &str = "gpt-5.3-codex";
-
-fn codex_acp() -> std::path::PathBuf {
-    tool(
-        "CODEX_ACP_BIN",
-        "codex-acp-0.16.0/node_modules/@zed-industries/codex-acp-linux-x64/bin/codex-acp",
-        "codex-acp",
-    )
+/// The kinds of the options of a permission request, in order.
+fn option_kinds(asked: &Value) -> Vec<&str> {
+    asked["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect()
 }
 
+fn has_tool_updates(agent: &Agent) -> bool {
+    agent.kinds().iter().any(|k| k == "tool_call_update")
+}
+
+/// A work directory with a file in it.
+fn work(root: &Path) -> std::path::PathBuf {
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("README.md"), "# app\n").unwrap();
+    work
+}
+
+/// Codex through `codex-acp`, configured by a `config.toml` model provider
+/// in its own `CODEX_HOME`; a command outside its sandbox asks first, and a
+/// rejected one does not run and ends the turn as cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_streams_the_fakes_text_and_asks_before_a_command() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    let (home, work) = (root.join("codex-home"), root.join("work"));
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("README.md"), "# app\n").unwrap();
-
+    let work = work(&root);
     let fake = FakeOpenAi::start([
         Turn::text("Hello from the fake OpenAI API."),
         // Outside the sandbox: Codex asks before it runs it.
@@ -58,21 +67,15 @@ async fn codex_streams_the_fakes_text_and_asks_before_a_command() {
     ])
     .await
     .unwrap();
-    std::fs::write(home.join("config.toml"), fake.codex_config(MODEL, KEY_VAR)).unwrap();
-    let env = [
-        ("CODEX_HOME", home.display().to_string()),
-        ("HOME", root.display().to_string()),
-        (KEY_VAR, KEY.to_owned()),
-        ("RUST_LOG", "info".to_owned()),
-    ];
+    let entry = real_agents::codex(&root, &fake);
     let log = root.join("codex-acp.log");
-    let mut agent = Agent::spawn(&codex_acp(), &[], &work, &env, &log);
+    let mut agent = Agent::spawn_entry(&entry, &work, &log);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let init = agent.initialize().await;
     assert_eq!(init["protocolVersion"], 1, "{init}");
     let session = agent.new_session(&work).await;
 
     let stop = agent.prompt(&session, "say hello").await;
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(stop, "end_turn", "{:?}\n{}", agent.updates, log_text());
     assert_eq!(
         agent.agent_text(),
@@ -83,18 +86,20 @@ async fn codex_streams_the_fakes_text_and_asks_before_a_command() {
     let first = &fake.model_requests()[0];
     assert_eq!(
         first.header("authorization"),
-        Some(format!("Bearer {KEY}").as_str())
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
     );
-    assert_eq!(first.body["model"], MODEL);
+    assert_eq!(first.body["model"], CODEX_MODEL);
     assert_eq!(first.body["stream"], true);
     assert!(
         first.user_texts().iter().any(|t| t.contains("say hello")),
         "{:?}",
         first.body
     );
-    eprintln!("tools offered: {:?}", first.tool_names());
-
-    eprintln!("kinds: {:?}", agent.kinds());
+    assert!(
+        first.tool_names().iter().any(|t| t == "exec_command"),
+        "{:?}",
+        first.tool_names()
+    );
 
     agent.answer = Permission::AllowOnce;
     let stop = agent.prompt(&session, "make a file").await;
@@ -103,14 +108,8 @@ async fn codex_streams_the_fakes_text_and_asks_before_a_command() {
     let asked = &agent.permissions[0];
     assert_eq!(asked["toolCall"]["toolCallId"], "call_1", "{asked}");
     assert_eq!(asked["toolCall"]["kind"], "execute", "{asked}");
-    let kinds: Vec<&str> = asked["options"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        option_kinds(asked),
         ["allow_once", "allow_always", "reject_once"],
         "{asked}"
     );
@@ -131,11 +130,7 @@ async fn codex_streams_the_fakes_text_and_asks_before_a_command() {
         "{}",
         agent.agent_text()
     );
-    let kinds = agent.kinds();
-    assert!(
-        kinds.iter().any(|k| k == "tool_call") && kinds.iter().any(|k| k == "tool_call_update"),
-        "{kinds:?}"
-    );
+    assert!(has_tool_updates(&agent), "{:?}", agent.kinds());
 
     // Rejected ("abort"): the command does not run and the turn ends
     // cancelled, with no further model request.
@@ -152,41 +147,30 @@ async fn codex_streams_the_fakes_text_and_asks_before_a_command() {
     agent.kill().await;
 }
 
-fn claude_agent_acp() -> std::path::PathBuf {
-    tool(
-        "CLAUDE_AGENT_ACP_BIN",
-        "claude-agent-acp-0.23.1/bin/claude-agent-acp",
-        "claude-agent-acp",
-    )
-}
-
-/// Claude Code through the pinned `claude-agent-acp` (its bundled CLI)
-/// against the fake Anthropic API (`ANTHROPIC_BASE_URL`): the fake's text
-/// streams back, and a `Bash` call asks the client's permission; allowed,
-/// it runs in the session's directory and its output goes back to the
-/// model.
+/// Claude Code through `claude-agent-acp` (its bundled CLI) against the
+/// fake Anthropic API (`ANTHROPIC_BASE_URL`): a `Bash` call asks first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_through_acp_streams_the_fakes_text_and_asks_before_bash() {
+    use duraclaw_fake_anthropic::{FakeAnthropic, Turn as A};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    let fake = duraclaw_fake_anthropic::FakeAnthropic::start([
-        duraclaw_fake_anthropic::Turn::text("Hello from the fake Anthropic API."),
-        duraclaw_fake_anthropic::Turn::text("Making the file.").with_tool_use_id(
+    let fake = FakeAnthropic::start([
+        A::text("Hello from the fake Anthropic API."),
+        A::text("Making the file.").with_tool_use_id(
             "toolu_acp_1",
             "Bash",
             json!({"command": "echo made > made.txt && echo ran", "description": "make a file"}),
         ),
-        duraclaw_fake_anthropic::Turn::text("The command ran."),
+        A::text("The command ran."),
     ])
     .await
     .unwrap();
-    let env = duraclaw_testkit::browser_suite::claude_setup(&root, &fake);
+    let entry = real_agents::claude_acp(&root, &fake);
     let work = root
         .join("projects")
         .join(duraclaw_testkit::browser_suite::CLAUDE_WORKTREE);
-    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let log = root.join("claude-agent-acp.log");
-    let mut agent = Agent::spawn(&claude_agent_acp(), &[], &work, &env, &log);
+    let mut agent = Agent::spawn_entry(&entry, &work, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let init = agent.initialize().await;
     assert_eq!(init["protocolVersion"], 1, "{init}");
@@ -207,14 +191,8 @@ async fn claude_through_acp_streams_the_fakes_text_and_asks_before_bash() {
     assert_eq!(agent.permissions.len(), 1, "{:?}", agent.updates);
     let asked = &agent.permissions[0];
     assert_eq!(asked["toolCall"]["toolCallId"], "toolu_acp_1", "{asked}");
-    let kinds: Vec<&str> = asked["options"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        option_kinds(asked),
         ["allow_always", "allow_once", "reject_once"],
         "{asked}"
     );
@@ -233,39 +211,18 @@ async fn claude_through_acp_streams_the_fakes_text_and_asks_before_bash() {
         "{}",
         agent.agent_text()
     );
-    let kinds = agent.kinds();
-    assert!(
-        kinds.iter().any(|k| k == "tool_call") && kinds.iter().any(|k| k == "tool_call_update"),
-        "{kinds:?}"
-    );
+    assert!(has_tool_updates(&agent), "{:?}", agent.kinds());
     agent.kill().await;
 }
 
-fn gemini() -> std::path::PathBuf {
-    tool(
-        "GEMINI_CLI_BIN",
-        "gemini-cli-0.61.0/bin/gemini",
-        "gemini-cli",
-    )
-}
-
-/// The real Gemini CLI (`gemini --acp`) against the fake Gemini API
-/// (`GOOGLE_GEMINI_BASE_URL`): the fake's text streams back, and a shell
-/// command asks the client's permission before it runs.
+/// The Gemini CLI (`gemini --acp`) against the fake Gemini API
+/// (`GOOGLE_GEMINI_BASE_URL`): a shell command asks first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_streams_the_fakes_text_and_asks_before_a_command() {
     use duraclaw_fake_gemini::{FakeGemini, Turn as G};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    let (home, work) = (root.join("home"), root.join("work"));
-    std::fs::create_dir_all(home.join(".gemini")).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
-    // No usage statistics or update checks: nothing leaves 127.0.0.1.
-    std::fs::write(
-        home.join(".gemini/settings.json"),
-        r#"{"privacy":{"usageStatisticsEnabled":false},"general":{"disableAutoUpdate":true,"disableUpdateNag":true}}"#,
-    )
-    .unwrap();
+    let work = work(&root);
     let fake = FakeGemini::start([
         G::text("Hello from the fake Gemini API."),
         G::function_call(
@@ -276,14 +233,9 @@ async fn gemini_streams_the_fakes_text_and_asks_before_a_command() {
     ])
     .await
     .unwrap();
-    let env = [
-        ("HOME", home.display().to_string()),
-        ("GOOGLE_GEMINI_BASE_URL", fake.base_url()),
-        ("GEMINI_API_KEY", "fake-gemini-key".to_owned()),
-        ("GEMINI_CLI_NO_RELAUNCH", "true".to_owned()),
-    ];
+    let entry = real_agents::gemini(&root, &fake);
     let log = root.join("gemini.log");
-    let mut agent = Agent::spawn(&gemini(), &["--acp"], &work, &env, &log);
+    let mut agent = Agent::spawn_entry(&entry, &work, &log);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let init = agent.initialize().await;
     assert_eq!(init["protocolVersion"], 1, "{init}");
@@ -298,7 +250,7 @@ async fn gemini_streams_the_fakes_text_and_asks_before_a_command() {
         agent.updates
     );
     let first = &fake.stream_requests()[0];
-    assert_eq!(first.header("x-goog-api-key"), Some("fake-gemini-key"));
+    assert_eq!(first.header("x-goog-api-key"), Some(GEMINI_KEY));
     assert!(
         first.tool_names().iter().any(|t| t == "run_shell_command"),
         "{:?}",
@@ -311,14 +263,8 @@ async fn gemini_streams_the_fakes_text_and_asks_before_a_command() {
     assert_eq!(agent.permissions.len(), 1, "{:?}", agent.updates);
     let asked = &agent.permissions[0];
     assert_eq!(asked["toolCall"]["kind"], "execute", "{asked}");
-    let kinds: Vec<&str> = asked["options"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        option_kinds(asked),
         ["allow_always", "allow_once", "reject_once"],
         "{asked}"
     );
@@ -337,11 +283,7 @@ async fn gemini_streams_the_fakes_text_and_asks_before_a_command() {
         "{}",
         agent.agent_text()
     );
-    assert!(
-        agent.kinds().iter().any(|k| k == "tool_call_update"),
-        "{:?}",
-        agent.kinds()
-    );
+    assert!(has_tool_updates(&agent), "{:?}", agent.kinds());
     // Only the Gemini API's routes were asked (the model router's
     // `:generateContent`, refused, falls back to the default model).
     for r in fake.requests() {
@@ -353,4 +295,43 @@ async fn gemini_streams_the_fakes_text_and_asks_before_a_command() {
         );
     }
     agent.kill().await;
+}
+
+/// The gateway reads the three entries as its agents file and finds each
+/// installed and runnable, beside the built-in agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_offers_the_real_agents() {
+    use duraclaw_gateway::agents::{Agents, AgentsFile};
+    use duraclaw_gateway::scripted::{Script, ScriptedExecutor};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let openai = FakeOpenAi::start([]).await.unwrap();
+    let anthropic = duraclaw_fake_anthropic::FakeAnthropic::start([])
+        .await
+        .unwrap();
+    let gemini = duraclaw_fake_gemini::FakeGemini::start([]).await.unwrap();
+    let file = real_agents::agents_file(&[
+        real_agents::codex(&root, &openai),
+        real_agents::claude_acp(&root, &anthropic),
+        real_agents::gemini(&root, &gemini),
+    ]);
+    let agents = Agents::with_file(
+        Arc::new(ScriptedExecutor::new(Script::demo())),
+        AgentsFile::parse(&file).unwrap(),
+    );
+    let list: Vec<(String, bool, Option<String>)> = agents
+        .list()
+        .await
+        .into_iter()
+        .map(|a| (a.name, a.available, a.error))
+        .collect();
+    assert_eq!(
+        list,
+        [
+            ("claude".to_owned(), true, None),
+            ("codex".to_owned(), true, None),
+            ("claude-acp".to_owned(), true, None),
+            ("gemini".to_owned(), true, None),
+        ]
+    );
 }
