@@ -363,6 +363,23 @@ fn cases() -> Vec<Case> {
                 },
             }),
         ),
+        case(
+            "to_gateway/request_agents",
+            T::ToGateway(ToGateway::Request {
+                id: s("rq-4"),
+                request: GatewayRequest::Agents {},
+            }),
+        ),
+        case(
+            "to_gateway/command_execute_agent",
+            T::ToGateway(ToGateway::Command(envelope(
+                "cmd-9",
+                Command::Execute(Execute {
+                    agent: Some(s("codex")),
+                    ..Execute::new("/home/dev/src/app-feature-x", "Add a health check endpoint")
+                }),
+            ))),
+        ),
         // FromGateway
         case(
             "from_gateway/hello",

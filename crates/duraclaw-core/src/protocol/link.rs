@@ -58,7 +58,8 @@ pub enum ToGateway {
         /// Request id, echoed in the reply.
         id: String,
     },
-    /// A request about a session, answered with one `reply` of the same id.
+    /// A request about a session (or the gateway), answered with one
+    /// `reply` of the same id.
     Request {
         /// Request id, echoed in the reply.
         id: String,
@@ -119,7 +120,7 @@ pub enum FromGateway {
     },
 }
 
-/// What a `request` frame asks the gateway about a session.
+/// What a `request` frame asks the gateway (about a session, or itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
