@@ -139,6 +139,17 @@ impl Agents {
         }
     }
 
+    /// The built-in agent shown as `title` (e.g. a scripted executor's);
+    /// its name stays [`BUILTIN_AGENT`].
+    #[must_use]
+    pub fn with_builtin_title(self, title: &str) -> Agents {
+        let mut list = Arc::unwrap_or_clone(self.list);
+        list[0].title = title.to_owned();
+        Agents {
+            list: Arc::new(list),
+        }
+    }
+
     /// The built-in agent and the ACP agents of `file`.
     pub fn with_file(builtin: DynExecutor, file: AgentsFile) -> Agents {
         let mut agents = Self::new(builtin);
@@ -258,8 +269,9 @@ mod tests {
             r#"{"agents":[{"name":"ghost","command":"duraclaw-no-such-agent-here"}]}"#,
         )
         .unwrap();
-        let agents = Agents::with_file(scripted(), file);
+        let agents = Agents::with_file(scripted(), file).with_builtin_title("Scripted demo");
         let list = agents.list().await;
+        assert_eq!(list[0].title, "Scripted demo");
         assert_eq!(list.len(), 2);
         assert_eq!(
             (list[0].name.as_str(), list[0].kind, list[0].available),

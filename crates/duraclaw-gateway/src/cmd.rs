@@ -185,11 +185,16 @@ impl ServeArgs {
     /// the agents file.
     pub fn agents(&self) -> Result<crate::agents::Agents> {
         let builtin = self.executor()?;
-        Ok(match &self.agents {
+        let agents = match &self.agents {
             Some(path) => {
                 crate::agents::Agents::with_file(builtin, crate::agents::AgentsFile::load(path)?)
             }
             None => crate::agents::Agents::new(builtin),
+        };
+        Ok(match self.executor {
+            ExecutorKind::Claude => agents,
+            // The demo's built-in agent is not Claude: the list says so.
+            ExecutorKind::Scripted => agents.with_builtin_title("Scripted demo"),
         })
     }
 

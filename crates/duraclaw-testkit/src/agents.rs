@@ -56,6 +56,8 @@ pub async fn agents_are_listed_chosen_and_recorded(u: &User) {
         "{list}"
     );
     assert_eq!(list[0]["supports"]["resume"], true, "{list}");
+    // The hosts' gateways run the scripted executor as the built-in agent.
+    assert_eq!(list[0]["title"], "Scripted demo", "{list}");
     assert_eq!(list[1]["title"], "Ghost agent");
     assert_eq!(list[1]["supports"]["resume"], true, "{list}");
     assert!(

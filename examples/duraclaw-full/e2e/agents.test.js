@@ -29,6 +29,7 @@ test('the form picks an agent, an unavailable one is disabled with its reason, a
   assert.ok(label.startsWith('Ghost agent — unavailable: '), label);
   assert.ok(label.includes('duraclaw-no-such-agent'), label);
   assert.equal(await page.getByTestId('agent-claude').isDisabled(), false);
+  assert.equal(await page.getByTestId('agent-claude').innerText(), 'Scripted demo', 'the demo says what its built-in agent is');
   await screenshot(page, 'agent-picker');
 
   const option = page.locator('[data-testid=worktree-select] option[value$="/agents"]');
