@@ -9,7 +9,7 @@
 #   scripts/install-tools.sh all              # everything below
 #
 # Tools: rust claude claude-min node22 wrangler binaryen wasm-bindgen worker-build
-# chromium playwright. Each prints the path of what it installed on stdout;
+# chromium playwright codex-acp claude-agent-acp gemini-cli. Each prints the path of what it installed on stdout;
 # progress goes to stderr. scripts/tool-env.sh turns the paths into
 # environment variables.
 #
@@ -24,15 +24,21 @@ BINARYEN_VERSION=132.0.0        # npm binaryen (wasm-opt)
 WASM_BINDGEN_VERSION=0.2.130    # crates.io wasm-bindgen-cli; matches the lockfile's wasm-bindgen
 WORKER_BUILD_VERSION=0.8.7      # crates.io worker-build; matches the worker crate
 PLAYWRIGHT_CORE_VERSION=1.65.1  # npm playwright-core; equals the pin in examples/duraclaw-full/e2e/package.json
+CODEX_ACP_VERSION=0.16.0        # npm @zed-industries/codex-acp (Codex over the Agent Client Protocol; a native binary)
+CLAUDE_AGENT_ACP_VERSION=0.23.1 # npm @zed-industries/claude-agent-acp (Claude Code over the Agent Client Protocol)
+GEMINI_CLI_VERSION=0.61.0       # npm @google/gemini-cli (speaks the Agent Client Protocol itself)
 RUST_TARGETS=(wasm32-unknown-unknown)
 RUST_COMPONENTS=(clippy rustfmt)
 DEFAULT_TOOLS=(rust)
 # The workspace's tests drive the real Claude Code CLI, the browser suite
 # drives Debian's Chromium with playwright-core, and duraclaw-cf's Durable
 # Object test builds a worker (worker-build, wasm-bindgen; it skips wasm-opt)
-# and runs it under wrangler (Node 22).
-TEST_TOOLS=(rust claude claude-min chromium playwright node22 wrangler wasm-bindgen worker-build)
-ALL_TOOLS=(rust claude claude-min node22 wrangler binaryen wasm-bindgen worker-build chromium playwright)
+# and runs it under wrangler (Node 22). The real-agent tests drive codex-acp,
+# claude-agent-acp and the Gemini CLI over the Agent Client Protocol.
+TEST_TOOLS=(rust claude claude-min chromium playwright node22 wrangler wasm-bindgen worker-build
+    codex-acp claude-agent-acp gemini-cli)
+ALL_TOOLS=(rust claude claude-min node22 wrangler binaryen wasm-bindgen worker-build chromium playwright
+    codex-acp claude-agent-acp gemini-cli)
 # ------------------------------------------------------------------------------
 
 DURACLAW_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/duraclaw"
@@ -55,6 +61,12 @@ worker_build_dir() { echo "$DURACLAW_CACHE/worker-build-$WORKER_BUILD_VERSION"; 
 worker_build_bin() { echo "$(worker_build_dir)/bin/worker-build"; }
 playwright_dir() { echo "$DURACLAW_CACHE/playwright-core-$PLAYWRIGHT_CORE_VERSION"; }
 playwright_core_path() { echo "$(playwright_dir)/node_modules/playwright-core"; }
+codex_acp_dir() { echo "$DURACLAW_CACHE/codex-acp-$CODEX_ACP_VERSION"; }
+codex_acp_bin() { echo "$(codex_acp_dir)/node_modules/@zed-industries/codex-acp-linux-x64/bin/codex-acp"; }
+claude_agent_acp_dir() { echo "$DURACLAW_CACHE/claude-agent-acp-$CLAUDE_AGENT_ACP_VERSION"; }
+claude_agent_acp_bin() { echo "$(claude_agent_acp_dir)/bin/claude-agent-acp"; }
+gemini_cli_dir() { echo "$DURACLAW_CACHE/gemini-cli-$GEMINI_CLI_VERSION"; }
+gemini_cli_bin() { echo "$(gemini_cli_dir)/bin/gemini"; }
 
 log() { echo "install-tools: $*" >&2; }
 die() {
@@ -289,6 +301,71 @@ install_playwright() {
     playwright_core_path
 }
 
+# codex-acp's npm package picks a native binary from its optional
+# dependencies; the cache keeps the linux-x64 one and runs it directly.
+fill_codex_acp() { npm_install "$1" "@zed-industries/codex-acp@$CODEX_ACP_VERSION"; }
+verify_codex_acp() {
+    local bin="$1/node_modules/@zed-industries/codex-acp-linux-x64/bin/codex-acp"
+    [[ -x "$bin" ]] || die "$bin is missing (only linux-x64 is cached)"
+    grep -q "\"version\": \"$CODEX_ACP_VERSION\"" \
+        "$1/node_modules/@zed-industries/codex-acp-linux-x64/package.json" ||
+        die "codex-acp-linux-x64 is not $CODEX_ACP_VERSION"
+}
+install_codex_acp() {
+    install_into "$(codex_acp_dir)" fill_codex_acp verify_codex_acp "codex-acp $CODEX_ACP_VERSION (npm)"
+    codex_acp_bin
+}
+
+# A Node program: a launcher runs it with the cached Node 22 (or
+# $NODE22_BIN when set).
+fill_node_program() {
+    local dir=$1 package=$2 main=$3 name=$4 home=$5
+    PATH="$(dirname "$(node22_bin)"):$PATH" npm_install "$dir" "$package"
+    mkdir -p "$dir/bin"
+    cat >"$dir/bin/$name" <<LAUNCHER
+#!/usr/bin/env bash
+exec "\${NODE22_BIN:-$(node22_bin)}" "$home/node_modules/$main" "\$@"
+LAUNCHER
+    chmod +x "$dir/bin/$name"
+}
+# Checks that the package.json of $2 under $1 says version $3.
+check_package_version() {
+    local got
+    got=$("$(node22_bin)" -e 'process.stdout.write(require(process.argv[1]).version)' \
+        "$1/node_modules/$2/package.json") || die "cannot read $2's version"
+    [[ "$got" == "$3" ]] || die "$2 is $got, expected $3"
+}
+
+fill_claude_agent_acp() {
+    fill_node_program "$1" "@zed-industries/claude-agent-acp@$CLAUDE_AGENT_ACP_VERSION" \
+        "@zed-industries/claude-agent-acp/dist/index.js" claude-agent-acp "$(claude_agent_acp_dir)"
+}
+verify_claude_agent_acp() {
+    [[ -x "$1/bin/claude-agent-acp" ]] || die "$1/bin/claude-agent-acp is missing"
+    check_package_version "$1" "@zed-industries/claude-agent-acp" "$CLAUDE_AGENT_ACP_VERSION"
+}
+install_claude_agent_acp() {
+    install_node22 >/dev/null
+    install_into "$(claude_agent_acp_dir)" fill_claude_agent_acp verify_claude_agent_acp \
+        "claude-agent-acp $CLAUDE_AGENT_ACP_VERSION (npm, under Node $NODE22_VERSION)"
+    claude_agent_acp_bin
+}
+
+fill_gemini_cli() {
+    fill_node_program "$1" "@google/gemini-cli@$GEMINI_CLI_VERSION" \
+        "@google/gemini-cli/bundle/gemini.js" gemini "$(gemini_cli_dir)"
+}
+verify_gemini_cli() {
+    [[ -x "$1/bin/gemini" ]] || die "$1/bin/gemini is missing"
+    check_package_version "$1" "@google/gemini-cli" "$GEMINI_CLI_VERSION"
+}
+install_gemini_cli() {
+    install_node22 >/dev/null
+    install_into "$(gemini_cli_dir)" fill_gemini_cli verify_gemini_cli \
+        "gemini-cli $GEMINI_CLI_VERSION (npm, under Node $NODE22_VERSION)"
+    gemini_cli_bin
+}
+
 install_tool() {
     case $1 in
     rust) install_rust ;;
@@ -301,6 +378,9 @@ install_tool() {
     worker-build) install_worker_build ;;
     chromium) install_chromium ;;
     playwright) install_playwright ;;
+    codex-acp) install_codex_acp ;;
+    claude-agent-acp) install_claude_agent_acp ;;
+    gemini-cli) install_gemini_cli ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
     esac
 }

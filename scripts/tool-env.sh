@@ -18,6 +18,9 @@
 # WORKER_BUILD_BIN  worker-build
 # CHROMIUM_BIN, CHROMEDRIVER_BIN   Debian's Chromium and its driver
 # PLAYWRIGHT_CORE   the playwright-core package directory (the browser suite)
+# CODEX_ACP_BIN         codex-acp, Codex over the Agent Client Protocol
+# CLAUDE_AGENT_ACP_BIN  claude-agent-acp, Claude Code over the Agent Client Protocol (a launcher)
+# GEMINI_CLI_BIN        Gemini CLI (a launcher); `gemini --experimental-acp` speaks ACP
 
 # shellcheck source=scripts/install-tools.sh
 source "$(dirname "${BASH_SOURCE[0]}")/install-tools.sh"
@@ -40,6 +43,9 @@ WORKER_BUILD_BIN $(worker_build_bin)
 CHROMIUM_BIN $(command -v chromium || true)
 CHROMEDRIVER_BIN $(command -v chromedriver || true)
 PLAYWRIGHT_CORE $(playwright_core_path)
+CODEX_ACP_BIN $(codex_acp_bin)
+CLAUDE_AGENT_ACP_BIN $(claude_agent_acp_bin)
+GEMINI_CLI_BIN $(gemini_cli_bin)
 EOF
 }
 

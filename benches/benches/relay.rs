@@ -166,6 +166,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             rules: None,
             new_worktree: None,
             fork: None,
+            agent: None,
         }),
     })))
     .await

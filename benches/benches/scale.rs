@@ -333,6 +333,7 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
                 rules: None,
                 new_worktree: None,
                 fork: None,
+                agent: None,
             }),
         })))
         .await

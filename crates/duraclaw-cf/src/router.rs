@@ -117,6 +117,7 @@ async fn route(mut req: Request, env: &Env) -> worker::Result<Response> {
     match (method, segments.as_slice()) {
         (Method::Get, ["status"]) => status(env).await,
         (Method::Get, ["worktrees"]) => worktrees(env).await,
+        (Method::Get, ["agents"]) => agents(env).await,
         (Method::Get, ["sessions"]) => Response::from_json(&auth.list_sessions(&user.name).await?),
         (Method::Post, ["sessions"]) => create_session(req, env, &auth, &user).await,
         (_, ["rules", rest @ ..]) => crate::rules::route(&mut req, env, &auth, &user, rest).await,
@@ -299,6 +300,24 @@ async fn worktrees(env: &Env) -> worker::Result<Response> {
     match gateway_client::list_worktrees(&url, &secret).await {
         Ok(list) => Response::from_json(&list),
         Err(e) => json_error(502, &format!("the gateway is unreachable: {e}")),
+    }
+}
+
+/// `GET /api/agents`: the agents the gateway offers, each checked now.
+async fn agents(env: &Env) -> worker::Result<Response> {
+    let value = match ask_gateway(env, duraclaw_host::agents::request()).await? {
+        Ok(v) => v,
+        Err(answer) => return Ok(answer),
+    };
+    match duraclaw_host::agents::body(value) {
+        Ok(body) => {
+            let mut response = Response::ok(body)?;
+            let headers = response.headers_mut();
+            headers.set("Content-Type", "application/json")?;
+            headers.set("Cache-Control", "no-store")?;
+            Ok(response)
+        }
+        Err(e) => http_error(&e),
     }
 }
 

@@ -231,6 +231,10 @@ pub struct SessionMeta {
     /// The executor's session id, for resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_session_id: Option<String>,
+    /// The configured agent that runs it; the built-in Claude Code
+    /// executor when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// Current state.
     #[serde(flatten)]
     pub state: SessionState,
@@ -273,6 +277,7 @@ impl SessionMeta {
             worktree: String::new(),
             model: None,
             executor_session_id: None,
+            agent: None,
             state: SessionState::Initializing,
             created_at_ms,
             updated_at_ms: created_at_ms,

@@ -232,6 +232,7 @@ fn cases() -> Vec<Case> {
                     rules: None,
                     new_worktree: None,
                     fork: None,
+                    agent: None,
                 }),
             ))),
         ),
@@ -244,6 +245,7 @@ fn cases() -> Vec<Case> {
                     worktree: s("/home/dev/src/app-feature-x"),
                     prompt: Some(s("Continue where you left off")),
                     model: Some(s("claude-sonnet-4-5")),
+                    agent: None,
                 }),
             ))),
         ),
@@ -360,6 +362,23 @@ fn cases() -> Vec<Case> {
                     force: true,
                 },
             }),
+        ),
+        case(
+            "to_gateway/request_agents",
+            T::ToGateway(ToGateway::Request {
+                id: s("rq-4"),
+                request: GatewayRequest::Agents {},
+            }),
+        ),
+        case(
+            "to_gateway/command_execute_agent",
+            T::ToGateway(ToGateway::Command(envelope(
+                "cmd-9",
+                Command::Execute(Execute {
+                    agent: Some(s("codex")),
+                    ..Execute::new("/home/dev/src/app-feature-x", "Add a health check endpoint")
+                }),
+            ))),
         ),
         // FromGateway
         case(

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Read the bearer secret from this file instead of CC_GATEWAY_SECRET.
     #[cfg_attr(feature = "cli", arg(long, env = "CC_GATEWAY_SECRET_FILE"))]
     pub secret_file: Option<PathBuf>,
+    /// A JSON file of Agent Client Protocol agents sessions may choose
+    /// besides the built-in one (`{"agents": [{"name", "command", …}]}`).
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_AGENTS"))]
+    pub agents: Option<PathBuf>,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/duraclaw/gateway`, else
@@ -177,6 +181,23 @@ impl ServeArgs {
         }
     }
 
+    /// The agents these options offer: the built-in executor, and those of
+    /// the agents file.
+    pub fn agents(&self) -> Result<crate::agents::Agents> {
+        let builtin = self.executor()?;
+        let agents = match &self.agents {
+            Some(path) => {
+                crate::agents::Agents::with_file(builtin, crate::agents::AgentsFile::load(path)?)
+            }
+            None => crate::agents::Agents::new(builtin),
+        };
+        Ok(match self.executor {
+            ExecutorKind::Claude => agents,
+            // The demo's built-in agent is not Claude: the list says so.
+            ExecutorKind::Scripted => agents.with_builtin_title("Scripted demo"),
+        })
+    }
+
     /// The worktree index these options describe.
     pub fn worktrees(&self) -> Result<WorktreeIndex> {
         WorktreeIndex::from_env_value(&self.worktree_patterns)
@@ -222,10 +243,11 @@ impl RunningGateway {
             ))
         })?;
         let audit = Arc::new(AuditTee(vec![Arc::new(file), Arc::new(TracingAudit)]));
-        let gateway = Gateway::with_audit(
+        let agents = args.agents()?;
+        let gateway = Gateway::with_agents(
             GatewayOptions {
                 directory,
-                executor: args.executor()?,
+                executor: agents.builtin().clone(),
                 worktrees: args.worktrees()?.with_new_worktree_root(
                     args.worktree_root
                         .clone()
@@ -234,6 +256,7 @@ impl RunningGateway {
                 approval_timeout: args.approval_timeout_secs.map(Duration::from_secs),
             },
             audit,
+            agents,
         )
         .await?;
         let listener = TcpListener::bind(args.bind)

@@ -2,9 +2,9 @@
 //!
 //! - [`claude`]: the Claude Code CLI as an executor, with its stream-json
 //!   protocol under it ([`claude::cli`], re-exported as [`cli`]);
-//!   [`acp`]: any Agent Client Protocol agent (Gemini CLI, Codex and
-//!   Claude through Zed's adapters) as an executor;
-//!   [`scripted`]: a deterministic executor;
+//!   [`scripted`]: a deterministic executor; [`acp`]: agents that speak
+//!   the Agent Client Protocol; [`agents`]: the agents a gateway offers,
+//!   chosen per session;
 //! - [`approval`]: the approval gates and the audit, re-exported from
 //!   [`duraclaw_approval`], where they live;
 //! - [`worktree`]: git worktree discovery and path checks;
@@ -75,6 +75,7 @@
 //! ```
 
 pub mod acp;
+pub mod agents;
 pub use duraclaw_approval as approval;
 pub mod claude;
 /// The Claude Code CLI's stream-json protocol ([`claude::cli`]).

@@ -445,6 +445,7 @@ fn execute(worktree: String, prompt: &str) -> Command {
         rules: None,
         new_worktree: None,
         fork: None,
+        agent: None,
     })
 }
 

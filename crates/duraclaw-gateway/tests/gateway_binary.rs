@@ -112,6 +112,7 @@ async fn a_killed_gateway_restarts_with_nothing_lost_and_the_question_withdrawn(
                 rules: None,
                 new_worktree: None,
                 fork: None,
+                agent: None,
             }),
         }),
     )

@@ -87,7 +87,7 @@ impl From<Error> for HttpError {
 /// The status of a command the gateway refused, by its wire error code.
 pub fn wire_status(err: &WireError) -> u16 {
     match err.code.as_str() {
-        "invalid" | "not_found" => 400,
+        "invalid" | "not_found" | duraclaw_core::protocol::ERROR_AGENT_UNAVAILABLE => 400,
         "worktree_busy" => 409,
         "executor" | "executor_unsupported" => 503,
         _ => 502,
@@ -170,6 +170,7 @@ mod tests {
             ("not_found", 400),
             ("executor", 503),
             ("executor_unsupported", 503),
+            ("agent_unavailable", 400),
             ("anything_else", 502),
         ] {
             let answer = HttpError::from(&WireError::new(code, "why"));

@@ -5,6 +5,7 @@
 //! to send, store and show. Nothing here opens a socket, reads a clock or
 //! touches a store, so it builds for wasm32 and every rule is tested once.
 
+pub mod agents;
 pub mod auth;
 pub mod backoff;
 pub mod fork;

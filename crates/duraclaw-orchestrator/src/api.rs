@@ -62,6 +62,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/health", get(health))
         .route("/api/status", get(status))
         .route("/api/worktrees", get(worktrees))
+        .route("/api/agents", get(agents))
         .route("/api/sessions", get(list_sessions).post(create_session))
         .route("/api/sessions/{id}", get(get_session))
         .route(
@@ -166,6 +167,13 @@ async fn worktrees(State(app): State<AppState>, _user: AuthUser) -> Result<Respo
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     Ok(Json(list).into_response())
+}
+
+/// `GET /api/agents`: the agents the gateway offers, each checked now.
+async fn agents(State(app): State<AppState>, _user: AuthUser) -> Result<Response, ApiError> {
+    let value = ask_gateway(&app, duraclaw_host::agents::request()).await?;
+    let body = duraclaw_host::agents::body(value)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn list_sessions(

@@ -55,7 +55,13 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         new_worktrees_run_side_by_side_show_their_diff_and_are_kept_or_removed,
         modes_and_models_switch_mid_session_with_the_real_cli,
         a_fork_carries_the_conversation_up_to_its_message,
+        agents_are_listed_chosen_and_recorded,
     ]
+}
+
+async fn agents_are_listed_chosen_and_recorded(h: &dyn Host) {
+    let u = user(h, "agents").await;
+    crate::agents::agents_are_listed_chosen_and_recorded(&u).await;
 }
 
 async fn a_fork_carries_the_conversation_up_to_its_message(h: &dyn Host) {

@@ -53,6 +53,12 @@ pub fn script() -> PathBuf {
     e2e_dir().join("script.json")
 }
 
+/// The agents file of the suite's demo deployments (`e2e/agents.json`):
+/// an ACP agent that is not installed, beside the built-in one.
+pub fn agents() -> PathBuf {
+    e2e_dir().join("agents.json")
+}
+
 /// The worktrees `inbox.test.js` starts its sessions in: one for the live
 /// check and one for each of the twenty waiting at once.
 pub fn inbox_worktrees() -> Vec<String> {

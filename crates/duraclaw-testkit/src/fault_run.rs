@@ -268,6 +268,7 @@ where
         orchestrator_args: plan.orchestrator_args.clone(),
         log: Some("error".into()),
         push_ca: None,
+        agents: None,
     })
     .await;
     let name = h.name();

@@ -75,6 +75,11 @@ pub async fn start_with_env(
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
         .kill_on_drop(true);
+    // The agents the suites expect (`crate::agents::AGENTS`), where written.
+    let agents = root.join("agents.json");
+    if agents.is_file() {
+        c.arg("--agents").arg(agents);
+    }
     let mut child = c.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let started = tokio::time::timeout(deadline, async {

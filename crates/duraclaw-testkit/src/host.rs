@@ -52,6 +52,7 @@ pub const WORKTREES: &[&str] = &[
     "fresh",
     "modescli",
     "forkcli",
+    "agents",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own
@@ -60,6 +61,10 @@ pub const WORKTREES: &[&str] = &[
 pub struct Options {
     /// The scripted executor's script (JSON); [`SCRIPT`] when `None`.
     pub script: Option<String>,
+    /// The gateway's agents file (JSON, e.g. of
+    /// [`crate::real_agents`] entries); [`crate::agents::AGENTS`] when
+    /// `None`.
+    pub agents: Option<String>,
     /// More worktrees (`projects/<name>`) besides [`WORKTREES`].
     pub worktrees: Vec<String>,
     /// The host's port; a free one when `None`.
@@ -146,13 +151,16 @@ pub fn worktree(h: &dyn Host, name: &str) -> String {
     h.root().join("projects").join(name).display().to_string()
 }
 
-/// Writes the script (`opts.script` or [`SCRIPT`]) to `root/script.json`
-/// and a git repository for each of [`WORKTREES`] and `opts.worktrees`
+/// Writes the script (`opts.script` or [`SCRIPT`]) to `root/script.json`,
+/// the agents file (`opts.agents` or [`crate::agents::AGENTS`]) to
+/// `root/agents.json` and a git repository for each of [`WORKTREES`] and `opts.worktrees`
 /// under `root/projects`.
 fn prepare(root: &Path, opts: &Options) {
     std::fs::create_dir_all(root).unwrap();
     let script = opts.script.as_deref().unwrap_or(SCRIPT);
     std::fs::write(root.join("script.json"), script).unwrap();
+    let agents = opts.agents.as_deref().unwrap_or(crate::agents::AGENTS);
+    std::fs::write(root.join("agents.json"), agents).unwrap();
     let extra = opts.worktrees.iter().map(String::as_str);
     for name in WORKTREES.iter().copied().chain(extra) {
         crate::local::init_repo(
@@ -307,6 +315,7 @@ impl LocalHost {
                 .args(["--executor", "scripted", "--script"])
                 .arg(self.root.join("script.json")),
         };
+        c.arg("--agents").arg(self.root.join("agents.json"));
         c.arg("--bind")
             .arg(format!("127.0.0.1:{}", self.gateway_port))
             .arg("--worktrees")

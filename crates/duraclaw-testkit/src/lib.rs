@@ -16,6 +16,10 @@
 //! - [`browser_suite`]: the browser suite's harness (tools, the fake model,
 //!   the control endpoint, `node --test`) both hosts' runs use;
 //! - [`notify`]: notification action tokens minted as a host mints them;
+//! - [`acp_client`]: a minimal Agent Client Protocol client that drives a
+//!   real agent over its stdio; [`agents`]: the agents suite's checks;
+//!   [`real_agents`]: the pinned real ACP agents set up against the fakes
+//!   of their model APIs;
 //! - [`faults`]: the fault run's proxy, clients and checks;
 //!   [`fault_run`]: the fault run written once against [`host::Host`].
 //!
@@ -27,6 +31,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+pub mod acp_client;
+pub mod agents;
 pub mod api;
 pub mod both_hosts;
 pub mod browser;
@@ -43,6 +49,7 @@ pub mod modes;
 pub mod notify;
 pub mod push_service;
 pub mod push_suite;
+pub mod real_agents;
 pub mod rules;
 pub mod wrangler;
 

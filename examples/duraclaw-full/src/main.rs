@@ -197,6 +197,10 @@ struct UpArgs {
     /// Resolve approvals nobody answered within this many seconds as expired.
     #[arg(long, env = "DURACLAW_APPROVAL_TIMEOUT_SECS")]
     approval_timeout_secs: Option<u64>,
+    /// A JSON file of Agent Client Protocol agents sessions may choose
+    /// besides Claude (docs/agents.md).
+    #[arg(long, env = "DURACLAW_AGENTS")]
+    agents: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -535,6 +539,7 @@ async fn up(args: UpArgs) -> Result<()> {
         claude_config_dir: None,
         approval_timeout_secs: args.approval_timeout_secs,
         secret_file: None,
+        agents: args.agents.clone(),
     };
     let (executor, executor_error) = if args.demo {
         (Some("scripted".to_owned()), None)

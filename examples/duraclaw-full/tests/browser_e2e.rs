@@ -150,6 +150,7 @@ async fn up_demo(root: &Path, logs: &Path, push_ca: &Path) -> (Child, String) {
         "push-chain",
         "rules",
         "worktree-choice",
+        "agents",
     ]
     .into_iter()
     .chain(inbox.iter().map(String::as_str))
@@ -171,7 +172,9 @@ async fn up_demo(root: &Path, logs: &Path, push_ca: &Path) -> (Child, String) {
     .arg("--data-dir")
     .arg(&data)
     .arg("--worktrees")
-    .arg(patterns);
+    .arg(patterns)
+    .arg("--agents")
+    .arg(duraclaw_testkit::browser_suite::agents());
     let (child, found) = spawn_until(c, &["duraclaw listening on "])
         .await
         .unwrap_or_else(|e| panic!("duraclaw up --demo: {e}; see {}", log.display()));

@@ -332,6 +332,7 @@ async fn the_browser_suite_on_cloudflare() {
         "push-chain",
         "rules",
         "worktree-choice",
+        "agents",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -354,6 +355,10 @@ async fn the_browser_suite_on_cloudflare() {
             format!("{}/projects/*", demo_root.display()),
             "--data-dir".into(),
             demo_root.join("gateway").display().to_string(),
+            "--agents".into(),
+            duraclaw_testkit::browser_suite::agents()
+                .display()
+                .to_string(),
         ],
         envs: vec![],
         logs: logs.clone(),

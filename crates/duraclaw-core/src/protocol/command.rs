@@ -77,6 +77,10 @@ pub struct Execute {
     /// conversation up to one of its messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork: Option<Box<ForkFrom>>,
+    /// The configured agent that runs the session ([`AgentInfo::name`]);
+    /// the built-in Claude Code executor ([`BUILTIN_AGENT`]) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// A new linked worktree for a session: on a new branch
@@ -142,6 +146,10 @@ pub struct Resume {
     /// Model name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The agent the session ran with; the one its metadata records (the
+    /// built-in Claude Code executor when neither says) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// `message`: a follow-up user turn.
@@ -221,6 +229,80 @@ pub fn check_model(model: &str) -> Result<(), String> {
         return Err("a model name has only ASCII letters, digits and `.-_:[]@/`".into());
     }
     Ok(())
+}
+
+/// The name of the built-in agent, the Claude Code executor: what a
+/// session runs when it names no agent.
+pub const BUILTIN_AGENT: &str = "claude";
+
+/// The longest agent name, in bytes.
+pub const MAX_AGENT_NAME_LEN: usize = 64;
+
+/// Checks an agent name (a session's `agent`, a configured agent's
+/// `name`): 1 to [`MAX_AGENT_NAME_LEN`] characters of ASCII letters,
+/// digits and `-_.`. Whether the gateway offers it is its own answer.
+pub fn check_agent_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an agent name is needed".into());
+    }
+    if name.len() > MAX_AGENT_NAME_LEN {
+        return Err(format!(
+            "an agent name has at most {MAX_AGENT_NAME_LEN} characters"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err("an agent name has only ASCII letters, digits and `-_.`".into());
+    }
+    Ok(())
+}
+
+/// What kind of executor runs an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    /// The built-in Claude Code executor.
+    Claude,
+    /// An Agent Client Protocol agent the gateway was configured with.
+    Acp,
+}
+
+/// What an agent can do beyond a turn of text and tool calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSupports {
+    /// A session continues after its process is gone (a gateway restart).
+    #[serde(default)]
+    pub resume: bool,
+    /// The permission mode switches mid-session (`set_mode`).
+    #[serde(default)]
+    pub modes: bool,
+    /// The model switches mid-session (`set_model`).
+    #[serde(default)]
+    pub models: bool,
+    /// Turns report their cost.
+    #[serde(default)]
+    pub cost: bool,
+}
+
+/// An agent a gateway offers, as `GET /api/agents` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// What sessions name it by (`execute.agent`).
+    pub name: String,
+    /// What the UI shows.
+    pub title: String,
+    /// What runs it.
+    pub kind: AgentKind,
+    /// Whether sessions can start with it now.
+    pub available: bool,
+    /// Why it cannot, when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What it can do.
+    #[serde(default)]
+    pub supports: AgentSupports,
 }
 
 /// `answer`: resolve a pending [`UserQuestion`](super::UserQuestion).

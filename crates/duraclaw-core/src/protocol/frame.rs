@@ -114,6 +114,11 @@ impl Hello {
 /// the Claude Code CLI's version) is not supported.
 pub const ERROR_EXECUTOR_UNSUPPORTED: &str = "executor_unsupported";
 
+/// The [`WireError::code`] of a session start or resume refused because the
+/// agent it names is not configured or cannot run; the message names the
+/// agent and why.
+pub const ERROR_AGENT_UNAVAILABLE: &str = "agent_unavailable";
+
 /// An error as it travels on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {

@@ -58,7 +58,8 @@ pub enum ToGateway {
         /// Request id, echoed in the reply.
         id: String,
     },
-    /// A request about a session, answered with one `reply` of the same id.
+    /// A request about a session (or the gateway), answered with one
+    /// `reply` of the same id.
     Request {
         /// Request id, echoed in the reply.
         id: String,
@@ -119,7 +120,7 @@ pub enum FromGateway {
     },
 }
 
-/// What a `request` frame asks the gateway about a session.
+/// What a `request` frame asks the gateway (about a session, or itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -140,6 +141,10 @@ pub enum GatewayRequest {
         /// The session.
         session_id: String,
     },
+    /// The agents the gateway offers, each checked now (installed and
+    /// runnable). Replies a list of [`AgentInfo`](super::AgentInfo), the
+    /// built-in Claude first. About no session.
+    Agents {},
 }
 
 /// The [`WireError::code`] of a removal refused because the worktree has

@@ -43,6 +43,9 @@ impl Gateway {
                         wire.code = "session_closed".into();
                     } else if msg.starts_with("outbox full") {
                         wire.code = "outbox_full".into();
+                    } else if let Some(why) = msg.strip_prefix(crate::agents::UNAVAILABLE_PREFIX) {
+                        wire.code = duraclaw_core::protocol::ERROR_AGENT_UNAVAILABLE.into();
+                        wire.message = format!("agent unavailable: {why}");
                     }
                 }
                 CommandResult {
@@ -164,6 +167,8 @@ impl Gateway {
                         self.session(&session_id).await?
                     }
                     Err(Error::NotFound { .. }) => {
+                        // An agent that cannot run makes nothing.
+                        self.inner.agents.pick(x.agent.as_deref()).await?;
                         let requested = self.inner.options.worktrees.resolve(&x.worktree)?;
                         let (worktree, info) = match &x.new_worktree {
                             Some(new) => {
@@ -186,6 +191,7 @@ impl Gateway {
                             SessionMeta::new(&session_id, GATEWAY_OWNER, SystemClock.now_ms());
                         meta.worktree = worktree.display().to_string();
                         meta.model.clone_from(&x.model);
+                        meta.agent.clone_from(&x.agent);
                         meta.title = x
                             .prompt
                             .lines()
@@ -427,7 +433,7 @@ impl Gateway {
             resume: x.fork.as_ref().map(|f| f.executor_session_id.clone()),
             fork_at: x.fork.map(|f| f.at_message_uuid),
         };
-        self.start(session, spec).await
+        self.start(session, spec, x.agent.as_deref()).await
     }
 
     /// Resumes an executor session, with a prompt or without.
@@ -439,6 +445,10 @@ impl Gateway {
     ) -> Result<()> {
         let worktree = self.inner.options.worktrees.resolve(&r.worktree)?;
         self.check_not_busy(&worktree, &session_id).await?;
+        let agent = match r.agent {
+            Some(a) => Some(a),
+            None => session.log.store().meta().await?.agent,
+        };
         let in_force = session.in_force();
         let spec = StartSpec {
             session_id,
@@ -450,7 +460,7 @@ impl Gateway {
             resume: Some(r.executor_session_id),
             fork_at: None,
         };
-        self.start(session, spec).await
+        self.start(session, spec, agent.as_deref()).await
     }
 
     /// Hands a user turn to the running executor, or resumes the executor
@@ -482,7 +492,8 @@ impl Gateway {
             resume: meta.executor_session_id.clone(),
             fork_at: None,
         };
-        self.start(session, spec).await
+        // The agent the session started with.
+        self.start(session, spec, meta.agent.as_deref()).await
     }
 
     /// Refuses `worktree` while a session other than `session_id` runs in
@@ -510,18 +521,20 @@ impl Gateway {
         Ok(())
     }
 
-    async fn start(&self, session: &Arc<GatewaySession>, spec: StartSpec) -> Result<()> {
+    /// Starts `spec` with agent `agent` (the built-in one when `None`).
+    async fn start(
+        &self,
+        session: &Arc<GatewaySession>,
+        spec: StartSpec,
+        agent: Option<&str>,
+    ) -> Result<()> {
+        let executor = self.inner.agents.pick(agent).await?;
         let sink = Arc::new(GuardedSink {
             outbox: OutboxSink::with_turn_marks(session.log.clone(), session.unstarted.clone()),
             session: Arc::downgrade(session),
             audit: self.inner.audit.clone(),
         });
-        let exec = self
-            .inner
-            .options
-            .executor
-            .start(spec, session.policy.clone(), sink)
-            .await?;
+        let exec = executor.start(spec, session.policy.clone(), sink).await?;
         let old = session.exec.lock().await.replace(exec);
         if let Some(old) = old {
             old.shutdown().await?;

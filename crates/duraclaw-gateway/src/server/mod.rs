@@ -219,6 +219,8 @@ struct Inner {
     sessions: Mutex<HashMap<String, Arc<GatewaySession>>>,
     audit: Arc<dyn AuditLog>,
     max_unacked: std::sync::atomic::AtomicU64,
+    /// The agents sessions choose from; the built-in one is `options.executor`.
+    agents: crate::agents::Agents,
 }
 
 impl Gateway {
@@ -234,18 +236,40 @@ impl Gateway {
     /// Like [`Gateway::new`], writing every approval request and decision
     /// to `audit`.
     pub async fn with_audit(options: GatewayOptions, audit: Arc<dyn AuditLog>) -> Result<Self> {
+        let agents = crate::agents::Agents::new(options.executor.clone());
+        Self::with_agents(options, audit, agents).await
+    }
+
+    /// Like [`Gateway::with_audit`], offering `agents` (whose built-in
+    /// agent runs sessions that name none) instead of `options.executor`
+    /// alone.
+    pub async fn with_agents(
+        mut options: GatewayOptions,
+        audit: Arc<dyn AuditLog>,
+        agents: crate::agents::Agents,
+    ) -> Result<Self> {
+        options.executor = agents.builtin().clone();
         let gw = Gateway {
             inner: Arc::new(Inner {
                 options,
                 sessions: Mutex::new(HashMap::new()),
                 audit,
                 max_unacked: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_UNACKED),
+                agents,
             }),
         };
         if let Some(why) = gw.executor_error().await {
             // Not fatal: sessions are refused with this, and the status
             // shows it.
             tracing::warn!(error = %why, "the executor cannot run sessions");
+        }
+        for agent in gw.agents().await {
+            match &agent.error {
+                Some(why) => {
+                    tracing::warn!(agent = %agent.name, error = %why, "agent unavailable")
+                }
+                None => tracing::info!(agent = %agent.name, "agent available"),
+            }
         }
         for meta in gw.inner.options.directory.list(GATEWAY_OWNER).await? {
             let session = gw.session(&meta.session_id).await?;
@@ -372,6 +396,11 @@ impl Gateway {
             .await
             .err()
             .map(|e| e.to_string())
+    }
+
+    /// The agents this gateway offers, each checked now.
+    pub async fn agents(&self) -> Vec<duraclaw_core::protocol::AgentInfo> {
+        self.inner.agents.list().await
     }
 
     /// Sets the outbox bound (see [`DEFAULT_MAX_UNACKED`]).

@@ -90,6 +90,8 @@ impl Gateway {
                 self.remove_worktree(&session_id, force).await
             }
             GatewayRequest::Diff { session_id } => self.diff(&session_id).await,
+            GatewayRequest::Agents {} => serde_json::to_value(self.agents().await)
+                .map_err(|e| Error::other("cannot encode the agents", e)),
             _ => Err(Error::Invalid(
                 "request kind not handled by this gateway".into(),
             )),

@@ -119,6 +119,7 @@ pub fn execute(worktree: String, prompt: &str) -> Command {
         rules: None,
         new_worktree: None,
         fork: None,
+        agent: None,
     })
 }
 

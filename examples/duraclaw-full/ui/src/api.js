@@ -73,6 +73,7 @@ export const api = {
   logout: () => request('POST', '/api/logout'),
   status: () => request('GET', '/api/status'),
   worktrees: () => request('GET', '/api/worktrees'),
+  agents: () => request('GET', '/api/agents'),
   sessions: () => request('GET', '/api/sessions'),
   session: (id) => request('GET', `/api/sessions/${encodeURIComponent(id)}`),
   createSession: (body) => request('POST', '/api/sessions', body),

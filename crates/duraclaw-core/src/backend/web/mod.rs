@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::protocol::{
     Command, CommandEnvelope, Event, Execute, MAX_SESSION_ID_BYTES, NewWorktree, ToGateway,
-    UserMessage, encode_frame,
+    UserMessage, check_agent_name, encode_frame,
 };
 use crate::store::{NewEvent, SessionMeta};
 
@@ -83,6 +83,10 @@ pub struct NewSession {
     /// Run in a new worktree made from `worktree`'s repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_worktree: Option<NewWorktree>,
+    /// The agent that runs it (one `GET /api/agents` lists); the built-in
+    /// Claude Code executor when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl NewSession {
@@ -123,11 +127,20 @@ impl NewSession {
                 ));
             }
         };
+        let agent = match text("agent", false)? {
+            Some(name) if name.is_empty() => None,
+            Some(name) => {
+                check_agent_name(&name).map_err(|why| Error::Invalid(format!("`agent`: {why}")))?;
+                Some(name)
+            }
+            None => None,
+        };
         Ok(NewSession {
             worktree: text("worktree", true)?.unwrap_or_default(),
             prompt: text("prompt", true)?.unwrap_or_default(),
             model: text("model", false)?,
             new_worktree,
+            agent,
         })
     }
 
@@ -174,11 +187,13 @@ impl NewSession {
 
     /// The new session's metadata: titled by its prompt, in its worktree.
     pub fn meta(&self, session_id: &str, owner: &str, created_at_ms: i64) -> SessionMeta {
-        SessionMeta::new(session_id, owner, created_at_ms).starting(
+        let mut meta = SessionMeta::new(session_id, owner, created_at_ms).starting(
             &self.worktree,
             &self.prompt,
             self.model.as_deref(),
-        )
+        );
+        meta.agent.clone_from(&self.agent);
+        meta
     }
 
     /// The `execute` command that starts the session on the gateway.
@@ -192,6 +207,7 @@ impl NewSession {
             rules: None,
             new_worktree: self.new_worktree,
             fork: None,
+            agent: self.agent,
         }
     }
 }
@@ -208,6 +224,7 @@ mod tests {
             prompt,
             model: None,
             new_worktree: None,
+            agent: None,
         };
         assert!(
             with("x".repeat(MAX_EVENT_BYTES - 1024))
@@ -232,6 +249,7 @@ mod tests {
             prompt: "go".into(),
             model: None,
             new_worktree: None,
+            agent: None,
         };
         assert!(matches!(blank.check("alice"), Err(Error::Invalid(_))));
     }
@@ -241,6 +259,13 @@ mod tests {
         use serde_json::json;
         let ok = NewSession::from_value(json!({"worktree": "/wt", "prompt": "go", "model": null}));
         assert_eq!(ok.unwrap().model, None);
+        let codex =
+            NewSession::from_value(json!({"worktree": "/wt", "prompt": "go", "agent": "codex"}))
+                .unwrap();
+        assert_eq!(codex.meta("s1", "alice", 1).agent.as_deref(), Some("codex"));
+        assert_eq!(codex.into_execute().agent.as_deref(), Some("codex"));
+        let blank = NewSession::from_value(json!({"worktree": "/wt", "prompt": "go", "agent": ""}));
+        assert_eq!(blank.unwrap().agent, None);
         for (body, says) in [
             (json!([]), "expected a JSON object"),
             (json!({}), "`worktree` is missing"),
@@ -252,6 +277,18 @@ mod tests {
             (
                 json!({"worktree": "/wt", "prompt": "go", "model": 5}),
                 "`model` must be a string",
+            ),
+            (
+                json!({"worktree": "/wt", "prompt": "go", "agent": ["codex"]}),
+                "`agent` must be a string",
+            ),
+            (
+                json!({"worktree": "/wt", "prompt": "go", "agent": "x".repeat(65)}),
+                "`agent`: an agent name has at most 64 characters",
+            ),
+            (
+                json!({"worktree": "/wt", "prompt": "go", "agent": "co\ndex"}),
+                "`agent`: an agent name has only ASCII letters",
             ),
         ] {
             match NewSession::from_value(body.clone()) {

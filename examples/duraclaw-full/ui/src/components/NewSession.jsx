@@ -19,6 +19,14 @@ function worktreeLabel(w) {
   return parts.join(' ');
 }
 
+/** The built-in agent, what a session runs unless another is picked. */
+const BUILTIN_AGENT = 'claude';
+
+function agentLabel(a) {
+  const title = revealText(a.title || a.name);
+  return a.available ? title : `${title} — unavailable: ${revealText(a.error || 'cannot run')}`;
+}
+
 function shortId(id) {
   return id.length > 10 ? `…${id.slice(-8)}` : id;
 }
@@ -35,6 +43,10 @@ export function NewSession({ user, onLogout }) {
   const [fresh, setFresh] = useState(true);
   const [base, setBase] = useState('');
   const [status, statusError] = useGatewayStatus();
+  // The agents the gateway offers (null: not known yet or not told).
+  const [agents, setAgents] = useState(null);
+  const [agent, setAgent] = useState(BUILTIN_AGENT);
+  const [agentsError, setAgentsError] = useState(null);
 
   const load = () => {
     setWtError(null);
@@ -52,12 +64,34 @@ export function NewSession({ user, onLogout }) {
   };
   useEffect(load, []);
 
+  const loadAgents = () => {
+    setAgentsError(null);
+    api
+      .agents()
+      .then((list) => {
+        const l = Array.isArray(list) ? list : [];
+        setAgents(l);
+        // Claude unless it cannot run and another can.
+        setAgent((cur) => {
+          const ok = (n) => l.some((a) => a.name === n && a.available);
+          if (ok(cur)) return cur;
+          const first = l.find((a) => a.available);
+          return first ? first.name : cur;
+        });
+      })
+      .catch((e) => {
+        if (e.status !== 401) setAgentsError(e.message);
+      });
+  };
+  useEffect(loadAgents, []);
+  const chosen = agents && agents.find((a) => a.name === agent);
+
   const selected = worktrees && worktrees.find((w) => w.path === worktree);
   const offersNew = !!(selected && selected.new_worktree);
   const useNew = offersNew && fresh;
   useEffect(() => setBase((selected && selected.branch) || ''), [worktree, worktrees]);
-  // The executor cannot run sessions (e.g. the Claude Code CLI is too old).
-  const executorError = status && status.gateway && status.gateway.connected && status.gateway.executor_error;
+  // The built-in executor cannot run sessions (e.g. the Claude Code CLI is too old).
+  const executorError = agent === BUILTIN_AGENT && status && status.gateway && status.gateway.connected && status.gateway.executor_error;
 
   const submit = async (e) => {
     e.preventDefault();
@@ -72,6 +106,7 @@ export function NewSession({ user, onLogout }) {
       const body = { worktree, prompt };
       if (useNew) body.new_worktree = base.trim() ? { base: base.trim() } : {};
       if (model.trim()) body.model = model.trim();
+      if (agents) body.agent = agent;
       const s = await api.createSession(body);
       location.hash = `#/s/${encodeURIComponent(s.session_id)}`;
     } catch (err) {
@@ -152,6 +187,31 @@ export function NewSession({ user, onLogout }) {
             </div>
           )}
           <label>
+            Agent
+            {agents === null && !agentsError && <span class="muted"> (loading…)</span>}
+            <select data-testid="agent-select" value={agent} onChange={(e) => setAgent(e.currentTarget.value)} disabled={!agents || agents.length === 0}>
+              {!agents && <option value={BUILTIN_AGENT}>Claude Code</option>}
+              {(agents || []).map((a) => (
+                <option key={a.name} value={a.name} disabled={!a.available} title={a.error || ''} data-testid={`agent-${a.name}`}>
+                  {agentLabel(a)}
+                </option>
+              ))}
+            </select>
+          </label>
+          {agentsError && (
+            <p class="error-text" role="alert" data-testid="agents-error">
+              The gateway's agents are unknown: {agentsError}{' '}
+              <button type="button" class="link" onClick={loadAgents}>
+                Retry
+              </button>
+            </p>
+          )}
+          {chosen && !chosen.available && (
+            <p class="error-text small" data-testid="agent-unavailable">
+              {revealText(chosen.title || chosen.name)} cannot run: {revealText(chosen.error || 'unavailable')}
+            </p>
+          )}
+          <label>
             Model
             <input
               data-testid="model"
@@ -186,7 +246,7 @@ export function NewSession({ user, onLogout }) {
             <a class="button" href="#/">
               Cancel
             </a>
-            <button data-testid="create-session" class="primary" type="submit" disabled={busy || !worktree || !!executorError || (useNew && !base.trim() && !selected.head)}>
+            <button data-testid="create-session" class="primary" type="submit" disabled={busy || !worktree || !!executorError || (chosen && !chosen.available) || (useNew && !base.trim() && !selected.head)}>
               {busy ? 'Starting…' : 'Start session'}
             </button>
           </div>

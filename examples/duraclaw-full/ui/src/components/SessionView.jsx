@@ -382,6 +382,7 @@ export function SessionView({ id, focus, user, onLogout }) {
                     <Shown text={baseName(meta.worktree)} />
                   </span>
                 )}
+                {meta && <span data-testid="session-agent" title="The agent that runs this session"> · {revealText(meta.agent || 'claude')}</span>}
                 {!live && (t.model || (meta && meta.model)) && <span> · {t.model || meta.model}</span>}
                 <span> · {fmtCost(cost)}</span>
                 {meta && meta.forked_from && (

@@ -1,0 +1,351 @@
+//! A scripted fake of the Gemini API (`generativelanguage`), for tests that
+//! run the real Gemini CLI with no network.
+//!
+//! The fake listens on an ephemeral port of 127.0.0.1 and answers
+//! `POST /v1beta/models/{model}:streamGenerateContent` from a script of
+//! [`Turn`]s, as server-sent events of `GenerateContentResponse` chunks.
+//! Everything else is a side request the script does not cover:
+//! `:generateContent` (the CLI's model router and next-speaker checks),
+//! answered `400` so that the CLI falls back to its defaults, and
+//! `:countTokens`, answered with a count. Every request is recorded
+//! ([`FakeGemini::requests`]).
+//!
+//! The Gemini CLI reaches it with `GOOGLE_GEMINI_BASE_URL` =
+//! [`FakeGemini::base_url`] and any `GEMINI_API_KEY`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What a stream request after the end of the script is answered.
+pub const EXHAUSTED_TEXT: &str = "(the fake Gemini API has no more scripted turns)";
+
+/// One model turn: what one stream request is answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Turn {
+    /// Text, streamed as `chunks` chunks.
+    Text {
+        /// The whole text.
+        text: String,
+        /// How many chunks (at least 1).
+        chunks: usize,
+    },
+    /// A call of function `name` with `args`.
+    FunctionCall {
+        /// The function (tool), e.g. `run_shell_command`.
+        name: String,
+        /// Its arguments.
+        args: Value,
+    },
+}
+
+impl Turn {
+    /// A text turn in three chunks.
+    pub fn text(text: impl Into<String>) -> Turn {
+        Turn::Text {
+            text: text.into(),
+            chunks: 3,
+        }
+    }
+
+    /// A call of `name` with `args`.
+    pub fn function_call(name: impl Into<String>, args: Value) -> Turn {
+        Turn::FunctionCall {
+            name: name.into(),
+            args,
+        }
+    }
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path, e.g. `/v1beta/models/gemini-2.5-pro:streamGenerateContent`.
+    pub path: String,
+    /// Headers with lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`Null` when it was not JSON).
+    pub body: Value,
+    /// The script's turn it was answered from.
+    pub turn: Option<usize>,
+}
+
+impl RecordedRequest {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether it is a model turn (`:streamGenerateContent`).
+    pub fn is_stream(&self) -> bool {
+        self.method == "POST" && self.path.ends_with(":streamGenerateContent")
+    }
+
+    /// The `functionResponse` parts it carries back: (name, response).
+    pub fn function_responses(&self) -> Vec<(String, Value)> {
+        self.body["contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| {
+                let r = p.get("functionResponse")?;
+                Some((
+                    r["name"].as_str().unwrap_or_default().to_owned(),
+                    r["response"].clone(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The names of the functions it declares.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.body["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| {
+                t["functionDeclarations"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|f| f["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+struct ScriptState {
+    turns: Vec<Turn>,
+    next: usize,
+    requests: Vec<RecordedRequest>,
+}
+
+struct Shared {
+    state: Mutex<ScriptState>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ScriptState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The running fake; stops when dropped.
+pub struct FakeGemini {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FakeGemini {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeGemini")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeGemini {
+    /// Starts the fake on 127.0.0.1 with `script`.
+    pub async fn start(script: impl IntoIterator<Item = Turn>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, mut shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(ScriptState {
+                turns: script.into_iter().collect(),
+                next: 0,
+                requests: Vec::new(),
+            }),
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                while !*shutdown_rx.borrow() {
+                    if shutdown_rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::warn!(error = %e, "the fake Gemini API stopped");
+            }
+        });
+        Ok(FakeGemini {
+            addr,
+            shared,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `GOOGLE_GEMINI_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// The model turns (`:streamGenerateContent`), in order.
+    pub fn stream_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(RecordedRequest::is_stream)
+            .collect()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for FakeGemini {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = json!({"error": {"code": status.as_u16(), "message": message,
+        "status": "INVALID_ARGUMENT"}});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let mut recorded = RecordedRequest {
+        method: method.to_string(),
+        path: path.clone(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        turn: None,
+    };
+    if method == Method::POST && path.ends_with(":countTokens") {
+        shared.lock().requests.push(recorded);
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"totalTokens": 10}).to_string(),
+        )
+            .into_response();
+    }
+    if !recorded.is_stream() {
+        shared.lock().requests.push(recorded);
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("the fake Gemini API scripts no {method} {path}"),
+        );
+    }
+    let turn = {
+        let mut state = shared.lock();
+        let i = state.next;
+        let turn = state.turns.get(i).cloned();
+        if turn.is_some() {
+            state.next += 1;
+            recorded.turn = Some(i);
+        }
+        state.requests.push(recorded);
+        turn
+    };
+    stream(turn.unwrap_or_else(|| Turn::text(EXHAUSTED_TEXT)))
+}
+
+/// One chunk of a streamed `GenerateContentResponse`.
+fn chunk(parts: Value, last: bool) -> Bytes {
+    let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+    let mut body = json!({"modelVersion": "fake"});
+    if last {
+        candidate["finishReason"] = json!("STOP");
+        body["usageMetadata"] =
+            json!({"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15});
+    }
+    body["candidates"] = json!([candidate]);
+    Bytes::from(format!("data: {body}\r\n\r\n"))
+}
+
+fn stream(turn: Turn) -> Response {
+    let chunks: Vec<Bytes> = match turn {
+        Turn::Text { text, chunks } => {
+            let pieces = pieces(&text, chunks);
+            let n = pieces.len();
+            pieces
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| chunk(json!([{"text": p}]), i + 1 == n))
+                .collect()
+        }
+        Turn::FunctionCall { name, args } => {
+            vec![chunk(
+                json!([{"functionCall": {"name": name, "args": args}}]),
+                true,
+            )]
+        }
+    };
+    let body = Body::from_stream(futures::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::io::Error>),
+    ));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `text` in `chunks` pieces (at least one), split at character
+/// boundaries.
+fn pieces(text: &str, chunks: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let n = chunks.max(1).min(chars.len().max(1));
+    let size = chars.len().div_ceil(n).max(1);
+    let mut out: Vec<String> = chars.chunks(size).map(|c| c.iter().collect()).collect();
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    out
+}

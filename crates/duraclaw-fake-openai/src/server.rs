@@ -1,0 +1,472 @@
+//! The HTTP server: routing, the script, recording, and the events of a
+//! streaming response.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What a request after the end of the script is answered.
+pub const EXHAUSTED_TEXT: &str = "(the fake OpenAI API has no more scripted turns)";
+
+/// One assistant turn: what one model request is answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Turn {
+    /// Text, streamed as `chunks` deltas `delay` apart.
+    Text {
+        /// The whole text.
+        text: String,
+        /// How many deltas (at least 1).
+        chunks: usize,
+        /// The pause before each delta after the first.
+        delay: Duration,
+    },
+    /// A call of function tool `name` with `arguments` (a JSON object,
+    /// sent as its text, as the API does).
+    FunctionCall {
+        /// The tool's name, e.g. `shell`.
+        name: String,
+        /// Its arguments.
+        arguments: Value,
+        /// The call's id, which the tool's output names.
+        call_id: String,
+    },
+    /// An HTTP error with an OpenAI-style JSON body.
+    Error {
+        /// The status, e.g. 500.
+        status: u16,
+        /// The error's message.
+        message: String,
+    },
+}
+
+impl Turn {
+    /// A text turn streamed in three deltas.
+    pub fn text(text: impl Into<String>) -> Turn {
+        Turn::Text {
+            text: text.into(),
+            chunks: 3,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// A call of `name` with `arguments`, its call id `call_id`.
+    pub fn function_call(
+        name: impl Into<String>,
+        arguments: Value,
+        call_id: impl Into<String>,
+    ) -> Turn {
+        Turn::FunctionCall {
+            name: name.into(),
+            arguments,
+            call_id: call_id.into(),
+        }
+    }
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path, e.g. `/v1/responses`.
+    pub path: String,
+    /// Headers with lower-case names, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body (`Null` when it was not JSON).
+    pub body: Value,
+    /// The script's turn it was answered from (`None`: not a model
+    /// request, or after the script).
+    pub turn: Option<usize>,
+}
+
+impl RecordedRequest {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether it is a model request (`POST /v1/responses`).
+    pub fn is_model_request(&self) -> bool {
+        self.method == "POST" && self.path.ends_with("/responses")
+    }
+
+    /// The outputs of function calls this request carries back, by call
+    /// id: the `function_call_output` items of its `input`.
+    pub fn function_outputs(&self) -> Vec<(String, String)> {
+        self.body["input"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| item["type"] == "function_call_output")
+            .map(|item| {
+                let output = match &item["output"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (
+                    item["call_id"].as_str().unwrap_or_default().to_owned(),
+                    output,
+                )
+            })
+            .collect()
+    }
+
+    /// The text of the user messages of its `input`, in order.
+    pub fn user_texts(&self) -> Vec<String> {
+        self.body["input"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| item["role"] == "user")
+            .flat_map(|item| item["content"].as_array().cloned().unwrap_or_default())
+            .filter_map(|part| part["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The names of the tools it offers.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.body["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+struct ScriptState {
+    turns: Vec<Turn>,
+    next: usize,
+    requests: Vec<RecordedRequest>,
+}
+
+struct Shared {
+    state: Mutex<ScriptState>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ScriptState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The running fake; stops when dropped.
+pub struct FakeOpenAi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FakeOpenAi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeOpenAi")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeOpenAi {
+    /// Starts the fake on 127.0.0.1 with `script`.
+    pub async fn start(script: impl IntoIterator<Item = Turn>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, mut shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(ScriptState {
+                turns: script.into_iter().collect(),
+                next: 0,
+                requests: Vec::new(),
+            }),
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                while !*shutdown_rx.borrow() {
+                    if shutdown_rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::warn!(error = %e, "the fake OpenAI API stopped");
+            }
+        });
+        Ok(FakeOpenAi {
+            addr,
+            shared,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, the base URL clients append
+    /// `/responses` to.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// The model requests (`POST /v1/responses`), in order.
+    pub fn model_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(RecordedRequest::is_model_request)
+            .collect()
+    }
+
+    /// A Codex `config.toml` whose model provider `fake` is this fake
+    /// (Responses API, the key from environment variable `env_key`), model
+    /// `model`.
+    pub fn codex_config(&self, model: &str, env_key: &str) -> String {
+        format!(
+            "model = {model:?}\nmodel_provider = \"fake\"\n\n\
+             [model_providers.fake]\nname = \"fake\"\nbase_url = {base:?}\n\
+             env_key = {env_key:?}\nwire_api = \"responses\"\n\
+             request_max_retries = 0\nstream_max_retries = 0\n",
+            base = self.base_url(),
+        )
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": {"message": message, "type": "invalid_request_error", "code": null}})
+            .to_string(),
+    )
+        .into_response()
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut recorded = RecordedRequest {
+        method: method.to_string(),
+        path: path.clone(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+        turn: None,
+    };
+    if method == Method::GET && path.ends_with("/models") {
+        shared.lock().requests.push(recorded);
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"object": "list", "data": [], "models": []}).to_string(),
+        )
+            .into_response();
+    }
+    if !recorded.is_model_request() {
+        shared.lock().requests.push(recorded);
+        return json_error(StatusCode::NOT_FOUND, &format!("no route {method} {path}"));
+    }
+    if !recorded.body.is_object() {
+        shared.lock().requests.push(recorded);
+        return json_error(StatusCode::BAD_REQUEST, "the body is not a JSON object");
+    }
+    let model = recorded.body["model"].as_str().unwrap_or("fake").to_owned();
+    let turn = {
+        let mut state = shared.lock();
+        let i = state.next;
+        let turn = state.turns.get(i).cloned();
+        if turn.is_some() {
+            state.next += 1;
+            recorded.turn = Some(i);
+        }
+        state.requests.push(recorded);
+        turn.map(|t| (i, t))
+    };
+    let (index, turn) = turn.unwrap_or((usize::MAX, Turn::text(EXHAUSTED_TEXT)));
+    if let Turn::Error { status, message } = &turn {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return json_error(status, message);
+    }
+    stream(index, &model, turn)
+}
+
+/// One server-sent event.
+fn event(data: &Value) -> Bytes {
+    let kind = data["type"].as_str().unwrap_or("message");
+    Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+}
+
+/// The events of a streaming response answering with `turn`.
+fn stream(index: usize, model: &str, turn: Turn) -> Response {
+    let id = format!("resp_fake_{index}");
+    let created = json!({
+        "type": "response.created",
+        "response": {"id": id, "object": "response", "status": "in_progress",
+            "model": model, "output": []},
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let send = |b: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(b)).await.is_ok() }
+        };
+        if !send(event(&created)).await {
+            return;
+        }
+        let item = match turn {
+            Turn::Text {
+                text,
+                chunks,
+                delay,
+            } => {
+                let item_id = format!("msg_fake_{index}");
+                let added = json!({"type": "response.output_item.added", "output_index": 0,
+                    "item": {"type": "message", "id": item_id, "role": "assistant",
+                        "status": "in_progress", "content": []}});
+                let part = json!({"type": "response.content_part.added", "item_id": item_id,
+                    "output_index": 0, "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": []}});
+                if !send(event(&added)).await || !send(event(&part)).await {
+                    return;
+                }
+                for (n, piece) in pieces(&text, chunks).into_iter().enumerate() {
+                    if n > 0 && !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let delta = json!({"type": "response.output_text.delta", "item_id": item_id,
+                        "output_index": 0, "content_index": 0, "delta": piece});
+                    if !send(event(&delta)).await {
+                        return;
+                    }
+                }
+                let done = json!({"type": "response.output_text.done", "item_id": item_id,
+                    "output_index": 0, "content_index": 0, "text": text});
+                if !send(event(&done)).await {
+                    return;
+                }
+                json!({"type": "message", "id": item_id, "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]})
+            }
+            Turn::FunctionCall {
+                name,
+                arguments,
+                call_id,
+            } => {
+                let item_id = format!("fc_fake_{index}");
+                let args = arguments.to_string();
+                let added = json!({"type": "response.output_item.added", "output_index": 0,
+                    "item": {"type": "function_call", "id": item_id, "call_id": call_id,
+                        "name": name, "arguments": "", "status": "in_progress"}});
+                let delta = json!({"type": "response.function_call_arguments.delta",
+                    "item_id": item_id, "output_index": 0, "delta": args});
+                let done = json!({"type": "response.function_call_arguments.done",
+                    "item_id": item_id, "output_index": 0, "arguments": args});
+                for e in [added, delta, done] {
+                    if !send(event(&e)).await {
+                        return;
+                    }
+                }
+                json!({"type": "function_call", "id": item_id, "call_id": call_id,
+                    "name": name, "arguments": args, "status": "completed"})
+            }
+            Turn::Error { .. } => return,
+        };
+        let item_done = json!({"type": "response.output_item.done", "output_index": 0,
+            "item": item});
+        let completed = json!({"type": "response.completed", "response": {
+            "id": id, "object": "response", "status": "completed", "output": [item],
+            "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 15}}});
+        let _ = send(event(&item_done)).await && send(event(&completed)).await;
+    });
+    let body = Body::from_stream(tokio_stream(rx));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn tokio_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `text` in `chunks` pieces (at least one), split at character
+/// boundaries.
+fn pieces(text: &str, chunks: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let n = chunks.max(1).min(chars.len().max(1));
+    let size = chars.len().div_ceil(n).max(1);
+    let mut out: Vec<String> = chars.chunks(size).map(|c| c.iter().collect()).collect();
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn text_is_cut_into_pieces_that_join_to_it() {
+        assert_eq!(pieces("hello world", 3).concat(), "hello world");
+        assert_eq!(pieces("hello world", 3).len(), 3);
+        assert_eq!(pieces("", 3), [""]);
+        assert_eq!(pieces("é", 5), ["é"]);
+    }
+}
