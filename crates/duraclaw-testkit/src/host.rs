@@ -52,6 +52,7 @@ pub const WORKTREES: &[&str] = &[
     "fresh",
     "modescli",
     "forkcli",
+    "tail",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

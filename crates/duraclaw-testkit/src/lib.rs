@@ -43,6 +43,7 @@ pub mod modes;
 pub mod notify;
 pub mod push_service;
 pub mod push_suite;
+pub mod replay;
 pub mod rules;
 pub mod wrangler;
 

@@ -17,6 +17,9 @@ use crate::store::{MAX_PAGE, SessionStore, StoredEvent};
 
 /// The most events a `tail=<n>` asks for.
 pub const MAX_TAIL: u64 = 2000;
+/// How far before the last n events a tail looks for the start of their
+/// turn.
+pub const TAIL_LOOKBACK: u64 = 500;
 /// The most events one `page` request asks for.
 pub const MAX_PAGE_LIMIT: u64 = 2000;
 /// How far past a page's end the server reads to find the finals of the
@@ -462,8 +465,8 @@ pub fn tail_start(window: &[StoredEvent], last_seq: Seq, n: u64) -> (Seq, Option
 }
 
 /// Reads a tail of at least `n` events of a log ending at `last_seq`:
-/// the window searched for a turn's start is `n` events before the last
-/// `n`.
+/// the window searched for a turn's start is [`TAIL_LOOKBACK`] events
+/// before the last `n`.
 pub async fn tail(store: &dyn SessionStore, last_seq: Seq, n: u64) -> Result<Tail> {
     if last_seq == 0 {
         return Ok(Tail {
@@ -473,7 +476,7 @@ pub async fn tail(store: &dyn SessionStore, last_seq: Seq, n: u64) -> Result<Tai
         });
     }
     let from = last_seq
-        .saturating_sub(n.saturating_mul(2))
+        .saturating_sub(n.saturating_add(TAIL_LOOKBACK))
         .saturating_add(1)
         .max(1);
     let window = read_range(store, from, last_seq).await?;
