@@ -143,7 +143,7 @@ async fn long_session(h: &dyn Host, u: &User, name: &str) -> String {
     let r = b
         .command(
             "allow",
-            json!({"type": "answer", "question_id": q["question_id"], "decision": {"behavior": "allow"}}),
+            json!({"type": "answer", "question_id": q["question_id"], "decision": "allow"}),
         )
         .await;
     assert_eq!(r["ok"], true, "{r}");
