@@ -73,7 +73,6 @@ test('a 20,000-event session opens with its tail and scrolls back to its start, 
   const firstSeq = await page.evaluate(() => window.__duraclaw.firstSeq);
   assert.ok(firstSeq > 1, `the page opened with a tail from seq ${firstSeq}`);
   // The tail; and older pages only as far as filling the screen takes.
-  assert.equal(opened.seqs[0], firstSeq);
   assert.ok(firstSeq <= snapshot.first_seq && snapshot.first_seq > n - 1000, `the tail started at ${snapshot.first_seq}`);
   assert.ok(
     relay.toPage.filter((f) => f.type === 'event' && f.event.phase === 'delta').length === 0,

@@ -110,7 +110,10 @@ export class Transcript {
     if (has) {
       const e = ev && typeof ev === 'object' ? ev : { type: '(not an object)', value: ev };
       this.turns(e);
-      this.applyEvent(last, e);
+      // A message replayed as a range starts where its deltas did, as it
+      // does when it streams live.
+      if (e.type === 'assistant' && first < last) this.assistant(first, e, last);
+      else this.applyEvent(last, e);
     }
     if (this.snapPending && last >= this.snapSeq) this.flushSnapshot();
     return true;
@@ -309,15 +312,16 @@ export class Transcript {
     }
   }
 
-  assistant(seq, e) {
+  assistant(seq, e, last = seq) {
     const id = typeof e.message_id === 'string' ? e.message_id : `seq-${seq}`;
     let item = this.byMessage.get(id);
     if (!item) {
-      item = { kind: 'assistant', seq, key: `s${seq}`, id, text: '', final: false, aborted: false, lastSeq: seq };
+      item = { kind: 'assistant', seq, key: `s${seq}`, id, text: '', final: false, aborted: false, lastSeq: last };
       this.byMessage.set(id, item);
       this.items.push(item);
     }
-    item.lastSeq = seq;
+    item.lastSeq = last;
+    seq = last;
     if (e.phase === 'final') {
       item.text = str(e.text);
       item.final = true;

@@ -180,8 +180,12 @@ test('a tail, compacted ranges and older pages make the whole log, each seq once
   assert.equal(t.hasOlder(), false);
   assert.deepEqual(t.seqs, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   assert.deepEqual(
-    t.items.filter((i) => i.kind === 'assistant').map((i) => i.text),
-    ['first', 'second'],
+    t.items.filter((i) => i.kind === 'assistant').map((i) => [i.seq, i.text]),
+    [
+      [2, 'first'],
+      [7, 'second'],
+    ],
+    'a message replayed as a range starts where its deltas did, as when it streamed',
   );
   const costs = t.items.filter((i) => i.kind === 'result').map((i) => Math.round(i.turnCost * 10));
   assert.deepEqual(costs, [2, 3]);
