@@ -9,7 +9,9 @@
 // measures from the page's navigation start (`performance.now()`) until the
 // last event's element is in the DOM and the stream is connected, and a
 // frame was painted after both: they are looked for once per animation
-// frame, and the time taken at the next frame. Rounds alternate (small,
+// frame, and the time taken at the next frame; and, as the page's own
+// floor, the time to the session view's frame (header, empty transcript)
+// painted. Rounds alternate (small,
 // big, big, small, ...); the ratio is big / small per pair of rounds.
 //
 // Then the bytes of a full replay of the big session (`after=0`), with
@@ -48,6 +50,15 @@ const FLAGS = [
 
 // Runs in the page before its own scripts.
 function watchForLast(selector) {
+  // The session view's frame (its header and empty transcript) painted: the
+  // page's own floor, whatever the session's length.
+  window.__shell = new Promise((resolve) => {
+    const look = () => {
+      if (document.querySelector('[data-testid=transcript]')) requestAnimationFrame(() => resolve(performance.now()));
+      else requestAnimationFrame(look);
+    };
+    requestAnimationFrame(look);
+  });
   window.__painted = new Promise((resolve) => {
     const look = () => {
       if (document.querySelector(selector) && document.querySelector('[data-testid=connection-state][data-state=connected]')) {
@@ -77,11 +88,15 @@ async function open(browser, s) {
   await cdp.send('Emulation.setCPUThrottlingRate', { rate: 4 });
   await page.goto(`/#/s/${encodeURIComponent(s.id)}`);
   const ms = await page.evaluate(() => window.__painted);
+  shells.push(await page.evaluate(() => window.__shell));
   const last = await page.evaluate(() => window.__duraclaw?.lastSeq);
   if (last !== s.last) throw new Error(`the UI reached seq ${last}, not ${s.last}`);
   await ctx.close();
   return ms;
 }
+
+/** Every round's time to the session view's frame painted. */
+const shells = [];
 
 /** Bytes of `after=0` replay frames of session `s` (`query` added). */
 async function replayBytes(browser, s, query) {
@@ -138,6 +153,7 @@ try {
     big.push(b);
     ratios.push(b / a);
   }
+  const shellFloor = median(shells.slice(2));
   const compact = await replayBytes(browser, BIG, '');
   const full = await replayBytes(browser, BIG, '&compact=0');
   console.log(
@@ -150,6 +166,7 @@ try {
       small_median_ms: median(small),
       big_median_ms: median(big),
       ratio_median: median(ratios),
+      shell_median_ms: shellFloor,
       replay_bytes_compacted: compact,
       replay_bytes_full: full,
       replay_bytes_ratio: compact / full,
