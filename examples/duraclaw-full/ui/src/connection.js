@@ -1,13 +1,12 @@
 // The session WebSocket (docs/api.md): connects with `tail=<n>` when it holds
 // nothing yet (older history comes by `page` requests), else with
-// `after=<last seq>`;
-// reconnects by itself with capped exponential backoff and jitter, and
+// `after=<last seq>`; reconnects by itself with capped exponential backoff and jitter, and
 // resends commands that have no `command_result` yet with the same id, so a
 // retry is applied once. Close codes it acts on:
 // 4000 (lagged): reconnect at once to catch up by replay;
 // 4401 (login ended): stop and ask for a login again;
 // 4409 (ahead of the log): the copy is from another history, so drop it and
-// reconnect from 0.
+// open anew (with the tail).
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
