@@ -718,6 +718,25 @@ mod tests {
     }
 
     #[test]
+    fn a_message_longer_than_what_is_held_still_covers_every_seq_once() {
+        let n = MAX_HELD as Seq + 10;
+        let log = (1..=n).map(|s| delta(s, "a")).chain([fin(n + 1, "a")]);
+        let items = compact_all(log, n + 1);
+        let mut next = 1;
+        for i in &items {
+            assert_eq!(i.first(), next);
+            next = i.last() + 1;
+        }
+        assert_eq!(next, n + 2);
+        // The oldest went as they are; the rest with the final.
+        assert!(matches!(
+            items.last(),
+            Some(ReplayItem::Compacted { event: Some(_), .. })
+        ));
+        assert!(items.len() < 20, "{} items", items.len());
+    }
+
+    #[test]
     fn queries_parse_and_bad_ones_say_why() {
         let q = |s: &[(&'static str, &'static str)]| parse_stream_query(s.iter().copied());
         assert_eq!(
