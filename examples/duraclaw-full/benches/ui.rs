@@ -4,7 +4,9 @@
 //! painted with the stream connected, for a session of 100,000 events
 //! against one of 1,000 (the ratio, median of alternating rounds); and the
 //! bytes of a full replay (`after=0`) with closed messages compacted
-//! against the same with `compact=0`.
+//! against the same with `compact=0`, for that session and for one whose
+//! messages stream the same text in token-sized deltas (1,200 of 4
+//! characters), as the CLI does.
 //!
 //! Sets up the real `duraclaw orchestrator` (this package's binary) over a
 //! data directory holding a user and the two sessions (turns of streamed
@@ -33,6 +35,7 @@ const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
 const SMALL: &str = "ui-replay-small";
 const BIG: &str = "ui-replay-big";
+const TOKENS: &str = "ui-replay-tokens";
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const RUN_DEADLINE: Duration = Duration::from_secs(900);
 const HINT: &str =
@@ -145,16 +148,18 @@ fn text(seed: u64, len: usize) -> String {
     s
 }
 
-/// `n` events of turns: 40 deltas of one message, its final text, a tool
-/// call and its result; the last event is the turn's result.
-fn session_events(n: u64) -> Vec<Event> {
+/// `n` events of turns: `deltas` deltas of one message (4,800 characters
+/// in all), its final text, a tool call and its result; the last event is
+/// the turn's result.
+fn session_events(n: u64, deltas: u64) -> Vec<Event> {
+    let piece = usize::try_from(4_800 / deltas).unwrap();
     let mut out = Vec::with_capacity(n as usize);
     let mut block = 0u64;
     while (out.len() as u64) < n - 1 {
         let id = format!("msg_{block:06}");
         let mut full = String::new();
-        for d in 0..40 {
-            let t = text(block * 64 + d, 120);
+        for d in 0..deltas {
+            let t = text(block * 64 + d, piece);
             full.push_str(&t);
             out.push(Event::Assistant(Assistant {
                 message_id: id.clone(),
@@ -198,11 +203,11 @@ fn session_events(n: u64) -> Vec<Event> {
 }
 
 /// Stores session `id` of `n` events.
-async fn populate(dir: &SqliteDirectory, id: &str, n: u64) {
+async fn populate(dir: &SqliteDirectory, id: &str, n: u64, deltas: u64) {
     let mut meta = SessionMeta::new(id, USER, 1_700_000_000_000);
     meta.title = format!("A session of {n} events");
     let store = dir.create(meta).await.unwrap();
-    let events = session_events(n);
+    let events = session_events(n, deltas);
     let mut stored = 0u64;
     for (k, chunk) in events.chunks(1000).enumerate() {
         let batch = chunk
@@ -222,10 +227,10 @@ async fn populate(dir: &SqliteDirectory, id: &str, n: u64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = quick();
-    let (small, big, rounds) = if quick {
-        (500u64, 5_000u64, 1u32)
+    let (small, big, tokens, rounds) = if quick {
+        (500u64, 5_000u64, 5_000u64, 1u32)
     } else {
-        (1_000, 100_000, 5)
+        (1_000, 100_000, 100_000, 5)
     };
     let (node, chromium, playwright) = tools();
     let tmp = tempfile::tempdir().unwrap();
@@ -236,8 +241,10 @@ async fn main() {
         let dir = SqliteDirectory::open(data.join("sessions.db"))
             .await
             .unwrap();
-        populate(&dir, SMALL, small).await;
-        populate(&dir, BIG, big).await;
+        populate(&dir, SMALL, small, 40).await;
+        populate(&dir, BIG, big, 40).await;
+        // The same text streamed as the CLI does: token-sized deltas.
+        populate(&dir, TOKENS, tokens, 1_200).await;
     }
 
     let mut orch = duraclaw()
@@ -279,6 +286,8 @@ async fn main() {
             .env("UI_SMALL_EVENTS", small.to_string())
             .env("UI_BIG", BIG)
             .env("UI_BIG_EVENTS", big.to_string())
+            .env("UI_TOKENS", TOKENS)
+            .env("UI_TOKENS_EVENTS", tokens.to_string())
             .env("UI_ROUNDS", rounds.to_string())
             .env("UI_USER", USER)
             .env("UI_PASSWORD", PASSWORD)

@@ -14,9 +14,10 @@
 // painted. Rounds alternate (small,
 // big, big, small, ...); the ratio is big / small per pair of rounds.
 //
-// Then the bytes of a full replay of the big session (`after=0`), with
-// closed messages compacted (the default) and with `compact=0`, read over
-// a WebSocket from inside a page. Prints one JSON line.
+// Then the bytes of a full replay (`after=0`) of the big session and of
+// UI_TOKENS (UI_TOKENS_EVENTS events, the same text in token-sized deltas),
+// with closed messages compacted (the default) and with `compact=0`, read
+// over a WebSocket from inside a page. Prints one JSON line.
 
 import { createRequire } from 'node:module';
 
@@ -32,6 +33,7 @@ const { chromium } = require(env('UI_PLAYWRIGHT_CORE'));
 const URL = env('UI_URL');
 const SMALL = { id: env('UI_SMALL'), last: Number(env('UI_SMALL_EVENTS')) };
 const BIG = { id: env('UI_BIG'), last: Number(env('UI_BIG_EVENTS')) };
+const TOKENS = { id: env('UI_TOKENS'), last: Number(env('UI_TOKENS_EVENTS')) };
 const ROUNDS = Number(env('UI_ROUNDS'));
 const USER = env('UI_USER');
 const PASSWORD = env('UI_PASSWORD');
@@ -156,6 +158,8 @@ try {
   const shellFloor = median(shells.slice(2));
   const compact = await replayBytes(browser, BIG, '');
   const full = await replayBytes(browser, BIG, '&compact=0');
+  const tokensCompact = await replayBytes(browser, TOKENS, '');
+  const tokensFull = await replayBytes(browser, TOKENS, '&compact=0');
   console.log(
     JSON.stringify({
       events_small: SMALL.last,
@@ -170,6 +174,10 @@ try {
       replay_bytes_compacted: compact,
       replay_bytes_full: full,
       replay_bytes_ratio: compact / full,
+      token_deltas_events: TOKENS.last,
+      token_deltas_replay_bytes_compacted: tokensCompact,
+      token_deltas_replay_bytes_full: tokensFull,
+      token_deltas_replay_bytes_ratio: tokensCompact / tokensFull,
     }),
   );
 } finally {
