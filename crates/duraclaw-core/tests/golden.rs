@@ -549,6 +549,8 @@ fn cases() -> Vec<Case> {
                 state: SessionState::paused(PauseReason::AwaitingApproval),
                 last_seq: 41,
                 pending: vec![permission_question()],
+                first_seq: None,
+                turn_start: None,
             })),
         ),
         case(

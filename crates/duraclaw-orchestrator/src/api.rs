@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use duraclaw_core::backend::actor::{Person, SessionActor};
 use duraclaw_core::backend::web::{
-    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, socket,
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, replay, socket,
 };
 use duraclaw_core::protocol::{
     CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, browser_event_frame,
@@ -22,7 +22,6 @@ use duraclaw_host::ids;
 use duraclaw_host::start::{self, StartPlan};
 use duraclaw_host::worktree as host_worktree;
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -408,30 +407,25 @@ async fn start_created(
     Ok(actor.meta().await)
 }
 
-#[derive(Debug, Deserialize)]
-struct WsQuery {
-    #[serde(default)]
-    after: Option<u64>,
-}
-
 async fn session_ws(
     State(app): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-    Query(q): Query<WsQuery>,
+    Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     app.auth.check_origin(&headers)?;
+    let query = replay::parse_stream_query(q.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(ApiError::bad_request)?;
     let actor = owned_actor(&app, &user, &id).await?;
-    let after = q.after.unwrap_or(0);
     // The transport reads up to its hard cap, so a frame over the
     // protocol's limit is answered `too_large` (serve_session) before the
     // close instead of failing the read unanswered.
     Ok(ws
         .max_message_size(socket::TRANSPORT_MAX_MESSAGE_BYTES)
         .max_frame_size(socket::TRANSPORT_MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve_session(socket, app, user, actor, after)))
+        .on_upgrade(move |socket| serve_session(socket, app, user, actor, query)))
 }
 
 fn client_id(orchestrator: &Orchestrator) -> String {
@@ -444,29 +438,42 @@ async fn serve_session(
     app: AppState,
     user: AuthUser,
     actor: SessionActor,
-    after: u64,
+    query: replay::StreamQuery,
 ) {
     let (sink, mut stream) = socket.split();
     let queue = BROWSER_QUEUE.min(app.orchestrator.live_queue()).max(8);
     let (tx, rx) = mpsc::channel::<String>(queue);
     let writer = spawn_writer(sink, rx);
 
+    let after = match query.start {
+        replay::Start::After(after) => after,
+        replay::Start::Tail(_) => 0,
+    };
     // Subscribe before the snapshot so nothing falls between them.
     let mut sub = actor.log().subscribe(after);
     let first = async {
         let hello = encode_frame(&ToBrowser::Hello(Hello::new(Role::Orchestrator)))?;
-        let snapshot = actor.snapshot().await?;
+        let mut snapshot = actor.snapshot().await?;
         if let Err(refusal) = socket::check_resume(after, snapshot.last_seq) {
             let _ = tx.send(hello).await;
             return Err(RefusedFirst::Refused(refusal));
         }
+        snapshot.first_seq = Some(after + 1);
+        if let replay::Start::Tail(n) = query.start {
+            let tail = replay::tail(actor.log().store().as_ref(), snapshot.last_seq, n).await?;
+            snapshot.first_seq = Some(tail.first_seq);
+            snapshot.turn_start = tail.turn_start;
+            sub.resume_after(tail.first_seq - 1);
+        }
+        let end = snapshot.last_seq;
         let snapshot = encode_frame(&ToBrowser::Snapshot(snapshot))?;
-        Ok::<_, RefusedFirst>((hello, snapshot))
+        Ok::<_, RefusedFirst>((hello, snapshot, end))
     };
-    match first.await {
-        Ok((hello, snapshot)) => {
+    let replay_end = match first.await {
+        Ok((hello, snapshot, end)) => {
             let _ = tx.send(hello).await;
             let _ = tx.send(snapshot).await;
+            end
         }
         Err(RefusedFirst::Refused(refusal)) => {
             tracing::info!(session = actor.session_id(), after, code = %refusal.error.code, "session stream refused");
@@ -477,7 +484,11 @@ async fn serve_session(
             tracing::error!(session = actor.session_id(), error = %e, "cannot open the session stream");
             return;
         }
-    }
+    };
+    // The replay (up to the snapshot's last seq) goes through the
+    // compactor; live events after it go as they are.
+    let mut compactor =
+        (query.compact && sub.delivered() < replay_end).then(|| replay::Compactor::new(replay_end));
     let forward_tx = tx.clone();
     let session_id = actor.session_id().to_owned();
     let orch = app.orchestrator.clone();
@@ -500,11 +511,26 @@ async fn serve_session(
             }
             match item {
                 Ok(e) => {
-                    if forward_tx
-                        .send(browser_event_frame(e.seq, &e.json))
-                        .await
-                        .is_err()
-                    {
+                    let frames = match compactor.as_mut() {
+                        Some(c) => {
+                            let done = e.seq >= c.end();
+                            c.push(e);
+                            let mut items = c.take();
+                            if done && let Some(c) = compactor.take() {
+                                items.extend(c.finish());
+                            }
+                            items.iter().map(replay::ReplayItem::frame).collect()
+                        }
+                        None => vec![browser_event_frame(e.seq, &e.json)],
+                    };
+                    let mut gone = false;
+                    for frame in frames {
+                        if forward_tx.send(frame).await.is_err() {
+                            gone = true;
+                            break;
+                        }
+                    }
+                    if gone {
                         break;
                     }
                 }
@@ -628,6 +654,27 @@ async fn serve_session(
                 }
             }
             Ok(FromBrowser::Ping { nonce }) => ToBrowser::Pong { nonce },
+            Ok(FromBrowser::Page { id, before, limit }) => {
+                let store = actor.log().store();
+                let frame = match store.head().await {
+                    Ok(head) => {
+                        replay::page(
+                            store.as_ref(),
+                            &id,
+                            before,
+                            limit,
+                            head.last_seq,
+                            query.compact,
+                        )
+                        .await
+                    }
+                    Err(e) => replay::page_error_frame(&id, &WireError::from(&e)),
+                };
+                if tx.send(frame).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             Ok(FromBrowser::Hello(h)) => match h.check_version() {
                 Ok(()) => continue,
                 Err(e) => ToBrowser::Error(WireError::from(&e)),

@@ -56,12 +56,18 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         modes_and_models_switch_mid_session_with_the_real_cli,
         a_fork_carries_the_conversation_up_to_its_message,
         agents_are_listed_chosen_and_recorded,
+        a_stream_opens_with_its_tail_pages_back_and_compacts_closed_messages,
     ]
 }
 
 async fn agents_are_listed_chosen_and_recorded(h: &dyn Host) {
     let u = user(h, "agents").await;
     crate::agents::agents_are_listed_chosen_and_recorded(&u).await;
+}
+
+async fn a_stream_opens_with_its_tail_pages_back_and_compacts_closed_messages(h: &dyn Host) {
+    let u = user(h, "tail").await;
+    crate::replay::tail_pages_and_compacted_ranges(h, &u, "tail").await;
 }
 
 async fn a_fork_carries_the_conversation_up_to_its_message(h: &dyn Host) {

@@ -56,7 +56,7 @@ pub async fn assert_ui_headers(http: &reqwest::Client, base: &str) {
 /// and reads its `hello` and `snapshot`; the socket and the snapshot.
 pub async fn open(base: &str, cookie: &str, session: &str) -> (Ws, Value) {
     let url = format!(
-        "{}/api/sessions/{session}/ws?after=0",
+        "{}/api/sessions/{session}/ws?after=0&compact=0",
         base.replace("http://", "ws://")
     );
     let mut req = url.into_client_request().unwrap();

@@ -34,7 +34,7 @@ pub struct Browser {
 /// own origin; `HTTP <status>` when the upgrade is refused.
 pub async fn open_ws(base: &str, cookie: &str, id: &str, after: u64) -> Result<Ws, String> {
     let url = format!(
-        "{}/api/sessions/{id}/ws?after={after}",
+        "{}/api/sessions/{id}/ws?after={after}&compact=0",
         base.replace("http://", "ws://")
     );
     let mut req = url.into_client_request().unwrap();

@@ -340,7 +340,7 @@ pub(crate) fn check_refused(
 /// Opens session `id` after `after` and reads its hello and snapshot.
 pub(crate) async fn open(h: &User, id: &str, after: u64) -> (Ws, Value) {
     let mut ws = h
-        .ws(id, &format!("after={after}"))
+        .ws(id, &format!("after={after}&compact=0"))
         .await
         .unwrap_or_else(|e| panic!("WebSocket: {e:?}"));
     let hello = next(&mut ws).await;

@@ -312,7 +312,7 @@ pub async fn connect(
     after: u64,
     small_buffer: bool,
 ) -> Option<Ws> {
-    let url = format!("ws://{addr}/api/sessions/{session}/ws?after={after}");
+    let url = format!("ws://{addr}/api/sessions/{session}/ws?after={after}&compact=0");
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert("cookie", cookie.parse().unwrap());
     req.headers_mut().insert("origin", origin.parse().unwrap());

@@ -53,6 +53,7 @@ pub const WORKTREES: &[&str] = &[
     "modescli",
     "forkcli",
     "agents",
+    "tail",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

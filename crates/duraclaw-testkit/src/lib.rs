@@ -50,6 +50,7 @@ pub mod notify;
 pub mod push_service;
 pub mod push_suite;
 pub mod real_agents;
+pub mod replay;
 pub mod rules;
 pub mod wrangler;
 

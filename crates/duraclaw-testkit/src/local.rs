@@ -312,7 +312,7 @@ pub async fn ws(
     origin: &str,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let url = format!(
-        "{}/api/sessions/{session}/ws?after={after}",
+        "{}/api/sessions/{session}/ws?after={after}&compact=0",
         base.replace("http://", "ws://")
     );
     let mut req = url.into_client_request().unwrap();

@@ -282,7 +282,7 @@ async fn stalled_browser(
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
-    let url = format!("ws://127.0.0.1:{port}/api/sessions/{id}/ws?after={last}");
+    let url = format!("ws://127.0.0.1:{port}/api/sessions/{id}/ws?after={last}&compact=0");
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert("Cookie", cookie.parse().unwrap());
     req.headers_mut().insert("Origin", origin.parse().unwrap());
@@ -434,7 +434,7 @@ async fn run() {
     let (_, head) = scan(http.clone(), format!("{base}/bench/{id}/scan")).await;
     let mut last_seen = head["rows"].as_u64().expect("a row count");
     let mut browser = connect(
-        &format!("{ws_base}/api/sessions/{id}/ws?after=0"),
+        &format!("{ws_base}/api/sessions/{id}/ws?after=0&compact=0"),
         Some((&cookie, &base)),
     )
     .await;
@@ -552,7 +552,7 @@ async fn run() {
         let ours = async {
             let t0 = Instant::now();
             let mut ws = connect(
-                &format!("{ws_base}/api/sessions/{id}/ws?after=0"),
+                &format!("{ws_base}/api/sessions/{id}/ws?after=0&compact=0"),
                 Some((&cookie, &base)),
             )
             .await;
@@ -632,7 +632,7 @@ async fn run() {
     assert_eq!(code, Some(4000), "a stalled browser is closed as lagged");
     assert!(got <= n, "the stalled browser got {got} of {n} events");
     let mut resumed = connect(
-        &format!("{ws_base}/api/sessions/{id}/ws?after={last}"),
+        &format!("{ws_base}/api/sessions/{id}/ws?after={last}&compact=0"),
         Some((&cookie, &base)),
     )
     .await;

@@ -1,43 +1,41 @@
-//! The UI rendering a 10,000-event session replay in headless Chromium:
-//! the time from the page's navigation start to the last event painted.
+//! Opening a long session in the UI costs one screen, not its history:
+//! headless Chromium at phone size (390×844, CPU throttled 4× through the
+//! DevTools protocol), from the page's navigation start to the last event
+//! painted with the stream connected, for a session of 100,000 events
+//! against one of 1,000 (the ratio, median of alternating rounds); and the
+//! bytes of a full replay (`after=0`) with closed messages compacted
+//! against the same with `compact=0`, for that session and for one whose
+//! messages stream the same text in token-sized deltas (1,200 of 4
+//! characters), as the CLI does.
 //!
 //! Sets up the real `duraclaw orchestrator` (this package's binary) over a
-//! data directory holding a user and one session of 10,000 events (turns of
-//! streamed assistant text, its final message, a tool call and its result;
-//! the last event the turn's result), and, as the baseline, a raw page
-//! server: a minimal page whose script appends one `<div>` per event frame
-//! received on a raw WebSocket, fed the same frames, batched. Then runs
-//! `benches/ui_replay.mjs` under Node with Debian's Chromium and
-//! playwright-core (the browser suite's tools), which alternates rounds of
-//! the two and prints their times; this prints the JSON summary.
+//! data directory holding a user and the two sessions (turns of streamed
+//! assistant text, its final message, a tool call and its result; the last
+//! event the turn's result), then runs `benches/ui_replay.mjs` under Node
+//! with Debian's Chromium and playwright-core (the browser suite's tools);
+//! this prints the JSON summary.
 //!
-//! `QUICK=1` (or `cargo test --bench ui`) runs 500 events, one round. Node,
-//! Chromium and playwright-core missing fail the run with a hint, as the
-//! browser suite does.
+//! `QUICK=1` (or `cargo test --bench ui`) runs 500 against 5,000 events, one
+//! round. Node, Chromium and playwright-core missing fail the run with a
+//! hint, as the browser suite does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::{Html, IntoResponse};
-use axum::routing::get;
-use duraclaw_core::protocol::{
-    Assistant, AssistantPhase, Event, ToolResult, ToolUse, TurnResult, browser_event_frame,
-};
+use duraclaw_core::protocol::{Assistant, AssistantPhase, Event, ToolResult, ToolUse, TurnResult};
 use duraclaw_core::store::{AppendBatch, NewEvent, SessionDirectory, SessionMeta};
 use duraclaw_store::SqliteDirectory;
-use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
-const SESSION: &str = "ui-replay-session";
+const SMALL: &str = "ui-replay-small";
+const BIG: &str = "ui-replay-big";
+const TOKENS: &str = "ui-replay-tokens";
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const RUN_DEADLINE: Duration = Duration::from_secs(900);
 const HINT: &str =
@@ -150,16 +148,18 @@ fn text(seed: u64, len: usize) -> String {
     s
 }
 
-/// `n` events of turns: 40 deltas of one message, its final text, a tool
-/// call and its result; the last event is the turn's result.
-fn session_events(n: u64) -> Vec<Event> {
+/// `n` events of turns: `deltas` deltas of one message (4,800 characters
+/// in all), its final text, a tool call and its result; the last event is
+/// the turn's result.
+fn session_events(n: u64, deltas: u64) -> Vec<Event> {
+    let piece = usize::try_from(4_800 / deltas).unwrap();
     let mut out = Vec::with_capacity(n as usize);
     let mut block = 0u64;
     while (out.len() as u64) < n - 1 {
         let id = format!("msg_{block:06}");
         let mut full = String::new();
-        for d in 0..40 {
-            let t = text(block * 64 + d, 120);
+        for d in 0..deltas {
+            let t = text(block * 64 + d, piece);
             full.push_str(&t);
             out.push(Event::Assistant(Assistant {
                 message_id: id.clone(),
@@ -202,16 +202,13 @@ fn session_events(n: u64) -> Vec<Event> {
     out
 }
 
-/// Stores the session; returns every event's browser frame.
-async fn populate(data: &Path, n: u64) -> Vec<String> {
-    let dir = SqliteDirectory::open(data.join("sessions.db"))
-        .await
-        .unwrap();
-    let mut meta = SessionMeta::new(SESSION, USER, 1_700_000_000_000);
-    meta.title = "A long session".into();
+/// Stores session `id` of `n` events.
+async fn populate(dir: &SqliteDirectory, id: &str, n: u64, deltas: u64) {
+    let mut meta = SessionMeta::new(id, USER, 1_700_000_000_000);
+    meta.title = format!("A session of {n} events");
     let store = dir.create(meta).await.unwrap();
-    let events = session_events(n);
-    let mut frames = Vec::with_capacity(events.len());
+    let events = session_events(n, deltas);
+    let mut stored = 0u64;
     for (k, chunk) in events.chunks(1000).enumerate() {
         let batch = chunk
             .iter()
@@ -222,70 +219,33 @@ async fn populate(data: &Path, n: u64) -> Vec<String> {
             })
             .collect();
         let out = store.append(AppendBatch::events(batch)).await.unwrap();
-        frames.extend(
-            out.stored
-                .iter()
-                .map(|e| browser_event_frame(e.seq, &e.json)),
-        );
+        stored += out.stored.len() as u64;
     }
-    assert_eq!(frames.len() as u64, n);
-    frames
-}
-
-const RAW_PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>raw</title></head>
-<body><div id="log"></div><script>
-const log = document.getElementById('log');
-const ws = new WebSocket(`ws://${location.host}/ws`);
-ws.onmessage = (m) => {
-  const f = JSON.parse(m.data);
-  const d = document.createElement('div');
-  d.dataset.seq = f.seq;
-  d.textContent = f.event.text ?? (typeof f.event.content === 'string' ? f.event.content : f.event.type);
-  log.appendChild(d);
-};
-</script></body></html>"#;
-
-async fn raw_ws(
-    ws: WebSocketUpgrade,
-    State(frames): State<std::sync::Arc<Vec<String>>>,
-) -> impl IntoResponse {
-    ws.on_upgrade(move |mut socket: WebSocket| async move {
-        for f in frames.iter() {
-            if socket.feed(Message::Text(f.clone().into())).await.is_err() {
-                return;
-            }
-        }
-        if socket.flush().await.is_err() {
-            return;
-        }
-        // Stay open until the page goes.
-        while let Some(Ok(_)) = futures::StreamExt::next(&mut socket).await {}
-    })
-}
-
-async fn raw_server(frames: Vec<String>) -> String {
-    let app = Router::new()
-        .route("/", get(|| async { Html(RAW_PAGE) }))
-        .route("/ws", get(raw_ws))
-        .with_state(std::sync::Arc::new(frames));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+    assert_eq!(stored, n);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = quick();
-    let (n, rounds) = if quick { (500u64, 1u32) } else { (10_000, 5) };
+    let (small, big, tokens, rounds) = if quick {
+        (500u64, 5_000u64, 5_000u64, 1u32)
+    } else {
+        (1_000, 100_000, 100_000, 5)
+    };
     let (node, chromium, playwright) = tools();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     add_user(&data).await;
-    let frames = populate(&data, n).await;
-    let raw_url = raw_server(frames).await;
+    {
+        let dir = SqliteDirectory::open(data.join("sessions.db"))
+            .await
+            .unwrap();
+        populate(&dir, SMALL, small, 40).await;
+        populate(&dir, BIG, big, 40).await;
+        // The same text streamed as the CLI does: token-sized deltas.
+        populate(&dir, TOKENS, tokens, 1_200).await;
+    }
 
     let mut orch = duraclaw()
         .args(["orchestrator", "--bind", "127.0.0.1:0", "--data-dir"])
@@ -321,10 +281,13 @@ async fn main() {
             .arg(&script)
             .env("UI_PLAYWRIGHT_CORE", &playwright)
             .env("UI_CHROMIUM", &chromium)
-            .env("UI_OURS_URL", &ours_url)
-            .env("UI_RAW_URL", &raw_url)
-            .env("UI_SESSION", SESSION)
-            .env("UI_EVENTS", n.to_string())
+            .env("UI_URL", &ours_url)
+            .env("UI_SMALL", SMALL)
+            .env("UI_SMALL_EVENTS", small.to_string())
+            .env("UI_BIG", BIG)
+            .env("UI_BIG_EVENTS", big.to_string())
+            .env("UI_TOKENS", TOKENS)
+            .env("UI_TOKENS_EVENTS", tokens.to_string())
             .env("UI_ROUNDS", rounds.to_string())
             .env("UI_USER", USER)
             .env("UI_PASSWORD", PASSWORD)
@@ -344,17 +307,15 @@ async fn main() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let result: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let _ = orch.kill().await;
-    let report = json!({
+    let mut report = json!({
         "bench": "ui",
         "quick": quick,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "events": n,
-        "rounds": rounds,
-        "ours_time_to_last_painted_ms": result["ours_median_ms"],
-        "raw_time_to_last_painted_ms": result["raw_median_ms"],
-        "ratio_median": result["ratio_median"],
-        "ours_ms": result["ours_ms"],
-        "raw_ms": result["raw_ms"],
+        "viewport": "390x844",
+        "cpu_throttling": 4,
     });
+    if let (Some(r), Some(o)) = (report.as_object_mut(), result.as_object()) {
+        r.extend(o.clone());
+    }
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 }

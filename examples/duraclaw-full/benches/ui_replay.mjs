@@ -1,21 +1,23 @@
-// The UI rendering a long session's replay in headless Chromium (Debian's,
-// through playwright-core), driven by benches/ui.rs, which starts the real
-// `duraclaw orchestrator` over a session of UI_EVENTS events and a raw page
-// server, and passes their addresses in the environment.
+// Opening a long session in the UI, in headless Chromium (Debian's, through
+// playwright-core) at phone size with the CPU throttled, driven by
+// benches/ui.rs, which starts the real `duraclaw orchestrator` over two
+// sessions (UI_SMALL of UI_SMALL_EVENTS events, UI_BIG of UI_BIG_EVENTS) and
+// passes its address in the environment.
 //
-// Each round opens a fresh page and measures, from the page's navigation
-// start (`performance.now()`), the time until the last event's element is
-// in the DOM and a frame was painted after it: the element is looked for
-// once per animation frame (a query per frame, not per mutation, so the
-// looking costs the page nothing measurable), and the time taken at the
-// next frame.
+// Each round opens a fresh page (390×844, CPU throttled 4× with the DevTools
+// protocol's Emulation.setCPUThrottlingRate) on `#/s/<id>`, logged in, and
+// measures from the page's navigation start (`performance.now()`) until the
+// last event's element is in the DOM and the stream is connected, and a
+// frame was painted after both: they are looked for once per animation
+// frame, and the time taken at the next frame; and, as the page's own
+// floor, the time to the session view's frame (header, empty transcript)
+// painted. Rounds alternate (small,
+// big, big, small, ...); the ratio is big / small per pair of rounds.
 //
-// - ours: the UI, logged in, on `#/s/<id>`: it connects, replays
-//   and renders every event (messages assembled from deltas, tool cards);
-// - raw: a minimal page on a raw WebSocket that receives the same frames
-//   and appends one <div> per event: the same bytes, the least DOM work.
-//
-// Rounds alternate (ours, raw, raw, ours, ...). Prints one JSON line.
+// Then the bytes of a full replay (`after=0`) of the big session and of
+// UI_TOKENS (UI_TOKENS_EVENTS events, the same text in token-sized deltas),
+// with closed messages compacted (the default) and with `compact=0`, read
+// over a WebSocket from inside a page. Prints one JSON line.
 
 import { createRequire } from 'node:module';
 
@@ -28,14 +30,14 @@ function env(name) {
 }
 
 const { chromium } = require(env('UI_PLAYWRIGHT_CORE'));
-const OURS_URL = env('UI_OURS_URL');
-const RAW_URL = env('UI_RAW_URL');
-const SESSION = env('UI_SESSION');
-const LAST = Number(env('UI_EVENTS'));
+const URL = env('UI_URL');
+const SMALL = { id: env('UI_SMALL'), last: Number(env('UI_SMALL_EVENTS')) };
+const BIG = { id: env('UI_BIG'), last: Number(env('UI_BIG_EVENTS')) };
+const TOKENS = { id: env('UI_TOKENS'), last: Number(env('UI_TOKENS_EVENTS')) };
 const ROUNDS = Number(env('UI_ROUNDS'));
 const USER = env('UI_USER');
 const PASSWORD = env('UI_PASSWORD');
-const WAIT = 120_000;
+const WAIT = 300_000;
 
 const FLAGS = [
   '--headless',
@@ -50,9 +52,18 @@ const FLAGS = [
 
 // Runs in the page before its own scripts.
 function watchForLast(selector) {
+  // The session view's frame (its header and empty transcript) painted: the
+  // page's own floor, whatever the session's length.
+  window.__shell = new Promise((resolve) => {
+    const look = () => {
+      if (document.querySelector('[data-testid=transcript]')) requestAnimationFrame(() => resolve(performance.now()));
+      else requestAnimationFrame(look);
+    };
+    requestAnimationFrame(look);
+  });
   window.__painted = new Promise((resolve) => {
     const look = () => {
-      if (document.querySelector(selector)) {
+      if (document.querySelector(selector) && document.querySelector('[data-testid=connection-state][data-state=connected]')) {
         requestAnimationFrame(() => resolve(performance.now()));
       } else {
         requestAnimationFrame(look);
@@ -62,36 +73,58 @@ function watchForLast(selector) {
   });
 }
 
-async function context(browser, baseURL) {
-  const ctx = await browser.newContext({ baseURL, viewport: { width: 1180, height: 860 }, deviceScaleFactor: 1, locale: 'en-US' });
+async function context(browser, last) {
+  const ctx = await browser.newContext({ baseURL: URL, viewport: { width: 390, height: 844 }, deviceScaleFactor: 1, locale: 'en-US' });
   ctx.setDefaultTimeout(WAIT);
   ctx.setDefaultNavigationTimeout(WAIT);
-  await ctx.addInitScript(watchForLast, `[data-seq="${LAST}"]`);
+  await ctx.addInitScript(watchForLast, `[data-seq="${last}"]`);
+  const r = await ctx.request.post('/api/login', { data: { username: USER, password: PASSWORD }, headers: { Origin: URL } });
+  if (r.status() !== 200) throw new Error(`login: ${r.status()} ${await r.text()}`);
   return ctx;
 }
 
-async function ours(browser) {
-  const ctx = await context(browser, OURS_URL);
-  const r = await ctx.request.post('/api/login', { data: { username: USER, password: PASSWORD }, headers: { Origin: OURS_URL } });
-  if (r.status() !== 200) throw new Error(`login: ${r.status()} ${await r.text()}`);
+async function open(browser, s) {
+  const ctx = await context(browser, s.last);
   const page = await ctx.newPage();
-  await page.goto(`/#/s/${encodeURIComponent(SESSION)}`);
+  const cdp = await ctx.newCDPSession(page);
+  await cdp.send('Emulation.setCPUThrottlingRate', { rate: 4 });
+  await page.goto(`/#/s/${encodeURIComponent(s.id)}`);
   const ms = await page.evaluate(() => window.__painted);
-  const seqs = await page.evaluate(() => [...(window.__duraclaw?.seqs ?? [])].length);
-  if (seqs !== LAST) throw new Error(`the UI applied ${seqs} events, not ${LAST}`);
+  shells.push(await page.evaluate(() => window.__shell));
+  const last = await page.evaluate(() => window.__duraclaw?.lastSeq);
+  if (last !== s.last) throw new Error(`the UI reached seq ${last}, not ${s.last}`);
   await ctx.close();
   return ms;
 }
 
-async function raw(browser) {
-  const ctx = await context(browser, RAW_URL);
+/** Every round's time to the session view's frame painted. */
+const shells = [];
+
+/** Bytes of `after=0` replay frames of session `s` (`query` added). */
+async function replayBytes(browser, s, query) {
+  const ctx = await context(browser, s.last);
   const page = await ctx.newPage();
   await page.goto('/');
-  const ms = await page.evaluate(() => window.__painted);
-  const n = await page.evaluate(() => document.querySelectorAll('[data-seq]').length);
-  if (n !== LAST) throw new Error(`the raw page shows ${n} events, not ${LAST}`);
+  const bytes = await page.evaluate(
+    ({ id, last, query }) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://${location.host}/api/sessions/${encodeURIComponent(id)}/ws?after=0${query}`);
+        let bytes = 0;
+        ws.onmessage = (m) => {
+          const f = JSON.parse(m.data);
+          if (f.type !== 'event' && f.type !== 'compacted') return;
+          bytes += new TextEncoder().encode(m.data).length;
+          if ((f.type === 'event' ? f.seq : f.last) >= last) {
+            ws.close();
+            resolve(bytes);
+          }
+        };
+        ws.onerror = () => reject(new Error('replay socket failed'));
+      }),
+    { id: s.id, last: s.last, query },
+  );
   await ctx.close();
-  return ms;
+  return bytes;
 }
 
 function median(v) {
@@ -102,27 +135,51 @@ function median(v) {
 
 const browser = await chromium.launch({ executablePath: env('UI_CHROMIUM'), headless: true, args: FLAGS, timeout: 30_000 });
 try {
-  // Warm up both (Chromium's caches, the server's read pool).
-  await ours(browser);
-  await raw(browser);
-  const o = [];
-  const w = [];
+  // Warm up (Chromium's caches, the server's read pool).
+  await open(browser, SMALL);
+  await open(browser, BIG);
+  const small = [];
+  const big = [];
   const ratios = [];
   for (let i = 0; i < ROUNDS; i++) {
     let a;
     let b;
     if (i % 2 === 0) {
-      a = await ours(browser);
-      b = await raw(browser);
+      a = await open(browser, SMALL);
+      b = await open(browser, BIG);
     } else {
-      b = await raw(browser);
-      a = await ours(browser);
+      b = await open(browser, BIG);
+      a = await open(browser, SMALL);
     }
-    o.push(a);
-    w.push(b);
-    ratios.push(a / b);
+    small.push(a);
+    big.push(b);
+    ratios.push(b / a);
   }
-  console.log(JSON.stringify({ events: LAST, rounds: ROUNDS, ours_ms: o, raw_ms: w, ours_median_ms: median(o), raw_median_ms: median(w), ratio_median: median(ratios) }));
+  const shellFloor = median(shells.slice(2));
+  const compact = await replayBytes(browser, BIG, '');
+  const full = await replayBytes(browser, BIG, '&compact=0');
+  const tokensCompact = await replayBytes(browser, TOKENS, '');
+  const tokensFull = await replayBytes(browser, TOKENS, '&compact=0');
+  console.log(
+    JSON.stringify({
+      events_small: SMALL.last,
+      events_big: BIG.last,
+      rounds: ROUNDS,
+      small_ms: small,
+      big_ms: big,
+      small_median_ms: median(small),
+      big_median_ms: median(big),
+      ratio_median: median(ratios),
+      shell_median_ms: shellFloor,
+      replay_bytes_compacted: compact,
+      replay_bytes_full: full,
+      replay_bytes_ratio: compact / full,
+      token_deltas_events: TOKENS.last,
+      token_deltas_replay_bytes_compacted: tokensCompact,
+      token_deltas_replay_bytes_full: tokensFull,
+      token_deltas_replay_bytes_ratio: tokensCompact / tokensFull,
+    }),
+  );
 } finally {
   await browser.close();
 }

@@ -35,7 +35,7 @@ test("another user gets 404 for the session; a cross-origin WebSocket upgrade is
   const alice = await loggedIn(browser, DEMO_URL);
   const id = await createSession(alice, DEMO_URL, 'isolation', 'Fix the greeting');
   const own = await openSession(alice, id);
-  const wsUrl = `${DEMO_URL.replace('http://', 'ws://')}/api/sessions/${encodeURIComponent(id)}/ws?after=0`;
+  const wsUrl = `${DEMO_URL.replace('http://', 'ws://')}/api/sessions/${encodeURIComponent(id)}/ws?after=0&compact=0`;
 
   // Bob: the UI says the session is not there; the API says 404 for it,
   // exactly as for a session that does not exist.

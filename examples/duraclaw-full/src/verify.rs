@@ -438,7 +438,10 @@ impl Verifier {
     /// Opens the session's stream after `after`; returns it with the
     /// snapshot's `last_seq`.
     async fn connect(&self, session: &str, after: u64) -> Step<(Ws, u64)> {
-        let url = format!("{}/api/sessions/{session}/ws?after={after}", self.ws_base);
+        let url = format!(
+            "{}/api/sessions/{session}/ws?after={after}&compact=0",
+            self.ws_base
+        );
         let mut req = url
             .as_str()
             .into_client_request()

@@ -43,7 +43,7 @@ use duraclaw_testkit::push_service::PushService;
 use support::{free_port, init_repo, spawn_until, user_add};
 
 /// The bound on the whole browser suite.
-const SUITE_DEADLINE: Duration = Duration::from_secs(420);
+const SUITE_DEADLINE: Duration = Duration::from_secs(660);
 const SECRET: &str = "browser-e2e-gateway-secret-0123456789";
 
 /// `duraclaw` with none of the caller's Duraclaw, Claude or Anthropic
@@ -151,6 +151,7 @@ async fn up_demo(root: &Path, logs: &Path, push_ca: &Path) -> (Child, String) {
         "rules",
         "worktree-choice",
         "agents",
+        "long-session",
     ]
     .into_iter()
     .chain(inbox.iter().map(String::as_str))

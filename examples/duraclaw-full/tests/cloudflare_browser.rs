@@ -42,7 +42,7 @@ use duraclaw_testkit::wrangler as support;
 use support::{Wrangler, build_worker_crate, free_port, start_wrangler_env, wait_until_ready};
 
 const START_DEADLINE: Duration = Duration::from_secs(30);
-const SUITE_DEADLINE: Duration = Duration::from_secs(600);
+const SUITE_DEADLINE: Duration = Duration::from_secs(840);
 const GATEWAY_SECRET: &str = "cf-browser-gateway-secret-0123456789";
 const COOKIE_SECRET: &str = "cf-browser-cookie-secret-0123456789abcdef";
 const ADMIN_TOKEN: &str = "cf-browser-admin-token-0123456789abcdef";
@@ -68,6 +68,7 @@ const FILES: &[&str] = &[
     "queued-and-auto.test.js",
     "notifications.test.js",
     "rules.test.js",
+    "long-session.test.js",
     "inbox.test.js",
     "worktree-choice.test.js",
 ];
@@ -333,6 +334,7 @@ async fn the_browser_suite_on_cloudflare() {
         "rules",
         "worktree-choice",
         "agents",
+        "long-session",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -290,7 +290,7 @@ async fn abuse(
         .as_str()
         .unwrap()
         .to_owned();
-    let ws_path = format!("/api/sessions/{id}/ws?after=0");
+    let ws_path = format!("/api/sessions/{id}/ws?after=0&compact=0");
     let mut ws = upgrade(direct, &ws_path, alice, Some(origin))
         .await
         .unwrap();

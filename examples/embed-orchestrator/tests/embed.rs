@@ -164,7 +164,7 @@ async fn a_session_runs_through_the_embedded_router_with_the_apps_own_login() {
 
     // The session's stream, to the turn's end.
     let url = format!(
-        "{}/claw/api/sessions/{id}/ws?after=0",
+        "{}/claw/api/sessions/{id}/ws?after=0&compact=0",
         base.replace("http://", "ws://")
     );
     let mut req = url.into_client_request().unwrap();

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use duraclaw_core::backend::actor::{CommandOutcome, Person, SessionActor};
 use duraclaw_core::backend::web::{
-    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, socket,
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, replay, socket,
 };
 use duraclaw_core::protocol::{
     Command, CommandResult, FromBrowser, Hello, Role, Seq, ToBrowser, WireError,
@@ -157,17 +157,16 @@ impl SessionHost {
         actor: &SessionActor,
         user: &str,
     ) -> worker::Result<Response> {
-        let after: Seq = match req
-            .url()?
-            .query_pairs()
-            .find(|(k, _)| k == "after")
-            .map(|(_, v)| v.parse::<Seq>())
-        {
-            None => 0,
-            Some(Ok(n)) => n,
-            Some(Err(_)) => {
-                return error_response(400, "after must be a non-negative integer");
-            }
+        let url = req.url()?;
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let query =
+            match replay::parse_stream_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+                Ok(q) => q,
+                Err(message) => return error_response(400, &message),
+            };
+        let after: Seq = match query.start {
+            replay::Start::After(after) => after,
+            replay::Start::Tail(_) => 0,
         };
         let Some(login) = req.headers().get(LOGIN_HEADER)?.filter(|l| !l.is_empty()) else {
             return error_response(400, "the Worker named no login for this socket");
@@ -184,14 +183,37 @@ impl SessionHost {
             user: user.to_owned(),
             client,
             login,
+            full: !query.compact,
         })?;
         // From here to the end of the replay no promise is awaited: the
         // store is synchronous, so no publish can run in between.
         self.state.accept_websocket_with_tags(&ws, &[]);
         send_browser(&ws, &ToBrowser::Hello(Hello::new(Role::Orchestrator)));
+        let mut delivered = after;
+        let mut tail_events = Vec::new();
         match actor.snapshot().await {
-            Ok(s) => match socket::check_resume(after, s.last_seq) {
-                Ok(()) => send_browser(&ws, &ToBrowser::Snapshot(s)),
+            Ok(mut s) => match socket::check_resume(after, s.last_seq) {
+                Ok(()) => {
+                    s.first_seq = Some(after + 1);
+                    if let replay::Start::Tail(n) = query.start {
+                        // Up to what was published: the rest comes live.
+                        let published = self.inner.borrow().published.min(s.last_seq);
+                        match replay::tail(actor.log().store().as_ref(), published, n).await {
+                            Ok(t) => {
+                                s.first_seq = Some(t.first_seq);
+                                s.turn_start = t.turn_start;
+                                delivered = t.first_seq - 1;
+                                tail_events = t.events;
+                            }
+                            Err(e) => {
+                                send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
+                                let _ = ws.close(Some(1011), Some("replay failed"));
+                                return Response::from_websocket(pair.client);
+                            }
+                        }
+                    }
+                    send_browser(&ws, &ToBrowser::Snapshot(s));
+                }
                 Err(refusal) => {
                     tracing::info!(
                         session = actor.session_id(),
@@ -209,14 +231,31 @@ impl SessionHost {
             }
         }
         let fence = self.inner.borrow().published;
-        let mut delivered = after;
+        // The replay up to the fence, through the compactor unless the
+        // client asked for every event.
+        let mut compactor = query.compact.then(|| replay::Compactor::new(fence));
+        let mut send = |e: duraclaw_core::store::StoredEvent| match compactor.as_mut() {
+            Some(c) => {
+                c.push(e);
+                for item in c.take() {
+                    let _ = ws.send_with_str(item.frame());
+                }
+            }
+            None => {
+                let _ = ws.send_with_str(browser_event_frame(e.seq, &e.json));
+            }
+        };
+        for e in tail_events.into_iter().filter(|e| e.seq <= fence) {
+            delivered = e.seq;
+            send(e);
+        }
         while delivered < fence {
             let want = usize::try_from(fence - delivered).unwrap_or(PAGE).min(PAGE);
             match actor.log().store().read_after(delivered, want).await {
                 Ok(page) if !page.is_empty() => {
-                    for e in page.iter().filter(|e| e.seq <= fence) {
-                        let _ = ws.send_with_str(browser_event_frame(e.seq, &e.json));
+                    for e in page.into_iter().filter(|e| e.seq <= fence) {
                         delivered = e.seq;
+                        send(e);
                     }
                 }
                 Ok(_) => break,
@@ -225,6 +264,11 @@ impl SessionHost {
                     let _ = ws.close(Some(1011), Some("replay failed"));
                     break;
                 }
+            }
+        }
+        if let Some(c) = compactor {
+            for item in c.finish() {
+                let _ = ws.send_with_str(item.frame());
             }
         }
         // A browser watching a session that needs its gateway link: make
@@ -297,6 +341,34 @@ impl SessionHost {
             }
             FromBrowser::Command { id, command } => {
                 self.browser_command(&ws, id, command).await;
+            }
+            FromBrowser::Page { id, before, limit } => {
+                let full = matches!(
+                    ws.deserialize_attachment::<Attachment>(),
+                    Ok(Some(Attachment { full: true, .. }))
+                );
+                let frame = match self.actor().await {
+                    Ok(Some(actor)) => {
+                        // Pages go up to what was published: the rest
+                        // reaches this socket as live events.
+                        let last = self.inner.borrow().published;
+                        replay::page(
+                            actor.log().store().as_ref(),
+                            &id,
+                            before,
+                            limit,
+                            last,
+                            !full,
+                        )
+                        .await
+                    }
+                    Ok(None) => replay::page_error_frame(
+                        &id,
+                        &WireError::new("not_found", "no such session"),
+                    ),
+                    Err(e) => replay::page_error_frame(&id, &WireError::from(&e)),
+                };
+                let _ = ws.send_with_str(frame);
             }
             _ => {}
         }

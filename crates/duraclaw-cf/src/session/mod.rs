@@ -131,6 +131,10 @@ pub(crate) struct Attachment {
     /// The login session the socket was opened with (its D1 digest):
     /// checked before every command, and when the Worker says logins ended.
     pub(crate) login: String,
+    /// The socket asked for every event (`compact=0`): its pages are not
+    /// compacted either.
+    #[serde(default)]
+    pub(crate) full: bool,
 }
 
 /// `POST /create` from the Worker.

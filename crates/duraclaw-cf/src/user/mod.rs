@@ -235,6 +235,7 @@ impl UserHost {
             user: user.to_owned(),
             client: "inbox".into(),
             login,
+            full: false,
         })?;
         self.state.accept_websocket_with_tags(&ws, &["inbox"]);
         match self.with_inbox(|inbox, _| inbox::first_frames(inbox, after)) {

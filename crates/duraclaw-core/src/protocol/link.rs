@@ -279,6 +279,16 @@ pub enum FromBrowser {
         #[serde(default)]
         nonce: u64,
     },
+    /// Asks for older history: the events before `before`, at most
+    /// `limit`; answered by a [`ToBrowser::Page`] with the same id.
+    Page {
+        /// Echoed in the answer.
+        id: String,
+        /// The page ends at `before - 1`.
+        before: Seq,
+        /// The most events the page covers.
+        limit: u64,
+    },
 }
 
 /// What a browser sees first after subscribing.
@@ -293,6 +303,33 @@ pub struct Snapshot {
     pub last_seq: Seq,
     /// Questions awaiting a decision.
     pub pending: Vec<UserQuestion>,
+    /// The first seq the stream sends after the snapshot (`after + 1`, or
+    /// where a tail starts); older events come by `page` requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<Seq>,
+    /// The seq of the `user.message` that started the current turn, when
+    /// the server read that far back (tail streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_start: Option<Seq>,
+}
+
+/// The answer to a [`FromBrowser::Page`] request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    /// The request's id.
+    pub id: String,
+    /// The first seq the page covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<Seq>,
+    /// The last seq the page covers (the request's `before - 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Seq>,
+    /// `event` and `compacted` frames covering `first..=last`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ToBrowser>,
+    /// Why the request was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
 }
 
 /// Orchestrator → browser.
@@ -311,6 +348,20 @@ pub enum ToBrowser {
         /// The event.
         event: Event,
     },
+    /// Replay of events `first..=last` that are deltas of messages whose
+    /// final comes later in the log; `event`, when present, is the event at
+    /// `last` (the final that closes them), sent in their place.
+    Compacted {
+        /// The first seq covered.
+        first: Seq,
+        /// The last seq covered.
+        last: Seq,
+        /// The event at `last`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event: Option<Event>,
+    },
+    /// Older history asked for by a `page` request.
+    Page(Page),
     /// The outcome of a browser command.
     CommandResult(CommandResult),
     /// Answer to a ping.

@@ -167,7 +167,7 @@ export async function serverLog(page, id) {
   return page.evaluate(
     ({ id, wait }) =>
       new Promise((resolve, reject) => {
-        const ws = new WebSocket(`ws://${location.host}/api/sessions/${encodeURIComponent(id)}/ws?after=0`);
+        const ws = new WebSocket(`ws://${location.host}/api/sessions/${encodeURIComponent(id)}/ws?after=0&compact=0`);
         const events = [];
         let last = null;
         const timer = setTimeout(() => {

@@ -1,16 +1,19 @@
-// The session WebSocket (docs/api.md): connects with `after=<last seq>`,
-// reconnects by itself with capped exponential backoff and jitter, and
+// The session WebSocket (docs/api.md): connects with `tail=<n>` when it holds
+// nothing yet (older history comes by `page` requests), else with
+// `after=<last seq>`; reconnects by itself with capped exponential backoff and jitter, and
 // resends commands that have no `command_result` yet with the same id, so a
 // retry is applied once. Close codes it acts on:
 // 4000 (lagged): reconnect at once to catch up by replay;
 // 4401 (login ended): stop and ask for a login again;
 // 4409 (ahead of the log): the copy is from another history, so drop it and
-// reconnect from 0.
+// open anew (with the tail).
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 const PING_EVERY_MS = 25000;
 const PONG_TIMEOUT_MS = 10000;
+/** Events a fresh copy opens with (at least; from the start of their turn). */
+export const TAIL_EVENTS = 200;
 
 export const CLOSE_LAGGED = 4000;
 export const CLOSE_LOGIN_ENDED = 4401;
@@ -124,7 +127,8 @@ export class SessionSocket {
   url() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const after = Math.max(0, this.lastSeq() | 0);
-    return `${proto}//${location.host}/api/sessions/${encodeURIComponent(this.sessionId)}/ws?after=${after}`;
+    const from = after === 0 ? `tail=${TAIL_EVENTS}` : `after=${after}`;
+    return `${proto}//${location.host}/api/sessions/${encodeURIComponent(this.sessionId)}/ws?${from}`;
   }
 
   connect() {

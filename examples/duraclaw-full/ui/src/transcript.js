@@ -1,5 +1,9 @@
 // The session transcript as a plain model, independent of the DOM: events go
-// in by seq (each applied once, in order), items come out for rendering.
+// in by seq (each applied once, in order), items come out for rendering. It
+// may start at a tail (the snapshot's `first_seq`); older pages go in with
+// `prepend`, which rebuilds the items from every record held, in seq order.
+// A `compacted` range (docs/protocol.md) covers a run of seqs: the deltas a
+// final replaced, and the final itself when it carries one.
 
 /** Session states that mean a turn is running and can be aborted. */
 export function isRunning(state, reason) {
@@ -13,6 +17,14 @@ export class Transcript {
     /** Seqs applied, in order (exposed to end-to-end tests). */
     this.seqs = [];
     this.lastSeq = 0;
+    /** The lowest seq held (0: none yet); older ones come by `prepend`. */
+    this.firstSeq = 0;
+    /** What was applied, in seq order: {first, last, ev, has} (has: an event at `last`). */
+    this.records = [];
+    /** The last snapshot's pending questions (shown again after a rebuild when still open). */
+    this.snapAll = [];
+    /** Whether a `result` was applied (a tail's first one has no turn cost). */
+    this.sawResult = false;
     this.gaps = [];
     this.version = 0;
     this.state = null;
@@ -52,7 +64,13 @@ export class Transcript {
     // event; only questions still missing once it reaches the snapshot's
     // last seq are shown from the snapshot.
     this.snapPending = Array.isArray(snap.pending) ? snap.pending : [];
+    this.snapAll = this.snapPending;
     this.snapSeq = Number.isSafeInteger(snap.last_seq) ? snap.last_seq : 0;
+    // A fresh copy starting at a tail: older history comes by pages.
+    if (this.lastSeq === 0 && this.records.length === 0 && Number.isSafeInteger(snap.first_seq) && snap.first_seq >= 1) {
+      this.firstSeq = snap.first_seq;
+      this.lastSeq = snap.first_seq - 1;
+    }
     if (this.lastSeq >= this.snapSeq) this.flushSnapshot();
     this.version++;
   }
@@ -73,16 +91,77 @@ export class Transcript {
    * ignored (replays after a reconnect may overlap); returns whether applied.
    */
   apply(seq, ev) {
-    if (!Number.isSafeInteger(seq) || seq <= this.lastSeq) return false;
-    if (this.lastSeq !== 0 && seq !== this.lastSeq + 1) this.gaps.push([this.lastSeq, seq]);
-    this.lastSeq = seq;
-    this.seqs.push(seq);
+    return this.applyRange(seq, seq, ev, true);
+  }
+
+  /**
+   * Applies seqs `first..=last`: a `compacted` range (with `has`, the event
+   * at `last`), or one event (first = last). Returns whether applied.
+   */
+  applyRange(first, last, ev, has) {
+    if (!Number.isSafeInteger(first) || !Number.isSafeInteger(last) || last < first || last <= this.lastSeq) return false;
+    if (first <= this.lastSeq) first = this.lastSeq + 1;
+    if (this.lastSeq !== 0 && first !== this.lastSeq + 1) this.gaps.push([this.lastSeq, first]);
+    if (this.firstSeq === 0) this.firstSeq = first;
+    this.lastSeq = last;
+    for (let s = first; s <= last; s++) this.seqs.push(s);
+    this.records.push({ first, last, ev, has });
     this.version++;
-    const e = ev && typeof ev === 'object' ? ev : { type: '(not an object)', value: ev };
-    this.turns(e);
-    this.applyEvent(seq, e);
-    if (this.snapPending && seq >= this.snapSeq) this.flushSnapshot();
+    if (has) {
+      const e = ev && typeof ev === 'object' ? ev : { type: '(not an object)', value: ev };
+      this.turns(e);
+      // A message replayed as a range starts where its deltas did, as it
+      // does when it streams live.
+      if (e.type === 'assistant' && first < last) this.assistant(first, e, last);
+      else this.applyEvent(last, e);
+    }
+    if (this.snapPending && last >= this.snapSeq) this.flushSnapshot();
     return true;
+  }
+
+  /** Whether history older than what is held exists. */
+  hasOlder() {
+    return this.firstSeq > 1;
+  }
+
+  /**
+   * Puts an older page (`first..=last`, its `event`/`compacted` frames) in
+   * front: it must end right before `firstSeq` and cover its range. The items
+   * are rebuilt from every record, in order; the session's state stays what
+   * the stream said. Returns whether the page went in.
+   */
+  prepend(first, last, frames) {
+    if (!Number.isSafeInteger(first) || first < 1 || this.firstSeq === 0 || last !== this.firstSeq - 1 || !Array.isArray(frames)) return false;
+    const older = [];
+    let at = first;
+    for (const f of frames) {
+      const r = recordOf(f);
+      if (!r || r.first !== at) return false;
+      older.push(r);
+      at = r.last + 1;
+    }
+    if (at !== last + 1) return false;
+    const n = new Transcript();
+    n.firstSeq = first;
+    n.lastSeq = first - 1;
+    for (const r of older.concat(this.records)) n.applyRange(r.first, r.last, r.ev, r.has);
+    n.snapshotAgain(this);
+    const version = this.version + 1;
+    Object.assign(this, n);
+    this.version = version;
+    return true;
+  }
+
+  /** After a rebuild: the state `old` had, and its snapshot's questions still open. */
+  snapshotAgain(old) {
+    this.state = old.state;
+    this.reason = old.reason;
+    this.gaps = old.gaps.slice();
+    this.snapSeq = old.snapSeq;
+    this.snapAll = old.snapAll;
+    const resolved = new Set(this.items.filter((i) => i.kind === 'resolved').map((i) => i.ev && i.ev.question_id));
+    this.snapPending = old.snapPending === null ? this.snapAll.filter((q) => q && !resolved.has(q.question_id)) : old.snapPending;
+    if (old.snapPending === null) this.flushSnapshot();
   }
 
   /**
@@ -158,10 +237,13 @@ export class Transcript {
       case 'result': {
         const total = num(e.cost_usd);
         let turnCost = null;
+        // A tail's first result: the turns before it are not held.
+        const known = this.sawResult || this.firstSeq <= 1;
         if (total !== null) {
-          turnCost = total >= this.cost ? total - this.cost : total;
+          if (known) turnCost = total >= this.cost ? total - this.cost : total;
           this.cost = total;
         }
+        this.sawResult = true;
         this.items.push({ kind: 'result', seq, key: `s${seq}`, ev: e, turnCost, totalCost: total });
         // Its message can be forked from (the fork carries this turn).
         const ended = this.openTurns.shift();
@@ -230,15 +312,16 @@ export class Transcript {
     }
   }
 
-  assistant(seq, e) {
+  assistant(seq, e, last = seq) {
     const id = typeof e.message_id === 'string' ? e.message_id : `seq-${seq}`;
     let item = this.byMessage.get(id);
     if (!item) {
-      item = { kind: 'assistant', seq, key: `s${seq}`, id, text: '', final: false, aborted: false, lastSeq: seq };
+      item = { kind: 'assistant', seq, key: `s${seq}`, id, text: '', final: false, aborted: false, lastSeq: last };
       this.byMessage.set(id, item);
       this.items.push(item);
     }
-    item.lastSeq = seq;
+    item.lastSeq = last;
+    seq = last;
     if (e.phase === 'final') {
       item.text = str(e.text);
       item.final = true;
@@ -253,6 +336,16 @@ export class Transcript {
   pending() {
     return [...this.byQuestion.values()].filter((i) => !i.resolved);
   }
+}
+
+/** A stream or page item as a record, or null when it is neither. */
+function recordOf(f) {
+  if (!f || typeof f !== 'object') return null;
+  if (f.type === 'event' && Number.isSafeInteger(f.seq)) return { first: f.seq, last: f.seq, ev: f.event, has: true };
+  if (f.type === 'compacted' && Number.isSafeInteger(f.first) && Number.isSafeInteger(f.last) && f.first <= f.last) {
+    return { first: f.first, last: f.last, ev: f.event, has: 'event' in f };
+  }
+  return null;
 }
 
 /** Events that mean a turn is under way. */

@@ -157,3 +157,43 @@ test('a user message can be forked from once its own turn ended, queued ones in 
   t.apply(4, { type: 'result', is_error: false });
   assert.equal(two.turnEnded, true);
 });
+
+test('a tail, compacted ranges and older pages make the whole log, each seq once', () => {
+  const t = new Transcript();
+  t.applySnapshot({ type: 'snapshot', state: 'paused', reason: 'idle', last_seq: 9, pending: [], first_seq: 6 });
+  assert.equal(t.hasOlder(), true);
+  t.apply(6, { type: 'user.message', text: 'again' });
+  // Deltas 7..8 and their final at 9, as one range.
+  assert.equal(t.applyRange(7, 9, { type: 'assistant', message_id: 'b', phase: 'final', text: 'second' }, true), true);
+  t.apply(10, { type: 'result', cost_usd: 0.5 });
+  assert.deepEqual(t.gaps, []);
+  assert.equal(t.items.find((i) => i.kind === 'result').turnCost, null, "a tail's first result has no turn cost");
+  // An older page: 1..5, with a range whose final is in it.
+  const page = [
+    { type: 'event', seq: 1, event: { type: 'user.message', text: 'hi' } },
+    { type: 'compacted', first: 2, last: 4, event: { type: 'assistant', message_id: 'a', phase: 'final', text: 'first' } },
+    { type: 'event', seq: 5, event: { type: 'result', cost_usd: 0.2 } },
+  ];
+  assert.equal(t.prepend(2, 5, page), false, 'a page must cover its range');
+  assert.equal(t.prepend(1, 4, page), false, 'a page must end before the first seq held');
+  assert.equal(t.prepend(1, 5, page), true);
+  assert.equal(t.hasOlder(), false);
+  assert.deepEqual(t.seqs, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.deepEqual(
+    t.items.filter((i) => i.kind === 'assistant').map((i) => [i.seq, i.text]),
+    [
+      [2, 'first'],
+      [7, 'second'],
+    ],
+    'a message replayed as a range starts where its deltas did, as when it streamed',
+  );
+  const costs = t.items.filter((i) => i.kind === 'result').map((i) => Math.round(i.turnCost * 10));
+  assert.deepEqual(costs, [2, 3]);
+  assert.equal(t.state, 'paused');
+  // A range without its final: deltas whose final comes later.
+  const u = new Transcript();
+  u.applyRange(1, 2, undefined, false);
+  u.apply(3, { type: 'assistant', message_id: 'c', phase: 'final', text: 'whole' });
+  assert.deepEqual(u.seqs, [1, 2, 3]);
+  assert.deepEqual(u.items.map((i) => i.text), ['whole']);
+});

@@ -265,6 +265,14 @@ impl Subscription {
         self.delivered
     }
 
+    /// Moves where the replay starts to after `after`; for a stream whose
+    /// start is known only once it subscribed (a tail). Call before the
+    /// first [`Subscription::next`].
+    pub fn resume_after(&mut self, after: Seq) {
+        self.delivered = after;
+        self.page.clear();
+    }
+
     /// How many times this subscriber fell behind and caught up by replay.
     pub fn catch_ups(&self) -> u64 {
         self.catch_ups

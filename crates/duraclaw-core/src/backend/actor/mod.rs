@@ -185,6 +185,8 @@ impl SessionActor {
             state: st.meta.state,
             last_seq: head.last_seq,
             pending: pending.into_iter().map(|q| q.question).collect(),
+            first_seq: None,
+            turn_start: None,
         })
     }
 

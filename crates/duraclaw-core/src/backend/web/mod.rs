@@ -15,6 +15,7 @@ use crate::store::{NewEvent, SessionMeta};
 
 pub mod credentials;
 pub mod origin;
+pub mod replay;
 pub mod socket;
 
 /// The largest request body the HTTP API reads, in bytes; a larger one is

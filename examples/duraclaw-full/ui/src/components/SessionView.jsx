@@ -60,6 +60,9 @@ function ModeModel({ mode, model, onMode, onModel }) {
   );
 }
 
+/** Events asked for per page of older history. */
+const PAGE_EVENTS = 1000;
+
 export function SessionView({ id, focus, user, onLogout }) {
   const tRef = useRef(null);
   if (!tRef.current) tRef.current = new Transcript();
@@ -82,6 +85,11 @@ export function SessionView({ id, focus, user, onLogout }) {
   const stick = useRef(true);
   const [atBottom, setAtBottom] = useState(true);
   const renderTimer = useRef(null);
+  // The page request in flight ({id, before}), and the scroll position to
+  // keep while an older page goes in above it.
+  const paging = useRef(null);
+  const anchor = useRef(null);
+  const pages = useRef(0);
 
   const rerender = () => {
     if (renderTimer.current) return;
@@ -122,6 +130,13 @@ export function SessionView({ id, focus, user, onLogout }) {
       get lastSeq() {
         return t.lastSeq;
       },
+      get firstSeq() {
+        return t.firstSeq;
+      },
+      /** Older pages that went in. */
+      get pages() {
+        return pages.current;
+      },
     };
     loadMeta();
 
@@ -134,9 +149,31 @@ export function SessionView({ id, focus, user, onLogout }) {
           }
           break;
         case 'snapshot':
+          // A new connection: a page asked on the old one is asked again.
+          paging.current = null;
           t.applySnapshot(f);
           rerender();
           break;
+        case 'compacted':
+          if (t.applyRange(f.first, f.last, f.event, 'event' in f)) rerender();
+          break;
+        case 'page': {
+          const p = paging.current;
+          if (!p || p.id !== f.id) break;
+          paging.current = null;
+          if (f.error) {
+            setNotice(`Server: ${f.error.message || f.error.code}`);
+            break;
+          }
+          const el = document.scrollingElement || document.documentElement;
+          const at = { height: el.scrollHeight, top: el.scrollTop };
+          if (t.prepend(f.first, f.last, f.items)) {
+            pages.current++;
+            anchor.current = at;
+            setVersion((v) => v + 1);
+          }
+          break;
+        }
         case 'event':
           if (t.apply(f.seq, f.event)) {
             rerender();
@@ -207,20 +244,41 @@ export function SessionView({ id, focus, user, onLogout }) {
       const near = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
       stick.current = near;
       setAtBottom(near);
+      if (el.scrollTop < el.clientHeight) loadOlder();
     };
     window.addEventListener('scroll', onScroll, { passive: true });
+    // The page keeps its place itself when older history goes in above.
+    const root = document.documentElement;
+    const anchoring = root.style.overflowAnchor;
+    root.style.overflowAnchor = 'none';
     return () => {
       sock.stop();
       clearTimeout(renderTimer.current);
       window.removeEventListener('scroll', onScroll);
+      root.style.overflowAnchor = anchoring;
     };
   }, [id]);
 
+  /** Asks for the page of history before what is held (one at a time). */
+  const loadOlder = () => {
+    const sock = sockRef.current;
+    if (!sock || !sock.ready || paging.current || !t.hasOlder()) return;
+    const p = { id: `page-${t.firstSeq}-${Date.now()}`, before: t.firstSeq };
+    if (sock.raw({ type: 'page', id: p.id, before: p.before, limit: PAGE_EVENTS })) paging.current = p;
+  };
+
   useLayoutEffect(() => {
-    if (stick.current) {
-      const el = document.scrollingElement || document.documentElement;
+    const el = document.scrollingElement || document.documentElement;
+    if (anchor.current) {
+      // What went in above moves the view down by its height: no jump.
+      const { height, top } = anchor.current;
+      anchor.current = null;
+      el.scrollTop = top + (el.scrollHeight - height);
+    } else if (stick.current) {
       el.scrollTop = el.scrollHeight;
     }
+    // Near the top, or not a screenful yet: the next older page.
+    if (t.hasOlder() && (el.scrollTop < el.clientHeight || el.scrollHeight <= el.clientHeight * 1.5)) loadOlder();
   });
 
   const running = isRunning(t.state, t.reason);
@@ -505,6 +563,11 @@ export function SessionView({ id, focus, user, onLogout }) {
         </div>
       )}
       <main class="transcript" data-testid="transcript" aria-live="polite">
+        {t.hasOlder() && (
+          <p class="muted center small" data-testid="older" data-first-seq={t.firstSeq}>
+            <span class="spinner small" /> Loading earlier messages…
+          </p>
+        )}
         {t.items.length === 0 && <p class="muted center">{conn.state === 'connected' ? 'Nothing here yet.' : 'Loading the session…'}</p>}
         {t.items.map((item) => (
           <Item key={item.key} item={item} ctx={ctx} />

@@ -1,0 +1,137 @@
+// A long session (20,000 events: forty messages of 500 streamed deltas
+// each) opens with its tail, not its history; scrolling up loads older pages
+// with the view kept in place, through a connection lost mid-scroll, until
+// the start: every message is there once and the page holds every seq once.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  DEMO_URL,
+  connected,
+  createScriptedSession,
+  gatewayConnected,
+  getJson,
+  launch,
+  loggedIn,
+  pageSeqs,
+  relaySocket,
+  screenshot,
+  since,
+  until,
+} from './lib/harness.js';
+
+const MESSAGES = 40;
+const CHUNKS = 500;
+/** How long the session may take to stream its 20,000 events. */
+const STREAM_WAIT = 240_000;
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+const label = (i) => `message ${String(i).padStart(2, '0')}:`;
+
+test('a 20,000-event session opens with its tail and scrolls back to its start, each message once', async () => {
+  const t0 = Date.now();
+  const ctx = await loggedIn(browser, DEMO_URL);
+  await gatewayConnected(ctx);
+  // 1,000 characters in 500 deltas of two.
+  const steps = Array.from({ length: MESSAGES }, (_, i) => ({
+    step: 'text',
+    text: `${label(i)} ${'lorem ipsum dolor '.repeat(60)}`.slice(0, 2 * CHUNKS),
+    chunks: CHUNKS,
+  }));
+  const id = await createScriptedSession(ctx, DEMO_URL, 'long-session', steps);
+  await until(
+    'the long turn to end',
+    async () => {
+      const s = await getJson(ctx, `/api/sessions/${encodeURIComponent(id)}`);
+      return s.state === 'paused' && s.reason === 'idle';
+    },
+    STREAM_WAIT,
+  );
+  console.log(`streamed: ${since(t0)}`);
+
+  const page = await ctx.newPage();
+  await page.setViewportSize({ width: 390, height: 844 });
+  const relay = await relaySocket(page);
+  await page.goto(`/#/s/${encodeURIComponent(id)}`);
+  await connected(page);
+  const snapshot = relay.toPage.find((f) => f.type === 'snapshot');
+  const n = snapshot.last_seq;
+  assert.ok(n >= MESSAGES * CHUNKS, `the session has ${n} events`);
+  assert.match(relay.urls[0], /[?&]tail=\d+$/, 'a fresh page asks for the tail');
+
+  // Opened with the last message, not the history.
+  await page.locator('[data-testid=assistant-message]', { hasText: label(MESSAGES - 1) }).waitFor();
+  const opened = await pageSeqs(page);
+  assert.equal(opened.last, n);
+  const firstSeq = await page.evaluate(() => window.__duraclaw.firstSeq);
+  assert.ok(firstSeq > 1, `the page opened with a tail from seq ${firstSeq}`);
+  // The tail; and older pages only as far as filling the screen takes.
+  assert.ok(firstSeq <= snapshot.first_seq && snapshot.first_seq > n - 1000, `the tail started at ${snapshot.first_seq}`);
+  assert.ok(
+    relay.toPage.filter((f) => f.type === 'event' && f.event.phase === 'delta').length === 0,
+    'closed messages come as their finals, not their deltas',
+  );
+  await screenshot(page, 'long-session-tail');
+
+  // Scroll up, a page at a time; each older page goes in with the view in
+  // place. The third page's answer is lost with the connection.
+  let cut = false;
+  for (let round = 0; ; round++) {
+    const state = await page.evaluate(() => ({ first: window.__duraclaw.firstSeq, pages: window.__duraclaw.pages }));
+    if (state.first <= 1) break;
+    assert.ok(round < 400, 'the start of the session within 400 pages');
+    if (state.pages === 2 && !cut) {
+      cut = true;
+      relay.cutBefore((f) => f.type === 'page');
+    }
+    // Hold what the server sends, ask for the page (scroll to the top), note
+    // where the top item is, then let the page in.
+    relay.holding = true;
+    const before = await page.evaluate(() => {
+      window.scrollTo(0, 0);
+      const el = document.querySelector('[data-testid=transcript] > [data-seq]');
+      return { seq: el && el.dataset.seq, top: el && el.getBoundingClientRect().top };
+    });
+    relay.release();
+    await until(`page ${state.pages + 1} or a reconnect`, async () => {
+      const now = await page.evaluate(() => ({ pages: window.__duraclaw.pages, conn: window.__duraclaw.connection }));
+      return now.pages > state.pages || (cut && relay.lost.length > 0 && now.conn === 'connected' && relay.sockets.length > 1);
+    });
+    const after = await page.evaluate(() => window.__duraclaw.pages);
+    if (after > state.pages && before.seq) {
+      const top = await page.evaluate((seq) => {
+        const el = document.querySelector(`[data-testid=transcript] > [data-seq="${seq}"]`);
+        return el && el.getBoundingClientRect().top;
+      }, before.seq);
+      assert.ok(top !== null && Math.abs(top - before.top) <= 2, `the view jumped from ${before.top} to ${top} when page ${after} went in`);
+    }
+  }
+  assert.ok(cut && relay.lost.length === 1, 'a page answer was lost with its connection');
+  assert.ok(relay.sockets.length >= 2, 'the page reconnected mid-scroll');
+  assert.match(relay.urls[1], /[?&]after=\d+$/, 'the reconnect resumes after what it holds');
+
+  // Every seq once, in order; every message once.
+  const got = await pageSeqs(page);
+  assert.equal(got.seqs.length, n);
+  assert.ok(
+    got.seqs.every((s, i) => s === i + 1),
+    'the page holds every seq once, in order',
+  );
+  assert.deepEqual(got.gaps, []);
+  const texts = await page.locator('[data-testid=assistant-message]').allInnerTexts();
+  for (let i = 0; i < MESSAGES; i++) {
+    assert.equal(texts.filter((t) => t.includes(label(i))).length, 1, `${label(i)} once`);
+  }
+  assert.equal(texts.length, MESSAGES);
+  assert.equal(await page.getByTestId('older').count(), 0, 'nothing older to load');
+  await screenshot(page, 'long-session-top');
+  console.log(`long session: ${n} events, ${await page.evaluate(() => window.__duraclaw.pages)} pages, ${since(t0)}`);
+  await ctx.close();
+});
