@@ -707,10 +707,10 @@ async fn allow_worktree(
         return Ok(());
     };
     let orch = &app.orchestrator;
-    let worktree = actor.meta().await.worktree;
+    let meta = actor.meta().await;
     let Some(rule) = duraclaw_host::rules::answer_rule(
         answer,
-        &worktree,
+        &meta,
         orch.new_rule_id(),
         orch.clock().now_ms(),
     )?

@@ -51,6 +51,9 @@ pub const WORKTREES: &[&str] = &[
     "inboxlogin",
     "fresh",
     "modescli",
+    "rulenew",
+    "modesrestart",
+    "evicted",
     "forkcli",
 ];
 

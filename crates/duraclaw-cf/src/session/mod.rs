@@ -621,7 +621,7 @@ impl SessionHost {
         let meta = actor.meta().await;
         let rule = match duraclaw_host::rules::answer_rule(
             answer,
-            &meta.worktree,
+            &meta,
             crate::rules::new_rule_id(),
             now_ms(),
         ) {
@@ -640,7 +640,7 @@ impl SessionHost {
             Err(e) => return Err(WireError::new("bad_rule", e.message)),
         }
         let all = auth.rules(user).await.map_err(failed)?;
-        let mine = duraclaw_host::rules::effective(&all, &meta.worktree, &meta.session_id);
+        let mine = duraclaw_host::rules::effective_for(&all, &meta);
         self.keep_rules(&mine).await.map_err(failed)?;
         let frame = self.rules_frame(actor).await;
         self.send_gateway(&[frame]);
