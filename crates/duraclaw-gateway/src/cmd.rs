@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// `expired` (never as denied). Unset: wait for a human forever.
     #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_APPROVAL_TIMEOUT_SECS"))]
     pub approval_timeout_secs: Option<u64>,
+    /// Keep a session with nothing live (executor ended, nothing pending,
+    /// every event acknowledged) in memory this many ms after its last use,
+    /// then load it from the store when a command needs it (default 60000).
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_EVICT_IDLE_MS"))]
+    pub evict_idle_ms: Option<u64>,
     /// Read the bearer secret from this file instead of CC_GATEWAY_SECRET.
     #[cfg_attr(feature = "cli", arg(long, env = "CC_GATEWAY_SECRET_FILE"))]
     pub secret_file: Option<PathBuf>,
@@ -236,6 +241,9 @@ impl RunningGateway {
             audit,
         )
         .await?;
+        if let Some(ms) = args.evict_idle_ms {
+            gateway.set_evict_idle(Duration::from_millis(ms));
+        }
         let listener = TcpListener::bind(args.bind)
             .await
             .map_err(|e| Error::other(format!("cannot listen on {}", args.bind), e))?;

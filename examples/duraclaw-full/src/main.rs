@@ -534,6 +534,7 @@ async fn up(args: UpArgs) -> Result<()> {
         permission_mode: None,
         claude_config_dir: None,
         approval_timeout_secs: args.approval_timeout_secs,
+        evict_idle_ms: None,
         secret_file: None,
     };
     let (executor, executor_error) = if args.demo {

@@ -581,7 +581,7 @@ impl Gateway {
         }
         if evicted > 0 {
             let loaded = self.loaded_count().await;
-            tracing::info!(evicted, loaded, "idle sessions put away");
+            tracing::debug!(evicted, loaded, "idle sessions put away");
         }
         evicted
     }
@@ -608,7 +608,7 @@ impl Gateway {
             // Forwarders end once they sent what they hold; a link
             // re-attaches them when the session is loaded again.
             s.log.close();
-            tracing::debug!(session = %id, "session put away");
+            tracing::info!(session = %id, "session put away");
             return Ok(true);
         }
         drop(sessions);
@@ -673,6 +673,11 @@ impl Gateway {
             mode: meta.permission_mode,
             model: meta.model,
         };
+        // Put away, the orchestrator had all its events.
+        let acked = match parked {
+            Some(_) => Some(store.head().await?.last_seq),
+            None => None,
+        };
         let log = SessionLog::open(store).await?;
         // Executors log each question and its resolution themselves, in
         // order with the rest of the stream; the gate only decides.
@@ -694,7 +699,7 @@ impl Gateway {
             policy,
             exec: Mutex::new(None),
             unstarted: Arc::default(),
-            acked: std::sync::Mutex::new(None),
+            acked: std::sync::Mutex::new(acked),
             guard: std::sync::Mutex::new(ToolGuard::new()),
             unapproved: std::sync::atomic::AtomicBool::new(false),
             in_force: std::sync::Mutex::new(in_force),
