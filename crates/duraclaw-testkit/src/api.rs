@@ -57,12 +57,18 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         modes_and_models_switch_mid_session_with_the_real_cli,
         a_fork_carries_the_conversation_up_to_its_message,
         a_switched_mode_and_model_survive_a_gateway_restart,
+        an_evicted_sessions_late_answer_and_resume_work,
     ]
 }
 
 async fn a_fork_carries_the_conversation_up_to_its_message(h: &dyn Host) {
     user(h, "forkcli").await;
     crate::fork::fork_from_the_second_of_three(h, "forkcli").await;
+}
+
+async fn an_evicted_sessions_late_answer_and_resume_work(h: &dyn Host) {
+    user(h, "evicted").await;
+    crate::evict::an_evicted_sessions_late_answer_and_resume_work(h, "evicted").await;
 }
 
 async fn a_switched_mode_and_model_survive_a_gateway_restart(h: &dyn Host) {

@@ -667,6 +667,7 @@ impl Gateway {
         let parked = meta.parked.take();
         if parked.is_some() {
             store.put_meta(&meta).await?;
+            tracing::info!(session = %meta.session_id, "session loaded again");
         }
         let worktree = PathBuf::from(meta.worktree);
         let in_force = InForce {
