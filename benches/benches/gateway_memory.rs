@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use duraclaw_benches::{quick, runtime};
 use duraclaw_core::protocol::{Close, Command, CommandEnvelope, Event, Execute};
-use duraclaw_core::store::{SessionDirectory, SessionStore};
+use duraclaw_core::store::SessionDirectory;
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;

@@ -389,14 +389,15 @@ impl Link {
         let task = tokio::spawn(async move {
             let mut last = after;
             while let Some(item) = sub.next().await {
-                let (seq, frame) =
-                    match item.and_then(|e| Ok((e.seq, gateway_event_frame(&id, e.seq, &e.json)?))) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            tracing::error!(session = %id, error = %e, "outbox read failed");
-                            return;
-                        }
-                    };
+                let (seq, frame) = match item
+                    .and_then(|e| Ok((e.seq, gateway_event_frame(&id, e.seq, &e.json)?)))
+                {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(session = %id, error = %e, "outbox read failed");
+                        return;
+                    }
+                };
                 if tx.send(Message::text(frame)).await.is_err() {
                     return;
                 }

@@ -22,7 +22,8 @@ use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw};
 use duraclaw_core::protocol::{
     AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event,
-    NOTICE_MODE_CHANGED, NOTICE_MODEL_CHANGED, Notice, QuestionKind, SessionInit, ToolResult, ToolUse, TurnResult, Usage, UserQuestion,
+    NOTICE_MODE_CHANGED, NOTICE_MODEL_CHANGED, Notice, QuestionKind, SessionInit, ToolResult,
+    ToolUse, TurnResult, Usage, UserQuestion,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

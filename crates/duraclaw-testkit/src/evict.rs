@@ -86,8 +86,9 @@ pub async fn an_evicted_sessions_late_answer_and_resume_work(h: &dyn Host, name:
 
     assert_eq!(late["ok"], false, "{late}");
     assert!(
-        !b.events.iter().any(|(s, e)| *s > seq
-            && e["type"] == "tool_result"),
+        !b.events
+            .iter()
+            .any(|(s, e)| *s > seq && e["type"] == "tool_result"),
         "the late answer ran the tool: {:?}",
         b.events
     );

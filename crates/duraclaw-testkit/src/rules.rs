@@ -337,7 +337,11 @@ pub async fn always_allow_in_new_worktrees(h: &dyn Host, alice_name: &str, bob_n
     let listed = rules(h, &alice).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(
-        (&listed[0]["scope"], &listed[0]["worktree"], &listed[0]["rule"]),
+        (
+            &listed[0]["scope"],
+            &listed[0]["worktree"],
+            &listed[0]["rule"]
+        ),
         (&json!("worktree"), &json!(repo), &json!("Bash(make)"))
     );
     let (_, meta) = send(

@@ -187,9 +187,10 @@ impl Gateway {
                             SessionMeta::new(&session_id, GATEWAY_OWNER, SystemClock.now_ms());
                         meta.worktree = worktree.display().to_string();
                         meta.model.clone_from(&x.model);
-                        meta.permission_mode = x.permission_mode.clone().filter(|m| {
-                            duraclaw_core::protocol::check_permission_mode(m).is_ok()
-                        });
+                        meta.permission_mode = x
+                            .permission_mode
+                            .clone()
+                            .filter(|m| duraclaw_core::protocol::check_permission_mode(m).is_ok());
                         meta.title = x
                             .prompt
                             .lines()

@@ -54,8 +54,13 @@ pub const DEFAULT_EVICT_IDLE: Duration = Duration::from_secs(60);
 /// used.
 fn uptime_ms() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    u64::try_from(EPOCH.get_or_init(std::time::Instant::now).elapsed().as_millis())
-        .unwrap_or(u64::MAX)
+    u64::try_from(
+        EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// How the gateway runs sessions.
@@ -567,7 +572,12 @@ impl Gateway {
             .filter(|(_, s)| {
                 now.saturating_sub(s.last_used.load(std::sync::atomic::Ordering::Acquire)) >= bound
             })
-            .map(|(id, s)| (id.clone(), s.uses.load(std::sync::atomic::Ordering::Acquire)))
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    s.uses.load(std::sync::atomic::Ordering::Acquire),
+                )
+            })
             .collect();
         let mut evicted = 0;
         for (id, uses) in idle {
