@@ -62,10 +62,14 @@ async fn gateway(root: &Path, idle: Duration) -> Gateway {
         }]],
     };
     let gw = Gateway::new(GatewayOptions {
+        // As the gateway opens its store.
         directory: Arc::new(
-            SqliteDirectory::open(root.join("gateway.db"))
-                .await
-                .unwrap(),
+            SqliteDirectory::open_with(
+                root.join("gateway.db"),
+                duraclaw_gateway::cmd::store_options(),
+            )
+            .await
+            .unwrap(),
         ),
         executor: Arc::new(ScriptedExecutor::new(script)),
         worktrees: WorktreeIndex::new(vec![format!("{}/projects/*", root.display())]).unwrap(),
@@ -121,6 +125,7 @@ fn main() {
     let root = tmp.path().canonicalize().unwrap();
     init_repo(&root.join("projects/app"));
     let wt = root.join("projects/app").display().to_string();
+    let mib = |b: u64| b as f64 / 1_048_576.0;
     let report = rt.block_on(async {
         let gw = gateway(&root, Duration::from_millis(50)).await;
         let run = Instant::now();
@@ -129,8 +134,16 @@ fn main() {
         }
         until_all_put_away(&gw).await;
         let after_10 = rss();
+        // RSS as the sessions that ran and ended grow, each time after the
+        // idle ones were put away.
+        let mut curve = vec![json!({"sessions": 10, "rss_mib": mib(after_10)})];
+        let marks = [100, 1_000, 2_500, 5_000, 7_500];
         for i in 10..sessions {
             run_one(&gw, &wt, &format!("s{i:05}")).await;
+            if marks.contains(&(i + 1)) {
+                until_all_put_away(&gw).await;
+                curve.push(json!({"sessions": i + 1, "rss_mib": mib(rss())}));
+            }
         }
         until_all_put_away(&gw).await;
         let run_s = run.elapsed().as_secs_f64();
@@ -165,7 +178,6 @@ fn main() {
         let loaded_eagerly = eager.loaded_count().await;
         drop(eager);
 
-        let mib = |b: u64| b as f64 / 1_048_576.0;
         json!({
             "bench": "gateway_memory",
             "quick": quick,
@@ -175,6 +187,7 @@ fn main() {
             "rss_after_10_mib": mib(after_10),
             "rss_after_all_mib": mib(after_all),
             "rss_ratio": after_all as f64 / after_10 as f64,
+            "rss_curve": curve,
             "start_ms": start_ms,
             "loaded_at_start": loaded_at_start,
             "start_without_parked_ms": eager_start_ms,
