@@ -506,6 +506,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_page_cache_bound_holds_for_the_writer_and_the_readers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = |c: &rusqlite::Connection| -> i64 {
+            c.pragma_query_value(None, "cache_size", |r| r.get(0))
+                .unwrap()
+        };
+        let dir = SqliteDirectory::open_with(
+            tmp.path().join("bounded.db"),
+            SqliteOptions::default().page_cache_kib(256),
+        )
+        .await
+        .unwrap();
+        let read = dir.db.readers.read(move |c| Ok(cache(c))).await.unwrap();
+        let written = cache(&dir.db.core.lock().unwrap().conn);
+        assert_eq!((read, written), (-256, -256));
+        let (default, _tmp) = temp_directory().await;
+        let read = default
+            .db
+            .readers
+            .read(move |c| Ok(cache(c)))
+            .await
+            .unwrap();
+        assert_ne!(read, -256);
+    }
+
+    #[tokio::test]
     async fn a_storage_error_keeps_sqlites_error_as_its_source() {
         use std::error::Error as _;
         let tmp = tempfile::tempdir().unwrap();
