@@ -415,7 +415,9 @@ impl Player {
         let aborted = !matches!(end, TurnEnd::Done);
         self.sink
             .emit(Event::Result(TurnResult {
-                last_message_uuid: None,
+                // Where the turn ended, as the CLI says it: a fork resumes
+                // there (a resumed scripted session echoes).
+                last_message_uuid: Some(self.id("msg_end")),
                 subtype: Some(
                     if aborted {
                         "error_during_execution"

@@ -320,7 +320,14 @@ async fn fork_session(
         json!({"worktree": meta.worktree, "prompt": fork.prompt, "model": meta.model}),
         &user.name,
     )?;
-    start_session(&app, &user, request, Some((id, fork.from_seq, from))).await
+    let origin = meta.origin.clone();
+    start_session(
+        &app,
+        &user,
+        request,
+        Some((id, fork.from_seq, from, origin)),
+    )
+    .await
 }
 
 /// Starts `request` for `user` (a fork of a session when `fork` is set):
@@ -329,7 +336,12 @@ async fn start_session(
     app: &AppState,
     user: &AuthUser,
     request: duraclaw_core::backend::web::NewSession,
-    fork: Option<(String, u64, duraclaw_core::protocol::ForkFrom)>,
+    fork: Option<(
+        String,
+        u64,
+        duraclaw_core::protocol::ForkFrom,
+        Option<String>,
+    )>,
 ) -> Result<Response, ApiError> {
     let gateway = app.orchestrator.gateway();
     if !gateway.is_connected() {
@@ -346,8 +358,9 @@ async fn start_session(
         app.orchestrator.new_session_id(),
         app.orchestrator.clock().now_ms(),
     );
-    if let Some((parent, seq, from)) = fork {
-        plan = plan.with_fork(&parent, seq, from);
+    if let Some((parent, seq, from, origin)) = fork {
+        // In the parent's worktree, with its rules' worktree.
+        plan = plan.with_fork(&parent, seq, from).with_origin(origin);
     }
     let actor = app.orchestrator.create(plan.meta()).await?;
     match start_created(app, &actor, &plan).await {
@@ -376,7 +389,7 @@ async fn start_created(
     // The rules in force from the first tool call on.
     execute.rules = Some(
         app.orchestrator
-            .rules_for(plan.owner(), &execute.worktree, id)
+            .rules_for(plan.owner(), plan.rules_worktree(), id)
             .await?,
     );
     let out = actor.execute(&command_id, execute, &who).await?;

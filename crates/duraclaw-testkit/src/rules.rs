@@ -367,6 +367,37 @@ pub async fn always_allow_in_new_worktrees(h: &dyn Host, alice_name: &str, bob_n
     );
     close(h, &alice, &second).await;
 
+    // A fork of it runs in its worktree with the repository's rules.
+    let message = b
+        .events
+        .iter()
+        .find(|(_, e)| e["type"] == "user.message")
+        .map(|(s, _)| *s)
+        .unwrap();
+    let (status, fork) = send(
+        h,
+        reqwest::Method::POST,
+        &alice,
+        &format!("/api/sessions/{second}/fork"),
+        Some(json!({"from_seq": message, "prompt": "again"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{fork}");
+    let fork_id = fork["session_id"].as_str().unwrap().to_owned();
+    let mut fb = Browser::connect(h.base(), &alice, &fork_id, 0).await;
+    fb.until(is("result")).await;
+    let (_, fork) = send(
+        h,
+        reqwest::Method::GET,
+        &alice,
+        &format!("/api/sessions/{fork_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(fork["origin"], repo.as_str(), "{fork}");
+    assert_ne!(fork["worktree"], repo.as_str(), "{fork}");
+    close(h, &alice, &fork_id).await;
+
     // Another user's new worktree from it is asked.
     let theirs = start_in_new_worktree(h, &bob, &repo).await;
     let mut b = Browser::connect(h.base(), &bob, &theirs, 0).await;

@@ -161,6 +161,9 @@ pub struct CreateFork {
     pub seq: u64,
     /// Where the executor resumes.
     pub from: duraclaw_core::protocol::ForkFrom,
+    /// The parent's origin ([`ForkPoint::origin`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// What a session's object answers on `/fork-point`: where a fork of it
@@ -173,6 +176,9 @@ pub struct ForkPoint {
     pub worktree: String,
     /// The parent's model.
     pub model: Option<String>,
+    /// The parent's origin (it runs in a new worktree made from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// The object route that finds a fork point (`?from_seq=N`).
@@ -256,6 +262,7 @@ async fn fork_point(req: &Request, actor: &SessionActor) -> worker::Result<Respo
                 from,
                 worktree: meta.worktree,
                 model: meta.model,
+                origin: meta.origin,
             })
         }
         Err(refused) => http_error(&refused),
@@ -429,7 +436,9 @@ impl SessionHost {
         }
         let mut plan = StartPlan::new(body.session, &body.owner, body.session_id, now_ms());
         if let Some(f) = body.fork {
-            plan = plan.with_fork(&f.parent, f.seq, f.from);
+            plan = plan
+                .with_fork(&f.parent, f.seq, f.from)
+                .with_origin(f.origin);
         }
         let store = match directory.create_store(plan.meta()) {
             Ok(s) => s,

@@ -190,7 +190,11 @@ pub(super) fn inputs_for(
         Event::Notice(n) if n.code == crate::protocol::NOTICE_WORKTREE => {
             if let Some(w) = &n.worktree {
                 meta.worktree.clone_from(&w.path);
-                meta.origin.clone_from(&w.origin);
+                // A fork in its parent's new worktree keeps the origin
+                // its host gave it.
+                if w.origin.is_some() {
+                    meta.origin.clone_from(&w.origin);
+                }
             }
             vec![]
         }
