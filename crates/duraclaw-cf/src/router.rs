@@ -525,6 +525,7 @@ async fn fork_session(
         parent: parent.to_owned(),
         seq: fork.from_seq,
         from: point.from,
+        origin: point.origin,
     };
     create_in_object(env, auth, user, session, Some(origin)).await
 }
@@ -540,7 +541,12 @@ async fn create_in_object(
 ) -> worker::Result<Response> {
     let id = new_session_id();
     // The rules in force from the session's first tool call on.
-    let rules = crate::rules::for_new_session(auth, &user.name, &body.worktree, &id).await?;
+    // A fork in its parent's new worktree has the parent's rules' worktree.
+    let rules_worktree = fork
+        .as_ref()
+        .and_then(|f| f.origin.as_deref())
+        .unwrap_or(&body.worktree);
+    let rules = crate::rules::for_new_session(auth, &user.name, rules_worktree, &id).await?;
     let create = CreateRequest {
         session_id: id.clone(),
         owner: user.name.clone(),

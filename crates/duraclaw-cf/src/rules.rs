@@ -80,7 +80,7 @@ pub async fn push(env: &Env, auth: &CfAuth, user: &str, all: &[StoredRule], exce
         .filter(|m| m.state != SessionState::Terminated && Some(m.session_id.as_str()) != except)
         .take(crate::router::MAX_LOGIN_ENDED_NOTICES)
         .map(|meta| async move {
-            let rules = host_rules::effective(all, &meta.worktree, &meta.session_id);
+            let rules = host_rules::effective_for(all, meta);
             let result = async {
                 let headers = Headers::new();
                 headers.set("Content-Type", "application/json")?;

@@ -225,9 +225,16 @@ pub struct SessionMeta {
     /// The worktree it runs in.
     #[serde(default)]
     pub worktree: String,
-    /// The model.
+    /// The worktree it was asked to run in, when it runs in a new one made
+    /// from there (see [`SessionMeta::rules_worktree`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The model: the one it started with, or the one last switched to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The permission mode last switched to (`mode_changed`), when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
     /// The executor's session id, for resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_session_id: Option<String>,
@@ -251,6 +258,24 @@ pub struct SessionMeta {
     /// A fork: the session and the `user.message` it was forked from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkedFrom>,
+    /// In a gateway's own store: the session was put away (evicted from
+    /// memory) with nothing pending. Hosts never set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Box<Parked>>,
+}
+
+/// A session a gateway put away with nothing pending (no running
+/// executor, no open question, no turn waiting to start, every event
+/// acknowledged): a restart need not load it, and loading it again on
+/// demand restores its approval rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// The approval rules it had (the host sends them again with its next
+    /// change and on each link; until then these hold).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::protocol::RuleEntry>,
 }
 
 /// The lineage of a fork: its parent session and the seq of the parent's
@@ -275,7 +300,9 @@ impl SessionMeta {
             owner: owner.into(),
             title: String::new(),
             worktree: String::new(),
+            origin: None,
             model: None,
+            permission_mode: None,
             executor_session_id: None,
             agent: None,
             state: SessionState::Initializing,
@@ -284,6 +311,7 @@ impl SessionMeta {
             cost_usd: 0.0,
             forked_from: None,
             pending_questions: 0,
+            parked: None,
         }
     }
 
@@ -295,6 +323,13 @@ impl SessionMeta {
         self.worktree = worktree.to_owned();
         self.model = model.filter(|m| !m.trim().is_empty()).map(str::to_owned);
         self
+    }
+
+    /// The worktree its worktree-scope approval rules name: the one it was
+    /// asked to run in ([`SessionMeta::origin`]) when the gateway made it a
+    /// new one, else the one it runs in.
+    pub fn rules_worktree(&self) -> &str {
+        self.origin.as_deref().unwrap_or(&self.worktree)
     }
 
     /// A session's title: the first non-blank line of its prompt, trimmed,

@@ -693,6 +693,7 @@ fn cases() -> Vec<Case> {
                     branch: Some(s("duraclaw/4k2m9x1c")),
                     base: Some(s("9fceb02d0ae598e95dc970b74767f19372d61af8")),
                     created: true,
+                    origin: Some(s("/data/repos/app")),
                 })),
                 ..Notice::new(NOTICE_WORKTREE, "the session's worktree")
             })),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use duraclaw_core::Result;
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::DynExecutor;
-use duraclaw_store::SqliteDirectory;
+use duraclaw_store::{SqliteDirectory, SqliteOptions};
 use tokio::net::TcpListener;
 
 use crate::claude::{ClaudeConfig, ClaudeExecutor};
@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// `expired` (never as denied). Unset: wait for a human forever.
     #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_APPROVAL_TIMEOUT_SECS"))]
     pub approval_timeout_secs: Option<u64>,
+    /// Keep a session with nothing live (executor ended, nothing pending,
+    /// every event acknowledged) in memory this many ms after its last use,
+    /// then load it from the store when a command needs it (default 60000).
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_EVICT_IDLE_MS"))]
+    pub evict_idle_ms: Option<u64>,
     /// Read the bearer secret from this file instead of CC_GATEWAY_SECRET.
     #[cfg_attr(feature = "cli", arg(long, env = "CC_GATEWAY_SECRET_FILE"))]
     pub secret_file: Option<PathBuf>,
@@ -98,6 +103,17 @@ pub struct ServeArgs {
     /// besides the built-in one (`{"agents": [{"name", "command", …}]}`).
     #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_AGENTS"))]
     pub agents: Option<PathBuf>,
+}
+
+/// The page cache of each of the gateway's SQLite connections, in KiB. Its
+/// reads are a session's newest events and single rows, which a small cache
+/// holds; SQLite's default (about 2 MiB per connection) would let memory
+/// grow with the database rather than with live work.
+pub const STORE_CACHE_KIB: u32 = 256;
+
+/// How the gateway opens its store (`gateway.db`).
+pub fn store_options() -> SqliteOptions {
+    SqliteOptions::default().page_cache_kib(STORE_CACHE_KIB)
 }
 
 /// The default data directory: `$XDG_DATA_HOME/duraclaw/gateway`, else
@@ -230,11 +246,17 @@ impl RunningGateway {
             ))
         })?;
         let db_path = data_dir.join("gateway.db");
-        let directory = Arc::new(SqliteDirectory::open(&db_path).await.map_err(|e| match e {
-            // The only open error that does not name the file by itself.
-            Error::SchemaTooNew { .. } => Error::Invalid(format!("{}: {e}", db_path.display())),
-            other => other,
-        })?);
+        let directory = Arc::new(
+            SqliteDirectory::open_with(&db_path, store_options())
+                .await
+                .map_err(|e| match e {
+                    // The only open error that does not name the file by itself.
+                    Error::SchemaTooNew { .. } => {
+                        Error::Invalid(format!("{}: {e}", db_path.display()))
+                    }
+                    other => other,
+                })?,
+        );
         let audit_path = data_dir.join("audit.jsonl");
         let file = JsonlAudit::open(&audit_path).map_err(|e| {
             Error::Invalid(format!(
@@ -259,6 +281,9 @@ impl RunningGateway {
             agents,
         )
         .await?;
+        if let Some(ms) = args.evict_idle_ms {
+            gateway.set_evict_idle(Duration::from_millis(ms));
+        }
         let listener = TcpListener::bind(args.bind)
             .await
             .map_err(|e| Error::other(format!("cannot listen on {}", args.bind), e))?;

@@ -173,13 +173,20 @@ async fn handle(
         let _ = sink.close().await;
     });
 
+    let loads = gateway.loads();
+    let (ended_tx, ended) = mpsc::unbounded_channel();
     let mut link = Link {
         gateway,
         tx,
         forwarders: HashMap::new(),
+        next_forwarder: 0,
+        dormant: HashMap::new(),
+        ended_tx,
+        ended,
+        loads,
     };
     let result = link.run(&mut stream).await;
-    for (_, f) in link.forwarders.drain() {
+    for (_, (_, f)) in link.forwarders.drain() {
         f.abort();
     }
     drop(link);
@@ -187,10 +194,26 @@ async fn handle(
     result
 }
 
+/// A forwarder ended because its session was put away: the session, the
+/// forwarder's number, and the last gseq it sent.
+type Ended = (String, u64, u64);
+
 struct Link {
     gateway: Gateway,
     tx: mpsc::Sender<Message>,
-    forwarders: HashMap<String, JoinHandle<()>>,
+    /// Each attached session's forwarder, with its number.
+    forwarders: HashMap<String, (u64, JoinHandle<()>)>,
+    /// The number of the next forwarder.
+    next_forwarder: u64,
+    /// Attached sessions whose forwarder ended because the session was put
+    /// away, with the last gseq sent: re-attached from there when the
+    /// session is loaded again.
+    dormant: HashMap<String, u64>,
+    /// A forwarder whose session was put away says so here.
+    ended_tx: mpsc::UnboundedSender<Ended>,
+    ended: mpsc::UnboundedReceiver<Ended>,
+    /// Sessions loaded from the store.
+    loads: tokio::sync::broadcast::Receiver<String>,
 }
 
 impl Link {
@@ -261,7 +284,21 @@ impl Link {
         hello.executor_error = self.gateway.executor_error().await;
         self.send(&FromGateway::Hello(hello)).await?;
 
-        while let Some(text) = next_text(stream).await? {
+        loop {
+            let text = tokio::select! {
+                text = next_text(stream) => match text? {
+                    Some(t) => t,
+                    None => break,
+                },
+                Some((id, number, last)) = self.ended.recv() => {
+                    self.put_away(id, number, last).await?;
+                    continue;
+                }
+                loaded = self.loads.recv() => {
+                    self.loaded(loaded).await?;
+                    continue;
+                }
+            };
             let frame = match decode_frame::<ToGateway>(&text, "gateway frame") {
                 Ok(f) => f,
                 Err(e) => {
@@ -331,27 +368,86 @@ impl Link {
             Ok(s) => s,
             Err(e) => return self.send(&FromGateway::Error(WireError::from(&e))).await,
         };
-        if let Some(old) = self.forwarders.remove(&session_id) {
+        self.forward(&session, session_id, after);
+        Ok(())
+    }
+
+    /// Forwards `session`'s events after `after` (replacing a forwarder it
+    /// had). Once the session is put away its forwarder ends and reports
+    /// the last gseq it sent ([`Link::put_away`]).
+    fn forward(&mut self, session: &crate::server::GatewaySession, session_id: String, after: u64) {
+        self.dormant.remove(&session_id);
+        if let Some((_, old)) = self.forwarders.remove(&session_id) {
             old.abort();
         }
+        let number = self.next_forwarder;
+        self.next_forwarder += 1;
         let mut sub = session.log().subscribe(after);
         let tx = self.tx.clone();
+        let ended = self.ended_tx.clone();
         let id = session_id.clone();
         let task = tokio::spawn(async move {
+            let mut last = after;
             while let Some(item) = sub.next().await {
-                let frame = match item.and_then(|e| gateway_event_frame(&id, e.seq, &e.json)) {
+                let (seq, frame) = match item
+                    .and_then(|e| Ok((e.seq, gateway_event_frame(&id, e.seq, &e.json)?)))
+                {
                     Ok(f) => f,
                     Err(e) => {
                         tracing::error!(session = %id, error = %e, "outbox read failed");
-                        break;
+                        return;
                     }
                 };
                 if tx.send(Message::text(frame)).await.is_err() {
-                    break;
+                    return;
                 }
+                last = seq;
             }
+            // The session was put away (its log closed).
+            let _ = ended.send((id, number, last));
         });
-        self.forwarders.insert(session_id, task);
+        self.forwarders.insert(session_id, (number, task));
+    }
+
+    /// A forwarder's session was put away after gseq `last` was sent: it
+    /// waits as dormant, or follows the session at once if it is loaded
+    /// again already.
+    async fn put_away(&mut self, id: String, number: u64, last: u64) -> Result<()> {
+        if self.forwarders.get(&id).is_none_or(|(n, _)| *n != number) {
+            // Attached again since: that forwarder follows it.
+            return Ok(());
+        }
+        self.forwarders.remove(&id);
+        match self.gateway.loaded(&id).await {
+            Some(session) => self.forward(&session, id, last),
+            None => {
+                self.dormant.insert(id, last);
+            }
+        }
+        Ok(())
+    }
+
+    /// A session was loaded from the store: a dormant forwarder of it
+    /// follows it again. Missed loads (the link lagged) are looked up.
+    async fn loaded(
+        &mut self,
+        loaded: std::result::Result<String, tokio::sync::broadcast::error::RecvError>,
+    ) -> Result<()> {
+        let ids: Vec<String> = match loaded {
+            Ok(id) if self.dormant.contains_key(&id) => vec![id],
+            Ok(_) => return Ok(()),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                self.dormant.keys().cloned().collect()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        for id in ids {
+            if let Some(session) = self.gateway.loaded(&id).await
+                && let Some(last) = self.dormant.get(&id).copied()
+            {
+                self.forward(&session, id, last);
+            }
+        }
         Ok(())
     }
 }

@@ -21,8 +21,9 @@ use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw};
 use duraclaw_core::protocol::{
-    AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event, QuestionKind,
-    SessionInit, ToolResult, ToolUse, TurnResult, Usage, UserQuestion,
+    AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event,
+    NOTICE_MODE_CHANGED, NOTICE_MODEL_CHANGED, Notice, QuestionKind, SessionInit, ToolResult,
+    ToolUse, TurnResult, Usage, UserQuestion,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -174,6 +175,8 @@ enum Input {
 #[derive(Debug)]
 pub struct ScriptedSession {
     tx: mpsc::UnboundedSender<Input>,
+    /// Where mode and model switches are logged.
+    sink: DynEventSink,
     running: Arc<AtomicBool>,
     done: tokio::sync::watch::Receiver<bool>,
 }
@@ -193,7 +196,7 @@ impl Executor for ScriptedExecutor {
             script: self.script.clone(),
             spec: spec.clone(),
             gate,
-            sink,
+            sink: sink.clone(),
             run: format!(
                 "{}-{}",
                 SystemClock.now_ms(),
@@ -211,7 +214,12 @@ impl Executor for ScriptedExecutor {
             tx.send(Input::Prompt(prompt))
                 .map_err(|_| Error::Closed("scripted session"))?;
         }
-        Ok(Box::new(ScriptedSession { tx, running, done }))
+        Ok(Box::new(ScriptedSession {
+            tx,
+            sink,
+            running,
+            done,
+        }))
     }
 }
 
@@ -240,6 +248,29 @@ impl ExecutorSession for ScriptedSession {
 
     fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
+    }
+
+    /// Logs the switch as the CLI's mapper does (`mode_changed`).
+    async fn set_permission_mode(&self, mode: &str) -> Result<()> {
+        if !self.is_running() {
+            return Err(Error::Closed("scripted session"));
+        }
+        let mut notice = Notice::new(
+            NOTICE_MODE_CHANGED,
+            format!("The permission mode is now {mode}."),
+        );
+        notice.permission_mode = Some(mode.to_owned());
+        self.sink.emit(Event::Notice(notice)).await
+    }
+
+    /// Logs the switch (`model_changed`), any name taken as it is.
+    async fn set_model(&self, model: &str) -> Result<()> {
+        if !self.is_running() {
+            return Err(Error::Closed("scripted session"));
+        }
+        let mut notice = Notice::new(NOTICE_MODEL_CHANGED, format!("The model is now {model}."));
+        notice.model = Some(model.to_owned());
+        self.sink.emit(Event::Notice(notice)).await
     }
 }
 
@@ -288,7 +319,12 @@ impl Player {
                 "AskUserQuestion".into(),
             ],
             cwd: Some(self.spec.worktree.clone()),
-            permission_mode: Some("default".into()),
+            permission_mode: Some(
+                self.spec
+                    .permission_mode
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            ),
             executor_version: Some(env!("CARGO_PKG_VERSION").into()),
         });
         if self.sink.emit(init).await.is_err() {
@@ -379,7 +415,9 @@ impl Player {
         let aborted = !matches!(end, TurnEnd::Done);
         self.sink
             .emit(Event::Result(TurnResult {
-                last_message_uuid: None,
+                // Where the turn ended, as the CLI says it: a fork resumes
+                // there (a resumed scripted session echoes).
+                last_message_uuid: Some(self.id("msg_end")),
                 subtype: Some(
                     if aborted {
                         "error_during_execution"

@@ -542,6 +542,7 @@ pub fn session_worktree(path: &Path) -> duraclaw_core::protocol::SessionWorktree
         branch,
         base,
         created: false,
+        origin: None,
     }
 }
 

@@ -6,6 +6,7 @@
 
 use duraclaw_approval::rules::{PRESETS, Rule, preset};
 use duraclaw_core::protocol::{RuleAction, RuleEntry, RuleScope};
+use duraclaw_core::store::SessionMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -270,11 +271,14 @@ pub fn worktree_allow(
 }
 
 /// The worktree rule an `answer` carries ("always allow for this
-/// worktree"), for a session in `worktree`: `None` when it carries none;
-/// refused (400) with any decision but allow, or a rule that does not parse.
+/// worktree"), for session `meta`: it names the session's
+/// [`rules_worktree`](SessionMeta::rules_worktree) (the repository a new
+/// worktree was made from, so the next new worktree from there is not
+/// asked); `None` when it carries none; refused (400) with any decision
+/// but allow, or a rule that does not parse.
 pub fn answer_rule(
     answer: &duraclaw_core::protocol::Answer,
-    worktree: &str,
+    meta: &SessionMeta,
     id: String,
     now_ms: i64,
 ) -> Result<Option<StoredRule>, HttpError> {
@@ -290,7 +294,7 @@ pub fn answer_rule(
             "\"always allow for this worktree\" goes with an allow",
         ));
     }
-    worktree_allow(rule, worktree, id, now_ms).map(Some)
+    worktree_allow(rule, meta.rules_worktree(), id, now_ms).map(Some)
 }
 
 /// The user-scope rules preset `name` adds (`POST /api/rules/preset`
@@ -338,8 +342,16 @@ pub fn presets_json() -> Value {
     )
 }
 
-/// The rules in force for session `session_id` in `worktree`, from all of
-/// its owner's rules: what the gateway is sent.
+/// The rules in force for session `meta`, from all of its owner's rules:
+/// what the gateway is sent. Worktree-scope rules are those of its
+/// [`rules_worktree`](SessionMeta::rules_worktree).
+pub fn effective_for(rules: &[StoredRule], meta: &SessionMeta) -> Vec<RuleEntry> {
+    effective(rules, meta.rules_worktree(), &meta.session_id)
+}
+
+/// The rules in force for session `session_id` whose rules' worktree is
+/// `worktree` (a session not created yet: the worktree it asks for), from
+/// all of its owner's rules.
 pub fn effective(rules: &[StoredRule], worktree: &str, session_id: &str) -> Vec<RuleEntry> {
     rules
         .iter()
@@ -452,6 +464,28 @@ mod tests {
             .filter_map(|e| e.id)
             .collect();
         assert_eq!(ids, ["u", "w1", "s1"]);
+        // A session in a new worktree made from /w/a has /w/a's rules, and
+        // "always allow for this worktree" names /w/a.
+        let mut meta = SessionMeta::new("S1", "alice", 0);
+        meta.worktree = "/data/worktrees/a-1".into();
+        meta.origin = Some("/w/a".into());
+        let ids: Vec<String> = effective_for(&all, &meta)
+            .into_iter()
+            .filter_map(|e| e.id)
+            .collect();
+        assert_eq!(ids, ["u", "w1", "s1"]);
+        let answer: duraclaw_core::protocol::Answer = serde_json::from_value(json!({
+            "question_id": "q", "decision": "allow", "allow_worktree_rule": "Bash(make)"
+        }))
+        .unwrap();
+        let added = answer_rule(&answer, &meta, "r".into(), 1).unwrap().unwrap();
+        assert_eq!(added.worktree.as_deref(), Some("/w/a"));
+        meta.origin = None;
+        let ids: Vec<String> = effective_for(&all, &meta)
+            .into_iter()
+            .filter_map(|e| e.id)
+            .collect();
+        assert_eq!(ids, ["u", "s1"]);
         let row = all[1].columns();
         let back = StoredRule::from_row(row.0, row.1, row.2, row.3, row.4, row.5, row.6).unwrap();
         assert_eq!(back, all[1]);

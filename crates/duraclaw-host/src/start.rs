@@ -67,6 +67,9 @@ pub struct StartPlan {
         duraclaw_core::store::ForkedFrom,
         duraclaw_core::protocol::ForkFrom,
     )>,
+    /// The repository a new worktree was made from, for a fork that runs
+    /// in its parent's new worktree.
+    origin: Option<String>,
 }
 
 impl StartPlan {
@@ -79,7 +82,22 @@ impl StartPlan {
             request,
             now_ms,
             fork: None,
+            origin: None,
         }
+    }
+
+    /// Runs in a new worktree made from `origin` (a fork in its parent's
+    /// new worktree): its worktree-scope rules are `origin`'s.
+    #[must_use]
+    pub fn with_origin(mut self, origin: Option<String>) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// The worktree its worktree-scope rules name
+    /// ([`SessionMeta::rules_worktree`]).
+    pub fn rules_worktree(&self) -> &str {
+        self.origin.as_deref().unwrap_or(&self.request.worktree)
     }
 
     /// A fork of `parent` from its `user.message` at `seq`: the metadata
@@ -115,6 +133,7 @@ impl StartPlan {
             .request
             .meta(&self.session_id, &self.owner, self.now_ms);
         meta.forked_from = self.fork.as_ref().map(|(lineage, _)| lineage.clone());
+        meta.origin.clone_from(&self.origin);
         meta
     }
 
@@ -265,5 +284,21 @@ mod tests {
             error: None,
         };
         assert_eq!(plan.answer(Some(&bare)).unwrap_err().status, 502);
+    }
+
+    #[test]
+    fn a_fork_in_a_new_worktree_keeps_its_parents_origin() {
+        let request = read_request(
+            json!({"worktree": "/data/worktrees/app-1", "prompt": "go"}),
+            "alice",
+        )
+        .unwrap();
+        let plan = StartPlan::new(request.clone(), "alice", "S1".into(), 1);
+        assert_eq!(plan.rules_worktree(), "/data/worktrees/app-1");
+        assert_eq!(plan.meta().origin, None);
+        let plan = plan.with_origin(Some("/w/app".into()));
+        assert_eq!(plan.rules_worktree(), "/w/app");
+        assert_eq!(plan.meta().origin.as_deref(), Some("/w/app"));
+        assert_eq!(plan.meta().rules_worktree(), "/w/app");
     }
 }

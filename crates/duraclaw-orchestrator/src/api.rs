@@ -327,7 +327,14 @@ async fn fork_session(
         json!({"worktree": meta.worktree, "prompt": fork.prompt, "model": meta.model}),
         &user.name,
     )?;
-    start_session(&app, &user, request, Some((id, fork.from_seq, from))).await
+    let origin = meta.origin.clone();
+    start_session(
+        &app,
+        &user,
+        request,
+        Some((id, fork.from_seq, from, origin)),
+    )
+    .await
 }
 
 /// Starts `request` for `user` (a fork of a session when `fork` is set):
@@ -336,7 +343,12 @@ async fn start_session(
     app: &AppState,
     user: &AuthUser,
     request: duraclaw_core::backend::web::NewSession,
-    fork: Option<(String, u64, duraclaw_core::protocol::ForkFrom)>,
+    fork: Option<(
+        String,
+        u64,
+        duraclaw_core::protocol::ForkFrom,
+        Option<String>,
+    )>,
 ) -> Result<Response, ApiError> {
     let gateway = app.orchestrator.gateway();
     if !gateway.is_connected() {
@@ -353,8 +365,9 @@ async fn start_session(
         app.orchestrator.new_session_id(),
         app.orchestrator.clock().now_ms(),
     );
-    if let Some((parent, seq, from)) = fork {
-        plan = plan.with_fork(&parent, seq, from);
+    if let Some((parent, seq, from, origin)) = fork {
+        // In the parent's worktree, with its rules' worktree.
+        plan = plan.with_fork(&parent, seq, from).with_origin(origin);
     }
     let actor = app.orchestrator.create(plan.meta()).await?;
     match start_created(app, &actor, &plan).await {
@@ -383,7 +396,7 @@ async fn start_created(
     // The rules in force from the first tool call on.
     execute.rules = Some(
         app.orchestrator
-            .rules_for(plan.owner(), &execute.worktree, id)
+            .rules_for(plan.owner(), plan.rules_worktree(), id)
             .await?,
     );
     let out = actor.execute(&command_id, execute, &who).await?;
@@ -762,10 +775,10 @@ async fn allow_worktree(
         return Ok(());
     };
     let orch = &app.orchestrator;
-    let worktree = actor.meta().await.worktree;
+    let meta = actor.meta().await;
     let Some(rule) = duraclaw_host::rules::answer_rule(
         answer,
-        &worktree,
+        &meta,
         orch.new_rule_id(),
         orch.clock().now_ms(),
     )?

@@ -335,7 +335,7 @@ impl GatewayLink {
             // The session's rules again (a restarted gateway has none),
             // after a resent `execute` and before the attach.
             let rules = orch
-                .rules_frame(&meta.owner, &meta.worktree, &meta.session_id)
+                .rules_frame(&meta.owner, meta.rules_worktree(), &meta.session_id)
                 .await?;
             frames.insert(frames.len().saturating_sub(1), rules);
             for frame in frames {

@@ -90,7 +90,8 @@ impl Orchestrator {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The rules in force for `owner`'s session `session_id` in `worktree`.
+    /// The rules in force for `owner`'s session `session_id` whose rules'
+    /// worktree is `worktree` ([`SessionMeta::rules_worktree`](duraclaw_core::store::SessionMeta::rules_worktree)).
     pub async fn rules_for(
         &self,
         owner: &str,
@@ -124,7 +125,7 @@ impl Orchestrator {
             }
             let frame = ToGateway::Rules {
                 session_id: meta.session_id.clone(),
-                rules: host_rules::effective(&all, &meta.worktree, &meta.session_id),
+                rules: host_rules::effective_for(&all, &meta),
             };
             let _ = self.gateway().send(&frame);
         }

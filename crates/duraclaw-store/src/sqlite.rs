@@ -58,6 +58,7 @@ pub struct SqliteOptions {
     readers: usize,
     max_group_events: usize,
     queue: usize,
+    cache_kib: Option<u32>,
 }
 
 impl Default for SqliteOptions {
@@ -67,6 +68,7 @@ impl Default for SqliteOptions {
             readers: 4,
             max_group_events: 4096,
             queue: 1024,
+            cache_kib: None,
         }
     }
 }
@@ -95,6 +97,13 @@ impl SqliteOptions {
     /// queue theirs (default 1024, at least 1).
     pub fn queue(mut self, requests: usize) -> Self {
         self.queue = requests.max(1);
+        self
+    }
+
+    /// The page cache of the writer and of each reader, in KiB (SQLite's
+    /// default, about 2 MiB each, when not set; at least 64).
+    pub fn page_cache_kib(mut self, kib: u32) -> Self {
+        self.cache_kib = Some(kib.max(64));
         self
     }
 }
@@ -190,8 +199,9 @@ impl SqliteDirectory {
         let conn = {
             let target = path.clone();
             let busy = options.busy_timeout;
+            let cache = options.cache_kib;
             runtime
-                .spawn_blocking(move || open_and_migrate(&target, busy))
+                .spawn_blocking(move || open_and_migrate(&target, busy, cache))
                 .await
                 .map_err(|e| {
                     sql_error(format_args!("opening {} did not finish", path.display()), e)
@@ -231,6 +241,7 @@ impl SqliteDirectory {
             path.clone(),
             options.busy_timeout,
             options.readers,
+            options.cache_kib,
             runtime,
         ));
         Ok(SqliteDirectory {
@@ -275,8 +286,14 @@ impl SqliteDirectory {
 
 /// Opens the writer connection and migrates; every error names the path.
 /// Its commits never checkpoint: the checkpointer thread does.
-fn open_and_migrate(path: &Path, busy_timeout: Duration) -> Result<rusqlite::Connection> {
+fn open_and_migrate(
+    path: &Path,
+    busy_timeout: Duration,
+    cache_kib: Option<u32>,
+) -> Result<rusqlite::Connection> {
     let conn = open_writer(path, busy_timeout)?;
+    conn::set_page_cache(&conn, cache_kib)
+        .map_err(|e| sql_error(format_args!("cannot set up {}", path.display()), e))?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(|e| sql_error(format_args!("cannot set up {}", path.display()), e))?;
     let mut sql = SqliteConn::new(conn);
@@ -486,6 +503,32 @@ mod tests {
             .await
             .unwrap();
         (dir, tmp)
+    }
+
+    #[tokio::test]
+    async fn the_page_cache_bound_holds_for_the_writer_and_the_readers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = |c: &rusqlite::Connection| -> i64 {
+            c.pragma_query_value(None, "cache_size", |r| r.get(0))
+                .unwrap()
+        };
+        let dir = SqliteDirectory::open_with(
+            tmp.path().join("bounded.db"),
+            SqliteOptions::default().page_cache_kib(256),
+        )
+        .await
+        .unwrap();
+        let read = dir.db.readers.read(move |c| Ok(cache(c))).await.unwrap();
+        let written = cache(&dir.db.core.lock().unwrap().conn);
+        assert_eq!((read, written), (-256, -256));
+        let (default, _tmp) = temp_directory().await;
+        let read = default
+            .db
+            .readers
+            .read(move |c| Ok(cache(c)))
+            .await
+            .unwrap();
+        assert_ne!(read, -256);
     }
 
     #[tokio::test]

@@ -49,6 +49,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         the_rules_api_checks_owns_and_presets,
         a_deny_rule_beats_a_session_allow,
         always_allow_for_this_worktree_from_the_prompt,
+        always_allow_for_this_worktree_holds_in_new_worktrees_of_its_repository,
         reads_are_free_with_the_real_cli,
         the_inbox_lists_the_users_own_questions_and_resumes_exactly_once,
         an_ended_login_closes_the_inbox_stream,
@@ -57,6 +58,8 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         a_fork_carries_the_conversation_up_to_its_message,
         agents_are_listed_chosen_and_recorded,
         a_stream_opens_with_its_tail_pages_back_and_compacts_closed_messages,
+        a_switched_mode_and_model_survive_a_gateway_restart,
+        an_evicted_sessions_late_answer_and_resume_work,
     ]
 }
 
@@ -73,6 +76,16 @@ async fn a_stream_opens_with_its_tail_pages_back_and_compacts_closed_messages(h:
 async fn a_fork_carries_the_conversation_up_to_its_message(h: &dyn Host) {
     user(h, "forkcli").await;
     crate::fork::fork_from_the_second_of_three(h, "forkcli").await;
+}
+
+async fn an_evicted_sessions_late_answer_and_resume_work(h: &dyn Host) {
+    user(h, "evicted").await;
+    crate::evict::an_evicted_sessions_late_answer_and_resume_work(h, "evicted").await;
+}
+
+async fn a_switched_mode_and_model_survive_a_gateway_restart(h: &dyn Host) {
+    user(h, "modesrestart").await;
+    crate::modes::a_switched_mode_and_model_survive_a_gateway_restart(h, "modesrestart").await;
 }
 
 async fn modes_and_models_switch_mid_session_with_the_real_cli(h: &dyn Host) {
@@ -100,6 +113,12 @@ async fn always_allow_for_this_worktree_from_the_prompt(h: &dyn Host) {
     user(h, "rulewt").await;
     h.add_user("rulewt2", PASSWORD).await;
     crate::rules::always_allow_for_this_worktree(h, "rulewt", "rulewt2").await;
+}
+
+async fn always_allow_for_this_worktree_holds_in_new_worktrees_of_its_repository(h: &dyn Host) {
+    user(h, "rulenew").await;
+    h.add_user("rulenew2", PASSWORD).await;
+    crate::rules::always_allow_in_new_worktrees(h, "rulenew", "rulenew2").await;
 }
 
 async fn the_inbox_lists_the_users_own_questions_and_resumes_exactly_once(h: &dyn Host) {
@@ -804,7 +823,7 @@ fn git(dir: &str, args: &[&str]) -> String {
 }
 
 /// `POST /api/sessions` for a new worktree from `repo`: the session id.
-async fn start_in_new_worktree(h: &dyn Host, cookie: &str, repo: &str) -> String {
+pub(crate) async fn start_in_new_worktree(h: &dyn Host, cookie: &str, repo: &str) -> String {
     let (status, body) = post(
         h,
         cookie,

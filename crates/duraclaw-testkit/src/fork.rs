@@ -75,6 +75,13 @@ pub async fn fork_from_the_second_of_three(h: &dyn Host, name: &str) {
         None,
     )
     .await;
+    // The session list carries the lineage too.
+    let (_, list) = send(h, reqwest::Method::GET, &cookie, "/api/sessions", None).await;
+    let in_list = list
+        .as_array()
+        .and_then(|l| l.iter().find(|m| m["session_id"] == fork_id.as_str()))
+        .cloned()
+        .unwrap_or(Value::Null);
     let request = fake
         .model_requests()
         .last()
@@ -98,7 +105,7 @@ pub async fn fork_from_the_second_of_three(h: &dyn Host, name: &str) {
     assert_eq!(bad, 400, "{bad_body}");
     assert_eq!(status, 201, "{meta}");
     assert_ne!(fork_id, id);
-    for m in [&meta, &listed] {
+    for m in [&meta, &listed, &in_list] {
         assert_eq!(m["forked_from"]["session_id"], id.as_str(), "{m}");
         assert_eq!(m["forked_from"]["seq"], second, "{m}");
     }

@@ -51,6 +51,9 @@ pub const WORKTREES: &[&str] = &[
     "inboxlogin",
     "fresh",
     "modescli",
+    "rulenew",
+    "modesrestart",
+    "evicted",
     "forkcli",
     "agents",
     "tail",
@@ -124,6 +127,12 @@ pub trait Host: Send + Sync {
         cli: &'a Path,
         env: &'a [(String, String)],
     ) -> BoxFuture<'a, ()>;
+    /// Starts the gateway (the scripted executor) on its port and data
+    /// with `env` set for it (e.g. `DURACLAW_EVICT_IDLE_MS`).
+    fn start_gateway_with_env<'a>(&'a self, env: &'a [(String, String)]) -> BoxFuture<'a, ()>;
+    /// What the gateway has logged (its stderr) since it last started, at
+    /// least.
+    fn gateway_log_text(&self) -> String;
     /// Stops the host (the orchestrator SIGKILLed; `wrangler dev` stopped)
     /// and starts it again on the same data and address.
     fn restart_host(&self) -> BoxFuture<'_, ()>;
@@ -427,6 +436,15 @@ impl Host for LocalHost {
             *self.gateway.lock().await = Some(child);
         })
     }
+    fn start_gateway_with_env<'a>(&'a self, env: &'a [(String, String)]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let child = self.spawn_gateway(None, env).await;
+            *self.gateway.lock().await = Some(child);
+        })
+    }
+    fn gateway_log_text(&self) -> String {
+        crate::read_log(&self.root.join("gateway.log"))
+    }
     fn start_gateway_with_claude<'a>(
         &'a self,
         cli: &'a Path,
@@ -636,12 +654,21 @@ impl CloudflareHost {
         let log = self.gateway_log();
         let child = match cli {
             None => {
-                crate::gateway::start(
+                let script = self.root.join("script.json");
+                let executor = [
+                    "--executor".as_ref(),
+                    "scripted".as_ref(),
+                    "--script".as_ref(),
+                    script.as_os_str(),
+                ];
+                crate::gateway::start_with_env(
                     &self.root,
                     self.gateway_port,
                     GATEWAY_SECRET,
                     &log,
                     DEADLINE,
+                    &executor,
+                    env,
                 )
                 .await
             }
@@ -787,6 +814,12 @@ impl Host for CloudflareHost {
     }
     fn start_gateway_with_cli<'a>(&'a self, cli: &'a Path) -> BoxFuture<'a, ()> {
         Box::pin(self.spawn_gateway(Some(cli), &[]))
+    }
+    fn start_gateway_with_env<'a>(&'a self, env: &'a [(String, String)]) -> BoxFuture<'a, ()> {
+        Box::pin(self.spawn_gateway(None, env))
+    }
+    fn gateway_log_text(&self) -> String {
+        crate::read_log(&self.gateway_log())
     }
     fn start_gateway_with_claude<'a>(
         &'a self,

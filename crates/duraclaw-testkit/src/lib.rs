@@ -38,6 +38,7 @@ pub mod both_hosts;
 pub mod browser;
 pub mod browser_suite;
 pub mod contract;
+pub mod evict;
 pub mod fault_run;
 pub mod faults;
 pub mod fork;

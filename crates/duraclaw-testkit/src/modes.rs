@@ -206,3 +206,64 @@ pub async fn modes_and_models_with_the_real_cli(h: &dyn Host, name: &str) {
         "the next API request uses the new model"
     );
 }
+
+/// A mode and a model switched mid-session hold across a gateway restart
+/// (the scripted executor): the relaunched executor's `session.init`
+/// reports both, and the session's metadata shows them.
+pub async fn a_switched_mode_and_model_survive_a_gateway_restart(h: &dyn Host, name: &str) {
+    let cookie = login(h, name, crate::api::PASSWORD).await;
+    let id = create_session(h, &cookie, name, "build it").await;
+    let mut b = Browser::connect(h.base(), &cookie, &id, 0).await;
+    let q = b.until(is("user_question")).await;
+    let ok = command(
+        &mut b,
+        "a-1",
+        json!({"type": "answer", "question_id": q["question_id"], "decision": "allow"}),
+    )
+    .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until(is("result")).await;
+    let plan = command(&mut b, "m-1", json!({"type": "set_mode", "mode": "plan"})).await;
+    assert_eq!(plan["ok"], true, "{plan}");
+    b.until(notice(
+        "mode_changed",
+        "permission_mode",
+        Some("plan".into()),
+    ))
+    .await;
+    let model = command(
+        &mut b,
+        "m-2",
+        json!({"type": "set_model", "model": "claude-switched-1"}),
+    )
+    .await;
+    assert_eq!(model["ok"], true, "{model}");
+    b.until(notice(
+        "model_changed",
+        "model",
+        Some("claude-switched-1".into()),
+    ))
+    .await;
+    h.kill_gateway().await;
+    wait_link(h, &cookie, false).await;
+    h.start_gateway().await;
+    wait_link(h, &cookie, true).await;
+    let seq = b.last_seq();
+    let sent = command(&mut b, "t-2", json!({"type": "message", "text": "again"})).await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    let init = b.until_after(seq, is("session.init")).await;
+    b.until_after(seq, is("result")).await;
+    let (_, meta) = crate::rules::send(
+        h,
+        reqwest::Method::GET,
+        &cookie,
+        &format!("/api/sessions/{id}"),
+        None,
+    )
+    .await;
+    close(h, &cookie, &id).await;
+    assert_eq!(init["permission_mode"], "plan", "{init}");
+    assert_eq!(init["model"], "claude-switched-1", "{init}");
+    assert_eq!(meta["permission_mode"], "plan", "{meta}");
+    assert_eq!(meta["model"], "claude-switched-1", "{meta}");
+}

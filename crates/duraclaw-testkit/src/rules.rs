@@ -306,6 +306,111 @@ pub async fn always_allow_for_this_worktree(h: &dyn Host, alice_name: &str, bob_
     close(h, &bob, &theirs).await;
 }
 
+/// "Always allow for this worktree" from the prompt of a session in a new
+/// worktree made from a repository: the rule names the repository (the
+/// worktree notice's `origin`), so the next new-worktree session of that
+/// user from it is not asked (a `rule_decision` names the rule); a
+/// new-worktree session of another user from it is asked.
+pub async fn always_allow_in_new_worktrees(h: &dyn Host, alice_name: &str, bob_name: &str) {
+    use crate::api::start_in_new_worktree;
+    let alice = login(h, alice_name, crate::api::PASSWORD).await;
+    let bob = login(h, bob_name, crate::api::PASSWORD).await;
+    let repo = worktree(h, alice_name);
+    let first = start_in_new_worktree(h, &alice, &repo).await;
+    let mut b = Browser::connect(h.base(), &alice, &first, 0).await;
+    let made = b
+        .until(|e: &Value| e["type"] == "notice" && e["code"] == "worktree")
+        .await;
+    assert_eq!(made["worktree"]["created"], true, "{made}");
+    assert_eq!(made["worktree"]["origin"], repo.as_str(), "{made}");
+    assert_ne!(made["worktree"]["path"], repo.as_str(), "{made}");
+    let q = b.until(is("user_question")).await;
+    let ok = b
+        .command(
+            "a-1",
+            json!({"type": "answer", "question_id": q["question_id"], "decision": "allow",
+                   "allow_worktree_rule": "Bash(make)"}),
+        )
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until(is("result")).await;
+    let listed = rules(h, &alice).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (
+            &listed[0]["scope"],
+            &listed[0]["worktree"],
+            &listed[0]["rule"]
+        ),
+        (&json!("worktree"), &json!(repo), &json!("Bash(make)"))
+    );
+    let (_, meta) = send(
+        h,
+        reqwest::Method::GET,
+        &alice,
+        &format!("/api/sessions/{first}"),
+        None,
+    )
+    .await;
+    assert_eq!(meta["origin"], repo.as_str(), "{meta}");
+    close(h, &alice, &first).await;
+
+    // The next new worktree from the repository is not asked.
+    let second = start_in_new_worktree(h, &alice, &repo).await;
+    let mut b = Browser::connect(h.base(), &alice, &second, 0).await;
+    b.until(decided_by("Bash(make)", "worktree", "allow")).await;
+    b.until(is("result")).await;
+    assert!(
+        !b.events.iter().any(|(_, e)| e["type"] == "user_question"),
+        "{:?}",
+        b.events
+    );
+    close(h, &alice, &second).await;
+
+    // A fork of it runs in its worktree with the repository's rules.
+    let message = b
+        .events
+        .iter()
+        .find(|(_, e)| e["type"] == "user.message")
+        .map(|(s, _)| *s)
+        .unwrap();
+    let (status, fork) = send(
+        h,
+        reqwest::Method::POST,
+        &alice,
+        &format!("/api/sessions/{second}/fork"),
+        Some(json!({"from_seq": message, "prompt": "again"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{fork}");
+    let fork_id = fork["session_id"].as_str().unwrap().to_owned();
+    let mut fb = Browser::connect(h.base(), &alice, &fork_id, 0).await;
+    fb.until(is("result")).await;
+    let (_, fork) = send(
+        h,
+        reqwest::Method::GET,
+        &alice,
+        &format!("/api/sessions/{fork_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(fork["origin"], repo.as_str(), "{fork}");
+    assert_ne!(fork["worktree"], repo.as_str(), "{fork}");
+    close(h, &alice, &fork_id).await;
+
+    // Another user's new worktree from it is asked.
+    let theirs = start_in_new_worktree(h, &bob, &repo).await;
+    let mut b = Browser::connect(h.base(), &bob, &theirs, 0).await;
+    b.until(is("user_question")).await;
+    b.until(state_is("paused", Some("awaiting_approval"))).await;
+    assert!(
+        !b.events
+            .iter()
+            .any(|(_, e)| e["type"] == "notice" && e["code"] == "rule_decision")
+    );
+    close(h, &bob, &theirs).await;
+}
+
 async fn create_session_in(h: &dyn Host, cookie: &str, wt: &str, prompt: &str) -> String {
     let (status, body) = send(
         h,

@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { DEMO_URL, createScriptedSession, launch, loggedIn, openSession, screenshotOf, since, toolCard } from './lib/harness.js';
+import { DEMO_URL, createScriptedSession, gatewayConnected, launch, loggedIn, openSession, screenshotOf, since, toolCard, worktree } from './lib/harness.js';
 
 let browser;
 before(async () => {
@@ -111,6 +111,53 @@ test('"Always allow in this worktree" adds the rule it shows; the next session t
     await screenshotOf(toolCard(again, 'Bash', 0), 'rule-decision-card');
     await ctx.request.post(`/api/sessions/${encodeURIComponent(second)}/close`, { headers: { Origin: DEMO_URL } });
     console.log(`always allow in this worktree: ${since(t0)}`);
+  } finally {
+    await clearRules(ctx);
+    await ctx.close();
+  }
+});
+
+test('"Always allow in this worktree" in a new worktree names its repository and holds in the next new worktree', async () => {
+  const t0 = Date.now();
+  const ctx = await loggedIn(browser, DEMO_URL);
+  try {
+    await clearRules(ctx);
+    await gatewayConnected(ctx);
+    const repo = await worktree(ctx, 'rules');
+    const call = { step: 'tool', name: 'Bash', input: { command: 'make check', description: 'Check' }, result: 'fine' };
+    const start = async (text) => {
+      const r = await ctx.request.post('/api/sessions', {
+        data: { worktree: repo, prompt: JSON.stringify({ turn: [call, { step: 'text', text }] }), new_worktree: {} },
+        headers: { Origin: DEMO_URL },
+      });
+      assert.equal(r.status(), 201, await r.text());
+      return (await r.json()).session_id;
+    };
+    const first = await start('Checked.');
+    const page = await openSession(ctx, first);
+    const button = toolCard(page, 'Bash', 0).getByTestId('allow-worktree');
+    await button.waitFor();
+    assert.equal(await button.getAttribute('data-worktree'), repo, 'the rule names the repository, not the new worktree');
+    const base = repo.split('/').pop();
+    assert.match(await button.innerText(), new RegExp(`Always allow in ${base}`));
+    await button.click();
+    await page.locator('[data-testid=assistant-message]', { hasText: 'Checked.' }).waitFor();
+    const rules = await (await ctx.request.get('/api/rules')).json();
+    assert.deepEqual(
+      rules.map((r) => [r.scope, r.worktree, r.rule]),
+      [['worktree', repo, 'Bash(make check)']],
+    );
+    await ctx.request.post(`/api/sessions/${encodeURIComponent(first)}/close`, { headers: { Origin: DEMO_URL } });
+
+    const second = await start('Checked again.');
+    const again = await openSession(ctx, second);
+    const ruled = toolCard(again, 'Bash', 0).getByTestId('rule-decision');
+    await ruled.waitFor();
+    assert.equal(await ruled.getAttribute('data-rule'), 'Bash(make check)');
+    await again.locator('[data-testid=assistant-message]', { hasText: 'Checked again.' }).waitFor();
+    assert.equal(await toolCard(again, 'Bash', 0).getByTestId('question').count(), 0, 'no question');
+    await ctx.request.post(`/api/sessions/${encodeURIComponent(second)}/close`, { headers: { Origin: DEMO_URL } });
+    console.log(`always allow in a new worktree: ${since(t0)}`);
   } finally {
     await clearRules(ctx);
     await ctx.close();

@@ -538,6 +538,7 @@ async fn up(args: UpArgs) -> Result<()> {
         permission_mode: None,
         claude_config_dir: None,
         approval_timeout_secs: args.approval_timeout_secs,
+        evict_idle_ms: None,
         secret_file: None,
         agents: args.agents.clone(),
     };

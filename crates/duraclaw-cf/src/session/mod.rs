@@ -165,6 +165,9 @@ pub struct CreateFork {
     pub seq: u64,
     /// Where the executor resumes.
     pub from: duraclaw_core::protocol::ForkFrom,
+    /// The parent's origin ([`ForkPoint::origin`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// What a session's object answers on `/fork-point`: where a fork of it
@@ -177,6 +180,9 @@ pub struct ForkPoint {
     pub worktree: String,
     /// The parent's model.
     pub model: Option<String>,
+    /// The parent's origin (it runs in a new worktree made from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// The object route that finds a fork point (`?from_seq=N`).
@@ -260,6 +266,7 @@ async fn fork_point(req: &Request, actor: &SessionActor) -> worker::Result<Respo
                 from,
                 worktree: meta.worktree,
                 model: meta.model,
+                origin: meta.origin,
             })
         }
         Err(refused) => http_error(&refused),
@@ -433,7 +440,9 @@ impl SessionHost {
         }
         let mut plan = StartPlan::new(body.session, &body.owner, body.session_id, now_ms());
         if let Some(f) = body.fork {
-            plan = plan.with_fork(&f.parent, f.seq, f.from);
+            plan = plan
+                .with_fork(&f.parent, f.seq, f.from)
+                .with_origin(f.origin);
         }
         let store = match directory.create_store(plan.meta()) {
             Ok(s) => s,
@@ -625,7 +634,7 @@ impl SessionHost {
         let meta = actor.meta().await;
         let rule = match duraclaw_host::rules::answer_rule(
             answer,
-            &meta.worktree,
+            &meta,
             crate::rules::new_rule_id(),
             now_ms(),
         ) {
@@ -644,7 +653,7 @@ impl SessionHost {
             Err(e) => return Err(WireError::new("bad_rule", e.message)),
         }
         let all = auth.rules(user).await.map_err(failed)?;
-        let mine = duraclaw_host::rules::effective(&all, &meta.worktree, &meta.session_id);
+        let mine = duraclaw_host::rules::effective_for(&all, &meta);
         self.keep_rules(&mine).await.map_err(failed)?;
         let frame = self.rules_frame(actor).await;
         self.send_gateway(&[frame]);

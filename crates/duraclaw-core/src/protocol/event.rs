@@ -596,6 +596,11 @@ pub struct SessionWorktree {
     /// when the session is closed).
     #[serde(default, skip_serializing_if = "super::is_false")]
     pub created: bool,
+    /// The worktree the session was asked to run in, when the gateway made
+    /// a new one from its repository: worktree-scope approval rules key on
+    /// it, so they hold for every new worktree made from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl Notice {

@@ -178,6 +178,7 @@ impl Gateway {
                                     branch: Some(made.branch.clone()),
                                     base: Some(made.base.clone()),
                                     created: true,
+                                    origin: Some(requested.display().to_string()),
                                 };
                                 (made.path, info)
                             }
@@ -192,6 +193,10 @@ impl Gateway {
                         meta.worktree = worktree.display().to_string();
                         meta.model.clone_from(&x.model);
                         meta.agent.clone_from(&x.agent);
+                        meta.permission_mode = x
+                            .permission_mode
+                            .clone()
+                            .filter(|m| duraclaw_core::protocol::check_permission_mode(m).is_ok());
                         meta.title = x
                             .prompt
                             .lines()
@@ -218,7 +223,7 @@ impl Gateway {
                         };
                         let e = NewEvent::new(&Event::Notice(notice), None, SystemClock.now_ms())?;
                         store.append(AppendBatch::events(vec![e])).await?;
-                        let session = self.wrap(store, worktree).await?;
+                        let session = self.wrap(store).await?;
                         self.inner
                             .sessions
                             .lock()

@@ -45,15 +45,31 @@ impl EventSink for GuardedSink {
             return Ok(());
         }
         if let Event::Notice(n) = &event {
-            let mut in_force = session.in_force.lock().unwrap_or_else(|p| p.into_inner());
-            match n.code.as_str() {
-                duraclaw_core::protocol::NOTICE_MODE_CHANGED => {
-                    in_force.mode.clone_from(&n.permission_mode);
+            let switched = {
+                let mut in_force = session.in_force.lock().unwrap_or_else(|p| p.into_inner());
+                match n.code.as_str() {
+                    duraclaw_core::protocol::NOTICE_MODE_CHANGED if n.permission_mode.is_some() => {
+                        in_force.mode.clone_from(&n.permission_mode);
+                        true
+                    }
+                    duraclaw_core::protocol::NOTICE_MODEL_CHANGED if n.model.is_some() => {
+                        in_force.model.clone_from(&n.model);
+                        true
+                    }
+                    _ => false,
                 }
-                duraclaw_core::protocol::NOTICE_MODEL_CHANGED => {
-                    in_force.model.clone_from(&n.model);
+            };
+            if switched {
+                // Recorded, so a relaunch after a restart starts with it.
+                let in_force = session.in_force();
+                let store = session.log.store();
+                let _meta = session.meta_lock.lock().await;
+                let mut meta = store.meta().await?;
+                meta.permission_mode = in_force.mode;
+                if in_force.model.is_some() {
+                    meta.model = in_force.model;
                 }
-                _ => {}
+                store.put_meta(&meta).await?;
             }
         }
         let unapproved = session
@@ -109,6 +125,7 @@ impl EventSink for GuardedSink {
 /// then runs none of its pending turns, and new turns are refused.
 pub(super) async fn mark_closed(session: &GatewaySession) -> Result<()> {
     let store = session.log.store();
+    let _meta = session.meta_lock.lock().await;
     let mut meta = store.meta().await?;
     if meta.state != SessionState::Terminated {
         meta.state = SessionState::Terminated;

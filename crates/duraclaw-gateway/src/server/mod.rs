@@ -46,6 +46,23 @@ const GATEWAY_OWNER: &str = "gateway";
 /// stops new work piling up behind an orchestrator that cannot keep up.
 pub const DEFAULT_MAX_UNACKED: u64 = 100_000;
 
+/// How long a session with nothing live (see [`Gateway::evict_idle`])
+/// stays in memory after its last use by default.
+pub const DEFAULT_EVICT_IDLE: Duration = Duration::from_secs(60);
+
+/// Milliseconds since this process first asked: when a session was last
+/// used.
+fn uptime_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
 /// How the gateway runs sessions.
 #[derive(Clone)]
 pub struct GatewayOptions {
@@ -91,12 +108,21 @@ pub struct GatewaySession {
     guard: std::sync::Mutex<ToolGuard>,
     /// A tool ran unapproved: the session is stopped for good.
     unapproved: std::sync::atomic::AtomicBool,
-    /// The permission mode and model last reported changed (`mode_changed`,
-    /// `model_changed`): a relaunched CLI starts with them.
+    /// The permission mode and model in force: the ones it started with,
+    /// or last reported changed (`mode_changed`, `model_changed`, also
+    /// recorded in its metadata); a relaunched CLI starts with them.
     in_force: std::sync::Mutex<InForce>,
+    /// Held while its metadata is read and written back.
+    meta_lock: Mutex<()>,
+    /// The approval rules the host sent (kept when it is put away).
+    rules: std::sync::Mutex<Vec<RuleEntry>>,
+    /// When it was last used ([`uptime_ms`]), and how many times: an
+    /// eviction that finds the count changed leaves it.
+    last_used: std::sync::atomic::AtomicU64,
+    uses: std::sync::atomic::AtomicU64,
 }
 
-/// What a session switched to mid-session, while this gateway runs.
+/// The permission mode and model a session runs with.
 #[derive(Debug, Default, Clone)]
 pub(super) struct InForce {
     pub(super) mode: Option<String>,
@@ -175,9 +201,17 @@ impl GatewaySession {
     /// Puts `rules` (the user, worktree and session scopes, as the host
     /// sent them) in force; paths resolve against the session's worktree.
     pub fn set_rules(&self, rules: &[RuleEntry]) {
+        rules.clone_into(&mut self.rules.lock().unwrap_or_else(|p| p.into_inner()));
         let set = RuleSet::from_entries(self.worktree.display().to_string(), rules);
         tracing::info!(session = %self.id, rules = set.rules().len(), "approval rules set");
         self.policy.set_rules(set);
+    }
+
+    /// Marks it used now.
+    fn touch(&self) {
+        self.uses.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.last_used
+            .store(uptime_ms(), std::sync::atomic::Ordering::Release);
     }
 
     /// Whether its executor is running.
@@ -216,11 +250,18 @@ pub struct Gateway {
 #[derive(Debug)]
 struct Inner {
     options: GatewayOptions,
+    /// The sessions in memory: those with live work, and those used
+    /// within the idle bound; the rest are loaded from the store on demand.
     sessions: Mutex<HashMap<String, Arc<GatewaySession>>>,
     audit: Arc<dyn AuditLog>,
     max_unacked: std::sync::atomic::AtomicU64,
     /// The agents sessions choose from; the built-in one is `options.executor`.
     agents: crate::agents::Agents,
+    /// See [`Gateway::set_evict_idle`], in ms.
+    evict_idle_ms: std::sync::atomic::AtomicU64,
+    /// The id of each session loaded from the store (links re-attach the
+    /// forwarders of sessions they had attached before it was put away).
+    loads: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Gateway {
@@ -256,6 +297,10 @@ impl Gateway {
                 audit,
                 max_unacked: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_UNACKED),
                 agents,
+                evict_idle_ms: std::sync::atomic::AtomicU64::new(
+                    u64::try_from(DEFAULT_EVICT_IDLE.as_millis()).unwrap_or(u64::MAX),
+                ),
+                loads: tokio::sync::broadcast::channel(1024).0,
             }),
         };
         if let Some(why) = gw.executor_error().await {
@@ -271,7 +316,14 @@ impl Gateway {
                 None => tracing::info!(agent = %agent.name, "agent available"),
             }
         }
+        let started = std::time::Instant::now();
+        let mut parked = 0usize;
         for meta in gw.inner.options.directory.list(GATEWAY_OWNER).await? {
+            // Put away with nothing pending: loaded when a command needs it.
+            if meta.parked.is_some() {
+                parked += 1;
+                continue;
+            }
             let session = gw.session(&meta.session_id).await?;
             for q in session.log.store().questions(true).await? {
                 let event = Event::QuestionResolved(QuestionResolved {
@@ -290,6 +342,13 @@ impl Gateway {
             }
             gw.recover(&session).await?;
         }
+        tracing::info!(
+            loaded = gw.inner.sessions.lock().await.len(),
+            parked,
+            ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "sessions recovered"
+        );
+        tokio::spawn(sweep(Arc::downgrade(&gw.inner)));
         Ok(gw)
     }
 
@@ -477,20 +536,188 @@ impl Gateway {
 
     /// A session by id, loaded from the store if this process has not seen
     /// it yet (e.g. after a restart).
+    /// (e.g. after a restart, or after it was put away).
     pub async fn session(&self, session_id: &str) -> Result<Arc<GatewaySession>> {
         let mut sessions = self.inner.sessions.lock().await;
         if let Some(s) = sessions.get(session_id) {
+            s.touch();
             return Ok(s.clone());
         }
         let store = self.inner.options.directory.open(session_id).await?;
-        let worktree = PathBuf::from(store.meta().await?.worktree);
-        let s = self.wrap(store, worktree).await?;
+        let s = self.wrap(store).await?;
         sessions.insert(session_id.to_owned(), s.clone());
+        drop(sessions);
+        tracing::debug!(session = %session_id, "session loaded");
+        // No link listening is fine.
+        let _ = self.inner.loads.send(session_id.to_owned());
         Ok(s)
     }
 
-    /// A session over `store`, which runs in `worktree` (its metadata's).
-    async fn wrap(&self, store: DynSessionStore, worktree: PathBuf) -> Result<Arc<GatewaySession>> {
+    /// Session `session_id` if it is in memory now (loads nothing).
+    pub async fn loaded(&self, session_id: &str) -> Option<Arc<GatewaySession>> {
+        self.inner.sessions.lock().await.get(session_id).cloned()
+    }
+
+    /// How many sessions are in memory.
+    pub async fn loaded_count(&self) -> usize {
+        self.inner.sessions.lock().await.len()
+    }
+
+    /// The ids of sessions loaded from the store from now on.
+    pub fn loads(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.loads.subscribe()
+    }
+
+    /// Sets how long a session with nothing live stays in memory after its
+    /// last use ([`DEFAULT_EVICT_IDLE`] by default).
+    pub fn set_evict_idle(&self, idle: Duration) {
+        self.inner.evict_idle_ms.store(
+            u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn evict_idle_ms(&self) -> u64 {
+        self.inner
+            .evict_idle_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Puts away every session unused for the idle bound that has nothing
+    /// live: its executor ended, no question is open, no turn waits to
+    /// start, and the orchestrator acknowledged all its events. Its
+    /// metadata records that ([`Parked`](duraclaw_core::store::Parked),
+    /// with its rules), so a restart does not load it; a command for it
+    /// loads it again. How many were put away.
+    pub async fn evict_idle(&self) -> usize {
+        let bound = self.evict_idle_ms();
+        let now = uptime_ms();
+        let idle: Vec<(String, u64)> = self
+            .inner
+            .sessions
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, s)| {
+                now.saturating_sub(s.last_used.load(std::sync::atomic::Ordering::Acquire)) >= bound
+            })
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    s.uses.load(std::sync::atomic::Ordering::Acquire),
+                )
+            })
+            .collect();
+        let mut evicted = 0;
+        for (id, uses) in idle {
+            match self.evict(&id, uses).await {
+                Ok(true) => evicted += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "cannot put an idle session away")
+                }
+            }
+        }
+        if evicted > 0 {
+            let loaded = self.loaded_count().await;
+            tracing::debug!(evicted, loaded, "idle sessions put away");
+        }
+        evicted
+    }
+
+    /// Puts session `id` away if it has nothing live and nobody used it
+    /// since its use count was `uses`.
+    async fn evict(&self, id: &str, uses: u64) -> Result<bool> {
+        let Some(s) = self.loaded(id).await else {
+            return Ok(false);
+        };
+        if !self.quiescent(&s, uses).await? {
+            return Ok(false);
+        }
+        // Recorded first: a restart after this need not load it.
+        self.park(&s, true).await?;
+        let mut sessions = self.inner.sessions.lock().await;
+        // Nobody holds it but the map and this, and nobody used it since.
+        let untouched = Arc::strong_count(&s) == 2
+            && s.uses.load(std::sync::atomic::Ordering::Acquire) == uses
+            && sessions.get(id).is_some_and(|cur| Arc::ptr_eq(cur, &s));
+        if untouched {
+            sessions.remove(id);
+            drop(sessions);
+            // Forwarders end once they sent what they hold; a link
+            // re-attaches them when the session is loaded again.
+            s.log.close();
+            tracing::info!(session = %id, "session put away");
+            return Ok(true);
+        }
+        drop(sessions);
+        self.park(&s, false).await?;
+        Ok(false)
+    }
+
+    /// Whether session `s` has nothing live and was not used since `uses`.
+    async fn quiescent(&self, s: &GatewaySession, uses: u64) -> Result<bool> {
+        use duraclaw_core::approval::ApprovalGate;
+        if s.uses.load(std::sync::atomic::Ordering::Acquire) != uses {
+            return Ok(false);
+        }
+        if s.exec.lock().await.as_ref().is_some_and(|e| e.is_running()) {
+            return Ok(false);
+        }
+        if !s
+            .unstarted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return Ok(false);
+        }
+        let acked = *s.acked.lock().unwrap_or_else(|p| p.into_inner());
+        let head = s.log.store().head().await?.last_seq;
+        if acked.is_none_or(|a| a < head) {
+            return Ok(false);
+        }
+        if !s.gate.pending().await?.is_empty() {
+            return Ok(false);
+        }
+        Ok(s.log.store().unforwarded().await?.is_empty())
+    }
+
+    /// Records in session `s`'s metadata that it is put away (with its
+    /// rules), or that it is not.
+    async fn park(&self, s: &GatewaySession, parked: bool) -> Result<()> {
+        let store = s.log.store();
+        let _meta = s.meta_lock.lock().await;
+        let mut meta = store.meta().await?;
+        meta.parked = parked.then(|| {
+            Box::new(duraclaw_core::store::Parked {
+                at_ms: SystemClock.now_ms(),
+                rules: s.rules.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            })
+        });
+        store.put_meta(&meta).await
+    }
+
+    /// A session over `store`, in the worktree its metadata records, with
+    /// the permission mode and model last in force.
+    async fn wrap(&self, store: DynSessionStore) -> Result<Arc<GatewaySession>> {
+        let mut meta = store.meta().await?;
+        // Put away before: in memory again, with the rules it had.
+        let parked = meta.parked.take();
+        if parked.is_some() {
+            store.put_meta(&meta).await?;
+            tracing::info!(session = %meta.session_id, "session loaded again");
+        }
+        let worktree = PathBuf::from(meta.worktree);
+        let in_force = InForce {
+            mode: meta.permission_mode,
+            model: meta.model,
+        };
+        // Put away, the orchestrator had all its events.
+        let acked = match parked {
+            Some(_) => Some(store.head().await?.last_seq),
+            None => None,
+        };
         let log = SessionLog::open(store).await?;
         // Executors log each question and its resolution themselves, in
         // order with the rest of the stream; the gate only decides.
@@ -504,7 +731,7 @@ impl Gateway {
                 .with_audit(self.inner.audit.clone())
                 .with_exact_session_allows(),
         );
-        Ok(Arc::new(GatewaySession {
+        let session = Arc::new(GatewaySession {
             id: log.store().session_id().to_owned(),
             worktree,
             log,
@@ -512,11 +739,21 @@ impl Gateway {
             policy,
             exec: Mutex::new(None),
             unstarted: Arc::default(),
-            acked: std::sync::Mutex::new(None),
+            acked: std::sync::Mutex::new(acked),
             guard: std::sync::Mutex::new(ToolGuard::new()),
             unapproved: std::sync::atomic::AtomicBool::new(false),
-            in_force: std::sync::Mutex::default(),
-        }))
+            in_force: std::sync::Mutex::new(in_force),
+            meta_lock: Mutex::new(()),
+            rules: std::sync::Mutex::new(Vec::new()),
+            last_used: std::sync::atomic::AtomicU64::new(uptime_ms()),
+            uses: std::sync::atomic::AtomicU64::new(0),
+        });
+        if let Some(p) = parked
+            && !p.rules.is_empty()
+        {
+            session.set_rules(&p.rules);
+        }
+        Ok(session)
     }
 
     /// Stops every executor (the gateway is shutting down).
@@ -531,5 +768,22 @@ impl Gateway {
                 tracing::warn!(session = %s.id, error = %err, "executor did not shut down cleanly");
             }
         }
+    }
+}
+
+/// Puts idle sessions away ([`Gateway::evict_idle`]) every so often, until
+/// the gateway is dropped.
+async fn sweep(inner: std::sync::Weak<Inner>) {
+    loop {
+        let pause = {
+            let Some(inner) = inner.upgrade() else { return };
+            let idle = inner
+                .evict_idle_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            Duration::from_millis((idle / 2).clamp(10, 5_000))
+        };
+        tokio::time::sleep(pause).await;
+        let Some(inner) = inner.upgrade() else { return };
+        Gateway { inner }.evict_idle().await;
     }
 }

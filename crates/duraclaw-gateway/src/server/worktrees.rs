@@ -49,6 +49,7 @@ impl Gateway {
                 branch: Some(made.branch),
                 base: Some(made.base),
                 created: true,
+                origin: None,
             });
             return Err(e);
         }

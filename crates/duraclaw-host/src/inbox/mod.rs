@@ -99,7 +99,7 @@ pub enum InboxChange {
     /// title, cost, pending questions): its metadata now.
     Session {
         /// The metadata.
-        session: SessionMeta,
+        session: Box<SessionMeta>,
     },
     /// A question opened.
     QuestionOpened {
@@ -373,7 +373,12 @@ impl Inbox {
         // changes before it.
         if changed {
             self.sessions.insert(meta.session_id.clone(), meta.clone());
-            self.record(InboxChange::Session { session: meta }, &mut out);
+            self.record(
+                InboxChange::Session {
+                    session: Box::new(meta),
+                },
+                &mut out,
+            );
         }
         out
     }
@@ -438,7 +443,12 @@ impl Inbox {
         meta.pending_questions = self.open_count(session_id);
         if shown(&before) != shown(&meta) {
             self.sessions.insert(session_id.to_owned(), meta.clone());
-            self.record(InboxChange::Session { session: meta }, &mut out);
+            self.record(
+                InboxChange::Session {
+                    session: Box::new(meta),
+                },
+                &mut out,
+            );
         }
         out
     }

@@ -307,7 +307,7 @@ impl Copy {
                     self.cursor = cursor;
                     match change {
                         InboxChange::Session { session } => {
-                            self.sessions.insert(session.session_id.clone(), session);
+                            self.sessions.insert(session.session_id.clone(), *session);
                         }
                         InboxChange::QuestionOpened { item } => {
                             self.items

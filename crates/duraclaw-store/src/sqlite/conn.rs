@@ -73,6 +73,14 @@ pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
     Ok(conn)
 }
 
+/// Bounds `conn`'s page cache to `kib` KiB (SQLite's default when `None`).
+pub(crate) fn set_page_cache(conn: &Connection, kib: Option<u32>) -> rusqlite::Result<()> {
+    match kib {
+        Some(kib) => conn.pragma_update(None, "cache_size", -i64::from(kib)),
+        None => Ok(()),
+    }
+}
+
 fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

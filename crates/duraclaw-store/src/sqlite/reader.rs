@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use super::conn::{BACKEND, open_reader, sql_error, to_u64};
+use super::conn::{BACKEND, open_reader, set_page_cache, sql_error, to_u64};
 
 /// Read-only connections, opened on demand, at most `size` in use at once.
 pub(crate) struct ReadPool {
@@ -24,6 +24,8 @@ pub(crate) struct ReadPool {
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
     size: usize,
+    /// Each connection's page cache, in KiB (SQLite's default when `None`).
+    cache_kib: Option<u32>,
     /// The runtime the directory was opened in, used when a read is made
     /// from outside any tokio runtime.
     runtime: Handle,
@@ -39,11 +41,18 @@ impl std::fmt::Debug for ReadPool {
 }
 
 impl ReadPool {
-    pub(crate) fn new(path: PathBuf, busy_timeout: Duration, size: usize, runtime: Handle) -> Self {
+    pub(crate) fn new(
+        path: PathBuf,
+        busy_timeout: Duration,
+        size: usize,
+        cache_kib: Option<u32>,
+        runtime: Handle,
+    ) -> Self {
         let size = size.max(1);
         ReadPool {
             path,
             busy_timeout,
+            cache_kib,
             idle: Mutex::new(Vec::with_capacity(size)),
             permits: Arc::new(Semaphore::new(size)),
             size,
@@ -73,7 +82,13 @@ impl ReadPool {
             let _permit = permit;
             let conn = match pool.idle().pop() {
                 Some(conn) => conn,
-                None => open_reader(&pool.path, pool.busy_timeout)?,
+                None => {
+                    let conn = open_reader(&pool.path, pool.busy_timeout)?;
+                    set_page_cache(&conn, pool.cache_kib).map_err(|e| {
+                        sql_error(format_args!("cannot set up {}", pool.path.display()), e)
+                    })?;
+                    conn
+                }
             };
             let out = f(&conn);
             pool.idle().push(conn);

@@ -190,6 +190,25 @@ pub(super) fn inputs_for(
         Event::Notice(n) if n.code == crate::protocol::NOTICE_WORKTREE => {
             if let Some(w) = &n.worktree {
                 meta.worktree.clone_from(&w.path);
+                // A fork in its parent's new worktree keeps the origin
+                // its host gave it.
+                if w.origin.is_some() {
+                    meta.origin.clone_from(&w.origin);
+                }
+            }
+            vec![]
+        }
+        // A mode or model switched mid-session: the session's metadata
+        // shows what is in force.
+        Event::Notice(n) if n.code == crate::protocol::NOTICE_MODE_CHANGED => {
+            if n.permission_mode.is_some() {
+                meta.permission_mode.clone_from(&n.permission_mode);
+            }
+            vec![]
+        }
+        Event::Notice(n) if n.code == crate::protocol::NOTICE_MODEL_CHANGED => {
+            if n.model.is_some() {
+                meta.model.clone_from(&n.model);
             }
             vec![]
         }
@@ -224,6 +243,33 @@ mod tests {
             inputs_for(&error("executor_exited"), &mut pending, &mut meta),
             vec![SessionInput::TurnEnded]
         );
+    }
+
+    #[test]
+    fn the_worktree_mode_and_model_notices_are_recorded_in_the_metadata() {
+        let mut pending = Pending::default();
+        let mut meta = SessionMeta::new("s", "alice", 1);
+        meta.worktree = "/w/app".into();
+        let worktree = Event::Notice(Notice {
+            worktree: Some(Box::new(crate::protocol::SessionWorktree {
+                path: "/data/worktrees/app-1".into(),
+                created: true,
+                origin: Some("/w/app".into()),
+                ..Default::default()
+            })),
+            ..Notice::new(crate::protocol::NOTICE_WORKTREE, "w")
+        });
+        let mut mode = Notice::new(crate::protocol::NOTICE_MODE_CHANGED, "m");
+        mode.permission_mode = Some("plan".into());
+        let mut model = Notice::new(crate::protocol::NOTICE_MODEL_CHANGED, "m");
+        model.model = Some("opus".into());
+        for e in [worktree, Event::Notice(mode), Event::Notice(model)] {
+            assert_eq!(inputs_for(&e, &mut pending, &mut meta), vec![]);
+        }
+        assert_eq!(meta.worktree, "/data/worktrees/app-1");
+        assert_eq!(meta.rules_worktree(), "/w/app");
+        assert_eq!(meta.permission_mode.as_deref(), Some("plan"));
+        assert_eq!(meta.model.as_deref(), Some("opus"));
     }
 
     #[test]

@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import { HiddenWarning, Shown } from './Shown.jsx';
 import { ToolInput } from './Tool.jsx';
 import { exactRule } from '../rules.js';
+import { baseName } from '../format.js';
 
 /** What the model is told when a person denies without writing a reason. */
 export const DEFAULT_DENY_REASON = 'The user denied this tool call.';
@@ -121,9 +122,10 @@ function Permission({ item, ctx, nested }) {
                 data-rule={rule}
                 disabled={busy}
                 onClick={() => ctx.answer(q.question_id, { decision: 'allow', allow_worktree_rule: rule })}
-                title={`Approve, and add the rule “${rule}” (allow) for this worktree: later sessions here run it without asking`}
+                data-worktree={ctx.ruleWorktree || undefined}
+                title={`Approve, and add the rule “${rule}” (allow) for ${ctx.ruleWorktree}: later sessions there (and in new worktrees made from it) run it without asking`}
               >
-                Always allow in this worktree: <code class="rule-text">{rule}</code>
+                Always allow in <Shown text={baseName(ctx.ruleWorktree || '')} />: <code class="rule-text">{rule}</code>
               </button>
             )}
           </div>

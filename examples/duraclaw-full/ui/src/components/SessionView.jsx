@@ -298,6 +298,8 @@ export function SessionView({ id, focus, user, onLogout }) {
     fork: (seq) => fork(seq),
     running: running && t.state === 'active',
     worktree: (meta && meta.worktree) || t.cwd || null,
+    // The worktree "always allow for this worktree" names: the repository a new worktree was made from.
+    ruleWorktree: (t.worktree && t.worktree.origin) || (meta && (meta.origin || meta.worktree)) || t.cwd || null,
     qstate: (qid) => qstates.current.get(qid),
     answer: (qid, decision) => {
       const cmdId = sockRef.current.send({ type: 'answer', question_id: qid, ...decision });

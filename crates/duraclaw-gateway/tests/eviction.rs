@@ -1,0 +1,291 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+//! Gateway memory bounded by live work: sessions whose executor ended and
+//! that have nothing pending are put away after the idle bound and loaded
+//! again from the store on demand (the scripted executor, a real SQLite
+//! outbox, and the real WebSocket link).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duraclaw_core::protocol::{
+    Answer, Close, Command, Decision, Event, FromGateway, ToGateway, UserTurn,
+};
+use duraclaw_core::store::SessionDirectory;
+use duraclaw_gateway::link::{Secret, serve};
+use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
+use duraclaw_gateway::server::{Gateway, GatewayOptions};
+use duraclaw_gateway::worktree::WorktreeIndex;
+use duraclaw_store::SqliteDirectory;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+mod support;
+use support::{command, execute, init_repo, open, recv, send};
+
+const SECRET: &str = "test-secret-0123456789abcdef";
+const DEADLINE: Duration = Duration::from_secs(30);
+const IDLE: Duration = Duration::from_millis(50);
+
+/// A gateway over the database `db`, sessions in `root/projects/*`,
+/// putting sessions away after [`IDLE`].
+async fn gateway(root: &Path, db: &Path, script: Script) -> Gateway {
+    let gw = Gateway::new(GatewayOptions {
+        directory: Arc::new(SqliteDirectory::open(db).await.unwrap()),
+        executor: Arc::new(ScriptedExecutor::new(script)),
+        worktrees: WorktreeIndex::new(vec![format!("{}/projects/*", root.display())]).unwrap(),
+        approval_timeout: None,
+    })
+    .await
+    .unwrap();
+    gw.set_evict_idle(IDLE);
+    gw
+}
+
+/// Waits (bounded) until `gw` holds `n` sessions in memory.
+async fn until_loaded(gw: &Gateway, n: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let now = gw.loaded_count().await;
+        if now == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} sessions in memory, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn one_text_turn() -> Script {
+    Script {
+        turns: vec![vec![Step::Text {
+            text: "Done.".into(),
+            chunks: 2,
+            delay_ms: 0,
+        }]],
+    }
+}
+
+fn envelope(id: &str, session: &str, command: Command) -> duraclaw_core::protocol::CommandEnvelope {
+    duraclaw_core::protocol::CommandEnvelope {
+        id: id.into(),
+        session_id: session.into(),
+        command,
+    }
+}
+
+/// 1,000 sessions run a turn and end, their events acknowledged: the
+/// sessions in memory return to the baseline, each one's metadata says it
+/// was put away, and a gateway started on that database loads none of them.
+/// One of them is loaded again by a command for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sessions_that_ran_and_ended_leave_memory_and_come_back_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().canonicalize().unwrap();
+    init_repo(&root.join("projects/app"));
+    let wt = root.join("projects/app").display().to_string();
+    let db = root.join("gateway.db");
+    let gw = gateway(&root, &db, one_text_turn()).await;
+    let baseline = gw.loaded_count().await;
+    for i in 0..1000 {
+        let id = format!("evict-{i:04}");
+        let ok = gw
+            .apply(envelope(&format!("{id}/x"), &id, execute(wt.clone(), "go")))
+            .await;
+        assert!(ok.ok, "{ok:?}");
+        let session = gw.session(&id).await.unwrap();
+        let mut sub = session.log().subscribe(0);
+        while let Some(e) = tokio::time::timeout(DEADLINE, sub.next()).await.unwrap() {
+            if matches!(e.unwrap().event(), Ok(Event::Result(_))) {
+                break;
+            }
+        }
+        drop(sub);
+        let closed = gw
+            .apply(envelope(&format!("{id}/c"), &id, Command::Close(Close {})))
+            .await;
+        assert!(closed.ok, "{closed:?}");
+        let head = session.log().store().head().await.unwrap().last_seq;
+        drop(session);
+        gw.acked(&id, head).await;
+    }
+    until_loaded(&gw, baseline).await;
+
+    let directory = SqliteDirectory::open(&db).await.unwrap();
+    let metas = directory.list_all().await.unwrap();
+    assert_eq!(metas.len(), 1000);
+    assert!(metas.iter().all(|m| m.parked.is_some()), "{:?}", metas[0]);
+
+    // A command for one loads it again (a closed one refuses a turn, as
+    // before it was put away).
+    let refused = gw
+        .apply(envelope(
+            "evict-0007/m",
+            "evict-0007",
+            Command::Message(UserTurn {
+                text: "again".into(),
+            }),
+        ))
+        .await;
+    assert!(!refused.ok);
+    assert_eq!(refused.error.unwrap().code, "session_closed");
+    assert!(gw.loaded("evict-0007").await.is_some());
+    let meta = directory.open("evict-0007").await.unwrap();
+    assert!(
+        duraclaw_core::store::SessionStore::meta(meta.as_ref())
+            .await
+            .unwrap()
+            .parked
+            .is_none()
+    );
+    until_loaded(&gw, baseline).await;
+    drop(gw);
+
+    // A restart loads none of them.
+    let again = gateway(&root, &db, one_text_turn()).await;
+    assert_eq!(again.loaded_count().await, 0);
+}
+
+/// Over the link: a session waits for an approval when the gateway stops;
+/// the restarted gateway withdraws the question and, once the orchestrator
+/// has every event, puts the session away. A late answer then gets a
+/// clear refusal, and a message resumes the session: its events reach
+/// the orchestrator through the forwarder it attached before, which
+/// followed the session as it was loaded again (no new attach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_sessions_late_answer_and_resume_work_over_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().canonicalize().unwrap();
+    init_repo(&root.join("projects/app"));
+    let wt = root.join("projects/app").display().to_string();
+    let db = root.join("gateway.db");
+    let script = Script {
+        turns: vec![vec![Step::Tool {
+            name: "Bash".into(),
+            input: json!({"command": "make"}),
+            result: "built".into(),
+        }]],
+    };
+    let serve_on = |gw: Gateway| async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(serve(listener, gw, Secret::new(SECRET).unwrap()));
+        (addr, task)
+    };
+
+    let first = gateway(&root, &db, script.clone()).await;
+    let (addr, task) = serve_on(first.clone()).await;
+    let mut ws = open(addr, SECRET, DEADLINE).await;
+    send(&mut ws, &command("c1", "late", execute(wt, "build it"))).await;
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "late".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
+    let (mut last, question) = loop {
+        if let FromGateway::Event { gseq, event, .. } = recv(&mut ws, DEADLINE).await
+            && let Event::UserQuestion(q) = event
+        {
+            break (gseq, q.question_id);
+        }
+    };
+    drop(ws);
+    task.abort();
+    first.shutdown().await;
+    drop(first);
+
+    let second = gateway(&root, &db, script).await;
+    let (addr, _task) = serve_on(second.clone()).await;
+    let mut ws = open(addr, SECRET, DEADLINE).await;
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "late".into(),
+            after_gseq: last,
+        },
+    )
+    .await;
+    // Everything up to the withdrawal reaches the orchestrator, acked.
+    let deadline = Instant::now() + DEADLINE;
+    while second.loaded("late").await.is_some() {
+        assert!(Instant::now() < deadline, "the session was never put away");
+        if let Ok(frame) =
+            tokio::time::timeout(Duration::from_millis(20), recv(&mut ws, DEADLINE)).await
+            && let FromGateway::Event { gseq, .. } = frame
+        {
+            last = gseq;
+            send(
+                &mut ws,
+                &ToGateway::Ack {
+                    session_id: "late".into(),
+                    gseq,
+                },
+            )
+            .await;
+        }
+    }
+
+    // The late answer: refused clearly (the decision is the host's record).
+    send(
+        &mut ws,
+        &command(
+            "c2",
+            "late",
+            Command::Answer(Answer {
+                question_id: question.clone(),
+                decision: Decision::Allow {
+                    updated_input: None,
+                    remember: false,
+                },
+                by: None,
+                allow_worktree_rule: None,
+            }),
+        ),
+    )
+    .await;
+    let refused = loop {
+        if let FromGateway::CommandResult(r) = recv(&mut ws, DEADLINE).await {
+            break r;
+        }
+    };
+    assert_eq!(refused.id, "c2");
+    assert!(!refused.ok);
+    assert_eq!(refused.error.unwrap().code, "not_found");
+    until_loaded(&second, 0).await;
+
+    // A message resumes it; its events come over the link unasked.
+    send(
+        &mut ws,
+        &command(
+            "c3",
+            "late",
+            Command::Message(UserTurn {
+                text: "continue".into(),
+            }),
+        ),
+    )
+    .await;
+    let mut ok = None;
+    let mut said = None;
+    while said.is_none() {
+        match recv(&mut ws, DEADLINE).await {
+            FromGateway::CommandResult(r) if r.id == "c3" => ok = Some(r.ok),
+            FromGateway::Event { gseq, event, .. } => {
+                assert!(gseq > last, "gseq {gseq} sent again (last {last})");
+                last = gseq;
+                if let Event::Assistant(a) = &event
+                    && a.text.contains("You said: continue")
+                {
+                    said = Some(a.text.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(ok, Some(true));
+}
