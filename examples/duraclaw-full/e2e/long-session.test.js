@@ -2,7 +2,9 @@
 // opens with its tail, not its history; scrolling up loads older pages with
 // the view kept in place, through a connection lost mid-scroll, until the
 // start: every message is there once and the page holds every seq once. The
-// DOM holds only the items near the view, however long the transcript.
+// DOM holds only the items near the view, however long the transcript; an
+// item is brought into view by its seq, and at the bottom the view follows
+// a live turn.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -170,6 +172,43 @@ test('a 20,000-event session opens with its tail and scrolls back to its start, 
     assert.ok(texts[i].includes(label(i)), `${label(i)} in its place`);
   }
   assert.equal(texts.length, MESSAGES);
+
+  // An item far from the view is brought to it by its seq, as a test (or the
+  // pending-question bar) finds it.
+  const middle = [...seen.entries()].find(([, t]) => t.includes(label(MESSAGES / 2)))[0];
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await frames(page);
+  await page.evaluate((seq) => window.__duraclaw.revealSeq(seq), middle);
+  await until(`message ${MESSAGES / 2} in view`, () =>
+    page.evaluate((seq) => {
+      const el = document.querySelector(`[data-testid=transcript] > [data-seq="${seq}"]`);
+      const r = el && el.getBoundingClientRect();
+      return !!r && r.top >= 0 && r.bottom <= window.innerHeight;
+    }, middle),
+  );
+
+  // Back at the bottom, the view follows what streams in live.
+  await until('the view at the bottom', () =>
+    page.evaluate(() => {
+      const el = document.scrollingElement;
+      el.scrollTop = el.scrollHeight;
+      return el.scrollHeight - el.scrollTop - el.clientHeight < 2;
+    }),
+  );
+  await page.getByTestId('message-input').fill('one more turn');
+  await page.getByTestId('send-message').click();
+  await until('the live message in view at the bottom', () =>
+    page.evaluate(() => {
+      const all = document.querySelectorAll('[data-testid=transcript] > [data-testid=assistant-message]');
+      const el = all[all.length - 1];
+      const r = el && el.getBoundingClientRect();
+      return !!r && el.innerText.includes('Running the whole test suite') && r.top >= 0 && r.bottom <= window.innerHeight;
+    }),
+  );
+  assert.ok((await held(page)).dom <= DOM_ITEMS);
+  // The turn waits until it is aborted.
+  await page.getByTestId('abort').click();
+  await until('the turn aborted', async () => (await page.getByTestId('state-badge').getAttribute('data-state')) !== 'active');
   await screenshot(page, 'long-session-top');
   console.log(`long session: ${n} events, ${await page.evaluate(() => window.__duraclaw.pages)} pages, ${since(t0)}`);
   await ctx.close();

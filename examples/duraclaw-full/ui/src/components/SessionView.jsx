@@ -489,13 +489,17 @@ export function SessionView({ id, focus, user, onLogout }) {
   // Opened at a question (`?q=`, e.g. from a notification): shown and
   // highlighted once its card is there.
   const focused = useRef(null);
+  const brought = useRef(null);
   useEffect(() => {
     if (!focus || focused.current === focus) return;
     const el = document.getElementById(`q-${focus}`);
     if (!el) {
       // Not near the view: brought in, then focused.
       const key = questionKey(focus);
-      if (key && !target.current) reveal(key, focus);
+      if (key && !target.current && brought.current !== focus) {
+        brought.current = focus;
+        reveal(key, focus);
+      }
       return;
     }
     focused.current = focus;
