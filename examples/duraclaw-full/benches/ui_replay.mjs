@@ -91,6 +91,7 @@ async function open(browser, s) {
   await page.goto(`/#/s/${encodeURIComponent(s.id)}`);
   const ms = await page.evaluate(() => window.__painted);
   shells.push(await page.evaluate(() => window.__shell));
+  starts.push(await page.evaluate(startProfile));
   const last = await page.evaluate(() => window.__duraclaw?.lastSeq);
   if (last !== s.last) throw new Error(`the UI reached seq ${last}, not ${s.last}`);
   await ctx.close();
@@ -99,6 +100,46 @@ async function open(browser, s) {
 
 /** Every round's time to the session view's frame painted. */
 const shells = [];
+
+/** Every round's start, from the page's resource timing (see startProfile). */
+const starts = [];
+
+/**
+ * Runs in the page: when the page's own start happened (ms from navigation
+ * start): the HTML, its script and style loaded, the script run (DOM
+ * content loaded), and the first requests the app made (login check
+ * `/api/me`, the session's meta) sent and answered.
+ */
+function startProfile() {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const res = performance.getEntriesByType('resource');
+  const find = (test) => res.find((r) => test(new URL(r.name).pathname));
+  const at = (r, k) => (r ? Math.round(r[k]) : null);
+  const js = find((p) => p.startsWith('/assets/') && p.endsWith('.js'));
+  const css = find((p) => p.startsWith('/assets/') && p.endsWith('.css'));
+  const me = find((p) => p === '/api/me');
+  const meta = find((p) => /^\/api\/sessions\/[^/]+$/.test(p));
+  return {
+    html: at(nav, 'responseEnd'),
+    script_loaded: at(js, 'responseEnd'),
+    style_loaded: at(css, 'responseEnd'),
+    script_run: at(nav, 'domContentLoadedEventEnd'),
+    me_sent: at(me, 'startTime'),
+    me_answered: at(me, 'responseEnd'),
+    meta_sent: at(meta, 'startTime'),
+    meta_answered: at(meta, 'responseEnd'),
+  };
+}
+
+/** The median of each field over `rows`. */
+function medians(rows) {
+  const out = {};
+  for (const k of Object.keys(rows[0] || {})) {
+    const v = rows.map((r) => r[k]).filter((x) => x !== null);
+    out[k] = v.length ? median(v) : null;
+  }
+  return out;
+}
 
 /** Bytes of `after=0` replay frames of session `s` (`query` added). */
 async function replayBytes(browser, s, query) {
@@ -171,6 +212,7 @@ try {
       big_median_ms: median(big),
       ratio_median: median(ratios),
       shell_median_ms: shellFloor,
+      start_median_ms: medians(starts.slice(2)),
       replay_bytes_compacted: compact,
       replay_bytes_full: full,
       replay_bytes_ratio: compact / full,

@@ -56,3 +56,19 @@ test('log in: a wrong password is refused, the right one gets in, logging out lo
   console.log(`login scenario: ${since(t0)}`);
   await ctx.close();
 });
+
+test('a session link opened without a login shows the login form, and after it the session', async () => {
+  const ctx = await newContext(browser, CLAUDE_URL);
+  const page = await ctx.newPage();
+  // The session view starts while the login is checked; the check's 401 wins.
+  await page.goto('/#/s/no-such-session');
+  await page.getByTestId('login-name').waitFor();
+  assert.equal(await page.getByTestId('transcript').count(), 0, 'no session view without a login');
+  await page.getByTestId('login-name').fill(USER);
+  await page.getByTestId('login-password').fill(PASSWORD);
+  await page.getByTestId('login-submit').click();
+  // Logged in, the link's own view: this session is not there to show.
+  await page.getByText('This session does not exist, or it is not yours.').waitFor();
+  assert.equal(await page.getByTestId('login-name').count(), 0);
+  await ctx.close();
+});

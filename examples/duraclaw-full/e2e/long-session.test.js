@@ -1,7 +1,10 @@
-// A long session (20,000 events: forty messages of 500 streamed deltas
-// each) opens with its tail, not its history; scrolling up loads older pages
-// with the view kept in place, through a connection lost mid-scroll, until
-// the start: every message is there once and the page holds every seq once.
+// A long session (20,000 events: 400 messages of 50 streamed deltas each)
+// opens with its tail, not its history; scrolling up loads older pages with
+// the view kept in place, through a connection lost mid-scroll, until the
+// start: every message is there once and the page holds every seq once. The
+// DOM holds only the items near the view, however long the transcript; an
+// item is brought into view by its seq, and at the bottom the view follows
+// a live turn.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -20,8 +23,10 @@ import {
   until,
 } from './lib/harness.js';
 
-const MESSAGES = 40;
-const CHUNKS = 500;
+const MESSAGES = 400;
+const CHUNKS = 50;
+/** At most this many transcript items in the DOM at once. */
+const DOM_ITEMS = 150;
 /** How long the session may take to stream its 20,000 events. */
 const STREAM_WAIT = 240_000;
 
@@ -33,16 +38,23 @@ after(async () => {
   await browser?.close();
 });
 
-const label = (i) => `message ${String(i).padStart(2, '0')}:`;
+const label = (i) => `message ${String(i).padStart(3, '0')}:`;
+
+/** How many transcript items the DOM holds, and how many the page has. */
+const held = (page) =>
+  page.evaluate(() => ({ dom: document.querySelectorAll('[data-testid=transcript] > [data-seq]').length, items: window.__duraclaw.items }));
+
+/** Two frames: what a scroll changes is rendered. */
+const frames = (page) => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
 
 test('a 20,000-event session opens with its tail and scrolls back to its start, each message once', async () => {
   const t0 = Date.now();
   const ctx = await loggedIn(browser, DEMO_URL);
   await gatewayConnected(ctx);
-  // 1,000 characters in 500 deltas of two.
+  // 100 characters in 50 deltas of two.
   const steps = Array.from({ length: MESSAGES }, (_, i) => ({
     step: 'text',
-    text: `${label(i)} ${'lorem ipsum dolor '.repeat(60)}`.slice(0, 2 * CHUNKS),
+    text: `${label(i)} ${'lorem ipsum dolor '.repeat(10)}`.slice(0, 2 * CHUNKS),
     chunks: CHUNKS,
   }));
   const id = await createScriptedSession(ctx, DEMO_URL, 'long-session', steps);
@@ -69,6 +81,8 @@ test('a 20,000-event session opens with its tail and scrolls back to its start, 
   // Opened with the last message, not the history.
   await page.locator('[data-testid=assistant-message]', { hasText: label(MESSAGES - 1) }).waitFor();
   const opened = await pageSeqs(page);
+  const open = await held(page);
+  assert.ok(open.dom <= DOM_ITEMS, `the DOM holds ${open.dom} of ${open.items} items`);
   assert.equal(opened.last, n);
   const firstSeq = await page.evaluate(() => window.__duraclaw.firstSeq);
   assert.ok(firstSeq > 1, `the page opened with a tail from seq ${firstSeq}`);
@@ -91,11 +105,12 @@ test('a 20,000-event session opens with its tail and scrolls back to its start, 
       cut = true;
       relay.cutBefore((f) => f.type === 'page');
     }
-    // Hold what the server sends, ask for the page (scroll to the top), note
-    // where the top item is, then let the page in.
+    // Hold what the server sends, ask for the page (scroll to the top, the
+    // window follows), note where the top item is, then let the page in.
     relay.holding = true;
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await frames(page);
     const before = await page.evaluate(() => {
-      window.scrollTo(0, 0);
       const el = document.querySelector('[data-testid=transcript] > [data-seq]');
       return { seq: el && el.dataset.seq, top: el && el.getBoundingClientRect().top };
     });
@@ -117,6 +132,11 @@ test('a 20,000-event session opens with its tail and scrolls back to its start, 
   assert.ok(relay.sockets.length >= 2, 'the page reconnected mid-scroll');
   assert.match(relay.urls[1], /[?&]after=\d+$/, 'the reconnect resumes after what it holds');
 
+  // The whole transcript is in the model, a window of it in the DOM.
+  const top = await held(page);
+  assert.ok(top.items >= MESSAGES, `the page has ${top.items} items`);
+  assert.ok(top.dom <= DOM_ITEMS, `the DOM holds ${top.dom} of ${top.items} items`);
+
   // Every seq once, in order; every message once.
   const got = await pageSeqs(page);
   assert.equal(got.seqs.length, n);
@@ -125,12 +145,70 @@ test('a 20,000-event session opens with its tail and scrolls back to its start, 
     'the page holds every seq once, in order',
   );
   assert.deepEqual(got.gaps, []);
-  const texts = await page.locator('[data-testid=assistant-message]').allInnerTexts();
+  // Read top to bottom, a screen at a time: each message once, in order,
+  // and never more than the window in the DOM.
+  assert.equal(await page.getByTestId('older').count(), 0, 'nothing older to load');
+  const seen = new Map();
+  await page.evaluate(() => window.scrollTo(0, 0));
+  for (let step = 0; ; step++) {
+    assert.ok(step < 2000, 'the bottom within 2,000 screens');
+    await frames(page);
+    const view = await page.evaluate(() => {
+      const el = document.scrollingElement;
+      const shown = [...document.querySelectorAll('[data-testid=transcript] > [data-testid=assistant-message]')].map((e) => [
+        Number(e.dataset.seq),
+        e.innerText,
+      ]);
+      return { shown, items: document.querySelectorAll('[data-testid=transcript] > [data-seq]').length, end: el.scrollTop + el.clientHeight >= el.scrollHeight - 2 };
+    });
+    assert.ok(view.items <= DOM_ITEMS, `the DOM holds ${view.items} items`);
+    for (const [seq, text] of view.shown) seen.set(seq, text);
+    if (view.end) break;
+    await page.evaluate(() => window.scrollBy(0, Math.floor(window.innerHeight * 0.8)));
+  }
+  const texts = [...seen.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t);
   for (let i = 0; i < MESSAGES; i++) {
     assert.equal(texts.filter((t) => t.includes(label(i))).length, 1, `${label(i)} once`);
+    assert.ok(texts[i].includes(label(i)), `${label(i)} in its place`);
   }
   assert.equal(texts.length, MESSAGES);
-  assert.equal(await page.getByTestId('older').count(), 0, 'nothing older to load');
+
+  // An item far from the view is brought to it by its seq, as a test (or the
+  // pending-question bar) finds it.
+  const middle = [...seen.entries()].find(([, t]) => t.includes(label(MESSAGES / 2)))[0];
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await frames(page);
+  await page.evaluate((seq) => window.__duraclaw.revealSeq(seq), middle);
+  await until(`message ${MESSAGES / 2} in view`, () =>
+    page.evaluate((seq) => {
+      const el = document.querySelector(`[data-testid=transcript] > [data-seq="${seq}"]`);
+      const r = el && el.getBoundingClientRect();
+      return !!r && r.top >= 0 && r.bottom <= window.innerHeight;
+    }, middle),
+  );
+
+  // Back at the bottom, the view follows what streams in live.
+  await until('the view at the bottom', () =>
+    page.evaluate(() => {
+      const el = document.scrollingElement;
+      el.scrollTop = el.scrollHeight;
+      return el.scrollHeight - el.scrollTop - el.clientHeight < 2;
+    }),
+  );
+  await page.getByTestId('message-input').fill('one more turn');
+  await page.getByTestId('send-message').click();
+  await until('the live message in view at the bottom', () =>
+    page.evaluate(() => {
+      const all = document.querySelectorAll('[data-testid=transcript] > [data-testid=assistant-message]');
+      const el = all[all.length - 1];
+      const r = el && el.getBoundingClientRect();
+      return !!r && el.innerText.includes('Running the whole test suite') && r.top >= 0 && r.bottom <= window.innerHeight;
+    }),
+  );
+  assert.ok((await held(page)).dom <= DOM_ITEMS);
+  // The turn waits until it is aborted.
+  await page.getByTestId('abort').click();
+  await until('the turn aborted', async () => (await page.getByTestId('state-badge').getAttribute('data-state')) !== 'active');
   await screenshot(page, 'long-session-top');
   console.log(`long session: ${n} events, ${await page.evaluate(() => window.__duraclaw.pages)} pages, ${since(t0)}`);
   await ctx.close();

@@ -51,15 +51,21 @@ function App() {
     };
   }, []);
 
-  // The inbox stream runs while someone is logged in.
+  // The inbox stream runs while someone is logged in; it starts once the
+  // first screen is up (idle), not in its way.
   const signedIn = !!(user && !user.offline);
   useEffect(() => {
     if (!signedIn) return undefined;
-    inbox.start();
-    return () => inbox.stop();
+    const start = whenIdle(() => inbox.start());
+    return () => {
+      start.cancel();
+      inbox.stop();
+    };
   }, [signedIn]);
 
-  if (user === undefined) return <div class="boot">Loading…</div>;
+  // A session opens while the login is checked (its stream, meta and the
+  // login check go out together); a 401 from any of them shows the login.
+  if (user === undefined && route.name !== 'session') return <div class="boot">Loading…</div>;
   return (
     <>
       <OfflineBanner unreachable={!!user && user.offline} />
@@ -97,10 +103,21 @@ function View({ user, route, why, setWhy, setUser }) {
   return <SessionList user={user} onLogout={logout} />;
 }
 
+/** Runs `fn` when the page is idle (at most `ms` later); `cancel()` stops it. */
+function whenIdle(fn, ms = 1000) {
+  if (typeof window.requestIdleCallback === 'function') {
+    const h = window.requestIdleCallback(fn, { timeout: ms });
+    return { cancel: () => window.cancelIdleCallback(h) };
+  }
+  const h = setTimeout(fn, 0);
+  return { cancel: () => clearTimeout(h) };
+}
+
 // The service worker: notifications, and the app shell offline. A tap on a
 // notification asks an open window to show the session at its question.
+// Registered once the page has loaded, out of the first screen's way.
 if ('serviceWorker' in navigator && window.isSecureContext) {
-  navigator.serviceWorker.register('/sw.js').catch(() => {});
+  window.addEventListener('load', () => whenIdle(() => navigator.serviceWorker.register('/sw.js').catch(() => {})), { once: true });
   navigator.serviceWorker.addEventListener('message', (e) => {
     const url = e.data && e.data.type === 'duraclaw.open' && typeof e.data.url === 'string' ? e.data.url : null;
     if (url && url.startsWith('/#/')) location.hash = url.slice(2);

@@ -10,6 +10,7 @@ import { Item } from './Events.jsx';
 import { Header } from './Header.jsx';
 import { Shown } from './Shown.jsx';
 import { DiffPanel } from './Diff.jsx';
+import { Sizes, nextWindow, spaceAround } from '../windowing.js';
 
 const CONN_TEXT = {
   connecting: 'connecting…',
@@ -85,11 +86,23 @@ export function SessionView({ id, focus, user, onLogout }) {
   const stick = useRef(true);
   const [atBottom, setAtBottom] = useState(true);
   const renderTimer = useRef(null);
-  // The page request in flight ({id, before}), and the scroll position to
-  // keep while an older page goes in above it.
+  // The page request in flight ({id, before}).
   const paging = useRef(null);
-  const anchor = useRef(null);
   const pages = useRef(0);
+  // The window of items in the DOM ({from, to}: keys), their sizes, the
+  // keys rendered, the item the view keeps in place ({key, top}) and one
+  // to bring into view ({key, qid}).
+  const win = useRef(null);
+  const sizes = useRef(null);
+  if (!sizes.current) sizes.current = new Sizes();
+  const shownKeys = useRef([]);
+  const anchor = useRef(null);
+  const target = useRef(null);
+  const listRef = useRef(null);
+  const aboveRef = useRef(null);
+  const belowRef = useRef(null);
+  const gap = useRef(0);
+  const settle = useRef({ frame: 0, n: 0 });
 
   const rerender = () => {
     if (renderTimer.current) return;
@@ -137,6 +150,17 @@ export function SessionView({ id, focus, user, onLogout }) {
       get pages() {
         return pages.current;
       },
+      /** Transcript items in the model (the DOM holds those near the view). */
+      get items() {
+        return t.items.length;
+      },
+      /** Brings the item showing `seq` into view (tests look items up this way). */
+      revealSeq(seq) {
+        let key = null;
+        for (const i of t.items) if (i.seq !== null && i.seq <= seq) key = i.key;
+        if (key) reveal(key);
+        return key;
+      },
     };
     loadMeta();
 
@@ -165,11 +189,9 @@ export function SessionView({ id, focus, user, onLogout }) {
             setNotice(`Server: ${f.error.message || f.error.code}`);
             break;
           }
-          const el = document.scrollingElement || document.documentElement;
-          const at = { height: el.scrollHeight, top: el.scrollTop };
+          // The view keeps its anchor item in place (the layout effect).
           if (t.prepend(f.first, f.last, f.items)) {
             pages.current++;
-            anchor.current = at;
             setVersion((v) => v + 1);
           }
           break;
@@ -231,6 +253,7 @@ export function SessionView({ id, focus, user, onLogout }) {
       // The page's copy is from another history: drop it, replay from 0.
       onReset: () => {
         t.reset();
+        win.current = null;
         qstates.current.clear();
         window.__duraclaw.resets++;
         rerender();
@@ -244,6 +267,8 @@ export function SessionView({ id, focus, user, onLogout }) {
       const near = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
       stick.current = near;
       setAtBottom(near);
+      markAnchor();
+      moveWindow();
       if (el.scrollTop < el.clientHeight) loadOlder();
     };
     window.addEventListener('scroll', onScroll, { passive: true });
@@ -267,16 +292,99 @@ export function SessionView({ id, focus, user, onLogout }) {
     if (sock.raw({ type: 'page', id: p.id, before: p.before, limit: PAGE_EVENTS })) paging.current = p;
   };
 
+  /** The rendered items' elements, by key. */
+  const shownNodes = () => {
+    const nodes = new Map();
+    const end = belowRef.current;
+    let node = aboveRef.current && aboveRef.current.nextElementSibling;
+    for (const key of shownKeys.current) {
+      if (!node || node === end) break;
+      nodes.set(key, node);
+      node = node.nextElementSibling;
+    }
+    return nodes;
+  };
+
+  /** Notes the first item in view and where it is, to keep it there. */
+  const markAnchor = () => {
+    anchor.current = null;
+    for (const [key, node] of shownNodes()) {
+      const r = node.getBoundingClientRect();
+      if (r.height > 0 && r.bottom > 0) {
+        anchor.current = { key, top: r.top };
+        return;
+      }
+    }
+  };
+
+  /** Moves the window to the view; returns whether it changed. */
+  const moveWindow = () => {
+    if (!aboveRef.current) return false;
+    const keys = t.items.map((i) => i.key);
+    const list = sizes.current.list(keys);
+    const at = windowIndices(keys);
+    const origin = aboveRef.current.getBoundingClientRect().top;
+    const next = nextWindow(list, at, -origin, window.innerHeight - origin, { stick: stick.current });
+    if (keys.length === 0 || (next.lo === at.lo && next.hi === at.hi)) return false;
+    win.current = { from: keys[next.lo], to: keys[next.hi] };
+    setVersion((v) => v + 1);
+    return true;
+  };
+
+  /** The window as indices into the items (the last screenful when unknown). */
+  const windowIndices = (keys) => {
+    const n = keys.length;
+    let lo = -1;
+    let hi = -1;
+    if (win.current) {
+      lo = keys.indexOf(win.current.from);
+      hi = keys.indexOf(win.current.to);
+    }
+    if (lo < 0 || hi < lo) {
+      hi = n - 1;
+      lo = Math.max(0, n - 30);
+    }
+    if (stick.current) hi = n - 1;
+    return { lo, hi };
+  };
+
+  /** Brings item `key` (and question `qid` in it) into view. */
+  const reveal = (key, qid) => {
+    const keys = t.items.map((i) => i.key);
+    const i = keys.indexOf(key);
+    if (i < 0) return;
+    stick.current = false;
+    target.current = { key, qid };
+    win.current = { from: keys[Math.max(0, i - 5)], to: keys[Math.min(keys.length - 1, i + 5)] };
+    setVersion((v) => v + 1);
+  };
+
   useLayoutEffect(() => {
     const el = document.scrollingElement || document.documentElement;
-    if (anchor.current) {
-      // What went in above moves the view down by its height: no jump.
-      const { height, top } = anchor.current;
-      anchor.current = null;
-      el.scrollTop = top + (el.scrollHeight - height);
+    if (listRef.current) gap.current = parseFloat(getComputedStyle(listRef.current).rowGap) || 0;
+    // What the rendered items measure (hidden ones take no space, not even the gap).
+    const nodes = shownNodes();
+    for (const [key, node] of nodes) {
+      const h = node.getBoundingClientRect().height;
+      sizes.current.measure(key, h === 0 && node.getClientRects().length === 0 ? 0 : h + gap.current);
+    }
+    const aim = target.current && nodes.get(target.current.key);
+    if (aim) {
+      const q = target.current.qid && document.getElementById(`q-${target.current.qid}`);
+      target.current = null;
+      (q || aim).scrollIntoView({ block: 'center' });
     } else if (stick.current) {
       el.scrollTop = el.scrollHeight;
+    } else if (anchor.current && nodes.has(anchor.current.key)) {
+      // Whatever changed above (an older page, items measured): no jump.
+      const moved = nodes.get(anchor.current.key).getBoundingClientRect().top - anchor.current.top;
+      if (Math.abs(moved) >= 0.5) el.scrollTop += moved;
     }
+    markAnchor();
+    // The window follows the view; a bounded number of passes per frame.
+    const now = performance.now();
+    if (now - settle.current.frame > 100) settle.current = { frame: now, n: 0 };
+    if (settle.current.n < 12 && moveWindow()) settle.current.n++;
     // Near the top, or not a screenful yet: the next older page.
     if (t.hasOlder() && (el.scrollTop < el.clientHeight || el.scrollHeight <= el.clientHeight * 1.5)) loadOlder();
   });
@@ -368,18 +476,34 @@ export function SessionView({ id, focus, user, onLogout }) {
       });
   };
 
+  /** The key of the item a question shows in (its own, or its tool call's). */
+  const questionKey = (qid) => {
+    const q = t.byQuestion.get(qid);
+    return q ? (q.inTool ? q.inTool.key : q.key) : null;
+  };
+
   const jumpTo = (qid) => {
     const el = document.getElementById(`q-${qid}`);
     if (el) el.scrollIntoView({ behavior: 'smooth', block: 'center' });
+    else if (questionKey(qid)) reveal(questionKey(qid), qid);
   };
 
   // Opened at a question (`?q=`, e.g. from a notification): shown and
   // highlighted once its card is there.
   const focused = useRef(null);
+  const brought = useRef(null);
   useEffect(() => {
     if (!focus || focused.current === focus) return;
     const el = document.getElementById(`q-${focus}`);
-    if (!el) return;
+    if (!el) {
+      // Not near the view: brought in, then focused.
+      const key = questionKey(focus);
+      if (key && !target.current && brought.current !== focus) {
+        brought.current = focus;
+        reveal(key, focus);
+      }
+      return;
+    }
     focused.current = focus;
     stick.current = false;
     for (const old of document.querySelectorAll('.focused-question')) old.classList.remove('focused-question');
@@ -408,6 +532,12 @@ export function SessionView({ id, focus, user, onLogout }) {
   // Mode and model can change while the session lives.
   const live = !!t.state && t.state !== 'terminated';
   const alarms = alarmingErrors(t.items);
+  // Only the items near the view are rendered; the rest is space.
+  const keys = t.items.map((i) => i.key);
+  const at = windowIndices(keys);
+  const space = spaceAround(sizes.current.list(keys), at.lo, at.hi);
+  const shown = t.items.slice(at.lo, at.hi + 1);
+  shownKeys.current = shown.map((i) => i.key);
 
   return (
     <div class="page session-page">
@@ -497,7 +627,7 @@ export function SessionView({ id, focus, user, onLogout }) {
         {alarms.map((a) => (
           <div class="banner bad alarm" role="alert" data-testid="unapproved-banner" key={a.key}>
             <strong>{errorTitle(a.ev)}.</strong> <Shown text={String(a.ev.message ?? '')} /> The session was stopped.{' '}
-            <button type="button" class="link" onClick={() => document.querySelector(`[data-seq="${a.seq}"]`)?.scrollIntoView({ block: 'center' })}>
+            <button type="button" class="link" onClick={() => reveal(a.key)}>
               show
             </button>
           </div>
@@ -564,16 +694,18 @@ export function SessionView({ id, focus, user, onLogout }) {
           </button>
         </div>
       )}
-      <main class="transcript" data-testid="transcript" aria-live="polite">
+      <main class="transcript" data-testid="transcript" aria-live="polite" ref={listRef}>
         {t.hasOlder() && (
           <p class="muted center small" data-testid="older" data-first-seq={t.firstSeq}>
             <span class="spinner small" /> Loading earlier messages…
           </p>
         )}
         {t.items.length === 0 && <p class="muted center">{conn.state === 'connected' ? 'Nothing here yet.' : 'Loading the session…'}</p>}
-        {t.items.map((item) => (
+        <div class="win-space" ref={aboveRef} aria-hidden="true" data-testid="space-above" style={{ height: `${space.before}px`, marginBottom: `${-gap.current}px` }} />
+        {shown.map((item) => (
           <Item key={item.key} item={item} ctx={ctx} />
         ))}
+        <div class="win-space" ref={belowRef} aria-hidden="true" style={{ height: `${space.after}px`, marginTop: `${-gap.current}px` }} />
         {running && t.state === 'active' && (
           <div class="working muted small">
             <span class="spinner small" /> Claude is working…
