@@ -34,13 +34,11 @@ use duraclaw_core::protocol::{
 use duraclaw_fake_anthropic::{FakeAnthropic, Latch, RecordedRequest, Turn};
 use duraclaw_gateway::claude::{ClaudeConfig, ClaudeExecutor};
 use duraclaw_gateway::cli::launch;
-use duraclaw_gateway::link::{Secret, serve};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -186,13 +184,7 @@ impl Harness {
         })
         .await
         .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(
-            listener,
-            gateway.clone(),
-            Secret::new(SECRET).unwrap(),
-        ));
+        let (addr, task) = support::serve_link(&gateway, SECRET).await;
         Running {
             addr,
             task,

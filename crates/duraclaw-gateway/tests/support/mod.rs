@@ -24,6 +24,23 @@ pub fn init_repo(path: &Path) {
     duraclaw_testkit::local::init_repo(path, &[("README.md", "hello\n")]);
 }
 
+/// Serves `gateway`'s link on an ephemeral port of 127.0.0.1 with the
+/// bearer `secret`: its address and the serving task.
+pub async fn serve_link(
+    gateway: &duraclaw_gateway::server::Gateway,
+    secret: &str,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let secret = duraclaw_gateway::link::Secret::new(secret).unwrap();
+    let task = tokio::spawn(duraclaw_gateway::link::serve(
+        listener,
+        gateway.clone(),
+        secret,
+    ));
+    (addr, task)
+}
+
 /// Upgrades to the gateway with `auth` as the Authorization header.
 pub async fn connect_with(
     addr: SocketAddr,
