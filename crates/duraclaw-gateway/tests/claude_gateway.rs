@@ -40,18 +40,14 @@ use duraclaw_store::SqliteDirectory;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod support;
-use support::init_repo;
+use support::{Ws, connect_with, init_repo};
 
 const SECRET: &str = "test-secret-0123456789abcdef";
 /// The bound on every wait for a frame.
 const DEADLINE: Duration = Duration::from_secs(45);
 const MODEL: &str = "claude-sonnet-4-5";
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn tracing_on() -> bool {
     std::env::var_os("DURACLAW_TEST_TRACE").is_some()
@@ -260,20 +256,6 @@ fn alive(pid: i32) -> bool {
 // ---------------------------------------------------------------------------
 // The test client
 // ---------------------------------------------------------------------------
-
-async fn connect_with(
-    addr: std::net::SocketAddr,
-    auth: Option<&str>,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
-    if let Some(a) = auth {
-        req.headers_mut()
-            .insert("authorization", a.parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(req)
-        .await
-        .map(|(ws, _)| ws)
-}
 
 /// An orchestrator's side of the link: events are buffered while it waits
 /// for a command's result, and the other way round.
