@@ -22,7 +22,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use duraclaw_fake_server::{
-    FakeServer, Script, event_stream, header, headers_of, json_response, pieces,
+    Script, ScriptedServer, event_stream, header, headers_of, json_response, pieces,
 };
 use serde_json::{Value, json};
 
@@ -129,26 +129,16 @@ impl RecordedRequest {
 type Shared = Script<Turn, RecordedRequest>;
 
 /// The running fake; stops when dropped.
-pub struct FakeGemini {
-    server: FakeServer,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for FakeGemini {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeGemini")
-            .field("addr", &self.server.addr())
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct FakeGemini(ScriptedServer<Turn, RecordedRequest>);
 
 impl FakeGemini {
     /// Starts the fake on 127.0.0.1 with `script`.
     pub async fn start(script: impl IntoIterator<Item = Turn>) -> std::io::Result<Self> {
-        let shared = Arc::new(Script::new(script));
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        let server = FakeServer::start("gemini", app).await?;
-        Ok(FakeGemini { server, shared })
+        let app = Router::new().fallback(handle);
+        ScriptedServer::start("gemini", script, app)
+            .await
+            .map(FakeGemini)
     }
 
     /// `http://127.0.0.1:PORT`, for `GOOGLE_GEMINI_BASE_URL`.
@@ -158,12 +148,12 @@ impl FakeGemini {
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+        self.0.addr()
     }
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests()
+        self.0.requests()
     }
 
     /// The model turns (`:streamGenerateContent`), in order.
@@ -176,7 +166,7 @@ impl FakeGemini {
 
     /// Stops the server and waits for it.
     pub async fn shutdown(self) {
-        self.server.shutdown().await;
+        self.0.shutdown().await;
     }
 }
 
@@ -250,4 +240,48 @@ fn stream(turn: Turn) -> Response {
     event_stream(futures::stream::iter(
         chunks.into_iter().map(Ok::<_, std::io::Error>),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `POST path` with `body` over a plain HTTP/1.1 connection: the whole
+    /// response as text.
+    async fn post(addr: SocketAddr, path: &str, body: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: fake\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_stream_request_streams_its_turn_and_is_recorded() {
+        let fake = FakeGemini::start([Turn::text("Hello there")])
+            .await
+            .unwrap();
+        let stream = "/v1beta/models/m:streamGenerateContent";
+        let first = post(fake.addr(), stream, r#"{"contents":[]}"#).await;
+        assert!(first.contains("text/event-stream"), "{first}");
+        assert!(first.contains("\"finishReason\":\"STOP\""), "{first}");
+        let count = post(fake.addr(), "/v1beta/models/m:countTokens", "{}").await;
+        assert!(count.contains("totalTokens"), "{count}");
+        let side = post(fake.addr(), "/v1beta/models/m:generateContent", "{}").await;
+        assert!(side.starts_with("HTTP/1.1 400"), "{side}");
+        let after = post(fake.addr(), stream, "{}").await;
+        assert!(after.contains("(the fake Gemini"), "{after}");
+        let turns: Vec<_> = fake.requests().iter().map(|r| r.turn).collect();
+        assert_eq!(turns, [Some(0), None, None, None]);
+        assert_eq!(fake.stream_requests().len(), 2);
+        fake.shutdown().await;
+    }
 }

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use duraclaw_fake_server::{
-    FakeServer, Script, event_stream, header, headers_of, json_response, pieces, received,
+    Script, ScriptedServer, event_stream, header, headers_of, json_response, pieces, received,
     status_of,
 };
 use serde_json::{Value, json};
@@ -148,26 +148,16 @@ impl RecordedRequest {
 type Shared = Script<Turn, RecordedRequest>;
 
 /// The running fake; stops when dropped.
-pub struct FakeOpenAi {
-    server: FakeServer,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for FakeOpenAi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeOpenAi")
-            .field("addr", &self.server.addr())
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct FakeOpenAi(ScriptedServer<Turn, RecordedRequest>);
 
 impl FakeOpenAi {
     /// Starts the fake on 127.0.0.1 with `script`.
     pub async fn start(script: impl IntoIterator<Item = Turn>) -> std::io::Result<Self> {
-        let shared = Arc::new(Script::new(script));
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        let server = FakeServer::start("openai", app).await?;
-        Ok(FakeOpenAi { server, shared })
+        let app = Router::new().fallback(handle);
+        ScriptedServer::start("openai", script, app)
+            .await
+            .map(FakeOpenAi)
     }
 
     /// `http://127.0.0.1:PORT/v1`, the base URL clients append
@@ -178,12 +168,12 @@ impl FakeOpenAi {
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
+        self.0.addr()
     }
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests()
+        self.0.requests()
     }
 
     /// The model requests (`POST /v1/responses`), in order.
@@ -209,7 +199,7 @@ impl FakeOpenAi {
 
     /// Stops the server and waits for it.
     pub async fn shutdown(self) {
-        self.server.shutdown().await;
+        self.0.shutdown().await;
     }
 }
 
@@ -352,4 +342,47 @@ fn stream(index: usize, model: &str, turn: Turn) -> Response {
         let _ = send(event(&item_done)).await && send(event(&completed)).await;
     });
     event_stream(received(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `POST path` with `body` over a plain HTTP/1.1 connection: the whole
+    /// response as text.
+    async fn post(addr: SocketAddr, path: &str, body: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: fake\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_model_request_streams_its_turn_and_is_recorded() {
+        let fake = FakeOpenAi::start([Turn::text("Hello there")])
+            .await
+            .unwrap();
+        let first = post(fake.addr(), "/v1/responses", r#"{"model":"m","input":[]}"#).await;
+        assert!(first.contains("text/event-stream"), "{first}");
+        assert!(first.contains("event: response.completed"), "{first}");
+        assert!(first.contains("Hello there"), "{first}");
+        let after = post(fake.addr(), "/v1/responses", r#"{"model":"m"}"#).await;
+        assert!(after.contains("no more scripted turns"), "{after}");
+        let missing = post(fake.addr(), "/v1/other", "{}").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let turns: Vec<_> = fake.requests().iter().map(|r| r.turn).collect();
+        assert_eq!(turns, [Some(0), None, None]);
+        assert_eq!(fake.model_requests().len(), 2);
+        assert_eq!(fake.requests()[0].header("host"), Some("fake"));
+        fake.shutdown().await;
+    }
 }

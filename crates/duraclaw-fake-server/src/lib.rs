@@ -5,7 +5,7 @@
 //! server-sent-event responses, request headers, text cut into deltas).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -134,6 +134,53 @@ impl<T: Clone, R: Clone> Script<T, R> {
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<R> {
         self.lock().requests.clone()
+    }
+}
+
+/// A [`FakeServer`] answering from a [`Script`]: the shape of a fake whose
+/// every model request takes the next turn.
+pub struct ScriptedServer<T, R> {
+    server: FakeServer,
+    script: Arc<Script<T, R>>,
+}
+
+impl<T, R> std::fmt::Debug for ScriptedServer<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedServer")
+            .field("addr", &self.server.addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, R> ScriptedServer<T, R>
+where
+    T: Clone + Send + 'static,
+    R: Clone + Send + 'static,
+{
+    /// Serves `app`, its state the script of `turns`, on 127.0.0.1.
+    pub async fn start(
+        name: &'static str,
+        turns: impl IntoIterator<Item = T>,
+        app: Router<Arc<Script<T, R>>>,
+    ) -> std::io::Result<Self> {
+        let script = Arc::new(Script::new(turns));
+        let server = FakeServer::start(name, app.with_state(Arc::clone(&script))).await?;
+        Ok(ScriptedServer { server, script })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<R> {
+        self.script.requests()
+    }
+
+    /// Shuts down and waits for the server task to end.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 
