@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use crate::browser::{Browser, is, state_is};
 use crate::host::{Host, create_session, http, login, worktree};
 
+/// `method` on `path` of the host, as the browser of login `cookie` (none
+/// when empty) sends it: the status and the JSON body (`Null` if none).
 pub(crate) async fn send(
     h: &dyn Host,
     method: reqwest::Method,
@@ -23,8 +25,10 @@ pub(crate) async fn send(
 ) -> (u16, Value) {
     let mut req = http()
         .request(method, format!("{}{path}", h.base()))
-        .header("cookie", cookie)
         .header("origin", h.origin());
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
     if let Some(b) = body {
         req = req.json(&b);
     }
