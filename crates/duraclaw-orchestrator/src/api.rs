@@ -14,8 +14,7 @@ use duraclaw_core::backend::web::{
     LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, replay, socket,
 };
 use duraclaw_core::protocol::{
-    CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, browser_event_frame,
-    decode_frame, encode_frame,
+    CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, decode_frame, encode_frame,
 };
 use duraclaw_core::store::SessionMeta;
 use duraclaw_host::ids;
@@ -526,18 +525,10 @@ async fn serve_session(
             }
             match item {
                 Ok(e) => {
-                    let frames = match compactor.as_mut() {
-                        Some(c) => {
-                            let done = e.seq >= c.end();
-                            c.push(e);
-                            let mut items = c.take();
-                            if done && let Some(c) = compactor.take() {
-                                items.extend(c.finish());
-                            }
-                            items.iter().map(replay::ReplayItem::frame).collect()
-                        }
-                        None => vec![browser_event_frame(e.seq, &e.json)],
-                    };
+                    let frames: Vec<String> = replay::feed(&mut compactor, e)
+                        .iter()
+                        .map(replay::ReplayItem::frame)
+                        .collect();
                     let mut gone = false;
                     for frame in frames {
                         if forward_tx.send(frame).await.is_err() {
