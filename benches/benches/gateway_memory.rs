@@ -20,7 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duraclaw_benches::{quick, runtime};
+use duraclaw_benches::executor::init_repo;
+use duraclaw_benches::{quick, rss, runtime};
 use duraclaw_core::protocol::{Close, Command, CommandEnvelope, Event, Execute};
 use duraclaw_core::store::SessionDirectory;
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
@@ -28,30 +29,6 @@ use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
 use serde_json::json;
-
-/// Resident set size of this process, in bytes (Linux).
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm (Linux)");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("the resident field of statm");
-    pages * 4096
-}
-
-/// A git repository with one commit at `path`.
-fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    std::fs::write(path.join("README.md"), "hello\n").unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("b", "b@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
-}
 
 async fn gateway(root: &Path, idle: Duration) -> Gateway {
     let script = Script {

@@ -15,24 +15,13 @@
 
 use std::collections::HashMap;
 
-use duraclaw_benches::{mix, now_ms, quick, runtime};
+use duraclaw_benches::{mix, now_ms, quick, rss, runtime};
 use duraclaw_core::backend::actor::SessionActor;
 use duraclaw_core::clock::SystemClock;
 use duraclaw_core::protocol::{Event, TurnResult};
 use duraclaw_core::store::{SessionDirectory, SessionMeta};
 use duraclaw_store::SqliteDirectory;
 use serde_json::json;
-
-/// Resident set size of this process, in bytes (Linux).
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm (Linux)");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("the resident field of statm");
-    pages * 4096
-}
 
 /// A short turn: `n` deltas, then the turn's result.
 fn turn(n: u64, from_gseq: u64) -> Vec<(u64, Event)> {

@@ -12,7 +12,8 @@
 //!   session's event sink, and the git worktree a session needs;
 //! - [`lanes`]: the per-session ingest lanes of the orchestrator's gateway
 //!   link read loop (`duraclaw_orchestrator::lanes`, re-exported);
-//! - [`quick`]: whether this is a quick (CI) run.
+//! - [`quick`]: whether this is a quick (CI) run; [`rss`]: this process's
+//!   resident set size.
 
 // A benchmark that cannot set itself up has nothing to measure: it stops
 // with the reason.
@@ -42,6 +43,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// Resident set size of this process, in bytes (Linux: `/proc/self/statm`).
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm (Linux)");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("the resident field of statm");
+    pages * 4096
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

@@ -1,17 +1,19 @@
 //! The HTTP server: routing, script bookkeeping, recording, shutdown.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::post;
+use duraclaw_fake_server::{
+    FakeServer, event_stream, header, headers_of, json_response, received, status_of,
+};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use crate::answer::{Message, Step, error_body};
 use crate::schema::minimal_value;
@@ -80,10 +82,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The value of header `name` (lower case), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// The last message of the request's `messages`.
@@ -158,10 +157,8 @@ impl Shared {
 /// listener closes.
 #[derive(Debug)]
 pub struct FakeAnthropic {
-    addr: SocketAddr,
+    server: FakeServer,
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -184,9 +181,7 @@ impl FakeAnthropic {
         script: impl IntoIterator<Item = Turn>,
         options: Options,
     ) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = listener.local_addr()?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = watch::Sender::new(false);
         let shared = Arc::new(Shared {
             state: Mutex::new(ScriptState {
                 turns: script.into_iter().collect(),
@@ -198,38 +193,25 @@ impl FakeAnthropic {
                 requests: Vec::new(),
             }),
             recorded: watch::Sender::new(0),
-            shutdown: shutdown_rx.clone(),
+            shutdown: shutdown.subscribe(),
             options,
         });
         let app = Router::new()
             .route("/v1/messages", post(messages))
             .fallback(not_found)
             .with_state(Arc::clone(&shared));
-        let mut stop = shutdown_rx;
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::warn!(error = %e, "fake Anthropic server failed");
-            }
-        });
-        Ok(FakeAnthropic {
-            addr,
-            shared,
-            shutdown,
-            task: Some(task),
-        })
+        let server = FakeServer::start_with_stop("anthropic", app, shutdown).await?;
+        Ok(FakeAnthropic { server, shared })
     }
 
     /// `http://127.0.0.1:<port>`, for `ANTHROPIC_BASE_URL`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Every request received so far, in order.
@@ -262,43 +244,9 @@ impl FakeAnthropic {
     }
 
     /// Shuts down and waits for the server task to end.
-    pub async fn shutdown(mut self) {
-        self.shutdown.send_replace(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
-}
-
-impl Drop for FakeAnthropic {
-    fn drop(&mut self) {
-        self.shutdown.send_replace(true);
-    }
-}
-
-fn headers_of(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn status_of(code: u16) -> StatusCode {
-    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn not_found(
@@ -608,17 +556,7 @@ fn sse_response(steps: Vec<Step>, mut shutdown: watch::Receiver<bool>) -> Respon
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let mut resp = Response::new(Body::from_stream(stream));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    event_stream(received(rx))
 }
 
 #[cfg(test)]

@@ -13,17 +13,18 @@
 //! The Gemini CLI reaches it with `GOOGLE_GEMINI_BASE_URL` =
 //! [`FakeGemini::base_url`] and any `GEMINI_API_KEY`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use duraclaw_fake_server::{
+    Script, ScriptedServer, event_stream, header, headers_of, json_response, pieces,
+};
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// What a stream request after the end of the script is answered.
 pub const EXHAUSTED_TEXT: &str = "(the fake Gemini API has no more scripted turns)";
@@ -83,10 +84,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The value of header `name` (lower case), if sent.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// Whether it is a model turn (`:streamGenerateContent`).
@@ -128,83 +126,34 @@ impl RecordedRequest {
     }
 }
 
-struct ScriptState {
-    turns: Vec<Turn>,
-    next: usize,
-    requests: Vec<RecordedRequest>,
-}
-
-struct Shared {
-    state: Mutex<ScriptState>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, ScriptState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+type Shared = Script<Turn, RecordedRequest>;
 
 /// The running fake; stops when dropped.
-pub struct FakeGemini {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for FakeGemini {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeGemini")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct FakeGemini(ScriptedServer<Turn, RecordedRequest>);
 
 impl FakeGemini {
     /// Starts the fake on 127.0.0.1 with `script`.
     pub async fn start(script: impl IntoIterator<Item = Turn>) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = listener.local_addr()?;
-        let (shutdown, mut shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(ScriptState {
-                turns: script.into_iter().collect(),
-                next: 0,
-                requests: Vec::new(),
-            }),
-        });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let stop = async move {
-                while !*shutdown_rx.borrow() {
-                    if shutdown_rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::warn!(error = %e, "the fake Gemini API stopped");
-            }
-        });
-        Ok(FakeGemini {
-            addr,
-            shared,
-            shutdown,
-            task: Some(task),
-        })
+        let app = Router::new().fallback(handle);
+        ScriptedServer::start("gemini", script, app)
+            .await
+            .map(FakeGemini)
     }
 
     /// `http://127.0.0.1:PORT`, for `GOOGLE_GEMINI_BASE_URL`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr()
     }
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.lock().requests.clone()
+        self.0.requests()
     }
 
     /// The model turns (`:streamGenerateContent`), in order.
@@ -216,29 +165,15 @@ impl FakeGemini {
     }
 
     /// Stops the server and waits for it.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for FakeGemini {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+    pub async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
     let body = json!({"error": {"code": status.as_u16(), "message": message,
         "status": "INVALID_ARGUMENT"}});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json_response(status, &body)
 }
 
 async fn handle(
@@ -249,48 +184,26 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
-    let mut recorded = RecordedRequest {
+    let recorded = RecordedRequest {
         method: method.to_string(),
         path: path.clone(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: headers_of(&headers),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         turn: None,
     };
     if method == Method::POST && path.ends_with(":countTokens") {
-        shared.lock().requests.push(recorded);
-        return (
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({"totalTokens": 10}).to_string(),
-        )
-            .into_response();
+        shared.record(recorded);
+        return json_response(StatusCode::OK, &json!({"totalTokens": 10}));
     }
     if !recorded.is_stream() {
-        shared.lock().requests.push(recorded);
+        shared.record(recorded);
         return json_error(
             StatusCode::BAD_REQUEST,
             &format!("the fake Gemini API scripts no {method} {path}"),
         );
     }
-    let turn = {
-        let mut state = shared.lock();
-        let i = state.next;
-        let turn = state.turns.get(i).cloned();
-        if turn.is_some() {
-            state.next += 1;
-            recorded.turn = Some(i);
-        }
-        state.requests.push(recorded);
-        turn
-    };
-    stream(turn.unwrap_or_else(|| Turn::text(EXHAUSTED_TEXT)))
+    let turn = shared.take(|turn| RecordedRequest { turn, ..recorded });
+    stream(turn.map_or_else(|| Turn::text(EXHAUSTED_TEXT), |(_, t)| t))
 }
 
 /// One chunk of a streamed `GenerateContentResponse`.
@@ -324,28 +237,51 @@ fn stream(turn: Turn) -> Response {
             )]
         }
     };
-    let body = Body::from_stream(futures::stream::iter(
+    event_stream(futures::stream::iter(
         chunks.into_iter().map(Ok::<_, std::io::Error>),
-    ));
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
+    ))
 }
 
-/// `text` in `chunks` pieces (at least one), split at character
-/// boundaries.
-fn pieces(text: &str, chunks: usize) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    let n = chunks.max(1).min(chars.len().max(1));
-    let size = chars.len().div_ceil(n).max(1);
-    let mut out: Vec<String> = chars.chunks(size).map(|c| c.iter().collect()).collect();
-    if out.is_empty() {
-        out.push(String::new());
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `POST path` with `body` over a plain HTTP/1.1 connection: the whole
+    /// response as text.
+    async fn post(addr: SocketAddr, path: &str, body: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: fake\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
     }
-    out
+
+    #[tokio::test]
+    async fn a_stream_request_streams_its_turn_and_is_recorded() {
+        let fake = FakeGemini::start([Turn::text("Hello there")])
+            .await
+            .unwrap();
+        let stream = "/v1beta/models/m:streamGenerateContent";
+        let first = post(fake.addr(), stream, r#"{"contents":[]}"#).await;
+        assert!(first.contains("text/event-stream"), "{first}");
+        assert!(first.contains("\"finishReason\":\"STOP\""), "{first}");
+        let count = post(fake.addr(), "/v1beta/models/m:countTokens", "{}").await;
+        assert!(count.contains("totalTokens"), "{count}");
+        let side = post(fake.addr(), "/v1beta/models/m:generateContent", "{}").await;
+        assert!(side.starts_with("HTTP/1.1 400"), "{side}");
+        let after = post(fake.addr(), stream, "{}").await;
+        assert!(after.contains("(the fake Gemini"), "{after}");
+        let turns: Vec<_> = fake.requests().iter().map(|r| r.turn).collect();
+        assert_eq!(turns, [Some(0), None, None, None]);
+        assert_eq!(fake.stream_requests().len(), 2);
+        fake.shutdown().await;
+    }
 }

@@ -1,18 +1,20 @@
 //! The HTTP server: routing, the script, recording, and the events of a
 //! streaming response.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use duraclaw_fake_server::{
+    Script, ScriptedServer, event_stream, header, headers_of, json_response, pieces, received,
+    status_of,
+};
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// What a request after the end of the script is answered.
 pub const EXHAUSTED_TEXT: &str = "(the fake OpenAI API has no more scripted turns)";
@@ -91,10 +93,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The value of header `name` (lower case), if sent.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// Whether it is a model request (`POST /v1/responses`).
@@ -146,89 +145,35 @@ impl RecordedRequest {
     }
 }
 
-struct ScriptState {
-    turns: Vec<Turn>,
-    next: usize,
-    requests: Vec<RecordedRequest>,
-}
-
-struct Shared {
-    state: Mutex<ScriptState>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, ScriptState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+type Shared = Script<Turn, RecordedRequest>;
 
 /// The running fake; stops when dropped.
-pub struct FakeOpenAi {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for FakeOpenAi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeOpenAi")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct FakeOpenAi(ScriptedServer<Turn, RecordedRequest>);
 
 impl FakeOpenAi {
     /// Starts the fake on 127.0.0.1 with `script`.
     pub async fn start(script: impl IntoIterator<Item = Turn>) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = listener.local_addr()?;
-        let (shutdown, mut shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(ScriptState {
-                turns: script.into_iter().collect(),
-                next: 0,
-                requests: Vec::new(),
-            }),
-        });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let stop = async move {
-                while !*shutdown_rx.borrow() {
-                    if shutdown_rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::warn!(error = %e, "the fake OpenAI API stopped");
-            }
-        });
-        Ok(FakeOpenAi {
-            addr,
-            shared,
-            shutdown,
-            task: Some(task),
-        })
+        let app = Router::new().fallback(handle);
+        ScriptedServer::start("openai", script, app)
+            .await
+            .map(FakeOpenAi)
     }
 
     /// `http://127.0.0.1:PORT/v1`, the base URL clients append
     /// `/responses` to.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.addr())
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.lock().requests.clone()
+        self.0.requests()
     }
 
     /// The model requests (`POST /v1/responses`), in order.
@@ -253,28 +198,16 @@ impl FakeOpenAi {
     }
 
     /// Stops the server and waits for it.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for FakeOpenAi {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+    pub async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
-    (
+    json_response(
         status,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({"error": {"message": message, "type": "invalid_request_error", "code": null}})
-            .to_string(),
+        &json!({"error": {"message": message, "type": "invalid_request_error", "code": null}}),
     )
-        .into_response()
 }
 
 async fn handle(
@@ -286,53 +219,33 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut recorded = RecordedRequest {
+    let recorded = RecordedRequest {
         method: method.to_string(),
         path: path.clone(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: headers_of(&headers),
         body,
         turn: None,
     };
     if method == Method::GET && path.ends_with("/models") {
-        shared.lock().requests.push(recorded);
-        return (
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({"object": "list", "data": [], "models": []}).to_string(),
-        )
-            .into_response();
+        shared.record(recorded);
+        return json_response(
+            StatusCode::OK,
+            &json!({"object": "list", "data": [], "models": []}),
+        );
     }
     if !recorded.is_model_request() {
-        shared.lock().requests.push(recorded);
+        shared.record(recorded);
         return json_error(StatusCode::NOT_FOUND, &format!("no route {method} {path}"));
     }
     if !recorded.body.is_object() {
-        shared.lock().requests.push(recorded);
+        shared.record(recorded);
         return json_error(StatusCode::BAD_REQUEST, "the body is not a JSON object");
     }
     let model = recorded.body["model"].as_str().unwrap_or("fake").to_owned();
-    let turn = {
-        let mut state = shared.lock();
-        let i = state.next;
-        let turn = state.turns.get(i).cloned();
-        if turn.is_some() {
-            state.next += 1;
-            recorded.turn = Some(i);
-        }
-        state.requests.push(recorded);
-        turn.map(|t| (i, t))
-    };
+    let turn = shared.take(|turn| RecordedRequest { turn, ..recorded });
     let (index, turn) = turn.unwrap_or((usize::MAX, Turn::text(EXHAUSTED_TEXT)));
     if let Turn::Error { status, message } = &turn {
-        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return json_error(status, message);
+        return json_error(status_of(*status), message);
     }
     stream(index, &model, turn)
 }
@@ -428,45 +341,48 @@ fn stream(index: usize, model: &str, turn: Turn) -> Response {
                 "total_tokens": 15}}});
         let _ = send(event(&item_done)).await && send(event(&completed)).await;
     });
-    let body = Body::from_stream(tokio_stream(rx));
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-fn tokio_stream(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// `text` in `chunks` pieces (at least one), split at character
-/// boundaries.
-fn pieces(text: &str, chunks: usize) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    let n = chunks.max(1).min(chars.len().max(1));
-    let size = chars.len().div_ceil(n).max(1);
-    let mut out: Vec<String> = chars.chunks(size).map(|c| c.iter().collect()).collect();
-    if out.is_empty() {
-        out.push(String::new());
-    }
-    out
+    event_stream(received(rx))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::pieces;
+    #![allow(clippy::unwrap_used)]
 
-    #[test]
-    fn text_is_cut_into_pieces_that_join_to_it() {
-        assert_eq!(pieces("hello world", 3).concat(), "hello world");
-        assert_eq!(pieces("hello world", 3).len(), 3);
-        assert_eq!(pieces("", 3), [""]);
-        assert_eq!(pieces("é", 5), ["é"]);
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `POST path` with `body` over a plain HTTP/1.1 connection: the whole
+    /// response as text.
+    async fn post(addr: SocketAddr, path: &str, body: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nhost: fake\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_model_request_streams_its_turn_and_is_recorded() {
+        let fake = FakeOpenAi::start([Turn::text("Hello there")])
+            .await
+            .unwrap();
+        let first = post(fake.addr(), "/v1/responses", r#"{"model":"m","input":[]}"#).await;
+        assert!(first.contains("text/event-stream"), "{first}");
+        assert!(first.contains("event: response.completed"), "{first}");
+        assert!(first.contains("Hello there"), "{first}");
+        let after = post(fake.addr(), "/v1/responses", r#"{"model":"m"}"#).await;
+        assert!(after.contains("no more scripted turns"), "{after}");
+        let missing = post(fake.addr(), "/v1/other", "{}").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let turns: Vec<_> = fake.requests().iter().map(|r| r.turn).collect();
+        assert_eq!(turns, [Some(0), None, None]);
+        assert_eq!(fake.model_requests().len(), 2);
+        assert_eq!(fake.requests()[0].header("host"), Some("fake"));
+        fake.shutdown().await;
     }
 }

@@ -19,12 +19,10 @@ use duraclaw_core::protocol::{
 };
 use duraclaw_gateway::acp::AcpAgent;
 use duraclaw_gateway::agents::{AgentEntry, Agents, AgentsFile};
-use duraclaw_gateway::link::{Secret, serve};
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
-use tokio::net::TcpListener;
 
 mod support;
 use support::{Ws, command, events_until, execute, init_repo, open, recv, send};
@@ -102,13 +100,7 @@ async fn gateway(
     )
     .await
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(serve(
-        listener,
-        gateway.clone(),
-        Secret::new(SECRET).unwrap(),
-    ));
+    let (addr, task) = support::serve_link(&gateway, SECRET).await;
     (gateway, addr, task)
 }
 

@@ -26,7 +26,6 @@ use duraclaw_core::protocol::{
 use duraclaw_core::state::SessionState;
 use duraclaw_gateway::claude::{ClaudeConfig, ClaudeExecutor};
 use duraclaw_gateway::cli::launch;
-use duraclaw_gateway::link::{Secret, serve};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
@@ -630,13 +629,7 @@ impl FakeGateway {
         )
         .await
         .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(
-            listener,
-            gateway.clone(),
-            Secret::new(LINK_SECRET).unwrap(),
-        ));
+        let (addr, task) = support::serve_link(&gateway, LINK_SECRET).await;
         FakeGateway {
             _dir: dir,
             worktree,

@@ -34,26 +34,20 @@ use duraclaw_core::protocol::{
 use duraclaw_fake_anthropic::{FakeAnthropic, Latch, RecordedRequest, Turn};
 use duraclaw_gateway::claude::{ClaudeConfig, ClaudeExecutor};
 use duraclaw_gateway::cli::launch;
-use duraclaw_gateway::link::{Secret, serve};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod support;
-use support::init_repo;
+use support::{Ws, connect_with, init_repo};
 
 const SECRET: &str = "test-secret-0123456789abcdef";
 /// The bound on every wait for a frame.
 const DEADLINE: Duration = Duration::from_secs(45);
 const MODEL: &str = "claude-sonnet-4-5";
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn tracing_on() -> bool {
     std::env::var_os("DURACLAW_TEST_TRACE").is_some()
@@ -186,13 +180,7 @@ impl Harness {
         })
         .await
         .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(
-            listener,
-            gateway.clone(),
-            Secret::new(SECRET).unwrap(),
-        ));
+        let (addr, task) = support::serve_link(&gateway, SECRET).await;
         Running {
             addr,
             task,
@@ -268,20 +256,6 @@ fn alive(pid: i32) -> bool {
 // ---------------------------------------------------------------------------
 // The test client
 // ---------------------------------------------------------------------------
-
-async fn connect_with(
-    addr: std::net::SocketAddr,
-    auth: Option<&str>,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
-    if let Some(a) = auth {
-        req.headers_mut()
-            .insert("authorization", a.parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(req)
-        .await
-        .map(|(ws, _)| ws)
-}
 
 /// An orchestrator's side of the link: events are buffered while it waits
 /// for a command's result, and the other way round.

@@ -21,23 +21,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+mod support;
+use support::claude_bin;
+
 /// The bound on every wait.
 const WAIT: Duration = Duration::from_secs(60);
 const MODEL: &str = "claude-sonnet-4-5";
-
-fn claude_bin() -> PathBuf {
-    let hint = "run `scripts/install-tools.sh claude` to install the pinned Claude Code CLI \
-                (CI installs it), or point CLAUDE_BIN at a claude binary";
-    let path =
-        launch::bin_path().unwrap_or_else(|| panic!("neither CLAUDE_BIN nor HOME is set: {hint}"));
-    assert!(
-        path.is_file(),
-        "the Claude Code CLI {} is not at {}: {hint}",
-        launch::CLI_VERSION,
-        path.display()
-    );
-    path
-}
 
 /// A temporary worktree and the CLI's private directories.
 struct Dirs {

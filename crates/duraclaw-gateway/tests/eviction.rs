@@ -12,13 +12,11 @@ use duraclaw_core::protocol::{
     Answer, Close, Command, Decision, Event, FromGateway, ToGateway, UserTurn,
 };
 use duraclaw_core::store::SessionDirectory;
-use duraclaw_gateway::link::{Secret, serve};
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 mod support;
 use support::{command, execute, init_repo, open, recv, send};
@@ -168,15 +166,9 @@ async fn an_evicted_sessions_late_answer_and_resume_work_over_the_link() {
             result: "built".into(),
         }]],
     };
-    let serve_on = |gw: Gateway| async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(listener, gw, Secret::new(SECRET).unwrap()));
-        (addr, task)
-    };
 
     let first = gateway(&root, &db, script.clone()).await;
-    let (addr, task) = serve_on(first.clone()).await;
+    let (addr, task) = support::serve_link(&first, SECRET).await;
     let mut ws = open(addr, SECRET, DEADLINE).await;
     send(&mut ws, &command("c1", "late", execute(wt, "build it"))).await;
     send(
@@ -200,7 +192,7 @@ async fn an_evicted_sessions_late_answer_and_resume_work_over_the_link() {
     drop(first);
 
     let second = gateway(&root, &db, script).await;
-    let (addr, _task) = serve_on(second.clone()).await;
+    let (addr, _task) = support::serve_link(&second, SECRET).await;
     let mut ws = open(addr, SECRET, DEADLINE).await;
     send(
         &mut ws,

@@ -11,14 +11,13 @@ use std::time::Duration;
 use duraclaw_core::protocol::{
     Answer, Command, DecidedBy, Decision, Event, FromGateway, ToGateway, UserTurn,
 };
-use duraclaw_gateway::link::{Secret, serve};
+use duraclaw_gateway::link::Secret;
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
@@ -77,13 +76,7 @@ impl Harness {
         })
         .await
         .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(serve(
-            listener,
-            gateway.clone(),
-            Secret::new(SECRET).unwrap(),
-        ));
+        let (addr, task) = support::serve_link(&gateway, SECRET).await;
         Running {
             addr,
             task,

@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duraclaw_core::protocol::{Command, CommandResult, Event, FromGateway, ToGateway, UserTurn};
-use duraclaw_gateway::link::{Secret, serve};
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
-use tokio::net::TcpListener;
 
 mod support;
 use support::{Ws, command, events_until, execute, init_repo, open, recv, send};
@@ -56,13 +54,7 @@ async fn new_turns_wait_for_acks_past_the_bound_and_nothing_is_lost() {
     .await
     .unwrap();
     gateway.set_max_unacked(3);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(serve(
-        listener,
-        gateway.clone(),
-        Secret::new(SECRET).unwrap(),
-    ));
+    let (addr, task) = support::serve_link(&gateway, SECRET).await;
 
     let mut ws = open(addr, SECRET, DEADLINE).await;
     let worktree = root.join("projects/app").display().to_string();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,13 +14,14 @@ use duraclaw_core::backend::web::{
     LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, replay, socket,
 };
 use duraclaw_core::protocol::{
-    CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, browser_event_frame,
-    decode_frame, encode_frame,
+    CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, decode_frame, encode_frame,
 };
 use duraclaw_core::store::SessionMeta;
 use duraclaw_host::ids;
 use duraclaw_host::start::{self, StartPlan};
 use duraclaw_host::worktree as host_worktree;
+use futures::future::BoxFuture;
+use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -524,18 +525,10 @@ async fn serve_session(
             }
             match item {
                 Ok(e) => {
-                    let frames = match compactor.as_mut() {
-                        Some(c) => {
-                            let done = e.seq >= c.end();
-                            c.push(e);
-                            let mut items = c.take();
-                            if done && let Some(c) = compactor.take() {
-                                items.extend(c.finish());
-                            }
-                            items.iter().map(replay::ReplayItem::frame).collect()
-                        }
-                        None => vec![browser_event_frame(e.seq, &e.json)],
-                    };
+                    let frames: Vec<String> = replay::feed(&mut compactor, e)
+                        .iter()
+                        .map(replay::ReplayItem::frame)
+                        .collect();
                     let mut gone = false;
                     for frame in frames {
                         if forward_tx.send(frame).await.is_err() {
@@ -565,28 +558,19 @@ async fn serve_session(
     let mut login_ended = app.auth.login_ended(&user.login);
     let mut close = None;
     loop {
-        let msg = tokio::select! {
-            () = &mut login_ended => {
+        let text = match next_text(&mut stream, &mut login_ended).await {
+            Incoming::Text(text) => text,
+            Incoming::LoginEnded => {
                 tracing::info!(session = actor.session_id(), user = %user.name, "login ended: socket closed");
                 close = Some(login_ended_close());
                 break;
             }
-            msg = stream.next() => msg,
-        };
-        let Some(Ok(msg)) = msg else { break };
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                refused = Some(socket::refuse_binary());
+            Incoming::Refused(refusal) => {
+                refused = Some(refusal);
                 break;
             }
-            Message::Close(_) => break,
-            _ => continue,
+            Incoming::Closed => break,
         };
-        if let Err(refusal) = socket::check_text(text.len()) {
-            refused = Some(refusal);
-            break;
-        }
         let reply = match decode_frame::<FromBrowser>(text.as_str(), "browser frame") {
             Ok(FromBrowser::Command { id, command }) => {
                 // A command racing a revocation: refused, and the socket
@@ -821,6 +805,44 @@ pub(crate) async fn refuse(tx: mpsc::Sender<String>, writer: Writer, refusal: so
             reason: refusal.close_reason.into(),
         };
         let _ = sink.send(Message::Close(Some(close))).await;
+    }
+}
+
+/// What a browser socket brought next.
+pub(crate) enum Incoming {
+    /// A text frame within the size limit.
+    Text(Utf8Bytes),
+    /// The socket's login ended.
+    LoginEnded,
+    /// A frame the socket refuses (binary, too large).
+    Refused(socket::Refusal),
+    /// The browser closed the socket, or it failed.
+    Closed,
+}
+
+/// The next text frame from `stream`, unless `login_ended` fires first or
+/// the frame is refused; pings and pongs are passed over.
+pub(crate) async fn next_text(
+    stream: &mut SplitStream<WebSocket>,
+    login_ended: &mut BoxFuture<'static, ()>,
+) -> Incoming {
+    loop {
+        let msg = tokio::select! {
+            () = &mut *login_ended => return Incoming::LoginEnded,
+            msg = stream.next() => msg,
+        };
+        let Some(Ok(msg)) = msg else {
+            return Incoming::Closed;
+        };
+        return match msg {
+            Message::Text(text) => match socket::check_text(text.len()) {
+                Ok(()) => Incoming::Text(text),
+                Err(refusal) => Incoming::Refused(refusal),
+            },
+            Message::Binary(_) => Incoming::Refused(socket::refuse_binary()),
+            Message::Close(_) => Incoming::Closed,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
     }
 }
 

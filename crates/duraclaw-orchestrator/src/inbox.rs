@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Json;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::api::{AppState, close_socket, refuse, spawn_writer};
+use crate::api::{AppState, Incoming, close_socket, next_text, refuse, spawn_writer};
 use crate::authn::AuthUser;
 use crate::error::ApiError;
 
@@ -270,28 +270,19 @@ async fn serve(socket: WebSocket, app: AppState, user: AuthUser, after: Option<u
     let mut close = None;
     let mut login_ended = app.auth.login_ended(&user.login);
     loop {
-        let msg = tokio::select! {
-            () = &mut login_ended => {
+        let text = match next_text(&mut stream, &mut login_ended).await {
+            Incoming::Text(text) => text,
+            Incoming::LoginEnded => {
                 tracing::info!(user = %user.name, "login ended: inbox socket closed");
                 close = Some(crate::api::login_ended_close());
                 break;
             }
-            msg = stream.next() => msg,
-        };
-        let Some(Ok(msg)) = msg else { break };
-        let text = match msg {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                refused = Some(socket::refuse_binary());
+            Incoming::Refused(refusal) => {
+                refused = Some(refusal);
                 break;
             }
-            Message::Close(_) => break,
-            _ => continue,
+            Incoming::Closed => break,
         };
-        if let Err(refusal) = socket::check_text(text.len()) {
-            refused = Some(refusal);
-            break;
-        }
         if let Some(reply) = inbox::answer(text.as_str())
             && tx.send(reply).await.is_err()
         {

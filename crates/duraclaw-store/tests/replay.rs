@@ -228,19 +228,7 @@ async fn run(case: Case) -> Result<(), TestCaseError> {
                 .map_err(|_| TestCaseError::fail("no event in time"))?
                 .unwrap()
                 .unwrap();
-            let items: Vec<ReplayItem> = match compactor.as_mut() {
-                Some(c) => {
-                    let done = e.seq >= c.end();
-                    c.push(e);
-                    let mut items = c.take();
-                    if done && let Some(c) = compactor.take() {
-                        items.extend(c.finish());
-                    }
-                    items
-                }
-                None => vec![ReplayItem::Event(e)],
-            };
-            for i in items {
+            for i in replay::feed(compactor, e) {
                 client.stream(&i.frame())?;
             }
         }

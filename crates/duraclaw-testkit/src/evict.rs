@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::browser::{Browser, is};
 use crate::host::{DEADLINE, Host, create_session, login};
-use crate::rules::{close, wait_link};
+use crate::rules::{close, restart_gateway, wait_link};
 
 /// The gateway's idle bound in this case, in ms.
 const IDLE_MS: &str = "100";
@@ -79,10 +79,7 @@ pub async fn an_evicted_sessions_late_answer_and_resume_work(h: &dyn Host, name:
     b.until_after(seq, is("result")).await;
     until_logged(h, "session loaded again", &id, loaded).await;
     close(h, &cookie, &id).await;
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway().await;
-    wait_link(h, &cookie, true).await;
+    restart_gateway(h, &cookie, None).await;
 
     assert_eq!(late["ok"], false, "{late}");
     assert!(

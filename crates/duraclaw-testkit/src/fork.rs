@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::browser::{Browser, is};
 use crate::host::{Host, create_session, login};
-use crate::rules::{claude_bin, close, send, wait_link};
+use crate::rules::{close, restart_gateway, send, session_meta};
 
 /// Runs a message as its own turn and waits for its `result`.
 async fn turn(b: &mut Browser, id: &str, text: &str) {
@@ -35,10 +35,7 @@ pub async fn fork_from_the_second_of_three(h: &dyn Host, name: &str) {
     .await
     .unwrap();
     let env = crate::browser_suite::claude_setup(h.root(), &fake);
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway_with_claude(&claude_bin(), &env).await;
-    wait_link(h, &cookie, true).await;
+    restart_gateway(h, &cookie, Some(&env)).await;
     let id = create_session(h, &cookie, name, "Message one").await;
     let mut b = Browser::connect(h.base(), &cookie, &id, 0).await;
     b.until(is("result")).await;
@@ -67,14 +64,7 @@ pub async fn fork_from_the_second_of_three(h: &dyn Host, name: &str) {
     let fork_id = meta["session_id"].as_str().unwrap_or("").to_owned();
     let mut fb = Browser::connect(h.base(), &cookie, &fork_id, 0).await;
     fb.until(is("result")).await;
-    let (_, listed) = send(
-        h,
-        reqwest::Method::GET,
-        &cookie,
-        &format!("/api/sessions/{fork_id}"),
-        None,
-    )
-    .await;
+    let (_, listed) = session_meta(h, &cookie, &fork_id).await;
     // The session list carries the lineage too.
     let (_, list) = send(h, reqwest::Method::GET, &cookie, "/api/sessions", None).await;
     let in_list = list
@@ -92,10 +82,7 @@ pub async fn fork_from_the_second_of_three(h: &dyn Host, name: &str) {
         .iter()
         .any(|(_, e)| e["type"] == "assistant" && e["text"] == "Answer in the fork.");
     close(h, &cookie, &fork_id).await;
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway().await;
-    wait_link(h, &cookie, true).await;
+    restart_gateway(h, &cookie, None).await;
 
     assert_eq!(busy, 409, "{busy_body}");
     assert!(

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::browser::{Browser, is};
 use crate::host::{Host, create_session, login, worktree};
-use crate::rules::{claude_bin, close, wait_link};
+use crate::rules::{close, restart_gateway};
 
 /// The plan the model proposes through ExitPlanMode.
 pub const PLAN: &str = "# Plan\n\n1. Write `plan.txt`.\n2. <b>Done</b>.";
@@ -71,10 +71,7 @@ pub async fn modes_and_models_with_the_real_cli(h: &dyn Host, name: &str) {
     .await
     .unwrap();
     let env = crate::browser_suite::claude_setup(h.root(), &fake);
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway_with_claude(&claude_bin(), &env).await;
-    wait_link(h, &cookie, true).await;
+    restart_gateway(h, &cookie, Some(&env)).await;
     let id = create_session(h, &cookie, name, "Say hello").await;
     let mut b = Browser::connect(h.base(), &cookie, &id, 0).await;
     b.until(is("result")).await;
@@ -155,10 +152,7 @@ pub async fn modes_and_models_with_the_real_cli(h: &dyn Host, name: &str) {
         .map(|r| r.body["model"].clone())
         .unwrap_or(Value::Null);
     close(h, &cookie, &id).await;
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway().await;
-    wait_link(h, &cookie, true).await;
+    restart_gateway(h, &cookie, None).await;
 
     let events = &b.events;
     for (r, why) in [
@@ -244,10 +238,7 @@ pub async fn a_switched_mode_and_model_survive_a_gateway_restart(h: &dyn Host, n
         Some("claude-switched-1".into()),
     ))
     .await;
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway().await;
-    wait_link(h, &cookie, true).await;
+    restart_gateway(h, &cookie, None).await;
     let seq = b.last_seq();
     let sent = command(&mut b, "t-2", json!({"type": "message", "text": "again"})).await;
     assert_eq!(sent["ok"], true, "{sent}");

@@ -18,6 +18,7 @@ use crate::api::PASSWORD;
 use crate::browser::{Browser, is};
 use crate::host::{DEADLINE, Host, http, login};
 use crate::push_service::{Arrival, PushService, Subscriber};
+use crate::rules::send as call;
 
 /// The worktrees the suite starts sessions in (pass them as
 /// `Options::worktrees`).
@@ -79,27 +80,6 @@ pub async fn run<H: Host>(h: &H, push: &PushService, cases: &[Case<H>]) {
         h.name(),
         h.log_tails()
     );
-}
-
-async fn call(
-    h: &dyn Host,
-    method: reqwest::Method,
-    cookie: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http()
-        .request(method, format!("{}{path}", h.base()))
-        .header("origin", h.origin());
-    if !cookie.is_empty() {
-        req = req.header("cookie", cookie);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn get(h: &dyn Host, cookie: &str, path: &str) -> (u16, Value) {

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use crate::browser::{Browser, is, state_is};
 use crate::host::{Host, create_session, http, login, worktree};
 
+/// `method` on `path` of the host, as the browser of login `cookie` (none
+/// when empty) sends it: the status and the JSON body (`Null` if none).
 pub(crate) async fn send(
     h: &dyn Host,
     method: reqwest::Method,
@@ -23,8 +25,10 @@ pub(crate) async fn send(
 ) -> (u16, Value) {
     let mut req = http()
         .request(method, format!("{}{path}", h.base()))
-        .header("cookie", cookie)
         .header("origin", h.origin());
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -41,6 +45,18 @@ async fn rules(h: &dyn Host, cookie: &str) -> Vec<Value> {
     let (status, body) = send(h, reqwest::Method::GET, cookie, "/api/rules", None).await;
     assert_eq!(status, 200, "{body}");
     body.as_array().cloned().unwrap_or_default()
+}
+
+/// `GET /api/sessions/{id}`: the status and the session's metadata.
+pub(crate) async fn session_meta(h: &dyn Host, cookie: &str, id: &str) -> (u16, Value) {
+    send(
+        h,
+        reqwest::Method::GET,
+        cookie,
+        &format!("/api/sessions/{id}"),
+        None,
+    )
+    .await
 }
 
 pub(crate) async fn close(h: &dyn Host, cookie: &str, id: &str) {
@@ -287,23 +303,11 @@ pub async fn always_allow_for_this_worktree(h: &dyn Host, alice_name: &str, bob_
 
     // The next session there is not asked.
     let second = create_session(h, &alice, alice_name, "build it again").await;
-    let mut b = Browser::connect(h.base(), &alice, &second, 0).await;
-    b.until(decided_by("Bash(make)", "worktree", "allow")).await;
-    b.until(is("result")).await;
-    assert!(!b.events.iter().any(|(_, e)| e["type"] == "user_question"));
-    close(h, &alice, &second).await;
+    allowed_by_worktree_rule(h, &alice, &second, "Bash(make)").await;
 
     // Another user's session in the same worktree is asked.
     let theirs = create_session_in(h, &bob, &wt, "build it too").await;
-    let mut b = Browser::connect(h.base(), &bob, &theirs, 0).await;
-    b.until(is("user_question")).await;
-    b.until(state_is("paused", Some("awaiting_approval"))).await;
-    assert!(
-        !b.events
-            .iter()
-            .any(|(_, e)| e["type"] == "notice" && e["code"] == "rule_decision")
-    );
-    close(h, &bob, &theirs).await;
+    asked_with_no_rule(h, &bob, &theirs).await;
 }
 
 /// "Always allow for this worktree" from the prompt of a session in a new
@@ -344,28 +348,13 @@ pub async fn always_allow_in_new_worktrees(h: &dyn Host, alice_name: &str, bob_n
         ),
         (&json!("worktree"), &json!(repo), &json!("Bash(make)"))
     );
-    let (_, meta) = send(
-        h,
-        reqwest::Method::GET,
-        &alice,
-        &format!("/api/sessions/{first}"),
-        None,
-    )
-    .await;
+    let (_, meta) = session_meta(h, &alice, &first).await;
     assert_eq!(meta["origin"], repo.as_str(), "{meta}");
     close(h, &alice, &first).await;
 
     // The next new worktree from the repository is not asked.
     let second = start_in_new_worktree(h, &alice, &repo).await;
-    let mut b = Browser::connect(h.base(), &alice, &second, 0).await;
-    b.until(decided_by("Bash(make)", "worktree", "allow")).await;
-    b.until(is("result")).await;
-    assert!(
-        !b.events.iter().any(|(_, e)| e["type"] == "user_question"),
-        "{:?}",
-        b.events
-    );
-    close(h, &alice, &second).await;
+    let b = allowed_by_worktree_rule(h, &alice, &second, "Bash(make)").await;
 
     // A fork of it runs in its worktree with the repository's rules.
     let message = b
@@ -386,29 +375,50 @@ pub async fn always_allow_in_new_worktrees(h: &dyn Host, alice_name: &str, bob_n
     let fork_id = fork["session_id"].as_str().unwrap().to_owned();
     let mut fb = Browser::connect(h.base(), &alice, &fork_id, 0).await;
     fb.until(is("result")).await;
-    let (_, fork) = send(
-        h,
-        reqwest::Method::GET,
-        &alice,
-        &format!("/api/sessions/{fork_id}"),
-        None,
-    )
-    .await;
+    let (_, fork) = session_meta(h, &alice, &fork_id).await;
     assert_eq!(fork["origin"], repo.as_str(), "{fork}");
     assert_ne!(fork["worktree"], repo.as_str(), "{fork}");
     close(h, &alice, &fork_id).await;
 
     // Another user's new worktree from it is asked.
     let theirs = start_in_new_worktree(h, &bob, &repo).await;
-    let mut b = Browser::connect(h.base(), &bob, &theirs, 0).await;
+    asked_with_no_rule(h, &bob, &theirs).await;
+}
+
+/// Session `id` runs to its result unasked, allowed by the worktree rule
+/// `rule`; then it is closed. The browser that watched it.
+async fn allowed_by_worktree_rule(
+    h: &dyn Host,
+    cookie: &str,
+    id: &str,
+    rule: &'static str,
+) -> Browser {
+    let mut b = Browser::connect(h.base(), cookie, id, 0).await;
+    b.until(decided_by(rule, "worktree", "allow")).await;
+    b.until(is("result")).await;
+    assert!(
+        !b.events.iter().any(|(_, e)| e["type"] == "user_question"),
+        "{:?}",
+        b.events
+    );
+    close(h, cookie, id).await;
+    b
+}
+
+/// Session `id` asks and waits for the answer, no rule deciding it; then
+/// it is closed.
+async fn asked_with_no_rule(h: &dyn Host, cookie: &str, id: &str) {
+    let mut b = Browser::connect(h.base(), cookie, id, 0).await;
     b.until(is("user_question")).await;
     b.until(state_is("paused", Some("awaiting_approval"))).await;
     assert!(
         !b.events
             .iter()
-            .any(|(_, e)| e["type"] == "notice" && e["code"] == "rule_decision")
+            .any(|(_, e)| e["type"] == "notice" && e["code"] == "rule_decision"),
+        "{:?}",
+        b.events
     );
-    close(h, &bob, &theirs).await;
+    close(h, cookie, id).await;
 }
 
 async fn create_session_in(h: &dyn Host, cookie: &str, wt: &str, prompt: &str) -> String {
@@ -486,10 +496,7 @@ pub async fn reads_free_with_the_real_cli(h: &dyn Host, name: &str) {
     .await
     .unwrap();
     let env = crate::browser_suite::claude_setup(h.root(), &fake);
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway_with_claude(&claude_bin(), &env).await;
-    wait_link(h, &cookie, true).await;
+    restart_gateway(h, &cookie, Some(&env)).await;
     let id = create_session(h, &cookie, name, "Read three files, edit one").await;
     let mut b = Browser::connect(h.base(), &cookie, &id, 0).await;
     let q = b.until(is("user_question")).await;
@@ -519,13 +526,27 @@ pub async fn reads_free_with_the_real_cli(h: &dyn Host, name: &str) {
         .collect();
     let edited = std::fs::read_to_string(wt.join("a.txt")).unwrap();
     close(h, &cookie, &id).await;
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway().await;
-    wait_link(h, &cookie, true).await;
+    restart_gateway(h, &cookie, None).await;
     assert_eq!(asked, 1, "{:?}", b.events);
     assert_eq!(ids, ["toolu_r1", "toolu_r2", "toolu_r3"], "{:?}", b.events);
     assert_eq!(edited, "ALPHA\n");
+}
+
+/// Restarts the host's gateway, running the real Claude Code CLI with
+/// `claude_env` (`Some`, see `browser_suite::claude_setup`) or the scripted
+/// executor (`None`), and waits for its link to drop and come back.
+pub(crate) async fn restart_gateway(
+    h: &dyn Host,
+    cookie: &str,
+    claude_env: Option<&[(String, String)]>,
+) {
+    h.kill_gateway().await;
+    wait_link(h, cookie, false).await;
+    match claude_env {
+        Some(env) => h.start_gateway_with_claude(&claude_bin(), env).await,
+        None => h.start_gateway().await,
+    }
+    wait_link(h, cookie, true).await;
 }
 
 /// Waits until the host's link to the gateway is down, or up to a gateway

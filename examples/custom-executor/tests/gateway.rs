@@ -4,7 +4,6 @@
 //! its `run` line asks, an answer, the result. The allowed command really
 //! runs in the worktree; the denied one does not.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use duraclaw_gateway::link::{Secret, serve};
 use duraclaw_gateway::server::{Gateway, GatewayOptions};
 use duraclaw_gateway::worktree::WorktreeIndex;
 use duraclaw_store::SqliteDirectory;
+use duraclaw_testkit::local::init_repo;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -36,18 +36,6 @@ printf 'run touch denied.txt\n'
 read second
 printf 'say first: %s, second: %s\n' "$first" "$second"
 "#;
-
-fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    std::fs::write(path.join("README.md"), "hello\n").unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("t", "t@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
-}
 
 async fn send(ws: &mut Ws, frame: &ToGateway) {
     let text = encode_frame(frame).unwrap();
@@ -89,7 +77,7 @@ async fn a_shell_agent_runs_through_the_gateway_under_approval() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
     let app = root.join("projects/app");
-    init_repo(&app);
+    init_repo(&app, &[("README.md", "hello\n")]);
     let agent = root.join("agent.sh");
     std::fs::write(&agent, AGENT).unwrap();
     let gateway = Gateway::new(GatewayOptions {

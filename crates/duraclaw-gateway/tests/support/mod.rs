@@ -21,15 +21,24 @@ pub type Ws =
 
 /// A git repository at `path` with one commit (README.md).
 pub fn init_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    let repo = git2::Repository::init(path).unwrap();
-    std::fs::write(path.join("README.md"), "hello\n").unwrap();
-    let mut index = repo.index().unwrap();
-    index.add_path(Path::new("README.md")).unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("t", "t@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
-        .unwrap();
+    duraclaw_testkit::local::init_repo(path, &[("README.md", "hello\n")]);
+}
+
+/// Serves `gateway`'s link on an ephemeral port of 127.0.0.1 with the
+/// bearer `secret`: its address and the serving task.
+pub async fn serve_link(
+    gateway: &duraclaw_gateway::server::Gateway,
+    secret: &str,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let secret = duraclaw_gateway::link::Secret::new(secret).unwrap();
+    let task = tokio::spawn(duraclaw_gateway::link::serve(
+        listener,
+        gateway.clone(),
+        secret,
+    ));
+    (addr, task)
 }
 
 /// Upgrades to the gateway with `auth` as the Authorization header.

@@ -396,6 +396,22 @@ impl Compactor {
     }
 }
 
+/// One event through a replay that may still be compacting: with a
+/// compactor, the items it decided (and, once `event` reaches its end, the
+/// rest, ending it); without, the event as is.
+pub fn feed(compactor: &mut Option<Compactor>, event: StoredEvent) -> Vec<ReplayItem> {
+    let Some(c) = compactor.as_mut() else {
+        return vec![ReplayItem::Event(event)];
+    };
+    let done = event.seq >= c.end();
+    c.push(event);
+    let mut items = c.take();
+    if done && let Some(c) = compactor.take() {
+        items.extend(c.finish());
+    }
+    items
+}
+
 /// Compacts a complete range of events (`end` = its last seq).
 pub fn compact_all(events: impl IntoIterator<Item = StoredEvent>, end: Seq) -> Vec<ReplayItem> {
     let mut c = Compactor::new(end);
