@@ -147,7 +147,7 @@ const BASE_ENV: &[&str] = &[
     "XDG_STATE_HOME",
 ];
 
-/// The agent's environment: [`BASE_ENV`] and its `env_pass` names from
+/// The agent's environment: the base list (`BASE_ENV`) and its `env_pass` names from
 /// `vars`, then its `env`; never the gateway's secret or `CLAUDECODE*`
 /// (the Claude executor's filter), even when named.
 pub fn agent_env(
