@@ -56,7 +56,19 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         modes_and_models_switch_mid_session_with_the_real_cli,
         a_fork_carries_the_conversation_up_to_its_message,
         agents_are_listed_chosen_and_recorded,
+        codex_through_acp_runs_a_whole_session_under_the_gate,
+        claude_through_acp_runs_a_whole_session_under_the_gate,
     ]
+}
+
+async fn codex_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
+    user(h, "acpcodex").await;
+    crate::acp_e2e::codex(h, "acpcodex").await;
+}
+
+async fn claude_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
+    user(h, "acpclaude").await;
+    crate::acp_e2e::claude_acp(h, "acpclaude").await;
 }
 
 async fn agents_are_listed_chosen_and_recorded(h: &dyn Host) {

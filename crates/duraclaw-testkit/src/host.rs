@@ -53,6 +53,8 @@ pub const WORKTREES: &[&str] = &[
     "modescli",
     "forkcli",
     "agents",
+    "acpcodex",
+    "acpclaude",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

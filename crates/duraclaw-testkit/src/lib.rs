@@ -19,7 +19,7 @@
 //! - [`acp_client`]: a minimal Agent Client Protocol client that drives a
 //!   real agent over its stdio; [`agents`]: the agents suite's checks;
 //!   [`real_agents`]: the pinned real ACP agents set up against the fakes
-//!   of their model APIs;
+//!   of their model APIs; [`acp_e2e`]: those agents through the gateway;
 //! - [`faults`]: the fault run's proxy, clients and checks;
 //!   [`fault_run`]: the fault run written once against [`host::Host`].
 //!
@@ -32,6 +32,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 pub mod acp_client;
+pub mod acp_e2e;
 pub mod agents;
 pub mod api;
 pub mod both_hosts;
