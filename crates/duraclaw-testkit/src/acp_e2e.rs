@@ -271,3 +271,115 @@ pub async fn claude_acp(h: &dyn Host, name: &str) {
     };
     the_whole_session(h, name, "claude-acp", run).await;
 }
+
+/// What a client's view of a session comes to once ids, timings, costs
+/// and the streaming's granularity are set aside: per event, its type and
+/// what it shows (text, tool and input, decision and by whom, error flag).
+/// A tool result's text is left out: claude-agent-acp wraps a command's
+/// output in a fenced block.
+pub fn shown(events: &[(u64, Value)]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|(_, e)| e)
+        .filter_map(|e| {
+            let t = e["type"].as_str().unwrap_or("");
+            Some(match t {
+                "assistant" if e["phase"] == "final" => json!([t, e["text"]]),
+                "user.message" => json!([t, e["text"]]),
+                "tool_use" => json!([t, e["name"], e["tool_use_id"], e["input"]]),
+                "user_question" => json!([t, e["kind"], e["tool_name"], e["tool_use_id"]]),
+                "question.resolved" => json!([t, e["decision"], e["by"]["who"]]),
+                "tool_result" => json!([t, e["tool_use_id"], e["is_error"] == true]),
+                "result" => json!([t, e["is_error"] == true]),
+                "error" => json!([t, e["code"]]),
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
+/// One scripted session: "say hello", then "run it" (a `Bash` call,
+/// asked and allowed), its events.
+async fn scripted_session(
+    h: &dyn Host,
+    cookie: &str,
+    name: &str,
+    agent: &str,
+) -> Vec<(u64, Value)> {
+    let id = start(h, cookie, name, agent, "say hello").await;
+    let mut b = Browser::connect(h.base(), cookie, &id, 0).await;
+    b.until(is("result")).await;
+    let seq = b.last_seq();
+    message(&mut b, "t-2", "run it").await;
+    let q = b.until_after(seq, is("user_question")).await;
+    answer(&mut b, "a-2", &q, "allow").await;
+    b.until_after(seq, is("result")).await;
+    close(h, cookie, &id).await;
+    b.events
+}
+
+/// The same scripted fake-Anthropic session run through the built-in
+/// Claude Code executor (the real CLI) and through `claude-agent-acp`
+/// shows the same events: the same texts, the same tool call with its
+/// input, asked and allowed, its result and the turns' results.
+pub async fn the_same_session_through_both_executors(h: &dyn Host, names: [&str; 2]) {
+    use duraclaw_fake_anthropic::{FakeAnthropic, Turn};
+    let cookie = login(h, names[0], crate::api::PASSWORD).await;
+    let script = |wt: &Path| {
+        let file = wt.join("same.txt").display().to_string();
+        [
+            Turn::text("Hello, same either way."),
+            Turn::text("Running it.").with_tool_use_id(
+                "toolu_same_1",
+                "Bash",
+                json!({"command": format!("echo same > {file}"), "description": "write same.txt"}),
+            ),
+            Turn::text("Done, same either way."),
+        ]
+    };
+    let wts = names.map(|n| PathBuf::from(worktree(h, n)));
+    let cli_fake = FakeAnthropic::start(script(&wts[0])).await.unwrap();
+    let acp_fake = FakeAnthropic::start(script(&wts[1])).await.unwrap();
+    // Each its own private directories: root/cli and root/acp.
+    let (cli_root, acp_root) = (h.root().join("same-cli"), h.root().join("same-acp"));
+    let env = crate::browser_suite::claude_setup(&cli_root, &cli_fake);
+    let entry = crate::real_agents::claude_acp(&acp_root, &acp_fake);
+    let mut file: Value = serde_json::from_str(crate::agents::AGENTS).unwrap();
+    file["agents"].as_array_mut().unwrap().push(entry);
+    std::fs::write(h.root().join("agents.json"), file.to_string()).unwrap();
+    h.kill_gateway().await;
+    wait_link(h, &cookie, false).await;
+    h.start_gateway_with_claude(&crate::rules::claude_bin(), &env)
+        .await;
+    wait_link(h, &cookie, true).await;
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        let cli = scripted_session(h, &cookie, names[0], "claude").await;
+        let acp = scripted_session(h, &cookie, names[1], "claude-acp").await;
+        (cli, acp)
+    }))
+    .await;
+    gateway_with(h, &cookie, None).await;
+    let (cli, acp) = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let (cli_shown, acp_shown) = (shown(&cli), shown(&acp));
+    // The worktree paths differ: compare the inputs with them replaced.
+    let norm = |v: &[Value], wt: &Path| {
+        serde_json::to_string(v)
+            .unwrap()
+            .replace(&wt.display().to_string(), "<wt>")
+    };
+    assert_eq!(
+        norm(&cli_shown, &wts[0]),
+        norm(&acp_shown, &wts[1]),
+        "\nthe CLI's events: {cli:?}\nthrough ACP: {acp:?}"
+    );
+    for wt in &wts {
+        assert_eq!(
+            std::fs::read_to_string(wt.join("same.txt")).unwrap_or_default(),
+            "same\n"
+        );
+    }
+    assert!(
+        cli_shown.iter().any(|e| e[0] == "tool_use") && cli_shown.len() >= 8,
+        "{cli_shown:?}"
+    );
+}

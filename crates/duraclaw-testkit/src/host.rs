@@ -55,6 +55,8 @@ pub const WORKTREES: &[&str] = &[
     "agents",
     "acpcodex",
     "acpclaude",
+    "samecli",
+    "sameacp",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own
