@@ -333,6 +333,7 @@ async fn the_browser_suite_on_cloudflare() {
         "rules",
         "worktree-choice",
         "agents",
+        "acp",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -344,6 +345,9 @@ async fn the_browser_suite_on_cloudflare() {
             &[("README.md", &format!("# {name}\n"))],
         );
     }
+    // Codex (`acp.test.js`) against a fake OpenAI API, beside the
+    // suite's agents.
+    let (agents, _openai) = duraclaw_testkit::browser_suite::agents_with_codex(&root).await;
     let demo_gateway = GatewaySpec {
         port: free_port(),
         args: vec![
@@ -356,9 +360,7 @@ async fn the_browser_suite_on_cloudflare() {
             "--data-dir".into(),
             demo_root.join("gateway").display().to_string(),
             "--agents".into(),
-            duraclaw_testkit::browser_suite::agents()
-                .display()
-                .to_string(),
+            agents.display().to_string(),
         ],
         envs: vec![],
         logs: logs.clone(),
