@@ -82,6 +82,22 @@ pub fn duraclaw_bin() -> PathBuf {
     bin
 }
 
+/// The in-repo scripted ACP agent (`duraclaw-acp-script`, a binary of
+/// `duraclaw-gateway`) beside the running test: `cargo test --workspace`
+/// builds it; panics naming how to build it when it is not there.
+pub fn acp_script_bin() -> PathBuf {
+    let bin = profile_dir().join(format!(
+        "duraclaw-acp-script{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build -p duraclaw-gateway --bin duraclaw-acp-script` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
 /// A scratch directory for tests that outlives a run (cargo's
 /// `CARGO_TARGET_TMPDIR`, `target/tmp`).
 pub fn target_tmpdir() -> PathBuf {
