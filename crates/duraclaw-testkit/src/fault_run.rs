@@ -648,6 +648,25 @@ where
         logs.push(log);
     }
     let o = drain_and_check(clients.tasks, &logs, DEADLINE).await;
+    // The ACP session (the last): its agent's death was logged, and turns
+    // ran after it (a message started the agent again, which loaded its
+    // session).
+    let acp_turns = plan.acp_session.then(|| {
+        let log = logs.last().unwrap();
+        let died = log
+            .iter()
+            .position(|e| e["type"] == "error" && e["code"] == "executor_exited");
+        let after = died.map_or(0, |at| {
+            log[at..].iter().filter(|e| e["type"] == "result").count()
+        });
+        let turns = log.iter().filter(|e| e["type"] == "result").count();
+        assert!(
+            died.is_some() && after > 0,
+            "seed {seed}: the ACP session: agent death logged {}, turns after it {after}",
+            died.is_some()
+        );
+        (turns, after)
+    });
     for (i, id) in ids.iter().enumerate() {
         let (_, again) = full_log(&h, &cookie, id).await;
         assert_eq!(
@@ -710,6 +729,9 @@ where
             last.0,
             last.1 as i64 - first.1 as i64
         );
+    }
+    if let Some((turns, after)) = acp_turns {
+        println!("the ACP session: {turns} turns, {after} after its agent was SIGKILLed");
     }
     println!(
         "gateway restarts: {} taken commands run again, {} turns ended (gateway_restarted); agent events logged while the state read idle: {}",
