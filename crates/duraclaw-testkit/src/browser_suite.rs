@@ -76,8 +76,8 @@ pub async fn agents_with_codex(root: &Path) -> (PathBuf, duraclaw_fake_openai::F
     (path, fake)
 }
 
-/// The model's turns in `acp.test.js`'s Codex session: a plan and a
-/// greeting; a command (approved) and its answer; another (denied).
+/// The model's turns in `acp.test.js`'s Codex session: a plan, a thought
+/// and a greeting; a command (approved) and its answer; another (denied).
 pub fn codex_script() -> Vec<duraclaw_fake_openai::Turn> {
     use duraclaw_fake_openai::Turn;
     use serde_json::json;
@@ -94,7 +94,10 @@ pub fn codex_script() -> Vec<duraclaw_fake_openai::Turn> {
             ]}),
             "call_plan",
         ),
-        Turn::text("Hello from Codex, through the gate."),
+        Turn::reasoned(
+            "The user wants a greeting first.",
+            "Hello from Codex, through the gate.",
+        ),
         exec("echo made > made.txt", "call_made"),
         Turn::text("Made made.txt."),
         exec("echo no > denied.txt", "call_denied"),

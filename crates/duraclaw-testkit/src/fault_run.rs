@@ -660,9 +660,10 @@ where
             log[at..].iter().filter(|e| e["type"] == "result").count()
         });
         let turns = log.iter().filter(|e| e["type"] == "result").count();
+        let errors: Vec<&Value> = log.iter().filter(|e| e["type"] == "error").collect();
         assert!(
             died.is_some() && after > 0,
-            "seed {seed}: the ACP session: agent death logged {}, turns after it {after}",
+            "seed {seed}: the ACP session: agent death logged {}, turns after it {after}; its errors: {errors:?}",
             died.is_some()
         );
         (turns, after)

@@ -1,6 +1,7 @@
 // An ACP agent's session in the browser: the real codex-acp against a fake
 // OpenAI API, picked in the new-session form. Its plan shows as a
-// checklist (not as an unknown event), its text streams in, a command is
+// checklist and its thought collapsed (not as unknown events), its text
+// streams in, a command is
 // approved and runs, another is denied; the header offers no mode or
 // model switch, which Codex's entry says it does not support.
 
@@ -16,7 +17,7 @@ after(async () => {
   await browser?.close();
 });
 
-test('a Codex session picked in the form: plan, streamed text, a command approved, one denied', async () => {
+test('a Codex session picked in the form: plan, thought, streamed text, a command approved, one denied', async () => {
   const t0 = Date.now();
   const ctx = await loggedIn(browser, DEMO_URL);
   await gatewayConnected(ctx);
@@ -48,6 +49,13 @@ test('a Codex session picked in the form: plan, streamed text, a command approve
     ],
   );
   await page.locator('[data-testid=assistant-message]:not(.streaming)', { hasText: 'Hello from Codex, through the gate.' }).waitFor();
+  // The thought, collapsed until opened.
+  const thought = page.getByTestId('acp-thought');
+  assert.equal(await thought.count(), 1);
+  assert.equal(await thought.evaluate((d) => d.open), false, 'a thought starts collapsed');
+  assert.equal(await thought.locator('summary').innerText(), 'Thought');
+  await thought.locator('summary').click();
+  assert.equal(await thought.locator('div').innerText(), 'The user wants a greeting first.');
   await page.locator('[data-testid=state-badge][data-reason=idle]').waitFor();
   assert.equal(await page.getByTestId('unknown-event').count(), 0, 'no ACP event shown as unknown');
   // Codex's entry supports neither mode nor model switches.

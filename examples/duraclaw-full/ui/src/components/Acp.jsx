@@ -7,7 +7,7 @@ export function Thought({ item }) {
   return (
     <details class="acp-thought" data-seq={item.seq} data-testid="acp-thought">
       <summary class="muted small">Thought</summary>
-      <div class="plain small">{str(item.ev.text)}</div>
+      <div class="plain small">{str(item.ev.text).trim()}</div>
     </details>
   );
 }
