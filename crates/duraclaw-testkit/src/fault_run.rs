@@ -419,6 +419,7 @@ where
         );
     };
     let (mut gw_kills, mut restarts, mut crashes, mut agent_kills) = (0u64, 0u64, 0u64, 0u64);
+    let mut acp_killed_at: Option<usize> = None;
     let (mut parked, mut parked_refused, mut parked_answers) = (String::new(), 0u64, 0u64);
     let mut pending_at_restart = 0u64;
     // The host's counter goes with a restart: kept before each.
@@ -461,9 +462,13 @@ where
                     h.start_gateway().await;
                 }
                 Fault::AgentKill => {
+                    // Where the ACP session's log was when its agent died.
+                    let acp_id = ids.last().unwrap();
+                    let at = full_log(&h, &cookie, acp_id).await.1.len();
                     let marker = acp_marker.as_deref().unwrap_or_default();
                     if kill_marked(marker) > 0 {
                         agent_kills += 1;
+                        acp_killed_at.get_or_insert(at);
                     }
                 }
                 Fault::Restart | Fault::Crash => {
@@ -648,14 +653,16 @@ where
         logs.push(log);
     }
     let o = drain_and_check(clients.tasks, &logs, DEADLINE).await;
-    // The ACP session (the last): its agent's death was logged, and turns
-    // ran after it (a message started the agent again, which loaded its
-    // session).
+    // The ACP session (the last): its agent's death was logged (an error
+    // after where its log was at the kill), and turns ran after it (a
+    // message started the agent again, which loaded its session).
     let acp_turns = plan.acp_session.then(|| {
         let log = logs.last().unwrap();
-        let died = log
+        let from = acp_killed_at.unwrap_or(log.len()).min(log.len());
+        let died = log[from..]
             .iter()
-            .position(|e| e["type"] == "error" && e["code"] == "executor_exited");
+            .position(|e| e["type"] == "error")
+            .map(|i| from + i);
         let after = died.map_or(0, |at| {
             log[at..].iter().filter(|e| e["type"] == "result").count()
         });
@@ -666,7 +673,8 @@ where
             "seed {seed}: the ACP session: agent death logged {}, turns after it {after}; its errors: {errors:?}",
             died.is_some()
         );
-        (turns, after)
+        let code = died.map(|at| log[at]["code"].clone()).unwrap_or_default();
+        (turns, after, code)
     });
     for (i, id) in ids.iter().enumerate() {
         let (_, again) = full_log(&h, &cookie, id).await;
@@ -731,8 +739,10 @@ where
             last.1 as i64 - first.1 as i64
         );
     }
-    if let Some((turns, after)) = acp_turns {
-        println!("the ACP session: {turns} turns, {after} after its agent was SIGKILLed");
+    if let Some((turns, after, code)) = acp_turns {
+        println!(
+            "the ACP session: {turns} turns, {after} after its agent was SIGKILLed (logged as an error {code})"
+        );
     }
     println!(
         "gateway restarts: {} taken commands run again, {} turns ended (gateway_restarted); agent events logged while the state read idle: {}",
