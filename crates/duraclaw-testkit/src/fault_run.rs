@@ -427,17 +427,18 @@ where
     let mut rss: Vec<(f64, u64)> = Vec::new();
     let mut cycle = 0u64;
     'chaos: loop {
-        // The restart comes first: until the first gateway SIGKILL every
-        // turn follows the script (a restarted gateway resumes sessions,
-        // which get echo turns), so the parked session asks for approval.
-        let mut faults = vec![
-            (rng.range(1_000, 2_500), Fault::Restart),
-            (rng.range(1_500, 3_000), Fault::GatewayKill),
-        ];
+        // The restart comes before any gateway SIGKILL: until the first
+        // one every turn follows the script (a restarted gateway resumes
+        // sessions, which get echo turns), so the parked session asks for
+        // approval. Before both, the ACP agent dies, while its session has
+        // run steadily since it started (the agent surely up).
+        let mut faults = Vec::new();
         if acp_marker.is_some() {
-            faults.push((rng.range(1_000, 2_000), Fault::AgentKill));
+            faults.push((rng.range(800, 1_500), Fault::AgentKill));
         }
         faults.extend([
+            (rng.range(1_000, 2_500), Fault::Restart),
+            (rng.range(1_500, 3_000), Fault::GatewayKill),
             (rng.range(1_500, 3_000), Fault::Crash),
             (rng.range(1_500, 3_000), Fault::GatewayKill),
         ]);
