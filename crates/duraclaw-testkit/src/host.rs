@@ -55,6 +55,7 @@ pub const WORKTREES: &[&str] = &[
     "agents",
     "acpcodex",
     "acpclaude",
+    "acpgemini",
     "samecli",
     "sameacp",
 ];
