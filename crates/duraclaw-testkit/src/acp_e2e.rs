@@ -1,10 +1,10 @@
 //! Real ACP agents through the gateway, as a client sees them, written
 //! once and run on each host as cases of the API suite
 //! ([`crate::api::cases`]): Codex (`codex-acp` against the fake OpenAI
-//! API), Claude through ACP (`claude-agent-acp` against the fake
-//! Anthropic API) and the Gemini CLI (`gemini --acp` against the fake
-//! Gemini API), each from its [`crate::real_agents`] entry in the host's
-//! agents file.
+//! API) and Claude through ACP (`claude-agent-acp` against the fake
+//! Anthropic API), each from its [`crate::real_agents`] entry in the
+//! host's agents file ([`gemini`] the same for the Gemini CLI, not in the
+//! suite).
 //!
 //! One session per agent: the model's text streams in; a command is asked
 //! about, allowed and runs (its file in the worktree); another is asked
@@ -257,7 +257,11 @@ pub async fn codex(h: &dyn Host, name: &str) {
     the_whole_session(h, name, "codex", run).await;
 }
 
-/// The Gemini CLI (`gemini --acp`) against the fake Gemini API.
+/// The Gemini CLI (`gemini --acp`) against the fake Gemini API. Not a
+/// case of the suite: after a gateway restart its `session/load` either
+/// fails (`-32603`, a fresh session follows, as this expects) or succeeds
+/// and replays the earlier tool calls, which the gateway takes for tool
+/// calls run without approval and ends the session.
 pub async fn gemini(h: &dyn Host, name: &str) {
     use duraclaw_fake_gemini::{FakeGemini, Turn};
     let shell = |cmd: &str| {

@@ -58,7 +58,6 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         agents_are_listed_chosen_and_recorded,
         codex_through_acp_runs_a_whole_session_under_the_gate,
         claude_through_acp_runs_a_whole_session_under_the_gate,
-        gemini_through_acp_runs_a_whole_session_under_the_gate,
         the_same_session_shows_the_same_events_through_both_claude_executors,
     ]
 }
@@ -71,11 +70,6 @@ async fn codex_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
 async fn the_same_session_shows_the_same_events_through_both_claude_executors(h: &dyn Host) {
     user(h, "samecli").await;
     crate::acp_e2e::the_same_session_through_both_executors(h, ["samecli", "sameacp"]).await;
-}
-
-async fn gemini_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
-    user(h, "acpgemini").await;
-    crate::acp_e2e::gemini(h, "acpgemini").await;
 }
 
 async fn claude_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
