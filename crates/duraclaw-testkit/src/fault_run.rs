@@ -55,7 +55,7 @@ pub struct Plan {
     /// More `duraclaw orchestrator` arguments (local only).
     pub orchestrator_args: Vec<String>,
     /// One more driven session, run by the ACP agent `acp` (the in-repo
-    /// scripted agent playing [`acp_script`]), and a fault that SIGKILLs
+    /// scripted agent playing the run's turns), and a fault that SIGKILLs
     /// that agent.
     pub acp_session: bool,
 }
