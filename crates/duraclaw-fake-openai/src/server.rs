@@ -41,6 +41,14 @@ pub enum Turn {
         /// The call's id, which the tool's output names.
         call_id: String,
     },
+    /// A reasoning summary (one delta), then text (one delta): two output
+    /// items.
+    Reasoned {
+        /// The reasoning summary's text.
+        summary: String,
+        /// The message's text.
+        text: String,
+    },
     /// An HTTP error with an OpenAI-style JSON body.
     Error {
         /// The status, e.g. 500.
@@ -57,6 +65,15 @@ impl Turn {
             text: text.into(),
             chunks: 3,
             delay: Duration::ZERO,
+        }
+    }
+
+    /// A reasoning summary, then `text` (Codex streams the summary to ACP
+    /// clients as a thought).
+    pub fn reasoned(summary: impl Into<String>, text: impl Into<String>) -> Turn {
+        Turn::Reasoned {
+            summary: summary.into(),
+            text: text.into(),
         }
     }
 
@@ -329,6 +346,52 @@ fn stream(index: usize, model: &str, turn: Turn) -> Response {
                 }
                 json!({"type": "function_call", "id": item_id, "call_id": call_id,
                     "name": name, "arguments": args, "status": "completed"})
+            }
+            Turn::Reasoned { summary, text } => {
+                let rs_id = format!("rs_fake_{index}");
+                let msg_id = format!("msg_fake_{index}");
+                let reasoning = json!({"type": "reasoning", "id": rs_id,
+                    "summary": [{"type": "summary_text", "text": summary}]});
+                let message = json!({"type": "message", "id": msg_id, "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]});
+                let events = [
+                    json!({"type": "response.output_item.added", "output_index": 0,
+                        "item": {"type": "reasoning", "id": rs_id, "summary": []}}),
+                    json!({"type": "response.reasoning_summary_part.added", "item_id": rs_id,
+                        "output_index": 0, "summary_index": 0,
+                        "part": {"type": "summary_text", "text": ""}}),
+                    json!({"type": "response.reasoning_summary_text.delta", "item_id": rs_id,
+                        "output_index": 0, "summary_index": 0, "delta": summary}),
+                    json!({"type": "response.reasoning_summary_text.done", "item_id": rs_id,
+                        "output_index": 0, "summary_index": 0, "text": summary}),
+                    json!({"type": "response.output_item.done", "output_index": 0,
+                        "item": reasoning}),
+                    json!({"type": "response.output_item.added", "output_index": 1,
+                        "item": {"type": "message", "id": msg_id, "role": "assistant",
+                            "status": "in_progress", "content": []}}),
+                    json!({"type": "response.content_part.added", "item_id": msg_id,
+                        "output_index": 1, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []}}),
+                    json!({"type": "response.output_text.delta", "item_id": msg_id,
+                        "output_index": 1, "content_index": 0, "delta": text}),
+                    json!({"type": "response.output_text.done", "item_id": msg_id,
+                        "output_index": 1, "content_index": 0, "text": text}),
+                    json!({"type": "response.output_item.done", "output_index": 1,
+                        "item": message}),
+                    json!({"type": "response.completed", "response": {
+                        "id": id, "object": "response", "status": "completed",
+                        "output": [reasoning, message],
+                        "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+                            "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 3},
+                            "total_tokens": 15}}}),
+                ];
+                for e in events {
+                    if !send(event(&e)).await {
+                        return;
+                    }
+                }
+                return;
             }
             Turn::Error { .. } => return,
         };

@@ -60,7 +60,25 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         a_stream_opens_with_its_tail_pages_back_and_compacts_closed_messages,
         a_switched_mode_and_model_survive_a_gateway_restart,
         an_evicted_sessions_late_answer_and_resume_work,
+        codex_through_acp_runs_a_whole_session_under_the_gate,
+        claude_through_acp_runs_a_whole_session_under_the_gate,
+        the_same_session_shows_the_same_events_through_both_claude_executors,
     ]
+}
+
+async fn codex_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
+    user(h, "acpcodex").await;
+    crate::acp_e2e::codex(h, "acpcodex").await;
+}
+
+async fn the_same_session_shows_the_same_events_through_both_claude_executors(h: &dyn Host) {
+    user(h, "samecli").await;
+    crate::acp_e2e::the_same_session_through_both_executors(h, ["samecli", "sameacp"]).await;
+}
+
+async fn claude_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
+    user(h, "acpclaude").await;
+    crate::acp_e2e::claude_acp(h, "acpclaude").await;
 }
 
 async fn agents_are_listed_chosen_and_recorded(h: &dyn Host) {

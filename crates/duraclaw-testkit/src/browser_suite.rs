@@ -59,6 +59,51 @@ pub fn agents() -> PathBuf {
     e2e_dir().join("agents.json")
 }
 
+/// The suite's agents file with Codex added (`acp.test.js`): the entries
+/// of [`agents`] and [`crate::real_agents::codex`] against a fake OpenAI
+/// API (returned: keep it for the run) playing [`codex_script`], written
+/// to `root/agents.json`.
+pub async fn agents_with_codex(root: &Path) -> (PathBuf, duraclaw_fake_openai::FakeOpenAi) {
+    let fake = duraclaw_fake_openai::FakeOpenAi::start(codex_script())
+        .await
+        .unwrap();
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(agents()).unwrap()).unwrap();
+    let entry = crate::real_agents::codex(root, &fake);
+    file["agents"].as_array_mut().unwrap().push(entry);
+    let path = root.join("agents.json");
+    std::fs::write(&path, file.to_string()).unwrap();
+    (path, fake)
+}
+
+/// The model's turns in `acp.test.js`'s Codex session: a plan, a thought
+/// and a greeting; a command (approved) and its answer; another (denied).
+pub fn codex_script() -> Vec<duraclaw_fake_openai::Turn> {
+    use duraclaw_fake_openai::Turn;
+    use serde_json::json;
+    let exec = |cmd: &str, id: &str| {
+        Turn::function_call("exec_command", json!({"cmd": cmd, "tty": false}), id)
+    };
+    vec![
+        Turn::function_call(
+            "update_plan",
+            json!({"plan": [
+                {"step": "Say hello", "status": "completed"},
+                {"step": "Write made.txt", "status": "in_progress"},
+                {"step": "Report back", "status": "pending"},
+            ]}),
+            "call_plan",
+        ),
+        Turn::reasoned(
+            "The user wants a greeting first.",
+            "Hello from Codex, through the gate.",
+        ),
+        exec("echo made > made.txt", "call_made"),
+        Turn::text("Made made.txt."),
+        exec("echo no > denied.txt", "call_denied"),
+    ]
+}
+
 /// The worktrees `inbox.test.js` starts its sessions in: one for the live
 /// check and one for each of the twenty waiting at once.
 pub fn inbox_worktrees() -> Vec<String> {

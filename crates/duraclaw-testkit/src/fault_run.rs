@@ -4,7 +4,9 @@
 //! (and a slow reader where the host has a live queue to overflow), while
 //! the gateway is SIGKILLed, the host is restarted with a session parked
 //! on an approval (still pending after it, then answered) and the host is
-//! crashed. Then every session settles, is closed, and every client's
+//! crashed. Where the plan asks, one of the sessions is run by an ACP
+//! agent (the in-repo `duraclaw-acp-script`), which is also SIGKILLed on
+//! its own. Then every session settles, is closed, and every client's
 //! stream is checked against the log: lost, duplicated, reordered and
 //! mismatched all 0, every question resolved, every turn ended.
 //!
@@ -52,6 +54,74 @@ pub struct Plan {
     pub settle: Duration,
     /// More `duraclaw orchestrator` arguments (local only).
     pub orchestrator_args: Vec<String>,
+    /// One more driven session, run by the ACP agent `acp` (the in-repo
+    /// scripted agent playing the run's turns), and a fault that SIGKILLs
+    /// that agent.
+    pub acp_session: bool,
+}
+
+/// The worktree of the ACP session.
+const ACP_WORKTREE: &str = "faultacp";
+
+/// [`script`]'s turns for the scripted ACP agent (its step names), its
+/// state (turn count, sessions) kept in `state_dir` so that a restarted
+/// agent loads its session and goes on.
+fn acp_script(state_dir: &std::path::Path) -> String {
+    let turn = |n: usize| {
+        json!([
+            {"do": "text", "text": format!("Turn {n}: looking at the project, piece by piece, so that the stream has many small deltas."), "chunks": 24},
+            {"do": "tool", "title": "Bash", "kind": "execute", "input": {"command": format!("ls {n}")}, "result": "README.md\nsrc"},
+            {"do": "ask", "question": "Which change?", "options": ["Add a test", "Fix a typo"]},
+            {"do": "text", "text": format!("Turn {n} done."), "chunks": 4}
+        ])
+    };
+    json!({
+        "load_session": true,
+        "state_dir": state_dir,
+        "turns": (0..30).map(turn).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// The agents file naming the scripted ACP agent `acp` (its script and
+/// state under `dir`, which marks its processes).
+fn acp_agents(dir: &std::path::Path) -> String {
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let script = dir.join("script.json");
+    std::fs::write(&script, acp_script(&state)).unwrap();
+    json!({"agents": [{
+        "name": "acp",
+        "title": "Scripted ACP agent",
+        "command": crate::acp_script_bin(),
+        "args": [script],
+        "supports": {"resume": true},
+    }]})
+    .to_string()
+}
+
+/// SIGKILLs every process whose command line names `marker`; how many.
+fn kill_marked(marker: &str) -> usize {
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if crate::wrangler::cmdline(pid).is_some_and(|c| c.contains(marker)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Turns that stream many small deltas, ask for a tool approval and ask a
@@ -89,6 +159,8 @@ pub struct Run<H> {
     /// The proxies stay (inactive) while the host does: its gateway link
     /// goes through one.
     _proxies: (Proxy, Proxy),
+    /// The ACP agent's script and state.
+    _acp: Option<tempfile::TempDir>,
 }
 
 impl<H: Host> Run<H> {
@@ -120,14 +192,29 @@ async fn get(h: &dyn Host, cookie: &str, path: &str) -> Value {
 /// is cut (a 5xx) is tried again, within [`DEADLINE`]. The id and how many
 /// tries were refused.
 async fn create(h: &dyn Host, cookie: &str, name: &str, prompt: &str) -> (String, u64) {
+    create_for(h, cookie, name, prompt, None).await
+}
+
+/// [`create`], run by `agent` (the built-in one when `None`).
+async fn create_for(
+    h: &dyn Host,
+    cookie: &str,
+    name: &str,
+    prompt: &str,
+    agent: Option<&str>,
+) -> (String, u64) {
     let until = Instant::now() + DEADLINE;
     let mut refused = 0;
+    let mut body = json!({"worktree": worktree(h, name), "prompt": prompt});
+    if let Some(agent) = agent {
+        body["agent"] = json!(agent);
+    }
     loop {
         let r = http()
             .post(format!("{}/api/sessions", h.base()))
             .header("origin", h.origin())
             .header("cookie", cookie)
-            .json(&json!({"worktree": worktree(h, name), "prompt": prompt}))
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -218,6 +305,8 @@ enum Fault {
     GatewayKill,
     /// The host crashed and started again.
     Crash,
+    /// The ACP session's agent SIGKILLed (alone: the gateway stays).
+    AgentKill,
 }
 
 /// Runs the fault run on the host `start` brings up with the run's
@@ -258,6 +347,12 @@ where
     .await;
     let mut worktrees: Vec<String> = (0..plan.sessions).map(session_worktree).collect();
     worktrees.extend([PARKED_WORKTREE.to_owned(), SPARE_WORKTREE.to_owned()]);
+    // The ACP agent's script and state, whose path marks its processes.
+    let acp_dir = plan.acp_session.then(|| tempfile::tempdir().unwrap());
+    let acp_marker = acp_dir.as_ref().map(|d| d.path().display().to_string());
+    if plan.acp_session {
+        worktrees.push(ACP_WORKTREE.to_owned());
+    }
     let h = start(Options {
         script: Some(script()),
         worktrees,
@@ -268,7 +363,7 @@ where
         orchestrator_args: plan.orchestrator_args.clone(),
         log: Some("error".into()),
         push_ca: None,
-        agents: None,
+        agents: acp_dir.as_ref().map(|d| acp_agents(d.path())),
     })
     .await;
     let name = h.name();
@@ -289,6 +384,10 @@ where
                 .await
                 .0,
         );
+    }
+    if plan.acp_session {
+        let (id, _) = create_for(&h, &cookie, ACP_WORKTREE, "look around", Some("acp")).await;
+        ids.push(id);
     }
 
     let ctx = Arc::new(Ctx {
@@ -319,7 +418,8 @@ where
             chaos_start.elapsed().as_secs_f64()
         );
     };
-    let (mut gw_kills, mut restarts, mut crashes) = (0u64, 0u64, 0u64);
+    let (mut gw_kills, mut restarts, mut crashes, mut agent_kills) = (0u64, 0u64, 0u64, 0u64);
+    let mut acp_killed_at: Option<usize> = None;
     let (mut parked, mut parked_refused, mut parked_answers) = (String::new(), 0u64, 0u64);
     let mut pending_at_restart = 0u64;
     // The host's counter goes with a restart: kept before each.
@@ -327,15 +427,21 @@ where
     let mut rss: Vec<(f64, u64)> = Vec::new();
     let mut cycle = 0u64;
     'chaos: loop {
-        // The restart comes first: until the first gateway SIGKILL every
-        // turn follows the script (a restarted gateway resumes sessions,
-        // which get echo turns), so the parked session asks for approval.
-        let faults = [
+        // The restart comes before any gateway SIGKILL: until the first
+        // one every turn follows the script (a restarted gateway resumes
+        // sessions, which get echo turns), so the parked session asks for
+        // approval. Before both, the ACP agent dies, while its session has
+        // run steadily since it started (the agent surely up).
+        let mut faults = Vec::new();
+        if acp_marker.is_some() {
+            faults.push((rng.range(800, 1_500), Fault::AgentKill));
+        }
+        faults.extend([
             (rng.range(1_000, 2_500), Fault::Restart),
             (rng.range(1_500, 3_000), Fault::GatewayKill),
             (rng.range(1_500, 3_000), Fault::Crash),
             (rng.range(1_500, 3_000), Fault::GatewayKill),
-        ];
+        ]);
         for (ms, fault) in faults {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             if cycle > 0 && Instant::now() >= chaos_end {
@@ -343,7 +449,10 @@ where
             }
             // In a soak the host restarts in the first cycle only, so that
             // its memory growth is measured over the rest.
-            if soak.is_some() && cycle > 0 && !matches!(fault, Fault::GatewayKill) {
+            if soak.is_some()
+                && cycle > 0
+                && !matches!(fault, Fault::GatewayKill | Fault::AgentKill)
+            {
                 continue;
             }
             progress(&format!("{fault:?}"));
@@ -352,6 +461,16 @@ where
                     h.kill_gateway().await;
                     gw_kills += 1;
                     h.start_gateway().await;
+                }
+                Fault::AgentKill => {
+                    // Where the ACP session's log was when its agent died.
+                    let acp_id = ids.last().unwrap();
+                    let at = full_log(&h, &cookie, acp_id).await.1.len();
+                    let marker = acp_marker.as_deref().unwrap_or_default();
+                    if kill_marked(marker) > 0 {
+                        agent_kills += 1;
+                        acp_killed_at.get_or_insert(at);
+                    }
                 }
                 Fault::Restart | Fault::Crash => {
                     if matches!(fault, Fault::Restart) && cycle == 0 {
@@ -535,6 +654,29 @@ where
         logs.push(log);
     }
     let o = drain_and_check(clients.tasks, &logs, DEADLINE).await;
+    // The ACP session (the last): its agent's death was logged (an error
+    // after where its log was at the kill), and turns ran after it (a
+    // message started the agent again, which loaded its session).
+    let acp_turns = plan.acp_session.then(|| {
+        let log = logs.last().unwrap();
+        let from = acp_killed_at.unwrap_or(log.len()).min(log.len());
+        let died = log[from..]
+            .iter()
+            .position(|e| e["type"] == "error")
+            .map(|i| from + i);
+        let after = died.map_or(0, |at| {
+            log[at..].iter().filter(|e| e["type"] == "result").count()
+        });
+        let turns = log.iter().filter(|e| e["type"] == "result").count();
+        let errors: Vec<&Value> = log.iter().filter(|e| e["type"] == "error").collect();
+        assert!(
+            died.is_some() && after > 0,
+            "seed {seed}: the ACP session: agent death logged {}, turns after it {after}; its errors: {errors:?}",
+            died.is_some()
+        );
+        let code = died.map(|at| log[at]["code"].clone()).unwrap_or_default();
+        (turns, after, code)
+    });
     for (i, id) in ids.iter().enumerate() {
         let (_, again) = full_log(&h, &cookie, id).await;
         assert_eq!(
@@ -571,7 +713,7 @@ where
         o.stale, o.counts.stale_replayed, o.lagged
     );
     println!(
-        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, host restart {restarts}, host crash {crashes}, stale reconnect {}, slow-reader catch-up by replay {catch_ups}; total {}",
+        "faults by kind: cut {}, stall {}, half-close {}, gateway SIGKILL {gw_kills}, ACP agent SIGKILL {agent_kills}, host restart {restarts}, host crash {crashes}, stale reconnect {}, slow-reader catch-up by replay {catch_ups}; total {}",
         bcut + gcut,
         bstall + gstall,
         bhalf + ghalf,
@@ -582,6 +724,7 @@ where
             + bhalf
             + ghalf
             + gw_kills
+            + agent_kills
             + restarts
             + crashes
             + o.stale
@@ -595,6 +738,11 @@ where
             last.1,
             last.0,
             last.1 as i64 - first.1 as i64
+        );
+    }
+    if let Some((turns, after, code)) = acp_turns {
+        println!(
+            "the ACP session: {turns} turns, {after} after its agent was SIGKILLed (logged as an error {code})"
         );
     }
     println!(
@@ -616,6 +764,10 @@ where
     assert!(
         gw_kills >= 2 && restarts >= 1 && crashes >= 1,
         "seed {seed}: process faults {gw_kills} {restarts} {crashes}"
+    );
+    assert!(
+        !plan.acp_session || agent_kills >= 1,
+        "seed {seed}: the ACP agent was never running to be killed"
     );
     assert!(
         bcut + gcut > 0 && o.stale > 0,
@@ -640,5 +792,6 @@ where
         cookie,
         ids,
         _proxies: (browser_proxy, gw_proxy),
+        _acp: acp_dir,
     }
 }

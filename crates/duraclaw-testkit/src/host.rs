@@ -57,6 +57,11 @@ pub const WORKTREES: &[&str] = &[
     "forkcli",
     "agents",
     "tail",
+    "acpcodex",
+    "acpclaude",
+    "acpgemini",
+    "samecli",
+    "sameacp",
 ];
 
 /// How a host is started beyond its defaults (the fault run's: its own

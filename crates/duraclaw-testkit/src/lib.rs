@@ -19,7 +19,7 @@
 //! - [`acp_client`]: a minimal Agent Client Protocol client that drives a
 //!   real agent over its stdio; [`agents`]: the agents suite's checks;
 //!   [`real_agents`]: the pinned real ACP agents set up against the fakes
-//!   of their model APIs;
+//!   of their model APIs; [`acp_e2e`]: those agents through the gateway;
 //! - [`faults`]: the fault run's proxy, clients and checks;
 //!   [`fault_run`]: the fault run written once against [`host::Host`].
 //!
@@ -32,6 +32,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 pub mod acp_client;
+pub mod acp_e2e;
 pub mod agents;
 pub mod api;
 pub mod both_hosts;
@@ -78,6 +79,22 @@ pub fn duraclaw_bin() -> PathBuf {
     assert!(
         bin.is_file(),
         "{} is missing: the tests of duraclaw-full build it",
+        bin.display()
+    );
+    bin
+}
+
+/// The in-repo scripted ACP agent (`duraclaw-acp-script`, a binary of
+/// `duraclaw-gateway`) beside the running test: `cargo test --workspace`
+/// builds it; panics naming how to build it when it is not there.
+pub fn acp_script_bin() -> PathBuf {
+    let bin = profile_dir().join(format!(
+        "duraclaw-acp-script{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build -p duraclaw-gateway --bin duraclaw-acp-script` (cargo test --workspace builds it)",
         bin.display()
     );
     bin

@@ -76,13 +76,23 @@ fn dir(root: &Path, name: &str) -> PathBuf {
     d
 }
 
+/// What makes Codex ask before every command it does not know to be a
+/// read (`ls`, `cat`, `grep`, …) and before every patch: the `untrusted`
+/// approval policy; the workspace-write sandbox still confines what an
+/// allowed command can write.
+pub const CODEX_GATE: &str =
+    "approval_policy = \"untrusted\"\nsandbox_mode = \"workspace-write\"\n";
+
 /// `codex`: Codex through `codex-acp`, its `CODEX_HOME` (`root/codex-home`)
 /// holding a `config.toml` whose model provider is `fake`.
 pub fn codex(root: &Path, fake: &FakeOpenAi) -> Value {
     let home = dir(root, "codex-home");
     std::fs::write(
         home.join("config.toml"),
-        fake.codex_config(CODEX_MODEL, OPENAI_KEY_VAR),
+        format!(
+            "{CODEX_GATE}{}",
+            fake.codex_config(CODEX_MODEL, OPENAI_KEY_VAR)
+        ),
     )
     .unwrap();
     json!({
@@ -138,7 +148,9 @@ pub fn gemini(root: &Path, fake: &FakeGemini) -> Value {
             "GEMINI_API_KEY": GEMINI_KEY,
             "GEMINI_CLI_NO_RELAUNCH": "true",
         },
-        "supports": {"resume": true, "modes": true},
+        // Its session/load fails for an earlier process's session: a
+        // follow-up after a restart starts afresh.
+        "supports": {"resume": false, "modes": true},
     })
 }
 

@@ -51,17 +51,13 @@ async fn codex_streams_the_fakes_text_and_asks_before_a_command() {
         // Outside the sandbox: Codex asks before it runs it.
         Turn::function_call(
             "exec_command",
-            json!({"cmd": "echo made > made.txt && echo ran", "tty": false,
-                "sandbox_permissions": "require_escalated",
-                "justification": "make a file"}),
+            json!({"cmd": "echo made > made.txt && echo ran", "tty": false}),
             "call_1",
         ),
         Turn::text("The command ran."),
         Turn::function_call(
             "exec_command",
-            json!({"cmd": "echo no > denied.txt", "tty": false,
-                "sandbox_permissions": "require_escalated",
-                "justification": "write another file"}),
+            json!({"cmd": "echo no > denied.txt", "tty": false}),
             "call_2",
         ),
     ])

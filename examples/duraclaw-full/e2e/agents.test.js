@@ -41,6 +41,8 @@ test('the form picks an agent, an unavailable one is disabled with its reason, a
   const id = decodeURIComponent(new URL(page.url()).hash.replace('#/s/', ''));
   await page.getByTestId('session-agent').filter({ hasText: 'claude' }).waitFor();
   await sessionState(ctx, id, 'paused', 'idle');
+  // The built-in agent switches modes and models (an ACP agent may not: acp.test.js).
+  await page.getByTestId('mode-select').waitFor();
   const meta = await getJson(ctx, `/api/sessions/${encodeURIComponent(id)}`);
   assert.equal(meta.agent, 'claude', 'the session records its agent');
   const list = await getJson(ctx, '/api/sessions');

@@ -129,7 +129,7 @@ async fn up_claude(
 }
 
 /// `duraclaw up --demo --script`, trusting the push-service stand-in's CA.
-async fn up_demo(root: &Path, logs: &Path, push_ca: &Path) -> (Child, String) {
+async fn up_demo(root: &Path, logs: &Path, push_ca: &Path, agents: &Path) -> (Child, String) {
     let data = root.join("data");
     let log = logs.join("demo-up.log");
     add_users(&data, &log).await;
@@ -152,6 +152,7 @@ async fn up_demo(root: &Path, logs: &Path, push_ca: &Path) -> (Child, String) {
         "worktree-choice",
         "agents",
         "long-session",
+        "acp",
     ]
     .into_iter()
     .chain(inbox.iter().map(String::as_str))
@@ -175,7 +176,7 @@ async fn up_demo(root: &Path, logs: &Path, push_ca: &Path) -> (Child, String) {
     .arg("--worktrees")
     .arg(patterns)
     .arg("--agents")
-    .arg(duraclaw_testkit::browser_suite::agents());
+    .arg(agents);
     let (child, found) = spawn_until(c, &["duraclaw listening on "])
         .await
         .unwrap_or_else(|e| panic!("duraclaw up --demo: {e}; see {}", log.display()));
@@ -360,6 +361,9 @@ async fn the_browser_suite() {
     let split = Split::new(&root.join("split"), &logs);
     let (claude_root, demo_root, old_root) =
         (root.join("claude"), root.join("demo"), root.join("old-cli"));
+    // Codex (`acp.test.js`) against a fake OpenAI API, beside the
+    // suite's agents.
+    let (agents, _openai) = browser_suite::agents_with_codex(&root).await;
     let split_up = async {
         add_users(&split.data, &logs.join("split-users.log")).await;
         tokio::join!(split.gateway(), split.orchestrator())
@@ -371,7 +375,7 @@ async fn the_browser_suite() {
         (gateway, orchestrator),
     ) = tokio::join!(
         up_claude(&claude_root, &tools, &fake, &logs),
-        up_demo(&demo_root, &logs, push.ca_file()),
+        up_demo(&demo_root, &logs, push.ca_file(), &agents),
         up_old_cli(&old_root, &logs),
         split_up,
     );

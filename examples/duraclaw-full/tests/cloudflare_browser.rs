@@ -335,6 +335,7 @@ async fn the_browser_suite_on_cloudflare() {
         "worktree-choice",
         "agents",
         "long-session",
+        "acp",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -346,6 +347,9 @@ async fn the_browser_suite_on_cloudflare() {
             &[("README.md", &format!("# {name}\n"))],
         );
     }
+    // Codex (`acp.test.js`) against a fake OpenAI API, beside the
+    // suite's agents.
+    let (agents, _openai) = duraclaw_testkit::browser_suite::agents_with_codex(&root).await;
     let demo_gateway = GatewaySpec {
         port: free_port(),
         args: vec![
@@ -358,9 +362,7 @@ async fn the_browser_suite_on_cloudflare() {
             "--data-dir".into(),
             demo_root.join("gateway").display().to_string(),
             "--agents".into(),
-            duraclaw_testkit::browser_suite::agents()
-                .display()
-                .to_string(),
+            agents.display().to_string(),
         ],
         envs: vec![],
         logs: logs.clone(),

@@ -59,6 +59,7 @@ async fn nothing_is_lost_under_faults_on_cloudflare() {
         slow_reader: false,
         settle: Duration::from_secs(90),
         orchestrator_args: Vec::new(),
+        acp_session: true,
     };
     let run = fault_run::run(plan, |opts| {
         CloudflareHost::start_with("cloudflare-faults", opts)

@@ -114,6 +114,7 @@ async fn nothing_is_lost_under_faults() {
             "--client-send-buffer".into(),
             "4096".into(),
         ],
+        acp_session: true,
     };
     fault_run::run(plan, LocalHost::start_with).await;
 }

@@ -3,6 +3,7 @@ import { fmtCost, fmtDuration, fmtInt, stateLabel } from '../format.js';
 import { errorHint, errorTitle, noticeText, queuedNote } from '../system.js';
 import { Question, resolvedText } from './Question.jsx';
 import { ToolCard } from './Tool.jsx';
+import { Plan, Thought } from './Acp.jsx';
 
 function UserMessage({ item, ctx }) {
   const q = queuedNote(item);
@@ -143,6 +144,8 @@ function Unknown({ item }) {
   const e = item.ev;
   // The CLI's per-request status is noise for a person; keep its seq only.
   if (e && e.type === 'cli.status') return <span hidden data-seq={item.seq} />;
+  if (e && e.type === 'acp.thought') return <Thought item={item} />;
+  if (e && e.type === 'acp.plan') return <Plan item={item} />;
   if (e && e.type === 'cli.api_retry') {
     return (
       <div class="muted small" data-seq={item.seq}>

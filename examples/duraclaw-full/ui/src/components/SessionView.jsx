@@ -30,12 +30,18 @@ export const MODES = [
 /** Models offered besides the one in use (aliases the CLI resolves). */
 const MODELS = ['sonnet', 'opus', 'haiku'];
 
-/** The session header's mode and model selectors. */
-function ModeModel({ mode, model, onMode, onModel }) {
+/**
+ * The session header's mode and model selectors; `supports` (the agent's,
+ * from `/api/agents`) hides those the agent cannot switch.
+ */
+function ModeModel({ mode, model, onMode, onModel, supports }) {
   const models = model && !MODELS.includes(model) ? [model, ...MODELS] : MODELS;
+  const modes = !supports || supports.modes === true;
+  const switchModels = !supports || supports.models === true;
+  if (!modes && !switchModels) return null;
   return (
     <span class="mode-model">
-      <label>
+      {modes && (<label>
         <span class="muted small">Mode </span>
         <select data-testid="mode-select" value={mode || ''} onChange={(e) => e.target.value && onMode(e.target.value)}>
           {!MODES.some(([m]) => m === mode) && <option value="">{mode || '…'}</option>}
@@ -45,8 +51,8 @@ function ModeModel({ mode, model, onMode, onModel }) {
             </option>
           ))}
         </select>
-      </label>{' '}
-      <label>
+      </label>)}{' '}
+      {switchModels && (<label>
         <span class="muted small">Model </span>
         <select data-testid="model-select" value={model || ''} onChange={(e) => e.target.value && onModel(e.target.value)}>
           {!model && <option value="">…</option>}
@@ -56,7 +62,7 @@ function ModeModel({ mode, model, onMode, onModel }) {
             </option>
           ))}
         </select>
-      </label>
+      </label>)}
     </span>
   );
 }
@@ -74,6 +80,23 @@ export function SessionView({ id, focus, user, onLogout }) {
   const [, setVersion] = useState(0);
   const [conn, setConn] = useState({ state: 'connecting' });
   const [meta, setMeta] = useState(null);
+  // What the session's agent supports, for an agent other than the built-in one.
+  const [supports, setSupports] = useState(null);
+  const agentName = meta && meta.agent && meta.agent !== 'claude' ? meta.agent : null;
+  useEffect(() => {
+    if (!agentName) return undefined;
+    let gone = false;
+    api
+      .agents()
+      .then((list) => {
+        const a = Array.isArray(list) ? list.find((x) => x && x.name === agentName) : null;
+        if (!gone && a) setSupports(a.supports || {});
+      })
+      .catch(() => {});
+    return () => {
+      gone = true;
+    };
+  }, [agentName]);
   const [fatal, setFatal] = useState(null);
   const [notice, setNotice] = useState(null);
   const [composer, setComposer] = useState({ text: '', sending: false, error: null });
@@ -585,7 +608,7 @@ export function SessionView({ id, focus, user, onLogout }) {
                   </span>
                 )}
               </span>
-              {live && <ModeModel mode={t.mode} model={t.model || (meta && meta.model)} onMode={setMode} onModel={setModel} />}
+              {live && <ModeModel mode={t.mode} model={t.model || (meta && meta.model)} onMode={setMode} onModel={setModel} supports={supports} />}
             </div>
             {change && (
               <p class="error-text small" role="alert" data-testid="change-error">
