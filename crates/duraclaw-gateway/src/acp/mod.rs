@@ -544,6 +544,20 @@ impl Executor for AcpExecutor {
                     Error::Executor { message, .. } => message,
                     other => other.to_string(),
                 };
+                if spec.resume.is_some() {
+                    // Started again for a session with a log: the log says
+                    // why it stopped, not only the refused command.
+                    shared
+                        .emit_error(
+                            format!(
+                                "agent `{}` could not take up the session again: {why}",
+                                self.agent.name
+                            ),
+                            "executor_exited",
+                            None,
+                        )
+                        .await;
+                }
                 return Err(Error::executor(format!(
                     "agent `{}` did not start a session: {why}; stderr: {stderr}",
                     self.agent.name

@@ -984,3 +984,43 @@ async fn a_permission_asked_before_the_call_is_named_follows_claudes_rules() {
     assert_eq!(run.finals().last().map(String::as_str), Some("Done."));
     run.session.shutdown().await.unwrap();
 }
+
+/// An agent that dies while it is started again for a session (after a
+/// gateway restart) leaves an `error` in the session's log, not only a
+/// refused start.
+#[tokio::test]
+async fn an_agent_dying_while_it_loads_leaves_an_error() {
+    let turns = json!([[{ "do": "text", "text": "First answer." }]]);
+    let rig = acp_rig(turns, json!({}), |_| {}, acp_limits());
+    let mut run = Run::start(rig, memory_gate(), "One").await;
+    run.result().await;
+    run.session.shutdown().await.unwrap();
+    let first_id = run.events.iter().find_map(|e| match e {
+        Event::SessionInit(i) => i.executor_session_id.clone(),
+        _ => None,
+    });
+    // The same agent, now exiting on `session/load`.
+    let script = run.rig.root.join("script.json");
+    let mut s: Value = serde_json::from_str(&std::fs::read_to_string(&script).unwrap()).unwrap();
+    s["exit_on"] = json!("session/load");
+    std::fs::write(&script, s.to_string()).unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let spec = StartSpec::new("s1", run.rig.worktree.display().to_string())
+        .with_resume(first_id.unwrap())
+        .with_prompt("Two");
+    let started = run
+        .rig
+        .executor
+        .start_with(spec, run.gate.clone(), Arc::new(Collect(tx)))
+        .await;
+    assert!(started.is_err(), "the start was not refused");
+    run.rx = rx;
+    let e = run.error("executor_exited").await;
+    assert!(e.message.contains("agent `script`"), "{e:?}");
+    assert!(
+        e.stderr_tail
+            .as_deref()
+            .is_some_and(|t| t.contains("exits on session/load")),
+        "{e:?}"
+    );
+}
