@@ -93,23 +93,23 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
     };
     let call_id = req.tool_call.tool_call_id.0.to_string();
     shared.waiting();
-    let named = {
-        let f = &req.tool_call.fields;
-        let meta = req.tool_call.meta.as_ref().or(req.meta.as_ref());
-        let map = shared.map.lock().unwrap_or_else(|p| p.into_inner());
-        f.name.as_deref().is_some_and(|n| !n.is_empty())
-            || map::meta_name(meta).is_some()
-            || map.calls.contains_key(&call_id)
-    };
-    if named {
+    let announced = shared
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .calls
+        .contains_key(&call_id);
+    if announced {
         // Shown now, in order with the agent's updates.
         let call = show_asked(shared, &req, &call_id).await;
         let shared = shared.clone();
         tokio::spawn(async move { ask_call(&shared, id, req, call_id, call).await });
         return;
     }
-    // Asked before the agent announced the call: the announcement, which
-    // may name the tool, is waited for (bounded).
+    // Asked before the agent announced the call (claude-agent-acp may ask
+    // before it has sent the rest of the text that precedes the call): the
+    // announcement is waited for (bounded), so that text, and the name the
+    // announcement may carry, come before the call is shown.
     let shared = shared.clone();
     tokio::spawn(async move {
         call_announced(&shared, &call_id).await;

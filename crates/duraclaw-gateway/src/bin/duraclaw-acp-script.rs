@@ -100,6 +100,11 @@ enum Step {
         /// the tool (claude-agent-acp does so now and then).
         #[serde(default)]
         ask_first: bool,
+        /// With `ask_first`: text streamed (a chunk per character) after
+        /// the request and before the `tool_call`, as claude-agent-acp
+        /// sends the rest of the text before a call after asking about it.
+        #[serde(default)]
+        text_after_ask: Option<String>,
     },
     Ask {
         question: String,
@@ -154,6 +159,7 @@ struct ToolHow {
     ask_first: bool,
     stream_input: bool,
     meta_name: Option<String>,
+    text_after_ask: Option<String>,
 }
 
 struct Agent {
@@ -325,12 +331,14 @@ impl Agent {
                     stream_input,
                     meta_name,
                     ask_first,
+                    text_after_ask,
                 } => {
                     let how = ToolHow {
                         ask,
                         ask_first,
                         stream_input,
                         meta_name,
+                        text_after_ask,
                     };
                     self.tool(&title, &kind, input, &result, &how, &options, effects)
                 }
@@ -471,15 +479,24 @@ impl Agent {
                 "session/request_permission",
                 json!({
                     "sessionId": self.session,
-                    "toolCall": { "toolCallId": id, "title": title, "kind": kind, "rawInput": input },
+                    "toolCall": { "toolCallId": id, "title": title, "kind": kind, "rawInput": input, "_meta": meta },
                     "options": offered,
                 }),
                 |agent| {
                     if !announced_first {
+                        for c in how.text_after_ask.iter().flat_map(|t| t.chars()) {
+                            agent.update(json!({
+                                "sessionUpdate": "agent_message_chunk",
+                                "content": { "type": "text", "text": c.to_string() },
+                            }));
+                        }
                         announce(agent);
                     }
                 },
             );
+            if !announced_first && let Some(t) = &how.text_after_ask {
+                self.said.push_str(t);
+            }
             let outcome = answer
                 .ok()
                 .and_then(|a| a.get("outcome").cloned())

@@ -937,6 +937,53 @@ async fn a_loads_replayed_tool_calls_are_not_taken_as_live() {
 /// claude-agent-acp may ask before the `tool_call` that names the tool:
 /// the question waits for that name, so a rule on Claude's tool name
 /// decides it.
+/// claude-agent-acp may ask about a call before it has sent the rest of
+/// the text that comes before it: that text stays in its message, which
+/// closes only when the call is announced.
+#[tokio::test]
+async fn text_sent_after_a_permission_request_stays_in_its_message() {
+    let turns = json!([[
+        { "do": "text", "text": "Making a", "chunks": 8 },
+        {
+            "do": "tool", "input": { "command": "git status" }, "meta_name": "Bash",
+            "ask_first": true, "text_after_ask": "nother.",
+        },
+        { "do": "text", "text": "Done." },
+    ]]);
+    let policy = PolicyGate::new(Vec::new(), memory_gate());
+    policy.set_rules(RuleSet::from_entries(
+        "",
+        &[RuleEntry {
+            id: Some("r-git".into()),
+            scope: RuleScope::User,
+            rule: "Bash(git status*)".into(),
+            action: RuleAction::Allow,
+        }],
+    ));
+    let mut run = Run::start(rig(turns), Arc::new(policy), "Go").await;
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(
+        run.finals(),
+        ["Making another.", "Done."],
+        "{:#?}",
+        run.events
+    );
+    let use_at = run
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::ToolUse(t) if t.name == "Bash"));
+    let first_final = run
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Assistant(a) if a.phase == AssistantPhase::Final));
+    assert!(
+        first_final.is_some() && use_at > first_final,
+        "{:#?}",
+        run.events
+    );
+}
+
 #[tokio::test]
 async fn a_permission_asked_before_the_call_is_named_follows_claudes_rules() {
     let input = json!({ "command": "git status" });
