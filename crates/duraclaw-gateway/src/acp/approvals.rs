@@ -92,21 +92,80 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
         }
     };
     let call_id = req.tool_call.tool_call_id.0.to_string();
+    shared.waiting();
+    let announced = shared
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .calls
+        .contains_key(&call_id);
+    if announced {
+        // Shown now, in order with the agent's updates.
+        let call = show_asked(shared, &req, &call_id).await;
+        let shared = shared.clone();
+        tokio::spawn(async move { ask_call(&shared, id, req, call_id, call).await });
+        return;
+    }
+    // Asked before the agent announced the call (claude-agent-acp may ask
+    // before it has sent the rest of the text that precedes the call): the
+    // announcement is waited for (bounded), so that text, and the name the
+    // announcement may carry, come before the call is shown.
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        call_announced(&shared, &call_id).await;
+        let call = show_asked(&shared, &req, &call_id).await;
+        ask_call(&shared, id, req, call_id, call).await;
+    });
+}
+
+/// How long a permission request for a call not yet announced waits for
+/// its announcement.
+const ANNOUNCE_WAIT: Duration = Duration::from_millis(500);
+
+/// Waits until the agent announced call `id`, or [`ANNOUNCE_WAIT`].
+async fn call_announced(shared: &Shared, id: &str) {
+    let wait = async {
+        loop {
+            let notified = shared.announced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let known = shared
+                .map
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .calls
+                .contains_key(id);
+            if known {
+                return;
+            }
+            notified.await;
+        }
+    };
+    let _ = tokio::time::timeout(ANNOUNCE_WAIT, wait).await;
+}
+
+/// Logs the `tool_use` of permission request `req`'s call if it was not
+/// yet; returns the call.
+async fn show_asked(
+    shared: &Shared,
+    req: &RequestPermissionRequest,
+    call_id: &str,
+) -> Option<Call> {
     let f = &req.tool_call.fields;
     // The question needs its `tool_use` logged first.
     let outs = {
         let mut map = shared.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut outs = map.note(
-            &call_id,
+            call_id,
             &Seen {
                 title: f.title.as_deref(),
                 kind: f.kind.as_ref(),
                 name: f.name.as_deref(),
                 raw_input: f.raw_input.as_ref(),
-                meta: req.tool_call.meta.as_ref(),
+                meta: req.tool_call.meta.as_ref().or(req.meta.as_ref()),
             },
         );
-        outs.extend(map.show(&call_id));
+        outs.extend(map.show(call_id));
         outs
     };
     for out in outs {
@@ -114,16 +173,29 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
             shared.emit(e).await;
         }
     }
-    let Some(call) = shared
+    shared
         .map
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .calls
-        .get(&call_id)
+        .get(call_id)
         .cloned()
-    else {
+}
+
+/// Asks the gate about `call` of permission request `req` (counted as
+/// waiting) and answers the agent.
+async fn ask_call(
+    shared: &Arc<Shared>,
+    id: Value,
+    req: RequestPermissionRequest,
+    call_id: String,
+    call: Option<Call>,
+) {
+    let Some(call) = call else {
+        shared.waited();
         return;
     };
+    let f = &req.tool_call.fields;
     let input = match &f.raw_input {
         Some(v) if !v.is_null() && v.as_object().is_none_or(|o| !o.is_empty()) => v.clone(),
         _ => call.input.clone(),
@@ -148,37 +220,33 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(question_id.clone());
-    shared.waiting();
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let decided = ask(&shared.gate, &*shared.sink, request).await;
-        shared
-            .open_questions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&question_id);
-        let decision = match decided {
-            Ok(r) => r.decision,
-            Err(e) => {
-                tracing::warn!(session = %shared.session_id, error = %e, "approval failed");
-                Decision::Cancelled {
-                    reason: Some(format!("the approval could not be obtained: {e}")),
-                }
+    let decided = ask(&shared.gate, &*shared.sink, request).await;
+    shared
+        .open_questions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&question_id);
+    let decision = match decided {
+        Ok(r) => r.decision,
+        Err(e) => {
+            tracing::warn!(session = %shared.session_id, error = %e, "approval failed");
+            Decision::Cancelled {
+                reason: Some(format!("the approval could not be obtained: {e}")),
             }
-        };
-        let (outcome, allowed) = choose(&req.options, &decision, &input);
-        if allowed {
-            mark_allowed(&shared, &call_id);
         }
-        shared.waited();
-        shared.rpc.respond(&id, Ok(json!({ "outcome": outcome })));
-        if let Decision::Deny {
-            interrupt: true, ..
-        } = decision
-        {
-            interrupt_turn(&shared).await;
-        }
-    });
+    };
+    let (outcome, allowed) = choose(&req.options, &decision, &input);
+    if allowed {
+        mark_allowed(shared, &call_id);
+    }
+    shared.waited();
+    shared.rpc.respond(&id, Ok(json!({ "outcome": outcome })));
+    if let Decision::Deny {
+        interrupt: true, ..
+    } = decision
+    {
+        interrupt_turn(shared).await;
+    }
 }
 
 /// The agent's option for `decision`: (the outcome, whether it allows).

@@ -201,6 +201,7 @@ pub(super) async fn session_update(shared: &Arc<Shared>, params: Value) -> bool 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .update(note.update);
+    shared.announced.notify_waiters();
     for out in outs {
         match out {
             Out::Emit(e) => shared.emit(e).await,

@@ -154,13 +154,10 @@ impl Mapper {
         // The agent's name for the tool; Zed's Claude adapter puts Claude
         // Code's (`Bash`, `Read`, …) in `_meta`, so rules written for
         // Claude apply to it.
-        let hint = seen.name.map(str::to_owned).or_else(|| {
-            seen.meta
-                .and_then(|m| m.get("claudeCode"))
-                .and_then(|c| c.get("toolName"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+        let hint = seen
+            .name
+            .map(str::to_owned)
+            .or_else(|| meta_name(seen.meta).map(str::to_owned));
         if let Some(h) = hint.filter(|h| !h.is_empty()) {
             call.hint = Some(h);
         }
@@ -334,6 +331,15 @@ impl Mapper {
         }
         out
     }
+}
+
+/// The tool's name in an agent's `_meta` (Zed's Claude adapter says
+/// Claude Code's there).
+pub(super) fn meta_name(meta: Option<&serde_json::Map<String, Value>>) -> Option<&str> {
+    meta.and_then(|m| m.get("claudeCode"))
+        .and_then(|c| c.get("toolName"))
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
 }
 
 /// The tool's name for the gate and its rules: the agent's name for it

@@ -49,7 +49,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::claude::cli::launch::filtered_env;
 use crate::claude::process::{MAX_LINE_BYTES, fit_to_frame, next_line_bounded};
-use map::{Mapper, Out, Seen};
+use map::{Call, Mapper, Out, Seen};
 use rpc::{Incoming, METHOD_NOT_FOUND, Peer, RpcError};
 
 /// The notice code of a resume that could not resume: the agent cannot
@@ -214,7 +214,9 @@ struct Shared {
     stopping: AtomicBool,
     /// A tool ran unapproved: the session is over for good.
     ended: AtomicBool,
-    /// `session/load` replays history: not ours to log again.
+    /// `session/load` replays history: not ours to log again nor to judge.
+    /// Set from the load until the agent is quiet before the first prompt
+    /// (some agents replay after the load's answer).
     replaying: AtomicBool,
     turn_running: AtomicBool,
     interrupted: AtomicBool,
@@ -229,6 +231,8 @@ struct Shared {
     model_option: Mutex<Option<(String, Vec<String>)>>,
     /// Woken when `awaiting` drops.
     settled: Notify,
+    /// Woken when the agent's updates were mapped (a call may be announced).
+    announced: Notify,
     /// Turns started so far.
     turns_played: AtomicU64,
     /// Woken when a turn ends.
@@ -443,6 +447,7 @@ impl Executor for AcpExecutor {
             modes: Mutex::default(),
             model_option: Mutex::default(),
             settled: Notify::new(),
+            announced: Notify::new(),
             turns_played: AtomicU64::new(0),
             turn_over: Notify::new(),
             guard: Mutex::new(pgid.and_then(|g| spawn_group_guard(g, &spec.session_id))),
@@ -539,6 +544,20 @@ impl Executor for AcpExecutor {
                     Error::Executor { message, .. } => message,
                     other => other.to_string(),
                 };
+                if spec.resume.is_some() {
+                    // Started again for a session with a log: the log says
+                    // why it stopped, not only the refused command.
+                    shared
+                        .emit_error(
+                            format!(
+                                "agent `{}` could not take up the session again: {why}",
+                                self.agent.name
+                            ),
+                            "executor_exited",
+                            None,
+                        )
+                        .await;
+                }
                 return Err(Error::executor(format!(
                     "agent `{}` did not start a session: {why}; stderr: {stderr}",
                     self.agent.name
@@ -649,7 +668,6 @@ async fn setup(shared: &Arc<Shared>, spec: &StartSpec) -> Result<(Option<Notice>
                 timeout,
             )
             .await;
-            shared.replaying.store(false, Ordering::Release);
             match loaded {
                 Ok(v) => {
                     *shared.acp_session.lock().unwrap_or_else(|p| p.into_inner()) = resume.clone();
@@ -657,6 +675,7 @@ async fn setup(shared: &Arc<Shared>, spec: &StartSpec) -> Result<(Option<Notice>
                     return Ok((None, version));
                 }
                 Err(e) => {
+                    shared.replaying.store(false, Ordering::Release);
                     fresh = Some(format!(
                         "Agent `{}` could not load its session {resume} ({e}), so a new one started: \
                          the agent does not see the earlier conversation.",
@@ -816,11 +835,38 @@ async fn set_model(shared: &Shared, config_id: &str, model: &str) -> Result<()> 
     Ok(())
 }
 
+/// How long a loaded agent must be quiet before its first prompt: what it
+/// sent until then is the replay of its history.
+const REPLAY_QUIET: Duration = Duration::from_millis(200);
+/// The longest the first prompt after a load waits for that quiet.
+const REPLAY_BOUND: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) until a loaded agent has written nothing for
+/// [`REPLAY_QUIET`]: agents that replay after the load's answer are done.
+async fn replay_settled(shared: &Shared) {
+    let start = Instant::now();
+    loop {
+        let quiet = shared
+            .last_activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if quiet >= REPLAY_QUIET || start.elapsed() >= REPLAY_BOUND {
+            return;
+        }
+        tokio::time::sleep(REPLAY_QUIET - quiet).await;
+    }
+}
+
 /// Plays the turns sent, one at a time.
 async fn play_turns(shared: Arc<Shared>, mut turns: mpsc::UnboundedReceiver<String>) {
     while let Some(text) = turns.recv().await {
         if !shared.running.load(Ordering::Acquire) || shared.stopping.load(Ordering::Acquire) {
             break;
+        }
+        if shared.replaying.load(Ordering::Acquire) {
+            replay_settled(&shared).await;
+            shared.replaying.store(false, Ordering::Release);
         }
         shared.interrupted.store(false, Ordering::Release);
         shared.touch();

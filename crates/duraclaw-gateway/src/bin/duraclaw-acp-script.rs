@@ -15,7 +15,9 @@
 //! `text`, `thought`, `plan`, `usage`, `mode`, `tool` (a tool call, asked
 //! first unless `ask` is false), `ask` (an elicitation), `write`, `read`,
 //! `terminal`, `stall` (until cancelled), `fail` (an error answer),
-//! `crash`, `garbage`, `hang`. `hang_on` names a method never answered.
+//! `crash`, `garbage`, `hang`. `hang_on` names a method never answered,
+//! `exit_on` one the agent exits on. `replay_tool` and `replay_after_answer`
+//! change what `session/load` replays and when.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -37,6 +39,15 @@ struct Script {
     models: Vec<String>,
     #[serde(default)]
     hang_on: Option<String>,
+    /// A method on which the agent exits (status 3) instead of answering.
+    #[serde(default)]
+    exit_on: Option<String>,
+    /// `session/load` also replays a completed tool call (as Gemini does).
+    #[serde(default)]
+    replay_tool: bool,
+    /// `session/load` replays the history 20 ms after its answer, not before.
+    #[serde(default)]
+    replay_after_answer: bool,
     turns: Vec<Vec<Step>>,
 }
 
@@ -85,6 +96,15 @@ enum Step {
         /// The tool's name, given in `_meta` the way Zed's Claude adapter does.
         #[serde(default)]
         meta_name: Option<String>,
+        /// The permission request comes before the `tool_call` that names
+        /// the tool (claude-agent-acp does so now and then).
+        #[serde(default)]
+        ask_first: bool,
+        /// With `ask_first`: text streamed (a chunk per character) after
+        /// the request and before the `tool_call`, as claude-agent-acp
+        /// sends the rest of the text before a call after asking about it.
+        #[serde(default)]
+        text_after_ask: Option<String>,
     },
     Ask {
         question: String,
@@ -136,8 +156,10 @@ fn all_options() -> Vec<String> {
 /// How a tool step reports its call.
 struct ToolHow {
     ask: bool,
+    ask_first: bool,
     stream_input: bool,
     meta_name: Option<String>,
+    text_after_ask: Option<String>,
 }
 
 struct Agent {
@@ -175,9 +197,20 @@ impl Agent {
 
     /// Sends a request and waits for its answer; a cancel meanwhile is noted.
     fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        self.call_then(method, params, |_| {})
+    }
+
+    /// Sends a request, then does `then`, then waits for its answer.
+    fn call_then(
+        &mut self,
+        method: &str,
+        params: Value,
+        then: impl FnOnce(&Self),
+    ) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
         send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+        then(self);
         loop {
             let Ok(m) = self.rx.recv() else {
                 std::process::exit(0);
@@ -297,11 +330,15 @@ impl Agent {
                     effects,
                     stream_input,
                     meta_name,
+                    ask_first,
+                    text_after_ask,
                 } => {
                     let how = ToolHow {
                         ask,
+                        ask_first,
                         stream_input,
                         meta_name,
+                        text_after_ask,
                     };
                     self.tool(&title, &kind, input, &result, &how, &options, effects)
                 }
@@ -413,16 +450,22 @@ impl Agent {
             Some(n) => json!({ "claudeCode": { "toolName": n } }),
             None => Value::Null,
         };
-        self.update(json!({
-            "sessionUpdate": "tool_call", "toolCallId": id, "title": title, "kind": kind,
-            "status": "pending", "rawInput": if how.stream_input { json!({}) } else { input.clone() },
-            "_meta": meta,
-        }));
-        if how.stream_input {
-            self.update(json!({
-                "sessionUpdate": "tool_call_update", "toolCallId": id, "rawInput": input,
+        let announce = |agent: &Self| {
+            agent.update(json!({
+                "sessionUpdate": "tool_call", "toolCallId": id, "title": title, "kind": kind,
+                "status": "pending", "rawInput": if how.stream_input { json!({}) } else { input.clone() },
                 "_meta": meta,
             }));
+            if how.stream_input {
+                agent.update(json!({
+                    "sessionUpdate": "tool_call_update", "toolCallId": id, "rawInput": input,
+                    "_meta": meta,
+                }));
+            }
+        };
+        let announced_first = !(how.ask && how.ask_first);
+        if announced_first {
+            announce(self);
         }
         let mut chosen = "unasked".to_owned();
         if how.ask {
@@ -430,14 +473,30 @@ impl Agent {
                 .iter()
                 .map(|k| json!({ "optionId": format!("opt-{k}"), "name": k, "kind": k }))
                 .collect();
-            let answer = self.call(
+            // Asked first, the call is announced after the question is sent,
+            // while the question waits.
+            let answer = self.call_then(
                 "session/request_permission",
                 json!({
                     "sessionId": self.session,
-                    "toolCall": { "toolCallId": id, "title": title, "kind": kind, "rawInput": input },
+                    "toolCall": { "toolCallId": id, "title": title, "kind": kind, "rawInput": input, "_meta": meta },
                     "options": offered,
                 }),
+                |agent| {
+                    if !announced_first {
+                        for c in how.text_after_ask.iter().flat_map(|t| t.chars()) {
+                            agent.update(json!({
+                                "sessionUpdate": "agent_message_chunk",
+                                "content": { "type": "text", "text": c.to_string() },
+                            }));
+                        }
+                        announce(agent);
+                    }
+                },
             );
+            if !announced_first && let Some(t) = &how.text_after_ask {
+                self.said.push_str(t);
+            }
             let outcome = answer
                 .ok()
                 .and_then(|a| a.get("outcome").cloned())
@@ -469,6 +528,26 @@ impl Agent {
             "sessionUpdate": "tool_call_update", "toolCallId": id, "status": "completed",
             "content": [{ "type": "content", "content": { "type": "text", "text": format!("{result} [{chosen}]") } }],
         }));
+    }
+
+    /// Replays a loaded session's history; with `replay_tool`, each turn
+    /// shows a completed tool call too, without its input, as Gemini does.
+    fn replay(&self, history: &[(String, String)]) {
+        for (n, (user, agent)) in history.iter().enumerate() {
+            self.update(json!({ "sessionUpdate": "user_message_chunk", "content": { "type": "text", "text": user } }));
+            if self.script.replay_tool {
+                let id = format!("replayed-{}", n + 1);
+                self.update(json!({
+                    "sessionUpdate": "tool_call", "toolCallId": id, "title": "Shell",
+                    "kind": "execute", "status": "completed",
+                }));
+                self.update(json!({
+                    "sessionUpdate": "tool_call_update", "toolCallId": id, "status": "completed",
+                    "content": [{ "type": "content", "content": { "type": "text", "text": "old output" } }],
+                }));
+            }
+            self.update(json!({ "sessionUpdate": "agent_message_chunk", "content": { "type": "text", "text": agent } }));
+        }
     }
 
     fn terminal(&mut self, command: &str, args: &[String]) -> String {
@@ -552,6 +631,10 @@ impl Agent {
             if self.script.hang_on.as_deref() == Some(method.as_str()) {
                 continue;
             }
+            if self.script.exit_on.as_deref() == Some(method.as_str()) {
+                eprintln!("the script exits on {method}");
+                std::process::exit(3);
+            }
             let params = m.get("params").cloned().unwrap_or(Value::Null);
             match method.as_str() {
                 "initialize" => respond(
@@ -590,12 +673,17 @@ impl Agent {
                         continue;
                     };
                     self.session = wanted.to_owned();
-                    // The history is replayed before the answer.
-                    for (user, agent) in history {
-                        self.update(json!({ "sessionUpdate": "user_message_chunk", "content": { "type": "text", "text": user } }));
-                        self.update(json!({ "sessionUpdate": "agent_message_chunk", "content": { "type": "text", "text": agent } }));
+                    // The history is replayed before the answer (or after).
+                    let history = history.clone();
+                    if self.script.replay_after_answer {
+                        respond(&id, json!({ "modes": self.modes() }));
+                        // Replayed a moment later, as by a task of its own.
+                        std::thread::sleep(std::time::Duration::from_millis(20));
                     }
-                    respond(&id, json!({ "modes": self.modes() }));
+                    self.replay(&history);
+                    if !self.script.replay_after_answer {
+                        respond(&id, json!({ "modes": self.modes() }));
+                    }
                 }
                 "session/set_config_option" => {
                     let value = params.get("value").and_then(Value::as_str).unwrap_or("");

@@ -869,3 +869,205 @@ async fn an_agent_that_ignores_the_cancel_is_stopped() {
     assert!(e.message.contains("being cancelled"), "{e:?}");
     run.ended().await;
 }
+
+/// A load replays the history, completed tool calls too (as Gemini does),
+/// before its answer or after it: none of it is logged again or judged by
+/// the gate, and the resumed session goes on.
+#[tokio::test]
+async fn a_loads_replayed_tool_calls_are_not_taken_as_live() {
+    for after_answer in [false, true] {
+        let turns = json!([
+            [{ "do": "text", "text": "First answer." }],
+            [{ "do": "text", "text": "Second answer." }],
+            [{ "do": "text", "text": "Third answer." }],
+        ]);
+        let extra = json!({ "replay_tool": true, "replay_after_answer": after_answer });
+        let rig = acp_rig(turns, extra, |_| {}, acp_limits());
+        let mut run = Run::start(rig, memory_gate(), "One").await;
+        run.result().await;
+        run.session.shutdown().await.unwrap();
+        let first_id = run.events.iter().find_map(|e| match e {
+            Event::SessionInit(i) => i.executor_session_id.clone(),
+            _ => None,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spec = StartSpec::new("s1", run.rig.worktree.display().to_string())
+            .with_resume(first_id.clone().unwrap())
+            .with_prompt("Two");
+        let session = run
+            .rig
+            .executor
+            .start_with(spec, run.gate.clone(), Arc::new(Collect(tx)))
+            .await
+            .unwrap();
+        run.rx = rx;
+        run.session = session;
+        let mark = run.events.len();
+        let r = run.result().await;
+        assert!(!r.is_error, "after_answer {after_answer}: {r:?}");
+        run.session.send_message("Three").await.unwrap();
+        let r = run.result().await;
+        assert!(!r.is_error, "after_answer {after_answer}: {r:?}");
+        let after = &run.events[mark..];
+        let Some(Event::SessionInit(init)) = after.first() else {
+            panic!("no session_init first: {after:?}");
+        };
+        assert_eq!(init.executor_session_id, first_id);
+        assert!(
+            !after.iter().any(|e| matches!(
+                e,
+                Event::ToolUse(_) | Event::ToolResult(_) | Event::Error(_)
+            )),
+            "after_answer {after_answer}: replay shown or judged: {after:#?}"
+        );
+        let finals: Vec<String> = run.finals();
+        assert!(
+            finals.ends_with(&["Second answer.".to_owned(), "Third answer.".to_owned()]),
+            "after_answer {after_answer}: {finals:?}"
+        );
+        assert_eq!(
+            finals.iter().filter(|t| t.contains("First")).count(),
+            1,
+            "history shown again: {finals:?}"
+        );
+        run.session.shutdown().await.unwrap();
+    }
+}
+
+/// claude-agent-acp may ask before the `tool_call` that names the tool:
+/// the question waits for that name, so a rule on Claude's tool name
+/// decides it.
+/// claude-agent-acp may ask about a call before it has sent the rest of
+/// the text that comes before it: that text stays in its message, which
+/// closes only when the call is announced.
+#[tokio::test]
+async fn text_sent_after_a_permission_request_stays_in_its_message() {
+    let turns = json!([[
+        { "do": "text", "text": "Making a", "chunks": 8 },
+        {
+            "do": "tool", "input": { "command": "git status" }, "meta_name": "Bash",
+            "ask_first": true, "text_after_ask": "nother.",
+        },
+        { "do": "text", "text": "Done." },
+    ]]);
+    let policy = PolicyGate::new(Vec::new(), memory_gate());
+    policy.set_rules(RuleSet::from_entries(
+        "",
+        &[RuleEntry {
+            id: Some("r-git".into()),
+            scope: RuleScope::User,
+            rule: "Bash(git status*)".into(),
+            action: RuleAction::Allow,
+        }],
+    ));
+    let mut run = Run::start(rig(turns), Arc::new(policy), "Go").await;
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(
+        run.finals(),
+        ["Making another.", "Done."],
+        "{:#?}",
+        run.events
+    );
+    let use_at = run
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::ToolUse(t) if t.name == "Bash"));
+    let first_final = run
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Assistant(a) if a.phase == AssistantPhase::Final));
+    assert!(
+        first_final.is_some() && use_at > first_final,
+        "{:#?}",
+        run.events
+    );
+}
+
+#[tokio::test]
+async fn a_permission_asked_before_the_call_is_named_follows_claudes_rules() {
+    let input = json!({ "command": "git status" });
+    let turns = json!([[
+        { "do": "tool", "input": input, "meta_name": "Bash", "ask_first": true },
+        { "do": "text", "text": "Done." },
+    ]]);
+    let policy = PolicyGate::new(Vec::new(), memory_gate());
+    policy.set_rules(RuleSet::from_entries(
+        "",
+        &[RuleEntry {
+            id: Some("r-git".into()),
+            scope: RuleScope::User,
+            rule: "Bash(git status*)".into(),
+            action: RuleAction::Allow,
+        }],
+    ));
+    let mut run = Run::start(rig(turns), Arc::new(policy), "Go").await;
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    let uses: Vec<_> = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ToolUse(t) => Some((t.name.clone(), t.input.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uses, [("Bash".to_owned(), input)]);
+    assert!(
+        run.events.iter().any(|e| matches!(e,
+            Event::Notice(n) if n.code == "rule_decision" && n.tool_use_id.as_deref() == Some("call-1"))),
+        "{:#?}",
+        run.events
+    );
+    assert!(
+        !run.events
+            .iter()
+            .any(|e| matches!(e, Event::UserQuestion(_))),
+        "{:#?}",
+        run.events
+    );
+    let results = run.tool_results();
+    assert!(results.len() == 1 && !results[0].is_error, "{results:?}");
+    assert_eq!(run.finals().last().map(String::as_str), Some("Done."));
+    run.session.shutdown().await.unwrap();
+}
+
+/// An agent that dies while it is started again for a session (after a
+/// gateway restart) leaves an `error` in the session's log, not only a
+/// refused start.
+#[tokio::test]
+async fn an_agent_dying_while_it_loads_leaves_an_error() {
+    let turns = json!([[{ "do": "text", "text": "First answer." }]]);
+    let rig = acp_rig(turns, json!({}), |_| {}, acp_limits());
+    let mut run = Run::start(rig, memory_gate(), "One").await;
+    run.result().await;
+    run.session.shutdown().await.unwrap();
+    let first_id = run.events.iter().find_map(|e| match e {
+        Event::SessionInit(i) => i.executor_session_id.clone(),
+        _ => None,
+    });
+    // The same agent, now exiting on `session/load`.
+    let script = run.rig.root.join("script.json");
+    let mut s: Value = serde_json::from_str(&std::fs::read_to_string(&script).unwrap()).unwrap();
+    s["exit_on"] = json!("session/load");
+    std::fs::write(&script, s.to_string()).unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let spec = StartSpec::new("s1", run.rig.worktree.display().to_string())
+        .with_resume(first_id.unwrap())
+        .with_prompt("Two");
+    let started = run
+        .rig
+        .executor
+        .start_with(spec, run.gate.clone(), Arc::new(Collect(tx)))
+        .await;
+    assert!(started.is_err(), "the start was not refused");
+    run.rx = rx;
+    let e = run.error("executor_exited").await;
+    assert!(e.message.contains("agent `script`"), "{e:?}");
+    assert!(
+        e.stderr_tail
+            .as_deref()
+            .is_some_and(|t| t.contains("exits on session/load")),
+        "{e:?}"
+    );
+}
