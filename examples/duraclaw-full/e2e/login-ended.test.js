@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { DEMO_URL, USER, PASSWORD, createScriptedSession, launch, loggedIn, openSession, since, toolCard } from './lib/harness.js';
+import { DEMO_URL, USER, PASSWORD, createScriptedSession, launch, loggedIn, openSession, since, toolCard, until } from './lib/harness.js';
 
 let browser;
 before(async () => {
@@ -24,6 +24,8 @@ test('logging out elsewhere with the same cookie sends the open session to the l
   page.on('websocket', (ws) => sockets.push(ws.url()));
   await page.goto(`/#/s/${encodeURIComponent(id)}`);
   await toolCard(page, 'Bash').getByTestId('approve').waitFor();
+  // The inbox stream starts once the first screen is up: count after it.
+  await until('the inbox stream opened', () => sockets.some((u) => u.includes('/api/inbox/ws')));
   const opened = sockets.length;
 
   // Another request with the same cookie ends the login.
