@@ -469,15 +469,7 @@ async fn a_tool_run_without_asking_ends_the_session() {
     assert!(!run.finals().iter().any(|t| t.contains("After")));
 
     // A rule allowing `edit`: logged as the rule's decision, and the turn goes on.
-    let policy = PolicyGate::new(Vec::new(), memory_gate());
-    let rule = RuleEntry {
-        id: Some("r-edit".into()),
-        scope: RuleScope::User,
-        rule: "edit".into(),
-        action: RuleAction::Allow,
-    };
-    policy.set_rules(RuleSet::from_entries("", &[rule]));
-    let gate: DynApprovalGate = Arc::new(policy);
+    let gate = allowed_by("r-edit", "edit");
     let mut run = Run::start(rig(turns), gate, "Go").await;
     let r = run.result().await;
     assert!(!r.is_error, "{r:?}");
@@ -767,27 +759,11 @@ async fn a_streamed_call_is_shown_once_with_its_input_and_name() {
     let input = json!({ "command": "git status" });
     let turns =
         json!([[{ "do": "tool", "input": input, "stream_input": true, "meta_name": "Bash" }]]);
-    let policy = PolicyGate::new(Vec::new(), memory_gate());
-    policy.set_rules(RuleSet::from_entries(
-        "",
-        &[RuleEntry {
-            id: Some("r-git".into()),
-            scope: RuleScope::User,
-            rule: "Bash(git status*)".into(),
-            action: RuleAction::Allow,
-        }],
-    ));
-    let mut run = Run::start(rig(turns), Arc::new(policy), "Go").await;
+    let gate = allowed_by("r-git", "Bash(git status*)");
+    let mut run = Run::start(rig(turns), gate, "Go").await;
     let r = run.result().await;
     assert!(!r.is_error, "{r:?}");
-    let uses: Vec<_> = run
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ToolUse(t) => Some((t.name.clone(), t.input.clone())),
-            _ => None,
-        })
-        .collect();
+    let uses = tool_uses(&run.events);
     assert_eq!(uses, [("Bash".to_owned(), input)]);
     // The rule written for Claude decided it: no question.
     assert!(
@@ -950,17 +926,8 @@ async fn text_sent_after_a_permission_request_stays_in_its_message() {
         },
         { "do": "text", "text": "Done." },
     ]]);
-    let policy = PolicyGate::new(Vec::new(), memory_gate());
-    policy.set_rules(RuleSet::from_entries(
-        "",
-        &[RuleEntry {
-            id: Some("r-git".into()),
-            scope: RuleScope::User,
-            rule: "Bash(git status*)".into(),
-            action: RuleAction::Allow,
-        }],
-    ));
-    let mut run = Run::start(rig(turns), Arc::new(policy), "Go").await;
+    let gate = allowed_by("r-git", "Bash(git status*)");
+    let mut run = Run::start(rig(turns), gate, "Go").await;
     let r = run.result().await;
     assert!(!r.is_error, "{r:?}");
     assert_eq!(
@@ -991,27 +958,11 @@ async fn a_permission_asked_before_the_call_is_named_follows_claudes_rules() {
         { "do": "tool", "input": input, "meta_name": "Bash", "ask_first": true },
         { "do": "text", "text": "Done." },
     ]]);
-    let policy = PolicyGate::new(Vec::new(), memory_gate());
-    policy.set_rules(RuleSet::from_entries(
-        "",
-        &[RuleEntry {
-            id: Some("r-git".into()),
-            scope: RuleScope::User,
-            rule: "Bash(git status*)".into(),
-            action: RuleAction::Allow,
-        }],
-    ));
-    let mut run = Run::start(rig(turns), Arc::new(policy), "Go").await;
+    let gate = allowed_by("r-git", "Bash(git status*)");
+    let mut run = Run::start(rig(turns), gate, "Go").await;
     let r = run.result().await;
     assert!(!r.is_error, "{r:?}");
-    let uses: Vec<_> = run
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ToolUse(t) => Some((t.name.clone(), t.input.clone())),
-            _ => None,
-        })
-        .collect();
+    let uses = tool_uses(&run.events);
     assert_eq!(uses, [("Bash".to_owned(), input)]);
     assert!(
         run.events.iter().any(|e| matches!(e,
@@ -1070,4 +1021,30 @@ async fn an_agent_dying_while_it_loads_leaves_an_error() {
             .is_some_and(|t| t.contains("exits on session/load")),
         "{e:?}"
     );
+}
+
+/// A gate whose one user rule `rule` (id `id`) allows.
+fn allowed_by(id: &str, rule: &str) -> DynApprovalGate {
+    let policy = PolicyGate::new(Vec::new(), memory_gate());
+    policy.set_rules(RuleSet::from_entries(
+        "",
+        &[RuleEntry {
+            id: Some(id.into()),
+            scope: RuleScope::User,
+            rule: rule.into(),
+            action: RuleAction::Allow,
+        }],
+    ));
+    Arc::new(policy)
+}
+
+/// The `tool_use`s logged, as (name, input).
+fn tool_uses(events: &[Event]) -> Vec<(String, Value)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ToolUse(t) => Some((t.name.clone(), t.input.clone())),
+            _ => None,
+        })
+        .collect()
 }
