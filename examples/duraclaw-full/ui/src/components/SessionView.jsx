@@ -781,7 +781,7 @@ export function SessionView({ id, focus, user, onLogout }) {
           <textarea
             data-testid="message-input"
             rows={1}
-            placeholder={t.state === 'terminated' ? 'The session has ended' : 'Message Claude…'}
+            placeholder={t.state === 'terminated' ? 'The session has ended' : `Message ${agentName ? revealText(agentName) : 'Claude'}…`}
             title="Ctrl+Enter sends"
             value={composer.text}
             onInput={(e) => {
