@@ -16,7 +16,9 @@
 //! this prints the JSON summary.
 //!
 //! `QUICK=1` (or `cargo test --bench ui`) runs 500 against 5,000 events, one
-//! round. Node, Chromium and playwright-core missing fail the run with a
+//! round; `UI_ROUNDS=<n>` sets the rounds; `UI_PROFILE=<file>` adds one open
+//! of the big session under the CPU profiler and writes where its time went
+//! to that file (and the raw profile beside it). Node, Chromium and playwright-core missing fail the run with a
 //! hint, as the browser suite does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -232,6 +234,12 @@ async fn main() {
     } else {
         (1_000, 100_000, 100_000, 5)
     };
+    // UI_ROUNDS=<n>: more (or fewer) rounds, e.g. a quick run of 9.
+    let rounds = std::env::var("UI_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(rounds);
     let (node, chromium, playwright) = tools();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -19,6 +19,7 @@
 // with closed messages compacted (the default) and with `compact=0`, read
 // over a WebSocket from inside a page. Prints one JSON line.
 
+import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -83,19 +84,47 @@ async function context(browser, last) {
   return ctx;
 }
 
-async function open(browser, s) {
+async function open(browser, s, profile = false) {
   const ctx = await context(browser, s.last);
   const page = await ctx.newPage();
   const cdp = await ctx.newCDPSession(page);
   await cdp.send('Emulation.setCPUThrottlingRate', { rate: 4 });
+  if (profile) {
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+    await cdp.send('Profiler.start');
+  }
   await page.goto(`/#/s/${encodeURIComponent(s.id)}`);
   const ms = await page.evaluate(() => window.__painted);
+  if (profile) printProfile((await cdp.send('Profiler.stop')).profile);
   shells.push(await page.evaluate(() => window.__shell));
   starts.push(await page.evaluate(startProfile));
   const last = await page.evaluate(() => window.__duraclaw?.lastSeq);
   if (last !== s.last) throw new Error(`the UI reached seq ${last}, not ${s.last}`);
   await ctx.close();
   return ms;
+}
+
+/**
+ * Writes where a CPU profile's time went to the file UI_PROFILE names: self
+ * time per function, the top 30, and the total sampled.
+ */
+function printProfile(profile) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  const dt = profile.timeDeltas || [];
+  (profile.samples || []).forEach((id, i) => {
+    const f = byId.get(id).callFrame;
+    const file = (f.url || '').split('/').pop();
+    const key = `${f.functionName || '(anonymous)'} ${file}:${f.lineNumber + 1}:${f.columnNumber + 1}`;
+    self.set(key, (self.get(key) || 0) + (dt[i + 1] || 0) / 1000);
+  });
+  const total = [...self.values()].reduce((a, b) => a + b, 0);
+  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 30);
+  const lines = [`profile: ${Math.round(total)} ms sampled`];
+  for (const [k, v] of top) lines.push(`${v.toFixed(1).padStart(8)} ms  ${k}`);
+  writeFileSync(process.env.UI_PROFILE, `${lines.join('\n')}\n`);
+  writeFileSync(`${process.env.UI_PROFILE}.cpuprofile`, JSON.stringify(profile));
 }
 
 /** Every round's time to the session view's frame painted. */
@@ -119,6 +148,11 @@ function startProfile() {
   const css = find((p) => p.startsWith('/assets/') && p.endsWith('.css'));
   const me = find((p) => p === '/api/me');
   const meta = find((p) => /^\/api\/sessions\/[^/]+$/.test(p));
+  // The app's own marks (connection.js `markOnce`): its socket and first render.
+  const marks = {};
+  for (const m of performance.getEntriesByType('mark')) {
+    if (m.name.startsWith('duraclaw:')) marks[m.name.slice('duraclaw:'.length).replace(/-/g, '_')] = Math.round(m.startTime);
+  }
   return {
     html: at(nav, 'responseEnd'),
     script_loaded: at(js, 'responseEnd'),
@@ -128,6 +162,7 @@ function startProfile() {
     me_answered: at(me, 'responseEnd'),
     meta_sent: at(meta, 'startTime'),
     meta_answered: at(meta, 'responseEnd'),
+    ...marks,
   };
 }
 
@@ -196,6 +231,8 @@ try {
     big.push(b);
     ratios.push(b / a);
   }
+  // UI_PROFILE=<file>: one more open of the big session under the CPU profiler.
+  if (process.env.UI_PROFILE) await open(browser, BIG, true);
   const shellFloor = median(shells.slice(2));
   const compact = await replayBytes(browser, BIG, '');
   const full = await replayBytes(browser, BIG, '&compact=0');

@@ -34,6 +34,8 @@ test('a Codex session picked in the form: plan, thought, streamed text, a comman
   await page.getByTestId('create-session').click();
   await page.waitForURL(/#\/s\//);
   await page.getByTestId('session-agent').filter({ hasText: 'codex' }).waitFor();
+  // The composer names the session's agent, not Claude.
+  await page.waitForFunction(() => document.querySelector('[data-testid=message-input]')?.placeholder === 'Message codex…');
 
   // The plan as a checklist, then the streamed greeting.
   const plan = page.getByTestId('acp-plan');

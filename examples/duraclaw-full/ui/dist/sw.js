@@ -10,7 +10,7 @@
 //   hashed assets cache first; `/api/` is never cached nor answered here.
 
 const SHELL = 'duraclaw-shell-v1';
-const STATIC = ['/', '/manifest.webmanifest', '/favicon.svg', '/icons/icon-192.png', '/icons/icon-512.png', '/icons/maskable-192.png', '/icons/maskable-512.png'];
+const STATIC = ['/', '/manifest.webmanifest', '/favicon.svg', '/early.js', '/icons/icon-192.png', '/icons/icon-512.png', '/icons/maskable-192.png', '/icons/maskable-512.png'];
 
 /** The built files a page links (`/assets/…`), from its HTML. */
 function linkedAssets(html) {
@@ -19,14 +19,31 @@ function linkedAssets(html) {
   return [...found];
 }
 
-/** Caches the page and everything it links; the page's HTML. */
+/**
+ * Caches the built files the page links and the chunks their scripts load
+ * on first use (the highlighter, the diff code: `./name-hash.js` imports).
+ */
+async function cacheAssets(cache, html) {
+  const linked = linkedAssets(html);
+  await cache.addAll(linked);
+  const chunks = new Set();
+  for (const path of linked.filter((p) => p.endsWith('.js'))) {
+    const hit = await cache.match(path);
+    const code = hit ? await hit.text() : '';
+    for (const m of code.matchAll(/["'`]\.\/([\w.-]+\.js)["'`]/g)) chunks.add(`/assets/${m[1]}`);
+  }
+  await cache.addAll([...chunks].filter((p) => !linked.includes(p)));
+}
+
+/** Caches the page and everything it loads; the page's HTML. */
 async function cacheShell() {
   const cache = await caches.open(SHELL);
   const page = await fetch('/', { cache: 'no-cache', credentials: 'same-origin' });
   if (!page.ok) throw new Error(`the page answered ${page.status}`);
   const html = await page.clone().text();
   await cache.put('/', page);
-  await cache.addAll([...STATIC.filter((p) => p !== '/'), ...linkedAssets(html)]);
+  await cache.addAll(STATIC.filter((p) => p !== '/'));
+  await cacheAssets(cache, html);
 }
 
 self.addEventListener('install', (event) => {
@@ -70,7 +87,7 @@ async function navigation(req) {
       const cache = await caches.open(SHELL);
       await cache.put('/', res.clone());
       // A new build's files, for the next time offline.
-      cache.addAll(linkedAssets(html)).catch(() => {});
+      cacheAssets(cache, html).catch(() => {});
     }
     return res;
   } catch (e) {

@@ -25,6 +25,24 @@ export function loginEnded(why) {
   listeners.forEach((fn) => fn(why));
 }
 
+/**
+ * The answer `public/early.js` already asked for `GET path`, once; null
+ * when it asked for no such thing (or it was taken).
+ */
+function takeEarly(path) {
+  if (typeof window === 'undefined') return null;
+  const early = window.__duraclawEarly;
+  if (!early) {
+    // The early script has not run: it must not ask for anything now.
+    window.__duraclawEarly = false;
+    return null;
+  }
+  if (!early.fetches || !early.fetches[path]) return null;
+  const res = early.fetches[path];
+  delete early.fetches[path];
+  return res;
+}
+
 async function request(method, path, body, { quiet401 = false } = {}) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
   if (body !== undefined) {
@@ -33,7 +51,8 @@ async function request(method, path, body, { quiet401 = false } = {}) {
   }
   let res;
   try {
-    res = await fetch(path, init);
+    const early = method === 'GET' && body === undefined ? takeEarly(path) : null;
+    res = await (early || fetch(path, init));
   } catch (e) {
     throw new ApiError(0, 'cannot reach the Duraclaw server (network error)');
   }

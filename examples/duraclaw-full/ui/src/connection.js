@@ -13,7 +13,52 @@ const BACKOFF_CAP_MS = 15000;
 const PING_EVERY_MS = 25000;
 const PONG_TIMEOUT_MS = 10000;
 /** Events a fresh copy opens with (at least; from the start of their turn). */
+const marked = new Set();
+/**
+ * A `performance` mark `duraclaw:<name>`, once per page: where the page's
+ * start goes (the UI bench reads them).
+ */
+export function markOnce(name) {
+  if (marked.has(name) || typeof performance === 'undefined' || !performance.mark) return;
+  marked.add(name);
+  performance.mark(`duraclaw:${name}`);
+}
+
 export const TAIL_EVENTS = 200;
+
+/** The session stream's URL: from `after`, or the tail when nothing is held. */
+export function streamUrl(sessionId, after) {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const from = after > 0 ? `after=${after}` : `tail=${TAIL_EVENTS}`;
+  return `${proto}//${location.host}/api/sessions/${encodeURIComponent(sessionId)}/ws?${from}`;
+}
+
+/**
+ * The socket `public/early.js` opened for `url` before the bundle ran, once,
+ * with what it saw so far (`opened`, `events`, `closed`); null when there
+ * is none for exactly this URL. Any other early socket is closed.
+ */
+export function adoptEarlySocket(url) {
+  if (typeof window === 'undefined') return null;
+  const early = window.__duraclawEarly;
+  if (!early || !early.sockets) {
+    // The early script has not run: it must not open anything now.
+    window.__duraclawEarly = false;
+    return null;
+  }
+  const s = early.sockets[url] || null;
+  for (const [u, other] of Object.entries(early.sockets)) {
+    if (u === url) continue;
+    other.ws.onopen = other.ws.onmessage = other.ws.onclose = null;
+    try {
+      other.ws.close(1000, 'not needed');
+    } catch {
+      /* already closed */
+    }
+  }
+  early.sockets = {};
+  return s;
+}
 
 export const CLOSE_LAGGED = 4000;
 export const CLOSE_LOGIN_ENDED = 4401;
@@ -125,10 +170,7 @@ export class SessionSocket {
   }
 
   url() {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const after = Math.max(0, this.lastSeq() | 0);
-    const from = after === 0 ? `tail=${TAIL_EVENTS}` : `after=${after}`;
-    return `${proto}//${location.host}/api/sessions/${encodeURIComponent(this.sessionId)}/ws?${from}`;
+    return streamUrl(this.sessionId, Math.max(0, this.lastSeq() | 0));
   }
 
   connect() {
@@ -137,19 +179,24 @@ export class SessionSocket {
     this.connections++;
     this.status('connecting');
     let ws;
+    const url = this.url();
+    const early = adoptEarlySocket(url);
     try {
-      ws = new WebSocket(this.url());
+      ws = early ? early.ws : new WebSocket(url);
     } catch {
       this.scheduleReconnect();
       return;
     }
     this.ws = ws;
+    markOnce('ws-connect');
     let opened = false;
     ws.onopen = () => {
       opened = true;
+      markOnce('ws-open');
     };
     ws.onmessage = (m) => {
       if (typeof m.data !== 'string') return;
+      markOnce('ws-first-frame');
       let frame;
       try {
         frame = JSON.parse(m.data);
@@ -158,6 +205,7 @@ export class SessionSocket {
       }
       if (!frame || typeof frame !== 'object') return;
       if (this.isReadyFrame(frame)) {
+        markOnce('ws-ready');
         this.ready = true;
         this.attempt = 0;
         this.status('connected');
@@ -198,6 +246,15 @@ export class SessionSocket {
     ws.onerror = () => {
       /* onclose follows */
     };
+    // What the early socket saw before these handlers, in order.
+    if (early) {
+      if (early.opened) ws.onopen();
+      for (const e of early.events) {
+        if (this.ws !== ws) return;
+        ws.onmessage(e);
+      }
+      if (early.closed && this.ws === ws) ws.onclose(early.closed);
+    }
   }
 
   scheduleReconnect() {

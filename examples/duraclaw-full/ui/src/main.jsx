@@ -11,6 +11,8 @@ import { questionParam } from './notify.js';
 import { Rules } from './components/Rules.jsx';
 import { InboxView } from './components/Inbox.jsx';
 import { inbox } from './inbox-store.js';
+import { highlighter } from './markdown.js';
+import { diffLib } from './components/Tool.jsx';
 import './style.css';
 
 function parseRoute() {
@@ -62,6 +64,17 @@ function App() {
       inbox.stop();
     };
   }, [signedIn]);
+
+  // The highlighter and the diff code are their own chunks, loaded on first
+  // use; fetch them once the first screen is up so they are there (and in
+  // the offline cache) before anyone needs them.
+  useEffect(() => {
+    const fetchChunks = whenIdle(() => {
+      highlighter.load().catch(() => {});
+      diffLib.load().catch(() => {});
+    });
+    return () => fetchChunks.cancel();
+  }, []);
 
   // A session opens while the login is checked (its stream, meta and the
   // login check go out together); a 401 from any of them shows the login.

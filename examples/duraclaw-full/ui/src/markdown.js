@@ -2,31 +2,20 @@
 // everything that becomes HTML goes through DOMPurify last.
 import { Marked } from 'marked';
 import DOMPurify from 'dompurify';
-import hljs from 'highlight.js/lib/core';
-import bash from 'highlight.js/lib/languages/bash';
-import diff from 'highlight.js/lib/languages/diff';
-import go from 'highlight.js/lib/languages/go';
-import javascript from 'highlight.js/lib/languages/javascript';
-import json from 'highlight.js/lib/languages/json';
-import python from 'highlight.js/lib/languages/python';
-import rust from 'highlight.js/lib/languages/rust';
-import typescript from 'highlight.js/lib/languages/typescript';
-import ini from 'highlight.js/lib/languages/ini';
-import yaml from 'highlight.js/lib/languages/yaml';
+import { lazyModule } from './lazy.js';
 
-hljs.registerLanguage('bash', bash);
-hljs.registerLanguage('diff', diff);
-hljs.registerLanguage('go', go);
-hljs.registerLanguage('javascript', javascript);
-hljs.registerLanguage('json', json);
-hljs.registerLanguage('python', python);
-hljs.registerLanguage('rust', rust);
-hljs.registerLanguage('typescript', typescript);
-// highlight.js ships TOML as part of its `ini` grammar.
-hljs.registerLanguage('ini', ini);
-hljs.registerAliases(['toml'], { languageName: 'ini' });
-hljs.registerLanguage('yaml', yaml);
-hljs.registerAliases(['sh', 'shell', 'console', 'zsh'], { languageName: 'bash' });
+/**
+ * highlight.js, loaded on first use (its own chunk): until it is there code
+ * is shown as escaped plain text in the same box, and components that call
+ * `highlighter.use()` render again, highlighted, once it arrives.
+ */
+export const highlighter = lazyModule(() =>
+  import('./highlighter.js').then((m) => {
+    // Rendered Markdown kept from before holds unhighlighted code.
+    cache.clear();
+    return m.default;
+  }),
+);
 
 const EXT_LANG = {
   rs: 'rust',
@@ -53,6 +42,9 @@ const EXT_LANG = {
   ini: 'ini',
 };
 
+/** The languages `highlighter.js` registers, with their aliases. */
+const KNOWN_LANGS = new Set([...Object.values(EXT_LANG), 'sh', 'shell', 'console', 'zsh']);
+
 /** The highlight.js language for a file path, or null. */
 export function langForPath(path) {
   if (typeof path !== 'string') return null;
@@ -68,6 +60,11 @@ export function escapeHtml(s) {
 
 /** Highlighted HTML for code in `lang` (escaped plain text when unknown). */
 export function highlight(code, lang) {
+  const hljs = highlighter.current();
+  if (!hljs) {
+    if (lang) highlighter.load().catch(() => {});
+    return escapeHtml(code);
+  }
   const language = lang && hljs.getLanguage(lang) ? lang : null;
   if (!language) return escapeHtml(code);
   try {
@@ -93,7 +90,9 @@ const marked = new Marked({
     },
     code({ text, lang }) {
       const language = (lang || '').trim().split(/\s+/)[0].toLowerCase();
-      const cls = language && hljs.getLanguage(language) ? ` class="hljs language-${escapeHtml(language)}"` : ' class="hljs"';
+      const hljs = highlighter.current();
+      const known = hljs ? hljs.getLanguage(language) : KNOWN_LANGS.has(language);
+      const cls = language && known ? ` class="hljs language-${escapeHtml(language)}"` : ' class="hljs"';
       return `<pre class="md-code"><code${cls}>${highlight(text, language)}</code></pre>\n`;
     },
   },

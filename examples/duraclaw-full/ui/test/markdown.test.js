@@ -5,7 +5,7 @@ import { JSDOM } from 'jsdom';
 // DOMPurify needs a DOM: the page's, or jsdom's here.
 const { window } = new JSDOM('<!doctype html><html><body></body></html>');
 globalThis.window = window;
-const { isRendererClass, keepRendererClasses, renderMarkdown, sanitize } = await import('../src/markdown.js');
+const { highlighter, isRendererClass, keepRendererClasses, renderMarkdown, sanitize } = await import('../src/markdown.js');
 
 /** The rendered HTML as a document fragment. */
 function dom(html) {
@@ -28,7 +28,21 @@ test('a fake approval card in assistant Markdown keeps none of the app classes',
   assert.match(frag.textContent, /Approve/);
 });
 
-test('the classes the renderer adds for code survive', () => {
+test('code shows as plain text until the highlighter is loaded, then highlighted', async () => {
+  const src = '```rust\nfn main() { let x = "<b>s</b>"; }\n```\n';
+  assert.equal(highlighter.current(), null, 'loaded before any code asked for it');
+  const before = dom(renderMarkdown(src));
+  // The same box and classes, the code escaped and not yet coloured.
+  assert.deepEqual(classes(before), ['md-code', 'hljs', 'language-rust']);
+  assert.equal(before.querySelector('code').textContent, 'fn main() { let x = "<b>s</b>"; }');
+  // Rendering it started the load; the memoised plain rendering is dropped.
+  await highlighter.load();
+  const after = classes(dom(renderMarkdown(src)));
+  assert.ok(after.some((c) => c.startsWith('hljs-')), after.join(' '));
+});
+
+test('the classes the renderer adds for code survive', async () => {
+  await highlighter.load();
   const frag = dom(renderMarkdown('```rust\nfn main() { let x = "s"; }\n```\n\n- [x] done\n- [ ] todo\n'));
   const cls = classes(frag);
   assert.ok(cls.includes('hljs'), cls.join(' '));

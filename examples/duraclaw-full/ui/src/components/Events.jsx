@@ -1,4 +1,4 @@
-import { renderMarkdown } from '../markdown.js';
+import { highlighter, renderMarkdown } from '../markdown.js';
 import { fmtCost, fmtDuration, fmtInt, stateLabel } from '../format.js';
 import { errorHint, errorTitle, noticeText, queuedNote } from '../system.js';
 import { Question, resolvedText } from './Question.jsx';
@@ -35,6 +35,7 @@ function UserMessage({ item, ctx }) {
 }
 
 function AssistantMessage({ item }) {
+  highlighter.use();
   return (
     <div
       class={`msg assistant${item.final ? '' : ' streaming'}`}

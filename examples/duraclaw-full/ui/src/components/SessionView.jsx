@@ -1,6 +1,6 @@
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { api, loginEnded } from '../api.js';
-import { SessionSocket } from '../connection.js';
+import { markOnce, SessionSocket } from '../connection.js';
 import { baseName, fmtCost, stateClass, stateLabel } from '../format.js';
 import { revealText } from '../reveal.js';
 import { alarmingErrors, errorTitle, isOwnRetry } from '../system.js';
@@ -10,7 +10,10 @@ import { Item } from './Events.jsx';
 import { Header } from './Header.jsx';
 import { Shown } from './Shown.jsx';
 import { DiffPanel } from './Diff.jsx';
-import { Sizes, nextWindow, spaceAround } from '../windowing.js';
+import { OVERSCAN, Sizes, nextWindow, spaceAround } from '../windowing.js';
+
+/** Items rendered at first, before any is measured (see windowIndices). */
+const FIRST_WINDOW = 6;
 
 const CONN_TEXT = {
   connecting: 'connecting…',
@@ -126,6 +129,9 @@ export function SessionView({ id, focus, user, onLogout }) {
   const belowRef = useRef(null);
   const gap = useRef(0);
   const settle = useRef({ frame: 0, n: 0 });
+  // Whether the transcript's first screen has been painted (see moveWindow).
+  const painted = useRef(false);
+  const paintTimer = useRef(null);
 
   const rerender = () => {
     if (renderTimer.current) return;
@@ -302,6 +308,10 @@ export function SessionView({ id, focus, user, onLogout }) {
     return () => {
       sock.stop();
       clearTimeout(renderTimer.current);
+      if (paintTimer.current) {
+        cancelAnimationFrame(paintTimer.current.frame);
+        clearTimeout(paintTimer.current.timer);
+      }
       window.removeEventListener('scroll', onScroll);
       root.style.overflowAnchor = anchoring;
     };
@@ -347,14 +357,22 @@ export function SessionView({ id, focus, user, onLogout }) {
     const list = sizes.current.list(keys);
     const at = windowIndices(keys);
     const origin = aboveRef.current.getBoundingClientRect().top;
-    const next = nextWindow(list, at, -origin, window.innerHeight - origin, { stick: stick.current });
+    // Until the first screen is painted only the view itself: what lies
+    // beyond it can wait a frame.
+    const overscan = painted.current ? OVERSCAN : 0;
+    const next = nextWindow(list, at, -origin, window.innerHeight - origin, { stick: stick.current, overscan });
     if (keys.length === 0 || (next.lo === at.lo && next.hi === at.hi)) return false;
     win.current = { from: keys[next.lo], to: keys[next.hi] };
     setVersion((v) => v + 1);
     return true;
   };
 
-  /** The window as indices into the items (the last screenful when unknown). */
+  /**
+   * The window as indices into the items. Unknown (a session just opened):
+   * the last few items, which the layout effect then widens to the view and
+   * its overscan once they are measured. A wider first guess would lay out
+   * and render Markdown for screens nobody sees before the first paint.
+   */
   const windowIndices = (keys) => {
     const n = keys.length;
     let lo = -1;
@@ -365,7 +383,7 @@ export function SessionView({ id, focus, user, onLogout }) {
     }
     if (lo < 0 || hi < lo) {
       hi = n - 1;
-      lo = Math.max(0, n - 30);
+      lo = Math.max(0, n - FIRST_WINDOW);
     }
     if (stick.current) hi = n - 1;
     return { lo, hi };
@@ -387,6 +405,18 @@ export function SessionView({ id, focus, user, onLogout }) {
     if (listRef.current) gap.current = parseFloat(getComputedStyle(listRef.current).rowGap) || 0;
     // What the rendered items measure (hidden ones take no space, not even the gap).
     const nodes = shownNodes();
+    if (nodes.size && !painted.current && !paintTimer.current) {
+      markOnce('transcript-rendered');
+      // The frame after this one: the rest of the window, around the view.
+      const p = { frame: 0, timer: 0 };
+      paintTimer.current = p;
+      p.frame = requestAnimationFrame(() => {
+        p.timer = setTimeout(() => {
+          painted.current = true;
+          moveWindow();
+        }, 0);
+      });
+    }
     for (const [key, node] of nodes) {
       const h = node.getBoundingClientRect().height;
       sizes.current.measure(key, h === 0 && node.getClientRects().length === 0 ? 0 : h + gap.current);
@@ -417,6 +447,7 @@ export function SessionView({ id, focus, user, onLogout }) {
     if (!running) setAbortState(null);
   }, [running]);
 
+  if (t.items.length) markOnce('transcript-render');
   const pending = t.pending();
   const title = (meta && meta.title) || 'Session';
   useEffect(() => {
@@ -750,7 +781,7 @@ export function SessionView({ id, focus, user, onLogout }) {
           <textarea
             data-testid="message-input"
             rows={1}
-            placeholder={t.state === 'terminated' ? 'The session has ended' : 'Message Claude…'}
+            placeholder={t.state === 'terminated' ? 'The session has ended' : `Message ${agentName ? revealText(agentName) : 'Claude'}…`}
             title="Ctrl+Enter sends"
             value={composer.text}
             onInput={(e) => {

@@ -1,5 +1,5 @@
-import { structuredPatch } from 'diff';
-import { highlight, langForPath, renderMarkdown } from '../markdown.js';
+import { highlight, highlighter, langForPath, renderMarkdown } from '../markdown.js';
+import { lazyModule } from '../lazy.js';
 import { resolvePath } from '../paths.js';
 import { revealText } from '../reveal.js';
 import { autoAllowedNote } from '../system.js';
@@ -25,8 +25,12 @@ export function resultText(content) {
   return JSON.stringify(content, null, 2);
 }
 
+/** The `diff` package, loaded on first use (its own chunk). */
+export const diffLib = lazyModule(() => import('diff'));
+
 // Code from a tool call: escapes first (reveal.js), then highlighting.
 function Code({ text, lang, testid, whole }) {
+  highlighter.use();
   return (
     <Collapsible
       text={revealText(text, true)}
@@ -78,16 +82,30 @@ export function FilePath({ path, worktree, extra }) {
   );
 }
 
-/** A unified, coloured diff of two texts (an Edit tool call). */
+/**
+ * A unified, coloured diff of two texts (an Edit tool call). Until the diff
+ * code is loaded it shows the whole change (every old line removed, every
+ * new line added): complete and true, only not minimal; the minimal hunks
+ * replace it a moment later.
+ */
 export function Diff({ oldText, newText }) {
+  const lib = diffLib.use();
   const a = String(oldText ?? '');
   const b = String(newText ?? '');
   const nl = (s) => (s === '' || s.endsWith('\n') ? s : s + '\n');
-  const patch = structuredPatch('a', 'b', nl(a), nl(b), '', '', { context: 3 });
-  if (!patch.hunks.length) return <div class="muted small">(no change)</div>;
+  if (nl(a) === nl(b)) return <div class="muted small">(no change)</div>;
+  let hunks;
+  if (lib) {
+    hunks = lib.structuredPatch('a', 'b', nl(a), nl(b), '', '', { context: 3 }).hunks;
+  } else {
+    diffLib.load().catch(() => {});
+    const lines = (s, c) => (s === '' ? [] : nl(s).slice(0, -1).split('\n').map((l) => c + l));
+    hunks = [{ lines: [...lines(a, '-'), ...lines(b, '+')] }];
+  }
+  if (!hunks.length) return <div class="muted small">(no change)</div>;
   return (
-    <pre class="diff" data-testid="diff">
-      {patch.hunks.map((h, i) => (
+    <pre class="diff" data-testid={lib ? 'diff' : 'diff-whole'}>
+      {hunks.map((h, i) => (
         <div class="hunk" key={i}>
           {i > 0 && <span class="diff-line sep">⋯</span>}
           {h.lines
@@ -138,6 +156,7 @@ export function toolSummary(name, input) {
  * waits for a decision): nothing is collapsed.
  */
 export function ToolInput({ name, input, worktree, whole }) {
+  highlighter.use();
   const i = input && typeof input === 'object' && !Array.isArray(input) ? input : null;
   if (!i) return <Json value={input} whole={whole} />;
   switch (name) {
