@@ -159,14 +159,8 @@ impl Database {
         // thread, unless the writer thread is running a group right now.
         if self.writer.capacity() == self.writer.max_capacity() {
             match writer::run_alone(&self.core, &self.counters, request) {
-                writer::Alone::Ran { maintain } => {
-                    if maintain {
-                        // Full: the writer is busy and looks after its groups.
-                        let _ = self.writer.try_send(Request::Maintain);
-                    }
-                    return rx.await.map_err(|_| Error::Closed("sqlite writer"))?;
-                }
-                writer::Alone::Handed(r) => request = *r,
+                None => return rx.await.map_err(|_| Error::Closed("sqlite writer"))?,
+                Some(r) => request = r,
             }
         }
         self.writer
@@ -213,13 +207,7 @@ impl SqliteDirectory {
                     sql_error(format_args!("opening {} did not finish", path.display()), e)
                 })??
         };
-        let (tx, rx) = mpsc::channel(options.queue);
-        let weak = tx.downgrade();
-        let nudge = checkpoint::start(&path, options.busy_timeout, move || {
-            if let Some(tx) = weak.upgrade() {
-                let _ = tx.try_send(Request::Maintain);
-            }
-        })?;
+        let nudge = checkpoint::start(&path, options.busy_timeout)?;
         let mut conn = conn;
         nudge.watch(&mut conn).map_err(|e| {
             sql_error(
@@ -227,6 +215,7 @@ impl SqliteDirectory {
                 e,
             )
         })?;
+        let (tx, rx) = mpsc::channel(options.queue);
         let counters = Arc::new(Counters::default());
         let core = Arc::new(std::sync::Mutex::new(writer::Core {
             conn,
@@ -707,69 +696,6 @@ mod tests {
         assert_eq!(after.transactions - before.transactions, 1);
         assert_eq!(after.requests - before.requests, 1);
         assert_eq!(store.meta().await.unwrap().updated_at_ms, T0 + 1);
-    }
-
-    /// A lone commit on a caller's thread (an async worker) that makes the
-    /// writer's own checkpoint due leaves it to the writer thread, which
-    /// then starts the WAL over itself: no `fsync` on the caller's thread,
-    /// and none in the next caller's commit.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_own_checkpoint_and_the_wal_restart_stay_off_callers_threads() {
-        let (dir, _tmp) = temp_directory().await;
-        let store = dir
-            .create(SessionMeta::new("s", "alice", T0))
-            .await
-            .unwrap();
-        store
-            .append(AppendBatch::events(vec![ev(1, None)]))
-            .await
-            .unwrap();
-        // Another connection fills the WAL past the writer's own limit,
-        // unseen by the writer's estimate (its WAL hook reports only its
-        // own commits).
-        let raw = rusqlite::Connection::open(dir.path()).unwrap();
-        raw.execute_batch(&format!(
-            "PRAGMA wal_autocheckpoint = 0; CREATE TABLE filler (b BLOB); \
-             INSERT INTO filler VALUES (zeroblob({}));",
-            checkpoint::HARD_LIMIT_PAGES * 4096
-        ))
-        .unwrap();
-        // A lone event: it commits on this task's thread.
-        store
-            .append(AppendBatch::events(vec![ev(2, None)]))
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let ran = loop {
-            let names = dir
-                .db
-                .core
-                .lock()
-                .unwrap()
-                .nudge
-                .own_checkpoint_threads
-                .clone();
-            if !names.is_empty() {
-                break names;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no checkpoint of the writer's own"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        assert!(
-            ran.iter().all(|n| n == "duraclaw-sqlite-writer"),
-            "the writer's own checkpoint ran on {ran:?}"
-        );
-        // The WAL was started over: it holds the one page of the restart,
-        // not the thousands copied.
-        let frames: i64 = raw
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-            .unwrap();
-        assert!(frames <= 2, "the WAL was not started over: {frames} frames");
-        assert!(!dir.db.core.lock().unwrap().nudge.restart_due());
-        assert_eq!(store.head().await.unwrap().last_seq, 2);
     }
 
     /// Commits never checkpoint; the checkpointer thread does, and the

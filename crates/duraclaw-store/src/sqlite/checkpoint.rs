@@ -21,16 +21,6 @@
 //! starts over by itself, and the writer never stops for a checkpoint;
 //! under a sustained burst it is the automatic checkpoint again, four times
 //! less often.
-//!
-//! Starting the WAL over costs the first commit after it an `fsync` of the
-//! WAL's header (SQLite does it with `synchronous=NORMAL`, so that a power
-//! loss cannot mix old and new frames). Neither that nor the writer's own
-//! checkpoint ever runs on a caller's thread (an async worker): a commit
-//! run there that makes the own checkpoint due leaves it to the writer
-//! thread, a WAL the checkpointer copied whole is started over by the
-//! writer thread, and right after its own checkpoint the writer starts the
-//! WAL over itself with a one-page write, so the header's `fsync` falls in
-//! the same stop and not on the next event.
 
 //! Durability is unchanged: in WAL mode with `synchronous=NORMAL` a COMMIT
 //! never `fsync`ed; the checkpoint is where the data reaches the database
@@ -68,16 +58,10 @@ pub(crate) struct Nudge {
     tx: SyncSender<()>,
     /// Pages in the WAL after the last commit, set by the WAL hook.
     wal_pages: Arc<AtomicU64>,
-    /// The WAL's size when a checkpoint last copied all of it (0: not
-    /// since the WAL started over): the next commit then starts it over.
-    backfilled: Arc<AtomicU64>,
     /// The WAL size at which to nudge the checkpointer next.
     next_nudge: u64,
     /// The WAL size at which the writer checkpoints itself.
     own_at: u64,
-    /// The names of the threads the writer's own checkpoints ran on.
-    #[cfg(test)]
-    pub(crate) own_checkpoint_threads: Vec<String>,
 }
 
 impl Nudge {
@@ -100,44 +84,22 @@ impl Nudge {
         self.wal_pages.load(Ordering::Relaxed) + 3 + 2 * bytes / PAGE_BYTES >= self.own_at
     }
 
-    /// Whether the next commit would start the WAL over (a checkpoint
-    /// copied all of it), and so `fsync` the WAL's header: a commit for
-    /// the writer thread, not for a caller's.
-    pub(crate) fn restart_due(&self) -> bool {
-        let pages = self.wal_pages.load(Ordering::Relaxed);
-        pages > 0 && self.backfilled.load(Ordering::Relaxed) == pages
-    }
-
     /// Called after each transaction on the writer's connection `conn`,
-    /// between two transactions, and by the writer thread when asked to
-    /// look. `on` says whose thread this is: on a caller's, the writer's
-    /// own checkpoint is not run; `true` is returned when it is due, for
-    /// the writer thread to run it.
-    pub(crate) fn committed(&mut self, conn: &Connection, on: Thread) -> bool {
+    /// between two transactions.
+    pub(crate) fn committed(&mut self, conn: &Connection, _bytes: u64) {
         let pages = self.wal_pages.load(Ordering::Relaxed);
         if pages < self.next_nudge.saturating_sub(CHECKPOINT_PAGES) {
             // The WAL started over.
             self.next_nudge = CHECKPOINT_PAGES;
             self.own_at = HARD_LIMIT_PAGES;
-            self.backfilled.store(0, Ordering::Relaxed);
         }
-        if pages >= self.own_at || (on == Thread::Writer && self.restart_due()) {
-            if on == Thread::Caller {
-                return true;
-            }
-            #[cfg(test)]
-            self.own_checkpoint_threads
-                .push(std::thread::current().name().unwrap_or("").to_owned());
+        if pages >= self.own_at {
             match checkpoint(conn) {
                 Ok((0, log, done)) if log == done => {
-                    // Start the WAL over now, on this thread, rather than
-                    // in the next commit (its header's `fsync`).
+                    // The next transaction starts the WAL over.
                     self.next_nudge = CHECKPOINT_PAGES;
                     self.own_at = HARD_LIMIT_PAGES;
-                    self.backfilled.store(0, Ordering::Relaxed);
-                    if let Err(e) = restart(conn) {
-                        tracing::warn!(error = %e, "cannot start the wal over");
-                    }
+                    self.wal_pages.store(0, Ordering::Relaxed);
                 }
                 Ok((busy, log, done)) => {
                     // A reader holds old frames: again a little later.
@@ -154,54 +116,28 @@ impl Nudge {
                     self.own_at = pages + HARD_LIMIT_PAGES / 2;
                 }
             }
-            return false;
+            return;
         }
         if pages < self.next_nudge {
-            return false;
+            return;
         }
         self.next_nudge = pages + CHECKPOINT_PAGES;
         match self.tx.try_send(()) {
             // Full: a checkpoint is already asked for; it covers these pages.
             Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
         }
-        false
     }
-}
-
-/// Whose thread a commit ran on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Thread {
-    /// The writer thread: long steps (checkpoints, `fsync`s) belong here.
-    Writer,
-    /// A caller's (an async worker's): none of them.
-    Caller,
-}
-
-/// Starts a fully checkpointed WAL over: a write of one page (the
-/// database header's user version, unchanged) that nobody waits for.
-fn restart(conn: &Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    conn.pragma_update(None, "user_version", version)
 }
 
 /// Starts the checkpointer thread of the database at `path`. It stops when
 /// the returned [`Nudge`] is dropped (the writer stopped).
-///
-/// `wake` asks the writer thread to look at the WAL (after a checkpoint
-/// copied all of it, so that the writer starts it over while nobody waits).
-pub(crate) fn start(
-    path: &Path,
-    busy_timeout: Duration,
-    wake: impl Fn() + Send + 'static,
-) -> Result<Nudge> {
+pub(crate) fn start(path: &Path, busy_timeout: Duration) -> Result<Nudge> {
     let conn = open_checkpointer(path, busy_timeout)?;
     let (tx, rx) = sync_channel(1);
     let name = path.display().to_string();
-    let backfilled = Arc::new(AtomicU64::new(0));
-    let copied = backfilled.clone();
     std::thread::Builder::new()
         .name("duraclaw-sqlite-checkpoint".into())
-        .spawn(move || run(&conn, &rx, &name, &copied, &wake))
+        .spawn(move || run(&conn, &rx, &name))
         .map_err(|e| {
             sql_error(
                 format_args!("cannot start the checkpoint thread of {}", path.display()),
@@ -211,22 +147,15 @@ pub(crate) fn start(
     Ok(Nudge {
         tx,
         wal_pages: Arc::new(AtomicU64::new(0)),
-        backfilled,
         next_nudge: CHECKPOINT_PAGES,
         own_at: HARD_LIMIT_PAGES,
-        #[cfg(test)]
-        own_checkpoint_threads: Vec::new(),
     })
 }
 
-fn run(conn: &Connection, rx: &Receiver<()>, path: &str, backfilled: &AtomicU64, wake: &dyn Fn()) {
+fn run(conn: &Connection, rx: &Receiver<()>, path: &str) {
     while rx.recv().is_ok() {
         match checkpoint(conn) {
             Ok((busy, log, done)) => {
-                if busy == 0 && log == done && log > 0 {
-                    backfilled.store(u64::try_from(log).unwrap_or(0), Ordering::Relaxed);
-                    wake();
-                }
                 tracing::trace!(
                     path,
                     busy,

@@ -16,7 +16,7 @@ use duraclaw_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{Nudge, Thread};
+use super::checkpoint::Nudge;
 use super::conn::{BACKEND, sql_error, to_i64};
 use super::reader::decode_resolution;
 use duraclaw_core::backend::limits;
@@ -61,9 +61,6 @@ pub(crate) enum Request {
         session_id: Arc<str>,
         reply: Reply<()>,
     },
-    /// No write: the writer thread looks at the WAL (a checkpoint of its
-    /// own due, or a WAL to start over).
-    Maintain,
 }
 
 impl Request {
@@ -116,7 +113,6 @@ impl Request {
                 reply,
             } => Done::Unit(reply, mark_forwarded(conn, &session_id, &command_id)),
             Request::Remove { session_id, reply } => Done::Unit(reply, remove(conn, &session_id)),
-            Request::Maintain => Done::Nothing,
         }
     }
 
@@ -129,7 +125,6 @@ impl Request {
             | Request::Remove { reply, .. } => Done::Unit(reply, Err(err)),
             Request::Append { reply, .. } => Done::Append(reply, Err(err)),
             Request::Resolve { reply, .. } => Done::Resolve(reply, Err(err)),
-            Request::Maintain => Done::Nothing,
         }
     }
 }
@@ -139,8 +134,6 @@ enum Done {
     Unit(Reply<()>, Result<()>),
     Append(Reply<AppendOutcome>, Result<AppendOutcome>),
     Resolve(Reply<ResolveOutcome>, Result<ResolveOutcome>),
-    /// Nothing to answer.
-    Nothing,
 }
 
 impl Done {
@@ -149,7 +142,6 @@ impl Done {
             Done::Unit(_, r) => r.is_ok(),
             Done::Append(_, r) => r.is_ok(),
             Done::Resolve(_, r) => r.is_ok(),
-            Done::Nothing => true,
         }
     }
 
@@ -178,7 +170,6 @@ impl Done {
             Done::Unit(tx, _) => Done::Unit(tx, Err(err)),
             Done::Append(tx, _) => Done::Append(tx, Err(err)),
             Done::Resolve(tx, _) => Done::Resolve(tx, Err(err)),
-            Done::Nothing => Done::Nothing,
         }
     }
 
@@ -198,7 +189,6 @@ impl Done {
             Done::Unit(tx, r) => drop(tx.send(r)),
             Done::Append(tx, r) => drop(tx.send(r)),
             Done::Resolve(tx, r) => drop(tx.send(r)),
-            Done::Nothing => {}
         }
     }
 }
@@ -239,7 +229,6 @@ impl Request {
             | Request::PutMeta { session_id, .. }
             | Request::MarkForwarded { session_id, .. }
             | Request::Remove { session_id, .. } => session_id,
-            Request::Maintain => "",
         }
     }
 }
@@ -267,15 +256,10 @@ pub(crate) fn run(
                 None => break,
             },
         };
-        let mut weight = 0;
-        let mut group = Vec::new();
-        if !matches!(first, Request::Maintain) {
-            weight = first.weight();
-            group.push(first);
-        }
+        let mut weight = first.weight();
+        let mut group = vec![first];
         while weight < max_group_events && group.len() < MAX_GROUP_REQUESTS {
             match rx.try_recv() {
-                Ok(Request::Maintain) => {}
                 Ok(r) if weight + r.weight() > max_group_events => {
                     carry = Some(r);
                     break;
@@ -299,11 +283,9 @@ pub(crate) fn run(
             last_commit,
             ..
         } = &mut *core;
-        if !group.is_empty() {
-            run_group(conn, group, &counters);
-            *last_commit = Some((last, std::time::Instant::now()));
-        }
-        nudge.committed(conn, Thread::Writer);
+        let bytes = run_group(conn, group, &counters);
+        nudge.committed(conn, bytes);
+        *last_commit = Some((last, std::time::Instant::now()));
     }
     tracing::debug!("sqlite writer stopped: every store and directory is gone");
 }
@@ -314,21 +296,10 @@ pub(crate) fn run(
 const ALONE_MAX_EVENTS: usize = 4;
 const ALONE_MAX_BYTES: usize = 16 * 1024;
 
-/// What [`run_alone`] did.
-pub(crate) enum Alone {
-    /// Committed and answered; with `maintain`, the writer thread has a
-    /// checkpoint of its own to run ([`Request::Maintain`]).
-    Ran { maintain: bool },
-    /// Not run: the request, for the writer thread.
-    Handed(Box<Request>),
-}
-
 /// Runs a small `request` as a group of its own on the calling thread if
-/// nobody holds the connection (the writer thread is between groups), no
-/// checkpoint of the writer's own is due and the commit would not start
-/// the WAL over (an `fsync` of its header); hands it back otherwise. A
-/// request run is answered before this returns; a checkpoint it makes due
-/// is left to the writer thread.
+/// nobody holds the connection (the writer thread is between groups) and
+/// no checkpoint of the writer's own is due; hands it back otherwise. A
+/// request run is answered before this returns.
 ///
 /// Only while one session writes: a request within 1 ms of a commit for
 /// another session goes to the writer thread.
@@ -339,21 +310,25 @@ pub(crate) enum Alone {
 /// to the WAL (no `fsync` with `synchronous=NORMAL`), tens of
 /// microseconds; requests that meet in the queue still commit as one
 /// group on the writer thread.
-pub(crate) fn run_alone(core: &SharedCore, counters: &Counters, request: Request) -> Alone {
+pub(crate) fn run_alone(
+    core: &SharedCore,
+    counters: &Counters,
+    request: Request,
+) -> Option<Request> {
     let bytes = match &request {
         Request::Append { batch, .. } if batch.events.len() <= ALONE_MAX_EVENTS => {
             batch.events.iter().map(|e| e.json.len()).sum()
         }
-        Request::Append { .. } | Request::Maintain => return Alone::Handed(Box::new(request)),
+        Request::Append { .. } => return Some(request),
         _ => 0,
     };
     if bytes > ALONE_MAX_BYTES {
-        return Alone::Handed(Box::new(request));
+        return Some(request);
     }
     let mut core = match core.try_lock() {
         Ok(c) => c,
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => return Alone::Handed(Box::new(request)),
+        Err(TryLockError::WouldBlock) => return Some(request),
     };
     let Core {
         conn,
@@ -361,8 +336,8 @@ pub(crate) fn run_alone(core: &SharedCore, counters: &Counters, request: Request
         busy_timeout,
         last_commit,
     } = &mut *core;
-    if nudge.own_checkpoint_due(bytes as u64) || nudge.restart_due() {
-        return Alone::Handed(Box::new(request));
+    if nudge.own_checkpoint_due(bytes as u64) {
+        return Some(request);
     }
     // One session streaming commits here; several sessions writing at
     // once leave their requests to meet in the writer's queue (commits on
@@ -372,28 +347,28 @@ pub(crate) fn run_alone(core: &SharedCore, counters: &Counters, request: Request
         && **session != *request.session()
         && at.elapsed() < ALONE_OTHER_SESSION_GAP
     {
-        return Alone::Handed(Box::new(request));
+        return Some(request);
     }
     // Never wait here for another connection's write lock: that is the
     // writer thread's job, not a caller's.
     if conn.busy_timeout(std::time::Duration::ZERO).is_err() {
-        return Alone::Handed(Box::new(request));
+        return Some(request);
     }
     let began = exec(conn, "BEGIN IMMEDIATE");
     if let Err(e) = conn.busy_timeout(*busy_timeout) {
         tracing::warn!(error = %e, "cannot restore the writer's busy timeout");
     }
     if began.is_err() {
-        return Alone::Handed(Box::new(request));
+        return Some(request);
     }
     let session: Arc<str> = match last_commit.take() {
         Some((s, _)) if *s == *request.session() => s,
         _ => request.session().into(),
     };
-    commit_group(conn, vec![request], counters);
-    let maintain = nudge.committed(conn, Thread::Caller);
+    let bytes = commit_group(conn, vec![request], counters);
+    nudge.committed(conn, bytes);
     *last_commit = Some((session, std::time::Instant::now()));
-    Alone::Ran { maintain }
+    None
 }
 
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
