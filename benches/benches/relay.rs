@@ -85,6 +85,28 @@ impl Path2 {
     }
 }
 
+/// Where the latest event was last seen, in nanoseconds since [`epoch`]
+/// (closed loop: one event in flight): the gateway's log published it, the
+/// orchestrator's read loop read it, its ingest returned, the browser
+/// forwarder got it from the log. With `HOPS=1` (an extra subscriber on
+/// the gateway's log, a few atomic stores) the summary's `slowest_hops`
+/// gives them for the slowest events.
+static HOPS: [std::sync::atomic::AtomicU64; 4] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 4];
+const HOP_GATEWAY: usize = 0;
+const HOP_READ: usize = 1;
+const HOP_INGESTED: usize = 2;
+const HOP_FORWARDER: usize = 3;
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn hop(i: usize) {
+    HOPS[i].store(nanos_since(epoch()), std::sync::atomic::Ordering::Relaxed);
+}
+
 /// How many bytes the two paths' `seq` numbers may differ by in total.
 const SEQ_DIGIT_SLACK: usize = 8;
 
@@ -98,6 +120,7 @@ struct Ours {
 /// The real gateway, the orchestrator's link and actor, and a browser;
 /// both stores SQLite files under `root`, or both in memory.
 async fn ours(root: &Path, on_sqlite: bool) -> Ours {
+    let probe = on_sqlite && std::env::var_os("HOPS").is_some_and(|v| v == "1");
     std::fs::create_dir_all(root).unwrap();
     init_repo(&root.join("projects/app"));
     let worktree = root.join("projects/app").display().to_string();
@@ -131,7 +154,11 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let gateway_task = tokio::spawn(serve(listener, gateway, Secret::new(SECRET).unwrap()));
+    let gateway_task = tokio::spawn(serve(
+        listener,
+        gateway.clone(),
+        Secret::new(SECRET).unwrap(),
+    ));
 
     // The orchestrator: its store and the session's actor.
     let store = orch_dir
@@ -207,6 +234,9 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             let (actor, link_tx) = (ingest_actor.clone(), link_tx.clone());
             async move {
                 let out = actor.ingest_raw(batch).await.unwrap();
+                if probe {
+                    hop(HOP_INGESTED);
+                }
                 assert!(out.gap_at.is_none());
                 for frame in link::after_ingest(&session_id, &out) {
                     let _ = link_tx.try_send(encode_frame(&frame).unwrap());
@@ -217,6 +247,9 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             let Some(first) = stream.next().await else {
                 return;
             };
+            if probe {
+                hop(HOP_READ);
+            }
             let mut frames = vec![first];
             while frames.len() < MAX_BATCH {
                 match stream.next().now_or_never() {
@@ -248,6 +281,9 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
     tokio::spawn(async move {
         while let Some(item) = sub.next().await {
             let e = item.unwrap();
+            if probe {
+                hop(HOP_FORWARDER);
+            }
             if queue
                 .send(browser_event_frame(e.seq, &e.json))
                 .await
@@ -258,6 +294,16 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
         }
     });
     let emit = sink_rx.recv().await.unwrap();
+    if probe {
+        let gw_log = gateway.session(SESSION).await.unwrap().log().clone();
+        let head = gw_log.store().head().await.unwrap().last_seq;
+        let mut gw_sub = gw_log.subscribe(head);
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = gw_sub.next().await {
+                hop(HOP_GATEWAY);
+            }
+        });
+    }
     Ours {
         path: Path2 {
             emit: Emit::Sink(emit),
@@ -311,6 +357,8 @@ struct Samples {
     small: Vec<u64>,
     large: Vec<u64>,
     bytes: usize,
+    /// Ours' small events: total and hop times since emit.
+    hops: Vec<(u64, [u64; 4])>,
 }
 
 /// Emits events `from..to` one at a time, each timed until the browser has it.
@@ -319,6 +367,7 @@ async fn closed_loop(path: &Path2, from: u64, to: u64, out: &mut Samples) {
         let (event, large) = relay_event(k);
         let done = path.browser.expect(1);
         let start = Instant::now();
+        let start_epoch = nanos_since(epoch());
         path.emit(k + 1, event).await;
         let got = done.await.unwrap();
         let t = nanos_since(start);
@@ -327,6 +376,14 @@ async fn closed_loop(path: &Path2, from: u64, to: u64, out: &mut Samples) {
             out.large.push(t);
         } else {
             out.small.push(t);
+            if matches!(path.emit, Emit::Sink(_)) {
+                let h = std::array::from_fn(|i| {
+                    HOPS[i]
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .saturating_sub(start_epoch)
+                });
+                out.hops.push((t, h));
+            }
         }
     }
 }
@@ -349,6 +406,31 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i] as f64 / 1000.0
+}
+
+/// The slowest 0.2% of ours' small events, each as the time from emit to
+/// each hop and to the browser (µs), with the median event's for
+/// comparison.
+fn hops(h: &mut [(u64, [u64; 4])]) -> serde_json::Value {
+    if h.is_empty() {
+        return json!(null);
+    }
+    h.sort_unstable_by_key(|(t, _)| *t);
+    let us = |(t, h): &(u64, [u64; 4])| {
+        json!([
+            h[HOP_GATEWAY] / 1000,
+            h[HOP_READ] / 1000,
+            h[HOP_INGESTED] / 1000,
+            h[HOP_FORWARDER] / 1000,
+            t / 1000
+        ])
+    };
+    let n = h.len();
+    json!({
+        "columns": ["gateway_published", "orchestrator_read", "ingested", "forwarder", "browser"],
+        "median": us(&h[n / 2]),
+        "slowest": h[n - (n / 500).max(1)..].iter().map(us).collect::<Vec<_>>(),
+    })
 }
 
 fn summary(s: &mut Samples) -> serde_json::Value {
@@ -430,6 +512,11 @@ fn main() {
         let gw = gw_dir.stats();
         let mem_burst = burst(&ours_mem.path, next_mem, burst_n).await;
         let per_1000 = |tx: u64, ev: u64| tx as f64 * 1000.0 / ev.max(1) as f64;
+        let slowest = if std::env::var_os("HOPS").is_some_and(|v| v == "1") {
+            hops(&mut o.hops)
+        } else {
+            json!(null)
+        };
         let (so, sm, sb) = (summary(&mut o), summary(&mut m), summary(&mut b));
         let ratio = |k: &str| so[k].as_f64().unwrap() / sb[k].as_f64().unwrap().max(1e-9);
         json!({
@@ -439,6 +526,7 @@ fn main() {
             "ours": so,
             "ours_memory_stores": sm,
             "baseline": sb,
+            "slowest_hops": slowest,
             "ratio": { "p50": ratio("p50_us"), "p99": ratio("p99_us"), "p99_9": ratio("p99_9_us") },
             "burst": {
                 "deltas": burst_n,

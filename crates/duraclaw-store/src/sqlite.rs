@@ -159,8 +159,14 @@ impl Database {
         // thread, unless the writer thread is running a group right now.
         if self.writer.capacity() == self.writer.max_capacity() {
             match writer::run_alone(&self.core, &self.counters, request) {
-                None => return rx.await.map_err(|_| Error::Closed("sqlite writer"))?,
-                Some(r) => request = r,
+                writer::Alone::Ran { maintain } => {
+                    if maintain {
+                        // Full: the writer is busy and looks after its groups.
+                        let _ = self.writer.try_send(Request::Maintain);
+                    }
+                    return rx.await.map_err(|_| Error::Closed("sqlite writer"))?;
+                }
+                writer::Alone::Handed(r) => request = *r,
             }
         }
         self.writer
@@ -207,6 +213,7 @@ impl SqliteDirectory {
                     sql_error(format_args!("opening {} did not finish", path.display()), e)
                 })??
         };
+        let (tx, rx) = mpsc::channel(options.queue);
         let nudge = checkpoint::start(&path, options.busy_timeout)?;
         let mut conn = conn;
         nudge.watch(&mut conn).map_err(|e| {
@@ -215,7 +222,6 @@ impl SqliteDirectory {
                 e,
             )
         })?;
-        let (tx, rx) = mpsc::channel(options.queue);
         let counters = Arc::new(Counters::default());
         let core = Arc::new(std::sync::Mutex::new(writer::Core {
             conn,
@@ -696,6 +702,61 @@ mod tests {
         assert_eq!(after.transactions - before.transactions, 1);
         assert_eq!(after.requests - before.requests, 1);
         assert_eq!(store.meta().await.unwrap().updated_at_ms, T0 + 1);
+    }
+
+    /// A lone commit on a caller's thread (an async worker) that makes the
+    /// writer's own checkpoint due leaves it to the writer thread: no copy
+    /// and no `fsync` on the caller's thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_own_checkpoint_stays_off_callers_threads() {
+        let (dir, _tmp) = temp_directory().await;
+        let store = dir
+            .create(SessionMeta::new("s", "alice", T0))
+            .await
+            .unwrap();
+        store
+            .append(AppendBatch::events(vec![ev(1, None)]))
+            .await
+            .unwrap();
+        // Another connection fills the WAL past the writer's own limit,
+        // unseen by the writer's estimate (its WAL hook reports only its
+        // own commits).
+        let raw = rusqlite::Connection::open(dir.path()).unwrap();
+        raw.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; CREATE TABLE filler (b BLOB); \
+             INSERT INTO filler VALUES (zeroblob({}));",
+            checkpoint::HARD_LIMIT_PAGES * 4096
+        ))
+        .unwrap();
+        // A lone event: it commits on this task's thread.
+        store
+            .append(AppendBatch::events(vec![ev(2, None)]))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ran = loop {
+            let names = dir
+                .db
+                .core
+                .lock()
+                .unwrap()
+                .nudge
+                .own_checkpoint_threads
+                .clone();
+            if !names.is_empty() {
+                break names;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint of the writer's own"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(
+            ran.iter().all(|n| n == "duraclaw-sqlite-writer"),
+            "the writer's own checkpoint ran on {ran:?}"
+        );
+        assert_eq!(store.head().await.unwrap().last_seq, 2);
     }
 
     /// Commits never checkpoint; the checkpointer thread does, and the

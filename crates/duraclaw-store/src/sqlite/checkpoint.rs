@@ -21,6 +21,10 @@
 //! starts over by itself, and the writer never stops for a checkpoint;
 //! under a sustained burst it is the automatic checkpoint again, four times
 //! less often.
+//!
+//! The writer's own checkpoint never runs on a caller's thread (an async
+//! worker): a commit run there that makes it due leaves it to the writer
+//! thread.
 
 //! Durability is unchanged: in WAL mode with `synchronous=NORMAL` a COMMIT
 //! never `fsync`ed; the checkpoint is where the data reaches the database
@@ -62,6 +66,9 @@ pub(crate) struct Nudge {
     next_nudge: u64,
     /// The WAL size at which the writer checkpoints itself.
     own_at: u64,
+    /// The names of the threads the writer's own checkpoints ran on.
+    #[cfg(test)]
+    pub(crate) own_checkpoint_threads: Vec<String>,
 }
 
 impl Nudge {
@@ -85,8 +92,11 @@ impl Nudge {
     }
 
     /// Called after each transaction on the writer's connection `conn`,
-    /// between two transactions.
-    pub(crate) fn committed(&mut self, conn: &Connection, _bytes: u64) {
+    /// between two transactions, and by the writer thread when asked to
+    /// look. `on` says whose thread this is: on a caller's, the writer's
+    /// own checkpoint is not run; `true` is returned when it is due, for
+    /// the writer thread to run it.
+    pub(crate) fn committed(&mut self, conn: &Connection, on: Thread) -> bool {
         let pages = self.wal_pages.load(Ordering::Relaxed);
         if pages < self.next_nudge.saturating_sub(CHECKPOINT_PAGES) {
             // The WAL started over.
@@ -94,6 +104,12 @@ impl Nudge {
             self.own_at = HARD_LIMIT_PAGES;
         }
         if pages >= self.own_at {
+            if on == Thread::Caller {
+                return true;
+            }
+            #[cfg(test)]
+            self.own_checkpoint_threads
+                .push(std::thread::current().name().unwrap_or("").to_owned());
             match checkpoint(conn) {
                 Ok((0, log, done)) if log == done => {
                     // The next transaction starts the WAL over.
@@ -116,17 +132,27 @@ impl Nudge {
                     self.own_at = pages + HARD_LIMIT_PAGES / 2;
                 }
             }
-            return;
+            return false;
         }
         if pages < self.next_nudge {
-            return;
+            return false;
         }
         self.next_nudge = pages + CHECKPOINT_PAGES;
         match self.tx.try_send(()) {
             // Full: a checkpoint is already asked for; it covers these pages.
             Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
         }
+        false
     }
+}
+
+/// Whose thread a commit ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Thread {
+    /// The writer thread: long steps (checkpoints, `fsync`s) belong here.
+    Writer,
+    /// A caller's (an async worker's): none of them.
+    Caller,
 }
 
 /// Starts the checkpointer thread of the database at `path`. It stops when
@@ -149,6 +175,8 @@ pub(crate) fn start(path: &Path, busy_timeout: Duration) -> Result<Nudge> {
         wal_pages: Arc::new(AtomicU64::new(0)),
         next_nudge: CHECKPOINT_PAGES,
         own_at: HARD_LIMIT_PAGES,
+        #[cfg(test)]
+        own_checkpoint_threads: Vec::new(),
     })
 }
 

@@ -16,7 +16,7 @@ use duraclaw_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::Nudge;
+use super::checkpoint::{Nudge, Thread};
 use super::conn::{BACKEND, sql_error, to_i64};
 use super::reader::decode_resolution;
 use duraclaw_core::backend::limits;
@@ -61,6 +61,9 @@ pub(crate) enum Request {
         session_id: Arc<str>,
         reply: Reply<()>,
     },
+    /// No write: the writer thread looks at the WAL (a checkpoint of its
+    /// own is due).
+    Maintain,
 }
 
 impl Request {
@@ -113,6 +116,7 @@ impl Request {
                 reply,
             } => Done::Unit(reply, mark_forwarded(conn, &session_id, &command_id)),
             Request::Remove { session_id, reply } => Done::Unit(reply, remove(conn, &session_id)),
+            Request::Maintain => Done::Nothing,
         }
     }
 
@@ -125,6 +129,7 @@ impl Request {
             | Request::Remove { reply, .. } => Done::Unit(reply, Err(err)),
             Request::Append { reply, .. } => Done::Append(reply, Err(err)),
             Request::Resolve { reply, .. } => Done::Resolve(reply, Err(err)),
+            Request::Maintain => Done::Nothing,
         }
     }
 }
@@ -134,6 +139,8 @@ enum Done {
     Unit(Reply<()>, Result<()>),
     Append(Reply<AppendOutcome>, Result<AppendOutcome>),
     Resolve(Reply<ResolveOutcome>, Result<ResolveOutcome>),
+    /// Nothing to answer.
+    Nothing,
 }
 
 impl Done {
@@ -142,6 +149,7 @@ impl Done {
             Done::Unit(_, r) => r.is_ok(),
             Done::Append(_, r) => r.is_ok(),
             Done::Resolve(_, r) => r.is_ok(),
+            Done::Nothing => true,
         }
     }
 
@@ -170,6 +178,7 @@ impl Done {
             Done::Unit(tx, _) => Done::Unit(tx, Err(err)),
             Done::Append(tx, _) => Done::Append(tx, Err(err)),
             Done::Resolve(tx, _) => Done::Resolve(tx, Err(err)),
+            Done::Nothing => Done::Nothing,
         }
     }
 
@@ -189,6 +198,7 @@ impl Done {
             Done::Unit(tx, r) => drop(tx.send(r)),
             Done::Append(tx, r) => drop(tx.send(r)),
             Done::Resolve(tx, r) => drop(tx.send(r)),
+            Done::Nothing => {}
         }
     }
 }
@@ -229,6 +239,7 @@ impl Request {
             | Request::PutMeta { session_id, .. }
             | Request::MarkForwarded { session_id, .. }
             | Request::Remove { session_id, .. } => session_id,
+            Request::Maintain => "",
         }
     }
 }
@@ -256,10 +267,15 @@ pub(crate) fn run(
                 None => break,
             },
         };
-        let mut weight = first.weight();
-        let mut group = vec![first];
+        let mut weight = 0;
+        let mut group = Vec::new();
+        if !matches!(first, Request::Maintain) {
+            weight = first.weight();
+            group.push(first);
+        }
         while weight < max_group_events && group.len() < MAX_GROUP_REQUESTS {
             match rx.try_recv() {
+                Ok(Request::Maintain) => {}
                 Ok(r) if weight + r.weight() > max_group_events => {
                     carry = Some(r);
                     break;
@@ -283,9 +299,11 @@ pub(crate) fn run(
             last_commit,
             ..
         } = &mut *core;
-        let bytes = run_group(conn, group, &counters);
-        nudge.committed(conn, bytes);
-        *last_commit = Some((last, std::time::Instant::now()));
+        if !group.is_empty() {
+            run_group(conn, group, &counters);
+            *last_commit = Some((last, std::time::Instant::now()));
+        }
+        nudge.committed(conn, Thread::Writer);
     }
     tracing::debug!("sqlite writer stopped: every store and directory is gone");
 }
@@ -296,10 +314,20 @@ pub(crate) fn run(
 const ALONE_MAX_EVENTS: usize = 4;
 const ALONE_MAX_BYTES: usize = 16 * 1024;
 
+/// What [`run_alone`] did.
+pub(crate) enum Alone {
+    /// Committed and answered; with `maintain`, the writer thread has a
+    /// checkpoint of its own to run ([`Request::Maintain`]).
+    Ran { maintain: bool },
+    /// Not run: the request, for the writer thread.
+    Handed(Box<Request>),
+}
+
 /// Runs a small `request` as a group of its own on the calling thread if
 /// nobody holds the connection (the writer thread is between groups) and
 /// no checkpoint of the writer's own is due; hands it back otherwise. A
-/// request run is answered before this returns.
+/// request run is answered before this returns; a checkpoint it makes due
+/// is left to the writer thread.
 ///
 /// Only while one session writes: a request within 1 ms of a commit for
 /// another session goes to the writer thread.
@@ -310,25 +338,21 @@ const ALONE_MAX_BYTES: usize = 16 * 1024;
 /// to the WAL (no `fsync` with `synchronous=NORMAL`), tens of
 /// microseconds; requests that meet in the queue still commit as one
 /// group on the writer thread.
-pub(crate) fn run_alone(
-    core: &SharedCore,
-    counters: &Counters,
-    request: Request,
-) -> Option<Request> {
+pub(crate) fn run_alone(core: &SharedCore, counters: &Counters, request: Request) -> Alone {
     let bytes = match &request {
         Request::Append { batch, .. } if batch.events.len() <= ALONE_MAX_EVENTS => {
             batch.events.iter().map(|e| e.json.len()).sum()
         }
-        Request::Append { .. } => return Some(request),
+        Request::Append { .. } | Request::Maintain => return Alone::Handed(Box::new(request)),
         _ => 0,
     };
     if bytes > ALONE_MAX_BYTES {
-        return Some(request);
+        return Alone::Handed(Box::new(request));
     }
     let mut core = match core.try_lock() {
         Ok(c) => c,
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => return Some(request),
+        Err(TryLockError::WouldBlock) => return Alone::Handed(Box::new(request)),
     };
     let Core {
         conn,
@@ -337,7 +361,7 @@ pub(crate) fn run_alone(
         last_commit,
     } = &mut *core;
     if nudge.own_checkpoint_due(bytes as u64) {
-        return Some(request);
+        return Alone::Handed(Box::new(request));
     }
     // One session streaming commits here; several sessions writing at
     // once leave their requests to meet in the writer's queue (commits on
@@ -347,28 +371,28 @@ pub(crate) fn run_alone(
         && **session != *request.session()
         && at.elapsed() < ALONE_OTHER_SESSION_GAP
     {
-        return Some(request);
+        return Alone::Handed(Box::new(request));
     }
     // Never wait here for another connection's write lock: that is the
     // writer thread's job, not a caller's.
     if conn.busy_timeout(std::time::Duration::ZERO).is_err() {
-        return Some(request);
+        return Alone::Handed(Box::new(request));
     }
     let began = exec(conn, "BEGIN IMMEDIATE");
     if let Err(e) = conn.busy_timeout(*busy_timeout) {
         tracing::warn!(error = %e, "cannot restore the writer's busy timeout");
     }
     if began.is_err() {
-        return Some(request);
+        return Alone::Handed(Box::new(request));
     }
     let session: Arc<str> = match last_commit.take() {
         Some((s, _)) if *s == *request.session() => s,
         _ => request.session().into(),
     };
-    let bytes = commit_group(conn, vec![request], counters);
-    nudge.committed(conn, bytes);
+    commit_group(conn, vec![request], counters);
+    let maintain = nudge.committed(conn, Thread::Caller);
     *last_commit = Some((session, std::time::Instant::now()));
-    None
+    Alone::Ran { maintain }
 }
 
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
