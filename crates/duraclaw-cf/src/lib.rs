@@ -19,6 +19,8 @@
 //!   (the user's inbox and its WebSocket stream), and the session
 //!   object's `Notifier` that keeps it up to date;
 //! - on wasm32, `logging`: `tracing` to the Workers console;
+//! - on wasm32, `objects`: `host_object!`, a Durable Object class around
+//!   one of these hosts, for the Workers that export them;
 //! - on wasm32, `push`: the Web Push routes and `PushHost`, the per-user
 //!   Durable Object that sends the pushes;
 //! - on wasm32, `auth`: users, logins and the session index in D1;
@@ -44,6 +46,8 @@ pub mod do_sql;
 pub mod gateway_client;
 #[cfg(target_arch = "wasm32")]
 pub mod logging;
+#[cfg(target_arch = "wasm32")]
+pub mod objects;
 #[cfg(target_arch = "wasm32")]
 pub mod push;
 #[cfg(target_arch = "wasm32")]

@@ -293,6 +293,11 @@ impl SessionHost {
         })
     }
 
+    /// The object's storage.
+    pub fn storage(&self) -> worker::Storage {
+        self.state.storage()
+    }
+
     fn directory(&self) -> duraclaw_core::Result<DoSqlDirectory> {
         if let Some(d) = &self.inner.borrow().directory {
             return Ok(d.clone());
