@@ -7,6 +7,8 @@
 //!
 //! - [`auth`]: users, login sessions and the session index in D1 (its
 //!   rules target-independent, the D1 and WebCrypto side on wasm32);
+//! - [`publish`]: what a session object publishes next, from its log's
+//!   live subscription;
 //! - on wasm32, `do_sql`: `DoSqlConn`, a Durable Object's SQL storage as a
 //!   [`SqlConn`] whose transactions are `storage.transactionSync`, and the
 //!   aliases `DoSqlDirectory` / `DoSqlStore`;
@@ -48,6 +50,7 @@ pub mod gateway_client;
 pub mod logging;
 #[cfg(target_arch = "wasm32")]
 pub mod objects;
+pub mod publish;
 #[cfg(target_arch = "wasm32")]
 pub mod push;
 #[cfg(target_arch = "wasm32")]

@@ -582,12 +582,14 @@ async fn run() {
         .map(|i| event_frame(&id, gseq + 1 + i, mix::event(i)))
         .collect();
     let bytes: usize = frames.iter().map(String::len).sum();
+    let cpu0 = wrangler.group_cpu();
     let t0 = Instant::now();
     for f in &frames {
         link.out.send(f.clone()).unwrap();
     }
     acked(&mut link, gseq + fill).await;
     let burst = t0.elapsed();
+    let cpu1 = wrangler.group_cpu();
     gseq += fill;
     let (mut echo_tx, mut echo_rx) = echo.split();
     let t0 = Instant::now();
@@ -604,11 +606,19 @@ async fn run() {
     };
     futures::join!(sender, receiver);
     let burst_raw = t0.elapsed();
+    let cpu2 = wrangler.group_cpu();
+    // CPU of wrangler's process group (workerd and its proxy) per event.
+    let per_event = |a: Option<Duration>, b: Option<Duration>| {
+        a.zip(b)
+            .map(|(a, b)| ((b.saturating_sub(a)).as_secs_f64() * 1e6 / fill as f64).round())
+    };
     let ingest = json!({
         "events": fill, "bytes": bytes,
         "ours_ms": ms(burst), "raw_echo_ms": ms(burst_raw),
         "ours_events_per_s": (fill as f64 / burst.as_secs_f64()).round(),
         "ratio": (burst.as_secs_f64() / burst_raw.as_secs_f64() * 100.0).round() / 100.0,
+        "cpu_us_per_event": per_event(cpu0, cpu1),
+        "raw_echo_cpu_us_per_event": per_event(cpu1, cpu2),
     });
 
     // 3. Replays of the whole log, alternating ours and the raw ones.

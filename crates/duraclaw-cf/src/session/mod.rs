@@ -66,7 +66,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duraclaw_core::backend::actor::{Person, SessionActor};
+use duraclaw_core::backend::actor::{Person, SessionActor, Subscription};
 use duraclaw_core::backend::web::NewSession;
 use duraclaw_core::protocol::{Close, Command, CommandResult, RuleEntry, Seq, ToGateway};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
@@ -200,6 +200,10 @@ struct Inner {
     directory: Option<DoSqlDirectory>,
     actor: Option<SessionActor>,
     published: Seq,
+    /// The actor's log from `published` on: what an append stored, in
+    /// seq order, without reading it back from SQL (a subscriber that
+    /// fell behind catches up from the store by itself).
+    live: Option<Subscription>,
     link: Option<LinkConn>,
     epoch: u64,
     link_error: Option<String>,
@@ -329,6 +333,7 @@ impl SessionHost {
             return Ok(a.clone());
         }
         inner.published = head.last_seq;
+        inner.live = Some(actor.log().subscribe(head.last_seq));
         inner.actor = Some(actor.clone());
         Ok(actor)
     }
@@ -516,6 +521,7 @@ impl SessionHost {
             let mut inner = self.inner.borrow_mut();
             inner.actor = None;
             inner.published = 0;
+            inner.live = None;
             inner.indexed = None;
             inner.commands.on_closed();
             inner.link.take()
