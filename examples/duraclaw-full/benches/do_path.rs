@@ -19,8 +19,8 @@
 //!    storage. Two more echoes break the gap down: each frame stored
 //!    first with one autocommit `INSERT` (`store=write`: the commit and
 //!    the output gate that any durable ack waits for), and with an
-//!    append's statements in one `transactionSync` plus a read back
-//!    (`store=txn`). The SQL statements and transactions the object ran
+//!    append's statements in one `transactionSync`, a read back and a send
+//!    to the object's browser sockets (`store=txn`). The SQL statements and transactions the object ran
 //!    per append are counted (`/bench/<id>/sql`). Rounds alternate the
 //!    order of ours and the echoes.
 //! 2. **Ingest burst**: `FILL` events of the mix sent back to back, timed to

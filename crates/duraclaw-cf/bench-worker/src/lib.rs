@@ -50,12 +50,12 @@ duraclaw_cf::host_object!(
 /// product's.
 async fn bench_fetch(host: &Rc<SessionHost>, req: Request) -> Result<Response> {
     let raw = Raw {
-        sql: host.storage().sql(),
+        sql: host.state().storage().sql(),
     };
     match req.path().as_str() {
         "/bench/scan" => raw.scan(),
         "/bench/raw-replay" => raw.raw_replay(),
-        "/bench/echo" => echo(&req, DoSqlConn::new(&host.storage())).await,
+        "/bench/echo" => echo(&req, host.clone()).await,
         "/bench/sql" => Response::from_json(&duraclaw_cf::do_sql::sql_counts()),
         _ => host.fetch(req).await,
     }
@@ -111,7 +111,8 @@ enum Store {
     Raw,
     /// One autocommit `INSERT`.
     Write,
-    /// An append's statements in one `transactionSync`, then a read back.
+    /// An append's statements in one `transactionSync`, a read back, and
+    /// the frame sent to every browser socket of the object.
     Txn,
 }
 
@@ -147,7 +148,8 @@ fn store_frame(
 
 /// Opens an outbound WebSocket to `?url=` and echoes its text frames until
 /// it closes, each stored first as `?store=` says.
-async fn echo(req: &Request, mut conn: DoSqlConn) -> Result<Response> {
+async fn echo(req: &Request, host: Rc<SessionHost>) -> Result<Response> {
+    let mut conn = DoSqlConn::new(&host.state().storage());
     let url = req.url()?;
     let query = |name: &str| {
         url.query_pairs()
@@ -188,6 +190,13 @@ async fn echo(req: &Request, mut conn: DoSqlConn) -> Result<Response> {
             if let Err(e) = store_frame(&mut conn, store, seq, &text) {
                 worker::console_error!("the echo cannot store a frame: {e}");
                 break;
+            }
+            if store == Store::Txn {
+                // Published as an event is: to every browser socket (they
+                // skip it: it is not an event frame).
+                for browser in host.state().get_websockets() {
+                    let _ = browser.send_with_str(&text);
+                }
             }
             if ws.send_with_str(text).is_err() {
                 break;

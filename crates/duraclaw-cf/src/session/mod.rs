@@ -24,7 +24,8 @@
 //!   events are ingested as text (stored and relayed as the gateway sent
 //!   them) in batches (while they flow, the reader lets the frames that
 //!   arrive meanwhile join one batch: one transaction, one ack), published
-//!   and acked. An open outbound socket does
+//!   and acked (both leave once the write has committed). An open
+//!   outbound socket does
 //!   not keep a Durable Object alive, so while the session needs its link a
 //!   heartbeat alarm pings it every [`HEARTBEAT`] and reconnects when it is
 //!   gone; a failed connect retries by alarm with capped exponential
@@ -297,9 +298,9 @@ impl SessionHost {
         })
     }
 
-    /// The object's storage.
-    pub fn storage(&self) -> worker::Storage {
-        self.state.storage()
+    /// The object's state (its storage and accepted sockets).
+    pub fn state(&self) -> &State {
+        &self.state
     }
 
     fn directory(&self) -> duraclaw_core::Result<DoSqlDirectory> {
