@@ -24,7 +24,8 @@
 //!    per append are counted (`/bench/<id>/sql`). Rounds alternate the
 //!    order of ours and the echoes.
 //! 2. **Ingest burst**: `FILL` events of the mix sent back to back, timed to
-//!    the last ack; baseline: the same frames through the echo.
+//!    the last ack; baseline: the same frames through the echo. Each with
+//!    the CPU time of wrangler's process group per event.
 //! 3. **Replay**: a browser WebSocket opened with `after=0` on the session
 //!    now holding `FILL` events, timed from the connect to the last event
 //!    frame. Baselines: `/bench/<id>/raw-replay` (one raw DO SQL scan of the
