@@ -19,6 +19,35 @@ use worker::{SqlCursor, SqlStorage, SqlStorageValue, Storage};
 /// The backend name in [`Error::Storage`].
 const BACKEND: &str = "do-sql";
 
+thread_local! {
+    /// Statements and transactions run through every [`DoSqlConn`] of this
+    /// isolate: the bench worker reports them per event.
+    static COUNTS: std::cell::Cell<SqlCounts> = const { std::cell::Cell::new(SqlCounts { statements: 0, transactions: 0 }) };
+}
+
+/// How many statements and transactions the [`DoSqlConn`]s of this isolate
+/// have run ([`sql_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SqlCounts {
+    /// Statements run (`exec` calls).
+    pub statements: u64,
+    /// `transactionSync` calls.
+    pub transactions: u64,
+}
+
+/// The statements and transactions run so far in this isolate.
+pub fn sql_counts() -> SqlCounts {
+    COUNTS.with(std::cell::Cell::get)
+}
+
+fn count(f: impl FnOnce(&mut SqlCounts)) {
+    COUNTS.with(|c| {
+        let mut v = c.get();
+        f(&mut v);
+        c.set(v);
+    });
+}
+
 /// What `transactionSync` calls: an `Err` is thrown, which rolls back.
 type TransactionBody<'a> = dyn FnMut() -> std::result::Result<JsValue, JsValue> + 'a;
 
@@ -50,6 +79,7 @@ impl DoSqlConn {
     /// so the statement has finished when this returns.
     fn run(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>> {
         let bindings = params.iter().map(binding).collect::<Result<Vec<_>>>()?;
+        count(|c| c.statements += 1);
         let cursor: SqlCursor = self
             .sql
             .exec(sql, bindings)
@@ -106,6 +136,7 @@ impl SqlConn for DoSqlConn {
 
     fn transaction(&mut self, body: &mut dyn FnMut(&mut dyn SqlConn) -> Result<()>) -> Result<()> {
         let transaction_sync = self.transaction_sync()?;
+        count(|c| c.transactions += 1);
         let mut inner = self.clone();
         // The body's own error, kept to return as it is; JavaScript only
         // sees a thrown message, which makes transactionSync roll back.

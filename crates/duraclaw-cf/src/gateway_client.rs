@@ -151,41 +151,14 @@ impl GatewayConn {
 
     /// Asks for the worktrees and waits for them.
     pub async fn worktrees(&mut self, id: &str) -> Result<Vec<Worktree>, LinkError> {
-        let ask = encode_frame(&ToGateway::ListWorktrees { id: id.to_owned() })
-            .map_err(|e| LinkError(e.to_string()))?;
-        send_text(&self.ws, &ask)?;
-        // Nothing else is sent on this link: no command results to route.
-        let mut reader = link::Link::<()>::new();
-        let wait = async {
-            while let Some(ev) = self.events.next().await {
-                match ev {
-                    LinkEvent::Text(text) => {
-                        for input in reader.read_one(&text) {
-                            match input {
-                                Input::Worktrees { id: got, worktrees } if got == id => {
-                                    return Ok(worktrees);
-                                }
-                                Input::Error(e) => return Err(wire(&e)),
-                                _ => {}
-                            }
-                        }
-                    }
-                    LinkEvent::Closed(why) => {
-                        return Err(LinkError(format!("the gateway link closed: {why}")));
-                    }
-                }
-            }
-            Err(LinkError("the gateway link ended".into()))
-        };
-        within(REQUEST_TIMEOUT, wait).await.unwrap_or_else(|| {
-            Err(LinkError(format!(
-                "the gateway did not list its worktrees within {REQUEST_TIMEOUT:?}"
-            )))
+        let frame = ToGateway::ListWorktrees { id: id.to_owned() };
+        self.ask(&frame, "list its worktrees", |input| match input {
+            Input::Worktrees { id: got, worktrees } if got == id => Some(worktrees),
+            _ => None,
         })
+        .await
     }
-}
 
-impl GatewayConn {
     /// Sends a `request` and waits for its reply: the gateway's answer
     /// (its value, or why it refused).
     pub async fn request(
@@ -193,24 +166,40 @@ impl GatewayConn {
         id: &str,
         request: GatewayRequest,
     ) -> Result<Result<serde_json::Value, WireError>, LinkError> {
-        let ask = encode_frame(&ToGateway::Request {
+        let frame = ToGateway::Request {
             id: id.to_owned(),
             request,
+        };
+        self.ask(&frame, "reply", |input| match input {
+            Input::Reply { id: got, result } if got == id => Some(result),
+            _ => None,
         })
-        .map_err(|e| LinkError(e.to_string()))?;
-        send_text(&self.ws, &ask)?;
+        .await
+    }
+
+    /// Sends `frame` and waits, within [`REQUEST_TIMEOUT`], for the first
+    /// input `pick` takes; a gateway error, a closed link or the timeout
+    /// (the gateway did not `what`) fail it. Nothing else is sent on this
+    /// link, so there are no command results to route.
+    async fn ask<T>(
+        &mut self,
+        frame: &ToGateway,
+        what: &str,
+        mut pick: impl FnMut(Input<()>) -> Option<T>,
+    ) -> Result<T, LinkError> {
+        let text = encode_frame(frame).map_err(|e| LinkError(e.to_string()))?;
+        send_text(&self.ws, &text)?;
         let mut reader = link::Link::<()>::new();
         let wait = async {
             while let Some(ev) = self.events.next().await {
                 match ev {
                     LinkEvent::Text(text) => {
                         for input in reader.read_one(&text) {
-                            match input {
-                                Input::Reply { id: got, result } if got == id => {
-                                    return Ok(result);
-                                }
-                                Input::Error(e) => return Err(wire(&e)),
-                                _ => {}
+                            if let Input::Error(e) = &input {
+                                return Err(wire(e));
+                            }
+                            if let Some(found) = pick(input) {
+                                return Ok(found);
                             }
                         }
                     }
@@ -223,7 +212,7 @@ impl GatewayConn {
         };
         within(REQUEST_TIMEOUT, wait).await.unwrap_or_else(|| {
             Err(LinkError(format!(
-                "the gateway did not reply within {REQUEST_TIMEOUT:?}"
+                "the gateway did not {what} within {REQUEST_TIMEOUT:?}"
             )))
         })
     }

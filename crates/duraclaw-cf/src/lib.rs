@@ -7,6 +7,8 @@
 //!
 //! - [`auth`]: users, login sessions and the session index in D1 (its
 //!   rules target-independent, the D1 and WebCrypto side on wasm32);
+//! - [`publish`]: what a session object publishes next, from its log's
+//!   live subscription;
 //! - on wasm32, `do_sql`: `DoSqlConn`, a Durable Object's SQL storage as a
 //!   [`SqlConn`] whose transactions are `storage.transactionSync`, and the
 //!   aliases `DoSqlDirectory` / `DoSqlStore`;
@@ -19,6 +21,8 @@
 //!   (the user's inbox and its WebSocket stream), and the session
 //!   object's `Notifier` that keeps it up to date;
 //! - on wasm32, `logging`: `tracing` to the Workers console;
+//! - on wasm32, `objects`: `host_object!`, a Durable Object class around
+//!   one of these hosts, for the Workers that export them;
 //! - on wasm32, `push`: the Web Push routes and `PushHost`, the per-user
 //!   Durable Object that sends the pushes;
 //! - on wasm32, `auth`: users, logins and the session index in D1;
@@ -44,6 +48,9 @@ pub mod do_sql;
 pub mod gateway_client;
 #[cfg(target_arch = "wasm32")]
 pub mod logging;
+#[cfg(target_arch = "wasm32")]
+pub mod objects;
+pub mod publish;
 #[cfg(target_arch = "wasm32")]
 pub mod push;
 #[cfg(target_arch = "wasm32")]

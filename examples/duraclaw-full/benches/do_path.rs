@@ -16,15 +16,25 @@
 //!    cookie). Baseline: the same frame echoed by the same object over an
 //!    outbound WebSocket it opened to the stand-in the way it opens the
 //!    gateway link (`/bench/<id>/echo`): one round trip, no decode, no
-//!    storage. Rounds alternate ours and raw.
+//!    storage. Two more echoes break the gap down: each frame stored
+//!    first with one autocommit `INSERT` (`store=write`: the commit and
+//!    the output gate that any durable ack waits for), and with an
+//!    append's statements in one `transactionSync`, a read back and a send
+//!    to the object's browser sockets (`store=txn`). The SQL statements and transactions the object ran
+//!    per append are counted (`/bench/<id>/sql`). Rounds alternate the
+//!    order of ours and the echoes.
 //! 2. **Ingest burst**: `FILL` events of the mix sent back to back, timed to
-//!    the last ack; baseline: the same frames through the echo.
+//!    the last ack; baseline: the same frames through the echo. Each with
+//!    the CPU time of wrangler's process group per event.
 //! 3. **Replay**: a browser WebSocket opened with `after=0` on the session
 //!    now holding `FILL` events, timed from the connect to the last event
 //!    frame. Baselines: `/bench/<id>/raw-replay` (one raw DO SQL scan of the
 //!    same rows, each row framed and sent on a plain socket, as the replay
 //!    does before answering the upgrade) and `/bench/<id>/scan` (the raw scan
 //!    alone, behind one HTTP round trip). Rounds alternate.
+//!
+//! `DO_PATH_WORKER=<dir>` runs a worker built before (a `worker-build`
+//! output directory, e.g. another checkout's) instead of building one.
 //!
 //! Prints one JSON summary. `QUICK=1` (or `cargo test --bench do_path`) runs
 //! 20 latency rounds, 1,000 events and one replay round; the worker build is
@@ -327,6 +337,20 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
+/// Copies the files of `from` into `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -348,7 +372,12 @@ async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let crate_dir = support::repo_root().join("crates/duraclaw-cf/bench-worker");
     let t = Instant::now();
-    build_worker_crate(&tools, &crate_dir, &dir.path().join("build"));
+    match std::env::var_os("DO_PATH_WORKER") {
+        // A worker built before (another checkout's), to compare builds
+        // run after run without rebuilding.
+        Some(prebuilt) => copy_dir(prebuilt.as_ref(), &dir.path().join("build")),
+        None => build_worker_crate(&tools, &crate_dir, &dir.path().join("build")),
+    }
     let built = t.elapsed();
     std::fs::copy(
         crate_dir.join("wrangler.toml"),
@@ -412,17 +441,35 @@ async fn run() {
         .expect("the session's link in time")
         .expect("the stand-in runs");
 
-    // The echo through the same object.
-    let r = http
-        .get(format!("{base}/bench/{id}/echo?url={gateway_url}/echo"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "echo: {}", r.status());
-    let mut echo = tokio::time::timeout(DEADLINE, gateway.echoes.recv())
-        .await
-        .expect("the echo link in time")
-        .expect("the stand-in runs");
+    // The echoes through the same object: raw, after one durable write,
+    // after an append's statements in one transaction.
+    let mut echoes = Vec::new();
+    for store in ["raw", "write", "txn"] {
+        let r = http
+            .get(format!(
+                "{base}/bench/{id}/echo?url={gateway_url}/echo&store={store}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "echo {store}: {}", r.status());
+        echoes.push(
+            tokio::time::timeout(DEADLINE, gateway.echoes.recv())
+                .await
+                .expect("the echo link in time")
+                .expect("the stand-in runs"),
+        );
+    }
+    let mut echo_txn = echoes.pop().unwrap();
+    let mut echo_write = echoes.pop().unwrap();
+    let mut echo = echoes.pop().unwrap();
+    let sql_counts = |http: reqwest::Client, url: String| async move {
+        let v: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        (
+            v["statements"].as_u64().unwrap(),
+            v["transactions"].as_u64().unwrap(),
+        )
+    };
 
     // A browser on the session, its event arrivals timed by a reader task
     // once it has replayed what the log holds (the user's turn).
@@ -454,6 +501,8 @@ async fn run() {
 
     // 1. Append + ack, alternating with the echo.
     let (mut ack, mut delivered, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut written, mut txn) = (Vec::new(), Vec::new());
+    let (mut ours_sql, mut ours_txns) = (0, 0);
     let mut gseq = 0u64;
     // Rounds start 10 ms apart, as a streamed turn's events come (tens a
     // second): each round times a lone event; the burst below times a
@@ -475,24 +524,37 @@ async fn run() {
             last_seen = seq;
             (at - t0, got - t0)
         };
-        let mut baseline = async |frame: &str| {
+        async fn echoed(ws: &mut ServerWs, frame: &str) -> Duration {
             let t0 = Instant::now();
-            echo.send(Message::text(frame.to_owned())).await.unwrap();
-            let back = next_text(&mut echo).await;
+            ws.send(Message::text(frame.to_owned())).await.unwrap();
+            let back = next_text(ws).await;
             assert_eq!(back.len(), frame.len());
             t0.elapsed()
-        };
-        let ((a, b), r) = if round % 2 == 0 {
+        }
+        // Ours counted alone: the SQL the isolate ran for this append.
+        let sql_url = format!("{base}/bench/{id}/sql");
+        let before = sql_counts(http.clone(), sql_url.clone()).await;
+        let ((a, b), r, w, x) = if round % 2 == 0 {
             let o = ours(&frame).await;
-            (o, baseline(&frame).await)
+            let r = echoed(&mut echo, &frame).await;
+            let w = echoed(&mut echo_write, &frame).await;
+            (o, r, w, echoed(&mut echo_txn, &frame).await)
         } else {
-            let r = baseline(&frame).await;
-            (ours(&frame).await, r)
+            let x = echoed(&mut echo_txn, &frame).await;
+            let w = echoed(&mut echo_write, &frame).await;
+            let r = echoed(&mut echo, &frame).await;
+            (ours(&frame).await, r, w, x)
         };
+        let after = sql_counts(http.clone(), sql_url).await;
         if round >= warmup {
             ack.push(a);
             delivered.push(b);
             raw.push(r);
+            written.push(w);
+            txn.push(x);
+            // The echoes' statements: one, and four in one transaction.
+            ours_sql += after.0 - before.0 - 1 - 4;
+            ours_txns += after.1 - before.1 - 1;
         }
     }
     reader.abort();
@@ -505,7 +567,14 @@ async fn run() {
         "append_ack": summary(&ack),
         "browser_delivery": summary(&delivered),
         "raw_echo": summary(&raw),
+        "echo_after_one_write": summary(&written),
+        "echo_after_append_statements": summary(&txn),
         "ratio_ack_p50": (p50(&ack) / p50(&raw) * 100.0).round() / 100.0,
+        "ratio_ack_p50_vs_echo_after_one_write": (p50(&ack) / p50(&written) * 100.0).round() / 100.0,
+        "ratio_echo_after_one_write_p50": (p50(&written) / p50(&raw) * 100.0).round() / 100.0,
+        "ratio_echo_after_append_statements_p50": (p50(&txn) / p50(&raw) * 100.0).round() / 100.0,
+        "sql_statements_per_append": (ours_sql as f64 / rounds as f64 * 100.0).round() / 100.0,
+        "sql_transactions_per_append": (ours_txns as f64 / rounds as f64 * 100.0).round() / 100.0,
         "ratio_browser_p50": (p50(&delivered) / p50(&raw) * 100.0).round() / 100.0,
     });
 
@@ -514,12 +583,14 @@ async fn run() {
         .map(|i| event_frame(&id, gseq + 1 + i, mix::event(i)))
         .collect();
     let bytes: usize = frames.iter().map(String::len).sum();
+    let cpu0 = wrangler.group_cpu();
     let t0 = Instant::now();
     for f in &frames {
         link.out.send(f.clone()).unwrap();
     }
     acked(&mut link, gseq + fill).await;
     let burst = t0.elapsed();
+    let cpu1 = wrangler.group_cpu();
     gseq += fill;
     let (mut echo_tx, mut echo_rx) = echo.split();
     let t0 = Instant::now();
@@ -536,11 +607,19 @@ async fn run() {
     };
     futures::join!(sender, receiver);
     let burst_raw = t0.elapsed();
+    let cpu2 = wrangler.group_cpu();
+    // CPU of wrangler's process group (workerd and its proxy) per event.
+    let per_event = |a: Option<Duration>, b: Option<Duration>| {
+        a.zip(b)
+            .map(|(a, b)| ((b.saturating_sub(a)).as_secs_f64() * 1e6 / fill as f64).round())
+    };
     let ingest = json!({
         "events": fill, "bytes": bytes,
         "ours_ms": ms(burst), "raw_echo_ms": ms(burst_raw),
         "ours_events_per_s": (fill as f64 / burst.as_secs_f64()).round(),
         "ratio": (burst.as_secs_f64() / burst_raw.as_secs_f64() * 100.0).round() / 100.0,
+        "cpu_us_per_event": per_event(cpu0, cpu1),
+        "raw_echo_cpu_us_per_event": per_event(cpu1, cpu2),
     });
 
     // 3. Replays of the whole log, alternating ours and the raw ones.

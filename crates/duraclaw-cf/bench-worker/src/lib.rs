@@ -23,123 +23,50 @@
 
 use std::rc::Rc;
 
+use duraclaw_cf::DoSqlConn;
 use duraclaw_cf::gateway_client::upgrade_url;
 use duraclaw_cf::session::SessionHost;
 use duraclaw_cf::user::UserHost;
+use duraclaw_core::backend::migrate::{SqlConn, SqlValue};
 use duraclaw_core::protocol::browser_event_frame;
 use futures::StreamExt;
 use worker::{
-    Context, DurableObject, Env, Fetch, Headers, Method, Request, RequestInit, Response, Result,
-    Socket, SqlStorage, SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
-    WebsocketEvent, durable_object, event,
+    Context, Env, Fetch, Headers, Method, Request, RequestInit, Response, Result, SqlStorage,
+    SqlStorageValue, WebSocketPair, WebsocketEvent, event, js_sys,
 };
 
-/// The product's user object (the inbox session objects update).
-#[durable_object]
-pub struct UserObject {
-    host: Rc<UserHost>,
-}
+duraclaw_cf::host_object!(
+    /// The product's user object (the inbox session objects update).
+    UserObject(UserHost)
+);
 
-impl DurableObject for UserObject {
-    fn new(state: State, env: Env) -> Self {
-        UserObject {
-            host: UserHost::new(state, env),
-        }
-    }
+duraclaw_cf::host_object!(
+    /// The product's session object, with the bench routes in front.
+    SessionObject(SessionHost),
+    fetch = bench_fetch
+);
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        self.host.fetch(req).await
-    }
-
-    async fn alarm(&self) -> Result<Response> {
-        Response::empty()
-    }
-
-    async fn connect(&self, _socket: Socket) -> Result<()> {
-        Ok(())
-    }
-
-    async fn websocket_message(
-        &self,
-        ws: WebSocket,
-        message: WebSocketIncomingMessage,
-    ) -> Result<()> {
-        self.host.websocket_message(ws, message).await
-    }
-
-    async fn websocket_close(
-        &self,
-        ws: WebSocket,
-        code: usize,
-        _reason: String,
-        _was_clean: bool,
-    ) -> Result<()> {
-        self.host.websocket_close(ws, code).await
-    }
-
-    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
-        Ok(())
+/// The bench routes of a session object; every other request is the
+/// product's.
+async fn bench_fetch(host: &Rc<SessionHost>, req: Request) -> Result<Response> {
+    let raw = Raw {
+        sql: host.state().storage().sql(),
+    };
+    match req.path().as_str() {
+        "/bench/scan" => raw.scan(),
+        "/bench/raw-replay" => raw.raw_replay(),
+        "/bench/echo" => echo(&req, host.clone()).await,
+        "/bench/sql" => Response::from_json(&duraclaw_cf::do_sql::sql_counts()),
+        _ => host.fetch(req).await,
     }
 }
 
-/// The product's session object, with the bench routes in front.
-#[durable_object]
-pub struct SessionObject {
-    host: Rc<SessionHost>,
+/// The raw baselines over the object's SQL.
+struct Raw {
     sql: SqlStorage,
 }
 
-impl DurableObject for SessionObject {
-    fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        SessionObject {
-            host: SessionHost::new(state, env),
-            sql,
-        }
-    }
-
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        match req.path().as_str() {
-            "/bench/scan" => self.scan(),
-            "/bench/raw-replay" => self.raw_replay(),
-            "/bench/echo" => echo(&req).await,
-            _ => self.host.fetch(req).await,
-        }
-    }
-
-    async fn alarm(&self) -> Result<Response> {
-        self.host.alarm().await
-    }
-
-    // Every handler the runtime could call is implemented: the defaults panic.
-    async fn connect(&self, _socket: Socket) -> Result<()> {
-        Ok(())
-    }
-
-    async fn websocket_message(
-        &self,
-        ws: WebSocket,
-        message: WebSocketIncomingMessage,
-    ) -> Result<()> {
-        self.host.websocket_message(ws, message).await
-    }
-
-    async fn websocket_close(
-        &self,
-        ws: WebSocket,
-        code: usize,
-        _reason: String,
-        _was_clean: bool,
-    ) -> Result<()> {
-        self.host.websocket_close(ws, code).await
-    }
-
-    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
-        Ok(())
-    }
-}
-
-impl SessionObject {
+impl Raw {
     /// Every event row, read through `each(seq, json)`.
     fn each_event(&self, mut each: impl FnMut(u64, &str) -> Result<()>) -> Result<()> {
         let cursor = self
@@ -177,17 +104,71 @@ impl SessionObject {
     }
 }
 
+/// What the echo does with a frame before it sends it back.
+#[derive(Clone, Copy, PartialEq)]
+enum Store {
+    /// Nothing.
+    Raw,
+    /// One autocommit `INSERT`.
+    Write,
+    /// An append's statements in one `transactionSync`, a read back, and
+    /// the frame sent to every browser socket of the object.
+    Txn,
+}
+
+const BENCH_TABLES: &str = "CREATE TABLE IF NOT EXISTS bench_echo (seq INTEGER PRIMARY KEY, json TEXT NOT NULL); \
+     CREATE TABLE IF NOT EXISTS bench_head (id INTEGER PRIMARY KEY, last INTEGER NOT NULL); \
+     INSERT OR IGNORE INTO bench_head (id, last) VALUES (1, 0)";
+
+/// Stores `text` as `store` says; the seq it took.
+fn store_frame(
+    conn: &mut DoSqlConn,
+    store: Store,
+    seq: i64,
+    text: &str,
+) -> duraclaw_core::Result<()> {
+    let row = [SqlValue::Integer(seq), SqlValue::Text(text.to_owned())];
+    match store {
+        Store::Raw => Ok(()),
+        Store::Write => conn.execute("INSERT INTO bench_echo (seq, json) VALUES (?1, ?2)", &row),
+        Store::Txn => {
+            conn.transaction(&mut |tx| {
+                tx.query("SELECT last FROM bench_head WHERE id = 1", &[])?;
+                tx.execute("INSERT INTO bench_echo (seq, json) VALUES (?1, ?2)", &row)?;
+                tx.execute("UPDATE bench_head SET last = ?1 WHERE id = 1", &row[..1])
+            })?;
+            conn.query(
+                "SELECT seq, json FROM bench_echo WHERE seq >= ?1 ORDER BY seq",
+                &row[..1],
+            )
+            .map(drop)
+        }
+    }
+}
+
 /// Opens an outbound WebSocket to `?url=` and echoes its text frames until
-/// it closes.
-async fn echo(req: &Request) -> Result<Response> {
-    let Some(url) = req
-        .url()?
-        .query_pairs()
-        .find(|(k, _)| k == "url")
-        .map(|(_, v)| v.into_owned())
-    else {
+/// it closes, each stored first as `?store=` says.
+async fn echo(req: &Request, host: Rc<SessionHost>) -> Result<Response> {
+    let mut conn = DoSqlConn::new(&host.state().storage());
+    let url = req.url()?;
+    let query = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let store = match query("store").as_deref() {
+        None | Some("raw") => Store::Raw,
+        Some("write") => Store::Write,
+        Some("txn") => Store::Txn,
+        Some(other) => return Response::error(format!("no store mode {other}"), 400),
+    };
+    let Some(url) = query("url") else {
         return Response::error("echo needs ?url=", 400);
     };
+    if store != Store::Raw {
+        conn.execute_batch(BENCH_TABLES)
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    }
     let headers = Headers::new();
     headers.set("Upgrade", "websocket")?;
     let mut init = RequestInit::new();
@@ -199,12 +180,25 @@ async fn echo(req: &Request) -> Result<Response> {
         return Response::error(format!("{url} did not upgrade"), 502);
     };
     ws.accept()?;
+    // Seqs after whatever an earlier echo stored.
+    let mut seq = js_sys::Date::now() as i64 * 1000;
     worker::wasm_bindgen_futures::spawn_local(async move {
         let Ok(mut events) = ws.events() else { return };
         while let Some(Ok(WebsocketEvent::Message(m))) = events.next().await {
-            if let Some(text) = m.text()
-                && ws.send_with_str(text).is_err()
-            {
+            let Some(text) = m.text() else { continue };
+            seq += 1;
+            if let Err(e) = store_frame(&mut conn, store, seq, &text) {
+                worker::console_error!("the echo cannot store a frame: {e}");
+                break;
+            }
+            if store == Store::Txn {
+                // Published as an event is: to every browser socket (they
+                // skip it: it is not an event frame).
+                for browser in host.state().get_websockets() {
+                    let _ = browser.send_with_str(&text);
+                }
+            }
+            if ws.send_with_str(text).is_err() {
                 break;
             }
         }

@@ -550,6 +550,24 @@ impl PushHost {
         Response::ok("done")
     }
 
+    /// No socket is accepted here: nothing to answer.
+    pub async fn websocket_message(
+        &self,
+        _ws: worker::WebSocket,
+        _message: worker::WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        Ok(())
+    }
+
+    /// No socket is accepted here: nothing to close.
+    pub async fn websocket_close(
+        &self,
+        _ws: worker::WebSocket,
+        _code: usize,
+    ) -> worker::Result<()> {
+        Ok(())
+    }
+
     async fn enqueue(&self, body: &EventsRequest) -> Result<(), String> {
         let db = self.env.d1("DB").map_err(|e| e.to_string())?;
         let Some(key) = vapid_key(&self.env)? else {

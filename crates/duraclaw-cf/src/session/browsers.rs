@@ -58,8 +58,7 @@ impl SessionHost {
     async fn publish_pages(&self, actor: &SessionActor) -> Vec<duraclaw_core::store::StoredEvent> {
         let mut published = Vec::new();
         loop {
-            let from = self.inner.borrow().published;
-            let page = match actor.log().store().read_after(from, PAGE).await {
+            let page = match self.unpublished(actor).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(session = actor.session_id(), error = %e, "cannot read the log to publish");
@@ -102,6 +101,41 @@ impl SessionHost {
                 return published;
             }
         }
+    }
+
+    /// Up to [`PAGE`] events after `published`, in seq order: taken from
+    /// the log's live subscription (what this turn's appends stored, with
+    /// no SQL read back; one that fell behind catches up from the store by
+    /// itself), else read from the store.
+    async fn unpublished(
+        &self,
+        actor: &SessionActor,
+    ) -> duraclaw_core::Result<Vec<duraclaw_core::store::StoredEvent>> {
+        let (mut page, from) = {
+            let mut inner = self.inner.borrow_mut();
+            let published = inner.published;
+            let live = match &mut inner.live {
+                Some(l) if l.delivered() == published => l,
+                live => live.insert(actor.log().subscribe(published)),
+            };
+            let (page, failed) = crate::publish::ready(live, PAGE);
+            if let Some(e) = failed {
+                tracing::warn!(error = %e, "the live log failed; reading the store");
+                inner.live = None;
+            }
+            if inner.live.is_some() || page.len() == PAGE {
+                return Ok(page);
+            }
+            let from = page.last().map_or(published, |e| e.seq);
+            (page, from)
+        };
+        let mut rest = actor
+            .log()
+            .store()
+            .read_after(from, PAGE - page.len())
+            .await?;
+        page.append(&mut rest);
+        Ok(page)
     }
 
     /// The Worker says some of the owner's logins ended: closes every socket

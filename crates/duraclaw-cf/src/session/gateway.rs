@@ -259,16 +259,21 @@ impl SessionHost {
         let pushed = duraclaw_host::push::worth_pushing(batch.iter().map(|(g, e)| (*g, e.event())));
         match actor.ingest_raw(batch).await {
             Ok(out) => {
-                crate::push::events_persisted(&self.env, &actor.meta().await, pushed).await;
                 tracing::debug!(
                     session = actor.session_id(),
                     stored = out.stored,
                     ack = out.ack,
                     "ingested"
                 );
-                // Persisted and published in this turn; then acked.
+                // Persisted, published and acked in this turn, before any
+                // promise is awaited (the push object's fetch): the
+                // browsers' frames and the ack leave once the write has
+                // committed (the output gate).
                 self.publish(actor).await;
                 self.send_gateway(&link::after_ingest(actor.session_id(), &out));
+                if !pushed.is_empty() {
+                    crate::push::events_persisted(&self.env, &actor.meta().await, pushed).await;
+                }
                 self.index(actor).await;
             }
             Err(e) => {

@@ -24,7 +24,8 @@
 //!   events are ingested as text (stored and relayed as the gateway sent
 //!   them) in batches (while they flow, the reader lets the frames that
 //!   arrive meanwhile join one batch: one transaction, one ack), published
-//!   and acked. An open outbound socket does
+//!   and acked (both leave once the write has committed). An open
+//!   outbound socket does
 //!   not keep a Durable Object alive, so while the session needs its link a
 //!   heartbeat alarm pings it every [`HEARTBEAT`] and reconnects when it is
 //!   gone; a failed connect retries by alarm with capped exponential
@@ -66,7 +67,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duraclaw_core::backend::actor::{Person, SessionActor};
+use duraclaw_core::backend::actor::{Person, SessionActor, Subscription};
 use duraclaw_core::backend::web::NewSession;
 use duraclaw_core::protocol::{Close, Command, CommandResult, RuleEntry, Seq, ToGateway};
 use duraclaw_core::store::{DynSessionStore, SessionDirectory, SessionMeta};
@@ -200,6 +201,10 @@ struct Inner {
     directory: Option<DoSqlDirectory>,
     actor: Option<SessionActor>,
     published: Seq,
+    /// The actor's log from `published` on: what an append stored, in
+    /// seq order, without reading it back from SQL (a subscriber that
+    /// fell behind catches up from the store by itself).
+    live: Option<Subscription>,
     link: Option<LinkConn>,
     epoch: u64,
     link_error: Option<String>,
@@ -293,6 +298,11 @@ impl SessionHost {
         })
     }
 
+    /// The object's state (its storage and accepted sockets).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
     fn directory(&self) -> duraclaw_core::Result<DoSqlDirectory> {
         if let Some(d) = &self.inner.borrow().directory {
             return Ok(d.clone());
@@ -324,6 +334,7 @@ impl SessionHost {
             return Ok(a.clone());
         }
         inner.published = head.last_seq;
+        inner.live = Some(actor.log().subscribe(head.last_seq));
         inner.actor = Some(actor.clone());
         Ok(actor)
     }
@@ -511,6 +522,7 @@ impl SessionHost {
             let mut inner = self.inner.borrow_mut();
             inner.actor = None;
             inner.published = 0;
+            inner.live = None;
             inner.indexed = None;
             inner.commands.on_closed();
             inner.link.take()

@@ -280,6 +280,11 @@ impl UserHost {
         Ok(())
     }
 
+    /// The object sets no alarm: nothing to do.
+    pub async fn alarm(&self) -> worker::Result<Response> {
+        Response::empty()
+    }
+
     /// An inbox socket closed: complete the close handshake.
     pub async fn websocket_close(&self, ws: WebSocket, code: usize) -> worker::Result<()> {
         close_handshake(&ws, code);

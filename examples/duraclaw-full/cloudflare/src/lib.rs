@@ -8,161 +8,23 @@
 // `#[durable_object]` exports methods to JavaScript that carry no docs.
 #![allow(missing_docs)]
 
-use std::rc::Rc;
+use worker::{Context, Env, Request, Response, Result, event};
 
-use duraclaw_cf::push::PushHost;
-use duraclaw_cf::session::SessionHost;
-use duraclaw_cf::user::UserHost;
-use worker::{
-    Context, DurableObject, Env, Request, Response, Result, Socket, State, WebSocket,
-    WebSocketIncomingMessage, durable_object, event,
-};
+duraclaw_cf::host_object!(
+    /// One session: its log, its browser sockets and its gateway link.
+    SessionObject(duraclaw_cf::session::SessionHost)
+);
 
-/// One session: its log, its browser sockets and its gateway link.
-#[durable_object]
-pub struct SessionObject {
-    host: Rc<SessionHost>,
-}
+duraclaw_cf::host_object!(
+    /// One user: their inbox and its live stream.
+    UserObject(duraclaw_cf::user::UserHost)
+);
 
-impl DurableObject for SessionObject {
-    fn new(state: State, env: Env) -> Self {
-        SessionObject {
-            host: SessionHost::new(state, env),
-        }
-    }
-
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        self.host.fetch(req).await
-    }
-
-    async fn alarm(&self) -> Result<Response> {
-        self.host.alarm().await
-    }
-
-    // Every handler the runtime could call is implemented: the defaults panic.
-    async fn connect(&self, _socket: Socket) -> Result<()> {
-        Ok(())
-    }
-
-    async fn websocket_message(
-        &self,
-        ws: WebSocket,
-        message: WebSocketIncomingMessage,
-    ) -> Result<()> {
-        self.host.websocket_message(ws, message).await
-    }
-
-    async fn websocket_close(
-        &self,
-        ws: WebSocket,
-        code: usize,
-        _reason: String,
-        _was_clean: bool,
-    ) -> Result<()> {
-        self.host.websocket_close(ws, code).await
-    }
-
-    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// One user: their inbox and its live stream.
-#[durable_object]
-pub struct UserObject {
-    host: Rc<UserHost>,
-}
-
-impl DurableObject for UserObject {
-    fn new(state: State, env: Env) -> Self {
-        UserObject {
-            host: UserHost::new(state, env),
-        }
-    }
-
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        self.host.fetch(req).await
-    }
-
-    async fn alarm(&self) -> Result<Response> {
-        Response::empty()
-    }
-
-    async fn connect(&self, _socket: Socket) -> Result<()> {
-        Ok(())
-    }
-
-    async fn websocket_message(
-        &self,
-        ws: WebSocket,
-        message: WebSocketIncomingMessage,
-    ) -> Result<()> {
-        self.host.websocket_message(ws, message).await
-    }
-
-    async fn websocket_close(
-        &self,
-        ws: WebSocket,
-        code: usize,
-        _reason: String,
-        _was_clean: bool,
-    ) -> Result<()> {
-        self.host.websocket_close(ws, code).await
-    }
-
-    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// One user's Web Push sender: records deliveries in D1, sends them with
-/// `fetch`, retries by its alarm.
-#[durable_object]
-pub struct PushObject {
-    host: PushHost,
-}
-
-impl DurableObject for PushObject {
-    fn new(state: State, env: Env) -> Self {
-        PushObject {
-            host: PushHost::new(state, env),
-        }
-    }
-
-    async fn fetch(&self, req: Request) -> Result<Response> {
-        self.host.fetch(req).await
-    }
-
-    async fn alarm(&self) -> Result<Response> {
-        self.host.alarm().await
-    }
-
-    async fn connect(&self, _socket: Socket) -> Result<()> {
-        Ok(())
-    }
-
-    async fn websocket_message(
-        &self,
-        _ws: WebSocket,
-        _message: WebSocketIncomingMessage,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    async fn websocket_close(
-        &self,
-        _ws: WebSocket,
-        _code: usize,
-        _reason: String,
-        _was_clean: bool,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
-        Ok(())
-    }
-}
+duraclaw_cf::host_object!(
+    /// One user's Web Push sender: records deliveries in D1, sends them
+    /// with `fetch`, retries by its alarm.
+    PushObject(duraclaw_cf::push::PushHost)
+);
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
