@@ -7,8 +7,8 @@
 # once, then the binaries run in two lanes at the same time (most of their
 # time is spent waiting on wrangler, Chromium and the CLI, so the lanes
 # overlap well even on two cores):
-#   cloudflare  duraclaw-cf's binaries and the duraclaw-full test files in
-#               CF_LANE below (the Worker under `wrangler dev`);
+#   cloudflare  duraclaw-cf's binaries, then the duraclaw-full test files
+#               in CF_LANE below (the Worker under `wrangler dev`);
 #   local       every other binary (a new test file lands here), then the
 #               doc tests.
 # A binary runs as `cargo test` runs it (in its package's directory). Each
@@ -32,9 +32,11 @@ if [[ $# -gt 0 || "${TEST_LANES:-2}" == 1 ]] || ! command -v jq >/dev/null; then
     exec cargo test --workspace "$@"
 fi
 
-# duraclaw-full's test files run in the cloudflare lane, chosen so that the
-# lanes take about as long (its other Cloudflare files run in the local one).
-CF_LANE=" cloudflare cloudflare_api cloudflare_push "
+# duraclaw-full's test files in the cloudflare lane, in this order after
+# duraclaw-cf's binaries: the lanes take about as long, and the browser
+# suite on Cloudflare, the most timing-bound, runs last, when the local
+# lane has mostly ended (its other Cloudflare file runs in the local lane).
+CF_LANE=(cloudflare cloudflare_api cloudflare_push cloudflare_browser)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -49,14 +51,21 @@ jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable !
     sort >"$work/binaries"
 : >"$work/cloudflare.list"
 : >"$work/local.list"
+: >"$work/cf-full"
 while IFS=$'\t' read -r dir kind name src exe; do
-    lane=local
-    if [[ $dir == */crates/duraclaw-cf ]] ||
-        [[ $dir == */examples/duraclaw-full && $kind == test && $CF_LANE == *" $name "* ]]; then
-        lane=cloudflare
+    line=$(printf '%s\t%s\t%s\t%s' "$dir" "$kind" "$src" "$exe")
+    if [[ $dir == */crates/duraclaw-cf ]]; then
+        echo "$line" >>"$work/cloudflare.list"
+    elif [[ $dir == */examples/duraclaw-full && $kind == test && " ${CF_LANE[*]} " == *" $name "* ]]; then
+        printf '%s\t%s\n' "$name" "$line" >>"$work/cf-full"
+    else
+        echo "$line" >>"$work/local.list"
     fi
-    printf '%s\t%s\t%s\t%s\n' "$dir" "$kind" "$src" "$exe" >>"$work/$lane.list"
 done <"$work/binaries"
+for name in "${CF_LANE[@]}"; do
+    grep "^$name"$'\t' "$work/cf-full" | cut -f2- >>"$work/cloudflare.list" ||
+        { echo "CF_LANE names $name, not a test of duraclaw-full" >&2; exit 1; }
+done
 
 # Runs the binaries listed in file $1; fails naming those that failed.
 run_lane() {
