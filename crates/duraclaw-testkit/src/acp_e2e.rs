@@ -14,7 +14,7 @@
 //! question (last because claude-agent-acp answers the prompt after a
 //! cancel one turn late).
 //!
-//! The suite's ACP cases ([`CASES`]) share one gateway ([`shared`]): every
+//! The suite's ACP cases ([`CASES`]) share one gateway (`shared`): every
 //! agent they run is in its agents file, each against a fake of its own.
 //! Its built-in executor is the scripted one, or the Claude Code CLI for
 //! the same-session case (the CLI's environment, given to the gateway,
@@ -32,7 +32,7 @@ use crate::browser::{Browser, is};
 use crate::host::{Host, http, login, worktree};
 use crate::rules::{close, wait_link};
 
-/// The API suite's cases that run on the gateway of [`shared`].
+/// The API suite's cases that share one gateway (`shared`).
 pub const CASES: [&str; 3] = [
     "codex_through_acp_runs_a_whole_session_under_the_gate",
     "claude_through_acp_runs_a_whole_session_under_the_gate",
@@ -76,7 +76,7 @@ fn shared_env(h: &dyn Host) -> Option<(Option<Env>, String)> {
         .map(|s| (s.cli.then(|| s.claude_env.clone()), s.cookie.clone()))
 }
 
-/// Kills the gateway and starts it again as [`shared`] last started it
+/// Kills the gateway and starts it again as `shared` last started it
 /// (scripted when it is not up); waits for the link each way.
 async fn restart_gateway(h: &dyn Host, cookie: &str) {
     h.kill_gateway().await;
@@ -94,7 +94,7 @@ async fn restart_gateway(h: &dyn Host, cookie: &str) {
 /// Makes the gateway the ACP cases share on `h` run, its built-in executor
 /// the Claude Code CLI when `cli` (restarting it only to start it or to
 /// switch executor), as the login `cookie`: the suite's agents file plus
-/// `codex` and `claude-acp` of the whole-session cases and [`SAME_ACP`],
+/// `codex` and `claude-acp` of the whole-session cases and `SAME_ACP`,
 /// each against its fake.
 async fn shared(h: &dyn Host, cookie: &str, cli: bool) {
     let switch = {
@@ -142,7 +142,7 @@ async fn shared(h: &dyn Host, cookie: &str, cli: bool) {
 }
 
 /// Brings back the scripted gateway with the suite's agents file when the
-/// ACP cases' gateway ([`shared`]) is up on `h`; else does nothing.
+/// ACP cases' gateway (`shared`) is up on `h`; else does nothing.
 pub async fn leave(h: &dyn Host) {
     let Some((_, cookie)) = shared_env(h) else {
         return;
@@ -565,7 +565,7 @@ async fn same_fake(wt: &Path) -> duraclaw_fake_anthropic::FakeAnthropic {
 
 /// The same scripted fake-Anthropic session run through the built-in
 /// Claude Code executor (the real CLI) and through `claude-agent-acp`
-/// ([`SAME_ACP`]) shows the same events: the same texts, the same tool
+/// (`claude-acp-same`) shows the same events: the same texts, the same tool
 /// call with its input, asked and allowed, its result and the turns'
 /// results. As the users [`SAME_USERS`], on the gateway the ACP cases
 /// share.
