@@ -14,7 +14,7 @@
 # A binary runs as `cargo test` runs it (in its package's directory). Each
 # lane runs all its binaries even after a failure; its output is printed
 # whole when it ends, then the failed binaries. TEST_LANES=1 (or a machine
-# without jq) runs the plain `cargo test --workspace` instead.
+# without jq or bash 5.1) runs the plain `cargo test --workspace` instead.
 #
 # PROPTEST_CASES sets the property tests' case count (default 256).
 set -euo pipefail
@@ -28,14 +28,16 @@ fi
 source scripts/tool-env.sh
 export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 
-if [[ $# -gt 0 || "${TEST_LANES:-2}" == 1 ]] || ! command -v jq >/dev/null; then
+# The lanes need jq and bash 5.1 (`wait -n -p`).
+if [[ $# -gt 0 || "${TEST_LANES:-2}" == 1 ]] || ! command -v jq >/dev/null ||
+    ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 501)); then
     exec cargo test --workspace "$@"
 fi
 
 # duraclaw-full's test files in the cloudflare lane, in this order after
-# duraclaw-cf's binaries: the lanes take about as long, and the browser
-# suite on Cloudflare, the most timing-bound, runs last, when the local
-# lane has mostly ended (its other Cloudflare file runs in the local lane).
+# duraclaw-cf's binaries. The browser suite on Cloudflare, the most
+# timing-bound, runs last, when the local lane has mostly ended; the
+# Cloudflare fault run is in the local lane, to even the lanes out.
 CF_LANE=(cloudflare cloudflare_api cloudflare_push cloudflare_browser)
 
 work=$(mktemp -d)
