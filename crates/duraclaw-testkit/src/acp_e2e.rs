@@ -12,10 +12,19 @@
 //! goes on (the agent's session loaded, or a fresh one with an
 //! `agent_resumed_fresh` notice); last, abort ends a turn waiting on its
 //! question (last because claude-agent-acp answers the prompt after a
-//! cancel one turn late). The scripted gateway and the suite's agents
-//! file are back after.
+//! cancel one turn late).
+//!
+//! The suite's ACP cases ([`CASES`]) share one gateway (`shared`): every
+//! agent they run is in its agents file, each against a fake of its own.
+//! Its built-in executor is the scripted one, or the Claude Code CLI for
+//! the same-session case (the CLI's environment, given to the gateway,
+//! would reach the other agents too). It starts with the first of them to
+//! run; the scripted gateway and the suite's agents file are back
+//! ([`leave`]) before any other case and at the suite's end.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
@@ -23,8 +32,131 @@ use crate::browser::{Browser, is};
 use crate::host::{Host, http, login, worktree};
 use crate::rules::{close, wait_link};
 
+/// The API suite's cases that share one gateway (`shared`).
+pub const CASES: [&str; 3] = [
+    "codex_through_acp_runs_a_whole_session_under_the_gate",
+    "claude_through_acp_runs_a_whole_session_under_the_gate",
+    "the_same_session_shows_the_same_events_through_both_claude_executors",
+];
+
+/// The agent the same-session case runs Claude through ACP as (its own
+/// fake and private directories, beside `claude-acp` of the whole-session
+/// case).
+const SAME_ACP: &str = "claude-acp-same";
+
+/// The gateway the ACP cases share on one host: the fakes its agents talk
+/// to (kept alive), how each case runs, and how it is restarted.
+struct Shared {
+    /// A login of the first case's user, to watch the link with.
+    cookie: String,
+    /// The built-in Claude Code CLI's environment (the same-session fake).
+    claude_env: Env,
+    /// The built-in executor is that CLI (else the scripted one).
+    cli: bool,
+    codex: Run,
+    claude: Run,
+    _fakes: (
+        duraclaw_fake_openai::FakeOpenAi,
+        [duraclaw_fake_anthropic::FakeAnthropic; 3],
+    ),
+}
+
+/// Environment variables, name and value.
+type Env = Vec<(String, String)>;
+
+/// The shared gateways, by host root.
+static SHARED: Mutex<Option<HashMap<PathBuf, Shared>>> = Mutex::new(None);
+
+/// On `h`'s shared gateway: the CLI's environment when it is the built-in
+/// executor, and the cookie to watch the link with.
+fn shared_env(h: &dyn Host) -> Option<(Option<Env>, String)> {
+    let map = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    map.as_ref()?
+        .get(h.root())
+        .map(|s| (s.cli.then(|| s.claude_env.clone()), s.cookie.clone()))
+}
+
+/// Kills the gateway and starts it again as `shared` last started it
+/// (scripted when it is not up); waits for the link each way.
+async fn restart_gateway(h: &dyn Host, cookie: &str) {
+    h.kill_gateway().await;
+    wait_link(h, cookie, false).await;
+    match shared_env(h).and_then(|(env, _)| env) {
+        Some(env) => {
+            h.start_gateway_with_claude(&crate::rules::claude_bin(), &env)
+                .await;
+        }
+        None => h.start_gateway().await,
+    }
+    wait_link(h, cookie, true).await;
+}
+
+/// Makes the gateway the ACP cases share on `h` run, its built-in executor
+/// the Claude Code CLI when `cli` (restarting it only to start it or to
+/// switch executor), as the login `cookie`: the suite's agents file plus
+/// `codex` and `claude-acp` of the whole-session cases and `SAME_ACP`,
+/// each against its fake.
+async fn shared(h: &dyn Host, cookie: &str, cli: bool) {
+    let switch = {
+        let mut map = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        map.as_mut()
+            .and_then(|m| m.get_mut(h.root()))
+            .map(|s| std::mem::replace(&mut s.cli, cli) != cli)
+    };
+    match switch {
+        Some(true) => return restart_gateway(h, cookie).await,
+        Some(false) => return,
+        None => {}
+    }
+    let codex_fake = codex_fake().await;
+    let claude_fake = claude_fake().await;
+    let wts = SAME_USERS.map(|n| PathBuf::from(worktree(h, n)));
+    let cli_fake = same_fake(&wts[0]).await;
+    let acp_fake = same_fake(&wts[1]).await;
+    let codex = codex_run(h.root(), &codex_fake);
+    let claude = claude_run(h.root(), &claude_fake);
+    // Each its own private directories: root/same-cli and root/same-acp.
+    let claude_env = crate::browser_suite::claude_setup(&h.root().join("same-cli"), &cli_fake);
+    let mut same = crate::real_agents::claude_acp(&h.root().join("same-acp"), &acp_fake);
+    same["name"] = json!(SAME_ACP);
+    let mut file: Value = serde_json::from_str(crate::agents::AGENTS).unwrap();
+    let agents = file["agents"].as_array_mut().unwrap();
+    agents.extend([codex.entry.clone(), claude.entry.clone(), same]);
+    std::fs::write(h.root().join("agents.json"), file.to_string()).unwrap();
+    SHARED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(
+            h.root().to_owned(),
+            Shared {
+                cookie: cookie.to_owned(),
+                claude_env,
+                cli,
+                codex,
+                claude,
+                _fakes: (codex_fake, [claude_fake, cli_fake, acp_fake]),
+            },
+        );
+    restart_gateway(h, cookie).await;
+}
+
+/// Brings back the scripted gateway with the suite's agents file when the
+/// ACP cases' gateway (`shared`) is up on `h`; else does nothing.
+pub async fn leave(h: &dyn Host) {
+    let Some((_, cookie)) = shared_env(h) else {
+        return;
+    };
+    std::fs::write(h.root().join("agents.json"), crate::agents::AGENTS).unwrap();
+    if let Some(map) = SHARED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        map.remove(h.root());
+    }
+    restart_gateway(h, &cookie).await;
+}
+
 /// What one agent's run needs: its agents-file entry and the names its
 /// tool calls carry.
+#[derive(Clone)]
 pub struct Run {
     /// The entry ([`crate::real_agents`]) the gateway is given.
     pub entry: Value,
@@ -59,10 +191,7 @@ async fn gateway_with(h: &dyn Host, cookie: &str, entry: Option<&Value>) {
         file["agents"].as_array_mut().unwrap().push(entry.clone());
     }
     std::fs::write(h.root().join("agents.json"), file.to_string()).unwrap();
-    h.kill_gateway().await;
-    wait_link(h, cookie, false).await;
-    h.start_gateway().await;
-    wait_link(h, cookie, true).await;
+    restart_gateway(h, cookie).await;
 }
 
 async fn start(h: &dyn Host, cookie: &str, name: &str, agent: &str, prompt: &str) -> String {
@@ -116,22 +245,48 @@ async fn answer(b: &mut Browser, id: &str, q: &Value, decision: &str) {
 /// `name`) and agent `agent` as `run` sets it up. The prompts it sends:
 /// "say hello", "make a file" (`made.txt`), "make another" (`denied.txt`),
 /// "after the restart", "make a third" (`aborted.txt`).
+/// On a gateway of its own: the agents file has only `run`'s entry added,
+/// the scripted gateway is back after.
 pub async fn the_whole_session(h: &dyn Host, name: &str, agent: &str, run: Run) {
     let cookie = login(h, name, crate::api::PASSWORD).await;
-    let wt = PathBuf::from(worktree(h, name));
     gateway_with(h, &cookie, Some(&run.entry)).await;
-    let outcome = {
-        let id = start(h, &cookie, name, agent, "say hello").await;
-        let mut b = Browser::connect(h.base(), &cookie, &id, 0).await;
-        let outcome = std::panic::AssertUnwindSafe(steps(h, &cookie, &mut b, &wt, &run));
-        let outcome = futures::FutureExt::catch_unwind(outcome).await;
-        close(h, &cookie, &id).await;
-        outcome
-    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(session(
+        h, &cookie, name, agent, &run,
+    )))
+    .await;
     gateway_with(h, &cookie, None).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e);
     }
+}
+
+/// The session of [`the_whole_session`] on the gateway as it is.
+async fn session(h: &dyn Host, cookie: &str, name: &str, agent: &str, run: &Run) {
+    let wt = PathBuf::from(worktree(h, name));
+    let id = start(h, cookie, name, agent, "say hello").await;
+    let mut b = Browser::connect(h.base(), cookie, &id, 0).await;
+    let outcome = std::panic::AssertUnwindSafe(steps(h, cookie, &mut b, &wt, run));
+    let outcome = futures::FutureExt::catch_unwind(outcome).await;
+    close(h, cookie, &id).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// The run of `codex` or `claude-acp` on the gateway the ACP cases share.
+async fn shared_session(h: &dyn Host, name: &str, agent: &str) {
+    let cookie = login(h, name, crate::api::PASSWORD).await;
+    shared(h, &cookie, false).await;
+    let run = {
+        let map = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &map.as_ref().unwrap()[h.root()];
+        if agent == "codex" {
+            s.codex.clone()
+        } else {
+            s.claude.clone()
+        }
+    };
+    session(h, &cookie, name, agent, &run).await;
 }
 
 async fn steps(h: &dyn Host, cookie: &str, b: &mut Browser, wt: &Path, run: &Run) {
@@ -201,10 +356,7 @@ async fn steps(h: &dyn Host, cookie: &str, b: &mut Browser, wt: &Path, run: &Run
     );
 
     // A gateway restart: the follow-up goes on, loaded or fresh.
-    h.kill_gateway().await;
-    wait_link(h, cookie, false).await;
-    h.start_gateway().await;
-    wait_link(h, cookie, true).await;
+    restart_gateway(h, cookie).await;
     let seq = b.last_seq();
     message(b, "t-4", "after the restart").await;
     b.until_after(seq, is("result")).await;
@@ -231,13 +383,18 @@ async fn steps(h: &dyn Host, cookie: &str, b: &mut Browser, wt: &Path, run: &Run
     assert!(!wt.join("aborted.txt").exists(), "an aborted command ran");
 }
 
-/// Codex through `codex-acp` against the fake OpenAI API.
+/// Codex through `codex-acp` against the fake OpenAI API, on the gateway
+/// the ACP cases share.
 pub async fn codex(h: &dyn Host, name: &str) {
+    shared_session(h, name, "codex").await;
+}
+
+async fn codex_fake() -> duraclaw_fake_openai::FakeOpenAi {
     use duraclaw_fake_openai::{FakeOpenAi, Turn};
     let call = |cmd: &str, id: &str| {
         Turn::function_call("exec_command", json!({"cmd": cmd, "tty": false}), id)
     };
-    let fake = FakeOpenAi::start([
+    FakeOpenAi::start([
         Turn::text("Hello from the fake."),
         call("echo made > made.txt", "call_e2e_1"),
         Turn::text("Made it."),
@@ -246,15 +403,17 @@ pub async fn codex(h: &dyn Host, name: &str) {
         call("echo no > aborted.txt", "call_e2e_3"),
     ])
     .await
-    .unwrap();
-    let run = Run {
-        entry: crate::real_agents::codex(h.root(), &fake),
+    .unwrap()
+}
+
+fn codex_run(root: &Path, fake: &duraclaw_fake_openai::FakeOpenAi) -> Run {
+    Run {
+        entry: crate::real_agents::codex(root, fake),
         tool: &["execute"],
         ids: [Some("call_e2e_1"), Some("call_e2e_2"), Some("call_e2e_3")],
         text_after_deny: false,
         loads: true,
-    };
-    the_whole_session(h, name, "codex", run).await;
+    }
 }
 
 /// The Gemini CLI (`gemini --acp`) against the fake Gemini API. Not a
@@ -293,8 +452,13 @@ pub async fn gemini(h: &dyn Host, name: &str) {
     the_whole_session(h, name, "gemini", run).await;
 }
 
-/// Claude Code through `claude-agent-acp` against the fake Anthropic API.
+/// Claude Code through `claude-agent-acp` against the fake Anthropic API,
+/// on the gateway the ACP cases share.
 pub async fn claude_acp(h: &dyn Host, name: &str) {
+    shared_session(h, name, "claude-acp").await;
+}
+
+async fn claude_fake() -> duraclaw_fake_anthropic::FakeAnthropic {
     use duraclaw_fake_anthropic::{FakeAnthropic, Turn};
     let bash = |text: &str, cmd: &str, id: &str| {
         Turn::text(text).with_tool_use_id(
@@ -303,7 +467,7 @@ pub async fn claude_acp(h: &dyn Host, name: &str) {
             json!({"command": cmd, "description": "a file"}),
         )
     };
-    let fake = FakeAnthropic::start([
+    FakeAnthropic::start([
         Turn::text("Hello from the fake."),
         bash("Making it.", "echo made > made.txt", "toolu_e2e_1"),
         Turn::text("Made it."),
@@ -313,9 +477,12 @@ pub async fn claude_acp(h: &dyn Host, name: &str) {
         bash("Making a third.", "echo no > aborted.txt", "toolu_e2e_3"),
     ])
     .await
-    .unwrap();
-    let run = Run {
-        entry: crate::real_agents::claude_acp(h.root(), &fake),
+    .unwrap()
+}
+
+fn claude_run(root: &Path, fake: &duraclaw_fake_anthropic::FakeAnthropic) -> Run {
+    Run {
+        entry: crate::real_agents::claude_acp(root, fake),
         // Claude Code's tool name, also when the adapter's permission
         // request overtakes the notification that names it.
         tool: &["Bash"],
@@ -326,8 +493,7 @@ pub async fn claude_acp(h: &dyn Host, name: &str) {
         ],
         text_after_deny: true,
         loads: true,
-    };
-    the_whole_session(h, name, "claude-acp", run).await;
+    }
 }
 
 /// What a client's view of a session comes to once ids, timings, costs
@@ -376,48 +542,40 @@ async fn scripted_session(
     b.events
 }
 
+/// The users (and worktrees) of the same-session case: through the CLI,
+/// through ACP.
+pub const SAME_USERS: [&str; 2] = ["samecli", "sameacp"];
+
+/// The same-session case's script, its command writing `same.txt` in `wt`.
+async fn same_fake(wt: &Path) -> duraclaw_fake_anthropic::FakeAnthropic {
+    use duraclaw_fake_anthropic::{FakeAnthropic, Turn};
+    let file = wt.join("same.txt").display().to_string();
+    FakeAnthropic::start([
+        Turn::text("Hello, same either way."),
+        Turn::text("Running it.").with_tool_use_id(
+            "toolu_same_1",
+            "Bash",
+            json!({"command": format!("echo same > {file}"), "description": "write same.txt"}),
+        ),
+        Turn::text("Done, same either way."),
+    ])
+    .await
+    .unwrap()
+}
+
 /// The same scripted fake-Anthropic session run through the built-in
 /// Claude Code executor (the real CLI) and through `claude-agent-acp`
-/// shows the same events: the same texts, the same tool call with its
-/// input, asked and allowed, its result and the turns' results.
-pub async fn the_same_session_through_both_executors(h: &dyn Host, names: [&str; 2]) {
-    use duraclaw_fake_anthropic::{FakeAnthropic, Turn};
+/// (`claude-acp-same`) shows the same events: the same texts, the same tool
+/// call with its input, asked and allowed, its result and the turns'
+/// results. As the users [`SAME_USERS`], on the gateway the ACP cases
+/// share.
+pub async fn the_same_session_through_both_executors(h: &dyn Host) {
+    let names = SAME_USERS;
     let cookie = login(h, names[0], crate::api::PASSWORD).await;
-    let script = |wt: &Path| {
-        let file = wt.join("same.txt").display().to_string();
-        [
-            Turn::text("Hello, same either way."),
-            Turn::text("Running it.").with_tool_use_id(
-                "toolu_same_1",
-                "Bash",
-                json!({"command": format!("echo same > {file}"), "description": "write same.txt"}),
-            ),
-            Turn::text("Done, same either way."),
-        ]
-    };
     let wts = names.map(|n| PathBuf::from(worktree(h, n)));
-    let cli_fake = FakeAnthropic::start(script(&wts[0])).await.unwrap();
-    let acp_fake = FakeAnthropic::start(script(&wts[1])).await.unwrap();
-    // Each its own private directories: root/cli and root/acp.
-    let (cli_root, acp_root) = (h.root().join("same-cli"), h.root().join("same-acp"));
-    let env = crate::browser_suite::claude_setup(&cli_root, &cli_fake);
-    let entry = crate::real_agents::claude_acp(&acp_root, &acp_fake);
-    let mut file: Value = serde_json::from_str(crate::agents::AGENTS).unwrap();
-    file["agents"].as_array_mut().unwrap().push(entry);
-    std::fs::write(h.root().join("agents.json"), file.to_string()).unwrap();
-    h.kill_gateway().await;
-    wait_link(h, &cookie, false).await;
-    h.start_gateway_with_claude(&crate::rules::claude_bin(), &env)
-        .await;
-    wait_link(h, &cookie, true).await;
-    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
-        let cli = scripted_session(h, &cookie, names[0], "claude").await;
-        let acp = scripted_session(h, &cookie, names[1], "claude-acp").await;
-        (cli, acp)
-    }))
-    .await;
-    gateway_with(h, &cookie, None).await;
-    let (cli, acp) = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    shared(h, &cookie, true).await;
+    let cli = scripted_session(h, &cookie, names[0], "claude").await;
+    let acp = scripted_session(h, &cookie, names[1], SAME_ACP).await;
     let cli_shown = shown(&cli);
     let acp_shown = shown(&acp);
     // The worktree paths differ: compare the inputs with them replaced.

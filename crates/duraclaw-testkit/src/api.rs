@@ -72,8 +72,8 @@ async fn codex_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
 }
 
 async fn the_same_session_shows_the_same_events_through_both_claude_executors(h: &dyn Host) {
-    user(h, "samecli").await;
-    crate::acp_e2e::the_same_session_through_both_executors(h, ["samecli", "sameacp"]).await;
+    user(h, crate::acp_e2e::SAME_USERS[0]).await;
+    crate::acp_e2e::the_same_session_through_both_executors(h).await;
 }
 
 async fn claude_through_acp_runs_a_whole_session_under_the_gate(h: &dyn Host) {
@@ -183,6 +183,11 @@ pub async fn run<H: Host>(h: &H, cases: &[Case<H>]) {
             continue;
         }
         ran += 1;
+        // The ACP cases share a gateway of their own; any other case gets
+        // the suite's.
+        if !crate::acp_e2e::CASES.contains(name) {
+            crate::acp_e2e::leave(h).await;
+        }
         let t = Instant::now();
         let outcome = AssertUnwindSafe(case(h)).catch_unwind().await;
         let took = t.elapsed();
@@ -194,6 +199,7 @@ pub async fn run<H: Host>(h: &H, cases: &[Case<H>]) {
             }
         }
     }
+    crate::acp_e2e::leave(h).await;
     assert!(ran > 0, "DURACLAW_CASES names no case of this suite");
     assert!(
         failed.is_empty(),
