@@ -109,8 +109,11 @@ impl EventSink for GuardedSink {
         let reported = matches!(&event, Event::Error(e)
             if e.code.as_deref() == Some(duraclaw_core::protocol::ERROR_UNAPPROVED_TOOL));
         self.outbox.emit(event).await?;
-        if let Some(allow) = allowed {
-            keep_session_allow(&session, allow).await?;
+        if let Some(allow) = allowed
+            && let Err(e) = keep_session_allow(&session, allow).await
+        {
+            // It holds in memory; once reloaded, the call is asked again.
+            tracing::warn!(session = %session.id, error = %e, "cannot keep an allow for this session");
         }
         if reported {
             session
