@@ -12,6 +12,11 @@
 //! marked as not put away (what a store of an earlier version looks like:
 //! each one is loaded and checked at start).
 //!
+//! The started gateway then takes what a host sends when its link opens
+//! and when a rule changes: over the real link, an `attach` of every
+//! session after its last event and a `rules` frame for each. The sessions
+//! in memory after that (goal: none loaded) and the RSS.
+//!
 //! Prints a JSON summary. `QUICK=1` (or `cargo test --benches`) runs 200
 //! sessions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -85,6 +90,66 @@ async fn run_one(gw: &Gateway, worktree: &str, id: &str) {
     gw.acked(id, head).await;
 }
 
+const SECRET: &str = "bench-secret-0123456789abcdef";
+
+/// What a host sends `gw` over a new link, as when the link opens and a
+/// rule changes: an attach of each session after `heads` and its rules,
+/// then a ping; returns once the pong is back (the link handles frames in
+/// order).
+async fn reconnect_and_push_rules(gw: &Gateway, heads: &[(String, u64)]) {
+    use duraclaw_core::protocol::{
+        FromGateway, Hello, Role, RuleAction, RuleEntry, RuleScope, ToGateway, decode_frame,
+        encode_frame,
+    };
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(duraclaw_gateway::link::serve(
+        listener,
+        gw.clone(),
+        duraclaw_gateway::link::Secret::new(SECRET).unwrap(),
+    ));
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {SECRET}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let frame = |f: &ToGateway| Message::text(encode_frame(f).unwrap());
+    ws.send(frame(&ToGateway::Hello(Hello::new(Role::Orchestrator))))
+        .await
+        .unwrap();
+    let rules = vec![RuleEntry {
+        id: Some("r1".into()),
+        scope: RuleScope::User,
+        rule: "Read".into(),
+        action: RuleAction::Allow,
+    }];
+    for (id, head) in heads {
+        ws.feed(frame(&ToGateway::Attach {
+            session_id: id.clone(),
+            after_gseq: *head,
+        }))
+        .await
+        .unwrap();
+        ws.feed(frame(&ToGateway::Rules {
+            session_id: id.clone(),
+            rules: rules.clone(),
+        }))
+        .await
+        .unwrap();
+    }
+    ws.send(frame(&ToGateway::Ping { nonce: 1 })).await.unwrap();
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg.unwrap()
+            && let Ok(FromGateway::Pong { nonce: 1 }) = decode_frame(t.as_str(), "bench frame")
+        {
+            break;
+        }
+    }
+    task.abort();
+}
+
 /// Waits until the gateway holds no session in memory (bounded).
 async fn until_all_put_away(gw: &Gateway) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -126,12 +191,31 @@ fn main() {
         let run_s = run.elapsed().as_secs_f64();
         let after_all = rss();
         drop(gw);
+        // What the host has of each session (read after the measurement:
+        // 10,000 ids held during the run would count in it).
+        let dir = SqliteDirectory::open(root.join("gateway.db"))
+            .await
+            .unwrap();
+        let mut heads = Vec::with_capacity(sessions);
+        for meta in dir.list_all().await.unwrap() {
+            let store = dir.open(&meta.session_id).await.unwrap();
+            heads.push((meta.session_id, store.head().await.unwrap().last_seq));
+        }
+        drop(dir);
 
         // A start with every session in the store put away.
         let t = Instant::now();
         let again = gateway(&root, Duration::from_secs(60)).await;
         let start_ms = t.elapsed().as_secs_f64() * 1000.0;
         let loaded_at_start = again.loaded_count().await;
+        let rss_at_start = rss();
+        // The host's link opens (every session attached) and a rule
+        // change reaches every session.
+        let t = Instant::now();
+        reconnect_and_push_rules(&again, &heads).await;
+        let reconnect_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let loaded_after_reconnect = again.loaded_count().await;
+        let rss_after_reconnect = rss();
         drop(again);
 
         // The same store as an earlier version left it: nothing marked put
@@ -167,6 +251,10 @@ fn main() {
             "rss_curve": curve,
             "start_ms": start_ms,
             "loaded_at_start": loaded_at_start,
+            "rss_at_start_mib": mib(rss_at_start),
+            "reconnect_and_rules_ms": reconnect_ms,
+            "loaded_after_reconnect_and_rules": loaded_after_reconnect,
+            "rss_after_reconnect_and_rules_mib": mib(rss_after_reconnect),
             "start_without_parked_ms": eager_start_ms,
             "loaded_without_parked": loaded_eagerly,
         })

@@ -273,6 +273,30 @@ impl MemoryGate {
         self
     }
 
+    /// Puts back an "allow for this session" decided before this gate
+    /// existed (e.g. before a restart): `tool` with exactly `input` in
+    /// `session_id` is allowed again as `allow` said.
+    pub fn restore_session_allow(
+        &self,
+        session_id: &str,
+        tool: &str,
+        input: Value,
+        allow: StandingAllow,
+    ) {
+        let mut standing = self.standing.lock().unwrap_or_else(|p| p.into_inner());
+        if !standing
+            .iter()
+            .any(|r| r.session_id == session_id && r.tool == tool && r.input == input)
+        {
+            standing.push(Remembered {
+                session_id: session_id.to_owned(),
+                tool: tool.to_owned(),
+                input,
+                allow,
+            });
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }

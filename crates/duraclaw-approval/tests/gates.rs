@@ -385,6 +385,36 @@ async fn decide_when_pending(gate: &Arc<MemoryGate>, req: ApprovalRequest, decis
         .unwrap();
 }
 
+/// An allow put back (decided before the gate existed) answers the same
+/// session, tool and input exactly as one decided here, and nothing else.
+#[tokio::test]
+async fn an_allow_put_back_answers_the_same_call_only() {
+    let gate = MemoryGate::new();
+    let ls = json!({"command": "ls"});
+    let allow = duraclaw_core::approval::StandingAllow {
+        question_id: "q1".into(),
+        by: DecidedBy::new("alice"),
+    };
+    gate.restore_session_allow("s1", "Bash", ls.clone(), allow.clone());
+    assert_eq!(
+        gate.standing_allow(&request("s1", "q2", "Bash", ls.clone()))
+            .await
+            .unwrap(),
+        Some(allow)
+    );
+    for other in [
+        request("s1", "q3", "Bash", json!({"command": "ls -a"})),
+        request("s1", "q4", "Read", ls.clone()),
+        request("s2", "q5", "Bash", ls.clone()),
+    ] {
+        assert_eq!(
+            gate.standing_allow(&other).await.unwrap(),
+            None,
+            "{other:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_memory_gate_remembers_an_allow_for_the_same_session_tool_and_input_only() {
     let audit = Arc::new(MemoryAudit::default());

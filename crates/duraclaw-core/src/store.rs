@@ -262,6 +262,27 @@ pub struct SessionMeta {
     /// memory) with nothing pending. Hosts never set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Box<Parked>>,
+    /// In a gateway's own store: the calls allowed "for this session"
+    /// (`allow` with `remember`), in the order decided, so that they hold
+    /// after the session is put away or the gateway restarts. Hosts never
+    /// set it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub session_allows: Vec<SessionAllow>,
+}
+
+/// One "allow for this session": the same tool with the same input is
+/// allowed again without asking, as `by` allowed it answering
+/// `question_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionAllow {
+    /// The tool's name.
+    pub tool: String,
+    /// Its input, exactly.
+    pub input: serde_json::Value,
+    /// The question whose answer allowed it.
+    pub question_id: String,
+    /// Who allowed it.
+    pub by: crate::protocol::DecidedBy,
 }
 
 /// A session a gateway put away with nothing pending (no running
@@ -272,8 +293,8 @@ pub struct SessionMeta {
 pub struct Parked {
     /// When, ms since the epoch.
     pub at_ms: i64,
-    /// The approval rules it had (the host sends them again with its next
-    /// change and on each link; until then these hold).
+    /// The approval rules in force for it: the ones it had, replaced by
+    /// each the host sends while it is put away.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<crate::protocol::RuleEntry>,
 }
@@ -312,6 +333,7 @@ impl SessionMeta {
             forked_from: None,
             pending_questions: 0,
             parked: None,
+            session_allows: Vec::new(),
         }
     }
 

@@ -96,6 +96,11 @@ pub struct ServeArgs {
     /// then load it from the store when a command needs it (default 60000).
     #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_EVICT_IDLE_MS"))]
     pub evict_idle_ms: Option<u64>,
+    /// Stop an executor (e.g. the Claude Code CLI) that has sat with no turn
+    /// running, no question open and no turn waiting for this many ms; the
+    /// next message resumes it (default 1800000, 30 minutes; 0: never).
+    #[cfg_attr(feature = "cli", arg(long, env = "DURACLAW_EXECUTOR_IDLE_MS"))]
+    pub executor_idle_ms: Option<u64>,
     /// Read the bearer secret from this file instead of CC_GATEWAY_SECRET.
     #[cfg_attr(feature = "cli", arg(long, env = "CC_GATEWAY_SECRET_FILE"))]
     pub secret_file: Option<PathBuf>,
@@ -283,6 +288,9 @@ impl RunningGateway {
         .await?;
         if let Some(ms) = args.evict_idle_ms {
             gateway.set_evict_idle(Duration::from_millis(ms));
+        }
+        if let Some(ms) = args.executor_idle_ms {
+            gateway.set_executor_idle(Duration::from_millis(ms));
         }
         let listener = TcpListener::bind(args.bind)
             .await

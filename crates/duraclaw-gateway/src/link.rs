@@ -364,6 +364,17 @@ impl Link {
     }
 
     async fn attach(&mut self, session_id: String, after: u64) -> Result<()> {
+        // A session put away of which the host has everything is not
+        // loaded: its forwarder waits as dormant until it is.
+        if let Ok(Some(head)) = self.gateway.parked_head(&session_id).await
+            && after >= head
+        {
+            if let Some((_, old)) = self.forwarders.remove(&session_id) {
+                old.abort();
+            }
+            self.dormant.insert(session_id, after);
+            return Ok(());
+        }
         let session = match self.gateway.session(&session_id).await {
             Ok(s) => s,
             Err(e) => return self.send(&FromGateway::Error(WireError::from(&e))).await,

@@ -1015,6 +1015,150 @@ async fn allow_for_this_session_runs_the_same_call_again_without_asking(bin: Pat
     eprintln!("allow for this session: {} ms", ms(t0));
 }
 
+/// The session's allows and its conversation outlive its CLI: a CLI that
+/// sits idle past the gateway's bound is stopped (no error in the
+/// session) and the session put away; the next message loads it and
+/// resumes the CLI session (the model sees the earlier turn), and a call
+/// allowed "for this session" before runs again without a question, its
+/// `auto_allowed` notice naming the first answer; another input is asked
+/// about. After a gateway restart the allow still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cli_is_stopped_and_resumed_and_allows_for_the_session_outlive_it() {
+    let t0 = Instant::now();
+    let h = Harness::new();
+    let notes = h.worktree("app1").join("notes.txt");
+    let other = h.worktree("app1").join("other.txt");
+    std::fs::write(&notes, "The launch code is 0451.\n").unwrap();
+    std::fs::write(&other, "Nothing to see.\n").unwrap();
+    let read = |p: &std::path::Path| json!({"file_path": p.to_str().unwrap()});
+    let fake = FakeAnthropic::start([
+        Turn::text("Reading.").with_tool_use_id("toolu_r1", "Read", read(&notes)),
+        Turn::text("The code is 0451."),
+        Turn::text("Again.").with_tool_use_id("toolu_r2", "Read", read(&notes)),
+        Turn::text("The other one.").with_tool_use_id("toolu_r3", "Read", read(&other)),
+        Turn::text("Done reading."),
+        Turn::text("Once more.").with_tool_use_id("toolu_r4", "Read", read(&notes)),
+        Turn::text("Still 0451."),
+    ])
+    .await
+    .unwrap();
+    let gw = h.start(&fake).await;
+    gw.gateway.set_executor_idle(Duration::from_millis(300));
+    gw.gateway.set_evict_idle(Duration::from_millis(50));
+    let mut c = Client::open(gw.addr).await;
+    c.ok("s1", execute(h.wt("app1"), "Read the notes")).await;
+    c.attach("s1", 0).await;
+    let (mut events, q1) = c.until_question().await;
+    assert_eq!(q1.tool_use_id.as_deref(), Some("toolu_r1"));
+    c.answer(
+        "s1",
+        &q1,
+        Decision::Allow {
+            updated_input: None,
+            remember: true,
+        },
+    )
+    .await;
+    events.extend(c.until_result().await);
+    let pid = h.cli_pid("app1");
+
+    // Idle: the CLI is stopped and the session put away, once the
+    // orchestrator acknowledged every event.
+    let give_up = Instant::now() + DEADLINE;
+    let mut acked = 0;
+    while gw.gateway.loaded("s1").await.is_some() {
+        assert!(Instant::now() < give_up, "the session was never put away");
+        if let Some(&(last, _)) = events.last()
+            && last > acked
+        {
+            c.send(&ToGateway::Ack {
+                session_id: "s1".into(),
+                gseq: last,
+            })
+            .await;
+            acked = last;
+        }
+        if tokio::time::timeout(Duration::from_millis(20), c.pump())
+            .await
+            .is_ok()
+        {
+            events.extend(c.events.drain(..));
+        }
+    }
+    wait_until("the idle CLI to end", || !alive(pid)).await;
+
+    // A message loads and resumes it over the same link.
+    c.ok("s1", message("Read it again")).await;
+    let (more, q3) = c.until_question().await;
+    events.extend(more);
+    assert_eq!(
+        q3.tool_use_id.as_deref(),
+        Some("toolu_r3"),
+        "{:?}",
+        names(&events)
+    );
+    c.answer("s1", &q3, allow()).await;
+    events.extend(c.until_result().await);
+    assert_dense_from(&events, 1);
+    let auto = |id: &'static str| {
+        let q1 = q1.question_id.clone();
+        move |e: &Event| {
+            matches!(e, Event::Notice(n) if n.code == NOTICE_AUTO_ALLOWED
+                && n.tool_use_id.as_deref() == Some(id)
+                && n.message.contains("alice") && n.message.contains(&q1))
+        }
+    };
+    let notice = position(&events, auto("toolu_r2"), "auto_allowed notice");
+    let ran = position(
+        &events,
+        |e| matches!(e, Event::ToolResult(r) if r.tool_use_id == "toolu_r2"),
+        "tool_result",
+    );
+    assert!(notice < ran, "{:?}", names(&events));
+    assert!(!tool_result(&events, "toolu_r2").is_error);
+    assert!(
+        !events.iter().any(|(_, e)| matches!(e, Event::Error(_))),
+        "{:?}",
+        names(&events)
+    );
+    let requests = fake.model_requests();
+    let resumed = requests
+        .iter()
+        .map(|r| r.body["messages"].to_string())
+        .find(|m| m.contains("Read it again"))
+        .expect("a model request after the message");
+    assert!(
+        resumed.contains("Read the notes") && resumed.contains("The code is 0451."),
+        "the resumed request lacks the earlier conversation: {resumed}"
+    );
+
+    // After a restart, the allow still holds.
+    let last = events.last().unwrap().0;
+    drop(c);
+    gw.gateway.shutdown().await;
+    drop(gw);
+    let gw = h.start(&fake).await;
+    let mut c = Client::open(gw.addr).await;
+    c.attach("s1", last).await;
+    c.ok("s1", message("Read the notes once more")).await;
+    let after = c.until_result().await;
+    position(
+        &after,
+        auto("toolu_r4"),
+        "auto_allowed notice after the restart",
+    );
+    assert!(!tool_result(&after, "toolu_r4").is_error);
+    assert!(
+        !after
+            .iter()
+            .any(|(_, e)| matches!(e, Event::UserQuestion(_) | Event::Error(_))),
+        "{:?}",
+        names(&after)
+    );
+    gw.gateway.shutdown().await;
+    eprintln!("idle CLI stopped and resumed: {} ms", ms(t0));
+}
+
 async fn abort_mid_stream_ends_the_turn_and_the_session_goes_on(bin: PathBuf) {
     let t0 = Instant::now();
     let h = Harness::on(bin);

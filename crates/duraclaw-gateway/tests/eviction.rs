@@ -281,3 +281,172 @@ async fn an_evicted_sessions_late_answer_and_resume_work_over_the_link() {
     }
     assert_eq!(ok, Some(true));
 }
+
+/// Sessions whose executor sits idle after a turn (the scripted executor
+/// keeps running between turns, as the Claude Code CLI does) have it
+/// stopped, with no error logged, and are put away. A link that then
+/// reconnects and attaches every one of them, and a rule change pushed to
+/// each, load none of them: the rules are kept with the sessions on disk.
+/// A message then resumes one, with the new rules in force, and its events
+/// come through the forwarder attached while it was put away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_executors_are_stopped_and_a_reconnect_or_rule_push_loads_no_session_put_away() {
+    use duraclaw_core::protocol::{RuleAction, RuleEntry, RuleScope};
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().canonicalize().unwrap();
+    let db = root.join("gateway.db");
+    let mut ids = Vec::new();
+    for i in 0..N {
+        // One worktree each: a running executor holds its worktree.
+        init_repo(&root.join(format!("projects/app{i}")));
+        ids.push(format!("idle-{i:02}"));
+    }
+    let gw = gateway(&root, &db, one_text_turn()).await;
+    gw.set_executor_idle(IDLE);
+    let (addr, _task) = support::serve_link(&gw, SECRET).await;
+    let mut ws = open(addr, SECRET, DEADLINE).await;
+    for (i, id) in ids.iter().enumerate() {
+        let wt = root.join(format!("projects/app{i}")).display().to_string();
+        send(&mut ws, &command(&format!("{id}/x"), id, execute(wt, "go"))).await;
+        send(
+            &mut ws,
+            &ToGateway::Attach {
+                session_id: id.clone(),
+                after_gseq: 0,
+            },
+        )
+        .await;
+    }
+    // Every event acknowledged as it comes, until all are put away.
+    let mut last = std::collections::HashMap::new();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    let ended = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Result(_)))
+            .count()
+    };
+    while ended(&events) < N || gw.loaded_count().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions still in memory",
+            gw.loaded_count().await
+        );
+        if let Ok(frame) =
+            tokio::time::timeout(Duration::from_millis(20), recv(&mut ws, DEADLINE)).await
+        {
+            match frame {
+                FromGateway::Event {
+                    session_id,
+                    gseq,
+                    event,
+                } => {
+                    send(
+                        &mut ws,
+                        &ToGateway::Ack {
+                            session_id: session_id.clone(),
+                            gseq,
+                        },
+                    )
+                    .await;
+                    last.insert(session_id, gseq);
+                    events.push(event);
+                }
+                FromGateway::CommandResult(r) => assert!(r.ok, "{r:?}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(ended(&events), N);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Error(_))),
+        "a stopped executor was reported as a failure: {events:?}"
+    );
+    drop(ws);
+
+    // The host's reconnect: attach each after what it has, push rules.
+    let mut loads = gw.loads();
+    let rules = vec![RuleEntry {
+        id: Some("r1".into()),
+        scope: RuleScope::User,
+        rule: "Bash(make)".into(),
+        action: RuleAction::Allow,
+    }];
+    let mut ws = open(addr, SECRET, DEADLINE).await;
+    for id in &ids {
+        send(
+            &mut ws,
+            &ToGateway::Attach {
+                session_id: id.clone(),
+                after_gseq: last[id],
+            },
+        )
+        .await;
+        send(
+            &mut ws,
+            &ToGateway::Rules {
+                session_id: id.clone(),
+                rules: rules.clone(),
+            },
+        )
+        .await;
+    }
+    // The link handles frames in order: once the pong is back, it has
+    // handled every attach and rules frame.
+    send(&mut ws, &ToGateway::Ping { nonce: 7 }).await;
+    loop {
+        match recv(&mut ws, DEADLINE).await {
+            FromGateway::Pong { nonce: 7 } => break,
+            FromGateway::Event { event, .. } => panic!("an event of a session put away: {event:?}"),
+            _ => {}
+        }
+    }
+    assert!(
+        loads.try_recv().is_err(),
+        "a reconnect or a rule push loaded a session put away"
+    );
+    assert_eq!(gw.loaded_count().await, 0);
+    let directory = SqliteDirectory::open(&db).await.unwrap();
+    for meta in directory.list_all().await.unwrap() {
+        let parked = meta.parked.expect("still put away");
+        assert_eq!(parked.rules, rules, "{}", meta.session_id);
+    }
+
+    // A message resumes one; its events come over the dormant forwarder.
+    let id = &ids[3];
+    send(
+        &mut ws,
+        &command(
+            "m1",
+            id,
+            Command::Message(UserTurn {
+                text: "continue".into(),
+            }),
+        ),
+    )
+    .await;
+    let mut ok = None;
+    let mut said = false;
+    while !said || ok.is_none() {
+        match recv(&mut ws, DEADLINE).await {
+            FromGateway::CommandResult(r) if r.id == "m1" => ok = Some(r.ok),
+            FromGateway::Event {
+                session_id,
+                gseq,
+                event,
+            } => {
+                assert_eq!(&session_id, id);
+                assert!(gseq > last[id], "gseq {gseq} sent again");
+                assert!(!matches!(event, Event::Error(_)), "{event:?}");
+                said |=
+                    matches!(&event, Event::Assistant(a) if a.text.contains("You said: continue"));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(ok, Some(true));
+    let session = gw.loaded(id).await.expect("loaded again");
+    assert_eq!(session.policy().scoped_rules().rules().len(), 1);
+}

@@ -60,6 +60,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         a_stream_opens_with_its_tail_pages_back_and_compacts_closed_messages,
         a_switched_mode_and_model_survive_a_gateway_restart,
         an_evicted_sessions_late_answer_and_resume_work,
+        allow_for_this_session_outlives_the_cli_and_a_gateway_restart,
         codex_through_acp_runs_a_whole_session_under_the_gate,
         claude_through_acp_runs_a_whole_session_under_the_gate,
         the_same_session_shows_the_same_events_through_both_claude_executors,
@@ -99,6 +100,12 @@ async fn a_fork_carries_the_conversation_up_to_its_message(h: &dyn Host) {
 async fn an_evicted_sessions_late_answer_and_resume_work(h: &dyn Host) {
     user(h, "evicted").await;
     crate::evict::an_evicted_sessions_late_answer_and_resume_work(h, "evicted").await;
+}
+
+async fn allow_for_this_session_outlives_the_cli_and_a_gateway_restart(h: &dyn Host) {
+    user(h, "allowkept").await;
+    crate::evict::allow_for_this_session_outlives_the_cli_and_a_gateway_restart(h, "allowkept")
+        .await;
 }
 
 async fn a_switched_mode_and_model_survive_a_gateway_restart(h: &dyn Host) {

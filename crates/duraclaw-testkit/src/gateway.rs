@@ -59,9 +59,10 @@ pub async fn start_with_env(
             c.env_remove(&name);
         }
     }
+    // `env` may set its own RUST_LOG.
+    c.env("RUST_LOG", "info");
     c.envs(env.iter().map(|(k, v)| (k, v)));
     c.env("CC_GATEWAY_SECRET", secret)
-        .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .arg("gateway")
         .args(executor)

@@ -54,6 +54,7 @@ pub const WORKTREES: &[&str] = &[
     "rulenew",
     "modesrestart",
     "evicted",
+    "allowkept",
     "forkcli",
     "agents",
     "tail",

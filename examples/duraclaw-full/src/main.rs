@@ -539,6 +539,7 @@ async fn up(args: UpArgs) -> Result<()> {
         claude_config_dir: None,
         approval_timeout_secs: args.approval_timeout_secs,
         evict_idle_ms: None,
+        executor_idle_ms: None,
         secret_file: None,
         agents: args.agents.clone(),
     };

@@ -163,6 +163,21 @@ impl ToolGuard {
         None
     }
 
+    /// Takes `tool` with `input` as allowed for the rest of the session (an
+    /// "allow for this session" decided before this guard saw the log,
+    /// e.g. before a restart).
+    pub fn allow_for_session(&mut self, tool: &str, input: &Value) {
+        if !self.allowed_for_session(tool, input) {
+            self.standing.push((tool.to_owned(), input.clone()));
+        }
+    }
+
+    /// The calls (tool, input) allowed for the rest of the session, in the
+    /// order allowed.
+    pub fn session_allows(&self) -> &[(String, Value)] {
+        &self.standing
+    }
+
     /// Whether `tool` with `input` was allowed for the rest of the session.
     pub fn allowed_for_session(&self, tool: &str, input: &Value) -> bool {
         self.standing.iter().any(|(t, i)| t == tool && i == input)
@@ -439,5 +454,19 @@ mod tests {
             ran("t1"),
         ];
         assert_eq!(flagged(&[&edited[..], &same[..]].concat()).len(), 1);
+    }
+
+    #[test]
+    fn an_allow_put_back_covers_the_same_call_only() {
+        let read_a = json!({"file_path": "/w/a"});
+        let mut guard = ToolGuard::new();
+        guard.allow_for_session("Read", &read_a);
+        guard.allow_for_session("Read", &read_a);
+        assert_eq!(guard.session_allows().len(), 1);
+        assert_eq!(guard.observe(&tool_use("t1", "Read", read_a)), None);
+        assert_eq!(guard.observe(&ran("t1")), None);
+        let read_b = json!({"file_path": "/w/b"});
+        assert_eq!(guard.observe(&tool_use("t2", "Read", read_b)), None);
+        assert!(guard.observe(&ran("t2")).is_some());
     }
 }

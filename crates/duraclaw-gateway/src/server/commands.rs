@@ -376,15 +376,51 @@ impl Gateway {
     }
 
     /// Puts the approval rules the host sent for `session_id` in force. A
-    /// session this gateway does not have is skipped: the host sends them
-    /// again with its `execute` and on every link.
+    /// session put away is not loaded for it: the rules are kept with it
+    /// on disk, in force when it is loaded. A session this gateway does
+    /// not have is skipped: the host sends them again with its `execute`
+    /// and on every link.
     pub async fn set_rules(&self, session_id: &str, rules: &[duraclaw_core::protocol::RuleEntry]) {
+        match self.park_rules(session_id, rules).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(session = %session_id, error = %e, "rules for an unknown session");
+                return;
+            }
+        }
         match self.session(session_id).await {
             Ok(session) => session.set_rules(rules),
             Err(e) => {
                 tracing::debug!(session = %session_id, error = %e, "rules for an unknown session")
             }
         }
+    }
+
+    /// Sets the rules of session `session_id` in its metadata if it is put
+    /// away (not in memory); whether it was. Holds the session map, so it
+    /// is not loaded meanwhile.
+    async fn park_rules(
+        &self,
+        session_id: &str,
+        rules: &[duraclaw_core::protocol::RuleEntry],
+    ) -> Result<bool> {
+        let sessions = self.inner.sessions.lock().await;
+        if sessions.contains_key(session_id) {
+            return Ok(false);
+        }
+        let store = self.inner.options.directory.open(session_id).await?;
+        let mut meta = store.meta().await?;
+        let Some(parked) = meta.parked.as_mut() else {
+            return Ok(false);
+        };
+        if parked.rules != rules {
+            parked.rules = rules.to_vec();
+            store.put_meta(&meta).await?;
+            tracing::debug!(target: super::EVICT_TARGET, session = %session_id, rules = rules.len(), "approval rules kept for a session put away");
+        }
+        drop(sessions);
+        Ok(true)
     }
 
     /// Runs a turn-starting command taken before a restart, as its first

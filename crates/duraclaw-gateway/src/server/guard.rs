@@ -8,6 +8,7 @@ use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::executor::EventSink;
 use duraclaw_core::protocol::Event;
 use duraclaw_core::state::SessionState;
+use duraclaw_core::store::SessionAllow;
 
 use super::GatewaySession;
 use crate::outbox::OutboxSink;
@@ -72,16 +73,48 @@ impl EventSink for GuardedSink {
                 store.put_meta(&meta).await?;
             }
         }
-        let unapproved = session
-            .guard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(&event);
+        session.active();
+        match &event {
+            Event::Result(_) | Event::Error(_) => session
+                .turn_open
+                .store(false, std::sync::atomic::Ordering::Release),
+            Event::Assistant(_)
+            | Event::ToolUse(_)
+            | Event::ToolResult(_)
+            | Event::UserQuestion(_)
+            | Event::UserMessage(_) => session
+                .turn_open
+                .store(true, std::sync::atomic::Ordering::Release),
+            _ => {}
+        }
+        let (unapproved, allowed) = {
+            let mut guard = session.guard.lock().unwrap_or_else(|p| p.into_inner());
+            let before = guard.session_allows().len();
+            let unapproved = guard.observe(&event);
+            (unapproved, guard.session_allows().get(before).cloned())
+        };
+        // A new "allow for this session": kept with the session (after its
+        // decision is logged), so it holds after a restart or a reload.
+        let allowed = match (allowed, &event) {
+            (Some((tool, input)), Event::QuestionResolved(r)) => Some(SessionAllow {
+                tool,
+                input,
+                question_id: r.question_id.clone(),
+                by: r.by.clone(),
+            }),
+            _ => None,
+        };
         // An executor that found an unapproved tool itself (an ACP agent
         // reporting a call it runs unasked) logged the error: close the same way.
         let reported = matches!(&event, Event::Error(e)
             if e.code.as_deref() == Some(duraclaw_core::protocol::ERROR_UNAPPROVED_TOOL));
         self.outbox.emit(event).await?;
+        if let Some(allow) = allowed
+            && let Err(e) = keep_session_allow(&session, allow).await
+        {
+            // It holds in memory; once reloaded, the call is asked again.
+            tracing::warn!(session = %session.id, error = %e, "cannot keep an allow for this session");
+        }
         if reported {
             session
                 .unapproved
@@ -119,6 +152,24 @@ impl EventSink for GuardedSink {
         tokio::spawn(async move { stop_unapproved(&session).await });
         Ok(())
     }
+}
+
+/// Records `allow` in session `session`'s metadata (its
+/// `session_allows`), where loading it puts the allow back in force.
+async fn keep_session_allow(session: &GatewaySession, allow: SessionAllow) -> Result<()> {
+    let store = session.log.store();
+    let _meta = session.meta_lock.lock().await;
+    let mut meta = store.meta().await?;
+    if !meta
+        .session_allows
+        .iter()
+        .any(|a| a.tool == allow.tool && a.input == allow.input)
+    {
+        tracing::info!(session = %session.id, tool = %allow.tool, question = %allow.question_id, "allowed for this session: kept");
+        meta.session_allows.push(allow);
+        store.put_meta(&meta).await?;
+    }
+    Ok(())
 }
 
 /// Marks a session closed for good in the gateway's own store: a restart

@@ -50,6 +50,15 @@ pub const DEFAULT_MAX_UNACKED: u64 = 100_000;
 /// stays in memory after its last use by default.
 pub const DEFAULT_EVICT_IDLE: Duration = Duration::from_secs(60);
 
+/// How long an executor may sit with no turn running, no question open and
+/// no turn waiting before the gateway stops it by default (its session is
+/// then put away like any idle one, and the next message resumes it).
+pub const DEFAULT_EXECUTOR_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// The `tracing` target of the per-session lines about putting sessions
+/// away and loading them again (at debug; a summary goes at info).
+pub const EVICT_TARGET: &str = "duraclaw_gateway::evict";
+
 /// Milliseconds since this process first asked: when a session was last
 /// used.
 fn uptime_ms() -> u64 {
@@ -120,6 +129,9 @@ pub struct GatewaySession {
     /// eviction that finds the count changed leaves it.
     last_used: std::sync::atomic::AtomicU64,
     uses: std::sync::atomic::AtomicU64,
+    /// Its executor logged work since the last turn's end (`result` or
+    /// `error`): a turn is running.
+    turn_open: std::sync::atomic::AtomicBool,
 }
 
 /// The permission mode and model a session runs with.
@@ -207,6 +219,13 @@ impl GatewaySession {
         self.policy.set_rules(set);
     }
 
+    /// Marks it active now (its executor logged an event), which keeps
+    /// it from being stopped or put away for the idle bounds.
+    pub(super) fn active(&self) {
+        self.last_used
+            .store(uptime_ms(), std::sync::atomic::Ordering::Release);
+    }
+
     /// Marks it used now.
     fn touch(&self) {
         self.uses.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -259,6 +278,11 @@ struct Inner {
     agents: crate::agents::Agents,
     /// See [`Gateway::set_evict_idle`], in ms.
     evict_idle_ms: std::sync::atomic::AtomicU64,
+    /// See [`Gateway::set_executor_idle`], in ms; 0: never.
+    executor_idle_ms: std::sync::atomic::AtomicU64,
+    /// Sessions loaded again after they were put away, since the last
+    /// sweep's summary.
+    reloaded: std::sync::atomic::AtomicU64,
     /// The id of each session loaded from the store (links re-attach the
     /// forwarders of sessions they had attached before it was put away).
     loads: tokio::sync::broadcast::Sender<String>,
@@ -300,6 +324,10 @@ impl Gateway {
                 evict_idle_ms: std::sync::atomic::AtomicU64::new(
                     u64::try_from(DEFAULT_EVICT_IDLE.as_millis()).unwrap_or(u64::MAX),
                 ),
+                executor_idle_ms: std::sync::atomic::AtomicU64::new(
+                    u64::try_from(DEFAULT_EXECUTOR_IDLE.as_millis()).unwrap_or(u64::MAX),
+                ),
+                reloaded: std::sync::atomic::AtomicU64::new(0),
                 loads: tokio::sync::broadcast::channel(1024).0,
             }),
         };
@@ -583,6 +611,38 @@ impl Gateway {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Sets how long an executor may sit idle (no turn running, no
+    /// question open, no turn waiting to start) before it is stopped
+    /// ([`DEFAULT_EXECUTOR_IDLE`] by default; zero: never). A stopped
+    /// executor is no failure: nothing is logged to the session, and the
+    /// next message resumes it, as after a restart.
+    pub fn set_executor_idle(&self, idle: Duration) {
+        self.inner.executor_idle_ms.store(
+            u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn executor_idle_ms(&self) -> u64 {
+        self.inner
+            .executor_idle_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last seq of session `session_id` when it is put away (not in
+    /// memory, its metadata parked); `None` when it is in memory or not
+    /// put away. Loads nothing.
+    pub async fn parked_head(&self, session_id: &str) -> Result<Option<u64>> {
+        if self.loaded(session_id).await.is_some() {
+            return Ok(None);
+        }
+        let store = self.inner.options.directory.open(session_id).await?;
+        if store.meta().await?.parked.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(store.head().await?.last_seq))
+    }
+
     /// Puts away every session unused for the idle bound that has nothing
     /// live: its executor ended, no question is open, no turn waits to
     /// start, and the orchestrator acknowledged all its events. Its
@@ -590,6 +650,7 @@ impl Gateway {
     /// with its rules), so a restart does not load it; a command for it
     /// loads it again. How many were put away.
     pub async fn evict_idle(&self) -> usize {
+        let stopped = self.stop_idle_executors().await;
         let bound = self.evict_idle_ms();
         let now = uptime_ms();
         let idle: Vec<(String, u64)> = self
@@ -618,11 +679,91 @@ impl Gateway {
                 }
             }
         }
-        if evicted > 0 {
+        let reloaded = self
+            .inner
+            .reloaded
+            .swap(0, std::sync::atomic::Ordering::AcqRel);
+        if evicted > 0 || stopped > 0 || reloaded > 0 {
             let loaded = self.loaded_count().await;
-            tracing::debug!(evicted, loaded, "idle sessions put away");
+            // One line per sweep, however many: the per-session lines are
+            // at debug (target EVICT_TARGET).
+            tracing::info!(
+                put_away = evicted,
+                executors_stopped = stopped,
+                loaded_again = reloaded,
+                loaded,
+                "idle sessions"
+            );
         }
         evicted
+    }
+
+    /// Stops every executor idle for the executor bound (see
+    /// [`Gateway::set_executor_idle`]); how many were stopped.
+    async fn stop_idle_executors(&self) -> usize {
+        let bound = self.executor_idle_ms();
+        if bound == 0 {
+            return 0;
+        }
+        let now = uptime_ms();
+        let idle: Vec<(Arc<GatewaySession>, u64)> = self
+            .inner
+            .sessions
+            .lock()
+            .await
+            .values()
+            .filter(|s| {
+                now.saturating_sub(s.last_used.load(std::sync::atomic::Ordering::Acquire)) >= bound
+                    && !s.turn_open.load(std::sync::atomic::Ordering::Acquire)
+            })
+            .map(|s| (s.clone(), s.uses.load(std::sync::atomic::Ordering::Acquire)))
+            .collect();
+        let mut stopped = 0;
+        for (s, uses) in idle {
+            match self.stop_idle(&s, uses, bound).await {
+                Ok(true) => stopped += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(session = %s.id, error = %e, "cannot stop an idle executor")
+                }
+            }
+        }
+        stopped
+    }
+
+    /// Stops session `s`'s executor if it runs and sat idle for `bound` ms
+    /// with nobody using the session since its use count was `uses`.
+    /// Whether it was stopped.
+    async fn stop_idle(&self, s: &GatewaySession, uses: u64, bound: u64) -> Result<bool> {
+        use duraclaw_core::approval::ApprovalGate;
+        // Held to the end: a message waits, then finds it stopped and
+        // resumes it.
+        let mut exec = s.exec.lock().await;
+        if !exec.as_ref().is_some_and(|e| e.is_running()) {
+            return Ok(false);
+        }
+        let idle = uptime_ms()
+            .saturating_sub(s.last_used.load(std::sync::atomic::Ordering::Acquire))
+            >= bound;
+        if !idle
+            || s.uses.load(std::sync::atomic::Ordering::Acquire) != uses
+            || s.turn_open.load(std::sync::atomic::Ordering::Acquire)
+            || !s
+                .unstarted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            || !s.gate.pending().await?.is_empty()
+        {
+            return Ok(false);
+        }
+        let Some(e) = exec.take() else {
+            return Ok(false);
+        };
+        // A stop, not a failure: the executor logs no error for it.
+        e.shutdown().await?;
+        tracing::debug!(target: EVICT_TARGET, session = %s.id, idle_ms = bound, "idle executor stopped");
+        Ok(true)
     }
 
     /// Puts session `id` away if it has nothing live and nobody used it
@@ -647,7 +788,7 @@ impl Gateway {
             // Forwarders end once they sent what they hold; a link
             // re-attaches them when the session is loaded again.
             s.log.close();
-            tracing::info!(session = %id, "session put away");
+            tracing::debug!(target: EVICT_TARGET, session = %id, "session put away");
             return Ok(true);
         }
         drop(sessions);
@@ -706,8 +847,12 @@ impl Gateway {
         let parked = meta.parked.take();
         if parked.is_some() {
             store.put_meta(&meta).await?;
-            tracing::info!(session = %meta.session_id, "session loaded again");
+            self.inner
+                .reloaded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(target: EVICT_TARGET, session = %meta.session_id, "session loaded again");
         }
+        let allows = std::mem::take(&mut meta.session_allows);
         let worktree = PathBuf::from(meta.worktree);
         let in_force = InForce {
             mode: meta.permission_mode,
@@ -747,7 +892,25 @@ impl Gateway {
             rules: std::sync::Mutex::new(Vec::new()),
             last_used: std::sync::atomic::AtomicU64::new(uptime_ms()),
             uses: std::sync::atomic::AtomicU64::new(0),
+            turn_open: std::sync::atomic::AtomicBool::new(false),
         });
+        // "Allow for this session" holds for the session's life: the gate
+        // allows the same calls again, and the guard knows they may run.
+        if !allows.is_empty() {
+            let mut guard = session.guard.lock().unwrap_or_else(|p| p.into_inner());
+            for a in allows {
+                guard.allow_for_session(&a.tool, &a.input);
+                session.gate.restore_session_allow(
+                    &session.id,
+                    &a.tool,
+                    a.input,
+                    duraclaw_core::approval::StandingAllow {
+                        question_id: a.question_id,
+                        by: a.by,
+                    },
+                );
+            }
+        }
         if let Some(p) = parked
             && !p.rules.is_empty()
         {
@@ -777,9 +940,16 @@ async fn sweep(inner: std::sync::Weak<Inner>) {
     loop {
         let pause = {
             let Some(inner) = inner.upgrade() else { return };
-            let idle = inner
+            let evict = inner
                 .evict_idle_ms
                 .load(std::sync::atomic::Ordering::Relaxed);
+            let idle = match inner
+                .executor_idle_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                0 => evict,
+                stop => stop.min(evict),
+            };
             Duration::from_millis((idle / 2).clamp(10, 5_000))
         };
         tokio::time::sleep(pause).await;
