@@ -235,8 +235,9 @@ mod tests {
         let (_, _, body) = get("/").await;
         for (i, _) in body.match_indices("<script") {
             let tag = &body[i..i + body[i..].find('>').unwrap()];
+            // A file of this origin (the bundle, or the early script).
             assert!(
-                tag.contains("src=\"/assets/"),
+                tag.contains("src=\"/") && !tag.contains("src=\"//"),
                 "inline or remote script: {tag}"
             );
         }
@@ -247,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashed_assets_are_immutable_with_their_types() {
-        let js = embedded("assets/", ".js");
+        let js = embedded("assets/index-", ".js");
         let (status, headers, body) = get(&js).await;
         assert_eq!(status, StatusCode::OK);
         assert!(
@@ -259,6 +260,22 @@ mod tests {
         let (_, page_headers, page) = get("/").await;
         assert!(page.contains(&js), "index.html does not load {js}");
         assert!(page_headers.get(header::CONTENT_SECURITY_POLICY).is_some());
+        // The chunks loaded on first use: immutable too, and each one
+        // imported by the entry script.
+        for chunk in Ui::iter().filter(|p| p.starts_with("assets/") && p.ends_with(".js")) {
+            let path = format!("/{chunk}");
+            if path == js {
+                continue;
+            }
+            let (status, headers, _) = get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(h(&headers, header::CACHE_CONTROL), IMMUTABLE, "{path}");
+            let name = chunk.trim_start_matches("assets/");
+            assert!(
+                body.contains(&format!("./{name}")),
+                "{js} does not import {name}"
+            );
+        }
 
         let css = embedded("assets/", ".css");
         let (status, headers, _) = get(&css).await;
@@ -274,6 +291,12 @@ mod tests {
         assert!(h(&headers, header::CONTENT_TYPE).starts_with("image/svg+xml"));
         assert_eq!(h(&headers, header::CACHE_CONTROL), "no-cache");
         assert!(body.contains("<svg"));
+        // The early script is not content-hashed: revalidated, never stale.
+        let (status, headers, body) = get("/early.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(h(&headers, header::CONTENT_TYPE).contains("javascript"));
+        assert_eq!(h(&headers, header::CACHE_CONTROL), "no-cache");
+        assert!(body.contains("__duraclawEarly"));
     }
 
     #[tokio::test]
