@@ -84,9 +84,10 @@ async function context(browser, last) {
   return ctx;
 }
 
-async function open(browser, s, profile = false) {
+async function open(browser, s, profile = false, trace = null) {
   const ctx = await context(browser, s.last);
   const page = await ctx.newPage();
+  if (trace) await browser.startTracing(page, { path: trace, categories: TRACE_CATEGORIES });
   const cdp = await ctx.newCDPSession(page);
   await cdp.send('Emulation.setCPUThrottlingRate', { rate: 4 });
   if (profile) {
@@ -97,6 +98,7 @@ async function open(browser, s, profile = false) {
   await page.goto(`/#/s/${encodeURIComponent(s.id)}`);
   const ms = await page.evaluate(() => window.__painted);
   if (profile) printProfile((await cdp.send('Profiler.stop')).profile);
+  if (trace) await browser.stopTracing();
   shells.push(await page.evaluate(() => window.__shell));
   starts.push(await page.evaluate(startProfile));
   const last = await page.evaluate(() => window.__duraclaw?.lastSeq);
@@ -104,6 +106,9 @@ async function open(browser, s, profile = false) {
   await ctx.close();
   return ms;
 }
+
+/** What a trace (UI_TRACE) records: the main thread's tasks, scripts, layout and paint. */
+const TRACE_CATEGORIES = ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'v8', 'v8.execute', 'blink.user_timing', 'loading'];
 
 /**
  * Writes where a CPU profile's time went to the file UI_PROFILE names: self
@@ -233,6 +238,9 @@ try {
   }
   // UI_PROFILE=<file>: one more open of the big session under the CPU profiler.
   if (process.env.UI_PROFILE) await open(browser, BIG, true);
+  // UI_TRACE=<file>: one more open of the big session with a Chromium trace
+  // written to the file (chrome://tracing / Perfetto format).
+  if (process.env.UI_TRACE) await open(browser, BIG, false, process.env.UI_TRACE);
   const shellFloor = median(shells.slice(2));
   const compact = await replayBytes(browser, BIG, '');
   const full = await replayBytes(browser, BIG, '&compact=0');

@@ -74,10 +74,48 @@ export function highlight(code, lang) {
   }
 }
 
+/**
+ * Block rules that cannot match a block unless it starts (or, for a setext
+ * heading, goes on) as this says: each test is the start of marked's own
+ * rule. marked tries every block rule on every block, and its largest rules
+ * (raw HTML, tables, setext headings, quotes) cost far more to compile, the
+ * first time they run, than a screen of text costs to parse: a page's first
+ * Markdown would pay for all of them. Where a test fails the rule is skipped
+ * (`undefined`: no match, as marked's rule would find); where it passes,
+ * marked's rule decides (`false`). Either way the tokens are marked's own
+ * (`test/markdown.test.js` compares them over generated documents).
+ */
+const BLOCK_STARTS = {
+  blockquote: /^ {0,3}>/,
+  html: /^ {0,3}</,
+  def: /^ {0,3}\[/,
+  table: /^ *[^\n ].*\n {0,3}(?:\| *)?:?-/,
+  lheading: /\n {0,3}(?:=+|-+)[ \t]*(?:\n|$)/,
+};
+
+/**
+ * marked's tokenizer overrides for BLOCK_STARTS, and for a paragraph of one
+ * line that ends the text or is followed by an empty line (most of what an
+ * agent writes): that line alone, the token marked's paragraph rule (whose
+ * test for what may interrupt a paragraph is its largest) would give.
+ */
+export const quickBlockRules = {
+  ...Object.fromEntries(Object.entries(BLOCK_STARTS).map(([rule, start]) => [rule, (src) => (start.test(src) ? false : undefined)])),
+  paragraph(src) {
+    const end = src.indexOf('\n');
+    const line = end < 0 ? src : src.slice(0, end);
+    if (line.length && (end < 0 || end + 1 === src.length || src.charCodeAt(end + 1) === 10)) {
+      return { type: 'paragraph', raw: line, text: line, tokens: this.lexer.inline(line) };
+    }
+    return false;
+  },
+};
+
 const marked = new Marked({
   gfm: true,
   breaks: false,
   async: false,
+  tokenizer: quickBlockRules,
   renderer: {
     // Nothing is fetched from elsewhere: an image becomes its description
     // (a link when it has an address).

@@ -108,3 +108,36 @@ export function nextWindow(sizes, cur, top, bottom, { overscan = OVERSCAN, stick
   const small = cur.hi - cur.lo <= 2 * (ideal.hi - ideal.lo) + 20;
   return covers && small ? cur : ideal;
 }
+
+/**
+ * A low guess of an item's height before it was ever rendered, from its
+ * content alone (`width`: the view's width in pixels): text as if every
+ * line held more characters than it can, and short lines, so that items
+ * guessed to fill a screen do fill it. Kinds it cannot tell count 0.
+ */
+export function guessHeight(item, width) {
+  if (!item) return 0;
+  const text = item.kind === 'assistant' || item.kind === 'user' ? item.text : null;
+  if (typeof text === 'string') {
+    const perLine = Math.max(20, Math.floor(width / 6));
+    return Math.ceil(text.length / perLine) * 20;
+  }
+  return item.kind === 'tool' ? 32 : 0;
+}
+
+/**
+ * Where the first render of a session starts (an index into `items`): the
+ * fewest last items guessed to fill a view `height` high (at least one, at
+ * most `max`). What lies beyond the view follows once these are measured,
+ * and a guess too low is widened before the first paint (moveWindow).
+ */
+export function firstWindowStart(items, height, width, max) {
+  const n = items.length;
+  let lo = n;
+  let filled = 0;
+  while (lo > 0 && n - lo < max && (lo === n || filled < height)) {
+    lo--;
+    filled += guessHeight(items[lo], width);
+  }
+  return lo;
+}

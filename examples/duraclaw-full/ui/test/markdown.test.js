@@ -5,7 +5,8 @@ import { JSDOM } from 'jsdom';
 // DOMPurify needs a DOM: the page's, or jsdom's here.
 const { window } = new JSDOM('<!doctype html><html><body></body></html>');
 globalThis.window = window;
-const { highlighter, isRendererClass, keepRendererClasses, renderMarkdown, sanitize } = await import('../src/markdown.js');
+const { highlighter, isRendererClass, keepRendererClasses, quickBlockRules, renderMarkdown, sanitize } = await import('../src/markdown.js');
+const { Marked } = await import('marked');
 
 /** The rendered HTML as a document fragment. */
 function dom(html) {
@@ -79,4 +80,72 @@ test('attributes that load a URL or paint a box are dropped', () => {
 test('elements that draw over the page or look like form controls are dropped', () => {
   const out = sanitize('<dialog open>Approve?</dialog><button class="primary">Approve</button><fieldset><legend>q</legend><label>l</label></fieldset><font color="red" size="7">big</font>');
   assert.doesNotMatch(out, /<(dialog|button|fieldset|legend|label|font)\b/i, out);
+});
+
+test("the quick block rules give marked's own tokens", () => {
+  // Lines that start, continue or almost start every block rule.
+  const lines = [
+    'plain words and more words',
+    '> a quote',
+    '  > an indented quote',
+    '    > code, not a quote',
+    '<div class="x">',
+    '</div>',
+    '<!-- a comment -->',
+    '  <span>inline html</span>',
+    'a < b and c > d',
+    '[ref]: http://example.com "title"',
+    '   [ref2]: <http://example.com>',
+    '[not a def] here',
+    '| a | b |',
+    '|---|---|',
+    'a | b',
+    '--- | ---',
+    ':-- | --:',
+    '- item',
+    '1. first',
+    '---',
+    '===',
+    '  ---  ',
+    'Heading',
+    '# atx',
+    '```',
+    '~~~js',
+    '    indented code',
+    '',
+    '',
+    '*emphasis* and `code` and **strong**',
+    '\t> tab quote',
+    '-',
+    '=',
+    '|',
+    ' | x |',
+    '   ',
+    'a line with two trailing spaces  ',
+    'one more line of prose, with a | pipe and a <tag>',
+  ];
+  let seed = 7;
+  const next = (n) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const base = new Marked({ gfm: true, breaks: false });
+  const quick = new Marked({ gfm: true, breaks: false, tokenizer: quickBlockRules });
+  for (let i = 0; i < 3000; i++) {
+    const doc = Array.from({ length: 1 + next(8) }, () => lines[next(lines.length)]).join('\n');
+    assert.deepEqual(quick.lexer(doc), base.lexer(doc), `tokens differ for ${JSON.stringify(doc)}`);
+  }
+  // And what each test is for: a block that cannot start the rule skips it.
+  for (const [rule, src] of [
+    ['blockquote', 'words'],
+    ['html', 'words < more'],
+    ['def', 'words [x]: y'],
+    ['table', 'a | b\nno delimiter'],
+    ['lheading', 'no underline\nat all'],
+  ]) {
+    assert.equal(quickBlockRules[rule](src), undefined, rule);
+  }
+  assert.equal(quickBlockRules.table('a | b\n--|--'), false, 'a possible table goes to marked');
+  assert.equal(quickBlockRules.lheading('Title\n==='), false, 'a possible setext heading goes to marked');
+  assert.equal(quickBlockRules.paragraph.call({}, 'two\nlines'), false, 'a paragraph that may go on goes to marked');
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Sizes, nextWindow, offsetOf, spaceAround, windowFor } from '../src/windowing.js';
+import { Sizes, firstWindowStart, guessHeight, nextWindow, offsetOf, spaceAround, windowFor } from '../src/windowing.js';
 
 test('sizes: measured by key, the rest at the measured average', () => {
   const s = new Sizes(50);
@@ -79,4 +79,27 @@ test('stuck to the bottom, the window reaches the last item as items arrive', ()
   const next = nextWindow(more, w, 24_200, 25_000, { overscan: 1000, stick: true });
   assert.equal(next.hi, 502, 'new items at the end are in the window');
   assert.ok(next.hi - next.lo + 1 <= 60);
+});
+
+test('the first render: the fewest last items guessed to fill the view', () => {
+  const long = { kind: 'assistant', text: 'word '.repeat(960) }; // 4,800 characters
+  const tool = { kind: 'tool' };
+  const result = { kind: 'result' };
+  const turn = [long, tool, result];
+  // A phone: one long message fills the view; its tool call and result come after it.
+  assert.equal(firstWindowStart([...turn, ...turn], 844, 390, 6), 3);
+  assert.ok(guessHeight(long, 390) >= 844, 'a 4,800-character message is guessed to fill a phone');
+  // A wide screen: the same message is shorter, so the turn before it comes too.
+  assert.equal(guessHeight(long, 1920) < 844, true);
+  assert.equal(firstWindowStart([...turn, ...turn, ...turn], 1000, 1920, 9), 0);
+  assert.equal(firstWindowStart([...turn, ...turn, ...turn], 1000, 1920, 6), 3, 'at most `max` items');
+  // Never more than `max`, never fewer than one, nothing for nothing.
+  const small = Array(20).fill({ kind: 'user', text: 'ok' });
+  assert.equal(firstWindowStart(small, 844, 390, 6), 14);
+  assert.equal(firstWindowStart([long, long], 10, 390, 6), 1);
+  assert.equal(firstWindowStart([], 844, 390, 6), 0);
+  // Kinds it cannot tell count nothing: the guess stays low.
+  assert.equal(guessHeight({ kind: 'notice' }, 390), 0);
+  assert.equal(guessHeight(null, 390), 0);
+  assert.equal(guessHeight({ kind: 'assistant', text: null }, 390), 0);
 });

@@ -10,9 +10,9 @@ import { Item } from './Events.jsx';
 import { Header } from './Header.jsx';
 import { Shown } from './Shown.jsx';
 import { DiffPanel } from './Diff.jsx';
-import { OVERSCAN, Sizes, nextWindow, spaceAround } from '../windowing.js';
+import { OVERSCAN, Sizes, firstWindowStart, nextWindow, spaceAround } from '../windowing.js';
 
-/** Items rendered at first, before any is measured (see windowIndices). */
+/** The most items rendered at first, before any is measured (see windowIndices). */
 const FIRST_WINDOW = 6;
 
 const CONN_TEXT = {
@@ -134,6 +134,14 @@ export function SessionView({ id, focus, user, onLogout }) {
   const paintTimer = useRef(null);
 
   const rerender = () => {
+    // The replay that opened the session is in: its first screen now, not
+    // at the next batch (live frames are batched below).
+    if (!painted.current && !paintTimer.current && t.snapSeq > 0 && t.lastSeq >= t.snapSeq && t.items.length) {
+      clearTimeout(renderTimer.current);
+      renderTimer.current = null;
+      setVersion((v) => v + 1);
+      return;
+    }
     if (renderTimer.current) return;
     renderTimer.current = setTimeout(() => {
       renderTimer.current = null;
@@ -369,9 +377,10 @@ export function SessionView({ id, focus, user, onLogout }) {
 
   /**
    * The window as indices into the items. Unknown (a session just opened):
-   * the last few items, which the layout effect then widens to the view and
-   * its overscan once they are measured. A wider first guess would lay out
-   * and render Markdown for screens nobody sees before the first paint.
+   * the last items guessed to fill the view, which the layout effect then
+   * widens to the view and its overscan once they are measured. A wider
+   * first guess would lay out and render Markdown for screens nobody sees
+   * before the first paint.
    */
   const windowIndices = (keys) => {
     const n = keys.length;
@@ -383,7 +392,7 @@ export function SessionView({ id, focus, user, onLogout }) {
     }
     if (lo < 0 || hi < lo) {
       hi = n - 1;
-      lo = Math.max(0, n - FIRST_WINDOW);
+      lo = firstWindowStart(t.items, window.innerHeight, window.innerWidth, FIRST_WINDOW);
     }
     if (stick.current) hi = n - 1;
     return { lo, hi };
