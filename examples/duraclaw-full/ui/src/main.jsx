@@ -13,6 +13,7 @@ import { InboxView } from './components/Inbox.jsx';
 import { inbox } from './inbox-store.js';
 import { highlighter } from './markdown.js';
 import { diffLib } from './components/Tool.jsx';
+import { whenIdle } from './idle.js';
 import './style.css';
 
 function parseRoute() {
@@ -58,7 +59,7 @@ function App() {
   const signedIn = !!(user && !user.offline);
   useEffect(() => {
     if (!signedIn) return undefined;
-    const start = whenIdle(() => inbox.start());
+    const start = afterFirstScreen(() => inbox.start());
     return () => {
       start.cancel();
       inbox.stop();
@@ -69,7 +70,7 @@ function App() {
   // use; fetch them once the first screen is up so they are there (and in
   // the offline cache) before anyone needs them.
   useEffect(() => {
-    const fetchChunks = whenIdle(() => {
+    const fetchChunks = afterFirstScreen(() => {
       highlighter.load().catch(() => {});
       diffLib.load().catch(() => {});
     });
@@ -116,14 +117,22 @@ function View({ user, route, why, setWhy, setUser }) {
   return <SessionList user={user} onLogout={logout} />;
 }
 
-/** Runs `fn` when the page is idle (at most `ms` later); `cancel()` stops it. */
-function whenIdle(fn, ms = 1000) {
-  if (typeof window.requestIdleCallback === 'function') {
-    const h = window.requestIdleCallback(fn, { timeout: ms });
-    return { cancel: () => window.cancelIdleCallback(h) };
-  }
-  const h = setTimeout(fn, 0);
-  return { cancel: () => clearTimeout(h) };
+/**
+ * Runs `fn` once the first screen is up and the page is idle: a second
+ * after the app started, then when idle (at most a second more).
+ * `cancel()` stops it.
+ */
+function afterFirstScreen(fn) {
+  let idle = null;
+  const timer = setTimeout(() => {
+    idle = whenIdle(fn);
+  }, 1000);
+  return {
+    cancel: () => {
+      clearTimeout(timer);
+      if (idle) idle.cancel();
+    },
+  };
 }
 
 // The service worker: notifications, and the app shell offline. A tap on a

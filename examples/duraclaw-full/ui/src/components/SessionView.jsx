@@ -11,6 +11,7 @@ import { Header } from './Header.jsx';
 import { Shown } from './Shown.jsx';
 import { DiffPanel } from './Diff.jsx';
 import { OVERSCAN, Sizes, firstWindowStart, nextWindow, spaceAround } from '../windowing.js';
+import { whenIdle } from '../idle.js';
 
 /** The most items rendered at first, before any is measured (see windowIndices). */
 const FIRST_WINDOW = 6;
@@ -164,7 +165,10 @@ export function SessionView({ id, focus, user, onLogout }) {
         return null;
       });
 
-  useEffect(() => {
+  // Before the first paint: the socket the early script opened has the
+  // session's first frames already, and the view renders them at once
+  // rather than painting an empty frame first.
+  useLayoutEffect(() => {
     window.__duraclaw = {
       sessionId: id,
       connection: 'connecting',
@@ -318,7 +322,7 @@ export function SessionView({ id, focus, user, onLogout }) {
       clearTimeout(renderTimer.current);
       if (paintTimer.current) {
         cancelAnimationFrame(paintTimer.current.frame);
-        clearTimeout(paintTimer.current.timer);
+        if (paintTimer.current.idle) paintTimer.current.idle.cancel();
       }
       window.removeEventListener('scroll', onScroll);
       root.style.overflowAnchor = anchoring;
@@ -416,14 +420,15 @@ export function SessionView({ id, focus, user, onLogout }) {
     const nodes = shownNodes();
     if (nodes.size && !painted.current && !paintTimer.current) {
       markOnce('transcript-rendered');
-      // The frame after this one: the rest of the window, around the view.
-      const p = { frame: 0, timer: 0 };
+      // The frame after this one, when the page is idle: the rest of the
+      // window around the view (a scroll moves the window at once anyway).
+      const p = { frame: 0, idle: null };
       paintTimer.current = p;
       p.frame = requestAnimationFrame(() => {
-        p.timer = setTimeout(() => {
+        p.idle = whenIdle(() => {
           painted.current = true;
           moveWindow();
-        }, 0);
+        }, 300);
       });
     }
     for (const [key, node] of nodes) {
