@@ -11,7 +11,8 @@
 //! ```
 //!
 //! The turn played is counted in `state_dir` (so a resumed or restarted
-//! agent goes on with the next turn), where sessions are kept too. Steps:
+//! agent goes on with the next turn), where sessions are kept too, and how
+//! each permission request was answered (`permissions`). Steps:
 //! `text`, `thought`, `plan`, `usage`, `mode`, `tool` (a tool call, asked
 //! first unless `ask` is false), `ask` (an elicitation), `write`, `read`,
 //! `terminal`, `stall` (until cancelled), `fail` (an error answer),
@@ -105,6 +106,10 @@ enum Step {
         /// sends the rest of the text before a call after asking about it.
         #[serde(default)]
         text_after_ask: Option<String>,
+        /// With `ask_first`: whether the `tool_call` follows the request
+        /// (false: it never comes while the request waits).
+        #[serde(default = "yes")]
+        announce: bool,
     },
     Ask {
         question: String,
@@ -160,6 +165,7 @@ struct ToolHow {
     stream_input: bool,
     meta_name: Option<String>,
     text_after_ask: Option<String>,
+    announce: bool,
 }
 
 struct Agent {
@@ -332,6 +338,7 @@ impl Agent {
                     meta_name,
                     ask_first,
                     text_after_ask,
+                    announce,
                 } => {
                     let how = ToolHow {
                         ask,
@@ -339,6 +346,7 @@ impl Agent {
                         stream_input,
                         meta_name,
                         text_after_ask,
+                        announce,
                     };
                     self.tool(&title, &kind, input, &result, &how, &options, effects)
                 }
@@ -490,7 +498,9 @@ impl Agent {
                                 "content": { "type": "text", "text": c.to_string() },
                             }));
                         }
-                        announce(agent);
+                        if how.announce {
+                            announce(agent);
+                        }
                     }
                 },
             );
@@ -514,6 +524,7 @@ impl Agent {
                     chosen = "cancelled".into();
                 }
             }
+            self.note_answer(&id, &chosen);
         }
         if chosen == "cancelled" || chosen.starts_with("opt-reject") {
             self.update(json!({
@@ -528,6 +539,18 @@ impl Agent {
             "sessionUpdate": "tool_call_update", "toolCallId": id, "status": "completed",
             "content": [{ "type": "content", "content": { "type": "text", "text": format!("{result} [{chosen}]") } }],
         }));
+    }
+
+    /// Appends `id chosen` to `state_dir/permissions`: how each permission
+    /// request was answered (`cancelled`, or the option id).
+    fn note_answer(&self, id: &str, chosen: &str) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_file("permissions"));
+        if let Ok(mut f) = file {
+            let _ = writeln!(f, "{id} {chosen}");
+        }
     }
 
     /// Replays a loaded session's history; with `replay_tool`, each turn

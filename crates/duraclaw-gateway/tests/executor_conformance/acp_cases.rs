@@ -983,6 +983,104 @@ async fn a_permission_asked_before_the_call_is_named_follows_claudes_rules() {
     run.session.shutdown().await.unwrap();
 }
 
+/// A turn whose agent asks about a call (`rm -rf build`, no rule for it)
+/// before announcing it, and does not announce it while the request
+/// waits: the gateway holds the request, waiting for the announcement.
+/// The next turn says "Next.".
+fn asked_before_it_is_announced() -> Value {
+    json!([
+        [{ "do": "tool", "input": { "command": "rm -rf build" }, "meta_name": "Bash",
+           "ask_first": true, "text_after_ask": "x", "announce": false }],
+        [{ "do": "text", "text": "Next." }],
+    ])
+}
+
+/// Limits whose wait for an announcement is far longer than any test:
+/// whatever ends the wait here is not its bound.
+fn long_announce_wait() -> AcpLimits {
+    AcpLimits {
+        announce_wait: Duration::from_secs(60),
+        ..acp_limits()
+    }
+}
+
+/// How the scripted agent's permission requests were answered, a line
+/// each (`call-1 cancelled`).
+fn permission_answers(rig: &AcpRig) -> String {
+    std::fs::read_to_string(rig.root.join("state/permissions")).unwrap_or_default()
+}
+
+/// No question opened, and every call the agent reported failed (the
+/// agent reports the call it was refused, as not run).
+fn nothing_asked_nothing_ran(events: &[Event]) {
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::UserQuestion(_))),
+        "a withdrawn request was asked: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, Event::ToolResult(t) if !t.is_error)),
+        "a call ran: {events:#?}"
+    );
+}
+
+/// An interrupt while a permission request waits for its call's
+/// announcement withdraws it: the agent is answered `cancelled` unasked,
+/// no question opens, nothing runs, the turn ends, and the next one runs.
+#[tokio::test]
+async fn an_interrupt_while_a_request_waits_for_its_call_withdraws_it() {
+    let rig = acp_rig(
+        asked_before_it_is_announced(),
+        json!({}),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    // The text the agent streams after its request: the request waits.
+    run.until(
+        "the text after the request",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    run.session.interrupt().await.unwrap();
+    let r = run.result().await;
+    assert!(r.is_error, "an interrupted turn: {r:?}");
+    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+    run.session.send_message("Again").await.unwrap();
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+    nothing_asked_nothing_ran(&run.events);
+    run.session.shutdown().await.unwrap();
+}
+
+/// A stop while a permission request waits for its call's announcement
+/// answers it `cancelled` unasked: no question opens, nothing runs.
+#[tokio::test]
+async fn a_stop_while_a_request_waits_for_its_call_withdraws_it() {
+    let rig = acp_rig(
+        asked_before_it_is_announced(),
+        json!({}),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    run.until(
+        "the text after the request",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    run.session.shutdown().await.unwrap();
+    assert!(!run.session.is_running());
+    // The agent's process has ended: it wrote every answer it got.
+    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+    while let Ok(e) = run.rx.try_recv() {
+        run.events.push(e);
+    }
+    nothing_asked_nothing_ran(&run.events);
+}
+
 /// An agent that dies while it is started again for a session (after a
 /// gateway restart) leaves an `error` in the session's log, not only a
 /// refused start.
