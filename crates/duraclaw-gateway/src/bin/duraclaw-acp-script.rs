@@ -18,7 +18,8 @@
 //! `terminal`, `stall` (until cancelled), `fail` (an error answer),
 //! `crash`, `garbage`, `hang`. `hang_on` names a method never answered,
 //! `exit_on` one the agent exits on. `replay_tool` and `replay_after_answer`
-//! change what `session/load` replays and when.
+//! change what `session/load` replays and when. `cancel_ends_prompt`
+//! answers the prompt as soon as a cancel comes.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -49,6 +50,10 @@ struct Script {
     /// `session/load` replays the history 20 ms after its answer, not before.
     #[serde(default)]
     replay_after_answer: bool,
+    /// A cancel answers the prompt (`cancelled`) at once, before a request
+    /// of the agent that waits is answered, as claude-agent-acp does.
+    #[serde(default)]
+    cancel_ends_prompt: bool,
     turns: Vec<Vec<Step>>,
 }
 
@@ -129,7 +134,12 @@ enum Step {
     },
     /// Says the model chosen.
     Model,
-    Stall,
+    /// Until cancelled; with `go_on`, the steps after it are played all
+    /// the same (work in flight that did not see the cancel).
+    Stall {
+        #[serde(default)]
+        go_on: bool,
+    },
     Fail {
         message: String,
     },
@@ -173,6 +183,8 @@ struct Agent {
     rx: mpsc::Receiver<Value>,
     next_id: u64,
     cancelled: bool,
+    /// The id of the prompt being played, until it is answered.
+    prompt: Option<Value>,
     session: String,
     said: String,
     /// The model chosen, said by the `model` step.
@@ -201,6 +213,17 @@ impl Agent {
         }));
     }
 
+    /// A `session/cancel` came: noted, and with `cancel_ends_prompt` the
+    /// prompt is answered at once.
+    fn cancel(&mut self) {
+        self.cancelled = true;
+        if self.script.cancel_ends_prompt
+            && let Some(prompt) = self.prompt.take()
+        {
+            respond(&prompt, json!({ "stopReason": "cancelled" }));
+        }
+    }
+
     /// Sends a request and waits for its answer; a cancel meanwhile is noted.
     fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
         self.call_then(method, params, |_| {})
@@ -222,7 +245,7 @@ impl Agent {
                 std::process::exit(0);
             };
             if m.get("method").and_then(Value::as_str) == Some("session/cancel") {
-                self.cancelled = true;
+                self.cancel();
                 continue;
             }
             if m.get("id").and_then(Value::as_u64) == Some(id) && m.get("method").is_none() {
@@ -412,14 +435,17 @@ impl Agent {
                     let said = format!("model: {}", self.model);
                     self.text(&said, 1);
                 }
-                Step::Stall => {
+                Step::Stall { go_on } => {
                     while !self.cancelled {
                         let Ok(m) = self.rx.recv() else {
                             std::process::exit(0);
                         };
                         if m.get("method").and_then(Value::as_str) == Some("session/cancel") {
-                            self.cancelled = true;
+                            self.cancel();
                         }
+                    }
+                    if go_on {
+                        self.cancelled = false;
                     }
                 }
                 Step::Fail { message } => return Err(message),
@@ -733,21 +759,27 @@ impl Agent {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_owned();
-                    match self.play(&prompt) {
-                        Ok(stop) => {
-                            let mut sessions = self.sessions();
-                            sessions
-                                .entry(self.session.clone())
-                                .or_default()
-                                .push((prompt, self.said.clone()));
-                            self.save(&sessions);
-                            respond(
-                                &id,
-                                json!({ "stopReason": stop, "usage": {
+                    self.prompt = Some(id);
+                    let played = self.play(&prompt);
+                    if played.is_ok() {
+                        let mut sessions = self.sessions();
+                        sessions
+                            .entry(self.session.clone())
+                            .or_default()
+                            .push((prompt, self.said.clone()));
+                        self.save(&sessions);
+                    }
+                    // Unless a cancel answered it already.
+                    let Some(id) = self.prompt.take() else {
+                        continue;
+                    };
+                    match played {
+                        Ok(stop) => respond(
+                            &id,
+                            json!({ "stopReason": stop, "usage": {
                                 "totalTokens": 30, "inputTokens": 20, "outputTokens": 10,
                             } }),
-                            );
-                        }
+                        ),
                         Err(e) => respond_error(&id, &e),
                     }
                 }
@@ -797,6 +829,7 @@ fn main() {
         rx,
         next_id: 0,
         cancelled: false,
+        prompt: None,
         session: String::new(),
         said: String::new(),
         model: String::new(),

@@ -1055,6 +1055,82 @@ async fn an_interrupt_while_a_request_waits_for_its_call_withdraws_it() {
     run.session.shutdown().await.unwrap();
 }
 
+/// An agent that ends the cancelled turn at once and answers the prompt
+/// while its permission request still waits (claude-agent-acp does): the
+/// request is answered `cancelled` all the same, nothing is asked, and
+/// the next turn runs.
+#[tokio::test]
+async fn a_turn_cancelled_before_its_waiting_request_withdraws_the_request() {
+    let rig = acp_rig(
+        asked_before_it_is_announced(),
+        json!({ "cancel_ends_prompt": true }),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    run.until(
+        "the text after the request",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    run.session.interrupt().await.unwrap();
+    let r = run.result().await;
+    assert_eq!(r.subtype.as_deref(), Some("cancelled"), "{r:?}");
+    // The agent takes the next prompt only once its request is answered.
+    run.session.send_message("Again").await.unwrap();
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+    nothing_asked_nothing_ran(&run.events);
+    run.session.shutdown().await.unwrap();
+}
+
+/// A permission request that crosses the cancel, sent after the agent
+/// answered the cancelled prompt (claude-agent-acp's work in flight may
+/// still ask): it belongs to the interrupted turn, so it is answered
+/// `cancelled` unasked, and the next turn runs.
+#[tokio::test]
+async fn a_request_after_its_turn_was_cancelled_is_withdrawn() {
+    let turns = json!([
+        [
+            { "do": "text", "text": "x" },
+            { "do": "stall", "go_on": true },
+            { "do": "tool", "input": { "command": "rm -rf build" }, "meta_name": "Bash",
+              "ask_first": true, "announce": false },
+        ],
+        [{ "do": "text", "text": "Next." }],
+    ]);
+    let rig = acp_rig(
+        turns,
+        json!({ "cancel_ends_prompt": true }),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    run.until(
+        "the text before the stall",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    run.session.interrupt().await.unwrap();
+    let r = run.result().await;
+    assert_eq!(r.subtype.as_deref(), Some("cancelled"), "{r:?}");
+    // The agent reports the call it was refused.
+    run.until(
+        "the refused call's result",
+        |e| matches!(e, Event::ToolResult(t) if t.tool_use_id == "call-1"),
+    )
+    .await;
+    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+    run.session.send_message("Again").await.unwrap();
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+    nothing_asked_nothing_ran(&run.events);
+    run.session.shutdown().await.unwrap();
+}
+
 /// A stop while a permission request waits for its call's announcement
 /// answers it `cancelled` unasked: no question opens, nothing runs.
 #[tokio::test]
