@@ -17,9 +17,10 @@
 //! first unless `ask` is false), `ask` (an elicitation), `write`, `read`,
 //! `terminal`, `stall` (until cancelled), `fail` (an error answer),
 //! `crash`, `garbage`, `hang`. `hang_on` names a method never answered,
-//! `exit_on` one the agent exits on. `replay_tool` and `replay_after_answer`
-//! change what `session/load` replays and when. `cancel_ends_prompt`
-//! answers the prompt as soon as a cancel comes.
+//! `exit_on` one the agent exits on (also while a request of its waits).
+//! `replay_tool` and `replay_after_answer` change what `session/load`
+//! replays and when. `cancel_ends_prompt` answers the prompt as soon as a
+//! cancel comes.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -213,6 +214,16 @@ impl Agent {
         }));
     }
 
+    /// Exits (status 3) on a message of the method `exit_on` names, also
+    /// while a request of the agent waits.
+    fn exit_if_told(&self, message: &Value) {
+        let method = message.get("method").and_then(Value::as_str);
+        if let Some(method) = method.filter(|m| self.script.exit_on.as_deref() == Some(*m)) {
+            eprintln!("the script exits on {method}");
+            std::process::exit(3);
+        }
+    }
+
     /// A `session/cancel` came: noted, and with `cancel_ends_prompt` the
     /// prompt is answered at once.
     fn cancel(&mut self) {
@@ -244,6 +255,7 @@ impl Agent {
             let Ok(m) = self.rx.recv() else {
                 std::process::exit(0);
             };
+            self.exit_if_told(&m);
             if m.get("method").and_then(Value::as_str) == Some("session/cancel") {
                 self.cancel();
                 continue;
@@ -680,10 +692,7 @@ impl Agent {
             if self.script.hang_on.as_deref() == Some(method.as_str()) {
                 continue;
             }
-            if self.script.exit_on.as_deref() == Some(method.as_str()) {
-                eprintln!("the script exits on {method}");
-                std::process::exit(3);
-            }
+            self.exit_if_told(&m);
             let params = m.get("params").cloned().unwrap_or(Value::Null);
             match method.as_str() {
                 "initialize" => respond(

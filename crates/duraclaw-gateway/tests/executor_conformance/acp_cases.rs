@@ -1131,6 +1131,47 @@ async fn a_request_after_its_turn_was_cancelled_is_withdrawn() {
     run.session.shutdown().await.unwrap();
 }
 
+/// An agent that exits while its permission request waits for the call's
+/// announcement: nothing is asked for it, and the request lets go at once
+/// (it does not wait out the wait), so the ended session's every task
+/// ends and its sink is released.
+#[tokio::test]
+async fn an_agent_exiting_while_a_request_waits_leaves_no_question() {
+    let rig = acp_rig(
+        asked_before_it_is_announced(),
+        json!({ "modes": ["default", "plan"], "exit_on": "session/set_mode" }),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    run.until(
+        "the text after the request",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    // The agent exits on it, while its request waits.
+    let _ = run.session.set_permission_mode("plan").await;
+    run.error("executor_exited").await;
+    let Run {
+        session,
+        mut rx,
+        mut events,
+        ..
+    } = run;
+    drop(session);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(e)) => events.push(e),
+            Ok(None) => break,
+            Err(_) => {
+                panic!("the ended session still holds its sink (a request waits?): {events:#?}")
+            }
+        }
+    }
+    nothing_asked_nothing_ran(&events);
+}
+
 /// A stop while a permission request waits for its call's announcement
 /// answers it `cancelled` unasked: no question opens, nothing runs.
 #[tokio::test]
