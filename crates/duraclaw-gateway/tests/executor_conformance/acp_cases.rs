@@ -1010,9 +1010,21 @@ fn permission_answers(rig: &AcpRig) -> String {
     std::fs::read_to_string(rig.root.join("state/permissions")).unwrap_or_default()
 }
 
-/// No question opened, and every call the agent reported failed (the
-/// agent reports the call it was refused, as not run).
-fn nothing_asked_nothing_ran(events: &[Event]) {
+/// The withdrawn request showed nothing: no question opened and its call
+/// (the command it asked about) was not shown; nothing ran.
+fn nothing_shown_asked_or_run(events: &[Event]) {
+    assert!(
+        !events.iter().any(
+            |e| matches!(e, Event::ToolUse(t) if t.input == json!({ "command": "rm -rf build" }))
+        ),
+        "a withdrawn request's call was shown: {events:#?}"
+    );
+    nothing_asked_or_run(events);
+}
+
+/// No question opened, and every call the agent reported failed (it
+/// reports the call it was refused, as not run, with no input).
+fn nothing_asked_or_run(events: &[Event]) {
     assert!(
         !events.iter().any(|e| matches!(e, Event::UserQuestion(_))),
         "a withdrawn request was asked: {events:#?}"
@@ -1051,7 +1063,7 @@ async fn an_interrupt_while_a_request_waits_for_its_call_withdraws_it() {
     let r = run.result().await;
     assert!(!r.is_error, "{r:?}");
     assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
-    nothing_asked_nothing_ran(&run.events);
+    nothing_shown_asked_or_run(&run.events);
     run.session.shutdown().await.unwrap();
 }
 
@@ -1082,53 +1094,61 @@ async fn a_turn_cancelled_before_its_waiting_request_withdraws_the_request() {
     assert!(!r.is_error, "{r:?}");
     assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
     assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
-    nothing_asked_nothing_ran(&run.events);
+    nothing_shown_asked_or_run(&run.events);
     run.session.shutdown().await.unwrap();
 }
 
 /// A permission request that crosses the cancel, sent after the agent
 /// answered the cancelled prompt (claude-agent-acp's work in flight may
-/// still ask): it belongs to the interrupted turn, so it is answered
-/// `cancelled` unasked, and the next turn runs.
+/// still ask), about a call announced first or not: it belongs to the
+/// interrupted turn, so it is answered `cancelled` unasked, and the next
+/// turn runs.
 #[tokio::test]
 async fn a_request_after_its_turn_was_cancelled_is_withdrawn() {
-    let turns = json!([
-        [
-            { "do": "text", "text": "x" },
-            { "do": "stall", "go_on": true },
-            { "do": "tool", "input": { "command": "rm -rf build" }, "meta_name": "Bash",
-              "ask_first": true, "announce": false },
-        ],
-        [{ "do": "text", "text": "Next." }],
-    ]);
-    let rig = acp_rig(
-        turns,
-        json!({ "cancel_ends_prompt": true }),
-        |_| {},
-        long_announce_wait(),
-    );
-    let mut run = Run::start(rig, memory_gate(), "Go").await;
-    run.until(
-        "the text before the stall",
-        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
-    )
-    .await;
-    run.session.interrupt().await.unwrap();
-    let r = run.result().await;
-    assert_eq!(r.subtype.as_deref(), Some("cancelled"), "{r:?}");
-    // The agent reports the call it was refused.
-    run.until(
-        "the refused call's result",
-        |e| matches!(e, Event::ToolResult(t) if t.tool_use_id == "call-1"),
-    )
-    .await;
-    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
-    run.session.send_message("Again").await.unwrap();
-    let r = run.result().await;
-    assert!(!r.is_error, "{r:?}");
-    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
-    nothing_asked_nothing_ran(&run.events);
-    run.session.shutdown().await.unwrap();
+    for ask_first in [true, false] {
+        let turns = json!([
+            [
+                { "do": "text", "text": "x" },
+                { "do": "stall", "go_on": true },
+                { "do": "tool", "input": { "command": "rm -rf build" }, "meta_name": "Bash",
+                  "ask_first": ask_first, "announce": false },
+            ],
+            [{ "do": "text", "text": "Next." }],
+        ]);
+        let rig = acp_rig(
+            turns,
+            json!({ "cancel_ends_prompt": true }),
+            |_| {},
+            long_announce_wait(),
+        );
+        let mut run = Run::start(rig, memory_gate(), "Go").await;
+        run.until(
+            "the text before the stall",
+            |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+        )
+        .await;
+        run.session.interrupt().await.unwrap();
+        let r = run.result().await;
+        assert_eq!(r.subtype.as_deref(), Some("cancelled"), "{r:?}");
+        // The agent reports the call it was refused.
+        run.until(
+            "the refused call's result",
+            |e| matches!(e, Event::ToolResult(t) if t.tool_use_id == "call-1"),
+        )
+        .await;
+        assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+        run.session.send_message("Again").await.unwrap();
+        let r = run.result().await;
+        assert!(!r.is_error, "{r:?}");
+        assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+        if ask_first {
+            nothing_shown_asked_or_run(&run.events);
+        } else {
+            // The agent announced the call itself: shown, but not asked.
+            nothing_asked_or_run(&run.events);
+        }
+        run.session.shutdown().await.unwrap();
+    }
 }
 
 /// An agent that exits while its permission request waits for the call's
@@ -1169,7 +1189,7 @@ async fn an_agent_exiting_while_a_request_waits_leaves_no_question() {
             }
         }
     }
-    nothing_asked_nothing_ran(&events);
+    nothing_shown_asked_or_run(&events);
 }
 
 /// A stop while a permission request waits for its call's announcement
@@ -1195,7 +1215,7 @@ async fn a_stop_while_a_request_waits_for_its_call_withdraws_it() {
     while let Ok(e) = run.rx.try_recv() {
         run.events.push(e);
     }
-    nothing_asked_nothing_ran(&run.events);
+    nothing_shown_asked_or_run(&run.events);
 }
 
 /// An agent that dies while it is started again for a session (after a
