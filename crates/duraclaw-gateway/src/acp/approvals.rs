@@ -92,8 +92,8 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
         }
     };
     let call_id = req.tool_call.tool_call_id.0.to_string();
-    // The turn it was asked in: an interrupt of that turn (or a stop)
-    // before its question opens answers it `cancelled` unasked.
+    // The turn it was asked in: an interrupt of that turn, a stop or the
+    // agent's exit before its question opens answers it `cancelled` unasked.
     let turn = shared.turns_played.load(Ordering::Acquire);
     shared.waiting();
     let announced = shared
@@ -117,7 +117,8 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
     tokio::spawn(async move {
         call_announced(&shared, &call_id, turn).await;
         if withdrawn(&shared, turn) {
-            // Interrupted or stopped while it waited: nothing shown or asked.
+            // Withdrawn while it waited (interrupt, stop, exit): nothing
+            // shown or asked.
             shared.waited();
             shared
                 .rpc
@@ -139,7 +140,7 @@ fn withdrawn(shared: &Shared, turn: u64) -> bool {
 }
 
 /// Waits until the agent announced call `id`, or the limits'
-/// `announce_wait`, or until `turn` is interrupted or the session stops.
+/// `announce_wait`, or until the request is [`withdrawn`].
 async fn call_announced(shared: &Shared, id: &str, turn: u64) {
     let wait = async {
         loop {
@@ -252,7 +253,7 @@ async fn ask_call(
         .remove(&question_id);
     let decision = match decided {
         None => Decision::Cancelled {
-            reason: Some(INTERRUPTED.to_owned()),
+            reason: Some("withdrawn before it was asked".to_owned()),
         },
         Some(Ok(r)) => r.decision,
         Some(Err(e)) => {
