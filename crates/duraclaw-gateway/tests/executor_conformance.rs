@@ -249,6 +249,7 @@ fn acp_limits() -> duraclaw_gateway::acp::AcpLimits {
         request_timeout: Duration::from_secs(20),
         idle_timeout: Duration::from_secs(30),
         stop_grace: Duration::from_secs(2),
+        announce_wait: Duration::from_millis(500),
     }
 }
 

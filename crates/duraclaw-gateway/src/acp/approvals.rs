@@ -92,6 +92,9 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
         }
     };
     let call_id = req.tool_call.tool_call_id.0.to_string();
+    // The turn it was asked in: an interrupt of that turn, a stop or the
+    // agent's exit before its question opens answers it `cancelled` unasked.
+    let turn = shared.turns_played.load(Ordering::Acquire);
     shared.waiting();
     let announced = shared
         .map
@@ -103,7 +106,7 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
         // Shown now, in order with the agent's updates.
         let call = show_asked(shared, &req, &call_id).await;
         let shared = shared.clone();
-        tokio::spawn(async move { ask_call(&shared, id, req, call_id, call).await });
+        tokio::spawn(async move { ask_call(&shared, id, req, call_id, call, turn).await });
         return;
     }
     // Asked before the agent announced the call (claude-agent-acp may ask
@@ -112,18 +115,33 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
     // announcement may carry, come before the call is shown.
     let shared = shared.clone();
     tokio::spawn(async move {
-        call_announced(&shared, &call_id).await;
+        call_announced(&shared, &call_id, turn).await;
+        if withdrawn(&shared, turn) {
+            // Withdrawn while it waited (interrupt, stop, exit): nothing
+            // shown or asked.
+            shared.waited();
+            shared
+                .rpc
+                .respond(&id, Ok(json!({ "outcome": { "outcome": "cancelled" } })));
+            return;
+        }
         let call = show_asked(&shared, &req, &call_id).await;
-        ask_call(&shared, id, req, call_id, call).await;
+        ask_call(&shared, id, req, call_id, call, turn).await;
     });
 }
 
-/// How long a permission request for a call not yet announced waits for
-/// its announcement.
-const ANNOUNCE_WAIT: Duration = Duration::from_millis(500);
+/// Whether a request asked in `turn` is withdrawn before its question
+/// opens: that turn was interrupted (even if it has ended since), the
+/// session is stopping, or the agent's process is gone.
+fn withdrawn(shared: &Shared, turn: u64) -> bool {
+    shared.stopping.load(Ordering::Acquire)
+        || !shared.running.load(Ordering::Acquire)
+        || (turn != 0 && shared.withdrawn_turn.load(Ordering::Acquire) == turn)
+}
 
-/// Waits until the agent announced call `id`, or [`ANNOUNCE_WAIT`].
-async fn call_announced(shared: &Shared, id: &str) {
+/// Waits until the agent announced call `id`, or the limits'
+/// `announce_wait`, or until the request is [`withdrawn`].
+async fn call_announced(shared: &Shared, id: &str, turn: u64) {
     let wait = async {
         loop {
             let notified = shared.announced.notified();
@@ -135,13 +153,13 @@ async fn call_announced(shared: &Shared, id: &str) {
                 .unwrap_or_else(|p| p.into_inner())
                 .calls
                 .contains_key(id);
-            if known {
+            if known || withdrawn(shared, turn) {
                 return;
             }
             notified.await;
         }
     };
-    let _ = tokio::time::timeout(ANNOUNCE_WAIT, wait).await;
+    let _ = tokio::time::timeout(shared.limits.announce_wait, wait).await;
 }
 
 /// Logs the `tool_use` of permission request `req`'s call if it was not
@@ -190,6 +208,7 @@ async fn ask_call(
     req: RequestPermissionRequest,
     call_id: String,
     call: Option<Call>,
+    turn: u64,
 ) {
     let Some(call) = call else {
         shared.waited();
@@ -220,15 +239,24 @@ async fn ask_call(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(question_id.clone());
-    let decided = ask(&shared.gate, &*shared.sink, request).await;
+    // Withdrawn before it opened (an interrupt's withdrawal only reaches
+    // questions already open): answered `cancelled`, not asked.
+    let decided = if withdrawn(shared, turn) {
+        None
+    } else {
+        Some(ask(&shared.gate, &*shared.sink, request).await)
+    };
     shared
         .open_questions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&question_id);
     let decision = match decided {
-        Ok(r) => r.decision,
-        Err(e) => {
+        None => Decision::Cancelled {
+            reason: Some("withdrawn before it was asked".to_owned()),
+        },
+        Some(Ok(r)) => r.decision,
+        Some(Err(e)) => {
             tracing::warn!(session = %shared.session_id, error = %e, "approval failed");
             Decision::Cancelled {
                 reason: Some(format!("the approval could not be obtained: {e}")),

@@ -87,6 +87,10 @@ pub struct AcpLimits {
     pub idle_timeout: Duration,
     /// How long a stopped agent gets to exit before it is signalled.
     pub stop_grace: Duration,
+    /// How long a permission request for a call the agent has not yet
+    /// announced waits for the announcement (claude-agent-acp may ask
+    /// first), so the text before the call is shown before the question.
+    pub announce_wait: Duration,
 }
 
 impl Default for AcpLimits {
@@ -95,6 +99,7 @@ impl Default for AcpLimits {
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(15 * 60),
             stop_grace: Duration::from_secs(3),
+            announce_wait: Duration::from_millis(500),
         }
     }
 }
@@ -220,6 +225,9 @@ struct Shared {
     replaying: AtomicBool,
     turn_running: AtomicBool,
     interrupted: AtomicBool,
+    /// The last turn an interrupt withdrew (0: none): a permission request
+    /// of that turn not yet asked is answered `cancelled` unasked.
+    withdrawn_turn: AtomicU64,
     /// Questions and requests waiting on someone other than the agent.
     awaiting: AtomicU64,
     last_activity: Mutex<Instant>,
@@ -441,6 +449,7 @@ impl Executor for AcpExecutor {
             replaying: AtomicBool::new(false),
             turn_running: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
+            withdrawn_turn: AtomicU64::new(0),
             awaiting: AtomicU64::new(0),
             last_activity: Mutex::new(Instant::now()),
             open_questions: Mutex::default(),
@@ -487,6 +496,8 @@ impl Executor for AcpExecutor {
             })
             .await;
             shared.running.store(false, Ordering::Release);
+            // A request still waiting for its call's announcement gives up.
+            shared.announced.notify_waiters();
             // Killed before its pipe closes, so that it kills nothing.
             let guard = shared
                 .guard
@@ -960,6 +971,9 @@ async fn interrupt_turn(shared: &Arc<Shared>) {
     }
     let turn = shared.turns_played.load(Ordering::Acquire);
     shared.interrupted.store(true, Ordering::Release);
+    shared.withdrawn_turn.store(turn, Ordering::Release);
+    // A request still waiting for its call's announcement gives up.
+    shared.announced.notify_waiters();
     shared.withdraw_all(INTERRUPTED).await;
     shared.touch();
     let _ = shared.rpc.notify(
@@ -1016,6 +1030,8 @@ impl AcpSession {
     async fn stop(&self, at_once: bool) -> Result<()> {
         let shared = &self.shared;
         shared.stopping.store(true, Ordering::Release);
+        // A request still waiting for its call's announcement gives up.
+        shared.announced.notify_waiters();
         self.turns.lock().unwrap_or_else(|p| p.into_inner()).take();
         if *self.done.borrow() {
             return Ok(());

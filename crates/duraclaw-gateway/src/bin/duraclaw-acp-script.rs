@@ -11,13 +11,16 @@
 //! ```
 //!
 //! The turn played is counted in `state_dir` (so a resumed or restarted
-//! agent goes on with the next turn), where sessions are kept too. Steps:
+//! agent goes on with the next turn), where sessions are kept too, and how
+//! each permission request was answered (`permissions`). Steps:
 //! `text`, `thought`, `plan`, `usage`, `mode`, `tool` (a tool call, asked
 //! first unless `ask` is false), `ask` (an elicitation), `write`, `read`,
 //! `terminal`, `stall` (until cancelled), `fail` (an error answer),
 //! `crash`, `garbage`, `hang`. `hang_on` names a method never answered,
-//! `exit_on` one the agent exits on. `replay_tool` and `replay_after_answer`
-//! change what `session/load` replays and when.
+//! `exit_on` one the agent exits on (also while a request of its waits).
+//! `replay_tool` and `replay_after_answer` change what `session/load`
+//! replays and when. `cancel_ends_prompt` answers the prompt as soon as a
+//! cancel comes.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -48,6 +51,10 @@ struct Script {
     /// `session/load` replays the history 20 ms after its answer, not before.
     #[serde(default)]
     replay_after_answer: bool,
+    /// A cancel answers the prompt (`cancelled`) at once, before a request
+    /// of the agent that waits is answered, as claude-agent-acp does.
+    #[serde(default)]
+    cancel_ends_prompt: bool,
     turns: Vec<Vec<Step>>,
 }
 
@@ -105,6 +112,10 @@ enum Step {
         /// sends the rest of the text before a call after asking about it.
         #[serde(default)]
         text_after_ask: Option<String>,
+        /// With `ask_first`: whether the `tool_call` follows the request
+        /// (false: it never comes while the request waits).
+        #[serde(default = "yes")]
+        announce: bool,
     },
     Ask {
         question: String,
@@ -124,7 +135,12 @@ enum Step {
     },
     /// Says the model chosen.
     Model,
-    Stall,
+    /// Until cancelled; with `go_on`, the steps after it are played all
+    /// the same (work in flight that did not see the cancel).
+    Stall {
+        #[serde(default)]
+        go_on: bool,
+    },
     Fail {
         message: String,
     },
@@ -160,6 +176,7 @@ struct ToolHow {
     stream_input: bool,
     meta_name: Option<String>,
     text_after_ask: Option<String>,
+    announce: bool,
 }
 
 struct Agent {
@@ -167,6 +184,8 @@ struct Agent {
     rx: mpsc::Receiver<Value>,
     next_id: u64,
     cancelled: bool,
+    /// The id of the prompt being played, until it is answered.
+    prompt: Option<Value>,
     session: String,
     said: String,
     /// The model chosen, said by the `model` step.
@@ -195,6 +214,27 @@ impl Agent {
         }));
     }
 
+    /// Exits (status 3) on a message of the method `exit_on` names, also
+    /// while a request of the agent waits.
+    fn exit_if_told(&self, message: &Value) {
+        let method = message.get("method").and_then(Value::as_str);
+        if let Some(method) = method.filter(|m| self.script.exit_on.as_deref() == Some(*m)) {
+            eprintln!("the script exits on {method}");
+            std::process::exit(3);
+        }
+    }
+
+    /// A `session/cancel` came: noted, and with `cancel_ends_prompt` the
+    /// prompt is answered at once.
+    fn cancel(&mut self) {
+        self.cancelled = true;
+        if self.script.cancel_ends_prompt
+            && let Some(prompt) = self.prompt.take()
+        {
+            respond(&prompt, json!({ "stopReason": "cancelled" }));
+        }
+    }
+
     /// Sends a request and waits for its answer; a cancel meanwhile is noted.
     fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
         self.call_then(method, params, |_| {})
@@ -215,8 +255,9 @@ impl Agent {
             let Ok(m) = self.rx.recv() else {
                 std::process::exit(0);
             };
+            self.exit_if_told(&m);
             if m.get("method").and_then(Value::as_str) == Some("session/cancel") {
-                self.cancelled = true;
+                self.cancel();
                 continue;
             }
             if m.get("id").and_then(Value::as_u64) == Some(id) && m.get("method").is_none() {
@@ -332,6 +373,7 @@ impl Agent {
                     meta_name,
                     ask_first,
                     text_after_ask,
+                    announce,
                 } => {
                     let how = ToolHow {
                         ask,
@@ -339,6 +381,7 @@ impl Agent {
                         stream_input,
                         meta_name,
                         text_after_ask,
+                        announce,
                     };
                     self.tool(&title, &kind, input, &result, &how, &options, effects)
                 }
@@ -404,14 +447,17 @@ impl Agent {
                     let said = format!("model: {}", self.model);
                     self.text(&said, 1);
                 }
-                Step::Stall => {
+                Step::Stall { go_on } => {
                     while !self.cancelled {
                         let Ok(m) = self.rx.recv() else {
                             std::process::exit(0);
                         };
                         if m.get("method").and_then(Value::as_str) == Some("session/cancel") {
-                            self.cancelled = true;
+                            self.cancel();
                         }
+                    }
+                    if go_on {
+                        self.cancelled = false;
                     }
                 }
                 Step::Fail { message } => return Err(message),
@@ -490,7 +536,9 @@ impl Agent {
                                 "content": { "type": "text", "text": c.to_string() },
                             }));
                         }
-                        announce(agent);
+                        if how.announce {
+                            announce(agent);
+                        }
                     }
                 },
             );
@@ -514,6 +562,7 @@ impl Agent {
                     chosen = "cancelled".into();
                 }
             }
+            self.note_answer(&id, &chosen);
         }
         if chosen == "cancelled" || chosen.starts_with("opt-reject") {
             self.update(json!({
@@ -528,6 +577,18 @@ impl Agent {
             "sessionUpdate": "tool_call_update", "toolCallId": id, "status": "completed",
             "content": [{ "type": "content", "content": { "type": "text", "text": format!("{result} [{chosen}]") } }],
         }));
+    }
+
+    /// Appends `id chosen` to `state_dir/permissions`: how each permission
+    /// request was answered (`cancelled`, or the option id).
+    fn note_answer(&self, id: &str, chosen: &str) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_file("permissions"));
+        if let Ok(mut f) = file {
+            let _ = writeln!(f, "{id} {chosen}");
+        }
     }
 
     /// Replays a loaded session's history; with `replay_tool`, each turn
@@ -631,10 +692,7 @@ impl Agent {
             if self.script.hang_on.as_deref() == Some(method.as_str()) {
                 continue;
             }
-            if self.script.exit_on.as_deref() == Some(method.as_str()) {
-                eprintln!("the script exits on {method}");
-                std::process::exit(3);
-            }
+            self.exit_if_told(&m);
             let params = m.get("params").cloned().unwrap_or(Value::Null);
             match method.as_str() {
                 "initialize" => respond(
@@ -710,21 +768,27 @@ impl Agent {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_owned();
-                    match self.play(&prompt) {
-                        Ok(stop) => {
-                            let mut sessions = self.sessions();
-                            sessions
-                                .entry(self.session.clone())
-                                .or_default()
-                                .push((prompt, self.said.clone()));
-                            self.save(&sessions);
-                            respond(
-                                &id,
-                                json!({ "stopReason": stop, "usage": {
+                    self.prompt = Some(id);
+                    let played = self.play(&prompt);
+                    if played.is_ok() {
+                        let mut sessions = self.sessions();
+                        sessions
+                            .entry(self.session.clone())
+                            .or_default()
+                            .push((prompt, self.said.clone()));
+                        self.save(&sessions);
+                    }
+                    // Unless a cancel answered it already.
+                    let Some(id) = self.prompt.take() else {
+                        continue;
+                    };
+                    match played {
+                        Ok(stop) => respond(
+                            &id,
+                            json!({ "stopReason": stop, "usage": {
                                 "totalTokens": 30, "inputTokens": 20, "outputTokens": 10,
                             } }),
-                            );
-                        }
+                        ),
                         Err(e) => respond_error(&id, &e),
                     }
                 }
@@ -774,6 +838,7 @@ fn main() {
         rx,
         next_id: 0,
         cancelled: false,
+        prompt: None,
         session: String::new(),
         said: String::new(),
         model: String::new(),

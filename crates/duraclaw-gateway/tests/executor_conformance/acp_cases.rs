@@ -983,6 +983,241 @@ async fn a_permission_asked_before_the_call_is_named_follows_claudes_rules() {
     run.session.shutdown().await.unwrap();
 }
 
+/// A turn whose agent asks about a call (`rm -rf build`, no rule for it)
+/// before announcing it, and does not announce it while the request
+/// waits: the gateway holds the request, waiting for the announcement.
+/// The next turn says "Next.".
+fn asked_before_it_is_announced() -> Value {
+    json!([
+        [{ "do": "tool", "input": { "command": "rm -rf build" }, "meta_name": "Bash",
+           "ask_first": true, "text_after_ask": "x", "announce": false }],
+        [{ "do": "text", "text": "Next." }],
+    ])
+}
+
+/// Limits whose wait for an announcement is far longer than any test:
+/// whatever ends the wait here is not its bound.
+fn long_announce_wait() -> AcpLimits {
+    AcpLimits {
+        announce_wait: Duration::from_secs(60),
+        ..acp_limits()
+    }
+}
+
+/// How the scripted agent's permission requests were answered, a line
+/// each (`call-1 cancelled`).
+fn permission_answers(rig: &AcpRig) -> String {
+    std::fs::read_to_string(rig.root.join("state/permissions")).unwrap_or_default()
+}
+
+/// The withdrawn request showed nothing: no question opened and its call
+/// (the command it asked about) was not shown; nothing ran.
+fn nothing_shown_asked_or_run(events: &[Event]) {
+    assert!(
+        !events.iter().any(
+            |e| matches!(e, Event::ToolUse(t) if t.input == json!({ "command": "rm -rf build" }))
+        ),
+        "a withdrawn request's call was shown: {events:#?}"
+    );
+    nothing_asked_or_run(events);
+}
+
+/// No question opened, and every call the agent reported failed (it
+/// reports the call it was refused, as not run, with no input).
+fn nothing_asked_or_run(events: &[Event]) {
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::UserQuestion(_))),
+        "a withdrawn request was asked: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, Event::ToolResult(t) if !t.is_error)),
+        "a call ran: {events:#?}"
+    );
+}
+
+/// An interrupt while a permission request waits for its call's
+/// announcement withdraws it: the agent is answered `cancelled` unasked,
+/// no question opens, nothing runs, the turn ends, and the next one runs.
+#[tokio::test]
+async fn an_interrupt_while_a_request_waits_for_its_call_withdraws_it() {
+    let rig = acp_rig(
+        asked_before_it_is_announced(),
+        json!({}),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    // The text the agent streams after its request: the request waits.
+    run.until(
+        "the text after the request",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    run.session.interrupt().await.unwrap();
+    let r = run.result().await;
+    assert!(r.is_error, "an interrupted turn: {r:?}");
+    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+    run.session.send_message("Again").await.unwrap();
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+    nothing_shown_asked_or_run(&run.events);
+    run.session.shutdown().await.unwrap();
+}
+
+/// An agent that ends the cancelled turn at once and answers the prompt
+/// while its permission request still waits (claude-agent-acp does): the
+/// request is answered `cancelled` all the same, nothing is asked, and
+/// the next turn runs.
+#[tokio::test]
+async fn a_turn_cancelled_before_its_waiting_request_withdraws_the_request() {
+    let rig = acp_rig(
+        asked_before_it_is_announced(),
+        json!({ "cancel_ends_prompt": true }),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    run.until(
+        "the text after the request",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    run.session.interrupt().await.unwrap();
+    let r = run.result().await;
+    assert_eq!(r.subtype.as_deref(), Some("cancelled"), "{r:?}");
+    // The agent takes the next prompt only once its request is answered.
+    run.session.send_message("Again").await.unwrap();
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+    nothing_shown_asked_or_run(&run.events);
+    run.session.shutdown().await.unwrap();
+}
+
+/// A permission request that crosses the cancel, sent after the agent
+/// answered the cancelled prompt (claude-agent-acp's work in flight may
+/// still ask), about a call announced first or not: it belongs to the
+/// interrupted turn, so it is answered `cancelled` unasked, and the next
+/// turn runs.
+#[tokio::test]
+async fn a_request_after_its_turn_was_cancelled_is_withdrawn() {
+    for ask_first in [true, false] {
+        let turns = json!([
+            [
+                { "do": "text", "text": "x" },
+                { "do": "stall", "go_on": true },
+                { "do": "tool", "input": { "command": "rm -rf build" }, "meta_name": "Bash",
+                  "ask_first": ask_first, "announce": false },
+            ],
+            [{ "do": "text", "text": "Next." }],
+        ]);
+        let rig = acp_rig(
+            turns,
+            json!({ "cancel_ends_prompt": true }),
+            |_| {},
+            long_announce_wait(),
+        );
+        let mut run = Run::start(rig, memory_gate(), "Go").await;
+        run.until(
+            "the text before the stall",
+            |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+        )
+        .await;
+        run.session.interrupt().await.unwrap();
+        let r = run.result().await;
+        assert_eq!(r.subtype.as_deref(), Some("cancelled"), "{r:?}");
+        // The agent reports the call it was refused.
+        run.until(
+            "the refused call's result",
+            |e| matches!(e, Event::ToolResult(t) if t.tool_use_id == "call-1"),
+        )
+        .await;
+        assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+        run.session.send_message("Again").await.unwrap();
+        let r = run.result().await;
+        assert!(!r.is_error, "{r:?}");
+        assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+        if ask_first {
+            nothing_shown_asked_or_run(&run.events);
+        } else {
+            // The agent announced the call itself: shown, but not asked.
+            nothing_asked_or_run(&run.events);
+        }
+        run.session.shutdown().await.unwrap();
+    }
+}
+
+/// An agent that exits while its permission request waits for the call's
+/// announcement: nothing is asked for it, and the request lets go at once
+/// (it does not wait out the wait), so the ended session's every task
+/// ends and its sink is released.
+#[tokio::test]
+async fn an_agent_exiting_while_a_request_waits_leaves_no_question() {
+    let rig = acp_rig(
+        asked_before_it_is_announced(),
+        json!({ "modes": ["default", "plan"], "exit_on": "session/set_mode" }),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    run.until(
+        "the text after the request",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    // The agent exits on it, while its request waits.
+    let _ = run.session.set_permission_mode("plan").await;
+    run.error("executor_exited").await;
+    let Run {
+        session,
+        mut rx,
+        mut events,
+        ..
+    } = run;
+    drop(session);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(e)) => events.push(e),
+            Ok(None) => break,
+            Err(_) => {
+                panic!("the ended session still holds its sink (a request waits?): {events:#?}")
+            }
+        }
+    }
+    nothing_shown_asked_or_run(&events);
+}
+
+/// A stop while a permission request waits for its call's announcement
+/// answers it `cancelled` unasked: no question opens, nothing runs.
+#[tokio::test]
+async fn a_stop_while_a_request_waits_for_its_call_withdraws_it() {
+    let rig = acp_rig(
+        asked_before_it_is_announced(),
+        json!({}),
+        |_| {},
+        long_announce_wait(),
+    );
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    run.until(
+        "the text after the request",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    run.session.shutdown().await.unwrap();
+    assert!(!run.session.is_running());
+    // The agent's process has ended: it wrote every answer it got.
+    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
+    while let Ok(e) = run.rx.try_recv() {
+        run.events.push(e);
+    }
+    nothing_shown_asked_or_run(&run.events);
+}
+
 /// An agent that dies while it is started again for a session (after a
 /// gateway restart) leaves an `error` in the session's log, not only a
 /// refused start.
