@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use duraclaw_core::backend::actor::{Person, SessionActor};
 use duraclaw_core::backend::web::{
-    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, replay, socket,
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, MAX_BODY_BYTES, deflate, replay,
+    socket,
 };
 use duraclaw_core::protocol::{
     CommandResult, FromBrowser, Hello, Role, ToBrowser, WireError, decode_frame, encode_frame,
@@ -456,7 +457,7 @@ async fn serve_session(
 ) {
     let (sink, mut stream) = socket.split();
     let queue = BROWSER_QUEUE.min(app.orchestrator.live_queue()).max(8);
-    let (tx, rx) = mpsc::channel::<String>(queue);
+    let (tx, rx) = mpsc::channel::<Message>(queue);
     let writer = spawn_writer(sink, rx);
 
     let after = match query.start {
@@ -469,7 +470,7 @@ async fn serve_session(
         let hello = encode_frame(&ToBrowser::Hello(Hello::new(Role::Orchestrator)))?;
         let mut snapshot = actor.snapshot().await?;
         if let Err(refusal) = socket::check_resume(after, snapshot.last_seq) {
-            let _ = tx.send(hello).await;
+            let _ = tx.send(hello.into()).await;
             return Err(RefusedFirst::Refused(refusal));
         }
         snapshot.first_seq = Some(after + 1);
@@ -485,8 +486,8 @@ async fn serve_session(
     };
     let replay_end = match first.await {
         Ok((hello, snapshot, end)) => {
-            let _ = tx.send(hello).await;
-            let _ = tx.send(snapshot).await;
+            let _ = tx.send(hello.into()).await;
+            let _ = tx.send(snapshot.into()).await;
             end
         }
         Err(RefusedFirst::Refused(refusal)) => {
@@ -501,8 +502,10 @@ async fn serve_session(
     };
     // The replay (up to the snapshot's last seq) goes through the
     // compactor; live events after it go as they are.
-    let mut compactor =
-        (query.compact && sub.delivered() < replay_end).then(|| replay::Compactor::new(replay_end));
+    let replaying = sub.delivered() < replay_end;
+    let mut compactor = (query.compact && replaying).then(|| replay::Compactor::new(replay_end));
+    // With `compress=deflate-raw` the replay's frames go in binary batches.
+    let mut batcher = (query.deflate && replaying).then(deflate::Batcher::new);
     let forward_tx = tx.clone();
     let session_id = actor.session_id().to_owned();
     let orch = app.orchestrator.clone();
@@ -525,10 +528,23 @@ async fn serve_session(
             }
             match item {
                 Ok(e) => {
-                    let frames: Vec<String> = replay::feed(&mut compactor, e)
-                        .iter()
-                        .map(replay::ReplayItem::frame)
-                        .collect();
+                    let seq = e.seq;
+                    let items = replay::feed(&mut compactor, e);
+                    let texts = items.iter().map(replay::ReplayItem::frame);
+                    let frames: Vec<Message> = match batcher.as_mut() {
+                        Some(b) => {
+                            let mut out: Vec<Message> = texts
+                                .filter_map(|t| b.push(&t))
+                                .map(Message::from)
+                                .collect();
+                            if seq >= replay_end {
+                                out.extend(b.finish().map(Message::from));
+                                batcher = None;
+                            }
+                            out
+                        }
+                        None => texts.map(Message::from).collect(),
+                    };
                     let mut gone = false;
                     for frame in frames {
                         if forward_tx.send(frame).await.is_err() {
@@ -590,7 +606,7 @@ async fn serve_session(
                         error: Some(WireError::from(&e)),
                     });
                     if let Ok(text) = encode_frame(&reply) {
-                        let _ = tx.send(text).await;
+                        let _ = tx.send(text.into()).await;
                     }
                     if ended {
                         close = Some(login_ended_close());
@@ -612,7 +628,7 @@ async fn serve_session(
                     });
                     match encode_frame(&reply) {
                         Ok(text) => {
-                            if tx.send(text).await.is_err() {
+                            if tx.send(text.into()).await.is_err() {
                                 break;
                             }
                         }
@@ -629,7 +645,7 @@ async fn serve_session(
                         error: Some(WireError::new("bad_rule", e.message)),
                     });
                     if let Ok(text) = encode_frame(&reply)
-                        && tx.send(text).await.is_err()
+                        && tx.send(text.into()).await.is_err()
                     {
                         break;
                     }
@@ -667,6 +683,12 @@ async fn serve_session(
                     }
                     Err(e) => replay::page_error_frame(&id, &WireError::from(&e)),
                 };
+                // Compressed streams get their pages as a binary frame.
+                let frame = if query.deflate {
+                    Message::from(deflate::deflate(&frame))
+                } else {
+                    Message::from(frame)
+                };
                 if tx.send(frame).await.is_err() {
                     break;
                 }
@@ -681,7 +703,7 @@ async fn serve_session(
         };
         match encode_frame(&reply) {
             Ok(text) => {
-                if tx.send(text).await.is_err() {
+                if tx.send(text.into()).await.is_err() {
                     break;
                 }
             }
@@ -705,17 +727,17 @@ pub(crate) type Writer = tokio::task::JoinHandle<futures::stream::SplitSink<WebS
 /// the socket's write buffer, then one flush, so a replay or a burst costs
 /// one write per batch, not one per frame, and a lone live frame is
 /// flushed at once. Gives the sink back when `rx` ends or a write fails.
-pub(crate) fn spawn_writer(
+pub(crate) fn spawn_writer<T: Into<Message> + Send + 'static>(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<T>,
 ) -> Writer {
     tokio::spawn(async move {
-        'write: while let Some(text) = rx.recv().await {
-            if sink.feed(Message::Text(text.into())).await.is_err() {
+        'write: while let Some(frame) = rx.recv().await {
+            if sink.feed(frame.into()).await.is_err() {
                 break;
             }
-            while let Ok(text) = rx.try_recv() {
-                if sink.feed(Message::Text(text.into())).await.is_err() {
+            while let Ok(frame) = rx.try_recv() {
+                if sink.feed(frame.into()).await.is_err() {
                     break 'write;
                 }
             }
@@ -729,8 +751,8 @@ pub(crate) fn spawn_writer(
 
 /// Ends a socket once what `tx` queued is written: with `close` (e.g.
 /// [`login_ended_close`]), or a plain close.
-pub(crate) async fn close_socket(
-    tx: mpsc::Sender<String>,
+pub(crate) async fn close_socket<T>(
+    tx: mpsc::Sender<T>,
     writer: Writer,
     close: Option<CloseFrame>,
 ) {
@@ -791,10 +813,14 @@ impl From<duraclaw_core::Error> for RefusedFirst {
 
 /// Sends `refusal`'s error frame after what `tx` queued, then closes the
 /// socket with its code.
-pub(crate) async fn refuse(tx: mpsc::Sender<String>, writer: Writer, refusal: socket::Refusal) {
+pub(crate) async fn refuse<T: From<String>>(
+    tx: mpsc::Sender<T>,
+    writer: Writer,
+    refusal: socket::Refusal,
+) {
     match encode_frame(&ToBrowser::Error(refusal.error)) {
         Ok(text) => {
-            let _ = tx.send(text).await;
+            let _ = tx.send(text.into()).await;
         }
         Err(e) => tracing::error!(error = %e, "refusal does not encode"),
     }

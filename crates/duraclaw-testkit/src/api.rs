@@ -58,6 +58,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         a_fork_carries_the_conversation_up_to_its_message,
         agents_are_listed_chosen_and_recorded,
         a_stream_opens_with_its_tail_pages_back_and_compacts_closed_messages,
+        a_compressed_stream_decodes_to_the_frames_of_a_plain_one,
         a_switched_mode_and_model_survive_a_gateway_restart,
         an_evicted_sessions_late_answer_and_resume_work,
         allow_for_this_session_outlives_the_cli_and_a_gateway_restart,
@@ -90,6 +91,11 @@ async fn agents_are_listed_chosen_and_recorded(h: &dyn Host) {
 async fn a_stream_opens_with_its_tail_pages_back_and_compacts_closed_messages(h: &dyn Host) {
     let u = user(h, "tail").await;
     crate::replay::tail_pages_and_compacted_ranges(h, &u, "tail").await;
+}
+
+async fn a_compressed_stream_decodes_to_the_frames_of_a_plain_one(h: &dyn Host) {
+    let u = user(h, "deflate").await;
+    crate::replay::compressed_replay(h, &u, "deflate").await;
 }
 
 async fn a_fork_carries_the_conversation_up_to_its_message(h: &dyn Host) {

@@ -58,6 +58,7 @@ pub const WORKTREES: &[&str] = &[
     "forkcli",
     "agents",
     "tail",
+    "deflate",
     "acpcodex",
     "acpclaude",
     "acpgemini",

@@ -135,8 +135,8 @@ async fn page_answer(ws: &mut Ws, a: &mut Assembled, id: &str) -> Value {
     }
 }
 
-/// A session of `TURNS + 1` turns, each to its result.
-async fn long_session(h: &dyn Host, u: &User, name: &str) -> String {
+/// A session of `turns + 1` turns, each to its result.
+async fn long_session(h: &dyn Host, u: &User, name: &str, turns: usize) -> String {
     let id = create_session(h, &u.cookie, name, "build it").await;
     let mut b = Browser::connect(&u.base, &u.cookie, &id, 0).await;
     let q = b.until(is("user_question")).await;
@@ -148,7 +148,7 @@ async fn long_session(h: &dyn Host, u: &User, name: &str) -> String {
         .await;
     assert_eq!(r["ok"], true, "{r}");
     b.until(is("result")).await;
-    for i in 0..TURNS {
+    for i in 0..turns {
         let at = b.last_seq();
         let r = b
             .command(
@@ -177,7 +177,7 @@ fn is_item(f: &Value) -> bool {
 /// The case: tail, pages back with live events, compacted ranges, full
 /// history, refusals.
 pub async fn tail_pages_and_compacted_ranges(h: &dyn Host, u: &User, name: &str) {
-    let id = long_session(h, u, name).await;
+    let id = long_session(h, u, name, TURNS).await;
 
     // The tail: from the start of the last turn, at least 3 events.
     let mut ws = u
@@ -356,6 +356,157 @@ pub async fn tail_pages_and_compacted_ranges(h: &dyn Host, u: &User, name: &str)
             Err((status, ct, body)) => {
                 let m = contract::check_error(&format!("?{query}"), status, 400, &ct, &body);
                 assert!(m.contains(word), "?{query}: {m}");
+            }
+        }
+    }
+}
+
+/// A frame as it came: text, or a binary frame's text frames.
+#[derive(Debug)]
+enum Got {
+    Text(Value),
+    Binary(Vec<Value>),
+}
+
+/// The next text or binary frame (a binary one inflated and split on
+/// `"\n"` with the crate the hosts compress with).
+async fn got(ws: &mut Ws) -> Got {
+    use duraclaw_core::backend::web::deflate;
+    loop {
+        let msg = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("readable");
+        match msg {
+            Message::Text(t) => return Got::Text(serde_json::from_str(t.as_str()).unwrap()),
+            Message::Binary(b) => {
+                let lines = deflate::inflate(&b, 64 * deflate::MAX_BATCH_BYTES)
+                    .unwrap_or_else(|e| panic!("a binary frame: {e}"));
+                return Got::Binary(
+                    lines
+                        .iter()
+                        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                        .collect(),
+                );
+            }
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// What a stream opened with `query` sends up to its snapshot's last seq:
+/// its frames in order, and how many binary frames carried them.
+async fn replay_frames(u: &User, id: &str, query: &str) -> (Ws, Vec<Value>, usize) {
+    let mut ws = u.ws(id, query).await.unwrap_or_else(|e| panic!("{e:?}"));
+    let mut frames = Vec::new();
+    let mut binary = 0;
+    let mut last = None;
+    let mut next = 0;
+    while last.is_none_or(|l| next <= l) {
+        let batch = match got(&mut ws).await {
+            Got::Text(v) => {
+                if is_item(&v) {
+                    assert!(
+                        !query.contains("compress"),
+                        "a compressed replay sent a text item: {v}"
+                    );
+                }
+                vec![v]
+            }
+            Got::Binary(vs) => {
+                binary += 1;
+                vs
+            }
+        };
+        for f in batch {
+            if f["type"] == "snapshot" {
+                last = f["last_seq"].as_u64();
+                next = f["first_seq"].as_u64().unwrap();
+            } else if is_item(&f) {
+                next = if f["type"] == "event" {
+                    f["seq"].as_u64().unwrap() + 1
+                } else {
+                    f["last"].as_u64().unwrap() + 1
+                };
+            }
+            frames.push(f);
+        }
+    }
+    (ws, frames, binary)
+}
+
+/// The case: `compress=deflate-raw` sends the replay and page answers as
+/// binary frames which decode to exactly the frames a client without it
+/// gets, in order; hello, snapshot and live events stay text; any other
+/// `compress` is a `400`.
+pub async fn compressed_replay(h: &dyn Host, u: &User, name: &str) {
+    let id = long_session(h, u, name, 2).await;
+    for query in ["tail=3", "after=0", "after=0&compact=0"] {
+        let (_plain, want, none) = replay_frames(u, &id, query).await;
+        assert_eq!(none, 0, "?{query} without compress sends text");
+        let compressed = format!("{query}&compress=deflate-raw");
+        let (mut ws, have, binary) = replay_frames(u, &id, &compressed).await;
+        assert_eq!(have, want, "?{compressed} decodes to what ?{query} sends");
+        assert_eq!(&have[0]["type"], "hello");
+        assert!(
+            binary >= 1,
+            "?{compressed}: the replay came in binary frames"
+        );
+        if query != "after=0" {
+            continue;
+        }
+        // A page: one binary frame that decodes to the page frame.
+        let last = want
+            .iter()
+            .find(|f| f["type"] == "snapshot")
+            .and_then(|f| f["last_seq"].as_u64())
+            .unwrap();
+        let page = json!({"type": "page", "id": "p", "before": last, "limit": 9});
+        let mut plain = u.ws(&id, query).await.unwrap_or_else(|e| panic!("{e:?}"));
+        send(&mut plain, page.clone()).await;
+        // Its replay comes first.
+        let mut a = Assembled {
+            next: 1,
+            ..Default::default()
+        };
+        let plain_page = page_answer(&mut plain, &mut a, "p").await;
+        send(&mut ws, page).await;
+        match got(&mut ws).await {
+            Got::Binary(vs) => assert_eq!(vs, [plain_page], "the page, compressed"),
+            Got::Text(v) => panic!("a page answered as text on a compressed stream: {v}"),
+        }
+        // Live: a turn's events and the command's result come as text.
+        send(
+            &mut ws,
+            json!({"type": "command", "id": "live", "command": {"type": "message", "text": "live"}}),
+        )
+        .await;
+        let mut at = last + 1;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(Instant::now() < deadline, "the live turn never ended");
+            match got(&mut ws).await {
+                Got::Text(f) if f["type"] == "event" => {
+                    assert_eq!(f["seq"], at, "live events in order: {f}");
+                    at += 1;
+                    if f["event"]["type"] == "result" {
+                        break;
+                    }
+                }
+                Got::Text(_) => {}
+                Got::Binary(vs) => panic!("a live frame came compressed: {vs:?}"),
+            }
+        }
+    }
+    for bad in ["bogus", "gzip", ""] {
+        let query = format!("compress={bad}");
+        match u.ws(&id, &query).await {
+            Ok(_) => panic!("?{query} was accepted"),
+            Err((status, ct, body)) => {
+                let m = contract::check_error(&format!("?{query}"), status, 400, &ct, &body);
+                assert!(m.contains("compress must be deflate-raw"), "?{query}: {m}");
             }
         }
     }

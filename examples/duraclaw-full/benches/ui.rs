@@ -6,7 +6,11 @@
 //! bytes of a full replay (`after=0`) with closed messages compacted
 //! against the same with `compact=0`, for that session and for one whose
 //! messages stream the same text in token-sized deltas (1,200 of 4
-//! characters), as the CLI does.
+//! characters), as the CLI does; and the same full replays compressed
+//! (`compress=deflate-raw`), for that session and for one of the same shape
+//! whose text is lines of this repository's docs and source (what a coding
+//! agent writes; the twelve words of the others compress unrealistically
+//! well).
 //!
 //! Sets up the real `duraclaw orchestrator` (this package's binary) over a
 //! data directory holding a user and the two sessions (turns of streamed
@@ -39,6 +43,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const SMALL: &str = "ui-replay-small";
 const BIG: &str = "ui-replay-big";
 const TOKENS: &str = "ui-replay-tokens";
+const PROSE: &str = "ui-replay-prose";
 const START_DEADLINE: Duration = Duration::from_secs(30);
 const RUN_DEADLINE: Duration = Duration::from_secs(900);
 const HINT: &str =
@@ -135,6 +140,54 @@ async fn add_user(data: &Path) {
     assert!(status.success(), "duraclaw user add failed");
 }
 
+/// Lines of this repository's docs and Rust source, in path order: text
+/// as a coding agent writes it.
+fn corpus() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "md" || x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files = Vec::new();
+    walk(&root.join("docs"), &mut files);
+    walk(&root.join("crates"), &mut files);
+    files.sort();
+    let lines: Vec<String> = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(lines.len() > 10_000, "the repository's docs and source");
+    lines
+}
+
+/// `len` bytes of consecutive corpus lines from a place `seed` picks.
+fn prose(corpus: &[String], seed: u64, len: usize) -> String {
+    let mut i = (seed.wrapping_mul(6_364_136_223_846_793_005) >> 17) as usize % corpus.len();
+    let mut s = String::with_capacity(len + 200);
+    while s.len() < len {
+        s.push_str(&corpus[i]);
+        s.push('\n');
+        i = (i + 1) % corpus.len();
+    }
+    let mut end = len;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s
+}
+
 fn text(seed: u64, len: usize) -> String {
     const WORDS: [&str; 12] = [
         "the", "session", "streams", "tokens", "while", "a", "tool", "runs", "and", "every",
@@ -152,9 +205,9 @@ fn text(seed: u64, len: usize) -> String {
 }
 
 /// `n` events of turns: `deltas` deltas of one message (4,800 characters
-/// in all), its final text, a tool call and its result; the last event is
-/// the turn's result.
-fn session_events(n: u64, deltas: u64) -> Vec<Event> {
+/// in all, from `text`), its final text, a tool call and its result; the
+/// last event is the turn's result.
+fn session_events(n: u64, deltas: u64, text: &dyn Fn(u64, usize) -> String) -> Vec<Event> {
     let piece = usize::try_from(4_800 / deltas).unwrap();
     let mut out = Vec::with_capacity(n as usize);
     let mut block = 0u64;
@@ -178,6 +231,7 @@ fn session_events(n: u64, deltas: u64) -> Vec<Event> {
             aborted: false,
         }));
         let tool = format!("toolu_{block:06}");
+        let block_text = text(block, 150);
         out.push(Event::ToolUse(ToolUse {
             tool_use_id: tool.clone(),
             name: "Bash".into(),
@@ -186,7 +240,7 @@ fn session_events(n: u64, deltas: u64) -> Vec<Event> {
         }));
         out.push(Event::ToolResult(ToolResult {
             tool_use_id: tool,
-            content: Value::String(text(block, 150)),
+            content: Value::String(block_text),
             is_error: false,
         }));
         block += 1;
@@ -206,11 +260,17 @@ fn session_events(n: u64, deltas: u64) -> Vec<Event> {
 }
 
 /// Stores session `id` of `n` events.
-async fn populate(dir: &SqliteDirectory, id: &str, n: u64, deltas: u64) {
+async fn populate(
+    dir: &SqliteDirectory,
+    id: &str,
+    n: u64,
+    deltas: u64,
+    text: &dyn Fn(u64, usize) -> String,
+) {
     let mut meta = SessionMeta::new(id, USER, 1_700_000_000_000);
     meta.title = format!("A session of {n} events");
     let store = dir.create(meta).await.unwrap();
-    let events = session_events(n, deltas);
+    let events = session_events(n, deltas, text);
     let mut stored = 0u64;
     for (k, chunk) in events.chunks(1000).enumerate() {
         let batch = chunk
@@ -250,10 +310,13 @@ async fn main() {
         let dir = SqliteDirectory::open(data.join("sessions.db"))
             .await
             .unwrap();
-        populate(&dir, SMALL, small, 40).await;
-        populate(&dir, BIG, big, 40).await;
+        populate(&dir, SMALL, small, 40, &text).await;
+        populate(&dir, BIG, big, 40, &text).await;
         // The same text streamed as the CLI does: token-sized deltas.
-        populate(&dir, TOKENS, tokens, 1_200).await;
+        populate(&dir, TOKENS, tokens, 1_200, &text).await;
+        // The big session's shape with realistic text.
+        let corpus = corpus();
+        populate(&dir, PROSE, big, 40, &|seed, len| prose(&corpus, seed, len)).await;
     }
 
     let mut orch = duraclaw()
@@ -297,6 +360,7 @@ async fn main() {
             .env("UI_BIG_EVENTS", big.to_string())
             .env("UI_TOKENS", TOKENS)
             .env("UI_TOKENS_EVENTS", tokens.to_string())
+            .env("UI_PROSE", PROSE)
             .env("UI_ROUNDS", rounds.to_string())
             .env("UI_USER", USER)
             .env("UI_PASSWORD", PASSWORD)

@@ -17,7 +17,9 @@
 // Then the bytes of a full replay (`after=0`) of the big session and of
 // UI_TOKENS (UI_TOKENS_EVENTS events, the same text in token-sized deltas),
 // with closed messages compacted (the default) and with `compact=0`, read
-// over a WebSocket from inside a page. Prints one JSON line.
+// over a WebSocket from inside a page; and compressed (`compress=deflate-raw`:
+// the binary frames' bytes), also for UI_PROSE (the big session's shape with
+// text from the repository's docs and source). Prints one JSON line.
 
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -35,6 +37,7 @@ const URL = env('UI_URL');
 const SMALL = { id: env('UI_SMALL'), last: Number(env('UI_SMALL_EVENTS')) };
 const BIG = { id: env('UI_BIG'), last: Number(env('UI_BIG_EVENTS')) };
 const TOKENS = { id: env('UI_TOKENS'), last: Number(env('UI_TOKENS_EVENTS')) };
+const PROSE = { id: env('UI_PROSE'), last: BIG.last };
 const ROUNDS = Number(env('UI_ROUNDS'));
 const USER = env('UI_USER');
 const PASSWORD = env('UI_PASSWORD');
@@ -181,7 +184,11 @@ function medians(rows) {
   return out;
 }
 
-/** Bytes of `after=0` replay frames of session `s` (`query` added). */
+/**
+ * Bytes of `after=0` replay frames of session `s` (`query` added): the
+ * item frames' text, or with `compress=deflate-raw` the binary frames'
+ * (inflated in order to see where the replay ends).
+ */
 async function replayBytes(browser, s, query) {
   const ctx = await context(browser, s.last);
   const page = await ctx.newPage();
@@ -190,15 +197,31 @@ async function replayBytes(browser, s, query) {
     ({ id, last, query }) =>
       new Promise((resolve, reject) => {
         const ws = new WebSocket(`ws://${location.host}/api/sessions/${encodeURIComponent(id)}/ws?after=0${query}`);
+        ws.binaryType = 'arraybuffer';
         let bytes = 0;
-        ws.onmessage = (m) => {
-          const f = JSON.parse(m.data);
-          if (f.type !== 'event' && f.type !== 'compacted') return;
-          bytes += new TextEncoder().encode(m.data).length;
+        let done = false;
+        const take = (text, size) => {
+          const f = JSON.parse(text);
+          if (done || (f.type !== 'event' && f.type !== 'compacted')) return;
+          bytes += size;
           if ((f.type === 'event' ? f.seq : f.last) >= last) {
+            done = true;
             ws.close();
             resolve(bytes);
           }
+        };
+        let chain = Promise.resolve();
+        ws.onmessage = (m) => {
+          chain = chain.then(async () => {
+            if (typeof m.data === 'string') {
+              take(m.data, new TextEncoder().encode(m.data).length);
+              return;
+            }
+            const stream = new Blob([m.data]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
+            const lines = (await new Response(stream).text()).split('\n');
+            lines.forEach((l, i) => take(l, i === 0 ? m.data.byteLength : 0));
+          });
+          chain.catch(reject);
         };
         ws.onerror = () => reject(new Error('replay socket failed'));
       }),
@@ -246,6 +269,14 @@ try {
   const full = await replayBytes(browser, BIG, '&compact=0');
   const tokensCompact = await replayBytes(browser, TOKENS, '');
   const tokensFull = await replayBytes(browser, TOKENS, '&compact=0');
+  const deflate = '&compress=deflate-raw';
+  const compactDeflate = await replayBytes(browser, BIG, deflate);
+  const fullDeflate = await replayBytes(browser, BIG, `&compact=0${deflate}`);
+  const tokensDeflate = await replayBytes(browser, TOKENS, deflate);
+  const prose = await replayBytes(browser, PROSE, '');
+  const proseFull = await replayBytes(browser, PROSE, '&compact=0');
+  const proseDeflate = await replayBytes(browser, PROSE, deflate);
+  const proseFullDeflate = await replayBytes(browser, PROSE, `&compact=0${deflate}`);
   console.log(
     JSON.stringify({
       events_small: SMALL.last,
@@ -265,6 +296,18 @@ try {
       token_deltas_replay_bytes_compacted: tokensCompact,
       token_deltas_replay_bytes_full: tokensFull,
       token_deltas_replay_bytes_ratio: tokensCompact / tokensFull,
+      // Compressed: the binary frames' bytes; ratios to `compact=0` as text.
+      replay_bytes_compacted_deflate: compactDeflate,
+      replay_bytes_full_deflate: fullDeflate,
+      replay_bytes_deflate_ratio: compactDeflate / full,
+      token_deltas_replay_bytes_compacted_deflate: tokensDeflate,
+      token_deltas_replay_bytes_deflate_ratio: tokensDeflate / tokensFull,
+      prose_replay_bytes_compacted: prose,
+      prose_replay_bytes_full: proseFull,
+      prose_replay_bytes_ratio: prose / proseFull,
+      prose_replay_bytes_compacted_deflate: proseDeflate,
+      prose_replay_bytes_full_deflate: proseFullDeflate,
+      prose_replay_bytes_deflate_ratio: proseDeflate / proseFull,
     }),
   );
 } finally {

@@ -76,7 +76,7 @@ test('a 20,000-event session opens with its tail and scrolls back to its start, 
   const snapshot = relay.toPage.find((f) => f.type === 'snapshot');
   const n = snapshot.last_seq;
   assert.ok(n >= MESSAGES * CHUNKS, `the session has ${n} events`);
-  assert.match(relay.urls[0], /[?&]tail=\d+$/, 'a fresh page asks for the tail');
+  assert.match(relay.urls[0], /[?&]tail=\d+&compress=deflate-raw$/, 'a fresh page asks for the compressed tail');
 
   // Opened with the last message, not the history.
   await page.locator('[data-testid=assistant-message]', { hasText: label(MESSAGES - 1) }).waitFor();
@@ -130,7 +130,7 @@ test('a 20,000-event session opens with its tail and scrolls back to its start, 
   }
   assert.ok(cut && relay.lost.length === 1, 'a page answer was lost with its connection');
   assert.ok(relay.sockets.length >= 2, 'the page reconnected mid-scroll');
-  assert.match(relay.urls[1], /[?&]after=\d+$/, 'the reconnect resumes after what it holds');
+  assert.match(relay.urls[1], /[?&]after=\d+&compress=deflate-raw$/, 'the reconnect resumes after what it holds');
 
   // The whole transcript is in the model, a window of it in the DOM.
   const top = await held(page);

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use duraclaw_core::backend::actor::{CommandOutcome, Person, SessionActor};
 use duraclaw_core::backend::web::{
-    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, replay, socket,
+    LOGIN_ENDED_CLOSE, LOGIN_ENDED_MESSAGE, LOGIN_ENDED_REASON, deflate, replay, socket,
 };
 use duraclaw_core::protocol::{
     Command, CommandResult, FromBrowser, Hello, Role, Seq, ToBrowser, WireError,
@@ -218,6 +218,7 @@ impl SessionHost {
             client,
             login,
             full: !query.compact,
+            deflate: query.deflate,
         })?;
         // From here to the end of the replay no promise is awaited: the
         // store is synchronous, so no publish can run in between.
@@ -268,21 +269,32 @@ impl SessionHost {
         // The replay up to the fence, through the compactor unless the
         // client asked for every event.
         let mut compactor = query.compact.then(|| replay::Compactor::new(fence));
+        // With `compress=deflate-raw` its frames go in binary batches.
+        let mut batcher = query.deflate.then(deflate::Batcher::new);
+        let mut out = |frame: String| match batcher.as_mut() {
+            Some(b) => {
+                if let Some(bin) = b.push(&frame) {
+                    let _ = ws.send_with_bytes(bin);
+                }
+            }
+            None => {
+                let _ = ws.send_with_str(frame);
+            }
+        };
         let mut send = |e: duraclaw_core::store::StoredEvent| match compactor.as_mut() {
             Some(c) => {
                 c.push(e);
                 for item in c.take() {
-                    let _ = ws.send_with_str(item.frame());
+                    out(item.frame());
                 }
             }
-            None => {
-                let _ = ws.send_with_str(browser_event_frame(e.seq, &e.json));
-            }
+            None => out(browser_event_frame(e.seq, &e.json)),
         };
         for e in tail_events.into_iter().filter(|e| e.seq <= fence) {
             delivered = e.seq;
             send(e);
         }
+        let mut failed = None;
         while delivered < fence {
             let want = usize::try_from(fence - delivered).unwrap_or(PAGE).min(PAGE);
             match actor.log().store().read_after(delivered, want).await {
@@ -294,16 +306,22 @@ impl SessionHost {
                 }
                 Ok(_) => break,
                 Err(e) => {
-                    send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
-                    let _ = ws.close(Some(1011), Some("replay failed"));
+                    failed = Some(e);
                     break;
                 }
             }
         }
-        if let Some(c) = compactor {
+        if let Some(c) = compactor.take() {
             for item in c.finish() {
-                let _ = ws.send_with_str(item.frame());
+                out(item.frame());
             }
+        }
+        if let Some(bin) = batcher.as_mut().and_then(deflate::Batcher::finish) {
+            let _ = ws.send_with_bytes(bin);
+        }
+        if let Some(e) = failed {
+            send_browser(&ws, &ToBrowser::Error(WireError::from(&e)));
+            let _ = ws.close(Some(1011), Some("replay failed"));
         }
         // A browser watching a session that needs its gateway link: make
         // sure it is up (after a restart the alarm would do it too).
@@ -377,10 +395,10 @@ impl SessionHost {
                 self.browser_command(&ws, id, command).await;
             }
             FromBrowser::Page { id, before, limit } => {
-                let full = matches!(
-                    ws.deserialize_attachment::<Attachment>(),
-                    Ok(Some(Attachment { full: true, .. }))
-                );
+                let (full, compressed) = match ws.deserialize_attachment::<Attachment>() {
+                    Ok(Some(a)) => (a.full, a.deflate),
+                    _ => (false, false),
+                };
                 let frame = match self.actor().await {
                     Ok(Some(actor)) => {
                         // Pages go up to what was published: the rest
@@ -402,7 +420,11 @@ impl SessionHost {
                     ),
                     Err(e) => replay::page_error_frame(&id, &WireError::from(&e)),
                 };
-                let _ = ws.send_with_str(frame);
+                if compressed {
+                    let _ = ws.send_with_bytes(deflate::deflate(&frame));
+                } else {
+                    let _ = ws.send_with_str(frame);
+                }
             }
             _ => {}
         }

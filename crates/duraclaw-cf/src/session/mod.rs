@@ -136,6 +136,10 @@ pub(crate) struct Attachment {
     /// compacted either.
     #[serde(default)]
     pub(crate) full: bool,
+    /// The socket asked for `compress=deflate-raw`: its pages go as
+    /// binary frames.
+    #[serde(default)]
+    pub(crate) deflate: bool,
 }
 
 /// `POST /create` from the Worker.

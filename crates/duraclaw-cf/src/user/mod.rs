@@ -236,6 +236,7 @@ impl UserHost {
             client: "inbox".into(),
             login,
             full: false,
+            deflate: false,
         })?;
         self.state.accept_websocket_with_tags(&ws, &["inbox"]);
         match self.with_inbox(|inbox, _| inbox::first_frames(inbox, after)) {

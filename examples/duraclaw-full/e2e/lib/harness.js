@@ -8,6 +8,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { inflateRawSync } from 'node:zlib';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -299,8 +300,10 @@ export async function screenshotOf(locator, name) {
  * Frames from the server can be held back (`holding`, then `release()`), as
  * if the network stalled, or one can be lost with the connection
  * (`cutBefore(fn)`: the first server frame for which `fn(frame)` is true is
- * not delivered and the page's connection breaks instead). `fromPage` and
- * `toPage` list the frames each way, parsed; `urls` each connection's URL.
+ * not delivered and the page's connection breaks instead; a binary frame
+ * of a compressed replay is lost whole when one of its frames is). `fromPage`
+ * and `toPage` list the frames each way, parsed (a binary frame's inflated);
+ * `urls` each connection's URL.
  */
 export async function relaySocket(page) {
   const relay = { holding: false, held: [], sockets: [], urls: [], fromPage: [], toPage: [], cut: null, lost: [] };
@@ -316,13 +319,21 @@ export async function relaySocket(page) {
     relay.sockets.push(ws);
     relay.urls.push(ws.url());
     server.onMessage((m) => {
-      if (relay.cut && typeof m === 'string' && relay.cut(JSON.parse(m))) {
+      const frames =
+        typeof m === 'string'
+          ? [JSON.parse(m)]
+          : inflateRawSync(m)
+              .toString('utf8')
+              .split('\n')
+              .map((l) => JSON.parse(l));
+      const cut = relay.cut && frames.find((f) => relay.cut(f));
+      if (cut) {
         relay.cut = null;
-        relay.lost.push(JSON.parse(m));
+        relay.lost.push(cut);
         ws.close({ code: 1012, reason: 'connection lost' });
         return;
       }
-      if (typeof m === 'string') relay.toPage.push(JSON.parse(m));
+      relay.toPage.push(...frames);
       if (relay.holding) relay.held.push([ws, m]);
       else ws.send(m);
     });

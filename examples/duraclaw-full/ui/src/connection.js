@@ -7,6 +7,9 @@
 // 4401 (login ended): stop and ask for a login again;
 // 4409 (ahead of the log): the copy is from another history, so drop it and
 // open anew (with the tail).
+// Where the browser inflates raw DEFLATE, it asks for `compress=deflate-raw`:
+// the replay and page answers then come as binary frames, each one or more
+// text frames joined by "\n"; frames are handled strictly in arrival order.
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
@@ -26,11 +29,28 @@ export function markOnce(name) {
 
 export const TAIL_EVENTS = 200;
 
-/** The session stream's URL: from `after`, or the tail when nothing is held. */
+/** Whether this browser inflates raw DEFLATE (every current one does). */
+export function canInflate() {
+  return typeof DecompressionStream === 'function';
+}
+
+/**
+ * The session stream's URL: from `after`, or the tail when nothing is held;
+ * compressed where the browser can inflate it (`public/early.js` builds the
+ * same URL).
+ */
 export function streamUrl(sessionId, after) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const from = after > 0 ? `after=${after}` : `tail=${TAIL_EVENTS}`;
-  return `${proto}//${location.host}/api/sessions/${encodeURIComponent(sessionId)}/ws?${from}`;
+  const compress = canInflate() ? '&compress=deflate-raw' : '';
+  return `${proto}//${location.host}/api/sessions/${encodeURIComponent(sessionId)}/ws?${from}${compress}`;
+}
+
+/** The text frames of one binary frame (raw DEFLATE of them joined by "\n"). */
+export async function inflateFrames(data) {
+  const blob = data instanceof Blob ? data : new Blob([data]);
+  const text = await new Response(blob.stream().pipeThrough(new DecompressionStream('deflate-raw'))).text();
+  return text.split('\n');
 }
 
 /**
@@ -188,18 +208,65 @@ export class SessionSocket {
       return;
     }
     this.ws = ws;
+    ws.binaryType = 'arraybuffer';
     markOnce('ws-connect');
     let opened = false;
     ws.onopen = () => {
       opened = true;
       markOnce('ws-open');
     };
+    // Frames (and the close) wait behind a binary frame being inflated.
+    const queue = [];
+    let busy = false;
+    const pump = async () => {
+      if (busy) return;
+      busy = true;
+      while (queue.length && this.ws === ws) {
+        const next = queue.shift();
+        if (typeof next === 'string') {
+          text(next);
+        } else if (next.close) {
+          closed(next.close);
+        } else {
+          let lines;
+          try {
+            lines = await inflateFrames(next);
+          } catch (e) {
+            // A frame that does not inflate: drop the connection and resume.
+            console.warn('duraclaw: a binary frame does not inflate', e);
+            if (this.ws === ws) {
+              try {
+                ws.close(4002, 'bad binary frame');
+              } catch {
+                /* already closed */
+              }
+              closed({ code: 4002, reason: 'bad binary frame' });
+            }
+            break;
+          }
+          for (const line of lines) {
+            if (this.ws !== ws) break;
+            text(line);
+          }
+        }
+      }
+      busy = false;
+    };
     ws.onmessage = (m) => {
-      if (typeof m.data !== 'string') return;
+      const d = m.data;
+      if (typeof d === 'string' && !busy && !queue.length) {
+        text(d);
+        return;
+      }
+      if (typeof d !== 'string' && !(d instanceof ArrayBuffer) && !(typeof Blob === 'function' && d instanceof Blob)) return;
+      queue.push(d);
+      pump();
+    };
+    const text = (data) => {
       markOnce('ws-first-frame');
       let frame;
       try {
-        frame = JSON.parse(m.data);
+        frame = JSON.parse(data);
       } catch {
         return;
       }
@@ -229,6 +296,14 @@ export class SessionSocket {
       this.h.onFrame(frame, {});
     };
     ws.onclose = (ev) => {
+      if (busy || queue.length) {
+        queue.push({ close: ev });
+        pump();
+        return;
+      }
+      closed(ev);
+    };
+    const closed = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.ready = false;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 
 import { sockets } from './fake-websocket.js';
 
-const { SessionSocket } = await import('../src/connection.js');
+const { SessionSocket, streamUrl } = await import('../src/connection.js');
 
 /** A socket on session s1 whose last seq is `seq.n`; returns it and what it reported. */
 function setup() {
@@ -50,7 +50,7 @@ test('any other close reconnects with the last seq', (t) => {
   sockets[0].drop(1006);
   t.mock.timers.tick(1000);
   assert.equal(sockets.length, 2);
-  assert.match(sockets[1].url, /\/api\/sessions\/s1\/ws\?after=7$/);
+  assert.match(sockets[1].url, /\/api\/sessions\/s1\/ws\?after=7&compress=deflate-raw$/);
   assert.equal(seen.loginEnded, 0);
   s.stop();
 });
@@ -60,14 +60,14 @@ test('close code 4409 (ahead of the log): the copy is dropped and the next conne
   const { s, seen, seq } = setup();
   seq.n = 42;
   s.start();
-  assert.match(sockets[0].url, /after=42$/);
+  assert.match(sockets[0].url, /after=42&compress=deflate-raw$/);
   sockets[0].open();
   sockets[0].frame({ type: 'error', code: 'ahead_of_log', message: 'after=42 is past the last seq 3' });
   sockets[0].drop(4409, 'ahead of log');
   assert.equal(seen.resets, 1);
   t.mock.timers.tick(500);
   assert.equal(sockets.length, 2, 'reconnected at once');
-  assert.match(sockets[1].url, /\?tail=\d+$/);
+  assert.match(sockets[1].url, /\?tail=\d+&compress=deflate-raw$/);
   s.stop();
 });
 
@@ -100,5 +100,64 @@ test('a command resent after a reconnect is marked as resent in its command_resu
   t.mock.timers.tick(1000);
   connect(sockets[2]);
   assert.deepEqual(sockets[2].sent, []);
+  s.stop();
+});
+
+/** Waits (bounded) until `done()` holds, letting inflation run. */
+async function until(done) {
+  for (let i = 0; i < 2000 && !done(); i++) await new Promise((r) => setImmediate(r));
+  assert.ok(done(), 'in time');
+}
+
+test('the stream asks for compress=deflate-raw only where the browser inflates it', () => {
+  assert.match(streamUrl('s1', 0), /\?tail=200&compress=deflate-raw$/);
+  const saved = globalThis.DecompressionStream;
+  try {
+    delete globalThis.DecompressionStream;
+    assert.match(streamUrl('s1', 3), /\?after=3$/);
+  } finally {
+    globalThis.DecompressionStream = saved;
+  }
+});
+
+test('a binary frame is several frames; text frames and the close that come meanwhile wait for it', async () => {
+  const { s, seen } = setup();
+  const order = [];
+  s.h.onFrame = (f) => order.push(f.type === 'event' ? f.seq : f.type === 'compacted' ? `${f.first}-${f.last}` : f.type);
+  s.h.onDown = (ev) => order.push(`down ${ev.code}`);
+  s.start();
+  const ws = sockets[0];
+  assert.equal(ws.binaryType, 'arraybuffer');
+  ws.open();
+  ws.frame({ type: 'hello', v: 1 });
+  ws.frame({ type: 'snapshot', last_seq: 5, first_seq: 1, state: 'idle', pending: [] });
+  ws.binary([
+    { type: 'event', seq: 1, event: { type: 'user.message', text: 'a\nb' } },
+    { type: 'compacted', first: 2, last: 4, event: { type: 'assistant', phase: 'final', text: 'x' } },
+  ]);
+  ws.binary([{ type: 'event', seq: 5, event: { type: 'result' } }]);
+  ws.frame({ type: 'event', seq: 6, event: { type: 'user.message', text: 'live' } });
+  ws.drop(1006);
+  await until(() => order.length === 7);
+  assert.deepEqual(order, ['hello', 'snapshot', 1, '2-4', 5, 6, 'down 1006']);
+  assert.equal(seen.statuses.at(-1), 'reconnecting');
+  s.stop();
+});
+
+test('a binary frame that does not inflate drops the connection, which resumes', async (t) => {
+  const { s, seen } = setup();
+  const downs = [];
+  s.h.onDown = (ev) => downs.push(ev.code);
+  const warn = t.mock.method(console, 'warn', () => {});
+  s.start();
+  const ws = sockets[0];
+  connect(ws);
+  ws.bytes(new Uint8Array([0xff, 0xff, 0xff]));
+  ws.frame({ type: 'event', seq: 1, event: { type: 'user.message', text: 'after' } });
+  await until(() => downs.length === 1);
+  assert.deepEqual(downs, [4002]);
+  assert.equal(ws.readyState, 3);
+  assert.equal(warn.mock.callCount(), 1);
+  assert.ok(!seen.frames.some(([f]) => f.seq === 1), 'nothing after the bad frame is applied');
   s.stop();
 });

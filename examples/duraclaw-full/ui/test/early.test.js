@@ -97,3 +97,37 @@ test('an early script that comes after the app looked for it does nothing', () =
   assert.deepEqual(fetched, []);
   s.stop();
 });
+
+test('the early socket keeps binary frames; the app inflates them in order with the text ones', async () => {
+  runEarly('#/s/s1');
+  const early = sockets[0];
+  assert.match(early.url, /\?tail=200&compress=deflate-raw$/);
+  assert.equal(early.binaryType, 'arraybuffer');
+  early.open();
+  early.frame({ type: 'hello', v: 1 });
+  early.frame({ type: 'snapshot', last_seq: 3, first_seq: 1, state: 'active', pending: [] });
+  early.binary([
+    { type: 'event', seq: 1, event: { type: 'user.message', text: 'hi' } },
+    { type: 'compacted', first: 2, last: 3, event: { type: 'assistant', phase: 'final', text: 'x' } },
+  ]);
+  early.frame({ type: 'event', seq: 4, event: { type: 'user.message', text: 'live' } });
+  const frames = [];
+  const s = new SessionSocket('s1', () => 0, { onFrame: (f) => frames.push(f.seq ?? f.first ?? f.type), onStatus() {} });
+  s.start();
+  assert.equal(sockets.length, 1, 'no second socket');
+  for (let i = 0; i < 2000 && frames.length < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(frames, ['hello', 'snapshot', 1, 2, 4]);
+  s.stop();
+});
+
+test('without DecompressionStream the early script and the app ask for text', () => {
+  const saved = globalThis.DecompressionStream;
+  try {
+    delete globalThis.DecompressionStream;
+    runEarly('#/s/s1');
+    assert.equal(sockets[0].url, streamUrl('s1', 0));
+    assert.match(sockets[0].url, /\?tail=200$/);
+  } finally {
+    globalThis.DecompressionStream = saved;
+  }
+});

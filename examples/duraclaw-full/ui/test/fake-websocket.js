@@ -1,3 +1,5 @@
+import { deflateRawSync } from 'node:zlib';
+
 // The few browser globals SessionSocket uses, and a WebSocket a test
 // drives (not a test file itself: imported by the socket tests).
 
@@ -23,6 +25,14 @@ class FakeWebSocket {
   }
   frame(obj) {
     this.onmessage({ data: JSON.stringify(obj) });
+  }
+  // A binary frame: raw DEFLATE of `objs` as text frames joined by "\n".
+  binary(objs) {
+    const z = deflateRawSync(Buffer.from(objs.map((o) => JSON.stringify(o)).join('\n')));
+    this.onmessage({ data: z.buffer.slice(z.byteOffset, z.byteOffset + z.byteLength) });
+  }
+  bytes(u8) {
+    this.onmessage({ data: u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength) });
   }
   drop(code, reason = '') {
     this.readyState = 3;

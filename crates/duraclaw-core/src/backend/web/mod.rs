@@ -14,6 +14,7 @@ use crate::protocol::{
 use crate::store::{NewEvent, SessionMeta};
 
 pub mod credentials;
+pub mod deflate;
 pub mod origin;
 pub mod replay;
 pub mod socket;

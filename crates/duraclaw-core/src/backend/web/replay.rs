@@ -51,16 +51,20 @@ pub struct StreamQuery {
     /// Replay a closed message as one `compacted` range (the default);
     /// `compact=0` asks for every event.
     pub compact: bool,
+    /// Send the replay and pages as raw DEFLATE binary frames
+    /// (`compress=deflate-raw`, see [`super::deflate`]).
+    pub deflate: bool,
 }
 
 /// Parses a session stream's query parameters (`after`, `tail`,
-/// `compact`; others are ignored). The error is the message of the `400`.
+/// `compact`, `compress`; others are ignored). The error is the message of the `400`.
 pub fn parse_stream_query<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> std::result::Result<StreamQuery, String> {
     let mut after = None;
     let mut tail = None;
     let mut compact = true;
+    let mut deflate = false;
     for (k, v) in pairs {
         match k {
             "after" => {
@@ -85,6 +89,15 @@ pub fn parse_stream_query<'a>(
                     _ => return Err(format!("compact must be 0 or 1, not {v:?}")),
                 };
             }
+            "compress" => {
+                if v != super::deflate::DEFLATE_RAW {
+                    return Err(format!(
+                        "compress must be {}, not {v:?}",
+                        super::deflate::DEFLATE_RAW
+                    ));
+                }
+                deflate = true;
+            }
             _ => {}
         }
     }
@@ -95,7 +108,11 @@ pub fn parse_stream_query<'a>(
         (_, Some(n)) => Start::Tail(n),
         (a, None) => Start::After(a.unwrap_or(0)),
     };
-    Ok(StreamQuery { start, compact })
+    Ok(StreamQuery {
+        start,
+        compact,
+        deflate,
+    })
 }
 
 /// What a replay sends for some events: one event, or a compacted range.
@@ -759,14 +776,20 @@ mod tests {
             q(&[]),
             Ok(StreamQuery {
                 start: Start::After(0),
-                compact: true
+                compact: true,
+                deflate: false,
             })
         );
         assert_eq!(
-            q(&[("tail", "50"), ("compact", "0")]),
+            q(&[
+                ("tail", "50"),
+                ("compact", "0"),
+                ("compress", "deflate-raw")
+            ]),
             Ok(StreamQuery {
                 start: Start::Tail(50),
-                compact: false
+                compact: false,
+                deflate: true,
             })
         );
         for (bad, word) in [
@@ -774,6 +797,7 @@ mod tests {
             (&[("tail", "0")][..], "tail"),
             (&[("tail", "99999")][..], "tail"),
             (&[("compact", "yes")][..], "compact"),
+            (&[("compress", "gzip")][..], "compress must be deflate-raw"),
             (&[("after", "1"), ("tail", "2")][..], "not both"),
         ] {
             let e = q(bad).unwrap_err();
