@@ -27,9 +27,12 @@
     early.fetches[p[0]] = res;
   });
   // The first connection's URL: connection.js `streamUrl(id, 0)`.
-  var url = (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + path + '/ws?tail=200';
+  var compress = typeof DecompressionStream === 'function' ? '&compress=deflate-raw' : '';
+  var url = (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + path + '/ws?tail=200' + compress;
   try {
     var ws = new WebSocket(url);
+    // Binary frames (a compressed replay) are kept as they came.
+    ws.binaryType = 'arraybuffer';
     var s = { ws: ws, opened: false, events: [] };
     ws.onopen = function () {
       s.opened = true;
