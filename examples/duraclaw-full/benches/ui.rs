@@ -23,7 +23,8 @@
 //! round; `UI_ROUNDS=<n>` sets the rounds; `UI_PROFILE=<file>` adds one open
 //! of the big session under the CPU profiler and writes where its time went
 //! to that file (and the raw profile beside it); `UI_TRACE=<file>` adds one
-//! open traced by Chromium (timeline, scripts, layout, paint) into that file. Node, Chromium and playwright-core missing fail the run with a
+//! open traced by Chromium (timeline, scripts, layout, paint) into that file;
+//! `UI_BYTES=0` leaves out the replay byte counts (times only). Node, Chromium and playwright-core missing fail the run with a
 //! hint, as the browser suite does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 

@@ -237,6 +237,43 @@ function median(v) {
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
+/** The bytes of full replays (`after=0`) of the big, token and prose sessions, as text and compressed. */
+async function countBytes(browser) {
+  const compact = await replayBytes(browser, BIG, '');
+  const full = await replayBytes(browser, BIG, '&compact=0');
+  const tokensCompact = await replayBytes(browser, TOKENS, '');
+  const tokensFull = await replayBytes(browser, TOKENS, '&compact=0');
+  const deflate = '&compress=deflate-raw';
+  const compactDeflate = await replayBytes(browser, BIG, deflate);
+  const fullDeflate = await replayBytes(browser, BIG, `&compact=0${deflate}`);
+  const tokensDeflate = await replayBytes(browser, TOKENS, deflate);
+  const prose = await replayBytes(browser, PROSE, '');
+  const proseFull = await replayBytes(browser, PROSE, '&compact=0');
+  const proseDeflate = await replayBytes(browser, PROSE, deflate);
+  const proseFullDeflate = await replayBytes(browser, PROSE, `&compact=0${deflate}`);
+  return {
+    replay_bytes_compacted: compact,
+    replay_bytes_full: full,
+    replay_bytes_ratio: compact / full,
+    token_deltas_events: TOKENS.last,
+    token_deltas_replay_bytes_compacted: tokensCompact,
+    token_deltas_replay_bytes_full: tokensFull,
+    token_deltas_replay_bytes_ratio: tokensCompact / tokensFull,
+    // Compressed: the binary frames' bytes; ratios to `compact=0` as text.
+    replay_bytes_compacted_deflate: compactDeflate,
+    replay_bytes_full_deflate: fullDeflate,
+    replay_bytes_deflate_ratio: compactDeflate / full,
+    token_deltas_replay_bytes_compacted_deflate: tokensDeflate,
+    token_deltas_replay_bytes_deflate_ratio: tokensDeflate / tokensFull,
+    prose_replay_bytes_compacted: prose,
+    prose_replay_bytes_full: proseFull,
+    prose_replay_bytes_ratio: prose / proseFull,
+    prose_replay_bytes_compacted_deflate: proseDeflate,
+    prose_replay_bytes_full_deflate: proseFullDeflate,
+    prose_replay_bytes_deflate_ratio: proseDeflate / proseFull,
+  };
+}
+
 const browser = await chromium.launch({ executablePath: env('UI_CHROMIUM'), headless: true, args: FLAGS, timeout: 30_000 });
 try {
   // Warm up (Chromium's caches, the server's read pool).
@@ -265,18 +302,8 @@ try {
   // written to the file (chrome://tracing / Perfetto format).
   if (process.env.UI_TRACE) await open(browser, BIG, false, process.env.UI_TRACE);
   const shellFloor = median(shells.slice(2));
-  const compact = await replayBytes(browser, BIG, '');
-  const full = await replayBytes(browser, BIG, '&compact=0');
-  const tokensCompact = await replayBytes(browser, TOKENS, '');
-  const tokensFull = await replayBytes(browser, TOKENS, '&compact=0');
-  const deflate = '&compress=deflate-raw';
-  const compactDeflate = await replayBytes(browser, BIG, deflate);
-  const fullDeflate = await replayBytes(browser, BIG, `&compact=0${deflate}`);
-  const tokensDeflate = await replayBytes(browser, TOKENS, deflate);
-  const prose = await replayBytes(browser, PROSE, '');
-  const proseFull = await replayBytes(browser, PROSE, '&compact=0');
-  const proseDeflate = await replayBytes(browser, PROSE, deflate);
-  const proseFullDeflate = await replayBytes(browser, PROSE, `&compact=0${deflate}`);
+  // UI_BYTES=0: times only (e.g. against a server without compress=deflate-raw).
+  const bytes = process.env.UI_BYTES === '0' ? null : await countBytes(browser);
   console.log(
     JSON.stringify({
       events_small: SMALL.last,
@@ -289,25 +316,7 @@ try {
       ratio_median: median(ratios),
       shell_median_ms: shellFloor,
       start_median_ms: medians(starts.slice(2)),
-      replay_bytes_compacted: compact,
-      replay_bytes_full: full,
-      replay_bytes_ratio: compact / full,
-      token_deltas_events: TOKENS.last,
-      token_deltas_replay_bytes_compacted: tokensCompact,
-      token_deltas_replay_bytes_full: tokensFull,
-      token_deltas_replay_bytes_ratio: tokensCompact / tokensFull,
-      // Compressed: the binary frames' bytes; ratios to `compact=0` as text.
-      replay_bytes_compacted_deflate: compactDeflate,
-      replay_bytes_full_deflate: fullDeflate,
-      replay_bytes_deflate_ratio: compactDeflate / full,
-      token_deltas_replay_bytes_compacted_deflate: tokensDeflate,
-      token_deltas_replay_bytes_deflate_ratio: tokensDeflate / tokensFull,
-      prose_replay_bytes_compacted: prose,
-      prose_replay_bytes_full: proseFull,
-      prose_replay_bytes_ratio: prose / proseFull,
-      prose_replay_bytes_compacted_deflate: proseDeflate,
-      prose_replay_bytes_full_deflate: proseFullDeflate,
-      prose_replay_bytes_deflate_ratio: proseDeflate / proseFull,
+      ...bytes,
     }),
   );
 } finally {

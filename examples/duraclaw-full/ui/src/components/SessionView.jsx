@@ -81,7 +81,7 @@ export function SessionView({ id, focus, user, onLogout }) {
   const sockRef = useRef(null);
   const cmds = useRef(new Map());
   const qstates = useRef(new Map());
-  const [, setVersion] = useState(0);
+  const [version, setVersion] = useState(0);
   const [conn, setConn] = useState({ state: 'connecting' });
   const [meta, setMeta] = useState(null);
   // What the session's agent supports, for an agent other than the built-in one.
@@ -329,10 +329,14 @@ export function SessionView({ id, focus, user, onLogout }) {
     };
   }, [id]);
 
-  /** Asks for the page of history before what is held (one at a time). */
+  /**
+   * Asks for the page of history before what is held (one at a time), once
+   * the replay that opened the stream is in: until then the view is not
+   * what it will be, and the page would race the replay to the screen.
+   */
   const loadOlder = () => {
     const sock = sockRef.current;
-    if (!sock || !sock.ready || paging.current || !t.hasOlder()) return;
+    if (!sock || !sock.ready || paging.current || !t.hasOlder() || t.lastSeq < t.snapSeq) return;
     const p = { id: `page-${t.firstSeq}-${Date.now()}`, before: t.firstSeq };
     if (sock.raw({ type: 'page', id: p.id, before: p.before, limit: PAGE_EVENTS })) paging.current = p;
   };
@@ -413,7 +417,16 @@ export function SessionView({ id, focus, user, onLogout }) {
     setVersion((v) => v + 1);
   };
 
+  // What the last measuring pass saw (see below).
+  const measuredFor = useRef(null);
   useLayoutEffect(() => {
+    // Nothing in the transcript yet, or nothing it shows changed since the
+    // last pass (a keystroke in the composer, the view's own bookkeeping):
+    // no reading of the layout, which would force one more between paints.
+    const seen = [version, shownKeys.current.join('\n'), meta, conn.state, supports];
+    const last = measuredFor.current;
+    if ((!t.items.length && !t.hasOlder()) || (last && seen.every((v, i) => v === last[i]))) return;
+    measuredFor.current = seen;
     const el = document.scrollingElement || document.documentElement;
     if (listRef.current) gap.current = parseFloat(getComputedStyle(listRef.current).rowGap) || 0;
     // What the rendered items measure (hidden ones take no space, not even the gap).
