@@ -19,7 +19,7 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// `duraclaw_core::protocol::MAX_FRAME_BYTES`, the documented frame limit.
 const MAX_FRAME_BYTES: usize = duraclaw_core::protocol::MAX_FRAME_BYTES;
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A user logged in on the host under test, and a worktree its gateway
@@ -350,14 +350,19 @@ pub(crate) async fn open(h: &User, id: &str, after: u64) -> (Ws, Value) {
     (ws, snapshot)
 }
 
+/// The socket's next message, within `within`; a socket that ends or
+/// fails first fails the test.
+pub(crate) async fn next_message(ws: &mut Ws, within: Duration) -> Message {
+    tokio::time::timeout(within, ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("open")
+        .expect("readable")
+}
+
 pub(crate) async fn next(ws: &mut Ws) -> Value {
     loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("readable");
-        match msg {
+        match next_message(ws, DEADLINE).await {
             Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
             Message::Close(c) => panic!("closed: {c:?}"),
             _ => {}

@@ -17,8 +17,7 @@ use crate::browser::{Browser, DEADLINE, is};
 use crate::contract::{self, User};
 use crate::host::{Host, create_session};
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::contract::Ws;
 
 /// How many follow-up turns the session runs (each an echo turn of three
 /// deltas and a final).
@@ -373,12 +372,7 @@ enum Got {
 async fn got(ws: &mut Ws) -> Got {
     use duraclaw_core::backend::web::deflate;
     loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("readable");
-        match msg {
+        match contract::next_message(ws, DEADLINE).await {
             Message::Text(t) => return Got::Text(serde_json::from_str(t.as_str()).unwrap()),
             Message::Binary(b) => {
                 let lines = deflate::inflate(&b, 64 * deflate::MAX_BATCH_BYTES)

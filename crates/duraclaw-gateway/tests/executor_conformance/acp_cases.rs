@@ -997,6 +997,26 @@ fn asked_before_it_is_announced() -> Value {
 
 /// Limits whose wait for an announcement is far longer than any test:
 /// whatever ends the wait here is not its bound.
+/// A run whose agent (with `options`) asks about a call before announcing
+/// it, waited on until the agent streamed the text after its request: the
+/// request now waits for the call's announcement.
+async fn a_request_waiting_for_its_call(options: Value) -> Run {
+    a_run_past_its_first_text(asked_before_it_is_announced(), options).await
+}
+
+/// A run of `turns` (the agent with `options`), waited on until the agent
+/// streamed its first text, "x".
+async fn a_run_past_its_first_text(turns: Value, options: Value) -> Run {
+    let rig = acp_rig(turns, options, |_| {}, long_announce_wait());
+    let mut run = Run::start(rig, memory_gate(), "Go").await;
+    run.until(
+        "the text \"x\"",
+        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
+    )
+    .await;
+    run
+}
+
 fn long_announce_wait() -> AcpLimits {
     AcpLimits {
         announce_wait: Duration::from_secs(60),
@@ -1042,19 +1062,7 @@ fn nothing_asked_or_run(events: &[Event]) {
 /// no question opens, nothing runs, the turn ends, and the next one runs.
 #[tokio::test]
 async fn an_interrupt_while_a_request_waits_for_its_call_withdraws_it() {
-    let rig = acp_rig(
-        asked_before_it_is_announced(),
-        json!({}),
-        |_| {},
-        long_announce_wait(),
-    );
-    let mut run = Run::start(rig, memory_gate(), "Go").await;
-    // The text the agent streams after its request: the request waits.
-    run.until(
-        "the text after the request",
-        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
-    )
-    .await;
+    let mut run = a_request_waiting_for_its_call(json!({})).await;
     run.session.interrupt().await.unwrap();
     let r = run.result().await;
     assert!(r.is_error, "an interrupted turn: {r:?}");
@@ -1073,18 +1081,7 @@ async fn an_interrupt_while_a_request_waits_for_its_call_withdraws_it() {
 /// the next turn runs.
 #[tokio::test]
 async fn a_turn_cancelled_before_its_waiting_request_withdraws_the_request() {
-    let rig = acp_rig(
-        asked_before_it_is_announced(),
-        json!({ "cancel_ends_prompt": true }),
-        |_| {},
-        long_announce_wait(),
-    );
-    let mut run = Run::start(rig, memory_gate(), "Go").await;
-    run.until(
-        "the text after the request",
-        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
-    )
-    .await;
+    let mut run = a_request_waiting_for_its_call(json!({ "cancel_ends_prompt": true })).await;
     run.session.interrupt().await.unwrap();
     let r = run.result().await;
     assert_eq!(r.subtype.as_deref(), Some("cancelled"), "{r:?}");
@@ -1115,18 +1112,8 @@ async fn a_request_after_its_turn_was_cancelled_is_withdrawn() {
             ],
             [{ "do": "text", "text": "Next." }],
         ]);
-        let rig = acp_rig(
-            turns,
-            json!({ "cancel_ends_prompt": true }),
-            |_| {},
-            long_announce_wait(),
-        );
-        let mut run = Run::start(rig, memory_gate(), "Go").await;
-        run.until(
-            "the text before the stall",
-            |e| matches!(e, Event::Assistant(a) if a.text == "x"),
-        )
-        .await;
+        // Waited on until the text before the stall.
+        let mut run = a_run_past_its_first_text(turns, json!({ "cancel_ends_prompt": true })).await;
         run.session.interrupt().await.unwrap();
         let r = run.result().await;
         assert_eq!(r.subtype.as_deref(), Some("cancelled"), "{r:?}");
@@ -1157,16 +1144,8 @@ async fn a_request_after_its_turn_was_cancelled_is_withdrawn() {
 /// ends and its sink is released.
 #[tokio::test]
 async fn an_agent_exiting_while_a_request_waits_leaves_no_question() {
-    let rig = acp_rig(
-        asked_before_it_is_announced(),
+    let mut run = a_request_waiting_for_its_call(
         json!({ "modes": ["default", "plan"], "exit_on": "session/set_mode" }),
-        |_| {},
-        long_announce_wait(),
-    );
-    let mut run = Run::start(rig, memory_gate(), "Go").await;
-    run.until(
-        "the text after the request",
-        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
     )
     .await;
     // The agent exits on it, while its request waits.
@@ -1196,18 +1175,7 @@ async fn an_agent_exiting_while_a_request_waits_leaves_no_question() {
 /// answers it `cancelled` unasked: no question opens, nothing runs.
 #[tokio::test]
 async fn a_stop_while_a_request_waits_for_its_call_withdraws_it() {
-    let rig = acp_rig(
-        asked_before_it_is_announced(),
-        json!({}),
-        |_| {},
-        long_announce_wait(),
-    );
-    let mut run = Run::start(rig, memory_gate(), "Go").await;
-    run.until(
-        "the text after the request",
-        |e| matches!(e, Event::Assistant(a) if a.text == "x"),
-    )
-    .await;
+    let mut run = a_request_waiting_for_its_call(json!({})).await;
     run.session.shutdown().await.unwrap();
     assert!(!run.session.is_running());
     // The agent's process has ended: it wrote every answer it got.
