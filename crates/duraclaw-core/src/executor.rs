@@ -309,9 +309,33 @@ pub async fn ask(
     sink: &dyn EventSink,
     request: ApprovalRequest,
 ) -> Result<Resolution> {
+    ask_unless(gate, sink, request, || false)
+        .await?
+        .ok_or_else(|| crate::Error::Invalid("a question nobody withdrew was withdrawn".into()))
+}
+
+/// [`ask`], for a question its caller may withdraw while it is being asked
+/// (its turn interrupted, its session stopping): `withdrawn` is checked
+/// first, and again once the gate holds the question, before it is logged.
+/// Withdrawn, the question is cancelled at the gate, nothing is logged and
+/// `None` comes back: answer the asker "cancelled".
+///
+/// A caller that makes `withdrawn` true *before* it withdraws the gate's
+/// questions (with [`withdraw`] or the gate's `cancel`) never leaves one
+/// open: either its withdrawal finds the question held, or the check after
+/// holding sees it withdrawn.
+pub async fn ask_unless(
+    gate: &DynApprovalGate,
+    sink: &dyn EventSink,
+    request: ApprovalRequest,
+    withdrawn: impl Fn() -> bool,
+) -> Result<Option<Resolution>> {
+    if withdrawn() {
+        return Ok(None);
+    }
     if let Some(decided) = gate.by_rule(&request).await? {
         sink.emit(Event::Notice(decided.notice)).await?;
-        return Ok(decided.resolution);
+        return Ok(Some(decided.resolution));
     }
     if let QuestionKind::Permission { tool_name, .. } = &request.question.kind
         && let Some(allow) = gate.standing_allow(&request).await?
@@ -320,21 +344,27 @@ pub async fn ask(
             allow.notice(tool_name, request.question.tool_use_id.as_deref()),
         ))
         .await?;
-        return Ok(Resolution {
+        return Ok(Some(Resolution {
             decision: crate::protocol::Decision::Allow {
                 updated_input: None,
                 remember: false,
             },
             by: allow.by,
             at_ms: request.asked_at_ms,
-        });
+        }));
     }
     let held = HeldQuestion::hold(gate.clone(), request).await;
     let id = held.question_id().to_owned();
+    if withdrawn() {
+        // Withdrawn while the rules were looked up: a withdrawal that ran
+        // then did not find it at the gate.
+        gate.cancel(&id, "withdrawn before it was asked").await?;
+        return Ok(None);
+    }
     sink.emit(held.event()).await?;
     let resolution = held.decision().await?;
     sink.emit(question_resolved(&id, &resolution)).await?;
-    Ok(resolution)
+    Ok(Some(resolution))
 }
 
 /// Withdraws `question_id` (the turn was interrupted and nobody waits on

@@ -240,12 +240,15 @@ async fn ask_call(
         .unwrap_or_else(|p| p.into_inner())
         .insert(question_id.clone());
     // Withdrawn before it opened (an interrupt's withdrawal only reaches
-    // questions already open): answered `cancelled`, not asked.
-    let decided = if withdrawn(shared, turn) {
-        None
-    } else {
-        Some(ask(&shared.gate, &*shared.sink, request).await)
-    };
+    // questions the gate already holds): answered `cancelled`, not asked.
+    // The interrupt, the stop and the agent's exit each set what
+    // `withdrawn` reads before they withdraw the open questions, and
+    // `ask_unless` looks again once the gate holds this one.
+    let decided = ask_unless(&shared.gate, &*shared.sink, request, || {
+        withdrawn(shared, turn)
+    })
+    .await
+    .transpose();
     shared
         .open_questions
         .lock()

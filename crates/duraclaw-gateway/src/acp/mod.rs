@@ -36,7 +36,9 @@ use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
 use duraclaw_core::backend::guard::UnapprovedTool;
 use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
-use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask};
+use duraclaw_core::executor::{
+    DynEventSink, Executor, ExecutorSession, StartSpec, ask, ask_unless,
+};
 use duraclaw_core::protocol::{
     AskOption, AskQuestion, Decision, ErrorEvent, Event, Notice, QuestionKind, SessionInit,
     TurnResult, UserQuestion,
