@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 
 use super::{CaseError, CaseResult};
-use crate::approval::{ApprovalGate, DecideOutcome};
+use crate::approval::{
+    ApprovalGate, ApprovalRequest, DecideOutcome, DynApprovalGate, RuleDecided, StandingAllow,
+};
 use crate::error::Result;
 use crate::executor::{DynExecutor, EventSink, ExecutorSession, StartSpec};
 use crate::protocol::{AssistantPhase, DecidedBy, Decision, Event, QuestionKind};
+use crate::store::Resolution;
 use crate::{SendOutsideWasm, SyncOutsideWasm};
 
 /// How long a case waits for one thing (an event, a call) before it fails.
@@ -130,11 +133,73 @@ impl SuiteSink {
     }
 }
 
+/// The suite's gate with its first rule look-up held: it tells `entered`,
+/// waits for `go`, and any `cancel` meanwhile tells `cancelled`. The moment
+/// between an executor's last look at its turn and the gate holding the
+/// question.
+#[derive(Debug)]
+struct HeldRules {
+    inner: Arc<SuiteGate>,
+    entered: Mutex<Option<oneshot::Sender<()>>>,
+    go: Mutex<Option<oneshot::Receiver<()>>>,
+    cancelled: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+/// The test's ends of [`HeldRules`].
+struct RulesHeld {
+    entered: oneshot::Receiver<()>,
+    cancelled: oneshot::Receiver<()>,
+    go: oneshot::Sender<()>,
+}
+
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl ApprovalGate for HeldRules {
+    async fn request(&self, request: ApprovalRequest) -> Result<Resolution> {
+        self.inner.request(request).await
+    }
+    async fn decide(
+        &self,
+        question_id: &str,
+        decision: Decision,
+        by: DecidedBy,
+    ) -> Result<DecideOutcome> {
+        self.inner.decide(question_id, decision, by).await
+    }
+    async fn pending(&self) -> Result<Vec<ApprovalRequest>> {
+        self.inner.pending().await
+    }
+    async fn cancel(&self, question_id: &str, reason: &str) -> Result<DecideOutcome> {
+        if let Some(tx) = take(&self.cancelled) {
+            let _ = tx.send(());
+        }
+        self.inner.cancel(question_id, reason).await
+    }
+    async fn standing_allow(&self, request: &ApprovalRequest) -> Result<Option<StandingAllow>> {
+        self.inner.standing_allow(request).await
+    }
+    async fn by_rule(&self, request: &ApprovalRequest) -> Result<Option<RuleDecided>> {
+        if let Some(tx) = take(&self.entered) {
+            let _ = tx.send(());
+            if let Some(go) = take(&self.go) {
+                let _ = go.await;
+            }
+        }
+        self.inner.by_rule(request).await
+    }
+}
+
 /// One case's view of an executor: start it, collect its events, wait.
 struct Rig<'a> {
     h: &'a dyn ExecutorHarness,
     under: ExecutorUnderTest,
     gate: Arc<SuiteGate>,
+    /// What the executor is given: the gate, or [`HeldRules`] around it.
+    exec_gate: DynApprovalGate,
     sink: Arc<SuiteSink>,
     rx: mpsc::UnboundedReceiver<Event>,
     /// Every event so far, in order.
@@ -158,6 +223,7 @@ impl<'a> Rig<'a> {
         Ok(Rig {
             h,
             under,
+            exec_gate: gate.clone(),
             gate,
             sink,
             rx,
@@ -176,8 +242,26 @@ impl<'a> Rig<'a> {
         let start = self
             .under
             .executor
-            .start(spec, self.gate.clone(), self.sink.clone());
+            .start(spec, self.exec_gate.clone(), self.sink.clone());
         Ok(within(self.h, "the session to start", start).await??)
+    }
+
+    /// Gives the executor [`HeldRules`] around the suite's gate.
+    fn hold_rules(&mut self) -> RulesHeld {
+        let (entered_tx, entered) = oneshot::channel();
+        let (go, go_rx) = oneshot::channel();
+        let (cancelled_tx, cancelled) = oneshot::channel();
+        self.exec_gate = Arc::new(HeldRules {
+            inner: self.gate.clone(),
+            entered: Mutex::new(Some(entered_tx)),
+            go: Mutex::new(Some(go_rx)),
+            cancelled: Mutex::new(Some(cancelled_tx)),
+        });
+        RulesHeld {
+            entered,
+            cancelled,
+            go,
+        }
     }
 
     fn answer_on_sight(&self, decision: Decision) {
@@ -596,6 +680,64 @@ pub(crate) async fn interrupt_withdraws_the_open_question(h: &dyn ExecutorHarnes
     check!(
         !finals(&rig.events[mark..]).is_empty(),
         "the next turn said nothing"
+    );
+    check_order(&rig.events)?;
+    within(h, "shutdown", session.shutdown()).await??;
+    rig.faults()
+}
+
+/// An interrupt that lands while the gate is still looking a question up
+/// in its rules (after the executor's last look at its turn, before the
+/// gate holds the question, so a withdrawal of the gate's questions does
+/// not find it) leaves nothing open: the question is never left waiting
+/// at the gate or unresolved in the log, the tool does not run, the turn
+/// ends, and the session goes on.
+pub(crate) async fn an_interrupt_while_the_gate_looks_a_question_up_leaves_none_open(
+    h: &dyn ExecutorHarness,
+) -> CaseResult {
+    let mut rig = Rig::new(h, &[Play::Tool, Play::Reply("Still here.".into())]).await?;
+    let held = rig.hold_rules();
+    let session = rig.start(rig.spec("held").with_prompt("Run it")).await?;
+    within(h, "the gate's rule look-up", held.entered)
+        .await?
+        .map_err(|_| CaseError("the gate was dropped".into()))?;
+    // Released once the interrupt withdrew what it could (a cancel at the
+    // gate), or returned: the executor may need its reader to finish.
+    let mut interrupt = Box::pin(session.interrupt());
+    let first = futures::future::select(interrupt.as_mut(), held.cancelled).await;
+    let _ = held.go.send(());
+    match first {
+        futures::future::Either::Left((done, _)) => done?,
+        futures::future::Either::Right(_) => within(h, "interrupt", interrupt).await??,
+    }
+    let r = rig.result("the interrupted turn's result").await?;
+    check!(r.is_error, "an interrupted turn is no normal end: {r:?}");
+    check!(
+        tool_results(&rig.events).iter().all(|t| t.is_error),
+        "the withdrawn tool ran"
+    );
+    let mark = rig.events.len();
+    within(h, "send_message", session.send_message("Are you there?")).await??;
+    let next = rig.result("the next turn's result").await?;
+    check!(!next.is_error, "the session did not go on: {next:?}");
+    check!(
+        rig.gate.pending().await?.is_empty(),
+        "the interrupt left a question open at the gate"
+    );
+    let resolved: HashSet<String> = resolutions(&rig.events)
+        .iter()
+        .map(|r| r.question_id.clone())
+        .collect();
+    let asked: Vec<&str> = rig.events[..mark]
+        .iter()
+        .filter_map(|e| match e {
+            Event::UserQuestion(q) => Some(q.question_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    check!(
+        asked.iter().all(|q| resolved.contains(*q)),
+        "a question of the interrupted turn was shown and never resolved: {asked:?}"
     );
     check_order(&rig.events)?;
     within(h, "shutdown", session.shutdown()).await??;

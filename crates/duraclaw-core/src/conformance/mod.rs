@@ -237,6 +237,7 @@ macro_rules! executor_conformance_tests {
             turns_start_with_init_and_end_with_one_result,
             a_tool_call_is_held_asked_and_resolved_once, a_denied_tool_does_not_run,
             a_question_to_the_user_gets_its_answer, interrupt_withdraws_the_open_question,
+            an_interrupt_while_the_gate_looks_a_question_up_leaves_none_open,
             interrupt_mid_stream_ends_the_turn, resume_continues_the_executor_session,
             a_failing_turn_is_reported_and_the_session_goes_on,
             an_ended_session_refuses_messages }
