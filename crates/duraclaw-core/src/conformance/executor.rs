@@ -312,6 +312,24 @@ impl<'a> Rig<'a> {
         }
     }
 
+    /// The session goes on after an interrupted turn: the next message
+    /// plays a whole turn. Returns the index its events start at.
+    async fn goes_on(
+        &mut self,
+        session: &dyn ExecutorSession,
+    ) -> std::result::Result<usize, CaseError> {
+        let mark = self.events.len();
+        within(
+            self.h,
+            "send_message",
+            session.send_message("Are you there?"),
+        )
+        .await??;
+        let next = self.result("the next turn's result").await?;
+        check!(!next.is_error, "the session did not go on: {next:?}");
+        Ok(mark)
+    }
+
     fn faults(&self) -> CaseResult {
         let faults = self.sink.faults.lock().unwrap_or_else(|p| p.into_inner());
         check!(faults.is_empty(), "contract broken: {faults:?}");
@@ -673,10 +691,7 @@ pub(crate) async fn interrupt_withdraws_the_open_question(h: &dyn ExecutorHarnes
         tool_results(&rig.events).iter().all(|t| t.is_error),
         "the withdrawn tool ran"
     );
-    let mark = rig.events.len();
-    within(h, "send_message", session.send_message("Are you there?")).await??;
-    let next = rig.result("the next turn's result").await?;
-    check!(!next.is_error, "the session did not go on: {next:?}");
+    let mark = rig.goes_on(&*session).await?;
     check!(
         !finals(&rig.events[mark..]).is_empty(),
         "the next turn said nothing"
@@ -716,10 +731,7 @@ pub(crate) async fn an_interrupt_while_the_gate_looks_a_question_up_leaves_none_
         tool_results(&rig.events).iter().all(|t| t.is_error),
         "the withdrawn tool ran"
     );
-    let mark = rig.events.len();
-    within(h, "send_message", session.send_message("Are you there?")).await??;
-    let next = rig.result("the next turn's result").await?;
-    check!(!next.is_error, "the session did not go on: {next:?}");
+    let mark = rig.goes_on(&*session).await?;
     check!(
         rig.gate.pending().await?.is_empty(),
         "the interrupt left a question open at the gate"
@@ -759,10 +771,7 @@ pub(crate) async fn interrupt_mid_stream_ends_the_turn(h: &dyn ExecutorHarness) 
     within(h, "interrupt", session.interrupt()).await??;
     let r = rig.result("the interrupted turn's result").await?;
     check!(r.is_error, "an interrupted turn is no normal end: {r:?}");
-    let mark = rig.events.len();
-    within(h, "send_message", session.send_message("Are you there?")).await??;
-    let next = rig.result("the next turn's result").await?;
-    check!(!next.is_error, "the session did not go on: {next:?}");
+    let mark = rig.goes_on(&*session).await?;
     check_eq!(
         finals(&rig.events[mark..]).last(),
         Some(&"Still here.".to_owned())

@@ -7,14 +7,11 @@ use std::time::Duration;
 
 use duraclaw_approval::rules::RuleSet;
 use duraclaw_approval::{MemoryGate, PolicyGate};
-use duraclaw_core::approval::{
-    ApprovalGate, ApprovalRequest, DecideOutcome, DynApprovalGate, RuleDecided, StandingAllow,
-};
+use duraclaw_core::approval::DynApprovalGate;
 use duraclaw_core::executor::{EventSink, ExecutorSession, StartSpec};
 use duraclaw_core::protocol::{
     AssistantPhase, DecidedBy, Decision, Event, QuestionKind, RuleAction, RuleEntry, RuleScope,
 };
-use duraclaw_core::store::Resolution;
 use duraclaw_gateway::acp::{AcpAgent, AcpLimits};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -1058,90 +1055,6 @@ fn nothing_asked_or_run(events: &[Event]) {
             .all(|e| !matches!(e, Event::ToolResult(t) if !t.is_error)),
         "a call ran: {events:#?}"
     );
-}
-
-/// A gate whose rule look-up waits until the test lets it go: the moment
-/// an interrupt can land after the executor's last look at the turn and
-/// before the gate holds the question.
-#[derive(Debug)]
-struct RulesHeld {
-    inner: DynApprovalGate,
-    entered: tokio::sync::Semaphore,
-    go: tokio::sync::Semaphore,
-}
-
-#[async_trait::async_trait]
-impl ApprovalGate for RulesHeld {
-    async fn request(&self, request: ApprovalRequest) -> duraclaw_core::Result<Resolution> {
-        self.inner.request(request).await
-    }
-    async fn decide(
-        &self,
-        question_id: &str,
-        decision: Decision,
-        by: DecidedBy,
-    ) -> duraclaw_core::Result<DecideOutcome> {
-        self.inner.decide(question_id, decision, by).await
-    }
-    async fn pending(&self) -> duraclaw_core::Result<Vec<ApprovalRequest>> {
-        self.inner.pending().await
-    }
-    async fn cancel(
-        &self,
-        question_id: &str,
-        reason: &str,
-    ) -> duraclaw_core::Result<DecideOutcome> {
-        self.inner.cancel(question_id, reason).await
-    }
-    async fn standing_allow(
-        &self,
-        request: &ApprovalRequest,
-    ) -> duraclaw_core::Result<Option<StandingAllow>> {
-        self.inner.standing_allow(request).await
-    }
-    async fn by_rule(
-        &self,
-        request: &ApprovalRequest,
-    ) -> duraclaw_core::Result<Option<RuleDecided>> {
-        self.entered.add_permits(1);
-        let _go = self.go.acquire().await;
-        self.inner.by_rule(request).await
-    }
-}
-
-/// An interrupt that lands while the gate is still looking the question up
-/// (after the executor's last look at the turn, before the gate holds the
-/// question, so the interrupt's withdrawal does not find it there): the
-/// question is not asked, the agent is answered `cancelled`, and the turn
-/// ends.
-#[tokio::test]
-async fn an_interrupt_while_the_gate_looks_the_question_up_withdraws_it() {
-    let turns = json!([
-        [{ "do": "tool", "input": { "command": "rm -rf build" }, "meta_name": "Bash" }],
-        [{ "do": "text", "text": "Next." }],
-    ]);
-    let gate = Arc::new(RulesHeld {
-        inner: memory_gate(),
-        entered: tokio::sync::Semaphore::new(0),
-        go: tokio::sync::Semaphore::new(0),
-    });
-    let rig = acp_rig(turns, json!({}), |_| {}, acp_limits());
-    let mut run = Run::start(rig, gate.clone(), "Go").await;
-    let entered = tokio::time::timeout(WAIT, gate.entered.acquire())
-        .await
-        .expect("the gate looks the question up in time");
-    drop(entered);
-    run.session.interrupt().await.unwrap();
-    gate.go.add_permits(1);
-    let r = run.result().await;
-    assert!(r.is_error, "an interrupted turn: {r:?}");
-    assert_eq!(permission_answers(&run.rig), "call-1 cancelled\n");
-    nothing_asked_or_run(&run.events);
-    run.session.send_message("Again").await.unwrap();
-    let r = run.result().await;
-    assert!(!r.is_error, "{r:?}");
-    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
-    run.session.shutdown().await.unwrap();
 }
 
 /// An interrupt while a permission request waits for its call's
