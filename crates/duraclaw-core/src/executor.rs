@@ -111,8 +111,9 @@ pub trait ExecutorSession: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
     async fn send_message(&self, text: &str) -> Result<()>;
 
     /// Interrupts the running turn: its open questions are withdrawn (each
-    /// resolved `cancelled`, once) and the turn ends with a `result` that
-    /// has `is_error` set. The session stays usable: the next message
+    /// resolved `cancelled`, once), one not yet shown (the gate still looks
+    /// it up in its rules) is never shown ([`ask_unless`]), and the turn
+    /// ends with a `result` that has `is_error` set. The session stays usable: the next message
     /// plays a new turn. Interrupting an idle session does nothing.
     async fn interrupt(&self) -> Result<()>;
 

@@ -19,7 +19,9 @@ use duraclaw_core::Result;
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
 use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
-use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw};
+use duraclaw_core::executor::{
+    DynEventSink, Executor, ExecutorSession, StartSpec, ask_unless, withdraw,
+};
 use duraclaw_core::protocol::{
     AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event,
     NOTICE_MODE_CHANGED, NOTICE_MODEL_CHANGED, Notice, QuestionKind, SessionInit, ToolResult,
@@ -178,6 +180,9 @@ pub struct ScriptedSession {
     /// Where mode and model switches are logged.
     sink: DynEventSink,
     running: Arc<AtomicBool>,
+    /// Set by an interrupt, cleared when the next turn starts: a question
+    /// the gate is still looking up when it is set is never shown.
+    interrupted: Arc<AtomicBool>,
     done: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -191,6 +196,7 @@ impl Executor for ScriptedExecutor {
     ) -> Result<Box<dyn ExecutorSession>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let running = Arc::new(AtomicBool::new(true));
+        let interrupted = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = tokio::sync::watch::channel(false);
         let player = Player {
             script: self.script.clone(),
@@ -204,6 +210,7 @@ impl Executor for ScriptedExecutor {
             ),
             ids: AtomicU64::new(0),
             cost: 0.0,
+            interrupted: interrupted.clone(),
         };
         let flag = running.clone();
         tokio::spawn(async move {
@@ -218,6 +225,7 @@ impl Executor for ScriptedExecutor {
             tx,
             sink,
             running,
+            interrupted,
             done,
         }))
     }
@@ -232,6 +240,8 @@ impl ExecutorSession for ScriptedSession {
     }
 
     async fn interrupt(&self) -> Result<()> {
+        // Before the player hears of it: see `ask_unless`.
+        self.interrupted.store(true, Ordering::Release);
         self.tx
             .send(Input::Interrupt)
             .map_err(|_| Error::Closed("scripted session"))
@@ -285,6 +295,8 @@ struct Player {
     run: String,
     ids: AtomicU64,
     cost: f64,
+    /// The session's interrupt flag ([`ScriptedSession`]).
+    interrupted: Arc<AtomicBool>,
 }
 
 enum TurnEnd {
@@ -357,6 +369,7 @@ impl Player {
                         }],
                     };
                     turn += 1;
+                    self.interrupted.store(false, Ordering::Release);
                     match self.play(&steps, &mut rx).await {
                         Ok((TurnEnd::Shutdown, _)) => break,
                         Ok((_, more)) => queued.extend(more),
@@ -532,7 +545,15 @@ impl Player {
         };
         let request =
             ApprovalRequest::new(self.spec.session_id.clone(), question, SystemClock.now_ms());
-        Ok(ask(&self.gate, &*self.sink, request).await?.decision)
+        let interrupted = || self.interrupted.load(Ordering::Acquire);
+        Ok(
+            match ask_unless(&self.gate, &*self.sink, request, interrupted).await? {
+                Some(resolution) => resolution.decision,
+                None => Decision::Cancelled {
+                    reason: Some("the turn was interrupted".into()),
+                },
+            },
+        )
     }
 
     async fn tool(&self, name: &str, input: &Value, result: &str) -> Result<()> {

@@ -14,8 +14,9 @@
 //! - `fail <message>`: the turn fails.
 //!
 //! The turn ends when the script exits (non-zero is an error). Questions
-//! are logged with [`ask`] and withdrawn with [`withdraw`], as the
-//! contract on [`Executor`] says.
+//! are logged with [`ask_unless`] (an interrupt that lands while the gate
+//! looks one up keeps it from being shown) and withdrawn with
+//! [`withdraw`], as the contract on [`Executor`] says.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -24,7 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use duraclaw_core::approval::{ApprovalRequest, DynApprovalGate};
-use duraclaw_core::executor::{DynEventSink, Executor, ExecutorSession, StartSpec, ask, withdraw};
+use duraclaw_core::executor::{
+    DynEventSink, Executor, ExecutorSession, StartSpec, ask_unless, withdraw,
+};
 use duraclaw_core::protocol::{
     AskOption, AskQuestion, Assistant, AssistantPhase, DecidedBy, Decision, ErrorEvent, Event,
     QuestionKind, SessionInit, ToolResult, ToolUse, TurnResult, UserQuestion,
@@ -63,6 +66,9 @@ enum Input {
 pub struct ShellSession {
     tx: mpsc::UnboundedSender<Input>,
     running: Arc<AtomicBool>,
+    /// Set by an interrupt before the turn hears of it; cleared when the
+    /// next turn starts.
+    interrupted: Arc<AtomicBool>,
     done: watch::Receiver<bool>,
 }
 
@@ -98,6 +104,7 @@ impl Executor for ShellExecutor {
         .await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let running = Arc::new(AtomicBool::new(true));
+        let interrupted = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = watch::channel(false);
         let turn = Turn {
             script: self.script.clone(),
@@ -106,6 +113,7 @@ impl Executor for ShellExecutor {
             spec: spec.clone(),
             gate,
             sink,
+            interrupted: interrupted.clone(),
         };
         let flag = running.clone();
         tokio::spawn(async move {
@@ -116,7 +124,12 @@ impl Executor for ShellExecutor {
         if let Some(prompt) = spec.prompt {
             let _ = tx.send(Input::Prompt(prompt));
         }
-        Ok(Box::new(ShellSession { tx, running, done }))
+        Ok(Box::new(ShellSession {
+            tx,
+            running,
+            interrupted,
+            done,
+        }))
     }
 }
 
@@ -129,6 +142,7 @@ impl ExecutorSession for ShellSession {
     }
 
     async fn interrupt(&self) -> Result<()> {
+        self.interrupted.store(true, Ordering::Release);
         self.tx
             .send(Input::Interrupt)
             .map_err(|_| Error::Closed("shell session"))
@@ -153,6 +167,7 @@ struct Turn {
     spec: StartSpec,
     gate: DynApprovalGate,
     sink: DynEventSink,
+    interrupted: Arc<AtomicBool>,
 }
 
 /// How a turn ended.
@@ -175,6 +190,7 @@ impl Turn {
                     Some(Input::Shutdown) | None => return,
                 },
             };
+            self.interrupted.store(false, Ordering::Release);
             let number = self.record(&prompt).await;
             let end = {
                 let play = self.play(&prompt, number);
@@ -337,7 +353,15 @@ impl Turn {
             kind,
         };
         let request = ApprovalRequest::new(self.spec.session_id.clone(), question, now_ms());
-        Ok(ask(&self.gate, &*self.sink, request).await?.decision)
+        let interrupted = || self.interrupted.load(Ordering::Acquire);
+        Ok(
+            match ask_unless(&self.gate, &*self.sink, request, interrupted).await? {
+                Some(resolution) => resolution.decision,
+                None => Decision::Cancelled {
+                    reason: Some("the turn was interrupted".into()),
+                },
+            },
+        )
     }
 
     async fn result(&self, id: &str, content: String, is_error: bool) -> Result<()> {

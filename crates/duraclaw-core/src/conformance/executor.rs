@@ -751,6 +751,12 @@ pub(crate) async fn an_interrupt_while_the_gate_looks_a_question_up_leaves_none_
         asked.iter().all(|q| resolved.contains(*q)),
         "a question of the interrupted turn was shown and never resolved: {asked:?}"
     );
+    // Withdrawn before it was shown, it is not shown afterwards: a person
+    // would be asked about a turn that is over.
+    check!(
+        asked.is_empty(),
+        "a question the interrupt withdrew was shown after it: {asked:?}"
+    );
     check_order(&rig.events)?;
     within(h, "shutdown", session.shutdown()).await??;
     rig.faults()

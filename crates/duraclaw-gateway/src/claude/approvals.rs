@@ -182,6 +182,37 @@ pub(super) async fn register_ask(
     }
 }
 
+impl Ask {
+    /// The CLI's request id (also the question's id).
+    pub(super) fn request_id(&self) -> String {
+        self.request_id.clone()
+    }
+}
+
+/// Whether request `request_id` was withdrawn (an interrupt took it) while the
+/// gate looked it up, before the gate held it, so the withdrawal did not
+/// find it at the gate. If so, it is cancelled there now and counts as
+/// settled: the caller logs nothing of it, and the CLI is not answered
+/// (the interrupt ends its request). An interrupt marks the request
+/// answered before it cancels at the gate, so one of the two always sees
+/// the other.
+pub(super) async fn withdrawn_meanwhile(shared: &Arc<Shared>, request_id: &str) -> bool {
+    let pending = shared
+        .mapper
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pending()
+        .contains_key(request_id);
+    if pending {
+        return false;
+    }
+    let _ = shared.gate.cancel(request_id, INTERRUPTED).await;
+    shared.awaiting.fetch_sub(1, Ordering::AcqRel);
+    shared.wake.notify_one();
+    shared.settled.notify_waiters();
+    true
+}
+
 /// Waits for the gate's decision, logs it, and answers the CLI (unless it
 /// withdrew the request meanwhile). Call after the question was emitted.
 pub(super) fn spawn_ask(shared: &Arc<Shared>, ask: Ask) {

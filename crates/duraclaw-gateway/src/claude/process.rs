@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::approvals::{
     Next, act, register_ask, spawn_ask, standing_allow, swap_question, withdraw_all,
+    withdrawn_meanwhile,
 };
 use super::{MAX_GARBAGE_LINES, STDERR_TAIL, Shared};
 use crate::cli::{CliAction, CliInput};
@@ -367,7 +368,19 @@ pub(super) async fn read_stdout(shared: Arc<Shared>, stdout: tokio::process::Chi
                             &decision,
                         )))
                     }
-                    None => Next::Ask(register_ask(&shared, request_id, question, input).await),
+                    None => {
+                        let ask = register_ask(&shared, request_id, question, input).await;
+                        let id = ask.request_id();
+                        if withdrawn_meanwhile(&shared, &id).await {
+                            // An interrupt took the request while the gate
+                            // looked it up: never shown, never asked.
+                            events.retain(
+                                |e| !matches!(e, Event::UserQuestion(q) if q.question_id == id),
+                            );
+                            continue;
+                        }
+                        Next::Ask(ask)
+                    }
                 },
                 other => Next::Act(other),
             });
