@@ -402,13 +402,19 @@ impl Player {
                     tokio::select! {
                         r = &mut step_fut => break Some(r),
                         input = rx.recv() => match input {
-                            Some(Input::Interrupt) => break None,
+                            // Not this turn's when the flag is clear: one that
+                            // a step already saw and ended the turn for.
+                            Some(Input::Interrupt) if self.interrupted() => break None,
+                            Some(Input::Interrupt) => {}
                             Some(Input::Shutdown) | None => { end = TurnEnd::Shutdown; break None }
                             Some(Input::Prompt(p)) => pending_prompts.push(p),
                         }
                     }
                 }
             };
+            // A step that saw the interrupt (a question withdrawn before it
+            // was shown) may finish before the message is read.
+            let outcome = outcome.filter(|_| !self.interrupted());
             match outcome {
                 Some(r) => r?,
                 None => {
@@ -482,6 +488,11 @@ impl Player {
         }
     }
 
+    /// Whether an interrupt came since this turn started.
+    fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Acquire)
+    }
+
     async fn step(&self, step: &Step) -> Result<()> {
         match step {
             Step::Text {
@@ -545,9 +556,8 @@ impl Player {
         };
         let request =
             ApprovalRequest::new(self.spec.session_id.clone(), question, SystemClock.now_ms());
-        let interrupted = || self.interrupted.load(Ordering::Acquire);
         Ok(
-            match ask_unless(&self.gate, &*self.sink, request, interrupted).await? {
+            match ask_unless(&self.gate, &*self.sink, request, || self.interrupted()).await? {
                 Some(resolution) => resolution.decision,
                 None => Decision::Cancelled {
                     reason: Some("the turn was interrupted".into()),

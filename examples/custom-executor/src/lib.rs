@@ -200,11 +200,20 @@ impl Turn {
                         end = &mut play => break end,
                         input = rx.recv() => match input {
                             Some(Input::Prompt(p)) => queued.push_back(p),
-                            Some(Input::Interrupt) => break End::Interrupted,
+                            // With the flag clear, the interrupt was already
+                            // seen (it ended the turn before): not this turn's.
+                            Some(Input::Interrupt) if self.interrupted() => break End::Interrupted,
+                            Some(Input::Interrupt) => {}
                             Some(Input::Shutdown) | None => break End::Shutdown,
                         },
                     }
                 }
+            };
+            // A question the interrupt withdrew before it was shown lets
+            // the script go on to its end before the interrupt is read.
+            let end = match end {
+                End::Done | End::Failed(_) if self.interrupted() => End::Interrupted,
+                end => end,
             };
             // The script (and what it started) ended with `play`.
             if matches!(end, End::Interrupted | End::Shutdown) {
@@ -250,6 +259,11 @@ impl Turn {
             tracing::warn!(session = %self.id, error = %e, "history not written");
         }
         before.lines().count()
+    }
+
+    /// Whether an interrupt came since this turn started.
+    fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Acquire)
     }
 
     async fn withdraw_open(&self) {
@@ -353,9 +367,8 @@ impl Turn {
             kind,
         };
         let request = ApprovalRequest::new(self.spec.session_id.clone(), question, now_ms());
-        let interrupted = || self.interrupted.load(Ordering::Acquire);
         Ok(
-            match ask_unless(&self.gate, &*self.sink, request, interrupted).await? {
+            match ask_unless(&self.gate, &*self.sink, request, || self.interrupted()).await? {
                 Some(resolution) => resolution.decision,
                 None => Decision::Cancelled {
                     reason: Some("the turn was interrupted".into()),
