@@ -16,6 +16,8 @@ mod client;
 mod io;
 mod map;
 mod rpc;
+mod setup;
+mod turns;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -26,9 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_client_protocol::v1::schema::{
-    CreateElicitationRequest, ElicitationMode, ElicitationPropertySchema, InitializeResponse,
-    MultiSelectItems, NewSessionResponse, PermissionOption, PermissionOptionKind, PromptResponse,
-    RequestPermissionRequest, SessionNotification,
+    CreateElicitationRequest, ElicitationMode, ElicitationPropertySchema, MultiSelectItems,
+    PermissionOption, PermissionOptionKind, RequestPermissionRequest, SessionNotification,
 };
 use async_trait::async_trait;
 use duraclaw_core::Result;
@@ -41,7 +42,7 @@ use duraclaw_core::executor::{
 };
 use duraclaw_core::protocol::{
     AskOption, AskQuestion, Decision, ErrorEvent, Event, Notice, QuestionKind, SessionInit,
-    TurnResult, UserQuestion,
+    UserQuestion,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -53,6 +54,8 @@ use crate::claude::cli::launch::filtered_env;
 use crate::claude::process::{MAX_LINE_BYTES, fit_to_frame, next_line_bounded};
 use map::{Call, Mapper, Out, Seen};
 use rpc::{Incoming, METHOD_NOT_FOUND, Peer, RpcError};
+use setup::{set_mode, set_model, setup};
+use turns::{interrupt_turn, play_turns};
 
 /// The notice code of a resume that could not resume: the agent cannot
 /// load its earlier session, so a fresh one started.
@@ -631,396 +634,6 @@ fn spawn_group_guard(pgid: i32, session: &str) -> Option<tokio::process::Child> 
     }
 }
 
-/// `initialize`'s params: protocol v1; we serve file reads and writes,
-/// terminals and form elicitations.
-fn initialize_params() -> Value {
-    json!({
-        "protocolVersion": 1,
-        "clientCapabilities": {
-            "fs": { "readTextFile": true, "writeTextFile": true },
-            "terminal": true,
-            "elicitation": { "form": {} },
-        },
-        "clientInfo": { "name": "duraclaw", "version": env!("CARGO_PKG_VERSION") },
-    })
-}
-
-/// `session/set_config_option`'s params choosing `model`.
-fn set_model_params(session: &str, config_id: &str, model: &str) -> Value {
-    json!({ "sessionId": session, "configId": config_id, "value": model })
-}
-
-/// `session/prompt`'s params: one text block.
-fn prompt_params(session: &str, text: &str) -> Value {
-    json!({
-        "sessionId": session,
-        "prompt": [{ "type": "text", "text": text }],
-    })
-}
-
-/// Initializes the agent and opens (or loads) its session. Returns the
-/// notice of a resume that started fresh, and the agent's version.
-async fn setup(shared: &Arc<Shared>, spec: &StartSpec) -> Result<(Option<Notice>, Option<String>)> {
-    let timeout = Some(shared.limits.request_timeout);
-    let init = request(shared, "initialize", initialize_params(), timeout).await?;
-    let init: InitializeResponse = serde_json::from_value(init)
-        .map_err(|e| Error::executor_from("the agent's answer to `initialize`", e))?;
-    let version = init
-        .agent_info
-        .as_ref()
-        .map(|i| format!("{} {}", i.name, i.version));
-    let cwd = shared.worktree.display().to_string();
-    let mut fresh = None;
-    if let Some(resume) = &spec.resume {
-        if init.agent_capabilities.load_session {
-            shared.replaying.store(true, Ordering::Release);
-            let loaded = request(
-                shared,
-                "session/load",
-                json!({ "sessionId": resume, "cwd": cwd, "mcpServers": [] }),
-                timeout,
-            )
-            .await;
-            match loaded {
-                Ok(v) => {
-                    *shared.acp_session.lock().unwrap_or_else(|p| p.into_inner()) = resume.clone();
-                    take_session_options(shared, &v);
-                    return Ok((None, version));
-                }
-                Err(e) => {
-                    shared.replaying.store(false, Ordering::Release);
-                    fresh = Some(format!(
-                        "Agent `{}` could not load its session {resume} ({e}), so a new one started: \
-                         the agent does not see the earlier conversation.",
-                        shared.agent.name
-                    ));
-                }
-            }
-        } else {
-            fresh = Some(format!(
-                "Agent `{}` cannot load an earlier session, so a new one started: \
-                 the agent does not see the earlier conversation.",
-                shared.agent.name
-            ));
-        }
-    }
-    let created = request(
-        shared,
-        "session/new",
-        json!({ "cwd": cwd, "mcpServers": [] }),
-        timeout,
-    )
-    .await?;
-    take_session_options(shared, &created);
-    let created: NewSessionResponse = serde_json::from_value(created)
-        .map_err(|e| Error::executor_from("the agent's answer to `session/new`", e))?;
-    *shared.acp_session.lock().unwrap_or_else(|p| p.into_inner()) =
-        created.session_id.0.to_string();
-    if let Some(mode) = &spec.permission_mode
-        && shared
-            .modes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(mode)
-    {
-        set_mode(shared, mode).await?;
-    }
-    if let Some(model) = &spec.model {
-        let option = shared
-            .model_option
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match option {
-            Some((config_id, values)) if values.contains(model) => {
-                set_model(shared, &config_id, model).await?;
-            }
-            _ => {
-                tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, model, "the agent offers no such model; it uses its own")
-            }
-        }
-    }
-    if let Some(why) = &fresh {
-        tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, "{why}");
-    }
-    let notice = fresh.map(|why| Notice::new(NOTICE_AGENT_RESUMED_FRESH, why));
-    Ok((notice, version))
-}
-
-/// Our request `method`; an error the agent answered is an error here.
-async fn request(
-    shared: &Shared,
-    method: &str,
-    params: Value,
-    timeout: Option<Duration>,
-) -> Result<Value> {
-    match shared.rpc.request(method, params, timeout).await? {
-        Ok(v) => Ok(v),
-        Err(e) => Err(Error::executor(format!(
-            "the agent refused `{method}`: {} (code {})",
-            e.message, e.code
-        ))),
-    }
-}
-
-/// Keeps the modes and the model choice a new or loaded session offers.
-fn take_session_options(shared: &Shared, answer: &Value) {
-    if let Some(modes) = answer.get("modes") {
-        let ids: Vec<String> = modes
-            .get("availableModes")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        *shared.modes.lock().unwrap_or_else(|p| p.into_inner()) = ids;
-        if let Some(current) = modes.get("currentModeId").and_then(Value::as_str) {
-            shared
-                .map
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .set_mode(current);
-        }
-    }
-    let model = answer
-        .get("configOptions")
-        .and_then(Value::as_array)
-        .and_then(|opts| {
-            opts.iter()
-                .find(|o| o.get("category").and_then(Value::as_str) == Some("model"))
-        })
-        .and_then(|o| {
-            let id = o.get("id")?.as_str()?.to_owned();
-            let mut values = Vec::new();
-            for entry in o.get("options")?.as_array()? {
-                match entry.get("options").and_then(Value::as_array) {
-                    // A group of options.
-                    Some(group) => values.extend(
-                        group
-                            .iter()
-                            .filter_map(|v| v.get("value").and_then(Value::as_str))
-                            .map(str::to_owned),
-                    ),
-                    None => values.extend(
-                        entry
-                            .get("value")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned),
-                    ),
-                }
-            }
-            Some((id, values))
-        });
-    if model.is_some() {
-        *shared
-            .model_option
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = model;
-    }
-}
-
-async fn set_mode(shared: &Shared, mode: &str) -> Result<()> {
-    request(
-        shared,
-        "session/set_mode",
-        json!({ "sessionId": shared.acp_session(), "modeId": mode }),
-        Some(shared.limits.request_timeout),
-    )
-    .await?;
-    shared
-        .map
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .set_mode(mode);
-    Ok(())
-}
-
-async fn set_model(shared: &Shared, config_id: &str, model: &str) -> Result<()> {
-    request(
-        shared,
-        "session/set_config_option",
-        set_model_params(&shared.acp_session(), config_id, model),
-        Some(shared.limits.request_timeout),
-    )
-    .await?;
-    Ok(())
-}
-
-/// How long a loaded agent must be quiet before its first prompt: what it
-/// sent until then is the replay of its history.
-const REPLAY_QUIET: Duration = Duration::from_millis(200);
-/// The longest the first prompt after a load waits for that quiet.
-const REPLAY_BOUND: Duration = Duration::from_secs(5);
-
-/// Waits (bounded) until a loaded agent has written nothing for
-/// [`REPLAY_QUIET`]: agents that replay after the load's answer are done.
-async fn replay_settled(shared: &Shared) {
-    let start = Instant::now();
-    loop {
-        let quiet = shared
-            .last_activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed();
-        if quiet >= REPLAY_QUIET || start.elapsed() >= REPLAY_BOUND {
-            return;
-        }
-        tokio::time::sleep(REPLAY_QUIET - quiet).await;
-    }
-}
-
-/// Plays the turns sent, one at a time.
-async fn play_turns(shared: Arc<Shared>, mut turns: mpsc::UnboundedReceiver<String>) {
-    while let Some(text) = turns.recv().await {
-        if !shared.running.load(Ordering::Acquire) || shared.stopping.load(Ordering::Acquire) {
-            break;
-        }
-        if shared.replaying.load(Ordering::Acquire) {
-            replay_settled(&shared).await;
-            shared.replaying.store(false, Ordering::Release);
-        }
-        shared.interrupted.store(false, Ordering::Release);
-        shared.touch();
-        shared.turns_played.fetch_add(1, Ordering::AcqRel);
-        shared.turn_running.store(true, Ordering::Release);
-        let started = Instant::now();
-        let answer = shared
-            .rpc
-            .request(
-                "session/prompt",
-                prompt_params(&shared.acp_session(), &text),
-                None,
-            )
-            .await;
-        let interrupted = shared.interrupted.swap(false, Ordering::AcqRel);
-        match answer {
-            Ok(Ok(v)) => {
-                let parsed: std::result::Result<PromptResponse, _> = serde_json::from_value(v);
-                let (events, cost) = shared
-                    .map
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .end_turn(interrupted);
-                for e in events {
-                    shared.emit(e).await;
-                }
-                let (subtype, is_error, usage) = match &parsed {
-                    Ok(r) => {
-                        let (s, e) = map::stop(&r.stop_reason, interrupted);
-                        (s, e, map::usage(r))
-                    }
-                    Err(e) => {
-                        tracing::warn!(session = %shared.session_id, error = %e, "an answer to `session/prompt` that is not one");
-                        ("unknown".to_owned(), true, None)
-                    }
-                };
-                shared.turn_running.store(false, Ordering::Release);
-                shared
-                    .emit(Event::Result(TurnResult {
-                        subtype: Some(subtype.clone()),
-                        is_error,
-                        duration_ms: u64::try_from(started.elapsed().as_millis()).ok(),
-                        cost_usd: cost,
-                        usage,
-                        num_turns: None,
-                        terminal_reason: Some(subtype),
-                        last_message_uuid: None,
-                    }))
-                    .await;
-            }
-            Ok(Err(RpcError { message, code })) => {
-                let (events, _) = shared
-                    .map
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .end_turn(true);
-                for e in events {
-                    shared.emit(e).await;
-                }
-                shared.turn_running.store(false, Ordering::Release);
-                shared
-                    .emit_error(
-                        format!(
-                            "agent `{}` failed the turn: {message} (code {code})",
-                            shared.agent.name
-                        ),
-                        "agent_error",
-                        None,
-                    )
-                    .await;
-            }
-            // The process is gone: its end is reported where it is seen.
-            Err(_) => {
-                shared
-                    .map
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .end_turn(true);
-                shared.turn_running.store(false, Ordering::Release);
-            }
-        }
-        shared.turn_over.notify_waiters();
-    }
-}
-
-/// Withdraws the turn's questions and tells the agent to stop the turn.
-/// An agent that does not end the turn within the request bound is hung.
-async fn interrupt_turn(shared: &Arc<Shared>) {
-    if !shared.turn_running.load(Ordering::Acquire) {
-        return;
-    }
-    let turn = shared.turns_played.load(Ordering::Acquire);
-    shared.interrupted.store(true, Ordering::Release);
-    shared.withdrawn_turn.store(turn, Ordering::Release);
-    // A request still waiting for its call's announcement gives up.
-    shared.announced.notify_waiters();
-    shared.withdraw_all(INTERRUPTED).await;
-    shared.touch();
-    let _ = shared.rpc.notify(
-        "session/cancel",
-        json!({ "sessionId": shared.acp_session() }),
-    );
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let same_turn = || {
-            shared.turns_played.load(Ordering::Acquire) == turn
-                && shared.turn_running.load(Ordering::Acquire)
-        };
-        let over = async {
-            loop {
-                let notified = shared.turn_over.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if !same_turn() {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let bound = shared.limits.request_timeout;
-        if tokio::time::timeout(bound, over).await.is_ok()
-            || !same_turn()
-            || shared.stopping.load(Ordering::Acquire)
-        {
-            return;
-        }
-        shared
-            .emit_error(
-                format!(
-                    "agent `{}` did not end the turn within {} ms of being cancelled; it was stopped",
-                    shared.agent.name,
-                    bound.as_millis()
-                ),
-                "executor_hung",
-                None,
-            )
-            .await;
-        shared.kill_now();
-    });
-}
-
 impl AcpSession {
     async fn wait_done(&self, bound: Duration) -> bool {
         let mut done = self.done.clone();
@@ -1144,6 +757,8 @@ impl ExecutorSession for AcpSession {
 
 #[cfg(test)]
 mod tests {
+    use super::setup::{initialize_params, set_model_params};
+    use super::turns::prompt_params;
     use super::*;
 
     /// What we send parses as the pinned crate's own messages.
