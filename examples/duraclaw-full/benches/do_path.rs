@@ -31,7 +31,11 @@
 //!    frame. Baselines: `/bench/<id>/raw-replay` (one raw DO SQL scan of the
 //!    same rows, each row framed and sent on a plain socket, as the replay
 //!    does before answering the upgrade) and `/bench/<id>/scan` (the raw scan
-//!    alone, behind one HTTP round trip). Rounds alternate.
+//!    alone, behind one HTTP round trip). Rounds alternate. Each round
+//!    also replays compacted (the default), and compacted and compressed
+//!    as the UI asks (`compress=deflate-raw`), each read as a browser
+//!    reads it, with the CPU of wrangler's process group for each of ours:
+//!    the last two differ by what compressing costs the object.
 //!
 //! `DO_PATH_WORKER=<dir>` runs a worker built before (a `worker-build`
 //! output directory, e.g. another checkout's) instead of building one.
@@ -50,6 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duraclaw_benches::mix;
+use duraclaw_core::backend::web::deflate;
 use duraclaw_core::protocol::{
     Event, FromGateway, Hello, Role, ToGateway, ToolResult, decode_frame, encode_frame,
 };
@@ -275,6 +280,47 @@ async fn read_replay(ws: &mut Ws, last: u64) -> u64 {
             events += 1;
             if seq >= last {
                 return events;
+            }
+        }
+    }
+}
+
+/// Reads a compacted replay, compressed (`compress=deflate-raw`) or not,
+/// as a browser does, binary frames inflated and split, until the frame
+/// that covers seq `last`. Returns the seqs covered (each once, or the run
+/// fails) and the bytes on the wire.
+async fn read_compressed_replay(ws: &mut Ws, last: u64) -> (u64, u64) {
+    let (mut next, mut wire) = (1u64, 0u64);
+    loop {
+        let msg = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket is open")
+            .expect("a readable frame");
+        let frames = match msg {
+            Message::Binary(b) => {
+                wire += b.len() as u64;
+                deflate::inflate(&b, usize::MAX).expect("a replay batch inflates")
+            }
+            Message::Text(t) => {
+                wire += t.len() as u64;
+                vec![t.as_str().to_owned()]
+            }
+            Message::Close(c) => panic!("the server closed the socket: {c:?}"),
+            _ => continue,
+        };
+        for frame in frames {
+            let v: Value = serde_json::from_str(&frame).expect("a JSON frame");
+            let (first, end) = match v["type"].as_str() {
+                Some("event") => (v["seq"].as_u64(), v["seq"].as_u64()),
+                Some("compacted") => (v["first"].as_u64(), v["last"].as_u64()),
+                _ => continue,
+            };
+            let (first, end) = (first.expect("a seq"), end.expect("a seq"));
+            assert_eq!(first, next, "the replay goes on at the seq after the last");
+            next = end + 1;
+            if end >= last {
+                return (next - 1, wire);
             }
         }
     }
@@ -627,6 +673,10 @@ async fn run() {
     let rows = counted["rows"].as_u64().expect("a row count");
     assert!(rows >= gseq, "{rows} rows for {gseq} gateway events");
     let (mut ours_t, mut raw_t, mut scan_t, mut ratios) = (vec![], vec![], vec![], vec![]);
+    // The replay the UI asks for (compacted and compressed), with the CPU
+    // of wrangler's process group for it and for ours above.
+    let (mut zipped_t, mut ours_cpu, mut zipped_cpu, mut zipped_wire) = (vec![], vec![], vec![], 0);
+    let (mut compact_t, mut compact_cpu, mut compact_wire) = (vec![], vec![], 0);
     for round in 0..replay_rounds {
         let ours = async {
             let t0 = Instant::now();
@@ -646,13 +696,52 @@ async fn run() {
             assert_eq!(n, rows, "the raw replay sent every row");
             t0.elapsed()
         };
-        let (o, r) = if round % 2 == 0 {
+        let timed_ours = async {
+            let c0 = wrangler.group_cpu();
             let o = ours.await;
+            ours_cpu.extend(
+                c0.zip(wrangler.group_cpu())
+                    .map(|(a, b)| ms(b.saturating_sub(a))),
+            );
+            o
+        };
+        let (o, r) = if round % 2 == 0 {
+            let o = timed_ours.await;
             (o, raw.await)
         } else {
             let r = raw.await;
-            (ours.await, r)
+            (timed_ours.await, r)
         };
+        // Compacted, then compacted and compressed: the difference is what
+        // compressing costs.
+        for compress in [round % 2 == 0, round % 2 != 0] {
+            let c0 = wrangler.group_cpu();
+            let t0 = Instant::now();
+            let query = if compress {
+                "&compress=deflate-raw"
+            } else {
+                ""
+            };
+            let mut ws = connect(
+                &format!("{ws_base}/api/sessions/{id}/ws?after=0{query}"),
+                Some((&cookie, &base)),
+            )
+            .await;
+            let (covered, wire) = read_compressed_replay(&mut ws, rows).await;
+            assert_eq!(covered, rows, "the compacted replay covered every seq once");
+            let cpu = c0
+                .zip(wrangler.group_cpu())
+                .map(|(a, b)| ms(b.saturating_sub(a)));
+            if compress {
+                zipped_t.push(ms(t0.elapsed()));
+                zipped_cpu.extend(cpu);
+                zipped_wire = wire;
+            } else {
+                compact_t.push(ms(t0.elapsed()));
+                compact_cpu.extend(cpu);
+                compact_wire = wire;
+            }
+        }
         let (s, v) = scan(http.clone(), format!("{base}/bench/{id}/scan")).await;
         assert_eq!(v["rows"].as_u64(), Some(rows));
         ratios.push(o.as_secs_f64() / r.as_secs_f64());
@@ -666,6 +755,11 @@ async fn run() {
         "ratio_vs_raw_replay": (median(&ratios) * 100.0).round() / 100.0,
         "ratio_vs_raw_scan": (median(&ours_t) / median(&scan_t) * 10.0).round() / 10.0,
         "ours_rounds_ms": ours_t, "raw_rounds_ms": raw_t,
+        "compacted_ms": median(&compact_t), "compacted_wire_bytes": compact_wire,
+        "cpu_ms_compacted": (!compact_cpu.is_empty()).then(|| median(&compact_cpu)),
+        "compressed_ms": median(&zipped_t), "compressed_wire_bytes": zipped_wire,
+        "cpu_ms_ours": (!ours_cpu.is_empty()).then(|| median(&ours_cpu)),
+        "cpu_ms_compressed": (!zipped_cpu.is_empty()).then(|| median(&zipped_cpu)),
     });
 
     // 4. A browser that stops reading while the session writes 40 MB: the
