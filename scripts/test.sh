@@ -37,8 +37,10 @@ fi
 # duraclaw-full's test files in the cloudflare lane, in this order after
 # duraclaw-cf's binaries. The browser suite on Cloudflare, the most
 # timing-bound, runs last, when the local lane has mostly ended; the
-# Cloudflare fault run is in the local lane, to even the lanes out.
+# Cloudflare fault run and duraclaw-cf's D1 auth test are in the local
+# lane, to even the lanes out.
 CF_LANE=(cloudflare cloudflare_api cloudflare_push cloudflare_browser)
+CF_IN_LOCAL_LANE=(d1_auth)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -56,7 +58,7 @@ jq -r 'select(.reason == "compiler-artifact" and .profile.test and .executable !
 : >"$work/cf-full"
 while IFS=$'\t' read -r dir kind name src exe; do
     line=$(printf '%s\t%s\t%s\t%s' "$dir" "$kind" "$src" "$exe")
-    if [[ $dir == */crates/duraclaw-cf ]]; then
+    if [[ $dir == */crates/duraclaw-cf && " ${CF_IN_LOCAL_LANE[*]} " != *" $name "* ]]; then
         echo "$line" >>"$work/cloudflare.list"
     elif [[ $dir == */examples/duraclaw-full && $kind == test && " ${CF_LANE[*]} " == *" $name "* ]]; then
         printf '%s\t%s\n' "$name" "$line" >>"$work/cf-full"
