@@ -240,17 +240,24 @@ fn event_seq(text: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
+/// The next message, within [`DEADLINE`], from a socket that stays open.
+async fn next_message<S>(ws: &mut S) -> Message
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(DEADLINE, ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("the socket is open")
+        .expect("a readable frame")
+}
+
 async fn next_text<S>(ws: &mut S) -> String
 where
     S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("the socket is open")
-            .expect("a readable frame");
-        match msg {
+        match next_message(ws).await {
             Message::Text(t) => return t.as_str().to_owned(),
             Message::Close(c) => panic!("the server closed the socket: {c:?}"),
             _ => continue,
@@ -292,12 +299,7 @@ async fn read_replay(ws: &mut Ws, last: u64) -> u64 {
 async fn read_compressed_replay(ws: &mut Ws, last: u64) -> (u64, u64) {
     let (mut next, mut wire) = (1u64, 0u64);
     loop {
-        let msg = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("the socket is open")
-            .expect("a readable frame");
-        let frames = match msg {
+        let frames = match next_message(ws).await {
             Message::Binary(b) => {
                 wire += b.len() as u64;
                 deflate::inflate(&b, usize::MAX).expect("a replay batch inflates")
