@@ -21,14 +21,14 @@
 //!   [`real_agents`]: the pinned real ACP agents set up against the fakes
 //!   of their model APIs; [`acp_e2e`]: those agents through the gateway;
 //! - [`faults`]: the fault run's proxy, clients and checks;
-//!   [`fault_run`]: the fault run written once against [`host::Host`].
+//!   [`fault_run`]: the fault run written once against [`host::Host`];
+//! - [`ports`]: ports for the hosts tests start, kept per process.
 //!
 //! Helpers panic with a message that says what went wrong: they are for
 //! tests only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 pub mod acp_client;
@@ -49,6 +49,7 @@ pub mod inbox;
 pub mod local;
 pub mod modes;
 pub mod notify;
+pub mod ports;
 pub mod push_service;
 pub mod push_suite;
 pub mod real_agents;
@@ -111,12 +112,11 @@ pub fn target_tmpdir() -> PathBuf {
     dir
 }
 
-/// A port free on 127.0.0.1 right now.
+/// A port free on 127.0.0.1 now and kept for this test process: outside
+/// the kernel's ephemeral range and reserved against other test processes
+/// (see [`ports`]), so a host restarted on it finds it free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
+    ports::reserve()
 }
 
 /// A whole log file (empty if unreadable).
