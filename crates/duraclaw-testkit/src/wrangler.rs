@@ -230,8 +230,13 @@ pub fn start_wrangler_env(
     let out = fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
     let mut cmd = Command::new(&tools.wrangler);
+    // The inspector's port too: left to wrangler, every instance takes
+    // 9229 when it looks free, and two starting together collide
+    // ("Address already in use (socket \"direct:1:default\")").
     cmd.args(["dev", "--ip", "127.0.0.1", "--port"])
         .arg(port.to_string())
+        .arg("--inspector-port")
+        .arg(free_port().to_string())
         .arg("--persist-to")
         .arg(dir.join("state"))
         .arg("--show-interactive-dev-session=false");
