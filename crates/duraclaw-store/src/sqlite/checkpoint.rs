@@ -19,8 +19,18 @@
 //! really is that large, as SQLite's WAL hook reports after every commit:
 //! under a steady stream of commits the checkpointer keeps up, the WAL
 //! starts over by itself, and the writer never stops for a checkpoint;
-//! under a sustained burst it is the automatic checkpoint again, four times
-//! less often.
+//! under a sustained burst it is the automatic checkpoint again, sixteen
+//! times less often.
+//!
+//! Each of those stops (the copy's two `fsync`s, and the `fsync` of the new
+//! WAL header SQLite does in the commit that starts the WAL over) is a few
+//! milliseconds for whichever event commits then, so how often they come
+//! sets the tail of every event's latency: at three pages per event, a
+//! limit of 4,000 pages stopped each tier once every ~1,300 events of a
+//! sustained stream, 16,000 pages once every ~5,300, below one event in a
+//! thousand for the two tiers together (`docs/PERFORMANCE.md`, "Round 9").
+//! The price is a WAL file of up to 64 MB after such a stream (SQLite
+//! reuses it from the start; it does not shrink).
 //!
 //! The writer's own checkpoint never runs on a caller's thread (an async
 //! worker): a commit run there that makes it due leaves it to the writer
@@ -46,9 +56,9 @@ use super::conn::{open_checkpointer, sql_error};
 /// `wal_autocheckpoint` default.
 pub(crate) const CHECKPOINT_PAGES: u64 = 1000;
 
-/// WAL pages after which the writer checkpoints itself (16 MB of 4 KiB
+/// WAL pages after which the writer checkpoints itself (64 MB of 4 KiB
 /// pages).
-pub(crate) const HARD_LIMIT_PAGES: u64 = 4 * CHECKPOINT_PAGES;
+pub(crate) const HARD_LIMIT_PAGES: u64 = 16 * CHECKPOINT_PAGES;
 
 /// The page size the estimate of a commit's pages assumes (SQLite's
 /// default).
