@@ -199,6 +199,25 @@ pub fn build_full_example(tools: &Tools, dir: &Path) {
     fs::write(dir.join("wrangler.toml"), toml).unwrap();
 }
 
+/// `wrangler dev`'s arguments: on `port`, its state in `dir/state`. The
+/// inspector's port too: left to wrangler, every instance takes 9229 when
+/// it looks free, and two starting together collide ("Address already in
+/// use (socket \"direct:1:default\")", miniflare's name for the inspector
+/// proxy's socket).
+fn dev_args(dir: &Path, port: u16) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = ["dev", "--ip", "127.0.0.1", "--port"]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    args.push(port.to_string().into());
+    args.push("--inspector-port".into());
+    args.push(free_port().to_string().into());
+    args.push("--persist-to".into());
+    args.push(dir.join("state").into());
+    args.push("--show-interactive-dev-session=false".into());
+    args
+}
+
 pub fn start_wrangler(tools: &Tools, dir: &Path, port: u16) -> Wrangler {
     start_wrangler_logged(tools, dir, port, &[], &dir.join("wrangler.log"))
 }
@@ -230,16 +249,7 @@ pub fn start_wrangler_env(
     let out = fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
     let mut cmd = Command::new(&tools.wrangler);
-    // The inspector's port too: left to wrangler, every instance takes
-    // 9229 when it looks free, and two starting together collide
-    // ("Address already in use (socket \"direct:1:default\")").
-    cmd.args(["dev", "--ip", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .arg("--inspector-port")
-        .arg(free_port().to_string())
-        .arg("--persist-to")
-        .arg(dir.join("state"))
-        .arg("--show-interactive-dev-session=false");
+    cmd.args(dev_args(dir, port));
     for (k, v) in vars {
         cmd.arg("--var").arg(format!("{k}:{v}"));
     }
@@ -380,4 +390,28 @@ pub fn cmdline(pid: u32) -> Option<String> {
     fs::read(format!("/proc/{pid}/cmdline"))
         .ok()
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each `wrangler dev` gets an inspector port of its own, reserved
+    /// like the Worker's: two started at once never both take 9229.
+    #[test]
+    fn every_wrangler_dev_has_an_inspector_port_of_its_own() {
+        let inspector = |args: &[std::ffi::OsString]| -> u16 {
+            let at = args
+                .iter()
+                .position(|a| a == "--inspector-port")
+                .expect("an --inspector-port argument");
+            args[at + 1].to_str().unwrap().parse().unwrap()
+        };
+        let dir = Path::new("/nonexistent");
+        let (a, b) = (dev_args(dir, free_port()), dev_args(dir, free_port()));
+        let (a, b) = (inspector(&a), inspector(&b));
+        assert_ne!(a, b, "two instances share an inspector port");
+        assert_ne!(a, 9229);
+        assert_ne!(b, 9229);
+    }
 }
