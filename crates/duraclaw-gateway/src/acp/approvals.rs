@@ -92,6 +92,21 @@ pub(super) async fn permission(shared: &Arc<Shared>, id: Value, params: Value) {
         }
     };
     let call_id = req.tool_call.tool_call_id.0.to_string();
+    let late = shared
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .of_an_ended_turn(&call_id);
+    if late {
+        // About a call of a turn that has ended (work in flight of an
+        // interrupted turn asking once the next turn began): not this
+        // turn's question to put to anyone.
+        tracing::warn!(session = %shared.session_id, agent = %shared.agent.name, tool_use_id = %call_id, "a permission request about a call of an ended turn; answered cancelled unasked");
+        shared
+            .rpc
+            .respond(&id, Ok(json!({ "outcome": { "outcome": "cancelled" } })));
+        return;
+    }
     // The turn it was asked in: an interrupt of that turn, a stop or the
     // agent's exit before its question opens answers it `cancelled` unasked.
     let turn = shared.turns_played.load(Ordering::Acquire);

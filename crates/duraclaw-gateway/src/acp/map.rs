@@ -1,7 +1,7 @@
 //! `session/update` notifications to our events. The crate's types stop
 //! here: what leaves this module is [`Event`]s and plain data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use agent_client_protocol::v1::schema::{
     ContentBlock, PlanEntry, PromptResponse, SessionUpdate, StopReason, ToolCallContent,
@@ -59,6 +59,9 @@ pub(super) enum Out {
     Runs(String),
 }
 
+/// How many ended turns' call ids a [`Mapper`] keeps.
+const ENDED_CALLS: usize = 4096;
+
 /// Follows a session's updates.
 #[derive(Debug)]
 pub(super) struct Mapper {
@@ -71,6 +74,10 @@ pub(super) struct Mapper {
     /// The thought streaming now.
     thought: String,
     pub calls: HashMap<String, Call>,
+    /// The ids of the calls of ended turns, the latest [`ENDED_CALLS`]
+    /// (oldest first), to tell a late request about one of them.
+    ended: VecDeque<String>,
+    ended_ids: HashSet<String>,
     /// The cost the agent last reported, in US dollars.
     cost_usd: Option<f64>,
     /// The agent's mode.
@@ -85,6 +92,8 @@ impl Mapper {
             open: None,
             thought: String::new(),
             calls: HashMap::new(),
+            ended: VecDeque::new(),
+            ended_ids: HashSet::new(),
             cost_usd: None,
             mode: None,
         }
@@ -125,11 +134,27 @@ impl Mapper {
         out
     }
 
-    /// Ends the turn: what streams is closed; calls are forgotten.
+    /// Ends the turn: what streams is closed; calls are forgotten, but
+    /// their ids are kept (the latest [`ENDED_CALLS`]).
     pub(super) fn end_turn(&mut self, aborted: bool) -> (Vec<Event>, Option<f64>) {
         let out = self.close(aborted);
-        self.calls.clear();
+        for (id, _) in self.calls.drain() {
+            if self.ended_ids.insert(id.clone()) {
+                self.ended.push_back(id);
+            }
+        }
+        while self.ended.len() > ENDED_CALLS {
+            if let Some(old) = self.ended.pop_front() {
+                self.ended_ids.remove(&old);
+            }
+        }
         (out, self.cost_usd)
+    }
+
+    /// Whether `id` is a call of an ended turn and not one of this turn's
+    /// (an agent that reuses an id announces it again first).
+    pub(super) fn of_an_ended_turn(&self, id: &str) -> bool {
+        !self.calls.contains_key(id) && self.ended_ids.contains(id)
     }
 
     /// Notes what the agent says of call `id`; its `tool_use` is logged

@@ -16,7 +16,8 @@
 //! `text`, `thought`, `plan`, `usage`, `mode`, `tool` (a tool call, asked
 //! first unless `ask` is false), `ask` (an elicitation), `write`, `read`,
 //! `terminal`, `stall` (until cancelled), `fail` (an error answer),
-//! `crash`, `garbage`, `hang`. `hang_on` names a method never answered,
+//! `crash`, `garbage`, `hang`, `ask_again` (a late request about an earlier
+//! turn's call). `hang_on` names a method never answered,
 //! `exit_on` one the agent exits on (also while a request of its waits).
 //! `replay_tool` and `replay_after_answer` change what `session/load`
 //! replays and when. `cancel_ends_prompt` answers the prompt as soon as a
@@ -149,6 +150,14 @@ enum Step {
         lines: usize,
     },
     Hang,
+    /// A permission request about call `id` of an earlier turn, as work in
+    /// flight of an interrupted turn may send once the next turn began (a
+    /// breach of the protocol); its answer is noted, nothing runs.
+    AskAgain {
+        id: String,
+        #[serde(default)]
+        input: Value,
+    },
 }
 
 fn three() -> usize {
@@ -475,6 +484,32 @@ impl Agent {
                 Step::Hang => loop {
                     std::thread::park();
                 },
+                Step::AskAgain { id, input } => {
+                    let answer = self.call(
+                        "session/request_permission",
+                        json!({
+                            "sessionId": self.session,
+                            "toolCall": { "toolCallId": id, "title": default_title(),
+                                          "kind": default_kind(), "rawInput": input },
+                            "options": all_options().iter().map(|k| json!({
+                                "optionId": format!("opt-{k}"), "name": k, "kind": k,
+                            })).collect::<Vec<_>>(),
+                        }),
+                    );
+                    let outcome = answer
+                        .ok()
+                        .and_then(|a| a.get("outcome").cloned())
+                        .unwrap_or(Value::Null);
+                    let chosen = match outcome.get("outcome").and_then(Value::as_str) {
+                        Some("selected") => outcome
+                            .get("optionId")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        _ => "cancelled".to_owned(),
+                    };
+                    self.note_answer(&id, &chosen);
+                }
             }
         }
         Ok(())

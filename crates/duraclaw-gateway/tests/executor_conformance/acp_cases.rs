@@ -1138,6 +1138,45 @@ async fn a_request_after_its_turn_was_cancelled_is_withdrawn() {
     }
 }
 
+/// A permission request about a call of the interrupted turn that comes
+/// once the next turn began (the agent's work in flight asking late; ACP
+/// requests carry no turn): it is not the new turn's question, so it is
+/// answered `cancelled` unasked, and the new turn goes on.
+#[tokio::test]
+async fn a_late_request_about_an_ended_turns_call_is_not_asked_in_the_next() {
+    let turns = json!([
+        [{ "do": "tool", "input": { "command": "rm -rf build" } }],
+        [
+            { "do": "ask_again", "id": "call-1", "input": { "command": "rm -rf build" } },
+            { "do": "text", "text": "Next." },
+        ],
+    ]);
+    let mut run = Run::start(rig(turns), memory_gate(), "Go").await;
+    // The first turn's question, withdrawn by the interrupt.
+    run.question().await;
+    run.session.interrupt().await.unwrap();
+    let r = run.result().await;
+    assert!(r.is_error, "an interrupted turn: {r:?}");
+    let asked = run.events.len();
+    run.session.send_message("Again").await.unwrap();
+    let r = run.result().await;
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(run.finals().last().map(String::as_str), Some("Next."));
+    assert_eq!(
+        permission_answers(&run.rig),
+        "call-1 cancelled\ncall-1 cancelled\n"
+    );
+    let next_turn = &run.events[asked..];
+    assert!(
+        !next_turn
+            .iter()
+            .any(|e| matches!(e, Event::UserQuestion(_) | Event::ToolUse(_))),
+        "the late request was shown or asked in the next turn: {next_turn:#?}"
+    );
+    nothing_asked_or_run(next_turn);
+    run.session.shutdown().await.unwrap();
+}
+
 /// An agent that exits while its permission request waits for the call's
 /// announcement: nothing is asked for it, and the request lets go at once
 /// (it does not wait out the wait), so the ended session's every task
