@@ -5,8 +5,8 @@
 //! file: 1–30 ms on a loaded disk, paid by the event that happened to
 //! commit then. The writer connection therefore runs with
 //! `wal_autocheckpoint=0`, and a checkpointer thread with its own connection
-//! runs `PRAGMA wal_checkpoint(PASSIVE)` when the writer says the WAL has
-//! grown by about as much as the automatic checkpoint would have allowed.
+//! runs `PRAGMA wal_checkpoint(PASSIVE)` each time the writer says the WAL
+//! has grown by [`CHECKPOINT_PAGES`].
 //!
 //! A PASSIVE checkpoint blocks neither the writer nor the readers. One that
 //! runs while the writer keeps committing cannot copy the frames added
@@ -20,7 +20,7 @@
 //! under a steady stream of commits the checkpointer keeps up, the WAL
 //! starts over by itself, and the writer never stops for a checkpoint;
 //! under a sustained burst it is the automatic checkpoint again, sixteen
-//! times less often.
+//! times less often than SQLite's own would run.
 //!
 //! Each of those stops (the copy's two `fsync`s, and the `fsync` of the new
 //! WAL header SQLite does in the commit that starts the WAL over) is a few
@@ -52,13 +52,17 @@ use rusqlite::Connection;
 use super::conn::{open_checkpointer, sql_error};
 
 /// WAL pages after which the writer asks the checkpointer for a
-/// checkpoint (and again after as many more): SQLite's own
-/// `wal_autocheckpoint` default.
-pub(crate) const CHECKPOINT_PAGES: u64 = 1000;
+/// checkpoint (and again after as many more): a quarter of SQLite's own
+/// `wal_autocheckpoint` default. Smaller checkpoints, more often, keep
+/// each one's `fsync`s short, and with them the time a commit beside them
+/// waits on the disk: the relay's p99.9 was lower with 250 than with
+/// 1,000 in six of six alternating passes, 4,000 was worse still
+/// (`docs/PERFORMANCE.md`, "Round 9").
+pub(crate) const CHECKPOINT_PAGES: u64 = 250;
 
 /// WAL pages after which the writer checkpoints itself (64 MB of 4 KiB
 /// pages).
-pub(crate) const HARD_LIMIT_PAGES: u64 = 16 * CHECKPOINT_PAGES;
+pub(crate) const HARD_LIMIT_PAGES: u64 = 16_000;
 
 /// The page size the estimate of a commit's pages assumes (SQLite's
 /// default).
