@@ -178,6 +178,30 @@ fn all_options() -> Vec<String> {
         .to_vec()
 }
 
+/// A permission request's options, one of each kind in `kinds`.
+fn offered(kinds: &[String]) -> Vec<Value> {
+    kinds
+        .iter()
+        .map(|k| json!({ "optionId": format!("opt-{k}"), "name": k, "kind": k }))
+        .collect()
+}
+
+/// The option id a permission request's answer chose, or `cancelled`.
+fn chosen_option(answer: Result<Value, String>) -> String {
+    let outcome = answer
+        .ok()
+        .and_then(|a| a.get("outcome").cloned())
+        .unwrap_or(Value::Null);
+    match outcome.get("outcome").and_then(Value::as_str) {
+        Some("selected") => outcome
+            .get("optionId")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        _ => "cancelled".to_owned(),
+    }
+}
+
 /// How a tool step reports its call.
 struct ToolHow {
     ask: bool,
@@ -491,24 +515,10 @@ impl Agent {
                             "sessionId": self.session,
                             "toolCall": { "toolCallId": id, "title": default_title(),
                                           "kind": default_kind(), "rawInput": input },
-                            "options": all_options().iter().map(|k| json!({
-                                "optionId": format!("opt-{k}"), "name": k, "kind": k,
-                            })).collect::<Vec<_>>(),
+                            "options": offered(&all_options()),
                         }),
                     );
-                    let outcome = answer
-                        .ok()
-                        .and_then(|a| a.get("outcome").cloned())
-                        .unwrap_or(Value::Null);
-                    let chosen = match outcome.get("outcome").and_then(Value::as_str) {
-                        Some("selected") => outcome
-                            .get("optionId")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned(),
-                        _ => "cancelled".to_owned(),
-                    };
-                    self.note_answer(&id, &chosen);
+                    self.note_answer(&id, &chosen_option(answer));
                 }
             }
         }
@@ -550,10 +560,6 @@ impl Agent {
         }
         let mut chosen = "unasked".to_owned();
         if how.ask {
-            let offered: Vec<Value> = options
-                .iter()
-                .map(|k| json!({ "optionId": format!("opt-{k}"), "name": k, "kind": k }))
-                .collect();
             // Asked first, the call is announced after the question is sent,
             // while the question waits.
             let answer = self.call_then(
@@ -561,7 +567,7 @@ impl Agent {
                 json!({
                     "sessionId": self.session,
                     "toolCall": { "toolCallId": id, "title": title, "kind": kind, "rawInput": input, "_meta": meta },
-                    "options": offered,
+                    "options": offered(options),
                 }),
                 |agent| {
                     if !announced_first {
@@ -580,22 +586,9 @@ impl Agent {
             if !announced_first && let Some(t) = &how.text_after_ask {
                 self.said.push_str(t);
             }
-            let outcome = answer
-                .ok()
-                .and_then(|a| a.get("outcome").cloned())
-                .unwrap_or(Value::Null);
-            match outcome.get("outcome").and_then(Value::as_str) {
-                Some("selected") => {
-                    chosen = outcome
-                        .get("optionId")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned();
-                }
-                _ => {
-                    self.cancelled = true;
-                    chosen = "cancelled".into();
-                }
+            chosen = chosen_option(answer);
+            if chosen == "cancelled" {
+                self.cancelled = true;
             }
             self.note_answer(&id, &chosen);
         }
