@@ -55,7 +55,8 @@ type Waiter = oneshot::Sender<Result<()>>;
 pub(crate) type Unstarted = Arc<Mutex<Vec<String>>>;
 
 /// Whether an event shows a turn at work (what a restart looks for to know
-/// a turn was cut, and what clears a turn's pending mark). A `notice` is
+/// a turn was cut, and, but for a `session.init` no command waits for,
+/// what clears a turn's pending mark: [`TurnStep::of`]). A `notice` is
 /// not: the re-run it announces keeps its mark until its own first event.
 pub(crate) fn shows_work(event: &Event) -> bool {
     // A list of what IS work, so an event type added later counts as
@@ -73,9 +74,11 @@ pub(crate) fn shows_work(event: &Event) -> bool {
     )
 }
 
-/// What an event means for the turn it belongs to.
+/// What an event means for the turn it belongs to, as the gateway counts
+/// turns: the same for a turn's pending mark (the outbox) and for whether
+/// an executor sits idle (the server), so the two never disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TurnStep {
+pub(crate) enum TurnStep {
     /// The turn is at work.
     Work,
     /// The turn ended (`result` or `error`).
@@ -85,15 +88,30 @@ enum TurnStep {
 }
 
 impl TurnStep {
-    fn of(event: &Event) -> Self {
-        if shows_work(event) {
-            TurnStep::Work
-        } else if matches!(event, Event::Result(_) | Event::Error(_)) {
-            TurnStep::End
-        } else {
-            TurnStep::Other
+    /// The step `event` is; `waiting`: whether a turn-starting command
+    /// waits for its turn to begin.
+    ///
+    /// A `session.init` is work only when a command waits: the Claude Code
+    /// CLI sends one at the start of every turn, after it read the turn's
+    /// prompt, and before the model's first word (which may be minutes
+    /// away); the scripted and ACP executors send one when they start,
+    /// which is no turn when they were resumed without a prompt.
+    pub(crate) fn of(event: &Event, waiting: bool) -> Self {
+        match event {
+            Event::SessionInit(_) if !waiting => TurnStep::Other,
+            _ if shows_work(event) => TurnStep::Work,
+            Event::Result(_) | Event::Error(_) => TurnStep::End,
+            _ => TurnStep::Other,
         }
     }
+}
+
+/// Whether a turn-starting command waits for its turn in `unstarted`.
+pub(crate) fn waiting(unstarted: &Unstarted) -> bool {
+    !unstarted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_empty()
 }
 
 /// Clears the pending mark of each turn's command once its first event is
@@ -137,6 +155,8 @@ struct Queued {
 pub struct OutboxSink {
     log: SessionLog,
     queue: mpsc::Sender<Queued>,
+    /// The commands waiting for their turn (with turn marks).
+    unstarted: Option<Unstarted>,
     /// The failure of an append no caller waited on, for the next `emit`.
     failed: Arc<Mutex<Option<String>>>,
 }
@@ -163,10 +183,12 @@ impl OutboxSink {
     fn spawn(log: SessionLog, marks: Option<TurnMarks>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let failed = Arc::new(Mutex::new(None));
+        let unstarted = marks.as_ref().map(|m| m.unstarted.clone());
         tokio::spawn(commit_loop(log.clone(), rx, failed.clone(), marks));
         OutboxSink {
             log,
             queue: tx,
+            unstarted,
             failed,
         }
     }
@@ -259,7 +281,9 @@ impl EventSink for OutboxSink {
             }
         }
         let e = NewEvent::new(&event, None, SystemClock.now_ms())?;
-        let step = TurnStep::of(&event);
+        // Read when the event is emitted, as the server reads it for the
+        // same event (`GuardedSink`).
+        let step = TurnStep::of(&event, self.unstarted.as_ref().is_some_and(waiting));
         if is_delta(&event) {
             return self
                 .queue

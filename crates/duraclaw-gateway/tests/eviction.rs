@@ -450,3 +450,157 @@ async fn idle_executors_are_stopped_and_a_reconnect_or_rule_push_loads_no_sessio
     let session = gw.loaded(id).await.expect("loaded again");
     assert_eq!(session.policy().scoped_rules().rules().len(), 1);
 }
+
+/// The events of session `id` after `after` until (and with) the next
+/// `result`, read from its log (bounded).
+async fn until_result(gw: &Gateway, id: &str, after: u64) -> Vec<Event> {
+    let session = gw.session(id).await.unwrap();
+    let mut sub = session.log().subscribe(after);
+    let mut events = Vec::new();
+    loop {
+        let e = tokio::time::timeout(DEADLINE, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("the turn never ended: {events:?}"))
+            .expect("the log closed")
+            .unwrap();
+        let event = e.event().unwrap();
+        let end = matches!(event, Event::Result(_));
+        events.push(event);
+        if end {
+            return events;
+        }
+    }
+}
+
+/// A turn silent past the executor's idle bound before its first word (a
+/// model thinking; the executor's `session.init`, which the Claude Code CLI
+/// sends at the start of every turn, already logged and the turn's
+/// command no longer waiting) is a turn at work, not an idle executor: it
+/// is not stopped, and ends with its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_silent_past_the_idle_bound_before_its_first_word_is_not_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().canonicalize().unwrap();
+    init_repo(&root.join("projects/app"));
+    let wt = root.join("projects/app").display().to_string();
+    let script = Script {
+        turns: vec![vec![Step::Text {
+            text: "Thought it over.".into(),
+            chunks: 1,
+            // Ten times the idle bound before the first word.
+            delay_ms: 1_000,
+        }]],
+    };
+    let gw = gateway(&root, &root.join("gateway.db"), script).await;
+    gw.set_executor_idle(Duration::from_millis(100));
+    let ok = gw
+        .apply(envelope("think/x", "think", execute(wt, "go")))
+        .await;
+    assert!(ok.ok, "{ok:?}");
+    let events = until_result(&gw, "think", 0).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Assistant(a) if a.text == "Thought it over.")),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(Event::Result(r)) if !r.is_error),
+        "{events:?}"
+    );
+}
+
+/// An executor resumed without a prompt announces itself
+/// (`session.init`) before any turn: that is not the start of the turn of
+/// the message sent next. The message's own turn clears its mark, so a
+/// gateway restarted after that turn ended does not run the message again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_after_a_resume_without_prompt_is_not_run_again_after_a_restart() {
+    use duraclaw_core::protocol::Resume;
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().canonicalize().unwrap();
+    init_repo(&root.join("projects/app"));
+    let wt = root.join("projects/app").display().to_string();
+    let db = root.join("gateway.db");
+    let gw = gateway(&root, &db, one_text_turn()).await;
+    let ok = gw
+        .apply(envelope("r/x", "r", execute(wt.clone(), "go")))
+        .await;
+    assert!(ok.ok, "{ok:?}");
+    let first = until_result(&gw, "r", 0).await;
+    let executor_session_id = first
+        .iter()
+        .find_map(|e| match e {
+            Event::SessionInit(i) => i.executor_session_id.clone(),
+            _ => None,
+        })
+        .expect("a session.init");
+    gw.shutdown().await;
+    drop(gw);
+
+    // Restarted: resumed with no prompt, then a message.
+    let gw = gateway(&root, &db, one_text_turn()).await;
+    let store = gw.session("r").await.unwrap().log().store().clone();
+    let head = store.head().await.unwrap().last_seq;
+    let ok = gw
+        .apply(envelope(
+            "r/resume",
+            "r",
+            Command::Resume(Resume {
+                executor_session_id,
+                worktree: wt,
+                prompt: None,
+                model: None,
+                agent: None,
+            }),
+        ))
+        .await;
+    assert!(ok.ok, "{ok:?}");
+    // The resumed executor announced itself before the message is sent.
+    let mut sub = gw.session("r").await.unwrap().log().subscribe(head);
+    loop {
+        let e = tokio::time::timeout(DEADLINE, sub.next())
+            .await
+            .expect("no session.init from the resumed executor")
+            .expect("the log closed")
+            .unwrap();
+        if matches!(e.event().unwrap(), Event::SessionInit(_)) {
+            break;
+        }
+    }
+    drop(sub);
+    let ok = gw
+        .apply(envelope(
+            "r/m1",
+            "r",
+            Command::Message(UserTurn {
+                text: "once".into(),
+            }),
+        ))
+        .await;
+    assert!(ok.ok, "{ok:?}");
+    let turn = until_result(&gw, "r", head).await;
+    assert!(
+        turn.iter()
+            .any(|e| matches!(e, Event::Assistant(a) if a.text.contains("You said: once"))),
+        "{turn:?}"
+    );
+    assert!(
+        store.unforwarded().await.unwrap().is_empty(),
+        "the message's turn ran and its mark is still set"
+    );
+    let ran = store.head().await.unwrap().last_seq;
+    gw.shutdown().await;
+    drop((gw, store));
+
+    // Restarted again: nothing is run again, nothing is logged.
+    let gw = gateway(&root, &db, one_text_turn()).await;
+    let store = gw.session("r").await.unwrap().log().store().clone();
+    let after = store.read_after(ran, 16).await.unwrap();
+    assert!(
+        after.is_empty(),
+        "the restart logged {:?}",
+        after.iter().map(|e| e.event()).collect::<Vec<_>>()
+    );
+    gw.shutdown().await;
+}

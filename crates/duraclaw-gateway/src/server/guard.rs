@@ -11,7 +11,7 @@ use duraclaw_core::state::SessionState;
 use duraclaw_core::store::SessionAllow;
 
 use super::GatewaySession;
-use crate::outbox::OutboxSink;
+use crate::outbox::{OutboxSink, TurnStep, waiting};
 use duraclaw_approval::{AuditAction, AuditEntry, AuditLog};
 
 /// An executor's sink that checks every event with the session's
@@ -74,18 +74,17 @@ impl EventSink for GuardedSink {
             }
         }
         session.active();
-        match &event {
-            Event::Result(_) | Event::Error(_) => session
+        // Open before the outbox clears the turn's pending mark (after the
+        // commit): an idle check that finds no command waiting then finds
+        // the turn open.
+        match TurnStep::of(&event, waiting(&session.unstarted)) {
+            TurnStep::End => session
                 .turn_open
                 .store(false, std::sync::atomic::Ordering::Release),
-            Event::Assistant(_)
-            | Event::ToolUse(_)
-            | Event::ToolResult(_)
-            | Event::UserQuestion(_)
-            | Event::UserMessage(_) => session
+            TurnStep::Work => session
                 .turn_open
                 .store(true, std::sync::atomic::Ordering::Release),
-            _ => {}
+            TurnStep::Other => {}
         }
         let (unapproved, allowed) = {
             let mut guard = session.guard.lock().unwrap_or_else(|p| p.into_inner());

@@ -130,7 +130,8 @@ pub struct GatewaySession {
     last_used: std::sync::atomic::AtomicU64,
     uses: std::sync::atomic::AtomicU64,
     /// Its executor logged work since the last turn's end (`result` or
-    /// `error`): a turn is running.
+    /// `error`), as the outbox counts turns
+    /// ([`TurnStep`](crate::outbox::TurnStep)): a turn is running.
     turn_open: std::sync::atomic::AtomicBool,
 }
 
@@ -745,14 +746,13 @@ impl Gateway {
         let idle = uptime_ms()
             .saturating_sub(s.last_used.load(std::sync::atomic::Ordering::Acquire))
             >= bound;
+        // The waiting commands before the open turn: a turn's mark is
+        // cleared after the turn was marked open, so finding no command
+        // waiting and then the turn not open means no turn began.
         if !idle
             || s.uses.load(std::sync::atomic::Ordering::Acquire) != uses
+            || crate::outbox::waiting(&s.unstarted)
             || s.turn_open.load(std::sync::atomic::Ordering::Acquire)
-            || !s
-                .unstarted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
             || !s.gate.pending().await?.is_empty()
         {
             return Ok(false);
