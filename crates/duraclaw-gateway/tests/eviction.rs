@@ -56,6 +56,16 @@ async fn until_loaded(gw: &Gateway, n: usize) {
     }
 }
 
+/// A temporary root with one repository, `projects/app`: (the directory,
+/// its canonical path, the worktree).
+fn project() -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().canonicalize().unwrap();
+    init_repo(&root.join("projects/app"));
+    let wt = root.join("projects/app").display().to_string();
+    (dir, root, wt)
+}
+
 fn one_text_turn() -> Script {
     Script {
         turns: vec![vec![Step::Text {
@@ -80,10 +90,7 @@ fn envelope(id: &str, session: &str, command: Command) -> duraclaw_core::protoco
 /// One of them is loaded again by a command for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sessions_that_ran_and_ended_leave_memory_and_come_back_on_demand() {
-    let dir = tempfile::tempdir().unwrap();
-    let root: PathBuf = dir.path().canonicalize().unwrap();
-    init_repo(&root.join("projects/app"));
-    let wt = root.join("projects/app").display().to_string();
+    let (_dir, root, wt) = project();
     let db = root.join("gateway.db");
     let gw = gateway(&root, &db, one_text_turn()).await;
     let baseline = gw.loaded_count().await;
@@ -154,10 +161,7 @@ async fn a_thousand_sessions_that_ran_and_ended_leave_memory_and_come_back_on_de
 /// followed the session as it was loaded again (no new attach).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_sessions_late_answer_and_resume_work_over_the_link() {
-    let dir = tempfile::tempdir().unwrap();
-    let root: PathBuf = dir.path().canonicalize().unwrap();
-    init_repo(&root.join("projects/app"));
-    let wt = root.join("projects/app").display().to_string();
+    let (_dir, root, wt) = project();
     let db = root.join("gateway.db");
     let script = Script {
         turns: vec![vec![Step::Tool {
@@ -451,25 +455,35 @@ async fn idle_executors_are_stopped_and_a_reconnect_or_rule_push_loads_no_sessio
     assert_eq!(session.policy().scoped_rules().rules().len(), 1);
 }
 
-/// The events of session `id` after `after` until (and with) the next
-/// `result`, read from its log (bounded).
-async fn until_result(gw: &Gateway, id: &str, after: u64) -> Vec<Event> {
+/// The events of session `id` after `after` up to (and with) the first
+/// that `last` matches, read from its log (bounded).
+async fn events_through(
+    gw: &Gateway,
+    id: &str,
+    after: u64,
+    last: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
     let session = gw.session(id).await.unwrap();
     let mut sub = session.log().subscribe(after);
     let mut events = Vec::new();
     loop {
         let e = tokio::time::timeout(DEADLINE, sub.next())
             .await
-            .unwrap_or_else(|_| panic!("the turn never ended: {events:?}"))
+            .unwrap_or_else(|_| panic!("not there within the deadline: {events:?}"))
             .expect("the log closed")
             .unwrap();
         let event = e.event().unwrap();
-        let end = matches!(event, Event::Result(_));
+        let done = last(&event);
         events.push(event);
-        if end {
+        if done {
             return events;
         }
     }
+}
+
+/// The events of session `id` after `after` through the turn's `result`.
+async fn until_result(gw: &Gateway, id: &str, after: u64) -> Vec<Event> {
+    events_through(gw, id, after, |e| matches!(e, Event::Result(_))).await
 }
 
 /// A turn silent past the executor's idle bound before its first word (a
@@ -479,10 +493,7 @@ async fn until_result(gw: &Gateway, id: &str, after: u64) -> Vec<Event> {
 /// is not stopped, and ends with its answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_silent_past_the_idle_bound_before_its_first_word_is_not_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let root: PathBuf = dir.path().canonicalize().unwrap();
-    init_repo(&root.join("projects/app"));
-    let wt = root.join("projects/app").display().to_string();
+    let (_dir, root, wt) = project();
     let script = Script {
         turns: vec![vec![Step::Text {
             text: "Thought it over.".into(),
@@ -517,10 +528,7 @@ async fn a_turn_silent_past_the_idle_bound_before_its_first_word_is_not_stopped(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_after_a_resume_without_prompt_is_not_run_again_after_a_restart() {
     use duraclaw_core::protocol::Resume;
-    let dir = tempfile::tempdir().unwrap();
-    let root: PathBuf = dir.path().canonicalize().unwrap();
-    init_repo(&root.join("projects/app"));
-    let wt = root.join("projects/app").display().to_string();
+    let (_dir, root, wt) = project();
     let db = root.join("gateway.db");
     let gw = gateway(&root, &db, one_text_turn()).await;
     let ok = gw
@@ -557,18 +565,7 @@ async fn a_message_after_a_resume_without_prompt_is_not_run_again_after_a_restar
         .await;
     assert!(ok.ok, "{ok:?}");
     // The resumed executor announced itself before the message is sent.
-    let mut sub = gw.session("r").await.unwrap().log().subscribe(head);
-    loop {
-        let e = tokio::time::timeout(DEADLINE, sub.next())
-            .await
-            .expect("no session.init from the resumed executor")
-            .expect("the log closed")
-            .unwrap();
-        if matches!(e.event().unwrap(), Event::SessionInit(_)) {
-            break;
-        }
-    }
-    drop(sub);
+    events_through(&gw, "r", head, |e| matches!(e, Event::SessionInit(_))).await;
     let ok = gw
         .apply(envelope(
             "r/m1",
