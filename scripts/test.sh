@@ -37,10 +37,11 @@ fi
 # duraclaw-full's test files in the cloudflare lane, in this order after
 # duraclaw-cf's binaries. The browser suite on Cloudflare, the most
 # timing-bound, runs last, when the local lane has mostly ended; the
-# Cloudflare fault run and duraclaw-cf's D1 auth test are in the local
-# lane, to even the lanes out.
+# Cloudflare fault run and duraclaw-cf's D1 auth and Durable Object
+# conformance tests are in the local lane, to even the lanes out (each
+# `wrangler dev` has ports of its own, so the lanes' wranglers can overlap).
 CF_LANE=(cloudflare cloudflare_api cloudflare_push cloudflare_browser)
-CF_IN_LOCAL_LANE=(d1_auth)
+CF_IN_LOCAL_LANE=(d1_auth do_conformance)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
