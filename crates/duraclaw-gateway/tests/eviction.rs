@@ -100,14 +100,8 @@ async fn a_thousand_sessions_that_ran_and_ended_leave_memory_and_come_back_on_de
             .apply(envelope(&format!("{id}/x"), &id, execute(wt.clone(), "go")))
             .await;
         assert!(ok.ok, "{ok:?}");
+        until_result(&gw, &id, 0).await;
         let session = gw.session(&id).await.unwrap();
-        let mut sub = session.log().subscribe(0);
-        while let Some(e) = tokio::time::timeout(DEADLINE, sub.next()).await.unwrap() {
-            if matches!(e.unwrap().event(), Ok(Event::Result(_))) {
-                break;
-            }
-        }
-        drop(sub);
         let closed = gw
             .apply(envelope(&format!("{id}/c"), &id, Command::Close(Close {})))
             .await;
