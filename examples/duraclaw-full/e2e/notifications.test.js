@@ -88,15 +88,52 @@ async function activeWorker(ctx, page) {
   return until('the service worker in the context', () => ctx.serviceWorkers().find((w) => w.url().endsWith('/sw.js')));
 }
 
-/** Delivers `payload` (an object, or the text as a push service delivered it) as a push message to the origin's service worker, through CDP. */
-async function deliverPush(page, payload) {
+/** How many push events the worker has handled since the suite first asked (a listener beside the app's own). */
+async function pushesHandled(worker) {
+  return worker.evaluate(() => {
+    if (self.e2ePushesHandled === undefined) {
+      self.e2ePushesHandled = 0;
+      self.addEventListener('push', () => {
+        self.e2ePushesHandled += 1;
+      });
+    }
+    return self.e2ePushesHandled;
+  });
+}
+
+/** The bound on one delivery through CDP reaching the worker's push handler. */
+const DELIVERY_WAIT = 5_000;
+
+/**
+ * Delivers `payload` (an object, or the text as a push service delivered it)
+ * as a push message to the origin's service worker, through CDP, and waits
+ * until the worker's push handler ran. Chromium answers the CDP call before
+ * it starts the delivery and drops a delivery that fails on its side without
+ * a word, so one that never reaches the worker is delivered again (as a
+ * push service would), at most twice more, each retry logged.
+ */
+async function deliverPush(page, worker, payload) {
+  const before = await pushesHandled(worker);
   const cdp = await page.context().newCDPSession(page);
   const registrations = [];
   cdp.on('ServiceWorker.workerRegistrationUpdated', (e) => registrations.push(...e.registrations));
   await cdp.send('ServiceWorker.enable');
   const reg = await until('the service worker registration over CDP', () => registrations.find((r) => r.scopeURL === `${DEMO_URL}/` && !r.isDeleted));
-  await cdp.send('ServiceWorker.deliverPushMessage', { origin: DEMO_URL, registrationId: reg.registrationId, data: typeof payload === 'string' ? payload : JSON.stringify(payload) });
-  await cdp.detach();
+  const data = typeof payload === 'string' ? payload : JSON.stringify(payload);
+  try {
+    for (let attempt = 1; ; attempt++) {
+      await cdp.send('ServiceWorker.deliverPushMessage', { origin: DEMO_URL, registrationId: reg.registrationId, data });
+      try {
+        await until('the push handled by the worker', async () => (await pushesHandled(worker)) > before, DELIVERY_WAIT);
+        return;
+      } catch (e) {
+        if (attempt === 3) throw new Error(`a push delivered ${attempt} times never reached the worker: ${e.message}`);
+        console.log(`the push did not reach the worker in ${DELIVERY_WAIT} ms (attempt ${attempt}); delivering it again`);
+      }
+    }
+  } finally {
+    await cdp.detach();
+  }
 }
 
 /** The notifications shown under `tag`, as the page's registration lists them. */
@@ -105,6 +142,19 @@ async function notifications(page, tag) {
     const reg = await navigator.serviceWorker.ready;
     return (await reg.getNotifications({ tag })).map((n) => ({ title: n.title, body: n.body, tag: n.tag, actions: n.actions.map((a) => ({ action: a.action, title: a.title })), data: n.data }));
   }, tag);
+}
+
+/** The first notification under `tag` that `pred` holds for, once shown; a timeout names what was shown instead. */
+async function shownUnder(page, tag, what, pred) {
+  let seen = [];
+  try {
+    return await until(what, async () => {
+      seen = await notifications(page, tag);
+      return seen.find(pred);
+    });
+  } catch (e) {
+    throw new Error(`${e.message}; under ${tag}: ${JSON.stringify(seen.map(({ title, body, actions }) => ({ title, body, actions })))}`);
+  }
 }
 
 /** Clicks the notification under `tag` in the worker, as the platform would (`action` '' for the body). */
@@ -164,8 +214,8 @@ test('Approve on a notification decides as the user on that device; replays, exp
 
   // The push shows one notification with Approve and Deny.
   const payload = await questionPayload(id, qid);
-  await deliverPush(page, payload);
-  const shown = await until('the notification', async () => (await notifications(page, tag)).find((n) => n.actions.length));
+  await deliverPush(page, worker, payload);
+  const shown = await shownUnder(page, tag, 'the notification', (n) => n.actions.length);
   assert.equal(shown.title, 'Bash wants to run');
   assert.equal(shown.body, 'make deploy');
   assert.deepEqual(shown.actions, [
@@ -192,7 +242,7 @@ test('Approve on a notification decides as the user on that device; replays, exp
   await card.getByTestId('resolution').filter({ hasText: `approved by ${USER} via notification ${DEVICE}` }).waitFor();
   await page.locator('[data-testid=assistant-message]', { hasText: 'Deployed from your phone.' }).waitFor();
   await page.locator('[data-testid=state-badge][data-reason=idle]').waitFor();
-  const outcome = await until('the outcome notification', async () => (await notifications(page, tag)).find((n) => n.body === 'Approved'));
+  const outcome = await shownUnder(page, tag, 'the outcome notification', (n) => n.body === 'Approved');
   assert.deepEqual(outcome.actions, [], 'the outcome has no actions');
   const log = await serverLog(page, id);
   const resolved = log.filter((e) => e.type === 'question.resolved').map((e) => e.event);
@@ -207,10 +257,10 @@ test('Approve on a notification decides as the user on that device; replays, exp
 
   // The same notification again (a replayed token): told who decided, nothing logged.
   const settled = log.length;
-  await deliverPush(page, payload);
-  await until('the replayed notification', async () => (await notifications(page, tag)).find((n) => n.actions.length));
+  await deliverPush(page, worker, payload);
+  await shownUnder(page, tag, 'the replayed notification', (n) => n.actions.length);
   assert.equal(await click(worker, tag, 'deny'), 'clicked');
-  const late = await until('the late outcome', async () => (await notifications(page, tag)).find((n) => /^Already decided by/.test(n.body)));
+  const late = await shownUnder(page, tag, 'the late outcome', (n) => /^Already decided by/.test(n.body));
   assert.match(late.body, new RegExp(`^Already decided by ${USER} from notification ${DEVICE} \\(allow\\)`));
   const replay = await act(ctx, payload.actions[0].token);
   assert.equal(replay.status, 409, JSON.stringify(replay.body));
@@ -220,8 +270,8 @@ test('Approve on a notification decides as the user on that device; replays, exp
   // A tap elsewhere opens the session at the question.
   await page.goto('/#/');
   await page.getByTestId('settings-link').waitFor();
-  await deliverPush(page, { ...payload, actions: [] });
-  await until('the plain notification', async () => (await notifications(page, tag)).length > 0);
+  await deliverPush(page, worker, { ...payload, actions: [] });
+  await shownUnder(page, tag, 'the plain notification', () => true);
   assert.equal(await click(worker, tag, ''), 'clicked');
   await page.locator(`[data-question-id="${qid}"][data-focused=true]`).first().waitFor();
   assert.equal(await page.evaluate(() => location.hash), `#/s/${id}?q=${qid}`);
@@ -278,8 +328,8 @@ test('the chain a phone meets: subscribe, the real encrypted push, Approve from 
   const card = toolCard(page, 'Bash');
   await card.getByTestId('approve').waitFor();
   assert.equal(await page.locator('[data-testid=question]').first().getAttribute('data-question-id'), qid);
-  await deliverPush(page, question.text);
-  const shown = await until('the notification', async () => (await notifications(page, tag)).find((n) => n.actions.length));
+  await deliverPush(page, worker, question.text);
+  const shown = await shownUnder(page, tag, 'the notification', (n) => n.actions.length);
   assert.equal(shown.title, 'Approve Bash?');
   assert.equal(shown.body, question.payload.body);
   assert.deepEqual(shown.actions, [
@@ -302,7 +352,7 @@ test('the chain a phone meets: subscribe, the real encrypted push, Approve from 
     assert.deepEqual(r.by, { who: USER, client: `notification ${device}` });
   }
   assert.ok(log.some((e) => e.type === 'tool_result' && e.event.content === 'README.md\nsrc'), 'the approved tool ran');
-  await until('the action\'s outcome', async () => (await notifications(page, tag)).find((n) => n.body === 'Approved'));
+  await shownUnder(page, tag, "the action's outcome", (n) => n.body === 'Approved');
   await card.scrollIntoViewIfNeeded();
   await screenshot(page, 'push-chain-approved');
 
@@ -310,7 +360,7 @@ test('the chain a phone meets: subscribe, the real encrypted push, Approve from 
   const done = await pushArrived(body.endpoint, 'the resolved push at the stand-in', (p) => p.kind === 'resolved' && p.question_id === qid);
   assert.equal(done.payload.tag, tag);
   assert.equal(done.payload.title, `Approved by ${USER}`);
-  await deliverPush(page, done.text);
+  await deliverPush(page, worker, done.text);
   const replaced = await until('the replaced notification', async () => {
     const list = await notifications(page, tag);
     return list.length === 1 && list[0].title === `Approved by ${USER}` ? list[0] : null;
