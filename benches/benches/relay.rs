@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use duraclaw_benches::executor::{Grab, init_repo};
 use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
-use duraclaw_benches::ws::{Counter, nanos_since, pair, spawn_writer};
+use duraclaw_benches::ws::{Counter, STALL, nanos_since, pair, spawn_writer};
 use duraclaw_benches::{mix, now_ms, quick, runtime};
 use duraclaw_core::backend::actor::SessionActor;
 use duraclaw_core::clock::SystemClock;
@@ -304,10 +304,39 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
             }
         });
     }
+    // The events the session logged before the first measured one (the
+    // gateway's worktree notice) reach the browser too: read them here, or
+    // each closed-loop wait below would end on the frame of the event
+    // before its own, one event always in flight.
+    let gateway_head = gateway
+        .session(SESSION)
+        .await
+        .unwrap()
+        .log()
+        .store()
+        .head()
+        .await
+        .unwrap()
+        .last_seq;
+    let deadline = Instant::now() + STALL;
+    let opening = loop {
+        let head = actor.log().store().head().await.unwrap();
+        if head.highest_gseq >= gateway_head {
+            break head.last_seq;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the orchestrator did not log the session's opening events"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let browser = Counter::spawn(client);
+    let got = browser.expect(opening as usize).await.unwrap();
+    assert_eq!(got.frames as u64, opening);
     Ours {
         path: Path2 {
             emit: Emit::Sink(emit),
-            browser: Counter::spawn(client),
+            browser,
         },
         sqlite,
         _gateway_task: gateway_task,
@@ -372,6 +401,15 @@ async fn closed_loop(path: &Path2, from: u64, to: u64, out: &mut Samples) {
         let got = done.await.unwrap();
         let t = nanos_since(start);
         out.bytes += got.bytes;
+        // The frame that ended the wait is this event's: a large event's
+        // frame is large, a small one's small (a frame of another event
+        // would time the wrong thing).
+        assert_eq!(
+            got.bytes > 10_000,
+            large,
+            "event {k}'s wait ended on a frame of {} bytes",
+            got.bytes
+        );
         if large {
             out.large.push(t);
         } else {
