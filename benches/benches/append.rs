@@ -93,13 +93,15 @@ impl Fixture {
 
 fn raw_insert(conn: &rusqlite::Connection, session: &str, seq: u64, e: &NewEvent) {
     conn.prepare_cached(
-        "INSERT INTO events (session_id, seq, gseq, at_ms, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (session_id, seq, gseq, highest_gseq, at_ms, json) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
     .unwrap()
     .execute(rusqlite::params![
         session,
         seq as i64,
         e.gseq.map(|g| g as i64),
+        e.gseq.unwrap_or(0) as i64,
         e.at_ms,
         &*e.json
     ])

@@ -266,8 +266,9 @@ impl LogStep for SessionData {
         Ok(self.command_index.contains_key(command_id))
     }
 
-    fn insert_event(&mut self, event: &StoredEvent) -> Result<()> {
+    fn insert_event(&mut self, event: &StoredEvent, highest_gseq: Gseq) -> Result<()> {
         self.events.push(event.clone());
+        self.highest_gseq = highest_gseq;
         Ok(())
     }
 
@@ -306,11 +307,6 @@ impl LogStep for SessionData {
         {
             record.resolution = Some(resolution.clone());
         }
-        Ok(())
-    }
-
-    fn set_head(&mut self, head: LogHead) -> Result<()> {
-        self.highest_gseq = head.highest_gseq;
         Ok(())
     }
 

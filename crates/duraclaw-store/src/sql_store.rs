@@ -18,7 +18,7 @@ use duraclaw_core::SendOutsideWasm;
 use duraclaw_core::backend::limits::{self, MAX_SEQ};
 use duraclaw_core::backend::migrate::{MigrationReport, SqlConn, SqlValue};
 use duraclaw_core::backend::step::{self, LogStep, QuestionStatus};
-use duraclaw_core::protocol::{Seq, UserQuestion};
+use duraclaw_core::protocol::{Gseq, Seq, UserQuestion};
 use duraclaw_core::store::{
     AppendBatch, AppendOutcome, DynSessionStore, LogHead, QuestionRecord, RecordedCommand,
     Resolution, ResolveOutcome, SessionDirectory, SessionMeta, SessionStore, StoredEvent,
@@ -403,17 +403,19 @@ impl LogStep for SqlLog<'_> {
         Ok(!rows.is_empty())
     }
 
-    fn insert_event(&mut self, event: &StoredEvent) -> Result<()> {
+    fn insert_event(&mut self, event: &StoredEvent, highest_gseq: Gseq) -> Result<()> {
         let gseq = match event.gseq {
             Some(g) => seq_value(g, "gseq")?,
             None => SqlValue::Null,
         };
         self.conn.execute(
-            "INSERT INTO events (session_id, seq, gseq, at_ms, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO events (session_id, seq, gseq, highest_gseq, at_ms, json) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             &[
                 self.id(),
                 seq_value(event.seq, "seq")?,
                 gseq,
+                seq_value(highest_gseq, "gseq")?,
                 int(event.at_ms, "at_ms")?,
                 text(&event.json),
             ],
@@ -457,17 +459,6 @@ impl LogStep for SqlLog<'_> {
         )
     }
 
-    fn set_head(&mut self, head: LogHead) -> Result<()> {
-        self.conn.execute(
-            "UPDATE sessions SET last_seq = ?2, highest_gseq = ?3 WHERE session_id = ?1",
-            &[
-                self.id(),
-                seq_value(head.last_seq, "seq")?,
-                seq_value(head.highest_gseq, "gseq")?,
-            ],
-        )
-    }
-
     fn record_command(&mut self, command: &RecordedCommand) -> Result<()> {
         self.conn.execute(
             "INSERT INTO commands (session_id, command_id, forward, at_ms) VALUES (?1, ?2, ?3, ?4) \
@@ -484,12 +475,22 @@ impl LogStep for SqlLog<'_> {
 
 fn read_head(conn: &mut dyn SqlConn, session_id: &str) -> Result<LogHead> {
     let rows = conn.query(
-        "SELECT last_seq, highest_gseq FROM sessions WHERE session_id = ?1",
+        "SELECT seq, highest_gseq FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1",
         &[text(session_id)],
     )?;
-    let row = rows.first().ok_or_else(|| not_found(session_id))?;
+    let Some(row) = rows.first() else {
+        // No event yet: the head of an empty log, if the session exists.
+        let rows = conn.query(
+            "SELECT 1 FROM sessions WHERE session_id = ?1",
+            &[text(session_id)],
+        )?;
+        return match rows.is_empty() {
+            false => Ok(LogHead::default()),
+            true => Err(not_found(session_id)),
+        };
+    };
     Ok(LogHead {
-        last_seq: get_seq(row, 0, "last_seq")?,
+        last_seq: get_seq(row, 0, "seq")?,
         highest_gseq: get_seq(row, 1, "highest_gseq")?,
     })
 }

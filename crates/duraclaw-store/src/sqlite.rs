@@ -812,7 +812,7 @@ mod tests {
         assert_eq!(out.duplicates, 1);
         assert_eq!(out.stored[0].seq, 3);
         assert_eq!(dir.stats().events_written, 1);
-        assert_eq!(SqliteDirectory::schema_version(), 1);
+        assert_eq!(SqliteDirectory::schema_version(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

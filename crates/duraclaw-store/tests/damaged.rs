@@ -107,8 +107,10 @@ async fn corrupt_rows_give_errors_that_name_them() {
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch(
         "UPDATE sessions SET meta_json = '{not json' WHERE session_id = 's1';
-         INSERT INTO events (session_id, seq, gseq, at_ms, json) VALUES ('s1', 1, NULL, 0, 'not json');
-         INSERT INTO events (session_id, seq, gseq, at_ms, json) VALUES ('s1', 2, -7, 0, '{}');
+         INSERT INTO events (session_id, seq, gseq, highest_gseq, at_ms, json)
+             VALUES ('s1', 1, NULL, 0, 0, 'not json');
+         INSERT INTO events (session_id, seq, gseq, highest_gseq, at_ms, json)
+             VALUES ('s1', 2, -7, -7, 0, '{}');
          INSERT INTO questions (session_id, question_id, asked_seq, question_json)
              VALUES ('s1', 'q-bad', 1, '[1, 2');",
     )

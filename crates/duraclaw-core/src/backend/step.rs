@@ -8,7 +8,7 @@
 //! Everything that can refuse a step is checked before the first write.
 
 use crate::backend::limits;
-use crate::protocol::{Seq, UserQuestion};
+use crate::protocol::{Gseq, Seq, UserQuestion};
 use crate::store::{
     AppendBatch, AppendOutcome, LogHead, RecordedCommand, Resolution, ResolveOutcome, StoredEvent,
     resolution_event,
@@ -28,20 +28,21 @@ pub enum QuestionStatus {
 
 /// The primitive operations on one session's log a step is built from.
 pub trait LogStep {
-    /// The highest seq and gseq.
+    /// The highest seq and gseq: the last event's seq and the highest gseq
+    /// stored with it ([`LogStep::insert_event`]); `(0, 0)` for an empty log.
     fn head(&mut self) -> Result<LogHead>;
     /// Whether a command id was recorded before.
     fn command_seen(&mut self, command_id: &str) -> Result<bool>;
-    /// Stores one event (its seq is the next one).
-    fn insert_event(&mut self, event: &StoredEvent) -> Result<()>;
+    /// Stores one event (its seq is the next one) with `highest_gseq`, the
+    /// highest gseq of the log once it holds the event: the log's head is
+    /// its last event, so that appending one event writes one row.
+    fn insert_event(&mut self, event: &StoredEvent, highest_gseq: Gseq) -> Result<()>;
     /// Records a question as pending, unless its id was recorded before.
     fn ask(&mut self, question: &UserQuestion, asked_seq: Seq) -> Result<()>;
     /// Where a question stands.
     fn question_status(&mut self, question_id: &str) -> Result<QuestionStatus>;
     /// Records a decision on a question if it is still pending.
     fn resolve_pending(&mut self, question_id: &str, resolution: &Resolution) -> Result<()>;
-    /// Stores the new ends of the log.
-    fn set_head(&mut self, head: LogHead) -> Result<()>;
     /// Records a command id (and its frame to forward).
     fn record_command(&mut self, command: &RecordedCommand) -> Result<()>;
 }
@@ -79,7 +80,7 @@ pub fn append(log: &mut dyn LogStep, batch: AppendBatch) -> Result<AppendOutcome
             at_ms: event.at_ms,
             json: event.json,
         };
-        log.insert_event(&e)?;
+        log.insert_event(&e, highest_gseq)?;
         if let Some(question) = &event.asks {
             log.ask(question, last_seq)?;
         }
@@ -87,12 +88,6 @@ pub fn append(log: &mut dyn LogStep, batch: AppendBatch) -> Result<AppendOutcome
             log.resolve_pending(question_id, resolution)?;
         }
         stored.push(e);
-    }
-    if !stored.is_empty() {
-        log.set_head(LogHead {
-            last_seq,
-            highest_gseq,
-        })?;
     }
     if let Some(command) = &batch.command {
         log.record_command(command)?;
@@ -145,12 +140,8 @@ pub fn resolve(
         at_ms: event.at_ms,
         json: event.json,
     };
-    log.insert_event(&e)?;
+    log.insert_event(&e, head.highest_gseq)?;
     log.resolve_pending(question_id, &resolution)?;
-    log.set_head(LogHead {
-        last_seq: e.seq,
-        highest_gseq: head.highest_gseq,
-    })?;
     if let Some(command) = &command {
         log.record_command(command)?;
     }

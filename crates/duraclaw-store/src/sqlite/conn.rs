@@ -7,6 +7,7 @@ use std::time::Duration;
 use duraclaw_core::backend::migrate::{SqlConn, SqlValue};
 use duraclaw_core::error::BoxError;
 use duraclaw_core::{Error, Result};
+use rusqlite::config::DbConfig;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
@@ -83,6 +84,13 @@ pub(crate) fn set_page_cache(conn: &Connection, kib: Option<u32>) -> rusqlite::R
 
 fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     conn.busy_timeout(busy_timeout)?;
+    // The query planner's stability guarantee: a plan does not depend on
+    // the values bound to it. Without it, the bundled SQLite (built with
+    // STAT4) marks every statement that compares an index's column with a
+    // parameter (`WHERE session_id = ?1` on a two-column key: most of this
+    // crate's) to be compiled again each time a value is bound, so every
+    // cached statement was parsed and planned anew on every run.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())

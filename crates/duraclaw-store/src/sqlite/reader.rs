@@ -119,23 +119,41 @@ pub(crate) fn exists(conn: &Connection, session_id: &str) -> Result<bool> {
 }
 
 /// The ends of a session's log.
+/// A session's last event: its seq and the highest gseq of the log.
+const LAST_EVENT: &str =
+    "SELECT seq, highest_gseq FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1";
+/// A page of a session's events.
+const READ_AFTER: &str = "SELECT seq, gseq, at_ms, json FROM events \
+     WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+
 pub(crate) fn head(conn: &Connection, session_id: &str) -> Result<LogHead> {
-    let row: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT last_seq, highest_gseq FROM sessions WHERE session_id = ?1")
+    let err = |e| {
+        sql_error(
+            format_args!("cannot read the log head of session {session_id:?}"),
+            e,
+        )
+    };
+    let last: Option<(i64, i64)> = conn
+        .prepare_cached(LAST_EVENT)
         .and_then(|mut s| {
             s.query_row(params![session_id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })
-        .map_err(|e| {
-            sql_error(
-                format_args!("cannot read the log head of session {session_id:?}"),
-                e,
-            )
-        })?;
-    let (last, gseq) = row.ok_or_else(|| not_found(session_id))?;
+        .map_err(err)?;
+    let Some((last, gseq)) = last else {
+        // No event yet: the head of an empty log, if the session exists.
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM sessions WHERE session_id = ?1")
+            .and_then(|mut s| s.exists(params![session_id]))
+            .map_err(err)?;
+        return match exists {
+            true => Ok(LogHead::default()),
+            false => Err(not_found(session_id)),
+        };
+    };
     Ok(LogHead {
-        last_seq: to_u64(last, &format!("last_seq of session {session_id:?}"))?,
-        highest_gseq: to_u64(gseq, &format!("highest_gseq of session {session_id:?}"))?,
+        last_seq: to_u64(last, &format!("the last seq of session {session_id:?}"))?,
+        highest_gseq: to_u64(gseq, &format!("the highest gseq of session {session_id:?}"))?,
     })
 }
 
@@ -177,10 +195,7 @@ pub(crate) fn read_after(
     };
     let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, gseq, at_ms, json FROM events \
-             WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )
+        .prepare_cached(READ_AFTER)
         .map_err(|e| sql_error("cannot prepare the event read", e))?;
     let read_err = |e: rusqlite::Error| {
         sql_error(
@@ -340,4 +355,41 @@ pub(crate) fn list(conn: &Connection, owner: Option<&str>) -> Result<Vec<Session
         out.push(decode_meta(&json, &id)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::sqlite::SqliteConn;
+
+    /// Cached statements run as compiled: binding a value to one does not
+    /// make SQLite parse and plan it again (it did for every statement on
+    /// a two-column key, before the planner's stability guarantee was set).
+    #[test]
+    fn cached_statements_are_not_compiled_again_on_each_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConn::open(tmp.path().join("s.db")).unwrap();
+        crate::schema::migrations()
+            .unwrap()
+            .apply(&mut conn)
+            .unwrap();
+        let conn = conn.into_inner();
+        conn.execute_batch(
+            "INSERT INTO sessions (session_id, owner, created_at_ms, updated_at_ms, meta_json) \
+             VALUES ('s', 'alice', 0, 0, '{}');
+             INSERT INTO events (session_id, seq, gseq, highest_gseq, at_ms, json) \
+             VALUES ('s', 1, 3, 3, 0, '{}');",
+        )
+        .unwrap();
+        for _ in 0..3 {
+            assert_eq!(head(&conn, "s").unwrap().highest_gseq, 3);
+            assert_eq!(read_after(&conn, "s", 0, 10).unwrap().len(), 1);
+        }
+        for sql in [LAST_EVENT, READ_AFTER] {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
+        }
+    }
 }

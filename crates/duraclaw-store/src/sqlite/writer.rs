@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use duraclaw_core::error::BoxError;
-use duraclaw_core::protocol::{Seq, UserQuestion};
+use duraclaw_core::protocol::{Gseq, Seq, UserQuestion};
 use duraclaw_core::store::{
     AppendBatch, AppendOutcome, LogHead, RecordedCommand, Resolution, ResolveOutcome, SessionMeta,
     StoredEvent,
@@ -668,18 +668,21 @@ impl LogStep for SqlLog<'_> {
             .map_err(|e| self.err(&format!("cannot look up command {command_id:?}"), e))
     }
 
-    fn insert_event(&mut self, event: &StoredEvent) -> Result<()> {
+    fn insert_event(&mut self, event: &StoredEvent, highest_gseq: Gseq) -> Result<()> {
         let seq = to_i64(event.seq, "seq")?;
         let gseq = event.gseq.map(|g| to_i64(g, "gseq")).transpose()?;
+        let highest_gseq = to_i64(highest_gseq, "gseq")?;
         self.conn
             .prepare_cached(
-                "INSERT INTO events (session_id, seq, gseq, at_ms, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (session_id, seq, gseq, highest_gseq, at_ms, json) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     self.session_id,
                     seq,
                     gseq,
+                    highest_gseq,
                     event.at_ms,
                     &*event.json
                 ])
@@ -744,18 +747,6 @@ impl LogStep for SqlLog<'_> {
             )
             .and_then(|mut s| s.execute(params![self.session_id, question_id, json]))
             .map_err(|e| self.err(&format!("cannot resolve question {question_id:?}"), e))?;
-        Ok(())
-    }
-
-    fn set_head(&mut self, head: LogHead) -> Result<()> {
-        let last = to_i64(head.last_seq, "seq")?;
-        let gseq = to_i64(head.highest_gseq, "gseq")?;
-        self.conn
-            .prepare_cached(
-                "UPDATE sessions SET last_seq = ?2, highest_gseq = ?3 WHERE session_id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![self.session_id, last, gseq]))
-            .map_err(|e| self.err("cannot move the log head", e))?;
         Ok(())
     }
 
