@@ -30,7 +30,8 @@
 //! sets the tail of every event's latency: at three pages per event, a
 //! limit of 4,000 pages stopped each tier once every ~1,300 events of a
 //! sustained stream, 16,000 pages once every ~5,300, below one event in a
-//! thousand for the two tiers together (`docs/PERFORMANCE.md`, "Round 9").
+//! thousand for the two tiers together (`docs/PERFORMANCE.md`, "Round 9");
+//! at two pages per event (schema version 2), once every ~8,000.
 //! The price is a WAL file of up to 64 MB after such a stream (SQLite
 //! reuses it from the start; it does not shrink).
 //!
