@@ -311,10 +311,27 @@ fn open_and_migrate(
         },
         other => other,
     })?;
+    let conn = sql.into_inner();
     if !report.applied.is_empty() {
         tracing::info!(path = %path.display(), from = report.from, to = report.to, "migrated the session database");
+        // A migration that rebuilds a table writes all of it to the WAL,
+        // and SQLite reuses a WAL file without ever shrinking it: copy it
+        // into the database now and truncate it, so that an upgrade does
+        // not leave a WAL the size of the log behind for good. Nothing
+        // else has the database open yet; a failure costs only the space.
+        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(0) => {}
+            Ok(busy) => {
+                tracing::warn!(path = %path.display(), busy, "the WAL was not truncated after the migration")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the WAL was not truncated after the migration")
+            }
+        }
     }
-    Ok(sql.into_inner())
+    Ok(conn)
 }
 
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
