@@ -104,8 +104,8 @@ async fn check_upgraded(dir: &dyn SessionDirectory) {
             assert_eq!(e.gseq, gseqs[i]);
             assert_eq!(&*e.json, json_of(id, i + 1));
         }
-        let dup = NewEvent::new(&notice("dup"), Some(head.highest_gseq.max(1)), T0).unwrap();
-        let next = NewEvent::new(&notice("next"), Some(head.highest_gseq + 7), T0).unwrap();
+        let dup = NewEvent::new(&message("dup"), Some(head.highest_gseq.max(1)), T0).unwrap();
+        let next = NewEvent::new(&message("next"), Some(head.highest_gseq + 7), T0).unwrap();
         let out = store
             .append(AppendBatch::events(vec![dup, next]))
             .await
@@ -125,7 +125,7 @@ async fn check_upgraded(dir: &dyn SessionDirectory) {
     assert!(dir.open("never-created").await.is_err());
 }
 
-fn notice(text: &str) -> Event {
+fn message(text: &str) -> Event {
     Event::UserMessage(UserMessage {
         text: text.into(),
         by: None,
@@ -166,7 +166,7 @@ fn wal_frames(db: &Path) -> u64 {
 /// (the session's pages exist): two pages, the event's row and its key.
 /// Version 1 wrote three (and the head in the sessions row).
 async fn frames_per_small_append(store: &dyn SessionStore, db: &Path) -> u64 {
-    let one = |t: &str| AppendBatch::events(vec![NewEvent::new(&notice(t), None, T0).unwrap()]);
+    let one = |t: &str| AppendBatch::events(vec![NewEvent::new(&message(t), None, T0).unwrap()]);
     store.append(one("first")).await.unwrap();
     let before = wal_frames(db);
     store.append(one("second")).await.unwrap();

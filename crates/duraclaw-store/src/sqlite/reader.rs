@@ -118,7 +118,6 @@ pub(crate) fn exists(conn: &Connection, session_id: &str) -> Result<bool> {
         .map_err(|e| sql_error(format_args!("cannot look up session {session_id:?}"), e))
 }
 
-/// The ends of a session's log.
 /// A session's last event: its seq and the highest gseq of the log.
 const LAST_EVENT: &str =
     "SELECT seq, highest_gseq FROM events WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1";
@@ -126,6 +125,7 @@ const LAST_EVENT: &str =
 const READ_AFTER: &str = "SELECT seq, gseq, at_ms, json FROM events \
      WHERE session_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
+/// The ends of a session's log: its last event's seq and highest gseq.
 pub(crate) fn head(conn: &Connection, session_id: &str) -> Result<LogHead> {
     let err = |e| {
         sql_error(
@@ -151,9 +151,12 @@ pub(crate) fn head(conn: &Connection, session_id: &str) -> Result<LogHead> {
             false => Err(not_found(session_id)),
         };
     };
+    // Every append reads the head: the error's text is made only for an
+    // error.
+    let negative = |what: &str, v: i64| to_u64(v, &format!("{what} of session {session_id:?}"));
     Ok(LogHead {
-        last_seq: to_u64(last, &format!("the last seq of session {session_id:?}"))?,
-        highest_gseq: to_u64(gseq, &format!("the highest gseq of session {session_id:?}"))?,
+        last_seq: u64::try_from(last).or_else(|_| negative("the last seq", last))?,
+        highest_gseq: u64::try_from(gseq).or_else(|_| negative("the highest gseq", gseq))?,
     })
 }
 
