@@ -466,6 +466,26 @@ pub trait SessionStore: std::fmt::Debug + SendOutsideWasm + SyncOutsideWasm {
 
     /// Records that a command's frame reached the gateway.
     async fn mark_forwarded(&self, command_id: &str) -> Result<()>;
+
+    /// Clears the mark of turn-starting command `command_id` as
+    /// [`SessionStore::mark_forwarded`] does, and records that its turn
+    /// began with the event at `seq`: what tells, after a restart, an
+    /// event that began a turn from the same event with no turn behind it
+    /// (an agent's `session.init` when it was resumed without a prompt).
+    /// The default records no position.
+    async fn mark_turn_began(&self, command_id: &str, seq: Seq) -> Result<()> {
+        let _ = seq;
+        self.mark_forwarded(command_id).await
+    }
+
+    /// Whether a command's turn began with the event at `seq`
+    /// ([`SessionStore::mark_turn_began`]). The default, for a store that
+    /// records no position, answers `true`: every such event counts as a
+    /// turn's beginning.
+    async fn turn_began_at(&self, seq: Seq) -> Result<bool> {
+        let _ = seq;
+        Ok(true)
+    }
 }
 
 /// A shared, dynamically typed store.

@@ -123,16 +123,17 @@ struct TurnMarks {
 }
 
 impl TurnMarks {
-    /// The command whose mark the committed `steps` clear, in order.
-    fn committed(&mut self, steps: &[TurnStep]) -> Vec<String> {
+    /// The commands whose marks the committed `steps` clear, in order,
+    /// each with the index of the step its turn began with.
+    fn committed(&mut self, steps: &[TurnStep]) -> Vec<(String, usize)> {
         let mut cleared = Vec::new();
-        for step in steps {
+        for (i, step) in steps.iter().enumerate() {
             match step {
                 TurnStep::Work if !self.turn_open => {
                     self.turn_open = true;
                     let mut list = self.unstarted.lock().unwrap_or_else(|p| p.into_inner());
                     if !list.is_empty() {
-                        cleared.push(list.remove(0));
+                        cleared.push((list.remove(0), i));
                     }
                 }
                 TurnStep::End => self.turn_open = false,
@@ -224,12 +225,17 @@ async fn commit_loop(
         }
         let silent = events.len() > waiters.len();
         match log.append(AppendBatch::events(events)).await {
-            Ok(_) => {
+            Ok(out) => {
                 // Before the waiters return: a caller that saw its event
-                // durable also sees its turn's mark cleared.
+                // durable also sees its turn's mark cleared, and a restart
+                // sees which event began the turn.
                 if let Some(marks) = marks.as_mut() {
-                    for id in marks.committed(&steps) {
-                        if let Err(e) = log.store().mark_forwarded(&id).await {
+                    for (id, i) in marks.committed(&steps) {
+                        let cleared = match out.stored.get(i) {
+                            Some(began) => log.store().mark_turn_began(&id, began.seq).await,
+                            None => log.store().mark_forwarded(&id).await,
+                        };
+                        if let Err(e) = cleared {
                             tracing::error!(session = log.store().session_id(), error = %e, "could not clear a turn's pending mark");
                         }
                     }

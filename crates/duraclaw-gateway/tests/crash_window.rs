@@ -15,7 +15,9 @@
 //! by an earlier version that does not say what the command was (its turn
 //! ends with an error), and a re-run whose worktree is gone (its turn ends
 //! with an error). Also: a notice an earlier build logged as raw JSON reads
-//! back as the typed notice.
+//! back as the typed notice; and a gateway killed right after an agent's
+//! `session.init`: after a resume without a prompt (no turn, so nothing to
+//! end) and after a resume with one (its turn ends with an error).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +30,7 @@ use duraclaw_core::executor::{
     DynEventSink, DynExecutor, EventSink, Executor, ExecutorSession, StartSpec,
 };
 use duraclaw_core::protocol::Close;
-use duraclaw_core::protocol::{Command, CommandEnvelope, Event, UserTurn};
+use duraclaw_core::protocol::{Command, CommandEnvelope, Event, Resume, UserTurn};
 use duraclaw_core::store::{AppendBatch, RecordedCommand, SessionDirectory, StoredEvent};
 use duraclaw_gateway::scripted::{Script, ScriptedExecutor, Step};
 use duraclaw_gateway::server::{Gateway, GatewayOptions, RERUN_NOTICE, TURN_PENDING};
@@ -706,5 +708,141 @@ fn a_notice_an_earlier_build_logged_reads_back_as_the_typed_notice() {
         let typed: serde_json::Value =
             serde_json::from_str(&events[0].event().unwrap().to_json().unwrap()).unwrap();
         assert_eq!(typed, stored);
+    });
+}
+
+/// The scripted executor, whose process "dies" right after its
+/// `session.init`: every later event is held back forever.
+#[derive(Debug)]
+struct DiesAfterInit(ScriptedExecutor);
+
+#[derive(Debug)]
+struct DiesAfterInitSink {
+    inner: DynEventSink,
+    started: AtomicBool,
+}
+
+#[async_trait]
+impl EventSink for DiesAfterInitSink {
+    async fn emit(&self, event: Event) -> Result<()> {
+        if self.started.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+        let init = matches!(event, Event::SessionInit(_));
+        self.inner.emit(event).await?;
+        if init {
+            self.started.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Executor for DiesAfterInit {
+    async fn start(
+        &self,
+        spec: StartSpec,
+        gate: DynApprovalGate,
+        sink: DynEventSink,
+    ) -> Result<Box<dyn ExecutorSession>> {
+        let sink = Arc::new(DiesAfterInitSink {
+            inner: sink,
+            started: AtomicBool::new(false),
+        });
+        self.0.start(spec, gate, sink).await
+    }
+}
+
+/// Runs `c1` to its result and stops that gateway; then, on a new one,
+/// resumes the session (with `prompt`, or none: the agent is resumed and
+/// waits) with an executor that dies right after its `session.init`, and
+/// kills that gateway once the init (and the clearing of the resume's
+/// mark, when it left one) is durable. Returns the log's length then.
+fn resume_and_kill(s: &Setup, prompt: Option<&str>) -> usize {
+    runtime().block_on(async {
+        let gw = gateway(s, Arc::new(ScriptedExecutor::new(script()))).await;
+        apply(&gw, "c1", execute(s.worktree.clone(), "hi")).await;
+        turn_ended(&gw, 0, DEADLINE).await.expect("the first turn");
+        gw.shutdown().await;
+    });
+    let killed = runtime();
+    let n = killed.block_on(async {
+        let gw = gateway(s, Arc::new(DiesAfterInit(ScriptedExecutor::new(script())))).await;
+        let before = log(&gw).await.len();
+        let resume = Command::Resume(Resume {
+            executor_session_id: "scripted-s1".into(),
+            worktree: s.worktree.clone(),
+            prompt: prompt.map(Into::into),
+            model: None,
+            agent: None,
+        });
+        apply(&gw, "c2", resume).await;
+        let store = gw.session("s1").await.unwrap().log().store().clone();
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let events = log(&gw).await;
+            let started = events.len() > before
+                && matches!(
+                    events.last().unwrap().event().unwrap(),
+                    Event::SessionInit(_)
+                );
+            if started && store.unforwarded().await.unwrap().is_empty() {
+                break events.len();
+            }
+            assert!(
+                Instant::now() < until,
+                "the resumed agent did not start: {:?}",
+                kinds(&events)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // SIGKILL, with the log ending in the agent's `session.init`.
+    killed.shutdown_background();
+    n
+}
+
+#[test]
+fn an_agent_resumed_without_a_prompt_ran_no_turn_a_restart_could_cut() {
+    let s = setup();
+    let n = resume_and_kill(&s, None);
+    runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        let events = log(&gw).await;
+        assert_eq!(
+            events.len(),
+            n,
+            "a restart after a resume with no prompt logged {:?}",
+            kinds(&events[n.min(events.len())..])
+        );
+        // The session goes on: the next message runs to its result.
+        apply(&gw, "c-next", message("and now?")).await;
+        let events = turn_ended(&gw, n, DEADLINE)
+            .await
+            .expect("the next message's turn");
+        assert!(
+            matches!(events.last().unwrap().event().unwrap(), Event::Result(_)),
+            "{:?}",
+            kinds(&events)
+        );
+    });
+}
+
+#[test]
+fn a_turn_cut_right_after_its_session_init_ends_with_an_error() {
+    let s = setup();
+    let n = resume_and_kill(&s, Some("go on"));
+    runtime().block_on(async {
+        let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
+        let events = log(&gw).await;
+        let tail = &events[n..];
+        assert_eq!(tail.len(), 1, "{:?}", kinds(tail));
+        assert!(
+            matches!(tail[0].event().unwrap(), Event::Error(ref e) if e.code.as_deref() == Some("gateway_restarted")),
+            "{:?}",
+            kinds(tail)
+        );
+        // Its turn began, so it is not run again.
+        assert_eq!(notices(tail), 0, "{:?}", kinds(tail));
     });
 }

@@ -212,12 +212,29 @@ impl SessionStore for MemoryStore {
         }
         Ok(())
     }
+
+    async fn mark_turn_began(&self, command_id: &str, seq: Seq) -> Result<()> {
+        let mut data = self.data();
+        if let Some(&i) = data.command_index.get(command_id)
+            && let Some(c) = data.commands.get_mut(i)
+        {
+            c.forwarded = true;
+            c.turn_seq = Some(seq);
+        }
+        Ok(())
+    }
+
+    async fn turn_began_at(&self, seq: Seq) -> Result<bool> {
+        Ok(self.data().commands.iter().any(|c| c.turn_seq == Some(seq)))
+    }
 }
 
 #[derive(Debug)]
 struct CommandEntry {
     command: RecordedCommand,
     forwarded: bool,
+    /// The seq of the event its turn began with.
+    turn_seq: Option<Seq>,
 }
 
 #[derive(Debug)]
@@ -317,6 +334,7 @@ impl LogStep for SessionData {
             self.commands.push(CommandEntry {
                 command: command.clone(),
                 forwarded: false,
+                turn_seq: None,
             });
         }
         Ok(())

@@ -90,6 +90,17 @@ ALTER TABLE sessions DROP COLUMN last_seq;
 ALTER TABLE sessions DROP COLUMN highest_gseq;
 ",
     },
+    Migration {
+        version: 3,
+        name: "the event each turn-starting command's turn began with",
+        // A gateway restarted after an agent's `session.init` cannot tell
+        // from the log whether that event began a turn (a command waited
+        // for it) or an agent resumed without a prompt: the turn's command
+        // now records it.
+        sql: "
+ALTER TABLE commands ADD COLUMN turn_seq INTEGER;
+",
+    },
 ];
 
 /// The validated migrations.
@@ -114,6 +125,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(migrations().map(|m| m.latest()).ok(), Some(2));
+        assert_eq!(migrations().map(|m| m.latest()).ok(), Some(3));
     }
 }

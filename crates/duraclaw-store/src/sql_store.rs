@@ -376,6 +376,28 @@ impl<C: SqlConn + SendOutsideWasm + 'static> SessionStore for SqlConnStore<C> {
             )
         })
     }
+
+    async fn mark_turn_began(&self, command_id: &str, seq: Seq) -> Result<()> {
+        let seq = seq_value(seq, "seq")?;
+        self.with(|c| {
+            c.execute(
+                "UPDATE commands SET forwarded = 1, turn_seq = ?3 \
+                 WHERE session_id = ?1 AND command_id = ?2",
+                &[self.id(), text(command_id), seq.clone()],
+            )
+        })
+    }
+
+    async fn turn_began_at(&self, seq: Seq) -> Result<bool> {
+        let seq = seq_value(seq, "seq")?;
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT 1 FROM commands WHERE session_id = ?1 AND turn_seq = ?2 LIMIT 1",
+                &[self.id(), seq.clone()],
+            )
+        })?;
+        Ok(!rows.is_empty())
+    }
 }
 
 /// One session's log inside a step's transaction.

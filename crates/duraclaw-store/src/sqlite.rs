@@ -501,8 +501,30 @@ impl SessionStore for SqliteStore {
             .write(|reply| Request::MarkForwarded {
                 session_id,
                 command_id,
+                turn_seq: None,
                 reply,
             })
+            .await
+    }
+
+    async fn mark_turn_began(&self, command_id: &str, seq: Seq) -> Result<()> {
+        let session_id = self.session_id.clone();
+        let command_id = command_id.to_owned();
+        self.db
+            .write(|reply| Request::MarkForwarded {
+                session_id,
+                command_id,
+                turn_seq: Some(seq),
+                reply,
+            })
+            .await
+    }
+
+    async fn turn_began_at(&self, seq: Seq) -> Result<bool> {
+        let id = self.session_id.clone();
+        self.db
+            .readers
+            .read(move |c| reader::turn_began_at(c, &id, seq))
             .await
     }
 }
@@ -829,7 +851,7 @@ mod tests {
         assert_eq!(out.duplicates, 1);
         assert_eq!(out.stored[0].seq, 3);
         assert_eq!(dir.stats().events_written, 1);
-        assert_eq!(SqliteDirectory::schema_version(), 2);
+        assert_eq!(SqliteDirectory::schema_version(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

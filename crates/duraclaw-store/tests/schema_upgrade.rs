@@ -151,7 +151,7 @@ async fn the_sql_connection_store_upgrades_a_version_1_database() {
     let path = tmp.path().join("sessions.db");
     version_1_database(&path);
     let dir = SqlConnDirectory::open(SqliteConn::open(&path).unwrap()).unwrap();
-    assert_eq!(dir.migration_report().applied, vec![2]);
+    assert_eq!(dir.migration_report().applied, vec![2, 3]);
     check_upgraded(&dir).await;
 }
 

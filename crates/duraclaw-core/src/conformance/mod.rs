@@ -152,7 +152,8 @@ macro_rules! store_conformance_tests {
             actor_writes_activity_once_a_second, actor_retried_answer_gets_its_first_result,
             directory_remove_leaves_nothing, actor_logs_the_session_in_order,
             gseq_dedupe_inside_a_batch, refused_batch_is_atomic, questions_in_batches,
-            resolve_records_its_command, outbox_order_and_marking, meta_rules,
+            resolve_records_its_command, outbox_order_and_marking, turn_beginnings_are_recorded,
+            meta_rules,
             sessions_are_independent, list_order_ties }
     };
     (@names $($case:ident),+ $(,)?) => {

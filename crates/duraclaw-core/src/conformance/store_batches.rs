@@ -300,6 +300,69 @@ pub(super) async fn outbox_order_and_marking(h: &dyn StoreHarness) -> CaseResult
     Ok(())
 }
 
+/// `mark_turn_began` clears a command's mark as `mark_forwarded` does and
+/// records the event its turn began with: `turn_began_at` answers for
+/// that seq alone, in that session alone, after a later `mark_forwarded`
+/// and after the store is opened again; an id never seen records nothing.
+pub(super) async fn turn_beginnings_are_recorded(h: &dyn StoreHarness) -> CaseResult {
+    let dir = directory(h, "turns").await?;
+    let store = session(&dir, "s1").await?;
+    for id in ["c1", "c2"] {
+        store
+            .append(AppendBatch {
+                events: vec![],
+                command: Some(cmd(id, Some("{}"))),
+            })
+            .await?;
+    }
+    let out = store
+        .append(AppendBatch::events(vec![ev(0, None)?, ev(1, None)?]))
+        .await?;
+    let began = out.stored[1].seq;
+    check!(
+        !store.turn_began_at(began).await?,
+        "no turn began anywhere yet"
+    );
+    store.mark_turn_began("c1", began).await?;
+    let ids: Vec<_> = store
+        .unforwarded()
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    check_eq!(ids, vec!["c2"]);
+    check!(
+        store.turn_began_at(began).await?,
+        "the turn's beginning was recorded"
+    );
+    check!(
+        !store.turn_began_at(out.stored[0].seq).await?,
+        "the event before it began no turn"
+    );
+    // Cleared again without a position: the position stays.
+    store.mark_forwarded("c1").await?;
+    check!(
+        store.turn_began_at(began).await?,
+        "a second clearing kept the turn's beginning"
+    );
+    store.mark_turn_began("never-seen", 7).await?;
+    check!(
+        !store.turn_began_at(7).await?,
+        "an unknown command recorded a turn"
+    );
+    let other = session(&dir, "s2").await?;
+    check!(
+        !other.turn_began_at(began).await?,
+        "another session's turn counted"
+    );
+    let store = dir.open("s1").await?;
+    check!(
+        store.turn_began_at(began).await?,
+        "the turn's beginning is there after a reopen"
+    );
+    Ok(())
+}
+
 /// Metadata: the id and owner cannot change, a cost that JSON cannot hold
 /// is refused, everything else round-trips.
 pub(super) async fn meta_rules(h: &dyn StoreHarness) -> CaseResult {

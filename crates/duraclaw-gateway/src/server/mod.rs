@@ -246,6 +246,9 @@ impl GatewaySession {
 
 /// Whether the log's last turn started and never ended: events after the
 /// last `result`/`error` other than bookkeeping mean an agent was working.
+/// A `session.init` counts only if a turn began with it (a command waited
+/// for it: the outbox records which event began each command's turn); an
+/// agent resumed without a prompt sends one with no turn behind it.
 async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
     let head = store.head().await?;
     // Look back over the tail of the log only; a turn's end is near it.
@@ -254,6 +257,11 @@ async fn turn_was_cut(store: &DynSessionStore) -> Result<bool> {
     for e in tail.iter().rev() {
         match e.event() {
             Ok(Event::Result(_) | Event::Error(_)) => return Ok(false),
+            Ok(Event::SessionInit(_)) => {
+                if store.turn_began_at(e.seq).await? {
+                    return Ok(true);
+                }
+            }
             Ok(event) if shows_work(&event) => return Ok(true),
             Ok(_) | Err(_) => continue,
         }

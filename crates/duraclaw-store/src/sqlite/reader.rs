@@ -308,6 +308,21 @@ pub(crate) fn questions(
     Ok(out)
 }
 
+/// Whether a command's turn began with the event at `seq`.
+pub(crate) fn turn_began_at(conn: &Connection, session_id: &str, seq: Seq) -> Result<bool> {
+    let Ok(seq) = i64::try_from(seq) else {
+        return Ok(false);
+    };
+    conn.prepare_cached("SELECT 1 FROM commands WHERE session_id = ?1 AND turn_seq = ?2 LIMIT 1")
+        .and_then(|mut s| s.exists(params![session_id, seq]))
+        .map_err(|e| {
+            sql_error(
+                format_args!("cannot read the turns of session {session_id:?}"),
+                e,
+            )
+        })
+}
+
 /// Commands with a frame not yet forwarded, oldest first.
 pub(crate) fn unforwarded(conn: &Connection, session_id: &str) -> Result<Vec<RecordedCommand>> {
     let mut stmt = conn

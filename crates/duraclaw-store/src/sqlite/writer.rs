@@ -55,6 +55,8 @@ pub(crate) enum Request {
     MarkForwarded {
         session_id: Arc<str>,
         command_id: String,
+        /// The seq of the event the command's turn began with, if any.
+        turn_seq: Option<Seq>,
         reply: Reply<()>,
     },
     Remove {
@@ -113,8 +115,12 @@ impl Request {
             Request::MarkForwarded {
                 session_id,
                 command_id,
+                turn_seq,
                 reply,
-            } => Done::Unit(reply, mark_forwarded(conn, &session_id, &command_id)),
+            } => Done::Unit(
+                reply,
+                mark_forwarded(conn, &session_id, &command_id, turn_seq),
+            ),
             Request::Remove { session_id, reply } => Done::Unit(reply, remove(conn, &session_id)),
             Request::Maintain => Done::Nothing,
         }
@@ -617,11 +623,20 @@ fn put_meta(conn: &Connection, session_id: &str, meta: &SessionMeta) -> Result<(
     ))
 }
 
-fn mark_forwarded(conn: &Connection, session_id: &str, command_id: &str) -> Result<()> {
+/// Clears a command's mark; `turn_seq`: the event its turn began with
+/// (kept when the mark is cleared again without one).
+fn mark_forwarded(
+    conn: &Connection,
+    session_id: &str,
+    command_id: &str,
+    turn_seq: Option<Seq>,
+) -> Result<()> {
+    let turn_seq = turn_seq.map(|s| to_i64(s, "seq")).transpose()?;
     conn.prepare_cached(
-        "UPDATE commands SET forwarded = 1 WHERE session_id = ?1 AND command_id = ?2",
+        "UPDATE commands SET forwarded = 1, turn_seq = coalesce(?3, turn_seq) \
+         WHERE session_id = ?1 AND command_id = ?2",
     )
-    .and_then(|mut s| s.execute(params![session_id, command_id]))
+    .and_then(|mut s| s.execute(params![session_id, command_id, turn_seq]))
     .map_err(|e| {
         sql_error(
             format_args!("cannot mark command {command_id:?} of session {session_id:?} forwarded"),
