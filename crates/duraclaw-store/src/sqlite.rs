@@ -392,6 +392,23 @@ pub struct SqliteStore {
     db: Arc<Database>,
 }
 
+impl SqliteStore {
+    /// Clears command `command_id`'s mark; `turn_seq`: the event its turn
+    /// began with.
+    async fn clear_mark(&self, command_id: &str, turn_seq: Option<Seq>) -> Result<()> {
+        let session_id = self.session_id.clone();
+        let command_id = command_id.to_owned();
+        self.db
+            .write(|reply| Request::MarkForwarded {
+                session_id,
+                command_id,
+                turn_seq,
+                reply,
+            })
+            .await
+    }
+}
+
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 impl SessionStore for SqliteStore {
@@ -495,29 +512,11 @@ impl SessionStore for SqliteStore {
     }
 
     async fn mark_forwarded(&self, command_id: &str) -> Result<()> {
-        let session_id = self.session_id.clone();
-        let command_id = command_id.to_owned();
-        self.db
-            .write(|reply| Request::MarkForwarded {
-                session_id,
-                command_id,
-                turn_seq: None,
-                reply,
-            })
-            .await
+        self.clear_mark(command_id, None).await
     }
 
     async fn mark_turn_began(&self, command_id: &str, seq: Seq) -> Result<()> {
-        let session_id = self.session_id.clone();
-        let command_id = command_id.to_owned();
-        self.db
-            .write(|reply| Request::MarkForwarded {
-                session_id,
-                command_id,
-                turn_seq: Some(seq),
-                reply,
-            })
-            .await
+        self.clear_mark(command_id, Some(seq)).await
     }
 
     async fn turn_began_at(&self, seq: Seq) -> Result<bool> {
