@@ -226,6 +226,16 @@ fn said(events: &[StoredEvent], text: &str) -> Option<usize> {
         .position(|e| matches!(e.event().unwrap(), Event::Assistant(a) if a.text.contains(text)))
 }
 
+/// `tail` is one event: the `error` a restart ends a turn with.
+fn assert_one_restart_error(tail: &[StoredEvent]) {
+    assert_eq!(tail.len(), 1, "{:?}", kinds(tail));
+    assert!(
+        matches!(tail[0].event().unwrap(), Event::Error(ref e) if e.code.as_deref() == Some("gateway_restarted")),
+        "{:?}",
+        kinds(tail)
+    );
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -592,12 +602,7 @@ fn an_earlier_versions_bare_mark_ends_its_turn_with_an_error() {
         let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
         let events = log(&gw).await;
         let tail = &events[before..];
-        assert_eq!(tail.len(), 1, "{:?}", kinds(tail));
-        assert!(
-            matches!(tail[0].event().unwrap(), Event::Error(ref e) if e.code.as_deref() == Some("gateway_restarted")),
-            "{:?}",
-            kinds(tail)
-        );
+        assert_one_restart_error(tail);
         let s1 = gw.session("s1").await.unwrap();
         assert!(s1.log().store().unforwarded().await.unwrap().is_empty());
         apply(&gw, "old", message("ignored")).await;
@@ -606,7 +611,10 @@ fn an_earlier_versions_bare_mark_ends_its_turn_with_an_error() {
         let events = turn_ended(&gw, events.len(), DEADLINE)
             .await
             .expect("the next message's turn");
-        assert!(matches!(events.last().unwrap().event().unwrap(), Event::Result(_)));
+        assert!(matches!(
+            events.last().unwrap().event().unwrap(),
+            Event::Result(_)
+        ));
     });
 }
 
@@ -836,12 +844,7 @@ fn a_turn_cut_right_after_its_session_init_ends_with_an_error() {
         let gw = gateway(&s, Arc::new(ScriptedExecutor::new(script()))).await;
         let events = log(&gw).await;
         let tail = &events[n..];
-        assert_eq!(tail.len(), 1, "{:?}", kinds(tail));
-        assert!(
-            matches!(tail[0].event().unwrap(), Event::Error(ref e) if e.code.as_deref() == Some("gateway_restarted")),
-            "{:?}",
-            kinds(tail)
-        );
+        assert_one_restart_error(tail);
         // Its turn began, so it is not run again.
         assert_eq!(notices(tail), 0, "{:?}", kinds(tail));
     });

@@ -79,6 +79,16 @@ async fn session(dir: &DynSessionDirectory, id: &str) -> Made<DynSessionStore> {
     Ok(dir.create(SessionMeta::new(id, "alice", T0)).await?)
 }
 
+/// The ids of the store's unforwarded commands, oldest first.
+async fn unforwarded_ids(store: &DynSessionStore) -> Made<Vec<String>> {
+    Ok(store
+        .unforwarded()
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect())
+}
+
 async fn seqs(store: &DynSessionStore) -> Made<Vec<u64>> {
     Ok(store
         .read_after(0, 1000)
@@ -282,12 +292,7 @@ pub(super) async fn outbox_order_and_marking(h: &dyn StoreHarness) -> CaseResult
     store.mark_forwarded("c1").await?;
     store.mark_forwarded("c1").await?;
     store.mark_forwarded("never-seen").await?;
-    let ids: Vec<_> = store
-        .unforwarded()
-        .await?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let ids = unforwarded_ids(&store).await?;
     check_eq!(ids, vec!["c3", "c2"]);
     // Another session's outbox is its own.
     let other = session(&dir, "s2").await?;
@@ -324,12 +329,7 @@ pub(super) async fn turn_beginnings_are_recorded(h: &dyn StoreHarness) -> CaseRe
         "no turn began anywhere yet"
     );
     store.mark_turn_began("c1", began).await?;
-    let ids: Vec<_> = store
-        .unforwarded()
-        .await?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let ids = unforwarded_ids(&store).await?;
     check_eq!(ids, vec!["c2"]);
     check!(
         store.turn_began_at(began).await?,
