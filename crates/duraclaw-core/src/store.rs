@@ -268,6 +268,24 @@ pub struct SessionMeta {
     /// set it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub session_allows: Vec<SessionAllow>,
+    /// In a gateway's own store: where the gseqs its link sends part from
+    /// its log's seqs, oldest first (empty: the gseq is the seq). Hosts
+    /// never set it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gseq_shifts: Vec<GseqShift>,
+}
+
+/// A gateway log whose tail a machine crash rolled back, while the
+/// orchestrator had those events already: the gateway's events after seq
+/// `after_seq` go out numbered after gseq `after_gseq` (the last the
+/// orchestrator held), so that none takes a gseq the orchestrator has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GseqShift {
+    /// The log's last seq when the orchestrator was found ahead.
+    pub after_seq: crate::protocol::Seq,
+    /// The orchestrator's last gseq then: seq `after_seq + n` goes out as
+    /// gseq `after_gseq + n`.
+    pub after_gseq: crate::protocol::Gseq,
 }
 
 /// One "allow for this session": the same tool with the same input is
@@ -334,6 +352,7 @@ impl SessionMeta {
             pending_questions: 0,
             parked: None,
             session_allows: Vec::new(),
+            gseq_shifts: Vec::new(),
         }
     }
 

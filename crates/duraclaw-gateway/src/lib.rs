@@ -83,6 +83,7 @@ pub use claude::cli;
 pub mod cmd;
 pub mod diff;
 pub mod fresh;
+pub mod gseq;
 pub mod link;
 pub mod outbox;
 pub mod scripted;

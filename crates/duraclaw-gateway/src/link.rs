@@ -379,30 +379,42 @@ impl Link {
             Ok(s) => s,
             Err(e) => return self.send(&FromGateway::Error(WireError::from(&e))).await,
         };
-        self.forward(&session, session_id, after);
-        Ok(())
+        self.forward(&session, session_id, after).await
     }
 
-    /// Forwards `session`'s events after `after` (replacing a forwarder it
-    /// had). Once the session is put away its forwarder ends and reports
-    /// the last gseq it sent ([`Link::put_away`]).
-    fn forward(&mut self, session: &crate::server::GatewaySession, session_id: String, after: u64) {
+    /// Forwards `session`'s events after gseq `after` (replacing a
+    /// forwarder it had). Once the session is put away its forwarder ends
+    /// and reports the last gseq it sent ([`Link::put_away`]).
+    async fn forward(
+        &mut self,
+        session: &crate::server::GatewaySession,
+        session_id: String,
+        after: u64,
+    ) -> Result<()> {
         self.dormant.remove(&session_id);
         if let Some((_, old)) = self.forwarders.remove(&session_id) {
             old.abort();
         }
+        let gseqs = match session.gseqs_for_forwarder(after).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(session = %session_id, error = %e, "cannot record the session's gseqs");
+                return self.send(&FromGateway::Error(WireError::from(&e))).await;
+            }
+        };
         let number = self.next_forwarder;
         self.next_forwarder += 1;
-        let mut sub = session.log().subscribe(after);
+        let mut sub = session.log().subscribe(gseqs.seq_upto(after));
         let tx = self.tx.clone();
         let ended = self.ended_tx.clone();
         let id = session_id.clone();
         let task = tokio::spawn(async move {
             let mut last = after;
             while let Some(item) = sub.next().await {
-                let (seq, frame) = match item
-                    .and_then(|e| Ok((e.seq, gateway_event_frame(&id, e.seq, &e.json)?)))
-                {
+                let (gseq, frame) = match item.and_then(|e| {
+                    let gseq = gseqs.gseq_of(e.seq);
+                    Ok((gseq, gateway_event_frame(&id, gseq, &e.json)?))
+                }) {
                     Ok(f) => f,
                     Err(e) => {
                         tracing::error!(session = %id, error = %e, "outbox read failed");
@@ -412,12 +424,13 @@ impl Link {
                 if tx.send(Message::text(frame)).await.is_err() {
                     return;
                 }
-                last = seq;
+                last = gseq;
             }
             // The session was put away (its log closed).
             let _ = ended.send((id, number, last));
         });
         self.forwarders.insert(session_id, (number, task));
+        Ok(())
     }
 
     /// A forwarder's session was put away after gseq `last` was sent: it
@@ -430,7 +443,7 @@ impl Link {
         }
         self.forwarders.remove(&id);
         match self.gateway.loaded(&id).await {
-            Some(session) => self.forward(&session, id, last),
+            Some(session) => self.forward(&session, id, last).await?,
             None => {
                 self.dormant.insert(id, last);
             }
@@ -456,7 +469,7 @@ impl Link {
             if let Some(session) = self.gateway.loaded(&id).await
                 && let Some(last) = self.dormant.get(&id).copied()
             {
-                self.forward(&session, id, last);
+                self.forward(&session, id, last).await?;
             }
         }
         Ok(())

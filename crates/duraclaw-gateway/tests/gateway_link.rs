@@ -498,3 +498,188 @@ async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
         (last + 1..last + 1 + gseqs.len() as u64).collect::<Vec<_>>()
     );
 }
+
+/// The events of session `s1` logged after seq `after`, once they end with
+/// a turn's end (`result`), within the deadline.
+async fn turn_logged(gateway: &Gateway, after: u64) -> Vec<Event> {
+    let session = gateway.session("s1").await.unwrap();
+    let until = std::time::Instant::now() + DEADLINE;
+    loop {
+        let events: Vec<Event> = session
+            .log()
+            .store()
+            .read_after(after, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event().unwrap())
+            .collect();
+        if events.last().is_some_and(|e| matches!(e, Event::Result(_))) {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no turn logged after seq {after}: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The last seq of session `s1`'s log (loading it).
+async fn log_head(gateway: &Gateway) -> u64 {
+    let session = gateway.session("s1").await.unwrap();
+    session.log().store().head().await.unwrap().last_seq
+}
+
+fn message(id: &str, text: &str) -> ToGateway {
+    command(id, "s1", Command::Message(UserTurn { text: text.into() }))
+}
+
+fn gseqs(events: &[(u64, Event)]) -> Vec<u64> {
+    events.iter().map(|(g, _)| *g).collect()
+}
+
+/// A machine crash (power loss, a kernel panic) can take back the last
+/// commits of the gateway's log — SQLite's WAL with `synchronous=NORMAL`
+/// outlives the process, not the machine — while the orchestrator holds
+/// those events already: it attaches after a gseq beyond the log's end.
+/// Numbered from the log's end, the gateway's next events would take gseqs
+/// the orchestrator has and be dropped as resends. They must go out after
+/// the orchestrator's gseq, every one, in order: those logged between the
+/// restart and the attach, and those after an attach that came first;
+/// and the numbering must hold across the next restart (a resend under
+/// the same gseqs). An orchestrator that lost its own log back to before
+/// the skipped stretch gets what follows it densely.
+#[tokio::test]
+async fn events_after_a_crash_took_back_what_the_orchestrator_has_are_numbered_after_it() {
+    let h = Harness::new(Script {
+        turns: vec![vec![Step::Text {
+            text: "first turn".into(),
+            chunks: 2,
+            delay_ms: 0,
+        }]],
+    });
+    let gw = h.start().await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
+    send(
+        &mut ws,
+        &command("c1", "s1", execute(h.worktree("app1"), "go")),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
+    events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    drop(ws);
+    gw.gateway.shutdown().await;
+    drop(gw);
+
+    // The log ends at `head`; the orchestrator holds 40 events more, which
+    // the crash took back. A message comes before the attach (an
+    // orchestrator resends what is unconfirmed first) and its turn is
+    // logged after `head`.
+    let gw = h.start().await;
+    let head = log_head(&gw.gateway).await;
+    let held = head + 40;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
+    send(&mut ws, &message("m1", "after the crash")).await;
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
+    let logged = turn_logged(&gw.gateway, head).await;
+    assert!(logged.len() >= 3, "{logged:?}");
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: held,
+        },
+    )
+    .await;
+    let got = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    assert_eq!(
+        gseqs(&got),
+        (held + 1..=held + logged.len() as u64).collect::<Vec<_>>()
+    );
+    let sent: Vec<Event> = got.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(sent, logged, "the turn, every event once, in order");
+    let last = held + logged.len() as u64;
+    drop(ws);
+    gw.gateway.shutdown().await;
+    drop(gw);
+
+    // Restarted with nothing lost, and an orchestrator two events behind
+    // (it persisted all but the last two): it gets those two again under
+    // the same gseqs, then the next turn's events after them. The
+    // numbering is the one recorded, not found again.
+    let gw = h.start().await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: last - 2,
+        },
+    )
+    .await;
+    let resent = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    assert_eq!(gseqs(&resent), vec![last - 1, last]);
+    let resent: Vec<Event> = resent.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(resent, sent[sent.len() - 2..]);
+    send(&mut ws, &message("m2", "and again")).await;
+    let more = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    assert_eq!(
+        gseqs(&more),
+        (last + 1..=last + more.len() as u64).collect::<Vec<_>>()
+    );
+    let last = last + more.len() as u64;
+    drop(ws);
+    gw.gateway.shutdown().await;
+    drop(gw);
+
+    // Another crash, found by an attach before anything is logged: the
+    // next turn goes out after the orchestrator's gseq too.
+    let gw = h.start().await;
+    let held = last + 7;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: held,
+        },
+    )
+    .await;
+    send(&mut ws, &message("m3", "once more")).await;
+    let third = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    assert_eq!(
+        gseqs(&third),
+        (held + 1..=held + third.len() as u64).collect::<Vec<_>>()
+    );
+    drop(ws);
+
+    // An orchestrator that lost its own log down to the first crash's
+    // point (restored from a backup: its highest gseq is `head`, which the
+    // gateway's numbering skipped past) gets what follows right after it,
+    // not a hole it would wait on forever.
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: head,
+        },
+    )
+    .await;
+    let again = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    assert_eq!(
+        gseqs(&again),
+        (head + 1..=head + logged.len() as u64).collect::<Vec<_>>()
+    );
+    let again: Vec<Event> = again.into_iter().map(|(_, e)| e).collect();
+    assert_eq!(again, sent);
+}

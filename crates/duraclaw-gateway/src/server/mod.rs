@@ -3,7 +3,8 @@
 //!
 //! Every session has an outbox: its events appended to the gateway's own
 //! SQLite store before they are sent, numbered by the store's seq, which
-//! is the session's `gseq`. An orchestrator attaches with the highest gseq
+//! is the session's `gseq` (but after a machine crash took back events the
+//! orchestrator had: see [`crate::gseq`]). An orchestrator attaches with the highest gseq
 //! it has persisted and gets everything after it, then live events, so a
 //! dropped link or a gateway restart loses nothing and duplicates nothing.
 //! Sessions keep running with no orchestrator connected.
@@ -24,13 +25,14 @@ use duraclaw_core::clock::{Clock, SystemClock};
 use duraclaw_core::error::Error;
 use duraclaw_core::executor::{DynExecutor, ExecutorSession};
 use duraclaw_core::protocol::{
-    Command, CommandEnvelope, DecidedBy, Decision, ErrorEvent, Event, Notice, QuestionResolved,
-    Worktree,
+    Command, CommandEnvelope, DecidedBy, Decision, ErrorEvent, Event, Gseq, Notice,
+    QuestionResolved, Seq, Worktree,
 };
 use duraclaw_core::state::SessionState;
 use duraclaw_core::store::{AppendBatch, DynSessionDirectory, DynSessionStore, NewEvent};
 use tokio::sync::Mutex;
 
+use crate::gseq::Gseqs;
 use crate::outbox::{Unstarted, shows_work};
 use crate::worktree::WorktreeIndex;
 use duraclaw_approval::rules::RuleSet;
@@ -110,9 +112,15 @@ pub struct GatewaySession {
     /// Turn-starting commands recorded whose turn has not logged an event
     /// yet (also durable: see [`TURN_PENDING`]).
     unstarted: Unstarted,
-    /// The highest gseq the orchestrator has acknowledged (or attached
-    /// after) since this process started; `None` before it said anything.
+    /// The last seq the orchestrator has (it acknowledged or attached
+    /// after its gseq) since this process started; `None` before it said
+    /// anything.
     acked: std::sync::Mutex<Option<u64>>,
+    /// The gseqs its link sends ([`crate::gseq`]).
+    gseqs: std::sync::Mutex<Arc<Gseqs>>,
+    /// Its log's last seq when this process loaded it, until the first
+    /// forwarder of it starts: what an orchestrator ahead of it lost.
+    loaded_head: std::sync::Mutex<Option<Seq>>,
     /// Checks that every tool that ran was allowed (see `GuardedSink`).
     guard: std::sync::Mutex<ToolGuard>,
     /// A tool ran unapproved: the session is stopped for good.
@@ -196,9 +204,72 @@ impl GatewaySession {
             .clone()
     }
 
-    /// The session's outbox log (seq = gseq).
+    /// The session's outbox log (seq = gseq, unless [`Self::gseqs`] has
+    /// shifts).
     pub fn log(&self) -> &SessionLog {
         &self.log
+    }
+
+    /// The gseqs its link sends for its log's seqs.
+    pub fn gseqs(&self) -> Arc<Gseqs> {
+        self.gseqs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The gseqs for a forwarder that starts after gseq `after`, the
+    /// orchestrator's highest ([`crate::gseq`]). The first forwarder since
+    /// this process loaded the session checks that gseq against the log
+    /// as loaded: when the orchestrator is ahead (a machine crash took back
+    /// events it has), every seq after the loaded end goes out after
+    /// `after`. Any forwarder whose `after` lies in a stretch of gseqs no
+    /// seq has (the orchestrator lost what it had of it) has the seqs that
+    /// follow go out right after `after`. A change is recorded in the
+    /// session's metadata before anything is sent.
+    pub async fn gseqs_for_forwarder(&self, after: Gseq) -> Result<Arc<Gseqs>> {
+        let loaded = self
+            .loaded_head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let store = self.log.store();
+        let _meta = self.meta_lock.lock().await;
+        let mut gseqs = (*self.gseqs()).clone();
+        let first = match loaded {
+            Some(head) if after > gseqs.gseq_of(head) => gseqs.realign(head, after),
+            _ => false,
+        };
+        let hole = gseqs.realign(gseqs.seq_upto(after), after);
+        if !first && !hole {
+            return Ok(self.gseqs());
+        }
+        let recorded = async {
+            let mut meta = store.meta().await?;
+            meta.gseq_shifts = gseqs.shifts().to_vec();
+            store.put_meta(&meta).await
+        }
+        .await;
+        if let Err(e) = recorded {
+            // Checked again by the next forwarder.
+            *self.loaded_head.lock().unwrap_or_else(|p| p.into_inner()) = loaded;
+            return Err(e);
+        }
+        if first {
+            tracing::warn!(
+                session = %self.id,
+                orchestrator_gseq = after,
+                "the orchestrator has events this gateway's log lost (a machine crash took back \
+                 its last commits): the events this process logged, and the next, are numbered \
+                 after the orchestrator's"
+            );
+        } else {
+            tracing::warn!(
+                session = %self.id,
+                orchestrator_gseq = after,
+                "the orchestrator lost events it had: the next ones are numbered right after its last"
+            );
+        }
+        let gseqs = Arc::new(gseqs);
+        *self.gseqs.lock().unwrap_or_else(|p| p.into_inner()) = gseqs.clone();
+        Ok(gseqs)
     }
 
     /// The session's approval gate.
@@ -508,11 +579,12 @@ impl Gateway {
 
     /// The orchestrator has persisted `session_id`'s events up to `gseq`
     /// (an ack, or an attach after it).
-    pub async fn acked(&self, session_id: &str, gseq: u64) {
+    pub async fn acked(&self, session_id: &str, gseq: Gseq) {
         let session = self.inner.sessions.lock().await.get(session_id).cloned();
         if let Some(s) = session {
+            let seq = s.gseqs().seq_upto(gseq);
             let mut acked = s.acked.lock().unwrap_or_else(|p| p.into_inner());
-            *acked = Some(acked.map_or(gseq, |a| a.max(gseq)));
+            *acked = Some(acked.map_or(seq, |a| a.max(seq)));
         }
     }
 
@@ -638,18 +710,20 @@ impl Gateway {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The last seq of session `session_id` when it is put away (not in
-    /// memory, its metadata parked); `None` when it is in memory or not
-    /// put away. Loads nothing.
-    pub async fn parked_head(&self, session_id: &str) -> Result<Option<u64>> {
+    /// The gseq of session `session_id`'s last event when it is put away
+    /// (not in memory, its metadata parked); `None` when it is in memory
+    /// or not put away. Loads nothing.
+    pub async fn parked_head(&self, session_id: &str) -> Result<Option<Gseq>> {
         if self.loaded(session_id).await.is_some() {
             return Ok(None);
         }
         let store = self.inner.options.directory.open(session_id).await?;
-        if store.meta().await?.parked.is_none() {
+        let meta = store.meta().await?;
+        if meta.parked.is_none() {
             return Ok(None);
         }
-        Ok(Some(store.head().await?.last_seq))
+        let head = store.head().await?.last_seq;
+        Ok(Some(Gseqs::new(&meta.gseq_shifts).gseq_of(head)))
     }
 
     /// Puts away every session unused for the idle bound that has nothing
@@ -866,11 +940,10 @@ impl Gateway {
             mode: meta.permission_mode,
             model: meta.model,
         };
+        let head = store.head().await?.last_seq;
         // Put away, the orchestrator had all its events.
-        let acked = match parked {
-            Some(_) => Some(store.head().await?.last_seq),
-            None => None,
-        };
+        let acked = parked.as_ref().map(|_| head);
+        let gseqs = Arc::new(Gseqs::new(&meta.gseq_shifts));
         let log = SessionLog::open(store).await?;
         // Executors log each question and its resolution themselves, in
         // order with the rest of the stream; the gate only decides.
@@ -893,6 +966,8 @@ impl Gateway {
             exec: Mutex::new(None),
             unstarted: Arc::default(),
             acked: std::sync::Mutex::new(acked),
+            gseqs: std::sync::Mutex::new(gseqs),
+            loaded_head: std::sync::Mutex::new(Some(head)),
             guard: std::sync::Mutex::new(ToolGuard::new()),
             unapproved: std::sync::atomic::AtomicBool::new(false),
             in_force: std::sync::Mutex::new(in_force),
