@@ -44,6 +44,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         an_ended_login_closes_its_sockets_and_refuses_their_commands,
         the_page_and_its_assets_carry_the_security_headers,
         a_restarted_host_and_a_killed_gateway_lose_nothing,
+        a_gateway_machine_crash_that_took_back_its_outbox_loses_no_later_turn,
         an_old_cli_is_named_in_the_status_and_refuses_a_start,
         a_notification_action_decides_once_as_the_user_on_the_device,
         the_rules_api_checks_owns_and_presets,
@@ -657,6 +658,96 @@ async fn a_restarted_host_and_a_killed_gateway_lose_nothing(h: &dyn Host) {
     b.until_within(RELINK_WITHIN, is("result")).await;
     // The whole log replays identically.
     let mut again = Browser::connect(base, &u.cookie, &id2, 0).await;
+    again.until_seq(b.last_seq()).await;
+    assert_eq!(again.events, b.events);
+}
+
+/// A machine crash of the gateway's host (power loss, a kernel panic) can
+/// take back the last commits of its outbox (SQLite's WAL, committed
+/// without `fsync`) while the host has those events. Reproduced with the
+/// files themselves: the gateway's database as a SIGKILL left it after
+/// the first turn is put back after two more turns reached the host. The
+/// next turn's events, numbered from the outbox's end, would take gseqs the
+/// host has and be dropped as resends; every one of them must reach the
+/// browser, once, and the log replay identically.
+async fn a_gateway_machine_crash_that_took_back_its_outbox_loses_no_later_turn(h: &dyn Host) {
+    let base = h.base();
+    let u = user(h, "machinecrash").await;
+    let id = create_session(h, &u.cookie, "machinecrash", "build it").await;
+    let mut b = Browser::connect(base, &u.cookie, &id, 0).await;
+    let question = b.until(is("user_question")).await;
+    let ok = b
+        .command(
+            "approve-1",
+            json!({"type": "answer", "question_id": question["question_id"], "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until_after(0, is("result")).await;
+
+    // The disk as a crash would leave it now: the database and its WAL.
+    h.kill_gateway().await;
+    let db = h.gateway_db();
+    let saved = h.root().join("machinecrash-saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let files = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        ["gateway.db", "gateway.db-wal"]
+            .iter()
+            .map(|f| dir.join(f))
+            .collect()
+    };
+    for (from, to) in files(db.parent().unwrap()).iter().zip(files(&saved)) {
+        if from.exists() {
+            std::fs::copy(from, to).unwrap();
+        }
+    }
+    h.start_gateway().await;
+    for (n, text) in [(2, "second"), (3, "third")] {
+        let at = b.last_seq();
+        let ok = b
+            .command(&format!("m-{n}"), json!({"type": "message", "text": text}))
+            .await;
+        assert_eq!(ok["ok"], true, "{ok}");
+        b.until_after(at, is("result")).await;
+    }
+
+    // The crash: the gateway's outbox is back where it was after the
+    // first turn; the host has the two turns since.
+    h.kill_gateway().await;
+    let dir = db.parent().unwrap();
+    for f in ["gateway.db", "gateway.db-wal", "gateway.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    for (from, to) in files(&saved).iter().zip(files(dir)) {
+        if from.exists() {
+            std::fs::copy(from, to).unwrap();
+        }
+    }
+    h.start_gateway().await;
+    let at = b.last_seq();
+    let ok = b
+        .command("m-4", json!({"type": "message", "text": "after the crash"}))
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    let said = |e: &Value| {
+        e["type"] == "assistant"
+            && e["phase"] != "delta"
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("after the crash"))
+    };
+    b.until_after(at, said).await;
+    b.until_after(at, is("result")).await;
+    let turn: Vec<&str> = b
+        .events
+        .iter()
+        .filter(|(s, _)| *s > at)
+        .filter_map(|(_, e)| e["type"].as_str())
+        .collect();
+    for kind in ["user.message", "assistant", "result"] {
+        assert!(turn.contains(&kind), "{kind} in the turn: {turn:?}");
+    }
+    let mut again = Browser::connect(base, &u.cookie, &id, 0).await;
     again.until_seq(b.last_seq()).await;
     assert_eq!(again.events, b.events);
 }

@@ -40,6 +40,7 @@ pub const WORKTREES: &[&str] = &[
     "unnoticed",
     "restart",
     "gateway",
+    "machinecrash",
     "oldcli",
     "notify",
     "rulesapi",
@@ -140,6 +141,8 @@ pub trait Host: Send + Sync {
     /// What the gateway has logged (its stderr) since it last started, at
     /// least.
     fn gateway_log_text(&self) -> String;
+    /// The gateway's database (`gateway.db` in its data directory).
+    fn gateway_db(&self) -> PathBuf;
     /// Stops the host (the orchestrator SIGKILLed; `wrangler dev` stopped)
     /// and starts it again on the same data and address.
     fn restart_host(&self) -> BoxFuture<'_, ()>;
@@ -451,6 +454,9 @@ impl Host for LocalHost {
     }
     fn gateway_log_text(&self) -> String {
         crate::read_log(&self.root.join("gateway.log"))
+    }
+    fn gateway_db(&self) -> PathBuf {
+        self.root.join("gw").join("gateway.db")
     }
     fn start_gateway_with_claude<'a>(
         &'a self,
@@ -827,6 +833,9 @@ impl Host for CloudflareHost {
     }
     fn gateway_log_text(&self) -> String {
         crate::read_log(&self.gateway_log())
+    }
+    fn gateway_db(&self) -> PathBuf {
+        self.root.join("gateway").join("gateway.db")
     }
     fn start_gateway_with_claude<'a>(
         &'a self,
