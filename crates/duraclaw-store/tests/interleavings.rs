@@ -2,7 +2,9 @@
 //! disconnects on a `SessionLog` with a tiny live queue (so subscribers fall
 //! behind and catch up by replay), against both backends. Every subscriber
 //! still connected at the end, once drained, must have seen each event with
-//! seq > its `after` exactly once, in order, with the stored text.
+//! seq > its `after` exactly once, in order, with the stored text. Also for
+//! a log that publishes before it commits, its appends running beside the
+//! readers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -97,26 +99,52 @@ async fn take_one(
     Ok(())
 }
 
+/// Whether a log's appends run beside the readers (a log that publishes
+/// before it commits: readers meet its events while they are committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Appends {
+    Awaited,
+    Beside,
+}
+
 async fn run_case(
     dir: &dyn SessionDirectory,
     ops: Vec<Op>,
+    appends: Appends,
 ) -> std::result::Result<(), TestCaseError> {
     let id = format!("s{}", SESSIONS.fetch_add(1, Ordering::Relaxed));
     let store = dir.create(SessionMeta::new(id, "alice", 0)).await.unwrap();
-    let log = SessionLog::open_with(store, LIVE_QUEUE, REPLAY_PAGE)
+    let mut log = SessionLog::open_with(store, LIVE_QUEUE, REPLAY_PAGE)
         .await
         .unwrap();
+    if appends == Appends::Beside {
+        log = log.publishing_before_commit();
+    }
     let mut texts: Vec<Arc<str>> = Vec::new();
     let mut readers: Vec<Reader> = Vec::new();
+    let mut in_flight: Option<tokio::task::JoinHandle<Vec<u64>>> = None;
     for op in ops {
         let last = texts.len() as u64;
         match op {
             Op::Append(n) => {
-                let events = (0..n as u64).map(|i| event(last + i)).collect();
-                let out = log.append(AppendBatch::events(events)).await.unwrap();
-                for (i, e) in out.stored.iter().enumerate() {
-                    prop_assert_eq!(e.seq, last + 1 + i as u64);
-                    texts.push(e.json.clone());
+                let events: Vec<NewEvent> = (0..n as u64).map(|i| event(last + i)).collect();
+                texts.extend(events.iter().map(|e| e.json.clone()));
+                let append = {
+                    let log = log.clone();
+                    async move {
+                        let out = log.append(AppendBatch::events(events)).await.unwrap();
+                        out.stored.iter().map(|e| e.seq).collect::<Vec<u64>>()
+                    }
+                };
+                let want: Vec<u64> = (last + 1..=last + n as u64).collect();
+                if let Some(previous) = in_flight.take() {
+                    let seqs = previous.await.unwrap();
+                    prop_assert_eq!(seqs.first(), Some(&(last + 1 - seqs.len() as u64)));
+                }
+                match appends {
+                    Appends::Awaited => prop_assert_eq!(append.await, want),
+                    // Readers go on while it commits.
+                    Appends::Beside => in_flight = Some(tokio::spawn(append)),
                 }
             }
             Op::Subscribe(frac) => {
@@ -147,6 +175,10 @@ async fn run_case(
             }
         }
     }
+    if let Some(previous) = in_flight.take() {
+        let seqs = previous.await.unwrap();
+        prop_assert_eq!(seqs.last(), Some(&(texts.len() as u64)));
+    }
     let last = texts.len() as u64;
     for mut reader in readers {
         while reader.sub.delivered() < last {
@@ -167,10 +199,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn run_all(rt: &tokio::runtime::Runtime, dir: DynSessionDirectory) {
+fn run_all(rt: &tokio::runtime::Runtime, dir: DynSessionDirectory, appends: Appends) {
     let before = CATCH_UPS.load(Ordering::Relaxed);
     let mut runner = TestRunner::new(config());
-    let result = runner.run(&ops(), |ops| rt.block_on(run_case(dir.as_ref(), ops)));
+    let result = runner.run(&ops(), |ops| {
+        rt.block_on(run_case(dir.as_ref(), ops, appends))
+    });
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -184,7 +218,7 @@ fn run_all(rt: &tokio::runtime::Runtime, dir: DynSessionDirectory) {
 #[test]
 fn interleavings_on_memory() {
     let rt = runtime();
-    run_all(&rt, Arc::new(MemoryDirectory::new()));
+    run_all(&rt, Arc::new(MemoryDirectory::new()), Appends::Awaited);
 }
 
 #[test]
@@ -194,5 +228,23 @@ fn interleavings_on_sqlite() {
     let dir = rt
         .block_on(SqliteDirectory::open(tmp.path().join("sessions.db")))
         .unwrap();
-    run_all(&rt, Arc::new(dir));
+    run_all(&rt, Arc::new(dir), Appends::Awaited);
+}
+
+/// A log that publishes before it commits, its appends running while
+/// readers subscribe, read and leave: the same guarantee.
+#[test]
+fn interleavings_publishing_before_commit_on_memory() {
+    let rt = runtime();
+    run_all(&rt, Arc::new(MemoryDirectory::new()), Appends::Beside);
+}
+
+#[test]
+fn interleavings_publishing_before_commit_on_sqlite() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = rt
+        .block_on(SqliteDirectory::open(tmp.path().join("sessions.db")))
+        .unwrap();
+    run_all(&rt, Arc::new(dir), Appends::Beside);
 }

@@ -1,5 +1,7 @@
 //! A session's event log and its subscriptions: persist, then publish in
-//! seq order; replay after a seq, then live events.
+//! seq order (or publish while the store commits, for a log that opts in:
+//! [`SessionLog::publishing_before_commit`]); replay after a seq, then live
+//! events.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +38,13 @@ struct Hub {
     published: Seq,
     slots: Vec<Slot>,
     closed: bool,
+    /// A log that publishes before it commits
+    /// ([`SessionLog::publishing_before_commit`]): the events of the append
+    /// under way, published and not committed yet (empty outside one).
+    unconfirmed: Vec<StoredEvent>,
+    /// Such a log whose commit failed after its events went out: why. It
+    /// takes no more appends.
+    failed: Option<String>,
 }
 
 struct Shared {
@@ -98,6 +107,7 @@ pub struct SessionLog {
     shared: Arc<Shared>,
     append_lock: Arc<AsyncMutex<()>>,
     persisted: Option<PersistedHook>,
+    early: bool,
 }
 
 impl std::fmt::Debug for SessionLog {
@@ -137,6 +147,7 @@ impl SessionLog {
             shared,
             append_lock: Arc::new(AsyncMutex::new(())),
             persisted: None,
+            early: false,
         })
     }
 
@@ -160,12 +171,103 @@ impl SessionLog {
         &self.shared.store
     }
 
-    /// Appends, then publishes what was stored: persist before forward.
+    /// This log, publishing each batch of events (with no command) to its
+    /// live subscribers while the store commits it, not after: for a log
+    /// whose readers can take a crash taking back what they saw (the
+    /// gateway's outbox: its orchestrator is numbered past what the
+    /// gateway lost, `duraclaw_gateway::gseq`). Appends still return once
+    /// committed, one at a time, and a subscriber still gets every event
+    /// once, in order. A commit that fails after its events went out ends
+    /// the log: every subscription ends, and every later append fails.
+    pub fn publishing_before_commit(mut self) -> Self {
+        self.early = true;
+        self
+    }
+
+    /// Appends, then publishes what was stored: persist before forward
+    /// (but see [`SessionLog::publishing_before_commit`]).
     pub async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome> {
         let _order = self.append_lock.lock().await;
+        if self.early {
+            self.check_failed()?;
+            if batch.command.is_none() && !batch.events.is_empty() {
+                return self.append_early(batch).await;
+            }
+        }
         let outcome = self.shared.store.append(batch).await?;
         self.publish(&outcome.stored);
         Ok(outcome)
+    }
+
+    /// Whether a commit failed after its events went out (a log that
+    /// publishes before it commits): it takes no more appends; open the
+    /// store again for a log that goes on from what was committed.
+    pub fn has_failed(&self) -> bool {
+        self.shared.hub().failed.is_some()
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match &self.shared.hub().failed {
+            Some(why) => Err(Error::storage(
+                "log",
+                format!("the log stopped after a failed commit: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes `batch`'s events as the store will number them, then
+    /// commits them. Called with the append lock held.
+    async fn append_early(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+        let first = self.shared.hub().published + 1;
+        let expected: Vec<StoredEvent> = batch
+            .events
+            .iter()
+            .zip(first..)
+            .map(|(e, seq)| StoredEvent {
+                seq,
+                gseq: e.gseq,
+                at_ms: e.at_ms,
+                json: e.json.clone(),
+            })
+            .collect();
+        self.shared.hub().unconfirmed.clone_from(&expected);
+        self.shared.publish(&expected);
+        // The subscribers woken first: a commit on this thread would hold
+        // them until it ends. (A large batch is a burst: throughput, not
+        // one event's latency.)
+        if expected.len() <= EARLY_YIELD_MAX {
+            YieldOnce(false).await;
+        }
+        let result = self.shared.store.append(batch).await;
+        let mut hub = self.shared.hub();
+        hub.unconfirmed.clear();
+        let why = match result {
+            Ok(out)
+                if out
+                    .stored
+                    .iter()
+                    .map(|e| e.seq)
+                    .eq(expected.iter().map(|e| e.seq)) =>
+            {
+                drop(hub);
+                if let Some(hook) = &self.persisted {
+                    hook(&out.stored);
+                }
+                return Ok(out);
+            }
+            Ok(out) => format!(
+                "the store numbered the events {:?}, not from {first}",
+                out.stored.first().map(|e| e.seq)
+            ),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(session = self.shared.store.session_id(), error = %why, "a commit failed after its events were published: the log stops");
+        hub.published = first - 1;
+        hub.closed = true;
+        hub.slots.clear();
+        hub.failed = Some(why.clone());
+        Err(Error::storage("log", why))
     }
 
     /// Appends and replaces the session's metadata in one step
@@ -334,6 +436,23 @@ impl Subscription {
     }
 
     async fn fill_page(&mut self) -> Result<()> {
+        // Published and not committed yet (a log that publishes before it
+        // commits): from the hub. Whatever precedes them is committed.
+        let unconfirmed: Vec<StoredEvent> = self
+            .shared
+            .hub()
+            .unconfirmed
+            .iter()
+            .filter(|e| e.seq > self.delivered && e.seq <= self.fence)
+            .cloned()
+            .collect();
+        if unconfirmed
+            .first()
+            .is_some_and(|e| e.seq == self.delivered + 1)
+        {
+            self.page.extend(unconfirmed);
+            return Ok(());
+        }
         let want = usize::try_from(self.fence - self.delivered)
             .unwrap_or(usize::MAX)
             .min(self.page_size);
@@ -374,5 +493,29 @@ impl Subscription {
         futures::stream::unfold(self, |mut sub| async move {
             sub.next().await.map(|item| (item, sub))
         })
+    }
+}
+
+/// The largest batch a log that publishes before it commits lets its
+/// subscribers run ahead of the commit for.
+const EARLY_YIELD_MAX: usize = 8;
+
+/// Returns `Pending` once (waking itself), so that tasks woken before it
+/// run first on any executor.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
     }
 }
