@@ -26,9 +26,13 @@
 //! "turn pending" mark of the command that started a turn once that turn's
 //! first event is durable (see `TURN_PENDING` in the server).
 //!
-//! The orchestrator still never sees an event before it is durable here:
-//! the link forwards from the log's subscription, which publishes after
-//! the commit.
+//! The outbox's log publishes each batch while it commits it
+//! ([`SessionLog::publishing_before_commit`]): the link forwards an event
+//! while the gateway writes it, so the orchestrator's commit and the
+//! gateway's run side by side instead of one after the other. A gateway
+//! that dies in between (or whose commit fails) has sent events its log
+//! does not keep; the orchestrator keeps them, and the gateway numbers its
+//! next events after them ([`crate::gseq`]).
 
 use std::sync::{Arc, Mutex};
 

@@ -683,3 +683,86 @@ async fn events_after_a_crash_took_back_what_the_orchestrator_has_are_numbered_a
     let again: Vec<Event> = again.into_iter().map(|(_, e)| e).collect();
     assert_eq!(again, sent);
 }
+
+/// The outbox publishes each batch of events while it commits it. A
+/// commit that fails then (a full disk: a trigger refuses the insert, so the
+/// real transaction fails) has sent events its log does not keep; the log
+/// stops, the session is loaded again from its store at its next use, and
+/// what the orchestrator gets stays dense: no later event takes a gseq it
+/// holds, and the next turn reaches it whole.
+#[tokio::test]
+async fn after_a_commit_failed_under_published_events_the_next_turn_is_numbered_after_them() {
+    let h = Harness::new(Script {
+        turns: vec![vec![Step::Text {
+            text: "first turn".into(),
+            chunks: 2,
+            delay_ms: 0,
+        }]],
+    });
+    let gw = h.start().await;
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
+    send(
+        &mut ws,
+        &command("c1", "s1", execute(h.worktree("app1"), "go")),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
+    let first = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    let mut got = gseqs(&first);
+
+    let raw = rusqlite::Connection::open(&h.db).unwrap();
+    raw.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON events \
+         BEGIN SELECT RAISE(ABORT, 'no space left on the device'); END;",
+    )
+    .unwrap();
+    send(&mut ws, &message("m1", "this one fails")).await;
+    // Its turn's first commit fails: the session's log stops.
+    let session = gw.gateway.session("s1").await.unwrap();
+    let until = std::time::Instant::now() + DEADLINE;
+    while !session.log().has_failed() {
+        assert!(std::time::Instant::now() < until, "the commit never failed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    raw.execute_batch("DROP TRIGGER refuse").unwrap();
+    send(&mut ws, &message("m2", "and this one runs")).await;
+    let said = |e: &Event| {
+        matches!(e, Event::Assistant(a) if a.phase == duraclaw_core::protocol::AssistantPhase::Final
+            && a.text.contains("and this one runs"))
+    };
+    let rest = events_until(&mut ws, DEADLINE, said).await;
+    got.extend(gseqs(&rest));
+    // The next turn whole: its start, and every delta of its message.
+    let Some((_, Event::Assistant(last))) = rest.last() else {
+        unreachable!()
+    };
+    let deltas: String = rest
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Assistant(a) if a.message_id == last.message_id && a.phase != last.phase => {
+                Some(a.text.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deltas, last.text, "{rest:?}");
+    assert!(
+        rest.iter().any(|(_, e)| matches!(e, Event::SessionInit(_))),
+        "{rest:?}"
+    );
+    let end = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    got.extend(gseqs(&end));
+    assert_eq!(
+        got,
+        (1..=got.len() as u64).collect::<Vec<_>>(),
+        "every gseq once, in order"
+    );
+}

@@ -2,7 +2,8 @@
 //! that drive them.
 //!
 //! Every session has an outbox: its events appended to the gateway's own
-//! SQLite store before they are sent, numbered by the store's seq, which
+//! SQLite store as they are sent (the link forwards a batch while it is
+//! committed: see [`crate::outbox`]), numbered by the store's seq, which
 //! is the session's `gseq` (but after a machine crash took back events the
 //! orchestrator had: see [`crate::gseq`]). An orchestrator attaches with the highest gseq
 //! it has persisted and gets everything after it, then live events, so a
@@ -649,8 +650,16 @@ impl Gateway {
     pub async fn session(&self, session_id: &str) -> Result<Arc<GatewaySession>> {
         let mut sessions = self.inner.sessions.lock().await;
         if let Some(s) = sessions.get(session_id) {
-            s.touch();
-            return Ok(s.clone());
+            if !s.log.has_failed() {
+                s.touch();
+                return Ok(s.clone());
+            }
+            // Its log stopped after a failed commit: loaded again from
+            // what the store has (its next forwarder numbers past what the
+            // orchestrator got of the failed commit).
+            if let Some(failed) = sessions.remove(session_id) {
+                Self::stop_failed(failed);
+            }
         }
         let store = self.inner.options.directory.open(session_id).await?;
         let s = self.wrap(store).await?;
@@ -662,9 +671,36 @@ impl Gateway {
         Ok(s)
     }
 
-    /// Session `session_id` if it is in memory now (loads nothing).
+    /// Session `session_id` if it is in memory now (loads nothing). One
+    /// whose log stopped after a failed commit is not: it is dropped, and
+    /// loaded again on its next use.
     pub async fn loaded(&self, session_id: &str) -> Option<Arc<GatewaySession>> {
-        self.inner.sessions.lock().await.get(session_id).cloned()
+        let mut sessions = self.inner.sessions.lock().await;
+        let s = sessions.get(session_id)?;
+        if !s.log.has_failed() {
+            return Some(s.clone());
+        }
+        if let Some(failed) = sessions.remove(session_id) {
+            Self::stop_failed(failed);
+        }
+        None
+    }
+
+    /// Stops the executor of a session dropped because its log stopped
+    /// after a failed commit.
+    fn stop_failed(session: Arc<GatewaySession>) {
+        tracing::warn!(
+            session = %session.id,
+            "its outbox stopped after a failed commit: the session is loaded again from its store"
+        );
+        tokio::spawn(async move {
+            let exec = session.exec.lock().await.take();
+            if let Some(e) = exec
+                && let Err(err) = e.shutdown().await
+            {
+                tracing::warn!(session = %session.id, error = %err, "executor did not shut down cleanly");
+            }
+        });
     }
 
     /// How many sessions are in memory.
@@ -944,7 +980,7 @@ impl Gateway {
         // Put away, the orchestrator had all its events.
         let acked = parked.as_ref().map(|_| head);
         let gseqs = Arc::new(Gseqs::new(&meta.gseq_shifts));
-        let log = SessionLog::open(store).await?;
+        let log = SessionLog::open(store).await?.publishing_before_commit();
         // Executors log each question and its resolution themselves, in
         // order with the rest of the stream; the gate only decides.
         let mut gate = MemoryGate::new().with_audit(self.inner.audit.clone());
