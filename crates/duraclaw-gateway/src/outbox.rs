@@ -32,7 +32,10 @@
 //! gateway's run side by side instead of one after the other. A gateway
 //! that dies in between (or whose commit fails) has sent events its log
 //! does not keep; the orchestrator keeps them, and the gateway numbers its
-//! next events after them ([`crate::gseq`]).
+//! next events after them ([`crate::gseq`]). A batch with a question
+//! (asked or resolved) or a turn's end is committed first, then sent: a
+//! restart reads those back, so the orchestrator never holds one the
+//! gateway lost.
 
 use std::sync::{Arc, Mutex};
 
@@ -228,7 +231,21 @@ async fn commit_loop(
             waiters.extend(q.done);
         }
         let silent = events.len() > waiters.len();
-        match log.append(AppendBatch::events(events)).await {
+        // What a restart reads back from the log (a question asked or
+        // resolved, a turn's end) goes out only once it is kept: the
+        // orchestrator never holds a question the gateway could not
+        // withdraw, or a turn's end the gateway would end again.
+        let keep_first = steps.contains(&TurnStep::End)
+            || events
+                .iter()
+                .any(|e| e.asks.is_some() || e.resolves.is_some());
+        let batch = AppendBatch::events(events);
+        let appended = if keep_first {
+            log.append_committed(batch).await
+        } else {
+            log.append(batch).await
+        };
+        match appended {
             Ok(out) => {
                 // Before the waiters return: a caller that saw its event
                 // durable also sees its turn's mark cleared, and a restart

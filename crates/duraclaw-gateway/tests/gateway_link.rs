@@ -766,3 +766,71 @@ async fn after_a_commit_failed_under_published_events_the_next_turn_is_numbered_
         "every gseq once, in order"
     );
 }
+
+/// A question goes out only once the outbox keeps it (a restart reads
+/// questions back to withdraw them; one the orchestrator held and the
+/// gateway lost would wait forever). Its commit refused (a trigger, as a
+/// full disk would), the orchestrator never gets it, while the events
+/// before it went out as they were committed; the session takes the next
+/// message.
+#[tokio::test]
+async fn a_question_goes_out_only_once_it_is_kept() {
+    // The text streams slowly, so the link follows the session live
+    // before the question comes.
+    let h = Harness::new(Script {
+        turns: vec![vec![
+            Step::Text {
+                text: "Let me look around.".into(),
+                chunks: 3,
+                delay_ms: 100,
+            },
+            Step::Tool {
+                name: "Bash".into(),
+                input: json!({"command": "ls"}),
+                result: "README.md".into(),
+            },
+        ]],
+    });
+    let gw = h.start().await;
+    let raw = rusqlite::Connection::open(&h.db).unwrap();
+    let mut ws = open(gw.addr, SECRET, DEADLINE).await;
+    send(
+        &mut ws,
+        &command("c1", "s1", execute(h.worktree("app1"), "go")),
+    )
+    .await;
+    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
+    raw.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON events \
+         WHEN NEW.json LIKE '%\"type\":\"user_question\"%' \
+         BEGIN SELECT RAISE(ABORT, 'no space left on the device'); END;",
+    )
+    .unwrap();
+    send(
+        &mut ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq: 0,
+        },
+    )
+    .await;
+    // Up to the tool call, then its question's commit fails.
+    let before = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::ToolUse(_))).await;
+    let session = gw.gateway.session("s1").await.unwrap();
+    let until = std::time::Instant::now() + DEADLINE;
+    while session.is_running().await {
+        assert!(std::time::Instant::now() < until, "the turn never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    raw.execute_batch("DROP TRIGGER refuse").unwrap();
+    send(&mut ws, &message("m1", "go on")).await;
+    let after = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
+    assert!(
+        !after
+            .iter()
+            .any(|(_, e)| matches!(e, Event::UserQuestion(_))),
+        "a question the outbox did not keep went out: {after:?}"
+    );
+    let all: Vec<u64> = gseqs(&before).into_iter().chain(gseqs(&after)).collect();
+    assert_eq!(all, (1..=all.len() as u64).collect::<Vec<_>>());
+}

@@ -206,6 +206,20 @@ impl SessionLog {
         self.shared.hub().failed.is_some()
     }
 
+    /// Appends, then publishes what was stored, even on a log that
+    /// publishes before it commits: for events whose readers must never
+    /// see them unless the store keeps them (a question, a turn's end, on
+    /// the gateway: what its restart reads back).
+    pub async fn append_committed(&self, batch: AppendBatch) -> Result<AppendOutcome> {
+        let _order = self.append_lock.lock().await;
+        if self.early {
+            self.check_failed()?;
+        }
+        let outcome = self.shared.store.append(batch).await?;
+        self.publish(&outcome.stored);
+        Ok(outcome)
+    }
+
     fn check_failed(&self) -> Result<()> {
         match &self.shared.hub().failed {
             Some(why) => Err(Error::storage(
