@@ -499,6 +499,35 @@ async fn a_cut_link_and_a_gateway_restart_lose_nothing() {
     );
 }
 
+/// A script of one turn: `text`, streamed in two chunks.
+fn one_text_turn(text: &str) -> Script {
+    Script {
+        turns: vec![vec![Step::Text {
+            text: text.into(),
+            chunks: 2,
+            delay_ms: 0,
+        }]],
+    }
+}
+
+/// Starts session `s1` in `app1` (the command's result read).
+async fn start_s1(h: &Harness, ws: &mut support::Ws) {
+    send(ws, &command("c1", "s1", execute(h.worktree("app1"), "go"))).await;
+    assert!(matches!(recv(ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
+}
+
+/// Attaches session `s1` after gseq `after_gseq`.
+async fn attach(ws: &mut support::Ws, after_gseq: u64) {
+    send(
+        ws,
+        &ToGateway::Attach {
+            session_id: "s1".into(),
+            after_gseq,
+        },
+    )
+    .await;
+}
+
 /// The events of session `s1` logged after seq `after`, once they end with
 /// a turn's end (`result`), within the deadline.
 async fn turn_logged(gateway: &Gateway, after: u64) -> Vec<Event> {
@@ -552,29 +581,11 @@ fn gseqs(events: &[(u64, Event)]) -> Vec<u64> {
 /// the skipped stretch gets what follows it densely.
 #[tokio::test]
 async fn events_after_a_crash_took_back_what_the_orchestrator_has_are_numbered_after_it() {
-    let h = Harness::new(Script {
-        turns: vec![vec![Step::Text {
-            text: "first turn".into(),
-            chunks: 2,
-            delay_ms: 0,
-        }]],
-    });
+    let h = Harness::new(one_text_turn("first turn"));
     let gw = h.start().await;
     let mut ws = open(gw.addr, SECRET, DEADLINE).await;
-    send(
-        &mut ws,
-        &command("c1", "s1", execute(h.worktree("app1"), "go")),
-    )
-    .await;
-    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
-    send(
-        &mut ws,
-        &ToGateway::Attach {
-            session_id: "s1".into(),
-            after_gseq: 0,
-        },
-    )
-    .await;
+    start_s1(&h, &mut ws).await;
+    attach(&mut ws, 0).await;
     events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     drop(ws);
     gw.gateway.shutdown().await;
@@ -592,14 +603,7 @@ async fn events_after_a_crash_took_back_what_the_orchestrator_has_are_numbered_a
     assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
     let logged = turn_logged(&gw.gateway, head).await;
     assert!(logged.len() >= 3, "{logged:?}");
-    send(
-        &mut ws,
-        &ToGateway::Attach {
-            session_id: "s1".into(),
-            after_gseq: held,
-        },
-    )
-    .await;
+    attach(&mut ws, held).await;
     let got = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     assert_eq!(
         gseqs(&got),
@@ -618,14 +622,7 @@ async fn events_after_a_crash_took_back_what_the_orchestrator_has_are_numbered_a
     // numbering is the one recorded, not found again.
     let gw = h.start().await;
     let mut ws = open(gw.addr, SECRET, DEADLINE).await;
-    send(
-        &mut ws,
-        &ToGateway::Attach {
-            session_id: "s1".into(),
-            after_gseq: last - 2,
-        },
-    )
-    .await;
+    attach(&mut ws, last - 2).await;
     let resent = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     assert_eq!(gseqs(&resent), vec![last - 1, last]);
     let resent: Vec<Event> = resent.into_iter().map(|(_, e)| e).collect();
@@ -646,14 +643,7 @@ async fn events_after_a_crash_took_back_what_the_orchestrator_has_are_numbered_a
     let gw = h.start().await;
     let held = last + 7;
     let mut ws = open(gw.addr, SECRET, DEADLINE).await;
-    send(
-        &mut ws,
-        &ToGateway::Attach {
-            session_id: "s1".into(),
-            after_gseq: held,
-        },
-    )
-    .await;
+    attach(&mut ws, held).await;
     send(&mut ws, &message("m3", "once more")).await;
     let third = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     assert_eq!(
@@ -667,14 +657,7 @@ async fn events_after_a_crash_took_back_what_the_orchestrator_has_are_numbered_a
     // gateway's numbering skipped past) gets what follows right after it,
     // not a hole it would wait on forever.
     let mut ws = open(gw.addr, SECRET, DEADLINE).await;
-    send(
-        &mut ws,
-        &ToGateway::Attach {
-            session_id: "s1".into(),
-            after_gseq: head,
-        },
-    )
-    .await;
+    attach(&mut ws, head).await;
     let again = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     assert_eq!(
         gseqs(&again),
@@ -692,29 +675,11 @@ async fn events_after_a_crash_took_back_what_the_orchestrator_has_are_numbered_a
 /// holds, and the next turn reaches it whole.
 #[tokio::test]
 async fn after_a_commit_failed_under_published_events_the_next_turn_is_numbered_after_them() {
-    let h = Harness::new(Script {
-        turns: vec![vec![Step::Text {
-            text: "first turn".into(),
-            chunks: 2,
-            delay_ms: 0,
-        }]],
-    });
+    let h = Harness::new(one_text_turn("first turn"));
     let gw = h.start().await;
     let mut ws = open(gw.addr, SECRET, DEADLINE).await;
-    send(
-        &mut ws,
-        &command("c1", "s1", execute(h.worktree("app1"), "go")),
-    )
-    .await;
-    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
-    send(
-        &mut ws,
-        &ToGateway::Attach {
-            session_id: "s1".into(),
-            after_gseq: 0,
-        },
-    )
-    .await;
+    start_s1(&h, &mut ws).await;
+    attach(&mut ws, 0).await;
     let first = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::Result(_))).await;
     let mut got = gseqs(&first);
 
@@ -794,26 +759,14 @@ async fn a_question_goes_out_only_once_it_is_kept() {
     let gw = h.start().await;
     let raw = rusqlite::Connection::open(&h.db).unwrap();
     let mut ws = open(gw.addr, SECRET, DEADLINE).await;
-    send(
-        &mut ws,
-        &command("c1", "s1", execute(h.worktree("app1"), "go")),
-    )
-    .await;
-    assert!(matches!(recv(&mut ws, DEADLINE).await, FromGateway::CommandResult(r) if r.ok));
+    start_s1(&h, &mut ws).await;
     raw.execute_batch(
         "CREATE TRIGGER refuse BEFORE INSERT ON events \
          WHEN NEW.json LIKE '%\"type\":\"user_question\"%' \
          BEGIN SELECT RAISE(ABORT, 'no space left on the device'); END;",
     )
     .unwrap();
-    send(
-        &mut ws,
-        &ToGateway::Attach {
-            session_id: "s1".into(),
-            after_gseq: 0,
-        },
-    )
-    .await;
+    attach(&mut ws, 0).await;
     // Up to the tool call, then its question's commit fails.
     let before = events_until(&mut ws, DEADLINE, |e| matches!(e, Event::ToolUse(_))).await;
     let session = gw.gateway.session("s1").await.unwrap();
