@@ -273,6 +273,49 @@ pub struct SessionMeta {
     /// never set it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gseq_shifts: Vec<GseqShift>,
+    /// On a host whose store a crash can take commits back from: the loads
+    /// of the session's log, oldest first, at most [`MAX_EPOCHS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<LogEpoch>,
+}
+
+/// The most epochs a session keeps: a client whose epoch is older is told
+/// to start over.
+pub const MAX_EPOCHS: usize = 16;
+
+/// One load of a session's log and where the log ended then.
+///
+/// A store that commits without waiting for the disk (SQLite in WAL with
+/// `synchronous=NORMAL`) can lose its last commits in a machine crash; the
+/// log then grows again from an earlier seq, and those seqs number other
+/// events. What a client saw in epoch `e` up to seq `after` is still the log
+/// if every later load found the log at least that long: a load that found
+/// it shorter means it was taken back below `after`
+/// ([`resumable`](LogEpoch::resumable)). The record is written with the
+/// metadata, in the same store: a crash that takes it back took back
+/// everything logged after it too, so the next load's end is no later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEpoch {
+    /// Its id.
+    pub epoch: crate::protocol::Epoch,
+    /// The log's last seq when it was loaded.
+    pub head: crate::protocol::Seq,
+}
+
+impl LogEpoch {
+    /// Whether a client that saw the log up to `after` in `epoch` holds
+    /// exactly the log's events up to there: `epoch` is one of `epochs`
+    /// and no later load found the log shorter than `after`.
+    pub fn resumable(
+        epochs: &[LogEpoch],
+        epoch: crate::protocol::Epoch,
+        after: crate::protocol::Seq,
+    ) -> bool {
+        match epochs.iter().position(|e| e.epoch == epoch) {
+            Some(i) => epochs[i + 1..].iter().all(|later| later.head >= after),
+            None => false,
+        }
+    }
 }
 
 /// A gateway log whose tail a machine crash rolled back, while the
@@ -353,6 +396,7 @@ impl SessionMeta {
             parked: None,
             session_allows: Vec::new(),
             gseq_shifts: Vec::new(),
+            epochs: Vec::new(),
         }
     }
 

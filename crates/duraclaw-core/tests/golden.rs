@@ -551,6 +551,7 @@ fn cases() -> Vec<Case> {
                 pending: vec![permission_question()],
                 first_seq: None,
                 turn_start: None,
+                epoch: None,
             })),
         ),
         case(

@@ -469,7 +469,8 @@ async fn serve_session(
     let first = async {
         let hello = encode_frame(&ToBrowser::Hello(Hello::new(Role::Orchestrator)))?;
         let mut snapshot = actor.snapshot().await?;
-        if let Err(refusal) = socket::check_resume(after, snapshot.last_seq) {
+        let epochs = actor.epochs().await;
+        if let Err(refusal) = socket::check_resume(after, snapshot.last_seq, query.epoch, &epochs) {
             let _ = tx.send(hello.into()).await;
             return Err(RefusedFirst::Refused(refusal));
         }

@@ -404,6 +404,11 @@ impl Orchestrator {
             .await?
             .on_persisted(Arc::new(move |events| persisted.events(&id, events)));
         let actor = SessionActor::with_log(log, self.clock.clone()).await?;
+        // The store may lose its last commits in a machine crash: each
+        // load is an epoch, so that a client holding events a crash took
+        // back is told to start over instead of resuming into other events
+        // at the same seqs.
+        actor.begin_epoch(new_epoch()).await?;
         actors.insert(
             session_id.to_owned(),
             Entry {
@@ -545,6 +550,20 @@ impl Orchestrator {
             }
         }
     }
+}
+
+/// A new log epoch: unique per load (the process, a counter and the time).
+fn new_epoch() -> duraclaw_core::protocol::Epoch {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mixed = (u64::from(std::process::id()) << 40 ^ counter << 20 ^ nanos)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    duraclaw_core::protocol::Epoch(mixed)
 }
 
 #[cfg(test)]

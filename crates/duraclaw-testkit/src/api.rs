@@ -45,6 +45,7 @@ pub fn cases<H: Host>() -> Vec<Case<H>> {
         the_page_and_its_assets_carry_the_security_headers,
         a_restarted_host_and_a_killed_gateway_lose_nothing,
         a_gateway_machine_crash_that_took_back_its_outbox_loses_no_later_turn,
+        a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes,
         an_old_cli_is_named_in_the_status_and_refuses_a_start,
         a_notification_action_decides_once_as_the_user_on_the_device,
         the_rules_api_checks_owns_and_presets,
@@ -750,6 +751,191 @@ async fn a_gateway_machine_crash_that_took_back_its_outbox_loses_no_later_turn(h
     let mut again = Browser::connect(base, &u.cookie, &id, 0).await;
     again.until_seq(b.last_seq()).await;
     assert_eq!(again.events, b.events);
+}
+
+/// One message turn on `b`'s session: sent as command `id`, read to its
+/// `result`.
+async fn message_turn(b: &mut Browser, id: &str, text: &str) {
+    let at = b.last_seq();
+    let ok = b
+        .command(id, json!({"type": "message", "text": text}))
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until_after(at, is("result")).await;
+}
+
+/// A browser resuming after a host crash, naming the log's epoch its copy
+/// came from: a crash that took nothing back resumes it, on both hosts. On
+/// the local host a machine crash can take back the session database's
+/// last commits (SQLite without waiting for the disk) while a browser
+/// holds them; the log then grows again with other events at those seqs,
+/// and that browser is told to start over (`ahead_of_log`, 4409) instead
+/// of resuming into them. A Durable Object never takes a commit back and
+/// names no epoch.
+async fn a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes(h: &dyn Host) {
+    let base = h.base();
+    let u = user(h, "hostcrash").await;
+    let id = create_session(h, &u.cookie, "hostcrash", "build it").await;
+    let mut b = Browser::connect(base, &u.cookie, &id, 0).await;
+    let question = b.until(is("user_question")).await;
+    let ok = b
+        .command(
+            "approve-1",
+            json!({"type": "answer", "question_id": question["question_id"], "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until_after(0, is("result")).await;
+    let db = h.sessions_db();
+    assert_eq!(
+        b.epoch().is_some(),
+        db.is_some(),
+        "an epoch is named where a crash can take commits back: {}",
+        b.snapshot
+    );
+
+    // A crash that took nothing back: the copy resumes where it was, in
+    // the log's next epoch; an epoch a host does not keep changes nothing
+    // where it keeps none.
+    let (seen, epoch) = (b.events.clone(), b.epoch());
+    drop(b);
+    h.crash_host().await;
+    let mut b = Browser::resume(
+        base,
+        &u.cookie,
+        &id,
+        seen.last().unwrap().0,
+        epoch.as_deref(),
+    )
+    .await;
+    if db.is_some() {
+        assert_ne!(b.epoch(), epoch, "each load is an epoch");
+    } else {
+        let other = Browser::resume(base, &u.cookie, &id, 1, Some("00000000000000ff")).await;
+        assert_eq!(other.epoch(), None, "{}", other.snapshot);
+    }
+    message_turn(&mut b, "m-2", "second").await;
+    let mut all = seen;
+    all.extend(b.events.iter().cloned());
+    let mut fresh = Browser::connect(base, &u.cookie, &id, 0).await;
+    fresh.until_seq(b.last_seq()).await;
+    assert_eq!(fresh.events, all, "the resumed copy is the log");
+    let Some(db) = db else { return };
+
+    // The disk as a machine crash would leave it now.
+    drop(fresh);
+    h.kill_host().await;
+    let saved = h.root().join("hostcrash-saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let dir = db.parent().unwrap().to_owned();
+    let name = db.file_name().unwrap().to_str().unwrap().to_owned();
+    let files = [name.clone(), format!("{name}-wal")];
+    for f in &files {
+        if dir.join(f).exists() {
+            std::fs::copy(dir.join(f), saved.join(f)).unwrap();
+        }
+    }
+    let (kept, kept_epoch) = (b.last_seq(), b.epoch());
+    h.start_host().await;
+    let mut b = Browser::resume(base, &u.cookie, &id, kept, b.epoch().as_deref()).await;
+    message_turn(&mut b, "m-3", "third").await;
+    message_turn(&mut b, "m-4", "fourth").await;
+    let (held, held_epoch) = (b.last_seq(), b.epoch());
+    drop(b);
+
+    // The crash: the database is back where it was after the second turn,
+    // while a browser holds the third and fourth.
+    h.kill_host().await;
+    for f in [name.clone(), format!("{name}-wal"), format!("{name}-shm")] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    for f in &files {
+        if saved.join(f).exists() {
+            std::fs::copy(saved.join(f), dir.join(f)).unwrap();
+        }
+    }
+    h.start_host().await;
+    // The log grows past what the browser holds, with other events.
+    let mut c = Browser::connect(base, &u.cookie, &id, 0).await;
+    let mut n = 5;
+    while c.last_seq() <= held {
+        message_turn(&mut c, &format!("m-{n}"), "after the crash").await;
+        n += 1;
+        assert!(n < 20, "the log did not grow past {held}");
+    }
+
+    // The copy of the lost turns is refused, and told to start over.
+    let mut ws = crate::browser::open_ws_query(
+        base,
+        &u.cookie,
+        &id,
+        &format!(
+            "after={held}&epoch={}&compact=0",
+            held_epoch.as_deref().unwrap()
+        ),
+    )
+    .await
+    .unwrap();
+    let (frames, close) = contract::until_closed(&mut ws).await;
+    contract::check_refused(
+        "a copy a crash took back",
+        &frames,
+        close,
+        "ahead_of_log",
+        4409,
+    );
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["type"] != "snapshot" && f["type"] != "event"),
+        "{frames:?}"
+    );
+    // What was kept resumes from the epoch that saw it. The epoch the
+    // crash took back is not known any more: even a copy of what was kept
+    // starts over from there.
+    let mut r = Browser::resume(base, &u.cookie, &id, kept, kept_epoch.as_deref()).await;
+    r.until_seq(c.last_seq()).await;
+    let after: Vec<_> = c
+        .events
+        .iter()
+        .filter(|(s, _)| *s > kept)
+        .cloned()
+        .collect();
+    assert_eq!(r.events, after, "resumed after {kept}");
+    let mut ws = crate::browser::open_ws_query(
+        base,
+        &u.cookie,
+        &id,
+        &format!(
+            "after={kept}&epoch={}&compact=0",
+            held_epoch.as_deref().unwrap()
+        ),
+    )
+    .await
+    .unwrap();
+    let (frames, close) = contract::until_closed(&mut ws).await;
+    contract::check_refused(
+        "an epoch the crash took back",
+        &frames,
+        close,
+        "ahead_of_log",
+        4409,
+    );
+    // Starting over: every seq once, in order, ending with the new turns.
+    let mut again = Browser::connect(base, &u.cookie, &id, 0).await;
+    again.until_seq(c.last_seq()).await;
+    assert_eq!(again.events, c.events);
+    let texts: Vec<&str> = c
+        .events
+        .iter()
+        .filter(|(_, e)| e["type"] == "user.message")
+        .filter_map(|(_, e)| e["text"].as_str())
+        .collect();
+    assert!(
+        !texts.contains(&"third"),
+        "the crash took the third turn back: {texts:?}"
+    );
+    assert!(texts.contains(&"after the crash"), "{texts:?}");
 }
 
 /// A gateway whose Claude Code CLI is older than the minimum: `/api/status`

@@ -33,8 +33,13 @@ pub struct Browser {
 /// Opens session `id`'s socket after `after` with `cookie` from `base`'s
 /// own origin; `HTTP <status>` when the upgrade is refused.
 pub async fn open_ws(base: &str, cookie: &str, id: &str, after: u64) -> Result<Ws, String> {
+    open_ws_query(base, cookie, id, &format!("after={after}&compact=0")).await
+}
+
+/// [`open_ws`] with the stream's whole `query`.
+pub async fn open_ws_query(base: &str, cookie: &str, id: &str, query: &str) -> Result<Ws, String> {
     let url = format!(
-        "{}/api/sessions/{id}/ws?after={after}&compact=0",
+        "{}/api/sessions/{id}/ws?{query}",
         base.replace("http://", "ws://")
     );
     let mut req = url.into_client_request().unwrap();
@@ -56,6 +61,30 @@ impl Browser {
         Browser::connect_by(None, base, cookie, id, after).await
     }
 
+    /// Resumes after `after`, naming the log's `epoch` the copy came from
+    /// (the snapshot's `epoch`), and reads the `hello` and `snapshot`.
+    pub async fn resume(
+        base: &str,
+        cookie: &str,
+        id: &str,
+        after: u64,
+        epoch: Option<&str>,
+    ) -> Browser {
+        let query = match epoch {
+            Some(e) => format!("after={after}&epoch={e}&compact=0"),
+            None => format!("after={after}&compact=0"),
+        };
+        let ws = open_ws_query(base, cookie, id, &query)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket to {id}: {e}"));
+        Browser::opened(ws, None, after).await
+    }
+
+    /// The snapshot's `epoch`, where the host names one.
+    pub fn epoch(&self) -> Option<String> {
+        self.snapshot["epoch"].as_str().map(str::to_owned)
+    }
+
     /// [`Browser::connect`] with every wait of the browser bounded by
     /// `deadline` (see [`Browser::bound_by`]).
     pub async fn connect_by(
@@ -68,6 +97,10 @@ impl Browser {
         let ws = open_ws(base, cookie, id, after)
             .await
             .unwrap_or_else(|e| panic!("WebSocket to {id}: {e}"));
+        Browser::opened(ws, deadline, after).await
+    }
+
+    async fn opened(ws: Ws, deadline: Option<Instant>, after: u64) -> Browser {
         let mut b = Browser {
             ws,
             snapshot: Value::Null,

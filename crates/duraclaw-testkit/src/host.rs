@@ -41,6 +41,7 @@ pub const WORKTREES: &[&str] = &[
     "restart",
     "gateway",
     "machinecrash",
+    "hostcrash",
     "oldcli",
     "notify",
     "rulesapi",
@@ -149,6 +150,16 @@ pub trait Host: Send + Sync {
     /// Crashes the host (SIGKILL of every process of it, nothing gets to
     /// clean up) and starts it again on the same data and address.
     fn crash_host(&self) -> BoxFuture<'_, ()>;
+    /// The host's session database, where a machine crash can take back
+    /// its last commits (the local orchestrator's SQLite `sessions.db`,
+    /// which commits without waiting for the disk); `None` where the store
+    /// commits durably before it answers (a Durable Object).
+    fn sessions_db(&self) -> Option<PathBuf>;
+    /// SIGKILLs the host and leaves it stopped, its files as the kill left
+    /// them ([`Host::start_host`] starts it again).
+    fn kill_host(&self) -> BoxFuture<'_, ()>;
+    /// Starts the host killed by [`Host::kill_host`] on its data and address.
+    fn start_host(&self) -> BoxFuture<'_, ()>;
     /// The `Origin` browsers send: the host's own unless it was started
     /// with a public origin.
     fn origin(&self) -> &str {
@@ -480,6 +491,15 @@ impl Host for LocalHost {
     /// browser socket to close).
     fn crash_host(&self) -> BoxFuture<'_, ()> {
         self.restart_host()
+    }
+    fn sessions_db(&self) -> Option<PathBuf> {
+        Some(self.root.join("data").join("sessions.db"))
+    }
+    fn kill_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(kill(&self.orchestrator))
+    }
+    fn start_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.start_orchestrator())
     }
     fn rss_kib(&self) -> Option<u64> {
         let pid = (*self.orchestrator_pid.lock().unwrap())?;
@@ -855,14 +875,26 @@ impl Host for CloudflareHost {
     /// the objects and their SQLite, included) and starts it again.
     fn crash_host(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            self.kill_host().await;
+            self.start_wrangler().await;
+        })
+    }
+    /// The object's storage commits durably before the object answers.
+    fn sessions_db(&self) -> Option<PathBuf> {
+        None
+    }
+    fn kill_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
             if let Some(mut w) = self.wrangler.lock().await.take() {
                 use nix::sys::signal::{Signal, killpg};
                 use nix::unistd::Pid;
                 let _ = killpg(Pid::from_raw(w.child.id() as i32), Signal::SIGKILL);
                 let _ = w.child.wait();
             }
-            self.start_wrangler().await;
         })
+    }
+    fn start_host(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.start_wrangler())
     }
     fn origin(&self) -> &str {
         self.opts.public_origin.as_deref().unwrap_or(&self.base)

@@ -349,6 +349,10 @@ pub async fn tail_pages_and_compacted_ranges(h: &dyn Host, u: &User, name: &str)
         ("tail=5000000", "tail"),
         ("tail=5&after=3", "not both"),
         ("compact=maybe", "compact"),
+        ("after=3&epoch=xyz", "epoch"),
+        ("after=3&epoch=", "epoch"),
+        ("after=3&epoch=00000000000000001", "epoch"),
+        ("after=3&epoch=%E2%80%AEabc", "epoch"),
     ] {
         match u.ws(&id, query).await {
             Ok(_) => panic!("?{query} was accepted"),

@@ -227,7 +227,9 @@ impl SessionHost {
         let mut delivered = after;
         let mut tail_events = Vec::new();
         match actor.snapshot().await {
-            Ok(mut s) => match socket::check_resume(after, s.last_seq) {
+            // The object's storage never takes a commit back: it keeps no
+            // epochs and a client's `epoch` changes nothing.
+            Ok(mut s) => match socket::check_resume(after, s.last_seq, query.epoch, &[]) {
                 Ok(()) => {
                     s.first_seq = Some(after + 1);
                     if let replay::Start::Tail(n) = query.start {

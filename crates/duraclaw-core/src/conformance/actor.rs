@@ -44,6 +44,49 @@ pub(super) async fn actor_ingest_acks_and_refuses_gaps(h: &dyn StoreHarness) -> 
     Ok(())
 }
 
+/// Each epoch is kept with where the log ended when it began, in the
+/// metadata the store keeps (its last `MAX_EPOCHS`); the snapshot names
+/// the latest; other metadata writes keep them.
+pub(super) async fn actor_epochs_keep_where_the_log_ended(h: &dyn StoreHarness) -> CaseResult {
+    use crate::protocol::Epoch;
+    use crate::store::{LogEpoch, MAX_EPOCHS};
+    let (_dir, store, _) = fresh_store(h, "epochs").await?;
+    let clock = ManualClock::new(T0);
+    let actor = SessionActor::open(store.clone(), clock.shared()).await?;
+    check_eq!(actor.snapshot().await?.epoch, None);
+    actor.begin_epoch(Epoch(1)).await?;
+    actor.ingest(vec![(1, delta(1)), (2, delta(2))]).await?;
+    // A metadata write of the actor's (the activity time) keeps them.
+    clock.set(T0 + 5_000);
+    actor.ingest(vec![(3, delta(3))]).await?;
+    let again = SessionActor::open(store.clone(), clock.shared()).await?;
+    again.begin_epoch(Epoch(2)).await?;
+    check_eq!(again.snapshot().await?.epoch, Some(Epoch(2)));
+    let want = vec![
+        LogEpoch {
+            epoch: Epoch(1),
+            head: 0,
+        },
+        LogEpoch {
+            epoch: Epoch(2),
+            head: 3,
+        },
+    ];
+    check_eq!(store.meta().await?.epochs, want);
+    check_eq!(again.epochs().await, want);
+    for n in 3..=(MAX_EPOCHS as u64 + 5) {
+        again.begin_epoch(Epoch(n)).await?;
+    }
+    let kept = store.meta().await?.epochs;
+    check_eq!(kept.len(), MAX_EPOCHS);
+    check_eq!(kept.first().map(|e| e.epoch), Some(Epoch(6)));
+    check_eq!(
+        kept.last().map(|e| (e.epoch, e.head)),
+        Some((Epoch(MAX_EPOCHS as u64 + 5), 3))
+    );
+    Ok(())
+}
+
 /// A stream of events that changes nothing but the activity time writes
 /// the events alone, and the activity time once per `ACTIVITY_WRITE_MS`;
 /// anything else in the metadata is written with the events that caused it.

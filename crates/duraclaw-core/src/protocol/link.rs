@@ -311,6 +311,50 @@ pub struct Snapshot {
     /// the server read that far back (tail streams).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_start: Option<Seq>,
+    /// Which load of the session's log served this stream, on a host whose
+    /// store a crash can take commits back from (the local orchestrator):
+    /// the client resumes with `after=<seq>&epoch=<this>`, and the host
+    /// refuses the resume (`ahead_of_log`) when the log lost events at or
+    /// below `after` since. Absent where the store never takes a commit
+    /// back (a Durable Object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Epoch>,
+}
+
+/// One load of a session's log on a host whose store a crash can take
+/// commits back from: 16 hexadecimal digits on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// Parses 1 to 16 hexadecimal digits.
+    pub fn parse(s: &str) -> Option<Epoch> {
+        if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(Epoch)
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Serialize for Epoch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Epoch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Epoch, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Epoch::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("an epoch is 1 to 16 hexadecimal digits, not {s:?}"))
+        })
+    }
 }
 
 /// The answer to a [`FromBrowser::Page`] request.

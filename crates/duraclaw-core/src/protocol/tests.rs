@@ -146,3 +146,24 @@ fn modes_that_skip_approvals_and_odd_models_are_refused() {
         assert!(check_model(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn an_epoch_is_sixteen_hex_digits_on_the_wire() {
+    let e = Epoch(0xaf);
+    assert_eq!(serde_json::to_string(&e).unwrap(), "\"00000000000000af\"");
+    assert_eq!(serde_json::from_str::<Epoch>("\"AF\"").unwrap(), e);
+    assert_eq!(
+        serde_json::from_str::<Epoch>("\"ffffffffffffffff\"").unwrap(),
+        Epoch(u64::MAX)
+    );
+    for bad in [
+        "\"\"",
+        "\"10000000000000000\"",
+        "\"-1\"",
+        "\"0x1\"",
+        "175",
+        "null",
+    ] {
+        assert!(serde_json::from_str::<Epoch>(bad).is_err(), "{bad}");
+    }
+}

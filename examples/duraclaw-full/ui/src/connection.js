@@ -1,6 +1,7 @@
 // The session WebSocket (docs/api.md): connects with `tail=<n>` when it holds
 // nothing yet (older history comes by `page` requests), else with
-// `after=<last seq>`; reconnects by itself with capped exponential backoff and jitter, and
+// `after=<last seq>` (and the `epoch` of the log its copy came from, when the
+// server names one in its snapshot); reconnects by itself with capped exponential backoff and jitter, and
 // resends commands that have no `command_result` yet with the same id, so a
 // retry is applied once. Close codes it acts on:
 // 4000 (lagged): reconnect at once to catch up by replay;
@@ -35,13 +36,14 @@ export function canInflate() {
 }
 
 /**
- * The session stream's URL: from `after`, or the tail when nothing is held;
- * compressed where the browser can inflate it (`public/early.js` builds the
- * same URL).
+ * The session stream's URL: from `after` (in the log's `epoch`, when known),
+ * or the tail when nothing is held; compressed where the browser can inflate
+ * it (`public/early.js` builds the same URL).
  */
-export function streamUrl(sessionId, after) {
+export function streamUrl(sessionId, after, epoch = null) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const from = after > 0 ? `after=${after}` : `tail=${TAIL_EVENTS}`;
+  const from =
+    after > 0 ? `after=${after}${epoch ? `&epoch=${encodeURIComponent(epoch)}` : ''}` : `tail=${TAIL_EVENTS}`;
   const compress = canInflate() ? '&compress=deflate-raw' : '';
   return `${proto}//${location.host}/api/sessions/${encodeURIComponent(sessionId)}/ws?${from}${compress}`;
 }
@@ -116,6 +118,8 @@ export class SessionSocket {
     this.nonce = 0;
     this.stopped = false;
     this.ready = false;
+    /** The epoch of the log the copy came from (the last snapshot's), sent on resume. */
+    this.epoch = null;
     /** Commands without a command_result, in send order: id -> frame text. */
     this.unconfirmed = new Map();
     /** Connections so far; and the one each unconfirmed command last went out on. */
@@ -190,7 +194,7 @@ export class SessionSocket {
   }
 
   url() {
-    return streamUrl(this.sessionId, Math.max(0, this.lastSeq() | 0));
+    return streamUrl(this.sessionId, Math.max(0, this.lastSeq() | 0), this.epoch);
   }
 
   connect() {
@@ -272,6 +276,7 @@ export class SessionSocket {
       }
       if (!frame || typeof frame !== 'object') return;
       if (this.isReadyFrame(frame)) {
+        if (frame.type === 'snapshot') this.epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
         markOnce('ws-ready');
         this.ready = true;
         this.attempt = 0;
@@ -314,7 +319,10 @@ export class SessionSocket {
         return;
       }
       if (this.h.onDown) this.h.onDown(ev, opened);
-      if (ev.code === CLOSE_AHEAD_OF_LOG && this.h.onReset) this.h.onReset();
+      if (ev.code === CLOSE_AHEAD_OF_LOG) {
+        this.epoch = null;
+        if (this.h.onReset) this.h.onReset();
+      }
       if (ev.code === CLOSE_LAGGED || ev.code === CLOSE_AHEAD_OF_LOG) this.attempt = 0; // straight away
       this.scheduleReconnect();
     };

@@ -71,6 +71,46 @@ test('close code 4409 (ahead of the log): the copy is dropped and the next conne
   s.stop();
 });
 
+test('a resume names the epoch of the log the copy came from; a 4409 forgets it', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  const { s, seen, seq } = setup();
+  s.start();
+  assert.match(sockets[0].url, /\?tail=200/);
+  sockets[0].open();
+  sockets[0].frame({ type: 'hello', v: 1 });
+  sockets[0].frame({ type: 'snapshot', last_seq: 9, state: 'active', pending: [], epoch: '00000000000000a1' });
+  seq.n = 9;
+  sockets[0].drop(1006);
+  t.mock.timers.tick(1000);
+  assert.match(sockets[1].url, /\?after=9&epoch=00000000000000a1&compress=deflate-raw$/);
+  // The resumed stream is in the server's new epoch: the next resume names it.
+  sockets[1].open();
+  sockets[1].frame({ type: 'hello', v: 1 });
+  sockets[1].frame({ type: 'snapshot', last_seq: 12, state: 'active', pending: [], epoch: '00000000000000b2' });
+  seq.n = 12;
+  sockets[1].drop(1006);
+  t.mock.timers.tick(1000);
+  assert.match(sockets[2].url, /\?after=12&epoch=00000000000000b2&/);
+  // The log lost what the copy holds: the copy is dropped, and so is its epoch.
+  sockets[2].open();
+  sockets[2].frame({ type: 'hello', v: 1 });
+  sockets[2].frame({ type: 'error', code: 'ahead_of_log', message: 'lost events' });
+  sockets[2].drop(4409, 'log taken back');
+  assert.equal(seen.resets, 1);
+  t.mock.timers.tick(1000);
+  assert.match(sockets[3].url, /\?tail=200/);
+  assert.doesNotMatch(sockets[3].url, /epoch=/);
+  // A server without epochs (a snapshot without one): none is sent.
+  sockets[3].open();
+  sockets[3].frame({ type: 'hello', v: 1 });
+  sockets[3].frame({ type: 'snapshot', last_seq: 4, state: 'active', pending: [] });
+  seq.n = 4;
+  sockets[3].drop(1006);
+  t.mock.timers.tick(1000);
+  assert.match(sockets[4].url, /\?after=4&compress=deflate-raw$/);
+  s.stop();
+});
+
 test('a command resent after a reconnect is marked as resent in its command_result', (t) => {
   t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
   const { s, seen } = setup();

@@ -35,7 +35,7 @@ use crate::clock::SharedClock;
 use crate::approval::DecideOutcome;
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, ErrorEvent, Event, Gseq,
+    Command, CommandEnvelope, CommandResult, DecidedBy, Decision, Epoch, ErrorEvent, Event, Gseq,
     RawEvent, Snapshot, StateChange, ToGateway, UserMessage, WireError, encode_frame,
 };
 use crate::state::{PauseReason, SessionInput, SessionState, transition};
@@ -187,7 +187,31 @@ impl SessionActor {
             pending: pending.into_iter().map(|q| q.question).collect(),
             first_seq: None,
             turn_start: None,
+            epoch: st.meta.epochs.last().map(|e| e.epoch),
         })
+    }
+
+    /// Starts a new epoch of the session's log at its current end (see
+    /// [`LogEpoch`](crate::store::LogEpoch)) and keeps it in the metadata
+    /// before anything else is logged. A host whose store a crash can take
+    /// commits back from calls it each time it loads the session; the
+    /// streams it serves then name `epoch`.
+    pub async fn begin_epoch(&self, epoch: Epoch) -> Result<()> {
+        let mut st = self.inner.lock().await;
+        let head = self.log.store().head().await?.last_seq;
+        let mut meta = st.meta.clone();
+        meta.epochs.push(crate::store::LogEpoch { epoch, head });
+        let over = meta.epochs.len().saturating_sub(crate::store::MAX_EPOCHS);
+        meta.epochs.drain(..over);
+        self.log.store().put_meta(&meta).await?;
+        st.meta = meta;
+        Ok(())
+    }
+
+    /// The epochs of the session's log, oldest first (empty on a host that
+    /// does not start them).
+    pub async fn epochs(&self) -> Vec<crate::store::LogEpoch> {
+        self.inner.lock().await.meta.epochs.clone()
     }
 
     /// Stores a batch of gateway events in gseq order, idempotently.

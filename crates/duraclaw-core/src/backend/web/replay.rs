@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::Deserialize;
 
 use crate::error::Result;
-use crate::protocol::{MAX_FRAME_BYTES, Seq, WireError, browser_event_frame};
+use crate::protocol::{Epoch, MAX_FRAME_BYTES, Seq, WireError, browser_event_frame};
 use crate::store::{MAX_PAGE, SessionStore, StoredEvent};
 
 /// The most events a `tail=<n>` asks for.
@@ -54,10 +54,13 @@ pub struct StreamQuery {
     /// Send the replay and pages as raw DEFLATE binary frames
     /// (`compress=deflate-raw`, see [`super::deflate`]).
     pub deflate: bool,
+    /// The epoch of the log the client's copy up to `after` came from
+    /// (`epoch=<16 hex digits>`, the snapshot's `epoch`).
+    pub epoch: Option<Epoch>,
 }
 
 /// Parses a session stream's query parameters (`after`, `tail`,
-/// `compact`, `compress`; others are ignored). The error is the message of the `400`.
+/// `compact`, `compress`, `epoch`; others are ignored). The error is the message of the `400`.
 pub fn parse_stream_query<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> std::result::Result<StreamQuery, String> {
@@ -65,6 +68,7 @@ pub fn parse_stream_query<'a>(
     let mut tail = None;
     let mut compact = true;
     let mut deflate = false;
+    let mut epoch = None;
     for (k, v) in pairs {
         match k {
             "after" => {
@@ -98,6 +102,13 @@ pub fn parse_stream_query<'a>(
                 }
                 deflate = true;
             }
+            "epoch" => {
+                epoch = Some(Epoch::parse(v).ok_or_else(|| {
+                    format!(
+                        "epoch must be 1 to 16 hexadecimal digits (a snapshot's epoch), not {v:?}"
+                    )
+                })?);
+            }
             _ => {}
         }
     }
@@ -112,6 +123,7 @@ pub fn parse_stream_query<'a>(
         start,
         compact,
         deflate,
+        epoch,
     })
 }
 
@@ -778,7 +790,12 @@ mod tests {
                 start: Start::After(0),
                 compact: true,
                 deflate: false,
+                epoch: None,
             })
+        );
+        assert_eq!(
+            q(&[("after", "9"), ("epoch", "00000000000000aF")]).map(|q| q.epoch),
+            Ok(Some(Epoch(0xaf)))
         );
         assert_eq!(
             q(&[
@@ -790,6 +807,7 @@ mod tests {
                 start: Start::Tail(50),
                 compact: false,
                 deflate: true,
+                epoch: None,
             })
         );
         for (bad, word) in [
@@ -799,6 +817,14 @@ mod tests {
             (&[("compact", "yes")][..], "compact"),
             (&[("compress", "gzip")][..], "compress must be deflate-raw"),
             (&[("after", "1"), ("tail", "2")][..], "not both"),
+            (&[("after", "1"), ("epoch", "")][..], "epoch"),
+            (&[("after", "1"), ("epoch", "0x12")][..], "epoch"),
+            (&[("after", "1"), ("epoch", "+12")][..], "epoch"),
+            (
+                &[("after", "1"), ("epoch", "11112222333344445")][..],
+                "epoch",
+            ),
+            (&[("after", "1"), ("epoch", "\u{202e}12")][..], "epoch"),
         ] {
             let e = q(bad).unwrap_err();
             assert!(e.contains(word), "{e}");

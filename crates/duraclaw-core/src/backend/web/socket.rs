@@ -2,7 +2,8 @@
 //! serve it: an `error` frame with a [`WireError`], then a close whose code
 //! says why (`docs/protocol.md`, "Refusals on the browser socket").
 
-use crate::protocol::{MAX_FRAME_BYTES, Seq, WireError};
+use crate::protocol::{Epoch, MAX_FRAME_BYTES, Seq, WireError};
+use crate::store::LogEpoch;
 
 /// Close code after a binary frame: the link speaks JSON text only.
 pub const CLOSE_BAD_FRAME: u16 = 1003;
@@ -57,23 +58,49 @@ pub fn refuse_binary() -> Refusal {
     }
 }
 
-/// Refuses to resume after `after` when the log ends at `last_seq` below it:
-/// the client holds events this log never had.
-pub fn check_resume(after: Seq, last_seq: Seq) -> Result<(), Refusal> {
-    if after <= last_seq {
-        return Ok(());
-    }
-    Err(Refusal {
-        error: WireError::new(
-            "ahead_of_log",
+/// Refuses to resume after `after` when the log ends at `last_seq` below it
+/// (the client holds events this log never had), or when the client names
+/// the log's `epoch` it saw those events in and the log has lost events at
+/// or below `after` since ([`LogEpoch::resumable`] over the session's
+/// `epochs`; a host that keeps none never refuses on an epoch).
+pub fn check_resume(
+    after: Seq,
+    last_seq: Seq,
+    epoch: Option<Epoch>,
+    epochs: &[LogEpoch],
+) -> Result<(), Refusal> {
+    if after > last_seq {
+        return Err(ahead(
             format!(
                 "after={after} is ahead of this session's log, which ends at seq {last_seq}: \
                  your copy is from another history; drop it and reconnect with after=0"
             ),
-        ),
+            "ahead of the log: reconnect with after=0",
+        ));
+    }
+    match epoch {
+        Some(epoch)
+            if after > 0 && !epochs.is_empty() && !LogEpoch::resumable(epochs, epoch, after) =>
+        {
+            Err(ahead(
+                format!(
+                    "this session's log lost events at or below seq {after} since epoch {epoch} \
+                     (the server stopped before they reached its disk), or that epoch is too old \
+                     to tell: drop your copy and reconnect with after=0"
+                ),
+                "log taken back: reconnect with after=0",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn ahead(message: String, close_reason: &'static str) -> Refusal {
+    Refusal {
+        error: WireError::new("ahead_of_log", message),
         close_code: CLOSE_AHEAD_OF_LOG,
-        close_reason: "ahead of the log: reconnect with after=0",
-    })
+        close_reason,
+    }
 }
 
 #[cfg(test)]
@@ -93,15 +120,57 @@ mod tests {
 
     #[test]
     fn a_client_ahead_of_the_log_is_refused() {
-        assert_eq!(check_resume(0, 0), Ok(()));
-        assert_eq!(check_resume(7, 7), Ok(()));
-        let r = check_resume(8, 7).unwrap_err();
+        assert_eq!(check_resume(0, 0, None, &[]), Ok(()));
+        assert_eq!(check_resume(7, 7, None, &[]), Ok(()));
+        let r = check_resume(8, 7, None, &[]).unwrap_err();
         assert_eq!(
             (r.error.code.as_str(), r.close_code),
             ("ahead_of_log", 4409)
         );
         assert!(r.error.message.contains("after=8"), "{}", r.error.message);
-        for r in [r, refuse_binary(), check_text(usize::MAX).unwrap_err()] {
+        let epochs = [
+            LogEpoch {
+                epoch: Epoch(1),
+                head: 0,
+            },
+            LogEpoch {
+                epoch: Epoch(2),
+                head: 10,
+            },
+            // Loaded after a crash took back seqs 7 to 10.
+            LogEpoch {
+                epoch: Epoch(3),
+                head: 6,
+            },
+        ];
+        // The current epoch, or one no later load found shorter.
+        assert_eq!(check_resume(9, 12, Some(Epoch(3)), &epochs), Ok(()));
+        assert_eq!(check_resume(6, 12, Some(Epoch(1)), &epochs), Ok(()));
+        assert_eq!(check_resume(6, 12, Some(Epoch(2)), &epochs), Ok(()));
+        // Saw seq 7 or later before the crash took it back.
+        let taken = check_resume(7, 12, Some(Epoch(2)), &epochs).unwrap_err();
+        assert_eq!(
+            (taken.error.code.as_str(), taken.close_code),
+            ("ahead_of_log", 4409)
+        );
+        assert!(
+            taken.error.message.contains("0000000000000002"),
+            "{}",
+            taken.error.message
+        );
+        assert!(check_resume(9, 12, Some(Epoch(1)), &epochs).is_err());
+        // An epoch the session does not keep (too old, or another log's).
+        assert!(check_resume(1, 12, Some(Epoch(4)), &epochs).is_err());
+        // Nothing held, no epoch named, or a host without epochs.
+        assert_eq!(check_resume(0, 12, Some(Epoch(4)), &epochs), Ok(()));
+        assert_eq!(check_resume(9, 12, None, &epochs), Ok(()));
+        assert_eq!(check_resume(9, 12, Some(Epoch(4)), &[]), Ok(()));
+        for r in [
+            r,
+            taken,
+            refuse_binary(),
+            check_text(usize::MAX).unwrap_err(),
+        ] {
             assert!(r.close_reason.len() <= 123, "{}", r.close_reason);
         }
     }
