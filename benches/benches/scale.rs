@@ -253,11 +253,7 @@ async fn orchestrator_stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
             .create(SessionMeta::new(&id, "bench", now_ms()))
             .await
             .unwrap();
-        actors.push(
-            SessionActor::open(store, SystemClock::shared())
-                .await
-                .unwrap(),
-        );
+        actors.push(orchestrator_actor(store).await);
         sources.push(Source::Link {
             link: link.clone(),
             session_id: id,
@@ -363,11 +359,7 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
             .create(SessionMeta::new(&id, "bench", now_ms()))
             .await
             .unwrap();
-        actors.push(
-            SessionActor::open(store, SystemClock::shared())
-                .await
-                .unwrap(),
-        );
+        actors.push(orchestrator_actor(store).await);
         ids.push(id);
     }
     // Attached once every session runs: an attached session's first event
@@ -625,4 +617,16 @@ fn main() {
         })
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
+
+/// A session's actor as `duraclaw_orchestrator::Orchestrator::actor` opens
+/// it: events go out to browsers while they commit.
+async fn orchestrator_actor(store: duraclaw_core::store::DynSessionStore) -> SessionActor {
+    let log = duraclaw_core::backend::actor::SessionLog::open(store)
+        .await
+        .unwrap()
+        .publishing_before_commit();
+    SessionActor::with_log(log, SystemClock::shared())
+        .await
+        .unwrap()
 }

@@ -511,6 +511,7 @@ async fn serve_session(
     let session_id = actor.session_id().to_owned();
     let orch = app.orchestrator.clone();
     let user_name = user.name.clone();
+    let log = actor.log().clone();
     let forwarder = tokio::spawn(async move {
         let mut caught_up = 0;
         while let Some(item) = sub.next().await {
@@ -562,6 +563,16 @@ async fn serve_session(
                     break;
                 }
             }
+        }
+        if log.has_failed() {
+            // The log stopped after a failed commit: the next connection
+            // gets it loaded again (in a new epoch, which tells a client
+            // whether what it holds is still the log).
+            let close = CloseFrame {
+                code: CLOSE_LOG_RESTARTED,
+                reason: "the session's log restarted: reconnect".into(),
+            };
+            let _ = forward_tx.send(Message::Close(Some(close))).await;
         }
     });
 
@@ -814,6 +825,10 @@ impl From<duraclaw_core::Error> for RefusedFirst {
 
 /// Sends `refusal`'s error frame after what `tx` queued, then closes the
 /// socket with its code.
+/// Close code when a session's log stopped under a stream (a commit failed
+/// after its events went out): the client reconnects.
+const CLOSE_LOG_RESTARTED: u16 = 1012;
+
 pub(crate) async fn refuse<T: From<String>>(
     tx: mpsc::Sender<T>,
     writer: Writer,

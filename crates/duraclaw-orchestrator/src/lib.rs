@@ -394,15 +394,31 @@ impl Orchestrator {
     pub async fn actor(&self, session_id: &str) -> Result<SessionActor> {
         let mut actors = self.actors.lock().await;
         if let Some(e) = actors.get_mut(session_id) {
-            e.last_used = Instant::now();
-            return Ok(e.actor.clone());
+            if !e.actor.log().has_failed() {
+                e.last_used = Instant::now();
+                return Ok(e.actor.clone());
+            }
+            // A commit failed after its events went out: the log stopped.
+            // Load it again from what the store kept, in a new epoch.
+            tracing::warn!(
+                session = session_id,
+                "reloading a session whose log stopped"
+            );
+            if let Some(e) = actors.remove(session_id) {
+                e.actor.log().close();
+            }
         }
         let store = self.directory.open(session_id).await?;
         let persisted = self.persisted.clone();
         let id = session_id.to_owned();
+        // Events go out to browsers while the store commits them: a crash
+        // in between is an epoch the next load does not vouch for (below),
+        // so a browser that got them starts over instead of missing what
+        // takes their seqs. A browser's command still commits first.
         let log = SessionLog::open_with(store, self.live_queue, DEFAULT_REPLAY_PAGE)
             .await?
-            .on_persisted(Arc::new(move |events| persisted.events(&id, events)));
+            .on_persisted(Arc::new(move |events| persisted.events(&id, events)))
+            .publishing_before_commit();
         let actor = SessionActor::with_log(log, self.clock.clone()).await?;
         // The store may lose its last commits in a machine crash: each
         // load is an epoch, so that a client holding events a crash took
@@ -588,6 +604,57 @@ mod tests {
             .await
             .unwrap();
         (orch, actor)
+    }
+
+    /// Events go out to browsers while they commit; a commit that fails
+    /// after that stops the session's log, and the next use loads it again
+    /// from the store in a new epoch, under which a browser that got the
+    /// lost events is told to start over.
+    #[tokio::test]
+    async fn a_log_stopped_by_a_failed_commit_is_loaded_again_in_a_new_epoch() {
+        use duraclaw_core::backend::web::socket::check_resume;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("sessions.db");
+        let dir = Arc::new(duraclaw_store::SqliteDirectory::open(&path).await.unwrap());
+        let orch = Orchestrator::new(dir, unreachable_link(), Duration::from_secs(60));
+        let actor = orch
+            .create(SessionMeta::new("s1", "alice", 1))
+            .await
+            .unwrap();
+        let first = actor.snapshot().await.unwrap().epoch.unwrap();
+        actor.ingest(gateway_turn(1, true, false)).await.unwrap();
+        let kept = actor.log().store().head().await.unwrap().last_seq;
+        let mut browser = actor.log().subscribe(kept);
+
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events \
+             BEGIN SELECT RAISE(ABORT, 'no space left on the device'); END;",
+        )
+        .unwrap();
+        let failed = actor.ingest(gateway_turn(3, false, false)).await;
+        assert!(failed.is_err(), "{failed:?}");
+        // The browser got the event, then its stream ended.
+        let got = browser.next().await.unwrap().unwrap();
+        assert_eq!(got.seq, kept + 1);
+        assert!(browser.next().await.is_none());
+        raw.execute_batch("DROP TRIGGER refuse").unwrap();
+
+        // Loaded again: from what was kept, in a new epoch.
+        let again = orch.actor("s1").await.unwrap();
+        assert!(!again.log().has_failed());
+        let second = again.snapshot().await.unwrap().epoch.unwrap();
+        assert_ne!(second, first);
+        let epochs = again.epochs().await;
+        assert_eq!(epochs.last().map(|e| e.head), Some(kept));
+        // The gateway resends (nothing was acked) and more comes after.
+        let out = again.ingest(gateway_turn(3, false, true)).await.unwrap();
+        assert_eq!(out.ack, 4);
+        let last = again.log().store().head().await.unwrap().last_seq;
+        assert!(last > kept + 1);
+        let refused = check_resume(kept + 1, last, Some(first), &epochs);
+        assert!(refused.is_err(), "the lost event's copy resumed");
+        assert_eq!(check_resume(kept, last, Some(first), &epochs), Ok(()));
     }
 
     #[tokio::test]
