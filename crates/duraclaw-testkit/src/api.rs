@@ -673,57 +673,20 @@ async fn a_restarted_host_and_a_killed_gateway_lose_nothing(h: &dyn Host) {
 /// browser, once, and the log replay identically.
 async fn a_gateway_machine_crash_that_took_back_its_outbox_loses_no_later_turn(h: &dyn Host) {
     let base = h.base();
-    let u = user(h, "machinecrash").await;
-    let id = create_session(h, &u.cookie, "machinecrash", "build it").await;
-    let mut b = Browser::connect(base, &u.cookie, &id, 0).await;
-    let question = b.until(is("user_question")).await;
-    let ok = b
-        .command(
-            "approve-1",
-            json!({"type": "answer", "question_id": question["question_id"], "decision": "allow"}),
-        )
-        .await;
-    assert_eq!(ok["ok"], true, "{ok}");
-    b.until_after(0, is("result")).await;
+    let (u, id, mut b) = approved_first_turn(h, "machinecrash").await;
 
     // The disk as a crash would leave it now: the database and its WAL.
     h.kill_gateway().await;
-    let db = h.gateway_db();
     let saved = h.root().join("machinecrash-saved");
-    std::fs::create_dir_all(&saved).unwrap();
-    let files = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
-        ["gateway.db", "gateway.db-wal"]
-            .iter()
-            .map(|f| dir.join(f))
-            .collect()
-    };
-    for (from, to) in files(db.parent().unwrap()).iter().zip(files(&saved)) {
-        if from.exists() {
-            std::fs::copy(from, to).unwrap();
-        }
-    }
+    save_db(&h.gateway_db(), &saved);
     h.start_gateway().await;
-    for (n, text) in [(2, "second"), (3, "third")] {
-        let at = b.last_seq();
-        let ok = b
-            .command(&format!("m-{n}"), json!({"type": "message", "text": text}))
-            .await;
-        assert_eq!(ok["ok"], true, "{ok}");
-        b.until_after(at, is("result")).await;
-    }
+    message_turn(&mut b, "m-2", "second").await;
+    message_turn(&mut b, "m-3", "third").await;
 
     // The crash: the gateway's outbox is back where it was after the
     // first turn; the host has the two turns since.
     h.kill_gateway().await;
-    let dir = db.parent().unwrap();
-    for f in ["gateway.db", "gateway.db-wal", "gateway.db-shm"] {
-        let _ = std::fs::remove_file(dir.join(f));
-    }
-    for (from, to) in files(&saved).iter().zip(files(dir)) {
-        if from.exists() {
-            std::fs::copy(from, to).unwrap();
-        }
-    }
+    restore_db(&saved, &h.gateway_db());
     h.start_gateway().await;
     let at = b.last_seq();
     let ok = b
@@ -753,6 +716,54 @@ async fn a_gateway_machine_crash_that_took_back_its_outbox_loses_no_later_turn(h
     assert_eq!(again.events, b.events);
 }
 
+/// User `name`'s new session in worktree `name`, its first turn's tool
+/// call allowed and read to its `result` by a browser.
+async fn approved_first_turn(h: &dyn Host, name: &str) -> (contract::User, String, Browser) {
+    let u = user(h, name).await;
+    let id = create_session(h, &u.cookie, name, "build it").await;
+    let mut b = Browser::connect(h.base(), &u.cookie, &id, 0).await;
+    let question = b.until(is("user_question")).await;
+    let ok = b
+        .command(
+            "approve-1",
+            json!({"type": "answer", "question_id": question["question_id"], "decision": "allow"}),
+        )
+        .await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    b.until_after(0, is("result")).await;
+    (u, id, b)
+}
+
+/// Copies the SQLite database `db` and its WAL, as a process killed just
+/// now left them on the disk, into the directory `to`.
+fn save_db(db: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in db_files(db).iter().take(2) {
+        if f.exists() {
+            std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Puts back the database `db` saved in `from` by [`save_db`] (its
+/// process stopped): what a machine crash that lost every later commit
+/// leaves.
+fn restore_db(from: &std::path::Path, db: &std::path::Path) {
+    for f in db_files(db) {
+        let _ = std::fs::remove_file(&f);
+        let saved = from.join(f.file_name().unwrap());
+        if saved.exists() {
+            std::fs::copy(saved, f).unwrap();
+        }
+    }
+}
+
+/// The database file, its WAL and its shared-memory index.
+fn db_files(db: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let name = db.file_name().unwrap().to_str().unwrap();
+    ["", "-wal", "-shm"].map(|ext| db.with_file_name(format!("{name}{ext}")))
+}
+
 /// One message turn on `b`'s session: sent as command `id`, read to its
 /// `result`.
 async fn message_turn(b: &mut Browser, id: &str, text: &str) {
@@ -774,18 +785,7 @@ async fn message_turn(b: &mut Browser, id: &str, text: &str) {
 /// names no epoch.
 async fn a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes(h: &dyn Host) {
     let base = h.base();
-    let u = user(h, "hostcrash").await;
-    let id = create_session(h, &u.cookie, "hostcrash", "build it").await;
-    let mut b = Browser::connect(base, &u.cookie, &id, 0).await;
-    let question = b.until(is("user_question")).await;
-    let ok = b
-        .command(
-            "approve-1",
-            json!({"type": "answer", "question_id": question["question_id"], "decision": "allow"}),
-        )
-        .await;
-    assert_eq!(ok["ok"], true, "{ok}");
-    b.until_after(0, is("result")).await;
+    let (u, id, mut b) = approved_first_turn(h, "hostcrash").await;
     let db = h.sessions_db();
     assert_eq!(
         b.epoch().is_some(),
@@ -826,15 +826,7 @@ async fn a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes(h: &dyn
     drop(fresh);
     h.kill_host().await;
     let saved = h.root().join("hostcrash-saved");
-    std::fs::create_dir_all(&saved).unwrap();
-    let dir = db.parent().unwrap().to_owned();
-    let name = db.file_name().unwrap().to_str().unwrap().to_owned();
-    let files = [name.clone(), format!("{name}-wal")];
-    for f in &files {
-        if dir.join(f).exists() {
-            std::fs::copy(dir.join(f), saved.join(f)).unwrap();
-        }
-    }
+    save_db(&db, &saved);
     let (kept, kept_epoch) = (b.last_seq(), b.epoch());
     h.start_host().await;
     let mut b = Browser::resume(base, &u.cookie, &id, kept, b.epoch().as_deref()).await;
@@ -846,14 +838,7 @@ async fn a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes(h: &dyn
     // The crash: the database is back where it was after the second turn,
     // while a browser holds the third and fourth.
     h.kill_host().await;
-    for f in [name.clone(), format!("{name}-wal"), format!("{name}-shm")] {
-        let _ = std::fs::remove_file(dir.join(f));
-    }
-    for f in &files {
-        if saved.join(f).exists() {
-            std::fs::copy(saved.join(f), dir.join(f)).unwrap();
-        }
-    }
+    restore_db(&saved, &db);
     h.start_host().await;
     // The log grows past what the browser holds, with other events.
     let mut c = Browser::connect(base, &u.cookie, &id, 0).await;
