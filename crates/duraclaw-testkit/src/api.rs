@@ -785,7 +785,7 @@ async fn message_turn(b: &mut Browser, id: &str, text: &str) {
 /// names no epoch.
 async fn a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes(h: &dyn Host) {
     let base = h.base();
-    let (u, id, mut b) = approved_first_turn(h, "hostcrash").await;
+    let (u, id, b) = approved_first_turn(h, "hostcrash").await;
     let db = h.sessions_db();
     assert_eq!(
         b.epoch().is_some(),
