@@ -279,6 +279,18 @@ pub struct SessionMeta {
     pub epochs: Vec<LogEpoch>,
 }
 
+impl SessionMeta {
+    /// The metadata as clients see it (the API's sessions, the inbox):
+    /// without what only its host reads back (the log's epochs, a
+    /// gateway's gseq shifts and session allows).
+    pub fn for_clients(mut self) -> SessionMeta {
+        self.epochs = Vec::new();
+        self.gseq_shifts = Vec::new();
+        self.session_allows = Vec::new();
+        self
+    }
+}
+
 /// The most epochs a session keeps: a client whose epoch is older is told
 /// to start over.
 pub const MAX_EPOCHS: usize = 16;

@@ -181,7 +181,10 @@ async fn list_sessions(
     State(app): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<Vec<SessionMeta>>, ApiError> {
-    Ok(Json(app.orchestrator.directory().list(&user.name).await?))
+    let sessions = app.orchestrator.directory().list(&user.name).await?;
+    Ok(Json(
+        sessions.into_iter().map(SessionMeta::for_clients).collect(),
+    ))
 }
 
 /// The session's actor if `user` owns it; 404 otherwise, exactly as for a
@@ -212,7 +215,7 @@ async fn get_session(
     Path(id): Path<String>,
 ) -> Result<Json<SessionMeta>, ApiError> {
     let actor = owned_actor(&app, &user, &id).await?;
-    Ok(Json(actor.meta().await))
+    Ok(Json(actor.meta().await.for_clients()))
 }
 
 /// `POST /api/sessions/{id}/close`: ends the session, freeing its worktree;
@@ -244,7 +247,7 @@ async fn close_session(
         // Not connected: the outbox sends it when the gateway is back.
         let _ = app.orchestrator.gateway().send(frame);
     }
-    Ok(Json(actor.meta().await))
+    Ok(Json(actor.meta().await.for_clients()))
 }
 
 /// Sends a `request` to the gateway: its reply's value, or the refusal as
@@ -373,7 +376,7 @@ async fn start_session(
     }
     let actor = app.orchestrator.create(plan.meta()).await?;
     match start_created(app, &actor, &plan).await {
-        Ok(meta) => Ok((StatusCode::CREATED, Json(meta)).into_response()),
+        Ok(meta) => Ok((StatusCode::CREATED, Json(meta.for_clients())).into_response()),
         Err(e) => {
             // All or nothing: a start that failed leaves no session.
             let id = plan.session_id();

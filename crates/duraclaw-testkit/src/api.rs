@@ -820,6 +820,17 @@ async fn a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes(h: &dyn
     let mut fresh = Browser::connect(base, &u.cookie, &id, 0).await;
     fresh.until_seq(b.last_seq()).await;
     assert_eq!(fresh.events, all, "the resumed copy is the log");
+    // The epochs are the host's own records: no listing shows them.
+    let (status, meta) = get(h, &u.cookie, &format!("/api/sessions/{id}")).await;
+    assert_eq!(status, 200, "{meta}");
+    assert!(meta.get("epochs").is_none(), "{meta}");
+    let (_, list) = get(h, &u.cookie, "/api/sessions").await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["session_id"] == id.as_str());
+    assert!(listed.is_some_and(|m| m.get("epochs").is_none()), "{list}");
     let Some(db) = db else { return };
 
     // The disk as a machine crash would leave it now.

@@ -349,6 +349,7 @@ impl Inbox {
     /// session's store): its metadata and its open questions with the
     /// times they were asked.
     pub fn load_session(&mut self, meta: SessionMeta, open: Vec<(UserQuestion, i64)>) {
+        let meta = meta.for_clients();
         for (q, at_ms) in open {
             let item = InboxItem::new(&meta, &q, at_ms);
             self.open
@@ -361,6 +362,7 @@ impl Inbox {
     /// when it is new or what the list shows of it changed. Returns the
     /// changes recorded.
     pub fn session(&mut self, meta: SessionMeta) -> Vec<(u64, InboxChange)> {
+        let meta = meta.for_clients();
         let mut out = Vec::new();
         let changed = match self.sessions.get(&meta.session_id) {
             Some(old) => shown(old) != shown(&meta),
