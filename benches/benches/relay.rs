@@ -30,9 +30,7 @@ use std::time::{Duration, Instant};
 use duraclaw_benches::executor::{Grab, init_repo};
 use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{Counter, STALL, nanos_since, pair, spawn_writer};
-use duraclaw_benches::{mix, now_ms, quick, runtime};
-use duraclaw_core::backend::actor::{SessionActor, SessionLog};
-use duraclaw_core::clock::SystemClock;
+use duraclaw_benches::{mix, now_ms, orchestrator_actor, quick, runtime};
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Event, Execute, FromGateway, GatewayFrame, Hello, Role, ToGateway,
@@ -165,15 +163,7 @@ async fn ours(root: &Path, on_sqlite: bool) -> Ours {
         .create(SessionMeta::new(SESSION, "bench", now_ms()))
         .await
         .unwrap();
-    // As `duraclaw_orchestrator::Orchestrator::actor` opens it: events go
-    // out to browsers while they commit.
-    let log = SessionLog::open(store)
-        .await
-        .unwrap()
-        .publishing_before_commit();
-    let actor = SessionActor::with_log(log, SystemClock::shared())
-        .await
-        .unwrap();
+    let actor = orchestrator_actor(store).await.unwrap();
 
     // Its link: dial with the bearer, hello, execute, attach.
     let mut req = format!("ws://{addr}/").into_client_request().unwrap();

@@ -35,9 +35,8 @@ use std::time::{Duration, Instant};
 use duraclaw_benches::executor::{Grab, init_repo};
 use duraclaw_benches::lanes::{LANE_IDLE, Lanes};
 use duraclaw_benches::ws::{pair, spawn_writer};
-use duraclaw_benches::{mix, now_ms, quick, runtime};
+use duraclaw_benches::{mix, now_ms, orchestrator_actor, quick, runtime};
 use duraclaw_core::backend::actor::SessionActor;
-use duraclaw_core::clock::SystemClock;
 use duraclaw_core::executor::DynEventSink;
 use duraclaw_core::protocol::{
     Command, CommandEnvelope, Execute, FromGateway, Hello, Role, ToGateway, browser_event_frame,
@@ -253,7 +252,7 @@ async fn orchestrator_stack(root: &Path, n: usize, on_sqlite: bool) -> Stack {
             .create(SessionMeta::new(&id, "bench", now_ms()))
             .await
             .unwrap();
-        actors.push(orchestrator_actor(store).await);
+        actors.push(orchestrator_actor(store).await.unwrap());
         sources.push(Source::Link {
             link: link.clone(),
             session_id: id,
@@ -359,7 +358,7 @@ async fn stack(root: &Path, n: usize, on_sqlite: bool, tier: Tier) -> Stack {
             .create(SessionMeta::new(&id, "bench", now_ms()))
             .await
             .unwrap();
-        actors.push(orchestrator_actor(store).await);
+        actors.push(orchestrator_actor(store).await.unwrap());
         ids.push(id);
     }
     // Attached once every session runs: an attached session's first event
@@ -617,16 +616,4 @@ fn main() {
         })
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
-}
-
-/// A session's actor as `duraclaw_orchestrator::Orchestrator::actor` opens
-/// it: events go out to browsers while they commit.
-async fn orchestrator_actor(store: duraclaw_core::store::DynSessionStore) -> SessionActor {
-    let log = duraclaw_core::backend::actor::SessionLog::open(store)
-        .await
-        .unwrap()
-        .publishing_before_commit();
-    SessionActor::with_log(log, SystemClock::shared())
-        .await
-        .unwrap()
 }

@@ -168,3 +168,19 @@ pub fn interleaved(
 pub fn repeat(iters: u64, one: &mut dyn FnMut() -> std::time::Duration) -> std::time::Duration {
     (0..iters).map(|_| one()).sum()
 }
+
+/// A session's actor over `store` as `duraclaw_orchestrator::Orchestrator::actor`
+/// opens it: its log sends a gateway's events to subscribers while they
+/// commit.
+pub async fn orchestrator_actor(
+    store: duraclaw_core::store::DynSessionStore,
+) -> duraclaw_core::Result<duraclaw_core::backend::actor::SessionActor> {
+    let log = duraclaw_core::backend::actor::SessionLog::open(store)
+        .await?
+        .publishing_before_commit();
+    duraclaw_core::backend::actor::SessionActor::with_log(
+        log,
+        duraclaw_core::clock::SystemClock::shared(),
+    )
+    .await
+}

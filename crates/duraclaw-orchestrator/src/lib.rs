@@ -350,18 +350,7 @@ impl Orchestrator {
     /// clock's time, its noise from the process id, a counter and the
     /// system clock's nanoseconds.
     pub fn new_session_id(&self) -> String {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut noise =
-            u128::from(std::process::id()) << 64 | u128::from(counter) << 32 | u128::from(nanos);
-        // Mix so consecutive ids do not share their tail.
-        noise = noise.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-        duraclaw_host::ids::session_id(self.clock.now_ms(), noise)
+        duraclaw_host::ids::session_id(self.clock.now_ms(), unique_noise())
     }
 
     /// Events queued per live client before it is caught up by replay.
@@ -568,18 +557,26 @@ impl Orchestrator {
     }
 }
 
-/// A new log epoch: unique per load (the process, a counter and the time).
-fn new_epoch() -> duraclaw_core::protocol::Epoch {
+/// Noise unique in this process and unlikely to repeat across processes:
+/// the process id, a counter and the system clock's nanoseconds, mixed so
+/// that consecutive values do not share their tail.
+fn unique_noise() -> u128 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
+        .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mixed = (u64::from(std::process::id()) << 40 ^ counter << 20 ^ nanos)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    duraclaw_core::protocol::Epoch(mixed)
+    let noise =
+        u128::from(std::process::id()) << 64 | u128::from(counter) << 32 | u128::from(nanos);
+    noise.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+}
+
+/// A new log epoch: unique per load.
+fn new_epoch() -> duraclaw_core::protocol::Epoch {
+    let noise = unique_noise();
+    duraclaw_core::protocol::Epoch((noise >> 64) as u64 ^ noise as u64)
 }
 
 #[cfg(test)]

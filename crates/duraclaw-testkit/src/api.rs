@@ -764,6 +764,23 @@ fn db_files(db: &std::path::Path) -> [std::path::PathBuf; 3] {
     ["", "-wal", "-shm"].map(|ext| db.with_file_name(format!("{name}{ext}")))
 }
 
+/// A resume after `after` in `epoch` on `u`'s session `id` is refused
+/// with `ahead_of_log` and 4409, before any snapshot or event.
+async fn refused_resume(u: &contract::User, id: &str, after: u64, epoch: &str, what: &str) {
+    let query = format!("after={after}&epoch={epoch}&compact=0");
+    let mut ws = crate::browser::open_ws_query(&u.base, &u.cookie, id, &query)
+        .await
+        .unwrap();
+    let (frames, close) = contract::until_closed(&mut ws).await;
+    contract::check_refused(what, &frames, close, "ahead_of_log", 4409);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["type"] != "snapshot" && f["type"] != "event"),
+        "{what}: {frames:?}"
+    );
+}
+
 /// One message turn on `b`'s session: sent as command `id`, read to its
 /// `result`.
 async fn message_turn(b: &mut Browser, id: &str, text: &str) {
@@ -861,31 +878,8 @@ async fn a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes(h: &dyn
     }
 
     // The copy of the lost turns is refused, and told to start over.
-    let mut ws = crate::browser::open_ws_query(
-        base,
-        &u.cookie,
-        &id,
-        &format!(
-            "after={held}&epoch={}&compact=0",
-            held_epoch.as_deref().unwrap()
-        ),
-    )
-    .await
-    .unwrap();
-    let (frames, close) = contract::until_closed(&mut ws).await;
-    contract::check_refused(
-        "a copy a crash took back",
-        &frames,
-        close,
-        "ahead_of_log",
-        4409,
-    );
-    assert!(
-        frames
-            .iter()
-            .all(|f| f["type"] != "snapshot" && f["type"] != "event"),
-        "{frames:?}"
-    );
+    let lost = held_epoch.as_deref().unwrap();
+    refused_resume(&u, &id, held, lost, "a copy a crash took back").await;
     // What was kept resumes from the epoch that saw it. The epoch the
     // crash took back is not known any more: even a copy of what was kept
     // starts over from there.
@@ -898,25 +892,7 @@ async fn a_copy_a_host_crash_took_back_starts_over_and_any_other_resumes(h: &dyn
         .cloned()
         .collect();
     assert_eq!(r.events, after, "resumed after {kept}");
-    let mut ws = crate::browser::open_ws_query(
-        base,
-        &u.cookie,
-        &id,
-        &format!(
-            "after={kept}&epoch={}&compact=0",
-            held_epoch.as_deref().unwrap()
-        ),
-    )
-    .await
-    .unwrap();
-    let (frames, close) = contract::until_closed(&mut ws).await;
-    contract::check_refused(
-        "an epoch the crash took back",
-        &frames,
-        close,
-        "ahead_of_log",
-        4409,
-    );
+    refused_resume(&u, &id, kept, lost, "an epoch the crash took back").await;
     // Starting over: every seq once, in order, ending with the new turns.
     let mut again = Browser::connect(base, &u.cookie, &id, 0).await;
     again.until_seq(c.last_seq()).await;
